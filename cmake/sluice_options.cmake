@@ -1,0 +1,30 @@
+# Flags for sluice's *own* targets. Nothing here reaches sluice::sluice's interface:
+# an embedder never inherits -Werror or a sanitizer from us.
+include(GNUInstallDirs)
+
+set(SLUICE_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast
+                    -Wcast-align -Woverloaded-virtual -Wnull-dereference)
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  list(APPEND SLUICE_WARNINGS -Wthread-safety)
+endif()
+
+# One sanitizer switch for the whole build (tests, tools and the library alike).
+if(SLUICE_SANITIZE)
+  set(_san -fsanitize=${SLUICE_SANITIZE} -fno-omit-frame-pointer -g)
+  if(SLUICE_SANITIZE MATCHES "undefined")
+    list(APPEND _san -fno-sanitize-recover=undefined)
+  endif()
+  add_compile_options(${_san})
+  add_link_options(${_san})
+  add_compile_definitions(SLUICE_SANITIZER_BUILD=1)
+  if(SLUICE_SANITIZE MATCHES "thread")
+    add_compile_definitions(SLUICE_TSAN_BUILD=1)
+  endif()
+endif()
+
+function(sluice_private_flags target)
+  target_compile_options(${target} PRIVATE ${SLUICE_WARNINGS})
+  if(SLUICE_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+endfunction()

@@ -1,0 +1,548 @@
+// sluice/detail/channel_state.hpp — the shared state behind sender<T>/receiver<T>.
+//
+// Composition: a lock-free ring (detail/ring_buffer.hpp) or, for weighted channels and
+// item types whose move may throw, a mutex-guarded deque; plus three wakers
+// (detail/waker.hpp): consumers waiting for an item, producers waiting for room, and
+// producers waiting for the low watermark. Lifetime counting is in counts_ (senders,
+// receivers, handles), as crossbeam's counter.rs: the last sender closes, the last
+// receiver disconnects, the last handle frees.
+//
+// Every blocking operation is "try, spin, yield, register, re-check, park":
+//   s = try_op(); if (s != full) return s;               // fast path, no system call
+//   spin with pause, then sched_yield, re-trying          // the other side is usually near
+//   key = waker.prepare_wait(); s = try_op();            // re-check after registering
+//   if (s != full) cancel_wait(); else commit_wait(key)  // park; loop on wake-up
+// and every successful operation ends with after_push()/after_pop():
+//   fence(seq_cst); if (waker.has_waiters()) waker.notify(n);
+// so a push or pop with nobody asleep makes no system call.
+//
+// Requires: one thread per handle object at a time (handles are copied to share).
+// Guarantees: see channel.hpp. Each item is destroyed exactly once; every item that
+// does not reach a receiver is counted in discarded and offered to on_discard.
+// Lifetime: deleted by the release of the last handle.
+#pragma once
+
+#include <sched.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "sluice/detail/cache_padded.hpp"
+#include "sluice/detail/ring_buffer.hpp"
+#include "sluice/detail/waker.hpp"
+#include "sluice/status.hpp"
+
+namespace sluice::detail {
+
+// How long a blocked operation spins and yields before it parks. A futex wake of a
+// thread on an idle virtual core was measured at ~20 us here, so a short spin that
+// finds the other side already moving wins; the yields let a thread that shares our
+// core (more stage threads than cores is normal) run instead of us.
+inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: ~450 pauses in all
+inline constexpr int kYieldRounds = 4;
+
+template <class T>
+class channel {
+  // The lock-free ring needs a nothrow move (a slot is claimed before the item moves in).
+  static constexpr bool kRingCapable = std::is_nothrow_move_constructible_v<T>;
+
+ public:
+  explicit channel(channel_options<T> o)
+      : cap_(o.capacity),
+        lw_(o.low_watermark == kDefaultLowWatermark ? o.capacity / 2 : o.low_watermark),
+        policy_(o.overflow),
+        weigh_(std::move(o.weigh)),
+        on_discard_(std::move(o.on_discard)) {
+    if (cap_ == 0) {
+      throw std::invalid_argument("sluice::bounded: capacity must be at least 1 (got 0)");
+    }
+    if (lw_ > cap_) {
+      throw std::invalid_argument("sluice::bounded: low_watermark (" + std::to_string(lw_) +
+                                  ") exceeds capacity (" + std::to_string(cap_) + ")");
+    }
+    if (kRingCapable && !weigh_) {
+      ring_.emplace(cap_);
+    } else {
+      locked_.emplace();
+    }
+  }
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+  ~channel() {
+    // No handle is left, so nobody else touches us: discard what is still buffered.
+    discard_all();
+  }
+
+  // ---- lifetime (counter) -------------------------------------------------------
+  void add_sender() noexcept {
+    // relaxed: a new handle is made from an existing one, which keeps us alive.
+    senders_.fetch_add(1, std::memory_order_relaxed);
+    refs_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void add_receiver() noexcept {
+    receivers_.fetch_add(1, std::memory_order_relaxed);
+    refs_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Returns true when the caller must delete the channel.
+  [[nodiscard]] bool release_sender() noexcept {
+    // acq_rel: the last sender's close() sees every other sender's pushes.
+    if (senders_.fetch_sub(1, std::memory_order_acq_rel) == 1) close();
+    return release_ref();
+  }
+  [[nodiscard]] bool release_receiver() noexcept {
+    if (receivers_.fetch_sub(1, std::memory_order_acq_rel) == 1) disconnect();
+    return release_ref();
+  }
+  // True while this is the only sender; stays true until its owner copies it.
+  [[nodiscard]] std::size_t sender_count() const noexcept {
+    return senders_.load(std::memory_order_relaxed);
+  }
+
+  // ---- push -------------------------------------------------------------------
+  // Moves from v only on ok. A drop_newest channel returns ok and discards v.
+  status try_push(T& v) {
+    const status s = try_push_impl(v);
+    if (s == status::ok) after_push(1);
+    return s;
+  }
+  status push(T& v, const time_point* deadline) {
+    const status s = block(not_full_, [&] { return try_push_impl(v); }, deadline, blocked_push_ns_);
+    if (s == status::ok) after_push(1);
+    return s;
+  }
+  // Pushes each element of r (moved if r is an rvalue, copied otherwise); blocks like
+  // push; stops at the first failure. Wakes consumers once per run of pushes, not per item.
+  template <bool Move, class Range>
+  std::size_t push_all(Range& r) {
+    std::size_t n = 0;
+    std::size_t pending = 0;
+    auto one = [&](T& v) {
+      status s = try_push_impl(v);
+      if (s == status::ok) {
+        ++pending;
+        return true;
+      }
+      if (pending != 0) {
+        after_push(pending);
+        pending = 0;
+      }
+      if (s == status::closed) return false;
+      s = block(not_full_, [&] { return try_push_impl(v); }, nullptr, blocked_push_ns_);
+      if (s != status::ok) return false;
+      after_push(1);
+      return true;
+    };
+    for (auto&& e : r) {
+      bool ok;
+      if constexpr (Move && std::is_same_v<std::remove_cvref_t<decltype(e)>, T> &&
+                    !std::is_const_v<std::remove_reference_t<decltype(e)>>) {
+        ok = one(e);
+      } else {
+        T tmp(e);
+        ok = one(tmp);
+      }
+      if (!ok) break;
+      ++n;
+    }
+    if (pending != 0) after_push(pending);
+    return n;
+  }
+
+  // ---- pop --------------------------------------------------------------------
+  // ok: out holds an item. full: empty now. closed: done (drained, or cancelled).
+  status try_pop(std::optional<T>& out) {
+    const status s = try_pop_impl(out);
+    if (s == status::ok) after_pop(1);
+    return s;
+  }
+  status pop(std::optional<T>& out, const time_point* deadline) {
+    const status s = block(not_empty_, [&] { return try_pop_impl(out); }, deadline, blocked_pop_ns_);
+    if (s == status::ok) after_pop(1);
+    return s;
+  }
+  template <class Out>
+  std::size_t pop_some(Out& out, std::size_t max) {
+    if (max == 0) return 0;
+    std::optional<T> v;
+    if (block(not_empty_, [&] { return try_pop_impl(v); }, nullptr, blocked_pop_ns_) != status::ok) {
+      return 0;
+    }
+    std::size_t n = 0;
+    // Hand each item over before taking the next: if `out` throws, the rest stay queued.
+    struct notify_guard {
+      channel* self;
+      std::size_t* count;
+      ~notify_guard() {
+        if (*count != 0) self->after_pop(*count);
+      }
+    } guard{this, &n};
+    for (;;) {
+      *out = std::move(*v);
+      ++out;
+      v.reset();
+      ++n;
+      if (n == max || try_pop_impl(v) != status::ok) break;
+    }
+    return n;
+  }
+  [[nodiscard]] bool done() const noexcept {
+    const std::uint32_t st = state_.load(std::memory_order_acquire);
+    if (st & kCancelled) return true;
+    if (ring_) return ring_->closed() && ring_->size_guess() == 0;
+    std::lock_guard lock(locked_->mu);
+    return (st & (kClosed | kDisconnected)) != 0 && locked_->items.empty();
+  }
+
+  // ---- closing ----------------------------------------------------------------
+  // No more items from anyone; receivers drain what is buffered, then end.
+  void close() noexcept {
+    if (ring_) {
+      ring_->close();
+      state_.fetch_or(kClosed, std::memory_order_seq_cst);
+    } else {
+      std::lock_guard lock(locked_->mu);
+      state_.fetch_or(kClosed, std::memory_order_seq_cst);
+    }
+    wake_everyone();
+  }
+  // The last receiver is gone: pushes fail from now on; buffered items are discarded.
+  void disconnect() noexcept {
+    state_.fetch_or(kDisconnected, std::memory_order_seq_cst);
+    if (ring_) ring_->close();
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with after_push's fence
+    discard_all();
+    wake_everyone();
+  }
+  // Abort: every waiter wakes, buffered items are discarded and counted, `why` is kept.
+  void cancel(std::exception_ptr why) noexcept {
+    {
+      std::lock_guard lock(why_mu_);
+      if (!(state_.load(std::memory_order_relaxed) & kCancelled)) why_ = std::move(why);
+      state_.fetch_or(kCancelled, std::memory_order_seq_cst);
+    }
+    if (ring_) ring_->close();
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with after_push's fence
+    discard_all();
+    wake_everyone();
+  }
+  [[nodiscard]] std::exception_ptr cancel_cause() const {
+    std::lock_guard lock(why_mu_);
+    return why_;
+  }
+  [[nodiscard]] bool is_cancelled() const noexcept {
+    return (state_.load(std::memory_order_acquire) & kCancelled) != 0;
+  }
+  // Closed, disconnected or cancelled: a push can never succeed again.
+  [[nodiscard]] bool is_closed() const noexcept {
+    return state_.load(std::memory_order_acquire) != 0;
+  }
+
+  // ---- low watermark ("drain") ------------------------------------------------
+  void wait_writable() {
+    (void)block(writable_, [&] { return writable_now() ? status::ok : status::full; }, nullptr,
+                blocked_push_ns_);
+  }
+  void on_writable(std::function<void()> f) {
+    if (writable_now()) {
+      f();
+      return;
+    }
+    {
+      std::lock_guard lock(cb_mu_);
+      callbacks_.push_back(std::move(f));
+      // seq_cst store + fence: Dekker pair with after_pop's fence and load of armed_.
+      writable_armed_.store(true, std::memory_order_seq_cst);
+    }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (writable_now()) fire_writable();  // the crossing may have happened meanwhile
+  }
+
+  // ---- observation --------------------------------------------------------------
+  [[nodiscard]] std::size_t occupancy() const noexcept {
+    return ring_ ? ring_->size_guess() : locked_->weight.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
+  [[nodiscard]] channel_stats stats() const {
+    channel_stats st;
+    st.capacity = cap_;
+    st.blocked_push_ns = blocked_push_ns_.load(std::memory_order_relaxed);
+    st.blocked_pop_ns = blocked_pop_ns_.load(std::memory_order_relaxed);
+    if (ring_) {
+      // Read order keeps every difference non-negative: ring_discarded_ grows only
+      // after head does, head only after tail does.
+      const std::uint64_t dropped_new = dropped_new_.load(std::memory_order_acquire);
+      const std::uint64_t rd = ring_discarded_.load(std::memory_order_acquire);
+      const std::uint64_t head = ring_->head_position();
+      const std::uint64_t tail = ring_->tail_position();
+      st.pushed = tail + dropped_new;
+      st.popped = head - rd;
+      st.discarded = rd + dropped_new;
+      st.size = static_cast<std::size_t>(tail - head);
+    } else {
+      std::lock_guard lock(locked_->mu);
+      st.pushed = locked_->pushed;
+      st.popped = locked_->popped;
+      st.discarded = locked_->discarded;
+      st.size = locked_->weight.load(std::memory_order_relaxed);
+    }
+    return st;
+  }
+
+ private:
+  static constexpr std::uint32_t kClosed = 1;        // senders gone or close()
+  static constexpr std::uint32_t kDisconnected = 2;  // receivers gone
+  static constexpr std::uint32_t kCancelled = 4;     // cancel()
+
+  struct locked_queue {
+    mutable std::mutex mu;
+    std::deque<std::pair<T, std::size_t>> items;  // item and its weight  (guarded by mu)
+    std::atomic<std::size_t> weight{0};           // written under mu, read anywhere
+    std::uint64_t pushed = 0, popped = 0, discarded = 0;  // guarded by mu
+  };
+
+  bool release_ref() noexcept {
+    // acq_rel: the deleting thread sees every other handle's last writes.
+    return refs_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+  }
+
+  bool writable_now() const noexcept {
+    return occupancy() <= lw_ || state_.load(std::memory_order_acquire) != 0;
+  }
+
+  void hand_to_hook(T&& v) noexcept {
+    if (!on_discard_) return;
+    try {
+      on_discard_(std::move(v));
+    } catch (...) {
+      // A discard hook must not throw (documented); we will not let it unwind through
+      // a destructor or a cancel, so its exception ends here.
+    }
+  }
+
+  status try_push_impl(T& v) {
+    if (ring_) {
+      for (;;) {
+        const auto r = ring_->try_push(v);
+        if (r == ring_buffer<T>::push_result::ok) return status::ok;
+        if (r == ring_buffer<T>::push_result::closed) return status::closed;
+        if (policy_ == overflow::block) return status::full;
+        if (policy_ == overflow::drop_newest) {
+          dropped_new_.fetch_add(1, std::memory_order_release);
+          hand_to_hook(std::move(v));
+          return status::ok;
+        }
+        std::optional<T> old;  // drop_oldest: make room, then try again
+        if (ring_->try_pop(old)) {
+          ring_discarded_.fetch_add(1, std::memory_order_release);
+          hand_to_hook(std::move(*old));
+        }
+      }
+    }
+    std::vector<T> dropped;  // handed to the hook outside the lock
+    {
+      std::lock_guard lock(locked_->mu);
+      if (state_.load(std::memory_order_relaxed) != 0) return status::closed;
+      const std::size_t w = weigh_ ? weigh_(std::as_const(v)) : 1;
+      auto& q = *locked_;
+      auto fits = [&] { return q.items.empty() || q.weight.load(std::memory_order_relaxed) + w <= cap_; };
+      if (!fits()) {
+        if (policy_ == overflow::block) return status::full;
+        if (policy_ == overflow::drop_newest) {
+          ++q.pushed;
+          ++q.discarded;
+          dropped.push_back(std::move(v));
+        } else {
+          while (!fits()) {
+            auto& front = q.items.front();
+            q.weight.store(q.weight.load(std::memory_order_relaxed) - front.second,
+                           std::memory_order_relaxed);
+            dropped.push_back(std::move(front.first));
+            q.items.pop_front();
+            ++q.discarded;
+          }
+        }
+      }
+      if (dropped.empty() || policy_ == overflow::drop_oldest) {
+        q.items.emplace_back(std::move(v), w);  // strong guarantee: a throw leaves q as it was
+        q.weight.store(q.weight.load(std::memory_order_relaxed) + w, std::memory_order_relaxed);
+        ++q.pushed;
+      }
+    }
+    for (auto& d : dropped) hand_to_hook(std::move(d));
+    return status::ok;
+  }
+
+  status try_pop_impl(std::optional<T>& out) {
+    if (ring_) {
+      if (state_.load(std::memory_order_acquire) & kCancelled) return status::closed;
+      if (ring_->try_pop(out)) return status::ok;
+      // Empty. Done only if closed *and* every claimed position was popped: a push
+      // that claimed its slot before the mark is still delivered.
+      if (ring_->closed() && ring_->head_position() == ring_->tail_position()) return status::closed;
+      if (state_.load(std::memory_order_acquire) & kCancelled) return status::closed;
+      return status::full;
+    }
+    std::lock_guard lock(locked_->mu);
+    const std::uint32_t st = state_.load(std::memory_order_relaxed);
+    if (st & kCancelled) return status::closed;
+    auto& q = *locked_;
+    if (q.items.empty()) return st != 0 ? status::closed : status::full;
+    out.emplace(std::move(q.items.front().first));  // a throwing move leaves the item queued
+    q.weight.store(q.weight.load(std::memory_order_relaxed) - q.items.front().second,
+                   std::memory_order_relaxed);
+    q.items.pop_front();
+    ++q.popped;
+    return status::ok;
+  }
+
+  // After n items went in: wake consumers if any sleep; if the channel was cancelled or
+  // disconnected while our push was in flight, discard what we left behind.
+  void after_push(std::size_t n) noexcept {
+    // (F) seq_cst: orders our publish before the loads below; pairs with the fence in
+    // waker::prepare_wait and with the one in cancel()/disconnect().
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (ring_ && (state_.load(std::memory_order_relaxed) & (kCancelled | kDisconnected))) {
+      discard_all();
+    }
+    if (not_empty_.has_waiters()) not_empty_.notify(static_cast<int>(n > 1024 ? 1024 : n));
+  }
+  void after_pop(std::size_t n) noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // (F), as in after_push
+    if (not_full_.has_waiters()) not_full_.notify(static_cast<int>(n > 1024 ? 1024 : n));
+    if (writable_.has_waiters() && occupancy() <= lw_) writable_.notify(-1);
+    if (writable_armed_.load(std::memory_order_relaxed) && occupancy() <= lw_) fire_writable();
+  }
+
+  void fire_writable() noexcept {
+    std::vector<std::function<void()>> run;
+    {
+      std::lock_guard lock(cb_mu_);
+      run.swap(callbacks_);
+      writable_armed_.store(false, std::memory_order_relaxed);
+    }
+    for (auto& f : run) {
+      try {
+        f();
+      } catch (...) {
+        // on_writable callbacks run on a popping thread; like on_discard they must not
+        // throw, and an exception from one must not break the consumer's pop.
+      }
+    }
+  }
+
+  void wake_everyone() noexcept {
+    not_empty_.notify_all();
+    not_full_.notify_all();
+    writable_.notify_all();
+    fire_writable();
+  }
+
+  void discard_all() noexcept {
+    if (ring_) {
+      std::optional<T> v;
+      while (ring_->try_pop(v)) {
+        ring_discarded_.fetch_add(1, std::memory_order_release);
+        hand_to_hook(std::move(*v));
+        v.reset();
+      }
+      return;
+    }
+    std::deque<std::pair<T, std::size_t>> gone;
+    {
+      std::lock_guard lock(locked_->mu);
+      gone.swap(locked_->items);
+      locked_->discarded += gone.size();
+      locked_->weight.store(0, std::memory_order_relaxed);
+    }
+    for (auto& [v, w] : gone) hand_to_hook(std::move(v));
+  }
+
+  // try, spin, yield, register, re-check, park. Returns the op's last status, or
+  // timeout. Time from the first failed try to the end is added to blocked_ns.
+  template <class Op>
+  status block(waker& w, Op&& op, const time_point* deadline, std::atomic<std::uint64_t>& blocked_ns) {
+    status s = op();
+    if (s != status::full) return s;
+    const auto t0 = std::chrono::steady_clock::now();
+    s = wait_loop(w, op, deadline);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    blocked_ns.fetch_add(static_cast<std::uint64_t>(
+                             std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count()),
+                         std::memory_order_relaxed);
+    return s;
+  }
+  template <class Op>
+  status wait_loop(waker& w, Op& op, const time_point* deadline) {
+    auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
+    status s;
+    for (int round = 0; round < kSpinRounds; ++round) {
+      for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) cpu_relax();
+      if ((s = op()) != status::full) return s;
+    }
+    for (int round = 0; round < kYieldRounds; ++round) {
+      if (expired()) return status::timeout;
+      sched_yield();
+      if ((s = op()) != status::full) return s;
+    }
+    for (;;) {
+      if (expired()) return status::timeout;
+      const std::uint32_t key = w.prepare_wait();
+      if ((s = op()) != status::full) {
+        w.cancel_wait();
+        return s;
+      }
+      if (!w.commit_wait(key, deadline)) {
+        // Timed out. We may have been the one a notify picked, so try once more
+        // before giving up: a wake-up is never swallowed by a waiter that leaves.
+        s = op();
+        if (s == status::full) return status::timeout;
+        if (s == status::ok) return s;
+        return s;
+      }
+      if ((s = op()) != status::full) return s;
+    }
+  }
+
+  // Read-only after construction.
+  const std::size_t cap_;
+  const std::size_t lw_;
+  const overflow policy_;
+  const std::function<std::size_t(const T&)> weigh_;
+  const std::function<void(T&&)> on_discard_;
+  std::optional<ring_buffer<T>> ring_;      // unweighted, nothrow-move T
+  std::optional<locked_queue> locked_;      // otherwise
+
+  // Counted lifetime (detail/counter idea from crossbeam): senders, receivers, handles.
+  alignas(kCacheLine) std::atomic<std::size_t> senders_{1};
+  std::atomic<std::size_t> receivers_{1};
+  std::atomic<std::size_t> refs_{2};
+  std::atomic<std::uint32_t> state_{0};  // [ cancelled | disconnected | closed ]
+  std::atomic<bool> writable_armed_{false};
+
+  waker not_empty_;  // consumers waiting for an item
+  waker not_full_;   // producers waiting for room
+  waker writable_;   // wait_writable() callers
+
+  alignas(kCacheLine) std::atomic<std::uint64_t> ring_discarded_{0};
+  std::atomic<std::uint64_t> dropped_new_{0};
+  std::atomic<std::uint64_t> blocked_push_ns_{0};
+  std::atomic<std::uint64_t> blocked_pop_ns_{0};
+
+  mutable std::mutex why_mu_;
+  std::exception_ptr why_;  // guarded by why_mu_
+  std::mutex cb_mu_;
+  std::vector<std::function<void()>> callbacks_;  // guarded by cb_mu_
+};
+
+}  // namespace sluice::detail

@@ -1,0 +1,179 @@
+// sluice/detail/ring_buffer.hpp — the lock-free bounded MPMC ring under every channel.
+//
+// Only index math and slot hand-off live here; waiting is the waker's job
+// (detail/waker.hpp) and the channel composes the two (detail/channel_state.hpp).
+//
+// Algorithm: one sequence word per slot (Vyukov's bounded MPMC queue), with 64-bit
+// positions that never wrap in practice (2^63 items at 10^9/s is ~290 years):
+//   slot[p % cap].seq == p        the slot is free for the push of position p
+//   slot[p % cap].seq == p + 1    the slot holds the item of position p
+// A push claims position p by CAS on tail_, constructs the item, then publishes it
+// by storing seq = p + 1 (release). A pop claims p by CAS on head_, moves the item
+// out, then frees the slot for lap p + cap by storing seq = p + cap (release).
+//
+// Requires: T is nothrow-move-constructible (a slot is claimed before the item is
+// constructed in it; a throwing move would leave a hole consumers wait on forever).
+// The channel routes other types to its locked queue instead.
+// Guarantees: try_push/try_pop are lock-free and never block; each item is moved
+// in once, moved out once and destroyed once; FIFO per producer.
+// Everything a producer did before try_push(x) is visible to the consumer after
+// try_pop() returns x (release store of seq, acquire load of seq).
+// Non-guarantees: "full" and "empty" are momentary; a push claimed but not yet
+// published makes the ring look empty at that slot (consumers then wait for it).
+// Lifetime: the destructor destroys items still inside; callers who need to count or
+// hand them to a hook drain first with try_pop.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <optional>
+#include <type_traits>
+
+#include "sluice/detail/cache_padded.hpp"
+
+namespace sluice::detail {
+
+template <class T>
+class ring_buffer {
+  static_assert(std::is_nothrow_move_constructible_v<T>,
+                "ring_buffer<T> needs a noexcept move constructor; the channel uses its "
+                "locked queue for other types");
+  static_assert(std::is_nothrow_destructible_v<T>, "channel items must not throw from ~T()");
+
+ public:
+  // [ closed:1 | position:63 ] — the closed mark lives in tail_ so that a push racing
+  // with close() either claims its position before the mark (and is delivered) or
+  // fails its CAS and sees the mark (and reports closed). Nothing slips in after.
+  static constexpr std::uint64_t kClosedMark = std::uint64_t{1} << 63;
+
+  enum class push_result { ok, full, closed };
+
+  explicit ring_buffer(std::size_t capacity)
+      : cap_(capacity),
+        mask_(capacity - 1),
+        pow2_((capacity & (capacity - 1)) == 0),
+        slots_(static_cast<slot*>(::operator new[](sizeof(slot) * capacity,
+                                                   std::align_val_t{alignof(slot)}))) {
+    for (std::size_t i = 0; i < cap_; ++i) {
+      new (&slots_[i].seq) std::atomic<std::uint64_t>(i);
+    }
+  }
+  ring_buffer(const ring_buffer&) = delete;
+  ring_buffer& operator=(const ring_buffer&) = delete;
+
+  ~ring_buffer() {
+    while (try_pop_discard()) {
+    }
+    for (std::size_t i = 0; i < cap_; ++i) slots_[i].seq.~atomic();
+    ::operator delete[](slots_, std::align_val_t{alignof(slot)});
+  }
+
+  // Moves from v only when the result is ok.
+  push_result try_push(T& v) noexcept {
+    std::uint64_t tail = tail_->load(std::memory_order_relaxed);
+    for (;;) {
+      if (tail & kClosedMark) return push_result::closed;
+      slot& s = slots_[index(tail)];
+      // acquire: pairs with the release in try_pop that freed this slot, so the
+      // previous item's destruction happens-before our construction.
+      const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+      const auto diff = static_cast<std::int64_t>(seq - tail);
+      if (diff == 0) {
+        // relaxed CAS: the slot's seq, not tail_, carries the data hand-off.
+        if (tail_->compare_exchange_weak(tail, tail + 1, std::memory_order_relaxed,
+                                         std::memory_order_relaxed)) {
+          new (s.item()) T(std::move(v));
+          // release: publishes the item; pairs with the acquire load in try_pop.
+          s.seq.store(tail + 1, std::memory_order_release);
+          return push_result::ok;
+        }
+      } else if (diff < 0) {
+        // The slot still holds the item of the previous lap: full (or a pop of it is
+        // in flight, which is "full" for a moment too).
+        return push_result::full;
+      } else {
+        tail = tail_->load(std::memory_order_relaxed);  // another producer moved on
+      }
+    }
+  }
+
+  // Pops into out (which must be empty). Returns false when nothing is published.
+  bool try_pop(std::optional<T>& out) noexcept {
+    std::uint64_t head = head_->load(std::memory_order_relaxed);
+    for (;;) {
+      slot& s = slots_[index(head)];
+      // acquire: pairs with the release in try_push; the item is fully built.
+      const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
+      const auto diff = static_cast<std::int64_t>(seq - (head + 1));
+      if (diff == 0) {
+        if (head_->compare_exchange_weak(head, head + 1, std::memory_order_relaxed,
+                                         std::memory_order_relaxed)) {
+          T* item = s.item();
+          out.emplace(std::move(*item));
+          item->~T();
+          // release: our reads of the slot are done; pairs with the acquire in try_push.
+          s.seq.store(head + cap_, std::memory_order_release);
+          return true;
+        }
+      } else if (diff < 0) {
+        return false;  // empty at head (or the push of head is not yet published)
+      } else {
+        head = head_->load(std::memory_order_relaxed);
+      }
+    }
+  }
+
+  // Sets the closed mark; returns true if this call set it.
+  bool close() noexcept {
+    // seq_cst RMW: ordered against the CAS of every push (see kClosedMark).
+    return (tail_->fetch_or(kClosedMark, std::memory_order_seq_cst) & kClosedMark) == 0;
+  }
+  [[nodiscard]] bool closed() const noexcept {
+    return (tail_->load(std::memory_order_acquire) & kClosedMark) != 0;
+  }
+
+  // Positions: items ever claimed by pushes / pops. Momentary snapshots.
+  [[nodiscard]] std::uint64_t tail_position() const noexcept {
+    return tail_->load(std::memory_order_acquire) & ~kClosedMark;
+  }
+  [[nodiscard]] std::uint64_t head_position() const noexcept {
+    return head_->load(std::memory_order_acquire);
+  }
+  // size_guess: exact when no push or pop is in flight; otherwise within the number
+  // of threads inside one. Any thread may call it.
+  [[nodiscard]] std::size_t size_guess() const noexcept {
+    const std::uint64_t head = head_position();  // A: read head first so size >= 0
+    const std::uint64_t tail = tail_position();  // B
+    return tail > head ? static_cast<std::size_t>(tail - head) : 0;
+  }
+  [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
+
+ private:
+  struct slot {
+    std::atomic<std::uint64_t> seq;
+    alignas(T) unsigned char storage[sizeof(T)];
+    T* item() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
+  };
+
+  std::size_t index(std::uint64_t pos) const noexcept {
+    return pow2_ ? static_cast<std::size_t>(pos & mask_) : static_cast<std::size_t>(pos % cap_);
+  }
+  bool try_pop_discard() noexcept {
+    std::optional<T> v;
+    return try_pop(v);
+  }
+
+  cache_padded<std::atomic<std::uint64_t>> tail_{0};  // [ closed:1 | position:63 ]
+  cache_padded<std::atomic<std::uint64_t>> head_{0};  // position of the next pop
+  // Read-only after construction; on their own line so the hot indices above do not
+  // drag them between cores.
+  alignas(kCacheLine) const std::size_t cap_;
+  const std::uint64_t mask_;
+  const bool pow2_;
+  slot* const slots_;
+};
+
+}  // namespace sluice::detail
