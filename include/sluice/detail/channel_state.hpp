@@ -278,6 +278,8 @@ class channel {
     st.capacity = cap_;
     st.blocked_push_ns = blocked_push_ns_.load(std::memory_order_relaxed);
     st.blocked_pop_ns = blocked_pop_ns_.load(std::memory_order_relaxed);
+    st.waiting_push = not_full_.waiters() + writable_.waiters();
+    st.waiting_pop = not_empty_.waiters();
     if (ring_) {
       // Read order keeps every difference non-negative: ring_discarded_ grows only
       // after head does, head only after tail does.

@@ -56,6 +56,10 @@ class waker {
   [[nodiscard]] bool has_waiters() const noexcept {
     return waiters_.load(std::memory_order_relaxed) != 0;  // relaxed: ordered by caller's fence
   }
+  // Threads registered to sleep right now (a hint for metrics and stall detection).
+  [[nodiscard]] std::uint32_t waiters() const noexcept {
+    return waiters_.load(std::memory_order_relaxed);
+  }
   // Wakes up to n sleepers (n < 0: all). Call only when has_waiters().
   void notify(int n) noexcept;
   void notify_all() noexcept {

@@ -1,0 +1,157 @@
+// sluice/stage.hpp — what a stage is: its options, its error policy, and the stage
+// descriptors that sluice::pipeline(...) strings together.
+//
+//   sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { for (int i = 0; i < 9; ++i) out.push(i); }),
+//                    sluice::transform([](int v) { return v * 2; }, {.name = "double"}),
+//                    sluice::keep_if([](const int& v) { return v % 3 == 0; }),
+//                    sluice::into([](int v) { std::printf("%d\n", v); }))
+//       .run();
+//
+// Each descriptor is a plain value holding the stage function and its stage_options;
+// graph.hpp turns it into a stage on a thread. Stage functions may take a
+// std::stop_token as their last parameter.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace sluice {
+
+// restart{max, within, backoff}: run a fresh copy of the stage function after a
+// failure; more than `max` restarts inside `within` fails the graph with the last
+// error (an Erlang supervisor's intensity limit). `backoff` is slept before each restart.
+struct restart {
+  std::size_t max = 3;
+  std::chrono::steady_clock::duration within = std::chrono::seconds(5);
+  std::chrono::steady_clock::duration backoff = std::chrono::milliseconds(10);
+};
+
+// What a stage's failure does.
+//   error_policy::stop      fail the graph (the default)
+//   error_policy::skip      count and drop the failing item (a source or `stage` stops)
+//   restart{...}            restart the stage function, within limits
+class error_policy {
+ public:
+  enum class kind { stop, skip, restart };
+  using restart = sluice::restart;
+
+  static const error_policy stop;
+  static const error_policy skip;
+
+  constexpr error_policy(sluice::restart r) noexcept : kind_(kind::restart), limits_(r) {}  // NOLINT: implicit on purpose
+
+  [[nodiscard]] constexpr kind what() const noexcept { return kind_; }
+  [[nodiscard]] constexpr const sluice::restart& limits() const noexcept { return limits_; }
+  friend constexpr bool operator==(const error_policy& a, const error_policy& b) noexcept {
+    return a.kind_ == b.kind_;
+  }
+
+ private:
+  constexpr explicit error_policy(kind k) noexcept : kind_(k) {}
+  kind kind_ = kind::stop;
+  sluice::restart limits_{};
+};
+inline constexpr error_policy error_policy::stop{error_policy::kind::stop};
+inline constexpr error_policy error_policy::skip{error_policy::kind::skip};
+
+// Options of one stage. An aggregate; fields in this order (DESIGN.md §2).
+struct stage_options {
+  std::size_t capacity = 1024;      // of the stage's output channel (weight units for weighted items)
+  std::size_t replicas = 1;         // threads running the stage function on one input
+  bool ordered = true;              // replicas emit in input order
+  error_policy on_error = error_policy::stop;
+  std::string name = {};            // pipeline() descriptors only (graph methods take a name)
+  std::function<void()> on_close = {};  // cleanup, run once when the stage ends (any way)
+};
+
+// Channel weighing for item types that carry bytes. Specialise channel_traits<T> with
+// `static constexpr bool weighted = true;` and `static std::size_t weigh(const T&)`; a
+// stage whose output is such a T gets a channel budgeted in weight units (bytes).
+template <class T>
+struct channel_traits {
+  static constexpr bool weighted = false;
+};
+
+// ---- pipeline descriptors -------------------------------------------------------
+// A source: f(sender<T>&[, std::stop_token]).
+template <class T, class F>
+struct source_stage {
+  using output_type = T;
+  F fn;
+  stage_options options;
+};
+// map: U f(T).
+template <class F>
+struct transform_stage {
+  F fn;
+  stage_options options;
+};
+// filter: bool pred(const T&).
+template <class F>
+struct keep_if_stage {
+  F fn;
+  stage_options options;
+};
+// flat_map: f(T, sender<U>&[, stop_token]).
+template <class U, class F>
+struct expand_stage {
+  using output_type = U;
+  F fn;
+  stage_options options;
+};
+// stage: f(receiver<T>&, sender<U>&[, stop_token]) — the whole input stream at once.
+template <class U, class F>
+struct through_stage {
+  using output_type = U;
+  F fn;
+  stage_options options;
+};
+// sink: f(T) (returning bool: false stops early).
+template <class F>
+struct into_stage {
+  F fn;
+  stage_options options;
+};
+// sink over the whole input: f(receiver<T>&[, stop_token]). The function sees how its
+// input ended (rx.done() after a close, rx.cancelled() after an abort), which is what a
+// file writer needs to commit or throw away its output.
+template <class F>
+struct consume_stage {
+  F fn;
+  stage_options options;
+};
+
+template <class T, class F>
+source_stage<T, std::decay_t<F>> from(F&& f, stage_options o = {}) {
+  return {std::forward<F>(f), std::move(o)};
+}
+template <class F>
+transform_stage<std::decay_t<F>> transform(F&& f, stage_options o = {}) {
+  return {std::forward<F>(f), std::move(o)};
+}
+template <class F>
+keep_if_stage<std::decay_t<F>> keep_if(F&& f, stage_options o = {}) {
+  return {std::forward<F>(f), std::move(o)};
+}
+template <class U, class F>
+expand_stage<U, std::decay_t<F>> expand(F&& f, stage_options o = {}) {
+  return {std::forward<F>(f), std::move(o)};
+}
+template <class U, class F>
+through_stage<U, std::decay_t<F>> through(F&& f, stage_options o = {}) {
+  return {std::forward<F>(f), std::move(o)};
+}
+template <class F>
+into_stage<std::decay_t<F>> into(F&& f, stage_options o = {}) {
+  return {std::forward<F>(f), std::move(o)};
+}
+template <class F>
+consume_stage<std::decay_t<F>> consume(F&& f, stage_options o = {}) {
+  return {std::forward<F>(f), std::move(o)};
+}
+
+}  // namespace sluice
