@@ -2,6 +2,7 @@
 #include "sluice/detail/waker.hpp"
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -19,7 +20,25 @@ long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t val, const ti
   return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, val, ts, nullptr, bitset);
 }
 
+bool register_membarrier() noexcept {
+  const long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) return false;
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
 }  // namespace
+
+// Decided once, before main() and before any channel can exist; never changes after.
+bool g_asymmetric_fences = register_membarrier();
+
+void heavy_fence() noexcept {
+  if (g_asymmetric_fences) {
+    // Every thread of this process that is running now executes a full memory barrier
+    // before this returns; one that is not running passes a context switch, which is one.
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return;
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
 
 bool waker::commit_wait(std::uint32_t key, const time_point* deadline) noexcept {
   bool timed_out = false;

@@ -220,7 +220,7 @@ class channel {
   void disconnect() noexcept {
     state_.fetch_or(kDisconnected, std::memory_order_seq_cst);
     if (ring_) ring_->close();
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with after_push's fence
+    heavy_fence();  // pairs with light_fence() in after_push: a push in flight sees us, or we see it
     discard_all();
     wake_everyone();
   }
@@ -232,7 +232,7 @@ class channel {
       state_.fetch_or(kCancelled, std::memory_order_seq_cst);
     }
     if (ring_) ring_->close();
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with after_push's fence
+    heavy_fence();  // pairs with light_fence() in after_push: a push in flight sees us, or we see it
     discard_all();
     wake_everyone();
   }
@@ -264,7 +264,7 @@ class channel {
       // seq_cst store + fence: Dekker pair with after_pop's fence and load of armed_.
       writable_armed_.store(true, std::memory_order_seq_cst);
     }
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    heavy_fence();  // pairs with light_fence() in after_pop
     if (writable_now()) fire_writable();  // the crossing may have happened meanwhile
   }
 
@@ -387,10 +387,15 @@ class channel {
 
   status try_pop_impl(std::optional<T>& out) {
     if (ring_) {
-      if (state_.load(std::memory_order_acquire) & kCancelled) return status::closed;
+      const std::uint32_t st = state_.load(std::memory_order_acquire);
+      if (st & kCancelled) return status::closed;
       if (ring_->try_pop(out)) return status::ok;
-      // Empty. Done only if closed *and* every claimed position was popped: a push
-      // that claimed its slot before the mark is still delivered.
+      // Empty. While the channel is open that is all (and we stay off tail_, the
+      // producers' hot line). close() marks the ring *before* it sets kClosed, and a
+      // waiter re-checks after registering, so reading state_ first loses no close.
+      if (st == 0 && state_.load(std::memory_order_acquire) == 0) return status::full;
+      // Done only if closed *and* every claimed position was popped: a push that
+      // claimed its slot before the mark is still delivered.
       if (ring_->closed() && ring_->head_position() == ring_->tail_position()) return status::closed;
       if (state_.load(std::memory_order_acquire) & kCancelled) return status::closed;
       return status::full;
@@ -411,16 +416,16 @@ class channel {
   // After n items went in: wake consumers if any sleep; if the channel was cancelled or
   // disconnected while our push was in flight, discard what we left behind.
   void after_push(std::size_t n) noexcept {
-    // (F) seq_cst: orders our publish before the loads below; pairs with the fence in
-    // waker::prepare_wait and with the one in cancel()/disconnect().
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // (F) orders our publish before the loads below; pairs with heavy_fence() in
+    // waker::prepare_wait and with the fence in cancel()/disconnect() (see below).
+    light_fence();
     if (ring_ && (state_.load(std::memory_order_relaxed) & (kCancelled | kDisconnected))) {
       discard_all();
     }
     if (not_empty_.has_waiters()) not_empty_.notify(static_cast<int>(n > 1024 ? 1024 : n));
   }
   void after_pop(std::size_t n) noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // (F), as in after_push
+    light_fence();  // (F), as in after_push
     if (not_full_.has_waiters()) not_full_.notify(static_cast<int>(n > 1024 ? 1024 : n));
     if (writable_.has_waiters() && occupancy() <= lw_) writable_.notify(-1);
     if (writable_armed_.load(std::memory_order_relaxed) && occupancy() <= lw_) fire_writable();

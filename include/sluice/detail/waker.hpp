@@ -7,20 +7,26 @@
 //
 // Wait protocol (waiter W, notifier N, condition C):
 //
-//   W: key = prepare_wait()      // waiters_++ (seq_cst), then key = epoch_
+//   W: key = prepare_wait()      // waiters_++, heavy_fence(), then key = epoch_
 //      if (C) { cancel_wait(); return; }          // re-check after registering
 //      commit_wait(key)          // futex-sleeps only while epoch_ == key
 //
 //   N: make C true (any store)
-//      std::atomic_thread_fence(seq_cst)          // (F) orders the store before the load
+//      light_fence()                              // (F) orders the store before the load
 //      if (has_waiters()) notify(n)               // epoch_++, futex_wake(n)
 //
-// Why no wake-up is lost: W's increment of waiters_ and N's store to C are both
-// followed by a seq_cst barrier and then a load of the other's variable (Dekker).
-// So either N sees waiters_ > 0 and bumps epoch_ (then W's futex_wait(key) returns
-// at once, because epoch_ != key, or is woken by futex_wake), or W's re-check sees C.
+// Why no wake-up is lost: W's increment of waiters_ and N's store to C are each
+// followed by a barrier and then a load of the other's variable (Dekker). So either
+// N sees waiters_ > 0 and bumps epoch_ (then W's futex_wait(key) returns at once,
+// because epoch_ != key, or is woken by futex_wake), or W's re-check sees C.
 //
-// Requires: notify() is preceded by a seq_cst fence after the store that made the
+// The barrier pair is asymmetric (as folly's asymmetricLightBarrier): a push or pop
+// runs on the hot path and pays only light_fence(), a compiler barrier, while a thread
+// about to park pays heavy_fence(), membarrier(PRIVATE_EXPEDITED), which makes every
+// running thread of the process execute a full barrier before it returns. Where the
+// kernel lacks membarrier, both sides fall back to a seq_cst fence.
+//
+// Requires: notify() is preceded by light_fence() after the store that made the
 // condition true. commit_wait()/cancel_wait() is called exactly once per prepare_wait().
 // Guarantees: has_waiters() is one relaxed load, so a notifier with nobody asleep
 // makes no system call. A woken thread must re-check its condition (wake-ups may be
@@ -37,13 +43,28 @@
 
 namespace sluice::detail {
 
+// True once membarrier(PRIVATE_EXPEDITED) is registered for this process (set once,
+// at static initialisation of libsluice, before any channel exists).
+extern bool g_asymmetric_fences;
+
+// The notifier's half: a compiler barrier when the heavy side uses membarrier.
+inline void light_fence() noexcept {
+  if (g_asymmetric_fences) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+// The waiter's half: a process-wide barrier (membarrier) or a seq_cst fence.
+void heavy_fence() noexcept;
+
 class waker {
  public:
   using time_point = std::chrono::steady_clock::time_point;
 
   [[nodiscard]] std::uint32_t prepare_wait() noexcept {
     waiters_.fetch_add(1, std::memory_order_seq_cst);  // the "store" half of W's Dekker pair
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    heavy_fence();  // pairs with light_fence() in every notifier
     return epoch_->load(std::memory_order_acquire);
   }
   void cancel_wait() noexcept {
@@ -63,7 +84,7 @@ class waker {
   // Wakes up to n sleepers (n < 0: all). Call only when has_waiters().
   void notify(int n) noexcept;
   void notify_all() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // off the hot path: the strong fence
     if (has_waiters()) notify(-1);
   }
 
