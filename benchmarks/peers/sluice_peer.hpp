@@ -1,0 +1,69 @@
+// peers/sluice_peer.hpp — sluice::bounded<std::uint64_t> in the peer adapter shape, plus
+// the bulk handles (push_all / pop_some) that only sluice has.
+//
+//   sluice_bench::sluice_peer ch(1024);
+//   auto tx = ch.make_producer();  tx.push(1);  tx.push_batch(std::span(batch));
+//   auto rx = ch.make_consumer();  item v = rx.pop();  std::size_t n = rx.pop_batch(buf, 64);
+//
+// Requires / Guarantees / Lifetime: as peers/peer.hpp. Each handle owns its own copy of the
+//   sender or receiver (a handle is used by one thread at a time, DESIGN.md section 1).
+//   The adapter keeps the original pair, so the channel never closes during a run.
+// Non-guarantees: pop() on a closed channel is a benchmark bug; it aborts.
+#pragma once
+
+#include <cstddef>
+#include <cstdlib>
+#include <span>
+#include <utility>
+
+#include "peers/peer.hpp"
+#include "sluice/channel.hpp"
+
+namespace sluice_bench {
+
+class sluice_peer {
+ public:
+  static constexpr const char* kName = "sluice";
+  static constexpr bool kMultiProducer = true;
+  explicit sluice_peer(std::size_t capacity) : ends_(sluice::bounded<item>(capacity)) {}
+
+  class producer {
+   public:
+    explicit producer(sluice::sender<item> tx) : tx_(std::move(tx)) {}
+    void push(item v) {
+      if (!tx_.push(v)) std::abort();
+    }
+    // Bulk: the whole batch, blocking like push().
+    void push_batch(std::span<const item> batch) {
+      if (tx_.push_all(batch) != batch.size()) std::abort();
+    }
+
+   private:
+    sluice::sender<item> tx_;
+  };
+  class consumer {
+   public:
+    explicit consumer(sluice::receiver<item> rx) : rx_(std::move(rx)) {}
+    item pop() {
+      auto v = rx_.pop();
+      if (!v) std::abort();
+      return *v;
+    }
+    // Bulk: blocks for at least one item, then takes up to max into out.
+    std::size_t pop_batch(item* out, std::size_t max) {
+      const std::size_t n = rx_.pop_some(out, max);
+      if (n == 0) std::abort();
+      return n;
+    }
+
+   private:
+    sluice::receiver<item> rx_;
+  };
+  producer make_producer() { return producer(ends_.first); }
+  consumer make_consumer() { return consumer(ends_.second); }
+
+ private:
+  std::pair<sluice::sender<item>, sluice::receiver<item>> ends_;
+};
+
+}  // namespace sluice_bench
