@@ -1,0 +1,341 @@
+// tools/args.hpp — the `sluice` tool's small argument parser.
+//
+//   sluice::tool::arg_parser p("sluice demo", "The backpressure lesson, measured.");
+//   std::uint64_t bytes = 512ULL << 20;
+//   p.size("--bytes", &bytes, "bytes the source generates");
+//   std::string report;
+//   p.text("--report", &report, "FILE.html", "write an HTML report");
+//   if (!p.parse(argc, argv)) return 0;   // --help was printed
+//
+// Accepts `--flag value` and `--flag=value`, boolean flags without a value, and
+// positional arguments in order. Sizes: 512MiB, 1.5GiB, 64KiB, 4096, 10MB (KiB/MiB/GiB/TiB
+// and K/M/G/T are powers of 1024; KB/MB/GB/TB powers of 1000). Durations: 10ms, 2s,
+// 500us, 1.5m, 250ns, 1h. Counts: 1000, 10k, 2M (decimal). Rates: a size, optionally
+// followed by "/s" (100MiB/s).
+// Errors (unknown flag, missing or malformed value, a value out of range) throw
+// usage_error with one line of text; main() prints it and exits with status 2.
+#pragma once
+
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sluice::tool {
+
+// A bad command line: one line, printed by main() as "sluice: <what>", exit status 2.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+
+inline std::optional<double> parse_number_prefix(std::string_view s, std::size_t& used) {
+  std::string tmp(s);
+  const char* begin = tmp.c_str();
+  char* end = nullptr;
+  if (tmp.empty() || !(std::isdigit(static_cast<unsigned char>(tmp[0])) || tmp[0] == '.')) return std::nullopt;
+  const double v = std::strtod(begin, &end);
+  if (end == begin || !std::isfinite(v)) return std::nullopt;
+  // strtod also reads hex and exponents; accept only plain decimal numbers.
+  for (const char* p = begin; p != end; ++p) {
+    if (!std::isdigit(static_cast<unsigned char>(*p)) && *p != '.') return std::nullopt;
+  }
+  used = static_cast<std::size_t>(end - begin);
+  return v;
+}
+
+inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+}  // namespace detail
+
+// "512MiB" -> 536870912. nullopt when malformed or above 2^63.
+inline std::optional<std::uint64_t> parse_size(std::string_view s) {
+  std::size_t used = 0;
+  const auto v = detail::parse_number_prefix(s, used);
+  if (!v) return std::nullopt;
+  const std::string_view unit = s.substr(used);
+  double mult = 0;
+  struct u {
+    const char* name;
+    double mult;
+  };
+  static constexpr u kUnits[] = {
+      {"", 1},          {"b", 1},          {"k", 1024.0},        {"kib", 1024.0},       {"kb", 1e3},
+      {"m", 1048576.0}, {"mib", 1048576.0}, {"mb", 1e6},          {"g", 1073741824.0},  {"gib", 1073741824.0},
+      {"gb", 1e9},      {"t", 1099511627776.0}, {"tib", 1099511627776.0}, {"tb", 1e12},
+  };
+  for (const u& x : kUnits) {
+    if (detail::iequals(unit, x.name)) mult = x.mult;
+  }
+  // "MB" vs "Mb": we do not do bits; "mb" compares equal case-insensitively on purpose.
+  if (mult == 0) return std::nullopt;
+  const double bytes = *v * mult;
+  if (bytes > 9.2e18) return std::nullopt;
+  return static_cast<std::uint64_t>(std::llround(bytes));
+}
+
+// "10ms" -> 10'000'000 ns. A unit is required except for "0".
+inline std::optional<std::chrono::nanoseconds> parse_duration(std::string_view s) {
+  std::size_t used = 0;
+  const auto v = detail::parse_number_prefix(s, used);
+  if (!v) return std::nullopt;
+  const std::string_view unit = s.substr(used);
+  double ns_per = 0;
+  if (unit.empty() && *v == 0) ns_per = 1;
+  if (unit == "ns") ns_per = 1;
+  if (unit == "us" || unit == "\xC2\xB5s") ns_per = 1e3;
+  if (unit == "ms") ns_per = 1e6;
+  if (unit == "s") ns_per = 1e9;
+  if (unit == "m" || unit == "min") ns_per = 60e9;
+  if (unit == "h") ns_per = 3600e9;
+  if (ns_per == 0) return std::nullopt;
+  const double ns = *v * ns_per;
+  if (ns > 9.2e18) return std::nullopt;
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(ns)));
+}
+
+// "10k" -> 10000; plain integers, or k/M/G decimal suffixes (lower or upper case).
+inline std::optional<std::uint64_t> parse_count(std::string_view s) {
+  std::size_t used = 0;
+  const auto v = detail::parse_number_prefix(s, used);
+  if (!v) return std::nullopt;
+  const std::string_view unit = s.substr(used);
+  double mult = 0;
+  if (unit.empty()) mult = 1;
+  if (unit == "k" || unit == "K") mult = 1e3;
+  if (unit == "m" || unit == "M") mult = 1e6;
+  if (unit == "g" || unit == "G") mult = 1e9;
+  if (mult == 0) return std::nullopt;
+  const double n = *v * mult;
+  if (n > 9.2e18 || n != std::floor(n)) return std::nullopt;
+  return static_cast<std::uint64_t>(n);
+}
+
+// "100MiB/s" -> bytes per second.
+inline std::optional<std::uint64_t> parse_rate(std::string_view s) {
+  if (s.size() > 2 && s.substr(s.size() - 2) == "/s") s.remove_suffix(2);
+  return parse_size(s);
+}
+
+// Human-readable forms, the inverse of the parsers (for help text and tables).
+inline std::string format_size(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  double v = bytes;
+  while (std::fabs(v) >= 1024.0 && u < 4) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) {
+    std::snprintf(buf, sizeof buf, "%.0f %s", v, units[u]);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  }
+  return buf;
+}
+
+inline std::string format_duration(std::chrono::nanoseconds d) {
+  const double ns = static_cast<double>(d.count());
+  char buf[32];
+  if (ns < 1e3) {
+    std::snprintf(buf, sizeof buf, "%.0f ns", ns);
+  } else if (ns < 1e6) {
+    std::snprintf(buf, sizeof buf, "%.1f us", ns / 1e3);
+  } else if (ns < 1e9) {
+    std::snprintf(buf, sizeof buf, "%.1f ms", ns / 1e6);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f s", ns / 1e9);
+  }
+  return buf;
+}
+
+class arg_parser {
+ public:
+  arg_parser(std::string prog, std::string summary) : prog_(std::move(prog)), summary_(std::move(summary)) {}
+
+  // A boolean flag (no value): --json.
+  void flag(std::string name, bool* out, std::string help) {
+    opts_.push_back({std::move(name), "", std::move(help), "", [out](std::string_view) { *out = true; }, true});
+  }
+  void size(std::string name, std::uint64_t* out, std::string help) {
+    add(name, "SIZE", std::move(help), format_size(static_cast<double>(*out)),
+        [this, out, n = name](std::string_view v) {
+          const auto r = parse_size(v);
+          if (!r) bad(n, v, "a size like 512MiB, 64KiB or 4096");
+          *out = *r;
+        });
+  }
+  void rate(std::string name, std::uint64_t* out, std::string help) {
+    add(name, "RATE", std::move(help), format_size(static_cast<double>(*out)) + "/s",
+        [this, out, n = name](std::string_view v) {
+          const auto r = parse_rate(v);
+          if (!r || *r == 0) bad(n, v, "a positive rate like 100MiB/s");
+          *out = *r;
+        });
+  }
+  void duration(std::string name, std::chrono::nanoseconds* out, std::string help) {
+    add(name, "DURATION", std::move(help), format_duration(*out),
+        [this, out, n = name](std::string_view v) {
+          const auto r = parse_duration(v);
+          if (!r) bad(n, v, "a duration like 10ms, 2s or 500us");
+          *out = *r;
+        });
+  }
+  void count(std::string name, std::uint64_t* out, std::string help) {
+    add(name, "N", std::move(help), std::to_string(*out), [this, out, n = name](std::string_view v) {
+      const auto r = parse_count(v);
+      if (!r) bad(n, v, "a whole number like 1000 or 10k");
+      *out = *r;
+    });
+  }
+  void text(std::string name, std::string* out, std::string metavar, std::string help) {
+    add(name, std::move(metavar), std::move(help), *out, [this, out, n = name](std::string_view v) {
+      if (v.empty()) bad(n, v, "a non-empty value");
+      *out = std::string(v);
+    });
+  }
+  // A value checked by `parse`, which returns false (or throws usage_error) to reject it.
+  void custom(std::string name, std::string metavar, std::string help, std::string shown_default,
+              std::function<bool(std::string_view)> parse, std::string expected) {
+    add(name, std::move(metavar), std::move(help), std::move(shown_default),
+        [this, parse = std::move(parse), expected = std::move(expected), n = name](std::string_view v) {
+          if (!parse(v)) bad(n, v, expected);
+        });
+  }
+  // A positional argument; `required` ones must be present.
+  void positional(std::string name, std::string* out, std::string help, bool required = true) {
+    pos_.push_back({std::move(name), out, std::move(help), required});
+  }
+  // Free-form text after the option list in --help.
+  void epilog(std::string text) { epilog_ = std::move(text); }
+
+  // Parses argv[1..argc) (argv[0] is the subcommand). Returns false when --help was
+  // printed (the caller exits 0). Throws usage_error on a bad command line.
+  bool parse(int argc, char** argv) {
+    std::size_t next_pos = 0;
+    bool only_positional = false;
+    for (int i = 1; i < argc; ++i) {
+      std::string_view a = argv[i];
+      if (!only_positional && a == "--") {
+        only_positional = true;
+        continue;
+      }
+      if (!only_positional && (a == "--help" || a == "-h")) {
+        std::fputs(help().c_str(), stdout);
+        return false;
+      }
+      if (!only_positional && a.size() > 1 && a[0] == '-' && !(a.size() > 1 && std::isdigit(static_cast<unsigned char>(a[1])))) {
+        std::string_view name = a;
+        std::optional<std::string_view> value;
+        if (const auto eq = a.find('='); eq != std::string_view::npos) {
+          name = a.substr(0, eq);
+          value = a.substr(eq + 1);
+        }
+        const option* o = find(name);
+        if (o == nullptr) throw usage_error(prog_ + ": unknown option " + std::string(name) + " (see --help)");
+        if (o->is_flag) {
+          if (value) throw usage_error(prog_ + ": " + std::string(name) + " takes no value");
+          o->set({});
+          continue;
+        }
+        if (!value) {
+          if (i + 1 >= argc) throw usage_error(prog_ + ": " + std::string(name) + " needs a value (" + o->metavar + ")");
+          value = std::string_view(argv[++i]);
+        }
+        o->set(*value);
+        continue;
+      }
+      if (next_pos >= pos_.size()) throw usage_error(prog_ + ": unexpected argument '" + std::string(a) + "' (see --help)");
+      *pos_[next_pos++].out = std::string(a);
+    }
+    for (std::size_t i = next_pos; i < pos_.size(); ++i) {
+      if (pos_[i].required) throw usage_error(prog_ + ": missing argument " + pos_[i].name + " (see --help)");
+    }
+    return true;
+  }
+
+  [[nodiscard]] std::string help() const {
+    std::string h = "usage: " + prog_ + " [options]";
+    for (const auto& p : pos_) h += p.required ? " " + p.name : " [" + p.name + "]";
+    h += "\n\n" + summary_ + "\n";
+    if (!pos_.empty()) {
+      h += "\narguments:\n";
+      for (const auto& p : pos_) h += line(p.name, p.help, "");
+    }
+    h += "\noptions:\n";
+    for (const auto& o : opts_) {
+      h += line(o.is_flag ? o.name : o.name + " " + o.metavar, o.help, o.shown_default);
+    }
+    h += line("--help", "show this help and exit", "");
+    if (!epilog_.empty()) h += "\n" + epilog_ + "\n";
+    return h;
+  }
+
+  // Throws the standard one-line error for option `name`.
+  [[noreturn]] void bad(const std::string& name, std::string_view value, const std::string& expected) const {
+    throw usage_error(prog_ + ": bad value '" + std::string(value) + "' for " + name + ": expected " + expected);
+  }
+
+ private:
+  struct option {
+    std::string name;
+    std::string metavar;
+    std::string help;
+    std::string shown_default;
+    std::function<void(std::string_view)> set;
+    bool is_flag = false;
+  };
+  struct positional_arg {
+    std::string name;
+    std::string* out;
+    std::string help;
+    bool required;
+  };
+
+  void add(std::string name, std::string metavar, std::string help, std::string shown_default,
+           std::function<void(std::string_view)> set) {
+    opts_.push_back({std::move(name), std::move(metavar), std::move(help), std::move(shown_default), std::move(set), false});
+  }
+  const option* find(std::string_view name) const {
+    for (const auto& o : opts_)
+      if (o.name == name) return &o;
+    return nullptr;
+  }
+  static std::string line(const std::string& left, const std::string& help, const std::string& def) {
+    std::string l = "  " + left;
+    if (l.size() < 26) {
+      l.append(26 - l.size(), ' ');
+    } else {
+      l += "\n" + std::string(26, ' ');
+    }
+    l += help;
+    if (!def.empty()) l += " (default " + def + ")";
+    return l + "\n";
+  }
+
+  std::string prog_;
+  std::string summary_;
+  std::string epilog_;
+  std::vector<option> opts_;
+  std::vector<positional_arg> pos_;
+};
+
+}  // namespace sluice::tool

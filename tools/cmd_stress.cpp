@@ -1,0 +1,9 @@
+#include "args.hpp"
+#include "commands.hpp"
+namespace sluice::tool {
+int cmd_stress(int argc, char** argv) {
+  arg_parser p("sluice stress", "not yet");
+  if (!p.parse(argc, argv)) return 0;
+  return 1;
+}
+}  // namespace sluice::tool

@@ -1,0 +1,67 @@
+// tools/main.cpp — `sluice SUBCOMMAND [options]`: dispatch, global --help, and the
+// one-line error / exit status 2 for a bad command line.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <string_view>
+
+#include "args.hpp"
+#include "commands.hpp"
+
+namespace {
+
+struct command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+constexpr command kCommands[] = {
+    {"demo", sluice::tool::cmd_demo, "the backpressure lesson, measured: unbounded queue vs sluice"},
+    {"bench", sluice::tool::cmd_bench, "throughput and latency of synthetic stage graphs"},
+    {"stress", sluice::tool::cmd_stress, "random graphs with slow stages and failures, seeded"},
+};
+
+void usage(std::FILE* f) {
+  std::fputs(
+      "usage: sluice <command> [options]\n"
+      "\n"
+      "sluice runs stage graphs on threads, joined by bounded channels: a full channel\n"
+      "blocks its producer, so memory stays bounded however fast the source is.\n"
+      "\n"
+      "commands:\n",
+      f);
+  for (const command& c : kCommands) std::fprintf(f, "  %-8s %s\n", c.name, c.summary);
+  std::fputs("\nRun 'sluice <command> --help' for a command's options.\n", f);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const std::string_view sub = argv[1];
+  if (sub == "--help" || sub == "-h" || sub == "help") {
+    usage(stdout);
+    return 0;
+  }
+  for (const command& c : kCommands) {
+    if (sub != c.name) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const sluice::tool::usage_error& e) {
+      std::fprintf(stderr, "sluice: %s\n", e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sluice %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::string names;
+  for (const command& c : kCommands) names += std::string(names.empty() ? "" : ", ") + c.name;
+  std::fprintf(stderr, "sluice: unknown command '%s' (commands: %s; see sluice --help)\n", argv[1], names.c_str());
+  return 2;
+}

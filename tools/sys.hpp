@@ -1,0 +1,132 @@
+// tools/sys.hpp — what the `sluice` tool measures about its own process (Linux):
+// resident memory, live threads, and returning freed heap to the OS; plus a token
+// bucket for pacing and a JSON string escaper for --json output.
+#pragma once
+
+#include <fcntl.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+
+namespace sluice::tool {
+
+// Resident set size in bytes, from /proc/self/statm (field 2, in pages). 0 if unreadable.
+inline std::uint64_t rss_bytes() {
+  static const long page = ::sysconf(_SC_PAGESIZE);
+  const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[128];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long long size = 0, resident = 0;
+  if (std::sscanf(buf, "%llu %llu", &size, &resident) != 2) return 0;
+  return static_cast<std::uint64_t>(resident) * static_cast<std::uint64_t>(page);
+}
+
+// Threads of this process now (entries of /proc/self/task).
+inline std::size_t thread_count() {
+  std::error_code ec;
+  std::size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// Returns free heap pages to the OS (glibc malloc_trim on every arena), so that RSS
+// measured next starts from what is really in use.
+inline void return_free_memory() { ::malloc_trim(0); }
+
+// A token bucket: `rate` bytes per second, bursts up to `burst` bytes. acquire(n)
+// sleeps (sleep_until) until n bytes' worth of tokens have accrued, then spends them.
+class token_bucket {
+ public:
+  token_bucket(std::uint64_t rate_bytes_per_s, std::uint64_t burst_bytes)
+      : rate_(static_cast<double>(std::max<std::uint64_t>(1, rate_bytes_per_s))),
+        burst_(static_cast<double>(std::max<std::uint64_t>(1, burst_bytes))),
+        tokens_(0),
+        last_(std::chrono::steady_clock::now()) {}
+
+  void acquire(std::uint64_t n) {
+    refill(std::chrono::steady_clock::now());
+    const double need = static_cast<double>(n);
+    if (tokens_ < need) {
+      const double wait_s = (need - tokens_) / rate_;
+      const auto until = last_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                     std::chrono::duration<double>(wait_s));
+      std::this_thread::sleep_until(until);
+      refill(std::max(until, std::chrono::steady_clock::now()));
+    }
+    tokens_ -= need;  // may go slightly negative for an item larger than the burst
+  }
+
+ private:
+  void refill(std::chrono::steady_clock::time_point now) {
+    const double dt = std::chrono::duration<double>(now - last_).count();
+    if (dt > 0) {
+      tokens_ = std::min(burst_, tokens_ + dt * rate_);
+      last_ = now;
+    }
+  }
+  double rate_;
+  double burst_;
+  double tokens_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+// Busy-spins for about `ns` nanoseconds (synthetic CPU work that a sleep would not be).
+inline void spin_for(std::chrono::nanoseconds ns) {
+  if (ns.count() <= 0) return;
+  const auto until = std::chrono::steady_clock::now() + ns;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
+
+inline std::string json_escape(std::string_view v) {
+  std::string out = "\"";
+  for (const char ch : v) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (ch == '\n') {
+      out += "\\n";
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+inline std::string html_escape(std::string_view v) {
+  std::string out;
+  for (const char ch : v) {
+    switch (ch) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
+}
+
+}  // namespace sluice::tool
