@@ -1,0 +1,50 @@
+// sluice/io/error.hpp — what every io stage throws, and the defaults byte stages share.
+//
+//   try {
+//     sluice::pipeline(io::read_file("in.log"), io::gzip(), io::write_file("in.log.gz")).run();
+//   } catch (const sluice::stage_error& e) {
+//     try { std::rethrow_exception(e.cause()); }
+//     catch (const sluice::io::error& io) { std::fprintf(stderr, "%s\n", io.what()); }
+//   }
+//   // "read_file: cannot open in.log: No such file or directory"
+//
+// Requires: nothing.
+// Guarantees: an io::error's what() is one line naming the stage, the operation, the
+//   place (a path, a byte offset, a line number) and, for a failed system call, the
+//   system's message; errno_value() keeps the errno (0 when none applies).
+// Non-guarantees: message wording may change; match on errno_value(), not on text.
+// Lifetime: a plain value.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+#include "sluice/stage.hpp"
+
+namespace sluice::io {
+
+class error : public std::runtime_error {
+ public:
+  explicit error(const std::string& what, int errno_value = 0)
+      : std::runtime_error(what), errno_(errno_value) {}
+  [[nodiscard]] int errno_value() const noexcept { return errno_; }
+
+ private:
+  int errno_;
+};
+
+// The default budget of a byte stage's output channel (bytes), as Node's file streams.
+inline constexpr std::size_t kByteBudget = std::size_t{64} << 10;
+// The default chunk a reader fills before pushing it.
+inline constexpr std::size_t kChunk = std::size_t{64} << 10;
+
+// Stage options for a byte stage: a capacity left at stage_options' default (1024 items)
+// becomes kByteBudget bytes, and an empty name becomes `name`.
+inline stage_options byte_stage_options(stage_options s, const char* name) {
+  if (s.capacity == stage_options{}.capacity) s.capacity = kByteBudget;
+  if (s.name.empty()) s.name = name;
+  return s;
+}
+
+}  // namespace sluice::io

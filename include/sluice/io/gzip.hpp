@@ -1,0 +1,173 @@
+// sluice/io/gzip.hpp — gzip compression and decompression as byte-stream stages.
+//
+//   namespace io = sluice::io;
+//   sluice::pipeline(io::read_file("big.log"), io::gzip({.level = 6}), io::write_file("big.log.gz")).run();
+//   sluice::pipeline(io::read_file("big.log.gz"), io::gunzip(), io::write_file("big.log")).run();
+//   // blocks of 128 KiB compressed on 4 threads, written in order as one .gz file:
+//   sluice::pipeline(io::read_file("big.log", {.chunk = 128 << 10}),
+//                    io::parallel_gzip({.level = 6, .jobs = 4}), io::write_file("big.log.gz")).run();
+//
+//   // The codecs alone, without a graph:
+//   io::gzip_encoder enc(6);
+//   sluice::buffer out(64 << 10);
+//   std::string_view in = "hello\n";
+//   while (!in.empty()) enc.write(in, out);   // (push out and start a new one when full)
+//   while (!enc.finish(out)) { /* out is full: push it, start a new one */ }
+//
+// Requires: an encoder/decoder/compressor object is used by one thread at a time.
+// Guarantees:
+//   - gzip (zlib, streaming) writes one gzip member; parallel_gzip writes one gzip member
+//     per block (RFC 1952 allows a file of several members; gzip -d, zcat, pigz -d,
+//     Python's gzip and io::gunzip read it as one stream). Both are what `gzip -d`
+//     turns back into the input, byte for byte.
+//   - gunzip reads concatenated members and ignores zero bytes after the last member
+//     (as gzip(1) does). Corrupt data, a bad CRC or length, trailing non-zero bytes, a
+//     stream that ends inside a member, and an empty input are io::errors that name the
+//     byte offset in the compressed input (and the member).
+//   - Output chunks are full (`chunk` bytes) except the last; no empty buffer is pushed.
+//   - If the input ends by a cancel (rx.cancelled()) or a stop request, no trailer is
+//     written: the stage just returns.
+//   - parallel_gzip keeps at most 2 * jobs + 2 blocks in flight (plus its channels), emits
+//     them in input order, and joins its worker threads before its function returns,
+//     whichever way it ends.
+//   - deflate_engine::automatic picks libdeflate for levels 0-7 and zlib for 8-9, where
+//     each was the faster at the same level on log-like data (benchmarks/io_bench.cpp).
+// Non-guarantees: compressed bytes differ between engines, levels and block sizes (the
+//   decompressed bytes never do). parallel_gzip's ratio is a little lower than gzip's:
+//   each block starts without the previous block's window.
+// Lifetime: values; the codec objects own their zlib/libdeflate state.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stop_token>
+#include <string_view>
+
+#include "sluice/buffer.hpp"
+#include "sluice/channel.hpp"
+#include "sluice/io/error.hpp"
+#include "sluice/stage.hpp"
+
+namespace sluice::io {
+
+// A streaming gzip compressor (zlib).
+class gzip_encoder {
+ public:
+  // level 0 (store) .. 9 (best); throws std::invalid_argument otherwise.
+  explicit gzip_encoder(int level = 6);
+  gzip_encoder(gzip_encoder&&) noexcept;
+  gzip_encoder& operator=(gzip_encoder&&) noexcept;
+  ~gzip_encoder();
+
+  // Compresses from `in` into out.spare(), advancing `in` past what was taken. Returns
+  // when `in` is empty or `out` is full.
+  void write(std::string_view& in, buffer& out);
+  // Ends the stream into out.spare(): true when the trailer is written; false when `out`
+  // filled first (call again with room).
+  bool finish(buffer& out);
+  [[nodiscard]] std::uint64_t bytes_in() const noexcept;
+  [[nodiscard]] std::uint64_t bytes_out() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+// A streaming gzip decompressor (zlib) that reads concatenated members.
+class gzip_decoder {
+ public:
+  gzip_decoder();
+  gzip_decoder(gzip_decoder&&) noexcept;
+  gzip_decoder& operator=(gzip_decoder&&) noexcept;
+  ~gzip_decoder();
+
+  // Decompresses from `in` into out.spare(), advancing `in`. Returns true when it
+  // stopped because `out` is full (call again after making room, even with `in`
+  // empty); false when all of `in` is consumed and all output produced.
+  // Throws io::error for corrupt data, naming the byte offset.
+  bool write(std::string_view& in, buffer& out);
+  // The input ended: throws io::error if it ended inside a member or held no member.
+  void finish() const;
+  [[nodiscard]] std::uint64_t bytes_in() const noexcept;   // compressed bytes consumed
+  [[nodiscard]] std::uint64_t bytes_out() const noexcept;
+  [[nodiscard]] std::uint64_t members() const noexcept;    // complete members seen
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+enum class deflate_engine { automatic, zlib, libdeflate };
+
+// Compresses one whole block into one complete gzip member.
+class gzip_block_compressor {
+ public:
+  explicit gzip_block_compressor(int level = 6, deflate_engine e = deflate_engine::automatic);
+  gzip_block_compressor(gzip_block_compressor&&) noexcept;
+  gzip_block_compressor& operator=(gzip_block_compressor&&) noexcept;
+  ~gzip_block_compressor();
+
+  // Appends one gzip member holding `in` to `out` (growing it as needed).
+  void compress(std::string_view in, buffer& out);
+  // The most bytes compress() can append for n input bytes.
+  [[nodiscard]] std::size_t bound(std::size_t n) const noexcept;
+  [[nodiscard]] deflate_engine engine() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+// The engine `automatic` resolves to at this level.
+[[nodiscard]] deflate_engine resolve_engine(int level, deflate_engine e) noexcept;
+
+struct gzip_options {
+  int level = 6;
+  std::size_t chunk = kChunk;  // output buffer size
+};
+struct gunzip_options {
+  std::size_t chunk = kChunk;  // output buffer size
+};
+struct parallel_gzip_options {
+  int level = 6;
+  std::size_t jobs = 0;                         // compressing threads; 0: hardware threads
+  std::size_t block = std::size_t{128} << 10;   // input bytes per gzip member
+  deflate_engine engine = deflate_engine::automatic;
+};
+
+// f(receiver<buffer>&, sender<buffer>&, std::stop_token) for each stage.
+class gzip_stage {
+ public:
+  explicit gzip_stage(gzip_options o);
+  void operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const;
+
+ private:
+  gzip_options options_;
+};
+class gunzip_stage {
+ public:
+  explicit gunzip_stage(gunzip_options o) : options_(o) {}
+  void operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const;
+
+ private:
+  gunzip_options options_;
+};
+class parallel_gzip_stage {
+ public:
+  explicit parallel_gzip_stage(parallel_gzip_options o);
+  void operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const;
+  [[nodiscard]] const parallel_gzip_options& options() const noexcept { return options_; }
+
+ private:
+  parallel_gzip_options options_;
+};
+
+// Descriptors for sluice::pipeline / graph. Default names "gzip", "gunzip",
+// "parallel_gzip"; a capacity left at its default becomes kByteBudget bytes.
+through_stage<buffer, gzip_stage> gzip(gzip_options o = {}, stage_options s = {});
+through_stage<buffer, gunzip_stage> gunzip(gunzip_options o = {}, stage_options s = {});
+through_stage<buffer, parallel_gzip_stage> parallel_gzip(parallel_gzip_options o = {},
+                                                         stage_options s = {});
+
+}  // namespace sluice::io

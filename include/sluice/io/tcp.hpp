@@ -1,0 +1,116 @@
+// sluice/io/tcp.hpp — TCP connections as byte-stream sources and sinks.
+//
+//   namespace io = sluice::io;
+//   // receiver: listen now (port 0 picks a free port), accept one peer in the stage
+//   io::tcp_listener server = io::tcp_listen(0);
+//   std::uint16_t port = server.port();
+//   std::jthread rx([&] { sluice::pipeline(server.source(), io::gunzip(), io::write_file("copy.log")).run(); });
+//   // sender: a slow peer holds the file reader back through every stage
+//   sluice::pipeline(io::read_file("app.log"), io::gzip(), io::tcp_connect("127.0.0.1", port).sink()).run();
+//
+// Requires: nothing beyond the descriptors' values being alive while their stages run.
+// Guarantees:
+//   - tcp_connect() connects before it returns (io::error naming host:port if it
+//     cannot). tcp_listen() binds and listens before it returns; source()/sink() of a
+//     listener accept one connection when their stage starts.
+//   - A connection's sink writes everything it receives; when its input ended by a
+//     close it shuts down the write side (the peer reads end of file); after a cancel or
+//     a stop request it resets the connection (SO_LINGER 0) so the peer sees an error,
+//     not a clean end. A source reads until the peer shuts down its side.
+//   - Backpressure: the sink writes with the socket's own flow control, so a peer that
+//     reads slowly blocks the sink, its input channel fills, and every stage upstream
+//     waits: the bytes in flight are bounded by the channel budgets plus the kernel's
+//     socket buffers (send_buffer / receive_buffer options set them).
+//   - A stop request wakes a blocked accept, read or write at once (the stages poll
+//     the socket and an eventfd together), so teardown never waits on the network.
+//   - Writes never raise SIGPIPE (MSG_NOSIGNAL); a peer that went away is an io::error.
+// Non-guarantees: no TLS, no reconnects, IPv4 and IPv6 by getaddrinfo() order.
+// Lifetime: a tcp_connection / tcp_listener is a shared handle; the socket closes when
+//   the last copy (including those inside descriptors) is gone.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stop_token>
+#include <string>
+
+#include "sluice/buffer.hpp"
+#include "sluice/channel.hpp"
+#include "sluice/io/error.hpp"
+#include "sluice/io/file.hpp"
+#include "sluice/stage.hpp"
+
+namespace sluice::io {
+
+struct tcp_options {
+  int send_buffer = 0;     // SO_SNDBUF in bytes; 0: the kernel's default (autotuned)
+  int receive_buffer = 0;  // SO_RCVBUF in bytes; 0: the kernel's default
+  bool no_delay = false;   // TCP_NODELAY
+};
+
+namespace detail {
+struct socket_state;  // an fd, its peer's name, and (for a listener) the accepted peer
+}
+
+// f(sender<buffer>&, std::stop_token): reads a socket until the peer's end of stream.
+class socket_reader {
+ public:
+  socket_reader(std::shared_ptr<detail::socket_state> s, read_options o) : sock_(std::move(s)), options_(o) {}
+  void operator()(sender<buffer>& out, std::stop_token stop) const;
+
+ private:
+  std::shared_ptr<detail::socket_state> sock_;
+  read_options options_;
+};
+
+// f(receiver<buffer>&, std::stop_token): writes to a socket, then shuts down its write side.
+class socket_writer {
+ public:
+  socket_writer(std::shared_ptr<detail::socket_state> s, write_options o) : sock_(std::move(s)), options_(o) {}
+  void operator()(receiver<buffer>& in, std::stop_token stop) const;
+
+ private:
+  std::shared_ptr<detail::socket_state> sock_;
+  write_options options_;
+};
+
+// A connected socket (either end).
+class tcp_connection {
+ public:
+  tcp_connection() = default;
+  [[nodiscard]] int fd() const noexcept;
+  [[nodiscard]] const std::string& peer() const noexcept;  // "host:port"
+  // Descriptors; default names "tcp_read" and "tcp_write", capacity kByteBudget bytes.
+  [[nodiscard]] source_stage<buffer, socket_reader> source(read_options o = {}, stage_options s = {}) const;
+  [[nodiscard]] consume_stage<socket_writer> sink(write_options o = {}, stage_options s = {}) const;
+
+ private:
+  friend tcp_connection tcp_connect(const std::string&, std::uint16_t, tcp_options);
+  friend class tcp_listener;
+  explicit tcp_connection(std::shared_ptr<detail::socket_state> s) : sock_(std::move(s)) {}
+  std::shared_ptr<detail::socket_state> sock_;
+};
+
+// A listening socket.
+class tcp_listener {
+ public:
+  tcp_listener() = default;
+  [[nodiscard]] std::uint16_t port() const noexcept;  // the bound port (useful after port 0)
+  // Blocks until a peer connects (or the stop token is triggered: throws io::error).
+  [[nodiscard]] tcp_connection accept(std::stop_token stop = {}) const;
+  // Descriptors that accept one connection when the stage starts, then read / write it.
+  [[nodiscard]] source_stage<buffer, socket_reader> source(read_options o = {}, stage_options s = {}) const;
+  [[nodiscard]] consume_stage<socket_writer> sink(write_options o = {}, stage_options s = {}) const;
+
+ private:
+  friend tcp_listener tcp_listen(std::uint16_t, const std::string&, tcp_options);
+  explicit tcp_listener(std::shared_ptr<detail::socket_state> s) : sock_(std::move(s)) {}
+  std::shared_ptr<detail::socket_state> sock_;
+};
+
+// Connects now; throws io::error ("tcp_connect: cannot connect to host:port: ...").
+tcp_connection tcp_connect(const std::string& host, std::uint16_t port, tcp_options o = {});
+// Binds host:port and listens now (port 0: a free port, see port()).
+tcp_listener tcp_listen(std::uint16_t port, const std::string& host = "127.0.0.1", tcp_options o = {});
+
+}  // namespace sluice::io

@@ -1,0 +1,154 @@
+// Private helpers of the io stages: errno messages, stop-aware waits on fds, SIGPIPE.
+#pragma once
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <stop_token>
+#include <string>
+
+#include "sluice/io/error.hpp"
+#include "sluice/io/file.hpp"
+
+namespace sluice::io::detail {
+
+// "STAGE: cannot OP WHERE: strerror" as an io::error carrying err.
+[[noreturn]] inline void throw_errno(const std::string& stage, const std::string& op,
+                                     const std::string& where, int err) {
+  std::string msg = stage + ": cannot " + op;
+  if (!where.empty()) msg += " " + where;
+  msg += ": ";
+  msg += std::strerror(err);
+  throw error(msg, err);
+}
+
+inline bool is_regular_fd(int fd) noexcept {
+  struct stat st{};
+  return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Waits until fd is ready for `events` or the stop token is triggered, without polling
+// in time slices: a stop callback writes to an eventfd that the poll watches too.
+class stop_waiter {
+ public:
+  explicit stop_waiter(std::stop_token stop) {
+    if (!stop.stop_possible()) return;
+    efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd_ < 0) throw_errno("io", "create", "an eventfd", errno);
+    cb_.emplace(std::move(stop), wake{efd_});
+  }
+  stop_waiter(const stop_waiter&) = delete;
+  stop_waiter& operator=(const stop_waiter&) = delete;
+  ~stop_waiter() {
+    cb_.reset();  // unregisters (waits out a running callback) before the fd goes
+    if (efd_ >= 0) ::close(efd_);
+  }
+
+  // true: fd is ready (or in error: the next call reports it); false: stop requested.
+  bool wait(int fd, short events) const {
+    pollfd p[2] = {{fd, events, 0}, {efd_, POLLIN, 0}};
+    const nfds_t n = efd_ >= 0 ? 2 : 1;
+    for (;;) {
+      const int r = ::poll(p, n, -1);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("io", "poll", "fd " + std::to_string(fd), errno);
+      }
+      if (n == 2 && p[1].revents != 0) return false;
+      if (p[0].revents != 0) return true;
+    }
+  }
+
+ private:
+  struct wake {
+    int fd;
+    void operator()() const noexcept {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const ssize_t r = ::write(fd, &one, sizeof one);
+    }
+  };
+  int efd_ = -1;
+  std::optional<std::stop_callback<wake>> cb_;
+};
+
+// Blocks SIGPIPE on the calling thread for its lifetime, so that a write to a closed
+// pipe fails with EPIPE instead of killing the process; a SIGPIPE that became pending
+// meanwhile is consumed before the old mask comes back.
+class sigpipe_guard {
+ public:
+  sigpipe_guard() noexcept {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+  }
+  sigpipe_guard(const sigpipe_guard&) = delete;
+  sigpipe_guard& operator=(const sigpipe_guard&) = delete;
+  ~sigpipe_guard() {
+    if (!sigismember(&old_, SIGPIPE)) {
+      const timespec zero{0, 0};
+      while (sigtimedwait(&set_, nullptr, &zero) > 0) {
+      }
+      pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+  }
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+};
+
+// Writes every byte of iov[0..n) to fd (a blocking fd), resuming after short writes and
+// EINTR. Returns 0 or the errno of the failed write.
+inline int write_all(int fd, iovec* iov, int n, const stop_waiter* waiter, bool* stopped) {
+  while (n > 0) {
+    const ssize_t w = ::writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN && waiter != nullptr) {
+        if (!waiter->wait(fd, POLLOUT)) {
+          *stopped = true;
+          return 0;
+        }
+        continue;
+      }
+      return errno;
+    }
+    auto left = static_cast<std::size_t>(w);
+    while (n > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --n;
+    }
+    if (n > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return 0;
+}
+
+std::string at_offset(const std::string& where, std::uint64_t offset);
+
+// Reads fd into chunks and pushes them. A regular file fills each chunk; anything else
+// pushes what each read() returned, waiting with poll() (fd and the stop eventfd) when
+// a read would block, so a stop request wakes it. Returns at end of file, on a stop
+// request, or when the output is closed.
+void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const read_options& o,
+               const char* stage, const std::string& where);
+
+// Pops batches of buffers and writes them with writev, waiting on `waiter` when fd is
+// non-blocking and full. Returns the bytes written when the input ends or (with
+// *stopped set) when a stop request woke the wait. Throws io::error on a failed write.
+std::uint64_t write_loop(int fd, receiver<buffer>& in, const write_options& o,
+                         const stop_waiter* waiter, const char* stage, const std::string& where,
+                         bool* stopped);
+
+}  // namespace sluice::io::detail

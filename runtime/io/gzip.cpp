@@ -1,0 +1,469 @@
+// io::gzip_encoder / gzip_decoder (zlib), gzip_block_compressor (libdeflate or zlib),
+// and the gzip, gunzip and parallel_gzip stages.
+#include "sluice/io/gzip.hpp"
+
+#include <libdeflate.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <climits>
+#include <exception>
+#include <future>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace sluice::io {
+namespace {
+
+constexpr int kGzipWindowBits = 15 + 16;  // zlib: a gzip wrapper, 32 KiB window
+constexpr std::size_t kMaxZlibChunk = UINT_MAX;  // zlib's avail_* are unsigned int
+
+void check_level(int level, const char* who) {
+  if (level < 0 || level > 9) {
+    throw std::invalid_argument(std::string(who) + ": level must be 0..9 (got " +
+                                std::to_string(level) + ")");
+  }
+}
+
+unsigned clamp_uint(std::size_t n) { return static_cast<unsigned>(std::min(n, kMaxZlibChunk)); }
+
+// zlib wants mutable input pointers; it never writes through them.
+Bytef* in_ptr(std::string_view in) {
+  return reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+}
+Bytef* out_ptr(buffer& out) { return reinterpret_cast<Bytef*>(out.spare().data()); }
+
+}  // namespace
+
+// ---- gzip_encoder -------------------------------------------------------------------
+
+struct gzip_encoder::impl {
+  z_stream z{};
+  bool finished = false;
+  explicit impl(int level) {
+    check_level(level, "gzip");
+    const int r = deflateInit2(&z, level, Z_DEFLATED, kGzipWindowBits, 8, Z_DEFAULT_STRATEGY);
+    if (r == Z_MEM_ERROR) throw std::bad_alloc();
+    if (r != Z_OK) throw error("gzip: cannot initialise zlib (deflateInit2 returned " + std::to_string(r) + ")");
+  }
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+  ~impl() { deflateEnd(&z); }
+
+  // One deflate call over as much of in/out as zlib's counters take.
+  int step(std::string_view& in, buffer& out, int flush) {
+    const unsigned avail_in = clamp_uint(in.size());
+    const unsigned avail_out = clamp_uint(out.spare().size());
+    z.next_in = in_ptr(in);
+    z.avail_in = avail_in;
+    z.next_out = out_ptr(out);
+    z.avail_out = avail_out;
+    const int r = deflate(&z, flush);
+    in.remove_prefix(avail_in - z.avail_in);
+    out.commit(avail_out - z.avail_out);
+    return r;
+  }
+};
+
+gzip_encoder::gzip_encoder(int level) : impl_(std::make_unique<impl>(level)) {}
+gzip_encoder::gzip_encoder(gzip_encoder&&) noexcept = default;
+gzip_encoder& gzip_encoder::operator=(gzip_encoder&&) noexcept = default;
+gzip_encoder::~gzip_encoder() = default;
+
+void gzip_encoder::write(std::string_view& in, buffer& out) {
+  if (impl_->finished) throw std::logic_error("gzip_encoder::write after finish");
+  while (!in.empty() && !out.full()) {
+    const int r = impl_->step(in, out, Z_NO_FLUSH);
+    if (r != Z_OK && r != Z_BUF_ERROR) throw error("gzip: deflate failed (" + std::to_string(r) + ")");
+  }
+}
+
+bool gzip_encoder::finish(buffer& out) {
+  while (!impl_->finished) {
+    if (out.full()) return false;
+    std::string_view none;
+    const int r = impl_->step(none, out, Z_FINISH);
+    if (r == Z_STREAM_END) {
+      impl_->finished = true;
+    } else if (r != Z_OK && r != Z_BUF_ERROR) {
+      throw error("gzip: deflate failed (" + std::to_string(r) + ")");
+    }
+  }
+  return true;
+}
+
+std::uint64_t gzip_encoder::bytes_in() const noexcept { return impl_->z.total_in; }
+std::uint64_t gzip_encoder::bytes_out() const noexcept { return impl_->z.total_out; }
+
+// ---- gzip_decoder -------------------------------------------------------------------
+
+struct gzip_decoder::impl {
+  z_stream z{};
+  bool in_member = false;      // a member has started and not ended
+  bool zero_padding = false;   // zero bytes followed the last member
+  std::uint64_t consumed = 0;  // compressed bytes taken so far
+  std::uint64_t produced = 0;
+  std::uint64_t member_start = 0;
+  std::uint64_t members = 0;
+  impl() {
+    const int r = inflateInit2(&z, kGzipWindowBits);
+    if (r == Z_MEM_ERROR) throw std::bad_alloc();
+    if (r != Z_OK) throw error("gunzip: cannot initialise zlib (inflateInit2 returned " + std::to_string(r) + ")");
+  }
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+  ~impl() { inflateEnd(&z); }
+
+  [[noreturn]] void corrupt(const char* zmsg) const {
+    const std::string why = zmsg != nullptr ? zmsg : "invalid data";
+    if (members == 0 && consumed - member_start < 10 && why == "incorrect header check") {
+      throw error("gunzip: not in gzip format: bad header at byte offset " +
+                  std::to_string(member_start));
+    }
+    throw error("gunzip: corrupt gzip data at byte offset " + std::to_string(consumed) +
+                " (member " + std::to_string(members + 1) + ", which starts at byte offset " +
+                std::to_string(member_start) + "): " + why);
+  }
+};
+
+gzip_decoder::gzip_decoder() : impl_(std::make_unique<impl>()) {}
+gzip_decoder::gzip_decoder(gzip_decoder&&) noexcept = default;
+gzip_decoder& gzip_decoder::operator=(gzip_decoder&&) noexcept = default;
+gzip_decoder::~gzip_decoder() = default;
+
+bool gzip_decoder::write(std::string_view& in, buffer& out) {
+  impl& d = *impl_;
+  for (;;) {
+    if (!d.in_member) {
+      if (in.empty()) return false;
+      if (d.members > 0) {
+        // Between members: zero padding is ignored (gzip(1) does too); anything but
+        // the next member's magic byte is trailing garbage.
+        if (in.front() == '\0') {
+          const std::size_t zeros = std::min(in.find_first_not_of('\0'), in.size());
+          in.remove_prefix(zeros);
+          d.consumed += zeros;
+          d.zero_padding = true;
+          continue;
+        }
+        if (d.zero_padding || static_cast<unsigned char>(in.front()) != 0x1f) {
+          throw error("gunzip: trailing garbage after gzip member " + std::to_string(d.members) +
+                      " at byte offset " + std::to_string(d.consumed));
+        }
+      }
+      if (inflateReset(&d.z) != Z_OK) throw error("gunzip: inflateReset failed");
+      d.in_member = true;
+      d.member_start = d.consumed;
+    }
+    if (out.full()) return true;
+    const unsigned avail_in = clamp_uint(in.size());
+    const unsigned avail_out = clamp_uint(out.spare().size());
+    d.z.next_in = in_ptr(in);
+    d.z.avail_in = avail_in;
+    d.z.next_out = out_ptr(out);
+    d.z.avail_out = avail_out;
+    const int r = inflate(&d.z, Z_NO_FLUSH);
+    const unsigned took = avail_in - d.z.avail_in;
+    const unsigned made = avail_out - d.z.avail_out;
+    in.remove_prefix(took);
+    out.commit(made);
+    d.consumed += took;
+    d.produced += made;
+    switch (r) {
+      case Z_STREAM_END:
+        d.in_member = false;
+        ++d.members;
+        continue;
+      case Z_OK:
+      case Z_BUF_ERROR:  // no progress possible without more input or more room
+        if (out.full()) return true;
+        if (in.empty()) return false;
+        if (r == Z_BUF_ERROR) d.corrupt("inflate made no progress");
+        continue;
+      case Z_MEM_ERROR:
+        throw std::bad_alloc();
+      case Z_NEED_DICT:
+        d.corrupt("needs a preset dictionary");
+      default:
+        d.corrupt(d.z.msg);
+    }
+  }
+}
+
+void gzip_decoder::finish() const {
+  const impl& d = *impl_;
+  if (d.in_member) {
+    throw error("gunzip: truncated gzip stream: input ends at byte offset " +
+                std::to_string(d.consumed) + " inside member " + std::to_string(d.members + 1) +
+                " (which starts at byte offset " + std::to_string(d.member_start) + ")");
+  }
+  if (d.members == 0) {
+    throw error("gunzip: not in gzip format: the input is empty (byte offset " +
+                std::to_string(d.consumed) + ")");
+  }
+}
+
+std::uint64_t gzip_decoder::bytes_in() const noexcept { return impl_->consumed; }
+std::uint64_t gzip_decoder::bytes_out() const noexcept { return impl_->produced; }
+std::uint64_t gzip_decoder::members() const noexcept { return impl_->members; }
+
+// ---- gzip_block_compressor ------------------------------------------------------------
+
+deflate_engine resolve_engine(int level, deflate_engine e) noexcept {
+  if (e != deflate_engine::automatic) return e;
+  // Measured on log-like data (benchmarks/io_bench.cpp, "engines" table): libdeflate is
+  // 1.5-1.7x faster than zlib at levels 1-7; at 8 and 9 it searches much harder and
+  // is slower than zlib (for a better ratio).
+  return level <= 7 ? deflate_engine::libdeflate : deflate_engine::zlib;
+}
+
+struct gzip_block_compressor::impl {
+  deflate_engine engine;
+  libdeflate_compressor* ld = nullptr;
+  z_stream z{};
+  bool z_ready = false;
+
+  impl(int level, deflate_engine e) : engine(resolve_engine(level, e)) {
+    check_level(level, "parallel_gzip");
+    if (engine == deflate_engine::libdeflate) {
+      ld = libdeflate_alloc_compressor(level);
+      if (ld == nullptr) throw std::bad_alloc();
+    } else {
+      const int r = deflateInit2(&z, level, Z_DEFLATED, kGzipWindowBits, 8, Z_DEFAULT_STRATEGY);
+      if (r == Z_MEM_ERROR) throw std::bad_alloc();
+      if (r != Z_OK) throw error("parallel_gzip: cannot initialise zlib");
+      z_ready = true;
+    }
+  }
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+  ~impl() {
+    if (ld != nullptr) libdeflate_free_compressor(ld);
+    if (z_ready) deflateEnd(&z);
+  }
+  std::size_t bound(std::size_t n) {
+    if (ld != nullptr) return libdeflate_gzip_compress_bound(ld, n);
+    return deflateBound(&z, static_cast<uLong>(n));
+  }
+};
+
+gzip_block_compressor::gzip_block_compressor(int level, deflate_engine e)
+    : impl_(std::make_unique<impl>(level, e)) {}
+gzip_block_compressor::gzip_block_compressor(gzip_block_compressor&&) noexcept = default;
+gzip_block_compressor& gzip_block_compressor::operator=(gzip_block_compressor&&) noexcept = default;
+gzip_block_compressor::~gzip_block_compressor() = default;
+
+std::size_t gzip_block_compressor::bound(std::size_t n) const noexcept { return impl_->bound(n); }
+deflate_engine gzip_block_compressor::engine() const noexcept { return impl_->engine; }
+
+void gzip_block_compressor::compress(std::string_view in, buffer& out) {
+  if (in.size() > kMaxZlibChunk) throw std::invalid_argument("parallel_gzip: block larger than 4 GiB");
+  const std::size_t room = impl_->bound(in.size());
+  out.reserve(out.size() + room);
+  if (impl_->ld != nullptr) {
+    const std::size_t n =
+        libdeflate_gzip_compress(impl_->ld, in.data(), in.size(), out.spare().data(), room);
+    if (n == 0) throw error("parallel_gzip: libdeflate could not compress a block");
+    out.commit(n);
+    return;
+  }
+  z_stream& z = impl_->z;
+  if (deflateReset(&z) != Z_OK) throw error("parallel_gzip: deflateReset failed");
+  z.next_in = in_ptr(in);
+  z.avail_in = static_cast<unsigned>(in.size());
+  z.next_out = out_ptr(out);
+  z.avail_out = clamp_uint(room);
+  const int r = deflate(&z, Z_FINISH);
+  if (r != Z_STREAM_END) throw error("parallel_gzip: deflate failed (" + std::to_string(r) + ")");
+  out.commit(clamp_uint(room) - z.avail_out);
+}
+
+// ---- stages -------------------------------------------------------------------------
+
+gzip_stage::gzip_stage(gzip_options o) : options_(o) { check_level(o.level, "gzip"); }
+
+void gzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const {
+  const std::size_t chunk = std::max<std::size_t>(options_.chunk, 64);
+  gzip_encoder enc(options_.level);
+  buffer ob(chunk);
+  auto flush = [&]() -> bool {
+    if (!out.push(std::move(ob))) return false;  // downstream is gone
+    ob = buffer(chunk);
+    return true;
+  };
+  while (std::optional<buffer> b = in.pop()) {
+    std::string_view v = b->view();
+    while (!v.empty()) {
+      enc.write(v, ob);
+      if (ob.full() && !flush()) return;
+    }
+  }
+  if (in.cancelled() || stop.stop_requested()) return;  // aborted: no trailer
+  while (!enc.finish(ob)) {
+    if (!flush()) return;
+  }
+  if (!ob.empty()) (void)out.push(std::move(ob));
+}
+
+void gunzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const {
+  const std::size_t chunk = std::max<std::size_t>(options_.chunk, 64);
+  gzip_decoder dec;
+  buffer ob(chunk);
+  while (std::optional<buffer> b = in.pop()) {
+    std::string_view v = b->view();
+    for (;;) {
+      const bool more = dec.write(v, ob);
+      if (ob.full()) {
+        if (!out.push(std::move(ob))) return;
+        ob = buffer(chunk);
+      }
+      if (!more && v.empty()) break;
+    }
+  }
+  if (in.cancelled() || stop.stop_requested()) return;
+  dec.finish();
+  if (!ob.empty()) (void)out.push(std::move(ob));
+}
+
+parallel_gzip_stage::parallel_gzip_stage(parallel_gzip_options o) : options_(o) {
+  check_level(o.level, "parallel_gzip");
+  if (options_.jobs == 0) options_.jobs = std::max(1u, std::thread::hardware_concurrency());
+  if (options_.block == 0) throw std::invalid_argument("parallel_gzip: block must be at least 1 byte");
+}
+
+// Three roles: this thread gathers input into blocks (the feeder); `jobs` workers
+// compress blocks into gzip members; one emitter pushes the members downstream in input
+// order. Order is kept by a channel of futures: the feeder pushes block k's future into
+// `order` before handing the block to the workers, and the emitter waits on the futures
+// in channel order. `order` holds at most 2 * jobs futures, so at most 2 * jobs + 2
+// blocks are in flight (queued, compressing, compressed and waiting, being pushed).
+//
+//   in ──feeder──► work (jobs) ──► workers ─┐ set_value
+//          └─────► order (2*jobs futures) ──┴─► emitter ──► out
+//
+// Shutdown: normal end closes work and order (workers drain, the emitter drains);
+// downstream gone: the emitter cancels order, the feeder's next push fails; an aborted
+// input or a failure cancels both channels and the output. Every thread is joined
+// before the function returns.
+void parallel_gzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out,
+                                     std::stop_token stop) const {
+  const parallel_gzip_options o = options_;
+  struct job {
+    buffer data;
+    std::promise<buffer> result;
+  };
+  auto [work_tx, work_rx] = bounded<job>(o.jobs);
+  auto [order_tx, order_rx] = bounded<std::future<buffer>>(2 * o.jobs);
+  sender<buffer> out_abort = out;  // lets this thread cancel the output the emitter pushes to
+  std::exception_ptr emit_error;
+
+  std::vector<std::jthread> threads;
+  // Declared after `threads`, so it runs first: whatever happens, wake every thread
+  // before the jthreads join.
+  struct stopper {
+    sender<job>& work;
+    sender<std::future<buffer>>& order;
+    sender<buffer>& out;
+    bool clean = false;
+    ~stopper() {
+      if (clean) return;
+      work.cancel();
+      order.cancel();
+      out.cancel(std::current_exception());
+    }
+  };
+  threads.reserve(o.jobs + 1);
+  for (std::size_t i = 0; i < o.jobs; ++i) {
+    threads.emplace_back([rx = work_rx, level = o.level, engine = o.engine]() mutable {
+      std::optional<gzip_block_compressor> c;
+      buffer scratch;
+      for (job& j : rx) {
+        try {
+          if (!c) c.emplace(level, engine);
+          scratch.clear();
+          c->compress(j.data.view(), scratch);
+          j.data.release();  // the input block goes back to the pool before we wait on anything
+          // A right-sized copy: channels weigh size(), so keep capacity close to it.
+          j.result.set_value(buffer::copy_of(scratch.view()));
+        } catch (...) {
+          j.result.set_exception(std::current_exception());
+        }
+      }
+    });
+  }
+  work_rx.reset();
+  threads.emplace_back([rx = std::move(order_rx), &out, &emit_error]() mutable {
+    try {
+      for (std::future<buffer>& f : rx) {
+        if (!out.push(f.get())) {  // downstream is gone: stop taking blocks
+          rx.cancel();
+          return;
+        }
+      }
+    } catch (...) {
+      emit_error = std::current_exception();
+      rx.cancel();
+    }
+  });
+  stopper guard{work_tx, order_tx, out_abort};
+
+  std::uint64_t blocks = 0;
+  auto submit = [&](buffer b) -> bool {
+    job j{std::move(b), {}};
+    std::future<buffer> f = j.result.get_future();
+    if (!order_tx.push(std::move(f))) return false;  // the emitter stopped
+    if (!work_tx.push(std::move(j))) return false;
+    ++blocks;
+    return true;
+  };
+  buffer cur;
+  bool fed_all = true;
+  while (std::optional<buffer> b = in.pop()) {
+    std::string_view v = b->view();
+    if (cur.empty() && v.size() == o.block) {  // a reader chunked to our block size: no copy
+      if (!submit(std::move(*b))) {
+        fed_all = false;
+        break;
+      }
+      continue;
+    }
+    while (!v.empty()) {
+      if (cur.capacity() == 0) cur = buffer(o.block);
+      const std::size_t take = std::min(v.size(), o.block - cur.size());
+      cur.append(v.substr(0, take));
+      v.remove_prefix(take);
+      if (cur.size() == o.block && !submit(std::exchange(cur, buffer()))) {
+        fed_all = false;
+        break;
+      }
+    }
+    if (!fed_all) break;
+  }
+  const bool aborted = fed_all && (in.cancelled() || stop.stop_requested());
+  if (aborted) return;  // the guard cancels everything; no trailing member
+  if (fed_all) {
+    if (!cur.empty() || blocks == 0) (void)submit(std::move(cur));  // an empty input is one empty member
+  }
+  // Normal end (or downstream gone): let the workers and the emitter drain.
+  work_tx.reset();
+  order_tx.reset();
+  guard.clean = true;
+  for (auto& t : threads) t.join();
+  if (emit_error) std::rethrow_exception(emit_error);
+}
+
+through_stage<buffer, gzip_stage> gzip(gzip_options o, stage_options s) {
+  return through<buffer>(gzip_stage(o), byte_stage_options(std::move(s), "gzip"));
+}
+through_stage<buffer, gunzip_stage> gunzip(gunzip_options o, stage_options s) {
+  return through<buffer>(gunzip_stage(o), byte_stage_options(std::move(s), "gunzip"));
+}
+through_stage<buffer, parallel_gzip_stage> parallel_gzip(parallel_gzip_options o, stage_options s) {
+  return through<buffer>(parallel_gzip_stage(o), byte_stage_options(std::move(s), "parallel_gzip"));
+}
+
+}  // namespace sluice::io

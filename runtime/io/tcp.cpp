@@ -1,0 +1,241 @@
+// io::tcp_connect, io::tcp_listen and their socket stages.
+#include "sluice/io/tcp.hpp"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "fd_util.hpp"
+
+namespace sluice::io {
+namespace detail {
+
+struct socket_state {
+  int fd = -1;
+  bool listening = false;
+  std::string name;  // the peer ("host:port"), or the bound address of a listener
+  std::uint16_t port = 0;
+  tcp_options options;
+
+  socket_state() = default;
+  socket_state(const socket_state&) = delete;
+  socket_state& operator=(const socket_state&) = delete;
+  ~socket_state() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::socket_state;
+
+void set_nonblocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    detail::throw_errno("tcp", "set O_NONBLOCK on", "fd " + std::to_string(fd), errno);
+  }
+}
+
+void apply_options(int fd, const tcp_options& o) {
+  if (o.send_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o.send_buffer, sizeof o.send_buffer);
+  if (o.receive_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o.receive_buffer, sizeof o.receive_buffer);
+  }
+  if (o.no_delay) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+}
+
+std::string describe(const sockaddr* sa, socklen_t len) {
+  char host[NI_MAXHOST];
+  char serv[NI_MAXSERV];
+  if (::getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return "?";
+  }
+  return std::string(host) + ":" + serv;
+}
+
+struct addrinfo_list {
+  addrinfo* head = nullptr;
+  ~addrinfo_list() {
+    if (head != nullptr) ::freeaddrinfo(head);
+  }
+};
+
+addrinfo_list resolve(const char* stage, const std::string& host, std::uint16_t port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  addrinfo_list list;
+  const std::string serv = std::to_string(port);
+  const int r = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), serv.c_str(), &hints, &list.head);
+  if (r != 0) {
+    throw error(std::string(stage) + ": cannot resolve " + host + ":" + serv + ": " + ::gai_strerror(r));
+  }
+  return list;
+}
+
+// Accepts one peer of a listener; nullptr when the stop token fired first.
+std::shared_ptr<socket_state> accept_one(const socket_state& l, const std::stop_token& stop) {
+  const detail::stop_waiter waiter(stop);
+  for (;;) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    const int fd = ::accept4(l.fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      auto s = std::make_shared<socket_state>();
+      s->fd = fd;
+      s->name = describe(reinterpret_cast<sockaddr*>(&peer), len);
+      s->options = l.options;
+      apply_options(fd, l.options);
+      return s;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!waiter.wait(l.fd, POLLIN)) return nullptr;
+      continue;
+    }
+    detail::throw_errno("tcp_accept", "accept on", l.name, errno);
+  }
+}
+
+}  // namespace
+
+void socket_reader::operator()(sender<buffer>& out, std::stop_token stop) const {
+  std::shared_ptr<socket_state> conn = sock_->listening ? accept_one(*sock_, stop) : sock_;
+  if (!conn) return;
+  detail::read_loop(conn->fd, out, stop, options_, "tcp_read", conn->name);
+}
+
+void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
+  std::shared_ptr<socket_state> conn = sock_->listening ? accept_one(*sock_, stop) : sock_;
+  if (!conn) return;
+  const detail::sigpipe_guard no_sigpipe;
+  const detail::stop_waiter waiter(stop);
+  bool stopped = false;
+  struct reset_unless_clean {
+    int fd;
+    bool clean = false;
+    ~reset_unless_clean() {
+      if (clean) return;
+      // An abort: make the close send RST so the peer cannot mistake it for a clean end.
+      const linger hard{1, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+      ::shutdown(fd, SHUT_RD);
+    }
+  } guard{conn->fd};
+  detail::write_loop(conn->fd, in, options_, &waiter, "tcp_write", conn->name, &stopped);
+  if (stopped || in.cancelled() || stop.stop_requested()) return;
+  if (::shutdown(conn->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
+    detail::throw_errno("tcp_write", "shut down", conn->name, errno);
+  }
+  guard.clean = true;
+}
+
+int tcp_connection::fd() const noexcept { return sock_ ? sock_->fd : -1; }
+const std::string& tcp_connection::peer() const noexcept {
+  static const std::string none;
+  return sock_ ? sock_->name : none;
+}
+
+source_stage<buffer, socket_reader> tcp_connection::source(read_options o, stage_options s) const {
+  if (!sock_) throw std::logic_error("tcp_connection::source on an empty connection");
+  return from<buffer>(socket_reader(sock_, o), byte_stage_options(std::move(s), "tcp_read"));
+}
+consume_stage<socket_writer> tcp_connection::sink(write_options o, stage_options s) const {
+  if (!sock_) throw std::logic_error("tcp_connection::sink on an empty connection");
+  return consume(socket_writer(sock_, o), byte_stage_options(std::move(s), "tcp_write"));
+}
+
+std::uint16_t tcp_listener::port() const noexcept { return sock_ ? sock_->port : 0; }
+
+tcp_connection tcp_listener::accept(std::stop_token stop) const {
+  if (!sock_) throw std::logic_error("tcp_listener::accept on an empty listener");
+  auto conn = accept_one(*sock_, stop);
+  if (!conn) throw error("tcp_accept: stopped while waiting for a connection on " + sock_->name);
+  return tcp_connection(std::move(conn));
+}
+source_stage<buffer, socket_reader> tcp_listener::source(read_options o, stage_options s) const {
+  if (!sock_) throw std::logic_error("tcp_listener::source on an empty listener");
+  return from<buffer>(socket_reader(sock_, o), byte_stage_options(std::move(s), "tcp_read"));
+}
+consume_stage<socket_writer> tcp_listener::sink(write_options o, stage_options s) const {
+  if (!sock_) throw std::logic_error("tcp_listener::sink on an empty listener");
+  return consume(socket_writer(sock_, o), byte_stage_options(std::move(s), "tcp_write"));
+}
+
+tcp_connection tcp_connect(const std::string& host, std::uint16_t port, tcp_options o) {
+  const std::string where = host + ":" + std::to_string(port);
+  addrinfo_list list = resolve("tcp_connect", host, port, false);
+  int last_err = ECONNREFUSED;
+  for (addrinfo* a = list.head; a != nullptr; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      last_err = errno;
+      continue;
+    }
+    auto s = std::make_shared<socket_state>();
+    s->fd = fd;
+    s->options = o;
+    apply_options(fd, o);  // before connect: the receive window is negotiated then
+    int r;
+    do {
+      r = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    } while (r != 0 && errno == EINTR);
+    if (r != 0) {
+      last_err = errno;
+      continue;  // s closes fd
+    }
+    set_nonblocking(fd);
+    s->name = describe(a->ai_addr, a->ai_addrlen);
+    return tcp_connection(std::move(s));
+  }
+  detail::throw_errno("tcp_connect", "connect to", where, last_err);
+}
+
+tcp_listener tcp_listen(std::uint16_t port, const std::string& host, tcp_options o) {
+  addrinfo_list list = resolve("tcp_listen", host, port, true);
+  int last_err = EADDRNOTAVAIL;
+  for (addrinfo* a = list.head; a != nullptr; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+    if (fd < 0) {
+      last_err = errno;
+      continue;
+    }
+    auto s = std::make_shared<socket_state>();
+    s->fd = fd;
+    s->listening = true;
+    s->options = o;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    apply_options(fd, o);  // accepted sockets inherit the buffer sizes
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 16) != 0) {
+      last_err = errno;
+      continue;
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+    s->name = describe(reinterpret_cast<sockaddr*>(&bound), len);
+    if (bound.ss_family == AF_INET) {
+      s->port = ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    } else if (bound.ss_family == AF_INET6) {
+      s->port = ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+    }
+    return tcp_listener(std::move(s));
+  }
+  detail::throw_errno("tcp_listen", "listen on", host + ":" + std::to_string(port), last_err);
+}
+
+}  // namespace sluice::io
