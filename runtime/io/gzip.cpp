@@ -262,6 +262,8 @@ deflate_engine gzip_block_compressor::engine() const noexcept { return impl_->en
 
 void gzip_block_compressor::compress(std::string_view in, buffer& out) {
   if (in.size() > kMaxZlibChunk) throw std::invalid_argument("parallel_gzip: block larger than 4 GiB");
+  // Reset first: zlib's deflateBound() counts the gzip wrapper only on a fresh stream.
+  if (impl_->z_ready && deflateReset(&impl_->z) != Z_OK) throw error("parallel_gzip: deflateReset failed");
   const std::size_t room = impl_->bound(in.size());
   out.reserve(out.size() + room);
   if (impl_->ld != nullptr) {
@@ -272,7 +274,6 @@ void gzip_block_compressor::compress(std::string_view in, buffer& out) {
     return;
   }
   z_stream& z = impl_->z;
-  if (deflateReset(&z) != Z_OK) throw error("parallel_gzip: deflateReset failed");
   z.next_in = in_ptr(in);
   z.avail_in = static_cast<unsigned>(in.size());
   z.next_out = out_ptr(out);
