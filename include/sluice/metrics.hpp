@@ -99,7 +99,10 @@ time_shares shares_of(const stage_snapshot& st);
 // Note: time a stage function spends sleeping or blocked outside sluice (a socket, a
 // disk) is busy time to the runtime; such a stage is named when its neighbours wait
 // on it, which is the truthful answer: the graph is waiting for that stage.
-inline constexpr double kBottleneckBusyShare = 0.5;
+// 0.4 rather than a strict majority: on an oversubscribed machine the time a woken
+// stage waits for a CPU is counted as waiting on its channel, which eats into the busy
+// share of even a saturated stage.
+inline constexpr double kBottleneckBusyShare = 0.4;
 inline constexpr double kBottleneckWaitShare = 0.3;
 std::optional<std::string> find_bottleneck(const snapshot& s);
 
