@@ -1,0 +1,288 @@
+// io::read_file / write_file / read_fd / write_fd: chunking, the partial-file rule on a
+// failure in every stage, and clear errors for a missing file, a full disk, a closed pipe.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io_test_util.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+namespace io = sluice::io;
+namespace fs = std::filesystem;
+using io_test::runner;
+using sluice::buffer;
+
+// Runs a source's function on this thread into a big channel; returns the chunks.
+template <class Desc>
+std::vector<std::string> chunks_of(Desc d) {
+  auto [tx, rx] = sluice::bounded<buffer>(1 << 16);
+  d.fn(tx, std::stop_token{});
+  tx.reset();
+  std::vector<std::string> out;
+  for (buffer& b : rx) out.emplace_back(b.view());
+  return out;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(io_file, read_file_pushes_full_chunks_and_never_an_empty_one) {
+  io_test::temp_dir dir;
+  constexpr std::size_t kChunk = 4096;
+  for (const std::size_t n : {std::size_t{0}, std::size_t{1}, kChunk - 1, kChunk, kChunk + 1, 3 * kChunk,
+                              3 * kChunk + 5}) {
+    const std::string data = io_test::random_bytes(n, n);
+    io_test::write_string(dir / "f", data);
+    const auto chunks = chunks_of(io::read_file(dir / "f", {.chunk = kChunk}));
+    std::string joined;
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      EXPECT_FALSE(chunks[i].empty());
+      if (i + 1 < chunks.size()) {
+        EXPECT_EQ(chunks[i].size(), kChunk);
+      }
+      joined += chunks[i];
+    }
+    EXPECT_EQ(chunks.size(), (n + kChunk - 1) / kChunk) << n;
+    EXPECT_EQ(joined, data) << n;
+  }
+}
+
+TEST(io_file, descriptors_default_to_a_64k_byte_budget_and_their_names) {
+  EXPECT_EQ(io::read_file("x").options.capacity, io::kByteBudget);
+  EXPECT_EQ(io::read_file("x").options.name, "read_file");
+  EXPECT_EQ(io::write_file("x").options.name, "write_file");
+  EXPECT_EQ(io::write_fd(1).options.capacity, io::kByteBudget);
+  EXPECT_EQ(io::read_file("x", {}, {.capacity = 1 << 20, .name = "in"}).options.capacity, std::size_t{1} << 20);
+  EXPECT_EQ(io::read_file("x", {}, {.capacity = 1 << 20, .name = "in"}).options.name, "in");
+}
+
+TEST(io_file, a_missing_file_is_an_error_naming_the_path) {
+  io_test::temp_dir dir;
+  const fs::path p = dir / "missing.log";
+  try {
+    chunks_of(io::read_file(p));
+    FAIL() << "no error";
+  } catch (const io::error& e) {
+    EXPECT_EQ(std::string(e.what()), "read_file: cannot open " + p.string() + ": No such file or directory");
+    EXPECT_EQ(e.errno_value(), ENOENT);
+  }
+  EXPECT_NE(error_of([&] { chunks_of(io::read_file(dir.path())); }).find("is a directory"), std::string::npos);
+}
+
+TEST(io_file, write_file_commits_by_rename_and_counts_progress) {
+  io_test::temp_dir dir;
+  const std::string data = io_test::log_text(1 << 20, 1);
+  io_test::write_string(dir / "in", data);
+  std::atomic<std::uint64_t> read{0};
+  std::atomic<std::uint64_t> written{0};
+  runner::run(io::read_file(dir / "in", {.progress = &read}),
+              io::write_file(dir / "out", {.fsync = true, .progress = &written}));
+  EXPECT_EQ(io_test::read_string(dir / "out"), data);
+  EXPECT_EQ(dir.list(), (std::vector<std::string>{"in", "out"}));
+  EXPECT_EQ(read.load(), data.size());
+  EXPECT_EQ(written.load(), data.size());
+}
+
+// A through stage that passes `ok` buffers on, then throws.
+auto failing_stage(int ok) {
+  return sluice::through<buffer>(
+      [ok](sluice::receiver<buffer>& in, sluice::sender<buffer>& out) {
+        int n = 0;
+        for (buffer& b : in) {
+          if (n++ == ok) throw std::runtime_error("injected failure");
+          if (!out.push(std::move(b))) return;
+        }
+      },
+      io::byte_stage_options({}, "failing"));
+}
+
+// The sink must have started writing before the failure for the test to mean anything:
+// a source that waits for path.partial to appear, then fails.
+auto source_failing_after_partial_exists(fs::path partial) {
+  return sluice::from<buffer>([partial](sluice::sender<buffer>& out) {
+    for (int i = 0; i < 4; ++i) out.push(buffer::copy_of(io_test::log_text(50'000, i)));
+    EXPECT_TRUE(sluice_test::eventually([&] { return fs::exists(partial); }));
+    throw std::runtime_error("source failed");
+  }, io::byte_stage_options({}, "src"));
+}
+
+TEST(io_file, a_failure_in_the_source_leaves_no_file_and_keeps_an_older_one) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "source failure");
+  io_test::temp_dir dir;
+  io_test::write_string(dir / "out", "older contents");
+  EXPECT_EQ(error_of([&] {
+              runner::run(source_failing_after_partial_exists(dir / "out.partial"), io::gzip(),
+                          io::write_file(dir / "out"));
+            }),
+            "source failed");
+  EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
+  EXPECT_EQ(io_test::read_string(dir / "out"), "older contents");
+}
+
+TEST(io_file, a_failure_in_a_middle_stage_leaves_no_file) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "middle failure");
+  io_test::temp_dir dir;
+  io_test::write_string(dir / "in", io_test::log_text(1 << 20, 2));
+  for (const int ok : {0, 3}) {
+    EXPECT_EQ(error_of([&] {
+                runner::run(io::read_file(dir / "in", {.chunk = 4096}), failing_stage(ok),
+                            io::write_file(dir / "out"));
+              }),
+              "injected failure");
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"in"}) << ok;
+  }
+}
+
+TEST(io_file, a_corrupt_stream_in_gunzip_leaves_no_file) {
+  io_test::temp_dir dir;
+  io_test::write_string(dir / "in", io_test::log_text(2 << 20, 3));
+  ASSERT_EQ(io_test::shell("gzip -c " + io_test::quoted(dir / "in") + " > " + io_test::quoted(dir / "in.gz")), 0);
+  std::string gz = io_test::read_string(dir / "in.gz");
+  gz[gz.size() * 3 / 4] = static_cast<char>(gz[gz.size() * 3 / 4] ^ 0x40);
+  io_test::write_string(dir / "in.gz", gz);
+  const std::string msg = error_of([&] {
+    runner::run(io::read_file(dir / "in.gz", {.chunk = 4096}), io::gunzip(), io::write_file(dir / "out"));
+  });
+  EXPECT_NE(msg.find("gunzip: corrupt gzip data at byte offset"), std::string::npos) << msg;
+  EXPECT_EQ(dir.list(), (std::vector<std::string>{"in", "in.gz"}));
+}
+
+TEST(io_file, a_failure_of_the_writer_itself_removes_its_partial_file) {
+  io_test::temp_dir dir;
+  fs::create_directory(dir / "out");  // rename(file, non-empty dir) fails
+  io_test::write_string(dir / "out" / "x", "x");
+  const std::string msg = error_of([&] {
+    runner::run(io_test::string_source("data\n"), io::write_file(dir / "out"));
+  });
+  EXPECT_NE(msg.find("write_file: cannot rename " + (dir / "out.partial").string()), std::string::npos) << msg;
+  EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
+  EXPECT_NE(error_of([&] { runner::run(io_test::string_source("x"), io::write_file(dir / "no" / "such" / "dir")); })
+                .find("write_file: cannot create " + (dir / "no" / "such" / "dir.partial").string() +
+                      ": No such file or directory"),
+            std::string::npos);
+}
+
+TEST(io_file, a_cancelled_or_stopped_input_is_not_committed) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "cancel/stop");
+  io_test::temp_dir dir;
+  for (int stop_instead = 0; stop_instead < 2; ++stop_instead) {
+    io::file_writer w(dir / "out", {});
+    auto [tx, rx] = sluice::bounded<buffer>(16);
+    std::stop_source stop;
+    std::thread t([&, rx = std::move(rx)]() mutable { w(rx, stop.get_token()); });
+    ASSERT_TRUE(tx.push(buffer::copy_of("some bytes")));
+    ASSERT_TRUE(sluice_test::eventually([&] { return fs::exists(dir / "out.partial"); }));
+    if (stop_instead != 0) {
+      stop.request_stop();
+      tx.reset();  // an end that a teardown stop request turns into an abort
+    } else {
+      tx.cancel();
+    }
+    t.join();
+    EXPECT_FALSE(w.committed());
+    EXPECT_TRUE(dir.list().empty()) << stop_instead;
+  }
+}
+
+TEST(io_file, the_last_copy_of_an_unfinished_writer_removes_the_partial_file) {
+  io_test::temp_dir dir;
+  {
+    io::file_writer w(dir / "out", {});
+    auto [tx, rx] = sluice::bounded<buffer>(16);
+    // Run the writer to the point where the partial file exists and the input ended by
+    // a close, but make the commit fail: the directory path is taken.
+    fs::create_directory(dir / "out");
+    io_test::write_string(dir / "out" / "keep", "k");
+    tx.push(buffer::copy_of("abc"));
+    tx.reset();
+    EXPECT_THROW(w(rx, std::stop_token{}), io::error);
+    EXPECT_FALSE(fs::exists(dir / "out.partial"));
+  }
+  EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
+}
+
+TEST(io_file, read_fd_and_write_fd_move_bytes_through_pipes) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "pipes");
+  int in_pipe[2];
+  int out_pipe[2];
+  ASSERT_EQ(::pipe(in_pipe), 0);
+  ASSERT_EQ(::pipe(out_pipe), 0);
+  const std::string data = io_test::random_bytes(3 << 20, 5);
+  std::thread feeder([&] {
+    std::size_t off = 0;
+    while (off < data.size()) {
+      const ssize_t w = ::write(in_pipe[1], data.data() + off, std::min<std::size_t>(10'000, data.size() - off));
+      ASSERT_GT(w, 0);
+      off += static_cast<std::size_t>(w);
+    }
+    ::close(in_pipe[1]);
+  });
+  std::string got;
+  std::thread drain([&] {
+    char buf[8192];
+    ssize_t r;
+    while ((r = ::read(out_pipe[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(r));
+  });
+  runner::run(io::read_fd(in_pipe[0]), io::write_fd(out_pipe[1]));
+  ::close(out_pipe[1]);
+  feeder.join();
+  drain.join();
+  ::close(in_pipe[0]);
+  ::close(out_pipe[0]);
+  EXPECT_EQ(got, data);
+}
+
+TEST(io_file, a_stop_request_wakes_read_fd_blocked_on_a_quiet_pipe) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "quiet pipe");
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  auto d = io::read_fd(p[0]);
+  auto [tx, rx] = sluice::bounded<buffer>(16);
+  std::stop_source stop;
+  std::thread t([&, tx = std::move(tx)]() mutable { d.fn(tx, stop.get_token()); });
+  ASSERT_EQ(::write(p[1], "abc", 3), 3);
+  auto first = rx.pop();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->view(), "abc");
+  stop.request_stop();  // the reader is (or will be) blocked in poll on a quiet pipe
+  t.join();
+  EXPECT_FALSE(rx.pop().has_value());  // it ended, closing its output
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+TEST(io_file, a_full_disk_is_an_error_naming_the_fd_and_offset) {
+  const int fd = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::string msg = error_of([&] {
+    runner::run(io_test::string_source(std::string(100'000, 'a')), io::write_fd(fd, {}, {}, "/dev/full"));
+  });
+  ::close(fd);
+  EXPECT_EQ(msg, "write_fd: cannot write /dev/full at byte offset 0: No space left on device");
+}
+
+TEST(io_file, a_closed_pipe_is_an_error_not_a_killed_process) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  ::close(p[0]);  // nobody will ever read
+  const std::string msg = error_of([&] {
+    runner::run(io_test::string_source(std::string(100'000, 'a')), io::write_fd(p[1], {}, {}, "stdout"));
+  });
+  ::close(p[1]);
+  EXPECT_EQ(msg, "write_fd: cannot write stdout at byte offset 0: Broken pipe");
+}
+
+}  // namespace
