@@ -1,0 +1,1269 @@
+// Deterministic tests of sluice's bounded channel (DESIGN.md §1, one test or more per
+// bullet). Blocked states are made with threads and observed by polling
+// stats().waiting_push / waiting_pop with a bounded wait; every threaded test runs
+// under a watchdog, so a lost wake-up fails the run instead of hanging it.
+//
+// Most tests are typed over three flavours, because the channel has three code paths:
+//   ring      nothrow-movable, unweighted items: the lock-free ring
+//   locked    items whose move may throw: the mutex-guarded queue
+//   weighted  a weigh function (here 1 per item): the mutex-guarded queue with weights
+// The fixture checks after every test that each item made during it was destroyed
+// exactly once.
+#include "sluice/channel.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "support/tracked.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using sluice::status;
+using sluice_test::eventually;
+using sluice_test::throwing_tracked;
+using sluice_test::tracked;
+using sluice_test::tracked_move_error;
+using sluice_test::watchdog;
+
+constexpr auto kTestLimit = 30s;  // per-test watchdog; a healthy test takes milliseconds
+
+// Bounded waits for "a thread is parked on this channel".
+template <class Handle>
+bool parked_pushers(const Handle& h, std::uint32_t n) {
+  return eventually([&] { return h.stats().waiting_push >= n; });
+}
+template <class Handle>
+bool parked_poppers(const Handle& h, std::uint32_t n) {
+  return eventually([&] { return h.stats().waiting_pop >= n; });
+}
+
+template <class Handle>
+void expect_conserved(const Handle& h) {
+  const sluice::channel_stats s = h.stats();
+  EXPECT_EQ(s.pushed, s.popped + s.discarded + s.size)
+      << "pushed " << s.pushed << " popped " << s.popped << " discarded " << s.discarded
+      << " size " << s.size;
+}
+
+// Collects what on_discard receives (from whichever thread runs the hook).
+class discard_log {
+ public:
+  template <class T>
+  std::function<void(T&&)> hook() {
+    return [this](T&& v) {
+      std::lock_guard lock(mu_);
+      values_.push_back(v.value());
+    };
+  }
+  std::vector<std::uint64_t> values() {
+    std::lock_guard lock(mu_);
+    return values_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::uint64_t> values_;
+};
+
+std::vector<std::uint64_t> iota_values(std::uint64_t from, std::uint64_t to) {
+  std::vector<std::uint64_t> v;
+  for (std::uint64_t i = from; i < to; ++i) v.push_back(i);
+  return v;
+}
+
+// ---- flavours -------------------------------------------------------------------
+
+struct ring_flavour {
+  using item = tracked;
+  static constexpr const char* kName = "ring";
+  static sluice::channel_options<item> options(std::size_t cap) {
+    sluice::channel_options<item> o;
+    o.capacity = cap;
+    return o;
+  }
+};
+struct locked_flavour {
+  using item = throwing_tracked;
+  static constexpr const char* kName = "locked";
+  static sluice::channel_options<item> options(std::size_t cap) {
+    sluice::channel_options<item> o;
+    o.capacity = cap;
+    return o;
+  }
+};
+struct weighted_flavour {
+  using item = tracked;
+  static constexpr const char* kName = "weighted";
+  static sluice::channel_options<item> options(std::size_t cap) {
+    sluice::channel_options<item> o;
+    o.capacity = cap;
+    o.weigh = [](const item&) -> std::size_t { return 1; };
+    return o;
+  }
+};
+
+struct flavour_names {
+  template <class F>
+  static std::string GetName(int) {
+    return F::kName;
+  }
+};
+
+template <class Flavour>
+class Channel : public ::testing::Test {
+ protected:
+  using item = typename Flavour::item;
+
+  void SetUp() override {
+    dog_.emplace(kTestLimit);  // every typed test; destroyed after the body's threads join
+    before_ = item::counters().snapshot();
+    bad_before_ = item::counters().bad_destroys();
+  }
+  void TearDown() override {
+    EXPECT_EQ(item::counters().live_since(before_), 0) << "an item leaked or was destroyed twice";
+    EXPECT_EQ(item::counters().bad_destroys(), bad_before_) << "an item was destroyed twice";
+    dog_.reset();
+  }
+
+  static auto make(std::size_t cap) { return sluice::bounded<item>(Flavour::options(cap)); }
+  static auto make(sluice::channel_options<item> o) { return sluice::bounded<item>(std::move(o)); }
+  static sluice::channel_options<item> options(std::size_t cap) { return Flavour::options(cap); }
+
+  // Fills the channel with values from..to-1 using try_push (each must be ok).
+  static void fill(sluice::sender<item>& tx, std::uint64_t from, std::uint64_t to) {
+    for (std::uint64_t i = from; i < to; ++i) ASSERT_EQ(tx.try_push(item(i)), status::ok) << i;
+  }
+  static std::vector<std::uint64_t> drain(sluice::receiver<item>& rx) {
+    std::vector<std::uint64_t> out;
+    while (auto v = rx.try_pop()) out.push_back(v->value());
+    return out;
+  }
+
+ private:
+  std::optional<watchdog> dog_;
+  sluice_test::lifetime_snapshot before_;
+  std::int64_t bad_before_ = 0;
+};
+
+using flavours = ::testing::Types<ring_flavour, locked_flavour, weighted_flavour>;
+TYPED_TEST_SUITE(Channel, flavours, flavour_names);
+
+// ---- smoke, capacity, len ---------------------------------------------------------
+
+TYPED_TEST(Channel, smoke) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(4);
+  EXPECT_TRUE(tx.push(T(7)));
+  const std::optional<T> v = rx.pop();
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(v->value(), 7u);
+  EXPECT_FALSE(rx.try_pop().has_value());
+}
+
+TYPED_TEST(Channel, capacity) {
+  using T = typename TypeParam::item;
+  for (const std::size_t cap : {1u, 2u, 3u, 7u, 8u}) {
+    SCOPED_TRACE(cap);
+    auto [tx, rx] = this->make(cap);
+    EXPECT_EQ(tx.capacity(), cap);
+    EXPECT_EQ(rx.capacity(), cap);
+    EXPECT_EQ(tx.stats().capacity, cap);
+    // Several laps round the buffer (non-power-of-two sizes wrap with %), FIFO each time.
+    for (std::uint64_t lap = 0; lap < 5; ++lap) {
+      this->fill(tx, lap * 100, lap * 100 + cap);
+      T extra(999);
+      EXPECT_EQ(tx.try_push(std::move(extra)), status::full);
+      EXPECT_EQ(this->drain(rx), iota_values(lap * 100, lap * 100 + cap));
+    }
+  }
+}
+
+TYPED_TEST(Channel, len_empty_full) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(3);
+  EXPECT_EQ(rx.stats().size, 0u);
+  EXPECT_FALSE(rx.try_pop().has_value());
+  EXPECT_FALSE(rx.done());  // empty is not done: the channel is open
+  for (std::size_t i = 1; i <= 3; ++i) {
+    ASSERT_EQ(tx.try_push(T(i)), status::ok);
+    EXPECT_EQ(tx.stats().size, i);
+  }
+  EXPECT_EQ(tx.try_push(T(4)), status::full);
+  for (std::size_t i = 3; i >= 1; --i) {
+    ASSERT_TRUE(rx.try_pop().has_value());
+    EXPECT_EQ(rx.stats().size, i - 1);
+  }
+  EXPECT_FALSE(rx.try_pop().has_value());
+  const sluice::channel_stats s = rx.stats();
+  EXPECT_EQ(s.pushed, 3u);
+  EXPECT_EQ(s.popped, 3u);
+  EXPECT_EQ(s.discarded, 0u);
+}
+
+// ---- try and timed operations -----------------------------------------------------
+
+TYPED_TEST(Channel, try_ops_leave_the_value_untouched_unless_ok) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  T a(1);
+  ASSERT_EQ(tx.try_push(std::move(a)), status::ok);
+  T b(2);
+  EXPECT_EQ(tx.try_push(std::move(b)), status::full);
+  EXPECT_FALSE(b.moved_from());
+  EXPECT_EQ(b.value(), 2u);
+  const T c(3);
+  EXPECT_EQ(tx.try_push(c), status::full);  // const T& overload
+  EXPECT_EQ(rx.try_pop()->value(), 1u);
+  EXPECT_EQ(tx.try_push(c), status::ok);
+  EXPECT_FALSE(c.moved_from());  // a const& push copies
+  EXPECT_EQ(rx.try_pop()->value(), 3u);
+  EXPECT_FALSE(rx.try_pop().has_value());
+}
+
+TYPED_TEST(Channel, timed_ops_time_out) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  constexpr auto kWait = 20ms;
+
+  // pop_for / pop_until on an empty channel: nullopt, not before the deadline.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(rx.pop_for(kWait).has_value());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, kWait);
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(rx.pop_until(t0 + kWait).has_value());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, kWait);
+  EXPECT_FALSE(rx.done());
+
+  ASSERT_EQ(tx.try_push(T(1)), status::ok);  // now full
+
+  T v(2);
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(tx.push_for(std::move(v), kWait), status::timeout);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, kWait);
+  EXPECT_FALSE(v.moved_from());
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(tx.push_until(std::move(v), t0 + kWait), status::timeout);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, kWait);
+  EXPECT_FALSE(v.moved_from());
+  const T cv(3);
+  EXPECT_EQ(tx.push_for(cv, 1ms), status::timeout);
+  EXPECT_EQ(tx.push_until(cv, std::chrono::steady_clock::now() + 1ms), status::timeout);
+  // Any duration that converts is accepted; zero and negative ones do not wait.
+  EXPECT_EQ(tx.push_for(std::move(v), std::chrono::duration<double>(0.001)), status::timeout);
+  EXPECT_EQ(tx.push_for(std::move(v), 0s), status::timeout);
+  EXPECT_EQ(tx.push_for(std::move(v), -5s), status::timeout);
+  EXPECT_EQ(tx.push_until(std::move(v), std::chrono::steady_clock::now() - 1s), status::timeout);
+  EXPECT_FALSE(v.moved_from());
+
+  // With room / an item they succeed.
+  EXPECT_EQ(rx.pop_for(0s)->value(), 1u);
+  EXPECT_EQ(tx.push_for(std::move(v), 1h), status::ok);
+  EXPECT_EQ(rx.pop_for(1h)->value(), 2u);
+  EXPECT_EQ(tx.push_for(cv, 1h), status::ok);
+  EXPECT_EQ(rx.pop_until(std::chrono::steady_clock::now() + 1h)->value(), 3u);
+  expect_conserved(tx);
+}
+
+TYPED_TEST(Channel, timed_ops_are_woken_before_their_deadline) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  ASSERT_EQ(tx.try_push(T(1)), status::ok);
+  status pushed = status::full;
+  {
+    std::jthread pusher([&, tx2 = tx]() mutable { pushed = tx2.push_for(T(2), 1h); });
+    ASSERT_TRUE(parked_pushers(tx, 1));
+    EXPECT_EQ(rx.pop()->value(), 1u);
+  }
+  EXPECT_EQ(pushed, status::ok);
+  std::optional<T> got;
+  {
+    std::jthread popper([&, rx2 = rx]() mutable {
+      (void)rx2.pop();  // takes item 2
+      got = rx2.pop_for(1h);
+    });
+    ASSERT_TRUE(parked_poppers(rx, 1));
+    ASSERT_EQ(tx.try_push(T(3)), status::ok);
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->value(), 3u);
+}
+
+// ---- close --------------------------------------------------------------------------
+
+TYPED_TEST(Channel, push_after_close) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(4);
+  tx.close();
+  EXPECT_TRUE(tx.is_closed());
+  EXPECT_FALSE(tx.cancelled());
+  EXPECT_FALSE(tx.push(T(1)));
+  T v(2);
+  EXPECT_EQ(tx.try_push(std::move(v)), status::closed);
+  EXPECT_EQ(tx.push_for(std::move(v), 1h), status::closed);  // at once, not at the deadline
+  EXPECT_EQ(tx.push_until(std::move(v), std::chrono::steady_clock::now() + 1h), status::closed);
+  EXPECT_FALSE(v.moved_from());
+  std::vector<T> batch;
+  batch.emplace_back(3);
+  EXPECT_EQ(tx.push_all(std::move(batch)), 0u);
+  EXPECT_FALSE(rx.pop().has_value());
+  EXPECT_TRUE(rx.done());
+  EXPECT_EQ(tx.stats().pushed, 0u);
+}
+
+TYPED_TEST(Channel, pop_after_close_drains_then_ends) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(4);
+  this->fill(tx, 0, 3);
+  tx.close();
+  EXPECT_FALSE(rx.done());  // closed but not drained
+  EXPECT_EQ(rx.pop()->value(), 0u);
+  EXPECT_EQ(rx.try_pop()->value(), 1u);
+  EXPECT_EQ(rx.pop_for(1h)->value(), 2u);
+  EXPECT_TRUE(rx.done());
+  EXPECT_FALSE(rx.pop().has_value());
+  EXPECT_FALSE(rx.try_pop().has_value());
+  EXPECT_FALSE(rx.pop_for(1h).has_value());  // at once
+  std::vector<T> out;
+  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 8), 0u);
+  EXPECT_FALSE(rx.cancelled());
+  expect_conserved(rx);
+}
+
+TYPED_TEST(Channel, close_wakes_sender) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  ASSERT_EQ(tx.try_push(T(1)), status::ok);
+  bool pushed = true;
+  status timed = status::ok;
+  std::size_t bulk = 99;
+  {
+    std::jthread a([&, s = tx]() mutable { pushed = s.push(T(2)); });
+    std::jthread b([&, s = tx]() mutable { timed = s.push_for(T(3), 1h); });
+    std::jthread c([&, s = tx]() mutable {
+      std::vector<T> batch;
+      batch.emplace_back(4);
+      batch.emplace_back(5);
+      bulk = s.push_all(std::move(batch));
+    });
+    ASSERT_TRUE(parked_pushers(tx, 3));
+    tx.close();
+  }
+  EXPECT_FALSE(pushed);
+  EXPECT_EQ(timed, status::closed);
+  EXPECT_EQ(bulk, 0u);
+  EXPECT_EQ(rx.pop()->value(), 1u);  // what was buffered is still delivered
+  EXPECT_FALSE(rx.pop().has_value());
+  expect_conserved(rx);
+}
+
+TYPED_TEST(Channel, close_wakes_receiver) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(2);
+  std::optional<T> a = T(1), b = T(1);
+  std::size_t some = 99;
+  std::size_t looped = 99;
+  {
+    std::jthread ta([&, r = rx]() mutable { a = r.pop(); });
+    std::jthread tb([&, r = rx]() mutable { b = r.pop_for(1h); });
+    std::jthread tc([&, r = rx]() mutable {
+      std::vector<T> out;
+      some = r.pop_some(std::back_inserter(out), 4);
+    });
+    std::jthread td([&, r = rx]() mutable {
+      looped = 0;
+      for (T& v : r) {
+        (void)v;
+        ++looped;
+      }
+    });
+    ASSERT_TRUE(parked_poppers(rx, 4));
+    tx.close();
+  }
+  EXPECT_FALSE(a.has_value());
+  EXPECT_FALSE(b.has_value());
+  EXPECT_EQ(some, 0u);
+  EXPECT_EQ(looped, 0u);
+  EXPECT_TRUE(rx.done());
+}
+
+TYPED_TEST(Channel, last_sender_gone_closes) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(4);
+  sluice::sender<T> copy = tx;
+  ASSERT_EQ(copy.try_push(T(1)), status::ok);
+  tx.reset();
+  EXPECT_FALSE(copy.is_closed());  // one sender is left
+  EXPECT_FALSE(rx.done());
+  std::optional<T> first, second = T(0);
+  {
+    std::jthread popper([&, r = rx]() mutable {
+      first = r.pop();
+      second = r.pop();  // parks until the last sender goes
+    });
+    ASSERT_TRUE(parked_poppers(rx, 1));
+    copy.reset();
+  }
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->value(), 1u);
+  EXPECT_FALSE(second.has_value());
+  EXPECT_TRUE(rx.done());
+  EXPECT_FALSE(rx.cancelled());
+}
+
+TYPED_TEST(Channel, moved_from_handles_do_not_count) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(4);
+  sluice::sender<T> a = std::move(tx);
+  EXPECT_FALSE(static_cast<bool>(tx));
+  EXPECT_TRUE(static_cast<bool>(a));
+  sluice::sender<T> b = a;  // two senders: a, b
+  sluice::sender<T> c;
+  c = std::move(b);  // still two: a, c
+  EXPECT_FALSE(static_cast<bool>(b));
+  a.reset();
+  EXPECT_FALSE(c.is_closed());
+  EXPECT_FALSE(rx.done());
+  ASSERT_EQ(c.try_push(T(1)), status::ok);
+  c = sluice::sender<T>();  // assigning an empty handle drops the last sender
+  EXPECT_EQ(rx.pop()->value(), 1u);
+  EXPECT_TRUE(rx.done());
+
+  auto [tx2, rx2] = this->make(4);
+  sluice::receiver<T> r = std::move(rx2);
+  EXPECT_FALSE(static_cast<bool>(rx2));
+  sluice::receiver<T> r2 = r;
+  r = std::move(r2);  // drops one of the two receivers, keeps one
+  EXPECT_FALSE(tx2.is_closed());
+  EXPECT_TRUE(tx2.push(T(2)));
+  r.reset();  // the last receiver
+  EXPECT_TRUE(tx2.is_closed());
+  EXPECT_FALSE(tx2.push(T(3)));
+}
+
+// ---- disconnect -----------------------------------------------------------------------
+
+TYPED_TEST(Channel, last_receiver_gone_disconnects) {
+  using T = typename TypeParam::item;
+  discard_log log;
+  auto o = this->options(4);
+  o.on_discard = log.template hook<T>();
+  auto [tx, rx] = this->make(std::move(o));
+  this->fill(tx, 0, 3);
+  sluice::receiver<T> other = rx;
+  rx.reset();
+  EXPECT_FALSE(tx.is_closed());  // one receiver is left
+  other.reset();
+  EXPECT_TRUE(tx.is_closed());
+  EXPECT_FALSE(tx.cancelled());
+  // Buffered items were discarded, counted, and handed to the hook in order.
+  EXPECT_EQ(log.values(), iota_values(0, 3));
+  sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 3u);
+  EXPECT_EQ(s.popped, 0u);
+  EXPECT_EQ(s.discarded, 3u);
+  EXPECT_EQ(s.size, 0u);
+  // Pushes fail at once, leaving the value with the caller.
+  EXPECT_FALSE(tx.push(T(10)));
+  T v(11);
+  EXPECT_EQ(tx.try_push(std::move(v)), status::closed);
+  EXPECT_EQ(tx.push_for(std::move(v), 1h), status::closed);
+  EXPECT_FALSE(v.moved_from());
+  EXPECT_EQ(tx.stats().pushed, 3u);
+  EXPECT_EQ(log.values().size(), 3u);  // a refused push is not a discard
+}
+
+TYPED_TEST(Channel, disconnect_wakes_blocked_sender) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  ASSERT_EQ(tx.try_push(T(1)), status::ok);
+  bool pushed = true;
+  {
+    std::jthread pusher([&, s = tx]() mutable { pushed = s.push(T(2)); });
+    ASSERT_TRUE(parked_pushers(tx, 1));
+    rx.reset();
+  }
+  EXPECT_FALSE(pushed);
+  const sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 1u);
+  EXPECT_EQ(s.discarded, 1u);
+  EXPECT_EQ(s.size, 0u);
+}
+
+// ---- cancel ---------------------------------------------------------------------------
+
+TYPED_TEST(Channel, cancel_wakes_every_blocked_pusher_and_counts_discards) {
+  using T = typename TypeParam::item;
+  discard_log log;
+  auto o = this->options(2);
+  o.low_watermark = 0;
+  o.on_discard = log.template hook<T>();
+  auto [tx, rx] = this->make(std::move(o));
+  this->fill(tx, 0, 2);
+  bool pushed = true;
+  status timed = status::ok;
+  std::size_t bulk = 99;
+  bool writable = false;
+  {
+    std::jthread a([&, s = tx]() mutable { pushed = s.push(T(10)); });
+    std::jthread b([&, s = tx]() mutable { timed = s.push_until(T(11), std::chrono::steady_clock::now() + 1h); });
+    std::jthread c([&, s = tx]() mutable {
+      std::vector<T> batch;
+      batch.emplace_back(12);
+      bulk = s.push_all(std::move(batch));
+    });
+    std::jthread d([&, s = tx]() mutable {
+      s.wait_writable();
+      writable = true;
+    });
+    ASSERT_TRUE(parked_pushers(tx, 4));
+    rx.cancel();  // from the receiving side
+  }
+  EXPECT_FALSE(pushed);
+  EXPECT_EQ(timed, status::closed);
+  EXPECT_EQ(bulk, 0u);
+  EXPECT_TRUE(writable);
+  EXPECT_EQ(log.values(), iota_values(0, 2));
+  const sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 2u);
+  EXPECT_EQ(s.discarded, 2u);
+  EXPECT_EQ(s.size, 0u);
+  expect_conserved(tx);
+  EXPECT_TRUE(tx.cancelled());
+  EXPECT_TRUE(rx.cancelled());
+  EXPECT_TRUE(tx.is_closed());
+  EXPECT_FALSE(tx.push(T(20)));
+  T v(21);
+  EXPECT_EQ(tx.try_push(std::move(v)), status::closed);
+  EXPECT_FALSE(v.moved_from());
+  EXPECT_TRUE(rx.done());
+  EXPECT_FALSE(rx.pop().has_value());
+}
+
+TYPED_TEST(Channel, cancel_wakes_every_blocked_popper) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(2);
+  std::optional<T> a = T(1), b = T(1);
+  std::size_t some = 99;
+  {
+    std::jthread ta([&, r = rx]() mutable { a = r.pop(); });
+    std::jthread tb([&, r = rx]() mutable { b = r.pop_until(std::chrono::steady_clock::now() + 1h); });
+    std::jthread tc([&, r = rx]() mutable {
+      std::vector<T> out;
+      some = r.pop_some(std::back_inserter(out), 4);
+    });
+    ASSERT_TRUE(parked_poppers(rx, 3));
+    tx.cancel();  // from the sending side
+  }
+  EXPECT_FALSE(a.has_value());
+  EXPECT_FALSE(b.has_value());
+  EXPECT_EQ(some, 0u);
+  EXPECT_TRUE(rx.done());
+  EXPECT_TRUE(rx.cancelled());
+}
+
+TYPED_TEST(Channel, cancel_discards_buffered_items_at_once) {
+  using T = typename TypeParam::item;
+  const auto before = T::counters().snapshot();
+  auto [tx, rx] = this->make(8);
+  this->fill(tx, 0, 5);
+  (void)rx.try_pop();
+  EXPECT_EQ(T::counters().live_since(before), 4);
+  tx.cancel();
+  // Destroyed now, while both handles are alive; not when the channel goes.
+  EXPECT_EQ(T::counters().live_since(before), 0);
+  EXPECT_FALSE(rx.try_pop().has_value());
+  EXPECT_FALSE(rx.pop().has_value());  // pops return nullopt after cancel
+  std::vector<T> out;
+  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 4), 0u);
+  const sluice::channel_stats s = rx.stats();
+  EXPECT_EQ(s.pushed, 5u);
+  EXPECT_EQ(s.popped, 1u);
+  EXPECT_EQ(s.discarded, 4u);
+  EXPECT_EQ(s.size, 0u);
+}
+
+TYPED_TEST(Channel, cancel_cause_is_recorded_and_first_wins) {
+  auto [tx, rx] = this->make(2);
+  EXPECT_EQ(tx.cancel_cause(), nullptr);
+  rx.cancel(std::make_exception_ptr(std::runtime_error("boom")));
+  tx.cancel(std::make_exception_ptr(std::logic_error("later")));
+  for (const std::exception_ptr& why : {tx.cancel_cause(), rx.cancel_cause()}) {
+    ASSERT_NE(why, nullptr);
+    try {
+      std::rethrow_exception(why);
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "boom");
+    } catch (...) {
+      ADD_FAILURE() << "the first cause should be kept";
+    }
+  }
+  auto [tx2, rx2] = this->make(2);
+  tx2.cancel();
+  EXPECT_TRUE(rx2.cancelled());
+  EXPECT_EQ(rx2.cancel_cause(), nullptr);
+}
+
+// ---- construction ---------------------------------------------------------------------
+
+TYPED_TEST(Channel, bad_options_throw_invalid_argument) {
+  using T = typename TypeParam::item;
+  EXPECT_THROW((void)sluice::bounded<T>(0), std::invalid_argument);
+  EXPECT_THROW((void)this->make(0), std::invalid_argument);
+  auto o = this->options(4);
+  o.low_watermark = 5;
+  EXPECT_THROW((void)this->make(std::move(o)), std::invalid_argument);
+  auto ok = this->options(4);
+  ok.low_watermark = 4;  // equal to the capacity is allowed
+  EXPECT_NO_THROW((void)this->make(std::move(ok)));
+  auto one = this->make(1);  // the smallest channel holds one item
+  EXPECT_EQ(one.first.try_push(T(1)), status::ok);
+}
+
+// ---- low watermark: on_writable, wait_writable ---------------------------------------
+
+TYPED_TEST(Channel, on_writable_runs_at_once_when_at_or_below_the_watermark) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(8);  // low watermark 4
+  int runs = 0;
+  std::thread::id where;
+  tx.on_writable([&] {
+    ++runs;
+    where = std::this_thread::get_id();
+  });
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(where, std::this_thread::get_id());
+  this->fill(tx, 0, 4);  // exactly at the watermark
+  tx.on_writable([&] { ++runs; });
+  EXPECT_EQ(runs, 2);
+  ASSERT_EQ(tx.try_push(T(4)), status::ok);  // above it now
+  tx.on_writable([&] { ++runs; });
+  EXPECT_EQ(runs, 2);
+  (void)rx.try_pop();  // back to 4: fires here
+  EXPECT_EQ(runs, 3);
+}
+
+TYPED_TEST(Channel, on_writable_fires_once_per_crossing_on_the_popping_thread) {
+  auto o = this->options(8);
+  o.low_watermark = 2;
+  auto [tx, rx] = this->make(std::move(o));
+  this->fill(tx, 0, 8);
+  std::atomic<int> runs{0};
+  std::thread::id where;
+  tx.on_writable([&] {
+    where = std::this_thread::get_id();
+    runs.fetch_add(1, std::memory_order_relaxed);
+  });
+  EXPECT_EQ(runs.load(), 0);
+  std::thread::id popper_id;
+  std::vector<int> runs_after_pop;
+  {
+    std::jthread popper([&, r = rx]() mutable {
+      popper_id = std::this_thread::get_id();
+      for (int i = 0; i < 8; ++i) {
+        (void)r.try_pop();
+        runs_after_pop.push_back(runs.load(std::memory_order_relaxed));
+      }
+    });
+  }
+  // occupancy after pop i: 7 6 5 4 3 2 1 0 -> fires on the pop that reaches 2.
+  EXPECT_EQ(runs_after_pop, (std::vector<int>{0, 0, 0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(where, popper_id);
+  // Once only: another crossing without a new registration runs nothing.
+  this->fill(tx, 10, 18);
+  EXPECT_EQ(this->drain(rx).size(), 8u);
+  EXPECT_EQ(runs.load(), 1);
+  // A new registration fires again, once.
+  this->fill(tx, 20, 28);
+  tx.on_writable([&] { runs.fetch_add(1, std::memory_order_relaxed); });
+  tx.on_writable([&] { runs.fetch_add(10, std::memory_order_relaxed); });
+  EXPECT_EQ(this->drain(rx).size(), 8u);
+  EXPECT_EQ(runs.load(), 12);
+}
+
+TYPED_TEST(Channel, on_writable_fires_on_close_and_cancel) {
+  {
+    auto [tx, rx] = this->make(2);
+    this->fill(tx, 0, 2);
+    int runs = 0;
+    std::thread::id where;
+    tx.on_writable([&] {
+      ++runs;
+      where = std::this_thread::get_id();
+    });
+    EXPECT_EQ(runs, 0);
+    std::thread::id closer_id;
+    std::jthread closer([&, s = tx]() mutable {
+      closer_id = std::this_thread::get_id();
+      s.close();
+    });
+    closer.join();
+    EXPECT_EQ(runs, 1);
+    EXPECT_EQ(where, closer_id);  // ran on the closing thread
+    tx.on_writable([&] { ++runs; });  // closed: at once
+    EXPECT_EQ(runs, 2);
+  }
+  {
+    auto [tx, rx] = this->make(2);
+    this->fill(tx, 0, 2);
+    int runs = 0;
+    tx.on_writable([&] { ++runs; });
+    rx.cancel();
+    EXPECT_EQ(runs, 1);
+  }
+}
+
+TYPED_TEST(Channel, wait_writable) {
+  auto [tx, rx] = this->make(8);  // low watermark 4
+  tx.wait_writable();            // empty: returns at once
+  this->fill(tx, 0, 4);
+  tx.wait_writable();  // at the watermark: returns at once
+  this->fill(tx, 4, 8);
+  std::atomic<bool> writable{false};
+  {
+    std::jthread waiter([&, s = tx]() mutable {
+      s.wait_writable();
+      writable.store(true);
+    });
+    ASSERT_TRUE(parked_pushers(tx, 1));  // a wait_writable caller counts as a waiting producer
+    for (int i = 0; i < 3; ++i) (void)rx.try_pop();  // 5 left: still above
+    EXPECT_FALSE(writable.load());
+    (void)rx.try_pop();  // 4: the waiter goes
+    EXPECT_TRUE(eventually([&] { return writable.load(); }));
+  }
+  this->fill(tx, 10, 14);
+  writable = false;
+  {
+    std::jthread waiter([&, s = tx]() mutable {
+      s.wait_writable();
+      writable.store(true);
+    });
+    ASSERT_TRUE(parked_pushers(tx, 1));
+    tx.close();  // closing wakes it too
+  }
+  EXPECT_TRUE(writable.load());
+}
+
+// ---- overflow policies -----------------------------------------------------------------
+
+TYPED_TEST(Channel, drop_oldest_discards_the_oldest_into_on_discard) {
+  using T = typename TypeParam::item;
+  discard_log log;
+  auto o = this->options(3);
+  o.overflow = sluice::overflow::drop_oldest;
+  o.on_discard = log.template hook<T>();
+  auto [tx, rx] = this->make(std::move(o));
+  for (std::uint64_t i = 0; i < 4; ++i) EXPECT_TRUE(tx.push(T(i)));  // never blocks
+  EXPECT_EQ(tx.try_push(T(4)), status::ok);
+  EXPECT_EQ(tx.push_for(T(5), 1h), status::ok);
+  EXPECT_EQ(log.values(), iota_values(0, 3));
+  sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 6u);
+  EXPECT_EQ(s.discarded, 3u);
+  EXPECT_EQ(s.size, 3u);
+  EXPECT_EQ(this->drain(rx), iota_values(3, 6));
+  expect_conserved(rx);
+}
+
+TYPED_TEST(Channel, drop_newest_discards_the_pushed_item_into_on_discard) {
+  using T = typename TypeParam::item;
+  discard_log log;
+  auto o = this->options(3);
+  o.overflow = sluice::overflow::drop_newest;
+  o.on_discard = log.template hook<T>();
+  auto [tx, rx] = this->make(std::move(o));
+  for (std::uint64_t i = 0; i < 4; ++i) EXPECT_TRUE(tx.push(T(i)));
+  EXPECT_EQ(tx.try_push(T(4)), status::ok);  // accepted, then dropped
+  std::vector<T> batch;
+  batch.emplace_back(5);
+  batch.emplace_back(6);
+  EXPECT_EQ(tx.push_all(std::move(batch)), 2u);
+  EXPECT_EQ(log.values(), iota_values(3, 7));
+  const sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 7u);
+  EXPECT_EQ(s.discarded, 4u);
+  EXPECT_EQ(s.size, 3u);
+  EXPECT_EQ(this->drain(rx), iota_values(0, 3));
+  expect_conserved(rx);
+}
+
+TYPED_TEST(Channel, drop_policy_without_hook_still_counts) {
+  using T = typename TypeParam::item;
+  auto o = this->options(2);
+  o.overflow = sluice::overflow::drop_oldest;
+  auto [tx, rx] = this->make(std::move(o));
+  for (std::uint64_t i = 0; i < 10; ++i) EXPECT_EQ(tx.try_push(T(i)), status::ok);
+  EXPECT_EQ(tx.stats().discarded, 8u);
+  EXPECT_EQ(this->drain(rx), iota_values(8, 10));
+}
+
+// ---- bulk -------------------------------------------------------------------------------
+
+TYPED_TEST(Channel, push_all_moves_from_rvalues_and_copies_lvalues) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(16);
+  std::vector<T> batch;
+  for (std::uint64_t i = 0; i < 5; ++i) batch.emplace_back(i);
+  EXPECT_EQ(tx.push_all(batch), 5u);  // lvalue: copied
+  for (const T& v : batch) EXPECT_FALSE(v.moved_from());
+  std::vector<T> batch2;
+  for (std::uint64_t i = 5; i < 10; ++i) batch2.emplace_back(i);
+  EXPECT_EQ(tx.push_all(std::move(batch2)), 5u);  // rvalue: moved
+  for (const T& v : batch2) EXPECT_TRUE(v.moved_from());  // NOLINT(bugprone-use-after-move)
+  const std::vector<std::uint64_t> raw = {10, 11};  // elements that convert to T
+  EXPECT_EQ(tx.push_all(raw), 2u);
+  EXPECT_EQ(this->drain(rx), iota_values(0, 12));
+}
+
+TYPED_TEST(Channel, push_all_blocks_like_push) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(2);
+  std::size_t n = 0;
+  std::vector<std::uint64_t> got;
+  {
+    std::jthread producer([&, s = tx]() mutable {
+      std::vector<T> batch;
+      for (std::uint64_t i = 0; i < 50; ++i) batch.emplace_back(i);
+      n = s.push_all(std::move(batch));
+    });
+    for (int i = 0; i < 50; ++i) got.push_back(rx.pop()->value());
+  }
+  EXPECT_EQ(n, 50u);
+  EXPECT_EQ(got, iota_values(0, 50));
+}
+
+TYPED_TEST(Channel, push_all_stops_at_the_first_failure) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(2);
+  std::size_t n = 99;
+  {
+    std::jthread producer([&, s = tx]() mutable {
+      std::vector<T> batch;
+      for (std::uint64_t i = 0; i < 5; ++i) batch.emplace_back(i);
+      n = s.push_all(std::move(batch));
+    });
+    ASSERT_TRUE(parked_pushers(tx, 1));  // two went in; the third waits
+    tx.close();
+  }
+  EXPECT_EQ(n, 2u);
+  EXPECT_EQ(this->drain(rx), iota_values(0, 2));
+  EXPECT_TRUE(rx.done());
+}
+
+TYPED_TEST(Channel, pop_some_takes_what_is_there_up_to_max) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(8);
+  this->fill(tx, 0, 5);
+  std::vector<T> out;
+  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 3), 3u);
+  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 10), 2u);
+  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 0), 0u);  // max 0: nothing, no wait
+  ASSERT_EQ(out.size(), 5u);
+  for (std::uint64_t i = 0; i < 5; ++i) EXPECT_EQ(out[i].value(), i);
+  // Into a plain array through a pointer.
+  this->fill(tx, 5, 8);
+  T arr[4];
+  EXPECT_EQ(rx.pop_some(arr, 4), 3u);
+  EXPECT_EQ(arr[0].value(), 5u);
+  EXPECT_EQ(arr[2].value(), 7u);
+  tx.close();
+  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 4), 0u);  // done: 0
+  expect_conserved(rx);
+}
+
+TYPED_TEST(Channel, pop_some_blocks_until_one_item) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(8);
+  std::vector<T> out;
+  std::size_t n = 0;
+  {
+    std::jthread consumer([&, r = rx]() mutable { n = r.pop_some(std::back_inserter(out), 8); });
+    ASSERT_TRUE(parked_poppers(rx, 1));
+    ASSERT_EQ(tx.try_push(T(42)), status::ok);
+  }
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(out[0].value(), 42u);
+}
+
+// ---- iteration ----------------------------------------------------------------------------
+
+TYPED_TEST(Channel, range_for_pulls_with_backpressure) {
+  using T = typename TypeParam::item;
+  constexpr std::size_t kCap = 4;
+  constexpr std::uint64_t kItems = 2000;
+  auto [tx, rx] = this->make(kCap);
+  std::atomic<std::uint64_t> produced{0};
+  std::jthread producer([&produced, s = std::move(tx)]() mutable {
+    for (std::uint64_t i = 0; i < kItems; ++i) {
+      ASSERT_TRUE(s.push(T(i)));
+      produced.fetch_add(1, std::memory_order_relaxed);
+    }
+  });  // the producer's handle is the last sender: the loop below ends after it
+  std::uint64_t consumed = 0;
+  for (T& v : rx) {
+    ASSERT_EQ(v.value(), consumed);
+    ++consumed;
+    // The producer can be at most `capacity` items ahead of the loop body.
+    ASSERT_LE(produced.load(std::memory_order_relaxed), consumed + kCap);
+  }
+  EXPECT_EQ(consumed, kItems);
+  EXPECT_TRUE(rx.done());
+}
+
+TYPED_TEST(Channel, breaking_out_of_a_range_for_keeps_the_rest) {
+  auto [tx, rx] = this->make(8);
+  this->fill(tx, 0, 6);
+  std::vector<std::uint64_t> seen;
+  for (auto& v : rx) {
+    seen.push_back(v.value());
+    if (seen.size() == 3) break;
+  }
+  EXPECT_EQ(seen, iota_values(0, 3));
+  EXPECT_EQ(this->drain(rx), iota_values(3, 6));
+}
+
+// ---- stats ----------------------------------------------------------------------------
+
+TYPED_TEST(Channel, stats_count_and_time_blocking) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  ASSERT_TRUE(tx.push(T(0)));
+  (void)rx.pop();
+  EXPECT_EQ(tx.stats().blocked_push_ns, 0u);  // nothing had to wait
+  EXPECT_EQ(tx.stats().blocked_pop_ns, 0u);
+  ASSERT_EQ(tx.try_push(T(1)), status::ok);
+  {
+    std::jthread pusher([s = tx]() mutable { EXPECT_TRUE(s.push(T(2))); });
+    ASSERT_TRUE(parked_pushers(tx, 1));
+    EXPECT_EQ(rx.pop()->value(), 1u);
+  }
+  EXPECT_GT(tx.stats().blocked_push_ns, 0u);
+  EXPECT_EQ(rx.pop()->value(), 2u);
+  {
+    std::jthread popper([r = rx]() mutable { EXPECT_EQ(r.pop()->value(), 3u); });
+    ASSERT_TRUE(parked_poppers(rx, 1));
+    ASSERT_EQ(tx.try_push(T(3)), status::ok);
+  }
+  sluice::channel_stats s = rx.stats();
+  EXPECT_GT(s.blocked_pop_ns, 0u);
+  EXPECT_EQ(s.waiting_push, 0u);
+  EXPECT_EQ(s.waiting_pop, 0u);
+  EXPECT_EQ(s.pushed, 4u);
+  EXPECT_EQ(s.popped, 4u);
+  expect_conserved(rx);
+}
+
+// ---- lifetimes ---------------------------------------------------------------------------
+// (The fixture also checks every test's items; these make the interesting cases explicit.)
+
+TYPED_TEST(Channel, items_left_in_a_destroyed_channel_are_destroyed_and_discarded) {
+  using T = typename TypeParam::item;
+  const auto before = T::counters().snapshot();
+  discard_log log;
+  {
+    auto o = this->options(8);
+    o.on_discard = log.template hook<T>();
+    auto [tx, rx] = this->make(std::move(o));
+    this->fill(tx, 0, 8);
+    EXPECT_EQ(T::counters().live_since(before), 8);
+  }
+  EXPECT_EQ(T::counters().live_since(before), 0);
+  EXPECT_EQ(log.values(), iota_values(0, 8));
+  {
+    auto [tx, rx] = this->make(8);
+    this->fill(tx, 0, 8);
+    tx.reset();  // closed with items: still destroyed when the receiver goes
+  }
+  EXPECT_EQ(T::counters().live_since(before), 0);
+}
+
+TYPED_TEST(Channel, disconnect_destroys_buffered_items_at_once) {
+  using T = typename TypeParam::item;
+  const auto before = T::counters().snapshot();
+  auto [tx, rx] = this->make(8);
+  this->fill(tx, 0, 8);
+  rx.reset();
+  EXPECT_EQ(T::counters().live_since(before), 0);  // the sender still holds the channel
+  EXPECT_EQ(tx.stats().discarded, 8u);
+}
+
+// ---- spsc / mpmc ---------------------------------------------------------------------------
+
+TYPED_TEST(Channel, spsc_keeps_order) {
+  using T = typename TypeParam::item;
+  constexpr std::uint64_t kItems = 20'000;
+  auto [tx, rx] = this->make(7);
+  std::jthread producer([s = std::move(tx)]() mutable {
+    for (std::uint64_t i = 0; i < kItems; ++i) ASSERT_TRUE(s.push(T(i)));
+  });
+  std::uint64_t next = 0;
+  while (auto v = rx.pop()) {
+    ASSERT_EQ(v->value(), next);
+    ++next;
+  }
+  EXPECT_EQ(next, kItems);
+}
+
+TYPED_TEST(Channel, mpmc_delivers_each_item_once_in_per_producer_order) {
+  using T = typename TypeParam::item;
+  constexpr std::uint64_t kProducers = 4, kConsumers = 3, kPer = 3000;
+  auto [tx, rx] = this->make(5);
+  std::vector<std::vector<std::uint64_t>> got(kConsumers);
+  {
+    std::vector<std::jthread> threads;
+    for (std::uint64_t p = 0; p < kProducers; ++p) {
+      threads.emplace_back([p, s = tx]() mutable {
+        for (std::uint64_t i = 0; i < kPer; ++i) ASSERT_TRUE(s.push(T(p << 32 | i)));
+      });
+    }
+    for (std::uint64_t c = 0; c < kConsumers; ++c) {
+      threads.emplace_back([&out = got[c], r = rx]() mutable {
+        for (T& v : r) out.push_back(v.value());
+      });
+    }
+    tx.reset();
+    rx.reset();
+  }
+  std::vector<int> seen(kProducers * kPer, 0);
+  for (const auto& out : got) {
+    std::vector<std::int64_t> last(kProducers, -1);
+    for (const std::uint64_t v : out) {
+      const std::uint64_t p = v >> 32, i = v & 0xffffffffu;
+      ASSERT_LT(p, kProducers);
+      ASSERT_LT(i, kPer);
+      EXPECT_GT(static_cast<std::int64_t>(i), last[p]) << "producer order broken";
+      last[p] = static_cast<std::int64_t>(i);
+      ++seen[p * kPer + i];
+    }
+  }
+  EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }));
+}
+
+// ---- weighted channels (byte budgets) ------------------------------------------------------
+
+sluice::channel_options<std::string> bytes(std::size_t cap) {
+  sluice::channel_options<std::string> o;
+  o.capacity = cap;
+  o.weigh = [](const std::string& s) { return s.size(); };
+  return o;
+}
+
+TEST(ChannelWeighted, byte_budget) {
+  auto [tx, rx] = sluice::bounded<std::string>(bytes(10));
+  EXPECT_EQ(tx.capacity(), 10u);
+  EXPECT_EQ(tx.try_push(std::string("aaaa")), status::ok);
+  EXPECT_EQ(tx.try_push(std::string("bbbb")), status::ok);
+  EXPECT_EQ(tx.stats().size, 8u);  // in weight units
+  std::string ccc = "ccc";
+  EXPECT_EQ(tx.try_push(std::move(ccc)), status::full);  // 11 > 10
+  EXPECT_EQ(ccc, "ccc");                                 // untouched
+  EXPECT_EQ(tx.try_push(std::string("cc")), status::ok);  // exactly 10
+  EXPECT_EQ(tx.stats().size, 10u);
+  EXPECT_EQ(*rx.pop(), "aaaa");
+  EXPECT_EQ(tx.stats().size, 6u);
+  EXPECT_EQ(tx.try_push(std::move(ccc)), status::ok);
+  EXPECT_EQ(tx.stats().size, 9u);
+  EXPECT_EQ(tx.stats().pushed, 4u);  // counters stay in items
+  EXPECT_EQ(tx.try_push(std::string()), status::ok);  // weight 0 always fits
+}
+
+TEST(ChannelWeighted, oversized_item_accepted_only_when_empty) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<std::string>(bytes(10));
+  const std::string big(25, 'x');
+  EXPECT_EQ(tx.try_push(big), status::ok);  // empty: goes in, or it would never fit
+  EXPECT_EQ(tx.stats().size, 25u);
+  EXPECT_EQ(tx.try_push(std::string("a")), status::full);
+  EXPECT_EQ(tx.push_for(std::string("a"), 5ms), status::timeout);
+  EXPECT_EQ(rx.pop()->size(), 25u);
+  EXPECT_EQ(tx.try_push(std::string("a")), status::ok);
+  EXPECT_EQ(tx.try_push(big), status::full);  // not empty: refused
+  // A blocked oversized push goes in once the channel empties.
+  {
+    std::jthread pusher([s = tx, big]() mutable { EXPECT_TRUE(s.push(big)); });
+    ASSERT_TRUE(parked_pushers(tx, 1));
+    EXPECT_EQ(*rx.pop(), "a");
+  }
+  EXPECT_EQ(rx.pop()->size(), 25u);
+}
+
+TEST(ChannelWeighted, low_watermark_is_in_weight_units) {
+  auto [tx, rx] = sluice::bounded<std::string>(bytes(10));  // low watermark 5 bytes
+  ASSERT_EQ(tx.try_push(std::string("aaa")), status::ok);
+  ASSERT_EQ(tx.try_push(std::string("bbb")), status::ok);  // 6
+  int runs = 0;
+  tx.on_writable([&] { ++runs; });
+  EXPECT_EQ(runs, 0);
+  (void)rx.pop();  // 3 <= 5
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(ChannelWeighted, a_pop_wakes_every_pusher_that_now_fits) {
+  // One pop can free room for several waiting items; each must go in without another pop.
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<std::string>(bytes(10));
+  ASSERT_EQ(tx.try_push(std::string(8, 'a')), status::ok);
+  {
+    std::jthread p1([s = tx]() mutable { EXPECT_TRUE(s.push(std::string(3, 'b'))); });
+    std::jthread p2([s = tx]() mutable { EXPECT_TRUE(s.push(std::string(3, 'c'))); });
+    ASSERT_TRUE(parked_pushers(tx, 2));
+    EXPECT_EQ(rx.pop()->size(), 8u);
+    EXPECT_TRUE(eventually([&] { return tx.stats().size == 6; }))
+        << "a pusher whose item fits is still asleep";
+    if (tx.stats().size != 6) rx.cancel();  // let the threads end so the test reports
+  }
+}
+
+TEST(ChannelWeighted, drop_oldest_drops_until_the_new_item_fits) {
+  std::vector<std::string> dropped;
+  auto o = bytes(10);
+  o.overflow = sluice::overflow::drop_oldest;
+  o.on_discard = [&](std::string&& s) { dropped.push_back(std::move(s)); };
+  auto [tx, rx] = sluice::bounded<std::string>(std::move(o));
+  EXPECT_TRUE(tx.push("aaaa"));
+  EXPECT_TRUE(tx.push("bbbb"));
+  EXPECT_TRUE(tx.push("cccccc"));  // 14 > 10: "aaaa" goes
+  EXPECT_EQ(dropped, (std::vector<std::string>{"aaaa"}));
+  EXPECT_TRUE(tx.push(std::string(12, 'd')));  // oversized: everything goes, then it fits alone
+  EXPECT_EQ(dropped, (std::vector<std::string>{"aaaa", "bbbb", "cccccc"}));
+  const sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.size, 12u);  // weight units
+  // Counters are in items, size in weight units: one item (the 12-byte one) is left.
+  EXPECT_EQ(s.pushed, 4u);
+  EXPECT_EQ(s.discarded, 3u);
+  EXPECT_EQ(s.popped, 0u);
+}
+
+TEST(ChannelWeighted, drop_newest_drops_the_item_that_does_not_fit) {
+  std::vector<std::string> dropped;
+  auto o = bytes(10);
+  o.overflow = sluice::overflow::drop_newest;
+  o.on_discard = [&](std::string&& s) { dropped.push_back(std::move(s)); };
+  auto [tx, rx] = sluice::bounded<std::string>(std::move(o));
+  EXPECT_TRUE(tx.push("aaaa"));
+  EXPECT_TRUE(tx.push("bbbb"));
+  EXPECT_TRUE(tx.push("cccccc"));
+  EXPECT_TRUE(tx.push("dd"));
+  EXPECT_EQ(dropped, (std::vector<std::string>{"cccccc"}));
+  EXPECT_EQ(*rx.pop(), "aaaa");
+  EXPECT_EQ(*rx.pop(), "bbbb");
+  EXPECT_EQ(*rx.pop(), "dd");
+  const sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 4u);
+  EXPECT_EQ(s.discarded, 1u);
+  expect_conserved(tx);
+}
+
+// ---- a move constructor that throws during push --------------------------------------------
+
+class ChannelThrowingMove : public ::testing::Test {
+ protected:
+  void SetUp() override { before_ = throwing_tracked::counters().snapshot(); }
+  void TearDown() override {
+    EXPECT_EQ(throwing_tracked::counters().live_since(before_), 0);
+  }
+  sluice_test::lifetime_snapshot before_;
+};
+
+TEST_F(ChannelThrowingMove, try_push_rethrows_and_leaves_channel_and_value_intact) {
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(4);
+  ASSERT_EQ(tx.try_push(throwing_tracked(0)), status::ok);
+  throwing_tracked bad(1);
+  bad.throw_on_move(0);
+  EXPECT_THROW((void)tx.try_push(std::move(bad)), tracked_move_error);
+  EXPECT_FALSE(bad.moved_from());
+  EXPECT_EQ(bad.value(), 1u);
+  sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 1u);
+  EXPECT_EQ(s.size, 1u);
+  // The channel still works, and the value can be pushed again.
+  EXPECT_EQ(tx.try_push(std::move(bad)), status::ok);
+  EXPECT_EQ(rx.pop()->value(), 0u);
+  EXPECT_EQ(rx.pop()->value(), 1u);
+  expect_conserved(tx);
+}
+
+TEST_F(ChannelThrowingMove, push_rethrows_from_inside_the_channel) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(4);
+  throwing_tracked bad(7);
+  bad.throw_on_move(1);  // the move into push's parameter succeeds; the one into the queue throws
+  EXPECT_THROW((void)tx.push(std::move(bad)), tracked_move_error);
+  EXPECT_EQ(tx.stats().size, 0u);
+  EXPECT_EQ(tx.stats().pushed, 0u);
+  EXPECT_TRUE(tx.push(throwing_tracked(8)));
+  EXPECT_EQ(rx.pop()->value(), 8u);
+  expect_conserved(tx);
+}
+
+TEST_F(ChannelThrowingMove, a_throwing_pop_leaves_the_item_queued) {
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(4);
+  throwing_tracked v(3);
+  v.throw_on_move(1);  // the move into the queue succeeds; the move out throws (once)
+  ASSERT_EQ(tx.try_push(std::move(v)), status::ok);
+  EXPECT_THROW((void)rx.try_pop(), tracked_move_error);
+  EXPECT_EQ(rx.stats().size, 1u);
+  EXPECT_EQ(rx.stats().popped, 0u);
+  EXPECT_EQ(rx.pop()->value(), 3u);
+  expect_conserved(rx);
+}
+
+TEST_F(ChannelThrowingMove, push_all_rethrows_and_keeps_what_went_in_visible) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(8);
+  std::optional<throwing_tracked> got;
+  {
+    // A consumer already asleep must be woken for the items that went in before the throw.
+    std::jthread consumer([&, r = rx]() mutable { got = r.pop(); });
+    ASSERT_TRUE(parked_poppers(rx, 1));
+    std::vector<throwing_tracked> batch;
+    for (std::uint64_t i = 0; i < 4; ++i) batch.emplace_back(i);
+    batch[2].throw_on_move(0);
+    EXPECT_THROW((void)tx.push_all(std::move(batch)), tracked_move_error);
+    EXPECT_TRUE(eventually([&] { return rx.stats().waiting_pop == 0; }))
+        << "the sleeping consumer was not woken";
+    if (rx.stats().waiting_pop != 0) tx.close();  // let it end so the test reports
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->value(), 0u);
+  EXPECT_EQ(rx.try_pop()->value(), 1u);
+  EXPECT_FALSE(rx.try_pop().has_value());
+  EXPECT_EQ(tx.stats().pushed, 2u);
+  expect_conserved(tx);
+}
+
+TEST_F(ChannelThrowingMove, weighted_channel_is_consistent_after_a_throwing_push) {
+  sluice::channel_options<throwing_tracked> o;
+  o.capacity = 10;
+  o.weigh = [](const throwing_tracked& v) { return static_cast<std::size_t>(v.value()); };
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(std::move(o));
+  ASSERT_EQ(tx.try_push(throwing_tracked(4)), status::ok);
+  throwing_tracked bad(3);
+  bad.throw_on_move(0);
+  EXPECT_THROW((void)tx.try_push(std::move(bad)), tracked_move_error);
+  EXPECT_EQ(tx.stats().size, 4u);  // the weight was not charged
+  EXPECT_EQ(tx.try_push(throwing_tracked(6)), status::ok);
+  const sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.size, 10u);
+  EXPECT_EQ(s.pushed, 2u);  // the throwing push is not counted
+  EXPECT_EQ(s.discarded, 0u);
+}
+
+}  // namespace
