@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <climits>
 #include <ctime>
 
@@ -29,7 +31,13 @@ bool register_membarrier() noexcept {
 }  // namespace
 
 // Decided once, before main() and before any channel can exist; never changes after.
-bool g_asymmetric_fences = register_membarrier();
+// SLUICE_FENCES=symmetric in the environment keeps the seq_cst fence on both sides
+// (for measuring one against the other; see benchmarks/README.md).
+bool g_asymmetric_fences = [] {
+  const char* mode = std::getenv("SLUICE_FENCES");
+  if (mode != nullptr && std::strcmp(mode, "symmetric") == 0) return false;
+  return register_membarrier();
+}();
 
 void heavy_fence() noexcept {
   if (g_asymmetric_fences) {

@@ -34,7 +34,8 @@ static_assert(alignof(cache_padded<char>) == kCacheLine, "cache_padded must star
 static_assert(sizeof(cache_padded<char>) == kCacheLine, "cache_padded must fill its cache line");
 
 // One call to tell the core we are spinning (x86 `pause`, arm `yield`).
-inline void cpu_relax() noexcept {
+// (Not named cpu_relax: Boost.Fiber defines a macro of that name.)
+inline void spin_pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #elif defined(__aarch64__)

@@ -48,7 +48,11 @@ namespace sluice::detail {
 // thread on an idle virtual core was measured at ~20 us here, so a short spin that
 // finds the other side already moving wins; the yields let a thread that shares our
 // core (more stage threads than cores is normal) run instead of us.
-inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: ~450 pauses in all
+// The spin is adaptive per side of each channel: a wait that spinning satisfied lets
+// the next one spin a round longer; a wait that had to park shortens it, so a side
+// whose partner is descheduled (oversubscribed cores) stops burning the core it needs.
+inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: ~450 pauses (~6 us)
+inline constexpr int kMinSpinRounds = 3;
 inline constexpr int kYieldRounds = 4;
 
 template <class T>
@@ -70,11 +74,15 @@ class channel {
       throw std::invalid_argument("sluice::bounded: low_watermark (" + std::to_string(lw_) +
                                   ") exceeds capacity (" + std::to_string(cap_) + ")");
     }
-    if (kRingCapable && !weigh_) {
-      ring_.emplace(cap_);
-    } else {
-      locked_.emplace();
+    // if constexpr: ring_buffer<T>'s constructor must not be instantiated for a T whose
+    // move may throw (it static_asserts); such a T always takes the locked queue.
+    if constexpr (kRingCapable) {
+      if (!weigh_) {
+        ring_.emplace(cap_);
+        return;
+      }
     }
+    locked_.emplace();
   }
   channel(const channel&) = delete;
   channel& operator=(const channel&) = delete;
@@ -117,7 +125,7 @@ class channel {
     return s;
   }
   status push(T& v, const time_point* deadline) {
-    const status s = block(not_full_, [&] { return try_push_impl(v); }, deadline, blocked_push_ns_);
+    const status s = block(not_full_, [&] { return try_push_impl(v); }, deadline, blocked_push_ns_, *push_spin_);
     if (s == status::ok) after_push(1);
     return s;
   }
@@ -127,6 +135,15 @@ class channel {
   std::size_t push_all(Range& r) {
     std::size_t n = 0;
     std::size_t pending = 0;
+    // Wakes consumers for the last run of pushes on every exit, including a copy or
+    // move of an element that throws (the items before it are in and must be seen).
+    struct flush_guard {
+      channel* self;
+      std::size_t* pending;
+      ~flush_guard() {
+        if (*pending != 0) self->after_push(*pending);
+      }
+    } guard{this, &pending};
     auto one = [&](T& v) {
       status s = try_push_impl(v);
       if (s == status::ok) {
@@ -138,7 +155,7 @@ class channel {
         pending = 0;
       }
       if (s == status::closed) return false;
-      s = block(not_full_, [&] { return try_push_impl(v); }, nullptr, blocked_push_ns_);
+      s = block(not_full_, [&] { return try_push_impl(v); }, nullptr, blocked_push_ns_, *push_spin_);
       if (s != status::ok) return false;
       after_push(1);
       return true;
@@ -155,7 +172,6 @@ class channel {
       if (!ok) break;
       ++n;
     }
-    if (pending != 0) after_push(pending);
     return n;
   }
 
@@ -167,7 +183,7 @@ class channel {
     return s;
   }
   status pop(std::optional<T>& out, const time_point* deadline) {
-    const status s = block(not_empty_, [&] { return try_pop_impl(out); }, deadline, blocked_pop_ns_);
+    const status s = block(not_empty_, [&] { return try_pop_impl(out); }, deadline, blocked_pop_ns_, *pop_spin_);
     if (s == status::ok) after_pop(1);
     return s;
   }
@@ -175,7 +191,7 @@ class channel {
   std::size_t pop_some(Out& out, std::size_t max) {
     if (max == 0) return 0;
     std::optional<T> v;
-    if (block(not_empty_, [&] { return try_pop_impl(v); }, nullptr, blocked_pop_ns_) != status::ok) {
+    if (block(not_empty_, [&] { return try_pop_impl(v); }, nullptr, blocked_pop_ns_, *pop_spin_) != status::ok) {
       return 0;
     }
     std::size_t n = 0;
@@ -251,7 +267,7 @@ class channel {
   // ---- low watermark ("drain") ------------------------------------------------
   void wait_writable() {
     (void)block(writable_, [&] { return writable_now() ? status::ok : status::full; }, nullptr,
-                blocked_push_ns_);
+                blocked_push_ns_, *push_spin_);
   }
   void on_writable(std::function<void()> f) {
     if (writable_now()) {
@@ -426,7 +442,9 @@ class channel {
   }
   void after_pop(std::size_t n) noexcept {
     light_fence();  // (F), as in after_push
-    if (not_full_.has_waiters()) not_full_.notify(static_cast<int>(n > 1024 ? 1024 : n));
+    // A weighted pop can make room for several waiting items, and a woken pusher whose
+    // item still does not fit goes back to sleep: wake them all, or one that fits sleeps on.
+    if (not_full_.has_waiters()) not_full_.notify(weigh_ ? -1 : static_cast<int>(n > 1024 ? 1024 : n));
     if (writable_.has_waiters() && occupancy() <= lw_) writable_.notify(-1);
     if (writable_armed_.load(std::memory_order_relaxed) && occupancy() <= lw_) fire_writable();
   }
@@ -478,11 +496,12 @@ class channel {
   // try, spin, yield, register, re-check, park. Returns the op's last status, or
   // timeout. Time from the first failed try to the end is added to blocked_ns.
   template <class Op>
-  status block(waker& w, Op&& op, const time_point* deadline, std::atomic<std::uint64_t>& blocked_ns) {
+  status block(waker& w, Op&& op, const time_point* deadline, std::atomic<std::uint64_t>& blocked_ns,
+               std::atomic<int>& spin_rounds) {
     status s = op();
     if (s != status::full) return s;
     const auto t0 = std::chrono::steady_clock::now();
-    s = wait_loop(w, op, deadline);
+    s = wait_loop(w, op, deadline, spin_rounds);
     const auto waited = std::chrono::steady_clock::now() - t0;
     blocked_ns.fetch_add(static_cast<std::uint64_t>(
                              std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count()),
@@ -490,18 +509,24 @@ class channel {
     return s;
   }
   template <class Op>
-  status wait_loop(waker& w, Op& op, const time_point* deadline) {
+  status wait_loop(waker& w, Op& op, const time_point* deadline, std::atomic<int>& spin_rounds) {
     auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
     status s;
-    for (int round = 0; round < kSpinRounds; ++round) {
-      for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) cpu_relax();
-      if ((s = op()) != status::full) return s;
+    // relaxed: the budget is a tuning hint; a stale value only changes how long we spin.
+    const int rounds = spin_rounds.load(std::memory_order_relaxed);
+    for (int round = 0; round < rounds; ++round) {
+      for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) spin_pause();
+      if ((s = op()) != status::full) {
+        if (rounds < kSpinRounds) spin_rounds.store(rounds + 1, std::memory_order_relaxed);
+        return s;
+      }
     }
     for (int round = 0; round < kYieldRounds; ++round) {
       if (expired()) return status::timeout;
       sched_yield();
       if ((s = op()) != status::full) return s;
     }
+    if (rounds > kMinSpinRounds) spin_rounds.store(rounds - 1, std::memory_order_relaxed);
     for (;;) {
       if (expired()) return status::timeout;
       const std::uint32_t key = w.prepare_wait();
@@ -536,6 +561,11 @@ class channel {
   std::atomic<std::size_t> refs_{2};
   std::atomic<std::uint32_t> state_{0};  // [ cancelled | disconnected | closed ]
   std::atomic<bool> writable_armed_{false};
+
+  // Adaptive spin budgets (rounds), one per side, each on its own line: they are
+  // written by waiting threads and must not evict state_ from everyone's cache.
+  cache_padded<std::atomic<int>> push_spin_{kSpinRounds};
+  cache_padded<std::atomic<int>> pop_spin_{kSpinRounds};
 
   waker not_empty_;  // consumers waiting for an item
   waker not_full_;   // producers waiting for room

@@ -4,12 +4,14 @@
 // (detail/waker.hpp) and the channel composes the two (detail/channel_state.hpp).
 //
 // Algorithm: one sequence word per slot (Vyukov's bounded MPMC queue), with 64-bit
-// positions that never wrap in practice (2^63 items at 10^9/s is ~290 years):
-//   slot[p % cap].seq == p        the slot is free for the push of position p
-//   slot[p % cap].seq == p + 1    the slot holds the item of position p
+// positions that never wrap in practice (2^62 items at 10^9/s is ~146 years):
+//   slot[p % cap].seq == 2p       the slot is free for the push of position p
+//   slot[p % cap].seq == 2p + 1   the slot holds the item of position p
 // A push claims position p by CAS on tail_, constructs the item, then publishes it
-// by storing seq = p + 1 (release). A pop claims p by CAS on head_, moves the item
-// out, then frees the slot for lap p + cap by storing seq = p + cap (release).
+// by storing seq = 2p + 1 (release). A pop claims p by CAS on head_, moves the item
+// out, then frees the slot for lap p + cap by storing seq = 2(p + cap) (release).
+// The doubling keeps "holds p" and "free for p + 1" apart when cap == 1 (Vyukov's
+// plain p / p + 1 stamps coincide there), so a capacity-1 channel stays lock-free.
 //
 // Requires: T is nothrow-move-constructible (a slot is claimed before the item is
 // constructed in it; a throwing move would leave a hole consumers wait on forever).
@@ -38,9 +40,8 @@ namespace sluice::detail {
 
 template <class T>
 class ring_buffer {
-  static_assert(std::is_nothrow_move_constructible_v<T>,
-                "ring_buffer<T> needs a noexcept move constructor; the channel uses its "
-                "locked queue for other types");
+  // (The nothrow-move check is in the constructor, not here: channel<T> names
+  // std::optional<ring_buffer<T>> for every T, and only constructs one when it may.)
   static_assert(std::is_nothrow_destructible_v<T>, "channel items must not throw from ~T()");
 
  public:
@@ -57,8 +58,11 @@ class ring_buffer {
         pow2_((capacity & (capacity - 1)) == 0),
         slots_(static_cast<slot*>(::operator new[](sizeof(slot) * capacity,
                                                    std::align_val_t{alignof(slot)}))) {
+    static_assert(std::is_nothrow_move_constructible_v<T>,
+                  "ring_buffer<T> needs a noexcept move constructor; the channel uses its "
+                  "locked queue for other types");
     for (std::size_t i = 0; i < cap_; ++i) {
-      new (&slots_[i].seq) std::atomic<std::uint64_t>(i);
+      new (&slots_[i].seq) std::atomic<std::uint64_t>(std::uint64_t{2} * i);
     }
   }
   ring_buffer(const ring_buffer&) = delete;
@@ -80,14 +84,14 @@ class ring_buffer {
       // acquire: pairs with the release in try_pop that freed this slot, so the
       // previous item's destruction happens-before our construction.
       const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
-      const auto diff = static_cast<std::int64_t>(seq - tail);
+      const auto diff = static_cast<std::int64_t>(seq - 2 * tail);
       if (diff == 0) {
         // relaxed CAS: the slot's seq, not tail_, carries the data hand-off.
         if (tail_->compare_exchange_weak(tail, tail + 1, std::memory_order_relaxed,
                                          std::memory_order_relaxed)) {
           new (s.item()) T(std::move(v));
           // release: publishes the item; pairs with the acquire load in try_pop.
-          s.seq.store(tail + 1, std::memory_order_release);
+          s.seq.store(2 * tail + 1, std::memory_order_release);
           return push_result::ok;
         }
       } else if (diff < 0) {
@@ -107,7 +111,7 @@ class ring_buffer {
       slot& s = slots_[index(head)];
       // acquire: pairs with the release in try_push; the item is fully built.
       const std::uint64_t seq = s.seq.load(std::memory_order_acquire);
-      const auto diff = static_cast<std::int64_t>(seq - (head + 1));
+      const auto diff = static_cast<std::int64_t>(seq - (2 * head + 1));
       if (diff == 0) {
         if (head_->compare_exchange_weak(head, head + 1, std::memory_order_relaxed,
                                          std::memory_order_relaxed)) {
@@ -115,7 +119,7 @@ class ring_buffer {
           out.emplace(std::move(*item));
           item->~T();
           // release: our reads of the slot are done; pairs with the acquire in try_push.
-          s.seq.store(head + cap_, std::memory_order_release);
+          s.seq.store(2 * (head + cap_), std::memory_order_release);
           return true;
         }
       } else if (diff < 0) {

@@ -1,0 +1,86 @@
+// sluice/detail/graph_types.hpp — the graph's public value types: graph_options, the
+// dead letter handed to on_discard, and the report that run()/wait() return.
+// Included by sluice/graph.hpp; users include that.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <vector>
+
+#include "sluice/metrics.hpp"
+
+namespace sluice {
+
+// An item that never reached its consumer (dead letter): buffered in a channel when the
+// graph was torn down or its consumer finished early, or produced by a stage after its
+// output had ended. A view, valid only during the on_discard call; the hook may move
+// the item out:
+//
+//   sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+//     if (auto* s = d.get<std::string>()) lost.push_back(std::move(*s));
+//   }});
+//
+// Works for move-only item types (nothing is copied, nothing is allocated).
+class dead_letter {
+ public:
+  dead_letter(std::string_view channel, const std::type_info& type, void* item) noexcept
+      : channel_(channel), type_(&type), item_(item) {}
+
+  // The channel the item was in (or was being pushed to): "<producer> -> <consumer>".
+  [[nodiscard]] std::string_view channel() const noexcept { return channel_; }
+  // The item's type.
+  [[nodiscard]] const std::type_info& type() const noexcept { return *type_; }
+  // The item, if it is a T; nullptr otherwise.
+  template <class T>
+  [[nodiscard]] T* get() const noexcept {
+    return *type_ == typeid(T) ? static_cast<T*>(item_) : nullptr;
+  }
+
+ private:
+  std::string_view channel_;
+  const std::type_info* type_;
+  void* item_;
+};
+
+// Settings and hooks of one graph (DESIGN.md §2). An aggregate; fields in this order.
+struct graph_options {
+  // After a failure or cancel(), how long stages get to exit before they are named
+  // stuck (to on_stuck and in the report). run() still joins every thread.
+  std::chrono::steady_clock::duration teardown_deadline = std::chrono::seconds(5);
+  // No item moved on any channel for this long while some stage waits on a channel:
+  // a stall, reported with its wait-for chain. Zero turns the watchdog off.
+  std::chrono::steady_clock::duration stall_threshold = std::chrono::seconds(10);
+  // Receives every undelivered item (see dead_letter). Calls are serialised by the
+  // graph but come from stage threads or the thread that cancels; must not throw and
+  // must not call back into the graph.
+  std::function<void(const dead_letter&)> on_discard = {};
+  // Called once per stage that has not exited by the teardown deadline, on the thread
+  // in run()/wait(). It may release whatever the stage is stuck on.
+  std::function<void(const std::string& stage)> on_stuck = {};
+  // Called (on the watchdog thread) once per stall with its wait-for chain: the first
+  // link's stage waits on a channel held up by its holder, which waits on the next
+  // link's channel, ..., and the last holder is not waiting on any channel.
+  std::function<void(const std::vector<metrics::wait_link>& chain)> on_stall = {};
+};
+
+// What a run did (returned by run()/wait(); after a throw, graph::last_report()).
+struct report {
+  sluice::metrics::snapshot metrics;                 // final counters; bottleneck named
+  std::vector<std::string> stuck;                    // stages past the teardown deadline
+  std::vector<sluice::metrics::wait_link> stall;     // last stall's wait-for chain, if any
+  std::size_t stalls = 0;                            // how many stalls were detected
+  std::chrono::nanoseconds elapsed{0};               // start to the last thread joined
+
+  // Nothing lost silently: every channel has pushed == popped + discarded and is empty.
+  [[nodiscard]] bool balanced() const noexcept {
+    for (const auto& c : metrics.channels) {
+      if (c.stats.size != 0 || c.stats.pushed != c.stats.popped + c.stats.discarded) return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace sluice
