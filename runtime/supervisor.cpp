@@ -1,0 +1,205 @@
+// The supervisor: what a stage thread does around its loop (error policies, restarts,
+// cleanup, closing its outputs) and how the graph is torn down (first failure wins,
+// cancel every channel, request every stop token, wake wait()).
+#include "sluice/supervisor.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <stop_token>
+#include <string>
+
+#include "sluice/detail/graph_core.hpp"
+
+namespace sluice::detail {
+namespace {
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps for d, or until stop is requested (teardown).
+void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token& stop) {
+  if (d <= d.zero()) return;
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lk(m);
+  cv.wait_for(lk, stop, d, [] { return false; });
+}
+
+}  // namespace
+
+std::string describe_failure(const std::string& stage, const std::exception_ptr& cause) {
+  std::string what = "unknown exception";
+  if (cause) {
+    try {
+      std::rethrow_exception(cause);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+  }
+  return "sluice: stage '" + stage + "' failed: " + what;
+}
+
+// ---- replica_env ----------------------------------------------------------------
+
+bool replica_env::stopping() const noexcept {
+  // relaxed: both are one-way flags; a stale false costs at most one more item, and
+  // the channel cancel that follows a teardown wakes any blocked operation anyway.
+  return graph_->tearing_down() || node_->finished.load(std::memory_order_relaxed);
+}
+void replica_env::finish_stage() noexcept { node_->finished.store(true, std::memory_order_relaxed); }
+bool replica_env::skips() const noexcept { return node_->policy.what() == error_policy::kind::skip; }
+void replica_env::count_error() noexcept { node_->errors.fetch_add(1, std::memory_order_relaxed); }
+void replica_env::discard(std::size_t channel, const std::type_info& type, void* item) noexcept {
+  graph_->discard(channel, type, item);
+}
+bool replica_env::has_discard_hook() const noexcept { return graph_->has_discard_hook(); }
+
+// ---- a stage thread ----------------------------------------------------------------
+
+void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<replica_task> task) noexcept {
+  const std::int64_t t0 = now_ns();
+  // relaxed: time accounting read by snapshot() as a recent value.
+  n.running.fetch_add(1, std::memory_order_relaxed);
+  n.running_since.fetch_add(t0, std::memory_order_relaxed);
+  int idle = static_cast<int>(stage_state::idle);
+  n.state.compare_exchange_strong(idle, static_cast<int>(stage_state::running), std::memory_order_relaxed);
+
+  replica_env env(*this, n, index, n.stop.get_token());
+  // A thread that starts after a teardown (cancel() during start) calls nothing.
+  while (!tearing_down()) {
+    try {
+      task->run(env);
+      break;
+    } catch (...) {
+      std::exception_ptr e = std::current_exception();
+      n.errors.fetch_add(1, std::memory_order_relaxed);
+      if (n.policy.what() == error_policy::kind::restart && !tearing_down()) {
+        bool again = false;
+        try {
+          again = allow_restart(n);
+        } catch (...) {
+          again = false;
+        }
+        if (again) {
+          n.restarts.fetch_add(1, std::memory_order_relaxed);
+          try {
+            sleep_or_stop(n.policy.limits().backoff, env.stop_token());
+          } catch (...) {
+          }
+          if (tearing_down()) break;
+          try {
+            task->renew();  // destroys the failed copy (its cleanup), makes a fresh one
+            continue;
+          } catch (...) {
+            e = std::current_exception();
+          }
+        }
+      }
+      n.any_failed.store(true, std::memory_order_relaxed);
+      fail(n, e);
+      break;
+    }
+  }
+  task.reset();  // releases this replica's handles (the last receiver disconnects) and function
+  finish_replica(n, t0);
+}
+
+void graph_core::finish_replica(stage_node& n, std::int64_t t0) noexcept {
+  const std::int64_t t1 = now_ns();
+  n.exited_ns.fetch_add(t1 - t0, std::memory_order_relaxed);
+  n.running.fetch_sub(1, std::memory_order_relaxed);
+  n.running_since.fetch_sub(t0, std::memory_order_relaxed);
+  // acq_rel: the last replica sees everything the others did (as a reference count).
+  if (n.live.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (n.on_close) {
+      try {
+        n.on_close();
+      } catch (...) {
+        n.errors.fetch_add(1, std::memory_order_relaxed);
+        n.any_failed.store(true, std::memory_order_relaxed);
+        fail(n, std::current_exception());
+      }
+    }
+    // Cleanup first, then end of stream: a consumer that sees the end also sees the
+    // cleanup's effects (close() publishes them like a push).
+    for (std::size_t ch : n.outputs) channels_[ch]->control->close();
+    int running = static_cast<int>(stage_state::running);
+    n.state.compare_exchange_strong(
+        running,
+        static_cast<int>(n.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done),
+        std::memory_order_relaxed);
+  }
+  std::lock_guard lk(life_mu_);
+  if (--alive_ == 0) life_cv_.notify_all();
+}
+
+bool graph_core::allow_restart(stage_node& n) {
+  const auto& lim = n.policy.limits();
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lk(n.restart_mu);
+  while (!n.restart_times.empty() && now - n.restart_times.front() > lim.within) n.restart_times.pop_front();
+  if (n.restart_times.size() >= lim.max) return false;  // intensity limit: fail with this error
+  n.restart_times.push_back(now);
+  return true;
+}
+
+// ---- failure, cancel, stop ---------------------------------------------------------
+
+void graph_core::fail(stage_node& n, std::exception_ptr e) noexcept {
+  std::string name;
+  try {
+    name = n.name;
+  } catch (...) {
+  }
+  if (record_.claim_failure(std::move(name), e)) teardown(e);
+}
+
+void graph_core::teardown(const std::exception_ptr& cause) noexcept {
+  // seq_cst exchange: exactly one teardown; the flag is set before any channel is
+  // cancelled, so a stage that sees a cancelled channel also sees tearing_down().
+  if (tearing_.exchange(true, std::memory_order_seq_cst)) return;
+  {
+    std::lock_guard lk(life_mu_);
+    teardown_began_ = true;
+    teardown_at_ = std::chrono::steady_clock::now();
+  }
+  // nodes_/channels_ are immutable once started, so no lock is needed to walk them.
+  for (auto& c : channels_) c->control->cancel(cause);  // wakes every push/pop waiter
+  for (auto& n : nodes_) n->stop.request_stop();         // wakes stop-token waits
+  life_cv_.notify_all();
+}
+
+void graph_core::cancel() {
+  const bool first = record_.claim_cancel();
+  {
+    std::lock_guard lk(mu_);
+    if (!started_ || finished_) return;  // before start: start() sees the record, runs nothing
+  }
+  if (first) teardown(std::make_exception_ptr(sluice::cancelled()));
+}
+
+void graph_core::request_stop() {
+  std::lock_guard lk(mu_);
+  stop_requested_ = true;
+  if (started_ && !ran_nothing_ && !finished_) apply_stop_request();
+}
+
+void graph_core::apply_stop_request() {
+  for (auto& n : nodes_) {
+    if (!n->is_source) continue;
+    n->stop.request_stop();
+    // A source that cannot see its stop token is stopped by closing its output: its
+    // next push fails, what it pushed before still drains.
+    if (!n->takes_stop) {
+      for (std::size_t ch : n->outputs) channels_[ch]->control->close();
+    }
+  }
+}
+
+}  // namespace sluice::detail

@@ -1,0 +1,1081 @@
+// sluice::graph: stages, replicas, routing, policies, shape checks, stop/cancel, hooks,
+// stuck stages and stall detection (DESIGN.md §2, §3). Teardown from every position is
+// in teardown_test.cpp; the linear shorthand in pipeline_test.cpp.
+#include "sluice/graph.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/seed.hpp"
+#include "support/tracked.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using sluice_test::eventually;
+using sluice_test::watchdog;
+
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+// A one-way gate: wait() blocks until open(); wait(stop) also returns (false) on stop.
+class gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lk(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return open_; });
+  }
+  bool wait(std::stop_token st) {
+    std::unique_lock lk(mu_);
+    return cv_.wait(lk, st, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  bool open_ = false;
+};
+
+// The named stage's snapshot (a test failure and an empty one when there is none).
+const sluice::metrics::stage_snapshot& stage_of(const sluice::metrics::snapshot& s, const std::string& name) {
+  static const sluice::metrics::stage_snapshot none{};
+  for (const auto& st : s.stages) {
+    if (st.name == name) return st;
+  }
+  ADD_FAILURE() << "no stage named " << name;
+  return none;
+}
+bool has_stage(const sluice::metrics::snapshot& s, const std::string& name) {
+  return std::any_of(s.stages.begin(), s.stages.end(), [&](const auto& st) { return st.name == name; });
+}
+
+// A source of 0..n-1 that stops when its output ends.
+auto count_to(int n) {
+  return [n](sluice::sender<int>& out) {
+    for (int i = 0; i < n; ++i) {
+      if (!out.push(i)) return;
+    }
+  };
+}
+
+// ---- basics ------------------------------------------------------------------------
+
+TEST(graph, linear_map_filter_sink_delivers_in_order) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto nums = g.source<int>("count", count_to(10000), {.capacity = 16});
+  auto sq = g.map("square", nums, [](int v) { return static_cast<long>(v) * v; }, {.capacity = 8});
+  auto even = g.filter("even", sq, [](const long& v) { return v % 2 == 0; });
+  std::vector<long> got;
+  g.sink("collect", even, [&](long v) { got.push_back(v); });
+  const sluice::report r = g.run();
+
+  ASSERT_EQ(got.size(), 5000u);
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], static_cast<long>(2 * i) * static_cast<long>(2 * i));
+  EXPECT_TRUE(r.balanced());
+  ASSERT_EQ(r.metrics.stages.size(), 4u);
+  EXPECT_EQ(stage_of(r.metrics, "count").items_out, 10000u);
+  EXPECT_EQ(stage_of(r.metrics, "square").items_in, 10000u);
+  EXPECT_EQ(stage_of(r.metrics, "even").items_out, 5000u);
+  EXPECT_EQ(stage_of(r.metrics, "collect").items_in, 5000u);
+  for (const auto& s : r.metrics.stages) EXPECT_EQ(s.state, "done") << s.name;
+  ASSERT_EQ(r.metrics.channels.size(), 3u);
+  EXPECT_EQ(r.metrics.channels[0].name, "count -> square");
+  EXPECT_EQ(r.metrics.channels[0].stats.capacity, 16u);
+  EXPECT_EQ(r.metrics.channels[1].stats.capacity, 8u);
+  EXPECT_EQ(r.metrics.channels[2].stats.capacity, 1024u);  // the default
+  for (const auto& c : r.metrics.channels) EXPECT_EQ(c.stats.discarded, 0u) << c.name;
+  EXPECT_GT(r.elapsed.count(), 0);
+}
+
+TEST(graph, stage_functions_may_take_a_stop_token_last) {
+  watchdog dog(20s);
+  sluice::graph g;
+  std::atomic<int> saw_token{0};
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out, std::stop_token st) {
+    for (int i = 0; i < 100 && !st.stop_requested(); ++i) out.push(i);
+  });
+  auto m = g.map("m", src, [&](int v, std::stop_token st) {
+    if (st.stop_possible()) saw_token.fetch_add(1);
+    return v + 1;
+  });
+  auto f = g.filter("f", m, [](const int& v, std::stop_token) { return v > 0; });
+  int sum = 0;
+  g.sink("sink", f, [&](int v, std::stop_token) { sum += v; });
+  g.run();
+  EXPECT_EQ(sum, 5050);
+  EXPECT_EQ(saw_token.load(), 100);
+}
+
+TEST(graph, flat_map_expands_each_item_in_order) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(200));
+  auto ex = g.flat_map<std::string>("expand", src, [](int v, sluice::sender<std::string>& out) {
+    for (int k = 0; k < 3; ++k) out.push(std::to_string(v) + ":" + std::to_string(k));
+  }, {.capacity = 4});
+  std::vector<std::string> got;
+  g.sink("sink", ex, [&](std::string s) { got.push_back(std::move(s)); });
+  EXPECT_TRUE(g.run().balanced());
+  ASSERT_EQ(got.size(), 600u);
+  for (int i = 0; i < 200; ++i) {
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(got[3 * i + k], std::to_string(i) + ":" + std::to_string(k));
+  }
+}
+
+TEST(graph, stage_sees_the_whole_stream_and_consume_sees_how_it_ended) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(100));
+  // Pairwise sums: a stage that needs two items per output.
+  auto pairs = g.stage<int>("pairs", src, [](sluice::receiver<int>& in, sluice::sender<int>& out) {
+    while (auto a = in.pop()) {
+      auto b = in.pop();
+      out.push(*a + (b ? *b : 0));
+    }
+  });
+  bool done = false, cancelled = true;
+  long total = 0;
+  g.consume("writer", pairs, [&](sluice::receiver<int>& in) {
+    for (int& v : in) total += v;
+    done = in.done();
+    cancelled = in.cancelled();
+  });
+  g.run();
+  EXPECT_EQ(total, 4950);
+  EXPECT_TRUE(done);
+  EXPECT_FALSE(cancelled);
+}
+
+TEST(graph, runs_each_stage_on_its_own_threads_and_joins_them_all) {
+  watchdog dog(20s);
+  const std::size_t before = thread_count();
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  auto note = [&] {
+    std::lock_guard lk(mu);
+    ids.insert(std::this_thread::get_id());
+  };
+  {
+    sluice::graph g;
+    auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+      note();
+      for (int i = 0; i < 1000; ++i) out.push(i);
+    });
+    auto m = g.map("m", src, [&](int v) {
+      note();
+      return v;
+    }, {.replicas = 3});
+    g.sink("sink", m, [&](int) { note(); });
+    g.run();
+    // Every graph thread is joined when run() returns.
+    EXPECT_TRUE(eventually([&] { return thread_count() == before; })) << thread_count() << " vs " << before;
+  }
+  EXPECT_GE(ids.size(), 3u);  // source, sink and at least one replica
+  EXPECT_LE(ids.size(), 5u);
+  EXPECT_FALSE(ids.count(std::this_thread::get_id()));
+}
+
+// ---- early finish ---------------------------------------------------------------------
+
+TEST(graph, sink_returning_false_finishes_early_and_stops_upstream) {
+  watchdog dog(20s);
+  std::atomic<bool> source_saw_end{false};
+  std::atomic<std::uint64_t> dead{0};
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    EXPECT_NE(d.get<int>(), nullptr);
+    dead.fetch_add(1);
+  }});
+  auto src = g.source<int>("endless", [&](sluice::sender<int>& out) {
+    for (int i = 0;; ++i) {
+      if (!out.push(i)) break;  // nobody will read: stop
+    }
+    source_saw_end = true;
+  }, {.capacity = 8});
+  auto m = g.map("inc", src, [](int v) { return v + 1; }, {.capacity = 8});
+  std::vector<int> got;
+  g.sink("take10", m, [&](int v) {
+    got.push_back(v);
+    return got.size() < 10;  // "take n, found it"
+  });
+  const sluice::report r = g.run();  // not an error
+  EXPECT_TRUE(source_saw_end.load());
+  ASSERT_EQ(got.size(), 10u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(got[i], i + 1);
+  EXPECT_TRUE(r.balanced());
+  std::uint64_t discarded = 0;
+  for (const auto& c : r.metrics.channels) discarded += c.stats.discarded;
+  EXPECT_GE(dead.load(), discarded);  // every discarded item reached the hook
+}
+
+TEST(graph, stage_returning_before_its_input_ends_stops_upstream) {
+  watchdog dog(20s);
+  sluice::graph g;
+  std::atomic<int> pushed{0};
+  auto src = g.source<int>("endless", [&](sluice::sender<int>& out) {
+    for (int i = 0; out.push(i); ++i) pushed.fetch_add(1);
+  }, {.capacity = 4});
+  auto head = g.stage<int>("head3", src, [](sluice::receiver<int>& in, sluice::sender<int>& out) {
+    for (int k = 0; k < 3; ++k) {
+      if (auto v = in.pop()) out.push(*v);
+    }
+  });
+  std::vector<int> got;
+  g.sink("sink", head, [&](int v) { got.push_back(v); });
+  EXPECT_TRUE(g.run().balanced());
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
+  EXPECT_GE(pushed.load(), 3);
+}
+
+// ---- replicas ---------------------------------------------------------------------------
+
+TEST(graph, ordered_replicas_keep_input_order_under_random_delays) {
+  watchdog dog(60s);
+  const std::uint64_t seed = sluice_test::test_seed();
+#ifdef SLUICE_TSAN_BUILD
+  const int n = 400;
+#else
+  const int n = 2000;
+#endif
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(n), {.capacity = 16});
+  auto slow = g.map("slow", src, [seed](int v) {
+    std::mt19937_64 rng(sluice_test::mix(seed, static_cast<std::uint64_t>(v)));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));  // simulated work
+    return v * 2;
+  }, {.capacity = 4, .replicas = 4, .ordered = true});
+  auto kept = g.filter("kept", slow, [seed](const int& v) {
+    std::mt19937_64 rng(sluice_test::mix(seed, static_cast<std::uint64_t>(v) + 1));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 100));
+    return v % 3 != 0;
+  }, {.capacity = 4, .replicas = 3, .ordered = true});
+  std::vector<int> got;
+  g.sink("sink", kept, [&](int v) { got.push_back(v); });
+  EXPECT_TRUE(g.run().balanced());
+  std::vector<int> want;
+  for (int i = 0; i < n; ++i) {
+    if ((2 * i) % 3 != 0) want.push_back(2 * i);
+  }
+  EXPECT_EQ(got, want);
+}
+
+TEST(graph, ordered_flat_map_replicas_keep_input_order) {
+  watchdog dog(60s);
+  const std::uint64_t seed = sluice_test::test_seed();
+  const int n = 300;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(n), {.capacity = 8});
+  auto ex = g.flat_map<int>("expand", src, [seed](int v, sluice::sender<int>& out) {
+    std::mt19937_64 rng(sluice_test::mix(seed, static_cast<std::uint64_t>(v)));
+    const int k = static_cast<int>(rng() % 5);  // 0..4 outputs, some items expand to none
+    for (int j = 0; j < k; ++j) {
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 100));
+      out.push(v * 10 + j);
+    }
+  }, {.capacity = 2, .replicas = 4, .ordered = true});
+  std::vector<int> got;
+  g.sink("sink", ex, [&](int v) { got.push_back(v); });
+  EXPECT_TRUE(g.run().balanced());
+  std::vector<int> want;
+  for (int v = 0; v < n; ++v) {
+    std::mt19937_64 rng(sluice_test::mix(seed, static_cast<std::uint64_t>(v)));
+    const int k = static_cast<int>(rng() % 5);
+    for (int j = 0; j < k; ++j) {
+      (void)rng();
+      want.push_back(v * 10 + j);
+    }
+  }
+  EXPECT_EQ(got, want);
+}
+
+TEST(graph, unordered_replicas_deliver_each_item_exactly_once) {
+  watchdog dog(60s);
+  const int n = 5000;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(n), {.capacity = 8});
+  std::atomic<int> in_flight{0}, max_in_flight{0};
+  auto m = g.map("m", src, [&](int v) {
+    const int now = in_flight.fetch_add(1) + 1;
+    int prev = max_in_flight.load();
+    while (prev < now && !max_in_flight.compare_exchange_weak(prev, now)) {
+    }
+    if (v % 50 == 0) std::this_thread::sleep_for(200us);
+    in_flight.fetch_sub(1);
+    return v;
+  }, {.capacity = 8, .replicas = 4, .ordered = false});
+  auto ex = g.flat_map<int>("dup", m, [](int v, sluice::sender<int>& out) { out.push(v); },
+                            {.replicas = 2, .ordered = false});
+  std::vector<int> seen(n, 0);
+  g.sink("sink", ex, [&](int v) { ++seen[v]; });
+  EXPECT_TRUE(g.run().balanced());
+  for (int i = 0; i < n; ++i) ASSERT_EQ(seen[i], 1) << i;
+  EXPECT_GE(max_in_flight.load(), 1);
+}
+
+TEST(graph, sink_replicas_share_the_input) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(3000));
+  std::atomic<long> sum{0};
+  g.sink("sink", src, [&](int v) { sum.fetch_add(v); }, {.replicas = 3});
+  g.run();
+  EXPECT_EQ(sum.load(), 3000L * 2999 / 2);
+}
+
+// ---- routing -------------------------------------------------------------------------------
+
+TEST(graph, round_robin_and_merge_deliver_each_item_exactly_once) {
+  watchdog dog(30s);
+  const int n = 3000;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(n), {.capacity = 16});
+  auto branches = g.round_robin(src, 3);
+  ASSERT_EQ(branches.size(), 3u);
+  std::vector<sluice::stream<int>> mapped;
+  std::vector<std::atomic<int>> per_branch(3);
+  for (int b = 0; b < 3; ++b) {
+    mapped.push_back(g.map("work" + std::to_string(b), branches[b], [&per_branch, b](int v) {
+      per_branch[b].fetch_add(1);
+      return v;
+    }));
+  }
+  auto all = g.merge(mapped);
+  std::vector<int> seen(n, 0);
+  g.sink("sink", all, [&](int v) { ++seen[v]; });
+  const sluice::report r = g.run();
+  EXPECT_TRUE(r.balanced());
+  for (int i = 0; i < n; ++i) ASSERT_EQ(seen[i], 1) << i;
+  for (int b = 0; b < 3; ++b) EXPECT_EQ(per_branch[b].load(), n / 3) << b;  // strict turns
+  // The routing stages are named after their input and show up in the snapshot.
+  EXPECT_TRUE(has_stage(r.metrics, "src.round_robin"));
+  EXPECT_TRUE(has_stage(r.metrics, "merge(work0,work1,work2)"));
+}
+
+TEST(graph, partition_routes_by_key_exactly_once) {
+  watchdog dog(30s);
+  const int n = 4000;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(n));
+  auto parts = g.partition(src, 4, [](const int& v) { return v % 10; });
+  std::vector<std::vector<int>> got(4);
+  for (int p = 0; p < 4; ++p) {
+    g.sink("sink" + std::to_string(p), parts[p], [&got, p](int v) { got[p].push_back(v); });
+  }
+  EXPECT_TRUE(g.run().balanced());
+  std::vector<int> seen(n, 0);
+  std::map<int, int> key_branch;
+  for (int p = 0; p < 4; ++p) {
+    EXPECT_TRUE(std::is_sorted(got[p].begin(), got[p].end()));  // one router: order kept per branch
+    for (int v : got[p]) {
+      ++seen[v];
+      auto [it, fresh] = key_branch.emplace(v % 10, p);
+      EXPECT_EQ(it->second, p) << "key " << v % 10 << " went to two branches";
+      EXPECT_EQ(static_cast<std::size_t>(p), std::hash<int>{}(v % 10) % 4);
+    }
+  }
+  for (int i = 0; i < n; ++i) ASSERT_EQ(seen[i], 1) << i;
+}
+
+TEST(graph, broadcast_delivers_every_item_once_per_branch) {
+  watchdog dog(30s);
+  const int n = 2000;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(n), {.capacity = 8});
+  auto copies = g.broadcast(src, 3);
+  std::vector<std::vector<int>> got(3);
+  for (int b = 0; b < 3; ++b) {
+    g.sink("sink" + std::to_string(b), copies[b], [&got, b](int v) { got[b].push_back(v); });
+  }
+  EXPECT_TRUE(g.run().balanced());
+  std::vector<int> want(n);
+  std::iota(want.begin(), want.end(), 0);
+  for (int b = 0; b < 3; ++b) EXPECT_EQ(got[b], want) << b;
+}
+
+TEST(graph, broadcast_branch_that_finishes_early_does_not_stop_the_others) {
+  watchdog dog(30s);
+  const int n = 1000;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(n), {.capacity = 4});
+  auto copies = g.broadcast(src, 2);
+  int first = 0;
+  std::vector<int> all;
+  g.sink("head", copies[0], [&](int) { return ++first < 5; });
+  g.sink("all", copies[1], [&](int v) { all.push_back(v); });
+  EXPECT_TRUE(g.run().balanced());
+  EXPECT_EQ(first, 5);
+  EXPECT_EQ(all.size(), static_cast<std::size_t>(n));
+}
+
+TEST(graph, diamond_of_broadcast_and_merge) {
+  watchdog dog(30s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(1000));
+  auto two = g.broadcast(src, 2);
+  auto a = g.map("plus", two[0], [](int v) { return v + 1; });
+  auto b = g.map("minus", two[1], [](int v) { return -v; });
+  auto both = g.merge(std::vector{a, b});
+  long sum = 0;
+  std::size_t count = 0;
+  g.sink("sum", both, [&](int v) {
+    sum += v;
+    ++count;
+  });
+  EXPECT_TRUE(g.run().balanced());
+  EXPECT_EQ(count, 2000u);
+  EXPECT_EQ(sum, 1000);
+}
+
+// ---- malformed graphs -------------------------------------------------------------------------
+
+TEST(graph, a_stream_consumed_twice_is_a_logic_error) {
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(1));
+  g.sink("a", src, [](int) {});
+  EXPECT_THROW(g.sink("b", src, [](int) {}), std::logic_error);
+  EXPECT_THROW(g.map("c", src, [](int v) { return v; }), std::logic_error);
+  // The failed calls left the graph as it was: it still runs.
+  EXPECT_TRUE(g.run().balanced());
+}
+
+TEST(graph, a_dangling_stream_fails_before_any_thread_starts) {
+  std::atomic<bool> called{false};
+  const std::size_t before = thread_count();
+  sluice::graph g;
+  auto src = g.source<int>("src", [&](sluice::sender<int>&) { called = true; });
+  auto m = g.map("m", src, [](int v) { return v; });
+  (void)m;  // nobody consumes m
+  try {
+    g.run();
+    ADD_FAILURE() << "run() accepted a dangling stream";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("'m'"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(called.load());
+  EXPECT_EQ(thread_count(), before);
+}
+
+TEST(graph, stage_added_after_start_and_second_run_are_logic_errors) {
+  watchdog dog(20s);
+  sluice::graph g;
+  gate go;
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    go.wait();
+    out.push(1);
+  });
+  auto two = g.broadcast(src, 2);
+  g.sink("sink", two[0], [](int) {});
+  g.sink("sink2", two[1], [](int) {});
+  g.start();
+  EXPECT_THROW(g.source<int>("late", count_to(1)), std::logic_error);
+  EXPECT_THROW(g.start(), std::logic_error);
+  go.open();
+  EXPECT_TRUE(g.wait().balanced());
+  EXPECT_THROW(g.run(), std::logic_error);
+  EXPECT_THROW(g.wait(), std::logic_error);
+}
+
+TEST(graph, other_shape_errors) {
+  sluice::graph g, other;
+  auto src = g.source<int>("src", count_to(1));
+  auto foreign = other.source<int>("src", count_to(1));
+  EXPECT_THROW(g.sink("x", foreign, [](int) {}), std::logic_error);         // another graph's stream
+  EXPECT_THROW(g.sink("x", sluice::stream<int>{}, [](int) {}), std::logic_error);  // empty stream
+  EXPECT_THROW(g.source<int>("src", count_to(1)), std::logic_error);       // duplicate name
+  EXPECT_THROW(g.source<int>("", count_to(1)), std::logic_error);          // no name
+  EXPECT_THROW(g.map("m", src, [](int v) { return v; }, {.capacity = 0}), std::invalid_argument);
+  EXPECT_THROW(g.map("m", src, [](int v) { return v; }, {.replicas = 0}), std::invalid_argument);
+  auto p = std::make_unique<int>(1);
+  auto move_only = [p = std::move(p)](int v) { return v + *p; };
+  EXPECT_THROW(g.map("m", src, std::move(move_only), {.replicas = 2}), std::logic_error);
+  EXPECT_THROW(g.merge(std::vector<sluice::stream<int>>{}), std::invalid_argument);
+  EXPECT_THROW(g.merge(std::vector{src, src}), std::logic_error);
+  EXPECT_THROW(g.wait(), std::logic_error);  // not started
+  g.sink("sink", src, [](int) {});
+  other.sink("sink", foreign, [](int) {});
+  g.run();
+  other.run();
+}
+
+TEST(graph, move_only_stage_functions_and_items) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto offset = std::make_unique<int>(100);
+  auto src = g.source<std::unique_ptr<int>>("src", [](sluice::sender<std::unique_ptr<int>>& out) {
+    for (int i = 0; i < 50; ++i) out.push(std::make_unique<int>(i));
+  });
+  auto m = g.map("add", src, [off = std::move(offset)](std::unique_ptr<int> p) {
+    *p += *off;
+    return p;
+  });
+  int sum = 0;
+  g.sink("sink", m, [&](std::unique_ptr<int> p) { sum += *p; });
+  g.run();
+  EXPECT_EQ(sum, 50 * 100 + 49 * 50 / 2);
+}
+
+// ---- stop and cancel ----------------------------------------------------------------------
+
+TEST(graph, cancel_before_start_runs_nothing) {
+  std::atomic<bool> called{false};
+  sluice::graph g;
+  auto src = g.source<int>("src", [&](sluice::sender<int>&) { called = true; });
+  g.sink("sink", src, [&](int) { called = true; });
+  g.cancel();
+  EXPECT_THROW(g.run(), sluice::cancelled);
+  EXPECT_FALSE(called.load());
+}
+
+TEST(graph, request_stop_before_start_stops_the_sources_at_once) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto with_token = g.source<int>("a", [](sluice::sender<int>& out, std::stop_token st) {
+    while (!st.stop_requested()) out.push(1);
+  });
+  auto without = g.source<int>("b", [](sluice::sender<int>& out) {
+    while (out.push(2)) {
+    }
+  });
+  auto both = g.merge(std::vector{with_token, without});
+  g.sink("sink", both, [](int) {});
+  g.request_stop();
+  EXPECT_TRUE(g.run().balanced());
+}
+
+TEST(graph, request_stop_drains_in_flight_items_and_loses_nothing) {
+  watchdog dog(30s);
+  sluice::graph g;
+  std::atomic<int> pushed{0};
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out, std::stop_token st) {
+    for (int i = 0; !st.stop_requested(); ++i) {
+      if (!out.push(i)) return;
+      pushed.store(i + 1);
+    }
+  }, {.capacity = 64});
+  auto m = g.map("m", src, [](int v) { return v; }, {.capacity = 64, .replicas = 2});
+  std::vector<int> got;
+  std::atomic<std::size_t> n{0};
+  g.sink("sink", m, [&](int v) {
+    if (v % 7 == 0) std::this_thread::sleep_for(10us);  // a slowish sink: channels fill
+    got.push_back(v);
+    n.store(got.size());
+  });
+  g.start();
+  ASSERT_TRUE(eventually([&] { return n.load() >= 1000; }));
+  g.request_stop();
+  const sluice::report r = g.wait();  // returns normally
+  EXPECT_TRUE(r.balanced());
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(pushed.load()));
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], static_cast<int>(i));
+  for (const auto& c : r.metrics.channels) EXPECT_EQ(c.stats.discarded, 0u) << c.name;
+}
+
+TEST(graph, cancel_wakes_blocked_stages_promptly) {
+  watchdog dog(30s);
+  const std::size_t before = thread_count();
+  std::atomic<std::uint64_t> dead{0};
+  {
+    sluice::graph g({.on_discard = [&](const sluice::dead_letter&) { dead.fetch_add(1); }});
+    auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+      for (int i = 0; out.push(i); ++i) {
+      }
+    }, {.capacity = 4});
+    auto m = g.map("m", src, [](int v) { return v; }, {.capacity = 4});
+    gate never;
+    g.sink("stuck", m, [&](int, std::stop_token st) { never.wait(st); });
+    auto idle = g.source<int>("idle", [](sluice::sender<int>&, std::stop_token st) {
+      gate g2;
+      g2.wait(st);
+    });
+    g.sink("starved", idle, [](int) {});
+    g.start();
+    // Everyone is blocked: src and m on full channels, starved on an empty one.
+    ASSERT_TRUE(eventually([&] {
+      const auto s = g.snapshot();
+      return stage_of(s, "src").blocked_op == "push" && stage_of(s, "m").blocked_op == "push" &&
+             stage_of(s, "starved").blocked_op == "pop";
+    }));
+    const auto t0 = std::chrono::steady_clock::now();
+    std::thread canceller([&] { g.cancel(); });
+    EXPECT_THROW(g.wait(), sluice::cancelled);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    canceller.join();
+    EXPECT_LT(took, 10s);
+    const sluice::report r = g.last_report();
+    EXPECT_TRUE(r.balanced());
+    std::uint64_t discarded = 0;
+    for (const auto& c : r.metrics.channels) discarded += c.stats.discarded;
+    EXPECT_GT(discarded, 0u);
+    EXPECT_GE(dead.load(), discarded);
+  }
+  EXPECT_TRUE(eventually([&] { return thread_count() == before; }));
+}
+
+// ---- failures and policies --------------------------------------------------------------------
+
+struct boom : std::runtime_error {
+  explicit boom(const std::string& s) : std::runtime_error(s) {}
+};
+
+TEST(graph, first_failure_is_rethrown_as_stage_error_with_its_cause) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(1000));
+  auto m = g.map("parse", src, [](int v) {
+    if (v == 10) throw boom("bad record 10");
+    return v;
+  });
+  g.sink("sink", m, [](int) {});
+  try {
+    g.run();
+    ADD_FAILURE() << "no exception";
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "parse");
+    EXPECT_EQ(e.suppressed(), 0u);
+    EXPECT_NE(std::string(e.what()).find("parse"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("bad record 10"), std::string::npos);
+    EXPECT_THROW(std::rethrow_exception(e.cause()), boom);
+  }
+  const sluice::report r = g.last_report();
+  EXPECT_TRUE(r.balanced());
+  EXPECT_EQ(stage_of(r.metrics, "parse").state, "failed");
+  EXPECT_EQ(stage_of(r.metrics, "parse").errors, 1u);
+}
+
+TEST(graph, later_failures_are_counted_as_suppressed) {
+  watchdog dog(20s);
+  sluice::graph g;
+  gate never;
+  std::atomic<bool> entered{false};
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    out.push(1);
+    ASSERT_TRUE(eventually([&] { return entered.load(); }));
+    throw boom("first");
+  });
+  g.sink("sink", src, [&](int, std::stop_token st) {
+    entered = true;
+    never.wait(st);  // woken by the teardown
+    throw boom("second, caused by the teardown");
+  });
+  try {
+    g.run();
+    ADD_FAILURE();
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "src");
+    EXPECT_EQ(e.suppressed(), 1u);
+  }
+}
+
+TEST(graph, skip_policy_drops_and_counts_failing_items) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(100));
+  auto m = g.map("m", src, [](int v) {
+    if (v % 10 == 3) throw boom("skip me");
+    return v;
+  }, {.replicas = 2, .on_error = sluice::error_policy::skip});
+  std::vector<int> got;
+  g.sink("sink", m, [&](int v) { got.push_back(v); });
+  const sluice::report r = g.run();
+  EXPECT_EQ(got.size(), 90u);
+  EXPECT_TRUE(std::is_sorted(got.begin(), got.end()));  // still ordered
+  EXPECT_EQ(stage_of(r.metrics, "m").errors, 10u);
+  EXPECT_TRUE(r.balanced());
+}
+
+TEST(graph, skip_on_a_source_acts_as_stop) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+    out.push(1);
+    throw boom("source broke");
+  }, {.on_error = sluice::error_policy::skip});
+  g.sink("sink", src, [](int) {});
+  EXPECT_THROW(g.run(), sluice::stage_error);
+}
+
+TEST(graph, restart_policy_uses_a_fresh_copy_and_keeps_the_channels) {
+  watchdog dog(20s);
+  struct counter {
+    std::atomic<int> made{0}, destroyed{0};
+  } c;
+  struct fn {
+    counter* c;
+    int seen = 0;  // per-copy state: a fresh copy starts at 0
+    explicit fn(counter* cc) : c(cc) { c->made.fetch_add(1); }
+    fn(const fn& o) : c(o.c), seen(o.seen) { c->made.fetch_add(1); }
+    ~fn() { c->destroyed.fetch_add(1); }
+    int operator()(int v) {
+      if (++seen == 5 && v < 50) throw boom("every fifth item of a fresh copy, early on");
+      return v;
+    }
+  };
+  std::vector<int> got;
+  std::uint64_t restarts = 0;
+  {
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(100), {.capacity = 4});
+    auto m = g.map("flaky", src, fn(&c),
+                   {.on_error = sluice::restart{.max = 100, .within = std::chrono::seconds(60),
+                                                .backoff = std::chrono::milliseconds(1)}});
+    g.sink("sink", m, [&](int v) { got.push_back(v); });
+    const sluice::report r = g.run();
+    const auto* st = &stage_of(r.metrics, "flaky");
+    restarts = st->restarts;
+    EXPECT_EQ(st->restarts, st->errors);
+    EXPECT_TRUE(r.balanced());
+  }
+  // A fresh copy throws on its fifth item while v < 50: at 4, 9, ..., 49.
+  EXPECT_EQ(restarts, 10u);
+  // Only the failing items are lost; the rest went on, in order.
+  EXPECT_EQ(got.size() + restarts, 100u);
+  EXPECT_TRUE(std::is_sorted(got.begin(), got.end()));
+  EXPECT_EQ(c.made.load(), c.destroyed.load());  // every copy's cleanup ran
+}
+
+TEST(graph, restart_intensity_limit_fails_the_graph_with_the_last_error) {
+  watchdog dog(20s);
+  sluice::graph g;
+  std::atomic<int> calls{0};
+  auto src = g.source<int>("src", count_to(1000));
+  auto m = g.map("always", src, [&](int v) -> int {
+    throw boom("attempt " + std::to_string(calls.fetch_add(1)) + " item " + std::to_string(v));
+  }, {.on_error = sluice::restart{.max = 3, .within = std::chrono::seconds(60), .backoff = {}}});
+  g.sink("sink", m, [](int) {});
+  try {
+    g.run();
+    ADD_FAILURE();
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "always");
+    try {
+      std::rethrow_exception(e.cause());
+    } catch (const boom& b) {
+      EXPECT_EQ(std::string(b.what()), "attempt 3 item 3");  // the last error
+    }
+  }
+  EXPECT_EQ(calls.load(), 4);
+  EXPECT_EQ(stage_of(g.last_report().metrics, "always").restarts, 3u);
+}
+
+TEST(graph, restarted_source_is_called_again) {
+  watchdog dog(20s);
+  sluice::graph g;
+  std::atomic<int> runs{0};
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    const int r = runs.fetch_add(1);
+    for (int i = 0; i < 10; ++i) out.push(r * 10 + i);
+    if (r < 2) throw boom("connection reset");
+  }, {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60), .backoff = {}}});
+  std::vector<int> got;
+  g.sink("sink", src, [&](int v) { got.push_back(v); });
+  g.run();
+  EXPECT_EQ(runs.load(), 3);
+  EXPECT_EQ(got.size(), 30u);
+}
+
+TEST(graph, on_close_runs_once_per_stage_however_it_ends) {
+  watchdog dog(20s);
+  std::atomic<int> closed_ok{0}, closed_failed{0};
+  {
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(100), {.on_close = [&] { closed_ok.fetch_add(1); }});
+    auto m = g.map("m", src, [](int v) { return v; }, {.replicas = 3, .on_close = [&] { closed_ok.fetch_add(1); }});
+    g.sink("sink", m, [](int) {}, {.on_close = [&] { closed_ok.fetch_add(1); }});
+    g.run();
+  }
+  EXPECT_EQ(closed_ok.load(), 3);
+  {
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(100), {.on_close = [&] { closed_failed.fetch_add(1); }});
+    auto m = g.map("m", src, [](int v) -> int { throw boom("x" + std::to_string(v)); },
+                   {.on_close = [&] { closed_failed.fetch_add(1); }});
+    g.sink("sink", m, [](int) {}, {.on_close = [&] { closed_failed.fetch_add(1); }});
+    EXPECT_THROW(g.run(), sluice::stage_error);
+  }
+  EXPECT_EQ(closed_failed.load(), 3);
+}
+
+TEST(graph, on_close_that_throws_fails_the_graph) {
+  watchdog dog(20s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(10));
+  g.sink("sink", src, [](int) {}, {.on_close = [] { throw boom("flush failed"); }});
+  try {
+    g.run();
+    ADD_FAILURE();
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "sink");
+  }
+}
+
+// ---- accounting and hooks ---------------------------------------------------------------------
+
+TEST(graph, dead_letters_work_for_move_only_items_and_match_the_counts) {
+  watchdog dog(20s);
+  std::vector<int> dead;
+  std::mutex mu;
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    auto* p = d.get<std::unique_ptr<int>>();
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(d.get<int>(), nullptr);
+    EXPECT_EQ(d.channel(), "src -> take");
+    std::lock_guard lk(mu);
+    dead.push_back(**p);
+    p->reset();  // the hook may take the item
+  }});
+  std::atomic<int> pushed{0};
+  auto src = g.source<std::unique_ptr<int>>("src", [&](sluice::sender<std::unique_ptr<int>>& out) {
+    for (int i = 0; out.push(std::make_unique<int>(i)); ++i) pushed.store(i + 1);
+  }, {.capacity = 16});
+  std::vector<int> got;
+  g.sink("take", src, [&](std::unique_ptr<int> p) {
+    got.push_back(*p);
+    return got.size() < 5;
+  });
+  const sluice::report r = g.run();
+  EXPECT_TRUE(r.balanced());
+  // Every pushed item was either consumed or became a dead letter, exactly once.
+  std::vector<int> all = got;
+  all.insert(all.end(), dead.begin(), dead.end());
+  std::sort(all.begin(), all.end());
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(pushed.load()));
+  for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], static_cast<int>(i));
+}
+
+struct blob {
+  std::string bytes;
+};
+
+}  // namespace
+
+template <>
+struct sluice::channel_traits<blob> {
+  static constexpr bool weighted = true;
+  static std::size_t weigh(const blob& b) { return b.bytes.size(); }
+};
+
+namespace {
+
+TEST(graph, weighted_item_types_get_byte_budgeted_channels) {
+  watchdog dog(20s);
+  sluice::graph g;
+  std::atomic<std::size_t> max_size{0};
+  auto src = g.source<blob>("src", [](sluice::sender<blob>& out) {
+    for (int i = 0; i < 200; ++i) out.push(blob{std::string(100, 'x')});
+  }, {.capacity = 1000});  // bytes: ten blobs
+  auto m = g.map("m", src, [](blob b) { return b; }, {.capacity = 500});
+  std::size_t total = 0;
+  g.sink("sink", m, [&](blob b) {
+    total += b.bytes.size();
+    std::this_thread::sleep_for(10us);
+  });
+  g.start();
+  std::thread watcher([&] {
+    for (int i = 0; i < 200; ++i) {
+      for (const auto& c : g.snapshot().channels) {
+        std::size_t cur = max_size.load();
+        while (c.stats.size > cur && !max_size.compare_exchange_weak(cur, c.stats.size)) {
+        }
+      }
+      std::this_thread::sleep_for(100us);
+    }
+  });
+  const sluice::report r = g.wait();
+  watcher.join();
+  EXPECT_EQ(total, 20000u);
+  ASSERT_EQ(r.metrics.channels.size(), 2u);
+  EXPECT_TRUE(r.metrics.channels[0].weighted);
+  EXPECT_EQ(r.metrics.channels[0].stats.capacity, 1000u);
+  EXPECT_EQ(r.metrics.channels[1].stats.capacity, 500u);
+  EXPECT_LE(max_size.load(), 1000u);
+}
+
+TEST(graph, snapshot_from_another_thread_while_running) {
+  watchdog dog(30s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(5000), {.capacity = 32});
+  auto m = g.map("m", src, [](int v) { return v; }, {.capacity = 32, .replicas = 2});
+  g.sink("sink", m, [](int) { std::this_thread::sleep_for(1us); });
+  std::atomic<bool> done{false};
+  std::uint64_t last_in = 0;
+  bool monotone = true;
+  std::thread reader([&] {
+    while (!done.load()) {
+      const auto s = g.snapshot();
+      if (s.stages.size() == 3) {
+        const auto in = stage_of(s, "sink").items_in;
+        if (in < last_in) monotone = false;
+        last_in = in;
+      }
+      std::this_thread::yield();
+    }
+  });
+  const sluice::report r = g.run();
+  done = true;
+  reader.join();
+  EXPECT_TRUE(monotone);
+  EXPECT_EQ(stage_of(r.metrics, "sink").items_in, 5000u);
+  EXPECT_EQ(stage_of(r.metrics, "m").replicas, 2u);
+  // Time accounting: the slow sink keeps the others waiting.
+  EXPECT_GT(stage_of(r.metrics, "src").backpressured_ns, 0u);
+  EXPECT_GT(stage_of(r.metrics, "sink").busy_ns, 0u);
+}
+
+TEST(graph, items_are_destroyed_exactly_once_on_failure) {
+  watchdog dog(20s);
+  using sluice_test::tracked;
+  const auto before = tracked::counters().snapshot();
+  {
+    sluice::graph g({.on_discard = [](const sluice::dead_letter& d) { EXPECT_NE(d.get<tracked>(), nullptr); }});
+    auto src = g.source<tracked>("src", [](sluice::sender<tracked>& out) {
+      for (std::uint64_t i = 0; out.push(tracked(i)); ++i) {
+      }
+    }, {.capacity = 8});
+    auto m = g.map("m", src, [](tracked t) {
+      if (t.value() == 500) throw boom("500");
+      return t;
+    }, {.capacity = 8, .replicas = 2});
+    g.sink("sink", m, [](tracked) {});
+    EXPECT_THROW(g.run(), sluice::stage_error);
+    EXPECT_TRUE(g.last_report().balanced());
+  }
+  EXPECT_EQ(tracked::counters().live_since(before), 0);
+  EXPECT_EQ(tracked::counters().bad_destroys(), 0);
+}
+
+// ---- stuck stages and stalls -------------------------------------------------------------------
+
+TEST(graph, a_stage_stuck_past_the_teardown_deadline_is_named_and_still_joined) {
+  watchdog dog(30s);
+  const std::size_t before = thread_count();
+  gate latch;  // ignores stop tokens: a blocking call sluice cannot interrupt
+  std::vector<std::string> stuck;
+  {
+    sluice::graph g({.teardown_deadline = std::chrono::milliseconds(100),
+                     .on_stuck = [&](const std::string& name) {
+                       stuck.push_back(name);
+                       latch.open();  // now it can be joined
+                     }});
+    std::atomic<bool> entered{false};
+    auto a = g.source<int>("a", [&](sluice::sender<int>& out) {
+      out.push(1);
+      ASSERT_TRUE(eventually([&] { return entered.load(); }));
+      throw boom("a fails");
+    });
+    g.sink("stubborn", a, [&](int) {
+      entered = true;
+      latch.wait();
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_THROW(g.run(), sluice::stage_error);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+    const sluice::report r = g.last_report();
+    EXPECT_EQ(r.stuck, std::vector<std::string>{"stubborn"});
+    EXPECT_EQ(stage_of(r.metrics, "stubborn").state, "stuck");
+    EXPECT_TRUE(r.balanced());
+  }
+  EXPECT_EQ(stuck, std::vector<std::string>{"stubborn"});
+  EXPECT_TRUE(eventually([&] { return thread_count() == before; }));
+}
+
+TEST(graph, a_stall_is_reported_with_its_wait_for_chain) {
+  watchdog dog(30s);
+  gate latch;
+  std::mutex mu;
+  std::vector<sluice::metrics::wait_link> chain;
+  std::atomic<int> stalls{0};
+  sluice::graph g({.stall_threshold = std::chrono::milliseconds(50),
+                   .on_stall = [&](const std::vector<sluice::metrics::wait_link>& c) {
+                     {
+                       std::lock_guard lk(mu);
+                       chain = c;
+                     }
+                     stalls.fetch_add(1);
+                   }});
+  auto src = g.source<int>("src", count_to(1000), {.capacity = 2});
+  auto a = g.map("a", src, [](int v) { return v; }, {.capacity = 2});
+  std::atomic<bool> entered{false};
+  auto b = g.map("b", a, [&](int v) {
+    if (v == 0) {
+      entered = true;
+      latch.wait();  // blocked outside sluice, mid-chain
+    }
+    return v;
+  }, {.capacity = 2});
+  auto c = g.map("c", b, [](int v) { return v; }, {.capacity = 2});
+  std::size_t n = 0;
+  g.sink("sink", c, [&](int) { ++n; });
+  g.start();
+  ASSERT_TRUE(eventually([&] { return stalls.load() >= 1; }));
+  {
+    std::lock_guard lk(mu);
+    // The longest chain runs from the source down to the stage that holds it up.
+    ASSERT_EQ(chain.size(), 2u);
+    EXPECT_EQ(chain[0].stage, "src");
+    EXPECT_EQ(chain[0].op, "push");
+    EXPECT_EQ(chain[0].channel, "src -> a");
+    EXPECT_EQ(chain[0].holder, "a");
+    EXPECT_EQ(chain[1].stage, "a");
+    EXPECT_EQ(chain[1].op, "push");
+    EXPECT_EQ(chain[1].channel, "a -> b");
+    EXPECT_EQ(chain[1].holder, "b");
+  }
+  const auto s = g.snapshot();
+  EXPECT_EQ(stage_of(s, "c").blocked_op, "pop");
+  EXPECT_EQ(stage_of(s, "c").blocked_on, "b -> c");
+  EXPECT_EQ(stage_of(s, "sink").blocked_op, "pop");
+  EXPECT_EQ(stage_of(s, "b").blocked_op, "");
+  latch.open();
+  const sluice::report r = g.wait();
+  EXPECT_EQ(n, 1000u);
+  EXPECT_GE(r.stalls, 1u);
+  ASSERT_FALSE(r.stall.empty());
+  EXPECT_EQ(r.stall.back().holder, "b");
+}
+
+TEST(graph, destroying_a_started_graph_cancels_and_joins) {
+  watchdog dog(20s);
+  const std::size_t before = thread_count();
+  {
+    sluice::graph g;
+    auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+      for (int i = 0; out.push(i); ++i) {
+      }
+    });
+    g.sink("sink", src, [](int, std::stop_token st) {
+      gate never;
+      never.wait(st);
+    });
+    g.start();
+  }
+  EXPECT_TRUE(eventually([&] { return thread_count() == before; }));
+}
+
+}  // namespace
