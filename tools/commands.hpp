@@ -11,5 +11,7 @@ namespace sluice::tool {
 int cmd_demo(int argc, char** argv);    // tools/cmd_demo.cpp: backpressure, measured
 int cmd_bench(int argc, char** argv);   // tools/cmd_bench.cpp: synthetic graph benchmarks
 int cmd_stress(int argc, char** argv);  // tools/cmd_stress.cpp: random graphs, seeded
+int cmd_gzip(int argc, char** argv);    // tools/cmd_gzip.cpp: IN [OUT] to gzip, parallel blocks
+int cmd_gunzip(int argc, char** argv);  // tools/cmd_gzip.cpp: gzip IN [OUT] back to the original
 
 }  // namespace sluice::tool

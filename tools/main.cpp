@@ -21,6 +21,8 @@ constexpr command kCommands[] = {
     {"demo", sluice::tool::cmd_demo, "the backpressure lesson, measured: unbounded queue vs sluice"},
     {"bench", sluice::tool::cmd_bench, "throughput and latency of synthetic stage graphs"},
     {"stress", sluice::tool::cmd_stress, "random graphs with slow stages and failures, seeded"},
+    {"gzip", sluice::tool::cmd_gzip, "compress a file (or stdin) on several threads, bounded memory"},
+    {"gunzip", sluice::tool::cmd_gunzip, "decompress a gzip file (or stdin), concatenated members too"},
 };
 
 void usage(std::FILE* f) {

@@ -1,0 +1,258 @@
+// tools/cmd_gzip.cpp — `sluice gzip IN [OUT]` and `sluice gunzip IN [OUT]`.
+//
+//   read_file(IN) ─► parallel_gzip(level, jobs, block) ─► write_file(OUT)   (sluice gzip)
+//   read_file(IN) ─► gunzip ─────────────────────────────► write_file(OUT)   (sluice gunzip)
+//
+// `-` is stdin (IN) or stdout (OUT). A regular OUT is written as OUT.partial and renamed
+// only when everything succeeded, so a missing or corrupt input, a full disk, a closed
+// pipe or Ctrl-C leaves no partial output behind (an OUT that is a device or a FIFO is
+// written directly). Errors are one line on stderr and exit status 1; a bad command line
+// exits 2; an interrupt exits 128 + the signal number. On a terminal, a progress line
+// shows bytes in and out and the rate.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "args.hpp"
+#include "commands.hpp"
+#include "progress.hpp"
+#include "sluice/io/all.hpp"
+#include "sluice/pipeline.hpp"
+
+namespace sluice::tool {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct codec_args {
+  bool compress = true;
+  std::string in;
+  std::string out;
+  std::uint64_t level = 6;
+  std::uint64_t jobs = 0;
+  std::uint64_t block = std::uint64_t{128} << 10;
+  bool force = false;
+};
+
+std::string default_output(const codec_args& a, const std::string& prog) {
+  if (a.in == "-") return "-";
+  if (a.compress) return a.in + ".gz";
+  const std::string_view in = a.in;
+  if (in.size() > 3 && in.substr(in.size() - 3) == ".gz") return std::string(in.substr(0, in.size() - 3));
+  if (in.size() > 4 && in.substr(in.size() - 4) == ".tgz") return std::string(in.substr(0, in.size() - 4)) + ".tar";
+  throw usage_error(prog + ": cannot name the output of '" + a.in + "' (no .gz suffix); give OUT");
+}
+
+// Thrown to end the run with a one-line message and status 1.
+struct failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The innermost message: a stage_error's cause, else the exception itself.
+std::string message_of(const std::exception_ptr& p) {
+  try {
+    std::rethrow_exception(p);
+  } catch (const stage_error& e) {
+    return message_of(e.cause());
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+
+// Blocks SIGINT/SIGTERM/SIGHUP in this thread (and the threads it starts) for its
+// lifetime, so that a watcher thread can take them with sigtimedwait and cancel the
+// run instead of dying with a partial file on disk.
+class signal_block {
+ public:
+  signal_block() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+  }
+  signal_block(const signal_block&) = delete;
+  signal_block& operator=(const signal_block&) = delete;
+  ~signal_block() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  // A signal that arrived, or 0 after `wait`.
+  [[nodiscard]] int take(std::chrono::milliseconds wait) const {
+    timespec ts{static_cast<time_t>(wait.count() / 1000), static_cast<long>(wait.count() % 1000) * 1'000'000};
+    const int s = sigtimedwait(&set_, nullptr, &ts);
+    return s > 0 ? s : 0;
+  }
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+};
+
+std::string rate_text(double bytes, double seconds) {
+  if (seconds <= 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB/s", bytes / seconds / 1e6);
+  return buf;
+}
+
+// Runs source -> codec -> sink; reports progress; turns a signal into a cancel.
+// Returns the exit status (0, or 128 + the signal); throws failure on an error.
+template <class Source, class Codec, class Sink>
+int run(const std::string& prog, Source src, Codec codec, Sink sink, const std::atomic<std::uint64_t>& in_bytes,
+         const std::atomic<std::uint64_t>& out_bytes, std::uint64_t total) {
+  const signal_block signals;  // before the pipeline's threads start: they inherit the mask
+  progress bar(prog);
+  sluice::pipeline p(std::move(src), std::move(codec), std::move(sink));
+  std::atomic<bool> done{false};
+  std::atomic<int> interrupted{0};
+  const auto t0 = std::chrono::steady_clock::now();
+  p.start();
+  std::thread watcher([&] {
+    // acquire: pairs with the release store after wait() returns.
+    while (!done.load(std::memory_order_acquire)) {
+      if (const int sig = signals.take(std::chrono::milliseconds(100)); sig != 0) {
+        interrupted.store(sig, std::memory_order_relaxed);  // read after the join below
+        p.cancel();
+        return;
+      }
+      if (!bar.live()) continue;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // relaxed: progress counters, display only.
+      const auto in = static_cast<double>(in_bytes.load(std::memory_order_relaxed));
+      const auto out = static_cast<double>(out_bytes.load(std::memory_order_relaxed));
+      std::string line = "read " + format_size(in);
+      if (total != 0) line += " of " + format_size(static_cast<double>(total)) + " (" +
+                              std::to_string(static_cast<int>(100.0 * in / static_cast<double>(total))) + "%)";
+      line += ", wrote " + format_size(out) + ", " + rate_text(in, secs);
+      bar.update(line);
+    }
+  });
+  std::exception_ptr err;
+  try {
+    (void)p.wait();
+  } catch (...) {
+    err = std::current_exception();
+  }
+  done.store(true, std::memory_order_release);
+  watcher.join();
+  bar.clear();
+  // A signal that came after the run had already succeeded changes nothing.
+  if (const int sig = interrupted.load(std::memory_order_relaxed); sig != 0 && err) {
+    std::fprintf(stderr, "%s: interrupted by %s; no output kept\n", prog.c_str(), strsignal(sig));
+    return 128 + sig;
+  }
+  if (err) throw failure(message_of(err));
+  return 0;
+}
+
+int run_codec(bool compress, int argc, char** argv) {
+  codec_args a;
+  a.compress = compress;
+  const std::string prog = compress ? "sluice gzip" : "sluice gunzip";
+  arg_parser p(prog, compress ? "Compress IN to OUT in gzip format: blocks compressed on --jobs threads, written\n"
+                                "in order as gzip members (any gzip -d reads them), memory bounded by byte budgets."
+                              : "Decompress the gzip file IN (concatenated members too) to OUT; the output is\n"
+                                "byte for byte what gzip -d gives.");
+  p.positional("IN", &a.in, "input file, or - for stdin");
+  p.positional("OUT", &a.out,
+               compress ? "output file, or - for stdout (default: IN.gz; stdout when IN is -)"
+                        : "output file, or - for stdout (default: IN without .gz; stdout when IN is -)",
+               false);
+  if (compress) {
+    p.count("--level", &a.level, "compression level, 0 (store) to 9 (smallest)");
+    p.count("--jobs", &a.jobs, "compressing threads (0: one per hardware thread)");
+    p.size("--block", &a.block, "input bytes per compressed block");
+  }
+  p.flag("--force", &a.force, "overwrite an existing OUT; write compressed data to a terminal");
+  p.epilog("A failed or interrupted run leaves no OUT (nor OUT.partial) behind; an existing OUT is\n"
+           "only replaced when the new one is complete. Exit status: 0 done, 1 failed, 2 bad arguments.");
+  if (!p.parse(argc, argv)) return 0;
+  if (a.level > 9) p.bad("--level", std::to_string(a.level), "a level from 0 to 9");
+  if (a.block == 0 || a.block > (std::uint64_t{1} << 30)) p.bad("--block", std::to_string(a.block), "1 byte to 1 GiB");
+  if (a.jobs > 1024) p.bad("--jobs", std::to_string(a.jobs), "0 to 1024");
+  if (a.out.empty()) a.out = default_output(a, prog);
+
+  const std::size_t chunk = compress ? static_cast<std::size_t>(a.block) : io::kChunk;
+  std::atomic<std::uint64_t> in_bytes{0};
+  std::atomic<std::uint64_t> out_bytes{0};
+  std::uint64_t total = 0;
+  struct stat st{};
+  if (a.in != "-" && ::stat(a.in.c_str(), &st) == 0 && S_ISREG(st.st_mode)) total = static_cast<std::uint64_t>(st.st_size);
+
+  // The output: stdout, a device or FIFO written in place, or a regular file written
+  // as OUT.partial and renamed at the end.
+  int out_fd = -1;
+  bool to_file = false;
+  if (a.out == "-") {
+    out_fd = STDOUT_FILENO;
+    if (compress && !a.force && ::isatty(out_fd) != 0) {
+      std::fprintf(stderr, "%s: compressed data not written to a terminal (use --force, or redirect)\n", prog.c_str());
+      return 1;
+    }
+  } else if (::stat(a.out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) {
+      std::fprintf(stderr, "%s: %s is a directory\n", prog.c_str(), a.out.c_str());
+      return 1;
+    }
+    out_fd = ::open(a.out.c_str(), O_WRONLY | O_CLOEXEC);
+    if (out_fd < 0) {
+      std::fprintf(stderr, "%s: cannot open %s: %s\n", prog.c_str(), a.out.c_str(), std::strerror(errno));
+      return 1;
+    }
+  } else {
+    to_file = true;
+    if (!a.force && ::access(a.out.c_str(), F_OK) == 0) {
+      std::fprintf(stderr, "%s: %s already exists (use --force to overwrite)\n", prog.c_str(), a.out.c_str());
+      return 1;
+    }
+  }
+  struct closer {
+    int fd;
+    ~closer() {
+      if (fd > STDERR_FILENO) ::close(fd);
+    }
+  } close_out{out_fd};
+
+  const io::read_options ro{.chunk = chunk, .progress = &in_bytes};
+  const io::write_options wo{.fsync = false, .progress = &out_bytes};
+  auto with_sink = [&](auto src, auto codec) -> int {
+    if (to_file) {
+      return run(prog, std::move(src), std::move(codec), io::write_file(a.out, wo), in_bytes, out_bytes, total);
+    }
+    return run(prog, std::move(src), std::move(codec),
+               io::write_fd(out_fd, wo, {}, a.out == "-" ? "stdout" : a.out), in_bytes, out_bytes, total);
+  };
+  auto with_source = [&](auto codec) -> int {
+    if (a.in == "-") return with_sink(io::read_fd(STDIN_FILENO, ro, {}, "stdin"), std::move(codec));
+    return with_sink(io::read_file(a.in, ro), std::move(codec));
+  };
+  try {
+    if (compress) {
+      return with_source(io::parallel_gzip({.level = static_cast<int>(a.level),
+                                            .jobs = static_cast<std::size_t>(a.jobs),
+                                            .block = static_cast<std::size_t>(a.block)}));
+    }
+    return with_source(io::gunzip());
+  } catch (const failure& e) {
+    std::fprintf(stderr, "%s: %s\n", prog.c_str(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int cmd_gzip(int argc, char** argv) { return run_codec(true, argc, argv); }
+int cmd_gunzip(int argc, char** argv) { return run_codec(false, argc, argv); }
+
+}  // namespace sluice::tool
