@@ -340,11 +340,13 @@ parallel_gzip_stage::parallel_gzip_stage(parallel_gzip_options o) : options_(o) 
 // compress blocks into gzip members; one emitter pushes the members downstream in input
 // order. Order is kept by a channel of futures: the feeder pushes block k's future into
 // `order` before handing the block to the workers, and the emitter waits on the futures
-// in channel order. `order` holds at most 2 * jobs futures, so at most 2 * jobs + 2
+// in channel order. `order` holds at most 4 * jobs + 2 futures, so at most 4 * jobs + 4
 // blocks are in flight (queued, compressing, compressed and waiting, being pushed).
+// The slack (rather than the 2 * jobs that keeps the workers busy on an idle machine)
+// absorbs scheduling delays of the feeder and emitter on a loaded one.
 //
-//   in ──feeder──► work (jobs) ──► workers ─┐ set_value
-//          └─────► order (2*jobs futures) ──┴─► emitter ──► out
+//   in ──feeder──► work (2*jobs) ──► workers ─┐ set_value
+//          └─────► order (4*jobs+2 futures) ──┴─► emitter ──► out
 //
 // Shutdown: normal end closes work and order (workers drain, the emitter drains);
 // downstream gone: the emitter cancels order, the feeder's next push fails; an aborted
@@ -357,8 +359,8 @@ void parallel_gzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out,
     buffer data;
     std::promise<buffer> result;
   };
-  auto [work_tx, work_rx] = bounded<job>(o.jobs);
-  auto [order_tx, order_rx] = bounded<std::future<buffer>>(2 * o.jobs);
+  auto [work_tx, work_rx] = bounded<job>(2 * o.jobs);
+  auto [order_tx, order_rx] = bounded<std::future<buffer>>(4 * o.jobs + 2);
   sender<buffer> out_abort = out;  // lets this thread cancel the output the emitter pushes to
   std::exception_ptr emit_error;
 

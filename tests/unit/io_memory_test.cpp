@@ -85,9 +85,9 @@ TEST(io_memory, a_large_gzip_run_stays_within_its_budgets_plus_a_fixed_allowance
 
   constexpr std::size_t kJobs = 2;
   constexpr std::size_t kBlock = std::size_t{128} << 10;
-  // Three channels of 64 KiB; parallel_gzip's 2 * jobs + 2 blocks in flight, each with
+  // Three channels of 64 KiB; parallel_gzip's 4 * jobs + 4 blocks in flight, each with
   // its compressed copy and a scratch per worker; the chunk each stage holds.
-  constexpr std::size_t kBudgets = 3 * io::kByteBudget + (2 * kJobs + 2) * 2 * kBlock + kJobs * 2 * kBlock +
+  constexpr std::size_t kBudgets = 3 * io::kByteBudget + (4 * kJobs + 4) * 2 * kBlock + kJobs * 2 * kBlock +
                                    4 * io::kChunk;
   // Thread stacks, libdeflate/zlib state (about 1 MiB per compressor), malloc arenas.
   constexpr std::size_t kAllowance = std::size_t{16} << 20;

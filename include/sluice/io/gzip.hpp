@@ -27,7 +27,7 @@
 //   - Output chunks are full (`chunk` bytes) except the last; no empty buffer is pushed.
 //   - If the input ends by a cancel (rx.cancelled()) or a stop request, no trailer is
 //     written: the stage just returns.
-//   - parallel_gzip keeps at most 2 * jobs + 2 blocks in flight (plus its channels), emits
+//   - parallel_gzip keeps at most 4 * jobs + 4 blocks in flight (plus its channels), emits
 //     them in input order, and joins its worker threads before its function returns,
 //     whichever way it ends.
 //   - deflate_engine::automatic picks libdeflate for levels 0-7 and zlib for 8-9, where
