@@ -1,0 +1,520 @@
+// Randomized, seeded stress tests of sluice's bounded channel.
+//
+// Each run: P producers and C consumers (P, C in {1,2,4,8}) share one channel; every
+// producer pushes unique values (producer id << 32 | sequence) with a random mix of
+// push / try_push / push_for / push_until / push_all / wait_writable; every consumer
+// pops with a random mix of pop / try_pop / pop_for / pop_until / pop_some / range-for.
+// Some runs close, cancel (from either side) or disconnect (consumers leave early)
+// in the middle. All threads start off one latch. After everything is joined:
+//   - each accepted value was delivered at most once, and delivered or handed to
+//     on_discard exactly once (so: exactly once delivered unless the run discards);
+//   - no value that was not accepted appears anywhere;
+//   - each consumer saw each producer's values in order;
+//   - stats: pushed == accepted, popped == delivered, discarded == handed to the hook,
+//     size == 0, and pushed == popped + discarded + size.
+//
+// SLUICE_SEED=N replays the random choices (the seed is printed); the interleaving is
+// up to the scheduler. Counts are cut under ThreadSanitizer (SLUICE_TSAN_BUILD).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iterator>
+#include <latch>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "sluice/channel.hpp"
+#include "support/seed.hpp"
+#include "support/tracked.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using sluice::status;
+
+// Items offered per run (over all producers), and runs per matrix cell (each with its
+// own ending): the optimised binary takes ~10-25 s on 2 busy cores, TSan ~30-60 s.
+#if defined(SLUICE_TSAN_BUILD)
+constexpr std::uint64_t kItemsPerRun = 10'000;
+constexpr int kRunsPerShape = 3;
+#elif defined(SLUICE_SANITIZER_BUILD)
+constexpr std::uint64_t kItemsPerRun = 20'000;
+constexpr int kRunsPerShape = 3;
+#else
+constexpr std::uint64_t kItemsPerRun = 40'000;
+constexpr int kRunsPerShape = 4;
+#endif
+constexpr auto kRunLimit = std::chrono::seconds(30);  // watchdog per run (scaled under sanitizers)
+
+enum class ending { none, close, cancel_by_sender, cancel_by_receiver, disconnect };
+
+const char* to_string(ending e) {
+  switch (e) {
+    case ending::none: return "none";
+    case ending::close: return "close";
+    case ending::cancel_by_sender: return "cancel(tx)";
+    case ending::cancel_by_receiver: return "cancel(rx)";
+    case ending::disconnect: return "disconnect";
+  }
+  return "?";
+}
+
+// ---- item types: how a value (producer << 32 | seq) travels -----------------------------
+
+template <class T>
+struct item_traits;
+
+template <>
+struct item_traits<std::uint64_t> {
+  static std::uint64_t make(std::uint64_t v, std::mt19937_64&) { return v; }
+  static std::uint64_t value(const std::uint64_t& v) { return v; }
+};
+template <>
+struct item_traits<sluice_test::tracked> {
+  static sluice_test::tracked make(std::uint64_t v, std::mt19937_64&) { return sluice_test::tracked(v); }
+  static std::uint64_t value(const sluice_test::tracked& v) { return v.value(); }
+};
+// Strings of 8..(8 + kMaxPad) bytes, and now and then an oversized one: the value is in
+// the first 8 bytes, the rest is padding that gives the item its weight.
+template <>
+struct item_traits<std::string> {
+  static constexpr std::size_t kMaxPad = 56;
+  static inline std::size_t oversized = 0;  // set per weighted run (0: never)
+  static std::string make(std::uint64_t v, std::mt19937_64& rng) {
+    std::size_t len = 8 + rng() % (kMaxPad + 1);
+    if (oversized != 0 && rng() % 64 == 0) len = oversized;
+    std::string s(len, '.');
+    std::memcpy(s.data(), &v, sizeof v);
+    return s;
+  }
+  static std::uint64_t value(const std::string& s) {
+    std::uint64_t v = ~std::uint64_t{0};
+    if (s.size() >= sizeof v) std::memcpy(&v, s.data(), sizeof v);
+    return v;
+  }
+};
+
+// ---- one run ------------------------------------------------------------------------------
+
+struct run_config {
+  int producers = 1;
+  int consumers = 1;
+  std::size_t capacity = 1;
+  sluice::overflow policy = sluice::overflow::block;
+  bool weighted = false;
+  ending end = ending::none;
+  std::uint64_t items = kItemsPerRun;  // offered, over all producers
+  std::uint64_t seed = 0;
+};
+
+struct run_result {
+  std::uint64_t accepted = 0, delivered = 0, hooked = 0;
+};
+
+template <class T>
+run_result run_once(const run_config& cfg) {
+  using traits = item_traits<T>;
+  const auto P = static_cast<std::uint64_t>(cfg.producers);
+  const std::uint64_t per = std::max<std::uint64_t>(1, cfg.items / P);
+  // Weighted runs: now and then an item of twice the budget (it may go in only when the
+  // channel is empty), so occupancy may reach max(capacity, largest item) and no more.
+  std::size_t max_weight = cfg.capacity;
+  if constexpr (std::is_same_v<T, std::string>) {
+    traits::oversized = cfg.weighted ? 2 * cfg.capacity + 8 : 0;
+    max_weight = std::max({cfg.capacity, 2 * cfg.capacity + 8, 8 + traits::kMaxPad});
+  }
+
+  std::vector<std::atomic<std::uint8_t>> hooked(P * per);
+  std::atomic<std::uint64_t> hook_strays{0};
+  sluice::channel_options<T> o;
+  o.capacity = cfg.capacity;
+  o.overflow = cfg.policy;
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (cfg.weighted) o.weigh = [](const std::string& s) { return s.size(); };
+  }
+  o.on_discard = [&](T&& v) {
+    const std::uint64_t x = traits::value(v);
+    const std::uint64_t p = x >> 32, i = x & 0xffffffffu;
+    if (p < P && i < per) {
+      hooked[p * per + i].fetch_add(1, std::memory_order_relaxed);
+    } else {
+      hook_strays.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  auto [tx, rx] = sluice::bounded<T>(std::move(o));
+
+  const int threads = cfg.producers + cfg.consumers + 1;  // + the controller
+  std::latch start(threads + 1);                           // + this thread
+  std::vector<std::uint64_t> accepted(P, 0);
+  std::vector<std::vector<std::uint64_t>> got(static_cast<std::size_t>(cfg.consumers));
+  std::vector<std::uint64_t> order_breaks(static_cast<std::size_t>(cfg.consumers), 0);
+  std::vector<std::uint64_t> over_budget(static_cast<std::size_t>(cfg.consumers), 0);
+  std::atomic<int> producers_left{cfg.producers};
+  std::mt19937_64 main_rng(cfg.seed);
+
+  {
+    char what[96];
+    std::snprintf(what, sizeof what, "a stress run (SLUICE_SEED=%llu)",
+                  static_cast<unsigned long long>(sluice_test::base_seed()));
+    sluice_test::watchdog dog(kRunLimit, what);
+    std::vector<std::jthread> pool;
+    for (std::uint64_t pid = 0; pid < P; ++pid) {
+      pool.emplace_back([&, pid, s = tx]() mutable {
+        std::mt19937_64 rng(sluice_test::mix(cfg.seed, 1000 + pid));
+        std::uint64_t seq = 0;
+        start.arrive_and_wait();
+        auto dur = [&] { return std::chrono::microseconds(rng() % 200); };
+        while (seq < per) {
+          const std::uint64_t v = pid << 32 | seq;
+          const unsigned op = static_cast<unsigned>(rng() % 100);
+          if (op < 30) {
+            if (!s.push(traits::make(v, rng))) break;
+            ++seq;
+          } else if (op < 45) {
+            const status st = s.try_push(traits::make(v, rng));
+            if (st == status::closed) break;
+            if (st == status::ok) {
+              ++seq;
+            } else {
+              std::this_thread::yield();
+            }
+          } else if (op < 50) {
+            const T item = traits::make(v, rng);
+            const status st = s.try_push(item);  // const& overload
+            if (st == status::closed) break;
+            if (st == status::ok) ++seq;
+          } else if (op < 62) {
+            const status st = s.push_for(traits::make(v, rng), dur());
+            if (st == status::closed) break;
+            if (st == status::ok) ++seq;
+          } else if (op < 70) {
+            const status st = s.push_until(traits::make(v, rng), std::chrono::steady_clock::now() + dur());
+            if (st == status::closed) break;
+            if (st == status::ok) ++seq;
+          } else if (op < 98) {
+            const std::uint64_t k = std::min<std::uint64_t>(1 + rng() % 16, per - seq);
+            std::vector<T> batch;
+            batch.reserve(k);
+            for (std::uint64_t j = 0; j < k; ++j) batch.push_back(traits::make(pid << 32 | (seq + j), rng));
+            const std::size_t n = s.push_all(std::move(batch));
+            seq += n;
+            if (n < k) break;  // stops only at a failure: closed
+          } else {
+            s.wait_writable();  // returns at the low watermark, or once closed
+          }
+        }
+        accepted[pid] = seq;  // read after join
+        producers_left.fetch_sub(1, std::memory_order_relaxed);
+      });
+    }
+    for (int cid = 0; cid < cfg.consumers; ++cid) {
+      pool.emplace_back([&, cid, r = rx]() mutable {
+        std::mt19937_64 rng(sluice_test::mix(cfg.seed, 2000 + static_cast<std::uint64_t>(cid)));
+        auto& out = got[static_cast<std::size_t>(cid)];
+        out.reserve(per * P / static_cast<std::uint64_t>(cfg.consumers) + 64);
+        std::vector<std::int64_t> last(P, -1);
+        std::uint64_t breaks = 0, over = 0;
+        // In a disconnect run consumers leave early; the last one disconnects the channel.
+        const std::uint64_t quota = cfg.end == ending::disconnect
+                                        ? rng() % (2 * per * P / static_cast<std::uint64_t>(cfg.consumers) + 1)
+                                        : ~std::uint64_t{0};
+        auto take = [&](const T& item) {
+          const std::uint64_t x = traits::value(item);
+          out.push_back(x);
+          const std::uint64_t p = x >> 32;
+          if (p < P) {
+            const auto i = static_cast<std::int64_t>(x & 0xffffffffu);
+            if (i <= last[p]) ++breaks;
+            last[p] = i;
+          }
+        };
+        auto dur = [&] { return std::chrono::microseconds(rng() % 200); };
+        start.arrive_and_wait();
+        bool done = false;
+        while (!done && out.size() < quota) {
+          const unsigned op = static_cast<unsigned>(rng() % 100);
+          if (cfg.weighted && op % 16 == 0 && r.stats().size > max_weight) ++over;
+          if (op < 30) {
+            if (auto v = r.pop()) {
+              take(*v);
+            } else {
+              done = true;
+            }
+          } else if (op < 45) {
+            if (auto v = r.try_pop()) {
+              take(*v);
+            } else if (r.done()) {
+              done = true;
+            } else {
+              std::this_thread::yield();
+            }
+          } else if (op < 60) {
+            if (auto v = r.pop_for(dur())) {
+              take(*v);
+            } else {
+              done = r.done();
+            }
+          } else if (op < 65) {
+            if (auto v = r.pop_until(std::chrono::steady_clock::now() + dur())) {
+              take(*v);
+            } else {
+              done = r.done();
+            }
+          } else if (op < 90) {
+            std::vector<T> buf;
+            const std::size_t n = r.pop_some(std::back_inserter(buf), 1 + rng() % 32);
+            if (n == 0) done = true;
+            if (n != buf.size()) ++breaks;  // pop_some must report what it wrote
+            for (const T& v : buf) take(v);
+          } else {
+            const std::uint64_t k = 1 + rng() % 32;
+            std::uint64_t i = 0;
+            for (T& v : r) {
+              take(v);
+              if (++i == k) break;
+            }
+            if (i < k) done = true;  // the loop ended by itself: closed and drained
+          }
+        }
+        order_breaks[static_cast<std::size_t>(cid)] = breaks;
+        over_budget[static_cast<std::size_t>(cid)] = over;
+      });
+    }
+    // The controller: at a random point, close, cancel, or do nothing.
+    {
+      const std::uint64_t target = main_rng() % (per * P + 1);
+      const bool as_receiver = cfg.end == ending::cancel_by_receiver;
+      pool.emplace_back([&, target, as_receiver, s = as_receiver ? sluice::sender<T>() : tx,
+                         r = as_receiver ? rx : sluice::receiver<T>()]() mutable {
+        start.arrive_and_wait();
+        if (cfg.end == ending::none || cfg.end == ending::disconnect) return;
+        const auto& stats_of = [&] { return as_receiver ? r.stats() : s.stats(); };
+        (void)sluice_test::eventually(
+            [&] { return stats_of().pushed >= target || producers_left.load(std::memory_order_relaxed) == 0; },
+            std::chrono::milliseconds(60'000));
+        if (cfg.end == ending::close) {
+          s.close();
+        } else if (cfg.end == ending::cancel_by_sender) {
+          s.cancel(std::make_exception_ptr(std::runtime_error("stress: cancelled by a sender")));
+        } else {
+          r.cancel(std::make_exception_ptr(std::runtime_error("stress: cancelled by a receiver")));
+        }
+      });
+    }
+    // This thread keeps one receiver to read the final stats, except in a disconnect run.
+    tx.reset();
+    if (cfg.end == ending::disconnect) rx.reset();
+    start.count_down();
+  }  // joins every thread, under the watchdog
+
+  run_result res;
+  std::vector<std::uint8_t> delivered(P * per, 0);
+  std::uint64_t strays = 0;
+  for (const auto& out : got) {
+    for (const std::uint64_t x : out) {
+      const std::uint64_t p = x >> 32, i = x & 0xffffffffu;
+      if (p < P && i < per) {
+        ++delivered[p * per + i];
+      } else {
+        ++strays;
+      }
+    }
+    res.delivered += out.size();
+  }
+  EXPECT_EQ(strays, 0u) << "a value nobody pushed was delivered";
+  EXPECT_EQ(hook_strays.load(), 0u) << "a value nobody pushed was discarded";
+  for (const auto b : order_breaks) {
+    EXPECT_EQ(b, 0u) << "a consumer saw a producer's values out of order";
+  }
+  for (const auto b : over_budget) {
+    EXPECT_EQ(b, 0u) << "occupancy went over max(capacity, one item)";
+  }
+
+  const bool discards = cfg.end == ending::cancel_by_sender || cfg.end == ending::cancel_by_receiver ||
+                        cfg.end == ending::disconnect || cfg.policy != sluice::overflow::block;
+  std::uint64_t bad = 0;
+  for (std::uint64_t p = 0; p < P; ++p) {
+    res.accepted += accepted[p];
+    if (cfg.end == ending::none) {
+      EXPECT_EQ(accepted[p], per) << "producer " << p << " stopped early";
+    }
+    for (std::uint64_t i = 0; i < per; ++i) {
+      const unsigned d = delivered[p * per + i];
+      const unsigned h = hooked[p * per + i].load(std::memory_order_relaxed);
+      res.hooked += h;
+      const unsigned want = i < accepted[p] ? 1 : 0;
+      const bool ok = d <= 1 && d + h == want && (discards || h == 0);
+      if (!ok && ++bad <= 5) {
+        ADD_FAILURE() << "value " << p << ":" << i << (i < accepted[p] ? " (accepted)" : " (not accepted)")
+                      << " delivered " << d << "x, discarded " << h << "x";
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0u) << "values not accounted for exactly once";
+
+  if (rx) {
+    const sluice::channel_stats s = rx.stats();
+    EXPECT_EQ(s.pushed, res.accepted);
+    EXPECT_EQ(s.popped, res.delivered);
+    EXPECT_EQ(s.discarded, res.hooked);
+    EXPECT_EQ(s.size, 0u);
+    EXPECT_EQ(s.pushed, s.popped + s.discarded + s.size);
+    EXPECT_EQ(s.waiting_push, 0u);
+    EXPECT_EQ(s.waiting_pop, 0u);
+    if (cfg.end == ending::cancel_by_sender || cfg.end == ending::cancel_by_receiver) {
+      EXPECT_TRUE(rx.cancelled());
+      EXPECT_NE(rx.cancel_cause(), nullptr);
+    }
+    EXPECT_TRUE(rx.done());
+  }
+  return res;
+}
+
+ending pick_ending(std::mt19937_64& rng) {
+  const unsigned r = static_cast<unsigned>(rng() % 100);
+  if (r < 40) return ending::none;
+  if (r < 60) return ending::close;
+  if (r < 72) return ending::cancel_by_sender;
+  if (r < 85) return ending::cancel_by_receiver;
+  return ending::disconnect;
+}
+
+template <class T>
+void run_and_report(run_config cfg) {
+  const run_result r = run_once<T>(cfg);
+  std::printf("[run] p=%d c=%d cap=%zu %s%s end=%s: accepted %llu delivered %llu discarded %llu\n",
+              cfg.producers, cfg.consumers, cfg.capacity, cfg.weighted ? "weighted " : "",
+              cfg.policy == sluice::overflow::block        ? "block"
+              : cfg.policy == sluice::overflow::drop_oldest ? "drop_oldest"
+                                                            : "drop_newest",
+              to_string(cfg.end), static_cast<unsigned long long>(r.accepted),
+              static_cast<unsigned long long>(r.delivered), static_cast<unsigned long long>(r.hooked));
+}
+
+// ---- the matrix: producers x consumers x capacity -----------------------------------------
+
+using shape = std::tuple<int, int, std::size_t>;
+
+class ChannelStress : public ::testing::TestWithParam<shape> {};
+
+TEST_P(ChannelStress, exactly_once_with_random_ops_and_endings) {
+  const auto [p, c, cap] = GetParam();
+  std::mt19937_64 rng(sluice_test::test_seed());
+  for (int run = 0; run < kRunsPerShape && !HasFailure(); ++run) {
+    run_config cfg;
+    cfg.producers = p;
+    cfg.consumers = c;
+    cfg.capacity = cap;
+    cfg.end = pick_ending(rng);
+    cfg.seed = rng();
+    run_and_report<std::uint64_t>(cfg);
+  }
+}
+
+std::string shape_name(const ::testing::TestParamInfo<shape>& param_info) {
+  const auto& [p, c, cap] = param_info.param;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "p%d_c%d_cap%zu", p, c, cap);
+  return buf;
+}
+
+INSTANTIATE_TEST_SUITE_P(Channel, ChannelStress,
+                         ::testing::Combine(::testing::Values(1, 2, 4, 8), ::testing::Values(1, 2, 4, 8),
+                                            ::testing::Values(std::size_t{1}, std::size_t{2}, std::size_t{7},
+                                                              std::size_t{1024})),
+                         shape_name);
+
+// Every ending on purpose (not left to the draw), with an item type that counts its
+// lifetime: every item made is destroyed exactly once, whatever the ending.
+class ChannelStressEnding : public ::testing::TestWithParam<ending> {};
+
+TEST_P(ChannelStressEnding, every_item_destroyed_exactly_once) {
+  std::mt19937_64 rng(sluice_test::test_seed());
+  const auto before = sluice_test::tracked::counters().snapshot();
+  const auto bad_before = sluice_test::tracked::counters().bad_destroys();
+  for (const shape& sh : {shape{4, 4, 2}, shape{8, 2, 7}, shape{2, 8, 1}, shape{4, 4, 64}}) {
+    run_config cfg;
+    std::tie(cfg.producers, cfg.consumers, cfg.capacity) = sh;
+    cfg.end = GetParam();
+    cfg.items = kItemsPerRun / 2;
+    cfg.seed = rng();
+    run_and_report<sluice_test::tracked>(cfg);
+  }
+  EXPECT_EQ(sluice_test::tracked::counters().live_since(before), 0) << "an item leaked or was destroyed twice";
+  EXPECT_EQ(sluice_test::tracked::counters().bad_destroys(), bad_before);
+}
+
+std::string ending_name(const ::testing::TestParamInfo<ending>& param_info) {
+  switch (param_info.param) {
+    case ending::none: return "none";
+    case ending::close: return "close";
+    case ending::cancel_by_sender: return "cancel_by_sender";
+    case ending::cancel_by_receiver: return "cancel_by_receiver";
+    case ending::disconnect: return "disconnect";
+  }
+  return "unknown";
+}
+
+INSTANTIATE_TEST_SUITE_P(Channel, ChannelStressEnding,
+                         ::testing::Values(ending::none, ending::close, ending::cancel_by_sender,
+                                           ending::cancel_by_receiver, ending::disconnect),
+                         ending_name);
+
+// ---- weighted channels: byte budgets, oversized items ----------------------------------
+
+TEST(ChannelStressWeighted, byte_budget_holds_and_every_item_is_accounted_for) {
+  std::mt19937_64 rng(sluice_test::test_seed());
+  for (const std::size_t cap : {std::size_t{16}, std::size_t{100}, std::size_t{1000}}) {
+    for (const auto& [p, c] : {std::pair{1, 1}, std::pair{4, 2}, std::pair{2, 4}, std::pair{8, 8}}) {
+      run_config cfg;
+      cfg.producers = p;
+      cfg.consumers = c;
+      cfg.capacity = cap;
+      cfg.weighted = true;
+      cfg.end = pick_ending(rng);
+      cfg.items = kItemsPerRun / 4;
+      cfg.seed = rng();
+      run_and_report<std::string>(cfg);
+    }
+  }
+}
+
+// ---- drop policies: pushes never block; dropped items reach the hook -------------------
+
+TEST(ChannelStressDrop, dropped_items_reach_on_discard_exactly_once) {
+  std::mt19937_64 rng(sluice_test::test_seed());
+  for (const auto policy : {sluice::overflow::drop_oldest, sluice::overflow::drop_newest}) {
+    for (const std::size_t cap : {std::size_t{1}, std::size_t{7}, std::size_t{64}}) {
+      for (const auto& [p, c] : {std::pair{1, 1}, std::pair{4, 1}, std::pair{8, 4}, std::pair{2, 8}}) {
+        run_config cfg;
+        cfg.producers = p;
+        cfg.consumers = c;
+        cfg.capacity = cap;
+        cfg.policy = policy;
+        cfg.end = pick_ending(rng);
+        cfg.items = kItemsPerRun / 4;
+        cfg.seed = rng();
+        run_and_report<std::uint64_t>(cfg);  // the ring
+        cfg.weighted = true;                 // the locked queue, weights in bytes
+        cfg.capacity = cap * 40;
+        cfg.seed = rng();
+        run_and_report<std::string>(cfg);
+      }
+    }
+  }
+}
+
+}  // namespace
