@@ -109,11 +109,15 @@ class sender {
     T copy(v);
     return ch_->push(copy, &t);
   }
-  // Pushes every element of r in order (moved from an rvalue range, copied from an
-  // lvalue one), blocking like push(); stops at the first failure. Returns how many went in.
+  // Pushes every element of r in order (moved from an rvalue range that owns them, such
+  // as a container; copied from an lvalue range or a view, e.g. `v | std::views::take(3)`,
+  // whose elements belong to someone else), blocking like push(); stops at the first
+  // failure. Returns how many went in.
   template <class Range>
   std::size_t push_all(Range&& r) {
-    return ch_->template push_all<!std::is_lvalue_reference_v<Range>>(r);
+    constexpr bool kMove =
+        !std::is_lvalue_reference_v<Range> && !std::ranges::view<std::remove_cvref_t<Range>>;
+    return ch_->template push_all<kMove>(r);
   }
 
   // No more items from anyone: receivers drain what is buffered, then end.
