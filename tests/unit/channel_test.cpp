@@ -24,6 +24,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -830,6 +831,18 @@ TYPED_TEST(Channel, push_all_moves_from_rvalues_and_copies_lvalues) {
   const std::vector<std::uint64_t> raw = {10, 11};  // elements that convert to T
   EXPECT_EQ(tx.push_all(raw), 2u);
   EXPECT_EQ(this->drain(rx), iota_values(0, 12));
+}
+
+TYPED_TEST(Channel, push_all_copies_the_elements_of_a_view) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(8);
+  std::vector<T> src;
+  for (std::uint64_t i = 0; i < 4; ++i) src.emplace_back(i);
+  // A view is an rvalue, but its elements belong to src: they must not be moved from.
+  EXPECT_EQ(tx.push_all(src | std::views::take(3)), 3u);
+  EXPECT_EQ(tx.push_all(std::views::all(src) | std::views::drop(3)), 1u);
+  for (const T& v : src) EXPECT_FALSE(v.moved_from());
+  EXPECT_EQ(this->drain(rx), iota_values(0, 4));
 }
 
 TYPED_TEST(Channel, push_all_blocks_like_push) {
