@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -1067,6 +1068,50 @@ TYPED_TEST(Channel, mpmc_delivers_each_item_once_in_per_producer_order) {
     }
   }
   EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }));
+}
+
+// ---- the option and stats types (DESIGN §1: names, field order, field types) ---------------
+
+static_assert(std::is_same_v<decltype(sluice::channel_stats{}.size), std::size_t>);
+static_assert(std::is_same_v<decltype(sluice::channel_stats{}.capacity), std::size_t>);
+static_assert(std::is_same_v<decltype(sluice::channel_stats{}.pushed), std::uint64_t>);
+static_assert(std::is_same_v<decltype(sluice::channel_stats{}.popped), std::uint64_t>);
+static_assert(std::is_same_v<decltype(sluice::channel_stats{}.discarded), std::uint64_t>);
+static_assert(std::is_same_v<decltype(sluice::channel_stats{}.blocked_push_ns), std::uint64_t>);
+static_assert(std::is_same_v<decltype(sluice::channel_stats{}.blocked_pop_ns), std::uint64_t>);
+static_assert(std::is_same_v<decltype(sluice::bounded<int>(1)),
+                             std::pair<sluice::sender<int>, sluice::receiver<int>>>);
+
+TEST(ChannelOptions, designated_initializers_in_contract_order) {
+  int discarded = 0;
+  auto [tx, rx] = sluice::bounded<std::string>({.capacity = 64,
+                                                .low_watermark = 16,
+                                                .weigh = [](const std::string& v) { return v.size(); },
+                                                .overflow = sluice::overflow::drop_newest,
+                                                .on_discard = [&](std::string&&) { ++discarded; }});
+  EXPECT_EQ(tx.capacity(), 64u);
+  EXPECT_TRUE(tx.push(std::string(60, 'a')));
+  EXPECT_TRUE(tx.push(std::string(10, 'b')));  // does not fit: dropped
+  EXPECT_EQ(discarded, 1);
+  auto [tx2, rx2] = sluice::bounded<long>({.capacity = 8});
+  EXPECT_EQ(tx2.capacity(), 8u);
+}
+
+TEST(ChannelOptions, forever_like_timeouts_do_not_overflow) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<int>(1);
+  ASSERT_TRUE(tx.push(1));
+  {
+    std::jthread pusher([s = tx]() mutable { EXPECT_EQ(s.push_for(2, std::chrono::hours::max()), status::ok); });
+    ASSERT_TRUE(parked_pushers(tx, 1));
+    EXPECT_EQ(rx.pop(), 1);
+  }
+  EXPECT_EQ(rx.pop_for(std::chrono::nanoseconds::max()), 2);
+  {
+    std::jthread popper([r = rx]() mutable { EXPECT_EQ(r.pop_until(sluice::time_point::max()), 3); });
+    ASSERT_TRUE(parked_poppers(rx, 1));
+    ASSERT_EQ(tx.push_until(3, sluice::time_point::max()), status::ok);
+  }
 }
 
 // ---- weighted channels (byte budgets) ------------------------------------------------------
