@@ -41,6 +41,7 @@
 #include "commands.hpp"
 #include "progress.hpp"
 #include "sluice/channel.hpp"
+#include "sluice/graph.hpp"
 #include "sluice/metrics.hpp"
 #include "sluice/stage.hpp"
 #include "sys.hpp"
@@ -222,11 +223,10 @@ struct run_result {
   std::string note;
 };
 
-// What every run exposes to the sampler.
+// What every run exposes to the sampler: the channels' fill, each stage's cumulative
+// busy / backpressured / starved nanoseconds, and the bytes sent.
 struct run_probe {
-  std::function<std::vector<channel_view>()> channels;
-  std::vector<stage_clock>* stages = nullptr;
-  std::atomic<std::uint64_t>* generated = nullptr;
+  std::function<void(std::vector<channel_view>&, std::vector<std::array<std::uint64_t, 3>>&)> observe;
   std::atomic<std::uint64_t>* sent = nullptr;
 };
 
@@ -290,13 +290,10 @@ class sampler {
     std::uint64_t prev = peak_.load(std::memory_order_relaxed);
     while (rss > prev && !peak_.compare_exchange_weak(prev, rss, std::memory_order_relaxed)) {
     }
-    s.sent = static_cast<double>(probe_.sent->load(std::memory_order_relaxed));
-    const std::vector<channel_view> chans = probe_.channels();
+    s.sent = static_cast<double>(probe_.sent->load(std::memory_order_relaxed));  // relaxed: statistic
+    std::vector<channel_view> chans;
+    probe_.observe(chans, s.stage_ns);
     for (const auto& c : chans) s.queued.push_back(static_cast<double>(c.size));
-    for (auto& st : *probe_.stages) {
-      s.stage_ns.push_back({st.busy_ns.load(std::memory_order_relaxed), st.backpressured_ns.load(std::memory_order_relaxed),
-                            st.starved_ns.load(std::memory_order_relaxed)});
-    }
     std::lock_guard lk(samples_mu_);
     r_.samples.push_back(s);
     if (!final) show(s, chans, now);
@@ -489,11 +486,16 @@ run_result run_unbounded(const run_env& env) {
   std::vector<stage_clock> clocks = make_clocks();
   unbounded_queue q1, q2;
   demo_stages st{env.cfg, env.pattern, clocks, generated, sent, checksum, peak, baseline, guard, true};
-  run_probe probe{[&] {
-                    return std::vector<channel_view>{{"generate -> scrub", q1.bytes(), 0},
-                                                     {"scrub -> send   ", q2.bytes(), 0}};
+  run_probe probe{[&](std::vector<channel_view>& ch, std::vector<std::array<std::uint64_t, 3>>& times) {
+                    ch = {{"generate -> scrub", q1.bytes(), 0}, {"scrub -> send   ", q2.bytes(), 0}};
+                    for (auto& c : clocks) {
+                      // relaxed: statistics.
+                      times.push_back({c.busy_ns.load(std::memory_order_relaxed),
+                                       c.backpressured_ns.load(std::memory_order_relaxed),
+                                       c.starved_ns.load(std::memory_order_relaxed)});
+                    }
                   },
-                  &clocks, &generated, &sent};
+                  &sent};
   const auto t0 = clock::now();
   {
     sampler smp(env.cfg, r, probe, env.prog, baseline, peak);
@@ -539,63 +541,62 @@ run_result run_unbounded(const run_env& env) {
   return r;
 }
 
+// The same three stages as a sluice graph: each stage's output channel has a byte
+// budget (demo_chunk is weighted), so a full channel blocks its producer.
 run_result run_bounded(const run_env& env) {
   run_result r;
   r.label = "sluice (bounded)";
   r.kind = "bounded";
-  r.stage_names = {"generate", "scrub", "send"};
-  r.channel_names = {"generate -> scrub", "scrub -> send"};
   r.budget = 2.0 * static_cast<double>(env.cfg.budget);
   return_free_memory();
   const std::uint64_t baseline = rss_bytes();
   std::atomic<std::uint64_t> peak{baseline}, generated{0}, sent{0}, checksum{0};
   std::atomic<bool> guard{false};
-  std::vector<stage_clock> clocks = make_clocks();
-  auto opts = [&] {
-    channel_options<demo_chunk> o;
-    o.capacity = static_cast<std::size_t>(env.cfg.budget);
-    o.weigh = channel_traits<demo_chunk>::weigh;
-    return o;
-  };
-  auto [tx1, rx1] = sluice::bounded<demo_chunk>(opts());
-  auto [tx2, rx2] = sluice::bounded<demo_chunk>(opts());
-  demo_stages st{env.cfg, env.pattern, clocks, generated, sent, checksum, peak, baseline, guard, false};
-  run_probe probe{[&, s1 = rx1, s2 = rx2] {
-                    const channel_stats a = s1.stats();
-                    const channel_stats b = s2.stats();
-                    return std::vector<channel_view>{{"generate -> scrub", a.size, a.capacity},
-                                                     {"scrub -> send   ", b.size, b.capacity}};
+  std::vector<stage_clock> unused = make_clocks();  // the graph keeps its own clocks
+  demo_stages st{env.cfg, env.pattern, unused, generated, sent, checksum, peak, baseline, guard, false};
+
+  graph g;
+  stage_options budget;
+  budget.capacity = static_cast<std::size_t>(env.cfg.budget);  // bytes: demo_chunk is weighted
+  auto gen = g.source<demo_chunk>(
+      "generate", [&](sender<demo_chunk>& out) { st.generate([&](demo_chunk c) { return out.push(std::move(c)); }); },
+      budget);
+  auto clean = g.map("scrub", gen, [](demo_chunk c) {
+    scrub(c);
+    return c;
+  }, budget);
+  token_bucket bucket(env.cfg.rate, std::max<std::uint64_t>(env.cfg.chunk, env.cfg.rate / 50));
+  std::uint64_t sum = 0, total = 0;
+  g.sink("send", clean, [&](demo_chunk c) {
+    bucket.acquire(c.size);  // the "socket" accepts rate bytes per second
+    for (std::size_t i = 0; i < c.size; i += 64) sum += static_cast<unsigned char>(c.data[i]);
+    total += c.size;
+    sent.store(total, std::memory_order_relaxed);  // relaxed: statistic
+  });
+
+  run_probe probe{[&](std::vector<channel_view>& ch, std::vector<std::array<std::uint64_t, 3>>& times) {
+                    const metrics::snapshot snap = g.snapshot();
+                    for (const auto& c : snap.channels) ch.push_back({c.name, c.stats.size, c.stats.capacity});
+                    for (const auto& s : snap.stages) times.push_back({s.busy_ns, s.backpressured_ns, s.starved_ns});
                   },
-                  &clocks, &generated, &sent};
+                  &sent};
   const auto t0 = clock::now();
+  report rep;
   {
     sampler smp(env.cfg, r, probe, env.prog, baseline, peak);
-    std::thread a([&, tx = std::move(tx1)]() mutable {
-      st.generate([&](demo_chunk c) { return tx.push(std::move(c)); });
-      tx.reset();
-    });
-    std::thread b([&, rx = std::move(rx1), tx = std::move(tx2)]() mutable {
-      st.scrub_stage([&] { return rx.pop(); }, [&](demo_chunk c) { return tx.push(std::move(c)); });
-      tx.reset();
-      rx.reset();
-    });
-    std::thread c([&, rx = std::move(rx2)]() mutable {
-      st.send([&] { return rx.pop(); });
-      rx.reset();
-    });
-    a.join();
-    b.join();
-    c.join();
+    rep = g.run();
     r.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
     smp.stop();
     smp.take_final();
   }
+  for (const auto& s : rep.metrics.stages) r.stage_names.push_back(s.name);
+  for (const auto& c : rep.metrics.channels) r.channel_names.push_back(c.name);
   r.generated = generated.load();
-  r.sent = sent.load();
-  r.checksum = checksum.load();
-  r.completed = r.sent == env.cfg.bytes;
+  r.sent = total;
+  r.checksum = sum;
+  r.completed = r.sent == env.cfg.bytes && rep.balanced();
   r.peak_rss = static_cast<double>(peak.load()) - static_cast<double>(baseline);
-  r.bottleneck = metrics::find_bottleneck(snapshot_of(r, clocks));
+  r.bottleneck = rep.metrics.bottleneck;
   return r;
 }
 
