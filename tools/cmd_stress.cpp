@@ -141,7 +141,22 @@ const char* fan_name(fan_kind f) {
   return "?";
 }
 
-graph_spec make_spec(std::uint64_t seed) {
+// Which fan-out shapes a session may draw (--fan); all by default.
+struct shape_filter {
+  bool allowed[4] = {true, true, true, true};  // indexed by fan_kind
+  [[nodiscard]] bool all() const { return allowed[0] && allowed[1] && allowed[2] && allowed[3]; }
+  [[nodiscard]] std::string text() const {
+    std::string t;
+    for (int i = 0; i < 4; ++i) {
+      if (!allowed[i]) continue;
+      if (!t.empty()) t += ',';
+      t += i == 0 ? "none" : i == 1 ? "broadcast" : i == 2 ? "round_robin" : "partition";
+    }
+    return t;
+  }
+};
+
+graph_spec make_spec(std::uint64_t seed, const shape_filter& shapes) {
   std::mt19937_64 rng(seed);
   auto uni = [&](std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng); };
   auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
@@ -172,8 +187,18 @@ graph_spec make_spec(std::uint64_t seed) {
   };
   const std::uint64_t n_pre = uni(0, 3);
   for (std::uint64_t i = 0; i < n_pre; ++i) g.pre.push_back(add_stage("pre-" + std::to_string(i + 1), true));
-  if (chance(0.5)) {
-    g.fan = static_cast<fan_kind>(uni(1, 3));
+  fan_kind fan = chance(0.5) ? static_cast<fan_kind>(uni(1, 3)) : fan_kind::none;
+  if (!shapes.allowed[static_cast<int>(fan)]) {
+    // Redraw from the allowed shapes with a side generator, so that the main stream (and
+    // with it the rest of the graph) stays what the seed gives.
+    std::mt19937_64 side(seed ^ 0x5bd1e995ULL);
+    std::vector<fan_kind> ok;
+    for (int i = 0; i < 4; ++i)
+      if (shapes.allowed[i]) ok.push_back(static_cast<fan_kind>(i));
+    fan = ok[std::uniform_int_distribution<std::size_t>(0, ok.size() - 1)(side)];
+  }
+  if (fan != fan_kind::none) {
+    g.fan = fan;
     const std::uint64_t n = uni(2, 3);
     for (std::uint64_t b = 0; b < n; ++b) {
       std::vector<int> branch;
@@ -220,6 +245,13 @@ graph_spec make_spec(std::uint64_t seed) {
     g.control.early_after = uni(1, std::max<std::uint64_t>(1, g.items / 2));
   }
   g.control.after = std::chrono::microseconds(uni(0, 20000));
+  if (g.stuck.stage >= 0 && g.stuck.for_ > kTeardownDeadline) {
+    // A stage stuck past the deadline: get stuck early and cancel while it is, so that
+    // the teardown has to name it.
+    g.stuck.at = uni(0, std::min<std::uint64_t>(g.items - 1, 8));
+    g.control.kind = control_kind::cancel;
+    g.control.after = std::chrono::microseconds(uni(20000, 60000));
+  }
   return g;
 }
 
@@ -342,6 +374,9 @@ std::uint64_t deliveries_of(const graph_spec& g, std::uint64_t v) {
 struct run_outcome {
   std::vector<std::string> violations;
   double seconds = 0;
+  std::string outcome;      // "ok" | "stage_error" | "cancelled" | ...
+  bool stuck_named = false;  // the report named a stuck stage
+  bool early = false;        // the sink finished early
 };
 
 // Samples RSS every 2 ms while alive; keeps the peak.
@@ -545,6 +580,9 @@ run_outcome run_one(const graph_spec& spec) {
     t_cancel = cancel_at.load();
   }
   out.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  out.outcome = outcome;
+  out.stuck_named = rep && !rep->stuck.empty();
+  out.early = spec.control.kind == control_kind::early_finish && st->sink_calls.load() == spec.control.early_after;
   const std::uint64_t rss_peak = mem->stop();
   mem.reset();
 
@@ -783,6 +821,7 @@ int cmd_stress(int argc, char** argv) {
   std::chrono::nanoseconds duration{0};
   std::optional<std::uint64_t> replay;
   bool verbose = false;
+  shape_filter shapes;
   arg_parser p("sluice stress",
                "Random graphs with slow and stuck stages, injected exceptions and random cancel /\n"
                "request_stop, each checked for outcome, exactly-once accounting, teardown time, leaked\n"
@@ -803,6 +842,31 @@ int cmd_stress(int argc, char** argv) {
              return true;
            },
            "a run seed as printed (decimal or 0x hex)");
+  p.custom("--fan", "LIST", "fan-out shapes to draw: any of none,broadcast,round_robin,partition", "all",
+           [&](std::string_view v) {
+             shape_filter f;
+             for (bool& a : f.allowed) a = false;
+             while (!v.empty()) {
+               const std::size_t comma = v.find(',');
+               const std::string_view w = v.substr(0, comma);
+               if (w == "none") {
+                 f.allowed[0] = true;
+               } else if (w == "broadcast") {
+                 f.allowed[1] = true;
+               } else if (w == "round_robin") {
+                 f.allowed[2] = true;
+               } else if (w == "partition") {
+                 f.allowed[3] = true;
+               } else {
+                 return false;
+               }
+               if (comma == std::string_view::npos) break;
+               v.remove_prefix(comma + 1);
+             }
+             shapes = f;
+             return f.allowed[0] || f.allowed[1] || f.allowed[2] || f.allowed[3];
+           },
+           "a comma list of none, broadcast, round_robin, partition");
   p.flag("--verbose", &verbose, "print every run's graph and result");
   if (!p.parse(argc, argv)) return 0;
   if (runs == 0 && !replay) p.bad("--runs", "0", "at least 1");
@@ -822,21 +886,28 @@ int cmd_stress(int argc, char** argv) {
   hang_guard guard(std::chrono::seconds(120 * kSlow));
   const auto t0 = clock::now();
   std::uint64_t done = 0, failed = 0;
+  std::uint64_t n_ok = 0, n_error = 0, n_cancelled = 0, n_stuck = 0, n_early = 0;
+  const std::string fan_arg = shapes.all() ? "" : " --fan " + shapes.text();
   for (std::size_t i = 0; i < run_seeds.size(); ++i) {
     if (duration.count() > 0 && clock::now() - t0 >= duration) break;
-    const graph_spec spec = make_spec(run_seeds[i]);
+    const graph_spec spec = make_spec(run_seeds[i], shapes);
     const std::string text = describe(spec);
     guard.arm("  run " + std::to_string(i + 1) + " seed " + hex(spec.seed) + "\n    " + text +
-              "\n  replay: sluice stress --replay " + hex(spec.seed));
+              "\n  replay: sluice stress --replay " + hex(spec.seed) + fan_arg);
     const run_outcome r = run_one(spec);
     guard.disarm();
     ++done;
+    n_ok += r.outcome == "ok";
+    n_error += r.outcome == "stage_error";
+    n_cancelled += r.outcome == "cancelled";
+    n_stuck += r.stuck_named;
+    n_early += r.early;
     if (!r.violations.empty()) {
       ++failed;
       prog.clear();
       std::printf("VIOLATION in run %zu (seed %s):\n    %s\n", i + 1, hex(spec.seed).c_str(), text.c_str());
       for (const auto& v : r.violations) std::printf("  - %s\n", v.c_str());
-      std::printf("  replay: sluice stress --replay %s\n", hex(spec.seed).c_str());
+      std::printf("  replay: sluice stress --replay %s%s\n", hex(spec.seed).c_str(), fan_arg.c_str());
       std::fflush(stdout);
     } else if (verbose || replay) {
       prog.clear();
@@ -850,6 +921,11 @@ int cmd_stress(int argc, char** argv) {
     prog.update(line);
   }
   prog.clear();
+  std::printf("outcomes: %llu returned normally (%llu sinks finished early), %llu stage_error, %llu cancelled; "
+              "%llu reports named a stuck stage\n",
+              static_cast<unsigned long long>(n_ok), static_cast<unsigned long long>(n_early),
+              static_cast<unsigned long long>(n_error), static_cast<unsigned long long>(n_cancelled),
+              static_cast<unsigned long long>(n_stuck));
   std::printf("sluice stress: %llu runs, %llu with violations, %.1f s%s\n", static_cast<unsigned long long>(done),
               static_cast<unsigned long long>(failed), std::chrono::duration<double>(clock::now() - t0).count(),
               failed ? "" : ": every run held");

@@ -1,0 +1,328 @@
+// End-to-end tests of the `sluice` tool: they run the built binary (its path comes from
+// the build, SLUICE_TOOL_PATH) and check what a user relies on: exit codes, one-line
+// errors, demo's memory numbers, bench's JSON, stress passing.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/mini_json.hpp"
+
+namespace {
+
+#if defined(SLUICE_SANITIZER_BUILD)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+struct result {
+  int status = -1;  // exit code; 128+N for a signal
+  std::string out;
+  std::string err;
+};
+
+std::string tool_path() {
+#ifdef SLUICE_TOOL_PATH
+  return SLUICE_TOOL_PATH;
+#else
+  return {};
+#endif
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Runs the tool with `args` under a hard time limit (a hang fails instead of blocking).
+result run_tool(const std::vector<std::string>& args, int limit_s = 240) {
+  result r;
+  const std::string err_path = ::testing::TempDir() + "sluice_tool_stderr_" + std::to_string(::getpid());
+  std::string cmd = "SLUICE_PROGRESS=plain timeout -s KILL " + std::to_string(limit_s) + " " + quote(tool_path());
+  for (const auto& a : args) cmd += " " + quote(a);
+  cmd += " 2>" + quote(err_path);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  if (WIFEXITED(st)) {
+    r.status = WEXITSTATUS(st);
+  } else if (WIFSIGNALED(st)) {
+    r.status = 128 + WTERMSIG(st);
+  }
+  r.err = read_file(err_path);
+  std::remove(err_path.c_str());
+  return r;
+}
+
+class Tool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (tool_path().empty()) GTEST_SKIP() << "built without the sluice tool (SLUICE_BUILD_TOOLS=OFF)";
+  }
+};
+
+// ---- command line -------------------------------------------------------------
+
+TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
+  const std::vector<std::vector<std::string>> bad = {
+      {"frobnicate"},
+      {"demo", "--bytes", "lots"},
+      {"demo", "--bytes"},
+      {"demo", "--rate", "0"},
+      {"demo", "--no-such-flag"},
+      {"demo", "--only", "neither"},
+      {"demo", "--sample", "10"},
+      {"bench", "--topology", "ring:3"},
+      {"bench", "--topology", "chain:0"},
+      {"bench", "--items", "-5"},
+      {"bench", "--work", "sleep:fast"},
+      {"bench", "--topology", "chain:3", "--work", "1us,2us"},
+      {"bench", "--topology", "diamond", "--engine", "tbb"},
+      {"bench", "--engine", "nope"},
+      {"stress", "--runs", "many"},
+      {"stress", "--seed", "-1"},
+      {"stress", "--replay", "0xZZ"},
+      {"stress", "extra"},
+  };
+  for (const auto& args : bad) {
+    std::string what;
+    for (const auto& a : args) what += a + " ";
+    const result r = run_tool(args, 60);
+    EXPECT_EQ(r.status, 2) << what << "\nstderr: " << r.err;
+    // One clear line on stderr, naming the tool.
+    ASSERT_FALSE(r.err.empty()) << what;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << what << "\nstderr: " << r.err;
+    EXPECT_EQ(r.err.rfind("sluice", 0), 0U) << what << "\nstderr: " << r.err;
+    EXPECT_TRUE(r.out.empty()) << what << "\nstdout: " << r.out;
+  }
+}
+
+TEST_F(Tool, NoArgumentsPrintsUsageAndExitsTwo) {
+  const result r = run_tool({}, 60);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("usage: sluice"), std::string::npos);
+}
+
+TEST_F(Tool, HelpForEverySubcommand) {
+  const result top = run_tool({"--help"}, 60);
+  EXPECT_EQ(top.status, 0);
+  for (const char* sub : {"demo", "bench", "stress"}) {
+    EXPECT_NE(top.out.find(sub), std::string::npos) << sub;
+    const result r = run_tool({sub, "--help"}, 60);
+    EXPECT_EQ(r.status, 0) << sub;
+    EXPECT_NE(r.out.find(std::string("usage: sluice ") + sub), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--help"), std::string::npos) << r.out;
+  }
+}
+
+// ---- demo ---------------------------------------------------------------------
+
+TEST_F(Tool, DemoBoundedStaysUnderItsBudgetUnboundedDoesNot) {
+  // Small sizes: the sink's rate is well below what the source makes, even under a
+  // sanitizer, so the unbounded queue fills; the bounded channels do not grow.
+  const std::string bytes = kSanitized ? "24MiB" : "64MiB";
+  const std::string rate = kSanitized ? "40MiB/s" : "200MiB/s";
+  const std::string html = ::testing::TempDir() + "sluice_demo_" + std::to_string(::getpid()) + ".html";
+  const result r = run_tool({"demo", "--bytes", bytes, "--rate", rate, "--budget", "256KiB", "--json", "--report", html});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const mini_json::value v = mini_json::parse(r.out);
+  ASSERT_EQ(v["runs"].size(), 2U);
+  const auto& unbounded = v["runs"][0];
+  const auto& bounded = v["runs"][1];
+  EXPECT_EQ(unbounded["name"].str(), "unbounded");
+  EXPECT_EQ(bounded["name"].str(), "bounded");
+  for (const auto* run : {&unbounded, &bounded}) {
+    EXPECT_TRUE((*run)["completed"].boolean());
+    EXPECT_FALSE((*run)["guard_hit"].boolean());
+    EXPECT_EQ((*run)["sent_bytes"].uint(), v["bytes"].uint());
+  }
+  // Same bytes, same order: the sink saw the same data both times.
+  EXPECT_EQ(unbounded["checksum"].uint(), bounded["checksum"].uint());
+
+  // The bounded run: its channel budgets (2 x 256 KiB), plus what each stage may hold
+  // popped in a batch (at most one channel's worth each), plus a fixed allowance for
+  // thread stacks and allocator metadata.
+  const double budget = bounded["budget_bytes"].num();
+  EXPECT_EQ(budget, 2.0 * 256 * 1024);
+  const double allowance = (kSanitized ? 24.0 : 8.0) * 1024 * 1024;
+  const double bound = 2 * budget + allowance;
+  EXPECT_LT(bounded["peak_rss_delta_bytes"].num(), bound) << r.out;
+  EXPECT_GT(unbounded["peak_rss_delta_bytes"].num(), bound) << r.out;
+  EXPECT_EQ(bounded["bottleneck"].str(), "send");
+
+  // The report is one self-contained page with the curves.
+  const std::string page = read_file(html);
+  std::remove(html.c_str());
+  EXPECT_NE(page.find("<svg"), std::string::npos);
+  EXPECT_NE(page.find("<polyline"), std::string::npos);
+  EXPECT_EQ(page.find("<script src"), std::string::npos);
+  EXPECT_EQ(page.find("<link"), std::string::npos);
+  EXPECT_EQ(page.find("<img"), std::string::npos);
+}
+
+TEST_F(Tool, DemoMemoryGuardStopsTheUnboundedRun) {
+  const result r = run_tool({"demo", "--bytes", "4GiB", "--rate", "20MiB/s", "--memory-guard", "48MiB", "--only",
+                             "unbounded", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const mini_json::value v = mini_json::parse(r.out);
+  ASSERT_EQ(v["runs"].size(), 1U);
+  const auto& run = v["runs"][0];
+  EXPECT_TRUE(run["guard_hit"].boolean());
+  EXPECT_FALSE(run["completed"].boolean());
+  EXPECT_GE(run["peak_rss_delta_bytes"].num(), 48.0 * 1024 * 1024);
+  EXPECT_LT(run["generated_bytes"].uint(), v["bytes"].uint());
+  // The table says why it stopped.
+  const result t = run_tool({"demo", "--bytes", "4GiB", "--rate", "20MiB/s", "--memory-guard", "48MiB", "--only",
+                             "unbounded"});
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_NE(t.out.find("would have kept growing"), std::string::npos) << t.out;
+}
+
+// ---- bench --------------------------------------------------------------------
+
+void check_bench_json(const mini_json::value& v, const std::string& what) {
+  SCOPED_TRACE(what);
+  const unsigned long long expected = v["expected_deliveries"].uint();
+  ASSERT_GE(v["results"].size(), 1U);
+  for (const auto& r : v["results"].arr()) {
+    SCOPED_TRACE(r["engine"].str());
+    EXPECT_EQ(r["items_delivered"].uint(), expected);
+    const double elapsed = r["elapsed_s"].num();
+    ASSERT_GT(elapsed, 0);
+    const double rate = r["items_per_s"].num();
+    EXPECT_NEAR(rate, static_cast<double>(expected) / elapsed, rate * 1e-4);
+    EXPECT_NEAR(r["bytes_per_s"].num(), rate * static_cast<double>(v["item_size"].uint()), rate * 1e-3 + 1);
+    const auto& lat = r["latency_ns"];
+    EXPECT_EQ(lat["count"].uint(), expected);
+    EXPECT_LE(lat["p50"].uint(), lat["p99"].uint());
+    EXPECT_LE(lat["p99"].uint(), lat["p999"].uint());
+    EXPECT_LE(lat["p999"].uint(), lat["max"].uint());
+    EXPECT_LE(lat["mean"].num(), static_cast<double>(lat["max"].uint()));
+    // No item can take longer than the whole run.
+    EXPECT_LE(static_cast<double>(lat["max"].uint()), elapsed * 1e9 * 1.01);
+    EXPECT_TRUE(r["balanced"].boolean());
+    if (r["engine"].str() != "sluice") continue;
+    const auto& m = r["metrics"];
+    ASSERT_TRUE(m.is_object());
+    bool has_source = false, has_sink = false;
+    for (const auto& st : m["stages"].arr()) {
+      const double sum = st["busy_share"].num() + st["backpressured_share"].num() + st["starved_share"].num();
+      EXPECT_NEAR(sum, 1.0, 1e-4) << st["name"].str();
+      if (st["name"].str() == "source") {
+        has_source = true;
+        EXPECT_EQ(st["items_out"].uint(), v["items"].uint());
+      }
+      if (st["name"].str() == "sink") {
+        has_sink = true;
+        EXPECT_EQ(st["items_in"].uint(), expected);
+      }
+    }
+    EXPECT_TRUE(has_source);
+    EXPECT_TRUE(has_sink);
+    for (const auto& c : m["channels"].arr()) {
+      EXPECT_EQ(c["pushed"].uint(), c["popped"].uint() + c["discarded"].uint()) << c["name"].str();
+    }
+    // The bottleneck field agrees with the metrics it came from.
+    EXPECT_EQ(r["bottleneck"].is_null(), m["bottleneck"].is_null());
+    if (!r["bottleneck"].is_null()) {
+      EXPECT_EQ(r["bottleneck"].str(), m["bottleneck"].str());
+    }
+  }
+}
+
+TEST_F(Tool, BenchJsonParsesAndIsSelfConsistent) {
+  const std::string items = kSanitized ? "3000" : "30000";
+  struct c {
+    std::vector<std::string> args;
+    std::size_t results;
+  };
+  const std::vector<c> cases = {
+      {{"--topology", "chain:3", "--engine", "both", "--item-size", "100"}, 2},
+      {{"--topology", "farm:3", "--engine", "both", "--work", "1us"}, 2},
+      {{"--topology", "farm:2", "--ordered", "--engine", "tbb"}, 1},
+      {{"--topology", "fanout:3", "--capacity", "64"}, 1},
+      {{"--topology", "diamond", "--replicas", "2", "--work", "sleep:1us,0,0,0"}, 1},
+  };
+  for (const auto& k : cases) {
+    std::vector<std::string> args = {"bench", "--items", items, "--json"};
+    args.insert(args.end(), k.args.begin(), k.args.end());
+    std::string what;
+    for (const auto& a : args) what += a + " ";
+    const result r = run_tool(args);
+    ASSERT_EQ(r.status, 0) << what << "\n" << r.err;
+    mini_json::value v;
+    ASSERT_NO_THROW(v = mini_json::parse(r.out)) << what << "\n" << r.out;
+    EXPECT_EQ(v["results"].size(), k.results) << what;
+    check_bench_json(v, what);
+  }
+}
+
+TEST_F(Tool, BenchFanoutDeliversEveryCopy) {
+  const result r = run_tool({"bench", "--topology", "fanout:4", "--items", "1000", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const mini_json::value v = mini_json::parse(r.out);
+  EXPECT_EQ(v["expected_deliveries"].uint(), 4000U);
+  EXPECT_EQ(v["results"][0]["items_delivered"].uint(), 4000U);
+}
+
+TEST_F(Tool, BenchTableNamesTheBottleneck) {
+  // One stage with 20x the work of the others: the table marks it.
+  const result r = run_tool({"bench", "--topology", "chain:3", "--items", kSanitized ? "300" : "2000", "--work",
+                             "5us,100us,5us", "--capacity", "16"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("bottleneck: stage-2"), std::string::npos) << r.out;
+}
+
+// ---- stress -------------------------------------------------------------------
+
+// Every shape, the acceptance run. Broadcast graphs currently expose a graph
+// bug in broadcast's dead-letter accounting (see the tool's report), so this fails
+// until that is fixed; the next test keeps the other shapes guarded meanwhile.
+TEST_F(Tool, StressRunsPass) {
+  const std::string runs = kSanitized ? "10" : "50";
+  const result r = run_tool({"stress", "--runs", runs, "--seed", "1"}, kSanitized ? 280 : 240);
+  EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
+  EXPECT_NE(r.out.find("every run held"), std::string::npos) << r.out;
+}
+
+TEST_F(Tool, StressRunsPassWithoutBroadcast) {
+  const std::string runs = kSanitized ? "10" : "50";
+  const result r =
+      run_tool({"stress", "--runs", runs, "--seed", "2", "--fan", "none,round_robin,partition"}, kSanitized ? 280 : 240);
+  EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
+  EXPECT_NE(r.out.find("every run held"), std::string::npos) << r.out;
+}
+
+TEST_F(Tool, StressReplayRunsOneGraph) {
+  const result r = run_tool({"stress", "--replay", "0x2a", "--fan", "none"});
+  EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
+  EXPECT_NE(r.out.find("run 1 (seed 0x000000000000002a)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << r.out;
+}
+
+}  // namespace
