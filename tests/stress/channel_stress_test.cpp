@@ -46,7 +46,7 @@ using namespace std::chrono_literals;
 using sluice::status;
 
 // Items offered per run (over all producers), and runs per matrix cell (each with its
-// own ending): the optimised binary takes ~10-25 s on 2 busy cores, TSan ~30-60 s.
+// own ending): the optimised binary takes ~5-30 s on 2 busy cores, TSan ~15-90 s.
 #if defined(SLUICE_TSAN_BUILD)
 constexpr std::uint64_t kItemsPerRun = 10'000;
 constexpr int kRunsPerShape = 3;
@@ -54,7 +54,7 @@ constexpr int kRunsPerShape = 3;
 constexpr std::uint64_t kItemsPerRun = 20'000;
 constexpr int kRunsPerShape = 3;
 #else
-constexpr std::uint64_t kItemsPerRun = 40'000;
+constexpr std::uint64_t kItemsPerRun = 25'000;
 constexpr int kRunsPerShape = 4;
 #endif
 constexpr auto kRunLimit = std::chrono::seconds(30);  // watchdog per run (scaled under sanitizers)
