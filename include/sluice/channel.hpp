@@ -187,7 +187,8 @@ class receiver {
     return v;
   }
   // Blocks until at least one item is there or the channel is done, then writes
-  // min(max, buffered) items to out. Returns how many; 0 once done.
+  // min(max, buffered) items to out. Returns how many; 0 once done. If writing to out
+  // throws, the items not yet taken stay queued; the one being written counts as popped.
   template <class Out>
   std::size_t pop_some(Out out, std::size_t max) {
     return ch_->pop_some(out, max);

@@ -28,7 +28,9 @@ using time_point = std::chrono::steady_clock::time_point;
 
 // A momentary snapshot of one channel. Exact when no operation is in flight
 // (for example after a graph run); otherwise each field is a recent value.
-// Invariant (at quiescence): pushed == popped + discarded + size.
+// Invariant (at quiescence): pushed == popped + discarded + items, where the counters
+// count items; for an unweighted channel items == size, so DESIGN.md's
+// pushed == popped + discarded + size holds as written.
 struct channel_stats {
   std::size_t size = 0;             // buffered now: items, or weight units if weighted
   std::size_t capacity = 0;         // items, or weight units if weighted
@@ -39,6 +41,7 @@ struct channel_stats {
   std::uint64_t blocked_pop_ns = 0;   // total time consumers waited on an empty channel
   std::uint32_t waiting_push = 0;     // producers parked on a full channel right now
   std::uint32_t waiting_pop = 0;      // consumers parked on an empty channel right now
+  std::size_t items = 0;              // buffered now, in items (== size unless weighted)
 };
 
 // low_watermark's default: capacity / 2.

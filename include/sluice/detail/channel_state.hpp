@@ -307,12 +307,14 @@ class channel {
       st.popped = head - rd;
       st.discarded = rd + dropped_new;
       st.size = static_cast<std::size_t>(tail - head);
+      st.items = st.size;
     } else {
       std::lock_guard lock(locked_->mu);
       st.pushed = locked_->pushed;
       st.popped = locked_->popped;
       st.discarded = locked_->discarded;
       st.size = locked_->weight.load(std::memory_order_relaxed);
+      st.items = locked_->items.size();
     }
     return st;
   }
@@ -367,7 +369,14 @@ class channel {
         }
       }
     }
-    std::vector<T> dropped;  // handed to the hook outside the lock
+    std::vector<T> dropped;  // handed to the hook outside the lock, on every exit
+    struct hook_guard {
+      channel* self;
+      std::vector<T>* items;
+      ~hook_guard() {
+        for (auto& d : *items) self->hand_to_hook(std::move(d));
+      }
+    } guard{this, &dropped};
     {
       std::lock_guard lock(locked_->mu);
       if (state_.load(std::memory_order_relaxed) != 0) return status::closed;
@@ -397,7 +406,6 @@ class channel {
         ++q.pushed;
       }
     }
-    for (auto& d : dropped) hand_to_hook(std::move(d));
     return status::ok;
   }
 
