@@ -19,7 +19,7 @@ namespace {
 namespace io = sluice::io;
 
 // A field of /proc/self/status in bytes (VmRSS, VmHWM); 0 if unreadable.
-std::size_t status_bytes(const char* field) {
+[[maybe_unused]] std::size_t status_bytes(const char* field) {
   std::FILE* f = std::fopen("/proc/self/status", "r");
   if (f == nullptr) return 0;
   char line[256];
@@ -35,7 +35,7 @@ std::size_t status_bytes(const char* field) {
   return kib << 10;
 }
 
-bool reset_peak_rss() {
+[[maybe_unused]] bool reset_peak_rss() {
   std::FILE* f = std::fopen("/proc/self/clear_refs", "w");
   if (f == nullptr) return false;
   const bool ok = std::fputs("5", f) >= 0;
@@ -43,7 +43,7 @@ bool reset_peak_rss() {
 }
 
 // Writes `size` bytes of log text without holding more than 1 MiB of it in memory.
-void write_log_file(const std::filesystem::path& p, std::size_t size) {
+[[maybe_unused]] void write_log_file(const std::filesystem::path& p, std::size_t size) {
   std::FILE* f = std::fopen(p.c_str(), "wb");
   ASSERT_NE(f, nullptr);
   for (std::size_t done = 0, i = 0; done < size; ++i) {

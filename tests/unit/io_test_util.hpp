@@ -14,6 +14,7 @@
 #include <exception>
 #include <filesystem>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <stop_token>
@@ -157,10 +158,12 @@ class runner {
  public:
   template <class... Stages>
   static void run(Stages&&... stages) {
-    runner r;
-    r.start(stages...);
-    r.threads_.clear();  // joins
-    if (r.first_) std::rethrow_exception(r.first_);
+    // On the heap: GCC 12 warns (maybe-uninitialized, a false positive) about
+    // std::stop_source's constructor inside a local object.
+    const auto r = std::make_unique<runner>();
+    r->start(stages...);
+    r->threads_.clear();  // joins
+    if (r->first_) std::rethrow_exception(r->first_);
   }
 
  private:
