@@ -239,5 +239,9 @@ if "sluice" in cols and peers:
     table(["scenario", "best peer", "vs best"] + ["vs " + p for p in peers] + ["target", "met"], body)
     print()
 PY
+  case $suite in
+    io)  # peak RSS, output sizes and the ratios: sluice_bench_io prints them itself
+      sed -n '/^## io summary/,/^## end io summary/p' "$log" | sed '$d' | tee -a "$outdir/$suite.md" ;;
+  esac
 done
 exit $status
