@@ -878,7 +878,7 @@ int cmd_stress(int argc, char** argv) {
   } else {
     std::printf("sluice stress: seed %s, %llu runs%s\n", hex(seed).c_str(), static_cast<unsigned long long>(runs),
                 duration.count() ? (", at most " + format_duration(duration)).c_str() : "");
-    for (std::uint64_t i = 0; i < runs; ++i) run_seeds.push_back(mix(seed + i));
+    for (std::uint64_t i = 0; i < runs; ++i) run_seeds.push_back(mix(mix(seed) + i));
   }
   std::fflush(stdout);
 

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -60,7 +61,14 @@ std::string read_file(const std::string& path) {
 result run_tool(const std::vector<std::string>& args, int limit_s = 240) {
   result r;
   const std::string err_path = ::testing::TempDir() + "sluice_tool_stderr_" + std::to_string(::getpid());
-  std::string cmd = "SLUICE_PROGRESS=plain timeout -s KILL " + std::to_string(limit_s) + " " + quote(tool_path());
+  std::string cmd = "SLUICE_PROGRESS=plain ";
+#if defined(SLUICE_SANITIZER_BUILD) && !defined(SLUICE_TSAN_BUILD)
+  // AddressSanitizer keeps freed memory in a quarantine (256 MiB by default), which would
+  // show up as resident memory in the demo's and stress's measurements.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  cmd += "ASAN_OPTIONS=" + quote(std::string(asan ? asan : "") + ":quarantine_size_mb=1:thread_local_quarantine_size_kb=64") + " ";
+#endif
+  cmd += "timeout -s KILL " + std::to_string(limit_s) + " " + quote(tool_path());
   for (const auto& a : args) cmd += " " + quote(a);
   cmd += " 2>" + quote(err_path);
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -145,8 +153,18 @@ TEST_F(Tool, HelpForEverySubcommand) {
 TEST_F(Tool, DemoBoundedStaysUnderItsBudgetUnboundedDoesNot) {
   // Small sizes: the sink's rate is well below what the source makes, even under a
   // sanitizer, so the unbounded queue fills; the bounded channels do not grow.
-  const std::string bytes = kSanitized ? "24MiB" : "64MiB";
-  const std::string rate = kSanitized ? "40MiB/s" : "200MiB/s";
+  // ThreadSanitizer slows the scrub pass to a few MiB/s (fewer bytes) and its shadow
+  // memory inflates resident memory (a larger allowance).
+#if defined(SLUICE_TSAN_BUILD)
+  const std::string bytes = "8MiB", rate = "16MiB/s";
+  const double allowance = 24.0 * 1024 * 1024;
+#elif defined(SLUICE_SANITIZER_BUILD)
+  const std::string bytes = "32MiB", rate = "64MiB/s";
+  const double allowance = 12.0 * 1024 * 1024;
+#else
+  const std::string bytes = "64MiB", rate = "200MiB/s";
+  const double allowance = 8.0 * 1024 * 1024;
+#endif
   const std::string html = ::testing::TempDir() + "sluice_demo_" + std::to_string(::getpid()) + ".html";
   const result r = run_tool({"demo", "--bytes", bytes, "--rate", rate, "--budget", "256KiB", "--json", "--report", html});
   ASSERT_EQ(r.status, 0) << r.err;
@@ -169,11 +187,13 @@ TEST_F(Tool, DemoBoundedStaysUnderItsBudgetUnboundedDoesNot) {
   // thread stacks and allocator metadata.
   const double budget = bounded["budget_bytes"].num();
   EXPECT_EQ(budget, 2.0 * 256 * 1024);
-  const double allowance = (kSanitized ? 24.0 : 8.0) * 1024 * 1024;
   const double bound = 2 * budget + allowance;
   EXPECT_LT(bounded["peak_rss_delta_bytes"].num(), bound) << r.out;
   EXPECT_GT(unbounded["peak_rss_delta_bytes"].num(), bound) << r.out;
-  EXPECT_EQ(bounded["bottleneck"].str(), "send");
+  // The sink's pace limits the run (under a sanitizer the scrub pass may be slower still).
+  if (!kSanitized) {
+    EXPECT_EQ(bounded["bottleneck"].str(), "send");
+  }
 
   // The report is one self-contained page with the curves.
   const std::string page = read_file(html);
@@ -269,6 +289,11 @@ TEST_F(Tool, BenchJsonParsesAndIsSelfConsistent) {
       {{"--topology", "diamond", "--replicas", "2", "--work", "sleep:1us,0,0,0"}, 1},
   };
   for (const auto& k : cases) {
+    // oneTBB is not built with the sanitizer: ThreadSanitizer cannot see its scheduler's
+    // synchronisation between pipeline filters and would report races that are not.
+    const bool uses_tbb = std::find(k.args.begin(), k.args.end(), "tbb") != k.args.end() ||
+                          std::find(k.args.begin(), k.args.end(), "both") != k.args.end();
+    if (kSanitized && uses_tbb) continue;
     std::vector<std::string> args = {"bench", "--items", items, "--json"};
     args.insert(args.end(), k.args.begin(), k.args.end());
     std::string what;
@@ -304,14 +329,14 @@ TEST_F(Tool, BenchTableNamesTheBottleneck) {
 // bug in broadcast's dead-letter accounting (see the tool's report), so this fails
 // until that is fixed; the next test keeps the other shapes guarded meanwhile.
 TEST_F(Tool, StressRunsPass) {
-  const std::string runs = kSanitized ? "10" : "50";
+  const std::string runs = "50";
   const result r = run_tool({"stress", "--runs", runs, "--seed", "1"}, kSanitized ? 280 : 240);
   EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
   EXPECT_NE(r.out.find("every run held"), std::string::npos) << r.out;
 }
 
 TEST_F(Tool, StressRunsPassWithoutBroadcast) {
-  const std::string runs = kSanitized ? "10" : "50";
+  const std::string runs = "50";
   const result r =
       run_tool({"stress", "--runs", runs, "--seed", "2", "--fan", "none,round_robin,partition"}, kSanitized ? 280 : 240);
   EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
