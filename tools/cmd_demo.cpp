@@ -669,9 +669,15 @@ void print_table(const demo_config& cfg, const std::vector<run_result>& runs, do
                 "  the source that the sink was slow. The bounded channels blocked it instead.\n",
                 runs[0].peak_rss / std::max(1.0, runs[1].peak_rss));
   }
+  for (const auto& r : runs) {
+    if (r.budget <= 0) continue;
+    std::printf("\n  The bounded run's memory is its channel budgets plus what each stage holds between\n"
+                "  taking a batch from its input and handing it on (at most about one channel's worth).\n");
+  }
   std::printf("\n  How memory is measured: resident set size (/proc/self/statm) above a baseline taken\n"
-              "  just before each run, sampled every %s (the source also checks it every 512 KiB);\n"
-              "  between runs the freed heap went back to the OS with malloc_trim(0)%s.\n",
+              "  just before each run, sampled every %s (the unbounded run's source also checks it\n"
+              "  every 512 KiB, for the guard); between runs the freed heap went back to the OS with\n"
+              "  malloc_trim(0)%s.\n",
               format_duration(cfg.sample_every).c_str(),
               rss_after_trim >= 0 ? (" (RSS after the trim: " + format_size(rss_after_trim) + ")").c_str() : "");
 }

@@ -826,7 +826,7 @@ int cmd_stress(int argc, char** argv) {
                "Random graphs with slow and stuck stages, injected exceptions and random cancel /\n"
                "request_stop, each checked for outcome, exactly-once accounting, teardown time, leaked\n"
                "threads and memory. Seeded: a violation prints the run's seed; --replay SEED reruns it.");
-  p.custom("--seed", "SEED", "seed of the whole session (decimal or 0x...; default: from the clock)", "random",
+  p.custom("--seed", "SEED", "seed of the whole session, decimal or 0x hex (default: from the clock)", "",
            [&](std::string_view v) {
              seed_given = true;
              return parse_seed(v, seed);
