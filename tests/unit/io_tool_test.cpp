@@ -1,7 +1,7 @@
 // The `sluice gzip` / `sluice gunzip` commands, run as a user would: output identical to
 // gzip -d, one-line errors, exit statuses, and no partial output on any failure.
-// The tool is found next to this test binary (<build>/tools/sluice); without it the
-// tests are skipped (a build with SLUICE_BUILD_TOOLS=OFF).
+// The tool is SLUICE_TOOL_PATH (set by tests/CMakeLists.txt) or <build>/tools/sluice
+// next to this test binary; without it the tests are skipped (SLUICE_BUILD_TOOLS=OFF).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -24,6 +24,9 @@ using io_test::read_string;
 using io_test::write_string;
 
 fs::path tool() {
+#ifdef SLUICE_TOOL_PATH
+  if (fs::exists(SLUICE_TOOL_PATH)) return SLUICE_TOOL_PATH;
+#endif
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return {};
