@@ -57,6 +57,23 @@ TEST(io_pipeline, gunzip_and_parallel_gzip_round_trip) {
   ASSERT_EQ(shell("gzip -dc " + quoted(dir / "a.gz") + " | cmp -s - " + quoted(dir / "a")), 0);
 }
 
+TEST(io_pipeline, gzip_member_with_graph_replicas_is_a_parallel_gzip_too) {
+  sluice_test::watchdog dog(std::chrono::seconds(120), "replicated gzip_member");
+  io_test::temp_dir dir;
+  const std::string data = io_test::log_text(kSize / 2, 5);
+  write_string(dir / "a", data);
+  sluice::pipeline(io::read_file(dir / "a", {.chunk = 100'000}),
+                   sluice::transform(io::gzip_member(6), io::byte_stage_options({.replicas = 3}, "gzip")),
+                   io::write_file(dir / "a.gz"))
+      .run();
+  ASSERT_EQ(shell("gzip -dc " + quoted(dir / "a.gz") + " | cmp -s - " + quoted(dir / "a")), 0);
+  std::string back;
+  sluice::pipeline(io::read_file(dir / "a.gz"), io::gunzip(), io_test::string_sink(&back)).run();
+  EXPECT_EQ(back, data);
+  sluice::pipeline(io::read_file(dir / "a"), io::gzip(1), io::write_file(dir / "b.gz")).run();
+  ASSERT_EQ(shell("gzip -dc " + quoted(dir / "b.gz") + " | cmp -s - " + quoted(dir / "a")), 0);
+}
+
 TEST(io_pipeline, lines_count_matches_wc) {
   io_test::temp_dir dir;
   const std::string data = io_test::log_text(kSize, 3);

@@ -163,9 +163,35 @@ class parallel_gzip_stage {
   parallel_gzip_options options_;
 };
 
+// buffer -> buffer: compresses each buffer into one complete gzip member, for a
+// graph-native parallel gzip with replicas (each replica gets its own copy, and with it
+// its own compressor):
+//   sluice::pipeline(io::read_file(a, {.chunk = 128 << 10}),
+//                    sluice::transform(io::gzip_member(6), io::byte_stage_options({.replicas = 4}, "gzip")),
+//                    io::write_file(b)).run();
+// Unlike parallel_gzip, an empty input gives an empty output (no member), which gzip -d
+// rejects; and the graph's reorder window, not 4 * jobs + 4, bounds the blocks in flight.
+class gzip_member {
+ public:
+  explicit gzip_member(int level = 6, deflate_engine e = deflate_engine::automatic);
+  gzip_member(const gzip_member& o) : level_(o.level_), engine_(o.engine_) {}  // a fresh compressor
+  gzip_member& operator=(const gzip_member&) = delete;
+  gzip_member(gzip_member&&) noexcept = default;
+  ~gzip_member();
+  buffer operator()(buffer in);
+
+ private:
+  int level_;
+  deflate_engine engine_;
+  std::unique_ptr<gzip_block_compressor> c_;
+  buffer scratch_;
+};
+
 // Descriptors for sluice::pipeline / graph. Default names "gzip", "gunzip",
 // "parallel_gzip"; a capacity left at its default becomes kByteBudget bytes.
 through_stage<buffer, gzip_stage> gzip(gzip_options o = {}, stage_options s = {});
+// io::gzip(level), as DESIGN.md writes it.
+through_stage<buffer, gzip_stage> gzip(int level, stage_options s = {});
 through_stage<buffer, gunzip_stage> gunzip(gunzip_options o = {}, stage_options s = {});
 through_stage<buffer, parallel_gzip_stage> parallel_gzip(parallel_gzip_options o = {},
                                                          stage_options s = {});
