@@ -77,7 +77,9 @@ struct report {
   // Nothing lost silently: every channel has pushed == popped + discarded and is empty.
   [[nodiscard]] bool balanced() const noexcept {
     for (const auto& c : metrics.channels) {
-      if (c.stats.size != 0 || c.stats.pushed != c.stats.popped + c.stats.discarded) return false;
+      if (c.stats.size != 0 || c.stats.items != 0 || c.stats.pushed != c.stats.popped + c.stats.discarded) {
+        return false;
+      }
     }
     return true;
   }
