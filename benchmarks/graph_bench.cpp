@@ -1,0 +1,282 @@
+// Stage graphs (issue 3), peers in the same executable run.
+//
+// linear4_cap<N>: a 4-stage linear pipeline of trivial work on 8-byte items
+//   (source -> v*3+1 -> v^(v>>7) -> sum), 2^20 items per iteration, items/s:
+//     sluice        sluice::graph: source, map, map, sink; every channel capacity N
+//     tbb_pipeline  oneTBB parallel_pipeline, four serial_in_order filters, N live tokens
+//     tbb_queues    three tbb::concurrent_bounded_queue (capacity N), one std::thread per stage
+//   Each iteration builds and runs the whole thing (threads started and joined inside the
+//   timed region, for all three alike: at ~10-100 ms per iteration that is noise).
+//   Target (issue 3): sluice >= 1.5x tbb_queues and >= tbb_pipeline.
+//
+// teardown16: a 16-stage chain where every other stage is blocked in a stop-token-aware
+//   wait (a blocking call that honours cancellation), the rest are parked on channels
+//   (the source on a full one, the others on empty ones). Stage 7 throws; the time from
+//   just before its throw to run() returning (every channel cancelled, every thread
+//   woken and joined) is measured over 1000 runs: counters ns_per_teardown (median) and
+//   ns_per_teardown_p99, also printed as "graph teardown: ...". Target: p99 < 5 ms.
+#include <benchmark/benchmark.h>
+#include <oneapi/tbb/concurrent_queue.h>
+#include <oneapi/tbb/parallel_pipeline.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sluice/graph.hpp"
+
+namespace {
+
+constexpr std::uint64_t kItems = 1u << 20;
+constexpr int kTeardownRuns = 1000;
+
+inline std::uint64_t work1(std::uint64_t v) { return v * 3 + 1; }
+inline std::uint64_t work2(std::uint64_t v) { return v ^ (v >> 7); }
+
+std::uint64_t expected_sum() {
+  std::uint64_t s = 0;
+  for (std::uint64_t i = 0; i < kItems; ++i) s += work2(work1(i));
+  return s;
+}
+
+void check(benchmark::State& st, std::uint64_t got) {
+  static const std::uint64_t want = expected_sum();
+  if (got != want) st.SkipWithError("wrong checksum");
+}
+
+// ---- linear pipeline ----------------------------------------------------------------------
+
+void bm_sluice(benchmark::State& st, std::size_t cap) {
+  for (auto _ : st) {
+    sluice::graph g;
+    std::uint64_t sum = 0;
+    auto src = g.source<std::uint64_t>("source", [](sluice::sender<std::uint64_t>& out) {
+      for (std::uint64_t i = 0; i < kItems; ++i) out.push(i);
+    }, {.capacity = cap});
+    auto a = g.map("work1", src, work1, {.capacity = cap});
+    auto b = g.map("work2", a, work2, {.capacity = cap});
+    g.sink("sum", b, [&sum](std::uint64_t v) { sum += v; });
+    g.run();
+    check(st, sum);
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
+}
+
+void bm_tbb_pipeline(benchmark::State& st, std::size_t cap) {
+  for (auto _ : st) {
+    std::uint64_t next = 0;
+    std::uint64_t sum = 0;
+    tbb::parallel_pipeline(
+        cap,
+        tbb::make_filter<void, std::uint64_t>(tbb::filter_mode::serial_in_order,
+                                              [&next](tbb::flow_control& fc) -> std::uint64_t {
+                                                if (next == kItems) {
+                                                  fc.stop();
+                                                  return 0;
+                                                }
+                                                return next++;
+                                              }) &
+            tbb::make_filter<std::uint64_t, std::uint64_t>(tbb::filter_mode::serial_in_order, [](std::uint64_t v) { return work1(v); }) &
+            tbb::make_filter<std::uint64_t, std::uint64_t>(tbb::filter_mode::serial_in_order, [](std::uint64_t v) { return work2(v); }) &
+            tbb::make_filter<std::uint64_t, void>(tbb::filter_mode::serial_in_order,
+                                                  [&sum](std::uint64_t v) { sum += v; }));
+    check(st, sum);
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
+}
+
+void bm_tbb_queues(benchmark::State& st, std::size_t cap) {
+  // End of stream travels as a flag next to the value.
+  struct msg {
+    std::uint64_t v;
+    bool end;
+  };
+  for (auto _ : st) {
+    tbb::concurrent_bounded_queue<msg> q1, q2, q3;
+    for (auto* q : {&q1, &q2, &q3}) q->set_capacity(static_cast<std::ptrdiff_t>(cap));
+    std::uint64_t sum = 0;
+    std::thread source([&] {
+      for (std::uint64_t i = 0; i < kItems; ++i) q1.push({i, false});
+      q1.push({0, true});
+    });
+    auto stage = [](tbb::concurrent_bounded_queue<msg>& in, tbb::concurrent_bounded_queue<msg>& out, auto f) {
+      for (;;) {
+        msg m;
+        in.pop(m);
+        if (m.end) {
+          out.push(m);
+          return;
+        }
+        out.push({f(m.v), false});
+      }
+    };
+    std::thread t1([&] { stage(q1, q2, work1); });
+    std::thread t2([&] { stage(q2, q3, work2); });
+    std::thread sink([&] {
+      for (;;) {
+        msg m;
+        q3.pop(m);
+        if (m.end) return;
+        sum += m.v;
+      }
+    });
+    source.join();
+    t1.join();
+    t2.join();
+    sink.join();
+    check(st, sum);
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
+}
+
+// ---- teardown latency ---------------------------------------------------------------------
+
+// A wait that only a stop request ends (a blocking call that honours cancellation), or
+// open() for the one stage that is told to fail.
+class gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lk(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  bool wait(const std::stop_token& st) {
+    std::unique_lock lk(mu_);
+    return cv_.wait(lk, st, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  bool open_ = false;
+};
+
+bool all_parked(const sluice::graph& g) {
+  const auto s = g.snapshot();
+  for (std::size_t k = 0; k < s.stages.size(); k += 2) {
+    const std::string want = k == 0 ? "push" : "pop";
+    if (s.stages[k].blocked_op != want) return false;
+  }
+  return true;
+}
+
+// One run; returns nanoseconds from the throw to wait() returning.
+double one_teardown() {
+  constexpr int kStages = 16;
+  constexpr int kFailer = 7;
+  sluice::graph g;
+  gate trigger;
+  std::atomic<int> waiting{0};
+  std::chrono::steady_clock::time_point thrown_at{};
+  auto s = g.source<std::uint64_t>("s0", [](sluice::sender<std::uint64_t>& out) {
+    for (std::uint64_t i = 0; out.push(i); ++i) {
+    }
+  }, {.capacity = 64});
+  for (int k = 1; k < kStages; ++k) {
+    const std::string name = std::string("s").append(std::to_string(k));
+    if (k % 2 == 0) {
+      s = g.map(name, s, [](std::uint64_t v) { return v; }, {.capacity = 64});
+      continue;
+    }
+    auto blocked = [&, k](sluice::receiver<std::uint64_t>&, std::stop_token st) {
+      waiting.fetch_add(1);
+      if (k == kFailer) {
+        trigger.wait(st);
+        thrown_at = std::chrono::steady_clock::now();
+        throw std::runtime_error("stage 7 fails");
+      }
+      gate never;
+      never.wait(st);
+    };
+    if (k == kStages - 1) {
+      g.consume(name, s, blocked);
+    } else {
+      s = g.stage<std::uint64_t>(name, s,
+                                 [blocked](sluice::receiver<std::uint64_t>& in, sluice::sender<std::uint64_t>&,
+                                           std::stop_token st) mutable { blocked(in, st); },
+                                 {.capacity = 64});
+    }
+  }
+  g.start();
+  while (waiting.load() < kStages / 2 || !all_parked(g)) std::this_thread::yield();
+  trigger.open();
+  try {
+    (void)g.wait();
+  } catch (const sluice::stage_error&) {
+  }
+  const auto done = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::nano>(done - thrown_at).count();
+}
+
+void bm_teardown(benchmark::State& st) {
+  for (auto _ : st) {
+    std::vector<double> ns;
+    ns.reserve(kTeardownRuns);
+    for (int r = 0; r < kTeardownRuns; ++r) ns.push_back(one_teardown());
+    std::sort(ns.begin(), ns.end());
+    const double median = ns[ns.size() / 2];
+    const double p99 = ns[(ns.size() * 99 + 99) / 100 - 1];
+    st.counters["ns_per_teardown"] = median;
+    st.counters["ns_per_teardown_p99"] = p99;
+    st.counters["ns_per_teardown_max"] = ns.back();
+    std::printf("graph teardown: 16 stages, %d runs: median %.1f us, p99 %.1f us, max %.1f us\n",
+                kTeardownRuns, median / 1e3, p99 / 1e3, ns.back() / 1e3);
+    std::fflush(stdout);
+  }
+}
+
+void register_all() {
+  for (std::size_t cap : {64u, 1024u}) {
+    const std::string scen = std::string("linear4_cap").append(std::to_string(cap));
+    benchmark::RegisterBenchmark((scen + "/sluice").c_str(), [cap](benchmark::State& s) { bm_sluice(s, cap); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((scen + "/tbb_pipeline").c_str(),
+                                 [cap](benchmark::State& s) { bm_tbb_pipeline(s, cap); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((scen + "/tbb_queues").c_str(), [cap](benchmark::State& s) { bm_tbb_queues(s, cap); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::AddCustomContext("target." + scen, "tbb_queues>=1.5 tbb_pipeline>=1");
+  }
+  benchmark::RegisterBenchmark("teardown16/sluice", bm_teardown)
+      ->Iterations(1)
+      ->Repetitions(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::AddCustomContext("items_per_iteration", std::to_string(kItems));
+  benchmark::AddCustomContext("teardown_runs", std::to_string(kTeardownRuns));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Defaults first, so the same flags given on the command line win (as channel_bench).
+  std::string defaults[] = {"--benchmark_min_time=0.3", "--benchmark_repetitions=5",
+                            "--benchmark_enable_random_interleaving=true",
+                            "--benchmark_report_aggregates_only=true"};
+  std::vector<char*> args;
+  args.push_back(argv[0]);
+  for (auto& d : defaults) args.push_back(d.data());
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  int n = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
