@@ -235,6 +235,8 @@ report graph_core::wait() {
       lk.unlock();
       std::vector<std::string> stuck;
       for (auto& n : nodes_) {
+        // acquire: pairs with finish_replica's acq_rel decrement; a stage read as gone
+        // has finished its cleanup.
         if (n->live.load(std::memory_order_acquire) == 0) continue;
         stuck.push_back(n->name);
         n->state.store(static_cast<int>(stage_state::stuck), std::memory_order_relaxed);

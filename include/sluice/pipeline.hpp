@@ -21,6 +21,7 @@
 // Guarantees: exactly those of sluice::graph (graph.hpp); the pipeline owns its graph.
 //   A descriptor's stage_options.name names its stage; unnamed stages are called
 //   "<kind>#<position>", e.g. "transform#2".
+// Non-guarantees: no branching (use sluice::graph for broadcast/merge/partition).
 // Lifetime: the pipeline object owns the graph; run() once.
 #pragma once
 

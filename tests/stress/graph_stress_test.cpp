@@ -96,11 +96,14 @@ struct run_state {
   std::mutex mu;
   std::map<std::string, std::uint64_t> calls;  // guarded by mu
   std::map<std::uint64_t, std::uint64_t> at_sink;  // id -> summed weight; guarded by mu
+  std::map<std::uint64_t, std::uint64_t> lost;     // thrown on, under restart/skip; guarded by mu
+  std::map<std::string, sluice::error_policy::kind> policy;  // per stage, as built
   std::atomic<std::uint64_t> produced{0};
   std::atomic<std::uint64_t> delivered{0};
 
-  // Counts a call of `stage`; throws if it is the injected failure.
-  void call(const std::string& stage) {
+  // Counts a call of `stage` (on an item whose share of the weight is `share`; a
+  // source passes none); throws if it is the injected failure.
+  void call(const std::string& stage, const item* it = nullptr, std::uint64_t share = 0) {
     if (end != ending::failure || stage != fail_stage) return;
     std::uint64_t n;
     {
@@ -111,6 +114,7 @@ struct run_state {
       {
         std::lock_guard lk(mu);
         thrown_at = std::chrono::steady_clock::now();
+        if (it != nullptr) lost[it->id] += share;
       }
       thrown = true;
       throw injected();
@@ -147,6 +151,15 @@ class builder {
     return s;
   }
   std::string name(const char* kind) { return cat(kind, std::to_string(next_++)); }
+  // A random error policy for stage n (what an injected throw there then does).
+  sluice::error_policy policy(const std::string& n) {
+    const auto r = rng_() % 5;
+    sluice::error_policy p = r < 3 ? sluice::error_policy::stop : r < 4 ? sluice::error_policy::skip
+                                   : sluice::error_policy(sluice::restart{.max = 100, .within = std::chrono::seconds(60),
+                                                                          .backoff = std::chrono::microseconds(100)});
+    st_.policy[n] = p.what();
+    return p;
+  }
 
   // A map stage: identity, or dividing the weight by `divide`.
   sluice::stream<item> map(sluice::stream<item> in, std::uint64_t divide = 1) {
@@ -154,12 +167,14 @@ class builder {
     stages.push_back(n);
     const slowness s = slow();
     run_state* st = &st_;
+    sluice::stage_options o = options(true);
+    o.on_error = policy(n);
     return g_.map(n, in, [st, n, s, divide](item it) {
-      st->call(n);
+      st->call(n, &it, it.weight / divide);
       if (s.one_in != 0 && it.id % s.one_in == 0) std::this_thread::sleep_for(std::chrono::microseconds(s.micros));
       it.weight /= divide;
       return it;
-    }, options(true));
+    }, std::move(o));
   }
 
   sluice::stream<item> shape(sluice::stream<item> s, int depth) {
@@ -215,6 +230,7 @@ void one_run(std::uint64_t seed, int run) {
     for (int s = 0; s < nsources; ++s) {
       const std::string n = b.name("src");
       b.stages.push_back(n);
+      st.policy[n] = sluice::error_policy::kind::stop;  // a restarted source would repeat items
       run_state* stp = &st;
       const bool endless = st.end == ending::stop;
       heads.push_back(g.source<item>(n, [stp, n, s, items, endless](sluice::sender<item>& out, std::stop_token tok) {
@@ -233,9 +249,10 @@ void one_run(std::uint64_t seed, int run) {
     const std::string sink_name = b.name("sink");
     b.stages.push_back(sink_name);
     run_state* stp = &st;
-    const sluice::stage_options so = b.options(true);
+    sluice::stage_options so = b.options(true);
+    so.on_error = b.policy(sink_name);
     g.sink(sink_name, all, [stp, sink_name](item it) {
-      stp->call(sink_name);
+      stp->call(sink_name, &it, it.weight);
       {
         std::lock_guard lk(stp->mu);
         stp->at_sink[it.id] += it.weight;
@@ -288,7 +305,10 @@ void one_run(std::uint64_t seed, int run) {
   // The outcome matches what was injected.
   switch (st.end) {
     case ending::failure:
-      if (st.thrown.load()) {
+      if (st.thrown.load() && st.policy[st.fail_stage] != sluice::error_policy::kind::stop) {
+        // restart / skip: the item is dropped, the run goes on.
+        EXPECT_TRUE(report.has_value()) << "restart/skip failed the graph: " << error_stage;
+      } else if (st.thrown.load()) {
         EXPECT_EQ(error_stage, st.fail_stage);
         EXPECT_LT(returned_at - st.thrown_at, 10s) << "teardown not prompt";
       } else {
@@ -304,11 +324,14 @@ void one_run(std::uint64_t seed, int run) {
       EXPECT_TRUE(report.has_value()) << "unexpected failure: " << error_stage << (was_cancelled ? " cancelled" : "");
       break;
   }
-  // A normal end delivered exactly: every produced item's weights add up to kWeight.
+  // A normal end delivered exactly: every produced item's weights add up to kWeight
+  // (counting the share thrown on under restart/skip as lost).
   if (report.has_value()) {
     std::lock_guard lk(st.mu);
-    EXPECT_EQ(st.at_sink.size(), st.produced.load());
-    for (const auto& [id, w] : st.at_sink) {
+    std::map<std::uint64_t, std::uint64_t> total = st.at_sink;
+    for (const auto& [id, w] : st.lost) total[id] += w;
+    EXPECT_EQ(total.size(), st.produced.load());
+    for (const auto& [id, w] : total) {
       ASSERT_EQ(w, kWeight) << "item " << id;
     }
   }

@@ -440,6 +440,29 @@ TEST(graph, broadcast_branch_that_finishes_early_does_not_stop_the_others) {
   EXPECT_EQ(all.size(), static_cast<std::size_t>(n));
 }
 
+TEST(graph, broadcast_hands_an_ended_branchs_copies_to_the_dead_letter_hook) {
+  watchdog dog(30s);
+  const int n = 1000;
+  std::mutex mu;
+  std::map<std::string, int> dead;
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    std::lock_guard lk(mu);
+    ++dead[std::string(d.channel())];
+  }});
+  auto src = g.source<int>("src", count_to(n), {.capacity = 4});
+  auto copies = g.broadcast(src, 2);
+  int taken = 0;
+  std::size_t all = 0;
+  g.sink("head", copies[0], [&](int) { return ++taken < 5; });
+  g.sink("all", copies[1], [&](int) { ++all; });
+  const sluice::report r = g.run();
+  EXPECT_TRUE(r.balanced());
+  EXPECT_EQ(all, static_cast<std::size_t>(n));
+  // Every copy meant for "head" was taken or is a dead letter of its channel: exactly n.
+  EXPECT_EQ(taken + dead["src.broadcast -> head"], n);
+  EXPECT_EQ(dead.size(), 1u);
+}
+
 TEST(graph, diamond_of_broadcast_and_merge) {
   watchdog dog(30s);
   sluice::graph g;
@@ -764,6 +787,31 @@ TEST(graph, restart_policy_uses_a_fresh_copy_and_keeps_the_channels) {
   EXPECT_EQ(got.size() + restarts, 100u);
   EXPECT_TRUE(std::is_sorted(got.begin(), got.end()));
   EXPECT_EQ(c.made.load(), c.destroyed.load());  // every copy's cleanup ran
+}
+
+TEST(graph, restart_in_ordered_replicas_resumes_the_batch_and_keeps_order) {
+  watchdog dog(30s);
+  // Capacity 1: every batch holds one item, so the item that throws is always the last
+  // of its batch; the restarted replica must still deliver that batch's number.
+  for (int rep = 0; rep < 5; ++rep) {
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(200), {.capacity = 1});
+    auto m = g.map("m", src, [](int v) {
+      if (v % 17 == 5) throw boom("flaky");
+      return v;
+    }, {.capacity = 2, .replicas = 3, .ordered = true,
+        .on_error = sluice::restart{.max = 100, .within = std::chrono::seconds(60), .backoff = {}}});
+    std::vector<int> got;
+    g.sink("sink", m, [&](int v) { got.push_back(v); });
+    const sluice::report r = g.run();
+    std::vector<int> want;
+    for (int v = 0; v < 200; ++v) {
+      if (v % 17 != 5) want.push_back(v);
+    }
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(stage_of(r.metrics, "m").restarts, 12u);
+    EXPECT_TRUE(r.balanced());
+  }
 }
 
 TEST(graph, restart_intensity_limit_fails_the_graph_with_the_last_error) {

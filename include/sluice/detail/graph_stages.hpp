@@ -326,10 +326,14 @@ class item_task final : public replica_task {
 
   void run(replica_env& env) override {
     for (;;) {
-      if (pos_ == in_.size()) {
+      // open_: a batch was popped (and numbered) and is not delivered yet. A restart
+      // resumes it, even when the item that threw was its last one: an ordered
+      // replica must deliver every number it took, or the reorder window stops.
+      if (!open_) {
         in_.clear();
         pos_ = 0;
         if (env.stopping() || !refill()) return;
+        open_ = true;
       }
       while (pos_ < in_.size()) {
         if (env.stopping()) return;  // the rest of the batch becomes dead letters
@@ -346,6 +350,7 @@ class item_task final : public replica_task {
           return;
         }
       }
+      open_ = false;
       if constexpr (kHasOutput) {
         if (order_) {
           if (!order_->deliver(seq_, out_, tx_, env.stop_token())) return;
@@ -398,6 +403,7 @@ class item_task final : public replica_task {
   std::size_t pos_ = 0;
   std::vector<U> out_;
   std::uint64_t seq_ = 0;
+  bool open_ = false;
 };
 
 // ---- flat_map -----------------------------------------------------------------------
@@ -612,10 +618,16 @@ class route_task final : public replica_task {
       pos_ = 0;
       if (nlive_ == 0 || env.stopping() || rx_.pop_some(std::back_inserter(in_), batch_) == 0) return;
       if constexpr (K == route_kind::broadcast) {
-        std::size_t last = outs_.size();
-        while (last > 0 && !live_[last - 1]) --last;
-        for (std::size_t i = 0; i < outs_.size(); ++i) {
-          if (!live_[i]) continue;
+        // Each branch's copy has exactly one fate: pushed, or a dead letter of that
+        // branch's channel. With a dead-letter hook that includes the copies a branch
+        // that ended early would have had, so exact accounting sees every item; without
+        // one, ended branches cost nothing. No stopping() check between branches: a
+        // push to a cancelled channel fails at once and its copy becomes a dead letter.
+        const bool hook = graph_->has_discard_hook();
+        std::size_t last = outs_.size();  // the last branch that needs a copy takes the batch
+        while (last > 0 && !live_[last - 1] && !hook) --last;
+        for (std::size_t i = 0; i < last; ++i) {
+          if (!live_[i] && !hook) continue;
           std::vector<T> copy;
           if (i + 1 == last) {
             copy = std::move(in_);
@@ -623,8 +635,11 @@ class route_task final : public replica_task {
           } else {
             copy = in_;
           }
-          if (!push_batch(*graph_, outs_[i], out_ch_[i], copy)) drop(i);
-          if (env.stopping()) return;
+          if (!live_[i]) {
+            discard_items(*graph_, out_ch_[i], copy);
+          } else if (!push_batch(*graph_, outs_[i], out_ch_[i], copy)) {
+            drop(i);
+          }
         }
         in_.clear();
       } else {
