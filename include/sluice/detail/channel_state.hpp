@@ -24,6 +24,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +32,7 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -160,6 +162,39 @@ class channel {
       after_push(1);
       return true;
     };
+    // Fast path: a contiguous range of T into the ring, many slots per CAS.
+    if constexpr (std::ranges::contiguous_range<Range> &&
+                  std::is_same_v<std::remove_cv_t<std::ranges::range_value_t<Range>>, T> &&
+                  (Move ? !std::is_const_v<std::remove_reference_t<std::ranges::range_reference_t<Range>>>
+                        : std::is_nothrow_copy_constructible_v<T>)) {
+      if (ring_ && policy_ == overflow::block) {
+        T* p = const_cast<T*>(std::ranges::data(r));  // only read from unless Move
+        const std::size_t total = std::ranges::size(r);
+        while (n < total) {
+          if (state_.load(std::memory_order_relaxed) & (kCancelled | kDisconnected)) break;
+          bool closed = false;
+          const std::size_t k =
+              ring_->template try_push_bulk<Move>(p + n, std::min<std::size_t>(total - n, 64), closed);
+          if (k != 0) {
+            n += k;
+            pending += k;
+            continue;
+          }
+          if (closed) break;
+          // Full: flush, then block on one item (a copy, unless we may move).
+          bool pushed;
+          if constexpr (Move) {
+            pushed = one(p[n]);
+          } else {
+            T copy(std::as_const(p[n]));
+            pushed = one(copy);
+          }
+          if (!pushed) break;
+          ++n;
+        }
+        return n;
+      }
+    }
     for (auto&& e : r) {
       bool ok;
       if constexpr (Move && std::is_same_v<std::remove_cvref_t<decltype(e)>, T> &&
@@ -203,6 +238,38 @@ class channel {
         if (*count != 0) self->after_pop(*count);
       }
     } guard{this, &n};
+    if constexpr (sizeof(T) <= 64) {
+      // Fast path: claim runs of up to kBatch items per CAS on the ring.
+      if (ring_) {
+        *out = std::move(*v);
+        ++out;
+        v.reset();
+        ++n;
+        constexpr std::size_t kBatch = 32;
+        std::optional<T> got[kBatch];
+        while (n < max) {
+          if (state_.load(std::memory_order_relaxed) & kCancelled) break;
+          const std::size_t k = ring_->try_pop_bulk(got, std::min(kBatch, max - n));
+          if (k == 0) break;
+          std::size_t i = 0;
+          try {
+            for (; i < k; ++i) {
+              *out = std::move(*got[i]);
+              ++out;
+              got[i].reset();
+              ++n;
+            }
+          } catch (...) {
+            // Items claimed but not handed over go to on_discard (they count as popped).
+            for (; i < k; ++i) {
+              if (got[i]) hand_to_hook(std::move(*got[i]));
+            }
+            throw;
+          }
+        }
+        return n;
+      }
+    }
     for (;;) {
       *out = std::move(*v);
       ++out;

@@ -33,6 +33,7 @@
 #include <new>
 #include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "sluice/detail/cache_padded.hpp"
 
@@ -126,6 +127,76 @@ class ring_buffer {
         return false;  // empty at head (or the push of head is not yet published)
       } else {
         head = head_->load(std::memory_order_relaxed);
+      }
+    }
+  }
+
+  // Bulk push: claims the longest run (at most n) of free slots at tail with one CAS and
+  // fills them from src[0..k), moving when Move, copying otherwise (the copy must not
+  // throw: a claimed slot cannot be given back). Returns k; 0 when full or closed.
+  template <bool Move>
+  std::size_t try_push_bulk(T* src, std::size_t n, bool& closed_out) noexcept {
+    closed_out = false;
+    std::uint64_t tail = tail_->load(std::memory_order_relaxed);
+    for (;;) {
+      if (tail & kClosedMark) {
+        closed_out = true;
+        return 0;
+      }
+      std::size_t k = 0;
+      // acquire: as in try_push, each free slot's previous item is gone before we build.
+      while (k < n && slots_[index(tail + k)].seq.load(std::memory_order_acquire) == 2 * (tail + k)) ++k;
+      if (k == 0) {
+        const std::uint64_t again = tail_->load(std::memory_order_relaxed);
+        if (again == tail) return 0;  // full at tail
+        tail = again;
+        continue;
+      }
+      // A slot seen free stays free until someone claims its position, which needs this
+      // very CAS on tail_: success means all k are ours.
+      if (tail_->compare_exchange_weak(tail, tail + k, std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+        for (std::size_t i = 0; i < k; ++i) {
+          slot& s = slots_[index(tail + i)];
+          if constexpr (Move) {
+            new (s.item()) T(std::move(src[i]));
+          } else {
+            new (s.item()) T(std::as_const(src[i]));
+          }
+          s.seq.store(2 * (tail + i) + 1, std::memory_order_release);  // publishes item i
+        }
+        return k;
+      }
+    }
+  }
+
+  // Bulk pop: claims the longest run (at most max) of published items at head with one
+  // CAS and moves them into dst[0..k). Returns k; 0 when nothing is published at head.
+  std::size_t try_pop_bulk(std::optional<T>* dst, std::size_t max) noexcept {
+    std::uint64_t head = head_->load(std::memory_order_relaxed);
+    for (;;) {
+      std::size_t k = 0;
+      // acquire: pairs with each item's publishing release in try_push / try_push_bulk.
+      while (k < max &&
+             slots_[index(head + k)].seq.load(std::memory_order_acquire) == 2 * (head + k) + 1) {
+        ++k;
+      }
+      if (k == 0) {
+        const std::uint64_t again = head_->load(std::memory_order_relaxed);
+        if (again == head) return 0;
+        head = again;
+        continue;
+      }
+      // A published item stays until someone claims its position by CAS on head_.
+      if (head_->compare_exchange_weak(head, head + k, std::memory_order_relaxed,
+                                       std::memory_order_relaxed)) {
+        for (std::size_t i = 0; i < k; ++i) {
+          slot& s = slots_[index(head + i)];
+          dst[i].emplace(std::move(*s.item()));
+          s.item()->~T();
+          s.seq.store(2 * (head + i + cap_), std::memory_order_release);  // frees the slot
+        }
+        return k;
       }
     }
   }
