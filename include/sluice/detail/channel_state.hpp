@@ -50,12 +50,17 @@ namespace sluice::detail {
 // thread on an idle virtual core was measured at ~20 us here, so a short spin that
 // finds the other side already moving wins; the yields let a thread that shares our
 // core (more stage threads than cores is normal) run instead of us.
-// The spin is adaptive per side of each channel: a wait that spinning satisfied lets
-// the next one spin a round longer; a wait that had to park shortens it, so a side
-// whose partner is descheduled (oversubscribed cores) stops burning the core it needs.
+// The spin is adaptive per side of each channel: a wait that spinning satisfied, or
+// that parked but was woken soon after, lets the next one spin a round longer; a long
+// parked wait shortens it, so a side whose partner is descheduled or idle for long
+// (oversubscribed cores, a slow stage) stops burning the core others need.
 inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: ~450 pauses (~6 us)
 inline constexpr int kMinSpinRounds = 3;
 inline constexpr int kYieldRounds = 4;
+// A wait that parked and still ended within kShortWait lengthens the spin; one longer
+// than kLongWait shortens it.
+inline constexpr std::chrono::microseconds kShortWait{50};
+inline constexpr std::chrono::microseconds kLongWait{200};
 
 template <class T>
 class channel {
@@ -576,15 +581,28 @@ class channel {
     status s = op();
     if (s != status::full) return s;
     const auto t0 = std::chrono::steady_clock::now();
-    s = wait_loop(w, op, deadline, spin_rounds);
+    bool parked = false;
+    s = wait_loop(w, op, deadline, spin_rounds, parked);
     const auto waited = std::chrono::steady_clock::now() - t0;
+    if (parked) {
+      // A park that ended soon would have been cheaper as a longer spin (a wake-up
+      // costs tens of microseconds here); a long one means spinning is waste.
+      // relaxed: the budget is a tuning hint.
+      const int rounds = spin_rounds.load(std::memory_order_relaxed);
+      if (waited < kShortWait && rounds < kSpinRounds) {
+        spin_rounds.store(rounds + 1, std::memory_order_relaxed);
+      } else if (waited > kLongWait && rounds > kMinSpinRounds) {
+        spin_rounds.store(rounds - 1, std::memory_order_relaxed);
+      }
+    }
     blocked_ns.fetch_add(static_cast<std::uint64_t>(
                              std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count()),
                          std::memory_order_relaxed);
     return s;
   }
   template <class Op>
-  status wait_loop(waker& w, Op& op, const time_point* deadline, std::atomic<int>& spin_rounds) {
+  status wait_loop(waker& w, Op& op, const time_point* deadline, std::atomic<int>& spin_rounds,
+                   bool& parked) {
     auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
     status s;
     // relaxed: the budget is a tuning hint; a stale value only changes how long we spin.
@@ -601,7 +619,7 @@ class channel {
       sched_yield();
       if ((s = op()) != status::full) return s;
     }
-    if (rounds > kMinSpinRounds) spin_rounds.store(rounds - 1, std::memory_order_relaxed);
+    parked = true;
     for (;;) {
       if (expired()) return status::timeout;
       const std::uint32_t key = w.prepare_wait();
