@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "support/seed.hpp"
+#include "support/graph_support.hpp"
 #include "support/tracked.hpp"
 #include "support/watchdog.hpp"
 
@@ -32,42 +33,9 @@ using namespace std::chrono_literals;
 using sluice_test::eventually;
 using sluice_test::watchdog;
 
-// a + b without GCC 12's false -Wrestrict on `"literal" + std::string&&`.
-std::string cat(std::string a, const std::string& b) {
-  a += b;
-  return a;
-}
-
-std::size_t thread_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
-}
-
-// A one-way gate: wait() blocks until open(); wait(stop) also returns (false) on stop.
-class gate {
- public:
-  void open() {
-    {
-      std::lock_guard lk(mu_);
-      open_ = true;
-    }
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return open_; });
-  }
-  bool wait(std::stop_token st) {
-    std::unique_lock lk(mu_);
-    return cv_.wait(lk, st, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable_any cv_;
-  bool open_ = false;
-};
+using sluice_test::cat;
+using sluice_test::gate;
+using sluice_test::thread_count;
 
 // The named stage's snapshot (a test failure and an empty one when there is none).
 const sluice::metrics::stage_snapshot& stage_of(const sluice::metrics::snapshot& s, const std::string& name) {
