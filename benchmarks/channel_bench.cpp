@@ -12,6 +12,9 @@
 // Scenarios (each benchmark is named "<scenario>/<implementation>"):
 //   spsc_cap16, spsc_cap1024   1 producer -> 1 consumer, kItems items per iteration
 //   mpmc2x2_cap1024            2 producers -> 2 consumers, kItems items in total
+//   mpmc4x4_cap1024, mpmc8x8_cap1024
+//                              the same with 8 and 16 threads: more threads than cores on a
+//                              2-core machine (parking matters), a scaling row on a big one
 //   chain4_cap1024             source -> 3 channels (2 relay threads) -> sink: 4 threads
 //   pingpong_cap1              A pushes into a->b and waits on b->a; B echoes: round trips
 // "sluice:bulk64" rows use push_all / pop_some with batches of kBatch items (sluice only);
@@ -302,7 +305,8 @@ void register_all() {
     std::size_t capacity, np, nc;
   };
   for (const tp& t : {tp{"spsc_cap16", 16, 1, 1}, tp{"spsc_cap1024", 1024, 1, 1},
-                      tp{"mpmc2x2_cap1024", 1024, 2, 2}}) {
+                      tp{"mpmc2x2_cap1024", 1024, 2, 2}, tp{"mpmc4x4_cap1024", 1024, 4, 4},
+                      tp{"mpmc8x8_cap1024", 1024, 8, 8}}) {
     add(t.name + "/sluice", [=](benchmark::State& s) { bm_mpmc<sluice_peer>(s, t.capacity, t.np, t.nc); });
     add(t.name + "/sluice:bulk64",
         [=](benchmark::State& s) { bm_mpmc<sluice_peer, true>(s, t.capacity, t.np, t.nc); });

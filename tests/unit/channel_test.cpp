@@ -984,6 +984,21 @@ TYPED_TEST(Channel, stats_count_and_time_blocking) {
   expect_conserved(rx);
 }
 
+// Time blocked is read from the cheap clock (detail/ticks.hpp) and converted to ns: it
+// must agree with steady_clock. A timed pop on an empty channel waits exactly until
+// its deadline, so its blocked time lies between the timeout and the call's duration.
+TYPED_TEST(Channel, time_blocked_agrees_with_the_steady_clock) {
+  auto [tx, rx] = this->make(4);
+  constexpr auto kTimeout = std::chrono::milliseconds(30);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(rx.pop_for(kTimeout).has_value());
+  const auto took = std::chrono::steady_clock::now() - t0;
+  const auto blocked = std::chrono::nanoseconds(rx.stats().blocked_pop_ns);
+  // The wait starts after the first failed try, a few microseconds after t0 at most.
+  EXPECT_GE(blocked, kTimeout - std::chrono::microseconds(500));
+  EXPECT_LE(blocked, took + took / 100);  // 1%: the conversion's error is far below
+}
+
 // ---- lifetimes ---------------------------------------------------------------------------
 // (The fixture also checks every test's items; these make the interesting cases explicit.)
 

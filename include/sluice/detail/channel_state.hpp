@@ -41,6 +41,7 @@
 
 #include "sluice/detail/cache_padded.hpp"
 #include "sluice/detail/ring_buffer.hpp"
+#include "sluice/detail/ticks.hpp"
 #include "sluice/detail/waker.hpp"
 #include "sluice/status.hpp"
 
@@ -54,7 +55,7 @@ namespace sluice::detail {
 // that parked but was woken soon after, lets the next one spin a round longer; a long
 // parked wait shortens it, so a side whose partner is descheduled or idle for long
 // (oversubscribed cores, a slow stage) stops burning the core others need.
-inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: ~450 pauses (~6 us)
+inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: 319 pauses (~7-13 us)
 inline constexpr int kMinSpinRounds = 3;
 inline constexpr int kYieldRounds = 4;
 // A wait that parked and still ended within kShortWait lengthens the spin; one longer
@@ -132,7 +133,7 @@ class channel {
     return s;
   }
   status push(T& v, const time_point* deadline) {
-    const status s = block(not_full_, [&] { return try_push_impl(v); }, deadline, blocked_push_ns_, *push_spin_);
+    const status s = block(not_full_, [&] { return try_push_impl(v); }, deadline, *push_side_);
     if (s == status::ok) after_push(1);
     return s;
   }
@@ -162,7 +163,7 @@ class channel {
         pending = 0;
       }
       if (s == status::closed) return false;
-      s = block(not_full_, [&] { return try_push_impl(v); }, nullptr, blocked_push_ns_, *push_spin_);
+      s = block(not_full_, [&] { return try_push_impl(v); }, nullptr, *push_side_);
       if (s != status::ok) return false;
       after_push(1);
       return true;
@@ -223,7 +224,7 @@ class channel {
     return s;
   }
   status pop(std::optional<T>& out, const time_point* deadline) {
-    const status s = block(not_empty_, [&] { return try_pop_impl(out); }, deadline, blocked_pop_ns_, *pop_spin_);
+    const status s = block(not_empty_, [&] { return try_pop_impl(out); }, deadline, *pop_side_);
     if (s == status::ok) after_pop(1);
     return s;
   }
@@ -231,7 +232,7 @@ class channel {
   std::size_t pop_some(Out& out, std::size_t max) {
     if (max == 0) return 0;
     std::optional<T> v;
-    if (block(not_empty_, [&] { return try_pop_impl(v); }, nullptr, blocked_pop_ns_, *pop_spin_) != status::ok) {
+    if (block(not_empty_, [&] { return try_pop_impl(v); }, nullptr, *pop_side_) != status::ok) {
       return 0;
     }
     std::size_t n = 0;
@@ -339,7 +340,7 @@ class channel {
   // ---- low watermark ("drain") ------------------------------------------------
   void wait_writable() {
     (void)block(writable_, [&] { return writable_now() ? status::ok : status::full; }, nullptr,
-                blocked_push_ns_, *push_spin_);
+                *push_side_);
   }
   void on_writable(std::function<void()> f) {
     if (writable_now()) {
@@ -364,8 +365,8 @@ class channel {
   [[nodiscard]] channel_stats stats() const {
     channel_stats st;
     st.capacity = cap_;
-    st.blocked_push_ns = blocked_push_ns_.load(std::memory_order_relaxed);
-    st.blocked_pop_ns = blocked_pop_ns_.load(std::memory_order_relaxed);
+    st.blocked_push_ns = ticks_to_ns(push_side_->blocked_ticks.load(std::memory_order_relaxed));
+    st.blocked_pop_ns = ticks_to_ns(pop_side_->blocked_ticks.load(std::memory_order_relaxed));
     st.waiting_push = not_full_.waiters() + writable_.waiters();
     st.waiting_pop = not_empty_.waiters();
     if (ring_) {
@@ -395,6 +396,13 @@ class channel {
   static constexpr std::uint32_t kClosed = 1;        // senders gone or close()
   static constexpr std::uint32_t kDisconnected = 2;  // receivers gone
   static constexpr std::uint32_t kCancelled = 4;     // cancel()
+
+  // One side's waiting state: its adaptive spin budget (rounds) and the time it spent
+  // blocked, in ticks (detail/ticks.hpp).
+  struct side_state {
+    std::atomic<int> spin_rounds{kSpinRounds};
+    std::atomic<std::uint64_t> blocked_ticks{0};
+  };
 
   struct locked_queue {
     mutable std::mutex mu;
@@ -574,17 +582,22 @@ class channel {
   }
 
   // try, spin, yield, register, re-check, park. Returns the op's last status, or
-  // timeout. Time from the first failed try to the end is added to blocked_ns.
+  // timeout. Time from the first failed try to the end is added to the side's
+  // blocked_ticks (two reads of the cheap clock, detail/ticks.hpp, per wait).
   template <class Op>
-  status block(waker& w, Op&& op, const time_point* deadline, std::atomic<std::uint64_t>& blocked_ns,
-               std::atomic<int>& spin_rounds) {
+  status block(waker& w, Op&& op, const time_point* deadline, side_state& side) {
     status s = op();
     if (s != status::full) return s;
-    const auto t0 = std::chrono::steady_clock::now();
+    std::atomic<int>& spin_rounds = side.spin_rounds;
+    const std::uint64_t t0 = ticks();
     bool parked = false;
     s = wait_loop(w, op, deadline, spin_rounds, parked);
-    const auto waited = std::chrono::steady_clock::now() - t0;
+    const std::uint64_t waited_ticks = ticks() - t0;
+    // relaxed: a statistic; stats() reads it whenever.
+    side.blocked_ticks.fetch_add(waited_ticks, std::memory_order_relaxed);
     if (parked) {
+      // Parks are rare and cost microseconds: converting here is free by comparison.
+      const auto waited = std::chrono::nanoseconds(ticks_to_ns(waited_ticks));
       // A park that ended soon would have been cheaper as a longer spin (a wake-up
       // costs tens of microseconds here); a long one means spinning is waste.
       // relaxed: the budget is a tuning hint.
@@ -595,9 +608,6 @@ class channel {
         spin_rounds.store(rounds - 1, std::memory_order_relaxed);
       }
     }
-    blocked_ns.fetch_add(static_cast<std::uint64_t>(
-                             std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count()),
-                         std::memory_order_relaxed);
     return s;
   }
   template <class Op>
@@ -607,11 +617,18 @@ class channel {
     status s;
     // relaxed: the budget is a tuning hint; a stale value only changes how long we spin.
     const int rounds = spin_rounds.load(std::memory_order_relaxed);
+    // Round r spins 2^min(r,6) pauses and re-tries after each one: the budget grows
+    // exponentially, but the other side's move is noticed within one pause (~20-40 ns).
+    // A failed re-try reads lines already in our cache, so it costs the other side
+    // nothing; re-trying only every few pauses cost the ping-pong round trip ~40%
+    // (benchmarks/README.md).
     for (int round = 0; round < rounds; ++round) {
-      for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) spin_pause();
-      if ((s = op()) != status::full) {
-        if (rounds < kSpinRounds) spin_rounds.store(rounds + 1, std::memory_order_relaxed);
-        return s;
+      for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) {
+        spin_pause();
+        if ((s = op()) != status::full) {
+          if (rounds < kSpinRounds) spin_rounds.store(rounds + 1, std::memory_order_relaxed);
+          return s;
+        }
       }
     }
     for (int round = 0; round < kYieldRounds; ++round) {
@@ -655,10 +672,11 @@ class channel {
   std::atomic<std::uint32_t> state_{0};  // [ cancelled | disconnected | closed ]
   std::atomic<bool> writable_armed_{false};
 
-  // Adaptive spin budgets (rounds), one per side, each on its own line: they are
-  // written by waiting threads and must not evict state_ from everyone's cache.
-  cache_padded<std::atomic<int>> push_spin_{kSpinRounds};
-  cache_padded<std::atomic<int>> pop_spin_{kSpinRounds};
+  // Per side (pushers, poppers), each on its own line: written by that side's waiting
+  // threads, so they must neither evict state_ from everyone's cache nor false-share
+  // with the other side's counters.
+  cache_padded<side_state> push_side_;
+  cache_padded<side_state> pop_side_;
 
   waker not_empty_;  // consumers waiting for an item
   waker not_full_;   // producers waiting for room
@@ -666,8 +684,6 @@ class channel {
 
   alignas(kCacheLine) std::atomic<std::uint64_t> ring_discarded_{0};
   std::atomic<std::uint64_t> dropped_new_{0};
-  std::atomic<std::uint64_t> blocked_push_ns_{0};
-  std::atomic<std::uint64_t> blocked_pop_ns_{0};
 
   mutable std::mutex why_mu_;
   std::exception_ptr why_;  // guarded by why_mu_
