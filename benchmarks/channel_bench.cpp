@@ -16,7 +16,8 @@
 //                              the same with 8 and 16 threads: more threads than cores on a
 //                              2-core machine (parking matters), a scaling row on a big one
 //   chain4_cap1024             source -> 3 channels (2 relay threads) -> sink: 4 threads
-//   pingpong_cap1              A pushes into a->b and waits on b->a; B echoes: round trips
+//   pingpong_cap1              A pushes into a->b and waits on b->a; B echoes: round trips;
+//                              its row ref_spin_slot is the floor (peers/spin_slot.hpp)
 // "sluice:bulk64" rows use push_all / pop_some with batches of kBatch items (sluice only);
 // the other rows move one item per call.
 //
@@ -50,6 +51,7 @@
 #include "peers/mutex_deque.hpp"
 #include "peers/peer.hpp"
 #include "peers/sluice_peer.hpp"
+#include "peers/spin_slot.hpp"
 #include "peers/tbb_peer.hpp"
 
 namespace {
@@ -57,7 +59,8 @@ namespace {
 using sluice_bench::item;
 
 constexpr std::size_t kItems = std::size_t{1} << 20;      // per throughput iteration
-constexpr std::size_t kRoundTrips = std::size_t{1} << 14;  // per ping-pong iteration
+constexpr std::size_t kRoundTrips = std::size_t{1} << 14;  // per ping-pong iteration, timed
+constexpr std::size_t kWarmupTrips = std::size_t{1} << 13;  // before them, untimed
 constexpr std::size_t kBatch = 64;                         // bulk rows
 
 bool pin_threads() {
@@ -246,36 +249,42 @@ void bm_chain(benchmark::State& state, std::size_t capacity, std::size_t stages)
 }
 
 // Two capacity-1 channels; A sends r and waits for it to come back; B echoes.
-// Reports ns_per_roundtrip (and items_per_second = round trips per second).
+// Reports ns_per_roundtrip (and items_per_second = round trips per second) over the
+// kRoundTrips that follow kWarmupTrips untimed ones, for every implementation alike: on
+// a fresh pair of threads the first few thousand round trips measure the scheduler, not
+// the channel (both threads start on one CPU until the balancer moves one; ~10 us per
+// round trip for ~3,000 of them on the 2-core VM, whatever the queue).
 template <class P>
 void bm_pingpong(benchmark::State& state) {
   std::uint64_t bad = 0;
   double total_ns = 0;
+  constexpr std::size_t kTrips = kWarmupTrips + kRoundTrips;
   for (auto _ : state) {
     state.PauseTiming();
     P ab(1);
     P ba(1);
     std::uint64_t sum = 0;
-    std::chrono::steady_clock::time_point t0;
+    std::chrono::steady_clock::time_point t0, t1;
     {
       thread_group g;
-      g.spawn([tx = ab.make_producer(), rx = ba.make_consumer(), &sum]() mutable {
+      g.spawn([tx = ab.make_producer(), rx = ba.make_consumer(), &sum, &t0, &t1]() mutable {
         std::uint64_t s = 0;
-        for (std::size_t r = 0; r < kRoundTrips; ++r) {
+        for (std::size_t r = 0; r < kTrips; ++r) {
+          if (r == kWarmupTrips) t0 = std::chrono::steady_clock::now();
           tx.push(r);
           s += rx.pop();
         }
+        t1 = std::chrono::steady_clock::now();
         sum = s;
       });
       g.spawn([rx = ab.make_consumer(), tx = ba.make_producer()]() mutable {
-        for (std::size_t r = 0; r < kRoundTrips; ++r) tx.push(rx.pop());
+        for (std::size_t r = 0; r < kTrips; ++r) tx.push(rx.pop());
       });
       state.ResumeTiming();
-      t0 = std::chrono::steady_clock::now();
       g.release_and_join();
     }
-    total_ns += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    if (sum != sum_below(kRoundTrips)) ++bad;
+    total_ns += std::chrono::duration<double, std::nano>(t1 - t0).count();
+    if (sum != sum_below(kTrips)) ++bad;
   }
   finish(state, kRoundTrips, bad);
   if (bad == 0 && state.iterations() > 0) {
@@ -320,6 +329,8 @@ void register_all() {
 
   add("pingpong_cap1/sluice", [](benchmark::State& s) { bm_pingpong<sluice_peer>(s); });
   (add(std::string("pingpong_cap1/") + Peers::kName, [](benchmark::State& s) { bm_pingpong<Peers>(s); }), ...);
+  // The floor: a spin-only one-slot hand-off (peers/spin_slot.hpp), shown, never a peer.
+  add("pingpong_cap1/ref_spin_slot", [](benchmark::State& s) { bm_pingpong<sluice_bench::spin_slot_ref>(s); });
 
   // Targets from the channel issue, read by benchmarks/run.sh. "best" is the best blocking
   // peer of the row; the numbers are speedups (throughput sluice/peer; for ns rows
@@ -331,6 +342,7 @@ void register_all() {
   benchmark::AddCustomContext("target.pingpong_cap1", "best>=3");
   benchmark::AddCustomContext("items_per_iteration", std::to_string(kItems));
   benchmark::AddCustomContext("roundtrips_per_iteration", std::to_string(kRoundTrips));
+  benchmark::AddCustomContext("warmup_roundtrips_per_iteration", std::to_string(kWarmupTrips));
   benchmark::AddCustomContext("pinned", pin_threads() ? "yes" : "no");
 }
 

@@ -136,7 +136,9 @@ for n in order:
     vals[(scen, impl)] = metric(by_name[n])
     rows.append((scen, impl, base, variant or None))
 cols.sort(key=lambda c: (c != "sluice",))  # stable: sluice first, peers in registration order
-peers = [c for c in cols if c != "sluice"]
+# ref_* columns are references (e.g. a spin-only floor), shown but never peers.
+peers = [c for c in cols if c != "sluice" and not c.startswith("ref_")]
+refs = [c for c in cols if c.startswith("ref_")]
 
 def fmt(m):
     if m is None:
@@ -238,6 +240,17 @@ if "sluice" in cols and peers:
                     + [f(sp[p]) for p in peers] + [target or "-", verdict or "-"])
     table(["scenario", "best peer", "vs best"] + ["vs " + p for p in peers] + ["target", "met"], body)
     print()
+    # References: how far sluice is from each floor (1.00x would be the floor itself).
+    for scen, impl, base, variant in rows:
+        if base != "sluice" or variant is not None:
+            continue
+        for r in refs:
+            s, m = vals.get((scen, impl)), vals.get((scen, r))
+            if s and m and s[0] > 0 and m[0] > 0:
+                x = (s[0] / m[0]) if not s[2] else (m[0] / s[0])
+                print(f"- {scen}: sluice {fmt(s)} {s[1]} is {x:.2f}x the {r} floor ({fmt(m)} {m[1]})")
+    if refs:
+        print()
 PY
   case $suite in
     io)  # peak RSS, output sizes and the ratios: sluice_bench_io prints them itself

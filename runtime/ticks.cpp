@@ -1,6 +1,8 @@
 // The cheap clock of detail/ticks.hpp: whether it reads the TSC, and its calibration.
 #include "sluice/detail/ticks.hpp"
 
+#include "sluice/detail/cache_padded.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -42,6 +44,22 @@ const anchor g_anchor{ticks(), std::chrono::steady_clock::now()};
 }  // namespace
 
 bool ticks_use_tsc() noexcept { return g_tsc; }
+
+extern const std::uint64_t g_ticks_per_64_pauses = [] {
+  std::uint64_t best = ~std::uint64_t{0};
+  for (int run = 0; run < 5; ++run) {
+    const std::uint64_t t0 = ticks();
+    for (int i = 0; i < 64; ++i) spin_pause();
+    const std::uint64_t t = ticks() - t0;
+    if (t < best) best = t;  // the least disturbed run (an interrupt only adds)
+  }
+  return best;
+}();
+
+extern const bool g_channel_timing = [] {
+  const char* mode = std::getenv("SLUICE_CHANNEL_TIMING");
+  return !(mode != nullptr && (std::strcmp(mode, "off") == 0 || std::strcmp(mode, "0") == 0));
+}();
 
 double ns_per_tick() noexcept {
   if (!g_tsc) return 1.0;

@@ -58,8 +58,8 @@ namespace sluice::detail {
 inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: 319 pauses (~7-13 us)
 inline constexpr int kMinSpinRounds = 3;
 inline constexpr int kYieldRounds = 4;
-// A wait that parked and still ended within kShortWait lengthens the spin; one longer
-// than kLongWait shortens it.
+// A wait that parked and was woken within kShortWait of parking lengthens the spin; one
+// parked longer than kLongWait shortens it.
 inline constexpr std::chrono::microseconds kShortWait{50};
 inline constexpr std::chrono::microseconds kLongWait{200};
 
@@ -589,22 +589,34 @@ class channel {
     status s = op();
     if (s != status::full) return s;
     std::atomic<int>& spin_rounds = side.spin_rounds;
-    const std::uint64_t t0 = ticks();
+    // Time blocked (SLUICE_CHANNEL_TIMING=off skips it; blocked_*_ns then stay 0):
+    // the spin's pauses x their calibrated cost, plus the ticks from the end of the spin
+    // to the end of the wait if it had to yield or park (detail/ticks.hpp says why).
+    std::uint64_t pauses = 0;
+    std::uint64_t slow_t0 = 0;  // ticks when the spin gave up
+    std::uint64_t park_t0 = 0;  // ticks when the wait first parked
+    bool spun_out = false;      // the spin gave up: the wait yielded, maybe parked
     bool parked = false;
-    s = wait_loop(w, op, deadline, spin_rounds, parked);
-    const std::uint64_t waited_ticks = ticks() - t0;
-    // relaxed: a statistic; stats() reads it whenever.
-    side.blocked_ticks.fetch_add(waited_ticks, std::memory_order_relaxed);
+    s = wait_loop(w, op, deadline, spin_rounds, pauses, spun_out, slow_t0, parked, park_t0);
+    if (!spun_out) {
+      // relaxed: a statistic; stats() reads it whenever.
+      if (channel_timing()) side.blocked_ticks.fetch_add(pause_ticks(pauses), std::memory_order_relaxed);
+      return s;
+    }
+    const std::uint64_t t1 = ticks();
+    if (channel_timing()) {
+      side.blocked_ticks.fetch_add(pause_ticks(pauses) + (t1 - slow_t0), std::memory_order_relaxed);
+    }
     if (parked) {
       // Parks are rare and cost microseconds: converting here is free by comparison.
-      const auto waited = std::chrono::nanoseconds(ticks_to_ns(waited_ticks));
+      const auto slept = std::chrono::nanoseconds(ticks_to_ns(t1 - park_t0));
       // A park that ended soon would have been cheaper as a longer spin (a wake-up
       // costs tens of microseconds here); a long one means spinning is waste.
       // relaxed: the budget is a tuning hint.
       const int rounds = spin_rounds.load(std::memory_order_relaxed);
-      if (waited < kShortWait && rounds < kSpinRounds) {
+      if (slept < kShortWait && rounds < kSpinRounds) {
         spin_rounds.store(rounds + 1, std::memory_order_relaxed);
-      } else if (waited > kLongWait && rounds > kMinSpinRounds) {
+      } else if (slept > kLongWait && rounds > kMinSpinRounds) {
         spin_rounds.store(rounds - 1, std::memory_order_relaxed);
       }
     }
@@ -612,7 +624,8 @@ class channel {
   }
   template <class Op>
   status wait_loop(waker& w, Op& op, const time_point* deadline, std::atomic<int>& spin_rounds,
-                   bool& parked) {
+                   std::uint64_t& pauses, bool& spun_out, std::uint64_t& slow_t0, bool& parked,
+                   std::uint64_t& park_t0) {
     auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
     status s;
     // relaxed: the budget is a tuning hint; a stale value only changes how long we spin.
@@ -625,18 +638,22 @@ class channel {
     for (int round = 0; round < rounds; ++round) {
       for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) {
         spin_pause();
+        ++pauses;
         if ((s = op()) != status::full) {
           if (rounds < kSpinRounds) spin_rounds.store(rounds + 1, std::memory_order_relaxed);
           return s;
         }
       }
     }
+    slow_t0 = ticks();
+    spun_out = true;
     for (int round = 0; round < kYieldRounds; ++round) {
       if (expired()) return status::timeout;
       sched_yield();
       if ((s = op()) != status::full) return s;
     }
     parked = true;
+    park_t0 = ticks();
     for (;;) {
       if (expired()) return status::timeout;
       const std::uint32_t key = w.prepare_wait();

@@ -78,7 +78,6 @@ class ring_buffer {
 
   // Moves from v only when the result is ok.
   push_result try_push(T& v) noexcept {
-    cas_backoff backoff;
     std::uint64_t tail = tail_->load(std::memory_order_relaxed);
     for (;;) {
       if (tail & kClosedMark) return push_result::closed;
@@ -96,7 +95,6 @@ class ring_buffer {
           s.seq.store(2 * tail + 1, std::memory_order_release);
           return push_result::ok;
         }
-        backoff.wait();  // lost the race to another producer; tail now holds its value
       } else if (diff < 0) {
         // The slot still holds the item of the previous lap: full (or a pop of it is
         // in flight, which is "full" for a moment too).
@@ -109,7 +107,6 @@ class ring_buffer {
 
   // Pops into out (which must be empty). Returns false when nothing is published.
   bool try_pop(std::optional<T>& out) noexcept {
-    cas_backoff backoff;
     std::uint64_t head = head_->load(std::memory_order_relaxed);
     for (;;) {
       slot& s = slots_[index(head)];
@@ -126,7 +123,6 @@ class ring_buffer {
           s.seq.store(2 * (head + cap_), std::memory_order_release);
           return true;
         }
-        backoff.wait();  // lost the race to another consumer
       } else if (diff < 0) {
         return false;  // empty at head (or the push of head is not yet published)
       } else {
@@ -141,7 +137,6 @@ class ring_buffer {
   template <bool Move>
   std::size_t try_push_bulk(T* src, std::size_t n, bool& closed_out) noexcept {
     closed_out = false;
-    cas_backoff backoff;
     std::uint64_t tail = tail_->load(std::memory_order_relaxed);
     for (;;) {
       if (tail & kClosedMark) {
@@ -172,14 +167,12 @@ class ring_buffer {
         }
         return k;
       }
-      backoff.wait();
     }
   }
 
   // Bulk pop: claims the longest run (at most max) of published items at head with one
   // CAS and moves them into dst[0..k). Returns k; 0 when nothing is published at head.
   std::size_t try_pop_bulk(std::optional<T>* dst, std::size_t max) noexcept {
-    cas_backoff backoff;
     std::uint64_t head = head_->load(std::memory_order_relaxed);
     for (;;) {
       std::size_t k = 0;
@@ -205,7 +198,6 @@ class ring_buffer {
         }
         return k;
       }
-      backoff.wait();
     }
   }
 
@@ -235,17 +227,6 @@ class ring_buffer {
   [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
 
  private:
-  // After a lost CAS on head_ or tail_: wait 1, 2, 4, ... 16 pauses before the next try.
-  // Under many-core contention an immediate retry mostly loses again and keeps the line
-  // bouncing; backing off lets the winner's line settle (measured: benchmarks/README.md).
-  struct cas_backoff {
-    int step = 0;
-    void wait() noexcept {
-      for (int i = 0; i < (1 << step); ++i) spin_pause();
-      if (step < 4) ++step;
-    }
-  };
-
   struct slot {
     std::atomic<std::uint64_t> seq;
     alignas(T) unsigned char storage[sizeof(T)];
