@@ -372,6 +372,11 @@ metrics::snapshot graph_core::snapshot() const {
                                n.running_since.load(std::memory_order_relaxed);
     const std::int64_t waited = static_cast<std::int64_t>(st.backpressured_ns + st.starved_ns);
     st.busy_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, alive - waited));
+    if (reported_.size() != nodes_.size()) reported_.assign(nodes_.size(), {0, 0, 0});
+    auto& floor = reported_[k];
+    st.busy_ns = floor[0] = std::max(floor[0], st.busy_ns);
+    st.backpressured_ns = floor[1] = std::max(floor[1], st.backpressured_ns);
+    st.starved_ns = floor[2] = std::max(floor[2], st.starved_ns);
     st.state = state_name(n.state.load(std::memory_order_relaxed));
     if (ops[k]) {
       st.blocked_on = channels_[ops[k]->second]->name;

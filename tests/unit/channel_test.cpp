@@ -984,6 +984,26 @@ TYPED_TEST(Channel, stats_count_and_time_blocking) {
   expect_conserved(rx);
 }
 
+// A snapshot taken while a pop is parked already counts the time it has waited so far,
+// so the counter grows during the wait and never jumps back (a stage's busy time, which
+// the graph derives from it, stays monotonic too).
+TYPED_TEST(Channel, time_blocked_counts_a_wait_in_progress) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  std::jthread popper([r = rx]() mutable { EXPECT_EQ(r.pop()->value(), 7u); });
+  ASSERT_TRUE(parked_poppers(rx, 1));
+  const std::uint64_t first = rx.stats().blocked_pop_ns;
+  // Let 2 ms pass on the clock (a wait for time to elapse, not for another thread).
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(2)) {
+  }
+  const std::uint64_t second = rx.stats().blocked_pop_ns;
+  EXPECT_GE(second, first + 1'500'000u);  // the popper is still parked: it keeps counting
+  ASSERT_EQ(tx.try_push(T(7)), status::ok);
+  popper.join();
+  EXPECT_GE(rx.stats().blocked_pop_ns, second);
+}
+
 // Time blocked is read from the cheap clock (detail/ticks.hpp) and converted to ns: it
 // must agree with steady_clock. A timed pop on an empty channel waits exactly until
 // its deadline, so its blocked time lies between the timeout and the call's duration.

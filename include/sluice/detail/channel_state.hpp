@@ -365,8 +365,8 @@ class channel {
   [[nodiscard]] channel_stats stats() const {
     channel_stats st;
     st.capacity = cap_;
-    st.blocked_push_ns = ticks_to_ns(push_side_->blocked_ticks.load(std::memory_order_relaxed));
-    st.blocked_pop_ns = ticks_to_ns(pop_side_->blocked_ticks.load(std::memory_order_relaxed));
+    st.blocked_push_ns = ticks_to_ns(push_side_->blocked_ticks_now());
+    st.blocked_pop_ns = ticks_to_ns(pop_side_->blocked_ticks_now());
     st.waiting_push = not_full_.waiters() + writable_.waiters();
     st.waiting_pop = not_empty_.waiters();
     if (ring_) {
@@ -399,9 +399,44 @@ class channel {
 
   // One side's waiting state: its adaptive spin budget (rounds) and the time it spent
   // blocked, in ticks (detail/ticks.hpp).
+  // The time blocked counts waits in progress too, so a snapshot taken during a long wait
+  // sees it grow (a stage's busy time, derived from it, then never runs backwards): a
+  // wait that spun out (about to yield or park, microseconds anyway) registers its start
+  // under slow_mu; one that a spin satisfied is counted when it ends (at most ~10 us late).
   struct side_state {
     std::atomic<int> spin_rounds{kSpinRounds};
-    std::atomic<std::uint64_t> blocked_ticks{0};
+    std::atomic<std::uint64_t> blocked_ticks{0};  // finished waits
+    mutable std::mutex slow_mu;
+    std::uint32_t slow_waiters = 0;    // waits past their spin right now  (guarded by slow_mu)
+    std::uint64_t slow_since_sum = 0;  // the sum of their start ticks     (guarded by slow_mu)
+
+    void begin_slow(std::uint64_t t0) {
+      std::lock_guard lock(slow_mu);
+      ++slow_waiters;
+      slow_since_sum += t0;
+    }
+    // Ends a slow wait begun at t0; `ticks` is the whole wait's time blocked.
+    void end_slow(std::uint64_t t0, std::uint64_t ticks, bool count) {
+      std::lock_guard lock(slow_mu);
+      --slow_waiters;
+      slow_since_sum -= t0;
+      // relaxed: ordered for readers by slow_mu.
+      if (count) blocked_ticks.fetch_add(ticks, std::memory_order_relaxed);
+    }
+    // Finished waits plus the part of the slow ones in progress that has elapsed by now.
+    std::uint64_t blocked_ticks_now() const {
+      if (!channel_timing()) return 0;
+      std::lock_guard lock(slow_mu);
+      std::uint64_t t = blocked_ticks.load(std::memory_order_relaxed);
+      if (slow_waiters != 0) {
+        // Modulo 2^64 both products may wrap, but their difference, the elapsed part of
+        // the waits in progress, is small and comes out exact. Start ticks read on other
+        // cores may be a few ticks ahead of ours: a "negative" difference counts as 0.
+        const std::uint64_t open = slow_waiters * ticks() - slow_since_sum;
+        if (static_cast<std::int64_t>(open) > 0) t += open;
+      }
+      return t;
+    }
   };
 
   struct locked_queue {
@@ -597,16 +632,14 @@ class channel {
     std::uint64_t park_t0 = 0;  // ticks when the wait first parked
     bool spun_out = false;      // the spin gave up: the wait yielded, maybe parked
     bool parked = false;
-    s = wait_loop(w, op, deadline, spin_rounds, pauses, spun_out, slow_t0, parked, park_t0);
+    s = wait_loop(w, op, deadline, side, pauses, spun_out, slow_t0, parked, park_t0);
     if (!spun_out) {
       // relaxed: a statistic; stats() reads it whenever.
       if (channel_timing()) side.blocked_ticks.fetch_add(pause_ticks(pauses), std::memory_order_relaxed);
       return s;
     }
     const std::uint64_t t1 = ticks();
-    if (channel_timing()) {
-      side.blocked_ticks.fetch_add(pause_ticks(pauses) + (t1 - slow_t0), std::memory_order_relaxed);
-    }
+    side.end_slow(slow_t0, pause_ticks(pauses) + (t1 - slow_t0), channel_timing());
     if (parked) {
       // Parks are rare and cost microseconds: converting here is free by comparison.
       const auto slept = std::chrono::nanoseconds(ticks_to_ns(t1 - park_t0));
@@ -623,11 +656,12 @@ class channel {
     return s;
   }
   template <class Op>
-  status wait_loop(waker& w, Op& op, const time_point* deadline, std::atomic<int>& spin_rounds,
+  status wait_loop(waker& w, Op& op, const time_point* deadline, side_state& side,
                    std::uint64_t& pauses, bool& spun_out, std::uint64_t& slow_t0, bool& parked,
                    std::uint64_t& park_t0) {
     auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
     status s;
+    std::atomic<int>& spin_rounds = side.spin_rounds;
     // relaxed: the budget is a tuning hint; a stale value only changes how long we spin.
     const int rounds = spin_rounds.load(std::memory_order_relaxed);
     // Round r spins 2^min(r,6) pauses and re-tries after each one: the budget grows
@@ -647,6 +681,7 @@ class channel {
     }
     slow_t0 = ticks();
     spun_out = true;
+    side.begin_slow(slow_t0);  // block() ends it
     for (int round = 0; round < kYieldRounds; ++round) {
       if (expired()) return status::timeout;
       sched_yield();

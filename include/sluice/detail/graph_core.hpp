@@ -22,6 +22,7 @@
 //   cancels and waits if the owner never did).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -224,6 +225,12 @@ class graph_core {
   std::chrono::steady_clock::time_point t_start_{};  // guarded by mu_
   std::chrono::steady_clock::time_point t_end_{};    // guarded by mu_
   std::vector<std::thread> threads_;                 // start/wait thread only
+  // Per stage, the busy / backpressured / starved ns the last snapshot reported: a
+  // snapshot never reports less (guarded by mu_). Busy is derived (time alive minus time
+  // blocked) and a wait that a spin satisfied is added only when it ends, so a snapshot
+  // taken mid-spin sees up to ~10 us of it as busy; holding the counters monotonic keeps
+  // exporters (Prometheus reads a falling counter as a restart) and rates sane.
+  mutable std::vector<std::array<std::uint64_t, 3>> reported_;
 
   failure_record record_;
   std::atomic<bool> tearing_{false};
