@@ -112,6 +112,13 @@ class thread_group {
   std::vector<std::thread> threads_;
 };
 
+// Once every handle is made: an adapter that holds ends of its own drops them, so the
+// channel counts exactly the handles the threads own (peers/sluice_peer.hpp).
+template <class P>
+void seal(P& ch) {
+  if constexpr (requires { ch.seal(); }) ch.seal();
+}
+
 // Sum of 0 .. n-1: what the consumers of one iteration must see in total.
 constexpr std::uint64_t sum_below(std::uint64_t n) { return n * (n - 1) / 2; }
 
@@ -191,6 +198,7 @@ void bm_mpmc(benchmark::State& state, std::size_t capacity, std::size_t np, std:
           }
         });
       }
+      seal(ch);
       state.ResumeTiming();
       g.release_and_join();
     }
@@ -240,6 +248,7 @@ void bm_chain(benchmark::State& state, std::size_t capacity, std::size_t stages)
           sum = consume(h, kItems);
         }
       });
+      for (auto& c : chans) seal(*c);
       state.ResumeTiming();
       g.release_and_join();
     }
@@ -280,6 +289,8 @@ void bm_pingpong(benchmark::State& state) {
       g.spawn([rx = ab.make_consumer(), tx = ba.make_producer()]() mutable {
         for (std::size_t r = 0; r < kTrips; ++r) tx.push(rx.pop());
       });
+      seal(ab);
+      seal(ba);
       state.ResumeTiming();
       g.release_and_join();
     }

@@ -7,7 +7,9 @@
 //
 // Requires / Guarantees / Lifetime: as peers/peer.hpp. Each handle owns its own copy of the
 //   sender or receiver (a handle is used by one thread at a time, DESIGN.md section 1).
-//   The adapter keeps the original pair, so the channel never closes during a run.
+//   seal() drops the adapter's pair once the handles are made: the channel then closes
+//   when the last producer thread ends, after its items are in, and the consumers still
+//   pop their exact counts.
 // Non-guarantees: pop() on a closed channel is a benchmark bug; it aborts.
 #pragma once
 
@@ -61,6 +63,10 @@ class sluice_peer {
   };
   producer make_producer() { return producer(ends_.first); }
   consumer make_consumer() { return consumer(ends_.second); }
+  // Called once every handle is made, before the threads run: drops the adapter's own
+  // pair, so the channel counts exactly the handles the threads hold, as in a program
+  // where each thread owns its end (one sender and one receiver make an SPSC channel).
+  void seal() { ends_ = {}; }
 
  private:
   std::pair<sluice::sender<item>, sluice::receiver<item>> ends_;

@@ -167,7 +167,9 @@ TEST_F(Tool, DemoBoundedStaysUnderItsBudgetUnboundedDoesNot) {
   const std::string bytes = "32MiB", rate = "64MiB/s";
   const double allowance = 12.0 * 1024 * 1024;
 #else
-  const std::string bytes = "64MiB", rate = "200MiB/s";
+  // 100 MiB/s, not faster: under a loaded CI machine (ctest -j) the CPU-bound stages must
+  // still outpace the sink for the sink to be the bottleneck this test expects.
+  const std::string bytes = "48MiB", rate = "100MiB/s";
   const double allowance = 8.0 * 1024 * 1024;
 #endif
   const std::string html = ::testing::TempDir() + "sluice_demo_" + std::to_string(::getpid()) + ".html";
