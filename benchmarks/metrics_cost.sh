@@ -2,9 +2,10 @@
 # benchmarks/metrics_cost.sh BUILD_DIR [ROUNDS] — what channel metrics cost.
 #
 # A channel counts pushed/popped/discarded from its ring positions (free) and measures
-# time blocked with two reads of the cheap clock per blocked operation (detail/ticks.hpp).
-# SLUICE_CHANNEL_TIMING=off skips those reads. This runs the sluice rows of
-# sluice_bench_channel with timing on and off, alternating, ROUNDS times (default 3; each
+# time blocked: a wait the spin satisfies as pauses x a calibrated pause cost, a wait that
+# yields or parks with two reads of the TSC (detail/ticks.hpp).
+# SLUICE_CHANNEL_TIMING=off skips all of it. This runs the sluice rows of
+# sluice_bench_channel with timing on and off, alternating, ROUNDS times (default 4; each
 # run 3 repetitions in random order), and prints per row the median of each side and the
 # cost: how much slower "on" is than "off" (negative: on was faster, i.e. noise).
 # `./dev bench metrics` calls this with build/release.
@@ -14,14 +15,18 @@ if [ $# -lt 1 ]; then
   exit 2
 fi
 build=$(cd "$1" && pwd)
-rounds=${2:-3}
+rounds=${2:-4}
 bin=$build/benchmarks/sluice_bench_channel
 [ -x "$bin" ] || { echo "metrics_cost.sh: $bin not built" >&2; exit 2; }
 out=$build/bench
 mkdir -p "$out"
 : >"$out/metrics_cost.txt"
 for r in $(seq "$rounds"); do
-  for mode in on off; do
+  # Odd rounds run "on" first, even rounds "off" first: the first of a pair of runs was
+  # seen to be systematically faster or slower (thread placement), which alternation cancels.
+  order="on off"
+  [ $((r % 2)) -eq 0 ] && order="off on"
+  for mode in $order; do
     echo "round $r/$rounds: timing $mode ..." >&2
     SLUICE_CHANNEL_TIMING=$mode "$bin" --benchmark_filter='/sluice' --benchmark_repetitions=3 \
         --benchmark_format=json 2>/dev/null |
