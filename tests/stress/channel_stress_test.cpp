@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -518,3 +519,72 @@ TEST(ChannelStressDrop, dropped_items_reach_on_discard_exactly_once) {
 }
 
 }  // namespace
+
+// Lone ends: one sender and one receiver, each the only handle of its side, so pushes
+// and pops take the single-side path (plain stores, no CAS; detail/channel_state.hpp).
+// A third thread holds a copy of one side only and, at a random moment, cancels through
+// it, or the receiver leaves early (disconnect). The other side stays alone, so a lone
+// push races cancel/disconnect marking the ring, and a lone pop races cancel's discard.
+// Every accepted item is delivered or discarded exactly once, each tracked item is
+// destroyed exactly once, and the counters balance.
+TEST(ChannelStressLoneEnds, single_side_paths_race_cancel_and_disconnect) {
+  const std::uint64_t seed = sluice_test::test_seed();
+  std::mt19937_64 rng(seed);
+  const auto before = sluice_test::tracked::counters().snapshot();
+  const int runs = kRunsPerShape * 8;
+  for (int run = 0; run < runs; ++run) {
+    sluice_test::watchdog dog(kRunLimit, "lone ends run " + std::to_string(run) + ", seed " + std::to_string(seed));
+    const std::size_t cap = std::array<std::size_t, 4>{1, 2, 7, 1024}[rng() % 4];
+    const int mode = static_cast<int>(rng() % 3);  // 0: cancel(rx copy)  1: cancel(tx copy)  2: disconnect
+    const std::uint64_t n = kItemsPerRun / 4;
+    const std::uint64_t cut = 1 + rng() % n;  // the consumer's pop count at which the end comes
+    std::atomic<std::uint64_t> discarded_seen{0};
+    auto [tx, rx] = sluice::bounded<sluice_test::tracked>(
+        sluice::channel_options<sluice_test::tracked>{.capacity = cap,
+                                                      .on_discard = [&](sluice_test::tracked&&) { ++discarded_seen; }});
+    // The controller's copy makes its side shared; the other side stays alone.
+    sluice::sender<sluice_test::tracked> tx_copy = mode == 1 ? tx : sluice::sender<sluice_test::tracked>();
+    sluice::receiver<sluice_test::tracked> rx_copy = mode == 0 ? rx : sluice::receiver<sluice_test::tracked>();
+    std::atomic<std::uint64_t> accepted{0}, delivered{0}, sum_delivered{0};
+    std::atomic<bool> reached{false};
+    std::latch start(3);
+    {
+      std::jthread producer([&, s = std::move(tx)]() mutable {
+        start.arrive_and_wait();
+        for (std::uint64_t i = 0; i < n; ++i) {
+          if (!s.push(sluice_test::tracked(i))) break;
+          ++accepted;
+        }
+      });
+      std::jthread consumer([&, r = std::move(rx)]() mutable {
+        start.arrive_and_wait();
+        std::uint64_t got = 0;
+        while (auto v = r.pop()) {
+          sum_delivered += v->value();
+          ++delivered;
+          if (++got == cut) {
+            reached = true;
+            if (mode == 2) return;  // the only receiver leaves: disconnect
+          }
+        }
+        reached = true;
+      });
+      std::jthread controller([&] {
+        start.arrive_and_wait();
+        while (!reached.load()) std::this_thread::yield();
+        if (mode == 0) rx_copy.cancel(std::make_exception_ptr(std::runtime_error("lone ends: cancel(rx)")));
+        if (mode == 1) tx_copy.cancel(std::make_exception_ptr(std::runtime_error("lone ends: cancel(tx)")));
+        rx_copy.reset();
+        tx_copy.reset();
+      });
+    }
+    // Everything joined; the channel is gone with its last handle.
+    ASSERT_EQ(accepted.load(), delivered.load() + discarded_seen.load())
+        << "run " << run << " mode " << mode << " capacity " << cap << " seed " << seed;
+    ASSERT_LE(delivered.load(), n);
+    // Values arrive in order from 0, so the delivered ones are exactly 0..delivered-1.
+    const std::uint64_t d = delivered.load();
+    ASSERT_EQ(sum_delivered.load(), d == 0 ? 0 : d * (d - 1) / 2) << "run " << run << " seed " << seed;
+  }
+  EXPECT_EQ(sluice_test::tracked::counters().live_since(before), 0) << "an item leaked or was destroyed twice";
+}

@@ -16,6 +16,13 @@
 //   fence(seq_cst); if (waker.has_waiters()) waker.notify(n);
 // so a push or pop with nobody asleep makes no system call.
 //
+// Single-side path: when a side has one handle (one sender, or one receiver) and the
+// policy is block, its pushes (pops) move tail_ (head_) with a plain store instead of a
+// CAS. The only other writers then are close/disconnect/cancel (the closed mark) and
+// cancel's discards: they set their state bit first and quiesce() the side (an
+// asymmetric Dekker pair on side_state::inflight) before they touch the ring. Every edge
+// of a linear pipeline built from plain handles is such a channel.
+//
 // Requires: one thread per handle object at a time (handles are copied to share).
 // Guarantees: see channel.hpp. Each item is destroyed exactly once; every item that
 // does not reach a receiver is counted in discarded and offered to on_discard.
@@ -297,8 +304,12 @@ class channel {
   // No more items from anyone; receivers drain what is buffered, then end.
   void close() noexcept {
     if (ring_) {
-      ring_->close();
+      // The state bit first (a lone sender reads it and refuses), then the mark, once a
+      // lone sender's push that missed the bit has stored its tail (quiesce). A receiver
+      // that sees kClosed before the mark keeps waiting; wake_everyone() below follows it.
       state_.fetch_or(kClosed, std::memory_order_seq_cst);
+      quiesce(*push_side_);
+      ring_->close();
     } else {
       std::lock_guard lock(locked_->mu);
       state_.fetch_or(kClosed, std::memory_order_seq_cst);
@@ -308,7 +319,11 @@ class channel {
   // The last receiver is gone: pushes fail from now on; buffered items are discarded.
   void disconnect() noexcept {
     state_.fetch_or(kDisconnected, std::memory_order_seq_cst);
-    if (ring_) ring_->close();
+    if (ring_) {
+      quiesce(*push_side_);  // before the mark: see close()
+      ring_->close();
+      quiesce(*pop_side_);   // (no receiver is left, but the rule is cheap to keep)
+    }
     heavy_fence();  // pairs with light_fence() in after_push: a push in flight sees us, or we see it
     discard_all();
     wake_everyone();
@@ -320,7 +335,11 @@ class channel {
       if (!(state_.load(std::memory_order_relaxed) & kCancelled)) why_ = std::move(why);
       state_.fetch_or(kCancelled, std::memory_order_seq_cst);
     }
-    if (ring_) ring_->close();
+    if (ring_) {
+      quiesce(*push_side_);  // before the mark: see close()
+      ring_->close();
+      quiesce(*pop_side_);   // a lone receiver's pop in flight ends before we discard
+    }
     heavy_fence();  // pairs with light_fence() in after_push: a push in flight sees us, or we see it
     discard_all();
     wake_everyone();
@@ -404,6 +423,9 @@ class channel {
   // wait that spun out (about to yield or park, microseconds anyway) registers its start
   // under slow_mu; one that a spin satisfied is counted when it ends (at most ~10 us late).
   struct side_state {
+    // 1 while the side's lone handle is inside a single-side push or pop (see
+    // try_push_impl); written only by that thread, read by quiesce().
+    std::atomic<std::uint32_t> inflight{0};
     std::atomic<int> spin_rounds{kSpinRounds};
     std::atomic<std::uint64_t> blocked_ticks{0};  // finished waits
     mutable std::mutex slow_mu;
@@ -455,6 +477,27 @@ class channel {
     return occupancy() <= lw_ || state_.load(std::memory_order_acquire) != 0;
   }
 
+  // True when `holders` counts one handle: the caller's own (a handle is used by one
+  // thread at a time and only its holder can copy it, so no other thread of this side can
+  // be inside an operation). acquire: pairs with the acq_rel decrement of a handle
+  // released meanwhile, so its operations happened before ours.
+  static bool alone(const std::atomic<std::size_t>& holders) noexcept {
+    return holders.load(std::memory_order_acquire) == 1;
+  }
+  // After setting a state bit: waits until a lone side's push or pop that started before
+  // the bit was visible has finished (try_push_impl / try_pop_impl, pair (S)). Short: those
+  // operations never block while inflight is set.
+  void quiesce(side_state& side) noexcept {
+    heavy_fence();  // (S): they see our bit, or we see their inflight
+    for (int i = 0; side.inflight.load(std::memory_order_acquire) != 0; ++i) {
+      if (i < 64) {
+        spin_pause();
+      } else {
+        sched_yield();  // its thread may be off-CPU (more threads than cores)
+      }
+    }
+  }
+
   void hand_to_hook(T&& v) noexcept {
     if (!on_discard_) return;
     try {
@@ -467,6 +510,24 @@ class channel {
 
   status try_push_impl(T& v) {
     if (ring_) {
+      if (policy_ == overflow::block && alone(senders_)) {
+        // A lone sender claims its slot with a plain store, not a CAS. What else writes
+        // tail_ is the closed mark, set by close()/disconnect()/cancel() from any thread:
+        // they set their state bit, then quiesce() this side before marking. Dekker pair
+        // (S): we announce inflight and then read state_, they write state_ and then read
+        // inflight, so either we see their bit (and refuse) or they wait for our store.
+        auto& f = push_side_->inflight;
+        f.store(1, std::memory_order_relaxed);
+        light_fence();  // (S) pairs with heavy_fence() in quiesce()
+        if (state_.load(std::memory_order_relaxed) & (kClosed | kDisconnected | kCancelled)) {
+          f.store(0, std::memory_order_release);
+          return status::closed;
+        }
+        const auto r = ring_->try_push_single(v);
+        f.store(0, std::memory_order_release);  // release: quiesce() then sees our tail store
+        if (r == ring_buffer<T>::push_result::ok) return status::ok;
+        return r == ring_buffer<T>::push_result::full ? status::full : status::closed;
+      }
       for (;;) {
         const auto r = ring_->try_push(v);
         if (r == ring_buffer<T>::push_result::ok) return status::ok;
@@ -526,9 +587,28 @@ class channel {
 
   status try_pop_impl(std::optional<T>& out) {
     if (ring_) {
-      const std::uint32_t st = state_.load(std::memory_order_acquire);
-      if (st & kCancelled) return status::closed;
-      if (ring_->try_pop(out)) return status::ok;
+      std::uint32_t st;
+      if (policy_ == overflow::block && alone(receivers_)) {
+        // A lone receiver moves head_ with a plain store. Other threads pop only to
+        // discard (cancel(), or a push that finds the channel cancelled or disconnected),
+        // and they quiesce() this side first: the same Dekker pair (S) as for a lone sender.
+        // (Under drop_oldest pushers pop too, so that policy always takes the CAS path.)
+        auto& f = pop_side_->inflight;
+        f.store(1, std::memory_order_relaxed);
+        light_fence();  // (S) pairs with heavy_fence() in quiesce()
+        st = state_.load(std::memory_order_acquire);
+        if (st & kCancelled) {
+          f.store(0, std::memory_order_release);
+          return status::closed;
+        }
+        const bool got = ring_->try_pop_single(out);
+        f.store(0, std::memory_order_release);
+        if (got) return status::ok;
+      } else {
+        st = state_.load(std::memory_order_acquire);
+        if (st & kCancelled) return status::closed;
+        if (ring_->try_pop(out)) return status::ok;
+      }
       // Empty. While the channel is open that is all (and we stay off tail_, the
       // producers' hot line). close() marks the ring *before* it sets kClosed, and a
       // waiter re-checks after registering, so reading state_ first loses no close.
@@ -559,6 +639,7 @@ class channel {
     // waker::prepare_wait and with the fence in cancel()/disconnect() (see below).
     light_fence();
     if (ring_ && (state_.load(std::memory_order_relaxed) & (kCancelled | kDisconnected))) {
+      quiesce(*pop_side_);  // a lone receiver's pop in flight ends before we discard
       discard_all();
     }
     if (not_empty_.has_waiters()) not_empty_.notify(static_cast<int>(n > 1024 ? 1024 : n));

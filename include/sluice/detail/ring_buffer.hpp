@@ -131,6 +131,34 @@ class ring_buffer {
     }
   }
 
+  // The same two operations for a side that is alone: the caller guarantees that no other
+  // push (try_push_single) or no other pop (try_pop_single) runs concurrently, and, for
+  // the push, no close() either (the channel's single-side protocol, channel_state.hpp).
+  // Then the position needs no CAS: a plain store of position + 1 claims it.
+  push_result try_push_single(T& v) noexcept {
+    const std::uint64_t tail = tail_->load(std::memory_order_relaxed);
+    if (tail & kClosedMark) return push_result::closed;
+    slot& s = slots_[index(tail)];
+    // acquire: as in try_push, the previous item's destruction happens-before our build.
+    if (s.seq.load(std::memory_order_acquire) != 2 * tail) return push_result::full;
+    tail_->store(tail + 1, std::memory_order_relaxed);  // claimed before published, as in try_push
+    new (s.item()) T(std::move(v));
+    s.seq.store(2 * tail + 1, std::memory_order_release);  // publishes; pairs with the pop's acquire
+    return push_result::ok;
+  }
+  bool try_pop_single(std::optional<T>& out) noexcept {
+    const std::uint64_t head = head_->load(std::memory_order_relaxed);
+    slot& s = slots_[index(head)];
+    // acquire: pairs with the release that published the item.
+    if (s.seq.load(std::memory_order_acquire) != 2 * head + 1) return false;
+    head_->store(head + 1, std::memory_order_relaxed);
+    T* item = s.item();
+    out.emplace(std::move(*item));
+    item->~T();
+    s.seq.store(2 * (head + cap_), std::memory_order_release);  // frees the slot
+    return true;
+  }
+
   // Bulk push: claims the longest run (at most n) of free slots at tail with one CAS and
   // fills them from src[0..k), moving when Move, copying otherwise (the copy must not
   // throw: a claimed slot cannot be given back). Returns k; 0 when full or closed.
