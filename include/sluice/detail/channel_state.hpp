@@ -319,12 +319,14 @@ class channel {
   // The last receiver is gone: pushes fail from now on; buffered items are discarded.
   void disconnect() noexcept {
     state_.fetch_or(kDisconnected, std::memory_order_seq_cst);
+    // One fence for every pair: after_push's light_fence (a push in flight sees us, or we
+    // see it) and (S) on both sides' inflight, which we read after it.
+    heavy_fence();
     if (ring_) {
-      quiesce(*push_side_);  // before the mark: see close()
+      wait_idle(*push_side_);  // before the mark: see close()
       ring_->close();
-      quiesce(*pop_side_);   // (no receiver is left, but the rule is cheap to keep)
+      wait_idle(*pop_side_);   // (no receiver is left, but the rule is cheap to keep)
     }
-    heavy_fence();  // pairs with light_fence() in after_push: a push in flight sees us, or we see it
     discard_all();
     wake_everyone();
   }
@@ -335,12 +337,12 @@ class channel {
       if (!(state_.load(std::memory_order_relaxed) & kCancelled)) why_ = std::move(why);
       state_.fetch_or(kCancelled, std::memory_order_seq_cst);
     }
+    heavy_fence();  // as in disconnect(): pairs with after_push and with (S) on both sides
     if (ring_) {
-      quiesce(*push_side_);  // before the mark: see close()
+      wait_idle(*push_side_);  // before the mark: see close()
       ring_->close();
-      quiesce(*pop_side_);   // a lone receiver's pop in flight ends before we discard
+      wait_idle(*pop_side_);   // a lone receiver's pop in flight ends before we discard
     }
-    heavy_fence();  // pairs with light_fence() in after_push: a push in flight sees us, or we see it
     discard_all();
     wake_everyone();
   }
@@ -489,6 +491,10 @@ class channel {
   // operations never block while inflight is set.
   void quiesce(side_state& side) noexcept {
     heavy_fence();  // (S): they see our bit, or we see their inflight
+    wait_idle(side);
+  }
+  // quiesce() without its fence, for a caller that issued heavy_fence() after its bit.
+  static void wait_idle(const side_state& side) noexcept {
     for (int i = 0; side.inflight.load(std::memory_order_acquire) != 0; ++i) {
       if (i < 64) {
         spin_pause();
@@ -700,16 +706,13 @@ class channel {
   // try, spin, yield, register, re-check, park. Returns the op's last status, or
   // timeout. Time from the first failed try to the end is added to the side's
   // blocked_ticks (two reads of the cheap clock, detail/ticks.hpp, per wait).
-  // Adds a wait that a spin satisfied to the side's time blocked. When this side has a
-  // single handle, ours, no other thread of the side can be adding at the same time (a
-  // handle is used by one thread at a time, and a copy can only be made from ours), so a
-  // plain load and store does: on the per-item hot path of an SPSC channel the locked
-  // add cost ~5% of a ping-pong round trip. The acquire load of the count pairs with the
-  // acq_rel decrement of a handle released meanwhile: its adds happened before ours.
+  // Adds a wait that a spin satisfied to the side's time blocked. When this side is
+  // alone() no other thread of it can be adding at the same time, so a plain load and
+  // store does: on an SPSC channel's per-item path the locked add cost ~5% of a
+  // ping-pong round trip.
   void add_spin_time(side_state& side, std::uint64_t t) noexcept {
-    const auto& holders = &side == &*push_side_ ? senders_ : receivers_;
     // relaxed: a statistic; stats() reads it whenever (under slow_mu for the open waits).
-    if (holders.load(std::memory_order_acquire) == 1) {
+    if (alone(&side == &*push_side_ ? senders_ : receivers_)) {
       side.blocked_ticks.store(side.blocked_ticks.load(std::memory_order_relaxed) + t, std::memory_order_relaxed);
     } else {
       side.blocked_ticks.fetch_add(t, std::memory_order_relaxed);
