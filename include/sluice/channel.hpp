@@ -9,21 +9,34 @@
 //   producer.join();
 //
 // Requires: a handle object is used by one thread at a time; copy it to share a side.
-// An empty (default-constructed or moved-from) handle may only be assigned or destroyed.
+// An empty (default-constructed or moved-from) handle may only be assigned, reset,
+// tested (`if (tx)`) or destroyed: any other call on it throws std::logic_error naming
+// the call ("sluice::sender::push on an empty handle ..."); it never dereferences null.
 // Guarantees:
 //   - Bounded: at most `capacity` items (or weight units) are buffered; a push into a
 //     full `overflow::block` channel waits. A weighted item goes in when the channel is
-//     empty or occupancy + weight <= capacity (so one oversized item still passes).
+//     empty or occupancy + weight <= capacity (so one oversized item still passes),
+//     computed without overflow. A weigh() that returns 0 counts as 1, so a weighted
+//     channel never holds more than `capacity` items either.
+//   - A failed push leaves its item with the caller: push/try_push/push_for/push_until
+//     move from an rvalue only when the item went in (push_all: see there).
 //   - Memory ordering: everything a producer did before push(x) is visible to the
 //     consumer after pop() returns x.
 //   - When the last sender is gone the channel is closed: receivers get what is
 //     buffered, then end. When the last receiver is gone it is disconnected: pushes
 //     fail at once and buffered items are discarded. cancel() aborts: every waiter
 //     wakes, pops return nullopt, pushes return closed, buffered items are discarded.
-//   - Accounting: pushed == popped + discarded + size whenever nothing is in flight.
+//   - Accounting: pushed == popped + discarded + items whenever nothing is in flight
+//     (channel_stats::items is the occupancy in items; == size unless weighted).
 //     Every discarded item is counted and handed to on_discard, if set.
 //   - Every item is destroyed exactly once, including those left in a channel that is
 //     destroyed or cancelled.
+//   - Memory: the lock-free ring (nothrow-movable, unweighted items) allocates its
+//     `capacity` slots up front (about sizeof(T) + 8 bytes each) and never per item; a
+//     capacity whose slots cannot be addressed is std::invalid_argument, one whose slots
+//     exceed the machine's physical memory (or that operator new refuses) is a
+//     std::bad_alloc whose what() names the capacity. The locked and weighted flavours
+//     allocate per buffered item, never by capacity, so any capacity >= 1 is valid there.
 //   - No allocation per item for nothrow-movable unweighted items (a lock-free ring);
 //     no system call on push or pop when nobody is asleep; waiting spins briefly, then
 //     parks on a futex.
@@ -55,6 +68,10 @@ template <class T>
 class receiver;
 
 namespace detail {
+// Throws std::logic_error("<call> on an empty handle ..."); out of line and cold
+// (runtime/channel.cpp), so the check in every handle call is one predicted branch.
+[[noreturn]] void throw_empty_handle(const char* call);
+
 template <class Rep, class Period>
 time_point deadline_after(std::chrono::duration<Rep, Period> d) {
   const auto now = std::chrono::steady_clock::now();
@@ -82,65 +99,88 @@ class sender {
   ~sender() { reset(); }
 
   // Drops this handle now (as destruction would): the last sender closes the channel.
+  // A no-op on an empty handle.
   void reset() noexcept {
     if (auto* ch = std::exchange(ch_, nullptr); ch && ch->release_sender()) delete ch;
   }
   explicit operator bool() const noexcept { return ch_ != nullptr; }
 
-  // Blocks while full. false: closed, disconnected or cancelled (v is dropped).
-  bool push(T v) { return ch_->push(v, nullptr) == status::ok; }
-  // Never blocks. v is moved from only when the result is ok.
-  [[nodiscard]] status try_push(T&& v) { return ch_->try_push(v); }
-  [[nodiscard]] status try_push(const T& v) {
+  // Blocks while full. false: closed, disconnected or cancelled; the item stays with the
+  // caller (an rvalue is moved from only when it went in, so it can go elsewhere).
+  bool push(T&& v) { return ch("sluice::sender::push").push(v, nullptr) == status::ok; }
+  bool push(const T& v) {
+    auto& c = ch("sluice::sender::push");
     T copy(v);
-    return ch_->try_push(copy);
+    return c.push(copy, nullptr) == status::ok;
+  }
+  // Never blocks. v is moved from only when the result is ok.
+  [[nodiscard]] status try_push(T&& v) { return ch("sluice::sender::try_push").try_push(v); }
+  [[nodiscard]] status try_push(const T& v) {
+    auto& c = ch("sluice::sender::try_push");
+    T copy(v);
+    return c.try_push(copy);
   }
   // Blocks until pushed, closed or the deadline; v is moved from only on ok.
   template <class Rep, class Period>
   [[nodiscard]] status push_for(T&& v, std::chrono::duration<Rep, Period> d) {
-    return push_until(std::move(v), detail::deadline_after(d));
+    auto& c = ch("sluice::sender::push_for");
+    const time_point t = detail::deadline_after(d);
+    return c.push(v, &t);
   }
   template <class Rep, class Period>
   [[nodiscard]] status push_for(const T& v, std::chrono::duration<Rep, Period> d) {
-    return push_until(v, detail::deadline_after(d));
-  }
-  [[nodiscard]] status push_until(T&& v, time_point t) { return ch_->push(v, &t); }
-  [[nodiscard]] status push_until(const T& v, time_point t) {
+    auto& c = ch("sluice::sender::push_for");
     T copy(v);
-    return ch_->push(copy, &t);
+    const time_point t = detail::deadline_after(d);
+    return c.push(copy, &t);
+  }
+  [[nodiscard]] status push_until(T&& v, time_point t) { return ch("sluice::sender::push_until").push(v, &t); }
+  [[nodiscard]] status push_until(const T& v, time_point t) {
+    auto& c = ch("sluice::sender::push_until");
+    T copy(v);
+    return c.push(copy, &t);
   }
   // Pushes every element of r in order (moved from an rvalue range that owns them, such
   // as a container; copied from an lvalue range or a view, e.g. `v | std::views::take(3)`,
   // whose elements belong to someone else), blocking like push(); stops at the first
-  // failure. Returns how many went in.
+  // failure. Returns how many went in: the first n elements. The element that failed and
+  // those after it are left in r as they were (never moved from), so a caller can retry
+  // them or hand them elsewhere.
   template <class Range>
   std::size_t push_all(Range&& r) {
     constexpr bool kMove =
         !std::is_lvalue_reference_v<Range> && !std::ranges::view<std::remove_cvref_t<Range>>;
-    return ch_->template push_all<kMove>(r);
+    return ch("sluice::sender::push_all").template push_all<kMove>(r);
   }
 
   // No more items from anyone: receivers drain what is buffered, then end.
-  void close() noexcept { ch_->close(); }
+  void close() { ch("sluice::sender::close").close(); }
   // Blocks until occupancy <= low watermark, or the channel is closed.
-  void wait_writable() { ch_->wait_writable(); }
+  void wait_writable() { ch("sluice::sender::wait_writable").wait_writable(); }
   // f runs once: now, on this thread, if occupancy is at or below the low watermark or
   // the channel is closed; otherwise on the thread whose pop brings occupancy there, or
   // that closes or cancels the channel. f must not throw.
-  void on_writable(std::function<void()> f) { ch_->on_writable(std::move(f)); }
+  void on_writable(std::function<void()> f) { ch("sluice::sender::on_writable").on_writable(std::move(f)); }
 
-  void cancel(std::exception_ptr why = nullptr) noexcept { ch_->cancel(std::move(why)); }
-  [[nodiscard]] std::exception_ptr cancel_cause() const { return ch_->cancel_cause(); }
-  [[nodiscard]] bool cancelled() const noexcept { return ch_->is_cancelled(); }
+  void cancel(std::exception_ptr why = nullptr) { ch("sluice::sender::cancel").cancel(std::move(why)); }
+  [[nodiscard]] std::exception_ptr cancel_cause() const { return ch("sluice::sender::cancel_cause").cancel_cause(); }
+  [[nodiscard]] bool cancelled() const { return ch("sluice::sender::cancelled").is_cancelled(); }
   // Closed, disconnected or cancelled: no push can succeed any more.
-  [[nodiscard]] bool is_closed() const noexcept { return ch_->is_closed(); }
-  [[nodiscard]] channel_stats stats() const { return ch_->stats(); }
-  [[nodiscard]] std::size_t capacity() const noexcept { return ch_->capacity(); }
+  [[nodiscard]] bool is_closed() const { return ch("sluice::sender::is_closed").is_closed(); }
+  [[nodiscard]] channel_stats stats() const { return ch("sluice::sender::stats").stats(); }
+  [[nodiscard]] std::size_t capacity() const { return ch("sluice::sender::capacity").capacity(); }
 
  private:
   template <class U>
   friend std::pair<sender<U>, receiver<U>> bounded(channel_options<U>);
   explicit sender(detail::channel<T>* ch) noexcept : ch_(ch) {}
+  // The channel, or logic_error naming `call` for an empty handle (a cold branch).
+  detail::channel<T>& ch(const char* call) const {
+    if (ch_ == nullptr) [[unlikely]] {
+      detail::throw_empty_handle(call);
+    }
+    return *ch_;
+  }
   detail::channel<T>* ch_ = nullptr;
 };
 
@@ -159,7 +199,8 @@ class receiver {
   }
   ~receiver() { reset(); }
 
-  // Drops this handle now: the last receiver disconnects the channel.
+  // Drops this handle now: the last receiver disconnects the channel. A no-op on an
+  // empty handle.
   void reset() noexcept {
     if (auto* ch = std::exchange(ch_, nullptr); ch && ch->release_receiver()) delete ch;
   }
@@ -168,22 +209,26 @@ class receiver {
   // Blocks while empty; nullopt once closed and drained, or cancelled.
   std::optional<T> pop() {
     std::optional<T> v;
-    ch_->pop(v, nullptr);
+    ch("sluice::receiver::pop").pop(v, nullptr);
     return v;
   }
   // Never blocks; nullopt when empty now (see done()).
   [[nodiscard]] std::optional<T> try_pop() {
     std::optional<T> v;
-    ch_->try_pop(v);
+    ch("sluice::receiver::try_pop").try_pop(v);
     return v;
   }
   template <class Rep, class Period>
   [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> d) {
-    return pop_until(detail::deadline_after(d));
+    std::optional<T> v;
+    auto& c = ch("sluice::receiver::pop_for");
+    const time_point t = detail::deadline_after(d);
+    c.pop(v, &t);
+    return v;
   }
   [[nodiscard]] std::optional<T> pop_until(time_point t) {
     std::optional<T> v;
-    ch_->pop(v, &t);
+    ch("sluice::receiver::pop_until").pop(v, &t);
     return v;
   }
   // Blocks until at least one item is there or the channel is done, then writes
@@ -191,17 +236,17 @@ class receiver {
   // throws, the items not yet taken stay queued; the one being written counts as popped.
   template <class Out>
   std::size_t pop_some(Out out, std::size_t max) {
-    return ch_->pop_some(out, max);
+    return ch("sluice::receiver::pop_some").pop_some(out, max);
   }
   // Closed (or cancelled) and drained: no pop will return an item again.
-  [[nodiscard]] bool done() const noexcept { return ch_->done(); }
+  [[nodiscard]] bool done() const { return ch("sluice::receiver::done").done(); }
 
-  void cancel(std::exception_ptr why = nullptr) noexcept { ch_->cancel(std::move(why)); }
-  [[nodiscard]] std::exception_ptr cancel_cause() const { return ch_->cancel_cause(); }
+  void cancel(std::exception_ptr why = nullptr) { ch("sluice::receiver::cancel").cancel(std::move(why)); }
+  [[nodiscard]] std::exception_ptr cancel_cause() const { return ch("sluice::receiver::cancel_cause").cancel_cause(); }
   // cancel() was called (by either side): an end of input that is an abort, not a close.
-  [[nodiscard]] bool cancelled() const noexcept { return ch_->is_cancelled(); }
-  [[nodiscard]] channel_stats stats() const { return ch_->stats(); }
-  [[nodiscard]] std::size_t capacity() const noexcept { return ch_->capacity(); }
+  [[nodiscard]] bool cancelled() const { return ch("sluice::receiver::cancelled").is_cancelled(); }
+  [[nodiscard]] channel_stats stats() const { return ch("sluice::receiver::stats").stats(); }
+  [[nodiscard]] std::size_t capacity() const { return ch("sluice::receiver::capacity").capacity(); }
 
   struct sentinel {};
   class iterator {
@@ -234,6 +279,13 @@ class receiver {
   template <class U>
   friend std::pair<sender<U>, receiver<U>> bounded(channel_options<U>);
   explicit receiver(detail::channel<T>* ch) noexcept : ch_(ch) {}
+  // The channel, or logic_error naming `call` for an empty handle (a cold branch).
+  detail::channel<T>& ch(const char* call) const {
+    if (ch_ == nullptr) [[unlikely]] {
+      detail::throw_empty_handle(call);
+    }
+    return *ch_;
+  }
   detail::channel<T>* ch_ = nullptr;
 };
 

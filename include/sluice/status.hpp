@@ -32,7 +32,7 @@ using time_point = std::chrono::steady_clock::time_point;
 // count items; for an unweighted channel items == size, so DESIGN.md's
 // pushed == popped + discarded + size holds as written.
 struct channel_stats {
-  std::size_t size = 0;             // buffered now: items, or weight units if weighted
+  std::size_t size = 0;             // buffered now: items, or weight units if weighted (see items)
   std::size_t capacity = 0;         // items, or weight units if weighted
   std::uint64_t pushed = 0;         // accepted by a push (including those later dropped)
   std::uint64_t popped = 0;         // handed to a receiver
@@ -41,7 +41,8 @@ struct channel_stats {
   std::uint64_t blocked_pop_ns = 0;   // total time consumers waited on an empty channel
   std::uint32_t waiting_push = 0;     // producers parked on a full channel right now
   std::uint32_t waiting_pop = 0;      // consumers parked on an empty channel right now
-  std::size_t items = 0;              // buffered now, in items (== size unless weighted)
+  std::size_t items = 0;              // buffered now, in items (== size unless weighted);
+                                      // pushed == popped + discarded + items at quiescence
 };
 
 // low_watermark's default: capacity / 2.
@@ -49,9 +50,14 @@ inline constexpr std::size_t kDefaultLowWatermark = std::numeric_limits<std::siz
 
 template <class T>
 struct channel_options {
-  std::size_t capacity = 1024;                      // items, or weight units with weigh
+  // Items, or weight units with weigh; at least 1. An unweighted channel of a
+  // nothrow-movable T allocates this many slots up front (channel.hpp, Memory).
+  std::size_t capacity = 1024;
   std::size_t low_watermark = kDefaultLowWatermark;  // on_writable threshold (capacity/2)
-  std::function<std::size_t(const T&)> weigh = {};  // item weight (bytes); empty: 1 per item
+  // Item weight (bytes, say); empty: 1 per item. A weight of 0 counts as 1, so a
+  // weighted channel holds at most `capacity` items as well as `capacity` units.
+  // An item heavier than the whole capacity goes in only when the channel is empty.
+  std::function<std::size_t(const T&)> weigh = {};
   sluice::overflow overflow = sluice::overflow::block;
   std::function<void(T&&)> on_discard = {};          // receives every discarded item; must not throw
 };

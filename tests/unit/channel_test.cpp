@@ -10,10 +10,12 @@
 // The fixture checks after every test that each item made during it was destroyed
 // exactly once.
 #include "sluice/channel.hpp"
+#include "sluice/graph.hpp"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -330,6 +332,66 @@ TYPED_TEST(Channel, push_after_close) {
   EXPECT_EQ(tx.stats().pushed, 0u);
 }
 
+// DESIGN §1: a push that fails leaves its item with the caller; an rvalue is moved from
+// only when it went in. push(T&&) used to take its item by value, so a failed push had
+// already moved it into its parameter and dropped it.
+TYPED_TEST(Channel, a_failed_push_leaves_the_item_with_the_caller) {
+  using T = typename TypeParam::item;
+  {
+    auto [tx, rx] = this->make(4);
+    tx.close();
+    T v(1);
+    EXPECT_FALSE(tx.push(std::move(v)));  // closed
+    EXPECT_FALSE(v.moved_from());
+    EXPECT_EQ(v.value(), 1u);
+    const T c(2);
+    EXPECT_FALSE(tx.push(c));
+    EXPECT_EQ(tx.push_for(c, 1h), status::closed);
+    EXPECT_FALSE(c.moved_from());
+  }
+  {
+    auto [tx, rx] = this->make(4);
+    rx.reset();  // disconnected
+    T v(3);
+    EXPECT_FALSE(tx.push(std::move(v)));
+    EXPECT_FALSE(v.moved_from());
+    EXPECT_EQ(v.value(), 3u);
+  }
+  {
+    auto [tx, rx] = this->make(1);
+    this->fill(tx, 0, 1);
+    T v(4);
+    EXPECT_EQ(tx.push_for(std::move(v), 1ms), status::timeout);
+    EXPECT_EQ(tx.push_until(std::move(v), std::chrono::steady_clock::now() + 1ms), status::timeout);
+    EXPECT_FALSE(v.moved_from());
+    EXPECT_EQ(v.value(), 4u);
+    // A push that blocked, then failed because the channel was cancelled meanwhile: the
+    // item is still the pusher's, whole, to hand elsewhere.
+    bool pushed = true;
+    bool kept = false;
+    {
+      std::jthread pusher([&, s = tx]() mutable {
+        T mine(5);
+        pushed = s.push(std::move(mine));
+        kept = !mine.moved_from() && mine.value() == 5u;
+      });
+      ASSERT_TRUE(parked_pushers(tx, 1));
+      rx.cancel();
+    }
+    EXPECT_FALSE(pushed);
+    EXPECT_TRUE(kept) << "a failed blocking push moved from its item";
+    expect_conserved(tx);
+  }
+  {
+    // And a push that succeeds still moves from its rvalue (no copy).
+    auto [tx, rx] = this->make(2);
+    T v(6);
+    EXPECT_TRUE(tx.push(std::move(v)));
+    EXPECT_TRUE(v.moved_from());
+    EXPECT_EQ(rx.pop()->value(), 6u);
+  }
+}
+
 TYPED_TEST(Channel, pop_after_close_drains_then_ends) {
   using T = typename TypeParam::item;
   auto [tx, rx] = this->make(4);
@@ -639,6 +701,29 @@ TYPED_TEST(Channel, bad_options_throw_invalid_argument) {
   EXPECT_EQ(one.first.try_push(T(1)), status::ok);
 }
 
+// A ring allocates its capacity's slots up front, so a capacity whose slots cannot exist
+// is refused, naming it; the locked and weighted flavours allocate per item and take any
+// capacity. (bounded<T>(1 << 62) used to overflow the slot count and write past the heap.)
+TYPED_TEST(Channel, a_huge_capacity_is_refused_by_the_ring_and_fine_elsewhere) {
+  for (const std::size_t cap : {std::size_t{1} << 62, std::size_t{1} << 61, SIZE_MAX, SIZE_MAX / 2 + 1}) {
+    SCOPED_TRACE(cap);
+    if constexpr (std::is_same_v<TypeParam, ring_flavour>) {
+      try {
+        (void)this->make(cap);
+        ADD_FAILURE() << "no exception";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find(std::to_string(cap)), std::string::npos) << e.what();
+      }
+    } else {
+      auto [tx, rx] = this->make(cap);
+      EXPECT_EQ(tx.capacity(), cap);
+      this->fill(tx, 0, 100);
+      EXPECT_EQ(this->drain(rx), iota_values(0, 100));
+      expect_conserved(tx);
+    }
+  }
+}
+
 // ---- low watermark: on_writable, wait_writable ---------------------------------------
 
 TYPED_TEST(Channel, on_writable_runs_at_once_when_at_or_below_the_watermark) {
@@ -879,6 +964,30 @@ TYPED_TEST(Channel, push_all_stops_at_the_first_failure) {
   EXPECT_EQ(n, 2u);
   EXPECT_EQ(this->drain(rx), iota_values(0, 2));
   EXPECT_TRUE(rx.done());
+}
+
+TYPED_TEST(Channel, push_all_leaves_the_elements_it_did_not_push_in_the_range) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(3);
+  std::vector<T> batch;
+  for (std::uint64_t i = 0; i < 6; ++i) batch.emplace_back(i);
+  std::size_t n = 99;
+  {
+    std::jthread producer([&, s = tx]() mutable { n = s.push_all(std::move(batch)); });
+    ASSERT_TRUE(parked_pushers(tx, 1));  // three went in; the fourth waits
+    rx.cancel();
+  }
+  ASSERT_EQ(n, 3u);
+  ASSERT_EQ(batch.size(), 6u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_TRUE(batch[i].moved_from()) << i;
+  for (std::size_t i = 3; i < 6; ++i) {
+    EXPECT_FALSE(batch[i].moved_from()) << i;
+    EXPECT_EQ(batch[i].value(), i);
+  }
+  const sluice::channel_stats st = tx.stats();
+  EXPECT_EQ(st.pushed, 3u);
+  EXPECT_EQ(st.discarded, 3u);
+  expect_conserved(tx);
 }
 
 TYPED_TEST(Channel, pop_some_takes_what_is_there_up_to_max) {
@@ -1174,7 +1283,9 @@ TEST(ChannelWeighted, byte_budget) {
   EXPECT_EQ(tx.try_push(std::move(ccc)), status::ok);
   EXPECT_EQ(tx.stats().size, 9u);
   EXPECT_EQ(tx.stats().pushed, 4u);  // counters stay in items
-  EXPECT_EQ(tx.try_push(std::string()), status::ok);  // weight 0 always fits
+  EXPECT_EQ(tx.try_push(std::string()), status::ok);  // weight 0 counts as 1: 9 + 1 fits
+  EXPECT_EQ(tx.stats().size, 10u);
+  EXPECT_EQ(tx.try_push(std::string()), status::full);  // 10 + 1 does not
 }
 
 TEST(ChannelWeighted, oversized_item_accepted_only_when_empty) {
@@ -1264,6 +1375,263 @@ TEST(ChannelWeighted, drop_newest_drops_the_item_that_does_not_fit) {
   expect_conserved(tx);
 }
 
+// Occupancy + weight is computed without overflow: an item heavier than the room left is
+// full, however heavy (it goes in only when the channel is empty). Before, 50 +
+// (SIZE_MAX - 10) wrapped to 39 and every push below was accepted, reading size 99.
+sluice::channel_options<std::size_t> identity_weights(std::size_t cap) {
+  sluice::channel_options<std::size_t> o;
+  o.capacity = cap;
+  o.weigh = [](const std::size_t& w) { return w; };
+  return o;
+}
+
+TEST(ChannelWeighted, occupancy_never_wraps) {
+  auto [tx, rx] = sluice::bounded<std::size_t>(identity_weights(100));
+  EXPECT_EQ(tx.try_push(std::size_t{50}), status::ok);
+  EXPECT_EQ(tx.try_push(SIZE_MAX - 10), status::full);
+  EXPECT_EQ(tx.try_push(SIZE_MAX), status::full);
+  EXPECT_EQ(tx.try_push(std::size_t{60}), status::full);
+  EXPECT_EQ(tx.push_for(SIZE_MAX - 10, 1ms), status::timeout);
+  EXPECT_EQ(tx.try_push(std::size_t{50}), status::ok);  // exactly 100
+  sluice::channel_stats st = tx.stats();
+  EXPECT_EQ(st.size, 100u);
+  EXPECT_EQ(st.items, 2u);
+  EXPECT_EQ(*rx.pop(), 50u);
+  EXPECT_EQ(*rx.pop(), 50u);
+  // Empty: the huge item goes in alone, and then nothing else fits until it is out.
+  EXPECT_EQ(tx.try_push(SIZE_MAX - 10), status::ok);
+  EXPECT_EQ(tx.stats().size, SIZE_MAX - 10);
+  EXPECT_EQ(tx.try_push(std::size_t{1}), status::full);
+  EXPECT_EQ(tx.try_push(std::size_t{20}), status::full);
+  EXPECT_EQ(tx.try_push(SIZE_MAX), status::full);
+  EXPECT_EQ(*rx.pop(), SIZE_MAX - 10);
+  EXPECT_EQ(tx.stats().size, 0u);
+  EXPECT_EQ(tx.try_push(SIZE_MAX), status::ok);
+  EXPECT_EQ(tx.try_push(SIZE_MAX), status::full);
+  EXPECT_EQ(*rx.pop(), SIZE_MAX);
+  st = tx.stats();
+  EXPECT_EQ(st.size, 0u);
+  EXPECT_EQ(st.pushed, 4u);
+  expect_conserved(tx);
+}
+
+TEST(ChannelWeighted, drop_policies_never_wrap_either) {
+  {
+    auto o = identity_weights(100);
+    o.overflow = sluice::overflow::drop_oldest;
+    auto [tx, rx] = sluice::bounded<std::size_t>(std::move(o));
+    EXPECT_EQ(tx.try_push(std::size_t{50}), status::ok);
+    EXPECT_EQ(tx.try_push(SIZE_MAX - 10), status::ok);  // drops 50, then goes in alone
+    EXPECT_EQ(tx.stats().size, SIZE_MAX - 10);
+    EXPECT_EQ(tx.try_push(std::size_t{60}), status::ok);  // drops the huge one
+    const sluice::channel_stats st = tx.stats();
+    EXPECT_EQ(st.size, 60u);
+    EXPECT_EQ(st.items, 1u);
+    EXPECT_EQ(st.discarded, 2u);
+    EXPECT_EQ(*rx.pop(), 60u);
+  }
+  {
+    auto o = identity_weights(100);
+    o.overflow = sluice::overflow::drop_newest;
+    auto [tx, rx] = sluice::bounded<std::size_t>(std::move(o));
+    EXPECT_EQ(tx.try_push(std::size_t{50}), status::ok);
+    EXPECT_EQ(tx.try_push(SIZE_MAX - 10), status::ok);  // dropped
+    EXPECT_EQ(tx.try_push(std::size_t{60}), status::ok);  // dropped
+    const sluice::channel_stats st = tx.stats();
+    EXPECT_EQ(st.size, 50u);
+    EXPECT_EQ(st.discarded, 2u);
+    EXPECT_EQ(*rx.pop(), 50u);
+  }
+}
+
+// A weight of 0 counts as 1, so a weighted channel never holds more than `capacity`
+// items. Before, a weigh() returning 0 let a million items into a capacity-10 channel.
+TEST(ChannelWeighted, zero_weights_count_as_one_so_capacity_bounds_the_items) {
+  sluice_test::watchdog dog(kTestLimit);
+  sluice::channel_options<int> o;
+  o.capacity = 10;
+  o.weigh = [](const int&) -> std::size_t { return 0; };
+  auto [tx, rx] = sluice::bounded<int>(std::move(o));
+  int accepted = 0;
+  for (int i = 0; i < 1000000 && tx.try_push(i) == status::ok; ++i) ++accepted;
+  EXPECT_EQ(accepted, 10);
+  sluice::channel_stats st = tx.stats();
+  EXPECT_EQ(st.size, 10u);
+  EXPECT_EQ(st.items, 10u);
+  EXPECT_EQ(tx.push_for(99, 1ms), status::timeout);  // a blocking push waits, too
+  EXPECT_EQ(*rx.pop(), 0);
+  EXPECT_EQ(tx.try_push(10), status::ok);
+  EXPECT_EQ(tx.try_push(11), status::full);
+}
+
+// channel_stats::items is the occupancy in items, beside size (in weight units), and the
+// counters balance in items: pushed == popped + discarded + items.
+TEST(ChannelWeighted, items_is_the_occupancy_in_items_and_the_counters_balance_with_it) {
+  std::vector<std::string> dropped;
+  auto o = bytes(10);
+  o.overflow = sluice::overflow::drop_oldest;
+  o.on_discard = [&](std::string&& v) { dropped.push_back(std::move(v)); };
+  auto [tx, rx] = sluice::bounded<std::string>(std::move(o));
+  auto balanced = [&](std::size_t items) {
+    const sluice::channel_stats st = tx.stats();
+    EXPECT_EQ(st.items, items);
+    EXPECT_EQ(st.pushed, st.popped + st.discarded + st.items)
+        << "pushed " << st.pushed << " popped " << st.popped << " discarded " << st.discarded
+        << " items " << st.items;
+  };
+  EXPECT_EQ(tx.try_push(std::string("aaaa")), status::ok);
+  EXPECT_EQ(tx.try_push(std::string("bbb")), status::ok);
+  EXPECT_EQ(tx.try_push(std::string("c")), status::ok);
+  EXPECT_EQ(tx.stats().size, 8u);
+  balanced(3);
+  EXPECT_EQ(tx.try_push(std::string("dddddd")), status::ok);  // drops "aaaa": 3 + 1 + 6 fits
+  EXPECT_EQ(tx.stats().size, 10u);
+  balanced(3);
+  EXPECT_EQ(*rx.pop(), "bbb");
+  balanced(2);
+  tx.cancel();
+  balanced(0);
+  EXPECT_EQ(dropped, (std::vector<std::string>{"aaaa", "c", "dddddd"}));
+  // And on the ring, items == size.
+  auto [rtx, rrx] = sluice::bounded<int>(4);
+  ASSERT_EQ(rtx.try_push(1), status::ok);
+  ASSERT_EQ(rtx.try_push(2), status::ok);
+  EXPECT_EQ(rtx.stats().items, 2u);
+  EXPECT_EQ(rtx.stats().size, 2u);
+}
+
+// ---- capacities whose storage cannot exist ------------------------------------------------
+
+template <class E>
+std::string thrown_what(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("wrong exception type: ") + e.what();
+  }
+  return "no exception";
+}
+
+TEST(ChannelCapacity, a_ring_whose_slots_cannot_be_addressed_is_invalid_argument_naming_the_capacity) {
+  // sizeof(slot) * capacity used to wrap: 2^62 int slots "fit" in a tiny allocation.
+  const std::string what = thrown_what<std::invalid_argument>([] { (void)sluice::bounded<int>(std::size_t{1} << 62); });
+  EXPECT_NE(what.find("capacity 4611686018427387904"), std::string::npos) << what;
+  EXPECT_NE(what.find("sluice::bounded"), std::string::npos) << what;
+  const std::string w2 = thrown_what<std::invalid_argument>([] { (void)sluice::bounded<std::string>(SIZE_MAX); });
+  EXPECT_NE(w2.find(std::to_string(SIZE_MAX)), std::string::npos) << w2;
+}
+
+TEST(ChannelCapacity, a_ring_larger_than_memory_is_bad_alloc_naming_the_capacity) {
+  // 2^40 int slots are 16 TiB: more than any machine this runs on. Refused before any
+  // allocation (under a sanitizer a 16 TiB operator new would abort rather than throw).
+  const std::string what = thrown_what<std::bad_alloc>([] { (void)sluice::bounded<int>(std::size_t{1} << 40); });
+  EXPECT_NE(what.find("capacity 1099511627776"), std::string::npos) << what;
+  EXPECT_NE(what.find("cannot be had"), std::string::npos) << what;
+  // The same through options, and for a larger item.
+  const std::string w2 = thrown_what<std::bad_alloc>([] {
+    sluice::channel_options<std::array<char, 64>> o;
+    o.capacity = std::size_t{1} << 36;
+    (void)sluice::bounded<std::array<char, 64>>(std::move(o));
+  });
+  EXPECT_NE(w2.find("capacity 68719476736"), std::string::npos) << w2;
+}
+
+TEST(ChannelCapacity, a_stage_capacity_takes_the_same_checks) {
+  sluice::graph g;
+  sluice::stage_options o;
+  o.capacity = std::size_t{1} << 62;
+  const std::string what = thrown_what<std::invalid_argument>([&] {
+    (void)g.source<int>("huge", [](sluice::sender<int>& out) { (void)out.push(1); }, o);
+  });
+  EXPECT_NE(what.find("capacity 4611686018427387904"), std::string::npos) << what;
+}
+
+TEST(ChannelCapacity, a_large_but_possible_ring_still_works) {
+  auto [tx, rx] = sluice::bounded<int>(std::size_t{1} << 20);
+  EXPECT_EQ(tx.capacity(), std::size_t{1} << 20);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(tx.try_push(i), status::ok);
+  int sum = 0;
+  while (auto v = rx.try_pop()) sum += *v;
+  EXPECT_EQ(sum, 999 * 1000 / 2);
+}
+
+// ---- empty handles -----------------------------------------------------------------------
+
+// Every call but assignment, reset, operator bool and destruction on an empty handle is a
+// std::logic_error naming the call. Before, each one dereferenced null (SIGSEGV).
+void expect_empty_handle_error(const char* call, const std::function<void()>& f) {
+  const std::string what = thrown_what<std::logic_error>(f);
+  EXPECT_EQ(what.rfind(std::string(call) + " on an empty handle", 0), 0U) << call << ": " << what;
+}
+
+TEST(ChannelEmptyHandle, every_sender_call_is_a_logic_error_naming_it) {
+  sluice::sender<int> tx;  // default-constructed
+  EXPECT_FALSE(static_cast<bool>(tx));
+  const int one = 1;
+  expect_empty_handle_error("sluice::sender::push", [&] { (void)tx.push(1); });
+  expect_empty_handle_error("sluice::sender::push", [&] { (void)tx.push(one); });
+  expect_empty_handle_error("sluice::sender::try_push", [&] { (void)tx.try_push(1); });
+  expect_empty_handle_error("sluice::sender::try_push", [&] { (void)tx.try_push(one); });
+  expect_empty_handle_error("sluice::sender::push_for", [&] { (void)tx.push_for(1, 1ms); });
+  expect_empty_handle_error("sluice::sender::push_for", [&] { (void)tx.push_for(one, 1ms); });
+  expect_empty_handle_error("sluice::sender::push_until",
+                            [&] { (void)tx.push_until(1, std::chrono::steady_clock::now()); });
+  expect_empty_handle_error("sluice::sender::push_until",
+                            [&] { (void)tx.push_until(one, std::chrono::steady_clock::now()); });
+  expect_empty_handle_error("sluice::sender::push_all", [&] { (void)tx.push_all(std::vector<int>{1, 2}); });
+  expect_empty_handle_error("sluice::sender::close", [&] { tx.close(); });
+  expect_empty_handle_error("sluice::sender::wait_writable", [&] { tx.wait_writable(); });
+  expect_empty_handle_error("sluice::sender::on_writable", [&] { tx.on_writable([] {}); });
+  expect_empty_handle_error("sluice::sender::cancel", [&] { tx.cancel(); });
+  expect_empty_handle_error("sluice::sender::cancel_cause", [&] { (void)tx.cancel_cause(); });
+  expect_empty_handle_error("sluice::sender::cancelled", [&] { (void)tx.cancelled(); });
+  expect_empty_handle_error("sluice::sender::is_closed", [&] { (void)tx.is_closed(); });
+  expect_empty_handle_error("sluice::sender::stats", [&] { (void)tx.stats(); });
+  expect_empty_handle_error("sluice::sender::capacity", [&] { (void)tx.capacity(); });
+  tx.reset();  // allowed: a no-op
+  // Moved-from and reset handles are empty too; the channel behind them is unaffected.
+  auto [a, rx] = sluice::bounded<int>(4);
+  sluice::sender<int> b = std::move(a);
+  expect_empty_handle_error("sluice::sender::push", [&] { (void)a.push(1); });
+  EXPECT_TRUE(b.push(2));
+  b.reset();
+  expect_empty_handle_error("sluice::sender::try_push", [&] { (void)b.try_push(3); });
+  EXPECT_EQ(*rx.pop(), 2);
+  EXPECT_TRUE(rx.done());  // the last real sender went with b.reset()
+  a = sluice::sender<int>();  // assigning to an empty handle is fine
+}
+
+TEST(ChannelEmptyHandle, every_receiver_call_is_a_logic_error_naming_it) {
+  sluice::receiver<int> rx;
+  EXPECT_FALSE(static_cast<bool>(rx));
+  std::vector<int> out;
+  expect_empty_handle_error("sluice::receiver::pop", [&] { (void)rx.pop(); });
+  expect_empty_handle_error("sluice::receiver::try_pop", [&] { (void)rx.try_pop(); });
+  expect_empty_handle_error("sluice::receiver::pop_for", [&] { (void)rx.pop_for(1ms); });
+  expect_empty_handle_error("sluice::receiver::pop_until",
+                            [&] { (void)rx.pop_until(std::chrono::steady_clock::now()); });
+  expect_empty_handle_error("sluice::receiver::pop_some",
+                            [&] { (void)rx.pop_some(std::back_inserter(out), 4); });
+  expect_empty_handle_error("sluice::receiver::done", [&] { (void)rx.done(); });
+  expect_empty_handle_error("sluice::receiver::cancel", [&] { rx.cancel(); });
+  expect_empty_handle_error("sluice::receiver::cancel_cause", [&] { (void)rx.cancel_cause(); });
+  expect_empty_handle_error("sluice::receiver::cancelled", [&] { (void)rx.cancelled(); });
+  expect_empty_handle_error("sluice::receiver::stats", [&] { (void)rx.stats(); });
+  expect_empty_handle_error("sluice::receiver::capacity", [&] { (void)rx.capacity(); });
+  expect_empty_handle_error("sluice::receiver::pop", [&] {
+    for (int v : rx) out.push_back(v);  // begin() pops
+  });
+  rx.reset();
+  auto [tx, r1] = sluice::bounded<int>(4);
+  sluice::receiver<int> r2 = std::move(r1);
+  expect_empty_handle_error("sluice::receiver::pop", [&] { (void)r1.pop(); });
+  EXPECT_TRUE(tx.push(7));
+  EXPECT_EQ(*r2.pop(), 7);
+  EXPECT_TRUE(out.empty());
+}
+
 // ---- a move constructor that throws during push --------------------------------------------
 
 class ChannelThrowingMove : public ::testing::Test {
@@ -1297,8 +1665,10 @@ TEST_F(ChannelThrowingMove, push_rethrows_from_inside_the_channel) {
   sluice_test::watchdog dog(kTestLimit);
   auto [tx, rx] = sluice::bounded<throwing_tracked>(4);
   throwing_tracked bad(7);
-  bad.throw_on_move(1);  // the move into push's parameter succeeds; the one into the queue throws
+  bad.throw_on_move(0);  // push takes T&&: the first move is the one into the queue
   EXPECT_THROW((void)tx.push(std::move(bad)), tracked_move_error);
+  EXPECT_FALSE(bad.moved_from());
+  EXPECT_EQ(bad.value(), 7u);
   EXPECT_EQ(tx.stats().size, 0u);
   EXPECT_EQ(tx.stats().pushed, 0u);
   EXPECT_TRUE(tx.push(throwing_tracked(8)));

@@ -562,9 +562,16 @@ class channel {
     {
       std::lock_guard lock(locked_->mu);
       if (state_.load(std::memory_order_relaxed) != 0) return status::closed;
-      const std::size_t w = weigh_ ? weigh_(std::as_const(v)) : 1;
+      // A weight of 0 counts as 1: every item takes room, so `capacity` bounds the items too.
+      const std::size_t w = weigh_ ? std::max<std::size_t>(weigh_(std::as_const(v)), 1) : 1;
       auto& q = *locked_;
-      auto fits = [&] { return q.items.empty() || q.weight.load(std::memory_order_relaxed) + w <= cap_; };
+      // occupancy + w <= cap_, without overflow: occupancy exceeds cap_ only while the one
+      // oversized item that an empty channel accepted is inside, and then nothing fits.
+      // So occupancy never exceeds max(cap_, the largest weight) and never wraps.
+      auto fits = [&] {
+        const std::size_t occ = q.weight.load(std::memory_order_relaxed);
+        return q.items.empty() || (occ <= cap_ && w <= cap_ - occ);
+      };
       if (!fits()) {
         if (policy_ == overflow::block) return status::full;
         if (policy_ == overflow::drop_newest) {

@@ -39,6 +39,20 @@
 
 namespace sluice::detail {
 
+// The largest capacity the position arithmetic below supports: a slot's stamp is
+// 2 * (position + capacity) and a lap difference must stay a positive int64.
+inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 60;
+
+// Cold paths of the ring's allocation, out of line (runtime/channel.cpp).
+// check_ring_size: std::invalid_argument naming the capacity when `capacity` slots of
+// `slot_size` bytes cannot be addressed (the byte count overflows, or the capacity is
+// above kMaxRingCapacity); a std::bad_alloc naming it when they are more than the
+// machine's physical memory (a ring touches every slot when it is built, so such a
+// capacity would be killed for memory rather than fail cleanly).
+// throw_ring_bad_alloc: the same bad_alloc, for an operator new that refused.
+void check_ring_size(std::size_t capacity, std::size_t slot_size);
+[[noreturn]] void throw_ring_bad_alloc(std::size_t capacity, std::size_t slot_size);
+
 template <class T>
 class ring_buffer {
   // (The nothrow-move check is in the constructor, not here: channel<T> names
@@ -53,12 +67,14 @@ class ring_buffer {
 
   enum class push_result { ok, full, closed };
 
+  // Allocates and stamps all `capacity` slots now (no allocation per item later).
+  // Throws std::invalid_argument or std::bad_alloc naming the capacity when those slots
+  // cannot exist (check_ring_size); requires capacity >= 1.
   explicit ring_buffer(std::size_t capacity)
       : cap_(capacity),
         mask_(capacity - 1),
         pow2_((capacity & (capacity - 1)) == 0),
-        slots_(static_cast<slot*>(::operator new[](sizeof(slot) * capacity,
-                                                   std::align_val_t{alignof(slot)}))) {
+        slots_(allocate(capacity)) {
     static_assert(std::is_nothrow_move_constructible_v<T>,
                   "ring_buffer<T> needs a noexcept move constructor; the channel uses its "
                   "locked queue for other types");
@@ -261,6 +277,14 @@ class ring_buffer {
     T* item() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
   };
 
+  static slot* allocate(std::size_t capacity) {
+    check_ring_size(capacity, sizeof(slot));  // sizeof(slot) * capacity cannot overflow after it
+    try {
+      return static_cast<slot*>(::operator new[](sizeof(slot) * capacity, std::align_val_t{alignof(slot)}));
+    } catch (const std::bad_alloc&) {
+      throw_ring_bad_alloc(capacity, sizeof(slot));
+    }
+  }
   std::size_t index(std::uint64_t pos) const noexcept {
     return pow2_ ? static_cast<std::size_t>(pos & mask_) : static_cast<std::size_t>(pos % cap_);
   }
