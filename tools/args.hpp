@@ -63,6 +63,25 @@ inline bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// A user's argument as shown in a one-line error: control bytes (a newline, an escape
+// sequence) are written as \xNN, so the message stays one line (found by
+// tests/fuzz/args_fuzz.cpp).
+inline std::string shown(std::string_view s) {
+  std::string r;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      r += "\\x";
+      r += kHex[u >> 4];
+      r += kHex[u & 0xf];
+    } else {
+      r += c;
+    }
+  }
+  return r;
+}
+
 }  // namespace detail
 
 // "512MiB" -> 536870912. nullopt when malformed or above 2^63.
@@ -250,7 +269,7 @@ class arg_parser {
           value = a.substr(eq + 1);
         }
         const option* o = find(name);
-        if (o == nullptr) throw usage_error(prog_ + ": unknown option " + std::string(name) + " (see --help)");
+        if (o == nullptr) throw usage_error(prog_ + ": unknown option " + detail::shown(name) + " (see --help)");
         if (o->is_flag) {
           if (value) throw usage_error(prog_ + ": " + std::string(name) + " takes no value");
           o->set({});
@@ -263,7 +282,7 @@ class arg_parser {
         o->set(*value);
         continue;
       }
-      if (next_pos >= pos_.size()) throw usage_error(prog_ + ": unexpected argument '" + std::string(a) + "' (see --help)");
+      if (next_pos >= pos_.size()) throw usage_error(prog_ + ": unexpected argument '" + detail::shown(a) + "' (see --help)");
       *pos_[next_pos++].out = std::string(a);
     }
     for (std::size_t i = next_pos; i < pos_.size(); ++i) {
@@ -291,7 +310,7 @@ class arg_parser {
 
   // Throws the standard one-line error for option `name`.
   [[noreturn]] void bad(const std::string& name, std::string_view value, const std::string& expected) const {
-    throw usage_error(prog_ + ": bad value '" + std::string(value) + "' for " + name + ": expected " + expected);
+    throw usage_error(prog_ + ": bad value '" + detail::shown(value) + "' for " + name + ": expected " + expected);
   }
 
  private:

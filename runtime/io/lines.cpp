@@ -14,6 +14,12 @@ namespace {
 // under the splitter's feet.
 constexpr std::size_t kBias = std::numeric_limits<std::size_t>::max() / 2;
 
+// n > max_line + 1 (room for a '\r' that a '\n' may still strip), without overflow when
+// max_line is SIZE_MAX (no limit): found by tests/fuzz/lines_fuzz.cpp.
+constexpr bool over_limit_with_cr(std::size_t n, std::size_t max_line) noexcept {
+  return n > max_line && n - 1 > max_line;
+}
+
 }  // namespace
 
 void line_splitter::too_long() const {
@@ -39,8 +45,8 @@ void line_splitter::feed(buffer chunk, std::vector<line>& out) {
     const void* hit = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
     const char* nl = static_cast<const char*>(hit);
     const std::size_t take = static_cast<std::size_t>((nl != nullptr ? nl : end) - p);
-    // +1: a '\r' that the '\n' may still strip.
-    if (carry_.size() + take > max_line_ + 1) too_long();
+    // One byte more than max_line: a '\r' that the '\n' may still strip.
+    if (over_limit_with_cr(carry_.size() + take, max_line_)) too_long();
     carry_.append(p, take);
     if (nl == nullptr) return;  // the whole chunk continues the carried line
     p = nl + 1;
@@ -74,7 +80,7 @@ void line_splitter::feed(buffer chunk, std::vector<line>& out) {
   }
   if (s != end) {
     const auto tail = static_cast<std::size_t>(end - s);
-    if (tail > max_line_ + 1) too_long();
+    if (over_limit_with_cr(tail, max_line_)) too_long();
     carry_ = buffer(std::max<std::size_t>(tail * 2, 256));
     carry_.append(s, tail);
   }
