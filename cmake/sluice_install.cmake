@@ -1,12 +1,27 @@
-# `cmake --install` puts headers, libsluice and a sluiceConfig.cmake in place, so that
-# `find_package(sluice CONFIG)` + `target_link_libraries(app sluice::sluice)` works.
+# `cmake --install` puts headers, libsluice (and libsluice_io) and a sluiceConfig.cmake in
+# place, so that an installed sluice is found with
+#   find_package(sluice CONFIG REQUIRED)                    # sluice::sluice, and sluice::io if zlib and libdeflate are found
+#   find_package(sluice CONFIG REQUIRED COMPONENTS core)    # sluice::sluice only: zlib and libdeflate are never looked up
+#   find_package(sluice CONFIG REQUIRED COMPONENTS core io) # both, io required
+# Included only when SLUICE_INSTALL is ON (the default only when sluice is the top-level
+# project), so an embedder's own `cmake --install` installs nothing of sluice's.
 include(CMakePackageConfigHelpers)
 install(TARGETS sluice EXPORT sluiceTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY include/sluice DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT sluiceTargets NAMESPACE sluice:: FILE sluiceTargets.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
+if(TARGET sluice_io)
+  # Its own export set, loaded by sluiceConfig.cmake only for the io component.
+  install(TARGETS sluice_io EXPORT sluiceIoTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT sluiceIoTargets NAMESPACE sluice:: FILE sluiceIoTargets.cmake
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
+  install(DIRECTORY include/sluice DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+else()
+  install(DIRECTORY include/sluice DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN io EXCLUDE)
+endif()
 configure_package_config_file(cmake/sluiceConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/sluiceConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)

@@ -26,8 +26,23 @@ if(SLUICE_SANITIZE)
   endif()
 endif()
 
+# -DSLUICE_FUZZ=ON (clang only; `./dev fuzz`): coverage for libFuzzer in every target,
+# and the libFuzzer executables in tests/fuzz.
+if(SLUICE_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "SLUICE_FUZZ needs clang (libFuzzer): configure with CMAKE_CXX_COMPILER=clang++")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
+  add_compile_definitions(SLUICE_FUZZ_BUILD=1)
+endif()
+
 function(sluice_private_flags target)
   target_compile_options(${target} PRIVATE ${SLUICE_WARNINGS})
+  if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    # runtime/buffer.cpp calls the sized operator delete, which clang (before 19) only
+    # declares with this flag; GCC always does.
+    target_compile_options(${target} PRIVATE -fsized-deallocation)
+  endif()
   if(SLUICE_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
