@@ -3,12 +3,18 @@
 //   read_file(IN) ─► parallel_gzip(level, jobs, block) ─► write_file(OUT)   (sluice gzip)
 //   read_file(IN) ─► gunzip ─────────────────────────────► write_file(OUT)   (sluice gunzip)
 //
-// `-` is stdin (IN) or stdout (OUT). A regular OUT is written as OUT.partial and renamed
-// only when everything succeeded, so a missing or corrupt input, a full disk, a closed
-// pipe or Ctrl-C leaves no partial output behind (an OUT that is a device or a FIFO is
-// written directly). Errors are one line on stderr and exit status 1; a bad command line
-// exits 2; an interrupt exits 128 + the signal number. On a terminal, a progress line
-// shows bytes in and out and the rate.
+// `-` is stdin (IN) or stdout (OUT). A regular OUT is written to a temporary file of its
+// own in OUT's directory (write_file: O_TMPFILE, or OUT.XXXXXXXX.partial), fsync'ed and
+// renamed only when everything succeeded, so a missing or corrupt input, a full disk, a
+// closed pipe or Ctrl-C leaves no output behind; it gets IN's permission bits (never
+// more, at any moment), group and times, as gzip(1) gives them. An OUT that is a
+// character device or a FIFO (also through a symlink, like /dev/stdout) is written in
+// place; a directory is refused; an existing file or symlink is replaced (the link
+// itself, never what it points to) only with --force.
+// Exit status: 0 done; 1 failed (one line on stderr); 2 a bad command line, or a
+// warning (gunzip: trailing garbage ignored, as gzip(1)); 128 + N after signal N (SIGINT,
+// SIGTERM, SIGHUP cancel the run at once; a second one ends the process at once). On a
+// terminal, a progress line shows bytes in and out and the rate.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -17,7 +23,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <exception>
 #include <filesystem>
 #include <string>
@@ -61,16 +69,26 @@ struct failure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The innermost message: a stage_error's cause, else the exception itself.
-std::string message_of(const std::exception_ptr& p) {
+// The innermost message: a stage_error's cause, else the exception itself, without the
+// failing stage's own "STAGE: " prefix (the tool's "sluice gzip: " replaces it). An
+// error of the codec itself is given the input's name, as gzip(1) does.
+std::string message_of(const std::exception_ptr& p, const std::string& input, const std::string& stage = {}) {
   try {
     std::rethrow_exception(p);
   } catch (const stage_error& e) {
-    return message_of(e.cause());
+    return message_of(e.cause(), input, e.stage());
   } catch (const std::exception& e) {
-    return e.what();
+    std::string m = e.what();
+    for (const std::string& prefix : {stage + ": ", std::string("io: ")}) {
+      if (prefix.size() > 2 && m.rfind(prefix, 0) == 0) {
+        m.erase(0, prefix.size());
+        break;
+      }
+    }
+    const bool codec = stage != "read_file" && stage != "read_fd" && stage != "write_file" && stage != "write_fd";
+    return codec ? input + ": " + m : m;
   } catch (...) {
-    return "unknown error";
+    return input + ": unknown error";
   }
 }
 
@@ -111,8 +129,9 @@ std::string rate_text(double bytes, double seconds) {
 // Runs source -> codec -> sink; reports progress; turns a signal into a cancel.
 // Returns the exit status (0, or 128 + the signal); throws failure on an error.
 template <class Source, class Codec, class Sink>
-int run(const std::string& prog, Source src, Codec codec, Sink sink, const std::atomic<std::uint64_t>& in_bytes,
-         const std::atomic<std::uint64_t>& out_bytes, std::uint64_t total) {
+int run(const std::string& prog, const std::string& input, Source src, Codec codec, Sink sink,
+        const std::atomic<std::uint64_t>& in_bytes, const std::atomic<std::uint64_t>& out_bytes,
+        std::uint64_t total) {
   const signal_block signals;  // before the pipeline's threads start: they inherit the mask
   progress bar(prog);
   sluice::pipeline p(std::move(src), std::move(codec), std::move(sink));
@@ -124,11 +143,17 @@ int run(const std::string& prog, Source src, Codec codec, Sink sink, const std::
     // acquire: pairs with the release store after wait() returns.
     while (!done.load(std::memory_order_acquire)) {
       if (const int sig = signals.take(std::chrono::milliseconds(100)); sig != 0) {
+        if (interrupted.load(std::memory_order_relaxed) != 0) {
+          // A second signal: the user insists. Nothing of OUT is on disk under its name
+          // (an anonymous temporary vanishes with the process).
+          std::fprintf(stderr, "%s: interrupted again by %s; exiting now\n", prog.c_str(), strsignal(sig));
+          std::_Exit(128 + sig);
+        }
         interrupted.store(sig, std::memory_order_relaxed);  // read after the join below
-        p.cancel();
-        return;
+        p.cancel();  // every stage's wait (pipe, terminal, socket, channel) ends at once
+        continue;
       }
-      if (!bar.live()) continue;
+      if (!bar.live() || interrupted.load(std::memory_order_relaxed) != 0) continue;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       // relaxed: progress counters, display only.
       const auto in = static_cast<double>(in_bytes.load(std::memory_order_relaxed));
@@ -154,7 +179,7 @@ int run(const std::string& prog, Source src, Codec codec, Sink sink, const std::
     std::fprintf(stderr, "%s: interrupted by %s; no output kept\n", prog.c_str(), strsignal(sig));
     return 128 + sig;
   }
-  if (err) throw failure(message_of(err));
+  if (err) throw failure(message_of(err, input));
   return 0;
 }
 
@@ -176,48 +201,80 @@ int run_codec(bool compress, int argc, char** argv) {
     p.count("--jobs", &a.jobs, "compressing threads (0: one per hardware thread)");
     p.size("--block", &a.block, "input bytes per compressed block");
   }
-  p.flag("--force", &a.force, "overwrite an existing OUT; write compressed data to a terminal");
-  p.epilog("A failed or interrupted run leaves no OUT (nor OUT.partial) behind; an existing OUT is\n"
-           "only replaced when the new one is complete. Exit status: 0 done, 1 failed, 2 bad arguments.");
+  p.flag("--force", &a.force,
+         "replace an existing OUT (a symlink is replaced, not followed); write to a block device;\n"
+         "write compressed data to a terminal");
+  p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
+                       "OUT is only replaced when the new one is complete. OUT gets IN's permissions and\n"
+                       "times (stdin: the umask's default, now). Messages name the input.\n") +
+           (compress ? "Exit status: 0 done, 1 failed, 2 bad arguments, 128+N killed by signal N."
+                     : "Trailing garbage after the last member is ignored with a warning, as gzip -d does.\n"
+                       "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (trailing garbage),\n"
+                       "128+N killed by signal N."));
   if (!p.parse(argc, argv)) return 0;
   if (a.level > 9) p.bad("--level", std::to_string(a.level), "a level from 0 to 9");
   if (a.block == 0 || a.block > (std::uint64_t{1} << 30)) p.bad("--block", std::to_string(a.block), "1 byte to 1 GiB");
   if (a.jobs > 1024) p.bad("--jobs", std::to_string(a.jobs), "0 to 1024");
+  const std::string input = a.in == "-" ? "stdin" : a.in;
+  auto fail = [&](const std::string& what) {
+    std::fprintf(stderr, "%s: %s\n", prog.c_str(), what.c_str());
+    return 1;
+  };
+
+  // The input first (as gzip(1)): a missing input or a directory is reported as such,
+  // whatever OUT is. A regular input's size drives the progress line; its mode, group
+  // and times go to OUT.
+  std::uint64_t total = 0;
+  io::write_options wo{.fsync = true, .progress = nullptr};
+  struct stat st{};
+  if (a.in != "-") {
+    if (::stat(a.in.c_str(), &st) != 0) return fail("cannot open " + a.in + ": " + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) return fail(a.in + " is a directory");
+    if (S_ISREG(st.st_mode)) {
+      total = static_cast<std::uint64_t>(st.st_size);
+      wo.mode = st.st_mode & 0777;
+      wo.group = st.st_gid;
+      wo.atime = st.st_atim;
+      wo.mtime = st.st_mtim;
+    }
+  }
   if (a.out.empty()) a.out = default_output(a, prog);
 
   const std::size_t chunk = compress ? static_cast<std::size_t>(a.block) : io::kChunk;
   std::atomic<std::uint64_t> in_bytes{0};
   std::atomic<std::uint64_t> out_bytes{0};
-  std::uint64_t total = 0;
-  struct stat st{};
-  if (a.in != "-" && ::stat(a.in.c_str(), &st) == 0 && S_ISREG(st.st_mode)) total = static_cast<std::uint64_t>(st.st_size);
+  wo.progress = &out_bytes;
+  wo.replace = a.force;
 
-  // The output: stdout, a device or FIFO written in place, or a regular file written
-  // as OUT.partial and renamed at the end.
+  // The output: stdout, a character device or FIFO written in place, or a regular file
+  // written through write_file's temporary and renamed at the end. lstat: OUT itself,
+  // not what a symlink there points to.
   int out_fd = -1;
   bool to_file = false;
   if (a.out == "-") {
     out_fd = STDOUT_FILENO;
     if (compress && !a.force && ::isatty(out_fd) != 0) {
-      std::fprintf(stderr, "%s: compressed data not written to a terminal (use --force, or redirect)\n", prog.c_str());
-      return 1;
+      return fail("compressed data not written to a terminal (use --force, or redirect)");
     }
-  } else if (::stat(a.out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    if (S_ISDIR(st.st_mode)) {
-      std::fprintf(stderr, "%s: %s is a directory\n", prog.c_str(), a.out.c_str());
-      return 1;
-    }
-    out_fd = ::open(a.out.c_str(), O_WRONLY | O_CLOEXEC);
-    if (out_fd < 0) {
-      std::fprintf(stderr, "%s: cannot open %s: %s\n", prog.c_str(), a.out.c_str(), std::strerror(errno));
-      return 1;
+  } else if (struct stat ls{}; ::lstat(a.out.c_str(), &ls) == 0) {
+    struct stat target{};
+    const bool link = S_ISLNK(ls.st_mode);
+    const bool resolves = !link || ::stat(a.out.c_str(), &target) == 0;
+    const mode_t m = link ? (resolves ? target.st_mode : 0) : ls.st_mode;
+    if (resolves && S_ISDIR(m)) return fail(a.out + " is a directory");
+    if (resolves && (S_ISCHR(m) || S_ISFIFO(m) || S_ISBLK(m) || S_ISSOCK(m))) {
+      if (S_ISBLK(m) && !a.force) return fail(a.out + " is a block device (use --force to write to it)");
+      // O_NONBLOCK: a FIFO with no reader is an error now, not a wait the stop cannot end.
+      out_fd = ::open(a.out.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+      if (out_fd < 0) return fail("cannot open " + a.out + ": " + std::strerror(errno));
+    } else {
+      // A regular file, or a symlink to one (or dangling): replaced only with --force,
+      // and then the link itself is replaced, never followed.
+      if (!a.force) return fail(a.out + " already exists (use --force to overwrite)");
+      to_file = true;
     }
   } else {
     to_file = true;
-    if (!a.force && ::access(a.out.c_str(), F_OK) == 0) {
-      std::fprintf(stderr, "%s: %s already exists (use --force to overwrite)\n", prog.c_str(), a.out.c_str());
-      return 1;
-    }
   }
   struct closer {
     int fd;
@@ -227,13 +284,14 @@ int run_codec(bool compress, int argc, char** argv) {
   } close_out{out_fd};
 
   const io::read_options ro{.chunk = chunk, .progress = &in_bytes};
-  const io::write_options wo{.fsync = false, .progress = &out_bytes};
   auto with_sink = [&](auto src, auto codec) -> int {
     if (to_file) {
-      return run(prog, std::move(src), std::move(codec), io::write_file(a.out, wo), in_bytes, out_bytes, total);
+      return run(prog, input, std::move(src), std::move(codec), io::write_file(a.out, wo), in_bytes, out_bytes,
+                 total);
     }
-    return run(prog, std::move(src), std::move(codec),
-               io::write_fd(out_fd, wo, {}, a.out == "-" ? "stdout" : a.out), in_bytes, out_bytes, total);
+    io::write_options fo{.fsync = false, .progress = &out_bytes};
+    return run(prog, input, std::move(src), std::move(codec),
+               io::write_fd(out_fd, fo, {}, a.out == "-" ? "stdout" : a.out), in_bytes, out_bytes, total);
   };
   auto with_source = [&](auto codec) -> int {
     // A deeper read-ahead than the 64 KiB default: the reader then refills several chunks
@@ -250,10 +308,22 @@ int run_codec(bool compress, int argc, char** argv) {
                                             .jobs = static_cast<std::size_t>(a.jobs),
                                             .block = static_cast<std::size_t>(a.block)}));
     }
-    return with_source(io::gunzip());
+    // As gzip -d: trailing garbage is a warning (exit 2) after the complete output. A
+    // writer that cannot take back what it wrote (stdout, a FIFO) gets everything decoded
+    // before an error, then the error; a file is not kept at all.
+    auto report = std::make_shared<io::gunzip_report>();
+    const int status = with_source(
+        io::gunzip({.ignore_trailing_garbage = true, .defer_errors = !to_file, .report = report}));
+    if (status != 0) return status;
+    if (report->error) return fail(message_of(report->error, input, "gunzip"));
+    if (report->trailing_garbage_at) {
+      std::fprintf(stderr, "%s: %s: decompression OK, trailing garbage ignored (from byte offset %llu)\n",
+                   prog.c_str(), input.c_str(), static_cast<unsigned long long>(*report->trailing_garbage_at));
+      return 2;
+    }
+    return 0;
   } catch (const failure& e) {
-    std::fprintf(stderr, "%s: %s\n", prog.c_str(), e.what());
-    return 1;
+    return fail(e.what());
   }
 }
 

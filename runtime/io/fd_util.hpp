@@ -1,13 +1,17 @@
 // Private helpers of the io stages: errno messages, stop-aware waits on fds, SIGPIPE.
 #pragma once
 
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -105,14 +109,39 @@ class sigpipe_guard {
   sigset_t old_{};
 };
 
-// Writes every byte of iov[0..n) to fd (a blocking fd), resuming after short writes and
-// EINTR. Returns 0 or the errno of the failed write.
-inline int write_all(int fd, iovec* iov, int n, const stop_waiter* waiter, bool* stopped) {
+// How write_all writes to an fd so that no write blocks past a stop request.
+enum class write_mode {
+  plain,   // writev: a regular file or device (never waits long), or a non-blocking fd
+  socket,  // sendmsg with MSG_DONTWAIT: a blocking socket, without touching its flags
+  small,   // poll, then at most PIPE_BUF bytes: a blocking pipe or terminal we could
+           // not reopen; a pipe with room takes that much without blocking
+};
+
+// Writes every byte of iov[0..n) to fd, resuming after short writes and EINTR, and
+// waiting on `waiter` (when given) for room. Returns 0, or the errno of the failed
+// write; sets *stopped and returns 0 when a stop request woke the wait.
+inline int write_all(int fd, iovec* iov, int n, const stop_waiter* waiter, bool* stopped,
+                     write_mode how = write_mode::plain) {
   while (n > 0) {
-    const ssize_t w = ::writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+    ssize_t w;
+    if (how == write_mode::small) {
+      if (waiter != nullptr && !waiter->wait(fd, POLLOUT)) {
+        *stopped = true;
+        return 0;
+      }
+      const iovec part{iov->iov_base, std::min<std::size_t>(iov->iov_len, PIPE_BUF)};
+      w = ::write(fd, part.iov_base, part.iov_len);
+    } else if (how == write_mode::socket) {
+      msghdr m{};
+      m.msg_iov = iov;
+      m.msg_iovlen = static_cast<std::size_t>(n > IOV_MAX ? IOV_MAX : n);
+      w = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else {
+      w = ::writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+    }
     if (w < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN && waiter != nullptr) {
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && waiter != nullptr) {
         if (!waiter->wait(fd, POLLOUT)) {
           *stopped = true;
           return 0;
@@ -135,6 +164,50 @@ inline int write_all(int fd, iovec* iov, int n, const stop_waiter* waiter, bool*
   return 0;
 }
 
+// The fd a writer of a caller's descriptor uses, and how: a blocking pipe, FIFO or
+// terminal is reopened non-blocking through /proc/self/fd (a file description of our
+// own, so the caller's descriptor keeps its flags); a blocking socket is sent to with
+// MSG_DONTWAIT; a regular file or block device is written as it is (never waits long).
+class output_fd {
+ public:
+  explicit output_fd(int fd) : fd_(fd) {
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return;
+    waits_ = true;
+    const int fl = ::fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK) != 0) return;  // already non-blocking: EAGAIN, then poll
+    if (S_ISSOCK(st.st_mode)) {
+      how_ = write_mode::socket;
+      return;
+    }
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    const int again = ::open(proc.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    struct stat st2{};
+    if (again >= 0 && ::fstat(again, &st2) == 0 && st2.st_dev == st.st_dev && st2.st_ino == st.st_ino &&
+        st2.st_rdev == st.st_rdev) {
+      own_ = fd_ = again;
+      return;
+    }
+    if (again >= 0) ::close(again);
+    how_ = write_mode::small;
+  }
+  output_fd(const output_fd&) = delete;
+  output_fd& operator=(const output_fd&) = delete;
+  ~output_fd() {
+    if (own_ >= 0) ::close(own_);
+  }
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] write_mode how() const noexcept { return how_; }
+  // Whether writes can wait (then the writer needs a stop_waiter).
+  [[nodiscard]] bool waits() const noexcept { return waits_; }
+
+ private:
+  int fd_;
+  int own_ = -1;
+  bool waits_ = false;
+  write_mode how_ = write_mode::plain;
+};
+
 std::string at_offset(const std::string& where, std::uint64_t offset);
 
 // Reads fd into chunks and pushes them. A regular file fills each chunk; anything else
@@ -144,11 +217,11 @@ std::string at_offset(const std::string& where, std::uint64_t offset);
 void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const read_options& o,
                const char* stage, const std::string& where);
 
-// Pops batches of buffers and writes them with writev, waiting on `waiter` when fd is
-// non-blocking and full. Returns the bytes written when the input ends or (with
-// *stopped set) when a stop request woke the wait. Throws io::error on a failed write.
+// Pops batches of buffers and writes them with write_all, waiting on `waiter` when fd
+// is full. Returns the bytes written when the input ends or (with *stopped set) when a
+// stop request woke the wait. Throws io::error on a failed write.
 std::uint64_t write_loop(int fd, receiver<buffer>& in, const write_options& o,
                          const stop_waiter* waiter, const char* stage, const std::string& where,
-                         bool* stopped);
+                         bool* stopped, write_mode how = write_mode::plain);
 
 }  // namespace sluice::io::detail

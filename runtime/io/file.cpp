@@ -2,12 +2,16 @@
 #include "sluice/io/file.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <optional>
 #include <utility>
 
@@ -51,6 +55,9 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
     bool eof = false;
     while (b.size() < chunk) {
       if (!regular && !b.empty()) break;
+      // Not a regular file: wait for data (or the stop request) before each read, so a
+      // blocking pipe, terminal or socket never holds the stage past a stop.
+      if (waiter && !waiter->wait(fd, POLLIN)) return;
       const ssize_t r = ::read(fd, b.spare().data(), chunk - b.size());
       if (r < 0) {
         if (errno == EINTR) continue;
@@ -73,13 +80,12 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
       if (!out.push(std::move(b))) return;  // downstream is gone: nobody will read more
     }
     if (eof) return;
-    if (waiter && !waiter->wait(fd, POLLIN)) return;
   }
 }
 
 std::uint64_t write_loop(int fd, receiver<buffer>& in, const write_options& o,
                          const detail::stop_waiter* waiter, const char* stage,
-                         const std::string& where, bool* stopped) {
+                         const std::string& where, bool* stopped, write_mode how) {
   constexpr std::size_t kBatch = 16;
   std::array<buffer, kBatch> batch;
   std::array<iovec, kBatch> iov{};
@@ -92,7 +98,7 @@ std::uint64_t write_loop(int fd, receiver<buffer>& in, const write_options& o,
       iov[i] = {batch[i].data(), batch[i].size()};
       bytes += batch[i].size();
     }
-    const int err = detail::write_all(fd, iov.data(), static_cast<int>(n), waiter, stopped);
+    const int err = detail::write_all(fd, iov.data(), static_cast<int>(n), waiter, stopped, how);
     if (err != 0) detail::throw_errno(stage, "write", at_offset(where, written), err);
     for (std::size_t i = 0; i < n; ++i) batch[i].release();
     if (*stopped) return written;
@@ -107,8 +113,10 @@ std::uint64_t write_loop(int fd, receiver<buffer>& in, const write_options& o,
 
 void file_reader::operator()(sender<buffer>& out, std::stop_token stop) const {
   int fd;
+  // O_NONBLOCK: opening a FIFO does not wait for a writer (read_loop polls it, with the
+  // stop request, before each read); a regular file ignores it.
   do {
-    fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) detail::throw_errno("read_file", "open", path_.string(), errno);
   struct closer {
@@ -129,22 +137,114 @@ void fd_reader::operator()(sender<buffer>& out, std::stop_token stop) const {
 
 // ---- file_writer --------------------------------------------------------------------
 
+namespace {
+
+// Eight random characters for a temporary's name (getrandom; the clock if that fails).
+std::string random_suffix() {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::uint64_t bits = 0;
+  if (::getrandom(&bits, sizeof bits, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof bits)) {
+    static std::atomic<std::uint64_t> counter{0};  // relaxed: only needs distinct values
+    bits = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+           (counter.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull) ^
+           (static_cast<std::uint64_t>(::getpid()) << 40);
+  }
+  std::string s;
+  for (int i = 0; i < 8; ++i) {
+    s += kAlphabet[bits % (sizeof kAlphabet - 1)];
+    bits /= sizeof kAlphabet - 1;
+  }
+  return s;
+}
+
+std::filesystem::path directory_of(const std::filesystem::path& p) {
+  return p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
+}
+
+// A fresh name for a temporary beside `target`: target.XXXXXXXX.partial (or, where that
+// name would be too long, DIR/.sluice-XXXXXXXX.partial).
+std::filesystem::path temporary_name(const std::filesystem::path& target) {
+  const std::string base = target.filename().string();
+  // Built with append: GCC 12 at -O3 warns falsely about "." + s, -Wrestrict.
+  std::string tail = base.size() + 18 <= NAME_MAX ? base : std::string(".sluice-");
+  tail += base.size() + 18 <= NAME_MAX ? "." : "";
+  tail.append(random_suffix());
+  tail.append(".partial");
+  return directory_of(target) / tail;
+}
+
+// Opens a new temporary for `target`, exclusively: O_TMPFILE in its directory when the
+// file system has it (and /proc/self/fd is there to link it later), else a new file with
+// a random name. *name gets the name (empty for an anonymous temporary).
+int open_temporary(const std::filesystem::path& target, mode_t mode, std::filesystem::path* name) {
+  name->clear();
+  const std::filesystem::path dir = directory_of(target);
+  if (::access("/proc/self/fd", X_OK) == 0) {
+    int fd;
+    do {
+      fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
+    } while (fd < 0 && errno == EINTR);
+    if (fd >= 0) return fd;
+    // Older kernels say EISDIR, file systems without it EOPNOTSUPP: fall back to a name.
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+      detail::throw_errno("write_file", "create a temporary file in", dir.string(), errno);
+    }
+  }
+  for (int attempt = 0;; ++attempt) {
+    std::filesystem::path p = temporary_name(target);
+    const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd >= 0) {
+      *name = std::move(p);
+      return fd;
+    }
+    if (errno == EINTR || (errno == EEXIST && attempt < 100)) continue;
+    detail::throw_errno("write_file", "create", p.string(), errno);
+  }
+}
+
+// Gives an anonymous temporary a fresh name beside `target`; returns it.
+std::filesystem::path link_temporary(int fd, const std::filesystem::path& target) {
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  for (int attempt = 0;; ++attempt) {
+    std::filesystem::path p = temporary_name(target);
+    if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, p.c_str(), AT_SYMLINK_FOLLOW) == 0) return p;
+    if (errno == EINTR || (errno == EEXIST && attempt < 100)) continue;
+    detail::throw_errno("write_file", "link the temporary file to", p.string(), errno);
+  }
+}
+
+// Moves `from` to `to`; with replace false, fails with EEXIST if `to` exists (atomically).
+int move_into_place(const std::filesystem::path& from, const std::filesystem::path& to, bool replace) {
+  if (replace) return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  // No RENAME_NOREPLACE here: link() refuses an existing name just as atomically.
+  if (::link(from.c_str(), to.c_str()) != 0) return errno;
+  ::unlink(from.c_str());
+  return 0;
+}
+
+}  // namespace
+
 struct file_writer::state {
   std::filesystem::path path;
+  // The temporary's name while it exists and has one. Written by the stage's thread,
+  // read by whoever destroys the last copy, after the graph joined that thread.
   std::filesystem::path partial;
-  // Written by the stage's thread, read by whoever destroys the last copy, after the
-  // graph joined that thread (the join orders them); relaxed is enough.
+  // Read from any thread (writing()); the join orders the stage's stores before the
+  // destructor's loads, so relaxed is enough.
   std::atomic<bool> created{false};
   std::atomic<bool> committed{false};
 
-  explicit state(std::filesystem::path p) : path(std::move(p)), partial(path) {
-    partial += ".partial";
-  }
+  explicit state(std::filesystem::path p) : path(std::move(p)) {}
   state(const state&) = delete;
   state& operator=(const state&) = delete;
   ~state() { remove_partial(); }
   void remove_partial() noexcept {
-    if (created.exchange(false, std::memory_order_relaxed)) ::unlink(partial.c_str());
+    if (created.exchange(false, std::memory_order_relaxed) && !partial.empty()) {
+      ::unlink(partial.c_str());
+    }
+    partial.clear();
   }
 };
 
@@ -153,6 +253,7 @@ file_writer::file_writer(std::filesystem::path path, write_options o)
 
 const std::filesystem::path& file_writer::path() const noexcept { return state_->path; }
 std::filesystem::path file_writer::partial_path() const { return state_->partial; }
+bool file_writer::writing() const noexcept { return state_->created.load(std::memory_order_relaxed); }
 bool file_writer::committed() const noexcept {
   return state_->committed.load(std::memory_order_relaxed);
 }
@@ -160,13 +261,12 @@ bool file_writer::committed() const noexcept {
 void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
   state& st = *state_;
   st.committed.store(false, std::memory_order_relaxed);
-  int fd;
-  do {
-    fd = ::open(st.partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) detail::throw_errno("write_file", "create", st.partial.string(), errno);
+  const std::string where = st.path.string();
+  // Created with no more than the owner's bits of `mode`: the group is not settled yet.
+  mode_t want = options_.mode ? (*options_.mode & 0777) : 0666;
+  const int fd = open_temporary(st.path, options_.mode ? (want & 0700) : want, &st.partial);
   st.created.store(true, std::memory_order_relaxed);
-  // Until the rename succeeds, every way out closes the fd and removes the partial file.
+  // Until the commit, every way out closes the fd and discards the temporary.
   struct rollback {
     int fd;
     state& st;
@@ -176,23 +276,39 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
       if (!committed) st.remove_partial();
     }
   } guard{fd, st};
+  if (options_.mode) {
+    struct stat now{};
+    if (options_.group && ::fstat(fd, &now) == 0 && now.st_gid != *options_.group &&
+        ::fchown(fd, static_cast<uid_t>(-1), *options_.group) != 0) {
+      want &= ~static_cast<mode_t>(070);  // the group could not be kept: give it nothing
+    }
+    if (::fchmod(fd, want) != 0) detail::throw_errno("write_file", "set the mode of", where, errno);
+  } else if (options_.group) {
+    (void)::fchown(fd, static_cast<uid_t>(-1), *options_.group);
+  }
 
   bool stopped = false;
-  detail::write_loop(fd, in, options_, nullptr, "write_file", st.partial.string(), &stopped);
+  detail::write_loop(fd, in, options_, nullptr, "write_file", where, &stopped);
   // The input ended. Commit only after a close: an abort (cancel, an upstream failure,
   // a teardown stop request) must not leave a truncated file that looks complete.
   if (in.cancelled() || !in.done() || stop.stop_requested()) return;
-  if (options_.fsync && ::fsync(fd) != 0) {
-    detail::throw_errno("write_file", "fsync", st.partial.string(), errno);
+  if (options_.atime || options_.mtime) {
+    const timespec omit{0, UTIME_OMIT};
+    const timespec times[2] = {options_.atime.value_or(omit), options_.mtime.value_or(omit)};
+    if (::futimens(fd, times) != 0) detail::throw_errno("write_file", "set the times of", where, errno);
   }
+  if (options_.fsync && ::fsync(fd) != 0) detail::throw_errno("write_file", "fsync", where, errno);
+  if (st.partial.empty()) st.partial = link_temporary(fd, st.path);
   if (::close(std::exchange(guard.fd, -1)) != 0 && errno != EINTR) {
-    detail::throw_errno("write_file", "close", st.partial.string(), errno);
+    detail::throw_errno("write_file", "close", where, errno);
   }
-  if (::rename(st.partial.c_str(), st.path.c_str()) != 0) {
-    detail::throw_errno("write_file", "rename", st.partial.string() + " to " + st.path.string(), errno);
+  if (const int err = move_into_place(st.partial, st.path, options_.replace); err != 0) {
+    if (err == EEXIST) throw error("write_file: " + where + " already exists; not replaced", err);
+    detail::throw_errno("write_file", "rename", st.partial.string() + " to " + where, err);
   }
   guard.committed = true;
   st.created.store(false, std::memory_order_relaxed);
+  st.partial.clear();
   st.committed.store(true, std::memory_order_relaxed);
   if (options_.fsync) fsync_directory_of(st.path);
 }
@@ -201,11 +317,12 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
 
 void fd_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
   detail::sigpipe_guard no_sigpipe;
+  const detail::output_fd target(fd_);
   std::optional<detail::stop_waiter> waiter;
-  if (!detail::is_regular_fd(fd_)) waiter.emplace(stop);
+  if (target.waits()) waiter.emplace(stop);
   bool stopped = false;
-  detail::write_loop(fd_, in, options_, waiter ? &*waiter : nullptr, "write_fd", fd_name(fd_, where_),
-             &stopped);
+  detail::write_loop(target.fd(), in, options_, waiter ? &*waiter : nullptr, "write_fd", fd_name(fd_, where_),
+                     &stopped, target.how());
   if (options_.fsync && !stopped && !in.cancelled() && detail::is_regular_fd(fd_) &&
       ::fsync(fd_) != 0) {
     detail::throw_errno("write_fd", "fsync", fd_name(fd_, where_), errno);

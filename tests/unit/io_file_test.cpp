@@ -2,9 +2,13 @@
 // failure in every stage, and clear errors for a missing file, a full disk, a closed pipe.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -110,11 +114,11 @@ auto failing_stage(int ok) {
 }
 
 // The sink must have started writing before the failure for the test to mean anything:
-// a source that waits for path.partial to appear, then fails.
-auto source_failing_after_partial_exists(fs::path partial) {
-  return sluice::from<buffer>([partial](sluice::sender<buffer>& out) {
+// a source that waits for the writer's temporary file to exist, then fails.
+auto source_failing_after_partial_exists(io::file_writer w) {
+  return sluice::from<buffer>([w](sluice::sender<buffer>& out) {
     for (int i = 0; i < 4; ++i) out.push(buffer::copy_of(io_test::log_text(50'000, i)));
-    EXPECT_TRUE(sluice_test::eventually([&] { return fs::exists(partial); }));
+    EXPECT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
     throw std::runtime_error("source failed");
   }, io::byte_stage_options({}, "src"));
 }
@@ -123,9 +127,9 @@ TEST(io_file, a_failure_in_the_source_leaves_no_file_and_keeps_an_older_one) {
   sluice_test::watchdog dog(std::chrono::seconds(30), "source failure");
   io_test::temp_dir dir;
   io_test::write_string(dir / "out", "older contents");
+  auto sink = io::write_file(dir / "out");
   EXPECT_EQ(error_of([&] {
-              runner::run(source_failing_after_partial_exists(dir / "out.partial"), io::gzip(),
-                          io::write_file(dir / "out"));
+              runner::run(source_failing_after_partial_exists(sink.fn), io::gzip(), sink);
             }),
             "source failed");
   EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
@@ -167,12 +171,13 @@ TEST(io_file, a_failure_of_the_writer_itself_removes_its_partial_file) {
   const std::string msg = error_of([&] {
     runner::run(io_test::string_source("data\n"), io::write_file(dir / "out"));
   });
-  EXPECT_NE(msg.find("write_file: cannot rename " + (dir / "out.partial").string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("write_file: cannot rename " + (dir / "out.").string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find(".partial to " + (dir / "out").string() + ": Is a directory"), std::string::npos) << msg;
   EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
-  EXPECT_NE(error_of([&] { runner::run(io_test::string_source("x"), io::write_file(dir / "no" / "such" / "dir")); })
-                .find("write_file: cannot create " + (dir / "no" / "such" / "dir.partial").string() +
-                      ": No such file or directory"),
-            std::string::npos);
+  const std::string missing =
+      error_of([&] { runner::run(io_test::string_source("x"), io::write_file(dir / "no" / "such" / "dir")); });
+  EXPECT_EQ(missing, "write_file: cannot create a temporary file in " + (dir / "no" / "such").string() +
+                         ": No such file or directory");
 }
 
 TEST(io_file, a_cancelled_or_stopped_input_is_not_committed) {
@@ -184,7 +189,7 @@ TEST(io_file, a_cancelled_or_stopped_input_is_not_committed) {
     std::stop_source stop;
     std::thread t([&, rx = std::move(rx)]() mutable { w(rx, stop.get_token()); });
     ASSERT_TRUE(tx.push(buffer::copy_of("some bytes")));
-    ASSERT_TRUE(sluice_test::eventually([&] { return fs::exists(dir / "out.partial"); }));
+    ASSERT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
     if (stop_instead != 0) {
       stop.request_stop();
       tx.reset();  // an end that a teardown stop request turns into an abort
@@ -209,7 +214,8 @@ TEST(io_file, the_last_copy_of_an_unfinished_writer_removes_the_partial_file) {
     tx.push(buffer::copy_of("abc"));
     tx.reset();
     EXPECT_THROW(w(rx, std::stop_token{}), io::error);
-    EXPECT_FALSE(fs::exists(dir / "out.partial"));
+    EXPECT_FALSE(w.writing());
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
   }
   EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
 }
@@ -283,6 +289,197 @@ TEST(io_file, a_closed_pipe_is_an_error_not_a_killed_process) {
   });
   ::close(p[1]);
   EXPECT_EQ(msg, "write_fd: cannot write stdout at byte offset 0: Broken pipe");
+}
+
+// ---- the temporary file (issue 9, items 3 and 6) ------------------------------------
+
+TEST(io_file, write_file_never_touches_a_file_or_symlink_named_like_a_partial_file) {
+  io_test::temp_dir dir;
+  io_test::write_string(dir / "victim", "the victim's data");
+  io_test::write_string(dir / "out.partial", "a user's own file");
+  fs::create_symlink(dir / "victim", dir / "out2.partial");
+  runner::run(io_test::string_source("new data\n"), io::write_file(dir / "out"));
+  runner::run(io_test::string_source("more\n"), io::write_file(dir / "out2"));
+  EXPECT_EQ(error_of([&] { runner::run(io_test::string_source("x"), failing_stage(0), io::write_file(dir / "out3")); }),
+            "injected failure");
+  EXPECT_EQ(io_test::read_string(dir / "out"), "new data\n");
+  EXPECT_EQ(io_test::read_string(dir / "out2"), "more\n");
+  EXPECT_EQ(io_test::read_string(dir / "out.partial"), "a user's own file");
+  EXPECT_EQ(io_test::read_string(dir / "victim"), "the victim's data");
+  EXPECT_TRUE(fs::is_symlink(dir / "out2.partial"));
+  EXPECT_EQ(dir.list(), (std::vector<std::string>{"out", "out.partial", "out2", "out2.partial", "victim"}));
+}
+
+TEST(io_file, a_symlink_at_the_path_is_replaced_not_followed) {
+  io_test::temp_dir dir;
+  io_test::write_string(dir / "victim", "the victim's data");
+  fs::create_symlink(dir / "victim", dir / "out");
+  runner::run(io_test::string_source("new\n"), io::write_file(dir / "out"));
+  EXPECT_FALSE(fs::is_symlink(dir / "out"));
+  EXPECT_EQ(io_test::read_string(dir / "out"), "new\n");
+  EXPECT_EQ(io_test::read_string(dir / "victim"), "the victim's data");
+}
+
+TEST(io_file, without_replace_an_existing_path_is_kept_and_the_commit_fails) {
+  io_test::temp_dir dir;
+  io_test::write_string(dir / "out", "older");
+  const std::string msg =
+      error_of([&] { runner::run(io_test::string_source("new\n"), io::write_file(dir / "out", {.replace = false})); });
+  EXPECT_EQ(msg, "write_file: " + (dir / "out").string() + " already exists; not replaced");
+  EXPECT_EQ(io_test::read_string(dir / "out"), "older");
+  fs::create_symlink(dir / "nowhere", dir / "dangling");  // a dangling symlink exists too
+  EXPECT_NE(error_of([&] {
+              runner::run(io_test::string_source("x"), io::write_file(dir / "dangling", {.replace = false}));
+            }).find("already exists"),
+            std::string::npos);
+  EXPECT_EQ(dir.list(), (std::vector<std::string>{"dangling", "out"}));
+  runner::run(io_test::string_source("fresh\n"), io::write_file(dir / "fresh", {.replace = false}));
+  EXPECT_EQ(io_test::read_string(dir / "fresh"), "fresh\n");
+}
+
+TEST(io_file, concurrent_writers_of_one_path_each_write_a_whole_file_and_the_last_wins) {
+  sluice_test::watchdog dog(std::chrono::seconds(60), "concurrent writers");
+  io_test::temp_dir dir;
+  const std::string a = io_test::log_text(300'000, 7);
+  const std::string b = io_test::random_bytes(200'000, 8);
+  for (int round = 0; round < 10; ++round) {
+    std::thread t1([&] { runner::run(io_test::string_source(a, 4096), io::write_file(dir / "out")); });
+    std::thread t2([&] { runner::run(io_test::string_source(b, 4096), io::write_file(dir / "out")); });
+    t1.join();
+    t2.join();
+    const std::string got = io_test::read_string(dir / "out");
+    EXPECT_TRUE(got == a || got == b) << "round " << round << ": " << got.size() << " bytes, a mix";
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
+  }
+}
+
+// The mode of the writer's open temporary file, found through /proc/self/fd (an
+// O_TMPFILE shows as "DIR/#INODE (deleted)", a named one as DIR/out.XXXXXXXX.partial).
+std::optional<mode_t> temporary_mode(const fs::path& dir) {
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const fs::path target = fs::read_symlink(e.path(), ec);
+    if (ec || target.string().rfind(dir.string() + "/", 0) != 0) continue;
+    struct stat st{};
+    if (::stat(e.path().c_str(), &st) == 0) return st.st_mode & 07777;
+  }
+  return std::nullopt;
+}
+
+TEST(io_file, the_new_file_gets_the_mode_and_times_asked_for_and_never_more_permission) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "mode");
+  io_test::temp_dir dir;
+  const mode_t old_umask = ::umask(022);
+  const timespec mtime{1'600'000'000, 123'456'789};
+  const timespec atime{1'500'000'000, 0};
+  for (const mode_t mode : {mode_t{0600}, mode_t{0640}, mode_t{0400}, mode_t{0666}}) {
+    io::file_writer w(dir / "out", {.mode = mode, .group = ::getegid(), .atime = atime, .mtime = mtime});
+    auto [tx, rx] = sluice::bounded<buffer>(16);
+    std::thread t([&, rx = std::move(rx)]() mutable { w(rx, std::stop_token{}); });
+    ASSERT_TRUE(tx.push(buffer::copy_of("secret\n")));
+    ASSERT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
+    // While it is being written, the temporary has no bit that `mode` lacks.
+    const auto m = temporary_mode(dir.path());
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(*m & ~mode, 0u) << std::oct << *m << " for " << mode;
+    tx.reset();
+    t.join();
+    ASSERT_TRUE(w.committed());
+    struct stat st{};
+    ASSERT_EQ(::stat((dir / "out").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, mode) << std::oct << (st.st_mode & 07777);  // exactly, umask or not
+    EXPECT_EQ(st.st_mtim.tv_sec, mtime.tv_sec);
+    EXPECT_EQ(st.st_mtim.tv_nsec, mtime.tv_nsec);
+    EXPECT_EQ(st.st_atim.tv_sec, atime.tv_sec);
+    fs::remove(dir / "out");
+  }
+  // No mode asked: 0666 minus the umask, as before.
+  runner::run(io_test::string_source("x"), io::write_file(dir / "plain"));
+  struct stat st{};
+  ASSERT_EQ(::stat((dir / "plain").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  ::umask(old_umask);
+}
+
+// ---- stop requests wake waits on blocking descriptors (issue 9, item 2) ------------
+
+TEST(io_file, a_stop_request_wakes_read_fd_on_a_blocking_pipe_that_never_had_data) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "silent pipe");
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);  // blocking; the writer stays open and silent
+  auto d = io::read_fd(p[0]);
+  auto [tx, rx] = sluice::bounded<buffer>(16);
+  std::stop_source stop;
+  std::atomic<bool> ended{false};
+  std::thread t([&, tx = std::move(tx)]() mutable {
+    d.fn(tx, stop.get_token());
+    ended = true;
+  });
+  EXPECT_FALSE(rx.pop_for(std::chrono::milliseconds(20)).has_value());  // it is waiting
+  stop.request_stop();
+  EXPECT_TRUE(sluice_test::eventually([&] { return ended.load(); }, std::chrono::seconds(5)));
+  t.join();
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+TEST(io_file, a_stop_request_wakes_read_file_on_a_fifo_with_no_writer) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "fifo without writer");
+  io_test::temp_dir dir;
+  ASSERT_EQ(::mkfifo((dir / "f").c_str(), 0600), 0);
+  auto d = io::read_file(dir / "f");
+  auto [tx, rx] = sluice::bounded<buffer>(16);
+  std::stop_source stop;
+  std::atomic<bool> ended{false};
+  std::thread t([&, tx = std::move(tx)]() mutable {
+    d.fn(tx, stop.get_token());
+    ended = true;
+  });
+  EXPECT_FALSE(rx.pop_for(std::chrono::milliseconds(20)).has_value());
+  EXPECT_FALSE(ended.load());  // no writer yet: it waits (the open did not end it as empty)
+  stop.request_stop();
+  EXPECT_TRUE(sluice_test::eventually([&] { return ended.load(); }, std::chrono::seconds(5)));
+  t.join();
+}
+
+// Fills a blocking descriptor nobody reads through write_fd, then requests stop.
+void stop_wakes_a_writer_blocked_on(int wfd, int rfd) {
+  auto d = io::write_fd(wfd);
+  auto [tx, rx] = sluice::bounded<buffer>(64);
+  std::stop_source stop;
+  std::atomic<bool> ended{false};
+  std::thread t([&, rx = std::move(rx)]() mutable {
+    d.fn(rx, stop.get_token());
+    ended = true;
+  });
+  for (int i = 0; i < 32; ++i) ASSERT_TRUE(tx.push(buffer::copy_of(io_test::random_bytes(64 << 10, i))));
+  int queued = 0;
+  ASSERT_TRUE(sluice_test::eventually([&] {  // the descriptor is full: the writer waits
+    return ::ioctl(rfd, FIONREAD, &queued) == 0 && queued >= 32 << 10;
+  }));
+  EXPECT_FALSE(ended.load());
+  stop.request_stop();
+  EXPECT_TRUE(sluice_test::eventually([&] { return ended.load(); }, std::chrono::seconds(5)));
+  t.join();
+  EXPECT_EQ(::fcntl(wfd, F_GETFL) & O_NONBLOCK, 0);  // the caller's descriptor kept its flags
+}
+
+TEST(io_file, a_stop_request_wakes_write_fd_on_a_full_blocking_pipe) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "full pipe");
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  stop_wakes_a_writer_blocked_on(p[1], p[0]);
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+TEST(io_file, a_stop_request_wakes_write_fd_on_a_full_blocking_socket) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "full socket");
+  int s[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, s), 0);
+  stop_wakes_a_writer_blocked_on(s[0], s[1]);
+  ::close(s[0]);
+  ::close(s[1]);
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 //   namespace io = sluice::io;
 //   sluice::pipeline(io::read_file("access.log"),          // 64 KiB chunks
 //                    io::gzip({.level = 6}),
-//                    io::write_file("access.log.gz"))       // access.log.gz.partial, renamed at the end
+//                    io::write_file("access.log.gz"))       // a temporary file, renamed at the end
 //       .run();
 //   sluice::pipeline(io::read_fd(0), io::gunzip(), io::write_fd(1)).run();   // a filter
 //
@@ -18,29 +18,52 @@
 //     are full except the last; a pipe or socket pushes what each read returned) and
 //     never an empty buffer. A stop request ends the source after the current chunk;
 //     its output is then closed as after end of file.
-//   - write_file writes `path.partial` and renames it to `path` only when its input
-//     ended by a close (rx.done(), not cancelled, no stop requested) and every write,
-//     the optional fsync and the close succeeded. On any other ending (an upstream
-//     failure, a cancel, its own write error) it removes `path.partial`; so does the
-//     last copy of the function object if the stage never finished. A failed pipeline
-//     never leaves a truncated file that looks complete.
+//   - write_file writes a temporary file of its own in path's directory and moves it to
+//     `path` only when its input ended by a close (rx.done(), not cancelled, no stop
+//     requested) and every write, the fsync and the close succeeded. The temporary is
+//     created exclusively: an anonymous O_TMPFILE (no name on disk until it is complete;
+//     a killed process leaves nothing), or where the file system lacks O_TMPFILE, a new
+//     file `path.XXXXXXXX.partial` (random name, O_CREAT|O_EXCL|O_NOFOLLOW). Nothing else
+//     on disk is opened, truncated, followed or removed; two writers of one path each
+//     write their own temporary, and the last commit wins. On any other ending (an
+//     upstream failure, a cancel, its own write error) the temporary is discarded; so
+//     it is if the last copy of the function object goes before the stage finished.
+//     A failed pipeline never leaves a truncated file that looks complete.
+//   - The new file never has more permission than asked: with `mode`, it is created
+//     with no group/other bits, given `group` (if set and allowed; if refused, its group
+//     bits are dropped), then chmod'ed to `mode`, all before the first byte is written.
+//     Without `mode` it gets 0666 minus the umask. `atime`/`mtime` are set before the
+//     commit. With `replace` false, the commit fails (EEXIST) rather than replace a path
+//     that exists by then (checked atomically by the kernel).
 //   - write_fd writes everything it receives, in order; with SIGPIPE blocked on its
 //     thread, a closed pipe or socket is an io::error (EPIPE), not a killed process.
 //   - Failures throw io::error naming the stage, the path (or fd) and the byte offset.
 //   - Stage options: a capacity left at its default becomes kByteBudget (64 KiB);
 //     the default names are "read_file", "write_file", "read_fd", "write_fd".
+//   - Waits on a pipe, FIFO, terminal or socket (read_fd, write_fd, the tcp stages) end
+//     at once on the stage's stop request, also for a blocking descriptor: a reader polls
+//     the fd together with the stop eventfd before each read; a writer writes to a
+//     non-blocking reopening of a pipe/FIFO/terminal (/proc/self/fd/N: a file description
+//     of its own, so the caller's fd keeps its flags), sends to a socket with
+//     MSG_DONTWAIT, and waits for room with poll on the fd and the stop eventfd.
 // Non-guarantees: a stop request during a read_file leaves write_file committing the
 //   prefix it received (request_stop() is a graceful end; use cancel() to abort).
-//   Writes to a pipe whose reader never reads can block past a stop request.
+//   Where a pipe or terminal cannot be reopened, writes are cut to PIPE_BUF bytes after
+//   poll says writable, which cannot block unless another process writes to it too.
+//   The temporary's name (when it has one) and the exact permission bits are Linux's.
 // Lifetime: descriptors and function objects are copyable values; copies of one
 //   file_writer share its partial-file state.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string>
 
@@ -59,6 +82,12 @@ struct read_options {
 struct write_options {
   bool fsync = false;                               // fsync the file (and its directory) before commit
   std::atomic<std::uint64_t>* progress = nullptr;   // if set, bytes written are added as they go
+  // write_file only (ignored by write_fd):
+  std::optional<mode_t> mode = std::nullopt;        // permission bits of the new file (& 0777)
+  std::optional<gid_t> group = std::nullopt;        // its group, if the system allows it
+  std::optional<timespec> atime = std::nullopt;     // access time set before the commit
+  std::optional<timespec> mtime = std::nullopt;     // modification time set before the commit
+  bool replace = true;                              // false: never replace an existing path
 };
 
 // f(sender<buffer>&, std::stop_token): reads a file from the start to its end.
@@ -86,14 +115,18 @@ class fd_reader {
   std::string where_;
 };
 
-// f(receiver<buffer>&, std::stop_token): writes path.partial, commits by rename.
+// f(receiver<buffer>&, std::stop_token): writes a temporary file, commits by rename.
 class file_writer {
  public:
   file_writer(std::filesystem::path path, write_options o);
   void operator()(receiver<buffer>& in, std::stop_token stop) const;
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept;
+  // The temporary's name while it exists and has one (the fallback to O_TMPFILE), else
+  // empty. Read it only when no stage runs this writer (or from the stage's thread).
   [[nodiscard]] std::filesystem::path partial_path() const;
+  // The temporary file has been created (the stage is writing); false once it is gone.
+  [[nodiscard]] bool writing() const noexcept;
   // Committed: the rename to path() happened.
   [[nodiscard]] bool committed() const noexcept;
 

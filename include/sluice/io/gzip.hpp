@@ -21,17 +21,32 @@
 //     Python's gzip and io::gunzip read it as one stream). Both are what `gzip -d`
 //     turns back into the input, byte for byte.
 //   - gunzip reads concatenated members and ignores zero bytes after the last member
-//     (as gzip(1) does). Corrupt data, a bad CRC or length, trailing non-zero bytes, a
-//     stream that ends inside a member, and an empty input are io::errors that name the
-//     byte offset in the compressed input (and the member).
+//     (as gzip(1) does). Corrupt data, a bad CRC or length, a stream that ends inside a
+//     member (or inside the next member's magic), data after a member in another of
+//     gzip(1)'s formats (compress, pack, LZH), and an empty input are io::errors that name
+//     the byte offset in the compressed input (and the member).
+//   - Trailing garbage, as gzip(1) 1.12 sees it: after at least one member, anything
+//     but zero bytes to the end that does not start a new member (0x1f 0x8b), including
+//     zero bytes followed by anything. It is an io::error ("trailing garbage after gzip
+//     member N at byte offset X"); with ignore_trailing_garbage it ends the stream
+//     normally instead (the output is complete), and report->trailing_garbage_at says
+//     where it began (gzip(1)'s "decompression OK, trailing garbage ignored").
+//   - defer_errors (needs a report): on any io::error, the stage first pushes all it
+//     decoded before the error (every complete member in full, as gzip -dc writes it),
+//     ends its output normally and stores the error in report->error instead of
+//     throwing. The run then succeeds: the caller must check report->error afterwards.
+//     For a writer that cannot take back what it wrote (stdout); a file writer should
+//     see the failure (leave defer_errors off) so that it keeps no output.
+//   - A report is written by the stage's thread; read it after the run (the join orders it).
 //   - Output chunks are full (`chunk` bytes) except the last; no empty buffer is pushed.
 //   - If the input ends by a cancel (rx.cancelled()) or a stop request, no trailer is
 //     written: the stage just returns.
 //   - parallel_gzip keeps at most 4 * jobs + 4 blocks in flight (plus its channels), emits
 //     them in input order, and joins its worker threads before its function returns,
 //     whichever way it ends.
-//   - deflate_engine::automatic picks libdeflate for levels 0-7 and zlib for 8-9, where
-//     each was the faster at the same level on log-like data (benchmarks/io_bench.cpp).
+//   - deflate_engine::automatic is libdeflate at every level, so a higher level never
+//     gives a larger output than a lower one from the engine switching (zlib's level 9
+//     is larger than libdeflate's level 1 on text); zlib is there when asked for.
 // Non-guarantees: compressed bytes differ between engines, levels and block sizes (the
 //   decompressed bytes never do). parallel_gzip's ratio is a little lower than gzip's:
 //   each block starts without the previous block's window.
@@ -40,7 +55,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string_view>
 
@@ -77,7 +94,9 @@ class gzip_encoder {
 // A streaming gzip decompressor (zlib) that reads concatenated members.
 class gzip_decoder {
  public:
-  gzip_decoder();
+  // ignore_trailing_garbage: trailing garbage (see above) ends the stream instead of
+  // throwing; the rest of the input is then taken and dropped.
+  explicit gzip_decoder(bool ignore_trailing_garbage = false);
   gzip_decoder(gzip_decoder&&) noexcept;
   gzip_decoder& operator=(gzip_decoder&&) noexcept;
   ~gzip_decoder();
@@ -92,6 +111,8 @@ class gzip_decoder {
   [[nodiscard]] std::uint64_t bytes_in() const noexcept;   // compressed bytes consumed
   [[nodiscard]] std::uint64_t bytes_out() const noexcept;
   [[nodiscard]] std::uint64_t members() const noexcept;    // complete members seen
+  // Where ignored trailing garbage began (the end of the last member), if any.
+  [[nodiscard]] std::optional<std::uint64_t> trailing_garbage_at() const noexcept;
 
  private:
   struct impl;
@@ -126,8 +147,17 @@ struct gzip_options {
   int level = 6;
   std::size_t chunk = kChunk;  // output buffer size
 };
+// What a gunzip stage found, filled in by its thread as it ends.
+struct gunzip_report {
+  std::uint64_t members = 0;                           // complete members decoded
+  std::optional<std::uint64_t> trailing_garbage_at;    // ignored trailing garbage began here
+  std::exception_ptr error;                            // the deferred error (defer_errors)
+};
 struct gunzip_options {
-  std::size_t chunk = kChunk;  // output buffer size
+  std::size_t chunk = kChunk;                  // output buffer size
+  bool ignore_trailing_garbage = false;        // as gzip(1): data, then a warning (see above)
+  bool defer_errors = false;                   // push what was decoded, store the error (see above)
+  std::shared_ptr<gunzip_report> report = {};  // where the stage reports; required by defer_errors
 };
 struct parallel_gzip_options {
   int level = 6;
@@ -147,7 +177,7 @@ class gzip_stage {
 };
 class gunzip_stage {
  public:
-  explicit gunzip_stage(gunzip_options o) : options_(o) {}
+  explicit gunzip_stage(gunzip_options o);
   void operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const;
 
  private:
