@@ -515,7 +515,9 @@ void parallel_gzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out,
   stopper guard{work_tx, order_tx, out_abort};
 
   std::uint64_t blocks = 0;
-  auto submit = [&](buffer b) -> bool {
+  // The bindings by explicit reference: clang 14 (`./dev fuzz`) cannot capture a structured
+  // binding implicitly.
+  auto submit = [&, &order_tx = order_tx, &work_tx = work_tx](buffer b) -> bool {
     job j{std::move(b), {}};
     std::future<buffer> f = j.result.get_future();
     if (!order_tx.push(std::move(f))) return false;  // the emitter stopped
