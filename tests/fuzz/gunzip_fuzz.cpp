@@ -1,9 +1,10 @@
 // tests/fuzz/gunzip_fuzz.cpp — io::gzip_decoder against zlib's own decoding.
 //
-// Input: byte 0 picks the output buffer size, byte 1 the size of the pieces the
-// compressed bytes are fed in (0: all at once); the rest is the compressed stream.
-// When byte 0's top three bits are all set (1 input in 8), the rest is instead plain
-// data that io::gzip_encoder compresses at level byte1 % 10 and that must come back.
+// Input: byte 0's low 5 bits pick the output buffer size and bit 5 the decoder's
+// ignore_trailing_garbage; byte 1 is the size of the pieces the compressed bytes are fed
+// in (0: all at once); the rest is the compressed stream. When byte 0's top three bits
+// are all set (1 input in 8), the rest is instead plain data that io::gzip_encoder
+// compresses at level byte1 % 10 and that must come back.
 //
 // Properties:
 //   - The decoder throws only io::error (anything else escapes and is a crash).
@@ -16,12 +17,19 @@
 //     trailing junk, it may never invent or drop data).
 //   - Where it fails, what it wrote is a prefix of what the reference decoded before
 //     stopping.
+//   - Strict (the default): whatever the reference does not accept is an io::error.
+//   - ignore_trailing_garbage: trailing_garbage_at() is empty where the reference
+//     accepts, and is the end of the last member wherever the decoder succeeds on a
+//     stream the reference does not accept. After at least one member, bytes whose first
+//     non-zero byte is not 0x1f (so no new member, nor another gzip(1) format) are
+//     garbage: the decoder must succeed there.
 //   - bytes_out() counts what was written; bytes_in() never exceeds the input.
 #include <zlib.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -39,6 +47,7 @@ struct reference {
   std::string members;     // the output of the members decoded completely
   std::string attempted;   // members + what the first bad member produced before failing
   std::uint64_t count = 0; // members decoded completely
+  std::size_t end = 0;      // the input offset just after the last complete member
 };
 
 reference zlib_reference(std::string_view data) {
@@ -76,6 +85,7 @@ reference zlib_reference(std::string_view data) {
     r.members += out;
     ++r.count;
     pos += used;
+    r.end = pos;
   }
   r.attempted = r.members;
   return r;
@@ -86,11 +96,12 @@ struct outcome {
   std::string out;
   std::string error;
   std::uint64_t members = 0;
+  std::optional<std::uint64_t> garbage_at;
 };
 
-outcome decode(std::string_view data, std::size_t out_size, std::size_t piece) {
+outcome decode(std::string_view data, std::size_t out_size, std::size_t piece, bool ignore_garbage) {
   outcome o;
-  sluice::io::gzip_decoder d;
+  sluice::io::gzip_decoder d(ignore_garbage);
   sluice::buffer ob(out_size);
   auto drain = [&] {
     o.out.append(ob.view());
@@ -120,14 +131,33 @@ outcome decode(std::string_view data, std::size_t out_size, std::size_t piece) {
                     std::to_string(d.bytes_out()) + " counted, " + std::to_string(o.out.size()) + " written");
   SLUICE_FUZZ_CHECK(d.bytes_in() <= data.size(), std::to_string(d.bytes_in()));
   o.members = d.members();
+  o.garbage_at = d.trailing_garbage_at();
   return o;
 }
 
-void check_decode(std::string_view data, std::size_t out_size, std::size_t piece) {
+void check_decode(std::string_view data, std::size_t out_size, std::size_t piece, bool ignore_garbage) {
   const reference ref = zlib_reference(data);
-  const outcome got = decode(data, out_size, piece);
+  const outcome got = decode(data, out_size, piece, ignore_garbage);
   const std::string where = " (input " + printable(data) + ", out " + std::to_string(out_size) +
-                            ", piece " + std::to_string(piece) + ")";
+                            ", piece " + std::to_string(piece) + (ignore_garbage ? ", ignoring garbage" : "") + ")";
+  if (!ignore_garbage) {
+    SLUICE_FUZZ_CHECK(!got.garbage_at, "strict decoder reports ignored garbage" + where);
+    SLUICE_FUZZ_CHECK(ref.accepted || !got.ok, "zlib does not accept the stream, gunzip did" + where);
+  } else if (ref.accepted) {
+    SLUICE_FUZZ_CHECK(!got.garbage_at, "garbage reported at " + std::to_string(got.garbage_at.value_or(0)) + where);
+  } else {
+    if (got.ok) {
+      SLUICE_FUZZ_CHECK(got.garbage_at && *got.garbage_at == ref.end,
+                        "success on a stream zlib refuses: garbage_at " + std::to_string(got.garbage_at.value_or(0)) +
+                            ", last member ends at " + std::to_string(ref.end) + where);
+    }
+    if (ref.count > 0) {
+      const std::size_t nz = data.find_first_not_of('\0', ref.end);
+      if (nz != std::string_view::npos && static_cast<unsigned char>(data[nz]) != 0x1f) {
+        SLUICE_FUZZ_CHECK(got.ok, "trailing garbage not ignored: " + got.error + where);
+      }
+    }
+  }
   if (ref.accepted) {
     SLUICE_FUZZ_CHECK(got.ok, "zlib accepts the stream, gunzip said: " + got.error + where);
     SLUICE_FUZZ_CHECK(got.members == ref.count,
@@ -166,7 +196,7 @@ void check_round_trip(std::string_view plain, int level, std::size_t out_size) {
   const reference ref = zlib_reference(gz);
   SLUICE_FUZZ_CHECK(ref.accepted && ref.count == 1 && ref.members == plain,
                     "zlib does not decode what gzip_encoder wrote, level " + std::to_string(level));
-  const outcome got = decode(gz, out_size, 0);
+  const outcome got = decode(gz, out_size, 0, false);
   SLUICE_FUZZ_CHECK(got.ok && got.out == plain, "gunzip(gzip(x)) != x: " + got.error);
 }
 
@@ -181,7 +211,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if ((b0 & 0xe0) == 0xe0) {
     check_round_trip(in.rest(), b1 % 10, out_size);
   } else {
-    check_decode(in.rest(), out_size, b1);
+    check_decode(in.rest(), out_size, b1, (b0 & 0x20) != 0);
   }
   return 0;
 }

@@ -5,7 +5,8 @@
 # inputs saved from fuzzing runs: crash-*, found-*).
 #
 # Each target reads a few control bytes before its payload (see the target's header):
-#   gunzip  byte 0: output room (low 5 bits, x256 B; top 3 bits set: round-trip mode),
+#   gunzip  byte 0: output room (low 5 bits, x256 B), bit 5: ignore_trailing_garbage
+#           (top 3 bits set: round-trip mode instead),
 #           byte 1: input piece size (0: whole) or, in round-trip mode, the level
 #   lines   bytes 0-1: max_line (LE; 0xffff = SIZE_MAX), byte 2: chunk size (0: whole)
 #   args    NUL-separated arguments
@@ -22,7 +23,7 @@ printf 'hello\n' > "$tmp/hello"
 gzip -1 -n -c "$tmp/text" > "$tmp/t1.gz"
 gzip -9 -n -c "$tmp/text" > "$tmp/t9.gz"
 gzip -n -c "$tmp/hello" > "$tmp/h.gz"
-cp "$tmp/hello" "$tmp/named"; gzip -9 -f "$tmp/named"   # with FNAME and an mtime
+cp "$tmp/hello" "$tmp/named"; touch -d @1600000000 "$tmp/named"; gzip -9 -f "$tmp/named"  # FNAME, a fixed mtime
 : > "$tmp/empty"; gzip -n -c "$tmp/empty" > "$tmp/e.gz"
 
 g() {  # g NAME B0 B1 FILES...: control bytes, then the files' bytes
@@ -44,6 +45,12 @@ g multi-pieces 02 01 "$tmp/t1.gz" "$tmp/h.gz"
 { cat "$tmp/h.gz"; head -c 100 /dev/zero; } > "$tmp/zeros"; g zero-padding 00 05 "$tmp/zeros"
 { cat "$tmp/h.gz"; head -c 8 /dev/zero; cat "$tmp/h.gz"; } > "$tmp/zeros-member"; g zeros-then-member 00 00 "$tmp/zeros-member"
 { cat "$tmp/t1.gz"; printf 'x'; } > "$tmp/t1x"; g member-then-x 01 00 "$tmp/t1x"
+# The same junk with ignore_trailing_garbage (byte 0 bit 5).
+g garbage-ignored 20 00 "$tmp/garbage"
+g garbage-magic-ignored 20 00 "$tmp/garbage-magic"
+g half-magic-ignored 20 00 "$tmp/half-magic"
+g zeros-then-member-ignored 20 03 "$tmp/zeros-member"
+g member-then-x-ignored 21 00 "$tmp/t1x"
 head -c 40 "$tmp/t9.gz" > "$tmp/trunc"; g truncated 00 00 "$tmp/trunc"
 head -c $(($(wc -c < "$tmp/t1.gz") - 4)) "$tmp/t1.gz" > "$tmp/no-isize"; g truncated-trailer 00 00 "$tmp/no-isize"
 # A wrong CRC: flip the first trailer byte.
