@@ -171,7 +171,8 @@ int run(const std::string& prog, const std::string& input, Source src, Codec cod
         if (interrupted.load(std::memory_order_relaxed) != 0) {
           // A second signal: the user insists. Nothing of OUT is on disk under its name
           // (an anonymous temporary vanishes with the process).
-          std::fprintf(stderr, "%s: interrupted again by %s; exiting now\n", prog.c_str(), strsignal(sig));
+          write_nowait(STDERR_FILENO, prog + ": interrupted again by " + strsignal(sig) + "; exiting now\n",
+                       std::chrono::milliseconds(50));
           std::_Exit(128 + sig);
         }
         interrupted.store(sig, std::memory_order_relaxed);  // read after the join below
@@ -202,7 +203,10 @@ int run(const std::string& prog, const std::string& input, Source src, Codec cod
   bar.clear();
   // A signal that came after the run had already succeeded changes nothing.
   if (const int sig = interrupted.load(std::memory_order_relaxed); sig != 0 && err) {
-    std::fprintf(stderr, "%s: interrupted by %s; no output kept\n", prog.c_str(), strsignal(sig));
+    // Not a blocking fprintf: stderr may be a terminal nobody reads (signals are still
+    // blocked here, so a stuck write could not even be interrupted).
+    write_nowait(STDERR_FILENO, prog + ": interrupted by " + strsignal(sig) + "; no output kept\n",
+                 std::chrono::milliseconds(50));
     return 128 + sig;
   }
   if (err) throw failure(message_of(err, input));

@@ -11,10 +11,17 @@
 // a readable trace instead of escape codes. SLUICE_PROGRESS=plain|live|off in the
 // environment overrides the detection (off: only finish() lines are printed).
 // Thread safe: update() and finish() may be called from any thread.
+// Never blocks on a terminal nobody reads: the live block is written through a
+// non-blocking descriptor of its own and dropped when the terminal has no room (a
+// blocked progress writer would keep the tool from taking Ctrl-C). write_nowait()
+// gives other lines the same treatment, waiting at most a moment for room.
 #pragma once
 
+#include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +31,31 @@
 #include <utility>
 
 namespace sluice::tool {
+
+// Writes `text` to fd without blocking for long: through a non-blocking reopening of a
+// terminal or pipe (a file description of its own, so fd keeps its flags), waiting at
+// most `patience` for room, dropping what does not fit. Other files: a plain write.
+inline void write_nowait(int fd, std::string_view text,
+                         std::chrono::milliseconds patience = std::chrono::milliseconds(200)) {
+  const int own = ::isatty(fd) != 0 || ::lseek(fd, 0, SEEK_CUR) < 0
+                      ? ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
+                      : -1;
+  const int w = own >= 0 ? own : fd;
+  const auto until = std::chrono::steady_clock::now() + patience;
+  while (!text.empty()) {
+    const ssize_t n = ::write(w, text.data(), text.size());
+    if (n > 0) {
+      text.remove_prefix(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (own < 0 || n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) || left.count() <= 0) break;
+    pollfd p{w, POLLOUT, 0};
+    (void)::poll(&p, 1, static_cast<int>(left.count()));
+  }
+  if (own >= 0) ::close(own);
+}
 
 class progress {
  public:
@@ -72,8 +104,7 @@ class progress {
         if (nl == std::string_view::npos) break;
         start = nl + 1;
       }
-      std::fputs(block.c_str(), out_);
-      std::fflush(out_);
+      put_locked(block);
       drawn_lines_ = lines;
       return;
     }
@@ -102,8 +133,7 @@ class progress {
     // Move up over the block and erase it line by line.
     std::string s;
     for (int i = 0; i < drawn_lines_; ++i) s += "\x1b[1A\x1b[2K";
-    std::fputs(s.c_str(), out_);
-    std::fflush(out_);
+    put_locked(s);
     drawn_lines_ = 0;
   }
   void print_prefixed_locked(std::string_view text) {
@@ -117,8 +147,13 @@ class progress {
       if (nl == std::string_view::npos) break;
       start = nl + 1;
     }
-    std::fputs(out.c_str(), out_);
+    put_locked(out);
+  }
+
+  // Written at once or (a terminal or pipe nobody reads) dropped.
+  void put_locked(const std::string& text) {
     std::fflush(out_);
+    write_nowait(::fileno(out_), text, std::chrono::milliseconds(0));
   }
 
   std::mutex mu_;
