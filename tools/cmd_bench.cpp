@@ -21,8 +21,11 @@
 #include <cstdio>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -356,8 +359,11 @@ bench_result run_tbb(const bench_config& c, progress& prog) {
   const std::string payload(static_cast<std::size_t>(c.item_size), 'x');
   std::uint64_t next = 0;
   const std::size_t channels = c.topo == topology_kind::farm ? 2 : c.n + 1;
+  // capacity x channels, saturating: a huge --capacity must not wrap to a few tokens.
+  const std::size_t cap = static_cast<std::size_t>(c.capacity);
   const std::size_t tokens =
-      c.tokens != 0 ? static_cast<std::size_t>(c.tokens) : std::max<std::size_t>(1, static_cast<std::size_t>(c.capacity) * channels);
+      c.tokens != 0 ? static_cast<std::size_t>(c.tokens)
+                    : std::max<std::size_t>(1, cap > SIZE_MAX / channels ? SIZE_MAX : cap * channels);
 
   tbb::filter<void, bench_item> chain = tbb::make_filter<void, bench_item>(
       tbb::filter_mode::serial_in_order, [&](tbb::flow_control& fc) -> bench_item {
@@ -543,7 +549,24 @@ int cmd_bench(int argc, char** argv) {
 
   progress prog("bench");
   std::vector<bench_result> results;
-  if (c.engine != "tbb") results.push_back(run_sluice(c, prog));
+  if (c.engine != "tbb") {
+    try {
+      results.push_back(run_sluice(c, prog));
+    } catch (const std::exception& e) {
+      // A --capacity whose channels cannot exist: sluice::bounded throws
+      // std::invalid_argument (not addressable) or a std::bad_alloc (more than this
+      // machine's memory), each naming the capacity. That is a bad value on the command
+      // line: one line, exit 2, before anything ran.
+      const std::string_view what = e.what();
+      const std::string prefix = "sluice::bounded: capacity " + std::to_string(c.capacity) + " ";
+      const bool capacity_error = (dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||
+                                   dynamic_cast<const std::bad_alloc*>(&e) != nullptr) &&
+                                  what.starts_with(prefix);
+      if (!capacity_error) throw;
+      throw usage_error("sluice bench: --capacity " + std::to_string(c.capacity) + " is too large: a channel " +
+                        std::string(what.substr(prefix.size())));
+    }
+  }
   if (c.engine != "sluice" && tbb_ok) results.push_back(run_tbb(c, prog));
   if (c.json) {
     print_json(c, results);

@@ -10,6 +10,7 @@
 //     on_discard exactly once (so: exactly once delivered unless the run discards);
 //   - no value that was not accepted appears anywhere;
 //   - each consumer saw each producer's values in order;
+//   - a push that failed (closed, timeout) left its item with the producer, whole;
 //   - stats: pushed == accepted, popped == delivered, discarded == handed to the hook,
 //     size == 0, and pushed == popped + discarded + size.
 //
@@ -34,6 +35,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "sluice/channel.hpp"
@@ -160,6 +162,7 @@ run_result run_once(const run_config& cfg) {
   const int threads = cfg.producers + cfg.consumers + 1;  // + the controller
   std::latch start(threads + 1);                           // + this thread
   std::vector<std::uint64_t> accepted(P, 0);
+  std::vector<std::uint64_t> lost(P, 0);  // failed pushes whose item did not come back whole
   std::vector<std::vector<std::uint64_t>> got(static_cast<std::size_t>(cfg.consumers));
   std::vector<std::uint64_t> order_breaks(static_cast<std::size_t>(cfg.consumers), 0);
   std::vector<std::uint64_t> over_budget(static_cast<std::size_t>(cfg.consumers), 0);
@@ -181,8 +184,18 @@ run_result run_once(const run_config& cfg) {
         while (seq < per) {
           const std::uint64_t v = pid << 32 | seq;
           const unsigned op = static_cast<unsigned>(rng() % 100);
+          // A push that fails leaves its item with the caller (DESIGN §1): check it is whole.
+          auto kept = [&](const T& item, std::uint64_t want) {
+            bool whole = traits::value(item) == want;
+            if constexpr (std::is_same_v<T, sluice_test::tracked>) whole = whole && !item.moved_from();
+            if (!whole) ++lost[pid];
+          };
           if (op < 30) {
-            if (!s.push(traits::make(v, rng))) break;
+            T item = traits::make(v, rng);
+            if (!s.push(std::move(item))) {
+              kept(item, v);
+              break;
+            }
             ++seq;
           } else if (op < 45) {
             const status st = s.try_push(traits::make(v, rng));
@@ -198,11 +211,15 @@ run_result run_once(const run_config& cfg) {
             if (st == status::closed) break;
             if (st == status::ok) ++seq;
           } else if (op < 62) {
-            const status st = s.push_for(traits::make(v, rng), dur());
+            T item = traits::make(v, rng);
+            const status st = s.push_for(std::move(item), dur());
+            if (st != status::ok) kept(item, v);
             if (st == status::closed) break;
             if (st == status::ok) ++seq;
           } else if (op < 70) {
-            const status st = s.push_until(traits::make(v, rng), std::chrono::steady_clock::now() + dur());
+            T item = traits::make(v, rng);
+            const status st = s.push_until(std::move(item), std::chrono::steady_clock::now() + dur());
+            if (st != status::ok) kept(item, v);
             if (st == status::closed) break;
             if (st == status::ok) ++seq;
           } else if (op < 98) {
@@ -211,6 +228,7 @@ run_result run_once(const run_config& cfg) {
             batch.reserve(k);
             for (std::uint64_t j = 0; j < k; ++j) batch.push_back(traits::make(pid << 32 | (seq + j), rng));
             const std::size_t n = s.push_all(std::move(batch));
+            for (std::size_t j = n; j < k; ++j) kept(batch[j], pid << 32 | (seq + j));  // not pushed: whole
             seq += n;
             if (n < k) break;  // stops only at a failure: closed
           } else {
@@ -336,6 +354,9 @@ run_result run_once(const run_config& cfg) {
     res.delivered += out.size();
   }
   EXPECT_EQ(strays, 0u) << "a value nobody pushed was delivered";
+  for (const auto l : lost) {
+    EXPECT_EQ(l, 0u) << "a failed push did not leave its item with the caller";
+  }
   EXPECT_EQ(hook_strays.load(), 0u) << "a value nobody pushed was discarded";
   for (const auto b : order_breaks) {
     EXPECT_EQ(b, 0u) << "a consumer saw a producer's values out of order";

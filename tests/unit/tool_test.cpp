@@ -330,6 +330,27 @@ TEST_F(Tool, BenchTableNamesTheBottleneck) {
   EXPECT_NE(r.out.find("bottleneck: stage-2"), std::string::npos) << r.out;
 }
 
+// A --capacity whose channels cannot exist: one line naming it, exit 2, nothing run.
+// Before: 2^62 crashed with SIGSEGV (the ring's slot count wrapped), and 2^40 printed
+// "error: std::bad_alloc" with exit 1.
+TEST_F(Tool, BenchCapacityTooLargeIsOneLineNamingIt) {
+  struct c {
+    const char* capacity;
+    const char* says;
+  };
+  for (const c& k : {c{"4611686018427387904", "more than this machine can address"},
+                     c{"1099511627776", "cannot be had"}}) {
+    const result r = run_tool({"bench", "--items", "1000", "--capacity", k.capacity}, 60);
+    EXPECT_EQ(r.status, 2) << k.capacity << "\nstderr: " << r.err;
+    ASSERT_FALSE(r.err.empty()) << k.capacity;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "stderr: " << r.err;
+    EXPECT_EQ(r.err.rfind("sluice", 0), 0U) << "stderr: " << r.err;
+    EXPECT_NE(r.err.find(std::string("--capacity ") + k.capacity), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(k.says), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
+  }
+}
+
 // ---- stress -------------------------------------------------------------------
 
 // Every shape, the acceptance run. Broadcast graphs currently expose a graph
