@@ -476,22 +476,20 @@ std::string words_text(std::size_t n, std::uint64_t seed) {
 }
 
 // The engine switch at level 8 (zlib) made level 9 larger than level 1 on text. With one
-// engine, the levels are ordered by size on text, logs, machine code, noise and repeats.
+// engine, the levels are ordered by size on text, logs, noise and repeats. (Not on every
+// input: on 1 MiB of a sanitizer build's machine code libdeflate's level 8 came out
+// 171 bytes (0.04%) larger than its level 7, and on a synthetic noise/pattern mix level 3
+// 115 bytes larger than level 2; whole real binaries kept the order.)
 TEST(io_gzip, a_higher_level_never_gives_a_larger_output) {
 #ifdef SLUICE_SANITIZER_BUILD
   constexpr std::size_t n = std::size_t{1} << 20;
 #else
   constexpr std::size_t n = std::size_t{4} << 20;
 #endif
-  // Machine code: this test program itself (a synthetic mix of noise and patterns can
-  // be 0.004% larger at libdeflate's level 3 than at 2; real data keeps the order).
-  std::string binary = io_test::read_string("/proc/self/exe");
-  binary.resize(std::min(binary.size(), n));
   const std::vector<std::pair<const char*, std::string>> inputs = {
       {"words", words_text(n, 44)},
       {"log", io_test::log_text(n, 46)},
       {"random", io_test::random_bytes(n / 4, 47)},
-      {"binary", binary},
       {"repeats", std::string(n, 'a')}};
   constexpr std::size_t kBlock = std::size_t{128} << 10;  // the tool's default block
   for (const auto& [name, data] : inputs) {
