@@ -58,6 +58,10 @@ void replica_env::count_error() noexcept { node_->errors.fetch_add(1, std::memor
 void replica_env::discard(std::size_t channel, const std::type_info& type, void* item) noexcept {
   graph_->discard(channel, type, item);
 }
+void replica_env::discard_failed(std::size_t channel, const std::type_info& type, void* item,
+                                 std::exception_ptr why) noexcept {
+  graph_->discard_failed(channel, *node_, type, item, std::move(why));
+}
 bool replica_env::has_discard_hook() const noexcept { return graph_->has_discard_hook(); }
 
 // ---- a stage thread ----------------------------------------------------------------
@@ -73,10 +77,14 @@ void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<r
   replica_env env(*this, n, index, n.stop.get_token());
   // A thread that starts after a teardown (cancel() during start) calls nothing.
   while (!tearing_down()) {
+    // relaxed: a hint for the stuck line (in the function, or in cleanup).
+    n.in_function.fetch_add(1, std::memory_order_relaxed);
     try {
       task->run(env);
+      n.in_function.fetch_sub(1, std::memory_order_relaxed);
       break;
     } catch (...) {
+      n.in_function.fetch_sub(1, std::memory_order_relaxed);
       std::exception_ptr e = std::current_exception();
       n.errors.fetch_add(1, std::memory_order_relaxed);
       if (n.policy.what() == error_policy::kind::restart && !tearing_down()) {
@@ -115,6 +123,9 @@ void graph_core::finish_replica(stage_node& n, std::int64_t t0) noexcept {
   n.exited_ns.fetch_add(t1 - t0, std::memory_order_relaxed);
   n.running.fetch_sub(1, std::memory_order_relaxed);
   n.running_since.fetch_sub(t0, std::memory_order_relaxed);
+  // relaxed, before the release in the decrement below: wait() reads live (acquire), then
+  // exiting, so a stage whose last replica is still in on_close is named stuck too.
+  n.exiting.fetch_add(1, std::memory_order_relaxed);
   // acq_rel: the last replica sees everything the others did (as a reference count).
   if (n.live.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     if (n.on_close) {
@@ -135,6 +146,7 @@ void graph_core::finish_replica(stage_node& n, std::int64_t t0) noexcept {
         static_cast<int>(n.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done),
         std::memory_order_relaxed);
   }
+  n.exiting.fetch_sub(1, std::memory_order_relaxed);
   std::lock_guard lk(life_mu_);
   if (--alive_ == 0) life_cv_.notify_all();
 }
@@ -179,7 +191,17 @@ void graph_core::cancel() {
   const bool first = record_.claim_cancel();
   {
     std::lock_guard lk(mu_);
-    if (!started_ || finished_) return;  // before start: start() sees the record, runs nothing
+    if (finished_) return;
+    if (!started_) {
+      // Before start: start() sees the record and runs nothing. Inlets fail at once.
+      if (first) {
+        for (auto& n : nodes_) {
+          if (!n->is_input) continue;
+          for (std::size_t ch : n->outputs) channels_[ch]->control->cancel(std::make_exception_ptr(sluice::cancelled()));
+        }
+      }
+      return;
+    }
   }
   if (first) teardown(std::make_exception_ptr(sluice::cancelled()));
 }
@@ -187,11 +209,25 @@ void graph_core::cancel() {
 void graph_core::request_stop() {
   std::lock_guard lk(mu_);
   stop_requested_ = true;
-  if (started_ && !ran_nothing_ && !finished_) apply_stop_request();
+  if (!started_) {
+    // Inlets close now (what they accepted still drains once the graph runs); the
+    // sources are stopped by start().
+    for (auto& n : nodes_) {
+      if (!n->is_input) continue;
+      for (std::size_t ch : n->outputs) channels_[ch]->control->close();
+    }
+    return;
+  }
+  if (!ran_nothing_ && !finished_) apply_stop_request();
 }
 
 void graph_core::apply_stop_request() {
   for (auto& n : nodes_) {
+    if (n->is_input) {
+      // An inlet: closed; what it accepted drains.
+      for (std::size_t ch : n->outputs) channels_[ch]->control->close();
+      continue;
+    }
     if (!n->is_source) continue;
     n->stop.request_stop();
     // A source that cannot see its stop token is stopped by closing its output: its

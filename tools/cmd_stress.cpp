@@ -422,6 +422,7 @@ struct run_state {
   std::atomic<std::uint64_t> sink_calls{0};
   std::mutex dead_mu;
   std::vector<std::pair<std::string, std::uint64_t>> dead;  // channel, v
+  std::vector<std::pair<std::string, std::uint64_t>> failed;  // dead letters with an error: stage, v
   std::mutex stuck_mu;
   std::vector<std::string> on_stuck_names;
 };
@@ -447,10 +448,23 @@ run_outcome run_one(const graph_spec& spec) {
     std::lock_guard lk(st->dead_mu);
     const stress_item* it = d.get<stress_item>();
     st->dead.emplace_back(std::string(d.channel()), it ? it->v : ~std::uint64_t{0});
+    if (d.error()) st->failed.emplace_back(std::string(d.stage()), it ? it->v : ~std::uint64_t{0});
   };
-  go.on_stuck = [st](const std::string& name) {
-    std::lock_guard lk(st->stuck_mu);
-    st->on_stuck_names.push_back(name);
+  const std::string injected_stuck =
+      spec.stuck.stage >= 0 ? spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name : std::string();
+  go.on_stuck = [st, injected_stuck](const std::string& name) {
+    {
+      std::lock_guard lk(st->stuck_mu);
+      st->on_stuck_names.push_back(name);
+    }
+    // The injected stuck stage is expected here; any other stage stuck past the deadline
+    // is said at once (the run never hangs silently), and is a violation once it returns.
+    if (name != injected_stuck) {
+      std::fprintf(stderr, "sluice stress: stage '%s' is still running %lld ms after the teardown began (not the "
+                   "injected stuck stage); waiting for it\n", name.c_str(),
+                   static_cast<long long>(kTeardownDeadline.count()));
+      std::fflush(stderr);
+    }
   };
   std::optional<rss_watch> mem;
   mem.emplace();  // started before the graph's threads (its own thread is joined before counting)
@@ -610,8 +624,21 @@ run_outcome run_one(const graph_spec& spec) {
   const std::uint64_t produced = st->produced.load();
   std::uint64_t expected = 0;
   for (std::uint64_t v = 0; v < produced; ++v) expected += deliveries_of(spec, v);
-  std::uint64_t lost_to_fault = 0;
-  if (fault_fired) lost_to_fault = deliveries_from(spec, {position::stage, spec.fault.stage}, spec.fault.at);
+  // The item the injected exception hit is a dead letter with that error (and the dead
+  // letters below count what it would have delivered), whatever the stage's policy.
+  const std::uint64_t lost_to_fault = 0;  // counted among the dead letters now
+  const std::uint64_t fault_loss =
+      fault_fired ? deliveries_from(spec, {position::stage, spec.fault.stage}, spec.fault.at) : 0;
+  if (fault_fired) {
+    const bool one = st->failed.size() == 1 && st->failed.front().first == fault_stage &&
+                     st->failed.front().second == spec.fault.at;
+    if (!one) {
+      violation("the injected exception in '" + fault_stage + "' at v=" + std::to_string(spec.fault.at) + " gave " +
+                std::to_string(st->failed.size()) + " dead letters with an error (want exactly that one)");
+    }
+  } else if (!st->failed.empty()) {
+    violation(std::to_string(st->failed.size()) + " dead letters carry an error but no exception was injected");
+  }
   std::uint64_t dead_value = 0;
   std::size_t unknown_dead = 0;
   if (rep) {
@@ -650,7 +677,7 @@ run_outcome run_one(const graph_spec& spec) {
               " + lost to the injected exception " + std::to_string(lost_to_fault) + " = " + std::to_string(accounted));
   }
   if (outcome == "ok") {
-    const std::uint64_t want = expected - lost_to_fault;
+    const std::uint64_t want = expected - fault_loss;
     if (spec.control.kind == control_kind::early_finish && want >= spec.control.early_after) {
       if (delivered != spec.control.early_after) {
         violation("the sink finished early after " + std::to_string(spec.control.early_after) + " items but " +
@@ -693,6 +720,13 @@ run_outcome run_one(const graph_spec& spec) {
     if (t_return > allowed) {
       violation("teardown took " + std::to_string((t_return - trigger) / 1'000'000) + " ms (deadline " +
                 std::to_string(deadline / 1'000'000) + " ms)");
+    }
+    if (rep) {
+      for (const auto& name : rep->stuck) {
+        if (spec.stuck.stage < 0 || name != spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name) {
+          violation("stage '" + name + "' was stuck past the teardown deadline but is not the injected stuck stage");
+        }
+      }
     }
     if (rep && st->stuck_fired.load() && spec.stuck.stage >= 0) {
       const std::string& name = spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name;

@@ -33,7 +33,12 @@
 //     is joined, then run()/wait() throw stage_error. cancel() -> sluice::cancelled.
 //     request_stop() stops the sources (their stop tokens; a source whose function
 //     takes no stop token has its output closed) and the rest drains; run() returns.
-//   - When run()/wait() returns or throws, every thread the graph started is joined.
+//   - When run()/wait() (or a wait_for() that does not return nullopt) returns or throws,
+//     every thread the graph started is joined. A graph has one supervisor thread besides
+//     its stages: it watches for stalls and the teardown deadline, joins the stage
+//     threads and calls graph_options::on_done once the run has ended.
+//   - A stage stuck past the teardown deadline is named in report.stuck and to on_stuck;
+//     without on_stuck, one line on stderr says which stages and where they are.
 //   - Accounting: after the run, every channel has pushed == popped + discarded; every
 //     item that did not reach its consumer is counted and given to on_discard.
 //   - Misuse is a std::logic_error before any thread starts: a stream consumed twice
@@ -47,9 +52,11 @@
 //   Destroying a started graph that was not waited for cancels it and waits.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -58,6 +65,7 @@
 
 #include "sluice/channel.hpp"
 #include "sluice/detail/graph_core.hpp"
+#include "sluice/detail/graph_inlet.hpp"
 #include "sluice/detail/graph_stages.hpp"
 #include "sluice/detail/graph_types.hpp"
 #include "sluice/metrics.hpp"
@@ -221,6 +229,25 @@ class graph {
     };
   }
 
+  // An input fed from outside the graph (a server's handler threads): the inlet takes
+  // items from any number of threads at once (see sluice::inlet), the stream is its
+  // output, a channel of capacity o.capacity (the other options do not apply). In the
+  // snapshot it is a stage with no thread: its pushers' time blocked on a full input
+  // is its backpressured time; it is never the bottleneck. request_stop() closes it
+  // (what it accepted drains); a failure or cancel() makes every push fail at once.
+  template <class T>
+  std::pair<inlet<T>, stream<T>> input(std::string name, stage_options o = {}) {
+    check_stage<int>(name, o);
+    auto n = new_node(std::move(name), o);
+    n->is_input = true;
+    n->threads = 0;
+    n->replicas = 1;
+    n->on_close = nullptr;
+    const std::size_t id = core_->add_node(std::move(n));
+    auto [out, tx] = make_output<T>(id, o.capacity);
+    return {inlet<T>(std::move(tx)), stream<T>(core_.get(), out)};
+  }
+
   // ---- routing (internal stages; their channels take the input's capacity) ---------
 
   // Every item to each of n branches (T must be copyable). A branch that finishes
@@ -287,10 +314,25 @@ class graph {
   }
   // Starts every stage's threads. logic_error (before any thread starts) for a
   // malformed graph or a second start. After cancel() it starts nothing (wait() throws).
+  // std::system_error when the threads cannot all be created (EAGAIN: out of threads):
+  // then no stage function has run, the threads made so far are joined, every channel
+  // is cancelled, and wait() throws the same error.
   void start() { core_->start(); }
   // Blocks until every thread has exited and is joined. Returns the report, or throws
   // stage_error (first failure) or cancelled. logic_error when not started or waited.
   report wait() { return core_->wait(); }
+  // wait(), returning or throwing the same way, or nullopt when the run is still going
+  // after d (then call it again, or wait()). logic_error before start() or once the
+  // outcome was taken.
+  template <class Rep, class Period>
+  std::optional<report> wait_for(std::chrono::duration<Rep, Period> d) {
+    using dur = std::chrono::steady_clock::duration;
+    if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(dur::max())) return core_->wait_for(dur::max());
+    return core_->wait_for(std::chrono::ceil<dur>(d));
+  }
+  // The run has ended: every stage thread is joined and on_done has returned (wait()
+  // then returns without blocking). Any thread, any time.
+  [[nodiscard]] bool done() const noexcept { return core_->done(); }
   // Graceful stop: the sources stop; in-flight items drain to the sinks; run() returns
   // normally. Any thread, any time (before start too: the sources then stop at once).
   void request_stop() { core_->request_stop(); }

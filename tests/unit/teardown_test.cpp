@@ -79,6 +79,7 @@ struct ledger {
   std::vector<std::uint64_t> consumed;   // reached the sink's function
   std::vector<std::uint64_t> dead;       // handed to on_discard
   std::vector<std::uint64_t> thrown_on;  // the item the failing stage threw on
+  std::atomic<int> failed_letters{0};    // dead letters carrying the stage's exception
   std::atomic<bool> thrown{false};
   std::atomic<int> late_calls{0};        // stage function calls after the throw
   std::atomic<bool> setup_ok{true};      // the neighbours were parked when it threw
@@ -117,6 +118,14 @@ void chain_failure(where w) {
     sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
       Item* it = d.get<Item>();
       ASSERT_NE(it, nullptr);
+      if (d.error()) {
+        // The item the failing stage threw on (which took it by value: moved from, so
+        // its value is in thrown_on). It names the stage and the exception.
+        EXPECT_EQ(std::string(d.stage()), expect_stage);
+        EXPECT_THROW(std::rethrow_exception(d.error()), boom);
+        L.failed_letters.fetch_add(1);
+        return;
+      }
       L.note(L.dead, it->value());
     }});
     const std::vector<std::string> chain = {"src", "m1", "m2", "m3", "sink"};
@@ -216,6 +225,8 @@ void chain_failure(where w) {
   std::sort(L.pushed.begin(), L.pushed.end());
   EXPECT_EQ(fate, L.pushed);
   EXPECT_FALSE(L.pushed.empty());
+  // The item a stage threw on is a dead letter with the exception (a source has none).
+  EXPECT_EQ(static_cast<std::size_t>(L.failed_letters.load()), L.thrown_on.size());
 }
 
 class teardown_in_position : public ::testing::TestWithParam<where> {};

@@ -61,6 +61,8 @@ class channel_control {
   virtual void cancel(std::exception_ptr why) noexcept = 0;
   virtual void close() noexcept = 0;
   [[nodiscard]] virtual channel_stats stats() const = 0;
+  // Closed, disconnected or cancelled.
+  [[nodiscard]] virtual bool closed() const noexcept = 0;
 };
 
 struct channel_entry {
@@ -97,6 +99,9 @@ class replica_env {
   [[nodiscard]] std::size_t index() const noexcept { return index_; }
   // Hands an undelivered item to the graph's on_discard (if any).
   void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  // The stage function threw `why` on this item (popped from `channel`): a dead letter
+  // naming this stage and the exception, whatever the error policy does next.
+  void discard_failed(std::size_t channel, const std::type_info& type, void* item, std::exception_ptr why) noexcept;
   [[nodiscard]] bool has_discard_hook() const noexcept;
 
  private:
@@ -127,6 +132,7 @@ struct stage_node {
   // Set while building.
   std::string name;
   bool is_source = false;
+  bool is_input = false;    // g.input<T>(): no thread; fed through an inlet from outside
   bool takes_stop = false;  // a source whose function takes a std::stop_token
   std::size_t threads = 1;   // threads to start (an ordered flat_map adds its emitter)
   std::size_t replicas = 1;  // as the user asked (reported in the snapshot)
@@ -148,6 +154,8 @@ struct stage_node {
   std::atomic<std::int64_t> exited_ns{0};    // thread time of exited replicas
   std::atomic<std::int64_t> running{0};      // replicas running now
   std::atomic<std::int64_t> running_since{0};  // sum of their start times (ns)
+  std::atomic<int> exiting{0};               // replicas in finish_replica (on_close, closing outputs)
+  std::atomic<std::int64_t> in_function{0};  // replicas inside task->run() (the stage function's loop)
   std::mutex restart_mu;
   std::deque<std::chrono::steady_clock::time_point> restart_times;  // guarded by restart_mu
 };
@@ -183,6 +191,10 @@ class graph_core {
   // ---- running ----
   void start();
   report wait();
+  // wait(), or nullopt when the run has not ended within d.
+  std::optional<report> wait_for(std::chrono::steady_clock::duration d);
+  // The run has ended: every stage thread joined, on_done returned.
+  [[nodiscard]] bool done() const noexcept { return done_.load(std::memory_order_acquire); }
   void request_stop();
   void cancel();
   [[nodiscard]] metrics::snapshot snapshot() const;
@@ -197,6 +209,8 @@ class graph_core {
     return tearing_.load(std::memory_order_relaxed);
   }
   void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  void discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,
+                      std::exception_ptr why) noexcept;
 
  private:
   void run_replica(stage_node& n, std::size_t index, std::unique_ptr<replica_task> task) noexcept;
@@ -204,12 +218,29 @@ class graph_core {
   bool allow_restart(stage_node& n);
   void teardown(const std::exception_ptr& cause) noexcept;
   void apply_stop_request();  // requires mu_
-  void watchdog_loop();
+  // The graph's supervisor thread: the stall watchdog, the teardown deadline (stuck
+  // stages), then it joins every stage thread and ends the run (finish_run).
+  void supervisor_loop() noexcept;
+  void report_stuck() noexcept;
+  // Joins the stage threads, builds the report, settles the outcome, calls on_done, and
+  // marks the run ended (wakes wait()/wait_for()).
+  void finish_run() noexcept;
+  // After the run ended: joins the supervisor; returns the report or rethrows.
+  report collect();
   [[nodiscard]] std::vector<metrics::wait_link> wait_for_chain() const;
   // Per stage: the channel it is parked on (true: in a push), from channel stats.
   [[nodiscard]] std::vector<std::optional<std::pair<bool, std::size_t>>> blocked_ops(
       const std::vector<channel_stats>& cs) const;
-  void join_everything() noexcept;
+  // Start gate: stage threads wait here until every thread exists. true: run the stage;
+  // false: the graph could not start all its threads, run nothing.
+  bool await_start_gate();
+  void open_start_gate(bool go);
+  // Thread exhaustion during start(): releases the threads made so far (their stages never
+  // run), joins them, cancels every channel; returns the error start() throws.
+  std::exception_ptr abort_start(std::exception_ptr why, std::size_t started, std::size_t needed,
+                                 const std::string& stage) noexcept;
+  // "stage 'x' (in its stage function), ..." for the stuck line on stderr.
+  [[nodiscard]] std::string describe_stuck(const std::vector<std::size_t>& stuck) const;
 
   const graph_options opts_;
 
@@ -218,7 +249,7 @@ class graph_core {
   std::vector<std::unique_ptr<channel_entry>> channels_; // immutable after start
   bool started_ = false;          // guarded by mu_
   bool waited_ = false;           // guarded by mu_
-  bool finished_ = false;         // guarded by mu_: wait() is complete
+  bool finished_ = false;         // guarded by mu_: every stage thread is joined
   bool stop_requested_ = false;   // guarded by mu_
   bool ran_nothing_ = false;      // guarded by mu_: cancelled before start
   std::exception_ptr start_error_;  // guarded by mu_: making the replicas threw
@@ -244,15 +275,26 @@ class graph_core {
 
   std::mutex dead_mu_;  // serialises on_discard
 
-  std::thread watchdog_;
-  std::mutex wd_mu_;
-  std::condition_variable wd_cv_;
-  bool wd_stop_ = false;                               // guarded by wd_mu_
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  int gate_ = 0;  // guarded by gate_mu_: 0 closed, 1 run, 2 abort (start failed)
+
+  bool ended_ = false;                                 // guarded by life_mu_: finish_run() is through
+  std::exception_ptr outcome_;                         // guarded by life_mu_: what wait() throws
+  std::atomic<bool> done_{false};                      // ended_, readable without the lock
+  std::thread supervisor_;                             // start() makes it, wait()/wait_for() join it
   mutable std::mutex report_mu_;
   std::vector<metrics::wait_link> stall_;              // guarded by report_mu_
   std::size_t stalls_ = 0;                             // guarded by report_mu_
   std::vector<std::string> stuck_;                     // guarded by report_mu_
   report last_;                                        // guarded by report_mu_
 };
+
+// Test seam: make thread creation in graph start() fail (std::system_error, EAGAIN) after
+// `n` more threads were created; a negative n turns it off. For tests of thread exhaustion
+// only; not thread-safe against graphs starting concurrently.
+namespace testing {
+void fail_thread_creation_after(long n) noexcept;
+}  // namespace testing
 
 }  // namespace sluice::detail

@@ -128,6 +128,7 @@ class typed_channel_control final : public channel_control {
   void cancel(std::exception_ptr why) noexcept override { tx_.cancel(std::move(why)); }
   void close() noexcept override { tx_.close(); }
   [[nodiscard]] channel_stats stats() const override { return tx_.stats(); }
+  [[nodiscard]] bool closed() const noexcept override { return tx_.is_closed(); }
 
  private:
   sender<T> tx_;
@@ -342,6 +343,8 @@ class item_task final : public replica_task {
         try {
           more = apply(v, env.stop_token());
         } catch (...) {
+          // The item is dropped whatever the policy does next: a dead letter with its error.
+          env.discard_failed(in_ch_, typeid(T), &v, std::current_exception());
           if (!env.skips()) throw;
           env.count_error();  // skip: the item is dropped, counted as an error
         }
@@ -431,6 +434,7 @@ class expand_task final : public replica_task {
         try {
           call_stage(fn_.get(), env.stop_token(), std::move(v), tx_);
         } catch (...) {
+          env.discard_failed(in_ch_, typeid(T), &v, std::current_exception());
           if (!env.skips()) throw;
           env.count_error();
         }
@@ -578,6 +582,7 @@ class ordered_expand_task final : public replica_task {
       try {
         call_stage(fn_.get(), env.stop_token(), std::move(it->second), priv);
       } catch (...) {
+        env.discard_failed(in_ch_, typeid(T), &it->second, std::current_exception());
         if (!env.skips()) throw;
         env.count_error();
       }

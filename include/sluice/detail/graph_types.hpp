@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -24,13 +25,25 @@ namespace sluice {
 //   }});
 //
 // Works for move-only item types (nothing is copied, nothing is allocated).
+//
+// An item whose stage function threw is a dead letter too (whatever the stage's error
+// policy: skip drops it, restart drops it and renews the function, stop fails the graph):
+// error() is the exception, stage() the stage that threw, channel() the channel it was
+// popped from. The item is the one the stage was given; a function that takes a
+// move-only item by value may have moved from it.
 class dead_letter {
  public:
-  dead_letter(std::string_view channel, const std::type_info& type, void* item) noexcept
-      : channel_(channel), type_(&type), item_(item) {}
+  dead_letter(std::string_view channel, const std::type_info& type, void* item, std::string_view stage = {},
+              std::exception_ptr error = nullptr) noexcept
+      : channel_(channel), stage_(stage), type_(&type), item_(item), error_(std::move(error)) {}
 
   // The channel the item was in (or was being pushed to): "<producer> -> <consumer>".
   [[nodiscard]] std::string_view channel() const noexcept { return channel_; }
+  // The stage that dropped it (its function threw), or for other dead letters the stage
+  // the item was bound for (the channel's consumer).
+  [[nodiscard]] std::string_view stage() const noexcept { return stage_; }
+  // The exception that dropped it; null for other dead letters.
+  [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
   // The item's type.
   [[nodiscard]] const std::type_info& type() const noexcept { return *type_; }
   // The item, if it is a T; nullptr otherwise.
@@ -41,9 +54,13 @@ class dead_letter {
 
  private:
   std::string_view channel_;
+  std::string_view stage_;
   const std::type_info* type_;
   void* item_;
+  std::exception_ptr error_;
 };
+
+struct report;
 
 // Settings and hooks of one graph (DESIGN.md §2). An aggregate; fields in this order.
 struct graph_options {
@@ -57,13 +74,23 @@ struct graph_options {
   // graph but come from stage threads or the thread that cancels; must not throw and
   // must not call back into the graph.
   std::function<void(const dead_letter&)> on_discard = {};
-  // Called once per stage that has not exited by the teardown deadline, on the thread
-  // in run()/wait(). It may release whatever the stage is stuck on.
+  // Called once per stage that has not exited by the teardown deadline, on the graph's
+  // supervisor thread. It may release whatever the stage is stuck on. Without this hook the
+  // graph writes one line to stderr at the deadline instead, naming each stuck stage and
+  // where it is (in its stage function, blocked in a push or pop on which channel, or in
+  // its cleanup), so a run never hangs silently.
   std::function<void(const std::string& stage)> on_stuck = {};
   // Called (on the watchdog thread) once per stall with its wait-for chain: the first
   // link's stage waits on a channel held up by its holder, which waits on the next
   // link's channel, ..., and the last holder is not waiting on any channel.
   std::function<void(const std::vector<metrics::wait_link>& chain)> on_stall = {};
+  // Called once when the run has ended and every stage thread is joined, with the report
+  // and what wait() throws (null for a normal end): a server learns that its graph ended
+  // without a thread blocked in wait(). Runs on the graph's supervisor thread (on the
+  // thread in start() when no stage could start), before wait()/wait_for() return. Must
+  // not throw, and must not call wait()/run() or destroy the graph (signal a thread that
+  // does); snapshot(), last_report() and done() (still false) are fine.
+  std::function<void(const report&, std::exception_ptr)> on_done = {};
 };
 
 // What a run did (returned by run()/wait(); after a throw, graph::last_report()).

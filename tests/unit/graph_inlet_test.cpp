@@ -1,0 +1,438 @@
+// Feeding a graph from outside and knowing when it ends (issue 12): g.input<T>() and
+// its inlet, wait_for(), done(), on_done, and items dropped by a stage's exception as
+// dead letters carrying that exception.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sluice/graph.hpp"
+#include "support/graph_support.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clk = std::chrono::steady_clock;
+using sluice_test::eventually;
+using sluice_test::kTimeoutScale;
+using sluice_test::watchdog;
+
+struct boom : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const sluice::metrics::stage_snapshot* find_stage(const sluice::metrics::snapshot& s, const std::string& name) {
+  for (const auto& st : s.stages) {
+    if (st.name == name) return &st;
+  }
+  return nullptr;
+}
+
+// ---- many threads, one inlet object ---------------------------------------------------
+
+TEST(graph_inlet, eight_threads_pushing_into_one_inlet_object_deliver_each_item_exactly_once) {
+  watchdog dog(60s, "eight_pushers");
+  constexpr int kThreads = 8;
+#if defined(SLUICE_SANITIZER_BUILD)
+  constexpr std::uint64_t kEach = 2'000;
+#else
+  constexpr std::uint64_t kEach = 20'000;
+#endif
+  std::vector<std::uint32_t> seen(kThreads * kEach, 0);
+  sluice::graph g;
+  auto [in, s] = g.input<std::uint64_t>("in", {.capacity = 64});
+  auto doubled = g.map("twice", s, [](std::uint64_t v) { return v * 2; }, {.replicas = 2, .ordered = false});
+  g.sink("sink", doubled, [&](std::uint64_t v) { ++seen[v / 2]; });
+  g.start();
+  std::atomic<bool> go{false};
+  std::atomic<std::uint64_t> refused{0};
+  std::vector<std::thread> pushers;
+  for (int t = 0; t < kThreads; ++t) {
+    pushers.emplace_back([&, t] {
+      while (!go.load()) std::this_thread::yield();
+      for (std::uint64_t i = 0; i < kEach; ++i) {
+        const std::uint64_t v = static_cast<std::uint64_t>(t) * kEach + i;
+        // The same object from every thread; mix the calls.
+        bool ok = false;
+        switch (i % 3) {
+          case 0: ok = in.push(v); break;
+          case 1: ok = in.push_for(v, 10s) == sluice::status::ok; break;
+          default: {
+            const std::uint64_t copy = v;
+            ok = in.push(copy);
+            break;
+          }
+        }
+        if (!ok) refused.fetch_add(1);
+      }
+    });
+  }
+  go.store(true);
+  for (auto& p : pushers) p.join();
+  in.close();
+  const std::optional<sluice::report> r = g.wait_for(30s * kTimeoutScale);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(refused.load(), 0u);
+  for (std::size_t v = 0; v < seen.size(); ++v) ASSERT_EQ(seen[v], 1u) << "item " << v;
+  EXPECT_TRUE(r->balanced());
+  const auto* st = find_stage(r->metrics, "in");
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->items_out, kThreads * kEach);
+  EXPECT_EQ(st->state, "done");
+  EXPECT_TRUE(g.done());
+}
+
+// ---- a failing stage -----------------------------------------------------------------------
+
+TEST(graph_inlet, after_a_stage_fails_every_push_fails_promptly_and_nothing_accepted_is_lost) {
+  watchdog dog(60s, "inlet_failure");
+  constexpr int kThreads = 4;
+  constexpr std::uint64_t kFailAt = 3'000;
+  std::mutex mu;
+  std::multiset<std::uint64_t> reached;       // guarded by mu
+  std::multiset<std::uint64_t> dead;          // guarded by mu
+  std::vector<std::string> dead_errors;       // guarded by mu: what() of dead letters with an error
+  std::atomic<int> done_calls{0};
+  std::exception_ptr done_error;
+  std::atomic<std::int64_t> thrown_at{0};
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+                     const auto* v = d.get<std::uint64_t>();
+                     ASSERT_NE(v, nullptr);
+                     std::lock_guard lk(mu);
+                     dead.insert(*v);
+                     if (d.error()) {
+                       try {
+                         std::rethrow_exception(d.error());
+                       } catch (const std::exception& e) {
+                         dead_errors.push_back(std::string(d.stage()) + ": " + e.what());
+                       }
+                     }
+                   },
+                   .on_done = [&](const sluice::report&, std::exception_ptr e) {
+                     done_error = e;
+                     done_calls.fetch_add(1);
+                   }});
+  auto [in, s] = g.input<std::uint64_t>("in", {.capacity = 32});
+  auto checked = g.map("check", s, [&](std::uint64_t v) {
+    if (v == kFailAt) {
+      thrown_at.store(clk::now().time_since_epoch().count());
+      throw boom("bad item");
+    }
+    return v;
+  });
+  g.sink("sink", checked, [&](std::uint64_t v) {
+    std::lock_guard lk(mu);
+    reached.insert(v);
+  });
+  g.start();
+  std::vector<std::vector<std::uint64_t>> accepted(kThreads);
+  std::vector<std::int64_t> first_refusal(kThreads, 0);
+  std::vector<std::thread> pushers;
+  for (int t = 0; t < kThreads; ++t) {
+    pushers.emplace_back([&, t] {
+      // Values t, t + kThreads, ...: kFailAt is pushed by one of them.
+      for (std::uint64_t v = static_cast<std::uint64_t>(t);; v += kThreads) {
+        if (in.push(v)) {
+          accepted[static_cast<std::size_t>(t)].push_back(v);
+          continue;
+        }
+        first_refusal[static_cast<std::size_t>(t)] = clk::now().time_since_epoch().count();
+        // Every later push fails at once too, whichever call.
+        EXPECT_EQ(in.try_push(v), sluice::status::closed);
+        EXPECT_EQ(in.push_for(v, 10s), sluice::status::closed);
+        return;
+      }
+    });
+  }
+  for (auto& p : pushers) p.join();
+  const auto deadline = clk::now() + 10s * kTimeoutScale;
+  std::optional<sluice::report> r;
+  bool threw = false;
+  while (!threw && clk::now() < deadline) {
+    try {
+      r = g.wait_for(20ms);
+      if (r) break;
+    } catch (const sluice::stage_error& e) {
+      threw = true;
+      EXPECT_EQ(e.stage(), "check");
+    }
+  }
+  ASSERT_TRUE(threw) << "wait_for did not report the failure";
+  EXPECT_TRUE(g.done());
+  EXPECT_EQ(done_calls.load(), 1);
+  ASSERT_TRUE(done_error);
+  EXPECT_THROW(std::rethrow_exception(done_error), sluice::stage_error);
+
+  ASSERT_NE(thrown_at.load(), 0);
+  for (int t = 0; t < kThreads; ++t) {
+    const auto late = std::chrono::nanoseconds(first_refusal[static_cast<std::size_t>(t)] - thrown_at.load());
+    EXPECT_LT(late, 100ms * kTimeoutScale) << "pusher " << t << " kept being accepted after the failure";
+  }
+  // Every accepted item reached the sink or is a dead letter, exactly once.
+  std::lock_guard lk(mu);
+  std::size_t n_accepted = 0;
+  for (const auto& a : accepted) {
+    n_accepted += a.size();
+    for (std::uint64_t v : a) {
+      EXPECT_EQ(reached.count(v) + dead.count(v), 1u) << "item " << v;
+    }
+  }
+  EXPECT_EQ(reached.size() + dead.size(), n_accepted);
+  ASSERT_EQ(dead_errors.size(), 1u);
+  EXPECT_EQ(dead_errors.front(), "check: bad item");
+  EXPECT_TRUE(g.last_report().balanced());
+}
+
+// ---- request_stop with items in flight ----------------------------------------------------
+
+TEST(graph_inlet, request_stop_closes_the_inlet_and_every_accepted_item_reaches_the_sink) {
+  watchdog dog(60s, "inlet_stop");
+  std::atomic<std::uint64_t> reached{0};
+  std::atomic<std::uint64_t> sum{0};
+  sluice_test::gate slow;
+  sluice::graph g;
+  auto [in, s] = g.input<std::uint64_t>("in", {.capacity = 16});
+  auto m = g.map("m", s, [](std::uint64_t v) { return v + 1; }, {.capacity = 4});
+  g.sink("sink", m, [&](std::uint64_t v) {
+    slow.wait();  // held until the pushers are backpressured and the stop was requested
+    reached.fetch_add(1);
+    sum.fetch_add(v);
+  });
+  g.start();
+  std::atomic<std::uint64_t> accepted{0}, accepted_sum{0};
+  std::vector<std::thread> pushers;
+  for (int t = 0; t < 3; ++t) {
+    pushers.emplace_back([&] {
+      for (std::uint64_t v = 1;; ++v) {
+        if (!in.push(v)) return;
+        accepted.fetch_add(1);
+        accepted_sum.fetch_add(v + 1);
+      }
+    });
+  }
+  // Items in flight: the input is full and pushers wait on it.
+  ASSERT_TRUE(eventually([&] {
+    const sluice::metrics::snapshot snap = g.snapshot();
+    const auto* st = find_stage(snap, "in");
+    return st != nullptr && !st->blocked_on.empty();
+  }));
+  g.request_stop();
+  for (auto& p : pushers) p.join();  // every push fails once the inlet is closed
+  EXPECT_EQ(in.try_push(1), sluice::status::closed);
+  slow.open();
+  const sluice::report r = g.wait();
+  EXPECT_EQ(reached.load(), accepted.load());
+  EXPECT_EQ(sum.load(), accepted_sum.load());
+  EXPECT_GT(accepted.load(), 16u);
+  EXPECT_TRUE(r.balanced());
+  // In the snapshot: a stage whose pushers were backpressured, never the bottleneck.
+  const auto* st = find_stage(r.metrics, "in");
+  ASSERT_NE(st, nullptr);
+  EXPECT_GT(st->backpressured_ns, 0u);
+  EXPECT_EQ(st->busy_ns, 0u);
+  EXPECT_NE(r.metrics.bottleneck, std::optional<std::string>("in"));
+}
+
+// ---- close, copies, lifetime ------------------------------------------------------------
+
+TEST(graph_inlet, close_on_any_copy_or_dropping_the_last_copy_ends_the_input) {
+  watchdog dog(30s, "inlet_close");
+  {
+    sluice::graph g;
+    auto [in, s] = g.input<int>("in");
+    std::vector<int> got;
+    g.sink("sink", s, [&](int v) { got.push_back(v); });
+    g.start();
+    sluice::inlet<int> copy = in;
+    EXPECT_TRUE(in.push(1));
+    EXPECT_TRUE(copy.push(2));
+    copy.close();
+    EXPECT_FALSE(in.push(3));
+    EXPECT_TRUE(in.is_closed());
+    ASSERT_TRUE(g.wait_for(10s * kTimeoutScale).has_value());
+    EXPECT_EQ(got, (std::vector<int>{1, 2}));
+  }
+  {
+    sluice::graph g;
+    std::vector<int> got;
+    std::optional<sluice::inlet<int>> keep;
+    {
+      auto [in, s] = g.input<int>("in");
+      g.sink("sink", s, [&](int v) { got.push_back(v); });
+      keep = in;
+      EXPECT_TRUE(in.push(7));  // before start: buffered
+    }
+    g.start();
+    EXPECT_FALSE(g.wait_for(50ms).has_value());  // one copy is left: still open
+    EXPECT_FALSE(g.done());
+    keep.reset();                                // the last copy: the input ends
+    ASSERT_TRUE(g.wait_for(10s * kTimeoutScale).has_value());
+    EXPECT_EQ(got, (std::vector<int>{7}));
+  }
+  sluice::inlet<int> empty;
+  EXPECT_THROW((void)empty.push(1), std::logic_error);
+  EXPECT_TRUE(empty.is_closed());
+}
+
+TEST(graph_inlet, cancel_before_start_makes_pushes_fail_at_once) {
+  watchdog dog(30s, "inlet_cancel_before_start");
+  std::atomic<int> done_calls{0};
+  sluice::graph g({.on_done = [&](const sluice::report&, std::exception_ptr e) {
+    EXPECT_TRUE(e);
+    done_calls.fetch_add(1);
+  }});
+  auto [in, s] = g.input<int>("in", {.capacity = 1});
+  g.sink("sink", s, [](int) {});
+  EXPECT_TRUE(in.push(1));
+  g.cancel();
+  EXPECT_FALSE(in.push(2));  // would block on the full input otherwise
+  EXPECT_EQ(in.try_push(2), sluice::status::closed);
+  EXPECT_THROW(g.run(), sluice::cancelled);
+  EXPECT_EQ(done_calls.load(), 1);
+  EXPECT_TRUE(g.done());
+}
+
+TEST(graph_inlet, an_idle_input_is_not_a_stall) {
+  watchdog dog(30s, "inlet_idle");
+  std::atomic<int> stalls{0};
+  sluice::graph g({.stall_threshold = 20ms, .on_stall = [&](const auto&) { stalls.fetch_add(1); }});
+  auto [in, s] = g.input<int>("in");
+  auto m = g.map("m", s, [](int v) { return v; });
+  g.sink("sink", m, [](int) {});
+  g.start();
+  EXPECT_FALSE(g.wait_for(200ms).has_value());  // idle: everyone waits for the inlet
+  in.close();
+  const auto r = g.wait_for(10s * kTimeoutScale);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(stalls.load(), 0);
+  EXPECT_EQ(r->stalls, 0u);
+}
+
+// ---- wait_for, done, on_done ---------------------------------------------------------
+
+TEST(graph_wait_for, nullopt_while_running_then_the_report_and_on_done_once) {
+  watchdog dog(30s, "wait_for");
+  sluice_test::gate release;
+  std::atomic<int> done_calls{0};
+  std::atomic<bool> joined_when_done{false};
+  sluice::graph g({.on_done = [&](const sluice::report& r, std::exception_ptr e) {
+    EXPECT_FALSE(e);
+    EXPECT_TRUE(r.balanced());
+    joined_when_done = !r.metrics.stages.empty() && r.metrics.stages.back().state == "done";
+    done_calls.fetch_add(1);
+  }});
+  EXPECT_THROW((void)g.wait_for(1ms), std::logic_error);  // before start
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    release.wait();
+    (void)out.push(1);
+  });
+  long sum = 0;
+  g.sink("sink", src, [&](int v) { sum += v; });
+  g.start();
+  EXPECT_FALSE(g.wait_for(20ms).has_value());
+  EXPECT_FALSE(g.done());
+  EXPECT_EQ(done_calls.load(), 0);
+  release.open();
+  ASSERT_TRUE(eventually([&] { return g.done(); }));  // without anyone in wait()
+  EXPECT_EQ(done_calls.load(), 1);
+  EXPECT_TRUE(joined_when_done.load());
+  const auto r = g.wait_for(0s);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(sum, 1);
+  EXPECT_THROW((void)g.wait_for(1s), std::logic_error);  // the outcome was taken
+  EXPECT_THROW((void)g.wait(), std::logic_error);
+  EXPECT_EQ(done_calls.load(), 1);
+}
+
+TEST(graph_wait_for, rethrows_the_failure_like_wait) {
+  watchdog dog(30s, "wait_for_throws");
+  sluice::graph g;
+  auto src = g.source<int>("src", [](sluice::sender<int>&) { throw boom("nope"); });
+  g.sink("sink", src, [](int) {});
+  g.start();
+  try {
+    (void)g.wait_for(10s * kTimeoutScale);
+    FAIL() << "wait_for should rethrow";
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "src");
+  }
+  EXPECT_TRUE(g.done());
+}
+
+// ---- dead letters of a stage's exception ---------------------------------------------------
+
+TEST(graph_dead_letters, skipped_items_are_dead_letters_with_their_error_and_stage) {
+  watchdog dog(30s, "skip_dead_letters");
+  std::mutex mu;
+  std::vector<std::pair<std::string, int>> failed;  // stage, item
+  std::vector<std::string> channels;
+  std::atomic<int> other{0};
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    if (!d.error()) {
+      other.fetch_add(1);
+      return;
+    }
+    std::lock_guard lk(mu);
+    failed.emplace_back(std::string(d.stage()), *d.get<int>());
+    channels.emplace_back(d.channel());
+    try {
+      std::rethrow_exception(d.error());
+    } catch (const boom& e) {
+      EXPECT_EQ(std::string(e.what()), "odd " + std::to_string(*d.get<int>()));
+    }
+  }});
+  auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+    for (int i = 0; i < 10; ++i) (void)out.push(i);
+  });
+  auto f = g.filter("evens", src, [](const int& v) {
+    if (v % 2 != 0) throw boom("odd " + std::to_string(v));
+    return true;
+  }, {.on_error = sluice::error_policy::skip});
+  std::vector<int> got;
+  g.sink("sink", f, [&](int v) { got.push_back(v); });
+  const sluice::report r = g.run();
+  EXPECT_EQ(got, (std::vector<int>{0, 2, 4, 6, 8}));
+  std::sort(failed.begin(), failed.end());
+  ASSERT_EQ(failed.size(), 5u);
+  for (std::size_t i = 0; i < failed.size(); ++i) {
+    EXPECT_EQ(failed[i].first, "evens");
+    EXPECT_EQ(failed[i].second, static_cast<int>(2 * i + 1));
+    EXPECT_EQ(channels[i], "src -> evens");
+  }
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(find_stage(r.metrics, "evens")->errors, 5u);
+}
+
+TEST(graph_dead_letters, other_dead_letters_have_no_error_and_name_the_stage_they_were_bound_for) {
+  watchdog dog(30s, "plain_dead_letters");
+  std::mutex mu;
+  std::vector<std::string> stages;
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    EXPECT_FALSE(d.error());
+    std::lock_guard lk(mu);
+    stages.emplace_back(d.stage());
+  }});
+  auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+    for (int i = 0; i < 100; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  g.sink("first", src, [](int) { return false; });  // finishes early: the rest are dead letters
+  (void)g.run();
+  std::lock_guard lk(mu);
+  for (const auto& s : stages) EXPECT_EQ(s, "first");
+}
+
+}  // namespace
