@@ -12,7 +12,8 @@
 //   moved-from, throws std::logic_error). Assigning to an inlet object while other
 //   threads use that same object is a data race, as for any object.
 // Guarantees:
-//   - Every member may be called by any number of threads at once on the same object;
+//   - Every member may be called by any number of threads at once on the same object
+//     (they are const: the handle is not changed by a push, as with std::shared_ptr);
 //     copies are cheap and share one input.
 //   - A push that fails leaves its item with the caller (an rvalue is moved from only on
 //     success). A push fails at once once the graph has failed or was cancelled, after
@@ -49,26 +50,26 @@ class inlet {
 
   // Blocks while the input is full. false: the input has ended (closed, the graph
   // stopped, failed or was cancelled); v is then untouched.
-  bool push(T&& v) { return tx().push_until(std::move(v), time_point::max()) == status::ok; }
-  bool push(const T& v) { return tx().push_until(v, time_point::max()) == status::ok; }
+  bool push(T&& v) const { return tx().push_until(std::move(v), time_point::max()) == status::ok; }
+  bool push(const T& v) const { return tx().push_until(v, time_point::max()) == status::ok; }
   // Never blocks: ok, full (backpressure: answer 503, retry later) or closed.
-  [[nodiscard]] status try_push(T&& v) { return tx().try_push(std::move(v)); }
-  [[nodiscard]] status try_push(const T& v) { return tx().try_push(v); }
+  [[nodiscard]] status try_push(T&& v) const { return tx().try_push(std::move(v)); }
+  [[nodiscard]] status try_push(const T& v) const { return tx().try_push(v); }
   // Blocks until pushed, the input ended or the time is up (timeout); v is moved from
   // only on ok.
   template <class Rep, class Period>
-  [[nodiscard]] status push_for(T&& v, std::chrono::duration<Rep, Period> d) {
+  [[nodiscard]] status push_for(T&& v, std::chrono::duration<Rep, Period> d) const {
     return tx().push_until(std::move(v), detail::deadline_after(d));
   }
   template <class Rep, class Period>
-  [[nodiscard]] status push_for(const T& v, std::chrono::duration<Rep, Period> d) {
+  [[nodiscard]] status push_for(const T& v, std::chrono::duration<Rep, Period> d) const {
     return tx().push_until(v, detail::deadline_after(d));
   }
-  [[nodiscard]] status push_until(T&& v, time_point t) { return tx().push_until(std::move(v), t); }
-  [[nodiscard]] status push_until(const T& v, time_point t) { return tx().push_until(v, t); }
+  [[nodiscard]] status push_until(T&& v, time_point t) const { return tx().push_until(std::move(v), t); }
+  [[nodiscard]] status push_until(const T& v, time_point t) const { return tx().push_until(v, t); }
 
   // Ends the input for every copy: what was accepted drains, later pushes fail.
-  void close() noexcept {
+  void close() const noexcept {
     if (st_) st_->tx.close();
   }
   // The input has ended: no push can succeed any more.

@@ -1,0 +1,176 @@
+// The README's server example (examples/ingest_server.cpp), run as a user would: a
+// child process on 127.0.0.1 and a free port, eight client threads posting, SIGTERM in
+// the middle of the load. Every 200 a client saw is a line in the output file, and
+// nothing else is.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef SLUICE_INGEST_SERVER_PATH
+#error "SLUICE_INGEST_SERVER_PATH must name the built example"
+#endif
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct child {
+  pid_t pid = -1;
+  int out = -1;  // the child's stdout
+
+  // Reads one line of the child's stdout, waiting at most `limit`.
+  std::string read_line(std::chrono::milliseconds limit) {
+    std::string line;
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{out, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char c = 0;
+      if (::read(out, &c, 1) != 1) break;
+      if (c == '\n') return line;
+      line += c;
+    }
+    return line;
+  }
+
+  // Waits for exit at most `limit`; -1 (after SIGKILL) when it did not exit in time.
+  int wait_exit(std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    int st = 0;
+    while (std::chrono::steady_clock::now() < until) {
+      if (::waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      std::this_thread::sleep_for(10ms);
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &st, 0);
+    return -1;
+  }
+};
+
+child spawn(const std::vector<std::string>& args) {
+  int fds[2];
+  if (::pipe(fds) != 0) throw std::runtime_error("pipe");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  return {pid, fds[0]};
+}
+
+std::size_t count_lines(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::size_t n = 0;
+  for (std::string l; std::getline(in, l);) ++n;
+  return n;
+}
+
+int port_of(const std::string& banner) {
+  const auto colon = banner.rfind(':');
+  return colon == std::string::npos ? -1 : std::atoi(banner.c_str() + colon + 1);
+}
+
+std::filesystem::path temp_file(const char* name) {
+  auto p = std::filesystem::temp_directory_path() / (std::string(name) + "." + std::to_string(::getpid()));
+  std::filesystem::remove(p);
+  return p;
+}
+
+TEST(IngestServer, every_200_is_a_line_after_sigterm_under_load) {
+  const auto out = temp_file("sluice-ingest");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string(), "--capacity", "64"});
+  const std::string banner = c.read_line(20s);
+  const int port = port_of(banner);
+  ASSERT_GT(port, 0) << "no banner from the server: '" << banner << "'";
+
+  std::atomic<long> ok{0}, busy{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t) {
+    clients.emplace_back([&, t] {
+      httplib::Client cli("127.0.0.1", port);
+      cli.set_connection_timeout(2, 0);
+      cli.set_read_timeout(5, 0);
+      for (long i = 0; !stop.load(); ++i) {
+        auto res = cli.Post("/ingest", "client " + std::to_string(t) + " record " + std::to_string(i), "text/plain");
+        if (!res) {
+          if (stop.load()) return;
+          continue;  // the server is going away; keep trying until told to stop
+        }
+        if (res->status == 200) ok.fetch_add(1);
+        else if (res->status == 503) busy.fetch_add(1);
+      }
+    });
+  }
+  // Let the load build, check /metrics while it runs, then SIGTERM in the middle of it.
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (ok.load() < 2000 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  {
+    httplib::Client cli("127.0.0.1", port);
+    auto m = cli.Get("/metrics");
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->status, 200);
+    EXPECT_NE(m->body.find("ingest"), std::string::npos);
+    EXPECT_NE(m->body.find("write"), std::string::npos);
+  }
+  ASSERT_GE(ok.load(), 2000) << "the server did not take load";
+  ::kill(c.pid, SIGTERM);
+  const int status = c.wait_exit(30s);
+  stop = true;
+  for (auto& th : clients) th.join();
+
+  EXPECT_EQ(status, 0);
+  const std::string summary = c.read_line(2s);
+  long accepted = -1, written = -2;
+  ASSERT_EQ(std::sscanf(summary.c_str(), "accepted %ld written %ld", &accepted, &written), 2) << summary;
+  EXPECT_EQ(accepted, written);
+  EXPECT_EQ(static_cast<long>(count_lines(out)), written);
+  EXPECT_EQ(ok.load(), accepted) << "a 200 that is not in the file, or a line nobody was told of";
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
+TEST(IngestServer, a_failing_writer_ends_the_server_with_an_error) {
+  // /dev/full: every flush fails, the sink throws, the graph fails, on_done stops the
+  // server; no request is answered 200 after that.
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", "/dev/full"});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  httplib::Client cli("127.0.0.1", port);
+  cli.set_connection_timeout(1, 0);
+  long ok = 0;
+  for (int i = 0; i < 100000; ++i) {
+    auto res = cli.Post("/ingest", std::string(512, 'x'), "text/plain");
+    if (!res) break;  // the server ended
+    if (res->status == 200) ++ok;
+  }
+  const int status = c.wait_exit(30s);
+  EXPECT_EQ(status, 1) << "the graph failed: the server must end with an error";
+  const std::string summary = c.read_line(2s);
+  long accepted = -1, written = -2;
+  ASSERT_EQ(std::sscanf(summary.c_str(), "accepted %ld written %ld", &accepted, &written), 2) << summary;
+  EXPECT_EQ(ok, accepted);
+  ::close(c.out);
+}
+
+}  // namespace
