@@ -12,7 +12,21 @@
 #include <vector>
 
 #include "sluice/detail/graph_core.hpp"
+
+#include <pthread.h>
 #include "sluice/metrics.hpp"
+
+namespace {
+
+// The thread's name as top -H, gdb and perf show it: the stage's name (replicas
+// "name#i"), cut to the 15 bytes Linux keeps.
+void name_this_thread(const std::string& name) noexcept {
+  char buf[16] = {};
+  name.copy(buf, sizeof buf - 1);
+  pthread_setname_np(pthread_self(), buf);
+}
+
+}  // namespace
 
 namespace sluice::detail {
 namespace {
@@ -231,6 +245,7 @@ void graph_core::start() {
       stage_node* n = tasks[k].node;
       const std::size_t i = tasks[k].index;
       threads_.emplace_back([this, n, i, t = std::move(tasks[k].task)]() mutable {
+        name_this_thread(n->threads > 1 ? n->name + "#" + std::to_string(i) : n->name);
         // Every thread waits until all exist: a graph that cannot have all its threads
         // runs none of its stages (the task, and its handles, go with this lambda).
         if (!await_start_gate()) return;
@@ -244,7 +259,10 @@ void graph_core::start() {
   }
   try {
     maybe_fail_thread_creation();
-    supervisor_ = std::thread([this] { supervisor_loop(); });
+    supervisor_ = std::thread([this] {
+      name_this_thread("sluice-graph");
+      supervisor_loop();
+    });
   } catch (...) {
     std::rethrow_exception(abort_start(std::current_exception(), tasks.size(), needed, {}));
   }

@@ -412,7 +412,9 @@ TEST(graph_dead_letters, skipped_items_are_dead_letters_with_their_error_and_sta
     EXPECT_EQ(channels[i], "src -> evens");
   }
   EXPECT_EQ(other.load(), 0);
-  EXPECT_EQ(find_stage(r.metrics, "evens")->errors, 5u);
+  const auto* evens = find_stage(r.metrics, "evens");
+  ASSERT_NE(evens, nullptr);
+  EXPECT_EQ(evens->errors, 5u);
 }
 
 TEST(graph_dead_letters, other_dead_letters_have_no_error_and_name_the_stage_they_were_bound_for) {
