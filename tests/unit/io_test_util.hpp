@@ -160,8 +160,8 @@ inline std::string message_of(std::exception_ptr p) {
 //
 // run(source, through..., sink): each stage on its own thread, joined by channels with
 // the stage's capacity (weighted when channel_traits says so). A stage that throws
-// cancels its own input and output channels (with the exception as the cause) and
-// requests stop on every stage; the others see a cancelled channel or a failed push and
+// requests stop on every stage, then cancels its own input and output channels (with the
+// exception as the cause; in that order, so a stage that sees the cancel sees the stop); the others see a cancelled channel or a failed push and
 // end. run() joins every thread, then rethrows the first failure.
 class runner {
  public:
@@ -211,8 +211,8 @@ class runner {
       try {
         call(fn, tx);
       } catch (...) {
+        fail(std::current_exception());  // stop first: a stage that sees the cancel must see the stop too
         tx.cancel(std::current_exception());
-        fail(std::current_exception());
       }
     });
     chain(std::move(rx), rest...);
@@ -225,9 +225,9 @@ class runner {
       try {
         call(fn, rx, tx);
       } catch (...) {
+        fail(std::current_exception());
         rx.cancel(std::current_exception());
         tx.cancel(std::current_exception());
-        fail(std::current_exception());
       }
     });
     chain(std::move(next), rest...);
@@ -239,8 +239,8 @@ class runner {
       try {
         call(fn, rx);
       } catch (...) {
-        rx.cancel(std::current_exception());
         fail(std::current_exception());
+        rx.cancel(std::current_exception());
       }
     });
   }
@@ -257,8 +257,8 @@ class runner {
           }
         }
       } catch (...) {
-        rx.cancel(std::current_exception());
         fail(std::current_exception());
+        rx.cancel(std::current_exception());
       }
     });
   }
