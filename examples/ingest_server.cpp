@@ -1,6 +1,6 @@
 // ingest_server — sluice embedded in an HTTP server (README "Embedding in a server").
 //
-//   ingest_server [--port P] [--out FILE] [--capacity N]
+//   ingest_server [--port P] [--out FILE] [--capacity N] [--write-us U]
 //
 // POST /ingest   one record per request body; 200 once the graph has accepted it,
 //                503 when the graph is full (the client retries later) or ending.
@@ -10,7 +10,9 @@
 // (2 replicas, ordered) -> write (appends one line per record to FILE, flushed in
 // batches). SIGTERM or SIGINT: the server stops accepting, request_stop() closes the
 // inlet, every accepted record drains to FILE, and the process prints
-// "accepted N written M" and exits 0 (1 if the graph failed). A graph that fails on its
+// "accepted N written M delay-ms max D mean E" (D, E: how long written records waited
+// between their 200 and their write) and exits 0 (1 if the graph failed). --write-us
+// makes each write take U more microseconds, as a slow store would. A graph that fails on its
 // own (FILE on a full disk) ends the server too: on_done tells it, no thread blocks in
 // wait() to find out.
 #include <httplib.h>
@@ -19,6 +21,7 @@
 #include <sluice/graph.hpp>
 #include <sluice/metrics.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -31,8 +34,16 @@
 
 namespace {
 
+using clock_type = std::chrono::steady_clock;
+
+struct request {
+  std::string body;
+  clock_type::time_point accepted;  // when the handler's push succeeded
+};
+
 struct record {
   std::string body;
+  clock_type::time_point accepted;
   std::size_t length = 0;
 };
 
@@ -56,6 +67,7 @@ int main(int argc, char** argv) {
   const int port = arg_int(argc, argv, "--port", 0);
   const std::string out_path = arg_str(argc, argv, "--out", "ingest.log");
   const auto capacity = static_cast<std::size_t>(arg_int(argc, argv, "--capacity", 1024));
+  const auto write_cost = std::chrono::microseconds(arg_int(argc, argv, "--write-us", 0));
 
   // Block SIGINT/SIGTERM before any thread exists: every thread (httplib's handlers,
   // the graph's stage threads) inherits the mask, so only sigwait() below sees them.
@@ -80,18 +92,23 @@ int main(int argc, char** argv) {
     graph_ended = true;
   }});
 
-  auto [inlet, records] = g.input<std::string>("ingest", {.capacity = capacity});
-  auto parsed = g.map("parse", records, [](std::string body) {
-    return record{std::move(body), 0};
+  auto [inlet, requests] = g.input<request>("ingest", {.capacity = capacity});
+  auto parsed = g.map("parse", requests, [](request q) {
+    return record{std::move(q.body), q.accepted, 0};
   }, {.capacity = capacity});
   auto enriched = g.map("enrich", parsed, [](record r) {
     r.length = r.body.size();
     return r;
   }, {.capacity = capacity, .replicas = 2, .ordered = true});
   std::atomic<long> written{0};
+  clock_type::duration delay_max{0}, delay_sum{0};  // only the sink's thread touches these
   g.sink("write", enriched, [&](record r) {
+    if (write_cost.count() > 0) std::this_thread::sleep_for(write_cost);  // a slow store
     out << r.body << '\t' << r.length << '\n';
     if (!out) throw std::runtime_error("write to " + out_path + " failed");
+    const auto waited = clock_type::now() - r.accepted;
+    delay_max = std::max(delay_max, waited);
+    delay_sum += waited;
     if (written.fetch_add(1, std::memory_order_relaxed) % 256 == 255) out.flush();
   }, {.on_close = [&] { out.flush(); }});
   g.start();
@@ -101,7 +118,7 @@ int main(int argc, char** argv) {
   server.Post("/ingest", [&, inlet = inlet](const httplib::Request& req, httplib::Response& res) {
     // One inlet object, many handler threads at once. try_push never blocks a handler:
     // a full graph answers 503 at once, and the record stays with the caller.
-    switch (inlet.try_push(req.body)) {
+    switch (inlet.try_push(request{req.body, clock_type::now()})) {
       case sluice::status::ok:
         accepted.fetch_add(1, std::memory_order_relaxed);
         res.set_content("ok\n", "text/plain");
@@ -154,6 +171,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ingest_server: %s\n", e.what());
     failed = true;
   }
-  std::printf("accepted %ld written %ld\n", accepted.load(), written.load());
+  const auto ms = [](clock_type::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  const long n = written.load();
+  std::printf("accepted %ld written %ld delay-ms max %.1f mean %.1f\n", accepted.load(), n, ms(delay_max),
+              n > 0 ? ms(delay_sum) / static_cast<double>(n) : 0.0);
   return failed ? 1 : 0;
 }
