@@ -33,7 +33,7 @@
 
 namespace sluice::tool {
 
-// A bad command line: one line, printed by main() as "sluice: <what>", exit status 2.
+// A bad command line: one line "sluice <command>: <what>", printed by main() as is, exit status 2.
 struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };

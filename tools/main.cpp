@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     try {
       return c.run(argc - 1, argv + 1);
     } catch (const sluice::tool::usage_error& e) {
-      std::fprintf(stderr, "sluice: %s\n", e.what());
+      std::fprintf(stderr, "%s\n", e.what());  // already "sluice <command>: ..."
       return 2;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "sluice %s: error: %s\n", c.name, e.what());
