@@ -403,11 +403,10 @@ TEST(io_file, the_new_file_gets_the_mode_and_times_asked_for_and_never_more_perm
 
 // ---- stop requests wake waits on blocking descriptors (issue 9, item 2) ------------
 
-TEST(io_file, a_stop_request_wakes_read_fd_on_a_blocking_pipe_that_never_had_data) {
-  sluice_test::watchdog dog(std::chrono::seconds(30), "silent pipe");
-  int p[2];
-  ASSERT_EQ(::pipe(p), 0);  // blocking; the writer stays open and silent
-  auto d = io::read_fd(p[0]);
+// Runs a read stage that has nothing to read on a thread: it must be waiting (no item,
+// not ended), and a stop request must end it promptly.
+template <class Descriptor>
+void stop_wakes_a_reader_waiting_on(Descriptor d) {
   auto [tx, rx] = sluice::bounded<buffer>(16);
   std::stop_source stop;
   std::atomic<bool> ended{false};
@@ -416,9 +415,17 @@ TEST(io_file, a_stop_request_wakes_read_fd_on_a_blocking_pipe_that_never_had_dat
     ended = true;
   });
   EXPECT_FALSE(rx.pop_for(std::chrono::milliseconds(20)).has_value());  // it is waiting
+  EXPECT_FALSE(ended.load());
   stop.request_stop();
   EXPECT_TRUE(sluice_test::eventually([&] { return ended.load(); }, std::chrono::seconds(5)));
   t.join();
+}
+
+TEST(io_file, a_stop_request_wakes_read_fd_on_a_blocking_pipe_that_never_had_data) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "silent pipe");
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);  // blocking; the writer stays open and silent
+  stop_wakes_a_reader_waiting_on(io::read_fd(p[0]));
   ::close(p[0]);
   ::close(p[1]);
 }
@@ -427,19 +434,8 @@ TEST(io_file, a_stop_request_wakes_read_file_on_a_fifo_with_no_writer) {
   sluice_test::watchdog dog(std::chrono::seconds(30), "fifo without writer");
   io_test::temp_dir dir;
   ASSERT_EQ(::mkfifo((dir / "f").c_str(), 0600), 0);
-  auto d = io::read_file(dir / "f");
-  auto [tx, rx] = sluice::bounded<buffer>(16);
-  std::stop_source stop;
-  std::atomic<bool> ended{false};
-  std::thread t([&, tx = std::move(tx)]() mutable {
-    d.fn(tx, stop.get_token());
-    ended = true;
-  });
-  EXPECT_FALSE(rx.pop_for(std::chrono::milliseconds(20)).has_value());
-  EXPECT_FALSE(ended.load());  // no writer yet: it waits (the open did not end it as empty)
-  stop.request_stop();
-  EXPECT_TRUE(sluice_test::eventually([&] { return ended.load(); }, std::chrono::seconds(5)));
-  t.join();
+  // No writer yet: it waits (the open did not end it as empty) until the stop.
+  stop_wakes_a_reader_waiting_on(io::read_file(dir / "f"));
 }
 
 // Fills a blocking descriptor nobody reads through write_fd, then requests stop.
