@@ -172,6 +172,14 @@ std::string graph_core::producer_name(std::size_t channel) const {
   return nodes_[channels_[channel]->producer]->name;
 }
 
+void graph_core::set_fault_hook(fault_hook* h) {
+  std::lock_guard lk(mu_);
+  if (!nodes_.empty() || started_) {
+    throw std::logic_error("sluice::graph: a fault hook is set before the first stage is added");
+  }
+  fault_ = h;
+}
+
 bool graph_core::started() const {
   std::lock_guard lk(mu_);
   return started_;
@@ -591,6 +599,7 @@ void graph_core::discard(std::size_t channel, const std::type_info& type, void* 
 
 void graph_core::discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,
                                 std::exception_ptr why) noexcept {
+  if (fault_ != nullptr) fault_->on_stage_exception(n.name, why);
   if (!opts_.on_discard || dying_.load(std::memory_order_relaxed)) return;
   std::lock_guard lk(dead_mu_);
   try {

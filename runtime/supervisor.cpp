@@ -75,6 +75,7 @@ void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<r
   n.state.compare_exchange_strong(idle, static_cast<int>(stage_state::running), std::memory_order_relaxed);
 
   replica_env env(*this, n, index, n.stop.get_token());
+  if (fault_ != nullptr) fault_->on_thread_begin(n.name, index);
   // A thread that starts after a teardown (cancel() during start) calls nothing.
   while (!tearing_down()) {
     // relaxed: a hint for the stuck line (in the function, or in cleanup).
@@ -86,6 +87,7 @@ void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<r
     } catch (...) {
       n.in_function.fetch_sub(1, std::memory_order_relaxed);
       std::exception_ptr e = std::current_exception();
+      if (fault_ != nullptr) fault_->on_stage_exception(n.name, e);
       n.errors.fetch_add(1, std::memory_order_relaxed);
       if (n.policy.what() == error_policy::kind::restart && !tearing_down()) {
         bool again = false;
@@ -115,7 +117,9 @@ void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<r
     }
   }
   task.reset();  // releases this replica's handles (the last receiver disconnects) and function
+  if (fault_ != nullptr) fault_->on_replica_released(n.name);
   finish_replica(n, t0);
+  if (fault_ != nullptr) fault_->on_thread_end();
 }
 
 void graph_core::finish_replica(stage_node& n, std::int64_t t0) noexcept {
@@ -139,6 +143,7 @@ void graph_core::finish_replica(stage_node& n, std::int64_t t0) noexcept {
     }
     // Cleanup first, then end of stream: a consumer that sees the end also sees the
     // cleanup's effects (close() publishes them like a push).
+    if (fault_ != nullptr) fault_->on_stage_closed(n.name, static_cast<bool>(n.on_close));
     for (std::size_t ch : n.outputs) channels_[ch]->control->close();
     int running = static_cast<int>(stage_state::running);
     n.state.compare_exchange_strong(

@@ -173,6 +173,7 @@ class sender {
  private:
   template <class U>
   friend std::pair<sender<U>, receiver<U>> bounded(channel_options<U>);
+  friend struct detail::channel_access;  // installs a graph's fault hook (sluice/testing.hpp)
   explicit sender(detail::channel<T>* ch) noexcept : ch_(ch) {}
   // The channel, or logic_error naming `call` for an empty handle (a cold branch).
   detail::channel<T>& ch(const char* call) const {
@@ -278,6 +279,7 @@ class receiver {
  private:
   template <class U>
   friend std::pair<sender<U>, receiver<U>> bounded(channel_options<U>);
+  friend struct detail::channel_access;
   explicit receiver(detail::channel<T>* ch) noexcept : ch_(ch) {}
   // The channel, or logic_error naming `call` for an empty handle (a cold branch).
   detail::channel<T>& ch(const char* call) const {

@@ -75,6 +75,9 @@
 namespace sluice {
 
 class graph;
+namespace detail {
+struct graph_access;  // sluice::testing (runtime/testing) reaches the core through it
+}  // namespace detail
 
 // The typed output of a stage: a handle to be consumed exactly once (by a stage, a
 // sink, or broadcast/round_robin/partition/merge). Cheap to copy; copies name the
@@ -396,6 +399,9 @@ class graph {
       co.on_discard = [g = core_.get(), id](T&& v) { g->discard(id, typeid(T), &v); };
     }
     auto [tx, rx] = bounded<T>(std::move(co));
+    if (detail::fault_hook* h = core_->faults(); h != nullptr) [[unlikely]] {
+      detail::channel_access::set_fault_hook(tx, h);  // under sluice::testing::stress only
+    }
     core_->add_channel(producer, std::make_unique<detail::typed_channel_control<T>>(tx),
                        std::make_shared<receiver<T>>(std::move(rx)), typeid(T), channel_traits<T>::weighted);
     return {id, std::move(tx)};
@@ -459,7 +465,14 @@ class graph {
     return outs;
   }
 
+  friend struct detail::graph_access;
   std::unique_ptr<detail::graph_core> core_;
 };
+
+namespace detail {
+struct graph_access {
+  static graph_core& core(graph& g) noexcept { return *g.core_; }
+};
+}  // namespace detail
 
 }  // namespace sluice

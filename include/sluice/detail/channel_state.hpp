@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "sluice/detail/cache_padded.hpp"
+#include "sluice/detail/fault_hook.hpp"
 #include "sluice/detail/ring_buffer.hpp"
 #include "sluice/detail/ticks.hpp"
 #include "sluice/detail/waker.hpp"
@@ -131,15 +132,19 @@ class channel {
   [[nodiscard]] std::size_t sender_count() const noexcept {
     return senders_.load(std::memory_order_relaxed);
   }
+  // Testing seam (detail/fault_hook.hpp): set before the handles reach other threads.
+  void set_fault_hook(fault_hook* h) noexcept { fault_ = h; }
 
   // ---- push -------------------------------------------------------------------
   // Moves from v only on ok. A drop_newest channel returns ok and discards v.
   status try_push(T& v) {
+    inject(fault_hook::op::push);
     const status s = try_push_impl(v);
     if (s == status::ok) after_push(1);
     return s;
   }
   status push(T& v, const time_point* deadline) {
+    inject(fault_hook::op::push);
     const status s = block(not_full_, [&] { return try_push_impl(v); }, deadline, *push_side_);
     if (s == status::ok) after_push(1);
     return s;
@@ -148,6 +153,7 @@ class channel {
   // push; stops at the first failure. Wakes consumers once per run of pushes, not per item.
   template <bool Move, class Range>
   std::size_t push_all(Range& r) {
+    inject(fault_hook::op::push);
     std::size_t n = 0;
     std::size_t pending = 0;
     // Wakes consumers for the last run of pushes on every exit, including a copy or
@@ -226,11 +232,13 @@ class channel {
   // ---- pop --------------------------------------------------------------------
   // ok: out holds an item. full: empty now. closed: done (drained, or cancelled).
   status try_pop(std::optional<T>& out) {
+    inject(fault_hook::op::pop);
     const status s = try_pop_impl(out);
     if (s == status::ok) after_pop(1);
     return s;
   }
   status pop(std::optional<T>& out, const time_point* deadline) {
+    inject(fault_hook::op::pop);
     const status s = block(not_empty_, [&] { return try_pop_impl(out); }, deadline, *pop_side_);
     if (s == status::ok) after_pop(1);
     return s;
@@ -238,6 +246,7 @@ class channel {
   template <class Out>
   std::size_t pop_some(Out& out, std::size_t max) {
     if (max == 0) return 0;
+    inject(fault_hook::op::pop);
     std::optional<T> v;
     if (block(not_empty_, [&] { return try_pop_impl(v); }, nullptr, *pop_side_) != status::ok) {
       return 0;
@@ -501,6 +510,15 @@ class channel {
       } else {
         sched_yield();  // its thread may be off-CPU (more threads than cores)
       }
+    }
+  }
+
+  // A graph under sluice::testing::stress: its hook may delay or throw here, before the
+  // operation starts. Null otherwise: one load from this object's first line (which
+  // every push and pop reads anyway) and a branch predicted not taken.
+  void inject(fault_hook::op o) {
+    if (fault_ != nullptr) [[unlikely]] {
+      fault_->on_channel_op(o);
     }
   }
 
@@ -818,6 +836,7 @@ class channel {
   const std::size_t cap_;
   const std::size_t lw_;
   const overflow policy_;
+  fault_hook* fault_ = nullptr;  // set once, before the handles are shared (set_fault_hook)
   const std::function<std::size_t(const T&)> weigh_;
   const std::function<void(T&&)> on_discard_;
   std::optional<ring_buffer<T>> ring_;      // unweighted, nothrow-move T

@@ -41,6 +41,7 @@
 #include <utility>
 #include <vector>
 
+#include "sluice/detail/fault_hook.hpp"
 #include "sluice/detail/graph_types.hpp"
 #include "sluice/metrics.hpp"
 #include "sluice/stage.hpp"
@@ -186,6 +187,10 @@ class graph_core {
   // Hands the channel's receiver to `consumer` (check_input first).
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
   [[nodiscard]] bool has_discard_hook() const noexcept { return static_cast<bool>(opts_.on_discard); }
+  // sluice::testing::stress: channels made from now on call `h` on every push and pop, and
+  // the stage threads report to it (detail/fault_hook.hpp). Before any stage is added.
+  void set_fault_hook(fault_hook* h);
+  [[nodiscard]] fault_hook* faults() const noexcept { return fault_; }
   [[nodiscard]] bool started() const;
 
   // ---- running ----
@@ -243,6 +248,7 @@ class graph_core {
   [[nodiscard]] std::string describe_stuck(const std::vector<std::size_t>& stuck) const;
 
   const graph_options opts_;
+  fault_hook* fault_ = nullptr;  // null unless under sluice::testing::stress; set before building
 
   mutable std::mutex mu_;  // the lists below while building; flags
   std::vector<std::unique_ptr<stage_node>> nodes_;       // immutable after start

@@ -224,7 +224,27 @@ class reorder_buffer {
       ++next_;
       cv_.notify_all();  // a slot is free: a waiting replica may store its batch
       lk.unlock();
-      const bool ok = push_batch(*graph_, tx, out_, batch);
+      bool ok = false;
+      try {
+        ok = push_batch(*graph_, tx, out_, batch);
+      } catch (...) {
+        // A push that threw (a fault injected by sluice::testing::stress, or an item's
+        // throwing copy): the output counts as ended, as for a failed push, so that no
+        // replica (a restarted one included) waits for an emitter that is gone. What
+        // is parked here becomes dead letters.
+        lk.lock();
+        discard_items(*graph_, out_, batch);
+        dead_ = true;
+        emitting_ = false;
+        cv_.notify_all();
+        for (auto& s : slots_) {
+          if (s) {
+            discard_items(*graph_, out_, *s);
+            s.reset();
+          }
+        }
+        throw;
+      }
       lk.lock();
       if (!ok) {
         dead_ = true;

@@ -1,0 +1,67 @@
+// sluice/detail/fault_hook.hpp — the seam sluice::testing::stress (sluice/testing.hpp)
+// uses to inject faults into a graph and to watch its stage threads.
+//
+// Where it is called:
+//   channel ops    a channel made by a graph under stress calls on_channel_op() first
+//                  thing in every push / pop (push, try_push, push_for/until, push_all,
+//                  pop, try_pop, pop_for/until, pop_some), before it touches the channel:
+//                  the hook may sleep (a delay) or throw (testing::injected_fault), and a
+//                  throw leaves the item with the caller and the channel untouched.
+//   stage threads  graph_core calls on_thread_begin/on_thread_end around each replica,
+//                  on_stage_exception for every exception a stage function let out (or
+//                  that error_policy::skip dropped), on_replica_released after a replica's
+//                  task (its handles and its function object: the stage's cleanup) is
+//                  destroyed, and on_stage_closed once the last replica ran on_close.
+//
+// Cost when unused (every graph not under stress, every channel made by bounded()):
+// channel<T>::fault_ is null; the check is one load from the channel's first cache line
+// (read by every push and pop anyway: capacity, policy) and a branch predicted not taken.
+// graph_core checks its own null pointer once per replica start and exit.
+//
+// Requires: set on a channel before any handle is shared with another thread (the graph
+//   sets it while building, before start() creates the threads: thread creation is the
+//   happens-before edge). The hook outlives every channel and thread that calls it.
+// Guarantees: nothing here; see sluice/testing.hpp for what stress() does with it.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <string>
+
+namespace sluice::detail {
+
+class fault_hook {
+ public:
+  enum class op : unsigned char { push, pop };
+
+  // First thing in a push or pop of a hooked channel, on the calling thread. May sleep;
+  // may throw (the operation then never started).
+  virtual void on_channel_op(op o) = 0;
+
+  // A stage replica's thread starts running the stage / is done (after its cleanup).
+  virtual void on_thread_begin(const std::string& stage, std::size_t replica) noexcept = 0;
+  virtual void on_thread_end() noexcept = 0;
+  // A stage function let `e` out (or error_policy::skip caught it on an item).
+  virtual void on_stage_exception(const std::string& stage, const std::exception_ptr& e) noexcept = 0;
+  // A replica's task is destroyed: its channel handles and its copy of the stage function.
+  virtual void on_replica_released(const std::string& stage) noexcept = 0;
+  // The stage's last replica finished its cleanup (on_close, when it has one).
+  virtual void on_stage_closed(const std::string& stage, bool has_on_close) noexcept = 0;
+
+ protected:
+  fault_hook() = default;
+  fault_hook(const fault_hook&) = default;
+  fault_hook& operator=(const fault_hook&) = default;
+  ~fault_hook() = default;
+};
+
+// Reaches the channel behind a handle (sender<T>/receiver<T> befriend it) to install a
+// fault hook; used by graph.hpp while building a graph under stress.
+struct channel_access {
+  template <class Handle>
+  static void set_fault_hook(Handle& h, fault_hook* hook) noexcept {
+    if (h.ch_ != nullptr) h.ch_->set_fault_hook(hook);
+  }
+};
+
+}  // namespace sluice::detail

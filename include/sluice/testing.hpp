@@ -1,0 +1,145 @@
+// sluice/testing.hpp — stress-test your own graph (DESIGN.md §8): seeded faults at every
+// channel boundary, a random cancel() or request_stop(), invariants checked after every
+// run, and replay by seed.
+//
+//   #include <gtest/gtest.h>
+//   #include <sluice/testing.hpp>
+//
+//   void build_my_graph(sluice::graph& g);           // the graph your program runs
+//
+//   TEST(my_graph, survives_faults) {
+//     using namespace std::chrono_literals;
+//     sluice::testing::stress_options o{.runs = 200, .seed = 0, .fail_probability = 0.01,
+//                                       .delay_probability = 0.05, .max_delay = 2ms,
+//                                       .cancel_probability = 0.1, .stop_probability = 0.1,
+//                                       .deadline = 10s};
+//     auto r = sluice::testing::stress([](sluice::graph& g) { build_my_graph(g); }, o);
+//     EXPECT_TRUE(r.ok()) << r;   // each violation with its seed and the replay line
+//   }
+//
+// What one run does: builds a fresh graph with the build function (the graph's
+// teardown_deadline is `deadline`), then injects, on the k-th push or pop of every stage
+// replica, with the probabilities given: a delay of up to max_delay, or an
+// injected_fault thrown out of that push or pop (the operation never started: the
+// item stays with the caller, the channel is untouched). At most once per run it calls
+// cancel() or request_stop() after the N-th channel operation of the whole graph. A run
+// that has not ended `deadline` after its last fault (or its start) gets a request_stop()
+// (a graph whose sources run until stopped is fine); one that still has not ended
+// `deadline` later is a violation naming the stage that holds it up, and is cancelled.
+//
+// Checked after every run, each failure a `violation` naming the stage:
+//   - it ended within `deadline` of its last fault, of the stop or of the cancel (the
+//     stages still running then are named: the one that ignores its stop token, not the
+//     ones waiting for it);
+//   - what run() threw: stage_error whose cause is the injected_fault, or cancelled after
+//     a cancel; the user's own exception is a violation carrying its message, anything
+//     else too;
+//   - every injected_fault thrown was seen leaving its stage (a stage that catches and
+//     swallows it is named);
+//   - the accounting identity on every channel: pushed == popped + discarded, nothing
+//     left buffered; no stage named stuck by the graph;
+//   - every stage's cleanup ran exactly once: each replica's function object (and
+//     handles) destroyed, on_close once per stage;
+//   - no thread left behind: the threads that exist after the run are those that existed
+//     before it (a new one is named by the stage whose thread created it).
+// A stage that does not end even after the cancel: the run is abandoned (its graph and
+// threads are left alive, never destroyed), the report says so and names the stage,
+// and stress() returns without starting more runs.
+//
+// Requires: the build function adds stages to the graph it is given (and may capture
+//   state; it is called once per run, from the calling thread). It must not call run(),
+//   start() or set graph options (stress() owns those). Stage functions must let
+//   injected_fault out of the push/pop that threw it (or end their stage).
+// Guarantees:
+//   - Determinism: run i's seed is derived from (seed, i); the decision for the k-th
+//     channel operation of a stage replica follows from (run seed, stage name, replica, k)
+//     alone, and the cancel/stop moment from the run seed. replay(build, seed, o) runs
+//     that one run again with the same decisions. Where a graph's sequence of channel
+//     operations per stage is itself deterministic (e.g. one replica per stage, capacity
+//     1 channels, no failure racing the others), the fault counts are identical.
+//   - Zero cost when unused: only channels of a graph built under stress() carry the hook
+//     (detail/fault_hook.hpp); any other channel pays one load and one predicted branch.
+// Non-guarantees: the thread interleaving is not replayed, so a fault that only bites
+//   in one interleaving may need several replays; with batching (pop_some), how many
+//   operations a stage performs may vary between runs.
+// Lifetime: stress() and replay() return after every graph they built is destroyed,
+//   except an abandoned one (see above).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sluice/graph.hpp"
+
+namespace sluice::testing {
+
+// Thrown by an injected fault out of a push or pop of the stage named stage().
+class injected_fault : public std::runtime_error {
+ public:
+  injected_fault(std::string stage, std::string op, std::uint64_t op_index, std::uint64_t serial);
+  [[nodiscard]] const std::string& stage() const noexcept { return stage_; }
+  // "push" or "pop", and which of the stage replica's channel operations (1 = first).
+  [[nodiscard]] const std::string& op() const noexcept { return op_; }
+  [[nodiscard]] std::uint64_t op_index() const noexcept { return op_index_; }
+  // Unique within a run (how stress() tells which faults were swallowed).
+  [[nodiscard]] std::uint64_t serial() const noexcept { return serial_; }
+
+ private:
+  std::string stage_;
+  std::string op_;
+  std::uint64_t op_index_;
+  std::uint64_t serial_;
+};
+
+// An aggregate; fields in this order (DESIGN.md §8).
+struct stress_options {
+  std::size_t runs = 200;
+  std::uint64_t seed = 0;                // 0: from the clock (the report says which)
+  double fail_probability = 0.01;        // per channel op: injected_fault thrown in the calling stage
+  double delay_probability = 0.05;       // per channel op: a stall of up to max_delay
+  std::chrono::steady_clock::duration max_delay = std::chrono::milliseconds(2);
+  double cancel_probability = 0.1;       // per run: cancel() at a random moment
+  double stop_probability = 0.1;         // per run: request_stop() at a random moment
+  std::chrono::steady_clock::duration deadline = std::chrono::seconds(10);  // end this long after the last fault
+};
+
+struct violation {
+  std::uint64_t seed = 0;  // the run's seed: replay(build, seed, options) repeats it
+  std::size_t run = 0;     // 0-based run number within stress()
+  std::string stage;       // the stage at fault ("" when none can be named)
+  std::string what;
+};
+
+struct stress_report {
+  std::size_t runs = 0;              // runs completed
+  std::uint64_t faults = 0;          // injected, all kinds: failures + delays + cancels + stops
+  std::vector<violation> violations;
+  std::chrono::nanoseconds elapsed{0};
+  // Beyond DESIGN.md §8: the seed used (the clock's when options.seed was 0), the fault
+  // counts per kind, and whether a run had to be abandoned (a stage never returned).
+  std::uint64_t seed = 0;
+  std::uint64_t failures = 0, delays = 0, cancels = 0, stops = 0;
+  bool abandoned = false;
+
+  [[nodiscard]] bool ok() const noexcept { return violations.empty(); }
+};
+
+// Prints a summary line, then each violation with its run, seed, stage, what, and the
+// replay line: sluice::testing::replay(build, 0x..., options).
+std::ostream& operator<<(std::ostream& os, const stress_report& r);
+std::ostream& operator<<(std::ostream& os, const violation& v);
+
+using graph_builder = std::function<void(sluice::graph&)>;
+
+// o.runs runs of the graph `build` makes, each with its own seed (see above).
+stress_report stress(const graph_builder& build, const stress_options& o = {});
+// The one run whose seed a violation printed, with the same faults.
+stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o = {});
+
+}  // namespace sluice::testing

@@ -1,0 +1,552 @@
+// sluice::testing::stress / replay (sluice/testing.hpp, DESIGN.md §8): one run_engine per
+// run is the graph's fault hook (detail/fault_hook.hpp): it decides every channel
+// operation's fault from the run seed, fires the run's one cancel() or request_stop(),
+// and records what the stage threads report; check_run() is the oracle.
+#include "sluice/testing.hpp"
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ostream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "sluice/detail/fault_hook.hpp"
+#include "sluice/graph.hpp"
+
+namespace sluice::testing {
+
+injected_fault::injected_fault(std::string stage, std::string op, std::uint64_t op_index, std::uint64_t serial)
+    : std::runtime_error("sluice::testing: injected fault in stage '" + stage + "' (its " + op + " #" +
+                         std::to_string(op_index) + ")"),
+      stage_(std::move(stage)),
+      op_(std::move(op)),
+      op_index_(op_index),
+      serial_(serial) {}
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+std::uint64_t mix(std::uint64_t a, std::uint64_t b) noexcept {
+  std::uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+std::uint64_t hash_name(const std::string& s) noexcept {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a: the same in every build
+  for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return h;
+}
+double unit(std::uint64_t r) noexcept { return static_cast<double>(r >> 11) * 0x1.0p-53; }
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+std::string ms_text(clock::duration d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
+}
+
+// The threads of this process: id -> name (/proc/self/task/<tid>/comm).
+std::map<long, std::string> list_threads() {
+  std::map<long, std::string> out;
+  DIR* d = ::opendir("/proc/self/task");
+  if (d == nullptr) return out;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const long tid = std::strtol(e->d_name, nullptr, 10);
+    std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string name;
+    std::getline(f, name);
+    out.emplace(tid, name);
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::string describe(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
+enum class control { none, cancel, stop };
+
+// One stage replica's thread: its decision stream and how many channel ops it made.
+struct thread_ctx {
+  class run_engine* owner = nullptr;
+  std::string stage;
+  std::uint64_t stream = 0;  // from (run seed, stage, replica)
+  std::uint64_t ops = 0;
+};
+thread_local thread_ctx* t_ctx = nullptr;
+
+struct stage_rec {
+  std::size_t begun = 0, ended = 0, released = 0, closed = 0;
+  std::set<std::size_t> replicas;
+};
+
+class run_engine final : public detail::fault_hook {
+ public:
+  run_engine(std::uint64_t seed, const stress_options& o) : seed_(seed), o_(o) {
+    const std::uint64_t c = mix(seed, 0xC0117);
+    const double u = unit(c);
+    if (u < o.cancel_probability) {
+      control_ = control::cancel;
+    } else if (u < o.cancel_probability + o.stop_probability) {
+      control_ = control::stop;
+    }
+    control_at_ = 1 + mix(c, 1) % 400;  // after this many channel ops of the whole graph
+  }
+
+  void attach(sluice::graph& g) { graph_ = &g; }
+
+  // ---- fault_hook --------------------------------------------------------------------
+  void on_channel_op(op o) override {
+    thread_ctx* c = t_ctx;
+    if (c == nullptr || c->owner != this) return;  // not a stage thread of this run
+    const std::uint64_t k = ++c->ops;
+    // relaxed: a count; the moment it names is as random as the interleaving anyway.
+    if (control_ != control::none && ops_.fetch_add(1, std::memory_order_relaxed) + 1 == control_at_) fire_control();
+    const std::uint64_t r = mix(c->stream, k);
+    const double u = unit(r);
+    if (u < o_.fail_probability) {
+      const std::uint64_t serial = serial_.fetch_add(1, std::memory_order_relaxed) + 1;
+      {
+        std::lock_guard lk(mu_);
+        thrown_.emplace(serial, c->stage);
+      }
+      failures_.fetch_add(1, std::memory_order_relaxed);
+      mark_fault();
+      throw injected_fault(c->stage, o == op::push ? "push" : "pop", k, serial);
+    }
+    if (u < o_.fail_probability + o_.delay_probability) {
+      const auto span = std::max<clock::rep>(1, o_.max_delay.count());
+      std::this_thread::sleep_for(clock::duration(static_cast<clock::rep>(mix(r, 7) % static_cast<std::uint64_t>(span))));
+      delays_.fetch_add(1, std::memory_order_relaxed);
+      mark_fault();
+    }
+  }
+  void on_thread_begin(const std::string& stage, std::size_t replica) noexcept override {
+    try {
+      auto ctx = std::make_unique<thread_ctx>();
+      ctx->owner = this;
+      ctx->stage = stage;
+      ctx->stream = mix(mix(seed_, hash_name(stage)), replica);
+      t_ctx = ctx.get();
+      std::lock_guard lk(mu_);
+      auto& s = stages_[stage];
+      ++s.begun;
+      s.replicas.insert(replica);
+      ctxs_.push_back(std::move(ctx));
+    } catch (...) {
+      t_ctx = nullptr;  // out of memory: this thread gets no faults
+    }
+  }
+  void on_thread_end() noexcept override {
+    if (t_ctx == nullptr || t_ctx->owner != this) return;
+    std::lock_guard lk(mu_);
+    ++stages_[t_ctx->stage].ended;
+    t_ctx = nullptr;
+  }
+  void on_stage_exception(const std::string& stage, const std::exception_ptr& e) noexcept override {
+    try {
+      std::lock_guard lk(mu_);
+      try {
+        std::rethrow_exception(e);
+      } catch (const injected_fault& f) {
+        seen_.insert(f.serial());  // it left a stage function: not swallowed
+        return;
+      } catch (const sluice::cancelled&) {
+        return;  // a stage that rethrows its channel's cancel cause
+      } catch (const sluice::stage_error&) {
+        return;
+      } catch (...) {
+      }
+      for (const auto& [st, ex] : user_errors_) {
+        if (ex == e) return;  // the same exception, seen again (dead letter, then rethrown)
+      }
+      user_errors_.emplace_back(stage, e);
+    } catch (...) {
+    }
+  }
+  void on_replica_released(const std::string& stage) noexcept override {
+    try {
+      std::lock_guard lk(mu_);
+      ++stages_[stage].released;
+    } catch (...) {
+    }
+  }
+  void on_stage_closed(const std::string& stage, bool) noexcept override {
+    try {
+      std::lock_guard lk(mu_);
+      ++stages_[stage].closed;
+    } catch (...) {
+    }
+  }
+
+  // ---- for the run loop --------------------------------------------------------------
+  void on_stuck(const std::string& stage) {
+    std::lock_guard lk(mu_);
+    stuck_.push_back(stage);
+  }
+  // The time of the last fault (delay, failure, cancel, stop) or of the start.
+  clock::time_point last_fault() const {
+    return clock::time_point(clock::duration(last_fault_.load(std::memory_order_acquire)));
+  }
+  void mark_fault() noexcept {
+    // a max over the threads; acq/rel only orders the time stamp itself.
+    const auto now = clock::now().time_since_epoch().count();
+    auto cur = last_fault_.load(std::memory_order_relaxed);
+    while (cur < now && !last_fault_.compare_exchange_weak(cur, now, std::memory_order_acq_rel)) {
+    }
+  }
+  void final_stop() { graph_->request_stop(); }
+  bool cancelled_by_us() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+  void cancel_now() {
+    cancelled_.store(true, std::memory_order_release);
+    graph_->cancel();
+  }
+  bool control_fired() const noexcept { return fired_.load(std::memory_order_acquire); }
+  control kind() const noexcept { return control_; }
+  std::uint64_t control_at() const noexcept { return control_at_; }
+
+  std::uint64_t failures() const noexcept { return failures_.load(); }
+  std::uint64_t delays() const noexcept { return delays_.load(); }
+  std::uint64_t cancels() const noexcept { return control_ == control::cancel && control_fired() ? 1 : 0; }
+  std::uint64_t stops() const noexcept { return control_ == control::stop && control_fired() ? 1 : 0; }
+
+  // After the run (every stage thread joined).
+  std::mutex mu_;
+  std::map<std::string, stage_rec> stages_;                              // guarded by mu_
+  std::map<std::uint64_t, std::string> thrown_;                          // serial -> stage; guarded by mu_
+  std::set<std::uint64_t> seen_;                                         // guarded by mu_
+  std::vector<std::pair<std::string, std::exception_ptr>> user_errors_;  // guarded by mu_
+  std::vector<std::string> stuck_;                                       // guarded by mu_
+
+ private:
+  void fire_control() {
+    fired_.store(true, std::memory_order_release);
+    mark_fault();
+    if (control_ == control::cancel) {
+      cancel_now();
+    } else {
+      graph_->request_stop();
+    }
+  }
+
+  const std::uint64_t seed_;
+  const stress_options o_;
+  control control_ = control::none;
+  std::uint64_t control_at_ = 0;
+  sluice::graph* graph_ = nullptr;
+  std::atomic<std::uint64_t> ops_{0};
+  std::atomic<std::uint64_t> serial_{0};
+  std::atomic<std::uint64_t> failures_{0}, delays_{0};
+  std::atomic<bool> fired_{false};
+  std::atomic<bool> cancelled_{false};
+  std::atomic<clock::rep> last_fault_{clock::now().time_since_epoch().count()};
+  std::vector<std::unique_ptr<thread_ctx>> ctxs_;  // guarded by mu_
+};
+
+// What is left alive of abandoned runs (a stage that never returned): never destroyed.
+struct abandoned_run {
+  std::shared_ptr<run_engine> engine;
+  std::unique_ptr<sluice::graph> graph;
+};
+std::mutex g_abandoned_mu;
+std::vector<abandoned_run>* g_abandoned = nullptr;  // guarded by g_abandoned_mu; leaked on purpose
+
+// The stages holding a run up: alive (running/stuck), and for a stop, not waiting for an
+// alive stage upstream (the downstream ones drain what it still sends).
+std::vector<std::string> culprits(const metrics::snapshot& s, bool upstream_rule) {
+  std::set<std::string> alive;
+  for (const auto& st : s.stages) {
+    if (st.state == "running" || st.state == "stuck") alive.insert(st.name);
+  }
+  std::vector<std::string> out;
+  for (const auto& name : alive) {
+    bool waits = false;
+    if (upstream_rule) {
+      for (const auto& c : s.channels) {
+        if (c.to == name && alive.count(c.from) != 0) waits = true;
+      }
+    }
+    if (!waits) out.push_back(name);
+  }
+  if (out.empty()) out.assign(alive.begin(), alive.end());
+  return out;
+}
+
+// Whether thread name `comm` is one the graph gives stage `stage` ("name" or "name#i",
+// cut to 15 bytes); a thread a stage thread created inherits it.
+bool thread_of(const std::string& comm, const std::string& stage) {
+  if (comm == stage.substr(0, 15)) return true;
+  const std::string prefix = (stage + "#").substr(0, 15);
+  return comm.compare(0, prefix.size(), prefix) == 0;
+}
+
+struct run_result {
+  std::vector<violation> violations;
+  bool abandoned = false;
+  bool fatal = false;  // the build function or start() failed: no point in more runs
+  std::uint64_t failures = 0, delays = 0, cancels = 0, stops = 0;
+};
+
+run_result run_once(const graph_builder& build, std::uint64_t seed, std::size_t run, const stress_options& o) {
+  run_result res;
+  auto add = [&](std::string stage, std::string what) {
+    res.violations.push_back(violation{seed, run, std::move(stage), std::move(what)});
+  };
+  const auto before = list_threads();
+  auto eng = std::make_shared<run_engine>(seed, o);
+  graph_options go;
+  go.teardown_deadline = o.deadline;
+  go.on_stuck = [e = eng.get()](const std::string& stage) { e->on_stuck(stage); };
+  auto g = std::make_unique<sluice::graph>(go);
+  detail::graph_access::core(*g).set_fault_hook(eng.get());
+  eng->attach(*g);
+  try {
+    build(*g);
+  } catch (...) {
+    add("", "the build function threw: " + describe(std::current_exception()));
+    res.fatal = true;
+    return res;
+  }
+
+  std::optional<report> rep;
+  std::exception_ptr outcome;
+  bool ended = false;
+  eng->mark_fault();  // the start counts as the first "fault" for the deadline
+  try {
+    g->start();
+  } catch (...) {
+    add("", "start() threw: " + describe(std::current_exception()));
+    res.fatal = true;
+    outcome = std::current_exception();
+  }
+  // phase 0: running; 1: stress sent its own request_stop (nothing else ended it);
+  // 2: a hang was reported and the run cancelled; then abandon.
+  int phase = 0;
+  clock::time_point phase_at = clock::now();
+  const auto poll = std::min<clock::duration>(std::chrono::milliseconds(20), o.deadline);
+  while (!ended && !res.fatal) {
+    try {
+      rep = g->wait_for(poll);
+      ended = rep.has_value();
+    } catch (...) {
+      outcome = std::current_exception();
+      ended = true;
+    }
+    if (ended) break;
+    const auto now = clock::now();
+    const auto since = std::max(eng->last_fault(), phase_at);
+    if (now - since < o.deadline) continue;
+    const bool torn = detail::graph_access::core(*g).tearing_down();  // a failure or a cancel
+    const bool stopped = eng->kind() == control::stop && eng->control_fired();
+    if (phase == 0 && !torn && !stopped) {
+      // Nothing asked it to end: a graph whose sources run until stopped. Stop it.
+      eng->final_stop();
+      phase = 1;
+      phase_at = clock::now();
+      continue;
+    }
+    if (phase <= 1) {
+      const std::string why = torn ? (eng->cancelled_by_us() ? "the cancel()" : "a stage failure")
+                                   : (phase == 1 ? "stress's closing request_stop()" : "the request_stop()");
+      for (const auto& name : culprits(g->snapshot(), !torn)) {
+        add(name, "the run did not end within " + ms_text(o.deadline) + " of its last fault (after " + why +
+                      "): stage '" + name + "' is still running" + (!torn ? " (does it ignore its stop token?)" : ""));
+      }
+      eng->cancel_now();
+      phase = 2;
+      phase_at = clock::now();
+      continue;
+    }
+    // Cancelled and still not over: a stage that never returns. Leave it running.
+    for (const auto& name : culprits(g->snapshot(), false)) {
+      add(name, "stage '" + name + "' did not return even " + ms_text(o.deadline) +
+                    " after cancel(); the run is abandoned (its threads are left running) and stress stops here");
+    }
+    res.abandoned = true;
+    std::lock_guard lk(g_abandoned_mu);
+    if (g_abandoned == nullptr) g_abandoned = new std::vector<abandoned_run>();
+    g_abandoned->push_back(abandoned_run{eng, std::move(g)});
+    res.failures = eng->failures();
+    res.delays = eng->delays();
+    res.cancels = eng->cancels();
+    res.stops = eng->stops();
+    return res;
+  }
+  const report last = g->last_report();
+  g.reset();  // every stage thread was joined by the wait; this destroys the graph itself
+
+  res.failures = eng->failures();
+  res.delays = eng->delays();
+  res.cancels = eng->cancels();
+  res.stops = eng->stops();
+  if (res.fatal) return res;
+
+  std::lock_guard lk(eng->mu_);
+  // What run() threw.
+  std::exception_ptr first_user;
+  if (outcome) {
+    try {
+      std::rethrow_exception(outcome);
+    } catch (const stage_error& e) {
+      try {
+        std::rethrow_exception(e.cause());
+      } catch (const injected_fault& f) {
+        if (eng->thrown_.count(f.serial()) == 0) add(e.stage(), "stage_error carries an injected_fault of another run");
+      } catch (const sluice::cancelled&) {
+      } catch (...) {
+        first_user = e.cause();
+        add(e.stage(), "run() threw stage_error with the stage's own exception: " + describe(e.cause()));
+      }
+    } catch (const sluice::cancelled&) {
+      if (!eng->cancelled_by_us()) add("", "run() threw cancelled, but stress did not cancel the run");
+    } catch (...) {
+      add("", "run() threw something other than stage_error or cancelled: " + describe(outcome));
+    }
+  }
+  // The user's own exceptions, also those not first (suppressed) or skipped.
+  for (const auto& [stage, e] : eng->user_errors_) {
+    if (e == first_user) continue;
+    add(stage, "stage '" + stage + "' threw its own exception: " + describe(e));
+  }
+  // Injected faults a stage swallowed.
+  for (const auto& [serial, stage] : eng->thrown_) {
+    if (eng->seen_.count(serial) == 0) {
+      add(stage, "stage '" + stage + "' caught an injected_fault and went on (fault #" + std::to_string(serial) +
+                     "): a stage must let it out of the push/pop that threw it, or end");
+    }
+  }
+  // Stuck stages (the graph's teardown deadline).
+  std::set<std::string> named;
+  for (const auto& v : res.violations) named.insert(v.stage);
+  for (const auto& s : last.stuck) {
+    if (named.insert(s).second) {
+      add(s, "stage '" + s + "' was still running " + ms_text(o.deadline) + " after the teardown began (named stuck)");
+    }
+  }
+  // Accounting on every channel.
+  for (const auto& c : last.metrics.channels) {
+    const auto& st = c.stats;
+    if (st.pushed != st.popped + st.discarded || st.items != 0) {
+      add(c.from, "channel '" + c.name + "': pushed " + std::to_string(st.pushed) + " != popped " +
+                      std::to_string(st.popped) + " + discarded " + std::to_string(st.discarded) + " (" +
+                      std::to_string(st.items) + " left buffered)");
+    }
+  }
+  // Cleanup: each replica's task (function object, handles) destroyed, on_close once.
+  for (const auto& [name, s] : eng->stages_) {
+    if (s.released != s.begun) {
+      add(name, "stage '" + name + "': " + std::to_string(s.released) + " of " + std::to_string(s.begun) +
+                    " replicas' function objects were destroyed");
+    }
+    if (s.begun != 0 && s.closed != 1) {
+      add(name, "stage '" + name + "': its cleanup (on_close) ran " + std::to_string(s.closed) + " times");
+    }
+  }
+  // Threads: those alive now that were not before, named by the stage that made them.
+  std::map<long, std::string> extra;
+  const auto t_end = clock::now() + std::chrono::milliseconds(100);
+  do {
+    extra.clear();
+    for (const auto& [tid, name] : list_threads()) {
+      if (before.count(tid) == 0) extra.emplace(tid, name);
+    }
+    if (extra.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  } while (clock::now() < t_end);
+  for (const auto& [tid, comm] : extra) {
+    std::string stage;
+    for (const auto& [name, s] : eng->stages_) {
+      if (thread_of(comm, name) && name.size() > stage.size()) stage = name;
+    }
+    add(stage, "thread " + std::to_string(tid) + " ('" + comm + "') is still alive after the run" +
+                   (stage.empty() ? std::string() : ": stage '" + stage + "' (or a thread it made) left it behind"));
+  }
+  return res;
+}
+
+stress_report run_many(const graph_builder& build, const stress_options& o, std::uint64_t seed,
+                       std::optional<std::uint64_t> only) {
+  stress_report r;
+  r.seed = seed;
+  const auto t0 = clock::now();
+  // A sanitizer runtime starts a helper thread with the process's first thread: let it
+  // exist before the first run's baseline.
+  std::thread([] {}).join();
+  const std::size_t runs = only ? 1 : o.runs;
+  for (std::size_t i = 0; i < runs; ++i) {
+    const std::uint64_t s = only ? *only : mix(seed, i);
+    run_result one = run_once(build, s, i, o);
+    ++r.runs;
+    r.failures += one.failures;
+    r.delays += one.delays;
+    r.cancels += one.cancels;
+    r.stops += one.stops;
+    for (auto& v : one.violations) r.violations.push_back(std::move(v));
+    if (one.abandoned) {
+      r.abandoned = true;
+      break;
+    }
+    if (one.fatal) break;
+  }
+  r.faults = r.failures + r.delays + r.cancels + r.stops;
+  r.elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0);
+  return r;
+}
+
+}  // namespace
+
+stress_report stress(const graph_builder& build, const stress_options& o) {
+  std::uint64_t seed = o.seed;
+  if (seed == 0) seed = mix(static_cast<std::uint64_t>(clock::now().time_since_epoch().count()), 0x5EED);
+  return run_many(build, o, seed, std::nullopt);
+}
+
+stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o) {
+  return run_many(build, o, seed, seed);
+}
+
+std::ostream& operator<<(std::ostream& os, const violation& v) {
+  os << "run " << v.run << " (seed " << hex(v.seed) << ")";
+  if (!v.stage.empty()) os << ", stage '" << v.stage << "'";
+  os << ": " << v.what << "\n    replay: sluice::testing::replay(build, " << hex(v.seed) << ", options);";
+  return os;
+}
+
+std::ostream& operator<<(std::ostream& os, const stress_report& r) {
+  std::ostringstream t;
+  t << std::fixed << std::setprecision(2) << std::chrono::duration<double>(r.elapsed).count();
+  os << "sluice::testing::stress: " << r.runs << " runs, " << r.faults << " faults (" << r.failures << " failures, "
+     << r.delays << " delays, " << r.cancels << " cancels, " << r.stops << " stops), " << r.violations.size()
+     << " violations in " << t.str() << " s (seed " << hex(r.seed) << ")";
+  if (r.abandoned) os << "; a run was abandoned (a stage never returned), stress stopped there";
+  for (const auto& v : r.violations) os << "\n  " << v;
+  return os;
+}
+
+}  // namespace sluice::testing

@@ -1,0 +1,278 @@
+// sluice::testing (sluice/testing.hpp, DESIGN.md §8): planted bugs are found, named and
+// replayed by seed; a sound graph passes; the same seed gives the same faults; a stage
+// that never returns is reported and abandoned instead of hanging the test.
+#include "sluice/testing.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "sluice/graph.hpp"
+#include "support/seed.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace st = sluice::testing;
+
+#if defined(SLUICE_SANITIZER_BUILD)
+constexpr int kSlow = 3;
+#else
+constexpr int kSlow = 1;
+#endif
+// For runs that are expected to hang: how long stress waits before it names the stage.
+constexpr auto kHangDeadline = 300ms * kSlow;
+
+bool names(const st::stress_report& r, const std::string& stage, const std::string& part = {}) {
+  for (const auto& v : r.violations) {
+    if (v.stage == stage && v.what.find(part) != std::string::npos) return true;
+  }
+  return false;
+}
+const st::violation* find(const st::stress_report& r, const std::string& stage) {
+  for (const auto& v : r.violations) {
+    if (v.stage == stage) return &v;
+  }
+  return nullptr;
+}
+
+// source -> square -> sum; the source honours its stop token unless `ignore_stop`.
+void counting_graph(sluice::graph& g, bool ignore_stop, long items) {
+  auto src = g.source<long>("ticker", [ignore_stop, items](sluice::sender<long>& out, std::stop_token stop) {
+    for (long i = 0; items < 0 || i < items; ++i) {
+      if (!ignore_stop && stop.stop_requested()) return;
+      if (!out.push(i)) return;
+    }
+  }, {.capacity = 4});
+  auto sq = g.map("square", src, [](long v) { return v * v; }, {.capacity = 4});
+  g.sink("sum", sq, [](long) {});
+}
+
+st::stress_options quiet(std::size_t runs) {
+  st::stress_options o;
+  o.runs = runs;
+  o.seed = sluice_test::test_seed();
+  o.fail_probability = 0;
+  o.delay_probability = 0;
+  o.cancel_probability = 0;
+  o.stop_probability = 0;
+  o.deadline = kHangDeadline;
+  return o;
+}
+
+TEST(testing_stress, a_stage_that_ignores_its_stop_token_is_named_and_replayed) {
+  st::stress_options o = quiet(3);
+  o.stop_probability = 1;  // every run: request_stop() at a random moment
+  // Control: the same graph with a source that honours its stop token holds.
+  const auto good = st::stress([](sluice::graph& g) { counting_graph(g, false, -1); }, o);
+  EXPECT_TRUE(good.ok()) << good;
+  EXPECT_EQ(good.stops, 3u) << good;
+
+  const auto bad = st::stress([](sluice::graph& g) { counting_graph(g, true, -1); }, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.runs, 3u) << "stress goes on after a hang it could end with cancel()";
+  EXPECT_FALSE(bad.abandoned);
+  for (const auto& v : bad.violations) {
+    EXPECT_EQ(v.stage, "ticker") << bad;  // not the stages downstream that wait for it
+    EXPECT_NE(v.what.find("stop token"), std::string::npos) << v.what;
+  }
+  std::ostringstream text;
+  text << bad;
+  EXPECT_NE(text.str().find("replay: sluice::testing::replay(build, 0x"), std::string::npos) << text.str();
+
+  const auto again = st::replay([](sluice::graph& g) { counting_graph(g, true, -1); }, bad.violations[0].seed, o);
+  EXPECT_TRUE(names(again, "ticker", "stop token")) << again;
+  EXPECT_EQ(again.runs, 1u);
+}
+
+TEST(testing_stress, a_stage_that_swallows_injected_faults_is_named) {
+  st::stress_options o = quiet(40);
+  o.fail_probability = 0.02;
+  o.deadline = 5s;
+  // Catches the injected fault and goes on; when its output is closed it keeps pushing
+  // (for a while) instead of ending.
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 300 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 2});
+    auto mid = g.stage<int>("stubborn", src, [](sluice::receiver<int>& rx, sluice::sender<int>& tx) {
+      for (;;) {
+        try {
+          auto v = rx.pop();
+          if (!v) return;
+          for (int tries = 0; !tx.push(*v) && tries < 20; ++tries) std::this_thread::sleep_for(1ms);
+        } catch (const st::injected_fault&) {
+          // swallowed: the bug
+        }
+      }
+    }, {.capacity = 2});
+    g.sink("out", mid, [](int) {});
+  };
+  const auto r = st::stress(build, o);
+  ASSERT_TRUE(names(r, "stubborn", "caught an injected_fault")) << r;
+  EXPECT_GT(r.failures, 0u);
+  for (const auto& v : r.violations) EXPECT_EQ(v.stage, "stubborn") << r;  // the others let theirs out
+  // Replay: the same faults at the same operations. Whether another stage's fault ends the
+  // run first is up to the interleaving, so allow some tries.
+  const std::uint64_t seed = find(r, "stubborn")->seed;
+  bool again = false;
+  for (int i = 0; i < 20 && !again; ++i) again = names(st::replay(build, seed, o), "stubborn", "caught an injected_fault");
+  EXPECT_TRUE(again) << "seed " << seed;
+}
+
+TEST(testing_stress, a_sink_that_throws_its_own_exception_is_named_with_the_message) {
+  st::stress_options o = quiet(4);
+  o.delay_probability = 0.05;
+  o.max_delay = 100us;
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 100 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 8});
+    g.sink("picky", src, [n = 0](int) mutable {
+      if (++n == 37) throw std::runtime_error("picky: item 37 is not welcome");
+    });
+  };
+  const auto r = st::stress(build, o);
+  ASSERT_EQ(r.violations.size(), 4u) << r;
+  for (const auto& v : r.violations) {
+    EXPECT_EQ(v.stage, "picky");
+    EXPECT_NE(v.what.find("item 37 is not welcome"), std::string::npos) << v.what;
+  }
+  const auto again = st::replay(build, r.violations[2].seed, o);
+  ASSERT_EQ(again.violations.size(), 1u) << again;
+  EXPECT_EQ(again.violations[0].seed, r.violations[2].seed);
+  EXPECT_EQ(again.violations[0].stage, "picky");
+}
+
+TEST(testing_stress, a_stage_that_leaks_a_thread_is_named) {
+  st::stress_options o = quiet(2);
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 50 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    auto m = g.map("leaky", src, [started = false](int v) mutable {
+      if (!started) {
+        started = true;
+        std::thread([] { std::this_thread::sleep_for(400ms); }).detach();  // the bug
+      }
+      return v;
+    });
+    g.sink("out", m, [](int) {});
+  };
+  const auto r = st::stress(build, o);
+  ASSERT_EQ(r.violations.size(), 2u) << r;
+  for (const auto& v : r.violations) {
+    EXPECT_EQ(v.stage, "leaky") << r;
+    EXPECT_NE(v.what.find("still alive after the run"), std::string::npos) << v.what;
+  }
+  const auto again = st::replay(build, r.violations[1].seed, o);
+  EXPECT_TRUE(names(again, "leaky", "still alive")) << again;
+}
+
+// One replica per stage, capacity 1: every stage's sequence of channel operations is the
+// same in every run, so the same seed gives the same faults.
+void lockstep_graph(sluice::graph& g) {
+  auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+    for (int i = 0; i < 200 && !stop.stop_requested(); ++i) {
+      if (!out.push(i)) return;
+    }
+  }, {.capacity = 1});
+  auto m = g.map("plus", src, [](int v) { return v + 1; }, {.capacity = 1});
+  g.sink("out", m, [](int) {});
+}
+
+TEST(testing_stress, the_same_seed_gives_the_same_faults) {
+  st::stress_options o = quiet(6);
+  o.delay_probability = 0.2;
+  o.max_delay = 20us;
+  const auto a = st::stress(lockstep_graph, o);
+  const auto b = st::stress(lockstep_graph, o);
+  ASSERT_TRUE(a.ok()) << a;
+  ASSERT_TRUE(b.ok()) << b;
+  EXPECT_GT(a.delays, 0u);
+  EXPECT_EQ(a.seed, b.seed);
+  EXPECT_EQ(a.faults, b.faults);
+  EXPECT_EQ(a.delays, b.delays);
+  // A different seed makes different decisions.
+  o.seed += 1;
+  const auto c = st::stress(lockstep_graph, o);
+  EXPECT_NE(a.delays, c.delays);
+
+  // The cancel / stop moment follows from the seed too.
+  st::stress_options p = quiet(20);
+  p.cancel_probability = 0.4;
+  p.stop_probability = 0.4;
+  const auto x = st::stress(lockstep_graph, p);
+  const auto y = st::stress(lockstep_graph, p);
+  EXPECT_TRUE(x.ok()) << x;
+  EXPECT_EQ(x.cancels, y.cancels);
+  EXPECT_EQ(x.stops, y.stops);
+  EXPECT_GT(x.cancels + x.stops, 0u);
+}
+
+TEST(testing_stress, a_stage_that_never_returns_is_named_and_the_run_abandoned) {
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  st::stress_options o = quiet(5);
+  auto build = [release](sluice::graph& g) {
+    auto src = g.source<int>("sleeper", [release](sluice::sender<int>& out) {
+      (void)out.push(1);
+      while (!release->load()) std::this_thread::sleep_for(1ms);  // ignores stop and cancel alike
+    });
+    g.sink("out", src, [](int) {});
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = st::stress(build, o);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  release->store(true);  // let the abandoned thread end (its graph stays leaked on purpose)
+  EXPECT_TRUE(r.abandoned) << r;
+  EXPECT_EQ(r.runs, 1u) << "no further runs after an abandoned one";
+  EXPECT_TRUE(names(r, "sleeper", "did not return even")) << r;
+  EXPECT_LT(took, 10 * kHangDeadline + 2s);
+}
+
+TEST(testing_stress, injected_faults_reach_every_kind_of_stage_boundary) {
+  // A flat_map pushing on its sender, a stage<U> with its own receiver/sender loop, and a
+  // consume over its receiver: each gets faults, each lets them out: ok.
+  st::stress_options o = quiet(60);
+  o.fail_probability = 0.02;
+  o.delay_probability = 0.05;
+  o.max_delay = 50us;
+  o.deadline = 5s;
+  std::atomic<long> closes{0};
+  auto build = [&closes](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 100 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 4});
+    auto twice = g.flat_map<int>("twice", src, [](int v, sluice::sender<int>& out) {
+      (void)out.push(v);
+      (void)out.push(v);
+    }, {.capacity = 4});
+    auto pass = g.stage<int>("pass", twice, [](sluice::receiver<int>& rx, sluice::sender<int>& tx) {
+      while (auto v = rx.pop()) {
+        if (!tx.push(*v)) return;
+      }
+    }, {.capacity = 4});
+    g.consume("drain", pass, [](sluice::receiver<int>& rx) {
+      for (int v : rx) (void)v;
+    }, {.on_close = [&closes] { closes.fetch_add(1); }});
+  };
+  const auto r = st::stress(build, o);
+  EXPECT_TRUE(r.ok()) << r;
+  EXPECT_GT(r.failures, 0u);
+  EXPECT_EQ(closes.load(), 60);
+}
+
+}  // namespace
