@@ -3,6 +3,7 @@
 #   find_package(sluice CONFIG REQUIRED)                    # sluice::sluice, and sluice::io if zlib and libdeflate are found
 #   find_package(sluice CONFIG REQUIRED COMPONENTS core)    # sluice::sluice only: zlib and libdeflate are never looked up
 #   find_package(sluice CONFIG REQUIRED COMPONENTS core io) # both, io required
+#   find_package(sluice CONFIG REQUIRED COMPONENTS serve)   # sluice::serve (metrics::serve), needs cpp-httplib
 # Included only when SLUICE_INSTALL is ON (the default only when sluice is the top-level
 # project), so an embedder's own `cmake --install` installs nothing of sluice's.
 include(CMakePackageConfigHelpers)
@@ -21,6 +22,15 @@ if(TARGET sluice_io)
   install(DIRECTORY include/sluice DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 else()
   install(DIRECTORY include/sluice DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN io EXCLUDE)
+endif()
+if(TARGET sluice_serve)
+  # sluice::serve (the live view): its own export set, loaded for the serve component.
+  # Its link interface names PkgConfig::HTTPLIB, which sluiceConfig.cmake recreates.
+  install(TARGETS sluice_serve EXPORT sluiceServeTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT sluiceServeTargets NAMESPACE sluice:: FILE sluiceServeTargets.cmake
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
 endif()
 configure_package_config_file(cmake/sluiceConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/sluiceConfig.cmake

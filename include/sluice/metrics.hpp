@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "sluice/metrics_serve.hpp"  // metrics::serve, the live view (defined in sluice::serve)
 #include "sluice/status.hpp"
 
 namespace sluice::metrics {

@@ -1,0 +1,80 @@
+// sluice/metrics_serve.hpp — the live view: a running graph published over HTTP.
+// Included by sluice/metrics.hpp; the definitions are in sluice::serve (link it to call
+// serve). This header needs nothing of cpp-httplib: an embedder that never calls serve
+// never needs it.
+//
+//   sluice::graph g;
+//   ... build the graph ...
+//   g.start();
+//   sluice::metrics::server http = sluice::metrics::serve(g, "127.0.0.1:9464");
+//   std::printf("live view: %s\n", http.url().c_str());   // http://127.0.0.1:9464/
+//   sluice::report r = g.wait();
+//   // `http` stops when it goes out of scope, before g does
+//
+// Endpoints (GET or HEAD only; other methods 405, other paths 404):
+//   /metrics        Prometheus text exposition 0.0.4 (metrics::to_prometheus)
+//   /snapshot.json  the snapshot as JSON (metrics::to_json)
+//   /               the live page: self-contained HTML+JS (no network) that fetches
+//                   snapshot.json every second and draws the graph: each stage coloured by
+//                   its busy / backpressured / starved shares, each channel labelled
+//                   occupancy / capacity, the bottleneck marked, a stall's wait-for chain
+//                   marked.
+//
+// Requires: `g` outlives the server (destroy or stop() the server first). `address` is
+//   "HOST:PORT" or "[IPV6]:PORT"; PORT 0 picks a free port (see port()).
+// Guarantees: binds only the address given (loopback by default). Every snapshot is taken
+//   on the server's own threads ("sluice-http", not stages): the graph never waits on the
+//   server, and stopping or destroying it never blocks a stage. A request larger than a
+//   few KiB (headers, body) or slower than one second is refused or dropped without
+//   touching the graph. Serving after the graph has ended works (its final snapshot).
+//   serve() returns once the socket is bound and listening.
+// Non-guarantees: the page shows an approximate, recent snapshot (see metrics.hpp).
+// Errors: serve throws std::invalid_argument for an address it cannot parse and
+//   std::runtime_error for one it cannot bind, each naming the address.
+// Lifetime: stop() (or the destructor) closes the socket, lets requests in progress
+//   finish (a client stalled mid-request is dropped after the one-second read timeout)
+//   and joins the server's threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace sluice {
+class graph;
+}  // namespace sluice
+
+namespace sluice::metrics {
+
+class server;
+[[nodiscard]] server serve(graph& g, std::string address = "127.0.0.1:9464");
+
+class server {
+ public:
+  server() noexcept;  // serves nothing (running() is false)
+  server(server&&) noexcept;
+  server& operator=(server&&) noexcept;  // stops the server this one held
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+  ~server();
+
+  // The port the server is bound to (the one picked when the address said port 0).
+  [[nodiscard]] std::uint16_t port() const noexcept;
+  // The host part of the address, as given ("127.0.0.1", "::1", "0.0.0.0").
+  [[nodiscard]] const std::string& host() const noexcept;
+  // "http://HOST:PORT/" (IPv6 hosts in brackets).
+  [[nodiscard]] std::string url() const;
+  // Whether it is serving: true from serve() until stop().
+  [[nodiscard]] bool running() const noexcept;
+  // Stops serving and joins its threads; idempotent; never blocks a stage.
+  void stop() noexcept;
+
+  struct state;
+
+ private:
+  explicit server(std::unique_ptr<state> s) noexcept;
+  friend server serve(graph& g, std::string address);
+  std::unique_ptr<state> state_;
+};
+
+}  // namespace sluice::metrics

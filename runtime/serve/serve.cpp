@@ -1,0 +1,303 @@
+// sluice::serve: metrics::serve, the live view of a running graph over HTTP (cpp-httplib).
+//
+// Threads: one listener ("sluice-http", httplib's accept loop) and two workers (also
+// "sluice-http") that read requests and take snapshots. None is a stage, and nothing here
+// is ever waited on by the graph: g.snapshot() reads the stages' counters without
+// blocking them, so a slow client, a flood of requests or stop() touch only these threads.
+#include <httplib.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "sluice/detail/graph_view.hpp"
+#include "sluice/graph.hpp"
+#include "sluice/metrics.hpp"
+
+namespace sluice::metrics {
+namespace {
+
+constexpr std::size_t kWorkers = 2;
+constexpr std::size_t kMaxPayload = 4096;  // no endpoint takes a body
+constexpr std::chrono::seconds kReadTimeout{1};
+constexpr std::chrono::seconds kWriteTimeout{2};
+constexpr time_t kKeepAliveSeconds = 5;
+
+void name_this_thread() { pthread_setname_np(pthread_self(), "sluice-http"); }
+
+// httplib's task queue, on kWorkers named threads. shutdown() lets the queued tasks run
+// (httplib's connection loop ends at once once its listening socket is gone) and joins.
+class worker_pool final : public httplib::TaskQueue {
+ public:
+  explicit worker_pool(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      threads_.emplace_back([this] {
+        name_this_thread();
+        run();
+      });
+    }
+  }
+  ~worker_pool() override { shutdown(); }
+  worker_pool(const worker_pool&) = delete;
+  worker_pool& operator=(const worker_pool&) = delete;
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      tasks_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;  // stopping and drained
+        fn = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      fn();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;  // guarded by mu_
+  bool stopping_ = false;                    // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
+struct parsed_address {
+  std::string host;
+  int port = 0;
+};
+
+parsed_address parse_address(const std::string& address) {
+  auto bad = [&](const char* why) {
+    return std::invalid_argument("sluice::metrics::serve: address '" + address + "': " + why +
+                                 " (expected HOST:PORT, e.g. 127.0.0.1:9464, [::1]:0)");
+  };
+  parsed_address a;
+  std::string port_text;
+  if (!address.empty() && address.front() == '[') {
+    const auto close = address.find(']');
+    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') {
+      throw bad("an IPv6 host in brackets must be followed by :PORT");
+    }
+    a.host = address.substr(1, close - 1);
+    port_text = address.substr(close + 2);
+  } else {
+    const auto colon = address.rfind(':');
+    if (colon == std::string::npos) throw bad("no port");
+    a.host = address.substr(0, colon);
+    port_text = address.substr(colon + 1);
+    if (a.host.find(':') != std::string::npos) throw bad("an IPv6 host must be in brackets");
+  }
+  if (a.host.empty()) throw bad("no host");
+  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos) {
+    throw bad("the port must be a number from 0 to 65535");
+  }
+  a.port = std::stoi(port_text);
+  if (a.port > 65535) throw bad("the port must be a number from 0 to 65535");
+  return a;
+}
+
+std::string live_page() {
+  std::string page;
+  page.reserve(detail::kGraphViewJs.size() + detail::kGraphViewCss.size() + 2048);
+  page +=
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      "<title>sluice live view</title>\n<style>\n"
+      "body { margin: 16px 20px; background: #fff; }\n"
+      "h1 { font: bold 20px \"DejaVu Sans\", Verdana, sans-serif; margin: 0 0 2px 0; }\n"
+      "#conn { font: 13px \"DejaVu Sans\", Verdana, sans-serif; color: #868e96; margin-bottom: 4px; }\n"
+      "#conn.down { color: #c92a2a; font-weight: bold; }\n";
+  page += detail::kGraphViewCss;
+  page +=
+      "</style></head><body>\n"
+      "<h1>sluice live view</h1>\n"
+      "<div id=\"conn\">connecting\xE2\x80\xA6</div>\n"
+      "<div id=\"graph\"></div>\n"
+      "<script>\n";
+  page += detail::kGraphViewJs;
+  page +=
+      "\n(function () {\n"
+      "  var view = SluiceGraphView.create(document.getElementById(\"graph\"));\n"
+      "  var conn = document.getElementById(\"conn\");\n"
+      "  function tick() {\n"
+      "    fetch(\"snapshot.json\", { cache: \"no-store\" })\n"
+      "      .then(function (r) { if (!r.ok) throw new Error(\"HTTP \" + r.status); return r.json(); })\n"
+      "      .then(function (s) {\n"
+      "        view.update(s);\n"
+      "        conn.className = \"\";\n"
+      "        conn.textContent = \"updated \" + new Date().toLocaleTimeString() + \" \\u00b7 refreshes every second \\u00b7 \" +\n"
+      "          \"raw: /snapshot.json, /metrics\";\n"
+      "      })\n"
+      "      .catch(function (e) { conn.className = \"down\"; conn.textContent = \"not reachable: \" + e.message; })\n"
+      "      .then(function () { setTimeout(tick, 1000); });\n"
+      "  }\n"
+      "  tick();\n"
+      "})();\n"
+      "</script>\n</body></html>\n";
+  return page;
+}
+
+}  // namespace
+
+struct server::state {
+  httplib::Server http;
+  std::thread listener;
+  std::atomic<bool> listener_done{false};
+  std::string host;
+  std::uint16_t port = 0;
+  bool running = false;
+};
+
+server::server() noexcept = default;
+server::server(std::unique_ptr<state> s) noexcept : state_(std::move(s)) {}
+server::server(server&&) noexcept = default;
+server& server::operator=(server&& other) noexcept {
+  if (this != &other) {
+    stop();
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+server::~server() { stop(); }
+
+std::uint16_t server::port() const noexcept { return state_ ? state_->port : 0; }
+
+const std::string& server::host() const noexcept {
+  static const std::string none;
+  return state_ ? state_->host : none;
+}
+
+std::string server::url() const {
+  if (!state_) return {};
+  const bool v6 = state_->host.find(':') != std::string::npos;
+  return "http://" + (v6 ? "[" + state_->host + "]" : state_->host) + ":" + std::to_string(state_->port) + "/";
+}
+
+bool server::running() const noexcept { return state_ && state_->running; }
+
+void server::stop() noexcept {
+  if (!state_ || !state_->running) return;
+  // Closes the listening socket: the accept loop ends, each connection's loop ends after
+  // its request in progress, and the worker pool is shut down and joined by httplib.
+  state_->http.stop();
+  if (state_->listener.joinable()) state_->listener.join();
+  state_->running = false;
+}
+
+server serve(graph& g, std::string address) {
+  const parsed_address a = parse_address(address);
+  auto st = std::make_unique<server::state>();
+  st->host = a.host;
+  httplib::Server& http = st->http;
+
+  http.new_task_queue = [] { return new worker_pool(kWorkers); };
+  // httplib's default also sets SO_REUSEPORT, which would let a second server bind a port
+  // that is in use; SO_REUSEADDR alone only allows rebinding after TIME_WAIT.
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  http.set_payload_max_length(kMaxPayload);
+  http.set_read_timeout(kReadTimeout);
+  http.set_write_timeout(kWriteTimeout);
+  http.set_keep_alive_timeout(kKeepAliveSeconds);
+
+  // Read-only: GET (and HEAD, which httplib answers from the GET handlers) and nothing
+  // else, refused before any body is read.
+  http.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "GET" || req.method == "HEAD") return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_header("Connection", "close");
+    res.set_content("405 method not allowed: this server is read-only (GET /, /metrics, /snapshot.json)\n",
+                    "text/plain; charset=utf-8");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) {
+      res.set_content(std::to_string(res.status) + (res.status == 404 ? " not found: try /, /metrics or /snapshot.json\n"
+                                                                      : " request refused\n"),
+                      "text/plain; charset=utf-8");
+    }
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    res.status = 500;
+    res.set_content("500 could not take a snapshot\n", "text/plain; charset=utf-8");
+  });
+  http.set_default_headers({{"Cache-Control", "no-store"}, {"X-Content-Type-Options", "nosniff"}});
+
+  graph* gp = &g;
+  http.Get("/metrics", [gp](const httplib::Request&, httplib::Response& res) {
+    res.set_content(to_prometheus(gp->snapshot()), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http.Get("/snapshot.json", [gp](const httplib::Request&, httplib::Response& res) {
+    res.set_content(to_json(gp->snapshot()), "application/json");
+  });
+  http.Get("/", [page = live_page()](const httplib::Request&, httplib::Response& res) {
+    // The page talks to this server only: no other origin, no network.
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                   "connect-src 'self'; img-src data:");
+    res.set_content(page, "text/html; charset=utf-8");
+  });
+
+  errno = 0;
+  int port = 0;
+  if (a.port == 0) {
+    port = http.bind_to_any_port(a.host);
+    if (port <= 0) port = -1;
+  } else {
+    port = http.bind_to_port(a.host, a.port) ? a.port : -1;
+  }
+  if (port < 0) {
+    const int err = errno;
+    throw std::runtime_error("sluice::metrics::serve: cannot listen on " + address +
+                             (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
+  }
+  st->port = static_cast<std::uint16_t>(port);
+  std::atomic<bool>& done = st->listener_done;
+  st->listener = std::thread([&http, &done] {
+    name_this_thread();
+    http.listen_after_bind();
+    done.store(true);  // seq_cst: read by the wait below
+  });
+  st->running = true;
+  // httplib's stop() does nothing until the accept loop has begun: wait for it here, so
+  // that a server stopped right after serve() returns cannot be left listening.
+  while (!http.is_running() && !done.load()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  return server(std::move(st));
+}
+
+}  // namespace sluice::metrics

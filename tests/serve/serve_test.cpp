@@ -1,0 +1,454 @@
+// metrics::serve over HTTP: /metrics parsed back as Prometheus text and /snapshot.json as
+// JSON while a graph runs, from httplib clients and from curl in another process; only GET
+// of three paths; oversized requests refused; binding (port 0, a taken port, bad
+// addresses); the server's threads; serving a finished graph; and stopping it while
+// clients are mid-request, promptly, without touching the graph.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "serve/serve_test_util.hpp"
+#include "sluice/graph.hpp"
+#include "sluice/metrics.hpp"
+#include "support/mini_json.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using serve_test::live_graph;
+using serve_test::on_path;
+using serve_test::run_process;
+
+// One Prometheus text line: `name{label="v",...} value [timestamp]`. Returns false (with
+// why) for anything else; collects the label values of `label`.
+bool parse_prom_line(const std::string& line, const std::string& label, std::set<std::string>& values,
+                     std::string& why) {
+  std::size_t i = 0;
+  auto name_char = [](char c, bool first) {
+    return std::isalpha(static_cast<unsigned char>(c)) || c == '_' || c == ':' ||
+           (!first && std::isdigit(static_cast<unsigned char>(c)));
+  };
+  if (i >= line.size() || !name_char(line[i], true)) return why = "no metric name", false;
+  while (i < line.size() && name_char(line[i], false)) ++i;
+  if (i < line.size() && line[i] == '{') {
+    ++i;
+    while (i < line.size() && line[i] != '}') {
+      const std::size_t ls = i;
+      if (!name_char(line[i], true)) return why = "bad label name", false;
+      while (i < line.size() && name_char(line[i], false)) ++i;
+      const std::string lname = line.substr(ls, i - ls);
+      if (i + 1 >= line.size() || line[i] != '=' || line[i + 1] != '"') return why = "label without =\"", false;
+      i += 2;
+      std::string v;
+      while (i < line.size() && line[i] != '"') {
+        if (line[i] == '\\') {
+          if (i + 1 >= line.size()) return why = "dangling escape", false;
+          const char e = line[i + 1];
+          if (e != '\\' && e != '"' && e != 'n') return why = "bad escape", false;
+          v += e == 'n' ? '\n' : e;
+          i += 2;
+        } else {
+          v += line[i++];
+        }
+      }
+      if (i >= line.size()) return why = "unterminated label value", false;
+      ++i;  // closing quote
+      if (lname == label) values.insert(v);
+      if (i < line.size() && line[i] == ',') ++i;
+    }
+    if (i >= line.size()) return why = "unterminated labels", false;
+    ++i;  // '}'
+  }
+  if (i >= line.size() || line[i] != ' ') return why = "no space before the value", false;
+  ++i;
+  std::string rest = line.substr(i);
+  const std::size_t sp = rest.find(' ');
+  const std::string value = rest.substr(0, sp);
+  if (value != "+Inf" && value != "-Inf" && value != "NaN") {
+    char* end = nullptr;
+    std::strtod(value.c_str(), &end);
+    if (value.empty() || end != value.c_str() + value.size()) return why = "value is not a number", false;
+  }
+  if (sp != std::string::npos) {
+    const std::string ts = rest.substr(sp + 1);
+    if (ts.empty() || ts.find_first_not_of("-0123456789") != std::string::npos) return why = "bad timestamp", false;
+  }
+  return true;
+}
+
+// Checks a whole exposition; returns the stage label values seen.
+std::set<std::string> check_prometheus(const std::string& text) {
+  std::set<std::string> stages;
+  std::istringstream in(text);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    ++n;
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      EXPECT_TRUE(line.rfind("# HELP ", 0) == 0 || line.rfind("# TYPE ", 0) == 0) << "line " << n << ": " << line;
+      continue;
+    }
+    std::string why;
+    EXPECT_TRUE(parse_prom_line(line, "stage", stages, why)) << "line " << n << " (" << why << "): " << line;
+  }
+  EXPECT_GT(n, 10);
+  return stages;
+}
+
+void check_snapshot_json(const std::string& body, std::uint64_t* sink_items = nullptr) {
+  mini_json::value v;
+  ASSERT_NO_THROW(v = mini_json::parse(body)) << body.substr(0, 400);
+  std::set<std::string> names;
+  for (const auto& s : v["stages"].arr()) names.insert(s["name"].str());
+  EXPECT_TRUE(names.count("numbers") && names.count("square") && names.count("slow-sink")) << body.substr(0, 400);
+  for (const auto& c : v["channels"].arr()) {
+    EXPECT_LE(c["size"].num(), c["capacity"].num());
+    EXPECT_GE(c["pushed"].num(), c["popped"].num());
+  }
+  if (sink_items != nullptr) {
+    for (const auto& s : v["stages"].arr()) {
+      if (s["name"].str() == "slow-sink") *sink_items = static_cast<std::uint64_t>(s["items_in"].num());
+    }
+  }
+}
+
+TEST(Serve, MetricsAndSnapshotWhileTheGraphRunsFromHttplibAndCurl) {
+  const bool have_curl = on_path("curl");
+  constexpr std::uint64_t kItems = 400;
+  live_graph lg(kItems, 2ms);
+  lg.g.start();
+  sluice::metrics::server srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  ASSERT_TRUE(srv.running());
+  ASSERT_NE(srv.port(), 0);
+  EXPECT_EQ(srv.host(), "127.0.0.1");
+  EXPECT_EQ(srv.url(), "http://127.0.0.1:" + std::to_string(srv.port()) + "/");
+
+  // Two pollers, as a scraper and a browser would be, until the graph ends.
+  std::atomic<int> polls_while_running{0};
+  std::atomic<bool> stop{false};
+  std::thread poller([&] {
+    httplib::Client cli("127.0.0.1", srv.port());
+    cli.set_read_timeout(5, 0);
+    while (!stop.load()) {
+      const bool live = !lg.g.done();
+      auto m = cli.Get("/metrics");
+      auto s = cli.Get("/snapshot.json");
+      if (m && s && m->status == 200 && s->status == 200 && live) polls_while_running.fetch_add(1);
+    }
+  });
+
+  httplib::Client cli("127.0.0.1", srv.port());
+  cli.set_read_timeout(10, 0);
+  auto m = cli.Get("/metrics");
+  ASSERT_TRUE(m) << httplib::to_string(m.error());
+  EXPECT_EQ(m->status, 200);
+  EXPECT_EQ(m->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  const std::set<std::string> stages = check_prometheus(m->body);
+  for (const char* name : {"numbers", "square", "slow-sink"}) EXPECT_TRUE(stages.count(name)) << name << "\n" << m->body;
+
+  auto s = cli.Get("/snapshot.json");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->status, 200);
+  EXPECT_EQ(s->get_header_value("Content-Type"), "application/json");
+  check_snapshot_json(s->body);
+
+  auto page = cli.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("SluiceGraphView"), std::string::npos);
+  EXPECT_NE(page->body.find("snapshot.json"), std::string::npos);
+  // Nothing from elsewhere: the one URL is the SVG namespace, a name rather than a fetch.
+  EXPECT_EQ(page->body.find("http://"), page->body.find("http://www.w3.org/2000/svg"));
+  EXPECT_EQ(page->body.find("https://"), std::string::npos);
+
+  if (have_curl) {
+    const std::string base = "http://127.0.0.1:" + std::to_string(srv.port());
+    auto cm = run_process({"curl", "-sS", "--fail", "--max-time", "20", base + "/metrics"}, 30s);
+    ASSERT_EQ(cm.exit_code, 0) << "curl /metrics";
+    const std::set<std::string> cstages = check_prometheus(cm.out);
+    EXPECT_TRUE(cstages.count("slow-sink"));
+    auto cs = run_process({"curl", "-sS", "--fail", "--max-time", "20", base + "/snapshot.json"}, 30s);
+    ASSERT_EQ(cs.exit_code, 0) << "curl /snapshot.json";
+    check_snapshot_json(cs.out);
+    auto c404 = run_process({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", base + "/nope"}, 30s);
+    EXPECT_EQ(c404.out, "404");
+    auto cpost = run_process({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-X", "POST",
+                              "--data", "x=1", base + "/metrics"},
+                             30s);
+    EXPECT_EQ(cpost.out, "405");
+  } else {
+    std::printf("curl not on PATH: the other-process checks were skipped\n");
+  }
+
+  // Every item arrives while being polled, and the accounting holds.
+  auto rep = lg.g.wait_for(60s);
+  stop.store(true);
+  poller.join();
+  ASSERT_TRUE(rep.has_value()) << "the graph did not end";
+  EXPECT_EQ(lg.sunk.load(), kItems);
+  EXPECT_GT(polls_while_running.load(), 0);
+  for (const auto& c : rep->metrics.channels) {
+    EXPECT_EQ(c.stats.pushed, c.stats.popped + c.stats.discarded + c.stats.items) << c.name;
+    EXPECT_EQ(c.stats.discarded, 0U) << c.name;
+  }
+  // The final snapshot is still served.
+  auto fin = cli.Get("/snapshot.json");
+  ASSERT_TRUE(fin);
+  std::uint64_t sunk = 0;
+  check_snapshot_json(fin->body, &sunk);
+  EXPECT_EQ(sunk, kItems);
+}
+
+TEST(Serve, OnlyGetOfThreePaths) {
+  live_graph lg(0);
+  lg.g.start();
+  auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  httplib::Client cli("127.0.0.1", srv.port());
+  cli.set_read_timeout(10, 0);
+  for (const char* p : {"/nope", "/metrics/", "/snapshot.json.bak", "/../etc/passwd", "/index.html"}) {
+    auto r = cli.Get(p);
+    ASSERT_TRUE(r) << p;
+    EXPECT_EQ(r->status, 404) << p;
+  }
+  auto post = cli.Post("/metrics", "x=1", "application/x-www-form-urlencoded");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 405);
+  EXPECT_EQ(post->get_header_value("Allow"), "GET, HEAD");
+  auto put = cli.Put("/", "x", "text/plain");
+  ASSERT_TRUE(put);
+  EXPECT_EQ(put->status, 405);
+  auto del = cli.Delete("/snapshot.json");
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 405);
+  auto head = cli.Head("/metrics");
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  auto ok = cli.Get("/metrics");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  lg.g.request_stop();
+  ASSERT_TRUE(lg.g.wait_for(30s).has_value());
+}
+
+TEST(Serve, OversizedAndMalformedRequestsAreRefusedAndTheGraphGoesOn) {
+  live_graph lg(0);
+  lg.g.start();
+  auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  const std::uint64_t before = lg.sunk.load();
+  {
+    httplib::Client cli("127.0.0.1", srv.port());
+    cli.set_read_timeout(10, 0);
+    cli.set_write_timeout(10, 0);
+    httplib::Headers big = {{"X-Big", std::string(1 << 20, 'a')}};
+    auto r = cli.Get("/metrics", big);
+    // Refused: an error status, or the connection closed before any answer.
+    if (r) {
+      EXPECT_GE(r->status, 400) << r->status;
+    }
+    auto body = cli.Post("/metrics", std::string(1 << 20, 'b'), "text/plain");
+    if (body) {
+      EXPECT_GE(body->status, 400);
+    }
+  }
+  // Garbage on a raw socket: answered with an error or dropped, never a crash.
+  for (const std::string& junk : {std::string("\x01\x02\x03 nonsense\r\n\r\n"), std::string("GET /metrics HTTP/9.9\r\n\r\n"),
+                                 std::string(20000, 'G') + " / HTTP/1.1\r\n\r\n"}) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(srv.port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    (void)!::write(fd, junk.data(), junk.size());
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      const std::string head(buf, static_cast<std::size_t>(n));
+      EXPECT_EQ(head.rfind("HTTP/1.1 4", 0), 0U) << head;
+    }
+    ::close(fd);
+  }
+  // Still serving, and the graph kept moving.
+  httplib::Client cli("127.0.0.1", srv.port());
+  cli.set_read_timeout(10, 0);
+  auto ok = cli.Get("/snapshot.json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (lg.sunk.load() <= before + 5 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  EXPECT_GT(lg.sunk.load(), before + 5);
+  lg.g.request_stop();
+  auto rep = lg.g.wait_for(30s);
+  ASSERT_TRUE(rep.has_value());
+  EXPECT_EQ(lg.sunk.load(), lg.produced.load());
+}
+
+TEST(Serve, BindsTheAddressGivenAndNamesOneItCannot) {
+  live_graph lg(1);
+  auto a = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  ASSERT_NE(a.port(), 0);
+  const std::string taken = "127.0.0.1:" + std::to_string(a.port());
+  try {
+    auto b = sluice::metrics::serve(lg.g, taken);
+    FAIL() << "a second server bound " << taken;
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(taken), std::string::npos) << e.what();
+  }
+  for (const char* bad : {"localhost", "127.0.0.1:", "127.0.0.1:99999", ":80", "::1:80", "127.0.0.1:http", "[::1]80"}) {
+    try {
+      auto c = sluice::metrics::serve(lg.g, bad);
+      FAIL() << "accepted " << bad;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + bad + "'"), std::string::npos) << e.what();
+    }
+  }
+  try {
+    auto d = sluice::metrics::serve(lg.g, "203.0.113.7:0");  // TEST-NET-3: not an address of this machine
+    FAIL() << "bound a foreign address";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("203.0.113.7:0"), std::string::npos) << e.what();
+  }
+  // Moves keep serving; a default server serves nothing.
+  sluice::metrics::server moved = std::move(a);
+  EXPECT_TRUE(moved.running());
+  EXPECT_FALSE(a.running());  // NOLINT(bugprone-use-after-move): documented moved-from state
+  httplib::Client cli("127.0.0.1", moved.port());
+  auto r = cli.Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  moved.stop();
+  EXPECT_FALSE(moved.running());
+  moved.stop();  // idempotent
+  sluice::metrics::server none;
+  EXPECT_FALSE(none.running());
+  EXPECT_EQ(none.port(), 0);
+  lg.g.run();
+}
+
+std::vector<std::string> thread_names() {
+  std::vector<std::string> names;
+  DIR* d = ::opendir("/proc/self/task");
+  if (d == nullptr) return names;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string n;
+    std::getline(in, n);
+    names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+TEST(Serve, ThreadsAreNamedAndGoneAfterStop) {
+  live_graph lg(1);
+  auto count = [] {
+    int n = 0;
+    for (const auto& t : thread_names()) n += t == "sluice-http";
+    return n;
+  };
+  const int before = count();
+  {
+    auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+    // The listener plus the workers (named as they start: poll, bounded).
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (count() < before + 3 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(count(), before + 3);
+  }
+  EXPECT_EQ(count(), before);
+  lg.g.run();
+}
+
+TEST(Serve, ServesAFinishedGraph) {
+  live_graph lg(50, 0us);
+  lg.g.run();
+  auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  httplib::Client cli("127.0.0.1", srv.port());
+  auto s = cli.Get("/snapshot.json");
+  ASSERT_TRUE(s);
+  std::uint64_t sunk = 0;
+  check_snapshot_json(s->body, &sunk);
+  EXPECT_EQ(sunk, 50U);
+  EXPECT_NE(s->body.find("\"state\":\"done\""), std::string::npos);
+}
+
+TEST(Serve, StoppingWhileClientsAreMidRequestIsPromptAndNeverBlocksTheGraph) {
+  live_graph lg(0);
+  lg.g.start();
+  auto srv = std::make_unique<sluice::metrics::server>(sluice::metrics::serve(lg.g, "127.0.0.1:0"));
+  const int port = srv->port();
+  // A client that sent half a request and went quiet, one idle keep-alive connection, and
+  // two clients polling as fast as they can.
+  const int half = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(half, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(half, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const std::string partial = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(::write(half, partial.data(), partial.size()), static_cast<ssize_t>(partial.size()));
+  httplib::Client idle("127.0.0.1", port);
+  idle.set_keep_alive(true);
+  ASSERT_TRUE(idle.Get("/metrics"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0};
+  std::vector<std::thread> pollers;
+  for (int i = 0; i < 2; ++i) {
+    pollers.emplace_back([&] {
+      httplib::Client cli("127.0.0.1", port);
+      cli.set_connection_timeout(2, 0);
+      cli.set_read_timeout(2, 0);
+      while (!stop.load()) {
+        if (auto r = cli.Get("/snapshot.json"); r && r->status == 200) ok.fetch_add(1);
+      }
+    });
+  }
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (ok.load() < 20 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+  ASSERT_GE(ok.load(), 20);
+
+  const std::uint64_t sunk_before = lg.sunk.load();
+  const auto t0 = std::chrono::steady_clock::now();
+  srv.reset();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  // Bounded by the one-second read timeout that drops the half-sent request, plus slack.
+  EXPECT_LT(took, 4s) << std::chrono::duration<double>(took).count() << " s";
+  stop.store(true);
+  for (auto& t : pollers) t.join();
+  ::close(half);
+  // The graph went on meanwhile and after.
+  const auto until2 = std::chrono::steady_clock::now() + 30s;
+  while (lg.sunk.load() <= sunk_before + 5 && std::chrono::steady_clock::now() < until2) std::this_thread::sleep_for(5ms);
+  EXPECT_GT(lg.sunk.load(), sunk_before + 5);
+  // Nobody is listening any more.
+  httplib::Client after("127.0.0.1", port);
+  after.set_connection_timeout(2, 0);
+  EXPECT_FALSE(after.Get("/metrics"));
+  lg.g.request_stop();
+  auto rep = lg.g.wait_for(30s);
+  ASSERT_TRUE(rep.has_value());
+  EXPECT_EQ(lg.sunk.load(), lg.produced.load());
+}
+
+}  // namespace
