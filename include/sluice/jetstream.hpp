@@ -1,0 +1,389 @@
+// sluice/jetstream.hpp — graph edges between processes (or machines) over NATS JetStream.
+//
+//   // once, by either side (or an operator): the stream and the durable consumer
+//   auto conn = sluice::jetstream::connect("nats://127.0.0.1:4222");
+//   sluice::jetstream::edge_options edge{.stream = "parsed", .subject = "parsed", .max_msgs = 4096};
+//   sluice::jetstream::ensure_edge(conn, edge);
+//
+//   // the producing process: the edge is its consumer stage
+//   sluice::pipeline(sluice::from<std::string>(read_lines),
+//                    sluice::jetstream::publish<std::string>(conn, edge, {.producer_id = "reader-1"}))
+//       .run();
+//
+//   // the consuming process: the edge is its source stage
+//   sluice::pipeline(sluice::jetstream::subscribe<std::string>(conn, edge),
+//                    sluice::into([](sluice::jetstream::delivery<std::string> d) {
+//                      store(d.value());
+//                      d.ack();
+//                    }))
+//       .run();
+//
+// An edge is a JetStream stream with WorkQueue retention, discard = new and the limits
+// max_msgs / max_bytes, plus a durable pull consumer with explicit acks: a bounded
+// channel between processes. (DESIGN.md §7.)
+//
+// Requires: a nats-server with JetStream (`nats-server -js`). A connection is used by
+//   any number of stages at once; a delivery by one thread at a time.
+// Guarantees:
+//   - publish: each item is one message with a Nats-Msg-Id "<producer_id>-<sequence>"
+//     (sequence = publish_options::first_sequence + the item's position in the stage's
+//     input), so a re-publish after a fault is dropped by the server's de-duplication
+//     (within the stream's duplicate window, 2 minutes). While the stream is full the
+//     server refuses a message; the stage waits and re-publishes the *same* message, so it
+//     blocks and its input channel fills: backpressure crosses the process boundary.
+//     At most `window` messages are unacknowledged; an item counts as delivered (counter
+//     `acked`) when its acknowledgement arrives; at the end of its input the stage waits
+//     for every outstanding acknowledgement. No acknowledgement for `give_up` (server
+//     gone) is a stage error naming the edge.
+//   - subscribe: fetches at most the free room of its output channel (and at most
+//     `batch`), so a process holds a bounded number of messages. request_stop() stops
+//     fetching; what was fetched drains downstream. A message that does not decode is a
+//     stage error; under error_policy::skip it is terminated (never redelivered) and
+//     counted in subscribe_counters::undecodable.
+//   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
+//     letter of a torn-down graph) is nak'ed, so it comes back promptly.
+//   - Errors name what failed: the URL that cannot be reached within connect_options::
+//     timeout; the limit in which an existing stream or consumer differs from the edge.
+// Non-guarantees: at-least-once, not exactly-once: a consumer that dies between its side
+//   effect and its ack sees the message again (deliveries() > 1); de-duplicate by id().
+//   Order across a refusal/re-publish is not kept.
+// Producer identity (how a restarted producer avoids duplicates): give it the same
+//   producer_id as before, and a source that replays from a known position with
+//   first_sequence set to that position (e.g. the offset of the first record it re-reads).
+//   Items the server already acknowledged then carry the same ids and are dropped as
+//   duplicates. The default producer_id is random per stage: no dedup across restarts.
+// Lifetime: a connection handle is shared (copyable); the connection closes when the last
+//   handle, stage and delivery using it is gone. Call sluice::jetstream::shutdown() (or
+//   libnats' nats_Close()) at the end of a program that wants libnats' memory freed.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <algorithm>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "sluice/buffer.hpp"
+#include "sluice/channel.hpp"
+#include "sluice/graph.hpp"
+#include "sluice/stage.hpp"
+
+namespace sluice::jetstream {
+
+enum class storage { file, memory };
+
+struct connect_options {
+  std::chrono::milliseconds timeout{2000};         // to reach the server at connect()
+  std::chrono::milliseconds reconnect_wait{100};   // between reconnect attempts (forever)
+  std::chrono::milliseconds give_up{10000};        // a stage failing to reach the server this long fails
+  std::string name = {};                           // client name shown by the server
+};
+
+namespace detail {
+struct conn_state;
+struct sub_state;
+struct pub_state;
+}  // namespace detail
+
+// A connection to a NATS server; reconnects by itself. Copyable handle.
+class connection {
+ public:
+  connection() = default;
+  [[nodiscard]] const std::string& url() const;
+  [[nodiscard]] bool connected() const;
+  [[nodiscard]] const std::shared_ptr<detail::conn_state>& state() const { return state_; }
+  explicit connection(std::shared_ptr<detail::conn_state> s) : state_(std::move(s)) {}
+
+ private:
+  std::shared_ptr<detail::conn_state> state_;
+};
+
+// Connects within o.timeout, or throws std::runtime_error naming the URL and the cause.
+connection connect(std::string url, connect_options o = {});
+
+// Frees libnats' global resources (nats_Close). Only after every connection is gone.
+void shutdown() noexcept;
+
+struct edge_options {
+  std::string stream = {}, subject = {};     // subject: defaults to the stream's name
+  std::int64_t max_msgs = 4096, max_bytes = -1;  // -1: no byte limit
+  storage store = storage::file;
+  std::string durable = {};                  // defaults to the stream's name
+  std::chrono::milliseconds ack_wait{30000};
+  std::int64_t max_ack_pending = 4096;
+};
+
+// Creates the stream and the durable consumer, or checks that existing ones have the same
+// limits (std::runtime_error naming the first difference, e.g.
+// "... stream 'x' has max_msgs 100, the edge wants 200"). Never changes an existing one.
+void ensure_edge(connection& c, const edge_options& e);
+
+// The stream's message count now (one request to the server).
+struct edge_state {
+  std::uint64_t msgs = 0, bytes = 0;
+  std::int64_t max_msgs = 0;
+  std::int64_t ack_pending = 0, redelivered = 0;  // of the durable consumer
+  std::uint64_t consumer_pending = 0;             // messages not yet delivered to it
+};
+edge_state inspect_edge(connection& c, const edge_options& e);
+
+// ---- codec ------------------------------------------------------------------
+// encode(const T&) -> std::string (bytes), decode(std::string_view) -> T (throws on bad input).
+template <class T>
+struct codec;
+
+template <>
+struct codec<std::string> {
+  static std::string encode(const std::string& v) { return v; }
+  static std::string decode(std::string_view b) { return std::string(b); }
+};
+template <>
+struct codec<sluice::buffer> {
+  static std::string encode(const sluice::buffer& v) { return std::string(v.view()); }
+  static sluice::buffer decode(std::string_view b) { return sluice::buffer::copy_of(b); }
+};
+template <class T>
+  requires(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>)
+struct codec<T> {
+  static std::string encode(const T& v) { return std::string(reinterpret_cast<const char*>(&v), sizeof(T)); }
+  static T decode(std::string_view b) {
+    if (b.size() != sizeof(T)) {
+      throw std::runtime_error("sluice::jetstream::codec: a message of " + std::to_string(b.size()) +
+                               " bytes does not decode to a " + std::to_string(sizeof(T)) + "-byte item");
+    }
+    T v;
+    std::memcpy(&v, b.data(), sizeof(T));
+    return v;
+  }
+};
+
+// ---- delivery -----------------------------------------------------------------
+namespace detail {
+// One fetched message, not typed. Move-only; nak'ed on destruction unless settled.
+class message {
+ public:
+  message() = default;
+  message(void* msg, std::shared_ptr<sub_state> sub) noexcept : msg_(msg), sub_(std::move(sub)) {}
+  message(message&& o) noexcept : msg_(std::exchange(o.msg_, nullptr)), sub_(std::move(o.sub_)) {}
+  message& operator=(message&& o) noexcept {
+    if (this != &o) {
+      release();
+      msg_ = std::exchange(o.msg_, nullptr);
+      sub_ = std::move(o.sub_);
+    }
+    return *this;
+  }
+  message(const message&) = delete;
+  message& operator=(const message&) = delete;
+  ~message() { release(); }
+
+  void ack();
+  void nak(std::chrono::milliseconds delay);
+  void term();
+  [[nodiscard]] std::uint64_t deliveries() const;
+  [[nodiscard]] std::string id() const;
+  [[nodiscard]] std::string_view data() const;
+  [[nodiscard]] bool settled() const noexcept { return msg_ == nullptr; }
+
+ private:
+  void release() noexcept;  // nak if unsettled, then free
+  void* msg_ = nullptr;     // natsMsg*
+  std::shared_ptr<sub_state> sub_;
+};
+}  // namespace detail
+
+// A message taken from an edge: its decoded value and how to settle it.
+// Move-only. Destroyed without ack/nak/term, it is nak'ed (redelivered at once).
+template <class T>
+class delivery {
+ public:
+  delivery(T v, detail::message m) : value_(std::move(v)), msg_(std::move(m)) {}
+  delivery(delivery&&) noexcept = default;
+  delivery& operator=(delivery&&) noexcept = default;
+
+  T& value() & { return value_; }
+  const T& value() const& { return value_; }
+  T&& value() && { return std::move(value_); }
+
+  void ack() { msg_.ack(); }                                              // done: removed from the stream
+  void nak(std::chrono::milliseconds delay = std::chrono::milliseconds(0)) { msg_.nak(delay); }  // redeliver (after delay)
+  void term() { msg_.term(); }                                            // never redeliver
+  [[nodiscard]] std::uint64_t deliveries() const { return msg_.deliveries(); }  // 1 = first time
+  // Stable across redeliveries: the publisher's Nats-Msg-Id ("<producer_id>-<sequence>").
+  [[nodiscard]] std::string id() const { return msg_.id(); }
+  [[nodiscard]] bool settled() const noexcept { return msg_.settled(); }
+
+ private:
+  T value_;
+  detail::message msg_;
+};
+
+// ---- counters (optional, for tests and tools) -------------------------------------
+struct publish_counters {
+  std::atomic<std::uint64_t> sent{0};      // first publish of an item
+  std::atomic<std::uint64_t> acked{0};     // acknowledgements (items delivered to the stream)
+  std::atomic<std::uint64_t> duplicates{0};  // acked as a duplicate (already stored before)
+  std::atomic<std::uint64_t> refused{0};   // refusals (stream full) and timeouts
+  std::atomic<std::uint64_t> resent{0};    // re-publishes of a refused message
+  std::atomic<std::uint64_t> waited_ns{0};  // time the stage waited for the window / a full stream
+};
+struct subscribe_counters {
+  std::atomic<std::uint64_t> polls{0};      // fetch requests made (also those that found nothing)
+  std::atomic<std::uint64_t> fetched{0};
+  std::atomic<std::uint64_t> undecodable{0};  // terminated under error_policy::skip
+  std::atomic<std::uint64_t> fetch_errors{0};
+};
+
+struct publish_options {
+  std::string producer_id = {};        // empty: random (no de-duplication across restarts)
+  std::uint64_t first_sequence = 0;    // the first item's sequence in its Nats-Msg-Id
+  std::size_t window = 256;            // unacknowledged messages at most
+  std::chrono::milliseconds retry{2};  // wait after the stream refused a message
+  std::chrono::milliseconds ack_timeout{2000};  // re-publish a message unacknowledged this long
+  std::shared_ptr<publish_counters> counters = {};
+};
+struct subscribe_options {
+  std::size_t batch = 256;                    // messages per fetch at most
+  std::chrono::milliseconds fetch_wait{20};   // one fetch's wait on an empty stream (teardown latency)
+  std::shared_ptr<subscribe_counters> counters = {};
+};
+
+namespace detail {
+// The publish stage's engine (runtime/jetstream/jetstream.cpp).
+class publisher {
+ public:
+  publisher(const connection& c, const edge_options& e, const publish_options& o);
+  ~publisher();
+  publisher(const publisher&) = delete;
+  publisher& operator=(const publisher&) = delete;
+  // Publishes one message (blocks while the window is full). False once stop is requested.
+  bool publish(std::string_view bytes, const std::stop_token& stop);
+  // Waits for every outstanding acknowledgement. False if stop came first.
+  bool finish(const std::stop_token& stop);
+
+ private:
+  std::shared_ptr<pub_state> st_;
+};
+
+// The subscribe stage's engine.
+class subscriber {
+ public:
+  subscriber(const connection& c, const edge_options& e, const subscribe_options& o);
+  ~subscriber();
+  subscriber(const subscriber&) = delete;
+  subscriber& operator=(const subscriber&) = delete;
+  // Fetches up to max messages (waits at most fetch_wait); calls f(message&&) for each.
+  // Throws after give_up of failures, naming the edge.
+  template <class F>
+  void fetch(std::size_t max, F&& f) {
+    fetch_raw(max, [](void* ctx, message&& m) { (*static_cast<std::remove_reference_t<F>*>(ctx))(std::move(m)); },
+              &f);
+  }
+  [[nodiscard]] const std::string& edge_name() const;
+
+ private:
+  void fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* ctx);
+  std::shared_ptr<sub_state> st_;
+};
+
+inline std::string stage_name(const stage_options& o, const char* kind, const edge_options& e) {
+  return o.name.empty() ? std::string(kind) + ":" + e.stream : o.name;
+}
+
+template <class T>
+struct publish_fn {
+  connection conn;
+  edge_options edge;
+  publish_options opts;
+  void operator()(receiver<T>& in, std::stop_token stop) {
+    publisher p(conn, edge, opts);
+    while (auto v = in.pop()) {
+      if (!p.publish(codec<T>::encode(*v), stop)) return;
+    }
+    if (in.cancelled()) return;
+    p.finish(stop);
+  }
+};
+
+template <class T>
+struct subscribe_fn {
+  connection conn;
+  edge_options edge;
+  subscribe_options opts;
+  bool skip_undecodable = false;
+  void operator()(sender<delivery<T>>& out, std::stop_token stop) {
+    subscriber s(conn, edge, opts);
+    bool open = true;
+    // Ends on stop (request_stop: fetched deliveries drain downstream) or when nobody
+    // reads any more (a sink that finished early disconnects its input).
+    while (open && !stop.stop_requested() && !out.is_closed()) {
+      auto st = out.stats();
+      std::size_t room = st.capacity > st.size ? st.capacity - st.size : 0;
+      if (room == 0) {
+        out.wait_writable();
+        continue;
+      }
+      s.fetch(std::min(room, opts.batch), [&](message&& m) {
+        if (!open) return;  // the rest are nak'ed by their destructors
+        std::optional<T> v;
+        try {
+          v.emplace(codec<T>::decode(m.data()));
+        } catch (const std::exception& ex) {
+          if (!skip_undecodable) {
+            throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "': message " + m.id() +
+                                     " does not decode: " + ex.what());
+          }
+          m.term();
+          if (opts.counters) opts.counters->undecodable.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        if (!out.push(delivery<T>(std::move(*v), std::move(m)))) open = false;
+      });
+    }
+  }
+};
+}  // namespace detail
+
+// The producing side: a consumer stage (pipeline descriptor) publishing each item.
+// Its stage is named "publish:<stream>" unless o.name says otherwise.
+template <class T>
+auto publish(connection c, edge_options e, publish_options p = {}, stage_options o = {}) {
+  o.name = detail::stage_name(o, "publish", e);
+  return sluice::consume(detail::publish_fn<T>{std::move(c), std::move(e), std::move(p)}, std::move(o));
+}
+// The same, as a consumer of `in` in a graph.
+template <class T>
+void publish(graph& g, stream<T> in, connection c, edge_options e, publish_options p = {}, stage_options o = {}) {
+  auto name = detail::stage_name(o, "publish", e);
+  g.consume(std::move(name), in, detail::publish_fn<T>{std::move(c), std::move(e), std::move(p)}, std::move(o));
+}
+
+// The consuming side: a source stage of delivery<T> (pipeline descriptor), named
+// "subscribe:<stream>" unless o.name says otherwise.
+template <class T>
+auto subscribe(connection c, edge_options e, subscribe_options s = {}, stage_options o = {}) {
+  o.name = detail::stage_name(o, "subscribe", e);
+  const bool skip = o.on_error == error_policy::skip;
+  return sluice::from<delivery<T>>(detail::subscribe_fn<T>{std::move(c), std::move(e), std::move(s), skip},
+                                   std::move(o));
+}
+// The same, as a source in a graph.
+template <class T>
+stream<delivery<T>> subscribe(graph& g, connection c, edge_options e, subscribe_options s = {},
+                              stage_options o = {}) {
+  auto name = detail::stage_name(o, "subscribe", e);
+  const bool skip = o.on_error == error_policy::skip;
+  return g.source<delivery<T>>(std::move(name),
+                               detail::subscribe_fn<T>{std::move(c), std::move(e), std::move(s), skip},
+                               std::move(o));
+}
+
+}  // namespace sluice::jetstream

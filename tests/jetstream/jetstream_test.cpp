@@ -1,0 +1,412 @@
+// sluice::jetstream against a real nats-server (one per test: 127.0.0.1, a free port, a
+// temporary store). Every wait is bounded.
+#include "sluice/jetstream.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sluice/pipeline.hpp"
+#include "nats_server.hpp"
+
+namespace js = sluice::jetstream;
+using namespace std::chrono_literals;
+using sluice_test::nats_server;
+
+namespace {
+
+#if defined(SLUICE_SANITIZER_BUILD)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// libnats' global state is freed at the end (ASan would report it otherwise).
+class nats_environment : public ::testing::Environment {
+ public:
+  void TearDown() override { js::shutdown(); }
+};
+const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new nats_environment);
+
+#define NEED_NATS_SERVER()                                                  \
+  if (!nats_server::available()) GTEST_SKIP() << "nats-server not installed"
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+template <class Pred>
+bool eventually(Pred p, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = clock_type::now() + limit;
+  while (!p()) {
+    if (clock_type::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+// Runs a pipeline/graph to its end within `limit`, or cancels it and fails the test.
+void run_bounded(sluice::graph& g, std::chrono::seconds limit = 60s) {
+  g.start();
+  auto r = g.wait_for(limit);
+  if (!r) {
+    g.cancel();
+    ADD_FAILURE() << "graph did not finish within " << limit.count() << " s";
+    try {
+      g.wait();
+    } catch (...) {
+    }
+  }
+}
+
+double p99(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, (v.size() * 99) / 100)];
+}
+
+// ---- connect / ensure_edge ------------------------------------------------------
+
+TEST(JetstreamConnect, UnreachableUrlIsAnErrorNamingIt) {
+  const std::string url = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());  // nobody listens
+  const auto t0 = clock_type::now();
+  try {
+    (void)js::connect(url, {.timeout = 500ms});
+    FAIL() << "connect succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(url), std::string::npos) << e.what();
+  }
+  EXPECT_LT(ms_since(t0), 3000.0);
+}
+
+TEST(JetstreamConnect, SilentServerTimesOutNamingTheUrl) {
+  // A socket that accepts connections (kernel backlog) but never speaks NATS.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string url = "nats://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  const auto t0 = clock_type::now();
+  try {
+    (void)js::connect(url, {.timeout = 300ms});
+    FAIL() << "connect succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(url), std::string::npos) << e.what();
+  }
+  EXPECT_LT(ms_since(t0), 300.0 + 2000.0);
+  ::close(fd);
+}
+
+TEST(JetstreamEdge, ExistingStreamOrConsumerWithOtherLimitsIsAnErrorNamingTheDifference) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "limits", .subject = "limits.in", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  EXPECT_NO_THROW(js::ensure_edge(conn, e));  // same limits: fine, nothing changes
+
+  auto expect_error = [&](js::edge_options other, std::vector<std::string> words) {
+    try {
+      js::ensure_edge(conn, other);
+      ADD_FAILURE() << "no error for " << words.front();
+    } catch (const std::runtime_error& ex) {
+      for (auto& w : words) EXPECT_NE(std::string(ex.what()).find(w), std::string::npos) << ex.what() << " / " << w;
+    }
+  };
+  auto more = e;
+  more.max_msgs = 200;
+  expect_error(more, {"max_msgs", "100", "200", "limits"});
+  auto bytes = e;
+  bytes.max_bytes = 1 << 20;
+  expect_error(bytes, {"max_bytes"});
+  auto mem = e;
+  mem.store = js::storage::memory;
+  expect_error(mem, {"storage", "file", "memory"});
+  auto wait = e;
+  wait.ack_wait = 5s;
+  expect_error(wait, {"ack_wait", "5000 ms"});
+  // Nothing was changed by the refused calls.
+  EXPECT_EQ(js::inspect_edge(conn, e).max_msgs, 100);
+}
+
+// ---- publish / subscribe ---------------------------------------------------------
+
+TEST(JetstreamEdge, RoundTripDeliversEveryItemExactlyOnce) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "round", .subject = "round", .max_msgs = 1000};
+  js::ensure_edge(conn, e);
+  const std::uint64_t n = kSanitized ? 1000 : 5000;
+
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline producer(
+      sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+        for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+      }),
+      js::publish<std::uint64_t>(conn, e, {.producer_id = "p1", .counters = pc}));
+  std::map<std::uint64_t, int> seen;
+  std::set<std::string> ids;
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e),
+                            sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              ++seen[d.value()];
+                              ids.insert(d.id());
+                              d.ack();
+                              return seen.size() < n;
+                            }));
+  std::thread t([&] { run_bounded(producer.get_graph()); });
+  run_bounded(consumer.get_graph());
+  t.join();
+  EXPECT_EQ(pc->acked.load(), n);
+  EXPECT_EQ(pc->sent.load(), n);
+  ASSERT_EQ(seen.size(), n);
+  for (auto& [v, c] : seen) EXPECT_EQ(c, 1) << "item " << v;
+  EXPECT_EQ(ids.size(), n);
+  EXPECT_EQ(ids.count("p1-0"), 1u);
+  EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == 0; }));  // every ack arrived
+}
+
+TEST(JetstreamEdge, StringAndBufferCodecs) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "bytes", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  sluice::pipeline(sluice::from<std::string>([](sluice::sender<std::string>& out) {
+                     out.push(std::string("hello"));
+                     out.push(std::string(3, '\0'));
+                   }),
+                   js::publish<std::string>(conn, e))
+      .run();
+  std::vector<std::string> got;
+  sluice::pipeline consumer(js::subscribe<sluice::buffer>(conn, e),
+                            sluice::into([&](js::delivery<sluice::buffer> d) -> bool {
+                              got.emplace_back(d.value().view());
+                              d.ack();
+                              return got.size() < 2;
+                            }));
+  run_bounded(consumer.get_graph(), 30s);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], "hello");
+  EXPECT_EQ(got[1], std::string(3, '\0'));
+}
+
+TEST(JetstreamEdge, UnsettledDeliveryIsNakedAndComesBackAtOnce) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "nak", .max_msgs = 10};  // ack_wait 30 s: only a nak brings it back in time
+  js::ensure_edge(conn, e);
+  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(7); }), js::publish<int>(conn, e)).run();
+  std::vector<std::uint64_t> deliveries;
+  sluice::pipeline consumer(js::subscribe<int>(conn, e), sluice::into([&](js::delivery<int> d) -> bool {
+                              deliveries.push_back(d.deliveries());
+                              EXPECT_EQ(d.value(), 7);
+                              if (d.deliveries() == 1) return true;  // dropped unsettled: nak'ed
+                              d.ack();
+                              return false;
+                            }));
+  const auto t0 = clock_type::now();
+  run_bounded(consumer.get_graph(), 20s);
+  EXPECT_LT(ms_since(t0), 10000.0);
+  ASSERT_EQ(deliveries.size(), 2u);
+  EXPECT_EQ(deliveries[0], 1u);
+  EXPECT_EQ(deliveries[1], 2u);
+}
+
+TEST(JetstreamEdge, BackpressureAcrossTheCutBoundsTheStreamAndLosesNothing) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  constexpr std::int64_t kMax = 64;
+  js::edge_options e{.stream = "bp", .max_msgs = kMax};
+  js::ensure_edge(conn, e);
+  const std::uint64_t n = kSanitized ? 600 : 2000;
+
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline producer(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+                              for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+                            },
+                                                         {.capacity = 16, .name = "source"}),
+                            js::publish<std::uint64_t>(conn, e, {.producer_id = "bp", .window = 32, .counters = pc}));
+  std::map<std::uint64_t, int> seen;
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e, {}, {.capacity = 16}),
+                            sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              std::this_thread::sleep_for(200us);  // the slow sink (work, not synchronisation)
+                              ++seen[d.value()];
+                              d.ack();
+                              return seen.size() < n;
+                            }));
+  std::atomic<bool> done{false};
+  std::uint64_t max_seen = 0, samples = 0;
+  sluice::metrics::snapshot mid;
+  std::thread sampler([&] {
+    auto c2 = js::connect(server.url());
+    while (!done.load()) {
+      max_seen = std::max<std::uint64_t>(max_seen, js::inspect_edge(c2, e).msgs);
+      if (++samples == 50) mid = producer.snapshot();
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  std::thread t([&] { run_bounded(producer.get_graph()); });
+  run_bounded(consumer.get_graph());
+  t.join();
+  done = true;
+  sampler.join();
+
+  EXPECT_LE(max_seen, static_cast<std::uint64_t>(kMax));
+  EXPECT_GT(samples, 10u);
+  EXPECT_GT(pc->refused.load(), 0u) << "the stream never refused: no backpressure was exercised";
+  EXPECT_EQ(pc->resent.load(), pc->refused.load());
+  EXPECT_GT(pc->waited_ns.load(), 0u);
+  ASSERT_EQ(seen.size(), n);
+  for (auto& [v, c] : seen) EXPECT_EQ(c, 1) << "item " << v;
+  EXPECT_EQ(pc->acked.load(), n);
+  // The source was held back: its output channel was full while the stream was.
+  const auto& src = *std::find_if(mid.stages.begin(), mid.stages.end(), [](auto& s) { return s.name == "source"; });
+  EXPECT_GT(src.backpressured_ns, 0u);
+}
+
+// ---- teardown ------------------------------------------------------------------
+
+TEST(JetstreamTeardown, CancelWhilePublishBlockedOnFullStreamOrSubscribeOnEmptyIsPrompt) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options full{.stream = "full", .max_msgs = 8};
+  js::edge_options empty{.stream = "empty", .max_msgs = 8};
+  js::ensure_edge(conn, full);
+  js::ensure_edge(conn, empty);
+  const int runs = kSanitized ? 20 : 100;
+
+  std::vector<double> pub_ms, sub_ms;
+  for (int i = 0; i < runs; ++i) {
+    auto pc = std::make_shared<js::publish_counters>();
+    sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
+                         for (int v = 0; !st.stop_requested(); ++v) {
+                           if (!out.push(v)) return;
+                         }
+                       }),
+                       js::publish<int>(conn, full, {.counters = pc}));
+    p.start();
+    ASSERT_TRUE(eventually([&] { return pc->refused.load() > 0; })) << "run " << i;
+    const auto t0 = clock_type::now();
+    p.cancel();
+    EXPECT_THROW(p.wait(), sluice::cancelled);
+    pub_ms.push_back(ms_since(t0));
+  }
+  for (int i = 0; i < runs; ++i) {
+    auto sc = std::make_shared<js::subscribe_counters>();
+    sluice::pipeline s(js::subscribe<int>(conn, empty, {.counters = sc}),
+                       sluice::into([](js::delivery<int> d) { d.ack(); }));
+    s.start();
+    ASSERT_TRUE(eventually([&] { return sc->polls.load() > 0; })) << "run " << i;
+    const auto t0 = clock_type::now();
+    s.cancel();
+    EXPECT_THROW(s.wait(), sluice::cancelled);
+    sub_ms.push_back(ms_since(t0));
+  }
+  const double pp = p99(pub_ms), sp = p99(sub_ms);
+  std::printf("teardown p99 over %d runs: publish on a full stream %.2f ms, subscribe on an empty one %.2f ms\n", runs,
+              pp, sp);
+  EXPECT_LT(pp, 100.0);
+  EXPECT_LT(sp, 100.0);
+  EXPECT_EQ(js::inspect_edge(conn, full).msgs, 8u);  // the stream stayed within its limit
+}
+
+TEST(JetstreamFaults, ServerGoneForGoodFailsTheGraphNamingTheEdge) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.give_up = 1000ms});
+  js::edge_options e{.stream = "gone", .max_msgs = 100000};
+  js::ensure_edge(conn, e);
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
+                       for (int v = 0; !st.stop_requested(); ++v) {
+                         if (!out.push(v)) return;
+                       }
+                     }),
+                     js::publish<int>(conn, e, {.counters = pc}));
+  auto sconn = js::connect(server.url(), {.give_up = 1000ms});
+  sluice::pipeline s(js::subscribe<int>(sconn, e), sluice::into([](js::delivery<int> d) { d.ack(); }));
+  p.start();
+  s.start();
+  ASSERT_TRUE(eventually([&] { return pc->acked.load() > 100; }));
+  server.kill9();
+  const auto t0 = clock_type::now();
+  for (auto [g, stage] : {std::pair{&p.get_graph(), "publish:gone"}, std::pair{&s.get_graph(), "subscribe:gone"}}) {
+    try {
+      auto r = g->wait_for(15s);
+      if (!r) {
+        g->cancel();
+        ADD_FAILURE() << stage << ": the graph hung after the server went away";
+        try {
+          g->wait();
+        } catch (...) {
+        }
+      } else {
+        ADD_FAILURE() << stage << ": the graph ended without an error after the server went away";
+      }
+    } catch (const sluice::stage_error& ex) {
+      EXPECT_EQ(ex.stage(), stage);
+      EXPECT_NE(std::string(ex.what()).find("'gone'"), std::string::npos) << ex.what();
+    } catch (const std::exception& ex) {
+      ADD_FAILURE() << stage << ": " << ex.what();
+    }
+  }
+  EXPECT_LT(ms_since(t0), 15000.0);
+}
+
+TEST(JetstreamEdge, UndecodableMessageIsAStageErrorOrUnderSkipTerminatedAndCounted) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "decode", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  // Three 3-byte messages first (not a uint32), then five good ones.
+  sluice::pipeline(sluice::from<std::string>([](sluice::sender<std::string>& out) {
+                     for (int i = 0; i < 3; ++i) out.push(std::string("bad"));
+                     for (std::uint32_t i = 0; i < 5; ++i) out.push(js::codec<std::uint32_t>::encode(i));
+                   }),
+                   js::publish<std::string>(conn, e))
+      .run();
+  {
+    sluice::pipeline strict(js::subscribe<std::uint32_t>(conn, e),
+                            sluice::into([](js::delivery<std::uint32_t> d) { d.ack(); }));
+    try {
+      run_bounded(strict.get_graph(), 20s);
+      strict.wait();
+      ADD_FAILURE() << "no error";
+    } catch (const sluice::stage_error& ex) {
+      EXPECT_EQ(ex.stage(), "subscribe:decode");
+      EXPECT_NE(std::string(ex.what()).find("does not decode"), std::string::npos) << ex.what();
+    }
+  }
+  auto sc = std::make_shared<js::subscribe_counters>();
+  std::vector<std::uint32_t> got;
+  sluice::pipeline skipping(js::subscribe<std::uint32_t>(conn, e, {.counters = sc}, {.on_error = sluice::error_policy::skip}),
+                            sluice::into([&](js::delivery<std::uint32_t> d) -> bool {
+                              got.push_back(d.value());
+                              d.ack();
+                              return got.size() < 5;
+                            }));
+  run_bounded(skipping.get_graph(), 20s);
+  EXPECT_EQ(sc->undecodable.load(), 3u);
+  EXPECT_EQ(got, (std::vector<std::uint32_t>{0, 1, 2, 3, 4}));
+  EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == 0; }));  // terminated ones are gone too
+}
+
+}  // namespace

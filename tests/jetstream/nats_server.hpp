@@ -1,0 +1,131 @@
+// A nats-server with JetStream for one test: 127.0.0.1, a free port, a temporary store
+// directory. Never outlives the test process: the destructor kills it, and the child
+// asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), so a crashed or
+// killed test binary leaks no server either.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef SLUICE_NATS_SERVER_PATH
+#define SLUICE_NATS_SERVER_PATH ""
+#endif
+
+namespace sluice_test {
+
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    throw std::runtime_error("free_port: bind failed");
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+inline bool port_accepts(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+class nats_server {
+ public:
+  static bool available() { return std::string(SLUICE_NATS_SERVER_PATH).size() > 0 &&
+                                   ::access(SLUICE_NATS_SERVER_PATH, X_OK) == 0; }
+
+  nats_server() : port_(free_port()) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "sluice-js-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    start();
+  }
+  ~nats_server() {
+    kill9();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  nats_server(const nats_server&) = delete;
+  nats_server& operator=(const nats_server&) = delete;
+
+  [[nodiscard]] std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] const std::string& dir() const { return dir_; }
+
+  // Starts it (again, on the same port and store) and waits until it accepts (bounded).
+  void start() {
+    std::vector<std::string> args = {SLUICE_NATS_SERVER_PATH, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_),
+                                     "-sd", dir_};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string log = dir_ + "/server.log";
+    const pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    pid_ = pid;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!port_accepts(port_)) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("nats-server exited at start; see " + log);
+      }
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("nats-server did not start in 20 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  // SIGKILL and reap (no-op if not running).
+  void kill9() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  int port_;
+  std::string dir_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace sluice_test
