@@ -56,6 +56,7 @@ struct work_spec {
 };
 
 struct bench_config {
+  std::string serve;  // --serve ADDR: the live view (metrics::serve) of each sluice run
   topology_kind topo = topology_kind::chain;
   std::size_t n = 4;
   std::string topo_text = "chain:4";
@@ -341,6 +342,15 @@ bench_result run_sluice(const bench_config& c, progress& prog) {
   report rep;
   {
     bench_progress bp(prog, "sluice " + c.topo_text, c.items * copies(c), delivered);
+#if SLUICE_HAVE_SERVE
+    // Bound before the run starts (a bad address fails before any stage runs); the
+    // server only reads snapshots, and stops before the graph is destroyed.
+    std::optional<metrics::server> live;
+    if (!c.serve.empty()) {
+      live.emplace(metrics::serve(g, c.serve));
+      std::fprintf(stderr, "sluice bench: live view at %s\n", live->url().c_str());
+    }
+#endif
     rep = g.run();
   }
   r.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
@@ -527,12 +537,16 @@ int cmd_bench(int argc, char** argv) {
            "sluice, tbb or both");
   p.count("--tokens", &c.tokens, "tbb: max live tokens (0: capacity x channels)");
   p.flag("--json", &c.json, "print JSON on stdout instead of a table");
+  p.text("--serve", &c.serve, "ADDR", "the live view while sluice runs, at HOST:PORT (port 0: any free one; the URL goes to stderr)");
   p.epilog(
       "examples:\n"
       "  sluice bench --topology chain:4 --items 1M --engine both\n"
       "  sluice bench --topology farm:4 --work 2us --json\n"
       "  sluice bench --topology chain:5 --work 100ns,100ns,1us,100ns,100ns");
   if (!p.parse(argc, argv)) return 0;
+#if !SLUICE_HAVE_SERVE
+  if (!c.serve.empty()) throw usage_error("sluice bench: --serve: this sluice was built without cpp-httplib (libcpp-httplib-dev)");
+#endif
   if (c.items == 0) p.bad("--items", "0", "at least 1");
   if (c.capacity == 0) p.bad("--capacity", "0", "at least 1");
   if (c.replicas == 0 || c.replicas > 256) p.bad("--replicas", std::to_string(c.replicas), "1 to 256");
