@@ -1,25 +1,39 @@
 // tools/cmd_bench.cpp — `sluice bench`: throughput and latency of synthetic graphs.
 //
-// Topologies (every worker stage does --work per item; the source stamps each item
-// with the time it was made, the sink records now - stamp as end-to-end latency):
+// Topologies (every worker stage does --work per item; the source stamps each item,
+// the sink records now - stamp as end-to-end latency):
 //   chain:N    source -> stage-1 -> ... -> stage-N -> sink
 //   farm:N     source -> work (N replicas) -> sink
 //   fanout:N   source -> broadcast to branch-1..branch-N -> merge -> sink (N copies per item)
 //   diamond    source -> split -> round_robin to left, right -> merge -> join -> sink
 // --engine tbb runs chain and farm on oneTBB parallel_pipeline (serial_in_order
 // filters for the chain's stages, a parallel filter for the farm), in the same process.
+//
+// Three ways to offer load:
+//   closed loop (default)  the source pushes as fast as the graph takes items; an item
+//                          is stamped when it is made.
+//   --rate R               open loop: item i is due at t0 + i/R; the source waits until
+//                          then and stamps the item with that intended time, so a push
+//                          that blocks, or a source that runs late, is in the latency (no
+//                          coordinated omission, as wrk2 / HdrHistogram). The oneTBB
+//                          pipeline's input filter does the same (see `arrivals`).
+//   --sweep                per engine a short closed-loop run for its maximum, then
+//                          open-loop runs at --sweep-at percentages of that maximum;
+//                          with --engine both also both engines at --shared-at
+//                          percentages of oneTBB's maximum (same offered rate).
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_pipeline.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -27,9 +41,13 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "args.hpp"
+#include "bench/gbench_json.hpp"
+#include "bench/histogram.hpp"
+#include "bench/pacing.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
 #include "sluice/graph.hpp"
@@ -41,10 +59,12 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 using std::chrono::nanoseconds;
+using bench::now_ns;
 
 // ---- configuration ------------------------------------------------------------
 
 enum class topology_kind { chain, farm, fanout, diamond };
+enum class out_format { table, json, gbench };
 
 struct work_spec {
   bool sleep = false;
@@ -55,12 +75,15 @@ struct work_spec {
   }
 };
 
+constexpr nanoseconds kDefaultOpenDuration = std::chrono::seconds(2);
+
 struct bench_config {
   std::string serve;  // --serve ADDR: the live view (metrics::serve) of each sluice run
   topology_kind topo = topology_kind::chain;
   std::size_t n = 4;
   std::string topo_text = "chain:4";
   std::uint64_t items = 1'000'000;
+  bool items_given = false;
   std::uint64_t item_size = 64;
   std::vector<work_spec> work = {work_spec{}};
   std::string work_text = "0";
@@ -69,7 +92,14 @@ struct bench_config {
   bool ordered = false;
   std::string engine = "sluice";
   std::uint64_t tokens = 0;  // tbb: 0 = capacity x channels
-  bool json = false;
+  double rate = 0;           // --rate, items/s; 0: closed loop
+  nanoseconds duration{0};   // --duration; 0: unset (see run_limits)
+  bool sweep = false;
+  std::vector<double> sweep_at = {0.10, 0.25, 0.50, 0.75, 0.90, 1.00};
+  std::vector<double> shared_at = {0.10, 0.50, 0.90};
+  nanoseconds probe = std::chrono::seconds(1);  // --probe-duration
+  out_format format = out_format::table;
+  std::string report;  // --report FILE.html
 };
 
 std::optional<work_spec> parse_work(std::string_view s) {
@@ -98,6 +128,42 @@ bool parse_work_list(std::string_view s, std::vector<work_spec>& out) {
     const auto w = parse_work(s.substr(0, comma));
     if (!w) return false;
     v.push_back(*w);
+    if (comma == std::string_view::npos) break;
+    s.remove_prefix(comma + 1);
+  }
+  out = std::move(v);
+  return true;
+}
+
+// "1000", "50k", "2.5M", "10k/s" -> items per second; above 0, at most 10^12.
+std::optional<double> parse_rate_per_s(std::string_view s) {
+  if (s.ends_with("/s")) s.remove_suffix(2);
+  std::size_t used = 0;
+  const auto v = tool::detail::parse_number_prefix(s, used);
+  if (!v) return std::nullopt;
+  const std::string_view unit = s.substr(used);
+  double mult = 0;
+  if (unit.empty()) mult = 1;
+  if (unit == "k" || unit == "K") mult = 1e3;
+  if (unit == "m" || unit == "M") mult = 1e6;
+  if (unit == "g" || unit == "G") mult = 1e9;
+  if (mult == 0) return std::nullopt;
+  const double r = *v * mult;
+  if (!(r > 0) || r > 1e12) return std::nullopt;
+  return r;
+}
+
+// "10,50,90" (percent, each in (0, 1000]) -> {0.1, 0.5, 0.9}.
+bool parse_percent_list(std::string_view s, std::vector<double>& out) {
+  std::vector<double> v;
+  while (true) {
+    const std::size_t comma = s.find(',');
+    std::string_view one = s.substr(0, comma);
+    if (one.ends_with("%")) one.remove_suffix(1);
+    std::size_t used = 0;
+    const auto p = tool::detail::parse_number_prefix(one, used);
+    if (!p || used != one.size() || !(*p > 0) || *p > 1000) return false;
+    v.push_back(*p / 100);
     if (comma == std::string_view::npos) break;
     s.remove_prefix(comma + 1);
   }
@@ -149,91 +215,122 @@ std::vector<std::string> worker_names(const bench_config& c) {
 // Copies of each item the sink receives.
 std::uint64_t copies(const bench_config& c) { return c.topo == topology_kind::fanout ? c.n : 1; }
 
-// ---- the item and the work ------------------------------------------------------
+bool tbb_runs(const bench_config& c) { return c.topo == topology_kind::chain || c.topo == topology_kind::farm; }
+
+// ---- the item, the work, the arrivals ---------------------------------------------
 
 struct bench_item {
   std::uint64_t seq = 0;
-  std::int64_t born_ns = 0;  // steady_clock at the source
+  std::int64_t born_ns = 0;  // steady time: made (closed loop) or due (open loop)
   std::string payload;
 };
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<nanoseconds>(clock::now().time_since_epoch()).count();
-}
-
+// spin: busy for d. sleep: d of wall time at little CPU: asleep until ~50 us before the
+// end, then yielding (bench::wait_until_ns). A plain sleep would end late by the
+// kernel's wake-up latency, tens of microseconds on a loaded machine: 5% of a 1 ms
+// sleep, and the size of what the bench measures.
 void do_work(const work_spec& w) {
   if (w.d.count() <= 0) return;
   if (w.sleep) {
-    std::this_thread::sleep_for(w.d);
+    bench::wait_until_ns(now_ns() + w.d.count());
   } else {
     spin_for(w.d);
   }
 }
 
-// Log-linear histogram of nanoseconds: exact below 64, then 64 sub-buckets per power
-// of two (relative error under 1.6%). One writer (the sink); read after the run.
-class latency_histogram {
+// When a run ends: after max_items, or when duration_ns has passed since the first
+// item (0: no time limit).
+struct feed {
+  double rate = 0;  // items/s; 0: closed loop
+  std::uint64_t max_items = UINT64_MAX;
+  std::int64_t duration_ns = 0;
+};
+
+// The source side of a run, the same for both engines; one thread calls next() (the
+// sluice source stage, or parallel_pipeline's serial input filter).
+// Open loop: item i is due at t0 + i/rate. next() waits until then (bench::wait_until_ns:
+// asleep until ~50 us before, then yielding) and stamps the item with its due time,
+// not the time it leaves: if this thread runs late, or the push after next() blocks
+// on a full channel, that delay is in the item's latency, and a late source sends the
+// items it owes at once instead of skipping them (wrk2's correction of coordinated
+// omission). The run also ends when the wall clock passes the duration, so a rate the
+// graph cannot take ends on time with fewer items sent.
+// Closed loop: the item is stamped with the time it is made.
+class arrivals {
  public:
-  latency_histogram() : counts_(64 + 58 * 64, 0) {}
-  void record(std::int64_t ns) {
-    const std::uint64_t v = ns < 0 ? 0 : static_cast<std::uint64_t>(ns);
-    ++counts_[index(v)];
-    ++n_;
-    sum_ += static_cast<double>(v);
-    max_ = std::max(max_, v);
-  }
-  [[nodiscard]] std::uint64_t count() const { return n_; }
-  [[nodiscard]] std::uint64_t max() const { return max_; }
-  [[nodiscard]] double mean() const { return n_ ? sum_ / static_cast<double>(n_) : 0; }
-  // The smallest recorded bucket value v such that at least q of the samples are <= v.
-  [[nodiscard]] std::uint64_t quantile(double q) const {
-    if (n_ == 0) return 0;
-    const auto target = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(n_)));
-    std::uint64_t seen = 0;
-    for (std::size_t i = 0; i < counts_.size(); ++i) {
-      seen += counts_[i];
-      if (seen >= std::max<std::uint64_t>(1, target)) return std::min(upper(i), max_);
+  explicit arrivals(const feed& f) : f_(f) {}
+
+  std::optional<std::int64_t> next() {
+    if (sent_ >= f_.max_items) return std::nullopt;
+    const std::int64_t now = now_ns();
+    if (sent_ == 0) {
+      t0_ = now;
+      end_ = f_.duration_ns > 0 ? now + f_.duration_ns : INT64_MAX;
     }
-    return max_;
+    if (now >= end_) return std::nullopt;
+    if (f_.rate <= 0) {
+      ++sent_;
+      return now;
+    }
+    const auto due = t0_ + static_cast<std::int64_t>(std::llround(static_cast<double>(sent_) * 1e9 / f_.rate));
+    if (due >= end_) return std::nullopt;
+    if (due > now) bench::wait_until_ns(due);
+    ++sent_;
+    return due;
   }
+  [[nodiscard]] std::uint64_t sent() const { return sent_; }
+  [[nodiscard]] std::int64_t t0_ns() const { return t0_; }
 
  private:
-  static std::size_t index(std::uint64_t v) {
-    if (v < 64) return static_cast<std::size_t>(v);
-    const int e = std::bit_width(v) - 1;  // >= 6
-    const std::uint64_t sub = (v >> (e - 6)) & 63;
-    return 64 + static_cast<std::size_t>(e - 6) * 64 + static_cast<std::size_t>(sub);
-  }
-  // The largest value that falls in bucket i.
-  static std::uint64_t upper(std::size_t i) {
-    if (i < 64) return i;
-    const std::size_t e = (i - 64) / 64 + 6;
-    const std::uint64_t sub = (i - 64) % 64;
-    const std::uint64_t base = (std::uint64_t{1} << e) | (sub << (e - 6));
-    return base + (std::uint64_t{1} << (e - 6)) - 1;
-  }
-  std::vector<std::uint64_t> counts_;
-  std::uint64_t n_ = 0;
-  double sum_ = 0;
-  std::uint64_t max_ = 0;
+  feed f_;
+  std::uint64_t sent_ = 0;
+  std::int64_t t0_ = 0;
+  std::int64_t end_ = INT64_MAX;
 };
+
+double process_cpu_s() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
 
 struct bench_result {
   std::string engine;
+  bool open_loop = false;
+  double offered = 0;  // items/s (open loop)
+  std::string load_of;  // sweep: whose closed-loop maximum the offered rate is a share of
+  double load_fraction = 0;
+  std::uint64_t copies = 1;
+  std::uint64_t sent = 0;
   std::uint64_t delivered = 0;
-  double elapsed_s = 0;
-  latency_histogram hist;
+  double elapsed_s = 0;  // around the whole run (threads started to joined)
+  std::int64_t t0_ns = 0;  // first item
+  std::int64_t last_ns = 0;  // last delivery
+  double cpu_s = 0;  // process CPU time during the run
+  bench::log_histogram hist;
   std::optional<metrics::snapshot> snap;  // sluice only
   bool balanced = true;
   std::string detail;  // tbb: tokens and threads
+  std::vector<std::pair<double, double>> series;  // (s since start, deliveries/s), every ~100 ms
   [[nodiscard]] double items_per_s() const { return elapsed_s > 0 ? static_cast<double>(delivered) / elapsed_s : 0; }
+  // Source items delivered per second, first item to last delivery.
+  [[nodiscard]] double achieved() const {
+    const double span = static_cast<double>(last_ns - t0_ns) * 1e-9;
+    if (span <= 0) return items_per_s() / static_cast<double>(copies);
+    return static_cast<double>(delivered) / static_cast<double>(copies) / span;
+  }
+  [[nodiscard]] bool saturated() const { return open_loop && achieved() < 0.95 * offered; }
+  [[nodiscard]] bool complete() const { return delivered == sent * copies && balanced; }
 };
 
-// Polls `delivered` every 100 ms for the progress display until stopped.
+// Polls `delivered` every 100 ms for the progress display and the throughput series
+// until stopped.
 class bench_progress {
  public:
-  bench_progress(progress& p, std::string label, std::uint64_t expected, const std::atomic<std::uint64_t>& delivered)
-      : p_(p), label_(std::move(label)), expected_(expected), delivered_(delivered), t0_(clock::now()) {
+  bench_progress(progress& p, std::string label, std::uint64_t expected, const std::atomic<std::uint64_t>& delivered,
+                 std::vector<std::pair<double, double>>& series)
+      : p_(p), label_(std::move(label)), expected_(expected), delivered_(delivered), series_(series),
+        t0_(clock::now()) {
     thread_ = std::thread([this] { loop(); });
   }
   bench_progress(const bench_progress&) = delete;
@@ -251,20 +348,31 @@ class bench_progress {
  private:
   void loop() {
     std::unique_lock lk(mu_);
+    double last_t = 0;
+    double last_d = 0;
     while (!cv_.wait_for(lk, std::chrono::milliseconds(100), [&] { return stop_; })) {
       // relaxed: a statistic.
       const double d = static_cast<double>(delivered_.load(std::memory_order_relaxed));
       const double t = std::chrono::duration<double>(clock::now() - t0_).count();
+      if (t > last_t) series_.emplace_back(t, (d - last_d) / (t - last_t));
+      last_t = t;
+      last_d = d;
       char buf[200];
-      std::snprintf(buf, sizeof buf, "%s  %.0f / %.0f items delivered  %.3g items/s  (%.1f s)", label_.c_str(), d,
-                    static_cast<double>(expected_), t > 0 ? d / t : 0.0, t);
+      if (expected_ != 0) {
+        std::snprintf(buf, sizeof buf, "%s  %.0f / %.0f items delivered  %.3g items/s  (%.1f s)", label_.c_str(), d,
+                      static_cast<double>(expected_), t > 0 ? d / t : 0.0, t);
+      } else {
+        std::snprintf(buf, sizeof buf, "%s  %.0f items delivered  %.3g items/s  (%.1f s)", label_.c_str(), d,
+                      t > 0 ? d / t : 0.0, t);
+      }
       p_.update(buf);
     }
   }
   progress& p_;
   std::string label_;
-  std::uint64_t expected_;
+  std::uint64_t expected_;  // 0: unknown (a timed run)
   const std::atomic<std::uint64_t>& delivered_;
+  std::vector<std::pair<double, double>>& series_;  // written by the thread, read after the join
   clock::time_point t0_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -276,11 +384,38 @@ const work_spec& work_for(const bench_config& c, std::size_t worker) {
   return c.work.size() == 1 ? c.work[0] : c.work[worker];
 }
 
+std::string si(double v) {
+  char buf[32];
+  if (v >= 1e9) {
+    std::snprintf(buf, sizeof buf, "%.2f G", v / 1e9);
+  } else if (v >= 1e6) {
+    std::snprintf(buf, sizeof buf, "%.2f M", v / 1e6);
+  } else if (v >= 1e3) {
+    std::snprintf(buf, sizeof buf, "%.2f k", v / 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f ", v);
+  }
+  return buf;
+}
+
+std::string run_label(const std::string& engine, const bench_config& c, const feed& f) {
+  std::string l = engine + " " + c.topo_text;
+  if (f.rate > 0) l += " at " + si(f.rate) + "items/s";
+  return l;
+}
+
+std::uint64_t expected_deliveries(const bench_config& c, const feed& f) {
+  return f.duration_ns > 0 || f.max_items == UINT64_MAX ? 0 : f.max_items * copies(c);
+}
+
 // ---- sluice ---------------------------------------------------------------------
 
-bench_result run_sluice(const bench_config& c, progress& prog) {
+bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
   bench_result r;
   r.engine = "sluice";
+  r.open_loop = f.rate > 0;
+  r.offered = f.rate;
+  r.copies = copies(c);
   graph g;
   std::atomic<std::uint64_t> delivered{0};
   const std::vector<std::string> names = worker_names(c);
@@ -288,12 +423,14 @@ bench_result run_sluice(const bench_config& c, progress& prog) {
   base.capacity = static_cast<std::size_t>(c.capacity);
 
   const std::string payload(static_cast<std::size_t>(c.item_size), 'x');
+  arrivals arr(f);
   auto src = g.source<bench_item>(
       "source",
-      [&c, &payload](sender<bench_item>& out, std::stop_token stop) {
-        for (std::uint64_t i = 0; i < c.items; ++i) {
+      [&arr, &payload](sender<bench_item>& out, std::stop_token stop) {
+        std::uint64_t seq = 0;
+        while (const auto stamp = arr.next()) {
           if (stop.stop_requested()) return;
-          if (!out.push(bench_item{i, now_ns(), payload})) return;
+          if (!out.push(bench_item{seq++, *stamp, payload})) return;
         }
       },
       base);
@@ -331,17 +468,21 @@ bench_result run_sluice(const bench_config& c, progress& prog) {
       break;
     }
   }
-  latency_histogram& hist = r.hist;
-  g.sink("sink", last, [&hist, &delivered](bench_item v) {
-    hist.record(now_ns() - v.born_ns);
+  bench::log_histogram& hist = r.hist;
+  std::int64_t& last_ns = r.last_ns;  // written by the sink thread, read after run() joined it
+  g.sink("sink", last, [&hist, &delivered, &last_ns](bench_item v) {
+    const std::int64_t now = now_ns();
+    hist.record(now - v.born_ns);
+    last_ns = now;
     // relaxed: a statistic for the progress display; read exactly after the join.
     delivered.fetch_add(1, std::memory_order_relaxed);
   });
 
+  const double cpu0 = process_cpu_s();
   const auto t0 = clock::now();
   report rep;
   {
-    bench_progress bp(prog, "sluice " + c.topo_text, c.items * copies(c), delivered);
+    bench_progress bp(prog, run_label("sluice", c, f), expected_deliveries(c, f), delivered, r.series);
 #if SLUICE_HAVE_SERVE
     // Bound before the run starts (a bad address fails before any stage runs); the
     // server only reads snapshots, and stops before the graph is destroyed.
@@ -354,7 +495,10 @@ bench_result run_sluice(const bench_config& c, progress& prog) {
     rep = g.run();
   }
   r.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
+  r.cpu_s = process_cpu_s() - cpu0;
   r.delivered = delivered.load();
+  r.sent = arr.sent();
+  r.t0_ns = arr.t0_ns();
   r.snap = rep.metrics;
   r.balanced = rep.balanced();
   return r;
@@ -362,11 +506,20 @@ bench_result run_sluice(const bench_config& c, progress& prog) {
 
 // ---- oneTBB ---------------------------------------------------------------------
 
-bench_result run_tbb(const bench_config& c, progress& prog) {
+// The same graph as parallel_pipeline: a serial_in_order input filter that runs the
+// same `arrivals` (it is called by one worker thread at a time; while it waits for an
+// item's due time that thread waits, as the sluice source thread does), the stages
+// as filters, a serial sink. Live tokens: capacity x channels of the sluice graph
+// (or --tokens), the same bound on items in flight.
+bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   bench_result r;
   r.engine = "tbb";
+  r.open_loop = f.rate > 0;
+  r.offered = f.rate;
+  r.copies = 1;
   std::atomic<std::uint64_t> delivered{0};
   const std::string payload(static_cast<std::size_t>(c.item_size), 'x');
+  arrivals arr(f);
   std::uint64_t next = 0;
   const std::size_t channels = c.topo == topology_kind::farm ? 2 : c.n + 1;
   // capacity x channels, saturating: a huge --capacity must not wrap to a few tokens.
@@ -377,11 +530,12 @@ bench_result run_tbb(const bench_config& c, progress& prog) {
 
   tbb::filter<void, bench_item> chain = tbb::make_filter<void, bench_item>(
       tbb::filter_mode::serial_in_order, [&](tbb::flow_control& fc) -> bench_item {
-        if (next >= c.items) {
+        const auto stamp = arr.next();
+        if (!stamp) {
           fc.stop();
           return {};
         }
-        return bench_item{next++, now_ns(), payload};
+        return bench_item{next++, *stamp, payload};
       });
   if (c.topo == topology_kind::chain) {
     for (std::size_t i = 0; i < c.n; ++i) {
@@ -400,61 +554,94 @@ bench_result run_tbb(const bench_config& c, progress& prog) {
       return v;
     });
   }
-  latency_histogram& hist = r.hist;
+  bench::log_histogram& hist = r.hist;
+  std::int64_t& last_ns = r.last_ns;  // serial filter; read after parallel_pipeline returns
   auto sink = tbb::make_filter<bench_item, void>(
       c.ordered ? tbb::filter_mode::serial_in_order : tbb::filter_mode::serial_out_of_order,
-      [&hist, &delivered](bench_item v) {
-        hist.record(now_ns() - v.born_ns);
+      [&hist, &delivered, &last_ns](bench_item v) {
+        const std::int64_t now = now_ns();
+        hist.record(now - v.born_ns);
+        last_ns = now;
         delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
       });
   // TBB's own scheduler decides the threads (its default: one per core).
   const int threads = tbb::info::default_concurrency();
+  const double cpu0 = process_cpu_s();
   const auto t0 = clock::now();
   {
-    bench_progress bp(prog, "tbb " + c.topo_text, c.items, delivered);
+    bench_progress bp(prog, run_label("tbb", c, f), expected_deliveries(c, f), delivered, r.series);
     tbb::parallel_pipeline(tokens, chain & sink);
   }
   r.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
+  r.cpu_s = process_cpu_s() - cpu0;
   r.delivered = delivered.load();
+  r.sent = arr.sent();
+  r.t0_ns = arr.t0_ns();
   r.detail = "parallel_pipeline, " + std::to_string(tokens) + " tokens, " + std::to_string(threads) + " worker threads";
   return r;
 }
 
+// One run of `engine`; a --capacity whose channels cannot exist is a usage error.
+bench_result run_engine(const std::string& engine, const bench_config& c, const feed& f, progress& prog) {
+  if (engine == "tbb") return run_tbb(c, f, prog);
+  try {
+    return run_sluice(c, f, prog);
+  } catch (const std::exception& e) {
+    // A --capacity whose channels cannot exist: sluice::bounded throws
+    // std::invalid_argument (not addressable) or a std::bad_alloc (more than this
+    // machine's memory), each naming the capacity. That is a bad value on the command
+    // line: one line, exit 2, before anything ran.
+    const std::string_view what = e.what();
+    const std::string prefix = "sluice::bounded: capacity " + std::to_string(c.capacity) + " ";
+    const bool capacity_error = (dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||
+                                 dynamic_cast<const std::bad_alloc*>(&e) != nullptr) &&
+                                what.starts_with(prefix);
+    if (!capacity_error) throw;
+    throw usage_error("sluice bench: --capacity " + std::to_string(c.capacity) + " is too large: a channel " +
+                      std::string(what.substr(prefix.size())));
+  }
+}
+
 // ---- output -------------------------------------------------------------------
 
-std::string si(double v) {
+std::string us(std::uint64_t ns) {
   char buf[32];
-  if (v >= 1e9) {
-    std::snprintf(buf, sizeof buf, "%.2f G", v / 1e9);
-  } else if (v >= 1e6) {
-    std::snprintf(buf, sizeof buf, "%.2f M", v / 1e6);
-  } else if (v >= 1e3) {
-    std::snprintf(buf, sizeof buf, "%.2f k", v / 1e3);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.0f ", v);
-  }
+  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(ns) / 1e3);
   return buf;
 }
 
 std::string lat(std::uint64_t ns) { return format_duration(nanoseconds(static_cast<std::int64_t>(ns))); }
 
-void print_table(const bench_config& c, const std::vector<bench_result>& rs) {
+std::string percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g%%", fraction * 100);
+  return buf;
+}
+
+std::string load_text(const bench_result& r) {
+  if (!r.open_loop) return "closed loop";
+  if (r.load_of.empty()) return "--rate";
+  return percent(r.load_fraction) + " of " + r.load_of;
+}
+
+std::string work_summary(const bench_config& c) {
   std::string work;
-  for (std::size_t i = 0; i < c.work.size(); ++i) work += (i ? "," : "") + c.work[i].text();
-  std::printf("sluice bench: %s, %llu items of %llu B, work %s per stage, capacity %llu, replicas %llu%s\n\n",
-              c.topo_text.c_str(), static_cast<unsigned long long>(c.items),
-              static_cast<unsigned long long>(c.item_size), work.c_str(), static_cast<unsigned long long>(c.capacity),
+  for (std::size_t i = 0; i < c.work.size(); ++i) {
+    if (i) work += ',';
+    work += c.work[i].text();
+  }
+  return work;
+}
+
+void print_header(const bench_config& c, const std::string& what) {
+  std::printf("sluice bench%s: %s, %llu B items, work %s per stage, capacity %llu, replicas %llu%s\n", what.c_str(),
+              c.topo_text.c_str(), static_cast<unsigned long long>(c.item_size), work_summary(c).c_str(),
+              static_cast<unsigned long long>(c.capacity),
               static_cast<unsigned long long>(c.topo == topology_kind::farm ? c.n : c.replicas),
               c.ordered ? ", ordered" : "");
-  std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", "engine", "items/s", "bytes/s", "p50", "p99", "p99.9",
-              "max", "time");
-  for (const auto& r : rs) {
-    std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", r.engine.c_str(), (si(r.items_per_s()) + "/s").c_str(),
-                (format_size(r.items_per_s() * static_cast<double>(c.item_size)) + "/s").c_str(),
-                lat(r.hist.quantile(0.50)).c_str(), lat(r.hist.quantile(0.99)).c_str(),
-                lat(r.hist.quantile(0.999)).c_str(), lat(r.hist.max()).c_str(),
-                format_duration(nanoseconds(static_cast<std::int64_t>(r.elapsed_s * 1e9))).c_str());
-  }
+}
+
+void print_stage_shares(const std::vector<bench_result>& rs) {
   for (const auto& r : rs) {
     if (!r.detail.empty()) std::printf("  (%s: %s)\n", r.engine.c_str(), r.detail.c_str());
     if (!r.snap) continue;
@@ -471,56 +658,231 @@ void print_table(const bench_config& c, const std::vector<bench_result>& rs) {
   }
 }
 
+void print_table(const bench_config& c, const std::vector<bench_result>& rs) {
+  print_header(c, "");
+  std::printf("  %llu items\n\n", static_cast<unsigned long long>(rs.empty() ? 0 : rs[0].sent));
+  std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", "engine", "items/s", "bytes/s", "p50", "p99", "p99.9",
+              "max", "time");
+  for (const auto& r : rs) {
+    std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", r.engine.c_str(), (si(r.items_per_s()) + "/s").c_str(),
+                (format_size(r.items_per_s() * static_cast<double>(c.item_size)) + "/s").c_str(),
+                lat(r.hist.quantile(0.50)).c_str(), lat(r.hist.quantile(0.99)).c_str(),
+                lat(r.hist.quantile(0.999)).c_str(), lat(r.hist.max()).c_str(),
+                format_duration(nanoseconds(static_cast<std::int64_t>(r.elapsed_s * 1e9))).c_str());
+  }
+  print_stage_shares(rs);
+}
+
+// Open-loop rows: offered, achieved, latency from the due time in microseconds.
+void print_open_rows(const std::vector<const bench_result*>& rs, bool with_load) {
+  std::printf("  %-8s %s%12s %12s %10s %10s %10s %10s\n", "engine", with_load ? "load             " : "", "offered/s",
+              "achieved/s", "p50 us", "p99 us", "p99.9 us", "max us");
+  for (const bench_result* r : rs) {
+    std::printf("  %-8s ", r->engine.c_str());
+    if (with_load) std::printf("%-16s ", load_text(*r).c_str());
+    std::printf("%12s %12s %10s %10s %10s %10s%s\n", si(r->offered).c_str(), si(r->achieved()).c_str(),
+                us(r->hist.quantile(0.50)).c_str(), us(r->hist.quantile(0.99)).c_str(),
+                us(r->hist.quantile(0.999)).c_str(), us(r->hist.max()).c_str(), r->saturated() ? "  saturated" : "");
+  }
+}
+
+void print_open_table(const bench_config& c, const std::vector<bench_result>& rs, std::int64_t duration_ns) {
+  print_header(c, " --rate");
+  std::printf("  open loop: %sitems/s offered for %s, latency from each item's due time\n\n", si(c.rate).c_str(),
+              format_duration(nanoseconds(duration_ns)).c_str());
+  std::vector<const bench_result*> v;
+  for (const auto& r : rs) v.push_back(&r);
+  print_open_rows(v, false);
+  for (const auto& r : rs) {
+    if (r.saturated()) {
+      std::printf("  (%s: saturated: achieved %.1f%% of the offered rate; latency grows with the run)\n",
+                  r.engine.c_str(), 100 * r.achieved() / r.offered);
+    }
+  }
+  print_stage_shares(rs);
+}
+
+const bench_result* find_point(const std::vector<bench_result>& rs, const std::string& engine, const std::string& of,
+                               double fraction) {
+  for (const auto& r : rs) {
+    if (r.open_loop && r.engine == engine && r.load_of == of && std::fabs(r.load_fraction - fraction) < 1e-9) return &r;
+  }
+  return nullptr;
+}
+
+void print_sweep_table(const bench_config& c, const std::vector<bench_result>& rs,
+                       const std::map<std::string, double>& maxima, std::int64_t duration_ns) {
+  print_header(c, " --sweep");
+  std::printf("  closed-loop maximum (%s run):", format_duration(c.probe).c_str());
+  for (const auto& [e, m] : maxima) std::printf("  %s %sitems/s", e.c_str(), si(m).c_str());
+  std::printf("\n  open loop, %s per rate, latency from each item's due time\n",
+              format_duration(nanoseconds(duration_ns)).c_str());
+  for (const auto& [e, m] : maxima) {
+    std::vector<const bench_result*> v;
+    for (const auto& r : rs) {
+      if (r.open_loop && r.engine == e && r.load_of == e) v.push_back(&r);
+    }
+    std::printf("\n");
+    print_open_rows(v, true);
+  }
+  if (maxima.size() == 2 && maxima.count("tbb") != 0) {
+    std::printf("\n  same offered load, both engines (shares of tbb's maximum); p50 / p99 / p99.9 in us\n");
+    std::printf("  %-12s %12s  %-28s %-28s\n", "load", "offered/s", "sluice", "tbb");
+    for (const double fr : c.shared_at) {
+      const bench_result* s = find_point(rs, "sluice", "tbb", fr);
+      const bench_result* t = find_point(rs, "tbb", "tbb", fr);
+      if (s == nullptr || t == nullptr) continue;
+      auto cell = [](const bench_result* r) {
+        return us(r->hist.quantile(0.50)) + " / " + us(r->hist.quantile(0.99)) + " / " + us(r->hist.quantile(0.999)) +
+               (r->saturated() ? " sat" : "");
+      };
+      std::printf("  %-12s %12s  %-28s %-28s\n", percent(fr).c_str(), si(t->offered).c_str(), cell(s).c_str(),
+                  cell(t).c_str());
+    }
+  }
+  bool any = false;
+  for (const auto& r : rs) any = any || r.saturated();
+  if (any) std::printf("\n  saturated: achieved below 95%% of the offered rate; its latency grows with the run\n");
+  for (const auto& r : rs) {
+    if (!r.detail.empty()) {
+      std::printf("  (%s: %s)\n", r.engine.c_str(), r.detail.c_str());
+      break;
+    }
+  }
+}
+
 std::string num(double v) {
+  if (!std::isfinite(v)) return "null";
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
+  std::snprintf(buf, sizeof buf, "%.10g", v);
   return buf;
 }
 
-void print_json(const bench_config& c, const std::vector<bench_result>& rs) {
-  std::string o = "{\"topology\":" + json_escape(c.topo_text) + ",\"items\":" + std::to_string(c.items) +
-                  ",\"item_size\":" + std::to_string(c.item_size) + ",\"capacity\":" + std::to_string(c.capacity) +
+std::string result_json(const bench_config& c, const bench_result& r) {
+  std::string o = "{\"engine\":" + json_escape(r.engine) + ",\"mode\":" +
+                  json_escape(r.open_loop ? "open_loop" : "closed_loop");
+  o += ",\"offered_per_s\":" + (r.open_loop ? num(r.offered) : std::string("null"));
+  o += ",\"achieved_per_s\":" + num(r.achieved());
+  o += ",\"saturated\":";
+  o += r.saturated() ? "true" : "false";
+  o += ",\"load_of\":" + (r.load_of.empty() ? std::string("null") : json_escape(r.load_of));
+  o += ",\"load_fraction\":" + (r.load_of.empty() ? std::string("null") : num(r.load_fraction));
+  o += ",\"items_sent\":" + std::to_string(r.sent) + ",\"expected_deliveries\":" + std::to_string(r.sent * r.copies);
+  o += ",\"items_delivered\":" + std::to_string(r.delivered) + ",\"elapsed_s\":" + num(r.elapsed_s) +
+       ",\"cpu_s\":" + num(r.cpu_s) + ",\"items_per_s\":" + num(r.items_per_s()) +
+       ",\"bytes_per_s\":" + num(r.items_per_s() * static_cast<double>(c.item_size)) + ",\"latency_ns\":{\"count\":" +
+       std::to_string(r.hist.count()) + ",\"p50\":" + std::to_string(r.hist.quantile(0.5)) +
+       ",\"p99\":" + std::to_string(r.hist.quantile(0.99)) + ",\"p999\":" + std::to_string(r.hist.quantile(0.999)) +
+       ",\"max\":" + std::to_string(r.hist.max()) + ",\"mean\":" + num(r.hist.mean()) + "}";
+  o += ",\"latency_us\":{\"p50\":" + num(static_cast<double>(r.hist.quantile(0.5)) / 1e3) +
+       ",\"p99\":" + num(static_cast<double>(r.hist.quantile(0.99)) / 1e3) +
+       ",\"p999\":" + num(static_cast<double>(r.hist.quantile(0.999)) / 1e3) +
+       ",\"max\":" + num(static_cast<double>(r.hist.max()) / 1e3) + "}";
+  o += ",\"balanced\":";
+  o += r.balanced ? "true" : "false";
+  o += ",\"detail\":" + json_escape(r.detail);
+  o += ",\"throughput\":[";
+  for (std::size_t i = 0; i < r.series.size(); ++i) {
+    o += (i ? ",[" : "[") + num(r.series[i].first) + "," + num(r.series[i].second) + "]";
+  }
+  o += "]";
+  if (r.snap) {
+    o += ",\"bottleneck\":" + (r.snap->bottleneck ? json_escape(*r.snap->bottleneck) : std::string("null"));
+    o += ",\"metrics\":" + metrics::to_json(*r.snap);
+  } else {
+    o += ",\"bottleneck\":null,\"metrics\":null";
+  }
+  return o + '}';
+}
+
+void print_json(const bench_config& c, const std::vector<bench_result>& rs, const std::map<std::string, double>& maxima,
+                std::int64_t duration_ns) {
+  const char* mode = c.sweep ? "sweep" : c.rate > 0 ? "open_loop" : "closed_loop";
+  std::string o = "{\"mode\":" + json_escape(mode) + ",\"topology\":" + json_escape(c.topo_text) +
+                  ",\"items\":" + std::to_string(c.items) + ",\"item_size\":" + std::to_string(c.item_size) +
+                  ",\"capacity\":" + std::to_string(c.capacity) +
                   ",\"replicas\":" + std::to_string(c.topo == topology_kind::farm ? c.n : c.replicas) +
                   ",\"ordered\":" + (c.ordered ? "true" : "false") + ",\"work\":[";
   for (std::size_t i = 0; i < c.work.size(); ++i) {
     if (i) o += ',';
     o += "{\"kind\":" + json_escape(c.work[i].sleep ? "sleep" : "spin") + ",\"ns\":" + std::to_string(c.work[i].d.count()) + "}";
   }
-  o += "],\"expected_deliveries\":" + std::to_string(c.items * copies(c)) + ",\"results\":[";
-  for (std::size_t k = 0; k < rs.size(); ++k) {
-    const auto& r = rs[k];
-    if (k) o += ',';
-    o += "{\"engine\":" + json_escape(r.engine) + ",\"items_delivered\":" + std::to_string(r.delivered) +
-         ",\"elapsed_s\":" + num(r.elapsed_s) + ",\"items_per_s\":" + num(r.items_per_s()) +
-         ",\"bytes_per_s\":" + num(r.items_per_s() * static_cast<double>(c.item_size)) + ",\"latency_ns\":{\"count\":" +
-         std::to_string(r.hist.count()) + ",\"p50\":" + std::to_string(r.hist.quantile(0.5)) +
-         ",\"p99\":" + std::to_string(r.hist.quantile(0.99)) + ",\"p999\":" + std::to_string(r.hist.quantile(0.999)) +
-         ",\"max\":" + std::to_string(r.hist.max()) + ",\"mean\":" + num(r.hist.mean()) + "}";
-    o += ",\"balanced\":";
-    o += r.balanced ? "true" : "false";
-    o += ",\"detail\":" + json_escape(r.detail);
-    if (r.snap) {
-      o += ",\"bottleneck\":" + (r.snap->bottleneck ? json_escape(*r.snap->bottleneck) : std::string("null"));
-      o += ",\"metrics\":" + metrics::to_json(*r.snap);
-    } else {
-      o += ",\"bottleneck\":null,\"metrics\":null";
+  o += "]";
+  o += ",\"duration_s\":" + (duration_ns > 0 ? num(static_cast<double>(duration_ns) * 1e-9) : std::string("null"));
+  if (c.rate > 0) o += ",\"offered_per_s\":" + num(c.rate);
+  if (c.sweep) {
+    o += ",\"closed_loop_max_per_s\":{";
+    bool first = true;
+    for (const auto& [e, m] : maxima) {
+      o += (first ? "" : ",") + json_escape(e) + ":" + num(m);
+      first = false;
     }
-    o += '}';
+    o += "}";
   }
+  // Closed loop: every result delivers items x copies (the runs end by count).
+  if (!c.sweep && c.rate <= 0) o += ",\"expected_deliveries\":" + std::to_string(rs.empty() ? 0 : rs[0].sent * copies(c));
+  o += ",\"results\":[";
+  for (std::size_t k = 0; k < rs.size(); ++k) o += (k ? "," : "") + result_json(c, rs[k]);
   o += "]}\n";
   std::fputs(o.c_str(), stdout);
+}
+
+void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
+  std::vector<bench::gbench_entry> rows;
+  for (const auto& r : rs) {
+    bench::gbench_entry e;
+    std::string name = c.topo_text + "/cap:" + std::to_string(c.capacity);
+    if (work_summary(c) != "0") name += "/work:" + work_summary(c);
+    if (!r.open_loop) {
+      name += "/closed";
+    } else if (r.load_of.empty()) {
+      name += "/rate:" + num(r.offered);
+    } else {
+      name += "/load:" + percent(r.load_fraction) + "_of_" + r.load_of;
+    }
+    e.name = name + "/" + r.engine;
+    e.iterations = r.delivered;
+    e.items_per_second = r.open_loop ? r.achieved() * static_cast<double>(r.copies) : r.items_per_s();
+    e.real_time_ns = e.items_per_second > 0 ? 1e9 / e.items_per_second : 0;
+    e.cpu_time_ns = r.delivered ? r.cpu_s * 1e9 / static_cast<double>(r.delivered) : 0;
+    e.counters = {{"p50_us", static_cast<double>(r.hist.quantile(0.5)) / 1e3},
+                  {"p99_us", static_cast<double>(r.hist.quantile(0.99)) / 1e3},
+                  {"p999_us", static_cast<double>(r.hist.quantile(0.999)) / 1e3},
+                  {"max_us", static_cast<double>(r.hist.max()) / 1e3}};
+    if (r.open_loop) {
+      e.counters.emplace_back("offered_per_s", r.offered);
+      e.counters.emplace_back("achieved_per_s", r.achieved());
+      e.counters.emplace_back("saturated", r.saturated() ? 1 : 0);
+    }
+    rows.push_back(std::move(e));
+  }
+  const std::string doc = bench::gbench_json(
+      rows, {{"sluice_topology", c.topo_text}, {"sluice_capacity", std::to_string(c.capacity)},
+             {"sluice_work", work_summary(c)}, {"sluice_item_size", std::to_string(c.item_size)}});
+  std::fputs(doc.c_str(), stdout);
 }
 
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
   bench_config c;
+  bool json_flag = false;
   arg_parser p("sluice bench",
                "Throughput and end-to-end latency of a synthetic stage graph. Each worker stage does\n"
-               "--work per item; the source stamps items, the sink measures latency.");
+               "--work per item; the source stamps items, the sink measures latency. Closed loop by\n"
+               "default; --rate offers load open-loop, --sweep measures latency against offered load.");
   p.custom("--topology", "SHAPE", "chain:N | farm:N | fanout:N | diamond", c.topo_text,
            [&](std::string_view v) { return parse_topology(v, c); }, "chain:N, farm:N, fanout:N (N in 1..64) or diamond");
-  p.count("--items", &c.items, "items the source produces");
+  p.custom("--items", "N", "items the source sends (closed loop: the run's end; with --rate/--sweep: a cap, none by default)",
+           "1000000",
+           [&](std::string_view v) {
+             const auto n = parse_count(v);
+             if (!n) return false;
+             c.items = *n;
+             c.items_given = true;
+             return true;
+           },
+           "a whole number like 1000 or 10k");
   p.size("--item-size", &c.item_size, "payload bytes per item");
   p.custom("--work", "WORK", "per item and stage: ns of busy spin (200ns, 2us) or sleep:10us; a comma list gives one per stage",
            c.work_text, [&](std::string_view v) { return parse_work_list(v, c.work); },
@@ -536,17 +898,67 @@ int cmd_bench(int argc, char** argv) {
            },
            "sluice, tbb or both");
   p.count("--tokens", &c.tokens, "tbb: max live tokens (0: capacity x channels)");
-  p.flag("--json", &c.json, "print JSON on stdout instead of a table");
+  p.custom("--rate", "R", "open loop: offer R items/s (1000, 50k, 2.5M); latency from each item's due time", "off",
+           [&](std::string_view v) {
+             const auto r = parse_rate_per_s(v);
+             if (!r) return false;
+             c.rate = *r;
+             return true;
+           },
+           "items per second above 0, like 1000, 50k or 2.5M (at most 1T)");
+  p.custom("--duration", "TIME", "how long a run offers load (--rate, each --sweep rate; closed loop: --items ends it)",
+           "2s open loop",
+           [&](std::string_view v) {
+             const auto d = parse_duration(v);
+             if (!d || d->count() <= 0) return false;
+             c.duration = *d;
+             return true;
+           },
+           "a duration above 0 like 500ms or 2s");
+  p.flag("--sweep", &c.sweep, "each engine's closed-loop maximum, then open-loop latency at --sweep-at shares of it");
+  p.custom("--sweep-at", "PCTS", "--sweep: offered loads in percent of each engine's own maximum", "10,25,50,75,90,100",
+           [&](std::string_view v) { return parse_percent_list(v, c.sweep_at); },
+           "percentages like 10,50,90 (each above 0, at most 1000)");
+  p.custom("--shared-at", "PCTS", "--sweep --engine both: both engines also at these percent of tbb's maximum", "10,50,90",
+           [&](std::string_view v) { return parse_percent_list(v, c.shared_at); },
+           "percentages like 10,50,90 (each above 0, at most 1000)");
+  p.custom("--probe-duration", "TIME", "--sweep: length of the closed-loop run that finds each engine's maximum", "1s",
+           [&](std::string_view v) {
+             const auto d = parse_duration(v);
+             if (!d || d->count() <= 0) return false;
+             c.probe = *d;
+             return true;
+           },
+           "a duration above 0 like 500ms or 1s");
+  p.custom("--format", "FORMAT", "table | json | gbench (Google Benchmark's JSON, for compare.py)", "table",
+           [&](std::string_view v) {
+             if (v == "table") {
+               c.format = out_format::table;
+             } else if (v == "json") {
+               c.format = out_format::json;
+             } else if (v == "gbench") {
+               c.format = out_format::gbench;
+             } else {
+               return false;
+             }
+             return true;
+           },
+           "table, json or gbench");
+  p.flag("--json", &json_flag, "same as --format json");
   p.text("--serve", &c.serve, "ADDR", "the live view while sluice runs, at HOST:PORT (port 0: any free one; the URL goes to stderr)");
   p.epilog(
       "examples:\n"
       "  sluice bench --topology chain:4 --items 1M --engine both\n"
       "  sluice bench --topology farm:4 --work 2us --json\n"
-      "  sluice bench --topology chain:5 --work 100ns,100ns,1us,100ns,100ns");
+      "  sluice bench --topology chain:5 --work 100ns,100ns,1us,100ns,100ns\n"
+      "  sluice bench --topology chain:1 --work sleep:1ms --rate 100 --duration 3s\n"
+      "  sluice bench --topology chain:4 --capacity 64 --sweep --engine both\n"
+      "  sluice bench --topology chain:4 --format gbench > sluice.json   # compare.py reads it");
   if (!p.parse(argc, argv)) return 0;
 #if !SLUICE_HAVE_SERVE
   if (!c.serve.empty()) throw usage_error("sluice bench: --serve: this sluice was built without cpp-httplib (libcpp-httplib-dev)");
 #endif
+  if (json_flag) c.format = out_format::json;
   if (c.items == 0) p.bad("--items", "0", "at least 1");
   if (c.capacity == 0) p.bad("--capacity", "0", "at least 1");
   if (c.replicas == 0 || c.replicas > 256) p.bad("--replicas", std::to_string(c.replicas), "1 to 256");
@@ -556,40 +968,74 @@ int cmd_bench(int argc, char** argv) {
     throw usage_error("sluice bench: --work lists " + std::to_string(c.work.size()) + " values but " + c.topo_text +
                       " has " + std::to_string(workers) + " worker stages");
   }
-  const bool tbb_ok = c.topo == topology_kind::chain || c.topo == topology_kind::farm;
+  const bool tbb_ok = tbb_runs(c);
   if (c.engine == "tbb" && !tbb_ok) {
     throw usage_error("sluice bench: --engine tbb runs chain:N and farm:N only, not " + c.topo_text);
   }
+  if (c.sweep && c.rate > 0) {
+    throw usage_error("sluice bench: --rate and --sweep do not go together (--sweep chooses its rates)");
+  }
+
+  std::vector<std::string> engines;
+  if (c.engine != "tbb") engines.emplace_back("sluice");
+  if (c.engine != "sluice" && tbb_ok) engines.emplace_back("tbb");
+
+  const bool open = c.sweep || c.rate > 0;
+  // An open-loop run lasts --duration (default 2 s), --items only caps it when given; a
+  // closed-loop run ends after --items, or after --duration when that is given.
+  const std::int64_t duration_ns = c.duration.count() > 0 ? c.duration.count() : open ? kDefaultOpenDuration.count() : 0;
+  const std::uint64_t max_items = c.items_given || (!open && c.duration.count() == 0) ? c.items : UINT64_MAX;
 
   progress prog("bench");
   std::vector<bench_result> results;
-  if (c.engine != "tbb") {
-    try {
-      results.push_back(run_sluice(c, prog));
-    } catch (const std::exception& e) {
-      // A --capacity whose channels cannot exist: sluice::bounded throws
-      // std::invalid_argument (not addressable) or a std::bad_alloc (more than this
-      // machine's memory), each naming the capacity. That is a bad value on the command
-      // line: one line, exit 2, before anything ran.
-      const std::string_view what = e.what();
-      const std::string prefix = "sluice::bounded: capacity " + std::to_string(c.capacity) + " ";
-      const bool capacity_error = (dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||
-                                   dynamic_cast<const std::bad_alloc*>(&e) != nullptr) &&
-                                  what.starts_with(prefix);
-      if (!capacity_error) throw;
-      throw usage_error("sluice bench: --capacity " + std::to_string(c.capacity) + " is too large: a channel " +
-                        std::string(what.substr(prefix.size())));
+  std::map<std::string, double> maxima;
+  if (!c.sweep) {
+    const feed f{c.rate, max_items, duration_ns};
+    for (const auto& e : engines) results.push_back(run_engine(e, c, f, prog));
+  } else {
+    // 1. Each engine's closed-loop maximum, from a short run.
+    for (const auto& e : engines) {
+      bench_result r = run_engine(e, c, feed{0, max_items, c.probe.count()}, prog);
+      maxima[e] = r.achieved();
+      results.push_back(std::move(r));
+      if (!(maxima[e] > 0)) throw std::runtime_error("sluice bench: " + e + " delivered nothing in its closed-loop run");
+    }
+    // 2. Open loop at shares of each engine's own maximum.
+    auto point = [&](const std::string& e, const std::string& of, double fraction) {
+      bench_result r = run_engine(e, c, feed{maxima[of] * fraction, max_items, duration_ns}, prog);
+      r.load_of = of;
+      r.load_fraction = fraction;
+      results.push_back(std::move(r));
+    };
+    for (const auto& e : engines) {
+      for (const double fr : c.sweep_at) point(e, e, fr);
+    }
+    // 3. Both engines at the same offered rates: shares of oneTBB's maximum (tbb's own
+    //    rows serve where the shares coincide).
+    if (engines.size() == 2) {
+      for (const double fr : c.shared_at) {
+        point("sluice", "tbb", fr);
+        if (find_point(results, "tbb", "tbb", fr) == nullptr) point("tbb", "tbb", fr);
+      }
     }
   }
-  if (c.engine != "sluice" && tbb_ok) results.push_back(run_tbb(c, prog));
-  if (c.json) {
-    print_json(c, results);
-  } else {
-    print_table(c, results);
-    if (c.engine == "both" && !tbb_ok) std::printf("\n  (tbb: skipped, parallel_pipeline runs chain and farm only)\n");
+
+  switch (c.format) {
+    case out_format::json: print_json(c, results, maxima, duration_ns); break;
+    case out_format::gbench: print_gbench(c, results); break;
+    case out_format::table:
+      if (c.sweep) {
+        print_sweep_table(c, results, maxima, duration_ns);
+      } else if (c.rate > 0) {
+        print_open_table(c, results, duration_ns);
+      } else {
+        print_table(c, results);
+      }
+      if (c.engine == "both" && !tbb_ok) std::printf("\n  (tbb: skipped, parallel_pipeline runs chain and farm only)\n");
+      break;
   }
   for (const auto& r : results) {
-    if (r.delivered != c.items * copies(c) || !r.balanced) return 1;
+    if (!r.complete()) return 1;
   }
   return 0;
 }
