@@ -69,6 +69,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <iosfwd>
 #include <stdexcept>
@@ -141,5 +142,22 @@ using graph_builder = std::function<void(sluice::graph&)>;
 stress_report stress(const graph_builder& build, const stress_options& o = {});
 // The one run whose seed a violation printed, with the same faults.
 stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o = {});
+
+// Beyond DESIGN.md §8, for tools that check more than stress() does (`sluice stress`
+// checks exactly-once delivery of its random graphs with this): one run, exactly as
+// stress() makes and checks it, with what the caller needs for checks of its own.
+// `go` gives the graph's other options (on_discard, on_done, ...); its teardown_deadline
+// and on_stuck are stress's (o.deadline, and the engine's recorder).
+struct run_result {
+  std::vector<violation> violations;  // as stress() reports them (run = 0)
+  sluice::report report;              // graph::last_report() (empty if never started)
+  std::exception_ptr error;           // what run() threw, or null
+  bool cancelled = false;             // the engine called cancel() (its fault, or to end a hang)
+  bool stopped = false;               // the engine called request_stop() (its fault, or its closing stop)
+  bool abandoned = false;             // a stage never returned (the graph is left alive)
+  std::uint64_t failures = 0, delays = 0;
+  std::vector<std::string> stuck;     // stages the graph named stuck past the teardown deadline
+};
+run_result run_one(const graph_builder& build, std::uint64_t seed, const stress_options& o, graph_options go = {});
 
 }  // namespace sluice::testing

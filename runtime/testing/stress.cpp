@@ -221,7 +221,11 @@ class run_engine final : public detail::fault_hook {
     while (cur < now && !last_fault_.compare_exchange_weak(cur, now, std::memory_order_acq_rel)) {
     }
   }
-  void final_stop() { graph_->request_stop(); }
+  void final_stop() {
+    stopped_.store(true, std::memory_order_release);
+    graph_->request_stop();
+  }
+  bool stopped_by_us() const noexcept { return stopped_.load(std::memory_order_acquire); }
   bool cancelled_by_us() const noexcept { return cancelled_.load(std::memory_order_acquire); }
   void cancel_now() {
     cancelled_.store(true, std::memory_order_release);
@@ -251,7 +255,7 @@ class run_engine final : public detail::fault_hook {
     if (control_ == control::cancel) {
       cancel_now();
     } else {
-      graph_->request_stop();
+      final_stop();
     }
   }
 
@@ -265,6 +269,7 @@ class run_engine final : public detail::fault_hook {
   std::atomic<std::uint64_t> failures_{0}, delays_{0};
   std::atomic<bool> fired_{false};
   std::atomic<bool> cancelled_{false};
+  std::atomic<bool> stopped_{false};
   std::atomic<clock::rep> last_fault_{clock::now().time_since_epoch().count()};
   std::vector<std::unique_ptr<thread_ctx>> ctxs_;  // guarded by mu_
 };
@@ -306,21 +311,19 @@ bool thread_of(const std::string& comm, const std::string& stage) {
   return comm.compare(0, prefix.size(), prefix) == 0;
 }
 
-struct run_result {
-  std::vector<violation> violations;
-  bool abandoned = false;
+struct one_run : run_result {
   bool fatal = false;  // the build function or start() failed: no point in more runs
-  std::uint64_t failures = 0, delays = 0, cancels = 0, stops = 0;
+  std::uint64_t cancels = 0, stops = 0;
 };
 
-run_result run_once(const graph_builder& build, std::uint64_t seed, std::size_t run, const stress_options& o) {
-  run_result res;
+one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run, const stress_options& o,
+                 graph_options go) {
+  one_run res;
   auto add = [&](std::string stage, std::string what) {
     res.violations.push_back(violation{seed, run, std::move(stage), std::move(what)});
   };
   const auto before = list_threads();
   auto eng = std::make_shared<run_engine>(seed, o);
-  graph_options go;
   go.teardown_deadline = o.deadline;
   go.on_stuck = [e = eng.get()](const std::string& stage) { e->on_stuck(stage); };
   auto g = std::make_unique<sluice::graph>(go);
@@ -396,6 +399,8 @@ run_result run_once(const graph_builder& build, std::uint64_t seed, std::size_t 
     res.delays = eng->delays();
     res.cancels = eng->cancels();
     res.stops = eng->stops();
+    res.cancelled = true;
+    res.stopped = eng->stopped_by_us();
     return res;
   }
   const report last = g->last_report();
@@ -405,6 +410,14 @@ run_result run_once(const graph_builder& build, std::uint64_t seed, std::size_t 
   res.delays = eng->delays();
   res.cancels = eng->cancels();
   res.stops = eng->stops();
+  res.report = last;
+  res.error = outcome;
+  res.cancelled = eng->cancelled_by_us();
+  res.stopped = eng->stopped_by_us();
+  {
+    std::lock_guard lk(eng->mu_);
+    res.stuck = eng->stuck_;
+  }
   if (res.fatal) return res;
 
   std::lock_guard lk(eng->mu_);
@@ -501,7 +514,7 @@ stress_report run_many(const graph_builder& build, const stress_options& o, std:
   const std::size_t runs = only ? 1 : o.runs;
   for (std::size_t i = 0; i < runs; ++i) {
     const std::uint64_t s = only ? *only : mix(seed, i);
-    run_result one = run_once(build, s, i, o);
+    one_run one = run_once(build, s, i, o, graph_options{});
     ++r.runs;
     r.failures += one.failures;
     r.delays += one.delays;
@@ -529,6 +542,10 @@ stress_report stress(const graph_builder& build, const stress_options& o) {
 
 stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o) {
   return run_many(build, o, seed, seed);
+}
+
+run_result run_one(const graph_builder& build, std::uint64_t seed, const stress_options& o, graph_options go) {
+  return static_cast<run_result>(run_once(build, seed, 0, o, std::move(go)));
 }
 
 std::ostream& operator<<(std::ostream& os, const violation& v) {

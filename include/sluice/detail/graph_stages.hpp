@@ -215,40 +215,45 @@ class reorder_buffer {
     slot.emplace(std::move(items));
     items.clear();
     if (emitting_) return true;  // the emitter will find it
+    return emit(lk, tx);
+  }
+
+  // A replica whose input ended: emits what a push that threw left in its slot, unless
+  // someone is emitting already (then they will). Cheap when there is nothing.
+  void flush(sender<U>& tx) {
+    std::unique_lock lk(mu_);
+    if (emitting_ || dead_) return;
+    (void)emit(lk, tx);
+  }
+
+ private:
+  // Pushes the slots in order from next_ until a gap. Requires mu_ (held by lk).
+  bool emit(std::unique_lock<std::mutex>& lk, sender<U>& tx) {
+    const std::size_t w = slots_.size();
     emitting_ = true;
-    std::vector<U> batch;
     while (!dead_ && slots_[next_ % w]) {
-      auto& next = slots_[next_ % w];
-      batch = std::move(*next);
-      next.reset();
-      ++next_;
-      cv_.notify_all();  // a slot is free: a waiting replica may store its batch
+      // The batch stays in its slot while it is pushed, without the lock: no replica may
+      // store into that slot (its next number, next_ + w, is outside the window until
+      // next_ moves), and the other slots are other objects. So a push that throws (a
+      // fault injected by sluice::testing::stress) leaves the batch where the next
+      // emitter, or a replica's flush() at the end of its input, finds it.
+      std::vector<U>& batch = *slots_[next_ % w];
       lk.unlock();
       bool ok = false;
       try {
-        ok = push_batch(*graph_, tx, out_, batch);
+        ok = push_batch(*graph_, tx, out_, batch);  // clears batch (pushed or discarded)
       } catch (...) {
-        // A push that threw (a fault injected by sluice::testing::stress, or an item's
-        // throwing copy): the output counts as ended, as for a failed push, so that no
-        // replica (a restarted one included) waits for an emitter that is gone. What
-        // is parked here becomes dead letters.
         lk.lock();
-        discard_items(*graph_, out_, batch);
-        dead_ = true;
         emitting_ = false;
         cv_.notify_all();
-        for (auto& s : slots_) {
-          if (s) {
-            discard_items(*graph_, out_, *s);
-            s.reset();
-          }
-        }
         throw;
       }
       lk.lock();
+      slots_[next_ % w].reset();
+      ++next_;
+      cv_.notify_all();  // a slot is free: a waiting replica may store its batch
       if (!ok) {
         dead_ = true;
-        cv_.notify_all();
         for (auto& s : slots_) {
           if (s) {
             discard_items(*graph_, out_, *s);
@@ -261,7 +266,6 @@ class reorder_buffer {
     return !dead_;
   }
 
- private:
   graph_core* graph_;
   std::size_t out_;
   std::mutex mu_;
@@ -353,7 +357,14 @@ class item_task final : public replica_task {
       if (!open_) {
         in_.clear();
         pos_ = 0;
-        if (env.stopping() || !refill()) return;
+        if (env.stopping()) return;
+        if (!refill()) {
+          // A batch a push threw on may wait in the reorder buffer (restart policy).
+          if constexpr (kHasOutput) {
+            if (order_) order_->flush(tx_);
+          }
+          return;
+        }
         open_ = true;
       }
       while (pos_ < in_.size()) {
