@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -125,6 +126,77 @@ class nats_server {
  private:
   int port_;
   std::string dir_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace sluice_test
+
+namespace sluice_test {
+
+// A child process (fork + exec) whose stdout+stderr go to a file; killed with the parent.
+class child_process {
+ public:
+  child_process(std::vector<std::string> args, std::string out_file) : out_(std::move(out_file)) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
+      int fd = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+  ~child_process() { kill9(); }
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  void kill9() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+      pid_ = -1;
+    }
+  }
+  // The exit status (-1: still running after `limit`, then killed; -2: killed by a signal).
+  int wait(std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (pid_ > 0) {
+      int st = 0;
+      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill9();
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return -1;
+  }
+  [[nodiscard]] std::string output() const {
+    std::string s;
+    if (FILE* f = std::fopen(out_.c_str(), "r")) {
+      char buf[4096];
+      std::size_t k;
+      while ((k = std::fread(buf, 1, sizeof(buf), f)) > 0) s.append(buf, k);
+      std::fclose(f);
+    }
+    return s;
+  }
+
+ private:
+  std::string out_;
   pid_t pid_ = -1;
 };
 

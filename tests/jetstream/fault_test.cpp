@@ -1,0 +1,226 @@
+// Faults across the cut, with real processes: the consumer, the server and the producer
+// are SIGKILLed mid-run and restarted (tests/jetstream/peer_main.cpp is the peer).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nats_server.hpp"
+#include "sluice/jetstream.hpp"
+#include "sluice/pipeline.hpp"
+
+#ifndef SLUICE_JS_PEER_PATH
+#define SLUICE_JS_PEER_PATH ""
+#endif
+
+namespace js = sluice::jetstream;
+using namespace std::chrono_literals;
+using sluice_test::child_process;
+using sluice_test::nats_server;
+
+namespace {
+
+#if defined(SLUICE_SANITIZER_BUILD)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+#define NEED_PEERS()                                                                 \
+  if (!nats_server::available()) GTEST_SKIP() << "nats-server not installed";       \
+  if (std::string(SLUICE_JS_PEER_PATH).empty()) GTEST_SKIP() << "no peer executable"
+
+template <class Pred>
+bool eventually(Pred p, std::chrono::milliseconds limit = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!p()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+struct log_line {
+  std::string id;
+  std::uint64_t value = 0, deliveries = 0;
+};
+std::vector<log_line> read_log(const std::string& path) {
+  std::vector<log_line> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    log_line l;
+    if (f >> l.id >> l.value >> l.deliveries) out.push_back(l);
+  }
+  return out;
+}
+
+TEST(JetstreamFaults, ConsumerKilledMidRunLosesNothingAndGetsBackExactlyTheUnacknowledged) {
+  NEED_PEERS();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "ck", .max_msgs = 10000, .ack_wait = 2000ms};
+  js::ensure_edge(conn, e);
+  const std::uint64_t n = kSanitized ? 400 : 1500;
+  sluice::pipeline(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+                     for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+                   }),
+                   js::publish<std::uint64_t>(conn, e, {.producer_id = "ck"}))
+      .run();
+  ASSERT_EQ(js::inspect_edge(conn, e).msgs, n);
+
+  const std::string log = server.dir() + "/consumer.log";
+  {
+    child_process c1({SLUICE_JS_PEER_PATH, "consume", server.url(), "ck", std::to_string(n), log, "1000"},
+                     server.dir() + "/c1.out");
+    ASSERT_TRUE(eventually([&] { return read_log(log).size() >= n / 4; })) << c1.output();
+    c1.kill9();
+  }
+  // The server's count of unacknowledged deliveries, once the dead consumer's last acks
+  // are in (stable: nobody pulls, so nothing is redelivered meanwhile).
+  std::int64_t pending = -1;
+  ASSERT_TRUE(eventually([&] {
+    const auto a = js::inspect_edge(conn, e).ack_pending;
+    std::this_thread::sleep_for(150ms);
+    const auto b = js::inspect_edge(conn, e).ack_pending;
+    pending = b;
+    return a == b;
+  }));
+  const std::size_t before = read_log(log).size();
+  EXPECT_LT(before, n) << "the consumer finished before it was killed";
+
+  child_process c2({SLUICE_JS_PEER_PATH, "consume", server.url(), "ck", std::to_string(n), log, "0"},
+                   server.dir() + "/c2.out");
+  ASSERT_EQ(c2.wait(60s), 0) << c2.output();
+
+  const auto lines = read_log(log);
+  std::map<std::string, int> by_id;
+  std::set<std::uint64_t> values;
+  for (auto& l : lines) {
+    ++by_id[l.id];
+    values.insert(l.value);
+  }
+  EXPECT_EQ(by_id.size(), n) << "de-duplicated by id: exactly once";
+  EXPECT_EQ(values.size(), n) << "every item at least once";
+  std::int64_t redelivered = 0;
+  for (std::size_t i = before; i < lines.size(); ++i) redelivered += lines[i].deliveries > 1 ? 1 : 0;
+  std::printf("consumer killed after %zu of %llu items; unacknowledged at the kill: %lld; redelivered: %lld\n",
+              before, static_cast<unsigned long long>(n), static_cast<long long>(pending),
+              static_cast<long long>(redelivered));
+  EXPECT_GT(pending, 0);
+  EXPECT_EQ(redelivered, pending);
+  EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == 0; }));
+}
+
+TEST(JetstreamFaults, ServerKilledAndRestartedOnItsStoreLosesNothing) {
+  NEED_PEERS();
+  nats_server server;
+  js::edge_options e{.stream = "sk", .max_msgs = 200, .ack_wait = 2000ms};
+  {
+    auto c = js::connect(server.url());
+    js::ensure_edge(c, e);
+  }
+  const std::uint64_t n = kSanitized ? 1000 : 4000;
+  auto pconn = js::connect(server.url(), {.give_up = 30s});
+  auto sconn = js::connect(server.url(), {.give_up = 30s});
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline producer(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+                              for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+                            }),
+                            js::publish<std::uint64_t>(pconn, e, {.producer_id = "sk", .counters = pc}));
+  std::mutex mu;
+  std::map<std::string, int> by_id;  // guarded by mu
+  std::atomic<std::size_t> distinct{0};
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(sconn, e, {}, {.capacity = 64}),
+                            sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              std::this_thread::sleep_for(100us);
+                              std::lock_guard lk(mu);
+                              if (++by_id[d.id()] == 1) distinct.fetch_add(1);
+                              d.ack();
+                              return by_id.size() < n;
+                            }));
+  producer.start();
+  consumer.start();
+  ASSERT_TRUE(eventually([&] { return distinct.load() >= n / 3; }));
+  server.kill9();
+  const std::size_t at_kill = distinct.load();
+  server.start();
+  for (auto* g : {&producer.get_graph(), &consumer.get_graph()}) {
+    auto r = g->wait_for(90s);
+    if (!r) {
+      g->cancel();
+      ADD_FAILURE() << "did not finish after the server's restart";
+      try {
+        g->wait();
+      } catch (...) {
+      }
+    }
+  }
+  std::size_t twice = 0;
+  for (auto& [id, c] : by_id) twice += c > 1 ? 1 : 0;
+  std::printf("server killed after %zu of %llu items; delivered twice: %zu; producer re-published %llu\n", at_kill,
+              static_cast<unsigned long long>(n), twice, static_cast<unsigned long long>(pc->resent.load()));
+  EXPECT_LT(at_kill, n);
+  EXPECT_EQ(by_id.size(), n) << "nothing lost";
+  EXPECT_EQ(pc->acked.load(), n);
+  auto c = js::connect(server.url());
+  EXPECT_TRUE(eventually([&] { return js::inspect_edge(c, e).msgs == 0; }));
+}
+
+TEST(JetstreamFaults, ProducerKilledAndRestartedDuplicatesNothingTheServerAcknowledged) {
+  NEED_PEERS();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "pk", .max_msgs = 100000};
+  js::ensure_edge(conn, e);
+  const std::uint64_t n = kSanitized ? 1000 : 3000;
+  {
+    child_process p1({SLUICE_JS_PEER_PATH, "produce", server.url(), "pk", "producer-7", std::to_string(n), "300"},
+                     server.dir() + "/p1.out");
+    ASSERT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs >= n / 3; })) << p1.output();
+    p1.kill9();
+  }
+  const auto stored_at_kill = js::inspect_edge(conn, e).msgs;
+  EXPECT_LT(stored_at_kill, n) << "the producer finished before it was killed";
+  // Restarted with the same producer id, from the start of its (deterministic) source.
+  child_process p2({SLUICE_JS_PEER_PATH, "produce", server.url(), "pk", "producer-7", std::to_string(n), "0"},
+                   server.dir() + "/p2.out");
+  ASSERT_EQ(p2.wait(60s), 0) << p2.output();
+  unsigned long long acked = 0, dups = 0;
+  ASSERT_EQ(std::sscanf(p2.output().c_str(), "acked %llu duplicates %llu", &acked, &dups), 2) << p2.output();
+  std::printf("producer killed with %llu stored; the restarted one: acked %llu, of which duplicates %llu\n",
+              static_cast<unsigned long long>(stored_at_kill), acked, dups);
+  EXPECT_EQ(acked, n);
+  EXPECT_GE(dups, stored_at_kill);
+  EXPECT_EQ(js::inspect_edge(conn, e).msgs, n) << "the stream holds each item once";
+
+  std::map<std::uint64_t, int> seen;
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e), sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              ++seen[d.value()];
+                              d.ack();
+                              return seen.size() < n;
+                            }));
+  consumer.start();
+  if (!consumer.get_graph().wait_for(60s)) {
+    consumer.cancel();
+    ADD_FAILURE() << "consumer did not finish";
+    try {
+      consumer.wait();
+    } catch (...) {
+    }
+  }
+  ASSERT_EQ(seen.size(), n);
+  for (auto& [v, c] : seen) EXPECT_EQ(c, 1) << "item " << v;
+}
+
+}  // namespace
