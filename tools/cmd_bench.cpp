@@ -48,6 +48,7 @@
 #include "bench/gbench_json.hpp"
 #include "bench/histogram.hpp"
 #include "bench/pacing.hpp"
+#include "bench/report_html.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
 #include "sluice/graph.hpp"
@@ -727,7 +728,7 @@ void print_sweep_table(const bench_config& c, const std::vector<bench_result>& r
   }
   if (maxima.size() == 2 && maxima.count("tbb") != 0) {
     std::printf("\n  same offered load, both engines (shares of tbb's maximum); p50 / p99 / p99.9 in us\n");
-    std::printf("  %-12s %12s  %-28s %-28s\n", "load", "offered/s", "sluice", "tbb");
+    std::printf("  %-8s %12s  %-36s %-36s\n", "load", "offered/s", "sluice", "tbb");
     for (const double fr : c.shared_at) {
       const bench_result* s = find_point(rs, "sluice", "tbb", fr);
       const bench_result* t = find_point(rs, "tbb", "tbb", fr);
@@ -736,7 +737,7 @@ void print_sweep_table(const bench_config& c, const std::vector<bench_result>& r
         return us(r->hist.quantile(0.50)) + " / " + us(r->hist.quantile(0.99)) + " / " + us(r->hist.quantile(0.999)) +
                (r->saturated() ? " sat" : "");
       };
-      std::printf("  %-12s %12s  %-28s %-28s\n", percent(fr).c_str(), si(t->offered).c_str(), cell(s).c_str(),
+      std::printf("  %-8s %12s  %-36s %s\n", percent(fr).c_str(), si(t->offered).c_str(), cell(s).c_str(),
                   cell(t).c_str());
     }
   }
@@ -862,6 +863,38 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
   std::fputs(doc.c_str(), stdout);
 }
 
+// --report: the graph picture and throughput of one sluice run (the closed-loop one of a
+// sweep: its shares show the bottleneck at full load; else the last), latency points
+// of every open-loop run.
+report_data make_report(const bench_config& c, const std::vector<bench_result>& rs) {
+  report_data d;
+  d.title = "sluice bench " + c.topo_text + ", capacity " + std::to_string(c.capacity) + ", work " +
+            work_summary(c) + (c.sweep ? ", sweep" : c.rate > 0 ? ", open loop at " + si(c.rate) + "items/s" : "");
+  const bench_result* pick = nullptr;
+  for (const auto& r : rs) {
+    if (!r.snap) continue;
+    if (pick == nullptr || (c.sweep ? !r.open_loop && pick->open_loop : true)) pick = &r;
+    if (c.sweep && !r.open_loop) break;
+  }
+  if (pick == nullptr && !rs.empty()) pick = &rs.back();
+  if (pick != nullptr) {
+    if (pick->snap) d.snapshot_json = metrics::to_json(*pick->snap);
+    d.throughput = pick->series;
+  }
+  for (const auto& r : rs) {
+    if (!r.open_loop) continue;
+    latency_point lp;
+    lp.offered_per_s = r.offered;
+    lp.achieved_per_s = r.achieved();
+    lp.p50_us = static_cast<double>(r.hist.quantile(0.5)) / 1e3;
+    lp.p99_us = static_cast<double>(r.hist.quantile(0.99)) / 1e3;
+    lp.p999_us = static_cast<double>(r.hist.quantile(0.999)) / 1e3;
+    lp.engine = r.engine;
+    d.latency.push_back(std::move(lp));
+  }
+  return d;
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
@@ -945,6 +978,8 @@ int cmd_bench(int argc, char** argv) {
            },
            "table, json or gbench");
   p.flag("--json", &json_flag, "same as --format json");
+  p.text("--report", &c.report, "FILE.html",
+         "write a self-contained HTML report: the graph with its shares, throughput over time, latency curves");
   p.text("--serve", &c.serve, "ADDR", "the live view while sluice runs, at HOST:PORT (port 0: any free one; the URL goes to stderr)");
   p.epilog(
       "examples:\n"
@@ -952,7 +987,7 @@ int cmd_bench(int argc, char** argv) {
       "  sluice bench --topology farm:4 --work 2us --json\n"
       "  sluice bench --topology chain:5 --work 100ns,100ns,1us,100ns,100ns\n"
       "  sluice bench --topology chain:1 --work sleep:1ms --rate 100 --duration 3s\n"
-      "  sluice bench --topology chain:4 --capacity 64 --sweep --engine both\n"
+      "  sluice bench --topology chain:4 --capacity 64 --sweep --engine both --report sweep.html\n"
       "  sluice bench --topology chain:4 --format gbench > sluice.json   # compare.py reads it");
   if (!p.parse(argc, argv)) return 0;
 #if !SLUICE_HAVE_SERVE
@@ -1034,6 +1069,7 @@ int cmd_bench(int argc, char** argv) {
       if (c.engine == "both" && !tbb_ok) std::printf("\n  (tbb: skipped, parallel_pipeline runs chain and farm only)\n");
       break;
   }
+  if (!c.report.empty()) write_report_html(c.report, make_report(c, results));
   for (const auto& r : results) {
     if (!r.complete()) return 1;
   }

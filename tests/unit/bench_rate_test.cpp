@@ -359,10 +359,15 @@ TEST_F(BenchRate, SweepWithBothEnginesPrintsBoth) {
   const std::vector<std::string> base = {"bench", "--topology", "chain:2", "--capacity", "64", "--sweep",
                                          "--engine", engine_both(), "--duration", "100ms", "--probe-duration",
                                          "200ms", "--sweep-at", "10,50", "--shared-at", "10,90"};
+  const std::string html = ::testing::TempDir() + "sluice_sweep_" + std::to_string(::getpid()) + ".html";
   std::vector<std::string> args = base;
-  args.emplace_back("--json");
+  args.insert(args.end(), {"--json", "--report", html});
   const result r = run_tool(args);
   ASSERT_EQ(r.status, 0) << r.err;
+  // The report: the graph (from the sluice closed-loop run) and the latency curves.
+  const std::string page = read_file(html);
+  std::remove(html.c_str());
+  for (const char* s : {"stage-1", "stage-2", "<svg", "p99.9"}) EXPECT_NE(page.find(s), std::string::npos) << s;
   const mini_json::value v = mini_json::parse(r.out);
   EXPECT_EQ(v["mode"].str(), "sweep");
   const std::vector<std::string> engines = kSanitized ? std::vector<std::string>{"sluice"}
