@@ -687,8 +687,59 @@ metrics::snapshot graph_core::snapshot() const {
     cshot.stats = cs[i];
     s.channels.push_back(std::move(cshot));
   }
+  for (const auto& x : externals_) {  // channels outside the process (this_stage::add_external_channel)
+    const metrics::external_channel_reading r = x.read();
+    metrics::channel_snapshot cshot;
+    cshot.name = x.name;
+    cshot.from = x.from;
+    cshot.to = x.to;
+    cshot.external = true;
+    cshot.stats.size = cshot.stats.items = r.size;
+    cshot.stats.capacity = r.capacity;
+    cshot.stats.blocked_push_ns = r.blocked_push_ns;
+    cshot.stats.blocked_pop_ns = r.blocked_pop_ns;
+    for (auto& st : s.stages) {
+      if (!x.from.empty() && st.name == x.from) {
+        st.backpressured_ns += r.blocked_push_ns;
+        st.busy_ns -= std::min(st.busy_ns, r.blocked_push_ns);
+      }
+      if (!x.to.empty() && st.name == x.to) {
+        st.starved_ns += r.blocked_pop_ns;
+        st.busy_ns -= std::min(st.busy_ns, r.blocked_pop_ns);
+      }
+    }
+    s.channels.push_back(std::move(cshot));
+  }
   s.bottleneck = metrics::find_bottleneck(s);
   return s;
+}
+
+void graph_core::add_external_channel(std::string name, const stage_node& n, bool pushes,
+                                      std::function<metrics::external_channel_reading()> read) {
+  std::lock_guard lk(mu_);
+  external_channel x{std::move(name), pushes ? n.name : std::string(), pushes ? std::string() : n.name, std::move(read)};
+  for (auto& e : externals_) {
+    if (e.name == x.name) {
+      e = std::move(x);
+      return;
+    }
+  }
+  externals_.push_back(std::move(x));
+}
+
+namespace {
+// The stage running on this thread (set by run_replica for the stage function's calls).
+thread_local graph_core* tls_graph = nullptr;
+thread_local stage_node* tls_stage = nullptr;
+}  // namespace
+
+current_stage_scope::current_stage_scope(graph_core& g, stage_node& n) noexcept {
+  tls_graph = &g;
+  tls_stage = &n;
+}
+current_stage_scope::~current_stage_scope() {
+  tls_graph = nullptr;
+  tls_stage = nullptr;
 }
 
 // ---- stall watchdog ------------------------------------------------------------------
@@ -726,3 +777,11 @@ void fail_thread_creation_after(long n) noexcept { g_thread_budget.store(n < 0 ?
 }  // namespace testing
 
 }  // namespace sluice::detail
+
+namespace sluice::this_stage {
+bool add_external_channel(std::string name, bool pushes, std::function<metrics::external_channel_reading()> read) {
+  if (detail::tls_graph == nullptr) return false;
+  detail::tls_graph->add_external_channel(std::move(name), *detail::tls_stage, pushes, std::move(read));
+  return true;
+}
+}  // namespace sluice::this_stage

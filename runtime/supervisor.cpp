@@ -75,6 +75,7 @@ void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<r
   n.state.compare_exchange_strong(idle, static_cast<int>(stage_state::running), std::memory_order_relaxed);
 
   replica_env env(*this, n, index, n.stop.get_token());
+  const current_stage_scope current(*this, n);  // for this_stage:: calls from the stage function
   if (fault_ != nullptr) fault_->on_thread_begin(n.name, index);
   // A thread that starts after a teardown (cancel() during start) calls nothing.
   while (!tearing_down()) {

@@ -469,6 +469,19 @@ class graph {
   std::unique_ptr<detail::graph_core> core_;
 };
 
+// From inside a running stage function (on its thread): shows a channel that lives outside
+// this process, such as a jetstream:<stream> edge, in the graph's snapshots, so that the
+// bottleneck and the shares see across the cut. `pushes`: this stage feeds the channel
+// (it is the channel's `from`); otherwise it takes from it (`to`). snapshot() calls `read`
+// on any thread until the graph is destroyed: it must be cheap and thread safe (return a
+// cached value). A second call with the same name replaces the first (a restarted stage).
+// Returns false, doing nothing, when not called on a stage thread. (A fused stage's call
+// registers the channel for the stage that owns the thread.) The accounting identity does
+// not apply to such a channel (metrics::channel_snapshot::external).
+namespace this_stage {
+bool add_external_channel(std::string name, bool pushes, std::function<metrics::external_channel_reading()> read);
+}  // namespace this_stage
+
 namespace detail {
 struct graph_access {
   static graph_core& core(graph& g) noexcept { return *g.core_; }

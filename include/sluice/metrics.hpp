@@ -54,6 +54,17 @@ struct channel_snapshot {
   std::string to;            // consumer stage
   bool weighted = false;     // size/capacity in bytes rather than items
   channel_stats stats;
+  // A channel outside this process (a jetstream:<stream> edge; this_stage::
+  // add_external_channel): only size, items, capacity and blocked_*_ns are meaningful, and
+  // one of from/to is empty (the stage on the other side is elsewhere).
+  bool external = false;
+};
+
+// What an external channel's gauge reports (graph.hpp: this_stage::add_external_channel).
+struct external_channel_reading {
+  std::size_t size = 0, capacity = 0;
+  std::uint64_t blocked_push_ns = 0;  // the pushing stage's time blocked on it (counted as backpressured)
+  std::uint64_t blocked_pop_ns = 0;   // the popping stage's time blocked on it (counted as starved)
 };
 
 // One link of a wait-for chain: `stage` waits (op "push"/"pop") on `channel`, which

@@ -4,6 +4,7 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <climits>
 #include <condition_variable>
 #include <deque>
@@ -42,6 +43,27 @@ struct js_ctx {
 };
 
 }  // namespace
+
+// The edge as a channel in this side's snapshots ("jetstream:<stream>"): the stage thread
+// refreshes it at most every kGaugePeriod (one stream-info request), snapshot() reads it.
+constexpr auto kGaugePeriod = std::chrono::milliseconds(100);
+struct edge_gauge {
+  std::atomic<std::uint64_t> msgs{0};      // relaxed throughout: independent monitoring values
+  std::atomic<std::uint64_t> max_msgs{0};
+  std::atomic<std::uint64_t> push_ns{0};   // the publish stage's time waiting on a full stream / window
+  std::atomic<std::uint64_t> pop_ns{0};    // the subscribe stage's time in fetches that found nothing
+  clock::time_point last_poll{};           // stage thread only
+  js_ctx info;                             // stage thread only: requests with a short wait
+
+  metrics::external_channel_reading read() const {
+    metrics::external_channel_reading r;
+    r.size = static_cast<std::size_t>(msgs.load(std::memory_order_relaxed));
+    r.capacity = static_cast<std::size_t>(max_msgs.load(std::memory_order_relaxed));
+    r.blocked_push_ns = push_ns.load(std::memory_order_relaxed);
+    r.blocked_pop_ns = pop_ns.load(std::memory_order_relaxed);
+    return r;
+  }
+};
 
 struct conn_state {
   natsConnection* nc = nullptr;
@@ -83,6 +105,35 @@ struct conn_state {
     natsStatus s = natsConnection_JetStream(&c.js, nc, o);
     if (s != NATS_OK) throw std::runtime_error("sluice::jetstream: " + url + ": no JetStream context: " + nats_error(s));
   }
+
+  // Registers the edge's gauge with the graph whose stage runs on this thread (if any).
+  std::shared_ptr<edge_gauge> make_gauge(const edge_options& e, bool pushes) const {
+    auto g = std::make_shared<edge_gauge>();
+    g->max_msgs.store(static_cast<std::uint64_t>(std::max<std::int64_t>(e.max_msgs, 0)), std::memory_order_relaxed);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 200;  // a gauge never holds the stage up for long
+    make_js(g->info, &jo);
+    sluice::this_stage::add_external_channel("jetstream:" + e.stream, pushes, [g] { return g->read(); });
+    return g;
+  }
+
+  // Refreshes the gauge if its period has passed and the connection is up.
+  void poll_gauge(edge_gauge& g, const std::string& stream) const {
+    const auto now = clock::now();
+    if (now - g.last_poll < kGaugePeriod) return;
+    g.last_poll = now;
+    if (natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) return;
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (js_GetStreamInfo(&si, g.info.js, stream.c_str(), nullptr, &jerr) == NATS_OK) {
+      g.msgs.store(si->State.Msgs, std::memory_order_relaxed);
+      if (si->Config != nullptr && si->Config->MaxMsgs > 0) {
+        g.max_msgs.store(static_cast<std::uint64_t>(si->Config->MaxMsgs), std::memory_order_relaxed);
+      }
+      jsStreamInfo_Destroy(si);
+    }
+  }
 };
 
 namespace {
@@ -123,6 +174,7 @@ struct pub_state {
   std::deque<std::pair<natsMsg*, clock::time_point>> retry;  // guarded by mu: (message, due)
   std::string last_error;                                     // guarded by mu
   clock::time_point down_since{};                             // stage thread only
+  std::shared_ptr<edge_gauge> gauge;                          // stage thread (poll), snapshot (read)
 
   ~pub_state() {
     for (auto& r : retry) natsMsg_Destroy(r.first);
@@ -203,16 +255,16 @@ struct pub_state {
       if (stop.stop_requested()) return false;
       lk.unlock();
       conn->check_alive(edge.stream, down_since);
+      conn->poll_gauge(*gauge, edge.stream);
       lk.lock();
       auto until = clock::now() + std::chrono::milliseconds(50);
       if (!retry.empty() && retry.front().second < until) until = retry.front().second;
       cv.wait_until(lk, stop, until, [&] { return pred() || (!retry.empty() && retry.front().second <= clock::now()); });
     }
-    if (opts.counters) {
-      opts.counters->waited_ns.fetch_add(
-          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()),
-          std::memory_order_relaxed);
-    }
+    const auto waited =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
+    if (opts.counters) opts.counters->waited_ns.fetch_add(waited, std::memory_order_relaxed);
+    gauge->push_ns.fetch_add(waited, std::memory_order_relaxed);
     return true;
   }
 };
@@ -235,6 +287,7 @@ publisher::publisher(const connection& c, const edge_options& e, const publish_o
   jo.PublishAsync.AckHandlerClosure = st.get();
   jo.PublishAsync.StallWait = 50;
   st->conn->make_js(st->js, &jo);
+  st->gauge = st->conn->make_gauge(e, true);
   st_ = std::move(st);
 }
 
@@ -258,6 +311,7 @@ publisher::~publisher() {
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
   auto& s = *st_;
   if (!s.wait(stop, [&] { return s.in_flight < s.opts.window; })) return false;
+  s.conn->poll_gauge(*s.gauge, s.edge.stream);
   natsMsg* m = nullptr;
   natsStatus rc = natsMsg_Create(&m, s.subject.c_str(), nullptr, bytes.data(), static_cast<int>(bytes.size()));
   if (rc == NATS_OK) {
@@ -291,6 +345,7 @@ struct sub_state {
   edge_options edge;
   subscribe_options opts;
   clock::time_point down_since{};
+  std::shared_ptr<edge_gauge> gauge;
 
   ~sub_state() {
     if (sub != nullptr) natsSubscription_Destroy(sub);
@@ -305,6 +360,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
   st->opts = o;
   if (st->opts.batch == 0) st->opts.batch = 1;
   st->conn->make_js(st->js, nullptr);
+  st->gauge = st->conn->make_gauge(e, false);
   const std::string subject = subject_of(e), durable = durable_of(e);
   jsSubOptions so;
   jsSubOptions_Init(&so);
@@ -328,12 +384,19 @@ const std::string& subscriber::edge_name() const { return st_->edge.stream; }
 void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* ctx) {
   auto& s = *st_;
   s.conn->check_alive(s.edge.stream, s.down_since);
+  s.conn->poll_gauge(*s.gauge, s.edge.stream);
   natsMsgList list{};
+  const auto t0 = clock::now();
   jsErrCode jerr = static_cast<jsErrCode>(0);
   const int batch = static_cast<int>(std::min<std::size_t>(max, INT_MAX));
   natsStatus rc = natsSubscription_Fetch(&list, s.sub, batch, s.opts.fetch_wait.count(), &jerr);
   if (s.opts.counters) s.opts.counters->polls.fetch_add(1, std::memory_order_relaxed);
-  if (rc == NATS_TIMEOUT) return;
+  if (rc == NATS_TIMEOUT) {  // starved: the stream had nothing for us
+    s.gauge->pop_ns.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()),
+        std::memory_order_relaxed);
+    return;
+  }
   if (rc != NATS_OK) {
     if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
     if (rc == NATS_CONNECTION_CLOSED || rc == NATS_INVALID_SUBSCRIPTION) {

@@ -56,8 +56,7 @@ bool eventually(Pred p, std::chrono::milliseconds limit = 10s) {
 }
 
 // Runs a pipeline/graph to its end within `limit`, or cancels it and fails the test.
-void run_bounded(sluice::graph& g, std::chrono::seconds limit = 60s) {
-  g.start();
+void wait_bounded(sluice::graph& g, std::chrono::seconds limit = 60s) {
   auto r = g.wait_for(limit);
   if (!r) {
     g.cancel();
@@ -67,6 +66,11 @@ void run_bounded(sluice::graph& g, std::chrono::seconds limit = 60s) {
     } catch (...) {
     }
   }
+}
+
+void run_bounded(sluice::graph& g, std::chrono::seconds limit = 60s) {
+  g.start();
+  wait_bounded(g, limit);
 }
 
 double p99(std::vector<double> v) {
@@ -278,6 +282,60 @@ TEST(JetstreamEdge, BackpressureAcrossTheCutBoundsTheStreamAndLosesNothing) {
   // The source was held back: its output channel was full while the stream was.
   const auto& src = *std::find_if(mid.stages.begin(), mid.stages.end(), [](auto& s) { return s.name == "source"; });
   EXPECT_GT(src.backpressured_ns, 0u);
+}
+
+TEST(JetstreamEdge, TheEdgeIsAChannelInBothSidesSnapshots) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "gauge", .max_msgs = 20};
+  js::ensure_edge(conn, e);
+  const std::uint64_t n = 200;
+  sluice::pipeline producer(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+                              for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+                            }),
+                            js::publish<std::uint64_t>(conn, e));
+  auto edge_of = [](const sluice::metrics::snapshot& s) -> std::optional<sluice::metrics::channel_snapshot> {
+    for (auto& c : s.channels) {
+      if (c.name == "jetstream:gauge") return c;
+    }
+    return std::nullopt;
+  };
+  producer.start();
+  // Nobody consumes yet: the stream fills, the publish stage waits on it, and its snapshot says so.
+  ASSERT_TRUE(eventually([&] {
+    auto c = edge_of(producer.snapshot());
+    return c && c->stats.size == 20;
+  }));
+  auto ps = producer.snapshot();
+  auto pc = *edge_of(ps);
+  EXPECT_TRUE(pc.external);
+  EXPECT_EQ(pc.stats.capacity, 20u);
+  EXPECT_EQ(pc.from, "publish:gauge");
+  EXPECT_EQ(pc.to, "");
+  const auto pub = std::find_if(ps.stages.begin(), ps.stages.end(), [](auto& st) { return st.name == "publish:gauge"; });
+  ASSERT_NE(pub, ps.stages.end());
+  EXPECT_GT(pub->backpressured_ns, 0u);
+
+  std::atomic<std::uint64_t> got{0};
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e), sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              std::this_thread::sleep_for(1ms);  // slow: the stream stays full meanwhile
+                              d.ack();
+                              return got.fetch_add(1) + 1 < n;
+                            }));
+  consumer.start();
+  ASSERT_TRUE(eventually([&] {
+    auto c = edge_of(consumer.snapshot());
+    return c && c->stats.size > 0;
+  }));
+  auto cc = *edge_of(consumer.snapshot());
+  EXPECT_EQ(cc.to, "subscribe:gauge");
+  EXPECT_EQ(cc.from, "");
+  EXPECT_EQ(cc.stats.capacity, 20u);
+  EXPECT_LE(cc.stats.size, 20u);
+  wait_bounded(producer.get_graph());
+  wait_bounded(consumer.get_graph());
+  EXPECT_EQ(got.load(), n);
 }
 
 // ---- teardown ------------------------------------------------------------------

@@ -81,6 +81,14 @@ enum class stage_state : int { idle, running, done, failed, stuck };
 class graph_core;
 struct stage_node;
 
+// The stage whose thread this is (this_stage:: in graph.hpp), for the scope's life.
+struct current_stage_scope {
+  current_stage_scope(graph_core& g, stage_node& n) noexcept;
+  ~current_stage_scope();
+  current_stage_scope(const current_stage_scope&) = delete;
+  current_stage_scope& operator=(const current_stage_scope&) = delete;
+};
+
 // What a replica's loop may ask of the runtime.
 class replica_env {
  public:
@@ -204,6 +212,10 @@ class graph_core {
   void cancel();
   [[nodiscard]] metrics::snapshot snapshot() const;
   [[nodiscard]] report last_report() const;
+  // A gauge of a channel outside the process, shown by snapshot() (this_stage::
+  // add_external_channel). Replaces an earlier one of the same name (a restarted stage).
+  void add_external_channel(std::string name, const stage_node& n, bool pushes,
+                            std::function<metrics::external_channel_reading()> read);
 
   // ---- from stage threads ----
   // A stage threw (after its policy gave up): the first failure tears the graph down.
@@ -248,6 +260,11 @@ class graph_core {
   [[nodiscard]] std::string describe_stuck(const std::vector<std::size_t>& stuck) const;
 
   const graph_options opts_;
+  struct external_channel {
+    std::string name, from, to;
+    std::function<metrics::external_channel_reading()> read;
+  };
+  std::vector<external_channel> externals_;  // guarded by mu_
   fault_hook* fault_ = nullptr;  // null unless under sluice::testing::stress; set before building
 
   mutable std::mutex mu_;  // the lists below while building; flags
