@@ -32,6 +32,18 @@ if(TARGET sluice_serve)
   install(EXPORT sluiceServeTargets NAMESPACE sluice:: FILE sluiceServeTargets.cmake
           DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
 endif()
+if(TARGET sluice_jetstream)
+  # sluice::jetstream (edges over NATS JetStream): its own export set, loaded for the
+  # jetstream component. Its link interface names PkgConfig::LIBNATS, recreated by
+  # sluiceConfig.cmake.
+  install(TARGETS sluice_jetstream EXPORT sluiceJetstreamTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT sluiceJetstreamTargets NAMESPACE sluice:: FILE sluiceJetstreamTargets.cmake
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
+else()
+  install(CODE "file(REMOVE \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_INCLUDEDIR}/sluice/jetstream.hpp\")")
+endif()
 configure_package_config_file(cmake/sluiceConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/sluiceConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
