@@ -42,6 +42,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -369,7 +370,14 @@ int main(int argc, char** argv) {
   std::vector<char*> args;
   args.push_back(argv[0]);
   for (auto& d : defaults) args.push_back(d.data());
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  for (int i = 1; i < argc; ++i) {
+    // Ours, not Google Benchmark's: the sluice rows without time-blocked counters.
+    if (std::string_view(argv[i]) == "--sluice_timing=off") {
+      sluice_bench::g_sluice_timing = false;
+      continue;
+    }
+    args.push_back(argv[i]);
+  }
   int n = static_cast<int>(args.size());
   args.push_back(nullptr);
   benchmark::Initialize(&n, args.data());

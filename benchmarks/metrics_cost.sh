@@ -4,7 +4,7 @@
 # A channel counts pushed/popped/discarded from its ring positions (free) and measures
 # time blocked: a wait the spin satisfies as pauses x a calibrated pause cost, a wait that
 # yields or parks with two reads of the TSC (detail/ticks.hpp).
-# SLUICE_CHANNEL_TIMING=off skips all of it. This runs the sluice rows of
+# channel_options::timing = false skips all of it (channel_bench --sluice_timing=off). This runs the sluice rows of
 # sluice_bench_channel with timing on and off, alternating, ROUNDS times (default 4; each
 # run 3 repetitions in random order), and prints per row the median of each side and the
 # cost: how much slower "on" is than "off" (negative: on was faster, i.e. noise).
@@ -28,7 +28,9 @@ for r in $(seq "$rounds"); do
   [ $((r % 2)) -eq 0 ] && order="off on"
   for mode in $order; do
     echo "round $r/$rounds: timing $mode ..." >&2
-    SLUICE_CHANNEL_TIMING=$mode "$bin" --benchmark_filter='/sluice' --benchmark_repetitions=3 \
+    flag=""
+    [ "$mode" = off ] && flag=--sluice_timing=off
+    "$bin" $flag --benchmark_filter='/sluice' --benchmark_repetitions=3 \
         --benchmark_format=json 2>/dev/null |
       python3 -c '
 import json, sys

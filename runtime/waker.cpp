@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
-#include <cstring>
 #include <climits>
 #include <ctime>
 
@@ -22,25 +20,10 @@ long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t val, const ti
   return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, val, ts, nullptr, bitset);
 }
 
-bool register_membarrier() noexcept {
-  const long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-  if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) return false;
-  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-}
-
 }  // namespace
 
-// Decided once, before main() and before any channel can exist; never changes after.
-// SLUICE_FENCES=symmetric in the environment keeps the seq_cst fence on both sides
-// (for measuring one against the other; see benchmarks/README.md).
-bool g_asymmetric_fences = [] {
-  const char* mode = std::getenv("SLUICE_FENCES");
-  if (mode != nullptr && std::strcmp(mode, "symmetric") == 0) return false;
-  return register_membarrier();
-}();
-
-void heavy_fence() noexcept {
-  if (g_asymmetric_fences) {
+void heavy_fence(bool asymmetric) noexcept {
+  if (asymmetric) {
     // Every thread of this process that is running now executes a full memory barrier
     // before this returns; one that is not running passes a context switch, which is one.
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return;

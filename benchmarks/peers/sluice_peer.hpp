@@ -23,11 +23,16 @@
 
 namespace sluice_bench {
 
+// Whether the channels made here measure their time blocked (channel_options::timing);
+// channel_bench's --sluice_timing=off clears it, for benchmarks/metrics_cost.sh.
+inline bool g_sluice_timing = true;
+
 class sluice_peer {
  public:
   static constexpr const char* kName = "sluice";
   static constexpr bool kMultiProducer = true;
-  explicit sluice_peer(std::size_t capacity) : ends_(sluice::bounded<item>(capacity)) {}
+  explicit sluice_peer(std::size_t capacity)
+      : ends_(sluice::bounded<item>({.capacity = capacity, .timing = g_sluice_timing})) {}
 
   class producer {
    public:

@@ -60,6 +60,10 @@ struct channel_options {
   std::function<std::size_t(const T&)> weigh = {};
   sluice::overflow overflow = sluice::overflow::block;
   std::function<void(T&&)> on_discard = {};          // receives every discarded item; must not throw
+  // Measure the time producers and consumers spend blocked (channel_stats::blocked_*_ns,
+  // which a graph's bottleneck report needs). false saves two clock reads per wait that
+  // parks; the counters then stay 0.
+  bool timing = true;
 };
 
 }  // namespace sluice

@@ -82,7 +82,9 @@ class channel {
         lw_(o.low_watermark == kDefaultLowWatermark ? o.capacity / 2 : o.low_watermark),
         policy_(o.overflow),
         weigh_(std::move(o.weigh)),
-        on_discard_(std::move(o.on_discard)) {
+        on_discard_(std::move(o.on_discard)),
+        timing_(o.timing),
+        asym_fences_(decide_fence_mode() == fence_mode::kAsymmetric) {
     if (cap_ == 0) {
       throw std::invalid_argument("sluice::bounded: capacity must be at least 1 (got 0)");
     }
@@ -330,7 +332,7 @@ class channel {
     state_.fetch_or(kDisconnected, std::memory_order_seq_cst);
     // One fence for every pair: after_push's light_fence (a push in flight sees us, or we
     // see it) and (S) on both sides' inflight, which we read after it.
-    heavy_fence();
+    heavy_fence(asym_fences_);
     if (ring_) {
       wait_idle(*push_side_);  // before the mark: see close()
       ring_->close();
@@ -346,7 +348,7 @@ class channel {
       if (!(state_.load(std::memory_order_relaxed) & kCancelled)) why_ = std::move(why);
       state_.fetch_or(kCancelled, std::memory_order_seq_cst);
     }
-    heavy_fence();  // as in disconnect(): pairs with after_push and with (S) on both sides
+    heavy_fence(asym_fences_);  // as in disconnect(): pairs with after_push and with (S) on both sides
     if (ring_) {
       wait_idle(*push_side_);  // before the mark: see close()
       ring_->close();
@@ -383,7 +385,7 @@ class channel {
       // seq_cst store + fence: Dekker pair with after_pop's fence and load of armed_.
       writable_armed_.store(true, std::memory_order_seq_cst);
     }
-    heavy_fence();  // pairs with light_fence() in after_pop
+    heavy_fence(asym_fences_);  // pairs with light_fence() in after_pop
     if (writable_now()) fire_writable();  // the crossing may have happened meanwhile
   }
 
@@ -395,8 +397,8 @@ class channel {
   [[nodiscard]] channel_stats stats() const {
     channel_stats st;
     st.capacity = cap_;
-    st.blocked_push_ns = ticks_to_ns(push_side_->blocked_ticks_now());
-    st.blocked_pop_ns = ticks_to_ns(pop_side_->blocked_ticks_now());
+    st.blocked_push_ns = ticks_to_ns(push_side_->blocked_ticks_now(timing_));
+    st.blocked_pop_ns = ticks_to_ns(pop_side_->blocked_ticks_now(timing_));
     st.waiting_push = not_full_.waiters() + writable_.waiters();
     st.waiting_pop = not_empty_.waiters();
     if (ring_) {
@@ -457,8 +459,8 @@ class channel {
       if (count) blocked_ticks.fetch_add(ticks, std::memory_order_relaxed);
     }
     // Finished waits plus the part of the slow ones in progress that has elapsed by now.
-    std::uint64_t blocked_ticks_now() const {
-      if (!channel_timing()) return 0;
+    std::uint64_t blocked_ticks_now(bool timing) const {
+      if (!timing) return 0;
       std::lock_guard lock(slow_mu);
       std::uint64_t t = blocked_ticks.load(std::memory_order_relaxed);
       if (slow_waiters != 0) {
@@ -499,7 +501,7 @@ class channel {
   // the bit was visible has finished (try_push_impl / try_pop_impl, pair (S)). Short: those
   // operations never block while inflight is set.
   void quiesce(side_state& side) noexcept {
-    heavy_fence();  // (S): they see our bit, or we see their inflight
+    heavy_fence(asym_fences_);  // (S): they see our bit, or we see their inflight
     wait_idle(side);
   }
   // quiesce() without its fence, for a caller that issued heavy_fence() after its bit.
@@ -542,7 +544,7 @@ class channel {
         // inflight, so either we see their bit (and refuse) or they wait for our store.
         auto& f = push_side_->inflight;
         f.store(1, std::memory_order_relaxed);
-        light_fence();  // (S) pairs with heavy_fence() in quiesce()
+        light_fence(asym_fences_);  // (S) pairs with heavy_fence() in quiesce()
         if (state_.load(std::memory_order_relaxed) & (kClosed | kDisconnected | kCancelled)) {
           f.store(0, std::memory_order_release);
           return status::closed;
@@ -626,7 +628,7 @@ class channel {
         // (Under drop_oldest pushers pop too, so that policy always takes the CAS path.)
         auto& f = pop_side_->inflight;
         f.store(1, std::memory_order_relaxed);
-        light_fence();  // (S) pairs with heavy_fence() in quiesce()
+        light_fence(asym_fences_);  // (S) pairs with heavy_fence() in quiesce()
         st = state_.load(std::memory_order_acquire);
         if (st & kCancelled) {
           f.store(0, std::memory_order_release);
@@ -668,7 +670,7 @@ class channel {
   void after_push(std::size_t n) noexcept {
     // (F) orders our publish before the loads below; pairs with heavy_fence() in
     // waker::prepare_wait and with the fence in cancel()/disconnect() (see below).
-    light_fence();
+    light_fence(asym_fences_);
     if (ring_ && (state_.load(std::memory_order_relaxed) & (kCancelled | kDisconnected))) {
       quiesce(*pop_side_);  // a lone receiver's pop in flight ends before we discard
       discard_all();
@@ -676,7 +678,7 @@ class channel {
     if (not_empty_.has_waiters()) not_empty_.notify(static_cast<int>(n > 1024 ? 1024 : n));
   }
   void after_pop(std::size_t n) noexcept {
-    light_fence();  // (F), as in after_push
+    light_fence(asym_fences_);  // (F), as in after_push
     // A weighted pop can make room for several waiting items, and a woken pusher whose
     // item still does not fit goes back to sleep: wake them all, or one that fits sleeps on.
     if (not_full_.has_waiters()) not_full_.notify(weigh_ ? -1 : static_cast<int>(n > 1024 ? 1024 : n));
@@ -749,7 +751,7 @@ class channel {
     status s = op();
     if (s != status::full) return s;
     std::atomic<int>& spin_rounds = side.spin_rounds;
-    // Time blocked (SLUICE_CHANNEL_TIMING=off skips it; blocked_*_ns then stay 0):
+    // Time blocked (channel_options::timing = false skips it; blocked_*_ns then stay 0):
     // the spin's pauses x their calibrated cost, plus the ticks from the end of the spin
     // to the end of the wait if it had to yield or park (detail/ticks.hpp says why).
     std::uint64_t pauses = 0;
@@ -759,11 +761,11 @@ class channel {
     bool parked = false;
     s = wait_loop(w, op, deadline, side, pauses, spun_out, slow_t0, parked, park_t0);
     if (!spun_out) {
-      if (channel_timing()) add_spin_time(side, pause_ticks(pauses));
+      if (timing_) add_spin_time(side, pause_ticks(pauses));
       return s;
     }
     const std::uint64_t t1 = ticks();
-    side.end_slow(slow_t0, pause_ticks(pauses) + (t1 - slow_t0), channel_timing());
+    side.end_slow(slow_t0, pause_ticks(pauses) + (t1 - slow_t0), timing_);
     if (parked) {
       // Parks are rare and cost microseconds: converting here is free by comparison.
       const auto slept = std::chrono::nanoseconds(ticks_to_ns(t1 - park_t0));
@@ -815,7 +817,7 @@ class channel {
     park_t0 = ticks();
     for (;;) {
       if (expired()) return status::timeout;
-      const std::uint32_t key = w.prepare_wait();
+      const std::uint32_t key = w.prepare_wait(asym_fences_);
       if ((s = op()) != status::full) {
         w.cancel_wait();
         return s;
@@ -839,6 +841,8 @@ class channel {
   fault_hook* fault_ = nullptr;  // set once, before the handles are shared (set_fault_hook)
   const std::function<std::size_t(const T&)> weigh_;
   const std::function<void(T&&)> on_discard_;
+  const bool timing_;       // channel_options::timing: measure time blocked
+  const bool asym_fences_;  // the fence protocol (detail/platform.hpp), fixed for the process
   std::optional<ring_buffer<T>> ring_;      // unweighted, nothrow-move T
   std::optional<locked_queue> locked_;      // otherwise
 

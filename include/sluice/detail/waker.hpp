@@ -43,28 +43,26 @@
 
 namespace sluice::detail {
 
-// True once membarrier(PRIVATE_EXPEDITED) is registered for this process (set once,
-// at static initialisation of libsluice, before any channel exists).
-extern bool g_asymmetric_fences;
-
-// The notifier's half: a compiler barrier when the heavy side uses membarrier.
-inline void light_fence() noexcept {
-  if (g_asymmetric_fences) {
+// The fence pair of a Dekker handshake. `asymmetric` is decide_fence_mode() ==
+// kAsymmetric, read once by the channel that owns the waker (detail/platform.hpp):
+// the notifier's half is then a compiler barrier and the waiter's a membarrier().
+inline void light_fence(bool asymmetric) noexcept {
+  if (asymmetric) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
   } else {
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
 }
 // The waiter's half: a process-wide barrier (membarrier) or a seq_cst fence.
-void heavy_fence() noexcept;
+void heavy_fence(bool asymmetric) noexcept;
 
 class waker {
  public:
   using time_point = std::chrono::steady_clock::time_point;
 
-  [[nodiscard]] std::uint32_t prepare_wait() noexcept {
+  [[nodiscard]] std::uint32_t prepare_wait(bool asymmetric_fences) noexcept {
     waiters_.fetch_add(1, std::memory_order_seq_cst);  // the "store" half of W's Dekker pair
-    heavy_fence();  // pairs with light_fence() in every notifier
+    heavy_fence(asymmetric_fences);  // pairs with light_fence() in every notifier
     return epoch_->load(std::memory_order_acquire);
   }
   void cancel_wait() noexcept {

@@ -1,0 +1,36 @@
+// sluice/detail/platform.hpp — what sluice learns about the machine, once, on first use.
+//
+// Three facts, each decided the first time something asks for it (runtime/platform.cpp),
+// never before main() and never from the environment:
+//   - whether ticks() may read the time-stamp counter (an invariant TSC), and the
+//     calibration that turns ticks into nanoseconds;
+//   - what 64 spin_pause() calls cost in ticks (how a spin-satisfied wait is timed);
+//   - whether the waker's fences are asymmetric (membarrier registered for this process).
+// Guarantees: each answer is the same for every thread and every call once given; asking
+// is thread-safe. Builds may force the portable choice (CMake SLUICE_STEADY_TICKS,
+// SLUICE_SYMMETRIC_FENCES), which only measurements need.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace sluice::detail {
+
+// True when ticks() reads the TSC.
+bool ticks_use_tsc() noexcept;
+// Nanoseconds per tick; 1.0 when ticks() is steady_clock. A rough figure in the first
+// ~10 ms after the first call, fixed from then on.
+double ns_per_tick() noexcept;
+// What 64 spin_pause() calls take, in ticks (best of a few runs, measured on first use).
+std::uint64_t ticks_per_64_pauses() noexcept;
+
+// The fence protocol of detail/waker.hpp. kUnknown until the first heavy_fence() decides;
+// a notifier that reads kUnknown uses the full fence, which pairs with either choice.
+enum class fence_mode : std::uint8_t { kUnknown = 0, kAsymmetric = 1, kSymmetric = 2 };
+// Read on every notify: one relaxed load. Written once, by decide_fence_mode().
+fence_mode current_fence_mode() noexcept;
+// Decides (registering membarrier if the kernel has it) and returns the mode; later
+// calls return the same answer.
+fence_mode decide_fence_mode() noexcept;
+
+}  // namespace sluice::detail

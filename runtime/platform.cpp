@@ -1,0 +1,130 @@
+// The machine facts of detail/platform.hpp, each decided on first use (never before main(),
+// never from the environment): the TSC and its calibration, the cost of a spin pause, and
+// the fence protocol.
+#include "sluice/detail/platform.hpp"
+
+#include "sluice/detail/cache_padded.hpp"
+#include "sluice/detail/ticks.hpp"
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+namespace sluice::detail {
+namespace {
+
+bool tsc_is_invariant() noexcept {
+#if defined(__x86_64__) && !defined(SLUICE_STEADY_TICKS)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_max(0x80000000u, nullptr) < 0x80000007u) return false;
+  __cpuid(0x80000007u, a, b, c, d);
+  return (d & (1u << 8)) != 0;  // "invariant TSC": constant rate, runs in every C-state
+#else
+  return false;
+#endif
+}
+
+struct clock_facts {
+  bool tsc;
+  // The calibration anchor: the longer the span ns_per_tick() measures from it, the finer.
+  std::uint64_t anchor_ticks;
+  std::chrono::steady_clock::time_point anchor_time;
+};
+
+std::uint64_t read_ticks(bool tsc) noexcept {
+#if defined(__x86_64__)
+  if (tsc) return __rdtsc();
+#endif
+  (void)tsc;
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+const clock_facts& clock_facts_once() noexcept {
+  static const clock_facts facts = [] {
+    const bool tsc = tsc_is_invariant();
+    return clock_facts{tsc, read_ticks(tsc), std::chrono::steady_clock::now()};
+  }();
+  return facts;
+}
+
+bool register_membarrier() noexcept {
+#if defined(SLUICE_SYMMETRIC_FENCES)
+  return false;
+#else
+  const long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) return false;
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#endif
+}
+
+std::atomic<fence_mode> g_fence_mode{fence_mode::kUnknown};
+
+}  // namespace
+
+bool ticks_use_tsc() noexcept { return clock_facts_once().tsc; }
+
+double ns_per_tick() noexcept {
+  const clock_facts& c = clock_facts_once();
+  if (!c.tsc) return 1.0;
+  // relaxed: every thread that calibrates computes nearly the same value; any will do.
+  static std::atomic<double> cached{0.0};
+  double r = cached.load(std::memory_order_relaxed);
+  if (r != 0.0) return r;
+  // Ticks against steady_clock since the first use. Never waits for a long span: an early
+  // caller (a park's spin tuning, an early stats()) gets a rougher figure (30 ns of jitter
+  // over 100 us is 0.03%); the first call after 10 ms fixes the value for good.
+  constexpr auto kMinSpan = std::chrono::microseconds(1);
+  constexpr auto kFixSpan = std::chrono::milliseconds(10);
+  std::chrono::steady_clock::time_point now;
+  std::uint64_t t;
+  do {
+    now = std::chrono::steady_clock::now();
+    t = read_ticks(true);
+  } while (now - c.anchor_time < kMinSpan || t == c.anchor_ticks);
+  const auto span = now - c.anchor_time;
+  r = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(span).count()) /
+      static_cast<double>(t - c.anchor_ticks);
+  if (span >= kFixSpan) cached.store(r, std::memory_order_relaxed);
+  return r;
+}
+
+std::uint64_t ticks_per_64_pauses() noexcept {
+  static const std::uint64_t per64 = [] {
+    std::uint64_t best = ~std::uint64_t{0};
+    for (int run = 0; run < 5; ++run) {
+      const std::uint64_t t0 = ticks();
+      for (int i = 0; i < 64; ++i) spin_pause();
+      const std::uint64_t t = ticks() - t0;
+      if (t < best) best = t;  // the least disturbed run (an interrupt only adds)
+    }
+    return best;
+  }();
+  return per64;
+}
+
+fence_mode current_fence_mode() noexcept { return g_fence_mode.load(std::memory_order_acquire); }
+
+fence_mode decide_fence_mode() noexcept {
+  fence_mode m = g_fence_mode.load(std::memory_order_acquire);
+  if (m != fence_mode::kUnknown) return m;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // Registered before anyone can read kAsymmetric: a membarrier from heavy_fence() is
+    // only ever issued by a registered process.
+    g_fence_mode.store(register_membarrier() ? fence_mode::kAsymmetric : fence_mode::kSymmetric,
+                       std::memory_order_release);
+  });
+  return g_fence_mode.load(std::memory_order_acquire);
+}
+
+}  // namespace sluice::detail
