@@ -1,30 +1,28 @@
 // tools/cmd_stress.cpp — `sluice stress`: random graphs, random slow and stuck stages,
-// injected failures, random cancel / request_stop; seeded and reproducible.
+// under sluice::testing's stress engine (sluice/testing.hpp: one injector, one oracle,
+// the same as users run on their own graphs); seeded and reproducible.
 //
 // Each run draws a graph from its own seed (derived from --seed and the run number):
 //
 //   source -> pre stages -> [ broadcast | round_robin | partition -> branches -> merge ] -> post stages -> sink
 //
 // with random capacities, replicas (ordered or not), filters, slow stages, a stage that
-// is stuck for a while (sometimes past the teardown deadline), at most one injected
-// exception (policy stop, skip or restart) and at most one control event (cancel,
-// request_stop, or a sink that finishes early). Items carry their source index and a
-// padding of random size, so that memory is worth measuring.
+// is stuck for a while (sometimes past the deadline), one stage under error policy skip
+// or restart, and sometimes a sink that finishes early. Items carry their source index
+// and a padding of random size, so that memory is worth measuring. The run itself is
+// sluice::testing::run_one with the run's seed: delays and injected_fault at the graph's
+// pushes and pops, at most one cancel() or request_stop().
 //
 // Checks per run:
-//   outcome   stage_error names the stage that threw (policy stop); cancelled only after
-//             cancel(); a normal return only when no fatal exception was thrown.
-//   data      exactly once: delivered + what every dead letter would have delivered +
-//             what the injected exception dropped == what the produced items should
-//             deliver (computed from the graph's filters and fan-outs). A normal return
-//             delivers everything (request_stop: everything produced; early finish: the
-//             count the sink asked for).
-//   teardown  after a failure or cancel, run() returns within the teardown deadline (or
-//             when the stuck stage wakes); a stage stuck past the deadline is named in
-//             report.stuck, one that woke well before is not.
-//   counters  report.balanced() (pushed == popped + discarded, nothing left buffered);
-//             skipped/restarted exceptions show in the stage's errors/restarts.
-//   threads   /proc/self/task has as many entries after the run as before.
+//   engine    everything sluice::testing checks (sluice/testing.hpp): ended within the
+//             deadline of its last fault (a stage holding it up is named), what run()
+//             threw, no injected fault swallowed, pushed == popped + discarded on every
+//             channel, cleanup once per replica and stage, no thread left behind. The
+//             injected stuck stage, when stuck past the deadline, must be what it names.
+//   data      exactly once: delivered + what every dead letter would have delivered ==
+//             what the produced items should deliver (computed from the graph's filters
+//             and fan-outs). A normal return without a stop delivers everything (early
+//             finish: the count the sink asked for).
 //   memory    peak RSS growth stays under 2 x (sum of channel capacities x item size) plus
 //             a fixed allowance for thread stacks and the allocator.
 // A violation prints the run's seed and graph; --replay SEED runs that one again.
@@ -55,6 +53,7 @@
 #include "commands.hpp"
 #include "progress.hpp"
 #include "sluice/graph.hpp"
+#include "sluice/testing.hpp"
 #include "sys.hpp"
 
 namespace sluice::tool {
@@ -69,7 +68,20 @@ constexpr int kSlow = 4;  // sanitizer builds: more slack for time and memory
 constexpr int kSlow = 1;
 #endif
 
-constexpr auto kTeardownDeadline = 200ms;
+// The engine's deadline (and the graphs' teardown deadline).
+constexpr std::chrono::milliseconds kTeardownDeadline = 200ms * kSlow;
+
+// What the engine injects (sluice::testing::stress_options).
+testing::stress_options engine_options() {
+  testing::stress_options o;
+  o.fail_probability = 0.002;
+  o.delay_probability = 0.01;
+  o.max_delay = 500us;
+  o.cancel_probability = 0.2;
+  o.stop_probability = 0.2;
+  o.deadline = kTeardownDeadline;
+  return o;
+}
 
 // ---- the item -----------------------------------------------------------------
 
@@ -102,9 +114,10 @@ struct stuck_spec {
   std::chrono::milliseconds for_{0};
 };
 
+// One stage under a policy other than stop (what the engine's faults there then do).
 struct fault_spec {
   int stage = -1;  // -1: none
-  std::uint64_t at = 0;
+  std::uint64_t at = 0;  // unused (drawn to keep the seed's graphs as they were)
   fault_policy policy = fault_policy::stop;
 };
 
@@ -234,23 +247,16 @@ graph_spec make_spec(std::uint64_t seed, const shape_filter& shapes) {
     g.fault.policy = p <= 1 ? fault_policy::stop : p == 2 ? fault_policy::skip : fault_policy::restart;
   }
   const std::uint64_t c = uni(0, 9);
-  if (c <= 3) {
-    g.control.kind = control_kind::none;
-  } else if (c <= 5) {
-    g.control.kind = control_kind::cancel;
-  } else if (c <= 7) {
-    g.control.kind = control_kind::request_stop;
+  if (c <= 7) {
+    g.control.kind = control_kind::none;  // cancel() and request_stop() are the engine's now
   } else {
     g.control.kind = control_kind::early_finish;
     g.control.early_after = uni(1, std::max<std::uint64_t>(1, g.items / 2));
   }
   g.control.after = std::chrono::microseconds(uni(0, 20000));
   if (g.stuck.stage >= 0 && g.stuck.for_ > kTeardownDeadline) {
-    // A stage stuck past the deadline: get stuck early and cancel while it is, so that
-    // the teardown has to name it.
+    // A stage stuck past the deadline: get stuck early, so that the engine has to name it.
     g.stuck.at = uni(0, std::min<std::uint64_t>(g.items - 1, 8));
-    g.control.kind = control_kind::cancel;
-    g.control.after = std::chrono::microseconds(uni(20000, 60000));
   }
   return g;
 }
@@ -284,8 +290,8 @@ std::string describe(const graph_spec& g) {
   }
   if (g.fault.stage >= 0) {
     static const char* kPol[] = {"stop", "skip", "restart"};
-    t += "\n    fault: throw in " + g.stages[static_cast<std::size_t>(g.fault.stage)].name + " at v=" +
-         std::to_string(g.fault.at) + " (policy " + kPol[static_cast<int>(g.fault.policy)] + ")";
+    t += "\n    policy: " + g.stages[static_cast<std::size_t>(g.fault.stage)].name + " under " +
+         kPol[static_cast<int>(g.fault.policy)];
   }
   switch (g.control.kind) {
     case control_kind::none: break;
@@ -412,340 +418,195 @@ class rss_watch {
 
 // Shared state the stage functions report into (they outlive restarts and replicas).
 struct run_state {
-  std::atomic<bool> fault_fired{false};
-  std::atomic<std::int64_t> fault_at_ns{0};
   std::atomic<bool> stuck_fired{false};
-  std::atomic<std::int64_t> stuck_begin_ns{0};
-  std::atomic<std::int64_t> stuck_end_ns{0};
   std::atomic<std::uint64_t> produced{0};
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> sink_calls{0};
   std::mutex dead_mu;
   std::vector<std::pair<std::string, std::uint64_t>> dead;  // channel, v
   std::vector<std::pair<std::string, std::uint64_t>> failed;  // dead letters with an error: stage, v
-  std::mutex stuck_mu;
-  std::vector<std::string> on_stuck_names;
 };
 
-std::int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count(); }
+// Builds the spec's graph on g (called by the engine, once per run).
+void build_graph(graph& g, const graph_spec& spec, const std::shared_ptr<run_state>& st) {
+  const std::string pad(spec.pad, 'p');
+  auto src = g.source<stress_item>(
+      "source",
+      [st, &spec, pad](sender<stress_item>& tx, std::stop_token stop) {
+        for (std::uint64_t v = 0; v < spec.items; ++v) {
+          if (stop.stop_requested()) return;
+          if (!tx.push(stress_item{v, pad})) return;
+          st->produced.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after the join
+        }
+      },
+      stage_options{.capacity = spec.source_capacity});
 
-struct injected_fault : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+  // The stage function: slow and stuck behaviour keyed by the item's value.
+  auto behaviour = [st, &spec](int index) {
+    const stage_spec& s = spec.stages[static_cast<std::size_t>(index)];
+    struct fn_state {
+      std::uint64_t seen = 0;
+    };
+    return [st, &spec, index, s, local = fn_state{}](const stress_item& it) mutable {
+      if (s.slow_every && ++local.seen % s.slow_every == 0) std::this_thread::sleep_for(s.slow_sleep);
+      if (spec.stuck.stage == index && it.v == spec.stuck.at && !st->stuck_fired.exchange(true)) {
+        std::this_thread::sleep_for(spec.stuck.for_);  // ignores the stop token on purpose
+      }
+      return passes(s, it.v);
+    };
+  };
+  auto add = [&](int index, stream<stress_item> in) -> stream<stress_item> {
+    const stage_spec& s = spec.stages[static_cast<std::size_t>(index)];
+    stage_options o;
+    o.capacity = s.capacity;
+    o.replicas = s.replicas;
+    o.ordered = s.ordered;
+    if (spec.fault.stage == index) {
+      if (spec.fault.policy == fault_policy::skip) o.on_error = error_policy::skip;
+      if (spec.fault.policy == fault_policy::restart) o.on_error = restart{.max = 2, .within = 10s, .backoff = 1ms};
+    }
+    auto fn = behaviour(index);
+    if (s.filter) return g.filter(s.name, in, [fn](const stress_item& it) mutable { return fn(it); }, o);
+    return g.map(s.name, in, [fn](stress_item it) mutable {
+      (void)fn(it);
+      return it;
+    }, o);
+  };
 
-run_outcome run_one(const graph_spec& spec) {
+  stream<stress_item> cur = src;
+  for (int i : spec.pre) cur = add(i, cur);
+  if (spec.fan != fan_kind::none) {
+    const std::size_t n = spec.branches.size();
+    std::vector<stream<stress_item>> outs;
+    if (spec.fan == fan_kind::broadcast) {
+      outs = g.broadcast(cur, n);
+    } else if (spec.fan == fan_kind::round_robin) {
+      outs = g.round_robin(cur, n);
+    } else {
+      outs = g.partition(cur, n, [](const stress_item& it) { return it.v; });
+    }
+    for (std::size_t b = 0; b < n; ++b) {
+      for (int i : spec.branches[b]) outs[b] = add(i, outs[b]);
+    }
+    cur = g.merge(std::move(outs));
+  }
+  for (int i : spec.post) cur = add(i, cur);
+  g.sink("sink", cur, [st, &spec, seen = std::uint64_t{0}](stress_item) mutable {
+    if (spec.sink_slow_every && ++seen % spec.sink_slow_every == 0) std::this_thread::sleep_for(spec.sink_slow_sleep);
+    st->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after the join
+    const std::uint64_t call = st->sink_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+    return !(spec.control.kind == control_kind::early_finish && call == spec.control.early_after);
+  });
+}
+
+run_outcome run_one(const graph_spec& spec, const testing::stress_options& engine) {
   run_outcome out;
   auto violation = [&](std::string what) { out.violations.push_back(std::move(what)); };
 
   return_free_memory();
-  const std::size_t threads_before = thread_count();
   const std::uint64_t rss_before = rss_bytes();
   auto st = std::make_shared<run_state>();
 
   graph_options go;
-  go.teardown_deadline = kTeardownDeadline;
   go.on_discard = [st](const dead_letter& d) {
     std::lock_guard lk(st->dead_mu);
     const stress_item* it = d.get<stress_item>();
     st->dead.emplace_back(std::string(d.channel()), it ? it->v : ~std::uint64_t{0});
     if (d.error()) st->failed.emplace_back(std::string(d.stage()), it ? it->v : ~std::uint64_t{0});
   };
-  const std::string injected_stuck =
-      spec.stuck.stage >= 0 ? spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name : std::string();
-  go.on_stuck = [st, injected_stuck](const std::string& name) {
-    {
-      std::lock_guard lk(st->stuck_mu);
-      st->on_stuck_names.push_back(name);
-    }
-    // The injected stuck stage is expected here; any other stage stuck past the deadline
-    // is said at once (the run never hangs silently), and is a violation once it returns.
-    if (name != injected_stuck) {
-      std::fprintf(stderr, "sluice stress: stage '%s' is still running %lld ms after the teardown began (not the "
-                   "injected stuck stage); waiting for it\n", name.c_str(),
-                   static_cast<long long>(kTeardownDeadline.count()));
-      std::fflush(stderr);
-    }
-  };
+  const std::string injected_stuck = spec.stuck.stage >= 0 && spec.stuck.for_ > kTeardownDeadline
+                                         ? spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name
+                                         : std::string();
   std::optional<rss_watch> mem;
-  mem.emplace();  // started before the graph's threads (its own thread is joined before counting)
-
-  std::optional<report> rep;
-  std::string outcome = "ok";
-  std::string failed_stage;
-  std::int64_t t_cancel = 0, t_return = 0;
+  mem.emplace();  // its thread exists before the engine's baseline and after its count
   const auto t0 = clock::now();
-  {
-    graph g(go);
-    const std::string pad(spec.pad, 'p');
-    auto src = g.source<stress_item>(
-        "source",
-        [st, &spec, pad](sender<stress_item>& tx, std::stop_token stop) {
-          for (std::uint64_t v = 0; v < spec.items; ++v) {
-            if (stop.stop_requested()) return;
-            if (!tx.push(stress_item{v, pad})) return;
-            st->produced.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after the join
-          }
-        },
-        stage_options{.capacity = spec.source_capacity});
-
-    // The stage function: slow, stuck and fault injections keyed by the item's value.
-    auto behaviour = [st, &spec](int index) {
-      const stage_spec& s = spec.stages[static_cast<std::size_t>(index)];
-      struct fn_state {
-        std::uint64_t seen = 0;
-      };
-      return [st, &spec, index, s, local = fn_state{}](const stress_item& it) mutable {
-        if (s.slow_every && ++local.seen % s.slow_every == 0) std::this_thread::sleep_for(s.slow_sleep);
-        if (spec.stuck.stage == index && it.v == spec.stuck.at && !st->stuck_fired.exchange(true)) {
-          st->stuck_begin_ns.store(now_ns());
-          std::this_thread::sleep_for(spec.stuck.for_);  // ignores the stop token on purpose
-          st->stuck_end_ns.store(now_ns());
-        }
-        if (spec.fault.stage == index && it.v == spec.fault.at && !st->fault_fired.exchange(true)) {
-          st->fault_at_ns.store(now_ns());
-          throw injected_fault("injected fault in " + s.name + " at v=" + std::to_string(it.v));
-        }
-        return passes(s, it.v);
-      };
-    };
-    auto add = [&](int index, stream<stress_item> in) -> stream<stress_item> {
-      const stage_spec& s = spec.stages[static_cast<std::size_t>(index)];
-      stage_options o;
-      o.capacity = s.capacity;
-      o.replicas = s.replicas;
-      o.ordered = s.ordered;
-      if (spec.fault.stage == index) {
-        if (spec.fault.policy == fault_policy::skip) o.on_error = error_policy::skip;
-        if (spec.fault.policy == fault_policy::restart) o.on_error = restart{.max = 2, .within = 10s, .backoff = 1ms};
-      }
-      auto fn = behaviour(index);
-      if (s.filter) return g.filter(s.name, in, [fn](const stress_item& it) mutable { return fn(it); }, o);
-      return g.map(s.name, in, [fn](stress_item it) mutable {
-        (void)fn(it);
-        return it;
-      }, o);
-    };
-
-    stream<stress_item> cur = src;
-    for (int i : spec.pre) cur = add(i, cur);
-    if (spec.fan != fan_kind::none) {
-      const std::size_t n = spec.branches.size();
-      std::vector<stream<stress_item>> outs;
-      if (spec.fan == fan_kind::broadcast) {
-        outs = g.broadcast(cur, n);
-      } else if (spec.fan == fan_kind::round_robin) {
-        outs = g.round_robin(cur, n);
-      } else {
-        outs = g.partition(cur, n, [](const stress_item& it) { return it.v; });
-      }
-      for (std::size_t b = 0; b < n; ++b) {
-        for (int i : spec.branches[b]) outs[b] = add(i, outs[b]);
-      }
-      cur = g.merge(std::move(outs));
-    }
-    for (int i : spec.post) cur = add(i, cur);
-    g.sink("sink", cur, [st, &spec, seen = std::uint64_t{0}](stress_item) mutable {
-      if (spec.sink_slow_every && ++seen % spec.sink_slow_every == 0) std::this_thread::sleep_for(spec.sink_slow_sleep);
-      st->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after the join
-      const std::uint64_t call = st->sink_calls.fetch_add(1, std::memory_order_relaxed) + 1;
-      return !(spec.control.kind == control_kind::early_finish && call == spec.control.early_after);
-    });
-
-    // The control thread: cancel or request_stop after a delay (joined before g dies).
-    std::mutex cmu;
-    std::condition_variable ccv;
-    bool finished = false;
-    std::atomic<std::int64_t> cancel_at{0};
-    std::thread control;
-    g.start();
-    if (spec.control.kind == control_kind::cancel || spec.control.kind == control_kind::request_stop) {
-      control = std::thread([&] {
-        std::unique_lock lk(cmu);
-        if (ccv.wait_for(lk, spec.control.after, [&] { return finished; })) return;
-        lk.unlock();
-        if (spec.control.kind == control_kind::cancel) {
-          cancel_at.store(now_ns());
-          g.cancel();
-        } else {
-          g.request_stop();
-        }
-      });
-    }
-    try {
-      rep = g.wait();
-    } catch (const stage_error& e) {
-      outcome = "stage_error";
-      failed_stage = e.stage();
-      rep = g.last_report();
-    } catch (const cancelled&) {
-      outcome = "cancelled";
-      rep = g.last_report();
-    } catch (const std::exception& e) {
-      outcome = std::string("unexpected exception: ") + e.what();
-      rep = g.last_report();
-    }
-    t_return = now_ns();
-    {
-      std::lock_guard lk(cmu);
-      finished = true;
-    }
-    ccv.notify_all();
-    if (control.joinable()) control.join();
-    t_cancel = cancel_at.load();
-  }
+  testing::run_result res = testing::run_one([&](graph& g) { build_graph(g, spec, st); }, spec.seed, engine, go);
   out.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-  out.outcome = outcome;
-  out.stuck_named = rep && !rep->stuck.empty();
-  out.early = spec.control.kind == control_kind::early_finish && st->sink_calls.load() == spec.control.early_after;
   const std::uint64_t rss_peak = mem->stop();
   mem.reset();
 
-  // ---- checks ----
-  const bool fault_fired = st->fault_fired.load();
-  const bool fatal = fault_fired && spec.fault.policy == fault_policy::stop;
-  const std::string fault_stage = spec.fault.stage >= 0 ? spec.stages[static_cast<std::size_t>(spec.fault.stage)].name : "";
-
-  // Outcome.
-  if (outcome == "stage_error") {
-    if (!fatal) violation("run threw stage_error (stage '" + failed_stage + "') but no fatal exception was injected");
-    if (fatal && failed_stage != fault_stage) {
-      violation("stage_error names '" + failed_stage + "', the exception was injected in '" + fault_stage + "'");
+  std::string outcome = "ok";
+  if (res.error) {
+    try {
+      std::rethrow_exception(res.error);
+    } catch (const stage_error&) {
+      outcome = "stage_error";
+    } catch (const cancelled&) {
+      outcome = "cancelled";
+    } catch (const std::exception& e) {
+      outcome = std::string("unexpected exception: ") + e.what();
     }
-  } else if (outcome == "cancelled") {
-    if (t_cancel == 0) violation("run threw cancelled but cancel() was never called");
-  } else if (outcome == "ok") {
-    if (fatal) violation("an exception was thrown in '" + fault_stage + "' (policy stop) but run() returned normally");
-  } else {
-    violation(outcome);
   }
-  if (fatal && t_cancel == 0 && outcome != "stage_error") violation("the injected failure did not fail the run");
+  out.outcome = outcome;
+  out.stuck_named = !res.stuck.empty();
+  out.early = spec.control.kind == control_kind::early_finish && st->sink_calls.load() == spec.control.early_after;
 
-  // Exactly-once: delivered + dead letters' deliveries + the fault's loss == expected.
+  // ---- the engine's checks (the injected stuck stage may be named: that is its job) ----
+  bool stuck_named = false;
+  for (const auto& v : res.violations) {
+    if (!injected_stuck.empty() && v.stage == injected_stuck) {
+      stuck_named = true;
+      continue;
+    }
+    violation((v.stage.empty() ? std::string() : "stage '" + v.stage + "': ") + v.what);
+  }
+  (void)stuck_named;
+  if (res.abandoned) return out;  // its graph is still running: nothing more to read
+
+  // ---- exactly once: delivered + dead letters' deliveries == expected ----
+  if (!st->failed.empty()) {
+    violation(std::to_string(st->failed.size()) + " dead letters carry an error but no stage function threw");
+  }
   const std::uint64_t produced = st->produced.load();
   std::uint64_t expected = 0;
   for (std::uint64_t v = 0; v < produced; ++v) expected += deliveries_of(spec, v);
-  // The item the injected exception hit is a dead letter with that error (and the dead
-  // letters below count what it would have delivered), whatever the stage's policy.
-  const std::uint64_t lost_to_fault = 0;  // counted among the dead letters now
-  const std::uint64_t fault_loss =
-      fault_fired ? deliveries_from(spec, {position::stage, spec.fault.stage}, spec.fault.at) : 0;
-  if (fault_fired) {
-    const bool one = st->failed.size() == 1 && st->failed.front().first == fault_stage &&
-                     st->failed.front().second == spec.fault.at;
-    if (!one) {
-      violation("the injected exception in '" + fault_stage + "' at v=" + std::to_string(spec.fault.at) + " gave " +
-                std::to_string(st->failed.size()) + " dead letters with an error (want exactly that one)");
-    }
-  } else if (!st->failed.empty()) {
-    violation(std::to_string(st->failed.size()) + " dead letters carry an error but no exception was injected");
-  }
   std::uint64_t dead_value = 0;
   std::size_t unknown_dead = 0;
-  if (rep) {
-    for (const auto& [channel, v] : st->dead) {
-      const metrics::channel_snapshot* ch = nullptr;
-      for (const auto& c : rep->metrics.channels)
-        if (c.name == channel) ch = &c;
-      if (ch == nullptr || v == ~std::uint64_t{0}) {
-        ++unknown_dead;
-        continue;
-      }
-      // What the item would have delivered from the channel's consumer on.
-      int consumer = -1;
-      for (std::size_t i = 0; i < spec.stages.size(); ++i)
-        if (spec.stages[i].name == ch->to) consumer = static_cast<int>(i);
-      if (ch->to == "sink") {
-        dead_value += 1;
-      } else if (consumer >= 0) {
-        dead_value += deliveries_from(spec, {position::stage, consumer}, v);
-      } else {
-        // An internal stage: the fan-out (fed by the last pre stage or the source) or
-        // the merge (fed by a branch's last stage).
-        bool from_branch_end = false;
-        for (const auto& b : spec.branches)
-          if (!b.empty() && spec.stages[static_cast<std::size_t>(b.back())].name == ch->from) from_branch_end = true;
-        dead_value += from_branch_end ? after_merge(spec, v) : after_fan(spec, v);
-      }
+  for (const auto& [channel, v] : st->dead) {
+    const metrics::channel_snapshot* ch = nullptr;
+    for (const auto& c : res.report.metrics.channels)
+      if (c.name == channel) ch = &c;
+    if (ch == nullptr || v == ~std::uint64_t{0}) {
+      ++unknown_dead;
+      continue;
+    }
+    // What the item would have delivered from the channel's consumer on.
+    int consumer = -1;
+    for (std::size_t i = 0; i < spec.stages.size(); ++i)
+      if (spec.stages[i].name == ch->to) consumer = static_cast<int>(i);
+    if (ch->to == "sink") {
+      dead_value += 1;
+    } else if (consumer >= 0) {
+      dead_value += deliveries_from(spec, {position::stage, consumer}, v);
+    } else {
+      // An internal stage: the fan-out (fed by the last pre stage or the source) or
+      // the merge (fed by a branch's last stage).
+      bool from_branch_end = false;
+      for (const auto& b : spec.branches)
+        if (!b.empty() && spec.stages[static_cast<std::size_t>(b.back())].name == ch->from) from_branch_end = true;
+      dead_value += from_branch_end ? after_merge(spec, v) : after_fan(spec, v);
     }
   }
   if (unknown_dead) violation(std::to_string(unknown_dead) + " dead letters from unknown channels or of another type");
   const std::uint64_t delivered = st->delivered.load();
-  const std::uint64_t accounted = delivered + dead_value + lost_to_fault;
+  const std::uint64_t accounted = delivered + dead_value;
   if (accounted != expected) {
     violation("exactly-once: " + std::to_string(produced) + " produced should deliver " + std::to_string(expected) +
               ", but delivered " + std::to_string(delivered) + " + dead letters worth " + std::to_string(dead_value) +
-              " + lost to the injected exception " + std::to_string(lost_to_fault) + " = " + std::to_string(accounted));
+              " = " + std::to_string(accounted));
   }
-  if (outcome == "ok") {
-    const std::uint64_t want = expected - fault_loss;
-    if (spec.control.kind == control_kind::early_finish && want >= spec.control.early_after) {
+  if (outcome == "ok" && !res.stopped) {
+    if (spec.control.kind == control_kind::early_finish && expected >= spec.control.early_after) {
       if (delivered != spec.control.early_after) {
         violation("the sink finished early after " + std::to_string(spec.control.early_after) + " items but " +
                   std::to_string(delivered) + " were delivered");
       }
-    } else if (delivered != want) {
-      violation("normal return delivered " + std::to_string(delivered) + " of " + std::to_string(want));
+    } else if (delivered != expected) {
+      violation("normal return delivered " + std::to_string(delivered) + " of " + std::to_string(expected));
     }
-    if (spec.control.kind != control_kind::request_stop && t_cancel == 0 && produced != spec.items &&
-        spec.control.kind != control_kind::early_finish) {
+    if (produced != spec.items && spec.control.kind != control_kind::early_finish) {
       violation("normal return but the source produced " + std::to_string(produced) + " of " + std::to_string(spec.items));
     }
-  }
-
-  // Counters.
-  if (!rep) {
-    violation("no report");
-  } else {
-    if (!rep->balanced()) violation("report.balanced() is false: " + metrics::to_json(rep->metrics));
-    if (fault_fired && spec.fault.policy != fault_policy::stop) {
-      for (const auto& s : rep->metrics.stages) {
-        if (s.name != fault_stage) continue;
-        if (s.errors < 1) violation("stage '" + s.name + "' threw once but reports errors=0");
-        if (spec.fault.policy == fault_policy::restart && s.restarts != 1 && outcome == "ok") {
-          violation("stage '" + s.name + "' restarted once but reports restarts=" + std::to_string(s.restarts));
-        }
-      }
-    }
-  }
-
-  // Teardown time and stuck stages.
-  std::int64_t trigger = 0;
-  if (outcome == "stage_error") trigger = st->fault_at_ns.load();
-  if (outcome == "cancelled") trigger = t_cancel;
-  if (trigger != 0) {
-    const std::int64_t deadline = std::chrono::duration_cast<std::chrono::nanoseconds>(kTeardownDeadline).count();
-    const std::int64_t slack = 500'000'000LL * kSlow;
-    const std::int64_t stuck_end = st->stuck_end_ns.load();
-    const std::int64_t allowed = std::max(trigger + deadline, stuck_end) + slack;
-    if (t_return > allowed) {
-      violation("teardown took " + std::to_string((t_return - trigger) / 1'000'000) + " ms (deadline " +
-                std::to_string(deadline / 1'000'000) + " ms)");
-    }
-    if (rep) {
-      for (const auto& name : rep->stuck) {
-        if (spec.stuck.stage < 0 || name != spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name) {
-          violation("stage '" + name + "' was stuck past the teardown deadline but is not the injected stuck stage");
-        }
-      }
-    }
-    if (rep && st->stuck_fired.load() && spec.stuck.stage >= 0) {
-      const std::string& name = spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name;
-      const bool named = std::find(rep->stuck.begin(), rep->stuck.end(), name) != rep->stuck.end();
-      const std::int64_t margin = 100'000'000LL * kSlow;
-      const std::int64_t begin = st->stuck_begin_ns.load();
-      if (begin < trigger && stuck_end > trigger + deadline + margin && !named) {
-        violation("stage '" + name + "' was stuck past the teardown deadline but the report does not name it");
-      }
-      if (named && stuck_end != 0 && stuck_end < trigger + deadline - margin) {
-        violation("stage '" + name + "' is named stuck but woke before the teardown deadline");
-      }
-    }
-  }
-
-  // Threads.
-  const std::size_t threads_after = thread_count();
-  if (threads_after != threads_before) {
-    violation("threads: " + std::to_string(threads_before) + " before the run, " + std::to_string(threads_after) + " after");
   }
 
   // Memory: 2 x (sum of capacities x item size) + allowance. Channels of routing stages
@@ -857,9 +718,11 @@ int cmd_stress(int argc, char** argv) {
   bool verbose = false;
   shape_filter shapes;
   arg_parser p("sluice stress",
-               "Random graphs with slow and stuck stages, injected exceptions and random cancel /\n"
-               "request_stop, each checked for outcome, exactly-once accounting, teardown time, leaked\n"
-               "threads and memory. Seeded: a violation prints the run's seed; --replay SEED reruns it.");
+               "Random graphs with slow and stuck stages under sluice::testing's fault injection (delays\n"
+               "and injected faults at every push and pop, a random cancel / request_stop), each checked\n"
+               "by its oracle (teardown time, outcome, accounting, cleanup, leaked threads) and for\n"
+               "exactly-once delivery and memory. Seeded: a violation prints the run's seed; --replay\n"
+               "SEED reruns it.");
   p.custom("--seed", "SEED", "seed of the whole session, decimal or 0x hex (default: from the clock)", "",
            [&](std::string_view v) {
              seed_given = true;
@@ -905,6 +768,7 @@ int cmd_stress(int argc, char** argv) {
   if (!p.parse(argc, argv)) return 0;
   if (runs == 0 && !replay) p.bad("--runs", "0", "at least 1");
   if (!seed_given) seed = static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
+  const testing::stress_options engine = engine_options();
 
   std::vector<std::uint64_t> run_seeds;
   if (replay) {
@@ -928,7 +792,7 @@ int cmd_stress(int argc, char** argv) {
     const std::string text = describe(spec);
     guard.arm("  run " + std::to_string(i + 1) + " seed " + hex(spec.seed) + "\n    " + text +
               "\n  replay: sluice stress --replay " + hex(spec.seed) + fan_arg);
-    const run_outcome r = run_one(spec);
+    const run_outcome r = run_one(spec, engine);
     guard.disarm();
     ++done;
     n_ok += r.outcome == "ok";

@@ -282,22 +282,42 @@ struct abandoned_run {
 std::mutex g_abandoned_mu;
 std::vector<abandoned_run>* g_abandoned = nullptr;  // guarded by g_abandoned_mu; leaked on purpose
 
-// The stages holding a run up: alive (running/stuck), and for a stop, not waiting for an
-// alive stage upstream (the downstream ones drain what it still sends).
-std::vector<std::string> culprits(const metrics::snapshot& s, bool upstream_rule) {
-  std::set<std::string> alive;
-  for (const auto& st : s.stages) {
-    if (st.state == "running" || st.state == "stuck") alive.insert(st.name);
+// The stages holding a run up, from two snapshots a moment apart. Alive: running or
+// stuck. While items still flow (a stop that a source ignores), the alive stages that
+// produced with no producing stage upstream: the downstream ones only drain what it
+// sends. When nothing flows, the alive stages not parked on a channel whose other side
+// is alive (they are in their own code, or waiting for something that will not come).
+std::vector<std::string> culprits(const sluice::graph& g) {
+  const metrics::snapshot a = g.snapshot();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const metrics::snapshot b = g.snapshot();
+  std::set<std::string> alive, produced;
+  for (const auto& st : b.stages) {
+    if (st.state != "running" && st.state != "stuck") continue;
+    alive.insert(st.name);
+    for (const auto& old : a.stages) {
+      if (old.name == st.name && st.items_out > old.items_out) produced.insert(st.name);
+    }
   }
   std::vector<std::string> out;
-  for (const auto& name : alive) {
-    bool waits = false;
-    if (upstream_rule) {
-      for (const auto& c : s.channels) {
-        if (c.to == name && alive.count(c.from) != 0) waits = true;
+  if (!produced.empty()) {
+    for (const auto& name : produced) {
+      bool fed = false;
+      for (const auto& c : b.channels) {
+        if (c.to == name && produced.count(c.from) != 0) fed = true;
       }
+      if (!fed) out.push_back(name);
     }
-    if (!waits) out.push_back(name);
+  } else {
+    for (const auto& st : b.stages) {
+      if (alive.count(st.name) == 0) continue;
+      bool parked = false;
+      for (const auto& c : b.channels) {
+        if (c.name != st.blocked_on) continue;
+        parked = (st.blocked_op == "push" && alive.count(c.to) != 0) || (st.blocked_op == "pop" && alive.count(c.from) != 0);
+      }
+      if (!parked) out.push_back(st.name);
+    }
   }
   if (out.empty()) out.assign(alive.begin(), alive.end());
   return out;
@@ -377,7 +397,7 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
     if (phase <= 1) {
       const std::string why = torn ? (eng->cancelled_by_us() ? "the cancel()" : "a stage failure")
                                    : (phase == 1 ? "stress's closing request_stop()" : "the request_stop()");
-      for (const auto& name : culprits(g->snapshot(), !torn)) {
+      for (const auto& name : culprits(*g)) {
         add(name, "the run did not end within " + ms_text(o.deadline) + " of its last fault (after " + why +
                       "): stage '" + name + "' is still running" + (!torn ? " (does it ignore its stop token?)" : ""));
       }
@@ -387,7 +407,7 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
       continue;
     }
     // Cancelled and still not over: a stage that never returns. Leave it running.
-    for (const auto& name : culprits(g->snapshot(), false)) {
+    for (const auto& name : culprits(*g)) {
       add(name, "stage '" + name + "' did not return even " + ms_text(o.deadline) +
                     " after cancel(); the run is abandoned (its threads are left running) and stress stops here");
     }

@@ -328,4 +328,39 @@ TEST(testing_stress, ordered_replicas_restart_after_a_push_that_threw_without_lo
   }
 }
 
+TEST(testing_stress, a_push_that_throws_in_broadcast_or_merge_loses_no_item) {
+  // source -> broadcast(2) -> a, b -> merge -> sink. The n-th push of the broadcast (or of
+  // the merge) throws: the graph fails, and every item is delivered or a dead letter,
+  // counted by what it would have delivered (2 before the broadcast, 1 after).
+  for (const char* where : {"source.broadcast", "merge(a,b)"}) {
+    for (int n : {1, 2, 3}) {
+      throw_once hook(where, n);
+      std::atomic<long> produced{0}, delivered{0}, dead_worth{0};
+      sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+        dead_worth += d.channel() == "source -> source.broadcast" ? 2 : 1;
+      }});
+      sluice::detail::graph_access::core(g).set_fault_hook(&hook);
+      auto src = g.source<long>("source", [&produced](sluice::sender<long>& out) {
+        for (long i = 0; i < 200; ++i) {
+          if (!out.push(i)) return;
+          produced.fetch_add(1);
+        }
+      }, {.capacity = 4});
+      auto br = g.broadcast(src, 2);
+      auto a = g.map("a", br[0], [](long v) { return v; }, {.capacity = 4});
+      auto b = g.map("b", br[1], [](long v) { return v; }, {.capacity = 4});
+      g.sink("sink", g.merge(std::vector{a, b}), [&delivered](long) { delivered.fetch_add(1); });
+      g.start();
+      std::optional<sluice::report> r;
+      try {
+        r = g.wait_for(10s * kSlow);
+        ASSERT_TRUE(r.has_value()) << where << " n=" << n << ": hangs";
+      } catch (const sluice::stage_error& e) {
+        EXPECT_EQ(e.stage(), where);
+      }
+      EXPECT_EQ(delivered.load() + dead_worth.load(), 2 * produced.load()) << where << " n=" << n;
+    }
+  }
+}
+
 }  // namespace

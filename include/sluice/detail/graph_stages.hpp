@@ -546,7 +546,18 @@ class expand_order {
         slots_[next_ % w].reset();
       }
       bool ok = true;
-      while (ok && rx.pop_some(std::back_inserter(buf), kBatch) != 0) ok = push_batch(*graph_, out, out_, buf);
+      try {
+        while (ok && rx.pop_some(std::back_inserter(buf), kBatch) != 0) ok = push_batch(*graph_, out, out_, buf);
+      } catch (...) {
+        // A push that threw: what it held is a dead letter, and the order ends as when the
+        // output ends (the replicas stop waiting for a window that will not move).
+        discard_items(*graph_, out_, buf);
+        std::lock_guard lk(mu_);
+        dead_ = true;
+        for (auto& sl : slots_) sl.reset();
+        cv_.notify_all();
+        throw;
+      }
       std::lock_guard lk(mu_);
       ++next_;
       if (!ok) break;
@@ -673,9 +684,23 @@ class route_task final : public replica_task {
           }
           if (!live_[i]) {
             discard_items(*graph_, out_ch_[i], copy);
-          } else if (!push_batch(*graph_, outs_[i], out_ch_[i], copy)) {
-            drop(i);
+            continue;
           }
+          bool ok = false;
+          try {
+            ok = push_batch(*graph_, outs_[i], out_ch_[i], copy);
+          } catch (...) {
+            // The push threw (an injected fault, a throwing copy): this branch's copy and
+            // those of the branches not reached yet are dead letters, each of its branch.
+            discard_items(*graph_, out_ch_[i], copy);
+            for (std::size_t j = i + 1; j < last && hook; ++j) {
+              std::vector<T> rest = in_;
+              discard_items(*graph_, out_ch_[j], rest);
+            }
+            in_.clear();
+            throw;
+          }
+          if (!ok) drop(i);
         }
         in_.clear();
       } else {
@@ -741,8 +766,13 @@ class forward_task final : public replica_task {
   void run(replica_env& env) override {
     std::vector<T> buf;
     buf.reserve(batch_);
-    while (!env.stopping() && rx_.pop_some(std::back_inserter(buf), batch_) != 0) {
-      if (!push_batch(*graph_, tx_, out_ch_, buf)) return;
+    try {
+      while (!env.stopping() && rx_.pop_some(std::back_inserter(buf), batch_) != 0) {
+        if (!push_batch(*graph_, tx_, out_ch_, buf)) return;
+      }
+    } catch (...) {
+      discard_items(*graph_, out_ch_, buf);  // a push that threw: what it held is a dead letter
+      throw;
     }
   }
   void renew() override {}
