@@ -49,6 +49,9 @@
 #include "bench/histogram.hpp"
 #include "bench/pacing.hpp"
 #include "bench/report_html.hpp"
+#if SLUICE_HAVE_JETSTREAM
+#include "bench/cut.hpp"  // --cut K --via URL: two processes joined by a JetStream edge
+#endif
 #include "commands.hpp"
 #include "progress.hpp"
 #include "sluice/graph.hpp"
@@ -728,7 +731,7 @@ void print_sweep_table(const bench_config& c, const std::vector<bench_result>& r
   }
   if (maxima.size() == 2 && maxima.count("tbb") != 0) {
     std::printf("\n  same offered load, both engines (shares of tbb's maximum); p50 / p99 / p99.9 in us\n");
-    std::printf("  %-8s %12s  %-36s %-36s\n", "load", "offered/s", "sluice", "tbb");
+    std::printf("  %-8s %12s  %-36s %s\n", "load", "offered/s", "sluice", "tbb");
     for (const double fr : c.shared_at) {
       const bench_result* s = find_point(rs, "sluice", "tbb", fr);
       const bench_result* t = find_point(rs, "tbb", "tbb", fr);
@@ -898,6 +901,9 @@ report_data make_report(const bench_config& c, const std::vector<bench_result>& 
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
+#if SLUICE_HAVE_JETSTREAM
+  if (bench::wants_cut(argc, argv)) return bench::cmd_bench_cut(argc, argv);
+#endif
   bench_config c;
   bool json_flag = false;
   arg_parser p("sluice bench",
