@@ -22,10 +22,13 @@
 // replica, with the probabilities given: a delay of up to max_delay, or an
 // injected_fault thrown out of that push or pop (the operation never started: the
 // item stays with the caller, the channel is untouched). At most once per run it calls
-// cancel() or request_stop() after the N-th channel operation of the whole graph. A run
-// that has not ended `deadline` after its last fault (or its start) gets a request_stop()
-// (a graph whose sources run until stopped is fine); one that still has not ended
-// `deadline` later is a violation naming the stage that holds it up, and is cancelled.
+// cancel() or request_stop() after the N-th channel operation of the whole graph (from
+// then on it injects delays only, so that a stage ignoring the stop is not hidden by a
+// failure that ends the run anyway). A run that has not ended `deadline` after its last
+// injected failure, cancel or stop (or its start; delays, each at most max_delay, do not
+// count) gets a request_stop() (a graph whose sources run until stopped is fine); one that
+// still has not ended `deadline` later is a violation naming the stage that holds it up,
+// and is cancelled.
 //
 // Checked after every run, each failure a `violation` naming the stage:
 //   - it ended within `deadline` of its last fault, of the stop or of the cancel (the

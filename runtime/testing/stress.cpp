@@ -130,7 +130,11 @@ class run_engine final : public detail::fault_hook {
     if (control_ != control::none && ops_.fetch_add(1, std::memory_order_relaxed) + 1 == control_at_) fire_control();
     const std::uint64_t r = mix(c->stream, k);
     const double u = unit(r);
-    if (u < o_.fail_probability) {
+    // No more injected failures once the run was asked to end (its cancel or stop, or
+    // stress's closing stop): a failure then would end a run that a stage holds up and
+    // hide it. Delays go on.
+    if (u < o_.fail_probability && !fired_.load(std::memory_order_relaxed) &&
+        !stopped_.load(std::memory_order_relaxed)) {
       const std::uint64_t serial = serial_.fetch_add(1, std::memory_order_relaxed) + 1;
       {
         std::lock_guard lk(mu_);
@@ -143,8 +147,9 @@ class run_engine final : public detail::fault_hook {
     if (u < o_.fail_probability + o_.delay_probability) {
       const auto span = std::max<clock::rep>(1, o_.max_delay.count());
       std::this_thread::sleep_for(clock::duration(static_cast<clock::rep>(mix(r, 7) % static_cast<std::uint64_t>(span))));
+      // Not a "last fault" for the deadline: delays never stop while a stage keeps going,
+      // and each is at most max_delay.
       delays_.fetch_add(1, std::memory_order_relaxed);
-      mark_fault();
     }
   }
   void on_thread_begin(const std::string& stage, std::size_t replica) noexcept override {
@@ -210,7 +215,7 @@ class run_engine final : public detail::fault_hook {
     std::lock_guard lk(mu_);
     stuck_.push_back(stage);
   }
-  // The time of the last fault (delay, failure, cancel, stop) or of the start.
+  // The time of the last injected failure, cancel or stop, or of the start.
   clock::time_point last_fault() const {
     return clock::time_point(clock::duration(last_fault_.load(std::memory_order_acquire)));
   }

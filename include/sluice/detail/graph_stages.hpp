@@ -203,17 +203,31 @@ class reorder_buffer {
 
   // Hands batch `seq` over (items is left empty). Returns false when the stage must
   // stop: the output ended, or teardown (the stop token) interrupted the wait.
-  bool deliver(std::uint64_t seq, std::vector<U>& items, sender<U>& tx, const std::stop_token& stop) {
+  // `stored` is set once the batch is in its slot: if this throws afterwards (a push of the
+  // emitter), the batch is the buffer's and the caller must not deliver it again.
+  bool deliver(std::uint64_t seq, std::vector<U>& items, sender<U>& tx, const std::stop_token& stop, bool& stored) {
     std::unique_lock lk(mu_);
     const std::size_t w = slots_.size();
-    if (!cv_.wait(lk, stop, [&] { return dead_ || seq < next_ + w; })) return false;
-    if (dead_) {
-      discard_items(*graph_, out_, items);
-      return false;
+    for (;;) {
+      // Also wakes for a batch that a push which threw left in the next slot while nobody
+      // emits: then this replica emits it (its own batch is not stored yet).
+      if (!cv_.wait(lk, stop, [&] { return dead_ || seq < next_ + w || (!emitting_ && slots_[next_ % w]); })) {
+        return false;
+      }
+      if (dead_) {
+        discard_items(*graph_, out_, items);
+        return false;
+      }
+      if (seq < next_ + w) break;
+      if (!emit(lk, tx)) {
+        discard_items(*graph_, out_, items);
+        return false;
+      }
     }
     auto& slot = slots_[seq % w];
     slot.emplace(std::move(items));
     items.clear();
+    stored = true;
     if (emitting_) return true;  // the emitter will find it
     return emit(lk, tx);
   }
@@ -384,14 +398,21 @@ class item_task final : public replica_task {
           return;
         }
       }
-      open_ = false;
+      // open_ stays set until the batch is handed on, so a push that throws (restart)
+      // resumes here with the same batch and number.
       if constexpr (kHasOutput) {
         if (order_) {
-          if (!order_->deliver(seq_, out_, tx_, env.stop_token())) return;
+          if (stored_) {
+            order_->flush(tx_);  // stored before a push threw: help emit it
+          } else if (!order_->deliver(seq_, out_, tx_, env.stop_token(), stored_)) {
+            return;
+          }
+          stored_ = false;
         } else if (!push_batch(*graph_, tx_, out_ch_, out_)) {
           return;  // the output ended (consumer finished early, or teardown)
         }
       }
+      open_ = false;
     }
   }
   void renew() override { fn_.renew(); }
@@ -438,6 +459,7 @@ class item_task final : public replica_task {
   std::vector<U> out_;
   std::uint64_t seq_ = 0;
   bool open_ = false;
+  bool stored_ = false;  // this batch is in the reorder buffer (a push threw after)
 };
 
 // ---- flat_map -----------------------------------------------------------------------
