@@ -1,6 +1,8 @@
-// Built by an embedding project (add_subdirectory or find_package): the library links
-// and a channel works.
+// Built by an embedding project (add_subdirectory or find_package): the library links,
+// a channel works, and sluice/testing.hpp (part of sluice::sluice) stresses a graph.
 #include <sluice/channel.hpp>
+#include <sluice/graph.hpp>
+#include <sluice/testing.hpp>
 
 #include <thread>
 
@@ -12,5 +14,17 @@ int main() {
   long sum = 0;
   for (int& v : rx) sum += v;
   producer.join();
-  return sum == 999L * 1000 / 2 ? 0 : 1;
+  if (sum != 999L * 1000 / 2) return 1;
+
+  sluice::testing::stress_options o;
+  o.runs = 3;
+  const auto r = sluice::testing::stress([](sluice::graph& g) {
+    auto s = g.source<int>("count", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 100 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    g.sink("drop", s, [](int) {});
+  }, o);
+  return r.ok() && r.runs == 3 ? 0 : 2;
 }
