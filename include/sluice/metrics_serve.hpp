@@ -26,7 +26,8 @@
 //   on the server's own threads ("sluice-http", not stages): the graph never waits on the
 //   server, and stopping or destroying it never blocks a stage. A request larger than a
 //   few KiB (headers, body) or slower than one second is refused or dropped without
-//   touching the graph. Serving after the graph has ended works (its final snapshot).
+//   touching the graph. One request per connection (no keep-alive), so no idle client holds
+//   a worker. Serving after the graph has ended works (its final snapshot).
 //   serve() returns once the socket is bound and listening.
 // Non-guarantees: the page shows an approximate, recent snapshot (see metrics.hpp).
 // Errors: serve throws std::invalid_argument for an address it cannot parse and

@@ -33,7 +33,6 @@ constexpr std::size_t kWorkers = 2;
 constexpr std::size_t kMaxPayload = 4096;  // no endpoint takes a body
 constexpr std::chrono::seconds kReadTimeout{1};
 constexpr std::chrono::seconds kWriteTimeout{2};
-constexpr time_t kKeepAliveSeconds = 5;
 
 void name_this_thread() { pthread_setname_np(pthread_self(), "sluice-http"); }
 
@@ -232,7 +231,10 @@ server serve(graph& g, std::string address) {
   http.set_payload_max_length(kMaxPayload);
   http.set_read_timeout(kReadTimeout);
   http.set_write_timeout(kWriteTimeout);
-  http.set_keep_alive_timeout(kKeepAliveSeconds);
+  // One request per connection: an idle keep-alive connection (a browser tab, a scraper)
+  // would hold one of the two workers for seconds; a poll a second can afford a handshake.
+  http.set_keep_alive_max_count(1);
+  http.set_keep_alive_timeout(1);  // a connection that sends nothing is dropped after a second
 
   // Read-only: GET (and HEAD, which httplib answers from the GET handlers) and nothing
   // else, refused before any body is read.

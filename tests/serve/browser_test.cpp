@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -54,6 +56,12 @@ struct temp_dir {
 std::vector<std::string> chromium_args(const temp_dir& dir) {
   return {"chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
           "--hide-scrollbars", "--user-data-dir=" + (dir.path / "profile").string()};
+}
+
+// The drawn part of a dumped page (the graph's element), for failure messages.
+std::string drawn(const std::string& dom) {
+  const std::size_t at = dom.find("id=\"graph\"");
+  return dom.substr(at == std::string::npos ? 0 : at, 4000);
 }
 
 std::string dump_dom(const std::string& url, const temp_dir& dir) {
@@ -210,9 +218,9 @@ TEST(Browser, LivePageDrawsEveryStageAndTheBottleneck) {
   temp_dir dir;
   const std::string dom = dump_dom(srv.url(), dir);
   for (const char* name : {"numbers", "square", "slow-sink"}) {
-    EXPECT_NE(dom.find(std::string("data-stage=\"") + name + "\""), std::string::npos) << name << "\n" << dom.substr(0, 3000);
+    EXPECT_NE(dom.find(std::string("data-stage=\"") + name + "\""), std::string::npos) << name << "\n" << drawn(dom);
   }
-  EXPECT_NE(dom.find("class=\"stage bottleneck\" data-stage=\"slow-sink\""), std::string::npos) << dom.substr(0, 3000);
+  EXPECT_NE(dom.find("class=\"stage bottleneck\" data-stage=\"slow-sink\""), std::string::npos) << drawn(dom);
   EXPECT_NE(dom.find(">bottleneck</text>"), std::string::npos);
   EXPECT_NE(dom.find("class=\"channel\""), std::string::npos);
   EXPECT_NE(dom.find(" / 16<"), std::string::npos) << "a channel labelled occupancy / capacity";
@@ -222,6 +230,62 @@ TEST(Browser, LivePageDrawsEveryStageAndTheBottleneck) {
   auto rep = lg.g.wait_for(30s);
   ASSERT_TRUE(rep.has_value());
   EXPECT_EQ(lg.sunk.load(), lg.produced.load());
+}
+
+// A stall: the sink waits on something outside the graph (counted as busy), both upstream
+// stages are blocked pushing into full channels, and nothing moves. The page sees no item
+// move across its polls (a second apart on its clock, virtual time here) and marks the
+// wait-for chain.
+TEST(Browser, LivePageMarksAStallsWaitForChain) {
+  SKIP_WITHOUT_CHROMIUM();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  sluice::graph g;
+  auto src = g.source<int>(
+      "numbers",
+      [](sluice::sender<int>& out, std::stop_token stop) {
+        for (int i = 0; !stop.stop_requested(); ++i) {
+          if (!out.push(i)) return;
+        }
+      },
+      {.capacity = 4});
+  auto parsed = g.map("parse", src, [](int v) { return v + 1; }, {.capacity = 4});
+  g.sink("store", parsed, [&](int) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, 60s, [&] { return release; });
+  });
+  g.start();
+  auto srv = sluice::metrics::serve(g, "127.0.0.1:0");
+  // Both upstream stages blocked on a push before the browser looks.
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  auto blocked = [&] {
+    int n = 0;
+    for (const auto& st : g.snapshot().stages) n += st.blocked_op == "push";
+    return n;
+  };
+  while (blocked() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(blocked(), 2);
+  temp_dir dir;
+  auto args = chromium_args(dir);
+  args.insert(args.end(), {"--virtual-time-budget=5000", "--dump-dom", srv.url()});
+  const auto r = run_process(args, 60s);
+  EXPECT_FALSE(r.timed_out);
+  const std::string& dom = r.out;
+  EXPECT_NE(dom.find("STALL"), std::string::npos) << drawn(dom);
+  EXPECT_NE(dom.find("numbers waits (push) on parse; parse waits (push) on store"), std::string::npos)
+      << drawn(dom);
+  EXPECT_NE(dom.find("class=\"stage stall\" data-stage=\"numbers\""), std::string::npos);
+  EXPECT_NE(dom.find("class=\"wait-for\""), std::string::npos);
+  screenshot_not_blank(srv.url(), dir, "stall.png");
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  srv.stop();
+  g.request_stop();
+  ASSERT_TRUE(g.wait_for(30s).has_value());
 }
 
 // A snapshot a bench run could end with: source -> parse -> enrich (x4) -> store, enrich
@@ -326,10 +390,10 @@ TEST(Browser, ReportDrawsTheGraphAndTheCharts) {
   const std::string dom = dump_dom(url, dir);
   for (const char* name : {"data-stage=\"source\"", "data-stage=\"parse\"", "data-stage=\"enrich &lt;x&amp;y&gt;\"",
                            "data-stage=\"store\""}) {
-    EXPECT_NE(dom.find(name), std::string::npos) << name << "\n" << dom.substr(0, 3000);
+    EXPECT_NE(dom.find(name), std::string::npos) << name << "\n" << drawn(dom);
   }
   EXPECT_NE(dom.find("class=\"stage bottleneck\" data-stage=\"enrich &lt;x&amp;y&gt;\""), std::string::npos)
-      << dom.substr(0, 4000);
+      << drawn(dom);
   EXPECT_NE(dom.find(">bottleneck</text>"), std::string::npos);
   EXPECT_NE(dom.find("1024 / 1024"), std::string::npos) << "the full channel's label";
   EXPECT_NE(dom.find("class=\"chart throughput\""), std::string::npos);

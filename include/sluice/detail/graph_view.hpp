@@ -10,8 +10,8 @@
 // with one box per stage (its fill and a stacked bar show busy / backpressured / starved
 // shares; the bottleneck has a thick red border and a "bottleneck" badge), one arrow per
 // channel labelled "occupancy / capacity". A stall is seen across updates: when no item
-// moved on any channel between two updates at least 2 s apart while stages are blocked,
-// the wait-for chain (who waits on which channel, held up by whom) is drawn in amber and
+// has moved on any channel for 2 s of the page's clock while stages are blocked, the
+// wait-for chain (who waits on which channel, held up by whom) is drawn in amber and
 // spelled out in the summary.
 //
 // Requires: a browser with ES2017 and SVG; no network, no other script.
@@ -123,20 +123,35 @@ var SluiceGraphView = (function () {
              height: TOP + maxRows * (BOX_H + GAP_Y) - GAP_Y + PAD };
   }
 
-  // The wait-for chain, as metrics::wait_link: each blocked stage, the channel it waits on
-  // and the stage holding it up (a push waits on the consumer, a pop on the producer).
+  // The wait-for chain, as the runtime's stall watchdog builds it (metrics::wait_link):
+  // from each blocked stage, the channel it waits on and the stage holding it up (a push
+  // waits on the consumer, a pop on the producer), followed while the holder is blocked
+  // too; the longest chain wins. A chain that ends at an idle inlet (a stage fed from
+  // outside: no input channel, no thread, so no busy time) is a graph waiting for input,
+  // not a stall.
   function waitLinks(snap) {
-    var byName = {};
-    (snap.channels || []).forEach(function (c) { byName[c.name] = c; });
-    var links = [];
+    var chans = {}, stages = {}, fed = {};
+    (snap.channels || []).forEach(function (c) { chans[c.name] = c; fed[c.to] = true; });
+    (snap.stages || []).forEach(function (s) { stages[s.name] = s; });
+    function link(s) {
+      if (!s || !s.blocked_on || s.state === "done" || s.state === "failed") return null;
+      var c = chans[s.blocked_on];
+      if (!c) return null;
+      return { stage: s.name, op: s.blocked_op, channel: c.name,
+               holder: s.blocked_op === "push" ? c.to : c.from };
+    }
+    var best = [];
     (snap.stages || []).forEach(function (s) {
-      if (!s.blocked_on || s.state === "done" || s.state === "failed") return;
-      var c = byName[s.blocked_on];
-      if (!c) return;
-      links.push({ stage: s.name, op: s.blocked_op, channel: c.name,
-                   holder: s.blocked_op === "push" ? c.to : c.from });
+      var chain = [], seen = {}, cur = s, l;
+      while (cur && !seen[cur.name] && (l = link(cur))) {
+        seen[cur.name] = true;
+        chain.push(l);
+        cur = stages[l.holder];
+      }
+      if (cur && !link(cur) && !fed[cur.name] && !(Number(cur.busy_ns) > 0)) return;  // an idle inlet
+      if (chain.length > best.length) best = chain;
     });
-    return links;
+    return best;
   }
   function chainText(links) {
     return links.map(function (l) {
@@ -170,9 +185,14 @@ var SluiceGraphView = (function () {
       var now = Number(snap.elapsed_ns) || 0;
       var stages = snap.stages || [], channels = snap.channels || [];
       var running = stages.some(function (s) { return s.state === "running" || s.state === "stuck"; });
-      if (!lastMove || moved(lastMove.snap, snap) || now < lastMove.at) lastMove = { snap: snap, at: now };
+      // Stall time is on the page's clock: how long this page has seen nothing move.
+      var seen = (typeof performance !== "undefined" ? performance.now() : Date.now()) * 1e6;
+      if (!lastMove || moved(lastMove.snap, snap) || now < lastMove.elapsed) {
+        lastMove = { snap: snap, at: seen, elapsed: now };
+      }
       var links = waitLinks(snap);
-      var stalled = running && links.length > 0 && now - lastMove.at >= 2e9;
+      var still = seen - lastMove.at;
+      var stalled = running && links.length > 0 && still >= 2e9;
       var inChain = {};
       if (stalled) links.forEach(function (l) { inChain[l.stage] = true; inChain[l.holder] = true; });
 
@@ -194,7 +214,7 @@ var SluiceGraphView = (function () {
       }
       if (stalled) {
         add("span", "", " \u00b7 ");
-        add("span", "stall", "STALL, no item moved for " + secs(now - lastMove.at) + ": " + chainText(links));
+        add("span", "stall", "STALL, no item moved for " + secs(still) + ": " + chainText(links));
       }
 
       var L = layout(stages, channels);
