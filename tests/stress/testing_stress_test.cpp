@@ -126,7 +126,7 @@ TEST(testing_stress_sound, runs_per_second_of_a_four_stage_graph) {
   // fault kind and with none.
   auto c = std::make_shared<cleanup_counts>();
   auto build = [c](sluice::graph& g) { sound_graph(g, *c, sluice::error_policy::stop, true); };
-  st::stress_options with = every_fault(kRuns / 2);
+  st::stress_options with = every_fault(kRuns / 4);
   st::stress_options without = with;
   without.fail_probability = without.delay_probability = without.cancel_probability = without.stop_probability = 0;
   const auto a = st::stress(build, with);

@@ -31,6 +31,8 @@ constexpr int kSlow = 1;
 #endif
 // For runs that are expected to hang: how long stress waits before it names the stage.
 constexpr auto kHangDeadline = 300ms * kSlow;
+// Sanitized hand-offs through capacity-1 channels are slow: fewer items and runs there.
+constexpr int kLockstepItems = kSlow > 1 ? 40 : 200;
 
 bool names(const st::stress_report& r, const std::string& stage, const std::string& part = {}) {
   for (const auto& v : r.violations) {
@@ -190,7 +192,7 @@ TEST(testing_stress, a_stage_that_leaks_a_thread_is_named) {
 // same in every run, so the same seed gives the same faults.
 void lockstep_graph(sluice::graph& g) {
   auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
-    for (int i = 0; i < 200 && !stop.stop_requested(); ++i) {
+    for (int i = 0; i < kLockstepItems && !stop.stop_requested(); ++i) {
       if (!out.push(i)) return;
     }
   }, {.capacity = 1});
@@ -199,7 +201,8 @@ void lockstep_graph(sluice::graph& g) {
 }
 
 TEST(testing_stress, the_same_seed_gives_the_same_faults) {
-  st::stress_options o = quiet(6);
+  st::stress_options o = quiet(kSlow > 1 ? 3 : 6);
+  o.deadline = 120s;  // never the closing stop: it would end a slow (sanitized) run early
   o.delay_probability = 0.2;
   o.max_delay = 20us;
   const auto a = st::stress(lockstep_graph, o);
@@ -216,7 +219,8 @@ TEST(testing_stress, the_same_seed_gives_the_same_faults) {
   EXPECT_NE(a.delays, c.delays);
 
   // The cancel / stop moment follows from the seed too.
-  st::stress_options p = quiet(20);
+  st::stress_options p = quiet(kSlow > 1 ? 8 : 20);
+  p.deadline = 120s;
   p.cancel_probability = 0.4;
   p.stop_probability = 0.4;
   const auto x = st::stress(lockstep_graph, p);
@@ -228,6 +232,9 @@ TEST(testing_stress, the_same_seed_gives_the_same_faults) {
 }
 
 TEST(testing_stress, a_stage_that_never_returns_is_named_and_the_run_abandoned) {
+#if defined(SLUICE_TSAN_BUILD)
+  GTEST_SKIP() << "an abandoned run's threads are never joined, by design; TSan reports them as a thread leak at exit";
+#endif
   auto release = std::make_shared<std::atomic<bool>>(false);
   st::stress_options o = quiet(5);
   auto build = [release](sluice::graph& g) {
