@@ -1,0 +1,464 @@
+// sluice bench --cut K --via nats://HOST:PORT [--role producer|consumer]
+//
+// A chain (source, workers w1..wN, sink) cut after worker K: the producer process runs the
+// source and w1..wK into a JetStream edge (publish), the consumer process runs the edge
+// (subscribe), w(K+1)..wN and the sink, which acknowledges each item. Without --role the
+// tool starts both processes itself (it runs itself twice) and reports both sides; with
+// --role it runs one side (one per machine) and reports that side.
+//
+// An item is a string: 8 bytes of sequence, 8 bytes of its birth time (CLOCK_MONOTONIC:
+// end-to-end latency is meaningful only when both sides run on one machine), then the
+// payload (--item-size bytes).
+#if SLUICE_HAVE_JETSTREAM
+
+#include "bench/cut.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "args.hpp"
+#include "bench/pacing.hpp"
+#include "sluice/graph.hpp"
+#include "sluice/jetstream.hpp"
+#include "sluice/metrics.hpp"
+#include "sys.hpp"
+
+namespace sluice::tool::bench {
+namespace {
+
+namespace js = sluice::jetstream;
+
+struct work {
+  bool sleep = false;
+  std::chrono::nanoseconds d{0};
+};
+
+struct cut_config {
+  std::size_t n = 4;            // workers
+  std::size_t cut = 0;          // after worker `cut`
+  bool cut_given = false;
+  std::string via;              // nats://HOST:PORT
+  std::string role;             // "", producer, consumer
+  std::string stream;           // the edge's stream
+  std::string result;           // internal: the child's report file
+  std::uint64_t items = 100000;
+  std::uint64_t item_size = 64;
+  std::vector<work> works = {work{}};
+  std::uint64_t capacity = 1024;       // in-process channels
+  std::uint64_t edge_capacity = 4096;  // the stream's max_msgs
+  std::vector<std::string> passthrough;  // what the children get
+};
+
+void do_work(const work& w) {
+  if (w.d.count() <= 0) return;
+  if (w.sleep) {
+    wait_until_ns(now_ns() + w.d.count());
+  } else {
+    spin_for(w.d);
+  }
+}
+std::string worker_name(std::size_t w) {
+  char b[24];
+  std::snprintf(b, sizeof(b), "w%zu", w);
+  return b;
+}
+const work& work_of(const cut_config& c, std::size_t worker) {
+  return c.works[std::min(worker, c.works.size() - 1)];
+}
+
+[[noreturn]] void bad(const std::string& opt, std::string_view v, const std::string& want) {
+  throw usage_error("sluice bench: " + opt + " '" + std::string(v) + "': want " + want);
+}
+
+cut_config parse(int argc, char** argv) {
+  cut_config c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) throw usage_error("sluice bench: " + a + " needs a value");
+      return argv[++i];
+    };
+    auto count = [&](std::uint64_t& out) {
+      const auto v = value();
+      const auto n = parse_count(v);
+      if (!n || *n == 0) bad(a, v, "a whole number above 0 like 1000 or 10k");
+      out = *n;
+    };
+    bool pass = true;
+    if (a == "--cut") {
+      const auto v = value();
+      const auto n = parse_count(v);
+      if (!n) bad(a, v, "a worker number K (the edge follows worker K; 0: right after the source)");
+      c.cut = static_cast<std::size_t>(*n);
+      c.cut_given = true;
+    } else if (a == "--via") {
+      c.via = std::string(value());
+    } else if (a == "--role") {
+      c.role = std::string(value());
+      if (c.role != "producer" && c.role != "consumer") bad(a, c.role, "producer or consumer");
+      pass = false;
+    } else if (a == "--stream") {
+      c.stream = std::string(value());
+      pass = false;
+    } else if (a == "--result") {
+      c.result = std::string(value());
+      pass = false;
+    } else if (a == "--topology") {
+      const auto v = value();
+      const auto n = v.rfind("chain:", 0) == 0 ? parse_count(v.substr(6)) : std::nullopt;
+      if (!n || *n == 0 || *n > 64) bad(a, v, "chain:N (N in 1..64): a cut runs a chain");
+      c.n = static_cast<std::size_t>(*n);
+    } else if (a == "--items") {
+      count(c.items);
+    } else if (a == "--item-size") {
+      const auto v = value();
+      const auto n = parse_size(v);
+      if (!n || *n > (1u << 20)) bad(a, v, "a size up to 1MiB like 64 or 4k");
+      c.item_size = *n;
+    } else if (a == "--capacity") {
+      count(c.capacity);
+    } else if (a == "--edge-capacity") {
+      count(c.edge_capacity);
+    } else if (a == "--work") {
+      const auto v = value();
+      c.works.clear();
+      std::string s(v);
+      std::stringstream in(s);
+      std::string part;
+      while (std::getline(in, part, ',')) {
+        work w;
+        std::string_view p = part;
+        if (p.rfind("sleep:", 0) == 0) {
+          w.sleep = true;
+          p.remove_prefix(6);
+        } else if (p.rfind("spin:", 0) == 0) {
+          p.remove_prefix(5);
+        }
+        const auto d = parse_duration(p);
+        if (!d) bad(a, v, "durations like 200ns, spin:2us or sleep:1ms, comma-separated per worker");
+        w.d = *d;
+        c.works.push_back(w);
+      }
+      if (c.works.empty()) c.works.push_back(work{});
+    } else {
+      throw usage_error("sluice bench: " + a +
+                        " is not an option of a cut run (--cut K --via URL [--role producer|consumer] "
+                        "[--topology chain:N] [--items N] [--item-size B] [--work W] [--capacity C] "
+                        "[--edge-capacity M] [--stream NAME])");
+    }
+    if (pass) {  // every option takes a value: the option, then it
+      c.passthrough.push_back(a);
+      c.passthrough.push_back(argv[i]);
+    }
+  }
+  if (c.via.empty()) throw usage_error("sluice bench: --cut needs --via nats://HOST:PORT (a nats-server with -js)");
+  if (!c.cut_given) throw usage_error("sluice bench: --role needs --cut K (which side runs which workers)");
+  if (c.cut > c.n) bad("--cut", std::to_string(c.cut), "at most the number of workers (" + std::to_string(c.n) + ")");
+  if (c.stream.empty()) c.stream = c.role.empty() ? "sluice-bench-" + std::to_string(::getpid()) : "sluice-bench";
+  return c;
+}
+
+// ---- one side ------------------------------------------------------------------
+
+struct side_result {
+  std::string side;
+  double elapsed_s = 0;
+  std::uint64_t items = 0;
+  std::vector<metrics::stage_snapshot> stages;
+  std::uint64_t edge_max = 0, edge_capacity = 0;
+  double edge_mean = 0;
+  std::uint64_t p50_ns = 0, p99_ns = 0;  // consumer: end-to-end latency
+};
+
+std::uint64_t load64(const std::string& s, std::size_t at) {
+  std::uint64_t v = 0;
+  if (s.size() >= at + 8) std::memcpy(&v, s.data() + at, 8);
+  return v;
+}
+
+side_result run_side(const cut_config& c, js::connection& conn, const js::edge_options& edge) {
+  sluice::graph g;
+  const bool producer = c.role == "producer";
+  std::atomic<std::uint64_t> done_items{0};
+  std::vector<std::uint64_t> lat;
+  if (producer) {
+    auto s = g.source<std::string>("source", [&](sluice::sender<std::string>& out, std::stop_token st) {
+      for (std::uint64_t i = 0; i < c.items && !st.stop_requested(); ++i) {
+        std::string item(16 + c.item_size, 'x');
+        const std::uint64_t born = static_cast<std::uint64_t>(now_ns());
+        std::memcpy(item.data(), &i, 8);
+        std::memcpy(item.data() + 8, &born, 8);
+        if (!out.push(std::move(item))) return;
+        done_items.fetch_add(1, std::memory_order_relaxed);
+      }
+    }, {.capacity = c.capacity});
+    for (std::size_t w = 1; w <= c.cut; ++w) {
+      s = g.map(worker_name(w), s, [&c, w](std::string v) {
+        do_work(work_of(c, w - 1));
+        return v;
+      }, {.capacity = c.capacity});
+    }
+    js::publish<std::string>(g, s, conn, edge, {.producer_id = edge.stream + "-producer"});
+  } else {
+    auto s = js::subscribe<std::string>(g, conn, edge, {}, {.capacity = c.capacity});
+    for (std::size_t w = c.cut + 1; w <= c.n; ++w) {
+      s = g.map(worker_name(w), s, [&c, w](js::delivery<std::string> d) {
+        do_work(work_of(c, w - 1));
+        return d;
+      }, {.capacity = c.capacity});
+    }
+    lat.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(c.items, 10'000'000)));
+    g.sink("sink", s, [&](js::delivery<std::string> d) -> bool {
+      const std::int64_t born = static_cast<std::int64_t>(load64(d.value(), 8));
+      lat.push_back(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_ns() - born)));
+      d.ack();
+      if (done_items.fetch_add(1, std::memory_order_relaxed) + 1 < c.items) return true;
+      // All of them: stop the subscribe stage too (it waits on the edge, not on a push
+      // that would tell it nobody reads any more).
+      g.request_stop();
+      return false;
+    });
+  }
+  side_result r;
+  r.side = c.role;
+  // The edge's occupancy, sampled from this side's snapshot every 100 ms.
+  std::atomic<bool> running{true};
+  std::uint64_t samples = 0, sum = 0;
+  std::thread sampler([&] {
+    while (running.load()) {
+      for (int k = 0; k < 10 && running.load(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      for (const auto& ch : g.snapshot().channels) {
+        if (ch.external) {
+          r.edge_max = std::max<std::uint64_t>(r.edge_max, ch.stats.size);
+          r.edge_capacity = ch.stats.capacity;
+          sum += ch.stats.size;
+          ++samples;
+        }
+      }
+    }
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  report rep;
+  try {
+    rep = g.run();
+  } catch (...) {
+    running = false;
+    sampler.join();
+    throw;
+  }
+  r.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  running = false;
+  sampler.join();
+  r.items = done_items.load();
+  r.stages = rep.metrics.stages;
+  if (r.edge_capacity == 0) r.edge_capacity = static_cast<std::uint64_t>(edge.max_msgs);
+  r.edge_mean = samples != 0 ? static_cast<double>(sum) / static_cast<double>(samples) : 0.0;
+  if (!lat.empty()) {
+    std::sort(lat.begin(), lat.end());
+    r.p50_ns = lat[lat.size() / 2];
+    r.p99_ns = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
+  }
+  return r;
+}
+
+void write_result(const side_result& r, const std::string& path) {
+  std::ofstream o(path);
+  o << "side " << r.side << " " << r.elapsed_s << " " << r.items << " " << r.edge_max << " " << r.edge_mean << " "
+    << r.edge_capacity << " " << r.p50_ns << " " << r.p99_ns << "\n";
+  for (const auto& s : r.stages) {
+    o << "stage " << s.name << " " << s.items_in << " " << s.items_out << " " << s.busy_ns << " " << s.backpressured_ns
+      << " " << s.starved_ns << "\n";
+  }
+}
+
+side_result read_result(const std::string& path) {
+  side_result r;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string kind;
+    f >> kind;
+    if (kind == "side") {
+      f >> r.side >> r.elapsed_s >> r.items >> r.edge_max >> r.edge_mean >> r.edge_capacity >> r.p50_ns >> r.p99_ns;
+    } else if (kind == "stage") {
+      metrics::stage_snapshot s;
+      f >> s.name >> s.items_in >> s.items_out >> s.busy_ns >> s.backpressured_ns >> s.starved_ns;
+      r.stages.push_back(s);
+    }
+  }
+  return r;
+}
+
+// ---- the table -------------------------------------------------------------------
+
+std::string pct(std::uint64_t part, std::uint64_t whole) {
+  char b[16];
+  std::snprintf(b, sizeof(b), "%5.1f%%", whole != 0 ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0);
+  return b;
+}
+
+void print_sides(const cut_config& c, const js::edge_options& edge, const std::vector<side_result>& sides) {
+  std::printf("sluice bench --cut %zu --via %s: chain:%zu, %llu items of %llu B, edge jetstream:%s (max_msgs %lld)\n",
+              c.cut, c.via.c_str(), c.n, static_cast<unsigned long long>(c.items),
+              static_cast<unsigned long long>(c.item_size), edge.stream.c_str(), static_cast<long long>(edge.max_msgs));
+  std::printf("%-9s %-28s %12s %8s %14s %8s\n", "side", "stage", "items", "busy", "backpressured", "starved");
+  // One snapshot of both sides, with the edge as the channel between them: the bottleneck
+  // (metrics::find_bottleneck) is judged across the cut.
+  metrics::snapshot all;
+  std::string prev;
+  for (const auto& sd : sides) {
+    for (const auto& s : sd.stages) {
+      const std::uint64_t t = s.busy_ns + s.backpressured_ns + s.starved_ns;
+      std::printf("%-9s %-28s %12llu %8s %14s %8s\n", sd.side.c_str(), s.name.c_str(),
+                  static_cast<unsigned long long>(std::max(s.items_in, s.items_out)), pct(s.busy_ns, t).c_str(),
+                  pct(s.backpressured_ns, t).c_str(), pct(s.starved_ns, t).c_str());
+      all.stages.push_back(s);
+      if (!prev.empty()) {
+        metrics::channel_snapshot ch;
+        ch.from = prev;
+        ch.to = s.name;
+        all.channels.push_back(ch);
+      }
+      prev = s.name;
+    }
+    if (sd.side == "producer") {
+      std::printf("%-9s %-28s occupancy max %llu / %llu, mean %.0f\n", "edge", ("jetstream:" + edge.stream).c_str(),
+                  static_cast<unsigned long long>(sd.edge_max), static_cast<unsigned long long>(sd.edge_capacity),
+                  sd.edge_mean);
+    }
+  }
+  for (const auto& sd : sides) {
+    const double rate = sd.elapsed_s > 0 ? static_cast<double>(sd.items) / sd.elapsed_s : 0;
+    std::printf("%s: %llu items in %.3f s, %.0f items/s", sd.side.c_str(), static_cast<unsigned long long>(sd.items),
+                sd.elapsed_s, rate);
+    if (sd.side == "consumer") {
+      std::printf(", latency p50 %.1f us, p99 %.1f us (source to sink)", static_cast<double>(sd.p50_ns) / 1e3,
+                  static_cast<double>(sd.p99_ns) / 1e3);
+    }
+    std::printf("\n");
+  }
+  if (sides.size() == 2) {
+    if (const auto b = metrics::find_bottleneck(all)) {
+      bool in_producer = false;
+      for (const auto& s : sides[0].stages) in_producer |= s.name == *b;
+      std::printf("bottleneck: %s (%s side)\n", b->c_str(), in_producer ? "producer" : "consumer");
+    } else {
+      std::printf("bottleneck: none found\n");
+    }
+  }
+}
+
+int run_child(const cut_config& c, const std::string& exe, const std::string& role, const std::string& result) {
+  std::vector<std::string> args = {exe, "bench"};
+  args.insert(args.end(), c.passthrough.begin(), c.passthrough.end());
+  for (const char* a : {"--role", role.c_str(), "--stream", c.stream.c_str(), "--result", result.c_str()}) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("sluice bench: fork failed");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the orchestrating process
+    if (::getppid() != parent) ::_exit(1);
+    ::close_range(3, ~0U, 0);  // none of this process's sockets (its NATS connection) go along
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+}  // namespace
+
+bool wants_cut(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--cut" || a == "--role") return true;
+  }
+  return false;
+}
+
+int run_cut(const cut_config& c);
+
+int cmd_bench_cut(int argc, char** argv) {
+  const cut_config c = parse(argc, argv);
+  int rc = 1;
+  try {
+    rc = run_cut(c);
+  } catch (...) {
+    js::shutdown();
+    throw;
+  }
+  // Every connection is gone: stop libnats' threads before the process exits.
+  js::shutdown();
+  return rc;
+}
+
+int run_cut(const cut_config& c) {
+  js::edge_options edge{.stream = c.stream, .max_msgs = static_cast<std::int64_t>(c.edge_capacity)};
+  auto conn = js::connect(c.via);
+  js::ensure_edge(conn, edge);
+  if (!c.role.empty()) {
+    const side_result r = run_side(c, conn, edge);
+    if (!c.result.empty()) {
+      write_result(r, c.result);
+    } else {
+      print_sides(c, edge, {r});
+    }
+    return 0;
+  }
+  // Both sides, each in a process of its own (this program, run twice).
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) throw std::runtime_error("sluice bench: cannot find this program (/proc/self/exe)");
+  exe[n] = '\0';
+  char dir_tmpl[] = "/tmp/sluice-cut-XXXXXX";
+  if (::mkdtemp(dir_tmpl) == nullptr) throw std::runtime_error("sluice bench: mkdtemp failed");
+  const std::string dir = dir_tmpl;
+  const std::string pres = dir + "/producer", cres = dir + "/consumer";
+  const pid_t cons = run_child(c, exe, "consumer", cres);
+  const pid_t prod = run_child(c, exe, "producer", pres);
+  int failed = 0;
+  for (const pid_t p : {prod, cons}) {
+    int st = 0;
+    ::waitpid(p, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      failed = 1;
+      if (p == prod) ::kill(cons, SIGTERM);
+    }
+  }
+  try {
+    js::remove_edge(conn, edge);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "sluice bench: %s\n", ex.what());
+  }
+  if (failed) {
+    std::fprintf(stderr, "sluice bench: a side of the cut failed (its error is above)\n");
+    return 1;
+  }
+  print_sides(c, edge, {read_result(pres), read_result(cres)});
+  std::remove(pres.c_str());
+  std::remove(cres.c_str());
+  ::rmdir(dir.c_str());
+  return 0;
+}
+
+}  // namespace sluice::tool::bench
+
+#endif  // SLUICE_HAVE_JETSTREAM
