@@ -109,7 +109,8 @@ class connection {
 // Connects within o.timeout, or throws std::runtime_error naming the URL and the cause.
 connection connect(std::string url, connect_options o = {});
 
-// Frees libnats' global resources (nats_Close). Only after every connection is gone.
+// Frees libnats' global resources and waits (up to 5 s) for its threads to end
+// (nats_CloseAndWait). Only after every connection, stage and delivery is gone.
 void shutdown() noexcept;
 
 struct edge_options {
@@ -134,6 +135,9 @@ struct edge_state {
   std::uint64_t consumer_pending = 0;             // messages not yet delivered to it
 };
 edge_state inspect_edge(connection& c, const edge_options& e);
+// Deletes the edge's stream (and with it its consumer, and every message in it). A stream
+// that does not exist is not an error.
+void remove_edge(connection& c, const edge_options& e);
 
 // ---- codec ------------------------------------------------------------------
 // encode(const T&) -> std::string (bytes), decode(std::string_view) -> T (throws on bad input).

@@ -303,7 +303,9 @@ publisher::~publisher() {
     jsCtx_Destroy(st_->js.js);
     st_->js.js = nullptr;
   }
-  auto conn = st_->conn;
+  // The retired state must not own the connection (a cycle: neither would ever be freed,
+  // and the connection never closed). Callbacks do not use it.
+  auto conn = std::move(st_->conn);
   std::lock_guard lk(conn->retired_mu);
   conn->retired.push_back(std::move(st_));
 }
@@ -517,7 +519,10 @@ connection connect(std::string url, connect_options o) {
   return connection(std::move(st));
 }
 
-void shutdown() noexcept { nats_Close(); }
+void shutdown() noexcept {
+  // Waits (bounded) for libnats' threads to end, so none runs while the process exits.
+  if (nats_CloseAndWait(5000) != NATS_OK) nats_Close();
+}
 
 namespace {
 std::string js_error(natsStatus s, jsErrCode e) {
@@ -640,6 +645,18 @@ void ensure_edge(connection& conn, const edge_options& e) {
     throw;
   }
   jsConsumerInfo_Destroy(ci);
+}
+
+void remove_edge(connection& conn, const edge_options& e) {
+  detail::need_connection(conn, "remove_edge");
+  detail::js_ctx js;
+  conn.state()->make_js(js, nullptr);
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_DeleteStream(js.js, e.stream.c_str(), nullptr, &jerr);
+  if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr) {
+    throw std::runtime_error("sluice::jetstream::remove_edge: stream '" + e.stream + "' on " + conn.state()->url + ": " +
+                             js_error(s, jerr));
+  }
 }
 
 edge_state inspect_edge(connection& conn, const edge_options& e) {
