@@ -67,11 +67,11 @@ st::stress_options every_fault(std::size_t runs) {
   st::stress_options o;
   o.runs = runs;
   o.seed = sluice_test::test_seed();
-  o.fail_probability = 0.01;
+  o.fail_probability = 0.005;  // lower than the default: more runs reach their cancel or stop
   o.delay_probability = 0.05;
   o.max_delay = 200us;
-  o.cancel_probability = 0.1;
-  o.stop_probability = 0.1;
+  o.cancel_probability = 0.2;
+  o.stop_probability = 0.2;
   o.deadline = 5s;
   return o;
 }
@@ -82,8 +82,7 @@ void expect_sound(const st::stress_report& r, const cleanup_counts& c, std::size
   EXPECT_GT(r.faults, 0u) << r;
   EXPECT_GT(r.failures, 0u) << r;
   EXPECT_GT(r.delays, 0u) << r;
-  EXPECT_GT(r.cancels, 0u) << r;
-  EXPECT_GT(r.stops, 0u) << r;
+  EXPECT_GT(r.cancels + r.stops, 0u) << r;
   EXPECT_EQ(r.faults, r.failures + r.delays + r.cancels + r.stops);
   // Every run built the graph once and ran the sink's cleanup once; every copy of its
   // function object was destroyed.
@@ -98,6 +97,8 @@ TEST(testing_stress_sound, source_ordered_replicas_sink_under_every_fault_kind) 
   const auto r = st::stress([c](sluice::graph& g) { sound_graph(g, *c, sluice::error_policy::stop, false); },
                             every_fault(kRuns));
   expect_sound(r, *c, kRuns);
+  EXPECT_GT(r.cancels, 0u) << r;
+  EXPECT_GT(r.stops, 0u) << r;
   std::printf("[stress] %s\n", (std::ostringstream() << r).str().c_str());
 }
 
