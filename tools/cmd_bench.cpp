@@ -229,14 +229,14 @@ struct bench_item {
   std::string payload;
 };
 
-// spin: busy for d. sleep: d of wall time at little CPU: asleep until ~50 us before the
-// end, then yielding (bench::wait_until_ns). A plain sleep would end late by the
-// kernel's wake-up latency, tens of microseconds on a loaded machine: 5% of a 1 ms
+// spin: busy for d. sleep: d of wall time at little CPU: asleep until 30 us before the
+// end, then busy (bench::sleep_precisely_until_ns). A plain sleep would end late by
+// the kernel's wake-up latency, tens of microseconds on a loaded machine: 5% of a 1 ms
 // sleep, and the size of what the bench measures.
 void do_work(const work_spec& w) {
   if (w.d.count() <= 0) return;
   if (w.sleep) {
-    bench::wait_until_ns(now_ns() + w.d.count());
+    bench::sleep_precisely_until_ns(now_ns() + w.d.count());
   } else {
     spin_for(w.d);
   }
@@ -309,6 +309,7 @@ struct bench_result {
   std::uint64_t delivered = 0;
   double elapsed_s = 0;  // around the whole run (threads started to joined)
   std::int64_t t0_ns = 0;  // first item
+  std::int64_t first_ns = 0;  // first delivery
   std::int64_t last_ns = 0;  // last delivery
   double cpu_s = 0;  // process CPU time during the run
   bench::log_histogram hist;
@@ -317,11 +318,14 @@ struct bench_result {
   std::string detail;  // tbb: tokens and threads
   std::vector<std::pair<double, double>> series;  // (s since start, deliveries/s), every ~100 ms
   [[nodiscard]] double items_per_s() const { return elapsed_s > 0 ? static_cast<double>(delivered) / elapsed_s : 0; }
-  // Source items delivered per second, first item to last delivery.
+  // Source items delivered per second, at the sink: (items - 1) / (last delivery - first
+  // delivery). A graph that keeps up delivers at the offered rate whatever its latency
+  // (a constant delay shifts both ends); one that cannot delivers at its own pace.
   [[nodiscard]] double achieved() const {
-    const double span = static_cast<double>(last_ns - t0_ns) * 1e-9;
-    if (span <= 0) return items_per_s() / static_cast<double>(copies);
-    return static_cast<double>(delivered) / static_cast<double>(copies) / span;
+    const double items = static_cast<double>(delivered) / static_cast<double>(copies);
+    const double span = static_cast<double>(last_ns - first_ns) * 1e-9;
+    if (items < 2 || span <= 0) return items_per_s() / static_cast<double>(copies);
+    return (items - 1) / span;
   }
   [[nodiscard]] bool saturated() const { return open_loop && achieved() < 0.95 * offered; }
   [[nodiscard]] bool complete() const { return delivered == sent * copies && balanced; }
@@ -473,10 +477,12 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
     }
   }
   bench::log_histogram& hist = r.hist;
-  std::int64_t& last_ns = r.last_ns;  // written by the sink thread, read after run() joined it
-  g.sink("sink", last, [&hist, &delivered, &last_ns](bench_item v) {
+  std::int64_t& first_ns = r.first_ns;  // written by the sink thread, read after run() joined it
+  std::int64_t& last_ns = r.last_ns;
+  g.sink("sink", last, [&hist, &delivered, &first_ns, &last_ns](bench_item v) {
     const std::int64_t now = now_ns();
     hist.record(now - v.born_ns);
+    if (first_ns == 0) first_ns = now;
     last_ns = now;
     // relaxed: a statistic for the progress display; read exactly after the join.
     delivered.fetch_add(1, std::memory_order_relaxed);
@@ -559,12 +565,14 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
     });
   }
   bench::log_histogram& hist = r.hist;
-  std::int64_t& last_ns = r.last_ns;  // serial filter; read after parallel_pipeline returns
+  std::int64_t& first_ns = r.first_ns;  // serial filter; read after parallel_pipeline returns
+  std::int64_t& last_ns = r.last_ns;
   auto sink = tbb::make_filter<bench_item, void>(
       c.ordered ? tbb::filter_mode::serial_in_order : tbb::filter_mode::serial_out_of_order,
-      [&hist, &delivered, &last_ns](bench_item v) {
+      [&hist, &delivered, &first_ns, &last_ns](bench_item v) {
         const std::int64_t now = now_ns();
         hist.record(now - v.born_ns);
+        if (first_ns == 0) first_ns = now;
         last_ns = now;
         delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
       });

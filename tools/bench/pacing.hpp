@@ -20,6 +20,10 @@
 #include <chrono>
 #include <cstdint>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace sluice::tool::bench {
 
 inline std::int64_t now_ns() {
@@ -61,6 +65,20 @@ inline void wait_until_ns(std::int64_t t) {
   while (left > 0) {
     ::sched_yield();
     left = t - now_ns();
+  }
+}
+
+// A stage's known cost: asleep until kSpinTail before `t`, then busy until t. Unlike
+// wait_until_ns it never yields in the tail: a thread the kernel just woke from a
+// timer runs at once, while one that yields on a loaded machine waits a whole time
+// slice (milliseconds) for the CPU back. The tail costs at most kSpinTail of CPU.
+inline void sleep_precisely_until_ns(std::int64_t t) {
+  constexpr std::int64_t kSpinTail = 30'000;  // ns
+  if (t - now_ns() > kSpinTail) sleep_until_ns(t - kSpinTail);
+  while (now_ns() < t) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
   }
 }
 
