@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# benchmarks/ab.sh BUILD_A BUILD_B [ROUNDS] [FILTER] — the sluice rows of two builds,
+# alternating, in one session: is a change within noise?
+#
+# Runs sluice_bench_channel and sluice_bench_graph of each build ROUNDS times (default 3),
+# A then B on odd rounds and B then A on even ones (the first of a pair was seen to run
+# systematically faster or slower), and prints per row the median of each build and B/A.
+# FILTER (default: the sluice rows) is a --benchmark_filter regex.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+fi
+a=$(cd "$1" && pwd); b=$(cd "$2" && pwd)
+rounds=${3:-3}
+filter=${4:-/sluice}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+run() {  # run LABEL BUILD
+  for bench in channel graph; do
+    "$2/benchmarks/sluice_bench_$bench" --benchmark_filter="$filter" --benchmark_repetitions=3 \
+        --benchmark_format=json 2>/dev/null |
+      python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["benchmarks"]:
+    if r.get("aggregate_name") != "median": continue
+    name = r["run_name"].replace("/real_time", "")
+    if "ns_per_roundtrip" in r: print(sys.argv[1], name, "ns", r["ns_per_roundtrip"])
+    elif "items_per_second" in r: print(sys.argv[1], name, "items", r["items_per_second"])
+' "$1" >>"$out"
+  done
+}
+for r in $(seq "$rounds"); do
+  echo "round $r/$rounds" >&2
+  if [ $((r % 2)) -eq 1 ]; then run A "$a"; run B "$b"; else run B "$b"; run A "$a"; fi
+done
+python3 - "$out" "$1" "$2" <<'PY'
+import collections, statistics, sys
+vals, kind, order = collections.defaultdict(list), {}, []
+for line in open(sys.argv[1]):
+    who, name, k, v = line.split()
+    vals[(name, who)].append(float(v)); kind[name] = k
+    if name not in order: order.append(name)
+print(f"A = {sys.argv[2]}\nB = {sys.argv[3]}\n")
+print("| row | A | B | B vs A |\n|---|---|---|---|")
+for name in order:
+    ma, mb = statistics.median(vals[(name, "A")]), statistics.median(vals[(name, "B")])
+    if kind[name] == "ns":
+        print(f"| {name} | {ma:.0f} ns | {mb:.0f} ns | {100 * (ma / mb - 1):+.1f}% |")
+    else:
+        print(f"| {name} | {ma / 1e6:.2f} M/s | {mb / 1e6:.2f} M/s | {100 * (mb / ma - 1):+.1f}% |")
+PY
