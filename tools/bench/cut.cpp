@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -167,6 +168,9 @@ cut_config parse(int argc, char** argv) {
     }
   }
   if (c.via.empty()) throw usage_error("sluice bench: --cut needs --via nats://HOST:PORT (a nats-server with -js)");
+  if (c.via.rfind("nats://", 0) != 0 && c.via.rfind("tls://", 0) != 0) {
+    bad("--via", c.via, "a NATS URL like nats://HOST:PORT (a nats-server with -js)");
+  }
   if (!c.cut_given) throw usage_error("sluice bench: --role needs --cut K (which side runs which workers)");
   if (c.cut > c.n) bad("--cut", std::to_string(c.cut), "at most the number of workers (" + std::to_string(c.n) + ")");
   if (c.stream.empty()) c.stream = c.role.empty() ? "sluice-bench-" + std::to_string(::getpid()) : "sluice-bench";
@@ -434,14 +438,28 @@ int run_cut(const cut_config& c) {
   const std::string pres = dir + "/producer", cres = dir + "/consumer";
   const pid_t cons = run_child(c, exe, "consumer", cres);
   const pid_t prod = run_child(c, exe, "producer", pres);
+  // Whichever side ends first: if it failed, the other cannot finish (a consumer gone leaves
+  // the producer blocked on a full edge for ever), so it is stopped.
   int failed = 0;
-  for (const pid_t p : {prod, cons}) {
+  std::map<pid_t, std::string> running = {{prod, "producer"}, {cons, "consumer"}};
+  while (!running.empty()) {
     int st = 0;
-    ::waitpid(p, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      failed = 1;
-      if (p == prod) ::kill(cons, SIGTERM);
+    const pid_t p = ::waitpid(-1, &st, 0);
+    if (p < 0) {
+      if (errno == EINTR) continue;
+      break;  // ECHILD: none left
     }
+    const auto it = running.find(p);
+    if (it == running.end()) continue;
+    const std::string side = it->second;
+    running.erase(it);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
+    if (failed != 0) continue;  // stopped here, after the other side failed
+    failed = 1;
+    if (WIFSIGNALED(st)) {
+      std::fprintf(stderr, "sluice bench: the %s side ended on signal %d\n", side.c_str(), WTERMSIG(st));
+    }
+    for (const auto& [other, name] : running) ::kill(other, SIGTERM);
   }
   try {
     js::remove_edge(conn, edge);

@@ -1,0 +1,111 @@
+// `sluice bench --cut K --via URL`: the built tool (SLUICE_TOOL_PATH) runs itself twice, a
+// producer and a consumer process joined by a JetStream edge on a nats-server this test
+// starts. Each run is bounded (child_process::wait kills it past its limit).
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "nats_server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string tool_path() {
+#ifdef SLUICE_TOOL_PATH
+  return SLUICE_TOOL_PATH;
+#else
+  return {};
+#endif
+}
+
+std::string out_file(const std::string& tag) {
+  return (std::filesystem::temp_directory_path() /
+          ("sluice-cut-" + tag + "-" + std::to_string(::getpid()) + ".out"))
+      .string();
+}
+
+struct run_result {
+  int status = -1;
+  std::string out;
+};
+
+// Runs `sluice bench ARGS...` with stdout and stderr in one file; -1: killed past `limit`.
+run_result run_bench(std::vector<std::string> args, const std::string& tag, std::chrono::milliseconds limit) {
+  args.insert(args.begin(), {tool_path(), "bench"});
+  const std::string file = out_file(tag);
+  run_result r;
+  {
+    sluice_test::child_process p(std::move(args), file);
+    r.status = p.wait(limit);
+    r.out = p.output();
+  }
+  std::filesystem::remove(file);
+  return r;
+}
+
+std::size_t lines_of(const std::string& s) {
+  std::size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n + (!s.empty() && s.back() != '\n');
+}
+
+class CutTool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (tool_path().empty()) GTEST_SKIP() << "built without the sluice tool";
+    if (!sluice_test::nats_server::available()) GTEST_SKIP() << "nats-server not found";
+  }
+};
+
+// Regression: a child side used to crash at exit now and then (heap corruption, double
+// free) while the run itself had gone well. Several runs, each must end cleanly with
+// both sides' stages and every item counted.
+TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
+  sluice_test::nats_server server;
+  constexpr int kRuns = 5;
+  for (int i = 0; i < kRuns; ++i) {
+    SCOPED_TRACE("run " + std::to_string(i));
+    const run_result r = run_bench({"--cut", "2", "--via", server.url(), "--topology", "chain:3", "--items", "500",
+                                    "--item-size", "32"},
+                                   "run", 60s);
+    ASSERT_EQ(r.status, 0) << r.out;
+    for (const char* row : {"producer  source", "producer  w1", "producer  w2", "producer  publish:sluice-bench-",
+                            "consumer  subscribe:sluice-bench-", "consumer  w3", "consumer  sink",
+                            "producer: 500 items in", "consumer: 500 items in", "bottleneck: "}) {
+      EXPECT_NE(r.out.find(row), std::string::npos) << "missing '" << row << "' in:\n" << r.out;
+    }
+    EXPECT_EQ(r.out.find("error"), std::string::npos) << r.out;
+  }
+}
+
+// No server behind --via: one line naming the URL, exit 1 (a runtime error, as every
+// command reports one), well within the connect timeout; no hang, no child left behind.
+TEST_F(CutTool, UnreachableServerFailsWithOneLine) {
+  const std::string url = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());
+  const auto t0 = std::chrono::steady_clock::now();
+  const run_result r = run_bench({"--cut", "1", "--via", url, "--items", "10"}, "down", 30s);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_EQ(lines_of(r.out), 1u) << r.out;
+  EXPECT_NE(r.out.find("sluice bench: error:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(url), std::string::npos) << r.out;
+}
+
+// A --via that is not a NATS URL is a bad command line: exit 2, one line, nothing started.
+TEST_F(CutTool, NonNatsUrlIsABadCommandLine) {
+  for (const char* via : {"http://127.0.0.1:4222", "127.0.0.1:4222", ""}) {
+    SCOPED_TRACE(via);
+    const run_result r = run_bench({"--cut", "1", "--via", via, "--items", "10"}, "bad", 30s);
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_EQ(lines_of(r.out), 1u) << r.out;
+    EXPECT_NE(r.out.find("--via"), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
