@@ -84,6 +84,35 @@ TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
   }
 }
 
+// --role runs one side each; a second pair of runs on the same stream (within the
+// stream's 2-minute de-duplication window) must get its items too, not have them dropped
+// as duplicates of the first run's (its consumer then waited for ever).
+TEST_F(CutTool, RoleRunsTwiceOnOneStream) {
+  sluice_test::nats_server server;
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE("pair " + std::to_string(i));
+    const std::vector<std::string> common = {tool_path(), "bench", "--cut", "1", "--via", server.url(), "--topology",
+                                             "chain:2", "--items", "200", "--stream", "cut-role-test"};
+    auto with_role = [&](const char* role) {
+      auto a = common;
+      a.insert(a.end(), {"--role", role});
+      return a;
+    };
+    const std::string cout_file = out_file("consumer"), pout_file = out_file("producer");
+    sluice_test::child_process consumer(with_role("consumer"), cout_file);
+    sluice_test::child_process producer(with_role("producer"), pout_file);
+    const int p = producer.wait(30s);
+    const int c = consumer.wait(30s);
+    const std::string pout = producer.output(), cout = consumer.output();
+    std::filesystem::remove(cout_file);
+    std::filesystem::remove(pout_file);
+    ASSERT_EQ(p, 0) << pout;
+    ASSERT_EQ(c, 0) << cout;
+    EXPECT_NE(pout.find("producer: 200 items in"), std::string::npos) << pout;
+    EXPECT_NE(cout.find("consumer: 200 items in"), std::string::npos) << cout;
+  }
+}
+
 // No server behind --via: one line naming the URL, exit 1 (a runtime error, as every
 // command reports one), well within the connect timeout; no hang, no child left behind.
 TEST_F(CutTool, UnreachableServerFailsWithOneLine) {

@@ -217,7 +217,12 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
         return v;
       }, {.capacity = c.capacity});
     }
-    js::publish<std::string>(g, s, conn, edge, {.producer_id = edge.stream + "-producer"});
+    // An id of this run's own: the stream de-duplicates message ids (for 2 minutes), so a
+    // fixed one would have a second --role run within that window dropped as duplicates of
+    // the first one's, and its consumer would wait for ever.
+    const auto run_id = std::to_string(::getpid()) + "-" +
+                        std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+    js::publish<std::string>(g, s, conn, edge, {.producer_id = edge.stream + "-producer-" + run_id});
   } else {
     auto s = js::subscribe<std::string>(g, conn, edge, {}, {.capacity = c.capacity});
     for (std::size_t w = c.cut + 1; w <= c.n; ++w) {
