@@ -478,14 +478,18 @@ int run_cut(const cut_config& c) {
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "sluice bench: %s\n", ex.what());
   }
+  auto tidy = [&] {
+    std::remove(pres.c_str());
+    std::remove(cres.c_str());
+    ::rmdir(dir.c_str());
+  };
   if (failed) {
+    tidy();
     std::fprintf(stderr, "sluice bench: a side of the cut failed (its error is above)\n");
     return 1;
   }
   print_sides(c, edge, {read_result(pres), read_result(cres)});
-  std::remove(pres.c_str());
-  std::remove(cres.c_str());
-  ::rmdir(dir.c_str());
+  tidy();
   return 0;
 }
 
