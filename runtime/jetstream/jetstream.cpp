@@ -410,12 +410,21 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
     std::this_thread::sleep_for(s.opts.fetch_wait);
     return;
   }
+  // libnats 3.4.1 was seen (under load, with short fetch waits, in `sluice bench --cut`)
+  // to report one message more than the batch it was asked for, in an array of `batch`
+  // entries: reading and clearing entry [batch] overran the heap block. Only the entries
+  // that exist are read, and Count is cut to match so that natsMsgList_Destroy stays
+  // inside the array too. A message beyond them is never acknowledged: the server
+  // redelivers it after ack_wait (late, not lost).
+  const int n = std::min(list.Count, batch);
+  if (list.Count > batch && s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
   std::vector<message> got;
-  got.reserve(static_cast<std::size_t>(list.Count));
-  for (int i = 0; i < list.Count; ++i) {
+  got.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
     got.emplace_back(list.Msgs[i], st_);
     list.Msgs[i] = nullptr;
   }
+  list.Count = n;
   natsMsgList_Destroy(&list);
   if (s.opts.counters) s.opts.counters->fetched.fetch_add(got.size(), std::memory_order_relaxed);
   for (auto& m : got) cb(ctx, std::move(m));  // an exception leaves the rest to be nak'ed
