@@ -236,8 +236,9 @@ graph_spec make_spec(std::uint64_t seed, const shape_filter& shapes) {
   if (n_stages > 0 && chance(0.2)) {
     g.stuck.stage = static_cast<int>(uni(0, n_stages - 1));
     g.stuck.at = uni(0, g.items - 1);
-    // Usually a short hang; sometimes past the teardown deadline.
-    g.stuck.for_ = chance(0.25) ? std::chrono::milliseconds(3 * kTeardownDeadline.count())
+    // Usually a short hang; sometimes past the teardown deadline (which names the stage),
+    // but shorter than the three deadlines after which the engine abandons a run.
+    g.stuck.for_ = chance(0.25) ? std::chrono::milliseconds(3 * kTeardownDeadline.count() / 2)
                                 : std::chrono::milliseconds(uni(5, 50));
   }
   if (n_stages > 0 && chance(0.5)) {
@@ -428,11 +429,15 @@ struct run_state {
 };
 
 // Builds the spec's graph on g (called by the engine, once per run).
-void build_graph(graph& g, const graph_spec& spec, const std::shared_ptr<run_state>& st) {
+void build_graph(graph& g, const graph_spec& spec_in, const std::shared_ptr<run_state>& st) {
+  // The stage functions share one copy of the spec: a run the engine abandons (a stage
+  // that never returned) keeps reading it after run_one() has moved on to the next spec.
+  const auto held = std::make_shared<const graph_spec>(spec_in);
+  const graph_spec& spec = *held;
   const std::string pad(spec.pad, 'p');
   auto src = g.source<stress_item>(
       "source",
-      [st, &spec, pad](sender<stress_item>& tx, std::stop_token stop) {
+      [st, held, &spec = *held, pad](sender<stress_item>& tx, std::stop_token stop) {
         for (std::uint64_t v = 0; v < spec.items; ++v) {
           if (stop.stop_requested()) return;
           if (!tx.push(stress_item{v, pad})) return;
@@ -442,12 +447,12 @@ void build_graph(graph& g, const graph_spec& spec, const std::shared_ptr<run_sta
       stage_options{.capacity = spec.source_capacity});
 
   // The stage function: slow and stuck behaviour keyed by the item's value.
-  auto behaviour = [st, &spec](int index) {
-    const stage_spec& s = spec.stages[static_cast<std::size_t>(index)];
+  auto behaviour = [st, held](int index) {
+    const stage_spec& s = held->stages[static_cast<std::size_t>(index)];
     struct fn_state {
       std::uint64_t seen = 0;
     };
-    return [st, &spec, index, s, local = fn_state{}](const stress_item& it) mutable {
+    return [st, held, &spec = *held, index, s, local = fn_state{}](const stress_item& it) mutable {
       if (s.slow_every && ++local.seen % s.slow_every == 0) std::this_thread::sleep_for(s.slow_sleep);
       if (spec.stuck.stage == index && it.v == spec.stuck.at && !st->stuck_fired.exchange(true)) {
         std::this_thread::sleep_for(spec.stuck.for_);  // ignores the stop token on purpose
@@ -491,7 +496,7 @@ void build_graph(graph& g, const graph_spec& spec, const std::shared_ptr<run_sta
     cur = g.merge(std::move(outs));
   }
   for (int i : spec.post) cur = add(i, cur);
-  g.sink("sink", cur, [st, &spec, seen = std::uint64_t{0}](stress_item) mutable {
+  g.sink("sink", cur, [st, held, &spec = *held, seen = std::uint64_t{0}](stress_item) mutable {
     if (spec.sink_slow_every && ++seen % spec.sink_slow_every == 0) std::this_thread::sleep_for(spec.sink_slow_sleep);
     st->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after the join
     const std::uint64_t call = st->sink_calls.fetch_add(1, std::memory_order_relaxed) + 1;

