@@ -6,7 +6,7 @@
 //   // blocks of 128 KiB compressed on 4 threads, written in order as one .gz file:
 //   sluice::pipeline(io::read_file("big.log", {.chunk = 128 << 10}),
 //                    io::parallel_gzip({.level = 6, .jobs = 4}), io::write_file("big.log.gz")).run();
-//   // the same stages added to a graph by hand:
+//   // the same stages added to a graph by hand (with sluice/graph.hpp):
 //   sluice::graph g;
 //   auto gz = io::parallel_gzip(g, raw, {.level = 6, .jobs = 4});   // raw: a stream<buffer>
 //
@@ -49,10 +49,12 @@
 //     stuck reports see each of its threads: "P.split" (one thread: cuts the input into
 //     blocks) and "P.deflate" (`jobs` ordered replicas, threads "P.deflate#i": each block
 //     into one member, emitted in input order), P being the name given ("gzip" by
-//     default). The members are the same bytes whatever `jobs` is. Blocks in flight:
-//     one being filled, at most one block's worth in P.split's output channel (its
-//     budget is `block` bytes), one per replica, the reorder window's 2 * jobs
-//     compressed blocks, and the output channel's budget.
+//     default). The members are the same bytes whatever `jobs` is, and however the
+//     input is cut into buffers. Blocks in flight: one being filled by P.split, one
+//     block's worth in its output channel (its budget is `block` bytes), one block's
+//     worth per replica, the reorder window's 2 * jobs compressed batches, and the
+//     output channel's budget. An input that ends by a cancel or a stop request of
+//     P.split's own gets no last member.
 //   - deflate_engine::automatic is libdeflate at every level, so a higher level never
 //     gives a larger output than a lower one from the engine switching (zlib's level 9
 //     is larger than libdeflate's level 1 on text); zlib is there when asked for.
@@ -72,6 +74,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "sluice/buffer.hpp"
 #include "sluice/channel.hpp"
