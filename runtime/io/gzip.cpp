@@ -1,5 +1,5 @@
 // io::gzip_encoder / gzip_decoder (zlib), gzip_block_compressor (libdeflate or zlib),
-// and the gzip, gunzip and parallel_gzip stages.
+// the gzip and gunzip stages, and parallel_gzip's graph stages.
 #include "sluice/io/gzip.hpp"
 
 #include <libdeflate.h>
@@ -8,13 +8,15 @@
 #include <algorithm>
 #include <climits>
 #include <exception>
-#include <future>
+#include <functional>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
-#include <vector>
+
+#include "sluice/graph.hpp"
 
 namespace sluice::io {
 namespace {
@@ -430,149 +432,128 @@ void gunzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::st
   if (!ob.empty()) (void)out.push(std::move(ob));
 }
 
-parallel_gzip_stage::parallel_gzip_stage(parallel_gzip_options o) : options_(o) {
+// ---- parallel_gzip: graph stages ---------------------------------------------------
+//
+//   in ──► P.split ──blocks (budget: one block)──► P.deflate#0..jobs-1 (ordered) ──► out
+//
+// P.split cuts the input into blocks of exactly `block` bytes (the last may be shorter),
+// so the members, and with them the output bytes, do not depend on `jobs`. Its output
+// budget is one block: a deflate replica pops what is buffered, up to a batch of items,
+// and a budget of several blocks would let one replica take them all while the others
+// wait. One block waiting keeps every replica fed (it is taken as soon as a replica is
+// free, and P.split refills it while the replicas compress).
+
+namespace {
+
+// gzip.split: f(receiver<buffer>&, sender<buffer>&, stop_token).
+class block_splitter {
+ public:
+  explicit block_splitter(std::size_t block) : block_(block) {}
+
+  void operator()(receiver<buffer>& in, sender<buffer>& out, const std::stop_token& stop) const {
+    buffer cur;
+    bool pushed = false;
+    while (std::optional<buffer> b = in.pop()) {
+      std::string_view v = b->view();
+      if (cur.empty() && v.size() == block_) {  // a reader chunked to the block size: no copy
+        if (!out.push(std::move(*b))) return;   // downstream is gone
+        pushed = true;
+        continue;
+      }
+      while (!v.empty()) {
+        if (cur.capacity() == 0) cur = buffer(block_);
+        const std::size_t take = std::min(v.size(), block_ - cur.size());
+        cur.append(v.substr(0, take));
+        v.remove_prefix(take);
+        if (cur.size() == block_) {
+          if (!out.push(std::exchange(cur, buffer()))) return;
+          pushed = true;
+        }
+      }
+    }
+    if (in.cancelled() || stop.stop_requested()) return;  // aborted: no last member
+    // An empty input is one empty block, so one empty member: a valid gzip file.
+    if (!cur.empty() || !pushed) (void)out.push(std::move(cur));
+  }
+
+ private:
+  std::size_t block_;
+};
+
+// gzip.deflate: one block into one gzip member. Each replica gets its own copy and, on
+// its first block, its own compressor.
+class block_deflater {
+ public:
+  block_deflater(int level, deflate_engine e) : level_(level), engine_(e) {}
+  block_deflater(const block_deflater& o) : level_(o.level_), engine_(o.engine_) {}  // a fresh compressor
+  block_deflater& operator=(const block_deflater&) = delete;
+  block_deflater(block_deflater&&) noexcept = default;
+  block_deflater& operator=(block_deflater&&) noexcept = delete;
+  ~block_deflater() = default;
+
+  buffer operator()(buffer in) {
+    if (!c_) c_.emplace(level_, engine_);
+    scratch_.clear();
+    c_->compress(in.view(), scratch_);
+    in.release();  // the block goes back to the pool before the member is pushed
+    return buffer::copy_of(scratch_.view());  // right-sized: channels weigh size()
+  }
+
+ private:
+  int level_;
+  deflate_engine engine_;
+  std::optional<gzip_block_compressor> c_;
+  buffer scratch_;
+};
+
+parallel_gzip_options checked(parallel_gzip_options o) {
   check_level(o.level, "parallel_gzip");
-  if (options_.jobs == 0) options_.jobs = std::max(1u, std::thread::hardware_concurrency());
-  if (options_.block == 0) throw std::invalid_argument("parallel_gzip: block must be at least 1 byte");
+  if (o.block == 0) throw std::invalid_argument("parallel_gzip: block must be at least 1 byte");
+  if (o.jobs == 0) o.jobs = std::max(1u, std::thread::hardware_concurrency());
+  return o;
 }
 
-// Three roles: this thread gathers input into blocks (the feeder); `jobs` workers
-// compress blocks into gzip members; one emitter pushes the members downstream in input
-// order. Order is kept by a channel of futures: the feeder pushes block k's future into
-// `order` before handing the block to the workers, and the emitter waits on the futures
-// in channel order. `order` holds at most 4 * jobs + 2 futures, so at most 4 * jobs + 4
-// blocks are in flight (queued, compressing, compressed and waiting, being pushed).
-// The slack (rather than the 2 * jobs that keeps the workers busy on an idle machine)
-// absorbs scheduling delays of the feeder and emitter on a loaded one.
-//
-//   in ──feeder──► work (2*jobs) ──► workers ─┐ set_value
-//          └─────► order (4*jobs+2 futures) ──┴─► emitter ──► out
-//
-// Shutdown: normal end closes work and order (workers drain, the emitter drains);
-// downstream gone: the emitter cancels order, the feeder's next push fails; an aborted
-// input or a failure cancels both channels and the output. Every thread is joined
-// before the function returns.
-void parallel_gzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out,
-                                     std::stop_token stop) const {
-  const parallel_gzip_options o = options_;
-  struct job {
-    buffer data;
-    std::promise<buffer> result;
-  };
-  auto [work_tx, work_rx] = bounded<job>(2 * o.jobs);
-  auto [order_tx, order_rx] = bounded<std::future<buffer>>(4 * o.jobs + 2);
-  sender<buffer> out_abort = out;  // lets this thread cancel the output the emitter pushes to
-  std::exception_ptr emit_error;
-
-  std::vector<std::jthread> threads;
-  // Declared after `threads`, so it runs first: whatever happens, wake every thread
-  // before the jthreads join.
-  struct stopper {
-    sender<job>& work;
-    sender<std::future<buffer>>& order;
-    sender<buffer>& out;
-    bool clean = false;
-    ~stopper() {
-      if (clean) return;
-      work.cancel();
-      order.cancel();
-      out.cancel(std::current_exception());
-    }
-  };
-  threads.reserve(o.jobs + 1);
-  for (std::size_t i = 0; i < o.jobs; ++i) {
-    threads.emplace_back([rx = work_rx, level = o.level, engine = o.engine]() mutable {
-      std::optional<gzip_block_compressor> c;
-      buffer scratch;
-      for (job& j : rx) {
-        try {
-          if (!c) c.emplace(level, engine);
-          scratch.clear();
-          c->compress(j.data.view(), scratch);
-          j.data.release();  // the input block goes back to the pool before we wait on anything
-          // A right-sized copy: channels weigh size(), so keep capacity close to it.
-          j.result.set_value(buffer::copy_of(scratch.view()));
-        } catch (...) {
-          j.result.set_exception(std::current_exception());
-        }
-      }
-    });
+stage_options checked(stage_options s) {
+  s = byte_stage_options(std::move(s), "gzip");
+  const stage_options plain;
+  if (s.replicas != plain.replicas || s.ordered != plain.ordered || !(s.on_error == plain.on_error)) {
+    throw std::invalid_argument("parallel_gzip '" + s.name +
+                                "': replicas, ordered and on_error do not apply (jobs sets the replicas)");
   }
-  work_rx.reset();
-  threads.emplace_back([rx = std::move(order_rx), &out, &emit_error]() mutable {
-    try {
-      for (std::future<buffer>& f : rx) {
-        if (!out.push(f.get())) {  // downstream is gone: stop taking blocks
-          rx.cancel();
-          return;
-        }
-      }
-    } catch (...) {
-      emit_error = std::current_exception();
-      rx.cancel();
-    }
-  });
-  stopper guard{work_tx, order_tx, out_abort};
-
-  std::uint64_t blocks = 0;
-  // The bindings by explicit reference: clang 14 (`./dev fuzz`) cannot capture a structured
-  // binding implicitly.
-  auto submit = [&, &order_tx = order_tx, &work_tx = work_tx](buffer b) -> bool {
-    job j{std::move(b), {}};
-    std::future<buffer> f = j.result.get_future();
-    if (!order_tx.push(std::move(f))) return false;  // the emitter stopped
-    if (!work_tx.push(std::move(j))) return false;
-    ++blocks;
-    return true;
-  };
-  buffer cur;
-  bool fed_all = true;
-  while (std::optional<buffer> b = in.pop()) {
-    std::string_view v = b->view();
-    if (cur.empty() && v.size() == o.block) {  // a reader chunked to our block size: no copy
-      if (!submit(std::move(*b))) {
-        fed_all = false;
-        break;
-      }
-      continue;
-    }
-    while (!v.empty()) {
-      if (cur.capacity() == 0) cur = buffer(o.block);
-      const std::size_t take = std::min(v.size(), o.block - cur.size());
-      cur.append(v.substr(0, take));
-      v.remove_prefix(take);
-      if (cur.size() == o.block && !submit(std::exchange(cur, buffer()))) {
-        fed_all = false;
-        break;
-      }
-    }
-    if (!fed_all) break;
-  }
-  const bool aborted = fed_all && (in.cancelled() || stop.stop_requested());
-  if (aborted) return;  // the guard cancels everything; no trailing member
-  if (fed_all) {
-    if (!cur.empty() || blocks == 0) (void)submit(std::move(cur));  // an empty input is one empty member
-  }
-  // Normal end (or downstream gone): let the workers and the emitter drain.
-  work_tx.reset();
-  order_tx.reset();
-  guard.clean = true;
-  for (auto& t : threads) t.join();
-  if (emit_error) std::rethrow_exception(emit_error);
+  return s;
 }
 
-gzip_member::gzip_member(int level, deflate_engine e) : level_(level), engine_(e) {
-  check_level(level, "gzip_member");
+template <class Deflate>
+stream<buffer> add_stages(graph& g, stream<buffer> in, parallel_gzip_options o, stage_options s, Deflate deflate) {
+  o = checked(o);
+  s = checked(std::move(s));
+  stage_options split;
+  split.capacity = o.block;
+  stream<buffer> blocks = g.stage<buffer>(s.name + ".split", in, block_splitter(o.block), std::move(split));
+  stage_options d;
+  d.capacity = s.capacity;
+  d.replicas = o.jobs;
+  d.ordered = true;
+  d.on_close = std::move(s.on_close);
+  return g.map(s.name + ".deflate", blocks, std::move(deflate), std::move(d));
 }
-gzip_member::~gzip_member() = default;
 
-buffer gzip_member::operator()(buffer in) {
-  if (!c_) c_ = std::make_unique<gzip_block_compressor>(level_, engine_);
-  scratch_.clear();
-  c_->compress(in.view(), scratch_);
-  in.release();
-  return buffer::copy_of(scratch_.view());  // right-sized: channels weigh size()
+}  // namespace
+
+parallel_gzip_stages parallel_gzip(parallel_gzip_options o, stage_options s) {
+  return {checked(o), checked(std::move(s))};
 }
+
+stream<buffer> parallel_gzip(graph& g, stream<buffer> in, parallel_gzip_options o, stage_options s) {
+  return add_stages(g, in, o, std::move(s), block_deflater(o.level, o.engine));
+}
+
+namespace detail {
+stream<buffer> parallel_gzip_with(graph& g, stream<buffer> in, parallel_gzip_options o, stage_options s,
+                                  std::function<buffer(buffer)> deflate) {
+  return add_stages(g, in, o, std::move(s), std::move(deflate));
+}
+}  // namespace detail
 
 through_stage<buffer, gzip_stage> gzip(gzip_options o, stage_options s) {
   return through<buffer>(gzip_stage(o), byte_stage_options(std::move(s), "gzip"));
@@ -582,9 +563,6 @@ through_stage<buffer, gzip_stage> gzip(int level, stage_options s) {
 }
 through_stage<buffer, gunzip_stage> gunzip(gunzip_options o, stage_options s) {
   return through<buffer>(gunzip_stage(o), byte_stage_options(std::move(s), "gunzip"));
-}
-through_stage<buffer, parallel_gzip_stage> parallel_gzip(parallel_gzip_options o, stage_options s) {
-  return through<buffer>(parallel_gzip_stage(o), byte_stage_options(std::move(s), "parallel_gzip"));
 }
 
 }  // namespace sluice::io

@@ -57,13 +57,12 @@ TEST(io_pipeline, gunzip_and_parallel_gzip_round_trip) {
   ASSERT_EQ(shell("gzip -dc " + quoted(dir / "a.gz") + " | cmp -s - " + quoted(dir / "a")), 0);
 }
 
-TEST(io_pipeline, gzip_member_with_graph_replicas_is_a_parallel_gzip_too) {
-  sluice_test::watchdog dog(std::chrono::seconds(120), "replicated gzip_member");
+TEST(io_pipeline, parallel_gzip_reblocks_chunks_of_another_size) {
+  sluice_test::watchdog dog(std::chrono::seconds(120), "parallel_gzip, 100 kB chunks");
   io_test::temp_dir dir;
   const std::string data = io_test::log_text(kSize / 2, 5);
   write_string(dir / "a", data);
-  sluice::pipeline(io::read_file(dir / "a", {.chunk = 100'000}),
-                   sluice::transform(io::gzip_member(6), io::byte_stage_options({.replicas = 3}, "gzip")),
+  sluice::pipeline(io::read_file(dir / "a", {.chunk = 100'000}), io::parallel_gzip({.level = 6, .jobs = 3}),
                    io::write_file(dir / "a.gz"))
       .run();
   ASSERT_EQ(shell("gzip -dc " + quoted(dir / "a.gz") + " | cmp -s - " + quoted(dir / "a")), 0);

@@ -6,6 +6,9 @@
 //   // blocks of 128 KiB compressed on 4 threads, written in order as one .gz file:
 //   sluice::pipeline(io::read_file("big.log", {.chunk = 128 << 10}),
 //                    io::parallel_gzip({.level = 6, .jobs = 4}), io::write_file("big.log.gz")).run();
+//   // the same stages added to a graph by hand (with sluice/graph.hpp):
+//   sluice::graph g;
+//   auto gz = io::parallel_gzip(g, raw, {.level = 6, .jobs = 4});   // raw: a stream<buffer>
 //
 //   // The codecs alone, without a graph:
 //   io::gzip_encoder enc(6);
@@ -19,7 +22,8 @@
 //   - gzip (zlib, streaming) writes one gzip member; parallel_gzip writes one gzip member
 //     per block (RFC 1952 allows a file of several members; gzip -d, zcat, pigz -d,
 //     Python's gzip and io::gunzip read it as one stream). Both are what `gzip -d`
-//     turns back into the input, byte for byte.
+//     turns back into the input, byte for byte. An empty input gives one empty member
+//     (20 bytes that gzip -t accepts) in both.
 //   - gunzip reads concatenated members and ignores zero bytes after the last member
 //     (as gzip(1) does). Corrupt data, a bad CRC or length, a stream that ends inside a
 //     member (or inside the next member's magic), data after a member in another of
@@ -41,9 +45,16 @@
 //   - Output chunks are full (`chunk` bytes) except the last; no empty buffer is pushed.
 //   - If the input ends by a cancel (rx.cancelled()) or a stop request, no trailer is
 //     written: the stage just returns.
-//   - parallel_gzip keeps at most 4 * jobs + 4 blocks in flight (plus its channels), emits
-//     them in input order, and joins its worker threads before its function returns,
-//     whichever way it ends.
+//   - parallel_gzip is made of graph stages, so the supervisor, snapshots, stall and
+//     stuck reports see each of its threads: "P.split" (one thread: cuts the input into
+//     blocks) and "P.deflate" (`jobs` ordered replicas, threads "P.deflate#i": each block
+//     into one member, emitted in input order), P being the name given ("gzip" by
+//     default). The members are the same bytes whatever `jobs` is, and however the
+//     input is cut into buffers. Blocks in flight: one being filled by P.split, one
+//     block's worth in its output channel (its budget is `block` bytes), one block's
+//     worth per replica, the reorder window's 2 * jobs compressed batches, and the
+//     output channel's budget. An input that ends by a cancel or a stop request of
+//     P.split's own gets no last member.
 //   - deflate_engine::automatic is libdeflate at every level, so a higher level never
 //     gives a larger output than a lower one from the engine switching (zlib's level 9
 //     is larger than libdeflate's level 1 on text); zlib is there when asked for.
@@ -56,15 +67,25 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stop_token>
+#include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 
 #include "sluice/buffer.hpp"
 #include "sluice/channel.hpp"
 #include "sluice/io/error.hpp"
 #include "sluice/stage.hpp"
+
+namespace sluice {
+class graph;
+template <class T>
+class stream;
+}  // namespace sluice
 
 namespace sluice::io {
 
@@ -183,47 +204,41 @@ class gunzip_stage {
  private:
   gunzip_options options_;
 };
-class parallel_gzip_stage {
- public:
-  explicit parallel_gzip_stage(parallel_gzip_options o);
-  void operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const;
-  [[nodiscard]] const parallel_gzip_options& options() const noexcept { return options_; }
-
- private:
-  parallel_gzip_options options_;
-};
-
-// buffer -> buffer: compresses each buffer into one complete gzip member, for a
-// graph-native parallel gzip with replicas (each replica gets its own copy, and with it
-// its own compressor):
-//   sluice::pipeline(io::read_file(a, {.chunk = 128 << 10}),
-//                    sluice::transform(io::gzip_member(6), io::byte_stage_options({.replicas = 4}, "gzip")),
-//                    io::write_file(b)).run();
-// Unlike parallel_gzip, an empty input gives an empty output (no member), which gzip -d
-// rejects; and the graph's reorder window, not 4 * jobs + 4, bounds the blocks in flight.
-class gzip_member {
- public:
-  explicit gzip_member(int level = 6, deflate_engine e = deflate_engine::automatic);
-  gzip_member(const gzip_member& o) : level_(o.level_), engine_(o.engine_) {}  // a fresh compressor
-  gzip_member& operator=(const gzip_member&) = delete;
-  gzip_member(gzip_member&&) noexcept = default;
-  ~gzip_member();
-  buffer operator()(buffer in);
-
- private:
-  int level_;
-  deflate_engine engine_;
-  std::unique_ptr<gzip_block_compressor> c_;
-  buffer scratch_;
-};
-
-// Descriptors for sluice::pipeline / graph. Default names "gzip", "gunzip",
-// "parallel_gzip"; a capacity left at its default becomes kByteBudget bytes.
+// Descriptors for sluice::pipeline / graph. Default names "gzip", "gunzip"; a capacity
+// left at its default becomes kByteBudget bytes.
 through_stage<buffer, gzip_stage> gzip(gzip_options o = {}, stage_options s = {});
-// io::gzip(level), as DESIGN.md writes it.
+// io::gzip(level): the level alone.
 through_stage<buffer, gzip_stage> gzip(int level, stage_options s = {});
 through_stage<buffer, gunzip_stage> gunzip(gunzip_options o = {}, stage_options s = {});
-through_stage<buffer, parallel_gzip_stage> parallel_gzip(parallel_gzip_options o = {},
-                                                         stage_options s = {});
+
+// parallel_gzip as a pipeline descriptor: sluice::pipeline adds its stages (see above)
+// where it stands. options.name is the stages' prefix (default "gzip"), options.capacity
+// the budget of its output channel (default kByteBudget bytes), options.on_close runs
+// when P.deflate ends; `jobs` sets the replicas, so replicas, ordered and on_error must
+// stay at their defaults (std::invalid_argument otherwise: a skipped block would be a
+// silently shorter file). A bad level or a block of 0 bytes is std::invalid_argument here.
+struct parallel_gzip_stages {
+  parallel_gzip_options gzip;
+  stage_options options;
+};
+parallel_gzip_stages parallel_gzip(parallel_gzip_options o = {}, stage_options s = {});
+
+// Adds parallel_gzip's stages to g after `in`; returns the stream of gzip members.
+stream<buffer> parallel_gzip(graph& g, stream<buffer> in, parallel_gzip_options o = {}, stage_options s = {});
+
+// How sluice::pipeline picks up a parallel_gzip_stages descriptor (argument-dependent
+// lookup of its step function, next to the step functions of the stage kinds).
+template <std::size_t Index, class G, class In>
+  requires std::is_same_v<In, stream<buffer>>
+auto pipe_add(G& g, In in, parallel_gzip_stages&& d) {
+  return parallel_gzip(g, std::move(in), std::move(d.gzip), std::move(d.options));
+}
+
+namespace detail {
+// parallel_gzip with `deflate` in place of the block compressor in P.deflate (each
+// replica calls its own copy): how the tests make a block fail.
+stream<buffer> parallel_gzip_with(graph& g, stream<buffer> in, parallel_gzip_options o, stage_options s,
+                                  std::function<buffer(buffer)> deflate);
+}  // namespace detail
 
 }  // namespace sluice::io
