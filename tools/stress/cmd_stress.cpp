@@ -1,4 +1,4 @@
-// tools/cmd_stress.cpp — `sluice stress`: random graphs, random slow and stuck stages,
+// tools/stress/cmd_stress.cpp — `sluice stress`: random graphs, random slow and stuck stages,
 // under sluice::testing's stress engine (sluice/testing.hpp: one injector, one oracle,
 // the same as users run on their own graphs); seeded and reproducible.
 //
@@ -35,7 +35,6 @@
 #include <atomic>
 #include <chrono>
 #include <cerrno>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -49,12 +48,13 @@
 #include <thread>
 #include <vector>
 
-#include "args.hpp"
+#include "common/args.hpp"
 #include "commands.hpp"
-#include "progress.hpp"
+#include "common/progress.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/testing.hpp"
-#include "sys.hpp"
+#include "common/sys.hpp"
+#include "sluice/detail/ticker.hpp"
 
 namespace sluice::tool {
 namespace {
@@ -391,32 +391,20 @@ struct run_outcome {
 // Samples RSS every 2 ms while alive; keeps the peak.
 class rss_watch {
  public:
-  rss_watch() : peak_(rss_bytes()) {
-    thread_ = std::thread([this] {
-      std::unique_lock lk(mu_);
-      while (!cv_.wait_for(lk, 2ms, [&] { return stop_; })) peak_ = std::max(peak_, rss_bytes());
-    });
-  }
+  rss_watch() : peak_(rss_bytes()), ticker_(sluice::detail::tick_every(2ms, [this] { sample(); }, "stress-rss")) {}
   rss_watch(const rss_watch&) = delete;
   rss_watch& operator=(const rss_watch&) = delete;
-  ~rss_watch() { stop(); }
+  // Stops sampling; the peak, with one last sample.
   std::uint64_t stop() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-    peak_ = std::max(peak_, rss_bytes());
+    ticker_.stop();  // joins: the ticker's writes to peak_ happen before what follows
+    sample();
     return peak_;
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::uint64_t peak_;  // guarded by mu_ while the thread runs
-  std::thread thread_;
+  void sample() { peak_ = std::max(peak_, rss_bytes()); }
+  std::uint64_t peak_;     // the ticker's until stop()
+  sluice::detail::ticker ticker_;  // last: started after peak_ is set
 };
 
 // Shared state the stage functions report into (they outlive restarts and replicas).
@@ -660,27 +648,18 @@ bool parse_seed(std::string_view s, std::uint64_t& out) {
 }
 
 // Kills the process with the seed and graph if one run hangs: never hang silently.
+// A ticker looks at the armed deadline four times a second.
 class hang_guard {
  public:
-  explicit hang_guard(std::chrono::seconds limit) : limit_(limit) {
-    thread_ = std::thread([this] { loop(); });
-  }
+  explicit hang_guard(std::chrono::seconds limit)
+      : limit_(limit), ticker_(sluice::detail::tick_every(250ms, [this] { check(); }, "stress-hang")) {}
   hang_guard(const hang_guard&) = delete;
   hang_guard& operator=(const hang_guard&) = delete;
-  ~hang_guard() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
   void arm(std::string what) {
     std::lock_guard lk(mu_);
     what_ = std::move(what);
     deadline_ = clock::now() + limit_;
     armed_ = true;
-    cv_.notify_all();
   }
   void disarm() {
     std::lock_guard lk(mu_);
@@ -688,30 +667,20 @@ class hang_guard {
   }
 
  private:
-  void loop() {
-    std::unique_lock lk(mu_);
-    while (!stop_) {
-      if (!armed_) {
-        cv_.wait(lk);
-        continue;
-      }
-      if (cv_.wait_until(lk, deadline_, [&] { return stop_ || !armed_; })) continue;
-      if (armed_ && clock::now() >= deadline_) {
-        std::fprintf(stderr, "sluice stress: VIOLATION: a run did not finish within %llds (hang)\n%s\n",
-                     static_cast<long long>(limit_.count()), what_.c_str());
-        std::fflush(stderr);
-        std::_Exit(1);
-      }
-    }
+  void check() {
+    std::lock_guard lk(mu_);
+    if (!armed_ || clock::now() < deadline_) return;
+    std::fprintf(stderr, "sluice stress: VIOLATION: a run did not finish within %llds (hang)\n%s\n",
+                 static_cast<long long>(limit_.count()), what_.c_str());
+    std::fflush(stderr);
+    std::_Exit(1);
   }
   std::chrono::seconds limit_;
   std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;     // guarded by mu_
-  bool armed_ = false;    // guarded by mu_
-  std::string what_;      // guarded by mu_
-  clock::time_point deadline_{};
-  std::thread thread_;
+  bool armed_ = false;           // guarded by mu_
+  std::string what_;             // guarded by mu_
+  clock::time_point deadline_{};  // guarded by mu_
+  sluice::detail::ticker ticker_;        // last: started after every other member is built
 };
 
 }  // namespace
