@@ -102,6 +102,7 @@ inline std::string json_escape(std::string_view v) {
   return out + "\"";
 }
 
+// Text for HTML content and attribute values (either quote).
 inline std::string html_escape(std::string_view v) {
   std::string out;
   for (const char ch : v) {
@@ -110,6 +111,7 @@ inline std::string html_escape(std::string_view v) {
       case '>': out += "&gt;"; break;
       case '&': out += "&amp;"; break;
       case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
       default: out += ch;
     }
   }
