@@ -47,6 +47,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_main.hpp"
 #include "peers/boost_fiber_peer.hpp"
 #include "peers/moodycamel_peers.hpp"
 #include "peers/mutex_deque.hpp"
@@ -361,30 +362,19 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults first, so the same flags given on the command line win.
-  // Repetitions run in random order across all rows, so a burst of load from elsewhere on
-  // the machine hits every implementation alike instead of one row; run.sh takes medians.
-  std::string defaults[] = {"--benchmark_min_time=0.3", "--benchmark_repetitions=5",
-                            "--benchmark_enable_random_interleaving=true",
-                            "--benchmark_report_aggregates_only=true"};
-  std::vector<char*> args;
-  args.push_back(argv[0]);
-  for (auto& d : defaults) args.push_back(d.data());
-  for (int i = 1; i < argc; ++i) {
-    // Ours, not Google Benchmark's: the sluice rows without time-blocked counters.
-    if (std::string_view(argv[i]) == "--sluice_timing=off") {
-      sluice_bench::g_sluice_timing = false;
-      continue;
-    }
-    args.push_back(argv[i]);
-  }
-  int n = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
-  register_all<sluice_bench::tbb_peer, sluice_bench::rwcb_peer, sluice_bench::bcq_peer,
-               sluice_bench::boost_fiber_peer, sluice_bench::mutex_deque_peer>();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return sluice_bench::benchmark_main(
+      argc, argv,
+      {.own_flag =
+           [](std::string_view a) {
+             // Ours, not Google Benchmark's: the sluice rows without time-blocked counters.
+             if (a != "--sluice_timing=off") return false;
+             sluice_bench::g_sluice_timing = false;
+             return true;
+           },
+       .register_all =
+           [] {
+             register_all<sluice_bench::tbb_peer, sluice_bench::rwcb_peer, sluice_bench::bcq_peer,
+                          sluice_bench::boost_fiber_peer, sluice_bench::mutex_deque_peer>();
+             return 0;
+           }});
 }

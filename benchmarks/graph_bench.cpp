@@ -32,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_main.hpp"
 #include "sluice/graph.hpp"
 
 namespace {
@@ -263,20 +264,8 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults first, so the same flags given on the command line win (as channel_bench).
-  std::string defaults[] = {"--benchmark_min_time=0.3", "--benchmark_repetitions=5",
-                            "--benchmark_enable_random_interleaving=true",
-                            "--benchmark_report_aggregates_only=true"};
-  std::vector<char*> args;
-  args.push_back(argv[0]);
-  for (auto& d : defaults) args.push_back(d.data());
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-  int n = static_cast<int>(args.size());
-  args.push_back(nullptr);
-  benchmark::Initialize(&n, args.data());
-  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return sluice_bench::benchmark_main(argc, argv, {.register_all = [] {
+                                                     register_all();
+                                                     return 0;
+                                                   }});
 }

@@ -12,7 +12,7 @@
 //
 // Scenarios ("<scenario>/<implementation>", items = input bytes, or lines):
 //   gzip/sluice          sluice gzip --jobs 2 (default level 6), file to file (the tool
-//                        gives its reader a 1 MiB budget, see tools/cmd_gzip.cpp)
+//                        gives its reader a 1 MiB budget, see tools/gzip/cmd_gzip.cpp)
 //   gzip/sluice:jobs1    sluice gzip --jobs 1
 //   gzip/node            node: stream.pipeline(fs.createReadStream, zlib.createGzip(), fs.createWriteStream)
 //   gzip/gzip            gzip -6 -c IN > OUT
@@ -47,6 +47,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_main.hpp"
 #include "sluice/io/all.hpp"
 #include "sluice/pipeline.hpp"
 
@@ -449,65 +450,67 @@ int main(int argc, char** argv) {
   const fs::path self = fs::absolute(argv[0]).parent_path();
   g_settings.dir = self.parent_path() / "bench" / "io-data";
   g_settings.tool = self.parent_path() / "tools" / "sluice";
-  std::vector<char*> rest;
-  for (int i = 0; i < argc; ++i) {
-    const std::string a = argv[i];
+  sluice_bench::main_options o;
+  o.defaults = false;
+  o.bad_arguments_status = 2;
+  o.own_flag = [](std::string_view a) {
     if (a.rfind("--io_size=", 0) == 0) {
-      g_settings.size = parse_size(argv[i] + 10);
+      g_settings.size = parse_size(std::string(a.substr(10)).c_str());
     } else if (a.rfind("--io_big=", 0) == 0) {
-      g_settings.big = parse_size(argv[i] + 9);
+      g_settings.big = parse_size(std::string(a.substr(9)).c_str());
     } else if (a.rfind("--io_dir=", 0) == 0) {
       g_settings.dir = a.substr(9);
     } else if (a.rfind("--io_tool=", 0) == 0) {
       g_settings.tool = a.substr(10);
     } else {
-      rest.push_back(argv[i]);
+      return false;
     }
-  }
-  int rest_argc = static_cast<int>(rest.size());
-  benchmark::Initialize(&rest_argc, rest.data());
-  if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 2;
-  if (!fs::exists(g_settings.tool)) {
-    std::fprintf(stderr, "io_bench: no sluice tool at %s (build it, or pass --io_tool=PATH)\n", g_settings.tool.c_str());
-    return 2;
-  }
-  fs::create_directories(g_settings.dir);
-  generate(input(), g_settings.size);
-  if (g_settings.big != 0) make_big(input(), big_input(), g_settings.big);
-
-  benchmark::AddCustomContext("target.gzip", "node>=2.5 pigz>=1.3");
-  benchmark::AddCustomContext("target.lines", "node>=5");
-  benchmark::AddCustomContext("input_bytes", std::to_string(g_settings.size));
-  auto once = [](benchmark::internal::Benchmark* b) {
-    b->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+    return true;
   };
-  once(benchmark::RegisterBenchmark("gzip/sluice", [](benchmark::State& s) { bm_sluice(s, 2, false); }));
-  once(benchmark::RegisterBenchmark("gzip/sluice:jobs1", [](benchmark::State& s) { bm_sluice(s, 1, false); }));
-  once(benchmark::RegisterBenchmark("gzip/node", bm_node_gzip));
-  once(benchmark::RegisterBenchmark("gzip/gzip", bm_gzip));
-  once(benchmark::RegisterBenchmark("gzip/pigz", bm_pigz));
-  if (g_settings.big != 0) {
-    once(benchmark::RegisterBenchmark("gzip_big/sluice", [](benchmark::State& s) { bm_sluice(s, 2, true); }));
-  }
-  once(benchmark::RegisterBenchmark("lines/sluice", [](benchmark::State& s) {
-    bm_lines_sluice(s, std::size_t{1} << 20, "lines/sluice");
-  }));
-  once(benchmark::RegisterBenchmark("lines/sluice:read64k", [](benchmark::State& s) {
-    bm_lines_sluice(s, io::kByteBudget, "lines/sluice:read64k");
-  }));
-  once(benchmark::RegisterBenchmark("lines/node", bm_lines_node));
-  for (const int level : {1, 6, 8, 9}) {
-    for (const bool ld : {true, false}) {
-      benchmark::RegisterBenchmark(("engine_L" + std::to_string(level) + (ld ? "/libdeflate" : "/zlib")).c_str(),
-                                   [level, ld](benchmark::State& s) { bm_engine(s, level, ld); })
-          ->Iterations(1)
-          ->Unit(benchmark::kMillisecond);
+  o.register_all = [] {
+    if (!fs::exists(g_settings.tool)) {
+      std::fprintf(stderr, "io_bench: no sluice tool at %s (build it, or pass --io_tool=PATH)\n", g_settings.tool.c_str());
+      return 2;
     }
-  }
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  print_summary();
-  std::error_code ec;
-  if (g_settings.big != 0) fs::remove(big_input(), ec);  // 4 GiB is too much to keep around
-  return 0;
+    fs::create_directories(g_settings.dir);
+    generate(input(), g_settings.size);
+    if (g_settings.big != 0) make_big(input(), big_input(), g_settings.big);
+
+    benchmark::AddCustomContext("target.gzip", "node>=2.5 pigz>=1.3");
+    benchmark::AddCustomContext("target.lines", "node>=5");
+    benchmark::AddCustomContext("input_bytes", std::to_string(g_settings.size));
+    auto once = [](benchmark::internal::Benchmark* b) {
+      b->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+    };
+    once(benchmark::RegisterBenchmark("gzip/sluice", [](benchmark::State& s) { bm_sluice(s, 2, false); }));
+    once(benchmark::RegisterBenchmark("gzip/sluice:jobs1", [](benchmark::State& s) { bm_sluice(s, 1, false); }));
+    once(benchmark::RegisterBenchmark("gzip/node", bm_node_gzip));
+    once(benchmark::RegisterBenchmark("gzip/gzip", bm_gzip));
+    once(benchmark::RegisterBenchmark("gzip/pigz", bm_pigz));
+    if (g_settings.big != 0) {
+      once(benchmark::RegisterBenchmark("gzip_big/sluice", [](benchmark::State& s) { bm_sluice(s, 2, true); }));
+    }
+    once(benchmark::RegisterBenchmark("lines/sluice", [](benchmark::State& s) {
+      bm_lines_sluice(s, std::size_t{1} << 20, "lines/sluice");
+    }));
+    once(benchmark::RegisterBenchmark("lines/sluice:read64k", [](benchmark::State& s) {
+      bm_lines_sluice(s, io::kByteBudget, "lines/sluice:read64k");
+    }));
+    once(benchmark::RegisterBenchmark("lines/node", bm_lines_node));
+    for (const int level : {1, 6, 8, 9}) {
+      for (const bool ld : {true, false}) {
+        benchmark::RegisterBenchmark(("engine_L" + std::to_string(level) + (ld ? "/libdeflate" : "/zlib")).c_str(),
+                                     [level, ld](benchmark::State& s) { bm_engine(s, level, ld); })
+            ->Iterations(1)
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+    return 0;
+  };
+  o.after = [] {
+    print_summary();
+    std::error_code ec;
+    if (g_settings.big != 0) fs::remove(big_input(), ec);  // 4 GiB is too much to keep around
+  };
+  return sluice_bench::benchmark_main(argc, argv, o);
 }

@@ -2,13 +2,11 @@
 // the periodic reporter (see include/sluice/metrics.hpp for the contract).
 #include "sluice/metrics.hpp"
 
+#include "sluice/detail/ticker.hpp"
+
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdio>
-#include <mutex>
 #include <string_view>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -367,54 +365,17 @@ std::string to_prometheus(const snapshot& s) {
 
 // ---- periodic -----------------------------------------------------------------
 
-// Wait protocol: the reporter thread waits on cv_ with a deadline and the predicate
-// stop_; stop() sets stop_ under mu_ and notifies, so the thread either sees stop_ before
-// waiting or is woken by the notify: no lost wakeup. fn runs without mu_ held, so
-// stop() can set the flag while a call is in progress; join() then waits it out.
+// A detail::ticker (detail/ticker.hpp) whose tick calls fn; its stop, join and
+// exception rules are periodic's.
 struct periodic::state {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;                       // guarded by mu
-  std::atomic<bool> alive{false};          // the thread has not exited yet
-  std::atomic<std::uint64_t> calls{0};
-  std::chrono::steady_clock::duration interval{};
-  std::function<void()> fn;
-  std::thread thread;
-
-  void loop() {
-    auto next = std::chrono::steady_clock::now() + interval;
-    for (;;) {
-      {
-        std::unique_lock lk(mu);
-        if (cv.wait_until(lk, next, [&] { return stop; })) break;
-      }
-      try {
-        fn();
-      } catch (...) {
-        break;
-      }
-      // relaxed: a statistic; nothing is published through it.
-      calls.fetch_add(1, std::memory_order_relaxed);
-      next += interval;
-      const auto now = std::chrono::steady_clock::now();
-      if (next < now) next = now + interval;  // a slow fn: do not try to catch up
-    }
-    // release: pairs with the acquire in running(); a reader that sees false knows the
-    // thread made its last call.
-    alive.store(false, std::memory_order_release);
-  }
+  detail::ticker ticker;
 };
 
 periodic::periodic() noexcept = default;
 
 periodic::periodic(std::chrono::steady_clock::duration interval, std::function<void()> fn)
     : state_(std::make_unique<state>()) {
-  if (interval <= interval.zero()) interval = std::chrono::milliseconds(1);
-  state_->interval = interval;
-  state_->fn = std::move(fn);
-  // relaxed: set before the thread starts; std::thread's start is the edge.
-  state_->alive.store(true, std::memory_order_relaxed);
-  state_->thread = std::thread([st = state_.get()] { st->loop(); });
+  state_->ticker = detail::tick_every(interval, std::move(fn), "sluice-metrics");
 }
 
 periodic::periodic(periodic&&) noexcept = default;
@@ -430,24 +391,12 @@ periodic& periodic::operator=(periodic&& o) noexcept {
 periodic::~periodic() { stop(); }
 
 void periodic::stop() noexcept {
-  if (!state_) return;
-  {
-    std::lock_guard lk(state_->mu);
-    state_->stop = true;
-  }
-  state_->cv.notify_all();
-  if (state_->thread.joinable()) state_->thread.join();
+  if (state_) state_->ticker.stop();
 }
 
-bool periodic::running() const noexcept {
-  // acquire: pairs with the release store at the end of loop().
-  return state_ && state_->alive.load(std::memory_order_acquire);
-}
+bool periodic::running() const noexcept { return state_ && state_->ticker.running(); }
 
-std::uint64_t periodic::calls() const noexcept {
-  // relaxed: a statistic.
-  return state_ ? state_->calls.load(std::memory_order_relaxed) : 0;
-}
+std::uint64_t periodic::calls() const noexcept { return state_ ? state_->ticker.ticks() : 0; }
 
 periodic every(std::chrono::steady_clock::duration interval, std::function<void()> fn) {
   return periodic(interval, std::move(fn));

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "args.hpp"
+#include "common/args.hpp"
 #include "commands.hpp"
 
 namespace {

@@ -1,4 +1,4 @@
-// tests/fuzz/args_fuzz.cpp — the `sluice` tool's argument parser (tools/args.hpp),
+// tests/fuzz/args_fuzz.cpp — the `sluice` tool's argument parser (tools/common/args.hpp),
 // parse only: no command runs.
 //
 // Input: the argument list, NUL-separated (at most 64 arguments); argv[0] is the
@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-#include "args.hpp"
+#include "common/args.hpp"
 #include "fuzz_support.hpp"
 
 namespace {

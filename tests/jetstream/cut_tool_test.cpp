@@ -1,6 +1,11 @@
 // `sluice bench --cut K --via URL`: the built tool (SLUICE_TOOL_PATH) runs itself twice, a
 // producer and a consumer process joined by a JetStream edge on a nats-server this test
-// starts. Each run is bounded (child_process::wait kills it past its limit).
+// starts. Each run is bounded (run_tool and child_process::wait kill it past its limit).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+// GCC 12 reports a bogus -Wrestrict inside std::string's operator+ (GCC PR 105651).
+#pragma GCC diagnostic ignored "-Wrestrict"
+#endif
+
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -10,19 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "../support/run_tool.hpp"
 #include "nats_server.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 
-std::string tool_path() {
-#ifdef SLUICE_TOOL_PATH
-  return SLUICE_TOOL_PATH;
-#else
-  return {};
-#endif
-}
+using sluice_test::tool_path;
 
 std::string out_file(const std::string& tag) {
   return (std::filesystem::temp_directory_path() /
@@ -30,23 +30,12 @@ std::string out_file(const std::string& tag) {
       .string();
 }
 
-struct run_result {
-  int status = -1;
-  std::string out;
-};
+using run_result = sluice_test::tool_result;
 
-// Runs `sluice bench ARGS...` with stdout and stderr in one file; -1: killed past `limit`.
-run_result run_bench(std::vector<std::string> args, const std::string& tag, std::chrono::milliseconds limit) {
-  args.insert(args.begin(), {tool_path(), "bench"});
-  const std::string file = out_file(tag);
-  run_result r;
-  {
-    sluice_test::child_process p(std::move(args), file);
-    r.status = p.wait(limit);
-    r.out = p.output();
-  }
-  std::filesystem::remove(file);
-  return r;
+// Runs `sluice bench ARGS...` with stdout and stderr together in out; killed past `limit`.
+run_result run_bench(std::vector<std::string> args, std::chrono::seconds limit) {
+  args.insert(args.begin(), "bench");
+  return sluice_test::run_tool(args, static_cast<int>(limit.count()), {.merge_stderr = true});
 }
 
 std::size_t lines_of(const std::string& s) {
@@ -73,7 +62,7 @@ TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
     SCOPED_TRACE("run " + std::to_string(i));
     const run_result r = run_bench({"--cut", "2", "--via", server.url(), "--topology", "chain:3", "--items", "500",
                                     "--item-size", "32"},
-                                   "run", 60s);
+                                   60s);
     ASSERT_EQ(r.status, 0) << r.out;
     for (const char* row : {"producer  source", "producer  w1", "producer  w2", "producer  publish:sluice-bench-",
                             "consumer  subscribe:sluice-bench-", "consumer  w3", "consumer  sink",
@@ -118,7 +107,7 @@ TEST_F(CutTool, RoleRunsTwiceOnOneStream) {
 TEST_F(CutTool, UnreachableServerFailsWithOneLine) {
   const std::string url = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());
   const auto t0 = std::chrono::steady_clock::now();
-  const run_result r = run_bench({"--cut", "1", "--via", url, "--items", "10"}, "down", 30s);
+  const run_result r = run_bench({"--cut", "1", "--via", url, "--items", "10"}, 30s);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
   EXPECT_EQ(r.status, 1) << r.out;
   EXPECT_EQ(lines_of(r.out), 1u) << r.out;
@@ -130,7 +119,7 @@ TEST_F(CutTool, UnreachableServerFailsWithOneLine) {
 TEST_F(CutTool, NonNatsUrlIsABadCommandLine) {
   for (const char* via : {"http://127.0.0.1:4222", "127.0.0.1:4222", ""}) {
     SCOPED_TRACE(via);
-    const run_result r = run_bench({"--cut", "1", "--via", via, "--items", "10"}, "bad", 30s);
+    const run_result r = run_bench({"--cut", "1", "--via", via, "--items", "10"}, 30s);
     EXPECT_EQ(r.status, 2) << r.out;
     EXPECT_EQ(lines_of(r.out), 1u) << r.out;
     EXPECT_NE(r.out.find("--via"), std::string::npos) << r.out;

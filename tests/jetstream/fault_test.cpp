@@ -41,12 +41,7 @@ constexpr bool kSanitized = false;
 
 template <class Pred>
 bool eventually(Pred p, std::chrono::milliseconds limit = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!p()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
+  return sluice_test::poll_until(p, limit, 5ms);
 }
 
 struct log_line {

@@ -47,12 +47,7 @@ double ms_since(clock_type::time_point t0) {
 
 template <class Pred>
 bool eventually(Pred p, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = clock_type::now() + limit;
-  while (!p()) {
-    if (clock_type::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
+  return sluice_test::poll_until(p, limit, 2ms);
 }
 
 // Runs a pipeline/graph to its end within `limit`, or cancels it and fails the test.

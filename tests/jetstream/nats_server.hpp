@@ -44,6 +44,41 @@ inline int free_port() {
   return ntohs(a.sin_port);
 }
 
+// fork + exec of args[0] with stdout and stderr into `out_file` (opened with O_CREAT and
+// `mode_flags`: O_APPEND or O_TRUNC); the child gets SIGKILL when this process dies.
+inline pid_t spawn(std::vector<std::string> args, const std::string& out_file, int mode_flags) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+    const int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | mode_flags, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Polls pred every `every` until it holds (true) or `limit` passes (false).
+template <class Pred>
+bool poll_until(Pred&& pred, std::chrono::milliseconds limit,
+                std::chrono::milliseconds every = std::chrono::milliseconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(every);  // polling a condition, not synchronising
+  }
+  return true;
+}
+
 inline bool port_accepts(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -82,25 +117,8 @@ class nats_server {
   void start() {
     std::vector<std::string> args = {SLUICE_NATS_SERVER_PATH, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_),
                                      "-sd", dir_};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     const std::string log = dir_ + "/server.log";
-    const pid_t parent = ::getpid();
-    pid_t pid = ::fork();
-    if (pid < 0) throw std::runtime_error("fork failed");
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    pid_ = pid;
+    pid_ = spawn(std::move(args), log, O_APPEND);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (!port_accepts(port_)) {
       int status = 0;
@@ -136,25 +154,8 @@ namespace sluice_test {
 // A child process (fork + exec) whose stdout+stderr go to a file; killed with the parent.
 class child_process {
  public:
-  child_process(std::vector<std::string> args, std::string out_file) : out_(std::move(out_file)) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(1);
-      int fd = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
+  child_process(std::vector<std::string> args, std::string out_file)
+      : out_(std::move(out_file)), pid_(spawn(std::move(args), out_, O_TRUNC)) {}
   ~child_process() { kill9(); }
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;

@@ -2,11 +2,11 @@
 #pragma once
 
 #include <condition_variable>
-#include <cstddef>
-#include <filesystem>
 #include <mutex>
 #include <stop_token>
 #include <string>
+
+#include "sluice/detail/process_info.hpp"
 
 namespace sluice_test {
 
@@ -17,11 +17,7 @@ inline std::string cat(std::string a, const std::string& b) {
 }
 
 // Threads of this process now (entries of /proc/self/task): a leak check.
-inline std::size_t thread_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
-}
+using sluice::detail::thread_count;
 
 // A one-way gate: wait() blocks until open(); wait(stop) also returns (false) on stop.
 class gate {

@@ -19,19 +19,19 @@
 //     its last value. It polls a condition (yield, then 50 us naps between checks); it
 //     is not a sleep used as synchronisation.
 // Non-guarantees: the limits are generous; they are not performance assertions.
-// Lifetime: each watchdog owns one std::jthread while it is armed.
+// Lifetime: each watchdog owns one thread (a detail::ticker) while it is armed.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
+
+#include "sluice/detail/ticker.hpp"
 
 namespace sluice_test {
 
@@ -56,24 +56,17 @@ inline std::string current_test_name() {
 class watchdog {
  public:
   explicit watchdog(std::chrono::milliseconds limit, std::string what = {})
-      : limit_(limit * kTimeoutScale), what_(std::move(what)), test_(current_test_name()) {
-    thread_ = std::jthread([this] { guard(); });
-  }
+      : limit_(limit * kTimeoutScale),
+        what_(std::move(what)),
+        test_(current_test_name()),
+        // One tick, `limit` from now, unless the destructor stops the ticker first.
+        ticker_(limit_, [this]() -> bool { fire(); }, "sluice-watchdog") {}
   watchdog(const watchdog&) = delete;
   watchdog& operator=(const watchdog&) = delete;
-  ~watchdog() {
-    {
-      std::lock_guard lock(mu_);
-      disarmed_ = true;
-    }
-    cv_.notify_one();
-    // jthread joins here.
-  }
+  ~watchdog() { ticker_.stop(); }  // disarms: wakes the ticker's thread and joins it
 
  private:
-  void guard() {
-    std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, limit_, [this] { return disarmed_; })) return;
+  [[noreturn]] void fire() const {
     std::fprintf(stderr,
                  "\n[watchdog] %s: %s did not finish within %lld ms (deadlock or lost "
                  "wake-up?); aborting so the run fails instead of hanging\n",
@@ -87,10 +80,7 @@ class watchdog {
   const std::chrono::milliseconds limit_;
   const std::string what_;
   const std::string test_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool disarmed_ = false;  // guarded by mu_
-  std::jthread thread_;    // last: started after every other member is built
+  sluice::detail::ticker ticker_;  // last: started after every other member is built
 };
 
 template <class F>

@@ -5,7 +5,6 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 #endif
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -17,12 +16,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "../../tools/bench/histogram.hpp"
 #include "support/mini_json.hpp"
+#include "support/run_tool.hpp"
 
 namespace {
 
@@ -37,60 +36,12 @@ constexpr bool kSanitized = false;
 // sanitizers these tests run the sluice engine only.
 const char* engine_both() { return kSanitized ? "sluice" : "both"; }
 
-struct result {
-  int status = -1;  // exit code; 128+N for a signal
-  std::string out;
-  std::string err;
-};
+using result = sluice_test::tool_result;
+using sluice_test::tool_path;
 
-std::string tool_path() {
-#ifdef SLUICE_TOOL_PATH
-  return SLUICE_TOOL_PATH;
-#else
-  return {};
-#endif
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  return q + "'";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// Runs the tool with `args` under a hard time limit (a hang fails instead of blocking).
+// Runs the tool with `args` under a hard time limit, without progress lines.
 result run_tool(const std::vector<std::string>& args, int limit_s = 120) {
-  result r;
-  const std::string err_path = ::testing::TempDir() + "sluice_bench_rate_stderr_" + std::to_string(::getpid());
-  std::string cmd = "SLUICE_PROGRESS=off timeout -s KILL " + std::to_string(limit_s) + " " + quote(tool_path());
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " 2>" + quote(err_path);
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  if (WIFEXITED(st)) {
-    r.status = WEXITSTATUS(st);
-  } else if (WIFSIGNALED(st)) {
-    r.status = 128 + WTERMSIG(st);
-  }
-  r.err = read_file(err_path);
-  std::remove(err_path.c_str());
-  return r;
+  return sluice_test::run_tool(args, limit_s, {.progress = "off"});
 }
 
 std::string joined(const std::vector<std::string>& args) {
@@ -357,7 +308,7 @@ TEST_F(BenchRate, GbenchFormatHasGoogleBenchmarksKeys) {
       "  for k in ('name','run_name','run_type','repetitions','iterations','real_time','cpu_time','time_unit'):\n"
       "    assert k in b, k\n"
       "  assert b['run_type']=='iteration' and b['time_unit']=='ns'\n";
-  const int rc = std::system(("python3 -c " + quote(py) + " " + quote(path)).c_str());
+  const int rc = std::system(("python3 -c " + sluice_test::shell_quote(py) + " " + sluice_test::shell_quote(path)).c_str());
   std::remove(path.c_str());
   EXPECT_EQ(rc, 0);
 }
@@ -374,7 +325,7 @@ TEST_F(BenchRate, SweepWithBothEnginesPrintsBoth) {
   const result r = run_tool(args);
   ASSERT_EQ(r.status, 0) << r.err;
   // The report: the graph (from the sluice closed-loop run) and the latency curves.
-  const std::string page = read_file(html);
+  const std::string page = sluice_test::read_whole_file(html);
   std::remove(html.c_str());
   for (const char* s : {"stage-1", "stage-2", "<svg", "p99.9"}) EXPECT_NE(page.find(s), std::string::npos) << s;
   const mini_json::value v = mini_json::parse(r.out);

@@ -6,7 +6,6 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 #endif
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -14,12 +13,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "support/mini_json.hpp"
+#include "support/run_tool.hpp"
 
 namespace {
 
@@ -29,68 +27,9 @@ constexpr bool kSanitized = true;
 constexpr bool kSanitized = false;
 #endif
 
-struct result {
-  int status = -1;  // exit code; 128+N for a signal
-  std::string out;
-  std::string err;
-};
-
-std::string tool_path() {
-#ifdef SLUICE_TOOL_PATH
-  return SLUICE_TOOL_PATH;
-#else
-  return {};
-#endif
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
-    }
-  }
-  return q + "'";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// Runs the tool with `args` under a hard time limit (a hang fails instead of blocking).
-result run_tool(const std::vector<std::string>& args, int limit_s = 240) {
-  result r;
-  const std::string err_path = ::testing::TempDir() + "sluice_tool_stderr_" + std::to_string(::getpid());
-  std::string cmd = "SLUICE_PROGRESS=plain ";
-#if defined(SLUICE_SANITIZER_BUILD) && !defined(SLUICE_TSAN_BUILD)
-  // AddressSanitizer keeps freed memory in a quarantine (256 MiB by default), which would
-  // show up as resident memory in the demo's and stress's measurements.
-  const char* asan = std::getenv("ASAN_OPTIONS");
-  cmd += "ASAN_OPTIONS=" + quote(std::string(asan ? asan : "") + ":quarantine_size_mb=1:thread_local_quarantine_size_kb=64") + " ";
-#endif
-  cmd += "timeout -s KILL " + std::to_string(limit_s) + " " + quote(tool_path());
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " 2>" + quote(err_path);
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  if (WIFEXITED(st)) {
-    r.status = WEXITSTATUS(st);
-  } else if (WIFSIGNALED(st)) {
-    r.status = 128 + WTERMSIG(st);
-  }
-  r.err = read_file(err_path);
-  std::remove(err_path.c_str());
-  return r;
-}
+using result = sluice_test::tool_result;
+using sluice_test::run_tool;
+using sluice_test::tool_path;
 
 class Tool : public ::testing::Test {
  protected:
@@ -205,7 +144,7 @@ TEST_F(Tool, DemoBoundedStaysUnderItsBudgetUnboundedDoesNot) {
   }
 
   // The report is one self-contained page with the curves.
-  const std::string page = read_file(html);
+  const std::string page = sluice_test::read_whole_file(html);
   std::remove(html.c_str());
   EXPECT_NE(page.find("<svg"), std::string::npos);
   EXPECT_NE(page.find("<polyline"), std::string::npos);

@@ -32,12 +32,12 @@
 #include <thread>
 #include <vector>
 
-#include "args.hpp"
+#include "common/args.hpp"
 #include "bench/pacing.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/jetstream.hpp"
 #include "sluice/metrics.hpp"
-#include "sys.hpp"
+#include "common/sys.hpp"
 
 namespace sluice::tool::bench {
 namespace {

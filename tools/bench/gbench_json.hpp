@@ -27,7 +27,7 @@
 #include <utility>
 #include <vector>
 
-#include "sys.hpp"
+#include "common/sys.hpp"
 
 namespace sluice::tool::bench {
 

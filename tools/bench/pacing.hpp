@@ -24,12 +24,11 @@
 #include <immintrin.h>
 #endif
 
+#include "sluice/detail/process_info.hpp"
+
 namespace sluice::tool::bench {
 
-inline std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+using sluice::detail::now_ns;
 
 // Once per thread: timers of this thread expire within 1 ns of their deadline (as far
 // as the kernel can), instead of within the default 50 us.

@@ -17,26 +17,11 @@
 #include <string_view>
 #include <vector>
 
+#include "common/sys.hpp"
 #include "sluice/detail/graph_view.hpp"
 
 namespace sluice::tool {
 namespace {
-
-std::string esc(std::string_view s) {
-  std::string o;
-  o.reserve(s.size());
-  for (char ch : s) {
-    switch (ch) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&#39;"; break;
-      default: o += ch;
-    }
-  }
-  return o;
-}
 
 // A number for SVG coordinates: fixed, short, never "nan".
 std::string f(double v) {
@@ -101,12 +86,12 @@ void frame(std::string& o, double xmax, const std::string& xtitle, const std::st
     o += "<line x1=\"" + f(px) + "\" y1=\"" + f(kT) + "\" x2=\"" + f(px) + "\" y2=\"" + f(kH - kB) +
          "\" stroke=\"#e9ecef\"/>\n";
     o += "<text x=\"" + f(px) + "\" y=\"" + f(kH - kB + 18) + "\" text-anchor=\"middle\" font-size=\"12\">" +
-         esc(xfmt(x)) + "</text>\n";
+         html_escape(xfmt(x)) + "</text>\n";
   }
   o += "<text x=\"" + f((kL + kW - kR) / 2) + "\" y=\"" + f(kH - 10) +
-       "\" text-anchor=\"middle\" font-size=\"13\" fill=\"#495057\">" + esc(xtitle) + "</text>\n";
+       "\" text-anchor=\"middle\" font-size=\"13\" fill=\"#495057\">" + html_escape(xtitle) + "</text>\n";
   o += "<text x=\"16\" y=\"" + f((kT + kH - kB) / 2) + "\" text-anchor=\"middle\" font-size=\"13\" fill=\"#495057\" "
-       "transform=\"rotate(-90 16 " + f((kT + kH - kB) / 2) + ")\">" + esc(ytitle) + "</text>\n";
+       "transform=\"rotate(-90 16 " + f((kT + kH - kB) / 2) + ")\">" + html_escape(ytitle) + "</text>\n";
 }
 
 std::string fmt_seconds(double x) {
@@ -134,7 +119,7 @@ std::string throughput_svg(const std::vector<std::pair<double, double>>& pts) {
     const double py = kH - kB - (kH - kT - kB) * y / ytop;
     o += "<line x1=\"" + f(kL) + "\" y1=\"" + f(py) + "\" x2=\"" + f(kW - kR) + "\" y2=\"" + f(py) +
          "\" stroke=\"#e9ecef\"/>\n<text x=\"" + f(kL - 6) + "\" y=\"" + f(py + 4) +
-         "\" text-anchor=\"end\" font-size=\"12\">" + esc(si(y)) + "</text>\n";
+         "\" text-anchor=\"end\" font-size=\"12\">" + html_escape(si(y)) + "</text>\n";
   }
   std::string d;
   for (const auto& [t, r] : pts) {
@@ -203,7 +188,7 @@ std::string latency_svg(const std::vector<latency_point>& pts) {
     const double py = ypx(v);
     o += "<line x1=\"" + f(kL) + "\" y1=\"" + f(py) + "\" x2=\"" + f(kW - kR) + "\" y2=\"" + f(py) +
          "\" stroke=\"#dee2e6\"/>\n<text x=\"" + f(kL - 6) + "\" y=\"" + f(py + 4) +
-         "\" text-anchor=\"end\" font-size=\"12\">" + esc(us(v)) + "</text>\n";
+         "\" text-anchor=\"end\" font-size=\"12\">" + html_escape(us(v)) + "</text>\n";
   }
   auto xpx = [&](double x) { return kL + (kW - kL - kR) * x / (xmax * 1.05); };
   for (std::size_t e = 0; e < engines.size(); ++e) {
@@ -218,11 +203,11 @@ std::string latency_svg(const std::vector<latency_point>& pts) {
         if (!(val > 0) || !std::isfinite(val)) continue;
         d += (d.empty() ? "M" : " L") + f(xpx(p.offered_per_s)) + "," + f(ypx(val));
         dots += "<circle cx=\"" + f(xpx(p.offered_per_s)) + "\" cy=\"" + f(ypx(val)) + "\" r=\"3.5\" fill=\"" +
-                s.color + "\"><title>" + esc(engines[e]) + " " + s.label + " at " + esc(si(p.offered_per_s)) +
-                "/s offered: " + esc(us(val)) + "</title></circle>\n";
+                s.color + "\"><title>" + html_escape(engines[e]) + " " + s.label + " at " + html_escape(si(p.offered_per_s)) +
+                "/s offered: " + html_escape(us(val)) + "</title></circle>\n";
       }
       if (d.empty()) continue;
-      o += "<path class=\"curve\" data-engine=\"" + esc(engines[e]) + "\" data-percentile=\"" + s.label + "\" d=\"" + d +
+      o += "<path class=\"curve\" data-engine=\"" + html_escape(engines[e]) + "\" data-percentile=\"" + s.label + "\" d=\"" + d +
            "\" fill=\"none\" stroke=\"" + s.color + "\" stroke-width=\"2.2\" stroke-dasharray=\"" +
            kDashes[e % std::size(kDashes)] + "\"/>\n" + dots;
     }
@@ -239,7 +224,7 @@ std::string latency_svg(const std::vector<latency_point>& pts) {
   for (std::size_t e = 0; e < engines.size(); ++e) {
     o += "<line x1=\"" + f(lx) + "\" y1=\"" + f(ly) + "\" x2=\"" + f(lx + 34) + "\" y2=\"" + f(ly) +
          "\" stroke=\"#343a40\" stroke-width=\"2.2\" stroke-dasharray=\"" + kDashes[e % std::size(kDashes)] +
-         "\"/><text x=\"" + f(lx + 40) + "\" y=\"" + f(ly + 4) + "\" font-size=\"13\">" + esc(engines[e]) + "</text>\n";
+         "\"/><text x=\"" + f(lx + 40) + "\" y=\"" + f(ly + 4) + "\" font-size=\"13\">" + html_escape(engines[e]) + "</text>\n";
     lx += 60 + 8 * static_cast<double>(engines[e].size());
   }
   o += "</svg>\n";
@@ -251,9 +236,9 @@ std::string latency_table(const std::vector<latency_point>& pts) {
       "<table class=\"latency\"><thead><tr><th>engine</th><th>offered</th><th>achieved</th><th>p50</th>"
       "<th>p99</th><th>p99.9</th></tr></thead><tbody>\n";
   for (const auto& p : pts) {
-    o += "<tr><td>" + esc(p.engine) + "</td><td>" + esc(si(p.offered_per_s)) + "/s</td><td>" +
-         esc(si(p.achieved_per_s)) + "/s</td><td>" + esc(us(p.p50_us)) + "</td><td>" + esc(us(p.p99_us)) +
-         "</td><td>" + esc(us(p.p999_us)) + "</td></tr>\n";
+    o += "<tr><td>" + html_escape(p.engine) + "</td><td>" + html_escape(si(p.offered_per_s)) + "/s</td><td>" +
+         html_escape(si(p.achieved_per_s)) + "/s</td><td>" + html_escape(us(p.p50_us)) + "</td><td>" + html_escape(us(p.p99_us)) +
+         "</td><td>" + html_escape(us(p.p999_us)) + "</td></tr>\n";
   }
   o += "</tbody></table>\n";
   return o;
@@ -284,7 +269,7 @@ std::string render_report_html(const report_data& d) {
        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline'; "
        "style-src 'unsafe-inline'; img-src data:\">\n<title>";
-  o += esc(title);
+  o += html_escape(title);
   o += "</title>\n<style>\n"
        "body { margin: 18px 24px; font-family: \"DejaVu Sans\", Verdana, sans-serif; color: #212529; }\n"
        "h1 { font-size: 22px; margin: 0 0 4px 0; }\n"
@@ -297,7 +282,7 @@ std::string render_report_html(const report_data& d) {
        "table.latency th { background: #f1f3f5; }\n";
   o += detail::kGraphViewCss;
   o += "</style></head><body>\n<h1>";
-  o += esc(title);
+  o += html_escape(title);
   o += "</h1>\n<h2>The graph at the end of the run</h2>\n";
   if (d.snapshot_json.empty()) {
     o += "<p class=\"none\">No graph snapshot (this engine has no sluice graph).</p>\n";

@@ -1,4 +1,4 @@
-// tools/cmd_gzip.cpp — `sluice gzip IN [OUT]` and `sluice gunzip IN [OUT]`.
+// tools/gzip/cmd_gzip.cpp — `sluice gzip IN [OUT]` and `sluice gunzip IN [OUT]`.
 //
 //   read_file(IN) ─► parallel_gzip(level, jobs, block) ─► write_file(OUT)   (sluice gzip)
 //   read_file(IN) ─► gunzip ─────────────────────────────► write_file(OUT)   (sluice gunzip)
@@ -35,9 +35,9 @@
 #include <thread>
 #include <utility>
 
-#include "args.hpp"
+#include "common/args.hpp"
 #include "commands.hpp"
-#include "progress.hpp"
+#include "common/progress.hpp"
 #include "sluice/io/all.hpp"
 #include "sluice/pipeline.hpp"
 

@@ -1,4 +1,4 @@
-// tools/progress.hpp — progress for long runs of the `sluice` tool.
+// tools/common/progress.hpp — progress for long runs of the `sluice` tool.
 //
 //   sluice::tool::progress p("demo");           // writes to stderr
 //   while (working) p.update("sent 12.0 MiB  98.1 MiB/s\nchannel 87% full");

@@ -1,5 +1,5 @@
-// tools/sys.hpp — what the `sluice` tool measures about its own process (Linux):
-// resident memory, live threads, and returning freed heap to the OS; plus a token
+// tools/common/sys.hpp — what the `sluice` tool measures about its own process (Linux):
+// resident memory and returning freed heap to the OS; plus a token
 // bucket for pacing and a JSON string escaper for --json output.
 #pragma once
 
@@ -12,10 +12,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <thread>
 
 namespace sluice::tool {
@@ -33,17 +31,6 @@ inline std::uint64_t rss_bytes() {
   unsigned long long size = 0, resident = 0;
   if (std::sscanf(buf, "%llu %llu", &size, &resident) != 2) return 0;
   return static_cast<std::uint64_t>(resident) * static_cast<std::uint64_t>(page);
-}
-
-// Threads of this process now (entries of /proc/self/task).
-inline std::size_t thread_count() {
-  std::error_code ec;
-  std::size_t n = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return n;
 }
 
 // Returns free heap pages to the OS (glibc malloc_trim on every arena), so that RSS
@@ -115,6 +102,7 @@ inline std::string json_escape(std::string_view v) {
   return out + "\"";
 }
 
+// Text for HTML content and attribute values (either quote).
 inline std::string html_escape(std::string_view v) {
   std::string out;
   for (const char ch : v) {
@@ -123,6 +111,7 @@ inline std::string html_escape(std::string_view v) {
       case '>': out += "&gt;"; break;
       case '&': out += "&amp;"; break;
       case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
       default: out += ch;
     }
   }

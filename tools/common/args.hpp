@@ -1,4 +1,4 @@
-// tools/args.hpp — the `sluice` tool's small argument parser.
+// tools/common/args.hpp — the `sluice` tool's small argument parser.
 //
 //   sluice::tool::arg_parser p("sluice demo", "The backpressure lesson, measured.");
 //   std::uint64_t bytes = 512ULL << 20;
@@ -130,21 +130,42 @@ inline std::optional<std::chrono::nanoseconds> parse_duration(std::string_view s
   return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(ns)));
 }
 
+namespace detail {
+
+// A count's decimal suffix: "" 1, k/K 1e3, m/M 1e6, g/G 1e9; 0 for anything else.
+inline double decimal_multiplier(std::string_view unit) {
+  if (unit.empty()) return 1;
+  if (unit == "k" || unit == "K") return 1e3;
+  if (unit == "m" || unit == "M") return 1e6;
+  if (unit == "g" || unit == "G") return 1e9;
+  return 0;
+}
+
+// A number with a decimal suffix ("2.5k" -> 2500); nullopt when malformed.
+inline std::optional<double> parse_decimal(std::string_view s) {
+  std::size_t used = 0;
+  const auto v = parse_number_prefix(s, used);
+  if (!v) return std::nullopt;
+  const double mult = decimal_multiplier(s.substr(used));
+  if (mult == 0) return std::nullopt;
+  return *v * mult;
+}
+
+}  // namespace detail
+
 // "10k" -> 10000; plain integers, or k/M/G decimal suffixes (lower or upper case).
 inline std::optional<std::uint64_t> parse_count(std::string_view s) {
-  std::size_t used = 0;
-  const auto v = detail::parse_number_prefix(s, used);
-  if (!v) return std::nullopt;
-  const std::string_view unit = s.substr(used);
-  double mult = 0;
-  if (unit.empty()) mult = 1;
-  if (unit == "k" || unit == "K") mult = 1e3;
-  if (unit == "m" || unit == "M") mult = 1e6;
-  if (unit == "g" || unit == "G") mult = 1e9;
-  if (mult == 0) return std::nullopt;
-  const double n = *v * mult;
-  if (n > 9.2e18 || n != std::floor(n)) return std::nullopt;
-  return static_cast<std::uint64_t>(n);
+  const auto n = detail::parse_decimal(s);
+  if (!n || *n > 9.2e18 || *n != std::floor(*n)) return std::nullopt;
+  return static_cast<std::uint64_t>(*n);
+}
+
+// "1000", "50k", "2.5M", "10k/s" -> items per second; above 0, at most 10^12.
+inline std::optional<double> parse_count_rate(std::string_view s) {
+  if (s.ends_with("/s")) s.remove_suffix(2);
+  const auto r = detail::parse_decimal(s);
+  if (!r || !(*r > 0) || *r > 1e12) return std::nullopt;
+  return r;
 }
 
 // "100MiB/s" -> bytes per second.

@@ -1,4 +1,4 @@
-// tools/cmd_bench.cpp — `sluice bench`: throughput and latency of synthetic graphs.
+// tools/bench/cmd_bench.cpp — `sluice bench`: throughput and latency of synthetic graphs.
 //
 // Topologies (every worker stage does --work per item; the source stamps each item,
 // the sink records now - stamp as end-to-end latency):
@@ -29,7 +29,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -44,7 +43,6 @@
 #include <utility>
 #include <vector>
 
-#include "args.hpp"
 #include "bench/gbench_json.hpp"
 #include "bench/histogram.hpp"
 #include "bench/pacing.hpp"
@@ -53,10 +51,12 @@
 #include "bench/cut.hpp"  // --cut K --via URL: two processes joined by a JetStream edge
 #endif
 #include "commands.hpp"
-#include "progress.hpp"
+#include "common/args.hpp"
+#include "common/progress.hpp"
+#include "common/sys.hpp"
+#include "sluice/detail/ticker.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/metrics.hpp"
-#include "sys.hpp"
 
 namespace sluice::tool {
 namespace {
@@ -137,24 +137,6 @@ bool parse_work_list(std::string_view s, std::vector<work_spec>& out) {
   }
   out = std::move(v);
   return true;
-}
-
-// "1000", "50k", "2.5M", "10k/s" -> items per second; above 0, at most 10^12.
-std::optional<double> parse_rate_per_s(std::string_view s) {
-  if (s.ends_with("/s")) s.remove_suffix(2);
-  std::size_t used = 0;
-  const auto v = tool::detail::parse_number_prefix(s, used);
-  if (!v) return std::nullopt;
-  const std::string_view unit = s.substr(used);
-  double mult = 0;
-  if (unit.empty()) mult = 1;
-  if (unit == "k" || unit == "K") mult = 1e3;
-  if (unit == "m" || unit == "M") mult = 1e6;
-  if (unit == "g" || unit == "G") mult = 1e9;
-  if (mult == 0) return std::nullopt;
-  const double r = *v * mult;
-  if (!(r > 0) || r > 1e12) return std::nullopt;
-  return r;
 }
 
 // "10,50,90" (percent, each in (0, 1000]) -> {0.1, 0.5, 0.9}.
@@ -338,54 +320,41 @@ class bench_progress {
   bench_progress(progress& p, std::string label, std::uint64_t expected, const std::atomic<std::uint64_t>& delivered,
                  std::vector<std::pair<double, double>>& series)
       : p_(p), label_(std::move(label)), expected_(expected), delivered_(delivered), series_(series),
-        t0_(clock::now()) {
-    thread_ = std::thread([this] { loop(); });
-  }
+        t0_(clock::now()), ticker_(sluice::detail::tick_every(std::chrono::milliseconds(100), [this] { tick(); }, "bench-progress")) {}
   bench_progress(const bench_progress&) = delete;
   bench_progress& operator=(const bench_progress&) = delete;
   ~bench_progress() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
+    ticker_.stop();
     p_.clear();
   }
 
  private:
-  void loop() {
-    std::unique_lock lk(mu_);
-    double last_t = 0;
-    double last_d = 0;
-    while (!cv_.wait_for(lk, std::chrono::milliseconds(100), [&] { return stop_; })) {
-      // relaxed: a statistic.
-      const double d = static_cast<double>(delivered_.load(std::memory_order_relaxed));
-      const double t = std::chrono::duration<double>(clock::now() - t0_).count();
-      if (t > last_t) series_.emplace_back(t, (d - last_d) / (t - last_t));
-      last_t = t;
-      last_d = d;
-      char buf[200];
-      if (expected_ != 0) {
-        std::snprintf(buf, sizeof buf, "%s  %.0f / %.0f items delivered  %.3g items/s  (%.1f s)", label_.c_str(), d,
-                      static_cast<double>(expected_), t > 0 ? d / t : 0.0, t);
-      } else {
-        std::snprintf(buf, sizeof buf, "%s  %.0f items delivered  %.3g items/s  (%.1f s)", label_.c_str(), d,
-                      t > 0 ? d / t : 0.0, t);
-      }
-      p_.update(buf);
+  void tick() {
+    // relaxed: a statistic.
+    const double d = static_cast<double>(delivered_.load(std::memory_order_relaxed));
+    const double t = std::chrono::duration<double>(clock::now() - t0_).count();
+    if (t > last_t_) series_.emplace_back(t, (d - last_d_) / (t - last_t_));
+    last_t_ = t;
+    last_d_ = d;
+    char buf[200];
+    if (expected_ != 0) {
+      std::snprintf(buf, sizeof buf, "%s  %.0f / %.0f items delivered  %.3g items/s  (%.1f s)", label_.c_str(), d,
+                    static_cast<double>(expected_), t > 0 ? d / t : 0.0, t);
+    } else {
+      std::snprintf(buf, sizeof buf, "%s  %.0f items delivered  %.3g items/s  (%.1f s)", label_.c_str(), d,
+                    t > 0 ? d / t : 0.0, t);
     }
+    p_.update(buf);
   }
   progress& p_;
   std::string label_;
   std::uint64_t expected_;  // 0: unknown (a timed run)
   const std::atomic<std::uint64_t>& delivered_;
-  std::vector<std::pair<double, double>>& series_;  // written by the thread, read after the join
+  std::vector<std::pair<double, double>>& series_;  // written by the ticker, read after its stop
   clock::time_point t0_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;
+  double last_t_ = 0;  // the ticker's own
+  double last_d_ = 0;
+  sluice::detail::ticker ticker_;  // last: started after every other member is built
 };
 
 const work_spec& work_for(const bench_config& c, std::size_t worker) {
@@ -947,7 +916,7 @@ int cmd_bench(int argc, char** argv) {
   p.count("--tokens", &c.tokens, "tbb: max live tokens (0: capacity x channels)");
   p.custom("--rate", "R", "open loop: offer R items/s (1000, 50k, 2.5M); latency from each item's due time", "off",
            [&](std::string_view v) {
-             const auto r = parse_rate_per_s(v);
+             const auto r = parse_count_rate(v);
              if (!r) return false;
              c.rate = *r;
              return true;

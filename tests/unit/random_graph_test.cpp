@@ -1,0 +1,125 @@
+// sluice::testing::draw_random_graph and ledger (sluice/testing/random_graph.hpp): a seed
+// always draws the same graph, options are kept, and the oracle sees a lost, a doubled
+// or a phantom item.
+#include "sluice/testing/random_graph.hpp"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "sluice/graph.hpp"
+
+namespace {
+
+namespace st = sluice::testing;
+
+struct item {
+  std::uint64_t v = 0;
+  std::uint64_t weight = 0;
+  std::string pad;
+};
+
+TEST(random_graph, a_seed_draws_the_same_graph) {
+  for (std::uint64_t seed : {1ull, 42ull, 0xdeadbeefull}) {
+    EXPECT_EQ(st::describe(st::draw_random_graph(seed)), st::describe(st::draw_random_graph(seed)));
+    st::random_graph_options o;
+    o.nested = true;
+    o.max_sources = 2;
+    EXPECT_EQ(st::describe(st::draw_random_graph(seed, o)), st::describe(st::draw_random_graph(seed, o)));
+  }
+  EXPECT_NE(st::describe(st::draw_random_graph(1)), st::describe(st::draw_random_graph(2)));
+}
+
+TEST(random_graph, options_are_kept) {
+  st::random_graph_options o;
+  o.fans[1] = o.fans[2] = o.fans[3] = false;  // no fans at all
+  o.max_items = 10;
+  for (std::uint64_t seed = 0; seed < 200; ++seed) {
+    const st::random_graph g = st::draw_random_graph(seed, o);
+    EXPECT_EQ(g.root.fan, st::fan_kind::none) << seed;
+    EXPECT_LE(g.items, 10u);
+    EXPECT_EQ(g.sources, 1u);
+  }
+  st::random_graph_options n;
+  n.nested = true;
+  n.throwing_fault = true;
+  for (std::uint64_t seed = 0; seed < 200; ++seed) {
+    const st::random_graph g = st::draw_random_graph(seed, n);
+    EXPECT_TRUE(g.fault.throws);
+    EXPECT_FALSE(g.fault.stage.empty());
+    // Every broadcast branch starts with the map that divides the weight.
+    auto check = [&](auto& self, const st::segment& seg) -> void {
+      for (const auto& b : seg.branches) {
+        if (seg.fan == st::fan_kind::broadcast) {
+          ASSERT_FALSE(b.pre.empty()) << seed;
+          const st::stage_spec& first = g.stages[static_cast<std::size_t>(b.pre.front())];
+          EXPECT_FALSE(first.filter);
+          EXPECT_EQ(first.divide, seg.branches.size());
+        }
+        self(self, b);
+      }
+    };
+    check(check, g.root);
+  }
+}
+
+TEST(random_graph, the_ledger_sees_lost_doubled_and_phantom_items) {
+  st::random_graph g;
+  g.items = 3;
+  {
+    st::ledger ok(g);
+    for (std::uint64_t v = 0; v < 3; ++v) {
+      ok.produced(0);
+      ok.delivered(v, st::kWeight);
+    }
+    EXPECT_TRUE(ok.check(true).empty());
+  }
+  {
+    st::ledger lost(g);
+    for (std::uint64_t v = 0; v < 3; ++v) lost.produced(0);
+    lost.delivered(0, st::kWeight);
+    lost.filtered(1, st::kWeight);
+    EXPECT_EQ(lost.check(false).size(), 1u);  // item 2 went nowhere
+  }
+  {
+    st::ledger doubled(g);
+    doubled.produced(0);
+    doubled.delivered(0, st::kWeight);
+    doubled.delivered(0, st::kWeight);
+    EXPECT_EQ(doubled.check(false).size(), 1u);
+  }
+  {
+    st::ledger phantom(g);
+    phantom.delivered(7, st::kWeight);  // never produced
+    EXPECT_EQ(phantom.check(false).size(), 1u);
+  }
+  {
+    st::ledger incomplete(g);
+    incomplete.produced(0);
+    incomplete.delivered(0, st::kWeight);
+    EXPECT_TRUE(incomplete.check(false).empty());
+    EXPECT_EQ(incomplete.check(true).size(), 1u);  // a normal return must produce all 3
+  }
+}
+
+TEST(random_graph, built_graphs_account_for_every_item) {
+  st::random_graph_options o;
+  o.nested = true;
+  o.max_sources = 2;
+  o.max_items = 200;
+  for (std::uint64_t seed = 0; seed < 20; ++seed) {
+    st::random_graph spec = st::draw_random_graph(seed, o);
+    spec.stuck = {};
+    spec.sink_slow_every = 0;
+    for (auto& s : spec.stages) s.slow_every = 0;
+    SCOPED_TRACE(st::describe(spec));
+    auto book = std::make_shared<st::ledger>(spec);
+    sluice::graph gr({.on_discard = [book](const sluice::dead_letter& d) { book->discard<item>(d); }});
+    st::build_random_graph<item>(gr, spec, book);
+    (void)gr.run();
+    for (const auto& v : book->check(true)) ADD_FAILURE() << v;
+  }
+}
+
+}  // namespace

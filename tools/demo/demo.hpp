@@ -1,0 +1,83 @@
+// tools/demo/demo.hpp — `sluice demo`'s parts: the two runs (tools/demo/run.cpp) and what
+// shows their results (tools/demo/render.cpp: the table, JSON, the HTML report), joined
+// by the types below; tools/demo/cmd_demo.cpp is the command line.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/progress.hpp"
+
+namespace sluice::tool::demo {
+
+inline constexpr double kMiB = 1024.0 * 1024.0;
+
+struct demo_config {
+  std::uint64_t bytes = 512ULL << 20;
+  std::uint64_t rate = 100ULL << 20;
+  std::uint64_t memory_guard = 2ULL << 30;
+  std::uint64_t budget = 1ULL << 20;  // per channel
+  std::uint64_t chunk = 64ULL << 10;
+  std::chrono::nanoseconds sample_every = std::chrono::milliseconds(20);
+  std::string report;
+  std::string only = "both";
+  bool json = false;
+};
+
+struct sample {
+  double t = 0;        // seconds since the run started
+  double rss = 0;      // bytes above the baseline
+  double sent = 0;     // bytes the sink has sent
+  std::vector<double> queued;  // per channel, bytes
+  std::vector<std::array<std::uint64_t, 3>> stage_ns;  // per stage: busy, backpressured, starved
+};
+
+struct run_result {
+  std::string label;
+  std::string kind;  // "unbounded" | "bounded"
+  bool completed = false;
+  bool guard_hit = false;
+  double elapsed_s = 0;
+  std::uint64_t generated = 0;
+  std::uint64_t sent = 0;
+  double peak_rss = 0;
+  double budget = 0;  // 0: none
+  std::vector<std::string> stage_names;
+  std::vector<std::string> channel_names;
+  std::vector<sample> samples;
+  std::optional<std::string> bottleneck;
+  std::uint64_t checksum = 0;
+  std::string note;
+};
+
+// What both runs share: the settings, the generated log text, the progress display.
+struct run_env {
+  const demo_config& cfg;
+  const std::string& pattern;
+  progress& prog;
+};
+
+inline std::string fmt(const char* f, double a) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, a);
+  return buf;
+}
+
+// The two runs (run.cpp): the same three stages through a naive unbounded queue, then
+// through a sluice graph whose channels have byte budgets.
+run_result run_unbounded(const run_env& env);
+run_result run_bounded(const run_env& env);
+// The generated log text both runs send (run.cpp).
+std::string make_log_pattern();
+
+// What shows the results (render.cpp). rss_after_trim: resident bytes after the first
+// run's memory went back to the OS (-1: not measured).
+void print_table(const demo_config& cfg, const std::vector<run_result>& runs, double rss_after_trim);
+void print_json(const demo_config& cfg, const std::vector<run_result>& runs);
+bool write_report(const std::string& path, const demo_config& cfg, const std::vector<run_result>& runs);
+
+}  // namespace sluice::tool::demo
