@@ -139,12 +139,11 @@ std::size_t graph_core::next_channel_id() const {
 }
 
 std::size_t graph_core::add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
-                                    std::shared_ptr<void> receiver, const std::type_info& type, bool weighted) {
+                                    std::shared_ptr<void> receiver, const std::type_info& /*type*/, bool weighted) {
   auto c = std::make_unique<channel_entry>();
   c->producer = producer;
   c->control = std::move(control);
   c->pending = std::move(receiver);
-  c->type = &type;
   c->weighted = weighted;
   std::lock_guard lk(mu_);
   c->name = nodes_[producer]->name + " -> ?";

@@ -542,7 +542,7 @@ TEST(ChannelStressDrop, dropped_items_reach_on_discard_exactly_once) {
 }  // namespace
 
 // Lone ends: one sender and one receiver, each the only handle of its side, so pushes
-// and pops take the single-side path (plain stores, no CAS; detail/channel_state.hpp).
+// and pops take the single-side path (plain stores, no CAS; detail/ring_flavour.hpp).
 // A third thread holds a copy of one side only and, at a random moment, cancels through
 // it, or the receiver leaves early (disconnect). The other side stays alone, so a lone
 // push races cancel/disconnect marking the ring, and a lone pop races cancel's discard.

@@ -14,7 +14,7 @@
 //                  destroyed, and on_stage_closed once the last replica ran on_close.
 //
 // Cost when unused (every graph not under stress, every channel made by bounded()):
-// channel<T>::fault_ is null; the check is one load from the channel's first cache line
+// channel_core<T>::fault is null; the check is one load from the channel's first cache line
 // (read by every push and pop anyway: capacity, policy) and a branch predicted not taken.
 // graph_core checks its own null pointer once per replica start and exit.
 //

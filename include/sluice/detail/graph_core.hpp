@@ -73,7 +73,6 @@ struct channel_entry {
   bool weighted = false;
   std::unique_ptr<channel_control> control;
   std::shared_ptr<void> pending;    // the receiver, until a consumer takes it
-  const std::type_info* type = nullptr;
 };
 
 enum class stage_state : int { idle, running, done, failed, stuck };
@@ -92,8 +91,8 @@ struct current_stage_scope {
 // What a replica's loop may ask of the runtime.
 class replica_env {
  public:
-  replica_env(graph_core& g, stage_node& n, std::size_t index, std::stop_token st) noexcept
-      : graph_(&g), node_(&n), index_(index), stop_(std::move(st)) {}
+  replica_env(graph_core& g, stage_node& n, std::size_t /*index*/, std::stop_token st) noexcept
+      : graph_(&g), node_(&n), stop_(std::move(st)) {}
 
   // The stage's stop token: requested on teardown (and for sources on request_stop()).
   [[nodiscard]] const std::stop_token& stop_token() const noexcept { return stop_; }
@@ -105,7 +104,6 @@ class replica_env {
   // error_policy::skip: count the failing item and go on.
   [[nodiscard]] bool skips() const noexcept;
   void count_error() noexcept;
-  [[nodiscard]] std::size_t index() const noexcept { return index_; }
   // Hands an undelivered item to the graph's on_discard (if any).
   void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
   // The stage function threw `why` on this item (popped from `channel`): a dead letter
@@ -116,7 +114,6 @@ class replica_env {
  private:
   graph_core* graph_;
   stage_node* node_;
-  std::size_t index_;
   std::stop_token stop_;
 };
 

@@ -781,8 +781,8 @@ class route_task final : public replica_task {
 template <class T>
 class forward_task final : public replica_task {
  public:
-  forward_task(graph_core& g, receiver<T> rx, std::size_t in_channel, sender<T> tx, std::size_t out_channel)
-      : graph_(&g), rx_(std::move(rx)), in_ch_(in_channel), tx_(std::move(tx)), out_ch_(out_channel),
+  forward_task(graph_core& g, receiver<T> rx, std::size_t /*in_channel*/, sender<T> tx, std::size_t out_channel)
+      : graph_(&g), rx_(std::move(rx)), tx_(std::move(tx)), out_ch_(out_channel),
         batch_(batch_for(rx_, 1)) {}
 
   void run(replica_env& env) override {
@@ -802,7 +802,6 @@ class forward_task final : public replica_task {
  private:
   graph_core* graph_;
   receiver<T> rx_;
-  std::size_t in_ch_;
   sender<T> tx_;
   std::size_t out_ch_;
   std::size_t batch_;

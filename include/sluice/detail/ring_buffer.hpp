@@ -1,7 +1,8 @@
 // sluice/detail/ring_buffer.hpp — the lock-free bounded MPMC ring under every channel.
 //
 // Only index math and slot hand-off live here; waiting is the waker's job
-// (detail/waker.hpp) and the channel composes the two (detail/channel_state.hpp).
+// (detail/waker.hpp, detail/backoff.hpp) and the channel composes them (detail/ring_flavour.hpp,
+// detail/channel_state.hpp).
 //
 // Algorithm: one sequence word per slot (Vyukov's bounded MPMC queue), with 64-bit
 // positions that never wrap in practice (2^62 items at 10^9/s is ~146 years):
@@ -149,7 +150,7 @@ class ring_buffer {
 
   // The same two operations for a side that is alone: the caller guarantees that no other
   // push (try_push_single) or no other pop (try_pop_single) runs concurrently, and, for
-  // the push, no close() either (the channel's single-side protocol, channel_state.hpp).
+  // the push, no close() either (the channel's lone-side protocol, ring_flavour.hpp).
   // Then the position needs no CAS: a plain store of position + 1 claims it.
   push_result try_push_single(T& v) noexcept {
     const std::uint64_t tail = tail_->load(std::memory_order_relaxed);

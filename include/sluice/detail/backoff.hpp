@@ -1,0 +1,165 @@
+// sluice/detail/backoff.hpp — how a blocked channel operation waits: spin, yield, park.
+//
+// Every blocking push or pop is "try, spin, yield, register, re-check, park":
+//   s = op(); if (s != full) return s;                   // fast path, no system call
+//   spin with pause, then sched_yield, re-trying          // the other side is usually near
+//   key = waker.prepare_wait(); s = op();                // re-check after registering
+//   if (s != full) cancel_wait(); else commit_wait(key)  // park; loop on wake-up
+// op() is the operation's try form: it returns full while it must wait, anything else
+// ends the wait. The notifier's half (make the condition true, light_fence(), notify if
+// has_waiters()) is the caller's; detail/waker.hpp says why no wake-up is lost.
+//
+// The spin is adaptive per side of each channel (backoff): a wait that spinning
+// satisfied, or that parked but was woken soon after, lets the next one spin a round
+// longer; a long parked wait shortens it, so a side whose partner is descheduled or
+// idle for long (oversubscribed cores, a slow stage) stops burning the core others need.
+// A futex wake of a thread on an idle core costs tens of microseconds, so a short spin
+// that finds the other side already moving wins; the yields let a thread that shares
+// our core (more stage threads than cores is normal) run instead of us.
+//
+// Requires: op() is safe to call repeatedly from the waiting thread. The waker is the
+//   one the notifiers of op()'s condition notify.
+// Guarantees: block() returns op()'s first non-full status, or timeout once the deadline
+//   passed (after one last op(), so a wake-up meant for this waiter is never swallowed).
+//   It adds the wait's time to the side's wait_clock when `timing` is on.
+// Non-guarantees: fairness between waiters; the deadline's precision (a few
+//   microseconds late, as the futex timeout is).
+// Lifetime: a backoff is a member of its channel side; block() keeps no state.
+#pragma once
+
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "sluice/detail/cache_padded.hpp"
+#include "sluice/detail/ticks.hpp"
+#include "sluice/detail/wait_clock.hpp"
+#include "sluice/detail/waker.hpp"
+#include "sluice/status.hpp"
+
+namespace sluice::detail {
+
+inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: 319 pauses in all
+inline constexpr int kMinSpinRounds = 3;
+inline constexpr int kYieldRounds = 4;
+// A wait that parked and was woken within kShortWait of parking lengthens the spin; one
+// parked longer than kLongWait shortens it.
+inline constexpr std::chrono::microseconds kShortWait{50};
+inline constexpr std::chrono::microseconds kLongWait{200};
+
+// One side's spin budget, in rounds. relaxed throughout: the budget is a tuning hint; a
+// stale value only changes how long a wait spins.
+class backoff {
+ public:
+  [[nodiscard]] int rounds() const noexcept { return rounds_.load(std::memory_order_relaxed); }
+  // A spin of `rounds` (the budget read when it began) was enough: spin a round longer.
+  void spin_was_enough(int rounds) noexcept {
+    if (rounds < kSpinRounds) rounds_.store(rounds + 1, std::memory_order_relaxed);
+  }
+  // A wait parked for `slept`. A park that ended soon would have been cheaper as a
+  // longer spin; a long one means spinning is waste.
+  void parked_for(std::chrono::nanoseconds slept) noexcept {
+    const int rounds = rounds_.load(std::memory_order_relaxed);
+    if (slept < kShortWait && rounds < kSpinRounds) {
+      rounds_.store(rounds + 1, std::memory_order_relaxed);
+    } else if (slept > kLongWait && rounds > kMinSpinRounds) {
+      rounds_.store(rounds - 1, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  std::atomic<int> rounds_{kSpinRounds};
+};
+
+// What one wait_loop() did, for the caller's accounting.
+struct wait_result {
+  status s = status::full;      // op()'s last status, or timeout
+  std::uint64_t pauses = 0;     // spin_pause() calls made
+  bool spun_out = false;        // the spin gave up: the wait yielded, maybe parked
+  std::uint64_t slow_t0 = 0;    // ticks when the spin gave up (if spun_out)
+  bool parked = false;          // the wait registered with the waker at least once
+  std::uint64_t park_t0 = 0;    // ticks when it first did (if parked)
+};
+
+// Spin, yield, park until op() is not full or the deadline (nullptr: none) passes.
+// A wait that spins out is registered with `clock` (begin_slow); the caller ends it.
+template <class Op>
+wait_result wait_loop(waker& w, Op& op, const time_point* deadline, backoff& spin, wait_clock& clock,
+                      bool asym_fences) {
+  auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
+  wait_result r;
+  const int rounds = spin.rounds();
+  // Round k spins 2^min(k,6) pauses and re-tries after each one: the budget grows
+  // exponentially, but the other side's move is noticed within one pause (~20-40 ns).
+  // A failed re-try reads lines already in our cache, so it costs the other side
+  // nothing; re-trying only every few pauses made a ping-pong round trip much slower.
+  for (int round = 0; round < rounds; ++round) {
+    for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) {
+      spin_pause();
+      ++r.pauses;
+      if ((r.s = op()) != status::full) {
+        spin.spin_was_enough(rounds);
+        return r;
+      }
+    }
+  }
+  r.slow_t0 = ticks();
+  r.spun_out = true;
+  clock.begin_slow(r.slow_t0);  // block() ends it
+  for (int round = 0; round < kYieldRounds; ++round) {
+    if (expired()) {
+      r.s = status::timeout;
+      return r;
+    }
+    sched_yield();
+    if ((r.s = op()) != status::full) return r;
+  }
+  r.parked = true;
+  r.park_t0 = ticks();
+  for (;;) {
+    if (expired()) {
+      r.s = status::timeout;
+      return r;
+    }
+    const std::uint32_t key = w.prepare_wait(asym_fences);
+    if ((r.s = op()) != status::full) {
+      w.cancel_wait();
+      return r;
+    }
+    if (!w.commit_wait(key, deadline)) {
+      // Timed out. We may have been the one a notify picked, so try once more
+      // before giving up: a wake-up is never swallowed by a waiter that leaves.
+      r.s = op();
+      if (r.s == status::full) r.s = status::timeout;
+      return r;
+    }
+    if ((r.s = op()) != status::full) return r;
+  }
+}
+
+// try, spin, yield, register, re-check, park. Returns the op's last status, or timeout.
+// Time from the first failed try to the end goes to `clock` when `timing`: the spin's
+// pauses x their calibrated cost, plus the ticks from the end of the spin to the end of
+// the wait if it had to yield or park (two reads of the cheap clock, detail/ticks.hpp).
+// alone() says whether the side has one handle (wait_clock::add_spin); it is called
+// only for a timed wait that a spin satisfied.
+template <class Op, class Alone>
+status block(waker& w, Op&& op, const time_point* deadline, backoff& spin, wait_clock& clock, bool timing,
+             bool asym_fences, Alone&& alone) {
+  const status s = op();
+  if (s != status::full) return s;
+  const wait_result r = wait_loop(w, op, deadline, spin, clock, asym_fences);
+  if (!r.spun_out) {
+    if (timing) clock.add_spin(pause_ticks(r.pauses), alone());
+    return r.s;
+  }
+  const std::uint64_t t1 = ticks();
+  clock.end_slow(r.slow_t0, pause_ticks(r.pauses) + (t1 - r.slow_t0), timing);
+  // Parks are rare and cost microseconds: converting here is free by comparison.
+  if (r.parked) spin.parked_for(std::chrono::nanoseconds(ticks_to_ns(t1 - r.park_t0)));
+  return r.s;
+}
+
+}  // namespace sluice::detail

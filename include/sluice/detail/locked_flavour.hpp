@@ -1,0 +1,155 @@
+// sluice/detail/locked_flavour.hpp — the mutex-guarded storage of a channel: weighted
+// items, and item types whose move constructor may throw.
+//
+// A deque of (item, weight) under one mutex. The lock is what keeps a throwing move
+// safe: the item moves in (or out) while the queue is still as it was, so a throw
+// leaves the queue untouched and reaches the caller. Weighted channels take this
+// flavour because their items are large (bytes), so a lock per item is cheap by
+// comparison, and an item's weight must be admitted against the occupancy atomically.
+//
+// Admission: an item of weight w goes in when the queue is empty or occupancy + w <=
+// capacity, computed without overflow. A weight of 0 counts as 1, so `capacity` bounds
+// the items too. occupancy exceeds capacity only while the one oversized item that an
+// empty channel accepted is inside, and then nothing else fits, so occupancy never
+// exceeds max(capacity, the largest weight) and never wraps.
+//
+// Requires: the core's state bits are set under this flavour's lock by close(); other
+//   bits may be set without it (a push that misses them is discarded by the setter's
+//   discard_all(), which takes the lock).
+// Guarantees: as channel.hpp; a push or pop whose move throws leaves the channel as it
+//   was (strong guarantee); every dropped or discarded item is counted and offered to
+//   on_discard, outside the lock.
+// Non-guarantees: lock-freedom; fairness between threads contending for the lock.
+// Lifetime: a member of its channel<T>; items left at destruction are destroyed with
+//   the deque (the channel drains them through discard_all() first, to count them).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "sluice/detail/channel_core.hpp"
+#include "sluice/status.hpp"
+
+namespace sluice::detail {
+
+template <class T>
+class locked_flavour {
+ public:
+  static constexpr bool kBulk = false;
+
+  explicit locked_flavour(std::function<std::size_t(const T&)> weigh) : weigh_(std::move(weigh)) {}
+
+  // ---- push ---------------------------------------------------------------------
+  // Moves from v only on ok. A drop_newest channel returns ok and discards v.
+  status try_push(channel_core<T>& c, T& v) {
+    std::vector<T> dropped;  // handed to the hook outside the lock, on every exit
+    struct hook_guard {
+      channel_core<T>* core;
+      std::vector<T>* items;
+      ~hook_guard() {
+        for (auto& d : *items) core->hand_to_hook(std::move(d));
+      }
+    } guard{&c, &dropped};
+    std::lock_guard lock(mu_);
+    if (c.state.load(std::memory_order_relaxed) != 0) return status::closed;
+    const std::size_t w = weigh_ ? std::max<std::size_t>(weigh_(std::as_const(v)), 1) : 1;
+    auto fits = [&] {
+      const std::size_t occ = weight_.load(std::memory_order_relaxed);
+      return items_.empty() || (occ <= c.cap && w <= c.cap - occ);
+    };
+    if (!fits()) {
+      if (c.policy == overflow::block) return status::full;
+      if (c.policy == overflow::drop_newest) {
+        ++pushed_;
+        ++discarded_;
+        dropped.push_back(std::move(v));
+      } else {
+        while (!fits()) {
+          auto& front = items_.front();
+          weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
+          dropped.push_back(std::move(front.first));
+          items_.pop_front();
+          ++discarded_;
+        }
+      }
+    }
+    if (dropped.empty() || c.policy == overflow::drop_oldest) {
+      items_.emplace_back(std::move(v), w);  // strong guarantee: a throw leaves items_ as it was
+      weight_.store(weight_.load(std::memory_order_relaxed) + w, std::memory_order_relaxed);
+      ++pushed_;
+    }
+    return status::ok;
+  }
+  // Nothing to clean up after a push: a push that missed a cancel or a disconnect
+  // happened before the canceller took the lock to discard.
+  void after_push(channel_core<T>&) noexcept {}
+
+  // ---- pop ----------------------------------------------------------------------
+  // ok: out holds an item. full: empty now. closed: done (drained, or cancelled).
+  status try_pop(channel_core<T>& c, std::optional<T>& out) {
+    std::lock_guard lock(mu_);
+    const std::uint32_t st = c.state.load(std::memory_order_relaxed);
+    if (st & kCancelled) return status::closed;
+    if (items_.empty()) return st != 0 ? status::closed : status::full;
+    out.emplace(std::move(items_.front().first));  // a throwing move leaves the item queued
+    weight_.store(weight_.load(std::memory_order_relaxed) - items_.front().second, std::memory_order_relaxed);
+    items_.pop_front();
+    ++popped_;
+    return status::ok;
+  }
+  // A weighted pop can make room for several waiting items, and a woken pusher whose
+  // item still does not fit goes back to sleep: wake them all, or one that fits sleeps on.
+  [[nodiscard]] bool pop_wakes_all() const noexcept { return static_cast<bool>(weigh_); }
+
+  // ---- closing ------------------------------------------------------------------
+  // Sets kClosed under the lock: a push either went in before it or sees it.
+  void close(channel_core<T>& c) noexcept {
+    std::lock_guard lock(mu_);
+    c.state.fetch_or(kClosed, std::memory_order_seq_cst);
+  }
+  // After kDisconnected or kCancelled: nothing to wait for (every operation holds the lock).
+  void seal(channel_core<T>&) noexcept {}
+  void discard_all(channel_core<T>& c) noexcept {
+    std::deque<std::pair<T, std::size_t>> gone;
+    {
+      std::lock_guard lock(mu_);
+      gone.swap(items_);
+      discarded_ += gone.size();
+      weight_.store(0, std::memory_order_relaxed);
+    }
+    for (auto& [v, w] : gone) c.hand_to_hook(std::move(v));
+  }
+
+  // ---- observation --------------------------------------------------------------
+  // `st`: the state word, read by the caller.
+  [[nodiscard]] bool done(std::uint32_t st) const {
+    std::lock_guard lock(mu_);
+    return (st & (kClosed | kDisconnected)) != 0 && items_.empty();
+  }
+  [[nodiscard]] std::size_t occupancy() const noexcept { return weight_.load(std::memory_order_relaxed); }
+  void fill_stats(channel_stats& st) const {
+    std::lock_guard lock(mu_);
+    st.pushed = pushed_;
+    st.popped = popped_;
+    st.discarded = discarded_;
+    st.size = weight_.load(std::memory_order_relaxed);
+    st.items = items_.size();
+  }
+
+ private:
+  const std::function<std::size_t(const T&)> weigh_;
+  mutable std::mutex mu_;
+  std::deque<std::pair<T, std::size_t>> items_;  // item and its weight  (guarded by mu_)
+  std::atomic<std::size_t> weight_{0};           // written under mu_, read anywhere
+  std::uint64_t pushed_ = 0, popped_ = 0, discarded_ = 0;  // guarded by mu_
+};
+
+}  // namespace sluice::detail

@@ -1,0 +1,274 @@
+// sluice/detail/ring_flavour.hpp — the lock-free storage of a channel: unweighted items
+// whose move cannot throw, in a ring (detail/ring_buffer.hpp), with the three overflow
+// policies and the lone-side path.
+//
+// Lone-side path: when a side has one handle (one sender, or one receiver) and the
+// policy is block, its pushes (pops) move tail_ (head_) with a plain store instead of a
+// CAS. The only other writers then are close/disconnect/cancel (the closed mark) and
+// cancel's discards: they set their state bit first and quiesce() the side (an
+// asymmetric Dekker pair (S) on channel_side::inflight) before they touch the ring:
+//
+//   lone side:  inflight = 1; light_fence();  (S)  if (state & bits) refuse;
+//               move the index; inflight = 0 (release)
+//   closer:     state |= bit; heavy_fence();  (S)  while (inflight) wait;  then touch the ring
+//
+// Either the lone side sees the bit (and refuses), or the closer sees inflight and
+// waits for the plain store to land. Every edge of a linear pipeline built from plain
+// handles is such a channel. Under drop_oldest pushers pop too, so that policy always
+// takes the CAS path; so does drop_newest, for symmetry.
+//
+// Requires: the core's state bits are set only through close()/seal() below or by a
+//   caller that then calls them, so that the quiesce protocol holds. A handle is used by
+//   one thread at a time.
+// Guarantees: as channel.hpp; each item is moved in once, out once and destroyed once;
+//   every dropped or discarded item is counted and offered to on_discard. stats() reads
+//   its counters in an order that keeps every difference non-negative.
+// Non-guarantees: FIFO across producers; "full"/"empty" are momentary.
+// Lifetime: a member of its channel<T>; the destructor destroys what the ring still holds
+//   (the channel drains it through discard_all() first, to count it).
+#pragma once
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <utility>
+
+#include "sluice/detail/cache_padded.hpp"
+#include "sluice/detail/channel_core.hpp"
+#include "sluice/detail/ring_buffer.hpp"
+#include "sluice/detail/waker.hpp"
+#include "sluice/status.hpp"
+
+namespace sluice::detail {
+
+template <class T>
+class ring_flavour {
+ public:
+  // Bulk operations claim many slots per CAS (push_contiguous, pop_into).
+  static constexpr bool kBulk = true;
+
+  explicit ring_flavour(std::size_t capacity) : ring_(capacity) {}
+
+  // ---- push ---------------------------------------------------------------------
+  // Moves from v only on ok. A drop_newest channel returns ok and discards v.
+  status try_push(channel_core<T>& c, T& v) noexcept {
+    if (c.policy == overflow::block && c.handles.sender_alone()) {
+      // A lone sender claims its slot with a plain store, not a CAS. What else writes
+      // tail_ is the closed mark, set by close()/seal() from any thread after they set
+      // their state bit and quiesce() this side: pair (S) above.
+      auto& f = c.push_side->inflight;
+      f.store(1, std::memory_order_relaxed);
+      light_fence(c.asym_fences);  // (S) pairs with the heavy_fence() before the closer waits
+      if (c.state.load(std::memory_order_relaxed) & (kClosed | kDisconnected | kCancelled)) {
+        f.store(0, std::memory_order_release);
+        return status::closed;
+      }
+      const auto r = ring_.try_push_single(v);
+      f.store(0, std::memory_order_release);  // release: quiesce() then sees our tail store
+      if (r == push_result::ok) return status::ok;
+      return r == push_result::full ? status::full : status::closed;
+    }
+    for (;;) {
+      const auto r = ring_.try_push(v);
+      if (r == push_result::ok) return status::ok;
+      if (r == push_result::closed) return status::closed;
+      if (c.policy == overflow::block) return status::full;
+      if (c.policy == overflow::drop_newest) {
+        dropped_new_.fetch_add(1, std::memory_order_release);  // release: see stats()
+        c.hand_to_hook(std::move(v));
+        return status::ok;
+      }
+      std::optional<T> old;  // drop_oldest: make room, then try again
+      if (ring_.try_pop(old)) {
+        discarded_.fetch_add(1, std::memory_order_release);  // release: see stats()
+        c.hand_to_hook(std::move(*old));
+      }
+    }
+  }
+  // push_all's fast path (block policy, a contiguous range of T): claims runs of up to
+  // 64 slots per CAS and fills them from p[0..total), moved when Move. `pending` counts
+  // the items in and not yet announced to consumers; one(v) pushes v the blocking way
+  // (announcing pending first). Returns how many went in: the first n of p.
+  template <bool Move, class One>
+  std::size_t push_contiguous(channel_core<T>& c, T* p, std::size_t total, std::size_t& pending, One&& one) {
+    std::size_t n = 0;
+    while (n < total) {
+      if (c.state.load(std::memory_order_relaxed) & (kCancelled | kDisconnected)) break;
+      bool closed = false;
+      const std::size_t k = ring_.template try_push_bulk<Move>(p + n, std::min<std::size_t>(total - n, 64), closed);
+      if (k != 0) {
+        n += k;
+        pending += k;
+        continue;
+      }
+      if (closed) break;
+      // Full: flush, then block on one item (a copy, unless we may move).
+      bool pushed;
+      if constexpr (Move) {
+        pushed = one(p[n]);
+      } else {
+        T copy(std::as_const(p[n]));
+        pushed = one(copy);
+      }
+      if (!pushed) break;
+      ++n;
+    }
+    return n;
+  }
+  // After n items went in: if the channel was cancelled or disconnected while our push
+  // was in flight, discard what we left behind. The caller issued light_fence() (F)
+  // first: it pairs with the heavy_fence() in cancel()/disconnect().
+  void after_push(channel_core<T>& c) noexcept {
+    if (c.state.load(std::memory_order_relaxed) & (kCancelled | kDisconnected)) {
+      quiesce(c, *c.pop_side);  // a lone receiver's pop in flight ends before we discard
+      discard_all(c);
+    }
+  }
+
+  // ---- pop ----------------------------------------------------------------------
+  // ok: out holds an item. full: empty now. closed: done (drained, or cancelled).
+  status try_pop(channel_core<T>& c, std::optional<T>& out) noexcept {
+    std::uint32_t st;
+    if (c.policy == overflow::block && c.handles.receiver_alone()) {
+      // A lone receiver moves head_ with a plain store. Other threads pop only to
+      // discard (cancel(), or a push that finds the channel cancelled or disconnected),
+      // and they quiesce() this side first: the same pair (S) as for a lone sender.
+      auto& f = c.pop_side->inflight;
+      f.store(1, std::memory_order_relaxed);
+      light_fence(c.asym_fences);  // (S) pairs with the heavy_fence() before the closer waits
+      st = c.state.load(std::memory_order_acquire);
+      if (st & kCancelled) {
+        f.store(0, std::memory_order_release);
+        return status::closed;
+      }
+      const bool got = ring_.try_pop_single(out);
+      f.store(0, std::memory_order_release);
+      if (got) return status::ok;
+    } else {
+      st = c.state.load(std::memory_order_acquire);
+      if (st & kCancelled) return status::closed;
+      if (ring_.try_pop(out)) return status::ok;
+    }
+    // Empty. While the channel is open that is all (and we stay off tail_, the
+    // producers' hot line). close() sets kClosed, then the mark, then wakes every
+    // waiter, and a waiter re-checks after registering, so reading state first loses
+    // no close.
+    if (st == 0 && c.state.load(std::memory_order_acquire) == 0) return status::full;
+    // Done only if closed *and* every claimed position was popped: a push that
+    // claimed its slot before the mark is still delivered.
+    if (ring_.closed() && ring_.head_position() == ring_.tail_position()) return status::closed;
+    if (c.state.load(std::memory_order_acquire) & kCancelled) return status::closed;
+    return status::full;
+  }
+  // pop_some's fast path: hands items to out (each before the next), claiming runs of
+  // up to kBatch per CAS, until n == max, the ring is empty or the channel cancelled.
+  // n counts the items handed over; if out throws, the items claimed with it but not
+  // handed over go to on_discard (they count as popped).
+  template <class Out>
+  void pop_into(channel_core<T>& c, Out& out, std::size_t& n, std::size_t max) {
+    constexpr std::size_t kBatch = 32;
+    std::optional<T> got[kBatch];
+    while (n < max) {
+      if (c.state.load(std::memory_order_relaxed) & kCancelled) break;
+      const std::size_t k = ring_.try_pop_bulk(got, std::min(kBatch, max - n));
+      if (k == 0) break;
+      std::size_t i = 0;
+      try {
+        for (; i < k; ++i) {
+          *out = std::move(*got[i]);
+          ++out;
+          got[i].reset();
+          ++n;
+        }
+      } catch (...) {
+        for (; i < k; ++i) {
+          if (got[i]) c.hand_to_hook(std::move(*got[i]));
+        }
+        throw;
+      }
+    }
+  }
+  // A pop frees one slot: one waiting pusher per item popped is enough.
+  [[nodiscard]] bool pop_wakes_all() const noexcept { return false; }
+
+  // ---- closing ------------------------------------------------------------------
+  // Sets kClosed. The state bit first (a lone sender reads it and refuses), then the
+  // mark, once a lone sender's push that missed the bit has stored its tail (quiesce).
+  // A receiver that sees kClosed before the mark keeps waiting; the caller's wake-up
+  // follows.
+  void close(channel_core<T>& c) noexcept {
+    c.state.fetch_or(kClosed, std::memory_order_seq_cst);
+    quiesce(c, *c.push_side);
+    ring_.close();
+  }
+  // After kDisconnected or kCancelled was set and heavy_fence() issued: waits out both
+  // lone sides' operations in flight (pair (S)), and marks the ring closed in between.
+  void seal(channel_core<T>& c) noexcept {
+    wait_idle(*c.push_side);  // before the mark: see close()
+    ring_.close();
+    wait_idle(*c.pop_side);   // a lone receiver's pop in flight ends before we discard
+  }
+  // Pops and discards everything buffered. Only after the side(s) that might be popping
+  // with a plain store are quiesced (or when no handle is left).
+  void discard_all(channel_core<T>& c) noexcept {
+    std::optional<T> v;
+    while (ring_.try_pop(v)) {
+      discarded_.fetch_add(1, std::memory_order_release);  // release: see stats()
+      c.hand_to_hook(std::move(*v));
+      v.reset();
+    }
+  }
+
+  // ---- observation --------------------------------------------------------------
+  // `st`: the state word, read by the caller (which answered for kCancelled).
+  [[nodiscard]] bool done(std::uint32_t /*st*/) const noexcept {
+    return ring_.closed() && ring_.size_guess() == 0;
+  }
+  [[nodiscard]] std::size_t occupancy() const noexcept { return ring_.size_guess(); }
+  void fill_stats(channel_stats& st) const noexcept {
+    // Read order keeps every difference non-negative: discarded_ grows only after head
+    // does, head only after tail does.
+    const std::uint64_t dropped_new = dropped_new_.load(std::memory_order_acquire);
+    const std::uint64_t rd = discarded_.load(std::memory_order_acquire);
+    const std::uint64_t head = ring_.head_position();
+    const std::uint64_t tail = ring_.tail_position();
+    st.pushed = tail + dropped_new;
+    st.popped = head - rd;
+    st.discarded = rd + dropped_new;
+    st.size = static_cast<std::size_t>(tail - head);
+    st.items = st.size;
+  }
+
+ private:
+  using push_result = typename ring_buffer<T>::push_result;
+
+  // After setting a state bit: waits until a lone side's push or pop that started before
+  // the bit was visible has finished (pair (S)). Short: those operations never block
+  // while inflight is set.
+  static void quiesce(const channel_core<T>& c, const channel_side& side) noexcept {
+    heavy_fence(c.asym_fences);  // (S): they see our bit, or we see their inflight
+    wait_idle(side);
+  }
+  // quiesce() without its fence, for a caller that issued heavy_fence() after its bit.
+  static void wait_idle(const channel_side& side) noexcept {
+    for (int i = 0; side.inflight.load(std::memory_order_acquire) != 0; ++i) {
+      if (i < 64) {
+        spin_pause();
+      } else {
+        sched_yield();  // its thread may be off-CPU (more threads than cores)
+      }
+    }
+  }
+
+  ring_buffer<T> ring_;
+  // Items popped to be discarded (drop_oldest, cancel, disconnect, destruction) and
+  // pushes dropped by drop_newest; on their own line, away from the hot indices.
+  alignas(kCacheLine) std::atomic<std::uint64_t> discarded_{0};
+  std::atomic<std::uint64_t> dropped_new_{0};
+};
+
+}  // namespace sluice::detail

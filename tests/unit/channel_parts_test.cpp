@@ -1,0 +1,170 @@
+// Tests of the pieces a channel is made of, each on its own: the handle counter
+// (detail/counter.hpp), the backoff (detail/backoff.hpp), the wait clock
+// (detail/wait_clock.hpp) and the low watermark (detail/watermark.hpp). The channel's
+// own contract is channel_test.cpp's.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <thread>
+
+#include "channel_test_util.hpp"
+#include "sluice/detail/backoff.hpp"
+#include "sluice/detail/counter.hpp"
+#include "sluice/detail/ticks.hpp"
+#include "sluice/detail/wait_clock.hpp"
+#include "sluice/detail/watermark.hpp"
+#include "sluice/detail/waker.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using sluice::status;
+using sluice::detail::backoff;
+using sluice::detail::counter;
+using sluice::detail::wait_clock;
+using sluice::detail::wait_result;
+using sluice::detail::waker;
+using sluice::detail::watermark;
+
+// ---- counter ----------------------------------------------------------------------------
+
+TEST(ChannelCounter, the_last_of_each_side_runs_its_hook_once_and_the_last_of_both_frees) {
+  counter c;  // one sender, one receiver
+  int closed = 0, disconnected = 0;
+  EXPECT_TRUE(c.sender_alone());
+  EXPECT_TRUE(c.receiver_alone());
+  c.add_sender();
+  c.add_receiver();
+  EXPECT_FALSE(c.sender_alone());
+  EXPECT_FALSE(c.receiver_alone());
+  EXPECT_FALSE(c.release_sender([&] { ++closed; }));
+  EXPECT_EQ(closed, 0);
+  EXPECT_TRUE(c.sender_alone());
+  EXPECT_FALSE(c.release_sender([&] { ++closed; }));  // the last sender: closes
+  EXPECT_EQ(closed, 1);
+  EXPECT_FALSE(c.release_receiver([&] { ++disconnected; }));
+  EXPECT_EQ(disconnected, 0);
+  EXPECT_TRUE(c.receiver_alone());
+  EXPECT_TRUE(c.release_receiver([&] { ++disconnected; }));  // the last handle: frees
+  EXPECT_EQ(disconnected, 1);
+  EXPECT_EQ(closed, 1);
+}
+
+TEST(ChannelCounter, receivers_first_is_the_mirror_image) {
+  counter c;
+  int closed = 0, disconnected = 0;
+  EXPECT_FALSE(c.release_receiver([&] { ++disconnected; }));
+  EXPECT_EQ(disconnected, 1);
+  EXPECT_TRUE(c.release_sender([&] { ++closed; }));
+  EXPECT_EQ(closed, 1);
+}
+
+// ---- backoff ----------------------------------------------------------------------------
+
+TEST(ChannelBackoff, a_wait_that_a_spin_satisfies_reports_its_pauses_and_nothing_else) {
+  waker w;
+  backoff spin;
+  wait_clock clock;
+  int calls = 0;
+  auto op = [&] { return ++calls < 5 ? status::full : status::ok; };
+  const wait_result r = sluice::detail::wait_loop(w, op, nullptr, spin, clock, false);
+  EXPECT_EQ(r.s, status::ok);
+  EXPECT_EQ(r.pauses, 5U);  // one re-try after each pause
+  EXPECT_FALSE(r.spun_out);
+  EXPECT_FALSE(r.parked);
+  EXPECT_EQ(spin.rounds(), sluice::detail::kSpinRounds);  // already at its longest
+  EXPECT_EQ(clock.blocked_ticks_now(true), 0U);           // wait_loop does not count; block() does
+}
+
+TEST(ChannelBackoff, a_wait_past_its_deadline_spins_out_and_reports_timeout) {
+  sluice_test::watchdog dog(channel_test::kTestLimit);
+  waker w;
+  backoff spin;
+  wait_clock clock;
+  const auto deadline = std::chrono::steady_clock::now() + 2ms;
+  const status s = sluice::detail::block(w, [] { return status::full; }, &deadline, spin, clock, true, false,
+                                         [] { return true; });
+  EXPECT_EQ(s, status::timeout);
+  EXPECT_GE(std::chrono::steady_clock::now(), deadline);
+  EXPECT_GT(clock.blocked_ticks_now(true), 0U);  // the whole wait was counted
+  EXPECT_EQ(clock.blocked_ticks_now(false), 0U);
+}
+
+TEST(ChannelBackoff, short_parks_lengthen_the_spin_and_long_ones_shorten_it_within_bounds) {
+  backoff spin;
+  const int longest = sluice::detail::kSpinRounds, shortest = sluice::detail::kMinSpinRounds;
+  EXPECT_EQ(spin.rounds(), longest);
+  for (int i = 0; i < 2 * longest; ++i) spin.parked_for(1ms);
+  EXPECT_EQ(spin.rounds(), shortest);
+  spin.parked_for(100us);  // neither short nor long: unchanged
+  EXPECT_EQ(spin.rounds(), shortest);
+  spin.parked_for(1us);
+  EXPECT_EQ(spin.rounds(), shortest + 1);
+  spin.spin_was_enough(spin.rounds());
+  EXPECT_EQ(spin.rounds(), shortest + 2);
+  for (int i = 0; i < 2 * longest; ++i) spin.parked_for(1us);
+  EXPECT_EQ(spin.rounds(), longest);
+}
+
+// ---- wait clock -------------------------------------------------------------------------
+
+TEST(ChannelWaitClock, finished_waits_add_up_and_a_wait_in_progress_counts_while_it_lasts) {
+  wait_clock clock;
+  clock.add_spin(100, true);
+  clock.add_spin(50, false);
+  EXPECT_EQ(clock.blocked_ticks_now(true), 150U);
+  const std::uint64_t t0 = sluice::detail::ticks();
+  clock.begin_slow(t0);
+  // The open wait's elapsed part is counted: the total grows while it lasts.
+  EXPECT_TRUE(sluice_test::eventually([&] { return clock.blocked_ticks_now(true) > 150U; }));
+  const std::uint64_t during = clock.blocked_ticks_now(true);
+  clock.end_slow(t0, 1000, true);
+  EXPECT_EQ(clock.blocked_ticks_now(true), 1150U);  // the wait's own figure replaces it
+  EXPECT_GE(during, 150U);
+  const std::uint64_t t1 = sluice::detail::ticks();
+  clock.begin_slow(t1);
+  clock.end_slow(t1, 1000, false);  // timing off: not added
+  EXPECT_EQ(clock.blocked_ticks_now(true), 1150U);
+  EXPECT_EQ(clock.blocked_ticks_now(false), 0U);  // and not reported
+}
+
+// ---- watermark --------------------------------------------------------------------------
+
+TEST(ChannelWatermark, a_callback_runs_at_once_or_once_when_a_pop_reaches_the_level) {
+  watermark wm(2);
+  std::size_t occupancy = 1;
+  int ran = 0;
+  wm.add([&] { ++ran; }, false, [&] { return occupancy <= wm.level(); });
+  EXPECT_EQ(ran, 1);  // at or below the level: at once
+  occupancy = 5;
+  wm.add([&] { ++ran; }, false, [&] { return occupancy <= wm.level(); });
+  EXPECT_EQ(ran, 1);  // registered
+  occupancy = 3;
+  wm.after_pop([&] { return occupancy; });
+  EXPECT_EQ(ran, 1);  // still above
+  occupancy = 2;
+  wm.after_pop([&] { return occupancy; });
+  EXPECT_EQ(ran, 2);  // reached: once
+  occupancy = 1;
+  wm.after_pop([&] { return occupancy; });
+  EXPECT_EQ(ran, 2);
+  occupancy = 9;
+  wm.add([&] { ++ran; }, false, [&] { return occupancy <= wm.level(); });
+  wm.wake_all();  // closing runs what is registered
+  EXPECT_EQ(ran, 3);
+  wm.wake_all();
+  EXPECT_EQ(ran, 3);
+}
+
+TEST(ChannelWatermark, a_throwing_callback_does_not_stop_the_others) {
+  watermark wm(0);
+  int ran = 0;
+  wm.add([] { throw 1; }, false, [] { return false; });
+  wm.add([&] { ++ran; }, false, [] { return false; });
+  wm.after_pop([] { return std::size_t{0}; });
+  EXPECT_EQ(ran, 1);
+}
+
+}  // namespace

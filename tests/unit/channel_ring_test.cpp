@@ -1,0 +1,145 @@
+// Tests of what only the ring flavour has (detail/ring_flavour.hpp): slots allocated
+// up front (capacities whose storage cannot exist) and the lone-side path (one sender or
+// one receiver moves its index with a plain store; closing and cancelling quiesce it).
+// The contract every flavour keeps is channel_test.cpp's.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "channel_test_util.hpp"
+#include "sluice/channel.hpp"
+#include "sluice/graph.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace channel_test;
+using sluice::status;
+using sluice_test::eventually;
+using sluice_test::watchdog;
+
+// ---- capacities whose storage cannot exist ------------------------------------------------
+
+TEST(ChannelCapacity, a_ring_whose_slots_cannot_be_addressed_is_invalid_argument_naming_the_capacity) {
+  // sizeof(slot) * capacity used to wrap: 2^62 int slots "fit" in a tiny allocation.
+  const std::string what = thrown_what<std::invalid_argument>([] { (void)sluice::bounded<int>(std::size_t{1} << 62); });
+  EXPECT_NE(what.find("capacity 4611686018427387904"), std::string::npos) << what;
+  EXPECT_NE(what.find("sluice::bounded"), std::string::npos) << what;
+  const std::string w2 = thrown_what<std::invalid_argument>([] { (void)sluice::bounded<std::string>(SIZE_MAX); });
+  EXPECT_NE(w2.find(std::to_string(SIZE_MAX)), std::string::npos) << w2;
+}
+
+TEST(ChannelCapacity, a_ring_larger_than_memory_is_bad_alloc_naming_the_capacity) {
+  // 2^40 int slots are 16 TiB: more than any machine this runs on. Refused before any
+  // allocation (under a sanitizer a 16 TiB operator new would abort rather than throw).
+  const std::string what = thrown_what<std::bad_alloc>([] { (void)sluice::bounded<int>(std::size_t{1} << 40); });
+  EXPECT_NE(what.find("capacity 1099511627776"), std::string::npos) << what;
+  EXPECT_NE(what.find("cannot be had"), std::string::npos) << what;
+  // The same through options, and for a larger item.
+  const std::string w2 = thrown_what<std::bad_alloc>([] {
+    sluice::channel_options<std::array<char, 64>> o;
+    o.capacity = std::size_t{1} << 36;
+    (void)sluice::bounded<std::array<char, 64>>(std::move(o));
+  });
+  EXPECT_NE(w2.find("capacity 68719476736"), std::string::npos) << w2;
+}
+
+TEST(ChannelCapacity, a_stage_capacity_takes_the_same_checks) {
+  sluice::graph g;
+  sluice::stage_options o;
+  o.capacity = std::size_t{1} << 62;
+  const std::string what = thrown_what<std::invalid_argument>([&] {
+    (void)g.source<int>("huge", [](sluice::sender<int>& out) { (void)out.push(1); }, o);
+  });
+  EXPECT_NE(what.find("capacity 4611686018427387904"), std::string::npos) << what;
+}
+
+TEST(ChannelCapacity, a_large_but_possible_ring_still_works) {
+  auto [tx, rx] = sluice::bounded<int>(std::size_t{1} << 20);
+  EXPECT_EQ(tx.capacity(), std::size_t{1} << 20);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(tx.try_push(i), status::ok);
+  int sum = 0;
+  while (auto v = rx.try_pop()) sum += *v;
+  EXPECT_EQ(sum, 999 * 1000 / 2);
+}
+
+// ---- the lone-side path ------------------------------------------------------------------
+
+// One sender pushes with a plain store; a copy of it makes the side shared (CAS), and
+// dropping the copy makes it lone again. The items keep one order across the switches,
+// through single pushes and bulk pushes alike, and the counters balance.
+TEST(ChannelLoneSide, a_sender_keeps_its_order_while_its_side_goes_lone_shared_lone) {
+  auto [tx, rx] = sluice::bounded<std::uint64_t>(512);
+  std::uint64_t next = 0;
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(tx.try_push(next++), status::ok);  // lone
+  {
+    sluice::sender<std::uint64_t> copy = tx;  // shared: CAS
+    for (int i = 0; i < 100; ++i) ASSERT_EQ(copy.try_push(next++), status::ok);
+    std::vector<std::uint64_t> bulk;
+    for (int i = 0; i < 100; ++i) bulk.push_back(next++);
+    ASSERT_EQ(tx.push_all(std::move(bulk)), 100U);
+  }
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(tx.push(next++));  // lone again
+  std::vector<std::uint64_t> got;
+  while (auto v = rx.try_pop()) got.push_back(*v);
+  ASSERT_EQ(got.size(), next);
+  for (std::uint64_t i = 0; i < next; ++i) ASSERT_EQ(got[i], i);
+  expect_conserved(tx);
+}
+
+// The same for one receiver: lone pops, then shared pops and pop_some, then lone again.
+TEST(ChannelLoneSide, a_receiver_keeps_the_order_while_its_side_goes_lone_shared_lone) {
+  auto [tx, rx] = sluice::bounded<std::uint64_t>(512);
+  for (std::uint64_t i = 0; i < 400; ++i) ASSERT_EQ(tx.try_push(i), status::ok);
+  std::vector<std::uint64_t> got;
+  for (int i = 0; i < 100; ++i) got.push_back(*rx.try_pop());  // lone
+  {
+    sluice::receiver<std::uint64_t> copy = rx;  // shared: CAS
+    for (int i = 0; i < 100; ++i) got.push_back(*copy.try_pop());
+    ASSERT_EQ(rx.pop_some(std::back_inserter(got), 100), 100U);
+  }
+  for (int i = 0; i < 100; ++i) got.push_back(*rx.pop());  // lone again
+  for (std::uint64_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], i);
+  EXPECT_FALSE(rx.try_pop().has_value());
+  expect_conserved(rx);
+}
+
+// A lone sender blocked on a full ring is woken by a cancel from another side's handle,
+// and a lone receiver blocked on an empty one likewise; nothing is left behind uncounted.
+TEST(ChannelLoneSide, cancel_wakes_a_blocked_lone_sender_and_a_blocked_lone_receiver) {
+  sluice_test::watchdog dog(kTestLimit);
+  {
+    auto [tx, rx] = sluice::bounded<std::uint64_t>(2);
+    ASSERT_EQ(tx.try_push(1), status::ok);
+    ASSERT_EQ(tx.try_push(2), status::ok);
+    std::jthread pusher([s = std::move(tx)]() mutable { EXPECT_FALSE(s.push(3)); });
+    ASSERT_TRUE(parked_pushers(rx, 1));
+    rx.cancel();
+    pusher.join();
+    const sluice::channel_stats st = rx.stats();
+    EXPECT_EQ(st.pushed, 2U);
+    EXPECT_EQ(st.discarded, 2U);
+    EXPECT_EQ(st.size, 0U);
+  }
+  {
+    auto [tx, rx] = sluice::bounded<std::uint64_t>(2);
+    std::jthread popper([r = std::move(rx)]() mutable { EXPECT_FALSE(r.pop().has_value()); });
+    ASSERT_TRUE(parked_poppers(tx, 1));
+    tx.cancel();
+    popper.join();
+    EXPECT_EQ(tx.try_push(4), status::closed);
+  }
+}
+
+}  // namespace
