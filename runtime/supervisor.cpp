@@ -10,6 +10,7 @@
 #include <stop_token>
 #include <string>
 
+#include "graph_state.hpp"
 #include "sluice/detail/graph_core.hpp"
 
 namespace sluice::detail {
@@ -55,18 +56,14 @@ bool replica_env::stopping() const noexcept {
 void replica_env::finish_stage() noexcept { node_->finished.store(true, std::memory_order_relaxed); }
 bool replica_env::skips() const noexcept { return node_->policy.what() == error_policy::kind::skip; }
 void replica_env::count_error() noexcept { node_->errors.fetch_add(1, std::memory_order_relaxed); }
-void replica_env::discard(std::size_t channel, const std::type_info& type, void* item) noexcept {
-  graph_->discard(channel, type, item);
-}
 void replica_env::discard_failed(std::size_t channel, const std::type_info& type, void* item,
                                  std::exception_ptr why) noexcept {
   graph_->discard_failed(channel, *node_, type, item, std::move(why));
 }
-bool replica_env::has_discard_hook() const noexcept { return graph_->has_discard_hook(); }
 
 // ---- a stage thread ----------------------------------------------------------------
 
-void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<replica_task> task) noexcept {
+void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<replica_task> task) noexcept {
   const std::int64_t t0 = now_ns();
   // relaxed: time accounting read by snapshot() as a recent value.
   n.running.fetch_add(1, std::memory_order_relaxed);
@@ -74,7 +71,7 @@ void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<r
   int idle = static_cast<int>(stage_state::idle);
   n.state.compare_exchange_strong(idle, static_cast<int>(stage_state::running), std::memory_order_relaxed);
 
-  replica_env env(*this, n, index, n.stop.get_token());
+  replica_env env(*this, n, n.stop.get_token());
   const current_stage_scope current(*this, n);  // for this_stage:: calls from the stage function
   if (fault_ != nullptr) fault_->on_thread_begin(n.name, index);
   // A thread that starts after a teardown (cancel() during start) calls nothing.
@@ -123,7 +120,7 @@ void graph_core::run_replica(stage_node& n, std::size_t index, std::unique_ptr<r
   if (fault_ != nullptr) fault_->on_thread_end();
 }
 
-void graph_core::finish_replica(stage_node& n, std::int64_t t0) noexcept {
+void graph_state::finish_replica(stage_node& n, std::int64_t t0) noexcept {
   const std::int64_t t1 = now_ns();
   n.exited_ns.fetch_add(t1 - t0, std::memory_order_relaxed);
   n.running.fetch_sub(1, std::memory_order_relaxed);
@@ -157,7 +154,7 @@ void graph_core::finish_replica(stage_node& n, std::int64_t t0) noexcept {
   if (--alive_ == 0) life_cv_.notify_all();
 }
 
-bool graph_core::allow_restart(stage_node& n) {
+bool graph_state::allow_restart(stage_node& n) {
   const auto& lim = n.policy.limits();
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lk(n.restart_mu);
@@ -169,7 +166,7 @@ bool graph_core::allow_restart(stage_node& n) {
 
 // ---- failure, cancel, stop ---------------------------------------------------------
 
-void graph_core::fail(stage_node& n, std::exception_ptr e) noexcept {
+void graph_state::fail(stage_node& n, std::exception_ptr e) noexcept {
   std::string name;
   try {
     name = n.name;
@@ -178,7 +175,7 @@ void graph_core::fail(stage_node& n, std::exception_ptr e) noexcept {
   if (record_.claim_failure(std::move(name), e)) teardown(e);
 }
 
-void graph_core::teardown(const std::exception_ptr& cause) noexcept {
+void graph_state::teardown(const std::exception_ptr& cause) noexcept {
   // seq_cst exchange: exactly one teardown; the flag is set before any channel is
   // cancelled, so a stage that sees a cancelled channel also sees tearing_down().
   if (tearing_.exchange(true, std::memory_order_seq_cst)) return;
@@ -193,7 +190,7 @@ void graph_core::teardown(const std::exception_ptr& cause) noexcept {
   life_cv_.notify_all();
 }
 
-void graph_core::cancel() {
+void graph_state::cancel() {
   const bool first = record_.claim_cancel();
   {
     std::lock_guard lk(mu_);
@@ -212,7 +209,7 @@ void graph_core::cancel() {
   if (first) teardown(std::make_exception_ptr(sluice::cancelled()));
 }
 
-void graph_core::request_stop() {
+void graph_state::request_stop() {
   std::lock_guard lk(mu_);
   stop_requested_ = true;
   if (!started_) {
@@ -227,7 +224,7 @@ void graph_core::request_stop() {
   if (!ran_nothing_ && !finished_) apply_stop_request();
 }
 
-void graph_core::apply_stop_request() {
+void graph_state::apply_stop_request() {
   for (auto& n : nodes_) {
     if (n->is_input) {
       // An inlet: closed; what it accepted drains.

@@ -18,7 +18,7 @@
 //   Stage functions may take a std::stop_token as their last parameter. A stage
 //   function with replicas > 1 or a restart policy must be copy-constructible (each
 //   replica, each restart gets a fresh copy). on_discard/on_stuck/on_stall must not throw.
-// Guarantees (DESIGN.md §2, §3):
+// Guarantees:
 //   - Each stage runs on its own thread(s) (replicas = N: N threads on one input;
 //     ordered = true keeps input order through a bounded reorder window). Each stage's
 //     output is a bounded channel with that stage's capacity (weight units when
@@ -64,10 +64,9 @@
 #include <vector>
 
 #include "sluice/channel.hpp"
+#include "sluice/detail/graph_build.hpp"
 #include "sluice/detail/graph_core.hpp"
 #include "sluice/detail/graph_inlet.hpp"
-#include "sluice/detail/graph_stages.hpp"
-#include "sluice/detail/graph_types.hpp"
 #include "sluice/metrics.hpp"
 #include "sluice/stage.hpp"
 #include "sluice/supervisor.hpp"
@@ -113,17 +112,7 @@ class graph {
     static_assert(detail::callable_v<F, sender<T>&>,
                   "sluice::graph::source<T>: the function must be callable as f(sluice::sender<T>&) "
                   "or f(sluice::sender<T>&, std::stop_token)");
-    check_stage<F>(name, o);
-    auto n = new_node(std::move(name), o);
-    n->is_source = true;
-    n->takes_stop = detail::takes_stop_v<F, sender<T>&>;
-    const std::size_t id = core_->add_node(std::move(n));
-    auto [out, tx] = make_output<T>(id, o.capacity);
-    auto fn = std::make_shared<detail::fn_source<F>>(std::move(f));
-    core_->node(id).factory = [fn, tx = std::move(tx)](std::size_t) -> std::unique_ptr<detail::replica_task> {
-      return std::make_unique<detail::source_task<T, F>>(tx, fn);
-    };
-    return {core_.get(), out};
+    return {core_.get(), detail::add_source<T>(*core_, std::move(name), std::move(f), o)};
   }
 
   // U f(T[, std::stop_token]).
@@ -134,7 +123,8 @@ class graph {
                   "with the input stream's item type T");
     using U = std::decay_t<detail::stage_result_t<F, T&&>>;
     static_assert(!std::is_void_v<U>, "sluice::graph::map: the function returns void; use sink() for that");
-    return items<detail::item_kind::map, T, U>(std::move(name), in, std::move(f), std::move(o));
+    return stream<U>(core_.get(), detail::add_items<detail::item_kind::map, T, U>(*core_, in.graph_, in.channel_,
+                                                                                  std::move(name), std::move(f), o));
   }
 
   // bool pred(const T&[, std::stop_token]): keeps the items for which it is true.
@@ -145,7 +135,8 @@ class graph {
                   "(or pred(const T&, std::stop_token))");
     static_assert(std::is_convertible_v<detail::stage_result_t<F, const T&>, bool>,
                   "sluice::graph::filter: the predicate must return something convertible to bool");
-    return items<detail::item_kind::filter, T, T>(std::move(name), in, std::move(pred), std::move(o));
+    return {core_.get(), detail::add_items<detail::item_kind::filter, T, T>(*core_, in.graph_, in.channel_,
+                                                                            std::move(name), std::move(pred), o)};
   }
 
   // f(T, sender<U>&[, std::stop_token]): any number of outputs per input.
@@ -154,33 +145,7 @@ class graph {
     static_assert(detail::callable_v<F, T&&, sender<U>&>,
                   "sluice::graph::flat_map<U>: the function must be callable as f(T, sluice::sender<U>&) "
                   "(or f(T, sluice::sender<U>&, std::stop_token))");
-    check_stage<F>(name, o);
-    check_input(in);
-    const bool ordered = o.ordered && o.replicas > 1;
-    auto n = new_node(std::move(name), o);
-    if (ordered) n->threads = o.replicas + 1;  // + the emitter
-    const std::size_t id = core_->add_node(std::move(n));
-    receiver<T> rx = take_input(in, id);
-    auto [out, tx] = make_output<U>(id, o.capacity);
-    auto fn = std::make_shared<detail::fn_source<F>>(std::move(f));
-    detail::graph_core* g = core_.get();
-    const std::size_t in_ch = in.channel_;
-    if (ordered) {
-      auto order = std::make_shared<detail::expand_order<U>>(*g, out, 2 * o.replicas,
-                                                             std::min<std::size_t>(o.capacity, detail::kBatch));
-      const std::size_t replicas = o.replicas;
-      core_->node(id).factory = [g, rx = std::move(rx), in_ch, tx = std::move(tx), fn, order,
-                                 replicas](std::size_t i) -> std::unique_ptr<detail::replica_task> {
-        return std::make_unique<detail::ordered_expand_task<T, U, F>>(*g, rx, in_ch, tx, fn, order, i == replicas);
-      };
-    } else {
-      const std::size_t threads = o.replicas;
-      core_->node(id).factory = [g, rx = std::move(rx), in_ch, tx = std::move(tx), fn,
-                                 threads](std::size_t) -> std::unique_ptr<detail::replica_task> {
-        return std::make_unique<detail::expand_task<T, U, F>>(*g, rx, in_ch, tx, fn, threads);
-      };
-    }
-    return {g, out};
+    return {core_.get(), detail::add_flat_map<U, T>(*core_, in.graph_, in.channel_, std::move(name), std::move(f), o)};
   }
 
   // f(receiver<T>&, sender<U>&[, std::stop_token]): the whole input stream at once.
@@ -191,17 +156,7 @@ class graph {
     static_assert(detail::callable_v<F, receiver<T>&, sender<U>&>,
                   "sluice::graph::stage<U>: the function must be callable as "
                   "f(sluice::receiver<T>&, sluice::sender<U>&) (or with a trailing std::stop_token)");
-    check_stage<F>(name, o);
-    check_input(in);
-    const std::size_t id = core_->add_node(new_node(std::move(name), o));
-    receiver<T> rx = take_input(in, id);
-    auto [out, tx] = make_output<U>(id, o.capacity);
-    auto fn = std::make_shared<detail::fn_source<F>>(std::move(f));
-    core_->node(id).factory = [rx = std::move(rx), tx = std::move(tx),
-                               fn](std::size_t) -> std::unique_ptr<detail::replica_task> {
-      return std::make_unique<detail::through_task<T, U, F>>(rx, tx, fn);
-    };
-    return {core_.get(), out};
+    return {core_.get(), detail::add_whole<U, T>(*core_, in.graph_, in.channel_, std::move(name), std::move(f), o)};
   }
 
   // f(T[, std::stop_token]) returning void, or bool: false = finished early (not an error).
@@ -212,7 +167,8 @@ class graph {
     using R = detail::stage_result_t<F, T&&>;
     static_assert(std::is_void_v<R> || std::is_convertible_v<R, bool>,
                   "sluice::graph::sink: the function must return void, or bool (false: finished early)");
-    (void)items<detail::item_kind::sink, T, int>(std::move(name), in, std::move(f), std::move(o));
+    (void)detail::add_items<detail::item_kind::sink, T, int>(*core_, in.graph_, in.channel_, std::move(name),
+                                                             std::move(f), o);
   }
 
   // f(receiver<T>&[, std::stop_token]): a sink over the whole input (for writers that
@@ -222,14 +178,7 @@ class graph {
     static_assert(detail::callable_v<F, receiver<T>&>,
                   "sluice::graph::consume: the function must be callable as f(sluice::receiver<T>&) "
                   "(or f(sluice::receiver<T>&, std::stop_token))");
-    check_stage<F>(name, o);
-    check_input(in);
-    const std::size_t id = core_->add_node(new_node(std::move(name), o));
-    receiver<T> rx = take_input(in, id);
-    auto fn = std::make_shared<detail::fn_source<F>>(std::move(f));
-    core_->node(id).factory = [rx = std::move(rx), fn](std::size_t) -> std::unique_ptr<detail::replica_task> {
-      return std::make_unique<detail::consume_task<T, F>>(rx, fn);
-    };
+    (void)detail::add_whole<void, T>(*core_, in.graph_, in.channel_, std::move(name), std::move(f), o);
   }
 
   // An input fed from outside the graph (a server's handler threads): the inlet takes
@@ -240,14 +189,7 @@ class graph {
   // (what it accepted drains); a failure or cancel() makes every push fail at once.
   template <class T>
   std::pair<inlet<T>, stream<T>> input(std::string name, stage_options o = {}) {
-    check_stage<int>(name, o);
-    auto n = new_node(std::move(name), o);
-    n->is_input = true;
-    n->threads = 0;
-    n->replicas = 1;
-    n->on_close = nullptr;
-    const std::size_t id = core_->add_node(std::move(n));
-    auto [out, tx] = make_output<T>(id, o.capacity);
+    auto [out, tx] = detail::add_input<T>(*core_, std::move(name), o);
     return {inlet<T>(std::move(tx)), stream<T>(core_.get(), out)};
   }
 
@@ -274,38 +216,13 @@ class graph {
   // All inputs into one stream (one forwarding thread per input; no order across inputs).
   template <class T>
   stream<T> merge(std::vector<stream<T>> ins) {
-    if (ins.empty()) throw std::invalid_argument("sluice::graph::merge: no streams to merge");
-    std::string name = "merge(";
-    for (std::size_t i = 0; i < ins.size(); ++i) {
-      check_input(ins[i]);
-      for (std::size_t j = 0; j < i; ++j) {
-        if (ins[j].channel_ == ins[i].channel_) {
-          throw std::logic_error("sluice::graph::merge: the same stream is merged twice");
-        }
-      }
-      if (i != 0) name += ',';
-      name += core_->producer_name(ins[i].channel_);
+    std::vector<const detail::graph_core*> owners;
+    std::vector<std::size_t> chs;
+    for (const auto& s : ins) {
+      owners.push_back(s.graph_);
+      chs.push_back(s.channel_);
     }
-    name = core_->unique_name(name + ")");
-    const std::size_t capacity = capacity_of(ins.front());
-    stage_options o;
-    o.capacity = capacity;
-    o.replicas = ins.size();
-    check_stage<int>(name, o);
-    const std::size_t id = core_->add_node(new_node(name, o));
-    std::vector<receiver<T>> rxs;
-    std::vector<std::size_t> in_chs;
-    for (auto& s : ins) {
-      rxs.push_back(take_input(s, id));
-      in_chs.push_back(s.channel_);
-    }
-    auto [out, tx] = make_output<T>(id, capacity);
-    detail::graph_core* g = core_.get();
-    core_->node(id).factory = [g, rxs = std::move(rxs), in_chs, tx = std::move(tx),
-                               out = out](std::size_t i) -> std::unique_ptr<detail::replica_task> {
-      return std::make_unique<detail::forward_task<T>>(*g, rxs[i], in_chs[i], tx, out);
-    };
-    return {g, out};
+    return {core_.get(), detail::add_merge<T>(*core_, owners, chs)};
   }
 
   // ---- running ------------------------------------------------------------------
@@ -348,120 +265,12 @@ class graph {
   [[nodiscard]] report last_report() const { return core_->last_report(); }
 
  private:
-  template <class F>
-  void check_stage(const std::string& name, const stage_options& o) const {
-    core_->check_can_add(name);
-    if (o.capacity == 0) {
-      throw std::invalid_argument("sluice::graph: stage '" + name + "': capacity must be at least 1");
-    }
-    if (o.replicas == 0) {
-      throw std::invalid_argument("sluice::graph: stage '" + name + "': replicas must be at least 1");
-    }
-    if constexpr (!std::is_copy_constructible_v<F>) {
-      if (o.replicas > 1 || o.on_error.what() == error_policy::kind::restart) {
-        throw std::logic_error("sluice::graph: stage '" + name +
-                               "': replicas > 1 and restart need a copy-constructible stage function");
-      }
-    }
-  }
-  template <class T>
-  void check_input(const stream<T>& in) const {
-    core_->check_input(in.graph_, in.channel_);
-  }
-  std::unique_ptr<detail::stage_node> new_node(std::string name, const stage_options& o) const {
-    auto n = std::make_unique<detail::stage_node>();
-    n->name = std::move(name);
-    n->threads = o.replicas;
-    n->replicas = o.replicas;
-    n->policy = o.on_error;
-    n->on_close = o.on_close;
-    return n;
-  }
-  template <class T>
-  receiver<T> take_input(const stream<T>& in, std::size_t consumer) {
-    auto p = std::static_pointer_cast<receiver<T>>(core_->take_input(in.channel_, consumer));
-    return std::move(*p);
-  }
-  template <class T>
-  std::size_t capacity_of(const stream<T>& in) const {
-    return core_->channel_capacity(in.channel_);
-  }
-  // Makes the output channel of node `producer`; returns its id and the stage's sender.
-  template <class T>
-  std::pair<std::size_t, sender<T>> make_output(std::size_t producer, std::size_t capacity) {
-    channel_options<T> co;
-    co.capacity = capacity;
-    if constexpr (channel_traits<T>::weighted) {
-      co.weigh = [](const T& v) -> std::size_t { return channel_traits<T>::weigh(v); };
-    }
-    const std::size_t id = core_->next_channel_id();
-    if (core_->has_discard_hook()) {
-      co.on_discard = [g = core_.get(), id](T&& v) { g->discard(id, typeid(T), &v); };
-    }
-    auto [tx, rx] = bounded<T>(std::move(co));
-    if (detail::fault_hook* h = core_->faults(); h != nullptr) [[unlikely]] {
-      detail::channel_access::set_fault_hook(tx, h);  // under sluice::testing::stress only
-    }
-    core_->add_channel(producer, std::make_unique<detail::typed_channel_control<T>>(tx),
-                       std::make_shared<receiver<T>>(std::move(rx)), typeid(T), channel_traits<T>::weighted);
-    return {id, std::move(tx)};
-  }
-
-  template <detail::item_kind K, class T, class U, class F>
-  stream<U> items(std::string name, stream<T> in, F f, stage_options o) {
-    check_stage<F>(name, o);
-    check_input(in);
-    const bool ordered = o.ordered && o.replicas > 1 && K != detail::item_kind::sink;
-    const std::size_t id = core_->add_node(new_node(std::move(name), o));
-    receiver<T> rx = take_input(in, id);
-    detail::graph_core* g = core_.get();
-    auto fn = std::make_shared<detail::fn_source<F>>(std::move(f));
-    const std::size_t in_ch = in.channel_;
-    const std::size_t threads = o.replicas;
-    if constexpr (K == detail::item_kind::sink) {
-      core_->node(id).factory = [g, rx = std::move(rx), in_ch, fn,
-                                 threads](std::size_t) -> std::unique_ptr<detail::replica_task> {
-        return std::make_unique<detail::item_task<K, T, U, F>>(*g, rx, in_ch, 0, 0, fn, nullptr, threads);
-      };
-      return {};
-    } else {
-      auto [out, tx] = make_output<U>(id, o.capacity);
-      std::shared_ptr<detail::reorder_buffer<U>> order;
-      if (ordered) order = std::make_shared<detail::reorder_buffer<U>>(*g, out, 2 * o.replicas);
-      core_->node(id).factory = [g, rx = std::move(rx), in_ch, tx = std::move(tx), out = out, fn, order,
-                                 threads](std::size_t) -> std::unique_ptr<detail::replica_task> {
-        return std::make_unique<detail::item_task<K, T, U, F>>(*g, rx, in_ch, tx, out, fn, order, threads);
-      };
-      return {g, out};
-    }
-  }
-
   template <detail::route_kind K, class T, class Key>
   std::vector<stream<T>> route(stream<T> in, std::size_t n, const char* what, Key key) {
-    check_input(in);
-    if (n == 0) throw std::invalid_argument(std::string("sluice::graph::") + what + ": n must be at least 1");
-    const std::string name = core_->unique_name(core_->producer_name(in.channel_) + "." + what);
-    const std::size_t capacity = capacity_of(in);
-    stage_options o;
-    o.capacity = capacity;
-    check_stage<int>(name, o);
-    const std::size_t id = core_->add_node(new_node(name, o));
-    receiver<T> rx = take_input(in, id);
-    std::vector<sender<T>> txs;
-    std::vector<std::size_t> chs;
     std::vector<stream<T>> outs;
-    for (std::size_t i = 0; i < n; ++i) {
-      auto [out, tx] = make_output<T>(id, capacity);
-      txs.push_back(std::move(tx));
-      chs.push_back(out);
-      outs.push_back(stream<T>(core_.get(), out));
+    for (std::size_t ch : detail::add_route<K, T>(*core_, in.graph_, in.channel_, n, what, std::move(key))) {
+      outs.push_back(stream<T>(core_.get(), ch));
     }
-    detail::graph_core* g = core_.get();
-    const std::size_t in_ch = in.channel_;
-    core_->node(id).factory = [g, rx = std::move(rx), in_ch, txs = std::move(txs), chs,
-                               key = std::move(key)](std::size_t) -> std::unique_ptr<detail::replica_task> {
-      return std::make_unique<detail::route_task<K, T, Key>>(*g, rx, in_ch, txs, chs, key);
-    };
     return outs;
   }
 

@@ -58,7 +58,7 @@ class error_policy {
 inline constexpr error_policy error_policy::stop{error_policy::kind::stop};
 inline constexpr error_policy error_policy::skip{error_policy::kind::skip};
 
-// Options of one stage. An aggregate; fields in this order (DESIGN.md §2).
+// Options of one stage. An aggregate; fields in this order.
 struct stage_options {
   std::size_t capacity = 1024;      // of the stage's output channel (weight units for weighted items)
   std::size_t replicas = 1;         // threads running the stage function on one input

@@ -1,8 +1,12 @@
-// sluice/supervisor.hpp — how a stage graph fails: the errors run()/wait() throw, and
-// the supervisor's first-failure-wins record.
+// sluice/supervisor.hpp — how a stage graph ends: the errors run()/wait() throw, the
+// dead letters handed to on_discard, the report of a run, and graph_options, the
+// supervisor's settings and hooks. Included by sluice/graph.hpp.
 //
+//   sluice::graph g({.teardown_deadline = std::chrono::seconds(2),
+//                    .on_discard = [&](const sluice::dead_letter& d) { ++lost; }});
 //   try {
-//     g.run();
+//     sluice::report r = g.run();
+//     std::printf("%zu stalls, balanced: %d\n", r.stalls, int(r.balanced()));
 //   } catch (const sluice::stage_error& e) {
 //     std::fprintf(stderr, "stage %s failed (%zu later failures)\n", e.stage().c_str(), e.suppressed());
 //     std::rethrow_exception(e.cause());          // the stage's own exception
@@ -10,24 +14,31 @@
 //     // g.cancel() was called
 //   }
 //
-// Requires: nothing; these are plain exception types.
-// Guarantees (DESIGN.md §3): the first exception thrown by any stage fails the graph;
+// Requires: nothing; these are plain value and exception types. The hooks in
+//   graph_options must not throw (what each may call is said on the field).
+// Guarantees: the first exception thrown by any stage fails the graph;
 //   run()/wait() throw stage_error only after every channel was cancelled, every stop
 //   token requested, every stage's cleanup run and every thread joined. Later failures
 //   (including those caused by the teardown itself) are only counted in suppressed().
 //   cancel() is not a stage failure: run()/wait() then throw sluice::cancelled.
 // Non-guarantees: which of two stages that fail at the same instant is "first" is
-//   decided by whichever reaches the record first.
+//   decided by whichever reaches the supervisor's record first.
 // Lifetime: stage_error holds the cause by std::exception_ptr (shared ownership), so
-//   it may outlive the graph.
+//   it may outlive the graph. A dead_letter is a view, valid only during on_discard.
 #pragma once
 
-#include <atomic>
+#include <chrono>
 #include <cstddef>
-#include <cstdint>
 #include <exception>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "sluice/metrics.hpp"
 
 namespace sluice {
 
@@ -70,59 +81,101 @@ class cancelled : public std::runtime_error {
   std::size_t suppressed_;
 };
 
-namespace detail {
-
-// The supervisor's record of how a run ends: the first failure (or the cancel) wins,
-// every later failure is only counted.
+// An item that never reached its consumer (dead letter): buffered in a channel when the
+// graph was torn down or its consumer finished early, or produced by a stage after its
+// output had ended. A view, valid only during the on_discard call; the hook may move
+// the item out:
 //
-// Requires: claim_*() from any thread. stage()/cause() only after a happens-before
-//   edge with the winner (the graph reads them after joining every stage thread, or
-//   after taking the mutex the winner's teardown released).
-// Guarantees: exactly one claim_*() call returns true per record.
-class failure_record {
+//   sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+//     if (auto* s = d.get<std::string>()) lost.push_back(std::move(*s));
+//   }});
+//
+// Works for move-only item types (nothing is copied, nothing is allocated).
+//
+// An item whose stage function threw is a dead letter too (whatever the stage's error
+// policy: skip drops it, restart drops it and renews the function, stop fails the graph):
+// error() is the exception, stage() the stage that threw, channel() the channel it was
+// popped from. The item is the one the stage was given; a function that takes a
+// move-only item by value may have moved from it.
+class dead_letter {
  public:
-  enum class outcome : std::uint32_t { none = 0, failed = 1, cancelled = 2 };
+  dead_letter(std::string_view channel, const std::type_info& type, void* item, std::string_view stage = {},
+              std::exception_ptr error = nullptr) noexcept
+      : channel_(channel), stage_(stage), type_(&type), item_(item), error_(std::move(error)) {}
 
-  // A stage threw. True when this is the first failure (the caller then tears down).
-  bool claim_failure(std::string stage, std::exception_ptr cause) noexcept {
-    if (!claim(outcome::failed)) {
-      // relaxed: a pure counter, read after the threads are joined.
-      suppressed_.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-    stage_ = std::move(stage);  // nothrow: std::string move
-    cause_ = std::move(cause);
-    return true;
-  }
-  // cancel() was called. True when nothing had failed or been cancelled yet.
-  bool claim_cancel() noexcept { return claim(outcome::cancelled); }
-
-  [[nodiscard]] outcome what() const noexcept {
-    // acquire: pairs with the acq_rel claim; the caller still needs the happens-before
-    // edge described above before it reads stage()/cause().
-    return static_cast<outcome>(state_.load(std::memory_order_acquire));
-  }
-  [[nodiscard]] bool decided() const noexcept { return what() != outcome::none; }
-  [[nodiscard]] const std::string& stage() const noexcept { return stage_; }
-  [[nodiscard]] const std::exception_ptr& cause() const noexcept { return cause_; }
-  [[nodiscard]] std::size_t suppressed() const noexcept {
-    return suppressed_.load(std::memory_order_relaxed);
+  // The channel the item was in (or was being pushed to): "<producer> -> <consumer>".
+  [[nodiscard]] std::string_view channel() const noexcept { return channel_; }
+  // The stage that dropped it (its function threw), or for other dead letters the stage
+  // the item was bound for (the channel's consumer).
+  [[nodiscard]] std::string_view stage() const noexcept { return stage_; }
+  // The exception that dropped it; null for other dead letters.
+  [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
+  // The item's type.
+  [[nodiscard]] const std::type_info& type() const noexcept { return *type_; }
+  // The item, if it is a T; nullptr otherwise.
+  template <class T>
+  [[nodiscard]] T* get() const noexcept {
+    return *type_ == typeid(T) ? static_cast<T*>(item_) : nullptr;
   }
 
  private:
-  bool claim(outcome o) noexcept {
-    std::uint32_t expected = 0;
-    // acq_rel: the winner is decided exactly once (STYLE: "a fetch_or flag stores the
-    // exception once"); a loser's failure is counted, never stored.
-    return state_.compare_exchange_strong(expected, static_cast<std::uint32_t>(o),
-                                          std::memory_order_acq_rel);
-  }
-
-  std::atomic<std::uint32_t> state_{0};  // outcome
-  std::atomic<std::size_t> suppressed_{0};
-  std::string stage_;           // written once by the winner of claim_failure
-  std::exception_ptr cause_;    // idem
+  std::string_view channel_;
+  std::string_view stage_;
+  const std::type_info* type_;
+  void* item_;
+  std::exception_ptr error_;
 };
 
-}  // namespace detail
+struct report;
+
+// Settings and hooks of one graph. An aggregate; fields in this order.
+struct graph_options {
+  // After a failure or cancel(), how long stages get to exit before they are named
+  // stuck (to on_stuck and in the report). run() still joins every thread.
+  std::chrono::steady_clock::duration teardown_deadline = std::chrono::seconds(5);
+  // No item moved on any channel for this long while some stage waits on a channel:
+  // a stall, reported with its wait-for chain. Zero turns the watchdog off.
+  std::chrono::steady_clock::duration stall_threshold = std::chrono::seconds(10);
+  // Receives every undelivered item (see dead_letter). Calls are serialised by the
+  // graph but come from stage threads or the thread that cancels; must not throw and
+  // must not call back into the graph.
+  std::function<void(const dead_letter&)> on_discard = {};
+  // Called once per stage that has not exited by the teardown deadline, on the graph's
+  // supervisor thread. It may release whatever the stage is stuck on. Without this hook the
+  // graph writes one line to stderr at the deadline instead, naming each stuck stage and
+  // where it is (in its stage function, blocked in a push or pop on which channel, or in
+  // its cleanup), so a run never hangs silently.
+  std::function<void(const std::string& stage)> on_stuck = {};
+  // Called (on the watchdog thread) once per stall with its wait-for chain: the first
+  // link's stage waits on a channel held up by its holder, which waits on the next
+  // link's channel, ..., and the last holder is not waiting on any channel.
+  std::function<void(const std::vector<metrics::wait_link>& chain)> on_stall = {};
+  // Called once when the run has ended and every stage thread is joined, with the report
+  // and what wait() throws (null for a normal end): a server learns that its graph ended
+  // without a thread blocked in wait(). Runs on the graph's supervisor thread (on the
+  // thread in start() when no stage could start), before wait()/wait_for() return. Must
+  // not throw, and must not call wait()/run() or destroy the graph (signal a thread that
+  // does); snapshot(), last_report() and done() (still false) are fine.
+  std::function<void(const report&, std::exception_ptr)> on_done = {};
+};
+
+// What a run did (returned by run()/wait(); after a throw, graph::last_report()).
+struct report {
+  sluice::metrics::snapshot metrics;                 // final counters; bottleneck named
+  std::vector<std::string> stuck;                    // stages past the teardown deadline
+  std::vector<sluice::metrics::wait_link> stall;     // last stall's wait-for chain, if any
+  std::size_t stalls = 0;                            // how many stalls were detected
+  std::chrono::nanoseconds elapsed{0};               // start to the last thread joined
+
+  // Nothing lost silently: every channel has pushed == popped + discarded and is empty.
+  [[nodiscard]] bool balanced() const noexcept {
+    for (const auto& c : metrics.channels) {
+      if (c.stats.size != 0 || c.stats.items != 0 || c.stats.pushed != c.stats.popped + c.stats.discarded) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
 }  // namespace sluice

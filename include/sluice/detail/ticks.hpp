@@ -22,10 +22,6 @@
 
 #include "sluice/detail/platform.hpp"
 
-#if defined(__x86_64__)
-#include <x86intrin.h>
-#endif
-
 namespace sluice::detail {
 
 // A wait that a spin satisfied, timed as its pauses x their calibrated cost.
@@ -33,7 +29,9 @@ inline std::uint64_t pause_ticks(std::uint64_t pauses) noexcept { return pauses 
 
 inline std::uint64_t ticks() noexcept {
 #if defined(__x86_64__)
-  if (ticks_use_tsc()) return __rdtsc();
+  // The compiler's builtin, not __rdtsc(): <x86intrin.h> is large, and every translation
+  // unit that includes a channel would parse it.
+  if (ticks_use_tsc()) return __builtin_ia32_rdtsc();
 #endif
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())

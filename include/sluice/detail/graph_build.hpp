@@ -1,0 +1,257 @@
+// sluice/detail/graph_build.hpp — the typed half of graph.hpp's builders: each call
+// checks the options, adds a node to the graph_core, takes its input's receiver, makes
+// its output channels and sets the factory that makes one stage task per thread at
+// start(). A stream is passed as its graph (`owner`) and its channel id.
+//
+// Requires: called only by sluice::graph's builders, on the building thread, before
+//   start().
+// Guarantees: a call that throws before add_node leaves the graph unchanged (every check
+//   comes first). The stage's function is moved once into a shared prototype
+//   (fn_source); each replica and each restart copies it (fn_slot).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "sluice/channel.hpp"
+#include "sluice/detail/graph_core.hpp"
+#include "sluice/detail/graph_order.hpp"
+#include "sluice/detail/graph_routing.hpp"
+#include "sluice/detail/graph_stages.hpp"
+#include "sluice/detail/graph_task.hpp"
+#include "sluice/stage.hpp"
+
+namespace sluice::detail {
+
+// logic_error / invalid_argument for a name, capacity, replica count or policy the
+// stage cannot have.
+template <class F>
+void check_stage(const graph_core& g, const std::string& name, const stage_options& o) {
+  g.check_can_add(name);
+  if (o.capacity == 0) {
+    throw std::invalid_argument("sluice::graph: stage '" + name + "': capacity must be at least 1");
+  }
+  if (o.replicas == 0) {
+    throw std::invalid_argument("sluice::graph: stage '" + name + "': replicas must be at least 1");
+  }
+  if constexpr (!std::is_copy_constructible_v<F>) {
+    if (o.replicas > 1 || o.on_error.what() == error_policy::kind::restart) {
+      throw std::logic_error("sluice::graph: stage '" + name +
+                             "': replicas > 1 and restart need a copy-constructible stage function");
+    }
+  }
+}
+
+inline node_spec make_spec(std::string name, const stage_options& o) {
+  node_spec n;
+  n.name = std::move(name);
+  n.threads = o.replicas;
+  n.replicas = o.replicas;
+  n.policy = o.on_error;
+  n.on_close = o.on_close;
+  return n;
+}
+
+template <class T>
+receiver<T> take_input(graph_core& g, std::size_t channel, std::size_t consumer) {
+  auto p = std::static_pointer_cast<receiver<T>>(g.take_input(channel, consumer));
+  return std::move(*p);
+}
+
+// Makes the output channel of node `producer`; returns its id and the stage's sender.
+template <class T>
+std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t producer, std::size_t capacity) {
+  channel_options<T> co;
+  co.capacity = capacity;
+  if constexpr (channel_traits<T>::weighted) {
+    co.weigh = [](const T& v) -> std::size_t { return channel_traits<T>::weigh(v); };
+  }
+  const std::size_t id = g.next_channel_id();
+  if (g.has_discard_hook()) {
+    co.on_discard = [gp = &g, id](T&& v) { gp->discard(id, typeid(T), &v); };
+  }
+  auto [tx, rx] = bounded<T>(std::move(co));
+  if (fault_hook* h = g.faults(); h != nullptr) [[unlikely]] {
+    channel_access::set_fault_hook(tx, h);  // under sluice::testing::stress only
+  }
+  g.add_channel(producer, std::make_unique<typed_channel_control<T>>(tx),
+                std::make_shared<receiver<T>>(std::move(rx)), channel_traits<T>::weighted);
+  return {id, std::move(tx)};
+}
+
+// source: returns the output channel.
+template <class T, class F>
+std::size_t add_source(graph_core& g, std::string name, F f, const stage_options& o) {
+  check_stage<F>(g, name, o);
+  node_spec spec = make_spec(std::move(name), o);
+  spec.is_source = true;
+  spec.takes_stop = takes_stop_v<F, sender<T>&>;
+  const std::size_t id = g.add_node(std::move(spec));
+  auto [out, tx] = make_output<T>(g, id, o.capacity);
+  auto fn = std::make_shared<fn_source<F>>(std::move(f));
+  g.set_factory(id, [fn, tx = std::move(tx)](std::size_t) -> std::unique_ptr<replica_task> {
+    return std::make_unique<source_task<T, F>>(tx, fn);
+  });
+  return out;
+}
+
+// input: a node without a thread; returns the output channel and the inlet's sender.
+template <class T>
+std::pair<std::size_t, sender<T>> add_input(graph_core& g, std::string name, const stage_options& o) {
+  check_stage<int>(g, name, o);
+  node_spec spec = make_spec(std::move(name), o);
+  spec.is_input = true;
+  spec.threads = 0;
+  spec.replicas = 1;
+  spec.on_close = nullptr;
+  const std::size_t id = g.add_node(std::move(spec));
+  return make_output<T>(g, id, o.capacity);
+}
+
+// stage<U> (with an output) or consume (U = void): the whole input stream at once.
+// Returns the output channel (0 for consume).
+template <class U, class T, class F>
+std::size_t add_whole(graph_core& g, const graph_core* owner, std::size_t in_ch, std::string name, F f,
+                      const stage_options& o) {
+  check_stage<F>(g, name, o);
+  g.check_input(owner, in_ch);
+  const std::size_t id = g.add_node(make_spec(std::move(name), o));
+  receiver<T> rx = take_input<T>(g, in_ch, id);
+  auto fn = std::make_shared<fn_source<F>>(std::move(f));
+  if constexpr (std::is_void_v<U>) {
+    g.set_factory(id, [rx = std::move(rx), fn](std::size_t) -> std::unique_ptr<replica_task> {
+      return std::make_unique<consume_task<T, F>>(rx, fn);
+    });
+    return 0;
+  } else {
+    auto [out, tx] = make_output<U>(g, id, o.capacity);
+    g.set_factory(id, [rx = std::move(rx), tx = std::move(tx), fn](std::size_t) -> std::unique_ptr<replica_task> {
+      return std::make_unique<stage_task<T, U, F>>(rx, tx, fn);
+    });
+    return out;
+  }
+}
+
+// map / filter / sink: returns the output channel (0 for a sink).
+template <item_kind K, class T, class U, class F>
+std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch, std::string name, F f,
+                      const stage_options& o) {
+  check_stage<F>(g, name, o);
+  g.check_input(owner, in_ch);
+  const bool ordered = o.ordered && o.replicas > 1 && K != item_kind::sink;
+  const std::size_t id = g.add_node(make_spec(std::move(name), o));
+  receiver<T> rx = take_input<T>(g, in_ch, id);
+  auto fn = std::make_shared<fn_source<F>>(std::move(f));
+  const std::size_t threads = o.replicas;
+  if constexpr (K == item_kind::sink) {
+    g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, fn, threads](std::size_t) -> std::unique_ptr<replica_task> {
+      return std::make_unique<item_task<K, T, U, F>>(*gp, rx, in_ch, 0, 0, fn, nullptr, threads);
+    });
+    return 0;
+  } else {
+    auto [out, tx] = make_output<U>(g, id, o.capacity);
+    std::shared_ptr<reorder_window<U>> order;
+    if (ordered) order = std::make_shared<reorder_window<U>>(g, out, 2 * o.replicas);
+    g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), out = out, fn, order,
+                       threads](std::size_t) -> std::unique_ptr<replica_task> {
+      return std::make_unique<item_task<K, T, U, F>>(*gp, rx, in_ch, tx, out, fn, order, threads);
+    });
+    return out;
+  }
+}
+
+// flat_map: returns the output channel.
+template <class U, class T, class F>
+std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_ch, std::string name, F f,
+                         const stage_options& o) {
+  check_stage<F>(g, name, o);
+  g.check_input(owner, in_ch);
+  const bool ordered = o.ordered && o.replicas > 1;
+  node_spec spec = make_spec(std::move(name), o);
+  if (ordered) spec.threads = o.replicas + 1;  // + the emitter
+  const std::size_t id = g.add_node(std::move(spec));
+  receiver<T> rx = take_input<T>(g, in_ch, id);
+  auto [out, tx] = make_output<U>(g, id, o.capacity);
+  auto fn = std::make_shared<fn_source<F>>(std::move(f));
+  if (ordered) {
+    auto order = std::make_shared<flat_map_order<U>>(g, out, 2 * o.replicas, std::min<std::size_t>(o.capacity, kBatch));
+    const std::size_t replicas = o.replicas;
+    g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), fn, order,
+                       replicas](std::size_t i) -> std::unique_ptr<replica_task> {
+      return std::make_unique<ordered_flat_map_task<T, U, F>>(*gp, rx, in_ch, tx, fn, order, i == replicas);
+    });
+  } else {
+    const std::size_t threads = o.replicas;
+    g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), fn,
+                       threads](std::size_t) -> std::unique_ptr<replica_task> {
+      return std::make_unique<flat_map_task<T, U, F>>(*gp, rx, in_ch, tx, fn, threads);
+    });
+  }
+  return out;
+}
+
+// broadcast / round_robin / partition: returns the n output channels.
+template <route_kind K, class T, class Key>
+std::vector<std::size_t> add_route(graph_core& g, const graph_core* owner, std::size_t in_ch, std::size_t n,
+                                   const char* what, Key key) {
+  g.check_input(owner, in_ch);
+  if (n == 0) throw std::invalid_argument(std::string("sluice::graph::") + what + ": n must be at least 1");
+  const std::string name = g.unique_name(g.producer_name(in_ch) + "." + what);
+  const std::size_t capacity = g.channel_capacity(in_ch);
+  stage_options o;
+  o.capacity = capacity;
+  check_stage<int>(g, name, o);
+  const std::size_t id = g.add_node(make_spec(name, o));
+  receiver<T> rx = take_input<T>(g, in_ch, id);
+  std::vector<sender<T>> txs;
+  std::vector<std::size_t> chs;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto [out, tx] = make_output<T>(g, id, capacity);
+    txs.push_back(std::move(tx));
+    chs.push_back(out);
+  }
+  g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, txs = std::move(txs), chs,
+                     key = std::move(key)](std::size_t) -> std::unique_ptr<replica_task> {
+    return std::make_unique<route_task<K, T, Key>>(*gp, rx, in_ch, txs, chs, key);
+  });
+  return chs;
+}
+
+// merge of the channels `ins` (streams of `owners`): returns the output channel.
+template <class T>
+std::size_t add_merge(graph_core& g, const std::vector<const graph_core*>& owners, const std::vector<std::size_t>& ins) {
+  if (ins.empty()) throw std::invalid_argument("sluice::graph::merge: no streams to merge");
+  std::string name = "merge(";
+  for (std::size_t i = 0; i < ins.size(); ++i) {
+    g.check_input(owners[i], ins[i]);
+    for (std::size_t j = 0; j < i; ++j) {
+      if (ins[j] == ins[i]) throw std::logic_error("sluice::graph::merge: the same stream is merged twice");
+    }
+    if (i != 0) name += ',';
+    name += g.producer_name(ins[i]);
+  }
+  name = g.unique_name(name + ")");
+  const std::size_t capacity = g.channel_capacity(ins.front());
+  stage_options o;
+  o.capacity = capacity;
+  o.replicas = ins.size();
+  check_stage<int>(g, name, o);
+  const std::size_t id = g.add_node(make_spec(name, o));
+  std::vector<receiver<T>> rxs;
+  for (std::size_t ch : ins) rxs.push_back(take_input<T>(g, ch, id));
+  auto [out, tx] = make_output<T>(g, id, capacity);
+  g.set_factory(id, [gp = &g, rxs = std::move(rxs), tx = std::move(tx),
+                     out = out](std::size_t i) -> std::unique_ptr<replica_task> {
+    return std::make_unique<merge_task<T>>(*gp, rxs[i], tx, out);
+  });
+  return out;
+}
+
+}  // namespace sluice::detail

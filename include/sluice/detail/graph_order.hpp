@@ -1,0 +1,253 @@
+// sluice/detail/graph_order.hpp — keeping input order through replicas: the reorder
+// window of ordered map/filter replicas, and the order of an ordered flat_map.
+//
+// Ordered replicas (map/filter, replicas > 1, ordered): a replica pops its batch and
+// takes a sequence number under one mutex (so batch order is input order), works
+// without locks, then hands the output batch to the reorder_window. The window has a
+// fixed number of slots: a batch whose number is a window ahead of the next to emit
+// waits, so a slow item blocks the others instead of making memory grow. Whoever fills
+// the slot that is next becomes the emitter and pushes slots in order until it finds a
+// gap; the others go back to work.
+//
+// Ordered flat_map replicas: each input item gets a private bounded channel that its
+// replica's function pushes into; one extra thread of the stage (the emitter) drains the
+// private channels in input order into the stage's output. The window bounds how many
+// private channels exist at once.
+//
+// Requires: one reorder_window / flat_map_order per ordered stage, shared by its
+//   replicas (and its emitter); a replica delivers every sequence number it took.
+// Guarantees: output order is input order; at most `window` batches (items) are held
+//   past the replicas; when the output ends or teardown interrupts a wait, every batch
+//   or private channel still held becomes a dead letter and no replica stays blocked.
+// Non-guarantees: throughput when one item is much slower than the window's others
+//   (they wait for it, by design).
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "sluice/channel.hpp"
+#include "sluice/detail/graph_task.hpp"
+
+namespace sluice::detail {
+
+// ---- reorder window (ordered map/filter replicas) -------------------------------
+
+template <class U>
+class reorder_window {
+ public:
+  reorder_window(graph_core& g, std::size_t out_channel, std::size_t window)
+      : graph_(&g), out_(out_channel), slots_(window) {}
+  reorder_window(const reorder_window&) = delete;
+  reorder_window& operator=(const reorder_window&) = delete;
+  ~reorder_window() {
+    // Batches still parked here when the stage ends (teardown, output gone).
+    for (auto& s : slots_) {
+      if (s) discard_items(*graph_, out_, *s);
+    }
+  }
+
+  // Popping and numbering happen together under this mutex: batch order is input order.
+  std::mutex pop_mu;
+  std::uint64_t next_seq = 0;  // guarded by pop_mu
+
+  // Hands batch `seq` over (items is left empty). Returns false when the stage must
+  // stop: the output ended, or teardown (the stop token) interrupted the wait.
+  // `stored` is set once the batch is in its slot: if this throws afterwards (a push of the
+  // emitter), the batch is the buffer's and the caller must not deliver it again.
+  bool deliver(std::uint64_t seq, std::vector<U>& items, sender<U>& tx, const std::stop_token& stop, bool& stored) {
+    std::unique_lock lk(mu_);
+    const std::size_t w = slots_.size();
+    for (;;) {
+      // Also wakes for a batch that a push which threw left in the next slot while nobody
+      // emits: then this replica emits it (its own batch is not stored yet).
+      if (!cv_.wait(lk, stop, [&] { return dead_ || seq < next_ + w || (!emitting_ && slots_[next_ % w]); })) {
+        return false;
+      }
+      if (dead_) {
+        discard_items(*graph_, out_, items);
+        return false;
+      }
+      if (seq < next_ + w) break;
+      if (!emit(lk, tx)) {
+        discard_items(*graph_, out_, items);
+        return false;
+      }
+    }
+    auto& slot = slots_[seq % w];
+    slot.emplace(std::move(items));
+    items.clear();
+    stored = true;
+    if (emitting_) return true;  // the emitter will find it
+    return emit(lk, tx);
+  }
+
+  // A replica whose input ended: emits what a push that threw left in its slot, unless
+  // someone is emitting already (then they will). Cheap when there is nothing.
+  void flush(sender<U>& tx) {
+    std::unique_lock lk(mu_);
+    if (emitting_ || dead_) return;
+    (void)emit(lk, tx);
+  }
+
+ private:
+  // Pushes the slots in order from next_ until a gap. Requires mu_ (held by lk).
+  bool emit(std::unique_lock<std::mutex>& lk, sender<U>& tx) {
+    const std::size_t w = slots_.size();
+    emitting_ = true;
+    while (!dead_ && slots_[next_ % w]) {
+      // The batch stays in its slot while it is pushed, without the lock: no replica may
+      // store into that slot (its next number, next_ + w, is outside the window until
+      // next_ moves), and the other slots are other objects. So a push that throws (a
+      // fault injected by sluice::testing::stress) leaves the batch where the next
+      // emitter, or a replica's flush() at the end of its input, finds it.
+      std::vector<U>& batch = *slots_[next_ % w];
+      lk.unlock();
+      bool ok = false;
+      try {
+        ok = push_batch(*graph_, tx, out_, batch);  // clears batch (pushed or discarded)
+      } catch (...) {
+        lk.lock();
+        emitting_ = false;
+        cv_.notify_all();
+        throw;
+      }
+      lk.lock();
+      slots_[next_ % w].reset();
+      ++next_;
+      cv_.notify_all();  // a slot is free: a waiting replica may store its batch
+      if (!ok) {
+        dead_ = true;
+        for (auto& s : slots_) {
+          if (s) {
+            discard_items(*graph_, out_, *s);
+            s.reset();
+          }
+        }
+      }
+    }
+    emitting_ = false;
+    return !dead_;
+  }
+
+  graph_core* graph_;
+  std::size_t out_;
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::vector<std::optional<std::vector<U>>> slots_;  // guarded by mu_
+  std::uint64_t next_ = 0;                            // guarded by mu_: next seq to emit
+  bool emitting_ = false;                             // guarded by mu_
+  bool dead_ = false;                                 // guarded by mu_: output ended
+};
+
+// ---- flat_map order (ordered flat_map replicas) -------------------------------------
+
+// Shared state of an ordered flat_map with several replicas (see the file comment).
+template <class U>
+class flat_map_order {
+ public:
+  flat_map_order(graph_core& g, std::size_t out_channel, std::size_t window, std::size_t private_capacity)
+      : graph_(&g), out_(out_channel), slots_(window), private_capacity_(private_capacity) {}
+
+  // Replica side. Pops one item and numbers it; nullopt when the input is done.
+  template <class T>
+  std::optional<std::pair<std::uint64_t, T>> next(receiver<T>& rx) {
+    std::lock_guard lk(pop_mu_);
+    auto v = rx.pop();
+    if (!v) {
+      std::lock_guard lk2(mu_);
+      if (!ended_) {
+        ended_ = true;
+        total_ = next_seq_;
+      }
+      cv_.notify_all();
+      return std::nullopt;
+    }
+    return std::pair<std::uint64_t, T>(next_seq_++, std::move(*v));
+  }
+  // Replica side: a private channel for item `seq`, once it is inside the window.
+  // An empty sender: stop (output gone or teardown).
+  sender<U> open(std::uint64_t seq, const std::stop_token& stop) {
+    channel_options<U> co;
+    co.capacity = private_capacity_;
+    if constexpr (channel_traits<U>::weighted) {
+      co.weigh = [](const U& v) -> std::size_t { return channel_traits<U>::weigh(v); };
+    }
+    if (graph_->has_discard_hook()) {
+      co.on_discard = [g = graph_, ch = out_](U&& v) { g->discard(ch, typeid(U), &v); };
+    }
+    auto [tx, rx] = bounded<U>(std::move(co));
+    std::unique_lock lk(mu_);
+    const std::size_t w = slots_.size();
+    if (!cv_.wait(lk, stop, [&] { return dead_ || seq < next_ + w; }) || dead_) return {};
+    slots_[seq % w].emplace(std::move(rx));
+    cv_.notify_all();
+    return std::move(tx);
+  }
+  // Emitter side: forwards the private channels in order until the input is done and
+  // every item was forwarded, the output ends, or teardown.
+  void emit(sender<U>& out, const std::stop_token& stop) {
+    std::vector<U> buf;
+    buf.reserve(kBatch);
+    for (;;) {
+      receiver<U> rx;
+      {
+        std::unique_lock lk(mu_);
+        const std::size_t w = slots_.size();
+        if (!cv_.wait(lk, stop, [&] { return dead_ || slots_[next_ % w] || (ended_ && next_ == total_); })) {
+          break;
+        }
+        if (dead_ || !slots_[next_ % w]) break;
+        rx = std::move(*slots_[next_ % w]);
+        slots_[next_ % w].reset();
+      }
+      bool ok = true;
+      try {
+        while (ok && rx.pop_some(std::back_inserter(buf), kBatch) != 0) ok = push_batch(*graph_, out, out_, buf);
+      } catch (...) {
+        // A push that threw: what it held is a dead letter, and the order ends as when the
+        // output ends (the replicas stop waiting for a window that will not move).
+        discard_items(*graph_, out_, buf);
+        std::lock_guard lk(mu_);
+        dead_ = true;
+        for (auto& sl : slots_) sl.reset();
+        cv_.notify_all();
+        throw;
+      }
+      std::lock_guard lk(mu_);
+      ++next_;
+      if (!ok) break;
+      cv_.notify_all();
+    }
+    // Done or stopped: wake every replica waiting for the window, and disconnect every
+    // private channel left (their pushes fail at once; their items become dead letters).
+    std::lock_guard lk(mu_);
+    dead_ = true;
+    for (auto& s : slots_) s.reset();
+    cv_.notify_all();
+  }
+
+ private:
+  graph_core* graph_;
+  std::size_t out_;
+  std::mutex pop_mu_;
+  std::uint64_t next_seq_ = 0;  // guarded by pop_mu_
+  std::mutex mu_;
+  std::condition_variable_any cv_;
+  std::vector<std::optional<receiver<U>>> slots_;  // guarded by mu_
+  std::uint64_t next_ = 0;                         // guarded by mu_: next item to forward
+  bool ended_ = false;                             // guarded by mu_: input done
+  std::uint64_t total_ = 0;                        // guarded by mu_: items numbered in all
+  bool dead_ = false;                              // guarded by mu_
+  std::size_t private_capacity_;
+};
+
+}  // namespace sluice::detail

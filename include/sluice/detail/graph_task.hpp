@@ -1,0 +1,169 @@
+// sluice/detail/graph_task.hpp — what every typed stage task is made of: calling a
+// stage function (with or without a trailing std::stop_token), one copy of the function
+// per replica, the graph's handle on a channel, and the pushes that hand undelivered
+// items to the graph's dead-letter hook.
+//
+// Batching: item stages (map, filter, sink) and the internal routing stages pop up to
+// a batch of items at once (pop_some: whatever is buffered, at least one), work through
+// it, and push the results with one push_all. A batch is what makes one wake-up and one
+// fence cover many items. A replica therefore holds at most one input batch and one
+// output batch besides the channels' capacity.
+//
+// Requires: called only from graph.hpp's builders and the graph's stage threads.
+// Guarantees: push_batch pushes every item of the batch, or pushes a prefix and hands
+//   the rest to the dead-letter hook; either way the batch is left empty. fn_slot::renew()
+//   destroys the old copy (the stage's cleanup) before it makes the fresh one.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "sluice/channel.hpp"
+#include "sluice/detail/graph_core.hpp"
+
+namespace sluice::detail {
+
+// Items per pop_some/push_all of a single-thread stage, and of a replica.
+inline constexpr std::size_t kBatch = 64;
+inline constexpr std::size_t kReplicaBatch = 8;
+
+// ---- calling stage functions ------------------------------------------------------
+
+// Whether f takes a std::stop_token after args.
+template <class F, class... Args>
+inline constexpr bool takes_stop_v = std::is_invocable_v<F&, Args..., const std::stop_token&>;
+
+template <class F, class... Args>
+inline constexpr bool callable_v = std::is_invocable_v<F&, Args...> || takes_stop_v<F, Args...>;
+
+template <class F, class... Args>
+struct stage_result {
+  using type = std::invoke_result_t<F&, Args...>;
+};
+template <class F, class... Args>
+  requires takes_stop_v<F, Args...>
+struct stage_result<F, Args...> {
+  using type = std::invoke_result_t<F&, Args..., const std::stop_token&>;
+};
+template <class F, class... Args>
+using stage_result_t = typename stage_result<F, Args...>::type;
+
+template <class F, class... Args>
+decltype(auto) call_stage(F& f, const std::stop_token& st, Args&&... args) {
+  if constexpr (takes_stop_v<F, Args&&...>) {
+    return std::invoke(f, std::forward<Args>(args)..., st);
+  } else {
+    return std::invoke(f, std::forward<Args>(args)...);
+  }
+}
+
+// ---- the stage function: one prototype, one copy per replica ---------------------
+
+// The prototype shared by a stage's replicas. Copyable functions are copied for every
+// replica and again for every restart; a move-only function is used in place (the
+// builder allows it only with one replica and no restart policy).
+template <class F>
+struct fn_source {
+  explicit fn_source(F f) : proto(std::move(f)) {}
+  F proto;
+};
+
+template <class F>
+class fn_slot {
+ public:
+  static constexpr bool kCopies = std::is_copy_constructible_v<F>;
+
+  explicit fn_slot(std::shared_ptr<fn_source<F>> src) : src_(std::move(src)) {
+    if constexpr (kCopies) fn_.emplace(src_->proto);
+  }
+  F& get() noexcept {
+    if constexpr (kCopies) {
+      return *fn_;
+    } else {
+      return src_->proto;
+    }
+  }
+  // Destroys the current copy (its destructor is the stage's cleanup), makes a fresh one.
+  void renew() {
+    if constexpr (kCopies) {
+      fn_.reset();
+      fn_.emplace(src_->proto);
+    }
+  }
+
+ private:
+  std::shared_ptr<fn_source<F>> src_;  // the last replica to go destroys the prototype
+  std::optional<F> fn_;
+};
+
+// ---- the graph's handle on a channel --------------------------------------------
+
+template <class T>
+class typed_channel_control final : public channel_control {
+ public:
+  explicit typed_channel_control(sender<T> tx) noexcept : tx_(std::move(tx)) {}
+  void cancel(std::exception_ptr why) noexcept override { tx_.cancel(std::move(why)); }
+  void close() noexcept override { tx_.close(); }
+  [[nodiscard]] channel_stats stats() const override { return tx_.stats(); }
+  [[nodiscard]] bool closed() const noexcept override { return tx_.is_closed(); }
+
+ private:
+  sender<T> tx_;
+};
+
+// ---- dead letters ----------------------------------------------------------------
+
+// Hands items[from..] to the dead-letter hook of `channel` and clears `items`.
+template <class T>
+void discard_items(graph_core& g, std::size_t channel, std::vector<T>& items, std::size_t from = 0) noexcept {
+  if (g.has_discard_hook()) {
+    for (std::size_t i = from; i < items.size(); ++i) g.discard(channel, typeid(T), &items[i]);
+  }
+  items.clear();
+}
+
+// Pushes the whole batch (moving the items); on failure (the output ended: closed,
+// disconnected or cancelled) the rest go to the dead-letter hook. Clears `items`.
+template <class T>
+bool push_batch(graph_core& g, sender<T>& tx, std::size_t channel, std::vector<T>& items) {
+  if (items.empty()) return true;
+  if (items.size() == 1) {
+    // push_until leaves the item untouched when it fails (unlike push(T)).
+    if (tx.push_until(std::move(items.front()), time_point::max()) == status::ok) {
+      items.clear();
+      return true;
+    }
+    discard_items(g, channel, items);
+    return false;
+  }
+  const std::size_t n = tx.push_all(std::move(items));
+  if (n == items.size()) {
+    items.clear();
+    return true;
+  }
+  // push_all moves an element only once it is in: items[n..] are intact.
+  discard_items(g, channel, items, n);
+  return false;
+}
+
+// Pushes one item; it is left intact when the push fails.
+template <class T>
+bool push_keep(sender<T>& tx, T& v) {
+  return tx.push_until(std::move(v), time_point::max()) == status::ok;
+}
+
+template <class T>
+std::size_t batch_for(const receiver<T>& rx, std::size_t threads) {
+  const std::size_t want = threads > 1 ? kReplicaBatch : kBatch;
+  return std::max<std::size_t>(1, std::min(want, rx.capacity()));
+}
+
+}  // namespace sluice::detail

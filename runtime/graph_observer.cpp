@@ -1,0 +1,357 @@
+// Observation of a running graph: snapshots (per-stage busy / backpressured / starved
+// time, channel counters, external channels), where each stage is blocked, the graph's
+// watchdog thread (stall detection with its wait-for chain, the teardown deadline and
+// the stuck report), and this_stage:: for stage functions.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "graph_state.hpp"
+#include "sluice/graph.hpp"
+#include "sluice/metrics.hpp"
+
+namespace sluice::detail {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
+}
+
+const char* state_name(int s) noexcept {
+  switch (static_cast<stage_state>(s)) {
+    case stage_state::idle: return "idle";
+    case stage_state::running: return "running";
+    case stage_state::done: return "done";
+    case stage_state::failed: return "failed";
+    case stage_state::stuck: return "stuck";
+  }
+  return "idle";
+}
+
+}  // namespace
+
+// ---- observation -------------------------------------------------------------------
+
+std::vector<std::optional<std::pair<bool, std::size_t>>> graph_state::blocked_ops(
+    const std::vector<channel_stats>& cs) const {
+  // Per stage: the first channel it is parked on, and whether it pushes (true) or pops.
+  std::vector<std::optional<std::pair<bool, std::size_t>>> ops(nodes_.size());
+  for (std::size_t i = 0; i < channels_.size(); ++i) {
+    const auto& c = *channels_[i];
+    if (cs[i].waiting_push > 0 && c.producer != kNoNode && !ops[c.producer]) ops[c.producer] = {true, i};
+  }
+  for (std::size_t i = 0; i < channels_.size(); ++i) {
+    const auto& c = *channels_[i];
+    if (cs[i].waiting_pop > 0 && c.consumer != kNoNode && !ops[c.consumer]) ops[c.consumer] = {false, i};
+  }
+  return ops;
+}
+
+metrics::snapshot graph_state::snapshot() const {
+  std::lock_guard lk(mu_);
+  metrics::snapshot s;
+  const auto now = clock::now();
+  const std::int64_t now_n = now_ns();
+  if (started_) s.elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>((finished_ ? t_end_ : now) - t_start_);
+
+  std::vector<channel_stats> cs;
+  cs.reserve(channels_.size());
+  for (const auto& c : channels_) cs.push_back(c->control->stats());
+  const auto ops = blocked_ops(cs);
+
+  s.stages.reserve(nodes_.size());
+  for (std::size_t k = 0; k < nodes_.size(); ++k) {
+    const auto& n = *nodes_[k];
+    metrics::stage_snapshot st;
+    st.name = n.name;
+    st.replicas = n.replicas;
+    for (std::size_t ch : n.inputs) {
+      st.items_in += cs[ch].popped;
+      st.starved_ns += cs[ch].blocked_pop_ns;
+    }
+    for (std::size_t ch : n.outputs) {
+      st.items_out += cs[ch].pushed;
+      st.backpressured_ns += cs[ch].blocked_push_ns;
+    }
+    st.errors = n.errors.load(std::memory_order_relaxed);
+    st.restarts = n.restarts.load(std::memory_order_relaxed);
+    const std::int64_t alive = n.exited_ns.load(std::memory_order_relaxed) +
+                               n.running.load(std::memory_order_relaxed) * now_n -
+                               n.running_since.load(std::memory_order_relaxed);
+    const std::int64_t waited = static_cast<std::int64_t>(st.backpressured_ns + st.starved_ns);
+    st.busy_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, alive - waited));
+    if (reported_.size() != nodes_.size()) reported_.assign(nodes_.size(), {0, 0, 0});
+    auto& floor = reported_[k];
+    st.busy_ns = floor[0] = std::max(floor[0], st.busy_ns);
+    st.backpressured_ns = floor[1] = std::max(floor[1], st.backpressured_ns);
+    st.starved_ns = floor[2] = std::max(floor[2], st.starved_ns);
+    st.state = state_name(n.state.load(std::memory_order_relaxed));
+    if (n.is_input && started_) {
+      // No thread: open while its inlet takes items, done once it is closed (or cancelled).
+      const bool closed = !n.outputs.empty() && channels_[n.outputs.front()]->control->closed();
+      st.state = closed ? "done" : "running";
+    }
+    if (ops[k]) {
+      st.blocked_on = channels_[ops[k]->second]->name;
+      st.blocked_op = ops[k]->first ? "push" : "pop";
+    }
+    s.stages.push_back(std::move(st));
+  }
+  s.channels.reserve(channels_.size());
+  for (std::size_t i = 0; i < channels_.size(); ++i) {
+    const auto& c = *channels_[i];
+    metrics::channel_snapshot cshot;
+    cshot.name = c.name;
+    cshot.from = c.producer != kNoNode ? nodes_[c.producer]->name : std::string();
+    cshot.to = c.consumer != kNoNode ? nodes_[c.consumer]->name : std::string();
+    cshot.weighted = c.weighted;
+    cshot.stats = cs[i];
+    s.channels.push_back(std::move(cshot));
+  }
+  for (const auto& x : externals_) {  // channels outside the process (this_stage::add_external_channel)
+    const metrics::external_channel_reading r = x.read();
+    metrics::channel_snapshot cshot;
+    cshot.name = x.name;
+    cshot.from = x.from;
+    cshot.to = x.to;
+    cshot.external = true;
+    cshot.stats.size = cshot.stats.items = r.size;
+    cshot.stats.capacity = r.capacity;
+    cshot.stats.blocked_push_ns = r.blocked_push_ns;
+    cshot.stats.blocked_pop_ns = r.blocked_pop_ns;
+    for (auto& st : s.stages) {
+      if (!x.from.empty() && st.name == x.from) {
+        st.backpressured_ns += r.blocked_push_ns;
+        st.busy_ns -= std::min(st.busy_ns, r.blocked_push_ns);
+      }
+      if (!x.to.empty() && st.name == x.to) {
+        st.starved_ns += r.blocked_pop_ns;
+        st.busy_ns -= std::min(st.busy_ns, r.blocked_pop_ns);
+      }
+    }
+    s.channels.push_back(std::move(cshot));
+  }
+  s.bottleneck = metrics::find_bottleneck(s);
+  return s;
+}
+
+void graph_state::add_external_channel(std::string name, const stage_node& n, bool pushes,
+                                      std::function<metrics::external_channel_reading()> read) {
+  std::lock_guard lk(mu_);
+  external_channel x{std::move(name), pushes ? n.name : std::string(), pushes ? std::string() : n.name, std::move(read)};
+  for (auto& e : externals_) {
+    if (e.name == x.name) {
+      e = std::move(x);
+      return;
+    }
+  }
+  externals_.push_back(std::move(x));
+}
+
+namespace {
+// The stage running on this thread (set by run_replica for the stage function's calls).
+thread_local graph_state* tls_graph = nullptr;
+thread_local stage_node* tls_stage = nullptr;
+}  // namespace
+
+current_stage_scope::current_stage_scope(graph_state& g, stage_node& n) noexcept {
+  tls_graph = &g;
+  tls_stage = &n;
+}
+current_stage_scope::~current_stage_scope() {
+  tls_graph = nullptr;
+  tls_stage = nullptr;
+}
+
+// ---- stall watchdog ------------------------------------------------------------------
+
+std::vector<metrics::wait_link> graph_state::wait_for_chain() const {
+  std::vector<channel_stats> cs;
+  cs.reserve(channels_.size());
+  for (const auto& c : channels_) cs.push_back(c->control->stats());
+  const auto ops = blocked_ops(cs);
+  std::vector<metrics::wait_link> best;
+  for (std::size_t start = 0; start < nodes_.size(); ++start) {
+    if (!ops[start]) continue;
+    std::vector<metrics::wait_link> chain;
+    std::vector<bool> seen(nodes_.size(), false);
+    std::size_t cur = start;
+    while (cur != kNoNode && ops[cur] && !seen[cur]) {
+      seen[cur] = true;
+      const auto [push, ch] = *ops[cur];
+      const auto& c = *channels_[ch];
+      const std::size_t holder = push ? c.consumer : c.producer;
+      chain.push_back({nodes_[cur]->name, push ? "push" : "pop", c.name,
+                       holder != kNoNode ? nodes_[holder]->name : std::string()});
+      cur = holder;
+    }
+    // A chain that ends at an inlet nobody is pushing into is an idle graph waiting for
+    // outside input, not a stall.
+    if (cur != kNoNode && nodes_[cur]->is_input && !ops[cur]) continue;
+    if (chain.size() > best.size()) best = std::move(chain);
+  }
+  return best;
+}
+
+// ---- the watchdog thread ---------------------------------------------------------
+
+void graph_state::supervisor_loop() noexcept {
+  const auto threshold = opts_.stall_threshold;
+  const bool watch = threshold > clock::duration::zero();
+  const auto tick = watch ? std::clamp<clock::duration>(threshold / 4, std::chrono::milliseconds(1),
+                                                        std::chrono::milliseconds(100))
+                          : clock::duration::zero();
+  auto moves = [&] {
+    std::uint64_t m = 0;
+    for (const auto& c : channels_) {
+      const channel_stats st = c->control->stats();
+      m += st.pushed + st.popped + st.discarded;
+    }
+    return m;
+  };
+  std::uint64_t last = watch ? moves() : 0;
+  auto last_change = clock::now();
+  bool stall_reported = false;
+  bool stuck_checked = false;
+  // When the stages still running are named stuck (requires life_mu_; max: never).
+  auto stuck_deadline = [&] {
+    // Saturating: a huge deadline means "never".
+    if (opts_.teardown_deadline >= clock::time_point::max() - teardown_at_) return clock::time_point::max();
+    return teardown_at_ + opts_.teardown_deadline;
+  };
+  std::unique_lock lk(life_mu_);
+  while (alive_ != 0) {
+    auto wake = clock::time_point::max();
+    if (teardown_began_ && !stuck_checked) wake = stuck_deadline();
+    if (watch && !teardown_began_) wake = std::min(wake, clock::now() + tick);
+    if (wake == clock::time_point::max()) {
+      life_cv_.wait(lk);
+    } else {
+      life_cv_.wait_until(lk, wake);
+    }
+    if (alive_ == 0) break;
+    const auto now = clock::now();
+    if (teardown_began_) {
+      // The deadline counts from the teardown, whatever woke us (a stall tick may have).
+      if (!stuck_checked && now >= stuck_deadline()) {
+        stuck_checked = true;
+        lk.unlock();
+        report_stuck();
+        lk.lock();
+      }
+      continue;
+    }
+    if (!watch) continue;
+    lk.unlock();
+    // The stall watchdog: no item moved on any channel for the threshold while some
+    // stage waits on a channel (for something other than an inlet fed from outside).
+    const std::uint64_t m = moves();
+    if (m != last) {
+      last = m;
+      last_change = now;
+      stall_reported = false;
+    } else if (!stall_reported && !tearing_down() && now - last_change >= threshold) {
+      try {
+        std::vector<metrics::wait_link> chain = wait_for_chain();
+        if (!chain.empty()) {
+          stall_reported = true;
+          {
+            std::lock_guard rk(report_mu_);
+            stall_ = chain;
+            ++stalls_;
+          }
+          if (opts_.on_stall) opts_.on_stall(chain);
+        }
+      } catch (...) {
+        // on_stall must not throw (and the chain is best effort); the watchdog goes on.
+      }
+    }
+    lk.lock();
+  }
+  lk.unlock();
+  finish_run();
+}
+
+void graph_state::report_stuck() noexcept {
+  std::vector<std::string> stuck;
+  std::vector<std::size_t> stuck_ids;
+  try {
+    for (std::size_t k = 0; k < nodes_.size(); ++k) {
+      auto& n = *nodes_[k];
+      // acquire: pairs with finish_replica's acq_rel decrement; a stage read as gone has
+      // finished its cleanup (exiting, read after it, covers one still in on_close).
+      if (n.live.load(std::memory_order_acquire) == 0 && n.exiting.load(std::memory_order_relaxed) == 0) continue;
+      stuck.push_back(n.name);
+      stuck_ids.push_back(k);
+      n.state.store(static_cast<int>(stage_state::stuck), std::memory_order_relaxed);
+    }
+    {
+      std::lock_guard rk(report_mu_);
+      stuck_ = stuck;
+    }
+  } catch (...) {
+    // Out of memory: the stuck stages go unnamed in the report; the run is still joined.
+  }
+  if (opts_.on_stuck) {
+    for (const auto& s : stuck) {
+      try {
+        opts_.on_stuck(s);
+      } catch (...) {
+        // on_stuck must not throw; the run must still be joined.
+      }
+    }
+  } else if (!stuck_ids.empty()) {
+    // The run never hangs silently: without a hook, one line on stderr.
+    try {
+      const std::string line = describe_stuck(stuck_ids);
+      std::fputs(line.c_str(), stderr);
+      std::fflush(stderr);
+    } catch (...) {
+      // Out of memory building the line: the report still names the stages.
+    }
+  }
+}
+
+std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck) const {
+  std::vector<channel_stats> cs;
+  cs.reserve(channels_.size());
+  for (const auto& c : channels_) cs.push_back(c->control->stats());
+  const auto ops = blocked_ops(cs);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(opts_.teardown_deadline).count();
+  std::string line = "sluice: teardown deadline (" + std::to_string(ms) + " ms) passed; still waiting for ";
+  for (std::size_t i = 0; i < stuck.size(); ++i) {
+    const stage_node& n = *nodes_[stuck[i]];
+    if (i != 0) line += ", ";
+    line += "stage '" + n.name + "' (";
+    if (ops[stuck[i]]) {
+      line += std::string("blocked in ") + (ops[stuck[i]]->first ? "push" : "pop") + " on channel '" +
+              channels_[ops[stuck[i]]->second]->name + "'";
+    } else if (n.in_function.load(std::memory_order_relaxed) > 0) {
+      line += "in its stage function";
+    } else {
+      line += "in its cleanup: destructor or on_close";
+    }
+    line += ")";
+  }
+  line += "; the run ends when ";
+  line += stuck.size() == 1 ? "it returns\n" : "they return\n";
+  return line;
+}
+
+}  // namespace sluice::detail
+
+namespace sluice::this_stage {
+bool add_external_channel(std::string name, bool pushes, std::function<metrics::external_channel_reading()> read) {
+  if (detail::tls_graph == nullptr) return false;
+  detail::tls_graph->add_external_channel(std::move(name), *detail::tls_stage, pushes, std::move(read));
+  return true;
+}
+}  // namespace sluice::this_stage

@@ -1,0 +1,280 @@
+// runtime/graph_state.hpp — the state behind detail::graph_core (private to libsluice):
+// the stages and channels of one graph, its threads, the supervisor's record and the
+// locks that guard them. Built by runtime/graph.cpp (building, start, wait, dead
+// letters), runtime/supervisor.cpp (stage threads, failure, cancel, stop) and
+// runtime/graph_observer.cpp (snapshots, the watchdog thread, the wait-for chain).
+//
+// Requires: nodes_ and channels_ are changed only while building (one thread, under
+//   mu_); from start() on they are immutable, so stage threads, the watchdog and
+//   snapshot() walk them without a lock.
+// Guarantees: each field says which mutex guards it; relaxed atomics are counters and
+//   hints, exact after the threads are joined (join is the edge).
+// Lifetime: a graph_state outlives its threads (wait() joins them; the destructor
+//   cancels and waits if the owner never did).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "sluice/detail/fault_hook.hpp"
+#include "sluice/detail/graph_core.hpp"
+#include "sluice/metrics.hpp"
+#include "sluice/supervisor.hpp"
+
+namespace sluice::detail {
+
+inline constexpr std::size_t kNoNode = static_cast<std::size_t>(-1);
+
+// The supervisor's record of how a run ends: the first failure (or the cancel) wins,
+// every later failure is only counted.
+//
+// Requires: claim_*() from any thread. stage()/cause() only after a happens-before
+//   edge with the winner (the graph reads them after joining every stage thread, or
+//   after taking the mutex the winner's teardown released).
+// Guarantees: exactly one claim_*() call returns true per record.
+class failure_record {
+ public:
+  enum class outcome : std::uint32_t { none = 0, failed = 1, cancelled = 2 };
+
+  // A stage threw. True when this is the first failure (the caller then tears down).
+  bool claim_failure(std::string stage, std::exception_ptr cause) noexcept {
+    if (!claim(outcome::failed)) {
+      // relaxed: a pure counter, read after the threads are joined.
+      suppressed_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    stage_ = std::move(stage);  // nothrow: std::string move
+    cause_ = std::move(cause);
+    return true;
+  }
+  // cancel() was called. True when nothing had failed or been cancelled yet.
+  bool claim_cancel() noexcept { return claim(outcome::cancelled); }
+
+  [[nodiscard]] outcome what() const noexcept {
+    // acquire: pairs with the acq_rel claim; the caller still needs the happens-before
+    // edge described above before it reads stage()/cause().
+    return static_cast<outcome>(state_.load(std::memory_order_acquire));
+  }
+  [[nodiscard]] bool decided() const noexcept { return what() != outcome::none; }
+  [[nodiscard]] const std::string& stage() const noexcept { return stage_; }
+  [[nodiscard]] const std::exception_ptr& cause() const noexcept { return cause_; }
+  [[nodiscard]] std::size_t suppressed() const noexcept {
+    return suppressed_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  bool claim(outcome o) noexcept {
+    std::uint32_t expected = 0;
+    // acq_rel: the winner is decided exactly once (STYLE: "a fetch_or flag stores the
+    // exception once"); a loser's failure is counted, never stored.
+    return state_.compare_exchange_strong(expected, static_cast<std::uint32_t>(o),
+                                          std::memory_order_acq_rel);
+  }
+
+  std::atomic<std::uint32_t> state_{0};  // outcome
+  std::atomic<std::size_t> suppressed_{0};
+  std::string stage_;           // written once by the winner of claim_failure
+  std::exception_ptr cause_;    // idem
+};
+
+struct channel_entry {
+  std::string name;                 // "<producer> -> <consumer>", set when consumed
+  std::size_t producer = kNoNode;
+  std::size_t consumer = kNoNode;
+  bool weighted = false;
+  std::unique_ptr<channel_control> control;
+  std::shared_ptr<void> pending;    // the receiver, until a consumer takes it
+};
+
+enum class stage_state : int { idle, running, done, failed, stuck };
+
+// A stage: what the builder said (node_spec: name, threads, policy, ...), the channels it
+// reads and feeds, and its runtime counters.
+struct stage_node : node_spec {
+  explicit stage_node(node_spec s) noexcept : node_spec(std::move(s)) {}
+
+  // Set while building.
+  std::vector<std::size_t> inputs;   // channel ids
+  std::vector<std::size_t> outputs;  // channel ids
+  replica_factory factory;           // released at start()
+  std::stop_source stop;
+
+  // Runtime. relaxed atomics throughout: counters and hints, read by snapshot() as
+  // "recent values"; exact after the threads are joined (join is the edge).
+  std::atomic<std::size_t> live{0};          // replicas not yet exited
+  std::atomic<std::uint64_t> errors{0};
+  std::atomic<std::uint64_t> restarts{0};
+  std::atomic<int> state{static_cast<int>(stage_state::idle)};
+  std::atomic<bool> finished{false};         // finished early (sink returned false)
+  std::atomic<bool> any_failed{false};
+  std::atomic<std::int64_t> exited_ns{0};    // thread time of exited replicas
+  std::atomic<std::int64_t> running{0};      // replicas running now
+  std::atomic<std::int64_t> running_since{0};  // sum of their start times (ns)
+  std::atomic<int> exiting{0};               // replicas in finish_replica (on_close, closing outputs)
+  std::atomic<std::int64_t> in_function{0};  // replicas inside task->run() (the stage function's loop)
+  std::mutex restart_mu;
+  std::deque<std::chrono::steady_clock::time_point> restart_times;  // guarded by restart_mu
+};
+
+// The stage whose thread this is (this_stage:: in graph.hpp), for the scope's life.
+struct current_stage_scope {
+  current_stage_scope(graph_state& g, stage_node& n) noexcept;
+  ~current_stage_scope();
+  current_stage_scope(const current_stage_scope&) = delete;
+  current_stage_scope& operator=(const current_stage_scope&) = delete;
+};
+
+class graph_state {
+ public:
+  explicit graph_state(graph_options o);
+  graph_state(const graph_state&) = delete;
+  graph_state& operator=(const graph_state&) = delete;
+  ~graph_state();
+
+  // ---- building (graph_core's calls) ----
+  void check_can_add(const std::string& name) const;
+  void check_input(std::size_t channel) const;
+  [[nodiscard]] std::string unique_name(const std::string& base) const;
+  std::size_t add_node(node_spec n);
+  void set_factory(std::size_t node, replica_factory f);
+  [[nodiscard]] std::size_t next_channel_id() const;
+  std::size_t add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
+                          std::shared_ptr<void> receiver, bool weighted);
+  [[nodiscard]] std::size_t channel_capacity(std::size_t channel) const;
+  [[nodiscard]] std::string producer_name(std::size_t channel) const;
+  std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
+  [[nodiscard]] bool has_discard_hook() const noexcept { return static_cast<bool>(opts_.on_discard); }
+  void set_fault_hook(fault_hook* h);
+  [[nodiscard]] fault_hook* faults() const noexcept { return fault_; }
+
+  // ---- running ----
+  void start();
+  report wait();
+  std::optional<report> wait_for(std::chrono::steady_clock::duration d);
+  [[nodiscard]] bool done() const noexcept { return done_.load(std::memory_order_acquire); }
+  void request_stop();
+  void cancel();
+  [[nodiscard]] metrics::snapshot snapshot() const;                     // graph_observer.cpp
+  [[nodiscard]] report last_report() const;
+  // A gauge of a channel outside the process, shown by snapshot() (this_stage::
+  // add_external_channel). Replaces an earlier one of the same name (a restarted stage).
+  void add_external_channel(std::string name, const stage_node& n, bool pushes,
+                            std::function<metrics::external_channel_reading()> read);  // graph_observer.cpp
+
+  // ---- from stage threads ----
+  // A stage threw (after its policy gave up): the first failure tears the graph down.
+  void fail(stage_node& n, std::exception_ptr e) noexcept;
+  [[nodiscard]] bool tearing_down() const noexcept {
+    // relaxed: a hint that stops new stage-function calls; the channel cancels and
+    // stop requests that follow carry the real synchronisation.
+    return tearing_.load(std::memory_order_relaxed);
+  }
+  void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  void discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,
+                      std::exception_ptr why) noexcept;
+
+ private:
+  // supervisor.cpp: a stage thread's life, and teardown.
+  void run_replica(stage_node& n, std::size_t index, std::unique_ptr<replica_task> task) noexcept;
+  void finish_replica(stage_node& n, std::int64_t t0) noexcept;
+  bool allow_restart(stage_node& n);
+  void teardown(const std::exception_ptr& cause) noexcept;
+  void apply_stop_request();  // requires mu_
+
+  // graph_observer.cpp: the graph's supervisor thread (the stall watchdog, the teardown
+  // deadline: stuck stages), which then joins every stage thread and ends the run.
+  void supervisor_loop() noexcept;
+  void report_stuck() noexcept;
+  [[nodiscard]] std::vector<metrics::wait_link> wait_for_chain() const;
+  // Per stage: the channel it is parked on (true: in a push), from channel stats.
+  [[nodiscard]] std::vector<std::optional<std::pair<bool, std::size_t>>> blocked_ops(
+      const std::vector<channel_stats>& cs) const;
+  // "stage 'x' (in its stage function), ..." for the stuck line on stderr.
+  [[nodiscard]] std::string describe_stuck(const std::vector<std::size_t>& stuck) const;
+
+  // graph.cpp: starting and ending the run.
+  // Joins the stage threads, builds the report, settles the outcome, calls on_done, and
+  // marks the run ended (wakes wait()/wait_for()).
+  void finish_run() noexcept;
+  // After the run ended: joins the supervisor; returns the report or rethrows.
+  report collect();
+  // Start gate: stage threads wait here until every thread exists. true: run the stage;
+  // false: the graph could not start all its threads, run nothing.
+  bool await_start_gate();
+  void open_start_gate(bool go);
+  // Thread exhaustion during start(): releases the threads made so far (their stages never
+  // run), joins them, cancels every channel; returns the error start() throws.
+  std::exception_ptr abort_start(std::exception_ptr why, std::size_t started, std::size_t needed,
+                                 const std::string& stage) noexcept;
+
+  const graph_options opts_;
+  struct external_channel {
+    std::string name, from, to;
+    std::function<metrics::external_channel_reading()> read;
+  };
+  std::vector<external_channel> externals_;  // guarded by mu_
+  fault_hook* fault_ = nullptr;  // null unless under sluice::testing::stress; set before building
+
+  mutable std::mutex mu_;  // the lists below while building; flags
+  std::vector<std::unique_ptr<stage_node>> nodes_;       // immutable after start
+  std::vector<std::unique_ptr<channel_entry>> channels_; // immutable after start
+  bool started_ = false;          // guarded by mu_
+  bool waited_ = false;           // guarded by mu_
+  bool finished_ = false;         // guarded by mu_: every stage thread is joined
+  bool stop_requested_ = false;   // guarded by mu_
+  bool ran_nothing_ = false;      // guarded by mu_: cancelled before start
+  std::exception_ptr start_error_;  // guarded by mu_: making the replicas threw
+  std::chrono::steady_clock::time_point t_start_{};  // guarded by mu_
+  std::chrono::steady_clock::time_point t_end_{};    // guarded by mu_
+  std::vector<std::thread> threads_;                 // start/wait thread only
+  // Per stage, the busy / backpressured / starved ns the last snapshot reported: a
+  // snapshot never reports less (guarded by mu_). Busy is derived (time alive minus time
+  // blocked) and a wait that a spin satisfied is added only when it ends, so a snapshot
+  // taken mid-spin sees up to ~10 us of it as busy; holding the counters monotonic keeps
+  // exporters (Prometheus reads a falling counter as a restart) and rates sane.
+  mutable std::vector<std::array<std::uint64_t, 3>> reported_;
+
+  failure_record record_;
+  std::atomic<bool> tearing_{false};
+  std::atomic<bool> dying_{false};  // destructor: dead letters are no longer reported
+
+  std::mutex life_mu_;
+  std::condition_variable life_cv_;
+  std::size_t alive_ = 0;                              // guarded by life_mu_
+  bool teardown_began_ = false;                        // guarded by life_mu_
+  std::chrono::steady_clock::time_point teardown_at_{};  // guarded by life_mu_
+
+  std::mutex dead_mu_;  // serialises on_discard
+
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  int gate_ = 0;  // guarded by gate_mu_: 0 closed, 1 run, 2 abort (start failed)
+
+  bool ended_ = false;                                 // guarded by life_mu_: finish_run() is through
+  std::exception_ptr outcome_;                         // guarded by life_mu_: what wait() throws
+  std::atomic<bool> done_{false};                      // ended_, readable without the lock
+  std::thread supervisor_;                             // start() makes it, wait()/wait_for() join it
+  mutable std::mutex report_mu_;
+  std::vector<metrics::wait_link> stall_;              // guarded by report_mu_
+  std::size_t stalls_ = 0;                             // guarded by report_mu_
+  std::vector<std::string> stuck_;                     // guarded by report_mu_
+  report last_;                                        // guarded by report_mu_
+};
+
+}  // namespace sluice::detail
