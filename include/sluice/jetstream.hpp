@@ -281,11 +281,14 @@ struct subscribe_options {
   // full); one unconfirmed after ack_confirm_wait is sent again.
   std::size_t ack_window = 1024;
   std::chrono::milliseconds ack_confirm_wait{1000};
-  // Called once per confirmed ack with the delivery's id(), on whichever thread serves
-  // the confirmation (the subscribe stage's, or one in ack()), under an internal lock:
-  // keep it short, and settle no delivery from it. After it ran for an id, the server
-  // has applied that ack: the message is gone from the stream and never comes back.
-  std::function<void(const std::string& id)> on_confirmed = {};
+  // Called once per confirmed ack with the delivery's id() and how many times the ack
+  // was sent (1: confirmed at the first send), on whichever thread serves the
+  // confirmation (the subscribe stage's, or one in ack()), under an internal lock: keep
+  // it short, and settle no delivery from it. Once the server confirmed an ack it has
+  // applied it: the message is gone from the stream and the server never delivers it
+  // again. A redelivery it made before (while the ack was unconfirmed: sends > 1, e.g.
+  // across a server restart) may still be on its way.
+  std::function<void(const std::string& id, unsigned sends)> on_confirmed = {};
 };
 
 namespace detail {

@@ -403,6 +403,7 @@ struct sub_state {
     std::string reply;  // the message's $JS.ACK subject
     std::string id;     // for on_confirmed (empty when nobody asked)
     clock::time_point first, sent;
+    unsigned sends = 1;
   };
   std::mutex ack_mu;
   std::uint64_t next_token = 0;                                   // guarded by ack_mu
@@ -460,7 +461,7 @@ struct sub_state {
       auto it = unconfirmed.find(token);
       if (it == unconfirmed.end()) continue;  // a second answer (the ack was sent twice)
       if (opts.counters) opts.counters->acks_confirmed.fetch_add(1, std::memory_order_relaxed);
-      if (opts.on_confirmed) opts.on_confirmed(it->second.id);
+      if (opts.on_confirmed) opts.on_confirmed(it->second.id, it->second.sends);
       unconfirmed.erase(it);
     }
   }
@@ -477,6 +478,7 @@ struct sub_state {
       }
       if (now - it->second.sent >= opts.ack_confirm_wait) {
         it->second.sent = now;
+        ++it->second.sends;
         if (send_ack(it->first, it->second) == NATS_OK && opts.counters) {
           opts.counters->acks_resent.fetch_add(1, std::memory_order_relaxed);
         }
@@ -518,7 +520,7 @@ struct sub_state {
       serve_confirmations(10);
       resend_due();
     }
-    unconfirmed_ack a{reply, {}, clock::now(), clock::now()};
+    unconfirmed_ack a{reply, {}, clock::now(), clock::now(), 1};
     if (opts.on_confirmed) a.id = message_id(m);
     std::lock_guard lk(ack_mu);
     const std::uint64_t t = next_token++;

@@ -216,7 +216,7 @@ TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
     sluice::pipeline consumer(
         js::subscribe<std::string>(conn, e,
                                    {.batch = 64, .fetch_wait = 1ms, .counters = sc,
-                                    .on_confirmed = [&](const std::string& id) {
+                                    .on_confirmed = [&](const std::string& id, unsigned) {
                                       std::lock_guard lk(mu);
                                       confirmed.insert(id);
                                     }},
