@@ -41,7 +41,15 @@
 //     stage error; under error_policy::skip it is terminated (never redelivered) and
 //     counted in subscribe_counters::undecodable.
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
-//     letter of a torn-down graph) is nak'ed, so it comes back promptly.
+//     letter of a torn-down graph) is nak'ed, so it comes back promptly. An ack asks the
+//     server to confirm it (double ack); confirmations are awaited asynchronously, at
+//     most subscribe_options::ack_window at once, and counted (acks_confirmed); an ack
+//     unconfirmed after ack_confirm_wait is sent again. A confirmed ack is applied: its
+//     message never comes back, even across a server restart. An unconfirmed one (the
+//     server died meanwhile) may: the message is then delivered again.
+//   - pull requests are sluice's own (one at a time, on a private inbox, each asking for
+//     at most the free room): libnats 3.4.1's natsSubscription_Fetch overruns its array
+//     when late messages of an earlier fetch are queued (see runtime/jetstream).
 //   - Errors name what failed: the URL that cannot be reached within connect_options::
 //     timeout; the limit in which an existing stream or consumer differs from the edge.
 // Non-guarantees: at-least-once, not exactly-once: a consumer that dies between its side
@@ -61,6 +69,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <algorithm>
@@ -196,6 +205,11 @@ class message {
   [[nodiscard]] std::string id() const;
   [[nodiscard]] std::string_view data() const;
   [[nodiscard]] bool settled() const noexcept { return msg_ == nullptr; }
+  // Gives up the natsMsg* unsettled (the caller settles and frees it).
+  [[nodiscard]] void* detach() noexcept {
+    sub_.reset();
+    return std::exchange(msg_, nullptr);
+  }
 
  private:
   void release() noexcept;  // nak if unsettled, then free
@@ -240,10 +254,14 @@ struct publish_counters {
   std::atomic<std::uint64_t> waited_ns{0};  // time the stage waited for the window / a full stream
 };
 struct subscribe_counters {
-  std::atomic<std::uint64_t> polls{0};      // fetch requests made (also those that found nothing)
+  std::atomic<std::uint64_t> polls{0};      // pull requests sent (also those that found nothing)
   std::atomic<std::uint64_t> fetched{0};
   std::atomic<std::uint64_t> undecodable{0};  // terminated under error_policy::skip
-  std::atomic<std::uint64_t> fetch_errors{0};
+  std::atomic<std::uint64_t> fetch_errors{0};  // pull requests that failed or got no answer
+  std::atomic<std::uint64_t> acks_sent{0};       // ack() calls (first sends)
+  std::atomic<std::uint64_t> acks_confirmed{0};  // acks the server confirmed having applied
+  std::atomic<std::uint64_t> acks_resent{0};     // re-sends of an ack unconfirmed after ack_confirm_wait
+  std::atomic<std::uint64_t> acks_unconfirmed{0};  // given up (give_up passed, or teardown): may come back
 };
 
 struct publish_options {
@@ -255,9 +273,22 @@ struct publish_options {
   std::shared_ptr<publish_counters> counters = {};
 };
 struct subscribe_options {
-  std::size_t batch = 256;                    // messages per fetch at most
-  std::chrono::milliseconds fetch_wait{20};   // one fetch's wait on an empty stream (teardown latency)
+  std::size_t batch = 256;                    // messages per pull request at most
+  std::chrono::milliseconds fetch_wait{20};   // one pull request's wait on an empty stream (teardown latency)
   std::shared_ptr<subscribe_counters> counters = {};
+  // Acknowledgements are confirmed by the server (JetStream's double ack), asynchronously:
+  // at most ack_window acks are unconfirmed at once (ack() waits while the window is
+  // full); one unconfirmed after ack_confirm_wait is sent again.
+  std::size_t ack_window = 1024;
+  std::chrono::milliseconds ack_confirm_wait{1000};
+  // Called once per confirmed ack with the delivery's id() and how many times the ack
+  // was sent (1: confirmed at the first send), on whichever thread serves the
+  // confirmation (the subscribe stage's, or one in ack()), under an internal lock: keep
+  // it short, and settle no delivery from it. Once the server confirmed an ack it has
+  // applied it: the message is gone from the stream and the server never delivers it
+  // again. A redelivery it made before (while the ack was unconfirmed: sends > 1, e.g.
+  // across a server restart) may still be on its way.
+  std::function<void(const std::string& id, unsigned sends)> on_confirmed = {};
 };
 
 namespace detail {
@@ -284,8 +315,9 @@ class subscriber {
   ~subscriber();
   subscriber(const subscriber&) = delete;
   subscriber& operator=(const subscriber&) = delete;
-  // Fetches up to max messages (waits at most fetch_wait); calls f(message&&) for each.
-  // Throws after give_up of failures, naming the edge.
+  // Asks for up to max messages unless a pull request is still open, then waits at most
+  // fetch_wait for messages; calls f(message&&) for each that arrives (including late
+  // ones of an earlier request). Throws after give_up of failures, naming the edge.
   template <class F>
   void fetch(std::size_t max, F&& f) {
     fetch_raw(max, [](void* ctx, message&& m) { (*static_cast<std::remove_reference_t<F>*>(ctx))(std::move(m)); },

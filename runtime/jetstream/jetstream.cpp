@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace sluice::jetstream {
@@ -340,19 +341,332 @@ bool publisher::finish(const std::stop_token& stop) {
 }
 
 // ---- subscribe -----------------------------------------------------------------
+//
+// Pull requests are our own, not libnats' natsSubscription_Fetch: in libnats 3.4.1 a
+// fetch that finds messages already queued on its subscription (late arrivals of an
+// earlier fetch that gave up before its batch came in) first takes k of them, then asks
+// the server for batch - k more, but keeps reading until it holds batch - k messages in
+// all: with k > batch / 2 it reads on past its array of `batch` entries (a heap
+// overflow, then corruption; reproduced deterministically by fetching a random batch
+// with a 1 ms and a 50 ms wait in turn: batch 61 returned 120). The extra messages were
+// also never freed (the LeakSanitizer reports of natsMsg_create).
+//
+// Protocol. One plain subscription on a private inbox "<inbox>.*". A pull request is a
+// publish to $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> with reply "<inbox>.<n>" and
+// {"batch": b, "expires": max(fetch_wait, kMinExpires)}; the server answers with up to b
+// messages (their own subjects, with a $JS.ACK reply) and, if it ends the request early,
+// one status message on "<inbox>.<n>" (404 / 408 / 409). At most one request is open at
+// a time: it ends when b messages came, when its status came, or (no answer: a server
+// restart lost it, or it expired just as a message was ready) after expires +
+// kRequestGrace. A fetch waits at most fetch_wait; the request stays open across fetches. A message is never dropped: whatever arrives on
+// the inbox is delivered, late or not, so the number held is bounded by what was asked
+// (b <= the output channel's free room) plus the rest of an abandoned request.
+//
+// Acks. An ack is "+ACK" published to the message's reply subject with a reply of ours,
+// "<confirm-inbox>.<token>": the server applies the ack, then answers there (JetStream's
+// double ack). `unconfirmed` holds what is not answered yet; ack() waits while it holds
+// ack_window entries, serving confirmations (a plain subscription read by whoever waits
+// or by the stage's fetch); an entry older than ack_confirm_wait is sent again, one
+// older than give_up is given up (counted). The confirmation of an ack is served before
+// the stage hands on any message that arrived after it (fetch serves confirmations
+// first), so a redelivery is never seen before the confirmation that preceded it.
+constexpr auto kRequestGrace = std::chrono::milliseconds(200);
+// A request lives on the server for max(fetch_wait, kMinExpires): the stage still looks
+// at its stop token every fetch_wait, but a request that short would often expire on a
+// loaded server before a message for it was ready, and nats-server 2.9 then drops it
+// without a word (no 408), which costs a kRequestGrace wait.
+constexpr auto kMinExpires = std::chrono::milliseconds(500);
+// At the end, the open request's messages in flight are awaited until none came for
+// this long (at most fetch_wait in all).
+constexpr auto kCloseQuiet = std::chrono::milliseconds(5);
+
 struct sub_state {
   std::shared_ptr<conn_state> conn;
-  js_ctx js;
-  natsSubscription* sub = nullptr;
   edge_options edge;
   subscribe_options opts;
-  clock::time_point down_since{};
+  std::string next_subject;     // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
+  std::string inbox;            // "<inbox>." (pull replies: + request number)
+  std::string confirm_inbox;    // "<inbox>." (ack confirmations: + token)
+  natsSubscription* pulls = nullptr;
+  natsSubscription* confirms = nullptr;
   std::shared_ptr<edge_gauge> gauge;
 
+  // The open pull request (stage thread only).
+  std::uint64_t request = 0;
+  bool open = false;
+  std::size_t asked = 0, got = 0;
+  clock::time_point request_deadline{};
+  clock::time_point down_since{};
+  clock::time_point last_resend_check{};
+
+  struct unconfirmed_ack {
+    std::string reply;  // the message's $JS.ACK subject
+    std::string id;     // for on_confirmed (empty when nobody asked)
+    clock::time_point first, sent;
+    unsigned sends = 1;
+  };
+  std::mutex ack_mu;
+  std::uint64_t next_token = 0;                                   // guarded by ack_mu
+  std::unordered_map<std::uint64_t, unconfirmed_ack> unconfirmed;  // guarded by ack_mu
+  clock::time_point ack_down_since{};                             // guarded by ack_mu
+
   ~sub_state() {
-    if (sub != nullptr) natsSubscription_Destroy(sub);
+    // The pull inbox is normally closed by the stage (close_pulls); then the outstanding
+    // confirmations get a bounded wait.
+    close_pulls(false);
+    if (confirms != nullptr) {
+      settle_confirmations(clock::now() + 2 * opts.ack_confirm_wait);
+      natsSubscription_Unsubscribe(confirms);
+      natsSubscription_Destroy(confirms);
+    }
+  }
+
+  static bool is_user_message(natsMsg* m) {
+    if (natsMsg_GetDataLength(m) > 0) return true;
+    const char* v = nullptr;
+    return natsMsgHeader_Get(m, "Status", &v) != NATS_OK;  // no status header: the user's (empty) message
+  }
+
+  void send_settle(natsMsg* m, const char* what) const {
+    const char* reply = natsMsg_GetReply(m);
+    if (reply != nullptr) natsConnection_PublishString(conn->nc, reply, what);
+  }
+
+  // Sends (or re-sends) the ack of token t. Requires ack_mu.
+  natsStatus send_ack(std::uint64_t t, const unconfirmed_ack& a) {
+    const std::string reply = confirm_inbox + std::to_string(t);
+    return natsConnection_PublishRequest(conn->nc, a.reply.c_str(), reply.c_str(), "+ACK", 4);
+  }
+
+  // Takes the confirmations that are here (waiting up to `wait` for the first one).
+  void serve_confirmations(std::int64_t wait_ms) {
+    natsMsg* m = nullptr;
+    while (natsSubscription_NextMsg(&m, confirms, wait_ms) == NATS_OK) {
+      wait_ms = 0;
+      const char* subj = natsMsg_GetSubject(m);
+      std::uint64_t token = 0;
+      bool ok = subj != nullptr && std::strncmp(subj, confirm_inbox.c_str(), confirm_inbox.size()) == 0;
+      if (ok) {
+        const char* p = subj + confirm_inbox.size();
+        ok = *p != '\0';
+        for (; ok && *p != '\0'; ++p) {
+          if (*p < '0' || *p > '9') ok = false;
+          else token = token * 10 + static_cast<std::uint64_t>(*p - '0');
+        }
+      }
+      natsMsg_Destroy(m);
+      m = nullptr;
+      if (!ok) continue;
+      std::lock_guard lk(ack_mu);
+      auto it = unconfirmed.find(token);
+      if (it == unconfirmed.end()) continue;  // a second answer (the ack was sent twice)
+      if (opts.counters) opts.counters->acks_confirmed.fetch_add(1, std::memory_order_relaxed);
+      if (opts.on_confirmed) opts.on_confirmed(it->second.id, it->second.sends);
+      unconfirmed.erase(it);
+    }
+  }
+
+  // Re-sends acks unconfirmed for ack_confirm_wait; gives up those older than give_up.
+  void resend_due() {
+    const auto now = clock::now();
+    std::lock_guard lk(ack_mu);
+    for (auto it = unconfirmed.begin(); it != unconfirmed.end();) {
+      if (now - it->second.first > conn->opts.give_up) {
+        if (opts.counters) opts.counters->acks_unconfirmed.fetch_add(1, std::memory_order_relaxed);
+        it = unconfirmed.erase(it);
+        continue;
+      }
+      if (now - it->second.sent >= opts.ack_confirm_wait) {
+        it->second.sent = now;
+        ++it->second.sends;
+        if (send_ack(it->first, it->second) == NATS_OK && opts.counters) {
+          opts.counters->acks_resent.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      ++it;
+    }
+  }
+
+  // Waits (bounded by `until`) for every outstanding confirmation; gives up the rest.
+  void settle_confirmations(clock::time_point until) {
+    for (;;) {
+      {
+        std::lock_guard lk(ack_mu);
+        if (unconfirmed.empty()) return;
+        if (clock::now() >= until || natsConnection_Status(conn->nc) == NATS_CONN_STATUS_CLOSED) {
+          if (opts.counters) opts.counters->acks_unconfirmed.fetch_add(unconfirmed.size(), std::memory_order_relaxed);
+          unconfirmed.clear();
+          return;
+        }
+      }
+      serve_confirmations(10);
+      resend_due();
+    }
+  }
+
+  void ack(natsMsg* m) {
+    const char* reply = natsMsg_GetReply(m);
+    if (reply == nullptr || std::strncmp(reply, "$JS.ACK.", 8) != 0) {
+      throw std::logic_error("sluice::jetstream::delivery::ack: not a JetStream message");
+    }
+    // Wait for room in the window, serving confirmations (and re-sends) meanwhile.
+    serve_confirmations(0);
+    for (;;) {
+      {
+        std::lock_guard lk(ack_mu);
+        if (unconfirmed.size() < std::max<std::size_t>(opts.ack_window, 1)) break;
+        conn->check_alive(edge.stream, ack_down_since);
+      }
+      serve_confirmations(10);
+      resend_due();
+    }
+    unconfirmed_ack a{reply, {}, clock::now(), clock::now(), 1};
+    if (opts.on_confirmed) a.id = message_id(m);
+    std::lock_guard lk(ack_mu);
+    const std::uint64_t t = next_token++;
+    const natsStatus rc = send_ack(t, a);
+    if (rc == NATS_CONNECTION_CLOSED) {
+      throw std::runtime_error("sluice::jetstream::delivery::ack: edge '" + edge.stream + "': the connection to " +
+                               conn->url + " is closed");
+    }
+    // Any other failure (e.g. the reconnect buffer is full) is served like a lost ack:
+    // re-sent after ack_confirm_wait.
+    unconfirmed.emplace(t, std::move(a));
+    if (opts.counters) opts.counters->acks_sent.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  static std::string message_id(natsMsg* m);
+
+  // Messages the stage took but could not hand on (its handler threw): nak'ed only once
+  // the pull inbox is closed (stage thread only).
+  std::vector<natsMsg*> held;
+  // Set when the pull inbox is closed: until then, the steady-clock time (ns) at which
+  // the server drops our last request. (Written by the stage thread, read by any thread
+  // that naks: relaxed, a monitoring-grade value; pulls_closed is release/acquire.)
+  std::atomic<std::int64_t> request_gone_ns{0};
+  std::atomic<bool> pulls_closed{false};
+
+  // How long a nak must ask the server to wait. nats-server 2.9.10 loses a redelivery
+  // that comes up while its waiting-request queue holds only requests that expired or
+  // whose inbox is gone (nextWaiting finds none, and the "redo" path drops the message
+  // from the redelivery queue and steps the stream cursor back: the message then waits
+  // for ack_wait, and another is delivered twice). While the stage runs, our request is
+  // alive and takes the nak'ed message back at once; once the inbox is closed, a nak is
+  // delayed until the server has dropped our last request (its expiry, + a margin).
+  std::chrono::milliseconds nak_delay() const {
+    if (!pulls_closed.load(std::memory_order_acquire)) return std::chrono::milliseconds(0);
+    const auto now = clock::now().time_since_epoch();
+    const auto gone = std::chrono::nanoseconds(request_gone_ns.load(std::memory_order_relaxed));
+    if (gone <= now) return std::chrono::milliseconds(0);
+    return std::chrono::duration_cast<std::chrono::milliseconds>(gone - now) + kCloseQuiet * 20;
+  }
+  void send_nak(natsMsg* m, std::chrono::milliseconds delay = std::chrono::milliseconds(0)) const {
+    delay = std::max(delay, nak_delay());
+    if (delay.count() <= 0) {
+      send_settle(m, "-NAK");
+      return;
+    }
+    const std::string body =
+        "-NAK {\"delay\":" + std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(delay).count()) + "}";
+    const char* reply = natsMsg_GetReply(m);
+    if (reply != nullptr) natsConnection_Publish(conn->nc, reply, body.data(), static_cast<int>(body.size()));
+  }
+
+  // When the stage ends (wait = true; false from the destructor: no wait). The open
+  // request's messages still on their way are awaited until none came for kCloseQuiet
+  // (at most fetch_wait: teardown stays prompt), the inbox is emptied and unsubscribed,
+  // and then everything taken and not handed on is nak'ed: a message nak'ed while its
+  // request is still open on the server would come straight back to it, and be lost to
+  // us until ack_wait. One arriving after all that is redelivered after ack_wait.
+  void close_pulls(bool wait) {
+    if (pulls == nullptr) return;
+    const auto until = std::min(request_deadline, clock::now() + opts.fetch_wait);
+    auto quiet_until = std::min(until, clock::now() + kCloseQuiet);
+    const bool up = natsConnection_Status(conn->nc) == NATS_CONN_STATUS_CONNECTED;
+    for (;;) {
+      const bool waiting = wait && up && open && clock::now() < quiet_until;
+      const auto left =
+          waiting ? std::chrono::duration_cast<std::chrono::milliseconds>(quiet_until - clock::now()).count() : 0;
+      natsMsg* m = nullptr;
+      if (natsSubscription_NextMsg(&m, pulls, std::max<std::int64_t>(left, waiting ? 1 : 0)) != NATS_OK) {
+        if (waiting && clock::now() < quiet_until) continue;
+        break;
+      }
+      if (is_user_message(m)) {
+        quiet_until = std::min(until, clock::now() + kCloseQuiet);
+        held.push_back(m);
+        if (++got >= asked) open = false;
+        continue;
+      }
+      if (request_of(m) == request) {
+        const char* code = nullptr;
+        natsMsgHeader_Get(m, "Status", &code);
+        if (code == nullptr || std::strncmp(code, "100", 3) != 0) open = false;
+      }
+      natsMsg_Destroy(m);
+    }
+    if (!open) request_gone_ns.store(0, std::memory_order_relaxed);  // answered: gone from the server
+    open = false;
+    natsSubscription_Unsubscribe(pulls);
+    natsSubscription_Destroy(pulls);
+    pulls = nullptr;
+    pulls_closed.store(true, std::memory_order_release);
+    for (natsMsg* m : held) {
+      send_nak(m);
+      natsMsg_Destroy(m);
+    }
+    held.clear();
+  }
+
+  void send_request(std::size_t max) {
+    ++request;
+    const std::string reply = inbox + std::to_string(request);
+    const auto expires = std::max<std::chrono::milliseconds>(opts.fetch_wait, kMinExpires);
+    const auto expires_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(expires).count();
+    const std::string body = "{\"batch\":" + std::to_string(max) + ",\"expires\":" + std::to_string(expires_ns) + "}";
+    const natsStatus rc = natsConnection_PublishRequest(conn->nc, next_subject.c_str(), reply.c_str(), body.data(),
+                                                        static_cast<int>(body.size()));
+    if (opts.counters) opts.counters->polls.fetch_add(1, std::memory_order_relaxed);
+    if (rc == NATS_CONNECTION_CLOSED) {
+      throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "': fetch from " + conn->url +
+                               " failed: " + nats_error(rc));
+    }
+    if (rc != NATS_OK) {  // e.g. the reconnect buffer is full: try again later
+      if (opts.counters) opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    open = true;
+    asked = max;
+    got = 0;
+    request_deadline = clock::now() + expires + kRequestGrace;
+    request_gone_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              (clock::now() + expires).time_since_epoch()).count(),
+                          std::memory_order_relaxed);
+  }
+
+  // The request number a status message answers (0: not one of ours).
+  std::uint64_t request_of(natsMsg* m) const {
+    const char* subj = natsMsg_GetSubject(m);
+    if (subj == nullptr || std::strncmp(subj, inbox.c_str(), inbox.size()) != 0) return 0;
+    std::uint64_t n = 0;
+    for (const char* p = subj + inbox.size(); *p != '\0'; ++p) {
+      if (*p < '0' || *p > '9') return 0;
+      n = n * 10 + static_cast<std::uint64_t>(*p - '0');
+    }
+    return n;
   }
 };
+
+std::string sub_state::message_id(natsMsg* m) {
+  const char* v = nullptr;
+  if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v != nullptr) return v;
+  // No id from the publisher: the stream sequence is stable across redeliveries too.
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, m) != NATS_OK) return {};
+  std::string s = "seq-" + std::to_string(meta->Sequence.Stream);
+  jsMsgMetaData_Destroy(meta);
+  return s;
+}
 
 subscriber::subscriber(const connection& c, const edge_options& e, const subscribe_options& o) {
   need_connection(c, "subscribe");
@@ -361,25 +675,47 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
   st->edge = e;
   st->opts = o;
   if (st->opts.batch == 0) st->opts.batch = 1;
-  st->conn->make_js(st->js, nullptr);
-  st->gauge = st->conn->make_gauge(e, false);
-  const std::string subject = subject_of(e), durable = durable_of(e);
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = e.stream.c_str();
-  so.Consumer = durable.c_str();  // bind to the edge's durable consumer: never created or deleted here
-  so.ManualAck = true;
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = js_PullSubscribe(&st->sub, st->js.js, subject.c_str(), durable.c_str(), nullptr, &so, &jerr);
-  if (s != NATS_OK) {
-    throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable +
-                             "' on " + st->conn->url + ": " + nats_error(s) +
-                             (jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")" : ""));
+  const std::string durable = durable_of(e);
+  {
+    // The edge's durable consumer must exist (ensure_edge): never created or deleted here.
+    js_ctx js;
+    st->conn->make_js(js, nullptr);
+    jsConsumerInfo* ci = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus s = js_GetConsumerInfo(&ci, js.js, e.stream.c_str(), durable.c_str(), nullptr, &jerr);
+    if (s != NATS_OK) {
+      throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable +
+                               "' on " + st->conn->url + ": " + nats_error(s) +
+                               (jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")" : ""));
+    }
+    const bool push = ci->Config != nullptr && ci->Config->DeliverSubject != nullptr && *ci->Config->DeliverSubject != '\0';
+    jsConsumerInfo_Destroy(ci);
+    if (push) {
+      throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable +
+                               "' is a push consumer; an edge pulls");
+    }
   }
+  st->next_subject = "$JS.API.CONSUMER.MSG.NEXT." + e.stream + "." + durable;
+  for (auto* which : {&st->inbox, &st->confirm_inbox}) {
+    natsInbox* ib = nullptr;
+    if (natsInbox_Create(&ib) != NATS_OK) throw std::runtime_error("sluice::jetstream: cannot make an inbox");
+    *which = std::string(ib) + ".";
+    natsInbox_Destroy(ib);
+  }
+  natsStatus s = natsConnection_SubscribeSync(&st->pulls, st->conn->nc, (st->inbox + "*").c_str());
+  if (s == NATS_OK) s = natsConnection_SubscribeSync(&st->confirms, st->conn->nc, (st->confirm_inbox + "*").c_str());
+  // What is held is bounded by the pull requests and the ack window, not by libnats.
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(st->pulls, -1, -1);
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(st->confirms, -1, -1);
+  if (s != NATS_OK) {
+    throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe on " + st->conn->url + ": " +
+                             nats_error(s));
+  }
+  st->gauge = st->conn->make_gauge(e, false);
   st_ = std::move(st);
 }
 
-subscriber::~subscriber() = default;
+subscriber::~subscriber() { st_->close_pulls(true); }
 
 const std::string& subscriber::edge_name() const { return st_->edge.stream; }
 
@@ -387,47 +723,72 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
   auto& s = *st_;
   s.conn->check_alive(s.edge.stream, s.down_since);
   s.conn->poll_gauge(*s.gauge, s.edge.stream);
-  natsMsgList list{};
   const auto t0 = clock::now();
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  const int batch = static_cast<int>(std::min<std::size_t>(max, INT_MAX));
-  natsStatus rc = natsSubscription_Fetch(&list, s.sub, batch, s.opts.fetch_wait.count(), &jerr);
-  if (s.opts.counters) s.opts.counters->polls.fetch_add(1, std::memory_order_relaxed);
-  if (rc == NATS_TIMEOUT) {  // starved: the stream had nothing for us
-    s.gauge->pop_ns.fetch_add(
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()),
-        std::memory_order_relaxed);
-    return;
+  if (t0 - s.last_resend_check >= std::chrono::milliseconds(100)) {
+    s.last_resend_check = t0;
+    s.resend_due();
   }
-  if (rc != NATS_OK) {
+  if (s.open && t0 >= s.request_deadline) {  // no answer: lost (server restart) or late; ask again
+    s.open = false;
     if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
-    if (rc == NATS_CONNECTION_CLOSED || rc == NATS_INVALID_SUBSCRIPTION) {
+  }
+  if (!s.open) s.send_request(std::max<std::size_t>(std::min(max, s.opts.batch), 1));
+  const auto until = t0 + s.opts.fetch_wait;
+  std::size_t delivered = 0;
+  bool pause = false;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now()).count();
+    // After the first message, only what is already here: hand it on without waiting.
+    const std::int64_t wait = delivered > 0 ? 0 : std::max<std::int64_t>(left, 0);
+    natsMsg* m = nullptr;
+    const natsStatus rc = natsSubscription_NextMsg(&m, s.pulls, wait);
+    if (rc == NATS_TIMEOUT) break;
+    if (rc == NATS_NO_RESPONDERS) {  // JetStream not (yet) there, e.g. during a restart
+      s.open = false;
+      pause = true;
+      if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    if (rc != NATS_OK) {
+      if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
       throw std::runtime_error("sluice::jetstream: edge '" + s.edge.stream + "': fetch from " + s.conn->url +
                                " failed: " + nats_error(rc));
     }
-    // Disconnected, reconnecting, consumer briefly gone during a server restart: try
-    // again after a pause (check_alive bounds how long).
-    std::this_thread::sleep_for(s.opts.fetch_wait);
-    return;
+    if (!sub_state::is_user_message(m)) {
+      const char* code = nullptr;
+      natsMsgHeader_Get(m, "Status", &code);
+      const bool ours = s.request_of(m) == s.request;
+      const bool heartbeat = code != nullptr && std::strncmp(code, "100", 3) == 0;
+      natsMsg_Destroy(m);
+      if (!ours || heartbeat) continue;  // a late status of an abandoned request, or a heartbeat
+      s.open = false;                    // 404 / 408: nothing (more) for now; 409 and others: try again later
+      if (code == nullptr || (std::strncmp(code, "404", 3) != 0 && std::strncmp(code, "408", 3) != 0)) {
+        pause = true;
+        if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
+      }
+      break;
+    }
+    if (s.open && ++s.got >= s.asked) s.open = false;
+    ++delivered;
+    if (s.opts.counters) s.opts.counters->fetched.fetch_add(1, std::memory_order_relaxed);
+    // Confirmations that came before this message are served before it is handed on.
+    s.serve_confirmations(0);
+    message msg(m, st_);
+    try {
+      cb(ctx, std::move(msg));
+    } catch (...) {
+      // Not handed on: nak'ed when the stage closes the inbox (close_pulls), not now.
+      if (!msg.settled()) s.held.push_back(static_cast<natsMsg*>(msg.detach()));
+      throw;
+    }
+    if (!s.open && delivered > 0) break;
   }
-  // libnats 3.4.1 was seen (under load, with short fetch waits, in `sluice bench --cut`)
-  // to report one message more than the batch it was asked for, in an array of `batch`
-  // entries: reading and clearing entry [batch] overran the heap block. Only the entries
-  // that exist are read, and Count is cut to match so that natsMsgList_Destroy stays
-  // inside the array too. A message beyond them is never acknowledged: the server
-  // redelivers it after ack_wait (late, not lost).
-  const int n = std::min(list.Count, batch);
-  if (list.Count > batch && s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
-  std::vector<message> got;
-  got.reserve(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    got.emplace_back(list.Msgs[i], st_);
-    list.Msgs[i] = nullptr;
+  if (delivered == 0) {
+    s.gauge->pop_ns.fetch_add(
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()),
+        std::memory_order_relaxed);
   }
-  list.Count = n;
-  natsMsgList_Destroy(&list);
-  if (s.opts.counters) s.opts.counters->fetched.fetch_add(got.size(), std::memory_order_relaxed);
-  for (auto& m : got) cb(ctx, std::move(m));  // an exception leaves the rest to be nak'ed
+  if (pause) std::this_thread::sleep_for(s.opts.fetch_wait);
 }
 
 // ---- message -------------------------------------------------------------------
@@ -437,7 +798,7 @@ natsMsg* as_msg(void* p) { return static_cast<natsMsg*>(p); }
 
 void message::release() noexcept {
   if (msg_ != nullptr) {
-    natsMsg_Nak(as_msg(msg_), nullptr);  // best effort: if it fails, ack_wait brings it back
+    sub_->send_nak(as_msg(msg_));  // best effort: if it fails, ack_wait brings it back
     natsMsg_Destroy(as_msg(msg_));
     msg_ = nullptr;
   }
@@ -445,31 +806,41 @@ void message::release() noexcept {
 }
 
 namespace {
-void settle(void*& msg, natsStatus rc, const char* what) {
-  natsMsg_Destroy(as_msg(msg));
-  msg = nullptr;
-  if (rc != NATS_OK) throw std::runtime_error(std::string("sluice::jetstream::delivery::") + what + ": " + nats_error(rc));
-}
 void need_msg(void* msg, const char* what) {
   if (msg == nullptr) {
     throw std::logic_error(std::string("sluice::jetstream::delivery::") + what + ": already settled (or moved from)");
   }
 }
+void settle(void*& msg, natsStatus rc, const char* what) {
+  natsMsg_Destroy(as_msg(msg));
+  msg = nullptr;
+  if (rc != NATS_OK) throw std::runtime_error(std::string("sluice::jetstream::delivery::") + what + ": " + nats_error(rc));
+}
+natsStatus publish_to_reply(natsConnection* nc, void* msg, const std::string& body) {
+  const char* reply = natsMsg_GetReply(as_msg(msg));
+  if (reply == nullptr) return NATS_ILLEGAL_STATE;
+  return natsConnection_Publish(nc, reply, body.data(), static_cast<int>(body.size()));
+}
 }  // namespace
 
 void message::ack() {
   need_msg(msg_, "ack");
-  settle(msg_, natsMsg_Ack(as_msg(msg_), nullptr), "ack");
+  sub_->ack(as_msg(msg_));  // throws with the message still ours (nak'ed on destruction)
+  natsMsg_Destroy(as_msg(msg_));
+  msg_ = nullptr;
 }
 void message::nak(std::chrono::milliseconds delay) {
   need_msg(msg_, "nak");
-  settle(msg_,
-         delay.count() > 0 ? natsMsg_NakWithDelay(as_msg(msg_), delay.count(), nullptr) : natsMsg_Nak(as_msg(msg_), nullptr),
-         "nak");
+  delay = std::max(delay, sub_->nak_delay());
+  const std::string body =
+      delay.count() > 0
+          ? "-NAK {\"delay\":" + std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(delay).count()) + "}"
+          : std::string("-NAK");
+  settle(msg_, publish_to_reply(sub_->conn->nc, msg_, body), "nak");
 }
 void message::term() {
   need_msg(msg_, "term");
-  settle(msg_, natsMsg_Term(as_msg(msg_), nullptr), "term");
+  settle(msg_, publish_to_reply(sub_->conn->nc, msg_, "+TERM"), "term");
 }
 std::uint64_t message::deliveries() const {
   need_msg(msg_, "deliveries");
@@ -481,20 +852,12 @@ std::uint64_t message::deliveries() const {
 }
 std::string message::id() const {
   need_msg(msg_, "id");
-  const char* v = nullptr;
-  if (natsMsgHeader_Get(as_msg(msg_), "Nats-Msg-Id", &v) == NATS_OK && v != nullptr) return v;
-  // No id from the publisher: the stream sequence is stable across redeliveries too.
-  jsMsgMetaData* meta = nullptr;
-  if (natsMsg_GetMetaData(&meta, as_msg(msg_)) != NATS_OK) return {};
-  std::string s = "seq-" + std::to_string(meta->Sequence.Stream);
-  jsMsgMetaData_Destroy(meta);
-  return s;
+  return sub_state::message_id(as_msg(msg_));
 }
 std::string_view message::data() const {
   need_msg(msg_, "value");
   return {natsMsg_GetData(as_msg(msg_)), static_cast<std::size_t>(natsMsg_GetDataLength(as_msg(msg_)))};
 }
-
 }  // namespace detail
 
 // ---- connection, edges -------------------------------------------------------------

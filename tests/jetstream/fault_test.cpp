@@ -2,6 +2,7 @@
 // are SIGKILLed mid-run and restarted (tests/jetstream/peer_main.cpp is the peer).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -135,18 +136,35 @@ TEST(JetstreamFaults, ServerKilledAndRestartedOnItsStoreLosesNothing) {
                             js::publish<std::uint64_t>(pconn, e, {.producer_id = "sk", .counters = pc}));
   std::mutex mu;
   std::map<std::string, int> by_id;  // guarded by mu
+  // Guarded by mu: when the server's confirmation of each ack was served.
+  std::map<std::string, std::chrono::steady_clock::time_point> confirmed;
+  // Guarded by mu: deliveries of an id whose ack had been confirmed, and when it was.
+  std::vector<std::chrono::steady_clock::time_point> redelivered_confirmed;
   std::atomic<std::size_t> distinct{0};
-  sluice::pipeline consumer(js::subscribe<std::uint64_t>(sconn, e, {}, {.capacity = 64}),
+  auto sc = std::make_shared<js::subscribe_counters>();
+  js::subscribe_options so{.counters = sc, .on_confirmed = [&](const std::string& id, unsigned) {
+                             std::lock_guard lk(mu);
+                             confirmed.emplace(id, std::chrono::steady_clock::now());
+                           }};
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(sconn, e, so, {.capacity = 64}),
                             sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
                               std::this_thread::sleep_for(100us);
+                              const std::string id = d.id();
+                              {
+                                std::lock_guard lk(mu);
+                                if (++by_id[id] == 1) distinct.fetch_add(1);
+                                if (auto it = confirmed.find(id); it != confirmed.end()) {
+                                  redelivered_confirmed.push_back(it->second);
+                                }
+                              }
+                              d.ack();  // not under mu: ack() may serve confirmations (on_confirmed)
                               std::lock_guard lk(mu);
-                              if (++by_id[d.id()] == 1) distinct.fetch_add(1);
-                              d.ack();
                               return by_id.size() < n;
                             }));
   producer.start();
   consumer.start();
   ASSERT_TRUE(eventually([&] { return distinct.load() >= n / 3; }));
+  const auto kill_time = std::chrono::steady_clock::now();
   server.kill9();
   const std::size_t at_kill = distinct.load();
   server.start();
@@ -163,13 +181,36 @@ TEST(JetstreamFaults, ServerKilledAndRestartedOnItsStoreLosesNothing) {
   }
   std::size_t twice = 0;
   for (auto& [id, c] : by_id) twice += c > 1 ? 1 : 0;
-  std::printf("server killed after %zu of %llu items; delivered twice: %zu; producer re-published %llu\n", at_kill,
-              static_cast<unsigned long long>(n), twice, static_cast<unsigned long long>(pc->resent.load()));
+  // An ack confirmed before the kill was applied by the killed server; one confirmed after
+  // it, by the restarted one, which takes acks and pull requests on separate queues: it
+  // may redeliver an item (due again after the outage) before it applies that item's ack
+  // sent meanwhile, and the redelivery then reaches the sink after the confirmation.
+  std::size_t before_kill = 0, after_kill = 0;
+  double oldest_ms = 0;  // the oldest such confirmation, before the kill
+  for (auto t : redelivered_confirmed) {
+    (t < kill_time ? before_kill : after_kill) += 1;
+    if (t < kill_time) oldest_ms = std::max(oldest_ms, std::chrono::duration<double, std::milli>(kill_time - t).count());
+  }
+  std::printf("server killed after %zu of %llu items; delivered twice: %zu; of them with an ack confirmed before the "
+              "kill: %zu (at most %.1f ms before it), confirmed by the restarted server: %zu; acks sent %llu confirmed %llu re-sent %llu given up "
+              "%llu; producer re-published %llu\n",
+              at_kill, static_cast<unsigned long long>(n), twice, before_kill, oldest_ms, after_kill,
+              static_cast<unsigned long long>(sc->acks_sent.load()), static_cast<unsigned long long>(sc->acks_confirmed.load()),
+              static_cast<unsigned long long>(sc->acks_resent.load()),
+              static_cast<unsigned long long>(sc->acks_unconfirmed.load()), static_cast<unsigned long long>(pc->resent.load()));
   EXPECT_LT(at_kill, n);
-  EXPECT_EQ(by_id.size(), n) << "nothing lost";
+  EXPECT_EQ(by_id.size(), n) << "nothing lost: every item delivered at least once";
   EXPECT_EQ(pc->acked.load(), n);
+  // Nothing acknowledged is duplicated, up to the server's write-behind: an ack confirmed
+  // before the kill was applied (the message removed from the stream), but nats-server
+  // 2.9.10 writes that removal to its file store a few ms later (measured: at most 10.5 ms
+  // before the kill in 8 runs, 0 to 24 items; it has no setting to write synchronously),
+  // so only acks confirmed in the last moments before a SIGKILL may be lost. Anything
+  // confirmed a second before the kill never comes back.
+  EXPECT_LT(oldest_ms, 1000.0) << before_kill << " items came back although the server confirmed their acks";
+  EXPECT_EQ(sc->acks_unconfirmed.load(), 0u) << "every ack confirmed in the end";
   // Only what the stream held at the kill (unacknowledged, by WorkQueue retention: at most
-  // max_msgs) may come twice; nothing acknowledged and removed before it does.
+  // max_msgs) may come twice.
   EXPECT_LE(twice, static_cast<std::size_t>(e.max_msgs));
   // Left in the stream: messages the sink already had, delivered again after the restart
   // and not taken because the sink had ended (acks lost with the killed server).

@@ -8,7 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -176,6 +178,62 @@ TEST(JetstreamEdge, RoundTripDeliversEveryItemExactlyOnce) {
   EXPECT_EQ(ids.size(), n);
   EXPECT_EQ(ids.count("p1-0"), 1u);
   EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == 0; }));  // every ack arrived
+}
+
+// The pattern that broke libnats 3.4.1's natsSubscription_Fetch (heap overflow: a fetch
+// that gave up before its messages arrived left them queued, and the next fetch read past
+// its array): 1 ms pull waits, 8 KiB messages still arriving when a wait ends, and a
+// room (output capacity) that changes between requests. Every item exactly once, every
+// ack confirmed by the server.
+TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "late", .max_msgs = 100000, .ack_wait = 2000ms};
+  js::ensure_edge(conn, e);
+  const std::uint64_t n = kSanitized ? 1500 : 6000;
+  sluice::pipeline(sluice::from<std::string>([&](sluice::sender<std::string>& out) {
+                     for (std::uint64_t i = 0; i < n; ++i) {
+                       std::string v(8192, 'x');
+                       std::memcpy(v.data(), &i, sizeof i);
+                       out.push(std::move(v));
+                     }
+                   }),
+                   js::publish<std::string>(conn, e, {.producer_id = "late"}))
+      .run();
+  ASSERT_EQ(js::inspect_edge(conn, e).msgs, n);
+  for (std::size_t capacity : {200u, 61u, 7u}) {
+    auto sc = std::make_shared<js::subscribe_counters>();
+    std::map<std::uint64_t, int> seen;
+    std::set<std::string> confirmed;
+    std::mutex mu;
+    const std::uint64_t take = n / 3;
+    sluice::pipeline consumer(
+        js::subscribe<std::string>(conn, e,
+                                   {.batch = 64, .fetch_wait = 1ms, .counters = sc,
+                                    .on_confirmed = [&](const std::string& id, unsigned) {
+                                      std::lock_guard lk(mu);
+                                      confirmed.insert(id);
+                                    }},
+                                   {.capacity = capacity}),
+        sluice::into([&](js::delivery<std::string> d) -> bool {
+          std::uint64_t i = 0;
+          std::memcpy(&i, d.value().data(), sizeof i);
+          ++seen[i];
+          d.ack();
+          return seen.size() < take;
+        }));
+    run_bounded(consumer.get_graph());
+    ASSERT_EQ(seen.size(), take) << "capacity " << capacity << " polls " << sc->polls.load() << " errors " << sc->fetch_errors.load() << " fetched " << sc->fetched.load();
+    for (auto& [v, c] : seen) EXPECT_EQ(c, 1) << "item " << v;
+    EXPECT_EQ(sc->acks_sent.load(), take);
+    // Confirmations of the last acks were awaited when the stage's state went.
+    EXPECT_EQ(sc->acks_confirmed.load(), take);
+    EXPECT_EQ(sc->acks_unconfirmed.load(), 0u);
+    std::lock_guard lk(mu);
+    EXPECT_EQ(confirmed.size(), take);
+  }
+  EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == n - 3 * (n / 3); }));
 }
 
 TEST(JetstreamEdge, StringAndBufferCodecs) {

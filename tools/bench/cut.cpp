@@ -224,13 +224,10 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
                         std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
     js::publish<std::string>(g, s, conn, edge, {.producer_id = edge.stream + "-producer-" + run_id});
   } else {
-    // A long fetch wait: with libnats 3.4.1, a fetch that gives up (20 ms by default) while
-    // messages of its pull request are still on their way leaves them to a later fetch,
-    // which then returned more messages than the batch it asked for: a heap overflow (its
-    // 256-entry array; found by AddressSanitizer, the consumer's intermittent crash). A
-    // wait that outlasts the delivery avoids it; it only bounds how long a stop waits on
-    // an empty edge.
-    auto s = js::subscribe<std::string>(g, conn, edge, {.fetch_wait = std::chrono::milliseconds(500)},
+    // The default fetch wait (20 ms): sluice's own pull requests make a short wait safe
+    // (libnats 3.4.1's natsSubscription_Fetch overran its array after a fetch that gave up
+    // early; the edge no longer uses it).
+    auto s = js::subscribe<std::string>(g, conn, edge, {},
                                         {.capacity = c.capacity});
     for (std::size_t w = c.cut + 1; w <= c.n; ++w) {
       s = g.map(worker_name(w), s, [&c, w](js::delivery<std::string> d) {
