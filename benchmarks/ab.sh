@@ -22,7 +22,10 @@ run() {  # run LABEL BUILD
         --benchmark_format=json 2>/dev/null |
       python3 -c '
 import json, sys
-for r in json.load(sys.stdin)["benchmarks"]:
+# The graph suite prints its teardown line into the JSON stream; nan/inf are not JSON.
+text = "\n".join(l for l in sys.stdin.read().splitlines() if not l.startswith("graph teardown"))
+text = text[text.index("{"):].replace(": -nan", ": null").replace(": nan", ": null").replace(": inf", ": null").replace(": -inf", ": null")
+for r in json.loads(text)["benchmarks"]:
     if r.get("aggregate_name") != "median": continue
     name = r["run_name"].replace("/real_time", "")
     if "ns_per_roundtrip" in r: print(sys.argv[1], name, "ns", r["ns_per_roundtrip"])

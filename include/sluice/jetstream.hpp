@@ -20,7 +20,7 @@
 //
 // An edge is a JetStream stream with WorkQueue retention, discard = new and the limits
 // max_msgs / max_bytes, plus a durable pull consumer with explicit acks: a bounded
-// channel between processes. (DESIGN.md §7.)
+// channel between processes.
 //
 // Requires: a nats-server with JetStream (`nats-server -js`). A connection is used by
 //   any number of stages at once; a delivery by one thread at a time.

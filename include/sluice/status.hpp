@@ -16,7 +16,7 @@ namespace sluice {
 //   timeout  a push_for/push_until deadline passed
 enum class status { ok, full, closed, timeout };
 
-// What a full channel does with a push (DESIGN.md §1).
+// What a full channel does with a push.
 //   block        the producer waits (backpressure; the default)
 //   drop_oldest  the oldest buffered item is discarded to make room
 //   drop_newest  the pushed item is discarded
@@ -29,8 +29,8 @@ using time_point = std::chrono::steady_clock::time_point;
 // A momentary snapshot of one channel. Exact when no operation is in flight
 // (for example after a graph run); otherwise each field is a recent value.
 // Invariant (at quiescence): pushed == popped + discarded + items, where the counters
-// count items; for an unweighted channel items == size, so DESIGN.md's
-// pushed == popped + discarded + size holds as written.
+// count items; for an unweighted channel items == size, so the
+// documented pushed == popped + discarded + size holds as written.
 struct channel_stats {
   std::size_t size = 0;             // buffered now: items, or weight units if weighted (see items)
   std::size_t capacity = 0;         // items, or weight units if weighted

@@ -1,4 +1,4 @@
-// sluice/testing.hpp — stress-test your own graph (DESIGN.md §8): seeded faults at every
+// sluice/testing.hpp — stress-test your own graph: seeded faults at every
 // channel boundary, a random cancel() or request_stop(), invariants checked after every
 // run, and replay by seed.
 //
@@ -101,7 +101,7 @@ class injected_fault : public std::runtime_error {
   std::uint64_t serial_;
 };
 
-// An aggregate; fields in this order (DESIGN.md §8).
+// An aggregate; fields in this order.
 struct stress_options {
   std::size_t runs = 200;
   std::uint64_t seed = 0;                // 0: from the clock (the report says which)
@@ -125,7 +125,7 @@ struct stress_report {
   std::uint64_t faults = 0;          // injected, all kinds: failures + delays + cancels + stops
   std::vector<violation> violations;
   std::chrono::nanoseconds elapsed{0};
-  // Beyond DESIGN.md §8: the seed used (the clock's when options.seed was 0), the fault
+  // Beyond the contract's fields: the seed used (the clock's when options.seed was 0), the fault
   // counts per kind, and whether a run had to be abandoned (a stage never returned).
   std::uint64_t seed = 0;
   std::uint64_t failures = 0, delays = 0, cancels = 0, stops = 0;
@@ -146,7 +146,7 @@ stress_report stress(const graph_builder& build, const stress_options& o = {});
 // The one run whose seed a violation printed, with the same faults.
 stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o = {});
 
-// Beyond DESIGN.md §8, for tools that check more than stress() does (`sluice stress`
+// Beyond the contract, for tools that check more than stress() does (`sluice stress`
 // checks exactly-once delivery of its random graphs with this): one run, exactly as
 // stress() makes and checks it, with what the caller needs for checks of its own.
 // `go` gives the graph's other options (on_discard, on_done, ...); its teardown_deadline

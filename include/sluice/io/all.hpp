@@ -1,4 +1,4 @@
-// sluice/io/all.hpp — every byte-stream stage (DESIGN.md §5) in one include.
+// sluice/io/all.hpp — every byte-stream stage in one include.
 //
 //   #include <sluice/io/all.hpp>
 //   namespace io = sluice::io;
