@@ -186,6 +186,8 @@ class graph_state {
     return tearing_.load(std::memory_order_relaxed);
   }
   void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  // What the teardown cancels channels with (the first failure, or sluice::cancelled).
+  [[nodiscard]] std::exception_ptr teardown_cause();
   void discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,
                       std::exception_ptr why) noexcept;
 
@@ -259,6 +261,7 @@ class graph_state {
   std::size_t alive_ = 0;                              // guarded by life_mu_
   bool teardown_began_ = false;                        // guarded by life_mu_
   std::chrono::steady_clock::time_point teardown_at_{};  // guarded by life_mu_
+  std::exception_ptr teardown_cause_;                  // guarded by life_mu_
 
   std::mutex dead_mu_;  // serialises on_discard
 

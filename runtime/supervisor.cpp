@@ -142,7 +142,18 @@ void graph_state::finish_replica(stage_node& n, std::int64_t t0) noexcept {
     // Cleanup first, then end of stream: a consumer that sees the end also sees the
     // cleanup's effects (close() publishes them like a push).
     if (fault_ != nullptr) fault_->on_stage_closed(n.name, static_cast<bool>(n.on_close));
-    for (std::size_t ch : n.outputs) channels_[ch]->control->close();
+    // Once the graph is being torn down, an ending stage cancels its outputs instead of
+    // closing them: a stage that returned because its input was cancelled (or that simply
+    // finished during the teardown) must not hand downstream a normal end of stream before
+    // the teardown reaches that channel, or a sink such as write_file would commit a
+    // cut-short output as complete. teardown() sets tearing_ before it cancels any
+    // channel, so a stage that ended because it saw a cancel reads true here.
+    if (tearing_.load(std::memory_order_acquire)) {
+      const std::exception_ptr why = teardown_cause();
+      for (std::size_t ch : n.outputs) channels_[ch]->control->cancel(why);
+    } else {
+      for (std::size_t ch : n.outputs) channels_[ch]->control->close();
+    }
     int running = static_cast<int>(stage_state::running);
     n.state.compare_exchange_strong(
         running,
@@ -183,11 +194,18 @@ void graph_state::teardown(const std::exception_ptr& cause) noexcept {
     std::lock_guard lk(life_mu_);
     teardown_began_ = true;
     teardown_at_ = std::chrono::steady_clock::now();
+    teardown_cause_ = cause;
   }
   // nodes_/channels_ are immutable once started, so no lock is needed to walk them.
   for (auto& c : channels_) c->control->cancel(cause);  // wakes every push/pop waiter
   for (auto& n : nodes_) n->stop.request_stop();         // wakes stop-token waits
   life_cv_.notify_all();
+}
+
+std::exception_ptr graph_state::teardown_cause() {
+  std::lock_guard lk(life_mu_);
+  // Null only in the instant between the flag and the lock in teardown().
+  return teardown_cause_ ? teardown_cause_ : std::make_exception_ptr(sluice::cancelled());
 }
 
 void graph_state::cancel() {

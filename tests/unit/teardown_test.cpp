@@ -386,3 +386,57 @@ TEST(teardown, a_sixteen_stage_chain_tears_down_from_the_middle_many_times) {
 }
 
 }  // namespace
+
+// A stage that ends while the graph is torn down (as gzip's splitter returns when its
+// input is cancelled, or a source that happens to finish then) must not hand its
+// consumer a normal end of stream before the teardown reaches that channel: a writer
+// would take the cut-short stream for a complete one (write_file would commit it).
+// Deterministic: the teardown runs on_discard for the item buffered in the first
+// channel and is held there until the writer has seen how its input ended; only then
+// would it cancel the writer's channel itself.
+TEST(teardown, a_stage_ending_during_the_teardown_cancels_its_output_instead_of_closing_it) {
+  watchdog dog(30s);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  enum class end { unknown, closed, cancelled, other } ending = end::unknown;
+  bool held_in_discard = false;
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter&) {
+    std::unique_lock lk(mu);
+    release = true;
+    cv.notify_all();
+    held_in_discard = cv.wait_for(lk, 5s, [&] { return ending != end::unknown; });
+  }});
+  // Built first, so the teardown cancels its channel first; the item waits there.
+  auto held = g.source<int>("held", [](sluice::sender<int>& tx, std::stop_token st) {
+    tx.push(1);
+    sluice_test::gate never;
+    never.wait(st);
+  });
+  g.consume("idle", held, [](sluice::receiver<int>&, std::stop_token st) {
+    sluice_test::gate never;
+    never.wait(st);
+  });
+  auto quits = g.source<int>("quits", [&](sluice::sender<int>&) {
+    std::unique_lock lk(mu);
+    cv.wait_for(lk, 10s, [&] { return release; });
+  });
+  g.consume("writer", quits, [&](sluice::receiver<int>& rx) {
+    while (rx.pop()) {
+    }
+    std::lock_guard lk(mu);
+    ending = rx.cancelled() ? end::cancelled : rx.done() ? end::closed : end::other;
+    cv.notify_all();
+  });
+  g.start();
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& c : g.snapshot().channels) {
+      if (c.stats.size == 1) return true;
+    }
+    return false;
+  }));
+  g.cancel();
+  EXPECT_THROW(g.wait(), sluice::cancelled);
+  EXPECT_TRUE(held_in_discard);
+  EXPECT_EQ(ending, end::cancelled);
+}
