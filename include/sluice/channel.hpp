@@ -41,7 +41,9 @@
 //     no system call on push or pop when nobody is asleep; waiting spins briefly, then
 //     parks on a futex.
 // Non-guarantees: fairness between blocked threads; FIFO across different producers
-//   (each producer's items stay in its order). stats() is a momentary snapshot.
+//   (each producer's items stay in its order). stats() is a momentary snapshot. A pop
+//   that races cancel() may return an item from behind ones the cancel discarded (each
+//   item is still delivered or discarded exactly once, in order).
 //   Weighted channels and item types whose move constructor may throw use a mutex-
 //   guarded queue (their items are large, or the lock is what keeps a throwing move safe).
 // Lifetime: the channel lives while any handle does.

@@ -566,7 +566,7 @@ TEST(ChannelStressLoneEnds, single_side_paths_race_cancel_and_disconnect) {
     // The controller's copy makes its side shared; the other side stays alone.
     sluice::sender<sluice_test::tracked> tx_copy = mode == 1 ? tx : sluice::sender<sluice_test::tracked>();
     sluice::receiver<sluice_test::tracked> rx_copy = mode == 0 ? rx : sluice::receiver<sluice_test::tracked>();
-    std::atomic<std::uint64_t> accepted{0}, delivered{0}, sum_delivered{0};
+    std::atomic<std::uint64_t> accepted{0}, delivered{0}, out_of_order{0};
     std::atomic<bool> reached{false};
     std::latch start(3);
     {
@@ -580,8 +580,10 @@ TEST(ChannelStressLoneEnds, single_side_paths_race_cancel_and_disconnect) {
       std::jthread consumer([&, r = std::move(rx)]() mutable {
         start.arrive_and_wait();
         std::uint64_t got = 0;
+        std::uint64_t next = 0;  // the lowest value that may come next
         while (auto v = r.pop()) {
-          sum_delivered += v->value();
+          if (v->value() < next) ++out_of_order;
+          next = v->value() + 1;
           ++delivered;
           if (++got == cut) {
             reached = true;
@@ -603,9 +605,10 @@ TEST(ChannelStressLoneEnds, single_side_paths_race_cancel_and_disconnect) {
     ASSERT_EQ(accepted.load(), delivered.load() + discarded_seen.load())
         << "run " << run << " mode " << mode << " capacity " << cap << " seed " << seed;
     ASSERT_LE(delivered.load(), n);
-    // Values arrive in order from 0, so the delivered ones are exactly 0..delivered-1.
-    const std::uint64_t d = delivered.load();
-    ASSERT_EQ(sum_delivered.load(), d == 0 ? 0 : d * (d - 1) / 2) << "run " << run << " seed " << seed;
+    // One producer: values arrive in increasing order. Not necessarily without gaps: a pop
+    // that began before the cancel may take an item behind ones the cancel discarded
+    // (seen: a consumer preempted inside its pop while cancel discarded 26 items).
+    ASSERT_EQ(out_of_order.load(), 0U) << "run " << run << " mode " << mode << " capacity " << cap << " seed " << seed;
   }
   EXPECT_EQ(sluice_test::tracked::counters().live_since(before), 0) << "an item leaked or was destroyed twice";
 }
