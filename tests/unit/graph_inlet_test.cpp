@@ -222,11 +222,15 @@ TEST(graph_inlet, request_stop_closes_the_inlet_and_every_accepted_item_reaches_
       }
     });
   }
-  // Items in flight: the input is full and pushers wait on it.
+  // Items in flight all the way down: the sink holds one, the map waits to push into its
+  // full output, and the pushers wait on the full input. (Only then is accepted > 16
+  // certain: on a slow machine the map may not have popped anything yet when the input
+  // first fills.)
   ASSERT_TRUE(eventually([&] {
     const sluice::metrics::snapshot snap = g.snapshot();
     const auto* st = find_stage(snap, "in");
-    return st != nullptr && !st->blocked_on.empty();
+    const auto* map = find_stage(snap, "m");
+    return st != nullptr && !st->blocked_on.empty() && map != nullptr && map->blocked_op == "push";
   }));
   g.request_stop();
   for (auto& p : pushers) p.join();  // every push fails once the inlet is closed
