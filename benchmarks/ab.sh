@@ -21,9 +21,10 @@ run() {  # run LABEL BUILD
     "$2/benchmarks/sluice_bench_$bench" --benchmark_filter="$filter" --benchmark_repetitions=3 \
         --benchmark_format=json 2>/dev/null |
       python3 -c '
-import json, sys
-# The graph suite prints its teardown line into the JSON stream; nan/inf are not JSON.
-text = "\n".join(l for l in sys.stdin.read().splitlines() if not l.startswith("graph teardown"))
+import json, re, sys
+# Builds before 2026-11-30 print the teardown line into the JSON stream (after a "}");
+# nan/inf are not JSON.
+text = re.sub(r"graph teardown:[^\n]*\n", "", sys.stdin.read())
 text = text[text.index("{"):].replace(": -nan", ": null").replace(": nan", ": null").replace(": inf", ": null").replace(": -inf", ": null")
 for r in json.loads(text)["benchmarks"]:
     if r.get("aggregate_name") != "median": continue

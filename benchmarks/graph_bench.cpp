@@ -231,9 +231,9 @@ void bm_teardown(benchmark::State& st) {
     st.counters["ns_per_teardown"] = median;
     st.counters["ns_per_teardown_p99"] = p99;
     st.counters["ns_per_teardown_max"] = ns.back();
-    std::printf("graph teardown: 16 stages, %d runs: median %.1f us, p99 %.1f us, max %.1f us\n",
-                kTeardownRuns, median / 1e3, p99 / 1e3, ns.back() / 1e3);
-    std::fflush(stdout);
+    // On stderr: stdout may be the JSON reporter's stream (the counters above carry it).
+    std::fprintf(stderr, "graph teardown: 16 stages, %d runs: median %.1f us, p99 %.1f us, max %.1f us\n",
+                 kTeardownRuns, median / 1e3, p99 / 1e3, ns.back() / 1e3);
   }
 }
 

@@ -42,7 +42,9 @@ if(TARGET sluice_jetstream)
   install(EXPORT sluiceJetstreamTargets NAMESPACE sluice:: FILE sluiceJetstreamTargets.cmake
           DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
 else()
-  install(CODE "file(REMOVE \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_INCLUDEDIR}/sluice/jetstream.hpp\")")
+  foreach(h sluice/jetstream.hpp sluice/jetstream_codec.hpp sluice/detail/jetstream_message.hpp)
+    install(CODE "file(REMOVE \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_INCLUDEDIR}/${h}\")")
+  endforeach()
 endif()
 configure_package_config_file(cmake/sluiceConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/sluiceConfig.cmake

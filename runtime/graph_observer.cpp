@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "graph_state.hpp"
+#include "sluice/detail/process_info.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/metrics.hpp"
 
@@ -20,10 +21,6 @@ namespace sluice::detail {
 namespace {
 
 using clock = std::chrono::steady_clock;
-
-std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
-}
 
 const char* state_name(int s) noexcept {
   switch (static_cast<stage_state>(s)) {

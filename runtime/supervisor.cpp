@@ -12,15 +12,10 @@
 
 #include "graph_state.hpp"
 #include "sluice/detail/graph_core.hpp"
+#include "sluice/detail/process_info.hpp"
 
 namespace sluice::detail {
 namespace {
-
-std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // Sleeps for d, or until stop is requested (teardown).
 void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token& stop) {

@@ -82,7 +82,9 @@
 
 #include "sluice/buffer.hpp"
 #include "sluice/channel.hpp"
+#include "sluice/detail/jetstream_message.hpp"
 #include "sluice/graph.hpp"
+#include "sluice/jetstream_codec.hpp"
 #include "sluice/stage.hpp"
 
 namespace sluice::jetstream {
@@ -148,75 +150,7 @@ edge_state inspect_edge(connection& c, const edge_options& e);
 // that does not exist is not an error.
 void remove_edge(connection& c, const edge_options& e);
 
-// ---- codec ------------------------------------------------------------------
-// encode(const T&) -> std::string (bytes), decode(std::string_view) -> T (throws on bad input).
-template <class T>
-struct codec;
-
-template <>
-struct codec<std::string> {
-  static std::string encode(const std::string& v) { return v; }
-  static std::string decode(std::string_view b) { return std::string(b); }
-};
-template <>
-struct codec<sluice::buffer> {
-  static std::string encode(const sluice::buffer& v) { return std::string(v.view()); }
-  static sluice::buffer decode(std::string_view b) { return sluice::buffer::copy_of(b); }
-};
-template <class T>
-  requires(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>)
-struct codec<T> {
-  static std::string encode(const T& v) { return std::string(reinterpret_cast<const char*>(&v), sizeof(T)); }
-  static T decode(std::string_view b) {
-    if (b.size() != sizeof(T)) {
-      throw std::runtime_error("sluice::jetstream::codec: a message of " + std::to_string(b.size()) +
-                               " bytes does not decode to a " + std::to_string(sizeof(T)) + "-byte item");
-    }
-    T v;
-    std::memcpy(&v, b.data(), sizeof(T));
-    return v;
-  }
-};
-
 // ---- delivery -----------------------------------------------------------------
-namespace detail {
-// One fetched message, not typed. Move-only; nak'ed on destruction unless settled.
-class message {
- public:
-  message() = default;
-  message(void* msg, std::shared_ptr<sub_state> sub) noexcept : msg_(msg), sub_(std::move(sub)) {}
-  message(message&& o) noexcept : msg_(std::exchange(o.msg_, nullptr)), sub_(std::move(o.sub_)) {}
-  message& operator=(message&& o) noexcept {
-    if (this != &o) {
-      release();
-      msg_ = std::exchange(o.msg_, nullptr);
-      sub_ = std::move(o.sub_);
-    }
-    return *this;
-  }
-  message(const message&) = delete;
-  message& operator=(const message&) = delete;
-  ~message() { release(); }
-
-  void ack();
-  void nak(std::chrono::milliseconds delay);
-  void term();
-  [[nodiscard]] std::uint64_t deliveries() const;
-  [[nodiscard]] std::string id() const;
-  [[nodiscard]] std::string_view data() const;
-  [[nodiscard]] bool settled() const noexcept { return msg_ == nullptr; }
-  // Gives up the natsMsg* unsettled (the caller settles and frees it).
-  [[nodiscard]] void* detach() noexcept {
-    sub_.reset();
-    return std::exchange(msg_, nullptr);
-  }
-
- private:
-  void release() noexcept;  // nak if unsettled, then free
-  void* msg_ = nullptr;     // natsMsg*
-  std::shared_ptr<sub_state> sub_;
-};
-}  // namespace detail
 
 // A message taken from an edge: its decoded value and how to settle it.
 // Move-only. Destroyed without ack/nak/term, it is nak'ed (redelivered at once).
