@@ -21,6 +21,13 @@
 //                          open-loop runs at --sweep-at percentages of that maximum;
 //                          with --engine both also both engines at --shared-at
 //                          percentages of oneTBB's maximum (same offered rate).
+//
+// --fuse (chain:N only) builds the chain's N worker maps with stage_options::fuse: they
+// run as function calls on the source's thread, and the sink keeps its own thread behind
+// one bounded channel. So the sluice graph does the N maps on one thread with one
+// hand-off per item, which is what oneTBB's serial filters amount to when one worker
+// carries a token through them; the sink stays unfused so that backpressure still reaches
+// the source through a channel and the latency includes one real hand-off.
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_pipeline.h>
 #include <time.h>
@@ -94,6 +101,7 @@ struct bench_config {
   std::uint64_t capacity = 1024;
   std::uint64_t replicas = 1;
   bool ordered = false;
+  bool fuse = false;  // chain: the worker maps run on the source's thread (stage_options::fuse)
   std::string engine = "sluice";
   std::uint64_t tokens = 0;  // tbb: 0 = capacity x channels
   double rate = 0;           // --rate, items/s; 0: closed loop
@@ -415,6 +423,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
     stage_options o = base;
     o.replicas = replicas;
     o.ordered = c.ordered;
+    o.fuse = c.fuse;
     const work_spec w = work_for(c, idx);
     return g.map(names[idx], in, [w](bench_item v) {
       do_work(w);
@@ -620,6 +629,7 @@ void print_header(const bench_config& c, const std::string& what) {
               static_cast<unsigned long long>(c.capacity),
               static_cast<unsigned long long>(c.topo == topology_kind::farm ? c.n : c.replicas),
               c.ordered ? ", ordered" : "");
+  if (c.fuse) std::printf("  (--fuse: sluice runs the %zu maps on the source's thread; the sink has its own)\n", c.n);
 }
 
 void print_stage_shares(const std::vector<bench_result>& rs) {
@@ -783,7 +793,8 @@ void print_json(const bench_config& c, const std::vector<bench_result>& rs, cons
                   ",\"items\":" + std::to_string(c.items) + ",\"item_size\":" + std::to_string(c.item_size) +
                   ",\"capacity\":" + std::to_string(c.capacity) +
                   ",\"replicas\":" + std::to_string(c.topo == topology_kind::farm ? c.n : c.replicas) +
-                  ",\"ordered\":" + (c.ordered ? "true" : "false") + ",\"work\":[";
+                  ",\"ordered\":" + (c.ordered ? "true" : "false") + ",\"fuse\":" + (c.fuse ? "true" : "false") +
+                  ",\"work\":[";
   for (std::size_t i = 0; i < c.work.size(); ++i) {
     if (i) o += ',';
     o += "{\"kind\":" + json_escape(c.work[i].sleep ? "sleep" : "spin") + ",\"ns\":" + std::to_string(c.work[i].d.count()) + "}";
@@ -906,6 +917,7 @@ int cmd_bench(int argc, char** argv) {
   p.count("--capacity", &c.capacity, "items per channel");
   p.count("--replicas", &c.replicas, "threads per worker stage (chain, fanout, diamond)");
   p.flag("--ordered", &c.ordered, "replicated stages keep input order");
+  p.flag("--fuse", &c.fuse, "chain: run the worker maps on the source's thread (stage_options::fuse; the sink keeps its own)");
   p.custom("--engine", "ENGINE", "sluice | tbb | both (tbb: chain and farm only)", c.engine,
            [&](std::string_view v) {
              if (v != "sluice" && v != "tbb" && v != "both") return false;
@@ -989,6 +1001,9 @@ int cmd_bench(int argc, char** argv) {
   const bool tbb_ok = tbb_runs(c);
   if (c.engine == "tbb" && !tbb_ok) {
     throw usage_error("sluice bench: --engine tbb runs chain:N and farm:N only, not " + c.topo_text);
+  }
+  if (c.fuse && (c.topo != topology_kind::chain || c.replicas != 1)) {
+    throw usage_error("sluice bench: --fuse applies to chain:N with --replicas 1 (a fused stage runs on its upstream's thread)");
   }
   if (c.sweep && c.rate > 0) {
     throw usage_error("sluice bench: --rate and --sweep do not go together (--sweep chooses its rates)");
