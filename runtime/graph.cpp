@@ -70,6 +70,11 @@ graph_state::~graph_state() {
   // A graph that never ran still holds receivers in its builders and streams: drop
   // them while every channel's name is still there for a dead-letter hook.
   for (auto& n : nodes_) n->factory = nullptr;
+  // Fused stages whose host never ended (the graph never ran) still hold their copies and
+  // their direct input: release them (idempotent after a run).
+  for (auto& n : nodes_) {
+    if (n->fused) n->fused->release();
+  }
   for (auto& c : channels_) c->pending.reset();
   dying_.store(true, std::memory_order_relaxed);  // single-threaded by now
   channels_.clear();
@@ -122,6 +127,11 @@ void graph_state::set_factory(std::size_t node, replica_factory f) {
   nodes_[node]->factory = std::move(f);
 }
 
+void graph_state::set_fused(std::size_t node, std::shared_ptr<fused_control> f) {
+  std::lock_guard lk(mu_);
+  nodes_[node]->fused = std::move(f);
+}
+
 std::size_t graph_state::next_channel_id() const {
   std::lock_guard lk(mu_);
   return channels_.size();
@@ -158,6 +168,36 @@ std::size_t graph_state::channel_capacity(std::size_t channel) const {
 std::string graph_state::producer_name(std::size_t channel) const {
   std::lock_guard lk(mu_);
   return nodes_[channels_[channel]->producer]->name;
+}
+
+std::size_t graph_state::fuse_host(std::size_t channel, const std::string& name) const {
+  std::lock_guard lk(mu_);
+  const stage_node& p = *nodes_[channels_[channel]->producer];
+  const std::string who = "sluice::graph: stage '" + name + "' cannot be fused: ";
+  if (p.is_input) {
+    throw std::logic_error(who + "its upstream '" + p.name + "' is an input (g.input<T>()), which has no thread to run it");
+  }
+  if (p.outputs.size() != 1) {
+    throw std::logic_error(who + "its upstream '" + p.name + "' has " + std::to_string(p.outputs.size()) +
+                           " outputs (a fused stage must be its upstream's only consumer)");
+  }
+  return p.fused ? p.host : channels_[channel]->producer;
+}
+
+std::size_t graph_state::node_threads(std::size_t node) const {
+  std::lock_guard lk(mu_);
+  return nodes_[node]->threads;
+}
+
+const void* graph_state::node_key(std::size_t node) const {
+  std::lock_guard lk(mu_);
+  return nodes_[node].get();
+}
+
+replica_env graph_state::fused_env(std::size_t node) {
+  std::lock_guard lk(mu_);
+  stage_node& n = *nodes_[node];
+  return replica_env(*this, n, n.stop.get_token());
 }
 
 void graph_state::set_fault_hook(fault_hook* h) {
@@ -212,6 +252,8 @@ void graph_state::start() {
       for (auto& n : nodes_) {
         n->factory = nullptr;  // the builders' handles must not keep channels open
         n->live.store(n->threads, std::memory_order_relaxed);  // published by thread creation
+        // A fused stage runs while its host does; finish_fused marks it done.
+        if (n->fused) n->state.store(static_cast<int>(stage_state::running), std::memory_order_relaxed);
       }
       if (stop_requested_) apply_stop_request();
     }
@@ -464,6 +506,7 @@ void graph_core::check_input(const graph_core* owner, std::size_t channel) const
 std::string graph_core::unique_name(const std::string& base) const { return state_->unique_name(base); }
 std::size_t graph_core::add_node(node_spec n) { return state_->add_node(std::move(n)); }
 void graph_core::set_factory(std::size_t node, replica_factory f) { state_->set_factory(node, std::move(f)); }
+void graph_core::set_fused(std::size_t node, std::shared_ptr<fused_control> f) { state_->set_fused(node, std::move(f)); }
 std::size_t graph_core::next_channel_id() const { return state_->next_channel_id(); }
 std::size_t graph_core::add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
                                     std::shared_ptr<void> receiver, bool weighted) {
@@ -471,6 +514,12 @@ std::size_t graph_core::add_channel(std::size_t producer, std::unique_ptr<channe
 }
 std::size_t graph_core::channel_capacity(std::size_t channel) const { return state_->channel_capacity(channel); }
 std::string graph_core::producer_name(std::size_t channel) const { return state_->producer_name(channel); }
+std::size_t graph_core::fuse_host(std::size_t channel, const std::string& name) const {
+  return state_->fuse_host(channel, name);
+}
+std::size_t graph_core::node_threads(std::size_t node) const { return state_->node_threads(node); }
+const void* graph_core::node_key(std::size_t node) const { return state_->node_key(node); }
+replica_env graph_core::fused_env(std::size_t node) { return state_->fused_env(node); }
 std::shared_ptr<void> graph_core::take_input(std::size_t channel, std::size_t consumer) {
   return state_->take_input(channel, consumer);
 }

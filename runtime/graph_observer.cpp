@@ -15,6 +15,7 @@
 #include "graph_state.hpp"
 #include "sluice/detail/process_info.hpp"
 #include "sluice/graph.hpp"
+#include "sluice/detail/ticks.hpp"
 #include "sluice/metrics.hpp"
 
 namespace sluice::detail {
@@ -64,6 +65,19 @@ metrics::snapshot graph_state::snapshot() const {
   for (const auto& c : channels_) cs.push_back(c->control->stats());
   const auto ops = blocked_ops(cs);
 
+  // Fused stages (stage_options::fuse) run on their host's thread: each one's calls are
+  // timed whole (its function, its pushes, the fused stages after it). Per stage, the
+  // time its fused consumers took on its thread; subtracted from its own busy time.
+  std::vector<std::uint64_t> fused_total(nodes_.size(), 0);
+  std::vector<std::uint64_t> fused_below(nodes_.size(), 0);
+  for (std::size_t k = 0; k < nodes_.size(); ++k) {
+    const auto& n = *nodes_[k];
+    if (!n.fused || n.inputs.empty()) continue;
+    fused_total[k] = ticks_to_ns(n.fused->total_ticks());
+    const std::size_t up = channels_[n.inputs.front()]->producer;
+    if (up != kNoNode) fused_below[up] += fused_total[k];
+  }
+
   s.stages.reserve(nodes_.size());
   for (std::size_t k = 0; k < nodes_.size(); ++k) {
     const auto& n = *nodes_[k];
@@ -84,7 +98,14 @@ metrics::snapshot graph_state::snapshot() const {
                                n.running.load(std::memory_order_relaxed) * now_n -
                                n.running_since.load(std::memory_order_relaxed);
     const std::int64_t waited = static_cast<std::int64_t>(st.backpressured_ns + st.starved_ns);
-    st.busy_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, alive - waited));
+    if (n.fused) {
+      // Its own calls, less its time blocked on its output and the fused stages after it.
+      const std::uint64_t less = fused_below[k] + st.backpressured_ns;
+      st.busy_ns = fused_total[k] > less ? fused_total[k] - less : 0;
+    } else {
+      const std::int64_t below = static_cast<std::int64_t>(fused_below[k]);
+      st.busy_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, alive - waited - below));
+    }
     if (reported_.size() != nodes_.size()) reported_.assign(nodes_.size(), {0, 0, 0});
     auto& floor = reported_[k];
     st.busy_ns = floor[0] = std::max(floor[0], st.busy_ns);

@@ -153,11 +153,16 @@ class graph_state {
   [[nodiscard]] std::string unique_name(const std::string& base) const;
   std::size_t add_node(node_spec n);
   void set_factory(std::size_t node, replica_factory f);
+  void set_fused(std::size_t node, std::shared_ptr<fused_control> f);
   [[nodiscard]] std::size_t next_channel_id() const;
   std::size_t add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
                           std::shared_ptr<void> receiver, bool weighted);
   [[nodiscard]] std::size_t channel_capacity(std::size_t channel) const;
   [[nodiscard]] std::string producer_name(std::size_t channel) const;
+  [[nodiscard]] std::size_t fuse_host(std::size_t channel, const std::string& name) const;
+  [[nodiscard]] std::size_t node_threads(std::size_t node) const;
+  [[nodiscard]] const void* node_key(std::size_t node) const;
+  [[nodiscard]] replica_env fused_env(std::size_t node);
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
   [[nodiscard]] bool has_discard_hook() const noexcept { return static_cast<bool>(opts_.on_discard); }
   void set_fault_hook(fault_hook* h);
@@ -178,6 +183,8 @@ class graph_state {
                             std::function<metrics::external_channel_reading()> read);  // graph_observer.cpp
 
   // ---- from stage threads ----
+  // A fused stage's error policy (replica_env::fused_error).
+  replica_env::after_error fused_error(stage_node& n, std::exception_ptr e) noexcept;
   // A stage threw (after its policy gave up): the first failure tears the graph down.
   void fail(stage_node& n, std::exception_ptr e) noexcept;
   [[nodiscard]] bool tearing_down() const noexcept {
@@ -195,6 +202,12 @@ class graph_state {
   // supervisor.cpp: a stage thread's life, and teardown.
   void run_replica(stage_node& n, std::size_t index, std::unique_ptr<replica_task> task) noexcept;
   void finish_replica(stage_node& n, std::int64_t t0) noexcept;
+  // After stage n's last thread closed its outputs: ends the fused stages fed by them
+  // (release, on_close, their outputs, and on down a chain), on this thread.
+  void finish_fused_after(const stage_node& n) noexcept;
+  void finish_fused(stage_node& f) noexcept;
+  // Closes (or, during a teardown, cancels) n's outputs.
+  void end_outputs(const stage_node& n) noexcept;
   bool allow_restart(stage_node& n);
   void teardown(const std::exception_ptr& cause) noexcept;
   void apply_stop_request();  // requires mu_

@@ -55,6 +55,47 @@ void replica_env::discard_failed(std::size_t channel, const std::type_info& type
                                  std::exception_ptr why) noexcept {
   graph_->discard_failed(channel, *node_, type, item, std::move(why));
 }
+replica_env::after_error replica_env::fused_error(std::exception_ptr why) noexcept {
+  return graph_->fused_error(*node_, std::move(why));
+}
+void replica_env::fused_fail(std::exception_ptr why) noexcept {
+  node_->errors.fetch_add(1, std::memory_order_relaxed);
+  node_->any_failed.store(true, std::memory_order_relaxed);
+  graph_->fail(*node_, std::move(why));
+}
+
+// ---- a fused stage's error policy (on its host's thread) ------------------------------
+
+replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_ptr e) noexcept {
+  using after = replica_env::after_error;
+  if (n.policy.what() == error_policy::kind::skip) {
+    n.errors.fetch_add(1, std::memory_order_relaxed);  // as item_task's count_error()
+    return after::go_on;
+  }
+  // stop and restart: as run_replica does for an exception that left the stage's loop.
+  if (fault_ != nullptr) fault_->on_stage_exception(n.name, e);
+  n.errors.fetch_add(1, std::memory_order_relaxed);
+  if (n.policy.what() == error_policy::kind::restart && !tearing_down()) {
+    bool again = false;
+    try {
+      again = allow_restart(n);
+    } catch (...) {
+      again = false;
+    }
+    if (again) {
+      n.restarts.fetch_add(1, std::memory_order_relaxed);
+      try {
+        sleep_or_stop(n.policy.limits().backoff, n.stop.get_token());
+      } catch (...) {
+      }
+      if (tearing_down()) return after::stop;
+      return after::renew;
+    }
+  }
+  n.any_failed.store(true, std::memory_order_relaxed);
+  fail(n, e);
+  return after::stop;
+}
 
 // ---- a stage thread ----------------------------------------------------------------
 
@@ -68,6 +109,7 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
 
   replica_env env(*this, n, n.stop.get_token());
   const current_stage_scope current(*this, n);  // for this_stage:: calls from the stage function
+  tls_stage_thread = stage_thread{&n, index};  // fused stages pick this thread's copy by it
   if (fault_ != nullptr) fault_->on_thread_begin(n.name, index);
   // A thread that starts after a teardown (cancel() during start) calls nothing.
   while (!tearing_down()) {
@@ -112,6 +154,7 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
   task.reset();  // releases this replica's handles (the last receiver disconnects) and function
   if (fault_ != nullptr) fault_->on_replica_released(n.name);
   finish_replica(n, t0);
+  tls_stage_thread = stage_thread{};
   if (fault_ != nullptr) fault_->on_thread_end();
 }
 
@@ -143,12 +186,9 @@ void graph_state::finish_replica(stage_node& n, std::int64_t t0) noexcept {
     // the teardown reaches that channel, or a sink such as write_file would commit a
     // cut-short output as complete. teardown() sets tearing_ before it cancels any
     // channel, so a stage that ended because it saw a cancel reads true here.
-    if (tearing_.load(std::memory_order_acquire)) {
-      const std::exception_ptr why = teardown_cause();
-      for (std::size_t ch : n.outputs) channels_[ch]->control->cancel(why);
-    } else {
-      for (std::size_t ch : n.outputs) channels_[ch]->control->close();
-    }
+    end_outputs(n);
+    // Fused stages after this one ran on its threads, which are all done: end them here.
+    finish_fused_after(n);
     int running = static_cast<int>(stage_state::running);
     n.state.compare_exchange_strong(
         running,
@@ -158,6 +198,47 @@ void graph_state::finish_replica(stage_node& n, std::int64_t t0) noexcept {
   n.exiting.fetch_sub(1, std::memory_order_relaxed);
   std::lock_guard lk(life_mu_);
   if (--alive_ == 0) life_cv_.notify_all();
+}
+
+void graph_state::end_outputs(const stage_node& n) noexcept {
+  if (tearing_.load(std::memory_order_acquire)) {
+    const std::exception_ptr why = teardown_cause();
+    for (std::size_t ch : n.outputs) channels_[ch]->control->cancel(why);
+  } else {
+    for (std::size_t ch : n.outputs) channels_[ch]->control->close();
+  }
+}
+
+void graph_state::finish_fused_after(const stage_node& n) noexcept {
+  for (std::size_t ch : n.outputs) {
+    const std::size_t c = channels_[ch]->consumer;
+    if (c != kNoNode && nodes_[c]->fused) finish_fused(*nodes_[c]);
+  }
+}
+
+// A fused stage ends as finish_replica ends a stage's last thread: its function copies
+// go first (their destructors are the cleanup), then on_close, then its outputs are
+// closed (cancelled in a teardown), then the fused stages after it.
+void graph_state::finish_fused(stage_node& f) noexcept {
+  f.exiting.fetch_add(1, std::memory_order_relaxed);
+  f.fused->release();
+  if (f.on_close) {
+    try {
+      f.on_close();
+    } catch (...) {
+      f.errors.fetch_add(1, std::memory_order_relaxed);
+      f.any_failed.store(true, std::memory_order_relaxed);
+      fail(f, std::current_exception());
+    }
+  }
+  if (fault_ != nullptr) fault_->on_stage_closed(f.name, static_cast<bool>(f.on_close));
+  end_outputs(f);
+  finish_fused_after(f);
+  int running = static_cast<int>(stage_state::running);
+  f.state.compare_exchange_strong(
+      running, static_cast<int>(f.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done),
+      std::memory_order_relaxed);
+  f.exiting.fetch_sub(1, std::memory_order_relaxed);
 }
 
 bool graph_state::allow_restart(stage_node& n) {

@@ -66,6 +66,7 @@ struct stage_options {
   error_policy on_error = error_policy::stop;
   std::string name = {};            // pipeline() descriptors only (graph methods take a name)
   std::function<void()> on_close = {};  // cleanup, run once when the stage ends (any way)
+  bool fuse = false;                // run on the upstream stage's thread (no channel between them)
 };
 
 // Channel weighing for item types that carry bytes. Specialise channel_traits<T> with

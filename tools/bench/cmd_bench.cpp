@@ -21,6 +21,15 @@
 //                          open-loop runs at --sweep-at percentages of that maximum;
 //                          with --engine both also both engines at --shared-at
 //                          percentages of oneTBB's maximum (same offered rate).
+//
+// --fuse (chain:N only) builds the chain's N worker maps with stage_options::fuse: they
+// run as function calls on the source's thread, and the sink keeps its own thread behind
+// one bounded channel. So the sluice graph does the N maps on one thread with one
+// hand-off per item, which is what oneTBB's serial filters amount to when one worker
+// carries a token through them; the sink stays unfused so that backpressure still reaches
+// the source through a channel and the latency includes one real hand-off.
+// --fuse-sink fuses the sink as well: the whole chain on the source's thread, no hand-off
+// at all (as a oneTBB worker that carries a token from the input filter to the sink).
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_pipeline.h>
 #include <time.h>
@@ -94,6 +103,8 @@ struct bench_config {
   std::uint64_t capacity = 1024;
   std::uint64_t replicas = 1;
   bool ordered = false;
+  bool fuse = false;  // chain: the worker maps run on the source's thread (stage_options::fuse)
+  bool fuse_sink = false;  // and the sink too
   std::string engine = "sluice";
   std::uint64_t tokens = 0;  // tbb: 0 = capacity x channels
   double rate = 0;           // --rate, items/s; 0: closed loop
@@ -415,6 +426,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
     stage_options o = base;
     o.replicas = replicas;
     o.ordered = c.ordered;
+    o.fuse = c.fuse;
     const work_spec w = work_for(c, idx);
     return g.map(names[idx], in, [w](bench_item v) {
       do_work(w);
@@ -455,7 +467,11 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
     last_ns = now;
     // relaxed: a statistic for the progress display; read exactly after the join.
     delivered.fetch_add(1, std::memory_order_relaxed);
-  });
+  }, [&] {
+    stage_options so;
+    so.fuse = c.fuse_sink;
+    return so;
+  }());
 
   const double cpu0 = process_cpu_s();
   const auto t0 = clock::now();
@@ -620,6 +636,10 @@ void print_header(const bench_config& c, const std::string& what) {
               static_cast<unsigned long long>(c.capacity),
               static_cast<unsigned long long>(c.topo == topology_kind::farm ? c.n : c.replicas),
               c.ordered ? ", ordered" : "");
+  if (c.fuse) {
+    std::printf("  (--fuse: sluice runs the %zu maps%s on the source's thread%s)\n", c.n, c.fuse_sink ? " and the sink" : "",
+                c.fuse_sink ? "" : "; the sink has its own");
+  }
 }
 
 void print_stage_shares(const std::vector<bench_result>& rs) {
@@ -783,7 +803,8 @@ void print_json(const bench_config& c, const std::vector<bench_result>& rs, cons
                   ",\"items\":" + std::to_string(c.items) + ",\"item_size\":" + std::to_string(c.item_size) +
                   ",\"capacity\":" + std::to_string(c.capacity) +
                   ",\"replicas\":" + std::to_string(c.topo == topology_kind::farm ? c.n : c.replicas) +
-                  ",\"ordered\":" + (c.ordered ? "true" : "false") + ",\"work\":[";
+                  ",\"ordered\":" + (c.ordered ? "true" : "false") + ",\"fuse\":" + json_escape(c.fuse_sink ? "maps+sink" : c.fuse ? "maps" : "none") +
+                  ",\"work\":[";
   for (std::size_t i = 0; i < c.work.size(); ++i) {
     if (i) o += ',';
     o += "{\"kind\":" + json_escape(c.work[i].sleep ? "sleep" : "spin") + ",\"ns\":" + std::to_string(c.work[i].d.count()) + "}";
@@ -906,6 +927,8 @@ int cmd_bench(int argc, char** argv) {
   p.count("--capacity", &c.capacity, "items per channel");
   p.count("--replicas", &c.replicas, "threads per worker stage (chain, fanout, diamond)");
   p.flag("--ordered", &c.ordered, "replicated stages keep input order");
+  p.flag("--fuse", &c.fuse, "chain: run the worker maps on the source's thread (stage_options::fuse; the sink keeps its own)");
+  p.flag("--fuse-sink", &c.fuse_sink, "chain, with --fuse: fuse the sink too (the whole chain on one thread)");
   p.custom("--engine", "ENGINE", "sluice | tbb | both (tbb: chain and farm only)", c.engine,
            [&](std::string_view v) {
              if (v != "sluice" && v != "tbb" && v != "both") return false;
@@ -989,6 +1012,10 @@ int cmd_bench(int argc, char** argv) {
   const bool tbb_ok = tbb_runs(c);
   if (c.engine == "tbb" && !tbb_ok) {
     throw usage_error("sluice bench: --engine tbb runs chain:N and farm:N only, not " + c.topo_text);
+  }
+  if (c.fuse_sink && !c.fuse) throw usage_error("sluice bench: --fuse-sink goes with --fuse");
+  if (c.fuse && (c.topo != topology_kind::chain || c.replicas != 1)) {
+    throw usage_error("sluice bench: --fuse applies to chain:N with --replicas 1 (a fused stage runs on its upstream's thread)");
   }
   if (c.sweep && c.rate > 0) {
     throw usage_error("sluice bench: --rate and --sweep do not go together (--sweep chooses its rates)");

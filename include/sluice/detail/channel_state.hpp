@@ -5,7 +5,11 @@
 //             items whose move cannot throw; otherwise locked_flavour
 //             (detail/locked_flavour.hpp): a mutex-guarded deque, weights, throwing moves.
 //             Chosen once, at construction; with_flavour() is the one place that
-//             dispatches on it, so each operation is compiled once per flavour.
+//             dispatches on it, so each operation is compiled once per flavour. A
+//             graph may turn a channel into the third flavour, direct_flavour
+//             (detail/direct_flavour.hpp: no storage, a push runs a fused stage on the
+//             pushing thread), before any handle is used; it is checked last, so the
+//             ring's operations test nothing more.
 //   lifetime  detail/counter.hpp: the last sender closes, the last receiver disconnects,
 //             the last handle frees.
 //   waiting   detail/backoff.hpp (spin, yield, park) on two wakers (detail/waker.hpp):
@@ -42,6 +46,7 @@
 #include "sluice/detail/backoff.hpp"
 #include "sluice/detail/cache_padded.hpp"
 #include "sluice/detail/channel_core.hpp"
+#include "sluice/detail/direct_flavour.hpp"
 #include "sluice/detail/fault_hook.hpp"
 #include "sluice/detail/locked_flavour.hpp"
 #include "sluice/detail/ring_flavour.hpp"
@@ -98,6 +103,14 @@ class channel {
   }
   // Testing seam (detail/fault_hook.hpp): set before the handles reach other threads.
   void set_fault_hook(fault_hook* h) noexcept { core_.fault = h; }
+  // A fused edge (stage_options::fuse): from now on a push runs `t` on the pushing thread
+  // and nothing is buffered (detail/direct_flavour.hpp). Requires: no push or pop yet,
+  // and the handles not yet on other threads (the graph calls it while building).
+  void make_direct(std::shared_ptr<direct_target<T>> t) {
+    direct_.emplace(std::move(t));
+    ring_.reset();
+    locked_.reset();
+  }
 
   // ---- push -----------------------------------------------------------------------
   // Moves from v only on ok. A drop_newest channel returns ok and discards v.
@@ -218,7 +231,8 @@ class channel {
     if constexpr (kRingCapable) {
       if (self.ring_) return f(*self.ring_);
     }
-    return f(*self.locked_);
+    if (self.locked_) [[likely]] return f(*self.locked_);
+    return f(*self.direct_);  // a fused edge: tested last, so the ring pays nothing for it
   }
 
   // Blocks on `w` until op() is not full (detail/backoff.hpp), timing the wait on `side`.
@@ -361,6 +375,7 @@ class channel {
   channel_core<T> core_;
   std::optional<ring_flavour<T>> ring_;      // unweighted, nothrow-move T
   std::optional<locked_flavour<T>> locked_;  // otherwise
+  std::optional<direct_flavour<T>> direct_;  // a fused edge (make_direct): neither of the above
 
   waker not_empty_;  // consumers waiting for an item
   waker not_full_;   // producers waiting for room

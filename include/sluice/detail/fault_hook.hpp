@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <exception>
+#include <memory>
 #include <string>
 
 namespace sluice::detail {
@@ -61,6 +62,11 @@ struct channel_access {
   template <class Handle>
   static void set_fault_hook(Handle& h, fault_hook* hook) noexcept {
     if (h.ch_ != nullptr) h.ch_->set_fault_hook(hook);
+  }
+  // Makes the handle's channel a fused edge (detail/direct_flavour.hpp); graph builders only.
+  template <class Handle, class Target>
+  static void make_direct(Handle& h, std::shared_ptr<Target> t) {
+    if (h.ch_ != nullptr) h.ch_->make_direct(std::move(t));
   }
 };
 

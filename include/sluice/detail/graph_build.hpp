@@ -22,6 +22,7 @@
 
 #include "sluice/channel.hpp"
 #include "sluice/detail/graph_core.hpp"
+#include "sluice/detail/graph_fuse.hpp"
 #include "sluice/detail/graph_order.hpp"
 #include "sluice/detail/graph_routing.hpp"
 #include "sluice/detail/graph_stages.hpp"
@@ -90,6 +91,7 @@ std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t produce
 template <class T, class F>
 std::size_t add_source(graph_core& g, std::string name, F f, const stage_options& o) {
   check_stage<F>(g, name, o);
+  reject_fuse(o, name, "a source has no upstream");
   node_spec spec = make_spec(std::move(name), o);
   spec.is_source = true;
   spec.takes_stop = takes_stop_v<F, sender<T>&>;
@@ -106,6 +108,7 @@ std::size_t add_source(graph_core& g, std::string name, F f, const stage_options
 template <class T>
 std::pair<std::size_t, sender<T>> add_input(graph_core& g, std::string name, const stage_options& o) {
   check_stage<int>(g, name, o);
+  reject_fuse(o, name, "an input has no upstream");
   node_spec spec = make_spec(std::move(name), o);
   spec.is_input = true;
   spec.threads = 0;
@@ -121,6 +124,7 @@ template <class U, class T, class F>
 std::size_t add_whole(graph_core& g, const graph_core* owner, std::size_t in_ch, std::string name, F f,
                       const stage_options& o) {
   check_stage<F>(g, name, o);
+  reject_fuse(o, name, std::is_void_v<U> ? "consume() takes the whole input stream" : "stage() takes the whole input stream");
   g.check_input(owner, in_ch);
   const std::size_t id = g.add_node(make_spec(std::move(name), o));
   receiver<T> rx = take_input<T>(g, in_ch, id);
@@ -139,10 +143,58 @@ std::size_t add_whole(graph_core& g, const graph_core* owner, std::size_t in_ch,
   }
 }
 
+// A fused map / filter / flat_map / sink (stage_options::fuse): no thread; the input
+// channel becomes a direct one whose pushes run the stage on the upstream's thread(s).
+// Returns the output channel (0 for a sink).
+template <fuse_kind K, class T, class U, class F>
+std::size_t add_fused(graph_core& g, const graph_core* owner, std::size_t in_ch, std::string name, F f,
+                      const stage_options& o) {
+  check_stage<F>(g, name, o);
+  g.check_input(owner, in_ch);
+  if (o.replicas != 1) {
+    throw std::logic_error("sluice::graph: stage '" + name +
+                           "' cannot be fused with replicas > 1 (it runs on its upstream's threads)");
+  }
+  const std::size_t host = g.fuse_host(in_ch, name);
+  const std::size_t threads = g.node_threads(host);
+  if constexpr (!std::is_copy_constructible_v<F>) {
+    if (threads > 1) {
+      throw std::logic_error("sluice::graph: stage '" + name +
+                             "' is fused after a replicated stage: it needs a copy-constructible function");
+    }
+  }
+  node_spec spec = make_spec(std::move(name), o);
+  spec.threads = 0;
+  spec.replicas = 1;
+  spec.host = host;
+  const std::size_t id = g.add_node(std::move(spec));
+  receiver<T> rx = take_input<T>(g, in_ch, id);
+  auto fn = std::make_shared<fn_source<F>>(std::move(f));
+  std::size_t out = 0;
+  std::shared_ptr<fused_stage<K, T, U, F>> st;
+  if constexpr (K == fuse_kind::sink) {
+    st = std::make_shared<fused_stage<K, T, U, F>>(g, g.fused_env(id), in_ch, 0, g.node_key(host), threads, fn, 0,
+                                                   receiver<T>());
+  } else {
+    auto [o_ch, tx] = make_output<U>(g, id, o.capacity);
+    out = o_ch;
+    st = std::make_shared<fused_stage<K, T, U, F>>(g, g.fused_env(id), in_ch, out, g.node_key(host), threads, fn,
+                                                   std::move(tx), receiver<T>());
+  }
+  channel_access::make_direct(rx, std::shared_ptr<direct_target<T>>(st));
+  st->hold_input(std::move(rx));
+  g.set_fused(id, st);
+  return out;
+}
+
 // map / filter / sink: returns the output channel (0 for a sink).
 template <item_kind K, class T, class U, class F>
 std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch, std::string name, F f,
                       const stage_options& o) {
+  if (o.fuse) {
+    constexpr fuse_kind kf = K == item_kind::map ? fuse_kind::map : K == item_kind::filter ? fuse_kind::filter : fuse_kind::sink;
+    return add_fused<kf, T, U>(g, owner, in_ch, std::move(name), std::move(f), o);
+  }
   check_stage<F>(g, name, o);
   g.check_input(owner, in_ch);
   const bool ordered = o.ordered && o.replicas > 1 && K != item_kind::sink;
@@ -171,6 +223,7 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
 template <class U, class T, class F>
 std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_ch, std::string name, F f,
                          const stage_options& o) {
+  if (o.fuse) return add_fused<fuse_kind::flat_map, T, U>(g, owner, in_ch, std::move(name), std::move(f), o);
   check_stage<F>(g, name, o);
   g.check_input(owner, in_ch);
   const bool ordered = o.ordered && o.replicas > 1;

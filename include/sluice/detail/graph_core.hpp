@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -80,6 +81,15 @@ class replica_env {
   // naming this stage and the exception, whatever the error policy does next.
   void discard_failed(std::size_t channel, const std::type_info& type, void* item, std::exception_ptr why) noexcept;
 
+  // A fused stage's function threw `why` (its item already a dead letter): the stage's
+  // error policy, applied on the upstream's thread. skip: counted, go on. restart: the
+  // backoff is slept, then renew the function (unless the restart limit is reached or the
+  // graph is tearing down). stop, or a restart refused: the graph fails naming this stage.
+  enum class after_error { go_on, renew, stop };
+  after_error fused_error(std::exception_ptr why) noexcept;
+  // A fused stage's renew() threw: the graph fails naming this stage.
+  void fused_fail(std::exception_ptr why) noexcept;
+
  private:
   graph_state* graph_;
   stage_node* node_;
@@ -104,6 +114,31 @@ class replica_task {
 // Makes the task of thread `index` of a stage (0 .. threads-1), once, at start().
 using replica_factory = std::function<std::unique_ptr<replica_task>(std::size_t index)>;
 
+// The graph's handle on a fused stage (stage_options::fuse; detail/graph_fuse.hpp): a stage
+// with no thread whose items arrive by function call on its upstream stage's thread.
+class fused_control {
+ public:
+  fused_control() = default;
+  fused_control(const fused_control&) = delete;
+  fused_control& operator=(const fused_control&) = delete;
+  virtual ~fused_control() = default;
+  // The upstream's last thread has ended: destroys every per-thread copy of the function
+  // (the stage's cleanup) and releases the stage's channel handles. Idempotent.
+  virtual void release() noexcept = 0;
+  // Ticks (detail/ticks.hpp) spent inside the stage's item calls so far, including what
+  // those calls pushed on (its output push, fused stages after it).
+  [[nodiscard]] virtual std::uint64_t total_ticks() const noexcept = 0;
+};
+
+// Which stage thread this is: set by the runtime around a replica's run, read by fused
+// stages to pick the per-thread copy of their function. `node` is the stage_node's
+// address (graph_core::node_key), null on threads the graph did not start.
+struct stage_thread {
+  const void* node = nullptr;
+  std::size_t replica = 0;
+};
+inline thread_local stage_thread tls_stage_thread{};
+
 // A stage as the builders describe it.
 struct node_spec {
   std::string name;
@@ -114,6 +149,10 @@ struct node_spec {
   std::size_t replicas = 1;  // as the user asked (reported in the snapshot)
   error_policy policy = error_policy::stop;
   std::function<void()> on_close;
+  // stage_options::fuse: no thread; runs on the thread(s) of `host` (the first unfused
+  // stage upstream) through a direct channel. threads is 0.
+  std::shared_ptr<fused_control> fused;
+  std::size_t host = 0;
 };
 
 class graph_core {
@@ -133,6 +172,8 @@ class graph_core {
   std::size_t add_node(node_spec n);
   // How start() makes the stage's tasks; set once per stage that has threads.
   void set_factory(std::size_t node, replica_factory f);
+  // A fused stage's handle (instead of a factory).
+  void set_fused(std::size_t node, std::shared_ptr<fused_control> f);
   // The id the next add_channel() will return.
   [[nodiscard]] std::size_t next_channel_id() const;
   std::size_t add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
@@ -140,6 +181,16 @@ class graph_core {
   [[nodiscard]] std::size_t channel_capacity(std::size_t channel) const;
   // The name of the stage that produces `channel`.
   [[nodiscard]] std::string producer_name(std::size_t channel) const;
+  // Fusing a stage onto `channel`: logic_error naming `name` unless the channel's producer
+  // is a stage with a thread of its own or a fused stage, and has no other output.
+  // Returns the host: the unfused stage whose threads will run the fused stage.
+  [[nodiscard]] std::size_t fuse_host(std::size_t channel, const std::string& name) const;
+  // Threads the stage starts (an ordered flat_map's emitter included).
+  [[nodiscard]] std::size_t node_threads(std::size_t node) const;
+  // Identifies the node's threads (stage_thread::node).
+  [[nodiscard]] const void* node_key(std::size_t node) const;
+  // A replica_env for a fused stage (usable from its host's threads once started).
+  [[nodiscard]] replica_env fused_env(std::size_t node);
   // Hands the channel's receiver to `consumer` (check_input first).
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
   // sluice::testing::stress: channels made from now on call `h` on every push and pop, and

@@ -1,0 +1,274 @@
+// sluice/detail/graph_fuse.hpp — stage_options::fuse: a map / filter / flat_map / sink
+// that runs as a function call on its upstream stage's thread.
+//
+// The edge from the upstream is still a channel<T>, so the upstream's code is unchanged
+// (a source's tx.push(v), a map's push_batch, a flat_map's pushes): the builder turns it
+// into a direct channel (detail/direct_flavour.hpp) whose push calls fused_stage::take()
+// on the pushing thread. take() runs the stage function on the item, times the call
+// (detail/ticks.hpp), counts it, applies the stage's error policy and pushes the results
+// into the fused stage's own output sender, which may itself be direct: a chain of fused
+// stages runs on one thread.
+//
+//   host thread i (the first unfused stage upstream, replica i)
+//     push(v) -> direct channel -> take(v): instance i: f(v) -> push(out) -> next channel
+//
+// One instance (a copy of the function and of the output sender) per host thread, picked
+// by tls_stage_thread (set by the runtime around each replica), so instances are never
+// shared and need no lock. The stage's end (release(): the copies' destructors, then
+// on_close, then its output closed or cancelled) runs on the host's last thread to end
+// (graph_state::finish_fused), exactly as finish_replica ends an unfused stage.
+//
+// Requires: built by graph.hpp's builders (add_fused), before start(). Pushes into the
+//   fused edge come from the host's own threads.
+// Guarantees: each item pushed in is either refused (left with the pusher: the graph is
+//   tearing down or the stage finished early) or taken: delivered, dropped by a filter,
+//   or a dead letter naming this stage (its function threw, or its output ended). The
+//   error policy is the stage's own (skip / restart: a fresh copy / stop: stage_error
+//   names this stage). Busy time is the stage's own calls, less what runs after it.
+// Non-guarantees: a push from a thread the graph did not start (a source's helper
+//   thread) runs on a separate copy of the function under a lock; with a move-only
+//   function such a push is refused (false). A fused sink that returns false stops
+//   upstream at once, but its cleanup runs when the upstream ends, not at that item.
+// Lifetime: shared by the graph node (fused_control) and the direct channel
+//   (direct_target); release() breaks the cycle through the input receiver (the graph
+//   calls it when the host ends, and again, idempotently, when it is destroyed).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "sluice/channel.hpp"
+#include "sluice/detail/cache_padded.hpp"
+#include "sluice/detail/direct_flavour.hpp"
+#include "sluice/detail/graph_core.hpp"
+#include "sluice/detail/graph_stages.hpp"
+#include "sluice/detail/graph_task.hpp"
+#include "sluice/detail/ticks.hpp"
+
+namespace sluice::detail {
+
+enum class fuse_kind { map, filter, flat_map, sink };
+
+template <fuse_kind K, class T, class U, class F>
+class fused_stage final : public direct_target<T>, public fused_control {
+  static constexpr bool kHasOutput = K != fuse_kind::sink;
+  using out_sender = std::conditional_t<kHasOutput, sender<U>, int>;
+
+  // One per host thread: its copy of the function and of the output sender.
+  struct instance {
+    instance(std::shared_ptr<fn_source<F>> src, const out_sender& tx) : fn(std::move(src)), out(tx) {}
+    fn_slot<F> fn;
+    out_sender out;
+  };
+  // Written by one thread each (its instance's), read by snapshot(): relaxed.
+  struct counters {
+    std::atomic<std::uint64_t> taken{0};
+    std::atomic<std::uint64_t> ticks{0};
+  };
+
+ public:
+  fused_stage(graph_core& g, replica_env env, std::size_t in_ch, std::size_t out_ch, const void* host_key,
+              std::size_t threads, std::shared_ptr<fn_source<F>> fn, out_sender tx, receiver<T> rx)
+      : graph_(&g),
+        env_(std::move(env)),
+        in_ch_(in_ch),
+        out_ch_(out_ch),
+        host_key_(host_key),
+        src_(std::move(fn)),
+        tx_(std::move(tx)),
+        rx_(std::move(rx)),
+        ctr_(std::make_unique<cache_padded<counters>[]>(threads + 1)),
+        threads_(threads) {
+    inst_.reserve(threads);
+    for (std::size_t i = 0; i < threads; ++i) inst_.push_back(std::make_unique<instance>(src_, tx_));
+  }
+
+  direct_result take(T& v) noexcept override {
+    const stage_thread me = tls_stage_thread;
+    if (me.node == host_key_ && me.replica < threads_) [[likely]] {
+      instance* in = inst_[me.replica].get();
+      if (in == nullptr) return direct_result::refused;  // released (cannot happen while the host runs)
+      return run(*in, *ctr_[me.replica], v);
+    }
+    return take_foreign(v);
+  }
+
+  [[nodiscard]] std::uint64_t taken() const noexcept override {
+    std::uint64_t n = 0;
+    for (std::size_t i = 0; i <= threads_; ++i) n += ctr_[i]->taken.load(std::memory_order_relaxed);
+    return n;
+  }
+  [[nodiscard]] std::uint64_t total_ticks() const noexcept override {
+    std::uint64_t n = 0;
+    for (std::size_t i = 0; i <= threads_; ++i) n += ctr_[i]->ticks.load(std::memory_order_relaxed);
+    return n;
+  }
+
+  // The input's receiver, once the channel is direct (the builder's last step).
+  void hold_input(receiver<T> rx) noexcept { rx_ = std::move(rx); }
+
+  void release() noexcept override {
+    for (auto& in : inst_) in.reset();  // the copies' destructors: the stage's cleanup
+    {
+      std::lock_guard lk(foreign_mu_);
+      foreign_.reset();
+    }
+    if constexpr (kHasOutput) tx_.reset();
+    rx_.reset();
+    src_.reset();  // the prototype, once no instance is left
+  }
+
+ private:
+  direct_result take_foreign(T& v) noexcept {
+    if constexpr (!fn_slot<F>::kCopies) {
+      return direct_result::refused;  // a move-only function has one copy: the host's
+    } else {
+      std::lock_guard lk(foreign_mu_);
+      if (!src_) return direct_result::refused;
+      if (!foreign_) {
+        try {
+          foreign_ = std::make_unique<instance>(src_, tx_);
+        } catch (...) {
+          return direct_result::refused;
+        }
+      }
+      return run(*foreign_, *ctr_[threads_], v);
+    }
+  }
+
+  direct_result run(instance& in, counters& c, T& v) noexcept {
+    if (env_.stopping()) return direct_result::refused;  // teardown, or an early finish
+    const std::uint64_t t0 = ticks();
+    // relaxed, single writer (this instance's thread): a statistic.
+    c.taken.store(c.taken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    const direct_result r = apply(in, v);
+    c.ticks.store(c.ticks.load(std::memory_order_relaxed) + (ticks() - t0), std::memory_order_relaxed);
+    return r;
+  }
+
+  direct_result apply(instance& in, T& v) noexcept {
+    const std::stop_token& st = env_.stop_token();
+    if constexpr (K == fuse_kind::map) {
+      std::optional<U> out;
+      try {
+        out.emplace(call_stage(in.fn.get(), st, std::move(v)));
+      } catch (...) {
+        return failed(in, v, std::current_exception());
+      }
+      return deliver(in, *out);
+    } else if constexpr (K == fuse_kind::filter) {
+      bool keep = false;
+      try {
+        keep = static_cast<bool>(call_stage(in.fn.get(), st, std::as_const(v)));
+      } catch (...) {
+        return failed(in, v, std::current_exception());
+      }
+      return keep ? deliver(in, v) : direct_result::taken;
+    } else if constexpr (K == fuse_kind::flat_map) {
+      try {
+        call_stage(in.fn.get(), st, std::move(v), in.out);
+      } catch (...) {
+        return failed(in, v, std::current_exception());
+      }
+      // The output ended (its consumer finished early, or a teardown): nobody will read.
+      return in.out.is_closed() ? direct_result::taken_done : direct_result::taken;
+    } else {
+      using R = stage_result_t<F, T&&>;
+      bool more = true;
+      try {
+        if constexpr (std::is_same_v<R, void>) {
+          call_stage(in.fn.get(), st, std::move(v));
+        } else {
+          more = static_cast<bool>(call_stage(in.fn.get(), st, std::move(v)));
+        }
+      } catch (...) {
+        return failed(in, v, std::current_exception());
+      }
+      if (!more) {
+        env_.finish_stage();  // "enough": not a failure; every host thread stops feeding us
+        return direct_result::taken_done;
+      }
+      return direct_result::taken;
+    }
+  }
+
+  // Pushes one result on; when the output ended it becomes a dead letter of the output.
+  template <class V>
+  direct_result deliver(instance& in, V& out) noexcept {
+    if constexpr (kHasOutput) {
+      try {
+        if (push_keep(in.out, out)) return direct_result::taken;
+        graph_->discard(out_ch_, typeid(U), &out);
+        return direct_result::taken_done;
+      } catch (...) {
+        // The push threw (a fault injected under sluice::testing::stress): the result
+        // is a dead letter, and the stage's policy decides, as for an unfused stage
+        // whose push threw out of its loop.
+        graph_->discard(out_ch_, typeid(U), &out);
+        return policy(in, std::current_exception());
+      }
+    } else {
+      (void)in;
+      (void)out;
+      return direct_result::taken;
+    }
+  }
+
+  // The function threw on v: v is a dead letter naming this stage, then the policy.
+  direct_result failed(instance& in, T& v, std::exception_ptr e) noexcept {
+    env_.discard_failed(in_ch_, typeid(T), &v, e);
+    return policy(in, std::move(e));
+  }
+  direct_result policy(instance& in, std::exception_ptr e) noexcept {
+    switch (env_.fused_error(std::move(e))) {
+      case replica_env::after_error::go_on:
+        return direct_result::taken;
+      case replica_env::after_error::renew:
+        try {
+          in.fn.renew();  // destroys the failed copy (its cleanup), makes a fresh one
+        } catch (...) {
+          env_.fused_fail(std::current_exception());
+          return direct_result::taken_done;
+        }
+        return direct_result::taken;
+      case replica_env::after_error::stop:
+        break;
+    }
+    return direct_result::taken_done;  // the graph fails; upstream pushes fail from now on
+  }
+
+  graph_core* graph_;
+  replica_env env_;
+  std::size_t in_ch_;
+  std::size_t out_ch_;
+  const void* host_key_;
+  std::shared_ptr<fn_source<F>> src_;
+  out_sender tx_;
+  receiver<T> rx_;  // keeps the direct channel connected until release()
+  std::unique_ptr<cache_padded<counters>[]> ctr_;  // per host thread, then the foreign one
+  std::size_t threads_;
+  std::vector<std::unique_ptr<instance>> inst_;
+  std::mutex foreign_mu_;
+  std::unique_ptr<instance> foreign_;  // guarded by foreign_mu_
+};
+
+// logic_error naming the stage when `fuse` is set on a stage that cannot be fused.
+inline void reject_fuse(const stage_options& o, const std::string& name, const char* what) {
+  if (o.fuse) {
+    throw std::logic_error("sluice::graph: stage '" + name + "' cannot be fused: " + what +
+                           " (fuse applies to a map, filter, flat_map or sink)");
+  }
+}
+
+}  // namespace sluice::detail

@@ -1,0 +1,527 @@
+// stage_options::fuse: a map / filter / flat_map / sink run as a function call on its
+// upstream stage's thread. Deterministic tests (each bounded by a watchdog): items and
+// order, the thread each function runs on, the snapshot, error policies, cleanup,
+// cancel / request_stop / early finish, the build-time checks; then a seeded randomized
+// test with exactly-once accounting.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sluice/graph.hpp"
+#include "support/graph_support.hpp"
+#include "support/seed.hpp"
+#include "support/watchdog.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using sluice_test::eventually;
+using sluice_test::watchdog;
+
+const sluice::metrics::stage_snapshot* find_stage(const sluice::metrics::snapshot& s, const std::string& name) {
+  for (const auto& st : s.stages) {
+    if (st.name == name) return &st;
+  }
+  return nullptr;
+}
+
+// Records the threads a stage function ran on.
+struct thread_log {
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  void note() {
+    std::lock_guard lk(mu);
+    ids.insert(std::this_thread::get_id());
+  }
+  std::set<std::thread::id> get() {
+    std::lock_guard lk(mu);
+    return ids;
+  }
+};
+
+TEST(GraphFuse, ChainOfFusedStagesRunsOnTheSourcesThreadInOrder) {
+  watchdog wd(60s);
+  sluice::graph g;
+  thread_log src, m, f, s;
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    src.note();
+    for (int i = 0; i < 1000; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto doubled = g.map("double", nums, [&](int v) { m.note(); return v * 2; }, {.fuse = true});
+  auto kept = g.filter("keep", doubled, [&](const int& v) { f.note(); return v % 3 == 0; }, {.fuse = true});
+  std::vector<int> got;
+  g.sink("collect", kept, [&](int v) { s.note(); got.push_back(v); }, {.fuse = true});
+  const sluice::report r = g.run();
+
+  std::vector<int> want;
+  for (int i = 0; i < 1000; ++i) {
+    if ((i * 2) % 3 == 0) want.push_back(i * 2);
+  }
+  EXPECT_EQ(got, want);
+  ASSERT_EQ(src.get().size(), 1u);
+  EXPECT_EQ(m.get(), src.get());
+  EXPECT_EQ(f.get(), src.get());
+  EXPECT_EQ(s.get(), src.get());
+
+  const auto* sm = find_stage(r.metrics, "double");
+  const auto* sf = find_stage(r.metrics, "keep");
+  const auto* ss = find_stage(r.metrics, "collect");
+  ASSERT_TRUE(sm && sf && ss);
+  EXPECT_EQ(sm->items_in, 1000u);
+  EXPECT_EQ(sm->items_out, 1000u);
+  EXPECT_EQ(sf->items_in, 1000u);
+  EXPECT_EQ(sf->items_out, want.size());
+  EXPECT_EQ(ss->items_in, want.size());
+  EXPECT_EQ(sm->state, "done");
+  EXPECT_EQ(ss->state, "done");
+  EXPECT_TRUE(r.balanced());
+  // A fused edge is reported with capacity 0 (no buffer).
+  bool saw_fused_edge = false;
+  for (const auto& c : r.metrics.channels) {
+    if (c.name == "src -> double") {
+      saw_fused_edge = true;
+      EXPECT_EQ(c.stats.capacity, 0u);
+      EXPECT_EQ(c.stats.pushed, 1000u);
+    }
+  }
+  EXPECT_TRUE(saw_fused_edge);
+}
+
+TEST(GraphFuse, FusedStageAfterAChannelKeepsBackpressureToTheSource) {
+  watchdog wd(60s);
+  sluice::graph g;
+  thread_log src, m, s;
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    src.note();
+    for (int i = 0; i < 5000; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto plus = g.map("plus", nums, [&](int v) { m.note(); return v + 1; }, {.capacity = 4, .fuse = true});
+  long sum = 0;
+  g.sink("sum", plus, [&](int v) { s.note(); sum += v; });  // its own thread, behind a 4-slot channel
+  const sluice::report r = g.run();
+  EXPECT_EQ(sum, 5000L * 5001L / 2);
+  EXPECT_EQ(m.get(), src.get());
+  EXPECT_NE(s.get(), src.get());
+  EXPECT_TRUE(r.balanced());
+}
+
+TEST(GraphFuse, FusedFlatMap) {
+  watchdog wd(60s);
+  sluice::graph g;
+  thread_log src, fm;
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    src.note();
+    for (int i = 0; i < 100; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto many = g.flat_map<int>("many", nums, [&](int v, sluice::sender<int>& out) {
+    fm.note();
+    for (int k = 0; k < v % 4; ++k) out.push(v);
+  }, {.fuse = true});
+  std::vector<int> got;
+  g.sink("collect", many, [&](int v) { got.push_back(v); });
+  const sluice::report r = g.run();
+  std::vector<int> want;
+  for (int i = 0; i < 100; ++i) {
+    for (int k = 0; k < i % 4; ++k) want.push_back(i);
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(fm.get(), src.get());
+  const auto* st = find_stage(r.metrics, "many");
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->items_in, 100u);
+  EXPECT_EQ(st->items_out, want.size());
+  EXPECT_TRUE(r.balanced());
+}
+
+TEST(GraphFuse, FusedAfterAReplicatedMapRunsOnEachReplicasThread) {
+  watchdog wd(60s);
+  sluice::graph g;
+  thread_log rep, fused;
+  std::mutex pairs_mu;
+  std::map<int, std::thread::id> mapped_on;
+  std::atomic<bool> mismatch{false};
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < 4000; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto wide = g.map("wide", nums, [&](int v) {
+    rep.note();
+    std::lock_guard lk(pairs_mu);
+    mapped_on[v] = std::this_thread::get_id();
+    return v;
+  }, {.replicas = 4, .ordered = false});
+  auto tagged = g.map("tag", wide, [&](int v) {
+    fused.note();
+    std::lock_guard lk(pairs_mu);
+    if (mapped_on[v] != std::this_thread::get_id()) mismatch = true;
+    return v;
+  }, {.fuse = true});
+  std::set<int> got;
+  g.sink("collect", tagged, [&](int v) { got.insert(v); });
+  const sluice::report r = g.run();
+  EXPECT_EQ(got.size(), 4000u);
+  EXPECT_FALSE(mismatch.load()) << "a fused item ran on another thread than the replica that mapped it";
+  for (const auto& id : fused.get()) EXPECT_TRUE(rep.get().count(id)) << "fused stage on a non-replica thread";
+  EXPECT_TRUE(r.balanced());
+}
+
+TEST(GraphFuse, OrderedReplicatedMapThenFusedKeepsOrder) {
+  watchdog wd(60s);
+  sluice::graph g;
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < 3000; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto wide = g.map("wide", nums, [](int v) { return v; }, {.replicas = 3, .ordered = true});
+  auto inc = g.map("inc", wide, [](int v) { return v + 1; }, {.fuse = true});
+  std::vector<int> got;
+  g.sink("collect", inc, [&](int v) { got.push_back(v); });
+  (void)g.run();
+  ASSERT_EQ(got.size(), 3000u);
+  for (int i = 0; i < 3000; ++i) ASSERT_EQ(got[static_cast<std::size_t>(i)], i + 1);
+}
+
+// ---- error policies -------------------------------------------------------------------
+
+TEST(GraphFuse, StopNamesTheFusedStageAndItsItemIsADeadLetter) {
+  watchdog wd(60s);
+  std::atomic<int> letters_from_fused{0};
+  std::atomic<int> letters{0};
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    ++letters;
+    if (d.stage() == "boom" && d.error()) ++letters_from_fused;
+  }});
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < 100; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto m = g.map("boom", nums, [](int v) {
+    if (v == 42) throw std::runtime_error("forty-two");
+    return v;
+  }, {.fuse = true});
+  std::atomic<int> sunk{0};
+  g.sink("sink", m, [&](int) { ++sunk; });
+  try {
+    (void)g.run();
+    FAIL() << "run() did not throw";
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "boom");
+    EXPECT_NE(std::string(e.what()).find("forty-two"), std::string::npos);
+  }
+  EXPECT_EQ(letters_from_fused.load(), 1);
+  const sluice::report r = g.last_report();
+  const auto* st = find_stage(r.metrics, "boom");
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->errors, 1u);
+  EXPECT_EQ(st->state, "failed");
+  // Exactly once: every item the source pushed was delivered or is a dead letter.
+  EXPECT_TRUE(r.balanced());
+  const auto* src = find_stage(r.metrics, "src");
+  ASSERT_NE(src, nullptr);
+  EXPECT_EQ(src->items_out, static_cast<std::uint64_t>(sunk.load() + letters.load()));
+}
+
+TEST(GraphFuse, SkipCountsAndGoesOn) {
+  watchdog wd(60s);
+  std::atomic<int> letters{0};
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    if (d.stage() == "picky" && d.error()) ++letters;
+  }});
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < 100; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto kept = g.filter("picky", nums, [](const int& v) {
+    if (v % 10 == 0) throw std::runtime_error("tens");
+    return true;
+  }, {.on_error = sluice::error_policy::skip, .fuse = true});
+  int sunk = 0;
+  g.sink("sink", kept, [&](int) { ++sunk; }, {.fuse = true});
+  const sluice::report r = g.run();
+  EXPECT_EQ(sunk, 90);
+  EXPECT_EQ(letters.load(), 10);
+  const auto* st = find_stage(r.metrics, "picky");
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->errors, 10u);
+  EXPECT_EQ(st->state, "done");
+}
+
+// A function object that counts its live, non-moved-from copies' destructions.
+struct counted {
+  std::atomic<int>* destroyed;
+  std::atomic<int>* made;
+  bool live = true;
+  counted(std::atomic<int>* d, std::atomic<int>* m) : destroyed(d), made(m) { ++*made; }
+  counted(const counted& o) : destroyed(o.destroyed), made(o.made), live(o.live) {
+    if (live) ++*made;
+  }
+  counted(counted&& o) noexcept : destroyed(o.destroyed), made(o.made), live(o.live) { o.live = false; }
+  counted& operator=(const counted&) = delete;
+  ~counted() {
+    if (live) ++*destroyed;
+  }
+};
+
+TEST(GraphFuse, RestartMakesAFreshCopy) {
+  watchdog wd(60s);
+  std::atomic<int> destroyed{0}, made{0};
+  struct fn : counted {
+    using counted::counted;
+    int seen = 0;
+    int operator()(int v) {
+      if (++seen == 5) throw std::runtime_error("fifth item of this copy");
+      return v;
+    }
+  };
+  sluice::graph g;
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < 12; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto m = g.map("flaky", nums, fn(&destroyed, &made),
+                 {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60), .backoff = 0ms},
+                  .fuse = true});
+  int sunk = 0;
+  g.sink("sink", m, [&](int) { ++sunk; });
+  int made_before_run = 0;
+  const sluice::report r = [&] {
+    made_before_run = made.load();
+    return g.run();
+  }();
+  // Copies 1..3 see items 1-5, 6-10, 11-12: two throws, two restarts.
+  EXPECT_EQ(sunk, 10);
+  const auto* st = find_stage(r.metrics, "flaky");
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->restarts, 2u);
+  EXPECT_EQ(st->errors, 2u);
+  EXPECT_EQ(made.load(), made_before_run + 2);  // two fresh copies
+  EXPECT_EQ(destroyed.load(), made.load());     // every copy destroyed once by the end
+}
+
+TEST(GraphFuse, CleanupRunsOnceAfterTheLastItem) {
+  watchdog wd(60s);
+  std::atomic<int> destroyed{0}, made{0}, closes{0};
+  std::atomic<int> items{0};
+  std::atomic<int> items_at_close{-1};
+  std::atomic<int> live_at_close{-1};
+  struct fn : counted {
+    using counted::counted;
+    std::atomic<int>* items;
+    void operator()(int) { ++*items; }
+  };
+  fn f(&destroyed, &made);
+  f.items = &items;
+  {
+    sluice::graph g;
+    auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+      for (int i = 0; i < 50; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    g.sink("sink", nums, f, {.on_close = [&] {
+                               ++closes;
+                               items_at_close = items.load();
+                               live_at_close = made.load() - destroyed.load();
+                             },
+                             .fuse = true});
+    (void)g.run();
+    EXPECT_EQ(closes.load(), 1);
+    EXPECT_EQ(items_at_close.load(), 50);
+    // The graph's copies are gone before on_close (only `f` in this test is left).
+    EXPECT_EQ(live_at_close.load(), 1);
+  }
+  EXPECT_EQ(made.load() - destroyed.load(), 1);  // only `f`
+}
+
+// ---- cancel, request_stop, early finish -----------------------------------------------
+
+TEST(GraphFuse, CancelWhileTheSourceIsBlockedBehindTheFusedStage) {
+  watchdog wd(60s);
+  std::atomic<int> destroyed{0}, made{0};
+  struct fn : counted {
+    using counted::counted;
+    int operator()(int v) { return v; }
+  };
+  sluice::graph g;
+  sluice_test::gate release;
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out, std::stop_token) {
+    for (int i = 0;; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto m = g.map("m", nums, fn(&destroyed, &made), {.capacity = 2, .fuse = true});
+  g.sink("slow", m, [&](int, std::stop_token st) { (void)release.wait(st); });
+  g.start();
+  // The sink holds one item, the 2-slot channel is full: the source thread is parked
+  // in the fused map's push.
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& c : g.snapshot().channels) {
+      if (c.name == "m -> slow" && c.stats.waiting_push > 0) return true;
+    }
+    return false;
+  }));
+  const auto t0 = std::chrono::steady_clock::now();
+  g.cancel();
+  EXPECT_THROW((void)g.wait(), sluice::cancelled);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_TRUE(g.last_report().balanced());
+  EXPECT_EQ(made.load(), destroyed.load());  // no copy leaked
+}
+
+TEST(GraphFuse, RequestStopDrains) {
+  watchdog wd(60s);
+  sluice::graph g;
+  std::atomic<long> pushed{0};
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out, std::stop_token st) {
+    for (int i = 0; !st.stop_requested(); ++i) {
+      if (!out.push(i)) return;
+      ++pushed;
+    }
+  });
+  auto m = g.map("m", nums, [](int v) { return v; }, {.fuse = true});
+  std::atomic<long> sunk{0};
+  g.sink("sink", m, [&](int) { ++sunk; });
+  g.start();
+  ASSERT_TRUE(eventually([&] { return sunk.load() > 100; }));
+  g.request_stop();
+  const sluice::report r = g.wait();
+  EXPECT_EQ(sunk.load(), pushed.load());
+  EXPECT_TRUE(r.balanced());
+}
+
+TEST(GraphFuse, FusedSinkReturningFalseEndsTheRunEarly) {
+  watchdog wd(60s);
+  sluice::graph g;
+  std::atomic<bool> source_saw_refusal{false};
+  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+    for (int i = 0;; ++i) {
+      if (!out.push(i)) {
+        source_saw_refusal = true;
+        return;
+      }
+    }
+  });
+  auto m = g.map("m", nums, [](int v) { return v; }, {.fuse = true});
+  int taken = 0;
+  g.sink("first10", m, [&](int) { return ++taken < 10; }, {.fuse = true});
+  const sluice::report r = g.run();  // not an error
+  EXPECT_EQ(taken, 10);
+  EXPECT_TRUE(source_saw_refusal.load());
+  EXPECT_TRUE(r.balanced());
+}
+
+// ---- build-time checks ----------------------------------------------------------------
+
+template <class F>
+void expect_logic_error_naming(F f, const std::string& name) {
+  try {
+    f();
+    ADD_FAILURE() << "no logic_error for " << name;
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("'" + name + "'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GraphFuse, BuildTimeChecks) {
+  sluice::graph g;
+  expect_logic_error_naming([&] { (void)g.source<int>("s", [](sluice::sender<int>&) {}, {.fuse = true}); }, "s");
+  auto a = g.source<int>("a", [](sluice::sender<int>&) {});
+  expect_logic_error_naming(
+      [&] { (void)g.stage<int>("st", a, [](sluice::receiver<int>&, sluice::sender<int>&) {}, {.fuse = true}); }, "st");
+  expect_logic_error_naming([&] { g.consume("co", a, [](sluice::receiver<int>&) {}, {.fuse = true}); }, "co");
+  expect_logic_error_naming([&] { (void)g.map("rep", a, [](int v) { return v; }, {.replicas = 2, .fuse = true}); },
+                            "rep");
+  auto [in, s] = g.input<int>("in");
+  expect_logic_error_naming([&] { (void)g.map("after_input", s, [](int v) { return v; }, {.fuse = true}); },
+                            "after_input");
+  expect_logic_error_naming([&] { (void)g.input<int>("in2", {.fuse = true}); }, "in2");
+  auto b = g.source<int>("b", [](sluice::sender<int>&) {});
+  auto branches = g.broadcast(b, 2);
+  expect_logic_error_naming([&] { g.sink("after_bcast", branches[0], [](int) {}, {.fuse = true}); }, "after_bcast");
+  auto c = g.source<int>("c", [](sluice::sender<int>&) {});
+  auto parts = g.partition(c, 2, [](const int& v) { return v; });
+  expect_logic_error_naming([&] { (void)g.filter("after_part", parts[1], [](const int&) { return true; }, {.fuse = true}); },
+                            "after_part");
+  // A stream already consumed cannot be fused onto either (the usual check).
+  g.sink("sa", a, [](int) {});
+  EXPECT_THROW(g.sink("sa2", a, [](int) {}, {.fuse = true}), std::logic_error);
+}
+
+// ---- randomized, exactly once ---------------------------------------------------------
+
+TEST(GraphFuse, RandomChainsAccountForEveryItemExactlyOnce) {
+  const std::uint64_t seed = sluice_test::base_seed();
+  SCOPED_TRACE("SLUICE_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const int runs = 30;
+  for (int run = 0; run < runs; ++run) {
+    watchdog wd(60s, "run " + std::to_string(run));
+    std::atomic<long> letters{0};
+    sluice::graph g({.on_discard = [&](const sluice::dead_letter&) { ++letters; }});
+    const int n = static_cast<int>(rng() % 2000);
+    const int stages = 1 + static_cast<int>(rng() % 4);
+    const int host_replicas = 1 + static_cast<int>(rng() % 3);
+    auto s = g.source<long>("src", [n](sluice::sender<long>& out) {
+      for (long i = 0; i < n; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    s = g.map("host", s, [](long v) { return v; }, {.capacity = 1 + rng() % 64, .replicas = static_cast<std::size_t>(host_replicas), .ordered = false});
+    const sluice::error_policy policies[] = {sluice::error_policy::skip, sluice::error_policy::stop,
+                                             sluice::restart{.max = 1000, .within = 60s, .backoff = 0ms}};
+    std::atomic<long> sunk{0};
+    for (int k = 0; k < stages; ++k) {
+      const long fail_mod = 50 + static_cast<long>(rng() % 500);
+      const long fail_at = static_cast<long>(rng() % static_cast<std::uint64_t>(fail_mod));
+      const auto pol = policies[rng() % 3];
+      const bool fused = rng() % 4 != 0;
+      sluice::stage_options o{.capacity = 1 + rng() % 32, .on_error = pol, .fuse = fused};
+      if (rng() % 2 == 0) {
+        s = g.map("m" + std::to_string(k), s, [fail_mod, fail_at](long v) {
+          if (v % fail_mod == fail_at) throw std::runtime_error("random failure");
+          return v;
+        }, o);
+      } else {
+        s = g.filter("f" + std::to_string(k), s, [fail_mod, fail_at](const long& v) {
+          if (v % fail_mod == fail_at) throw std::runtime_error("random failure");
+          return true;
+        }, o);
+      }
+    }
+    g.sink("sink", s, [&](long) { ++sunk; }, {.fuse = rng() % 2 == 0});
+    sluice::report r;
+    try {
+      r = g.run();
+    } catch (const sluice::stage_error&) {
+      r = g.last_report();
+    }
+    ASSERT_TRUE(r.balanced()) << "run " << run;
+    const auto* src = find_stage(r.metrics, "src");
+    ASSERT_NE(src, nullptr);
+    // Every item the source got in was delivered or is a dead letter, exactly once.
+    ASSERT_EQ(static_cast<long>(src->items_out), sunk.load() + letters.load()) << "run " << run;
+  }
+}
+
+}  // namespace
