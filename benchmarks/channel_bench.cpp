@@ -52,6 +52,7 @@
 #include "peers/mutex_deque.hpp"
 #include "peers/peer.hpp"
 #include "peers/sluice_peer.hpp"
+#include "peers/lamport_spsc.hpp"
 #include "peers/spin_slot.hpp"
 #include "peers/tbb_peer.hpp"
 
@@ -332,12 +333,16 @@ void register_all() {
     add(t.name + "/sluice:bulk64",
         [=](benchmark::State& s) { bm_mpmc<sluice_peer, true>(s, t.capacity, t.np, t.nc); });
     (add_peer_rows<Peers>(t.name, t.capacity, t.np, t.nc), ...);
+    // The plain SPSC ring (peers/lamport_spsc.hpp), shown, never a peer.
+    add_peer_rows<sluice_bench::lamport_spsc_ref>(t.name, t.capacity, t.np, t.nc);
   }
 
   add("chain4_cap1024/sluice", [](benchmark::State& s) { bm_chain<sluice_peer>(s, 1024, 4); });
   add("chain4_cap1024/sluice:bulk64", [](benchmark::State& s) { bm_chain<sluice_peer, true>(s, 1024, 4); });
   (add(std::string("chain4_cap1024/") + Peers::kName, [](benchmark::State& s) { bm_chain<Peers>(s, 1024, 4); }),
    ...);
+  add("chain4_cap1024/ref_lamport",
+      [](benchmark::State& s) { bm_chain<sluice_bench::lamport_spsc_ref>(s, 1024, 4); });
 
   add("pingpong_cap1/sluice", [](benchmark::State& s) { bm_pingpong<sluice_peer>(s); });
   (add(std::string("pingpong_cap1/") + Peers::kName, [](benchmark::State& s) { bm_pingpong<Peers>(s); }), ...);
