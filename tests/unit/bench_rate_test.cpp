@@ -156,7 +156,7 @@ TEST(BenchHistogram, SmallValuesExactAndBucketsContiguous) {
 // 100 items/s (10% of what it can do): its p50 must lie within 5% of 1 ms plus the
 // hand-off time, the p50 of the same graph with a pass-through stage at the same rate.
 // A correctness check of the harness (intended-time stamping, precise sleeps), not a
-// performance assertion: on a loaded 2-core machine a run can be disturbed, so up to 3
+// performance assertion: on a loaded 2-core machine a run can be disturbed, so up to 5
 // attempts, the best one counts. Not under sanitizers (they change what is measured).
 TEST_F(BenchRate, OpenLoopP50OfAOneMillisecondSleepIsOneMillisecondPlusTheHandOff) {
   if (kSanitized) GTEST_SKIP() << "a timing check; sanitizers change the hand-off cost between the two runs";
@@ -172,7 +172,7 @@ TEST_F(BenchRate, OpenLoopP50OfAOneMillisecondSleepIsOneMillisecondPlusTheHandOf
   };
   double best_error = 1e18;
   std::string log;
-  for (int attempt = 0; attempt < 3 && best_error > 0.05; ++attempt) {
+  for (int attempt = 0; attempt < 5 && best_error > 0.05; ++attempt) {
     const double hand_off = p50("0");
     const double slept = p50("sleep:1ms");
     const double expected = 1e6 + hand_off;
