@@ -434,14 +434,14 @@ void gunzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::st
 
 // ---- parallel_gzip: graph stages ---------------------------------------------------
 //
-//   in ──► P.split ──blocks (budget: one block)──► P.deflate#0..jobs-1 (ordered) ──► out
+//   in ──► P.split ──blocks (budget: two blocks)──► P.deflate#0..jobs-1 (ordered) ──► out
 //
 // P.split cuts the input into blocks of exactly `block` bytes (the last may be shorter),
 // so the members, and with them the output bytes, do not depend on `jobs`. Its output
-// budget is one block: a deflate replica pops what is buffered, up to a batch of items,
-// and a budget of several blocks would let one replica take them all while the others
-// wait. One block waiting keeps every replica fed (it is taken as soon as a replica is
-// free, and P.split refills it while the replicas compress).
+// budget is two blocks: with one, a replica that finished its block often found the
+// channel empty while P.split was still copying the next one (benchmarks/README.md has
+// the measurement). More would let one replica's batched pop take several blocks while
+// another waits.
 
 namespace {
 
@@ -528,7 +528,7 @@ stream<buffer> add_stages(graph& g, stream<buffer> in, parallel_gzip_options o, 
   o = checked(o);
   s = checked(std::move(s));
   stage_options split;
-  split.capacity = o.block;
+  split.capacity = 2 * o.block;
   stream<buffer> blocks = g.stage<buffer>(s.name + ".split", in, block_splitter(o.block), std::move(split));
   stage_options d;
   d.capacity = s.capacity;

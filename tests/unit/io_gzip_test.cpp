@@ -409,7 +409,7 @@ TEST(io_gzip, parallel_gzip_stages_are_named_in_the_snapshot) {
       if (c.from == p + ".split" && c.to == p + ".deflate") {
         between = true;
         EXPECT_TRUE(c.weighted);
-        EXPECT_EQ(c.stats.capacity, block);  // one block waits: each replica takes one at a time
+        EXPECT_EQ(c.stats.capacity, 2 * block);  // two blocks wait: each replica takes one at a time
       }
       if (c.from == p + ".deflate") {
         EXPECT_EQ(c.stats.capacity, io::kByteBudget);

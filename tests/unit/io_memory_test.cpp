@@ -85,10 +85,10 @@ TEST(io_memory, a_large_gzip_run_stays_within_its_budgets_plus_a_fixed_allowance
 
   constexpr std::size_t kJobs = 2;
   constexpr std::size_t kBlock = std::size_t{128} << 10;
-  // Two channels of 64 KiB; parallel_gzip's blocks in flight (one being cut, one in
+  // Two channels of 64 KiB; parallel_gzip's blocks in flight (one being cut, two in
   // gzip.split's channel, one per replica, the reorder window's 2 * jobs), each with its
   // compressed copy, and a scratch per replica; the chunk each stage holds.
-  constexpr std::size_t kBudgets = 2 * io::kByteBudget + (3 * kJobs + 2) * 2 * kBlock + kJobs * 2 * kBlock +
+  constexpr std::size_t kBudgets = 2 * io::kByteBudget + (3 * kJobs + 3) * 2 * kBlock + kJobs * 2 * kBlock +
                                    4 * io::kChunk;
   // Thread stacks, libdeflate/zlib state (about 1 MiB per compressor), malloc arenas.
   constexpr std::size_t kAllowance = std::size_t{16} << 20;

@@ -50,8 +50,8 @@
 //     blocks) and "P.deflate" (`jobs` ordered replicas, threads "P.deflate#i": each block
 //     into one member, emitted in input order), P being the name given ("gzip" by
 //     default). The members are the same bytes whatever `jobs` is, and however the
-//     input is cut into buffers. Blocks in flight: one being filled by P.split, one
-//     block's worth in its output channel (its budget is `block` bytes), one block's
+//     input is cut into buffers. Blocks in flight: one being filled by P.split, two
+//     blocks' worth in its output channel (its budget is 2 * `block` bytes), one block's
 //     worth per replica, the reorder window's 2 * jobs compressed batches, and the
 //     output channel's budget. An input that ends by a cancel or a stop request of
 //     P.split's own gets no last member.
