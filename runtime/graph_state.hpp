@@ -206,6 +206,9 @@ class graph_state {
   // (release, on_close, their outputs, and on down a chain), on this thread.
   void finish_fused_after(const stage_node& n) noexcept;
   void finish_fused(stage_node& f) noexcept;
+  // on_close, end_outputs, the fused stages after it, and the final state: shared by a
+  // stage's last thread (finish_replica) and a fused stage's end (finish_fused).
+  void close_stage(stage_node& n) noexcept;
   // Closes (or, during a teardown, cancels) n's outputs.
   void end_outputs(const stage_node& n) noexcept;
   bool allow_restart(stage_node& n);

@@ -167,34 +167,7 @@ void graph_state::finish_replica(stage_node& n, std::int64_t t0) noexcept {
   // exiting, so a stage whose last replica is still in on_close is named stuck too.
   n.exiting.fetch_add(1, std::memory_order_relaxed);
   // acq_rel: the last replica sees everything the others did (as a reference count).
-  if (n.live.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    if (n.on_close) {
-      try {
-        n.on_close();
-      } catch (...) {
-        n.errors.fetch_add(1, std::memory_order_relaxed);
-        n.any_failed.store(true, std::memory_order_relaxed);
-        fail(n, std::current_exception());
-      }
-    }
-    // Cleanup first, then end of stream: a consumer that sees the end also sees the
-    // cleanup's effects (close() publishes them like a push).
-    if (fault_ != nullptr) fault_->on_stage_closed(n.name, static_cast<bool>(n.on_close));
-    // Once the graph is being torn down, an ending stage cancels its outputs instead of
-    // closing them: a stage that returned because its input was cancelled (or that simply
-    // finished during the teardown) must not hand downstream a normal end of stream before
-    // the teardown reaches that channel, or a sink such as write_file would commit a
-    // cut-short output as complete. teardown() sets tearing_ before it cancels any
-    // channel, so a stage that ended because it saw a cancel reads true here.
-    end_outputs(n);
-    // Fused stages after this one ran on its threads, which are all done: end them here.
-    finish_fused_after(n);
-    int running = static_cast<int>(stage_state::running);
-    n.state.compare_exchange_strong(
-        running,
-        static_cast<int>(n.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done),
-        std::memory_order_relaxed);
-  }
+  if (n.live.fetch_sub(1, std::memory_order_acq_rel) == 1) close_stage(n);
   n.exiting.fetch_sub(1, std::memory_order_relaxed);
   std::lock_guard lk(life_mu_);
   if (--alive_ == 0) life_cv_.notify_all();
@@ -217,28 +190,43 @@ void graph_state::finish_fused_after(const stage_node& n) noexcept {
 }
 
 // A fused stage ends as finish_replica ends a stage's last thread: its function copies
-// go first (their destructors are the cleanup), then on_close, then its outputs are
-// closed (cancelled in a teardown), then the fused stages after it.
+// go first (their destructors are the cleanup), then close_stage.
 void graph_state::finish_fused(stage_node& f) noexcept {
   f.exiting.fetch_add(1, std::memory_order_relaxed);
   f.fused->release();
-  if (f.on_close) {
+  close_stage(f);
+  f.exiting.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// The end of a stage, once nothing of it runs any more (its last thread, or for a fused
+// stage its host's): on_close, then its outputs, then the fused stages after it, then
+// its state.
+void graph_state::close_stage(stage_node& n) noexcept {
+  if (n.on_close) {
     try {
-      f.on_close();
+      n.on_close();
     } catch (...) {
-      f.errors.fetch_add(1, std::memory_order_relaxed);
-      f.any_failed.store(true, std::memory_order_relaxed);
-      fail(f, std::current_exception());
+      n.errors.fetch_add(1, std::memory_order_relaxed);
+      n.any_failed.store(true, std::memory_order_relaxed);
+      fail(n, std::current_exception());
     }
   }
-  if (fault_ != nullptr) fault_->on_stage_closed(f.name, static_cast<bool>(f.on_close));
-  end_outputs(f);
-  finish_fused_after(f);
+  // Cleanup first, then end of stream: a consumer that sees the end also sees the
+  // cleanup's effects (close() publishes them like a push).
+  if (fault_ != nullptr) fault_->on_stage_closed(n.name, static_cast<bool>(n.on_close));
+  // Once the graph is being torn down, an ending stage cancels its outputs instead of
+  // closing them: a stage that returned because its input was cancelled (or that simply
+  // finished during the teardown) must not hand downstream a normal end of stream before
+  // the teardown reaches that channel, or a sink such as write_file would commit a
+  // cut-short output as complete. teardown() sets tearing_ before it cancels any
+  // channel, so a stage that ended because it saw a cancel reads true here.
+  end_outputs(n);
+  // Fused stages after this one ran on its threads, which are all done: end them here.
+  finish_fused_after(n);
   int running = static_cast<int>(stage_state::running);
-  f.state.compare_exchange_strong(
-      running, static_cast<int>(f.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done),
+  n.state.compare_exchange_strong(
+      running, static_cast<int>(n.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done),
       std::memory_order_relaxed);
-  f.exiting.fetch_sub(1, std::memory_order_relaxed);
 }
 
 bool graph_state::allow_restart(stage_node& n) {
