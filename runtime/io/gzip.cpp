@@ -440,8 +440,9 @@ void gunzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::st
 // so the members, and with them the output bytes, do not depend on `jobs`. Its output
 // budget is two blocks: with one, a replica that finished its block often found the
 // channel empty while P.split was still copying the next one (benchmarks/README.md has
-// the measurement). More would let one replica's batched pop take several blocks while
-// another waits.
+// the measurement); four measured no faster than two. Each replica pops one block at a
+// time (buffers are weighted: detail/graph_task.hpp's batch_for), so two queued blocks
+// go to two replicas.
 
 namespace {
 

@@ -940,6 +940,45 @@ TEST(graph, weighted_item_types_get_byte_budgeted_channels) {
   EXPECT_LE(max_size.load(), 1000u);
 }
 
+// Replicas of a weighted item type (large items, slow each) take one item per pop: two
+// blobs queued for two replicas are worked on at once, one each, as parallel_gzip's
+// blocks must be. (With a batch of several, the first replica to wake took both and the
+// second sat idle.)
+TEST(graph, replicas_of_weighted_items_take_one_item_per_pop) {
+  watchdog dog(30s);
+  {
+    auto [tx, rx] = sluice::bounded<blob>(1);
+    EXPECT_EQ(sluice::detail::batch_for(rx, 2), 1u);
+    EXPECT_EQ(sluice::detail::batch_for(rx, 1), 1u);  // capacity 1 anyway
+    auto [itx, irx] = sluice::bounded<int>(1024);
+    EXPECT_GT(sluice::detail::batch_for(irx, 2), 1u);  // small items: batched
+  }
+  for (const bool ordered : {true, false}) {
+    sluice::graph g;
+    std::mutex mu;
+    std::condition_variable cv;
+    int inside = 0;
+    int alone = 0;  // calls that waited in vain for the other item
+    auto src = g.source<blob>("src", [](sluice::sender<blob>& out) {
+      out.push(blob{std::string(100, 'a')});
+      out.push(blob{std::string(100, 'b')});
+    }, {.capacity = 1000});
+    auto m = g.map("work", src, [&](blob b) {
+      std::unique_lock lk(mu);
+      ++inside;
+      cv.notify_all();
+      // Both items are in the function at the same time only if each replica took one.
+      if (!cv.wait_for(lk, 10s, [&] { return inside == 2; })) ++alone;
+      return b;
+    }, {.capacity = 1000, .replicas = 2, .ordered = ordered});
+    std::size_t n = 0;
+    g.sink("sink", m, [&](blob) { ++n; });
+    g.run();
+    EXPECT_EQ(n, 2u);
+    EXPECT_EQ(alone, 0) << (ordered ? "ordered" : "unordered") << ": one replica took both items";
+  }
+}
+
 TEST(graph, snapshot_from_another_thread_while_running) {
   watchdog dog(30s);
   sluice::graph g;

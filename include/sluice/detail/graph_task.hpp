@@ -28,6 +28,7 @@
 
 #include "sluice/channel.hpp"
 #include "sluice/detail/graph_core.hpp"
+#include "sluice/stage.hpp"
 
 namespace sluice::detail {
 
@@ -160,8 +161,16 @@ bool push_keep(sender<T>& tx, T& v) {
   return tx.push_until(std::move(v), time_point::max()) == status::ok;
 }
 
+// How many items one pop of a stage's thread takes. Replicas take fewer, so that one
+// thread's batch does not leave its siblings idle. Replicas of a weighted item type
+// (channel_traits: items that carry bytes, few per channel and each slow to process)
+// take one at a time: two gzip blocks queued for two replicas must go one to each, not
+// both to whichever woke first.
 template <class T>
 std::size_t batch_for(const receiver<T>& rx, std::size_t threads) {
+  if constexpr (channel_traits<T>::weighted) {
+    if (threads > 1) return 1;
+  }
   const std::size_t want = threads > 1 ? kReplicaBatch : kBatch;
   return std::max<std::size_t>(1, std::min(want, rx.capacity()));
 }
