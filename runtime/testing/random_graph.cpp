@@ -104,6 +104,33 @@ class drawer {
 
 }  // namespace
 
+namespace {
+
+// Marks the stages of `seg` that may run fused (one replica, an upstream with one
+// output) with probability 1/2 each. `after_fan`: seg is a branch of a fan-out, so its
+// first stage, whether in pre or (pre empty, no fan of its own) in post, has the fan
+// itself as upstream (several outputs) and keeps its thread.
+void fuse_segment(random_graph& g, const segment& seg, bool after_fan, std::mt19937_64& rng) {
+  bool upstream_shared = after_fan;
+  auto mark = [&](int i) {
+    stage_spec& s = g.stages[static_cast<std::size_t>(i)];
+    if (!upstream_shared && s.replicas == 1 && rng() % 2 == 0) s.fuse = true;
+    upstream_shared = false;
+  };
+  for (int i : seg.pre) mark(i);
+  for (const segment& b : seg.branches) fuse_segment(g, b, true, rng);
+  if (seg.fan != fan_kind::none) upstream_shared = false;  // the branches' merge: one output
+  for (int i : seg.post) mark(i);
+}
+
+void draw_fusion(random_graph& g, std::uint64_t seed) {
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);  // not the drawer's stream
+  fuse_segment(g, g.root, false, rng);
+  if (g.sink_replicas == 1 && rng() % 3 == 0) g.sink_fuse = true;
+}
+
+}  // namespace
+
 random_graph draw_random_graph(std::uint64_t seed, const random_graph_options& o) {
   drawer d(seed, o);
   random_graph g;
@@ -197,6 +224,7 @@ random_graph draw_random_graph(std::uint64_t seed, const random_graph_options& o
     g.fault.throws = true;
     g.fault.restart_max = 100;
   }
+  if (o.fuse) draw_fusion(g, seed);
   return g;
 }
 
@@ -209,6 +237,7 @@ std::string stage_text(const random_graph& g, int i) {
   if (s.replicas > 1) t += ",x" + std::to_string(s.replicas) + (s.ordered ? " ordered" : " unordered");
   if (s.slow_every) t += ",slow " + std::to_string(s.slow_sleep.count()) + "us/" + std::to_string(s.slow_every);
   if (s.divide > 1) t += ",share 1/" + std::to_string(s.divide);
+  if (s.fuse) t += ",fused";
   return t + ")";
 }
 
@@ -248,6 +277,7 @@ std::string describe(const random_graph& g) {
   if (g.sink_capacity != 0 || g.sink_replicas > 1) {
     t += "(cap=" + std::to_string(g.sink_capacity) + (g.sink_replicas > 1 ? ",x" + std::to_string(g.sink_replicas) : "") + ")";
   }
+  if (g.sink_fuse) t += "(fused)";
   if (g.sink_slow_every) t += "(slow " + std::to_string(g.sink_slow_sleep.count()) + "us/" + std::to_string(g.sink_slow_every) + ")";
   if (g.stuck.stage >= 0) {
     t += "\n    stuck: " + g.stages[static_cast<std::size_t>(g.stuck.stage)].name + " at v=" + std::to_string(g.stuck.at) +

@@ -82,6 +82,7 @@ void one_run(std::uint64_t seed, int run) {
   o.max_sources = 2;
   o.max_items = kMaxItems;
   o.throwing_fault = end == ending::failure;
+  o.fuse = sluice_test::mix(seed, 2) % 2 == 0;  // half the runs fuse some stages and maybe the sink
   st::random_graph spec = st::draw_random_graph(sluice_test::mix(seed, 1), o);
   spec.endless = end == ending::stop;
   spec.pad = spec.pad % 65;  // small items: the test is about accounting, not memory

@@ -64,6 +64,49 @@ TEST(random_graph, options_are_kept) {
   }
 }
 
+// .fuse marks single-replica stages (never a fan-out branch's first) and sometimes the
+// sink, and leaves the rest of the graph as the seed draws it without fusion.
+TEST(random_graph, fuse_marks_only_stages_that_can_be_fused_and_keeps_the_rest) {
+  std::size_t fused = 0, sinks = 0;
+  for (const bool nested : {false, true}) {
+    for (std::uint64_t seed = 0; seed < 200; ++seed) {
+      st::random_graph_options o;
+      o.nested = nested;
+      const st::random_graph plain = st::draw_random_graph(seed, o);
+      o.fuse = true;
+      st::random_graph g = st::draw_random_graph(seed, o);
+      // A branch's first stage (in pre, or in post when pre is empty and there is no
+      // fan between) has the fan-out as upstream.
+      auto check = [&](auto& self, const st::segment& seg, bool after_fan) -> void {
+        std::vector<int> order = seg.pre;
+        if (seg.fan == st::fan_kind::none) order.insert(order.end(), seg.post.begin(), seg.post.end());
+        if (after_fan && !order.empty()) {
+          const st::stage_spec& s = g.stages[static_cast<std::size_t>(order.front())];
+          EXPECT_FALSE(s.fuse) << seed << " " << s.name;
+        }
+        for (const auto& b : seg.branches) self(self, b, true);
+      };
+      check(check, g.root, false);
+      for (const st::stage_spec& s : g.stages) {
+        if (s.fuse) {
+          EXPECT_EQ(s.replicas, 1u) << seed << " " << s.name;
+          ++fused;
+        }
+      }
+      if (g.sink_fuse) {
+        EXPECT_EQ(g.sink_replicas, 1u) << seed;
+        ++sinks;
+      }
+      // Without the marks, the same graph.
+      for (st::stage_spec& s : g.stages) s.fuse = false;
+      g.sink_fuse = false;
+      EXPECT_EQ(st::describe(g), st::describe(plain)) << seed;
+    }
+  }
+  EXPECT_GT(fused, 100u);
+  EXPECT_GT(sinks, 50u);
+}
+
 TEST(random_graph, the_ledger_sees_lost_doubled_and_phantom_items) {
   st::random_graph g;
   g.items = 3;

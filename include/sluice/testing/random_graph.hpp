@@ -66,6 +66,7 @@ struct stage_spec {
   std::uint64_t slow_every = 0;  // sleep slow_sleep every slow_every items (per replica)
   std::chrono::microseconds slow_sleep{0};
   std::uint64_t divide = 1;  // the first stage of a broadcast branch: the weight's share
+  bool fuse = false;         // stage_options::fuse: runs on its upstream's thread(s)
 };
 
 // A chain of stages, then optionally a fan-out into branches and their merge, then more.
@@ -112,6 +113,7 @@ struct random_graph {
   std::chrono::microseconds sink_slow_sleep{0};
   std::size_t sink_capacity = 0;  // 0: the sink's input is its producer's channel only
   std::size_t sink_replicas = 1;
+  bool sink_fuse = false;  // the sink runs on its upstream's thread(s)
   stuck_spec stuck;
   fault_spec fault;
   control_spec control;
@@ -132,6 +134,10 @@ struct random_graph_options {
   // A stage stuck past this names itself in the teardown report (sometimes drawn).
   std::chrono::milliseconds teardown_deadline{500};
   bool throwing_fault = false;  // the fault stage throws from its function
+  // Some single-replica stages (never the first of a fan-out's branch, whose upstream
+  // has several outputs) and the sink are fused (stage_options::fuse). Drawn from a
+  // stream of its own: the rest of the graph is what the same seed draws without it.
+  bool fuse = false;
 };
 
 // Divisible by every product of the broadcast fan-outs a graph can draw (2s and 3s,
@@ -298,6 +304,7 @@ void build_random_graph(sluice::graph& g, const random_graph& spec_in, const std
       return false;
     };
     sluice::stage_options o = options_for(st.name, st.capacity, st.replicas, st.ordered);
+    o.fuse = st.fuse;
     // A filter never divides (draw_random_graph makes every dividing stage a map).
     if (st.filter) return g.filter(st.name, in, [fn](const Item& it) mutable { return fn(it); }, std::move(o));
     return g.map(st.name, in, [fn, divide = st.divide](Item it) mutable {
@@ -337,7 +344,8 @@ void build_random_graph(sluice::graph& g, const random_graph& spec_in, const std
     const std::uint64_t call = book->sink_call();
     return !(sp.control.kind == control_kind::early_finish && call == sp.control.early_after);
   };
-  if (spec.sink_capacity == 0 && spec.sink_replicas == 1 && spec.fault.stage != "sink") {
+  so.fuse = spec.sink_fuse;
+  if (spec.sink_capacity == 0 && spec.sink_replicas == 1 && spec.fault.stage != "sink" && !spec.sink_fuse) {
     g.sink("sink", cur, std::move(sink_fn));
   } else {
     g.sink("sink", cur, std::move(sink_fn), std::move(so));
