@@ -121,6 +121,7 @@ metrics::snapshot graph_state::snapshot() const {
       st.blocked_on = channels_[ops[k]->second]->name;
       st.blocked_op = ops[k]->first ? "push" : "pop";
     }
+    if (n.fused && n.host < nodes_.size()) st.runs_on = nodes_[n.host]->name;
     s.stages.push_back(std::move(st));
   }
   s.channels.reserve(channels_.size());

@@ -184,7 +184,7 @@ class graph_state {
 
   // ---- from stage threads ----
   // A fused stage's error policy (replica_env::fused_error).
-  replica_env::after_error fused_error(stage_node& n, std::exception_ptr e) noexcept;
+  replica_env::after_error fused_error(stage_node& n, std::exception_ptr e, bool item) noexcept;
   // A stage threw (after its policy gave up): the first failure tears the graph down.
   void fail(stage_node& n, std::exception_ptr e) noexcept;
   [[nodiscard]] bool tearing_down() const noexcept {

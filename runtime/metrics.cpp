@@ -170,6 +170,7 @@ std::string to_json(const snapshot& s) {
     json_str_field(out, "state", st.state);
     json_str_field(out, "blocked_on", st.blocked_on);
     json_str_field(out, "blocked_op", st.blocked_op);
+    if (!st.runs_on.empty()) json_str_field(out, "runs_on", st.runs_on);
     drop_comma(out);
     out += "},";
   }

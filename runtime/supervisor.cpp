@@ -55,8 +55,8 @@ void replica_env::discard_failed(std::size_t channel, const std::type_info& type
                                  std::exception_ptr why) noexcept {
   graph_->discard_failed(channel, *node_, type, item, std::move(why));
 }
-replica_env::after_error replica_env::fused_error(std::exception_ptr why) noexcept {
-  return graph_->fused_error(*node_, std::move(why));
+replica_env::after_error replica_env::fused_error(std::exception_ptr why, bool item) noexcept {
+  return graph_->fused_error(*node_, std::move(why), item);
 }
 void replica_env::fused_fail(std::exception_ptr why) noexcept {
   node_->errors.fetch_add(1, std::memory_order_relaxed);
@@ -66,9 +66,9 @@ void replica_env::fused_fail(std::exception_ptr why) noexcept {
 
 // ---- a fused stage's error policy (on its host's thread) ------------------------------
 
-replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_ptr e) noexcept {
+replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_ptr e, bool item) noexcept {
   using after = replica_env::after_error;
-  if (n.policy.what() == error_policy::kind::skip) {
+  if (item && n.policy.what() == error_policy::kind::skip) {
     n.errors.fetch_add(1, std::memory_order_relaxed);  // as item_task's count_error()
     return after::go_on;
   }

@@ -46,6 +46,9 @@ struct stage_snapshot {
   // Where the stage is blocked right now, if it is: a channel name, and "push" or "pop".
   std::string blocked_on;
   std::string blocked_op;
+  // A fused stage (stage_options::fuse) has no thread of its own: the stage whose threads
+  // run it (the first unfused stage upstream). Empty for a stage with its own threads.
+  std::string runs_on;
 };
 
 struct channel_snapshot {

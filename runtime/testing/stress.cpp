@@ -316,6 +316,9 @@ std::vector<std::string> culprits(const sluice::graph& g) {
   } else {
     for (const auto& st : b.stages) {
       if (alive.count(st.name) == 0) continue;
+      // A fused stage has no thread: if the thread that runs it does not return, the
+      // stage that owns that thread (runs_on) is named.
+      if (!st.runs_on.empty()) continue;
       bool parked = false;
       for (const auto& c : b.channels) {
         if (c.name != st.blocked_on) continue;

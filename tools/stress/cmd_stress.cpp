@@ -113,9 +113,10 @@ struct shape_filter {
   }
 };
 
-random_graph make_spec(std::uint64_t seed, const shape_filter& shapes) {
+random_graph make_spec(std::uint64_t seed, const shape_filter& shapes, bool fuse) {
   testing::random_graph_options o;
   for (int i = 0; i < 4; ++i) o.fans[i] = shapes.allowed[i];
+  o.fuse = fuse;
   o.teardown_deadline = kTeardownDeadline;
   return testing::draw_random_graph(seed, o);
 }
@@ -306,6 +307,7 @@ int cmd_stress(int argc, char** argv) {
   std::chrono::nanoseconds duration{0};
   std::optional<std::uint64_t> replay;
   bool verbose = false;
+  bool fuse = false;
   shape_filter shapes;
   arg_parser p("sluice stress",
                "Random graphs with slow and stuck stages under sluice::testing's fault injection (delays\n"
@@ -354,6 +356,7 @@ int cmd_stress(int argc, char** argv) {
              return f.allowed[0] || f.allowed[1] || f.allowed[2] || f.allowed[3];
            },
            "a comma list of none, broadcast, round_robin, partition");
+  p.flag("--fuse", &fuse, "also fuse some single-replica stages and the sink (stage_options::fuse)");
   p.flag("--verbose", &verbose, "print every run's graph and result");
   if (!p.parse(argc, argv)) return 0;
   if (runs == 0 && !replay) p.bad("--runs", "0", "at least 1");
@@ -375,10 +378,10 @@ int cmd_stress(int argc, char** argv) {
   const auto t0 = clock::now();
   std::uint64_t done = 0, failed = 0;
   std::uint64_t n_ok = 0, n_error = 0, n_cancelled = 0, n_stuck = 0, n_early = 0;
-  const std::string fan_arg = shapes.all() ? "" : " --fan " + shapes.text();
+  const std::string fan_arg = (shapes.all() ? "" : " --fan " + shapes.text()) + (fuse ? " --fuse" : "");
   for (std::size_t i = 0; i < run_seeds.size(); ++i) {
     if (duration.count() > 0 && clock::now() - t0 >= duration) break;
-    const random_graph spec = make_spec(run_seeds[i], shapes);
+    const random_graph spec = make_spec(run_seeds[i], shapes, fuse);
     const std::string text = testing::describe(spec);
     guard.arm("  run " + std::to_string(i + 1) + " seed " + hex(spec.seed) + "\n    " + text +
               "\n  replay: sluice stress --replay " + hex(spec.seed) + fan_arg);

@@ -86,7 +86,9 @@ class replica_env {
   // backoff is slept, then renew the function (unless the restart limit is reached or the
   // graph is tearing down). stop, or a restart refused: the graph fails naming this stage.
   enum class after_error { go_on, renew, stop };
-  after_error fused_error(std::exception_ptr why) noexcept;
+  // `item`: the stage function threw on an item (skip may go on); otherwise its output
+  // push threw, which skip does not cover (as for an unfused stage: out of its loop).
+  after_error fused_error(std::exception_ptr why, bool item) noexcept;
   // A fused stage's renew() threw: the graph fails naming this stage.
   void fused_fail(std::exception_ptr why) noexcept;
 

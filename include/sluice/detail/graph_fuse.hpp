@@ -213,10 +213,10 @@ class fused_stage final : public direct_target<T>, public fused_control {
         return direct_result::taken_done;
       } catch (...) {
         // The push threw (a fault injected under sluice::testing::stress): the result
-        // is a dead letter, and the stage's policy decides, as for an unfused stage
-        // whose push threw out of its loop.
+        // is a dead letter, and the stage's policy decides as for an unfused stage
+        // whose push threw out of its loop: restart or stop, never skip.
         graph_->discard(out_ch_, typeid(U), &out);
-        return policy(in, std::current_exception());
+        return policy(in, std::current_exception(), false);
       }
     } else {
       (void)in;
@@ -228,10 +228,10 @@ class fused_stage final : public direct_target<T>, public fused_control {
   // The function threw on v: v is a dead letter naming this stage, then the policy.
   direct_result failed(instance& in, T& v, std::exception_ptr e) noexcept {
     env_.discard_failed(in_ch_, typeid(T), &v, e);
-    return policy(in, std::move(e));
+    return policy(in, std::move(e), true);
   }
-  direct_result policy(instance& in, std::exception_ptr e) noexcept {
-    switch (env_.fused_error(std::move(e))) {
+  direct_result policy(instance& in, std::exception_ptr e, bool item) noexcept {
+    switch (env_.fused_error(std::move(e), item)) {
       case replica_env::after_error::go_on:
         return direct_result::taken;
       case replica_env::after_error::renew:
