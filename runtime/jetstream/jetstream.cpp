@@ -834,14 +834,17 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
                                " failed: " + nats_error(rc));
     }
     if (!sub_state::is_user_message(m)) {
+      // The status code lives in the message's headers: judged before the message goes.
       const char* code = nullptr;
       natsMsgHeader_Get(m, "Status", &code);
       const bool ours = s.request_of(m) == s.request;
       const bool heartbeat = code != nullptr && std::strncmp(code, "100", 3) == 0;
+      const bool nothing_yet =  // 404 / 408: nothing (more) for now; 409 and others: try again later
+          code != nullptr && (std::strncmp(code, "404", 3) == 0 || std::strncmp(code, "408", 3) == 0);
       natsMsg_Destroy(m);
       if (!ours || heartbeat) continue;  // a late status of an abandoned request, or a heartbeat
-      s.open = false;                    // 404 / 408: nothing (more) for now; 409 and others: try again later
-      if (code == nullptr || (std::strncmp(code, "404", 3) != 0 && std::strncmp(code, "408", 3) != 0)) {
+      s.open = false;
+      if (!nothing_yet) {
         pause = true;
         if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
       }

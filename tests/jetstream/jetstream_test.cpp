@@ -236,6 +236,28 @@ TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
   EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == n - 3 * (n / 3); }));
 }
 
+// A pull request on an empty stream ends with a status message (408 when it expires):
+// "nothing for now", not an error. The status was once read after its message was
+// destroyed (a use after free that AddressSanitizer reports at the first 408; an
+// optimised build read freed memory and could count a fetch error and pause).
+TEST(JetstreamEdge, ExpiredPullRequestsOnAnEmptyStreamAreNotErrors) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "quiet", .max_msgs = 8};
+  js::ensure_edge(conn, e);
+  auto sc = std::make_shared<js::subscribe_counters>();
+  sluice::pipeline s(js::subscribe<int>(conn, e, {.counters = sc}), sluice::into([](js::delivery<int> d) { d.ack(); }));
+  s.start();
+  // Each request lives 500 ms on the server (kMinExpires): three answered ones, then stop.
+  const bool three = eventually([&] { return sc->polls.load() >= 4; }, 15s);
+  s.cancel();
+  EXPECT_THROW(s.wait(), sluice::cancelled);
+  ASSERT_TRUE(three) << "polls " << sc->polls.load();
+  EXPECT_EQ(sc->fetch_errors.load(), 0u) << "polls " << sc->polls.load();
+  EXPECT_EQ(sc->fetched.load(), 0u);
+}
+
 TEST(JetstreamEdge, StringAndBufferCodecs) {
   NEED_NATS_SERVER();
   nats_server server;
