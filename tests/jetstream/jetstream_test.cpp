@@ -205,6 +205,8 @@ TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
   for (std::size_t capacity : {200u, 61u, 7u}) {
     auto sc = std::make_shared<js::subscribe_counters>();
     std::map<std::uint64_t, int> seen;
+    std::map<std::uint64_t, std::string> history;  // per item: deliveries() of each time it came, ms since start
+    const auto t0 = clock_type::now();
     std::set<std::string> confirmed;
     std::mutex mu;
     const std::uint64_t take = n / 3;
@@ -220,12 +222,15 @@ TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
           std::uint64_t i = 0;
           std::memcpy(&i, d.value().data(), sizeof i);
           ++seen[i];
+          history[i] += " " + std::to_string(d.deliveries()) + "@" + std::to_string(static_cast<int>(ms_since(t0)));
           d.ack();
           return seen.size() < take;
         }));
     run_bounded(consumer.get_graph());
     ASSERT_EQ(seen.size(), take) << "capacity " << capacity << " polls " << sc->polls.load() << " errors " << sc->fetch_errors.load() << " fetched " << sc->fetched.load();
-    for (auto& [v, c] : seen) EXPECT_EQ(c, 1) << "item " << v;
+    for (auto& [v, c] : seen) {
+      EXPECT_EQ(c, 1) << "item " << v << " (capacity " << capacity << "), deliveries()@ms:" << history[v];
+    }
     EXPECT_EQ(sc->acks_sent.load(), take);
     // Confirmations of the last acks were awaited when the stage's state went.
     EXPECT_EQ(sc->acks_confirmed.load(), take);
