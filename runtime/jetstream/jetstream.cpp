@@ -66,20 +66,63 @@ struct edge_gauge {
   }
 };
 
+// ---- libnats 3.4.1 and subscription lifetime ----------------------------------------
+//
+// libnats 3.4.1's reader thread hands a message to its subscription without holding a
+// reference to it (natsConn_processMsg: natsHash_Get(nc->subs, sid) under nc->subsMu,
+// then nc->subsMu is released, the message is allocated (natsMsg_create), and only
+// then is the subscription's own mutex taken and the message linked to its list). A
+// subscription unsubscribed and destroyed by another thread in that window is freed
+// under the reader's feet: it then locks a freed mutex (abort in natsMutex_Lock, or
+// glibc's "__pthread_mutex_lock_full: Assertion `e != ESRCH || !robust' failed"), or
+// links the message into freed memory (heap corruption, and a natsMsg_create
+// allocation that LeakSanitizer reports lost). Upstream: nats-io/nats.c issue 637,
+// fixed by pull request 638 (natsSubAndLdw_LockAndRetain), after 3.4.1.
+//
+// So sluice never frees a subscription that the reader thread may still be handing a
+// message to:
+//   - its own subscriptions (a subscribe stage's pull and confirmation inboxes) are
+//     retired: unsubscribed (from then on no message finds them), then a PING/PONG round
+//     trip (natsConnection_FlushTimeout): the reader thread processes what it read in
+//     order, so once it has processed the PONG it has finished with any message that
+//     found the subscription before it was removed; then it is destroyed. Without a
+//     PONG (connection down, or slow), it waits in `retired_subs` until the connection
+//     closes (natsConnection_Close joins the reader thread first).
+//   - a jsCtx destroys its reply subscription in jsCtx_Destroy (unsubscribe and release
+//     at once, with the publish acknowledgements still arriving): so there is one
+//     publishing context per connection, destroyed only after natsConnection_Close, and
+//     the publish stages share it; its acknowledgements reach their stage through
+//     ack_routes (below).
+constexpr auto kRetireFlush = std::chrono::milliseconds(200);
+
 struct conn_state {
   natsConnection* nc = nullptr;
+  jsCtx* pub_js = nullptr;  // the publish stages' context (acknowledgements: ack_routes)
   std::string url;
   connect_options opts;
   std::mutex retired_mu;
-  // Publish engines whose jsCtx is gone: an acknowledgement callback already running on
-  // a libnats thread may still touch one, so they live as long as the connection.
-  std::vector<std::shared_ptr<pub_state>> retired;
+  std::vector<natsSubscription*> retired_subs;  // guarded by retired_mu: unsubscribed, not yet freed
 
   ~conn_state() {
-    if (nc != nullptr) {
-      natsConnection_Close(nc);
-      natsConnection_Destroy(nc);
+    if (nc == nullptr) return;
+    natsConnection_Close(nc);  // joins the reader thread: no message is being handed on after this
+    if (pub_js != nullptr) jsCtx_Destroy(pub_js);  // its reply subscription, its pending messages
+    for (natsSubscription* s : retired_subs) natsSubscription_Destroy(s);
+    natsConnection_Destroy(nc);
+  }
+
+  // Unsubscribes s and frees it once the reader thread cannot be handing it a message
+  // (see above). Any thread; s is not used by the caller afterwards.
+  void retire(natsSubscription* s) {
+    if (s == nullptr) return;
+    natsSubscription_Unsubscribe(s);
+    if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED &&
+        natsConnection_FlushTimeout(nc, kRetireFlush.count()) == NATS_OK) {
+      natsSubscription_Destroy(s);
+      return;
     }
+    std::lock_guard lk(retired_mu);
+    retired_subs.push_back(s);
   }
 
   // Throws when the connection is closed, or has been down for longer than give_up.
@@ -102,8 +145,9 @@ struct conn_state {
     }
   }
 
-  void make_js(js_ctx& c, jsOptions* o) const {
-    natsStatus s = natsConnection_JetStream(&c.js, nc, o);
+  void make_js(js_ctx& c, jsOptions* o) const { make_js_raw(&c.js, o); }
+  void make_js_raw(jsCtx** js, jsOptions* o) const {
+    natsStatus s = natsConnection_JetStream(js, nc, o);
     if (s != NATS_OK) throw std::runtime_error("sluice::jetstream: " + url + ": no JetStream context: " + nats_error(s));
   }
 
@@ -155,6 +199,44 @@ void need_connection(const connection& c, const char* what) {
 
 // ---- publish -------------------------------------------------------------------
 //
+// The publish stages of a connection share its jsCtx (conn_state::pub_js: see "libnats
+// 3.4.1 and subscription lifetime" above). libnats calls route_ack with each message's
+// acknowledgement (or refusal, or MaxWait timeout) on one of its threads; ack_routes
+// says which stage sent the message. Protocol: a stage adds (message -> its state)
+// before handing the message to js_PublishMsgAsync; route_ack takes the entry out and
+// runs the stage's on_ack under ack_routes' mutex; a stage that ends removes its
+// entries under that mutex. So once a stage's entries are gone, no callback runs or
+// will run on its state: it is freed at once (no state kept for the connection's
+// lifetime), and a message whose stage is gone is destroyed by route_ack.
+//
+// Process-wide: a callback may come on any connection at any time, so this is never
+// freed (reachable from a static pointer: not a leak).
+struct ack_routes {
+  std::mutex mu;
+  std::unordered_map<natsMsg*, pub_state*> owner;  // guarded by mu: messages libnats holds
+};
+ack_routes& routes() {
+  static auto* r = new ack_routes;
+  return *r;
+}
+void route_add(natsMsg* m, pub_state* p) {
+  auto& r = routes();
+  std::lock_guard lk(r.mu);
+  r.owner[m] = p;
+}
+void route_remove(natsMsg* m) {
+  auto& r = routes();
+  std::lock_guard lk(r.mu);
+  r.owner.erase(m);
+}
+// Removes every entry of p; afterwards no callback runs or will run on p.
+void route_remove_all(const pub_state* p) {
+  auto& r = routes();
+  std::lock_guard lk(r.mu);
+  std::erase_if(r.owner, [p](const auto& kv) { return kv.second == p; });
+}
+void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void*);
+
 // Window protocol: in_flight counts messages handed to libnats and not yet acknowledged
 // (a refused message stays in flight while it waits in `retry`). The stage thread waits
 // (cv) for in_flight < window; the acknowledgement callback (libnats thread) decrements
@@ -162,7 +244,6 @@ void need_connection(const connection& c, const char* what) {
 // thread through `retry` (never re-published from the callback: that would block libnats).
 struct pub_state {
   std::shared_ptr<conn_state> conn;
-  js_ctx js;
   edge_options edge;
   std::string subject;
   publish_options opts;
@@ -181,29 +262,30 @@ struct pub_state {
     for (auto& r : retry) natsMsg_Destroy(r.first);
   }
 
-  static void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
-    auto* self = static_cast<pub_state*>(closure);
-    const auto& c = self->opts.counters;
+  // The acknowledgement (pa), refusal or timeout (pae) of msg, which is ours again. On a
+  // libnats thread, under ack_routes' mutex (route_ack).
+  void on_ack(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
+    const auto& c = opts.counters;
     if (pa != nullptr) {
       if (c) {
         c->acked.fetch_add(1, std::memory_order_relaxed);
         if (pa->Duplicate) c->duplicates.fetch_add(1, std::memory_order_relaxed);
       }
       natsMsg_Destroy(msg);
-      std::lock_guard lk(self->mu);
-      --self->in_flight;
-      self->cv.notify_all();
+      std::lock_guard lk(mu);
+      --in_flight;
+      cv.notify_all();
       return;
     }
     // Refused (stream full: discard = new) or timed out: the stage re-publishes the same
     // message (same Nats-Msg-Id) after opts.retry.
     if (c) c->refused.fetch_add(1, std::memory_order_relaxed);
-    std::lock_guard lk(self->mu);
+    std::lock_guard lk(mu);
     if (pae != nullptr) {
-      self->last_error = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
+      last_error = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
     }
-    self->retry.emplace_back(msg, clock::now() + self->opts.retry);
-    self->cv.notify_all();
+    retry.emplace_back(msg, clock::now() + opts.retry);
+    cv.notify_all();
   }
 
   // Sends m (ownership passes to libnats on success). On a local failure the message goes
@@ -212,8 +294,12 @@ struct pub_state {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = opts.ack_timeout.count();
-    natsStatus s = js_PublishMsgAsync(js.js, &m, &po);
-    if (s == NATS_OK) return;
+    natsMsg* const sent = m;
+    route_add(sent, this);
+    natsStatus s = js_PublishMsgAsync(conn->pub_js, &m, &po);
+    if (s == NATS_OK) return;  // libnats owns it (its callback may even have run already)
+    // Not sent: libnats took it out of its pending map, so no callback will come for it.
+    route_remove(sent);
     if (s == NATS_CONNECTION_CLOSED) {
       natsMsg_Destroy(m);
       std::lock_guard lk(mu);
@@ -270,6 +356,19 @@ struct pub_state {
   }
 };
 
+void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void*) {
+  auto& r = routes();
+  std::lock_guard lk(r.mu);
+  const auto it = r.owner.find(msg);
+  if (it == r.owner.end()) {  // its stage is gone
+    natsMsg_Destroy(msg);
+    return;
+  }
+  pub_state* const p = it->second;
+  r.owner.erase(it);
+  p->on_ack(msg, pa, pae);
+}
+
 publisher::publisher(const connection& c, const edge_options& e, const publish_options& o) {
   need_connection(c, "publish");
   auto st = std::make_shared<pub_state>();
@@ -280,35 +379,17 @@ publisher::publisher(const connection& c, const edge_options& e, const publish_o
   if (st->opts.window == 0) st->opts.window = 1;
   st->producer_id = o.producer_id.empty() ? random_producer_id() : o.producer_id;
   st->seq = o.first_sequence;
-  jsOptions jo;
-  jsOptions_Init(&jo);
-  // Our own window bounds what is in flight; libnats' bound only needs to stay above it.
-  jo.PublishAsync.MaxPending = static_cast<int64_t>(st->opts.window) + 64;
-  jo.PublishAsync.AckHandler = &pub_state::on_ack;
-  jo.PublishAsync.AckHandlerClosure = st.get();
-  jo.PublishAsync.StallWait = 50;
-  st->conn->make_js(st->js, &jo);
   st->gauge = st->conn->make_gauge(e, true);
   st_ = std::move(st);
 }
 
 publisher::~publisher() {
-  // The jsCtx goes now (pending acknowledgements are dropped); the state stays with the
-  // connection in case a callback is still running on it.
-  {
-    std::lock_guard lk(st_->mu);
-    for (auto& r : st_->retry) natsMsg_Destroy(r.first);
-    st_->retry.clear();
-  }
-  if (st_->js.js != nullptr) {
-    jsCtx_Destroy(st_->js.js);
-    st_->js.js = nullptr;
-  }
-  // The retired state must not own the connection (a cycle: neither would ever be freed,
-  // and the connection never closed). Callbacks do not use it.
-  auto conn = std::move(st_->conn);
-  std::lock_guard lk(conn->retired_mu);
-  conn->retired.push_back(std::move(st_));
+  // From here no acknowledgement reaches this state; messages still pending in libnats
+  // are destroyed by route_ack when theirs comes (or by jsCtx_Destroy at the end).
+  route_remove_all(st_.get());
+  std::lock_guard lk(st_->mu);
+  for (auto& r : st_->retry) natsMsg_Destroy(r.first);
+  st_->retry.clear();
 }
 
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
@@ -416,8 +497,7 @@ struct sub_state {
     close_pulls(false);
     if (confirms != nullptr) {
       settle_confirmations(clock::now() + 2 * opts.ack_confirm_wait);
-      natsSubscription_Unsubscribe(confirms);
-      natsSubscription_Destroy(confirms);
+      conn->retire(confirms);  // late confirmations may be arriving: never a plain destroy
     }
   }
 
@@ -607,8 +687,7 @@ struct sub_state {
     }
     if (!open) request_gone_ns.store(0, std::memory_order_relaxed);  // answered: gone from the server
     open = false;
-    natsSubscription_Unsubscribe(pulls);
-    natsSubscription_Destroy(pulls);
+    conn->retire(pulls);  // late messages of our last request may be arriving
     pulls = nullptr;
     pulls_closed.store(true, std::memory_order_release);
     for (natsMsg* m : held) {
@@ -755,14 +834,17 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
                                " failed: " + nats_error(rc));
     }
     if (!sub_state::is_user_message(m)) {
+      // The status code lives in the message's headers: judged before the message goes.
       const char* code = nullptr;
       natsMsgHeader_Get(m, "Status", &code);
       const bool ours = s.request_of(m) == s.request;
       const bool heartbeat = code != nullptr && std::strncmp(code, "100", 3) == 0;
+      const bool nothing_yet =  // 404 / 408: nothing (more) for now; 409 and others: try again later
+          code != nullptr && (std::strncmp(code, "404", 3) == 0 || std::strncmp(code, "408", 3) == 0);
       natsMsg_Destroy(m);
       if (!ours || heartbeat) continue;  // a late status of an abandoned request, or a heartbeat
-      s.open = false;                    // 404 / 408: nothing (more) for now; 409 and others: try again later
-      if (code == nullptr || (std::strncmp(code, "404", 3) != 0 && std::strncmp(code, "408", 3) != 0)) {
+      s.open = false;
+      if (!nothing_yet) {
         pause = true;
         if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
       }
@@ -888,6 +970,12 @@ connection connect(std::string url, connect_options o) {
     throw std::runtime_error("sluice::jetstream: cannot connect to " + url + " within " +
                              std::to_string(o.timeout.count()) + " ms: " + detail::nats_error(s));
   }
+  // The publish stages' shared context. No libnats bound on pending messages (0): each
+  // stage's window bounds its own.
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.AckHandler = &detail::route_ack;
+  st->make_js_raw(&st->pub_js, &jo);
   return connection(std::move(st));
 }
 

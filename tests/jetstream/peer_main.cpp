@@ -8,10 +8,13 @@
 //   sluice_jetstream_peer consume URL STREAM N LOG SLEEP_US
 //       the sink appends "id value deliveries" to LOG (its side effect, one write(2)),
 //       then acks; it ends once LOG holds N distinct ids (read at start too, so a
-//       restarted consumer continues: the sink de-duplicates by id()).
+//       restarted consumer continues: the sink de-duplicates by id()) and the stream holds
+//       nothing more: a killed consumer may have logged an item whose ack never left it,
+//       and that item's redelivery is taken (and logged) too, not left in the stream.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -64,19 +67,28 @@ int consume(const std::string& url, const std::string& stream, std::size_t n, co
   }
   auto conn = js::connect(url);
   js::edge_options e{.stream = stream};
-  sluice::pipeline(js::subscribe<std::uint64_t>(conn, e, {}, {.capacity = 64}),
-                   sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
-                     if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
-                     const std::string line =
-                         d.id() + " " + std::to_string(d.value()) + " " + std::to_string(d.deliveries()) + "\n";
-                     if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
-                       throw std::runtime_error("log write failed");
-                     }
-                     seen.insert(d.id());
-                     d.ack();
-                     return seen.size() < n;
-                   }))
-      .run();
+  std::atomic<std::size_t> distinct{seen.size()};
+  sluice::pipeline p(js::subscribe<std::uint64_t>(conn, e, {}, {.capacity = 64}),
+                     sluice::into([&](js::delivery<std::uint64_t> d) {
+                       if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+                       const std::string line =
+                           d.id() + " " + std::to_string(d.value()) + " " + std::to_string(d.deliveries()) + "\n";
+                       if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+                         throw std::runtime_error("log write failed");
+                       }
+                       seen.insert(d.id());
+                       d.ack();
+                       distinct.store(seen.size(), std::memory_order_relaxed);
+                     }));
+  p.start();
+  // Every wait here is bounded by the caller (it kills this process after its timeout).
+  bool stopping = false;
+  while (!p.get_graph().wait_for(std::chrono::milliseconds(20))) {
+    if (!stopping && distinct.load(std::memory_order_relaxed) >= n && js::inspect_edge(conn, e).msgs == 0) {
+      p.request_stop();
+      stopping = true;
+    }
+  }
   ::close(fd);
   return 0;
 }
