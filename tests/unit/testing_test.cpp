@@ -339,6 +339,33 @@ TEST(testing_stress, ordered_replicas_restart_after_a_push_that_threw_without_lo
   }
 }
 
+TEST(testing_stress, a_fused_stage_under_skip_whose_push_throws_fails_the_graph) {
+  // skip covers the items the stage function throws on, not a push that throws (an
+  // unfused stage's push leaves its loop and the stage fails). A fused map runs on the
+  // source's thread: that thread's push 1 goes into the map, push 2 is the map's own.
+  throw_once hook("source", 2);
+  sluice::graph g;
+  sluice::detail::graph_access::core(g).set_fault_hook(&hook);
+  auto src = g.source<long>("source", [](sluice::sender<long>& out) {
+    for (long i = 0; i < 100; ++i) {
+      if (!out.push(i)) return;
+    }
+  }, {.capacity = 4});
+  auto m = g.map("m", src, [](long v) { return v; },
+                 {.capacity = 4, .on_error = sluice::error_policy::skip, .fuse = true});
+  std::atomic<long> kept{0};
+  g.sink("keep", m, [&kept](long) { kept.fetch_add(1); });
+  g.start();
+  try {
+    const std::optional<sluice::report> r = g.wait_for(10s * kSlow);
+    ASSERT_TRUE(r.has_value()) << "hangs";
+    ADD_FAILURE() << "the run ended normally: skip swallowed the push's exception (" << kept.load() << " kept)";
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "m");
+    EXPECT_THROW(std::rethrow_exception(e.cause()), std::runtime_error);
+  }
+}
+
 TEST(testing_stress, a_push_that_throws_in_broadcast_or_merge_loses_no_item) {
   // source -> broadcast(2) -> a, b -> merge -> sink. The n-th push of the broadcast (or of
   // the merge) throws: the graph fails, and every item is delivered or a dead letter,
