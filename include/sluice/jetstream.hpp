@@ -42,7 +42,8 @@
 //     counted in subscribe_counters::undecodable.
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
 //     letter of a torn-down graph) is nak'ed, so it comes back promptly. An ack asks the
-//     server to confirm it (double ack); confirmations are awaited asynchronously, at
+//     server to confirm it (double ack; subscribe_options::confirm_acks = false sends
+//     plain acks instead, faster); confirmations are awaited asynchronously, at
 //     most subscribe_options::ack_window at once, and counted (acks_confirmed); an ack
 //     unconfirmed after ack_confirm_wait is sent again. A confirmed ack is applied: its
 //     message never comes back, even across a server restart. An unconfirmed one (the
@@ -219,6 +220,12 @@ struct subscribe_options {
   // full); one unconfirmed after ack_confirm_wait is sent again.
   std::size_t ack_window = 1024;
   std::chrono::milliseconds ack_confirm_wait{1000};
+  // false: an ack is a plain "+ACK", as libnats' natsMsg_Ack sends it: no confirmation,
+  // no re-send, no ack window (acks_confirmed stays 0; on_confirmed must be empty). About
+  // a third more messages per second through the edge (benchmarks/README.md, jetstream);
+  // an ack lost with a dying connection then brings its message back after ack_wait,
+  // which at-least-once allows.
+  bool confirm_acks = true;
   // Called once per confirmed ack with the delivery's id() and how many times the ack
   // was sent (1: confirmed at the first send), on whichever thread serves the
   // confirmation (the subscribe stage's, or one in ack()), under an internal lock: keep
