@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -180,12 +181,68 @@ TEST(JetstreamEdge, RoundTripDeliversEveryItemExactlyOnce) {
   EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == 0; }));  // every ack arrived
 }
 
+// confirm_acks = false: plain acks, as libnats' natsMsg_Ack. Every item still arrives
+// once and the server applies every ack (the stream empties); nothing is confirmed, and
+// asking for confirmations of plain acks is an error naming the edge.
+TEST(JetstreamEdge, PlainAcksDeliverEveryItemOnceAndAreNeverConfirmed) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "plain", .max_msgs = 1000};
+  js::ensure_edge(conn, e);
+  const std::uint64_t n = kSanitized ? 1000 : 5000;
+  sluice::pipeline producer(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+                              for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+                            }),
+                            js::publish<std::uint64_t>(conn, e));
+  auto sc = std::make_shared<js::subscribe_counters>();
+  std::map<std::uint64_t, int> seen;
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e, {.counters = sc, .confirm_acks = false}),
+                            sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              ++seen[d.value()];
+                              d.ack();
+                              return seen.size() < n;
+                            }));
+  std::thread t([&] { run_bounded(producer.get_graph()); });
+  run_bounded(consumer.get_graph());
+  t.join();
+  ASSERT_EQ(seen.size(), n);
+  for (auto& [v, c] : seen) EXPECT_EQ(c, 1) << "item " << v;
+  EXPECT_EQ(sc->acks_sent.load(), n);
+  EXPECT_EQ(sc->acks_confirmed.load(), 0u);
+  EXPECT_EQ(sc->acks_unconfirmed.load(), 0u);
+  EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == 0; }));  // every plain ack applied
+
+  sluice::pipeline wrong(js::subscribe<std::uint64_t>(conn, e, {.confirm_acks = false,
+                                                               .on_confirmed = [](const std::string&, unsigned) {}}),
+                         sluice::into([](js::delivery<std::uint64_t> d) { d.ack(); }));
+  auto& g = wrong.get_graph();
+  g.start();
+  try {
+    const bool ended = g.wait_for(10s).has_value();
+    ADD_FAILURE() << (ended ? "on_confirmed with confirm_acks = false was accepted" : "the graph hung");
+    if (!ended) wait_bounded(g);
+  } catch (const sluice::stage_error& ex) {
+    EXPECT_NE(std::string(ex.what()).find("'plain'"), std::string::npos) << ex.what();
+    EXPECT_NE(std::string(ex.what()).find("on_confirmed needs confirm_acks"), std::string::npos) << ex.what();
+  }
+}
+
 // The pattern that broke libnats 3.4.1's natsSubscription_Fetch (heap overflow: a fetch
 // that gave up before its messages arrived left them queued, and the next fetch read past
 // its array): 1 ms pull waits, 8 KiB messages still arriving when a wait ends, and a
-// room (output capacity) that changes between requests. Every item exactly once, every
-// ack confirmed by the server.
-TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
+// room (output capacity) that changes between requests. Every item arrives, every ack
+// is confirmed by the server.
+//
+// At least once, as DESIGN section 7 promises, not exactly once: at each hand-over the
+// consumer that stops naks what it fetched and did not hand on (up to its capacity plus a
+// batch), and nats-server 2.9.10 now and then hands one of those out twice (once in 10-30
+// runs under load; seen: an item delivered with deliveries() 2, then again with 1: the
+// server's redelivery "redo" path stepping its cursor back, see runtime/jetstream). So an
+// item may come twice, never more, and only so many as were in flight at a hand-over.
+// A sluice defect that delivered a message twice would show as the same deliveries()
+// count twice for one item, which stays an error.
+TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEveryItem) {
   NEED_NATS_SERVER();
   nats_server server;
   auto conn = js::connect(server.url());
@@ -206,6 +263,8 @@ TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
     auto sc = std::make_shared<js::subscribe_counters>();
     std::map<std::uint64_t, int> seen;
     std::map<std::uint64_t, std::string> history;  // per item: deliveries() of each time it came, ms since start
+    std::set<std::pair<std::uint64_t, std::uint64_t>> counts;  // (item, deliveries()) seen
+    std::uint64_t twice = 0;                                     // a delivery with the same count again
     const auto t0 = clock_type::now();
     std::set<std::string> confirmed;
     std::mutex mu;
@@ -222,18 +281,25 @@ TEST(JetstreamEdge, ShortPullWaitsWithLateMessagesDeliverEachItemOnce) {
           std::uint64_t i = 0;
           std::memcpy(&i, d.value().data(), sizeof i);
           ++seen[i];
+          if (!counts.emplace(i, d.deliveries()).second) ++twice;
           history[i] += " " + std::to_string(d.deliveries()) + "@" + std::to_string(static_cast<int>(ms_since(t0)));
           d.ack();
           return seen.size() < take;
         }));
     run_bounded(consumer.get_graph());
     ASSERT_EQ(seen.size(), take) << "capacity " << capacity << " polls " << sc->polls.load() << " errors " << sc->fetch_errors.load() << " fetched " << sc->fetched.load();
+    std::uint64_t deliveries = 0;
     for (auto& [v, c] : seen) {
-      EXPECT_EQ(c, 1) << "item " << v << " (capacity " << capacity << "), deliveries()@ms:" << history[v];
+      deliveries += static_cast<std::uint64_t>(c);
+      EXPECT_LE(c, 2) << "item " << v << " (capacity " << capacity << "), deliveries()@ms:" << history[v];
+      if (c > 1) std::printf("capacity %zu: item %llu came %d times, deliveries()@ms:%s\n", capacity,
+                             static_cast<unsigned long long>(v), c, history[v].c_str());
     }
-    EXPECT_EQ(sc->acks_sent.load(), take);
+    EXPECT_EQ(twice, 0u) << "a message handed to the sink twice (capacity " << capacity << ")";
+    EXPECT_LE(deliveries - take, capacity + 64) << "more duplicates than were in flight at a hand-over";
+    EXPECT_EQ(sc->acks_sent.load(), deliveries);
     // Confirmations of the last acks were awaited when the stage's state went.
-    EXPECT_EQ(sc->acks_confirmed.load(), take);
+    EXPECT_EQ(sc->acks_confirmed.load(), deliveries);
     EXPECT_EQ(sc->acks_unconfirmed.load(), 0u);
     std::lock_guard lk(mu);
     EXPECT_EQ(confirmed.size(), take);
