@@ -102,10 +102,6 @@ class drawer {
   const random_graph_options& o_;
 };
 
-}  // namespace
-
-namespace {
-
 // Marks the stages of `seg` that may run fused (one replica, an upstream with one
 // output) with probability 1/2 each. `after_fan`: seg is a branch of a fan-out, so its
 // first stage, whether in pre or (pre empty, no fan of its own) in post, has the fan
