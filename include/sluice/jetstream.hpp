@@ -42,8 +42,10 @@
 //     counted in subscribe_counters::undecodable.
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
 //     letter of a torn-down graph) is nak'ed, so it comes back promptly. An ack asks the
-//     server to confirm it (double ack; subscribe_options::confirm_acks = false sends
-//     plain acks instead, faster); confirmations are awaited asynchronously, at
+//     server to confirm it (double ack, asked on one ack in 32 or after a 2 ms pause: one
+//     answer confirms every ack sent before it over the same connection;
+//     subscribe_options::confirm_acks = false sends plain acks only, no confirmation);
+//     confirmations are awaited asynchronously, at
 //     most subscribe_options::ack_window at once, and counted (acks_confirmed); an ack
 //     unconfirmed after ack_confirm_wait is sent again. A confirmed ack is applied: its
 //     message never comes back, even across a server restart. An unconfirmed one (the
@@ -217,14 +219,15 @@ struct subscribe_options {
   std::shared_ptr<subscribe_counters> counters = {};
   // Acknowledgements are confirmed by the server (JetStream's double ack), asynchronously:
   // at most ack_window acks are unconfirmed at once (ack() waits while the window is
-  // full); one unconfirmed after ack_confirm_wait is sent again.
+  // full); one unconfirmed after ack_confirm_wait is sent again. Not every ack asks: an
+  // answer to one confirms the acks sent before it over the same connection (the server
+  // applies a consumer's acks in order), so about one in 32 asks (runtime/jetstream).
   std::size_t ack_window = 1024;
   std::chrono::milliseconds ack_confirm_wait{1000};
-  // false: an ack is a plain "+ACK", as libnats' natsMsg_Ack sends it: no confirmation,
-  // no re-send, no ack window (acks_confirmed stays 0; on_confirmed must be empty). About
-  // a third more messages per second through the edge (benchmarks/README.md, jetstream);
-  // an ack lost with a dying connection then brings its message back after ack_wait,
-  // which at-least-once allows.
+  // false: every ack is a plain "+ACK", as libnats' natsMsg_Ack sends it: no
+  // confirmation, no re-send, no ack window (acks_confirmed stays 0; on_confirmed must be
+  // empty). Slightly faster (benchmarks/README.md, jetstream); an ack lost with a dying
+  // connection then brings its message back after ack_wait, which at-least-once allows.
   bool confirm_acks = true;
   // Called once per confirmed ack with the delivery's id() and how many times the ack
   // was sent (1: confirmed at the first send), on whichever thread serves the

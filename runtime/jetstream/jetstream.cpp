@@ -8,6 +8,7 @@
 #include <climits>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -443,16 +444,28 @@ bool publisher::finish(const std::stop_token& stop) {
 // the inbox is delivered, late or not, so the number held is bounded by what was asked
 // (b <= the output channel's free room) plus the rest of an abandoned request.
 //
-// Acks. An ack is "+ACK" published to the message's reply subject with a reply of ours,
-// "<confirm-inbox>.<token>": the server applies the ack, then answers there (JetStream's
-// double ack). `unconfirmed` holds what is not answered yet; ack() waits while it holds
-// ack_window entries, serving confirmations (a plain subscription read by whoever waits
-// or by the stage's fetch); an entry older than ack_confirm_wait is sent again, one
-// older than give_up is given up (counted). The confirmation of an ack is served before
-// the stage hands on any message that arrived after it (fetch serves confirmations
-// first), so a redelivery is never seen before the confirmation that preceded it.
-// With confirm_acks = false an ack is a plain "+ACK" publish and none of this exists: the
-// server's answers to the double ack cost it about a third of its rate on 64-byte items.
+// Acks. An ack is "+ACK" published to the message's reply subject. Most are plain; one
+// in kConfirmEvery (and any sent kConfirmLag after the last such) asks for an answer: it
+// carries a reply of ours, "<confirm-inbox>.<n>" (n: the number of that send), and the
+// server applies the ack, then answers there (JetStream's double ack). One answer
+// confirms its own ack and every ack sent before it over the same TCP connection: a
+// connection's bytes arrive in order, and the server applies a consumer's acks in the
+// order they arrive (one queue per consumer) before it answers. "The same connection"
+// is the connection's reconnect count (libnats' stats), read before each send and again
+// after each answer is taken: libnats counts a reconnect before it reads anything from
+// the new connection, so equal counts mean that the ack, the asking ack and its answer
+// all went over one connection. An ack whose send failed is never confirmed that way.
+// `unconfirmed` (by send number) holds what is not confirmed yet; ack() waits while it
+// holds ack_window entries, serving confirmations (a plain subscription read by whoever
+// waits or by the stage's fetch); the stage's fetch (and any wait) asks about the plain
+// acks sent since the last asking one by re-sending the newest of them as one; an entry
+// older than ack_confirm_wait is sent again (asking), one older than give_up is given up
+// (counted). The confirmation of an ack is served before the stage hands on any message
+// that arrived after it (fetch serves confirmations first), so a redelivery is never
+// seen before the confirmation that preceded it.
+// With confirm_acks = false every ack is plain and none of this exists.
+constexpr std::uint64_t kConfirmEvery = 32;
+constexpr auto kConfirmLag = std::chrono::milliseconds(2);
 constexpr auto kRequestGrace = std::chrono::milliseconds(200);
 // A request lives on the server for max(fetch_wait, kMinExpires): the stage still looks
 // at its stop token every fetch_wait, but a request that short would often expire on a
@@ -482,16 +495,22 @@ struct sub_state {
   clock::time_point down_since{};
   clock::time_point last_resend_check{};
 
+  static constexpr std::uint64_t kNoConnection = UINT64_MAX;  // an epoch no answer matches
   struct unconfirmed_ack {
     std::string reply;  // the message's $JS.ACK subject
     std::string id;     // for on_confirmed (empty when nobody asked)
     clock::time_point first, sent;
-    unsigned sends = 1;
+    unsigned sends = 1;                   // first send + re-sends after ack_confirm_wait
+    std::uint64_t epoch = kNoConnection;  // the reconnect count at the last send (kNoConnection: it failed)
+    bool asked = false;                   // the last send asked for an answer
   };
   std::mutex ack_mu;
-  std::uint64_t next_token = 0;                                   // guarded by ack_mu
-  std::unordered_map<std::uint64_t, unconfirmed_ack> unconfirmed;  // guarded by ack_mu
-  clock::time_point ack_down_since{};                             // guarded by ack_mu
+  std::uint64_t sends_made = 0;  // guarded by ack_mu: numbers the sends
+  std::uint64_t plain_run = 0;   // guarded by ack_mu: plain sends since the last asking one
+  clock::time_point last_ask{};  // guarded by ack_mu
+  natsStatistics* stats = nullptr;                          // guarded by ack_mu
+  std::map<std::uint64_t, unconfirmed_ack> unconfirmed;     // guarded by ack_mu: by last send's number
+  clock::time_point ack_down_since{};                       // guarded by ack_mu
 
   ~sub_state() {
     // The pull inbox is normally closed by the stage (close_pulls); then the outstanding
@@ -501,6 +520,7 @@ struct sub_state {
       settle_confirmations(clock::now() + 2 * opts.ack_confirm_wait);
       conn->retire(confirms);  // late confirmations may be arriving: never a plain destroy
     }
+    if (stats != nullptr) natsStatistics_Destroy(stats);
   }
 
   static bool is_user_message(natsMsg* m) {
@@ -514,10 +534,67 @@ struct sub_state {
     if (reply != nullptr) natsConnection_PublishString(conn->nc, reply, what);
   }
 
-  // Sends (or re-sends) the ack of token t. Requires ack_mu.
-  natsStatus send_ack(std::uint64_t t, const unconfirmed_ack& a) {
-    const std::string reply = confirm_inbox + std::to_string(t);
-    return natsConnection_PublishRequest(conn->nc, a.reply.c_str(), reply.c_str(), "+ACK", 4);
+  // The connection's reconnect count (kNoConnection if it cannot be read). Requires ack_mu.
+  std::uint64_t epoch() {
+    std::uint64_t reconnects = 0;
+    if (stats == nullptr && natsStatistics_Create(&stats) != NATS_OK) return kNoConnection;
+    if (natsConnection_GetStats(conn->nc, stats) != NATS_OK ||
+        natsStatistics_GetCounts(stats, nullptr, nullptr, nullptr, nullptr, &reconnects) != NATS_OK) {
+      return kNoConnection;
+    }
+    return reconnects;
+  }
+
+  // Sends (or re-sends) a's ack, asking for an answer or not, and files it under the
+  // send's number. Requires ack_mu.
+  natsStatus send_ack(unconfirmed_ack&& a, bool ask) {
+    const std::uint64_t n = ++sends_made;
+    a.epoch = epoch();
+    a.asked = ask;
+    natsStatus rc;
+    if (ask) {
+      const std::string reply = confirm_inbox + std::to_string(n);
+      rc = natsConnection_PublishRequest(conn->nc, a.reply.c_str(), reply.c_str(), "+ACK", 4);
+      plain_run = 0;
+      last_ask = clock::now();
+    } else {
+      rc = natsConnection_Publish(conn->nc, a.reply.c_str(), "+ACK", 4);
+      ++plain_run;
+    }
+    if (rc != NATS_OK) a.epoch = kNoConnection;  // not sent: no answer may cover it
+    unconfirmed.emplace(n, std::move(a));
+    return rc;
+  }
+
+  // Re-sends the ack filed under it (asking), refiled under the new send. Requires ack_mu.
+  std::map<std::uint64_t, unconfirmed_ack>::iterator resend(std::map<std::uint64_t, unconfirmed_ack>::iterator it,
+                                                             bool count) {
+    unconfirmed_ack a = std::move(it->second);
+    it = unconfirmed.erase(it);
+    a.sent = clock::now();
+    if (count) ++a.sends;
+    if (send_ack(std::move(a), true) == NATS_OK && count && opts.counters) {
+      opts.counters->acks_resent.fetch_add(1, std::memory_order_relaxed);
+    }
+    return it;
+  }
+
+  // Asks about the plain acks sent since the last asking one, once kConfirmLag passed
+  // since it (re-sends the newest of them asking), so that they are confirmed without
+  // waiting for ack_confirm_wait. `now`: ask now, however recent the last ask.
+  void ask_about_plain_acks(bool now = false) {
+    std::lock_guard lk(ack_mu);
+    if (plain_run == 0 || unconfirmed.empty()) return;
+    if (!now && clock::now() - last_ask < kConfirmLag) return;
+    auto newest = std::prev(unconfirmed.end());
+    if (newest->second.asked) return;
+    resend(newest, false);
+  }
+
+  void confirmed(std::map<std::uint64_t, unconfirmed_ack>::iterator it) {
+    if (opts.counters) opts.counters->acks_confirmed.fetch_add(1, std::memory_order_relaxed);
+    if (opts.on_confirmed) opts.on_confirmed(it->second.id, it->second.sends);
+    unconfirmed.erase(it);
   }
 
   // Takes the confirmations that are here (waiting up to `wait` for the first one).
@@ -542,10 +619,22 @@ struct sub_state {
       if (!ok) continue;
       std::lock_guard lk(ack_mu);
       auto it = unconfirmed.find(token);
-      if (it == unconfirmed.end()) continue;  // a second answer (the ack was sent twice)
-      if (opts.counters) opts.counters->acks_confirmed.fetch_add(1, std::memory_order_relaxed);
-      if (opts.on_confirmed) opts.on_confirmed(it->second.id, it->second.sends);
-      unconfirmed.erase(it);
+      // None: the answer to an ack since re-sent (it waits for that answer) or confirmed.
+      if (it == unconfirmed.end()) continue;
+      const std::uint64_t now = epoch();
+      const bool covers = it->second.epoch == now && now != kNoConnection;
+      confirmed(it);
+      if (!covers) continue;
+      // Every ack sent before it over the same connection was applied before it.
+      for (auto j = unconfirmed.begin(); j != unconfirmed.end() && j->first < token;) {
+        if (j->second.epoch == now) {
+          auto next = std::next(j);
+          confirmed(j);
+          j = next;
+        } else {
+          ++j;
+        }
+      }
     }
   }
 
@@ -560,11 +649,8 @@ struct sub_state {
         continue;
       }
       if (now - it->second.sent >= opts.ack_confirm_wait) {
-        it->second.sent = now;
-        ++it->second.sends;
-        if (send_ack(it->first, it->second) == NATS_OK && opts.counters) {
-          opts.counters->acks_resent.fetch_add(1, std::memory_order_relaxed);
-        }
+        it = resend(it, true);  // refiled at the end: met again by this loop, not due then
+        continue;
       }
       ++it;
     }
@@ -582,6 +668,7 @@ struct sub_state {
           return;
         }
       }
+      ask_about_plain_acks(true);
       serve_confirmations(10);
       resend_due();
     }
@@ -610,21 +697,23 @@ struct sub_state {
         if (unconfirmed.size() < std::max<std::size_t>(opts.ack_window, 1)) break;
         conn->check_alive(edge.stream, ack_down_since);
       }
+      ask_about_plain_acks(true);
       serve_confirmations(10);
       resend_due();
     }
-    unconfirmed_ack a{reply, {}, clock::now(), clock::now(), 1};
+    const auto now = clock::now();
+    unconfirmed_ack a{reply, {}, now, now};
     if (opts.on_confirmed) a.id = message_id(m);
     std::lock_guard lk(ack_mu);
-    const std::uint64_t t = next_token++;
-    const natsStatus rc = send_ack(t, a);
+    const bool ask = plain_run + 1 >= kConfirmEvery || now - last_ask >= kConfirmLag;
+    const natsStatus rc = send_ack(std::move(a), ask);
     if (rc == NATS_CONNECTION_CLOSED) {
+      unconfirmed.erase(sends_made);  // not sent, and the message stays the caller's
       throw std::runtime_error("sluice::jetstream::delivery::ack: edge '" + edge.stream + "': the connection to " +
                                conn->url + " is closed");
     }
     // Any other failure (e.g. the reconnect buffer is full) is served like a lost ack:
     // re-sent after ack_confirm_wait.
-    unconfirmed.emplace(t, std::move(a));
     if (opts.counters) opts.counters->acks_sent.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -826,6 +915,7 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
     s.last_resend_check = t0;
     s.resend_due();
   }
+  s.ask_about_plain_acks();
   if (s.open && t0 >= s.request_deadline) {  // no answer: lost (server restart) or late; ask again
     s.open = false;
     if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
