@@ -11,6 +11,7 @@
 #include <mutex>
 #include <random>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -83,17 +84,21 @@ struct edge_gauge {
 // So sluice never frees a subscription that the reader thread may still be handing a
 // message to:
 //   - its own subscriptions (a subscribe stage's pull and confirmation inboxes) are
-//     retired: unsubscribed (from then on no message finds them), then a PING/PONG round
-//     trip (natsConnection_FlushTimeout): the reader thread processes what it read in
-//     order, so once it has processed the PONG it has finished with any message that
-//     found the subscription before it was removed; then it is destroyed. Without a
-//     PONG (connection down, or slow), it waits in `retired_subs` until the connection
-//     closes (natsConnection_Close joins the reader thread first).
+//     retired (conn_state::retire): unsubscribed at once (from then on no message finds
+//     them), and destroyed only after a PING/PONG round trip requested after that
+//     (natsConnection_FlushTimeout): the reader thread processes what it read in order,
+//     so once it has processed the PONG it has finished with any message that found the
+//     subscription before it was removed. The round trip is awaited by the connection's
+//     reaper thread, never by the thread that retires (a stage ending on a stalled
+//     server would wait up to kRetireFlush). Without a PONG (connection down, or slow),
+//     the subscription waits for the round trip of the next retire, or for the
+//     connection's close (natsConnection_Close joins the reader thread first).
 //   - a jsCtx destroys its reply subscription in jsCtx_Destroy (unsubscribe and release
 //     at once, with the publish acknowledgements still arriving): so there is one
 //     publishing context per connection, destroyed only after natsConnection_Close, and
 //     the publish stages share it; its acknowledgements reach their stage through the
 //     connection's ack_table (see "publish" below).
+// The reaper's wait for one round trip; no PONG by then: the next retire asks again.
 constexpr auto kRetireFlush = std::chrono::milliseconds(200);
 
 struct pub_state;
@@ -154,32 +159,82 @@ struct conn_state {
   ack_table acks;           // the closure of pub_js's AckHandler (route_ack)
   std::string url;
   connect_options opts;
-  std::mutex retired_mu;
-  std::vector<natsSubscription*> retired_subs;  // guarded by retired_mu: unsubscribed, not yet freed
+
+  // Retired subscriptions (see "libnats 3.4.1 and subscription lifetime"), freed by the
+  // reaper thread. Wait protocol:
+  //   retire:  unsubscribe s; lock; retiring += s; fresh = true; notify; unlock
+  //   reaper:  lock; wait until fresh or stopping; stopping: end; fresh = false;
+  //            batch = retiring (all of it); unlock; PING/PONG; PONG: destroy batch,
+  //            else lock; retiring += batch (it rides on the next round trip)
+  // Every subscription in a batch was unsubscribed before it was queued, so before the
+  // reaper took the batch and asked for the round trip: its PONG was requested after the
+  // unsubscribe. `fresh` is set under the mutex the reaper checks it under, so no retire
+  // is missed; a failed round trip is retried only for a new retire (no spinning while
+  // the server is away). ~conn_state: stopping, then natsConnection_Close (it ends a
+  // flush the reaper is in), joins the reaper, and destroys what is left.
+  std::mutex retire_mu;
+  std::condition_variable retire_cv;             // fresh or stopping
+  std::vector<natsSubscription*> retiring;        // guarded by retire_mu: unsubscribed, not yet freed
+  bool fresh = false;                             // guarded by retire_mu: retiring has some not yet in a round trip
+  bool stopping = false;                          // guarded by retire_mu
+  std::thread reaper;                             // started by the first retire (under retire_mu); joined by ~conn_state
 
   ~conn_state() {
     if (nc == nullptr) return;
+    {
+      std::lock_guard lk(retire_mu);
+      stopping = true;
+    }
+    retire_cv.notify_all();
     natsConnection_Close(nc);  // joins the reader thread: no message is being handed on after this
+    if (reaper.joinable()) reaper.join();  // Close ended the round trip it may have been waiting for
     if (pub_js != nullptr) {
       acks.drain(pub_js);     // no route_ack runs or will run on this state after this
       jsCtx_Destroy(pub_js);  // its reply subscription
     }
-    for (natsSubscription* s : retired_subs) natsSubscription_Destroy(s);
+    for (natsSubscription* s : retiring) natsSubscription_Destroy(s);
     natsConnection_Destroy(nc);
   }
 
-  // Unsubscribes s and frees it once the reader thread cannot be handing it a message
-  // (see above). Any thread; s is not used by the caller afterwards.
+  // Unsubscribes s at once and has the reaper free it once the reader thread cannot be
+  // handing it a message (see above). Never waits on the server. Any thread; s is not
+  // used by the caller afterwards.
   void retire(natsSubscription* s) {
     if (s == nullptr) return;
-    natsSubscription_Unsubscribe(s);
-    if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED &&
-        natsConnection_FlushTimeout(nc, kRetireFlush.count()) == NATS_OK) {
-      natsSubscription_Destroy(s);
-      return;
+    natsSubscription_Unsubscribe(s);  // removes it from the connection's map: no message finds it after this
+    std::lock_guard lk(retire_mu);
+    retiring.push_back(s);
+    fresh = true;
+    if (!reaper.joinable()) {
+      try {
+        reaper = std::thread([this] { reap(); });
+      } catch (const std::system_error&) {
+        return;  // no thread: s is freed at the connection's close
+      }
     }
-    std::lock_guard lk(retired_mu);
-    retired_subs.push_back(s);
+    retire_cv.notify_one();
+  }
+
+  // The reaper thread's loop (protocol above). It holds no reference to this state:
+  // ~conn_state joins it.
+  void reap() {
+    std::unique_lock lk(retire_mu);
+    for (;;) {
+      retire_cv.wait(lk, [&] { return fresh || stopping; });
+      if (stopping) return;
+      fresh = false;
+      std::vector<natsSubscription*> batch;
+      batch.swap(retiring);
+      lk.unlock();
+      const bool pong = natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED &&
+                        natsConnection_FlushTimeout(nc, kRetireFlush.count()) == NATS_OK;
+      if (pong) {
+        for (natsSubscription* s : batch) natsSubscription_Destroy(s);
+        batch.clear();
+      }
+      lk.lock();
+      retiring.insert(retiring.end(), batch.begin(), batch.end());  // no PONG: wait for the next round trip
+    }
   }
 
   // Throws when the connection is closed, or has been down for longer than give_up.
