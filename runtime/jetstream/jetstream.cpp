@@ -139,16 +139,20 @@ struct ack_table {
   }
   // At the connection's close, after natsConnection_Close: takes back what libnats still
   // holds, then waits for the callbacks already on their way (see "publish").
+  // Reads outstanding only under mu: a callback that brought it to 0 may still be about
+  // to unlock mu, and once drain has returned the state may be freed.
   void drain(jsCtx* js) {
+    std::unique_lock lk(mu);
     // 0: libnats holds nothing and no callback is on its way. (Also: a context that never
     // published has no pending map, and js_PublishAsyncGetPendingList crashes on it.)
     if (outstanding.load(std::memory_order_relaxed) == 0) return;
+    lk.unlock();
     natsMsgList pending{};
     if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
       outstanding.fetch_sub(static_cast<std::size_t>(pending.Count), std::memory_order_relaxed);
       natsMsgList_Destroy(&pending);  // their stages are gone: no callback will come for them
     }
-    std::unique_lock lk(mu);
+    lk.lock();
     idle.wait(lk, [&] { return outstanding.load(std::memory_order_relaxed) == 0; });
   }
 };
