@@ -65,11 +65,12 @@
 //   duplicates. The default producer_id is random per stage: no dedup across restarts.
 // Lifetime: a connection handle is shared (copyable); the connection closes when the last
 //   handle, stage and delivery using it is gone. The publish stages of a connection share
-//   one JetStream context, freed with the connection; a subscribe stage's inboxes are freed
-//   after a PING/PONG round trip once unsubscribed (with the connection if none comes):
-//   libnats 3.4.1 may still be handing them a message (see runtime/jetstream). Call
-//   sluice::jetstream::shutdown() (or libnats' nats_Close()) at the end of a program that
-//   wants libnats' memory freed.
+//   one JetStream context, freed with the connection; a subscribe stage's inboxes are
+//   unsubscribed when it ends and freed after a PING/PONG round trip, which a thread of the
+//   connection awaits (the stage does not; a later round trip, or the connection's close,
+//   if none comes): libnats 3.4.1 may still be handing them a message (see
+//   runtime/jetstream). Call sluice::jetstream::shutdown() (or libnats' nats_Close()) at
+//   the end of a program that wants libnats' memory freed.
 #pragma once
 
 #include <atomic>

@@ -12,8 +12,10 @@
 #include <mutex>
 #include <random>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace sluice::jetstream {
@@ -83,47 +85,161 @@ struct edge_gauge {
 // So sluice never frees a subscription that the reader thread may still be handing a
 // message to:
 //   - its own subscriptions (a subscribe stage's pull and confirmation inboxes) are
-//     retired: unsubscribed (from then on no message finds them), then a PING/PONG round
-//     trip (natsConnection_FlushTimeout): the reader thread processes what it read in
-//     order, so once it has processed the PONG it has finished with any message that
-//     found the subscription before it was removed; then it is destroyed. Without a
-//     PONG (connection down, or slow), it waits in `retired_subs` until the connection
-//     closes (natsConnection_Close joins the reader thread first).
+//     retired (conn_state::retire): unsubscribed at once (from then on no message finds
+//     them), and destroyed only after a PING/PONG round trip requested after that
+//     (natsConnection_FlushTimeout): the reader thread processes what it read in order,
+//     so once it has processed the PONG it has finished with any message that found the
+//     subscription before it was removed. The round trip is awaited by the connection's
+//     reaper thread, never by the thread that retires (a stage ending on a stalled
+//     server would wait up to kRetireFlush). Without a PONG (connection down, or slow),
+//     the subscription waits for the round trip of the next retire, or for the
+//     connection's close (natsConnection_Close joins the reader thread first).
 //   - a jsCtx destroys its reply subscription in jsCtx_Destroy (unsubscribe and release
 //     at once, with the publish acknowledgements still arriving): so there is one
 //     publishing context per connection, destroyed only after natsConnection_Close, and
-//     the publish stages share it; its acknowledgements reach their stage through
-//     ack_routes (below).
+//     the publish stages share it; its acknowledgements reach their stage through the
+//     connection's ack_table (see "publish" below).
+// The reaper's wait for one round trip; no PONG by then: the next retire asks again.
 constexpr auto kRetireFlush = std::chrono::milliseconds(200);
+
+struct pub_state;
+
+// Transparent hash for the producer ids in ack_table (lookups by string_view).
+struct string_hash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+// A connection's publish stages, for route_ack (protocol: "publish" below).
+// Requires: only the publish engine uses it. Guarantees: route_ack finds the stage that
+// sent a message while that stage is registered; once remove() returned, no callback
+// runs or will run on the stage. Lifetime: the connection's (~conn_state waits out the
+// callbacks still on their way, see drain()).
+struct ack_table {
+  std::mutex mu;
+  std::condition_variable idle;  // outstanding reached 0 (~conn_state waits on it)
+  // guarded by mu: the registered stages by producer id (two stages given the same
+  // producer_id share an entry; a message is theirs whose pointer is in their `sent`)
+  std::unordered_map<std::string, std::vector<pub_state*>, string_hash, std::equal_to<>> stages;
+  // Messages libnats holds for the publish context (handed to js_PublishMsgAsync, their
+  // callback not yet run). Incremented by a stage without mu, decremented by route_ack
+  // under mu (see the protocol); relaxed throughout: it is a count, the edges that
+  // order it against ~conn_state are mu and the release of the stages' references.
+  std::atomic<std::size_t> outstanding{0};
+
+  void add(const std::string& producer, pub_state* p) {
+    std::lock_guard lk(mu);
+    stages[producer].push_back(p);
+  }
+  void remove(const std::string& producer, const pub_state* p) {
+    std::lock_guard lk(mu);
+    const auto it = stages.find(producer);
+    if (it == stages.end()) return;
+    std::erase(it->second, p);
+    if (it->second.empty()) stages.erase(it);
+  }
+  // At the connection's close, after natsConnection_Close: takes back what libnats still
+  // holds, then waits for the callbacks already on their way (see "publish").
+  // Reads outstanding only under mu: a callback that brought it to 0 may still be about
+  // to unlock mu, and once drain has returned the state may be freed.
+  void drain(jsCtx* js) {
+    std::unique_lock lk(mu);
+    // 0: libnats holds nothing and no callback is on its way. (Also: a context that never
+    // published has no pending map, and js_PublishAsyncGetPendingList crashes on it.)
+    if (outstanding.load(std::memory_order_relaxed) == 0) return;
+    lk.unlock();
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
+      outstanding.fetch_sub(static_cast<std::size_t>(pending.Count), std::memory_order_relaxed);
+      natsMsgList_Destroy(&pending);  // their stages are gone: no callback will come for them
+    }
+    lk.lock();
+    idle.wait(lk, [&] { return outstanding.load(std::memory_order_relaxed) == 0; });
+  }
+};
 
 struct conn_state {
   natsConnection* nc = nullptr;
-  jsCtx* pub_js = nullptr;  // the publish stages' context (acknowledgements: ack_routes)
+  jsCtx* pub_js = nullptr;  // the publish stages' context (acknowledgements: acks)
+  ack_table acks;           // the closure of pub_js's AckHandler (route_ack)
   std::string url;
   connect_options opts;
-  std::mutex retired_mu;
-  std::vector<natsSubscription*> retired_subs;  // guarded by retired_mu: unsubscribed, not yet freed
+
+  // Retired subscriptions (see "libnats 3.4.1 and subscription lifetime"), freed by the
+  // reaper thread. Wait protocol:
+  //   retire:  unsubscribe s; lock; retiring += s; fresh = true; notify; unlock
+  //   reaper:  lock; wait until fresh or stopping; stopping: end; fresh = false;
+  //            batch = retiring (all of it); unlock; PING/PONG; PONG: destroy batch,
+  //            else lock; retiring += batch (it rides on the next round trip)
+  // Every subscription in a batch was unsubscribed before it was queued, so before the
+  // reaper took the batch and asked for the round trip: its PONG was requested after the
+  // unsubscribe. `fresh` is set under the mutex the reaper checks it under, so no retire
+  // is missed; a failed round trip is retried only for a new retire (no spinning while
+  // the server is away). ~conn_state: stopping, then natsConnection_Close (it ends a
+  // flush the reaper is in), joins the reaper, and destroys what is left.
+  std::mutex retire_mu;
+  std::condition_variable retire_cv;             // fresh or stopping
+  std::vector<natsSubscription*> retiring;        // guarded by retire_mu: unsubscribed, not yet freed
+  bool fresh = false;                             // guarded by retire_mu: retiring has some not yet in a round trip
+  bool stopping = false;                          // guarded by retire_mu
+  std::thread reaper;                             // started by the first retire (under retire_mu); joined by ~conn_state
 
   ~conn_state() {
     if (nc == nullptr) return;
+    {
+      std::lock_guard lk(retire_mu);
+      stopping = true;
+    }
+    retire_cv.notify_all();
     natsConnection_Close(nc);  // joins the reader thread: no message is being handed on after this
-    if (pub_js != nullptr) jsCtx_Destroy(pub_js);  // its reply subscription, its pending messages
-    for (natsSubscription* s : retired_subs) natsSubscription_Destroy(s);
+    if (reaper.joinable()) reaper.join();  // Close ended the round trip it may have been waiting for
+    if (pub_js != nullptr) {
+      acks.drain(pub_js);     // no route_ack runs or will run on this state after this
+      jsCtx_Destroy(pub_js);  // its reply subscription
+    }
+    for (natsSubscription* s : retiring) natsSubscription_Destroy(s);
     natsConnection_Destroy(nc);
   }
 
-  // Unsubscribes s and frees it once the reader thread cannot be handing it a message
-  // (see above). Any thread; s is not used by the caller afterwards.
+  // Unsubscribes s at once and has the reaper free it once the reader thread cannot be
+  // handing it a message (see above). Never waits on the server. Any thread; s is not
+  // used by the caller afterwards.
   void retire(natsSubscription* s) {
     if (s == nullptr) return;
-    natsSubscription_Unsubscribe(s);
-    if (natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED &&
-        natsConnection_FlushTimeout(nc, kRetireFlush.count()) == NATS_OK) {
-      natsSubscription_Destroy(s);
-      return;
+    natsSubscription_Unsubscribe(s);  // removes it from the connection's map: no message finds it after this
+    std::lock_guard lk(retire_mu);
+    retiring.push_back(s);
+    fresh = true;
+    if (!reaper.joinable()) {
+      try {
+        reaper = std::thread([this] { reap(); });
+      } catch (const std::system_error&) {
+        return;  // no thread: s is freed at the connection's close
+      }
     }
-    std::lock_guard lk(retired_mu);
-    retired_subs.push_back(s);
+    retire_cv.notify_one();
+  }
+
+  // The reaper thread's loop (protocol above). It holds no reference to this state:
+  // ~conn_state joins it.
+  void reap() {
+    std::unique_lock lk(retire_mu);
+    for (;;) {
+      retire_cv.wait(lk, [&] { return fresh || stopping; });
+      if (stopping) return;
+      fresh = false;
+      std::vector<natsSubscription*> batch;
+      batch.swap(retiring);
+      lk.unlock();
+      const bool pong = natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED &&
+                        natsConnection_FlushTimeout(nc, kRetireFlush.count()) == NATS_OK;
+      if (pong) {
+        for (natsSubscription* s : batch) natsSubscription_Destroy(s);
+        batch.clear();
+      }
+      lk.lock();
+      retiring.insert(retiring.end(), batch.begin(), batch.end());  // no PONG: wait for the next round trip
+    }
   }
 
   // Throws when the connection is closed, or has been down for longer than give_up.
@@ -201,42 +317,40 @@ void need_connection(const connection& c, const char* what) {
 // ---- publish -------------------------------------------------------------------
 //
 // The publish stages of a connection share its jsCtx (conn_state::pub_js: see "libnats
-// 3.4.1 and subscription lifetime" above). libnats calls route_ack with each message's
-// acknowledgement (or refusal, or MaxWait timeout) on one of its threads; ack_routes
-// says which stage sent the message. Protocol: a stage adds (message -> its state)
-// before handing the message to js_PublishMsgAsync; route_ack takes the entry out and
-// runs the stage's on_ack under ack_routes' mutex; a stage that ends removes its
-// entries under that mutex. So once a stage's entries are gone, no callback runs or
-// will run on its state: it is freed at once (no state kept for the connection's
-// lifetime), and a message whose stage is gone is destroyed by route_ack.
+// 3.4.1 and subscription lifetime" above), whose AckHandler is route_ack with the
+// connection's state as its closure. libnats calls it with each message's
+// acknowledgement (or refusal, or MaxWait timeout) on one of its threads, having taken
+// the message out of the context's pending map (under the context's lock, released
+// before the call); the connection's ack_table says which stage sent it.
 //
-// Process-wide: a callback may come on any connection at any time, so this is never
-// freed (reachable from a static pointer: not a leak).
-struct ack_routes {
-  std::mutex mu;
-  std::unordered_map<natsMsg*, pub_state*> owner;  // guarded by mu: messages libnats holds
-};
-ack_routes& routes() {
-  static auto* r = new ack_routes;
-  return *r;
-}
-void route_add(natsMsg* m, pub_state* p) {
-  auto& r = routes();
-  std::lock_guard lk(r.mu);
-  r.owner[m] = p;
-}
-void route_remove(natsMsg* m) {
-  auto& r = routes();
-  std::lock_guard lk(r.mu);
-  r.owner.erase(m);
-}
-// Removes every entry of p; afterwards no callback runs or will run on p.
-void route_remove_all(const pub_state* p) {
-  auto& r = routes();
-  std::lock_guard lk(r.mu);
-  std::erase_if(r.owner, [p](const auto& kv) { return kv.second == p; });
-}
-void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void*);
+// Protocol.
+//   - A stage registers (ack_table::add, by its producer id) before its first message
+//     and removes itself (ack_table::remove) when it ends, both under acks.mu.
+//   - A stage puts a message into its own `sent` set under its own mu (in the same
+//     critical section that counts it in_flight) and counts it in acks.outstanding
+//     before handing it to js_PublishMsgAsync: its callback may run before that returns.
+//     A message libnats refuses at once (no callback will come) is taken out again.
+//   - route_ack, under acks.mu: reads the producer id from the message's Nats-Msg-Id
+//     ("<producer_id>-<sequence>"), and gives the message to the registered stage with
+//     that id whose `sent` holds it (pub_state::on_ack takes it out under the stage's
+//     mu). No such stage: its stage is gone, and the message is destroyed. Then it
+//     decrements acks.outstanding, and notifies acks.idle when that reaches 0.
+// So once remove() returned, no callback runs or will run on the stage's state: it is
+// freed at once (no state kept for the connection's lifetime). Per message: the stage
+// takes no lock beyond its own mu (taken anyway for its window) and an atomic; route_ack
+// takes acks.mu, which only the context's reply thread takes per message (stages take
+// it when they start and end): uncontended.
+//
+// Connection close (~conn_state, no stage left). After natsConnection_Close no
+// acknowledgement arrives, but libnats runs the callback on the reply subscription's
+// own thread, which natsConnection_Close does not wait for: route_ack may be running, or
+// be about to run for a message it took from the pending map. ack_table::drain takes
+// back every message still pending (js_PublishAsyncGetPendingList, under the context's
+// lock: no callback will come for those); every other message counted in outstanding
+// was taken by a callback that will run route_ack, and route_ack's decrement (under
+// acks.mu) is its last touch of the connection's state. drain waits on acks.mu until
+// outstanding is 0, so the state (acks, the closure) outlives every callback.
+void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
 
 // Window protocol: in_flight counts messages handed to libnats and not yet acknowledged
 // (a refused message stays in flight while it waits in `retry`). The stage thread waits
@@ -254,6 +368,7 @@ struct pub_state {
   std::mutex mu;
   std::condition_variable_any cv;
   std::size_t in_flight = 0;                                  // guarded by mu
+  std::unordered_set<natsMsg*> sent;                          // guarded by mu: handed to libnats, callback not yet run
   std::deque<std::pair<natsMsg*, clock::time_point>> retry;  // guarded by mu: (message, due)
   std::string last_error;                                     // guarded by mu
   clock::time_point down_since{};                             // stage thread only
@@ -263,52 +378,59 @@ struct pub_state {
     for (auto& r : retry) natsMsg_Destroy(r.first);
   }
 
-  // The acknowledgement (pa), refusal or timeout (pae) of msg, which is ours again. On a
-  // libnats thread, under ack_routes' mutex (route_ack).
-  void on_ack(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
+  // The acknowledgement (pa), refusal or timeout (pae) of msg, if msg is in `sent` (then
+  // it is ours again, and true); false: not this stage's. On a libnats thread, under
+  // acks.mu (route_ack).
+  bool on_ack(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
     const auto& c = opts.counters;
+    std::unique_lock lk(mu);
+    if (sent.erase(msg) == 0) return false;
     if (pa != nullptr) {
-      if (c) {
+      if (c) {  // before in_flight drops: finish() returns with every ack counted
         c->acked.fetch_add(1, std::memory_order_relaxed);
         if (pa->Duplicate) c->duplicates.fetch_add(1, std::memory_order_relaxed);
       }
-      natsMsg_Destroy(msg);
-      std::lock_guard lk(mu);
       --in_flight;
       cv.notify_all();
-      return;
+      lk.unlock();
+      natsMsg_Destroy(msg);
+      return true;
     }
     // Refused (stream full: discard = new) or timed out: the stage re-publishes the same
     // message (same Nats-Msg-Id) after opts.retry.
     if (c) c->refused.fetch_add(1, std::memory_order_relaxed);
-    std::lock_guard lk(mu);
     if (pae != nullptr) {
       last_error = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
     }
     retry.emplace_back(msg, clock::now() + opts.retry);
     cv.notify_all();
+    return true;
   }
 
-  // Sends m (ownership passes to libnats on success). On a local failure the message goes
-  // to the retry queue. Called with mu NOT held.
+  // Sends m (ownership passes to libnats on success). Requires: m is in `sent` (put there
+  // by the caller under mu), and mu is NOT held. On a local failure the message goes to
+  // the retry queue.
   void send(natsMsg* m) {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = opts.ack_timeout.count();
-    natsMsg* const sent = m;
-    route_add(sent, this);
+    natsMsg* const sent_msg = m;
+    auto& acks = conn->acks;
+    acks.outstanding.fetch_add(1, std::memory_order_relaxed);  // relaxed: a count (ack_table)
     natsStatus s = js_PublishMsgAsync(conn->pub_js, &m, &po);
     if (s == NATS_OK) return;  // libnats owns it (its callback may even have run already)
     // Not sent: libnats took it out of its pending map, so no callback will come for it.
-    route_remove(sent);
+    // (No ~conn_state can be waiting for the count: this stage holds the connection.)
+    acks.outstanding.fetch_sub(1, std::memory_order_relaxed);
+    std::unique_lock lk(mu);
+    sent.erase(sent_msg);
     if (s == NATS_CONNECTION_CLOSED) {
-      natsMsg_Destroy(m);
-      std::lock_guard lk(mu);
       --in_flight;
+      lk.unlock();
+      natsMsg_Destroy(m);
       throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "': the connection to " + conn->url +
                                " is closed");
     }
-    std::lock_guard lk(mu);
     last_error = nats_error(s);
     retry.emplace_back(m, clock::now() + opts.retry);
   }
@@ -318,6 +440,7 @@ struct pub_state {
     const auto now = clock::now();
     while (!retry.empty() && retry.front().second <= now) {
       natsMsg* m = retry.front().first;
+      sent.insert(m);  // before it leaves `retry`: a throw leaves it there
       retry.pop_front();
       lk.unlock();
       if (opts.counters) opts.counters->resent.fetch_add(1, std::memory_order_relaxed);
@@ -357,17 +480,32 @@ struct pub_state {
   }
 };
 
-void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void*) {
-  auto& r = routes();
-  std::lock_guard lk(r.mu);
-  const auto it = r.owner.find(msg);
-  if (it == r.owner.end()) {  // its stage is gone
-    natsMsg_Destroy(msg);
-    return;
+void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  auto& acks = static_cast<conn_state*>(closure)->acks;
+  std::lock_guard lk(acks.mu);
+  bool taken = false;
+  const char* id = nullptr;
+  const char* dash = nullptr;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) dash = std::strrchr(id, '-');
+  if (dash != nullptr) {
+    const auto it = acks.stages.find(std::string_view(id, static_cast<std::size_t>(dash - id)));
+    if (it != acks.stages.end()) {
+      for (pub_state* p : it->second) {
+        if ((taken = p->on_ack(msg, pa, pae))) break;
+      }
+    }
+  } else {  // never: every message gets its id in publisher::publish; asked of every stage
+    for (auto& [producer, ps] : acks.stages) {
+      for (pub_state* p : ps) {
+        if ((taken = p->on_ack(msg, pa, pae))) break;
+      }
+      if (taken) break;
+    }
   }
-  pub_state* const p = it->second;
-  r.owner.erase(it);
-  p->on_ack(msg, pa, pae);
+  if (!taken) natsMsg_Destroy(msg);  // its stage is gone
+  // Under mu, which ack_table::drain (~conn_state) takes to see 0: this callback's last
+  // touch of the connection's state is the unlock below.
+  if (acks.outstanding.fetch_sub(1, std::memory_order_relaxed) == 1) acks.idle.notify_all();
 }
 
 publisher::publisher(const connection& c, const edge_options& e, const publish_options& o) {
@@ -381,16 +519,18 @@ publisher::publisher(const connection& c, const edge_options& e, const publish_o
   st->producer_id = o.producer_id.empty() ? random_producer_id() : o.producer_id;
   st->seq = o.first_sequence;
   st->gauge = st->conn->make_gauge(e, true);
+  st->conn->acks.add(st->producer_id, st.get());  // last: nothing throws after it
   st_ = std::move(st);
 }
 
 publisher::~publisher() {
-  // From here no acknowledgement reaches this state; messages still pending in libnats
-  // are destroyed by route_ack when theirs comes (or by jsCtx_Destroy at the end).
-  route_remove_all(st_.get());
+  // From here no acknowledgement reaches this state; its messages still pending in
+  // libnats are destroyed by route_ack when theirs comes (or at the connection's close).
+  st_->conn->acks.remove(st_->producer_id, st_.get());
   std::lock_guard lk(st_->mu);
   for (auto& r : st_->retry) natsMsg_Destroy(r.first);
   st_->retry.clear();
+  st_->sent.clear();  // libnats' now
 }
 
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
@@ -410,6 +550,12 @@ bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
   ++s.seq;
   {
     std::lock_guard lk(s.mu);
+    try {
+      s.sent.insert(m);
+    } catch (...) {
+      natsMsg_Destroy(m);
+      throw;
+    }
     ++s.in_flight;
   }
   if (s.opts.counters) s.opts.counters->sent.fetch_add(1, std::memory_order_relaxed);
@@ -1084,6 +1230,7 @@ connection connect(std::string url, connect_options o) {
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.PublishAsync.AckHandler = &detail::route_ack;
+  jo.PublishAsync.AckHandlerClosure = st.get();  // outlives every callback (ack_table::drain)
   st->make_js_raw(&st->pub_js, &jo);
   return connection(std::move(st));
 }

@@ -131,6 +131,15 @@ class nats_server {
     }
   }
 
+  // SIGSTOP / SIGCONT: a stalled server (its connections stay open, nothing answers).
+  // No-op if not running. (kill9 ends a stopped one too.)
+  void pause() {
+    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  }
+  void resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+  }
+
   // SIGKILL and reap (no-op if not running).
   void kill9() {
     if (pid_ > 0) {
