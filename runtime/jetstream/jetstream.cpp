@@ -48,16 +48,18 @@ struct js_ctx {
 
 }  // namespace
 
-// The edge as a channel in this side's snapshots ("jetstream:<stream>"): the stage thread
-// refreshes it at most every kGaugePeriod (one stream-info request), snapshot() reads it.
+// The edge as a channel in this side's snapshots ("jetstream:<stream>"): the connection's
+// gauge thread refreshes it every kGaugePeriod (one stream-info request), whatever its
+// stage is doing (blocked on its own channel too: a subscribe stage whose sink is slow
+// is exactly when the stream fills); snapshot() reads it.
 constexpr auto kGaugePeriod = std::chrono::milliseconds(100);
 struct edge_gauge {
+  std::string stream;
   std::atomic<std::uint64_t> msgs{0};      // relaxed throughout: independent monitoring values
   std::atomic<std::uint64_t> max_msgs{0};
   std::atomic<std::uint64_t> push_ns{0};   // the publish stage's time waiting on a full stream / window
   std::atomic<std::uint64_t> pop_ns{0};    // the subscribe stage's time in fetches that found nothing
-  clock::time_point last_poll{};           // stage thread only
-  js_ctx info;                             // stage thread only: requests with a short wait
+  js_ctx info;                             // the gauge thread's: requests with a short wait
 
   metrics::external_channel_reading read() const {
     metrics::external_channel_reading r;
@@ -184,6 +186,15 @@ struct conn_state {
   bool stopping = false;                          // guarded by retire_mu
   std::thread reaper;                             // started by the first retire (under retire_mu); joined by ~conn_state
 
+  // The edges' gauges, refreshed every kGaugePeriod by the gauge thread (started by the
+  // first make_gauge, joined by ~conn_state after natsConnection_Close, which ends a
+  // request it may be waiting on). It holds a gauge only while it refreshes it.
+  std::mutex gauge_mu;
+  std::condition_variable gauge_cv;                   // gauges_stopping
+  std::vector<std::weak_ptr<edge_gauge>> gauges;      // guarded by gauge_mu
+  bool gauges_stopping = false;                       // guarded by gauge_mu
+  std::thread gauger;                                 // started under gauge_mu
+
   ~conn_state() {
     if (nc == nullptr) return;
     {
@@ -191,8 +202,14 @@ struct conn_state {
       stopping = true;
     }
     retire_cv.notify_all();
+    {
+      std::lock_guard lk(gauge_mu);
+      gauges_stopping = true;
+    }
+    gauge_cv.notify_all();
     natsConnection_Close(nc);  // joins the reader thread: no message is being handed on after this
     if (reaper.joinable()) reaper.join();  // Close ended the round trip it may have been waiting for
+    if (gauger.joinable()) gauger.join();  // and the stream-info request the gauger may be in
     if (pub_js != nullptr) {
       acks.drain(pub_js);     // no route_ack runs or will run on this state after this
       jsCtx_Destroy(pub_js);  // its reply subscription
@@ -268,27 +285,53 @@ struct conn_state {
     if (s != NATS_OK) throw std::runtime_error("sluice::jetstream: " + url + ": no JetStream context: " + nats_error(s));
   }
 
-  // Registers the edge's gauge with the graph whose stage runs on this thread (if any).
-  std::shared_ptr<edge_gauge> make_gauge(const edge_options& e, bool pushes) const {
+  // Registers the edge's gauge with the graph whose stage runs on this thread (if any),
+  // and with the connection's gauge thread, which keeps it fresh while it lives.
+  std::shared_ptr<edge_gauge> make_gauge(const edge_options& e, bool pushes) {
     auto g = std::make_shared<edge_gauge>();
+    g->stream = e.stream;
     g->max_msgs.store(static_cast<std::uint64_t>(std::max<std::int64_t>(e.max_msgs, 0)), std::memory_order_relaxed);
     jsOptions jo;
     jsOptions_Init(&jo);
-    jo.Wait = 200;  // a gauge never holds the stage up for long
+    jo.Wait = 200;  // a stalled server holds the gauge thread up this long at most
     make_js(g->info, &jo);
     sluice::this_stage::add_external_channel("jetstream:" + e.stream, pushes, [g] { return g->read(); });
+    std::lock_guard lk(gauge_mu);
+    std::erase_if(gauges, [](const std::weak_ptr<edge_gauge>& w) { return w.expired(); });
+    gauges.push_back(g);
+    if (!gauger.joinable()) {
+      try {
+        gauger = std::thread([this] { refresh_gauges(); });
+      } catch (const std::system_error&) {
+        // No thread: the gauge shows max_msgs and no messages.
+      }
+    }
     return g;
   }
 
-  // Refreshes the gauge if its period has passed and the connection is up.
-  void poll_gauge(edge_gauge& g, const std::string& stream) const {
-    const auto now = clock::now();
-    if (now - g.last_poll < kGaugePeriod) return;
-    g.last_poll = now;
+  // The gauge thread: at once, then every kGaugePeriod, one stream-info request per live
+  // gauge. It holds no reference to this state: ~conn_state joins it.
+  void refresh_gauges() {
+    std::unique_lock lk(gauge_mu);
+    while (!gauges_stopping) {
+      std::vector<std::shared_ptr<edge_gauge>> live;
+      for (const auto& w : gauges) {
+        if (auto g = w.lock()) live.push_back(std::move(g));
+      }
+      lk.unlock();
+      for (const auto& g : live) poll_gauge(*g);
+      live.clear();  // a gauge whose stage is gone is freed here, outside gauge_mu
+      lk.lock();
+      gauge_cv.wait_for(lk, kGaugePeriod, [&] { return gauges_stopping; });
+    }
+  }
+
+  // One stream-info request (skipped while the connection is down).
+  void poll_gauge(edge_gauge& g) const {
     if (natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) return;
     jsStreamInfo* si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    if (js_GetStreamInfo(&si, g.info.js, stream.c_str(), nullptr, &jerr) == NATS_OK) {
+    if (js_GetStreamInfo(&si, g.info.js, g.stream.c_str(), nullptr, &jerr) == NATS_OK) {
       g.msgs.store(si->State.Msgs, std::memory_order_relaxed);
       if (si->Config != nullptr && si->Config->MaxMsgs > 0) {
         g.max_msgs.store(static_cast<std::uint64_t>(si->Config->MaxMsgs), std::memory_order_relaxed);
@@ -466,7 +509,6 @@ struct pub_state {
       if (stop.stop_requested()) return false;
       lk.unlock();
       conn->check_alive(edge.stream, down_since);
-      conn->poll_gauge(*gauge, edge.stream);
       lk.lock();
       auto until = clock::now() + std::chrono::milliseconds(50);
       if (!retry.empty() && retry.front().second < until) until = retry.front().second;
@@ -536,7 +578,6 @@ publisher::~publisher() {
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
   auto& s = *st_;
   if (!s.wait(stop, [&] { return s.in_flight < s.opts.window; })) return false;
-  s.conn->poll_gauge(*s.gauge, s.edge.stream);
   natsMsg* m = nullptr;
   natsStatus rc = natsMsg_Create(&m, s.subject.c_str(), nullptr, bytes.data(), static_cast<int>(bytes.size()));
   if (rc == NATS_OK) {
@@ -1055,7 +1096,6 @@ const std::string& subscriber::edge_name() const { return st_->edge.stream; }
 void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* ctx) {
   auto& s = *st_;
   s.conn->check_alive(s.edge.stream, s.down_since);
-  s.conn->poll_gauge(*s.gauge, s.edge.stream);
   const auto t0 = clock::now();
   if (t0 - s.last_resend_check >= std::chrono::milliseconds(100)) {
     s.last_resend_check = t0;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -482,6 +483,61 @@ TEST(JetstreamEdge, TheEdgeIsAChannelInBothSidesSnapshots) {
   wait_bounded(producer.get_graph());
   wait_bounded(consumer.get_graph());
   EXPECT_EQ(got.load(), n);
+}
+
+// The edge's reading stays fresh while its stage is blocked elsewhere: a subscribe stage
+// waiting on its full output (the sink is slow) still shows the stream filling up, which
+// is the reading that names the consumer side as the bottleneck. (It was refreshed only
+// inside the stage's own fetches, so it froze at what the stage last saw.)
+TEST(JetstreamEdge, TheEdgeReadingFollowsTheStreamWhileItsStageIsBlocked) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "fresh", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  auto publish_n = [&](std::uint64_t n) {
+    sluice::pipeline(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+                       for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+                     }),
+                     js::publish<std::uint64_t>(conn, e))
+        .run();
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false, holding = false;
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e, {.batch = 2}, {.capacity = 2}),
+                            sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              std::unique_lock lk(mu);
+                              holding = true;
+                              cv.notify_all();
+                              cv.wait_for(lk, 20s, [&] { return release; });  // bounded
+                              d.ack();
+                              return true;
+                            }));
+  consumer.start();
+  publish_n(3);  // one in the sink, two in the subscribe stage's output: it waits for room
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, 10s, [&] { return holding; }));
+  }
+  auto reading = [&]() -> std::uint64_t {
+    for (auto& c : consumer.snapshot().channels) {
+      if (c.name == "jetstream:fresh") return c.stats.size;
+    }
+    return 0;
+  };
+  ASSERT_TRUE(eventually([&] { return reading() == 3; })) << "reading " << reading();
+  publish_n(40);  // meanwhile the stage is blocked on its output, not fetching
+  EXPECT_EQ(js::inspect_edge(conn, e).msgs, 43u);
+  EXPECT_TRUE(eventually([&] { return reading() == 43; }, 5s)) << "reading " << reading();
+  {
+    std::lock_guard lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  EXPECT_TRUE(eventually([&] { return js::inspect_edge(conn, e).msgs == 0; }));
+  consumer.cancel();
+  EXPECT_THROW(consumer.wait(), sluice::cancelled);
 }
 
 // ---- teardown ------------------------------------------------------------------
