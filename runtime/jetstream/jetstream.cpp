@@ -61,6 +61,9 @@ struct edge_gauge {
   std::atomic<std::uint64_t> push_ns{0};   // the publish stage's time waiting on a full stream / window
   std::atomic<std::uint64_t> pop_ns{0};    // the subscribe stage's time in fetches that found nothing
   js_ctx info;                             // the gauge thread's: requests with a short wait
+  // Cleared when its stage's state goes: the reading then stays as it was (the graph's
+  // snapshot may still show it) and the gauge thread stops asking the server.
+  std::atomic<bool> polled{true};
 
   metrics::external_channel_reading read() const {
     metrics::external_channel_reading r;
@@ -319,9 +322,16 @@ struct conn_state {
       for (const auto& w : gauges) {
         if (auto g = w.lock()) live.push_back(std::move(g));
       }
+      // Gone, or their stage is: dropped (`live` still holds those alive: none is freed here).
+      std::erase_if(gauges, [](const std::weak_ptr<edge_gauge>& w) {
+        const auto g = w.lock();
+        return !g || !g->polled.load(std::memory_order_relaxed);
+      });
       lk.unlock();
-      for (const auto& g : live) poll_gauge(*g);
-      live.clear();  // a gauge whose stage is gone is freed here, outside gauge_mu
+      for (const auto& g : live) {
+        if (g->polled.load(std::memory_order_relaxed)) poll_gauge(*g);
+      }
+      live.clear();  // outside gauge_mu: the last reference to a gauge may be this one
       lk.lock();
       gauge_cv.wait_for(lk, kGaugePeriod, [&] { return gauges_stopping; });
     }
@@ -421,6 +431,7 @@ struct pub_state {
 
   ~pub_state() {
     for (auto& r : retry) natsMsg_Destroy(r.first);
+    if (gauge) gauge->polled.store(false, std::memory_order_relaxed);
   }
 
   // The acknowledgement (pa), refusal or timeout (pae) of msg, if msg is in `sent` (then
@@ -719,6 +730,7 @@ struct sub_state {
       conn->retire(confirms);  // late confirmations may be arriving: never a plain destroy
     }
     if (stats != nullptr) natsStatistics_Destroy(stats);
+    if (gauge) gauge->polled.store(false, std::memory_order_relaxed);
   }
 
   static bool is_user_message(natsMsg* m) {
