@@ -417,11 +417,17 @@ TEST(teardown, a_stage_ending_during_the_teardown_cancels_its_output_instead_of_
     sluice_test::gate never;
     never.wait(st);
   });
+  // Both functions must be running before the cancel: a stage whose function has not
+  // started when the run is cancelled never runs it (then nobody would ever set `ending`;
+  // seen once under ASan, where threads start slowly).
+  std::atomic<int> running{0};
   auto quits = g.source<int>("quits", [&](sluice::sender<int>&) {
     std::unique_lock lk(mu);
+    running.fetch_add(1);
     cv.wait_for(lk, 10s, [&] { return release; });
   });
   g.consume("writer", quits, [&](sluice::receiver<int>& rx) {
+    running.fetch_add(1);
     while (rx.pop()) {
     }
     std::lock_guard lk(mu);
@@ -430,6 +436,7 @@ TEST(teardown, a_stage_ending_during_the_teardown_cancels_its_output_instead_of_
   });
   g.start();
   ASSERT_TRUE(eventually([&] {
+    if (running.load() != 2) return false;
     for (const auto& c : g.snapshot().channels) {
       if (c.stats.size == 1) return true;
     }
