@@ -299,6 +299,10 @@ struct conn_state {
     jsOptions_Init(&jo);
     jo.Wait = 200;  // a stalled server holds the gauge thread up this long at most
     make_js(g->info, &jo);
+    // The first reading here, on the stage's thread before its stage runs (as the stage's
+    // own refresh used to): the gauge thread's first pass may come late on a loaded
+    // machine, after a short-lived edge has drained.
+    poll_gauge(*g);
     sluice::this_stage::add_external_channel("jetstream:" + e.stream, pushes, [g] { return g->read(); });
     std::lock_guard lk(gauge_mu);
     std::erase_if(gauges, [](const std::weak_ptr<edge_gauge>& w) { return w.expired(); });
