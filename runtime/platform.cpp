@@ -8,6 +8,7 @@
 
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -111,6 +112,31 @@ std::uint64_t ticks_per_64_pauses() noexcept {
     return best;
   }();
   return per64;
+}
+
+bool runnable_exceeds_cpus() noexcept {
+  // Opened on first use and kept: pread() of /proc/loadavg is one system call, and the
+  // kernel builds the text afresh for every read.
+  static const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  static const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  if (fd < 0 || cpus < 1) return true;
+  char buf[128];
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return true;
+  buf[n] = '\0';
+  // "0.52 0.58 0.59 3/412 12345": the fourth field is runnable/total scheduling entities.
+  const char* p = buf;
+  for (int field = 0; field < 3; ++field) {
+    while (*p != '\0' && *p != ' ') ++p;
+    while (*p == ' ') ++p;
+  }
+  long runnable = 0;
+  bool digits = false;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    runnable = runnable * 10 + (*p - '0');
+    digits = true;
+  }
+  return !digits || *p != '/' || runnable > cpus;
 }
 
 fence_mode current_fence_mode() noexcept { return g_fence_mode.load(std::memory_order_acquire); }

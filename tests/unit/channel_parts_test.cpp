@@ -4,13 +4,17 @@
 // own contract is channel_test.cpp's.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <thread>
+#include <vector>
 
 #include "channel_test_util.hpp"
 #include "sluice/detail/backoff.hpp"
 #include "sluice/detail/counter.hpp"
+#include "sluice/detail/platform.hpp"
 #include "sluice/detail/ticks.hpp"
 #include "sluice/detail/wait_clock.hpp"
 #include "sluice/detail/watermark.hpp"
@@ -94,8 +98,9 @@ TEST(ChannelBackoff, a_wait_past_its_deadline_spins_out_and_reports_timeout) {
 
 TEST(ChannelBackoff, short_parks_lengthen_the_spin_and_long_ones_shorten_it_within_bounds) {
   backoff spin;
-  const int longest = sluice::detail::kSpinRounds, shortest = sluice::detail::kMinSpinRounds;
-  EXPECT_EQ(spin.rounds(), longest);
+  const int start = sluice::detail::kSpinRounds, shortest = sluice::detail::kMinSpinRounds;
+  const int longest = sluice::detail::kMaxSpinRounds;
+  EXPECT_EQ(spin.rounds(), start);
   for (int i = 0; i < 2 * longest; ++i) spin.parked_for(1ms);
   EXPECT_EQ(spin.rounds(), shortest);
   spin.parked_for(100us);  // neither short nor long: unchanged
@@ -104,8 +109,32 @@ TEST(ChannelBackoff, short_parks_lengthen_the_spin_and_long_ones_shorten_it_with
   EXPECT_EQ(spin.rounds(), shortest + 1);
   spin.spin_was_enough(spin.rounds());
   EXPECT_EQ(spin.rounds(), shortest + 2);
+  // Spins that succeed lengthen it up to the start budget, no further...
+  for (int i = 0; i < 2 * longest; ++i) spin.spin_was_enough(spin.rounds());
+  EXPECT_EQ(spin.rounds(), start);
+  // ...parks that end soon up to the longest (a side fed at a steady, slower pace).
   for (int i = 0; i < 2 * longest; ++i) spin.parked_for(1us);
   EXPECT_EQ(spin.rounds(), longest);
+  spin.spin_was_enough(spin.rounds());
+  EXPECT_EQ(spin.rounds(), longest);  // a success does not shorten it either
+}
+
+TEST(ChannelBackoff, the_long_spin_sees_more_runnable_threads_than_cores) {
+  // Rounds past kSpinRounds run only while runnable_exceeds_cpus() is false. With twice
+  // as many busy threads as CPUs it must say so (it may say so earlier: other load).
+  sluice_test::watchdog dog(channel_test::kTestLimit);
+  const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> busy;
+  for (unsigned i = 0; i < 2 * cpus + 1; ++i) {
+    busy.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) sluice::detail::spin_pause();
+    });
+  }
+  const bool seen = sluice_test::eventually([] { return sluice::detail::runnable_exceeds_cpus(); });
+  stop = true;
+  for (auto& t : busy) t.join();
+  EXPECT_TRUE(seen);
 }
 
 // ---- wait clock -------------------------------------------------------------------------

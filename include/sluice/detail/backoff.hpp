@@ -41,7 +41,14 @@
 
 namespace sluice::detail {
 
-inline constexpr int kSpinRounds = 10;  // round r spins 2^min(r,6) pauses: 319 pauses in all
+// Round r of a spin is 2^min(r,6) pauses (a pause is ~20 ns on x86). A side starts at
+// kSpinRounds (319 pauses) and spins succeeding lengthen it no further. Parks that end
+// soon lengthen it up to kMaxSpinRounds (1215 pauses, ~25 us, about what a park and its
+// futex wake cost here): a spin never costs more than the park it avoids, and a side fed
+// at a steady pace slower than the short spin learns to spin across the gap instead of
+// parking for every item.
+inline constexpr int kSpinRounds = 10;
+inline constexpr int kMaxSpinRounds = 24;
 inline constexpr int kMinSpinRounds = 3;
 inline constexpr int kYieldRounds = 4;
 // A wait that parked and was woken within kShortWait of parking lengthens the spin; one
@@ -62,7 +69,7 @@ class backoff {
   // longer spin; a long one means spinning is waste.
   void parked_for(std::chrono::nanoseconds slept) noexcept {
     const int rounds = rounds_.load(std::memory_order_relaxed);
-    if (slept < kShortWait && rounds < kSpinRounds) {
+    if (slept < kShortWait && rounds < kMaxSpinRounds) {
       rounds_.store(rounds + 1, std::memory_order_relaxed);
     } else if (slept > kLongWait && rounds > kMinSpinRounds) {
       rounds_.store(rounds - 1, std::memory_order_relaxed);
@@ -95,7 +102,11 @@ wait_result wait_loop(waker& w, Op& op, const time_point* deadline, backoff& spi
   // exponentially, but the other side's move is noticed within one pause (~20-40 ns).
   // A failed re-try reads lines already in our cache, so it costs the other side
   // nothing; re-trying only every few pauses made a ping-pong round trip much slower.
+  // Rounds past kSpinRounds (a budget that short parks lengthened) run only while no
+  // thread waits for a core: with more runnable threads than cores the core we would
+  // spin on is one the thread we wait for may need.
   for (int round = 0; round < rounds; ++round) {
+    if (round == kSpinRounds && runnable_exceeds_cpus()) break;
     for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) {
       spin_pause();
       ++r.pauses;
