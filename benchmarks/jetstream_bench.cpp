@@ -30,13 +30,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -381,24 +384,51 @@ void memory(const std::string& url, js::connection& conn, std::uint64_t k) {
               static_cast<unsigned long long>(st.msgs));
 }
 
+// A flag's value as a whole positive number, or nullopt (the caller names the flag).
+std::optional<std::uint64_t> positive(std::string_view v) {
+  std::uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc{} || end != v.data() + v.size() || n == 0) return std::nullopt;
+  return n;
+}
+
+int usage_error(const std::string& why) {
+  std::fprintf(stderr,
+               "sluice_bench_jetstream: %s\n"
+               "usage: sluice_bench_jetstream [--items N] [--rounds R] [--scale-items M] [--rss-items K]"
+               " [--only throughput|scale|rss]\n",
+               why.c_str());
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--consumer") == 0) return consumer_main(argc, argv);
-  std::uint64_t items = 200000, scale_items = 4000, rss_items = 1000000;
-  int rounds = 3;
+  std::uint64_t items = 200000, scale_items = 4000, rss_items = 1000000, rounds = 3;
   std::string only;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--items") items = std::stoull(v);
-    else if (a == "--rounds") rounds = std::stoi(v);
-    else if (a == "--scale-items") scale_items = std::stoull(v);
-    else if (a == "--rss-items") rss_items = std::stoull(v);
-    else if (a == "--only") only = v;
-    else {
-      std::fprintf(stderr, "sluice_bench_jetstream: unknown flag %s\n", a.c_str());
-      return 2;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string a = argv[i];
+    std::uint64_t* number = a == "--items"         ? &items
+                            : a == "--rounds"      ? &rounds
+                            : a == "--scale-items" ? &scale_items
+                            : a == "--rss-items"   ? &rss_items
+                                                   : nullptr;
+    if (number == nullptr && a != "--only") return usage_error("unknown flag " + a);
+    if (i + 1 >= argc) return usage_error(a + " needs a value");
+    const std::string v = argv[i + 1];
+    if (number == nullptr) {
+      if (v != "throughput" && v != "scale" && v != "rss") {
+        return usage_error("--only " + v + ": expected throughput, scale or rss");
+      }
+      only = v;
+      continue;
     }
+    const auto n = positive(v);
+    if (!n || (number == &rounds && *n > 1000)) {
+      return usage_error(a + " " + v + ": expected a whole number" + (number == &rounds ? " from 1 to 1000" : " above 0"));
+    }
+    *number = *n;
   }
   if (!sluice_test::nats_server::available()) {
     std::fprintf(stderr, "sluice_bench_jetstream: nats-server not found (Debian: nats-server)\n");
@@ -409,7 +439,7 @@ int main(int argc, char** argv) {
     auto conn = js::connect(server.url());
     std::printf("# sluice_bench_jetstream: nats-server -js on %s, store %s, %u cores\n", server.url().c_str(),
                 server.dir().c_str(), std::thread::hardware_concurrency());
-    if (only.empty() || only == "throughput") throughput(server.url(), conn, items, rounds);
+    if (only.empty() || only == "throughput") throughput(server.url(), conn, items, static_cast<int>(rounds));
     if (only.empty() || only == "scale") scale_out(server.url(), conn, scale_items);
     if (only.empty() || only == "rss") memory(server.url(), conn, rss_items);
   } catch (const std::exception& ex) {
