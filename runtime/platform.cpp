@@ -9,6 +9,7 @@
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -118,7 +119,17 @@ bool runnable_exceeds_cpus() noexcept {
   // Opened on first use and kept: pread() of /proc/loadavg is one system call, and the
   // kernel builds the text afresh for every read.
   static const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  static const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  // The CPUs this process may run on (taskset, a container's cpuset), at most those online.
+  static const long cpus = [] {
+    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+      const long allowed = CPU_COUNT(&set);
+      if (allowed > 0 && (n < 1 || allowed < n)) n = allowed;
+    }
+    return n;
+  }();
   if (fd < 0 || cpus < 1) return true;
   char buf[128];
   const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
