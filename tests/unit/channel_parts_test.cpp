@@ -78,7 +78,7 @@ TEST(ChannelBackoff, a_wait_that_a_spin_satisfies_reports_its_pauses_and_nothing
   EXPECT_EQ(r.pauses, 5U);  // one re-try after each pause
   EXPECT_FALSE(r.spun_out);
   EXPECT_FALSE(r.parked);
-  EXPECT_EQ(spin.rounds(), sluice::detail::kSpinRounds);  // already at its longest
+  EXPECT_EQ(spin.rounds(), sluice::detail::kSpinRounds);  // successes go no further
   EXPECT_EQ(clock.blocked_ticks_now(true), 0U);           // wait_loop does not count; block() does
 }
 

@@ -13,6 +13,9 @@
 // satisfied, or that parked but was woken soon after, lets the next one spin a round
 // longer; a long parked wait shortens it, so a side whose partner is descheduled or
 // idle for long (oversubscribed cores, a slow stage) stops burning the core others need.
+// Only parks that ended soon lengthen it past the start budget (a side fed at a steady
+// pace learns to spin across the gap), and that longer part runs only while no thread
+// waits for a core (runnable_exceeds_cpus(), detail/platform.hpp).
 // A futex wake of a thread on an idle core costs tens of microseconds, so a short spin
 // that finds the other side already moving wins; the yields let a thread that shares
 // our core (more stage threads than cores is normal) run instead of us.
