@@ -322,14 +322,15 @@ struct conn_state {
   void refresh_gauges() {
     std::unique_lock lk(gauge_mu);
     while (!gauges_stopping) {
+      // One pass: a gauge that is gone, or whose stage is, leaves the list; every live one
+      // goes into `live`, so that none is freed under gauge_mu.
       std::vector<std::shared_ptr<edge_gauge>> live;
-      for (const auto& w : gauges) {
-        if (auto g = w.lock()) live.push_back(std::move(g));
-      }
-      // Gone, or their stage is: dropped (`live` still holds those alive: none is freed here).
-      std::erase_if(gauges, [](const std::weak_ptr<edge_gauge>& w) {
-        const auto g = w.lock();
-        return !g || !g->polled.load(std::memory_order_relaxed);
+      std::erase_if(gauges, [&](const std::weak_ptr<edge_gauge>& w) {
+        auto g = w.lock();
+        if (!g) return true;
+        const bool polled = g->polled.load(std::memory_order_relaxed);
+        live.push_back(std::move(g));
+        return !polled;
       });
       lk.unlock();
       for (const auto& g : live) {
@@ -888,6 +889,12 @@ struct sub_state {
     }
   }
 
+  // An ack (either kind) that the closed connection refused.
+  [[noreturn]] void throw_ack_on_closed() const {
+    throw std::runtime_error("sluice::jetstream::delivery::ack: edge '" + edge.stream + "': the connection to " +
+                             conn->url + " is closed");
+  }
+
   void ack(natsMsg* m) {
     const char* reply = natsMsg_GetReply(m);
     if (reply == nullptr || std::strncmp(reply, "$JS.ACK.", 8) != 0) {
@@ -895,10 +902,7 @@ struct sub_state {
     }
     if (!opts.confirm_acks) {
       const natsStatus rc = natsConnection_Publish(conn->nc, reply, "+ACK", 4);
-      if (rc == NATS_CONNECTION_CLOSED) {
-        throw std::runtime_error("sluice::jetstream::delivery::ack: edge '" + edge.stream + "': the connection to " +
-                                 conn->url + " is closed");
-      }
+      if (rc == NATS_CONNECTION_CLOSED) throw_ack_on_closed();
       // Any other failure is an ack lost: the message comes back after ack_wait.
       if (opts.counters) opts.counters->acks_sent.fetch_add(1, std::memory_order_relaxed);
       return;
@@ -923,8 +927,7 @@ struct sub_state {
     const natsStatus rc = send_ack(std::move(a), ask);
     if (rc == NATS_CONNECTION_CLOSED) {
       unconfirmed.erase(sends_made);  // not sent, and the message stays the caller's
-      throw std::runtime_error("sluice::jetstream::delivery::ack: edge '" + edge.stream + "': the connection to " +
-                               conn->url + " is closed");
+      throw_ack_on_closed();
     }
     // Any other failure (e.g. the reconnect buffer is full) is served like a lost ack:
     // re-sent after ack_confirm_wait.
