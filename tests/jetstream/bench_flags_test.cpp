@@ -9,9 +9,6 @@
 
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -19,28 +16,16 @@
 
 namespace {
 
-struct result {
-  int status = -1;
-  std::string text;  // stdout and stderr
-};
-
-result run_bench(const std::vector<std::string>& args) {
-  result r;
+// The built benchmark with `args`, stdout and stderr together in out.
+sluice_test::tool_result run_bench(const std::vector<std::string>& args) {
 #ifdef SLUICE_JS_BENCH_PATH
   std::string cmd = "timeout -s KILL 20 " + sluice_test::shell_quote(SLUICE_JS_BENCH_PATH);
   for (const auto& a : args) cmd += " " + sluice_test::shell_quote(a);
-  cmd += " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.text.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
+  return sluice_test::run_shell(cmd + " 2>&1");
 #else
   (void)args;
+  return {};
 #endif
-  return r;
 }
 
 TEST(JetstreamBenchFlags, BadValuesAreUsageErrorsThatNameTheFlag) {
@@ -66,13 +51,13 @@ TEST(JetstreamBenchFlags, BadValuesAreUsageErrorsThatNameTheFlag) {
       {{"--rounds", "2", "--items"}, "--items needs a value"},
   };
   for (const auto& c : cases) {
-    const result r = run_bench(c.args);
+    const sluice_test::tool_result r = run_bench(c.args);
     std::string shown;
     for (const auto& a : c.args) shown += " " + a;
-    EXPECT_EQ(r.status, 2) << shown << "\n" << r.text;
-    EXPECT_NE(r.text.find(c.says), std::string::npos) << shown << "\n" << r.text;
-    EXPECT_NE(r.text.find("usage: sluice_bench_jetstream"), std::string::npos) << shown;
-    EXPECT_EQ(r.text.find("nats-server -js on"), std::string::npos) << shown << ": started a run";
+    EXPECT_EQ(r.status, 2) << shown << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.says), std::string::npos) << shown << "\n" << r.out;
+    EXPECT_NE(r.out.find("usage: sluice_bench_jetstream"), std::string::npos) << shown;
+    EXPECT_EQ(r.out.find("nats-server -js on"), std::string::npos) << shown << ": started a run";
   }
 }
 

@@ -71,6 +71,24 @@ inline std::string read_whole_file(const std::string& path) {
   return ss.str();
 }
 
+// Runs `cmd` with sh; out is its stdout, status its exit code (128+N for signal N; -1 if
+// it could not be started). The command line must bound itself (timeout -s KILL ...).
+inline tool_result run_shell(const std::string& cmd) {
+  tool_result r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  if (WIFEXITED(st)) {
+    r.status = WEXITSTATUS(st);
+  } else if (WIFSIGNALED(st)) {
+    r.status = 128 + WTERMSIG(st);
+  }
+  return r;
+}
+
 // Runs the tool with `args` under a hard time limit (a hang fails instead of blocking).
 inline tool_result run_tool(const std::vector<std::string>& args, int limit_s = 240, tool_options o = {}) {
   static std::atomic<unsigned> serial{0};
@@ -88,17 +106,8 @@ inline tool_result run_tool(const std::vector<std::string>& args, int limit_s = 
   cmd += "timeout -s KILL " + std::to_string(limit_s) + " " + shell_quote(tool_path());
   for (const auto& a : args) cmd += " " + shell_quote(a);
   cmd += o.merge_stderr ? std::string(" 2>&1") : " 2>" + shell_quote(err_path);
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  if (WIFEXITED(st)) {
-    r.status = WEXITSTATUS(st);
-  } else if (WIFSIGNALED(st)) {
-    r.status = 128 + WTERMSIG(st);
-  }
+  r = run_shell(cmd);
+  if (r.status == -1) return r;
   if (!o.merge_stderr) {
     r.err = read_whole_file(err_path);
     std::remove(err_path.c_str());
