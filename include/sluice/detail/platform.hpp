@@ -1,4 +1,4 @@
-// sluice/detail/platform.hpp — what sluice learns about the machine, once, on first use.
+// sluice/detail/platform.hpp — what sluice learns about the machine, on first use.
 //
 // Three facts, each decided the first time something asks for it (runtime/platform.cpp),
 // never before main() and never from the environment:
@@ -6,7 +6,9 @@
 //     calibration that turns ticks into nanoseconds;
 //   - what 64 spin_pause() calls cost in ticks (how a spin-satisfied wait is timed);
 //   - whether the waker's fences are asymmetric (membarrier registered for this process).
-// Guarantees: each answer is the same for every thread and every call once given; asking
+// And one reading taken afresh at each call: whether more threads are runnable than the
+// process has CPUs (runnable_exceeds_cpus(), which gates the long spin of backoff.hpp).
+// Guarantees: each fact is the same for every thread and every call once given; asking
 // is thread-safe. Builds may force the portable choice (CMake SLUICE_STEADY_TICKS,
 // SLUICE_SYMMETRIC_FENCES), which only measurements need.
 #pragma once
