@@ -108,6 +108,9 @@ struct stress_options {
   double fail_probability = 0.01;        // per channel op: injected_fault thrown in the calling stage
   double delay_probability = 0.05;       // per channel op: a stall of up to max_delay
   std::chrono::steady_clock::duration max_delay = std::chrono::milliseconds(2);
+  // The moment of a run's cancel or stop: a random one of the graph's first 400 channel
+  // ops (all stages together). A run that ends sooner is neither cancelled nor stopped,
+  // and the report's cancels / stops count only those that fired.
   double cancel_probability = 0.1;       // per run: cancel() at a random moment
   double stop_probability = 0.1;         // per run: request_stop() at a random moment
   std::chrono::steady_clock::duration deadline = std::chrono::seconds(10);  // end this long after the last fault
