@@ -119,12 +119,14 @@ bool runnable_exceeds_cpus() noexcept {
   // Opened on first use and kept: pread() of /proc/loadavg is one system call, and the
   // kernel builds the text afresh for every read.
   static const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  // The CPUs this process may run on (taskset, a container's cpuset), at most those online.
+  // The CPUs this process may run on (taskset, a container's cpuset), at most those online,
+  // read once. The mask is the main thread's (its id is the process id), not the first
+  // caller's: a stage thread the user pinned to one CPU must not decide it for the rest.
   static const long cpus = [] {
     long n = ::sysconf(_SC_NPROCESSORS_ONLN);
     cpu_set_t set;
     CPU_ZERO(&set);
-    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    if (::sched_getaffinity(::getpid(), sizeof set, &set) == 0) {
       const long allowed = CPU_COUNT(&set);
       if (allowed > 0 && (n < 1 || allowed < n)) n = allowed;
     }

@@ -25,10 +25,10 @@ bool ticks_use_tsc() noexcept;
 double ns_per_tick() noexcept;
 // What 64 spin_pause() calls take, in ticks (best of a few runs, measured on first use).
 std::uint64_t ticks_per_64_pauses() noexcept;
-// True when more threads are runnable on the machine than this process has CPUs (online
-// and in its affinity mask), as the kernel counts them now (/proc/loadavg; a spinning
-// caller counts itself), or when the count cannot be read. While false, a thread that
-// spins on takes no core that another thread is waiting for. A read system call (~1-2 us).
+// True when more threads are runnable now (/proc/loadavg: all processes, the caller too)
+// than this process has CPUs (online, in the main thread's affinity mask read once), or
+// when the count cannot be read. While false, a thread that spins on takes no core another
+// thread is waiting for. A read system call (~1-2 us).
 bool runnable_exceeds_cpus() noexcept;
 
 // The fence protocol of detail/waker.hpp. kUnknown until the first heavy_fence() decides;
