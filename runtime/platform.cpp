@@ -72,6 +72,43 @@ bool register_membarrier() noexcept {
 
 std::atomic<fence_mode> g_fence_mode{fence_mode::kUnknown};
 
+bool read_runnable_exceeds_cpus() noexcept {
+  // Opened on first use and kept: pread() of /proc/loadavg is one system call, and the
+  // kernel builds the text afresh for every read.
+  static const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  // The CPUs this process may run on (taskset, a container's cpuset), at most those online,
+  // read once. The mask is the main thread's (its id is the process id), not the first
+  // caller's: a stage thread the user pinned to one CPU must not decide it for the rest.
+  static const long cpus = [] {
+    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(::getpid(), sizeof set, &set) == 0) {
+      const long allowed = CPU_COUNT(&set);
+      if (allowed > 0 && (n < 1 || allowed < n)) n = allowed;
+    }
+    return n;
+  }();
+  if (fd < 0 || cpus < 1) return true;
+  char buf[128];
+  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return true;
+  buf[n] = '\0';
+  // "0.52 0.58 0.59 3/412 12345": the fourth field is runnable/total scheduling entities.
+  const char* p = buf;
+  for (int field = 0; field < 3; ++field) {
+    while (*p != '\0' && *p != ' ') ++p;
+    while (*p == ' ') ++p;
+  }
+  long runnable = 0;
+  bool digits = false;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    runnable = runnable * 10 + (*p - '0');
+    digits = true;
+  }
+  return !digits || *p != '/' || runnable > cpus;
+}
+
 }  // namespace
 
 bool ticks_use_tsc() noexcept { return clock_facts_once().tsc; }
@@ -116,40 +153,20 @@ std::uint64_t ticks_per_64_pauses() noexcept {
 }
 
 bool runnable_exceeds_cpus() noexcept {
-  // Opened on first use and kept: pread() of /proc/loadavg is one system call, and the
-  // kernel builds the text afresh for every read.
-  static const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  // The CPUs this process may run on (taskset, a container's cpuset), at most those online,
-  // read once. The mask is the main thread's (its id is the process id), not the first
-  // caller's: a stage thread the user pinned to one CPU must not decide it for the rest.
-  static const long cpus = [] {
-    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (::sched_getaffinity(::getpid(), sizeof set, &set) == 0) {
-      const long allowed = CPU_COUNT(&set);
-      if (allowed > 0 && (n < 1 || allowed < n)) n = allowed;
-    }
-    return n;
-  }();
-  if (fd < 0 || cpus < 1) return true;
-  char buf[128];
-  const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return true;
-  buf[n] = '\0';
-  // "0.52 0.58 0.59 3/412 12345": the fourth field is runnable/total scheduling entities.
-  const char* p = buf;
-  for (int field = 0; field < 3; ++field) {
-    while (*p != '\0' && *p != ' ') ++p;
-    while (*p == ' ') ++p;
-  }
-  long runnable = 0;
-  bool digits = false;
-  for (; *p >= '0' && *p <= '9'; ++p) {
-    runnable = runnable * 10 + (*p - '0');
-    digits = true;
-  }
-  return !digits || *p != '/' || runnable > cpus;
+  // One reading serves its thread for a millisecond. A closed loop on few cores reaches
+  // the gate in wait after wait, most ending in a park anyway; a read (1-2 us) on each
+  // cost sluice_bench_graph's linear4_cap64 about 8% of its throughput (2 cores, 8 of 8
+  // alternating rounds slower than with this cache).
+  constexpr std::int64_t kKeepNs = 1'000'000;
+  thread_local std::int64_t t_until = 0;
+  thread_local bool t_exceeds = true;
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count();
+  if (now < t_until) return t_exceeds;
+  t_exceeds = read_runnable_exceeds_cpus();
+  t_until = now + kKeepNs;
+  return t_exceeds;
 }
 
 fence_mode current_fence_mode() noexcept { return g_fence_mode.load(std::memory_order_acquire); }
