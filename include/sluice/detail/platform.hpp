@@ -28,7 +28,7 @@ std::uint64_t ticks_per_64_pauses() noexcept;
 // True when more threads are runnable now (/proc/loadavg: all processes, the caller too)
 // than this process has CPUs (online, in the main thread's affinity mask read once), or
 // when the count cannot be read. While false, a thread that spins on takes no core another
-// thread is waiting for. A read system call (~1-2 us).
+// thread is waiting for. One read (~1-2 us) per thread per ms; kept between.
 bool runnable_exceeds_cpus() noexcept;
 
 // The fence protocol of detail/waker.hpp. kUnknown until the first heavy_fence() decides;
