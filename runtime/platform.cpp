@@ -154,9 +154,8 @@ std::uint64_t ticks_per_64_pauses() noexcept {
 
 bool runnable_exceeds_cpus() noexcept {
   // One reading serves its thread for a millisecond. A closed loop on few cores reaches
-  // the gate in wait after wait, most ending in a park anyway; a read (1-2 us) on each
-  // cost sluice_bench_graph's linear4_cap64 about 8% of its throughput (2 cores, 8 of 8
-  // alternating rounds slower than with this cache).
+  // the gate in wait after wait, most ending in a park anyway, and a read on each of them
+  // showed in the graph benchmark's throughput.
   constexpr std::int64_t kKeepNs = 1'000'000;
   thread_local std::int64_t t_until = 0;
   thread_local bool t_exceeds = true;

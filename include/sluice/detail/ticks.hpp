@@ -1,11 +1,11 @@
 // sluice/detail/ticks.hpp — the cheap clock behind the channels' time-blocked counters.
 //
-// A blocked push or pop must add its wait to the channel's time blocked. Most waits end
-// within the spin, a few hundred nanoseconds, and two clock reads per wait cost 10-20% of
-// a small-capacity channel's throughput (steady_clock::now() costs about twice a read of
-// the time-stamp counter). So a wait is timed as: its spin pauses x the calibrated cost of a pause (pause_ticks), plus, if it went on to yield or
-// park, the ticks() from there to its end. The spin part leaves out the re-tries between
-// pauses (a few ns each against 20-40 ns a pause), so it errs a little low.
+// A blocked push or pop must add its wait to the channel's time blocked. Most waits end within
+// the spin, a few hundred nanoseconds, and two clock reads per wait would slow a small-capacity
+// channel noticeably (steady_clock::now() costs about twice a read of the time-stamp counter).
+// So a wait is timed as: its spin pauses x the calibrated cost of a pause (pause_ticks), plus,
+// if it went on to yield or park, the ticks() from there to its end. The spin part leaves out
+// the re-tries between pauses (a few ns each against 20-40 ns a pause), so it errs a little low.
 //
 // Guarantees: ticks() is monotonic on one thread and comparable across threads where the
 // TSC is invariant (x86-64 with constant_tsc and nonstop_tsc, i.e. every x86-64 server of
