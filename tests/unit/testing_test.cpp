@@ -376,6 +376,38 @@ TEST(testing_stress, a_fused_stage_under_skip_whose_push_throws_fails_the_graph)
   }
 }
 
+TEST(testing_stress, a_fused_stage_under_restart_whose_push_throws_keeps_the_item) {
+  // An unfused stage whose push throws restarts and pushes the same batch again. A fused
+  // map must do the same: it once made the result a dead letter and went on, so a run
+  // that returned normally had lost an item (found by sluice stress --fuse). The source's
+  // thread runs the map: its odd pushes go into the map, its even ones are the map's.
+  for (int n : {2, 4, 10}) {
+    throw_once hook("source", n);
+    std::atomic<long> dead{0};
+    sluice::graph g({.on_discard = [&dead](const sluice::dead_letter&) { dead.fetch_add(1); }});
+    sluice::detail::graph_access::core(g).set_fault_hook(&hook);
+    auto src = g.source<long>("source", [](sluice::sender<long>& out) {
+      for (long i = 0; i < 100; ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 4});
+    auto m = g.map("m", src, [](long v) { return v * 2; },
+                   {.capacity = 4, .on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60), .backoff = 0ms}, .fuse = true});
+    std::vector<long> got;  // the sink's own thread; read after the join
+    g.sink("keep", m, [&got](long v) { got.push_back(v); });
+    g.start();
+    const std::optional<sluice::report> r = g.wait_for(10s * kSlow);
+    ASSERT_TRUE(r.has_value()) << "hangs (n=" << n << ")";
+    EXPECT_EQ(dead.load(), 0) << n;
+    ASSERT_EQ(got.size(), 100u) << n;
+    for (long i = 0; i < 100; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], 2 * i) << n;
+    const auto& stages = r->metrics.stages;
+    const auto st = std::find_if(stages.begin(), stages.end(), [](const auto& s) { return s.name == "m"; });
+    ASSERT_NE(st, stages.end());
+    EXPECT_EQ(st->restarts, 1u) << n;
+  }
+}
+
 TEST(testing_stress, a_push_that_throws_in_broadcast_or_merge_loses_no_item) {
   // source -> broadcast(2) -> a, b -> merge -> sink. The n-th push of the broadcast (or of
   // the merge) throws: the graph fails, and every item is delivered or a dead letter,

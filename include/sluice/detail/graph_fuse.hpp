@@ -204,19 +204,28 @@ class fused_stage final : public direct_target<T>, public fused_control {
   }
 
   // Pushes one result on; when the output ended it becomes a dead letter of the output.
+  // A push that throws (a fault injected under sluice::testing::stress) is handled as
+  // for an unfused stage whose push threw out of its loop: the policy restarts or stops,
+  // never skips. A restart keeps the result and pushes it again with the fresh copy in
+  // place (an unfused stage re-pushes its batch); a stop makes it a dead letter.
   template <class V>
   direct_result deliver(instance& in, V& out) noexcept {
     if constexpr (kHasOutput) {
-      try {
-        if (push_keep(in.out, out)) return direct_result::taken;
-        graph_->discard(out_ch_, typeid(U), &out);
-        return direct_result::taken_done;
-      } catch (...) {
-        // The push threw (a fault injected under sluice::testing::stress): the result
-        // is a dead letter, and the stage's policy decides as for an unfused stage
-        // whose push threw out of its loop: restart or stop, never skip.
-        graph_->discard(out_ch_, typeid(U), &out);
-        return policy(in, std::current_exception(), false);
+      for (;;) {
+        std::exception_ptr e;
+        try {
+          if (push_keep(in.out, out)) return direct_result::taken;
+          graph_->discard(out_ch_, typeid(U), &out);
+          return direct_result::taken_done;
+        } catch (...) {
+          e = std::current_exception();  // push_keep leaves `out` intact when it throws
+        }
+        const direct_result r = policy(in, std::move(e), false);
+        if (r != direct_result::taken) {
+          graph_->discard(out_ch_, typeid(U), &out);
+          return r;
+        }
+        // Renewed (no error goes on without a restart when no item failed): try again.
       }
     } else {
       (void)in;
