@@ -319,10 +319,21 @@ std::vector<std::string> culprits(const sluice::graph& g) {
       // A fused stage has no thread: if the thread that runs it does not return, the
       // stage that owns that thread (runs_on) is named.
       if (!st.runs_on.empty()) continue;
-      bool parked = false;
-      for (const auto& c : b.channels) {
-        if (c.name != st.blocked_on) continue;
-        parked = (st.blocked_op == "push" && alive.count(c.to) != 0) || (st.blocked_op == "pop" && alive.count(c.from) != 0);
+      // The thread is parked if it waits on a channel whose other side is alive. A
+      // thread blocked in a push of a stage fused onto it shows that push on the fused
+      // stage's row, not on its own.
+      auto parked_on_alive = [&](const metrics::stage_snapshot& row) {
+        for (const auto& c : b.channels) {
+          if (c.name != row.blocked_on) continue;
+          if ((row.blocked_op == "push" && alive.count(c.to) != 0) || (row.blocked_op == "pop" && alive.count(c.from) != 0)) {
+            return true;
+          }
+        }
+        return false;
+      };
+      bool parked = parked_on_alive(st);
+      for (const auto& f : b.stages) {
+        if (f.runs_on == st.name && parked_on_alive(f)) parked = true;
       }
       if (!parked) out.push_back(st.name);
     }

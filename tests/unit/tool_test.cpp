@@ -310,6 +310,33 @@ TEST_F(Tool, StressRunsPassWithoutBroadcast) {
   EXPECT_NE(r.out.find("every run held"), std::string::npos) << r.out;
 }
 
+// Seed 0x22 with --fuse: the stuck filter post-2 (stuck past the deadline) is fused,
+// with post-1, onto pre-1's four threads, so the engine names pre-1, the threads'
+// owner. That is the injected hang, not a defect: the oracle excuses every stage on the
+// stuck stage's threads (an oracle that excused post-2 by name alone failed this run).
+TEST_F(Tool, StressExcusesEveryStageOnAStuckFusedStagesThread) {
+  const result r = run_tool({"stress", "--replay", "0x22", "--fuse", "--verbose"});
+  EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
+  ASSERT_NE(r.out.find("post-2:filter(%2)(cap=128,slow 478us/51,fused)"), std::string::npos) << r.out;
+  ASSERT_NE(r.out.find("stuck: post-2 at v=8 for"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 reports named a stuck stage"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << r.out;
+}
+
+// Two runs found by a --fuse sweep: a stage stuck past the deadline holds its upstream
+// stages up (full channels), and upstream, pre-2 (and post-1) run fused on pre-1's (and
+// pre-3's) threads. Those threads wait in the fused stage's push, which the snapshot
+// shows on the fused stage's row: the engine named pre-1 and pre-3 as hanging until it
+// read their fused stages' rows too (failed 3 of 3 replays each before, passed 3 of 3 after).
+TEST_F(Tool, StressSeesAThreadParkedInAFusedStagesPush) {
+  for (const char* seed : {"0x49300a5bc10bcc22", "0xa956f645ac4b7f84"}) {
+    const result r = run_tool({"stress", "--replay", seed, "--fuse", "--verbose"});
+    EXPECT_EQ(r.status, 0) << seed << "\n" << r.out << "\n" << r.err;
+    EXPECT_NE(r.out.find("fused"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << seed << "\n" << r.out;
+  }
+}
+
 TEST_F(Tool, StressReplayRunsOneGraph) {
   const result r = run_tool({"stress", "--replay", "0x2a", "--fan", "none"});
   EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
