@@ -107,6 +107,37 @@ TEST(random_graph, fuse_marks_only_stages_that_can_be_fused_and_keeps_the_rest) 
   EXPECT_GT(sinks, 50u);
 }
 
+// The stuck stage takes part in fusion like any other: sometimes it runs on its
+// upstream's thread, sometimes a stage runs on its thread (the stress oracle then
+// excuses every stage on that thread, tools/stress/cmd_stress.cpp).
+TEST(random_graph, fusion_reaches_the_stuck_stage_too) {
+  std::size_t stuck = 0, stuck_fused = 0, stuck_hosts = 0;
+  for (std::uint64_t seed = 0; seed < 2000; ++seed) {
+    st::random_graph_options o;
+    o.fuse = true;
+    const st::random_graph g = st::draw_random_graph(seed, o);
+    if (g.stuck.stage < 0) continue;
+    ++stuck;
+    if (g.stages[static_cast<std::size_t>(g.stuck.stage)].fuse) ++stuck_fused;
+    // Hosts: the stage after it in a run of pre or post stages is fused onto it.
+    bool hosts = false;
+    auto look = [&](auto& self, const st::segment& seg) -> void {
+      for (const std::vector<int>* run : {&seg.pre, &seg.post}) {
+        for (std::size_t i = 0; i + 1 < run->size(); ++i) {
+          if ((*run)[i] == g.stuck.stage && g.stages[static_cast<std::size_t>((*run)[i + 1])].fuse) hosts = true;
+        }
+      }
+      for (const auto& b : seg.branches) self(self, b);
+    };
+    look(look, g.root);
+    stuck_hosts += hosts ? 1 : 0;
+  }
+  // Seen: 402 graphs with a stuck stage, 101 of them fused, 42 hosting.
+  ASSERT_GT(stuck, 250u);
+  EXPECT_GT(stuck_fused, 50u);
+  EXPECT_GT(stuck_hosts, 15u);
+}
+
 TEST(random_graph, the_ledger_sees_lost_doubled_and_phantom_items) {
   st::random_graph g;
   g.items = 3;

@@ -19,7 +19,9 @@
 //             deadline of its last fault (a stage holding it up is named), what run()
 //             threw, no injected fault swallowed, pushed == popped + discarded on every
 //             channel, cleanup once per replica and stage, no thread left behind. The
-//             injected stuck stage, when stuck past the deadline, must be what it names.
+//             injected stuck stage, when stuck past the deadline, may be named, and so
+//             may every stage its thread runs (fused ones, and their host): a report
+//             about a stage off that thread is a violation.
 //   data      exactly once, by sluice::testing::ledger (sluice/testing/random_graph.hpp,
 //             the same oracle as tests/stress/graph_stress_test.cpp): every produced
 //             item's weight is found once in all, at the sink, in a filter or in dead
@@ -42,6 +44,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -51,6 +54,7 @@
 #include "commands.hpp"
 #include "common/progress.hpp"
 #include "sluice/graph.hpp"
+#include "sluice/metrics.hpp"
 #include "sluice/testing.hpp"
 #include "sluice/testing/random_graph.hpp"
 #include "common/sys.hpp"
@@ -153,11 +157,28 @@ class rss_watch {
 // What a run left to check: the engine's result, the ledger, memory.
 struct run_record {
   testing::run_result res;
+  // The stages on the injected stuck stage's thread (it, its host, the host's fused
+  // stages), read from the built graph: what a stuck report may name.
+  std::set<std::string> stuck_thread;
   std::shared_ptr<testing::ledger> book;
   std::uint64_t rss_before = 0;
   std::uint64_t rss_peak = 0;
   double seconds = 0;
 };
+
+// The stages that run on `stage`'s thread(s): the thread's owner (stage itself, or the
+// stage it is fused onto) and every stage fused onto that owner.
+std::set<std::string> thread_of(const metrics::snapshot& snap, const std::string& stage) {
+  std::string owner = stage;
+  for (const auto& st : snap.stages) {
+    if (st.name == stage && !st.runs_on.empty()) owner = st.runs_on;
+  }
+  std::set<std::string> out{owner};
+  for (const auto& st : snap.stages) {
+    if (st.runs_on == owner) out.insert(st.name);
+  }
+  return out;
+}
 
 // Runs the spec's graph once under the engine, watching memory.
 run_record run_graph(const random_graph& spec, const testing::stress_options& engine) {
@@ -170,8 +191,14 @@ run_record run_graph(const random_graph& spec, const testing::stress_options& en
   std::optional<rss_watch> mem;
   mem.emplace();  // its thread exists before the engine's baseline and after its count
   const auto t0 = clock::now();
-  rec.res = testing::run_one([&](graph& g) { testing::build_random_graph<stress_item>(g, spec, rec.book); }, spec.seed,
-                             engine, go);
+  const std::string stuck =
+      spec.stuck.stage >= 0 ? spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name : std::string();
+  rec.res = testing::run_one(
+      [&](graph& g) {
+        testing::build_random_graph<stress_item>(g, spec, rec.book);
+        if (!stuck.empty()) rec.stuck_thread = thread_of(g.snapshot(), stuck);
+      },
+      spec.seed, engine, go);
   rec.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   rec.rss_peak = mem->stop();
   mem.reset();
@@ -220,12 +247,11 @@ run_outcome check_run(const random_graph& spec, const run_record& rec) {
   out.stuck_named = !rec.res.stuck.empty();
   out.early = spec.control.kind == testing::control_kind::early_finish &&
               rec.book->sink_calls() == spec.control.early_after;
-  // The engine's checks; the injected stuck stage may be named: that is its job.
-  const std::string injected_stuck = spec.stuck.stage >= 0 && spec.stuck.for_ > kTeardownDeadline
-                                         ? spec.stages[static_cast<std::size_t>(spec.stuck.stage)].name
-                                         : std::string();
+  // The engine's checks. A stage stuck past the deadline may be named, and so may any
+  // stage on its thread: the engine names the owner of a thread that does not return.
+  const bool stuck_long = spec.stuck.stage >= 0 && spec.stuck.for_ > kTeardownDeadline;
   for (const auto& v : rec.res.violations) {
-    if (!injected_stuck.empty() && v.stage == injected_stuck) continue;
+    if (stuck_long && rec.stuck_thread.count(v.stage) != 0) continue;
     out.violations.push_back((v.stage.empty() ? std::string() : "stage '" + v.stage + "': ") + v.what);
   }
   if (rec.res.abandoned) return out;  // its graph is still running: nothing more to read
