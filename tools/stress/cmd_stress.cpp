@@ -245,8 +245,7 @@ run_outcome check_run(const random_graph& spec, const run_record& rec) {
   out.seconds = rec.seconds;
   out.outcome = outcome_of(rec.res.error);
   out.stuck_named = !rec.res.stuck.empty();
-  out.early = spec.control.kind == testing::control_kind::early_finish &&
-              rec.book->sink_calls() == spec.control.early_after;
+  out.early = rec.book->finished_early();
   // The engine's checks. A stage stuck past the deadline may be named, and so may any
   // stage on its thread: the engine names the owner of a thread that does not return.
   const bool stuck_long = spec.stuck.stage >= 0 && spec.stuck.for_ > kTeardownDeadline;

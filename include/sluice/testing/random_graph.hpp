@@ -128,7 +128,7 @@ struct random_graph_options {
   std::uint64_t max_items = 4000;
   bool fans[4] = {true, true, true, true};  // which fan_kind may be drawn (indexed by it)
   // Fans inside branches, sources merged, a sink with options; shorter naps, no stuck
-  // stage, no early finish with sink replicas.
+  // stage.
   bool nested = false;
   std::size_t max_sources = 1;
   // A stage stuck past this names itself in the teardown report (sometimes drawn).
@@ -154,6 +154,10 @@ random_graph draw_random_graph(std::uint64_t seed, const random_graph_options& o
 // One line per part: the shape, then the stuck stage, the policy, the control.
 std::string describe(const random_graph& g);
 [[nodiscard]] const char* fan_name(fan_kind f);
+// How many threads call the sink function: its replicas, or, when it is fused, the
+// threads of the stage it runs on (a merge has one per input). After one call returns
+// false, each of the others may already be inside a call (at most one each).
+[[nodiscard]] std::size_t sink_threads(const random_graph& g);
 
 // The oracle: where every item's weight went (thread safe: stage threads and on_discard
 // feed it).
@@ -180,6 +184,8 @@ class ledger {
   [[nodiscard]] std::uint64_t sink_call() noexcept;  // counts one call, returns its number (1-based)
   [[nodiscard]] bool has_thrown() const;
   [[nodiscard]] std::uint64_t dead_letters() const;
+  // The sink returned false (its early_after-th call was made).
+  [[nodiscard]] bool finished_early() const;
 
   // Violations of exactly-once: each produced item's weight is kWeight in all, no item
   // that was not produced has any, no dead letter is unknown or carries an error that no
@@ -196,6 +202,7 @@ class ledger {
   std::uint64_t items_;
   bool endless_;
   std::uint64_t early_after_;  // 0: the sink never finishes early
+  std::size_t sink_threads_;   // calls past the one that returned false: at most this - 1
   mutable std::mutex mu_;
   std::vector<std::uint64_t> produced_;                // per source; guarded by mu_
   std::map<std::uint64_t, std::uint64_t> account_;     // v -> weight; guarded by mu_
