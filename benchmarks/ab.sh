@@ -6,6 +6,9 @@
 # A then B on odd rounds and B then A on even ones (the first of a pair was seen to run
 # systematically faster or slower), and prints per row the median of each build and B/A.
 # FILTER (default: the sluice rows) is a --benchmark_filter regex.
+# AB_SUITES (default "channel graph") may add io: both builds then read one input file
+# (B's --io_dir), since two copies of the same bytes can read at speeds 10% apart (how
+# the page cache holds each; seen 2026-12-01 on the lines rows).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -16,16 +19,23 @@ rounds=${3:-3}
 filter=${4:-/sluice}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+suites=${AB_SUITES:-channel graph}
+io_args=(--io_size=256MiB --io_big=0 "--io_dir=$b/bench/io-data")
+[ -x "$b/tools/sluice" ] && io_args+=("--io_tool=$b/tools/sluice")
 run() {  # run LABEL BUILD
-  for bench in channel graph; do
-    "$2/benchmarks/sluice_bench_$bench" --benchmark_filter="$filter" --benchmark_repetitions=3 \
+  for bench in $suites; do
+    local extra=()
+    [ "$bench" = io ] && extra=("${io_args[@]}")
+    "$2/benchmarks/sluice_bench_$bench" "${extra[@]}" --benchmark_filter="$filter" --benchmark_repetitions=3 \
         --benchmark_format=json 2>/dev/null |
       python3 -c '
 import json, re, sys
 # Builds before 2026-11-30 print the teardown line into the JSON stream (after a "}");
 # nan/inf are not JSON.
 text = re.sub(r"graph teardown:[^\n]*\n", "", sys.stdin.read())
-text = text[text.index("{"):].replace(": -nan", ": null").replace(": nan", ": null").replace(": inf", ": null").replace(": -inf", ": null")
+text = text[text.index("{"):]
+text = text[:text.index("\n## ")] if "\n## " in text else text  # the io summary follows the JSON
+text = text.replace(": -nan", ": null").replace(": nan", ": null").replace(": inf", ": null").replace(": -inf", ": null")
 for r in json.loads(text)["benchmarks"]:
     if r.get("aggregate_name") != "median": continue
     name = r["run_name"].replace("/real_time", "")
