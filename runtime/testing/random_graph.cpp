@@ -108,29 +108,23 @@ class drawer {
 // itself as upstream (several outputs) and keeps its thread. The stuck stage (which
 // sleeps ignoring its stop token) may be fused or a host like any other: its thread then
 // runs other stages too, and a stuck report names that thread's owner (the stress
-// oracle excuses every stage on the stuck stage's thread). Returns the stage whose output
-// leaves the segment (-1: a merge or the segment's input).
-int fuse_segment(random_graph& g, const segment& seg, bool after_fan, int upstream, std::mt19937_64& rng) {
+// oracle excuses every stage on the stuck stage's thread).
+void fuse_segment(random_graph& g, const segment& seg, bool after_fan, std::mt19937_64& rng) {
   bool upstream_shared = after_fan;
   auto mark = [&](int i) {
     stage_spec& s = g.stages[static_cast<std::size_t>(i)];
     if (!upstream_shared && s.replicas == 1 && rng() % 2 == 0) s.fuse = true;
     upstream_shared = false;
-    upstream = i;
   };
   for (int i : seg.pre) mark(i);
-  for (const segment& b : seg.branches) (void)fuse_segment(g, b, true, upstream, rng);
-  if (seg.fan != fan_kind::none) {
-    upstream_shared = false;  // the branches' merge: one output
-    upstream = -1;
-  }
+  for (const segment& b : seg.branches) fuse_segment(g, b, true, rng);
+  if (seg.fan != fan_kind::none) upstream_shared = false;  // the branches' merge: one output
   for (int i : seg.post) mark(i);
-  return upstream;
 }
 
 void draw_fusion(random_graph& g, std::uint64_t seed) {
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);  // not the drawer's stream
-  (void)fuse_segment(g, g.root, false, -1, rng);
+  fuse_segment(g, g.root, false, rng);
   if (g.sink_replicas == 1 && rng() % 3 == 0) g.sink_fuse = true;
 }
 
