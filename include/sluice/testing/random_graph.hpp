@@ -7,7 +7,7 @@
 //   sluice::graph g({.on_discard = [book](const sluice::dead_letter& d) { book->discard<my_item>(d); }});
 //   sluice::testing::build_random_graph<my_item>(g, spec, book);
 //   g.run();
-//   for (const auto& v : book->check(spec)) ADD_FAILURE() << v;
+//   for (const auto& v : book->check(/*complete=*/true)) ADD_FAILURE() << v;
 //
 // The shape: sources -> [merge] -> segment -> sink, where a segment is a chain of stages,
 // then optionally a fan-out (broadcast, round_robin or partition) into branches, each a
