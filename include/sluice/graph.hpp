@@ -54,7 +54,10 @@
 //     std::invalid_argument.
 // Non-guarantees: order across unordered replicas or across merge inputs; which of two
 //   simultaneous failures is first. Items popped in a batch by a sink that then
-//   returns false are dead letters (counted, handed to on_discard), not re-queued.
+//   returns false are dead letters (counted, handed to on_discard), not re-queued. A sink
+//   that runs on several threads (replicas, or fused onto a replicated stage or a merge)
+//   and returns false stops each other thread before its next call, not inside the call
+//   it is making: up to threads - 1 calls may end after the one that returned false.
 // Lifetime: a graph runs once. Streams refer to their graph and must not outlive it.
 //   Destroying a started graph that was not waited for cancels it and waits.
 #pragma once
