@@ -310,17 +310,26 @@ TEST_F(Tool, StressRunsPassWithoutBroadcast) {
   EXPECT_NE(r.out.find("every run held"), std::string::npos) << r.out;
 }
 
+// Replays the stress run `seed` with `flags` and expects it to hold (exit 0, no
+// violation); returns its output for the caller's own checks.
+std::string replay_holds(const std::string& seed, const std::vector<std::string>& flags) {
+  std::vector<std::string> args{"stress", "--replay", seed};
+  for (const std::string& f : flags) args.push_back(f);
+  const result r = run_tool(args);
+  EXPECT_EQ(r.status, 0) << seed << "\n" << r.out << "\n" << r.err;
+  EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << seed << "\n" << r.out;
+  return r.out;
+}
+
 // Seed 0x22 with --fuse: the stuck filter post-2 (stuck past the deadline) is fused,
 // with post-1, onto pre-1's four threads, so the engine names pre-1, the threads'
 // owner. That is the injected hang, not a defect: the oracle excuses every stage on the
 // stuck stage's threads (an oracle that excused post-2 by name alone failed this run).
 TEST_F(Tool, StressExcusesEveryStageOnAStuckFusedStagesThread) {
-  const result r = run_tool({"stress", "--replay", "0x22", "--fuse", "--verbose"});
-  EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
-  ASSERT_NE(r.out.find("post-2:filter(%2)(cap=128,slow 478us/51,fused)"), std::string::npos) << r.out;
-  ASSERT_NE(r.out.find("stuck: post-2 at v=8 for"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("1 reports named a stuck stage"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << r.out;
+  const std::string out = replay_holds("0x22", {"--fuse", "--verbose"});
+  ASSERT_NE(out.find("post-2:filter(%2)(cap=128,slow 478us/51,fused)"), std::string::npos) << out;
+  ASSERT_NE(out.find("stuck: post-2 at v=8 for"), std::string::npos) << out;
+  EXPECT_NE(out.find("1 reports named a stuck stage"), std::string::npos) << out;
 }
 
 // Two runs found by a --fuse sweep: a stage stuck past the deadline holds its upstream
@@ -330,10 +339,8 @@ TEST_F(Tool, StressExcusesEveryStageOnAStuckFusedStagesThread) {
 // read their fused stages' rows too (failed 3 of 3 replays each before, passed 3 of 3 after).
 TEST_F(Tool, StressSeesAThreadParkedInAFusedStagesPush) {
   for (const char* seed : {"0x49300a5bc10bcc22", "0xa956f645ac4b7f84"}) {
-    const result r = run_tool({"stress", "--replay", seed, "--fuse", "--verbose"});
-    EXPECT_EQ(r.status, 0) << seed << "\n" << r.out << "\n" << r.err;
-    EXPECT_NE(r.out.find("fused"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << seed << "\n" << r.out;
+    const std::string out = replay_holds(seed, {"--fuse", "--verbose"});
+    EXPECT_NE(out.find("fused"), std::string::npos) << out;
   }
 }
 
@@ -343,20 +350,16 @@ TEST_F(Tool, StressSeesAThreadParkedInAFusedStagesPush) {
 // early finish left behind (in 1 to 2 replays of 4).
 TEST_F(Tool, StressAllowsTheCallsInFlightWhenAFusedSinkOnReplicasFinishesEarly) {
   for (int i = 0; i < 10; ++i) {
-    const result r = run_tool({"stress", "--replay", "0x6cbf5574ccc763d8", "--fuse"});
-    EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
-    EXPECT_NE(r.out.find("sink(fused)"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("x3 unordered"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("(1 sinks finished early)"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << r.out;
+    const std::string out = replay_holds("0x6cbf5574ccc763d8", {"--fuse"});
+    EXPECT_NE(out.find("sink(fused)"), std::string::npos) << out;
+    EXPECT_NE(out.find("x3 unordered"), std::string::npos) << out;
+    EXPECT_NE(out.find("(1 sinks finished early)"), std::string::npos) << out;
   }
 }
 
 TEST_F(Tool, StressReplayRunsOneGraph) {
-  const result r = run_tool({"stress", "--replay", "0x2a", "--fan", "none"});
-  EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
-  EXPECT_NE(r.out.find("run 1 (seed 0x000000000000002a)"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("1 runs, 0 with violations"), std::string::npos) << r.out;
+  const std::string out = replay_holds("0x2a", {"--fan", "none"});
+  EXPECT_NE(out.find("run 1 (seed 0x000000000000002a)"), std::string::npos) << out;
 }
 
 }  // namespace
