@@ -14,12 +14,24 @@ if [ $# -lt 2 ]; then
   sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
+for d in "$1" "$2"; do
+  [ -d "$d" ] || { echo "ab.sh: no build directory $d" >&2; exit 2; }
+done
 a=$(cd "$1" && pwd); b=$(cd "$2" && pwd)
 rounds=${3:-3}
 filter=${4:-/sluice}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 suites=${AB_SUITES:-channel graph}
+for bench in $suites; do
+  for d in "$a" "$b"; do
+    if [ ! -x "$d/benchmarks/sluice_bench_$bench" ]; then
+      echo "ab.sh: $d/benchmarks/sluice_bench_$bench is missing (suites: channel graph io;" \
+           "build it with cmake --build $d --target sluice_bench_$bench)" >&2
+      exit 2
+    fi
+  done
+done
 io_args=(--io_size=256MiB --io_big=0 "--io_dir=$b/bench/io-data")
 [ -x "$b/tools/sluice" ] && io_args+=("--io_tool=$b/tools/sluice")
 run() {  # run LABEL BUILD
