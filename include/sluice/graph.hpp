@@ -56,8 +56,9 @@
 //   simultaneous failures is first. Items popped in a batch by a sink that then
 //   returns false are dead letters (counted, handed to on_discard), not re-queued. A sink
 //   that runs on several threads (replicas, or fused onto a replicated stage or a merge)
-//   and returns false stops each other thread before its next call, not inside the call
-//   it is making: up to threads - 1 calls may end after the one that returned false.
+//   and returns false stops the others once the runtime has seen the false (when the
+//   function has returned): calls they began before then still run, usually at most one
+//   each, more when the scheduler holds the returning thread between the two.
 // Lifetime: a graph runs once. Streams refer to their graph and must not outlive it.
 //   Destroying a started graph that was not waited for cancels it and waits.
 #pragma once

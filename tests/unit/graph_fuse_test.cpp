@@ -431,6 +431,44 @@ TEST(GraphFuse, FusedSinkReturningFalseEndsTheRunEarly) {
   EXPECT_TRUE(r.balanced());
 }
 
+// A sink on three threads (fused onto a map's 3 replicas, or with 3 replicas of its own)
+// returns false once, on its 50th call, behind an endless source: the run must end and
+// the source must be refused. (How many calls the other threads make before the runtime
+// sees the false depends on the scheduler, so it is not asserted.)
+TEST(GraphFuse, SinkOnSeveralThreadsReturningFalseStopsAnEndlessSource) {
+  watchdog wd(60s);
+  for (const bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused onto 3 replicas" : "3 sink replicas");
+    sluice::graph g;
+    std::atomic<bool> source_saw_refusal{false};
+    auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+      for (int i = 0;; ++i) {
+        if (!out.push(i)) {
+          source_saw_refusal = true;
+          return;
+        }
+      }
+    });
+    auto wide = g.map("wide", nums, [](int v) { return v; }, {.capacity = 4, .replicas = 3, .ordered = false});
+    std::atomic<std::uint64_t> calls{0}, falses{0};
+    auto take50 = [&](int) {
+      const bool more = calls.fetch_add(1) + 1 != 50;
+      if (!more) falses.fetch_add(1);
+      return more;
+    };
+    if (fused) {
+      g.sink("take50", wide, take50, {.fuse = true});
+    } else {
+      g.sink("take50", wide, take50, {.capacity = 4, .replicas = 3});
+    }
+    const sluice::report r = g.run();  // not an error
+    EXPECT_EQ(falses.load(), 1u);
+    EXPECT_GE(calls.load(), 50u);
+    EXPECT_TRUE(source_saw_refusal.load());
+    EXPECT_TRUE(r.balanced());
+  }
+}
+
 // ---- build-time checks ----------------------------------------------------------------
 
 template <class F>

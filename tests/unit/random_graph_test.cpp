@@ -212,8 +212,11 @@ TEST(random_graph, sink_threads_are_the_threads_the_built_graph_calls_the_sink_o
   EXPECT_GT(fused_on_many, 70u);
 }
 
-// One thread returns false on call 5; each of the other two may already be in a call.
-TEST(random_graph, the_ledger_allows_one_call_in_flight_per_other_sink_thread) {
+// The sink returns false on call 5. On one thread no call may follow it; on three, the
+// others go on until the runtime has seen the false (a thread preempted in between lets
+// them make any number of calls: CI saw 3 after it, with 3 threads), so no count is a
+// violation there.
+TEST(random_graph, the_ledger_bounds_calls_after_the_false_only_for_a_sink_on_one_thread) {
   for (const std::size_t replicas : {std::size_t{1}, std::size_t{3}}) {
     st::random_graph g;
     g.items = 10;
@@ -232,7 +235,7 @@ TEST(random_graph, the_ledger_allows_one_call_in_flight_per_other_sink_thread) {
       for (std::uint64_t v = calls; v < 9; ++v) book.filtered(v, st::kWeight);
       EXPECT_EQ(book.finished_early(), calls >= 5);
       // Short production (9 of 10) is a violation unless the sink finished early.
-      const bool ok = calls >= 5 && calls <= 5 + (replicas - 1);
+      const bool ok = calls >= 5 && (replicas > 1 || calls == 5);
       EXPECT_EQ(book.check(true).empty(), ok);
     }
   }

@@ -345,10 +345,12 @@ TEST_F(Tool, StressSeesAThreadParkedInAFusedStagesPush) {
 }
 
 // The sink is fused onto a map with 3 replicas, so three threads call it; when the call
-// that returns false ends the run, another thread's call may already be under way. The
-// old oracle counted that call as one too many, then blamed the run for the items the
-// early finish left behind (in 1 to 2 replays of 4).
-TEST_F(Tool, StressAllowsTheCallsInFlightWhenAFusedSinkOnReplicasFinishesEarly) {
+// that returns false ends the run, the others go on until the runtime has seen it. The
+// first oracle allowed no call after it (failed 1 to 2 replays of 4, at 187 calls), the
+// second one call per other thread (failed in CI at 189); the other threads are not
+// bounded by a count (the returning thread can be preempted before the runtime sees its
+// false), so now only a sink on one thread is.
+TEST_F(Tool, StressAllowsTheOtherThreadsCallsWhenAFusedSinkOnReplicasFinishesEarly) {
   for (int i = 0; i < 10; ++i) {
     const std::string out = replay_holds("0x6cbf5574ccc763d8", {"--fuse"});
     EXPECT_NE(out.find("sink(fused)"), std::string::npos) << out;

@@ -155,8 +155,9 @@ random_graph draw_random_graph(std::uint64_t seed, const random_graph_options& o
 std::string describe(const random_graph& g);
 [[nodiscard]] const char* fan_name(fan_kind f);
 // How many threads call the sink function: its replicas, or, when it is fused, the
-// threads of the stage it runs on (a merge has one per input). After one call returns
-// false, each of the others may already be inside a call (at most one each).
+// threads of the stage it runs on (a merge has one per input). With one, no call
+// follows the one that returns false; with more, the others go on until the runtime has
+// seen that false, however many calls the scheduler lets them make meanwhile.
 [[nodiscard]] std::size_t sink_threads(const random_graph& g);
 
 // The oracle: where every item's weight went (thread safe: stage threads and on_discard
@@ -202,7 +203,7 @@ class ledger {
   std::uint64_t items_;
   bool endless_;
   std::uint64_t early_after_;  // 0: the sink never finishes early
-  std::size_t sink_threads_;   // calls past the one that returned false: at most this - 1
+  std::size_t sink_threads_;   // 1: no call may follow the one that returned false
   mutable std::mutex mu_;
   std::vector<std::uint64_t> produced_;                // per source; guarded by mu_
   std::map<std::uint64_t, std::uint64_t> account_;     // v -> weight; guarded by mu_
