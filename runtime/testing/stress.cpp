@@ -292,6 +292,10 @@ std::vector<abandoned_run>* g_abandoned = nullptr;  // guarded by g_abandoned_mu
 // produced with no producing stage upstream: the downstream ones only drain what it
 // sends. When nothing flows, the alive stages not parked on a channel whose other side
 // is alive (they are in their own code, or waiting for something that will not come).
+// A stage with several threads (replicas, a merge's inputs) shows one parked thread on
+// its row; when every stage looks parked, the hang is in a thread of one of those whose
+// parked threads are fewer than its threads: the lowest of them along the channels
+// (ordered replicas waiting for their turn off any channel are short of threads too).
 std::vector<std::string> culprits(const sluice::graph& g) {
   const metrics::snapshot a = g.snapshot();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -336,6 +340,50 @@ std::vector<std::string> culprits(const sluice::graph& g) {
         if (f.runs_on == st.name && parked_on_alive(f)) parked = true;
       }
       if (!parked) out.push_back(st.name);
+    }
+  }
+  if (out.empty()) {
+    // The threads of a stage parked on its channels: pops on its inputs, pushes on its
+    // outputs and on those of the stages fused onto it.
+    auto parked_threads = [&](const metrics::stage_snapshot& st) {
+      std::size_t n = 0;
+      for (const auto& c : b.channels) {
+        if (c.to == st.name) n += c.stats.waiting_pop;
+        if (c.from == st.name) n += c.stats.waiting_push;
+        for (const auto& f : b.stages) {
+          if (f.runs_on == st.name && c.from == f.name) n += c.stats.waiting_push;
+        }
+      }
+      return n;
+    };
+    std::vector<std::string> short_of_threads;
+    for (const auto& st : b.stages) {
+      if (alive.count(st.name) != 0 && st.runs_on.empty() && st.replicas > 1 && parked_threads(st) < st.replicas) {
+        short_of_threads.push_back(st.name);
+      }
+    }
+    // Ordered replicas wait for their turn to push off any channel: such a stage shows
+    // threads missing too when the hang is downstream of it. Keep the ones with no other
+    // downstream (along the channels).
+    auto downstream = [&](const std::string& from) {
+      std::set<std::string> seen;
+      std::vector<std::string> todo{from};
+      while (!todo.empty()) {
+        const std::string at = todo.back();
+        todo.pop_back();
+        for (const auto& c : b.channels) {
+          if (c.from == at && seen.insert(c.to).second) todo.push_back(c.to);
+        }
+      }
+      return seen;
+    };
+    for (const auto& name : short_of_threads) {
+      const std::set<std::string> below = downstream(name);
+      bool lowest = true;
+      for (const auto& other : short_of_threads) {
+        if (other != name && below.count(other) != 0) lowest = false;
+      }
+      if (lowest) out.push_back(name);
     }
   }
   if (out.empty()) out.assign(alive.begin(), alive.end());

@@ -266,6 +266,45 @@ TEST(testing_stress, a_stage_that_never_returns_is_named_and_the_run_abandoned) 
   EXPECT_LT(took, 10 * kHangDeadline + 2s);
 }
 
+// A merge runs a thread per input. One of them hangs in a stage fused onto the merge
+// (item 1, which the partition sent to b1); the partition then waits for room on b1, so
+// the merge's other threads park on their empty inputs, and the ordered map upstream has
+// one replica parked in its push while the others wait for their turn. Every stage's row
+// shows a parked thread; the merge and the ordered map are short of parked threads, and
+// the merge is the lower. Found by `sluice stress --fuse` (seed 0x1153d095ca62a8e4),
+// which named every stage upstream instead.
+TEST(testing_stress, a_hang_in_one_thread_of_a_merge_names_the_merge_not_the_stages_it_holds_up) {
+#if defined(SLUICE_TSAN_BUILD)
+  GTEST_SKIP() << "the run is abandoned (its hanging thread is never joined); TSan reports that as a thread leak";
+#endif
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  st::stress_options o = quiet(1);
+  auto build = [release](sluice::graph& g) {
+    auto src = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 2});
+    auto in_order = g.map("in-order", src, [](int v) { return v; }, {.capacity = 2, .replicas = 3, .ordered = true});
+    auto parts = g.partition(in_order, 3, [](int v) { return static_cast<std::size_t>(v); });
+    std::vector<sluice::stream<int>> branches;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      branches.push_back(g.map("b" + std::to_string(i), parts[i], [](int v) { return v; }, {.capacity = 2}));
+    }
+    auto merged = g.merge(std::move(branches));
+    auto hang = g.map("hang", merged, [release](int v) {
+      while (v == 1 && !release->load()) std::this_thread::sleep_for(1ms);  // ignores stop and cancel
+      return v;
+    }, {.fuse = true});
+    g.sink("out", hang, [](int) {});
+  };
+  const auto r = st::stress(build, o);
+  release->store(true);  // let the abandoned thread end (its graph stays leaked on purpose)
+  ASSERT_FALSE(r.ok()) << r;
+  for (const auto& v : r.violations) EXPECT_EQ(v.stage, "merge(b0,b1,b2)") << r;
+  EXPECT_TRUE(names(r, "merge(b0,b1,b2)", "did not end within")) << r;
+}
+
 TEST(testing_stress, injected_faults_reach_every_kind_of_stage_boundary) {
   // A flat_map pushing on its sender, a stage<U> with its own receiver/sender loop, and a
   // consume over its receiver: each gets faults, each lets them out: ok.
