@@ -196,6 +196,31 @@ TEST(io_tool, a_full_disk_and_a_closed_pipe_are_errors) {
   EXPECT_NE(closed.err.find("Broken pipe"), std::string::npos) << closed.err;
 }
 
+// OUT that is IN itself (the same name, a symlink IN pointing at OUT, a hard link) is
+// refused even with --force: the input would be swapped for its own output.
+TEST(io_tool, an_output_that_is_the_input_is_refused_even_with_force) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  const std::string data = io_test::random_bytes(100000, 9);
+  write_string(dir / "in", data);
+  fs::create_symlink("in", dir / "via-link");
+  fs::create_hard_link(dir / "in", dir / "hard");
+  const std::string s = quoted(sluice);
+  for (const char* cmd : {" gzip --force in in", " gzip --force via-link in", " gzip --force in hard",
+                          " gunzip --force in in", " gzip --force ./in in"}) {
+    SCOPED_TRACE(cmd);
+    const outcome o = sh(s + cmd, dir);
+    EXPECT_EQ(o.status, 1);
+    EXPECT_NE(o.err.find(" is the input "), std::string::npos) << o.err;
+    EXPECT_EQ(read_string(dir / "in"), data);
+  }
+  // A symlink OUT is replaced, not followed: that leaves its target (the input) alone.
+  fs::create_symlink("in", dir / "out-link");
+  EXPECT_EQ(sh(s + " gzip --force in out-link", dir).status, 0);
+  EXPECT_EQ(read_string(dir / "in"), data);
+  EXPECT_FALSE(fs::is_symlink(dir / "out-link"));
+}
+
 TEST(io_tool, existing_output_bad_arguments_and_help) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;

@@ -292,6 +292,11 @@ int run_codec(bool compress, int argc, char** argv) {
     const bool resolves = !link || ::stat(a.out.c_str(), &target) == 0;
     const mode_t m = link ? (resolves ? target.st_mode : 0) : ls.st_mode;
     if (resolves && S_ISDIR(m)) return fail(a.out + " is a directory");
+    // OUT is IN (the same path, or IN a symlink to it, or a hard link): replacing it
+    // would swap the input for its own output, --force or not (as cp refuses).
+    if (a.in != "-" && ls.st_dev == st.st_dev && ls.st_ino == st.st_ino) {
+      return fail(a.out + " is the input " + a.in + " (write the output elsewhere)");
+    }
     if (resolves && (S_ISCHR(m) || S_ISFIFO(m) || S_ISBLK(m) || S_ISSOCK(m))) {
       if (S_ISBLK(m) && !a.force) return fail(a.out + " is a block device (use --force to write to it)");
       // O_NONBLOCK: a FIFO with no reader is an error now, not a wait the stop cannot end.
