@@ -410,18 +410,23 @@ TEST(GraphFuse, RequestStopDrains) {
   EXPECT_TRUE(r.balanced());
 }
 
-TEST(GraphFuse, FusedSinkReturningFalseEndsTheRunEarly) {
-  watchdog wd(60s);
-  sluice::graph g;
-  std::atomic<bool> source_saw_refusal{false};
-  auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
+// 0, 1, 2, ... until a push is refused; then sets `refused`.
+sluice::stream<int> endless_source(sluice::graph& g, std::atomic<bool>& refused) {
+  return g.source<int>("src", [&refused](sluice::sender<int>& out) {
     for (int i = 0;; ++i) {
       if (!out.push(i)) {
-        source_saw_refusal = true;
+        refused = true;
         return;
       }
     }
   });
+}
+
+TEST(GraphFuse, FusedSinkReturningFalseEndsTheRunEarly) {
+  watchdog wd(60s);
+  sluice::graph g;
+  std::atomic<bool> source_saw_refusal{false};
+  auto nums = endless_source(g, source_saw_refusal);
   auto m = g.map("m", nums, [](int v) { return v; }, {.fuse = true});
   int taken = 0;
   g.sink("first10", m, [&](int) { return ++taken < 10; }, {.fuse = true});
@@ -441,14 +446,7 @@ TEST(GraphFuse, SinkOnSeveralThreadsReturningFalseStopsAnEndlessSource) {
     SCOPED_TRACE(fused ? "fused onto 3 replicas" : "3 sink replicas");
     sluice::graph g;
     std::atomic<bool> source_saw_refusal{false};
-    auto nums = g.source<int>("src", [&](sluice::sender<int>& out) {
-      for (int i = 0;; ++i) {
-        if (!out.push(i)) {
-          source_saw_refusal = true;
-          return;
-        }
-      }
-    });
+    auto nums = endless_source(g, source_saw_refusal);
     auto wide = g.map("wide", nums, [](int v) { return v; }, {.capacity = 4, .replicas = 3, .ordered = false});
     std::atomic<std::uint64_t> calls{0}, falses{0};
     auto take50 = [&](int) {
