@@ -343,22 +343,18 @@ std::vector<std::string> culprits(const sluice::graph& g) {
     }
   }
   if (out.empty()) {
-    // The threads of a stage parked on its channels: pops on its inputs, pushes on its
-    // outputs and on those of the stages fused onto it.
-    auto parked_threads = [&](const metrics::stage_snapshot& st) {
-      std::size_t n = 0;
-      for (const auto& c : b.channels) {
-        if (c.to == st.name) n += c.stats.waiting_pop;
-        if (c.from == st.name) n += c.stats.waiting_push;
-        for (const auto& f : b.stages) {
-          if (f.runs_on == st.name && c.from == f.name) n += c.stats.waiting_push;
-        }
-      }
-      return n;
-    };
+    // Parked threads per thread owner (a stage, or the stage its fused stages run on):
+    // pops on its inputs, pushes on its outputs and on those of its fused stages.
+    std::map<std::string, std::string> owner;
+    for (const auto& st : b.stages) owner[st.name] = st.runs_on.empty() ? st.name : st.runs_on;
+    std::map<std::string, std::size_t> parked_threads;
+    for (const auto& c : b.channels) {
+      if (owner.count(c.to) != 0) parked_threads[owner[c.to]] += c.stats.waiting_pop;
+      if (owner.count(c.from) != 0) parked_threads[owner[c.from]] += c.stats.waiting_push;
+    }
     std::vector<std::string> short_of_threads;
     for (const auto& st : b.stages) {
-      if (alive.count(st.name) != 0 && st.runs_on.empty() && st.replicas > 1 && parked_threads(st) < st.replicas) {
+      if (alive.count(st.name) != 0 && st.runs_on.empty() && st.replicas > 1 && parked_threads[st.name] < st.replicas) {
         short_of_threads.push_back(st.name);
       }
     }
