@@ -48,10 +48,25 @@ struct outcome {
   std::string err;   // stderr
 };
 
-// Runs the tool through the shell (so tests can use redirections and pipes).
+// Runs the tool through the shell (so tests can use redirections and pipes), killed with
+// everything it started after kShellLimitSeconds: a hang fails the test (status 137) instead of
+// holding CI until ctest's limit. timeout(1) signals the whole process group it leads.
+// (240 s: under ctest's 300 s per test, so the test itself reports the hang.)
+constexpr int kShellLimitSeconds = 240;
 outcome sh(const std::string& cmd, const io_test::temp_dir& dir) {
   const fs::path err = dir / ".stderr";
-  const int r = std::system(("cd " + quoted(dir.path()) + " && { " + cmd + " ; } 2> " + quoted(err)).c_str());
+  std::string script = "'";  // cmd in single quotes, each ' in it written '\''
+  for (const char c : cmd) {
+    if (c == '\'') {
+      script += "'\\''";
+    } else {
+      script += c;
+    }
+  }
+  script += "'";
+  const int r = std::system(("cd " + quoted(dir.path()) + " && timeout -s KILL " + std::to_string(kShellLimitSeconds) +
+                             " sh -c " + script + " 2> " + quoted(err))
+                                .c_str());
   outcome o;
   if (WIFEXITED(r)) o.status = WEXITSTATUS(r);
   o.err = fs::exists(err) ? read_string(err) : "";
