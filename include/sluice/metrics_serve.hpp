@@ -24,17 +24,23 @@
 //   "HOST:PORT" or "[IPV6]:PORT"; PORT 0 picks a free port (see port()).
 // Guarantees: binds only the address given (loopback by default). Every snapshot is taken
 //   on the server's own threads ("sluice-http", not stages): the graph never waits on the
-//   server, and stopping or destroying it never blocks a stage. A request larger than a
-//   few KiB (headers, body) or slower than one second is refused or dropped without
-//   touching the graph. One request per connection (no keep-alive), so no idle client holds
-//   a worker. Serving after the graph has ended works (its final snapshot).
-//   serve() returns once the socket is bound and listening.
+//   server, and stopping or destroying it never blocks a stage. No worker waits on a
+//   client: each request line and its headers are collected without blocking, and a
+//   request whose line and headers exceed 8 KiB is answered 431, a body over 4 KiB 413,
+//   and a request not complete one second after its connection was accepted is dropped,
+//   all without touching the graph. One request per connection (no keep-alive). A Range
+//   header is ignored (every answer is whole). Serving after the graph has ended works
+//   (its final snapshot). serve() returns once the socket is bound and listening. The
+//   process's SIGPIPE disposition is left as it was (cpp-httplib would ignore SIGPIPE
+//   process-wide; the server's own writes never raise it).
 // Non-guarantees: the page shows an approximate, recent snapshot (see metrics.hpp).
+//   Fairness between clients: under a flood of connections the oldest unfinished ones are
+//   dropped first.
 // Errors: serve throws std::invalid_argument for an address it cannot parse and
 //   std::runtime_error for one it cannot bind, each naming the address.
-// Lifetime: stop() (or the destructor) closes the socket, lets requests in progress
-//   finish (a client stalled mid-request is dropped after the one-second read timeout)
-//   and joins the server's threads.
+// Lifetime: stop() (or the destructor) closes the listening socket and every connection
+//   whose request is not being answered, lets the answers in progress finish (each within
+//   a two-second write deadline) and joins the server's threads.
 #pragma once
 
 #include <cstdint>

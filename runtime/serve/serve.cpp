@@ -1,27 +1,29 @@
 // sluice::serve: metrics::serve, the live view of a running graph over HTTP (cpp-httplib).
 //
-// Threads: one listener ("sluice-http", httplib's accept loop) and two workers (also
-// "sluice-http") that read requests and take snapshots. None is a stage, and nothing here
-// is ever waited on by the graph: g.snapshot() reads the stages' counters without
-// blocking them, so a slow client, a flood of requests or stop() touch only these threads.
+// Threads, all named "sluice-http", none a stage: httplib's accept loop (the listener),
+// which hands each connection to the intake (intake.hpp) at once; the intake's reader,
+// which collects each request head without blocking, with a deadline and a size cap; and
+// kWorkers workers, which answer complete requests through httplib's request handling
+// and take the snapshots. Nothing here is ever waited on by the graph: g.snapshot() reads
+// the stages' counters without blocking them, so a slow client, a flood of requests or
+// stop() touch only these threads.
 #include <httplib.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <functional>
-#include <mutex>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
-#include <vector>
 
+#include "intake.hpp"
 #include "sluice/detail/graph_view.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/metrics.hpp"
@@ -30,66 +32,39 @@ namespace sluice::metrics {
 namespace {
 
 constexpr std::size_t kWorkers = 2;
-constexpr std::size_t kMaxPayload = 4096;  // no endpoint takes a body
-constexpr std::chrono::seconds kReadTimeout{1};
-constexpr std::chrono::seconds kWriteTimeout{2};
 
 void name_this_thread() { pthread_setname_np(pthread_self(), "sluice-http"); }
 
-// httplib's task queue, on kWorkers named threads. shutdown() lets the queued tasks run
-// (httplib's connection loop ends at once once its listening socket is gone) and joins.
-class worker_pool final : public httplib::TaskQueue {
+// httplib's task queue, made to run each task at once on the accept loop's thread: the
+// task is our process_and_close_socket(), which only hands the socket to the intake.
+class at_once final : public httplib::TaskQueue {
  public:
-  explicit worker_pool(std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) {
-      threads_.emplace_back([this] {
-        name_this_thread();
-        run();
-      });
-    }
-  }
-  ~worker_pool() override { shutdown(); }
-  worker_pool(const worker_pool&) = delete;
-  worker_pool& operator=(const worker_pool&) = delete;
+  void enqueue(std::function<void()> fn) override { fn(); }
+  void shutdown() override {}
+};
 
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      tasks_.push_back(std::move(fn));
-    }
-    cv_.notify_one();
-  }
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
+// httplib's server with its connection handling replaced: httplib accepts, the intake reads
+// each request head, and httplib's process_request() answers it (protected, so reachable
+// from here). process_and_close_socket is httplib's private virtual; overriding it is
+// how its own SSLServer plugs in.
+class live_http final : public httplib::Server {
+ public:
+  void set_intake(serve_detail::intake* in) noexcept { intake_ = in; }
+
+  // Answers one request (one per connection: the intake closes the socket after it). A
+  // Range header is ignored: every answer is a whole, fresh snapshot, and httplib would
+  // otherwise build one part per range asked for (thousands of copies from one 8 KiB head).
+  void answer(httplib::Stream& strm) {
+    bool closed = false;
+    process_request(strm, /*close_connection=*/true, closed, [](httplib::Request& req) { req.ranges.clear(); });
   }
 
  private:
-  void run() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-        if (tasks_.empty()) return;  // stopping and drained
-        fn = std::move(tasks_.front());
-        tasks_.pop_front();
-      }
-      fn();
-    }
+  bool process_and_close_socket(::socket_t sock) override {
+    intake_->take(sock);
+    return true;
   }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;  // guarded by mu_
-  bool stopping_ = false;                    // guarded by mu_
-  std::vector<std::thread> threads_;
+  serve_detail::intake* intake_ = nullptr;
 };
 
 struct parsed_address {
@@ -171,7 +146,8 @@ std::string live_page() {
 }  // namespace
 
 struct server::state {
-  httplib::Server http;
+  live_http http;
+  std::unique_ptr<serve_detail::intake> intake;
   std::thread listener;
   std::atomic<bool> listener_done{false};
   std::string host;
@@ -208,33 +184,39 @@ bool server::running() const noexcept { return state_ && state_->running; }
 
 void server::stop() noexcept {
   if (!state_ || !state_->running) return;
-  // Closes the listening socket: the accept loop ends, each connection's loop ends after
-  // its request in progress, and the worker pool is shut down and joined by httplib.
+  // Closes the listening socket and joins the accept loop: no connection comes in after.
+  // Then the intake closes what waits and joins its threads once the answers in progress
+  // are written (each within kWriteDeadline).
   state_->http.stop();
   if (state_->listener.joinable()) state_->listener.join();
+  state_->intake->stop();
   state_->running = false;
 }
 
 server serve(graph& g, std::string address) {
   const parsed_address a = parse_address(address);
+  // httplib's Server constructor sets SIGPIPE to SIG_IGN for the whole process, so that its
+  // own writes to a closed socket return EPIPE. Every write here goes through the intake's
+  // stream with MSG_NOSIGNAL instead, so the embedder's disposition is put back: a tool
+  // whose stdout pipe closes must still die of SIGPIPE (or see EPIPE) as it would without
+  // the live view.
+  struct sigaction sigpipe_before {};
+  ::sigaction(SIGPIPE, nullptr, &sigpipe_before);
   auto st = std::make_unique<server::state>();
+  ::sigaction(SIGPIPE, &sigpipe_before, nullptr);
   st->host = a.host;
-  httplib::Server& http = st->http;
+  live_http& http = st->http;
+  st->intake = std::make_unique<serve_detail::intake>([&http](httplib::Stream& s) { http.answer(s); }, kWorkers);
+  http.set_intake(st->intake.get());
 
-  http.new_task_queue = [] { return new worker_pool(kWorkers); };
+  http.new_task_queue = [] { return new at_once; };
   // httplib's default also sets SO_REUSEPORT, which would let a second server bind a port
   // that is in use; SO_REUSEADDR alone only allows rebinding after TIME_WAIT.
-  http.set_socket_options([](socket_t sock) {
+  http.set_socket_options([](::socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
-  http.set_payload_max_length(kMaxPayload);
-  http.set_read_timeout(kReadTimeout);
-  http.set_write_timeout(kWriteTimeout);
-  // One request per connection: an idle keep-alive connection (a browser tab, a scraper)
-  // would hold one of the two workers for seconds; a poll a second can afford a handshake.
-  http.set_keep_alive_max_count(1);
-  http.set_keep_alive_timeout(1);  // a connection that sends nothing is dropped after a second
+  http.set_payload_max_length(serve_detail::kMaxBody);
 
   // Read-only: GET (and HEAD, which httplib answers from the GET handlers) and nothing
   // else, refused before any body is read.

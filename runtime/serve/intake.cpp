@@ -1,0 +1,336 @@
+// runtime/serve/intake.cpp — the live view's connection intake (intake.hpp says what it
+// guarantees), and intake_stream, the httplib::Stream a worker answers through.
+#include "intake.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace sluice::serve_detail {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+void name_this_thread() { pthread_setname_np(pthread_self(), "sluice-http"); }
+
+// Milliseconds from now to `t` for poll(): rounded up (a wait never ends before t), 0 once
+// it passed, and capped so that a far deadline cannot overflow an int.
+int ms_until(clock::time_point t) {
+  const auto left = t - clock::now();
+  if (left <= clock::duration::zero()) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+  return static_cast<int>(std::min<std::int64_t>(ms, 60'000));
+}
+
+// Waits until fd is ready for `events` (or hung up, or in error) or `deadline` passes.
+bool wait_ready(int fd, short events, clock::time_point deadline) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    const int n = ::poll(&p, 1, ms_until(deadline));
+    if (n > 0) return true;
+    if (n == 0) {
+      if (clock::now() >= deadline) return false;
+      continue;  // woke early (the cap in ms_until)
+    }
+    if (errno != EINTR) return false;
+  }
+}
+
+// Where the head ends: after the first empty line ("\r\n\r\n", or "\n\n" from a client
+// that ends lines with LF alone, which httplib then refuses with a 400). `from`: bytes
+// before it were searched already.
+bool head_complete(std::string_view bytes, std::size_t from) {
+  const std::size_t start = from >= 3 ? from - 3 : 0;
+  return bytes.find("\r\n\r\n", start) != std::string_view::npos || bytes.find("\n\n", start) != std::string_view::npos;
+}
+
+void address_of(int fd, bool peer, std::string& ip, int& port) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  const int rc = peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len)
+                      : ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ip.clear();
+  port = 0;
+  if (rc != 0) return;
+  char text[INET6_ADDRSTRLEN] = {};
+  if (a.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+    if (::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text) != nullptr) ip = text;
+    port = ntohs(v4->sin_port);
+  } else if (a.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+    if (::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text) != nullptr) ip = text;
+    port = ntohs(v6->sin6_port);
+  }
+}
+
+// What a worker reads and writes: the bytes the reader took in, then the socket (non-
+// blocking; every wait bounded by the request's deadline or the answer's).
+class intake_stream final : public httplib::Stream {
+ public:
+  intake_stream(int fd, std::string taken, clock::time_point read_by, clock::time_point write_by)
+      : fd_(fd), taken_(std::move(taken)), read_by_(read_by), write_by_(write_by) {}
+
+  bool is_readable() const override { return pos_ < taken_.size() || wait_ready(fd_, POLLIN, read_by_); }
+  bool is_writable() const override { return wait_ready(fd_, POLLOUT, write_by_); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (pos_ < taken_.size()) {
+      const std::size_t k = std::min(size, taken_.size() - pos_);
+      std::memcpy(ptr, taken_.data() + pos_, k);
+      pos_ += k;
+      return static_cast<ssize_t>(k);
+    }
+    if (more_ >= kMaxBody) return -1;  // the request goes on past what any endpoint reads
+    for (;;) {
+      if (!wait_ready(fd_, POLLIN, read_by_)) return -1;
+      const ssize_t n = ::recv(fd_, ptr, std::min(size, kMaxBody - more_), 0);
+      if (n >= 0) {
+        more_ += static_cast<std::size_t>(n);
+        return n;
+      }
+      if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    }
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    for (;;) {
+      if (!wait_ready(fd_, POLLOUT, write_by_)) return -1;
+      // MSG_NOSIGNAL: a client gone mid-answer is an error here, never a SIGPIPE.
+      const ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
+      if (n >= 0) return n;
+      if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+    }
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, true, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, false, ip, port); }
+  ::socket_t socket() const override { return fd_; }
+
+ private:
+  const int fd_;
+  const std::string taken_;
+  std::size_t pos_ = 0;   // of taken_, handed to httplib
+  std::size_t more_ = 0;  // bytes read from the socket after taken_
+  const clock::time_point read_by_;
+  const clock::time_point write_by_;
+};
+
+// The answer to a head longer than kMaxHead, sent once without waiting (a client that does
+// not read it loses it).
+void refuse_too_large(int fd) {
+  static constexpr std::string_view kBody =
+      "431 request too large: the request line and headers must fit in 8 KiB\n";
+  const std::string answer = "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                             "Content-Type: text/plain; charset=utf-8\r\n"
+                             "Content-Length: " +
+                             std::to_string(kBody.size()) + "\r\nConnection: close\r\n\r\n" + std::string(kBody);
+  (void)!::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+enum class progress { waiting, complete, too_large, gone };
+
+// Reads what fd has now into r.bytes (non-blocking), up to kMaxHead in all.
+progress read_more(int fd, std::string& bytes) {
+  char buf[4096];
+  for (;;) {
+    const std::size_t room = kMaxHead - bytes.size();
+    if (room == 0) return progress::too_large;
+    const ssize_t n = ::recv(fd, buf, std::min(room, sizeof buf), 0);
+    if (n > 0) {
+      const std::size_t before = bytes.size();
+      bytes.append(buf, static_cast<std::size_t>(n));
+      if (head_complete(bytes, before)) return progress::complete;
+      continue;
+    }
+    if (n == 0) return progress::gone;  // closed before its head was complete
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return progress::waiting;
+    return progress::gone;
+  }
+}
+
+}  // namespace
+
+intake::intake(answer_fn answer, std::size_t workers) : answer_(std::move(answer)) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    throw std::system_error(errno, std::generic_category(), "sluice::metrics::serve: eventfd");
+  }
+  try {
+    reader_ = std::thread([this] { read_loop(); });
+    for (std::size_t i = 0; i < workers; ++i) workers_.emplace_back([this] { work_loop(); });
+  } catch (...) {
+    stop();
+    throw;
+  }
+}
+
+void intake::take(int fd) noexcept {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      inbox_.push_back(fd);
+      fd = -1;
+    }
+  }
+  if (fd >= 0) {
+    ::close(fd);
+    return;
+  }
+  wake_reader();
+}
+
+void intake::wake_reader() noexcept {
+  const std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void intake::stop() noexcept {
+  std::call_once(stopped_, [&] {
+    std::vector<int> unread;
+    std::deque<request> unanswered;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      unread.swap(inbox_);
+      unanswered.swap(queue_);
+    }
+    for (int fd : unread) ::close(fd);
+    for (auto& r : unanswered) ::close(r.fd);
+    wake_reader();
+    work_cv_.notify_all();
+    if (reader_.joinable()) reader_.join();
+    for (auto& t : workers_) {
+      if (t.joinable()) t.join();
+    }
+    ::close(wake_fd_);
+  });
+}
+
+void intake::hand_over(request&& r) {
+  int dropped = -1;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      dropped = r.fd;
+    } else {
+      if (queue_.size() >= kMaxQueued) {
+        dropped = queue_.front().fd;  // the oldest: its client waited longest already
+        queue_.pop_front();
+      }
+      queue_.push_back(std::move(r));
+    }
+  }
+  if (dropped >= 0) ::close(dropped);
+  work_cv_.notify_one();
+}
+
+void intake::read_loop() {
+  name_this_thread();
+  std::deque<request> waiting;  // in the order taken, so the front's deadline is the earliest
+  std::vector<pollfd> polled;
+  std::vector<int> fresh;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+      fresh.swap(inbox_);
+    }
+    const auto now = clock::now();
+    for (const int fd : fresh) {
+      // Non-blocking from here on (the reader must never wait on one client), and not
+      // inherited by a program the embedder starts.
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+      waiting.push_back(request{fd, {}, now + kRequestDeadline});
+      if (waiting.size() > kMaxWaiting) {
+        ::close(waiting.front().fd);  // the oldest silent connection makes room
+        waiting.pop_front();
+      }
+    }
+    fresh.clear();
+
+    polled.clear();
+    polled.push_back(pollfd{wake_fd_, POLLIN, 0});
+    for (const auto& r : waiting) polled.push_back(pollfd{r.fd, POLLIN, 0});
+    const int timeout = waiting.empty() ? -1 : ms_until(waiting.front().deadline);
+    if (::poll(polled.data(), polled.size(), timeout) < 0 && errno != EINTR) {
+      // Only EFAULT/EINVAL/ENOMEM are left: drop every connection rather than spin.
+      for (auto& r : waiting) ::close(r.fd);
+      waiting.clear();
+      continue;
+    }
+    if (polled[0].revents != 0) {
+      std::uint64_t n = 0;
+      (void)!::read(wake_fd_, &n, sizeof n);
+    }
+
+    const auto after = clock::now();
+    std::deque<request> still;
+    for (std::size_t i = 0; i < waiting.size(); ++i) {
+      request& r = waiting[i];
+      progress p = progress::waiting;
+      if (polled[i + 1].revents != 0) p = read_more(r.fd, r.bytes);
+      switch (p) {
+        case progress::complete:
+          hand_over(std::move(r));
+          break;
+        case progress::too_large:
+          refuse_too_large(r.fd);
+          ::close(r.fd);
+          break;
+        case progress::gone:
+          ::close(r.fd);
+          break;
+        case progress::waiting:
+          if (after >= r.deadline) {
+            ::close(r.fd);  // too slow: dropped without an answer
+          } else {
+            still.push_back(std::move(r));
+          }
+          break;
+      }
+    }
+    waiting.swap(still);
+  }
+  for (auto& r : waiting) ::close(r.fd);
+}
+
+void intake::work_loop() {
+  name_this_thread();
+  for (;;) {
+    request r;
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;  // stop() closed what was queued
+      r = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      intake_stream s(r.fd, std::move(r.bytes), r.deadline, clock::now() + kWriteDeadline);
+      answer_(s);
+    } catch (...) {
+      // The answer failed (out of memory while building it, say): the client sees the
+      // connection close; the server goes on.
+    }
+    ::close(r.fd);
+  }
+}
+
+}  // namespace sluice::serve_detail
