@@ -1,5 +1,6 @@
 // tools/main.cpp — `sluice SUBCOMMAND [options]`: dispatch, global --help, and the
 // one-line error / exit status 2 for a bad command line.
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -38,6 +39,19 @@ void usage(std::FILE* f) {
   std::fputs("\nRun 'sluice <command> --help' for a command's options.\n", f);
 }
 
+// What a command printed to stdout must all have arrived: a result written to a full disk
+// or a closed pipe (with SIGPIPE ignored) is an error, never a silent exit 0. Returns the
+// command's status, or 1 after a one-line error when stdout could not be written.
+int check_stdout(const char* name, int status) {
+  errno = 0;
+  const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (!failed) return status;
+  const int err = errno;
+  std::fprintf(stderr, "sluice %s: error: cannot write to standard output%s%s\n", name, err != 0 ? ": " : "",
+               err != 0 ? std::strerror(err) : "");
+  return status != 0 ? status : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -48,12 +62,12 @@ int main(int argc, char** argv) {
   const std::string_view sub = argv[1];
   if (sub == "--help" || sub == "-h" || sub == "help") {
     usage(stdout);
-    return 0;
+    return check_stdout("--help", 0);
   }
   for (const command& c : kCommands) {
     if (sub != c.name) continue;
     try {
-      return c.run(argc - 1, argv + 1);
+      return check_stdout(c.name, c.run(argc - 1, argv + 1));
     } catch (const sluice::tool::usage_error& e) {
       std::fprintf(stderr, "%s\n", e.what());  // already "sluice <command>: ..."
       return 2;

@@ -292,6 +292,31 @@ TEST_F(Tool, BenchCapacityTooLargeIsOneLineNamingIt) {
   }
 }
 
+// A result that could not be written is an error: stdout on a full device (/dev/full), for
+// each command that prints its result there.
+TEST_F(Tool, OutputThatCannotBeWrittenIsAnErrorNotExitZero) {
+  if (::access("/dev/full", W_OK) != 0) GTEST_SKIP() << "no /dev/full here";
+  const std::vector<std::vector<std::string>> commands = {
+      {"bench", "--topology", "chain:1", "--items", "1000", "--format", "json"},
+      {"bench", "--topology", "chain:1", "--items", "1000"},
+      {"stress", "--runs", "1", "--seed", "7"},
+      {"--help"},
+  };
+  for (const auto& args : commands) {
+    std::string cmd = "timeout -s KILL 120 " + sluice_test::shell_quote(tool_path());
+    std::string shown;
+    for (const auto& a : args) {
+      cmd += " " + sluice_test::shell_quote(a);
+      shown += " " + a;
+    }
+    cmd += " 2>&1 >/dev/full";  // stderr to us, stdout to the full device
+    const result r = sluice_test::run_shell(cmd);
+    EXPECT_EQ(r.status, 1) << "sluice" << shown << "\noutput: " << r.out;
+    EXPECT_NE(r.out.find("cannot write to standard output: No space left on device"), std::string::npos)
+        << "sluice" << shown << "\noutput: " << r.out;
+  }
+}
+
 // ---- stress -------------------------------------------------------------------
 
 // Every shape; the next test runs the shapes without broadcast on their own.
