@@ -201,7 +201,9 @@ class graph {
   template <class T>
   std::pair<inlet<T>, stream<T>> input(std::string name, stage_options o = {}) {
     auto [out, tx] = detail::add_input<T>(*core_, std::move(name), o);
-    return {inlet<T>(std::move(tx)), stream<T>(core_.get(), out)};
+    auto gate = std::make_shared<detail::inlet_gate>();
+    core_->add_inlet_gate(gate);
+    return {inlet<T>(std::move(tx), std::move(gate)), stream<T>(core_.get(), out)};
   }
 
   // ---- routing (internal stages; their channels take the input's capacity) ---------

@@ -45,6 +45,7 @@ namespace sluice::detail {
 
 class fault_hook;
 class graph_state;  // runtime/graph_state.hpp
+class inlet_gate;   // detail/graph_inlet.hpp
 struct stage_node;  // runtime/graph_state.hpp
 
 // The graph's own view of one channel: enough to cancel, close and observe it. It
@@ -195,6 +196,9 @@ class graph_core {
   [[nodiscard]] replica_env fused_env(std::size_t node);
   // Hands the channel's receiver to `consumer` (check_input first).
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
+  // An inlet's gate: the destructor shuts it and waits for the pushes inside
+  // (detail/graph_inlet.hpp).
+  void add_inlet_gate(std::shared_ptr<inlet_gate> gate);
   // sluice::testing::stress: channels made from now on call `h` on every push and pop, and
   // the stage threads report to it (detail/fault_hook.hpp). Before any stage is added.
   void set_fault_hook(fault_hook* h);
