@@ -368,4 +368,59 @@ TEST_F(ChannelThrowingMove, weighted_channel_is_consistent_after_a_throwing_push
   EXPECT_EQ(s.discarded, 0u);
 }
 
+// drop_oldest evicts by moving the oldest item out: when that move throws, the push fails
+// with the exception and nothing changes (before, the weight was released first, so the
+// channel held one item more than its capacity from then on, and its size wrapped).
+TEST_F(ChannelThrowingMove, drop_oldest_whose_eviction_throws_changes_nothing) {
+  auto [tx, rx] =
+      sluice::bounded<throwing_tracked>({.capacity = 2, .overflow = sluice::overflow::drop_oldest});
+  throwing_tracked first(1);
+  first.throw_on_move(1);  // the move into the channel works; the eviction's move throws
+  ASSERT_EQ(tx.try_push(std::move(first)), status::ok);
+  ASSERT_EQ(tx.try_push(throwing_tracked(2)), status::ok);
+  EXPECT_THROW((void)tx.try_push(throwing_tracked(3)), tracked_move_error);
+  sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.size, 2u);
+  EXPECT_EQ(s.items, 2u);
+  EXPECT_EQ(s.pushed, 2u);
+  EXPECT_EQ(s.discarded, 0u);
+  // The bound still holds: the next push evicts item 1 (its move works now).
+  ASSERT_EQ(tx.try_push(throwing_tracked(4)), status::ok);
+  s = tx.stats();
+  EXPECT_EQ(s.size, 2u);
+  EXPECT_EQ(s.discarded, 1u);
+  EXPECT_EQ(rx.pop()->value(), 2u);
+  EXPECT_EQ(rx.pop()->value(), 4u);
+  s = tx.stats();
+  EXPECT_EQ(s.size, 0u);
+  EXPECT_EQ(s.items, 0u);
+  expect_conserved(tx);
+}
+
+// drop_newest drops the new item by moving it to the discard list: when that move throws,
+// the push fails with the exception, the item stays with the caller, and it is counted
+// neither as pushed nor as discarded (before, it was both, and on_discard never saw it).
+TEST_F(ChannelThrowingMove, drop_newest_whose_drop_throws_counts_nothing) {
+  int hooked = 0;
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(
+      {.capacity = 1, .overflow = sluice::overflow::drop_newest, .on_discard = [&](throwing_tracked&&) { ++hooked; }});
+  ASSERT_EQ(tx.try_push(throwing_tracked(1)), status::ok);
+  throwing_tracked second(2);
+  second.throw_on_move(0);
+  EXPECT_THROW((void)tx.try_push(std::move(second)), tracked_move_error);
+  EXPECT_EQ(second.value(), 2u);
+  sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 1u);
+  EXPECT_EQ(s.discarded, 0u);
+  EXPECT_EQ(s.size, 1u);
+  EXPECT_EQ(hooked, 0);
+  ASSERT_EQ(tx.try_push(throwing_tracked(3)), status::ok);  // dropped, and this time counted
+  s = tx.stats();
+  EXPECT_EQ(s.pushed, 2u);
+  EXPECT_EQ(s.discarded, 1u);
+  EXPECT_EQ(hooked, 1);
+  EXPECT_EQ(rx.pop()->value(), 1u);
+  expect_conserved(tx);
+}
+
 }  // namespace

@@ -67,15 +67,17 @@ class locked_flavour {
     };
     if (!fits()) {
       if (c.policy == overflow::block) return status::full;
+      // Each item is moved to `dropped` before anything is counted: a move that throws
+      // leaves the counts, the weight and the queue as they were (and the item where it was).
       if (c.policy == overflow::drop_newest) {
+        dropped.push_back(std::move(v));
         ++pushed_;
         ++discarded_;
-        dropped.push_back(std::move(v));
       } else {
         while (!fits()) {
           auto& front = items_.front();
-          weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
           dropped.push_back(std::move(front.first));
+          weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
           items_.pop_front();
           ++discarded_;
         }
