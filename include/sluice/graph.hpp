@@ -109,6 +109,8 @@ class graph {
  public:
   graph() : graph(graph_options{}) {}
   explicit graph(graph_options o) : core_(std::make_unique<detail::graph_core>(std::move(o))) {}
+  // A moved-from graph: every member throws std::logic_error but done() (true) and the
+  // destructor.
   graph(graph&&) noexcept = default;
   graph& operator=(graph&&) noexcept = delete;
   graph(const graph&) = delete;
@@ -123,7 +125,7 @@ class graph {
     static_assert(detail::callable_v<F, sender<T>&>,
                   "sluice::graph::source<T>: the function must be callable as f(sluice::sender<T>&) "
                   "or f(sluice::sender<T>&, std::stop_token)");
-    return {core_.get(), detail::add_source<T>(*core_, std::move(name), std::move(f), o)};
+    return {&core(), detail::add_source<T>(core(), std::move(name), std::move(f), o)};
   }
 
   // U f(T[, std::stop_token]).
@@ -134,7 +136,7 @@ class graph {
                   "with the input stream's item type T");
     using U = std::decay_t<detail::stage_result_t<F, T&&>>;
     static_assert(!std::is_void_v<U>, "sluice::graph::map: the function returns void; use sink() for that");
-    return stream<U>(core_.get(), detail::add_items<detail::item_kind::map, T, U>(*core_, in.graph_, in.channel_,
+    return stream<U>(&core(), detail::add_items<detail::item_kind::map, T, U>(core(), in.graph_, in.channel_,
                                                                                   std::move(name), std::move(f), o));
   }
 
@@ -146,7 +148,7 @@ class graph {
                   "(or pred(const T&, std::stop_token))");
     static_assert(std::is_convertible_v<detail::stage_result_t<F, const T&>, bool>,
                   "sluice::graph::filter: the predicate must return something convertible to bool");
-    return {core_.get(), detail::add_items<detail::item_kind::filter, T, T>(*core_, in.graph_, in.channel_,
+    return {&core(), detail::add_items<detail::item_kind::filter, T, T>(core(), in.graph_, in.channel_,
                                                                             std::move(name), std::move(pred), o)};
   }
 
@@ -156,7 +158,7 @@ class graph {
     static_assert(detail::callable_v<F, T&&, sender<U>&>,
                   "sluice::graph::flat_map<U>: the function must be callable as f(T, sluice::sender<U>&) "
                   "(or f(T, sluice::sender<U>&, std::stop_token))");
-    return {core_.get(), detail::add_flat_map<U, T>(*core_, in.graph_, in.channel_, std::move(name), std::move(f), o)};
+    return {&core(), detail::add_flat_map<U, T>(core(), in.graph_, in.channel_, std::move(name), std::move(f), o)};
   }
 
   // f(receiver<T>&, sender<U>&[, std::stop_token]): the whole input stream at once.
@@ -167,7 +169,7 @@ class graph {
     static_assert(detail::callable_v<F, receiver<T>&, sender<U>&>,
                   "sluice::graph::stage<U>: the function must be callable as "
                   "f(sluice::receiver<T>&, sluice::sender<U>&) (or with a trailing std::stop_token)");
-    return {core_.get(), detail::add_whole<U, T>(*core_, in.graph_, in.channel_, std::move(name), std::move(f), o)};
+    return {&core(), detail::add_whole<U, T>(core(), in.graph_, in.channel_, std::move(name), std::move(f), o)};
   }
 
   // f(T[, std::stop_token]) returning void, or bool: false = finished early (not an error).
@@ -178,7 +180,7 @@ class graph {
     using R = detail::stage_result_t<F, T&&>;
     static_assert(std::is_void_v<R> || std::is_convertible_v<R, bool>,
                   "sluice::graph::sink: the function must return void, or bool (false: finished early)");
-    (void)detail::add_items<detail::item_kind::sink, T, int>(*core_, in.graph_, in.channel_, std::move(name),
+    (void)detail::add_items<detail::item_kind::sink, T, int>(core(), in.graph_, in.channel_, std::move(name),
                                                              std::move(f), o);
   }
 
@@ -189,7 +191,7 @@ class graph {
     static_assert(detail::callable_v<F, receiver<T>&>,
                   "sluice::graph::consume: the function must be callable as f(sluice::receiver<T>&) "
                   "(or f(sluice::receiver<T>&, std::stop_token))");
-    (void)detail::add_whole<void, T>(*core_, in.graph_, in.channel_, std::move(name), std::move(f), o);
+    (void)detail::add_whole<void, T>(core(), in.graph_, in.channel_, std::move(name), std::move(f), o);
   }
 
   // An input fed from outside the graph (a server's handler threads): the inlet takes
@@ -200,10 +202,10 @@ class graph {
   // (what it accepted drains); a failure or cancel() makes every push fail at once.
   template <class T>
   std::pair<inlet<T>, stream<T>> input(std::string name, stage_options o = {}) {
-    auto [out, tx] = detail::add_input<T>(*core_, std::move(name), o);
+    auto [out, tx] = detail::add_input<T>(core(), std::move(name), o);
     auto gate = std::make_shared<detail::inlet_gate>();
-    core_->add_inlet_gate(gate);
-    return {inlet<T>(std::move(tx), std::move(gate)), stream<T>(core_.get(), out)};
+    core().add_inlet_gate(gate);
+    return {inlet<T>(std::move(tx), std::move(gate)), stream<T>(&core(), out)};
   }
 
   // ---- routing (internal stages; their channels take the input's capacity) ---------
@@ -235,7 +237,7 @@ class graph {
       owners.push_back(s.graph_);
       chs.push_back(s.channel_);
     }
-    return {core_.get(), detail::add_merge<T>(*core_, owners, chs)};
+    return {&core(), detail::add_merge<T>(core(), owners, chs)};
   }
 
   // ---- running ------------------------------------------------------------------
@@ -250,41 +252,51 @@ class graph {
   // std::system_error when the threads cannot all be created (EAGAIN: out of threads):
   // then no stage function has run, the threads made so far are joined, every channel
   // is cancelled, and wait() throws the same error.
-  void start() { core_->start(); }
+  void start() { core().start(); }
   // Blocks until every thread has exited and is joined. Returns the report, or throws
   // stage_error (first failure) or cancelled. logic_error when not started or waited.
-  report wait() { return core_->wait(); }
+  report wait() { return core().wait(); }
   // wait(), returning or throwing the same way, or nullopt when the run is still going
   // after d (then call it again, or wait()). logic_error before start() or once the
   // outcome was taken.
   template <class Rep, class Period>
   std::optional<report> wait_for(std::chrono::duration<Rep, Period> d) {
     using dur = std::chrono::steady_clock::duration;
-    if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(dur::max())) return core_->wait_for(dur::max());
-    return core_->wait_for(std::chrono::ceil<dur>(d));
+    // Saturated both ways before the conversion, which would overflow (a negative d of
+    // hours::min() is as much "do not wait" as zero; NaN is not > 0 either).
+    if (!(d > d.zero())) return core().wait_for(dur::zero());
+    if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(dur::max())) return core().wait_for(dur::max());
+    return core().wait_for(std::chrono::ceil<dur>(d));
   }
   // The run has ended: every stage thread is joined and on_done has returned (wait()
   // then returns without blocking). Any thread, any time.
-  [[nodiscard]] bool done() const noexcept { return core_->done(); }
+  // (A moved-from graph runs nothing: true.)
+  [[nodiscard]] bool done() const noexcept { return !core_ || core_->done(); }
   // Graceful stop: the sources stop; in-flight items drain to the sinks; run() returns
   // normally. Any thread, any time (before start too: the sources then stop at once).
-  void request_stop() { core_->request_stop(); }
+  void request_stop() { core().request_stop(); }
   // Abort now: run()/wait() throw sluice::cancelled. Any thread, any time (before
   // start: nothing runs).
-  void cancel() { core_->cancel(); }
+  void cancel() { core().cancel(); }
   // Per-stage and per-channel counters; from any thread, at any time.
-  [[nodiscard]] metrics::snapshot snapshot() const { return core_->snapshot(); }
+  [[nodiscard]] metrics::snapshot snapshot() const { return core().snapshot(); }
   // The report of the finished run, also after run()/wait() threw (empty before).
-  [[nodiscard]] report last_report() const { return core_->last_report(); }
+  [[nodiscard]] report last_report() const { return core().last_report(); }
 
  private:
   template <detail::route_kind K, class T, class Key>
   std::vector<stream<T>> route(stream<T> in, std::size_t n, const char* what, Key key) {
     std::vector<stream<T>> outs;
-    for (std::size_t ch : detail::add_route<K, T>(*core_, in.graph_, in.channel_, n, what, std::move(key))) {
-      outs.push_back(stream<T>(core_.get(), ch));
+    for (std::size_t ch : detail::add_route<K, T>(core(), in.graph_, in.channel_, n, what, std::move(key))) {
+      outs.push_back(stream<T>(&core(), ch));
     }
     return outs;
+  }
+
+  // Every member but done() and the destructor: a moved-from graph is an error, not null.
+  detail::graph_core& core() const {
+    if (!core_) throw std::logic_error("sluice::graph: used after it was moved from");
+    return *core_;
   }
 
   friend struct detail::graph_access;

@@ -61,7 +61,7 @@ inline constexpr error_policy error_policy::skip{error_policy::kind::skip};
 // Options of one stage. An aggregate; fields in this order.
 struct stage_options {
   std::size_t capacity = 1024;      // of the stage's output channel (weight units for weighted items)
-  std::size_t replicas = 1;         // threads running the stage function on one input
+  std::size_t replicas = 1;         // threads running the stage function on one input (1 to 65,536)
   bool ordered = true;              // replicas emit in input order
   error_policy on_error = error_policy::stop;
   std::string name = {};            // pipeline() descriptors only (graph methods take a name)

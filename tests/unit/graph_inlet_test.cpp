@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -472,6 +473,28 @@ TEST(graph_wait_for, nullopt_while_running_then_the_report_and_on_done_once) {
   EXPECT_THROW((void)g.wait_for(1s), std::logic_error);  // the outcome was taken
   EXPECT_THROW((void)g.wait(), std::logic_error);
   EXPECT_EQ(done_calls.load(), 1);
+}
+
+// Negative durations of any size mean "do not wait" (hours(-3,000,000) overflowed in the
+// conversion to nanoseconds: undefined, and in practice a wait until the run ended).
+TEST(graph_wait_for, a_negative_or_nan_duration_does_not_wait) {
+  watchdog dog(60s, "wait_for_negative");
+  std::atomic<bool> go{false};
+  sluice::graph g;
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    (void)eventually([&] { return go.load(); }, 30s);
+    out.push(1);
+  });
+  g.sink("sink", src, [](int) {});
+  g.start();
+  EXPECT_FALSE(g.wait_for(std::chrono::hours(-3'000'000)).has_value());
+  EXPECT_FALSE(g.wait_for(std::chrono::hours::min()).has_value());
+  EXPECT_FALSE(g.wait_for(std::chrono::nanoseconds::min()).has_value());
+  EXPECT_FALSE(g.wait_for(std::chrono::duration<double>(-1e300)).has_value());
+  EXPECT_FALSE(g.wait_for(std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN())).has_value());
+  EXPECT_FALSE(g.wait_for(std::chrono::seconds(0)).has_value());
+  go = true;
+  EXPECT_TRUE(g.wait_for(std::chrono::hours::max()).has_value());
 }
 
 TEST(graph_wait_for, rethrows_the_failure_like_wait) {

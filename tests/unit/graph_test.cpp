@@ -510,6 +510,17 @@ TEST(graph, other_shape_errors) {
   EXPECT_THROW(g.source<int>("", count_to(1)), std::logic_error);          // no name
   EXPECT_THROW(g.map("m", src, [](int v) { return v; }, {.capacity = 0}), std::invalid_argument);
   EXPECT_THROW(g.map("m", src, [](int v) { return v; }, {.replicas = 0}), std::invalid_argument);
+  // Absurd counts are refused by name before anything is built (they used to build one task
+  // or channel per replica or branch until memory ran out).
+  try {
+    (void)g.map("m", src, [](int v) { return v; }, {.replicas = SIZE_MAX});
+    ADD_FAILURE() << "SIZE_MAX replicas accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'m': replicas must be at most 65536"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(g.source<int>("s2", count_to(1), {.replicas = 65537}), std::invalid_argument);
+  EXPECT_THROW(g.round_robin(src, SIZE_MAX), std::invalid_argument);
+  EXPECT_THROW(g.broadcast(src, std::size_t{1} << 40), std::invalid_argument);
   auto p = std::make_unique<int>(1);
   auto move_only = [p = std::move(p)](int v) { return v + *p; };
   EXPECT_THROW(g.map("m", src, std::move(move_only), {.replicas = 2}), std::logic_error);
@@ -520,6 +531,30 @@ TEST(graph, other_shape_errors) {
   other.sink("sink", foreign, [](int) {});
   g.run();
   other.run();
+}
+
+// A moved-from graph is an error to use, not a null pointer (done() says it runs nothing).
+TEST(graph, a_moved_from_graph_throws_logic_error) {
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(3));
+  int got = 0;
+  g.sink("sink", src, [&](int) { ++got; });
+  sluice::graph moved(std::move(g));
+  EXPECT_TRUE(g.done());  // NOLINT(bugprone-use-after-move): the documented moved-from state
+  EXPECT_THROW(g.cancel(), std::logic_error);  // NOLINT(bugprone-use-after-move)
+  EXPECT_THROW(g.request_stop(), std::logic_error);  // NOLINT(bugprone-use-after-move)
+  EXPECT_THROW((void)g.snapshot(), std::logic_error);  // NOLINT(bugprone-use-after-move)
+  EXPECT_THROW(g.start(), std::logic_error);  // NOLINT(bugprone-use-after-move)
+  EXPECT_THROW((void)g.wait_for(std::chrono::seconds(1)), std::logic_error);  // NOLINT(bugprone-use-after-move)
+  EXPECT_THROW(g.source<int>("s", count_to(1)), std::logic_error);  // NOLINT(bugprone-use-after-move)
+  try {
+    g.run();  // NOLINT(bugprone-use-after-move)
+    ADD_FAILURE() << "run() on a moved-from graph";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("moved from"), std::string::npos) << e.what();
+  }
+  moved.run();
+  EXPECT_EQ(got, 3);
 }
 
 TEST(graph, move_only_stage_functions_and_items) {

@@ -31,6 +31,14 @@
 
 namespace sluice::detail {
 
+// The most threads one stage may ask for (replicas) and the most branches one route may
+// have: a count above it is a mistake (SIZE_MAX from an unsigned underflow, say), refused
+// with a clear error instead of building that many tasks or channels until memory runs out.
+// Linux gives a process about 32,000 threads by default; 65,536 leaves room for machines
+// configured for more.
+inline constexpr std::size_t kMaxReplicas = 65536;
+inline constexpr std::size_t kMaxBranches = 65536;
+
 // logic_error / invalid_argument for a name, capacity, replica count or policy the
 // stage cannot have.
 template <class F>
@@ -41,6 +49,10 @@ void check_stage(const graph_core& g, const std::string& name, const stage_optio
   }
   if (o.replicas == 0) {
     throw std::invalid_argument("sluice::graph: stage '" + name + "': replicas must be at least 1");
+  }
+  if (o.replicas > kMaxReplicas) {
+    throw std::invalid_argument("sluice::graph: stage '" + name + "': replicas must be at most " +
+                                std::to_string(kMaxReplicas) + " (got " + std::to_string(o.replicas) + ")");
   }
   if constexpr (!std::is_copy_constructible_v<F>) {
     if (o.replicas > 1 || o.on_error.what() == error_policy::kind::restart) {
@@ -256,6 +268,10 @@ std::vector<std::size_t> add_route(graph_core& g, const graph_core* owner, std::
                                    const char* what, Key key) {
   g.check_input(owner, in_ch);
   if (n == 0) throw std::invalid_argument(std::string("sluice::graph::") + what + ": n must be at least 1");
+  if (n > kMaxBranches) {
+    throw std::invalid_argument(std::string("sluice::graph::") + what + ": n must be at most " +
+                                std::to_string(kMaxBranches) + " (got " + std::to_string(n) + ")");
+  }
   const std::string name = g.unique_name(g.producer_name(in_ch) + "." + what);
   const std::size_t capacity = g.channel_capacity(in_ch);
   stage_options o;
