@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "common/args.hpp"
+#include "common/sys.hpp"
 #include "commands.hpp"
 
 namespace {
@@ -55,6 +56,7 @@ int check_stdout(const char* name, int status) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  sluice::tool::guard_stdio();  // first: nothing may open a descriptor onto a closed 0, 1 or 2
   if (argc < 2) {
     usage(stderr);
     return 2;

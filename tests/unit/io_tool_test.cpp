@@ -236,6 +236,30 @@ TEST(io_tool, an_output_that_is_the_input_is_refused_even_with_force) {
   EXPECT_FALSE(fs::is_symlink(dir / "out-link"));
 }
 
+// Started with stdin or stdout closed: a clear error, at once. (The tool's signalfd used
+// to take the free descriptor 0, and the input stage read signals as data: a hang that
+// ignored Ctrl-C, or "not in gzip format"; with stdout closed, output went to it.)
+TEST(io_tool, a_closed_stdin_or_stdout_is_a_clear_error_not_a_hang) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  write_string(dir / "in", "hello\n");
+  const std::string s = quoted(sluice);
+  struct c {
+    const char* cmd;
+    const char* says;
+  };
+  for (const c& k : {c{" gzip - out.gz <&-", "stdin: Bad file descriptor (standard input is closed)"},
+                     c{" gunzip - out <&-", "stdin: Bad file descriptor (standard input is closed)"},
+                     c{" gzip in - >&-", "stdout: Bad file descriptor (standard output is closed)"},
+                     c{" bench --topology chain:1 --items 100 >&-", "cannot write to standard output: Bad file descriptor"}}) {
+    SCOPED_TRACE(k.cmd);
+    const outcome o = sh(s + k.cmd, dir);
+    EXPECT_EQ(o.status, 1);
+    EXPECT_NE(o.err.find(k.says), std::string::npos) << o.err;
+  }
+  EXPECT_EQ(listing(dir), std::vector<std::string>{"in"});
+}
+
 TEST(io_tool, existing_output_bad_arguments_and_help) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;

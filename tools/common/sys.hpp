@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +18,26 @@
 #include <thread>
 
 namespace sluice::tool {
+
+// Which of stdin, stdout and stderr the tool was started with closed (`sluice gzip - o <&-`).
+// main() opens /dev/null on each before anything else runs (guard_stdio), so that no
+// descriptor the tool opens later (a signalfd, an output file) lands on 0, 1 or 2 and is
+// read or written as standard input or output. It is opened the wrong way round (stdin
+// write-only, stdout and stderr read-only), so that using one still fails with EBADF, as
+// the closed descriptor would have; a command that uses one as its data asks here first,
+// to say so plainly.
+inline bool (&stdio_closed())[3] {
+  static bool closed[3] = {false, false, false};
+  return closed;
+}
+inline void guard_stdio() noexcept {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    stdio_closed()[fd] = true;
+    const int n = ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);  // the lowest free descriptor: fd
+    if (n >= 0 && n != fd) ::close(n);  // (cannot happen: fd was the lowest free one)
+  }
+}
 
 // Resident set size in bytes, from /proc/self/statm (field 2, in pages). 0 if unreadable.
 inline std::uint64_t rss_bytes() {

@@ -38,6 +38,7 @@
 #include "common/args.hpp"
 #include "commands.hpp"
 #include "common/progress.hpp"
+#include "common/sys.hpp"
 #include "sluice/io/all.hpp"
 #include "sluice/pipeline.hpp"
 
@@ -232,8 +233,9 @@ int run_codec(bool compress, int argc, char** argv) {
     p.size("--block", &a.block, "input bytes per compressed block");
   }
   p.flag("--force", &a.force,
-         "replace an existing OUT (a symlink is replaced, not followed); write to a block device;\n"
-         "write compressed data to a terminal");
+         compress ? "replace an existing OUT (a symlink is replaced, not followed); write to a block device;\n"
+                    "write compressed data to a terminal"
+                  : "replace an existing OUT (a symlink is replaced, not followed); write to a block device");
   p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
                        "OUT is only replaced when the new one is complete. OUT gets IN's permissions and\n"
                        "times (stdin: the umask's default, now). Messages name the input.\n") +
@@ -250,6 +252,7 @@ int run_codec(bool compress, int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", prog.c_str(), what.c_str());
     return 1;
   };
+  if (a.in == "-" && stdio_closed()[0]) return fail("stdin: Bad file descriptor (standard input is closed)");
 
   // The input first (as gzip(1)): a missing input or a directory is reported as such,
   // whatever OUT is. A regular input's size drives the progress line; its mode, group
@@ -282,6 +285,7 @@ int run_codec(bool compress, int argc, char** argv) {
   int out_fd = -1;
   bool to_file = false;
   if (a.out == "-") {
+    if (stdio_closed()[1]) return fail("stdout: Bad file descriptor (standard output is closed)");
     out_fd = STDOUT_FILENO;
     if (compress && !a.force && ::isatty(out_fd) != 0) {
       return fail("compressed data not written to a terminal (use --force, or redirect)");
