@@ -6,6 +6,8 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 #endif
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -315,6 +317,57 @@ TEST_F(Tool, OutputThatCannotBeWrittenIsAnErrorNotExitZero) {
     EXPECT_NE(r.out.find("cannot write to standard output: No space left on device"), std::string::npos)
         << "sluice" << shown << "\noutput: " << r.out;
   }
+}
+
+// --report onto what is not a regular file: a FIFO (or a device) is written in place, never
+// replaced by a regular file (before, `--report /dev/null` as root replaced /dev/null); a
+// directory is refused; a new report gets 0666 less the umask (it was always 0644).
+TEST_F(Tool, ReportsAreWrittenInPlaceOnAFifoAndFollowTheUmask) {
+  char tmpl[] = "/tmp/sluice_report_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string fifo = dir + "/pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  // Our own ends first: the read end (so the tool finds a reader) and a write end (so our
+  // reads see no end of file before the tool wrote). The report fits in the pipe's buffer.
+  const int rd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(rd, 0);
+  const int wr = ::open(fifo.c_str(), O_WRONLY);
+  ASSERT_GE(wr, 0);
+  for (const char* cmd : {"bench", "demo"}) {
+    SCOPED_TRACE(cmd);
+    const std::vector<std::string> args =
+        std::string(cmd) == "bench" ? std::vector<std::string>{"bench", "--topology", "chain:1", "--items", "1000", "--report", fifo}
+                                    : std::vector<std::string>{"demo", "--bytes", "1MiB", "--report", fifo};
+    const result r = run_tool(args, 120);
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::string got;
+    char buf[65536];
+    ssize_t n = 0;
+    while ((n = ::read(rd, buf, sizeof buf)) > 0) got.append(buf, static_cast<std::size_t>(n));
+    EXPECT_NE(got.find("</html>"), std::string::npos) << got.size() << " bytes read from the FIFO";
+    struct stat st{};
+    ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the FIFO was replaced";
+  }
+  ::close(wr);
+  ::close(rd);
+  // A directory is refused by name.
+  const result d = run_tool({"bench", "--topology", "chain:1", "--items", "1000", "--report", dir}, 120);
+  EXPECT_EQ(d.status, 1);
+  EXPECT_NE(d.err.find("cannot write report " + dir + ": it is a directory"), std::string::npos) << d.err;
+  // The umask applies.
+  const std::string priv = dir + "/priv.html";
+  const result u = sluice_test::run_shell("umask 077; timeout -s KILL 120 " + sluice_test::shell_quote(tool_path()) +
+                                          " bench --topology chain:1 --items 1000 --report " + sluice_test::shell_quote(priv) +
+                                          " >/dev/null 2>&1");
+  EXPECT_EQ(u.status, 0);
+  struct stat ps{};
+  ASSERT_EQ(::stat(priv.c_str(), &ps), 0);
+  EXPECT_EQ(ps.st_mode & 0777, 0600U);
+  std::remove(priv.c_str());
+  std::remove(fifo.c_str());
+  ::rmdir(dir.c_str());
 }
 
 // ---- stress -------------------------------------------------------------------

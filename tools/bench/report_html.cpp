@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/sys.hpp"
+#include "common/write_file.hpp"
 #include "sluice/detail/graph_view.hpp"
 
 namespace sluice::tool {
@@ -316,43 +317,7 @@ std::string render_report_html(const report_data& d) {
 }
 
 void write_report_html(const std::string& path, const report_data& d) {
-  const std::string html = render_report_html(d);
-  auto fail = [&](const std::string& what, int err) {
-    return std::runtime_error("cannot write report " + path + ": " + what + (err ? std::string(": ") + std::strerror(err) : ""));
-  };
-  // A temporary file in the same directory (so the rename is atomic), renamed into place.
-  std::string tmp = path + ".XXXXXX";
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) throw fail("creating a temporary file", errno);
-  bool ok = true;
-  int err = 0;
-  std::size_t off = 0;
-  while (off < html.size()) {
-    const ssize_t n = ::write(fd, html.data() + off, html.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ok = false;
-      err = errno;
-      break;
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (ok && ::fchmod(fd, 0644) != 0) {
-    ok = false;
-    err = errno;
-  }
-  if (::close(fd) != 0 && ok) {
-    ok = false;
-    err = errno;
-  }
-  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ok = false;
-    err = errno;
-  }
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    throw fail("writing", err);
-  }
+  write_whole_file(path, render_report_html(d));  // common/write_file.hpp: whole or not at all
 }
 
 }  // namespace sluice::tool

@@ -12,9 +12,10 @@
 //                 .p999_us = 20, .engine = "sluice"}};
 //   sluice::tool::write_report_html("report.html", d);
 //
-// Guarantees: render_report_html is pure and deterministic. write_report_html writes a
-// temporary file next to `path` and renames it into place, so a failure never leaves a
-// half-written report; it throws std::runtime_error naming the path.
+// Guarantees: render_report_html is pure and deterministic. write_report_html writes the
+// page whole or not at all (common/write_file.hpp: a temporary file renamed into place, a
+// device or FIFO written in place, never replaced); it throws std::runtime_error naming
+// the path and the reason.
 #pragma once
 
 #include <string>

@@ -86,8 +86,10 @@ int cmd_demo(int argc, char** argv) {
     print_table(cfg, runs, rss_after_trim);
   }
   if (!cfg.report.empty()) {
-    if (!write_report(cfg.report, cfg, runs)) {
-      std::fprintf(stderr, "sluice demo: cannot write %s\n", cfg.report.c_str());
+    try {
+      write_report(cfg.report, cfg, runs);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sluice demo: %s\n", e.what());
       return 1;
     }
     if (!cfg.json) std::printf("\n  report written to %s\n", cfg.report.c_str());

@@ -78,6 +78,8 @@ std::string make_log_pattern();
 // run's memory went back to the OS (-1: not measured).
 void print_table(const demo_config& cfg, const std::vector<run_result>& runs, double rss_after_trim);
 void print_json(const demo_config& cfg, const std::vector<run_result>& runs);
-bool write_report(const std::string& path, const demo_config& cfg, const std::vector<run_result>& runs);
+// The HTML report, written whole or not at all (common/write_file.hpp); throws
+// std::runtime_error naming the path and the reason.
+void write_report(const std::string& path, const demo_config& cfg, const std::vector<run_result>& runs);
 
 }  // namespace sluice::tool::demo

@@ -1,0 +1,90 @@
+// tools/common/write_file.hpp — how the tool writes a file the user named (bench --report,
+// demo --report): whole or not at all, and never by replacing something that is not a file.
+//
+//   sluice::tool::write_whole_file("report.html", html);   // throws std::runtime_error
+//
+// - A character device or a FIFO (also through a symlink: /dev/null, /dev/stdout) is
+//   written in place, as a shell redirection would; a FIFO nobody reads is an error, not
+//   a wait.
+// - Otherwise (a regular file, a symlink, nothing yet) the content goes to a new file in
+//   the same directory, created with mode 0666 less the umask, written, synced, and renamed
+//   over the path: readers see the old file or the whole new one, a failure leaves the old
+//   one (or nothing) and no temporary file. A symlink there is replaced, not followed.
+// - A directory or a block device is refused.
+// Errors: std::runtime_error "cannot write <what> <path>: <step>: <strerror>".
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace sluice::tool {
+
+inline void write_whole_file(const std::string& path, std::string_view content, const std::string& what = "report") {
+  auto fail = [&](const std::string& step, int err) {
+    return std::runtime_error("cannot write " + what + " " + path + ": " + step +
+                              (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
+  };
+  auto write_all = [&](int fd) -> int {  // 0, or the errno
+    std::size_t off = 0;
+    while (off < content.size()) {
+      const ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      off += static_cast<std::size_t>(n);
+    }
+    return 0;
+  };
+
+  struct stat st{};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw fail("it is a directory", 0);
+    if (S_ISBLK(st.st_mode)) throw fail("it is a block device", 0);
+    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) {
+      // In place. O_NONBLOCK for the open only: a FIFO without a reader fails (ENXIO)
+      // instead of blocking for ever.
+      const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) throw fail(errno == ENXIO ? "opening it (a FIFO nobody reads)" : "opening it", errno);
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      int err = write_all(fd);
+      if (::close(fd) != 0 && err == 0) err = errno;
+      if (err != 0) throw fail("writing", err);
+      return;
+    }
+  }
+
+  // A new file beside it: O_EXCL under a random name (the umask applies to 0666, unlike
+  // mkstemp's fixed 0600), then rename.
+  std::random_device rd;
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    tmp = path + ".tmp" + std::to_string(rd() % 1000000000U);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) throw fail("creating a temporary file beside it", errno);
+  }
+  if (fd < 0) throw fail("creating a temporary file beside it", EEXIST);
+  int err = write_all(fd);
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  const char* step = "writing";
+  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    step = "renaming the temporary file over it";
+  }
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    throw fail(step, err);
+  }
+}
+
+}  // namespace sluice::tool
