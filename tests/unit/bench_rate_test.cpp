@@ -210,6 +210,19 @@ TEST_F(BenchRate, AnAbsurdRateIsFlaggedSaturated) {
   EXPECT_NE(t.out.find("saturated"), std::string::npos) << t.out;
 }
 
+// A rate so low that the second item is due after the run: one item, not a closed loop
+// (the next item's offset, 1e19 ns, overflowed int64 and was "due" at once, so millions
+// of items went out).
+TEST_F(BenchRate, ATinyRateSendsOnlyTheItemsDueInTheRun) {
+  const result r = run_tool({"bench", "--topology", "chain:1", "--rate", "0.0000000001", "--duration", "300ms", "--json"}, 60);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const mini_json::value v = mini_json::parse(r.out);
+  for (const auto& res : v["results"].arr()) {
+    EXPECT_EQ(res["items_sent"].uint(), 1U);
+    EXPECT_EQ(res["items_delivered"].uint(), 1U);
+  }
+}
+
 TEST_F(BenchRate, BadValuesAreOneLineErrorsWithStatusTwo) {
   const std::vector<std::vector<std::string>> bad = {
       {"bench", "--rate", "0"},

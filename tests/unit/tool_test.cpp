@@ -60,6 +60,9 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"bench", "--engine", "nope"},
       {"stress", "--runs", "many"},
       {"stress", "--seed", "-1"},
+      {"stress", "--seed", " -5"},  // strtoull took the sign after the space: 0xff...fb
+      {"stress", "--seed", "0x"},
+      {"stress", "--seed", "12abc"},
       {"stress", "--replay", "0xZZ"},
       {"stress", "extra"},
   };

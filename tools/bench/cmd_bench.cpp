@@ -269,7 +269,12 @@ class arrivals {
       ++sent_;
       return now;
     }
-    const auto due = t0_ + static_cast<std::int64_t>(std::llround(static_cast<double>(sent_) * 1e9 / f_.rate));
+    // Compared in double before the conversion: for a tiny rate the offset of the next item
+    // is past any int64 (llround's result would be unspecified, and was in the past: every
+    // item went out at once).
+    const double offset = static_cast<double>(sent_) * 1e9 / f_.rate;
+    if (!(offset < static_cast<double>(end_ - t0_))) return std::nullopt;
+    const auto due = t0_ + static_cast<std::int64_t>(std::llround(offset));
     if (due >= end_) return std::nullopt;
     if (due > now) bench::wait_until_ns(due);
     ++sent_;
@@ -944,7 +949,7 @@ int cmd_bench(int argc, char** argv) {
              c.rate = *r;
              return true;
            },
-           "items per second above 0, like 1000, 50k or 2.5M (at most 1T)");
+           "items per second above 0, like 1000, 50k or 2.5M (at most 1000G)");
   p.custom("--duration", "TIME", "how long a run offers load (--rate, each --sweep rate; closed loop: --items ends it)",
            "2s open loop",
            [&](std::string_view v) {

@@ -36,6 +36,7 @@
 #endif
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cerrno>
 #include <cstdint>
@@ -281,8 +282,16 @@ bool parse_seed(std::string_view s, std::uint64_t& out) {
   std::string t(s);
   char* end = nullptr;
   errno = 0;
-  const unsigned long long v = std::strtoull(t.c_str(), &end, 0);
-  if (errno != 0 || end == t.c_str() || *end != '\0' || t[0] == '-') return false;
+  // Decimal, or hexadecimal after 0x (as the tool prints seeds); not octal (strtoull's base
+  // 0 read "010" as 8), and nothing before the digits (strtoull skips spaces and takes a
+  // sign: " -5" became 0xfffffffffffffffb).
+  const bool hexadecimal = t.size() > 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'X');
+  const char* digits = t.c_str() + (hexadecimal ? 2 : 0);
+  if (!std::isxdigit(static_cast<unsigned char>(*digits)) || (!hexadecimal && !std::isdigit(static_cast<unsigned char>(*digits)))) {
+    return false;
+  }
+  const unsigned long long v = std::strtoull(digits, &end, hexadecimal ? 16 : 10);
+  if (errno != 0 || end == digits || *end != '\0') return false;
   out = v;
   return true;
 }
@@ -388,13 +397,13 @@ int cmd_stress(int argc, char** argv) {
   if (!seed_given) seed = static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
   const testing::stress_options engine = engine_options();
 
-  std::vector<std::uint64_t> run_seeds;
-  if (replay) {
-    run_seeds.push_back(*replay);
-  } else {
+  // Run i's seed, made when it starts (a list of every run's seed up front took memory in
+  // proportion to --runs: 8 bytes a run, gigabytes for "many runs for an hour").
+  const std::uint64_t total_runs = replay ? 1 : runs;
+  auto run_seed = [&](std::uint64_t i) { return replay ? *replay : mix(mix(seed) + i); };
+  if (!replay) {
     std::printf("sluice stress: seed %s, %llu runs%s\n", hex(seed).c_str(), static_cast<unsigned long long>(runs),
                 duration.count() ? (", at most " + format_duration(duration)).c_str() : "");
-    for (std::uint64_t i = 0; i < runs; ++i) run_seeds.push_back(mix(mix(seed) + i));
   }
   std::fflush(stdout);
 
@@ -404,9 +413,9 @@ int cmd_stress(int argc, char** argv) {
   std::uint64_t done = 0, failed = 0;
   std::uint64_t n_ok = 0, n_error = 0, n_cancelled = 0, n_stuck = 0, n_early = 0;
   const std::string fan_arg = (shapes.all() ? "" : " --fan " + shapes.text()) + (fuse ? " --fuse" : "");
-  for (std::size_t i = 0; i < run_seeds.size(); ++i) {
+  for (std::uint64_t i = 0; i < total_runs; ++i) {
     if (duration.count() > 0 && clock::now() - t0 >= duration) break;
-    const random_graph spec = make_spec(run_seeds[i], shapes, fuse);
+    const random_graph spec = make_spec(run_seed(i), shapes, fuse);
     const std::string text = testing::describe(spec);
     guard.arm("  run " + std::to_string(i + 1) + " seed " + hex(spec.seed) + "\n    " + text +
               "\n  replay: sluice stress --replay " + hex(spec.seed) + fan_arg);
@@ -427,12 +436,13 @@ int cmd_stress(int argc, char** argv) {
       std::fflush(stdout);
     } else if (verbose || replay) {
       prog.clear();
-      std::printf("run %zu (seed %s) ok in %.3f s:\n    %s\n", i + 1, hex(spec.seed).c_str(), r.seconds, text.c_str());
+      std::printf("run %llu (seed %s) ok in %.3f s:\n    %s\n", static_cast<unsigned long long>(i + 1),
+                  hex(spec.seed).c_str(), r.seconds, text.c_str());
       std::fflush(stdout);
     }
     char line[160];
-    std::snprintf(line, sizeof line, "run %llu/%zu  violations %llu  (%.1f s)", static_cast<unsigned long long>(done),
-                  run_seeds.size(), static_cast<unsigned long long>(failed),
+    std::snprintf(line, sizeof line, "run %llu/%llu  violations %llu  (%.1f s)", static_cast<unsigned long long>(done),
+                  static_cast<unsigned long long>(total_runs), static_cast<unsigned long long>(failed),
                   std::chrono::duration<double>(clock::now() - t0).count());
     prog.update(line);
   }
