@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "graph_state.hpp"
-#include "sluice/detail/graph_inlet.hpp"
 #include "sluice/detail/graph_core.hpp"
 #include "sluice/metrics.hpp"
 
@@ -78,10 +77,13 @@ graph_state::~graph_state() {
     if (n->fused) n->fused->release();
   }
   for (auto& c : channels_) c->pending.reset();
-  // Every input is cancelled or has lost its receiver by now, so no push through an inlet
-  // can block: shut the gates and wait for the pushes inside, whose items (discarded if
-  // they raced the cancel) are still reported below this line (detail/graph_inlet.hpp).
-  for (auto& g : inlet_gates_) g->shut_and_wait();
+  // Every input has lost its receivers by now, so it is sealed: no push through an inlet
+  // (which may outlive us) can succeed any more. A push that claimed its slot before the
+  // seal still lands and discards its own item, reporting it to us: wait for those reports
+  // while we can take them (channel_control::wait_discards).
+  for (auto& c : channels_) {
+    if (c->producer < nodes_.size() && nodes_[c->producer]->is_input) c->control->wait_discards();
+  }
   dying_.store(true, std::memory_order_relaxed);  // single-threaded by now
   channels_.clear();
 }
@@ -155,11 +157,6 @@ std::size_t graph_state::add_channel(std::size_t producer, std::unique_ptr<chann
   channels_.push_back(std::move(c));
   nodes_[producer]->outputs.push_back(channels_.size() - 1);
   return channels_.size() - 1;
-}
-
-void graph_state::add_inlet_gate(std::shared_ptr<inlet_gate> gate) {
-  std::lock_guard lk(mu_);
-  inlet_gates_.push_back(std::move(gate));
 }
 
 std::shared_ptr<void> graph_state::take_input(std::size_t channel, std::size_t consumer) {
@@ -548,16 +545,6 @@ report graph_core::last_report() const { return state_->last_report(); }
 
 bool graph_core::tearing_down() const noexcept { return state_->tearing_down(); }
 bool graph_core::has_discard_hook() const noexcept { return state_->has_discard_hook(); }
-void inlet_gate::shut_and_wait() noexcept {
-  shut_.store(true, std::memory_order_seq_cst);  // (G)
-  // The pushes inside fail at once by now (their input is cancelled or disconnected), or
-  // finish their discard: short, but their threads may be off-CPU, so yield.
-  while (inside_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
-}
-
-void graph_core::add_inlet_gate(std::shared_ptr<inlet_gate> gate) {
-  state_->add_inlet_gate(std::move(gate));
-}
 void graph_core::discard(std::size_t channel, const std::type_info& type, void* item) noexcept {
   state_->discard(channel, type, item);
 }

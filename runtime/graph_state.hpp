@@ -164,7 +164,6 @@ class graph_state {
   [[nodiscard]] const void* node_key(std::size_t node) const;
   [[nodiscard]] replica_env fused_env(std::size_t node);
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
-  void add_inlet_gate(std::shared_ptr<inlet_gate> gate);
   [[nodiscard]] bool has_discard_hook() const noexcept { return static_cast<bool>(opts_.on_discard); }
   void set_fault_hook(fault_hook* h);
   [[nodiscard]] fault_hook* faults() const noexcept { return fault_; }
@@ -253,7 +252,6 @@ class graph_state {
   mutable std::mutex mu_;  // the lists below while building; flags
   std::vector<std::unique_ptr<stage_node>> nodes_;       // immutable after start
   std::vector<std::unique_ptr<channel_entry>> channels_; // immutable after start
-  std::vector<std::shared_ptr<inlet_gate>> inlet_gates_;  // immutable after start
   bool started_ = false;          // guarded by mu_
   bool waited_ = false;           // guarded by mu_
   bool finished_ = false;         // guarded by mu_: every stage thread is joined

@@ -203,9 +203,7 @@ class graph {
   template <class T>
   std::pair<inlet<T>, stream<T>> input(std::string name, stage_options o = {}) {
     auto [out, tx] = detail::add_input<T>(core(), std::move(name), o);
-    auto gate = std::make_shared<detail::inlet_gate>();
-    core().add_inlet_gate(gate);
-    return {inlet<T>(std::move(tx), std::move(gate)), stream<T>(&core(), out)};
+    return {inlet<T>(std::move(tx)), stream<T>(&core(), out)};
   }
 
   // ---- routing (internal stages; their channels take the input's capacity) ---------

@@ -207,6 +207,16 @@ class channel {
     wm_.add(std::move(f), core_.asym_fences, [&] { return writable_now(); });
   }
 
+  // Once sealed (closed, disconnected or cancelled): waits until no push that claimed its
+  // slot before the seal is still to land, and no discarded item's on_discard is still
+  // running (ring_flavour::wait_discards). The other flavours discard under their lock or
+  // on the pushing thread before the push returns: nothing to wait for.
+  void wait_discards() noexcept {
+    with_flavour(*this, [&](auto& f) {
+      if constexpr (requires { f.wait_discards(); }) f.wait_discards();
+    });
+  }
+
   // ---- observation ----------------------------------------------------------------
   [[nodiscard]] std::size_t occupancy() const noexcept {
     return with_flavour(*this, [](const auto& f) { return f.occupancy(); });

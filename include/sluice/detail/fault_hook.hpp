@@ -57,11 +57,17 @@ class fault_hook {
 };
 
 // Reaches the channel behind a handle (sender<T>/receiver<T> befriend it) to install a
-// fault hook; used by graph.hpp while building a graph under stress.
+// fault hook (graph.hpp, building a graph under stress), make it a fused edge, or wait for
+// its late discards (the graph's destructor).
 struct channel_access {
   template <class Handle>
   static void set_fault_hook(Handle& h, fault_hook* hook) noexcept {
     if (h.ch_ != nullptr) h.ch_->set_fault_hook(hook);
+  }
+  // channel<T>::wait_discards(); the graph's destructor only.
+  template <class Handle>
+  static void wait_discards(Handle& h) noexcept {
+    if (h.ch_ != nullptr) h.ch_->wait_discards();
   }
   // Makes the handle's channel a fused edge (detail/direct_flavour.hpp); graph builders only.
   template <class Handle, class Target>

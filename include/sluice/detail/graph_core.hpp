@@ -45,7 +45,6 @@ namespace sluice::detail {
 
 class fault_hook;
 class graph_state;  // runtime/graph_state.hpp
-class inlet_gate;   // detail/graph_inlet.hpp
 struct stage_node;  // runtime/graph_state.hpp
 
 // The graph's own view of one channel: enough to cancel, close and observe it. It
@@ -60,6 +59,10 @@ class channel_control {
   [[nodiscard]] virtual channel_stats stats() const = 0;
   // Closed, disconnected or cancelled.
   [[nodiscard]] virtual bool closed() const noexcept = 0;
+  // Once the channel is sealed (its receivers gone, or cancelled): returns when every push
+  // that claimed a slot before has landed and every discarded item's hook has returned
+  // (channel<T>::wait_discards).
+  virtual void wait_discards() noexcept = 0;
 };
 
 // What a replica's loop may ask of the runtime.
@@ -196,9 +199,6 @@ class graph_core {
   [[nodiscard]] replica_env fused_env(std::size_t node);
   // Hands the channel's receiver to `consumer` (check_input first).
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
-  // An inlet's gate: the destructor shuts it and waits for the pushes inside
-  // (detail/graph_inlet.hpp).
-  void add_inlet_gate(std::shared_ptr<inlet_gate> gate);
   // sluice::testing::stress: channels made from now on call `h` on every push and pop, and
   // the stage threads report to it (detail/fault_hook.hpp). Before any stage is added.
   void set_fault_hook(fault_hook* h);

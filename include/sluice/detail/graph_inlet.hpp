@@ -28,15 +28,13 @@
 //   is otherwise only a pointer that push/close read. The inlet keeps a second, unused
 //   sender (`keep`) so that its side always has at least two handles, whatever the
 //   graph does with its own.
-// Lifetime: the inlet may outlive its graph; pushes then fail. Destroying the graph waits
-//   for the pushes in progress through its inlets (by then they fail at once, or land and
-//   are processed or reported as dead letters while the graph can still report them);
-//   a push that begins after that fails (closed) without touching the input.
+// Lifetime: the inlet may outlive its graph; pushes then fail. A push racing the graph's
+//   destruction either fails or lands before the input is sealed and is processed or
+//   reported as a dead letter: the destructor waits for such late reports
+//   (channel_control::wait_discards) before the graph is gone.
 #pragma once
 
-#include <atomic>
 #include <chrono>
-#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -45,44 +43,6 @@
 #include "sluice/status.hpp"
 
 namespace sluice {
-
-namespace detail {
-
-// What lets the graph be destroyed while other threads push through its inlets: the
-// input's channel reports discarded items to the graph (its dead-letter hook), and a push
-// that raced the graph's cancel discards its own item after the fact. Every push passes
-// the gate; the graph's destructor shuts it and waits for the pushes inside to leave.
-// Dekker pair (G): a pusher increments `inside`, then reads `shut`; the destructor sets
-// `shut`, then reads `inside` (all seq_cst): either the pusher sees shut and turns back, or
-// the destructor sees the pusher and waits for it.
-class inlet_gate {
- public:
-  // false: the graph is going; the push must fail without touching the input.
-  [[nodiscard]] bool enter() noexcept {
-    // Once shut, a push turns back without touching `inside_`: pushers retrying in a loop
-    // would otherwise keep it above zero and the destructor waiting for ever.
-    if (shut_.load(std::memory_order_relaxed)) return false;
-    inside_.fetch_add(1, std::memory_order_seq_cst);  // (G)
-    if (shut_.load(std::memory_order_seq_cst)) {      // (G)
-      leave();
-      return false;
-    }
-    return true;
-  }
-  // release: what the push did (its discard's report included) happens-before the
-  // destructor's return from shut_and_wait().
-  void leave() noexcept { inside_.fetch_sub(1, std::memory_order_release); }
-  // The graph's destructor, once its inputs can no longer block a push (cancelled or
-  // disconnected): later pushes fail; returns when the ones inside have left.
-  // (runtime/graph.cpp)
-  void shut_and_wait() noexcept;
-
- private:
-  std::atomic<std::uint64_t> inside_{0};
-  std::atomic<bool> shut_{false};
-};
-
-}  // namespace detail
 
 class graph;
 
@@ -93,37 +53,23 @@ class inlet {
 
   // Blocks while the input is full. false: the input has ended (closed, the graph
   // stopped, failed or was cancelled); v is then untouched.
-  bool push(T&& v) const {
-    return through_gate([&](sender<T>& tx) { return tx.push_until(std::move(v), time_point::max()); }) == status::ok;
-  }
-  bool push(const T& v) const {
-    return through_gate([&](sender<T>& tx) { return tx.push_until(v, time_point::max()); }) == status::ok;
-  }
+  bool push(T&& v) const { return tx().push_until(std::move(v), time_point::max()) == status::ok; }
+  bool push(const T& v) const { return tx().push_until(v, time_point::max()) == status::ok; }
   // Never blocks: ok, full (backpressure: answer 503, retry later) or closed.
-  [[nodiscard]] status try_push(T&& v) const {
-    return through_gate([&](sender<T>& tx) { return tx.try_push(std::move(v)); });
-  }
-  [[nodiscard]] status try_push(const T& v) const {
-    return through_gate([&](sender<T>& tx) { return tx.try_push(v); });
-  }
+  [[nodiscard]] status try_push(T&& v) const { return tx().try_push(std::move(v)); }
+  [[nodiscard]] status try_push(const T& v) const { return tx().try_push(v); }
   // Blocks until pushed, the input ended or the time is up (timeout); v is moved from
   // only on ok.
   template <class Rep, class Period>
   [[nodiscard]] status push_for(T&& v, std::chrono::duration<Rep, Period> d) const {
-    const time_point t = detail::deadline_after(d);
-    return through_gate([&](sender<T>& tx) { return tx.push_until(std::move(v), t); });
+    return tx().push_until(std::move(v), detail::deadline_after(d));
   }
   template <class Rep, class Period>
   [[nodiscard]] status push_for(const T& v, std::chrono::duration<Rep, Period> d) const {
-    const time_point t = detail::deadline_after(d);
-    return through_gate([&](sender<T>& tx) { return tx.push_until(v, t); });
+    return tx().push_until(v, detail::deadline_after(d));
   }
-  [[nodiscard]] status push_until(T&& v, time_point t) const {
-    return through_gate([&](sender<T>& tx) { return tx.push_until(std::move(v), t); });
-  }
-  [[nodiscard]] status push_until(const T& v, time_point t) const {
-    return through_gate([&](sender<T>& tx) { return tx.push_until(v, t); });
-  }
+  [[nodiscard]] status push_until(T&& v, time_point t) const { return tx().push_until(std::move(v), t); }
+  [[nodiscard]] status push_until(const T& v, time_point t) const { return tx().push_until(v, t); }
 
   // Ends the input for every copy: what was accepted drains, later pushes fail.
   void close() const noexcept {
@@ -136,30 +82,17 @@ class inlet {
  private:
   friend class graph;
   struct shared {
-    shared(sender<T> s, std::shared_ptr<detail::inlet_gate> g) : tx(std::move(s)), keep(tx), gate(std::move(g)) {}
+    explicit shared(sender<T> s) : tx(std::move(s)), keep(tx) {}
     shared(const shared&) = delete;
     shared& operator=(const shared&) = delete;
     ~shared() { tx.close(); }  // the last copy is gone: the input ends
     sender<T> tx;    // every copy pushes through this one handle
     sender<T> keep;  // never used: keeps the side from being a lone sender (see above)
-    std::shared_ptr<detail::inlet_gate> gate;  // shared with the graph (detail::inlet_gate)
   };
-  inlet(sender<T> tx, std::shared_ptr<detail::inlet_gate> gate)
-      : st_(std::make_shared<shared>(std::move(tx), std::move(gate))) {}
-  shared& state() const {
+  explicit inlet(sender<T> tx) : st_(std::make_shared<shared>(std::move(tx))) {}
+  sender<T>& tx() const {
     if (!st_) throw std::logic_error("sluice::inlet: empty (default-constructed or moved-from) inlet");
-    return *st_;
-  }
-  // Runs push(tx) inside the gate; closed, without calling it, once the graph is going.
-  template <class Push>
-  status through_gate(Push&& push) const {
-    shared& s = state();
-    if (!s.gate->enter()) return status::closed;
-    struct leave_on_exit {
-      detail::inlet_gate& g;
-      ~leave_on_exit() { g.leave(); }
-    } leave{*s.gate};
-    return push(s.tx);
+    return st_->tx;
   }
 
   std::shared_ptr<shared> st_;

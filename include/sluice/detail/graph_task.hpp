@@ -115,6 +115,7 @@ class typed_channel_control final : public channel_control {
   void close() noexcept override { tx_.close(); }
   [[nodiscard]] channel_stats stats() const override { return tx_.stats(); }
   [[nodiscard]] bool closed() const noexcept override { return tx_.is_closed(); }
+  void wait_discards() noexcept override { channel_access::wait_discards(tx_); }
 
  private:
   sender<T> tx_;

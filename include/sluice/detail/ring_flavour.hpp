@@ -82,11 +82,7 @@ class ring_flavour {
         c.hand_to_hook(std::move(v));
         return status::ok;
       }
-      std::optional<T> old;  // drop_oldest: make room, then try again
-      if (ring_.try_pop(old)) {
-        discarded_.fetch_add(1, std::memory_order_release);  // release: see stats()
-        c.hand_to_hook(std::move(*old));
-      }
+      (void)discard_one(c);  // drop_oldest: make room, then try again
     }
   }
   // push_all's fast path (block policy, a contiguous range of T): claims runs of up to
@@ -215,11 +211,30 @@ class ring_flavour {
   // Pops and discards everything buffered. Only after the side(s) that might be popping
   // with a plain store are quiesced (or when no handle is left).
   void discard_all(channel_core<T>& c) noexcept {
-    std::optional<T> v;
-    while (ring_.try_pop(v)) {
-      discarded_.fetch_add(1, std::memory_order_release);  // release: see stats()
-      c.hand_to_hook(std::move(*v));
-      v.reset();
+    while (discard_one(c)) {
+    }
+  }
+  // Once sealed: returns when every slot claimed before the seal has been popped (a push
+  // that claimed its slot before the closed mark lands afterwards and discards its own
+  // item) and no discard is inside on_discard. The graph's destructor calls it on the
+  // inputs that inlets, which may outlive the graph, push into: their late discards report
+  // to the graph. Reads in this order: tail (frozen by the mark); head (acquire), equal to
+  // tail once every claimed slot was popped, and then (D) makes each discarding pop's
+  // hooks_begun_ increment visible; hooks_done_ before hooks_begun_, so that equal means
+  // none is still in its hook. Short: it waits only for pushes already past their claim.
+  void wait_discards() noexcept {
+    for (int i = 0;; ++i) {
+      if (!ring_.closed()) return;  // not sealed: not the caller's case
+      const std::uint64_t tail = ring_.tail_position();
+      const std::uint64_t head = ring_.head_position();
+      const std::uint64_t done = hooks_done_.load(std::memory_order_acquire);
+      const std::uint64_t begun = hooks_begun_.load(std::memory_order_acquire);
+      if (head == tail && done == begun) return;
+      if (i < 64) {
+        spin_pause();
+      } else {
+        sched_yield();  // the pusher may be off-CPU (more threads than cores)
+      }
     }
   }
 
@@ -264,11 +279,31 @@ class ring_flavour {
     }
   }
 
+  // Pops one item to discard it (counted, handed to on_discard), inside hooks_begun_ /
+  // hooks_done_ for wait_discards(). false: nothing was published at head.
+  bool discard_one(channel_core<T>& c) noexcept {
+    hooks_begun_.fetch_add(1, std::memory_order_relaxed);
+    // (D) release fence before the pop's relaxed CAS on head_: a wait_discards() whose
+    // acquire load of head_ reads that CAS (or a later one) sees the increment above.
+    std::atomic_thread_fence(std::memory_order_release);
+    std::optional<T> v;
+    const bool got = ring_.try_pop(v);
+    if (got) {
+      discarded_.fetch_add(1, std::memory_order_release);  // release: see stats()
+      c.hand_to_hook(std::move(*v));
+      v.reset();
+    }
+    hooks_done_.fetch_add(1, std::memory_order_release);  // release: the hook happened-before
+    return got;
+  }
+
   ring_buffer<T> ring_;
   // Items popped to be discarded (drop_oldest, cancel, disconnect, destruction) and
   // pushes dropped by drop_newest; on their own line, away from the hot indices.
   alignas(kCacheLine) std::atomic<std::uint64_t> discarded_{0};
   std::atomic<std::uint64_t> dropped_new_{0};
+  std::atomic<std::uint64_t> hooks_begun_{0};  // discard_one() calls begun / ended
+  std::atomic<std::uint64_t> hooks_done_{0};
 };
 
 }  // namespace sluice::detail
