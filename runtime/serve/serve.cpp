@@ -220,14 +220,23 @@ server serve(graph& g, std::string address) {
 
   // Read-only: GET (and HEAD, which httplib answers from the GET handlers) and nothing
   // else, refused before any body is read.
-  http.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (req.method == "GET" || req.method == "HEAD") return httplib::Server::HandlerResponse::Unhandled;
+  auto refuse_method = [](httplib::Response& res) {
     res.status = 405;
     res.set_header("Allow", "GET, HEAD");
-    res.set_header("Connection", "close");
     res.set_content("405 method not allowed: this server is read-only (GET /, /metrics, /snapshot.json)\n",
                     "text/plain; charset=utf-8");
+  };
+  http.set_pre_routing_handler([refuse_method](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "GET" || req.method == "HEAD") return httplib::Server::HandlerResponse::Unhandled;
+    refuse_method(res);
     return httplib::Server::HandlerResponse::Handled;
+  });
+  // "Expect: 100-continue" on another method gets the 405 at once, not a "100 Continue"
+  // that invites the body first.
+  http.set_expect_100_continue_handler([refuse_method](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "GET" || req.method == "HEAD") return 100;
+    refuse_method(res);
+    return 405;
   });
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) {

@@ -675,6 +675,20 @@ TEST(Serve, AFloodOfSilentConnectionsDoesNotShutOutAClient) {
   ASSERT_TRUE(lg.g.wait_for(30s).has_value());
 }
 
+// A POST that asks "Expect: 100-continue" is refused at once, not invited to send its body.
+TEST(Serve, AnotherMethodExpectingContinueIsRefusedAtOnce) {
+  live_graph lg(1);
+  auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  const int fd = connect_loopback(srv.port());
+  ASSERT_GE(fd, 0);
+  const std::string req = "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  const std::string answer = read_answer(fd);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 405", 0), 0U) << answer.substr(0, 200);
+  ::close(fd);
+  lg.g.run();
+}
+
 TEST(Serve, RangeHeadersAreIgnored) {
   live_graph lg(1);
   auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");

@@ -355,6 +355,34 @@ TEST_F(Tool, ReportsAreWrittenInPlaceOnAFifoAndFollowTheUmask) {
   }
   ::close(wr);
   ::close(rd);
+  // A path that leads to one of the tool's own descriptors (here a link to /proc/self/fd/1,
+  // as /dev/stdout is) is written to that descriptor: stdout redirected to a file gets the
+  // JSON and then the report, and the link stays a link (it was replaced by a regular file:
+  // as root, `--report /dev/stdout > file` would have replaced the system's /dev/stdout).
+  {
+    const std::string link = dir + "/so";
+    const std::string out = dir + "/stdout";
+    ASSERT_EQ(::symlink("/proc/self/fd/1", link.c_str()), 0);
+    const result r = sluice_test::run_shell("timeout -s KILL 120 " + sluice_test::shell_quote(tool_path()) +
+                                            " bench --topology chain:1 --items 1000 --format json --report " +
+                                            sluice_test::shell_quote(link) + " >" + sluice_test::shell_quote(out) +
+                                            " 2>/dev/null");
+    EXPECT_EQ(r.status, 0);
+    struct stat ls{};
+    ASSERT_EQ(::lstat(link.c_str(), &ls), 0);
+    EXPECT_TRUE(S_ISLNK(ls.st_mode)) << "the link was replaced";
+    const std::string got = sluice_test::read_whole_file(out);
+    EXPECT_EQ(got.find("{\"mode\""), 0U) << got.substr(0, 100);
+    EXPECT_NE(got.find("</html>"), std::string::npos);
+    // With stdout closed, the same path is an error, not a report lost to /dev/null.
+    const result closed = sluice_test::run_shell("timeout -s KILL 120 " + sluice_test::shell_quote(tool_path()) +
+                                                 " bench --topology chain:1 --items 1000 --format json --report " +
+                                                 sluice_test::shell_quote(link) + " 2>&1 >&-");
+    EXPECT_EQ(closed.status, 1);
+    EXPECT_NE(closed.out.find("it names a standard stream that is closed"), std::string::npos) << closed.out;
+    std::remove(link.c_str());
+    std::remove(out.c_str());
+  }
   // A directory is refused by name.
   const result d = run_tool({"bench", "--topology", "chain:1", "--items", "1000", "--report", dir}, 120);
   EXPECT_EQ(d.status, 1);
@@ -368,6 +396,18 @@ TEST_F(Tool, ReportsAreWrittenInPlaceOnAFifoAndFollowTheUmask) {
   struct stat ps{};
   ASSERT_EQ(::stat(priv.c_str(), &ps), 0);
   EXPECT_EQ(ps.st_mode & 0777, 0600U);
+  // Rewritten, a report the user made private stays private; a name of 250 bytes (the
+  // temporary name beside it used to pass NAME_MAX) is written.
+  ASSERT_EQ(::chmod(priv.c_str(), 0640), 0);
+  const std::string long_name = dir + "/" + std::string(250, 'r');
+  for (const std::string& path : {priv, long_name}) {
+    const result w = run_tool({"bench", "--topology", "chain:1", "--items", "1000", "--report", path}, 120);
+    EXPECT_EQ(w.status, 0) << w.err;
+  }
+  ASSERT_EQ(::stat(priv.c_str(), &ps), 0);
+  EXPECT_EQ(ps.st_mode & 0777, 0640U);
+  EXPECT_NE(sluice_test::read_whole_file(long_name).find("</html>"), std::string::npos);
+  std::remove(long_name.c_str());
   std::remove(priv.c_str());
   std::remove(fifo.c_str());
   ::rmdir(dir.c_str());

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -30,6 +31,38 @@ inline bool (&stdio_closed())[3] {
   static bool closed[3] = {false, false, false};
   return closed;
 }
+// The descriptor of this process that `path` names, if it is one: /dev/stdin, /dev/stdout,
+// /dev/stderr, /dev/fd/N or /proc/self/fd/N, or a chain of symlinks that leads to one (read
+// link by link, at most 40). Writing "to" such a path means writing to that descriptor, as
+// a shell redirection does: reopening it would reach whatever the descriptor is on (a file
+// to truncate, or guard_stdio's /dev/null for a closed stream), and replacing it with a
+// renamed file would replace the system's /dev/stdout link.
+inline std::optional<int> own_fd_named_by(std::string path) {
+  for (int hop = 0; hop < 40; ++hop) {
+    if (path == "/dev/stdin") return 0;
+    if (path == "/dev/stdout") return 1;
+    if (path == "/dev/stderr") return 2;
+    for (const std::string_view prefix : {std::string_view("/dev/fd/"), std::string_view("/proc/self/fd/")}) {
+      if (!path.starts_with(prefix)) continue;
+      const std::string_view digits = std::string_view(path).substr(prefix.size());
+      if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos) {
+        return std::nullopt;
+      }
+      return std::stoi(std::string(digits));
+    }
+    char buf[4096];
+    const ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof buf) return std::nullopt;  // not a link
+    std::string target(buf, static_cast<std::size_t>(n));
+    if (target.front() != '/') {
+      const auto slash = path.rfind('/');
+      target = (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) + target;
+    }
+    path = std::move(target);
+  }
+  return std::nullopt;
+}
+
 inline void guard_stdio() noexcept {
   for (int fd = 0; fd <= 2; ++fd) {
     if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;

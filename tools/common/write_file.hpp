@@ -3,13 +3,16 @@
 //
 //   sluice::tool::write_whole_file("report.html", html);   // throws std::runtime_error
 //
-// - A character device or a FIFO (also through a symlink: /dev/null, /dev/stdout) is
-//   written in place, as a shell redirection would; a FIFO nobody reads is an error, not
-//   a wait.
+// - A path that names one of the process's descriptors (/dev/stdout, /dev/fd/3, or a
+//   symlink leading to one: common/sys.hpp own_fd_named_by) is written to that descriptor,
+//   as a shell redirection would; a closed standard stream is an error.
+// - A character device or a FIFO (also through a symlink: /dev/null) is written in place;
+//   a FIFO nobody reads is an error, not a wait.
 // - Otherwise (a regular file, a symlink, nothing yet) the content goes to a new file in
-//   the same directory, created with mode 0666 less the umask, written, synced, and renamed
-//   over the path: readers see the old file or the whole new one, a failure leaves the old
-//   one (or nothing) and no temporary file. A symlink there is replaced, not followed.
+//   the same directory, written, synced, and renamed over the path: readers see the old
+//   file or the whole new one, a failure leaves the old one (or nothing) and no temporary
+//   file. A symlink there is replaced, not followed. The new file keeps the mode of the
+//   regular file it replaces, else gets 0666 less the umask.
 // - A directory or a block device is refused.
 // Errors: std::runtime_error "cannot write <what> <path>: <step>: <strerror>".
 #pragma once
@@ -18,12 +21,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+
+#include "common/sys.hpp"
 
 namespace sluice::tool {
 
@@ -45,6 +52,16 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
     return 0;
   };
 
+  if (const auto own = own_fd_named_by(path)) {
+    if (*own <= 2 && stdio_closed()[*own]) throw fail("it names a standard stream that is closed", EBADF);
+    if (*own == STDOUT_FILENO || *own == STDERR_FILENO) {
+      std::fflush(*own == STDOUT_FILENO ? stdout : stderr);  // what was printed comes first
+    }
+    const int err = write_all(*own);
+    if (err != 0) throw fail("writing", err);
+    return;
+  }
+
   struct stat st{};
   if (::stat(path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) throw fail("it is a directory", 0);
@@ -63,17 +80,25 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
   }
 
   // A new file beside it: O_EXCL under a random name (the umask applies to 0666, unlike
-  // mkstemp's fixed 0600), then rename.
+  // mkstemp's fixed 0600), then rename. The name's last component is cut so that the
+  // temporary name fits in NAME_MAX (255) whenever the path's own name does.
+  const std::size_t slash = path.rfind('/');
+  const std::size_t base_len = path.size() - (slash == std::string::npos ? 0 : slash + 1);
+  const std::string stem = path.substr(0, path.size() - base_len + std::min<std::size_t>(base_len, 240));
+  struct stat old{};
+  const bool replaces_file = ::lstat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
   std::random_device rd;
   std::string tmp;
   int fd = -1;
   for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    tmp = path + ".tmp" + std::to_string(rd() % 1000000000U);
+    tmp = stem + ".tmp" + std::to_string(rd() % 1000000000U);
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && errno != EEXIST) throw fail("creating a temporary file beside it", errno);
   }
   if (fd < 0) throw fail("creating a temporary file beside it", EEXIST);
   int err = write_all(fd);
+  // A report the user made private stays private (a rename would give it the umask's mode).
+  if (err == 0 && replaces_file && ::fchmod(fd, old.st_mode & 07777) != 0) err = errno;
   if (err == 0 && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   const char* step = "writing";

@@ -33,6 +33,7 @@
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <optional>
 #include <utility>
 
 #include "common/args.hpp"
@@ -253,6 +254,13 @@ int run_codec(bool compress, int argc, char** argv) {
     return 1;
   };
   if (a.in == "-" && stdio_closed()[0]) return fail("stdin: Bad file descriptor (standard input is closed)");
+  // /dev/stdin (or a link to it) when stdin was closed would read guard_stdio's /dev/null:
+  // an empty input, silently.
+  if (a.in != "-") {
+    if (const auto fd = own_fd_named_by(a.in); fd && *fd <= 2 && stdio_closed()[*fd]) {
+      return fail(a.in + ": Bad file descriptor (it names a standard stream that is closed)");
+    }
+  }
 
   // The input first (as gzip(1)): a missing input or a directory is reported as such,
   // whatever OUT is. A regular input's size drives the progress line; its mode, group
@@ -284,7 +292,19 @@ int run_codec(bool compress, int argc, char** argv) {
   // not what a symlink there points to.
   int out_fd = -1;
   bool to_file = false;
-  if (a.out == "-") {
+  // /dev/stdout, /dev/fd/N (or a link to one) is that descriptor, written as it is, as a
+  // shell redirection would: never reopened (a closed stdout would reopen guard_stdio's
+  // /dev/null and lose everything) and never replaced (as root, --force would have renamed
+  // a regular file over the system's /dev/stdout link).
+  const std::optional<int> own_out = a.out == "-" ? std::optional<int>() : own_fd_named_by(a.out);
+  if (own_out && *own_out == STDOUT_FILENO) a.out = "-";
+  if (own_out && *own_out != STDOUT_FILENO) {
+    if (*own_out <= 2 && stdio_closed()[*own_out]) {
+      return fail(a.out + ": Bad file descriptor (it names a standard stream that is closed)");
+    }
+    out_fd = ::fcntl(*own_out, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);  // closed by `closer` below
+    if (out_fd < 0) return fail("cannot write " + a.out + ": " + std::strerror(errno));
+  } else if (a.out == "-") {
     if (stdio_closed()[1]) return fail("stdout: Bad file descriptor (standard output is closed)");
     out_fd = STDOUT_FILENO;
     if (compress && !a.force && ::isatty(out_fd) != 0) {
