@@ -9,6 +9,12 @@
 //   timed region, for all three alike: at ~10-100 ms per iteration that is noise).
 //   Target (issue 3): sluice >= 1.5x tbb_queues and >= tbb_pipeline.
 //
+// inlet2: a server's handler threads feeding a graph. Two threads push 2^19 items each
+//   through one sluice::inlet (capacity 1024) into a sink that sums them, items/s. Peer:
+//   tbb_queue, the same two threads pushing into a tbb::concurrent_bounded_queue (capacity
+//   1024) that one consumer thread drains (the same sum). Threads start and join inside the
+//   timed region for both.
+//
 // teardown16: a 16-stage chain where every other stage is blocked in a stop-token-aware
 //   wait (a blocking call that honours cancellation), the rest are parked on channels
 //   (the source on a full one, the others on empty ones). Stage 7 throws; the time from
@@ -52,6 +58,60 @@ std::uint64_t expected_sum() {
 void check(benchmark::State& st, std::uint64_t got) {
   static const std::uint64_t want = expected_sum();
   if (got != want) st.SkipWithError("wrong checksum");
+}
+
+// ---- inlet: pushes from outside the graph ----------------------------------------------------
+
+constexpr int kInletThreads = 2;
+
+std::uint64_t inlet_sum() { return kItems * (kItems - 1) / 2; }
+
+void bm_inlet_sluice(benchmark::State& st) {
+  for (auto _ : st) {
+    sluice::graph g;
+    auto [in, s] = g.input<std::uint64_t>("in", {.capacity = 1024});
+    std::uint64_t sum = 0;
+    g.sink("sum", s, [&sum](std::uint64_t v) { sum += v; });
+    g.start();
+    std::vector<std::thread> pushers;
+    for (int t = 0; t < kInletThreads; ++t) {
+      pushers.emplace_back([in = in, t] {
+        const std::uint64_t n = kItems / kInletThreads;
+        for (std::uint64_t i = 0; i < n; ++i) in.push(static_cast<std::uint64_t>(t) * n + i);
+      });
+    }
+    for (auto& p : pushers) p.join();
+    in.close();
+    (void)g.wait();
+    if (sum != inlet_sum()) st.SkipWithError("wrong checksum");
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
+}
+
+void bm_inlet_tbb_queue(benchmark::State& st) {
+  for (auto _ : st) {
+    tbb::concurrent_bounded_queue<std::uint64_t> q;
+    q.set_capacity(1024);
+    std::uint64_t sum = 0;
+    std::thread consumer([&] {
+      std::uint64_t v = 0;
+      for (std::uint64_t i = 0; i < kItems; ++i) {
+        q.pop(v);
+        sum += v;
+      }
+    });
+    std::vector<std::thread> pushers;
+    for (int t = 0; t < kInletThreads; ++t) {
+      pushers.emplace_back([&q, t] {
+        const std::uint64_t n = kItems / kInletThreads;
+        for (std::uint64_t i = 0; i < n; ++i) q.push(static_cast<std::uint64_t>(t) * n + i);
+      });
+    }
+    for (auto& p : pushers) p.join();
+    consumer.join();
+    if (sum != inlet_sum()) st.SkipWithError("wrong checksum");
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
 }
 
 // ---- linear pipeline ----------------------------------------------------------------------
@@ -252,6 +312,8 @@ void register_all() {
         ->Unit(benchmark::kMillisecond);
     benchmark::AddCustomContext("target." + scen, "tbb_queues>=1.5 tbb_pipeline>=1");
   }
+  benchmark::RegisterBenchmark("inlet2/sluice", bm_inlet_sluice)->UseRealTime()->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("inlet2/tbb_queue", bm_inlet_tbb_queue)->UseRealTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("teardown16/sluice", bm_teardown)
       ->Iterations(1)
       ->Repetitions(1)
