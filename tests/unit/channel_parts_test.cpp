@@ -73,7 +73,8 @@ TEST(ChannelBackoff, a_wait_that_a_spin_satisfies_reports_its_pauses_and_nothing
   wait_clock clock;
   int calls = 0;
   auto op = [&] { return ++calls < 5 ? status::full : status::ok; };
-  const wait_result r = sluice::detail::wait_loop(w, op, nullptr, spin, clock, false);
+  sluice::detail::always_ready ready;
+  const wait_result r = sluice::detail::wait_loop(w, op, ready, nullptr, spin, clock, false);
   EXPECT_EQ(r.s, status::ok);
   EXPECT_EQ(r.pauses, 5U);  // one re-try after each pause
   EXPECT_FALSE(r.spun_out);
@@ -82,13 +83,44 @@ TEST(ChannelBackoff, a_wait_that_a_spin_satisfies_reports_its_pauses_and_nothing
   EXPECT_EQ(clock.blocked_ticks_now(true), 0U);           // wait_loop does not count; block() does
 }
 
+// `ready` gates only the spin's re-tries: a wait whose ready() never says yes still ends
+// when op() would succeed, at the first re-try after the spin (the yield), not never.
+TEST(ChannelBackoff, ready_gates_only_the_spin_and_the_yield_re_tries_regardless) {
+  waker w;
+  backoff spin;
+  wait_clock clock;
+  int calls = 0;
+  int asked = 0;
+  auto op = [&] { return ++calls == 1 ? status::full : status::ok; };
+  auto never = [&] {
+    ++asked;
+    return false;
+  };
+  ASSERT_EQ(op(), status::full);  // the caller's first try (block() makes it)
+  const wait_result r = sluice::detail::wait_loop(w, op, never, nullptr, spin, clock, false);
+  EXPECT_EQ(r.s, status::ok);
+  EXPECT_TRUE(r.spun_out);   // the spin ran out: ready() held every re-try back
+  EXPECT_FALSE(r.parked);    // the first yield's re-try succeeded
+  EXPECT_EQ(calls, 2);       // op() ran once in the wait, after the spin
+  EXPECT_EQ(static_cast<std::uint64_t>(asked), r.pauses);  // asked after every pause
+  // And a ready() that says yes lets the spin re-try at once.
+  calls = 0;
+  ASSERT_EQ(op(), status::full);
+  sluice::detail::always_ready yes;
+  const wait_result r2 = sluice::detail::wait_loop(w, op, yes, nullptr, spin, clock, false);
+  EXPECT_EQ(r2.s, status::ok);
+  EXPECT_FALSE(r2.spun_out);
+  EXPECT_EQ(r2.pauses, 1U);
+}
+
 TEST(ChannelBackoff, a_wait_past_its_deadline_spins_out_and_reports_timeout) {
   sluice_test::watchdog dog(channel_test::kTestLimit);
   waker w;
   backoff spin;
   wait_clock clock;
   const auto deadline = std::chrono::steady_clock::now() + 2ms;
-  const status s = sluice::detail::block(w, [] { return status::full; }, &deadline, spin, clock, true, false,
+  const status s = sluice::detail::block(w, [] { return status::full; }, sluice::detail::always_ready{}, &deadline,
+                                         spin, clock, true, false,
                                          [] { return true; });
   EXPECT_EQ(s, status::timeout);
   EXPECT_GE(std::chrono::steady_clock::now(), deadline);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <iterator>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -18,6 +19,7 @@
 
 #include "channel_test_util.hpp"
 #include "sluice/channel.hpp"
+#include "sluice/detail/ring_buffer.hpp"
 #include "sluice/graph.hpp"
 #include "support/watchdog.hpp"
 
@@ -72,6 +74,62 @@ TEST(ChannelCapacity, a_large_but_possible_ring_still_works) {
   int sum = 0;
   while (auto v = rx.try_pop()) sum += *v;
   EXPECT_EQ(sum, 999 * 1000 / 2);
+}
+
+// ---- a full ring's spin waits for room ahead ----------------------------------------------
+
+// ring_buffer::room_ahead(gap): is the slot gap positions past tail free for its push?
+// The hint a blocked push's spin waits on (ring_flavour::push_worth_retrying).
+TEST(ChannelRoomAhead, the_slot_gap_past_tail_is_free_only_once_the_consumer_passed_it) {
+  sluice::detail::ring_buffer<int> r(1024);
+  EXPECT_TRUE(r.room_ahead(0));
+  EXPECT_TRUE(r.room_ahead(128));
+  for (int i = 0; i < 1024; ++i) {
+    int v = i;
+    ASSERT_EQ(r.try_push(v), sluice::detail::ring_buffer<int>::push_result::ok);
+  }
+  EXPECT_FALSE(r.room_ahead(0));
+  EXPECT_FALSE(r.room_ahead(128));
+  std::optional<int> out;
+  ASSERT_TRUE(r.try_pop(out));  // one slot free: room at tail, not 128 past it
+  EXPECT_TRUE(r.room_ahead(0));
+  EXPECT_FALSE(r.room_ahead(128));
+  for (int i = 0; i < 127; ++i) {
+    out.reset();
+    ASSERT_TRUE(r.try_pop(out));
+  }
+  EXPECT_FALSE(r.room_ahead(128));  // 128 free: positions tail..tail+127
+  out.reset();
+  ASSERT_TRUE(r.try_pop(out));
+  EXPECT_TRUE(r.room_ahead(128));
+  EXPECT_FALSE(r.room_ahead(129));
+  r.close();
+  EXPECT_TRUE(r.room_ahead(1000));  // closed: a re-try will say so
+}
+
+// A push blocked on a full ring spins for an eighth of the ring to free up, but must not
+// wait for it: when the consumer frees one slot and nothing more, the push still lands,
+// whether it was still spinning or had parked. A lone sender and a shared one alike.
+TEST(ChannelRoomAhead, a_blocked_push_lands_when_only_one_slot_is_freed) {
+  watchdog dog(kTestLimit);
+  for (const bool shared : {false, true}) {
+    for (const bool parked : {false, true}) {
+      for (int round = 0; round < (parked ? 5 : 50); ++round) {
+        auto [tx, rx] = sluice::bounded<std::uint64_t>(1024);
+        for (std::uint64_t i = 0; i < 1024; ++i) ASSERT_EQ(tx.try_push(i), status::ok);
+        std::optional<sluice::sender<std::uint64_t>> copy;
+        if (shared) copy.emplace(tx);
+        std::jthread pusher([s = std::move(tx)]() mutable { EXPECT_TRUE(s.push(1024)); });
+        if (parked) {
+          ASSERT_TRUE(parked_pushers(rx, 1));
+        }
+        ASSERT_EQ(rx.pop(), std::optional<std::uint64_t>(0));  // one slot, and no more
+        pusher.join();                                         // the watchdog fails a push that waits on
+        EXPECT_EQ(rx.stats().size, 1024U) << "shared " << shared << " parked " << parked;
+        for (std::uint64_t i = 1; i <= 1024; ++i) ASSERT_EQ(rx.try_pop(), std::optional<std::uint64_t>(i));
+      }
+    }
+  }
 }
 
 // ---- the lone-side path ------------------------------------------------------------------

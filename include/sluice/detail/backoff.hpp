@@ -20,7 +20,13 @@
 // that finds the other side already moving wins; the yields let a thread that shares
 // our core (more stage threads than cores is normal) run instead of us.
 //
-// Requires: op() is safe to call repeatedly from the waiting thread. The waker is the
+// A caller may gate the spin's re-tries with ready(): a push on a full ring re-tries only
+// once an eighth of the ring is free (ring_flavour::push_worth_retrying), so that the two
+// sides do not take turns on the same slot lines item by item. The yields and the park
+// re-try op() on every wake-up whatever ready() says, so a gate can delay a wait by at
+// most the spin, never hold it.
+//
+// Requires: op() and ready() are safe to call repeatedly from the waiting thread. The waker is the
 //   one the notifiers of op()'s condition notify.
 // Guarantees: block() returns op()'s first non-full status, or timeout once the deadline
 //   passed (after one last op(), so a wake-up meant for this waiter is never swallowed).
@@ -83,6 +89,11 @@ class backoff {
   std::atomic<int> rounds_{kSpinRounds};
 };
 
+// The default `ready` of wait_loop(): every spin round re-tries op().
+struct always_ready {
+  bool operator()() const noexcept { return true; }
+};
+
 // What one wait_loop() did, for the caller's accounting.
 struct wait_result {
   status s = status::full;      // op()'s last status, or timeout
@@ -93,10 +104,11 @@ struct wait_result {
   std::uint64_t park_t0 = 0;    // ticks when it first did (if parked)
 };
 
-// Spin, yield, park until op() is not full or the deadline (nullptr: none) passes.
+// Spin, yield, park until op() is not full or the deadline (nullptr: none) passes. The
+// spin re-tries op() only when ready() is true.
 // A wait that spins out is registered with `clock` (begin_slow); the caller ends it.
-template <class Op>
-wait_result wait_loop(waker& w, Op& op, const time_point* deadline, backoff& spin, wait_clock& clock,
+template <class Op, class Ready>
+wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline, backoff& spin, wait_clock& clock,
                       bool asym_fences) {
   auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
   wait_result r;
@@ -113,6 +125,7 @@ wait_result wait_loop(waker& w, Op& op, const time_point* deadline, backoff& spi
     for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) {
       spin_pause();
       ++r.pauses;
+      if (!ready()) continue;
       if ((r.s = op()) != status::full) {
         spin.spin_was_enough(rounds);
         return r;
@@ -159,12 +172,12 @@ wait_result wait_loop(waker& w, Op& op, const time_point* deadline, backoff& spi
 // the wait if it had to yield or park (two reads of the cheap clock, detail/ticks.hpp).
 // alone() says whether the side has one handle (wait_clock::add_spin); it is called
 // only for a timed wait that a spin satisfied.
-template <class Op, class Alone>
-status block(waker& w, Op&& op, const time_point* deadline, backoff& spin, wait_clock& clock, bool timing,
-             bool asym_fences, Alone&& alone) {
+template <class Op, class Ready, class Alone>
+status block(waker& w, Op&& op, Ready&& ready, const time_point* deadline, backoff& spin, wait_clock& clock,
+             bool timing, bool asym_fences, Alone&& alone) {
   const status s = op();
   if (s != status::full) return s;
-  const wait_result r = wait_loop(w, op, deadline, spin, clock, asym_fences);
+  const wait_result r = wait_loop(w, op, ready, deadline, spin, clock, asym_fences);
   if (!r.spun_out) {
     if (timing) clock.add_spin(pause_ticks(r.pauses), alone());
     return r.s;

@@ -246,15 +246,16 @@ class channel {
   }
 
   // Blocks on `w` until op() is not full (detail/backoff.hpp), timing the wait on `side`.
-  template <class Op>
-  status wait_on(waker& w, channel_side& side, Op&& op, const time_point* deadline) {
-    return block(w, op, deadline, side.spin, side.clock, core_.timing, core_.asym_fences, [&] {
+  template <class Op, class Ready = always_ready>
+  status wait_on(waker& w, channel_side& side, Op&& op, const time_point* deadline, Ready&& ready = {}) {
+    return block(w, op, ready, deadline, side.spin, side.clock, core_.timing, core_.asym_fences, [&] {
       return &side == &*core_.push_side ? core_.handles.sender_alone() : core_.handles.receiver_alone();
     });
   }
   template <class Flavour>
   status block_push(Flavour& f, T& v, const time_point* deadline) {
-    return wait_on(not_full_, *core_.push_side, [&] { return f.try_push(core_, v); }, deadline);
+    return wait_on(not_full_, *core_.push_side, [&] { return f.try_push(core_, v); }, deadline,
+                   [&] { return f.push_worth_retrying(core_); });
   }
   template <class Flavour>
   status block_pop(Flavour& f, std::optional<T>& out, const time_point* deadline) {

@@ -88,6 +88,8 @@ class direct_flavour {
   status try_pop(channel_core<T>& c, std::optional<T>&) {
     return c.state.load(std::memory_order_acquire) != 0 ? status::closed : status::full;
   }
+  // A blocked push re-tries after every pause of its spin (ring_flavour says when not).
+  [[nodiscard]] bool push_worth_retrying(const channel_core<T>&) const noexcept { return true; }
   [[nodiscard]] bool pop_wakes_all() const noexcept { return false; }
 
   // ---- closing ------------------------------------------------------------------

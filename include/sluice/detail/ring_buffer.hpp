@@ -176,6 +176,15 @@ class ring_buffer {
     return true;
   }
 
+  // Is the slot `gap` positions past tail free for its push (or already past it)? With
+  // gap 0: would a push find room. A hint: relaxed, momentary. True once closed.
+  [[nodiscard]] bool room_ahead(std::size_t gap) const noexcept {
+    const std::uint64_t tail = tail_->load(std::memory_order_relaxed);
+    if (tail & kClosedMark) return true;
+    const std::uint64_t q = tail + gap;
+    return static_cast<std::int64_t>(slots_[index(q)].seq.load(std::memory_order_relaxed) - 2 * q) >= 0;
+  }
+
   // Bulk push: claims the longest run (at most n) of free slots at tail with one CAS and
   // fills them from src[0..k), moving when Move, copying otherwise (the copy must not
   // throw: a claimed slot cannot be given back). Returns k; 0 when full or closed.

@@ -50,6 +50,8 @@ class ring_flavour {
  public:
   // Bulk operations claim many slots per CAS (push_contiguous, pop_into).
   static constexpr bool kBulk = true;
+  static constexpr std::size_t kRoomAhead = 128;
+  static constexpr std::size_t kMinRoomAhead = 8;
 
   explicit ring_flavour(std::size_t capacity) : ring_(capacity) {}
 
@@ -84,6 +86,20 @@ class ring_flavour {
       }
       (void)discard_one(c);  // drop_oldest: make room, then try again
     }
+  }
+  // While a blocked push spins: is a re-try worth it yet? A full ring whose consumer
+  // frees one slot at a time would otherwise have the producer refill each slot the
+  // moment it is freed: the two sides take turns on the same slot lines, which cross
+  // between their cores once per item instead of once per line. So the spin waits until
+  // the slot an eighth of the ring (at most kRoomAhead) past tail is free: the consumer
+  // then streams whole lines and the producer fills them behind it. Rings under 64
+  // slots do not wait (their eighth is within a line or two). True at once when the
+  // channel is sealed. Only the spin asks: a yielding or parked push re-tries on every
+  // wake-up (detail/backoff.hpp), so one freed slot still lets it in.
+  [[nodiscard]] bool push_worth_retrying(const channel_core<T>& c) const noexcept {
+    if (c.state.load(std::memory_order_relaxed) != 0) return true;
+    const std::size_t gap = std::min(kRoomAhead, ring_.capacity() / 8);
+    return gap < kMinRoomAhead || ring_.room_ahead(gap);
   }
   // push_all's fast path (block policy, a contiguous range of T): claims runs of up to
   // 64 slots per CAS and fills them from p[0..total), moved when Move. `pending` counts
