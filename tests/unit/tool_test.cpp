@@ -413,6 +413,35 @@ TEST_F(Tool, ReportsAreWrittenInPlaceOnAFifoAndFollowTheUmask) {
   ::rmdir(dir.c_str());
 }
 
+// A value rejected after parsing (out of range) is quoted as typed, not as the number it
+// parsed to: "--level 1k" said "bad value '1000'".
+TEST_F(Tool, AnOutOfRangeValueIsQuotedAsTyped) {
+  struct c {
+    std::vector<std::string> args;
+    const char* says;
+  };
+  const std::vector<c> cases = {
+      {{"gzip", "--level", "1k", "/dev/null", "-"}, "bad value '1k' for --level"},
+      {{"gzip", "--level=0.01k", "/dev/null", "-"}, "bad value '0.01k' for --level"},
+      {{"gzip", "--block", "2GiB", "/dev/null", "-"}, "bad value '2GiB' for --block"},
+      {{"gzip", "--jobs", "2k", "/dev/null", "-"}, "bad value '2k' for --jobs"},
+      {{"demo", "--chunk", "1TiB"}, "bad value '1TiB' for --chunk"},
+      {{"demo", "--bytes", "0KiB"}, "bad value '0KiB' for --bytes"},
+      {{"demo", "--sample", "10us"}, "bad value '10us' for --sample"},
+      {{"bench", "--replicas", "1k"}, "bad value '1k' for --replicas"},
+      {{"bench", "--item-size", "1GiB"}, "bad value '1GiB' for --item-size"},
+      {{"bench", "--items", "1000", "--capacity", "1100G"}, "--capacity 1100G is too large"},
+  };
+  for (const c& k : cases) {
+    std::string what;
+    for (const auto& a : k.args) what += a + " ";
+    const result r = run_tool(k.args, 60);
+    EXPECT_EQ(r.status, 2) << what << "\nstderr: " << r.err;
+    EXPECT_NE(r.err.find(k.says), std::string::npos) << what << "\nstderr: " << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << what << "\nstderr: " << r.err;
+  }
+}
+
 // ---- stress -------------------------------------------------------------------
 
 // Every shape; the next test runs the shapes without broadcast on their own.

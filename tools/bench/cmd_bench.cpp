@@ -101,6 +101,7 @@ struct bench_config {
   std::vector<work_spec> work = {work_spec{}};
   std::string work_text = "0";
   std::uint64_t capacity = 1024;
+  std::string capacity_text = "1024";  // --capacity as typed ("1M"), for errors
   std::uint64_t replicas = 1;
   bool ordered = false;
   bool fuse = false;  // chain: the worker maps run on the source's thread (stage_options::fuse)
@@ -599,7 +600,7 @@ bench_result run_engine(const std::string& engine, const bench_config& c, const 
                                  dynamic_cast<const std::bad_alloc*>(&e) != nullptr) &&
                                 what.starts_with(prefix);
     if (!capacity_error) throw;
-    throw usage_error("sluice bench: --capacity " + std::to_string(c.capacity) + " is too large: a channel " +
+    throw usage_error("sluice bench: --capacity " + c.capacity_text + " is too large: a channel " +
                       std::string(what.substr(prefix.size())));
   }
 }
@@ -1005,10 +1006,11 @@ int cmd_bench(int argc, char** argv) {
   if (!c.serve.empty()) throw usage_error("sluice bench: --serve: this sluice was built without cpp-httplib (libcpp-httplib-dev)");
 #endif
   if (json_flag) c.format = out_format::json;
-  if (c.items == 0) p.bad("--items", "0", "at least 1");
-  if (c.capacity == 0) p.bad("--capacity", "0", "at least 1");
-  if (c.replicas == 0 || c.replicas > 256) p.bad("--replicas", std::to_string(c.replicas), "1 to 256");
-  if (c.item_size > (64ULL << 20)) p.bad("--item-size", std::to_string(c.item_size), "at most 64MiB");
+  if (c.items == 0) p.reject("--items", "at least 1");
+  if (c.capacity == 0) p.reject("--capacity", "at least 1");
+  c.capacity_text = detail::shown(p.given("--capacity").value_or(std::to_string(c.capacity)));
+  if (c.replicas == 0 || c.replicas > 256) p.reject("--replicas", "1 to 256");
+  if (c.item_size > (64ULL << 20)) p.reject("--item-size", "at most 64MiB");
   const std::size_t workers = worker_names(c).size();
   if (c.work.size() != 1 && c.work.size() != workers) {
     throw usage_error("sluice bench: --work lists " + std::to_string(c.work.size()) + " values but " + c.topo_text +

@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -300,6 +301,7 @@ class arg_parser {
           if (i + 1 >= argc) throw usage_error(prog_ + ": " + std::string(name) + " needs a value (" + o->metavar + ")");
           value = std::string_view(argv[++i]);
         }
+        given_.insert_or_assign(std::string(name), std::string(*value));
         o->set(*value);
         continue;
       }
@@ -332,6 +334,20 @@ class arg_parser {
   // Throws the standard one-line error for option `name`.
   [[noreturn]] void bad(const std::string& name, std::string_view value, const std::string& expected) const {
     throw usage_error(prog_ + ": bad value '" + detail::shown(value) + "' for " + name + ": expected " + expected);
+  }
+  // The value option `name` was given on the command line, as typed ("1k", not 1000; the
+  // last one when given twice); nullopt when it was not given.
+  [[nodiscard]] std::optional<std::string> given(const std::string& name) const {
+    const auto it = given_.find(name);
+    if (it == given_.end()) return std::nullopt;
+    return it->second;
+  }
+  // bad() for a value that parsed but fails a check made after parse() (out of range):
+  // the error quotes what the user typed, not the parsed number ("--level 1k" said '1000').
+  [[noreturn]] void reject(const std::string& name, const std::string& expected) const {
+    const auto typed = given(name);
+    const option* o = find(name);
+    bad(name, typed ? *typed : o != nullptr ? o->shown_default : std::string(), expected);
   }
 
  private:
@@ -376,6 +392,7 @@ class arg_parser {
   std::string epilog_;
   std::vector<option> opts_;
   std::vector<positional_arg> pos_;
+  std::map<std::string, std::string, std::less<>> given_;  // option name -> value as typed
 };
 
 }  // namespace sluice::tool

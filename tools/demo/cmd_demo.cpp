@@ -52,12 +52,12 @@ int cmd_demo(int argc, char** argv) {
            "unbounded, bounded or both");
   p.flag("--json", &cfg.json, "print the results as JSON on stdout instead of the table");
   if (!p.parse(argc, argv)) return 0;
-  if (cfg.bytes == 0) p.bad("--bytes", "0", "a size above zero");
-  if (cfg.chunk == 0 || cfg.chunk > (256ULL << 20)) p.bad("--chunk", std::to_string(cfg.chunk), "a size between 1 B and 256 MiB");
-  if (cfg.budget == 0) p.bad("--budget", "0", "a size above zero");
-  if (cfg.memory_guard == 0) p.bad("--memory-guard", "0", "a size above zero");
+  if (cfg.bytes == 0) p.reject("--bytes", "a size above zero");
+  if (cfg.chunk == 0 || cfg.chunk > (256ULL << 20)) p.reject("--chunk", "a size between 1 B and 256 MiB");
+  if (cfg.budget == 0) p.reject("--budget", "a size above zero");
+  if (cfg.memory_guard == 0) p.reject("--memory-guard", "a size above zero");
   if (cfg.sample_every < std::chrono::microseconds(100)) {
-    p.bad("--sample", format_duration(cfg.sample_every), "at least 100us");
+    p.reject("--sample", "at least 100us");
   }
 
   const std::string pattern = make_log_pattern();

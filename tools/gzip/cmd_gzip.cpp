@@ -245,9 +245,9 @@ int run_codec(bool compress, int argc, char** argv) {
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (trailing garbage),\n"
                        "128+N killed by signal N."));
   if (!p.parse(argc, argv)) return 0;
-  if (a.level > 9) p.bad("--level", std::to_string(a.level), "a level from 0 to 9");
-  if (a.block == 0 || a.block > (std::uint64_t{1} << 30)) p.bad("--block", std::to_string(a.block), "1 byte to 1 GiB");
-  if (a.jobs > 1024) p.bad("--jobs", std::to_string(a.jobs), "0 to 1024");
+  if (a.level > 9) p.reject("--level", "a level from 0 to 9");
+  if (a.block == 0 || a.block > (std::uint64_t{1} << 30)) p.reject("--block", "1 byte to 1 GiB");
+  if (a.jobs > 1024) p.reject("--jobs", "0 to 1024");
   const std::string input = a.in == "-" ? "stdin" : a.in;
   auto fail = [&](const std::string& what) {
     std::fprintf(stderr, "%s: %s\n", prog.c_str(), what.c_str());

@@ -393,7 +393,7 @@ int cmd_stress(int argc, char** argv) {
   p.flag("--fuse", &fuse, "also fuse some single-replica stages and the sink (stage_options::fuse)");
   p.flag("--verbose", &verbose, "print every run's graph and result");
   if (!p.parse(argc, argv)) return 0;
-  if (runs == 0 && !replay) p.bad("--runs", "0", "at least 1");
+  if (runs == 0 && !replay) p.reject("--runs", "at least 1");
   if (!seed_given) seed = static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
   const testing::stress_options engine = engine_options();
 
