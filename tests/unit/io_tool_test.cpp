@@ -526,6 +526,30 @@ TEST(io_tool, messages_have_one_prefix_and_name_the_input) {
   }
 }
 
+// An explicit empty OUT (or IN) is a bad command line naming the argument: `gzip in ""`
+// used to take the empty OUT for "not given" and write in.gz.
+TEST(io_tool, an_empty_in_or_out_argument_is_a_usage_error_naming_it) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  write_string(dir / "in", "x\n");
+  ASSERT_EQ(io_test::shell("gzip -c " + quoted(dir / "in") + " > " + quoted(dir / "z.gz")), 0);
+  const std::string s = quoted(sluice);
+  struct c {
+    const char* cmd;
+    const char* says;
+  };
+  for (const c& k : {c{" gzip in ''", "sluice gzip: OUT is empty (see --help)\n"},
+                     c{" gzip --force in ''", "sluice gzip: OUT is empty (see --help)\n"},
+                     c{" gunzip z.gz ''", "sluice gunzip: OUT is empty (see --help)\n"},
+                     c{" gzip '' out.gz", "sluice gzip: IN is empty (see --help)\n"}}) {
+    SCOPED_TRACE(k.cmd);
+    const outcome o = sh(s + k.cmd, dir);
+    EXPECT_EQ(o.status, 2);
+    EXPECT_EQ(o.err, k.says);
+    EXPECT_EQ(listing(dir), (std::vector<std::string>{"in", "z.gz"}));
+  }
+}
+
 TEST(io_tool, level_9_is_never_larger_than_level_1) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;

@@ -8,7 +8,7 @@
 //   if (!p.parse(argc, argv)) return 0;   // --help was printed
 //
 // Accepts `--flag value` and `--flag=value`, boolean flags without a value, and
-// positional arguments in order. Sizes: 512MiB, 1.5GiB, 64KiB, 4096, 10MB (KiB/MiB/GiB/TiB
+// positional arguments in order (never empty). Sizes: 512MiB, 1.5GiB, 64KiB, 4096, 10MB (KiB/MiB/GiB/TiB
 // and K/M/G/T are powers of 1024; KB/MB/GB/TB powers of 1000). Durations: 10ms, 2s,
 // 500us, 1.5m, 250ns, 1h. Counts: 1000, 10k, 2M (decimal). Rates: a size, optionally
 // followed by "/s" (100MiB/s).
@@ -306,6 +306,9 @@ class arg_parser {
         continue;
       }
       if (next_pos >= pos_.size()) throw usage_error(prog_ + ": unexpected argument '" + detail::shown(a) + "' (see --help)");
+      // An empty argument ('' or "") names nothing; taken as given it would read as "not
+      // given" (gzip IN "" wrote IN.gz).
+      if (a.empty()) throw usage_error(prog_ + ": " + pos_[next_pos].name + " is empty (see --help)");
       *pos_[next_pos++].out = std::string(a);
     }
     for (std::size_t i = next_pos; i < pos_.size(); ++i) {
