@@ -413,6 +413,42 @@ TEST_F(Tool, ReportsAreWrittenInPlaceOnAFifoAndFollowTheUmask) {
   ::rmdir(dir.c_str());
 }
 
+// A --report that cannot be written (its directory missing, not a directory, or not
+// writable: /proc, even for root) is a one-line error before the run, not after it: nothing
+// on stdout, exit 1 as for any report that cannot be written, and no file left. A path that
+// names the tool's own stdout still gets the report.
+TEST_F(Tool, AReportThatCannotBeWrittenIsRefusedBeforeTheRun) {
+  char tmpl[] = "/tmp/sluice_report_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string file = dir + "/file";
+  ASSERT_EQ(sluice_test::run_shell("printf x > " + sluice_test::shell_quote(file)).status, 0);
+  for (const std::string& path : {dir + "/missing/r.html", file + "/r.html", std::string("/proc/sluice_r.html")}) {
+    for (const char* cmd : {"bench", "demo"}) {
+      SCOPED_TRACE(std::string(cmd) + " --report " + path);
+      // Runs long enough (seconds) that "before the run" is not a matter of luck.
+      const std::vector<std::string> args =
+          std::string(cmd) == "bench"
+              ? std::vector<std::string>{"bench", "--topology", "chain:1", "--items", "1000", "--report", path}
+              : std::vector<std::string>{"demo", "--bytes", "64MiB", "--rate", "32MiB/s", "--report", path};
+      const result r = run_tool(args, 120);
+      EXPECT_EQ(r.status, 1) << r.err;
+      EXPECT_TRUE(r.out.empty()) << "the run happened first:\n" << r.out;
+      ASSERT_FALSE(r.err.empty());
+      EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+      EXPECT_EQ(r.err.rfind("sluice " + std::string(cmd) + ": ", 0), 0U) << r.err;
+      EXPECT_NE(r.err.find("cannot write report " + path + ": "), std::string::npos) << r.err;
+      EXPECT_EQ(::access(path.c_str(), F_OK), -1);
+    }
+  }
+  const result so = run_tool({"bench", "--topology", "chain:1", "--items", "1000", "--format", "json", "--report",
+                              "/dev/stdout"}, 120);
+  EXPECT_EQ(so.status, 0) << so.err;
+  EXPECT_NE(so.out.find("</html>"), std::string::npos);
+  std::remove(file.c_str());
+  EXPECT_EQ(::rmdir(dir.c_str()), 0) << "something was left in " << dir;
+}
+
 // A value rejected after parsing (out of range) is quoted as typed, not as the number it
 // parsed to: "--level 1k" said "bad value '1000'".
 TEST_F(Tool, AnOutOfRangeValueIsQuotedAsTyped) {

@@ -63,6 +63,7 @@
 #include "common/args.hpp"
 #include "common/progress.hpp"
 #include "common/sys.hpp"
+#include "common/write_file.hpp"
 #include "sluice/detail/ticker.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/metrics.hpp"
@@ -1027,6 +1028,10 @@ int cmd_bench(int argc, char** argv) {
   if (c.sweep && c.rate > 0) {
     throw usage_error("sluice bench: --rate and --sweep do not go together (--sweep chooses its rates)");
   }
+
+  // A report that cannot be written fails now, not after the whole run (throws the error
+  // write_report_html would).
+  if (!c.report.empty()) check_writable(c.report);
 
   std::vector<std::string> engines;
   if (c.engine != "tbb") engines.emplace_back("sluice");

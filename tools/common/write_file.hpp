@@ -15,6 +15,13 @@
 //   regular file it replaces, else gets 0666 less the umask.
 // - A directory or a block device is refused.
 // Errors: std::runtime_error "cannot write <what> <path>: <step>: <strerror>".
+//
+//   sluice::tool::check_writable("report.html");   // before a long run: throws the same errors
+//
+// check_writable fails, at once, where write_whole_file would fail at the end of the run
+// for the same reason (a missing or read-only directory, a directory, a closed stdout), and
+// changes nothing: the path is not created or truncated, a FIFO is not opened (its reader
+// would see an end of file).
 #pragma once
 
 #include <fcntl.h>
@@ -110,6 +117,60 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
     ::unlink(tmp.c_str());
     throw fail(step, err);
   }
+}
+
+// What write_whole_file(path, ...) will do, checked now without writing (see the top).
+// Requires: nothing; safe to call again. Guarantees: returns only if write_whole_file's
+// first step would succeed now. Non-guarantees: the directory or path may change later
+// (write_whole_file still checks everything); a full disk shows only when writing.
+inline void check_writable(const std::string& path, const std::string& what = "report") {
+  auto fail = [&](const std::string& step, int err) {
+    return std::runtime_error("cannot write " + what + " " + path + ": " + step +
+                              (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
+  };
+  if (const auto own = own_fd_named_by(path)) {
+    if (*own <= 2 && stdio_closed()[*own]) throw fail("it names a standard stream that is closed", EBADF);
+    const int flags = ::fcntl(*own, F_GETFL);
+    if (flags == -1 || (flags & O_ACCMODE) == O_RDONLY) throw fail("writing", EBADF);
+    return;
+  }
+  struct stat st{};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw fail("it is a directory", 0);
+    if (S_ISBLK(st.st_mode)) throw fail("it is a block device", 0);
+    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) {
+      if (::access(path.c_str(), W_OK) != 0) throw fail("opening it", errno);
+      return;
+    }
+  }
+  // A file can be created beside it: an anonymous one (O_TMPFILE: no name ever appears),
+  // else a named one, removed at once. This is the step write_whole_file takes first; a
+  // permission check alone (access) would pass for root where creating fails (/proc).
+  const std::size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  struct stat ds{};
+  if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + dir, errno);
+  if (!S_ISDIR(ds.st_mode)) throw fail(dir + " is not a directory", 0);
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    return;
+  }
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) throw fail("creating a temporary file beside it", errno);
+  const std::size_t base_len = path.size() - (slash == std::string::npos ? 0 : slash + 1);
+  const std::string stem = path.substr(0, path.size() - base_len + std::min<std::size_t>(base_len, 240));
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::string tmp = stem + ".tmp" + std::to_string(rd() % 1000000000U);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return;
+    }
+    if (errno != EEXIST) throw fail("creating a temporary file beside it", errno);
+  }
+  throw fail("creating a temporary file beside it", EEXIST);
 }
 
 }  // namespace sluice::tool

@@ -25,6 +25,7 @@
 #include "common/args.hpp"
 #include "common/progress.hpp"
 #include "common/sys.hpp"
+#include "common/write_file.hpp"
 #include "demo/demo.hpp"
 
 namespace sluice::tool {
@@ -58,6 +59,16 @@ int cmd_demo(int argc, char** argv) {
   if (cfg.memory_guard == 0) p.reject("--memory-guard", "a size above zero");
   if (cfg.sample_every < std::chrono::microseconds(100)) {
     p.reject("--sample", "at least 100us");
+  }
+
+  if (!cfg.report.empty()) {
+    // A report that cannot be written fails now, not after both runs.
+    try {
+      check_writable(cfg.report);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "sluice demo: %s\n", e.what());
+      return 1;
+    }
   }
 
   const std::string pattern = make_log_pattern();
