@@ -153,12 +153,13 @@ std::string rate_text(double bytes, double seconds) {
   return buf;
 }
 
-// Runs source -> codec -> sink; reports progress; turns a signal into a cancel.
+// Runs source -> codec -> sink; reports progress; turns a signal into a cancel, said on
+// stderr with `left_behind` (what the interrupted run leaves of the output).
 // Returns the exit status (0, or 128 + the signal); throws failure on an error.
 template <class Source, class Codec, class Sink>
 int run(const std::string& prog, const std::string& input, Source src, Codec codec, Sink sink,
         const std::atomic<std::uint64_t>& in_bytes, const std::atomic<std::uint64_t>& out_bytes,
-        std::uint64_t total) {
+        std::uint64_t total, const std::string& left_behind) {
   const signal_block signals;  // before the pipeline's threads start: they inherit the mask
   progress bar(prog);
   sluice::pipeline p(std::move(src), std::move(codec), std::move(sink));
@@ -207,7 +208,7 @@ int run(const std::string& prog, const std::string& input, Source src, Codec cod
   if (const int sig = interrupted.load(std::memory_order_relaxed); sig != 0 && err) {
     // Not a blocking fprintf: stderr may be a terminal nobody reads (signals are still
     // blocked here, so a stuck write could not even be interrupted).
-    write_nowait(STDERR_FILENO, prog + ": interrupted by " + strsignal(sig) + "; no output kept\n",
+    write_nowait(STDERR_FILENO, prog + ": interrupted by " + strsignal(sig) + "; " + left_behind + "\n",
                  std::chrono::milliseconds(50));
     return 128 + sig;
   }
@@ -238,8 +239,9 @@ int run_codec(bool compress, int argc, char** argv) {
                     "write compressed data to a terminal"
                   : "replace an existing OUT (a symlink is replaced, not followed); write to a block device");
   p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
-                       "OUT is only replaced when the new one is complete. OUT gets IN's permissions and\n"
-                       "times (stdin: the umask's default, now). Messages name the input.\n") +
+                       "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
+                       "what was written). OUT gets IN's permissions and times (stdin: the umask's default,\n"
+                       "now). Messages name the input.\n") +
            (compress ? "Exit status: 0 done, 1 failed, 2 bad arguments, 128+N killed by signal N."
                      : "Trailing garbage after the last member is ignored with a warning, as gzip -d does.\n"
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (trailing garbage),\n"
@@ -346,11 +348,13 @@ int run_codec(bool compress, int argc, char** argv) {
   auto with_sink = [&](auto src, auto codec) -> int {
     if (to_file) {
       return run(prog, input, std::move(src), std::move(codec), io::write_file(a.out, wo), in_bytes, out_bytes,
-                 total);
+                 total, "no output kept");
     }
+    // Written in place: what was written stays there.
+    const std::string where = a.out == "-" ? "stdout" : a.out;
     io::write_options fo{.fsync = false, .progress = &out_bytes};
-    return run(prog, input, std::move(src), std::move(codec),
-               io::write_fd(out_fd, fo, {}, a.out == "-" ? "stdout" : a.out), in_bytes, out_bytes, total);
+    return run(prog, input, std::move(src), std::move(codec), io::write_fd(out_fd, fo, {}, where), in_bytes,
+               out_bytes, total, "the output on " + where + " is incomplete");
   };
   auto with_source = [&](auto codec) -> int {
     // A deeper read-ahead than the 64 KiB default: the reader then refills several chunks
