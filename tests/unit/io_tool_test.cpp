@@ -570,6 +570,30 @@ TEST(io_tool, an_interrupt_while_writing_stdout_says_the_output_is_incomplete) {
                                           "; the output on stdout is incomplete\n");
 }
 
+// A regular file whose size changes while it is read (here a /proc file: its size is 0,
+// its content is not) is compressed as read, kept, with gzip(1)'s warning and the tool's
+// warning status, 2 (as gunzip's trailing garbage).
+TEST(io_tool, a_file_whose_size_changes_while_read_is_kept_with_a_warning_and_status_2) {
+  REQUIRE_TOOL();
+  const char* const proc = "/proc/version";
+  struct stat st{};
+  if (::stat(proc, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size != 0 || read_string(proc).empty()) {
+    GTEST_SKIP() << proc << " is not a regular file of size 0 with content here";
+  }
+  io_test::temp_dir dir;
+  const outcome o = sh(quoted(sluice) + " gzip " + proc + " out.gz", dir);
+  EXPECT_EQ(o.status, 2);
+  EXPECT_EQ(o.err, std::string("sluice gzip: ") + proc + ": file size changed while zipping\n");
+  ASSERT_EQ(listing(dir), std::vector<std::string>{"out.gz"});
+  ASSERT_EQ(io_test::shell("gzip -dc " + quoted(dir / "out.gz") + " > " + quoted(dir / "back")), 0);
+  EXPECT_EQ(read_string(dir / "back"), read_string(proc));
+  // A file that does not change: no warning.
+  write_string(dir / "same", io_test::log_text(100'000, 14));
+  const outcome same = sh(quoted(sluice) + " gzip same", dir);
+  EXPECT_EQ(same.status, 0);
+  EXPECT_EQ(same.err, "");
+}
+
 TEST(io_tool, level_9_is_never_larger_than_level_1) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;

@@ -12,7 +12,9 @@
 // place; a directory is refused; an existing file or symlink is replaced (the link
 // itself, never what it points to) only with --force.
 // Exit status: 0 done; 1 failed (one line on stderr); 2 a bad command line, or a
-// warning (gunzip: trailing garbage ignored, as gzip(1)); 128 + N after signal N (SIGINT,
+// warning (gunzip: trailing garbage ignored, as gzip(1); gzip: a regular IN whose size
+// changed while it was read, "file size changed while zipping" as gzip(1) says, the output
+// of what was read kept); 128 + N after signal N (SIGINT,
 // SIGTERM, SIGHUP cancel the run at once; a second one ends the process at once). On a
 // terminal, a progress line shows bytes in and out and the rate.
 #include <fcntl.h>
@@ -242,7 +244,9 @@ int run_codec(bool compress, int argc, char** argv) {
                        "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
                        "what was written). OUT gets IN's permissions and times (stdin: the umask's default,\n"
                        "now). Messages name the input.\n") +
-           (compress ? "Exit status: 0 done, 1 failed, 2 bad arguments, 128+N killed by signal N."
+           (compress ? "A regular IN whose size changes while it is read is compressed as read, with a warning.\n"
+                       "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (IN's size changed),\n"
+                       "128+N killed by signal N."
                      : "Trailing garbage after the last member is ignored with a warning, as gzip -d does.\n"
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (trailing garbage),\n"
                        "128+N killed by signal N."));
@@ -268,12 +272,14 @@ int run_codec(bool compress, int argc, char** argv) {
   // whatever OUT is. A regular input's size drives the progress line; its mode, group
   // and times go to OUT.
   std::uint64_t total = 0;
+  bool regular_in = false;
   io::write_options wo{.fsync = true, .progress = nullptr};
   struct stat st{};
   if (a.in != "-") {
     if (::stat(a.in.c_str(), &st) != 0) return fail("cannot open " + a.in + ": " + std::strerror(errno));
     if (S_ISDIR(st.st_mode)) return fail(a.in + " is a directory");
     if (S_ISREG(st.st_mode)) {
+      regular_in = true;
       total = static_cast<std::uint64_t>(st.st_size);
       wo.mode = st.st_mode & 0777;
       wo.group = st.st_gid;
@@ -367,9 +373,18 @@ int run_codec(bool compress, int argc, char** argv) {
   };
   try {
     if (compress) {
-      return with_source(io::parallel_gzip({.level = static_cast<int>(a.level),
-                                            .jobs = static_cast<std::size_t>(a.jobs),
-                                            .block = static_cast<std::size_t>(a.block)}));
+      const int status = with_source(io::parallel_gzip({.level = static_cast<int>(a.level),
+                                                        .jobs = static_cast<std::size_t>(a.jobs),
+                                                        .block = static_cast<std::size_t>(a.block)}));
+      if (status != 0) return status;
+      // As gzip(1): a regular file that shrank or grew while it was read (or a /proc file,
+      // of size 0) is compressed as read and kept, with a warning; exit 2, as any warning.
+      // relaxed: the reader's thread was joined before run() returned.
+      if (regular_in && in_bytes.load(std::memory_order_relaxed) != total) {
+        std::fprintf(stderr, "%s: %s: file size changed while zipping\n", prog.c_str(), input.c_str());
+        return 2;
+      }
+      return 0;
     }
     // As gzip -d: trailing garbage is a warning (exit 2) after the complete output. A
     // writer that cannot take back what it wrote (stdout, a FIFO) gets everything decoded
