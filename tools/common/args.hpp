@@ -7,11 +7,10 @@
 //   p.text("--report", &report, "FILE.html", "write an HTML report");
 //   if (!p.parse(argc, argv)) return 0;   // --help was printed
 //
-// Accepts `--flag value` and `--flag=value`, boolean flags without a value, and
-// positional arguments in order (never empty). Sizes: 512MiB, 1.5GiB, 64KiB, 4096, 10MB (KiB/MiB/GiB/TiB
-// and K/M/G/T are powers of 1024; KB/MB/GB/TB powers of 1000). Durations: 10ms, 2s,
-// 500us, 1.5m, 250ns, 1h. Counts: 1000, 10k, 2M (decimal). Rates: a size, optionally
-// followed by "/s" (100MiB/s).
+// Accepts `--flag value`, `--flag=value`, flags without a value, and positional arguments
+// in order (never empty). Sizes: 512MiB, 1.5GiB, 64KiB, 4096, 10MB (KiB/MiB/GiB/TiB, K/M/G/T:
+// powers of 1024; KB/MB/GB/TB: of 1000). Durations: 10ms, 2s, 500us, 1.5m, 250ns, 1h.
+// Counts: 1000, 10k, 2M (decimal). Rates: a size, optionally followed by "/s" (100MiB/s).
 // Errors (unknown flag, missing or malformed value, a value out of range) throw
 // usage_error with one line of text; main() prints it and exits with status 2.
 #pragma once
@@ -338,8 +337,7 @@ class arg_parser {
   [[noreturn]] void bad(const std::string& name, std::string_view value, const std::string& expected) const {
     throw usage_error(prog_ + ": bad value '" + detail::shown(value) + "' for " + name + ": expected " + expected);
   }
-  // The value option `name` was given on the command line, as typed ("1k", not 1000; the
-  // last one when given twice); nullopt when it was not given.
+  // Option `name`'s value as typed ("1k", not 1000; the last if given twice), or nullopt.
   [[nodiscard]] std::optional<std::string> given(const std::string& name) const {
     const auto it = given_.find(name);
     if (it == given_.end()) return std::nullopt;
