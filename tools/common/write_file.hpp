@@ -41,11 +41,53 @@
 
 namespace sluice::tool {
 
+namespace write_detail {
+
+// "cannot write <what> <path>: <step>[: <strerror(err)>]"
+inline std::runtime_error failure(const std::string& what, const std::string& path, const std::string& step,
+                                  int err) {
+  return std::runtime_error("cannot write " + what + " " + path + ": " + step +
+                            (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
+}
+
+// How path is written: to the tool's own descriptor (`own` set), in place (a character
+// device or a FIFO), or by replacing what is there (nothing, or a file). Throws for what is
+// refused: a closed standard stream, a directory, a block device.
+enum class target { own_fd, in_place, replace };
+inline target target_of(const std::string& what, const std::string& path, int& own) {
+  if (const auto fd = own_fd_named_by(path)) {
+    if (*fd <= 2 && stdio_closed()[*fd]) throw failure(what, path, "it names a standard stream that is closed", EBADF);
+    own = *fd;
+    return target::own_fd;
+  }
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return target::replace;
+  if (S_ISDIR(st.st_mode)) throw failure(what, path, "it is a directory", 0);
+  if (S_ISBLK(st.st_mode)) throw failure(what, path, "it is a block device", 0);
+  return S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) ? target::in_place : target::replace;
+}
+
+// A new file beside path: O_EXCL under a random name (mode `mode` less the umask, unlike
+// mkstemp's fixed 0600); its name goes to `tmp`. The name's last component is cut so that
+// the temporary name fits in NAME_MAX (255) whenever the path's own name does.
+inline int open_temp_beside(const std::string& what, const std::string& path, mode_t mode, std::string& tmp) {
+  const std::size_t slash = path.rfind('/');
+  const std::size_t base_len = path.size() - (slash == std::string::npos ? 0 : slash + 1);
+  const std::string stem = path.substr(0, path.size() - base_len + std::min<std::size_t>(base_len, 240));
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    tmp = stem + ".tmp" + std::to_string(rd() % 1000000000U);
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd >= 0) return fd;
+    if (errno != EEXIST) throw failure(what, path, "creating a temporary file beside it", errno);
+  }
+  throw failure(what, path, "creating a temporary file beside it", EEXIST);
+}
+
+}  // namespace write_detail
+
 inline void write_whole_file(const std::string& path, std::string_view content, const std::string& what = "report") {
-  auto fail = [&](const std::string& step, int err) {
-    return std::runtime_error("cannot write " + what + " " + path + ": " + step +
-                              (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
-  };
+  auto fail = [&](const std::string& step, int err) { return write_detail::failure(what, path, step, err); };
   auto write_all = [&](int fd) -> int {  // 0, or the errno
     std::size_t off = 0;
     while (off < content.size()) {
@@ -59,23 +101,19 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
     return 0;
   };
 
-  if (const auto own = own_fd_named_by(path)) {
-    if (*own <= 2 && stdio_closed()[*own]) throw fail("it names a standard stream that is closed", EBADF);
-    if (*own == STDOUT_FILENO || *own == STDERR_FILENO) {
-      std::fflush(*own == STDOUT_FILENO ? stdout : stderr);  // what was printed comes first
+  int own = -1;
+  switch (write_detail::target_of(what, path, own)) {
+    case write_detail::target::own_fd: {
+      if (own == STDOUT_FILENO || own == STDERR_FILENO) {
+        std::fflush(own == STDOUT_FILENO ? stdout : stderr);  // what was printed comes first
+      }
+      const int err = write_all(own);
+      if (err != 0) throw fail("writing", err);
+      return;
     }
-    const int err = write_all(*own);
-    if (err != 0) throw fail("writing", err);
-    return;
-  }
-
-  struct stat st{};
-  if (::stat(path.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) throw fail("it is a directory", 0);
-    if (S_ISBLK(st.st_mode)) throw fail("it is a block device", 0);
-    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) {
-      // In place. O_NONBLOCK for the open only: a FIFO without a reader fails (ENXIO)
-      // instead of blocking for ever.
+    case write_detail::target::in_place: {
+      // O_NONBLOCK for the open only: a FIFO without a reader fails (ENXIO) instead of
+      // blocking for ever.
       const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
       if (fd < 0) throw fail(errno == ENXIO ? "opening it (a FIFO nobody reads)" : "opening it", errno);
       ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
@@ -84,25 +122,15 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
       if (err != 0) throw fail("writing", err);
       return;
     }
+    case write_detail::target::replace:
+      break;
   }
 
-  // A new file beside it: O_EXCL under a random name (the umask applies to 0666, unlike
-  // mkstemp's fixed 0600), then rename. The name's last component is cut so that the
-  // temporary name fits in NAME_MAX (255) whenever the path's own name does.
-  const std::size_t slash = path.rfind('/');
-  const std::size_t base_len = path.size() - (slash == std::string::npos ? 0 : slash + 1);
-  const std::string stem = path.substr(0, path.size() - base_len + std::min<std::size_t>(base_len, 240));
+  // A new file beside it, then rename.
   struct stat old{};
   const bool replaces_file = ::lstat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
-  std::random_device rd;
   std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-    tmp = stem + ".tmp" + std::to_string(rd() % 1000000000U);
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) throw fail("creating a temporary file beside it", errno);
-  }
-  if (fd < 0) throw fail("creating a temporary file beside it", EEXIST);
+  const int fd = write_detail::open_temp_beside(what, path, 0666, tmp);
   int err = write_all(fd);
   // A report the user made private stays private (a rename would give it the umask's mode).
   if (err == 0 && replaces_file && ::fchmod(fd, old.st_mode & 07777) != 0) err = errno;
@@ -124,24 +152,19 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
 // first step would succeed now. Non-guarantees: the directory or path may change later
 // (write_whole_file still checks everything); a full disk shows only when writing.
 inline void check_writable(const std::string& path, const std::string& what = "report") {
-  auto fail = [&](const std::string& step, int err) {
-    return std::runtime_error("cannot write " + what + " " + path + ": " + step +
-                              (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
-  };
-  if (const auto own = own_fd_named_by(path)) {
-    if (*own <= 2 && stdio_closed()[*own]) throw fail("it names a standard stream that is closed", EBADF);
-    const int flags = ::fcntl(*own, F_GETFL);
-    if (flags == -1 || (flags & O_ACCMODE) == O_RDONLY) throw fail("writing", EBADF);
-    return;
-  }
-  struct stat st{};
-  if (::stat(path.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) throw fail("it is a directory", 0);
-    if (S_ISBLK(st.st_mode)) throw fail("it is a block device", 0);
-    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) {
-      if (::access(path.c_str(), W_OK) != 0) throw fail("opening it", errno);
+  auto fail = [&](const std::string& step, int err) { return write_detail::failure(what, path, step, err); };
+  int own = -1;
+  switch (write_detail::target_of(what, path, own)) {
+    case write_detail::target::own_fd: {
+      const int flags = ::fcntl(own, F_GETFL);
+      if (flags == -1 || (flags & O_ACCMODE) == O_RDONLY) throw fail("writing", EBADF);
       return;
     }
+    case write_detail::target::in_place:
+      if (::access(path.c_str(), W_OK) != 0) throw fail("opening it", errno);
+      return;
+    case write_detail::target::replace:
+      break;
   }
   // A file can be created beside it: an anonymous one (O_TMPFILE: no name ever appears),
   // else a named one, removed at once. This is the step write_whole_file takes first; a
@@ -152,25 +175,13 @@ inline void check_writable(const std::string& path, const std::string& what = "r
   if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + dir, errno);
   if (!S_ISDIR(ds.st_mode)) throw fail(dir + " is not a directory", 0);
   int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd >= 0) {
-    ::close(fd);
-    return;
+  if (fd < 0) {
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) throw fail("creating a temporary file beside it", errno);
+    std::string tmp;
+    fd = write_detail::open_temp_beside(what, path, 0600, tmp);
+    ::unlink(tmp.c_str());
   }
-  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) throw fail("creating a temporary file beside it", errno);
-  const std::size_t base_len = path.size() - (slash == std::string::npos ? 0 : slash + 1);
-  const std::string stem = path.substr(0, path.size() - base_len + std::min<std::size_t>(base_len, 240));
-  std::random_device rd;
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    const std::string tmp = stem + ".tmp" + std::to_string(rd() % 1000000000U);
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return;
-    }
-    if (errno != EEXIST) throw fail("creating a temporary file beside it", errno);
-  }
-  throw fail("creating a temporary file beside it", EEXIST);
+  ::close(fd);
 }
 
 }  // namespace sluice::tool
