@@ -107,10 +107,10 @@ class locked_flavour {
     ++popped_;
     return status::ok;
   }
-  // A weighted pop can make room for several waiting items, and a woken pusher whose
-  // item still does not fit goes back to sleep: wake them all, or one that fits sleeps on.
   // A blocked push re-tries after every pause of its spin (ring_flavour says when not).
   [[nodiscard]] bool push_worth_retrying(const channel_core<T>&) const noexcept { return true; }
+  // A weighted pop can make room for several waiting items, and a woken pusher whose
+  // item still does not fit goes back to sleep: wake them all, or one that fits sleeps on.
   [[nodiscard]] bool pop_wakes_all() const noexcept { return static_cast<bool>(weigh_); }
 
   // ---- closing ------------------------------------------------------------------

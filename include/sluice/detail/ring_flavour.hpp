@@ -51,9 +51,9 @@ class ring_flavour {
   // Bulk operations claim many slots per CAS (push_contiguous, pop_into).
   static constexpr bool kBulk = true;
   static constexpr std::size_t kRoomAhead = 128;
-  static constexpr std::size_t kMinRoomAhead = 8;
 
-  explicit ring_flavour(std::size_t capacity) : ring_(capacity) {}
+  explicit ring_flavour(std::size_t capacity)
+      : ring_(capacity), room_gap_(capacity < 64 ? 0 : std::min(kRoomAhead, capacity / 8)) {}
 
   // ---- push ---------------------------------------------------------------------
   // Moves from v only on ok. A drop_newest channel returns ok and discards v.
@@ -98,8 +98,7 @@ class ring_flavour {
   // wake-up (detail/backoff.hpp), so one freed slot still lets it in.
   [[nodiscard]] bool push_worth_retrying(const channel_core<T>& c) const noexcept {
     if (c.state.load(std::memory_order_relaxed) != 0) return true;
-    const std::size_t gap = std::min(kRoomAhead, ring_.capacity() / 8);
-    return gap < kMinRoomAhead || ring_.room_ahead(gap);
+    return room_gap_ == 0 || ring_.room_ahead(room_gap_);
   }
   // push_all's fast path (block policy, a contiguous range of T): claims runs of up to
   // 64 slots per CAS and fills them from p[0..total), moved when Move. `pending` counts
@@ -314,6 +313,9 @@ class ring_flavour {
   }
 
   ring_buffer<T> ring_;
+  // push_worth_retrying's slot gap: an eighth of the ring, at most kRoomAhead; 0 (do not
+  // wait) under 64 slots.
+  const std::size_t room_gap_;
   // Items popped to be discarded (drop_oldest, cancel, disconnect, destruction) and
   // pushes dropped by drop_newest; on their own line, away from the hot indices.
   alignas(kCacheLine) std::atomic<std::uint64_t> discarded_{0};
