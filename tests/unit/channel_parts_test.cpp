@@ -169,6 +169,52 @@ TEST(ChannelBackoff, the_long_spin_sees_more_runnable_threads_than_cores) {
   EXPECT_TRUE(seen);
 }
 
+// Crowded (more threads runnable than cores), a spin whose other side stands still ends
+// at the first look that finds it unchanged; one whose other side moves, or whose
+// progress cannot be read, runs its whole budget.
+TEST(ChannelBackoff, a_crowded_spin_ends_early_when_the_other_side_stands_still) {
+  sluice_test::watchdog dog(channel_test::kTestLimit);
+  const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> busy;
+  for (unsigned i = 0; i < 2 * cpus + 1; ++i) {
+    busy.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) sluice::detail::spin_pause();
+    });
+  }
+  ASSERT_TRUE(sluice_test::eventually([] { return sluice::detail::runnable_exceeds_cpus(); }));
+  // ready() never says yes, so op() first runs after the spin (at the first yield) and ends
+  // the wait there: the pauses made are the spin's whole length.
+  auto wait_with = [](auto peer) {
+    waker w;
+    backoff spin;
+    wait_clock clock;
+    auto op = [calls = 0]() mutable { return ++calls == 1 ? status::ok : status::full; };
+    auto never = [] { return false; };
+    return sluice::detail::wait_loop(w, op, never, nullptr, spin, clock, false, peer);
+  };
+  std::uint64_t whole = 0;  // the start budget's pauses: rounds k < kSpinRounds, 2^min(k,6) each
+  for (int k = 0; k < sluice::detail::kSpinRounds; ++k) whole += std::uint64_t{1} << std::min(k, 6);
+  int looks = 0;
+  const wait_result still = wait_with([&looks] {
+    ++looks;
+    return std::uint64_t{7};
+  });
+  EXPECT_TRUE(still.stalled);
+  EXPECT_EQ(still.s, status::ok);
+  // First look after kStallPauses (rounds 0-4), the next at the end of round 5: unchanged.
+  EXPECT_EQ(still.pauses, 2 * sluice::detail::kStallPauses + 1);
+  EXPECT_EQ(looks, 2);
+  const wait_result moving = wait_with([n = std::uint64_t{0}]() mutable { return n++; });
+  EXPECT_FALSE(moving.stalled);
+  EXPECT_EQ(moving.pauses, whole);
+  const wait_result unknown = wait_with(sluice::detail::no_peer{});
+  EXPECT_FALSE(unknown.stalled);
+  EXPECT_EQ(unknown.pauses, whole);
+  stop = true;
+  for (auto& t : busy) t.join();
+}
+
 // ---- wait clock -------------------------------------------------------------------------
 
 TEST(ChannelWaitClock, finished_waits_add_up_and_a_wait_in_progress_counts_while_it_lasts) {

@@ -16,6 +16,16 @@
 // Only parks that ended soon lengthen it past the start budget (a side fed at a steady
 // pace learns to spin across the gap), and that longer part runs only while no thread
 // waits for a core (runnable_exceeds_cpus(), detail/platform.hpp).
+//
+// A spin also stops early when the other side has stalled while threads wait for a core
+// ("crowded": more stage threads than cores, the normal case on small machines). The
+// caller's peer() reads the other side's progress (the ring's pop position, for a push
+// waiting for room). Once a crowded spin is kStallPauses old, a round that ends with it
+// unchanged ends the spin: the side we wait for is then most likely not running at all,
+// and every pause spent on it is a pause of a core it needs. A peer that moves keeps the
+// spin going (a shared side's partners on another core), and uncrowded the spin runs its
+// whole budget as before. Each wait decides afresh; the budget learns nothing from it
+// (letting a stopped spin shorten the next ones made the 2x2 MPMC rows bimodal).
 // A futex wake of a thread on an idle core costs tens of microseconds, so a short spin
 // that finds the other side already moving wins; the yields let a thread that shares
 // our core (more stage threads than cores is normal) run instead of us.
@@ -26,7 +36,7 @@
 // re-try op() on every wake-up whatever ready() says, so a gate can delay a wait by at
 // most the spin, never hold it.
 //
-// Requires: op() and ready() are safe to call repeatedly from the waiting thread. The waker is the
+// Requires: op(), ready() and peer() are safe to call repeatedly from the waiting thread. The waker is the
 //   one the notifiers of op()'s condition notify.
 // Guarantees: block() returns op()'s first non-full status, or timeout once the deadline
 //   passed (after one last op(), so a wake-up meant for this waiter is never swallowed).
@@ -94,22 +104,36 @@ struct always_ready {
   bool operator()() const noexcept { return true; }
 };
 
+// What a peer() returns when the other side's progress cannot be read: the spin then
+// never stops early. The default peer of wait_loop() and block().
+inline constexpr std::uint64_t kUnknownPeer = ~std::uint64_t{0};
+struct no_peer {
+  std::uint64_t operator()() const noexcept { return kUnknownPeer; }
+};
+// A crowded spin first reads the other side's progress after this many pauses (rounds
+// 0-4, ~0.6 us at ~20 ns a pause), then again at the end of every later round (32, then
+// 64 pauses apart), and stops at the first read that finds it unchanged. Looking sooner
+// (7 pauses) slowed the cap-1 ping-pong: the read takes the line the other side writes.
+inline constexpr std::uint64_t kStallPauses = 31;
+
 // What one wait_loop() did, for the caller's accounting.
 struct wait_result {
   status s = status::full;      // op()'s last status, or timeout
   std::uint64_t pauses = 0;     // spin_pause() calls made
   bool spun_out = false;        // the spin gave up: the wait yielded, maybe parked
+  bool stalled = false;         // it gave up early: crowded, and the other side stood still
   std::uint64_t slow_t0 = 0;    // ticks when the spin gave up (if spun_out)
   bool parked = false;          // the wait registered with the waker at least once
   std::uint64_t park_t0 = 0;    // ticks when it first did (if parked)
 };
 
 // Spin, yield, park until op() is not full or the deadline (nullptr: none) passes. The
-// spin re-tries op() only when ready() is true.
+// spin re-tries op() only when ready() is true, and stops early when crowded and peer()
+// stands still.
 // A wait that spins out is registered with `clock` (begin_slow); the caller ends it.
-template <class Op, class Ready>
+template <class Op, class Ready, class Peer = no_peer>
 wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline, backoff& spin, wait_clock& clock,
-                      bool asym_fences) {
+                      bool asym_fences, Peer&& peer = Peer{}) {
   auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
   wait_result r;
   const int rounds = spin.rounds();
@@ -120,6 +144,10 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
   // Rounds past kSpinRounds (a budget that short parks lengthened) run only while no
   // thread waits for a core: with more runnable threads than cores the core we would
   // spin on is one the thread we wait for may need.
+  // Crowded only, the other side's position is first read once the spin is kStallPauses
+  // old (a wait that ends sooner reads nothing more than op() does), then at each round's
+  // end; a round in which it did not move ends the spin.
+  std::uint64_t seen = kUnknownPeer;
   for (int round = 0; round < rounds; ++round) {
     if (round == kSpinRounds && runnable_exceeds_cpus()) break;
     for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) {
@@ -130,6 +158,14 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
         spin.spin_was_enough(rounds);
         return r;
       }
+    }
+    if (r.pauses >= kStallPauses && runnable_exceeds_cpus()) {
+      const std::uint64_t now = peer();
+      if (now != kUnknownPeer && now == seen) {
+        r.stalled = true;
+        break;
+      }
+      seen = now;
     }
   }
   r.slow_t0 = ticks();
@@ -172,12 +208,12 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
 // the wait if it had to yield or park (two reads of the cheap clock, detail/ticks.hpp).
 // alone() says whether the side has one handle (wait_clock::add_spin); it is called
 // only for a timed wait that a spin satisfied.
-template <class Op, class Ready, class Alone>
+template <class Op, class Ready, class Alone, class Peer = no_peer>
 status block(waker& w, Op&& op, Ready&& ready, const time_point* deadline, backoff& spin, wait_clock& clock,
-             bool timing, bool asym_fences, Alone&& alone) {
+             bool timing, bool asym_fences, Alone&& alone, Peer&& peer = Peer{}) {
   const status s = op();
   if (s != status::full) return s;
-  const wait_result r = wait_loop(w, op, ready, deadline, spin, clock, asym_fences);
+  const wait_result r = wait_loop(w, op, ready, deadline, spin, clock, asym_fences, peer);
   if (!r.spun_out) {
     if (timing) clock.add_spin(pause_ticks(r.pauses), alone());
     return r.s;
