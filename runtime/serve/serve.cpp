@@ -7,12 +7,16 @@
 // and take the snapshots. Nothing here is ever waited on by the graph: g.snapshot() reads
 // the stages' counters without blocking them, so a slow client, a flood of requests or
 // stop() touch only these threads.
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -100,6 +104,42 @@ parsed_address parse_address(const std::string& address) {
   a.port = std::stoi(port_text);
   if (a.port > 65535) throw bad("the port must be a number from 0 to 65535");
   return a;
+}
+
+// ---- the Host guard ---------------------------------------------------------------
+// A server on a loopback address is reachable only from this machine, but a web page from
+// anywhere can still reach it through the visitor's browser by DNS rebinding: its own name,
+// re-pointed at 127.0.0.1, makes the live view "same origin" for the page's scripts. The
+// browser then still sends that name as Host. So a loopback server answers only requests
+// whose Host names this machine: localhost, a *.localhost name, or a loopback address.
+// A request without Host (HTTP/1.0, not a browser) is answered. A server bound to another
+// address is meant to be reached by whatever names the machine has, and checks nothing.
+
+bool is_loopback_ip(const std::string& h) {
+  in_addr v4{};
+  if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, h.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6) != 0;
+  return false;
+}
+
+bool is_loopback_name(std::string h) {
+  std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (!h.empty() && h.back() == '.') h.pop_back();  // "localhost." is the same name
+  const std::string suffix = ".localhost";
+  return h == "localhost" ||
+         (h.size() > suffix.size() && h.compare(h.size() - suffix.size(), suffix.size(), suffix) == 0) ||
+         is_loopback_ip(h);
+}
+
+// The name in a Host header value: "[::1]:9464" -> "::1", "localhost:80" -> "localhost".
+std::string host_name_of(const std::string& value) {
+  if (!value.empty() && value.front() == '[') {
+    const auto close = value.find(']');
+    return close == std::string::npos ? value : value.substr(1, close - 1);
+  }
+  const auto colon = value.find(':');
+  return colon == std::string::npos ? value : value.substr(0, colon);
 }
 
 std::string live_page() {
@@ -226,10 +266,26 @@ server serve(graph& g, std::string address) {
     res.set_content("405 method not allowed: this server is read-only (GET /, /metrics, /snapshot.json)\n",
                     "text/plain; charset=utf-8");
   };
-  http.set_pre_routing_handler([refuse_method](const httplib::Request& req, httplib::Response& res) {
-    if (req.method == "GET" || req.method == "HEAD") return httplib::Server::HandlerResponse::Unhandled;
-    refuse_method(res);
-    return httplib::Server::HandlerResponse::Handled;
+  const bool guard_host = is_loopback_name(a.host);
+  http.set_pre_routing_handler([refuse_method, guard_host](const httplib::Request& req, httplib::Response& res) {
+    if (req.method != "GET" && req.method != "HEAD") {
+      refuse_method(res);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (guard_host && req.has_header("Host") && !is_loopback_name(host_name_of(req.get_header_value("Host")))) {
+      res.status = 403;
+      std::string named = req.get_header_value("Host").substr(0, 200);
+      for (char& c : named) {
+        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+      }
+      res.set_content("403 forbidden: Host '" + named +
+                          "' is not this machine. This live view listens on a loopback address and answers "
+                          "only Host localhost, *.localhost or a loopback IP (a guard against DNS "
+                          "rebinding); to serve it under other names, bind another address.\n",
+                      "text/plain; charset=utf-8");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
   });
   // "Expect: 100-continue" on another method gets the 405 at once, not a "100 Continue"
   // that invites the body first.

@@ -474,7 +474,7 @@ TEST(Serve, StoppingWhileClientsAreMidRequestIsPromptAndNeverBlocksTheGraph) {
   a.sin_port = htons(static_cast<std::uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(::connect(half, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  const std::string partial = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  const std::string partial = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n";
   ASSERT_EQ(::write(half, partial.data(), partial.size()), static_cast<ssize_t>(partial.size()));
   httplib::Client idle("127.0.0.1", port);
   idle.set_keep_alive(true);
@@ -575,7 +575,7 @@ TEST(Serve, ARequestHeadWithoutEndIsCutOffAfter8KiB) {
   }
   // A head of exactly what fits is still answered.
   {
-    std::string fits = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+    std::string fits = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n";
     const std::string end = "\r\n";
     fits += "X-Pad: " + std::string(8192 - fits.size() - end.size() - 9, 'p') + "\r\n";
     fits += end;
@@ -681,7 +681,7 @@ TEST(Serve, AnotherMethodExpectingContinueIsRefusedAtOnce) {
   auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
   const int fd = connect_loopback(srv.port());
   ASSERT_GE(fd, 0);
-  const std::string req = "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+  const std::string req = "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
   ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
   const std::string answer = read_answer(fd);
   EXPECT_EQ(answer.rfind("HTTP/1.1 405", 0), 0U) << answer.substr(0, 200);
@@ -731,7 +731,7 @@ TEST(Serve, LeavesTheProcessSigpipeDispositionAloneAndNeverRaisesIt) {
     for (int i = 0; i < 100; ++i) {
       const int fd = connect_loopback(srv.port());
       ASSERT_GE(fd, 0);
-      const std::string req = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+      const std::string req = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
       ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
       linger hard{1, 0};  // close with a reset, not a FIN
       ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
@@ -740,13 +740,63 @@ TEST(Serve, LeavesTheProcessSigpipeDispositionAloneAndNeverRaisesIt) {
     // Raw: httplib's client would raise SIGPIPE itself if the server closed first.
     const int fd = connect_loopback(srv.port());
     ASSERT_GE(fd, 0);
-    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
     ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
     const std::string answer = read_answer(fd);
     EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0U) << answer.substr(0, 200);
     ::close(fd);
   }
   ASSERT_EQ(::sigaction(SIGPIPE, &before, nullptr), 0);
+  lg.g.run();
+}
+
+// DNS rebinding: a page whose own name was re-pointed at 127.0.0.1 reaches a loopback
+// server as "same origin", but its requests still carry that name as Host. A server on a
+// loopback address answers only Hosts that name this machine; one bound to another
+// address is reached by any of the machine's names and checks none.
+std::string ask_with_host(int port, const std::string& host_line) {
+  const int fd = connect_loopback(port);
+  if (fd < 0) return "(connect failed)";
+  const std::string req = "GET /snapshot.json HTTP/1.1\r\n" + host_line + "Connection: close\r\n\r\n";
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return "(send failed)";
+  }
+  std::string answer = read_answer(fd);
+  ::close(fd);
+  return answer;
+}
+
+TEST(Serve, ALoopbackServerAnswersOnlyHostsThatNameThisMachine) {
+  live_graph lg(1);
+  auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  const std::string port = std::to_string(srv.port());
+  for (const std::string& foreign : {"evil.example:" + port, std::string("evil.example"), "127.0.0.1.evil.example:" + port,
+                                     "localhost.evil.example:" + port, std::string("[2001:db8::1]:80")}) {
+    const std::string answer = ask_with_host(srv.port(), "Host: " + foreign + "\r\n");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 403", 0), 0U) << foreign << ": " << answer.substr(0, 200);
+    EXPECT_NE(answer.find("Host '" + foreign + "' is not this machine"), std::string::npos) << answer;
+    EXPECT_EQ(answer.find("\"stages\""), std::string::npos) << foreign << ": the snapshot was sent";
+  }
+  for (const std::string& own : {"localhost:" + port, "LocalHost:" + port, std::string("localhost."),
+                                 "127.0.0.1:" + port, "127.8.9.10:" + port, "[::1]:" + port, "app.localhost:" + port}) {
+    const std::string answer = ask_with_host(srv.port(), "Host: " + own + "\r\n");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0U) << own << ": " << answer.substr(0, 200);
+  }
+  // No Host at all (HTTP/1.0 tools; a browser always sends one): answered.
+  {
+    const int fd = connect_loopback(srv.port());
+    ASSERT_GE(fd, 0);
+    const std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+    const std::string answer = read_answer(fd);
+    EXPECT_TRUE(answer.rfind("HTTP/1.0 200", 0) == 0 || answer.rfind("HTTP/1.1 200", 0) == 0) << answer.substr(0, 200);
+    ::close(fd);
+  }
+  // Bound to every address: whatever name the client used is this server's.
+  auto any = sluice::metrics::serve(lg.g, "0.0.0.0:0");
+  const std::string answer = ask_with_host(any.port(), "Host: evil.example\r\n");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0U) << answer.substr(0, 200);
   lg.g.run();
 }
 
