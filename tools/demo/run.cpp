@@ -459,8 +459,17 @@ run_result run_unbounded(const run_env& env) {
                              std::max(1.0, static_cast<double>(r.generated) / t);
     r.note = "stopped by the memory guard (" + format_size(static_cast<double>(env.cfg.memory_guard)) + ") after " +
              format_size(static_cast<double>(r.generated)) + " generated and " + format_size(static_cast<double>(r.sent)) +
-             " sent: memory was growing by " + format_size(growth) + "/s and would have kept growing, to about " +
-             format_size(std::max(would, static_cast<double>(env.cfg.memory_guard))) + " for this input";
+             " sent: memory was growing by " + format_size(growth) + "/s";
+    // The projection holds only while the source outruns the sink: where it does not, the
+    // queue would have drained, and the guard stopped a burst rather than a trend.
+    if (would > static_cast<double>(env.cfg.memory_guard)) {
+      r.note += " and would have kept growing, to about " + format_size(would) + " for this input";
+    } else if (would > 0) {
+      r.note += ", though at this run's average rates the queue would have peaked at about " + format_size(would) +
+                ", below the guard";
+    } else {
+      r.note += ", though on average the sink kept up with the source (a burst, not a trend)";
+    }
   }
   return r;
 }
