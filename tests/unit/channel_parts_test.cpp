@@ -151,21 +151,38 @@ TEST(ChannelBackoff, short_parks_lengthen_the_spin_and_long_ones_shorten_it_with
   EXPECT_EQ(spin.rounds(), longest);  // a success does not shorten it either
 }
 
+// Twice as many busy threads as CPUs, and one more, for as long as it lives.
+class crowded_cores {
+ public:
+  crowded_cores() {
+    const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < 2 * cpus + 1; ++i) {
+      busy_.emplace_back([this] {
+        while (!stop_.load(std::memory_order_relaxed)) sluice::detail::spin_pause();
+      });
+    }
+  }
+  crowded_cores(const crowded_cores&) = delete;
+  crowded_cores& operator=(const crowded_cores&) = delete;
+  ~crowded_cores() {
+    stop_ = true;
+    for (auto& t : busy_) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> busy_;
+};
+
 TEST(ChannelBackoff, the_long_spin_sees_more_runnable_threads_than_cores) {
   // Rounds past kSpinRounds run only while runnable_exceeds_cpus() is false. With twice
   // as many busy threads as CPUs it must say so (it may say so earlier: other load).
   sluice_test::watchdog dog(channel_test::kTestLimit);
-  const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> busy;
-  for (unsigned i = 0; i < 2 * cpus + 1; ++i) {
-    busy.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) sluice::detail::spin_pause();
-    });
+  bool seen = false;
+  {
+    crowded_cores crowd;
+    seen = sluice_test::eventually([] { return sluice::detail::runnable_exceeds_cpus(); });
   }
-  const bool seen = sluice_test::eventually([] { return sluice::detail::runnable_exceeds_cpus(); });
-  stop = true;
-  for (auto& t : busy) t.join();
   EXPECT_TRUE(seen);
 }
 
@@ -174,14 +191,7 @@ TEST(ChannelBackoff, the_long_spin_sees_more_runnable_threads_than_cores) {
 // progress cannot be read, runs its whole budget.
 TEST(ChannelBackoff, a_crowded_spin_ends_early_when_the_other_side_stands_still) {
   sluice_test::watchdog dog(channel_test::kTestLimit);
-  const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> busy;
-  for (unsigned i = 0; i < 2 * cpus + 1; ++i) {
-    busy.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) sluice::detail::spin_pause();
-    });
-  }
+  crowded_cores crowd;
   ASSERT_TRUE(sluice_test::eventually([] { return sluice::detail::runnable_exceeds_cpus(); }));
   // ready() never says yes, so op() first runs after the spin (at the first yield) and ends
   // the wait there: the pauses made are the spin's whole length.
@@ -211,8 +221,6 @@ TEST(ChannelBackoff, a_crowded_spin_ends_early_when_the_other_side_stands_still)
   const wait_result unknown = wait_with(sluice::detail::no_peer{});
   EXPECT_FALSE(unknown.stalled);
   EXPECT_EQ(unknown.pauses, whole);
-  stop = true;
-  for (auto& t : busy) t.join();
 }
 
 // ---- wait clock -------------------------------------------------------------------------
