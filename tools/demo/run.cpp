@@ -28,6 +28,7 @@
 #include "common/progress.hpp"
 #include "common/sys.hpp"
 #include "demo/demo.hpp"
+#include "demo/guard_note.hpp"
 #include "sluice/channel.hpp"
 #include "sluice/detail/ticker.hpp"
 #include "sluice/graph.hpp"
@@ -452,24 +453,7 @@ run_result run_unbounded(const run_env& env) {
   r.peak_rss = static_cast<double>(peak.load()) - static_cast<double>(baseline);
   r.bottleneck = metrics::find_bottleneck(snapshot_of(r, clocks));
   if (r.guard_hit) {
-    const double t = r.elapsed_s > 0 ? r.elapsed_s : 1e-9;
-    const double growth = (static_cast<double>(r.generated) - static_cast<double>(r.sent)) / t;
-    const double would = static_cast<double>(env.cfg.bytes) -
-                         static_cast<double>(env.cfg.rate) * static_cast<double>(env.cfg.bytes) /
-                             std::max(1.0, static_cast<double>(r.generated) / t);
-    r.note = "stopped by the memory guard (" + format_size(static_cast<double>(env.cfg.memory_guard)) + ") after " +
-             format_size(static_cast<double>(r.generated)) + " generated and " + format_size(static_cast<double>(r.sent)) +
-             " sent: memory was growing by " + format_size(growth) + "/s";
-    // The projection holds only while the source outruns the sink: where it does not, the
-    // queue would have drained, and the guard stopped a burst rather than a trend.
-    if (would > static_cast<double>(env.cfg.memory_guard)) {
-      r.note += " and would have kept growing, to about " + format_size(would) + " for this input";
-    } else if (would > 0) {
-      r.note += ", though at this run's average rates the queue would have peaked at about " + format_size(would) +
-                ", below the guard";
-    } else {
-      r.note += ", though on average the sink kept up with the source (a burst, not a trend)";
-    }
+    r.note = guard_note(env.cfg.bytes, env.cfg.rate, env.cfg.memory_guard, r.generated, r.sent, r.elapsed_s);
   }
   return r;
 }
