@@ -119,8 +119,9 @@ bool is_loopback_ip(const std::string& h) {
   in_addr v4{};
   if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
   in6_addr v6{};
-  if (::inet_pton(AF_INET6, h.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6) != 0;
-  return false;
+  if (::inet_pton(AF_INET6, h.c_str(), &v6) != 1) return false;
+  // ::1, or an IPv4-mapped loopback address (::ffff:127.x.y.z).
+  return IN6_IS_ADDR_LOOPBACK(&v6) != 0 || (IN6_IS_ADDR_V4MAPPED(&v6) != 0 && v6.s6_addr[12] == 127);
 }
 
 bool is_loopback_name(std::string h) {

@@ -771,15 +771,19 @@ TEST(Serve, ALoopbackServerAnswersOnlyHostsThatNameThisMachine) {
   live_graph lg(1);
   auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
   const std::string port = std::to_string(srv.port());
-  for (const std::string& foreign : {"evil.example:" + port, std::string("evil.example"), "127.0.0.1.evil.example:" + port,
-                                     "localhost.evil.example:" + port, std::string("[2001:db8::1]:80")}) {
+  const std::vector<std::string> foreign_hosts = {
+      "evil.example:" + port,           "evil.example",     "127.0.0.1.evil.example:" + port,
+      "localhost.evil.example:" + port, "[2001:db8::1]:80", "[::ffff:10.0.0.1]"};
+  for (const std::string& foreign : foreign_hosts) {
     const std::string answer = ask_with_host(srv.port(), "Host: " + foreign + "\r\n");
     EXPECT_EQ(answer.rfind("HTTP/1.1 403", 0), 0U) << foreign << ": " << answer.substr(0, 200);
     EXPECT_NE(answer.find("Host '" + foreign + "' is not this machine"), std::string::npos) << answer;
     EXPECT_EQ(answer.find("\"stages\""), std::string::npos) << foreign << ": the snapshot was sent";
   }
-  for (const std::string& own : {"localhost:" + port, "LocalHost:" + port, std::string("localhost."),
-                                 "127.0.0.1:" + port, "127.8.9.10:" + port, "[::1]:" + port, "app.localhost:" + port}) {
+  const std::vector<std::string> own_hosts = {
+      "localhost:" + port, "LocalHost:" + port,          "localhost.",           "127.0.0.1:" + port,
+      "127.8.9.10:" + port, "[::1]:" + port, "[::ffff:127.0.0.1]:" + port, "app.localhost:" + port};
+  for (const std::string& own : own_hosts) {
     const std::string answer = ask_with_host(srv.port(), "Host: " + own + "\r\n");
     EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0U) << own << ": " << answer.substr(0, 200);
   }
