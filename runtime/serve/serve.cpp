@@ -273,9 +273,11 @@ server serve(graph& g, std::string address) {
       refuse_method(res);
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (guard_host && req.has_header("Host") && !is_loopback_name(host_name_of(req.get_header_value("Host")))) {
+    const bool has_host = guard_host && req.has_header("Host");  // none: HTTP/1.0, never a browser
+    const std::string host = has_host ? req.get_header_value("Host") : std::string();
+    if (has_host && !is_loopback_name(host_name_of(host))) {
       res.status = 403;
-      std::string named = req.get_header_value("Host").substr(0, 200);
+      std::string named = host.substr(0, 200);
       for (char& c : named) {
         if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
       }
