@@ -754,10 +754,10 @@ TEST(Serve, LeavesTheProcessSigpipeDispositionAloneAndNeverRaisesIt) {
 // server as "same origin", but its requests still carry that name as Host. A server on a
 // loopback address answers only Hosts that name this machine; one bound to another
 // address is reached by any of the machine's names and checks none.
-std::string ask_with_host(int port, const std::string& host_line) {
+// Sends one whole request on a fresh connection; the answer, or what went wrong instead.
+std::string ask(int port, const std::string& req) {
   const int fd = connect_loopback(port);
   if (fd < 0) return "(connect failed)";
-  const std::string req = "GET /snapshot.json HTTP/1.1\r\n" + host_line + "Connection: close\r\n\r\n";
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
     return "(send failed)";
@@ -765,6 +765,9 @@ std::string ask_with_host(int port, const std::string& host_line) {
   std::string answer = read_answer(fd);
   ::close(fd);
   return answer;
+}
+std::string ask_with_host(int port, const std::string& host_line) {
+  return ask(port, "GET /snapshot.json HTTP/1.1\r\n" + host_line + "Connection: close\r\n\r\n");
 }
 
 TEST(Serve, ALoopbackServerAnswersOnlyHostsThatNameThisMachine) {
@@ -789,13 +792,8 @@ TEST(Serve, ALoopbackServerAnswersOnlyHostsThatNameThisMachine) {
   }
   // No Host at all (HTTP/1.0 tools; a browser always sends one): answered.
   {
-    const int fd = connect_loopback(srv.port());
-    ASSERT_GE(fd, 0);
-    const std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
-    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
-    const std::string answer = read_answer(fd);
+    const std::string answer = ask(srv.port(), "GET /metrics HTTP/1.0\r\n\r\n");
     EXPECT_TRUE(answer.rfind("HTTP/1.0 200", 0) == 0 || answer.rfind("HTTP/1.1 200", 0) == 0) << answer.substr(0, 200);
-    ::close(fd);
   }
   // Bound to every address: whatever name the client used is this server's.
   auto any = sluice::metrics::serve(lg.g, "0.0.0.0:0");
