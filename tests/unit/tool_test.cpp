@@ -511,11 +511,19 @@ std::string replay_holds(const std::string& seed, const std::vector<std::string>
 // with post-1, onto pre-1's four threads, so the engine names pre-1, the threads'
 // owner. That is the injected hang, not a defect: the oracle excuses every stage on the
 // stuck stage's threads (an oracle that excused post-2 by name alone failed this run).
+// The four unordered replicas of pre-1 share the items as the threads interleave, so in
+// about 1 replay of 40 an injected failure on one of them ends the run before v=8 reaches
+// post-2 (seen 1 of 40 on both the build that added this test and the next): every replay
+// must hold, and within 5 at least one must get stuck and be named.
 TEST_F(Tool, StressExcusesEveryStageOnAStuckFusedStagesThread) {
-  const std::string out = replay_holds("0x22", {"--fuse", "--verbose"});
-  ASSERT_NE(out.find("post-2:filter(%2)(cap=128,slow 478us/51,fused)"), std::string::npos) << out;
-  ASSERT_NE(out.find("stuck: post-2 at v=8 for"), std::string::npos) << out;
-  EXPECT_NE(out.find("1 reports named a stuck stage"), std::string::npos) << out;
+  bool named = false;
+  for (int i = 0; i < 5 && !named; ++i) {
+    const std::string out = replay_holds("0x22", {"--fuse", "--verbose"});
+    ASSERT_NE(out.find("post-2:filter(%2)(cap=128,slow 478us/51,fused)"), std::string::npos) << out;
+    ASSERT_NE(out.find("stuck: post-2 at v=8 for"), std::string::npos) << out;
+    named = out.find("1 reports named a stuck stage") != std::string::npos;
+  }
+  EXPECT_TRUE(named) << "5 replays of 0x22 --fuse, none got stuck and was named";
 }
 
 // Two runs found by a --fuse sweep: a stage stuck past the deadline holds its upstream

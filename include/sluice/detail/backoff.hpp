@@ -144,9 +144,9 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
   // Rounds past kSpinRounds (a budget that short parks lengthened) run only while no
   // thread waits for a core: with more runnable threads than cores the core we would
   // spin on is one the thread we wait for may need.
-  // Crowded only, the other side's position is first read once the spin is kStallPauses
-  // old (a wait that ends sooner reads nothing more than op() does), then at each round's
-  // end; a round in which it did not move ends the spin.
+  // Crowded only, the channel's progress (the flavour's progress(): both sides' positions)
+  // is first read once the spin is kStallPauses old (a wait that ends sooner reads nothing
+  // more than op() does), then at each round's end; a round without progress ends the spin.
   std::uint64_t seen = kUnknownPeer;
   for (int round = 0; round < rounds; ++round) {
     if (round == kSpinRounds && runnable_exceeds_cpus()) break;

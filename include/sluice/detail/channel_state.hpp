@@ -246,7 +246,7 @@ class channel {
   }
 
   // Blocks on `w` until op() is not full (detail/backoff.hpp), timing the wait on `side`;
-  // peer() reads the other side's progress (the spin stops when crowded and it stalls).
+  // peer() reads the channel's progress (the spin stops when crowded and it stalls).
   template <class Op, class Ready = always_ready, class Peer = no_peer>
   status wait_on(waker& w, channel_side& side, Op&& op, const time_point* deadline, Ready&& ready = {}, Peer&& peer = {}) {
     auto alone = [&] { return &side == &*core_.push_side ? core_.handles.sender_alone() : core_.handles.receiver_alone(); };
@@ -255,12 +255,12 @@ class channel {
   template <class Flavour>
   status block_push(Flavour& f, T& v, const time_point* deadline) {
     return wait_on(not_full_, *core_.push_side, [&] { return f.try_push(core_, v); }, deadline,
-                   [&] { return f.push_worth_retrying(core_); }, [&] { return f.pops_begun(); });
+                   [&] { return f.push_worth_retrying(core_); }, [&] { return f.progress(); });
   }
   template <class Flavour>
   status block_pop(Flavour& f, std::optional<T>& out, const time_point* deadline) {
     return wait_on(not_empty_, *core_.pop_side, [&] { return f.try_pop(core_, out); }, deadline, always_ready{},
-                   [&] { return f.pushes_begun(); });
+                   [&] { return f.progress(); });
   }
 
   template <bool Move, class Flavour, class Range>

@@ -91,8 +91,7 @@ class direct_flavour {
   // A blocked push re-tries after every pause of its spin (ring_flavour says when not).
   [[nodiscard]] bool push_worth_retrying(const channel_core<T>&) const noexcept { return true; }
   // Nothing is buffered: no progress to read, so a wait's spin never stops early.
-  [[nodiscard]] std::uint64_t pops_begun() const noexcept { return kUnknownPeer; }
-  [[nodiscard]] std::uint64_t pushes_begun() const noexcept { return kUnknownPeer; }
+  [[nodiscard]] std::uint64_t progress() const noexcept { return kUnknownPeer; }
   [[nodiscard]] bool pop_wakes_all() const noexcept { return false; }
 
   // ---- closing ------------------------------------------------------------------

@@ -109,10 +109,10 @@ class locked_flavour {
   }
   // A blocked push re-tries after every pause of its spin (ring_flavour says when not).
   [[nodiscard]] bool push_worth_retrying(const channel_core<T>&) const noexcept { return true; }
-  // The other side's progress, for a blocked wait's spin: the weight held, which every
-  // push and pop changes (a pop and a push that cancel out only end a spin early).
-  [[nodiscard]] std::uint64_t pops_begun() const noexcept { return weight_.load(std::memory_order_relaxed); }
-  [[nodiscard]] std::uint64_t pushes_begun() const noexcept { return weight_.load(std::memory_order_relaxed); }
+  // The channel's progress, for a blocked wait's spin: the weight held, which every push
+  // and pop changes (the counts are guarded by mu_; a pop and a push that cancel out only
+  // end a spin early).
+  [[nodiscard]] std::uint64_t progress() const noexcept { return weight_.load(std::memory_order_relaxed); }
   // A weighted pop can make room for several waiting items, and a woken pusher whose
   // item still does not fit goes back to sleep: wake them all, or one that fits sleeps on.
   [[nodiscard]] bool pop_wakes_all() const noexcept { return static_cast<bool>(weigh_); }

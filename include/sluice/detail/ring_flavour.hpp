@@ -100,10 +100,9 @@ class ring_flavour {
     if (c.state.load(std::memory_order_relaxed) != 0) return true;
     return room_gap_ == 0 || ring_.room_ahead(room_gap_);
   }
-  // The other side's progress, for a blocked wait's spin (detail/backoff.hpp): positions
-  // claimed by pops (a push waits for room) and by pushes (a pop waits for an item).
-  [[nodiscard]] std::uint64_t pops_begun() const noexcept { return ring_.head_position(); }
-  [[nodiscard]] std::uint64_t pushes_begun() const noexcept { return ring_.tail_position(); }
+  // The channel's progress, for a blocked wait's spin (detail/backoff.hpp): positions
+  // claimed by pops plus those claimed by pushes; any claim on either side changes it.
+  [[nodiscard]] std::uint64_t progress() const noexcept { return ring_.head_position() + ring_.tail_position(); }
   // push_all's fast path (block policy, a contiguous range of T): claims runs of up to
   // 64 slots per CAS and fills them from p[0..total), moved when Move. `pending` counts
   // the items in and not yet announced to consumers; one(v) pushes v the blocking way
