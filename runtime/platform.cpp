@@ -52,10 +52,23 @@ std::uint64_t read_ticks(bool tsc) noexcept {
           .count());
 }
 
+std::int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Ticks and steady_clock read together: the narrowest of 8 bracketed readings (a few
+// hundred ns of reads; a preemption would have to hit all eight to skew it).
+tick_pair tsc_and_steady_now(bool tsc) noexcept {
+  return tightest_tick_pair([tsc] { return read_ticks(tsc); }, steady_ns, 8);
+}
+
 const clock_facts& clock_facts_once() noexcept {
   static const clock_facts facts = [] {
     const bool tsc = tsc_is_invariant();
-    return clock_facts{tsc, read_ticks(tsc), std::chrono::steady_clock::now()};
+    const tick_pair p = tsc_and_steady_now(tsc);
+    return clock_facts{tsc, p.ticks,
+                       std::chrono::steady_clock::time_point(std::chrono::nanoseconds(p.ns))};
   }();
   return facts;
 }
@@ -128,9 +141,10 @@ double ns_per_tick() noexcept {
   std::chrono::steady_clock::time_point now;
   std::uint64_t t;
   do {
-    now = std::chrono::steady_clock::now();
-    t = read_ticks(true);
-  } while (now - c.anchor_time < kMinSpan || t == c.anchor_ticks);
+    const tick_pair p = tsc_and_steady_now(true);
+    now = std::chrono::steady_clock::time_point(std::chrono::nanoseconds(p.ns));
+    t = p.ticks;
+  } while (now - c.anchor_time < kMinSpan || t <= c.anchor_ticks);
   const auto span = now - c.anchor_time;
   r = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(span).count()) /
       static_cast<double>(t - c.anchor_ticks);

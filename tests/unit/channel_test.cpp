@@ -1075,16 +1075,27 @@ TYPED_TEST(Channel, time_blocked_counts_a_wait_in_progress) {
 // Time blocked is read from the cheap clock (detail/ticks.hpp) and converted to ns: it
 // must agree with steady_clock. A timed pop on an empty channel waits exactly until
 // its deadline, so its blocked time lies between the timeout and the call's duration.
+// The spin's part is counted as its pauses x their cost (detail/ticks.hpp), so a thread
+// preempted inside it loses that time from the count: under a loaded ctest -j4 one wait
+// of 30 ms was counted as 28.1. The upper bound holds for every wait; the lower one for
+// at least one of three (a conversion error would miss it in all three).
 TYPED_TEST(Channel, time_blocked_agrees_with_the_steady_clock) {
-  auto [tx, rx] = this->make(4);
   constexpr auto kTimeout = std::chrono::milliseconds(30);
-  const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_FALSE(rx.pop_for(kTimeout).has_value());
-  const auto took = std::chrono::steady_clock::now() - t0;
-  const auto blocked = std::chrono::nanoseconds(rx.stats().blocked_pop_ns);
-  // The wait starts after the first failed try, a few microseconds after t0 at most.
-  EXPECT_GE(blocked, kTimeout - std::chrono::microseconds(500));
-  EXPECT_LE(blocked, took + took / 100);  // 1%: the conversion's error is far below
+  int close_enough = 0;
+  std::chrono::nanoseconds lowest = kTimeout;
+  for (int i = 0; i < 3; ++i) {
+    auto [tx, rx] = this->make(4);
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_FALSE(rx.pop_for(kTimeout).has_value());
+    const auto took = std::chrono::steady_clock::now() - t0;
+    const auto blocked = std::chrono::nanoseconds(rx.stats().blocked_pop_ns);
+    EXPECT_LE(blocked, took + took / 100);  // 1%: the conversion's error is far below
+    // The wait starts after the first failed try, a few microseconds after t0 at most.
+    if (blocked >= kTimeout - std::chrono::microseconds(500)) ++close_enough;
+    lowest = std::min(lowest, blocked);
+  }
+  EXPECT_GE(close_enough, 1) << "three 30 ms waits, each counted as under 29.5 ms; the lowest "
+                             << lowest.count() << " ns";
 }
 
 // ---- lifetimes ---------------------------------------------------------------------------

@@ -38,6 +38,32 @@ TEST(Platform, ClockFactsAreStable) {
   EXPECT_LE(a, b);
 }
 
+// The calibration's reading of ticks and steady_clock together keeps the narrowest of its
+// bracketed pairs: a pair with a preemption between its reads (here 5000 ticks wide) would
+// put the whole preemption into ns_per_tick() for the life of the process.
+TEST(Platform, TheClockCalibrationKeepsTheNarrowestPairOfReadings) {
+  // Each try reads ticks, then the clock, then ticks again.
+  const std::uint64_t ticks[] = {100, 5100, 6000, 6040, 7000, 7400, 9000, 8000};
+  const std::int64_t ns[] = {1'000, 2'000, 3'000, 4'000};
+  int ti = 0, ni = 0;
+  auto read_ticks = [&] { return ticks[ti++]; };
+  auto read_ns = [&] { return ns[ni++]; };
+  const sluice::detail::tick_pair p = sluice::detail::tightest_tick_pair(read_ticks, read_ns, 4);
+  EXPECT_EQ(ti, 8);
+  EXPECT_EQ(p.spread, 40u);
+  EXPECT_EQ(p.ticks, 6020u) << "the midpoint of the narrow pair";
+  EXPECT_EQ(p.ns, 2'000) << "its clock reading";
+
+  // A pair that runs backwards (ticks read on two cores) is never chosen; when none runs
+  // forwards, one more plain reading is the answer.
+  const std::uint64_t back[] = {500, 400, 700, 600, 900};
+  ti = 0, ni = 0;
+  auto read_back = [&] { return back[ti++]; };
+  const sluice::detail::tick_pair q = sluice::detail::tightest_tick_pair(read_back, read_ns, 2);
+  EXPECT_EQ(q.ticks, 900u);
+  EXPECT_EQ(q.ns, 3'000);
+}
+
 // A wait that parks is timed by default; channel_options::timing = false leaves the
 // counters at 0. pop_for bounds the wait, so no sleep synchronises anything here.
 TEST(Platform, ChannelTimingIsAnOptionNotAnEnvironmentVariable) {

@@ -23,6 +23,32 @@ bool ticks_use_tsc() noexcept;
 // Nanoseconds per tick; 1.0 when ticks() is steady_clock. A rough figure in the first
 // ~10 ms after the first call, fixed from then on.
 double ns_per_tick() noexcept;
+
+// One reading of the tick counter and of steady_clock (ns) taken together, for the
+// calibration above: `ticks` is the midpoint of a tick read just before and one just after
+// the clock, `spread` their distance. A thread preempted between two reads makes a wide
+// pair, and a calibration anchored on it would be off by the whole preemption for the
+// life of the process (a 2 ms time slice against the span of 10 ms or more that fixes
+// it: up to 20%); so tightest_tick_pair() reads `tries` pairs and keeps the narrowest.
+// The readers are parameters so that a test can play a preemption.
+struct tick_pair {
+  std::uint64_t ticks = 0;
+  std::int64_t ns = 0;
+  std::uint64_t spread = ~std::uint64_t{0};
+};
+template <class ReadTicks, class ReadNs>
+tick_pair tightest_tick_pair(ReadTicks&& read_ticks, ReadNs&& read_ns, int tries) {
+  tick_pair best;
+  for (int i = 0; i < tries; ++i) {
+    const std::uint64_t before = read_ticks();
+    const std::int64_t ns = read_ns();
+    const std::uint64_t after = read_ticks();
+    const std::uint64_t spread = after - before;
+    if (after >= before && spread < best.spread) best = tick_pair{before + spread / 2, ns, spread};
+  }
+  if (best.spread == ~std::uint64_t{0}) best = tick_pair{read_ticks(), read_ns(), best.spread};  // none ran forwards
+  return best;
+}
 // What 64 spin_pause() calls take, in ticks (best of a few runs, measured on first use).
 std::uint64_t ticks_per_64_pauses() noexcept;
 // True when more threads are runnable now (/proc/loadavg: all processes, the caller too)
