@@ -5,7 +5,10 @@
 // channel noticeably (steady_clock::now() costs about twice a read of the time-stamp counter).
 // So a wait is timed as: its spin pauses x the calibrated cost of a pause (pause_ticks), plus,
 // if it went on to yield or park, the ticks() from there to its end. The spin part leaves out
-// the re-tries between pauses (a few ns each against 20-40 ns a pause), so it errs a little low.
+// the re-tries between pauses (a few ns each against 20-40 ns a pause), so it errs a little low,
+// and a thread preempted inside its spin loses that time from the count (timing the spin by
+// the clock past its first microsecond slowed the channel rows 10-68%, even where the clock
+// was never read: benchmarks/results/spin-clock-2026-12-01.txt).
 //
 // Guarantees: ticks() is monotonic on one thread and comparable across threads where the
 // TSC is invariant (x86-64 with constant_tsc and nonstop_tsc, i.e. every x86-64 server of
