@@ -268,12 +268,26 @@ TEST_F(Tool, BenchFanoutDeliversEveryCopy) {
   EXPECT_EQ(v["results"][0]["items_delivered"].uint(), 4000U);
 }
 
+// One stage with 20x the work of the others: the table marks it, and never another stage.
+// On cores crowded by other processes a woken stage waits for a CPU, and that wait is
+// counted as blocked on its channel: under ThreadSanitizer with ctest -j4 stage-2 was
+// 37.9% busy and 61.3% backpressured (stage-3, descheduled, drained its input late), so
+// no stage reached the 40% busy share and the table said none. It is asked up to 3 times.
 TEST_F(Tool, BenchTableNamesTheBottleneck) {
-  // One stage with 20x the work of the others: the table marks it.
-  const result r = run_tool({"bench", "--topology", "chain:3", "--items", kSanitized ? "300" : "2000", "--work",
-                             "5us,100us,5us", "--capacity", "16"});
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.out.find("bottleneck: stage-2"), std::string::npos) << r.out;
+  bool named = false;
+  for (int i = 0; i < 3 && !named; ++i) {
+    const result r = run_tool({"bench", "--topology", "chain:3", "--items", kSanitized ? "300" : "2000", "--work",
+                               "5us,100us,5us", "--capacity", "16"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::size_t at = r.out.find("bottleneck: ");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+    named = line == "bottleneck: stage-2";
+    if (!named) {
+      EXPECT_EQ(line, "bottleneck: none (no stage stands out)") << r.out;
+    }
+  }
+  EXPECT_TRUE(named) << "3 runs, none named stage-2";
 }
 
 // A --capacity whose channels cannot exist: one line naming it, exit 2, nothing run.
