@@ -143,9 +143,22 @@ TEST_F(Tool, DemoBoundedStaysUnderItsBudgetUnboundedDoesNot) {
   const double bound = 2 * budget + allowance;
   EXPECT_LT(bounded["peak_rss_delta_bytes"].num(), bound) << r.out;
   EXPECT_GT(unbounded["peak_rss_delta_bytes"].num(), bound) << r.out;
-  // The sink's pace limits the run (under a sanitizer the scrub pass may be slower still).
+  // The sink's pace limits the run (under a sanitizer the scrub pass may be slower still):
+  // the bounded run names the sink, and never another stage. This VM has a slow mode in
+  // which generate and scrub fall below 100 MiB/s (the bounded run took 0.8-1.15 s
+  // instead of 0.48, on the builds before and after 2026-12-01's changes alike), and
+  // then no stage stands out; so up to two more runs are asked for the name.
   if (!kSanitized) {
-    EXPECT_EQ(bounded["bottleneck"].str(), "send");
+    std::string named = bounded["bottleneck"].is_null() ? "" : bounded["bottleneck"].str();
+    for (int again = 0; again < 2 && named.empty(); ++again) {
+      const result more = run_tool({"demo", "--bytes", bytes, "--rate", rate, "--budget", "256KiB", "--only", "bounded",
+                                    "--json"});
+      ASSERT_EQ(more.status, 0) << more.err;
+      const mini_json::value m = mini_json::parse(more.out);
+      ASSERT_EQ(m["runs"].size(), 1U);
+      named = m["runs"][0]["bottleneck"].is_null() ? "" : m["runs"][0]["bottleneck"].str();
+    }
+    EXPECT_EQ(named, "send") << r.out;
   }
 
   // The report is one self-contained page with the curves.
