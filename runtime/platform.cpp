@@ -52,15 +52,12 @@ std::uint64_t read_ticks(bool tsc) noexcept {
           .count());
 }
 
-std::int64_t steady_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // Ticks and steady_clock read together: the narrowest of 8 bracketed readings (a few
 // hundred ns of reads; a preemption would have to hit all eight to skew it).
+// read_ticks(false) is steady_clock's nanoseconds.
 tick_pair tsc_and_steady_now(bool tsc) noexcept {
-  return tightest_tick_pair([tsc] { return read_ticks(tsc); }, steady_ns, 8);
+  return tightest_tick_pair([tsc] { return read_ticks(tsc); },
+                            [] { return static_cast<std::int64_t>(read_ticks(false)); }, 8);
 }
 
 const clock_facts& clock_facts_once() noexcept {

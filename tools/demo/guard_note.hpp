@@ -18,7 +18,7 @@ inline std::string guard_note(std::uint64_t total, std::uint64_t sink_rate, std:
                               std::uint64_t generated, std::uint64_t sent, double elapsed_s) {
   const double t = elapsed_s > 0 ? elapsed_s : 1e-9;
   const double growth = (static_cast<double>(generated) - static_cast<double>(sent)) / t;
-  // The sink's cap is at most what it sends: a sink slower than its cap (seen under
+  // The cap is the most the sink sends: a sink slower than its cap (seen under
   // ThreadSanitizer: 5.4 of 20 MiB/s) is projected at the rate it sent.
   const double cap = static_cast<double>(sink_rate);
   const double sent_rate = std::min(cap, static_cast<double>(sent) / t);
