@@ -19,6 +19,7 @@
 #include <ostream>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -586,6 +587,33 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   return res;
 }
 
+// std::invalid_argument naming the field and its value: a probability outside [0, 1] (or
+// NaN), a negative max_delay, a deadline that is not positive. (The thresholds add the
+// probabilities up, so one out of range would silently change another: a negative
+// fail_probability switched the delays off.)
+void check_options(const stress_options& o, const char* who) {
+  auto bad = [&](const char* field, const std::string& value, const char* want) {
+    throw std::invalid_argument(std::string("sluice::testing::") + who + ": stress_options::" + field + " is " +
+                                value + "; it must be " + want);
+  };
+  const std::pair<const char*, double> probabilities[] = {{"fail_probability", o.fail_probability},
+                                                          {"delay_probability", o.delay_probability},
+                                                          {"cancel_probability", o.cancel_probability},
+                                                          {"stop_probability", o.stop_probability}};
+  for (const auto& [field, p] : probabilities) {
+    if (!(p >= 0.0 && p <= 1.0)) {
+      std::ostringstream v;
+      v << p;
+      bad(field, v.str(), "a probability in [0, 1]");
+    }
+  }
+  auto ns_text = [](clock::duration d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) + " ns";
+  };
+  if (o.max_delay.count() < 0) bad("max_delay", ns_text(o.max_delay), "zero or more");
+  if (o.deadline.count() <= 0) bad("deadline", ns_text(o.deadline), "more than zero");
+}
+
 stress_report run_many(const graph_builder& build, const stress_options& o, std::uint64_t seed,
                        std::optional<std::uint64_t> only) {
   stress_report r;
@@ -618,16 +646,19 @@ stress_report run_many(const graph_builder& build, const stress_options& o, std:
 }  // namespace
 
 stress_report stress(const graph_builder& build, const stress_options& o) {
+  check_options(o, "stress");
   std::uint64_t seed = o.seed;
   if (seed == 0) seed = mix(static_cast<std::uint64_t>(clock::now().time_since_epoch().count()), 0x5EED);
   return run_many(build, o, seed, std::nullopt);
 }
 
 stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o) {
+  check_options(o, "replay");
   return run_many(build, o, seed, seed);
 }
 
 run_result run_one(const graph_builder& build, std::uint64_t seed, const stress_options& o, graph_options go) {
+  check_options(o, "run_one");
   return static_cast<run_result>(run_once(build, seed, 0, o, std::move(go)));
 }
 

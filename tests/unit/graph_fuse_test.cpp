@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <set>
@@ -352,6 +353,75 @@ TEST(GraphFuse, CleanupRunsOnceAfterTheLastItem) {
     EXPECT_EQ(live_at_close.load(), 1);
   }
   EXPECT_EQ(made.load() - destroyed.load(), 1);  // only `f`
+}
+
+// A source may push from threads of its own (a reader it starts and joins). The fused
+// stage takes those pushes too: a copyable function on a copy of its own, a move-only one
+// on its one copy, shared with the source's thread under a lock. Before, a move-only
+// function refused them (push returned false, as if the sink were gone) and the run
+// ended "ok" with the items never sent.
+template <bool MoveOnly>
+void helper_threads_push_into_a_fused_stage() {
+  watchdog wd(60s);
+  constexpr int kHelpers = 3;
+  constexpr int kEach = 2000;
+  constexpr int kOwn = 10;
+  std::atomic<long> refused{0}, sum{0}, count{0};
+  long want = 0;
+  for (int h = 0; h < kHelpers; ++h) {
+    for (int i = 0; i < kEach; ++i) want += h * kEach + i;
+  }
+  for (int i = 0; i < kOwn; ++i) want += 1000000 + i;
+  sluice::graph g;
+  auto nums = g.source<long>("src", [&](sluice::sender<long>& out) {
+    std::vector<std::thread> helpers;
+    for (int h = 0; h < kHelpers; ++h) {
+      helpers.emplace_back([&out, &refused, h] {
+        for (int i = 0; i < kEach; ++i) {
+          if (!out.push(long{h} * kEach + i)) ++refused;
+        }
+      });
+    }
+    for (int i = 0; i < kOwn; ++i) {  // the source's own thread, at the same time
+      if (!out.push(1000000L + i)) ++refused;
+    }
+    for (auto& t : helpers) t.join();
+  }, {.capacity = 4});
+  // Each copy counts in a plain member: two threads may never run one copy at once.
+  auto doubled = g.map("double", nums, [n = 0L](long v) mutable {
+    ++n;
+    return v * 2;
+  }, {.capacity = 4, .fuse = true});
+  if constexpr (MoveOnly) {
+    // One copy, a plain counter: under ThreadSanitizer a call without the lock is a race.
+    auto mine = std::make_unique<long>(0);
+    g.sink("sink", doubled, [&, mine = std::move(mine)](long v) {
+      ++*mine;
+      sum += v / 2;
+      ++count;
+    }, {.fuse = true});
+  } else {
+    g.sink("sink", doubled, [&](long v) {
+      sum += v / 2;
+      ++count;
+    }, {.fuse = true});
+  }
+  const sluice::report r = g.run();
+  EXPECT_EQ(refused.load(), 0);
+  EXPECT_EQ(count.load(), kHelpers * kEach + kOwn);
+  EXPECT_EQ(sum.load(), want);
+  EXPECT_TRUE(r.balanced());
+  const auto snap = g.snapshot();
+  const auto* sink = find_stage(snap, "sink");
+  ASSERT_NE(sink, nullptr);
+  EXPECT_EQ(sink->items_in, static_cast<std::uint64_t>(kHelpers * kEach + kOwn));
+}
+
+TEST(GraphFuse, PushesFromASourcesOwnThreadsReachAMoveOnlyFusedSink) {
+  helper_threads_push_into_a_fused_stage<true>();
+}
+TEST(GraphFuse, PushesFromASourcesOwnThreadsReachACopyableFusedSink) {
+  helper_threads_push_into_a_fused_stage<false>();
 }
 
 // ---- cancel, request_stop, early finish -----------------------------------------------

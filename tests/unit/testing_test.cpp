@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -73,6 +74,53 @@ st::stress_options quiet(std::size_t runs) {
   o.stop_probability = 0;
   o.deadline = kHangDeadline;
   return o;
+}
+
+// Out-of-range options are refused by name, before any run: the probabilities are added
+// up into thresholds, so a negative fail_probability used to switch the delays off
+// silently (and NaN switched off both).
+TEST(testing_stress, out_of_range_options_are_an_invalid_argument_naming_the_field) {
+  struct bad_case {
+    const char* field;
+    void (*set)(st::stress_options&);
+  };
+  const bad_case cases[] = {
+      {"fail_probability", [](st::stress_options& o) { o.fail_probability = -0.3; }},
+      {"fail_probability", [](st::stress_options& o) { o.fail_probability = std::nan(""); }},
+      {"delay_probability", [](st::stress_options& o) { o.delay_probability = 1.5; }},
+      {"cancel_probability", [](st::stress_options& o) { o.cancel_probability = -1; }},
+      {"stop_probability", [](st::stress_options& o) { o.stop_probability = std::nan(""); }},
+      {"max_delay", [](st::stress_options& o) { o.max_delay = -1ms; }},
+      {"deadline", [](st::stress_options& o) { o.deadline = 0s; }},
+      {"deadline", [](st::stress_options& o) { o.deadline = -1s; }},
+  };
+  int built = 0;
+  auto build = [&](sluice::graph& g) {
+    ++built;
+    counting_graph(g, false, 10);
+  };
+  for (const auto& c : cases) {
+    st::stress_options o = quiet(1);
+    c.set(o);
+    for (int which = 0; which < 3; ++which) {
+      try {
+        if (which == 0) (void)st::stress(build, o);
+        if (which == 1) (void)st::replay(build, 1, o);
+        if (which == 2) (void)st::run_one(build, 1, o);
+        ADD_FAILURE() << c.field << ": accepted (call " << which << ")";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find(std::string("stress_options::") + c.field), std::string::npos)
+            << e.what();
+      }
+    }
+  }
+  EXPECT_EQ(built, 0) << "a run started with options out of range";
+  // The edges of the ranges are fine.
+  st::stress_options edge = quiet(1);
+  edge.fail_probability = 1;
+  edge.max_delay = 0ms;
+  EXPECT_NO_THROW((void)st::stress(build, edge));
+  EXPECT_EQ(built, 1);
 }
 
 TEST(testing_stress, a_stage_that_ignores_its_stop_token_is_named_and_replayed) {

@@ -25,10 +25,12 @@
 //   or a dead letter naming this stage (its function threw, or its output ended). The
 //   error policy is the stage's own (skip / restart: a fresh copy / stop: stage_error
 //   names this stage). Busy time is the stage's own calls, less what runs after it.
-// Non-guarantees: a push from a thread the graph did not start (a source's helper
-//   thread) runs on a separate copy of the function under a lock; with a move-only
-//   function such a push is refused (false). A fused sink that returns false stops
-//   upstream at once, but its cleanup runs when the upstream ends, not at that item.
+//   A push from a thread the graph did not start (a source's helper thread) is taken
+//   too: a copyable function runs it on a copy of its own, under a lock; a move-only
+//   function has one copy, the host's, so the host's calls take that lock as well (an
+//   uncontended mutex per item, for move-only functions only).
+// Non-guarantees: a fused sink that returns false stops upstream at once, but its
+//   cleanup runs when the upstream ends, not at that item.
 // Lifetime: shared by the graph node (fused_control) and the direct channel
 //   (direct_target); release() breaks the cycle through the input receiver (the graph
 //   calls it when the host ends, and again, idempotently, when it is destroyed).
@@ -97,9 +99,16 @@ class fused_stage final : public direct_target<T>, public fused_control {
   direct_result take(T& v) noexcept override {
     const stage_thread me = tls_stage_thread;
     if (me.node == host_key_ && me.replica < threads_) [[likely]] {
-      instance* in = inst_[me.replica].get();
-      if (in == nullptr) return direct_result::refused;  // released (cannot happen while the host runs)
-      return run(*in, *ctr_[me.replica], v);
+      if constexpr (fn_slot<F>::kCopies) {
+        instance* in = inst_[me.replica].get();
+        if (in == nullptr) return direct_result::refused;  // released (cannot happen while the host runs)
+        return run(*in, *ctr_[me.replica], v);
+      } else {
+        std::lock_guard lk(foreign_mu_);  // the one copy is shared with foreign pushers
+        instance* in = inst_[me.replica].get();
+        if (in == nullptr) return direct_result::refused;
+        return run(*in, *ctr_[me.replica], v);
+      }
     }
     return take_foreign(v);
   }
@@ -119,11 +128,18 @@ class fused_stage final : public direct_target<T>, public fused_control {
   void hold_input(receiver<T> rx) noexcept { rx_ = std::move(rx); }
 
   void release() noexcept override {
-    for (auto& in : inst_) in.reset();  // the copies' destructors: the stage's cleanup
+    std::vector<std::unique_ptr<instance>> gone;
     {
+      // Under the lock: a foreign pusher (a thread the graph did not start may still hold
+      // a sender) either ran before this or finds the stage released. The copies are
+      // destroyed after it, so a cleanup that waits for such a pusher cannot deadlock.
       std::lock_guard lk(foreign_mu_);
-      foreign_.reset();
+      released_ = true;
+      gone.reserve(inst_.size() + 1);
+      for (auto& in : inst_) gone.push_back(std::move(in));
+      gone.push_back(std::move(foreign_));
     }
+    gone.clear();  // the copies' destructors: the stage's cleanup
     if constexpr (kHasOutput) tx_.reset();
     rx_.reset();
     src_.reset();  // the prototype, once no instance is left
@@ -131,15 +147,20 @@ class fused_stage final : public direct_target<T>, public fused_control {
 
  private:
   direct_result take_foreign(T& v) noexcept {
+    std::lock_guard lk(foreign_mu_);
+    if (released_) return direct_result::refused;
     if constexpr (!fn_slot<F>::kCopies) {
-      return direct_result::refused;  // a move-only function has one copy: the host's
+      // A move-only function has one copy, the host's (the builder allows it only with one
+      // host thread); the host takes this lock around its calls too.
+      instance* in = inst_[0].get();
+      if (in == nullptr) return direct_result::refused;
+      return run(*in, *ctr_[threads_], v);
     } else {
-      std::lock_guard lk(foreign_mu_);
-      if (!src_) return direct_result::refused;
       if (!foreign_) {
         try {
           foreign_ = std::make_unique<instance>(src_, tx_);
         } catch (...) {
+          env_.fused_fail(std::current_exception());  // the copy threw: the stage fails, loudly
           return direct_result::refused;
         }
       }
@@ -270,6 +291,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
   std::vector<std::unique_ptr<instance>> inst_;
   std::mutex foreign_mu_;
   std::unique_ptr<instance> foreign_;  // guarded by foreign_mu_
+  bool released_ = false;              // guarded by foreign_mu_
 };
 
 // logic_error naming the stage when `fuse` is set on a stage that cannot be fused.
