@@ -280,7 +280,9 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
     struct stat now{};
     if (options_.group && ::fstat(fd, &now) == 0 && now.st_gid != *options_.group &&
         ::fchown(fd, static_cast<uid_t>(-1), *options_.group) != 0) {
-      want &= ~static_cast<mode_t>(070);  // the group could not be kept: give it nothing
+      // The group could not be kept: the file's group (the writer's) gets no more than
+      // everyone else does (0644 stays 0644, 0640 becomes 0600, never 0604).
+      want = (want & ~static_cast<mode_t>(070)) | (want & ((want & 07) << 3));
     }
     if (::fchmod(fd, want) != 0) detail::throw_errno("write_file", "set the mode of", where, errno);
   } else if (options_.group) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <deque>
@@ -1288,12 +1289,20 @@ connection connect(std::string url, connect_options o) {
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, o.reconnect_wait.count());
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(no, 0, 0);
   if (s == NATS_OK && !o.name.empty()) s = natsOptions_SetName(no, o.name.c_str());
+  const auto t0 = std::chrono::steady_clock::now();
   if (s == NATS_OK) s = natsConnection_Connect(&st->nc, no);
+  const auto took = std::chrono::steady_clock::now() - t0;
   natsOptions_Destroy(no);
   if (s != NATS_OK) {
     st->nc = nullptr;
-    throw std::runtime_error("sluice::jetstream: cannot connect to " + url + " within " +
-                             std::to_string(o.timeout.count()) + " ms: " + detail::nats_error(s));
+    // "within N ms" only when the wait ran out; a refusal (nothing listens there) or a name
+    // that does not resolve ends at once.
+    const bool timed_out = took >= o.timeout * 9 / 10;
+    std::string why = natsStatus_GetText(s);
+    if (s == NATS_NO_SERVER && !timed_out) why += ": nothing accepts connections there, or the host does not resolve";
+    throw std::runtime_error("sluice::jetstream: cannot connect to " + url +
+                             (timed_out ? " within " + std::to_string(o.timeout.count()) + " ms" : std::string()) +
+                             ": " + why);
   }
   // The publish stages' shared context. No libnats bound on pending messages (0): each
   // stage's window bounds its own.

@@ -9,6 +9,7 @@
 // stop() touch only these threads.
 #include <arpa/inet.h>
 #include <httplib.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -335,8 +336,23 @@ server serve(graph& g, std::string address) {
   }
   if (port < 0) {
     const int err = errno;
-    throw std::runtime_error("sluice::metrics::serve: cannot listen on " + address +
-                             (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
+    std::string why = err != 0 ? std::string(": ") + std::strerror(err) : std::string();
+    if (err == 0) {
+      // No errno: the name did not resolve (cpp-httplib's getaddrinfo failed). Ask again
+      // for its reason (999.1.1.1, nosuchhost.invalid).
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = AI_PASSIVE;
+      addrinfo* found = nullptr;
+      const int rc = ::getaddrinfo(a.host.c_str(), nullptr, &hints, &found);
+      if (rc != 0) {
+        why = std::string(": the host '") + a.host + "' does not resolve (" + ::gai_strerror(rc) + ")";
+      } else {
+        ::freeaddrinfo(found);
+      }
+    }
+    throw std::runtime_error("sluice::metrics::serve: cannot listen on " + address + why);
   }
   st->port = static_cast<std::uint16_t>(port);
   std::atomic<bool>& done = st->listener_done;

@@ -11,9 +11,16 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <signal.h>
+
+#include "sluice/jetstream.hpp"
 
 #include "../support/run_tool.hpp"
 #include "nats_server.hpp"
@@ -104,6 +111,108 @@ TEST_F(CutTool, RoleRunsTwiceOnOneStream) {
     EXPECT_NE(pout.find("producer: 200 items in"), std::string::npos) << pout;
     EXPECT_NE(cout.find("consumer: 200 items in"), std::string::npos) << cout;
   }
+}
+
+// Polls `pred` every 20 ms for at most `limit` (a wait on another process, not a sleep in
+// place of synchronisation).
+template <class Pred>
+bool within(std::chrono::seconds limit, Pred pred) {
+  return sluice_test::poll_until(pred, limit, std::chrono::milliseconds(20));
+}
+
+// The stream's message count, or nullopt when it does not exist (yet, or any more).
+std::optional<std::uint64_t> stream_msgs(sluice::jetstream::connection& conn, const std::string& stream) {
+  try {
+    return sluice::jetstream::inspect_edge(conn, {.stream = stream}).msgs;
+  } catch (const std::runtime_error&) {
+    return std::nullopt;
+  }
+}
+
+// ^C while both sides run: the orchestrating process stops them, removes the stream it
+// made and its temporary directory, says so in one line and exits 130. (It used to die at
+// once, leaving a file-backed stream with its messages and /tmp/sluice-cut-* behind.)
+TEST_F(CutTool, AnInterruptStopsBothSidesAndRemovesTheStream) {
+  sluice_test::nats_server server;
+  auto conn = sluice::jetstream::connect(server.url());
+  const std::string out = out_file("interrupt");
+  sluice_test::child_process run({tool_path(), "bench", "--cut", "2", "--via", server.url(), "--topology", "chain:4",
+                                  "--items", "1M", "--work", "0,0,sleep:100us,0"},
+                                 out);
+  const std::string stream = "sluice-bench-" + std::to_string(run.pid());
+  ASSERT_TRUE(within(30s, [&] { return stream_msgs(conn, stream).value_or(0) > 0; })) << run.output();
+  run.signal(SIGINT);
+  const int status = run.wait(30s);
+  const std::string text = run.output();
+  std::filesystem::remove(out);
+  EXPECT_EQ(status, 130) << text;
+  EXPECT_NE(text.find("interrupted by"), std::string::npos) << text;
+  EXPECT_NE(text.find("stream " + stream + " removed"), std::string::npos) << text;
+  EXPECT_FALSE(stream_msgs(conn, stream).has_value()) << "the stream is still there";
+}
+
+// A consumer started again after another was killed never sees the items the first one
+// acknowledged. It used to wait for ever; it now takes the rest (the killed one's
+// unacknowledged items come back after ack_wait), ends once the producer's end marker came
+// and the stream is empty, says how many of how many it got, and exits 1.
+TEST_F(CutTool, ARestartedConsumerEndsAndSaysHowManyItemsItGot) {
+  sluice_test::nats_server server;
+  auto conn = sluice::jetstream::connect(server.url());
+  const std::string stream = "cut-restart-test";
+  const std::vector<std::string> common = {tool_path(), "bench", "--cut", "1", "--via", server.url(), "--topology",
+                                           "chain:2", "--items", "3000", "--stream", stream};
+  auto with = [&](std::vector<std::string> more) {
+    auto a = common;
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+  };
+  const std::string c1_out = out_file("c1"), c2_out = out_file("c2"), p_out = out_file("p");
+  int first_status = 0;
+  {
+    // A slow first consumer (1 ms a item in its worker), killed once it acknowledged some.
+    sluice_test::child_process first(with({"--role", "consumer", "--work", "sleep:1ms"}), c1_out);
+    sluice_test::child_process producer(with({"--role", "producer"}), p_out);
+    // The producer sends all 3000 and its end marker at once (the edge holds 4096); the
+    // first consumer acknowledges about one a millisecond, and each ack removes one.
+    first_status = producer.wait(60s);
+    ASSERT_EQ(first_status, 0) << producer.output();
+    ASSERT_TRUE(within(30s, [&] {
+      const auto st = stream_msgs(conn, stream);
+      return st.has_value() && *st > 0 && *st < 3001 - 100;
+    })) << first.output();
+    first.kill9();
+  }
+  sluice_test::child_process second(with({"--role", "consumer"}), c2_out);
+  const int status = second.wait(60s);
+  const std::string text = second.output();
+  for (const auto& f : {c1_out, c2_out, p_out}) std::filesystem::remove(f);
+  EXPECT_EQ(status, 1) << text;
+  EXPECT_NE(text.find(" of 3000 items arrived"), std::string::npos) << text;
+  EXPECT_EQ(stream_msgs(conn, stream).value_or(99), 0u) << "the second consumer left items in the stream";
+}
+
+// The server killed (SIGKILL) in the middle of a two-process run and restarted on its
+// file store: the run still ends with every item, each counted once (redeliveries after
+// the restart are reported apart: they used to count as items, so the consumer ended
+// early, reported success and the stream with the rest was deleted).
+TEST_F(CutTool, AServerRestartMidRunLosesAndDoubleCountsNothing) {
+  sluice_test::nats_server server;
+  const std::string out = out_file("restart");
+  sluice_test::child_process run({tool_path(), "bench", "--cut", "2", "--via", server.url(), "--topology", "chain:4",
+                                  "--items", "8000", "--work", "0,0,sleep:100us,0"},
+                                 out);
+  {
+    auto conn = sluice::jetstream::connect(server.url());
+    const std::string stream = "sluice-bench-" + std::to_string(run.pid());
+    ASSERT_TRUE(within(30s, [&] { return stream_msgs(conn, stream).value_or(0) > 100; })) << run.output();
+  }
+  server.kill9();
+  server.start();
+  const int status = run.wait(120s);
+  const std::string text = run.output();
+  std::filesystem::remove(out);
+  EXPECT_EQ(status, 0) << text;
+  EXPECT_NE(text.find("consumer: 8000 items in"), std::string::npos) << text;
 }
 
 // No server behind --via: one line naming the URL, exit 1 (a runtime error, as every

@@ -169,6 +169,11 @@ class child_process {
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
 
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  void signal(int sig) const {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+
   void kill9() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);

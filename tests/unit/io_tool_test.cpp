@@ -400,6 +400,33 @@ TEST(io_tool, the_output_gets_the_inputs_mode_and_mtime_and_stdin_the_default) {
   EXPECT_EQ(st.st_mode & 07777, 0640u) << std::oct << (st.st_mode & 07777);
 }
 
+// A user who cannot give OUT IN's group (not a member of it) gets a file whose group (the
+// user's own) has no more than everyone else: 0644 stays 0644, 0640 becomes 0600. Before,
+// every group bit was dropped, so 0644 became 0604 (the group was the one set of users
+// that could not read it). Needs root, to run the tool as `nobody` with setpriv(1).
+TEST(io_tool, an_output_whose_group_cannot_be_kept_gives_that_group_no_more_than_others) {
+  REQUIRE_TOOL();
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the tool as another user";
+  if (io_test::shell("command -v setpriv > /dev/null") != 0) GTEST_SKIP() << "no setpriv";
+  io_test::temp_dir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  fs::create_directory(dir / "nb");
+  ASSERT_EQ(::chown((dir / "nb").c_str(), 65534, 65534), 0);
+  write_string(dir / "in", io_test::log_text(10'000, 3));
+  ASSERT_EQ(::chown((dir / "in").c_str(), 65534, 0), 0);  // nobody's, group root: nobody reads it as its owner
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups " + quoted(sluice);
+  const std::pair<mode_t, mode_t> cases[] = {{0644, 0644}, {0664, 0644}, {0640, 0600}, {0775, 0755}, {0666, 0666}};
+  for (const auto& [in_mode, want] : cases) {
+    ASSERT_EQ(::chmod((dir / "in").c_str(), in_mode), 0);
+    const outcome o = sh(as_nobody + " gzip --force in nb/out.gz", dir);
+    ASSERT_EQ(o.status, 0) << o.err;
+    struct stat st{};
+    ASSERT_EQ(::stat((dir / "nb/out.gz").c_str(), &st), 0);
+    EXPECT_EQ(st.st_gid, 65534u);
+    EXPECT_EQ(st.st_mode & 07777, want) << std::oct << "in " << in_mode << ": out " << (st.st_mode & 07777);
+  }
+}
+
 TEST(io_tool, a_hostile_directory_is_never_followed_or_clobbered) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;
@@ -427,6 +454,37 @@ TEST(io_tool, a_hostile_directory_is_never_followed_or_clobbered) {
   EXPECT_EQ(sh(s + " gzip d x.gz", dir).err, "sluice gzip: d is a directory\n");
   EXPECT_EQ(listing(dir), (std::vector<std::string>{"a", "a.gz", "a.gz.partial", "b", "b.gz", "b.gz.partial", "c.gz",
                                                    "d", "victim"}));
+}
+
+// OUT a FIFO that nobody reads yet: the tool says it waits for a reader and writes once one
+// comes, as gzip and cat do (it used to fail at once: "No such device or address").
+TEST(io_tool, an_output_fifo_without_a_reader_yet_is_waited_for) {
+  sluice_test::watchdog dog(std::chrono::seconds(60), "fifo reader");
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  const std::string text = io_test::log_text(200'000, 7);
+  write_string(dir / "in", text);
+  const fs::path fifo = dir / "out.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const fs::path err = dir / ".err";
+  const pid_t pid = spawn(sluice, {"gzip", (dir / "in").string(), fifo.string()}, -1, -1, err);
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(sluice_test::eventually(
+      [&] { return fs::exists(err) && read_string(err).find("waiting for a reader") != std::string::npos; },
+      std::chrono::seconds(20)));
+  // Now a reader: everything comes through it.
+  const int rd = ::open(fifo.c_str(), O_RDONLY);
+  ASSERT_GE(rd, 0);
+  std::string gz;
+  char buf[65536];
+  ssize_t n = 0;
+  while ((n = ::read(rd, buf, sizeof buf)) > 0) gz.append(buf, static_cast<std::size_t>(n));
+  ::close(rd);
+  EXPECT_EQ(wait_exit(pid, std::chrono::seconds(20)), 0) << read_string(err);
+  write_string(dir / "got.gz", gz);
+  ASSERT_EQ(io_test::shell("gzip -dc " + quoted(dir / "got.gz") + " > " + quoted(dir / "back")), 0);
+  EXPECT_EQ(read_string(dir / "back"), text);
+  EXPECT_EQ(read_string(err), "sluice gzip: waiting for a reader of " + fifo.string() + "\n");
 }
 
 TEST(io_tool, a_read_only_directory_is_a_clear_error) {

@@ -58,6 +58,9 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"bench", "--topology", "chain:3", "--work", "1us,2us"},
       {"bench", "--topology", "diamond", "--engine", "tbb"},
       {"bench", "--engine", "nope"},
+      {"bench", "--report", "-"},                          // wrote a file named '-'
+      {"bench", "--json", "--format", "table"},            // printed JSON, silently
+      {"bench", "--format", "gbench", "--json"},
       {"stress", "--runs", "many"},
       {"stress", "--seed", "-1"},
       {"stress", "--seed", " -5"},  // strtoull took the sign after the space: 0xff...fb
@@ -88,6 +91,12 @@ TEST_F(Tool, NoArgumentsPrintsUsageAndExitsTwo) {
 }
 
 TEST_F(Tool, HelpForEverySubcommand) {
+  // bench's help lists the options of a cut run too (they used to show only in the error
+  // after a wrong one).
+  const result bench = run_tool({"bench", "--help"}, 60);
+  for (const char* opt : {"--cut K --via", "--role producer|consumer", "--edge-capacity"}) {
+    EXPECT_NE(bench.out.find(opt), std::string::npos) << opt << " in\n" << bench.out;
+  }
   const result top = run_tool({"--help"}, 60);
   EXPECT_EQ(top.status, 0);
   for (const char* sub : {"demo", "bench", "stress"}) {

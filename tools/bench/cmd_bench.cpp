@@ -1001,12 +1001,28 @@ int cmd_bench(int argc, char** argv) {
       "  sluice bench --topology chain:5 --work 100ns,100ns,1us,100ns,100ns\n"
       "  sluice bench --topology chain:1 --work sleep:1ms --rate 100 --duration 3s\n"
       "  sluice bench --topology chain:4 --capacity 64 --sweep --engine both --report sweep.html\n"
-      "  sluice bench --topology chain:4 --format gbench > sluice.json   # compare.py reads it");
+      "  sluice bench --topology chain:4 --format gbench > sluice.json   # compare.py reads it\n"
+      "\n"
+      "across processes (a JetStream edge, DESIGN.md section 7; a run of its own, with these options only):\n"
+      "  --cut K --via nats://HOST:PORT   run the source and workers 1..K, and the rest, in two processes\n"
+      "                                   joined by a JetStream edge (a nats-server with -js), and report both\n"
+      "  --role producer|consumer         run one side only (one per machine); --stream NAME names the edge\n"
+      "  --topology chain:N --items N --item-size B --work W --capacity C\n"
+      "  --edge-capacity M                the edge stream's max_msgs (default 4096)\n"
+      "  sluice bench --topology chain:4 --cut 2 --via nats://127.0.0.1:4222");
   if (!p.parse(argc, argv)) return 0;
 #if !SLUICE_HAVE_SERVE
   if (!c.serve.empty()) throw usage_error("sluice bench: --serve: this sluice was built without cpp-httplib (libcpp-httplib-dev)");
 #endif
-  if (json_flag) c.format = out_format::json;
+  if (json_flag) {
+    if (p.given("--format") && c.format != out_format::json) {
+      throw usage_error("sluice bench: --json and --format " + *p.given("--format") + " ask for two formats; give one");
+    }
+    c.format = out_format::json;
+  }
+  if (c.report == "-") {
+    throw usage_error("sluice bench: --report needs a file name (FILE.html); '-' (stdout) is not supported, the table goes there");
+  }
   if (c.items == 0) p.reject("--items", "at least 1");
   if (c.capacity == 0) p.reject("--capacity", "at least 1");
   c.capacity_text = detail::shown(p.given("--capacity").value_or(std::to_string(c.capacity)));

@@ -8,7 +8,16 @@
 //
 // An item is a string: 8 bytes of sequence, 8 bytes of its birth time (CLOCK_MONOTONIC:
 // end-to-end latency is meaningful only when both sides run on one machine), then the
-// payload (--item-size bytes).
+// payload (--item-size bytes). After its items the producer sends an end marker (sequence
+// kEndMarker, the item count in the time's place), published once every item before it
+// was stored by the server.
+//
+// The consumer counts distinct sequences, not deliveries: after a server restart or a
+// nak some items come again (at-least-once), and those are reported as redeliveries. It
+// ends when it has all N and the marker, or, when the marker came but some items never
+// do (an earlier consumer, since killed, acknowledged them), once the stream is empty and
+// nothing has arrived for kQuietAfterMarker; then it says how many it got. The orchestrating run fails (and
+// keeps the stream, naming it) when the consumer got fewer than N.
 #if SLUICE_HAVE_JETSTREAM
 
 #include "bench/cut.hpp"
@@ -26,6 +35,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -179,10 +189,16 @@ cut_config parse(int argc, char** argv) {
 
 // ---- one side ------------------------------------------------------------------
 
+constexpr std::uint64_t kEndMarker = ~std::uint64_t{0};
+constexpr auto kQuietAfterMarker = std::chrono::seconds(2);  // the marker came and the stream is empty
+constexpr auto kWaitForMarker = std::chrono::seconds(5);     // all items came, the marker did not
+
 struct side_result {
   std::string side;
   double elapsed_s = 0;
-  std::uint64_t items = 0;
+  std::uint64_t items = 0;        // producer: items sent; consumer: distinct items received
+  std::uint64_t redelivered = 0;  // consumer: deliveries of an item it already had
+  std::uint64_t expected = 0;     // consumer: the count it waited for (--items)
   std::vector<metrics::stage_snapshot> stages;
   std::uint64_t edge_max = 0, edge_capacity = 0;
   double edge_mean = 0;
@@ -199,6 +215,10 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   sluice::graph g;
   const bool producer = c.role == "producer";
   std::atomic<std::uint64_t> done_items{0};
+  std::atomic<std::uint64_t> redelivered{0};
+  std::atomic<bool> marker_seen{false};
+  std::atomic<std::int64_t> last_delivery{0};
+  std::vector<bool> seen;  // consumer: by sequence
   std::vector<std::uint64_t> lat;
   if (producer) {
     auto s = g.source<std::string>("source", [&](sluice::sender<std::string>& out, std::stop_token st) {
@@ -210,6 +230,13 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
         if (!out.push(std::move(item))) return;
         done_items.fetch_add(1, std::memory_order_relaxed);
       }
+      if (st.stop_requested()) return;
+      // The end marker: after every item (the edge publishes in order and ends by waiting
+      // for every acknowledgement, so the marker is stored after the items).
+      std::string marker(16, '\0');
+      std::memcpy(marker.data(), &kEndMarker, 8);
+      std::memcpy(marker.data() + 8, &c.items, 8);
+      (void)out.push(std::move(marker));
     }, {.capacity = c.capacity});
     for (std::size_t w = 1; w <= c.cut; ++w) {
       s = g.map(worker_name(w), s, [&c, w](std::string v) {
@@ -236,13 +263,32 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
       }, {.capacity = c.capacity});
     }
     lat.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(c.items, 10'000'000)));
+    seen.assign(static_cast<std::size_t>(c.items), false);
+    last_delivery.store(now_ns(), std::memory_order_relaxed);
+    // One sink thread: seen, lat and the counts below are its own.
     g.sink("sink", s, [&](js::delivery<std::string> d) -> bool {
-      const std::int64_t born = static_cast<std::int64_t>(load64(d.value(), 8));
-      lat.push_back(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_ns() - born)));
-      d.ack();
-      if (done_items.fetch_add(1, std::memory_order_relaxed) + 1 < c.items) return true;
-      // All of them: stop the subscribe stage too (it waits on the edge, not on a push
-      // that would tell it nobody reads any more).
+      last_delivery.store(now_ns(), std::memory_order_relaxed);
+      const std::uint64_t seq = load64(d.value(), 0);
+      if (seq == kEndMarker) {
+        d.ack();
+        // A marker before any item is a previous run's, left behind: not ours.
+        if (done_items.load(std::memory_order_relaxed) != 0) marker_seen.store(true, std::memory_order_relaxed);
+      } else if (seq >= c.items || seen[static_cast<std::size_t>(seq)]) {
+        d.ack();
+        redelivered.fetch_add(1, std::memory_order_relaxed);  // again (at-least-once), or a stray
+        return true;
+      } else {
+        seen[static_cast<std::size_t>(seq)] = true;
+        const std::int64_t born = static_cast<std::int64_t>(load64(d.value(), 8));
+        lat.push_back(static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_ns() - born)));
+        d.ack();
+        done_items.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (done_items.load(std::memory_order_relaxed) < c.items || !marker_seen.load(std::memory_order_relaxed)) {
+        return true;
+      }
+      // All of them and the marker: stop the subscribe stage too (it waits on the edge,
+      // not on a push that would tell it nobody reads any more).
       g.request_stop();
       return false;
     });
@@ -252,15 +298,31 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   // The edge's occupancy, sampled from this side's snapshot every 100 ms.
   std::atomic<bool> running{true};
   std::uint64_t samples = 0, sum = 0;
+  bool gave_up = false;  // the consumer ended without all its items (see the top)
   std::thread sampler([&] {
     while (running.load()) {
       for (int k = 0; k < 10 && running.load(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::optional<std::uint64_t> edge_now;
       for (const auto& ch : g.snapshot().channels) {
         if (ch.external) {
           r.edge_max = std::max<std::uint64_t>(r.edge_max, ch.stats.size);
           r.edge_capacity = ch.stats.capacity;
           sum += ch.stats.size;
           ++samples;
+          edge_now = ch.stats.size;
+        }
+      }
+      if (!producer && !gave_up) {
+        const auto quiet = std::chrono::nanoseconds(now_ns() - last_delivery.load(std::memory_order_relaxed));
+        const bool all = done_items.load(std::memory_order_relaxed) >= c.items;
+        const bool marker = marker_seen.load(std::memory_order_relaxed);
+        // Items missing after the marker: wait while the stream still holds messages (a
+        // killed consumer's unacknowledged ones come back after ack_wait); once it is
+        // empty every item was acknowledged by someone, so the rest went to another.
+        const bool drained = edge_now.has_value() && *edge_now == 0;
+        if ((marker && !all && drained && quiet >= kQuietAfterMarker) || (all && !marker && quiet >= kWaitForMarker)) {
+          gave_up = !all;
+          g.request_stop();
         }
       }
     }
@@ -278,6 +340,8 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   running = false;
   sampler.join();
   r.items = done_items.load();
+  r.redelivered = redelivered.load();
+  r.expected = producer ? 0 : c.items;
   r.stages = rep.metrics.stages;
   if (r.edge_capacity == 0) r.edge_capacity = static_cast<std::uint64_t>(edge.max_msgs);
   r.edge_mean = samples != 0 ? static_cast<double>(sum) / static_cast<double>(samples) : 0.0;
@@ -292,7 +356,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
 void write_result(const side_result& r, const std::string& path) {
   std::ofstream o(path);
   o << "side " << r.side << " " << r.elapsed_s << " " << r.items << " " << r.edge_max << " " << r.edge_mean << " "
-    << r.edge_capacity << " " << r.p50_ns << " " << r.p99_ns << "\n";
+    << r.edge_capacity << " " << r.p50_ns << " " << r.p99_ns << " " << r.redelivered << " " << r.expected << "\n";
   for (const auto& s : r.stages) {
     o << "stage " << s.name << " " << s.items_in << " " << s.items_out << " " << s.busy_ns << " " << s.backpressured_ns
       << " " << s.starved_ns << "\n";
@@ -308,7 +372,8 @@ side_result read_result(const std::string& path) {
     std::string kind;
     f >> kind;
     if (kind == "side") {
-      f >> r.side >> r.elapsed_s >> r.items >> r.edge_max >> r.edge_mean >> r.edge_capacity >> r.p50_ns >> r.p99_ns;
+      f >> r.side >> r.elapsed_s >> r.items >> r.edge_max >> r.edge_mean >> r.edge_capacity >> r.p50_ns >> r.p99_ns >>
+          r.redelivered >> r.expected;
     } else if (kind == "stage") {
       metrics::stage_snapshot s;
       f >> s.name >> s.items_in >> s.items_out >> s.busy_ns >> s.backpressured_ns >> s.starved_ns;
@@ -363,8 +428,17 @@ void print_sides(const cut_config& c, const js::edge_options& edge, const std::v
     if (sd.side == "consumer") {
       std::printf(", latency p50 %.1f us, p99 %.1f us (source to sink)", static_cast<double>(sd.p50_ns) / 1e3,
                   static_cast<double>(sd.p99_ns) / 1e3);
+      if (sd.redelivered != 0) {
+        std::printf(", %llu redelivered (counted once)", static_cast<unsigned long long>(sd.redelivered));
+      }
     }
     std::printf("\n");
+    if (sd.side == "consumer" && sd.items < sd.expected) {
+      std::printf("consumer: %llu of %llu items arrived; the producer had finished and the edge is empty, so "
+                  "the other %llu were acknowledged by another consumer (an earlier one, since gone?)\n",
+                  static_cast<unsigned long long>(sd.items), static_cast<unsigned long long>(sd.expected),
+                  static_cast<unsigned long long>(sd.expected - sd.items));
+    }
   }
   if (sides.size() == 2) {
     if (const auto b = metrics::find_bottleneck(all)) {
@@ -377,7 +451,8 @@ void print_sides(const cut_config& c, const js::edge_options& edge, const std::v
   }
 }
 
-int run_child(const cut_config& c, const std::string& exe, const std::string& role, const std::string& result) {
+int run_child(const cut_config& c, const std::string& exe, const std::string& role, const std::string& result,
+              const sigset_t* mask) {
   std::vector<std::string> args = {exe, "bench"};
   args.insert(args.end(), c.passthrough.begin(), c.passthrough.end());
   for (const char* a : {"--role", role.c_str(), "--stream", c.stream.c_str(), "--result", result.c_str()}) args.push_back(a);
@@ -391,6 +466,7 @@ int run_child(const cut_config& c, const std::string& exe, const std::string& ro
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the orchestrating process
     if (::getppid() != parent) ::_exit(1);
     ::close_range(3, ~0U, 0);  // none of this process's sockets (its NATS connection) go along
+    ::pthread_sigmask(SIG_SETMASK, mask, nullptr);  // the parent blocked its stop signals; a side does not
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
@@ -425,16 +501,27 @@ int cmd_bench_cut(int argc, char** argv) {
 
 int run_cut(const cut_config& c) {
   js::edge_options edge{.stream = c.stream, .max_msgs = static_cast<std::int64_t>(c.edge_capacity)};
+  // Running both sides: SIGINT/SIGTERM/SIGHUP are taken by the wait loop below (sigtimedwait)
+  // rather than ending this process at once, so an interrupted run still stops its sides
+  // and removes its stream and temporary directory. Blocked before the connection starts
+  // libnats' threads, so that none of them takes the signal instead; the sides get the
+  // usual dispositions back (run_child).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
+  sigset_t old_mask;
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &old_mask);
+  if (c.role.empty()) ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   auto conn = js::connect(c.via);
   js::ensure_edge(conn, edge);
   if (!c.role.empty()) {
     const side_result r = run_side(c, conn, edge);
     if (!c.result.empty()) {
-      write_result(r, c.result);
-    } else {
-      print_sides(c, edge, {r});
+      write_result(r, c.result);  // the orchestrating run judges it
+      return 0;
     }
-    return 0;
+    print_sides(c, edge, {r});
+    return r.items < r.expected ? 1 : 0;
   }
   // Both sides, each in a process of its own (this program, run twice).
   char exe[4096];
@@ -445,48 +532,83 @@ int run_cut(const cut_config& c) {
   if (::mkdtemp(dir_tmpl) == nullptr) throw std::runtime_error("sluice bench: mkdtemp failed");
   const std::string dir = dir_tmpl;
   const std::string pres = dir + "/producer", cres = dir + "/consumer";
-  const pid_t cons = run_child(c, exe, "consumer", cres);
-  const pid_t prod = run_child(c, exe, "producer", pres);
+  auto tidy = [&] {
+    std::remove(pres.c_str());
+    std::remove(cres.c_str());
+    ::rmdir(dir.c_str());
+  };
+  auto remove_edge = [&] {
+    try {
+      js::remove_edge(conn, edge);
+    } catch (const std::exception& ex) {
+      std::fprintf(stderr, "sluice bench: %s\n", ex.what());
+    }
+  };
+  const pid_t cons = run_child(c, exe, "consumer", cres, &old_mask);
+  const pid_t prod = run_child(c, exe, "producer", pres, &old_mask);
   // Whichever side ends first: if it failed, the other cannot finish (a consumer gone leaves
   // the producer blocked on a full edge for ever), so it is stopped.
   int failed = 0;
+  int interrupted = 0;  // the signal that stopped the run
   std::map<pid_t, std::string> running = {{prod, "producer"}, {cons, "consumer"}};
+  auto take_signal = [&](long wait_ns) {
+    const timespec slice{0, wait_ns};
+    const int sig = ::sigtimedwait(&stop_signals, nullptr, &slice);
+    if (sig > 0 && interrupted == 0) {
+      interrupted = sig;
+      for (const auto& [other, name] : running) ::kill(other, SIGTERM);
+    }
+  };
   while (!running.empty()) {
     int st = 0;
-    const pid_t p = ::waitpid(-1, &st, 0);
+    const pid_t p = ::waitpid(-1, &st, WNOHANG);
     if (p < 0) {
       if (errno == EINTR) continue;
       break;  // ECHILD: none left
     }
+    if (p == 0) {
+      take_signal(50'000'000);
+      continue;
+    }
+    take_signal(0);  // a ^C reaches the sides too: one that died of it is the interrupt's
     const auto it = running.find(p);
     if (it == running.end()) continue;
     const std::string side = it->second;
     running.erase(it);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
-    if (failed != 0) continue;  // stopped here, after the other side failed
+    if (failed != 0 || interrupted != 0) continue;  // stopped here
     failed = 1;
     if (WIFSIGNALED(st)) {
       std::fprintf(stderr, "sluice bench: the %s side ended on signal %d\n", side.c_str(), WTERMSIG(st));
     }
     for (const auto& [other, name] : running) ::kill(other, SIGTERM);
   }
-  try {
-    js::remove_edge(conn, edge);
-  } catch (const std::exception& ex) {
-    std::fprintf(stderr, "sluice bench: %s\n", ex.what());
+  if (interrupted != 0) {
+    remove_edge();
+    tidy();
+    std::fprintf(stderr, "sluice bench: interrupted by %s; both sides stopped, stream %s removed\n",
+                 ::strsignal(interrupted), edge.stream.c_str());
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    return 128 + interrupted;
   }
-  auto tidy = [&] {
-    std::remove(pres.c_str());
-    std::remove(cres.c_str());
-    ::rmdir(dir.c_str());
-  };
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (failed) {
+    remove_edge();
     tidy();
     std::fprintf(stderr, "sluice bench: a side of the cut failed (its error is above)\n");
     return 1;
   }
-  print_sides(c, edge, {read_result(pres), read_result(cres)});
+  const side_result prod_r = read_result(pres), cons_r = read_result(cres);
   tidy();
+  print_sides(c, edge, {prod_r, cons_r});
+  if (cons_r.items < c.items) {
+    // Something was lost: the stream stays for a look (nats stream view ...).
+    std::fprintf(stderr, "sluice bench: the consumer got %llu of %llu items; stream %s is kept on %s\n",
+                 static_cast<unsigned long long>(cons_r.items), static_cast<unsigned long long>(c.items),
+                 edge.stream.c_str(), c.via.c_str());
+    return 1;
+  }
+  remove_edge();
   return 0;
 }
 

@@ -331,8 +331,16 @@ int run_codec(bool compress, int argc, char** argv) {
     }
     if (resolves && (S_ISCHR(m) || S_ISFIFO(m) || S_ISBLK(m) || S_ISSOCK(m))) {
       if (S_ISBLK(m) && !a.force) return fail(a.out + " is a block device (use --force to write to it)");
-      // O_NONBLOCK: a FIFO with no reader is an error now, not a wait the stop cannot end.
       out_fd = ::open(a.out.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+      if (out_fd < 0 && errno == ENXIO && S_ISFIFO(m)) {
+        // A FIFO nobody reads yet: wait for its reader, as cat or gzip do. Nothing exists
+        // to clean up, and the stop signals still have their usual effect here (they are
+        // blocked only once the run starts), so ^C ends the wait.
+        std::fprintf(stderr, "%s: waiting for a reader of %s\n", prog.c_str(), a.out.c_str());
+        do {
+          out_fd = ::open(a.out.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        } while (out_fd < 0 && errno == EINTR);
+      }
       if (out_fd < 0) return fail("cannot open " + a.out + ": " + std::strerror(errno));
     } else {
       // A regular file, or a symlink to one (or dangling): replaced only with --force,

@@ -31,7 +31,8 @@
 //     A failed pipeline never leaves a truncated file that looks complete.
 //   - The new file never has more permission than asked: with `mode`, it is created
 //     with no group/other bits, given `group` (if set and allowed; if refused, its group
-//     bits are dropped), then chmod'ed to `mode`, all before the first byte is written.
+//     bits are cut to the other bits: the writer's group gets no more than anyone), then
+//     chmod'ed to `mode`, all before the first byte is written.
 //     Without `mode` it gets 0666 minus the umask. `atime`/`mtime` are set before the
 //     commit. With `replace` false, the commit fails (EEXIST) rather than replace a path
 //     that exists by then (checked atomically by the kernel).
