@@ -242,7 +242,11 @@ class arg_parser {
   void count(std::string name, std::uint64_t* out, std::string help) {
     add(name, "N", std::move(help), std::to_string(*out), [this, out, n = name](std::string_view v) {
       const auto r = parse_count(v);
-      if (!r) bad(n, v, "a whole number like 1000 or 10k");
+      if (!r) {
+        const auto d = detail::parse_decimal(v);
+        bad(n, v, d && *d > 9.2e18 && *d == std::floor(*d) ? "a whole number up to 9.2e18 (this one is too large)"
+                                                              : "a whole number like 1000 or 10k");
+      }
       *out = *r;
     });
   }

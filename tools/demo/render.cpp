@@ -64,20 +64,21 @@ void print_table(const demo_config& cfg, const std::vector<run_result>& runs, do
   for (const auto& r : runs) t_max = std::max(t_max, r.elapsed_s);
   if (t_max > 0) {
     std::printf("\n  memory over time (RSS above each run's baseline)\n  %-10s", "t");
-    for (const auto& r : runs) std::printf("%-24s", r.label.c_str());
+    for (const auto& r : runs) std::printf("%-27s", r.label.c_str());
     std::printf("\n");
     for (int i = 0; i <= 10; ++i) {
       const double t = t_max * i / 10.0;
       std::printf("  %-10s", fmt("%.2f s", t).c_str());
       for (const auto& r : runs) {
         if (t > r.elapsed_s + 1e-9) {
-          std::printf("%-24s", "(finished)");
+          std::printf("%-27s", "(finished)");
         } else {
           const double v = rss_at(r, t);
           double peak = 1;
           for (const auto& q : runs) peak = std::max(peak, q.peak_rss);
           const int w = static_cast<int>(12.0 * v / peak + 0.5);
-          std::printf("%-24s", (fmt("%8.1f MiB ", v / kMiB) + std::string(static_cast<std::size_t>(w), '|')).c_str());
+          // 13 characters of figure and up to 12 of bar: the column is 27 wide.
+          std::printf("%-27s", (fmt("%8.1f MiB ", v / kMiB) + std::string(static_cast<std::size_t>(w), '|')).c_str());
         }
       }
       std::printf("\n");
@@ -87,9 +88,17 @@ void print_table(const demo_config& cfg, const std::vector<run_result>& runs, do
     if (!r.note.empty()) std::printf("\n  %s: %s\n", r.label.c_str(), r.note.c_str());
   }
   if (runs.size() == 2 && runs[0].peak_rss > 0 && runs[1].peak_rss > 0) {
-    std::printf("\n  Same sink, same time: the unbounded queue held %.0fx the memory, because nothing told\n"
-                "  the source that the sink was slow. The bounded channels blocked it instead.\n",
-                runs[0].peak_rss / std::max(1.0, runs[1].peak_rss));
+    const double ratio = runs[0].peak_rss / std::max(1.0, runs[1].peak_rss);
+    if (ratio >= 2) {
+      std::printf("\n  Same sink, same time: the unbounded queue held %.0fx the memory, because nothing told\n"
+                  "  the source that the sink was slow. The bounded channels blocked it instead.\n",
+                  ratio);
+    } else {
+      // Too little input (or too fast a sink) for the queue to grow: no lesson to claim.
+      std::printf("\n  Here the unbounded queue's peak was %.1fx the bounded run's: the input was too small (or\n"
+                  "  the sink too fast) for a queue to build up. A larger --bytes shows the difference.\n",
+                  ratio);
+    }
   }
   for (const auto& r : runs) {
     if (r.budget <= 0) continue;

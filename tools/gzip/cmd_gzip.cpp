@@ -66,6 +66,10 @@ std::string default_output(const codec_args& a, const std::string& prog) {
   if (a.in == "-") return "-";
   if (a.compress) return a.in + ".gz";
   const std::string_view in = a.in;
+  const std::string_view base = in.substr(in.rfind('/') == std::string_view::npos ? 0 : in.rfind('/') + 1);
+  if (base == ".gz" || base == ".tgz") {
+    throw usage_error(prog + ": cannot name the output of '" + a.in + "' (without its suffix no name is left); give OUT");
+  }
   if (in.size() > 3 && in.substr(in.size() - 3) == ".gz") return std::string(in.substr(0, in.size() - 3));
   if (in.size() > 4 && in.substr(in.size() - 4) == ".tgz") return std::string(in.substr(0, in.size() - 4)) + ".tar";
   throw usage_error(prog + ": cannot name the output of '" + a.in + "' (no .gz suffix); give OUT");
@@ -150,9 +154,7 @@ class signal_block {
 
 std::string rate_text(double bytes, double seconds) {
   if (seconds <= 0) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MB/s", bytes / seconds / 1e6);
-  return buf;
+  return format_size(bytes / seconds) + "/s";  // the units of the sizes beside it (MiB)
 }
 
 // Runs source -> codec -> sink; reports progress; turns a signal into a cancel, said on
@@ -238,7 +240,7 @@ int run_codec(bool compress, int argc, char** argv) {
   }
   p.flag("--force", &a.force,
          compress ? "replace an existing OUT (a symlink is replaced, not followed); write to a block device;\n"
-                    "write compressed data to a terminal"
+                    "                          write compressed data to a terminal"
                   : "replace an existing OUT (a symlink is replaced, not followed); write to a block device");
   p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
                        "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
