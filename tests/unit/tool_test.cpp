@@ -90,6 +90,20 @@ TEST_F(Tool, NoArgumentsPrintsUsageAndExitsTwo) {
   EXPECT_NE(r.err.find("usage: sluice"), std::string::npos);
 }
 
+// --serve: the URL on stderr; a bind beyond loopback is said to be one (the view shows the
+// graph's names and figures to whoever reaches it).
+TEST_F(Tool, BenchServePrintsTheUrlAndWarnsBeyondLoopback) {
+  const result local = run_tool({"bench", "--topology", "chain:1", "--items", "20k", "--serve", "127.0.0.1:0"}, 120);
+  if (local.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << local.err;
+  EXPECT_EQ(local.status, 0) << local.err;
+  EXPECT_NE(local.err.find("live view at http://127.0.0.1:"), std::string::npos) << local.err;
+  EXPECT_EQ(local.err.find("warning"), std::string::npos) << local.err;
+  const result wide = run_tool({"bench", "--topology", "chain:1", "--items", "20k", "--serve", "0.0.0.0:0"}, 120);
+  EXPECT_EQ(wide.status, 0) << wide.err;
+  EXPECT_NE(wide.err.find("warning: the live view listens on 0.0.0.0:0, beyond this machine"), std::string::npos)
+      << wide.err;
+}
+
 TEST_F(Tool, HelpForEverySubcommand) {
   // bench's help lists the options of a cut run too (they used to show only in the error
   // after a wrong one).
