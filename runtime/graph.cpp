@@ -490,6 +490,7 @@ void graph_state::discard(std::size_t channel, const std::type_info& type, void*
 void graph_state::discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,
                                 std::exception_ptr why) noexcept {
   if (fault_ != nullptr) fault_->on_stage_exception(n.name, why);
+  count_held(channel, 1);
   if (!opts_.on_discard || dying_.load(std::memory_order_relaxed)) return;
   std::lock_guard lk(dead_mu_);
   try {
@@ -548,6 +549,7 @@ bool graph_core::has_discard_hook() const noexcept { return state_->has_discard_
 void graph_core::discard(std::size_t channel, const std::type_info& type, void* item) noexcept {
   state_->discard(channel, type, item);
 }
+void graph_core::count_held(std::size_t channel, std::uint64_t n) noexcept { state_->count_held(channel, n); }
 
 namespace testing {
 void fail_thread_creation_after(long n) noexcept { g_thread_budget.store(n < 0 ? -1 : n, std::memory_order_relaxed); }

@@ -133,6 +133,7 @@ metrics::snapshot graph_state::snapshot() const {
     cshot.to = c.consumer != kNoNode ? nodes_[c.consumer]->name : std::string();
     cshot.weighted = c.weighted;
     cshot.stats = cs[i];
+    cshot.dead_letters = c.held_dead.load(std::memory_order_relaxed);
     s.channels.push_back(std::move(cshot));
   }
   for (const auto& x : externals_) {  // channels outside the process (this_stage::add_external_channel)

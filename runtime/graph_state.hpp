@@ -100,6 +100,8 @@ struct channel_entry {
   bool weighted = false;
   std::unique_ptr<channel_control> control;
   std::shared_ptr<void> pending;    // the receiver, until a consumer takes it
+  // Dead letters of this channel that a stage held, outside the channel (count_held).
+  std::atomic<std::uint64_t> held_dead{0};
 };
 
 enum class stage_state : int { idle, running, done, failed, stuck };
@@ -193,6 +195,9 @@ class graph_state {
     return tearing_.load(std::memory_order_relaxed);
   }
   void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  void count_held(std::size_t channel, std::uint64_t n) noexcept {
+    channels_[channel]->held_dead.fetch_add(n, std::memory_order_relaxed);
+  }
   // What the teardown cancels channels with (the first failure, or sluice::cancelled).
   [[nodiscard]] std::exception_ptr teardown_cause();
   void discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,

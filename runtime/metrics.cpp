@@ -188,6 +188,7 @@ std::string to_json(const snapshot& s) {
     json_uint(out, "pushed", c.stats.pushed);
     json_uint(out, "popped", c.stats.popped);
     json_uint(out, "discarded", c.stats.discarded);
+    json_uint(out, "dead_letters", c.dead_letters);
     json_uint(out, "blocked_push_ns", c.stats.blocked_push_ns);
     json_uint(out, "blocked_pop_ns", c.stats.blocked_pop_ns);
     json_uint(out, "waiting_push", c.stats.waiting_push);
@@ -360,6 +361,11 @@ std::string to_prometheus(const snapshot& s) {
         sample(out, f.name, ls, f.get(c.stats));
       }
     }
+  }
+  if (!s.channels.empty()) {
+    const char* name = "sluice_channel_dead_letters_total";
+    family(out, name, "counter", "Items a stage held outside the channel and dropped (taken and not processed, or made and not pushed).");
+    for (const channel_snapshot& c : s.channels) sample(out, name, {{"channel", c.name}, {"from", c.from}, {"to", c.to}}, c.dead_letters);
   }
   return out;
 }

@@ -57,6 +57,12 @@ struct channel_snapshot {
   std::string to;            // consumer stage
   bool weighted = false;     // size/capacity in bytes rather than items
   channel_stats stats;
+  // Dead letters of this channel that a stage held outside it: items its consumer took and
+  // never processed (it failed, finished early or was torn down with a batch in hand; the
+  // item a function threw on), and items its producer made and could not push (the channel
+  // had ended). Each one went to on_discard, when there is one. The channel's own
+  // discards (items still inside it at a cancel) are stats.discarded.
+  std::uint64_t dead_letters = 0;
   // A channel outside this process (a jetstream:<stream> edge; this_stage::
   // add_external_channel): only size, items, capacity and blocked_*_ns are meaningful, and
   // one of from/to is empty (the stage on the other side is elsewhere).

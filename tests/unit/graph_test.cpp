@@ -927,6 +927,66 @@ TEST(graph, dead_letters_work_for_move_only_items_and_match_the_counts) {
   for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], static_cast<int>(i));
 }
 
+// Items a stage took in a batch and never processed are counted as dead letters of their
+// channel (channel_snapshot::dead_letters), with an on_discard hook or without one. They
+// used to be counted nowhere without a hook: a sink that returned false on its first item
+// of a 64-item batch left 63 items neither delivered, discarded nor counted.
+const sluice::metrics::channel_snapshot& channel_named(const sluice::metrics::snapshot& s, const std::string& name) {
+  for (const auto& c : s.channels) {
+    if (c.name == name) return c;
+  }
+  throw std::runtime_error("no channel " + name);
+}
+
+TEST(graph, items_a_stage_took_and_dropped_are_counted_as_dead_letters_hook_or_not) {
+  watchdog dog(30s);
+  for (const bool with_hook : {false, true}) {
+    SCOPED_TRACE(with_hook ? "with on_discard" : "without on_discard");
+    std::atomic<std::uint64_t> hooked{0};
+    sluice::graph_options o;
+    if (with_hook) o.on_discard = [&](const sluice::dead_letter&) { ++hooked; };
+    // A sink that has enough after its first item, fed faster than it takes.
+    {
+      sluice::graph g(o);
+      auto src = g.source<int>("src", count_to(100), {.capacity = 64});
+      int calls = 0;
+      g.sink("first", src, [&](int) {
+        ++calls;
+        return false;
+      });
+      const sluice::report r = g.run();
+      EXPECT_TRUE(r.balanced());
+      const auto& c = channel_named(g.snapshot(), "src -> first");
+      EXPECT_EQ(calls, 1);
+      EXPECT_EQ(c.stats.popped, static_cast<std::uint64_t>(calls) + c.dead_letters);
+      EXPECT_EQ(c.stats.pushed, c.stats.popped + c.stats.discarded + c.stats.items);
+      if (with_hook) {
+        EXPECT_EQ(hooked.load(), c.dead_letters + c.stats.discarded);
+      }
+    }
+    // A map that throws on its first item: that item and the rest of its batch.
+    hooked = 0;
+    {
+      sluice::graph g(o);
+      auto src = g.source<int>("src", count_to(64), {.capacity = 64});
+      auto m = g.map("m", src, [](int v) -> int { throw boom("no " + std::to_string(v)); });
+      std::atomic<int> got{0};
+      g.sink("sink", m, [&](int) { ++got; });
+      EXPECT_THROW(g.run(), sluice::stage_error);
+      const auto snap = g.snapshot();
+      const auto& in = channel_named(snap, "src -> m");
+      EXPECT_EQ(got.load(), 0);
+      EXPECT_GT(in.stats.popped, 0u);
+      EXPECT_EQ(in.dead_letters, in.stats.popped);  // every item m took, counted once
+      if (with_hook) {
+        std::uint64_t all = 0;
+        for (const auto& c : snap.channels) all += c.dead_letters + c.stats.discarded;
+        EXPECT_EQ(hooked.load(), all);
+      }
+    }
+  }
+}
+
 struct blob {
   std::string bytes;
 };

@@ -239,6 +239,7 @@ TEST(MetricsJson, ParsesBackWithEveryField) {
     EXPECT_EQ(j["pushed"].uint(), c.stats.pushed);
     EXPECT_EQ(j["popped"].uint(), c.stats.popped);
     EXPECT_EQ(j["discarded"].uint(), c.stats.discarded);
+    EXPECT_EQ(j["dead_letters"].uint(), c.dead_letters);
     EXPECT_EQ(j["blocked_push_ns"].uint(), c.stats.blocked_push_ns);
     EXPECT_EQ(j["blocked_pop_ns"].uint(), c.stats.blocked_pop_ns);
     EXPECT_EQ(j["waiting_push"].uint(), c.stats.waiting_push);

@@ -222,6 +222,10 @@ class graph_core {
   [[nodiscard]] bool has_discard_hook() const noexcept;
   // Hands an undelivered item of `channel` to the graph's on_discard (if any).
   void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  // Counts n dead letters of `channel` that a stage held outside it (taken by its consumer
+  // and never processed, or made by its producer and never pushed): the snapshot's
+  // channel_snapshot::dead_letters. Counted with a hook or without one.
+  void count_held(std::size_t channel, std::uint64_t n) noexcept;
 
  private:
   std::unique_ptr<graph_state> state_;

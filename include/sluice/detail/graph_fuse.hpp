@@ -236,6 +236,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
         std::exception_ptr e;
         try {
           if (push_keep(in.out, out)) return direct_result::taken;
+          graph_->count_held(out_ch_, 1);
           graph_->discard(out_ch_, typeid(U), &out);
           return direct_result::taken_done;
         } catch (...) {
@@ -243,6 +244,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
         }
         const direct_result r = policy(in, std::move(e), false);
         if (r != direct_result::taken) {
+          graph_->count_held(out_ch_, 1);
           graph_->discard(out_ch_, typeid(U), &out);
           return r;
         }

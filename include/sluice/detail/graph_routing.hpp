@@ -50,6 +50,11 @@ class route_task final : public replica_task {
         // one, ended branches cost nothing. No stopping() check between branches: a
         // push to a cancelled channel fails at once and its copy becomes a dead letter.
         const bool hook = graph_->has_discard_hook();
+        if (!hook) {  // no copies for ended branches: only counted
+          for (std::size_t i = 0; i < outs_.size(); ++i) {
+            if (!live_[i]) graph_->count_held(out_ch_[i], in_.size());
+          }
+        }
         std::size_t last = outs_.size();  // the last branch that needs a copy takes the batch
         while (last > 0 && !live_[last - 1] && !hook) --last;
         for (std::size_t i = 0; i < last; ++i) {
@@ -72,7 +77,11 @@ class route_task final : public replica_task {
             // The push threw (an injected fault, a throwing copy): this branch's copy and
             // those of the branches not reached yet are dead letters, each of its branch.
             discard_items(*graph_, out_ch_[i], copy);
-            for (std::size_t j = i + 1; j < last && hook; ++j) {
+            for (std::size_t j = i + 1; j < last; ++j) {
+              if (!hook) {
+                if (live_[j]) graph_->count_held(out_ch_[j], in_.size());  // (ended ones are counted above)
+                continue;
+              }
               std::vector<T> rest = in_;
               discard_items(*graph_, out_ch_[j], rest);
             }

@@ -123,9 +123,11 @@ class typed_channel_control final : public channel_control {
 
 // ---- dead letters ----------------------------------------------------------------
 
-// Hands items[from..] to the dead-letter hook of `channel` and clears `items`.
+// Counts items[from..] as dead letters of `channel`, hands them to the dead-letter hook
+// (if any) and clears `items`.
 template <class T>
 void discard_items(graph_core& g, std::size_t channel, std::vector<T>& items, std::size_t from = 0) noexcept {
+  if (items.size() > from) g.count_held(channel, items.size() - from);
   if (g.has_discard_hook()) {
     for (std::size_t i = from; i < items.size(); ++i) g.discard(channel, typeid(T), &items[i]);
   }
