@@ -85,7 +85,17 @@ std::atomic<fence_mode> g_fence_mode{fence_mode::kUnknown};
 bool read_runnable_exceeds_cpus() noexcept {
   // Opened on first use and kept: pread() of /proc/loadavg is one system call, and the
   // kernel builds the text afresh for every read.
-  static const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  // Never on 0, 1 or 2: a process started with those closed would have its "stdin" be
+  // this file (io::read_fd(0) read /proc/loadavg), so the descriptor moves above them.
+  static const int fd = [] {
+    int f = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (f >= 0 && f <= 2) {
+      const int high = ::fcntl(f, F_DUPFD_CLOEXEC, 3);
+      ::close(f);
+      f = high;
+    }
+    return f;
+  }();
   // The CPUs this process may run on (taskset, a container's cpuset), at most those online,
   // read once. The mask is the main thread's (its id is the process id), not the first
   // caller's: a stage thread the user pinned to one CPU must not decide it for the rest.

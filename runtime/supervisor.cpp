@@ -23,7 +23,14 @@ void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token&
   std::mutex m;
   std::condition_variable_any cv;
   std::unique_lock lk(m);
-  cv.wait_for(lk, stop, d, [] { return false; });
+  // now() + d overflows for a huge d (duration::max() restarted at once): a wait past
+  // ~100 years is a wait for the stop request alone.
+  constexpr auto kForever = std::chrono::hours(24 * 365 * 100);
+  if (d >= kForever) {
+    cv.wait(lk, stop, [] { return false; });
+  } else {
+    cv.wait_for(lk, stop, d, [] { return false; });
+  }
 }
 
 }  // namespace

@@ -44,14 +44,20 @@ std::string at_offset(const std::string& where, std::uint64_t offset) {
 
 void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const read_options& o,
                const char* stage, const std::string& where) {
+  // A negative fd is no descriptor (poll() would skip it and the wait never end).
+  if (fd < 0) detail::throw_errno(stage, "read", at_offset(where, 0), EBADF);
+  // A closed one fails now, before this loop opens descriptors of its own (one could take
+  // its number: stdin closed, then "stdin" would be the stop waiter's eventfd).
+  if (::fcntl(fd, F_GETFD) < 0) detail::throw_errno(stage, "read", at_offset(where, 0), errno);
   const bool regular = detail::is_regular_fd(fd);
   std::optional<detail::stop_waiter> waiter;
   if (!regular) waiter.emplace(stop);
   const std::size_t chunk = std::max<std::size_t>(o.chunk, 1);
   std::uint64_t offset = 0;
+  buffer b;
   for (;;) {
     if (stop.stop_requested()) return;
-    buffer b(chunk);
+    if (b.capacity() < chunk) b = buffer(chunk);  // else the previous one, emptied (below)
     bool eof = false;
     while (b.size() < chunk) {
       if (!regular && !b.empty()) break;
@@ -77,7 +83,16 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
       offset += b.size();
       // relaxed: a progress counter, read for display only.
       if (o.progress != nullptr) o.progress->fetch_add(b.size(), std::memory_order_relaxed);
-      if (!out.push(std::move(b))) return;  // downstream is gone: nobody will read more
+      // A short read (a pipe or socket that trickles) goes on in a buffer of its own size:
+      // a channel's budget weighs a buffer by its content, so chunk-sized buffers holding
+      // a few bytes each would let the memory behind one budget grow a thousandfold. The
+      // big buffer is kept for the next read.
+      if (b.size() < chunk / 4) {
+        if (!out.push(buffer::copy_of(b.view()))) return;
+        b.clear();
+      } else if (!out.push(std::move(b))) {
+        return;  // downstream is gone: nobody will read more
+      }
     }
     if (eof) return;
   }
@@ -214,8 +229,32 @@ std::filesystem::path link_temporary(int fd, const std::filesystem::path& target
 }
 
 // Moves `from` to `to`; with replace false, fails with EEXIST if `to` exists (atomically).
+// What `path` is when it exists and write_file must not replace it: a device, a FIFO or a
+// socket (rename() would swap the node itself for a regular file: as root, write_file
+// onto /dev/null replaced /dev/null). Empty when it is a regular file, a symlink (the link
+// itself is replaced, as documented), absent, or a directory (rename reports EISDIR).
+std::string not_replaceable(const std::filesystem::path& path) {
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) != 0) return {};
+  if (S_ISCHR(st.st_mode)) return "a character device";
+  if (S_ISBLK(st.st_mode)) return "a block device";
+  if (S_ISFIFO(st.st_mode)) return "a FIFO";
+  if (S_ISSOCK(st.st_mode)) return "a socket";
+  return {};
+}
+void check_replaceable(const std::filesystem::path& path) {
+  const std::string what = not_replaceable(path);
+  if (!what.empty()) {
+    throw error("write_file: " + path.string() + " is " + what +
+                ", not a file; it is not replaced (io::write_fd writes to an open descriptor)", EEXIST);
+  }
+}
+
 int move_into_place(const std::filesystem::path& from, const std::filesystem::path& to, bool replace) {
-  if (replace) return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+  if (replace) {
+    if (!not_replaceable(to).empty()) return EEXIST;  // appeared since the start (checked there)
+    return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+  }
   if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
   if (errno != EINVAL && errno != ENOSYS) return errno;
   // No RENAME_NOREPLACE here: link() refuses an existing name just as atomically.
@@ -262,6 +301,7 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
   state& st = *state_;
   st.committed.store(false, std::memory_order_relaxed);
   const std::string where = st.path.string();
+  check_replaceable(st.path);
   // Created with no more than the owner's bits of `mode`: the group is not settled yet.
   mode_t want = options_.mode ? (*options_.mode & 0777) : 0666;
   const int fd = open_temporary(st.path, options_.mode ? (want & 0700) : want, &st.partial);

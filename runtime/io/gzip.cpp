@@ -515,13 +515,13 @@ parallel_gzip_options checked(parallel_gzip_options o) {
 }
 
 stage_options checked(stage_options s) {
-  s = byte_stage_options(std::move(s), "gzip");
+  if (s.name.empty()) s.name = "gzip";
   const stage_options plain;
   if (s.replicas != plain.replicas || s.ordered != plain.ordered || !(s.on_error == plain.on_error)) {
     throw std::invalid_argument("parallel_gzip '" + s.name +
                                 "': replicas, ordered and on_error do not apply (jobs sets the replicas)");
   }
-  return s;
+  return byte_stage_options(std::move(s), "gzip");
 }
 
 template <class Deflate>

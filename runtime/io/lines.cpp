@@ -114,6 +114,7 @@ void lines_stage::operator()(receiver<buffer>& in, sender<line>& out, std::stop_
 through_stage<line, lines_stage> lines(lines_options o, stage_options s) {
   if (s.name.empty()) s.name = "lines";
   if (s.capacity == stage_options{}.capacity) s.capacity = kLinesCapacity;
+  single_thread_stage(s);
   return through<line>(lines_stage(o), std::move(s));
 }
 

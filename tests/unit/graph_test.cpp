@@ -793,6 +793,43 @@ TEST(graph, restart_policy_uses_a_fresh_copy_and_keeps_the_channels) {
   EXPECT_EQ(c.made.load(), c.destroyed.load());  // every copy's cleanup ran
 }
 
+// A backoff of duration::max() waits until the run stops; it used to overflow now() + d
+// and restart at once. cancel() ends the wait.
+TEST(graph, a_restart_backoff_of_duration_max_waits_for_the_stop) {
+  watchdog dog(30s);
+  std::atomic<int> calls{0};
+  sluice::graph g;
+  auto src = g.source<int>("src", [&](sluice::sender<int>&) {
+    ++calls;
+    throw boom("first call");
+  }, {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60),
+                                  .backoff = std::chrono::steady_clock::duration::max()}});
+  g.sink("sink", src, [](int) {});
+  g.start();
+  ASSERT_TRUE(eventually([&] { return calls.load() >= 1; }));
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& s : g.snapshot().stages) {
+      if (s.name == "src") return s.errors >= 1;
+    }
+    return false;
+  }));
+  g.cancel();
+  EXPECT_THROW(g.wait(), sluice::cancelled);
+  EXPECT_EQ(calls.load(), 1);
+}
+
+// A restart window of 0 (or less) would never see two restarts in it, so the intensity
+// limit would never hold: refused when the stage is added.
+TEST(graph, a_restart_window_of_zero_is_an_invalid_argument) {
+  for (const auto within : {std::chrono::steady_clock::duration::zero(), -std::chrono::steady_clock::duration(std::chrono::seconds(1))}) {
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(1));
+    EXPECT_THROW(g.map("m", src, [](int v) { return v; },
+                       {.on_error = sluice::restart{.max = 2, .within = within, .backoff = {}}}),
+                 std::invalid_argument);
+  }
+}
+
 TEST(graph, restart_in_ordered_replicas_resumes_the_batch_and_keeps_order) {
   watchdog dog(30s);
   // Capacity 1: every batch holds one item, so the item that throws is always the last

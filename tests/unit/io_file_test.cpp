@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -318,6 +319,100 @@ TEST(io_file, a_symlink_at_the_path_is_replaced_not_followed) {
   EXPECT_FALSE(fs::is_symlink(dir / "out"));
   EXPECT_EQ(io_test::read_string(dir / "out"), "new\n");
   EXPECT_EQ(io_test::read_string(dir / "victim"), "the victim's data");
+}
+
+// A path that is a device, FIFO or socket is never replaced by a file (as root, a
+// write_file onto /dev/null used to turn /dev/null into a regular file).
+TEST(io_file, a_fifo_or_device_at_the_path_is_never_replaced) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "fifo path");
+  io_test::temp_dir dir;
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  const std::string e = error_of([&] { runner::run(io_test::string_source("x\n"), io::write_file(dir / "fifo")); });
+  EXPECT_NE(e.find((dir / "fifo").string() + " is a FIFO, not a file; it is not replaced"), std::string::npos) << e;
+  struct stat st{};
+  ASSERT_EQ(::lstat((dir / "fifo").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(dir.list(), std::vector<std::string>{"fifo"});  // no temporary left either
+  if (::geteuid() == 0) {  // a device node of our own (a copy of /dev/null's numbers)
+    ASSERT_EQ(::mknod((dir / "null").c_str(), S_IFCHR | 0666, ::makedev(1, 3)), 0);
+    const std::string d = error_of([&] { runner::run(io_test::string_source("x\n"), io::write_file(dir / "null")); });
+    EXPECT_NE(d.find("is a character device"), std::string::npos) << d;
+    ASSERT_EQ(::lstat((dir / "null").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISCHR(st.st_mode));
+  }
+}
+
+// Byte stages are one sequence each: replicas are refused by name (two copies of
+// write_file shared one temporary and saved part of the stream; two of read_file read it
+// twice; two of gzip wrote a corrupt file).
+TEST(io_file, byte_stages_refuse_replicas) {
+  const sluice::stage_options two{.replicas = 2};
+  auto refused = [](const std::function<void()>& f, const std::string& stage) {
+    try {
+      f();
+      ADD_FAILURE() << stage << ": replicas accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("stage '" + stage + "' cannot have replicas"), std::string::npos) << e.what();
+    }
+  };
+  refused([&] { (void)io::read_file("x", {}, two); }, "read_file");
+  refused([&] { (void)io::write_file("x", {}, two); }, "write_file");
+  refused([&] { (void)io::read_fd(0, {}, two); }, "read_fd");
+  refused([&] { (void)io::write_fd(1, {}, two); }, "write_fd");
+  refused([&] { (void)io::gzip(6, two); }, "gzip");
+  refused([&] { (void)io::gunzip({}, two); }, "gunzip");
+  refused([&] { (void)io::lines({}, two); }, "lines");
+  refused([&] { (void)io::join_lines({}, two); }, "join_lines");
+}
+
+// read_fd of a negative or closed descriptor fails at once with EBADF naming it (a
+// negative one used to wait for ever: poll() skips it).
+TEST(io_file, read_fd_of_a_bad_descriptor_is_ebadf_at_once) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "bad fd");
+  for (const int fd : {-1, -5}) {
+    const std::string e = error_of([&] { (void)chunks_of(io::read_fd(fd)); });
+    EXPECT_NE(e.find("Bad file descriptor"), std::string::npos) << fd << ": " << e;
+  }
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  ::close(p[0]);
+  ::close(p[1]);
+  const std::string e = error_of([&] { (void)chunks_of(io::read_fd(p[0])); });
+  EXPECT_NE(e.find("Bad file descriptor"), std::string::npos) << e;
+}
+
+// A pipe that trickles: each short read goes on in a buffer of its own size, not in a
+// 64 KiB one, so the channel's byte budget bounds the memory behind it too (1-byte reads
+// in 64 KiB buffers held gigabytes behind a 64 KiB budget).
+TEST(io_file, short_reads_go_on_in_buffers_of_their_own_size) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "trickle");
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const std::string data = io_test::random_bytes(200'000, 9);
+  std::thread feeder([&] {
+    for (std::size_t off = 0; off < data.size();) {  // small writes: the reads come short
+      const ssize_t w = ::write(p[1], data.data() + off, std::min<std::size_t>(100, data.size() - off));
+      ASSERT_GT(w, 0);
+      off += static_cast<std::size_t>(w);
+    }
+    ::close(p[1]);
+  });
+  auto [tx, rx] = sluice::bounded<buffer>(1 << 16);
+  std::thread reader([&, tx = std::move(tx)]() mutable { io::read_fd(p[0]).fn(tx, std::stop_token{}); });
+  std::string got;
+  std::size_t short_ones = 0;
+  for (buffer& b : rx) {
+    got.append(b.view());
+    if (b.size() < io::kChunk / 4) {
+      ++short_ones;
+      EXPECT_LT(b.capacity(), io::kChunk / 2) << "a " << b.size() << "-byte read in a " << b.capacity() << "-byte buffer";
+    }
+  }
+  reader.join();
+  feeder.join();
+  ::close(p[0]);
+  EXPECT_EQ(got, data);
+  EXPECT_GT(short_ones, 0u);  // the case under test happened
 }
 
 TEST(io_file, without_replace_an_existing_path_is_kept_and_the_commit_fails) {

@@ -54,6 +54,13 @@ void check_stage(const graph_core& g, const std::string& name, const stage_optio
     throw std::invalid_argument("sluice::graph: stage '" + name + "': replicas must be at most " +
                                 std::to_string(kMaxReplicas) + " (got " + std::to_string(o.replicas) + ")");
   }
+  if (o.on_error.what() == error_policy::kind::restart &&
+      (o.on_error.limits().within <= std::chrono::steady_clock::duration::zero() ||
+       o.on_error.limits().backoff < std::chrono::steady_clock::duration::zero())) {
+    // A window of 0 never holds two restarts: the intensity limit would be off.
+    throw std::invalid_argument("sluice::graph: stage '" + name +
+                                "': restart needs a window (within) above 0 and a backoff of 0 or more");
+  }
   if constexpr (!std::is_copy_constructible_v<F>) {
     if (o.replicas > 1 || o.on_error.what() == error_policy::kind::restart) {
       throw std::logic_error("sluice::graph: stage '" + name +

@@ -39,11 +39,26 @@ inline constexpr std::size_t kByteBudget = std::size_t{64} << 10;
 // The default chunk a reader fills before pushing it.
 inline constexpr std::size_t kChunk = std::size_t{64} << 10;
 
+// A byte stream is one sequence: replicas would split it between threads (a reader's two
+// copies each read the whole file, a writer's two copies share one temporary, a codec's
+// two copies each see half the stream). std::invalid_argument naming the stage for
+// replicas above 1 (parallel_gzip compresses on several threads in order).
+inline void single_thread_stage(const stage_options& s) {
+  if (s.replicas > 1) {
+    throw std::invalid_argument("sluice::io: stage '" + s.name + "' cannot have replicas (" +
+                                std::to_string(s.replicas) +
+                                "): a byte stream is one sequence, split between threads it would be "
+                                "wrong; for compression on several threads use io::parallel_gzip");
+  }
+}
+
 // Stage options for a byte stage: a capacity left at stage_options' default (1024 items)
-// becomes kByteBudget bytes, and an empty name becomes `name`.
+// becomes kByteBudget bytes, and an empty name becomes `name`. Replicas are refused
+// (single_thread_stage).
 inline stage_options byte_stage_options(stage_options s, const char* name) {
   if (s.capacity == stage_options{}.capacity) s.capacity = kByteBudget;
   if (s.name.empty()) s.name = name;
+  single_thread_stage(s);
   return s;
 }
 

@@ -28,7 +28,12 @@
 //     write their own temporary, and the last commit wins. On any other ending (an
 //     upstream failure, a cancel, its own write error) the temporary is discarded; so
 //     it is if the last copy of the function object goes before the stage finished.
-//     A failed pipeline never leaves a truncated file that looks complete.
+//     A failed pipeline never leaves a truncated file that looks complete. A `path` that
+//     is a device, FIFO or socket is never replaced: io::error (EEXIST) naming it.
+//   - Byte stages (readers, writers, codecs, lines) refuse replicas above 1
+//     (std::invalid_argument): a byte stream split between threads would be wrong.
+//   - A reader pushes a short read (under a quarter of its chunk: a trickling pipe or
+//     socket) in a buffer of its own size, so a byte budget bounds memory, not just bytes.
 //   - The new file never has more permission than asked: with `mode`, it is created
 //     with no group/other bits, given `group` (if set and allowed; if refused, its group
 //     bits are cut to the other bits: the writer's group gets no more than anyone), then
