@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <new>
+#include <stdexcept>
 #include <chrono>
 #include <optional>
 #include <utility>
@@ -52,12 +54,20 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
   const bool regular = detail::is_regular_fd(fd);
   std::optional<detail::stop_waiter> waiter;
   if (!regular) waiter.emplace(stop);
-  const std::size_t chunk = std::max<std::size_t>(o.chunk, 1);
+  const std::size_t chunk = o.chunk != 0 ? o.chunk : kChunk;  // 0: the default, as the codecs read it
   std::uint64_t offset = 0;
   buffer b;
   for (;;) {
     if (stop.stop_requested()) return;
-    if (b.capacity() < chunk) b = buffer(chunk);  // else the previous one, emptied (below)
+    if (b.capacity() < chunk) {  // else the previous one, emptied (below)
+      try {
+        b = buffer(chunk);
+      } catch (const std::bad_alloc&) {
+        throw error(std::string(stage) + ": cannot allocate a chunk of " + std::to_string(chunk) + " bytes to read " +
+                        where + " (read_options::chunk)",
+                    ENOMEM);
+      }
+    }
     bool eof = false;
     while (b.size() < chunk) {
       if (!regular && !b.empty()) break;
@@ -375,10 +385,12 @@ void fd_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
 
 source_stage<buffer, file_reader> read_file(std::filesystem::path path, read_options o,
                                             stage_options s) {
+  if (path.empty()) throw std::invalid_argument("sluice::io::read_file: the path is empty");
   return from<buffer>(file_reader(std::move(path), o), byte_stage_options(std::move(s), "read_file"));
 }
 
 consume_stage<file_writer> write_file(std::filesystem::path path, write_options o, stage_options s) {
+  if (path.empty()) throw std::invalid_argument("sluice::io::write_file: the path is empty");
   return consume(file_writer(std::move(path), o), byte_stage_options(std::move(s), "write_file"));
 }
 

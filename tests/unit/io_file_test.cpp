@@ -365,6 +365,25 @@ TEST(io_file, byte_stages_refuse_replicas) {
   refused([&] { (void)io::join_lines({}, two); }, "join_lines");
 }
 
+// chunk 0 reads in the default chunks (as the codecs take 0; it used to mean one byte a
+// buffer); a chunk too big to allocate is an io::error naming it and the file; an empty
+// path is refused when the stage is made.
+TEST(io_file, odd_chunks_and_an_empty_path_are_handled_by_name) {
+  io_test::temp_dir dir;
+  const std::string data = io_test::random_bytes(200'000, 4);
+  io_test::write_string(dir / "in", data);
+  const auto zero = chunks_of(io::read_file(dir / "in", {.chunk = 0}));
+  ASSERT_EQ(zero.size(), 4u);  // 3 x 64 KiB + the rest
+  EXPECT_EQ(zero[0].size(), io::kChunk);
+  const std::string e = error_of([&] { (void)chunks_of(io::read_file(dir / "in", {.chunk = std::size_t{1} << 60})); });
+  EXPECT_NE(e.find("cannot allocate a chunk of " + std::to_string(std::size_t{1} << 60) + " bytes to read " +
+                   (dir / "in").string()),
+            std::string::npos)
+      << e;
+  EXPECT_THROW((void)io::read_file(""), std::invalid_argument);
+  EXPECT_THROW((void)io::write_file(""), std::invalid_argument);
+}
+
 // read_fd of a negative or closed descriptor fails at once with EBADF naming it (a
 // negative one used to wait for ever: poll() skips it).
 TEST(io_file, read_fd_of_a_bad_descriptor_is_ebadf_at_once) {

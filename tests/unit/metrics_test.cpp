@@ -255,6 +255,28 @@ TEST(MetricsJson, EmptySnapshotAndNullBottleneck) {
   EXPECT_EQ(v["elapsed_ns"].uint(), 0U);
 }
 
+// A stage name is any std::string; both formats promise UTF-8. Bytes that are not valid
+// UTF-8 become U+FFFD (they went out raw: a strict decoder refused the whole document);
+// valid multi-byte names pass unchanged.
+TEST(MetricsJson, NamesThatAreNotUtf8BecomeReplacementCharacters) {
+  snapshot s;
+  s.stages.resize(3);
+  s.stages[0].name = std::string("bad\xff\xfe");
+  s.stages[1].name = "caf\xc3\xa9 \xf0\x9f\x9a\x80";          // valid: kept as it is
+  s.stages[2].name = std::string("cut\xe2\x82") + "|\xc0\x80|\xed\xa0\x80";  // truncated, overlong, surrogate
+  const std::string replacement = "\xef\xbf\xbd";
+  for (const std::string& text : {sluice::metrics::to_json(s), sluice::metrics::to_prometheus(s)}) {
+    EXPECT_NE(text.find("bad" + replacement + replacement), std::string::npos) << text;
+    EXPECT_NE(text.find("caf\xc3\xa9 \xf0\x9f\x9a\x80"), std::string::npos) << text;
+    EXPECT_NE(text.find("cut" + replacement + replacement + "|" + replacement + replacement + "|" + replacement +
+                        replacement + replacement),
+              std::string::npos)
+        << text;
+    EXPECT_EQ(text.find('\xff'), std::string::npos);
+    EXPECT_EQ(text.find('\xc0'), std::string::npos);
+  }
+}
+
 TEST(MiniJson, RejectsMalformedInput) {
   for (const char* bad : {"", "{", "{\"a\":}", "[1,]", "{\"a\":1,\"a\":2}", "01", "\"\x01\"", "[1] x", "nul"}) {
     EXPECT_THROW(mini_json::parse(bad), mini_json::error) << bad;

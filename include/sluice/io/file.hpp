@@ -81,7 +81,7 @@
 namespace sluice::io {
 
 struct read_options {
-  std::size_t chunk = kChunk;                       // bytes per pushed buffer (at most)
+  std::size_t chunk = kChunk;                       // bytes per pushed buffer (at most; 0: kChunk)
   std::atomic<std::uint64_t>* progress = nullptr;   // if set, bytes read are added as they go
 };
 
