@@ -243,13 +243,21 @@ void graph_state::start() {
       ran_nothing_ = true;
       nothing = true;
     } else {
+      const stage_node* making = nullptr;
       try {
         for (auto& n : nodes_) {
+          making = n.get();
           for (std::size_t i = 0; i < n->threads; ++i) tasks.push_back({n.get(), i, n->factory(i)});
         }
       } catch (...) {
+        // The stage's own code threw (its function's copy constructor, for a replica):
+        // a failure of that stage, as it would be once running (DESIGN section 3).
         ran_nothing_ = true;
-        start_error_ = factory_error = std::current_exception();
+        factory_error = std::current_exception();
+        if (making != nullptr) {
+          factory_error = std::make_exception_ptr(stage_error(making->name, factory_error, 0));
+        }
+        start_error_ = factory_error;
         nothing = true;
       }
     }

@@ -818,6 +818,35 @@ TEST(graph, a_restart_backoff_of_duration_max_waits_for_the_stop) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+// A stage function whose copy constructor throws when the replicas' copies are made at
+// start(): a stage_error naming the stage, as any failure of the stage's own code (it used
+// to be the raw exception, with no stage named).
+TEST(graph, a_stage_function_whose_copy_throws_at_start_is_a_stage_error_naming_it) {
+  watchdog dog(30s);
+  struct picky {
+    std::shared_ptr<std::atomic<int>> copies_left;  // copies it may still make once armed
+    picky() : copies_left(std::make_shared<std::atomic<int>>(-1)) {}
+    picky(const picky& o) : copies_left(o.copies_left) {
+      if (*copies_left >= 0 && (*copies_left)-- == 0) throw std::runtime_error("no more copies");
+    }
+    picky& operator=(const picky&) = default;
+    int operator()(int v) const { return v; }
+  };
+  picky f;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(10));
+  auto m = g.map("m", src, f, {.replicas = 3});
+  g.sink("sink", m, [](int) {});
+  *f.copies_left = 1;  // start() copies once per replica: the second copy throws
+  try {
+    g.run();
+    ADD_FAILURE() << "run() returned";
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "m");
+    EXPECT_NE(std::string(e.what()).find("no more copies"), std::string::npos) << e.what();
+  }
+}
+
 // A restart window of 0 (or less) would never see two restarts in it, so the intensity
 // limit would never hold: refused when the stage is added.
 TEST(graph, a_restart_window_of_zero_is_an_invalid_argument) {
