@@ -204,7 +204,17 @@ TEST_F(CutTool, AServerRestartMidRunLosesAndDoubleCountsNothing) {
   {
     auto conn = sluice::jetstream::connect(server.url());
     const std::string stream = "sluice-bench-" + std::to_string(run.pid());
-    ASSERT_TRUE(within(30s, [&] { return stream_msgs(conn, stream).value_or(0) > 100; })) << run.output();
+    // Both sides at work: the producer has published some, and the consumer has fetched
+    // (a server gone while the consumer is still subscribing fails that side at once, a
+    // different case).
+    ASSERT_TRUE(within(30s, [&] {
+      try {
+        const auto st = sluice::jetstream::inspect_edge(conn, {.stream = stream});
+        return st.msgs > 100 && st.ack_pending > 0;
+      } catch (const std::runtime_error&) {
+        return false;
+      }
+    })) << run.output();
   }
   server.kill9();
   server.start();
