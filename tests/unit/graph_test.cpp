@@ -1022,7 +1022,8 @@ TEST(graph, items_a_stage_took_and_dropped_are_counted_as_dead_letters_hook_or_n
       });
       const sluice::report r = g.run();
       EXPECT_TRUE(r.balanced());
-      const auto& c = channel_named(g.snapshot(), "src -> first");
+      const auto snap = g.snapshot();
+      const auto& c = channel_named(snap, "src -> first");
       EXPECT_EQ(calls, 1);
       EXPECT_EQ(c.stats.popped, static_cast<std::uint64_t>(calls) + c.dead_letters);
       EXPECT_EQ(c.stats.pushed, c.stats.popped + c.stats.discarded + c.stats.items);

@@ -375,11 +375,13 @@ TEST(io_file, odd_chunks_and_an_empty_path_are_handled_by_name) {
   const auto zero = chunks_of(io::read_file(dir / "in", {.chunk = 0}));
   ASSERT_EQ(zero.size(), 4u);  // 3 x 64 KiB + the rest
   EXPECT_EQ(zero[0].size(), io::kChunk);
+#if !defined(SLUICE_SANITIZER_BUILD)  // a sanitizer's allocator aborts on such a size instead of throwing
   const std::string e = error_of([&] { (void)chunks_of(io::read_file(dir / "in", {.chunk = std::size_t{1} << 60})); });
   EXPECT_NE(e.find("cannot allocate a chunk of " + std::to_string(std::size_t{1} << 60) + " bytes to read " +
                    (dir / "in").string()),
             std::string::npos)
       << e;
+#endif
   EXPECT_THROW((void)io::read_file(""), std::invalid_argument);
   EXPECT_THROW((void)io::write_file(""), std::invalid_argument);
 }
