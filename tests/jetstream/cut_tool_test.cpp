@@ -183,7 +183,7 @@ TEST_F(CutTool, ARestartedConsumerEndsAndSaysHowManyItemsItGot) {
     first.kill9();
   }
   sluice_test::child_process second(with({"--role", "consumer"}), c2_out);
-  const int status = second.wait(60s);
+  const int status = second.wait(120s);  // the killed one's items come back after ack_wait (30 s)
   const std::string text = second.output();
   for (const auto& f : {c1_out, c2_out, p_out}) std::filesystem::remove(f);
   EXPECT_EQ(status, 1) << text;

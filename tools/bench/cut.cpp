@@ -192,6 +192,7 @@ cut_config parse(int argc, char** argv) {
 constexpr std::uint64_t kEndMarker = ~std::uint64_t{0};
 constexpr auto kQuietAfterMarker = std::chrono::seconds(2);  // the marker came and the stream is empty
 constexpr auto kWaitForMarker = std::chrono::seconds(5);     // all items came, the marker did not
+constexpr auto kQuietBeforeAnyItem = std::chrono::seconds(60);  // a marker, an empty stream, no item yet
 
 struct side_result {
   std::string side;
@@ -271,8 +272,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
       const std::uint64_t seq = load64(d.value(), 0);
       if (seq == kEndMarker) {
         d.ack();
-        // A marker before any item is a previous run's, left behind: not ours.
-        if (done_items.load(std::memory_order_relaxed) != 0) marker_seen.store(true, std::memory_order_relaxed);
+        marker_seen.store(true, std::memory_order_relaxed);
       } else if (seq >= c.items || seen[static_cast<std::size_t>(seq)]) {
         d.ack();
         redelivered.fetch_add(1, std::memory_order_relaxed);  // again (at-least-once), or a stray
@@ -320,7 +320,10 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
         // killed consumer's unacknowledged ones come back after ack_wait); once it is
         // empty every item was acknowledged by someone, so the rest went to another.
         const bool drained = edge_now.has_value() && *edge_now == 0;
-        if ((marker && !all && drained && quiet >= kQuietAfterMarker) || (all && !marker && quiet >= kWaitForMarker)) {
+        // With no item yet, the marker may be a previous run's left behind (a consumer
+        // started before its producer): give that producer a minute.
+        const auto enough = done_items.load(std::memory_order_relaxed) != 0 ? kQuietAfterMarker : kQuietBeforeAnyItem;
+        if ((marker && !all && drained && quiet >= enough) || (all && !marker && quiet >= kWaitForMarker)) {
           gave_up = !all;
           g.request_stop();
         }
