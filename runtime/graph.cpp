@@ -38,6 +38,20 @@ using clock = std::chrono::steady_clock;
 // Test seam (testing::fail_thread_creation_after): threads start() may still create.
 std::atomic<long> g_thread_budget{-1};
 
+// The graph whose on_discard this thread is inside (null: none).
+thread_local const void* t_in_discard = nullptr;
+
+class discard_hook_scope {
+ public:
+  explicit discard_hook_scope(const void* g) noexcept : prev_(t_in_discard) { t_in_discard = g; }
+  ~discard_hook_scope() { t_in_discard = prev_; }
+  discard_hook_scope(const discard_hook_scope&) = delete;
+  discard_hook_scope& operator=(const discard_hook_scope&) = delete;
+
+ private:
+  const void* prev_;
+};
+
 void maybe_fail_thread_creation() {
   // relaxed: set by a test before start(), on the same thread.
   long b = g_thread_budget.load(std::memory_order_relaxed);
@@ -271,6 +285,8 @@ void graph_state::start() {
         // A fused stage runs while its host does; finish_fused marks it done.
         if (n->fused) n->state.store(static_cast<int>(stage_state::running), std::memory_order_relaxed);
       }
+      // request_stop() from an on_discard hook before the run (see ask_supervisor).
+      if ((hook_asks_.load(std::memory_order_acquire) & kAskStop) != 0) stop_requested_ = true;
       if (stop_requested_) apply_stop_request();
     }
   }
@@ -481,11 +497,14 @@ report graph_state::last_report() const {
 
 // ---- dead letters -----------------------------------------------------------------
 
+bool graph_state::in_discard_hook() const noexcept { return t_in_discard == this; }
+
 void graph_state::discard(std::size_t channel, const std::type_info& type, void* item) noexcept {
   if (!opts_.on_discard || dying_.load(std::memory_order_relaxed)) return;
   // channels_ and nodes_ are immutable once started (and only the building thread or a
   // caller holding mu_ touches them before), so names can be read without mu_.
   std::lock_guard lk(dead_mu_);
+  const discard_hook_scope in_hook(this);
   try {
     const channel_entry& c = *channels_[channel];
     const std::string_view consumer = c.consumer != kNoNode ? std::string_view(nodes_[c.consumer]->name) : "";
@@ -501,6 +520,7 @@ void graph_state::discard_failed(std::size_t channel, const stage_node& n, const
   count_held(channel, 1);
   if (!opts_.on_discard || dying_.load(std::memory_order_relaxed)) return;
   std::lock_guard lk(dead_mu_);
+  const discard_hook_scope in_hook(this);
   try {
     opts_.on_discard(dead_letter(channels_[channel]->name, type, item, n.name, std::move(why)));
   } catch (...) {

@@ -249,6 +249,12 @@ void graph_state::supervisor_loop() noexcept {
   };
   std::unique_lock lk(life_mu_);
   while (alive_ != 0) {
+    if (const int asks = hook_asks_.exchange(0, std::memory_order_acq_rel); asks != 0) {
+      lk.unlock();
+      act_on_asks(asks);  // cancel()/request_stop() made inside on_discard
+      lk.lock();
+      continue;
+    }
     auto wake = clock::time_point::max();
     if (teardown_began_ && !stuck_checked) wake = stuck_deadline();
     if (watch && !teardown_began_) wake = std::min(wake, clock::now() + tick);

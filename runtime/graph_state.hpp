@@ -220,6 +220,15 @@ class graph_state {
   void teardown(const std::exception_ptr& cause) noexcept;
   void apply_stop_request();  // requires mu_
 
+  // cancel()/request_stop() from inside on_discard: the hook runs under dead_mu_, often
+  // inside a channel's cancel, so acting there would wait on itself. The call is handed
+  // to the supervisor thread (or to start(), before the run) through hook_asks_.
+  static constexpr int kAskCancel = 1;
+  static constexpr int kAskStop = 2;
+  [[nodiscard]] bool in_discard_hook() const noexcept;  // graph.cpp
+  void ask_supervisor(int what) noexcept;                // supervisor.cpp
+  void act_on_asks(int asks) noexcept;                   // supervisor.cpp
+
   // graph_observer.cpp: the graph's supervisor thread (the stall watchdog, the teardown
   // deadline: stuck stages), which then joins every stage thread and ends the run.
   void supervisor_loop() noexcept;
@@ -285,6 +294,7 @@ class graph_state {
   std::exception_ptr teardown_cause_;                  // guarded by life_mu_
 
   std::mutex dead_mu_;  // serialises on_discard
+  std::atomic<int> hook_asks_{0};  // kAsk* bits set from inside on_discard (see ask_supervisor)
 
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;

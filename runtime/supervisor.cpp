@@ -279,7 +279,31 @@ std::exception_ptr graph_state::teardown_cause() {
   return teardown_cause_ ? teardown_cause_ : std::make_exception_ptr(sluice::cancelled());
 }
 
+void graph_state::ask_supervisor(int what) noexcept {
+  hook_asks_.fetch_or(what, std::memory_order_release);
+  // Taking life_mu_ orders the flag before the supervisor's check-then-wait: it either
+  // sees the flag or is waiting, and is woken.
+  { std::lock_guard lk(life_mu_); }
+  life_cv_.notify_all();
+}
+
+void graph_state::act_on_asks(int asks) noexcept {
+  if ((asks & kAskCancel) != 0) teardown(std::make_exception_ptr(sluice::cancelled()));
+  if ((asks & kAskStop) != 0) {
+    try {
+      request_stop();
+    } catch (...) {
+      // request_stop() throws only if a mutex cannot be locked; the run goes on.
+    }
+  }
+}
+
 void graph_state::cancel() {
+  if (in_discard_hook()) {
+    // The supervisor tears down (before the run, start() sees the record and runs nothing).
+    if (record_.claim_cancel()) ask_supervisor(kAskCancel);
+    return;
+  }
   const bool first = record_.claim_cancel();
   {
     std::lock_guard lk(mu_);
@@ -299,6 +323,10 @@ void graph_state::cancel() {
 }
 
 void graph_state::request_stop() {
+  if (in_discard_hook()) {
+    ask_supervisor(kAskStop);
+    return;
+  }
   std::lock_guard lk(mu_);
   stop_requested_ = true;
   if (!started_) {

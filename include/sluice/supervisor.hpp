@@ -137,8 +137,10 @@ struct graph_options {
   // a stall, reported with its wait-for chain. Zero turns the watchdog off.
   std::chrono::steady_clock::duration stall_threshold = std::chrono::seconds(10);
   // Receives every undelivered item (see dead_letter). Calls are serialised by the
-  // graph but come from stage threads or the thread that cancels; must not throw and
-  // must not call back into the graph.
+  // graph but come from stage threads or the thread that cancels; must not throw. It may
+  // call the graph's cancel() or request_stop() (say, on the first dead letter of a run
+  // that must lose nothing): the graph's supervisor thread acts on them once the hook
+  // has returned. It must not call anything else of the graph.
   std::function<void(const dead_letter&)> on_discard = {};
   // Called once per stage that has not exited by the teardown deadline, on the graph's
   // supervisor thread. It may release whatever the stage is stuck on. Without this hook the
@@ -146,9 +148,10 @@ struct graph_options {
   // where it is (in its stage function, blocked in a push or pop on which channel, or in
   // its cleanup), so a run never hangs silently.
   std::function<void(const std::string& stage)> on_stuck = {};
-  // Called (on the watchdog thread) once per stall with its wait-for chain: the first
-  // link's stage waits on a channel held up by its holder, which waits on the next
-  // link's channel, ..., and the last holder is not waiting on any channel.
+  // Called (on the graph's supervisor thread) once per stall with its wait-for chain: the
+  // first link's stage waits on a channel held up by its holder, which waits on the next
+  // link's channel, ..., and the last holder is not waiting on any channel. It may call
+  // cancel(); the run's end waits for it to return, so it should not block.
   std::function<void(const std::vector<metrics::wait_link>& chain)> on_stall = {};
   // Called once when the run has ended and every stage thread is joined, with the report
   // and what wait() throws (null for a normal end): a server learns that its graph ended

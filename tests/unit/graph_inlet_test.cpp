@@ -309,6 +309,33 @@ TEST(graph_inlet, cancel_before_start_makes_pushes_fail_at_once) {
   EXPECT_TRUE(g.done());
 }
 
+// An on_discard hook that cancels or stops the graph, called before the run: by the
+// cancel that makes an inlet's buffered items dead letters (a hook that called cancel()
+// there used to wait for ever on the graph's lock, which that cancel held).
+TEST(graph_inlet, an_on_discard_hook_may_cancel_or_stop_before_the_run) {
+  watchdog dog(30s, "inlet_hook_cancel_before_start");
+  std::atomic<int> hooked{0};
+  sluice::graph* self = nullptr;
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    const int* v = d.get<int>();
+    EXPECT_TRUE(v != nullptr && *v == 1);
+    ++hooked;
+    self->request_stop();
+    self->cancel();
+  }});
+  self = &g;
+  auto [in, s] = g.input<int>("in", {.capacity = 4});
+  std::atomic<int> got{0};
+  g.sink("sink", s, [&](int) { ++got; });
+  EXPECT_TRUE(in.push(1));
+  g.cancel();
+  EXPECT_EQ(hooked.load(), 1);
+  EXPECT_FALSE(in.push(2));
+  EXPECT_THROW(g.run(), sluice::cancelled);
+  EXPECT_EQ(got.load(), 0);
+  EXPECT_TRUE(g.done());
+}
+
 // An item whose move (into the input's slot) waits until the test releases it: a push
 // held between claiming its slot and publishing the item.
 struct held_move {

@@ -1054,6 +1054,45 @@ TEST(graph, items_a_stage_took_and_dropped_are_counted_as_dead_letters_hook_or_n
   }
 }
 
+// graph_options::on_discard may cancel or stop the graph: the first dead letter of a
+// run that should not lose any ends it. This used to deadlock: the hook runs under the
+// graph's dead-letter lock, and the teardown it started discarded more items.
+TEST(graph, an_on_discard_hook_may_cancel_or_stop_the_graph) {
+  watchdog dog(30s);
+  for (const bool stop : {false, true}) {
+    SCOPED_TRACE(stop ? "request_stop()" : "cancel()");
+    std::atomic<std::uint64_t> hooked{0};
+    sluice::graph* self = nullptr;
+    sluice::graph g({.on_discard = [&](const sluice::dead_letter&) {
+      if (hooked++ == 0) {
+        if (stop) {
+          self->request_stop();
+        } else {
+          self->cancel();
+        }
+      }
+    }});
+    self = &g;
+    // A source that never ends on its own, and a sink that turns down every 5th item.
+    auto src = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token st) {
+      for (int i = 0; !st.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 16});
+    g.sink("picky", src, [](int v) { return v % 5 != 4; });
+    if (stop) {
+      const sluice::report r = g.run();
+      EXPECT_TRUE(r.balanced());
+    } else {
+      EXPECT_THROW(g.run(), sluice::cancelled);
+    }
+    const auto snap = g.snapshot();
+    const auto& c = channel_named(snap, "src -> picky");
+    EXPECT_GE(hooked.load(), 1u);
+    EXPECT_EQ(hooked.load(), c.dead_letters + c.stats.discarded);
+  }
+}
+
 struct blob {
   std::string bytes;
 };
