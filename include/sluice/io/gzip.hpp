@@ -23,7 +23,8 @@
 //     per block (RFC 1952 allows a file of several members; gzip -d, zcat, pigz -d,
 //     Python's gzip and io::gunzip read it as one stream). Both are what `gzip -d`
 //     turns back into the input, byte for byte. An empty input gives one empty member
-//     (20 bytes that gzip -t accepts) in both.
+//     that gzip -t accepts in both (20 bytes from gzip; 23 from parallel_gzip, whose
+//     libdeflate writes an empty stored block).
 //   - gunzip reads concatenated members and ignores zero bytes after the last member
 //     (as gzip(1) does). Corrupt data, a bad CRC or length, a stream that ends inside a
 //     member (or inside the next member's magic), data after a member in another of
