@@ -39,7 +39,9 @@
 //     `batch`), so a process holds a bounded number of messages. request_stop() stops
 //     fetching; what was fetched drains downstream. A message that does not decode is a
 //     stage error; under error_policy::skip it is terminated (never redelivered) and
-//     counted in subscribe_counters::undecodable.
+//     counted in subscribe_counters::undecodable. A subscribe that starts while the
+//     server is down waits for it (up to give_up, then a stage error naming the edge and
+//     the server; a stop request ends the wait and the stage).
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
 //     letter of a torn-down graph) is nak'ed, so it comes back promptly. An ack asks the
 //     server to confirm it (double ack, asked on one ack in 32 or after a 2 ms pause: one
@@ -260,8 +262,11 @@ class publisher {
 // The subscribe stage's engine.
 class subscriber {
  public:
-  subscriber(const connection& c, const edge_options& e, const subscribe_options& o);
+  // Waits (up to give_up, or until stop) for a server that is down. ready() is false if
+  // stop came first.
+  subscriber(const connection& c, const edge_options& e, const subscribe_options& o, const std::stop_token& stop);
   ~subscriber();
+  [[nodiscard]] bool ready() const noexcept { return st_ != nullptr; }
   subscriber(const subscriber&) = delete;
   subscriber& operator=(const subscriber&) = delete;
   // Asks for up to max messages unless a pull request is still open, then waits at most
@@ -305,7 +310,8 @@ struct subscribe_fn {
   subscribe_options opts;
   bool skip_undecodable = false;
   void operator()(sender<delivery<T>>& out, std::stop_token stop) {
-    subscriber s(conn, edge, opts);
+    subscriber s(conn, edge, opts, stop);
+    if (!s.ready()) return;  // stopped while the server was down
     bool open = true;
     // Ends on stop (request_stop: fetched deliveries drain downstream) or when nobody
     // reads any more (a sink that finished early disconnects its input).

@@ -1067,7 +1067,20 @@ std::string sub_state::message_id(natsMsg* m) {
   return s;
 }
 
-subscriber::subscriber(const connection& c, const edge_options& e, const subscribe_options& o) {
+namespace {
+
+// Sleeps for d, or less if stop is requested. False: stop was requested.
+bool nap(std::chrono::milliseconds d, const std::stop_token& stop) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lk(m);
+  return !cv.wait_for(lk, stop, d, [] { return false; }) && !stop.stop_requested();
+}
+
+}  // namespace
+
+subscriber::subscriber(const connection& c, const edge_options& e, const subscribe_options& o,
+                       const std::stop_token& stop) {
   need_connection(c, "subscribe");
   if (!o.confirm_acks && o.on_confirmed) {
     throw std::invalid_argument("sluice::jetstream::subscribe: edge '" + e.stream +
@@ -1081,11 +1094,36 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
   const std::string durable = durable_of(e);
   {
     // The edge's durable consumer must exist (ensure_edge): never created or deleted here.
+    // A server that is down (the connection reconnecting), or back without JetStream yet,
+    // is waited for, as a fetch waits: up to give_up, and never past a stop request.
     js_ctx js;
     st->conn->make_js(js, nullptr);
     jsConsumerInfo* ci = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = js_GetConsumerInfo(&ci, js.js, e.stream.c_str(), durable.c_str(), nullptr, &jerr);
+    natsStatus s = NATS_OK;
+    clock::time_point down_since{};
+    for (;;) {
+      if (stop.stop_requested()) return;  // st_ stays null: ready() is false
+      const bool up = natsConnection_Status(st->conn->nc) == NATS_CONN_STATUS_CONNECTED;
+      if (up) {
+        jerr = static_cast<jsErrCode>(0);
+        s = js_GetConsumerInfo(&ci, js.js, e.stream.c_str(), durable.c_str(), nullptr, &jerr);
+        if (s == NATS_OK) break;
+        const bool transient = jerr == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
+                                             s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
+        if (!transient) break;
+      }
+      if (down_since == clock::time_point{}) down_since = clock::now();
+      const auto down = clock::now() - down_since;
+      if (down > st->conn->opts.give_up) {
+        throw std::runtime_error(
+            "sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable + "': the server " +
+            st->conn->url + " has been unreachable for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(down).count()) + " ms" +
+            (up ? " (last answer: " + nats_error(s) + ")" : ""));
+      }
+      if (!nap(std::min(st->conn->opts.reconnect_wait, std::chrono::milliseconds(100)), stop)) return;
+    }
     if (s != NATS_OK) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable +
                                "' on " + st->conn->url + ": " + nats_error(s) +
@@ -1120,7 +1158,9 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
   st_ = std::move(st);
 }
 
-subscriber::~subscriber() { st_->close_pulls(true); }
+subscriber::~subscriber() {
+  if (st_) st_->close_pulls(true);
+}
 
 const std::string& subscriber::edge_name() const { return st_->edge.stream; }
 

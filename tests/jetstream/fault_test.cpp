@@ -220,6 +220,70 @@ TEST(JetstreamFaults, ServerKilledAndRestartedOnItsStoreLosesNothing) {
               static_cast<long long>(left.ack_pending));
 }
 
+// A subscribe that starts while the server is down waits for it, as a fetch does: it used
+// to fail at once with "Timeout". Past give_up it fails naming the edge and the server;
+// a stop request ends the wait without an error.
+TEST(JetstreamFaults, ASubscribeStartedWhileTheServerIsDownWaitsForIt) {
+  if (!nats_server::available()) GTEST_SKIP() << "nats-server not installed";
+  nats_server server;
+  js::edge_options e{.stream = "down"};
+  const std::uint64_t n = 200;
+  {
+    auto c = js::connect(server.url());
+    js::ensure_edge(c, e);
+    sluice::pipeline(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out) {
+                       for (std::uint64_t i = 0; i < n; ++i) out.push(i);
+                     }),
+                     js::publish<std::uint64_t>(c, e))
+        .run();
+  }
+  auto conn = js::connect(server.url(), {.give_up = 30s});
+  auto short_conn = js::connect(server.url(), {.give_up = 1500ms});
+  server.kill9();
+  ASSERT_TRUE(eventually([&] { return !conn.connected() && !short_conn.connected(); }));
+
+  // Past give_up: an error that says what and where.
+  try {
+    sluice::pipeline(js::subscribe<std::uint64_t>(short_conn, e),
+                     sluice::into([](js::delivery<std::uint64_t> d) { d.ack(); }))
+        .run();
+    ADD_FAILURE() << "a subscribe to a server down past give_up did not fail";
+  } catch (const sluice::stage_error& ex) {
+    const std::string what = ex.what();
+    EXPECT_NE(what.find("edge 'down'"), std::string::npos) << what;
+    EXPECT_NE(what.find("unreachable"), std::string::npos) << what;
+    EXPECT_NE(what.find(server.url()), std::string::npos) << what;
+  }
+
+  // A stop request ends the wait: the run ends normally, nothing taken.
+  {
+    sluice::pipeline stopped(js::subscribe<std::uint64_t>(conn, e),
+                             sluice::into([](js::delivery<std::uint64_t> d) { d.ack(); }));
+    stopped.start();
+    stopped.request_stop();
+    auto r = stopped.get_graph().wait_for(20s);
+    ASSERT_TRUE(r.has_value()) << "a stop request did not end a subscribe waiting for the server";
+    EXPECT_TRUE(r->balanced());
+  }
+
+  // The server comes back: every item arrives once.
+  std::map<std::uint64_t, int> seen;
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e), sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              ++seen[d.value()];
+                              d.ack();
+                              return seen.size() < n;
+                            }));
+  consumer.start();
+  server.start();
+  if (!consumer.get_graph().wait_for(60s)) {
+    consumer.cancel();
+    (void)consumer.get_graph().wait_for(60s);
+    FAIL() << "the subscribe did not finish after the server came back";
+  }
+  EXPECT_EQ(seen.size(), n);
+  for (const auto& [v, k] : seen) EXPECT_EQ(k, 1) << "item " << v;
+}
+
 TEST(JetstreamFaults, ProducerKilledAndRestartedDuplicatesNothingTheServerAcknowledged) {
   NEED_PEERS();
   nats_server server;
