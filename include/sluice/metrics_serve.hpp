@@ -71,6 +71,9 @@ class server {
   [[nodiscard]] const std::string& host() const noexcept;
   // "http://HOST:PORT/" (IPv6 hosts in brackets).
   [[nodiscard]] std::string url() const;
+  // Whether the host is a loopback name or address (localhost, *.localhost, 127.x, ::1):
+  // only this machine reaches it. False for 0.0.0.0, :: or another interface's address.
+  [[nodiscard]] bool loopback_only() const noexcept;
   // Whether it is serving: true from serve() until stop().
   [[nodiscard]] bool running() const noexcept;
   // Stops serving and joins its threads; idempotent; never blocks a stage.

@@ -195,6 +195,7 @@ struct server::state {
   std::string host;
   std::uint16_t port = 0;
   bool running = false;
+  bool loopback = false;  // host is a loopback name or address
 };
 
 server::server() noexcept = default;
@@ -223,6 +224,8 @@ std::string server::url() const {
 }
 
 bool server::running() const noexcept { return state_ && state_->running; }
+
+bool server::loopback_only() const noexcept { return state_ && state_->loopback; }
 
 void server::stop() noexcept {
   if (!state_ || !state_->running) return;
@@ -269,6 +272,7 @@ server serve(graph& g, std::string address) {
                     "text/plain; charset=utf-8");
   };
   const bool guard_host = is_loopback_name(a.host);
+  st->loopback = guard_host;
   http.set_pre_routing_handler([refuse_method, guard_host](const httplib::Request& req, httplib::Response& res) {
     if (req.method != "GET" && req.method != "HEAD") {
       refuse_method(res);

@@ -803,6 +803,11 @@ TEST(Serve, ALoopbackServerAnswersOnlyHostsThatNameThisMachine) {
   auto any = sluice::metrics::serve(lg.g, "0.0.0.0:0");
   const std::string answer = ask_with_host(any.port(), "Host: evil.example\r\n");
   EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0U) << answer.substr(0, 200);
+  // What the tool warns by: only the loopback server is out of other machines' reach.
+  EXPECT_TRUE(srv.loopback_only());
+  EXPECT_TRUE(sluice::metrics::serve(lg.g, "localhost:0").loopback_only());
+  EXPECT_FALSE(any.loopback_only());
+  EXPECT_FALSE(sluice::metrics::server().loopback_only());
   lg.g.run();
 }
 

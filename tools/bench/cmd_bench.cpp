@@ -72,16 +72,6 @@
 namespace sluice::tool {
 namespace {
 
-#if SLUICE_HAVE_SERVE
-// Whether --serve's HOST:PORT binds a loopback address only (127.x, ::1, localhost): else
-// the tool says that the live view can be reached from other machines.
-bool serves_loopback_only(const std::string& address) {
-  std::string host = address.substr(0, address.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  for (auto& ch : host) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return host == "localhost" || host.ends_with(".localhost") || host.rfind("127.", 0) == 0 || host == "::1";
-}
-#endif
 
 using clock = std::chrono::steady_clock;
 using std::chrono::nanoseconds;
@@ -504,7 +494,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
     if (!c.serve.empty()) {
       live.emplace(metrics::serve(g, c.serve));
       std::fprintf(stderr, "sluice bench: live view at %s\n", live->url().c_str());
-      if (!serves_loopback_only(c.serve)) {
+      if (!live->loopback_only()) {
         std::fprintf(stderr, "sluice bench: warning: the live view listens on %s, beyond this machine; anyone who "
                              "can reach it sees the graph's names and figures\n",
                      c.serve.c_str());

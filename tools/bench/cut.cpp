@@ -47,6 +47,7 @@
 #include "sluice/graph.hpp"
 #include "sluice/jetstream.hpp"
 #include "sluice/metrics.hpp"
+#include "common/signals.hpp"
 #include "common/sys.hpp"
 
 namespace sluice::tool::bench {
@@ -504,17 +505,13 @@ int cmd_bench_cut(int argc, char** argv) {
 
 int run_cut(const cut_config& c) {
   js::edge_options edge{.stream = c.stream, .max_msgs = static_cast<std::int64_t>(c.edge_capacity)};
-  // Running both sides: SIGINT/SIGTERM/SIGHUP are taken by the wait loop below (sigtimedwait)
-  // rather than ending this process at once, so an interrupted run still stops its sides
-  // and removes its stream and temporary directory. Blocked before the connection starts
-  // libnats' threads, so that none of them takes the signal instead; the sides get the
-  // usual dispositions back (run_child).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  for (const int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
-  sigset_t old_mask;
-  ::pthread_sigmask(SIG_SETMASK, nullptr, &old_mask);
-  if (c.role.empty()) ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Running both sides: SIGINT/SIGTERM/SIGHUP are taken by the wait loop below rather than
+  // ending this process at once, so an interrupted run still stops its sides and removes
+  // its stream and temporary directory. Blocked before the connection starts libnats'
+  // threads, so that none of them takes the signal instead; the sides get the usual
+  // dispositions back (run_child).
+  std::optional<signal_block> signals;
+  if (c.role.empty()) signals.emplace();
   auto conn = js::connect(c.via);
   js::ensure_edge(conn, edge);
   if (!c.role.empty()) {
@@ -547,16 +544,15 @@ int run_cut(const cut_config& c) {
       std::fprintf(stderr, "sluice bench: %s\n", ex.what());
     }
   };
-  const pid_t cons = run_child(c, exe, "consumer", cres, &old_mask);
-  const pid_t prod = run_child(c, exe, "producer", pres, &old_mask);
+  const pid_t cons = run_child(c, exe, "consumer", cres, &signals->old_mask());
+  const pid_t prod = run_child(c, exe, "producer", pres, &signals->old_mask());
   // Whichever side ends first: if it failed, the other cannot finish (a consumer gone leaves
   // the producer blocked on a full edge for ever), so it is stopped.
   int failed = 0;
   int interrupted = 0;  // the signal that stopped the run
   std::map<pid_t, std::string> running = {{prod, "producer"}, {cons, "consumer"}};
-  auto take_signal = [&](long wait_ns) {
-    const timespec slice{0, wait_ns};
-    const int sig = ::sigtimedwait(&stop_signals, nullptr, &slice);
+  auto take_signal = [&](std::chrono::milliseconds wait) {
+    const int sig = signals->take(wait);
     if (sig > 0 && interrupted == 0) {
       interrupted = sig;
       for (const auto& [other, name] : running) ::kill(other, SIGTERM);
@@ -570,10 +566,10 @@ int run_cut(const cut_config& c) {
       break;  // ECHILD: none left
     }
     if (p == 0) {
-      take_signal(50'000'000);
+      take_signal(std::chrono::milliseconds(50));
       continue;
     }
-    take_signal(0);  // a ^C reaches the sides too: one that died of it is the interrupt's
+    take_signal(std::chrono::milliseconds(0));  // a ^C reaches the sides too: one that died of it is the interrupt's
     const auto it = running.find(p);
     if (it == running.end()) continue;
     const std::string side = it->second;
@@ -591,10 +587,9 @@ int run_cut(const cut_config& c) {
     tidy();
     std::fprintf(stderr, "sluice bench: interrupted by %s; both sides stopped, stream %s removed\n",
                  ::strsignal(interrupted), edge.stream.c_str());
-    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     return 128 + interrupted;
   }
-  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  signals.reset();  // the old mask back: a ^C from here on ends the process as usual
   if (failed) {
     remove_edge();
     tidy();

@@ -41,6 +41,7 @@
 #include "common/args.hpp"
 #include "commands.hpp"
 #include "common/progress.hpp"
+#include "common/signals.hpp"
 #include "common/sys.hpp"
 #include "sluice/io/all.hpp"
 #include "sluice/pipeline.hpp"
@@ -102,55 +103,6 @@ std::string message_of(const std::exception_ptr& p, const std::string& input, co
     return input + ": unknown error";
   }
 }
-
-// Blocks SIGINT/SIGTERM/SIGHUP in this thread (and the threads it starts) for its
-// lifetime, so that a watcher thread can take them (a signalfd) and cancel the run
-// instead of dying with a temporary file on disk. wake() ends a take() at once (an
-// eventfd), so the watcher is joined without waiting out its progress tick.
-class signal_block {
- public:
-  signal_block() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    sigaddset(&set_, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set_, &old_);
-    sfd_ = ::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK);
-    wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  }
-  signal_block(const signal_block&) = delete;
-  signal_block& operator=(const signal_block&) = delete;
-  ~signal_block() {
-    if (sfd_ >= 0) ::close(sfd_);
-    if (wake_ >= 0) ::close(wake_);
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  // A signal that arrived, or 0 after `wait` (or a wake()).
-  [[nodiscard]] int take(std::chrono::milliseconds wait) const {
-    if (sfd_ < 0) {  // no signalfd: sigtimedwait in slices
-      timespec ts{static_cast<time_t>(wait.count() / 1000), static_cast<long>(wait.count() % 1000) * 1'000'000};
-      const int s = sigtimedwait(&set_, nullptr, &ts);
-      return s > 0 ? s : 0;
-    }
-    pollfd p[2] = {{sfd_, POLLIN, 0}, {wake_, POLLIN, 0}};
-    if (::poll(p, wake_ >= 0 ? 2 : 1, static_cast<int>(wait.count())) <= 0) return 0;
-    signalfd_siginfo info{};
-    if (::read(sfd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) return static_cast<int>(info.ssi_signo);
-    return 0;
-  }
-  void wake() const {
-    const std::uint64_t one = 1;
-    if (wake_ >= 0) {
-      [[maybe_unused]] const ssize_t r = ::write(wake_, &one, sizeof one);
-    }
-  }
-
- private:
-  sigset_t set_{};
-  sigset_t old_{};
-  int sfd_ = -1;
-  int wake_ = -1;
-};
 
 std::string rate_text(double bytes, double seconds) {
   if (seconds <= 0) return "-";

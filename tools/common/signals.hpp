@@ -1,0 +1,76 @@
+// tools/common/signals.hpp — how a tool command takes ^C instead of dying of it.
+//
+//   const sluice::tool::signal_block signals;   // before any thread starts: they inherit it
+//   ... start the run ...
+//   if (const int sig = signals.take(std::chrono::milliseconds(100)); sig != 0) cancel();
+//
+// signal_block blocks SIGINT, SIGTERM and SIGHUP in the constructing thread (and every
+// thread it starts after) for its lifetime, so that the command can take them (take(), a
+// signalfd; sigtimedwait if none can be made) and end its run in order: cancel the graph,
+// remove what it leaves behind, say so, exit 128+N. The destructor puts the old mask back.
+// wake() ends a take() at once (an eventfd), so a watcher thread is joined without
+// waiting out its tick. old_mask() is the mask a child process should get back.
+// Used by `sluice gzip`/`gunzip` (a half-written output) and `bench --cut` (two processes
+// and a stream on the server).
+#pragma once
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <ctime>
+
+namespace sluice::tool {
+
+class signal_block {
+ public:
+  signal_block() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+    sfd_ = ::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK);
+    wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  }
+  signal_block(const signal_block&) = delete;
+  signal_block& operator=(const signal_block&) = delete;
+  ~signal_block() {
+    if (sfd_ >= 0) ::close(sfd_);
+    if (wake_ >= 0) ::close(wake_);
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  // A signal that arrived, or 0 after `wait` (or a wake()).
+  [[nodiscard]] int take(std::chrono::milliseconds wait) const {
+    if (sfd_ < 0) {  // no signalfd: sigtimedwait in slices
+      timespec ts{static_cast<time_t>(wait.count() / 1000), static_cast<long>(wait.count() % 1000) * 1'000'000};
+      const int s = sigtimedwait(&set_, nullptr, &ts);
+      return s > 0 ? s : 0;
+    }
+    pollfd p[2] = {{sfd_, POLLIN, 0}, {wake_, POLLIN, 0}};
+    if (::poll(p, wake_ >= 0 ? 2 : 1, static_cast<int>(wait.count())) <= 0) return 0;
+    signalfd_siginfo info{};
+    if (::read(sfd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) return static_cast<int>(info.ssi_signo);
+    return 0;
+  }
+  // The mask the constructor replaced: what a child process should run with.
+  [[nodiscard]] const sigset_t& old_mask() const noexcept { return old_; }
+  void wake() const {
+    const std::uint64_t one = 1;
+    if (wake_ >= 0) {
+      [[maybe_unused]] const ssize_t r = ::write(wake_, &one, sizeof one);
+    }
+  }
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+  int sfd_ = -1;
+  int wake_ = -1;
+};
+
+}  // namespace sluice::tool
