@@ -1054,6 +1054,39 @@ TEST(graph, items_a_stage_took_and_dropped_are_counted_as_dead_letters_hook_or_n
   }
 }
 
+// A partition whose branch has ended: the items routed to it are dead letters of that
+// branch, counted whether or not there is an on_discard hook (they were handed to the
+// hook uncounted, and without one they vanished while the report said balanced).
+TEST(graph, items_a_partition_routes_to_an_ended_branch_are_counted_as_dead_letters) {
+  watchdog dog(30s);
+  const int n = 10000;
+  for (const bool with_hook : {false, true}) {
+    SCOPED_TRACE(with_hook ? "with on_discard" : "without on_discard");
+    std::atomic<std::uint64_t> hooked{0};
+    sluice::graph_options o;
+    if (with_hook) o.on_discard = [&](const sluice::dead_letter&) { ++hooked; };
+    sluice::graph g(o);
+    auto src = g.source<int>("src", count_to(n));
+    auto parts = g.partition(src, 2, [](const int& v) { return v; });
+    std::atomic<int> taken{0};
+    g.sink("k0", parts[0], [&](int) {  // takes one item, then has enough
+      ++taken;
+      return false;
+    });
+    g.sink("k1", parts[1], [&](int) { ++taken; });
+    const sluice::report r = g.run();
+    EXPECT_TRUE(r.balanced());
+    std::uint64_t lost = 0;
+    for (const auto& c : r.metrics.channels) lost += c.dead_letters + c.stats.discarded;
+    EXPECT_GT(lost, 0u);
+    EXPECT_EQ(static_cast<std::uint64_t>(taken.load()) + lost, static_cast<std::uint64_t>(n))
+        << "items neither delivered nor counted";
+    if (with_hook) {
+      EXPECT_EQ(hooked.load(), lost);
+    }
+  }
+}
+
 // graph_options::on_discard may cancel or stop the graph: the first dead letter of a
 // run that should not lose any ends it. This used to deadlock: the hook runs under the
 // graph's dead-letter lock, and the teardown it started discarded more items.

@@ -11,7 +11,9 @@
 // - Otherwise (a regular file, a symlink, nothing yet) the content goes to a new file in
 //   the same directory, written, synced, and renamed over the path: readers see the old
 //   file or the whole new one, a failure leaves the old one (or nothing) and no temporary
-//   file. A symlink there is replaced, not followed. The new file keeps the mode of the
+//   file. The new file is anonymous (O_TMPFILE) and 0600 while it is written, so a kill
+//   leaves nothing and nobody else reads it half-made; it is named just before the
+//   rename. A symlink there is replaced, not followed. The new file keeps the mode of the
 //   regular file it replaces, else gets 0666 less the umask.
 // - A directory or a block device is refused.
 // Errors: std::runtime_error "cannot write <what> <path>: <step>: <strerror>".
@@ -67,21 +69,60 @@ inline target target_of(const std::string& what, const std::string& path, int& o
   return S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) ? target::in_place : target::replace;
 }
 
-// A new file beside path: O_EXCL under a random name (mode `mode` less the umask, unlike
-// mkstemp's fixed 0600); its name goes to `tmp`. The name's last component is cut so that
-// the temporary name fits in NAME_MAX (255) whenever the path's own name does.
-inline int open_temp_beside(const std::string& what, const std::string& path, mode_t mode, std::string& tmp) {
+// A temporary name beside path: "<path>.tmp<n>", the name's last component cut so that it
+// fits in NAME_MAX (255) whenever the path's own name does.
+inline std::string temp_name_beside(const std::string& path, unsigned n) {
   const std::size_t slash = path.rfind('/');
   const std::size_t base_len = path.size() - (slash == std::string::npos ? 0 : slash + 1);
   const std::string stem = path.substr(0, path.size() - base_len + std::min<std::size_t>(base_len, 240));
+  return stem + ".tmp" + std::to_string(n % 1000000000U);
+}
+
+// A new file beside path: O_EXCL under a random name (mode `mode` less the umask, unlike
+// mkstemp's fixed 0600); its name goes to `tmp`.
+inline int open_temp_beside(const std::string& what, const std::string& path, mode_t mode, std::string& tmp) {
   std::random_device rd;
   for (int attempt = 0; attempt < 100; ++attempt) {
-    tmp = stem + ".tmp" + std::to_string(rd() % 1000000000U);
+    tmp = temp_name_beside(path, rd());
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd >= 0) return fd;
     if (errno != EEXIST) throw failure(what, path, "creating a temporary file beside it", errno);
   }
   throw failure(what, path, "creating a temporary file beside it", EEXIST);
+}
+
+// The directory path is in.
+inline std::string directory_of(const std::string& path) {
+  const std::size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// An anonymous file (O_TMPFILE, 0600) in path's directory, or -1 where the file system
+// or /proc cannot give one (the caller then makes a named one).
+inline int open_anonymous_beside(const std::string& path) {
+  if (::access("/proc/self/fd", X_OK) != 0) return -1;  // linkat() names it through /proc
+  return ::open(directory_of(path).c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+}
+
+// The process's umask, read without changing it (/proc/self/status), else by setting it
+// back at once.
+inline mode_t current_umask() {
+  if (std::FILE* f = std::fopen("/proc/self/status", "re")) {
+    char line[256];
+    unsigned m = 0;
+    bool found = false;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::sscanf(line, "Umask: %o", &m) == 1) {
+        found = true;
+        break;
+      }
+    }
+    std::fclose(f);
+    if (found) return static_cast<mode_t>(m & 0777);
+  }
+  const mode_t m = ::umask(022);
+  ::umask(m);
+  return m;
 }
 
 }  // namespace write_detail
@@ -126,23 +167,48 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
       break;
   }
 
-  // A new file beside it, then rename.
+  // A new file beside it, then rename. It is anonymous while it is written (O_TMPFILE:
+  // a process killed meanwhile leaves nothing) and private (0600) until it is whole; it
+  // gets its final mode before it gets a name.
   struct stat old{};
   const bool replaces_file = ::lstat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
-  std::string tmp;
-  const int fd = write_detail::open_temp_beside(what, path, 0666, tmp);
-  int err = write_all(fd);
   // A report the user made private stays private (a rename would give it the umask's mode).
-  if (err == 0 && replaces_file && ::fchmod(fd, old.st_mode & 07777) != 0) err = errno;
+  const mode_t mode = replaces_file ? (old.st_mode & 07777) : (0666 & ~write_detail::current_umask());
+  std::string tmp;
+  bool anonymous = true;
+  int fd = write_detail::open_anonymous_beside(path);
+  if (fd < 0) {
+    anonymous = false;
+    fd = write_detail::open_temp_beside(what, path, 0600, tmp);
+  }
+  int err = write_all(fd);
+  if (err == 0 && ::fchmod(fd, mode) != 0) err = errno;
   if (err == 0 && ::fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
   const char* step = "writing";
+  if (err == 0 && anonymous) {
+    // A name for it: linked under a temporary name, then renamed over the path (link
+    // cannot replace). Only this instant has a name that a kill could leave behind.
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    std::random_device rd;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      tmp = write_detail::temp_name_beside(path, rd());
+      if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+        err = 0;
+        break;
+      }
+      err = errno;
+      tmp.clear();
+      if (err != EEXIST) break;
+    }
+    if (err != 0) step = "naming the new file beside it";
+  }
+  if (::close(fd) != 0 && err == 0) err = errno;
   if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) {
     err = errno;
     step = "renaming the temporary file over it";
   }
   if (err != 0) {
-    ::unlink(tmp.c_str());
+    if (!tmp.empty()) ::unlink(tmp.c_str());
     throw fail(step, err);
   }
 }
@@ -169,8 +235,7 @@ inline void check_writable(const std::string& path, const std::string& what = "r
   // A file can be created beside it: an anonymous one (O_TMPFILE: no name ever appears),
   // else a named one, removed at once. This is the step write_whole_file takes first; a
   // permission check alone (access) would pass for root where creating fails (/proc).
-  const std::size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string dir = write_detail::directory_of(path);
   struct stat ds{};
   if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + dir, errno);
   if (!S_ISDIR(ds.st_mode)) throw fail(dir + " is not a directory", 0);

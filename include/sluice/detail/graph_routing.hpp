@@ -112,7 +112,9 @@ class route_task final : public replica_task {
             const std::size_t i = std::hash<std::decay_t<decltype(k)>>{}(k) % outs_.size();
             if (!live_[i] || !push_keep(outs_[i], v)) {
               if (live_[i]) drop(i);
-              graph_->discard(out_ch_[i], typeid(T), &v);  // its branch has ended
+              // Its branch has ended: a dead letter of that branch, counted hook or not.
+              graph_->count_held(out_ch_[i], 1);
+              graph_->discard(out_ch_[i], typeid(T), &v);
             }
           }
           ++pos_;
