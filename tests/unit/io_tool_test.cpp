@@ -221,8 +221,11 @@ TEST(io_tool, an_output_that_is_the_input_is_refused_even_with_force) {
   fs::create_symlink("in", dir / "via-link");
   fs::create_hard_link(dir / "in", dir / "hard");
   const std::string s = quoted(sluice);
+  // Also a descriptor written in place that is the input's file: stdout opened on it, a
+  // /dev/fd/N, stdin as the input (they overwrote the input while reading it).
   for (const char* cmd : {" gzip --force in in", " gzip --force via-link in", " gzip --force in hard",
-                          " gunzip --force in in", " gzip --force ./in in"}) {
+                          " gunzip --force in in", " gzip --force ./in in", " gzip in - 1<>in",
+                          " gzip in /dev/fd/3 3<>in", " gzip - - <in 1<>hard"}) {
     SCOPED_TRACE(cmd);
     const outcome o = sh(s + cmd, dir);
     EXPECT_EQ(o.status, 1);

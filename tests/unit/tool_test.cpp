@@ -51,6 +51,8 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"demo", "--no-such-flag"},
       {"demo", "--only", "neither"},
       {"demo", "--sample", "10"},
+      {"demo", "--report", "-"},                    // wrote a file named '-'
+      {"demo", "--memory-guard", "1000000TiB"},     // above the machine: died of bad_alloc
       {"bench", "--topology", "ring:3"},
       {"bench", "--topology", "chain:0"},
       {"bench", "--items", "-5"},

@@ -14,8 +14,11 @@
 // Memory is the resident set (RSS, /proc/self/statm) above a baseline taken just before
 // each run; between runs the freed heap is handed back to the OS (malloc_trim), so the
 // second run does not inherit the first one's pages.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -57,6 +60,17 @@ int cmd_demo(int argc, char** argv) {
   if (cfg.chunk == 0 || cfg.chunk > (256ULL << 20)) p.reject("--chunk", "a size between 1 B and 256 MiB");
   if (cfg.budget == 0) p.reject("--budget", "a size above zero");
   if (cfg.memory_guard == 0) p.reject("--memory-guard", "a size above zero");
+  // Above the machine's memory, the guard could never stop the unbounded run: the system
+  // would (the OOM killer, or a failed allocation) first.
+  if (const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE); pages > 0 && page > 0) {
+    const auto ram = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+    if (cfg.memory_guard > ram) {
+      p.reject("--memory-guard", "at most this machine's memory (" + format_size(static_cast<double>(ram)) + ")");
+    }
+  }
+  if (cfg.report == "-") {
+    throw usage_error("sluice demo: --report needs a file name (FILE.html); '-' (stdout) is not supported, the table goes there");
+  }
   if (cfg.sample_every < std::chrono::microseconds(100)) {
     p.reject("--sample", "at least 100us");
   }

@@ -18,6 +18,7 @@
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <random>
 #include <string>
@@ -292,7 +293,14 @@ struct demo_stages {
     while (done < cfg.bytes) {
       const auto t0 = clock::now();
       const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(cfg.chunk, cfg.bytes - done));
-      demo_chunk c{std::unique_ptr<char[]>(new char[n]), n};
+      char* bytes = new (std::nothrow) char[n];
+      if (bytes == nullptr) {
+        // Out of memory (a ulimit, or a guard above what the machine can give): the run
+        // stops here as it does at its guard, instead of dying of std::bad_alloc.
+        guard_hit.store(true, std::memory_order_relaxed);  // relaxed: read after the join
+        break;
+      }
+      demo_chunk c{std::unique_ptr<char[]>(bytes), n};
       std::size_t filled = 0;
       while (filled < n) {
         const std::size_t take = std::min(n - filled, pattern.size() - offset);

@@ -311,6 +311,18 @@ int run_codec(bool compress, int argc, char** argv) {
       if (fd > STDERR_FILENO) ::close(fd);
     }
   } close_out{out_fd};
+  // A descriptor written in place (stdout, /dev/fd/N) that is the input's own regular file
+  // (`sluice gzip x - 1<>x`) would overwrite the input while it is read, as cat refuses.
+  if (out_fd >= 0) {
+    struct stat in_st{};
+    struct stat out_st{};
+    const bool have_in = a.in == "-" ? ::fstat(STDIN_FILENO, &in_st) == 0 : ::stat(a.in.c_str(), &in_st) == 0;
+    if (have_in && ::fstat(out_fd, &out_st) == 0 && S_ISREG(out_st.st_mode) && S_ISREG(in_st.st_mode) &&
+        in_st.st_dev == out_st.st_dev && in_st.st_ino == out_st.st_ino) {
+      const std::string where = a.out == "-" ? "stdout" : a.out;
+      return fail(where + " is the input " + input + " (write the output elsewhere)");
+    }
+  }
 
   const io::read_options ro{.chunk = chunk, .progress = &in_bytes};
   auto with_sink = [&](auto src, auto codec) -> int {
