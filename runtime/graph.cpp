@@ -40,16 +40,26 @@ std::atomic<long> g_thread_budget{-1};
 
 // The graph whose on_discard this thread is inside (null: none).
 thread_local const void* t_in_discard = nullptr;
+// The graph whose stage or supervisor thread this is, or whose on_done this thread runs
+// (null: none): a wait() from there would wait for itself.
+thread_local const void* t_graph_thread = nullptr;
 
-class discard_hook_scope {
+// Marks this thread as inside `g`'s hook (or thread) for its scope.
+class thread_mark {
  public:
-  explicit discard_hook_scope(const void* g) noexcept : prev_(t_in_discard) { t_in_discard = g; }
-  ~discard_hook_scope() { t_in_discard = prev_; }
-  discard_hook_scope(const discard_hook_scope&) = delete;
-  discard_hook_scope& operator=(const discard_hook_scope&) = delete;
+  thread_mark(const void*& mark, const void* g) noexcept : mark_(mark), prev_(mark) { mark_ = g; }
+  ~thread_mark() { mark_ = prev_; }
+  thread_mark(const thread_mark&) = delete;
+  thread_mark& operator=(const thread_mark&) = delete;
 
  private:
+  const void*& mark_;
   const void* prev_;
+};
+
+class discard_hook_scope : public thread_mark {
+ public:
+  explicit discard_hook_scope(const void* g) noexcept : thread_mark(t_in_discard, g) {}
 };
 
 void maybe_fail_thread_creation() {
@@ -311,6 +321,7 @@ void graph_state::start() {
       const std::size_t i = tasks[k].index;
       threads_.emplace_back([this, n, i, t = std::move(tasks[k].task)]() mutable {
         name_this_thread(n->threads > 1 ? n->name + "#" + std::to_string(i) : n->name);
+        t_graph_thread = this;
         // Every thread waits until all exist: a graph that cannot have all its threads
         // runs none of its stages (the task, and its handles, go with this lambda).
         if (!await_start_gate()) return;
@@ -326,6 +337,7 @@ void graph_state::start() {
     maybe_fail_thread_creation();
     supervisor_ = std::thread([this] {
       name_this_thread("sluice-graph");
+      t_graph_thread = this;
       supervisor_loop();
     });
   } catch (...) {
@@ -428,6 +440,7 @@ void graph_state::finish_run() noexcept {
     outcome = std::current_exception();  // bad_alloc making the error: that is what wait() throws
   }
   if (opts_.on_done) {
+    const thread_mark in_hook(t_graph_thread, this);
     try {
       opts_.on_done(r, outcome);
     } catch (...) {
@@ -443,7 +456,16 @@ void graph_state::finish_run() noexcept {
   life_cv_.notify_all();
 }
 
+void graph_state::check_may_wait(const char* what) const {
+  if (t_graph_thread == this || t_in_discard == this) {
+    throw std::logic_error(std::string("sluice::graph: ") + what +
+                           " called from the graph's own stage, supervisor or hook (on_done, on_discard, on_stall, "
+                           "on_stuck); it would wait for itself. Signal a thread of your own that waits instead");
+  }
+}
+
 report graph_state::wait() {
+  check_may_wait("wait()");
   {
     std::lock_guard lk(mu_);
     if (!started_) throw std::logic_error("sluice::graph: wait() before start()");
@@ -458,6 +480,7 @@ report graph_state::wait() {
 }
 
 std::optional<report> graph_state::wait_for(clock::duration d) {
+  check_may_wait("wait_for()");
   {
     std::lock_guard lk(mu_);
     if (!started_) throw std::logic_error("sluice::graph: wait_for() before start()");

@@ -173,6 +173,8 @@ class graph_state {
   // ---- running ----
   void start();
   report wait();
+  // Throws logic_error when called on one of this graph's threads or hooks (graph.cpp).
+  void check_may_wait(const char* what) const;
   std::optional<report> wait_for(std::chrono::steady_clock::duration d);
   [[nodiscard]] bool done() const noexcept { return done_.load(std::memory_order_acquire); }
   void request_stop();

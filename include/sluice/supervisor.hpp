@@ -157,8 +157,9 @@ struct graph_options {
   // and what wait() throws (null for a normal end): a server learns that its graph ended
   // without a thread blocked in wait(). Runs on the graph's supervisor thread (on the
   // thread in start() when no stage could start), before wait()/wait_for() return. Must
-  // not throw, and must not call wait()/run() or destroy the graph (signal a thread that
-  // does); snapshot(), last_report() and done() (still false) are fine.
+  // not throw or destroy the graph (signal a thread that does); wait()/wait_for() from it
+  // (or from any hook or stage of the graph) throw std::logic_error, as they would wait
+  // for themselves. snapshot(), last_report() and done() (still false) are fine.
   std::function<void(const report&, std::exception_ptr)> on_done = {};
 };
 

@@ -1087,6 +1087,39 @@ TEST(graph, items_a_partition_routes_to_an_ended_branch_are_counted_as_dead_lett
   }
 }
 
+// wait()/wait_for() from the graph's own hooks or stage threads would wait for
+// themselves (on_done runs before the run is marked ended): a logic_error, not a hang.
+TEST(graph, waiting_from_the_graphs_own_hooks_or_stages_is_a_logic_error) {
+  watchdog dog(30s);
+  std::atomic<int> refused{0};
+  sluice::graph* self = nullptr;
+  auto try_wait = [&](bool timed) {
+    try {
+      if (timed) {
+        (void)self->wait_for(1s);
+      } else {
+        (void)self->wait();
+      }
+    } catch (const std::logic_error& e) {
+      if (std::string(e.what()).find("would wait for itself") != std::string::npos) ++refused;
+    }
+  };
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter&) { try_wait(false); },
+                   .on_done = [&](const sluice::report&, std::exception_ptr) {
+                     try_wait(false);
+                     try_wait(true);
+                   }});
+  self = &g;
+  auto src = g.source<int>("src", count_to(100), {.capacity = 64});
+  g.sink("picky", src, [&](int v) {
+    if (v == 0) try_wait(true);
+    return v != 1;  // the rest of its batch: dead letters
+  });
+  const sluice::report r = g.run();  // the outcome is still ours to take
+  EXPECT_TRUE(r.balanced());
+  EXPECT_GE(refused.load(), 4);  // the stage, on_done twice, and at least one dead letter
+}
+
 // graph_options::on_discard may cancel or stop the graph: the first dead letter of a
 // run that should not lose any ends it. This used to deadlock: the hook runs under the
 // graph's dead-letter lock, and the teardown it started discarded more items.

@@ -304,6 +304,7 @@ struct bench_result {
   std::string engine;
   bool open_loop = false;
   double offered = 0;  // items/s (open loop)
+  double window_s = 0;  // open loop: the --duration it offered load for
   std::string load_of;  // sweep: whose closed-loop maximum the offered rate is a share of
   double load_fraction = 0;
   std::uint64_t copies = 1;
@@ -323,10 +324,15 @@ struct bench_result {
   // Source items delivered per second, at the sink: (items - 1) / (last delivery - first
   // delivery). A graph that keeps up delivers at the offered rate whatever its latency
   // (a constant delay shifts both ends); one that cannot delivers at its own pace.
+  // Fewer than two items have no span: an open-loop run then counts them over the window
+  // it offered load for (one item offered in a second is 1/s, not 1 over the ms it took).
   [[nodiscard]] double achieved() const {
     const double items = static_cast<double>(delivered) / static_cast<double>(copies);
     const double span = static_cast<double>(last_ns - first_ns) * 1e-9;
-    if (items < 2 || span <= 0) return items_per_s() / static_cast<double>(copies);
+    if (items < 2 || span <= 0) {
+      if (open_loop && window_s > 0) return items / std::max(window_s, elapsed_s);
+      return items_per_s() / static_cast<double>(copies);
+    }
     return (items - 1) / span;
   }
   [[nodiscard]] bool saturated() const { return open_loop && achieved() < 0.95 * offered; }
@@ -412,6 +418,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
   r.engine = "sluice";
   r.open_loop = f.rate > 0;
   r.offered = f.rate;
+  r.window_s = static_cast<double>(f.duration_ns) * 1e-9;
   r.copies = copies(c);
   graph g;
   std::atomic<std::uint64_t> delivered{0};
@@ -525,6 +532,7 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   r.engine = "tbb";
   r.open_loop = f.rate > 0;
   r.offered = f.rate;
+  r.window_s = static_cast<double>(f.duration_ns) * 1e-9;
   r.copies = 1;
   std::atomic<std::uint64_t> delivered{0};
   const std::string payload(static_cast<std::size_t>(c.item_size), 'x');
