@@ -541,6 +541,14 @@ TEST_F(Tool, StressRunsPass) {
   EXPECT_NE(r.out.find("every run held"), std::string::npos) << r.out;
 }
 
+// A --duration shorter than one run still makes one run: it said "every run held" after
+// none.
+TEST_F(Tool, StressWithATinyDurationStillMakesOneRun) {
+  const result r = run_tool({"stress", "--runs", "5", "--duration", "1ns", "--seed", "3"}, kSanitized ? 280 : 240);
+  EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
+  EXPECT_NE(r.out.find("sluice stress: 1 runs, 0 with violations"), std::string::npos) << r.out;
+}
+
 TEST_F(Tool, StressRunsPassWithoutBroadcast) {
   const std::string runs = "50";
   const result r =

@@ -414,7 +414,8 @@ int cmd_stress(int argc, char** argv) {
   std::uint64_t n_ok = 0, n_error = 0, n_cancelled = 0, n_stuck = 0, n_early = 0;
   const std::string fan_arg = (shapes.all() ? "" : " --fan " + shapes.text()) + (fuse ? " --fuse" : "");
   for (std::uint64_t i = 0; i < total_runs; ++i) {
-    if (duration.count() > 0 && clock::now() - t0 >= duration) break;
+    // At least one run: a session that ran nothing must not say that every run held.
+    if (i > 0 && duration.count() > 0 && clock::now() - t0 >= duration) break;
     const random_graph spec = make_spec(run_seed(i), shapes, fuse);
     const std::string text = testing::describe(spec);
     guard.arm("  run " + std::to_string(i + 1) + " seed " + hex(spec.seed) + "\n    " + text +
@@ -427,6 +428,16 @@ int cmd_stress(int argc, char** argv) {
     n_cancelled += r.outcome == "cancelled";
     n_stuck += r.stuck_named;
     n_early += r.early;
+    if (!r.violations.empty() && r.violations.front().find("cannot start the graph's threads") != std::string::npos) {
+      // The system refused a thread (ulimit -u, memory): nothing sluice did, and a replay
+      // would not show it. Said once, and the session stops.
+      prog.clear();
+      std::fprintf(stderr,
+                   "sluice stress: run %zu: %s\nsluice stress: the system would not give the graph its threads "
+                   "(ulimit -u, memory): not a violation; stopping after %llu runs\n",
+                   i + 1, r.violations.front().c_str(), static_cast<unsigned long long>(done - 1));
+      return 1;
+    }
     if (!r.violations.empty()) {
       ++failed;
       prog.clear();
