@@ -601,6 +601,10 @@ void graph_core::discard(std::size_t channel, const std::type_info& type, void* 
   state_->discard(channel, type, item);
 }
 void graph_core::count_held(std::size_t channel, std::uint64_t n) noexcept { state_->count_held(channel, n); }
+void graph_core::discard_held(std::size_t channel, const std::type_info& type, void* item) noexcept {
+  state_->count_held(channel, 1);
+  state_->discard(channel, type, item);
+}
 
 namespace testing {
 void fail_thread_creation_after(long n) noexcept { g_thread_budget.store(n < 0 ? -1 : n, std::memory_order_relaxed); }

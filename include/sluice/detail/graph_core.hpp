@@ -220,12 +220,17 @@ class graph_core {
   // Teardown began (a failure or cancel()): a hint that stops new stage-function calls.
   [[nodiscard]] bool tearing_down() const noexcept;
   [[nodiscard]] bool has_discard_hook() const noexcept;
-  // Hands an undelivered item of `channel` to the graph's on_discard (if any).
+  // Hands an item taken out of `channel` by its cancel to the graph's on_discard (if any);
+  // the channel counts it itself (channel_stats::discarded).
   void discard(std::size_t channel, const std::type_info& type, void* item) noexcept;
   // Counts n dead letters of `channel` that a stage held outside it (taken by its consumer
   // and never processed, or made by its producer and never pushed): the snapshot's
   // channel_snapshot::dead_letters. Counted with a hook or without one.
   void count_held(std::size_t channel, std::uint64_t n) noexcept;
+  // One item a stage held outside `channel` that will never be delivered: counted as
+  // count_held(channel, 1) does and handed to on_discard (if any). Every path that gives
+  // up a held item goes through here or discard_items(), so none can forget the count.
+  void discard_held(std::size_t channel, const std::type_info& type, void* item) noexcept;
 
  private:
   std::unique_ptr<graph_state> state_;

@@ -236,16 +236,14 @@ class fused_stage final : public direct_target<T>, public fused_control {
         std::exception_ptr e;
         try {
           if (push_keep(in.out, out)) return direct_result::taken;
-          graph_->count_held(out_ch_, 1);
-          graph_->discard(out_ch_, typeid(U), &out);
+          graph_->discard_held(out_ch_, typeid(U), &out);
           return direct_result::taken_done;
         } catch (...) {
           e = std::current_exception();  // push_keep leaves `out` intact when it throws
         }
         const direct_result r = policy(in, std::move(e), false);
         if (r != direct_result::taken) {
-          graph_->count_held(out_ch_, 1);
-          graph_->discard(out_ch_, typeid(U), &out);
+          graph_->discard_held(out_ch_, typeid(U), &out);
           return r;
         }
         // Renewed (no error goes on without a restart when no item failed): try again.

@@ -113,8 +113,7 @@ class route_task final : public replica_task {
             if (!live_[i] || !push_keep(outs_[i], v)) {
               if (live_[i]) drop(i);
               // Its branch has ended: a dead letter of that branch, counted hook or not.
-              graph_->count_held(out_ch_[i], 1);
-              graph_->discard(out_ch_[i], typeid(T), &v);
+              graph_->discard_held(out_ch_[i], typeid(T), &v);
             }
           }
           ++pos_;

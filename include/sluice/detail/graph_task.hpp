@@ -127,9 +127,10 @@ class typed_channel_control final : public channel_control {
 // (if any) and clears `items`.
 template <class T>
 void discard_items(graph_core& g, std::size_t channel, std::vector<T>& items, std::size_t from = 0) noexcept {
-  if (items.size() > from) g.count_held(channel, items.size() - from);
   if (g.has_discard_hook()) {
-    for (std::size_t i = from; i < items.size(); ++i) g.discard(channel, typeid(T), &items[i]);
+    for (std::size_t i = from; i < items.size(); ++i) g.discard_held(channel, typeid(T), &items[i]);
+  } else if (items.size() > from) {
+    g.count_held(channel, items.size() - from);  // no hook to hand them to: counted in one step
   }
   items.clear();
 }
