@@ -78,10 +78,10 @@ result parse(std::vector<std::string>& args) {
 }
 
 std::optional<std::uint64_t> digits(std::string_view s) {
-  if (s.empty() || s.size() > 15) return std::nullopt;
+  if (s.empty() || s.size() > 19) return std::nullopt;  // up to 2^63 (checked below)
   std::uint64_t v = 0;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  if (ec != std::errc() || end != s.data() + s.size() || v > (std::uint64_t{1} << 63)) return std::nullopt;
   return v;
 }
 

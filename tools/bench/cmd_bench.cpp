@@ -72,7 +72,6 @@
 namespace sluice::tool {
 namespace {
 
-
 using clock = std::chrono::steady_clock;
 using std::chrono::nanoseconds;
 using bench::now_ns;
@@ -1035,9 +1034,7 @@ int cmd_bench(int argc, char** argv) {
     }
     c.format = out_format::json;
   }
-  if (c.report == "-") {
-    throw usage_error("sluice bench: --report needs a file name (FILE.html); '-' (stdout) is not supported, the table goes there");
-  }
+  check_report_name("sluice bench", c.report);
   if (c.items == 0) p.reject("--items", "at least 1");
   if (c.capacity == 0) p.reject("--capacity", "at least 1");
   c.capacity_text = detail::shown(p.given("--capacity").value_or(std::to_string(c.capacity)));

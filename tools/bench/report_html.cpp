@@ -265,7 +265,7 @@ std::string script_safe_json(std::string_view json) {
 std::string render_report_html(const report_data& d) {
   const std::string title = d.title.empty() ? std::string("sluice bench report") : d.title;
   std::string o;
-  o.reserve(detail::kGraphViewJs.size() + d.snapshot_json.size() + 32 * 1024);
+  o.reserve(sluice::detail::kGraphViewJs.size() + d.snapshot_json.size() + 32 * 1024);
   o += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline'; "
@@ -281,7 +281,7 @@ std::string render_report_html(const report_data& d) {
        "table.latency { border-collapse: collapse; font-size: 13px; margin-top: 8px; }\n"
        "table.latency th, table.latency td { border: 1px solid #dee2e6; padding: 3px 10px; text-align: right; }\n"
        "table.latency th { background: #f1f3f5; }\n";
-  o += detail::kGraphViewCss;
+  o += sluice::detail::kGraphViewCss;
   o += "</style></head><body>\n<h1>";
   o += html_escape(title);
   o += "</h1>\n<h2>The graph at the end of the run</h2>\n";
@@ -304,7 +304,7 @@ std::string render_report_html(const report_data& d) {
   }
   if (!d.snapshot_json.empty()) {
     o += "<script>\n";
-    o += detail::kGraphViewJs;
+    o += sluice::detail::kGraphViewJs;
     o += "\n(function () {\n"
          "  var el = document.getElementById(\"graph\");\n"
          "  try {\n"

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -55,6 +56,20 @@ inline std::optional<double> parse_number_prefix(std::string_view s, std::size_t
   return v;
 }
 
+// An integer with no fraction ("123" of "123k") times an integer multiplier, exactly:
+// a double holds integers exactly only up to 2^53, so 9007199254740993 must not go
+// through one. nullopt when `digits` is not all digits or the product does not fit an
+// int64 (callers turn sizes into signed offsets and durations).
+inline std::optional<std::uint64_t> exact_product(std::string_view digits, std::uint64_t mult) {
+  std::uint64_t v = 0;
+  if (digits.empty()) return std::nullopt;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  constexpr std::uint64_t kMax = (std::uint64_t{1} << 63) - 1;
+  if (mult != 0 && v > kMax / mult) return std::nullopt;
+  return v * mult;
+}
+
 inline bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -84,7 +99,7 @@ inline std::string shown(std::string_view s) {
 
 }  // namespace detail
 
-// "512MiB" -> 536870912. nullopt when malformed or above 2^63.
+// "512MiB" -> 536870912. nullopt when malformed or at 2^63 or above.
 inline std::optional<std::uint64_t> parse_size(std::string_view s) {
   std::size_t used = 0;
   const auto v = detail::parse_number_prefix(s, used);
@@ -105,6 +120,9 @@ inline std::optional<std::uint64_t> parse_size(std::string_view s) {
   }
   // "MB" vs "Mb": we do not do bits; "mb" compares equal case-insensitively on purpose.
   if (mult == 0) return std::nullopt;
+  if (s.substr(0, used).find('.') == std::string_view::npos) {  // a whole number: exact
+    return detail::exact_product(s.substr(0, used), static_cast<std::uint64_t>(mult));
+  }
   const double bytes = *v * mult;
   if (bytes > 9.2e18) return std::nullopt;
   return static_cast<std::uint64_t>(std::llround(bytes));
@@ -155,6 +173,13 @@ inline std::optional<double> parse_decimal(std::string_view s) {
 
 // "10k" -> 10000; plain integers, or k/M/G decimal suffixes (lower or upper case).
 inline std::optional<std::uint64_t> parse_count(std::string_view s) {
+  std::size_t used = 0;
+  if (!detail::parse_number_prefix(s, used)) return std::nullopt;
+  if (s.substr(0, used).find('.') == std::string_view::npos) {  // a whole number: exact
+    const double mult = detail::decimal_multiplier(s.substr(used));
+    if (mult == 0) return std::nullopt;
+    return detail::exact_product(s.substr(0, used), static_cast<std::uint64_t>(mult));
+  }
   const auto n = detail::parse_decimal(s);
   if (!n || *n > 9.2e18 || *n != std::floor(*n)) return std::nullopt;
   return static_cast<std::uint64_t>(*n);

@@ -39,6 +39,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/args.hpp"
 #include "common/sys.hpp"
 
 namespace sluice::tool {
@@ -210,6 +211,14 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
   if (err != 0) {
     if (!tmp.empty()) ::unlink(tmp.c_str());
     throw fail(step, err);
+  }
+}
+
+// A report's --report FILE as given on a command line: '-' is a usage error (the tool's
+// table goes to stdout; a file named '-' would surprise). `tool` names the command.
+inline void check_report_name(const std::string& tool, const std::string& path) {
+  if (path == "-") {
+    throw usage_error(tool + ": --report needs a file name (FILE.html); '-' (stdout) is not supported, the table goes there");
   }
 }
 

@@ -68,9 +68,7 @@ int cmd_demo(int argc, char** argv) {
       p.reject("--memory-guard", "at most this machine's memory (" + format_size(static_cast<double>(ram)) + ")");
     }
   }
-  if (cfg.report == "-") {
-    throw usage_error("sluice demo: --report needs a file name (FILE.html); '-' (stdout) is not supported, the table goes there");
-  }
+  check_report_name("sluice demo", cfg.report);
   if (cfg.sample_every < std::chrono::microseconds(100)) {
     p.reject("--sample", "at least 100us");
   }

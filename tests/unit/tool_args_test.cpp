@@ -1,0 +1,40 @@
+// The tool's value parsers (tools/common/args.hpp): what a user types on a command line
+// is the number the tool uses, exactly, or a usage error.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "common/args.hpp"
+
+namespace {
+
+using sluice::tool::parse_count;
+using sluice::tool::parse_size;
+
+// A double holds integers exactly only up to 2^53: 9007199254740993 read through one
+// became 9007199254740992. Whole numbers are now read as integers.
+TEST(ToolArgs, WholeNumbersAboveTwoToThe53AreExact) {
+  EXPECT_EQ(parse_count("9007199254740993"), std::optional<std::uint64_t>(9007199254740993ULL));
+  EXPECT_EQ(parse_size("9007199254740993"), std::optional<std::uint64_t>(9007199254740993ULL));
+  EXPECT_EQ(parse_count("9223372036854776k"), std::nullopt);  // above 2^63
+  EXPECT_EQ(parse_count("9223372036854775k"), std::optional<std::uint64_t>(9223372036854775000ULL));
+  EXPECT_EQ(parse_size("8589934591G"), std::optional<std::uint64_t>(8589934591ULL << 30));
+  EXPECT_EQ(parse_size("8589934592G"), std::nullopt);  // 2^63: does not fit an int64
+  EXPECT_EQ(parse_size("9223372036854775807"), std::optional<std::uint64_t>(9223372036854775807ULL));
+  EXPECT_EQ(parse_count("18446744073709551616"), std::nullopt);  // above 2^64: no wrap
+}
+
+TEST(ToolArgs, FractionsAndSuffixesStillParse) {
+  EXPECT_EQ(parse_count("2.5k"), std::optional<std::uint64_t>(2500));
+  EXPECT_EQ(parse_count("2.5"), std::nullopt);  // a count is whole
+  EXPECT_EQ(parse_count("10M"), std::optional<std::uint64_t>(10'000'000));
+  EXPECT_EQ(parse_size("1.5KiB"), std::optional<std::uint64_t>(1536));
+  EXPECT_EQ(parse_size("64MiB"), std::optional<std::uint64_t>(64ULL << 20));
+  EXPECT_EQ(parse_size("0"), std::optional<std::uint64_t>(0));
+  EXPECT_EQ(parse_count("12x"), std::nullopt);
+  EXPECT_EQ(parse_count("-1"), std::nullopt);
+  EXPECT_EQ(parse_count(""), std::nullopt);
+}
+
+}  // namespace
