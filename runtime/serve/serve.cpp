@@ -84,6 +84,8 @@ parsed_address parse_address(const std::string& address) {
   };
   parsed_address a;
   std::string port_text;
+  if (address.find("://") != std::string::npos) throw bad("an address, not a URL: no scheme like http://");
+  if (address.find('/') != std::string::npos) throw bad("an address, not a URL: no path");
   if (!address.empty() && address.front() == '[') {
     const auto close = address.find(']');
     if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') {
@@ -277,6 +279,21 @@ server serve(graph& g, std::string address) {
     if (req.method != "GET" && req.method != "HEAD") {
       refuse_method(res);
       return httplib::Server::HandlerResponse::Handled;
+    }
+    // httplib reads no body for a GET, so its payload limit never applies: a body over
+    // kMaxBody (declared, or of unknown length: chunked) is refused here, as documented.
+    if (req.has_header("Transfer-Encoding") || req.has_header("Content-Length")) {
+      const std::string len = req.get_header_value("Content-Length");
+      const bool small = !req.has_header("Transfer-Encoding") && !len.empty() && len.size() <= 5 &&
+                         len.find_first_not_of("0123456789") == std::string::npos &&
+                         std::stoul(len) <= serve_detail::kMaxBody;
+      if (!small) {
+        res.status = 413;
+        res.set_content("413 content too large: a GET here takes no body (at most " +
+                            std::to_string(serve_detail::kMaxBody) + " bytes, with a Content-Length)\n",
+                        "text/plain; charset=utf-8");
+        return httplib::Server::HandlerResponse::Handled;
+      }
     }
     const bool has_host = guard_host && req.has_header("Host");  // none: HTTP/1.0, never a browser
     const std::string host = has_host ? req.get_header_value("Host") : std::string();
