@@ -118,6 +118,7 @@ struct pub_state;
 class connection {
  public:
   connection() = default;
+  // The server URL as messages show it: shown_url() of the one given to connect().
   [[nodiscard]] const std::string& url() const;
   [[nodiscard]] bool connected() const;
   [[nodiscard]] const std::shared_ptr<detail::conn_state>& state() const { return state_; }
@@ -127,8 +128,13 @@ class connection {
   std::shared_ptr<detail::conn_state> state_;
 };
 
-// Connects within o.timeout, or throws std::runtime_error naming the URL and the cause.
+// Connects within o.timeout, or throws std::runtime_error naming the URL (as shown_url
+// shows it) and the cause.
 connection connect(std::string url, connect_options o = {});
+
+// A NATS URL (or comma-separated list) fit for a log or an error message: a password or
+// token in it is replaced by "***" ("nats://u:***@h:4222", "nats://***@h:4222").
+[[nodiscard]] std::string shown_url(std::string_view url);
 
 // Frees libnats' global resources and waits (up to 5 s) for its threads to end
 // (nats_CloseAndWait). Only after every connection, stage and delivery is gone.

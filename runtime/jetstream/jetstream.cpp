@@ -496,6 +496,19 @@ struct pub_state {
       throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "': the connection to " + conn->url +
                                " is closed");
     }
+    if (s == NATS_MAX_PAYLOAD) {
+      // Never storable: the server's max_payload is fixed for the connection. Retrying it
+      // would wait for ever (the stage looked like a stream that stays full).
+      --in_flight;
+      lk.unlock();
+      const auto bytes = natsMsg_GetDataLength(m);
+      const auto limit = natsConnection_GetMaxPayload(conn->nc);
+      natsMsg_Destroy(m);
+      throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "': a message of " + std::to_string(bytes) +
+                               " data bytes and its Nats-Msg-Id header is over the max_payload of " +
+                               std::to_string(limit) + " bytes of " + conn->url +
+                               "; make items smaller or raise max_payload in the server's configuration");
+    }
     last_error = nats_error(s);
     retry.emplace_back(m, clock::now() + opts.retry);
   }
@@ -1309,6 +1322,34 @@ std::string_view message::data() const {
 }  // namespace detail
 
 // ---- connection, edges -------------------------------------------------------------
+std::string shown_url(std::string_view url) {
+  // Each server of a comma-separated list: "scheme://user:pass@host" -> "scheme://user:***@host",
+  // "scheme://token@host" -> "scheme://***@host".
+  std::string out;
+  out.reserve(url.size());
+  while (true) {
+    const std::size_t comma = url.find(',');
+    std::string_view one = url.substr(0, comma);
+    const std::size_t scheme = one.find("://");
+    const std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
+    const std::size_t at = one.rfind('@');
+    if (at != std::string_view::npos && at >= start) {
+      const std::string_view info = one.substr(start, at - start);
+      const std::size_t colon = info.find(':');
+      out.append(one.substr(0, start));
+      if (colon != std::string_view::npos) out.append(info.substr(0, colon + 1));
+      out.append("***");
+      out.append(one.substr(at));
+    } else {
+      out.append(one);
+    }
+    if (comma == std::string_view::npos) break;
+    out.push_back(',');
+    url.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 const std::string& connection::url() const {
   if (!state_) throw std::logic_error("sluice::jetstream::connection::url: an empty connection handle");
   return state_->url;
@@ -1319,7 +1360,7 @@ bool connection::connected() const {
 
 connection connect(std::string url, connect_options o) {
   auto st = std::make_shared<detail::conn_state>();
-  st->url = url;
+  st->url = shown_url(url);  // every message names it: never with its password or token
   st->opts = o;
   natsOptions* no = nullptr;
   natsStatus s = natsOptions_Create(&no);
@@ -1339,8 +1380,10 @@ connection connect(std::string url, connect_options o) {
     // that does not resolve ends at once.
     const bool timed_out = took >= o.timeout * 9 / 10;
     std::string why = natsStatus_GetText(s);
-    if (s == NATS_NO_SERVER && !timed_out) why += ": nothing accepts connections there, or the host does not resolve";
-    throw std::runtime_error("sluice::jetstream: cannot connect to " + url +
+    if (s == NATS_NO_SERVER && !timed_out) {
+      why += ": no NATS server answers there (nothing listens, the host does not resolve, or what listens is not NATS)";
+    }
+    throw std::runtime_error("sluice::jetstream: cannot connect to " + st->url +
                              (timed_out ? " within " + std::to_string(o.timeout.count()) + " ms" : std::string()) +
                              ": " + why);
   }
@@ -1363,6 +1406,8 @@ namespace {
 std::string js_error(natsStatus s, jsErrCode e) {
   std::string t = detail::nats_error(s);
   if (e != 0) t += " (JetStream error " + std::to_string(static_cast<int>(e)) + ")";
+  // A NATS server without JetStream answers no JetStream request at all.
+  if (s == NATS_NO_RESPONDERS) t += ": the server has no JetStream (start nats-server with -js)";
   return t;
 }
 
@@ -1413,6 +1458,15 @@ void check_consumer(const edge_options& e, const std::string& durable, const std
 void ensure_edge(connection& conn, const edge_options& e) {
   detail::need_connection(conn, "ensure_edge");
   if (e.stream.empty()) throw std::invalid_argument("sluice::jetstream::ensure_edge: the edge has no stream name");
+  // A space or control byte splits the request's subject: the server drops the request
+  // unparsed and the call would end in "Timeout". (Other bad names the server names.)
+  for (const char ch : e.stream) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (u <= 0x20 || u == 0x7f) {
+      throw std::invalid_argument("sluice::jetstream::ensure_edge: stream name '" + e.stream +
+                                  "' has a space or control character; NATS names cannot");
+    }
+  }
   if (e.max_msgs <= 0) {
     throw std::invalid_argument("sluice::jetstream::ensure_edge: edge '" + e.stream +
                                 "': max_msgs must be positive (the edge is bounded)");

@@ -113,6 +113,53 @@ TEST(JetstreamConnect, SilentServerTimesOutNamingTheUrl) {
   ::close(fd);
 }
 
+// A password or token in a URL never reaches a message, a log or a report.
+TEST(JetstreamConnect, ShownUrlsHideTheirPasswordOrToken) {
+  EXPECT_EQ(js::shown_url("nats://u:secret@127.0.0.1:4222"), "nats://u:***@127.0.0.1:4222");
+  EXPECT_EQ(js::shown_url("nats://s3cr3t-token@h:4222"), "nats://***@h:4222");
+  EXPECT_EQ(js::shown_url("tls://a:b@h1:1,nats://h2:2,nats://t@h3:3"), "tls://a:***@h1:1,nats://h2:2,nats://***@h3:3");
+  EXPECT_EQ(js::shown_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+  const std::string url = "nats://user:hunter2@127.0.0.1:" + std::to_string(sluice_test::free_port());
+  try {
+    (void)js::connect(url, {.timeout = 500ms});
+    FAIL() << "connect succeeded";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find("hunter2"), std::string::npos) << what;
+    EXPECT_NE(what.find("user:***@127.0.0.1"), std::string::npos) << what;
+  }
+}
+
+// A NATS server without JetStream, and a stream name the server cannot parse, get errors
+// that say so (they were "No responders available for request" and "Timeout").
+TEST(JetstreamEdge, NoJetStreamOrAStreamNameWithASpaceIsNamedAsSuch) {
+  NEED_NATS_SERVER();
+  {
+    nats_server plain(false);
+    auto conn = js::connect(plain.url());
+    js::edge_options e{.stream = "s", .max_msgs = 10};
+    try {
+      js::ensure_edge(conn, e);
+      FAIL() << "ensure_edge succeeded on a server without JetStream";
+    } catch (const std::runtime_error& ex) {
+      EXPECT_NE(std::string(ex.what()).find("-js"), std::string::npos) << ex.what();
+    }
+  }
+  nats_server server;
+  auto conn = js::connect(server.url());
+  for (const char* name : {"a b", "tab\there", "new\nline"}) {
+    js::edge_options e{.stream = name, .max_msgs = 10};
+    const auto t0 = clock_type::now();
+    try {
+      js::ensure_edge(conn, e);
+      ADD_FAILURE() << "accepted the stream name '" << name << "'";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find("space or control"), std::string::npos) << ex.what();
+    }
+    EXPECT_LT(ms_since(t0), 1000.0);  // at once, not after a request's timeout
+  }
+}
+
 TEST(JetstreamEdge, ExistingStreamOrConsumerWithOtherLimitsIsAnErrorNamingTheDifference) {
   NEED_NATS_SERVER();
   nats_server server;
@@ -778,6 +825,45 @@ TEST(JetstreamFaults, ServerGoneForGoodFailsTheGraphNamingTheEdge) {
     }
   }
   EXPECT_LT(ms_since(t0), 15000.0);
+}
+
+// An item the server can never take (over its max_payload, 1 MiB by default) fails the
+// graph with an error naming the edge and the limit. It used to go to the retry queue for
+// ever, so `sluice bench --cut 1 --item-size 1M` hung without a word.
+TEST(JetstreamEdge, AnItemOverTheServersMaxPayloadIsAnErrorNotARetryForEver) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "big", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  std::atomic<int> small_sent{0};
+  sluice::pipeline p(sluice::from<std::string>([&](sluice::sender<std::string>& out) {
+                       if (!out.push(std::string(1000, 'a'))) return;
+                       small_sent.fetch_add(1);
+                       (void)out.push(std::string(1 << 20, 'b'));  // 1 MiB of data, plus headers
+                     }),
+                     js::publish<std::string>(conn, e));
+  p.start();
+  try {
+    auto r = p.get_graph().wait_for(30s);
+    if (!r) {
+      p.get_graph().cancel();
+      ADD_FAILURE() << "the publish waited for a message the server can never take";
+      try {
+        p.get_graph().wait();
+      } catch (...) {
+      }
+    } else {
+      ADD_FAILURE() << "the graph ended without an error";
+    }
+  } catch (const sluice::stage_error& ex) {
+    EXPECT_EQ(ex.stage(), "publish:big");
+    const std::string what = ex.what();
+    EXPECT_NE(what.find("max_payload"), std::string::npos) << what;
+    EXPECT_NE(what.find("'big'"), std::string::npos) << what;
+    EXPECT_NE(what.find("1048576"), std::string::npos) << what;  // the server's limit
+  }
+  EXPECT_EQ(small_sent.load(), 1);
 }
 
 TEST(JetstreamEdge, UndecodableMessageIsAStageErrorOrUnderSkipTerminatedAndCounted) {

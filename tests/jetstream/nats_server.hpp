@@ -95,7 +95,9 @@ class nats_server {
   static bool available() { return std::string(SLUICE_NATS_SERVER_PATH).size() > 0 &&
                                    ::access(SLUICE_NATS_SERVER_PATH, X_OK) == 0; }
 
-  nats_server() : port_(free_port()) {
+  nats_server() : nats_server(true) {}
+  // jetstream false: a plain NATS server, without -js (no JetStream API answers).
+  explicit nats_server(bool jetstream) : port_(free_port()), jetstream_(jetstream) {
     std::string tmpl = (std::filesystem::temp_directory_path() / "sluice-js-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
@@ -115,8 +117,9 @@ class nats_server {
 
   // Starts it (again, on the same port and store) and waits until it accepts (bounded).
   void start() {
-    std::vector<std::string> args = {SLUICE_NATS_SERVER_PATH, "-js", "-a", "127.0.0.1", "-p", std::to_string(port_),
+    std::vector<std::string> args = {SLUICE_NATS_SERVER_PATH, "-a", "127.0.0.1", "-p", std::to_string(port_),
                                      "-sd", dir_};
+    if (jetstream_) args.insert(args.begin() + 1, "-js");
     const std::string log = dir_ + "/server.log";
     pid_ = spawn(std::move(args), log, O_APPEND);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -152,6 +155,7 @@ class nats_server {
 
  private:
   int port_;
+  bool jetstream_ = true;
   std::string dir_;
   pid_t pid_ = -1;
 };

@@ -397,7 +397,7 @@ std::string pct(std::uint64_t part, std::uint64_t whole) {
 
 void print_sides(const cut_config& c, const js::edge_options& edge, const std::vector<side_result>& sides) {
   std::printf("sluice bench --cut %zu --via %s: chain:%zu, %llu items of %llu B, edge jetstream:%s (max_msgs %lld)\n",
-              c.cut, c.via.c_str(), c.n, static_cast<unsigned long long>(c.items),
+              c.cut, js::shown_url(c.via).c_str(), c.n, static_cast<unsigned long long>(c.items),
               static_cast<unsigned long long>(c.item_size), edge.stream.c_str(), static_cast<long long>(edge.max_msgs));
   std::printf("%-9s %-28s %12s %8s %14s %8s\n", "side", "stage", "items", "busy", "backpressured", "starved");
   // One snapshot of both sides, with the edge as the channel between them: the bottleneck
@@ -603,7 +603,7 @@ int run_cut(const cut_config& c) {
     // Something was lost: the stream stays for a look (nats stream view ...).
     std::fprintf(stderr, "sluice bench: the consumer got %llu of %llu items; stream %s is kept on %s\n",
                  static_cast<unsigned long long>(cons_r.items), static_cast<unsigned long long>(c.items),
-                 edge.stream.c_str(), c.via.c_str());
+                 edge.stream.c_str(), js::shown_url(c.via).c_str());
     return 1;
   }
   remove_edge();
