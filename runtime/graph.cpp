@@ -149,6 +149,7 @@ std::string graph_state::unique_name(const std::string& base) const {
 
 std::size_t graph_state::add_node(node_spec spec) {
   auto n = std::make_unique<stage_node>(std::move(spec));
+  n->inside = std::make_unique<std::atomic<const void*>[]>(n->threads);  // value-initialised: null
   std::lock_guard lk(mu_);
   nodes_.push_back(std::move(n));
   return nodes_.size() - 1;

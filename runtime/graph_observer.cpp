@@ -310,14 +310,35 @@ void graph_state::report_stuck() noexcept {
   std::vector<std::string> stuck;
   std::vector<std::size_t> stuck_ids;
   try {
+    std::vector<bool> is_stuck(nodes_.size(), false);
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
       auto& n = *nodes_[k];
       // acquire: pairs with finish_replica's acq_rel decrement; a stage read as gone has
       // finished its cleanup (exiting, read after it, covers one still in on_close).
-      if (n.live.load(std::memory_order_acquire) == 0 && n.exiting.load(std::memory_order_relaxed) == 0) continue;
-      stuck.push_back(n.name);
+      const std::size_t live = n.live.load(std::memory_order_acquire);
+      if (live == 0 && n.exiting.load(std::memory_order_relaxed) == 0) continue;
+      // A thread inside a fused stage's call is stuck in that stage, not in its own: name
+      // the fused stage (DESIGN §2: it keeps its own name), and this one only for its
+      // threads that are in its own code (or its cleanup).
+      std::size_t in_fused = 0;
+      for (std::size_t r = 0; r < n.threads; ++r) {
+        const void* at = n.inside[r].load(std::memory_order_relaxed);
+        if (at == nullptr) continue;
+        for (std::size_t j = 0; j < nodes_.size(); ++j) {
+          if (nodes_[j].get() == at) {
+            is_stuck[j] = true;
+            ++in_fused;
+            break;
+          }
+        }
+      }
+      if (in_fused < live || n.exiting.load(std::memory_order_relaxed) > 0) is_stuck[k] = true;
+    }
+    for (std::size_t k = 0; k < nodes_.size(); ++k) {
+      if (!is_stuck[k]) continue;
+      stuck.push_back(nodes_[k]->name);
       stuck_ids.push_back(k);
-      n.state.store(static_cast<int>(stage_state::stuck), std::memory_order_relaxed);
+      nodes_[k]->state.store(static_cast<int>(stage_state::stuck), std::memory_order_relaxed);
     }
     {
       std::lock_guard rk(report_mu_);
@@ -360,6 +381,8 @@ std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck) c
     if (ops[stuck[i]]) {
       line += std::string("blocked in ") + (ops[stuck[i]]->first ? "push" : "pop") + " on channel '" +
               channels_[ops[stuck[i]]->second]->name + "'";
+    } else if (n.fused) {
+      line += "in its stage function, fused on the thread of '" + nodes_[n.host]->name + "'";
     } else if (n.in_function.load(std::memory_order_relaxed) > 0) {
       line += "in its stage function";
     } else {

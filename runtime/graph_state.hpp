@@ -130,6 +130,8 @@ struct stage_node : node_spec {
   std::atomic<std::int64_t> running_since{0};  // sum of their start times (ns)
   std::atomic<int> exiting{0};               // replicas in finish_replica (on_close, closing outputs)
   std::atomic<std::int64_t> in_function{0};  // replicas inside task->run() (the stage function's loop)
+  // Per thread (threads of them): the fused stage it is inside now, or null (stage_thread).
+  std::unique_ptr<std::atomic<const void*>[]> inside;
   std::mutex restart_mu;
   std::deque<std::chrono::steady_clock::time_point> restart_times;  // guarded by restart_mu
 };

@@ -116,7 +116,8 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
 
   replica_env env(*this, n, n.stop.get_token());
   const current_stage_scope current(*this, n);  // for this_stage:: calls from the stage function
-  tls_stage_thread = stage_thread{&n, index};  // fused stages pick this thread's copy by it
+  // Fused stages pick this thread's copy by it, and mark in n.inside[index] when their call runs.
+  tls_stage_thread = stage_thread{&n, index, &n.inside[index]};
   if (fault_ != nullptr) fault_->on_thread_begin(n.name, index);
   // A thread that starts after a teardown (cancel() during start) calls nothing.
   while (!tearing_down()) {

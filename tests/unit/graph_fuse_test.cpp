@@ -241,6 +241,52 @@ TEST(GraphFuse, StopNamesTheFusedStageAndItsItemIsADeadLetter) {
   EXPECT_EQ(src->items_out, static_cast<std::uint64_t>(sunk.load() + letters.load()));
 }
 
+// A fused stage stuck past the teardown deadline is named as itself (DESIGN §2: it keeps
+// its own name), not as the stage whose thread runs it. It was reported as its host
+// ("still waiting for stage 'plain' (in its stage function)").
+TEST(GraphFuse, AStuckFusedStageIsNamedAsItselfNotAsItsHost) {
+  watchdog wd(60s);
+  for (const bool behind_a_map : {true, false}) {
+    SCOPED_TRACE(behind_a_map ? "src -> plain -> f1 (fused) -> fblock (fused)" : "src -> fblock (fused)");
+    sluice_test::gate latch;  // ignores stop tokens: a call sluice cannot interrupt
+    std::mutex mu;
+    std::vector<std::string> hooked;
+    sluice::graph g({.teardown_deadline = 100ms, .on_stuck = [&](const std::string& name) {
+                       {
+                         std::lock_guard lk(mu);
+                         hooked.push_back(name);
+                       }
+                       latch.open();
+                     }});
+    std::atomic<bool> entered{false};
+    auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+      for (int i = 0; i < 1000; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    sluice::stream<int> last = src;
+    if (behind_a_map) {
+      auto plain = g.map("plain", src, [](int v) { return v; });
+      last = g.map("f1", plain, [](int v) { return v; }, {.fuse = true});
+    }
+    g.sink("fblock", last, [&](int) {
+      entered = true;
+      latch.wait();
+    }, {.fuse = true});
+    g.start();
+    ASSERT_TRUE(eventually([&] { return entered.load(); }));
+    g.cancel();
+    EXPECT_THROW((void)g.wait(), sluice::cancelled);
+    const sluice::report r = g.last_report();
+    EXPECT_EQ(r.stuck, std::vector<std::string>{"fblock"});
+    const auto* st = find_stage(r.metrics, "fblock");
+    ASSERT_NE(st, nullptr);
+    EXPECT_EQ(st->state, "stuck");
+    std::lock_guard lk(mu);
+    EXPECT_EQ(hooked, std::vector<std::string>{"fblock"});
+  }
+}
+
 TEST(GraphFuse, SkipCountsAndGoesOn) {
   watchdog wd(60s);
   std::atomic<int> letters{0};

@@ -192,13 +192,13 @@ std::size_t add_fused(graph_core& g, const graph_core* owner, std::size_t in_ch,
   std::size_t out = 0;
   std::shared_ptr<fused_stage<K, T, U, F>> st;
   if constexpr (K == fuse_kind::sink) {
-    st = std::make_shared<fused_stage<K, T, U, F>>(g, g.fused_env(id), in_ch, 0, g.node_key(host), threads, fn, 0,
-                                                   receiver<T>());
+    st = std::make_shared<fused_stage<K, T, U, F>>(g, g.fused_env(id), in_ch, 0, g.node_key(id), g.node_key(host),
+                                                   threads, fn, 0, receiver<T>());
   } else {
     auto [o_ch, tx] = make_output<U>(g, id, o.capacity);
     out = o_ch;
-    st = std::make_shared<fused_stage<K, T, U, F>>(g, g.fused_env(id), in_ch, out, g.node_key(host), threads, fn,
-                                                   std::move(tx), receiver<T>());
+    st = std::make_shared<fused_stage<K, T, U, F>>(g, g.fused_env(id), in_ch, out, g.node_key(id), g.node_key(host),
+                                                   threads, fn, std::move(tx), receiver<T>());
   }
   channel_access::make_direct(rx, std::shared_ptr<direct_target<T>>(st));
   st->hold_input(std::move(rx));

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <chrono>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -142,6 +143,10 @@ class fused_control {
 struct stage_thread {
   const void* node = nullptr;
   std::size_t replica = 0;
+  // The stage this thread runs now, for the stuck report: null while in its own stage,
+  // a fused stage's node key while in that stage's call (fused_stage::run sets and
+  // restores it). relaxed: a hint read by the supervisor. Null on foreign threads.
+  std::atomic<const void*>* inside = nullptr;
 };
 inline thread_local stage_thread tls_stage_thread{};
 

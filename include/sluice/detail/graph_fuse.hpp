@@ -80,12 +80,14 @@ class fused_stage final : public direct_target<T>, public fused_control {
   };
 
  public:
-  fused_stage(graph_core& g, replica_env env, std::size_t in_ch, std::size_t out_ch, const void* host_key,
-              std::size_t threads, std::shared_ptr<fn_source<F>> fn, out_sender tx, receiver<T> rx)
+  fused_stage(graph_core& g, replica_env env, std::size_t in_ch, std::size_t out_ch, const void* self_key,
+              const void* host_key, std::size_t threads, std::shared_ptr<fn_source<F>> fn, out_sender tx,
+              receiver<T> rx)
       : graph_(&g),
         env_(std::move(env)),
         in_ch_(in_ch),
         out_ch_(out_ch),
+        self_key_(self_key),
         host_key_(host_key),
         src_(std::move(fn)),
         tx_(std::move(tx)),
@@ -102,12 +104,12 @@ class fused_stage final : public direct_target<T>, public fused_control {
       if constexpr (fn_slot<F>::kCopies) {
         instance* in = inst_[me.replica].get();
         if (in == nullptr) return direct_result::refused;  // released (cannot happen while the host runs)
-        return run(*in, *ctr_[me.replica], v);
+        return run(*in, *ctr_[me.replica], v, me.inside);
       } else {
         std::lock_guard lk(foreign_mu_);  // the one copy is shared with foreign pushers
         instance* in = inst_[me.replica].get();
         if (in == nullptr) return direct_result::refused;
-        return run(*in, *ctr_[me.replica], v);
+        return run(*in, *ctr_[me.replica], v, me.inside);
       }
     }
     return take_foreign(v);
@@ -168,12 +170,18 @@ class fused_stage final : public direct_target<T>, public fused_control {
     }
   }
 
-  direct_result run(instance& in, counters& c, T& v) noexcept {
+  // `inside`: the host thread's "which stage runs now" mark (stage_thread::inside), null on
+  // a foreign thread. Set to this stage for the call, so a call stuck past the teardown
+  // deadline is named as this stage, not as its host; restored after (nested fused calls).
+  direct_result run(instance& in, counters& c, T& v, std::atomic<const void*>* inside = nullptr) noexcept {
     if (env_.stopping()) return direct_result::refused;  // teardown, or an early finish
     const std::uint64_t t0 = ticks();
     // relaxed, single writer (this instance's thread): a statistic.
     c.taken.store(c.taken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    const void* const outer = inside != nullptr ? inside->load(std::memory_order_relaxed) : nullptr;
+    if (inside != nullptr) inside->store(self_key_, std::memory_order_relaxed);
     const direct_result r = apply(in, v);
+    if (inside != nullptr) inside->store(outer, std::memory_order_relaxed);
     c.ticks.store(c.ticks.load(std::memory_order_relaxed) + (ticks() - t0), std::memory_order_relaxed);
     return r;
   }
@@ -282,6 +290,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
   replica_env env_;
   std::size_t in_ch_;
   std::size_t out_ch_;
+  const void* self_key_;  // this stage (graph_core::node_key)
   const void* host_key_;
   std::shared_ptr<fn_source<F>> src_;
   out_sender tx_;
