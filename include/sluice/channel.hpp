@@ -77,7 +77,7 @@ namespace detail {
 template <class Rep, class Period>
 time_point deadline_after(std::chrono::duration<Rep, Period> d) {
   const auto now = std::chrono::steady_clock::now();
-  if (d <= d.zero()) return now;
+  if (!(d > d.zero())) return now;  // zero, negative, or NaN: no wait (NaN would be UB below)
   // Saturate instead of overflowing for "forever"-like durations.
   if (std::chrono::duration<double>(d).count() > 1e9) return time_point::max();
   return now + std::chrono::ceil<duration>(d);

@@ -25,6 +25,7 @@
 #include <exception>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -1226,6 +1227,20 @@ TEST(ChannelOptions, forever_like_timeouts_do_not_overflow) {
     ASSERT_TRUE(parked_poppers(rx, 1));
     ASSERT_EQ(tx.push_until(3, sluice::time_point::max()), status::ok);
   }
+}
+
+// A NaN duration is no wait, as zero is (graph::wait_for treats it the same way). It fell
+// through to chrono::ceil, undefined behaviour (UBSan: "nan is outside the range").
+TEST(ChannelOptions, a_nan_timeout_is_no_wait) {
+  sluice_test::watchdog dog(kTestLimit);
+  const std::chrono::duration<double> nan(std::numeric_limits<double>::quiet_NaN());
+  auto [tx, rx] = sluice::bounded<int>(1);
+  EXPECT_EQ(rx.pop_for(nan), std::nullopt);
+  ASSERT_TRUE(tx.push(1));
+  int two = 2;
+  EXPECT_EQ(tx.push_for(std::move(two), nan), status::timeout);
+  EXPECT_EQ(two, 2);  // a failed push keeps its item
+  EXPECT_EQ(rx.pop_for(nan), 1);
 }
 
 // ---- empty handles -----------------------------------------------------------------------
