@@ -237,7 +237,17 @@ TEST_F(BenchRate, ATinyRateSendsOnlyTheItemsDueInTheRun) {
     // One item in the 300 ms window: at most 1/0.3 s. It was 1 over the run's few ms
     // (61/s and more), and the run looked faster than the rate it was offered.
     EXPECT_LE(res["achieved_per_s"].num(), 1 / 0.3 + 1e-9);
+    // One item offered is no rate to judge: it was called "saturated" (a 1 ms window at
+    // 1000/s showed "achieved 37% of the offered rate; latency grows with the run").
+    EXPECT_FALSE(res["saturated"].boolean());
   }
+  const result t = run_tool({"bench", "--topology", "chain:1", "--rate", "1000", "--duration", "1ms"}, 60);
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(t.out.find("saturated"), std::string::npos) << t.out;
+  // A fractional rate is shown as given (it was rounded: 0.5 showed as "0 items/s offered").
+  const result h = run_tool({"bench", "--topology", "chain:1", "--rate", "0.5", "--duration", "200ms"}, 60);
+  ASSERT_EQ(h.status, 0) << h.err;
+  EXPECT_NE(h.out.find("0.5 items/s offered"), std::string::npos) << h.out;
 }
 
 TEST_F(BenchRate, BadValuesAreOneLineErrorsWithStatusTwo) {

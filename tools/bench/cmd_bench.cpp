@@ -334,7 +334,9 @@ struct bench_result {
     }
     return (items - 1) / span;
   }
-  [[nodiscard]] bool saturated() const { return open_loop && achieved() < 0.95 * offered; }
+  // Below 95% of the offered rate. A run that offered fewer than two items (a window
+  // shorter than the gap between them) has no rate to judge: never saturated.
+  [[nodiscard]] bool saturated() const { return open_loop && sent >= 2 && achieved() < 0.95 * offered; }
   [[nodiscard]] bool complete() const { return delivered == sent * copies && balanced; }
 };
 
@@ -394,8 +396,10 @@ std::string si(double v) {
     std::snprintf(buf, sizeof buf, "%.2f M", v / 1e6);
   } else if (v >= 1e3) {
     std::snprintf(buf, sizeof buf, "%.2f k", v / 1e3);
-  } else {
+  } else if (v == std::floor(v) || v >= 100) {
     std::snprintf(buf, sizeof buf, "%.0f ", v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.3g ", v);  // a fractional rate: 0.5, not 0; 1.5, not 2
   }
   return buf;
 }
@@ -965,7 +969,7 @@ int cmd_bench(int argc, char** argv) {
              c.rate = *r;
              return true;
            },
-           "items per second above 0, like 1000, 50k or 2.5M (at most 1000G)");
+           "items per second above 0, like 1000, 50k, 2.5M or 0.5 (plain decimals, no exponent; at most 1000G)");
   p.custom("--duration", "TIME", "how long a run offers load (--rate, each --sweep rate; closed loop: --items ends it)",
            "2s open loop",
            [&](std::string_view v) {
@@ -974,7 +978,7 @@ int cmd_bench(int argc, char** argv) {
              c.duration = *d;
              return true;
            },
-           "a duration above 0 like 500ms or 2s");
+           "a duration above 0 and under 292 years, like 500ms or 2s (plain decimals, no exponent)");
   p.flag("--sweep", &c.sweep, "each engine's closed-loop maximum, then open-loop latency at --sweep-at shares of it");
   p.custom("--sweep-at", "PCTS", "--sweep: offered loads in percent of each engine's own maximum", "10,25,50,75,90,100",
            [&](std::string_view v) { return parse_percent_list(v, c.sweep_at); },
@@ -989,7 +993,7 @@ int cmd_bench(int argc, char** argv) {
              c.probe = *d;
              return true;
            },
-           "a duration above 0 like 500ms or 1s");
+           "a duration above 0 and under 292 years, like 500ms or 1s (plain decimals, no exponent)");
   p.custom("--format", "FORMAT", "table | json | gbench (Google Benchmark's JSON, for compare.py)", "table",
            [&](std::string_view v) {
              if (v == "table") {
