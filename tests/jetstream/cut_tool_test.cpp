@@ -151,6 +151,27 @@ TEST_F(CutTool, AnInterruptStopsBothSidesAndRemovesTheStream) {
   EXPECT_FALSE(stream_msgs(conn, stream).has_value()) << "the stream is still there";
 }
 
+// ^C to one side started alone (--role): it stops, says so, names the stream it leaves on
+// the server (the other side may still use it), and exits 128+N. It died silently.
+TEST_F(CutTool, AnInterruptedRoleRunSaysWhatItStoppedAndKeepsTheStream) {
+  sluice_test::nats_server server;
+  auto conn = sluice::jetstream::connect(server.url());
+  const std::string out = out_file("role-interrupt");
+  // A consumer with no producer: it waits on the stream it made.
+  sluice_test::child_process run({tool_path(), "bench", "--cut", "1", "--via", server.url(), "--topology", "chain:2",
+                                  "--items", "1000", "--stream", "role-int", "--role", "consumer"},
+                                 out);
+  ASSERT_TRUE(within(30s, [&] { return stream_msgs(conn, "role-int").has_value(); })) << run.output();
+  run.signal(SIGTERM);
+  const int status = run.wait(30s);
+  const std::string text = run.output();
+  std::filesystem::remove(out);
+  EXPECT_EQ(status, 128 + SIGTERM) << text;
+  EXPECT_NE(text.find("interrupted by"), std::string::npos) << text;
+  EXPECT_NE(text.find("the consumer side stopped; stream role-int is kept"), std::string::npos) << text;
+  EXPECT_TRUE(stream_msgs(conn, "role-int").has_value());
+}
+
 // A consumer started again after another was killed never sees the items the first one
 // acknowledged. It used to wait for ever; it now takes the rest (the killed one's
 // unacknowledged items come back after ack_wait), ends once the producer's end marker came

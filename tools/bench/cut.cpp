@@ -213,7 +213,10 @@ std::uint64_t load64(const std::string& s, std::size_t at) {
   return v;
 }
 
-side_result run_side(const cut_config& c, js::connection& conn, const js::edge_options& edge) {
+// `signals`: a run of one side the user started (--role without --result) takes ^C here:
+// the side is cancelled, and *interrupted names the signal (run() then throws cancelled).
+side_result run_side(const cut_config& c, js::connection& conn, const js::edge_options& edge,
+                     const signal_block* signals = nullptr, int* interrupted = nullptr) {
   sluice::graph g;
   const bool producer = c.role == "producer";
   std::atomic<std::uint64_t> done_items{0};
@@ -302,7 +305,15 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   bool gave_up = false;  // the consumer ended without all its items (see the top)
   std::thread sampler([&] {
     while (running.load()) {
-      for (int k = 0; k < 10 && running.load(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (signals != nullptr) {
+        if (const int sig = signals->take(std::chrono::milliseconds(100)); sig != 0 && running.load()) {
+          *interrupted = sig;
+          g.cancel();
+          return;
+        }
+      } else {
+        for (int k = 0; k < 10 && running.load(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
       std::optional<std::uint64_t> edge_now;
       for (const auto& ch : g.snapshot().channels) {
         if (ch.external) {
@@ -337,11 +348,13 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
     rep = g.run();
   } catch (...) {
     running = false;
+    if (signals != nullptr) signals->wake();
     sampler.join();
     throw;
   }
   r.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   running = false;
+  if (signals != nullptr) signals->wake();
   sampler.join();
   r.items = done_items.load();
   r.redelivered = redelivered.load();
@@ -510,12 +523,24 @@ int run_cut(const cut_config& c) {
   // its stream and temporary directory. Blocked before the connection starts libnats'
   // threads, so that none of them takes the signal instead; the sides get the usual
   // dispositions back (run_child).
+  // A side the user started alone (--role, no --result) takes them too: it says what it
+  // stopped and what it left on the server. A side this program started (--result) dies of
+  // its parent's SIGTERM as usual; the parent says it.
   std::optional<signal_block> signals;
-  if (c.role.empty()) signals.emplace();
+  if (c.result.empty()) signals.emplace();
   auto conn = js::connect(c.via);
   js::ensure_edge(conn, edge);
   if (!c.role.empty()) {
-    const side_result r = run_side(c, conn, edge);
+    int interrupted = 0;
+    side_result r;
+    try {
+      r = run_side(c, conn, edge, signals ? &*signals : nullptr, &interrupted);
+    } catch (const sluice::cancelled&) {
+      if (interrupted == 0) throw;
+      std::fprintf(stderr, "sluice bench: interrupted by %s; the %s side stopped; stream %s is kept on %s\n",
+                   ::strsignal(interrupted), c.role.c_str(), edge.stream.c_str(), js::shown_url(c.via).c_str());
+      return 128 + interrupted;
+    }
     if (!c.result.empty()) {
       write_result(r, c.result);  // the orchestrating run judges it
       return 0;
