@@ -76,7 +76,26 @@ void maybe_fail_thread_creation() {
 
 }  // namespace
 
-graph_state::graph_state(graph_options o) : opts_(std::move(o)) {}
+namespace {
+// A teardown deadline of zero or less named every stage stuck at once, even those a
+// microsecond from exiting; a negative stall threshold meant nothing. Both are mistakes.
+graph_options checked(graph_options o) {
+  auto ns = [](std::chrono::steady_clock::duration d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) + " ns";
+  };
+  if (o.teardown_deadline <= o.teardown_deadline.zero()) {
+    throw std::invalid_argument("sluice::graph: graph_options::teardown_deadline must be above zero (got " +
+                                ns(o.teardown_deadline) + ")");
+  }
+  if (o.stall_threshold < o.stall_threshold.zero()) {
+    throw std::invalid_argument("sluice::graph: graph_options::stall_threshold must be zero (off) or above (got " +
+                                ns(o.stall_threshold) + ")");
+  }
+  return o;
+}
+}  // namespace
+
+graph_state::graph_state(graph_options o) : opts_(checked(std::move(o))) {}
 
 graph_state::~graph_state() {
   bool need_wait = false;

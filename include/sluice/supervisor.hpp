@@ -131,10 +131,12 @@ struct report;
 // Settings and hooks of one graph. An aggregate; fields in this order.
 struct graph_options {
   // After a failure or cancel(), how long stages get to exit before they are named
-  // stuck (to on_stuck and in the report). run() still joins every thread.
+  // stuck (to on_stuck and in the report). run() still joins every thread. Above zero
+  // (the graph's constructor throws std::invalid_argument otherwise).
   std::chrono::steady_clock::duration teardown_deadline = std::chrono::seconds(5);
   // No item moved on any channel for this long while some stage waits on a channel:
-  // a stall, reported with its wait-for chain. Zero turns the watchdog off.
+  // a stall, reported with its wait-for chain. Zero turns the watchdog off; negative is
+  // std::invalid_argument.
   std::chrono::steady_clock::duration stall_threshold = std::chrono::seconds(10);
   // Receives every undelivered item (see dead_letter). Calls are serialised by the
   // graph but come from stage threads or the thread that cancels; must not throw. It may

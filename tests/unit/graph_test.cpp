@@ -1375,6 +1375,29 @@ TEST(graph, a_stage_stuck_past_the_teardown_deadline_is_named_and_still_joined) 
   EXPECT_TRUE(eventually([&] { return thread_count() == before; }));
 }
 
+// A deadline of zero or less named every stage stuck at once (even ones a microsecond from
+// exiting), and a negative stall threshold meant nothing: both are invalid_argument now.
+TEST(graph, a_teardown_deadline_not_above_zero_or_a_negative_stall_threshold_is_invalid) {
+  for (const auto d : {std::chrono::steady_clock::duration::zero(), -std::chrono::steady_clock::duration(1ms)}) {
+    try {
+      sluice::graph g({.teardown_deadline = d});
+      FAIL() << "accepted a teardown deadline of " << d.count();
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("teardown_deadline"), std::string::npos) << e.what();
+    }
+  }
+  try {
+    sluice::graph g({.stall_threshold = -std::chrono::steady_clock::duration(1s)});
+    FAIL() << "accepted a negative stall threshold";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("stall_threshold"), std::string::npos) << e.what();
+  }
+  sluice::graph off({.stall_threshold = std::chrono::steady_clock::duration::zero()});  // zero: off, fine
+  auto src = off.source<int>("src", count_to(10));
+  off.sink("sink", src, [](int) {});
+  EXPECT_TRUE(off.run().balanced());
+}
+
 TEST(graph, a_stall_is_reported_with_its_wait_for_chain) {
   watchdog dog(30s);
   gate latch;
