@@ -234,7 +234,8 @@ std::filesystem::path link_temporary(int fd, const std::filesystem::path& target
     std::filesystem::path p = temporary_name(target);
     if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, p.c_str(), AT_SYMLINK_FOLLOW) == 0) return p;
     if (errno == EINTR || (errno == EEXIST && attempt < 100)) continue;
-    detail::throw_errno("write_file", "link the temporary file to", p.string(), errno);
+    detail::throw_errno("write_file", "give the new file a name in", p.parent_path().string() + " (for " +
+                        target.filename().string() + ")", errno);
   }
 }
 
@@ -257,6 +258,18 @@ void check_replaceable(const std::filesystem::path& path) {
   if (!what.empty()) {
     throw error("write_file: " + path.string() + " is " + what +
                 ", not a file; it is not replaced (io::write_fd writes to an open descriptor)", EEXIST);
+  }
+  // In a sticky directory (/tmp) only the file's owner, the directory's owner or root may
+  // replace it: the rename at the commit would be refused after the whole run.
+  struct stat target{};
+  struct stat dir{};
+  const std::filesystem::path parent = path.parent_path().empty() ? "." : path.parent_path();
+  const uid_t me = ::geteuid();
+  if (me != 0 && ::lstat(path.c_str(), &target) == 0 && ::stat(parent.c_str(), &dir) == 0 &&
+      (dir.st_mode & S_ISVTX) != 0 && target.st_uid != me && dir.st_uid != me) {
+    throw error("write_file: cannot replace " + path.string() + ": it belongs to another user, in a sticky directory (" +
+                    parent.string() + ") where only its owner may replace it",
+                EPERM);
   }
 }
 
@@ -350,6 +363,9 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
     if (::futimens(fd, times) != 0) detail::throw_errno("write_file", "set the times of", where, errno);
   }
   if (options_.fsync && ::fsync(fd) != 0) detail::throw_errno("write_file", "fsync", where, errno);
+  // Given to its owner last, once whole: nobody else could touch it while it was written.
+  // Only root can; anyone else keeps the file (their own), silently, as gzip(1) does.
+  if (options_.owner) (void)::fchown(fd, *options_.owner, static_cast<gid_t>(-1));
   if (st.partial.empty()) st.partial = link_temporary(fd, st.path);
   if (::close(std::exchange(guard.fd, -1)) != 0 && errno != EINTR) {
     detail::throw_errno("write_file", "close", where, errno);

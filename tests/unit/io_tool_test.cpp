@@ -435,6 +435,77 @@ TEST(io_tool, an_output_whose_group_cannot_be_kept_gives_that_group_no_more_than
   }
 }
 
+// Run as root, OUT keeps IN's owner as well as its group, as gzip(1) does: a user's 0600
+// file came back root's (they could no longer read their own .gz).
+TEST(io_tool, run_as_root_the_output_keeps_the_inputs_owner) {
+  REQUIRE_TOOL();
+  if (::geteuid() != 0) GTEST_SKIP() << "only root can give a file to another user";
+  io_test::temp_dir dir;
+  write_string(dir / "o.txt", io_test::log_text(1000, 1));
+  ASSERT_EQ(::chown((dir / "o.txt").c_str(), 65534, 65534), 0);
+  ASSERT_EQ(::chmod((dir / "o.txt").c_str(), 0600), 0);
+  const std::string s = quoted(sluice);
+  ASSERT_EQ(sh(s + " gzip o.txt && " + s + " gunzip o.txt.gz back.txt", dir).status, 0);
+  for (const char* name : {"o.txt.gz", "back.txt"}) {
+    struct stat st{};
+    ASSERT_EQ(::stat((dir / name).c_str(), &st), 0) << name;
+    EXPECT_EQ(st.st_uid, 65534u) << name;
+    EXPECT_EQ(st.st_gid, 65534u) << name;
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << name;
+  }
+}
+
+// A replacement the system will refuse (another user's file in a sticky directory such as
+// /tmp) fails at the start, naming why, and the file is untouched. It failed only after
+// the whole run ("cannot rename ....partial to ...: Operation not permitted").
+TEST(io_tool, replacing_another_users_file_in_a_sticky_directory_fails_at_once) {
+  REQUIRE_TOOL();
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the tool as another user";
+#if defined(SLUICE_SANITIZER_BUILD)
+  GTEST_SKIP() << "a sanitized tool run as another user cannot read its suppressions";
+#endif
+  if (io_test::shell("command -v setpriv > /dev/null") != 0) GTEST_SKIP() << "no setpriv";
+  io_test::temp_dir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 01777), 0);  // sticky, like /tmp
+  write_string(dir / "in", io_test::log_text(10'000, 2));
+  ASSERT_EQ(::chmod((dir / "in").c_str(), 0644), 0);
+  write_string(dir / "x.gz", "root's");
+  write_string(dir / "x.html", "root's");
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups " + quoted(sluice);
+  const outcome gz = sh(as_nobody + " gzip --force in x.gz", dir);
+  EXPECT_EQ(gz.status, 1) << gz.err;
+  EXPECT_NE(gz.err.find("sticky directory"), std::string::npos) << gz.err;
+  EXPECT_EQ(read_string(dir / "x.gz"), "root's");
+  const outcome demo = sh(as_nobody + " demo --bytes 1M --report x.html", dir);
+  EXPECT_NE(demo.status, 0) << demo.err;
+  EXPECT_NE(demo.err.find("sticky directory"), std::string::npos) << demo.err;
+  EXPECT_EQ(read_string(dir / "x.html"), "root's");
+  std::vector<std::string> left = listing(dir);
+  EXPECT_EQ(left, (std::vector<std::string>{"in", "x.gz", "x.html"}));
+}
+
+// Compressed data never goes to a terminal without --force, however OUT names it (it was
+// refused only as stdout: /dev/tty, /dev/stderr or a pts path got the binary bytes).
+TEST(io_tool, compressed_data_is_not_written_to_a_terminal_named_as_out) {
+  REQUIRE_TOOL();
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) GTEST_SKIP() << "no pseudo-terminal here";
+  ASSERT_EQ(::grantpt(master), 0);
+  ASSERT_EQ(::unlockpt(master), 0);
+  const std::string pts = ::ptsname(master);
+  io_test::temp_dir dir;
+  write_string(dir / "a", "hello\n");
+  const std::string s = quoted(sluice);
+  const outcome o = sh(s + " gzip a " + quoted(fs::path(pts)), dir);
+  EXPECT_EQ(o.status, 1) << o.err;
+  EXPECT_NE(o.err.find("compressed data not written to a terminal (" + pts + " is one"), std::string::npos) << o.err;
+  const outcome via_fd = sh(s + " gzip a /dev/fd/2 2>" + quoted(fs::path(pts)), dir);
+  EXPECT_EQ(via_fd.status, 1);
+  // With --force it is written (and gunzip to a terminal is fine).
+  EXPECT_EQ(sh(s + " gzip --force a " + quoted(fs::path(pts)), dir).status, 0);
+  ::close(master);
+}
+
 TEST(io_tool, a_hostile_directory_is_never_followed_or_clobbered) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;

@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -35,8 +36,10 @@ namespace sluice::tool {
 // Writes `text` to fd without blocking for long: through a non-blocking reopening of a
 // terminal or pipe (a file description of its own, so fd keeps its flags), waiting at
 // most `patience` for room, dropping what does not fit. Other files: a plain write.
-inline void write_nowait(int fd, std::string_view text,
-                         std::chrono::milliseconds patience = std::chrono::milliseconds(200)) {
+// Returns how many bytes of `text` were written (a prefix of it).
+inline std::size_t write_nowait(int fd, std::string_view text,
+                                std::chrono::milliseconds patience = std::chrono::milliseconds(200)) {
+  const std::size_t whole = text.size();
   const int own = ::isatty(fd) != 0 || ::lseek(fd, 0, SEEK_CUR) < 0
                       ? ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
                       : -1;
@@ -55,6 +58,7 @@ inline void write_nowait(int fd, std::string_view text,
     (void)::poll(&p, 1, static_cast<int>(left.count()));
   }
   if (own >= 0) ::close(own);
+  return whole - text.size();
 }
 
 class progress {
@@ -81,6 +85,14 @@ class progress {
 
   [[nodiscard]] bool live() const noexcept { return mode_ == mode::live; }
 
+  // The tool's output goes to terminal fd `out_fd` too (gunzip ... - on a terminal): a
+  // live block redrawn among that output would be drawn over it and then erase a line of
+  // it. No live block then (plain lines go elsewhere: stderr is not a terminal there).
+  void not_over_output_on(int out_fd) {
+    std::lock_guard lk(mu_);
+    if (mode_ == mode::live && out_fd >= 0 && ::isatty(out_fd) != 0) mode_ = mode::off;
+  }
+
   // Shows `text` (one or more lines separated by '\n') as the current status.
   // force: draw now even if the last draw was recent.
   void update(std::string_view text, bool force = false) {
@@ -104,8 +116,12 @@ class progress {
         if (nl == std::string_view::npos) break;
         start = nl + 1;
       }
-      put_locked(block);
-      drawn_lines_ = lines;
+      // Only the lines that reached the terminal are erased later: a block dropped because
+      // the terminal had no room erased a line of someone else's output at the next clear.
+      const std::size_t put = put_locked(block);
+      drawn_lines_ = put == block.size() ? lines
+                                         : static_cast<int>(std::count(block.begin(), block.begin() +
+                                                                           static_cast<std::ptrdiff_t>(put), '\n'));
       return;
     }
     if (!force && now - last_ < plain_every_) return;
@@ -150,10 +166,10 @@ class progress {
     put_locked(out);
   }
 
-  // Written at once or (a terminal or pipe nobody reads) dropped.
-  void put_locked(const std::string& text) {
+  // Written at once or (a terminal or pipe nobody reads) dropped; returns the bytes written.
+  std::size_t put_locked(const std::string& text) {
     std::fflush(out_);
-    write_nowait(::fileno(out_), text, std::chrono::milliseconds(0));
+    return write_nowait(::fileno(out_), text, std::chrono::milliseconds(0));
   }
 
   std::mutex mu_;

@@ -115,9 +115,10 @@ std::string rate_text(double bytes, double seconds) {
 template <class Source, class Codec, class Sink>
 int run(const std::string& prog, const std::string& input, Source src, Codec codec, Sink sink,
         const std::atomic<std::uint64_t>& in_bytes, const std::atomic<std::uint64_t>& out_bytes,
-        std::uint64_t total, const std::string& left_behind) {
+        std::uint64_t total, const std::string& left_behind, int out_fd = -1) {
   const signal_block signals;  // before the pipeline's threads start: they inherit the mask
   progress bar(prog);
+  bar.not_over_output_on(out_fd);
   sluice::pipeline p(std::move(src), std::move(codec), std::move(sink));
   std::atomic<bool> done{false};
   std::atomic<int> interrupted{0};
@@ -237,6 +238,7 @@ int run_codec(bool compress, int argc, char** argv) {
       total = static_cast<std::uint64_t>(st.st_size);
       wo.mode = st.st_mode & 0777;
       wo.group = st.st_gid;
+      wo.owner = st.st_uid;  // as gzip(1): run as root, OUT stays its input's owner's
       wo.atime = st.st_atim;
       wo.mtime = st.st_mtim;
     }
@@ -269,9 +271,6 @@ int run_codec(bool compress, int argc, char** argv) {
   } else if (a.out == "-") {
     if (stdio_closed()[1]) return fail("stdout: Bad file descriptor (standard output is closed)");
     out_fd = STDOUT_FILENO;
-    if (compress && !a.force && ::isatty(out_fd) != 0) {
-      return fail("compressed data not written to a terminal (use --force, or redirect)");
-    }
   } else if (struct stat ls{}; ::lstat(a.out.c_str(), &ls) == 0) {
     struct stat target{};
     const bool link = S_ISLNK(ls.st_mode);
@@ -311,6 +310,11 @@ int run_codec(bool compress, int argc, char** argv) {
       if (fd > STDERR_FILENO) ::close(fd);
     }
   } close_out{out_fd};
+  // Any terminal, however named (/dev/tty, /dev/stderr, /dev/pts/N, /dev/fd/2), as stdout.
+  if (compress && !a.force && out_fd >= 0 && ::isatty(out_fd) != 0) {
+    const std::string where = a.out == "-" ? "stdout" : a.out;
+    return fail("compressed data not written to a terminal (" + where + " is one; use --force, or redirect)");
+  }
   // A descriptor written in place (stdout, /dev/fd/N) that is the input's own regular file
   // (`sluice gzip x - 1<>x`) would overwrite the input while it is read, as cat refuses.
   if (out_fd >= 0) {
@@ -334,7 +338,7 @@ int run_codec(bool compress, int argc, char** argv) {
     const std::string where = a.out == "-" ? "stdout" : a.out;
     io::write_options fo{.fsync = false, .progress = &out_bytes};
     return run(prog, input, std::move(src), std::move(codec), io::write_fd(out_fd, fo, {}, where), in_bytes,
-               out_bytes, total, "the output on " + where + " is incomplete");
+               out_bytes, total, "the output on " + where + " is incomplete", out_fd);
   };
   auto with_source = [&](auto codec) -> int {
     // A deeper read-ahead than the 64 KiB default: the reader then refills several chunks

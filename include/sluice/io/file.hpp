@@ -38,8 +38,9 @@
 //     with no group/other bits, given `group` (if set and allowed; if refused, its group
 //     bits are cut to the other bits: the writer's group gets no more than anyone), then
 //     chmod'ed to `mode`, all before the first byte is written.
-//     Without `mode` it gets 0666 minus the umask. `atime`/`mtime` are set before the
-//     commit. With `replace` false, the commit fails (EEXIST) rather than replace a path
+//     Without `mode` it gets 0666 minus the umask. `atime`/`mtime` (and `owner`, which
+//     only root can give away) are set before the commit. A path in a sticky directory
+//     that another user owns is refused at the start (EPERM), not at the commit. With `replace` false, the commit fails (EEXIST) rather than replace a path
 //     that exists by then (checked atomically by the kernel).
 //   - write_fd writes everything it receives, in order; with SIGPIPE blocked on its
 //     thread, a closed pipe or socket is an io::error (EPIPE), not a killed process.
@@ -91,6 +92,7 @@ struct write_options {
   // write_file only (ignored by write_fd):
   std::optional<mode_t> mode = std::nullopt;        // permission bits of the new file (& 0777)
   std::optional<gid_t> group = std::nullopt;        // its group, if the system allows it
+  std::optional<uid_t> owner = std::nullopt;        // its owner (root only; else ignored), set before the commit
   std::optional<timespec> atime = std::nullopt;     // access time set before the commit
   std::optional<timespec> mtime = std::nullopt;     // modification time set before the commit
   bool replace = true;                              // false: never replace an existing path

@@ -1,0 +1,98 @@
+// The tool's progress line (tools/common/progress.hpp) on a terminal: it never draws over,
+// or erases, output the tool writes to the same terminal.
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "common/progress.hpp"
+
+namespace {
+
+struct pty {
+  int master = -1;
+  int slave = -1;
+  pty() {
+    master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) return;
+    slave = ::open(::ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  }
+  ~pty() {
+    if (slave >= 0) ::close(slave);
+    if (master >= 0) ::close(master);
+  }
+  pty(const pty&) = delete;
+  pty& operator=(const pty&) = delete;
+  // Everything the terminal received so far.
+  [[nodiscard]] std::string drain() const {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+      pollfd p{master, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) break;
+      const ssize_t n = ::read(master, buf, sizeof buf);
+      if (n <= 0) break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+};
+
+// `gunzip f.gz -` on a terminal: the live block would be drawn among the output and its
+// clear would erase a line of it. No live block when the output is a terminal too.
+TEST(ToolProgress, NoLiveBlockWhenTheOutputIsATerminalToo) {
+  ::unsetenv("SLUICE_PROGRESS");
+  pty t;
+  if (t.slave < 0) GTEST_SKIP() << "no pseudo-terminal here";
+  std::FILE* err = ::fdopen(::dup(t.slave), "w");
+  ASSERT_NE(err, nullptr);
+  {
+    sluice::tool::progress p("gunzip", err);
+    EXPECT_TRUE(p.live());
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    p.not_over_output_on(fds[1]);  // output to a pipe: the block stays
+    EXPECT_TRUE(p.live());
+    ::close(fds[0]);
+    ::close(fds[1]);
+    p.not_over_output_on(t.slave);
+    EXPECT_FALSE(p.live());
+    p.update("read 1 MiB", true);
+  }
+  std::fclose(err);
+  EXPECT_EQ(t.drain().find('\x1b'), std::string::npos);
+}
+
+// A block dropped because the terminal had no room was still counted as drawn, so the
+// next clear moved up and erased a line of real output.
+TEST(ToolProgress, ABlockTheTerminalHadNoRoomForIsNotErasedLater) {
+  ::unsetenv("SLUICE_PROGRESS");
+  pty t;
+  if (t.slave < 0) GTEST_SKIP() << "no pseudo-terminal here";
+  std::FILE* err = ::fdopen(::dup(t.slave), "w");
+  ASSERT_NE(err, nullptr);
+  {
+    sluice::tool::progress p("gunzip", err);
+    ASSERT_TRUE(p.live());
+    // Fill the terminal's buffer: nobody reads the master.
+    const int fill = ::open(::ptsname(t.master), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    ASSERT_GE(fill, 0);
+    const std::string chunk(1024, 'x');
+    std::size_t filled = 0;
+    while (filled < (64u << 20) && ::write(fill, chunk.data(), chunk.size()) > 0) filled += chunk.size();
+    ::close(fill);
+    ASSERT_LT(filled, 64u << 20) << "the terminal never filled";
+    p.update("read 1 MiB\nwrote 2 MiB", true);  // dropped: no room
+    (void)t.drain();                            // the reader catches up
+    p.finish("");                               // nothing of the block to erase
+  }
+  std::fclose(err);
+  EXPECT_EQ(t.drain().find("\x1b[1A"), std::string::npos);
+}
+
+}  // namespace
