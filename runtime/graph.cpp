@@ -222,6 +222,11 @@ std::string graph_state::producer_name(std::size_t channel) const {
   return nodes_[channels_[channel]->producer]->name;
 }
 
+std::string graph_state::node_name(std::size_t node) const {
+  std::lock_guard lk(mu_);
+  return nodes_[node]->name;
+}
+
 std::size_t graph_state::fuse_host(std::size_t channel, const std::string& name) const {
   std::lock_guard lk(mu_);
   const stage_node& p = *nodes_[channels_[channel]->producer];
@@ -621,6 +626,14 @@ void graph_core::discard(std::size_t channel, const std::type_info& type, void* 
   state_->discard(channel, type, item);
 }
 void graph_core::count_held(std::size_t channel, std::uint64_t n) noexcept { state_->count_held(channel, n); }
+std::vector<std::string> graph_core::fused_calls_in_progress() const {
+  const std::vector<std::size_t> calls = state_->fused_calls();
+  std::vector<std::string> names;
+  for (std::size_t j = 0; j < calls.size(); ++j) {
+    if (calls[j] != 0) names.push_back(state_->node_name(j));
+  }
+  return names;
+}
 void graph_core::discard_held(std::size_t channel, const std::type_info& type, void* item) noexcept {
   state_->count_held(channel, 1);
   state_->discard(channel, type, item);

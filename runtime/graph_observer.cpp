@@ -306,33 +306,45 @@ void graph_state::supervisor_loop() noexcept {
   finish_run();
 }
 
+std::vector<std::size_t> graph_state::fused_calls() const {
+  std::vector<std::size_t> calls(nodes_.size(), 0);
+  for (const auto& n : nodes_) {
+    for (std::size_t r = 0; r < n->threads; ++r) {
+      const void* at = n->inside[r].load(std::memory_order_relaxed);
+      if (at == nullptr) continue;
+      for (std::size_t j = 0; j < nodes_.size(); ++j) {
+        if (nodes_[j].get() == at) {
+          ++calls[j];
+          break;
+        }
+      }
+    }
+  }
+  return calls;
+}
+
 void graph_state::report_stuck() noexcept {
   std::vector<std::string> stuck;
   std::vector<std::size_t> stuck_ids;
   try {
+    // A thread inside a fused stage's call is stuck in that stage, not in its own: name
+    // the fused stage (DESIGN §2: it keeps its own name), and its host only for the host's
+    // threads that are in its own code (or its cleanup).
+    const std::vector<std::size_t> calls = fused_calls();
+    std::vector<std::size_t> host_in_fused(nodes_.size(), 0);
     std::vector<bool> is_stuck(nodes_.size(), false);
+    for (std::size_t j = 0; j < nodes_.size(); ++j) {
+      if (calls[j] == 0) continue;
+      is_stuck[j] = true;
+      host_in_fused[nodes_[j]->host] += calls[j];
+    }
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
       auto& n = *nodes_[k];
       // acquire: pairs with finish_replica's acq_rel decrement; a stage read as gone has
       // finished its cleanup (exiting, read after it, covers one still in on_close).
       const std::size_t live = n.live.load(std::memory_order_acquire);
       if (live == 0 && n.exiting.load(std::memory_order_relaxed) == 0) continue;
-      // A thread inside a fused stage's call is stuck in that stage, not in its own: name
-      // the fused stage (DESIGN §2: it keeps its own name), and this one only for its
-      // threads that are in its own code (or its cleanup).
-      std::size_t in_fused = 0;
-      for (std::size_t r = 0; r < n.threads; ++r) {
-        const void* at = n.inside[r].load(std::memory_order_relaxed);
-        if (at == nullptr) continue;
-        for (std::size_t j = 0; j < nodes_.size(); ++j) {
-          if (nodes_[j].get() == at) {
-            is_stuck[j] = true;
-            ++in_fused;
-            break;
-          }
-        }
-      }
-      if (in_fused < live || n.exiting.load(std::memory_order_relaxed) > 0) is_stuck[k] = true;
+      if (host_in_fused[k] < live || n.exiting.load(std::memory_order_relaxed) > 0) is_stuck[k] = true;
     }
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
       if (!is_stuck[k]) continue;

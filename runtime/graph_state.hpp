@@ -158,11 +158,14 @@ class graph_state {
   std::size_t add_node(node_spec n);
   void set_factory(std::size_t node, replica_factory f);
   void set_fused(std::size_t node, std::shared_ptr<fused_control> f);
+  // Per node: how many threads of its host are inside this fused stage's call now.
+  [[nodiscard]] std::vector<std::size_t> fused_calls() const;
   [[nodiscard]] std::size_t next_channel_id() const;
   std::size_t add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
                           std::shared_ptr<void> receiver, bool weighted);
   [[nodiscard]] std::size_t channel_capacity(std::size_t channel) const;
   [[nodiscard]] std::string producer_name(std::size_t channel) const;
+  [[nodiscard]] std::string node_name(std::size_t node) const;
   [[nodiscard]] std::size_t fuse_host(std::size_t channel, const std::string& name) const;
   [[nodiscard]] std::size_t node_threads(std::size_t node) const;
   [[nodiscard]] const void* node_key(std::size_t node) const;

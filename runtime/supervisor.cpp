@@ -214,9 +214,13 @@ void graph_state::close_stage(stage_node& n) noexcept {
     try {
       n.on_close();
     } catch (...) {
+      std::exception_ptr e = std::current_exception();
+      // stress sees it as the user's own exception even when an earlier failure wins the
+      // run and this one is only counted as suppressed (it was hidden then).
+      if (fault_ != nullptr) fault_->on_stage_exception(n.name, e);
       n.errors.fetch_add(1, std::memory_order_relaxed);
       n.any_failed.store(true, std::memory_order_relaxed);
-      fail(n, std::current_exception());
+      fail(n, std::move(e));
     }
   }
   // Cleanup first, then end of stream: a consumer that sees the end also sees the

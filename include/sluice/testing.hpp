@@ -146,7 +146,8 @@ using graph_builder = std::function<void(sluice::graph&)>;
 
 // o.runs runs of the graph `build` makes, each with its own seed (see above).
 // stress, replay and run_one throw std::invalid_argument naming the field when a
-// probability is outside [0, 1] (or NaN), max_delay is negative or deadline is not positive.
+// probability is outside [0, 1] (or NaN), max_delay is negative or not below deadline, or
+// deadline is not positive.
 stress_report stress(const graph_builder& build, const stress_options& o = {});
 // The one run whose seed a violation printed, with the same faults.
 stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o = {});

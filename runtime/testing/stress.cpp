@@ -147,10 +147,11 @@ class run_engine final : public detail::fault_hook {
     }
     if (u < o_.fail_probability + o_.delay_probability) {
       const auto span = std::max<clock::rep>(1, o_.max_delay.count());
-      std::this_thread::sleep_for(clock::duration(static_cast<clock::rep>(mix(r, 7) % static_cast<std::uint64_t>(span))));
-      // Not a "last fault" for the deadline: delays never stop while a stage keeps going,
-      // and each is at most max_delay.
+      // Counted when it begins (a run abandoned mid-delay still shows it). Not a "last
+      // fault" for the deadline: delays never stop while a stage keeps going, and each is
+      // at most max_delay, below the deadline (check_options).
       delays_.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::sleep_for(clock::duration(static_cast<clock::rep>(mix(r, 7) % static_cast<std::uint64_t>(span))));
     }
   }
   void on_thread_begin(const std::string& stage, std::size_t replica) noexcept override {
@@ -297,10 +298,32 @@ std::vector<abandoned_run>* g_abandoned = nullptr;  // guarded by g_abandoned_mu
 // its row; when every stage looks parked, the hang is in a thread of one of those whose
 // parked threads are fewer than its threads: the lowest of them along the channels
 // (ordered replicas waiting for their turn off any channel are short of threads too).
-std::vector<std::string> culprits(const sluice::graph& g) {
+std::vector<std::string> culprits(sluice::graph& g) {
+  const auto& core = detail::graph_access::core(g);
+  const std::vector<std::string> calls_a = core.fused_calls_in_progress();
   const metrics::snapshot a = g.snapshot();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   const metrics::snapshot b = g.snapshot();
+  std::set<std::string> in_call;  // fused stages a host thread was inside at both looks
+  for (const auto& f : core.fused_calls_in_progress()) {
+    if (std::find(calls_a.begin(), calls_a.end(), f) != calls_a.end()) in_call.insert(f);
+  }
+  // A thread owner named below whose thread is inside a fused stage's call is held up by
+  // that stage (DESIGN §2: a fused stage keeps its own name): name it instead.
+  auto fused_instead = [&](std::vector<std::string> owners) {
+    std::vector<std::string> named;
+    for (const auto& o : owners) {
+      bool replaced = false;
+      for (const auto& st : b.stages) {
+        if (st.runs_on == o && in_call.count(st.name) != 0) {
+          if (std::find(named.begin(), named.end(), st.name) == named.end()) named.push_back(st.name);
+          replaced = true;
+        }
+      }
+      if (!replaced && std::find(named.begin(), named.end(), o) == named.end()) named.push_back(o);
+    }
+    return named;
+  };
   std::set<std::string> alive, produced;
   for (const auto& st : b.stages) {
     if (st.state != "running" && st.state != "stuck") continue;
@@ -384,7 +407,7 @@ std::vector<std::string> culprits(const sluice::graph& g) {
     }
   }
   if (out.empty()) out.assign(alive.begin(), alive.end());
-  return out;
+  return fused_instead(std::move(out));
 }
 
 // Whether thread name `comm` is one the graph gives stage `stage` ("name" or "name#i",
@@ -588,7 +611,7 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
 }
 
 // std::invalid_argument naming the field and its value: a probability outside [0, 1] (or
-// NaN), a negative max_delay, a deadline that is not positive. (The thresholds add the
+// NaN), a negative max_delay or one not below the deadline, a deadline that is not positive. (The thresholds add the
 // probabilities up, so one out of range would silently change another: a negative
 // fail_probability switched the delays off.)
 void check_options(const stress_options& o, const char* who) {
@@ -612,6 +635,11 @@ void check_options(const stress_options& o, const char* who) {
   };
   if (o.max_delay.count() < 0) bad("max_delay", ns_text(o.max_delay), "zero or more");
   if (o.deadline.count() <= 0) bad("deadline", ns_text(o.deadline), "more than zero");
+  // A delay the deadline cannot outlast would be blamed on the stage it was injected into
+  // ("still running (does it ignore its stop token?)") and the run abandoned.
+  if (o.max_delay >= o.deadline) {
+    bad("max_delay", ns_text(o.max_delay), ("below deadline (" + ns_text(o.deadline) + ")").c_str());
+  }
 }
 
 stress_report run_many(const graph_builder& build, const stress_options& o, std::uint64_t seed,

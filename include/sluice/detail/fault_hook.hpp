@@ -8,8 +8,8 @@
 //                  the hook may sleep (a delay) or throw (testing::injected_fault), and a
 //                  throw leaves the item with the caller and the channel untouched.
 //   stage threads  graph_core calls on_thread_begin/on_thread_end around each replica,
-//                  on_stage_exception for every exception a stage function let out (or
-//                  that error_policy::skip dropped), on_replica_released after a replica's
+//                  on_stage_exception for every exception a stage function or its
+//                  on_close let out (or that error_policy::skip dropped), on_replica_released after a replica's
 //                  task (its handles and its function object: the stage's cleanup) is
 //                  destroyed, and on_stage_closed once the last replica ran on_close.
 //
@@ -42,7 +42,7 @@ class fault_hook {
   // A stage replica's thread starts running the stage / is done (after its cleanup).
   virtual void on_thread_begin(const std::string& stage, std::size_t replica) noexcept = 0;
   virtual void on_thread_end() noexcept = 0;
-  // A stage function let `e` out (or error_policy::skip caught it on an item).
+  // A stage function or on_close let `e` out (or error_policy::skip caught it on an item).
   virtual void on_stage_exception(const std::string& stage, const std::exception_ptr& e) noexcept = 0;
   // A replica's task is destroyed: its channel handles and its copy of the stage function.
   virtual void on_replica_released(const std::string& stage) noexcept = 0;

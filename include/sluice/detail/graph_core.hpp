@@ -24,8 +24,8 @@
 //   cancels and waits if the owner never did).
 #pragma once
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -36,6 +36,7 @@
 #include <string>
 #include <typeinfo>
 #include <utility>
+#include <vector>
 
 #include "sluice/metrics.hpp"
 #include "sluice/stage.hpp"
@@ -236,6 +237,9 @@ class graph_core {
   // count_held(channel, 1) does and handed to on_discard (if any). Every path that gives
   // up a held item goes through here or discard_items(), so none can forget the count.
   void discard_held(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  // The fused stages whose call a thread of their host is inside now (stage_thread::inside):
+  // where a host that does not return is stuck (sluice::testing names them). A hint.
+  [[nodiscard]] std::vector<std::string> fused_calls_in_progress() const;
 
  private:
   std::unique_ptr<graph_state> state_;
