@@ -14,15 +14,20 @@
 //     cannot). tcp_listen() binds and listens before it returns; source()/sink() of a
 //     listener accept one connection when their stage starts.
 //   - A connection's sink writes everything it receives; when its input ended by a
-//     close it shuts down the write side (the peer reads end of file); after a cancel or
-//     a stop request it resets the connection (SO_LINGER 0) so the peer sees an error,
-//     not a clean end. A source reads until the peer shuts down its side.
+//     close it shuts down the write side (the peer reads end of file); after a teardown
+//     (cancel(), a failure: its stop token) it resets the connection (SO_LINGER 0) so the
+//     peer sees an error, not a clean end. A source reads until the peer shuts down its
+//     side. graph::request_stop() drains (DESIGN §2): the sink still writes what reached
+//     it, so a peer that never reads holds the run until cancel(): bound a drain with
+//     wait_for() and cancel() after it. (No channel waits there, so the stall watchdog
+//     does not see it.)
 //   - Backpressure: the sink writes with the socket's own flow control, so a peer that
 //     reads slowly blocks the sink, its input channel fills, and every stage upstream
 //     waits: the bytes in flight are bounded by the channel budgets plus the kernel's
 //     socket buffers (send_buffer / receive_buffer options set them).
-//   - A stop request wakes a blocked accept, read or write at once (the stages poll
-//     the socket and an eventfd together), so teardown never waits on the network.
+//   - A stage's stop token (any teardown; for a source, request_stop() too) wakes its
+//     blocked accept, read or write at once (the stages poll the socket and an eventfd
+//     together), so teardown never waits on the network.
 //   - Writes never raise SIGPIPE (MSG_NOSIGNAL); a peer that went away is an io::error.
 // Non-guarantees: no TLS, no reconnects, IPv4 and IPv6 by getaddrinfo() order.
 // Lifetime: a tcp_connection / tcp_listener is a shared handle; the socket closes when
