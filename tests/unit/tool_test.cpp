@@ -7,6 +7,9 @@
 #endif
 
 #include <fcntl.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -547,6 +550,55 @@ TEST_F(Tool, StressWithATinyDurationStillMakesOneRun) {
   const result r = run_tool({"stress", "--runs", "5", "--duration", "1ns", "--seed", "3"}, kSanitized ? 280 : 240);
   EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
   EXPECT_NE(r.out.find("sluice stress: 1 runs, 0 with violations"), std::string::npos) << r.out;
+}
+
+// ^C during a session ends it after the run in progress with the summary of the runs
+// made, and exit status 130. It died silently, losing how many runs had held.
+TEST_F(Tool, AnInterruptedStressSessionPrintsItsSummary) {
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  const std::string tool = tool_path();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, STDERR_FILENO);
+    ::execl(tool.c_str(), tool.c_str(), "stress", "--runs", "1000000", "--seed", "5", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  // Read until `want` shows (bounded), then on to the end of the output.
+  std::string text;
+  auto read_until = [&](const std::string& want, int limit_ms) {
+    for (int waited = 0; text.find(want) == std::string::npos && waited < limit_ms; waited += 100) {
+      pollfd p{out[0], POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+  };
+  read_until("sluice stress: seed", 60'000);
+  ::kill(pid, SIGINT);
+  read_until("interrupted by", kSanitized ? 280'000 : 120'000);
+  int status = 0;
+  pid_t done = 0;
+  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 60'000; waited += 50) {
+    pollfd none{-1, 0, 0};
+    (void)::poll(&none, 0, 50);
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    (void)::waitpid(pid, &status, 0);
+    ADD_FAILURE() << "the session did not end after ^C:\n" << text;
+  }
+  ::close(out[0]);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "\n" << text;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT) << text;
+  EXPECT_NE(text.find("outcomes: "), std::string::npos) << text;
+  EXPECT_NE(text.find("; interrupted by Interrupt"), std::string::npos) << text;
 }
 
 TEST_F(Tool, StressRunsPassWithoutBroadcast) {
