@@ -403,19 +403,27 @@ TEST(io_tool, the_output_gets_the_inputs_mode_and_mtime_and_stdin_the_default) {
   EXPECT_EQ(st.st_mode & 07777, 0640u) << std::oct << (st.st_mode & 07777);
 }
 
+// Why the tool cannot be run as `nobody` (setpriv) here, or "" when it can: needs root,
+// setpriv(1), and an optimised build (as `nobody` a sanitized tool cannot read its
+// suppressions file in the build tree: exit 66).
+std::string cannot_run_as_nobody() {
+  if (::geteuid() != 0) return "needs root to run the tool as another user";
+#if defined(SLUICE_SANITIZER_BUILD)
+  return "a sanitized tool run as another user cannot read its suppressions";
+#endif
+  if (io_test::shell("command -v setpriv > /dev/null") != 0) return "no setpriv";
+  return "";
+}
+#define REQUIRE_NOBODY()                                                   \
+  if (const std::string why = cannot_run_as_nobody(); !why.empty()) GTEST_SKIP() << why
+
 // A user who cannot give OUT IN's group (not a member of it) gets a file whose group (the
 // user's own) has no more than everyone else: 0644 stays 0644, 0640 becomes 0600. Before,
 // every group bit was dropped, so 0644 became 0604 (the group was the one set of users
 // that could not read it). Needs root, to run the tool as `nobody` with setpriv(1).
 TEST(io_tool, an_output_whose_group_cannot_be_kept_gives_that_group_no_more_than_others) {
   REQUIRE_TOOL();
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the tool as another user";
-#if defined(SLUICE_SANITIZER_BUILD)
-  // As `nobody` a sanitized tool cannot read its suppressions file in the build tree (exit
-  // 66); the optimised build runs this test.
-  GTEST_SKIP() << "a sanitized tool run as another user cannot read its suppressions";
-#endif
-  if (io_test::shell("command -v setpriv > /dev/null") != 0) GTEST_SKIP() << "no setpriv";
+  REQUIRE_NOBODY();
   io_test::temp_dir dir;
   ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
   fs::create_directory(dir / "nb");
@@ -460,11 +468,7 @@ TEST(io_tool, run_as_root_the_output_keeps_the_inputs_owner) {
 // the whole run ("cannot rename ....partial to ...: Operation not permitted").
 TEST(io_tool, replacing_another_users_file_in_a_sticky_directory_fails_at_once) {
   REQUIRE_TOOL();
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the tool as another user";
-#if defined(SLUICE_SANITIZER_BUILD)
-  GTEST_SKIP() << "a sanitized tool run as another user cannot read its suppressions";
-#endif
-  if (io_test::shell("command -v setpriv > /dev/null") != 0) GTEST_SKIP() << "no setpriv";
+  REQUIRE_NOBODY();
   io_test::temp_dir dir;
   ASSERT_EQ(::chmod(dir.path().c_str(), 01777), 0);  // sticky, like /tmp
   write_string(dir / "in", io_test::log_text(10'000, 2));

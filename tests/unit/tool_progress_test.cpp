@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "common/progress.hpp"
 
@@ -28,6 +29,8 @@ struct pty {
   }
   pty(const pty&) = delete;
   pty& operator=(const pty&) = delete;
+  // A stdio stream on the terminal (as stderr is), for a progress to draw on.
+  [[nodiscard]] std::FILE* stream() const { return ::fdopen(::dup(slave), "w"); }
   // Everything the terminal received so far.
   [[nodiscard]] std::string drain() const {
     std::string out;
@@ -43,14 +46,26 @@ struct pty {
   }
 };
 
+// A terminal, and stderr-like stream `err` on it; no SLUICE_PROGRESS override.
+class ToolProgress : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::unsetenv("SLUICE_PROGRESS");
+    if (t.slave < 0) GTEST_SKIP() << "no pseudo-terminal here";
+    err = t.stream();
+    ASSERT_NE(err, nullptr);
+  }
+  void TearDown() override { close_stream(); }
+  void close_stream() {
+    if (err != nullptr) std::fclose(std::exchange(err, nullptr));
+  }
+  pty t;
+  std::FILE* err = nullptr;
+};
+
 // `gunzip f.gz -` on a terminal: the live block would be drawn among the output and its
 // clear would erase a line of it. No live block when the output is a terminal too.
-TEST(ToolProgress, NoLiveBlockWhenTheOutputIsATerminalToo) {
-  ::unsetenv("SLUICE_PROGRESS");
-  pty t;
-  if (t.slave < 0) GTEST_SKIP() << "no pseudo-terminal here";
-  std::FILE* err = ::fdopen(::dup(t.slave), "w");
-  ASSERT_NE(err, nullptr);
+TEST_F(ToolProgress, NoLiveBlockWhenTheOutputIsATerminalToo) {
   {
     sluice::tool::progress p("gunzip", err);
     EXPECT_TRUE(p.live());
@@ -64,18 +79,13 @@ TEST(ToolProgress, NoLiveBlockWhenTheOutputIsATerminalToo) {
     EXPECT_FALSE(p.live());
     p.update("read 1 MiB", true);
   }
-  std::fclose(err);
+  close_stream();
   EXPECT_EQ(t.drain().find('\x1b'), std::string::npos);
 }
 
 // A block dropped because the terminal had no room was still counted as drawn, so the
 // next clear moved up and erased a line of real output.
-TEST(ToolProgress, ABlockTheTerminalHadNoRoomForIsNotErasedLater) {
-  ::unsetenv("SLUICE_PROGRESS");
-  pty t;
-  if (t.slave < 0) GTEST_SKIP() << "no pseudo-terminal here";
-  std::FILE* err = ::fdopen(::dup(t.slave), "w");
-  ASSERT_NE(err, nullptr);
+TEST_F(ToolProgress, ABlockTheTerminalHadNoRoomForIsNotErasedLater) {
   {
     sluice::tool::progress p("gunzip", err);
     ASSERT_TRUE(p.live());
@@ -91,7 +101,7 @@ TEST(ToolProgress, ABlockTheTerminalHadNoRoomForIsNotErasedLater) {
     (void)t.drain();                            // the reader catches up
     p.finish("");                               // nothing of the block to erase
   }
-  std::fclose(err);
+  close_stream();
   EXPECT_EQ(t.drain().find("\x1b[1A"), std::string::npos);
 }
 
