@@ -501,7 +501,6 @@ int cmd_stress(int argc, char** argv) {
               static_cast<unsigned long long>(failed), std::chrono::duration<double>(clock::now() - t0).count(),
               sig != 0 ? (std::string("; interrupted by ") + ::strsignal(sig)).c_str()
                        : (failed ? "" : ": every run held"));
-  std::fflush(stdout);
   if (sig != 0) return 128 + sig;
   return failed == 0 ? 0 : 1;
 }
