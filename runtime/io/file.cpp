@@ -162,6 +162,17 @@ void fd_reader::operator()(sender<buffer>& out, std::stop_token stop) const {
 
 // ---- file_writer --------------------------------------------------------------------
 
+std::optional<std::filesystem::path> sticky_directory_refuses(const std::filesystem::path& path) {
+  const uid_t me = ::geteuid();
+  if (me == 0) return std::nullopt;
+  const std::filesystem::path dir = path.parent_path().empty() ? "." : path.parent_path();
+  struct stat target{};
+  struct stat ds{};
+  if (::lstat(path.c_str(), &target) != 0 || ::stat(dir.c_str(), &ds) != 0) return std::nullopt;
+  if ((ds.st_mode & S_ISVTX) == 0 || target.st_uid == me || ds.st_uid == me) return std::nullopt;
+  return dir;
+}
+
 namespace {
 
 // Eight random characters for a temporary's name (getrandom; the clock if that fails).
@@ -259,16 +270,9 @@ void check_replaceable(const std::filesystem::path& path) {
     throw error("write_file: " + path.string() + " is " + what +
                 ", not a file; it is not replaced (io::write_fd writes to an open descriptor)", EEXIST);
   }
-  // In a sticky directory (/tmp) only the file's owner, the directory's owner or root may
-  // replace it: the rename at the commit would be refused after the whole run.
-  struct stat target{};
-  struct stat dir{};
-  const std::filesystem::path parent = path.parent_path().empty() ? "." : path.parent_path();
-  const uid_t me = ::geteuid();
-  if (me != 0 && ::lstat(path.c_str(), &target) == 0 && ::stat(parent.c_str(), &dir) == 0 &&
-      (dir.st_mode & S_ISVTX) != 0 && target.st_uid != me && dir.st_uid != me) {
+  if (const auto dir = sticky_directory_refuses(path)) {
     throw error("write_file: cannot replace " + path.string() + ": it belongs to another user, in a sticky directory (" +
-                    parent.string() + ") where only its owner may replace it",
+                    dir->string() + ") where only its owner may replace it",
                 EPERM);
   }
 }

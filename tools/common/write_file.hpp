@@ -41,6 +41,7 @@
 
 #include "common/args.hpp"
 #include "common/sys.hpp"
+#include "sluice/io/file.hpp"
 
 namespace sluice::tool {
 
@@ -248,10 +249,8 @@ inline void check_writable(const std::string& path, const std::string& what = "r
   struct stat ds{};
   if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + dir, errno);
   if (!S_ISDIR(ds.st_mode)) throw fail(dir + " is not a directory", 0);
-  // In a sticky directory (/tmp) only the file's owner, the directory's owner or root may
-  // rename over it: the final rename would be refused after the whole run.
-  if (struct stat ts{}; ::geteuid() != 0 && ::lstat(path.c_str(), &ts) == 0 && (ds.st_mode & S_ISVTX) != 0 &&
-                        ts.st_uid != ::geteuid() && ds.st_uid != ::geteuid()) {
+  // The final rename would be refused after the whole run (io/file.hpp).
+  if (sluice::io::sticky_directory_refuses(path)) {
     throw fail("replacing it (another user's file, in a sticky directory)", EPERM);
   }
   int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);

@@ -169,4 +169,11 @@ source_stage<buffer, fd_reader> read_fd(int fd, read_options o = {}, stage_optio
 consume_stage<fd_writer> write_fd(int fd, write_options o = {}, stage_options s = {},
                                   std::string where = {});
 
+// Would the kernel refuse to rename a new file onto `path` because `path` is another
+// user's file in a sticky directory (/tmp)? There only the file's owner, the directory's
+// owner or root may replace it. Returns the directory when so, else nothing (also when
+// `path` or its directory cannot be examined: the write itself reports those).
+// write_file checks this at its start; the tool's report writer asks it before a run.
+std::optional<std::filesystem::path> sticky_directory_refuses(const std::filesystem::path& path);
+
 }  // namespace sluice::io
