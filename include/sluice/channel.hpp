@@ -210,11 +210,7 @@ class receiver {
   explicit operator bool() const noexcept { return ch_ != nullptr; }
 
   // Blocks while empty; nullopt once closed and drained, or cancelled.
-  std::optional<T> pop() {
-    std::optional<T> v;
-    ch("sluice::receiver::pop").pop(v, nullptr);
-    return v;
-  }
+  std::optional<T> pop() { return pop_as("sluice::receiver::pop"); }
   // Never blocks; nullopt when empty now (see done()).
   [[nodiscard]] std::optional<T> try_pop() {
     std::optional<T> v;
@@ -263,7 +259,7 @@ class receiver {
     T& operator*() const noexcept { return *cur_; }
     T* operator->() const noexcept { return &*cur_; }
     iterator& operator++() {
-      cur_ = rx_->pop();
+      cur_ = rx_->pop_as("sluice::receiver::iterator::operator++");
       return *this;
     }
     void operator++(int) { ++*this; }
@@ -271,7 +267,7 @@ class receiver {
 
    private:
     friend class receiver;
-    explicit iterator(receiver* rx) : rx_(rx), cur_(rx->pop()) {}
+    explicit iterator(receiver* rx) : rx_(rx), cur_(rx->pop_as("sluice::receiver::begin")) {}
     receiver* rx_ = nullptr;
     mutable std::optional<T> cur_;
   };
@@ -283,6 +279,12 @@ class receiver {
   friend std::pair<sender<U>, receiver<U>> bounded(channel_options<U>);
   friend struct detail::channel_access;
   explicit receiver(detail::channel<T>* ch) noexcept : ch_(ch) {}
+  // pop(), with `call` named if the handle is empty (the iterator's calls name themselves).
+  std::optional<T> pop_as(const char* call) {
+    std::optional<T> v;
+    ch(call).pop(v, nullptr);
+    return v;
+  }
   // The channel, or logic_error naming `call` for an empty handle (a cold branch).
   detail::channel<T>& ch(const char* call) const {
     if (ch_ == nullptr) [[unlikely]] {

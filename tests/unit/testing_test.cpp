@@ -52,6 +52,34 @@ const st::violation* find(const st::stress_report& r, const std::string& stage) 
   return nullptr;
 }
 
+// For the tests whose stage hangs on purpose. stress abandons such a run: its thread is
+// never joined, by design, and ThreadSanitizer reports that as a thread leak at exit, so
+// they skip there. The stage waits on a hang_gate, ignoring stop and cancel, until the
+// gate opens: its destructor opens it (also when an assertion ended the test early), so
+// the abandoned thread ends with the test; its graph stays leaked on purpose.
+#if defined(SLUICE_TSAN_BUILD)
+#define SKIP_WHERE_ABANDONED_THREADS_ARE_LEAKS() \
+  GTEST_SKIP() << "the run is abandoned (its hanging thread is never joined); TSan reports that as a thread leak"
+#else
+#define SKIP_WHERE_ABANDONED_THREADS_ARE_LEAKS() static_cast<void>(0)
+#endif
+class hang_gate {
+ public:
+  hang_gate() = default;
+  hang_gate(const hang_gate&) = delete;
+  hang_gate& operator=(const hang_gate&) = delete;
+  ~hang_gate() { open_->store(true); }
+  // A callable for the stage: returns once the gate is open.
+  [[nodiscard]] auto waiter() const {
+    return [open = open_] {
+      while (!open->load()) std::this_thread::sleep_for(1ms);
+    };
+  }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> open_ = std::make_shared<std::atomic<bool>>(false);
+};
+
 // source -> square -> sum; the source honours its stop token unless `ignore_stop`.
 void counting_graph(sluice::graph& g, bool ignore_stop, long items) {
   auto src = g.source<long>("ticker", [ignore_stop, items](sluice::sender<long>& out, std::stop_token stop) {
@@ -293,22 +321,19 @@ TEST(testing_stress, the_same_seed_gives_the_same_faults) {
 }
 
 TEST(testing_stress, a_stage_that_never_returns_is_named_and_the_run_abandoned) {
-#if defined(SLUICE_TSAN_BUILD)
-  GTEST_SKIP() << "an abandoned run's threads are never joined, by design; TSan reports them as a thread leak at exit";
-#endif
-  auto release = std::make_shared<std::atomic<bool>>(false);
+  SKIP_WHERE_ABANDONED_THREADS_ARE_LEAKS();
+  const hang_gate gate;
   st::stress_options o = quiet(5);
-  auto build = [release](sluice::graph& g) {
-    auto src = g.source<int>("sleeper", [release](sluice::sender<int>& out) {
+  auto build = [hang = gate.waiter()](sluice::graph& g) {
+    auto src = g.source<int>("sleeper", [hang](sluice::sender<int>& out) {
       (void)out.push(1);
-      while (!release->load()) std::this_thread::sleep_for(1ms);  // ignores stop and cancel alike
+      hang();
     });
     g.sink("out", src, [](int) {});
   };
   const auto t0 = std::chrono::steady_clock::now();
   const auto r = st::stress(build, o);
   const auto took = std::chrono::steady_clock::now() - t0;
-  release->store(true);  // let the abandoned thread end (its graph stays leaked on purpose)
   EXPECT_TRUE(r.abandoned) << r;
   EXPECT_EQ(r.runs, 1u) << "no further runs after an abandoned one";
   EXPECT_TRUE(names(r, "sleeper", "did not return even")) << r;
@@ -323,12 +348,10 @@ TEST(testing_stress, a_stage_that_never_returns_is_named_and_the_run_abandoned) 
 // the merge is the lower. Found by `sluice stress --fuse` (seed 0x1153d095ca62a8e4),
 // which named every stage upstream instead.
 TEST(testing_stress, a_hang_in_a_stage_fused_onto_one_thread_of_a_merge_names_that_stage_not_the_ones_it_holds_up) {
-#if defined(SLUICE_TSAN_BUILD)
-  GTEST_SKIP() << "the run is abandoned (its hanging thread is never joined); TSan reports that as a thread leak";
-#endif
-  auto release = std::make_shared<std::atomic<bool>>(false);
+  SKIP_WHERE_ABANDONED_THREADS_ARE_LEAKS();
+  const hang_gate gate;
   st::stress_options o = quiet(1);
-  auto build = [release](sluice::graph& g) {
+  auto build = [hang = gate.waiter()](sluice::graph& g) {
     auto src = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token stop) {
       for (int i = 0; !stop.stop_requested(); ++i) {
         if (!out.push(i)) return;
@@ -341,14 +364,13 @@ TEST(testing_stress, a_hang_in_a_stage_fused_onto_one_thread_of_a_merge_names_th
       branches.push_back(g.map("b" + std::to_string(i), parts[i], [](int v) { return v; }, {.capacity = 2}));
     }
     auto merged = g.merge(std::move(branches));
-    auto hang = g.map("hang", merged, [release](int v) {
-      while (v == 1 && !release->load()) std::this_thread::sleep_for(1ms);  // ignores stop and cancel
+    auto hangs = g.map("hang", merged, [hang](int v) {
+      if (v == 1) hang();
       return v;
     }, {.fuse = true});
-    g.sink("out", hang, [](int) {});
+    g.sink("out", hangs, [](int) {});
   };
   const auto r = st::stress(build, o);
-  release->store(true);  // let the abandoned thread end (its graph stays leaked on purpose)
   ASSERT_FALSE(r.ok()) << r;
   // The thread that hangs is the merge's, inside the stage fused onto it: that stage is
   // named (DESIGN §2: a fused stage keeps its own name), not its host, nor the stages it
@@ -381,26 +403,23 @@ TEST(testing_stress, an_on_close_that_throws_is_reported_even_after_an_injected_
 
 // A fused stage that hangs is named, not the stage whose thread runs it.
 TEST(testing_stress, a_fused_stage_that_hangs_is_named_not_its_host) {
-#if defined(SLUICE_TSAN_BUILD)
-  GTEST_SKIP() << "the run is abandoned (its hanging thread is never joined); TSan reports that as a thread leak";
-#endif
-  auto release = std::make_shared<std::atomic<bool>>(false);
+  SKIP_WHERE_ABANDONED_THREADS_ARE_LEAKS();
+  const hang_gate gate;
   st::stress_options o = quiet(1);
-  auto build = [release](sluice::graph& g) {
+  auto build = [hang = gate.waiter()](sluice::graph& g) {
     auto src = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token stop) {
       for (int i = 0; i < 100 && !stop.stop_requested(); ++i) {
         if (!out.push(i)) return;
       }
     });
     auto host = g.map("host", src, [](int v) { return v; });
-    auto f = g.map("fused_hangs", host, [release](int v) {
-      while (v == 10 && !release->load()) std::this_thread::sleep_for(1ms);  // ignores stop and cancel
+    auto f = g.map("fused_hangs", host, [hang](int v) {
+      if (v == 10) hang();
       return v;
     }, {.fuse = true});
     g.sink("sink", f, [](int) {});
   };
   const auto r = st::stress(build, o);
-  release->store(true);
   ASSERT_FALSE(r.ok()) << r;
   for (const auto& v : r.violations) EXPECT_EQ(v.stage, "fused_hangs") << r;
 }

@@ -35,7 +35,9 @@ class route_task final : public replica_task {
              std::vector<std::size_t> out_channels, Key key)
       : graph_(&g), rx_(std::move(rx)), in_ch_(in_channel), outs_(std::move(outs)),
         out_ch_(std::move(out_channels)), live_(outs_.size(), true), nlive_(outs_.size()),
-        key_(std::move(key)), batch_(batch_for(rx_, 1)) {}
+        key_(std::move(key)), batch_(batch_for(rx_, 1)) {
+    in_.reserve(batch_);  // pop_some claims a run of items only where they fit (ring_flavour.hpp)
+  }
   ~route_task() override { discard_items(*graph_, in_ch_, in_, pos_); }
 
   void run(replica_env& env) override {

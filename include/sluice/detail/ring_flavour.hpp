@@ -34,8 +34,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <optional>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "sluice/detail/cache_padded.hpp"
 #include "sluice/detail/channel_core.hpp"
@@ -44,6 +47,18 @@
 #include "sluice/status.hpp"
 
 namespace sluice::detail {
+
+// For ring_flavour::nothrow_room: is Out a back_inserter into a std::vector<T>, and the
+// vector behind one (the standard names the iterator's protected member `container`,
+// reachable through a derived class).
+template <class Out, class T>
+struct is_vector_back_inserter : std::false_type {};
+template <class T, class A>
+struct is_vector_back_inserter<std::back_insert_iterator<std::vector<T, A>>, T> : std::true_type {};
+template <class C>
+struct back_inserter_target : std::back_insert_iterator<C> {
+  static const C& of(const std::back_insert_iterator<C>& it) noexcept { return *(it.*&back_inserter_target::container); }
+};
 
 template <class T>
 class ring_flavour {
@@ -179,31 +194,41 @@ class ring_flavour {
     return status::full;
   }
   // pop_some's fast path: hands items to out (each before the next), claiming runs of
-  // up to kBatch per CAS, until n == max, the ring is empty or the channel cancelled.
-  // n counts the items handed over; if out throws, the items claimed with it but not
-  // handed over go to on_discard (they count as popped).
+  // up to 32 per CAS on the ring, never more than out can take without throwing
+  // (nothrow_room below): a claimed slot cannot be given back, and pop_some promises that
+  // when out throws, the items not taken stay queued. n counts the items handed over;
+  // the one whose write threw counts as popped, as in the one-by-one loop.
   template <class Out>
   void pop_into(channel_core<T>& c, Out& out, std::size_t& n, std::size_t max) {
     constexpr std::size_t kBatch = 32;
     std::optional<T> got[kBatch];
     while (n < max) {
       if (c.state.load(std::memory_order_relaxed) & kCancelled) break;
-      const std::size_t k = ring_.try_pop_bulk(got, std::min(kBatch, max - n));
+      const std::size_t want = std::min({kBatch, max - n, std::max<std::size_t>(1, nothrow_room(out))});
+      const std::size_t k = ring_.try_pop_bulk(got, want);
       if (k == 0) break;
-      std::size_t i = 0;
-      try {
-        for (; i < k; ++i) {
-          *out = std::move(*got[i]);
-          ++out;
-          got[i].reset();
-          ++n;
-        }
-      } catch (...) {
-        for (; i < k; ++i) {
-          if (got[i]) c.hand_to_hook(std::move(*got[i]));
-        }
-        throw;
+      for (std::size_t i = 0; i < k; ++i) {
+        // Only the last of a run may throw here (want <= room), so none is left behind.
+        *out = std::move(*got[i]);
+        ++out;
+        got[i].reset();
+        ++n;
       }
+    }
+  }
+  // How many items out takes before a write through it may throw: unbounded when the
+  // write is noexcept (a pointer, a vector's iterator, an array of optionals); for a
+  // back_inserter into a std::vector<T>, its spare capacity (no reallocation: the graph's
+  // own batches reserve theirs); else 0, and pop_into claims one item at a time.
+  template <class Out>
+  static std::size_t nothrow_room(Out& out) noexcept {
+    if constexpr (noexcept(*out = std::declval<T&&>()) && noexcept(++out)) {
+      return SIZE_MAX;
+    } else if constexpr (is_vector_back_inserter<Out, T>::value) {
+      const auto& v = back_inserter_target<typename Out::container_type>::of(out);
+      return v.capacity() - v.size();
+    } else {
+      return 0;
     }
   }
   // A pop frees one slot: one waiting pusher per item popped is enough.
