@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdint>
 #include <new>
 
 namespace sluice {
@@ -11,6 +12,10 @@ namespace {
 constexpr std::align_val_t kAlign{64};
 
 char* allocate_block(std::size_t cap) {
+  // No block can be larger than PTRDIFF_MAX bytes, and the aligned operator new of
+  // libstdc++ rounds the size up to the alignment first: within 63 of SIZE_MAX that wraps
+  // to 0 and it returned a tiny block for a buffer that claimed SIZE_MAX bytes of room.
+  if (cap > static_cast<std::size_t>(PTRDIFF_MAX)) throw std::bad_alloc();
   return static_cast<char*>(::operator new(cap, kAlign));
 }
 void free_block_storage(char* p, std::size_t cap) noexcept { ::operator delete(p, cap, kAlign); }

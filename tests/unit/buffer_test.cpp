@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+
 #include <atomic>
 #include <string>
 #include <thread>
@@ -38,6 +40,17 @@ TEST(buffer, capacity_is_at_least_what_was_asked_and_spare_commit_fill_it) {
   EXPECT_EQ(b.view(), "hello");
   EXPECT_EQ(b.span().size(), 5u);
   EXPECT_EQ(b.bytes().size(), 5u);
+}
+
+// A capacity no block can have is std::bad_alloc. Within 63 of SIZE_MAX the aligned
+// operator new wrapped its rounded-up size to 0 and returned a tiny block for a buffer that
+// claimed SIZE_MAX bytes of room: the first append corrupted the heap.
+TEST(buffer, an_impossible_capacity_is_bad_alloc_not_a_tiny_block) {
+  for (const std::size_t n : {SIZE_MAX, SIZE_MAX - 62, static_cast<std::size_t>(PTRDIFF_MAX) + 1}) {
+    EXPECT_THROW(sluice::buffer b(n), std::bad_alloc) << n;
+    sluice::buffer grow(16);
+    EXPECT_THROW(grow.reserve(n), std::bad_alloc) << n;
+  }
 }
 
 TEST(buffer, append_reserve_resize_keep_content_across_growth) {
