@@ -2,12 +2,14 @@
 // or erases, output the tool writes to the same terminal.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -51,16 +53,26 @@ class ToolProgress : public ::testing::Test {
  protected:
   void SetUp() override {
     ::unsetenv("SLUICE_PROGRESS");
+    if (const char* term = std::getenv("TERM")) term_before = term;
+    ::setenv("TERM", "xterm", 1);  // whatever the test runner's is ("dumb" means no live block)
     if (t.slave < 0) GTEST_SKIP() << "no pseudo-terminal here";
     err = t.stream();
     ASSERT_NE(err, nullptr);
   }
-  void TearDown() override { close_stream(); }
+  void TearDown() override {
+    close_stream();
+    if (term_before) {
+      ::setenv("TERM", term_before->c_str(), 1);
+    } else {
+      ::unsetenv("TERM");
+    }
+  }
   void close_stream() {
     if (err != nullptr) std::fclose(std::exchange(err, nullptr));
   }
   pty t;
   std::FILE* err = nullptr;
+  std::optional<std::string> term_before;
 };
 
 // `gunzip f.gz -` on a terminal: the live block would be drawn among the output and its
@@ -81,6 +93,52 @@ TEST_F(ToolProgress, NoLiveBlockWhenTheOutputIsATerminalToo) {
   }
   close_stream();
   EXPECT_EQ(t.drain().find('\x1b'), std::string::npos);
+}
+
+// A line wider than the terminal wrapped onto a second row; the redraw moved up one row
+// per line and left copies behind (an 80-column terminal filled with demo's progress).
+// Each line is cut to fit, and the clear moves up exactly over what was drawn.
+TEST_F(ToolProgress, LinesAreCutToTheTerminalsWidth) {
+  winsize ws{};
+  ws.ws_col = 30;
+  ws.ws_row = 24;
+  ASSERT_EQ(::ioctl(t.slave, TIOCSWINSZ, &ws), 0);
+  const std::string wide = "unbounded queue  sent 73.4 MiB / 150.0 MiB  99.1 MiB/s  memory +77.8 MiB";
+  {
+    sluice::tool::progress p("demo", err);
+    ASSERT_TRUE(p.live());
+    p.update(wide + "\nshort", true);
+    p.finish("");
+  }
+  close_stream();
+  const std::string seen = t.drain();
+  EXPECT_NE(seen.find("\x1b[2K" + wide.substr(0, 29) + "\r\n"), std::string::npos) << seen;  // the pty adds \r
+  EXPECT_EQ(seen.find(wide.substr(0, 30)), std::string::npos) << seen;
+  EXPECT_NE(seen.find("\x1b[2Kshort"), std::string::npos) << seen;
+  // Resized wider: the next draw uses the new width.
+  ws.ws_col = 200;
+  ASSERT_EQ(::ioctl(t.slave, TIOCSWINSZ, &ws), 0);
+  err = t.stream();
+  ASSERT_NE(err, nullptr);
+  {
+    sluice::tool::progress p("demo", err);
+    p.update(wide, true);
+  }
+  close_stream();
+  EXPECT_NE(t.drain().find(wide), std::string::npos);
+}
+
+// TERM=dumb cannot move the cursor: plain lines there, as in a log file.
+TEST_F(ToolProgress, ADumbTerminalGetsPlainLines) {
+  ::setenv("TERM", "dumb", 1);
+  sluice::tool::progress p("bench", err, std::chrono::milliseconds(0));
+  EXPECT_FALSE(p.live());
+  p.update("sent 1 M", true);
+  p.finish("done");
+  std::fflush(err);
+  const std::string seen = t.drain();
+  EXPECT_EQ(seen.find("\x1b["), std::string::npos) << seen;
+  EXPECT_NE(seen.find("[bench] sent 1 M"), std::string::npos) << seen;
 }
 
 // A block dropped because the terminal had no room was still counted as drawn, so the

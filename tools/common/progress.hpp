@@ -4,8 +4,10 @@
 //   while (working) p.update("sent 12.0 MiB  98.1 MiB/s\nchannel 87% full");
 //   p.finish("done: 512 MiB in 5.2 s");
 //
-// On a terminal (isatty(stderr)) the status block is redrawn in place, at most 10 times
-// a second (ANSI cursor-up and erase-line). Otherwise each update prints plain lines
+// On a terminal (isatty(stderr), TERM not "dumb") the status block is redrawn in place,
+// at most 10 times a second (ANSI cursor-up and erase-line), each line cut to the
+// terminal's width (a line that wrapped took two rows, and the redraw, moving up one row
+// per line, left copies behind). Otherwise each update prints plain lines
 // prefixed "[name] ", at most once per `plain_every` (default 1 s; the first one
 // `plain_every` after construction, so a short run prints none), so a log file gets
 // a readable trace instead of escape codes. SLUICE_PROGRESS=plain|live|off in the
@@ -19,6 +21,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,7 +71,9 @@ class progress {
   explicit progress(std::string name, std::FILE* out = stderr,
                     std::chrono::milliseconds plain_every = std::chrono::seconds(1))
       : name_(std::move(name)), out_(out), plain_every_(plain_every), last_(std::chrono::steady_clock::now()) {
-    mode_ = ::isatty(::fileno(out_)) != 0 ? mode::live : mode::plain;
+    const char* term = std::getenv("TERM");
+    const bool dumb = term != nullptr && std::string_view(term) == "dumb";  // no cursor movement
+    mode_ = ::isatty(::fileno(out_)) != 0 && !dumb ? mode::live : mode::plain;
     if (const char* env = std::getenv("SLUICE_PROGRESS")) {
       const std::string_view e = env;
       if (e == "plain") mode_ = mode::plain;
@@ -103,6 +108,7 @@ class progress {
       if (!force && drawn_lines_ > 0 && now - last_ < std::chrono::milliseconds(100)) return;
       last_ = now;
       clear_locked();
+      const std::size_t width = columns_locked();
       std::string block;
       int lines = 0;
       std::size_t start = 0;
@@ -110,7 +116,7 @@ class progress {
         const std::size_t nl = text.find('\n', start);
         const std::string_view line = text.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
         block += "\x1b[2K";
-        block += line;
+        block += fit(line, width);
         block += '\n';
         ++lines;
         if (nl == std::string_view::npos) break;
@@ -151,6 +157,27 @@ class progress {
     for (int i = 0; i < drawn_lines_; ++i) s += "\x1b[1A\x1b[2K";
     put_locked(s);
     drawn_lines_ = 0;
+  }
+  // The terminal's width in columns (asked on each draw: it may be resized), else
+  // COLUMNS, else 80. A line is cut to one less, so that none wraps.
+  std::size_t columns_locked() const {
+    winsize ws{};
+    if (::ioctl(::fileno(out_), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1) return ws.ws_col;
+    if (const char* c = std::getenv("COLUMNS")) {
+      const long n = std::strtol(c, nullptr, 10);
+      if (n > 1 && n < 100000) return static_cast<std::size_t>(n);
+    }
+    return 80;
+  }
+  // The start of `line` that fills at most width - 1 columns, a UTF-8 character counted
+  // as one (the tool's lines hold no wide characters).
+  static std::string_view fit(std::string_view line, std::size_t width) {
+    std::size_t cols = 0;
+    for (std::size_t i = 0; i < line.size(); ++i) {
+      if ((static_cast<unsigned char>(line[i]) & 0xC0) == 0x80) continue;  // a continuation byte
+      if (++cols == width) return line.substr(0, i);
+    }
+    return line;
   }
   void print_prefixed_locked(std::string_view text) {
     std::string out;
