@@ -29,7 +29,8 @@
 //   request whose line and headers exceed 8 KiB is answered 431, a body over 4 KiB 413,
 //   and a request not complete one second after its connection was accepted is dropped,
 //   all without touching the graph. One request per connection (no keep-alive). A Range
-//   header is ignored (every answer is whole). Serving after the graph has ended works
+//   header is ignored (every answer is whole; "Accept-Ranges: none"). The kernel holds up
+//   to 128 connections not yet accepted (a burst of clients is not made to retry). Serving after the graph has ended works
 //   (its final snapshot). serve() returns once the socket is bound and listening. The
 //   process's SIGPIPE disposition is left as it was (cpp-httplib would ignore SIGPIPE
 //   process-wide; the server's own writes never raise it).
@@ -55,6 +56,9 @@ namespace sluice::metrics {
 
 class server;
 [[nodiscard]] server serve(graph& g, std::string address = "127.0.0.1:9464");
+// The address check serve() makes first, alone: std::invalid_argument naming the address
+// when it is not HOST:PORT (a tool can refuse a bad option before it runs anything).
+void check_address(const std::string& address);
 
 class server {
  public:

@@ -51,6 +51,7 @@ inline constexpr std::size_t kMaxHead = 8192;    // request line and headers
 inline constexpr std::size_t kMaxBody = 4096;    // after the head (no endpoint takes a body)
 inline constexpr std::size_t kMaxWaiting = 64;   // connections whose head is still arriving
 inline constexpr std::size_t kMaxQueued = 64;    // complete requests waiting for a worker
+inline constexpr int kListenBacklog = 128;        // connections the kernel holds before accept
 inline constexpr std::chrono::milliseconds kRequestDeadline{1000};  // from take() to the whole head
 inline constexpr std::chrono::milliseconds kWriteDeadline{2000};    // for the whole answer
 

@@ -169,17 +169,29 @@ std::string live_page() {
       "\n(function () {\n"
       "  var view = SluiceGraphView.create(document.getElementById(\"graph\"));\n"
       "  var conn = document.getElementById(\"conn\");\n"
+      // Once the server stops answering (most often: the run ended and the process with
+      // it), the last snapshot stays, says when it was taken, and the page asks again
+      // less and less often (up to every 30 s) instead of failing every second.
+      "  var last = null, wait = 1000;\n"
       "  function tick() {\n"
       "    fetch(\"snapshot.json\", { cache: \"no-store\" })\n"
       "      .then(function (r) { if (!r.ok) throw new Error(\"HTTP \" + r.status); return r.json(); })\n"
       "      .then(function (s) {\n"
       "        view.update(s);\n"
+      "        last = new Date();\n"
+      "        wait = 1000;\n"
       "        conn.className = \"\";\n"
-      "        conn.textContent = \"updated \" + new Date().toLocaleTimeString() + \" \\u00b7 refreshes every second \\u00b7 \" +\n"
+      "        conn.textContent = \"updated \" + last.toLocaleTimeString() + \" \\u00b7 refreshes every second \\u00b7 \" +\n"
       "          \"raw: /snapshot.json, /metrics\";\n"
       "      })\n"
-      "      .catch(function (e) { conn.className = \"down\"; conn.textContent = \"not reachable: \" + e.message; })\n"
-      "      .then(function () { setTimeout(tick, 1000); });\n"
+      "      .catch(function (e) {\n"
+      "        wait = Math.min(wait * 2, 30000);\n"
+      "        conn.className = \"down\";\n"
+      "        conn.textContent = (last ? \"the server stopped answering (\" + e.message + \"): the run has ended, or its \" +\n"
+      "          \"process has; shown: its last snapshot, from \" + last.toLocaleTimeString() : \"not reachable: \" + e.message) +\n"
+      "          \" \\u00b7 asking again in \" + wait / 1000 + \" s\";\n"
+      "      })\n"
+      "      .then(function () { setTimeout(tick, wait); });\n"
       "  }\n"
       "  tick();\n"
       "})();\n"
@@ -240,6 +252,8 @@ void server::stop() noexcept {
   state_->running = false;
 }
 
+void check_address(const std::string& address) { (void)parse_address(address); }
+
 server serve(graph& g, std::string address) {
   const parsed_address a = parse_address(address);
   // httplib's Server constructor sets SIGPIPE to SIG_IGN for the whole process, so that its
@@ -259,9 +273,13 @@ server serve(graph& g, std::string address) {
   http.new_task_queue = [] { return new at_once; };
   // httplib's default also sets SO_REUSEPORT, which would let a second server bind a port
   // that is in use; SO_REUSEADDR alone only allows rebinding after TIME_WAIT.
-  http.set_socket_options([](::socket_t sock) {
+  // The callback also notes the socket: httplib calls it for each socket it tries, before
+  // that socket's bind and listen, so after a bind succeeds the last one noted listens.
+  auto listening = std::make_shared<::socket_t>(-1);
+  http.set_socket_options([listening](::socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    *listening = sock;
   });
   http.set_payload_max_length(serve_detail::kMaxBody);
 
@@ -346,6 +364,11 @@ server serve(graph& g, std::string address) {
                    "connect-src 'self'; img-src data:");
     res.set_content(page, "text/html; charset=utf-8");
   });
+  // httplib announces "Accept-Ranges: bytes"; every answer here is whole (Range is
+  // ignored, above), so say so.
+  http.set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Accept-Ranges", "none");
+  });
 
   errno = 0;
   int port = 0;
@@ -375,6 +398,11 @@ server serve(graph& g, std::string address) {
     }
     throw std::runtime_error("sluice::metrics::serve: cannot listen on " + address + why);
   }
+  // The listen queue: httplib's is 5 (CPPHTTPLIB_LISTEN_BACKLOG, which the compiled
+  // library Debian ships does not see), so a burst of connections (a dashboard's tabs, a
+  // scraper fleet) overflowed it and waited out SYN retries of a second each. A second
+  // listen() on a listening socket sets its queue anew.
+  if (*listening >= 0) (void)::listen(*listening, serve_detail::kListenBacklog);
   st->port = static_cast<std::uint16_t>(port);
   std::atomic<bool>& done = st->listener_done;
   st->listener = std::thread([&http, &done] {

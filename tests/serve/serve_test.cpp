@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -743,6 +744,39 @@ TEST(Serve, RangeHeadersAreIgnored) {
     EXPECT_TRUE(r->body == whole->body) << r->body.size() << " bytes, the page has " << whole->body.size();
     EXPECT_EQ(r->get_header_value("Content-Type"), "text/html; charset=utf-8");
   }
+  // And no answer claims otherwise: httplib announced "Accept-Ranges: bytes" on each.
+  for (const char* path : {"/", "/metrics", "/snapshot.json"}) {
+    auto r = cli.Get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->get_header_value_count("Accept-Ranges"), 1U) << path;
+    EXPECT_EQ(r->get_header_value("Accept-Ranges"), "none") << path;
+  }
+  lg.g.run();
+}
+
+// The kernel holds 128 connections the server has not accepted yet. httplib listens with a
+// queue of 5 (a compile-time define the compiled Debian library never saw), so a burst of
+// 40 clients overflowed it and a third of them waited out a one-second SYN retry. `ss`
+// shows a listening socket's queue limit as its Send-Q.
+TEST(Serve, TheListenQueueHoldsABurstOfClients) {
+  if (std::system("command -v ss >/dev/null 2>&1") != 0) GTEST_SKIP() << "no ss (iproute2) here";
+  live_graph lg(1);
+  auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  const std::string cmd = "ss -ltnH 'sport = :" + std::to_string(srv.port()) + "'";
+  std::string out;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
+    ::pclose(p);
+  }
+  // State Recv-Q Send-Q Local Peer: "LISTEN 0 128 127.0.0.1:PORT 0.0.0.0:*"
+  std::istringstream fields(out);
+  std::string state;
+  long recv_q = -1;
+  long send_q = -1;
+  fields >> state >> recv_q >> send_q;
+  EXPECT_EQ(state, "LISTEN") << out;
+  EXPECT_EQ(send_q, 128) << out;
   lg.g.run();
 }
 

@@ -109,6 +109,24 @@ TEST_F(Tool, BenchServePrintsTheUrlAndWarnsBeyondLoopback) {
       << wide.err;
 }
 
+// A malformed --serve address is a bad command line, found before anything runs: it was
+// exit 1 from the first sluice run, and with --engine tbb (no sluice run) not noticed.
+TEST_F(Tool, BenchServeRefusesABadAddressBeforeItRuns) {
+  const result probe = run_tool({"bench", "--topology", "chain:1", "--items", "1", "--serve", "127.0.0.1:0"}, 120);
+  if (probe.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << probe.err;
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"bench", "--items", "1000", "--serve", "garbage"},
+        std::vector<std::string>{"bench", "--items", "1000", "--serve", "127.0.0.1:99999"},
+        std::vector<std::string>{"bench", "--items", "1000", "--engine", "tbb", "--serve", "garbage"},
+        std::vector<std::string>{"bench", "--items", "1000", "--engine", "tbb", "--serve", "127.0.0.1:0"}}) {
+    const result r = run_tool(args, 60);
+    EXPECT_EQ(r.status, 2) << args.back() << "\nstderr: " << r.err;
+    EXPECT_EQ(r.err.rfind("sluice bench: --serve", 0), 0U) << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
 TEST_F(Tool, HelpForEverySubcommand) {
   // bench's help lists the options of a cut run too (they used to show only in the error
   // after a wrong one).

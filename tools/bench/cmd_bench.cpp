@@ -821,11 +821,14 @@ std::string result_json(const bench_config& c, const bench_result& r) {
   return o + '}';
 }
 
+// "items": the run's item limit; null when it had none (a --rate or --duration run
+// without --items ends by its clock).
 void print_json(const bench_config& c, const std::vector<bench_result>& rs, const std::map<std::string, double>& maxima,
-                std::int64_t duration_ns) {
+                std::int64_t duration_ns, std::uint64_t max_items) {
   const char* mode = c.sweep ? "sweep" : c.rate > 0 ? "open_loop" : "closed_loop";
   std::string o = "{\"mode\":" + json_escape(mode) + ",\"topology\":" + json_escape(c.topo_text) +
-                  ",\"items\":" + std::to_string(c.items) + ",\"item_size\":" + std::to_string(c.item_size) +
+                  ",\"items\":" + (max_items == UINT64_MAX ? std::string("null") : std::to_string(max_items)) +
+                  ",\"item_size\":" + std::to_string(c.item_size) +
                   ",\"capacity\":" + std::to_string(c.capacity) +
                   ",\"replicas\":" + std::to_string(c.topo == topology_kind::farm ? c.n : c.replicas) +
                   ",\"ordered\":" + (c.ordered ? "true" : "false") + ",\"fuse\":" + json_escape(c.fuse_sink ? "maps+sink" : c.fuse ? "maps" : "none") +
@@ -1031,6 +1034,18 @@ int cmd_bench(int argc, char** argv) {
   if (!p.parse(argc, argv)) return 0;
 #if !SLUICE_HAVE_SERVE
   if (!c.serve.empty()) throw usage_error("sluice bench: --serve: this sluice was built without cpp-httplib (libcpp-httplib-dev)");
+#else
+  // A malformed address is a bad command line (exit 2), found before anything runs.
+  if (p.given("--serve")) {
+    try {
+      metrics::check_address(c.serve);
+    } catch (const std::invalid_argument& e) {
+      std::string why = e.what();
+      if (const auto at = why.find("address '"); at != std::string::npos) why.erase(0, at);
+      throw usage_error("sluice bench: --serve: " + why);
+    }
+    if (c.engine == "tbb") throw usage_error("sluice bench: --serve shows sluice runs; --engine tbb has none");
+  }
 #endif
   if (json_flag) {
     if (p.given("--format") && c.format != out_format::json) {
@@ -1110,7 +1125,7 @@ int cmd_bench(int argc, char** argv) {
   }
 
   switch (c.format) {
-    case out_format::json: print_json(c, results, maxima, duration_ns); break;
+    case out_format::json: print_json(c, results, maxima, duration_ns, max_items); break;
     case out_format::gbench: print_gbench(c, results); break;
     case out_format::table:
       if (c.sweep) {
