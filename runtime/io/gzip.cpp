@@ -130,7 +130,12 @@ struct gzip_decoder::impl {
       throw error("gunzip: not in gzip format: bad header at byte offset " +
                   std::to_string(member_start));
     }
-    throw error("gunzip: corrupt gzip data at byte offset " + std::to_string(consumed) +
+    // zlib takes the header's method and flags bytes (offsets 2 and 3) together with the
+    // magic, so it names them with 4 bytes consumed: point at the byte itself.
+    std::uint64_t at = consumed;
+    if (consumed - member_start <= 4 && why == "unknown compression method") at = member_start + 2;
+    if (consumed - member_start <= 4 && why == "unknown header flags set") at = member_start + 3;
+    throw error("gunzip: corrupt gzip data at byte offset " + std::to_string(at) +
                 " (member " + std::to_string(members + 1) + ", which starts at byte offset " +
                 std::to_string(member_start) + "): " + why);
   }

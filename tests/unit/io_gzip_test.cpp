@@ -266,6 +266,24 @@ TEST(io_gzip, corrupt_data_is_an_error_naming_the_byte_offset_and_member) {
       << msg;
 }
 
+// A bad method or flags byte is named at its own offset (2 or 3 into the member), where
+// zlib had consumed the first four header bytes (offset 4 was reported).
+TEST(io_gzip, a_bad_method_or_flags_byte_is_named_at_its_offset) {
+  const std::string first = encode(io_test::log_text(1000, 25));
+  std::string method = encode(io_test::log_text(1000, 26));
+  method[2] = 9;  // not 8 (deflate)
+  std::string flags = encode(io_test::log_text(1000, 27));
+  flags[3] = static_cast<char>(0xe0);  // reserved bits
+  for (const std::string& prefix : {std::string(), first}) {
+    const std::string m = error_of([&] { decode(prefix + method); });
+    EXPECT_NE(m.find("at byte offset " + std::to_string(prefix.size() + 2) + " "), std::string::npos) << m;
+    EXPECT_NE(m.find("unknown compression method"), std::string::npos) << m;
+    const std::string f = error_of([&] { decode(prefix + flags); });
+    EXPECT_NE(f.find("at byte offset " + std::to_string(prefix.size() + 3) + " "), std::string::npos) << f;
+    EXPECT_NE(f.find("unknown header flags set"), std::string::npos) << f;
+  }
+}
+
 TEST(io_gzip, a_bad_crc_is_an_error) {
   std::string gz = encode(io_test::log_text(5000, 22));
   gz[gz.size() - 6] = static_cast<char>(gz[gz.size() - 6] ^ 1);  // inside the CRC32
