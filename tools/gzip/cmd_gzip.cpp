@@ -192,9 +192,9 @@ int run_codec(bool compress, int argc, char** argv) {
     p.size("--block", &a.block, "input bytes per compressed block");
   }
   p.flag("--force", &a.force,
-         compress ? "replace an existing OUT (a symlink is replaced, not followed); write to a block device;\n"
+         compress ? "replace an existing OUT (a link to a file is replaced, not followed); write to a block device;\n"
                     "                          write compressed data to a terminal"
-                  : "replace an existing OUT (a symlink is replaced, not followed); write to a block device");
+                  : "replace an existing OUT (a link to a file is replaced, not followed); write to a block device");
   p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
                        "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
                        "what was written). OUT gets IN's permissions and times (stdin: the umask's default,\n"
