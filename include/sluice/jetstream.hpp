@@ -129,7 +129,9 @@ class connection {
 };
 
 // Connects within o.timeout, or throws std::runtime_error naming the URL (as shown_url
-// shows it) and the cause.
+// shows it) and the cause. `url` is one server ("nats://127.0.0.1:4222") or a
+// comma-separated list of them, tried in the order given: the first that answers is used,
+// and the others stay in the pool for reconnects.
 connection connect(std::string url, connect_options o = {});
 
 // A NATS URL (or comma-separated list) fit for a log or an error message: a password or

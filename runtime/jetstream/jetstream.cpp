@@ -18,6 +18,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <string_view>
 #include <vector>
 
 namespace sluice::jetstream {
@@ -1364,7 +1365,26 @@ connection connect(std::string url, connect_options o) {
   st->opts = o;
   natsOptions* no = nullptr;
   natsStatus s = natsOptions_Create(&no);
-  if (s == NATS_OK) s = natsOptions_SetURL(no, url.c_str());
+  // A comma-separated list is a server pool, each tried in turn (libnats 3.4 takes a list
+  // only through SetServers: given to SetURL, a list reached no server at all).
+  std::vector<std::string> servers;
+  for (std::string_view rest = url;;) {
+    const std::size_t comma = rest.find(',');
+    std::string_view one = rest.substr(0, comma);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    if (!one.empty()) servers.emplace_back(one);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  if (servers.size() > 1) {
+    std::vector<const char*> list;
+    for (const auto& one : servers) list.push_back(one.c_str());
+    if (s == NATS_OK) s = natsOptions_SetServers(no, list.data(), static_cast<int>(list.size()));
+    if (s == NATS_OK) s = natsOptions_SetNoRandomize(no, true);  // in the order given
+  } else if (s == NATS_OK) {
+    s = natsOptions_SetURL(no, url.c_str());
+  }
   if (s == NATS_OK) s = natsOptions_SetTimeout(no, o.timeout.count());
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, INT_MAX);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, o.reconnect_wait.count());

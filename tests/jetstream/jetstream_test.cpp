@@ -113,6 +113,27 @@ TEST(JetstreamConnect, SilentServerTimesOutNamingTheUrl) {
   ::close(fd);
 }
 
+// A comma-separated list is a pool: the first server that answers is used, whichever
+// place it has (a list reached no server at all, even with every one up: libnats took a
+// list only through natsOptions_SetServers).
+TEST(JetstreamConnect, AListOfServersConnectsToOneThatAnswers) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  const std::string down = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());  // nobody listens
+  for (const std::string& list : {down + "," + server.url(), server.url() + ", " + down,
+                                  server.url() + "," + server.url()}) {
+    js::connection c = js::connect(list, {.timeout = 2000ms});
+    EXPECT_TRUE(c.connected()) << list;
+    EXPECT_EQ(c.url(), js::shown_url(list));
+  }
+  try {
+    (void)js::connect(down + "," + down, {.timeout = 500ms});
+    FAIL() << "connect succeeded with no server up";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(down + "," + down), std::string::npos) << e.what();
+  }
+}
+
 // A password or token in a URL never reaches a message, a log or a report.
 TEST(JetstreamConnect, ShownUrlsHideTheirPasswordOrToken) {
   EXPECT_EQ(js::shown_url("nats://u:secret@127.0.0.1:4222"), "nats://u:***@127.0.0.1:4222");
