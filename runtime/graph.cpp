@@ -207,7 +207,15 @@ std::shared_ptr<void> graph_state::take_input(std::size_t channel, std::size_t c
   std::lock_guard lk(mu_);
   auto& c = *channels_[channel];
   c.consumer = consumer;
-  c.name = nodes_[c.producer]->name + " -> " + nodes_[consumer]->name;
+  // Two stages joined more than once (a merge of several branches of one partition or
+  // round_robin): the later channels get " #2", " #3", ... in branch order, so that each
+  // one has a name of its own in snapshots, metrics series and dead letters.
+  const std::string base = nodes_[c.producer]->name + " -> " + nodes_[consumer]->name;
+  std::size_t same = 0;
+  for (const std::size_t in : nodes_[consumer]->inputs) {
+    if (channels_[in]->producer == c.producer) ++same;
+  }
+  c.name = same == 0 ? base : base + " #" + std::to_string(same + 1);
   nodes_[consumer]->inputs.push_back(channel);
   return std::move(c.pending);
 }

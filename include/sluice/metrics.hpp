@@ -52,7 +52,7 @@ struct stage_snapshot {
 };
 
 struct channel_snapshot {
-  std::string name;          // "<producer stage> -> <consumer stage>"
+  std::string name;          // "<producer stage> -> <consumer stage>" (" #2", ... for more than one)
   std::string from;          // producer stage
   std::string to;            // consumer stage
   bool weighted = false;     // size/capacity in bytes rather than items

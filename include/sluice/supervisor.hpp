@@ -103,7 +103,8 @@ class dead_letter {
               std::exception_ptr error = nullptr) noexcept
       : channel_(channel), stage_(stage), type_(&type), item_(item), error_(std::move(error)) {}
 
-  // The channel the item was in (or was being pushed to): "<producer> -> <consumer>".
+  // The channel the item was in (or was being pushed to): "<producer> -> <consumer>"
+  // (with " #2", " #3", ... for the second and later channels between the same two stages).
   [[nodiscard]] std::string_view channel() const noexcept { return channel_; }
   // The stage that dropped it (its function threw), or for other dead letters the stage
   // the item was bound for (the channel's consumer).

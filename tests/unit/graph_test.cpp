@@ -2,6 +2,7 @@
 // stuck stages and stall detection (DESIGN.md §2, §3). Teardown from every position is
 // in teardown_test.cpp; the linear shorthand in pipeline_test.cpp.
 #include "sluice/graph.hpp"
+#include "sluice/metrics.hpp"
 
 #include <gtest/gtest.h>
 
@@ -18,6 +19,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -351,6 +353,41 @@ TEST(graph, round_robin_and_merge_deliver_each_item_exactly_once) {
   // The routing stages are named after their input and show up in the snapshot.
   EXPECT_TRUE(has_stage(r.metrics, "src.round_robin"));
   EXPECT_TRUE(has_stage(r.metrics, "merge(work0,work1,work2)"));
+}
+
+// A merge that takes several branches of one routing stage has as many channels between
+// the same two stages. They were all named "src.round_robin -> merge(...)", so snapshots,
+// Prometheus series and dead letters could not tell the branches apart.
+TEST(graph, channels_between_the_same_two_stages_have_names_of_their_own) {
+  watchdog dog(30s);
+  for (const bool by_key : {false, true}) {
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(300));
+    auto branches = by_key ? g.partition(src, 3, [](int v) { return static_cast<std::size_t>(v); })
+                           : g.round_robin(src, 3);
+    g.sink("sink", g.merge(branches), [](int) {});
+    const sluice::report r = g.run();
+    EXPECT_TRUE(r.balanced());
+    std::set<std::string> names;
+    std::vector<std::string> from_router;
+    for (const auto& c : r.metrics.channels) {
+      EXPECT_TRUE(names.insert(c.name).second) << "two channels named " << c.name;
+      if (c.name.find(" -> merge(") != std::string::npos) from_router.push_back(c.name);
+    }
+    const std::string router = by_key ? "src.partition" : "src.round_robin";
+    const std::string merge = "merge(" + router + "," + router + "," + router + ")";
+    EXPECT_EQ(from_router, (std::vector<std::string>{router + " -> " + merge, router + " -> " + merge + " #2",
+                                                     router + " -> " + merge + " #3"}));
+    // One Prometheus series per channel (they were repeated, label for label).
+    std::set<std::string> series;
+    std::istringstream text(sluice::metrics::to_prometheus(r.metrics));
+    for (std::string line; std::getline(text, line);) {
+      if (line.rfind("sluice_channel_size{", 0) == 0) {
+        EXPECT_TRUE(series.insert(line.substr(0, line.rfind('}'))).second) << line;
+      }
+    }
+    EXPECT_EQ(series.size(), r.metrics.channels.size());
+  }
 }
 
 TEST(graph, partition_routes_by_key_exactly_once) {
