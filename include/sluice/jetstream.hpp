@@ -34,7 +34,9 @@
 //     At most `window` messages are unacknowledged; an item counts as delivered (counter
 //     `acked`) when its acknowledgement arrives; at the end of its input the stage waits
 //     for every outstanding acknowledgement. No acknowledgement for `give_up` (server
-//     gone) is a stage error naming the edge.
+//     gone) is a stage error naming the edge; so is a message that can never be stored
+//     (over the edge's max_bytes, or refused for the stream's max_msg_size), and "no
+//     responders" for `give_up` (the stream was deleted, or the server lost its store).
 //   - subscribe: fetches at most the free room of its output channel (and at most
 //     `batch`), so a process holds a bounded number of messages. request_stop() stops
 //     fetching; what was fetched drains downstream. A message that does not decode is a

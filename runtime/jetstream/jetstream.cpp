@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sluice::jetstream {
@@ -434,6 +435,11 @@ struct pub_state {
   std::deque<std::pair<natsMsg*, clock::time_point>> retry;  // guarded by mu: (message, due)
   std::string last_error;                                     // guarded by mu
   clock::time_point down_since{};                             // stage thread only
+  // A refusal that no wait can mend (the stream can never store the message), and since
+  // when every answer has been "no responders" (no stream on the subject: deleted, or a
+  // server that lost its store). Guarded by mu; the stage thread throws for them (wait).
+  std::string never_storable;
+  clock::time_point no_stream_since{};
   std::shared_ptr<edge_gauge> gauge;                          // stage thread (poll), snapshot (read)
 
   ~pub_state() {
@@ -449,6 +455,7 @@ struct pub_state {
     std::unique_lock lk(mu);
     if (sent.erase(msg) == 0) return false;
     if (pa != nullptr) {
+      no_stream_since = {};
       if (c) {  // before in_flight drops: finish() returns with every ack counted
         c->acked.fetch_add(1, std::memory_order_relaxed);
         if (pa->Duplicate) c->duplicates.fetch_add(1, std::memory_order_relaxed);
@@ -467,6 +474,15 @@ struct pub_state {
     if (c) c->refused.fetch_add(1, std::memory_order_relaxed);
     if (pae != nullptr) {
       last_error = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
+      if (pae->ErrCode == JSStreamMessageExceedsMaximumErr && never_storable.empty()) {
+        never_storable = "the stream refuses a message of " + std::to_string(natsMsg_GetDataLength(msg)) +
+                         " data bytes for good (" + last_error + ": its max_msg_size)";
+      }
+      if (pae->Err == NATS_NO_RESPONDERS) {
+        if (no_stream_since == clock::time_point{}) no_stream_since = clock::now();
+      } else {
+        no_stream_since = {};
+      }
     }
     retry.emplace_back(msg, clock::now() + opts.retry);
     cv.notify_all();
@@ -514,6 +530,24 @@ struct pub_state {
     retry.emplace_back(m, clock::now() + opts.retry);
   }
 
+  // Throws when re-publishing cannot help: the stream refused a message for good, or no
+  // stream has answered on the edge's subject for give_up (it was deleted, or the server
+  // came back without its store). Requires lk holds mu.
+  void check_storable(std::unique_lock<std::mutex>& lk) {
+    std::string why;
+    if (!never_storable.empty()) {
+      why = never_storable;
+    } else if (no_stream_since != clock::time_point{} && clock::now() - no_stream_since > conn->opts.give_up) {
+      why = "no stream has taken its messages for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - no_stream_since).count()) +
+            " ms (no responders on subject '" + subject +
+            "': the stream was deleted, or the server came back without its store)";
+    }
+    if (why.empty()) return;
+    lk.unlock();
+    throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "' on " + conn->url + ": " + why);
+  }
+
   // Re-publishes the due refused messages. Requires lk holds mu; may unlock it meanwhile.
   void service_retries(std::unique_lock<std::mutex>& lk) {
     const auto now = clock::now();
@@ -541,6 +575,7 @@ struct pub_state {
     std::unique_lock lk(mu);
     for (;;) {
       service_retries(lk);
+      check_storable(lk);
       if (pred()) break;
       if (stop.stop_requested()) return false;
       lk.unlock();
@@ -615,6 +650,14 @@ publisher::~publisher() {
 
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
   auto& s = *st_;
+  // A message over the edge's own max_bytes never fits, however empty the stream gets (the
+  // server's "maximum bytes exceeded" reads the same as a full stream's, and was retried
+  // for ever).
+  if (s.edge.max_bytes > 0 && std::cmp_greater(bytes.size(), s.edge.max_bytes)) {
+    throw std::runtime_error("sluice::jetstream: edge '" + s.edge.stream + "': a message of " +
+                             std::to_string(bytes.size()) + " bytes is over the edge's max_bytes of " +
+                             std::to_string(s.edge.max_bytes) + "; it could never be stored");
+  }
   if (!s.wait(stop, [&] { return s.in_flight < s.opts.window; })) return false;
   natsMsg* m = nullptr;
   natsStatus rc = natsMsg_Create(&m, s.subject.c_str(), nullptr, bytes.data(), static_cast<int>(bytes.size()));

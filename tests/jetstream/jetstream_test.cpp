@@ -297,6 +297,65 @@ TEST(JetstreamEdge, PlainAcksDeliverEveryItemOnceAndAreNeverConfirmed) {
   }
 }
 
+// Runs g and returns its stage error's text; fails the test if it ends otherwise or hangs.
+std::string stage_error_of(sluice::graph& g, std::chrono::seconds limit = 30s) {
+  g.start();
+  try {
+    const bool ended = g.wait_for(limit).has_value();
+    ADD_FAILURE() << (ended ? "the graph ended without an error" : "the graph hung");
+    if (!ended) wait_bounded(g);
+  } catch (const sluice::stage_error& ex) {
+    return ex.what();
+  }
+  return {};
+}
+
+// Refusals that no wait can mend end the publish stage with an error naming the edge. They
+// were re-sent every 2 ms for ever, exactly as a full stream's are (16-20 k refusals a
+// second once the stream was gone).
+TEST(JetstreamEdge, AMessageThatCanNeverBeStoredOrAStreamThatIsGoneIsAnError) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.give_up = 1000ms});
+  // An item over the edge's own max_bytes.
+  js::edge_options small{.stream = "small", .max_msgs = 100, .max_bytes = 1000};
+  js::ensure_edge(conn, small);
+  sluice::pipeline big(sluice::from<std::string>([](sluice::sender<std::string>& out) { out.push(std::string(3000, 'x')); }),
+                       js::publish<std::string>(conn, small));
+  std::string what = stage_error_of(big.get_graph());
+  EXPECT_NE(what.find("'small'"), std::string::npos) << what;
+  EXPECT_NE(what.find("over the edge's max_bytes of 1000"), std::string::npos) << what;
+
+  // The stream removed under a running producer (its consumer ends first, so the producer
+  // waits on a window of refused messages).
+  js::edge_options e{.stream = "gone", .max_msgs = 10};
+  js::ensure_edge(conn, e);
+  std::atomic<std::uint64_t> sent{0};
+  sluice::pipeline producer(sluice::from<std::uint64_t>([&](sluice::sender<std::uint64_t>& out, std::stop_token stop) {
+                              for (std::uint64_t i = 0; !stop.stop_requested(); ++i) {
+                                if (!out.push(i)) return;
+                                sent.fetch_add(1);
+                              }
+                            }),
+                            js::publish<std::uint64_t>(conn, e, {.window = 4}));
+  auto& g = producer.get_graph();
+  g.start();
+  ASSERT_TRUE(eventually([&] { return sent.load() >= 20; })) << sent.load();
+  auto admin = js::connect(server.url());
+  js::remove_edge(admin, e);
+  const auto t0 = clock_type::now();
+  try {
+    const bool ended = g.wait_for(30s).has_value();
+    ADD_FAILURE() << (ended ? "ended without an error" : "hung");
+    if (!ended) wait_bounded(g);
+  } catch (const sluice::stage_error& ex) {
+    what = ex.what();
+    EXPECT_NE(what.find("'gone'"), std::string::npos) << what;
+    EXPECT_NE(what.find("no responders"), std::string::npos) << what;
+  }
+  EXPECT_LT(ms_since(t0), 15000.0);  // give_up (1 s) and a little, not never
+}
+
 // The pattern that broke libnats 3.4.1's natsSubscription_Fetch (heap overflow: a fetch
 // that gave up before its messages arrived left them queued, and the next fetch read past
 // its array): 1 ms pull waits, 8 KiB messages still arriving when a wait ends, and a
