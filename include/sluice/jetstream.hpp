@@ -44,6 +44,8 @@
 //     counted in subscribe_counters::undecodable. A subscribe that starts while the
 //     server is down waits for it (up to give_up, then a stage error naming the edge and
 //     the server; a stop request ends the wait and the stage).
+//     A consumer or stream deleted while the edge runs (the server then answers no pull
+//     request) is a stage error naming the edge, after give_up without an answer.
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
 //     letter of a torn-down graph) is nak'ed, so it comes back promptly. An ack asks the
 //     server to confirm it (double ack, asked on one ack in 32 or after a 2 ms pause: one

@@ -28,6 +28,42 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+// How long a condition (the server unreachable, no stream answering) has held without a
+// break. Each watcher keeps its own; past the connection's give_up, the watcher throws.
+class outage {
+ public:
+  void end() { since_ = {}; }
+  // The condition is seen now: starts the clock the first time.
+  void seen(clock::time_point now = clock::now()) {
+    if (since_ == clock::time_point{}) since_ = now;
+  }
+  bool ongoing() const { return since_ != clock::time_point{}; }
+  // How long it has lasted (zero when not ongoing).
+  clock::duration lasted(clock::time_point now = clock::now()) const { return ongoing() ? now - since_ : clock::duration{}; }
+  // "1234 ms": the lasted() that a message names.
+  std::string lasted_ms(clock::time_point now = clock::now()) const {
+    return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(lasted(now)).count()) + " ms";
+  }
+
+ private:
+  clock::time_point since_{};
+};
+
+// The servers of a comma-separated URL list, each trimmed of spaces; empty ones dropped.
+std::vector<std::string_view> server_list(std::string_view url) {
+  std::vector<std::string_view> out;
+  for (;;) {
+    const std::size_t comma = url.find(',');
+    std::string_view one = url.substr(0, comma);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    if (!one.empty()) out.push_back(one);
+    if (comma == std::string_view::npos) break;
+    url.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 std::string nats_error(natsStatus s) {
   std::string text = natsStatus_GetText(s);
   natsStatus last = NATS_OK;
@@ -267,22 +303,21 @@ struct conn_state {
   }
 
   // Throws when the connection is closed, or has been down for longer than give_up.
-  // `down_since` is the caller's own record of when it first saw the connection down.
-  void check_alive(const std::string& edge, clock::time_point& down_since) const {
+  // `down` is the caller's own record of the connection's outage.
+  void check_alive(const std::string& edge, outage& down) const {
     const natsConnStatus s = natsConnection_Status(nc);
     if (s == NATS_CONN_STATUS_CONNECTED) {
-      down_since = {};
+      down.end();
       return;
     }
     if (s == NATS_CONN_STATUS_CLOSED) {
       throw std::runtime_error("sluice::jetstream: edge '" + edge + "': the connection to " + url + " is closed");
     }
     const auto now = clock::now();
-    if (down_since == clock::time_point{}) down_since = now;
-    if (now - down_since > opts.give_up) {
+    down.seen(now);
+    if (down.lasted(now) > opts.give_up) {
       throw std::runtime_error("sluice::jetstream: edge '" + edge + "': the server " + url + " has been unreachable for " +
-                               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - down_since).count()) +
-                               " ms");
+                               down.lasted_ms(now));
     }
   }
 
@@ -434,12 +469,12 @@ struct pub_state {
   std::unordered_set<natsMsg*> sent;                          // guarded by mu: handed to libnats, callback not yet run
   std::deque<std::pair<natsMsg*, clock::time_point>> retry;  // guarded by mu: (message, due)
   std::string last_error;                                     // guarded by mu
-  clock::time_point down_since{};                             // stage thread only
+  outage down;                                                // stage thread only
   // A refusal that no wait can mend (the stream can never store the message), and since
   // when every answer has been "no responders" (no stream on the subject: deleted, or a
   // server that lost its store). Guarded by mu; the stage thread throws for them (wait).
   std::string never_storable;
-  clock::time_point no_stream_since{};
+  outage no_stream;
   std::shared_ptr<edge_gauge> gauge;                          // stage thread (poll), snapshot (read)
 
   ~pub_state() {
@@ -455,7 +490,7 @@ struct pub_state {
     std::unique_lock lk(mu);
     if (sent.erase(msg) == 0) return false;
     if (pa != nullptr) {
-      no_stream_since = {};
+      no_stream.end();
       if (c) {  // before in_flight drops: finish() returns with every ack counted
         c->acked.fetch_add(1, std::memory_order_relaxed);
         if (pa->Duplicate) c->duplicates.fetch_add(1, std::memory_order_relaxed);
@@ -479,9 +514,9 @@ struct pub_state {
                          " data bytes for good (" + last_error + ": its max_msg_size)";
       }
       if (pae->Err == NATS_NO_RESPONDERS) {
-        if (no_stream_since == clock::time_point{}) no_stream_since = clock::now();
+        no_stream.seen();
       } else {
-        no_stream_since = {};
+        no_stream.end();
       }
     }
     retry.emplace_back(msg, clock::now() + opts.retry);
@@ -537,10 +572,9 @@ struct pub_state {
     std::string why;
     if (!never_storable.empty()) {
       why = never_storable;
-    } else if (no_stream_since != clock::time_point{} && clock::now() - no_stream_since > conn->opts.give_up) {
-      why = "no stream has taken its messages for " +
-            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - no_stream_since).count()) +
-            " ms (no responders on subject '" + subject +
+    } else if (no_stream.lasted() > conn->opts.give_up) {
+      why = "no stream has taken its messages for " + no_stream.lasted_ms() +
+            " (no responders on subject '" + subject +
             "': the stream was deleted, or the server came back without its store)";
     }
     if (why.empty()) return;
@@ -579,7 +613,7 @@ struct pub_state {
       if (pred()) break;
       if (stop.stop_requested()) return false;
       lk.unlock();
-      conn->check_alive(edge.stream, down_since);
+      conn->check_alive(edge.stream, down);
       lk.lock();
       auto until = clock::now() + std::chrono::milliseconds(50);
       if (!retry.empty() && retry.front().second < until) until = retry.front().second;
@@ -752,6 +786,7 @@ struct sub_state {
   std::shared_ptr<conn_state> conn;
   edge_options edge;
   subscribe_options opts;
+  std::string durable;          // the edge's consumer
   std::string next_subject;     // $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>
   std::string inbox;            // "<inbox>." (pull replies: + request number)
   std::string confirm_inbox;    // "<inbox>." (ack confirmations: + token)
@@ -764,7 +799,11 @@ struct sub_state {
   bool open = false;
   std::size_t asked = 0, got = 0;
   clock::time_point request_deadline{};
-  clock::time_point down_since{};
+  outage down;
+  // Since when no pull request has had any answer (a live consumer answers each one, with
+  // messages or 408 when it expires), or every answer was "no responders". A request to a
+  // deleted consumer gets no answer at all, so past give_up the consumer is looked up.
+  outage unanswered;
   clock::time_point last_resend_check{};
 
   static constexpr std::uint64_t kNoConnection = UINT64_MAX;  // an epoch no answer matches
@@ -782,7 +821,7 @@ struct sub_state {
   clock::time_point last_ask{};  // guarded by ack_mu
   natsStatistics* stats = nullptr;                          // guarded by ack_mu
   std::map<std::uint64_t, unconfirmed_ack> unconfirmed;     // guarded by ack_mu: by last send's number
-  clock::time_point ack_down_since{};                       // guarded by ack_mu
+  outage ack_down;                                          // guarded by ack_mu
 
   ~sub_state() {
     // The pull inbox is normally closed by the stage (close_pulls); then the outstanding
@@ -971,7 +1010,7 @@ struct sub_state {
       {
         std::lock_guard lk(ack_mu);
         if (unconfirmed.size() < std::max<std::size_t>(opts.ack_window, 1)) break;
-        conn->check_alive(edge.stream, ack_down_since);
+        conn->check_alive(edge.stream, ack_down);
       }
       ask_about_plain_acks(true);
       serve_confirmations(10);
@@ -1100,6 +1139,29 @@ struct sub_state {
                           std::memory_order_relaxed);
   }
 
+  // Called while pull requests go unanswered: past give_up of that, looks the consumer up,
+  // and throws if it (or its stream) is gone; otherwise starts the wait again. An answer
+  // that is neither (the server is busy, JetStream is restarting) is no verdict.
+  void check_consumer_unanswered() {
+    unanswered.seen();
+    if (unanswered.lasted() <= conn->opts.give_up) return;
+    const std::string lasted = unanswered.lasted_ms();
+    unanswered.end();
+    if (natsConnection_Status(conn->nc) != NATS_CONN_STATUS_CONNECTED) return;  // check_alive's case
+    js_ctx js;
+    conn->make_js(js, nullptr);
+    jsConsumerInfo* ci = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    const natsStatus s = js_GetConsumerInfo(&ci, js.js, edge.stream.c_str(), durable.c_str(), nullptr, &jerr);
+    if (ci != nullptr) jsConsumerInfo_Destroy(ci);
+    if (s == NATS_OK) return;
+    if (jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
+      throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "' on " + conn->url + ": its " +
+                               (jerr == JSStreamNotFoundErr ? "stream" : "consumer '" + durable + "'") +
+                               " is gone (deleted while the edge ran); no pull request was answered for " + lasted);
+    }
+  }
+
   // The request number a status message answers (0: not one of ours).
   std::uint64_t request_of(natsMsg* m) const {
     const char* subj = natsMsg_GetSubject(m);
@@ -1158,7 +1220,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     jsConsumerInfo* ci = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
     natsStatus s = NATS_OK;
-    clock::time_point down_since{};
+    outage down;
     for (;;) {
       if (stop.stop_requested()) return;  // st_ stays null: ready() is false
       const bool up = natsConnection_Status(st->conn->nc) == NATS_CONN_STATUS_CONNECTED;
@@ -1170,13 +1232,11 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
                                              s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
         if (!transient) break;
       }
-      if (down_since == clock::time_point{}) down_since = clock::now();
-      const auto down = clock::now() - down_since;
-      if (down > st->conn->opts.give_up) {
+      down.seen();
+      if (down.lasted() > st->conn->opts.give_up) {
         throw std::runtime_error(
             "sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable + "': the server " +
-            st->conn->url + " has been unreachable for " +
-            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(down).count()) + " ms" +
+            st->conn->url + " has been unreachable for " + down.lasted_ms() +
             (up ? " (last answer: " + nats_error(s) + ")" : ""));
       }
       if (!nap(std::min(st->conn->opts.reconnect_wait, std::chrono::milliseconds(100)), stop)) return;
@@ -1193,6 +1253,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
                                "' is a push consumer; an edge pulls");
     }
   }
+  st->durable = durable;
   st->next_subject = "$JS.API.CONSUMER.MSG.NEXT." + e.stream + "." + durable;
   for (auto* which : {&st->inbox, &st->confirm_inbox}) {
     natsInbox* ib = nullptr;
@@ -1223,16 +1284,17 @@ const std::string& subscriber::edge_name() const { return st_->edge.stream; }
 
 void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* ctx) {
   auto& s = *st_;
-  s.conn->check_alive(s.edge.stream, s.down_since);
+  s.conn->check_alive(s.edge.stream, s.down);
   const auto t0 = clock::now();
   if (t0 - s.last_resend_check >= std::chrono::milliseconds(100)) {
     s.last_resend_check = t0;
     s.resend_due();
   }
   s.ask_about_plain_acks();
-  if (s.open && t0 >= s.request_deadline) {  // no answer: lost (server restart) or late; ask again
+  if (s.open && t0 >= s.request_deadline) {  // no answer: lost (server restart), late, or no consumer; ask again
     s.open = false;
     if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
+    s.check_consumer_unanswered();
   }
   if (!s.open) s.send_request(std::max<std::size_t>(std::min(max, s.opts.batch), 1));
   const auto until = t0 + s.opts.fetch_wait;
@@ -1249,6 +1311,7 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
       s.open = false;
       pause = true;
       if (s.opts.counters) s.opts.counters->fetch_errors.fetch_add(1, std::memory_order_relaxed);
+      s.check_consumer_unanswered();
       break;
     }
     if (rc != NATS_OK) {
@@ -1266,6 +1329,7 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
           code != nullptr && (std::strncmp(code, "404", 3) == 0 || std::strncmp(code, "408", 3) == 0);
       natsMsg_Destroy(m);
       if (!ours || heartbeat) continue;  // a late status of an abandoned request, or a heartbeat
+      s.unanswered.end();
       s.open = false;
       if (!nothing_yet) {
         pause = true;
@@ -1274,6 +1338,7 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
       break;
     }
     if (s.open && ++s.got >= s.asked) s.open = false;
+    s.unanswered.end();
     ++delivered;
     if (s.opts.counters) s.opts.counters->fetched.fetch_add(1, std::memory_order_relaxed);
     // Confirmations that came before this message are served before it is handed on.
@@ -1371,9 +1436,8 @@ std::string shown_url(std::string_view url) {
   // "scheme://token@host" -> "scheme://***@host".
   std::string out;
   out.reserve(url.size());
-  while (true) {
-    const std::size_t comma = url.find(',');
-    std::string_view one = url.substr(0, comma);
+  for (const std::string_view one : detail::server_list(url)) {
+    if (!out.empty()) out.push_back(',');
     const std::size_t scheme = one.find("://");
     const std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
     const std::size_t at = one.rfind('@');
@@ -1387,9 +1451,6 @@ std::string shown_url(std::string_view url) {
     } else {
       out.append(one);
     }
-    if (comma == std::string_view::npos) break;
-    out.push_back(',');
-    url.remove_prefix(comma + 1);
   }
   return out;
 }
@@ -1411,15 +1472,7 @@ connection connect(std::string url, connect_options o) {
   // A comma-separated list is a server pool, each tried in turn (libnats 3.4 takes a list
   // only through SetServers: given to SetURL, a list reached no server at all).
   std::vector<std::string> servers;
-  for (std::string_view rest = url;;) {
-    const std::size_t comma = rest.find(',');
-    std::string_view one = rest.substr(0, comma);
-    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
-    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
-    if (!one.empty()) servers.emplace_back(one);
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
-  }
+  for (const std::string_view one : detail::server_list(url)) servers.emplace_back(one);
   if (servers.size() > 1) {
     std::vector<const char*> list;
     for (const auto& one : servers) list.push_back(one.c_str());

@@ -356,6 +356,44 @@ TEST(JetstreamEdge, AMessageThatCanNeverBeStoredOrAStreamThatIsGoneIsAnError) {
   EXPECT_LT(ms_since(t0), 15000.0);  // give_up (1 s) and a little, not never
 }
 
+// The stream removed under a running consumer. nats-server answers no pull request for a
+// consumer that is gone (no 408, no "no responders"), so the stage looked idle for ever;
+// now, after give_up without an answer, it looks the consumer up and fails naming the edge.
+TEST(JetstreamEdge, AConsumerWhoseStreamIsDeletedFailsNamingTheEdge) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.give_up = 1000ms});
+  js::edge_options e{.stream = "vanish", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  sluice::pipeline(sluice::from<std::uint64_t>([](sluice::sender<std::uint64_t>& out) {
+                     for (std::uint64_t i = 0; i < 5; ++i) out.push(i);
+                   }),
+                   js::publish<std::uint64_t>(conn, e))
+      .run();
+  std::atomic<int> got{0};
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e, {.fetch_wait = 100ms}),
+                            sluice::into([&](js::delivery<std::uint64_t> d) {
+                              d.ack();
+                              got.fetch_add(1);
+                            }));
+  auto& g = consumer.get_graph();
+  g.start();
+  ASSERT_TRUE(eventually([&] { return got.load() == 5; })) << got.load();
+  auto admin = js::connect(server.url());
+  js::remove_edge(admin, e);
+  const auto t0 = clock_type::now();
+  try {
+    const bool ended = g.wait_for(30s).has_value();
+    ADD_FAILURE() << (ended ? "ended without an error" : "hung");
+    if (!ended) wait_bounded(g);
+  } catch (const sluice::stage_error& ex) {
+    const std::string what = ex.what();
+    EXPECT_NE(what.find("'vanish'"), std::string::npos) << what;
+    EXPECT_NE(what.find("is gone"), std::string::npos) << what;
+  }
+  EXPECT_LT(ms_since(t0), 15000.0);  // give_up (1 s), a request's expiry and a little; not never
+}
+
 // The pattern that broke libnats 3.4.1's natsSubscription_Fetch (heap overflow: a fetch
 // that gave up before its messages arrived left them queued, and the next fetch read past
 // its array): 1 ms pull waits, 8 KiB messages still arriving when a wait ends, and a
