@@ -157,7 +157,9 @@ struct edge_options {
 
 // Creates the stream and the durable consumer, or checks that existing ones have the same
 // limits (std::runtime_error naming the first difference, e.g.
-// "... stream 'x' has max_msgs 100, the edge wants 200"). Never changes an existing one.
+// "... stream 'x' has max_msgs 100, the edge wants 200"), and none that would drop a
+// message unseen (a stream's max_age or max_msgs_per_subject, a sealed stream, a
+// consumer's max_deliver). Never changes an existing one.
 void ensure_edge(connection& c, const edge_options& e);
 
 // The stream's message count now (one request to the server).

@@ -1545,6 +1545,16 @@ void check_stream(const edge_options& e, const std::string& subject, const jsStr
   if (c.MaxBytes != e.max_bytes) differ(e, what + " max_bytes", std::to_string(c.MaxBytes), std::to_string(e.max_bytes));
   const jsStorageType want = e.store == storage::file ? js_FileStorage : js_MemoryStorage;
   if (c.Storage != want) differ(e, what + " storage", storage_name(c.Storage), storage_name(want));
+  // Limits an edge never sets, that would drop messages without a word to either side.
+  if (c.MaxAge != 0) {
+    differ(e, what + " max_age", std::to_string(c.MaxAge / 1000000) + " ms",
+           "none (a message that waits that long would be dropped)");
+  }
+  if (c.MaxMsgsPerSubject > 0) {
+    differ(e, what + " max_msgs_per_subject", std::to_string(c.MaxMsgsPerSubject),
+           "none (older messages on the subject would be dropped)");
+  }
+  if (c.Sealed) differ(e, what + " state", "sealed", "open (a sealed stream stores nothing)");
   bool has = false;
   std::string subjects;
   for (int i = 0; i < c.SubjectsLen; ++i) {
@@ -1568,6 +1578,12 @@ void check_consumer(const edge_options& e, const std::string& durable, const std
   const std::string filter = c.FilterSubject != nullptr ? c.FilterSubject : "";
   if (filter != subject && !filter.empty()) differ(e, what + " filter subject", "'" + filter + "'", "'" + subject + "'");
   if (c.DeliverSubject != nullptr && *c.DeliverSubject != '\0') differ(e, what + " kind", "push", "pull");
+  // After max_deliver deliveries the server stops delivering a message and keeps it in the
+  // work queue: the item is lost to the edge, and its place in the bounded stream too.
+  if (c.MaxDeliver > 0) {
+    differ(e, what + " max_deliver", std::to_string(c.MaxDeliver),
+           "none (a message nak'ed that often would never be delivered again)");
+  }
 }
 }  // namespace
 

@@ -21,6 +21,8 @@
 #include "sluice/pipeline.hpp"
 #include "nats_server.hpp"
 
+#include <nats/nats.h>
+
 namespace js = sluice::jetstream;
 using namespace std::chrono_literals;
 using sluice_test::nats_server;
@@ -354,6 +356,60 @@ TEST(JetstreamEdge, AMessageThatCanNeverBeStoredOrAStreamThatIsGoneIsAnError) {
     EXPECT_NE(what.find("no responders"), std::string::npos) << what;
   }
   EXPECT_LT(ms_since(t0), 15000.0);  // give_up (1 s) and a little, not never
+}
+
+// One request to the JetStream API over a connection of its own: the answer's JSON. For
+// streams and consumers that ensure_edge itself would never make.
+std::string js_api(const std::string& url, const std::string& subject, const std::string& body) {
+  natsConnection* nc = nullptr;
+  if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return "no connection";
+  natsMsg* reply = nullptr;
+  std::string out = "no answer";
+  if (natsConnection_RequestString(&reply, nc, subject.c_str(), body.c_str(), 5000) == NATS_OK) {
+    out.assign(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+    natsMsg_Destroy(reply);
+  }
+  natsConnection_Destroy(nc);
+  return out;
+}
+
+// A stream or consumer made elsewhere with a limit that drops messages silently (an age
+// limit, a per-subject limit, a delivery limit) is refused, as other differences are:
+// an edge promises that every item arrives.
+TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  auto expect_error = [&](const js::edge_options& e, std::vector<std::string> words) {
+    try {
+      js::ensure_edge(conn, e);
+      ADD_FAILURE() << "no error for " << words.front();
+    } catch (const std::runtime_error& ex) {
+      for (auto& w : words) EXPECT_NE(std::string(ex.what()).find(w), std::string::npos) << ex.what() << " / " << w;
+    }
+  };
+  auto stream = [&](const std::string& name, const std::string& extra) {
+    const std::string made = js_api(server.url(), "$JS.API.STREAM.CREATE." + name,
+                                    R"({"name":")" + name + R"(","subjects":[")" + name +
+                                        R"("],"retention":"workqueue","discard":"new","max_msgs":100,)"
+                                        R"("storage":"file")" + extra + "}");
+    ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+  };
+  stream("aged", R"(,"max_age":60000000000)");
+  expect_error({.stream = "aged", .max_msgs = 100}, {"max_age", "60000 ms", "'aged'"});
+  stream("persubject", R"(,"max_msgs_per_subject":5)");
+  expect_error({.stream = "persubject", .max_msgs = 100}, {"max_msgs_per_subject", "5"});
+
+  stream("limited", "");
+  const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE.limited.limited",
+                                  R"({"stream_name":"limited","config":{"durable_name":"limited",)"
+                                  R"("ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
+                                  R"("filter_subject":"limited","deliver_policy":"all","max_deliver":3}})");
+  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+  expect_error({.stream = "limited", .max_msgs = 100}, {"max_deliver", "3", "consumer 'limited'"});
+  // A stream made elsewhere without such limits is taken (ensure_edge adds the consumer).
+  stream("plain", "");
+  EXPECT_NO_THROW(js::ensure_edge(conn, {.stream = "plain", .max_msgs = 100}));
 }
 
 // The stream removed under a running consumer. nats-server answers no pull request for a
