@@ -129,10 +129,16 @@ void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const
     bool clean = false;
     ~reset_unless_clean() {
       if (clean) return;
-      // An abort: make the close send RST so the peer cannot mistake it for a clean end.
+      // An abort: send RST now, so the peer cannot mistake it for a clean end, and need not
+      // wait for the last handle to go (a user may keep one). Linux: connect() to AF_UNSPEC
+      // disconnects a TCP socket, with a reset when it was connected; the descriptor stays
+      // open, unconnected. SO_LINGER 0 makes the eventual close a reset too where that
+      // did not happen (another kernel, a socket in another state).
       const linger hard{1, 0};
       ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
-      ::shutdown(fd, SHUT_RD);
+      sockaddr none{};
+      none.sa_family = AF_UNSPEC;
+      if (::connect(fd, &none, sizeof none) != 0) ::shutdown(fd, SHUT_RD);
     }
   } guard{conn->fd};
   detail::write_loop(conn->fd, in, options_, &waiter, "tcp_write", conn->name, &stopped);

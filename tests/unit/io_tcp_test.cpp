@@ -148,4 +148,37 @@ TEST(io_tcp, an_aborted_sink_resets_the_connection_so_the_peer_sees_an_error) {
   EXPECT_NE(peer_error.find("Connection reset by peer"), std::string::npos) << peer_error;
 }
 
+// The reset goes out when the sink ends, not when the last handle is dropped: a program
+// that keeps its tcp_connection (to log it, to retry) must not leave the peer waiting for
+// bytes that will never come.
+TEST(io_tcp, an_aborted_sink_resets_the_connection_while_its_handle_is_still_held) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "abort reset, handle held");
+  io::tcp_listener server = io::tcp_listen(0);
+  std::string got;
+  std::string peer_error;
+  std::atomic<bool> peer_done{false};
+  std::thread peer([&] {
+    try {
+      runner::run(server.source(), io_test::string_sink(&got));
+    } catch (const std::exception& e) {
+      peer_error = e.what();
+    }
+    peer_done = true;
+  });
+  io::tcp_connection c = io::tcp_connect("127.0.0.1", server.port());
+  {
+    auto sink = c.sink();
+    auto [tx, rx] = sluice::bounded<buffer>(16);
+    std::thread w([&, rx = std::move(rx)]() mutable { sink.fn(rx, std::stop_token{}); });
+    tx.push(buffer::copy_of("partial data"));
+    tx.cancel();  // an upstream failure
+    w.join();
+  }
+  // c is still held here. (Without the reset the peer waits until the watchdog fires.)
+  peer.join();
+  EXPECT_TRUE(peer_done.load());
+  EXPECT_NE(peer_error.find("Connection reset by peer"), std::string::npos) << "peer saw: '" << peer_error << "', " << got;
+  EXPECT_GE(c.fd(), 0);  // the handle stays usable as a handle: its socket is still open
+}
+
 }  // namespace
