@@ -17,10 +17,10 @@
 //     close it shuts down the write side (the peer reads end of file); after a teardown
 //     (cancel(), a failure: its stop token) it resets the connection at once, even
 //     while handles to it remain, so the peer sees an error, not a clean end. A source
-//     reads until the peer shuts down its side. graph::request_stop() drains (DESIGN §2): the sink still writes what reached
-//     it, so a peer that never reads holds the run until cancel(): bound a drain with
-//     wait_for() and cancel() after it. (No channel waits there, so the stall watchdog
-//     does not see it.)
+//     reads until the peer shuts down its side. graph::request_stop() drains (DESIGN
+//     §2): the sink still writes what reached it, so a peer that never reads holds the
+//     run until cancel(): bound a drain with wait_for() and cancel() after it. (No
+//     channel waits there, so the stall watchdog does not see it.)
 //   - Backpressure: the sink writes with the socket's own flow control, so a peer that
 //     reads slowly blocks the sink, its input channel fills, and every stage upstream
 //     waits: the bytes in flight are bounded by the channel budgets plus the kernel's
