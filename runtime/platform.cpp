@@ -27,7 +27,8 @@ namespace {
 bool tsc_is_invariant() noexcept {
 #if defined(__x86_64__) && !defined(SLUICE_STEADY_TICKS)
   unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid_max(0x80000000u, nullptr) < 0x80000007u) return false;
+  // GCC's <cpuid.h> returns unsigned, clang's int: compared as unsigned either way.
+  if (static_cast<unsigned>(__get_cpuid_max(0x80000000u, nullptr)) < 0x80000007u) return false;
   __cpuid(0x80000007u, a, b, c, d);
   return (d & (1u << 8)) != 0;  // "invariant TSC": constant rate, runs in every C-state
 #else
