@@ -106,11 +106,6 @@ metrics::snapshot graph_state::snapshot() const {
       const std::int64_t below = static_cast<std::int64_t>(fused_below[k]);
       st.busy_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, alive - waited - below));
     }
-    if (reported_.size() != nodes_.size()) reported_.assign(nodes_.size(), {0, 0, 0});
-    auto& floor = reported_[k];
-    st.busy_ns = floor[0] = std::max(floor[0], st.busy_ns);
-    st.backpressured_ns = floor[1] = std::max(floor[1], st.backpressured_ns);
-    st.starved_ns = floor[2] = std::max(floor[2], st.starved_ns);
     st.state = state_name(n.state.load(std::memory_order_relaxed));
     if (n.is_input && started_) {
       // No thread: open while its inlet takes items, done once it is closed (or cancelled).
@@ -158,6 +153,17 @@ metrics::snapshot graph_state::snapshot() const {
       }
     }
     s.channels.push_back(std::move(cshot));
+  }
+  // The times are counters: a snapshot never reports less than one before it. Applied
+  // last, after the external channels' readings (which may jump, e.g. a JetStream edge's
+  // cached gauge) moved time from busy to blocked.
+  if (reported_.size() != nodes_.size()) reported_.assign(nodes_.size(), {0, 0, 0});
+  for (std::size_t k = 0; k < nodes_.size(); ++k) {
+    auto& st = s.stages[k];
+    auto& floor = reported_[k];
+    st.busy_ns = floor[0] = std::max(floor[0], st.busy_ns);
+    st.backpressured_ns = floor[1] = std::max(floor[1], st.backpressured_ns);
+    st.starved_ns = floor[2] = std::max(floor[2], st.starved_ns);
   }
   s.bottleneck = metrics::find_bottleneck(s);
   return s;
