@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "graph_state.hpp"
+#include "text.hpp"
 #include "sluice/detail/graph_core.hpp"
 #include "sluice/metrics.hpp"
 
@@ -137,8 +138,15 @@ void graph_state::check_can_add(const std::string& name) const {
   std::lock_guard lk(mu_);
   if (started_) throw std::logic_error("sluice::graph: stage '" + name + "' added after start()");
   if (name.empty()) throw std::logic_error("sluice::graph: a stage needs a name");
+  // Compared as exported (metrics::to_json / to_prometheus write each byte that is not
+  // UTF-8 as U+FFFD): two names that differ only there would be one series.
+  const std::string shown = utf8_clean(name);
   for (const auto& n : nodes_) {
     if (n->name == name) throw std::logic_error("sluice::graph: two stages are named '" + name + "'");
+    if (utf8_clean(n->name) == shown) {
+      throw std::logic_error("sluice::graph: stages '" + shown + "' and '" + utf8_clean(n->name) +
+                             "' differ only in bytes that are not UTF-8, so their metrics would have one name");
+    }
   }
 }
 

@@ -176,7 +176,7 @@ class periodic {
   void stop() noexcept;
   // Whether a reporter thread is running (false once stopped or after fn threw).
   [[nodiscard]] bool running() const noexcept;
-  // How many times fn has been called so far.
+  // How many calls of fn have returned so far (one that threw is not counted).
   [[nodiscard]] std::uint64_t calls() const noexcept;
 
  private:

@@ -1512,3 +1512,60 @@ TEST(graph, destroying_a_started_graph_cancels_and_joins) {
 }
 
 }  // namespace
+
+namespace {
+
+// Stage names are any bytes, but the exporters write a byte that is not UTF-8 as U+FFFD:
+// two names that differ only there would be one Prometheus series (a scrape error) and
+// one name in the JSON. The second is refused, as an exact duplicate is.
+TEST(graph, stage_names_that_export_alike_are_duplicates) {
+  sluice::graph g;
+  auto s = g.source<int>("bad\xff", [](sluice::sender<int>& out) { out.push(1); });
+  try {
+    g.map("bad\xfe", s, [](int v) { return v; });
+    ADD_FAILURE() << "a second stage exported as 'bad\xEF\xBF\xBD' was accepted";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("not UTF-8"), std::string::npos) << e.what();
+  }
+  // Valid UTF-8 names that differ stay distinct, and the graph still runs.
+  auto m = g.map("bad\xC3\xA9", s, [](int v) { return v; });
+  int got = 0;
+  g.sink("sink", m, [&](int v) { got += v; });
+  g.run();
+  EXPECT_EQ(got, 1);
+}
+
+// A stage's busy time is a counter (Prometheus' sluice_stage_busy_seconds_total): an
+// external channel's reading that jumps (a JetStream edge's cached gauge) moves time from
+// busy to blocked, and a later snapshot must still not report less busy time than an
+// earlier one.
+TEST(graph, a_jumping_external_channel_reading_never_makes_busy_time_go_down) {
+  watchdog dog(60s, "external busy floor");
+  sluice::graph g;
+  std::atomic<std::uint64_t> blocked_push{0};
+  std::atomic<bool> registered{false};
+  gate done;
+  auto s = g.source<int>("src", [](sluice::sender<int>& out) { out.push(1); });
+  g.sink("pub", s, [&](int, std::stop_token st) {
+    sluice::this_stage::add_external_channel("jetstream:x", true, [&] {
+      return sluice::metrics::external_channel_reading{0, 10, blocked_push.load(), 0};
+    });
+    registered = true;
+    done.wait(st);  // busy (in the stage's own code) until the test is done
+  });
+  g.start();
+  ASSERT_TRUE(eventually([&] { return registered.load(); }));
+  // Some busy time to lose: polled, not slept for.
+  ASSERT_TRUE(eventually([&] { return stage_of(g.snapshot(), "pub").busy_ns >= 20'000'000; }, 20s));
+  const auto before = stage_of(g.snapshot(), "pub");
+  blocked_push = before.busy_ns + 1'000'000'000ULL;  // more than all its busy time so far
+  const auto after = stage_of(g.snapshot(), "pub");
+  EXPECT_GE(after.busy_ns, before.busy_ns);
+  EXPECT_GE(after.backpressured_ns, blocked_push.load());
+  const auto later = stage_of(g.snapshot(), "pub");
+  EXPECT_GE(later.busy_ns, after.busy_ns);
+  done.open();
+  g.wait();
+}
+
+}  // namespace

@@ -1,0 +1,19 @@
+// Text helpers the runtime shares (private: not installed).
+//   - utf8_clean(s): s as valid UTF-8, each byte that does not begin a valid sequence
+//     replaced by U+FFFD. The exporters (JSON, Prometheus) write names through it, and
+//     the graph compares stage names through it, so two names that export alike are
+//     refused as duplicates.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace sluice::detail {
+
+// The length of the valid UTF-8 sequence at s[i] (1 to 4 bytes), or 0 when the bytes there
+// are not one.
+std::size_t utf8_sequence(std::string_view s, std::size_t i);
+std::string utf8_clean(std::string_view s);
+
+}  // namespace sluice::detail
