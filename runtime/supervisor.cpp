@@ -80,7 +80,7 @@ replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_
     return after::go_on;
   }
   // stop and restart: as run_replica does for an exception that left the stage's loop.
-  if (fault_ != nullptr) fault_->on_stage_exception(n.name, e);
+  if (fault_ != nullptr) fault_->on_stage_exception(n.name, e, tearing_down());
   n.errors.fetch_add(1, std::memory_order_relaxed);
   if (n.policy.what() == error_policy::kind::restart && !tearing_down()) {
     bool again = false;
@@ -130,7 +130,7 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
     } catch (...) {
       n.in_function.fetch_sub(1, std::memory_order_relaxed);
       std::exception_ptr e = std::current_exception();
-      if (fault_ != nullptr) fault_->on_stage_exception(n.name, e);
+      if (fault_ != nullptr) fault_->on_stage_exception(n.name, e, tearing_down());
       n.errors.fetch_add(1, std::memory_order_relaxed);
       if (n.policy.what() == error_policy::kind::restart && !tearing_down()) {
         bool again = false;
@@ -217,7 +217,7 @@ void graph_state::close_stage(stage_node& n) noexcept {
       std::exception_ptr e = std::current_exception();
       // stress sees it as the user's own exception even when an earlier failure wins the
       // run and this one is only counted as suppressed (it was hidden then).
-      if (fault_ != nullptr) fault_->on_stage_exception(n.name, e);
+      if (fault_ != nullptr) fault_->on_stage_exception(n.name, e, false);
       n.errors.fetch_add(1, std::memory_order_relaxed);
       n.any_failed.store(true, std::memory_order_relaxed);
       fail(n, std::move(e));

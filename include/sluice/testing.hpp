@@ -35,10 +35,11 @@
 //     stages still running then are named: the one that ignores its stop token, not the
 //     ones waiting for it);
 //   - what run() threw: stage_error whose cause is the injected_fault, or cancelled after
-//     a cancel; the user's own exception is a violation carrying its message, anything
-//     else too;
-//   - every injected_fault thrown was seen leaving its stage (a stage that catches and
-//     swallows it is named);
+//     a cancel; the user's own exception is a violation carrying its message (also a
+//     sluice::cancelled or stage_error a stage throws while nothing is torn down),
+//     anything else too;
+//   - every injected_fault thrown was seen leaving its stage (a stage that catches it and
+//     goes on to another push or pop is named; one that ends after it is not);
 //   - the accounting identity on every channel: pushed == popped + discarded, nothing
 //     left buffered; no stage named stuck by the graph;
 //   - every stage's cleanup ran exactly once: each replica's function object (and
@@ -146,8 +147,10 @@ using graph_builder = std::function<void(sluice::graph&)>;
 
 // o.runs runs of the graph `build` makes, each with its own seed (see above).
 // stress, replay and run_one throw std::invalid_argument naming the field when a
-// probability is outside [0, 1] (or NaN), max_delay is negative or not below deadline, or
-// deadline is not positive.
+// probability is outside [0, 1] (or NaN), fail + delay or cancel + stop is over 1 (each
+// pair is one draw), max_delay is negative or not below deadline, or deadline is not
+// positive. Calls from several threads take turns, a run at a time: each run's thread
+// check compares the whole process's threads with those before it.
 stress_report stress(const graph_builder& build, const stress_options& o = {});
 // The one run whose seed a violation printed, with the same faults.
 stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o = {});

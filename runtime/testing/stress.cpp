@@ -60,7 +60,11 @@ std::string hex(std::uint64_t v) {
   std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
   return buf;
 }
+// "250 ms"; under a millisecond "500 us" (a deadline of 500 us is not "0 ms").
 std::string ms_text(clock::duration d) {
+  if (d > clock::duration::zero() && d < std::chrono::milliseconds(1)) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(d).count()) + " us";
+  }
   return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
 }
 
@@ -93,12 +97,17 @@ std::string describe(const std::exception_ptr& e) {
 
 enum class control { none, cancel, stop };
 
+
 // One stage replica's thread: its decision stream and how many channel ops it made.
 struct thread_ctx {
   class run_engine* owner = nullptr;
   std::string stage;
   std::uint64_t stream = 0;  // from (run seed, stage, replica)
   std::uint64_t ops = 0;
+  // The serial of the injected fault this thread threw last, until its next channel op:
+  // a thread that ends with it still set ended after the fault (the stage's right), where
+  // one that made another op went on.
+  std::uint64_t last_fault = 0;
 };
 thread_local thread_ctx* t_ctx = nullptr;
 
@@ -126,6 +135,7 @@ class run_engine final : public detail::fault_hook {
   void on_channel_op(op o) override {
     thread_ctx* c = t_ctx;
     if (c == nullptr || c->owner != this) return;  // not a stage thread of this run
+    c->last_fault = 0;
     const std::uint64_t k = ++c->ops;
     // relaxed: a count; the moment it names is as random as the interleaving anyway.
     if (control_ != control::none && ops_.fetch_add(1, std::memory_order_relaxed) + 1 == control_at_) fire_control();
@@ -143,6 +153,7 @@ class run_engine final : public detail::fault_hook {
       }
       failures_.fetch_add(1, std::memory_order_relaxed);
       mark_fault();
+      c->last_fault = serial;
       throw injected_fault(c->stage, o == op::push ? "push" : "pop", k, serial);
     }
     if (u < o_.fail_probability + o_.delay_probability) {
@@ -174,9 +185,12 @@ class run_engine final : public detail::fault_hook {
     if (t_ctx == nullptr || t_ctx->owner != this) return;
     std::lock_guard lk(mu_);
     ++stages_[t_ctx->stage].ended;
+    // Ended with no channel op since its last fault: caught and ended, which a stage may.
+    if (t_ctx->last_fault != 0) seen_.insert(t_ctx->last_fault);
     t_ctx = nullptr;
   }
-  void on_stage_exception(const std::string& stage, const std::exception_ptr& e) noexcept override {
+  void on_stage_exception(const std::string& stage, const std::exception_ptr& e,
+                          bool during_teardown) noexcept override {
     try {
       std::lock_guard lk(mu_);
       try {
@@ -185,9 +199,11 @@ class run_engine final : public detail::fault_hook {
         seen_.insert(f.serial());  // it left a stage function: not swallowed
         return;
       } catch (const sluice::cancelled&) {
-        return;  // a stage that rethrows its channel's cancel cause
+        // A stage passing on its channel's cancel cause in a teardown; thrown with nothing
+        // torn down, it is the stage's own (it failed the run).
+        if (during_teardown) return;
       } catch (const sluice::stage_error&) {
-        return;
+        if (during_teardown) return;  // likewise (a cancel cause that is a stage_error)
       } catch (...) {
       }
       for (const auto& [st, ex] : user_errors_) {
@@ -425,6 +441,11 @@ struct one_run : run_result {
 
 one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run, const stress_options& o,
                  graph_options go) {
+  // One run at a time in a process (stress, replay and run_one from several threads take
+  // turns): each run compares the process's threads with a baseline, so another run's
+  // stage threads would be reported as this run's leaks.
+  static std::mutex one_at_a_time;
+  const std::lock_guard one_run_at_a_time(one_at_a_time);
   one_run res;
   auto add = [&](std::string stage, std::string what) {
     res.violations.push_back(violation{seed, run, std::move(stage), std::move(what)});
@@ -534,12 +555,22 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
     try {
       std::rethrow_exception(outcome);
     } catch (const stage_error& e) {
-      try {
-        std::rethrow_exception(e.cause());
-      } catch (const injected_fault& f) {
-        if (eng->thrown_.count(f.serial()) == 0) add(e.stage(), "stage_error carries an injected_fault of another run");
-      } catch (const sluice::cancelled&) {
-      } catch (...) {
+      // The stage's own exception: anything but an injected fault or a cancel cause passed
+      // on, and a cancelled/stage_error the stage threw with nothing torn down (recorded
+      // by on_stage_exception).
+      bool own = std::any_of(eng->user_errors_.begin(), eng->user_errors_.end(),
+                             [&](const auto& u) { return u.second == e.cause(); });
+      if (!own) {
+        try {
+          std::rethrow_exception(e.cause());
+        } catch (const injected_fault& f) {
+          if (eng->thrown_.count(f.serial()) == 0) add(e.stage(), "stage_error carries an injected_fault of another run");
+        } catch (const sluice::cancelled&) {
+        } catch (...) {
+          own = true;
+        }
+      }
+      if (own) {
         first_user = e.cause();
         add(e.stage(), "run() threw stage_error with the stage's own exception: " + describe(e.cause()));
       }
@@ -630,6 +661,18 @@ void check_options(const stress_options& o, const char* who) {
       bad(field, v.str(), "a probability in [0, 1]");
     }
   }
+  // Each pair is one draw (a channel op fails, else is delayed; a run is cancelled, else
+  // stopped): over 1 together, the second would silently get less than it asked for.
+  auto pair_sum = [&](const char* a, double pa, const char* b, double pb) {
+    if (pa + pb > 1.0) {
+      std::ostringstream v;
+      v << pa << " + " << pb;
+      throw std::invalid_argument(std::string("sluice::testing::") + who + ": stress_options::" + a + " + " + b +
+                                  " is " + v.str() + "; together they must be at most 1 (one draw decides between them)");
+    }
+  };
+  pair_sum("fail_probability", o.fail_probability, "delay_probability", o.delay_probability);
+  pair_sum("cancel_probability", o.cancel_probability, "stop_probability", o.stop_probability);
   auto ns_text = [](clock::duration d) {
     return std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) + " ns";
   };

@@ -244,6 +244,126 @@ TEST(testing_stress, a_sink_that_throws_its_own_exception_is_named_with_the_mess
   EXPECT_EQ(again.violations[0].stage, "picky");
 }
 
+// A stage's own sluice::cancelled (or a stage_error it lets out of an inner graph) fails
+// the run just as another exception does; stress used to excuse both as a cancel cause
+// passed on, even with nothing cancelled. Under error_policy::skip too (dead letters).
+TEST(testing_stress, a_stage_that_throws_cancelled_or_stage_error_itself_is_named) {
+  const st::stress_options o = quiet(2);
+  const auto sink_cancels = st::stress([](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 10; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    g.sink("cancel-sink", src, [](int v) {
+      if (v == 5) throw sluice::cancelled();
+    });
+  }, o);
+  EXPECT_TRUE(names(sink_cancels, "cancel-sink", "own exception")) << sink_cancels;
+
+  const auto skip_cancels = st::stress([](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 10; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    auto m = g.map("skipper", src, [](int v) {
+      if (v == 3) throw sluice::cancelled();
+      return v;
+    }, {.on_error = sluice::error_policy::skip});
+    g.sink("out", m, [](int) {});
+  }, o);
+  EXPECT_TRUE(names(skip_cancels, "skipper", "threw its own exception")) << skip_cancels;
+
+  const auto inner_fails = st::stress([](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 3; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    g.sink("runs-a-graph", src, [](int v) {
+      if (v != 1) return;
+      sluice::graph inner;
+      auto s = inner.source<int>("inner-src", [](sluice::sender<int>& out) { out.push(1); });
+      inner.sink("inner-sink", s, [](int) { throw std::runtime_error("inner failure"); });
+      inner.run();  // throws stage_error
+    });
+  }, o);
+  EXPECT_TRUE(names(inner_fails, "runs-a-graph", "inner failure")) << inner_fails;
+}
+
+// A stage may catch an injected_fault and end (the header's "or end their stage"); only
+// one that goes on to another push or pop swallowed it.
+TEST(testing_stress, a_stage_that_catches_an_injected_fault_and_ends_is_not_named) {
+  st::stress_options o = quiet(20);
+  o.fail_probability = 0.05;
+  const auto r = st::stress([](sluice::graph& g) {
+    auto src = g.source<int>("ender", [](sluice::sender<int>& out) {
+      try {
+        for (int i = 0; i < 100; ++i) {
+          if (!out.push(i)) return;
+        }
+      } catch (const st::injected_fault&) {
+        return;  // ends at once
+      }
+    });
+    g.sink("out", src, [](int) {});
+  }, o);
+  EXPECT_GT(r.failures, 0u) << r;
+  for (const auto& v : r.violations) {
+    EXPECT_EQ(v.what.find("caught an injected_fault"), std::string::npos) << r;
+  }
+}
+
+// Each pair of probabilities is one draw; over 1 together, the second got less than asked
+// (cancel 1 + stop 1 gave no stop at all).
+TEST(testing_stress, probabilities_of_one_draw_over_one_together_are_an_invalid_argument) {
+  int built = 0;
+  auto build = [&](sluice::graph& g) {
+    ++built;
+    counting_graph(g, false, 10);
+  };
+  st::stress_options o = quiet(1);
+  o.cancel_probability = 1;
+  o.stop_probability = 1;
+  try {
+    (void)st::stress(build, o);
+    ADD_FAILURE() << "cancel 1 + stop 1 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("cancel_probability + stop_probability"), std::string::npos) << e.what();
+  }
+  o = quiet(1);
+  o.fail_probability = 0.9;
+  o.delay_probability = 0.9;
+  EXPECT_THROW((void)st::run_one(build, 1, o), std::invalid_argument);
+  EXPECT_EQ(built, 0);
+  o.delay_probability = 0.1;  // 1 together: fine
+  EXPECT_NO_THROW((void)st::stress(build, o));
+}
+
+// stress() from two threads at once: each run's thread check sees only its own threads
+// (the calls take turns), so neither reports the other's stage threads as leaks.
+TEST(testing_stress, two_stress_calls_at_once_do_not_report_each_others_threads) {
+  st::stress_options o = quiet(15);
+  o.fail_probability = 0.02;
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 200 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    auto m = g.map("twice", src, [](int v) { return 2 * v; }, {.replicas = 2});
+    g.sink("out", m, [](int) {});
+  };
+  st::stress_report a;
+  std::thread other([&] { a = st::stress(build, o); });
+  const st::stress_report b = st::stress(build, o);
+  other.join();
+  EXPECT_TRUE(a.ok()) << a;
+  EXPECT_TRUE(b.ok()) << b;
+  EXPECT_EQ(a.runs + b.runs, 30u);
+}
+
 TEST(testing_stress, a_stage_that_leaks_a_thread_is_named) {
   st::stress_options o = quiet(2);
   auto build = [](sluice::graph& g) {
@@ -468,7 +588,7 @@ class throw_once final : public sluice::detail::fault_hook {
   }
   void on_thread_begin(const std::string& stage, std::size_t) noexcept override { mine = stage == stage_; }
   void on_thread_end() noexcept override { mine = false; }
-  void on_stage_exception(const std::string&, const std::exception_ptr&) noexcept override {}
+  void on_stage_exception(const std::string&, const std::exception_ptr&, bool) noexcept override {}
   void on_replica_released(const std::string&) noexcept override {}
   void on_stage_closed(const std::string&, bool) noexcept override {}
 

@@ -11,6 +11,7 @@ namespace {
 
 using sluice::tool::parse_count;
 using sluice::tool::parse_size;
+using sluice::tool::parse_duration;
 
 // A double holds integers exactly only up to 2^53: 9007199254740993 read through one
 // became 9007199254740992. Whole numbers are now read as integers.
@@ -35,6 +36,16 @@ TEST(ToolArgs, FractionsAndSuffixesStillParse) {
   EXPECT_EQ(parse_count("12x"), std::nullopt);
   EXPECT_EQ(parse_count("-1"), std::nullopt);
   EXPECT_EQ(parse_count(""), std::nullopt);
+}
+
+// A duration that is not zero never becomes zero (0 means "no limit" to --duration).
+TEST(ToolArgs, ADurationUnderHalfANanosecondIsRefusedNotRoundedToZero) {
+  EXPECT_EQ(parse_duration("0.1ns"), std::nullopt);
+  EXPECT_EQ(parse_duration("0.0001us"), std::nullopt);
+  EXPECT_EQ(parse_duration("0"), std::optional<std::chrono::nanoseconds>(0));
+  EXPECT_EQ(parse_duration("0s"), std::optional<std::chrono::nanoseconds>(0));
+  EXPECT_EQ(parse_duration("1ns"), std::optional<std::chrono::nanoseconds>(1));
+  EXPECT_EQ(parse_duration("2.5ms"), std::optional<std::chrono::nanoseconds>(2'500'000));
 }
 
 }  // namespace

@@ -145,6 +145,9 @@ inline std::optional<std::chrono::nanoseconds> parse_duration(std::string_view s
   if (ns_per == 0) return std::nullopt;
   const double ns = *v * ns_per;
   if (ns > 9.2e18) return std::nullopt;
+  // Not zero, but under half a nanosecond: it would round to 0, which options read as
+  // "none" or "no limit" (--duration 0.1ns ran without a time limit).
+  if (ns > 0 && ns < 0.5) return std::nullopt;
   return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(ns)));
 }
 

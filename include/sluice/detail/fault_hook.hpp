@@ -43,7 +43,10 @@ class fault_hook {
   virtual void on_thread_begin(const std::string& stage, std::size_t replica) noexcept = 0;
   virtual void on_thread_end() noexcept = 0;
   // A stage function or on_close let `e` out (or error_policy::skip caught it on an item).
-  virtual void on_stage_exception(const std::string& stage, const std::exception_ptr& e) noexcept = 0;
+  // `during_teardown`: the graph was already being torn down (a cancel, a failure), so `e`
+  // may be its channel's cancel cause passed on; false for on_close's exceptions.
+  virtual void on_stage_exception(const std::string& stage, const std::exception_ptr& e,
+                                  bool during_teardown) noexcept = 0;
   // A replica's task is destroyed: its channel handles and its copy of the stage function.
   virtual void on_replica_released(const std::string& stage) noexcept = 0;
   // The stage's last replica finished its cleanup (on_close, when it has one).
