@@ -315,6 +315,25 @@ std::string stage_error_of(sluice::graph& g, std::chrono::seconds limit = 30s) {
 // Refusals that no wait can mend end the publish stage with an error naming the edge. They
 // were re-sent every 2 ms for ever, exactly as a full stream's are (16-20 k refusals a
 // second once the stream was gone).
+// Removes the edge's stream under the running graph g, then waits (30 s at most) for g
+// to fail: the stage_error's text ("" and a test failure if it ended well or hung), and
+// how long that took in ms.
+std::pair<std::string, double> failure_after_removing(sluice::graph& g, const std::string& url,
+                                                      const js::edge_options& e) {
+  auto admin = js::connect(url);
+  js::remove_edge(admin, e);
+  const auto t0 = clock_type::now();
+  std::string what;
+  try {
+    const bool ended = g.wait_for(30s).has_value();
+    ADD_FAILURE() << (ended ? "ended without an error" : "hung");
+    if (!ended) wait_bounded(g);
+  } catch (const sluice::stage_error& ex) {
+    what = ex.what();
+  }
+  return {what, ms_since(t0)};
+}
+
 TEST(JetstreamEdge, AMessageThatCanNeverBeStoredOrAStreamThatIsGoneIsAnError) {
   NEED_NATS_SERVER();
   nats_server server;
@@ -343,19 +362,10 @@ TEST(JetstreamEdge, AMessageThatCanNeverBeStoredOrAStreamThatIsGoneIsAnError) {
   auto& g = producer.get_graph();
   g.start();
   ASSERT_TRUE(eventually([&] { return sent.load() >= 20; })) << sent.load();
-  auto admin = js::connect(server.url());
-  js::remove_edge(admin, e);
-  const auto t0 = clock_type::now();
-  try {
-    const bool ended = g.wait_for(30s).has_value();
-    ADD_FAILURE() << (ended ? "ended without an error" : "hung");
-    if (!ended) wait_bounded(g);
-  } catch (const sluice::stage_error& ex) {
-    what = ex.what();
-    EXPECT_NE(what.find("'gone'"), std::string::npos) << what;
-    EXPECT_NE(what.find("no responders"), std::string::npos) << what;
-  }
-  EXPECT_LT(ms_since(t0), 15000.0);  // give_up (1 s) and a little, not never
+  const auto [gone, took_ms] = failure_after_removing(g, server.url(), e);
+  EXPECT_NE(gone.find("'gone'"), std::string::npos) << gone;
+  EXPECT_NE(gone.find("no responders"), std::string::npos) << gone;
+  EXPECT_LT(took_ms, 15000.0);  // give_up (1 s) and a little, not never
 }
 
 // One request to the JetStream API over a connection of its own: the answer's JSON. For
@@ -435,19 +445,10 @@ TEST(JetstreamEdge, AConsumerWhoseStreamIsDeletedFailsNamingTheEdge) {
   auto& g = consumer.get_graph();
   g.start();
   ASSERT_TRUE(eventually([&] { return got.load() == 5; })) << got.load();
-  auto admin = js::connect(server.url());
-  js::remove_edge(admin, e);
-  const auto t0 = clock_type::now();
-  try {
-    const bool ended = g.wait_for(30s).has_value();
-    ADD_FAILURE() << (ended ? "ended without an error" : "hung");
-    if (!ended) wait_bounded(g);
-  } catch (const sluice::stage_error& ex) {
-    const std::string what = ex.what();
-    EXPECT_NE(what.find("'vanish'"), std::string::npos) << what;
-    EXPECT_NE(what.find("is gone"), std::string::npos) << what;
-  }
-  EXPECT_LT(ms_since(t0), 15000.0);  // give_up (1 s), a request's expiry and a little; not never
+  const auto [what, took_ms] = failure_after_removing(g, server.url(), e);
+  EXPECT_NE(what.find("'vanish'"), std::string::npos) << what;
+  EXPECT_NE(what.find("is gone"), std::string::npos) << what;
+  EXPECT_LT(took_ms, 15000.0);  // give_up (1 s), a request's expiry and a little; not never
 }
 
 // The pattern that broke libnats 3.4.1's natsSubscription_Fetch (heap overflow: a fetch

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -122,18 +123,23 @@ TEST(io_tcp, a_stop_request_wakes_a_source_waiting_for_a_peer) {
   EXPECT_FALSE(rx.pop().has_value());
 }
 
-TEST(io_tcp, an_aborted_sink_resets_the_connection_so_the_peer_sees_an_error) {
-  sluice_test::watchdog dog(std::chrono::seconds(30), "abort reset");
+// A sink whose input is cancelled after one buffer, on a connection to a peer that reads
+// to the end: what the peer saw (its read error, and the bytes it got before). With
+// keep_handle, the test still holds the connection while the peer reads.
+struct peer_view {
+  std::string error, got;
+};
+peer_view what_the_peer_of_an_aborted_sink_sees(bool keep_handle) {
   io::tcp_listener server = io::tcp_listen(0);
-  std::string got;
-  std::string peer_error;
+  peer_view seen;
   std::thread peer([&] {
     try {
-      runner::run(server.source(), io_test::string_sink(&got));
+      runner::run(server.source(), io_test::string_sink(&seen.got));
     } catch (const std::exception& e) {
-      peer_error = e.what();
+      seen.error = e.what();
     }
   });
+  std::optional<io::tcp_connection> kept;
   {
     io::tcp_connection c = io::tcp_connect("127.0.0.1", server.port());
     auto sink = c.sink();
@@ -142,10 +148,20 @@ TEST(io_tcp, an_aborted_sink_resets_the_connection_so_the_peer_sees_an_error) {
     tx.push(buffer::copy_of("partial data"));
     tx.cancel();  // an upstream failure
     w.join();
-  }  // the last copy of the connection closes the socket: with SO_LINGER 0, an RST
-  peer.join();
-  EXPECT_NE(peer_error.find("tcp_read: cannot read"), std::string::npos) << "peer saw a clean end: " << got;
-  EXPECT_NE(peer_error.find("Connection reset by peer"), std::string::npos) << peer_error;
+    if (keep_handle) kept = c;
+  }
+  peer.join();  // without the reset, with the handle kept, this waits until the watchdog fires
+  if (keep_handle) {
+    EXPECT_GE(kept->fd(), 0);  // still a handle: its socket is open, unconnected
+  }
+  return seen;
+}
+
+TEST(io_tcp, an_aborted_sink_resets_the_connection_so_the_peer_sees_an_error) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "abort reset");
+  const peer_view seen = what_the_peer_of_an_aborted_sink_sees(false);
+  EXPECT_NE(seen.error.find("tcp_read: cannot read"), std::string::npos) << "peer saw a clean end: " << seen.got;
+  EXPECT_NE(seen.error.find("Connection reset by peer"), std::string::npos) << seen.error;
 }
 
 // The reset goes out when the sink ends, not when the last handle is dropped: a program
@@ -153,32 +169,9 @@ TEST(io_tcp, an_aborted_sink_resets_the_connection_so_the_peer_sees_an_error) {
 // bytes that will never come.
 TEST(io_tcp, an_aborted_sink_resets_the_connection_while_its_handle_is_still_held) {
   sluice_test::watchdog dog(std::chrono::seconds(30), "abort reset, handle held");
-  io::tcp_listener server = io::tcp_listen(0);
-  std::string got;
-  std::string peer_error;
-  std::atomic<bool> peer_done{false};
-  std::thread peer([&] {
-    try {
-      runner::run(server.source(), io_test::string_sink(&got));
-    } catch (const std::exception& e) {
-      peer_error = e.what();
-    }
-    peer_done = true;
-  });
-  io::tcp_connection c = io::tcp_connect("127.0.0.1", server.port());
-  {
-    auto sink = c.sink();
-    auto [tx, rx] = sluice::bounded<buffer>(16);
-    std::thread w([&, rx = std::move(rx)]() mutable { sink.fn(rx, std::stop_token{}); });
-    tx.push(buffer::copy_of("partial data"));
-    tx.cancel();  // an upstream failure
-    w.join();
-  }
-  // c is still held here. (Without the reset the peer waits until the watchdog fires.)
-  peer.join();
-  EXPECT_TRUE(peer_done.load());
-  EXPECT_NE(peer_error.find("Connection reset by peer"), std::string::npos) << "peer saw: '" << peer_error << "', " << got;
-  EXPECT_GE(c.fd(), 0);  // the handle stays usable as a handle: its socket is still open
+  const peer_view seen = what_the_peer_of_an_aborted_sink_sees(true);
+  EXPECT_NE(seen.error.find("Connection reset by peer"), std::string::npos)
+      << "peer saw: '" << seen.error << "', " << seen.got;
 }
 
 }  // namespace
