@@ -83,29 +83,34 @@ class stop_waiter {
   std::optional<std::stop_callback<wake>> cb_;
 };
 
-// Blocks SIGPIPE on the calling thread for its lifetime, so that a write to a closed
-// pipe fails with EPIPE instead of killing the process; a SIGPIPE that became pending
-// meanwhile is consumed before the old mask comes back.
-class sigpipe_guard {
+// Blocks SIGPIPE and SIGXFSZ on the calling thread for its lifetime, so that a write to
+// a closed pipe fails with EPIPE, and one past the file size limit (ulimit -f) with EFBIG,
+// instead of killing the process; such a signal that became pending meanwhile is consumed
+// before the old mask comes back (only those the caller had not blocked itself).
+class write_signals_guard {
  public:
-  sigpipe_guard() noexcept {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set_, &old_);
-  }
-  sigpipe_guard(const sigpipe_guard&) = delete;
-  sigpipe_guard& operator=(const sigpipe_guard&) = delete;
-  ~sigpipe_guard() {
-    if (!sigismember(&old_, SIGPIPE)) {
-      const timespec zero{0, 0};
-      while (sigtimedwait(&set_, nullptr, &zero) > 0) {
-      }
-      pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  write_signals_guard() noexcept {
+    sigset_t both;
+    sigemptyset(&both);
+    sigaddset(&both, SIGPIPE);
+    sigaddset(&both, SIGXFSZ);
+    pthread_sigmask(SIG_BLOCK, &both, &old_);
+    sigemptyset(&ours_);
+    for (const int sig : {SIGPIPE, SIGXFSZ}) {
+      if (!sigismember(&old_, sig)) sigaddset(&ours_, sig);
     }
+  }
+  write_signals_guard(const write_signals_guard&) = delete;
+  write_signals_guard& operator=(const write_signals_guard&) = delete;
+  ~write_signals_guard() {
+    const timespec zero{0, 0};
+    while (sigtimedwait(&ours_, nullptr, &zero) > 0) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
   }
 
  private:
-  sigset_t set_{};
+  sigset_t ours_{};  // blocked here, not by the caller: consumed and unblocked at the end
   sigset_t old_{};
 };
 

@@ -325,6 +325,9 @@ bool file_writer::committed() const noexcept {
 }
 
 void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
+  // Past the file size limit (ulimit -f) a write fails with EFBIG, an io::error naming
+  // the path and offset, instead of SIGXFSZ killing the process.
+  const detail::write_signals_guard no_write_signals;
   state& st = *state_;
   st.committed.store(false, std::memory_order_relaxed);
   const std::string where = st.path.string();
@@ -388,7 +391,7 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
 // ---- fd_writer ------------------------------------------------------------------------
 
 void fd_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
-  detail::sigpipe_guard no_sigpipe;
+  detail::write_signals_guard no_write_signals;
   const detail::output_fd target(fd_);
   std::optional<detail::stop_waiter> waiter;
   if (target.waits()) waiter.emplace(stop);

@@ -121,7 +121,7 @@ void socket_reader::operator()(sender<buffer>& out, std::stop_token stop) const 
 void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
   std::shared_ptr<socket_state> conn = sock_->listening ? accept_one(*sock_, stop) : sock_;
   if (!conn) return;
-  const detail::sigpipe_guard no_sigpipe;
+  const detail::write_signals_guard no_write_signals;
   const detail::stop_waiter waiter(stop);
   bool stopped = false;
   struct reset_unless_clean {

@@ -211,6 +211,19 @@ TEST(io_tool, a_full_disk_and_a_closed_pipe_are_errors) {
   EXPECT_NE(closed.err.find("Broken pipe"), std::string::npos) << closed.err;
 }
 
+// A file size limit (ulimit -f): the write fails with EFBIG, reported like a full disk;
+// SIGXFSZ killed the tool with no message (status 153), in the library too.
+TEST(io_tool, a_file_size_limit_is_an_error_naming_the_file_not_a_silent_death) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  write_string(dir / "in", io_test::random_bytes(1 << 20, 5));
+  const outcome r = sh("ulimit -f 100 && " + quoted(sluice) + " gzip --level 0 in out", dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("sluice gzip: cannot write out"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
+  EXPECT_EQ(dir.list(), std::vector<std::string>{"in"});  // no OUT, no temporary
+}
+
 // OUT that is IN itself (the same name, a symlink IN pointing at OUT, a hard link) is
 // refused even with --force: the input would be swapped for its own output.
 TEST(io_tool, an_output_that_is_the_input_is_refused_even_with_force) {
