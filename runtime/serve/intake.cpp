@@ -174,6 +174,11 @@ intake::intake(answer_fn answer, std::size_t workers) : answer_(std::move(answer
   try {
     reader_ = std::thread([this] { read_loop(); });
     for (std::size_t i = 0; i < workers; ++i) workers_.emplace_back([this] { work_loop(); });
+  } catch (const std::system_error& e) {  // no thread to be had (a thread or memory limit)
+    const std::size_t started = workers_.size() + (reader_.joinable() ? 1 : 0);
+    stop();
+    throw std::system_error(e.code(), "sluice::metrics::serve: cannot start its " + std::to_string(workers + 1) +
+                                          " threads (" + std::to_string(started) + " started)");
   } catch (...) {
     stop();
     throw;

@@ -25,6 +25,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -405,11 +406,15 @@ server serve(graph& g, std::string address) {
   if (*listening >= 0) (void)::listen(*listening, serve_detail::kListenBacklog);
   st->port = static_cast<std::uint16_t>(port);
   std::atomic<bool>& done = st->listener_done;
-  st->listener = std::thread([&http, &done] {
-    name_this_thread();
-    http.listen_after_bind();
-    done.store(true);  // seq_cst: read by the wait below
-  });
+  try {
+    st->listener = std::thread([&http, &done] {
+      name_this_thread();
+      http.listen_after_bind();
+      done.store(true);  // seq_cst: read by the wait below
+    });
+  } catch (const std::system_error& e) {  // no thread to be had (a thread or memory limit)
+    throw std::system_error(e.code(), "sluice::metrics::serve: cannot start the thread that listens on " + address);
+  }
   st->running = true;
   // httplib's stop() does nothing until the accept loop has begun: wait for it here, so
   // that a server stopped right after serve() returns cannot be left listening.

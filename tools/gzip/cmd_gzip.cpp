@@ -129,10 +129,16 @@ int run(const std::string& prog, const std::string& input, Source src, Codec cod
     while (!done.load(std::memory_order_acquire)) {
       if (const int sig = signals.take(std::chrono::milliseconds(100)); sig != 0) {
         if (interrupted.load(std::memory_order_relaxed) != 0) {
-          // A second signal: the user insists. Nothing of OUT is on disk under its name
-          // (an anonymous temporary vanishes with the process).
+          // A second signal: the user insists. Nothing of OUT is on disk under its name,
+          // and an anonymous temporary vanishes with the process; a named one (the
+          // fallback where O_TMPFILE is missing) would not, so the cancel the first signal
+          // began gets a moment (it ends in milliseconds) to remove it first.
           write_nowait(STDERR_FILENO, prog + ": interrupted again by " + strsignal(sig) + "; exiting now\n",
                        std::chrono::milliseconds(50));
+          const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+          while (!done.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          }
           std::_Exit(128 + sig);
         }
         interrupted.store(sig, std::memory_order_relaxed);  // read after the join below
