@@ -124,9 +124,10 @@ enum class write_mode {
 
 // Writes every byte of iov[0..n) to fd, resuming after short writes and EINTR, and
 // waiting on `waiter` (when given) for room. Returns 0, or the errno of the failed
-// write; sets *stopped and returns 0 when a stop request woke the wait.
+// write; sets *stopped and returns 0 when a stop request woke the wait. Adds the bytes
+// written to *done (when given), also those before a failure.
 inline int write_all(int fd, iovec* iov, int n, const stop_waiter* waiter, bool* stopped,
-                     write_mode how = write_mode::plain) {
+                     write_mode how = write_mode::plain, std::uint64_t* done = nullptr) {
   while (n > 0) {
     ssize_t w;
     if (how == write_mode::small) {
@@ -156,6 +157,7 @@ inline int write_all(int fd, iovec* iov, int n, const stop_waiter* waiter, bool*
       return errno;
     }
     auto left = static_cast<std::size_t>(w);
+    if (done != nullptr) *done += left;
     while (n > 0 && left >= iov->iov_len) {
       left -= iov->iov_len;
       ++iov;

@@ -123,8 +123,9 @@ std::uint64_t write_loop(int fd, receiver<buffer>& in, const write_options& o,
       iov[i] = {batch[i].data(), batch[i].size()};
       bytes += batch[i].size();
     }
-    const int err = detail::write_all(fd, iov.data(), static_cast<int>(n), waiter, stopped, how);
-    if (err != 0) detail::throw_errno(stage, "write", at_offset(where, written), err);
+    std::uint64_t part = 0;  // of this batch, before an error (a short write, then EFBIG)
+    const int err = detail::write_all(fd, iov.data(), static_cast<int>(n), waiter, stopped, how, &part);
+    if (err != 0) detail::throw_errno(stage, "write", at_offset(where, written + part), err);
     for (std::size_t i = 0; i < n; ++i) batch[i].release();
     if (*stopped) return written;
     written += bytes;
