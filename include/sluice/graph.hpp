@@ -50,8 +50,9 @@
 //     item that did not reach its consumer is counted and given to on_discard.
 //   - Misuse is a std::logic_error before any thread starts: a stream consumed twice
 //     or from another graph, a stream nobody consumes, a stage added after start, a
-//     second run, a duplicate stage name. A capacity or replica count of 0 is
-//     std::invalid_argument.
+//     second run, a duplicate stage name (names are compared as the metrics export them:
+//     two that differ only in bytes that are not UTF-8 are duplicates). A capacity or
+//     replica count of 0 is std::invalid_argument.
 // Non-guarantees: order across unordered replicas or across merge inputs; which of two
 //   simultaneous failures is first. Items popped in a batch by a sink that then
 //   returns false are dead letters (counted, handed to on_discard), not re-queued. A sink
