@@ -253,8 +253,11 @@ struct feed {
 // not the time it leaves: if this thread runs late, or the push after next() blocks
 // on a full channel, that delay is in the item's latency, and a late source sends the
 // items it owes at once instead of skipping them (wrk2's correction of coordinated
-// omission). The run also ends when the wall clock passes the duration, so a rate the
-// graph cannot take ends on time with fewer items sent.
+// omission). The source also stops when the wall clock passes the duration, so a rate
+// the graph cannot take stops sending on time with fewer items sent; due() says how many
+// were due in the window, so the report can say how many were never sent (the latest,
+// slowest ones, which the percentiles then leave out). What was sent is still delivered:
+// the run ends once the backlog drains (drain_s in the JSON).
 // Closed loop: the item is stamped with the time it is made.
 class arrivals {
  public:
@@ -285,6 +288,23 @@ class arrivals {
   }
   [[nodiscard]] std::uint64_t sent() const { return sent_; }
   [[nodiscard]] std::int64_t t0_ns() const { return t0_; }
+  // Open loop with a duration: the items due in the window (item i is due at i / rate:
+  // ceil(window * rate) of them, at most max_items). Otherwise sent().
+  [[nodiscard]] std::uint64_t due() const {
+    if (f_.rate <= 0 || f_.duration_ns <= 0) return sent_;
+    // Counted by next()'s own test of an item's offset, so that rounding (0.3 s * 5000/s
+    // is 1500.0000000000002) cannot make one more item "due" than next() would send.
+    const auto window = static_cast<double>(f_.duration_ns);
+    const auto in_window = [&](double i) {
+      const double offset = i * 1e9 / f_.rate;
+      return offset < window && std::llround(offset) < f_.duration_ns;
+    };
+    double n = std::floor(window * 1e-9 * f_.rate);
+    if (!(n < static_cast<double>(f_.max_items))) return std::max(sent_, f_.max_items);
+    while (n > 0 && !in_window(n - 1)) n -= 1;
+    while (in_window(n) && n < static_cast<double>(f_.max_items)) n += 1;
+    return std::max(sent_, static_cast<std::uint64_t>(n));
+  }
 
  private:
   feed f_;
@@ -308,6 +328,7 @@ struct bench_result {
   double load_fraction = 0;
   std::uint64_t copies = 1;
   std::uint64_t sent = 0;
+  std::uint64_t due = 0;  // open loop: items due in the window (sent or not)
   std::uint64_t delivered = 0;
   double elapsed_s = 0;  // around the whole run (threads started to joined)
   std::int64_t t0_ns = 0;  // first item
@@ -325,18 +346,33 @@ struct bench_result {
   // (a constant delay shifts both ends); one that cannot delivers at its own pace.
   // Fewer than two items have no span: an open-loop run then counts them over the window
   // it offered load for (one item offered in a second is 1/s, not 1 over the ms it took).
+  // An open-loop run whose source sent every item due, each delivered, kept up: its
+  // rate is never shown above the offered one (a late first item shortens the span).
   [[nodiscard]] double achieved() const {
     const double items = static_cast<double>(delivered) / static_cast<double>(copies);
     const double span = static_cast<double>(last_ns - first_ns) * 1e-9;
+    const bool kept_up = open_loop && sent >= due && delivered == sent * copies;
+    double a = 0;
     if (items < 2 || span <= 0) {
+      if (kept_up) return offered;  // one item has no rate of its own; it was taken
       if (open_loop && window_s > 0) return items / std::max(window_s, elapsed_s);
       return items_per_s() / static_cast<double>(copies);
     }
-    return (items - 1) / span;
+    a = (items - 1) / span;
+    return kept_up ? std::min(a, offered) : a;
   }
-  // Below 95% of the offered rate. A run that offered fewer than two items (a window
-  // shorter than the gap between them) has no rate to judge: never saturated.
-  [[nodiscard]] bool saturated() const { return open_loop && sent >= 2 && achieved() < 0.95 * offered; }
+  // Items due in the window that the source never sent (it fell behind).
+  [[nodiscard]] std::uint64_t unsent() const { return due > sent ? due - sent : 0; }
+  // Saturated: the source sent under 95% of the items due, or (with ten items or more,
+  // enough for a span that one late delivery does not decide) the deliveries ran below
+  // 95% of the offered rate. Two items were once enough, and jitter flagged idle chains.
+  [[nodiscard]] bool saturated() const {
+    if (!open_loop || due < 2) return false;
+    if (static_cast<double>(sent) < 0.95 * static_cast<double>(due)) return true;
+    return sent >= 10 && achieved() < 0.95 * offered;
+  }
+  // Open loop: how long the run went on after the window, delivering what was sent.
+  [[nodiscard]] double drain_s() const { return open_loop ? std::max(0.0, elapsed_s - window_s) : 0.0; }
   [[nodiscard]] bool complete() const { return delivered == sent * copies && balanced; }
 };
 
@@ -517,6 +553,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
   r.cpu_s = process_cpu_s() - cpu0;
   r.delivered = delivered.load();
   r.sent = arr.sent();
+  r.due = arr.due();
   r.t0_ns = arr.t0_ns();
   r.snap = rep.metrics;
   r.balanced = rep.balanced();
@@ -598,6 +635,7 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   r.cpu_s = process_cpu_s() - cpu0;
   r.delivered = delivered.load();
   r.sent = arr.sent();
+  r.due = arr.due();
   r.t0_ns = arr.t0_ns();
   r.detail = "parallel_pipeline, " + std::to_string(tokens) + " tokens, " + std::to_string(threads) + " worker threads";
   return r;
@@ -723,6 +761,13 @@ void print_open_table(const bench_config& c, const std::vector<bench_result>& rs
     if (r.saturated()) {
       std::printf("  (%s: saturated: achieved %.1f%% of the offered rate; latency grows with the run)\n",
                   r.engine.c_str(), 100 * r.achieved() / r.offered);
+      if (r.unsent() > 0) {
+        std::printf("  (%s: %llu of the %llu items due were never sent, the source being behind: the percentiles\n"
+                    "   leave out those latest, slowest items, so they are lower bounds; the run took %.2f s more\n"
+                    "   to deliver what was sent)\n",
+                    r.engine.c_str(), static_cast<unsigned long long>(r.unsent()),
+                    static_cast<unsigned long long>(r.due), r.drain_s());
+      }
     }
   }
   print_stage_shares(rs);
@@ -794,6 +839,9 @@ std::string result_json(const bench_config& c, const bench_result& r) {
   o += ",\"load_of\":" + (r.load_of.empty() ? std::string("null") : json_escape(r.load_of));
   o += ",\"load_fraction\":" + (r.load_of.empty() ? std::string("null") : num(r.load_fraction));
   o += ",\"items_sent\":" + std::to_string(r.sent) + ",\"expected_deliveries\":" + std::to_string(r.sent * r.copies);
+  o += ",\"items_due\":" + (r.open_loop ? std::to_string(r.due) : std::string("null"));
+  o += ",\"items_unsent\":" + (r.open_loop ? std::to_string(r.unsent()) : std::string("null"));
+  o += ",\"drain_s\":" + (r.open_loop ? num(r.drain_s()) : std::string("null"));
   o += ",\"items_delivered\":" + std::to_string(r.delivered) + ",\"elapsed_s\":" + num(r.elapsed_s) +
        ",\"cpu_s\":" + num(r.cpu_s) + ",\"items_per_s\":" + num(r.items_per_s()) +
        ",\"bytes_per_s\":" + num(r.items_per_s() * static_cast<double>(c.item_size)) + ",\"latency_ns\":{\"count\":" +
