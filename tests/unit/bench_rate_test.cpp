@@ -292,6 +292,31 @@ TEST_F(BenchRate, AFewItemsTakenInFullAreNeitherFasterThanOfferedNorSaturated) {
   }
 }
 
+// The source waits inside its stage function for each item to fall due; the runtime
+// counted that as busy, and every run that kept up named the source its bottleneck.
+TEST_F(BenchRate, AnOpenLoopSourceWaitingForItemsToFallDueIsNotBusyNorTheBottleneck) {
+  const result r = run_tool({"bench", "--topology", "chain:2", "--rate", "200", "--duration", "300ms", "--json"}, 60);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const mini_json::value v = mini_json::parse(r.out);
+  for (const auto& res : v["results"].arr()) {
+    if (res["engine"].str() != "sluice") continue;
+    const auto& source = res["metrics"]["stages"][std::size_t{0}];
+    ASSERT_EQ(source["name"].str(), "source");
+    EXPECT_LT(source["busy_share"].num(), 0.4) << r.out;
+    EXPECT_GT(source["starved_share"].num(), 0.5) << r.out;
+    EXPECT_TRUE(res["bottleneck"].is_null()) << r.out;
+  }
+}
+
+// A rate just under 1000 rounds to "1000" in whole units; it is shown as 1.00 k, as
+// 1000.1 is.
+TEST_F(BenchRate, ARateThatRoundsToAThousandIsShownInThousands) {
+  const result r = run_tool({"bench", "--topology", "chain:1", "--rate", "999.6", "--duration", "50ms"}, 60);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("1.00 k"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(" 1000 "), std::string::npos) << r.out;
+}
+
 TEST_F(BenchRate, BadValuesAreOneLineErrorsWithStatusTwo) {
   const std::vector<std::vector<std::string>> bad = {
       {"bench", "--rate", "0"},

@@ -37,11 +37,12 @@ std::string si(double v) {
   if (!std::isfinite(v)) return "-";
   const double a = std::fabs(v);
   char b[32];
-  if (a >= 1e9) {
+  // Each unit from where three digits of the one below would round to 1000 ("1e+03").
+  if (a >= 999.5e6) {
     std::snprintf(b, sizeof b, "%.3gG", v / 1e9);
-  } else if (a >= 1e6) {
+  } else if (a >= 999.5e3) {
     std::snprintf(b, sizeof b, "%.3gM", v / 1e6);
-  } else if (a >= 1e3) {
+  } else if (a >= 999.5) {
     std::snprintf(b, sizeof b, "%.3gk", v / 1e3);
   } else {
     std::snprintf(b, sizeof b, "%.3g", v);
