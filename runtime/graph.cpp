@@ -141,13 +141,12 @@ void graph_state::check_can_add(const std::string& name) const {
   // Compared as exported (metrics::to_json / to_prometheus write each byte that is not
   // UTF-8 as U+FFFD): two names that differ only there would be one series.
   const std::string shown = utf8_clean(name);
-  for (const auto& n : nodes_) {
-    if (n->name == name) throw std::logic_error("sluice::graph: two stages are named '" + name + "'");
-    if (utf8_clean(n->name) == shown) {
-      throw std::logic_error("sluice::graph: stages '" + shown + "' and '" + utf8_clean(n->name) +
-                             "' differ only in bytes that are not UTF-8, so their metrics would have one name");
-    }
-  }
+  const auto it = shown_names_.find(shown);
+  if (it == shown_names_.end()) return;
+  const std::string& other = nodes_[it->second]->name;
+  if (other == name) throw std::logic_error("sluice::graph: two stages are named '" + name + "'");
+  throw std::logic_error("sluice::graph: stages '" + shown + "' and '" + utf8_clean(other) +
+                         "' differ only in bytes that are not UTF-8, so their metrics would have one name");
 }
 
 void graph_state::check_input(std::size_t channel) const {
@@ -164,9 +163,7 @@ void graph_state::check_input(std::size_t channel) const {
 
 std::string graph_state::unique_name(const std::string& base) const {
   std::lock_guard lk(mu_);
-  auto taken = [&](const std::string& s) {
-    return std::any_of(nodes_.begin(), nodes_.end(), [&](const auto& n) { return n->name == s; });
-  };
+  auto taken = [&](const std::string& s) { return shown_names_.contains(utf8_clean(s)); };
   if (!taken(base)) return base;
   for (std::size_t i = 2;; ++i) {
     std::string s = base + "#" + std::to_string(i);
@@ -177,8 +174,10 @@ std::string graph_state::unique_name(const std::string& base) const {
 std::size_t graph_state::add_node(node_spec spec) {
   auto n = std::make_unique<stage_node>(std::move(spec));
   n->inside = std::make_unique<std::atomic<const void*>[]>(n->threads);  // value-initialised: null
+  std::string shown = utf8_clean(n->name);
   std::lock_guard lk(mu_);
   nodes_.push_back(std::move(n));
+  shown_names_.emplace(std::move(shown), nodes_.size() - 1);  // the first keeps a name
   return nodes_.size() - 1;
 }
 

@@ -29,6 +29,7 @@
 #include <string>
 #include <thread>
 #include <typeinfo>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -273,6 +274,9 @@ class graph_state {
   mutable std::mutex mu_;  // the lists below while building; flags
   std::vector<std::unique_ptr<stage_node>> nodes_;       // immutable after start
   std::vector<std::unique_ptr<channel_entry>> channels_; // immutable after start
+  // Each stage's name as exported (detail::utf8_clean) -> its node: names are compared
+  // as exported, once per add rather than against every stage.
+  std::unordered_map<std::string, std::size_t> shown_names_;  // guarded by mu_
   bool started_ = false;          // guarded by mu_
   bool waited_ = false;           // guarded by mu_
   bool finished_ = false;         // guarded by mu_: every stage thread is joined
