@@ -86,6 +86,26 @@ struct js_ctx {
   }
 };
 
+// One look-up of an edge's durable consumer: what the server answered, and the consumer's
+// info (owned) when it was found. gone(): the consumer or its stream does not exist.
+struct consumer_lookup {
+  natsStatus status = NATS_OK;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  std::unique_ptr<jsConsumerInfo, void (*)(jsConsumerInfo*)> info{nullptr, jsConsumerInfo_Destroy};
+  [[nodiscard]] bool found() const { return status == NATS_OK && info != nullptr; }
+  [[nodiscard]] bool gone() const {
+    return status == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr;
+  }
+};
+
+consumer_lookup look_up_consumer(jsCtx* js, const std::string& stream, const std::string& durable) {
+  consumer_lookup r;
+  jsConsumerInfo* ci = nullptr;
+  r.status = js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), nullptr, &r.jerr);
+  r.info.reset(ci);
+  return r;
+}
+
 }  // namespace
 
 // The edge as a channel in this side's snapshots ("jetstream:<stream>"): the connection's
@@ -1150,14 +1170,10 @@ struct sub_state {
     if (natsConnection_Status(conn->nc) != NATS_CONN_STATUS_CONNECTED) return;  // check_alive's case
     js_ctx js;
     conn->make_js(js, nullptr);
-    jsConsumerInfo* ci = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    const natsStatus s = js_GetConsumerInfo(&ci, js.js, edge.stream.c_str(), durable.c_str(), nullptr, &jerr);
-    if (ci != nullptr) jsConsumerInfo_Destroy(ci);
-    if (s == NATS_OK) return;
-    if (jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
+    const consumer_lookup c = look_up_consumer(js.js, edge.stream, durable);
+    if (c.gone()) {
       throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "' on " + conn->url + ": its " +
-                               (jerr == JSStreamNotFoundErr ? "stream" : "consumer '" + durable + "'") +
+                               (c.jerr == JSStreamNotFoundErr ? "stream" : "consumer '" + durable + "'") +
                                " is gone (deleted while the edge ran); no pull request was answered for " + lasted);
     }
   }
@@ -1217,19 +1233,17 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     // is waited for, as a fetch waits: up to give_up, and never past a stop request.
     js_ctx js;
     st->conn->make_js(js, nullptr);
-    jsConsumerInfo* ci = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = NATS_OK;
+    consumer_lookup found;
     outage down;
     for (;;) {
       if (stop.stop_requested()) return;  // st_ stays null: ready() is false
       const bool up = natsConnection_Status(st->conn->nc) == NATS_CONN_STATUS_CONNECTED;
       if (up) {
-        jerr = static_cast<jsErrCode>(0);
-        s = js_GetConsumerInfo(&ci, js.js, e.stream.c_str(), durable.c_str(), nullptr, &jerr);
-        if (s == NATS_OK) break;
-        const bool transient = jerr == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
-                                             s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
+        found = look_up_consumer(js.js, e.stream, durable);
+        if (found.status == NATS_OK) break;
+        const natsStatus s = found.status;
+        const bool transient = found.jerr == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
+                                               s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
         if (!transient) break;
       }
       down.seen();
@@ -1237,17 +1251,17 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
         throw std::runtime_error(
             "sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable + "': the server " +
             st->conn->url + " has been unreachable for " + down.lasted_ms() +
-            (up ? " (last answer: " + nats_error(s) + ")" : ""));
+            (up ? " (last answer: " + nats_error(found.status) + ")" : ""));
       }
       if (!nap(std::min(st->conn->opts.reconnect_wait, std::chrono::milliseconds(100)), stop)) return;
     }
-    if (s != NATS_OK) {
+    if (!found.found()) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable +
-                               "' on " + st->conn->url + ": " + nats_error(s) +
-                               (jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")" : ""));
+                               "' on " + st->conn->url + ": " + nats_error(found.status) +
+                               (found.jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(found.jerr)) + ")" : ""));
     }
-    const bool push = ci->Config != nullptr && ci->Config->DeliverSubject != nullptr && *ci->Config->DeliverSubject != '\0';
-    jsConsumerInfo_Destroy(ci);
+    const jsConsumerConfig* cfg = found.info->Config;
+    const bool push = cfg != nullptr && cfg->DeliverSubject != nullptr && *cfg->DeliverSubject != '\0';
     if (push) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable +
                                "' is a push consumer; an edge pulls");
@@ -1640,10 +1654,8 @@ void ensure_edge(connection& conn, const edge_options& e) {
   }
   jsStreamInfo_Destroy(si);
 
-  jsConsumerInfo* ci = nullptr;
-  jerr = static_cast<jsErrCode>(0);
-  s = js_GetConsumerInfo(&ci, js.js, e.stream.c_str(), durable.c_str(), nullptr, &jerr);
-  if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr) {
+  detail::consumer_lookup c = detail::look_up_consumer(js.js, e.stream, durable);
+  if (c.gone()) {  // the stream exists (made or checked above): the consumer is what is missing
     jsConsumerConfig cc;
     jsConsumerConfig_Init(&cc);
     cc.Durable = durable.c_str();
@@ -1652,20 +1664,16 @@ void ensure_edge(connection& conn, const edge_options& e) {
     cc.MaxAckPending = e.max_ack_pending;
     cc.FilterSubject = subject.c_str();
     cc.DeliverPolicy = js_DeliverAll;
-    jerr = static_cast<jsErrCode>(0);
-    s = js_AddConsumer(&ci, js.js, e.stream.c_str(), &cc, nullptr, &jerr);
+    jsConsumerInfo* made = nullptr;
+    c.jerr = static_cast<jsErrCode>(0);
+    c.status = js_AddConsumer(&made, js.js, e.stream.c_str(), &cc, nullptr, &c.jerr);
+    c.info.reset(made);
   }
-  if (s != NATS_OK) {
+  if (!c.found()) {
     throw std::runtime_error("sluice::jetstream::ensure_edge: consumer '" + durable + "' of stream '" + e.stream + "' on " +
-                             url + ": " + js_error(s, jerr));
+                             url + ": " + js_error(c.status, c.jerr));
   }
-  try {
-    check_consumer(e, durable, subject, *ci->Config);
-  } catch (...) {
-    jsConsumerInfo_Destroy(ci);
-    throw;
-  }
-  jsConsumerInfo_Destroy(ci);
+  check_consumer(e, durable, subject, *c.info->Config);
 }
 
 void remove_edge(connection& conn, const edge_options& e) {
@@ -1696,14 +1704,11 @@ edge_state inspect_edge(connection& conn, const edge_options& e) {
   out.bytes = si->State.Bytes;
   out.max_msgs = si->Config->MaxMsgs;
   jsStreamInfo_Destroy(si);
-  jsConsumerInfo* ci = nullptr;
-  const std::string durable = detail::durable_of(e);
-  s = js_GetConsumerInfo(&ci, js.js, e.stream.c_str(), durable.c_str(), nullptr, &jerr);
-  if (s == NATS_OK) {
-    out.ack_pending = ci->NumAckPending;
-    out.redelivered = ci->NumRedelivered;
-    out.consumer_pending = ci->NumPending;
-    jsConsumerInfo_Destroy(ci);
+  const detail::consumer_lookup c = detail::look_up_consumer(js.js, e.stream, detail::durable_of(e));
+  if (c.found()) {
+    out.ack_pending = c.info->NumAckPending;
+    out.redelivered = c.info->NumRedelivered;
+    out.consumer_pending = c.info->NumPending;
   }
   return out;
 }
