@@ -334,6 +334,10 @@ TEST_F(BenchRate, BadValuesAreOneLineErrorsWithStatusTwo) {
       {"bench", "--shared-at", "-10"},
       {"bench", "--probe-duration", "0"},
       {"bench", "--format", "xml"},
+      {"bench", "--sweep-at", "50"},  // sweep options without --sweep were ignored
+      {"bench", "--shared-at", "50"},
+      {"bench", "--probe-duration", "1s"},
+      {"bench", "--shared-at", "50", "--sweep", "--engine", "sluice"},
   };
   for (const auto& args : bad) {
     const std::string what = joined(args);

@@ -1148,6 +1148,13 @@ int cmd_bench(int argc, char** argv) {
   if (c.sweep && c.rate > 0) {
     throw usage_error("sluice bench: --rate and --sweep do not go together (--sweep chooses its rates)");
   }
+  // Options of a sweep given to a run that is not one were ignored without a word.
+  for (const char* o : {"--sweep-at", "--shared-at", "--probe-duration"}) {
+    if (!c.sweep && p.given(o)) throw usage_error(std::string("sluice bench: ") + o + " applies to --sweep; give --sweep too");
+  }
+  if (p.given("--shared-at") && c.engine != "both") {
+    throw usage_error("sluice bench: --shared-at compares both engines; give --engine both");
+  }
 
   // A report that cannot be written fails now, not after the whole run (throws the error
   // write_report_html would).
