@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -99,6 +101,16 @@ graph_options checked(graph_options o) {
 graph_state::graph_state(graph_options o) : opts_(checked(std::move(o))) {}
 
 graph_state::~graph_state() {
+  if (t_graph_thread == this || t_in_discard == this) {
+    // A stage, hook or the supervisor dropped the last reference to its own graph: the
+    // destructor would have to wait for the very thread it runs on, and that thread goes
+    // on using the graph after the call returns. Nothing can make that safe; say what
+    // happened instead of std::terminate's bare "without an active exception".
+    std::fputs("sluice::graph: destroyed from one of its own stages, hooks or its supervisor (it cannot wait for "
+               "itself); keep the graph alive until wait() returns on another thread\n",
+               stderr);
+    std::abort();
+  }
   bool need_wait = false;
   {
     std::lock_guard lk(mu_);
@@ -176,9 +188,15 @@ std::size_t graph_state::add_node(node_spec spec) {
   n->inside = std::make_unique<std::atomic<const void*>[]>(n->threads);  // value-initialised: null
   std::string shown = utf8_clean(n->name);
   std::lock_guard lk(mu_);
-  nodes_.push_back(std::move(n));
-  shown_names_.emplace(std::move(shown), nodes_.size() - 1);  // the first keeps a name
-  return nodes_.size() - 1;
+  const std::size_t index = nodes_.size();
+  const auto [at, fresh] = shown_names_.emplace(std::move(shown), index);  // the first keeps a name
+  try {
+    nodes_.push_back(std::move(n));
+  } catch (...) {
+    if (fresh) shown_names_.erase(at);  // out of memory: the graph is as it was
+    throw;
+  }
+  return index;
 }
 
 void graph_state::set_factory(std::size_t node, replica_factory f) {
@@ -353,7 +371,17 @@ void graph_state::start() {
     alive_ = tasks.size();
   }
   const std::size_t needed = tasks.size() + 1;  // + the supervisor
-  threads_.reserve(tasks.size());
+  try {
+    threads_.reserve(tasks.size());
+  } catch (...) {
+    // Out of memory before the first thread: the same end as a thread that cannot be
+    // made (it once escaped here, with the run started and never finished: wait() and
+    // the destructor hung).
+    const std::exception_ptr e =
+        abort_start(std::current_exception(), 0, needed, tasks.empty() ? std::string() : tasks.front().node->name);
+    tasks.clear();
+    std::rethrow_exception(e);
+  }
   for (std::size_t k = 0; k < tasks.size(); ++k) {
     try {
       maybe_fail_thread_creation();
@@ -448,6 +476,7 @@ void graph_state::finish_run() noexcept {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  seal_leftover_channels();
   std::exception_ptr start_error;
   {
     std::lock_guard mk(mu_);
@@ -494,6 +523,33 @@ void graph_state::finish_run() noexcept {
     done_.store(true, std::memory_order_release);
   }
   life_cv_.notify_all();
+}
+
+// Every stage has ended. A channel still open, or holding items, has a handle that a
+// stage function copied and kept past its end (a receiver stored elsewhere): cancel it,
+// so its items are dead letters now, counted in the report while the graph is here to
+// take them, and nothing reaches this graph's hooks once it is gone (a receiver copy
+// released after the graph was destroyed called the destroyed graph's on_discard).
+void graph_state::seal_leftover_channels() noexcept {
+  for (auto& c : channels_) {
+    if (c->producer < nodes_.size() && nodes_[c->producer]->is_input) continue;  // inlets seal themselves
+    bool leftover = !c->control->closed();
+    if (!leftover) {
+      try {
+        leftover = c->control->stats().items != 0;
+      } catch (...) {
+        leftover = true;
+      }
+    }
+    if (!leftover) continue;
+    std::exception_ptr why;
+    try {
+      why = std::make_exception_ptr(sluice::cancelled());
+    } catch (...) {
+    }
+    c->control->cancel(why);
+    c->control->wait_discards();
+  }
 }
 
 void graph_state::check_may_wait(const char* what) const {

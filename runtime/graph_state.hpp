@@ -110,7 +110,9 @@ enum class stage_state : int { idle, running, done, failed, stuck };
 // A stage: what the builder said (node_spec: name, threads, policy, ...), the channels it
 // reads and feeds, and its runtime counters.
 struct stage_node : node_spec {
-  explicit stage_node(node_spec s) noexcept : node_spec(std::move(s)) {}
+  // Not noexcept: the members below allocate (std::stop_source, std::deque), and a
+  // bad_alloc while adding a stage must reach the caller, not std::terminate.
+  explicit stage_node(node_spec s) : node_spec(std::move(s)) {}
 
   // Set while building.
   std::vector<std::size_t> inputs;   // channel ids
@@ -214,6 +216,7 @@ class graph_state {
  private:
   // supervisor.cpp: a stage thread's life, and teardown.
   void run_replica(stage_node& n, std::size_t index, std::unique_ptr<replica_task> task) noexcept;
+  void seal_leftover_channels() noexcept;
   void finish_replica(stage_node& n, std::int64_t t0) noexcept;
   // After stage n's last thread closed its outputs: ends the fused stages fed by them
   // (release, on_close, their outputs, and on down a chain), on this thread.

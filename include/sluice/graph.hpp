@@ -61,7 +61,11 @@
 //   function has returned): calls they began before then still run, usually at most one
 //   each, more when the scheduler holds the returning thread between the two.
 // Lifetime: a graph runs once. Streams refer to their graph and must not outlive it.
-//   Destroying a started graph that was not waited for cancels it and waits.
+//   Destroying a started graph that was not waited for cancels it and waits. A graph
+//   destroyed on one of its own threads (a stage or hook holding its last reference)
+//   cannot wait for itself: the process aborts with a message saying so.
+//   Handles that a stage copies and keeps past its end (a receiver stored elsewhere)
+//   are cancelled when the run ends: their items are dead letters in the report.
 #pragma once
 
 #include <chrono>

@@ -13,7 +13,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <future>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -446,4 +449,55 @@ TEST(teardown, a_stage_ending_during_the_teardown_cancels_its_output_instead_of_
   EXPECT_THROW(g.wait(), sluice::cancelled);
   EXPECT_TRUE(held_in_discard);
   EXPECT_EQ(ending, end::cancelled);
+}
+
+// A stage that copies its receiver and keeps the copy past its end: when the run ends
+// the channel is cancelled, its items are dead letters counted in the report, and
+// releasing the copy once the graph is gone reaches nothing of the graph (it called the
+// destroyed graph's on_discard and crashed; the report did not balance).
+TEST(teardown, a_receiver_a_stage_keeps_past_its_end_is_cancelled_when_the_run_ends) {
+  watchdog dog(30s, "kept_receiver");
+  std::optional<sluice::receiver<int>> kept;
+  std::atomic<int> dead{0};
+  {
+    sluice::graph g({.on_discard = [&dead](const sluice::dead_letter&) { dead.fetch_add(1); }});
+    auto s = g.source<int>("src", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 10; ++i) ASSERT_TRUE(out.push(i));
+    });
+    g.consume("keep", s, [&kept](sluice::receiver<int>& rx) { kept = rx; });
+    const sluice::report r = g.run();
+    EXPECT_TRUE(r.balanced());
+    ASSERT_EQ(r.metrics.channels.size(), 1U);
+    EXPECT_EQ(r.metrics.channels[0].stats.discarded, 10U);
+    EXPECT_EQ(dead.load(), 10);
+    ASSERT_TRUE(kept.has_value());
+    EXPECT_TRUE(kept->cancelled());
+    EXPECT_FALSE(kept->pop().has_value());
+  }
+  kept.reset();  // the graph is gone
+  EXPECT_EQ(dead.load(), 10);
+}
+
+// The last reference to a graph dropped on one of its own stage threads: the destructor
+// cannot wait for the thread it runs on. The process aborts saying so (it was
+// std::terminate's bare "terminate called without an active exception").
+TEST(teardown_death, a_graph_destroyed_by_its_own_stage_aborts_saying_why) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto g = std::make_shared<sluice::graph>();
+        auto held = std::make_shared<std::shared_ptr<sluice::graph>>(g);
+        auto main_let_go = std::make_shared<std::promise<void>>();
+        std::shared_future<void> let_go = main_let_go->get_future().share();
+        auto s = g->source<int>("src", [held, let_go](sluice::sender<int>&) {
+          if (let_go.wait_for(30s) == std::future_status::ready) held->reset();  // the last one
+        });
+        g->sink("sink", s, [](int) {});
+        g->start();
+        g.reset();
+        main_let_go->set_value();
+        std::this_thread::sleep_for(30s);  // not synchronisation: the abort ends the process first
+        std::exit(0);                      // no abort: EXPECT_DEATH fails
+      },
+      "destroyed from one of its own stages");
 }
