@@ -552,6 +552,29 @@ TEST_F(Tool, AnOutOfRangeValueIsQuotedAsTyped) {
   }
 }
 
+// An option with a narrow range says that range for any bad value, a number past any
+// count too: "--level 99999999999999999999" said "a whole number up to 9.2e18".
+TEST_F(Tool, ANarrowOptionSaysItsRangeForAHugeOrNonNumericValue) {
+  struct c {
+    std::vector<std::string> args;
+    const char* says;
+  };
+  const std::vector<c> cases = {
+      {{"gzip", "--level", "99999999999999999999", "/dev/null", "-"}, "expected a level from 0 to 9"},
+      {{"gzip", "--level", "fast", "/dev/null", "-"}, "expected a level from 0 to 9"},
+      {{"gzip", "--jobs", "99999999999999999999", "/dev/null", "-"}, "expected 0 to 1024"},
+      {{"bench", "--replicas", "99999999999999999999"}, "expected 1 to 256"},
+  };
+  for (const c& k : cases) {
+    std::string what;
+    for (const auto& a : k.args) what += a + " ";
+    const result r = run_tool(k.args, 60);
+    EXPECT_EQ(r.status, 2) << what << "\nstderr: " << r.err;
+    EXPECT_NE(r.err.find(k.says), std::string::npos) << what << "\nstderr: " << r.err;
+    EXPECT_EQ(r.err.find("9.2e18"), std::string::npos) << what << "\nstderr: " << r.err;
+  }
+}
+
 // ---- stress -------------------------------------------------------------------
 
 // Every shape; the next test runs the shapes without broadcast on their own.

@@ -1026,7 +1026,7 @@ int cmd_bench(int argc, char** argv) {
            c.work_text, [&](std::string_view v) { return parse_work_list(v, c.work); },
            "a duration like 200ns, spin:2us or sleep:10us (comma-separated per stage)");
   p.count("--capacity", &c.capacity, "items per channel");
-  p.count("--replicas", &c.replicas, "threads per worker stage (chain, fanout, diamond)");
+  p.count("--replicas", &c.replicas, "threads per worker stage (chain, fanout, diamond)", "1 to 256");
   p.flag("--ordered", &c.ordered, "replicated stages keep input order");
   p.flag("--fuse", &c.fuse, "chain: run the worker maps on the source's thread (stage_options::fuse; the sink keeps its own)");
   p.flag("--fuse-sink", &c.fuse_sink, "chain, with --fuse: fuse the sink too (the whole chain on one thread)");

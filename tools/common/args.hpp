@@ -267,16 +267,21 @@ class arg_parser {
           *out = *r;
         });
   }
-  void count(std::string name, std::uint64_t* out, std::string help) {
-    add(name, "N", std::move(help), std::to_string(*out), [this, out, n = name](std::string_view v) {
-      const auto r = parse_count(v);
-      if (!r) {
-        const auto d = detail::parse_decimal(v);
-        bad(n, v, d && *d > 9.2e18 && *d == std::floor(*d) ? "a whole number up to 9.2e18 (this one is too large)"
-                                                              : "a whole number like 1000 or 10k");
-      }
-      *out = *r;
-    });
+  // `range`: what the option takes when that is narrower than any count ("a level from
+  // 0 to 9"); a value that is no count at all, or past 9.2e18, is then refused with it
+  // (not with "a whole number up to 9.2e18"). The caller still checks the range itself.
+  void count(std::string name, std::uint64_t* out, std::string help, std::string range = {}) {
+    add(name, "N", std::move(help), std::to_string(*out),
+        [this, out, n = name, range = std::move(range)](std::string_view v) {
+          const auto r = parse_count(v);
+          if (!r) {
+            const auto d = detail::parse_decimal(v);
+            if (!range.empty()) bad(n, v, range);
+            bad(n, v, d && *d > 9.2e18 && *d == std::floor(*d) ? "a whole number up to 9.2e18 (this one is too large)"
+                                                                  : "a whole number like 1000 or 10k");
+          }
+          *out = *r;
+        });
   }
   void text(std::string name, std::string* out, std::string metavar, std::string help) {
     add(name, std::move(metavar), std::move(help), *out, [this, out, n = name](std::string_view v) {

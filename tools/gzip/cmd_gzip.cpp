@@ -193,8 +193,8 @@ int run_codec(bool compress, int argc, char** argv) {
                         : "output file, or - for stdout (default: IN without .gz; stdout when IN is -)",
                false);
   if (compress) {
-    p.count("--level", &a.level, "compression level, 0 (store) to 9 (smallest)");
-    p.count("--jobs", &a.jobs, "compressing threads (0: one per hardware thread)");
+    p.count("--level", &a.level, "compression level, 0 (store) to 9 (smallest)", "a level from 0 to 9");
+    p.count("--jobs", &a.jobs, "compressing threads (0: one per hardware thread)", "0 to 1024");
     p.size("--block", &a.block, "input bytes per compressed block");
   }
   p.flag("--force", &a.force,
