@@ -5,6 +5,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <new>
 #include <string_view>
 
 #include "common/args.hpp"
@@ -73,6 +74,9 @@ int main(int argc, char** argv) {
     } catch (const sluice::tool::usage_error& e) {
       std::fprintf(stderr, "%s\n", e.what());  // already "sluice <command>: ..."
       return 2;
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "sluice %s: error: out of memory (std::bad_alloc)\n", c.name);
+      return 1;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "sluice %s: error: %s\n", c.name, e.what());
       return 1;

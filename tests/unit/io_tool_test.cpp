@@ -227,6 +227,36 @@ TEST(io_tool, a_file_size_limit_is_an_error_naming_the_file_not_a_silent_death) 
   EXPECT_EQ(dir.list(), std::vector<std::string>{"in"});  // no OUT, no temporary
 }
 
+// Out of memory (an address-space limit under a 1 GiB --block) names the input, the
+// stage and what to change; it said only "std::bad_alloc". Not under sanitizers: their
+// shadow memory cannot be mapped under such a limit.
+TEST(io_tool, running_out_of_memory_says_so_and_what_to_change) {
+  REQUIRE_TOOL();
+#if defined(SLUICE_SANITIZER_BUILD)
+  GTEST_SKIP() << "an address-space limit breaks the sanitizer's own mappings";
+#endif
+  io_test::temp_dir dir;
+  write_string(dir / "in", io_test::random_bytes(3 << 20, 6));
+  // Which allocation fails first depends on the limit (reading a 1 GiB chunk, or the
+  // splitter's block); under the smallest, one always does.
+  int failed = 0;
+  for (const char* kib : {"700000", "1000000", "1200000", "1500000"}) {
+    SCOPED_TRACE(kib);
+    const outcome r = sh(std::string("ulimit -v ") + kib + " && " + quoted(sluice) + " gzip --force --block 1GiB in out", dir);
+    if (r.status == 0) continue;  // it fitted
+    ++failed;
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("sluice gzip: ", 0), 0U) << r.err;
+    EXPECT_EQ(r.err.find("bad_alloc"), std::string::npos) << r.err;
+    const bool says = r.err.find("in: out of memory") != std::string::npos ||
+                      r.err.find("cannot allocate a chunk of 1073741824 bytes to read in") != std::string::npos;
+    EXPECT_TRUE(says) << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"in"});  // no OUT, no temporary
+  }
+  EXPECT_GT(failed, 0);
+}
+
 // OUT that is IN itself (the same name, a symlink IN pointing at OUT, a hard link) is
 // refused even with --force: the input would be swapped for its own output.
 TEST(io_tool, an_output_that_is_the_input_is_refused_even_with_force) {

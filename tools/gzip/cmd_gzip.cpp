@@ -33,6 +33,7 @@
 #include <memory>
 #include <exception>
 #include <filesystem>
+#include <new>
 #include <string>
 #include <thread>
 #include <optional>
@@ -89,6 +90,10 @@ std::string message_of(const std::exception_ptr& p, const std::string& input, co
     std::rethrow_exception(p);
   } catch (const stage_error& e) {
     return message_of(e.cause(), input, e.stage());
+  } catch (const std::bad_alloc&) {
+    // "std::bad_alloc" alone did not say what ran out, nor what to change.
+    return input + ": out of memory" + (stage.empty() ? std::string() : " in stage '" + stage + "'") +
+           " (each job holds a few buffers of --block bytes: try a smaller --block or fewer --jobs)";
   } catch (const std::exception& e) {
     std::string m = e.what();
     for (const std::string& prefix : {stage + ": ", std::string("io: ")}) {
