@@ -92,6 +92,7 @@ metrics::snapshot graph_state::snapshot() const {
       st.items_out += cs[ch].pushed;
       st.backpressured_ns += cs[ch].blocked_push_ns;
     }
+    if (n.turn_wait) st.starved_ns += ticks_to_ns(n.turn_wait->blocked_ticks_now(true));
     st.errors = n.errors.load(std::memory_order_relaxed);
     st.restarts = n.restarts.load(std::memory_order_relaxed);
     const std::int64_t alive = n.exited_ns.load(std::memory_order_relaxed) +

@@ -217,7 +217,10 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
   check_stage<F>(g, name, o);
   g.check_input(owner, in_ch);
   const bool ordered = o.ordered && o.replicas > 1 && K != item_kind::sink;
-  const std::size_t id = g.add_node(make_spec(std::move(name), o));
+  node_spec spec = make_spec(std::move(name), o);
+  if (ordered) spec.turn_wait = std::make_shared<wait_clock>();
+  std::shared_ptr<wait_clock> turns = spec.turn_wait;
+  const std::size_t id = g.add_node(std::move(spec));
   receiver<T> rx = take_input<T>(g, in_ch, id);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   const std::size_t threads = o.replicas;
@@ -229,7 +232,7 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
   } else {
     auto [out, tx] = make_output<U>(g, id, o.capacity);
     std::shared_ptr<reorder_window<U>> order;
-    if (ordered) order = std::make_shared<reorder_window<U>>(g, out, 2 * o.replicas);
+    if (ordered) order = std::make_shared<reorder_window<U>>(g, out, 2 * o.replicas, std::move(turns));
     g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), out = out, fn, order,
                        threads](std::size_t) -> std::unique_ptr<replica_task> {
       return std::make_unique<item_task<K, T, U, F>>(*gp, rx, in_ch, tx, out, fn, order, threads);
@@ -247,13 +250,18 @@ std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_
   g.check_input(owner, in_ch);
   const bool ordered = o.ordered && o.replicas > 1;
   node_spec spec = make_spec(std::move(name), o);
-  if (ordered) spec.threads = o.replicas + 1;  // + the emitter
+  if (ordered) {
+    spec.threads = o.replicas + 1;  // + the emitter
+    spec.turn_wait = std::make_shared<wait_clock>();
+  }
+  std::shared_ptr<wait_clock> turns = spec.turn_wait;
   const std::size_t id = g.add_node(std::move(spec));
   receiver<T> rx = take_input<T>(g, in_ch, id);
   auto [out, tx] = make_output<U>(g, id, o.capacity);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   if (ordered) {
-    auto order = std::make_shared<flat_map_order<U>>(g, out, 2 * o.replicas, std::min<std::size_t>(o.capacity, kBatch));
+    auto order = std::make_shared<flat_map_order<U>>(g, out, 2 * o.replicas, std::min<std::size_t>(o.capacity, kBatch),
+                                                     std::move(turns));
     const std::size_t replicas = o.replicas;
     g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), fn, order,
                        replicas](std::size_t i) -> std::unique_ptr<replica_task> {

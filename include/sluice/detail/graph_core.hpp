@@ -42,6 +42,7 @@
 #include "sluice/stage.hpp"
 #include "sluice/status.hpp"
 #include "sluice/supervisor.hpp"
+#include "sluice/detail/wait_clock.hpp"
 
 namespace sluice::detail {
 
@@ -165,6 +166,10 @@ struct node_spec {
   // stage upstream) through a direct channel. threads is 0.
   std::shared_ptr<fused_control> fused;
   std::size_t host = 0;
+  // An ordered replicated stage: the time its threads wait for input outside its
+  // channels (replicas taking turns to pop, the emitter waiting for the next item).
+  // Counted as starved, not busy (an idle ordered stage was named the bottleneck).
+  std::shared_ptr<wait_clock> turn_wait;
 };
 
 class graph_core {

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -36,6 +37,7 @@
 
 #include "sluice/channel.hpp"
 #include "sluice/detail/graph_task.hpp"
+#include "sluice/detail/wait_clock.hpp"
 
 namespace sluice::detail {
 
@@ -44,8 +46,8 @@ namespace sluice::detail {
 template <class U>
 class reorder_window {
  public:
-  reorder_window(graph_core& g, std::size_t out_channel, std::size_t window)
-      : graph_(&g), out_(out_channel), slots_(window) {}
+  reorder_window(graph_core& g, std::size_t out_channel, std::size_t window, std::shared_ptr<wait_clock> turns)
+      : turn_wait(std::move(turns)), graph_(&g), out_(out_channel), slots_(window) {}
   reorder_window(const reorder_window&) = delete;
   reorder_window& operator=(const reorder_window&) = delete;
   ~reorder_window() {
@@ -56,8 +58,20 @@ class reorder_window {
   }
 
   // Popping and numbering happen together under this mutex: batch order is input order.
+  // A replica waiting for it waits for input (another holds it in a blocking pop):
+  // timed on turn_wait (node_spec::turn_wait), so it counts as starved, not busy.
   std::mutex pop_mu;
   std::uint64_t next_seq = 0;  // guarded by pop_mu
+  std::shared_ptr<wait_clock> turn_wait;
+
+  std::unique_lock<std::mutex> take_turn() {
+    std::unique_lock lk(pop_mu, std::try_to_lock);
+    if (!lk.owns_lock()) {
+      const timed_wait w(turn_wait.get());
+      lk.lock();
+    }
+    return lk;
+  }
 
   // Hands batch `seq` over (items is left empty). Returns false when the stage must
   // stop: the output ended, or teardown (the stop token) interrupted the wait.
@@ -154,13 +168,18 @@ class reorder_window {
 template <class U>
 class flat_map_order {
  public:
-  flat_map_order(graph_core& g, std::size_t out_channel, std::size_t window, std::size_t private_capacity)
-      : graph_(&g), out_(out_channel), slots_(window), private_capacity_(private_capacity) {}
+  flat_map_order(graph_core& g, std::size_t out_channel, std::size_t window, std::size_t private_capacity,
+                 std::shared_ptr<wait_clock> turns)
+      : graph_(&g), out_(out_channel), turn_wait_(std::move(turns)), slots_(window), private_capacity_(private_capacity) {}
 
   // Replica side. Pops one item and numbers it; nullopt when the input is done.
   template <class T>
   std::optional<std::pair<std::uint64_t, T>> next(receiver<T>& rx) {
-    std::lock_guard lk(pop_mu_);
+    std::unique_lock lk(pop_mu_, std::try_to_lock);
+    if (!lk.owns_lock()) {
+      const timed_wait w(turn_wait_.get());  // another replica waits in rx.pop(): input
+      lk.lock();
+    }
     auto v = rx.pop();
     if (!v) {
       std::lock_guard lk2(mu_);
@@ -202,16 +221,26 @@ class flat_map_order {
       {
         std::unique_lock lk(mu_);
         const std::size_t w = slots_.size();
-        if (!cv_.wait(lk, stop, [&] { return dead_ || slots_[next_ % w] || (ended_ && next_ == total_); })) {
-          break;
+        const auto ready = [&] { return dead_ || slots_[next_ % w] || (ended_ && next_ == total_); };
+        bool go = ready();
+        if (!go) {
+          const timed_wait waiting(turn_wait_.get());  // for the next item: input
+          go = cv_.wait(lk, stop, ready);
         }
+        if (!go) break;
         if (dead_ || !slots_[next_ % w]) break;
         rx = std::move(*slots_[next_ % w]);
         slots_[next_ % w].reset();
       }
       bool ok = true;
       try {
-        while (ok && rx.pop_some(std::back_inserter(buf), kBatch) != 0) ok = push_batch(*graph_, out, out_, buf);
+        const auto take = [&] {
+          // Waits while the replica is still making the item's outputs: input. (The pop
+          // itself, a few ns a batch, is counted with it.)
+          const timed_wait waiting(turn_wait_.get());
+          return rx.pop_some(std::back_inserter(buf), kBatch) != 0;
+        };
+        while (ok && take()) ok = push_batch(*graph_, out, out_, buf);
       } catch (...) {
         // A push that threw: what it held is a dead letter, and the order ends as when the
         // output ends (the replicas stop waiting for a window that will not move).
@@ -238,6 +267,7 @@ class flat_map_order {
  private:
   graph_core* graph_;
   std::size_t out_;
+  std::shared_ptr<wait_clock> turn_wait_;
   std::mutex pop_mu_;
   std::uint64_t next_seq_ = 0;  // guarded by pop_mu_
   std::mutex mu_;

@@ -157,7 +157,7 @@ class item_task final : public replica_task {
  private:
   bool refill() {
     if (order_) {
-      std::lock_guard lk(order_->pop_mu);
+      const auto lk = order_->take_turn();
       if (rx_.pop_some(std::back_inserter(in_), batch_) == 0) return false;
       seq_ = order_->next_seq++;
       return true;

@@ -85,4 +85,22 @@ class wait_clock {
   std::uint64_t slow_since_sum_ = 0;  // the sum of their start ticks     (guarded by slow_mu_)
 };
 
+// Times a wait outside any channel (an ordered stage's replicas taking turns to pop, its
+// emitter waiting for the next item) as one slow wait on `c`; null: not timed.
+class timed_wait {
+ public:
+  explicit timed_wait(wait_clock* c) : c_(c), t0_(c != nullptr ? ticks() : 0) {
+    if (c_ != nullptr) c_->begin_slow(t0_);
+  }
+  timed_wait(const timed_wait&) = delete;
+  timed_wait& operator=(const timed_wait&) = delete;
+  ~timed_wait() {
+    if (c_ != nullptr) c_->end_slow(t0_, ticks() - t0_, true);
+  }
+
+ private:
+  wait_clock* c_;
+  std::uint64_t t0_;
+};
+
 }  // namespace sluice::detail
