@@ -630,13 +630,40 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
     if (extra.empty()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   } while (clock::now() < t_end);
+  // A new thread carries the name of the thread that made it: a stage's ("name",
+  // "name#i", cut to 15 bytes), on which the stages fused onto it run too. That is all
+  // there is to go on: when names agree in their first 15 bytes, or stages are fused
+  // onto the one named, each stage it may be is named (the longest name used to be
+  // blamed alone, and a fused stage's thread was blamed on its host).
   for (const auto& [tid, comm] : extra) {
-    std::string stage;
+    std::vector<std::string> may_be;
     for (const auto& [name, s] : eng->stages_) {
-      if (thread_of(comm, name) && name.size() > stage.size()) stage = name;
+      if (thread_of(comm, name)) may_be.push_back(name);
     }
-    add(stage, "thread " + std::to_string(tid) + " ('" + comm + "') is still alive after the run" +
-                   (stage.empty() ? std::string() : ": stage '" + stage + "' (or a thread it made) left it behind"));
+    const std::size_t hosts = may_be.size();
+    for (const auto& st : last.metrics.stages) {
+      const bool on_host = std::find(may_be.begin(), may_be.begin() + static_cast<std::ptrdiff_t>(hosts), st.runs_on) !=
+                           may_be.begin() + static_cast<std::ptrdiff_t>(hosts);
+      if (!st.runs_on.empty() && on_host && std::find(may_be.begin(), may_be.end(), st.name) == may_be.end()) {
+        may_be.push_back(st.name);
+      }
+    }
+    std::string what = "thread " + std::to_string(tid) + " ('" + comm + "') is still alive after the run";
+    if (may_be.size() == 1) {
+      what += ": stage '" + may_be.front() + "' (or a thread it made) left it behind";
+    } else if (!may_be.empty()) {
+      std::string list;
+      for (std::size_t i = 0; i < may_be.size(); ++i) {
+        list += (i == 0 ? "" : i + 1 == may_be.size() ? " or " : ", ") + ("'" + may_be[i] + "'");
+      }
+      what += ": one of the stages " + list + " (or a thread one made) left it behind; a thread made on a stage's "
+              "thread carries its name, cut to 15 bytes, and fused stages run on their host's thread";
+    }
+    if (may_be.empty()) {
+      add("", what);
+    } else {
+      for (const auto& name : may_be) add(name, what);
+    }
   }
   return res;
 }
