@@ -2,21 +2,29 @@
 //
 //   ingest_server [--port P] [--out FILE] [--capacity N] [--write-us U]
 //
-// POST /ingest   one record per request body; 200 once the graph has accepted it,
-//                503 when the graph is full (the client retries later) or ending.
+// POST /ingest   one record per request body (at most 1 MiB: larger is 413); 200 once
+//                the graph has accepted it, 503 when the graph is full (the client
+//                retries later) or ending.
 // GET  /metrics  the graph's snapshot in Prometheus text format.
 //
 // The graph: ingest (an inlet fed by the server's handler threads) -> parse -> enrich
-// (2 replicas, ordered) -> write (appends one line per record to FILE, flushed in
-// batches). SIGTERM or SIGINT: the server stops accepting, request_stop() closes the
-// inlet, every accepted record drains to FILE, and the process prints
-// "accepted N written M delay-ms max D mean E" (D, E: how long written records waited
-// between their 200 and their write) and exits 0 (1 if the graph failed). --write-us
-// makes each write take U more microseconds, as a slow store would. A graph that fails on its
-// own (FILE on a full disk) ends the server too: on_done tells it, no thread blocks in
-// wait() to find out.
+// (2 replicas, ordered) -> write (appends one line per record to FILE: the body with
+// backslash, tab, CR, LF and other control bytes escaped as \\, \t, \r, \n, \xHH; a tab; its
+// length in bytes; one write(2) per line, so a line is in the file whole or not at all).
+// SIGTERM or SIGINT: the server stops accepting, request_stop() closes the inlet, every
+// accepted record drains to FILE, and the process prints
+// "accepted N written M dead-letters L delay-ms max D mean E" (D, E: how long written
+// records waited between their 200 and their write) and exits 0 (1 if the graph failed).
+// --write-us makes each write take U more microseconds, as a slow store would. A graph
+// that fails on its own (FILE on a full disk) ends the server too: on_done tells it, no
+// thread blocks in wait() to find out; the records it had accepted and not written are
+// dead letters (on_discard), counted in L: accepted = written + dead letters.
+// A client that sends nothing, or too slowly, is dropped after 2 s of silence, so a slow
+// client cannot hold up the drain for long.
+#include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <sluice/graph.hpp>
 #include <sluice/metrics.hpp>
@@ -24,10 +32,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
-#include <fstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -47,27 +56,88 @@ struct record {
   std::size_t length = 0;
 };
 
-int arg_int(int argc, char** argv, std::string_view flag, int fallback) {
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (argv[i] == flag) return std::atoi(argv[i + 1]);
-  }
-  return fallback;
+constexpr const char* kUsage = "usage: ingest_server [--port P] [--out FILE] [--capacity N] [--write-us U]\n";
+
+struct options {
+  int port = 0;  // 0: any free port
+  std::string out_path = "ingest.log";
+  std::size_t capacity = 1024;
+  long write_us = 0;
+};
+
+[[noreturn]] void usage_error(const std::string& why) {
+  std::fprintf(stderr, "ingest_server: %s\n%s", why.c_str(), kUsage);
+  std::exit(2);
 }
 
-std::string arg_str(int argc, char** argv, std::string_view flag, std::string fallback) {
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (argv[i] == flag) return argv[i + 1];
+// A whole number in [lo, hi], or a usage error naming the flag.
+long whole(std::string_view flag, const char* text, long lo, long hi) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) {
+    usage_error("bad value '" + std::string(text) + "' for " + std::string(flag) + ": expected " + std::to_string(lo) +
+                " to " + std::to_string(hi));
   }
-  return fallback;
+  return v;
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (a != "--port" && a != "--out" && a != "--capacity" && a != "--write-us") usage_error("unknown option '" + std::string(a) + "'");
+    if (i + 1 >= argc) usage_error(std::string(a) + " needs a value");
+    const char* v = argv[++i];
+    if (a == "--port") o.port = static_cast<int>(whole(a, v, 0, 65535));
+    if (a == "--capacity") o.capacity = static_cast<std::size_t>(whole(a, v, 1, 1 << 20));
+    if (a == "--write-us") o.write_us = whole(a, v, 0, 10'000'000);
+    if (a == "--out") {
+      if (*v == '\0') usage_error("--out needs a file name");
+      o.out_path = v;
+    }
+  }
+  return o;
+}
+
+// The body as one line: backslash and control bytes escaped, so that a body with a tab
+// or a newline in it is one line that can be split back apart.
+std::string escaped(const std::string& body) {
+  std::string e;
+  e.reserve(body.size() + 8);
+  for (const char ch : body) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      e += "\\\\";
+    } else if (c == '\t') {
+      e += "\\t";
+    } else if (c == '\n') {
+      e += "\\n";
+    } else if (c == '\r') {
+      e += "\\r";
+    } else if (c < 0x20 || c == 0x7f) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      e += hex;
+    } else {
+      e += ch;
+    }
+  }
+  return e;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int port = arg_int(argc, argv, "--port", 0);
-  const std::string out_path = arg_str(argc, argv, "--out", "ingest.log");
-  const auto capacity = static_cast<std::size_t>(arg_int(argc, argv, "--capacity", 1024));
-  const auto write_cost = std::chrono::microseconds(arg_int(argc, argv, "--write-us", 0));
+  const options opt = parse(argc, argv);
+  const int port = opt.port;
+  const std::string& out_path = opt.out_path;
+  const std::size_t capacity = opt.capacity;
+  const auto write_cost = std::chrono::microseconds(opt.write_us);
 
   // Block SIGINT/SIGTERM before any thread exists: every thread (httplib's handlers,
   // the graph's stage threads) inherits the mask, so only sigwait() below sees them.
@@ -77,20 +147,27 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  std::ofstream out(out_path, std::ios::app);
-  if (!out) {
-    std::fprintf(stderr, "ingest_server: cannot open %s\n", out_path.c_str());
+  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (out < 0) {
+    std::fprintf(stderr, "ingest_server: cannot open %s: %s\n", out_path.c_str(), std::strerror(errno));
     return 2;
   }
 
   httplib::Server server;
   std::atomic<bool> failed{false}, graph_ended{false};
-  sluice::graph g({.on_done = [&](const sluice::report&, std::exception_ptr error) {
-    // Runs once, after every stage thread is joined: a graph that ended by itself
-    // (a failed writer) ends the server, and nobody had to block in wait() for it.
-    if (error) failed = true;
-    graph_ended = true;
-  }});
+  std::atomic<long> dead_letters{0};
+  sluice::graph g({
+      // Records the graph accepted (a client got 200) but could not write: the graph
+      // failed with them inside. A real server would keep them somewhere (a spill file, a
+      // retry queue); this one counts them, so that nothing accepted vanishes unseen.
+      .on_discard = [&](const sluice::dead_letter&) { dead_letters.fetch_add(1, std::memory_order_relaxed); },
+      .on_done = [&](const sluice::report&, std::exception_ptr error) {
+        // Runs once, after every stage thread is joined: a graph that ended by itself
+        // (a failed writer) ends the server, and nobody had to block in wait() for it.
+        if (error) failed = true;
+        graph_ended = true;
+      },
+  });
 
   auto [inlet, requests] = g.input<request>("ingest", {.capacity = capacity});
   auto parsed = g.map("parse", requests, [](request q) {
@@ -104,17 +181,37 @@ int main(int argc, char** argv) {
   clock_type::duration delay_max{0}, delay_sum{0};  // only the sink's thread touches these
   g.sink("write", enriched, [&](record r) {
     if (write_cost.count() > 0) std::this_thread::sleep_for(write_cost);  // a slow store
-    out << r.body << '\t' << r.length << '\n';
-    if (!out) throw std::runtime_error("write to " + out_path + " failed");
+    const std::string line = escaped(r.body) + '\t' + std::to_string(r.length) + '\n';
+    const off_t before = ::lseek(out, 0, SEEK_END);
+    std::size_t done = 0;
+    while (done < line.size()) {
+      const ssize_t n = ::write(out, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int e = n < 0 ? errno : ENOSPC;
+        // A part of the line may be in: cut it off, so the file holds whole lines only
+        // (fails harmlessly on what is not a regular file).
+        if (done != 0 && before >= 0) (void)::ftruncate(out, before);
+        throw std::runtime_error("write to " + out_path + " failed: " + std::strerror(e));
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    // The record stays a dead letter, not written, until its line is whole in the file.
     const auto waited = clock_type::now() - r.accepted;
     delay_max = std::max(delay_max, waited);
     delay_sum += waited;
-    if (written.fetch_add(1, std::memory_order_relaxed) % 256 == 255) out.flush();
-  }, {.on_close = [&] { out.flush(); }});
+    written.fetch_add(1, std::memory_order_relaxed);
+  }, {.on_close = [&] { ::close(out); }});
   g.start();
 
   std::atomic<long> accepted{0};
   server.new_task_queue = [] { return new httplib::ThreadPool(8); };
+  // Bounded bodies (the channels hold up to 3 x capacity of them) and bounded waits on
+  // silent clients (each holds one of the 8 handler threads, and the drain waits for them).
+  server.set_payload_max_length(1 << 20);
+  server.set_read_timeout(2, 0);
+  server.set_write_timeout(2, 0);
+  server.set_keep_alive_timeout(2);
   server.Post("/ingest", [&, inlet = inlet](const httplib::Request& req, httplib::Response& res) {
     // One inlet object, many handler threads at once. try_push never blocks a handler:
     // a full graph answers 503 at once, and the record stays with the caller.
@@ -173,7 +270,7 @@ int main(int argc, char** argv) {
   }
   const auto ms = [](clock_type::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
   const long n = written.load();
-  std::printf("accepted %ld written %ld delay-ms max %.1f mean %.1f\n", accepted.load(), n, ms(delay_max),
-              n > 0 ? ms(delay_sum) / static_cast<double>(n) : 0.0);
+  std::printf("accepted %ld written %ld dead-letters %ld delay-ms max %.1f mean %.1f\n", accepted.load(), n,
+              dead_letters.load(), ms(delay_max), n > 0 ? ms(delay_sum) / static_cast<double>(n) : 0.0);
   return failed ? 1 : 0;
 }

@@ -167,10 +167,57 @@ TEST(IngestServer, a_failing_writer_ends_the_server_with_an_error) {
   const int status = c.wait_exit(30s);
   EXPECT_EQ(status, 1) << "the graph failed: the server must end with an error";
   const std::string summary = c.read_line(2s);
-  long accepted = -1, written = -2;
-  ASSERT_EQ(std::sscanf(summary.c_str(), "accepted %ld written %ld", &accepted, &written), 2) << summary;
+  long accepted = -1, written = -2, dead = -3;
+  ASSERT_EQ(std::sscanf(summary.c_str(), "accepted %ld written %ld dead-letters %ld", &accepted, &written, &dead), 3)
+      << summary;
   EXPECT_EQ(ok, accepted);
+  // What the failed graph held is counted as dead letters (on_discard), not lost unseen.
+  EXPECT_EQ(accepted, written + dead) << summary;
   ::close(c.out);
+}
+
+// A body with a tab, a newline, a backslash or other control bytes is still one line,
+// escaped so that it can be split back apart (a newline in a body made two lines).
+TEST(IngestServer, every_body_is_one_line_whatever_its_bytes) {
+  const auto out = temp_file("sluice-ingest-bytes");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string()});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  httplib::Client cli("127.0.0.1", port);
+  const std::vector<std::string> bodies = {"plain", "a\tb", "line1\nline2", "back\\slash", std::string("nul\0x", 5),
+                                           "cr\r", ""};
+  for (const auto& b : bodies) {
+    auto res = cli.Post("/ingest", b, "application/octet-stream");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  ::kill(c.pid, SIGTERM);
+  EXPECT_EQ(c.wait_exit(30s), 0);
+  std::ifstream in(out);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  const std::vector<std::string> want = {"plain\t5", "a\\tb\t3", "line1\\nline2\t11", "back\\\\slash\t10",
+                                         "nul\\x00x\t5", "cr\\r\t3", "\t0"};
+  EXPECT_EQ(lines, want);
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
+// Bad arguments: one line and status 2, before anything listens or any file is made. A
+// bad --capacity aborted the process; --port 99999 listened on another port than it said;
+// an unknown option was ignored.
+TEST(IngestServer, bad_arguments_are_refused_with_status_2) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--capacity", "abc"}, {"--capacity", "0"}, {"--capacity", "-1"},
+        {"--port", "99999"}, {"--port", "abc"}, {"--port"}, {"--bogus", "1"}, {"--write-us", "1e3"}}) {
+    std::vector<std::string> argv{SLUICE_INGEST_SERVER_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--out", "/nonexistent-dir/never-made.log"});
+    child c = spawn(argv);
+    EXPECT_EQ(c.wait_exit(30s), 2) << args[0];
+    EXPECT_EQ(c.read_line(1s), "") << args[0] << ": nothing on stdout (no banner)";
+    ::close(c.out);
+  }
 }
 
 }  // namespace
