@@ -62,6 +62,9 @@ std::string hex(std::uint64_t v) {
 }
 // "250 ms"; under a millisecond "500 us" (a deadline of 500 us is not "0 ms").
 std::string ms_text(clock::duration d) {
+  if (d > clock::duration::zero() && d < std::chrono::microseconds(1)) {  // a 1 ns deadline said "0 us"
+    return std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) + " ns";
+  }
   if (d > clock::duration::zero() && d < std::chrono::milliseconds(1)) {
     return std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(d).count()) + " us";
   }

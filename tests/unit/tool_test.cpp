@@ -525,12 +525,25 @@ TEST_F(Tool, AReportThatCannotBeWrittenIsRefusedBeforeTheRun) {
 
 // A value rejected after parsing (out of range) is quoted as typed, not as the number it
 // parsed to: "--level 1k" said "bad value '1000'".
+// Each command line is refused with status 2 and one line of stderr containing `says`.
+struct refusal {
+  std::vector<std::string> args;
+  const char* says;
+};
+void expect_refused(const std::vector<refusal>& cases) {
+  for (const refusal& k : cases) {
+    std::string what;
+    for (const auto& a : k.args) what += a + " ";
+    const result r = run_tool(k.args, 60);
+    EXPECT_EQ(r.status, 2) << what << "\nstderr: " << r.err;
+    EXPECT_NE(r.err.find(k.says), std::string::npos) << what << "\nstderr: " << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << what << "\nstderr: " << r.err;
+    EXPECT_EQ(r.err.find("9.2e18"), std::string::npos) << what << "\nstderr: " << r.err;
+  }
+}
+
 TEST_F(Tool, AnOutOfRangeValueIsQuotedAsTyped) {
-  struct c {
-    std::vector<std::string> args;
-    const char* says;
-  };
-  const std::vector<c> cases = {
+  expect_refused({
       {{"gzip", "--level", "1k", "/dev/null", "-"}, "bad value '1k' for --level"},
       {{"gzip", "--level=0.01k", "/dev/null", "-"}, "bad value '0.01k' for --level"},
       {{"gzip", "--block", "2GiB", "/dev/null", "-"}, "bad value '2GiB' for --block"},
@@ -541,38 +554,18 @@ TEST_F(Tool, AnOutOfRangeValueIsQuotedAsTyped) {
       {{"bench", "--replicas", "1k"}, "bad value '1k' for --replicas"},
       {{"bench", "--item-size", "1GiB"}, "bad value '1GiB' for --item-size"},
       {{"bench", "--items", "1000", "--capacity", "1100G"}, "--capacity 1100G is too large"},
-  };
-  for (const c& k : cases) {
-    std::string what;
-    for (const auto& a : k.args) what += a + " ";
-    const result r = run_tool(k.args, 60);
-    EXPECT_EQ(r.status, 2) << what << "\nstderr: " << r.err;
-    EXPECT_NE(r.err.find(k.says), std::string::npos) << what << "\nstderr: " << r.err;
-    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << what << "\nstderr: " << r.err;
-  }
+  });
 }
 
 // An option with a narrow range says that range for any bad value, a number past any
 // count too: "--level 99999999999999999999" said "a whole number up to 9.2e18".
 TEST_F(Tool, ANarrowOptionSaysItsRangeForAHugeOrNonNumericValue) {
-  struct c {
-    std::vector<std::string> args;
-    const char* says;
-  };
-  const std::vector<c> cases = {
+  expect_refused({
       {{"gzip", "--level", "99999999999999999999", "/dev/null", "-"}, "expected a level from 0 to 9"},
       {{"gzip", "--level", "fast", "/dev/null", "-"}, "expected a level from 0 to 9"},
       {{"gzip", "--jobs", "99999999999999999999", "/dev/null", "-"}, "expected 0 to 1024"},
       {{"bench", "--replicas", "99999999999999999999"}, "expected 1 to 256"},
-  };
-  for (const c& k : cases) {
-    std::string what;
-    for (const auto& a : k.args) what += a + " ";
-    const result r = run_tool(k.args, 60);
-    EXPECT_EQ(r.status, 2) << what << "\nstderr: " << r.err;
-    EXPECT_NE(r.err.find(k.says), std::string::npos) << what << "\nstderr: " << r.err;
-    EXPECT_EQ(r.err.find("9.2e18"), std::string::npos) << what << "\nstderr: " << r.err;
-  }
+  });
 }
 
 // ---- stress -------------------------------------------------------------------
