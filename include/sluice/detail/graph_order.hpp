@@ -64,14 +64,7 @@ class reorder_window {
   std::uint64_t next_seq = 0;  // guarded by pop_mu
   std::shared_ptr<wait_clock> turn_wait;
 
-  std::unique_lock<std::mutex> take_turn() {
-    std::unique_lock lk(pop_mu, std::try_to_lock);
-    if (!lk.owns_lock()) {
-      const timed_wait w(turn_wait.get());
-      lk.lock();
-    }
-    return lk;
-  }
+  std::unique_lock<std::mutex> take_turn() { return lock_timed(pop_mu, turn_wait.get()); }
 
   // Hands batch `seq` over (items is left empty). Returns false when the stage must
   // stop: the output ended, or teardown (the stop token) interrupted the wait.
@@ -175,11 +168,7 @@ class flat_map_order {
   // Replica side. Pops one item and numbers it; nullopt when the input is done.
   template <class T>
   std::optional<std::pair<std::uint64_t, T>> next(receiver<T>& rx) {
-    std::unique_lock lk(pop_mu_, std::try_to_lock);
-    if (!lk.owns_lock()) {
-      const timed_wait w(turn_wait_.get());  // another replica waits in rx.pop(): input
-      lk.lock();
-    }
+    const auto turn = lock_timed(pop_mu_, turn_wait_.get());  // another replica in rx.pop(): input
     auto v = rx.pop();
     if (!v) {
       std::lock_guard lk2(mu_);

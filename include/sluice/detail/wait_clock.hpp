@@ -103,4 +103,15 @@ class timed_wait {
   std::uint64_t t0_;
 };
 
+// Locks `mu`; a lock that is not free at once is waited for as a timed_wait on `c`
+// (another thread holds it in a blocking pop: the caller waits for input).
+inline std::unique_lock<std::mutex> lock_timed(std::mutex& mu, wait_clock* c) {
+  std::unique_lock lk(mu, std::try_to_lock);
+  if (!lk.owns_lock()) {
+    const timed_wait w(c);
+    lk.lock();
+  }
+  return lk;
+}
+
 }  // namespace sluice::detail
