@@ -60,6 +60,10 @@ class thread_mark {
   const void* prev_;
 };
 
+// This thread is one of `g`'s own (a stage, its supervisor, a hook it runs): it must not
+// wait for `g`, nor destroy it.
+bool on_own_thread(const void* g) noexcept { return t_graph_thread == g || t_in_discard == g; }
+
 class discard_hook_scope : public thread_mark {
  public:
   explicit discard_hook_scope(const void* g) noexcept : thread_mark(t_in_discard, g) {}
@@ -101,7 +105,7 @@ graph_options checked(graph_options o) {
 graph_state::graph_state(graph_options o) : opts_(checked(std::move(o))) {}
 
 graph_state::~graph_state() {
-  if (t_graph_thread == this || t_in_discard == this) {
+  if (on_own_thread(this)) {
     // A stage, hook or the supervisor dropped the last reference to its own graph: the
     // destructor would have to wait for the very thread it runs on, and that thread goes
     // on using the graph after the call returns. Nothing can make that safe; say what
@@ -553,7 +557,7 @@ void graph_state::seal_leftover_channels() noexcept {
 }
 
 void graph_state::check_may_wait(const char* what) const {
-  if (t_graph_thread == this || t_in_discard == this) {
+  if (on_own_thread(this)) {
     throw std::logic_error(std::string("sluice::graph: ") + what +
                            " called from the graph's own stage, supervisor or hook (on_done, on_discard, on_stall, "
                            "on_stuck); it would wait for itself. Signal a thread of your own that waits instead");
