@@ -639,17 +639,14 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   // onto the one named, each stage it may be is named (the longest name used to be
   // blamed alone, and a fused stage's thread was blamed on its host).
   for (const auto& [tid, comm] : extra) {
-    std::vector<std::string> may_be;
+    std::vector<std::string> hosts;  // stages whose own thread's name it carries
     for (const auto& [name, s] : eng->stages_) {
-      if (thread_of(comm, name)) may_be.push_back(name);
+      if (thread_of(comm, name)) hosts.push_back(name);
     }
-    const std::size_t hosts = may_be.size();
+    std::vector<std::string> may_be = hosts;  // ... and the stages fused onto them
     for (const auto& st : last.metrics.stages) {
-      const bool on_host = std::find(may_be.begin(), may_be.begin() + static_cast<std::ptrdiff_t>(hosts), st.runs_on) !=
-                           may_be.begin() + static_cast<std::ptrdiff_t>(hosts);
-      if (!st.runs_on.empty() && on_host && std::find(may_be.begin(), may_be.end(), st.name) == may_be.end()) {
-        may_be.push_back(st.name);
-      }
+      const bool fused_on_host = !st.runs_on.empty() && std::find(hosts.begin(), hosts.end(), st.runs_on) != hosts.end();
+      if (fused_on_host && std::find(may_be.begin(), may_be.end(), st.name) == may_be.end()) may_be.push_back(st.name);
     }
     std::string what = "thread " + std::to_string(tid) + " ('" + comm + "') is still alive after the run";
     if (may_be.size() == 1) {
