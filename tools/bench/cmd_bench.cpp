@@ -1026,7 +1026,7 @@ int cmd_bench(int argc, char** argv) {
            c.work_text, [&](std::string_view v) { return parse_work_list(v, c.work); },
            "a duration like 200ns, spin:2us or sleep:10us (comma-separated per stage)");
   p.count("--capacity", &c.capacity, "items per channel");
-  p.count("--replicas", &c.replicas, "threads per worker stage (chain, fanout, diamond)", "1 to 256");
+  p.count("--replicas", &c.replicas, "threads per worker stage (chain, fanout, diamond)", {1, 256, "1 to 256"});
   p.flag("--ordered", &c.ordered, "replicated stages keep input order");
   p.flag("--fuse", &c.fuse, "chain: run the worker maps on the source's thread (stage_options::fuse; the sink keeps its own)");
   p.flag("--fuse-sink", &c.fuse_sink, "chain, with --fuse: fuse the sink too (the whole chain on one thread)");
@@ -1130,7 +1130,6 @@ int cmd_bench(int argc, char** argv) {
   if (c.items == 0) p.reject("--items", "at least 1");
   if (c.capacity == 0) p.reject("--capacity", "at least 1");
   c.capacity_text = detail::shown(p.given("--capacity").value_or(std::to_string(c.capacity)));
-  if (c.replicas == 0 || c.replicas > 256) p.reject("--replicas", "1 to 256");
   if (c.item_size > (64ULL << 20)) p.reject("--item-size", "at most 64MiB");
   const std::size_t workers = worker_names(c).size();
   if (c.work.size() != 1 && c.work.size() != workers) {

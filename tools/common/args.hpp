@@ -235,6 +235,15 @@ inline std::string format_duration(std::chrono::nanoseconds d) {
   return buf;
 }
 
+// What a count option takes when that is narrower than any count: from `min` to `max`,
+// said as `text` ("a level from 0 to 9"). A value outside it, no count at all, or past
+// 9.2e18 is refused with `text` (not with "a whole number up to 9.2e18").
+struct count_range {
+  std::uint64_t min = 0;
+  std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+  std::string text;
+};
+
 class arg_parser {
  public:
   arg_parser(std::string prog, std::string summary) : prog_(std::move(prog)), summary_(std::move(summary)) {}
@@ -267,16 +276,14 @@ class arg_parser {
           *out = *r;
         });
   }
-  // `range`: what the option takes when that is narrower than any count ("a level from
-  // 0 to 9"); a value that is no count at all, or past 9.2e18, is then refused with it
-  // (not with "a whole number up to 9.2e18"). The caller still checks the range itself.
-  void count(std::string name, std::uint64_t* out, std::string help, std::string range = {}) {
+  // `range`: see count_range.
+  void count(std::string name, std::uint64_t* out, std::string help, count_range range = {}) {
     add(name, "N", std::move(help), std::to_string(*out),
         [this, out, n = name, range = std::move(range)](std::string_view v) {
           const auto r = parse_count(v);
+          if (!range.text.empty() && (!r || *r < range.min || *r > range.max)) bad(n, v, range.text);
           if (!r) {
             const auto d = detail::parse_decimal(v);
-            if (!range.empty()) bad(n, v, range);
             bad(n, v, d && *d > 9.2e18 && *d == std::floor(*d) ? "a whole number up to 9.2e18 (this one is too large)"
                                                                   : "a whole number like 1000 or 10k");
           }

@@ -198,8 +198,8 @@ int run_codec(bool compress, int argc, char** argv) {
                         : "output file, or - for stdout (default: IN without .gz; stdout when IN is -)",
                false);
   if (compress) {
-    p.count("--level", &a.level, "compression level, 0 (store) to 9 (smallest)", "a level from 0 to 9");
-    p.count("--jobs", &a.jobs, "compressing threads (0: one per hardware thread)", "0 to 1024");
+    p.count("--level", &a.level, "compression level, 0 (store) to 9 (smallest)", {0, 9, "a level from 0 to 9"});
+    p.count("--jobs", &a.jobs, "compressing threads (0: one per hardware thread)", {0, 1024, "0 to 1024"});
     p.size("--block", &a.block, "input bytes per compressed block");
   }
   p.flag("--force", &a.force,
@@ -217,9 +217,7 @@ int run_codec(bool compress, int argc, char** argv) {
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (trailing garbage),\n"
                        "128+N killed by signal N."));
   if (!p.parse(argc, argv)) return 0;
-  if (a.level > 9) p.reject("--level", "a level from 0 to 9");
   if (a.block == 0 || a.block > (std::uint64_t{1} << 30)) p.reject("--block", "1 byte to 1 GiB");
-  if (a.jobs > 1024) p.reject("--jobs", "0 to 1024");
   const std::string input = a.in == "-" ? "stdin" : a.in;
   auto fail = [&](const std::string& what) {
     std::fprintf(stderr, "%s: %s\n", prog.c_str(), what.c_str());
