@@ -203,6 +203,30 @@ std::size_t graph_state::add_node(node_spec spec) {
   return index;
 }
 
+void graph_state::abandon_node(std::size_t node) noexcept {
+  std::unique_ptr<stage_node> gone;
+  std::vector<std::unique_ptr<channel_entry>> gone_channels;  // destroyed unlocked
+  std::lock_guard lk(mu_);
+  if (node + 1 != nodes_.size()) return;  // only the last node (builders add one at a time)
+  for (const std::size_t in : nodes_[node]->inputs) {
+    channel_entry& c = *channels_[in];
+    c.consumer = kNoNode;
+    c.name = nodes_[c.producer]->name + " -> ?";  // the receiver is still pending
+  }
+  while (!channels_.empty() && channels_.back()->producer == node) {
+    gone_channels.push_back(std::move(channels_.back()));
+    channels_.pop_back();
+  }
+  std::erase_if(shown_names_, [&](const auto& e) { return e.second == node; });  // allocates nothing
+  gone = std::move(nodes_.back());
+  nodes_.pop_back();
+}
+
+void graph_state::commit_node(std::size_t node) noexcept {
+  std::lock_guard lk(mu_);
+  for (const std::size_t in : nodes_[node]->inputs) channels_[in]->pending.reset();
+}
+
 void graph_state::set_factory(std::size_t node, replica_factory f) {
   std::lock_guard lk(mu_);
   nodes_[node]->factory = std::move(f);
@@ -235,6 +259,7 @@ std::size_t graph_state::add_channel(std::size_t producer, std::unique_ptr<chann
 std::shared_ptr<void> graph_state::take_input(std::size_t channel, std::size_t consumer) {
   std::lock_guard lk(mu_);
   auto& c = *channels_[channel];
+  nodes_[consumer]->inputs.reserve(nodes_[consumer]->inputs.size() + 1);  // abandon_node finds every input taken
   c.consumer = consumer;
   // Two stages joined more than once (a merge of several branches of one partition or
   // round_robin): the later channels get " #2", " #3", ... in branch order, so that each
@@ -246,7 +271,7 @@ std::shared_ptr<void> graph_state::take_input(std::size_t channel, std::size_t c
   }
   c.name = same == 0 ? base : base + " #" + std::to_string(same + 1);
   nodes_[consumer]->inputs.push_back(channel);
-  return std::move(c.pending);
+  return c.pending;  // kept until commit_node(consumer)
 }
 
 std::size_t graph_state::channel_capacity(std::size_t channel) const {
@@ -665,6 +690,8 @@ void graph_core::check_input(const graph_core* owner, std::size_t channel) const
 }
 std::string graph_core::unique_name(const std::string& base) const { return state_->unique_name(base); }
 std::size_t graph_core::add_node(node_spec n) { return state_->add_node(std::move(n)); }
+void graph_core::abandon_node(std::size_t node) noexcept { state_->abandon_node(node); }
+void graph_core::commit_node(std::size_t node) noexcept { state_->commit_node(node); }
 void graph_core::set_factory(std::size_t node, replica_factory f) { state_->set_factory(node, std::move(f)); }
 void graph_core::set_fused(std::size_t node, std::shared_ptr<fused_control> f) { state_->set_fused(node, std::move(f)); }
 std::size_t graph_core::next_channel_id() const { return state_->next_channel_id(); }

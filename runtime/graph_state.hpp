@@ -159,6 +159,8 @@ class graph_state {
   void check_input(std::size_t channel) const;
   [[nodiscard]] std::string unique_name(const std::string& base) const;
   std::size_t add_node(node_spec n);
+  void abandon_node(std::size_t node) noexcept;
+  void commit_node(std::size_t node) noexcept;
   void set_factory(std::size_t node, replica_factory f);
   void set_fused(std::size_t node, std::shared_ptr<fused_control> f);
   // Per node: how many threads of its host are inside this fused stage's call now.

@@ -1569,3 +1569,41 @@ TEST(graph, a_jumping_external_channel_reading_never_makes_busy_time_go_down) {
 }
 
 }  // namespace
+
+namespace {
+
+// A builder that throws after it began adding its stage (here: an output channel that no
+// memory can hold) leaves nothing behind: not the stage, not its name, not a hold on its
+// input. The graph used to keep a half-made stage that took the input ("already consumed
+// by 'm'"), the name ("two stages are named 'in'"), and failed run() with
+// bad_function_call.
+TEST(GraphBuild, a_stage_that_cannot_be_made_leaves_no_trace_and_the_graph_still_runs) {
+  watchdog dog(20s);
+  const std::size_t huge = std::size_t{1} << 40;  // 16 TiB of int slots: bad_alloc, refused before allocating
+  sluice::graph g;
+  EXPECT_THROW((void)g.source<int>("src", [](sluice::sender<int>&) {}, {.capacity = huge}), std::bad_alloc);
+  EXPECT_THROW((void)g.input<int>("in", {.capacity = huge}), std::bad_alloc);
+  auto [in, s] = g.input<int>("in", {.capacity = 8});
+  EXPECT_THROW((void)g.map("m", s, [](int v) { return v; }, {.capacity = huge}), std::bad_alloc);
+  EXPECT_THROW((void)g.map("m", s, [](int v) { return v; }, {.capacity = huge, .replicas = 2, .ordered = true}),
+               std::bad_alloc);
+  EXPECT_THROW((void)g.flat_map<int>("m", s, [](int v, sluice::sender<int>& o) { (void)o.push(v); }, {.capacity = huge}),
+               std::bad_alloc);
+  auto m = g.map("m", s, [](int v) { return v * 2; }, {.capacity = 8});
+  EXPECT_THROW((void)g.map("f", m, [](int v) { return v; }, {.capacity = huge, .fuse = true}), std::bad_alloc);
+  long sum = 0;
+  g.sink("f", m, [&](int v) { sum += v; });
+  g.start();
+  for (int i = 1; i <= 100; ++i) ASSERT_TRUE(in.push(i));
+  in.close();
+  g.wait();
+  EXPECT_EQ(sum, 2 * 5050);
+  std::vector<std::string> names;
+  for (const auto& st : g.snapshot().stages) names.push_back(st.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"in", "m", "f"}));
+  std::vector<std::string> channels;
+  for (const auto& c : g.snapshot().channels) channels.push_back(c.name);
+  EXPECT_EQ(channels, (std::vector<std::string>{"in -> m", "m -> f"}));
+}
+
+}  // namespace

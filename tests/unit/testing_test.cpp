@@ -529,7 +529,9 @@ TEST(testing_stress, a_hang_in_a_stage_fused_onto_one_thread_of_a_merge_names_th
     auto parts = g.partition(in_order, 3, [](int v) { return static_cast<std::size_t>(v); });
     std::vector<sluice::stream<int>> branches;
     for (std::size_t i = 0; i < parts.size(); ++i) {
-      branches.push_back(g.map("b" + std::to_string(i), parts[i], [](int v) { return v; }, {.capacity = 2}));
+      std::string name = "b";  // not "b" + to_string(i): GCC 12 warns -Wrestrict on it falsely
+      name += std::to_string(i);
+      branches.push_back(g.map(name, parts[i], [](int v) { return v; }, {.capacity = 2}));
     }
     auto merged = g.merge(std::move(branches));
     auto hangs = g.map("hang", merged, [hang](int v) {

@@ -5,8 +5,9 @@
 //
 // Requires: called only by sluice::graph's builders, on the building thread, before
 //   start().
-// Guarantees: a call that throws before add_node leaves the graph unchanged (every check
-//   comes first). The stage's function is moved once into a shared prototype
+// Guarantees: a call that throws leaves the graph unchanged: every check comes first,
+//   and what fails after add_node (a channel or function that cannot be made) undoes the
+//   node through node_guard. The stage's function is moved once into a shared prototype
 //   (fn_source); each replica and each restart copies it (fn_slot).
 #pragma once
 
@@ -79,10 +80,32 @@ inline node_spec make_spec(std::string name, const stage_options& o) {
   return n;
 }
 
+// Undoes the node being built unless commit() is reached: a builder that throws after
+// add_node (out of memory, a capacity no channel can have, a function whose copy throws)
+// leaves no half-made stage behind to hold its input, its name or fail start().
+class node_guard {
+ public:
+  node_guard(graph_core& g, std::size_t node) noexcept : g_(g), node_(node) {}
+  node_guard(const node_guard&) = delete;
+  node_guard& operator=(const node_guard&) = delete;
+  ~node_guard() {
+    if (!done_) g_.abandon_node(node_);
+  }
+  void commit() noexcept {
+    done_ = true;
+    g_.commit_node(node_);
+  }
+
+ private:
+  graph_core& g_;
+  std::size_t node_;
+  bool done_ = false;
+};
+
 template <class T>
 receiver<T> take_input(graph_core& g, std::size_t channel, std::size_t consumer) {
   auto p = std::static_pointer_cast<receiver<T>>(g.take_input(channel, consumer));
-  return std::move(*p);
+  return *p;  // a copy: the graph keeps the receiver until commit_node (node_guard)
 }
 
 // Makes the output channel of node `producer`; returns its id and the stage's sender.
@@ -115,11 +138,13 @@ std::size_t add_source(graph_core& g, std::string name, F f, const stage_options
   spec.is_source = true;
   spec.takes_stop = takes_stop_v<F, sender<T>&>;
   const std::size_t id = g.add_node(std::move(spec));
+  node_guard added(g, id);
   auto [out, tx] = make_output<T>(g, id, o.capacity);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   g.set_factory(id, [fn, tx = std::move(tx)](std::size_t) -> std::unique_ptr<replica_task> {
     return std::make_unique<source_task<T, F>>(tx, fn);
   });
+  added.commit();
   return out;
 }
 
@@ -134,7 +159,10 @@ std::pair<std::size_t, sender<T>> add_input(graph_core& g, std::string name, con
   spec.replicas = 1;
   spec.on_close = nullptr;
   const std::size_t id = g.add_node(std::move(spec));
-  return make_output<T>(g, id, o.capacity);
+  node_guard added(g, id);
+  auto made = make_output<T>(g, id, o.capacity);
+  added.commit();
+  return made;
 }
 
 // stage<U> (with an output) or consume (U = void): the whole input stream at once.
@@ -146,18 +174,21 @@ std::size_t add_whole(graph_core& g, const graph_core* owner, std::size_t in_ch,
   reject_fuse(o, name, std::is_void_v<U> ? "consume() takes the whole input stream" : "stage() takes the whole input stream");
   g.check_input(owner, in_ch);
   const std::size_t id = g.add_node(make_spec(std::move(name), o));
+  node_guard added(g, id);
   receiver<T> rx = take_input<T>(g, in_ch, id);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   if constexpr (std::is_void_v<U>) {
     g.set_factory(id, [rx = std::move(rx), fn](std::size_t) -> std::unique_ptr<replica_task> {
       return std::make_unique<consume_task<T, F>>(rx, fn);
     });
+    added.commit();
     return 0;
   } else {
     auto [out, tx] = make_output<U>(g, id, o.capacity);
     g.set_factory(id, [rx = std::move(rx), tx = std::move(tx), fn](std::size_t) -> std::unique_ptr<replica_task> {
       return std::make_unique<stage_task<T, U, F>>(rx, tx, fn);
     });
+    added.commit();
     return out;
   }
 }
@@ -187,6 +218,7 @@ std::size_t add_fused(graph_core& g, const graph_core* owner, std::size_t in_ch,
   spec.replicas = 1;
   spec.host = host;
   const std::size_t id = g.add_node(std::move(spec));
+  node_guard added(g, id);
   receiver<T> rx = take_input<T>(g, in_ch, id);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   std::size_t out = 0;
@@ -203,6 +235,7 @@ std::size_t add_fused(graph_core& g, const graph_core* owner, std::size_t in_ch,
   channel_access::make_direct(rx, std::shared_ptr<direct_target<T>>(st));
   st->hold_input(std::move(rx));
   g.set_fused(id, st);
+  added.commit();
   return out;
 }
 
@@ -221,6 +254,7 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
   if (ordered) spec.turn_wait = std::make_shared<wait_clock>();
   std::shared_ptr<wait_clock> turns = spec.turn_wait;
   const std::size_t id = g.add_node(std::move(spec));
+  node_guard added(g, id);
   receiver<T> rx = take_input<T>(g, in_ch, id);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   const std::size_t threads = o.replicas;
@@ -228,6 +262,7 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
     g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, fn, threads](std::size_t) -> std::unique_ptr<replica_task> {
       return std::make_unique<item_task<K, T, U, F>>(*gp, rx, in_ch, 0, 0, fn, nullptr, threads);
     });
+    added.commit();
     return 0;
   } else {
     auto [out, tx] = make_output<U>(g, id, o.capacity);
@@ -237,6 +272,7 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
                        threads](std::size_t) -> std::unique_ptr<replica_task> {
       return std::make_unique<item_task<K, T, U, F>>(*gp, rx, in_ch, tx, out, fn, order, threads);
     });
+    added.commit();
     return out;
   }
 }
@@ -256,6 +292,7 @@ std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_
   }
   std::shared_ptr<wait_clock> turns = spec.turn_wait;
   const std::size_t id = g.add_node(std::move(spec));
+  node_guard added(g, id);
   receiver<T> rx = take_input<T>(g, in_ch, id);
   auto [out, tx] = make_output<U>(g, id, o.capacity);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
@@ -274,6 +311,7 @@ std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_
       return std::make_unique<flat_map_task<T, U, F>>(*gp, rx, in_ch, tx, fn, threads);
     });
   }
+  added.commit();
   return out;
 }
 
@@ -293,6 +331,7 @@ std::vector<std::size_t> add_route(graph_core& g, const graph_core* owner, std::
   o.capacity = capacity;
   check_stage<int>(g, name, o);
   const std::size_t id = g.add_node(make_spec(name, o));
+  node_guard added(g, id);
   receiver<T> rx = take_input<T>(g, in_ch, id);
   std::vector<sender<T>> txs;
   std::vector<std::size_t> chs;
@@ -305,6 +344,7 @@ std::vector<std::size_t> add_route(graph_core& g, const graph_core* owner, std::
                      key = std::move(key)](std::size_t) -> std::unique_ptr<replica_task> {
     return std::make_unique<route_task<K, T, Key>>(*gp, rx, in_ch, txs, chs, key);
   });
+  added.commit();
   return chs;
 }
 
@@ -328,6 +368,7 @@ std::size_t add_merge(graph_core& g, const std::vector<const graph_core*>& owner
   o.replicas = ins.size();
   check_stage<int>(g, name, o);
   const std::size_t id = g.add_node(make_spec(name, o));
+  node_guard added(g, id);
   std::vector<receiver<T>> rxs;
   for (std::size_t ch : ins) rxs.push_back(take_input<T>(g, ch, id));
   auto [out, tx] = make_output<T>(g, id, capacity);
@@ -335,6 +376,7 @@ std::size_t add_merge(graph_core& g, const std::vector<const graph_core*>& owner
                      out = out](std::size_t i) -> std::unique_ptr<replica_task> {
     return std::make_unique<merge_task<T>>(*gp, rxs[i], tx, out);
   });
+  added.commit();
   return out;
 }
 

@@ -187,6 +187,12 @@ class graph_core {
   // A free stage name starting with `base` (for internal stages).
   [[nodiscard]] std::string unique_name(const std::string& base) const;
   std::size_t add_node(node_spec n);
+  // A builder that threw after add_node(`node`), the last node, undoes it: its output
+  // channels go, its inputs are free again and its name too (node_guard calls it).
+  void abandon_node(std::size_t node) noexcept;
+  // The builder of `node` finished: its inputs' receivers, kept until now so that
+  // abandon_node can give them back, are let go.
+  void commit_node(std::size_t node) noexcept;
   // How start() makes the stage's tasks; set once per stage that has threads.
   void set_factory(std::size_t node, replica_factory f);
   // A fused stage's handle (instead of a factory).
@@ -208,7 +214,8 @@ class graph_core {
   [[nodiscard]] const void* node_key(std::size_t node) const;
   // A replica_env for a fused stage (usable from its host's threads once started).
   [[nodiscard]] replica_env fused_env(std::size_t node);
-  // Hands the channel's receiver to `consumer` (check_input first).
+  // Hands (a copy of) the channel's receiver to `consumer` (check_input first); the
+  // graph keeps one until commit_node(consumer).
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
   // sluice::testing::stress: channels made from now on call `h` on every push and pop, and
   // the stage threads report to it (detail/fault_hook.hpp). Before any stage is added.
