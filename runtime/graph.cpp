@@ -11,6 +11,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -210,8 +211,11 @@ void graph_state::abandon_node(std::size_t node) noexcept {
   if (node + 1 != nodes_.size()) return;  // only the last node (builders add one at a time)
   for (const std::size_t in : nodes_[node]->inputs) {
     channel_entry& c = *channels_[in];
-    c.consumer = kNoNode;
-    c.name = nodes_[c.producer]->name + " -> ?";  // the receiver is still pending
+    c.consumer = kNoNode;  // the receiver is still pending
+    // "<producer> -> <consumer>" back to add_channel's "<producer> -> ?", in place: a
+    // shorter string needs no allocation (this runs after an out-of-memory, noexcept).
+    c.name.resize(nodes_[c.producer]->name.size() + std::string_view(" -> ").size());
+    c.name += '?';
   }
   while (!channels_.empty() && channels_.back()->producer == node) {
     gone_channels.push_back(std::move(channels_.back()));
