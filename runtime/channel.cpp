@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "capacity_error.hpp"
 #include "sluice/channel.hpp"
 #include "sluice/detail/ring_buffer.hpp"
 
@@ -42,16 +43,6 @@ std::uint64_t physical_memory() noexcept {
   const auto s = static_cast<std::uint64_t>(page);
   return p > std::numeric_limits<std::uint64_t>::max() / s ? std::numeric_limits<std::uint64_t>::max() : p * s;
 }
-
-// A std::bad_alloc whose what() says which capacity could not be had.
-class capacity_bad_alloc : public std::bad_alloc {
- public:
-  explicit capacity_bad_alloc(const std::string& what) : what_(what) {}
-  const char* what() const noexcept override { return what_.what(); }
-
- private:
-  std::runtime_error what_;  // a nothrow-copyable string
-};
 
 std::string needs(std::size_t capacity, std::size_t slot_size) {
   return "sluice::bounded: capacity " + std::to_string(capacity) + " needs " +

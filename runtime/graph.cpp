@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "capacity_error.hpp"
 #include "graph_state.hpp"
 #include "text.hpp"
 #include "sluice/detail/graph_core.hpp"
@@ -699,6 +700,22 @@ void graph_core::commit_node(std::size_t node) noexcept { state_->commit_node(no
 void graph_core::set_factory(std::size_t node, replica_factory f) { state_->set_factory(node, std::move(f)); }
 void graph_core::set_fused(std::size_t node, std::shared_ptr<fused_control> f) { state_->set_fused(node, std::move(f)); }
 std::size_t graph_core::next_channel_id() const { return state_->next_channel_id(); }
+void graph_core::rethrow_naming(std::size_t node) const {
+  const std::string where = "sluice::graph: stage '" + state_->node_name(node) + "': ";
+  // "sluice::bounded: capacity N needs ..." reads "sluice::graph: stage 'm': capacity N needs ...".
+  auto rest = [](std::string_view what) {
+    constexpr std::string_view kChannel = "sluice::bounded: ";
+    if (what.starts_with(kChannel)) what.remove_prefix(kChannel.size());
+    return std::string(what);
+  };
+  try {
+    throw;
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(where + rest(e.what()));
+  } catch (const std::bad_alloc& e) {
+    throw capacity_bad_alloc(where + rest(e.what()));
+  }
+}
 std::size_t graph_core::add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
                                     std::shared_ptr<void> receiver, bool weighted) {
   return state_->add_channel(producer, std::move(control), std::move(receiver), weighted);

@@ -1606,4 +1606,45 @@ TEST(GraphBuild, a_stage_that_cannot_be_made_leaves_no_trace_and_the_graph_still
   EXPECT_EQ(channels, (std::vector<std::string>{"in -> m", "m -> f"}));
 }
 
+// A capacity from a server's config that no ring can have, or that this machine's memory
+// cannot hold, is refused by the builder with the stage's name in the message, keeping the
+// exception's kind (the channel alone cannot say which stage asked for it).
+TEST(GraphBuild, a_capacity_that_cannot_be_had_names_the_stage) {
+  watchdog dog(20s);
+  auto message = [](auto&& build) -> std::string {
+    try {
+      build();
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "(nothing thrown)";
+  };
+  sluice::graph g;
+  auto [in, s] = g.input<int>("in", {.capacity = 8});
+  const std::size_t huge = std::size_t{1} << 40;  // 16 TiB of int slots: more than this machine has
+  try {
+    (void)g.map("parse", s, [](int v) { return v; }, {.capacity = huge});
+    ADD_FAILURE() << "no exception";
+  } catch (const std::bad_alloc& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.rfind("sluice::graph: stage 'parse': capacity 1099511627776 needs 16 TiB", 0), 0u) << what;
+  }
+  const std::string unaddressable = message([&] { (void)g.input<int>("orders", {.capacity = SIZE_MAX}); });
+  EXPECT_EQ(unaddressable.rfind("sluice::graph: stage 'orders': capacity 18446744073709551615 needs", 0), 0u)
+      << unaddressable;
+  EXPECT_NE(unaddressable.find("more than this machine can address"), std::string::npos) << unaddressable;
+  EXPECT_THROW((void)g.input<int>("orders", {.capacity = SIZE_MAX}), std::invalid_argument);
+  const std::string fused = message([&] { (void)g.map("enrich", s, [](int v) { return v; }, {.capacity = huge, .fuse = true}); });
+  EXPECT_NE(fused.find("stage 'enrich'"), std::string::npos) << fused;
+  // Nothing of the refused stages stays: the names are free and the stream is still unconsumed.
+  auto m = g.map("parse", s, [](int v) { return v + 1; });
+  long sum = 0;
+  g.sink("enrich", m, [&](int v) { sum += v; });
+  g.start();
+  for (int i = 1; i <= 10; ++i) ASSERT_TRUE(in.push(i));
+  in.close();
+  g.wait();
+  EXPECT_EQ(sum, 55 + 10);
+}
+
 }  // namespace

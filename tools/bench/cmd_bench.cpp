@@ -672,18 +672,19 @@ bench_result run_engine(const std::string& engine, const bench_config& c, const 
   try {
     return run_sluice(c, f, prog);
   } catch (const std::exception& e) {
-    // A --capacity whose channels cannot exist: sluice::bounded throws
+    // A --capacity whose channels cannot exist: the graph's builder throws
     // std::invalid_argument (not addressable) or a std::bad_alloc (more than this
-    // machine's memory), each naming the capacity. That is a bad value on the command
-    // line: one line, exit 2, before anything ran.
+    // machine's memory), "sluice::graph: stage 'S': capacity N needs ...". That is a bad
+    // value on the command line: one line, exit 2, before anything ran.
     const std::string_view what = e.what();
-    const std::string prefix = "sluice::bounded: capacity " + std::to_string(c.capacity) + " ";
+    const std::string key = "': capacity " + std::to_string(c.capacity) + " ";
+    const std::size_t at = what.find(key);
     const bool capacity_error = (dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||
                                  dynamic_cast<const std::bad_alloc*>(&e) != nullptr) &&
-                                what.starts_with(prefix);
+                                what.starts_with("sluice::graph: stage '") && at != std::string_view::npos;
     if (!capacity_error) throw;
     throw usage_error("sluice bench: --capacity " + c.capacity_text + " is too large: a channel " +
-                      std::string(what.substr(prefix.size())));
+                      std::string(what.substr(at + key.size())));
   }
 }
 

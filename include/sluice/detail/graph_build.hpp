@@ -120,7 +120,13 @@ std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t produce
   if (g.has_discard_hook()) {
     co.on_discard = [gp = &g, id](T&& v) { gp->discard(id, typeid(T), &v); };
   }
-  auto [tx, rx] = bounded<T>(std::move(co));
+  auto [tx, rx] = [&] {
+    try {
+      return bounded<T>(std::move(co));
+    } catch (...) {
+      g.rethrow_naming(producer);  // a capacity that cannot be had: say which stage asked
+    }
+  }();
   if (fault_hook* h = g.faults(); h != nullptr) [[unlikely]] {
     channel_access::set_fault_hook(tx, h);  // under sluice::testing::stress only
   }

@@ -197,6 +197,11 @@ class graph_core {
   void set_factory(std::size_t node, replica_factory f);
   // A fused stage's handle (instead of a factory).
   void set_fused(std::size_t node, std::shared_ptr<fused_control> f);
+  // Inside a catch handler, for a failure to make `node`'s output channel (a capacity no
+  // ring can have, or that the machine's memory cannot hold): rethrows it as the same
+  // kind (std::invalid_argument, std::bad_alloc) with the stage's name in front.
+  // Other exceptions go on unchanged.
+  [[noreturn]] void rethrow_naming(std::size_t node) const;
   // The id the next add_channel() will return.
   [[nodiscard]] std::size_t next_channel_id() const;
   std::size_t add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
