@@ -156,6 +156,52 @@ TEST(IngestServer, every_200_is_a_line_after_sigterm_under_load) {
   std::filesystem::remove(out);
 }
 
+// A drain behind a slow store can take long; an operator who signals again wants out
+// now. The second SIGTERM cancels: what was accepted and not written is counted as dead
+// letters, and the status says the drain did not finish.
+TEST(IngestServer, a_second_sigterm_cuts_a_slow_drain_short_and_counts_what_is_left) {
+  const auto out = temp_file("sluice-ingest-cut");
+  // 200 ms per write: 60 accepted records would take 12 s to drain.
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string(), "--capacity", "64",
+                   "--write-us", "200000"});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  long ok = 0;
+  {
+    httplib::Client cli("127.0.0.1", port);
+    cli.set_connection_timeout(2, 0);
+    for (int i = 0; i < 60; ++i) {
+      auto res = cli.Post("/ingest", "record " + std::to_string(i), "text/plain");
+      ASSERT_TRUE(res);
+      if (res->status == 200) ++ok;
+    }
+  }
+  ASSERT_GE(ok, 20) << "the graph refused most records";
+  ::kill(c.pid, SIGTERM);
+  // The first signal is taken once the server stops listening; the second one then
+  // reaches the drain (a signal sent before that could merge with the first).
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  for (;;) {
+    httplib::Client probe("127.0.0.1", port);
+    probe.set_connection_timeout(0, 200'000);
+    if (!probe.Get("/metrics")) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), until) << "the server kept listening after SIGTERM";
+  }
+  ::kill(c.pid, SIGTERM);
+  const int status = c.wait_exit(30s);
+  EXPECT_EQ(status, 1) << "a cut drain is not a clean end";
+  const std::string summary = c.read_line(2s);
+  long accepted = -1, written = -2, dead = -3;
+  ASSERT_EQ(std::sscanf(summary.c_str(), "accepted %ld written %ld dead-letters %ld", &accepted, &written, &dead), 3)
+      << summary;
+  EXPECT_EQ(accepted, ok);
+  EXPECT_EQ(accepted, written + dead) << summary;
+  EXPECT_GT(dead, 0) << "the drain ran to its end: the second signal did nothing";
+  EXPECT_EQ(static_cast<long>(count_lines(out)), written);
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
 TEST(IngestServer, a_failing_writer_ends_the_server_with_an_error) {
   // /dev/full: every flush fails, the sink throws, the graph fails, on_done stops the
   // server; no request is answered 200 after that.
