@@ -568,6 +568,17 @@ TEST_F(Tool, ANarrowOptionSaysItsRangeForAHugeOrNonNumericValue) {
   });
 }
 
+// A well-formed duration out of range says the range, not the form: "--duration
+// 99999999999s" said "expected a duration like 10ms, 2s or 500us".
+TEST_F(Tool, ADurationOutOfRangeSaysTheRange) {
+  expect_refused({
+      {{"stress", "--duration", "99999999999s"}, "expected a duration of at most 9.2e9s (about 290 years)"},
+      {{"demo", "--sample", "3000000h"}, "bad value '3000000h' for --sample: expected a duration of at most"},
+      {{"stress", "--duration", "0.1ns"}, "expected 0, or a duration of at least 1ns"},
+      {{"stress", "--duration", "10 parsecs"}, "expected a duration like 10ms, 2s or 500us"},
+  });
+}
+
 // ---- stress -------------------------------------------------------------------
 
 // Every shape; the next test runs the shapes without broadcast on their own.

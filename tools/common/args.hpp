@@ -128,11 +128,15 @@ inline std::optional<std::uint64_t> parse_size(std::string_view s) {
   return static_cast<std::uint64_t>(std::llround(bytes));
 }
 
-// "10ms" -> 10'000'000 ns. A unit is required except for "0".
-inline std::optional<std::chrono::nanoseconds> parse_duration(std::string_view s) {
+namespace detail {
+
+// Why parse_duration refused a value: not a duration at all, or a duration out of range.
+enum class duration_fault { none, form, too_long, too_short };
+
+inline duration_fault parse_duration_into(std::string_view s, std::chrono::nanoseconds& out) {
   std::size_t used = 0;
-  const auto v = detail::parse_number_prefix(s, used);
-  if (!v) return std::nullopt;
+  const auto v = parse_number_prefix(s, used);
+  if (!v) return duration_fault::form;
   const std::string_view unit = s.substr(used);
   double ns_per = 0;
   if (unit.empty() && *v == 0) ns_per = 1;
@@ -142,13 +146,25 @@ inline std::optional<std::chrono::nanoseconds> parse_duration(std::string_view s
   if (unit == "s") ns_per = 1e9;
   if (unit == "m" || unit == "min") ns_per = 60e9;
   if (unit == "h") ns_per = 3600e9;
-  if (ns_per == 0) return std::nullopt;
+  if (ns_per == 0) return duration_fault::form;
   const double ns = *v * ns_per;
-  if (ns > 9.2e18) return std::nullopt;
+  if (ns > 9.2e18) return duration_fault::too_long;
   // Not zero, but under half a nanosecond: it would round to 0, which options read as
   // "none" or "no limit" (--duration 0.1ns ran without a time limit).
-  if (ns > 0 && ns < 0.5) return std::nullopt;
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(ns)));
+  if (ns > 0 && ns < 0.5) return duration_fault::too_short;
+  out = std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(ns)));
+  return duration_fault::none;
+}
+
+}  // namespace detail
+
+// "10ms" -> 10'000'000 ns. A unit is required except for "0". At most 9.2e18 ns (about
+// 290 years: a signed 64-bit count of nanoseconds); a value that is not 0 rounds to 1ns
+// or more.
+inline std::optional<std::chrono::nanoseconds> parse_duration(std::string_view s) {
+  std::chrono::nanoseconds d{0};
+  if (detail::parse_duration_into(s, d) != detail::duration_fault::none) return std::nullopt;
+  return d;
 }
 
 namespace detail {
@@ -271,9 +287,17 @@ class arg_parser {
   void duration(std::string name, std::chrono::nanoseconds* out, std::string help) {
     add(name, "DURATION", std::move(help), format_duration(*out),
         [this, out, n = name](std::string_view v) {
-          const auto r = parse_duration(v);
-          if (!r) bad(n, v, "a duration like 10ms, 2s or 500us");
-          *out = *r;
+          switch (detail::parse_duration_into(v, *out)) {
+            case detail::duration_fault::none:
+              return;
+            case detail::duration_fault::too_long:
+              bad(n, v, "a duration of at most 9.2e9s (about 290 years)");
+            case detail::duration_fault::too_short:
+              bad(n, v, "0, or a duration of at least 1ns");
+            case detail::duration_fault::form:
+              break;
+          }
+          bad(n, v, "a duration like 10ms, 2s or 500us");
         });
   }
   // `range`: see count_range.
