@@ -314,6 +314,34 @@ TEST(io_tool, a_closed_stdin_or_stdout_is_a_clear_error_not_a_hang) {
   EXPECT_EQ(listing(dir), std::vector<std::string>{"in"});
 }
 
+// Without OUT the output is named after IN, which only works for a regular file:
+// "gzip /dev/stdin" wrote /dev/stdin.gz into /dev, and "gzip /dev/zero" filled /dev.
+TEST(io_tool, an_input_that_is_not_a_regular_file_needs_an_output_name) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  ASSERT_EQ(::mkfifo((dir / "pipe.gz").c_str(), 0600), 0);
+  const std::string s = quoted(sluice);
+  struct c {
+    const char* cmd;
+    const char* says;
+  };
+  for (const c& k : {c{" gzip /dev/zero", "sluice gzip: /dev/zero is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"},
+                     c{" gzip /dev/stdin < /dev/null", "sluice gzip: /dev/stdin is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"},
+                     c{" gunzip pipe.gz", "sluice gunzip: pipe.gz is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"}}) {
+    SCOPED_TRACE(k.cmd);
+    const outcome o = sh(s + k.cmd, dir);
+    EXPECT_EQ(o.status, 2);
+    EXPECT_EQ(o.err, k.says);
+  }
+  EXPECT_FALSE(fs::exists("/dev/zero.gz"));
+  EXPECT_FALSE(fs::exists("/dev/stdin.gz"));
+  EXPECT_EQ(listing(dir), std::vector<std::string>{"pipe.gz"});
+  // Given OUT, a device is an input like any other.
+  const outcome named = sh(s + " gzip /dev/null out.gz", dir);
+  EXPECT_EQ(named.status, 0) << named.err;
+  EXPECT_TRUE(fs::exists(dir / "out.gz"));
+}
+
 TEST(io_tool, existing_output_bad_arguments_and_help) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;

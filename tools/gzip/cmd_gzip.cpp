@@ -208,8 +208,8 @@ int run_codec(bool compress, int argc, char** argv) {
                   : "replace an existing OUT (a link to a file is replaced, not followed); write to a block device");
   p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
                        "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
-                       "what was written). OUT gets IN's permissions and times (stdin: the umask's default,\n"
-                       "now). Messages name the input.\n") +
+                       "what was written). OUT gets a regular IN's permissions and times (otherwise the umask's\n"
+                       "default, now). Messages name the input.\n") +
            (compress ? "A regular IN whose size changes while it is read is compressed as read, with a warning.\n"
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (IN's size changed),\n"
                        "128+N killed by signal N."
@@ -252,7 +252,14 @@ int run_codec(bool compress, int argc, char** argv) {
       wo.mtime = st.st_mtim;
     }
   }
-  if (a.out.empty()) a.out = default_output(a, prog);
+  if (a.out.empty()) {
+    // As gzip(1): only a regular file's name makes its output's (/dev/stdin.gz would land
+    // in /dev; /dev/zero would fill it).
+    if (a.in != "-" && !regular_in) {
+      throw usage_error(prog + ": " + a.in + " is not a regular file, so no output name comes from it; give OUT (- for stdout)");
+    }
+    a.out = default_output(a, prog);
+  }
 
   const std::size_t chunk = compress ? static_cast<std::size_t>(a.block) : io::kChunk;
   std::atomic<std::uint64_t> in_bytes{0};
