@@ -565,9 +565,13 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
       live.emplace(metrics::serve(g, c.serve));
       std::fprintf(stderr, "sluice bench: live view at %s\n", live->url().c_str());
       if (!live->loopback_only()) {
+        // The address bound (port 0 was a free port's pick), not the one asked for.
+        const std::string host = live->host();
+        const std::string bound = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                                  std::to_string(live->port());
         std::fprintf(stderr, "sluice bench: warning: the live view listens on %s, beyond this machine; anyone who "
                              "can reach it sees the graph's names and figures\n",
-                     c.serve.c_str());
+                     bound.c_str());
       }
     }
 #endif
