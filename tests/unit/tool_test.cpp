@@ -652,6 +652,77 @@ TEST_F(Tool, AnInterruptedStressSessionPrintsItsSummary) {
   EXPECT_NE(text.find("; interrupted by Interrupt"), std::string::npos) << text;
 }
 
+// ^C during a long bench stops the run in progress (its source stops sending, what it sent
+// drains), starts no other, prints what ran as a run of that length and exits 128+N. It
+// died at once, losing the run; the row must not read as saturated by the items that an
+// interrupted source never owed.
+TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
+  int out[2], err[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);
+  const std::string tool = tool_path();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(err[1], STDERR_FILENO);
+    // --serve: its "live view at" line on stderr says the run has begun (the signals are
+    // taken by then).
+    ::execl(tool.c_str(), tool.c_str(), "bench", "--topology", "chain:2", "--rate", "2k", "--duration", "120s",
+            "--engine", "both", "--serve", "127.0.0.1:0", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  std::string text, errors;
+  auto drain = [](int fd, std::string& into) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return;
+    char buf[4096];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) into.append(buf, static_cast<std::size_t>(n));
+  };
+  for (int waited = 0; errors.find("live view at") == std::string::npos && waited < 60'000; waited += 20) {
+    drain(err[0], errors);
+    pollfd none{-1, 0, 0};
+    (void)::poll(&none, 0, 20);
+  }
+  if (errors.find("built without cpp-httplib") != std::string::npos) {
+    (void)::waitpid(pid, nullptr, 0);
+    GTEST_SKIP() << errors;
+  }
+  ASSERT_NE(errors.find("live view at"), std::string::npos) << errors;
+  ::kill(pid, SIGINT);
+  int status = 0;
+  pid_t done = 0;
+  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 60'000; waited += 20) {
+    drain(out[0], text);
+    drain(err[0], errors);
+    pollfd none{-1, 0, 0};
+    (void)::poll(&none, 0, 20);
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    (void)::waitpid(pid, &status, 0);
+    ADD_FAILURE() << "the bench did not end after ^C:\n" << text << errors;
+  }
+  for (int i = 0; i < 100; ++i) {
+    drain(out[0], text);
+    drain(err[0], errors);
+  }
+  ::close(out[0]);
+  ::close(err[0]);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "\n" << errors;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT) << text << errors;
+  EXPECT_NE(errors.find("sluice bench: interrupted by Interrupt"), std::string::npos) << errors;
+  EXPECT_NE(text.find("(interrupted by Interrupt: the last run stopped sending early"), std::string::npos) << text;
+  const std::size_t row = text.find("\n  sluice ");
+  ASSERT_NE(row, std::string::npos) << text;
+  const std::string line = text.substr(row + 1, text.find('\n', row + 1) - row - 1);
+  EXPECT_EQ(line.find("saturated"), std::string::npos) << line;
+  EXPECT_EQ(text.find("\n  tbb "), std::string::npos) << "a run started after the interrupt:\n" << text;
+}
+
 TEST_F(Tool, StressRunsPassWithoutBroadcast) {
   const std::string runs = "50";
   const result r =

@@ -33,14 +33,17 @@
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_pipeline.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -63,6 +66,7 @@
 #include "commands.hpp"
 #include "common/args.hpp"
 #include "common/progress.hpp"
+#include "common/signals.hpp"
 #include "common/sys.hpp"
 #include "common/write_file.hpp"
 #include "sluice/detail/ticker.hpp"
@@ -75,6 +79,13 @@ namespace {
 using clock = std::chrono::steady_clock;
 using std::chrono::nanoseconds;
 using bench::now_ns;
+
+// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted the bench, or 0. Set once by the
+// watcher in cmd_bench; the sources of both engines read it (arrivals::next) and stop
+// sending, so the run in progress drains what it sent and ends like a shorter run.
+// relaxed: a one-way flag; a source that reads it a moment late sends an item more.
+std::atomic<int> g_interrupted{0};
+bool interrupted() { return g_interrupted.load(std::memory_order_relaxed) != 0; }
 
 // ---- configuration ------------------------------------------------------------
 
@@ -265,6 +276,7 @@ class arrivals {
 
   std::optional<std::int64_t> next() {
     if (sent_ >= f_.max_items) return std::nullopt;
+    if (interrupted()) return cut_short();
     const std::int64_t now = now_ns();
     if (sent_ == 0) {
       t0_ = now;
@@ -279,6 +291,10 @@ class arrivals {
     if (!within(offset, end_ - t0_)) return std::nullopt;
     const auto due = t0_ + static_cast<std::int64_t>(std::llround(offset));
     if (due > now) {
+      // In slices, so that an interrupt ends the wait of a slow rate (an item a minute).
+      constexpr std::int64_t kSlice = 100'000'000;  // ns
+      while (due - now_ns() > kSlice && !interrupted()) bench::sleep_until_ns(now_ns() + kSlice);
+      if (interrupted()) return cut_short();
       bench::wait_until_ns(due);
       paced_ns_ += static_cast<std::uint64_t>(now_ns() - now);  // past due if the wait woke late
     }
@@ -293,18 +309,31 @@ class arrivals {
   // Open loop with a duration: the items due in the window (item i is due at i / rate:
   // ceil(window * rate) of them, at most max_items). Otherwise sent().
   [[nodiscard]] std::uint64_t due() const {
-    if (f_.rate <= 0 || f_.duration_ns <= 0) return sent_;
+    const std::int64_t window = window_ns();
+    if (f_.rate <= 0 || window <= 0) return sent_;
     // Counted by next()'s own test of an item's offset, so that rounding (0.3 s * 5000/s
     // is 1500.0000000000002) cannot make one more item "due" than next() would send.
-    const auto in_window = [&](double i) { return within(offset_ns(i), f_.duration_ns); };
-    double n = std::floor(static_cast<double>(f_.duration_ns) * 1e-9 * f_.rate);
+    const auto in_window = [&](double i) { return within(offset_ns(i), window); };
+    double n = std::floor(static_cast<double>(window) * 1e-9 * f_.rate);
     if (!(n < static_cast<double>(f_.max_items))) return std::max(sent_, f_.max_items);
     while (n > 0 && !in_window(n - 1)) n -= 1;
     while (in_window(n) && n < static_cast<double>(f_.max_items)) n += 1;
     return std::max(sent_, static_cast<std::uint64_t>(n));
   }
+  // The time the source offered load for: the duration, or less when an interrupt cut
+  // the run short (then what fell due after it was never owed).
+  [[nodiscard]] std::int64_t window_ns() const { return cut_ns_ >= 0 ? cut_ns_ : f_.duration_ns; }
 
  private:
+  // An interrupt (g_interrupted) ends the window now: nothing more is sent or due.
+  std::optional<std::int64_t> cut_short() {
+    if (cut_ns_ < 0) {
+      const std::int64_t ran = sent_ == 0 ? 0 : now_ns() - t0_;
+      cut_ns_ = f_.duration_ns > 0 ? std::min(ran, f_.duration_ns) : ran;
+    }
+    return std::nullopt;
+  }
+
   // Item i is due offset_ns(i) after the first; it is sent if that is inside the window
   // (limit: ns from the first item to the end). Compared in double before the conversion:
   // for a tiny rate the offset is past any int64 (llround's result would be unspecified,
@@ -319,6 +348,7 @@ class arrivals {
   std::uint64_t paced_ns_ = 0;
   std::int64_t t0_ = 0;
   std::int64_t end_ = INT64_MAX;
+  std::int64_t cut_ns_ = -1;  // the window an interrupt left (cut_short), or -1
 };
 
 double process_cpu_s() {
@@ -582,6 +612,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
   r.delivered = delivered.load();
   r.sent = arr.sent();
   r.due = arr.due();
+  r.window_s = static_cast<double>(arr.window_ns()) * 1e-9;
   r.t0_ns = arr.t0_ns();
   r.snap = rep.metrics;
   r.balanced = rep.balanced();
@@ -665,6 +696,7 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   r.delivered = delivered.load();
   r.sent = arr.sent();
   r.due = arr.due();
+  r.window_s = static_cast<double>(arr.window_ns()) * 1e-9;
   r.t0_ns = arr.t0_ns();
   r.detail = "parallel_pipeline, " + std::to_string(tokens) + " tokens, " + std::to_string(threads) + " worker threads";
   return r;
@@ -1174,22 +1206,60 @@ int cmd_bench(int argc, char** argv) {
   const std::int64_t duration_ns = c.duration.count() > 0 ? c.duration.count() : open ? kDefaultOpenDuration.count() : 0;
   const std::uint64_t max_items = c.items_given || (!open && c.duration.count() == 0) ? c.items : UINT64_MAX;
 
+  // ^C (SIGINT, SIGTERM, SIGHUP): the run in progress stops sending and drains, no other
+  // run starts, and what ran is printed (and written to --report) before the exit with
+  // 128+N; a second one exits at once. Blocked before any thread starts (the stages, the
+  // live view's): they inherit the mask.
+  const signal_block signals;
+  std::atomic<bool> session_over{false};
+  std::thread watcher([&] {
+    while (!session_over.load(std::memory_order_acquire)) {
+      const int sig = signals.take(std::chrono::milliseconds(250));
+      if (sig == 0) continue;
+      if (g_interrupted.exchange(sig) != 0) {
+        write_nowait(STDERR_FILENO, std::string("\nsluice bench: interrupted again by ") + ::strsignal(sig) +
+                                        "; exiting now\n");
+        std::_Exit(128 + sig);
+      }
+      write_nowait(STDERR_FILENO, std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
+                                      "; the run in progress stops sending and drains, no other starts "
+                                      "(again to exit now)\n");
+    }
+  });
+  struct join_watcher {
+    std::atomic<bool>& over;
+    const signal_block& sigs;
+    std::thread& t;
+    ~join_watcher() {
+      over.store(true, std::memory_order_release);
+      sigs.wake();
+      t.join();
+    }
+  } end_watch{session_over, signals, watcher};
+
   progress prog("bench");
   std::vector<bench_result> results;
   std::map<std::string, double> maxima;
   if (!c.sweep) {
     const feed f{c.rate, max_items, duration_ns};
-    for (const auto& e : engines) results.push_back(run_engine(e, c, f, prog));
+    for (const auto& e : engines) {
+      if (interrupted()) break;
+      results.push_back(run_engine(e, c, f, prog));
+    }
   } else {
     // 1. Each engine's closed-loop maximum, from a short run.
     for (const auto& e : engines) {
+      if (interrupted()) break;
       bench_result r = run_engine(e, c, feed{0, max_items, c.probe.count()}, prog);
-      maxima[e] = r.achieved();
+      const double most = r.achieved();
       results.push_back(std::move(r));
-      if (!(maxima[e] > 0)) throw std::runtime_error("sluice bench: " + e + " delivered nothing in its closed-loop run");
+      if (interrupted()) break;  // a maximum cut short is no maximum to take shares of
+      maxima[e] = most;
+      if (!(most > 0)) throw std::runtime_error("sluice bench: " + e + " delivered nothing in its closed-loop run");
     }
     // 2. Open loop at shares of each engine's own maximum.
     auto point = [&](const std::string& e, const std::string& of, double fraction) {
+      if (interrupted()) return;
       bench_result r = run_engine(e, c, feed{maxima[of] * fraction, max_items, duration_ns}, prog);
       r.load_of = of;
       r.load_fraction = fraction;
@@ -1222,7 +1292,16 @@ int cmd_bench(int argc, char** argv) {
       if (c.engine == "both" && !tbb_ok) std::printf("\n  (tbb: skipped, parallel_pipeline runs chain and farm only)\n");
       break;
   }
-  if (!c.report.empty()) write_report_html(c.report, make_report(c, results));
+  const int sig = g_interrupted.load(std::memory_order_relaxed);
+  if (sig != 0 && c.format == out_format::table) {
+    std::printf("\n  (interrupted by %s: the last run stopped sending early, and no run started after it)\n",
+                ::strsignal(sig));
+  }
+  if (!c.report.empty() && !results.empty()) write_report_html(c.report, make_report(c, results));
+  if (sig != 0) {
+    std::fflush(stdout);
+    return 128 + sig;
+  }
   for (const auto& r : results) {
     if (!r.complete()) return 1;
   }
