@@ -115,6 +115,22 @@ TEST_F(Tool, BenchServePrintsTheUrlAndWarnsBeyondLoopback) {
       << wide.err;
 }
 
+// A bench of several runs (--sweep) serves every run at the port the first one picked:
+// an open page goes on from run to run. Each run bound a new free port, and the page lost
+// its server after the first.
+TEST_F(Tool, BenchServeKeepsOnePortAcrossASweep) {
+  const result r = run_tool({"bench", "--topology", "chain:1", "--sweep", "--sweep-at", "20,50", "--probe-duration", "200ms",
+                             "--duration", "200ms", "--serve", "127.0.0.1:0"},
+                            120);
+  if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
+  EXPECT_EQ(r.status, 0) << r.err;
+  const std::size_t first = r.err.find("live view at http://127.0.0.1:");
+  ASSERT_NE(first, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("live view at", first + 1), std::string::npos) << "a run moved to another port:\n" << r.err;
+  EXPECT_NE(r.out.find("20%"), std::string::npos) << r.out;  // the sweep's later runs ran
+  EXPECT_NE(r.out.find("50%"), std::string::npos) << r.out;
+}
+
 // A malformed --serve address is a bad command line, found before anything runs: it was
 // exit 1 from the first sluice run, and with --engine tbb (no sluice run) not noticed.
 TEST_F(Tool, BenchServeRefusesABadAddressBeforeItRuns) {

@@ -573,19 +573,34 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
 #if SLUICE_HAVE_SERVE
     // Bound before the run starts (a bad address fails before any stage runs); the
     // server only reads snapshots, and stops before the graph is destroyed.
+    // Every run after the first serves at the address the first one bound (port 0 is
+    // picked once), so that an open page goes on from run to run; if that port was taken
+    // meanwhile, at a new one, said again.
     std::optional<metrics::server> live;
     if (!c.serve.empty()) {
-      live.emplace(metrics::serve(g, c.serve));
-      std::fprintf(stderr, "sluice bench: live view at %s\n", live->url().c_str());
-      if (!live->loopback_only()) {
-        // The address bound (port 0 was a free port's pick), not the one asked for.
-        const std::string host = live->host();
-        const std::string bound = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                                  std::to_string(live->port());
-        std::fprintf(stderr, "sluice bench: warning: the live view listens on %s, beyond this machine; anyone who "
-                             "can reach it sees the graph's names and figures\n",
-                     bound.c_str());
+      static std::string bound_before;  // "" until the first run bound; one bench per process
+      bool moved = bound_before.empty();
+      if (!bound_before.empty()) {
+        try {
+          live.emplace(metrics::serve(g, bound_before));
+        } catch (const std::runtime_error&) {
+          moved = true;
+        }
       }
+      if (!live) live.emplace(metrics::serve(g, c.serve));
+      // The address bound (port 0 was a free port's pick), not the one asked for.
+      const std::string host = live->host();
+      const std::string bound = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                                std::to_string(live->port());
+      if (moved) {
+        std::fprintf(stderr, "sluice bench: live view at %s\n", live->url().c_str());
+        if (!live->loopback_only()) {
+          std::fprintf(stderr, "sluice bench: warning: the live view listens on %s, beyond this machine; anyone who "
+                               "can reach it sees the graph's names and figures\n",
+                       bound.c_str());
+        }
+      }
+      bound_before = bound;
     }
 #endif
     rep = g.run();
