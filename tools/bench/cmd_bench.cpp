@@ -1207,32 +1207,12 @@ int cmd_bench(int argc, char** argv) {
   // run starts, and what ran is printed (and written to --report) before the exit with
   // 128+N; a second one exits at once. Blocked before any thread starts (the stages, the
   // live view's): they inherit the mask.
-  const signal_block signals;
-  std::atomic<bool> session_over{false};
-  std::thread watcher([&] {
-    while (!session_over.load(std::memory_order_acquire)) {
-      const int sig = signals.take(std::chrono::milliseconds(250));
-      if (sig == 0) continue;
-      if (g_interrupted.exchange(sig) != 0) {
-        write_nowait(STDERR_FILENO, std::string("\nsluice bench: interrupted again by ") + ::strsignal(sig) +
-                                        "; exiting now\n");
-        std::_Exit(128 + sig);
-      }
-      write_nowait(STDERR_FILENO, std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
-                                      "; the run in progress stops sending and drains, no other starts "
-                                      "(again to exit now)\n");
-    }
+  const interrupt_watch watch("sluice bench", [](int sig) {
+    g_interrupted.store(sig, std::memory_order_relaxed);
+    write_nowait(STDERR_FILENO, std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
+                                    "; the run in progress stops sending and drains, no other starts "
+                                    "(again to exit now)\n");
   });
-  struct join_watcher {
-    std::atomic<bool>& over;
-    const signal_block& sigs;
-    std::thread& t;
-    ~join_watcher() {
-      over.store(true, std::memory_order_release);
-      sigs.wake();
-      t.join();
-    }
-  } end_watch{session_over, signals, watcher};
 
   progress prog("bench");
   std::vector<bench_result> results;

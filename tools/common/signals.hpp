@@ -12,6 +12,11 @@
 // waiting out its tick. old_mask() is the mask a child process should get back.
 // Used by `sluice gzip`/`gunzip` (a half-written output) and `bench --cut` (two processes
 // and a stream on the server).
+//
+// interrupt_watch is the usual policy on top, for a command that ends in order after ^C
+// (`stress`, `bench`): a thread takes the signals while it lives; the first calls
+// first(sig) (say what happens next) and is kept in signal(); a second exits at once with
+// "<prog>: interrupted again by <signal>; exiting now" and 128+N.
 #pragma once
 
 #include <poll.h>
@@ -20,9 +25,18 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <functional>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "common/progress.hpp"
 
 namespace sluice::tool {
 
@@ -71,6 +85,43 @@ class signal_block {
   sigset_t old_{};
   int sfd_ = -1;
   int wake_ = -1;
+};
+
+// Construct before any thread that should leave the signals to it starts (they inherit
+// the mask); its destructor joins the watching thread and puts the old mask back.
+class interrupt_watch {
+ public:
+  interrupt_watch(std::string prog, std::function<void(int)> first)
+      : prog_(std::move(prog)), first_(std::move(first)), thread_([this] { watch(); }) {}
+  interrupt_watch(const interrupt_watch&) = delete;
+  interrupt_watch& operator=(const interrupt_watch&) = delete;
+  ~interrupt_watch() {
+    over_.store(true, std::memory_order_release);
+    signals_.wake();
+    thread_.join();
+  }
+  // The first signal taken, or 0.
+  [[nodiscard]] int signal() const noexcept { return sig_.load(std::memory_order_acquire); }
+
+ private:
+  void watch() {
+    while (!over_.load(std::memory_order_acquire)) {
+      const int sig = signals_.take(std::chrono::milliseconds(250));
+      if (sig == 0) continue;
+      if (sig_.exchange(sig, std::memory_order_acq_rel) != 0) {
+        write_nowait(STDERR_FILENO, "\n" + prog_ + ": interrupted again by " + ::strsignal(sig) + "; exiting now\n");
+        std::_Exit(128 + sig);
+      }
+      first_(sig);
+    }
+  }
+
+  const signal_block signals_;  // first: blocked before the thread below starts
+  const std::string prog_;
+  const std::function<void(int)> first_;
+  std::atomic<int> sig_{0};
+  std::atomic<bool> over_{false};
+  std::thread thread_;  // last: starts once the members above exist
 };
 
 }  // namespace sluice::tool

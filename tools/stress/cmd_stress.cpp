@@ -407,32 +407,10 @@ int cmd_stress(int argc, char** argv) {
   // ^C (SIGINT, SIGTERM, SIGHUP) ends the session after the run in progress, with the
   // summary of the runs made; a second one exits at once. Blocked before any thread
   // starts (the hang guard's, the runs' stages): they inherit the mask.
-  const signal_block signals;
-  std::atomic<int> interrupted{0};
-  std::atomic<bool> session_over{false};
-  std::thread watcher([&] {
-    while (!session_over.load(std::memory_order_acquire)) {
-      const int sig = signals.take(std::chrono::milliseconds(250));
-      if (sig == 0) continue;
-      if (interrupted.exchange(sig) != 0) {
-        write_nowait(STDERR_FILENO, std::string("\nsluice stress: interrupted again by ") + ::strsignal(sig) +
-                                        "; exiting now\n");
-        std::_Exit(128 + sig);
-      }
-      write_nowait(STDERR_FILENO, std::string("\nsluice stress: interrupted by ") + ::strsignal(sig) +
-                                      "; ending after the run in progress (again to exit now)\n");
-    }
+  const interrupt_watch interrupted("sluice stress", [](int sig) {
+    write_nowait(STDERR_FILENO, std::string("\nsluice stress: interrupted by ") + ::strsignal(sig) +
+                                    "; ending after the run in progress (again to exit now)\n");
   });
-  struct join_watcher {
-    std::atomic<bool>& over;
-    const signal_block& sigs;
-    std::thread& t;
-    ~join_watcher() {
-      over.store(true, std::memory_order_release);
-      sigs.wake();
-      t.join();
-    }
-  } end_watch{session_over, signals, watcher};
   if (!replay) {
     std::printf("sluice stress: seed %s, %llu runs%s\n", hex(seed).c_str(), static_cast<unsigned long long>(runs),
                 duration.count() ? (", at most " + format_duration(duration)).c_str() : "");
@@ -448,7 +426,7 @@ int cmd_stress(int argc, char** argv) {
   for (std::uint64_t i = 0; i < total_runs; ++i) {
     // At least one run: a session that ran nothing must not say that every run held.
     if (i > 0 && duration.count() > 0 && clock::now() - t0 >= duration) break;
-    if (interrupted.load() != 0) break;
+    if (interrupted.signal() != 0) break;
     const random_graph spec = make_spec(run_seed(i), shapes, fuse);
     const std::string text = testing::describe(spec);
     guard.arm("  run " + std::to_string(i + 1) + " seed " + hex(spec.seed) + "\n    " + text +
@@ -496,7 +474,7 @@ int cmd_stress(int argc, char** argv) {
               static_cast<unsigned long long>(n_ok), static_cast<unsigned long long>(n_early),
               static_cast<unsigned long long>(n_error), static_cast<unsigned long long>(n_cancelled),
               static_cast<unsigned long long>(n_stuck));
-  const int sig = interrupted.load();
+  const int sig = interrupted.signal();
   std::printf("sluice stress: %llu runs, %llu with violations, %.1f s%s\n", static_cast<unsigned long long>(done),
               static_cast<unsigned long long>(failed), std::chrono::duration<double>(clock::now() - t0).count(),
               sig != 0 ? (std::string("; interrupted by ") + ::strsignal(sig)).c_str()
