@@ -670,8 +670,8 @@ TEST_F(Tool, AnInterruptedStressSessionPrintsItsSummary) {
 
 // ^C during a long bench stops the run in progress (its source stops sending, what it sent
 // drains), starts no other, prints what ran as a run of that length and exits 128+N. It
-// died at once, losing the run; the row must not read as saturated by the items that an
-// interrupted source never owed.
+// died at once, losing the run. The items an interrupted source never owed (due after the
+// interrupt) are not counted as unsent: they made every interrupted run read as saturated.
 TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
   int out[2], err[2];
   ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
@@ -732,10 +732,15 @@ TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT) << text << errors;
   EXPECT_NE(errors.find("sluice bench: interrupted by Interrupt"), std::string::npos) << errors;
   EXPECT_NE(text.find("(interrupted by Interrupt: the last run stopped sending early"), std::string::npos) << text;
-  const std::size_t row = text.find("\n  sluice ");
-  ASSERT_NE(row, std::string::npos) << text;
-  const std::string line = text.substr(row + 1, text.find('\n', row + 1) - row - 1);
-  EXPECT_EQ(line.find("saturated"), std::string::npos) << line;
+  ASSERT_NE(text.find("\n  sluice "), std::string::npos) << text;
+  // Items due after the interrupt were never owed: at most a source's backlog of the
+  // moment may be unsent (a loaded machine), not the rest of the 120 s window.
+  const std::size_t note = text.find("(sluice: ");
+  if (note != std::string::npos && text.find("were never sent", note) != std::string::npos) {
+    unsigned long long unsent = 0, due = 0;
+    ASSERT_EQ(std::sscanf(text.c_str() + note, "(sluice: %llu of the %llu items due", &unsent, &due), 2) << text;
+    EXPECT_LT(unsent * 2, due) << text;
+  }
   EXPECT_EQ(text.find("\n  tbb "), std::string::npos) << "a run started after the interrupt:\n" << text;
 }
 
