@@ -19,7 +19,6 @@
 #include <stop_token>
 #include <string>
 
-#include "sluice/graph.hpp"
 #include "sluice/io/error.hpp"
 #include "sluice/io/file.hpp"
 
@@ -58,12 +57,7 @@ class stop_waiter {
   }
 
   // true: fd is ready (or in error: the next call reports it); false: stop requested.
-  // A wait for input (POLLIN) is the stage waiting for the world, starved rather than
-  // busy in snapshots (this_stage::waiting_for_input). A wait to write stays busy: a
-  // peer that takes bytes slowly makes the writing stage the graph's slow one.
   bool wait(int fd, short events) const {
-    std::optional<this_stage::waiting_for_input> outside;
-    if ((events & POLLIN) != 0) outside.emplace();
     pollfd p[2] = {{fd, events, 0}, {efd_, POLLIN, 0}};
     const nfds_t n = efd_ >= 0 ? 2 : 1;
     for (;;) {

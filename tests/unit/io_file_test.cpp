@@ -15,8 +15,6 @@
 #include <vector>
 
 #include "io_test_util.hpp"
-#include "sluice/graph.hpp"
-#include "sluice/metrics.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
@@ -271,41 +269,6 @@ TEST(io_file, a_stop_request_wakes_read_fd_blocked_on_a_quiet_pipe) {
   EXPECT_FALSE(rx.pop().has_value());  // it ended, closing its output
   ::close(p[0]);
   ::close(p[1]);
-}
-
-// A reader blocked on a quiet pipe (or socket) waits for the world: the time counts as
-// starved, not busy, live and after, so the bottleneck rule does not take the reader of a
-// slow producer for the graph's slow stage.
-TEST(io_file, a_reader_waiting_on_a_quiet_pipe_is_starved_not_busy) {
-  sluice_test::watchdog dog(std::chrono::seconds(60), "starved reader");
-  int p[2];
-  ASSERT_EQ(::pipe(p), 0);
-  auto d = io::read_fd(p[0]);
-  sluice::graph g;
-  auto s = g.source<buffer>("read", std::move(d.fn), d.options);
-  std::atomic<std::size_t> got{0};
-  g.sink("count", s, [&](buffer b) { got += b.view().size(); });
-  auto reader = [](const sluice::metrics::snapshot& snap) {
-    for (const auto& st : snap.stages) {
-      if (st.name == "read") return st;
-    }
-    return sluice::metrics::stage_snapshot{};
-  };
-  g.start();
-  ASSERT_EQ(::write(p[1], "abc", 3), 3);
-  ASSERT_TRUE(sluice_test::eventually([&] { return got.load() == 3; }));
-  // Quiet now: the wait grows in the snapshots (polled, not slept for).
-  ASSERT_TRUE(sluice_test::eventually([&] { return reader(g.snapshot()).starved_ns >= 20'000'000; },
-                                      std::chrono::seconds(20)));
-  const auto live = reader(g.snapshot());
-  EXPECT_LT(live.busy_ns, live.starved_ns);
-  ::close(p[1]);  // end of input: the reader ends
-  const sluice::report r = g.wait();
-  ::close(p[0]);
-  EXPECT_EQ(got.load(), 3u);
-  const auto after = reader(r.metrics);
-  EXPECT_GE(after.starved_ns, live.starved_ns);
-  EXPECT_LT(after.busy_ns, after.starved_ns);
 }
 
 TEST(io_file, a_full_disk_is_an_error_naming_the_fd_and_offset) {
