@@ -93,7 +93,6 @@ metrics::snapshot graph_state::snapshot() const {
       st.backpressured_ns += cs[ch].blocked_push_ns;
     }
     if (n.turn_wait) st.starved_ns += ticks_to_ns(n.turn_wait->blocked_ticks_now(true));
-    st.starved_ns += ticks_to_ns(n.outside_wait.blocked_ticks_now(true));
     st.errors = n.errors.load(std::memory_order_relaxed);
     st.restarts = n.restarts.load(std::memory_order_relaxed);
     const std::int64_t alive = n.exited_ns.load(std::memory_order_relaxed) +
@@ -422,17 +421,5 @@ bool add_external_channel(std::string name, bool pushes, std::function<metrics::
   if (detail::tls_graph == nullptr) return false;
   detail::tls_graph->add_external_channel(std::move(name), *detail::tls_stage, pushes, std::move(read));
   return true;
-}
-
-// A wait in progress, as a channel's long wait: begin_slow at once (snapshots see it grow),
-// its whole length added when it ends.
-waiting_for_input::waiting_for_input() noexcept {
-  if (detail::tls_stage == nullptr) return;
-  clock_ = &detail::tls_stage->outside_wait;
-  t0_ = detail::ticks();
-  clock_->begin_slow(t0_);
-}
-waiting_for_input::~waiting_for_input() {
-  if (clock_ != nullptr) clock_->end_slow(t0_, detail::ticks() - t0_, true);
 }
 }  // namespace sluice::this_stage

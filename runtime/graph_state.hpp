@@ -137,8 +137,6 @@ struct stage_node : node_spec {
   std::unique_ptr<std::atomic<const void*>[]> inside;
   std::mutex restart_mu;
   std::deque<std::chrono::steady_clock::time_point> restart_times;  // guarded by restart_mu
-  // Time its threads spent in this_stage::waiting_for_input: starved, not busy.
-  wait_clock outside_wait;
 };
 
 // The stage whose thread this is (this_stage:: in graph.hpp), for the scope's life.

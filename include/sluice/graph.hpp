@@ -70,7 +70,6 @@
 
 #include <chrono>
 #include <cstddef>
-#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -318,33 +317,6 @@ class graph {
 // not apply to such a channel (metrics::channel_snapshot::external).
 namespace this_stage {
 bool add_external_channel(std::string name, bool pushes, std::function<metrics::external_channel_reading()> read);
-
-// From inside a running stage function (on its thread): while one lives, the stage is
-// waiting for input from outside the graph (a socket, a timer, a rate limit), and the time
-// counts as starved, not busy, in snapshots (live ones too, as it goes), so the shares and
-// the bottleneck do not take a source that waits for the world for one that works:
-//
-//   g.source<msg>("poll", [&](sluice::sender<msg>& out, std::stop_token stop) {
-//     while (!stop.stop_requested()) {
-//       std::optional<msg> m;
-//       { sluice::this_stage::waiting_for_input w; m = socket.receive(100ms); }
-//       if (m && !out.push(std::move(*m))) return;
-//     }
-//   });
-//
-// Replicas may each hold one at once. On a thread that is no stage's it does nothing; a
-// fused stage's wait counts for the stage whose thread runs it. Neither copied nor moved.
-class waiting_for_input {
- public:
-  waiting_for_input() noexcept;
-  ~waiting_for_input();
-  waiting_for_input(const waiting_for_input&) = delete;
-  waiting_for_input& operator=(const waiting_for_input&) = delete;
-
- private:
-  detail::wait_clock* clock_ = nullptr;  // the stage's, or null off a stage thread
-  std::uint64_t t0_ = 0;                 // ticks when the wait began
-};
 }  // namespace this_stage
 
 namespace detail {

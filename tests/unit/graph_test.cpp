@@ -17,7 +17,6 @@
 #include <memory>
 #include <mutex>
 #include <numeric>
-#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -1567,41 +1566,6 @@ TEST(graph, a_jumping_external_channel_reading_never_makes_busy_time_go_down) {
   EXPECT_GE(later.busy_ns, after.busy_ns);
   done.open();
   g.wait();
-}
-
-// A source that waits for the world (a socket, a clock) inside this_stage::waiting_for_input
-// is starved while it waits, not busy: a live snapshot sees the wait grow, the final one
-// keeps it, and the bottleneck rule does not take the waiting source for the slow stage.
-// It was busy time: an open-loop bench's paced source looked 100% busy in the live view.
-TEST(graph, time_in_waiting_for_input_is_starved_not_busy_live_and_after) {
-  watchdog dog(60s, "waiting_for_input");
-  { const sluice::this_stage::waiting_for_input off_stage; }  // no stage thread: does nothing
-  sluice::graph g;
-  std::atomic<bool> waiting{false};
-  gate world;
-  auto s = g.source<int>("poll", [&](sluice::sender<int>& out, std::stop_token st) {
-    {
-      const sluice::this_stage::waiting_for_input w;
-      waiting = true;
-      (void)world.wait(st);
-    }
-    (void)out.push(1);
-  });
-  int got = 0;
-  g.sink("sink", s, [&](int v) { got += v; });
-  g.start();
-  ASSERT_TRUE(eventually([&] { return waiting.load(); }));
-  // The wait in progress counts as it goes: polled, not slept for.
-  ASSERT_TRUE(eventually([&] { return stage_of(g.snapshot(), "poll").starved_ns >= 20'000'000; }, 20s));
-  const auto live = stage_of(g.snapshot(), "poll");
-  EXPECT_LT(live.busy_ns, live.starved_ns);
-  world.open();
-  const sluice::report r = g.wait();
-  EXPECT_EQ(got, 1);
-  const auto after = stage_of(r.metrics, "poll");
-  EXPECT_GE(after.starved_ns, live.starved_ns);
-  EXPECT_LT(after.busy_ns, after.starved_ns);
-  EXPECT_NE(r.metrics.bottleneck, std::optional<std::string>("poll"));
 }
 
 }  // namespace
