@@ -348,6 +348,8 @@ TEST_F(Tool, BenchFanoutDeliversEveryCopy) {
   const mini_json::value v = mini_json::parse(r.out);
   EXPECT_EQ(v["expected_deliveries"].uint(), 4000U);
   EXPECT_EQ(v["results"][0]["items_delivered"].uint(), 4000U);
+  ASSERT_TRUE(v.has("interrupted_by"));  // the signal's name after ^C
+  EXPECT_TRUE(v["interrupted_by"].is_null());
 }
 
 // One stage with 20x the work of the others: the table marks it, and never another stage.

@@ -976,6 +976,9 @@ void print_json(const bench_config& c, const std::vector<bench_result>& rs, cons
   }
   // Closed loop: every result delivers items x copies (the runs end by count).
   if (!c.sweep && c.rate <= 0) o += ",\"expected_deliveries\":" + std::to_string(rs.empty() ? 0 : rs[0].sent * copies(c));
+  // ^C: the signal's name; the last result stopped sending early and no run followed it.
+  const int sig = g_interrupted.load(std::memory_order_relaxed);
+  o += ",\"interrupted_by\":" + (sig != 0 ? json_escape(::strsignal(sig)) : std::string("null"));
   o += ",\"results\":[";
   for (std::size_t k = 0; k < rs.size(); ++k) o += (k ? "," : "") + result_json(c, rs[k]);
   o += "]}\n";
@@ -1239,7 +1242,9 @@ int cmd_bench(int argc, char** argv) {
     const feed f{c.rate, max_items, duration_ns};
     for (const auto& e : engines) {
       if (interrupted()) break;
-      results.push_back(run_engine(e, c, f, prog));
+      bench_result r = run_engine(e, c, f, prog);
+      if (interrupted() && r.sent == 0) break;  // cut before its first item: nothing to show
+      results.push_back(std::move(r));
     }
   } else {
     // 1. Each engine's closed-loop maximum, from a short run.
@@ -1247,6 +1252,7 @@ int cmd_bench(int argc, char** argv) {
       if (interrupted()) break;
       bench_result r = run_engine(e, c, feed{0, max_items, c.probe.count()}, prog);
       const double most = r.achieved();
+      if (interrupted() && r.sent == 0) break;  // cut before its first item: nothing to show
       results.push_back(std::move(r));
       if (interrupted()) break;  // a maximum cut short is no maximum to take shares of
       maxima[e] = most;
@@ -1256,6 +1262,7 @@ int cmd_bench(int argc, char** argv) {
     auto point = [&](const std::string& e, const std::string& of, double fraction) {
       if (interrupted()) return;
       bench_result r = run_engine(e, c, feed{maxima[of] * fraction, max_items, duration_ns}, prog);
+      if (interrupted() && r.sent == 0) return;  // cut before its first item: nothing to show
       r.load_of = of;
       r.load_fraction = fraction;
       results.push_back(std::move(r));
