@@ -73,6 +73,9 @@ class server {
   [[nodiscard]] std::uint16_t port() const noexcept;
   // The host part of the address, as given ("127.0.0.1", "::1", "0.0.0.0").
   [[nodiscard]] const std::string& host() const noexcept;
+  // "HOST:PORT" as bound (IPv6 hosts in brackets): the port is the one picked for port 0,
+  // and serve() takes it back (to serve again at the same place).
+  [[nodiscard]] std::string address() const;
   // "http://HOST:PORT/" (IPv6 hosts in brackets).
   [[nodiscard]] std::string url() const;
   // Whether the host is a loopback name or address (localhost, *.localhost, 127.x, ::1):

@@ -52,6 +52,11 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
   // its number: stdin closed, then "stdin" would be the stop waiter's eventfd).
   if (::fcntl(fd, F_GETFD) < 0) detail::throw_errno(stage, "read", at_offset(where, 0), errno);
   const bool regular = detail::is_regular_fd(fd);
+  // A regular file's size at the start: one that is smaller at the end was truncated
+  // while it was read (copytruncate log rotation), and what was read is not the file.
+  // (0 where the size means nothing: /proc files say 0 and hold text; they are not checked.)
+  struct stat at_start{};
+  const off_t size_at_start = regular && ::fstat(fd, &at_start) == 0 ? at_start.st_size : 0;
   std::optional<detail::stop_waiter> waiter;
   if (!regular) waiter.emplace(stop);
   const std::size_t chunk = o.chunk != 0 ? o.chunk : kChunk;  // 0: the default, as the codecs read it
@@ -104,7 +109,17 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
         return;  // downstream is gone: nobody will read more
       }
     }
-    if (eof) return;
+    if (eof) {
+      struct stat at_end{};
+      if (size_at_start > 0 && ::fstat(fd, &at_end) == 0 && at_end.st_size < size_at_start) {
+        throw error(std::string(stage) + ": " + where + " shrank while it was read (from " +
+                        std::to_string(size_at_start) + " to " + std::to_string(at_end.st_size) + " bytes; " +
+                        std::to_string(offset) + " read): another process truncated it, and what was read is "
+                        "not the file",
+                    EIO);
+      }
+      return;
+    }
   }
 }
 
@@ -255,7 +270,8 @@ std::filesystem::path link_temporary(int fd, const std::filesystem::path& target
 // What `path` is when it exists and write_file must not replace it: a device, a FIFO or a
 // socket (rename() would swap the node itself for a regular file: as root, write_file
 // onto /dev/null replaced /dev/null). Empty when it is a regular file, a symlink (the link
-// itself is replaced, as documented), absent, or a directory (rename reports EISDIR).
+// itself is replaced, as documented), absent, or a directory (refused at the start by
+// check_replaceable; one that appears later fails the rename with EISDIR).
 std::string not_replaceable(const std::filesystem::path& path) {
   struct stat st{};
   if (::lstat(path.c_str(), &st) != 0) return {};
@@ -266,6 +282,11 @@ std::string not_replaceable(const std::filesystem::path& path) {
   return {};
 }
 void check_replaceable(const std::filesystem::path& path) {
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    // Refused at the start, not by the rename once the whole input was written.
+    throw error("write_file: cannot write " + path.string() + ": it is a directory", EISDIR);
+  }
   const std::string what = not_replaceable(path);
   if (!what.empty()) {
     throw error("write_file: " + path.string() + " is " + what +

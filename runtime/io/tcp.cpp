@@ -211,6 +211,13 @@ tcp_connection tcp_connect(const std::string& host, std::uint16_t port, tcp_opti
 }
 
 tcp_listener tcp_listen(std::uint16_t port, const std::string& host, tcp_options o) {
+  // getaddrinfo() takes no host as every interface: an empty string from a config file
+  // must not open a listener to the world unasked.
+  if (host.empty()) {
+    throw error("tcp_listen: no host given for port " + std::to_string(port) +
+                    "; give \"127.0.0.1\" for this machine only, \"0.0.0.0\" or \"::\" for every interface",
+                EINVAL);
+  }
   addrinfo_list list = resolve("tcp_listen", host, port, true);
   int last_err = EADDRNOTAVAIL;
   for (addrinfo* a = list.head; a != nullptr; a = a->ai_next) {

@@ -232,11 +232,13 @@ const std::string& server::host() const noexcept {
   return state_ ? state_->host : none;
 }
 
-std::string server::url() const {
+std::string server::address() const {
   if (!state_) return {};
   const bool v6 = state_->host.find(':') != std::string::npos;
-  return "http://" + (v6 ? "[" + state_->host + "]" : state_->host) + ":" + std::to_string(state_->port) + "/";
+  return (v6 ? "[" + state_->host + "]" : state_->host) + ":" + std::to_string(state_->port);
 }
+
+std::string server::url() const { return state_ ? "http://" + address() + "/" : std::string(); }
 
 bool server::running() const noexcept { return state_ && state_->running; }
 

@@ -166,12 +166,26 @@ TEST(io_file, a_corrupt_stream_in_gunzip_leaves_no_file) {
 }
 
 TEST(io_file, a_failure_of_the_writer_itself_removes_its_partial_file) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "failed commit");
   io_test::temp_dir dir;
-  fs::create_directory(dir / "out");  // rename(file, non-empty dir) fails
-  io_test::write_string(dir / "out" / "x", "x");
-  const std::string msg = error_of([&] {
-    runner::run(io_test::string_source("data\n"), io::write_file(dir / "out"));
+  io::file_writer w(dir / "out", {});
+  auto [tx, rx] = sluice::bounded<buffer>(16);
+  std::string msg = "no error";
+  std::thread t([&, rx = std::move(rx)]() mutable {
+    try {
+      w(rx, std::stop_token{});
+    } catch (const io::error& e) {
+      msg = e.what();
+    }
   });
+  ASSERT_TRUE(tx.push(buffer::copy_of("data\n")));
+  ASSERT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
+  // A directory appears at the path after the start's check: rename(file, non-empty
+  // directory) fails at the commit.
+  fs::create_directory(dir / "out");
+  io_test::write_string(dir / "out" / "x", "x");
+  tx.close();
+  t.join();
   EXPECT_NE(msg.find("write_file: cannot rename " + (dir / "out.").string()), std::string::npos) << msg;
   EXPECT_NE(msg.find(".partial to " + (dir / "out").string() + ": Is a directory"), std::string::npos) << msg;
   EXPECT_EQ(dir.list(), std::vector<std::string>{"out"});
@@ -339,6 +353,59 @@ TEST(io_file, a_fifo_or_device_at_the_path_is_never_replaced) {
     EXPECT_NE(d.find("is a character device"), std::string::npos) << d;
     ASSERT_EQ(::lstat((dir / "null").c_str(), &st), 0);
     EXPECT_TRUE(S_ISCHR(st.st_mode));
+  }
+}
+
+// A directory at the path is refused when the writer starts, naming the path; it used to
+// fail only at the commit, after the whole input, naming the temporary.
+TEST(io_file, a_directory_at_the_path_is_refused_at_the_start) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "directory path");
+  io_test::temp_dir dir;
+  fs::create_directory(dir / "adir");
+  try {
+    runner::run(io_test::string_source("x\n"), io::write_file(dir / "adir"));
+    FAIL() << "no error";
+  } catch (const io::error& e) {
+    EXPECT_EQ(std::string(e.what()), "write_file: cannot write " + (dir / "adir").string() + ": it is a directory");
+    EXPECT_EQ(e.errno_value(), EISDIR);
+  }
+  EXPECT_TRUE(fs::is_directory(dir / "adir"));
+  EXPECT_TRUE(fs::is_empty(dir / "adir"));
+  EXPECT_EQ(dir.list(), std::vector<std::string>{"adir"});  // no temporary left either
+}
+
+// A file truncated by another process while read_file reads it (copytruncate log
+// rotation) is an error saying so; it used to end as a short stream, as if complete.
+TEST(io_file, a_file_truncated_while_it_is_read_is_an_error_not_a_short_stream) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "truncated while read");
+  io_test::temp_dir dir;
+  constexpr std::size_t kChunk = 4096;
+  io_test::write_string(dir / "f", io_test::random_bytes(64 * kChunk, 3));
+  auto d = io::read_file(dir / "f", {.chunk = kChunk});
+  auto [tx, rx] = sluice::bounded<buffer>(2);  // the reader is held back a few chunks in
+  std::exception_ptr failed;
+  std::thread t([&, tx = std::move(tx)]() mutable {
+    try {
+      d.fn(tx, std::stop_token{});
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    tx.close();
+  });
+  ASSERT_TRUE(rx.pop_for(std::chrono::seconds(10)).has_value());
+  ASSERT_EQ(::truncate((dir / "f").c_str(), 8 * kChunk), 0);  // it has read at most 4 chunks
+  std::size_t read = kChunk;
+  while (auto b = rx.pop_for(std::chrono::seconds(10))) read += b->size();
+  t.join();
+  ASSERT_TRUE(failed) << "no error; " << read << " bytes read";
+  try {
+    std::rethrow_exception(failed);
+  } catch (const io::error& e) {
+    EXPECT_NE(std::string(e.what()).find((dir / "f").string() + " shrank while it was read (from " +
+                                         std::to_string(64 * kChunk) + " to " + std::to_string(8 * kChunk) + " bytes"),
+              std::string::npos)
+        << e.what();
+    EXPECT_EQ(e.errno_value(), EIO);
   }
 }
 

@@ -111,6 +111,19 @@ TEST(io_tcp, connecting_to_a_closed_port_is_an_error_naming_it) {
   EXPECT_EQ(msg, "tcp_connect: cannot connect to 127.0.0.1:" + std::to_string(port) + ": Connection refused");
 }
 
+// An empty host (a blank config value) would be every interface to getaddrinfo(): it is
+// refused, saying how to ask for every interface.
+TEST(io_tcp, listening_with_an_empty_host_is_refused_not_every_interface) {
+  try {
+    (void)io::tcp_listen(0, "");
+    FAIL() << "no error";
+  } catch (const io::error& e) {
+    EXPECT_NE(std::string(e.what()).find("tcp_listen: no host given for port 0; give \"127.0.0.1\""), std::string::npos)
+        << e.what();
+    EXPECT_EQ(e.errno_value(), EINVAL);
+  }
+}
+
 TEST(io_tcp, a_stop_request_wakes_a_source_waiting_for_a_peer) {
   sluice_test::watchdog dog(std::chrono::seconds(30), "accept stop");
   io::tcp_listener server = io::tcp_listen(0);

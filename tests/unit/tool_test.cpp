@@ -603,6 +603,11 @@ TEST_F(Tool, ADurationOutOfRangeSaysTheRange) {
   });
 }
 
+// --via without --cut said "unknown option --via", though --help shows it.
+TEST_F(Tool, ViaWithoutCutSaysItNeedsCut) {
+  expect_refused({{{"bench", "--via", "nats://127.0.0.1:4222"}, "sluice bench: --via applies to --cut K; give --cut too"}});
+}
+
 // ---- stress -------------------------------------------------------------------
 
 // Every shape; the next test runs the shapes without broadcast on their own.
@@ -674,25 +679,37 @@ TEST_F(Tool, AnInterruptedStressSessionPrintsItsSummary) {
 // drains), starts no other, prints what ran as a run of that length and exits 128+N. It
 // died at once, losing the run. The items an interrupted source never owed (due after the
 // interrupt) are not counted as unsent: they made every interrupted run read as saturated.
-TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
+// Runs `sluice bench ARGS --serve 127.0.0.1:0`, sends SIGINT once its live view is up (the
+// signals are taken by then) and returns what it printed and its exit status; skips the
+// test when the tool was built without the live view.
+struct interrupted_run {
+  int status = 0;
+  std::string out, err;
+};
+interrupted_run interrupt_bench(std::vector<std::string> args) {
+  interrupted_run r;
   int out[2], err[2];
-  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
   const std::string tool = tool_path();
+  args.insert(args.begin(), {tool, "bench"});
+  args.insert(args.end(), {"--serve", "127.0.0.1:0"});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
+  if (pid < 0) {
+    ADD_FAILURE() << "fork failed";
+    return r;
+  }
   if (pid == 0) {
     ::dup2(out[1], STDOUT_FILENO);
     ::dup2(err[1], STDERR_FILENO);
-    // --serve: its "live view at" line on stderr says the run has begun (the signals are
-    // taken by then).
-    ::execl(tool.c_str(), tool.c_str(), "bench", "--topology", "chain:2", "--rate", "2k", "--duration", "120s",
-            "--engine", "both", "--serve", "127.0.0.1:0", static_cast<char*>(nullptr));
+    ::execv(tool.c_str(), argv.data());
     ::_exit(127);
   }
   ::close(out[1]);
   ::close(err[1]);
-  std::string text, errors;
   auto drain = [](int fd, std::string& into) {
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, 0) <= 0) return;
@@ -700,38 +717,45 @@ TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
     const ssize_t n = ::read(fd, buf, sizeof buf);
     if (n > 0) into.append(buf, static_cast<std::size_t>(n));
   };
-  for (int waited = 0; errors.find("live view at") == std::string::npos && waited < 60'000; waited += 20) {
-    drain(err[0], errors);
+  for (int waited = 0; r.err.find("live view at") == std::string::npos && waited < 60'000; waited += 20) {
+    drain(err[0], r.err);
+    if (r.err.find("built without cpp-httplib") != std::string::npos) break;
     pollfd none{-1, 0, 0};
     (void)::poll(&none, 0, 20);
   }
-  if (errors.find("built without cpp-httplib") != std::string::npos) {
-    (void)::waitpid(pid, nullptr, 0);
-    GTEST_SKIP() << errors;
-  }
-  ASSERT_NE(errors.find("live view at"), std::string::npos) << errors;
-  ::kill(pid, SIGINT);
-  int status = 0;
+  const bool started = r.err.find("live view at") != std::string::npos;
+  if (started) ::kill(pid, SIGINT);
   pid_t done = 0;
-  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 60'000; waited += 20) {
-    drain(out[0], text);
-    drain(err[0], errors);
+  for (int waited = 0; (done = ::waitpid(pid, &r.status, WNOHANG)) == 0 && waited < 60'000; waited += 20) {
+    drain(out[0], r.out);
+    drain(err[0], r.err);
     pollfd none{-1, 0, 0};
     (void)::poll(&none, 0, 20);
   }
   if (done == 0) {
     ::kill(pid, SIGKILL);
-    (void)::waitpid(pid, &status, 0);
-    ADD_FAILURE() << "the bench did not end after ^C:\n" << text << errors;
+    (void)::waitpid(pid, &r.status, 0);
+    ADD_FAILURE() << "the bench did not end after ^C:\n" << r.out << r.err;
   }
   for (int i = 0; i < 100; ++i) {
-    drain(out[0], text);
-    drain(err[0], errors);
+    drain(out[0], r.out);
+    drain(err[0], r.err);
   }
   ::close(out[0]);
   ::close(err[0]);
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "\n" << errors;
-  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT) << text << errors;
+  if (r.err.find("built without cpp-httplib") != std::string::npos) return r;
+  EXPECT_TRUE(started) << r.err;
+  EXPECT_TRUE(WIFEXITED(r.status)) << "killed by signal " << (WIFSIGNALED(r.status) ? WTERMSIG(r.status) : 0) << "\n"
+                                   << r.err;
+  return r;
+}
+
+TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
+  const interrupted_run r = interrupt_bench({"--topology", "chain:2", "--rate", "2k", "--duration", "120s", "--engine", "both"});
+  if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
+  const std::string& text = r.out;
+  const std::string& errors = r.err;
+  EXPECT_EQ(WEXITSTATUS(r.status), 128 + SIGINT) << text << errors;
   EXPECT_NE(errors.find("sluice bench: interrupted by Interrupt"), std::string::npos) << errors;
   EXPECT_NE(text.find("(interrupted by Interrupt: the last run stopped sending early"), std::string::npos) << text;
   // (A run cut before its first item prints no row: slow start-ups, as under sanitizers.)
@@ -744,6 +768,22 @@ TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
     EXPECT_LT(unsent * 2, due) << text;
   }
   EXPECT_EQ(text.find("\n  tbb "), std::string::npos) << "a run started after the interrupt:\n" << text;
+}
+
+// ^C during a sweep's closed-loop run: there is no maximum to take shares of, so what
+// ran is shown as closed-loop rows (it was an empty table of maxima); the JSON names the
+// signal as a script matches it.
+TEST_F(Tool, ASweepInterruptedInItsClosedLoopRunShowsThatRun) {
+  const interrupted_run t = interrupt_bench({"--topology", "chain:2", "--sweep", "--probe-duration", "120s", "--engine", "sluice"});
+  if (t.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << t.err;
+  EXPECT_EQ(WEXITSTATUS(t.status), 128 + SIGINT) << t.out << t.err;
+  EXPECT_EQ(t.out.find("closed-loop maximum"), std::string::npos) << t.out;
+  EXPECT_EQ(t.out.find("open loop"), std::string::npos) << "a run started after the interrupt:\n" << t.out;
+  EXPECT_NE(t.out.find("(interrupted by Interrupt"), std::string::npos) << t.out;
+
+  const interrupted_run j = interrupt_bench({"--topology", "chain:2", "--sweep", "--probe-duration", "120s", "--engine", "sluice", "--json"});
+  EXPECT_EQ(WEXITSTATUS(j.status), 128 + SIGINT) << j.out << j.err;
+  EXPECT_NE(j.out.find("\"interrupted_by\":\"SIGINT\""), std::string::npos) << j.out;
 }
 
 TEST_F(Tool, StressRunsPassWithoutBroadcast) {

@@ -506,7 +506,8 @@ void count_pacing_as_starved(metrics::snapshot& snap, std::uint64_t paced_ns) {
   }
 }
 
-bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
+// `served_at`: where the live view of the run before was served ("" before the first).
+bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[maybe_unused]] std::string& served_at) {
   bench_result r;
   r.engine = "sluice";
   r.open_loop = f.rate > 0;
@@ -595,29 +596,25 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog) {
     // meanwhile, at a new one, said again.
     std::optional<metrics::server> live;
     if (!c.serve.empty()) {
-      static std::string bound_before;  // "" until the first run bound; one bench per process
-      bool moved = bound_before.empty();
-      if (!bound_before.empty()) {
+      bool moved = served_at.empty();
+      if (!served_at.empty()) {
         try {
-          live.emplace(metrics::serve(g, bound_before));
+          live.emplace(metrics::serve(g, served_at));
         } catch (const std::runtime_error&) {
           moved = true;
         }
       }
       if (!live) live.emplace(metrics::serve(g, c.serve));
-      // The address bound (port 0 was a free port's pick), not the one asked for.
-      const std::string host = live->host();
-      const std::string bound = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                                std::to_string(live->port());
       if (moved) {
         std::fprintf(stderr, "sluice bench: live view at %s\n", live->url().c_str());
         if (!live->loopback_only()) {
+          // The address bound (port 0 was a free port's pick), not the one asked for.
           std::fprintf(stderr, "sluice bench: warning: the live view listens on %s, beyond this machine; anyone who "
                                "can reach it sees the graph's names and figures\n",
-                       bound.c_str());
+                       live->address().c_str());
         }
       }
-      bound_before = bound;
+      served_at = live->address();
     }
 #endif
     rep = g.run();
@@ -717,11 +714,23 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   return r;
 }
 
-// One run of `engine`; a --capacity whose channels cannot exist is a usage error.
-bench_result run_engine(const std::string& engine, const bench_config& c, const feed& f, progress& prog) {
-  if (engine == "tbb") return run_tbb(c, f, prog);
+// The state a bench keeps from run to run.
+struct bench_session {
+  progress prog{"bench"};
+  std::string served_at;  // where the live view was served, "" before the first run
+};
+
+// One run of `engine`, or none when ^C cut it before its first item (nothing to show);
+// a --capacity whose channels cannot exist is a usage error.
+std::optional<bench_result> run_engine(const std::string& engine, const bench_config& c, const feed& f,
+                                       bench_session& s) {
+  const auto shown = [](bench_result r) -> std::optional<bench_result> {
+    if (interrupted() && r.sent == 0) return std::nullopt;
+    return r;
+  };
+  if (engine == "tbb") return shown(run_tbb(c, f, s.prog));
   try {
-    return run_sluice(c, f, prog);
+    return shown(run_sluice(c, f, s.prog, s.served_at));
   } catch (const std::exception& e) {
     // A --capacity whose channels cannot exist: the graph's builder throws
     // std::invalid_argument (not addressable) or a std::bad_alloc (more than this
@@ -978,7 +987,7 @@ void print_json(const bench_config& c, const std::vector<bench_result>& rs, cons
   if (!c.sweep && c.rate <= 0) o += ",\"expected_deliveries\":" + std::to_string(rs.empty() ? 0 : rs[0].sent * copies(c));
   // ^C: the signal's name; the last result stopped sending early and no run followed it.
   const int sig = g_interrupted.load(std::memory_order_relaxed);
-  o += ",\"interrupted_by\":" + (sig != 0 ? json_escape(::strsignal(sig)) : std::string("null"));
+  o += ",\"interrupted_by\":" + (sig != 0 ? json_escape(signal_name(sig)) : std::string("null"));
   o += ",\"results\":[";
   for (std::size_t k = 0; k < rs.size(); ++k) o += (k ? "," : "") + result_json(c, rs[k]);
   o += "]}\n";
@@ -1058,6 +1067,14 @@ int cmd_bench(int argc, char** argv) {
 #if SLUICE_HAVE_JETSTREAM
   if (bench::wants_cut(argc, argv)) return bench::cmd_bench_cut(argc, argv);
 #endif
+  // --via belongs to a cut run: alone, it was "unknown option --via", though --help shows it.
+  bool via = false, cut = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    via = via || a == "--via" || a.starts_with("--via=");
+    cut = cut || a == "--cut" || a.starts_with("--cut=");
+  }
+  if (via && !cut) throw usage_error("sluice bench: --via applies to --cut K; give --cut too");
   bench_config c;
   bool json_flag = false;
   arg_parser p("sluice bench",
@@ -1235,25 +1252,25 @@ int cmd_bench(int argc, char** argv) {
                                     "(again to exit now)\n");
   });
 
-  progress prog("bench");
+  bench_session session;
   std::vector<bench_result> results;
   std::map<std::string, double> maxima;
   if (!c.sweep) {
     const feed f{c.rate, max_items, duration_ns};
     for (const auto& e : engines) {
       if (interrupted()) break;
-      bench_result r = run_engine(e, c, f, prog);
-      if (interrupted() && r.sent == 0) break;  // cut before its first item: nothing to show
-      results.push_back(std::move(r));
+      std::optional<bench_result> r = run_engine(e, c, f, session);
+      if (!r) break;
+      results.push_back(std::move(*r));
     }
   } else {
     // 1. Each engine's closed-loop maximum, from a short run.
     for (const auto& e : engines) {
       if (interrupted()) break;
-      bench_result r = run_engine(e, c, feed{0, max_items, c.probe.count()}, prog);
-      const double most = r.achieved();
-      if (interrupted() && r.sent == 0) break;  // cut before its first item: nothing to show
-      results.push_back(std::move(r));
+      std::optional<bench_result> r = run_engine(e, c, feed{0, max_items, c.probe.count()}, session);
+      if (!r) break;
+      const double most = r->achieved();
+      results.push_back(std::move(*r));
       if (interrupted()) break;  // a maximum cut short is no maximum to take shares of
       maxima[e] = most;
       if (!(most > 0)) throw std::runtime_error("sluice bench: " + e + " delivered nothing in its closed-loop run");
@@ -1261,11 +1278,11 @@ int cmd_bench(int argc, char** argv) {
     // 2. Open loop at shares of each engine's own maximum.
     auto point = [&](const std::string& e, const std::string& of, double fraction) {
       if (interrupted()) return;
-      bench_result r = run_engine(e, c, feed{maxima[of] * fraction, max_items, duration_ns}, prog);
-      if (interrupted() && r.sent == 0) return;  // cut before its first item: nothing to show
-      r.load_of = of;
-      r.load_fraction = fraction;
-      results.push_back(std::move(r));
+      std::optional<bench_result> r = run_engine(e, c, feed{maxima[of] * fraction, max_items, duration_ns}, session);
+      if (!r) return;
+      r->load_of = of;
+      r->load_fraction = fraction;
+      results.push_back(std::move(*r));
     };
     for (const auto& e : engines) {
       for (const double fr : c.sweep_at) point(e, e, fr);
@@ -1284,7 +1301,9 @@ int cmd_bench(int argc, char** argv) {
     case out_format::json: print_json(c, results, maxima, duration_ns, max_items); break;
     case out_format::gbench: print_gbench(c, results); break;
     case out_format::table:
-      if (c.sweep) {
+      if (c.sweep && maxima.empty()) {
+        print_table(c, results);  // ^C during the closed-loop runs: no maximum, only those runs
+      } else if (c.sweep) {
         print_sweep_table(c, results, maxima, duration_ns);
       } else if (c.rate > 0) {
         print_open_table(c, results, duration_ns);

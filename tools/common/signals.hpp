@@ -40,6 +40,12 @@
 
 namespace sluice::tool {
 
+// "SIGINT": a signal's name, as a script matches it (strsignal says "Interrupt").
+inline std::string signal_name(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
 class signal_block {
  public:
   signal_block() {

@@ -17,7 +17,9 @@
 //   - read_file/read_fd push buffers of up to `chunk` bytes (a regular file's chunks
 //     are full except the last; a pipe or socket pushes what each read returned) and
 //     never an empty buffer. A stop request ends the source after the current chunk;
-//     its output is then closed as after end of file.
+//     its output is then closed as after end of file. A regular file is read to its end
+//     as it grows; one that is smaller at the end than at the start (truncated by
+//     another process while read) is an io::error (EIO) saying so, not a short stream.
 //   - write_file writes a temporary file of its own in path's directory and moves it to
 //     `path` only when its input ended by a close (rx.done(), not cancelled, no stop
 //     requested) and every write, the fsync and the close succeeded. The temporary is
@@ -29,7 +31,8 @@
 //     upstream failure, a cancel, its own write error) the temporary is discarded; so
 //     it is if the last copy of the function object goes before the stage finished.
 //     A failed pipeline never leaves a truncated file that looks complete. A `path` that
-//     is a device, FIFO or socket is never replaced: io::error (EEXIST) naming it.
+//     is a device, FIFO or socket is never replaced: io::error (EEXIST) naming it; one
+//     that is a directory is refused at the start (EISDIR).
 //   - Byte stages (readers, writers, codecs, lines) refuse replicas above 1
 //     (std::invalid_argument): a byte stream split between threads would be wrong.
 //   - A reader pushes a short read (under a quarter of its chunk: a trickling pipe or

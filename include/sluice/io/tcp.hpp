@@ -115,7 +115,8 @@ class tcp_listener {
 
 // Connects now; throws io::error ("tcp_connect: cannot connect to host:port: ...").
 tcp_connection tcp_connect(const std::string& host, std::uint16_t port, tcp_options o = {});
-// Binds host:port and listens now (port 0: a free port, see port()).
+// Binds host:port and listens now (port 0: a free port, see port()). An empty host is
+// refused (io::error, EINVAL), not taken as every interface: say "0.0.0.0" or "::".
 tcp_listener tcp_listen(std::uint16_t port, const std::string& host = "127.0.0.1", tcp_options o = {});
 
 }  // namespace sluice::io
