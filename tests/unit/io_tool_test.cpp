@@ -320,6 +320,8 @@ TEST(io_tool, an_input_that_is_not_a_regular_file_needs_an_output_name) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;
   ASSERT_EQ(::mkfifo((dir / "pipe.gz").c_str(), 0600), 0);
+  write_string(dir / "in", "x\n");
+  fs::create_symlink("in", dir / "link");
   const std::string s = quoted(sluice);
   struct c {
     const char* cmd;
@@ -327,7 +329,11 @@ TEST(io_tool, an_input_that_is_not_a_regular_file_needs_an_output_name) {
   };
   for (const c& k : {c{" gzip /dev/zero", "sluice gzip: /dev/zero is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"},
                      c{" gzip /dev/stdin < /dev/null", "sluice gzip: /dev/stdin is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"},
-                     c{" gunzip pipe.gz", "sluice gunzip: pipe.gz is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"}}) {
+                     c{" gunzip pipe.gz", "sluice gunzip: pipe.gz is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"},
+                     // /proc files say "regular"; /dev/stdin is a link to the file redirected in.
+                     c{" gzip /proc/self/status", "sluice gzip: /proc/self/status is not a regular file, so no output name comes from it; give OUT (- for stdout)\n"},
+                     c{" gzip /dev/stdin < in", "sluice gzip: /dev/stdin is a symbolic link, so no output name comes from it; give OUT (- for stdout)\n"},
+                     c{" gzip link", "sluice gzip: link is a symbolic link, so no output name comes from it; give OUT (- for stdout)\n"}}) {
     SCOPED_TRACE(k.cmd);
     const outcome o = sh(s + k.cmd, dir);
     EXPECT_EQ(o.status, 2);
@@ -335,11 +341,14 @@ TEST(io_tool, an_input_that_is_not_a_regular_file_needs_an_output_name) {
   }
   EXPECT_FALSE(fs::exists("/dev/zero.gz"));
   EXPECT_FALSE(fs::exists("/dev/stdin.gz"));
-  EXPECT_EQ(listing(dir), std::vector<std::string>{"pipe.gz"});
+  EXPECT_EQ(listing(dir), (std::vector<std::string>{"in", "link", "pipe.gz"}));
   // Given OUT, a device is an input like any other.
   const outcome named = sh(s + " gzip /dev/null out.gz", dir);
   EXPECT_EQ(named.status, 0) << named.err;
   EXPECT_TRUE(fs::exists(dir / "out.gz"));
+  const outcome linked = sh(s + " gzip link link-out.gz", dir);  // so is a link
+  EXPECT_EQ(linked.status, 0) << linked.err;
+  EXPECT_TRUE(fs::exists(dir / "link-out.gz"));
 }
 
 TEST(io_tool, existing_output_bad_arguments_and_help) {

@@ -22,7 +22,9 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -194,8 +196,10 @@ int run_codec(bool compress, int argc, char** argv) {
                                 "byte for byte what gzip -d gives.");
   p.positional("IN", &a.in, "input file, or - for stdin");
   p.positional("OUT", &a.out,
-               compress ? "output file, or - for stdout (default: IN.gz; stdout when IN is -)"
-                        : "output file, or - for stdout (default: IN without .gz; stdout when IN is -)",
+               compress ? "output file, or - for stdout (default: IN.gz, for a regular IN that is not a link;\n"
+                                  "                          stdout when IN is -)"
+                        : "output file, or - for stdout (default: IN without .gz, for a regular IN that is not a\n"
+                                  "                          link; stdout when IN is -)",
                false);
   if (compress) {
     p.count("--level", &a.level, "compression level, 0 (store) to 9 (smallest)", {0, 9, "a level from 0 to 9"});
@@ -255,8 +259,18 @@ int run_codec(bool compress, int argc, char** argv) {
   if (a.out.empty()) {
     // As gzip(1): only a regular file's name makes its output's (/dev/stdin.gz would land
     // in /dev; /dev/zero would fill it).
-    if (a.in != "-" && !regular_in) {
+    // /proc and /sys files say "regular" and hold no file's data (/proc/self/status.gz
+    // would be written in /proc). A symbolic link's name makes no output name either
+    // (gzip(1) refuses a link without -f): /dev/stdin < file wrote /dev/stdin.gz.
+    struct statfs fs{};
+    const bool pseudo = regular_in && ::statfs(a.in.c_str(), &fs) == 0 &&
+                        (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC);
+    if (a.in != "-" && (!regular_in || pseudo)) {
       throw usage_error(prog + ": " + a.in + " is not a regular file, so no output name comes from it; give OUT (- for stdout)");
+    }
+    struct stat link{};
+    if (a.in != "-" && ::lstat(a.in.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+      throw usage_error(prog + ": " + a.in + " is a symbolic link, so no output name comes from it; give OUT (- for stdout)");
     }
     a.out = default_output(a, prog);
   }
