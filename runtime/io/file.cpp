@@ -354,9 +354,17 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
   st.committed.store(false, std::memory_order_relaxed);
   const std::string where = st.path.string();
   check_replaceable(st.path);
+  // Without `mode`, a file that replaces another gets its permission bits and group, as
+  // an editor's save does: a private file stays private (it became 0666 minus the umask).
+  std::optional<mode_t> mode = options_.mode;
+  std::optional<gid_t> group = options_.group;
+  if (struct stat old{}; !mode && ::stat(st.path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
+    mode = old.st_mode & 0777;
+    if (!group) group = old.st_gid;
+  }
   // Created with no more than the owner's bits of `mode`: the group is not settled yet.
-  mode_t want = options_.mode ? (*options_.mode & 0777) : 0666;
-  const int fd = open_temporary(st.path, options_.mode ? (want & 0700) : want, &st.partial);
+  mode_t want = mode ? (*mode & 0777) : 0666;
+  const int fd = open_temporary(st.path, mode ? (want & 0700) : want, &st.partial);
   st.created.store(true, std::memory_order_relaxed);
   // Until the commit, every way out closes the fd and discards the temporary.
   struct rollback {
@@ -368,17 +376,16 @@ void file_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
       if (!committed) st.remove_partial();
     }
   } guard{fd, st};
-  if (options_.mode) {
+  if (mode) {
     struct stat now{};
-    if (options_.group && ::fstat(fd, &now) == 0 && now.st_gid != *options_.group &&
-        ::fchown(fd, static_cast<uid_t>(-1), *options_.group) != 0) {
+    if (group && ::fstat(fd, &now) == 0 && now.st_gid != *group && ::fchown(fd, static_cast<uid_t>(-1), *group) != 0) {
       // The group could not be kept: the file's group (the writer's) gets no more than
       // everyone else does (0644 stays 0644, 0640 becomes 0600, never 0604).
       want = (want & ~static_cast<mode_t>(070)) | (want & ((want & 07) << 3));
     }
     if (::fchmod(fd, want) != 0) detail::throw_errno("write_file", "set the mode of", where, errno);
-  } else if (options_.group) {
-    (void)::fchown(fd, static_cast<uid_t>(-1), *options_.group);
+  } else if (group) {
+    (void)::fchown(fd, static_cast<uid_t>(-1), *group);
   }
 
   bool stopped = false;

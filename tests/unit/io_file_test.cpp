@@ -591,6 +591,46 @@ TEST(io_file, the_new_file_gets_the_mode_and_times_asked_for_and_never_more_perm
   ::umask(old_umask);
 }
 
+// Replacing a private file without `mode` kept the umask's 0644: the new content was
+// readable by everyone. It now gets the replaced file's bits (and the temporary never
+// has more), as an editor's save does.
+TEST(io_file, replacing_a_private_file_keeps_it_private) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "private");
+  io_test::temp_dir dir;
+  const mode_t old_umask = ::umask(022);
+  for (const mode_t mode : {mode_t{0600}, mode_t{0640}, mode_t{0755}}) {
+    io_test::write_string(dir / "key", "old secret\n");
+    ASSERT_EQ(::chmod((dir / "key").c_str(), mode), 0);
+    io::file_writer w(dir / "key", {});
+    auto [tx, rx] = sluice::bounded<buffer>(16);
+    std::thread t([&, rx = std::move(rx)]() mutable { w(rx, std::stop_token{}); });
+    ASSERT_TRUE(tx.push(buffer::copy_of("new secret\n")));
+    ASSERT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
+    const auto m = temporary_mode(dir.path());
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(*m & ~mode, 0u) << std::oct << *m << " for " << mode;
+    tx.reset();
+    t.join();
+    ASSERT_TRUE(w.committed());
+    EXPECT_EQ(io_test::read_string(dir / "key"), "new secret\n");
+    struct stat st{};
+    ASSERT_EQ(::stat((dir / "key").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, mode) << std::oct << (st.st_mode & 07777);
+  }
+  // Through a link: the link is replaced by a file with its target's bits; the target
+  // itself is untouched.
+  io_test::write_string(dir / "target", "t\n");
+  ASSERT_EQ(::chmod((dir / "target").c_str(), 0600), 0);
+  fs::create_symlink("target", dir / "link");
+  runner::run(io_test::string_source("x"), io::write_file(dir / "link"));
+  struct stat st{};
+  ASSERT_EQ(::lstat((dir / "link").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(io_test::read_string(dir / "target"), "t\n");
+  ::umask(old_umask);
+}
+
 // ---- stop requests wake waits on blocking descriptors (issue 9, item 2) ------------
 
 // Runs a read stage that has nothing to read on a thread: it must be waiting (no item,

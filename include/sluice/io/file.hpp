@@ -41,7 +41,10 @@
 //     with no group/other bits, given `group` (if set and allowed; if refused, its group
 //     bits are cut to the other bits: the writer's group gets no more than anyone), then
 //     chmod'ed to `mode`, all before the first byte is written.
-//     Without `mode` it gets 0666 minus the umask. `atime`/`mtime` (and `owner`, which
+//     Without `mode`, a file that replaces an existing regular file (or the file a link
+//     there names) gets that file's permission bits and group, by the same steps (a
+//     private file stays private, as after an editor's save); a new one gets 0666 minus
+//     the umask. `atime`/`mtime` (and `owner`, which
 //     only root can give away) are set before the commit. A path in a sticky directory
 //     that another user owns is refused at the start (EPERM), not at the commit. With `replace` false, the commit fails (EEXIST) rather than replace a path
 //     that exists by then (checked atomically by the kernel).
