@@ -556,6 +556,22 @@ std::optional<mode_t> temporary_mode(const fs::path& dir) {
   return std::nullopt;
 }
 
+// Writes `data` through `w` on a thread and, while it is being written, checks that the
+// temporary has no permission bit that `at_most` lacks.
+void write_watching_the_temporary(const fs::path& dir, io::file_writer& w, const std::string& data, mode_t at_most) {
+  auto [tx, rx] = sluice::bounded<buffer>(16);
+  std::thread t([&, rx = std::move(rx)]() mutable { w(rx, std::stop_token{}); });
+  EXPECT_TRUE(tx.push(buffer::copy_of(data)));
+  EXPECT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
+  const auto m = temporary_mode(dir);
+  EXPECT_TRUE(m.has_value());
+  if (m) {
+    EXPECT_EQ(*m & ~at_most, 0u) << std::oct << *m << " for " << at_most;
+  }
+  tx.reset();
+  t.join();
+}
+
 TEST(io_file, the_new_file_gets_the_mode_and_times_asked_for_and_never_more_permission) {
   sluice_test::watchdog dog(std::chrono::seconds(30), "mode");
   io_test::temp_dir dir;
@@ -564,16 +580,7 @@ TEST(io_file, the_new_file_gets_the_mode_and_times_asked_for_and_never_more_perm
   const timespec atime{1'500'000'000, 0};
   for (const mode_t mode : {mode_t{0600}, mode_t{0640}, mode_t{0400}, mode_t{0666}}) {
     io::file_writer w(dir / "out", {.mode = mode, .group = ::getegid(), .atime = atime, .mtime = mtime});
-    auto [tx, rx] = sluice::bounded<buffer>(16);
-    std::thread t([&, rx = std::move(rx)]() mutable { w(rx, std::stop_token{}); });
-    ASSERT_TRUE(tx.push(buffer::copy_of("secret\n")));
-    ASSERT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
-    // While it is being written, the temporary has no bit that `mode` lacks.
-    const auto m = temporary_mode(dir.path());
-    ASSERT_TRUE(m.has_value());
-    EXPECT_EQ(*m & ~mode, 0u) << std::oct << *m << " for " << mode;
-    tx.reset();
-    t.join();
+    write_watching_the_temporary(dir.path(), w, "secret\n", mode);
     ASSERT_TRUE(w.committed());
     struct stat st{};
     ASSERT_EQ(::stat((dir / "out").c_str(), &st), 0);
@@ -602,15 +609,7 @@ TEST(io_file, replacing_a_private_file_keeps_it_private) {
     io_test::write_string(dir / "key", "old secret\n");
     ASSERT_EQ(::chmod((dir / "key").c_str(), mode), 0);
     io::file_writer w(dir / "key", {});
-    auto [tx, rx] = sluice::bounded<buffer>(16);
-    std::thread t([&, rx = std::move(rx)]() mutable { w(rx, std::stop_token{}); });
-    ASSERT_TRUE(tx.push(buffer::copy_of("new secret\n")));
-    ASSERT_TRUE(sluice_test::eventually([&] { return w.writing(); }));
-    const auto m = temporary_mode(dir.path());
-    ASSERT_TRUE(m.has_value());
-    EXPECT_EQ(*m & ~mode, 0u) << std::oct << *m << " for " << mode;
-    tx.reset();
-    t.join();
+    write_watching_the_temporary(dir.path(), w, "new secret\n", mode);
     ASSERT_TRUE(w.committed());
     EXPECT_EQ(io_test::read_string(dir / "key"), "new secret\n");
     struct stat st{};
