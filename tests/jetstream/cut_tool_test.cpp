@@ -71,9 +71,12 @@ TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
   constexpr int kRuns = 5;
   for (int i = 0; i < kRuns; ++i) {
     SCOPED_TRACE("run " + std::to_string(i));
-    const run_result r = run_bench({"--cut", "2", "--via", server.url(), "--topology", "chain:3", "--items", "500",
-                                    "--item-size", "32"},
-                                   60s);
+    // The last run spells its options --opt=VALUE (--cut=2 was "unknown option --cut").
+    const run_result r =
+        i + 1 < kRuns ? run_bench({"--cut", "2", "--via", server.url(), "--topology", "chain:3", "--items", "500",
+                                   "--item-size", "32"},
+                                  60s)
+                      : run_bench({"--cut=2", "--via=" + server.url(), "--topology=chain:3", "--items=500", "--item-size=32"}, 60s);
     ASSERT_EQ(r.status, 0) << r.out;
     for (const char* row : {"producer  source", "producer  w1", "producer  w2", "producer  publish:sluice-bench-",
                             "consumer  subscribe:sluice-bench-", "consumer  w3", "consumer  sink",

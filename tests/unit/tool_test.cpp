@@ -605,7 +605,8 @@ TEST_F(Tool, ADurationOutOfRangeSaysTheRange) {
 
 // --via without --cut said "unknown option --via", though --help shows it.
 TEST_F(Tool, ViaWithoutCutSaysItNeedsCut) {
-  expect_refused({{{"bench", "--via", "nats://127.0.0.1:4222"}, "sluice bench: --via applies to --cut K; give --cut too"}});
+  expect_refused({{{"bench", "--via", "nats://127.0.0.1:4222"}, "sluice bench: --via applies to --cut K; give --cut too"},
+                  {{"bench", "--via=nats://127.0.0.1:4222"}, "sluice bench: --via applies to --cut K; give --cut too"}});
 }
 
 // ---- stress -------------------------------------------------------------------
@@ -761,8 +762,10 @@ TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
   // (A run cut before its first item prints no row: slow start-ups, as under sanitizers.)
   // Items due after the interrupt were never owed: at most a source's backlog of the
   // moment may be unsent (a loaded machine), not the rest of the 120 s window.
-  const std::size_t note = text.find("(sluice: ");
-  if (note != std::string::npos && text.find("were never sent", note) != std::string::npos) {
+  // (The note of those never sent, not the one before it that may say "saturated".)
+  const std::size_t never = text.find("were never sent");
+  const std::size_t note = never != std::string::npos ? text.rfind("(sluice: ", never) : std::string::npos;
+  if (note != std::string::npos) {
     unsigned long long unsent = 0, due = 0;
     ASSERT_EQ(std::sscanf(text.c_str() + note, "(sluice: %llu of the %llu items due", &unsent, &due), 2) << text;
     EXPECT_LT(unsent * 2, due) << text;

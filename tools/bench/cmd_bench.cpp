@@ -1068,13 +1068,13 @@ int cmd_bench(int argc, char** argv) {
   if (bench::wants_cut(argc, argv)) return bench::cmd_bench_cut(argc, argv);
 #endif
   // --via belongs to a cut run: alone, it was "unknown option --via", though --help shows it.
-  bool via = false, cut = false;
+  bool via = false, help = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
+    help = help || a == "--help" || a == "-h";
     via = via || a == "--via" || a.starts_with("--via=");
-    cut = cut || a == "--cut" || a.starts_with("--cut=");
   }
-  if (via && !cut) throw usage_error("sluice bench: --via applies to --cut K; give --cut too");
+  if (via && !help) throw usage_error("sluice bench: --via applies to --cut K; give --cut too");
   bench_config c;
   bool json_flag = false;
   arg_parser p("sluice bench",
@@ -1301,8 +1301,8 @@ int cmd_bench(int argc, char** argv) {
     case out_format::json: print_json(c, results, maxima, duration_ns, max_items); break;
     case out_format::gbench: print_gbench(c, results); break;
     case out_format::table:
-      if (c.sweep && maxima.empty()) {
-        print_table(c, results);  // ^C during the closed-loop runs: no maximum, only those runs
+      if (c.sweep && std::none_of(results.begin(), results.end(), [](const bench_result& r) { return r.open_loop; })) {
+        print_table(c, results);  // ^C during the closed-loop runs: only those ran, the last cut short
       } else if (c.sweep) {
         print_sweep_table(c, results, maxima, duration_ns);
       } else if (c.rate > 0) {

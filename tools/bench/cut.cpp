@@ -100,10 +100,22 @@ const work& work_of(const cut_config& c, std::size_t worker) {
 cut_config parse(int argc, char** argv) {
   cut_config c;
   for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
+    // --opt VALUE or --opt=VALUE, as the other commands take them.
+    std::string a = argv[i];
+    std::optional<std::string> inline_value;
+    if (const auto eq = a.find('='); a.starts_with("--") && eq != std::string::npos) {
+      inline_value = a.substr(eq + 1);
+      a.resize(eq);
+    }
+    std::string taken;  // the value the option took
     auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) throw usage_error("sluice bench: " + a + " needs a value");
-      return argv[++i];
+      if (inline_value) {
+        taken = *inline_value;
+      } else {
+        if (i + 1 >= argc) throw usage_error("sluice bench: " + a + " needs a value");
+        taken = argv[++i];
+      }
+      return taken;
     };
     auto count = [&](std::uint64_t& out) {
       const auto v = value();
@@ -175,7 +187,7 @@ cut_config parse(int argc, char** argv) {
     }
     if (pass) {  // every option takes a value: the option, then it
       c.passthrough.push_back(a);
-      c.passthrough.push_back(argv[i]);
+      c.passthrough.push_back(taken);
     }
   }
   if (c.via.empty()) throw usage_error("sluice bench: --cut needs --via nats://HOST:PORT (a nats-server with -js)");
@@ -495,7 +507,7 @@ int run_child(const cut_config& c, const std::string& exe, const std::string& ro
 bool wants_cut(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
-    if (a == "--cut" || a == "--role") return true;
+    if (a == "--cut" || a == "--role" || a.starts_with("--cut=") || a.starts_with("--role=")) return true;
   }
   return false;
 }

@@ -12,9 +12,9 @@
 // place; a directory is refused; an existing file or symlink is replaced (the link
 // itself, never what it points to) only with --force.
 // Exit status: 0 done; 1 failed (one line on stderr); 2 a bad command line, or a
-// warning (gunzip: trailing garbage ignored, as gzip(1); gzip: a regular IN whose size
-// changed while it was read, "file size changed while zipping" as gzip(1) says, the output
-// of what was read kept); 128 + N after signal N (SIGINT,
+// warning (gunzip: trailing garbage ignored, as gzip(1); gzip: a regular IN that grew
+// while it was read, "file size changed while zipping" as gzip(1) says, the output of what
+// was read kept; one that shrank is an error, nothing kept); 128 + N after signal N (SIGINT,
 // SIGTERM, SIGHUP cancel the run at once; a second one ends the process at once). On a
 // terminal, a progress line shows bytes in and out and the rate.
 #include <fcntl.h>
@@ -214,7 +214,8 @@ int run_codec(bool compress, int argc, char** argv) {
                        "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
                        "what was written). OUT gets a regular IN's permissions and times (otherwise the umask's\n"
                        "default, now). Messages name the input.\n") +
-           (compress ? "A regular IN whose size changes while it is read is compressed as read, with a warning.\n"
+           (compress ? "A regular IN that grows while it is read is compressed as read, with a warning; one\n"
+                       "that shrinks (truncated by another process) is an error, and no OUT is kept.\n"
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (IN's size changed),\n"
                        "128+N killed by signal N."
                      : "Trailing garbage after the last member is ignored with a warning, as gzip -d does.\n"
@@ -259,12 +260,14 @@ int run_codec(bool compress, int argc, char** argv) {
   if (a.out.empty()) {
     // As gzip(1): only a regular file's name makes its output's (/dev/stdin.gz would land
     // in /dev; /dev/zero would fill it).
-    // /proc and /sys files say "regular" and hold no file's data (/proc/self/status.gz
-    // would be written in /proc). A symbolic link's name makes no output name either
+    // Files of /proc, /sys and the other kernel file systems (cgroup, debugfs, ...) say
+    // "regular" and hold no file's data (/proc/self/status.gz would be written in /proc). A symbolic link's name makes no output name either
     // (gzip(1) refuses a link without -f): /dev/stdin < file wrote /dev/stdin.gz.
     struct statfs fs{};
     const bool pseudo = regular_in && ::statfs(a.in.c_str(), &fs) == 0 &&
-                        (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC);
+                        (fs.f_type == PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC || fs.f_type == CGROUP_SUPER_MAGIC ||
+                         fs.f_type == CGROUP2_SUPER_MAGIC || fs.f_type == DEBUGFS_MAGIC ||
+                         fs.f_type == SECURITYFS_MAGIC || fs.f_type == TRACEFS_MAGIC || fs.f_type == BPF_FS_MAGIC);
     if (a.in != "-" && (!regular_in || pseudo)) {
       throw usage_error(prog + ": " + a.in + " is not a regular file, so no output name comes from it; give OUT (- for stdout)");
     }
@@ -385,8 +388,9 @@ int run_codec(bool compress, int argc, char** argv) {
                                                         .jobs = static_cast<std::size_t>(a.jobs),
                                                         .block = static_cast<std::size_t>(a.block)}));
       if (status != 0) return status;
-      // As gzip(1): a regular file that shrank or grew while it was read (or a /proc file,
-      // of size 0) is compressed as read and kept, with a warning; exit 2, as any warning.
+      // As gzip(1): a regular file that grew while it was read (or a /proc file, of size
+      // 0) is compressed as read and kept, with a warning; exit 2, as any warning. (One that
+      // shrank failed the reader: what was read is not the file, and nothing is kept.)
       // relaxed: the reader's thread was joined before run() returned.
       if (regular_in && in_bytes.load(std::memory_order_relaxed) != total) {
         std::fprintf(stderr, "%s: %s: file size changed while zipping\n", prog.c_str(), input.c_str());
