@@ -51,12 +51,12 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
   // A closed one fails now, before this loop opens descriptors of its own (one could take
   // its number: stdin closed, then "stdin" would be the stop waiter's eventfd).
   if (::fcntl(fd, F_GETFD) < 0) detail::throw_errno(stage, "read", at_offset(where, 0), errno);
-  const bool regular = detail::is_regular_fd(fd);
   // A regular file's size at the start: one that is smaller at the end was truncated
   // while it was read (copytruncate log rotation), and what was read is not the file.
   // (0 where the size means nothing: /proc files say 0 and hold text; they are not checked.)
   struct stat at_start{};
-  const off_t size_at_start = regular && ::fstat(fd, &at_start) == 0 ? at_start.st_size : 0;
+  const bool regular = ::fstat(fd, &at_start) == 0 && S_ISREG(at_start.st_mode);
+  const off_t size_at_start = regular ? at_start.st_size : 0;
   std::optional<detail::stop_waiter> waiter;
   if (!regular) waiter.emplace(stop);
   const std::size_t chunk = o.chunk != 0 ? o.chunk : kChunk;  // 0: the default, as the codecs read it
