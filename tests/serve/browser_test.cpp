@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -261,17 +262,45 @@ TEST(Browser, LivePageMarksAStallsWaitForChain) {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait_for(lock, 60s, [&] { return release; });
   });
+  // However the test ends, the sink is let go (a failed assertion would otherwise leave
+  // it waiting out its 60 s in the graph's teardown).
+  auto let_go = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      release = true;
+    }
+    cv.notify_all();
+  };
+  struct on_exit {
+    std::function<void()> f;
+    ~on_exit() { f(); }
+  } guard{let_go};
   g.start();
   auto srv = sluice::metrics::serve(g, "127.0.0.1:0");
-  // Both upstream stages blocked on a push before the browser looks.
-  const auto until = std::chrono::steady_clock::now() + 30s;
-  auto blocked = [&] {
-    int n = 0;
-    for (const auto& st : g.snapshot().stages) n += st.blocked_op == "push";
-    return n;
+  // Wait for the settled stall before the browser looks: the sink inside its function
+  // with an item, both channels full, both upstream stages registered to wait on a push.
+  // Nothing can change that until the sink is let go. A stage counted as waiting a moment
+  // earlier may have been about to find room (its consumer had just popped) and run on,
+  // so counting waiters alone was not enough (CI saw 2 waiters, then 1).
+  auto settled = [&] {
+    const auto s = g.snapshot();
+    int pushing = 0;
+    bool sink_holds_one = false;
+    for (const auto& st : s.stages) {
+      pushing += st.blocked_op == "push";
+      if (st.name == "store") sink_holds_one = st.items_in >= 1;
+    }
+    bool full = s.channels.size() == 2;
+    for (const auto& c : s.channels) full = full && c.stats.size == c.stats.capacity;
+    return pushing == 2 && full && sink_holds_one;
   };
-  while (blocked() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(blocked(), 2);
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  bool stalled = settled();
+  while (!stalled && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(10ms);
+    stalled = settled();
+  }
+  ASSERT_TRUE(stalled) << "both upstream stages blocked on a push into a full channel within 30 s";
   temp_dir dir;
   auto args = chromium_args(dir);
   args.insert(args.end(), {"--virtual-time-budget=5000", "--dump-dom", srv.url()});
@@ -284,11 +313,7 @@ TEST(Browser, LivePageMarksAStallsWaitForChain) {
   EXPECT_NE(dom.find("class=\"stage stall\" data-stage=\"numbers\""), std::string::npos);
   EXPECT_NE(dom.find("class=\"wait-for\""), std::string::npos);
   screenshot_not_blank(srv.url(), dir, "stall.png");
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    release = true;
-  }
-  cv.notify_all();
+  let_go();
   srv.stop();
   g.request_stop();
   ASSERT_TRUE(g.wait_for(30s).has_value());
