@@ -22,15 +22,15 @@ constexpr bool over_limit_with_cr(std::size_t n, std::size_t max_line) noexcept 
 
 }  // namespace
 
-void line_splitter::too_long() const {
-  throw error("lines: line " + std::to_string(count_ + 1) + " is longer than the limit of " +
-              std::to_string(max_line_) + " bytes");
+void line_splitter::too_long(std::uint64_t start) const {
+  throw error("lines: line " + std::to_string(count_ + 1) + " (starting at byte " + std::to_string(start) +
+              " of the input) is longer than the limit of " + std::to_string(max_line_) + " bytes");
 }
 
 void line_splitter::emit_carry(std::vector<line>& out) {
   std::size_t len = carry_.size();
   if (len != 0 && carry_.data()[len - 1] == '\r') --len;
-  if (len > max_line_) too_long();
+  if (len > max_line_) too_long(carry_at_);
   auto* b = new detail::line_block(1, std::move(carry_));
   carry_ = buffer();
   const line l(b, b->storage.data(), len, ++count_);  // owns b's one reference
@@ -40,13 +40,18 @@ void line_splitter::emit_carry(std::vector<line>& out) {
 void line_splitter::feed(buffer chunk, std::vector<line>& out) {
   if (chunk.empty()) return;
   const char* p = chunk.data();
+  const char* const begin = p;
   const char* const end = p + chunk.size();
+  // Where a line starting at q begins in the whole input.
+  const std::uint64_t base = fed_;
+  auto at = [&](const char* q) { return base + static_cast<std::uint64_t>(q - begin); };
+  fed_ += chunk.size();
   if (!carry_.empty()) {
     const void* hit = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
     const char* nl = static_cast<const char*>(hit);
     const std::size_t take = static_cast<std::size_t>((nl != nullptr ? nl : end) - p);
     // One byte more than max_line: a '\r' that the '\n' may still strip.
-    if (over_limit_with_cr(carry_.size() + take, max_line_)) too_long();
+    if (over_limit_with_cr(carry_.size() + take, max_line_)) too_long(carry_at_);
     carry_.append(p, take);
     if (nl == nullptr) return;  // the whole chunk continues the carried line
     p = nl + 1;
@@ -73,14 +78,15 @@ void line_splitter::feed(buffer chunk, std::vector<line>& out) {
     const char* nl = static_cast<const char*>(hit);
     std::size_t len = static_cast<std::size_t>(nl - s);
     if (len != 0 && nl[-1] == '\r') --len;
-    if (len > max_line_) too_long();
+    if (len > max_line_) too_long(at(s));
     ++made;
     out.push_back(line(block, s, len, ++count_));
     s = nl + 1;
   }
   if (s != end) {
     const auto tail = static_cast<std::size_t>(end - s);
-    if (over_limit_with_cr(tail, max_line_)) too_long();
+    if (over_limit_with_cr(tail, max_line_)) too_long(at(s));
+    carry_at_ = at(s);
     carry_ = buffer(std::max<std::size_t>(tail * 2, 256));
     carry_.append(s, tail);
   }

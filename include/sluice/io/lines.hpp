@@ -22,7 +22,8 @@
 //     '\r' elsewhere is kept as a character.
 //   - line::number() is 1-based, counted over the whole input.
 //   - A line longer than max_line bytes (not counting its terminator) is an io::error
-//     naming its line number; no more than max_line + 1 bytes are ever held for one line.
+//     naming its line number and the byte offset in the input where it starts; no more
+//     than max_line + 1 bytes are ever held for one line.
 //   - No copy of the bytes for a line inside one input buffer: a line refers to the
 //     buffer, which goes back to its pool when the last line referring to it is gone.
 //     A line that spans buffers is copied once.
@@ -131,11 +132,14 @@ class line_splitter {
   [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
 
  private:
-  [[noreturn]] void too_long() const;
+  // The line that starts at byte `start` of the input is too long.
+  [[noreturn]] void too_long(std::uint64_t start) const;
   void emit_carry(std::vector<line>& out);
 
   std::size_t max_line_;
   std::uint64_t count_ = 0;
+  std::uint64_t fed_ = 0;      // bytes of input fed so far
+  std::uint64_t carry_at_ = 0;  // where the carried line starts in the input
   buffer carry_;  // the start of a line that continues in the next chunk
 };
 
