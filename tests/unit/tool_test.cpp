@@ -73,6 +73,15 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"stress", "--seed", "12abc"},
       {"stress", "--replay", "0xZZ"},
       {"stress", "extra"},
+      // An option given twice kept the last value without a word.
+      {"demo", "--bytes", "1MiB", "--bytes", "2MiB"},
+      {"bench", "--items", "1k", "--items=2k"},
+      {"bench", "--json", "--json"},
+      {"bench", "--topology", "chain:2", "--cut", "1", "--via", "nats://127.0.0.1:1", "--cut", "2"},
+      {"stress", "--runs", "2", "--runs", "3"},
+      // --tokens bounds oneTBB: with no oneTBB run it changed nothing.
+      {"bench", "--engine", "sluice", "--tokens", "8"},
+      {"bench", "--topology", "diamond", "--tokens", "8"},
   };
   for (const auto& args : bad) {
     std::string what;
@@ -155,6 +164,16 @@ TEST_F(Tool, HelpForEverySubcommand) {
   const result bench = run_tool({"bench", "--help"}, 60);
   for (const char* opt : {"--cut K --via", "--role producer|consumer", "--edge-capacity"}) {
     EXPECT_NE(bench.out.find(opt), std::string::npos) << opt << " in\n" << bench.out;
+  }
+  // --help wins over the rest of the line, a cut run's options too ("--via=URL --help"
+  // was "unknown option --via").
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"bench", "--via=nats://127.0.0.1:1", "--help"},
+           {"bench", "--cut", "1", "--via", "nats://127.0.0.1:1", "--help"},
+           {"bench", "--items", "lots", "-h"}}) {
+    const result r = run_tool(args, 60);
+    EXPECT_EQ(r.status, 0) << args[1] << "\n" << r.err;
+    EXPECT_NE(r.out.find("usage: sluice bench"), std::string::npos) << args[1] << "\n" << r.out;
   }
   const result top = run_tool({"--help"}, 60);
   EXPECT_EQ(top.status, 0);
@@ -251,6 +270,13 @@ TEST_F(Tool, DemoMemoryGuardStopsTheUnboundedRun) {
   EXPECT_FALSE(run["completed"].boolean());
   EXPECT_GE(run["peak_rss_delta_bytes"].num(), 48.0 * 1024 * 1024);
   EXPECT_LT(run["generated_bytes"].uint(), v["bytes"].uint());
+  // Alone, the run is run 1, and the bounded one says what it runs (it said "run 2: the
+  // same through ...").
+  EXPECT_NE(r.err.find("run 1: 4.0 GiB through an unbounded queue"), std::string::npos) << r.err;
+  const result b = run_tool({"demo", "--bytes", "4MiB", "--only", "bounded", "--json"});
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_NE(b.err.find("run 1: 4.0 MiB through sluice channels with"), std::string::npos) << b.err;
+  EXPECT_EQ(b.err.find("run 2"), std::string::npos) << b.err;
   // The table says why it stopped.
   const result t = run_tool({"demo", "--bytes", "4GiB", "--rate", "20MiB/s", "--memory-guard", "48MiB", "--only",
                              "unbounded"});

@@ -1064,16 +1064,25 @@ report_data make_report(const bench_config& c, const std::vector<bench_result>& 
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
+  // --help anywhere shows the help, whatever else is given (a cut run's options too:
+  // "--via=URL --help" was "unknown option --via").
+  bool via = false, help = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--") break;
+    help = help || a == "--help" || a == "-h";
+    via = via || a == "--via" || a.starts_with("--via=");
+  }
+  char help_flag[] = "--help";
+  char* help_argv[] = {argv[0], help_flag, nullptr};
+  if (help) {
+    argc = 2;
+    argv = help_argv;
+  }
 #if SLUICE_HAVE_JETSTREAM
   if (bench::wants_cut(argc, argv)) return bench::cmd_bench_cut(argc, argv);
 #endif
   // --via belongs to a cut run: alone, it was "unknown option --via", though --help shows it.
-  bool via = false, help = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    help = help || a == "--help" || a == "-h";
-    via = via || a == "--via" || a.starts_with("--via=");
-  }
   if (via && !help) throw usage_error("sluice bench: --via applies to --cut K; give --cut too");
   bench_config c;
   bool json_flag = false;
@@ -1211,6 +1220,12 @@ int cmd_bench(int argc, char** argv) {
   const bool tbb_ok = tbb_runs(c);
   if (c.engine == "tbb" && !tbb_ok) {
     throw usage_error("sluice bench: --engine tbb runs chain:N and farm:N only, not " + c.topo_text);
+  }
+  // --tokens bounds oneTBB's pipeline: accepted with no oneTBB run, it changed nothing.
+  if (p.given("--tokens") && (c.engine == "sluice" || !tbb_ok)) {
+    throw usage_error("sluice bench: --tokens sets oneTBB's live tokens, and this run has no oneTBB engine (" +
+                      (c.engine == "sluice" ? std::string("--engine sluice") : "oneTBB runs chain:N and farm:N only") +
+                      ")");
   }
   if (c.fuse_sink && !c.fuse) throw usage_error("sluice bench: --fuse-sink goes with --fuse");
   if (c.fuse && (c.topo != topology_kind::chain || c.replicas != 1)) {

@@ -36,6 +36,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -99,6 +100,7 @@ const work& work_of(const cut_config& c, std::size_t worker) {
 
 cut_config parse(int argc, char** argv) {
   cut_config c;
+  std::set<std::string> seen;  // each option once, as the other commands take them
   for (int i = 1; i < argc; ++i) {
     // --opt VALUE or --opt=VALUE, as the other commands take them.
     std::string a = argv[i];
@@ -106,6 +108,9 @@ cut_config parse(int argc, char** argv) {
     if (const auto eq = a.find('='); a.starts_with("--") && eq != std::string::npos) {
       inline_value = a.substr(eq + 1);
       a.resize(eq);
+    }
+    if (a.starts_with("--") && a != "--help" && !seen.insert(a).second) {
+      throw usage_error("sluice bench: " + a + " is given more than once (give each option once)");
     }
     std::string taken;  // the value the option took
     auto value = [&]() -> std::string_view {

@@ -11,7 +11,8 @@
 // in order (never empty). Sizes: 512MiB, 1.5GiB, 64KiB, 4096, 10MB (KiB/MiB/GiB/TiB, K/M/G/T:
 // powers of 1024; KB/MB/GB/TB: of 1000). Durations: 10ms, 2s, 500us, 1.5m, 250ns, 1h.
 // Counts: 1000, 10k, 2M (decimal). Rates: a size, optionally followed by "/s" (100MiB/s).
-// Errors (unknown flag, missing or malformed value, a value out of range) throw
+// Each option at most once. Errors (unknown flag, missing or malformed value, a value out
+// of range, an option given twice) throw
 // usage_error with one line of text; main() prints it and exits with status 2.
 #pragma once
 
@@ -26,6 +27,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -359,6 +361,11 @@ class arg_parser {
         }
         const option* o = find(name);
         if (o == nullptr) throw usage_error(prog_ + ": unknown option " + detail::shown(name) + " (see --help)");
+        // Once each: "--capacity 4 ... --capacity 8" would otherwise keep one of the two
+        // without a word, and a typo'd second value is easy to miss in a long command.
+        if (!seen_.insert(std::string(name)).second) {
+          throw usage_error(prog_ + ": " + std::string(name) + " is given more than once (give each option once)");
+        }
         if (o->is_flag) {
           if (value) throw usage_error(prog_ + ": " + std::string(name) + " takes no value");
           o->set({});
@@ -405,7 +412,7 @@ class arg_parser {
   [[noreturn]] void bad(const std::string& name, std::string_view value, const std::string& expected) const {
     throw usage_error(prog_ + ": bad value '" + detail::shown(value) + "' for " + name + ": expected " + expected);
   }
-  // Option `name`'s value as typed ("1k", not 1000; the last if given twice), or nullopt.
+  // Option `name`'s value as typed ("1k", not 1000), or nullopt.
   [[nodiscard]] std::optional<std::string> given(const std::string& name) const {
     const auto it = given_.find(name);
     if (it == given_.end()) return std::nullopt;
@@ -462,6 +469,7 @@ class arg_parser {
   std::vector<option> opts_;
   std::vector<positional_arg> pos_;
   std::map<std::string, std::string, std::less<>> given_;  // option name -> value as typed
+  std::set<std::string, std::less<>> seen_;                // options given (flags too)
 };
 
 }  // namespace sluice::tool

@@ -97,8 +97,11 @@ int cmd_demo(int argc, char** argv) {
     rss_after_trim = static_cast<double>(rss_bytes());
   }
   if (cfg.only != "unbounded") {
-    prog.finish("run 2: the same through sluice channels with " + format_size(static_cast<double>(cfg.budget)) +
-                " byte budgets");
+    // Alone (--only bounded), it is the only run and has no "same" to refer to.
+    prog.finish(runs.empty() ? "run 1: " + format_size(static_cast<double>(cfg.bytes)) + " through sluice channels with " +
+                                   format_size(static_cast<double>(cfg.budget)) + " byte budgets"
+                             : "run 2: the same through sluice channels with " +
+                                   format_size(static_cast<double>(cfg.budget)) + " byte budgets");
     runs.push_back(run_bounded(env));
     prog.finish("sluice (bounded): peak memory +" + format_size(std::max(0.0, runs.back().peak_rss)) + ", " +
                 fmt("%.2f s", runs.back().elapsed_s));
