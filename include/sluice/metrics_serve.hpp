@@ -78,8 +78,11 @@ class server {
   [[nodiscard]] std::string address() const;
   // "http://HOST:PORT/" (IPv6 hosts in brackets).
   [[nodiscard]] std::string url() const;
-  // Whether the host is a loopback name or address (localhost, *.localhost, 127.x, ::1):
-  // only this machine reaches it. False for 0.0.0.0, :: or another interface's address.
+  // Whether the socket is bound to a loopback address (127.x, ::1), however the host was
+  // spelled (localhost, 127.1, a name /etc/hosts maps to 127.0.1.1): only this machine
+  // reaches it, and requests must then name a Host of localhost, *.localhost, a loopback
+  // IP or the host given (others get 403: a guard against DNS rebinding). False for
+  // 0.0.0.0, :: or another interface's address.
   [[nodiscard]] bool loopback_only() const noexcept;
   // Whether it is serving: true from serve() until stop().
   [[nodiscard]] bool running() const noexcept;

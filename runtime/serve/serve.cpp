@@ -128,6 +128,24 @@ bool is_loopback_ip(const std::string& h) {
   return IN6_IS_ADDR_LOOPBACK(&v6) != 0 || (IN6_IS_ADDR_V4MAPPED(&v6) != 0 && v6.s6_addr[12] == 127);
 }
 
+// Whether the socket is bound to a loopback address (127.0.0.0/8, ::1, ::ffff:127.x):
+// what the text of an address says is not enough, as getaddrinfo also takes 127.1,
+// 0x7f000001, 2130706433 and names /etc/hosts maps to 127.0.1.1.
+bool bound_to_loopback(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  if (ss.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+    return (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (ss.ss_family == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(&v6) != 0 || (IN6_IS_ADDR_V4MAPPED(&v6) != 0 && v6.s6_addr[12] == 127);
+  }
+  return false;
+}
+
 bool is_loopback_name(std::string h) {
   std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return std::tolower(c); });
   if (!h.empty() && h.back() == '.') h.pop_back();  // "localhost." is the same name
@@ -178,9 +196,18 @@ std::string live_page() {
       "    fetch(\"snapshot.json\", { cache: \"no-store\" })\n"
       "      .then(function (r) { if (!r.ok) throw new Error(\"HTTP \" + r.status); return r.json(); })\n"
       "      .then(function (s) {\n"
-      "        view.update(s);\n"
       "        last = new Date();\n"
       "        wait = 1000;\n"
+      // The server answered: a snapshot the page cannot draw is said as such, not as a
+      // server out of reach (and polling goes on at its pace).
+      "        try {\n"
+      "          view.update(s);\n"
+      "        } catch (e) {\n"
+      "          conn.className = \"down\";\n"
+      "          conn.textContent = \"the server answered, but its snapshot could not be drawn (\" + e.message + \"); \" +\n"
+      "            \"raw: /snapshot.json, /metrics\";\n"
+      "          return;\n"
+      "        }\n"
       "        conn.className = \"\";\n"
       "        conn.textContent = \"updated \" + last.toLocaleTimeString() + \" \\u00b7 refreshes every second \\u00b7 \" +\n"
       "          \"raw: /snapshot.json, /metrics\";\n"
@@ -294,9 +321,14 @@ server serve(graph& g, std::string address) {
     res.set_content("405 method not allowed: this server is read-only (GET /, /metrics, /snapshot.json)\n",
                     "text/plain; charset=utf-8");
   };
-  const bool guard_host = is_loopback_name(a.host);
-  st->loopback = guard_host;
-  http.set_pre_routing_handler([refuse_method, guard_host](const httplib::Request& req, httplib::Response& res) {
+  // Whether Host is checked, and the bound name it may also be: decided once bound, from
+  // the socket's own address (below), before the listener thread starts.
+  struct host_guard {
+    bool on = false;
+    std::string bound_name;  // the host as given, lower case ("myhost" that maps to 127.0.1.1)
+  };
+  auto guard = std::make_shared<host_guard>();
+  http.set_pre_routing_handler([refuse_method, guard](const httplib::Request& req, httplib::Response& res) {
     if (req.method != "GET" && req.method != "HEAD") {
       refuse_method(res);
       return httplib::Server::HandlerResponse::Handled;
@@ -316,9 +348,14 @@ server serve(graph& g, std::string address) {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
-    const bool has_host = guard_host && req.has_header("Host");  // none: HTTP/1.0, never a browser
+    const bool has_host = guard->on && req.has_header("Host");  // none: HTTP/1.0, never a browser
     const std::string host = has_host ? req.get_header_value("Host") : std::string();
-    if (has_host && !is_loopback_name(host_name_of(host))) {
+    auto allowed = [&](std::string name) {
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (!name.empty() && name.back() == '.') name.pop_back();
+      return is_loopback_name(name) || name == guard->bound_name;
+    };
+    if (has_host && !allowed(host_name_of(host))) {
       res.status = 403;
       std::string named = host.substr(0, 200);
       for (char& c : named) {
@@ -369,7 +406,10 @@ server serve(graph& g, std::string address) {
   });
   // httplib announces "Accept-Ranges: bytes"; every answer here is whole (Range is
   // ignored, above), so say so.
+  // (Replaced, not added: on a HEAD httplib has set its own by now, and set_header
+  // appends; the answer carried both.)
   http.set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+    res.headers.erase("Accept-Ranges");
     res.set_header("Accept-Ranges", "none");
   });
 
@@ -406,6 +446,12 @@ server serve(graph& g, std::string address) {
   // scraper fleet) overflowed it and waited out SYN retries of a second each. A second
   // listen() on a listening socket sets its queue anew.
   if (*listening >= 0) (void)::listen(*listening, serve_detail::kListenBacklog);
+  guard->on = *listening >= 0 ? bound_to_loopback(*listening) : is_loopback_name(a.host);
+  guard->bound_name = a.host;
+  std::transform(guard->bound_name.begin(), guard->bound_name.end(), guard->bound_name.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (!guard->bound_name.empty() && guard->bound_name.back() == '.') guard->bound_name.pop_back();
+  st->loopback = guard->on;
   st->port = static_cast<std::uint16_t>(port);
   std::atomic<bool>& done = st->listener_done;
   try {

@@ -319,6 +319,53 @@ TEST(Browser, LivePageMarksAStallsWaitForChain) {
   ASSERT_TRUE(g.wait_for(30s).has_value());
 }
 
+// Hostile stage names: names of every object's properties (the layout kept its maps in
+// plain {} objects, so "__proto__" stopped the drawing and the page said "not
+// reachable"), and a long name of characters outside the BMP (cut by UTF-16 units it kept
+// half a surrogate pair, and Chromium died of SIGILL drawing it).
+TEST(Browser, LivePageDrawsStagesWithAnyName) {
+  SKIP_WITHOUT_CHROMIUM();
+  std::string rockets;
+  for (int i = 0; i < 24; ++i) rockets += "\xF0\x9F\x9A\x80";  // U+1F680, two UTF-16 units each
+  sluice::graph g;
+  auto src = g.source<int>(
+      "__proto__",
+      [](sluice::sender<int>& out, std::stop_token stop) {
+        for (int i = 0; !stop.stop_requested(); ++i) {
+          if (!out.push(i)) return;
+        }
+      },
+      {.capacity = 8});
+  auto a = g.map("constructor", src, [](int v) { return v + 1; }, {.capacity = 8});
+  auto b = g.map("hasOwnProperty", a, [](int v) { return v + 1; }, {.capacity = 8});
+  auto c = g.map(rockets, b, [](int v) { return v + 1; }, {.capacity = 8});
+  g.sink("toString", c, [](int) { std::this_thread::sleep_for(100us); });
+  g.start();
+  auto srv = sluice::metrics::serve(g, "127.0.0.1:0");
+  temp_dir dir;
+  auto args = chromium_args(dir);
+  args.insert(args.end(), {"--virtual-time-budget=3000", "--dump-dom", srv.url()});
+  const auto r = run_process(args, 60s);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0) << "chromium died drawing the page";
+  const std::string& dom = r.out;
+  for (const std::string name : {"__proto__", "constructor", "hasOwnProperty", "toString"}) {
+    EXPECT_NE(dom.find("data-stage=\"" + name + "\""), std::string::npos) << name << "\n" << drawn(dom);
+  }
+  // The long name is cut after 21 whole characters.
+  std::string cut;
+  for (int i = 0; i < 21; ++i) cut += "\xF0\x9F\x9A\x80";
+  EXPECT_NE(dom.find(">" + cut + "\xE2\x80\xA6<"), std::string::npos) << drawn(dom);
+  // The status line (the script's own text mentions every message it can show).
+  const std::size_t at = dom.find("id=\"conn\"");
+  ASSERT_NE(at, std::string::npos) << dom.substr(0, 2000);
+  const std::string conn = dom.substr(at, dom.find("</div>", at) - at);
+  EXPECT_NE(conn.find("refreshes every second"), std::string::npos) << conn;
+  srv.stop();
+  g.request_stop();
+  ASSERT_TRUE(g.wait_for(30s).has_value());
+}
+
 // A snapshot a bench run could end with: source -> parse -> enrich (x4) -> store, enrich
 // the bottleneck.
 sluice::metrics::snapshot bench_like_snapshot() {

@@ -44,6 +44,10 @@ var SluiceGraphView = (function () {
   var COLORS = { busy: [224, 49, 49], bp: [112, 72, 232], starved: [116, 192, 252] };
   var BOX_W = 204, BOX_H = 92, GAP_X = 100, GAP_Y = 46, PAD = 24, TOP = 34;
 
+  // A map keyed by stage or channel names: no prototype, so a stage named "__proto__",
+  // "constructor" or "toString" is a key like any other (with {} it stopped the drawing).
+  function dict() { return Object.create(null); }
+
   function el(name, attrs, text) {
     var e = document.createElementNS(SVGNS, name);
     for (var k in attrs) e.setAttribute(k, attrs[k]);
@@ -77,15 +81,15 @@ var SluiceGraphView = (function () {
   // Ranks by longest path from the stages nothing feeds; rows by the mean row of the
   // stages feeding each one (so a chain is a line and a fan-out opens up).
   function layout(stages, channels) {
-    var idx = {}, preds = {}, succs = {};
+    var idx = dict(), preds = dict(), succs = dict();
     stages.forEach(function (s, i) { idx[s.name] = i; preds[s.name] = []; succs[s.name] = []; });
     channels.forEach(function (c) {
       if (!(c.from in idx) || !(c.to in idx) || c.from === c.to) return;
       if (preds[c.to].indexOf(c.from) < 0) preds[c.to].push(c.from);
       if (succs[c.from].indexOf(c.to) < 0) succs[c.from].push(c.to);
     });
-    var rank = {};
-    var visiting = {};
+    var rank = dict();
+    var visiting = dict();
     function rankOf(n) {
       if (n in rank) return rank[n];
       if (visiting[n]) return 0;  // a cycle cannot happen; stay finite if it does
@@ -98,7 +102,7 @@ var SluiceGraphView = (function () {
     stages.forEach(function (s) { rankOf(s.name); });
     var cols = [];
     stages.forEach(function (s) { (cols[rank[s.name]] = cols[rank[s.name]] || []).push(s.name); });
-    var row = {};
+    var row = dict();
     cols.forEach(function (col, ci) {
       if (ci > 0) {
         col.sort(function (a, b) {
@@ -112,7 +116,7 @@ var SluiceGraphView = (function () {
       col.forEach(function (n, ri) { row[n] = ri; });
     });
     var maxRows = cols.reduce(function (m, c) { return Math.max(m, c ? c.length : 0); }, 1);
-    var pos = {};
+    var pos = dict();
     cols.forEach(function (col, ci) {
       var off = (maxRows - col.length) * (BOX_H + GAP_Y) / 2;
       col.forEach(function (n, ri) {
@@ -130,7 +134,7 @@ var SluiceGraphView = (function () {
   // outside: no input channel, no thread, so no busy time) is a graph waiting for input,
   // not a stall.
   function waitLinks(snap) {
-    var chans = {}, stages = {}, fed = {};
+    var chans = dict(), stages = dict(), fed = dict();
     (snap.channels || []).forEach(function (c) { chans[c.name] = c; fed[c.to] = true; });
     (snap.stages || []).forEach(function (s) { stages[s.name] = s; });
     function link(s) {
@@ -142,7 +146,7 @@ var SluiceGraphView = (function () {
     }
     var best = [];
     (snap.stages || []).forEach(function (s) {
-      var chain = [], seen = {}, cur = s, l;
+      var chain = [], seen = dict(), cur = s, l;
       while (cur && !seen[cur.name] && (l = link(cur))) {
         seen[cur.name] = true;
         chain.push(l);
@@ -193,7 +197,7 @@ var SluiceGraphView = (function () {
       var links = waitLinks(snap);
       var still = seen - lastMove.at;
       var stalled = running && links.length > 0 && still >= 2e9;
-      var inChain = {};
+      var inChain = dict();
       if (stalled) links.forEach(function (l) { inChain[l.stage] = true; inChain[l.holder] = true; });
 
       summary.innerHTML = "";
@@ -231,7 +235,7 @@ var SluiceGraphView = (function () {
       svg.appendChild(defs);
 
       // Channels: one arrow per producer/consumer pair, labels summed over parallel channels.
-      var pairs = {}, order = [];
+      var pairs = dict(), order = [];
       channels.forEach(function (c) {
         if (!(c.from in L.pos) || !(c.to in L.pos)) return;
         var k = c.from + "\u0000" + c.to;
@@ -277,7 +281,10 @@ var SluiceGraphView = (function () {
                                    stroke: bn ? "#c92a2a" : inChain[s.name] ? "#e67700" : "#495057",
                                    "stroke-width": bn ? 5 : inChain[s.name] ? 4 : 1.5,
                                    "stroke-dasharray": (!bn && inChain[s.name]) ? "8 4" : "none" }));
-        var name = s.name.length > 22 ? s.name.slice(0, 21) + "\u2026" : s.name;
+        // Cut by code points: cutting UTF-16 units could leave half a surrogate pair, and
+        // Chromium died (SIGILL) drawing one in SVG text.
+        var chars = Array.from(s.name);
+        var name = chars.length > 22 ? chars.slice(0, 21).join("") + "\u2026" : s.name;
         g.appendChild(el("text", { x: 10, y: 21, "font-size": 15, "font-weight": "bold", fill: "#212529" }, name));
         if ((+s.replicas || 1) > 1) {
           g.appendChild(el("text", { x: BOX_W - 8, y: 21, "font-size": 13, "text-anchor": "end", fill: "#495057" },
