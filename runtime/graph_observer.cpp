@@ -189,6 +189,14 @@ thread_local graph_state* tls_graph = nullptr;
 thread_local stage_node* tls_stage = nullptr;
 }  // namespace
 
+bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr why) noexcept {
+  if (tls_graph == nullptr || tls_stage == nullptr || tls_stage->inputs.empty()) return false;
+  tls_graph->discard_failed(tls_stage->inputs.front(), *tls_stage, type, item, std::move(why));
+  if (tls_stage->policy.what() != error_policy::kind::skip) return false;
+  tls_stage->errors.fetch_add(1, std::memory_order_relaxed);  // as item_task's count_error()
+  return true;
+}
+
 current_stage_scope::current_stage_scope(graph_state& g, stage_node& n) noexcept {
   tls_graph = &g;
   tls_stage = &n;

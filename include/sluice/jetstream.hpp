@@ -35,8 +35,12 @@
 //     `acked`) when its acknowledgement arrives; at the end of its input the stage waits
 //     for every outstanding acknowledgement. No acknowledgement for `give_up` (server
 //     gone) is a stage error naming the edge; so is a message that can never be stored
-//     (over the edge's max_bytes, or refused for the stream's max_msg_size), and "no
-//     responders" for `give_up` (the stream was deleted, or the server lost its store).
+//     (refused for the stream's max_msg_size), and "no responders" for `give_up` (the
+//     stream was deleted, or the server lost its store). An item that cannot become a
+//     message (codec<T>::encode throws, or the message is over the edge's max_bytes) is
+//     a dead letter with that error, naming the edge and the item's position: a stage
+//     error, or under error_policy::skip counted and dropped (its sequence number is
+//     used up, so later items keep theirs).
 //   - subscribe: fetches at most the free room of its output channel (and at most
 //     `batch`), so a process holds a bounded number of messages. request_stop() stops
 //     fetching; what was fetched drains downstream. A message that does not decode is a
@@ -54,8 +58,11 @@
 //     confirmations are awaited asynchronously, at
 //     most subscribe_options::ack_window at once, and counted (acks_confirmed); an ack
 //     unconfirmed after ack_confirm_wait is sent again. A confirmed ack is applied: its
-//     message never comes back, even across a server restart. An unconfirmed one (the
-//     server died meanwhile) may: the message is then delivered again.
+//     message never comes back, even across a server stopped and restarted. An
+//     unconfirmed one (the server died meanwhile) may: the message is then delivered
+//     again. A server killed outright (SIGKILL, power loss) writes its store behind:
+//     acks it confirmed in its last moments (tens of milliseconds) may be lost with it,
+//     and their messages come back, some with deliveries() == 1; de-duplicate by id().
 //   - pull requests are sluice's own (one at a time, on a private inbox, each asking for
 //     at most the free room): libnats 3.4.1's natsSubscription_Fetch overruns its array
 //     when late messages of an earlier fetch are queued (see runtime/jetstream).
@@ -92,6 +99,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 #include "sluice/buffer.hpp"
@@ -268,6 +276,9 @@ class publisher {
   bool publish(std::string_view bytes, const std::stop_token& stop);
   // Waits for every outstanding acknowledgement. False if stop came first.
   bool finish(const std::stop_token& stop);
+  // An item that will not be published (skipped): its sequence number is used up, so the
+  // items after it keep the ids of their positions.
+  void skip() noexcept;
 
  private:
   std::shared_ptr<pub_state> st_;
@@ -309,8 +320,38 @@ struct publish_fn {
   publish_options opts;
   void operator()(receiver<T>& in, std::stop_token stop) {
     publisher p(conn, edge, opts);
+    std::uint64_t taken = 0;
+    // An item that cannot become a message is a dead letter with its error (it was lost
+    // without a word); under skip it is counted and the stage goes on, else it fails.
+    auto refuse = [&](T& v, const std::string& why) {
+      auto e = std::make_exception_ptr(std::runtime_error("sluice::jetstream: edge '" + edge.stream + "': item " +
+                                                          std::to_string(taken) + " of this stage " + why));
+      if (!sluice::detail::held_item_failed(typeid(T), &v, e)) std::rethrow_exception(e);
+      p.skip();
+    };
     while (auto v = in.pop()) {
-      if (!p.publish(codec<T>::encode(*v), stop)) return;
+      ++taken;
+      std::optional<decltype(codec<T>::encode(*v))> bytes;
+      try {
+        bytes.emplace(codec<T>::encode(*v));
+      } catch (...) {
+        std::string what = "an exception that is not a std::exception";
+        try {
+          throw;
+        } catch (const std::exception& ex) {
+          what = ex.what();
+        } catch (...) {
+        }
+        refuse(*v, "does not encode: " + what);
+        continue;
+      }
+      if (edge.max_bytes > 0 && std::cmp_greater(std::string_view(*bytes).size(), edge.max_bytes)) {
+        refuse(*v, "is a message of " + std::to_string(std::string_view(*bytes).size()) +
+                       " bytes, over the edge's max_bytes of " + std::to_string(edge.max_bytes) +
+                       "; it could never be stored");
+        continue;
+      }
+      if (!p.publish(*bytes, stop)) return;
     }
     if (in.cancelled()) return;
     p.finish(stop);

@@ -702,6 +702,8 @@ publisher::~publisher() {
   st_->sent.clear();  // libnats' now
 }
 
+void publisher::skip() noexcept { ++st_->seq; }
+
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
   auto& s = *st_;
   // A message over the edge's own max_bytes never fits, however empty the stream gets (the

@@ -25,6 +25,21 @@
 
 namespace js = sluice::jetstream;
 using namespace std::chrono_literals;
+
+// A record whose codec refuses one value (its encode throws), and one that encodes to a
+// message too large for a small edge.
+struct picky {
+  int v = 0;
+};
+template <>
+struct sluice::jetstream::codec<picky> {
+  static std::string encode(const picky& p) {
+    if (p.v == 5) throw std::runtime_error("refuses 5");
+    if (p.v == 7) return std::string(5000, 'x');
+    return std::to_string(p.v);
+  }
+  static picky decode(std::string_view s) { return picky{std::stoi(std::string(s))}; }
+};
 using sluice_test::nats_server;
 
 namespace {
@@ -366,6 +381,86 @@ TEST(JetstreamEdge, AMessageThatCanNeverBeStoredOrAStreamThatIsGoneIsAnError) {
   EXPECT_NE(gone.find("'gone'"), std::string::npos) << gone;
   EXPECT_NE(gone.find("no responders"), std::string::npos) << gone;
   EXPECT_LT(took_ms, 15000.0);  // give_up (1 s) and a little, not never
+}
+
+// An item that cannot become a message (its encode throws; it is over the edge's
+// max_bytes) is a dead letter with its error, never lost without a word: it was neither
+// published nor a dead letter, and skip did not apply.
+TEST(JetstreamEdge, AnItemThatCannotBeAMessageIsADeadLetterOrUnderSkipSkipped) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.give_up = 2000ms});
+  struct dead {
+    int v;
+    std::string stage, error;
+  };
+  for (const bool skip : {false, true}) {
+    SCOPED_TRACE(skip ? "skip" : "stop");
+    const std::string name = skip ? "picky-skip" : "picky-stop";
+    js::edge_options e{.stream = name, .max_msgs = 100, .max_bytes = 4096};
+    js::ensure_edge(conn, e);
+    std::mutex mu;
+    std::vector<dead> letters;
+    sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+      std::string why;
+      if (d.error()) {
+        try {
+          std::rethrow_exception(d.error());
+        } catch (const std::exception& ex) {
+          why = ex.what();
+        }
+      }
+      std::lock_guard lk(mu);
+      letters.push_back({d.get<picky>() != nullptr ? d.get<picky>()->v : -1, std::string(d.stage()), why});
+    }});
+    auto src = g.source<picky>("numbers", [](sluice::sender<picky>& out) {
+      for (int i = 0; i < 10; ++i) out.push(picky{i});
+    });
+    js::publish<picky>(g, src, conn, e, {.producer_id = "p"},
+                       {.on_error = skip ? sluice::error_policy::skip : sluice::error_policy::stop});
+    const std::string stage = "publish:" + name;
+    if (!skip) {
+      const std::string what = stage_error_of(g);
+      EXPECT_NE(what.find("edge '" + name + "': item 6 of this stage does not encode: refuses 5"), std::string::npos)
+          << what;
+      std::lock_guard lk(mu);
+      const auto it = std::find_if(letters.begin(), letters.end(), [](const dead& d) { return d.v == 5; });
+      ASSERT_NE(it, letters.end()) << "item 5 is not a dead letter";
+      EXPECT_EQ(it->stage, stage);
+      EXPECT_NE(it->error.find("does not encode: refuses 5"), std::string::npos) << it->error;
+      continue;
+    }
+    g.start();
+    ASSERT_TRUE(g.wait_for(30s).has_value());
+    const sluice::report r = g.last_report();
+    {
+      std::lock_guard lk(mu);
+      ASSERT_EQ(letters.size(), 2u);
+      EXPECT_EQ(letters[0].v, 5);
+      EXPECT_NE(letters[0].error.find("item 6 of this stage does not encode: refuses 5"), std::string::npos)
+          << letters[0].error;
+      EXPECT_EQ(letters[1].v, 7);
+      EXPECT_NE(letters[1].error.find("item 8 of this stage is a message of 5000 bytes, over the edge's max_bytes of 4096"),
+                std::string::npos)
+          << letters[1].error;
+    }
+    for (const auto& st : r.metrics.stages) {
+      if (st.name == stage) {
+        EXPECT_EQ(st.errors, 2u);
+      }
+    }
+    // The other eight are in the stream, each with the id of its position (the skipped
+    // ones used theirs up).
+    std::map<int, std::string> got;
+    sluice::pipeline consumer(js::subscribe<picky>(conn, e), sluice::into([&](js::delivery<picky> d) -> bool {
+                                got[d.value().v] = d.id();
+                                d.ack();
+                                return got.size() < 8;
+                              }));
+    run_bounded(consumer.get_graph());
+    ASSERT_EQ(got.size(), 8u);
+    for (int v : {0, 1, 2, 3, 4, 6, 8, 9}) EXPECT_EQ(got[v], "p-" + std::to_string(v)) << v;
+  }
 }
 
 // One request to the JetStream API over a connection of its own: the answer's JSON. For
