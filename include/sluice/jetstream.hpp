@@ -90,6 +90,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -141,7 +142,8 @@ class connection {
 };
 
 // Connects within o.timeout, or throws std::runtime_error naming the URL (as shown_url
-// shows it) and the cause. `url` is one server ("nats://127.0.0.1:4222") or a
+// shows it) and the cause; std::invalid_argument for a URL that names no server, or whose
+// user name or password holds a comma (libnats splits URLs at commas). `url` is one server ("nats://127.0.0.1:4222") or a
 // comma-separated list of them, tried in the order given: the first that answers is used,
 // and the others stay in the pool for reconnects.
 connection connect(std::string url, connect_options o = {});
@@ -247,6 +249,9 @@ struct subscribe_options {
   // full); one unconfirmed after ack_confirm_wait is sent again. Not every ack asks: an
   // answer to one confirms the acks sent before it over the same connection (the server
   // applies a consumer's acks in order), so about one in 32 asks (runtime/jetstream).
+  // Once the graph is torn down (cancel, a failure), ack() waits for neither room nor
+  // confirmations, and the stage's end does not wait for them: an ack the server did not
+  // apply lets its message come back (at-least-once), and the teardown stays prompt.
   std::size_t ack_window = 1024;
   std::chrono::milliseconds ack_confirm_wait{1000};
   // false: every ack is a plain "+ACK", as libnats' natsMsg_Ack sends it: no
@@ -303,6 +308,9 @@ class subscriber {
               &f);
   }
   [[nodiscard]] const std::string& edge_name() const;
+  // The graph is being torn down: the deliveries still downstream ack without waiting for
+  // room in the ack window or for confirmations, and nothing waits for them at the end.
+  void abandon() noexcept;
 
  private:
   void fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* ctx);
@@ -367,6 +375,16 @@ struct subscribe_fn {
   void operator()(sender<delivery<T>>& out, std::stop_token stop) {
     subscriber s(conn, edge, opts, stop);
     if (!s.ready()) return;  // stopped while the server was down
+    // Leaving on a teardown (the output cancelled, or this stage failing): acks still to
+    // come downstream must not hold the teardown up.
+    struct abandon_on_teardown {
+      subscriber& s;
+      sender<delivery<T>>& out;
+      int uncaught = std::uncaught_exceptions();
+      ~abandon_on_teardown() {
+        if (std::uncaught_exceptions() > uncaught || out.cancelled()) s.abandon();
+      }
+    } guard{s, out};
     bool open = true;
     // Ends on stop (request_stop: fetched deliveries drain downstream) or when nobody
     // reads any more (a sink that finished early disconnects its input).

@@ -50,16 +50,32 @@ class outage {
 };
 
 // The servers of a comma-separated URL list, each trimmed of spaces; empty ones dropped.
+// A server's user info ("scheme://user:pass@host") is kept whole, commas and all: the
+// list is split only after it (at the last '@' before the next server's "://"), so a
+// password with a comma is never cut in two, half of it shown as a host.
 std::vector<std::string_view> server_list(std::string_view url) {
   std::vector<std::string_view> out;
-  for (;;) {
-    const std::size_t comma = url.find(',');
-    std::string_view one = url.substr(0, comma);
+  std::size_t pos = 0;
+  while (pos <= url.size()) {
+    const std::size_t start = pos;
+    std::size_t from = start;  // where the comma that ends this server is looked for
+    const std::size_t scheme = url.find("://", start);
+    const std::size_t first_comma = url.find(',', start);
+    if (scheme != std::string_view::npos && (first_comma == std::string_view::npos || scheme < first_comma)) {
+      const std::size_t after = scheme + 3;
+      const std::size_t next_scheme = url.find("://", after);
+      const std::string_view own = url.substr(after, next_scheme == std::string_view::npos ? std::string_view::npos
+                                                                                           : next_scheme - after);
+      const std::size_t at = own.rfind('@');
+      if (at != std::string_view::npos) from = after + at + 1;
+    }
+    const std::size_t comma = url.find(',', from);
+    std::string_view one = url.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
     while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
     if (!one.empty()) out.push_back(one);
     if (comma == std::string_view::npos) break;
-    url.remove_prefix(comma + 1);
+    pos = comma + 1;
   }
   return out;
 }
@@ -844,13 +860,19 @@ struct sub_state {
   natsStatistics* stats = nullptr;                          // guarded by ack_mu
   std::map<std::uint64_t, unconfirmed_ack> unconfirmed;     // guarded by ack_mu: by last send's number
   outage ack_down;                                          // guarded by ack_mu
+  // The graph was torn down (cancel, a failure): acks still being made are sent without
+  // waiting for room or confirmation, and the end does not wait for confirmations. An
+  // ack not applied lets its message come back: at-least-once holds; a prompt teardown
+  // is what cancel() asks for (an ack waiting for room on a stalled server waited until
+  // the teardown deadline named the sink stuck).
+  std::atomic<bool> abandoned{false};
 
   ~sub_state() {
     // The pull inbox is normally closed by the stage (close_pulls); then the outstanding
-    // confirmations get a bounded wait.
+    // confirmations get a bounded wait (none after a teardown).
     close_pulls(false);
     if (confirms != nullptr) {
-      settle_confirmations(clock::now() + 2 * opts.ack_confirm_wait);
+      settle_confirmations(abandoned.load() ? clock::now() : clock::now() + 2 * opts.ack_confirm_wait);
       conn->retire(confirms);  // late confirmations may be arriving: never a plain destroy
     }
     if (stats != nullptr) natsStatistics_Destroy(stats);
@@ -1032,6 +1054,7 @@ struct sub_state {
       {
         std::lock_guard lk(ack_mu);
         if (unconfirmed.size() < std::max<std::size_t>(opts.ack_window, 1)) break;
+        if (abandoned.load(std::memory_order_relaxed)) break;
         conn->check_alive(edge.stream, ack_down);
       }
       ask_about_plain_acks(true);
@@ -1296,6 +1319,10 @@ subscriber::~subscriber() {
   if (st_) st_->close_pulls(true);
 }
 
+void subscriber::abandon() noexcept {
+  if (st_) st_->abandoned.store(true);
+}
+
 const std::string& subscriber::edge_name() const { return st_->edge.stream; }
 
 void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* ctx) {
@@ -1483,19 +1510,35 @@ connection connect(std::string url, connect_options o) {
   auto st = std::make_shared<detail::conn_state>();
   st->url = shown_url(url);  // every message names it: never with its password or token
   st->opts = o;
-  natsOptions* no = nullptr;
-  natsStatus s = natsOptions_Create(&no);
   // A comma-separated list is a server pool, each tried in turn (libnats 3.4 takes a list
   // only through SetServers: given to SetURL, a list reached no server at all).
   std::vector<std::string> servers;
   for (const std::string_view one : detail::server_list(url)) servers.emplace_back(one);
+  if (servers.empty()) {
+    throw std::invalid_argument("sluice::jetstream: cannot connect: the URL names no server (got '" + st->url +
+                                "'; want nats://HOST:PORT, or a comma-separated list of them)");
+  }
+  for (const std::string& one : servers) {
+    // libnats splits a URL at every comma, so a user name or password holding one cannot
+    // be given in a URL (it failed with a bare "Invalid Argument").
+    const std::size_t scheme = one.find("://");
+    const std::size_t at = one.rfind('@');
+    if (scheme != std::string::npos && at != std::string::npos && at > scheme &&
+        one.substr(scheme + 3, at - scheme - 3).find(',') != std::string::npos) {
+      throw std::invalid_argument("sluice::jetstream: cannot connect to " + st->url +
+                                  ": its user name or password holds a comma, which a NATS URL cannot carry "
+                                  "(the client splits URLs at commas)");
+    }
+  }
+  natsOptions* no = nullptr;
+  natsStatus s = natsOptions_Create(&no);
   if (servers.size() > 1) {
     std::vector<const char*> list;
     for (const auto& one : servers) list.push_back(one.c_str());
     if (s == NATS_OK) s = natsOptions_SetServers(no, list.data(), static_cast<int>(list.size()));
     if (s == NATS_OK) s = natsOptions_SetNoRandomize(no, true);  // in the order given
   } else if (s == NATS_OK) {
-    s = natsOptions_SetURL(no, url.c_str());
+    s = natsOptions_SetURL(no, servers.front().c_str());  // a trailing comma or spaces: gone
   }
   if (s == NATS_OK) s = natsOptions_SetTimeout(no, o.timeout.count());
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, INT_MAX);
@@ -1607,14 +1650,28 @@ void ensure_edge(connection& conn, const edge_options& e) {
   detail::need_connection(conn, "ensure_edge");
   if (e.stream.empty()) throw std::invalid_argument("sluice::jetstream::ensure_edge: the edge has no stream name");
   // A space or control byte splits the request's subject: the server drops the request
-  // unparsed and the call would end in "Timeout". (Other bad names the server names.)
-  for (const char ch : e.stream) {
-    const auto u = static_cast<unsigned char>(ch);
-    if (u <= 0x20 || u == 0x7f) {
-      throw std::invalid_argument("sluice::jetstream::ensure_edge: stream name '" + e.stream +
+  // unparsed and the call would end in "Timeout" after 5 s. (Other bad names the server
+  // names.) The stream's name and the consumer's (durable) both go into subjects.
+  auto check_name = [](const char* kind, const std::string& name) {
+    std::string shown;
+    bool bad = false;
+    for (const char ch : name) {
+      const auto u = static_cast<unsigned char>(ch);
+      if (u <= 0x20 || u == 0x7f) {
+        bad = true;
+        static constexpr char kHex[] = "0123456789abcdef";
+        shown += u == 0x20 ? std::string(" ") : std::string("\\x") + kHex[u >> 4] + kHex[u & 0xf];
+      } else {
+        shown += ch;
+      }
+    }
+    if (bad) {
+      throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name '" + shown +
                                   "' has a space or control character; NATS names cannot");
     }
-  }
+  };
+  check_name("stream", e.stream);
+  check_name("durable", e.durable);
   if (e.max_msgs <= 0) {
     throw std::invalid_argument("sluice::jetstream::ensure_edge: edge '" + e.stream +
                                 "': max_msgs must be positive (the edge is bounded)");

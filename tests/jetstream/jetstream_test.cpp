@@ -166,6 +166,32 @@ TEST(JetstreamConnect, ShownUrlsHideTheirPasswordOrToken) {
     EXPECT_EQ(what.find("hunter2"), std::string::npos) << what;
     EXPECT_NE(what.find("user:***@127.0.0.1"), std::string::npos) << what;
   }
+  // A comma inside a password is not a list separator: none of the password is shown
+  // ("nats://user:pa,***@..." showed its first half), and connect says what is wrong
+  // (it was libnats' bare "Invalid Argument").
+  EXPECT_EQ(js::shown_url("nats://user:pa,ss@127.0.0.1:1"), "nats://user:***@127.0.0.1:1");
+  EXPECT_EQ(js::shown_url("nats://a:x,y@h1:1,nats://b:z@h2:2"), "nats://a:***@h1:1,nats://b:***@h2:2");
+  try {
+    (void)js::connect("nats://user:pa,ss@127.0.0.1:1", {.timeout = 500ms});
+    FAIL() << "connect succeeded";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find("pa,"), std::string::npos) << what;
+    EXPECT_EQ(what.find(",ss"), std::string::npos) << what;
+    EXPECT_NE(what.find("nats://user:***@127.0.0.1:1"), std::string::npos) << what;
+    EXPECT_NE(what.find("holds a comma"), std::string::npos) << what;
+  }
+  // No server at all, and a trailing comma (which libnats refused with "Invalid Argument").
+  for (const std::string none : {"", " ", ",", " , "}) {
+    EXPECT_THROW((void)js::connect(none, {.timeout = 500ms}), std::invalid_argument) << "'" << none << "'";
+  }
+  const std::string closed = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());
+  try {
+    (void)js::connect(closed + ",", {.timeout = 500ms});
+    FAIL() << "connect succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("no NATS server answers there"), std::string::npos) << e.what();
+  }
 }
 
 // A NATS server without JetStream, and a stream name the server cannot parse, get errors
@@ -187,14 +213,20 @@ TEST(JetstreamEdge, NoJetStreamOrAStreamNameWithASpaceIsNamedAsSuch) {
   auto conn = js::connect(server.url());
   for (const char* name : {"a b", "tab\there", "new\nline"}) {
     js::edge_options e{.stream = name, .max_msgs = 10};
+    // The consumer's name too (a tab in it waited 5 s for a Timeout).
+    js::edge_options d{.stream = "fine", .max_msgs = 10, .durable = name};
+    for (const js::edge_options& bad : {e, d}) {
     const auto t0 = clock_type::now();
     try {
-      js::ensure_edge(conn, e);
-      ADD_FAILURE() << "accepted the stream name '" << name << "'";
+      js::ensure_edge(conn, bad);
+      ADD_FAILURE() << "accepted the name '" << name << "'";
     } catch (const std::invalid_argument& ex) {
       EXPECT_NE(std::string(ex.what()).find("space or control"), std::string::npos) << ex.what();
+      EXPECT_NE(std::string(ex.what()).find(bad.durable.empty() ? "stream name" : "durable name"), std::string::npos)
+          << ex.what();
     }
     EXPECT_LT(ms_since(t0), 1000.0);  // at once, not after a request's timeout
+    }
   }
 }
 
@@ -461,6 +493,38 @@ TEST(JetstreamEdge, AnItemThatCannotBeAMessageIsADeadLetterOrUnderSkipSkipped) {
     ASSERT_EQ(got.size(), 8u);
     for (int v : {0, 1, 2, 3, 4, 6, 8, 9}) EXPECT_EQ(got[v], "p-" + std::to_string(v)) << v;
   }
+}
+
+// A consumer that ends with messages still in the stream lost nothing: they wait there.
+// Its report is balanced (the edge's gauge, the stream's count, made it false).
+TEST(JetstreamEdge, AReportIsBalancedWithMessagesLeftInTheStream) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "left", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  sluice::pipeline producer(sluice::from<std::uint64_t>([](sluice::sender<std::uint64_t>& out) {
+                              for (std::uint64_t i = 0; i < 50; ++i) out.push(i);
+                            }),
+                            js::publish<std::uint64_t>(conn, e));
+  run_bounded(producer.get_graph());
+  int taken = 0;
+  sluice::pipeline consumer(js::subscribe<std::uint64_t>(conn, e, {.batch = 4}),
+                            sluice::into([&](js::delivery<std::uint64_t> d) -> bool {
+                              d.ack();
+                              return ++taken < 10;
+                            }));
+  run_bounded(consumer.get_graph());
+  const sluice::report r = consumer.get_graph().last_report();
+  bool edge_seen = false;
+  for (const auto& c : r.metrics.channels) {
+    if (c.external) {
+      edge_seen = true;
+      EXPECT_GT(c.stats.size, 0u) << c.name;
+    }
+  }
+  EXPECT_TRUE(edge_seen);
+  EXPECT_TRUE(r.balanced());
 }
 
 // One request to the JetStream API over a connection of its own: the answer's JSON. For
@@ -923,6 +987,60 @@ TEST(JetstreamTeardown, CancelWhilePublishBlockedOnFullStreamOrSubscribeOnEmptyI
   EXPECT_LT(best_pp, 100.0);
   EXPECT_LT(best_sp, 100.0);
   EXPECT_EQ(js::inspect_edge(conn, full).msgs, 8u);  // the stream stayed within its limit
+}
+
+// A sink inside ack() when the graph is cancelled: the ack window is full and the server
+// stalled (SIGSTOP: connected, answering nothing), so no confirmation comes. The ack
+// waited for room until the teardown deadline named the sink stuck, and the end then
+// waited twice ack_confirm_wait for confirmations; after a teardown it waits for neither
+// (the unconfirmed acks' messages may come back: at-least-once).
+TEST(JetstreamTeardown, CancelWhileAnAckWaitsForRoomOnAStalledServerIsPrompt) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "ackroom", .max_msgs = 1000};
+  js::ensure_edge(conn, e);
+  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) {
+                     for (int v = 0; v < 500; ++v) out.push(v);
+                   }),
+                   js::publish<int>(conn, e))
+      .run();
+  struct resume_at_exit {
+    nats_server& s;
+    ~resume_at_exit() { s.resume(); }
+  } resume{server};
+  // Up to three attempts (wall-clock time on a shared machine); the best must be under
+  // 500 ms. Before, each took the teardown deadline (5 s) and more.
+  double best = 1e9;
+  for (int a = 1; a <= 3 && best >= 500.0; ++a) {
+    auto sc = std::make_shared<js::subscribe_counters>();
+    std::atomic<int> entered{0}, left{0};
+    clock_type::time_point t0;
+    {
+      sluice::pipeline s(js::subscribe<int>(conn, e, {.batch = 8, .counters = sc, .ack_window = 4}),
+                         sluice::into([&](js::delivery<int> d) {
+                           entered.fetch_add(1);
+                           d.ack();
+                           left.fetch_add(1);
+                         }));
+      s.start();
+      ASSERT_TRUE(eventually([&] { return sc->acks_confirmed.load() > 0; })) << "attempt " << a;
+      server.pause();
+      // The window fills with acks the stalled server never confirms; the sink then waits
+      // in ack() for room.
+      ASSERT_TRUE(eventually([&] {
+        return entered.load() == left.load() + 1 && sc->acks_sent.load() >= sc->acks_confirmed.load() + 4;
+      })) << "attempt " << a;
+      t0 = clock_type::now();
+      s.cancel();
+      EXPECT_THROW(s.wait(), sluice::cancelled);
+    }  // the stage's state may be freed here: part of the teardown
+    const double ms = ms_since(t0);
+    server.resume();
+    std::printf("attempt %d: teardown with an ack waiting for room on a stalled server %.2f ms\n", a, ms);
+    best = std::min(best, ms);
+  }
+  EXPECT_LT(best, 500.0);
 }
 
 // A subscribe stage retires its inboxes when it ends: unsubscribed at once, freed only
