@@ -41,7 +41,10 @@
 //   - every injected_fault thrown was seen leaving its stage (a stage that catches it and
 //     goes on to another push or pop is named; one that ends after it is not);
 //   - the accounting identity on every channel: pushed == popped + discarded, nothing
-//     left buffered; no stage named stuck by the graph;
+//     left buffered; no stage named stuck by the graph. (This is the channels' ledger,
+//     not the application's: a stage that drops, duplicates or reorders items keeps it
+//     balanced. Check delivery end to end in the build function's sink, as `sluice
+//     stress` does for its random graphs with run_one.)
 //   - every stage's cleanup ran exactly once: each replica's function object (and
 //     handles) destroyed, on_close once per stage;
 //   - no thread left behind: the threads that exist after the run are those that existed
@@ -52,8 +55,12 @@
 //
 // Requires: the build function adds stages to the graph it is given (and may capture
 //   state; it is called once per run, from the calling thread). It must not call run(),
-//   start() or set graph options (stress() owns those). Stage functions must let
-//   injected_fault out of the push/pop that threw it (or end their stage).
+//   start() or set graph options (stress() owns those), nor stress(), replay() or
+//   run_one() (std::logic_error, reported as the build function's exception); a stage
+//   must not call them either (it would wait for the run it is part of, and be named as
+//   not returning). Stage functions must let injected_fault out of the push/pop that
+//   threw it (or end their stage). A stage that calls exit() or abort() ends the
+//   process, test and all: no report can follow.
 // Guarantees:
 //   - Determinism: run i's seed is derived from (seed, i); the decision for the k-th
 //     channel operation of a stage replica follows from (run seed, stage name, replica, k)
@@ -134,6 +141,9 @@ struct stress_report {
   std::uint64_t seed = 0;
   std::uint64_t failures = 0, delays = 0, cancels = 0, stops = 0;
   bool abandoned = false;
+  // The build function or start() threw (a violation): stress stopped after that run, as
+  // every later one would fail the same way.
+  bool unbuildable = false;
 
   [[nodiscard]] bool ok() const noexcept { return violations.empty(); }
 };
@@ -145,7 +155,8 @@ std::ostream& operator<<(std::ostream& os, const violation& v);
 
 using graph_builder = std::function<void(sluice::graph&)>;
 
-// o.runs runs of the graph `build` makes, each with its own seed (see above).
+// o.runs runs (at least 1: 0 is std::invalid_argument) of the graph `build` makes, each
+// with its own seed (see above).
 // stress, replay and run_one throw std::invalid_argument naming the field when a
 // probability is outside [0, 1] (or NaN), fail + delay or cancel + stop is over 1 (each
 // pair is one draw), max_delay is negative or not below deadline, or deadline is not

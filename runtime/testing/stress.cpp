@@ -448,7 +448,20 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   // turns): each run compares the process's threads with a baseline, so another run's
   // stage threads would be reported as this run's leaks.
   static std::mutex one_at_a_time;
+  // Called again from a build function (stress() inside stress()): it would wait for the
+  // lock its own thread holds, for ever, saying nothing. Refused instead; the outer run
+  // reports it as the build function's exception.
+  static thread_local bool in_run = false;
+  if (in_run) {
+    throw std::logic_error(
+        "sluice::testing: stress(), replay() or run_one() called from a build function of a stress run; "
+        "runs take turns, a run at a time, so it would wait for itself");
+  }
   const std::lock_guard one_run_at_a_time(one_at_a_time);
+  in_run = true;
+  struct leave {
+    ~leave() { in_run = false; }
+  } leave_run;
   one_run res;
   auto add = [&](std::string stage, std::string what) {
     res.violations.push_back(violation{seed, run, std::move(stage), std::move(what)});
@@ -734,7 +747,10 @@ stress_report run_many(const graph_builder& build, const stress_options& o, std:
       r.abandoned = true;
       break;
     }
-    if (one.fatal) break;
+    if (one.fatal) {
+      r.unbuildable = true;
+      break;
+    }
   }
   r.faults = r.failures + r.delays + r.cancels + r.stops;
   r.elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0);
@@ -745,6 +761,11 @@ stress_report run_many(const graph_builder& build, const stress_options& o, std:
 
 stress_report stress(const graph_builder& build, const stress_options& o) {
   check_options(o, "stress");
+  // A session that ran nothing must not report that every run held (as `sluice stress
+  // --runs 0` is refused).
+  if (o.runs == 0) {
+    throw std::invalid_argument("sluice::testing::stress: stress_options::runs is 0; it must be at least 1");
+  }
   std::uint64_t seed = o.seed;
   if (seed == 0) seed = mix(static_cast<std::uint64_t>(clock::now().time_since_epoch().count()), 0x5EED);
   return run_many(build, o, seed, std::nullopt);
@@ -774,6 +795,7 @@ std::ostream& operator<<(std::ostream& os, const stress_report& r) {
      << r.delays << " delays, " << r.cancels << " cancels, " << r.stops << " stops), " << r.violations.size()
      << " violations in " << t.str() << " s (seed " << hex(r.seed) << ")";
   if (r.abandoned) os << "; a run was abandoned (a stage never returned), stress stopped there";
+  if (r.unbuildable) os << "; the build function or start() threw, stress stopped there (every run would)";
   for (const auto& v : r.violations) os << "\n  " << v;
   return os;
 }

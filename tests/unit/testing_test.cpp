@@ -150,6 +150,40 @@ TEST(testing_stress, out_of_range_options_are_an_invalid_argument_naming_the_fie
   edge.max_delay = 0ms;
   EXPECT_NO_THROW((void)st::stress(build, edge));
   EXPECT_EQ(built, 1);
+  // Zero runs: a session that ran nothing said ok() (the tool refuses --runs 0 for that).
+  try {
+    (void)st::stress(build, quiet(0));
+    ADD_FAILURE() << "runs = 0 accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("stress_options::runs"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(built, 1);
+}
+
+// stress() from inside a build function waited for its own thread's lock for ever, with
+// no report. It is refused, and the outer run reports that as the build function's
+// exception; stress stops there, and says so (every run would fail alike).
+TEST(testing_stress, stress_inside_a_build_function_is_reported_not_a_hang) {
+  sluice_test::watchdog dog(60s);
+  int built = 0;
+  const auto r = st::stress(
+      [&](sluice::graph& g) {
+        ++built;
+        counting_graph(g, false, 10);
+        (void)st::stress([](sluice::graph& inner) { counting_graph(inner, false, 10); }, quiet(1));
+      },
+      quiet(5));
+  EXPECT_EQ(built, 1);
+  EXPECT_EQ(r.runs, 1u);
+  EXPECT_TRUE(r.unbuildable);
+  ASSERT_EQ(r.violations.size(), 1u) << r;
+  EXPECT_NE(r.violations[0].what.find("the build function threw"), std::string::npos) << r;
+  EXPECT_NE(r.violations[0].what.find("called from a build function of a stress run"), std::string::npos) << r;
+  std::ostringstream text;
+  text << r;
+  EXPECT_NE(text.str().find("stress stopped there"), std::string::npos) << text.str();
+  // The lock was let go: the next call runs.
+  EXPECT_TRUE(st::stress([](sluice::graph& g) { counting_graph(g, false, 10); }, quiet(1)).ok());
 }
 
 TEST(testing_stress, a_stage_that_ignores_its_stop_token_is_named_and_replayed) {

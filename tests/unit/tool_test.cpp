@@ -73,6 +73,8 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"stress", "--seed", "12abc"},
       {"stress", "--replay", "0xZZ"},
       {"stress", "extra"},
+      {"stress", "--fan", "none,"},  // accepted, while ",none" was refused
+      {"stress", "--fan", ",none"},
       // An option given twice kept the last value without a word.
       {"demo", "--bytes", "1MiB", "--bytes", "2MiB"},
       {"bench", "--items", "1k", "--items=2k"},
