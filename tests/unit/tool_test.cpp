@@ -172,10 +172,13 @@ TEST_F(Tool, HelpForEverySubcommand) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"bench", "--via=nats://127.0.0.1:1", "--help"},
            {"bench", "--cut", "1", "--via", "nats://127.0.0.1:1", "--help"},
-           {"bench", "--items", "lots", "-h"}}) {
+           {"bench", "--items", "lots", "-h"},
+           {"demo", "--bytes", "lots", "--help"},
+           {"stress", "--runs", "1", "--runs", "2", "--help"},
+           {"gzip", "--no-such-flag", "--help"}}) {
     const result r = run_tool(args, 60);
     EXPECT_EQ(r.status, 0) << args[1] << "\n" << r.err;
-    EXPECT_NE(r.out.find("usage: sluice bench"), std::string::npos) << args[1] << "\n" << r.out;
+    EXPECT_NE(r.out.find("usage: sluice " + args[0]), std::string::npos) << args[1] << "\n" << r.out;
   }
   const result top = run_tool({"--help"}, 60);
   EXPECT_EQ(top.status, 0);

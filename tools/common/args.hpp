@@ -340,6 +340,16 @@ class arg_parser {
   // Parses argv[1..argc) (argv[0] is the subcommand). Returns false when --help was
   // printed (the caller exits 0). Throws usage_error on a bad command line.
   bool parse(int argc, char** argv) {
+    // --help anywhere (before "--") shows the help, whatever else the line holds: a
+    // malformed value before it ("--bytes lots --help") was the error instead.
+    for (int i = 1; i < argc; ++i) {
+      const std::string_view a = argv[i];
+      if (a == "--") break;
+      if (a == "--help" || a == "-h") {
+        std::fputs(help().c_str(), stdout);
+        return false;
+      }
+    }
     std::size_t next_pos = 0;
     bool only_positional = false;
     for (int i = 1; i < argc; ++i) {
