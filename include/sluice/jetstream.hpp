@@ -27,7 +27,8 @@
 // Guarantees:
 //   - publish: each item is one message with a Nats-Msg-Id "<producer_id>-<sequence>"
 //     (sequence = publish_options::first_sequence + the item's position in the stage's
-//     input), so a re-publish after a fault is dropped by the server's de-duplication
+//     input, 0-based, counted over the stage's replicas and restarts: no two items get
+//     the same one), so a re-publish after a fault is dropped by the server's de-duplication
 //     (within the stream's duplicate window, 2 minutes). While the stream is full the
 //     server refuses a message; the stage waits and re-publishes the *same* message, so it
 //     blocks and its input channel fills: backpressure crosses the process boundary.
@@ -40,7 +41,7 @@
 //     message (codec<T>::encode throws, or the message is over the edge's max_bytes) is
 //     a dead letter with that error, naming the edge and the item's position: a stage
 //     error, or under error_policy::skip counted and dropped (its sequence number is
-//     used up, so later items keep theirs).
+//     used up: later items keep theirs).
 //   - subscribe: fetches at most the free room of its output channel (and at most
 //     `batch`), so a process holds a bounded number of messages. request_stop() stops
 //     fetching; what was fetched drains downstream. A message that does not decode is a
@@ -281,9 +282,9 @@ class publisher {
   bool publish(std::string_view bytes, const std::stop_token& stop);
   // Waits for every outstanding acknowledgement. False if stop came first.
   bool finish(const std::stop_token& stop);
-  // An item that will not be published (skipped): its sequence number is used up, so the
-  // items after it keep the ids of their positions.
-  void skip() noexcept;
+  // The next message is the item at position p of the stage's input: its sequence is
+  // first_sequence + p (without a call, one more than the last message's).
+  void position(std::uint64_t p) noexcept;
 
  private:
   std::shared_ptr<pub_state> st_;
@@ -326,19 +327,25 @@ struct publish_fn {
   connection conn;
   edge_options edge;
   publish_options opts;
+  // Items taken from the input so far, over every replica and restart of the stage (the
+  // copies share it): an item's position, and so its message id, is never given twice.
+  // Per call, a restart began again at first_sequence, and with a fixed producer_id the
+  // server dropped the items after it as duplicates of those before.
+  std::shared_ptr<std::atomic<std::uint64_t>> taken = std::make_shared<std::atomic<std::uint64_t>>(0);
   void operator()(receiver<T>& in, std::stop_token stop) {
     publisher p(conn, edge, opts);
-    std::uint64_t taken = 0;
+    std::uint64_t at = 0;  // the position of the item in hand
     // An item that cannot become a message is a dead letter with its error (it was lost
     // without a word); under skip it is counted and the stage goes on, else it fails.
     auto refuse = [&](T& v, const std::string& why) {
-      auto e = std::make_exception_ptr(std::runtime_error("sluice::jetstream: edge '" + edge.stream + "': item " +
-                                                          std::to_string(taken) + " of this stage " + why));
+      auto e = std::make_exception_ptr(std::runtime_error("sluice::jetstream: edge '" + edge.stream +
+                                                          "': the item at position " + std::to_string(at) +
+                                                          " of this stage's input " + why));
       if (!sluice::detail::held_item_failed(typeid(T), &v, e)) std::rethrow_exception(e);
-      p.skip();
     };
     while (auto v = in.pop()) {
-      ++taken;
+      at = taken->fetch_add(1, std::memory_order_relaxed);
+      p.position(at);
       std::optional<decltype(codec<T>::encode(*v))> bytes;
       try {
         bytes.emplace(codec<T>::encode(*v));

@@ -50,32 +50,50 @@ class outage {
 };
 
 // The servers of a comma-separated URL list, each trimmed of spaces; empty ones dropped.
-// A server's user info ("scheme://user:pass@host") is kept whole, commas and all: the
-// list is split only after it (at the last '@' before the next server's "://"), so a
-// password with a comma is never cut in two, half of it shown as a host.
+// A comma inside a password ("nats://user:pa,ss@host") is not a separator: a piece that
+// opens a user info it does not close (a scheme, then "user:secret" with no '@', where
+// secret is not a port) runs on to the next '@', as long as no other server (a "://")
+// comes first. Otherwise half the password was shown as a host. A piece that is a whole
+// server ("nats://h:4222", "nats://[::1]", "nats://h") is never joined to the next.
 std::vector<std::string_view> server_list(std::string_view url) {
+  std::vector<std::string_view> pieces;
+  for (std::size_t pos = 0;;) {
+    const std::size_t comma = url.find(',', pos);
+    pieces.push_back(url.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos));
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  auto opens_user_info = [](std::string_view piece) {
+    const std::size_t scheme = piece.find("://");
+    if (scheme == std::string_view::npos) return false;
+    const std::string_view rest = piece.substr(scheme + 3);
+    if (rest.find('@') != std::string_view::npos || rest.empty() || rest.back() == ']') return false;
+    const std::size_t colon = rest.rfind(':');
+    if (colon == std::string_view::npos) return false;  // "nats://host": a server
+    const std::string_view after = rest.substr(colon + 1);
+    const bool port = !after.empty() && after.find_first_not_of("0123456789 ") == std::string_view::npos;
+    return !port;
+  };
   std::vector<std::string_view> out;
-  std::size_t pos = 0;
-  while (pos <= url.size()) {
-    const std::size_t start = pos;
-    std::size_t from = start;  // where the comma that ends this server is looked for
-    const std::size_t scheme = url.find("://", start);
-    const std::size_t first_comma = url.find(',', start);
-    if (scheme != std::string_view::npos && (first_comma == std::string_view::npos || scheme < first_comma)) {
-      const std::size_t after = scheme + 3;
-      const std::size_t next_scheme = url.find("://", after);
-      const std::string_view own = url.substr(after, next_scheme == std::string_view::npos ? std::string_view::npos
-                                                                                           : next_scheme - after);
-      const std::size_t at = own.rfind('@');
-      if (at != std::string_view::npos) from = after + at + 1;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    std::size_t last = i;
+    if (opens_user_info(pieces[i])) {
+      // Runs on to the first later piece holding an '@', if none holds a "://" first.
+      for (std::size_t j = i + 1; j < pieces.size(); ++j) {
+        if (pieces[j].find("://") != std::string_view::npos) break;
+        if (pieces[j].find('@') != std::string_view::npos) {
+          last = j;
+          break;
+        }
+      }
     }
-    const std::size_t comma = url.find(',', from);
-    std::string_view one = url.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    const char* from = pieces[i].data();
+    const char* to = pieces[last].data() + pieces[last].size();
+    std::string_view one(from, static_cast<std::size_t>(to - from));
     while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
     while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
     if (!one.empty()) out.push_back(one);
-    if (comma == std::string_view::npos) break;
-    pos = comma + 1;
+    i = last;
   }
   return out;
 }
@@ -718,7 +736,7 @@ publisher::~publisher() {
   st_->sent.clear();  // libnats' now
 }
 
-void publisher::skip() noexcept { ++st_->seq; }
+void publisher::position(std::uint64_t p) noexcept { st_->seq = st_->opts.first_sequence + p; }
 
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
   auto& s = *st_;

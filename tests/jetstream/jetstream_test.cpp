@@ -172,6 +172,12 @@ TEST(JetstreamConnect, ShownUrlsHideTheirPasswordOrToken) {
   // (it was libnats' bare "Invalid Argument").
   EXPECT_EQ(js::shown_url("nats://user:pa,ss@127.0.0.1:1"), "nats://user:***@127.0.0.1:1");
   EXPECT_EQ(js::shown_url("nats://a:x,y@h1:1,nats://b:z@h2:2"), "nats://a:***@h1:1,nats://b:***@h2:2");
+  // A whole server before a later one with credentials and no scheme stays a server of its
+  // own (it was read as one server whose port was a password).
+  EXPECT_EQ(js::shown_url("nats://127.0.0.1:4222, u:p@127.0.0.1:4223"), "nats://127.0.0.1:4222,u:***@127.0.0.1:4223");
+  EXPECT_EQ(js::shown_url("nats://u:p@h1:1,v:q@h2:2"), "nats://u:***@h1:1,v:***@h2:2");
+  EXPECT_EQ(js::shown_url("nats://[::1],u:p@h2:2"), "nats://[::1],u:***@h2:2");
+  EXPECT_EQ(js::shown_url("nats://h1,u:p@h2:2"), "nats://h1,u:***@h2:2");
   try {
     (void)js::connect("nats://user:pa,ss@127.0.0.1:1", {.timeout = 500ms});
     FAIL() << "connect succeeded";
@@ -427,9 +433,13 @@ TEST(JetstreamEdge, AnItemThatCannotBeAMessageIsADeadLetterOrUnderSkipSkipped) {
     int v;
     std::string stage, error;
   };
-  for (const bool skip : {false, true}) {
-    SCOPED_TRACE(skip ? "skip" : "stop");
-    const std::string name = skip ? "picky-skip" : "picky-stop";
+  // stop: the stage fails on the first. skip: both dropped, the rest published. restart
+  // (a fresh call of the stage for each): the rest published too, each with the id of its
+  // position; a restart began again at first_sequence, and with a fixed producer_id the
+  // server dropped every later item as a duplicate.
+  for (const std::string policy : {"stop", "skip", "restart"}) {
+    SCOPED_TRACE(policy);
+    const std::string name = "picky-" + policy;
     js::edge_options e{.stream = name, .max_msgs = 100, .max_bytes = 4096};
     js::ensure_edge(conn, e);
     std::mutex mu;
@@ -449,18 +459,20 @@ TEST(JetstreamEdge, AnItemThatCannotBeAMessageIsADeadLetterOrUnderSkipSkipped) {
     auto src = g.source<picky>("numbers", [](sluice::sender<picky>& out) {
       for (int i = 0; i < 10; ++i) out.push(picky{i});
     });
-    js::publish<picky>(g, src, conn, e, {.producer_id = "p"},
-                       {.on_error = skip ? sluice::error_policy::skip : sluice::error_policy::stop});
+    sluice::error_policy on_error = sluice::error_policy::stop;
+    if (policy == "skip") on_error = sluice::error_policy::skip;
+    if (policy == "restart") on_error = sluice::restart{.max = 10, .within = std::chrono::seconds(60), .backoff = {}};
+    js::publish<picky>(g, src, conn, e, {.producer_id = "p"}, {.on_error = on_error});
     const std::string stage = "publish:" + name;
-    if (!skip) {
+    const std::string first = "the item at position 5 of this stage's input does not encode: refuses 5";
+    if (policy == "stop") {
       const std::string what = stage_error_of(g);
-      EXPECT_NE(what.find("edge '" + name + "': item 6 of this stage does not encode: refuses 5"), std::string::npos)
-          << what;
+      EXPECT_NE(what.find("edge '" + name + "': " + first), std::string::npos) << what;
       std::lock_guard lk(mu);
       const auto it = std::find_if(letters.begin(), letters.end(), [](const dead& d) { return d.v == 5; });
       ASSERT_NE(it, letters.end()) << "item 5 is not a dead letter";
       EXPECT_EQ(it->stage, stage);
-      EXPECT_NE(it->error.find("does not encode: refuses 5"), std::string::npos) << it->error;
+      EXPECT_NE(it->error.find(first), std::string::npos) << it->error;
       continue;
     }
     g.start();
@@ -470,19 +482,20 @@ TEST(JetstreamEdge, AnItemThatCannotBeAMessageIsADeadLetterOrUnderSkipSkipped) {
       std::lock_guard lk(mu);
       ASSERT_EQ(letters.size(), 2u);
       EXPECT_EQ(letters[0].v, 5);
-      EXPECT_NE(letters[0].error.find("item 6 of this stage does not encode: refuses 5"), std::string::npos)
-          << letters[0].error;
+      EXPECT_NE(letters[0].error.find(first), std::string::npos) << letters[0].error;
       EXPECT_EQ(letters[1].v, 7);
-      EXPECT_NE(letters[1].error.find("item 8 of this stage is a message of 5000 bytes, over the edge's max_bytes of 4096"),
+      EXPECT_NE(letters[1].error.find("the item at position 7 of this stage's input is a message of 5000 bytes, over "
+                                      "the edge's max_bytes of 4096"),
                 std::string::npos)
           << letters[1].error;
     }
     for (const auto& st : r.metrics.stages) {
       if (st.name == stage) {
         EXPECT_EQ(st.errors, 2u);
+        EXPECT_EQ(st.restarts, policy == "restart" ? 2u : 0u);
       }
     }
-    // The other eight are in the stream, each with the id of its position (the skipped
+    // The other eight are in the stream, each with the id of its position (the refused
     // ones used theirs up).
     std::map<int, std::string> got;
     sluice::pipeline consumer(js::subscribe<picky>(conn, e), sluice::into([&](js::delivery<picky> d) -> bool {
