@@ -146,9 +146,15 @@ bool bound_to_loopback(int fd) {
   return false;
 }
 
-bool is_loopback_name(std::string h) {
+// A host name as compared: lower case, without a final dot ("LocalHost." is "localhost").
+std::string host_key(std::string h) {
   std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (!h.empty() && h.back() == '.') h.pop_back();  // "localhost." is the same name
+  if (!h.empty() && h.back() == '.') h.pop_back();
+  return h;
+}
+
+bool is_loopback_name(std::string name) {
+  const std::string h = host_key(std::move(name));
   const std::string suffix = ".localhost";
   return h == "localhost" ||
          (h.size() > suffix.size() && h.compare(h.size() - suffix.size(), suffix.size(), suffix) == 0) ||
@@ -325,7 +331,7 @@ server serve(graph& g, std::string address) {
   // the socket's own address (below), before the listener thread starts.
   struct host_guard {
     bool on = false;
-    std::string bound_name;  // the host as given, lower case ("myhost" that maps to 127.0.1.1)
+    std::string bound_name;  // the host as given, as host_key() ("myhost" that maps to 127.0.1.1)
   };
   auto guard = std::make_shared<host_guard>();
   http.set_pre_routing_handler([refuse_method, guard](const httplib::Request& req, httplib::Response& res) {
@@ -350,12 +356,8 @@ server serve(graph& g, std::string address) {
     }
     const bool has_host = guard->on && req.has_header("Host");  // none: HTTP/1.0, never a browser
     const std::string host = has_host ? req.get_header_value("Host") : std::string();
-    auto allowed = [&](std::string name) {
-      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-      if (!name.empty() && name.back() == '.') name.pop_back();
-      return is_loopback_name(name) || name == guard->bound_name;
-    };
-    if (has_host && !allowed(host_name_of(host))) {
+    const std::string name = host_name_of(host);
+    if (has_host && !is_loopback_name(name) && host_key(name) != guard->bound_name) {
       res.status = 403;
       std::string named = host.substr(0, 200);
       for (char& c : named) {
@@ -447,10 +449,7 @@ server serve(graph& g, std::string address) {
   // listen() on a listening socket sets its queue anew.
   if (*listening >= 0) (void)::listen(*listening, serve_detail::kListenBacklog);
   guard->on = *listening >= 0 ? bound_to_loopback(*listening) : is_loopback_name(a.host);
-  guard->bound_name = a.host;
-  std::transform(guard->bound_name.begin(), guard->bound_name.end(), guard->bound_name.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  if (!guard->bound_name.empty() && guard->bound_name.back() == '.') guard->bound_name.pop_back();
+  guard->bound_name = host_key(a.host);
   st->loopback = guard->on;
   st->port = static_cast<std::uint16_t>(port);
   std::atomic<bool>& done = st->listener_done;

@@ -1064,8 +1064,8 @@ report_data make_report(const bench_config& c, const std::vector<bench_result>& 
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  // --help anywhere shows the help, whatever else is given (a cut run's options too:
-  // "--via=URL --help" was "unknown option --via").
+  // --help anywhere shows the help (arg_parser::parse), a cut run's options given too
+  // ("--via=URL --help" was "unknown option --via"): the cut and --via checks wait for it.
   bool via = false, help = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
@@ -1073,14 +1073,8 @@ int cmd_bench(int argc, char** argv) {
     help = help || a == "--help" || a == "-h";
     via = via || a == "--via" || a.starts_with("--via=");
   }
-  char help_flag[] = "--help";
-  char* help_argv[] = {argv[0], help_flag, nullptr};
-  if (help) {
-    argc = 2;
-    argv = help_argv;
-  }
 #if SLUICE_HAVE_JETSTREAM
-  if (bench::wants_cut(argc, argv)) return bench::cmd_bench_cut(argc, argv);
+  if (!help && bench::wants_cut(argc, argv)) return bench::cmd_bench_cut(argc, argv);
 #endif
   // --via belongs to a cut run: alone, it was "unknown option --via", though --help shows it.
   if (via && !help) throw usage_error("sluice bench: --via applies to --cut K; give --cut too");
