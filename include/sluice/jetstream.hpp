@@ -366,7 +366,16 @@ struct publish_fn {
                        "; it could never be stored");
         continue;
       }
-      if (!p.publish(*bytes, stop)) return;
+      // A publish that fails (the server gone past give_up) fails with the item in hand:
+      // it becomes a dead letter with that error, as a per-item stage's would.
+      bool sent;
+      try {
+        sent = p.publish(*bytes, stop);
+      } catch (...) {
+        if (!sluice::detail::held_item_failed(typeid(T), &*v, std::current_exception())) throw;
+        continue;
+      }
+      if (!sent) return;
     }
     if (in.cancelled()) return;
     p.finish(stop);
