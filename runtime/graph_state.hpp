@@ -286,6 +286,9 @@ class graph_state {
   bool waited_ = false;           // guarded by mu_
   bool finished_ = false;         // guarded by mu_: every stage thread is joined
   bool stop_requested_ = false;   // guarded by mu_
+  // Requested with the sources' stop tokens (apply_stop_request): a stage sleeping a
+  // restart's backoff restarts at once, so request_stop() does not wait the backoff out.
+  std::stop_source stopping_;
   bool ran_nothing_ = false;      // guarded by mu_: cancelled before start
   std::exception_ptr start_error_;  // guarded by mu_: making the replicas threw
   std::chrono::steady_clock::time_point t_start_{};  // guarded by mu_

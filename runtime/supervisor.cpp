@@ -17,19 +17,29 @@
 namespace sluice::detail {
 namespace {
 
-// Sleeps for d, or until stop is requested (teardown).
-void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token& stop) {
-  if (d <= d.zero()) return;
+// Sleeps for d (a restart's backoff), or until stop is requested (teardown) or the graph
+// is asked to stop (request_stop: the stage restarts at once, so that what is queued for
+// it drains now rather than after the whole backoff).
+void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token& stop,
+                   const std::stop_token& graph_stopping) {
+  if (d <= d.zero() || graph_stopping.stop_requested()) return;
   std::mutex m;
   std::condition_variable_any cv;
+  bool woken = false;
+  auto wake = [&]() noexcept {
+    std::lock_guard lk(m);
+    woken = true;
+    cv.notify_all();
+  };
+  const std::stop_callback on_stopping(graph_stopping, wake);
   std::unique_lock lk(m);
   // now() + d overflows for a huge d (duration::max() restarted at once): a wait past
-  // ~100 years is a wait for the stop request alone.
+  // ~100 years is a wait for the stop requests alone.
   constexpr auto kForever = std::chrono::hours(24 * 365 * 100);
   if (d >= kForever) {
-    cv.wait(lk, stop, [] { return false; });
+    cv.wait(lk, stop, [&] { return woken; });
   } else {
-    cv.wait_for(lk, stop, d, [] { return false; });
+    cv.wait_for(lk, stop, d, [&] { return woken; });
   }
 }
 
@@ -92,7 +102,7 @@ replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_
     if (again) {
       n.restarts.fetch_add(1, std::memory_order_relaxed);
       try {
-        sleep_or_stop(n.policy.limits().backoff, n.stop.get_token());
+        sleep_or_stop(n.policy.limits().backoff, n.stop.get_token(), stopping_.get_token());
       } catch (...) {
       }
       if (tearing_down()) return after::stop;
@@ -142,7 +152,7 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
         if (again) {
           n.restarts.fetch_add(1, std::memory_order_relaxed);
           try {
-            sleep_or_stop(n.policy.limits().backoff, env.stop_token());
+            sleep_or_stop(n.policy.limits().backoff, env.stop_token(), stopping_.get_token());
           } catch (...) {
           }
           if (tearing_down()) break;
@@ -347,6 +357,7 @@ void graph_state::request_stop() {
 }
 
 void graph_state::apply_stop_request() {
+  stopping_.request_stop();  // cuts restart backoffs short (sleep_or_stop)
   for (auto& n : nodes_) {
     if (n->is_input) {
       // An inlet: closed; what it accepted drains.

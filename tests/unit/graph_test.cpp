@@ -855,6 +855,32 @@ TEST(graph, a_restart_backoff_of_duration_max_waits_for_the_stop) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+// request_stop() cuts a restart's backoff short: the stage restarts at once and what is
+// queued for it drains (a server's graceful shutdown used to wait out the whole backoff).
+TEST(graph, request_stop_restarts_a_stage_in_its_backoff_at_once_and_drains) {
+  watchdog dog(60s);
+  std::atomic<bool> thrown{false};
+  std::vector<int> got;
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(10), {.capacity = 16});
+  auto m = g.map("flaky", src, [&](int v) {
+    if (v == 3 && !thrown.exchange(true)) throw boom("once");
+    return v;
+  }, {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60), .backoff = std::chrono::hours(1)}});
+  g.sink("sink", m, [&](int v) { got.push_back(v); });
+  g.start();
+  ASSERT_TRUE(eventually([&] { return stage_of(g.snapshot(), "flaky").restarts >= 1; }));
+  g.request_stop();
+  const auto r = g.wait_for(20s);
+  if (!r) {
+    g.cancel();
+    EXPECT_THROW(g.wait(), sluice::cancelled);
+    FAIL() << "request_stop() waited out the restart's one-hour backoff";
+  }
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 4, 5, 6, 7, 8, 9}));  // 3 failed; the rest drained
+  EXPECT_EQ(stage_of(r->metrics, "flaky").restarts, 1u);
+}
+
 // A stage function whose copy constructor throws when the replicas' copies are made at
 // start(): a stage_error naming the stage, as any failure of the stage's own code (it used
 // to be the raw exception, with no stage named).
