@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <optional>
 #include <stdexcept>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,19 @@ TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
                             "producer: 500 items in", "consumer: 500 items in", "bottleneck: "}) {
       EXPECT_NE(r.out.find(row), std::string::npos) << "missing '" << row << "' in:\n" << r.out;
     }
+    // Every stage's row counts the 500 items, as the summary does (the end marker that
+    // follows them was counted too: 501).
+    std::istringstream lines(r.out);
+    int rows = 0;
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream f(line);
+      std::string side, stage;
+      unsigned long long items = 0;
+      if (!(f >> side >> stage >> items) || (side != "producer" && side != "consumer")) continue;
+      ++rows;
+      EXPECT_EQ(items, 500u) << line;
+    }
+    EXPECT_EQ(rows, 7) << r.out;
     EXPECT_EQ(r.out.find("error"), std::string::npos) << r.out;
   }
 }

@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "../../tools/demo/guard_note.hpp"
+#include "../../tools/demo/memory_rows.hpp"
 
 namespace {
 
@@ -53,6 +55,30 @@ TEST(DemoGuardNote, ASinkThatKeptUpOnAverageMakesItABurst) {
   EXPECT_EQ(note.find("would have"), std::string::npos) << note;
   // A run stopped at once (no time measured) still gives a finite note.
   EXPECT_EQ(guard_note(100 * kMiB, 1024 * kMiB, 48 * kMiB, 0, 0, 0.0).find("nan"), std::string::npos);
+}
+
+// The "memory over time" table's rows (tools/demo/memory_rows.hpp).
+struct mem_sample {
+  double t, rss;
+};
+
+TEST(DemoMemoryRows, TheLastRowTakesTheFinalSampleTakenJustAfterTheEnd) {
+  // A run that measured 0.04 s, whose final sample came at 0.0406 s: every row showed the
+  // first sample's 0.2 MiB while the summary said a peak of +2.3 MiB.
+  const std::vector<mem_sample> s{{0.0, 0.2}, {0.0406, 2.3}};
+  EXPECT_DOUBLE_EQ(sluice::tool::demo::rss_in_row(s, 0.036, 0.04, true), 2.3);
+  EXPECT_DOUBLE_EQ(sluice::tool::demo::rss_in_row(s, 0.032, 0.036, false), 0.2);
+  EXPECT_DOUBLE_EQ(sluice::tool::demo::rss_in_row(s, -1.0, 0.0, false), 0.2);
+}
+
+TEST(DemoMemoryRows, APeakBetweenTwoRowsShowsInTheRowAfterIt) {
+  const std::vector<mem_sample> s{{0.0, 1.0}, {0.12, 3.0}, {0.15, 9.0}, {0.19, 1.0}, {0.35, 2.0}};
+  using sluice::tool::demo::rss_in_row;
+  EXPECT_DOUBLE_EQ(rss_in_row(s, 0.1, 0.2, false), 9.0);   // the highest inside, not the last
+  EXPECT_DOUBLE_EQ(rss_in_row(s, 0.2, 0.3, false), 1.0);   // none inside: the last before
+  EXPECT_DOUBLE_EQ(rss_in_row(s, 0.3, 0.4, false), 2.0);
+  EXPECT_DOUBLE_EQ(rss_in_row(std::vector<mem_sample>{}, 0.0, 0.1, true), 0.0);
+  EXPECT_DOUBLE_EQ(rss_in_row(std::vector<mem_sample>{{0.0, -5.0}}, -1.0, 0.0, true), 0.0);  // below baseline: 0
 }
 
 }  // namespace

@@ -84,6 +84,17 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       // --tokens bounds oneTBB: with no oneTBB run it changed nothing.
       {"bench", "--engine", "sluice", "--tokens", "8"},
       {"bench", "--topology", "diamond", "--tokens", "8"},
+      // Accepted and ignored: farm:N's replicas are its N; --fuse changes sluice's runs only.
+      {"bench", "--topology", "farm:2", "--replicas", "3"},
+      {"bench", "--fuse", "--engine", "tbb"},
+      // A replay runs the one graph of its seed.
+      {"stress", "--replay", "0x1234", "--runs", "5"},
+      {"stress", "--replay", "0x1234", "--seed", "5"},
+      {"stress", "--replay", "0x1234", "--duration", "1s"},
+      // A report written to the stdout that carries the JSON spoilt the JSON.
+      {"bench", "--json", "--report", "/dev/stdout"},
+      {"bench", "--format", "gbench", "--report", "/proc/self/fd/1"},
+      {"demo", "--json", "--report", "/dev/stdout"},
   };
   for (const auto& args : bad) {
     std::string what;

@@ -1201,7 +1201,8 @@ int cmd_bench(int argc, char** argv) {
     }
     c.format = out_format::json;
   }
-  check_report_name("sluice bench", c.report);
+  check_report_name("sluice bench", c.report,
+                    c.format == out_format::json ? "JSON" : c.format == out_format::gbench ? "Google Benchmark JSON" : nullptr);
   if (c.items == 0) p.reject("--items", "at least 1");
   if (c.capacity == 0) p.reject("--capacity", "at least 1");
   c.capacity_text = detail::shown(p.given("--capacity").value_or(std::to_string(c.capacity)));
@@ -1222,6 +1223,10 @@ int cmd_bench(int argc, char** argv) {
                       ")");
   }
   if (c.fuse_sink && !c.fuse) throw usage_error("sluice bench: --fuse-sink goes with --fuse");
+  if (c.fuse && c.engine == "tbb") throw usage_error("sluice bench: --fuse changes sluice's runs; --engine tbb has none");
+  if (c.topo == topology_kind::farm && p.given("--replicas")) {
+    throw usage_error("sluice bench: --replicas does not apply to farm:N (its N is the worker's replicas)");
+  }
   if (c.fuse && (c.topo != topology_kind::chain || c.replicas != 1)) {
     throw usage_error("sluice bench: --fuse applies to chain:N with --replicas 1 (a fused stage runs on its upstream's thread)");
   }

@@ -239,6 +239,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   std::atomic<std::uint64_t> done_items{0};
   std::atomic<std::uint64_t> redelivered{0};
   std::atomic<bool> marker_seen{false};
+  std::atomic<std::uint64_t> markers{0};  // end markers that went through this side's stages
   std::atomic<std::int64_t> last_delivery{0};
   std::vector<bool> seen;  // consumer: by sequence
   std::vector<std::uint64_t> lat;
@@ -258,7 +259,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
       std::string marker(16, '\0');
       std::memcpy(marker.data(), &kEndMarker, 8);
       std::memcpy(marker.data() + 8, &c.items, 8);
-      (void)out.push(std::move(marker));
+      if (out.push(std::move(marker))) markers.fetch_add(1, std::memory_order_relaxed);
     }, {.capacity = c.capacity});
     for (std::size_t w = 1; w <= c.cut; ++w) {
       s = g.map(worker_name(w), s, [&c, w](std::string v) {
@@ -294,6 +295,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
       if (seq == kEndMarker) {
         d.ack();
         marker_seen.store(true, std::memory_order_relaxed);
+        markers.fetch_add(1, std::memory_order_relaxed);
       } else if (seq >= c.items || seen[static_cast<std::size_t>(seq)]) {
         d.ack();
         redelivered.fetch_add(1, std::memory_order_relaxed);  // again (at-least-once), or a stray
@@ -377,6 +379,13 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   r.redelivered = redelivered.load();
   r.expected = producer ? 0 : c.items;
   r.stages = rep.metrics.stages;
+  // The end marker went through every stage of a side that ended normally, but it is the
+  // run's, not an item: the stage table counts items, as the summary does.
+  for (auto& st : r.stages) {
+    const std::uint64_t m = markers.load();
+    st.items_in -= std::min(st.items_in, m);
+    st.items_out -= std::min(st.items_out, m);
+  }
   if (r.edge_capacity == 0) r.edge_capacity = static_cast<std::uint64_t>(edge.max_msgs);
   r.edge_mean = samples != 0 ? static_cast<double>(sum) / static_cast<double>(samples) : 0.0;
   if (!lat.empty()) {

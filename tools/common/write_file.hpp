@@ -215,11 +215,33 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
   }
 }
 
+// Does path lead to the file this process's stdout writes to (/dev/stdout, /proc/self/fd/1,
+// or the file, FIFO or terminal stdout is redirected to)? /dev/null is nobody's output.
+inline bool names_stdout(const std::string& path) {
+  struct stat at{}, out{}, null{};
+  bool found = false;
+  if (const auto fd = own_fd_named_by(path)) {
+    if (*fd == STDOUT_FILENO) return true;
+    found = ::fstat(*fd, &at) == 0;
+  } else {
+    found = ::stat(path.c_str(), &at) == 0;
+  }
+  if (!found || ::fstat(STDOUT_FILENO, &out) != 0) return false;
+  if (at.st_dev != out.st_dev || at.st_ino != out.st_ino) return false;
+  return !(::stat("/dev/null", &null) == 0 && null.st_dev == at.st_dev && null.st_ino == at.st_ino);
+}
+
 // A report's --report FILE as given on a command line: '-' is a usage error (the tool's
-// table goes to stdout; a file named '-' would surprise). `tool` names the command.
-inline void check_report_name(const std::string& tool, const std::string& path) {
+// table goes to stdout; a file named '-' would surprise). `tool` names the command. When
+// stdout carries a machine-readable format (`stdout_format`: "JSON"), a path that is stdout
+// is refused too: the page would be written into that output and spoil it.
+inline void check_report_name(const std::string& tool, const std::string& path, const char* stdout_format = nullptr) {
   if (path == "-") {
     throw usage_error(tool + ": --report needs a file name (FILE.html); '-' (stdout) is not supported, the table goes there");
+  }
+  if (stdout_format != nullptr && !path.empty() && names_stdout(path)) {
+    throw usage_error(tool + ": --report " + path + " is this command's stdout, where the " + stdout_format +
+                      " goes; name another file");
   }
 }
 

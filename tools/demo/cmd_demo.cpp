@@ -68,7 +68,7 @@ int cmd_demo(int argc, char** argv) {
       p.reject("--memory-guard", "at most this machine's memory (" + format_size(static_cast<double>(ram)) + ")");
     }
   }
-  check_report_name("sluice demo", cfg.report);
+  check_report_name("sluice demo", cfg.report, cfg.json ? "JSON" : nullptr);
   if (cfg.sample_every < std::chrono::microseconds(100)) {
     p.reject("--sample", "at least 100us");
   }

@@ -16,6 +16,7 @@
 #include "common/sys.hpp"
 #include "common/write_file.hpp"
 #include "demo/demo.hpp"
+#include "demo/memory_rows.hpp"
 
 namespace sluice::tool::demo {
 namespace {
@@ -23,16 +24,6 @@ namespace {
 // ---- output -------------------------------------------------------------------
 
 double throughput(const run_result& r) { return r.elapsed_s > 0 ? static_cast<double>(r.sent) / r.elapsed_s : 0; }
-
-// RSS above baseline at time t (the last sample at or before t).
-double rss_at(const run_result& r, double t) {
-  double v = 0;
-  for (const auto& s : r.samples) {
-    if (s.t > t) break;
-    v = s.rss;
-  }
-  return std::max(0.0, v);
-}
 
 }  // namespace
 
@@ -63,7 +54,7 @@ void print_table(const demo_config& cfg, const std::vector<run_result>& runs, do
   double t_max = 0;
   for (const auto& r : runs) t_max = std::max(t_max, r.elapsed_s);
   if (t_max > 0) {
-    std::printf("\n  memory over time (RSS above each run's baseline)\n  %-10s", "t");
+    std::printf("\n  memory over time (RSS above each run's baseline, the highest since the row before)\n  %-10s", "t");
     for (const auto& r : runs) std::printf("%-27s", r.label.c_str());
     std::printf("\n");
     for (int i = 0; i <= 10; ++i) {
@@ -73,7 +64,8 @@ void print_table(const demo_config& cfg, const std::vector<run_result>& runs, do
         if (t > r.elapsed_s + 1e-9) {
           std::printf("%-27s", "(finished)");
         } else {
-          const double v = rss_at(r, t);
+          const double next = t_max * (i + 1) / 10.0;
+          const double v = rss_in_row(r.samples, i == 0 ? -1.0 : t_max * (i - 1) / 10.0, t, i == 10 || next > r.elapsed_s + 1e-9);
           double peak = 1;
           for (const auto& q : runs) peak = std::max(peak, q.peak_rss);
           const int w = static_cast<int>(12.0 * v / peak + 0.5);

@@ -397,6 +397,12 @@ int cmd_stress(int argc, char** argv) {
   p.flag("--verbose", &verbose, "print every run's graph and result");
   if (!p.parse(argc, argv)) return 0;
   if (runs == 0 && !replay) p.reject("--runs", "at least 1");
+  // A replay runs the one graph of its seed: these were ignored without a word.
+  for (const char* o : {"--runs", "--seed", "--duration"}) {
+    if (replay && p.given(o)) {
+      throw usage_error(std::string("sluice stress: ") + o + " does not apply to --replay (it runs the one graph of that seed)");
+    }
+  }
   if (!seed_given) seed = static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
   const testing::stress_options engine = engine_options();
 
