@@ -75,6 +75,7 @@ void replica_env::discard_failed(std::size_t channel, const std::type_info& type
 replica_env::after_error replica_env::fused_error(std::exception_ptr why, bool item) noexcept {
   return graph_->fused_error(*node_, std::move(why), item);
 }
+const std::string& replica_env::stage_name() const noexcept { return node_->name; }
 void replica_env::fused_fail(std::exception_ptr why) noexcept {
   node_->errors.fetch_add(1, std::memory_order_relaxed);
   node_->any_failed.store(true, std::memory_order_relaxed);

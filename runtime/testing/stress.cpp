@@ -111,8 +111,13 @@ struct thread_ctx {
   // a thread that ends with it still set ended after the fault (the stage's right), where
   // one that made another op went on.
   std::uint64_t last_fault = 0;
+  // A stage thread's own context keeps one per fused stage it runs (on_fused_begin), each
+  // with the decision stream of that stage and this replica, as if it had its own thread.
+  std::vector<std::unique_ptr<thread_ctx>> fused;
 };
 thread_local thread_ctx* t_ctx = nullptr;
+// The stage thread's own context (t_ctx is a fused stage's during its calls).
+thread_local thread_ctx* t_root = nullptr;
 
 struct stage_rec {
   std::size_t begun = 0, ended = 0, released = 0, closed = 0;
@@ -175,6 +180,7 @@ class run_engine final : public detail::fault_hook {
       ctx->stage = stage;
       ctx->stream = mix(mix(seed_, hash_name(stage)), replica);
       t_ctx = ctx.get();
+      t_root = ctx.get();
       std::lock_guard lk(mu_);
       auto& s = stages_[stage];
       ++s.begun;
@@ -182,8 +188,32 @@ class run_engine final : public detail::fault_hook {
       ctxs_.push_back(std::move(ctx));
     } catch (...) {
       t_ctx = nullptr;  // out of memory: this thread gets no faults
+      t_root = nullptr;
     }
   }
+  void* on_fused_begin(const std::string& stage, std::size_t replica) noexcept override {
+    thread_ctx* const outer = t_ctx;
+    thread_ctx* const root = t_root;
+    if (outer == nullptr || root == nullptr || root->owner != this) return outer;
+    for (const auto& f : root->fused) {
+      if (f->stage == stage) {
+        t_ctx = f.get();
+        return outer;
+      }
+    }
+    try {
+      auto ctx = std::make_unique<thread_ctx>();
+      ctx->owner = this;
+      ctx->stage = stage;
+      ctx->stream = mix(mix(seed_, hash_name(stage)), replica);
+      t_ctx = ctx.get();
+      root->fused.push_back(std::move(ctx));
+    } catch (...) {
+      t_ctx = outer;  // out of memory: its ops stay the host's
+    }
+    return outer;
+  }
+  void on_fused_end(void* outer) noexcept override { t_ctx = static_cast<thread_ctx*>(outer); }
   void on_thread_end() noexcept override {
     if (t_ctx == nullptr || t_ctx->owner != this) return;
     std::lock_guard lk(mu_);
@@ -191,6 +221,7 @@ class run_engine final : public detail::fault_hook {
     // Ended with no channel op since its last fault: caught and ended, which a stage may.
     if (t_ctx->last_fault != 0) seen_.insert(t_ctx->last_fault);
     t_ctx = nullptr;
+    t_root = nullptr;
   }
   void on_stage_exception(const std::string& stage, const std::exception_ptr& e,
                           bool during_teardown) noexcept override {

@@ -12,6 +12,8 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <set>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -626,6 +628,42 @@ TEST(testing_stress, a_fused_stage_that_hangs_is_named_not_its_host) {
   const auto r = st::stress(build, o);
   ASSERT_FALSE(r.ok()) << r;
   for (const auto& v : r.violations) EXPECT_EQ(v.stage, "fused_hangs") << r;
+}
+
+// A fault injected into a fused stage's own push is the fused stage's: injected_fault::stage()
+// names it, and a fused stage that swallows it is named, not the host whose thread runs it
+// (both used to say "host", while a stage_error for the same fault said the fused stage).
+TEST(testing_stress, a_fault_in_a_fused_stages_push_is_that_stages_not_its_hosts) {
+  for (const std::size_t host_replicas : {std::size_t{1}, std::size_t{2}}) {
+    SCOPED_TRACE("host replicas " + std::to_string(host_replicas));
+    st::stress_options o = quiet(30);
+    o.fail_probability = 0.05;
+    o.deadline = 5s;
+    std::mutex mu;
+    std::set<std::string> named_by_fault;
+    auto build = [&](sluice::graph& g) {
+      auto src = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token stop) {
+        for (int i = 0; i < 300 && !stop.stop_requested(); ++i) {
+          if (!out.push(i)) return;
+        }
+      }, {.capacity = 4});
+      auto host = g.map("host", src, [](int v) { return v; }, {.capacity = 4, .replicas = host_replicas});
+      auto fm = g.flat_map<int>("swallower", host, [&](int v, sluice::sender<int>& out) {
+        try {
+          out.push(v);
+        } catch (const st::injected_fault& f) {  // swallowed: the bug
+          std::lock_guard lk(mu);
+          named_by_fault.insert(std::string(f.stage()));
+        }
+      }, {.capacity = 4, .fuse = true});
+      g.sink("sink", fm, [](int) {});
+    };
+    const auto r = st::stress(build, o);
+    EXPECT_TRUE(names(r, "swallower", "caught an injected_fault")) << r;
+    EXPECT_FALSE(names(r, "host", "caught an injected_fault")) << r;
+    std::lock_guard lk(mu);
+    EXPECT_EQ(named_by_fault, (std::set<std::string>{"swallower"}));
+  }
 }
 
 TEST(testing_stress, injected_faults_reach_every_kind_of_stage_boundary) {

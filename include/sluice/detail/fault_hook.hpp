@@ -12,6 +12,8 @@
 //                  on_close let out (or that error_policy::skip dropped), on_replica_released after a replica's
 //                  task (its handles and its function object: the stage's cleanup) is
 //                  destroyed, and on_stage_closed once the last replica ran on_close.
+//   fused calls    on_fused_begin/on_fused_end around each call of a fused stage on its
+//                  host's thread, so that its channel ops are told apart from the host's.
 //
 // Cost when unused (every graph not under stress, every channel made by bounded()):
 // channel_core<T>::fault is null; the check is one load from the channel's first cache line
@@ -51,6 +53,13 @@ class fault_hook {
   virtual void on_replica_released(const std::string& stage) noexcept = 0;
   // The stage's last replica finished its cleanup (on_close, when it has one).
   virtual void on_stage_closed(const std::string& stage, bool has_on_close) noexcept = 0;
+  // A fused stage's call begins on one of its host's threads (`replica`: the host replica),
+  // which runs it as a function call (detail/graph_fuse.hpp): the channel ops until the
+  // matching on_fused_end are the fused stage's, not the host's. Returns what on_fused_end
+  // gets back to restore the thread's stage (fused calls nest). A hook that does not tell
+  // fused stages apart keeps these defaults: their ops count as the host's.
+  virtual void* on_fused_begin(const std::string& /*stage*/, std::size_t /*replica*/) noexcept { return nullptr; }
+  virtual void on_fused_end(void* /*outer*/) noexcept {}
 
  protected:
   fault_hook() = default;

@@ -98,6 +98,8 @@ class replica_env {
   after_error fused_error(std::exception_ptr why, bool item) noexcept;
   // A fused stage's renew() threw: the graph fails naming this stage.
   void fused_fail(std::exception_ptr why) noexcept;
+  // The stage's name (for a fused stage's fault-hook calls).
+  [[nodiscard]] const std::string& stage_name() const noexcept;
 
  private:
   graph_state* graph_;

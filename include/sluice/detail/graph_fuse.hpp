@@ -53,6 +53,7 @@
 #include "sluice/channel.hpp"
 #include "sluice/detail/cache_padded.hpp"
 #include "sluice/detail/direct_flavour.hpp"
+#include "sluice/detail/fault_hook.hpp"
 #include "sluice/detail/graph_core.hpp"
 #include "sluice/detail/graph_stages.hpp"
 #include "sluice/detail/graph_task.hpp"
@@ -93,7 +94,9 @@ class fused_stage final : public direct_target<T>, public fused_control {
         tx_(std::move(tx)),
         rx_(std::move(rx)),
         ctr_(std::make_unique<cache_padded<counters>[]>(threads + 1)),
-        threads_(threads) {
+        threads_(threads),
+        faults_(g.faults()) {
+    if (faults_ != nullptr) name_ = env_.stage_name();  // under sluice::testing::stress only
     inst_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) inst_.push_back(std::make_unique<instance>(src_, tx_));
   }
@@ -104,12 +107,12 @@ class fused_stage final : public direct_target<T>, public fused_control {
       if constexpr (fn_slot<F>::kCopies) {
         instance* in = inst_[me.replica].get();
         if (in == nullptr) return direct_result::refused;  // released (cannot happen while the host runs)
-        return run(*in, *ctr_[me.replica], v, me.inside);
+        return run(*in, *ctr_[me.replica], v, me.inside, me.replica);
       } else {
         std::lock_guard lk(foreign_mu_);  // the one copy is shared with foreign pushers
         instance* in = inst_[me.replica].get();
         if (in == nullptr) return direct_result::refused;
-        return run(*in, *ctr_[me.replica], v, me.inside);
+        return run(*in, *ctr_[me.replica], v, me.inside, me.replica);
       }
     }
     return take_foreign(v);
@@ -173,14 +176,20 @@ class fused_stage final : public direct_target<T>, public fused_control {
   // `inside`: the host thread's "which stage runs now" mark (stage_thread::inside), null on
   // a foreign thread. Set to this stage for the call, so a call stuck past the teardown
   // deadline is named as this stage, not as its host; restored after (nested fused calls).
-  direct_result run(instance& in, counters& c, T& v, std::atomic<const void*>* inside = nullptr) noexcept {
+  // Under stress the fault hook is told likewise (`replica`: the host's), so the call's
+  // channel ops, and the faults injected into them, are this stage's.
+  direct_result run(instance& in, counters& c, T& v, std::atomic<const void*>* inside = nullptr,
+                    std::size_t replica = 0) noexcept {
     if (env_.stopping()) return direct_result::refused;  // teardown, or an early finish
     const std::uint64_t t0 = ticks();
     // relaxed, single writer (this instance's thread): a statistic.
     c.taken.store(c.taken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     const void* const outer = inside != nullptr ? inside->load(std::memory_order_relaxed) : nullptr;
     if (inside != nullptr) inside->store(self_key_, std::memory_order_relaxed);
+    const bool hooked = faults_ != nullptr && inside != nullptr;
+    void* const hook_outer = hooked ? faults_->on_fused_begin(name_, replica) : nullptr;
     const direct_result r = apply(in, v);
+    if (hooked) faults_->on_fused_end(hook_outer);
     if (inside != nullptr) inside->store(outer, std::memory_order_relaxed);
     c.ticks.store(c.ticks.load(std::memory_order_relaxed) + (ticks() - t0), std::memory_order_relaxed);
     return r;
@@ -297,6 +306,8 @@ class fused_stage final : public direct_target<T>, public fused_control {
   receiver<T> rx_;  // keeps the direct channel connected until release()
   std::unique_ptr<cache_padded<counters>[]> ctr_;  // per host thread, then the foreign one
   std::size_t threads_;
+  fault_hook* faults_;  // null unless the graph is under sluice::testing::stress
+  std::string name_;    // this stage's, for faults_ (set only with it)
   std::vector<std::unique_ptr<instance>> inst_;
   std::mutex foreign_mu_;
   std::unique_ptr<instance> foreign_;  // guarded by foreign_mu_
