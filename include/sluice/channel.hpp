@@ -46,6 +46,8 @@
 //   item is still delivered or discarded exactly once, in order).
 //   Weighted channels and item types whose move constructor may throw use a mutex-
 //   guarded queue (their items are large, or the lock is what keeps a throwing move safe).
+//   There an item's ~T() (of a moved-from item) and weigh() run under that lock, so they
+//   must not call into the same channel (a deadlock); the lock-free ring has no such rule.
 // Lifetime: the channel lives while any handle does.
 #pragma once
 

@@ -855,6 +855,32 @@ TEST(graph, a_restart_backoff_of_duration_max_waits_for_the_stop) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+// An item type that is move-constructible and not assignable (a const member) goes
+// through every kind of stage; flat_map's ordered path assigned it and did not compile,
+// whatever the options.
+TEST(graph, an_item_type_that_cannot_be_assigned_goes_through_every_stage_kind) {
+  watchdog dog(60s);
+  struct fixed {
+    const int v;
+  };
+  long sum = 0;
+  sluice::graph g;
+  auto src = g.source<fixed>("src", [](sluice::sender<fixed>& out) {
+    for (int i = 0; i < 100; ++i) {
+      if (!out.push(fixed{i})) return;
+    }
+  });
+  auto m = g.map("m", src, [](fixed x) { return fixed{x.v + 1}; });
+  auto f = g.filter("f", m, [](const fixed& x) { return x.v % 2 == 0; });
+  auto fm = g.flat_map<fixed>("fm", f, [](fixed x, sluice::sender<fixed>& out) { out.push(fixed{x.v}); },
+                              {.replicas = 3, .ordered = true});
+  auto fused = g.flat_map<fixed>("fused", fm, [](fixed x, sluice::sender<fixed>& out) { out.push(fixed{x.v}); },
+                                 {.fuse = true});
+  g.sink("sink", fused, [&](fixed x) { sum += x.v; });
+  g.run();
+  EXPECT_EQ(sum, 2550);  // 2 + 4 + ... + 100
+}
+
 // request_stop() cuts a restart's backoff short: the stage restarts at once and what is
 // queued for it drains (a server's graceful shutdown used to wait out the whole backoff).
 TEST(graph, request_stop_restarts_a_stage_in_its_backoff_at_once_and_drains) {

@@ -272,8 +272,10 @@ class ordered_flat_map_task final : public replica_task {
     for (;;) {
       if (env.stopping()) return;
       if (!item_) {
-        item_ = order_->next(rx_);
-        if (!item_) return;
+        // emplace, not assignment: T need only be move-constructible (a const member).
+        auto n = order_->next(rx_);
+        if (!n) return;
+        item_.emplace(std::move(*n));
       }
       sender<U> priv = order_->open(item_->first, env.stop_token());
       if (!priv) return;

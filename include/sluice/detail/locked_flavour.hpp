@@ -17,8 +17,12 @@
 //   bits may be set without it (a push that misses them is discarded by the setter's
 //   discard_all(), which takes the lock).
 // Guarantees: as channel.hpp; a push or pop whose move throws leaves the channel as it
-//   was (strong guarantee); every dropped or discarded item is counted and offered to
-//   on_discard, outside the lock.
+//   was (strong guarantee; a drop_oldest push whose own move throws puts back the items it
+//   dropped); every dropped or discarded item is counted and offered to on_discard,
+//   outside the lock.
+// Requires of T: ~T() and weigh must not call into the channel that holds the item: a
+//   moved-from item is destroyed, and an item weighed, under the lock (the ring flavour
+//   has no lock; a channel of a type whose move may throw, or a weighted one, does).
 // Non-guarantees: lock-freedom; fairness between threads contending for the lock.
 // Lifetime: a member of its channel<T>; items left at destruction are destroyed with
 //   the deque (the channel drains them through discard_all() first, to count them).
@@ -50,12 +54,12 @@ class locked_flavour {
   // ---- push ---------------------------------------------------------------------
   // Moves from v only on ok. A drop_newest channel returns ok and discards v.
   status try_push(channel_core<T>& c, T& v) {
-    std::vector<T> dropped;  // handed to the hook outside the lock, on every exit
+    std::vector<std::pair<T, std::size_t>> dropped;  // handed to the hook outside the lock, on every exit
     struct hook_guard {
       channel_core<T>* core;
-      std::vector<T>* items;
+      std::vector<std::pair<T, std::size_t>>* items;
       ~hook_guard() {
-        for (auto& d : *items) core->hand_to_hook(std::move(d));
+        for (auto& d : *items) core->hand_to_hook(std::move(d.first));
       }
     } guard{&c, &dropped};
     std::lock_guard lock(mu_);
@@ -70,13 +74,13 @@ class locked_flavour {
       // Each item is moved to `dropped` before anything is counted: a move that throws
       // leaves the counts, the weight and the queue as they were (and the item where it was).
       if (c.policy == overflow::drop_newest) {
-        dropped.push_back(std::move(v));
+        dropped.emplace_back(std::move(v), w);
         ++pushed_;
         ++discarded_;
       } else {
         while (!fits()) {
           auto& front = items_.front();
-          dropped.push_back(std::move(front.first));
+          dropped.push_back(std::move(front));
           weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
           items_.pop_front();
           ++discarded_;
@@ -84,11 +88,31 @@ class locked_flavour {
       }
     }
     if (dropped.empty() || c.policy == overflow::drop_oldest) {
-      items_.emplace_back(std::move(v), w);  // strong guarantee: a throw leaves items_ as it was
+      try {
+        items_.emplace_back(std::move(v), w);  // strong guarantee: a throw leaves items_ as it was
+      } catch (...) {
+        undo_drops(dropped);
+        throw;
+      }
       weight_.store(weight_.load(std::memory_order_relaxed) + w, std::memory_order_relaxed);
       ++pushed_;
     }
     return status::ok;
+  }
+  // A drop_oldest push whose own move threw after the oldest were dropped for it: they go
+  // back to the front, uncounted, newest first. One whose move back throws stays dropped
+  // (counted, handed to on_discard), and so do the older ones behind it.
+  void undo_drops(std::vector<std::pair<T, std::size_t>>& dropped) noexcept {
+    while (!dropped.empty()) {
+      try {
+        items_.push_front(std::move(dropped.back()));
+      } catch (...) {
+        return;
+      }
+      weight_.store(weight_.load(std::memory_order_relaxed) + dropped.back().second, std::memory_order_relaxed);
+      dropped.pop_back();
+      --discarded_;
+    }
   }
   // Nothing to clean up after a push: a push that missed a cancel or a disconnect
   // happened before the canceller took the lock to discard.
