@@ -173,12 +173,18 @@ class run_engine final : public detail::fault_hook {
       std::this_thread::sleep_for(clock::duration(static_cast<clock::rep>(mix(r, 7) % static_cast<std::uint64_t>(span))));
     }
   }
+  // The context of `stage`'s replica `replica`: its decision stream comes from (run seed,
+  // stage, replica), whether it has a thread of its own or is fused onto a host's.
+  std::unique_ptr<thread_ctx> make_ctx(const std::string& stage, std::size_t replica) {
+    auto ctx = std::make_unique<thread_ctx>();
+    ctx->owner = this;
+    ctx->stage = stage;
+    ctx->stream = mix(mix(seed_, hash_name(stage)), replica);
+    return ctx;
+  }
   void on_thread_begin(const std::string& stage, std::size_t replica) noexcept override {
     try {
-      auto ctx = std::make_unique<thread_ctx>();
-      ctx->owner = this;
-      ctx->stage = stage;
-      ctx->stream = mix(mix(seed_, hash_name(stage)), replica);
+      auto ctx = make_ctx(stage, replica);
       t_ctx = ctx.get();
       t_root = ctx.get();
       std::lock_guard lk(mu_);
@@ -202,10 +208,7 @@ class run_engine final : public detail::fault_hook {
       }
     }
     try {
-      auto ctx = std::make_unique<thread_ctx>();
-      ctx->owner = this;
-      ctx->stage = stage;
-      ctx->stream = mix(mix(seed_, hash_name(stage)), replica);
+      auto ctx = make_ctx(stage, replica);
       t_ctx = ctx.get();
       root->fused.push_back(std::move(ctx));
     } catch (...) {
