@@ -287,7 +287,7 @@ class graph_state {
   bool finished_ = false;         // guarded by mu_: every stage thread is joined
   bool stop_requested_ = false;   // guarded by mu_
   // Requested with the sources' stop tokens (apply_stop_request): a stage sleeping a
-  // restart's backoff restarts at once, so request_stop() does not wait the backoff out.
+  // restart's backoff then restarts at once, so request_stop() does not wait it out.
   std::stop_source stopping_;
   bool ran_nothing_ = false;      // guarded by mu_: cancelled before start
   std::exception_ptr start_error_;  // guarded by mu_: making the replicas threw

@@ -17,16 +17,20 @@
 namespace sluice::detail {
 namespace {
 
-// Sleeps for d (a restart's backoff), or until stop is requested (teardown) or the graph
-// is asked to stop (request_stop: the stage restarts at once, so that what is queued for
-// it drains now rather than after the whole backoff).
+// Sleeps for d (a restart's backoff), or until stop is requested (teardown), or until the
+// graph is asked to stop (request_stop) while it sleeps: the stage restarts at once, so
+// that what is queued for it drains now rather than after the whole backoff. A backoff
+// that begins after the request is slept whole: a stage that fails again while draining
+// keeps its pace, and does not use up its restart limit at once.
 void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token& stop,
                    const std::stop_token& graph_stopping) {
-  if (d <= d.zero() || graph_stopping.stop_requested()) return;
+  if (d <= d.zero()) return;
   std::mutex m;
   std::condition_variable_any cv;
   bool woken = false;
+  const bool already = graph_stopping.stop_requested();
   auto wake = [&]() noexcept {
+    if (already) return;  // requested before this backoff began: not cut
     std::lock_guard lk(m);
     woken = true;
     cv.notify_all();

@@ -366,14 +366,18 @@ struct publish_fn {
                        "; it could never be stored");
         continue;
       }
-      // A publish that fails (the server gone past give_up) fails with the item in hand:
-      // it becomes a dead letter with that error, as a per-item stage's would.
-      bool sent;
+      // A publish that fails (the server gone past give_up, the connection closed, the
+      // stream refusing a message for good) fails the stage, whatever its error policy:
+      // the fault is the edge's, not this item's, and every later item would fail alike.
+      // The item in hand becomes a dead letter with that error, not lost. (Under skip the
+      // error is then counted twice in the stage's metrics: once as the held item's, once
+      // as the stage's end.)
+      bool sent = false;
       try {
         sent = p.publish(*bytes, stop);
       } catch (...) {
-        if (!sluice::detail::held_item_failed(typeid(T), &*v, std::current_exception())) throw;
-        continue;
+        (void)sluice::detail::held_item_failed(typeid(T), &*v, std::current_exception());
+        throw;
       }
       if (!sent) return;
     }

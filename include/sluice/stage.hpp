@@ -24,7 +24,7 @@ namespace sluice {
 // restart{max, within, backoff}: run a fresh copy of the stage function after a
 // failure; more than `max` restarts inside `within` fails the graph with the last
 // error (an Erlang supervisor's intensity limit). `backoff` is slept before each restart;
-// request_stop() (and a teardown) cuts it short, so a graceful stop drains at once.
+// request_stop() cuts short one in progress (a graceful stop drains at once), teardown any.
 struct restart {
   std::size_t max = 3;
   std::chrono::steady_clock::duration within = std::chrono::seconds(5);

@@ -774,8 +774,15 @@ bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
     }
     ++s.in_flight;
   }
+  // Counted before it goes (its acknowledgement may come back before send returns, and
+  // acked never passes sent), taken back when send throws: it was not sent.
   if (s.opts.counters) s.opts.counters->sent.fetch_add(1, std::memory_order_relaxed);
-  s.send(m);
+  try {
+    s.send(m);
+  } catch (...) {
+    if (s.opts.counters) s.opts.counters->sent.fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
   return true;
 }
 

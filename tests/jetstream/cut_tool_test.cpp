@@ -84,8 +84,9 @@ TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
                             "producer: 500 items in", "consumer: 500 items in", "bottleneck: "}) {
       EXPECT_NE(r.out.find(row), std::string::npos) << "missing '" << row << "' in:\n" << r.out;
     }
-    // Every stage's row counts the 500 items, as the summary does (the end marker that
-    // follows them was counted too: 501).
+    // Every producer stage's row counts the 500 items, as the summary does (the end marker
+    // that follows them was counted too: 501); a consumer's rows may count a redelivered
+    // message again (at-least-once), never fewer.
     std::istringstream lines(r.out);
     int rows = 0;
     for (std::string line; std::getline(lines, line);) {
@@ -94,7 +95,11 @@ TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
       unsigned long long items = 0;
       if (!(f >> side >> stage >> items) || (side != "producer" && side != "consumer")) continue;
       ++rows;
-      EXPECT_EQ(items, 500u) << line;
+      if (side == "producer") {
+        EXPECT_EQ(items, 500u) << line;
+      } else {
+        EXPECT_GE(items, 500u) << line;
+      }
     }
     EXPECT_EQ(rows, 7) << r.out;
     EXPECT_EQ(r.out.find("error"), std::string::npos) << r.out;

@@ -425,6 +425,32 @@ TEST_F(ChannelThrowingMove, drop_oldest_whose_new_item_throws_puts_the_dropped_b
   expect_conserved(tx);
 }
 
+// drop_oldest that must drop two: the first goes, the second's move out throws. The first
+// goes back, so nothing changes and on_discard sees nothing.
+TEST_F(ChannelThrowingMove, drop_oldest_whose_second_eviction_throws_puts_the_first_back) {
+  int hooked = 0;
+  sluice::channel_options<throwing_tracked> o;
+  o.capacity = 3;
+  o.overflow = sluice::overflow::drop_oldest;
+  o.weigh = [](const throwing_tracked& v) { return static_cast<std::size_t>(v.value()); };
+  o.on_discard = [&](throwing_tracked&&) { ++hooked; };
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(std::move(o));
+  ASSERT_EQ(tx.try_push(throwing_tracked(1)), status::ok);
+  throwing_tracked second(2);
+  second.throw_on_move(1);  // the move in works; the eviction's move out throws
+  ASSERT_EQ(tx.try_push(std::move(second)), status::ok);
+  EXPECT_THROW((void)tx.try_push(throwing_tracked(3)), tracked_move_error);  // weight 3: both must go
+  sluice::channel_stats s = tx.stats();
+  EXPECT_EQ(s.pushed, 2u);
+  EXPECT_EQ(s.discarded, 0u);
+  EXPECT_EQ(s.size, 3u);
+  EXPECT_EQ(s.items, 2u);
+  EXPECT_EQ(hooked, 0);
+  EXPECT_EQ(rx.pop()->value(), 1u);
+  EXPECT_EQ(rx.pop()->value(), 2u);
+  expect_conserved(tx);
+}
+
 // drop_newest drops the new item by moving it to the discard list: when that move throws,
 // the push fails with the exception, the item stays with the caller, and it is counted
 // neither as pushed nor as discarded (before, it was both, and on_discard never saw it).

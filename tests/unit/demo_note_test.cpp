@@ -79,6 +79,8 @@ TEST(DemoMemoryRows, APeakBetweenTwoRowsShowsInTheRowAfterIt) {
   EXPECT_DOUBLE_EQ(rss_in_row(s, 0.3, 0.4, false), 2.0);
   EXPECT_DOUBLE_EQ(rss_in_row(std::vector<mem_sample>{}, 0.0, 0.1, true), 0.0);
   EXPECT_DOUBLE_EQ(rss_in_row(std::vector<mem_sample>{{0.0, -5.0}}, -1.0, 0.0, true), 0.0);  // below baseline: 0
+  // A row whose samples are all below the baseline shows 0, not an older row's figure.
+  EXPECT_DOUBLE_EQ(rss_in_row(std::vector<mem_sample>{{0.05, 50.0}, {0.15, -4096.0}}, 0.1, 0.2, false), 0.0);
 }
 
 }  // namespace

@@ -14,16 +14,18 @@ namespace sluice::tool::demo {
 template <class Samples>
 double rss_in_row(const Samples& samples, double t_prev, double t, bool last_row) {
   double carried = 0;
-  double highest = -1;
+  double highest = 0;
+  bool inside = false;
   for (const auto& s : samples) {
     if (s.t <= t_prev) {
       carried = s.rss;
       continue;
     }
     if (s.t > t && !last_row) break;
-    highest = std::max(highest, s.rss);
+    highest = inside ? std::max(highest, s.rss) : s.rss;
+    inside = true;
   }
-  return std::max(0.0, highest < 0 ? carried : highest);
+  return std::max(0.0, inside ? highest : carried);
 }
 
 }  // namespace sluice::tool::demo

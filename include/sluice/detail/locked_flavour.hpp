@@ -78,12 +78,17 @@ class locked_flavour {
         ++pushed_;
         ++discarded_;
       } else {
-        while (!fits()) {
-          auto& front = items_.front();
-          dropped.push_back(std::move(front));
-          weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
-          items_.pop_front();
-          ++discarded_;
+        try {
+          while (!fits()) {
+            auto& front = items_.front();
+            dropped.push_back(std::move(front));
+            weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
+            items_.pop_front();
+            ++discarded_;
+          }
+        } catch (...) {
+          undo_drops(dropped);  // a later eviction threw: the earlier ones go back
+          throw;
         }
       }
     }
