@@ -157,6 +157,16 @@ connection connect(std::string url, connect_options o = {});
 // (nats_CloseAndWait). Only after every connection, stage and delivery is gone.
 void shutdown() noexcept;
 
+namespace detail {
+// For tests of the connection's close (runtime/jetstream, "the publish context's
+// delivery thread"): the libnats threads that ran an acknowledgement callback and have
+// not ended yet, and a pause each such callback takes after its last touch of the
+// connection (0: none), which widens the window in which a closing connection must
+// still wait for that thread.
+[[nodiscard]] std::size_t ack_threads_live() noexcept;
+void hold_ack_callbacks(std::chrono::milliseconds pause) noexcept;
+}  // namespace detail
+
 struct edge_options {
   std::string stream = {}, subject = {};     // subject: defaults to the stream's name
   std::int64_t max_msgs = 4096, max_bytes = -1;  // -1: no byte limit

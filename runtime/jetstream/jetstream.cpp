@@ -8,6 +8,7 @@
 #include <charconv>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -201,6 +202,51 @@ struct edge_gauge {
 // The reaper's wait for one round trip; no PONG by then: the next retire asks again.
 constexpr auto kRetireFlush = std::chrono::milliseconds(200);
 
+// ---- the publish context's delivery thread -----------------------------------------
+//
+// libnats frees a message through its garbage-collector thread (natsMsg_Destroy queues it
+// there), and nats_CloseAndWait (shutdown()) stops that thread before it waits for the
+// others: a message a libnats thread destroys after that is never freed (LeakSanitizer:
+// one natsMsg_create of 167 bytes, a publish acknowledgement, reported by a `bench --cut
+// --role producer` run in CI). The publish context's delivery thread destroys each
+// acknowledgement *after* route_ack has returned, so ack_table::drain seeing no callback
+// on its way is not enough. That thread ends once natsConnection_Close has closed its
+// subscription, and its end is observable: route_ack marks its thread (a thread_local
+// whose destructor runs when the thread ends, after its last libnats work), and
+// ~conn_state waits (at most kAckThreadEnd) until every thread that ran route_ack for the
+// connection has ended. shutdown() comes after every connection is gone.
+// With NATS_DEFAULT_TO_LIB_MSG_DELIVERY set, libnats delivers on shared threads that end
+// only at shutdown: nothing is marked then, and nothing waited for.
+constexpr auto kAckThreadEnd = std::chrono::seconds(2);
+
+struct ack_threads {
+  std::mutex mu;
+  std::condition_variable none;  // live reached 0
+  std::size_t live = 0;          // guarded by mu
+};
+std::atomic<std::size_t> g_ack_threads_live{0};  // every connection's (detail::ack_threads_live)
+std::atomic<std::int64_t> g_ack_hold_ms{0};      // detail::hold_ack_callbacks
+
+// One per libnats thread that ran route_ack (thread_local in route_ack).
+struct ack_thread_mark {
+  std::shared_ptr<ack_threads> of;  // empty: not marked
+  ack_thread_mark() = default;
+  ack_thread_mark(const ack_thread_mark&) = delete;
+  ack_thread_mark& operator=(const ack_thread_mark&) = delete;
+  void mark(const std::shared_ptr<ack_threads>& t) {
+    std::lock_guard lk(t->mu);
+    ++t->live;
+    g_ack_threads_live.fetch_add(1, std::memory_order_relaxed);
+    of = t;
+  }
+  ~ack_thread_mark() {
+    if (!of) return;
+    std::lock_guard lk(of->mu);  // `of` keeps the tracker alive past this unlock
+    g_ack_threads_live.fetch_sub(1, std::memory_order_relaxed);
+    if (--of->live == 0) of->none.notify_all();
+  }
+};
+
 struct pub_state;
 
 // Transparent hash for the producer ids in ack_table (lookups by string_view).
@@ -261,6 +307,9 @@ struct conn_state {
   natsConnection* nc = nullptr;
   jsCtx* pub_js = nullptr;  // the publish stages' context (acknowledgements: acks)
   ack_table acks;           // the closure of pub_js's AckHandler (route_ack)
+  // The threads that ran route_ack for this connection (see "the publish context's
+  // delivery thread"); null: not tracked (libnats' shared delivery threads).
+  std::shared_ptr<ack_threads> ack_threads_of;
   std::string url;
   connect_options opts;
 
@@ -309,6 +358,10 @@ struct conn_state {
     if (gauger.joinable()) gauger.join();  // and the stream-info request the gauger may be in
     if (pub_js != nullptr) {
       acks.drain(pub_js);     // no route_ack runs or will run on this state after this
+      if (ack_threads_of) {   // and the thread that ran them has finished its libnats work too
+        std::unique_lock lk(ack_threads_of->mu);
+        ack_threads_of->none.wait_for(lk, kAckThreadEnd, [&] { return ack_threads_of->live == 0; });
+      }
       jsCtx_Destroy(pub_js);  // its reply subscription
     }
     for (natsSubscription* s : retiring) natsSubscription_Destroy(s);
@@ -502,6 +555,7 @@ void need_connection(const connection& c, const char* what) {
 // acks.mu) is its last touch of the connection's state. drain waits on acks.mu until
 // outstanding is 0, so the state (acks, the closure) outlives every callback.
 void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
+void route_ack_locked(ack_table& acks, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae);
 
 // Window protocol: in_flight counts messages handed to libnats and not yet acknowledged
 // (a refused message stays in flight while it waits in `retry`). The stage thread waits
@@ -682,7 +736,19 @@ struct pub_state {
 };
 
 void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
-  auto& acks = static_cast<conn_state*>(closure)->acks;
+  auto* const conn = static_cast<conn_state*>(closure);
+  thread_local ack_thread_mark this_thread;
+  // Before the count below is taken back: ~conn_state's wait for this thread's end comes
+  // after ack_table::drain, which waits for that count.
+  if (!this_thread.of && conn->ack_threads_of) this_thread.mark(conn->ack_threads_of);
+  route_ack_locked(conn->acks, msg, pa, pae);
+  // The connection's state may be gone from here on (see ack_table::drain).
+  if (const auto hold = g_ack_hold_ms.load(std::memory_order_relaxed); hold > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(hold));  // detail::hold_ack_callbacks (tests)
+  }
+}
+
+void route_ack_locked(ack_table& acks, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
   std::lock_guard lk(acks.mu);
   bool taken = false;
   const char* id = nullptr;
@@ -1589,12 +1655,21 @@ connection connect(std::string url, connect_options o) {
   }
   // The publish stages' shared context. No libnats bound on pending messages (0): each
   // stage's window bounds its own.
+  if (std::getenv("NATS_DEFAULT_TO_LIB_MSG_DELIVERY") == nullptr) {  // its own delivery thread
+    st->ack_threads_of = std::make_shared<detail::ack_threads>();
+  }
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.PublishAsync.AckHandler = &detail::route_ack;
   jo.PublishAsync.AckHandlerClosure = st.get();  // outlives every callback (ack_table::drain)
   st->make_js_raw(&st->pub_js, &jo);
   return connection(std::move(st));
+}
+
+std::size_t detail::ack_threads_live() noexcept { return g_ack_threads_live.load(std::memory_order_relaxed); }
+
+void detail::hold_ack_callbacks(std::chrono::milliseconds pause) noexcept {
+  g_ack_hold_ms.store(pause.count(), std::memory_order_relaxed);
 }
 
 void shutdown() noexcept {

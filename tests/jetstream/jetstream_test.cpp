@@ -1202,6 +1202,42 @@ TEST(JetstreamTeardown, ConnectionClosedWithAcknowledgementsOnTheirWayFreesEvery
   }
 }
 
+// libnats frees messages on its garbage-collector thread, which shutdown() stops first:
+// an acknowledgement its delivery thread destroys after that was never freed (one 167-byte
+// LeakSanitizer report in CI). That thread destroys each acknowledgement after sluice's
+// callback has returned, so a closing connection waits for the thread itself to end. The
+// callbacks here pause after their last touch of the connection (the window libnats' own
+// work after the callback had): the connection's close must still outlast that thread.
+TEST(JetstreamTeardown, AClosedConnectionLeavesNoAcknowledgementThreadRunning) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  js::edge_options e{.stream = "ack-thread", .max_msgs = 1000};
+  ASSERT_EQ(js::detail::ack_threads_live(), 0u);
+  js::detail::hold_ack_callbacks(100ms);
+  struct unhold {
+    ~unhold() { js::detail::hold_ack_callbacks(0ms); }
+  } unhold_at_end;
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE("run " + std::to_string(i));
+    auto pc = std::make_shared<js::publish_counters>();
+    {
+      auto conn = js::connect(server.url());
+      js::ensure_edge(conn, e);
+      sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token) {
+                           for (int v = 0; v < 3; ++v) {
+                             if (!out.push(v)) return;
+                           }
+                         }),
+                         js::publish<int>(conn, e, {.counters = pc}));
+      p.start();
+      ASSERT_TRUE(p.get_graph().wait_for(30s));
+      EXPECT_EQ(pc->acked.load(), 3u);
+      EXPECT_GE(js::detail::ack_threads_live(), 1u);  // the callbacks ran on a thread it tracks
+    }  // the connection's last handle: closed here
+    EXPECT_EQ(js::detail::ack_threads_live(), 0u);
+  }
+}
+
 TEST(JetstreamFaults, ServerGoneForGoodFailsTheGraphNamingTheEdge) {
   NEED_NATS_SERVER();
   nats_server server;
