@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 
@@ -28,14 +29,14 @@ void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token&
   std::mutex m;
   std::condition_variable_any cv;
   bool woken = false;
-  const bool already = graph_stopping.stop_requested();
   auto wake = [&]() noexcept {
-    if (already) return;  // requested before this backoff began: not cut
     std::lock_guard lk(m);
     woken = true;
     cv.notify_all();
   };
-  const std::stop_callback on_stopping(graph_stopping, wake);
+  // A request made before this backoff began does not cut it: no callback then.
+  std::optional<std::stop_callback<decltype(wake)>> on_stopping;
+  if (!graph_stopping.stop_requested()) on_stopping.emplace(graph_stopping, wake);
   std::unique_lock lk(m);
   // now() + d overflows for a huge d (duration::max() restarted at once): a wait past
   // ~100 years is a wait for the stop requests alone.
