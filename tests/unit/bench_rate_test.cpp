@@ -317,6 +317,17 @@ TEST_F(BenchRate, ARateThatRoundsToAThousandIsShownInThousands) {
   EXPECT_EQ(r.out.find(" 1000 "), std::string::npos) << r.out;
 }
 
+// --items ends an open-loop run at that count when it comes first: the header said the
+// rate was offered for the whole duration.
+TEST_F(BenchRate, TheHeaderSaysAnItemCountMayEndTheRunFirst) {
+  const result r = run_tool({"bench", "--topology", "chain:1", "--rate", "1000", "--duration", "10s", "--items", "20"}, 60);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("offered for 10.00 s or 20 items, whichever ends first"), std::string::npos) << r.out;
+  const result plain = run_tool({"bench", "--topology", "chain:1", "--rate", "1000", "--duration", "50ms"}, 60);
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  EXPECT_EQ(plain.out.find("whichever"), std::string::npos) << plain.out;
+}
+
 TEST_F(BenchRate, BadValuesAreOneLineErrorsWithStatusTwo) {
   const std::vector<std::vector<std::string>> bad = {
       {"bench", "--rate", "0"},

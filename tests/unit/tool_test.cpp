@@ -87,6 +87,8 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       // Accepted and ignored: farm:N's replicas are its N; --fuse changes sluice's runs only.
       {"bench", "--topology", "farm:2", "--replicas", "3"},
       {"bench", "--fuse", "--engine", "tbb"},
+      {"bench", "--ordered"},                                  // no replicas: accepted, changed nothing
+      {"bench", "--topology", "chain:3", "--ordered", "--replicas", "1"},
       // A replay runs the one graph of its seed.
       {"stress", "--replay", "0x1234", "--runs", "5"},
       {"stress", "--replay", "0x1234", "--seed", "5"},

@@ -838,8 +838,11 @@ void print_open_rows(const std::vector<const bench_result*>& rs, bool with_load)
 
 void print_open_table(const bench_config& c, const std::vector<bench_result>& rs, std::int64_t duration_ns) {
   print_header(c, " --rate");
+  // With --items the run ends at that count if it comes before the duration.
+  const std::string span = format_duration(nanoseconds(duration_ns)) +
+                           (c.items_given ? " or " + std::to_string(c.items) + " items, whichever ends first" : "");
   std::printf("  open loop: %sitems/s offered for %s, latency from each item's due time\n\n", si(c.rate).c_str(),
-              format_duration(nanoseconds(duration_ns)).c_str());
+              span.c_str());
   std::vector<const bench_result*> v;
   for (const auto& r : rs) v.push_back(&r);
   print_open_rows(v, false);
@@ -1226,6 +1229,10 @@ int cmd_bench(int argc, char** argv) {
   if (c.fuse && c.engine == "tbb") throw usage_error("sluice bench: --fuse changes sluice's runs; --engine tbb has none");
   if (c.topo == topology_kind::farm && p.given("--replicas")) {
     throw usage_error("sluice bench: --replicas does not apply to farm:N (its N is the worker's replicas)");
+  }
+  // --ordered keeps the input order across a stage's replicas: with none it changed nothing.
+  if (c.ordered && c.topo != topology_kind::farm && c.replicas == 1) {
+    throw usage_error("sluice bench: --ordered keeps the order across replicas; give --replicas N (N > 1) or farm:N");
   }
   if (c.fuse && (c.topo != topology_kind::chain || c.replicas != 1)) {
     throw usage_error("sluice bench: --fuse applies to chain:N with --replicas 1 (a fused stage runs on its upstream's thread)");
