@@ -56,6 +56,8 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"demo", "--sample", "10"},
       {"demo", "--report", "-"},                    // wrote a file named '-'
       {"demo", "--memory-guard", "1000000TiB"},     // above the machine: died of bad_alloc
+      {"demo", "--only", "bounded", "--memory-guard", "1GiB"},  // ignored: the bounded run has no guard
+      {"demo", "--only", "unbounded", "--budget", "1MiB"},      // ignored: the unbounded run has no channels
       {"bench", "--topology", "ring:3"},
       {"bench", "--topology", "chain:0"},
       {"bench", "--items", "-5"},

@@ -68,6 +68,13 @@ int cmd_demo(int argc, char** argv) {
       p.reject("--memory-guard", "at most this machine's memory (" + format_size(static_cast<double>(ram)) + ")");
     }
   }
+  // Each half's own option given to a run of the other half alone was ignored without a word.
+  if (cfg.only == "bounded" && p.given("--memory-guard")) {
+    throw usage_error("sluice demo: --memory-guard stops the unbounded run, and --only bounded runs none");
+  }
+  if (cfg.only == "unbounded" && p.given("--budget")) {
+    throw usage_error("sluice demo: --budget sizes the bounded run's channels, and --only unbounded runs none");
+  }
   check_report_name("sluice demo", cfg.report, cfg.json ? "JSON" : nullptr);
   if (cfg.sample_every < std::chrono::microseconds(100)) {
     p.reject("--sample", "at least 100us");
