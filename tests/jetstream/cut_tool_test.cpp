@@ -189,6 +189,10 @@ TEST_F(CutTool, AnInterruptedRoleRunSaysWhatItStoppedAndKeepsTheStream) {
   const std::string text = run.output();
   std::filesystem::remove(out);
   EXPECT_EQ(status, 128 + SIGTERM) << text;
+  // What it waited for, said when it started (it waited without a word).
+  EXPECT_NE(text.find("the consumer side, on stream role-int at " + server.url() + ": waiting for the producer's items"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("interrupted by"), std::string::npos) << text;
   EXPECT_NE(text.find("the consumer side stopped; stream role-int is kept"), std::string::npos) << text;
   EXPECT_TRUE(stream_msgs(conn, "role-int").has_value());

@@ -557,6 +557,13 @@ int run_cut(const cut_config& c) {
   auto conn = js::connect(c.via);
   js::ensure_edge(conn, edge);
   if (!c.role.empty()) {
+    if (c.result.empty()) {  // started alone: say what this side waits for (a consumer waits silently otherwise)
+      const bool consumer = c.role == "consumer";
+      std::fprintf(stderr, "sluice bench: the %s side, on stream %s at %s: %s\n", c.role.c_str(), edge.stream.c_str(),
+                   js::shown_url(c.via).c_str(),
+                   consumer ? "waiting for the producer's items (the same command with --role producer sends them)"
+                            : "publishing; the same command with --role consumer takes the items");
+    }
     int interrupted = 0;
     side_result r;
     try {
