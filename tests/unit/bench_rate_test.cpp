@@ -415,6 +415,16 @@ TEST_F(BenchRate, GbenchFormatHasGoogleBenchmarksKeys) {
     check_gbench(open.out, 1, true);
     EXPECT_EQ(mini_json::parse(open.out)["benchmarks"][0]["name"].str(), "farm:2/cap:1024/rate:1000/sluice");
   }
+  // Options that change what is measured are in the name (runs differing only in them
+  // had one name).
+  const result varied = run_tool({"bench", "--topology", "chain:2", "--items", "200", "--replicas", "2", "--ordered",
+                                  "--item-size", "128", "--format", "gbench"});
+  ASSERT_EQ(varied.status, 0) << varied.err;
+  EXPECT_EQ(mini_json::parse(varied.out)["benchmarks"][0]["name"].str(),
+            "chain:2/cap:1024/item:128/replicas:2/ordered/closed/sluice");
+  const result fused = run_tool({"bench", "--topology", "chain:2", "--items", "200", "--fuse", "--format", "gbench"});
+  ASSERT_EQ(fused.status, 0) << fused.err;
+  EXPECT_EQ(mini_json::parse(fused.out)["benchmarks"][0]["name"].str(), "chain:2/cap:1024/fuse:maps/closed/sluice");
   // And Python's json module, which compare.py uses, reads it, with the keys it looks up.
   if (std::system("python3 -c 'import json' >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3 here";
   const std::string path = ::testing::TempDir() + "sluice_gbench_" + std::to_string(::getpid()) + ".json";

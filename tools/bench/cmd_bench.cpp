@@ -1002,7 +1002,13 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
   for (const auto& r : rs) {
     bench::gbench_entry e;
     std::string name = c.topo_text + "/cap:" + std::to_string(c.capacity);
+    // Every option that changes what is measured is in the name: two runs that differ only
+    // in it were two entries of one name, which compare.py cannot tell apart.
+    if (c.item_size != 64) name += "/item:" + std::to_string(c.item_size);
     if (work_summary(c) != "0") name += "/work:" + work_summary(c);
+    if (c.replicas > 1) name += "/replicas:" + std::to_string(c.replicas);
+    if (c.ordered) name += "/ordered";
+    if (c.fuse) name += c.fuse_sink ? "/fuse:maps+sink" : "/fuse:maps";
     if (!r.open_loop) {
       name += "/closed";
     } else if (r.load_of.empty()) {
