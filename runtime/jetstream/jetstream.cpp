@@ -8,7 +8,6 @@
 #include <charconv>
 #include <chrono>
 #include <climits>
-#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -215,8 +214,11 @@ constexpr auto kRetireFlush = std::chrono::milliseconds(200);
 // whose destructor runs when the thread ends, after its last libnats work), and
 // ~conn_state waits (at most kAckThreadEnd) until every thread that ran route_ack for the
 // connection has ended. shutdown() comes after every connection is gone.
-// With NATS_DEFAULT_TO_LIB_MSG_DELIVERY set, libnats delivers on shared threads that end
-// only at shutdown: nothing is marked then, and nothing waited for.
+// That subscription has a thread of its own even where libnats is told to deliver on its
+// shared threads (NATS_DEFAULT_TO_LIB_MSG_DELIVERY): the context subscribes without the
+// pool. Not covered: a connection closed before its first acknowledgement callback ran
+// (no thread marked yet) whose reply subscription still held acknowledgements; they are
+// freed by whichever thread releases that subscription last.
 constexpr auto kAckThreadEnd = std::chrono::seconds(2);
 
 struct ack_threads {
@@ -308,7 +310,7 @@ struct conn_state {
   jsCtx* pub_js = nullptr;  // the publish stages' context (acknowledgements: acks)
   ack_table acks;           // the closure of pub_js's AckHandler (route_ack)
   // The threads that ran route_ack for this connection (see "the publish context's
-  // delivery thread"); null: not tracked (libnats' shared delivery threads).
+  // delivery thread"). Set by connect(), before the context exists.
   std::shared_ptr<ack_threads> ack_threads_of;
   std::string url;
   connect_options opts;
@@ -1655,9 +1657,7 @@ connection connect(std::string url, connect_options o) {
   }
   // The publish stages' shared context. No libnats bound on pending messages (0): each
   // stage's window bounds its own.
-  if (std::getenv("NATS_DEFAULT_TO_LIB_MSG_DELIVERY") == nullptr) {  // its own delivery thread
-    st->ack_threads_of = std::make_shared<detail::ack_threads>();
-  }
+  st->ack_threads_of = std::make_shared<detail::ack_threads>();
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.PublishAsync.AckHandler = &detail::route_ack;

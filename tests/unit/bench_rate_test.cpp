@@ -323,6 +323,12 @@ TEST_F(BenchRate, TheHeaderSaysAnItemCountMayEndTheRunFirst) {
   const result r = run_tool({"bench", "--topology", "chain:1", "--rate", "1000", "--duration", "10s", "--items", "20"}, 60);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("offered for 10.00 s or 20 items, whichever ends first"), std::string::npos) << r.out;
+  const result sweep = run_tool({"bench", "--topology", "chain:1", "--sweep", "--probe-duration", "100ms", "--duration",
+                                 "10s", "--items", "20", "--sweep-at", "50"},
+                                60);
+  ASSERT_EQ(sweep.status, 0) << sweep.err;
+  EXPECT_NE(sweep.out.find("open loop for 10.00 s or 20 items, whichever ends first, at each rate;"), std::string::npos)
+      << sweep.out;
   const result plain = run_tool({"bench", "--topology", "chain:1", "--rate", "1000", "--duration", "50ms"}, 60);
   ASSERT_EQ(plain.status, 0) << plain.err;
   EXPECT_EQ(plain.out.find("whichever"), std::string::npos) << plain.out;

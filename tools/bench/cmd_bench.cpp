@@ -836,13 +836,17 @@ void print_open_rows(const std::vector<const bench_result*>& rs, bool with_load)
   }
 }
 
+// How long an open-loop run offers its rate: with --items, it ends at that count if that
+// comes before the duration.
+std::string open_span(const bench_config& c, std::int64_t duration_ns) {
+  return format_duration(nanoseconds(duration_ns)) +
+         (c.items_given ? " or " + std::to_string(c.items) + " items, whichever ends first" : "");
+}
+
 void print_open_table(const bench_config& c, const std::vector<bench_result>& rs, std::int64_t duration_ns) {
   print_header(c, " --rate");
-  // With --items the run ends at that count if it comes before the duration.
-  const std::string span = format_duration(nanoseconds(duration_ns)) +
-                           (c.items_given ? " or " + std::to_string(c.items) + " items, whichever ends first" : "");
   std::printf("  open loop: %sitems/s offered for %s, latency from each item's due time\n\n", si(c.rate).c_str(),
-              span.c_str());
+              open_span(c, duration_ns).c_str());
   std::vector<const bench_result*> v;
   for (const auto& r : rs) v.push_back(&r);
   print_open_rows(v, false);
@@ -875,8 +879,7 @@ void print_sweep_table(const bench_config& c, const std::vector<bench_result>& r
   print_header(c, " --sweep");
   std::printf("  closed-loop maximum (%s run):", format_duration(c.probe).c_str());
   for (const auto& [e, m] : maxima) std::printf("  %s %sitems/s", e.c_str(), si(m).c_str());
-  std::printf("\n  open loop, %s per rate, latency from each item's due time\n",
-              format_duration(nanoseconds(duration_ns)).c_str());
+  std::printf("\n  open loop for %s, at each rate; latency from each item's due time\n", open_span(c, duration_ns).c_str());
   for (const auto& [e, m] : maxima) {
     std::vector<const bench_result*> v;
     for (const auto& r : rs) {
