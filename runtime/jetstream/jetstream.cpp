@@ -310,8 +310,8 @@ struct conn_state {
   jsCtx* pub_js = nullptr;  // the publish stages' context (acknowledgements: acks)
   ack_table acks;           // the closure of pub_js's AckHandler (route_ack)
   // The threads that ran route_ack for this connection (see "the publish context's
-  // delivery thread"). Set by connect(), before the context exists.
-  std::shared_ptr<ack_threads> ack_threads_of;
+  // delivery thread"). Shared with their marks: a wait that gave up leaves it to them.
+  const std::shared_ptr<ack_threads> ack_threads_of = std::make_shared<ack_threads>();
   std::string url;
   connect_options opts;
 
@@ -359,8 +359,8 @@ struct conn_state {
     if (reaper.joinable()) reaper.join();  // Close ended the round trip it may have been waiting for
     if (gauger.joinable()) gauger.join();  // and the stream-info request the gauger may be in
     if (pub_js != nullptr) {
-      acks.drain(pub_js);     // no route_ack runs or will run on this state after this
-      if (ack_threads_of) {   // and the thread that ran them has finished its libnats work too
+      acks.drain(pub_js);  // no route_ack runs or will run on this state after this
+      {                    // and the thread that ran them has finished its libnats work too
         std::unique_lock lk(ack_threads_of->mu);
         ack_threads_of->none.wait_for(lk, kAckThreadEnd, [&] { return ack_threads_of->live == 0; });
       }
@@ -557,7 +557,6 @@ void need_connection(const connection& c, const char* what) {
 // acks.mu) is its last touch of the connection's state. drain waits on acks.mu until
 // outstanding is 0, so the state (acks, the closure) outlives every callback.
 void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
-void route_ack_locked(ack_table& acks, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae);
 
 // Window protocol: in_flight counts messages handed to libnats and not yet acknowledged
 // (a refused message stays in flight while it waits in `retry`). The stage thread waits
@@ -742,39 +741,38 @@ void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closu
   thread_local ack_thread_mark this_thread;
   // Before the count below is taken back: ~conn_state's wait for this thread's end comes
   // after ack_table::drain, which waits for that count.
-  if (!this_thread.of && conn->ack_threads_of) this_thread.mark(conn->ack_threads_of);
-  route_ack_locked(conn->acks, msg, pa, pae);
+  if (!this_thread.of) this_thread.mark(conn->ack_threads_of);
+  {
+    auto& acks = conn->acks;
+    std::lock_guard lk(acks.mu);
+    bool taken = false;
+    const char* id = nullptr;
+    const char* dash = nullptr;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) dash = std::strrchr(id, '-');
+    if (dash != nullptr) {
+      const auto it = acks.stages.find(std::string_view(id, static_cast<std::size_t>(dash - id)));
+      if (it != acks.stages.end()) {
+        for (pub_state* p : it->second) {
+          if ((taken = p->on_ack(msg, pa, pae))) break;
+        }
+      }
+    } else {  // never: every message gets its id in publisher::publish; asked of every stage
+      for (auto& [producer, ps] : acks.stages) {
+        for (pub_state* p : ps) {
+          if ((taken = p->on_ack(msg, pa, pae))) break;
+        }
+        if (taken) break;
+      }
+    }
+    if (!taken) natsMsg_Destroy(msg);  // its stage is gone
+    // Under mu, which ack_table::drain (~conn_state) takes to see 0: this callback's last
+    // touch of the connection's state is the unlock below.
+    if (acks.outstanding.fetch_sub(1, std::memory_order_relaxed) == 1) acks.idle.notify_all();
+  }
   // The connection's state may be gone from here on (see ack_table::drain).
   if (const auto hold = g_ack_hold_ms.load(std::memory_order_relaxed); hold > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(hold));  // detail::hold_ack_callbacks (tests)
   }
-}
-
-void route_ack_locked(ack_table& acks, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
-  std::lock_guard lk(acks.mu);
-  bool taken = false;
-  const char* id = nullptr;
-  const char* dash = nullptr;
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) dash = std::strrchr(id, '-');
-  if (dash != nullptr) {
-    const auto it = acks.stages.find(std::string_view(id, static_cast<std::size_t>(dash - id)));
-    if (it != acks.stages.end()) {
-      for (pub_state* p : it->second) {
-        if ((taken = p->on_ack(msg, pa, pae))) break;
-      }
-    }
-  } else {  // never: every message gets its id in publisher::publish; asked of every stage
-    for (auto& [producer, ps] : acks.stages) {
-      for (pub_state* p : ps) {
-        if ((taken = p->on_ack(msg, pa, pae))) break;
-      }
-      if (taken) break;
-    }
-  }
-  if (!taken) natsMsg_Destroy(msg);  // its stage is gone
-  // Under mu, which ack_table::drain (~conn_state) takes to see 0: this callback's last
-  // touch of the connection's state is the unlock below.
-  if (acks.outstanding.fetch_sub(1, std::memory_order_relaxed) == 1) acks.idle.notify_all();
 }
 
 publisher::publisher(const connection& c, const edge_options& e, const publish_options& o) {
@@ -1657,7 +1655,6 @@ connection connect(std::string url, connect_options o) {
   }
   // The publish stages' shared context. No libnats bound on pending messages (0): each
   // stage's window bounds its own.
-  st->ack_threads_of = std::make_shared<detail::ack_threads>();
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.PublishAsync.AckHandler = &detail::route_ack;
