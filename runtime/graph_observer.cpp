@@ -187,13 +187,16 @@ namespace {
 // The stage running on this thread (set by run_replica for the stage function's calls).
 thread_local graph_state* tls_graph = nullptr;
 thread_local stage_node* tls_stage = nullptr;
+// The last exception held_item_failed counted under skip on this thread (take_counted).
+thread_local std::exception_ptr tls_counted;
 }  // namespace
 
 bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr why) noexcept {
   if (tls_graph == nullptr || tls_stage == nullptr || tls_stage->inputs.empty()) return false;
-  tls_graph->discard_failed(tls_stage->inputs.front(), *tls_stage, type, item, std::move(why));
+  tls_graph->discard_failed(tls_stage->inputs.front(), *tls_stage, type, item, why);
   if (tls_stage->policy.what() != error_policy::kind::skip) return false;
   tls_stage->errors.fetch_add(1, std::memory_order_relaxed);  // as item_task's count_error()
+  tls_counted = std::move(why);
   return true;
 }
 
@@ -204,6 +207,12 @@ current_stage_scope::current_stage_scope(graph_state& g, stage_node& n) noexcept
 current_stage_scope::~current_stage_scope() {
   tls_graph = nullptr;
   tls_stage = nullptr;
+  tls_counted = nullptr;
+}
+bool current_stage_scope::take_counted(const std::exception_ptr& e) const noexcept {
+  const bool same = tls_counted != nullptr && tls_counted == e;
+  tls_counted = nullptr;
+  return same;
 }
 
 // ---- stall watchdog ------------------------------------------------------------------

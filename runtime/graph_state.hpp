@@ -145,6 +145,11 @@ struct current_stage_scope {
   ~current_stage_scope();
   current_stage_scope(const current_stage_scope&) = delete;
   current_stage_scope& operator=(const current_stage_scope&) = delete;
+  // Was `e`, which ended the stage function, already counted in the stage's errors as a
+  // held item's (held_item_failed under skip)? A whole-stream consumer that makes the item
+  // in hand a dead letter and then rethrows that exception to end the stage (jetstream's
+  // failed publish) has one error, not two. Forgets the counted exception either way.
+  [[nodiscard]] bool take_counted(const std::exception_ptr& e) const noexcept;
 };
 
 class graph_state {

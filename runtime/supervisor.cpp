@@ -147,7 +147,7 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
       n.in_function.fetch_sub(1, std::memory_order_relaxed);
       std::exception_ptr e = std::current_exception();
       if (fault_ != nullptr) fault_->on_stage_exception(n.name, e, tearing_down());
-      n.errors.fetch_add(1, std::memory_order_relaxed);
+      if (!current.take_counted(e)) n.errors.fetch_add(1, std::memory_order_relaxed);
       if (n.policy.what() == error_policy::kind::restart && !tearing_down()) {
         bool again = false;
         try {

@@ -379,9 +379,9 @@ struct publish_fn {
       // A publish that fails (the server gone past give_up, the connection closed, the
       // stream refusing a message for good) fails the stage, whatever its error policy:
       // the fault is the edge's, not this item's, and every later item would fail alike.
-      // The item in hand becomes a dead letter with that error, not lost. (Under skip the
-      // error is then counted twice in the stage's metrics: once as the held item's, once
-      // as the stage's end.)
+      // The item in hand becomes a dead letter with that error, not lost; under skip the
+      // error is counted once, as the held item's (held_item_failed), not again as the
+      // stage's end.
       bool sent = false;
       try {
         sent = p.publish(*bytes, stop);

@@ -585,6 +585,64 @@ TEST(graph_dead_letters, skipped_items_are_dead_letters_with_their_error_and_sta
   EXPECT_EQ(evens->errors, 5u);
 }
 
+// A whole-stream consumer (consume) makes the item in hand a dead letter through
+// detail::held_item_failed, as jetstream::publish does. Under skip the stage goes on after
+// a refused item; when it then ends by rethrowing the exception it gave for its last item
+// (publish's failed send), that error is counted once, not once as the item's and again
+// as the stage's end.
+TEST(graph_dead_letters, a_held_item_failed_under_skip_and_rethrown_is_one_error_not_two) {
+  watchdog dog(30s, "held_item_rethrown");
+  std::mutex mu;
+  std::vector<int> letters;  // guarded by mu: dead letters with an error (the rest of the
+                             // input, left when the stage failed, has none)
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    std::lock_guard lk(mu);
+    if (d.error()) letters.push_back(*d.get<int>());
+  }});
+  auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+    for (int i = 0; i < 10; ++i) (void)out.push(i);
+  });
+  std::vector<int> kept;
+  g.consume(
+      "writer", src,
+      [&](sluice::receiver<int>& in) {
+        while (auto v = in.pop()) {
+          if (*v == 3) {  // refused: a dead letter, counted, and the stage goes on
+            const bool go_on = sluice::detail::held_item_failed(
+                typeid(int), &*v, std::make_exception_ptr(boom("refused 3")));
+            EXPECT_TRUE(go_on) << "skip should go on after a held item's failure";
+            continue;
+          }
+          if (*v == 6) {  // the edge is gone: a dead letter, then the stage fails
+            try {
+              throw boom("gone at 6");
+            } catch (...) {
+              (void)sluice::detail::held_item_failed(typeid(int), &*v, std::current_exception());
+              throw;
+            }
+          }
+          kept.push_back(*v);
+        }
+      },
+      {.on_error = sluice::error_policy::skip});
+  g.start();
+  try {
+    ASSERT_TRUE(g.wait_for(20s * kTimeoutScale).has_value()) << "the graph did not end";
+    ADD_FAILURE() << "the stage's rethrow did not fail the graph";
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "writer");
+  }
+  EXPECT_EQ(kept, (std::vector<int>{0, 1, 2, 4, 5}));
+  {
+    std::lock_guard lk(mu);
+    std::sort(letters.begin(), letters.end());
+    EXPECT_EQ(letters, (std::vector<int>{3, 6}));
+  }
+  const auto* writer = find_stage(g.last_report().metrics, "writer");
+  ASSERT_NE(writer, nullptr);
+  EXPECT_EQ(writer->errors, 2u);  // 3 and 6; it was 3 when the rethrow was counted again
+}
+
 TEST(graph_dead_letters, other_dead_letters_have_no_error_and_name_the_stage_they_were_bound_for) {
   watchdog dog(30s, "plain_dead_letters");
   std::mutex mu;

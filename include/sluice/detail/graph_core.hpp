@@ -265,10 +265,10 @@ class graph_core {
 };
 
 // A whole-stream consumer (a function of a receiver, such as jetstream::publish) could not
-// process an item it popped: called on the stage's thread, the item (of `type`) becomes a
-// dead letter of the stage's input with `why` as its error, as the runtime does for a
-// per-item stage. Returns true under error_policy::skip (the error is counted: go on) and
-// false otherwise (the caller throws), or when not called on a stage thread.
+// process an item it popped: on the stage's thread, the item (of `type`) becomes a dead
+// letter of the stage's input with `why` as its error, as for a per-item stage. true under
+// error_policy::skip (the error is counted: go on; `why` rethrown to end the stage is not
+// counted again); false otherwise (the caller throws), or when not on a stage thread.
 bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr why) noexcept;
 
 // Test seam: make thread creation in graph start() fail (std::system_error, EAGAIN) after
