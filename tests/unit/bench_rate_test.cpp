@@ -170,10 +170,11 @@ TEST_F(BenchRate, RateReportsOfferedAchievedAndPercentiles) {
     EXPECT_EQ(res["mode"].str(), "open_loop");
     EXPECT_DOUBLE_EQ(res["offered_per_s"].num(), 2000);
     // 1 s at 2000/s: about 2000 items, each delivered once.
-    EXPECT_NEAR(static_cast<double>(res["items_sent"].uint()), 2000, 200);
+    EXPECT_NEAR(static_cast<double>(res["items_sent"].uint()), 2000, 200) << r.out;
     EXPECT_EQ(res["items_delivered"].uint(), res["items_sent"].uint());
-    // A rate far below what the graph takes is achieved, within 10%.
-    EXPECT_NEAR(res["achieved_per_s"].num(), 2000, 200);
+    // A rate far below what the graph takes is achieved, within 10% (a stall of 100 ms at
+    // the end of the run would be needed to miss it).
+    EXPECT_NEAR(res["achieved_per_s"].num(), 2000, 200) << r.out;
     // saturated says whether achieved fell below 95% of offered. Not asserted false: under a
     // sanitizer on a loaded 2-core machine one stall near the end of the run stretches the
     // delivery window past that (seen in a ThreadSanitizer run: achieved within 10%,
@@ -195,9 +196,16 @@ TEST_F(BenchRate, RateReportsOfferedAchievedAndPercentiles) {
   EXPECT_NE(t.out.find("offered/s"), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("p99.9 us"), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("2.00 k"), std::string::npos) << t.out;
-  // (Under a sanitizer a stall of 5% of this short run may flag it saturated: see above.)
-  if (!kSanitized) {
-    EXPECT_EQ(t.out.find("saturated"), std::string::npos) << t.out;
+  // Not asserted unsaturated: a stall of 15 ms at the end of this 300 ms run (a loaded
+  // machine, a sanitizer) stretches the delivery span past 95% of the rate, as above; it
+  // failed so once in a full ctest -j2. What is asserted: a run called saturated says why,
+  // with a share under 95%, in the words the JSON's rule uses.
+  const auto at = t.out.find("saturated: achieved ");
+  if (t.out.find("saturated") != std::string::npos) {
+    ASSERT_NE(at, std::string::npos) << t.out;
+    const double share = std::stod(t.out.substr(at + std::string("saturated: achieved ").size()));
+    const bool behind = t.out.find("were never sent") != std::string::npos;
+    EXPECT_TRUE(share < 95.0 || behind) << t.out;
   }
 }
 
