@@ -733,7 +733,10 @@ struct interrupted_run {
   int status = 0;
   std::string out, err;
 };
-interrupted_run interrupt_bench(std::vector<std::string> args) {
+// Runs `sluice bench ARGS --serve 127.0.0.1:0`, sends `sig` once its live view is up, and
+// collects its output and status. stdout_gone: the read end of its stdout is closed at
+// once, as when the reader of a pipe has gone.
+interrupted_run interrupt_bench(std::vector<std::string> args, int sig = SIGINT, bool stdout_gone = false) {
   interrupted_run r;
   int out[2], err[2];
   EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
@@ -757,7 +760,12 @@ interrupted_run interrupt_bench(std::vector<std::string> args) {
   }
   ::close(out[1]);
   ::close(err[1]);
+  if (stdout_gone) {
+    ::close(out[0]);
+    out[0] = -1;
+  }
   auto drain = [](int fd, std::string& into) {
+    if (fd < 0) return;
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, 0) <= 0) return;
     char buf[4096];
@@ -771,7 +779,7 @@ interrupted_run interrupt_bench(std::vector<std::string> args) {
     (void)::poll(&none, 0, 20);
   }
   const bool started = r.err.find("live view at") != std::string::npos;
-  if (started) ::kill(pid, SIGINT);
+  if (started) ::kill(pid, sig);
   pid_t done = 0;
   for (int waited = 0; (done = ::waitpid(pid, &r.status, WNOHANG)) == 0 && waited < 60'000; waited += 20) {
     drain(out[0], r.out);
@@ -788,7 +796,7 @@ interrupted_run interrupt_bench(std::vector<std::string> args) {
     drain(out[0], r.out);
     drain(err[0], r.err);
   }
-  ::close(out[0]);
+  if (out[0] >= 0) ::close(out[0]);
   ::close(err[0]);
   if (r.err.find("built without cpp-httplib") != std::string::npos) return r;
   EXPECT_TRUE(started) << r.err;
@@ -817,6 +825,25 @@ TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
     EXPECT_LT(unsent * 2, due) << text;
   }
   EXPECT_EQ(text.find("\n  tbb "), std::string::npos) << "a run started after the interrupt:\n" << text;
+}
+
+// SIGTERM to a bench whose stdout reader has gone: the results cannot be printed, and the
+// bench says so, still writes its --report and exits 143 for the signal. It died of SIGPIPE
+// (141) at its last flush, and a table of over 4 KiB would have killed it before the report.
+TEST_F(Tool, AnInterruptedBenchWithItsStdoutGoneWritesItsReportAndExitsForTheSignal) {
+  const std::string html = ::testing::TempDir() + "sluice_gone_" + std::to_string(::getpid()) + ".html";
+  std::remove(html.c_str());
+  const interrupted_run r = interrupt_bench(
+      {"--topology", "chain:2", "--rate", "2k", "--duration", "120s", "--engine", "sluice", "--report", html}, SIGTERM,
+      true);
+  if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
+  ASSERT_TRUE(WIFEXITED(r.status)) << r.err;
+  EXPECT_EQ(WEXITSTATUS(r.status), 128 + SIGTERM) << r.err;
+  EXPECT_NE(r.err.find("sluice bench: error: cannot write to standard output"), std::string::npos) << r.err;
+  struct stat st {};
+  EXPECT_EQ(::stat(html.c_str(), &st), 0) << "no --report written: " << html << "\n" << r.err;
+  EXPECT_GT(st.st_size, 0);
+  std::remove(html.c_str());
 }
 
 // ^C during a sweep's closed-loop run: there is no maximum to take shares of, so what

@@ -32,6 +32,7 @@
 // at all (as a oneTBB worker that carries a token from the input filter to the sink).
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/parallel_pipeline.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1327,6 +1328,11 @@ int cmd_bench(int argc, char** argv) {
     }
   }
 
+  // A reader of stdout that is gone (`| head -1`, a closed pipe) must not kill the bench
+  // with SIGPIPE half-way through its results: --report is written after them, and an
+  // interrupted run exits 128+N for its signal, not 141. Ignored from here on, the failed
+  // write is reported by main's check of stdout, which keeps this status.
+  ::signal(SIGPIPE, SIG_IGN);
   switch (c.format) {
     case out_format::json: print_json(c, results, maxima, duration_ns, max_items); break;
     case out_format::gbench: print_gbench(c, results); break;
