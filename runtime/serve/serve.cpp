@@ -119,9 +119,15 @@ parsed_address parse_address(const std::string& address) {
 // A request without Host (HTTP/1.0, not a browser) is answered. A server bound to another
 // address is meant to be reached by whatever names the machine has, and checks nothing.
 
+// IPv4 in any of the numeric forms a URL may carry and a client may send as typed
+// (127.0.0.1, 127.1, 0x7f000001, 2130706433, 0177.0.0.1: inet_aton's, which getaddrinfo
+// takes too). None of them is a name DNS could re-point: a browser reads a host whose last
+// label is a number as an IPv4 address. Only digits, hex letters, x and dots are looked at
+// (inet_aton would take "127.0.0.1 evil" too).
 bool is_loopback_ip(const std::string& h) {
+  const bool numeric = !h.empty() && h.find_first_not_of("0123456789abcdefABCDEFxX.") == std::string::npos;
   in_addr v4{};
-  if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  if (numeric && ::inet_aton(h.c_str(), &v4) != 0) return (ntohl(v4.s_addr) >> 24) == 127;
   in6_addr v6{};
   if (::inet_pton(AF_INET6, h.c_str(), &v6) != 1) return false;
   // ::1, or an IPv4-mapped loopback address (::ffff:127.x.y.z).

@@ -848,7 +848,8 @@ TEST(Serve, ALoopbackServerAnswersOnlyHostsThatNameThisMachine) {
   const std::string port = std::to_string(srv.port());
   const std::vector<std::string> foreign_hosts = {
       "evil.example:" + port,           "evil.example",     "127.0.0.1.evil.example:" + port,
-      "localhost.evil.example:" + port, "[2001:db8::1]:80", "[::ffff:10.0.0.1]"};
+      "localhost.evil.example:" + port, "[2001:db8::1]:80", "[::ffff:10.0.0.1]", "128.1:" + port,
+      "0x80000001", "127.0.0.1 evil.example", "127.1.evil.example"};
   for (const std::string& foreign : foreign_hosts) {
     const std::string answer = ask_with_host(srv.port(), "Host: " + foreign + "\r\n");
     EXPECT_EQ(answer.rfind("HTTP/1.1 403", 0), 0U) << foreign << ": " << answer.substr(0, 200);
@@ -857,7 +858,9 @@ TEST(Serve, ALoopbackServerAnswersOnlyHostsThatNameThisMachine) {
   }
   const std::vector<std::string> own_hosts = {
       "localhost:" + port, "LocalHost:" + port,          "localhost.",           "127.0.0.1:" + port,
-      "127.8.9.10:" + port, "[::1]:" + port, "[::ffff:127.0.0.1]:" + port, "app.localhost:" + port};
+      "127.8.9.10:" + port, "[::1]:" + port, "[::ffff:127.0.0.1]:" + port, "app.localhost:" + port,
+      // IPv4 as a client may type it (curl sends it as given): was refused.
+      "127.1:" + port, "2130706433:" + port, "0x7f000001", "0177.0.0.1:" + port};
   for (const std::string& own : own_hosts) {
     const std::string answer = ask_with_host(srv.port(), "Host: " + own + "\r\n");
     EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0U) << own << ": " << answer.substr(0, 200);
