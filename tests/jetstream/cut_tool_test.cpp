@@ -135,6 +135,39 @@ TEST_F(CutTool, RoleRunsTwiceOnOneStream) {
   }
 }
 
+// Two --role producer runs on one stream, then one consumer: the second run's messages for
+// sequences the first run already sent are delivered once each, and are no redeliveries
+// (the consumer said "200 redelivered" of them). The first run sends 0..199, the second
+// 0..299; the consumer, waiting for 300, gets 0..199 twice, each for the first time.
+TEST_F(CutTool, ASecondProducersCopiesAreNotCalledRedeliveries) {
+  sluice_test::nats_server server;
+  auto args = [&](const char* role, const char* items) {
+    return std::vector<std::string>{tool_path(), "bench",   "--cut", "1",   "--via", server.url(), "--topology",
+                                    "chain:2",   "--items", items,   "--stream", "cut-two-producers", "--role", role};
+  };
+  for (const char* items : {"200", "300"}) {
+    SCOPED_TRACE(std::string("producer of ") + items);
+    const std::string file = out_file(std::string("producer") + items);
+    sluice_test::child_process producer(args("producer", items), file);
+    const int p = producer.wait(30s);
+    const std::string out = producer.output();
+    std::filesystem::remove(file);
+    ASSERT_EQ(p, 0) << out;
+    EXPECT_NE(out.find(std::string("producer: ") + items + " items in"), std::string::npos) << out;
+  }
+  const std::string file = out_file("consumer");
+  sluice_test::child_process consumer(args("consumer", "300"), file);
+  const int c = consumer.wait(60s);
+  const std::string out = consumer.output();
+  std::filesystem::remove(file);
+  ASSERT_EQ(c, 0) << out;
+  EXPECT_NE(out.find("consumer: 300 items in"), std::string::npos) << out;
+  EXPECT_EQ(out.find("redelivered"), std::string::npos) << out;
+  EXPECT_NE(out.find(", 200 other messages of items already had or past --items (another producer on the stream?)"),
+            std::string::npos)
+      << out;
+}
+
 // Polls `pred` every 20 ms for at most `limit` (a wait on another process, not a sleep in
 // place of synchronisation).
 template <class Pred>

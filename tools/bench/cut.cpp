@@ -13,7 +13,10 @@
 // was stored by the server.
 //
 // The consumer counts distinct sequences, not deliveries: after a server restart or a
-// nak some items come again (at-least-once), and those are reported as redeliveries. It
+// nak some items come again (at-least-once), and those are reported as redeliveries
+// (the server's delivery count is above 1). Another message with a sequence it already
+// had, delivered for the first time, is no redelivery: a second producer on the stream
+// (two --role producer runs), or a sequence past --items; those are reported apart. It
 // ends when it has all N and the marker, or, when the marker came but some items never
 // do (an earlier consumer, since killed, acknowledged them), once the stream is empty and
 // nothing has arrived for kQuietAfterMarker; then it says how many it got. The orchestrating run fails (and
@@ -216,7 +219,8 @@ struct side_result {
   std::string side;
   double elapsed_s = 0;
   std::uint64_t items = 0;        // producer: items sent; consumer: distinct items received
-  std::uint64_t redelivered = 0;  // consumer: deliveries of an item it already had
+  std::uint64_t redelivered = 0;  // consumer: deliveries of an item it already had, delivered again
+  std::uint64_t copies = 0;       // consumer: first deliveries of another message of such an item
   std::uint64_t expected = 0;     // consumer: the count it waited for (--items)
   std::vector<metrics::stage_snapshot> stages;
   std::uint64_t edge_max = 0, edge_capacity = 0;
@@ -238,6 +242,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   const bool producer = c.role == "producer";
   std::atomic<std::uint64_t> done_items{0};
   std::atomic<std::uint64_t> redelivered{0};
+  std::atomic<std::uint64_t> copies{0};
   std::atomic<bool> marker_seen{false};
   std::atomic<std::uint64_t> markers{0};  // end markers that went through this side's stages
   std::atomic<std::int64_t> last_delivery{0};
@@ -297,8 +302,11 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
         marker_seen.store(true, std::memory_order_relaxed);
         markers.fetch_add(1, std::memory_order_relaxed);
       } else if (seq >= c.items || seen[static_cast<std::size_t>(seq)]) {
+        // Again (at-least-once: the server counts a second delivery), or another message
+        // with that sequence (a second producer on the stream, or one past --items).
+        const bool again = d.deliveries() > 1;
         d.ack();
-        redelivered.fetch_add(1, std::memory_order_relaxed);  // again (at-least-once), or a stray
+        (again ? redelivered : copies).fetch_add(1, std::memory_order_relaxed);
         return true;
       } else {
         seen[static_cast<std::size_t>(seq)] = true;
@@ -377,6 +385,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   sampler.join();
   r.items = done_items.load();
   r.redelivered = redelivered.load();
+  r.copies = copies.load();
   r.expected = producer ? 0 : c.items;
   r.stages = rep.metrics.stages;
   // The end marker went through every stage of a side that ended normally, but it is the
@@ -399,7 +408,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
 void write_result(const side_result& r, const std::string& path) {
   std::ofstream o(path);
   o << "side " << r.side << " " << r.elapsed_s << " " << r.items << " " << r.edge_max << " " << r.edge_mean << " "
-    << r.edge_capacity << " " << r.p50_ns << " " << r.p99_ns << " " << r.redelivered << " " << r.expected << "\n";
+    << r.edge_capacity << " " << r.p50_ns << " " << r.p99_ns << " " << r.redelivered << " " << r.expected << " " << r.copies << "\n";
   for (const auto& s : r.stages) {
     o << "stage " << s.name << " " << s.items_in << " " << s.items_out << " " << s.busy_ns << " " << s.backpressured_ns
       << " " << s.starved_ns << "\n";
@@ -416,7 +425,7 @@ side_result read_result(const std::string& path) {
     f >> kind;
     if (kind == "side") {
       f >> r.side >> r.elapsed_s >> r.items >> r.edge_max >> r.edge_mean >> r.edge_capacity >> r.p50_ns >> r.p99_ns >>
-          r.redelivered >> r.expected;
+          r.redelivered >> r.expected >> r.copies;
     } else if (kind == "stage") {
       metrics::stage_snapshot s;
       f >> s.name >> s.items_in >> s.items_out >> s.busy_ns >> s.backpressured_ns >> s.starved_ns;
@@ -473,6 +482,11 @@ void print_sides(const cut_config& c, const js::edge_options& edge, const std::v
                   static_cast<double>(sd.p99_ns) / 1e3);
       if (sd.redelivered != 0) {
         std::printf(", %llu redelivered (counted once)", static_cast<unsigned long long>(sd.redelivered));
+      }
+      if (sd.copies != 0) {
+        std::printf(", %llu other messages of items already had or past --items (another producer on the stream?), "
+                    "not counted",
+                    static_cast<unsigned long long>(sd.copies));
       }
     }
     std::printf("\n");
