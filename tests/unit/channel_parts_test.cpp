@@ -128,27 +128,48 @@ TEST(ChannelBackoff, a_wait_past_its_deadline_spins_out_and_reports_timeout) {
   EXPECT_EQ(clock.blocked_ticks_now(false), 0U);
 }
 
-TEST(ChannelBackoff, short_parks_lengthen_the_spin_and_long_ones_shorten_it_within_bounds) {
+TEST(ChannelBackoff, short_parks_lengthen_the_spin_by_what_they_slept_and_long_ones_shorten_it_within_bounds) {
+  using namespace std::chrono_literals;
   backoff spin;
   const int start = sluice::detail::kSpinRounds, shortest = sluice::detail::kMinSpinRounds;
   const int longest = sluice::detail::kMaxSpinRounds;
+  // A spin round past the sixth is 64 pauses; what one costs here, as the backoff counts it.
+  const std::int64_t round_ns =
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(sluice::detail::ticks_to_ns(sluice::detail::ticks_per_64_pauses())));
+  auto grown = [&](int from, std::chrono::nanoseconds slept) {
+    return static_cast<int>(std::min<std::int64_t>(longest, from + slept.count() / round_ns + 1));
+  };
   EXPECT_EQ(spin.rounds(), start);
+  // Long parks shorten it a round at a time under the start budget, down to the shortest.
   for (int i = 0; i < 2 * longest; ++i) spin.parked_for(1ms);
   EXPECT_EQ(spin.rounds(), shortest);
-  spin.parked_for(100us);  // neither short nor long: unchanged
+  spin.parked_for(sluice::detail::kLongWait + 1us);
   EXPECT_EQ(spin.rounds(), shortest);
+  // A park that ended within kLongWait adds as many 64-pause rounds as it slept, and one:
+  // a side fed an item every 100 us learns to spin across the gap.
   spin.parked_for(1us);
-  EXPECT_EQ(spin.rounds(), shortest + 1);
-  spin.spin_was_enough(spin.rounds());
-  EXPECT_EQ(spin.rounds(), shortest + 2);
-  // Spins that succeed lengthen it up to the start budget, no further...
-  for (int i = 0; i < 2 * longest; ++i) spin.spin_was_enough(spin.rounds());
-  EXPECT_EQ(spin.rounds(), start);
-  // ...parks that end soon up to the longest (a side fed at a steady, slower pace).
-  for (int i = 0; i < 2 * longest; ++i) spin.parked_for(1us);
+  EXPECT_EQ(spin.rounds(), grown(shortest, 1us));
+  const int before = spin.rounds();
+  spin.parked_for(100us);
+  EXPECT_EQ(spin.rounds(), grown(before, 100us));
+  EXPECT_GT(spin.rounds(), before);
+  // Up to the longest, no further.
+  for (int i = 0; i < 2 * longest; ++i) spin.parked_for(sluice::detail::kLongWait);
   EXPECT_EQ(spin.rounds(), longest);
   spin.spin_was_enough(spin.rounds());
-  EXPECT_EQ(spin.rounds(), longest);  // a success does not shorten it either
+  EXPECT_EQ(spin.rounds(), longest);  // a success does not shorten it
+  // A long park halves the part past the start budget, so an idle side soon stops spinning.
+  spin.parked_for(1ms);
+  EXPECT_EQ(spin.rounds(), longest - (longest - start) / 2);
+  for (int i = 0; i < 8 && spin.rounds() > start; ++i) spin.parked_for(1ms);
+  EXPECT_EQ(spin.rounds(), start) << "eight long parks did not bring the spin back to its start budget";
+  // Spins that succeed lengthen it up to the start budget, no further.
+  for (int i = 0; i < 2 * longest; ++i) spin.parked_for(1ms);
+  EXPECT_EQ(spin.rounds(), shortest);
+  spin.spin_was_enough(spin.rounds());
+  EXPECT_EQ(spin.rounds(), shortest + 1);
+  for (int i = 0; i < 2 * longest; ++i) spin.spin_was_enough(spin.rounds());
+  EXPECT_EQ(spin.rounds(), start);
 }
 
 // Twice as many busy threads as CPUs, and one more, for as long as it lives.

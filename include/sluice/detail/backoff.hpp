@@ -10,12 +10,14 @@
 // has_waiters()) is the caller's; detail/waker.hpp says why no wake-up is lost.
 //
 // The spin is adaptive per side of each channel (backoff): a wait that spinning
-// satisfied, or that parked but was woken soon after, lets the next one spin a round
-// longer; a long parked wait shortens it, so a side whose partner is descheduled or
-// idle for long (oversubscribed cores, a slow stage) stops burning the core others need.
-// Only parks that ended soon lengthen it past the start budget (a side fed at a steady
-// pace learns to spin across the gap), and that longer part runs only while no thread
-// waits for a core (runnable_exceeds_cpus(), detail/platform.hpp).
+// satisfied lets the next one spin a round longer, up to the start budget. A wait that
+// parked and was woken within kLongWait lengthens it by what it slept: a side fed at a
+// steady pace (an item every 100 us) learns to spin across the gap instead of paying a
+// futex wake per item. A park longer than that halves the part past the start budget,
+// so a side whose partner is descheduled or idle for long (a slow stage, a quiet input)
+// stops burning a core. The part past the start budget runs only while no thread waits
+// for a core (runnable_exceeds_cpus(), detail/platform.hpp, asked again every 16 rounds):
+// it spends a core that is idle, never one the thread we wait for may need.
 //
 // A spin also stops early when the other side has stalled while threads wait for a core
 // ("crowded": more stage threads than cores, the normal case on small machines). The
@@ -48,6 +50,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -62,17 +65,17 @@ namespace sluice::detail {
 
 // Round r of a spin is 2^min(r,6) pauses (a pause is ~20 ns on x86). A side starts at
 // kSpinRounds (319 pauses) and spins succeeding lengthen it no further. Parks that end
-// soon lengthen it up to kMaxSpinRounds (1215 pauses, ~25 us, about what a park and its
-// futex wake cost here): a spin never costs more than the park it avoids, and a side fed
-// at a steady pace slower than the short spin learns to spin across the gap instead of
-// parking for every item.
+// within kLongWait lengthen it up to kMaxSpinRounds (11199 pauses, ~200 us, as long as
+// the longest park that may teach it): an idle core then waits for the next item instead
+// of a futex wake of ~11-40 us per item. (The cap was 1215 pauses, ~25 us, until a fused
+// chain fed 10 k items/s, 100 us apart, was measured parking for every one: p50 37-43 us
+// against oneTBB's 1.7-2.2, then 1.0-1.3 us; benchmarks/README.md.)
 inline constexpr int kSpinRounds = 10;
-inline constexpr int kMaxSpinRounds = 24;
+inline constexpr int kMaxSpinRounds = 180;
 inline constexpr int kMinSpinRounds = 3;
 inline constexpr int kYieldRounds = 4;
-// A wait that parked and was woken within kShortWait of parking lengthens the spin; one
-// parked longer than kLongWait shortens it.
-inline constexpr std::chrono::microseconds kShortWait{50};
+// A wait that parked and was woken within kLongWait of parking lengthens the spin by what
+// it slept; one parked longer shortens it.
 inline constexpr std::chrono::microseconds kLongWait{200};
 
 // One side's spin budget, in rounds. relaxed throughout: the budget is a tuning hint; a
@@ -84,13 +87,20 @@ class backoff {
   void spin_was_enough(int rounds) noexcept {
     if (rounds < kSpinRounds) rounds_.store(rounds + 1, std::memory_order_relaxed);
   }
-  // A wait parked for `slept`. A park that ended soon would have been cheaper as a
-  // longer spin; a long one means spinning is waste.
+  // A wait parked for `slept`. A park that ended within kLongWait would have been cheaper
+  // as a spin that long: the next spin adds as many 64-pause rounds as it slept (the next
+  // item of a steady feed comes about as late). A longer one means spinning is waste:
+  // the part past the start budget halves (a round less, under it).
   void parked_for(std::chrono::nanoseconds slept) noexcept {
     const int rounds = rounds_.load(std::memory_order_relaxed);
-    if (slept < kShortWait && rounds < kMaxSpinRounds) {
-      rounds_.store(rounds + 1, std::memory_order_relaxed);
-    } else if (slept > kLongWait && rounds > kMinSpinRounds) {
+    if (slept <= kLongWait) {
+      if (rounds >= kMaxSpinRounds) return;
+      const auto round_ns = static_cast<std::int64_t>(std::max<std::uint64_t>(1, ticks_to_ns(ticks_per_64_pauses())));
+      const std::int64_t more = slept.count() / round_ns + 1;
+      rounds_.store(static_cast<int>(std::min<std::int64_t>(kMaxSpinRounds, rounds + more)), std::memory_order_relaxed);
+    } else if (rounds > kSpinRounds) {
+      rounds_.store(rounds - std::max(1, (rounds - kSpinRounds) / 2), std::memory_order_relaxed);
+    } else if (rounds > kMinSpinRounds) {
       rounds_.store(rounds - 1, std::memory_order_relaxed);
     }
   }
@@ -142,14 +152,15 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
   // A failed re-try reads lines already in our cache, so it costs the other side
   // nothing; re-trying only every few pauses made a ping-pong round trip much slower.
   // Rounds past kSpinRounds (a budget that short parks lengthened) run only while no
-  // thread waits for a core: with more runnable threads than cores the core we would
-  // spin on is one the thread we wait for may need.
+  // thread waits for a core, asked at the start budget's end and every 16 rounds after
+  // (a long spin outlives one answer): with more runnable threads than cores the core we
+  // would spin on is one the thread we wait for may need.
   // Crowded only, the channel's progress (the flavour's progress(): both sides' positions)
   // is first read once the spin is kStallPauses old (a wait that ends sooner reads nothing
   // more than op() does), then at each round's end; a round without progress ends the spin.
   std::uint64_t seen = kUnknownPeer;
   for (int round = 0; round < rounds; ++round) {
-    if (round == kSpinRounds && runnable_exceeds_cpus()) break;
+    if (round >= kSpinRounds && (round - kSpinRounds) % 16 == 0 && runnable_exceeds_cpus()) break;
     for (int i = 0, n = 1 << (round < 6 ? round : 6); i < n; ++i) {
       spin_pause();
       ++r.pauses;
