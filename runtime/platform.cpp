@@ -110,7 +110,9 @@ bool read_runnable_exceeds_cpus() noexcept {
     }
     return n;
   }();
-  if (fd < 0 || cpus < 1) return true;
+  // One CPU: whatever we wait for can run only once we stop, so a spin past the start
+  // budget never pays (and a waking thread might wait out its ~200 us for the core).
+  if (fd < 0 || cpus < 2) return true;
   char buf[128];
   const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return true;

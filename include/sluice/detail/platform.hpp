@@ -52,9 +52,9 @@ tick_pair tightest_tick_pair(ReadTicks&& read_ticks, ReadNs&& read_ns, int tries
 // What 64 spin_pause() calls take, in ticks (best of a few runs, measured on first use).
 std::uint64_t ticks_per_64_pauses() noexcept;
 // True when more threads are runnable now (/proc/loadavg: all processes, the caller too)
-// than this process has CPUs (online, in the main thread's affinity mask read once), or
-// when the count cannot be read. While false, a thread that spins on takes no core another
-// thread is waiting for. One read (~1-2 us) per thread per ms; kept between.
+// than this process has CPUs (online, in the main thread's affinity mask read once), when
+// it has one CPU, or when the count cannot be read. While false, a thread that spins on
+// takes no core another thread waits for. One read (~1-2 us) per thread per ms; kept.
 bool runnable_exceeds_cpus() noexcept;
 
 // The fence protocol of detail/waker.hpp. kUnknown until the first heavy_fence() decides;
