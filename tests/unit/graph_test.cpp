@@ -111,6 +111,52 @@ TEST(graph, stage_functions_may_take_a_stop_token_last) {
   EXPECT_EQ(saw_token.load(), 100);
 }
 
+// The graph's own handle on each edge (close, cancel, stats) is muted: a stage that is
+// its edge's only sender or receiver takes the channel's lone-side path (plain stores,
+// no CAS), as a hand-built pipeline of plain handles does; a replicated stage's copies,
+// and an inlet's, keep their side shared.
+TEST(graph, a_stage_that_is_its_edges_only_sender_or_receiver_takes_the_lone_side_path) {
+  watchdog dog(60s, "lone graph edges");
+  using sluice::detail::channel_access;
+  sluice::graph g;
+  std::atomic<int> source_alone{-1}, relay_in_alone{-1}, relay_out_alone{-1}, fanned_out_alone{-1};
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    source_alone = channel_access::sender_alone(out) ? 1 : 0;
+    for (int i = 0; i < 1000; ++i) {
+      if (!out.push(i)) return;
+    }
+  });
+  auto relayed = g.stage<int, int>("relay", src, [&](sluice::receiver<int>& in, sluice::sender<int>& out) {
+    relay_in_alone = channel_access::receiver_alone(in) ? 1 : 0;
+    relay_out_alone = channel_access::sender_alone(out) ? 1 : 0;
+    while (auto v = in.pop()) {
+      if (!out.push(*v)) return;
+    }
+  });
+  sluice::stage_options two;
+  two.replicas = 2;
+  auto fanned = g.stage<int, int>("fan", relayed, [&](sluice::receiver<int>& in, sluice::sender<int>& out) {
+    fanned_out_alone = channel_access::sender_alone(out) ? 1 : 0;  // both replicas write the same
+    while (auto v = in.pop()) {
+      if (!out.push(*v)) return;
+    }
+  }, two);
+  std::atomic<long> sum{0};
+  std::atomic<int> count{0};
+  g.sink("sink", fanned, [&](int v) {
+    sum += v;
+    ++count;
+  });
+  const auto rep = g.run();
+  EXPECT_EQ(source_alone.load(), 1);
+  EXPECT_EQ(relay_in_alone.load(), 1);
+  EXPECT_EQ(relay_out_alone.load(), 1);
+  EXPECT_EQ(fanned_out_alone.load(), 0);
+  EXPECT_EQ(count.load(), 1000);
+  EXPECT_EQ(sum.load(), 999L * 1000 / 2);
+  EXPECT_TRUE(rep.balanced());
+}
+
 TEST(graph, flat_map_expands_each_item_in_order) {
   watchdog dog(20s);
   sluice::graph g;

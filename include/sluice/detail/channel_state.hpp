@@ -95,9 +95,12 @@ class channel {
   void add_sender() noexcept { core_.handles.add_sender(); }
   void add_receiver() noexcept { core_.handles.add_receiver(); }
   // Return true when the caller must delete the channel.
-  [[nodiscard]] bool release_sender() noexcept {
-    return core_.handles.release_sender([&]() noexcept { close(); });
+  [[nodiscard]] bool release_sender(bool muted = false) noexcept {
+    return core_.handles.release_sender([&]() noexcept { close(); }, muted);
   }
+  void mute_sender() noexcept { core_.handles.mute_sender(); }
+  [[nodiscard]] bool sender_alone() const noexcept { return core_.handles.sender_alone(); }
+  [[nodiscard]] bool receiver_alone() const noexcept { return core_.handles.receiver_alone(); }
   [[nodiscard]] bool release_receiver() noexcept {
     return core_.handles.release_receiver([&]() noexcept { disconnect(); });
   }

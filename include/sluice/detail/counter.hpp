@@ -13,10 +13,15 @@
 //   - They return true on exactly one call over the channel's life: the release of the
 //     last handle of both sides. That caller deletes the channel, and everything every
 //     other handle did happens-before the deletion (acq_rel on the decrements).
-//   - sender_alone() / receiver_alone(): true when the side counts one handle. A
-//     handle is used by one thread at a time and only its holder can copy it, so a
-//     holder that reads true knows no other thread of its side is inside an operation,
-//     and it stays true until that holder copies its handle.
+//   - sender_alone() / receiver_alone(): true when the side counts one handle that may
+//     operate. A handle is used by one thread at a time and only its holder can copy it,
+//     so a holder that reads true knows no other thread of its side is inside an
+//     operation, and it stays true until that holder copies its handle.
+//   - A muted sender (mute_sender()) keeps the channel open like any sender but is not
+//     counted by sender_alone(): its holder promises never to push or copy through it
+//     and releases it with release_sender(last_out, /*muted=*/true). The graph's own
+//     handle on each edge (close, cancel, stats) is one, so that a stage that is the
+//     edge's only sender takes the lone-side path (ring_flavour.hpp).
 // Non-guarantees: the counts are not a snapshot of anything else in the channel.
 // Lifetime: a member of the channel; it owns nothing.
 #pragma once
@@ -31,6 +36,7 @@ class counter {
   void add_sender() noexcept {
     // relaxed: a new handle is made from an existing one, which keeps us alive.
     senders_.fetch_add(1, std::memory_order_relaxed);
+    pushers_.fetch_add(1, std::memory_order_relaxed);
     refs_.fetch_add(1, std::memory_order_relaxed);
   }
   void add_receiver() noexcept {
@@ -39,8 +45,16 @@ class counter {
   }
 
   // Returns true when the caller must delete the channel.
+  // A sender that will never push again stops counting for sender_alone(). Called once
+  // per handle, by its holder, before the handle is released with muted = true.
+  void mute_sender() noexcept {
+    // release: a lone holder that then reads one (acquire) sees what this handle did.
+    pushers_.fetch_sub(1, std::memory_order_release);
+  }
   template <class LastOut>
-  [[nodiscard]] bool release_sender(LastOut&& last_out) noexcept {
+  [[nodiscard]] bool release_sender(LastOut&& last_out, bool muted = false) noexcept {
+    // release: as in mute_sender; before senders_, so a pusher count never exceeds it.
+    if (!muted) pushers_.fetch_sub(1, std::memory_order_release);
     // acq_rel: the last sender's close() sees every other sender's pushes.
     if (senders_.fetch_sub(1, std::memory_order_acq_rel) == 1) last_out();
     return release_ref();
@@ -54,7 +68,7 @@ class counter {
 
   // acquire: pairs with the acq_rel decrement of a handle released meanwhile, so its
   // operations happened before ours.
-  [[nodiscard]] bool sender_alone() const noexcept { return senders_.load(std::memory_order_acquire) == 1; }
+  [[nodiscard]] bool sender_alone() const noexcept { return pushers_.load(std::memory_order_acquire) == 1; }
   [[nodiscard]] bool receiver_alone() const noexcept {
     return receivers_.load(std::memory_order_acquire) == 1;
   }
@@ -66,6 +80,7 @@ class counter {
   }
 
   std::atomic<std::size_t> senders_{1};
+  std::atomic<std::size_t> pushers_{1};  // senders not muted: those that may push
   std::atomic<std::size_t> receivers_{1};
   std::atomic<std::size_t> refs_{2};
 };

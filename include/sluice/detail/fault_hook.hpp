@@ -30,6 +30,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace sluice::detail {
 
@@ -69,8 +70,9 @@ class fault_hook {
 };
 
 // Reaches the channel behind a handle (sender<T>/receiver<T> befriend it) to install a
-// fault hook (graph.hpp, building a graph under stress), make it a fused edge, or wait for
-// its late discards (the graph's destructor).
+// fault hook (graph.hpp, building a graph under stress), make it a fused edge, wait for
+// its late discards (the graph's destructor), or mute the graph's own sender on an edge
+// (detail/counter.hpp).
 struct channel_access {
   template <class Handle>
   static void set_fault_hook(Handle& h, fault_hook* hook) noexcept {
@@ -80,6 +82,26 @@ struct channel_access {
   template <class Handle>
   static void wait_discards(Handle& h) noexcept {
     if (h.ch_ != nullptr) h.ch_->wait_discards();
+  }
+  // The graph's handle on an edge: it closes, cancels and reads stats but never pushes,
+  // so it does not keep the stage's sender from being alone (detail/counter.hpp). A
+  // muted handle is released with release_muted(), never by its destructor.
+  template <class Handle>
+  static void mute(Handle& h) noexcept {
+    if (h.ch_ != nullptr) h.ch_->mute_sender();
+  }
+  template <class Handle>
+  static void release_muted(Handle& h) noexcept {
+    if (auto* ch = std::exchange(h.ch_, nullptr); ch != nullptr && ch->release_sender(true)) delete ch;
+  }
+  // Does the handle's side count one handle that may operate (the lone-side path)? Tests.
+  template <class Handle>
+  [[nodiscard]] static bool sender_alone(const Handle& h) noexcept {
+    return h.ch_ != nullptr && h.ch_->sender_alone();
+  }
+  template <class Handle>
+  [[nodiscard]] static bool receiver_alone(const Handle& h) noexcept {
+    return h.ch_ != nullptr && h.ch_->receiver_alone();
   }
   // Makes the handle's channel a fused edge (detail/direct_flavour.hpp); graph builders only.
   template <class Handle, class Target>

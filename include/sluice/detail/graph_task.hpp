@@ -110,7 +110,13 @@ class fn_slot {
 template <class T>
 class typed_channel_control final : public channel_control {
  public:
-  explicit typed_channel_control(sender<T> tx) noexcept : tx_(std::move(tx)) {}
+  // Muted (detail/counter.hpp): the graph never pushes through tx_, so the stage that
+  // is the edge's only sender takes the lone-side path; the channel stays open until
+  // the graph closes it, as with any sender.
+  explicit typed_channel_control(sender<T> tx) noexcept : tx_(std::move(tx)) { channel_access::mute(tx_); }
+  ~typed_channel_control() override { channel_access::release_muted(tx_); }
+  typed_channel_control(const typed_channel_control&) = delete;
+  typed_channel_control& operator=(const typed_channel_control&) = delete;
   void cancel(std::exception_ptr why) noexcept override { tx_.cancel(std::move(why)); }
   void close() noexcept override { tx_.close(); }
   [[nodiscard]] channel_stats stats() const override { return tx_.stats(); }
