@@ -73,7 +73,11 @@ const char* ending_name(ending e) {
   return "?";
 }
 
-void one_run(std::uint64_t seed, int run) {
+// lone: a chain of single-replica stages with one source, no fans, nothing fused, and
+// capacities of 1 to 8, so every edge is a lone-side channel (one sender, one receiver:
+// plain stores, detail/ring_flavour.hpp) whose pushes and pops park often and race the
+// graph's close, cancel and failure teardown from the supervisor's thread.
+void one_run(std::uint64_t seed, int run, bool lone = false) {
   std::mt19937_64 rng(seed);
   const int pick = static_cast<int>(rng() % 10);
   const ending end = pick < 6 ? ending::failure : pick < 7 ? ending::cancel : pick < 8 ? ending::stop : ending::none;
@@ -83,7 +87,20 @@ void one_run(std::uint64_t seed, int run) {
   o.max_items = kMaxItems;
   o.throwing_fault = end == ending::failure;
   o.fuse = sluice_test::mix(seed, 2) % 2 == 0;  // half the runs fuse some stages and maybe the sink
+  if (lone) {
+    o.max_sources = 1;
+    o.fuse = false;
+    for (int f = 1; f < 4; ++f) o.fans[f] = false;
+  }
   st::random_graph spec = st::draw_random_graph(sluice_test::mix(seed, 1), o);
+  if (lone) {
+    for (auto& stage : spec.stages) {
+      stage.replicas = 1;
+      stage.capacity = 1 + rng() % 8;
+    }
+    spec.source_capacity = 1 + rng() % 8;
+    spec.sink_replicas = 1;
+  }
   spec.endless = end == ending::stop;
   spec.pad = spec.pad % 65;  // small items: the test is about accounting, not memory
   SCOPED_TRACE(sluice_test::cat("run " + std::to_string(run) + " seed " + std::to_string(seed) + " ending ",
@@ -176,6 +193,19 @@ TEST(graph_stress, random_shapes_failures_cancels_and_stops) {
   std::thread([] {}).join();
   for (int run = 0; run < kRuns; ++run) {
     one_run(sluice_test::mix(seed, static_cast<std::uint64_t>(run)), run);
+    if (::testing::Test::HasFailure()) {
+      std::printf("[stress] first failure in run %d; replay with the SLUICE_SEED printed above\n", run);
+      break;
+    }
+  }
+  EXPECT_EQ(tracked::counters().bad_destroys(), 0);
+}
+
+TEST(graph_stress, lone_edges_race_failures_cancels_and_stops) {
+  const std::uint64_t seed = sluice_test::test_seed();
+  std::thread([] {}).join();  // the sanitizer's helper thread, as above
+  for (int run = 0; run < kRuns / 2; ++run) {
+    one_run(sluice_test::mix(seed, 1000003 + static_cast<std::uint64_t>(run)), run, true);
     if (::testing::Test::HasFailure()) {
       std::printf("[stress] first failure in run %d; replay with the SLUICE_SEED printed above\n", run);
       break;
