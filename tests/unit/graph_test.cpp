@@ -135,8 +135,27 @@ TEST(graph, a_stage_that_is_its_edges_only_sender_or_receiver_takes_the_lone_sid
   });
   sluice::stage_options two;
   two.replicas = 2;
+  // Each replica looks once both have started, and neither goes on before both looked:
+  // a replica whose sibling already returned (its handle released) is alone, rightly, so
+  // the looks must come while both hold theirs.
+  std::mutex mu;
+  std::condition_variable both_cv;
+  int started = 0;
+  int looked = 0;
+  std::atomic<int> fanned_looks{0};
   auto fanned = g.stage<int, int>("fan", relayed, [&](sluice::receiver<int>& in, sluice::sender<int>& out) {
-    fanned_out_alone = channel_access::sender_alone(out) ? 1 : 0;  // both replicas write the same
+    {
+      std::unique_lock lk(mu);
+      ++started;
+      both_cv.notify_all();
+      if (both_cv.wait_for(lk, 30s, [&] { return started == 2; })) {
+        if (channel_access::sender_alone(out)) fanned_out_alone = 1;
+        ++fanned_looks;
+      }
+      ++looked;
+      both_cv.notify_all();
+      (void)both_cv.wait_for(lk, 30s, [&] { return looked == 2; });
+    }
     while (auto v = in.pop()) {
       if (!out.push(*v)) return;
     }
@@ -151,7 +170,8 @@ TEST(graph, a_stage_that_is_its_edges_only_sender_or_receiver_takes_the_lone_sid
   EXPECT_EQ(source_alone.load(), 1);
   EXPECT_EQ(relay_in_alone.load(), 1);
   EXPECT_EQ(relay_out_alone.load(), 1);
-  EXPECT_EQ(fanned_out_alone.load(), 0);
+  EXPECT_EQ(fanned_looks.load(), 2);
+  EXPECT_EQ(fanned_out_alone.load(), -1) << "a replica's sender was alone while its sibling held one";
   EXPECT_EQ(count.load(), 1000);
   EXPECT_EQ(sum.load(), 999L * 1000 / 2);
   EXPECT_TRUE(rep.balanced());

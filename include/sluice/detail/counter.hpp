@@ -44,13 +44,13 @@ class counter {
     refs_.fetch_add(1, std::memory_order_relaxed);
   }
 
-  // Returns true when the caller must delete the channel.
   // A sender that will never push again stops counting for sender_alone(). Called once
   // per handle, by its holder, before the handle is released with muted = true.
   void mute_sender() noexcept {
     // release: a lone holder that then reads one (acquire) sees what this handle did.
     pushers_.fetch_sub(1, std::memory_order_release);
   }
+  // Returns true when the caller must delete the channel.
   template <class LastOut>
   [[nodiscard]] bool release_sender(LastOut&& last_out, bool muted = false) noexcept {
     // release: as in mute_sender; before senders_, so a pusher count never exceeds it.
