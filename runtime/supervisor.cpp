@@ -19,12 +19,15 @@ namespace sluice::detail {
 namespace {
 
 // Sleeps for d (a restart's backoff), or until stop is requested (teardown), or until the
-// graph is asked to stop (request_stop) while it sleeps: the stage restarts at once, so
-// that what is queued for it drains now rather than after the whole backoff. A backoff
-// that begins after the request is slept whole: a stage that fails again while draining
-// keeps its pace, and does not use up its restart limit at once.
+// graph is asked to stop (request_stop): the stage restarts at once, so that what is queued
+// for it drains now rather than after the whole backoff. cut_by_stopping is whether the
+// failure came before the request; the caller reads it before it counts the restart, so a
+// request_stop() that follows a visible restart count always cuts that restart's backoff
+// (whether or not the sleep has begun). A failure after the request is slept whole: a
+// stage that fails again while draining keeps its pace, and does not use up its restart
+// limit at once.
 void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token& stop,
-                   const std::stop_token& graph_stopping) {
+                   const std::stop_token& graph_stopping, bool cut_by_stopping) {
   if (d <= d.zero()) return;
   std::mutex m;
   std::condition_variable_any cv;
@@ -34,9 +37,10 @@ void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token&
     woken = true;
     cv.notify_all();
   };
-  // A request made before this backoff began does not cut it: no callback then.
+  // A request made before the failure does not cut it: no callback then. One made since
+  // runs the callback at once (std::stop_callback's rule), so woken is already true.
   std::optional<std::stop_callback<decltype(wake)>> on_stopping;
-  if (!graph_stopping.stop_requested()) on_stopping.emplace(graph_stopping, wake);
+  if (cut_by_stopping) on_stopping.emplace(graph_stopping, wake);
   std::unique_lock lk(m);
   // now() + d overflows for a huge d (duration::max() restarted at once): a wait past
   // ~100 years is a wait for the stop requests alone.
@@ -106,9 +110,10 @@ replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_
       again = false;
     }
     if (again) {
+      const bool cut = !stopping_.stop_requested();  // before the count is visible
       n.restarts.fetch_add(1, std::memory_order_relaxed);
       try {
-        sleep_or_stop(n.policy.limits().backoff, n.stop.get_token(), stopping_.get_token());
+        sleep_or_stop(n.policy.limits().backoff, n.stop.get_token(), stopping_.get_token(), cut);
       } catch (...) {
       }
       if (tearing_down()) return after::stop;
@@ -156,9 +161,10 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
           again = false;
         }
         if (again) {
+          const bool cut = !stopping_.stop_requested();  // before the count is visible
           n.restarts.fetch_add(1, std::memory_order_relaxed);
           try {
-            sleep_or_stop(n.policy.limits().backoff, env.stop_token(), stopping_.get_token());
+            sleep_or_stop(n.policy.limits().backoff, env.stop_token(), stopping_.get_token(), cut);
           } catch (...) {
           }
           if (tearing_down()) break;
