@@ -491,6 +491,13 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
         "sluice::testing: stress(), replay() or run_one() called from a build function of a stress run; "
         "runs take turns, a run at a time, so it would wait for itself");
   }
+  // Called from a stage function of the graph under a run: it would wait for the lock the
+  // run holds, the run would wait for the stage, and stress would name the stage as one
+  // that ignores its stop token. Refused: the stage fails with this, which names it.
+  if (t_root != nullptr) {
+    throw std::logic_error("sluice::testing: stress(), replay() or run_one() called from stage '" + t_root->stage +
+                           "' of a stress run; runs take turns, a run at a time, so it would wait for itself");
+  }
   const std::lock_guard one_run_at_a_time(one_at_a_time);
   in_run = true;
   struct leave {

@@ -188,6 +188,33 @@ TEST(testing_stress, stress_inside_a_build_function_is_reported_not_a_hang) {
   EXPECT_TRUE(st::stress([](sluice::graph& g) { counting_graph(g, false, 10); }, quiet(1)).ok());
 }
 
+// stress() from inside a stage function of the graph under a run waited for the run's
+// lock while the run waited for the stage: stress named the stage as one that ignores its
+// stop token. It is refused: the stage fails with an error that says what it did.
+TEST(testing_stress, stress_inside_a_stage_function_fails_that_stage_with_the_reason) {
+  sluice_test::watchdog dog(60s);
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<long>("ticker", [](sluice::sender<long>& out) {
+      for (long i = 0; i < 10; ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 4});
+    g.sink("nested", src, [](long) {
+      (void)st::stress([](sluice::graph& inner) { counting_graph(inner, false, 10); }, quiet(1));
+    });
+  };
+  const auto r = st::stress(build, quiet(2));
+  EXPECT_EQ(r.runs, 2u) << r;
+  ASSERT_EQ(r.violations.size(), 2u) << r;
+  for (const auto& v : r.violations) {
+    EXPECT_EQ(v.stage, "nested") << r;
+    EXPECT_NE(v.what.find("called from stage 'nested' of a stress run"), std::string::npos) << v.what;
+    EXPECT_EQ(v.what.find("stop token"), std::string::npos) << v.what;
+  }
+  // Nothing was left holding the lock: the next call runs.
+  EXPECT_TRUE(st::stress([](sluice::graph& g) { counting_graph(g, false, 10); }, quiet(1)).ok());
+}
+
 TEST(testing_stress, a_stage_that_ignores_its_stop_token_is_named_and_replayed) {
   st::stress_options o = quiet(3);
   o.stop_probability = 1;  // every run: request_stop() at a random moment
