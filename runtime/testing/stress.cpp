@@ -342,7 +342,8 @@ struct abandoned_run {
 std::mutex g_abandoned_mu;
 std::vector<abandoned_run>* g_abandoned = nullptr;  // guarded by g_abandoned_mu; leaked on purpose
 
-// The stages holding a run up, from two snapshots a moment apart. Alive: running or
+// The stages holding a run up, from two snapshots a moment apart (or further apart, see
+// unsure below). Alive: running or
 // stuck. While items still flow (a stop that a source ignores), the alive stages that
 // produced with no producing stage upstream: the downstream ones only drain what it
 // sends. When nothing flows, the alive stages not parked on a channel whose other side
@@ -356,7 +357,35 @@ std::vector<std::string> culprits(sluice::graph& g) {
   const std::vector<std::string> calls_a = core.fused_calls_in_progress();
   const metrics::snapshot a = g.snapshot();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  const metrics::snapshot b = g.snapshot();
+  metrics::snapshot b = g.snapshot();
+  std::set<std::string> alive, produced;  // produced: since a
+  auto look = [&] {
+    alive.clear();
+    produced.clear();
+    for (const auto& st : b.stages) {
+      if (st.state != "running" && st.state != "stuck") continue;
+      alive.insert(st.name);
+      for (const auto& old : a.stages) {
+        if (old.name == st.name && st.items_out > old.items_out) produced.insert(st.name);
+      }
+    }
+  };
+  // A stage that produced while an alive stage feeding it did not: the feeder may only
+  // have been off the CPU for the look (2 cores, a loaded machine), and the stage, draining
+  // what it was sent, would be named instead of it. Look longer (up to 100 ms in all) while
+  // that is so; the counts are since a, so each look adds to the last.
+  auto unsure = [&] {
+    for (const auto& c : b.channels) {
+      if (produced.count(c.to) != 0 && produced.count(c.from) == 0 && alive.count(c.from) != 0) return true;
+    }
+    return false;
+  };
+  look();
+  for (int more = 0; more < 4 && unsure(); ++more) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    b = g.snapshot();
+    look();
+  }
   std::set<std::string> in_call;  // fused stages a host thread was inside at both looks
   for (const auto& f : core.fused_calls_in_progress()) {
     if (std::find(calls_a.begin(), calls_a.end(), f) != calls_a.end()) in_call.insert(f);
@@ -377,14 +406,6 @@ std::vector<std::string> culprits(sluice::graph& g) {
     }
     return named;
   };
-  std::set<std::string> alive, produced;
-  for (const auto& st : b.stages) {
-    if (st.state != "running" && st.state != "stuck") continue;
-    alive.insert(st.name);
-    for (const auto& old : a.stages) {
-      if (old.name == st.name && st.items_out > old.items_out) produced.insert(st.name);
-    }
-  }
   std::vector<std::string> out;
   if (!produced.empty()) {
     for (const auto& name : produced) {
