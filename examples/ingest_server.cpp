@@ -17,7 +17,9 @@
 // records waited between their 200 and their write) and exits 0 (1 if the graph failed).
 // A second SIGTERM or SIGINT during that drain (a slow store, an operator in a hurry)
 // cancels the graph: the records not yet written are dead letters, counted in L, and
-// the exit status is 1.
+// the exit status is 1. (Two signals of one number sent before this process takes the
+// first are one signal: POSIX keeps one pending signal per number. SIGINT then SIGTERM
+// stay two.)
 // --write-us makes each write take U more microseconds, as a slow store would. A graph
 // that fails on its own (FILE on a full disk) ends the server too: on_done tells it, no
 // thread blocks in wait() to find out; the records it had accepted and not written are
