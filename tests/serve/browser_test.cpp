@@ -209,18 +209,29 @@ void screenshot_not_blank(const std::string& url, const temp_dir& dir, const std
 
 TEST(Browser, LivePageDrawsEveryStageAndTheBottleneck) {
   SKIP_WITHOUT_CHROMIUM();
-  live_graph lg(0, 2ms);
+  // The sink's 5 ms per item dwarfs what the other stages spend per item, even on a
+  // loaded machine: with 2 ms, "square" was named for the whole 30 s once, in a ctest -j2
+  // run (a stage's time waiting for a core outside a channel wait counts as busy).
+  live_graph lg(0, 5ms);
   lg.g.start();
   // Wait until the runtime names the bottleneck (the slow sink), so the page has one to mark.
   // One snapshot per look: a second one taken right after the first covers a few
   // microseconds and may name nothing yet.
   const auto until = std::chrono::steady_clock::now() + 30s;
   std::string named = "none";
+  std::string shares;  // the last look's time shares, for a failure
   while (named != "slow-sink" && std::chrono::steady_clock::now() < until) {
-    named = lg.g.snapshot().bottleneck.value_or("none");
+    const auto snap = lg.g.snapshot();
+    named = snap.bottleneck.value_or("none");
+    shares.clear();
+    for (const auto& st : snap.stages) {
+      const auto t = sluice::metrics::shares_of(st);
+      shares += st.name + ": busy " + std::to_string(t.busy) + " backpressured " + std::to_string(t.backpressured) +
+                " starved " + std::to_string(t.starved) + " (busy_ns " + std::to_string(st.busy_ns) + ")\n";
+    }
     if (named != "slow-sink") std::this_thread::sleep_for(20ms);
   }
-  ASSERT_EQ(named, "slow-sink");
+  ASSERT_EQ(named, "slow-sink") << shares;
   auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
   temp_dir dir;
   const std::string dom = dump_dom(srv.url(), dir);
