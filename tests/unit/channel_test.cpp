@@ -971,6 +971,28 @@ TYPED_TEST(Channel, pop_some_takes_what_is_there_up_to_max) {
   expect_conserved(rx);
 }
 
+// The detail-level pop_some that never blocks (the ordered flat_map emitter times only the
+// pops that wait): it takes what is buffered up to max, returns 0 at once when the channel
+// is empty, and 0 once it is done.
+TYPED_TEST(Channel, try_pop_some_takes_what_is_there_and_never_waits) {
+  using T = typename TypeParam::item;
+  using sluice::detail::channel_access;
+  auto [tx, rx] = this->make(8);
+  std::vector<T> out;
+  EXPECT_EQ(channel_access::try_pop_some(rx, std::back_inserter(out), 4), 0u);  // empty: no wait
+  this->fill(tx, 0, 5);
+  EXPECT_EQ(channel_access::try_pop_some(rx, std::back_inserter(out), 3), 3u);
+  EXPECT_EQ(channel_access::try_pop_some(rx, std::back_inserter(out), 0), 0u);  // max 0
+  EXPECT_EQ(channel_access::try_pop_some(rx, std::back_inserter(out), 10), 2u);
+  EXPECT_EQ(channel_access::try_pop_some(rx, std::back_inserter(out), 10), 0u);  // empty again
+  ASSERT_EQ(out.size(), 5u);
+  for (std::uint64_t i = 0; i < 5; ++i) EXPECT_EQ(out[i].value(), i);
+  tx.close();
+  EXPECT_EQ(channel_access::try_pop_some(rx, std::back_inserter(out), 4), 0u);  // done: 0
+  EXPECT_TRUE(rx.done());
+  expect_conserved(rx);
+}
+
 // pop_some's contract when writing to out throws: the items before it were handed over,
 // the one being written counts as popped, and the rest stay queued in order, neither
 // lost nor discarded. The lock-free ring claimed runs of up to 32 items at once and handed

@@ -1039,6 +1039,43 @@ TEST(graph, restart_in_ordered_replicas_resumes_the_batch_and_keeps_order) {
   }
 }
 
+// An ordered flat_map's replica takes a batch of input items (up to 8) and writes their
+// outputs into one private channel. An item that throws in the middle of a batch: under
+// restart the fresh function goes on with the rest of that batch in the same channel, and
+// under skip the replica goes on at once; either way output order is input order and
+// only the failing items are missing.
+TEST(graph, ordered_flat_map_resumes_a_batch_after_an_item_in_it_throws) {
+  watchdog dog(60s);
+  for (const bool restart : {true, false}) {
+    for (int rep = 0; rep < 5; ++rep) {
+      sluice::graph g;
+      auto src = g.source<int>("src", count_to(600), {.capacity = 64});
+      const sluice::error_policy policy =
+          restart ? sluice::error_policy{sluice::restart{.max = 1000, .within = std::chrono::seconds(60), .backoff = {}}}
+                  : sluice::error_policy{sluice::error_policy::skip};
+      auto fm = g.flat_map<int>("fm", src, [](int v, sluice::sender<int>& out) {
+        out.push(2 * v);
+        if (v % 13 == 4) throw boom("flaky");  // after one of its two outputs
+        out.push(2 * v + 1);
+      }, {.capacity = 64, .replicas = 3, .ordered = true, .on_error = policy});
+      std::vector<int> got;
+      g.sink("sink", fm, [&](int v) { got.push_back(v); });
+      const sluice::report r = g.run();
+      std::vector<int> want;
+      std::uint64_t failing = 0;
+      for (int v = 0; v < 600; ++v) {
+        want.push_back(2 * v);
+        if (v % 13 != 4) want.push_back(2 * v + 1);
+        if (v % 13 == 4) ++failing;
+      }
+      EXPECT_EQ(got, want) << (restart ? "restart" : "skip");
+      EXPECT_EQ(stage_of(r.metrics, "fm").restarts, restart ? failing : 0u);
+      EXPECT_EQ(stage_of(r.metrics, "fm").errors, failing);
+      EXPECT_TRUE(r.balanced());
+    }
+  }
+}
+
 TEST(graph, restart_intensity_limit_fails_the_graph_with_the_last_error) {
   watchdog dog(20s);
   sluice::graph g;

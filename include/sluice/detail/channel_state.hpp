@@ -163,7 +163,14 @@ class channel {
   std::size_t pop_some(Out& out, std::size_t max) {
     if (max == 0) return 0;
     core_.inject(fault_hook::op::pop);
-    return with_flavour(*this, [&](auto& f) { return pop_some_from(f, out, max); });
+    return with_flavour(*this, [&](auto& f) { return pop_some_from(f, out, max, true); });
+  }
+  // pop_some that never blocks: 0 when nothing is buffered now (or done).
+  template <class Out>
+  std::size_t try_pop_some(Out& out, std::size_t max) {
+    if (max == 0) return 0;
+    core_.inject(fault_hook::op::pop);
+    return with_flavour(*this, [&](auto& f) { return pop_some_from(f, out, max, false); });
   }
   [[nodiscard]] bool done() const noexcept {
     const std::uint32_t st = core_.state.load(std::memory_order_acquire);
@@ -321,9 +328,9 @@ class channel {
   }
 
   template <class Flavour, class Out>
-  std::size_t pop_some_from(Flavour& f, Out& out, std::size_t max) {
+  std::size_t pop_some_from(Flavour& f, Out& out, std::size_t max, bool wait) {
     std::optional<T> v;
-    if (block_pop(f, v, nullptr) != status::ok) return 0;
+    if ((wait ? block_pop(f, v, nullptr) : f.try_pop(core_, v)) != status::ok) return 0;
     std::size_t n = 0;
     // Hand each item over before taking the next: if `out` throws, the rest stay queued.
     struct notify_guard {

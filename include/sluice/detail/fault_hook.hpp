@@ -94,6 +94,12 @@ struct channel_access {
   static void release_muted(Handle& h) noexcept {
     if (auto* ch = std::exchange(h.ch_, nullptr); ch != nullptr && ch->release_sender(true)) delete ch;
   }
+  // receiver::pop_some that never blocks: 0 when nothing is buffered now. For a caller
+  // that times only the pops that wait (the ordered flat_map emitter).
+  template <class Handle, class Out>
+  static std::size_t try_pop_some(Handle& h, Out out, std::size_t max) {
+    return h.ch("sluice::receiver::pop_some").try_pop_some(out, max);
+  }
   // Does the handle's side count one handle that may operate (the lone-side path)? Tests.
   template <class Handle>
   [[nodiscard]] static bool sender_alone(const Handle& h) noexcept {

@@ -250,18 +250,14 @@ template <class T, class U, class F>
 class ordered_flat_map_task final : public replica_task {
  public:
   ordered_flat_map_task(graph_core& g, receiver<T> rx, std::size_t in_channel, sender<U> tx,
-                      std::shared_ptr<fn_source<F>> fn, std::shared_ptr<flat_map_order<U>> order, bool emitter)
+                        std::shared_ptr<fn_source<F>> fn, std::shared_ptr<flat_map_order<U>> order, bool emitter,
+                        std::size_t replicas)
       : graph_(&g), rx_(std::move(rx)), in_ch_(in_channel), tx_(std::move(tx)), fn_(std::move(fn)),
-        order_(std::move(order)), emitter_(emitter) {
+        order_(std::move(order)), emitter_(emitter), batch_(batch_for(rx_, replicas)) {
     if (emitter_) rx_.reset();  // the emitter never reads the input
+    in_.reserve(batch_);
   }
-  ~ordered_flat_map_task() override {
-    if (item_) {
-      std::vector<T> rest;
-      rest.push_back(std::move(item_->second));
-      discard_items(*graph_, in_ch_, rest);
-    }
-  }
+  ~ordered_flat_map_task() override { discard_items(*graph_, in_ch_, in_, pos_); }
 
   void run(replica_env& env) override {
     if (emitter_) {
@@ -270,25 +266,33 @@ class ordered_flat_map_task final : public replica_task {
     }
     tx_.reset();  // replicas push only into private channels
     for (;;) {
-      if (env.stopping()) return;
-      if (!item_) {
-        // emplace, not assignment: T need only be move-constructible (a const member).
-        auto n = order_->next(rx_);
-        if (!n) return;
-        item_.emplace(std::move(*n));
+      // open_: a batch was popped and numbered, and its private channel is not closed
+      // yet. A restart resumes it in the same channel: every number taken must be
+      // delivered (closed) or the emitter stops at it.
+      if (!open_) {
+        in_.clear();
+        pos_ = 0;
+        if (env.stopping()) return;
+        const auto seq = order_->next(rx_, in_, batch_);
+        if (!seq) return;
+        open_ = true;
+        priv_ = order_->open(*seq, env.stop_token());
       }
-      sender<U> priv = order_->open(item_->first, env.stop_token());
-      if (!priv) return;
-      if (env.stopping()) return;
-      auto it = std::move(item_);
-      item_.reset();
-      try {
-        call_stage(fn_.get(), env.stop_token(), std::move(it->second), priv);
-      } catch (...) {
-        env.discard_failed(in_ch_, typeid(T), &it->second, std::current_exception());
-        if (!env.skips()) throw;
-        env.count_error();
+      if (!priv_) return;  // output gone or teardown: the batch becomes dead letters
+      while (pos_ < in_.size()) {
+        if (env.stopping()) return;  // the rest of the batch becomes dead letters
+        T& v = in_[pos_++];
+        try {
+          call_stage(fn_.get(), env.stop_token(), std::move(v), priv_);
+        } catch (...) {
+          // The item is dropped whatever the policy does next: a dead letter with its error.
+          env.discard_failed(in_ch_, typeid(T), &v, std::current_exception());
+          if (!env.skips()) throw;
+          env.count_error();
+        }
       }
+      priv_.reset();  // closes the batch's channel: the emitter moves on past it
+      open_ = false;
     }
   }
   void renew() override { fn_.renew(); }
@@ -301,7 +305,11 @@ class ordered_flat_map_task final : public replica_task {
   fn_slot<F> fn_;
   std::shared_ptr<flat_map_order<U>> order_;
   bool emitter_;
-  std::optional<std::pair<std::uint64_t, T>> item_;
+  std::size_t batch_;
+  std::vector<T> in_;
+  std::size_t pos_ = 0;
+  bool open_ = false;
+  sender<U> priv_;  // the open batch's private channel
 };
 
 }  // namespace sluice::detail
