@@ -15,6 +15,16 @@
 //   1024) that one consumer thread drains (the same sum). Threads start and join inside the
 //   timed region for both.
 //
+// flatmap8_ordered / flatmap8_unordered: a source of 2^17 numbers, a stage with two
+//   threads that turns each number v into the 8 items v*8 .. v*8+7, and a sink that sums
+//   them: 2^20 items out per iteration, items/s (of output). Capacity 1024.
+//     sluice        sluice::graph flat_map, .replicas = 2, .ordered = true / false
+//     tbb_pipeline  oneTBB parallel_pipeline: serial source, a parallel filter that returns
+//                   the 8 items as a vector, a serial_in_order / serial_out_of_order sink;
+//                   1024 live tokens and a task_arena of 2 threads (the stage's two)
+//   The ordered row is sluice's ordered flat_map (private channel per batch, an emitter
+//   thread); the unordered one is the same stage without the order, for scale.
+//
 // teardown16: a 16-stage chain where every other stage is blocked in a stop-token-aware
 //   wait (a blocking call that honours cancellation), the rest are parked on channels
 //   (the source on a full one, the others on empty ones). Stage 7 throws; the time from
@@ -24,6 +34,7 @@
 #include <benchmark/benchmark.h>
 #include <oneapi/tbb/concurrent_queue.h>
 #include <oneapi/tbb/parallel_pipeline.h>
+#include <oneapi/tbb/task_arena.h>
 
 #include <algorithm>
 #include <atomic>
@@ -199,6 +210,61 @@ void bm_tbb_queues(benchmark::State& st, std::size_t cap) {
   st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
 }
 
+// ---- flat_map: one item in, 8 out -----------------------------------------------------------
+
+constexpr std::uint64_t kFlatIn = kItems / 8;
+
+void bm_flatmap_sluice(benchmark::State& st, bool ordered) {
+  for (auto _ : st) {
+    sluice::graph g;
+    std::uint64_t sum = 0;
+    auto src = g.source<std::uint64_t>("source", [](sluice::sender<std::uint64_t>& out) {
+      for (std::uint64_t i = 0; i < kFlatIn; ++i) out.push(i);
+    }, {.capacity = 1024});
+    auto fm = g.flat_map<std::uint64_t>("expand", src, [](std::uint64_t v, sluice::sender<std::uint64_t>& out) {
+      for (std::uint64_t j = 0; j < 8; ++j) out.push(v * 8 + j);
+    }, {.capacity = 1024, .replicas = 2, .ordered = ordered});
+    g.sink("sum", fm, [&sum](std::uint64_t v) { sum += v; });
+    g.run();
+    if (sum != kItems * (kItems - 1) / 2) st.SkipWithError("wrong checksum");
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
+}
+
+void bm_flatmap_tbb(benchmark::State& st, bool ordered) {
+  tbb::task_arena arena(2);
+  for (auto _ : st) {
+    std::uint64_t next = 0;
+    std::uint64_t sum = 0;
+    arena.execute([&] {
+      tbb::parallel_pipeline(
+          1024,
+          tbb::make_filter<void, std::uint64_t>(tbb::filter_mode::serial_in_order,
+                                                [&next](tbb::flow_control& fc) -> std::uint64_t {
+                                                  if (next == kFlatIn) {
+                                                    fc.stop();
+                                                    return 0;
+                                                  }
+                                                  return next++;
+                                                }) &
+              tbb::make_filter<std::uint64_t, std::vector<std::uint64_t>>(tbb::filter_mode::parallel,
+                                                                          [](std::uint64_t v) {
+                                                                            std::vector<std::uint64_t> out;
+                                                                            out.reserve(8);
+                                                                            for (std::uint64_t j = 0; j < 8; ++j) out.push_back(v * 8 + j);
+                                                                            return out;
+                                                                          }) &
+              tbb::make_filter<std::vector<std::uint64_t>, void>(
+                  ordered ? tbb::filter_mode::serial_in_order : tbb::filter_mode::serial_out_of_order,
+                  [&sum](const std::vector<std::uint64_t>& vs) {
+                    for (std::uint64_t v : vs) sum += v;
+                  }));
+    });
+    if (sum != kItems * (kItems - 1) / 2) st.SkipWithError("wrong checksum");
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * kItems));
+}
+
 // ---- teardown latency ---------------------------------------------------------------------
 
 // A wait that only a stop request ends (a blocking call that honours cancellation), or
@@ -311,6 +377,16 @@ void register_all() {
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
     benchmark::AddCustomContext("target." + scen, "tbb_queues>=1.5 tbb_pipeline>=1");
+  }
+  for (const bool ordered : {true, false}) {
+    const std::string scen = ordered ? "flatmap8_ordered" : "flatmap8_unordered";
+    benchmark::RegisterBenchmark((scen + "/sluice").c_str(), [ordered](benchmark::State& s) { bm_flatmap_sluice(s, ordered); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((scen + "/tbb_pipeline").c_str(),
+                                 [ordered](benchmark::State& s) { bm_flatmap_tbb(s, ordered); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
   }
   benchmark::RegisterBenchmark("inlet2/sluice", bm_inlet_sluice)->UseRealTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("inlet2/tbb_queue", bm_inlet_tbb_queue)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -1039,7 +1039,7 @@ TEST(graph, restart_in_ordered_replicas_resumes_the_batch_and_keeps_order) {
   }
 }
 
-// An ordered flat_map's replica takes a batch of input items (up to 8) and writes their
+// An ordered flat_map's replica takes a batch of input items (up to 64) and writes their
 // outputs into one private channel. An item that throws in the middle of a batch: under
 // restart the fresh function goes on with the rest of that batch in the same channel, and
 // under skip the replica goes on at once; either way output order is input order and

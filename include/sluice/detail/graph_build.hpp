@@ -303,7 +303,7 @@ std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_
   auto [out, tx] = make_output<U>(g, id, o.capacity);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   if (ordered) {
-    auto order = std::make_shared<flat_map_order<U>>(g, out, 2 * o.replicas, std::min<std::size_t>(o.capacity, kBatch),
+    auto order = std::make_shared<flat_map_order<U>>(g, out, 2 * o.replicas, std::min<std::size_t>(o.capacity, 16 * kBatch),
                                                      std::move(turns));
     const std::size_t replicas = o.replicas;
     g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), fn, order,

@@ -9,13 +9,13 @@
 // the slot that is next becomes the emitter and pushes slots in order until it finds a
 // gap; the others go back to work.
 //
-// Ordered flat_map replicas: a replica pops a batch of input items (up to kReplicaBatch,
-// as unordered replicas do) and numbers it under one mutex; the batch gets a private
-// bounded channel that the replica's function pushes each item's outputs into, in turn.
-// One extra thread of the stage (the emitter) drains the private channels in number
-// order into the stage's output. The window bounds how many private channels exist at
-// once. (A channel per item cost a wake of the emitter and a replica per item: 0.13 M
-// outputs/s where unordered replicas moved 15-23 M, 2026-12-04.)
+// Ordered flat_map replicas: a replica pops a batch of input items (up to kBatch) and
+// numbers it under one mutex; the batch gets a private bounded channel (the stage's
+// capacity, at most 1024) that the replica's function pushes each item's outputs into,
+// in turn. One extra thread of the stage (the emitter) drains the private channels in
+// number order into the stage's output. The window (2 x replicas) bounds how many
+// private channels exist at once, and so the items held past the output channel. (Per item, a channel of 64 cost two thread wakes an item: 0.13 M
+// outputs/s where unordered replicas moved 15-23 M; graph bench flatmap8_*, 2026-12-04.)
 //
 // Requires: one reorder_window / flat_map_order per ordered stage, shared by its
 //   replicas (and its emitter); a replica delivers every sequence number it took.
