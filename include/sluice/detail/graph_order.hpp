@@ -249,8 +249,14 @@ class flat_map_order {
       if (!ok) break;
       cv_.notify_all();
     }
-    // Done or stopped: wake every replica waiting for the window, and disconnect every
-    // private channel left (their pushes fail at once; their items become dead letters).
+    shut();
+  }
+  // Done or stopped: wakes every replica waiting for the window, and disconnects every
+  // private channel left (their pushes fail at once; their items become dead letters).
+  // The emitter's task calls it again when destroyed: an emitter thread that started
+  // after teardown never runs emit(), and a replica blocked on a full private channel
+  // would wait for it forever.
+  void shut() noexcept {
     std::lock_guard lk(mu_);
     dead_ = true;
     for (auto& s : slots_) s.reset();

@@ -260,7 +260,10 @@ class ordered_flat_map_task final : public replica_task {
     if (emitter_) rx_.reset();  // the emitter never reads the input
     in_.reserve(batch_);
   }
-  ~ordered_flat_map_task() override { discard_items(*graph_, in_ch_, in_, pos_); }
+  ~ordered_flat_map_task() override {
+    discard_items(*graph_, in_ch_, in_, pos_);
+    if (emitter_) order_->shut();  // also when run() never ran (a start after teardown)
+  }
 
   void run(replica_env& env) override {
     if (emitter_) {
