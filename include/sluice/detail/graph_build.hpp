@@ -308,7 +308,7 @@ std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_
     const std::size_t replicas = o.replicas;
     g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), fn, order,
                        replicas](std::size_t i) -> std::unique_ptr<replica_task> {
-      return std::make_unique<ordered_flat_map_task<T, U, F>>(*gp, rx, in_ch, tx, fn, order, i == replicas, replicas);
+      return std::make_unique<ordered_flat_map_task<T, U, F>>(*gp, rx, in_ch, tx, fn, order, i == replicas);
     });
   } else {
     const std::size_t threads = o.replicas;

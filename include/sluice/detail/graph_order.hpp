@@ -14,7 +14,8 @@
 // capacity, at most 1024) that the replica's function pushes each item's outputs into,
 // in turn. One extra thread of the stage (the emitter) drains the private channels in
 // number order into the stage's output. The window (2 x replicas) bounds how many
-// private channels exist at once, and so the items held past the output channel. (Per item, a channel of 64 cost two thread wakes an item: 0.13 M
+// private channels exist at once, and so the items held past the output channel.
+// (A private channel of 64 per input item cost two thread wakes an item: 0.13 M
 // outputs/s where unordered replicas moved 15-23 M; graph bench flatmap8_*, 2026-12-04.)
 //
 // Requires: one reorder_window / flat_map_order per ordered stage, shared by its

@@ -250,15 +250,17 @@ template <class T, class U, class F>
 class ordered_flat_map_task final : public replica_task {
  public:
   ordered_flat_map_task(graph_core& g, receiver<T> rx, std::size_t in_channel, sender<U> tx,
-                        std::shared_ptr<fn_source<F>> fn, std::shared_ptr<flat_map_order<U>> order, bool emitter,
-                        std::size_t replicas)
+                        std::shared_ptr<fn_source<F>> fn, std::shared_ptr<flat_map_order<U>> order, bool emitter)
       : graph_(&g), rx_(std::move(rx)), in_ch_(in_channel), tx_(std::move(tx)), fn_(std::move(fn)),
         order_(std::move(order)), emitter_(emitter),
         // Whole batches of 64 (unordered replicas take 8): each batch costs a private
         // channel and a hand-off to the emitter (graph_order.hpp). Weighted items: one.
-        batch_(batch_for(rx_, replicas) == 1 ? 1 : std::min<std::size_t>(kBatch, rx_.capacity())) {
-    if (emitter_) rx_.reset();  // the emitter never reads the input
-    in_.reserve(batch_);
+        batch_(channel_traits<T>::weighted ? 1 : std::min<std::size_t>(kBatch, rx_.capacity())) {
+    if (emitter_) {
+      rx_.reset();  // the emitter never reads the input
+    } else {
+      in_.reserve(batch_);
+    }
   }
   ~ordered_flat_map_task() override {
     discard_items(*graph_, in_ch_, in_, pos_);
