@@ -87,6 +87,16 @@ class replica_env {
   // The stage function threw `why` on this item (popped from `channel`): a dead letter
   // naming this stage and the exception, whatever the error policy does next.
   void discard_failed(std::size_t channel, const std::type_info& type, void* item, std::exception_ptr why) noexcept;
+  // Call only inside the catch block of a stage function that threw on `item` (popped from
+  // `channel`): the item becomes a dead letter; under skip the error is counted and this
+  // returns, under any other policy the exception being handled is rethrown (out of the
+  // replica's loop, to the supervisor).
+  template <class T>
+  void item_failed(std::size_t channel, T& item) {
+    discard_failed(channel, typeid(T), &item, std::current_exception());
+    if (!skips()) throw;
+    count_error();
+  }
 
   // A fused stage's function threw `why` (its item already a dead letter): the stage's
   // error policy, applied on the upstream's thread. skip: counted, go on. restart: the

@@ -125,10 +125,7 @@ class item_task final : public replica_task {
         try {
           more = apply(v, env.stop_token());
         } catch (...) {
-          // The item is dropped whatever the policy does next: a dead letter with its error.
-          env.discard_failed(in_ch_, typeid(T), &v, std::current_exception());
-          if (!env.skips()) throw;
-          env.count_error();  // skip: the item is dropped, counted as an error
+          env.item_failed(in_ch_, v);  // a dead letter; rethrows unless the policy skips
         }
         if (!more) {
           env.finish_stage();  // a sink said "enough": not a failure
@@ -224,9 +221,7 @@ class flat_map_task final : public replica_task {
         try {
           call_stage(fn_.get(), env.stop_token(), std::move(v), tx_);
         } catch (...) {
-          env.discard_failed(in_ch_, typeid(T), &v, std::current_exception());
-          if (!env.skips()) throw;
-          env.count_error();
+          env.item_failed(in_ch_, v);  // a dead letter; rethrows unless the policy skips
         }
       }
       if (tx_.is_closed()) return;  // the output ended: nobody will read
@@ -294,9 +289,7 @@ class ordered_flat_map_task final : public replica_task {
           call_stage(fn_.get(), env.stop_token(), std::move(v), priv_);
         } catch (...) {
           // The item is dropped whatever the policy does next: a dead letter with its error.
-          env.discard_failed(in_ch_, typeid(T), &v, std::current_exception());
-          if (!env.skips()) throw;
-          env.count_error();
+          env.item_failed(in_ch_, v);  // a dead letter; rethrows unless the policy skips
         }
       }
       priv_.reset();  // closes the batch's channel: the emitter moves on past it
