@@ -288,7 +288,6 @@ class ordered_flat_map_task final : public replica_task {
         try {
           call_stage(fn_.get(), env.stop_token(), std::move(v), priv_);
         } catch (...) {
-          // The item is dropped whatever the policy does next: a dead letter with its error.
           env.item_failed(in_ch_, v);  // a dead letter; rethrows unless the policy skips
         }
       }

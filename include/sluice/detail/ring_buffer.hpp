@@ -59,13 +59,10 @@ void check_ring_size(std::size_t capacity, std::size_t slot_size);
 // push or pop waits 1, 2, 4, ... pauses, at most kCasBackoffMaxPauses, before it tries
 // again: the winner keeps the index's line for a moment instead of every loser pulling it
 // back at once. Lock-freedom is unchanged (a race is only lost to an operation that
-// completed), and a side that wins its first race never pauses. Measured with the
-// channel bench, 16-core Xeon, per-item rows, oneTBB in the same run (2026-12-04): 8x8
-// 3.4-3.7 M/s without, 14.1-15.5 M/s with a cap of 256 (oneTBB 4.3-4.9); 4x4 4.2-4.5
-// -> 23.9-24.4 (4.4-4.9). A cap of 1024 moved more still (26-28 M/s at 8x8), but a push
-// that keeps losing then waits 1024 pauses between tries, and its item with it: 256 keeps
-// that wait a quarter as long. On 2 cores the rows did not move beyond noise
-// (benchmarks/results/mpmc-cas-backoff-2026-12-04.txt).
+// completed), and a side that wins its first race never pauses. On 16 cores this took
+// per-item 8x8 from 0.8x to about 3x oneTBB's queue; a cap of 1024 was faster still, but
+// a push that keeps losing would then wait four times as long between tries. No loss on
+// 2 cores (benchmarks/README.md, "MPMC on 16 cores").
 inline constexpr unsigned kCasBackoffMaxPauses = 256;
 
 class cas_backoff {
