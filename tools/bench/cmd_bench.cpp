@@ -1056,6 +1056,11 @@ report_data make_report(const bench_config& c, const std::vector<bench_result>& 
     if (c.sweep && !r.open_loop) break;
   }
   if (pick == nullptr && !rs.empty()) pick = &rs.back();
+  if (const int sig = g_interrupted.load(std::memory_order_relaxed); sig != 0) {
+    d.note = std::string("Interrupted by ") + ::strsignal(sig) +
+             (rs.empty() ? ": no run sent an item before it, so there is nothing to show."
+                         : ": the last run stopped sending early, and no run started after it.");
+  }
   if (pick != nullptr) {
     if (pick->snap) d.snapshot_json = metrics::to_json(*pick->snap);
     d.throughput = pick->series;
@@ -1351,10 +1356,13 @@ int cmd_bench(int argc, char** argv) {
   }
   const int sig = g_interrupted.load(std::memory_order_relaxed);
   if (sig != 0 && c.format == out_format::table) {
-    std::printf("\n  (interrupted by %s: the last run stopped sending early, and no run started after it)\n",
+    std::printf(results.empty() ? "\n  (interrupted by %s before any run sent an item: nothing to show)\n"
+                                : "\n  (interrupted by %s: the last run stopped sending early, and no run started after it)\n",
                 ::strsignal(sig));
   }
-  if (!c.report.empty() && !results.empty()) write_report_html(c.report, make_report(c, results));
+  // Written even when ^C came before any run sent an item: the page says so (a --report
+  // that is missing looks like a failed write).
+  if (!c.report.empty()) write_report_html(c.report, make_report(c, results));
   if (sig != 0) {
     std::fflush(stdout);
     return 128 + sig;

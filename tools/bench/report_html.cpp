@@ -277,6 +277,7 @@ std::string render_report_html(const report_data& d) {
        "h1 { font-size: 22px; margin: 0 0 4px 0; }\n"
        "h2 { font-size: 17px; margin: 22px 0 6px 0; border-bottom: 1px solid #dee2e6; padding-bottom: 3px; }\n"
        "p.none { color: #868e96; }\n"
+       "p.note { color: #c92a2a; }\n"
        "svg.chart { display: block; max-width: 100%; height: auto; }\n"
        "svg.chart text { font-family: \"DejaVu Sans\", Verdana, sans-serif; fill: #343a40; }\n"
        "table.latency { border-collapse: collapse; font-size: 13px; margin-top: 8px; }\n"
@@ -285,9 +286,11 @@ std::string render_report_html(const report_data& d) {
   o += sluice::detail::kGraphViewCss;
   o += "</style></head><body>\n<h1>";
   o += html_escape(title);
-  o += "</h1>\n<h2>The graph at the end of the run</h2>\n";
+  o += "</h1>\n";
+  if (!d.note.empty()) o += "<p class=\"note\">" + html_escape(d.note) + "</p>\n";
+  o += "<h2>The graph at the end of the run</h2>\n";
   if (d.snapshot_json.empty()) {
-    o += "<p class=\"none\">No graph snapshot (this engine has no sluice graph).</p>\n";
+    o += "<p class=\"none\">No graph snapshot (no sluice run was measured).</p>\n";
   } else {
     o += "<div id=\"graph\"></div>\n<script type=\"application/json\" id=\"snapshot\">";
     o += script_safe_json(d.snapshot_json);
