@@ -238,7 +238,13 @@ TEST(Browser, LivePageDrawsEveryStageAndTheBottleneck) {
   for (const char* name : {"numbers", "square", "slow-sink"}) {
     EXPECT_NE(dom.find(std::string("data-stage=\"") + name + "\""), std::string::npos) << name << "\n" << drawn(dom);
   }
-  EXPECT_NE(dom.find("class=\"stage bottleneck\" data-stage=\"slow-sink\""), std::string::npos) << drawn(dom);
+  // Marked the bottleneck, and perhaps also "stall": the page's polls are a second apart
+  // on its virtual clock, which may be milliseconds of real time, less than the sink's
+  // 5 ms per item, so that no item moved between two of them (seen under TSan in CI). The
+  // stall view has its own test below.
+  EXPECT_TRUE(dom.find("class=\"stage bottleneck\" data-stage=\"slow-sink\"") != std::string::npos ||
+              dom.find("class=\"stage bottleneck stall\" data-stage=\"slow-sink\"") != std::string::npos)
+      << drawn(dom);
   EXPECT_NE(dom.find(">bottleneck</text>"), std::string::npos);
   EXPECT_NE(dom.find("class=\"channel\""), std::string::npos);
   EXPECT_NE(dom.find(" / 16<"), std::string::npos) << "a channel labelled occupancy / capacity";
