@@ -29,6 +29,7 @@
 #include "serve/serve_test_util.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/metrics.hpp"
+#include "support/loopback_http.hpp"
 #include "support/mini_json.hpp"
 #include "support/watchdog.hpp"
 
@@ -43,6 +44,10 @@ extern "C" const char* __tsan_default_suppressions() { return "race:libcpp-httpl
 #endif
 
 namespace {
+
+using sluice_test::ask;
+using sluice_test::connect_loopback;
+using sluice_test::read_answer;
 
 // httplib's client writes without MSG_NOSIGNAL, and the server now closes a connection whose
 // request it refuses (431, 413) without reading the rest: the client's next write would
@@ -326,20 +331,6 @@ TEST(Serve, OversizedAndMalformedRequestsAreRefusedAndTheGraphGoesOn) {
   EXPECT_EQ(lg.sunk.load(), lg.produced.load());
 }
 
-int connect_loopback(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return fd;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 TEST(Serve, SilentClientsHoldTheWorkersOnlyBriefly) {
   live_graph lg(0);
   lg.g.start();
@@ -544,20 +535,6 @@ std::size_t send_until_refused(int fd, const std::string& bytes, std::chrono::se
     sent += static_cast<std::size_t>(n);
   }
   return sent;
-}
-
-// What the server sent back before closing (at most `limit` bytes; waits up to 10 s).
-std::string read_answer(int fd, std::size_t limit = 1 << 20) {
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string got;
-  char buf[4096];
-  while (got.size() < limit) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
-  return got;
 }
 
 TEST(Serve, ARequestHeadWithoutEndIsCutOffAfter8KiB) {
@@ -826,18 +803,6 @@ TEST(Serve, LeavesTheProcessSigpipeDispositionAloneAndNeverRaisesIt) {
 // server as "same origin", but its requests still carry that name as Host. A server on a
 // loopback address answers only Hosts that name this machine; one bound to another
 // address is reached by any of the machine's names and checks none.
-// Sends one whole request on a fresh connection; the answer, or what went wrong instead.
-std::string ask(int port, const std::string& req) {
-  const int fd = connect_loopback(port);
-  if (fd < 0) return "(connect failed)";
-  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return "(send failed)";
-  }
-  std::string answer = read_answer(fd);
-  ::close(fd);
-  return answer;
-}
 std::string ask_with_host(int port, const std::string& host_line) {
   return ask(port, "GET /snapshot.json HTTP/1.1\r\n" + host_line + "Connection: close\r\n\r\n");
 }

@@ -6,10 +6,7 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 #endif
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <signal.h>
 #include <poll.h>
@@ -21,10 +18,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
+#include "support/loopback_http.hpp"
 #include "support/mini_json.hpp"
 #include "support/run_tool.hpp"
 
@@ -744,22 +741,8 @@ bool live_view_moved_an_item(const std::string& url) {
   const std::size_t colon = url.rfind(':');
   const int port = colon == std::string::npos ? 0 : std::atoi(url.c_str() + colon + 1);
   if (port <= 0) return false;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  std::string got;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-    char buf[4096];
-    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) got.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
+  const std::string got =
+      sluice_test::ask(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
   const std::string family = "\nsluice_stage_items_out_total{";
   for (std::size_t at = got.find(family); at != std::string::npos; at = got.find(family, at + 1)) {
     const std::size_t value = got.find("} ", at);
