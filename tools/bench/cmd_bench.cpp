@@ -21,7 +21,6 @@
 //                          open-loop runs at --sweep-at percentages of that maximum;
 //                          with --engine both also both engines at --shared-at
 //                          percentages of oneTBB's maximum (same offered rate).
-// A run that follows the other engine's starts 300 ms after it (kEngineSwitchPause).
 //
 // --fuse (chain:N only) builds the chain's N worker maps with stage_options::fuse: they
 // run as function calls on the source's thread, and the sink keeps its own thread behind
@@ -720,23 +719,7 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
 struct bench_session {
   progress prog{"bench"};
   std::string served_at;  // where the live view was served, "" before the first run
-  std::string last_engine;  // the engine of the run before, "" before the first
 };
-
-// How long a run waits when the run before it was the other engine's. On the 16-core
-// device (2026-12-04, `--sweep --engine both`), every sluice row that started right after
-// a oneTBB run had a p99 of 45 us to 2.8 ms where the same row after a sluice run, or in
-// a process of its own, had 10-20 us; with this pause, 4 rows of 4 after a oneTBB run had
-// 11-17 us. No thread of the process was running when the pause began (their states in
-// /proc), so what lingers is outside it (the scheduler's view of the cores, most
-// likely); the pause is taken in both directions so that neither engine starts warm.
-// benchmarks/README.md, "On 16 cores, 2026-12-04".
-constexpr auto kEngineSwitchPause = std::chrono::milliseconds(300);
-
-void pause_between_engines() {
-  const auto until = clock::now() + kEngineSwitchPause;
-  while (clock::now() < until && !interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-}
 
 // One run of `engine`, or none when ^C cut it before its first item (nothing to show);
 // a --capacity whose channels cannot exist is a usage error.
@@ -746,8 +729,6 @@ std::optional<bench_result> run_engine(const std::string& engine, const bench_co
     if (interrupted() && r.sent == 0) return std::nullopt;
     return r;
   };
-  if (!s.last_engine.empty() && s.last_engine != engine) pause_between_engines();
-  s.last_engine = engine;
   if (engine == "tbb") return shown(run_tbb(c, f, s.prog));
   try {
     return shown(run_sluice(c, f, s.prog, s.served_at));
