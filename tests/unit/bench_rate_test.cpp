@@ -505,6 +505,22 @@ TEST_F(BenchRate, SweepWithBothEnginesPrintsBoth) {
     EXPECT_EQ(closed, 1);
     EXPECT_EQ(own, 2);  // 10% and 50%
   }
+  // An open-loop run that follows the other engine's had an unmeasured warm-up run of its
+  // own engine first (kept out of the results, which the counts above check); the others
+  // had none. The results are in the order they ran.
+  std::string before;
+  int warmed = 0;
+  for (const auto& res : v["results"].arr()) {
+    const std::string e = res["engine"].str();
+    const bool switched = res["mode"].str() == "open_loop" && !before.empty() && before != e;
+    EXPECT_DOUBLE_EQ(res["warm_up_s"].num(), switched ? 0.2 : 0.0) << e << " after " << before;
+    warmed += switched ? 1 : 0;
+    before = e;
+  }
+  // The order: sluice's and tbb's closed-loop runs; sluice at 10 and 50% of its own; tbb at
+  // 10 and 50% of its own; sluice at 10 and 90% of tbb's; tbb at 90% of its own. Four
+  // open-loop runs follow the other engine's.
+  EXPECT_EQ(warmed, kSanitized ? 0 : 4);
   if (!kSanitized) {
     // Both engines at 10% and 90% of tbb's maximum: the same offered rate each.
     const double tbb_max = v["closed_loop_max_per_s"]["tbb"].num();

@@ -21,6 +21,8 @@
 //                          open-loop runs at --sweep-at percentages of that maximum;
 //                          with --engine both also both engines at --shared-at
 //                          percentages of oneTBB's maximum (same offered rate).
+// An open-loop run that follows the other engine's is preceded by an unmeasured 200 ms
+// run of its own engine at its rate (kWarmUpNs).
 //
 // --fuse (chain:N only) builds the chain's N worker maps with stage_options::fuse: they
 // run as function calls on the source's thread, and the sink keeps its own thread behind
@@ -365,6 +367,7 @@ struct bench_result {
   double window_s = 0;  // open loop: the --duration it offered load for
   std::string load_of;  // sweep: whose closed-loop maximum the offered rate is a share of
   double load_fraction = 0;
+  double warm_up_s = 0;  // the unmeasured run of this engine just before this one (kWarmUpNs), 0: none
   std::uint64_t copies = 1;
   std::uint64_t sent = 0;
   std::uint64_t due = 0;  // open loop: items due in the window (sent or not)
@@ -719,18 +722,38 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
 struct bench_session {
   progress prog{"bench"};
   std::string served_at;  // where the live view was served, "" before the first run
+  std::string last_engine;  // the engine of the run before, "" before the first
 };
+
+// An open-loop run that follows the other engine's run is preceded by an unmeasured one
+// of kWarmUp at the same rate. On the 16-core device (2026-12-04, `--sweep --engine
+// both`) the first sluice row after a oneTBB run had p99s of 45 us to 2.8 ms where the
+// same row alone had 10-20 us; a 300 ms pause between engines took that off sluice's
+// rows and put it on oneTBB's first row after a sluice run instead (p99 11-13 ms). Neither
+// engine's first row after a switch was fair; a warm-up run of the engine about to be
+// measured is the same for both (benchmarks/README.md, "Latency on 16 cores").
+constexpr std::int64_t kWarmUpNs = 200'000'000;
 
 // One run of `engine`, or none when ^C cut it before its first item (nothing to show);
 // a --capacity whose channels cannot exist is a usage error.
 std::optional<bench_result> run_engine(const std::string& engine, const bench_config& c, const feed& f,
                                        bench_session& s) {
-  const auto shown = [](bench_result r) -> std::optional<bench_result> {
+  const bool warm_up = f.rate > 0 && !s.last_engine.empty() && s.last_engine != engine;
+  const auto shown = [warm_up](bench_result r) -> std::optional<bench_result> {
     if (interrupted() && r.sent == 0) return std::nullopt;
+    if (warm_up) r.warm_up_s = static_cast<double>(kWarmUpNs) / 1e9;
     return r;
   };
-  if (engine == "tbb") return shown(run_tbb(c, f, s.prog));
+  s.last_engine = engine;
+  const feed warm{f.rate, f.max_items, kWarmUpNs};
+  if (engine == "tbb") {
+    if (warm_up) (void)run_tbb(c, warm, s.prog);
+    if (interrupted()) return std::nullopt;
+    return shown(run_tbb(c, f, s.prog));
+  }
   try {
+    if (warm_up) (void)run_sluice(c, warm, s.prog, s.served_at);
+    if (interrupted()) return std::nullopt;
     return shown(run_sluice(c, f, s.prog, s.served_at));
   } catch (const std::exception& e) {
     // A --capacity whose channels cannot exist: the graph's builder throws
@@ -931,6 +954,7 @@ std::string result_json(const bench_config& c, const bench_result& r) {
   o += r.saturated() ? "true" : "false";
   o += ",\"load_of\":" + (r.load_of.empty() ? std::string("null") : json_escape(r.load_of));
   o += ",\"load_fraction\":" + (r.load_of.empty() ? std::string("null") : num(r.load_fraction));
+  o += ",\"warm_up_s\":" + num(r.warm_up_s);
   o += ",\"items_sent\":" + std::to_string(r.sent) + ",\"expected_deliveries\":" + std::to_string(r.sent * r.copies);
   o += ",\"items_due\":" + (r.open_loop ? std::to_string(r.due) : std::string("null"));
   o += ",\"items_unsent\":" + (r.open_loop ? std::to_string(r.unsent()) : std::string("null"));
