@@ -725,8 +725,8 @@ struct bench_session {
   std::string last_engine;  // the engine of the run before, "" before the first
 };
 
-// An open-loop run that follows the other engine's run is preceded by an unmeasured one
-// of kWarmUp at the same rate. On the 16-core device (2026-12-04, `--sweep --engine
+// An open-loop run that follows the other engine's run is preceded by an unmeasured run
+// of its own engine, kWarmUpNs (200 ms) long, at the same rate. On the 16-core device (2026-12-04, `--sweep --engine
 // both`) the first sluice row after a oneTBB run had p99s of 45 us to 2.8 ms where the
 // same row alone had 10-20 us; a 300 ms pause between engines took that off sluice's
 // rows and put it on oneTBB's first row after a sluice run instead (p99 11-13 ms). Neither
