@@ -739,24 +739,19 @@ constexpr std::int64_t kWarmUpNs = 200'000'000;
 std::optional<bench_result> run_engine(const std::string& engine, const bench_config& c, const feed& f,
                                        bench_session& s) {
   const bool warm_up = f.rate > 0 && !s.last_engine.empty() && s.last_engine != engine;
-  const auto shown = [warm_up](bench_result r) -> std::optional<bench_result> {
-    if (interrupted() && r.sent == 0) return std::nullopt;
-    if (warm_up) r.warm_up_s = static_cast<double>(kWarmUpNs) / 1e9;
-    return r;
-  };
   s.last_engine = engine;
-  const feed warm{f.rate, f.max_items, kWarmUpNs};
-  if (engine == "tbb") {
-    if (warm_up) (void)run_tbb(c, warm, s.prog);
-    if (interrupted()) return std::nullopt;
-    return shown(run_tbb(c, f, s.prog));
-  }
+  const auto once = [&](const feed& ff) {
+    return engine == "tbb" ? run_tbb(c, ff, s.prog) : run_sluice(c, ff, s.prog, s.served_at);
+  };
   try {
-    if (warm_up) (void)run_sluice(c, warm, s.prog, s.served_at);
+    if (warm_up) (void)once(feed{f.rate, f.max_items, kWarmUpNs});
     if (interrupted()) return std::nullopt;
-    return shown(run_sluice(c, f, s.prog, s.served_at));
+    bench_result r = once(f);
+    if (interrupted() && r.sent == 0) return std::nullopt;
+    r.warm_up_s = warm_up ? static_cast<double>(kWarmUpNs) / 1e9 : 0;
+    return r;
   } catch (const std::exception& e) {
-    // A --capacity whose channels cannot exist: the graph's builder throws
+    // A --capacity whose channels cannot exist: sluice's graph builder throws
     // std::invalid_argument (not addressable) or a std::bad_alloc (more than this
     // machine's memory), "sluice::graph: stage 'S': capacity N needs ...". That is a bad
     // value on the command line: one line, exit 2, before anything ran.
