@@ -326,6 +326,8 @@ class arrivals {
   // The time the source offered load for: the duration, or less when an interrupt cut
   // the run short (then what fell due after it was never owed).
   [[nodiscard]] std::int64_t window_ns() const { return cut_ns_ >= 0 ? cut_ns_ : f_.duration_ns; }
+  // Whether an interrupt stopped the source before it had sent all it would have.
+  [[nodiscard]] bool was_cut() const { return cut_ns_ >= 0; }
 
  private:
   // An interrupt (g_interrupted) ends the window now: nothing more is sent or due.
@@ -368,6 +370,7 @@ struct bench_result {
   std::string load_of;  // sweep: whose closed-loop maximum the offered rate is a share of
   double load_fraction = 0;
   double warm_up_s = 0;  // the unmeasured run of this engine just before this one (kWarmUpNs), 0: none
+  bool cut = false;  // ^C stopped its source early (it sent fewer items than it would have)
   std::uint64_t copies = 1;
   std::uint64_t sent = 0;
   std::uint64_t due = 0;  // open loop: items due in the window (sent or not)
@@ -629,6 +632,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
   r.sent = arr.sent();
   r.due = arr.due();
   r.window_s = static_cast<double>(arr.window_ns()) * 1e-9;
+  r.cut = arr.was_cut();
   r.t0_ns = arr.t0_ns();
   r.snap = rep.metrics;
   r.balanced = rep.balanced();
@@ -713,6 +717,7 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   r.sent = arr.sent();
   r.due = arr.due();
   r.window_s = static_cast<double>(arr.window_ns()) * 1e-9;
+  r.cut = arr.was_cut();
   r.t0_ns = arr.t0_ns();
   r.detail = "parallel_pipeline, " + std::to_string(tokens) + " tokens, " + std::to_string(threads) + " worker threads";
   return r;
@@ -950,6 +955,7 @@ std::string result_json(const bench_config& c, const bench_result& r) {
   o += ",\"load_of\":" + (r.load_of.empty() ? std::string("null") : json_escape(r.load_of));
   o += ",\"load_fraction\":" + (r.load_of.empty() ? std::string("null") : num(r.load_fraction));
   o += ",\"warm_up_s\":" + num(r.warm_up_s);
+  o += std::string(",\"cut_short\":") + (r.cut ? "true" : "false");
   o += ",\"items_sent\":" + std::to_string(r.sent) + ",\"expected_deliveries\":" + std::to_string(r.sent * r.copies);
   o += ",\"items_due\":" + (r.open_loop ? std::to_string(r.due) : std::string("null"));
   o += ",\"items_unsent\":" + (r.open_loop ? std::to_string(r.unsent()) : std::string("null"));
@@ -1011,7 +1017,7 @@ void print_json(const bench_config& c, const std::vector<bench_result>& rs, cons
   }
   // Closed loop: every result delivers items x copies (the runs end by count).
   if (!c.sweep && c.rate <= 0) o += ",\"expected_deliveries\":" + std::to_string(rs.empty() ? 0 : rs[0].sent * copies(c));
-  // ^C: the signal's name; the last result stopped sending early and no run followed it.
+  // ^C: the signal's name (each result's cut_short says whether its source stopped early).
   const int sig = g_interrupted.load(std::memory_order_relaxed);
   o += ",\"interrupted_by\":" + (sig != 0 ? json_escape(signal_name(sig)) : std::string("null"));
   o += ",\"results\":[";
@@ -1064,6 +1070,15 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
 // --report: the graph picture and throughput of one sluice run (the closed-loop one of a
 // sweep: its shares show the bottleneck at full load; else the last), latency points
 // of every open-loop run.
+// After ^C, what the results are: none, or the last one's source stopped early, or
+// (^C while it drained, during the next engine's unmeasured warm-up, or between runs)
+// every run shown ran to its end.
+std::string interrupted_clause(const std::vector<bench_result>& rs) {
+  if (rs.empty()) return "no run sent an item before it, so there is nothing to show";
+  return rs.back().cut ? "the last run stopped sending early, and no run started after it"
+                       : "every run shown ran to its end, and no other run was measured";
+}
+
 report_data make_report(const bench_config& c, const std::vector<bench_result>& rs) {
   report_data d;
   d.title = "sluice bench " + c.topo_text + ", capacity " + std::to_string(c.capacity) + ", work " +
@@ -1076,9 +1091,7 @@ report_data make_report(const bench_config& c, const std::vector<bench_result>& 
   }
   if (pick == nullptr && !rs.empty()) pick = &rs.back();
   if (const int sig = g_interrupted.load(std::memory_order_relaxed); sig != 0) {
-    d.note = std::string("Interrupted by ") + ::strsignal(sig) +
-             (rs.empty() ? ": no run sent an item before it, so there is nothing to show."
-                         : ": the last run stopped sending early, and no run started after it.");
+    d.note = std::string("Interrupted by ") + ::strsignal(sig) + ": " + interrupted_clause(rs) + ".";
   }
   if (pick != nullptr) {
     if (pick->snap) d.snapshot_json = metrics::to_json(*pick->snap);
@@ -1375,9 +1388,11 @@ int cmd_bench(int argc, char** argv) {
   }
   const int sig = g_interrupted.load(std::memory_order_relaxed);
   if (sig != 0 && c.format == out_format::table) {
-    std::printf(results.empty() ? "\n  (interrupted by %s before any run sent an item: nothing to show)\n"
-                                : "\n  (interrupted by %s: the last run stopped sending early, and no run started after it)\n",
-                ::strsignal(sig));
+    if (results.empty()) {
+      std::printf("\n  (interrupted by %s before any run sent an item: nothing to show)\n", ::strsignal(sig));
+    } else {
+      std::printf("\n  (interrupted by %s: %s)\n", ::strsignal(sig), interrupted_clause(results).c_str());
+    }
   }
   // Written even when ^C came before any run sent an item: the page says so (a --report
   // that is missing looks like a failed write).
