@@ -2,13 +2,16 @@
 // Nothing here runs on a push or a pop that succeeds.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <limits>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "capacity_error.hpp"
 #include "sluice/channel.hpp"
@@ -44,6 +47,69 @@ std::uint64_t physical_memory() noexcept {
   return p > std::numeric_limits<std::uint64_t>::max() / s ? std::numeric_limits<std::uint64_t>::max() : p * s;
 }
 
+// The first number in the file at `path`, or 0 when it cannot be read or is not a number
+// ("max" in a cgroup's limit: no limit).
+std::uint64_t read_number(const std::string& path) {
+  std::ifstream in(path);
+  std::uint64_t v = 0;
+  return (in >> v) ? v : 0;
+}
+
+// What a cgroup `dir` and the cgroups above it still let this process have: the least of
+// limit - usage over them, or 0 when none sets a limit that can be read. v2: memory.max,
+// memory.current; v1: memory.limit_in_bytes, memory.usage_in_bytes (an unlimited v1 group
+// says 2^63 rounded to a page, which is past any machine and so changes nothing).
+std::uint64_t cgroup_room(std::string dir, const char* limit_file, const char* usage_file) {
+  std::uint64_t room = 0;
+  for (;;) {
+    const std::uint64_t limit = read_number(dir + "/" + limit_file);
+    if (limit != 0) {
+      const std::uint64_t usage = read_number(dir + "/" + usage_file);
+      const std::uint64_t left = usage < limit ? limit - usage : 1;
+      room = room == 0 ? left : std::min(room, left);
+    }
+    const std::size_t slash = dir.rfind('/');
+    if (slash == std::string::npos || dir.size() <= std::string_view("/sys/fs/cgroup").size()) break;
+    dir.resize(slash);
+  }
+  return room;
+}
+
+// "0::/a/b" (v2) or "N:memory:/a/b" (v1) in /proc/self/cgroup.
+std::uint64_t cgroup_memory_room() {
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  std::uint64_t room = 0;
+  const auto take = [&room](std::uint64_t r) {
+    if (r != 0) room = room == 0 ? r : std::min(room, r);
+  };
+  while (std::getline(in, line)) {
+    if (line.rfind("0::", 0) == 0) {
+      take(cgroup_room("/sys/fs/cgroup" + line.substr(3), "memory.max", "memory.current"));
+    } else if (const std::size_t at = line.find(":memory:"); at != std::string::npos) {
+      take(cgroup_room("/sys/fs/cgroup/memory" + line.substr(at + 8), "memory.limit_in_bytes",
+                       "memory.usage_in_bytes"));
+    }
+  }
+  return room;
+}
+
+// MemAvailable + SwapFree from /proc/meminfo, in bytes; 0 when it cannot be read.
+std::uint64_t meminfo_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  std::uint64_t kib = 0, sum = 0;
+  bool seen = false;
+  while (in >> key >> kib) {
+    if (key == "MemAvailable:" || key == "SwapFree:") {
+      sum += kib * 1024;
+      seen = seen || key == "MemAvailable:";
+    }
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return seen ? sum : 0;
+}
+
 std::string needs(std::size_t capacity, std::size_t slot_size) {
   return "sluice::bounded: capacity " + std::to_string(capacity) + " needs " +
          human_bytes(static_cast<long double>(capacity) * static_cast<long double>(slot_size)) +
@@ -62,11 +128,28 @@ void check_ring_size(std::size_t capacity, std::size_t slot_size) {
     throw std::invalid_argument(needs(capacity, slot_size) + ", more than this machine can address");
   }
   const std::uint64_t bytes = std::uint64_t{capacity} * slot_size;
-  if (bytes < (std::uint64_t{1} << 30)) return;  // below 1 GiB: let operator new decide
-  const std::uint64_t phys = physical_memory();
-  if (phys != 0 && bytes > phys) {
+  if (bytes < kRingMemoryCheckBytes) return;  // small: let operator new decide
+  check_ring_memory(capacity, slot_size, machine_memory{physical_memory(), available_memory()});
+}
+
+std::uint64_t available_memory() {
+  const std::uint64_t mem = meminfo_available();
+  const std::uint64_t group = cgroup_memory_room();
+  if (mem == 0) return group;
+  return group == 0 ? mem : std::min(mem, group);
+}
+
+void check_ring_memory(std::size_t capacity, std::size_t slot_size, machine_memory m) {
+  const std::uint64_t bytes = std::uint64_t{capacity} * slot_size;
+  if (m.physical != 0 && bytes > m.physical) {
     throw capacity_bad_alloc(needs(capacity, slot_size) + "; that memory cannot be had (this machine has " +
-                             human_bytes(static_cast<long double>(phys)) + ")");
+                             human_bytes(static_cast<long double>(m.physical)) + ")");
+  }
+  if (m.available != 0 && bytes > m.available) {
+    throw capacity_bad_alloc(needs(capacity, slot_size) + "; that memory cannot be had (" +
+                             human_bytes(static_cast<long double>(m.available)) + " is free now" +
+                             (m.physical != 0 ? ", of " + human_bytes(static_cast<long double>(m.physical)) : "") +
+                             ")");
   }
 }
 

@@ -51,8 +51,23 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 60;
 // above kMaxRingCapacity); a std::bad_alloc naming it when they are more than the
 // machine's physical memory (a ring touches every slot when it is built, so such a
 // capacity would be killed for memory rather than fail cleanly).
+// From kRingMemoryCheckBytes up, also when they are more than the memory free now
+// (available_memory: /proc/meminfo's MemAvailable + SwapFree, or less where a cgroup's
+// limit leaves less): a ring touches every slot when it is built, so one past what is free
+// would bring the kernel's out-of-memory killer, not a clean failure. Each ring is checked
+// when it is built, after the rings built before it took their memory, so a graph whose
+// channels together are more than is free fails on the first that does not fit (a
+// --capacity of 100M items on a 5-channel chain was 28 GB on a 24 GiB machine, and was
+// killed).
 // throw_ring_bad_alloc: the same bad_alloc, for an operator new that refused.
+inline constexpr std::uint64_t kRingMemoryCheckBytes = std::uint64_t{64} << 20;
+struct machine_memory {
+  std::uint64_t physical = 0;   // bytes; 0: unknown
+  std::uint64_t available = 0;  // bytes free now; 0: unknown
+};
 void check_ring_size(std::size_t capacity, std::size_t slot_size);
+void check_ring_memory(std::size_t capacity, std::size_t slot_size, machine_memory m);  // the memory half
+std::uint64_t available_memory();  // 0 when the system will not say
 [[noreturn]] void throw_ring_bad_alloc(std::size_t capacity, std::size_t slot_size);
 
 // After a lost race for an index (its CAS failed, or another side moved it first), a
