@@ -2,18 +2,24 @@
 // up front (capacities whose storage cannot exist) and the lone-side path (one sender or
 // one receiver moves its index with a plain store; closing and cancelling quiesce it).
 // The contract every flavour keeps is channel_test.cpp's.
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <fstream>
 #include <iterator>
 #include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -55,6 +61,33 @@ TEST(ChannelCapacity, a_ring_larger_than_memory_is_bad_alloc_naming_the_capacity
     (void)sluice::bounded<std::array<char, 64>>(std::move(o));
   });
   EXPECT_NE(w2.find("capacity 68719476736"), std::string::npos) << w2;
+}
+
+// A ring must also fit in the memory free now: it touches every slot when it is built, and
+// past what is free the kernel's out-of-memory killer ends the process (a bench --capacity
+// of 100M items made five 5.2 GiB channels on a 24 GiB machine, and was killed). Checked
+// with given figures: a test cannot take most of the machine's memory to see it refused.
+TEST(ChannelCapacity, a_ring_larger_than_the_memory_free_now_is_bad_alloc_saying_what_is_free) {
+  using sluice::detail::check_ring_memory;
+  using sluice::detail::machine_memory;
+  constexpr std::uint64_t GiB = std::uint64_t{1} << 30;
+  // 2^28 slots of 24 bytes: 6 GiB. Free 4 GiB of 24: refused, saying both.
+  const std::string what = thrown_what<std::bad_alloc>(
+      [] { check_ring_memory(std::size_t{1} << 28, 24, machine_memory{24 * GiB, 4 * GiB}); });
+  EXPECT_NE(what.find("capacity 268435456 needs 6 GiB"), std::string::npos) << what;
+  EXPECT_NE(what.find("cannot be had (4 GiB is free now, of 24 GiB)"), std::string::npos) << what;
+  // Free 8 GiB: it fits. Unknown figures (0) refuse nothing.
+  EXPECT_NO_THROW(check_ring_memory(std::size_t{1} << 28, 24, machine_memory{24 * GiB, 8 * GiB}));
+  EXPECT_NO_THROW(check_ring_memory(std::size_t{1} << 28, 24, machine_memory{0, 0}));
+  // More than the machine has at all still says so.
+  const std::string w2 = thrown_what<std::bad_alloc>(
+      [] { check_ring_memory(std::size_t{1} << 28, 24, machine_memory{4 * GiB, 2 * GiB}); });
+  EXPECT_NE(w2.find("(this machine has 4 GiB)"), std::string::npos) << w2;
+  // This machine's own figure: Linux says it, and it is no more than memory plus swap
+  // could hold.
+  const std::uint64_t free_now = sluice::detail::available_memory();
+  EXPECT_GT(free_now, 0U);
+  EXPECT_LT(free_now, std::uint64_t{1} << 50);
 }
 
 TEST(ChannelCapacity, a_stage_capacity_takes_the_same_checks) {
@@ -198,6 +231,78 @@ TEST(ChannelLoneSide, cancel_wakes_a_blocked_lone_sender_and_a_blocked_lone_rece
     popper.join();
     EXPECT_EQ(tx.try_push(4), status::closed);
   }
+}
+
+// cancel() wakes every blocked thread before it discards what the channel holds. The
+// discards hand each item to on_discard (a dead letter written somewhere: slow), and a
+// push blocked on the full channel slept through all of them (500 items at 1 ms each:
+// the pusher woke after 545 ms). Here the first on_discard waits, up to 10 s, for the
+// blocked pusher to have returned; before, it never did while the hook ran.
+struct may_throw_on_move {  // its move may throw: the channel's locked flavour, not the ring
+  int v = 0;
+  explicit may_throw_on_move(int x) : v(x) {}
+  may_throw_on_move(const may_throw_on_move&) = default;
+  may_throw_on_move& operator=(const may_throw_on_move&) = default;
+  may_throw_on_move(may_throw_on_move&& o) noexcept(false) : v(o.v) {}
+  may_throw_on_move& operator=(may_throw_on_move&& o) noexcept(false) {
+    v = o.v;
+    return *this;
+  }
+};
+
+// The state letter of thread `tid` of this process (R running, S asleep...), or 0.
+char thread_state(pid_t tid) {
+  if (tid == 0) return 0;
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string all;
+  std::getline(in, all);
+  const std::size_t paren = all.rfind(')');  // the name may hold spaces and parentheses
+  return paren != std::string::npos && paren + 2 < all.size() ? all[paren + 2] : 0;
+}
+
+template <class T>
+void cancel_wakes_a_blocked_pusher_before_discarding() {
+  sluice_test::watchdog dog(kTestLimit);
+  std::atomic<bool> returned{false};
+  std::atomic<int> discards{0};
+  bool seen_from_the_hook = false;
+  sluice::channel_options<T> o;
+  o.capacity = 4;
+  o.on_discard = [&](T&&) {
+    if (discards.fetch_add(1) == 0) {
+      seen_from_the_hook = sluice_test::eventually([&] { return returned.load(); }, std::chrono::seconds(10));
+    }
+  };
+  auto [tx, rx] = sluice::bounded<T>(std::move(o));
+  for (int i = 0; i < 4; ++i) {
+    T v(i);
+    ASSERT_EQ(tx.try_push(v), status::ok);
+  }
+  std::atomic<pid_t> tid{0};
+  std::jthread pusher([s = std::move(tx), &returned, &tid]() mutable {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    EXPECT_FALSE(s.push(T(99)));
+    returned = true;
+  });
+  ASSERT_TRUE(parked_pushers(rx, 1));
+  // Asleep in the kernel (state S), past its spin: a spinning push would see the cancel at
+  // once whatever the order.
+  ASSERT_TRUE(sluice_test::eventually([&] { return thread_state(tid.load()) == 'S'; }, std::chrono::seconds(10)));
+  rx.cancel();  // the hook runs on this thread, inside cancel()
+  pusher.join();
+  EXPECT_TRUE(seen_from_the_hook) << "the blocked push returned only after every discard";
+  EXPECT_EQ(discards.load(), 4);
+  const sluice::channel_stats st = rx.stats();
+  EXPECT_EQ(st.discarded, 4U);
+  EXPECT_EQ(st.size, 0U);
+}
+
+TEST(ChannelCancel, wakes_a_blocked_pusher_before_its_discards_run_ring) {
+  cancel_wakes_a_blocked_pusher_before_discarding<std::uint64_t>();
+}
+TEST(ChannelCancel, wakes_a_blocked_pusher_before_its_discards_run_locked) {
+  static_assert(!std::is_nothrow_move_constructible_v<may_throw_on_move>);
+  cancel_wakes_a_blocked_pusher_before_discarding<may_throw_on_move>();
 }
 
 }  // namespace

@@ -375,14 +375,14 @@ class channel {
 
   // disconnect() and cancel() after their state bit: one fence for every pair, after_push's
   // light_fence (a push in flight sees the bit, or we see its items) and (S) on both
-  // sides' inflight, which seal() reads after it; then discard and wake.
+  // sides' inflight, which seal() reads after it; then wake, then discard. Every blocked
+  // thread wakes before the discards: each hands an item to on_discard (a dead letter,
+  // which may be slow), and a waiter needs only the state bit to return.
   void stop_flavour() noexcept {
     heavy_fence(core_.asym_fences);
-    with_flavour(*this, [&](auto& f) {
-      f.seal(core_);
-      f.discard_all(core_);
-    });
+    with_flavour(*this, [&](auto& f) { f.seal(core_); });
     wake_everyone();
+    with_flavour(*this, [&](auto& f) { f.discard_all(core_); });
   }
 
   bool writable_now() const noexcept {
