@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child_signals.hpp"
 #ifndef SLUICE_INGEST_SERVER_PATH
 #error "SLUICE_INGEST_SERVER_PATH must name the built example"
 #endif
@@ -70,6 +71,7 @@ child spawn(const std::vector<std::string>& args) {
   if (::pipe(fds) != 0) throw std::runtime_error("pipe");
   const pid_t pid = ::fork();
   if (pid == 0) {
+    sluice_test::default_stop_signals();
     ::signal(SIGPIPE, SIG_DFL);  // the server gets the default, not this test's SIG_IGN
     ::dup2(fds[1], 1);
     ::close(fds[0]);
@@ -273,3 +275,4 @@ TEST(IngestServer, bad_arguments_are_refused_with_status_2) {
 }
 
 }  // namespace
+

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/child_signals.hpp"
 #ifndef SLUICE_NATS_SERVER_PATH
 #define SLUICE_NATS_SERVER_PATH ""
 #endif
@@ -54,6 +55,7 @@ inline pid_t spawn(std::vector<std::string> args, const std::string& out_file, i
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    sluice_test::default_stop_signals();
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
     const int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | mode_flags, 0644);

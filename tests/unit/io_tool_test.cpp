@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "io_test_util.hpp"
+#include "support/child_signals.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
@@ -99,6 +100,7 @@ pid_t spawn(const fs::path& sluice, const std::vector<std::string>& args, int in
             const fs::path& err_path) {
   const pid_t pid = ::fork();
   if (pid == 0) {
+    sluice_test::default_stop_signals();
     const int devnull = ::open("/dev/null", O_RDWR);
     ::dup2(in_fd >= 0 ? in_fd : devnull, 0);
     ::dup2(out_fd >= 0 ? out_fd : devnull, 1);
@@ -385,6 +387,7 @@ TEST(io_tool, an_interrupt_cancels_the_run_and_leaves_no_output) {
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   const pid_t pid = ::fork();
   if (pid == 0) {
+    sluice_test::default_stop_signals();
     const int devnull = ::open("/dev/null", O_WRONLY);
     ::dup2(devnull, 2);
     ::execl(sluice.c_str(), "sluice", "gzip", fifo.c_str(), (dir / "out.gz").c_str(), static_cast<char*>(nullptr));
@@ -400,6 +403,45 @@ TEST(io_tool, an_interrupt_cancels_the_run_and_leaves_no_output) {
   ::close(w);
   EXPECT_EQ(status, 128 + SIGINT);
   EXPECT_EQ(listing(dir), std::vector<std::string>{"in.fifo"});
+}
+
+// A stop signal the tool was started with ignored stays ignored, as gzip(1) leaves it:
+// `nohup sluice gzip big &` then a logout (SIGHUP), or a script's `&` job (SIGINT
+// ignored), used to cancel the run and lose its output. Mid-run as in the test above (the
+// input a FIFO we hold open), both signals sent, then the input ends: the run completes.
+TEST(io_tool, a_signal_ignored_at_start_stays_ignored_and_the_run_completes) {
+  sluice_test::watchdog dog(std::chrono::seconds(60), "tool ignored signals");
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  const fs::path fifo = dir / "in.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::signal(SIGHUP, SIG_IGN);  // nohup
+    ::signal(SIGINT, SIG_IGN);  // a background job of a script
+    ::signal(SIGTERM, SIG_DFL);
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 2);
+    ::execl(sluice.c_str(), "sluice", "gzip", fifo.c_str(), (dir / "out.gz").c_str(), static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  const int w = ::open(fifo.c_str(), O_WRONLY);  // blocks until the tool opened it
+  ASSERT_GE(w, 0);
+  const std::string data = io_test::log_text(1 << 20, 6);
+  ASSERT_EQ(::write(w, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  ASSERT_TRUE(sluice_test::eventually([&] { return writes_a_temporary_in(pid, dir.path()); }));
+  ::kill(pid, SIGHUP);
+  ::kill(pid, SIGINT);
+  // A tool that took the signal has gone: the write then fails (EPIPE) instead of killing
+  // this test with SIGPIPE.
+  const auto old_pipe = ::signal(SIGPIPE, SIG_IGN);
+  const ssize_t more = ::write(w, data.data(), data.size());
+  ::signal(SIGPIPE, old_pipe);
+  EXPECT_EQ(more, static_cast<ssize_t>(data.size())) << "the tool stopped reading: it took an ignored signal";
+  ::close(w);
+  EXPECT_EQ(wait_exit(pid, std::chrono::seconds(30)), 0);
+  write_string(dir / "want", data + data);
+  EXPECT_EQ(io_test::shell("gzip -dc " + quoted(dir / "out.gz") + " | cmp -s - " + quoted(dir / "want")), 0);
 }
 
 // ---- issue 9: signals, the temporary file, modes, trailing garbage, messages --------

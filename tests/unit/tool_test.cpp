@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "support/loopback_http.hpp"
+#include "support/child_signals.hpp"
 #include "support/mini_json.hpp"
 #include "support/run_tool.hpp"
 
@@ -685,6 +686,7 @@ TEST_F(Tool, AnInterruptedStressSessionPrintsItsSummary) {
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    sluice_test::default_stop_signals();
     ::dup2(out[1], STDOUT_FILENO);
     const int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, STDERR_FILENO);
@@ -777,6 +779,7 @@ interrupted_run interrupt_bench(std::vector<std::string> args, int sig = SIGINT,
     return r;
   }
   if (pid == 0) {
+    sluice_test::default_stop_signals();
     ::dup2(out[1], STDOUT_FILENO);
     ::dup2(err[1], STDERR_FILENO);
     if (at_start) {

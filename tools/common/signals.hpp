@@ -4,8 +4,9 @@
 //   ... start the run ...
 //   if (const int sig = signals.take(std::chrono::milliseconds(100)); sig != 0) cancel();
 //
-// signal_block blocks SIGINT, SIGTERM and SIGHUP in the constructing thread (and every
-// thread it starts after) for its lifetime, so that the command can take them (take(), a
+// signal_block blocks SIGINT, SIGTERM and SIGHUP (those not ignored when it is made: a
+// signal the process was started with ignored, as under nohup, stays ignored) in the
+// constructing thread (and every thread it starts after) for its lifetime, so that the command can take them (take(), a
 // signalfd; sigtimedwait if none can be made) and end its run in order: cancel the graph,
 // remove what it leaves behind, say so, exit 128+N. The destructor puts the old mask back.
 // wake() ends a take() at once (an eventfd), so a watcher thread is joined without
@@ -50,9 +51,14 @@ class signal_block {
  public:
   signal_block() {
     sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    sigaddset(&set_, SIGHUP);
+    // A signal this process was started with ignored stays ignored (nohup's SIGHUP, the
+    // SIGINT of a `&` job in a script), as gzip(1) leaves it: blocked, it would be queued
+    // and taken here despite SIG_IGN, and `nohup sluice gzip big &` lost its run at logout.
+    for (const int sig : {SIGINT, SIGTERM, SIGHUP}) {
+      struct sigaction now {};
+      if (::sigaction(sig, nullptr, &now) == 0 && now.sa_handler == SIG_IGN) continue;  // NOLINT
+      sigaddset(&set_, sig);
+    }
     pthread_sigmask(SIG_BLOCK, &set_, &old_);
     sfd_ = ::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK);
     wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
