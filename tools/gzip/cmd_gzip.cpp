@@ -35,6 +35,7 @@
 #include <memory>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <new>
 #include <string>
 #include <thread>
@@ -122,7 +123,8 @@ std::string rate_text(double bytes, double seconds) {
 template <class Source, class Codec, class Sink>
 int run(const std::string& prog, const std::string& input, Source src, Codec codec, Sink sink,
         const std::atomic<std::uint64_t>& in_bytes, const std::atomic<std::uint64_t>& out_bytes,
-        std::uint64_t total, const std::string& left_behind, int out_fd = -1) {
+        std::uint64_t total, const std::string& left_behind, int out_fd = -1,
+        const std::function<bool()>& kept = {}) {
   const signal_block signals;  // before the pipeline's threads start: they inherit the mask
   progress bar(prog);
   bar.not_over_output_on(out_fd);
@@ -174,7 +176,14 @@ int run(const std::string& prog, const std::string& input, Source src, Codec cod
   signals.wake();
   watcher.join();
   bar.clear();
-  // A signal that came after the run had already succeeded changes nothing.
+  // A signal that came after the run had already succeeded changes nothing; nor does one
+  // that came after OUT was put in place (`kept`), in the microseconds between the write's
+  // last check for a stop and its rename: OUT is whole, and it is there.
+  if (const int sig = interrupted.load(std::memory_order_relaxed); sig != 0 && err && kept && kept()) {
+    write_nowait(STDERR_FILENO, prog + ": interrupted by " + strsignal(sig) + " after the output was complete; it is kept\n",
+                 std::chrono::milliseconds(50));
+    return 0;
+  }
   if (const int sig = interrupted.load(std::memory_order_relaxed); sig != 0 && err) {
     // Not a blocking fprintf: stderr may be a terminal nobody reads (signals are still
     // blocked here, so a stuck write could not even be interrupted).
@@ -364,8 +373,10 @@ int run_codec(bool compress, int argc, char** argv) {
   const io::read_options ro{.chunk = chunk, .progress = &in_bytes};
   auto with_sink = [&](auto src, auto codec) -> int {
     if (to_file) {
-      return run(prog, input, std::move(src), std::move(codec), io::write_file(a.out, wo), in_bytes, out_bytes,
-                 total, "no output kept");
+      auto sink = io::write_file(a.out, wo);
+      const io::file_writer writer = sink.fn;  // a copy: it shares the commit's state
+      return run(prog, input, std::move(src), std::move(codec), std::move(sink), in_bytes, out_bytes, total,
+                 "no output kept", -1, [writer] { return writer.committed(); });
     }
     // Written in place: what was written stays there.
     const std::string where = a.out == "-" ? "stdout" : a.out;
