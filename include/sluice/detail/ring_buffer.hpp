@@ -105,6 +105,9 @@ class ring_buffer {
 
   enum class push_result { ok, full, closed };
 
+  // Bytes per slot: a ring of capacity c allocates c times this, up front.
+  static constexpr std::size_t slot_bytes() noexcept { return sizeof(slot); }
+
   // Allocates and stamps all `capacity` slots now (no allocation per item later).
   // Throws std::invalid_argument or std::bad_alloc naming the capacity when those slots
   // cannot exist (check_ring_size); requires capacity >= 1.
