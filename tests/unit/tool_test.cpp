@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -933,6 +934,41 @@ TEST_F(Tool, ABenchInterruptedAfterItsLastRunSentEverythingDoesNotSayItWasCut) {
   EXPECT_NE(page.find("Interrupted by Interrupt: every run shown ran to its end"), std::string::npos)
       << page.substr(0, 2000);
   std::remove(html.c_str());
+}
+
+// Long per-item work ends at the first ^C: the run drains what it sent in moments, and
+// the bench exits 128+N. With --work sleep:30s the first ^C waited 30 s for each item
+// sent (here three: 90 s, past the helper's minute), and `timeout`, which sends one
+// signal, never ended it.
+TEST_F(Tool, TheFirstInterruptEndsLongWorkAtOnce) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const interrupted_run r =
+      interrupt_bench({"--topology", "chain:1", "--work", "sleep:30s", "--items", "3", "--capacity", "4"});
+  if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
+  ASSERT_TRUE(WIFEXITED(r.status)) << r.err;
+  EXPECT_EQ(WEXITSTATUS(r.status), 128 + SIGINT) << r.out << r.err;
+  EXPECT_EQ(r.err.find("interrupted again"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("(interrupted by Interrupt"), std::string::npos) << r.out;
+  // Not a timing assertion on the tool: 30 s is one item's work, which a cut run skips.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30)) << r.out;
+}
+
+// --format gbench after ^C: the run cut short is marked failed (error_occurred, as Google
+// Benchmark marks one), and the context names the signal. It looked like a whole run of
+// its configuration, which compare.py would have compared without a word.
+TEST_F(Tool, AnInterruptedGbenchRunIsMarkedFailed) {
+  const interrupted_run r = interrupt_bench({"--topology", "chain:2", "--rate", "2k", "--duration", "120s", "--format", "gbench"});
+  if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
+  EXPECT_EQ(WEXITSTATUS(r.status), 128 + SIGINT) << r.out << r.err;
+  mini_json::value v;
+  ASSERT_NO_THROW(v = mini_json::parse(r.out)) << r.out;
+  EXPECT_EQ(v["context"]["sluice_interrupted_by"].str(), "SIGINT") << r.out;
+  const auto& runs = v["benchmarks"].arr();
+  if (runs.empty()) return;  // cut before its first item (a slow start-up): nothing to mark
+  ASSERT_EQ(runs.size(), 1U) << r.out;
+  ASSERT_TRUE(runs[0].has("error_occurred")) << r.out;
+  EXPECT_TRUE(runs[0]["error_occurred"].boolean()) << r.out;
+  EXPECT_NE(runs[0]["error_message"].str().find("interrupted by SIGINT"), std::string::npos) << r.out;
 }
 
 // SIGTERM to a bench whose stdout reader has gone: the results cannot be printed, and the

@@ -244,12 +244,28 @@ struct bench_item {
 // end, then busy (bench::sleep_precisely_until_ns). A plain sleep would end late by
 // the kernel's wake-up latency, tens of microseconds on a loaded machine: 5% of a 1 ms
 // sleep, and the size of what the bench measures.
+// Work longer than kWorkSlice is done in slices and ends at a ^C: the run then drains what
+// it sent in moments (with --work sleep:20s the first ^C waited 20 s for each item sent,
+// and a `timeout` that sends one signal never ended the bench).
+constexpr std::int64_t kWorkSlice = 100'000'000;  // ns
 void do_work(const work_spec& w) {
   if (w.d.count() <= 0) return;
+  const std::int64_t end = now_ns() + w.d.count();
+  if (w.d.count() > kWorkSlice) {
+    for (std::int64_t left = end - now_ns(); left > kWorkSlice; left = end - now_ns()) {
+      if (interrupted()) return;
+      if (w.sleep) {
+        bench::sleep_until_ns(now_ns() + kWorkSlice);
+      } else {
+        spin_for(nanoseconds(kWorkSlice));
+      }
+    }
+    if (interrupted()) return;
+  }
   if (w.sleep) {
-    bench::sleep_precisely_until_ns(now_ns() + w.d.count());
+    bench::sleep_precisely_until_ns(end);
   } else {
-    spin_for(w.d);
+    spin_for(nanoseconds(std::max<std::int64_t>(0, end - now_ns())));
   }
 }
 
@@ -1060,11 +1076,19 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
       e.counters.emplace_back("achieved_per_s", r.achieved());
       e.counters.emplace_back("saturated", r.saturated() ? 1 : 0);
     }
+    // A run ^C cut short is no measurement of its configuration: compare.py and other
+    // readers of this format see it marked failed, not as a shorter run of the same name.
+    const int sig = g_interrupted.load(std::memory_order_relaxed);
+    if (r.cut && sig != 0) e.error = "interrupted by " + signal_name(sig) + ": the source stopped sending early";
     rows.push_back(std::move(e));
   }
-  const std::string doc = bench::gbench_json(
-      rows, {{"sluice_topology", c.topo_text}, {"sluice_capacity", std::to_string(c.capacity)},
-             {"sluice_work", work_summary(c)}, {"sluice_item_size", std::to_string(c.item_size)}});
+  std::vector<std::pair<std::string, std::string>> context = {
+      {"sluice_topology", c.topo_text}, {"sluice_capacity", std::to_string(c.capacity)},
+      {"sluice_work", work_summary(c)}, {"sluice_item_size", std::to_string(c.item_size)}};
+  if (const int sig = g_interrupted.load(std::memory_order_relaxed); sig != 0) {
+    context.emplace_back("sluice_interrupted_by", signal_name(sig));
+  }
+  const std::string doc = bench::gbench_json(rows, context);
   std::fputs(doc.c_str(), stdout);
 }
 

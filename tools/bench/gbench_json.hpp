@@ -38,6 +38,7 @@ struct gbench_entry {
   double cpu_time_ns = 0;   // per iteration (item), the whole process
   double items_per_second = 0;
   std::vector<std::pair<std::string, double>> counters;  // user counters
+  std::string error;  // non-empty: written as error_occurred / error_message, as Google Benchmark marks a failed run
 };
 
 namespace detail {
@@ -114,6 +115,10 @@ inline std::string gbench_json(const std::vector<gbench_entry>& rows,
     o += "      \"repetitions\": 1,\n";
     o += "      \"repetition_index\": 0,\n";
     o += "      \"threads\": 1,\n";
+    if (!r.error.empty()) {
+      o += "      \"error_occurred\": true,\n";
+      o += "      \"error_message\": " + json_escape(r.error) + ",\n";
+    }
     o += "      \"iterations\": " + std::to_string(r.iterations) + ",\n";
     o += "      \"real_time\": " + detail::gbench_num(r.real_time_ns) + ",\n";
     o += "      \"cpu_time\": " + detail::gbench_num(r.cpu_time_ns) + ",\n";
