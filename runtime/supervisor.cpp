@@ -76,6 +76,7 @@ bool replica_env::stopping() const noexcept {
 }
 void replica_env::finish_stage() noexcept { node_->finished.store(true, std::memory_order_relaxed); }
 bool replica_env::skips() const noexcept { return node_->policy.what() == error_policy::kind::skip; }
+bool replica_env::restarts() const noexcept { return node_->policy.what() == error_policy::kind::restart; }
 void replica_env::count_error() noexcept { node_->errors.fetch_add(1, std::memory_order_relaxed); }
 void replica_env::discard_failed(std::size_t channel, const std::type_info& type, void* item,
                                  std::exception_ptr why) noexcept {

@@ -921,6 +921,38 @@ TEST(graph, a_restart_backoff_of_duration_max_waits_for_the_stop) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+// Under restart, what a map made from a batch before the item that threw goes on before
+// the backoff: the results of items 0-2 waited out the whole backoff (here duration::max(),
+// until the cancel), and the cancel made them dead letters.
+TEST(graph, a_restart_delivers_what_the_batch_made_before_the_failure_first) {
+  watchdog dog(30s);
+  std::mutex mu;
+  std::vector<int> got;
+  sluice::graph g;
+  auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+    std::vector<int> four{0, 1, 2, 3};  // one push: one batch for the map, most likely
+    (void)out.push_all(std::move(four));
+  });
+  auto m = g.map("m", src, [](int v) {
+    if (v == 3) throw boom("item 3");
+    return v;
+  }, {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60),
+                                  .backoff = std::chrono::steady_clock::duration::max()}});
+  g.sink("sink", m, [&](int v) {
+    std::lock_guard lk(mu);
+    got.push_back(v);
+  });
+  g.start();
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lk(mu);
+    return got.size() == 3;
+  }, std::chrono::seconds(10)));
+  g.cancel();
+  EXPECT_THROW(g.wait(), sluice::cancelled);
+  std::lock_guard lk(mu);
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
+}
+
 // An item type that is move-constructible and not assignable (a const member) goes
 // through every kind of stage; flat_map's ordered path assigned it and did not compile,
 // whatever the options.

@@ -83,6 +83,8 @@ class replica_env {
   void finish_stage() noexcept;
   // error_policy::skip: count the failing item and go on.
   [[nodiscard]] bool skips() const noexcept;
+  // error_policy::restart: a failure sleeps the backoff, then a fresh function goes on.
+  [[nodiscard]] bool restarts() const noexcept;
   void count_error() noexcept;
   // The stage function threw `why` on this item (popped from `channel`): a dead letter
   // naming this stage and the exception, whatever the error policy does next.
