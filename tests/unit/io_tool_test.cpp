@@ -116,6 +116,24 @@ pid_t spawn(const fs::path& sluice, const std::vector<std::string>& args, int in
   return pid;
 }
 
+// Starts `SLUICE gzip FIFO OUT`, stderr to /dev/null. ignoring: with SIGHUP (as nohup
+// does) and SIGINT (as a script's `&` job) ignored, else the stop signals' defaults.
+pid_t gzip_from_fifo(const fs::path& sluice, const fs::path& fifo, const fs::path& out, bool ignoring) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    sluice_test::default_stop_signals();
+    if (ignoring) {
+      ::signal(SIGHUP, SIG_IGN);
+      ::signal(SIGINT, SIG_IGN);
+    }
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 2);
+    ::execl(sluice.c_str(), "sluice", "gzip", fifo.c_str(), out.c_str(), static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  return pid;
+}
+
 // Whether process `pid` holds its output temporary open in `dir` (an O_TMPFILE shows as
 // "DIR/#INODE (deleted)"; the fallback is named OUT.XXXXXXXX.partial).
 bool writes_a_temporary_in(pid_t pid, const fs::path& dir) {
@@ -385,14 +403,7 @@ TEST(io_tool, an_interrupt_cancels_the_run_and_leaves_no_output) {
   // not ended) for as long as we like, with no timing games.
   const fs::path fifo = dir / "in.fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    sluice_test::default_stop_signals();
-    const int devnull = ::open("/dev/null", O_WRONLY);
-    ::dup2(devnull, 2);
-    ::execl(sluice.c_str(), "sluice", "gzip", fifo.c_str(), (dir / "out.gz").c_str(), static_cast<char*>(nullptr));
-    std::_Exit(127);
-  }
+  const pid_t pid = gzip_from_fifo(sluice, fifo, dir / "out.gz", false);
   const int w = ::open(fifo.c_str(), O_WRONLY);  // blocks until the tool opened it
   ASSERT_GE(w, 0);
   const std::string data = io_test::log_text(1 << 20, 5);
@@ -415,16 +426,7 @@ TEST(io_tool, a_signal_ignored_at_start_stays_ignored_and_the_run_completes) {
   io_test::temp_dir dir;
   const fs::path fifo = dir / "in.fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::signal(SIGHUP, SIG_IGN);  // nohup
-    ::signal(SIGINT, SIG_IGN);  // a background job of a script
-    ::signal(SIGTERM, SIG_DFL);
-    const int devnull = ::open("/dev/null", O_WRONLY);
-    ::dup2(devnull, 2);
-    ::execl(sluice.c_str(), "sluice", "gzip", fifo.c_str(), (dir / "out.gz").c_str(), static_cast<char*>(nullptr));
-    std::_Exit(127);
-  }
+  const pid_t pid = gzip_from_fifo(sluice, fifo, dir / "out.gz", true);
   const int w = ::open(fifo.c_str(), O_WRONLY);  // blocks until the tool opened it
   ASSERT_GE(w, 0);
   const std::string data = io_test::log_text(1 << 20, 6);
