@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "support/child_signals.hpp"
+#include "../support/child_signals.hpp"  // relative: the JetStream bench includes this header too
 #ifndef SLUICE_NATS_SERVER_PATH
 #define SLUICE_NATS_SERVER_PATH ""
 #endif
