@@ -310,6 +310,107 @@ TEST_F(Tool, DemoMemoryGuardStopsTheUnboundedRun) {
   EXPECT_NE(t.out.find("would have kept growing"), std::string::npos) << t.out;
 }
 
+// Runs `sluice demo ARGS`, sends SIGINT once its stderr shows `marker` (a progress line:
+// stderr is a pipe, so progress is plain lines, one a second), and collects its output.
+// Every wait is bounded: a demo that does not end a minute after the signal is killed and
+// the test fails.
+sluice_test::tool_result interrupt_demo(std::vector<std::string> args, const std::string& marker) {
+  sluice_test::tool_result r;
+  int out[2], err[2];
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
+  const std::string tool = tool_path();
+  args.insert(args.begin(), {tool, "demo"});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ADD_FAILURE() << "fork failed";
+    return r;
+  }
+  if (pid == 0) {
+    sluice_test::default_stop_signals();
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(err[1], STDERR_FILENO);
+    ::execv(tool.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  auto drain = [](int fd, std::string& into) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return;
+    char buf[4096];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) into.append(buf, static_cast<std::size_t>(n));
+  };
+  int status = 0;
+  bool signalled = false;
+  pid_t done = 0;
+  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 120'000; waited += 20) {
+    drain(out[0], r.out);
+    drain(err[0], r.err);
+    if (!signalled && r.err.find(marker) != std::string::npos) {
+      ::kill(pid, SIGINT);
+      signalled = true;
+      waited = 60'000;  // a minute from here
+    }
+    pollfd none{-1, 0, 0};
+    (void)::poll(&none, 0, 20);
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    (void)::waitpid(pid, &status, 0);
+    ADD_FAILURE() << "the demo did not end " << (signalled ? "after ^C" : "(no ^C sent: no '" + marker + "')") << ":\n"
+                  << r.out << r.err;
+  }
+  for (int i = 0; i < 100; ++i) {
+    drain(out[0], r.out);
+    drain(err[0], r.err);
+  }
+  ::close(out[0]);
+  ::close(err[0]);
+  EXPECT_TRUE(signalled) << r.err;
+  EXPECT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "\n"
+                                 << r.err;
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// ^C during the demo's first run stops it, skips the second, and still prints the table
+// and writes the report, the stopped run marked "interrupted"; exit 128+N. The demo died
+// of the signal with nothing printed and no report.
+TEST_F(Tool, AnInterruptedDemoShowsWhatRanAndMakesNoOtherRun) {
+  const std::string html = ::testing::TempDir() + "sluice_demo_int_" + std::to_string(::getpid()) + ".html";
+  std::remove(html.c_str());
+  const result r = interrupt_demo({"--bytes", "4GiB", "--rate", "20MiB/s", "--memory-guard", "1GiB", "--report", html},
+                                  "[demo] unbounded queue  sent");
+  EXPECT_EQ(r.status, 128 + SIGINT) << r.out << r.err;
+  EXPECT_NE(r.err.find("sluice demo: interrupted by Interrupt; stopping the run"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("  outcome               interrupted"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Interrupted: the run marked so stopped early"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("sluice (bounded)"), std::string::npos) << "a run started after ^C:\n" << r.out;
+  EXPECT_EQ(r.out.find("Same sink, same time"), std::string::npos) << r.out;
+  const std::string page = sluice_test::read_whole_file(html);
+  EXPECT_NE(page.find("<td>interrupted</td>"), std::string::npos) << page.substr(0, 2000);
+  std::remove(html.c_str());
+}
+
+// ^C while the sink waits on its pace ends the wait: at 1 B/s one 64 KiB chunk is an
+// 18-hour sleep, which the first ^C could not end.
+TEST_F(Tool, AnInterruptedDemoEndsASinkWaitingOnItsPace) {
+  const result r = interrupt_demo({"--bytes", "64MiB", "--rate", "1", "--only", "bounded", "--json"},
+                                  "[demo] sluice (bounded)  sent");
+  EXPECT_EQ(r.status, 128 + SIGINT) << r.out << r.err;
+  EXPECT_EQ(r.err.find("interrupted again"), std::string::npos) << r.err;
+  const mini_json::value v = mini_json::parse(r.out);
+  ASSERT_EQ(v["runs"].size(), 1U) << r.out;
+  EXPECT_TRUE(v["runs"][0]["interrupted"].boolean()) << r.out;
+  EXPECT_FALSE(v["runs"][0]["completed"].boolean()) << r.out;
+  EXPECT_LT(v["runs"][0]["sent_bytes"].uint(), v["bytes"].uint()) << r.out;
+}
+
 // ---- bench --------------------------------------------------------------------
 
 void check_bench_json(const mini_json::value& v, const std::string& what) {

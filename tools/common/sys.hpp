@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -101,17 +102,25 @@ class token_bucket {
         tokens_(0),
         last_(std::chrono::steady_clock::now()) {}
 
-  void acquire(std::uint64_t n) {
+  // Waits until n bytes may go. With `stop`: the wait is slept in slices of at most 100 ms
+  // and ends early, returning false, once *stop is true (at 1 B/s one 64 KiB chunk is an
+  // 18-hour sleep, which ^C could not end).
+  bool acquire(std::uint64_t n, const std::atomic<bool>* stop = nullptr) {
     refill(std::chrono::steady_clock::now());
     const double need = static_cast<double>(n);
     if (tokens_ < need) {
       const double wait_s = (need - tokens_) / rate_;
       const auto until = last_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                      std::chrono::duration<double>(wait_s));
-      std::this_thread::sleep_until(until);
+      for (auto now = std::chrono::steady_clock::now(); now < until; now = std::chrono::steady_clock::now()) {
+        // acquire: pairs with the release of whoever set it; only a flag here.
+        if (stop != nullptr && stop->load(std::memory_order_acquire)) return false;
+        std::this_thread::sleep_until(std::min(until, now + std::chrono::milliseconds(100)));
+      }
       refill(std::max(until, std::chrono::steady_clock::now()));
     }
     tokens_ -= need;  // may go slightly negative for an item larger than the burst
+    return true;
   }
 
  private:

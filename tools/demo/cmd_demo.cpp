@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "commands.hpp"
 #include "common/args.hpp"
 #include "common/progress.hpp"
+#include "common/signals.hpp"
 #include "common/sys.hpp"
 #include "common/write_file.hpp"
 #include "demo/demo.hpp"
@@ -92,7 +94,16 @@ int cmd_demo(int argc, char** argv) {
 
   const std::string pattern = make_log_pattern();
   progress prog("demo");
-  run_env env{cfg, pattern, prog};
+  // ^C (SIGINT, SIGTERM, SIGHUP) stops the run in progress, skips the next, and prints the
+  // table (and writes the report) for what ran; a second one exits at once. Blocked before
+  // any thread starts (the runs' stages, the sampler): they inherit the mask.
+  run_stop stop;
+  const interrupt_watch interrupted("sluice demo", [&stop](int sig) {
+    write_nowait(STDERR_FILENO, std::string("\nsluice demo: interrupted by ") + ::strsignal(sig) +
+                                    "; stopping the run (again to exit now)\n");
+    stop.stop();
+  });
+  run_env env{cfg, pattern, prog, stop};
   std::vector<run_result> runs;
   double rss_after_trim = -1;
   if (cfg.only != "bounded") {
@@ -103,7 +114,7 @@ int cmd_demo(int argc, char** argv) {
     return_free_memory();
     rss_after_trim = static_cast<double>(rss_bytes());
   }
-  if (cfg.only != "unbounded") {
+  if (cfg.only != "unbounded" && !stop.stopped()) {
     // Alone (--only bounded), it is the only run and has no "same" to refer to.
     prog.finish(runs.empty() ? "run 1: " + format_size(static_cast<double>(cfg.bytes)) + " through sluice channels with " +
                                    format_size(static_cast<double>(cfg.budget)) + " byte budgets"
@@ -126,6 +137,11 @@ int cmd_demo(int argc, char** argv) {
       return 1;
     }
     if (!cfg.json) std::printf("\n  report written to %s\n", cfg.report.c_str());
+  }
+  if (const int sig = interrupted.signal(); sig != 0) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "sluice demo: interrupted by %s\n", ::strsignal(sig));
+    return 128 + sig;
   }
   bool ok = true;
   for (const auto& r : runs) ok = ok && (r.completed || r.guard_hit);

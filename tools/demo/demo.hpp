@@ -3,9 +3,12 @@
 // by the types below; tools/demo/cmd_demo.cpp is the command line.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,6 +44,7 @@ struct run_result {
   std::string kind;  // "unbounded" | "bounded"
   bool completed = false;
   bool guard_hit = false;
+  bool interrupted = false;  // ^C stopped it before it sent everything
   double elapsed_s = 0;
   std::uint64_t generated = 0;
   std::uint64_t sent = 0;
@@ -54,11 +58,42 @@ struct run_result {
   std::string note;
 };
 
-// What both runs share: the settings, the generated log text, the progress display.
+// How ^C reaches the run in progress: the command's signal watcher calls stop(), which
+// marks the demo stopped and calls the cancel the running run armed (it cancels its
+// queues or its graph); a run armed after stop() is cancelled as it arms. Thread safe.
+class run_stop {
+ public:
+  void stop() {
+    std::lock_guard lk(mu_);
+    stopped_.store(true, std::memory_order_release);  // release: pairs with flag() readers
+    if (cancel_) cancel_();
+  }
+  void arm(std::function<void()> cancel) {
+    std::lock_guard lk(mu_);
+    cancel_ = std::move(cancel);
+    if (stopped_.load(std::memory_order_relaxed)) cancel_();  // relaxed: under the mutex
+  }
+  void disarm() {
+    std::lock_guard lk(mu_);
+    cancel_ = nullptr;
+  }
+  [[nodiscard]] bool stopped() const noexcept { return stopped_.load(std::memory_order_acquire); }
+  // For waits that poll it (token_bucket::acquire).
+  [[nodiscard]] const std::atomic<bool>& flag() const noexcept { return stopped_; }
+
+ private:
+  std::mutex mu_;
+  std::function<void()> cancel_;
+  std::atomic<bool> stopped_{false};
+};
+
+// What both runs share: the settings, the generated log text, the progress display,
+// and the ^C that ends them.
 struct run_env {
   const demo_config& cfg;
   const std::string& pattern;
   progress& prog;
+  run_stop& stop;
 };
 
 inline std::string fmt(const char* f, double a) {

@@ -25,6 +25,22 @@ namespace {
 
 double throughput(const run_result& r) { return r.elapsed_s > 0 ? static_cast<double>(r.sent) / r.elapsed_s : 0; }
 
+std::string outcome(const run_result& r) {
+  if (r.guard_hit) return "memory guard hit";
+  if (r.completed) return "completed";
+  return r.interrupted ? "interrupted" : "incomplete";
+}
+
+bool any_interrupted(const std::vector<run_result>& runs) {
+  return std::any_of(runs.begin(), runs.end(), [](const run_result& r) { return r.interrupted; });
+}
+
+// Said under the table and in the report when ^C stopped a run: its figures are of what it
+// sent before then, and no run after it was made.
+constexpr const char* kInterruptedNote =
+    "Interrupted: the run marked so stopped early; its figures are of what it sent before\n"
+    "  then, and no run was made after it.";
+
 }  // namespace
 
 void print_table(const demo_config& cfg, const std::vector<run_result>& runs, double rss_after_trim) {
@@ -47,7 +63,7 @@ void print_table(const demo_config& cfg, const std::vector<run_result>& runs, do
   row("sent", [](const run_result& r) { return format_size(static_cast<double>(r.sent)); });
   row("throughput", [](const run_result& r) { return format_size(throughput(r)) + "/s"; });
   row("outcome", [](const run_result& r) {
-    return r.guard_hit ? std::string("memory guard hit") : r.completed ? std::string("completed") : std::string("incomplete");
+    return outcome(r);
   });
   row("bottleneck", [](const run_result& r) { return r.bottleneck.value_or("-"); });
 
@@ -79,7 +95,8 @@ void print_table(const demo_config& cfg, const std::vector<run_result>& runs, do
   for (const auto& r : runs) {
     if (!r.note.empty()) std::printf("\n  %s: %s\n", r.label.c_str(), r.note.c_str());
   }
-  if (runs.size() == 2 && runs[0].peak_rss > 0 && runs[1].peak_rss > 0) {
+  if (any_interrupted(runs)) std::printf("\n  %s\n", kInterruptedNote);
+  if (runs.size() == 2 && runs[0].peak_rss > 0 && runs[1].peak_rss > 0 && !any_interrupted(runs)) {
     const double ratio = runs[0].peak_rss / std::max(1.0, runs[1].peak_rss);
     if (ratio >= 2) {
       std::printf("\n  Same sink, same time: the unbounded queue held %.0fx the memory, because nothing told\n"
@@ -116,6 +133,7 @@ void print_json(const demo_config& cfg, const std::vector<run_result>& runs) {
     first = false;
     o += "{\"name\":" + json_escape(r.kind) + ",\"label\":" + json_escape(r.label) +
          ",\"completed\":" + (r.completed ? "true" : "false") + ",\"guard_hit\":" + (r.guard_hit ? "true" : "false") +
+         ",\"interrupted\":" + (r.interrupted ? "true" : "false") +
          ",\"elapsed_s\":" + fmt("%.6f", r.elapsed_s) + ",\"generated_bytes\":" + std::to_string(r.generated) +
          ",\"sent_bytes\":" + std::to_string(r.sent) + ",\"throughput_bytes_per_s\":" + fmt("%.0f", throughput(r)) +
          ",\"peak_rss_delta_bytes\":" + fmt("%.0f", r.peak_rss) + ",\"budget_bytes\":" +
@@ -174,12 +192,17 @@ void write_report(const std::string& path, const demo_config& cfg, const std::ve
   row("time", [](const run_result& r) { return fmt("%.2f s", r.elapsed_s); });
   row("throughput", [](const run_result& r) { return format_size(throughput(r)) + "/s"; });
   row("outcome", [](const run_result& r) {
-    return r.guard_hit ? std::string("memory guard hit") : r.completed ? std::string("completed") : std::string("incomplete");
+    return outcome(r);
   });
   row("bottleneck", [](const run_result& r) { return r.bottleneck.value_or("-"); });
   f << "</table>\n";
   for (const auto& r : runs)
     if (!r.note.empty()) f << "<p>" << html_escape(r.label + ": " + r.note) << "</p>\n";
+  if (any_interrupted(runs)) {
+    std::string note = kInterruptedNote;
+    note.replace(note.find("\n  "), 3, " ");
+    f << "<p>" << html_escape(note) << "</p>\n";
+  }
 
   // Memory curves.
   f << "<h2>Memory over time</h2>\n<svg width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W << " " << H

@@ -283,6 +283,7 @@ struct demo_stages {
   std::uint64_t baseline;
   std::atomic<bool>& guard_hit;
   bool check_guard;
+  const std::atomic<bool>* stop;  // ^C: the sink's paced wait ends (run_stop::flag)
 
   template <class Push>
   void generate(Push&& push) {
@@ -362,7 +363,7 @@ struct demo_stages {
       const auto t1 = clock::now();
       me.add(me.starved_ns, ns_between(t0, t1));
       if (!c) break;
-      bucket.acquire(c->size);  // the "socket" accepts rate bytes per second
+      if (!bucket.acquire(c->size, stop)) break;  // the "socket" accepts rate bytes per second
       for (std::size_t i = 0; i < c->size; i += 64) sum += static_cast<unsigned char>(c->data[i]);
       total += c->size;
       sent.store(total, std::memory_order_relaxed);  // relaxed: statistic
@@ -418,7 +419,7 @@ run_result run_unbounded(const run_env& env) {
   std::atomic<bool> guard{false};
   std::vector<stage_clock> clocks = make_clocks();
   unbounded_queue q1, q2;
-  demo_stages st{env.cfg, env.pattern, clocks, generated, sent, checksum, peak, baseline, guard, true};
+  demo_stages st{env.cfg, env.pattern, clocks, generated, sent, checksum, peak, baseline, guard, true, &env.stop.flag()};
   run_probe probe{[&](std::vector<channel_view>& ch, std::vector<std::array<std::uint64_t, 3>>& times) {
                     ch = {{"generate -> scrub", q1.bytes(), 0}, {"scrub -> send   ", q2.bytes(), 0}};
                     for (auto& c : clocks) {
@@ -432,6 +433,11 @@ run_result run_unbounded(const run_env& env) {
   const auto t0 = clock::now();
   {
     sampler smp(env.cfg, r, probe, env.prog, baseline, peak);
+    // ^C: both queues refuse pushes and end pops, so the three threads return.
+    env.stop.arm([&] {
+      q1.cancel();
+      q2.cancel();
+    });
     std::thread a([&] {
       st.generate([&](demo_chunk c) { return q1.push(std::move(c)); });
       if (guard.load(std::memory_order_relaxed)) {
@@ -449,6 +455,7 @@ run_result run_unbounded(const run_env& env) {
     a.join();
     b.join();
     c.join();
+    env.stop.disarm();
     r.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
     smp.stop();
     smp.take_final();
@@ -458,6 +465,7 @@ run_result run_unbounded(const run_env& env) {
   r.checksum = checksum.load();
   r.guard_hit = guard.load();
   r.completed = !r.guard_hit && r.sent == env.cfg.bytes;
+  r.interrupted = !r.completed && !r.guard_hit && env.stop.stopped();
   r.peak_rss = static_cast<double>(peak.load()) - static_cast<double>(baseline);
   r.bottleneck = metrics::find_bottleneck(snapshot_of(r, clocks));
   if (r.guard_hit) {
@@ -478,7 +486,7 @@ run_result run_bounded(const run_env& env) {
   std::atomic<std::uint64_t> peak{baseline}, generated{0}, sent{0}, checksum{0};
   std::atomic<bool> guard{false};
   std::vector<stage_clock> unused = make_clocks();  // the graph keeps its own clocks
-  demo_stages st{env.cfg, env.pattern, unused, generated, sent, checksum, peak, baseline, guard, false};
+  demo_stages st{env.cfg, env.pattern, unused, generated, sent, checksum, peak, baseline, guard, false, &env.stop.flag()};
 
   graph g;
   stage_options budget;
@@ -493,7 +501,9 @@ run_result run_bounded(const run_env& env) {
   token_bucket bucket(env.cfg.rate, std::max<std::uint64_t>(env.cfg.chunk, env.cfg.rate / 50));
   std::uint64_t sum = 0, total = 0;
   g.sink("send", clean, [&](demo_chunk c) {
-    bucket.acquire(c.size);  // the "socket" accepts rate bytes per second
+    // The "socket" accepts rate bytes per second. ^C ends the wait; the graph is being
+    // cancelled then, and the chunk is not sent.
+    if (!bucket.acquire(c.size, &env.stop.flag())) return;
     for (std::size_t i = 0; i < c.size; i += 64) sum += static_cast<unsigned char>(c.data[i]);
     total += c.size;
     sent.store(total, std::memory_order_relaxed);  // relaxed: statistic
@@ -509,7 +519,13 @@ run_result run_bounded(const run_env& env) {
   report rep;
   {
     sampler smp(env.cfg, r, probe, env.prog, baseline, peak);
-    rep = g.run();
+    env.stop.arm([&g] { g.cancel(); });  // ^C cancels the graph (before or during its run)
+    try {
+      rep = g.run();
+    } catch (const sluice::cancelled&) {
+      rep = g.last_report();  // ^C: what it did before the cancel
+    }
+    env.stop.disarm();
     r.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
     smp.stop();
     smp.take_final();
@@ -520,6 +536,7 @@ run_result run_bounded(const run_env& env) {
   r.sent = total;
   r.checksum = sum;
   r.completed = r.sent == env.cfg.bytes && rep.balanced();
+  r.interrupted = !r.completed && env.stop.stopped();
   r.peak_rss = static_cast<double>(peak.load()) - static_cast<double>(baseline);
   r.bottleneck = rep.metrics.bottleneck;
   return r;
