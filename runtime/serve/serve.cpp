@@ -102,6 +102,14 @@ parsed_address parse_address(const std::string& address) {
     if (a.host.find(':') != std::string::npos) throw bad("an IPv6 host must be in brackets");
   }
   if (a.host.empty()) throw bad("no host");
+  // A host whose last label is a number is an IPv4 address to resolvers and browsers
+  // alike (no DNS name ends in one), so one that is not a valid address is a typo, not a
+  // name to look up: 999.1.1.1 was "does not resolve", found only at the first run.
+  if (const std::string last = a.host.substr(a.host.rfind('.') + 1);
+      a.host.find_first_not_of("0123456789.") == std::string::npos && !last.empty()) {
+    in_addr v4{};
+    if (::inet_aton(a.host.c_str(), &v4) == 0) throw bad("the host is not an IPv4 address (each part 0 to 255)");
+  }
   if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos) {
     throw bad("the port must be a number from 0 to 65535");
   }

@@ -375,7 +375,7 @@ TEST(Serve, BindsTheAddressGivenAndNamesOneItCannot) {
     EXPECT_NE(std::string(e.what()).find(taken), std::string::npos) << e.what();
   }
   for (const char* bad : {"localhost", "127.0.0.1:", "127.0.0.1:99999", ":80", "::1:80", "127.0.0.1:http", "[::1]80",
-                          "http://127.0.0.1:0", "127.0.0.1:0/metrics"}) {
+                          "http://127.0.0.1:0", "127.0.0.1:0/metrics", "999.1.1.1:80", "1.2.3.4.5:0", "256.0.0.1:0"}) {
     try {
       auto c = sluice::metrics::serve(lg.g, bad);
       FAIL() << "accepted " << bad;

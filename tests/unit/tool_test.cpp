@@ -171,6 +171,7 @@ TEST_F(Tool, BenchServeRefusesABadAddressBeforeItRuns) {
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"bench", "--items", "1000", "--serve", "garbage"},
         std::vector<std::string>{"bench", "--items", "1000", "--serve", "127.0.0.1:99999"},
+        std::vector<std::string>{"bench", "--items", "1000", "--serve", "999.1.1.1:80"},  // was exit 1, "does not resolve"
         std::vector<std::string>{"bench", "--items", "1000", "--engine", "tbb", "--serve", "garbage"},
         std::vector<std::string>{"bench", "--items", "1000", "--engine", "tbb", "--serve", "127.0.0.1:0"}}) {
     const result r = run_tool(args, 60);
