@@ -186,6 +186,27 @@ TEST(io_tool, a_missing_input_is_one_line_exit_1_and_no_output) {
   EXPECT_TRUE(listing(dir).empty());
 }
 
+// A file name with control bytes (an escape sequence, a newline) is shown as \xNN: the
+// message stays one line, and nothing in a name reaches the terminal as a command. They
+// were printed raw: `sluice gzip "$(printf 'x\033[2J')"` cleared the screen.
+TEST(io_tool, control_bytes_in_a_file_name_are_shown_escaped_on_one_line) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  const std::string odd = (dir / "a\x1b[2Jb\nc").string();
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"gzip", odd}, std::vector<std::string>{"gunzip", odd + ".gz"},
+        std::vector<std::string>{"gunzip", odd}}) {  // the last: no .gz suffix, a usage error
+    const pid_t pid = spawn(sluice, args, -1, -1, dir / "err");
+    const int status = wait_exit(pid, std::chrono::seconds(60));
+    EXPECT_TRUE(status == 1 || status == 2) << status;
+    const std::string err = read_string(dir / "err");
+    SCOPED_TRACE(err);
+    EXPECT_EQ(err.find('\x1b'), std::string::npos);
+    EXPECT_EQ(err.find('\n'), err.size() - 1);
+    EXPECT_NE(err.find("a\\x1b[2Jb\\x0ac"), std::string::npos);
+  }
+}
+
 TEST(io_tool, corrupt_or_truncated_input_is_exit_1_and_leaves_no_output) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;
