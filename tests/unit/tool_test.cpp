@@ -593,6 +593,60 @@ TEST_F(Tool, OutputThatCannotBeWrittenIsAnErrorNotExitZero) {
   }
 }
 
+// `sluice demo ARGS` with a stdout whose reader has gone (the read end of its pipe closed
+// before it starts) and stderr to a file: its status (128+N if killed by N) and stderr.
+result demo_with_stdout_gone(std::vector<std::string> args) {
+  result r;
+  int out[2];
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  ::close(out[0]);
+  const std::string err_path = ::testing::TempDir() + "sluice_demo_err_" + std::to_string(::getpid());
+  const std::string tool = tool_path();
+  args.insert(args.begin(), {tool, "demo"});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    sluice_test::default_stop_signals();
+    ::signal(SIGPIPE, SIG_DFL);  // as a shell starts it
+    ::dup2(out[1], STDOUT_FILENO);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(err, STDERR_FILENO);
+    ::execv(tool.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  int status = 0;
+  pid_t done = 0;
+  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 120'000; waited += 20) {
+    pollfd none{-1, 0, 0};
+    (void)::poll(&none, 0, 20);
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    (void)::waitpid(pid, &status, 0);
+    ADD_FAILURE() << "the demo did not end";
+  }
+  r.status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  r.err = sluice_test::read_whole_file(err_path);
+  std::remove(err_path.c_str());
+  return r;
+}
+
+// A reader of stdout that is gone (`sluice demo --report r.html | true`) does not kill the
+// demo with SIGPIPE at its table: the report is written, and it ends with "cannot write
+// to standard output" and status 1, as bench does. It died of SIGPIPE (141), without a word.
+TEST_F(Tool, ADemoWhoseStdoutReaderIsGoneWritesItsReportAndSaysSo) {
+  const std::string html = ::testing::TempDir() + "sluice_demo_gone_" + std::to_string(::getpid()) + ".html";
+  std::remove(html.c_str());
+  const result r = demo_with_stdout_gone({"--bytes", "4MiB", "--report", html});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("sluice demo: error: cannot write to standard output"), std::string::npos) << r.err;
+  EXPECT_NE(sluice_test::read_whole_file(html).find("<svg"), std::string::npos);
+  std::remove(html.c_str());
+}
+
 // --report onto what is not a regular file: a FIFO (or a device) is written in place, never
 // replaced by a regular file (before, `--report /dev/null` as root replaced /dev/null); a
 // directory is refused; a new report gets 0666 less the umask (it was always 0644).

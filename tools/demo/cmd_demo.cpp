@@ -14,6 +14,7 @@
 // Memory is the resident set (RSS, /proc/self/statm) above a baseline taken just before
 // each run; between runs the freed heap is handed back to the OS (malloc_trim), so the
 // second run does not inherit the first one's pages.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -124,6 +125,10 @@ int cmd_demo(int argc, char** argv) {
     prog.finish("sluice (bounded): peak memory +" + format_size(std::max(0.0, runs.back().peak_rss)) + ", " +
                 fmt("%.2f s", runs.back().elapsed_s));
   }
+  // A reader of stdout that is gone (`| true`) must not kill the demo with SIGPIPE at its
+  // table: the report is written after it. Ignored from here on, the failed write is
+  // reported by main's check of stdout (status 1, or this one's when interrupted).
+  ::signal(SIGPIPE, SIG_IGN);
   if (cfg.json) {
     print_json(cfg, runs);
   } else {
