@@ -13,7 +13,9 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <sstream>
 #include <string>
@@ -184,9 +186,10 @@ std::optional<std::uint64_t> stream_msgs(sluice::jetstream::connection& conn, co
   }
 }
 
-// ^C while both sides run: the orchestrating process stops them, removes the stream it
-// made and its temporary directory, says so in one line and exits 130. (It used to die at
-// once, leaving a file-backed stream with its messages and /tmp/sluice-cut-* behind.)
+// ^C while both sides run: the orchestrating process stops them, prints what each side did
+// before then, removes the stream it made, says so and exits 130. (It used to die at
+// once, leaving a file-backed stream with its messages and /tmp/sluice-cut-* behind; then
+// it stopped in order but printed nothing of the run.)
 TEST_F(CutTool, AnInterruptStopsBothSidesAndRemovesTheStream) {
   sluice_test::nats_server server;
   auto conn = sluice::jetstream::connect(server.url());
@@ -203,7 +206,82 @@ TEST_F(CutTool, AnInterruptStopsBothSidesAndRemovesTheStream) {
   EXPECT_EQ(status, 130) << text;
   EXPECT_NE(text.find("interrupted by"), std::string::npos) << text;
   EXPECT_NE(text.find("stream " + stream + " removed"), std::string::npos) << text;
+  EXPECT_NE(text.find("(interrupted by Interrupt: the figures are of what each side did before it stopped)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\nproducer: "), std::string::npos) << text;
+  EXPECT_NE(text.find("\nconsumer: "), std::string::npos) << text;
+  EXPECT_EQ(text.find("were acknowledged by another consumer"), std::string::npos) << text;
   EXPECT_FALSE(stream_msgs(conn, stream).has_value()) << "the stream is still there";
+}
+
+// The directories named /tmp/sluice-cut-XXXXXX (what a two-process run used for its sides'
+// results).
+std::set<std::string> cut_temp_dirs() {
+  std::set<std::string> found;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/tmp", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() == 17 && name.rfind("sluice-cut-", 0) == 0 && e.is_directory(ec)) found.insert(name);
+  }
+  return found;
+}
+
+// The processes whose parent is `pid` (from /proc/N/stat), and whether one still runs
+// (not gone, not a zombie).
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> found;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "stat");
+    std::string stat;
+    std::getline(f, stat);
+    const std::size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    char state = 0;
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == pid) found.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return found;
+}
+bool still_runs(pid_t p) {
+  std::ifstream f("/proc/" + std::to_string(p) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return false;
+  const std::size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// A two-process run killed outright (SIGKILL: nothing of it runs after) leaves nothing on
+// disk for its sides' results, and its sides end with it. It left a /tmp/sluice-cut-XXXXXX
+// directory each time.
+TEST_F(CutTool, AKilledRunLeavesNoTemporaryFilesBehind) {
+  sluice_test::nats_server server;
+  auto conn = sluice::jetstream::connect(server.url());
+  const std::string out = out_file("killed");
+  const std::set<std::string> before = cut_temp_dirs();
+  sluice_test::child_process run({tool_path(), "bench", "--cut", "2", "--via", server.url(), "--topology", "chain:4",
+                                  "--items", "1M", "--work", "0,0,sleep:100us,0"},
+                                 out);
+  const std::string stream = "sluice-bench-" + std::to_string(run.pid());
+  ASSERT_TRUE(within(30s, [&] { return stream_msgs(conn, stream).value_or(0) > 0; })) << run.output();
+  const std::set<std::string> during = cut_temp_dirs();
+  const std::vector<pid_t> sides = children_of(run.pid());
+  EXPECT_EQ(sides.size(), 2U);
+  run.signal(SIGKILL);
+  (void)run.wait(30s);
+  const std::string text = run.output();
+  std::filesystem::remove(out);
+  for (const std::string& d : during) {
+    EXPECT_TRUE(before.count(d) != 0) << "/tmp/" << d << " was made by the run" << text;
+  }
+  // Its sides die with it (they would otherwise keep running against the stream).
+  for (const pid_t side : sides) EXPECT_TRUE(within(30s, [&] { return !still_runs(side); })) << side;
+  sluice::jetstream::remove_edge(conn, {.stream = stream});
 }
 
 // ^C to one side started alone (--role): it stops, says so, names the stream it leaves on
@@ -228,6 +306,7 @@ TEST_F(CutTool, AnInterruptedRoleRunSaysWhatItStoppedAndKeepsTheStream) {
       << text;
   EXPECT_NE(text.find("interrupted by"), std::string::npos) << text;
   EXPECT_NE(text.find("the consumer side stopped; stream role-int is kept"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nconsumer: 0 items in "), std::string::npos) << "what it did was not printed:\n" << text;
   EXPECT_TRUE(stream_msgs(conn, "role-int").has_value());
 }
 

@@ -26,6 +26,8 @@
 #include "bench/cut.hpp"
 
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -226,6 +228,7 @@ struct side_result {
   std::uint64_t edge_max = 0, edge_capacity = 0;
   double edge_mean = 0;
   std::uint64_t p50_ns = 0, p99_ns = 0;  // consumer: end-to-end latency
+  int interrupted = 0;                   // the signal that stopped it early, or 0
 };
 
 std::uint64_t load64(const std::string& s, std::size_t at) {
@@ -234,10 +237,11 @@ std::uint64_t load64(const std::string& s, std::size_t at) {
   return v;
 }
 
-// `signals`: a run of one side the user started (--role without --result) takes ^C here:
-// the side is cancelled, and *interrupted names the signal (run() then throws cancelled).
+// `signals`: a side takes ^C here: it is cancelled, and the result says what it did before
+// then, with the signal in `interrupted`.
 side_result run_side(const cut_config& c, js::connection& conn, const js::edge_options& edge,
-                     const signal_block* signals = nullptr, int* interrupted = nullptr) {
+                     const signal_block* signals = nullptr) {
+  std::atomic<int> interrupted{0};
   sluice::graph g;
   const bool producer = c.role == "producer";
   std::atomic<std::uint64_t> done_items{0};
@@ -334,7 +338,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
     while (running.load()) {
       if (signals != nullptr) {
         if (const int sig = signals->take(std::chrono::milliseconds(100)); sig != 0 && running.load()) {
-          *interrupted = sig;
+          interrupted.store(sig);
           g.cancel();
           return;
         }
@@ -373,16 +377,23 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   report rep;
   try {
     rep = g.run();
+  } catch (const sluice::cancelled&) {
+    running = false;
+    if (signals != nullptr) signals->wake();
+    sampler.join();
+    if (interrupted.load() == 0) throw;
+    rep = g.last_report();  // ^C: what this side did before it
   } catch (...) {
     running = false;
     if (signals != nullptr) signals->wake();
     sampler.join();
     throw;
   }
+  r.interrupted = interrupted.load();
   r.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   running = false;
   if (signals != nullptr) signals->wake();
-  sampler.join();
+  if (sampler.joinable()) sampler.join();
   r.items = done_items.load();
   r.redelivered = redelivered.load();
   r.copies = copies.load();
@@ -408,7 +419,8 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
 void write_result(const side_result& r, const std::string& path) {
   std::ofstream o(path);
   o << "side " << r.side << " " << r.elapsed_s << " " << r.items << " " << r.edge_max << " " << r.edge_mean << " "
-    << r.edge_capacity << " " << r.p50_ns << " " << r.p99_ns << " " << r.redelivered << " " << r.expected << " " << r.copies << "\n";
+    << r.edge_capacity << " " << r.p50_ns << " " << r.p99_ns << " " << r.redelivered << " " << r.expected << " " << r.copies
+    << " " << r.interrupted << "\n";
   for (const auto& s : r.stages) {
     o << "stage " << s.name << " " << s.items_in << " " << s.items_out << " " << s.busy_ns << " " << s.backpressured_ns
       << " " << s.starved_ns << "\n";
@@ -425,7 +437,7 @@ side_result read_result(const std::string& path) {
     f >> kind;
     if (kind == "side") {
       f >> r.side >> r.elapsed_s >> r.items >> r.edge_max >> r.edge_mean >> r.edge_capacity >> r.p50_ns >> r.p99_ns >>
-          r.redelivered >> r.expected >> r.copies;
+          r.redelivered >> r.expected >> r.copies >> r.interrupted;
     } else if (kind == "stage") {
       metrics::stage_snapshot s;
       f >> s.name >> s.items_in >> s.items_out >> s.busy_ns >> s.backpressured_ns >> s.starved_ns;
@@ -490,7 +502,7 @@ void print_sides(const cut_config& c, const js::edge_options& edge, const std::v
       }
     }
     std::printf("\n");
-    if (sd.side == "consumer" && sd.items < sd.expected) {
+    if (sd.side == "consumer" && sd.items < sd.expected && sd.interrupted == 0) {
       std::printf("consumer: %llu of %llu items arrived; the producer had finished and the edge is empty, so "
                   "the other %llu were acknowledged by another consumer (an earlier one, since gone?)\n",
                   static_cast<unsigned long long>(sd.items), static_cast<unsigned long long>(sd.expected),
@@ -508,11 +520,29 @@ void print_sides(const cut_config& c, const js::edge_options& edge, const std::v
   }
 }
 
-int run_child(const cut_config& c, const std::string& exe, const std::string& role, const std::string& result,
+// A side's result, handed back through a file with no name: the side writes it at
+// /dev/fd/3 (its copy of fd()), the parent reads it at path().
+class result_file {
+ public:
+  explicit result_file(const char* side) : fd_(::memfd_create(("sluice-cut-" + std::string(side)).c_str(), MFD_CLOEXEC)) {
+    if (fd_ < 0) throw std::runtime_error(std::string("sluice bench: cannot make a file for a side's result: ") + std::strerror(errno));
+  }
+  result_file(const result_file&) = delete;
+  result_file& operator=(const result_file&) = delete;
+  ~result_file() { ::close(fd_); }
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+  [[nodiscard]] std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
+
+ private:
+  int fd_;
+};
+
+// Starts this program as one side; its result goes to result_fd (as the side's fd 3).
+int run_child(const cut_config& c, const std::string& exe, const std::string& role, int result_fd,
               const sigset_t* mask) {
   std::vector<std::string> args = {exe, "bench"};
   args.insert(args.end(), c.passthrough.begin(), c.passthrough.end());
-  for (const char* a : {"--role", role.c_str(), "--stream", c.stream.c_str(), "--result", result.c_str()}) args.push_back(a);
+  for (const char* a : {"--role", role.c_str(), "--stream", c.stream.c_str(), "--result", "/dev/fd/3"}) args.push_back(a);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -522,7 +552,14 @@ int run_child(const cut_config& c, const std::string& exe, const std::string& ro
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the orchestrating process
     if (::getppid() != parent) ::_exit(1);
-    ::close_range(3, ~0U, 0);  // none of this process's sockets (its NATS connection) go along
+    // The result file as fd 3, open across the exec; none of this process's other
+    // descriptors (its NATS connection) go along.
+    if (result_fd == 3) {
+      ::fcntl(3, F_SETFD, 0);
+    } else if (::dup2(result_fd, 3) != 3) {
+      ::_exit(127);
+    }
+    ::close_range(4, ~0U, 0);
     ::pthread_sigmask(SIG_SETMASK, mask, nullptr);  // the parent blocked its stop signals; a side does not
     ::execv(argv[0], argv.data());
     ::_exit(127);
@@ -560,14 +597,15 @@ int run_cut(const cut_config& c) {
   js::edge_options edge{.stream = c.stream, .max_msgs = static_cast<std::int64_t>(c.edge_capacity)};
   // Running both sides: SIGINT/SIGTERM/SIGHUP are taken by the wait loop below rather than
   // ending this process at once, so an interrupted run still stops its sides and removes
-  // its stream and temporary directory. Blocked before the connection starts libnats'
+  // its stream. Blocked before the connection starts libnats'
   // threads, so that none of them takes the signal instead; the sides get the usual
   // dispositions back (run_child).
-  // A side the user started alone (--role, no --result) takes them too: it says what it
-  // stopped and what it left on the server. A side this program started (--result) dies of
-  // its parent's SIGTERM as usual; the parent says it.
+  // A side takes them too: cancelled, it still gives what it did before then, printed by a
+  // side the user started alone (--role), which also says what it left on the server, and
+  // handed in its --result by a side this program started (on the parent's SIGTERM, or
+  // the terminal's ^C to the whole process group), for the parent to print.
   std::optional<signal_block> signals;
-  if (c.result.empty()) signals.emplace();
+  signals.emplace();
   auto conn = js::connect(c.via);
   js::ensure_edge(conn, edge);
   if (!c.role.empty()) {
@@ -578,21 +616,18 @@ int run_cut(const cut_config& c) {
                    consumer ? "waiting for the producer's items (the same command with --role producer sends them)"
                             : "publishing; the same command with --role consumer takes the items");
     }
-    int interrupted = 0;
-    side_result r;
-    try {
-      r = run_side(c, conn, edge, signals ? &*signals : nullptr, &interrupted);
-    } catch (const sluice::cancelled&) {
-      if (interrupted == 0) throw;
-      std::fprintf(stderr, "sluice bench: interrupted by %s; the %s side stopped; stream %s is kept on %s\n",
-                   ::strsignal(interrupted), c.role.c_str(), edge.stream.c_str(), js::shown_url(c.via).c_str());
-      return 128 + interrupted;
-    }
+    const side_result r = run_side(c, conn, edge, &*signals);
     if (!c.result.empty()) {
-      write_result(r, c.result);  // the orchestrating run judges it
-      return 0;
+      write_result(r, c.result);  // the orchestrating run judges it, interrupted or not
+      return r.interrupted != 0 ? 128 + r.interrupted : 0;
     }
     print_sides(c, edge, {r});
+    if (r.interrupted != 0) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "sluice bench: interrupted by %s; the %s side stopped; stream %s is kept on %s\n",
+                   ::strsignal(r.interrupted), c.role.c_str(), edge.stream.c_str(), js::shown_url(c.via).c_str());
+      return 128 + r.interrupted;
+    }
     return r.items < r.expected ? 1 : 0;
   }
   // Both sides, each in a process of its own (this program, run twice).
@@ -600,15 +635,9 @@ int run_cut(const cut_config& c) {
   const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   if (n <= 0) throw std::runtime_error("sluice bench: cannot find this program (/proc/self/exe)");
   exe[n] = '\0';
-  char dir_tmpl[] = "/tmp/sluice-cut-XXXXXX";
-  if (::mkdtemp(dir_tmpl) == nullptr) throw std::runtime_error("sluice bench: mkdtemp failed");
-  const std::string dir = dir_tmpl;
-  const std::string pres = dir + "/producer", cres = dir + "/consumer";
-  auto tidy = [&] {
-    std::remove(pres.c_str());
-    std::remove(cres.c_str());
-    ::rmdir(dir.c_str());
-  };
+  // Each side hands its result back in a file with no name (a memfd), so nothing is left
+  // on disk whatever ends this process: a temporary directory was left in /tmp by a SIGKILL.
+  const result_file pres("producer"), cres("consumer");
   auto remove_edge = [&] {
     try {
       js::remove_edge(conn, edge);
@@ -616,8 +645,8 @@ int run_cut(const cut_config& c) {
       std::fprintf(stderr, "sluice bench: %s\n", ex.what());
     }
   };
-  const pid_t cons = run_child(c, exe, "consumer", cres, &signals->old_mask());
-  const pid_t prod = run_child(c, exe, "producer", pres, &signals->old_mask());
+  const pid_t cons = run_child(c, exe, "consumer", cres.fd(), &signals->old_mask());
+  const pid_t prod = run_child(c, exe, "producer", pres.fd(), &signals->old_mask());
   // Whichever side ends first: if it failed, the other cannot finish (a consumer gone leaves
   // the producer blocked on a full edge for ever), so it is stopped.
   int failed = 0;
@@ -656,7 +685,17 @@ int run_cut(const cut_config& c) {
   }
   if (interrupted != 0) {
     remove_edge();
-    tidy();
+    // What each side did before it stopped (a side killed before it could say is left out).
+    std::vector<side_result> sides;
+    for (const result_file* f : {&pres, &cres}) {
+      if (side_result r = read_result(f->path()); !r.side.empty()) sides.push_back(std::move(r));
+    }
+    if (!sides.empty()) {
+      print_sides(c, edge, sides);
+      std::printf("(interrupted by %s: the figures are of what each side did before it stopped)\n",
+                  ::strsignal(interrupted));
+      std::fflush(stdout);
+    }
     std::fprintf(stderr, "sluice bench: interrupted by %s; both sides stopped, stream %s removed\n",
                  ::strsignal(interrupted), edge.stream.c_str());
     return 128 + interrupted;
@@ -664,12 +703,10 @@ int run_cut(const cut_config& c) {
   signals.reset();  // the old mask back: a ^C from here on ends the process as usual
   if (failed) {
     remove_edge();
-    tidy();
     std::fprintf(stderr, "sluice bench: a side of the cut failed (its error is above)\n");
     return 1;
   }
-  const side_result prod_r = read_result(pres), cons_r = read_result(cres);
-  tidy();
+  const side_result prod_r = read_result(pres.path()), cons_r = read_result(cres.path());
   print_sides(c, edge, {prod_r, cons_r});
   if (cons_r.items < c.items) {
     // Something was lost: the stream stays for a look (nats stream view ...).
