@@ -71,6 +71,23 @@ class discard_hook_scope : public thread_mark {
   explicit discard_hook_scope(const void* g) noexcept : thread_mark(t_in_discard, g) {}
 };
 
+// A stage's thread is in the dead-letter path (its hook call, or the wait for another
+// thread's to end) for the mark's life: the stuck line then says so, not "in its cleanup".
+class discard_mark {
+ public:
+  explicit discard_mark(stage_node* n) noexcept : n_(n) {
+    if (n_ != nullptr) n_->in_discard.fetch_add(1, std::memory_order_relaxed);  // relaxed: a hint
+  }
+  discard_mark(const discard_mark&) = delete;
+  discard_mark& operator=(const discard_mark&) = delete;
+  ~discard_mark() {
+    if (n_ != nullptr) n_->in_discard.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  stage_node* n_;
+};
+
 void maybe_fail_thread_creation() {
   // relaxed: set by a test before start(), on the same thread.
   long b = g_thread_budget.load(std::memory_order_relaxed);
@@ -654,6 +671,7 @@ bool graph_state::in_discard_hook() const noexcept { return t_in_discard == this
 
 void graph_state::discard(std::size_t channel, const std::type_info& type, void* item) noexcept {
   if (!opts_.on_discard || dying_.load(std::memory_order_relaxed)) return;
+  const discard_mark busy(current_stage_scope::of(this));  // before the lock: waiting for it counts
   // channels_ and nodes_ are immutable once started (and only the building thread or a
   // caller holding mu_ touches them before), so names can be read without mu_.
   std::lock_guard lk(dead_mu_);
@@ -672,6 +690,7 @@ void graph_state::discard_failed(std::size_t channel, const stage_node& n, const
   if (fault_ != nullptr) fault_->on_stage_exception(n.name, why, tearing_down());
   count_held(channel, 1);
   if (!opts_.on_discard || dying_.load(std::memory_order_relaxed)) return;
+  const discard_mark busy(current_stage_scope::of(this));
   std::lock_guard lk(dead_mu_);
   const discard_hook_scope in_hook(this);
   try {

@@ -209,6 +209,7 @@ current_stage_scope::~current_stage_scope() {
   tls_stage = nullptr;
   tls_counted = nullptr;
 }
+stage_node* current_stage_scope::of(const graph_state* g) noexcept { return tls_graph == g ? tls_stage : nullptr; }
 bool current_stage_scope::take_counted(const std::exception_ptr& e) const noexcept {
   const bool same = tls_counted != nullptr && tls_counted == e;
   tls_counted = nullptr;
@@ -417,6 +418,9 @@ std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck) c
     if (ops[stuck[i]]) {
       line += std::string("blocked in ") + (ops[stuck[i]]->first ? "push" : "pop") + " on channel '" +
               channels_[ops[stuck[i]]->second]->name + "'";
+    } else if (n.in_discard.load(std::memory_order_relaxed) > 0) {
+      // Its channels' undelivered items, each a call of the hook (serialised by the graph).
+      line += "handing undelivered items to on_discard";
     } else if (n.fused) {
       line += "in its stage function, fused on the thread of '" + nodes_[n.host]->name + "'";
     } else if (n.in_function.load(std::memory_order_relaxed) > 0) {

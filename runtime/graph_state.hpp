@@ -133,6 +133,7 @@ struct stage_node : node_spec {
   std::atomic<std::int64_t> running_since{0};  // sum of their start times (ns)
   std::atomic<int> exiting{0};               // replicas in finish_replica (on_close, closing outputs)
   std::atomic<std::int64_t> in_function{0};  // replicas inside task->run() (the stage function's loop)
+  std::atomic<std::int64_t> in_discard{0};   // its threads handing dead letters to on_discard (or waiting to)
   // Per thread (threads of them): the fused stage it is inside now, or null (stage_thread).
   std::unique_ptr<std::atomic<const void*>[]> inside;
   std::mutex restart_mu;
@@ -150,6 +151,8 @@ struct current_stage_scope {
   // in hand a dead letter and then rethrows that exception to end the stage (jetstream's
   // failed publish) has one error, not two. Forgets the counted exception either way.
   [[nodiscard]] bool take_counted(const std::exception_ptr& e) const noexcept;
+  // The stage of graph `g` this thread runs, or null (another graph's, or no stage's).
+  [[nodiscard]] static stage_node* of(const graph_state* g) noexcept;
 };
 
 class graph_state {

@@ -148,8 +148,8 @@ struct graph_options {
   // Called once per stage that has not exited by the teardown deadline, on the graph's
   // supervisor thread. It may release whatever the stage is stuck on. Without this hook the
   // graph writes one line to stderr at the deadline instead, naming each stuck stage and
-  // where it is (in its stage function, blocked in a push or pop on which channel, or in
-  // its cleanup), so a run never hangs silently.
+  // where it is (in its stage function, blocked in a push or pop on which channel, handing
+  // undelivered items to on_discard, or in its cleanup), so a run never hangs silently.
   std::function<void(const std::string& stage)> on_stuck = {};
   // Called (on the graph's supervisor thread) once per stall with its wait-for chain: the
   // first link's stage waits on a channel held up by its holder, which waits on the next

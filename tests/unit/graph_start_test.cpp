@@ -254,6 +254,34 @@ TEST(graph_stuck, a_stuck_cleanup_is_named_as_such) {
   EXPECT_NE(text.find("stage 'slow-close' (in its cleanup"), std::string::npos) << text;
 }
 
+// A stage whose thread is handing its channel's undelivered items to a slow on_discard is
+// named as doing that, not "in its cleanup: destructor or on_close", which sent the user
+// looking in code that had already returned.
+TEST(graph_stuck, a_stage_handing_dead_letters_to_on_discard_is_named_as_such) {
+  watchdog dog(30s, "stuck_discard_line");
+  sluice_test::gate all_pushed;
+  std::string text;
+  {
+    stderr_capture cap;
+    sluice::graph g({.teardown_deadline = 50ms, .on_discard = [&](const sluice::dead_letter& d) {
+                       if (d.error()) return;  // the item the sink threw on: handed before the teardown
+                       (void)eventually([&] { return cap.text().find("'sink'") != std::string::npos; }, 10s);
+                     }});
+    auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+      for (int i = 0; i < 5; ++i) ASSERT_TRUE(out.push(i));
+      all_pushed.open();
+    }, {.capacity = 8});
+    g.sink("sink", src, [&](int) {
+      all_pushed.wait();
+      throw std::runtime_error("sink broke");  // the other 4 items become dead letters
+    });
+    EXPECT_THROW(g.run(), sluice::stage_error);
+    text = cap.text();
+  }
+  EXPECT_NE(text.find("stage 'sink' (handing undelivered items to on_discard)"), std::string::npos) << text;
+  EXPECT_EQ(text.find("in its cleanup"), std::string::npos) << text;
+}
+
 TEST(graph_stuck, with_on_stuck_the_hook_is_told_and_stderr_stays_quiet) {
   watchdog dog(30s, "stuck_hook");
   sluice_test::gate in_sink, told;
