@@ -1314,24 +1314,18 @@ int cmd_bench(int argc, char** argv) {
   }
   // The sluice graph's rings together must fit in the memory free now. Each is allocated
   // and touched as its stage is added, and the library refuses only the first one that
-  // does not fit (detail::check_ring_size): --capacity 100M on chain:4 held 21.9 GB for
+  // does not fit (detail::check_ring_memory): --capacity 100M on chain:4 held 21.9 GB for
   // 100 s before that error. Counted from a lower bound (the source and every worker have
   // an output ring, unless fused), so that no graph that fits is refused here.
   if (c.engine != "tbb") {
     const std::uint64_t rings = c.fuse ? (c.fuse_sink ? 0 : 1) : workers + 1;
     const std::size_t slot = sluice::detail::ring_buffer<bench_item>::slot_bytes();
-    const long double need = static_cast<long double>(rings) * static_cast<long double>(c.capacity) * slot;
-    const std::uint64_t free_now = sluice::detail::available_memory();
-    // One ring that cannot exist at all is left to the graph's own error (it says why: not
-    // addressable, more than the machine has): handled in run_engine.
-    const bool one_fits = [&] {
-      try {
-        sluice::detail::check_ring_size(static_cast<std::size_t>(c.capacity), slot);
-        return true;
-      } catch (const std::exception&) {
-        return false;
-      }
-    }();
+    const long double one = static_cast<long double>(c.capacity) * slot;
+    const long double need = static_cast<long double>(rings) * one;
+    const std::uint64_t free_now = sluice::detail::available_memory();  // 0: unknown
+    // One ring that does not fit by itself is left to the graph's own error, which says
+    // why (not addressable, more than the machine has, more than is free): run_engine.
+    const bool one_fits = one <= static_cast<long double>(free_now);
     if (rings > 1 && one_fits && free_now != 0 && need > static_cast<long double>(free_now)) {
       throw usage_error("sluice bench: --capacity " + c.capacity_text + " is too large: the graph's " +
                         std::to_string(rings) + " channels need " + format_size(static_cast<double>(need)) +

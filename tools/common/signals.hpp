@@ -56,7 +56,7 @@ class signal_block {
     // and taken here despite SIG_IGN, and `nohup sluice gzip big &` lost its run at logout.
     for (const int sig : {SIGINT, SIGTERM, SIGHUP}) {
       struct sigaction now {};
-      if (::sigaction(sig, nullptr, &now) == 0 && now.sa_handler == SIG_IGN) continue;  // NOLINT
+      if (::sigaction(sig, nullptr, &now) == 0 && now.sa_handler == SIG_IGN) continue;
       sigaddset(&set_, sig);
     }
     pthread_sigmask(SIG_BLOCK, &set_, &old_);
