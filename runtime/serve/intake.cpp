@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -52,12 +53,51 @@ bool wait_ready(int fd, short events, clock::time_point deadline) {
   }
 }
 
-// Where the head ends: after the first empty line ("\r\n\r\n", or "\n\n" from a client
-// that ends lines with LF alone, which httplib then refuses with a 400). `from`: bytes
-// before it were searched already.
-bool head_complete(std::string_view bytes, std::size_t from) {
-  const std::size_t start = from >= 3 ? from - 3 : 0;
-  return bytes.find("\r\n\r\n", start) != std::string_view::npos || bytes.find("\n\n", start) != std::string_view::npos;
+enum class head_state { incomplete, complete, malformed };
+
+// Whether the head (request line and headers) has ended: at its first empty line,
+// "\r\n\r\n". A line ended by LF or CR alone makes it malformed at once, before its end:
+// httplib takes only CRLF, and a head such as "...\r\n\n" or "...\n\r\n" had it read on
+// until the deadline (a worker held for a second by each such request; two of them
+// answered nobody else) or had the reader drop it without an answer. `from`: the bytes
+// before it were looked at already.
+// (What follows the head in the same read, a body or another request, is not looked at.)
+head_state look_at_head(std::string_view bytes, std::size_t from) {
+  const std::size_t end = bytes.find("\r\n\r\n", from >= 3 ? from - 3 : 0);
+  const std::size_t limit = end == std::string_view::npos ? bytes.size() : end + 4;
+  for (std::size_t i = std::max<std::size_t>(from, 1) - 1; i < limit; ++i) {
+    const bool lf_alone = bytes[i] == '\n' && (i == 0 || bytes[i - 1] != '\r');
+    const bool cr_alone = bytes[i] == '\r' && i + 1 < limit && bytes[i + 1] != '\n';
+    if (lf_alone || cr_alone) return head_state::malformed;
+  }
+  return end != std::string_view::npos ? head_state::complete : head_state::incomplete;
+}
+
+// Takes every Range header out of a complete head: every answer is whole, and httplib,
+// which parses Range before the server can set it aside, answered some of them (a
+// descending range, a unit other than bytes) 416 instead.
+void drop_range_headers(std::string& bytes) {
+  const std::size_t end = bytes.find("\r\n\r\n");
+  if (end == std::string::npos) return;
+  std::size_t line = bytes.find("\r\n") + 2;  // the first header line, after the request line
+  std::size_t head_end = end + 2;               // just past the last header line's CRLF
+  while (line < head_end) {
+    const std::size_t next = bytes.find("\r\n", line) + 2;
+    static constexpr std::string_view kName = "range";
+    std::size_t k = 0;
+    while (k < kName.size() && line + k < next &&
+           static_cast<char>(std::tolower(static_cast<unsigned char>(bytes[line + k]))) == kName[k]) {
+      ++k;
+    }
+    std::size_t colon = line + k;
+    while (k == kName.size() && colon < next && (bytes[colon] == ' ' || bytes[colon] == '\t')) ++colon;
+    if (k == kName.size() && colon < next && bytes[colon] == ':') {
+      bytes.erase(line, next - line);
+      head_end -= next - line;
+    } else {
+      line = next;
+    }
+  }
 }
 
 void address_of(int fd, bool peer, std::string& ip, int& port) {
@@ -130,19 +170,26 @@ class intake_stream final : public httplib::Stream {
   const clock::time_point write_by_;
 };
 
-// The answer to a head longer than kMaxHead, sent once without waiting (a client that does
-// not read it loses it).
-void refuse_too_large(int fd) {
-  static constexpr std::string_view kBody =
-      "431 request too large: the request line and headers must fit in 8 KiB\n";
-  const std::string answer = "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                             "Content-Type: text/plain; charset=utf-8\r\n"
+// An answer the reader gives itself, sent once without waiting (a client that does not
+// read it loses it).
+void refuse(int fd, std::string_view status, std::string_view body) {
+  const std::string answer = "HTTP/1.1 " + std::string(status) +
+                             "\r\nContent-Type: text/plain; charset=utf-8\r\n"
                              "Content-Length: " +
-                             std::to_string(kBody.size()) + "\r\nConnection: close\r\n\r\n" + std::string(kBody);
+                             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + std::string(body);
   (void)!::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
+// A head longer than kMaxHead.
+void refuse_too_large(int fd) {
+  refuse(fd, "431 Request Header Fields Too Large",
+         "431 request too large: the request line and headers must fit in 8 KiB\n");
+}
+// A head with a line not ended by CRLF.
+void refuse_malformed(int fd) {
+  refuse(fd, "400 Bad Request", "400 bad request: every line of the request head must end with CRLF\n");
+}
 
-enum class progress { waiting, complete, too_large, gone };
+enum class progress { waiting, complete, too_large, malformed, gone };
 
 // Reads what fd has now into r.bytes (non-blocking), up to kMaxHead in all.
 progress read_more(int fd, std::string& bytes) {
@@ -154,7 +201,15 @@ progress read_more(int fd, std::string& bytes) {
     if (n > 0) {
       const std::size_t before = bytes.size();
       bytes.append(buf, static_cast<std::size_t>(n));
-      if (head_complete(bytes, before)) return progress::complete;
+      switch (look_at_head(bytes, before)) {
+        case head_state::complete:
+          drop_range_headers(bytes);
+          return progress::complete;
+        case head_state::malformed:
+          return progress::malformed;
+        case head_state::incomplete:
+          continue;
+      }
       continue;
     }
     if (n == 0) return progress::gone;  // closed before its head was complete
@@ -297,6 +352,10 @@ void intake::read_loop() {
           break;
         case progress::too_large:
           refuse_too_large(r.fd);
+          ::close(r.fd);
+          break;
+        case progress::malformed:
+          refuse_malformed(r.fd);
           ::close(r.fd);
           break;
         case progress::gone:
