@@ -368,6 +368,13 @@ server serve(graph& g, std::string address) {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
+    // More than one Host is a bad request (RFC 9110, 7.2): which one the guard judged and
+    // which one a proxy in between would route by could differ.
+    if (req.get_header_value_count("Host") > 1) {
+      res.status = 400;
+      res.set_content("400 bad request: more than one Host header\n", "text/plain; charset=utf-8");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     const bool has_host = guard->on && req.has_header("Host");  // none: HTTP/1.0, never a browser
     const std::string host = has_host ? req.get_header_value("Host") : std::string();
     const std::string name = host_name_of(host);

@@ -707,6 +707,18 @@ TEST(Serve, AHeadWithALineNotEndedByCrlfIs400AtOnce) {
   lg.g.run();
 }
 
+// Two Host headers are a bad request, whatever they name: "Host: localhost" then "Host:
+// evil.com" was answered 200 on a loopback server, the guard having judged the first.
+TEST(Serve, TwoHostHeadersAre400) {
+  live_graph lg(1);
+  auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
+  const std::string answer =
+      sluice_test::ask(srv.port(), "GET /metrics HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 400", 0), 0U) << answer.substr(0, 200);
+  EXPECT_NE(answer.find("more than one Host header"), std::string::npos) << answer.substr(0, 300);
+  lg.g.run();
+}
+
 // metrics_serve.hpp: "a body over 4 KiB 413". httplib reads no body for a GET, so its
 // payload limit never applied and such a GET was answered 200.
 TEST(Serve, AGetWithABodyOverFourKibOrOfUnknownLengthIs413) {
