@@ -1711,6 +1711,9 @@ void check_stream(const edge_options& e, const std::string& subject, const jsStr
            "none (older messages on the subject would be dropped)");
   }
   if (c.Sealed) differ(e, what + " state", "sealed", "open (a sealed stream stores nothing)");
+  // A stream that does not acknowledge publishes: every publish would wait for its
+  // acknowledgement, be sent again after each wait, and never be known to be stored.
+  if (c.NoAck) differ(e, what + " no_ack", "true", "false (every publish is acknowledged)");
   bool has = false;
   std::string subjects;
   for (int i = 0; i < c.SubjectsLen; ++i) {
@@ -1740,8 +1743,22 @@ void check_consumer(const edge_options& e, const std::string& durable, const std
     differ(e, what + " max_deliver", std::to_string(c.MaxDeliver),
            "none (a message nak'ed that often would never be delivered again)");
   }
+  // Headers only: every message would arrive without its payload, decoded as an empty item.
+  if (c.HeadersOnly) differ(e, what + " headers_only", "true", "false (an item is the message's payload)");
+  // Limits on a pull request the edge never sets: the server refuses a request past them
+  // (409), and the subscribe stage, asking again, would wait for ever.
+  if (c.MaxRequestBatch > 0) {
+    differ(e, what + " max_request_batch", std::to_string(c.MaxRequestBatch), "none (the subscriber picks its batch)");
+  }
+  if (c.MaxRequestExpires > 0) {
+    differ(e, what + " max_request_expires", std::to_string(c.MaxRequestExpires / 1000000) + " ms",
+           "none (the subscriber picks its wait)");
+  }
 }
 }  // namespace
+
+// nats-server's limit on a stream's (and a durable consumer's) name.
+constexpr std::size_t kMaxNameLength = 255;
 
 void ensure_edge(connection& conn, const edge_options& e) {
   detail::need_connection(conn, "ensure_edge");
@@ -1765,6 +1782,13 @@ void ensure_edge(connection& conn, const edge_options& e) {
     if (bad) {
       throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name '" + shown +
                                   "' has a space or control character; NATS names cannot");
+    }
+    // The server's limit; a name past 4 KiB made the request overrun its control line, and
+    // the server closed the shared connection for good.
+    if (name.size() > kMaxNameLength) {
+      throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name of " +
+                                  std::to_string(name.size()) + " characters ('" + name.substr(0, 40) +
+                                  "...'); NATS names are at most " + std::to_string(kMaxNameLength));
     }
   };
   check_name("stream", e.stream);

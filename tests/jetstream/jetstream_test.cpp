@@ -235,6 +235,20 @@ TEST(JetstreamEdge, NoJetStreamOrAStreamNameWithASpaceIsNamedAsSuch) {
     EXPECT_LT(ms_since(t0), 1000.0);  // at once, not after a request's timeout
     }
   }
+  // A name past the server's 255 characters is refused before any request: one of 5000
+  // overran the server's control line, and it closed the shared connection for good.
+  const std::string long_name(5000, 'n');
+  for (const js::edge_options& bad : {js::edge_options{.stream = long_name, .max_msgs = 10},
+                                      js::edge_options{.stream = "fine", .max_msgs = 10, .durable = long_name}}) {
+    try {
+      js::ensure_edge(conn, bad);
+      ADD_FAILURE() << "accepted a name of 5000 characters";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find("5000 characters"), std::string::npos) << ex.what();
+      EXPECT_NE(std::string(ex.what()).find("at most 255"), std::string::npos) << ex.what();
+    }
+  }
+  EXPECT_NO_THROW(js::ensure_edge(conn, {.stream = "still-connected", .max_msgs = 10}));
 }
 
 TEST(JetstreamEdge, ExistingStreamOrConsumerWithOtherLimitsIsAnErrorNamingTheDifference) {
@@ -590,6 +604,25 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
                                   R"("filter_subject":"limited","deliver_policy":"all","max_deliver":3}})");
   ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
   expect_error({.stream = "limited", .max_msgs = 100}, {"max_deliver", "3", "consumer 'limited'"});
+  // A stream that acknowledges no publish (the publisher sent each again for ever), a
+  // consumer that delivers headers only (every item arrived empty), one that refuses pull
+  // requests past a batch or a wait (the subscriber asked again for ever).
+  stream("silent", R"(,"no_ack":true)");
+  expect_error({.stream = "silent", .max_msgs = 100}, {"no_ack", "'silent'"});
+  auto consumer = [&](const std::string& name, const std::string& extra) {
+    stream(name, "");
+    const std::string answer = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE." + name + "." + name,
+                                    R"({"stream_name":")" + name + R"(","config":{"durable_name":")" + name +
+                                        R"(","ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
+                                        R"("filter_subject":")" + name + R"(","deliver_policy":"all")" + extra + "}}");
+    ASSERT_EQ(answer.find("\"error\""), std::string::npos) << answer;
+  };
+  consumer("headers", R"(,"headers_only":true)");
+  expect_error({.stream = "headers", .max_msgs = 100}, {"headers_only", "consumer 'headers'"});
+  consumer("batched", R"(,"max_batch":2)");
+  expect_error({.stream = "batched", .max_msgs = 100}, {"max_request_batch", "2"});
+  consumer("hurried", R"(,"max_expires":1000000)");
+  expect_error({.stream = "hurried", .max_msgs = 100}, {"max_request_expires", "1 ms"});
   // A stream made elsewhere without such limits is taken (ensure_edge adds the consumer).
   stream("plain", "");
   EXPECT_NO_THROW(js::ensure_edge(conn, {.stream = "plain", .max_msgs = 100}));
