@@ -295,6 +295,10 @@ class publisher {
   // The next message is the item at position p of the stage's input: its sequence is
   // first_sequence + p (without a call, one more than the last message's).
   void position(std::uint64_t p) noexcept;
+  // The bytes a message of `payload` bytes takes of the stream's max_bytes, as nats-server
+  // counts them (its subject, its Nats-Msg-Id header and the store's own bytes too), or a
+  // few more, never fewer.
+  [[nodiscard]] std::uint64_t stored_size(std::size_t payload) const noexcept;
 
  private:
   std::shared_ptr<pub_state> st_;
@@ -370,10 +374,13 @@ struct publish_fn {
         refuse(*v, "does not encode: " + what);
         continue;
       }
-      if (edge.max_bytes > 0 && std::cmp_greater(std::string_view(*bytes).size(), edge.max_bytes)) {
+      // Judged as the server stores it: a message under max_bytes whose subject and id
+      // took it over was refused as a full stream's, and published again for ever.
+      if (const std::uint64_t stored = p.stored_size(std::string_view(*bytes).size());
+          edge.max_bytes > 0 && std::cmp_greater(stored, edge.max_bytes)) {
         refuse(*v, "is a message of " + std::to_string(std::string_view(*bytes).size()) +
-                       " bytes, over the edge's max_bytes of " + std::to_string(edge.max_bytes) +
-                       "; it could never be stored");
+                       " bytes, over the edge's max_bytes of " + std::to_string(edge.max_bytes) + " once stored (" +
+                       std::to_string(stored) + " bytes with its subject, id and the store's own); it could never be stored");
         continue;
       }
       // A publish that fails (the server gone past give_up, the connection closed, the

@@ -804,15 +804,29 @@ publisher::~publisher() {
 
 void publisher::position(std::uint64_t p) noexcept { st_->seq = st_->opts.first_sequence + p; }
 
+std::uint64_t publisher::stored_size(std::size_t payload) const noexcept {
+  // The header block "NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n", the id at most 20 digits
+  // of sequence after "<producer_id>-"; nats-server's file store adds 30 bytes a message
+  // (a 22-byte record head, 4 for the header block's length, an 8-byte hash), its memory
+  // store 16. The sequence counted as 20 digits: never less than the server's count.
+  constexpr std::uint64_t kHeaderFraming = 27, kSequenceDigits = 20, kStoreOverhead = 34;
+  return std::uint64_t{payload} + st_->subject.size() + kHeaderFraming + st_->producer_id.size() + 1 + kSequenceDigits +
+         kStoreOverhead;
+}
+
 bool publisher::publish(std::string_view bytes, const std::stop_token& stop) {
   auto& s = *st_;
   // A message over the edge's own max_bytes never fits, however empty the stream gets (the
   // server's "maximum bytes exceeded" reads the same as a full stream's, and was retried
   // for ever).
-  if (s.edge.max_bytes > 0 && std::cmp_greater(bytes.size(), s.edge.max_bytes)) {
+  // Judged as the server stores it (stored_size): one under max_bytes by its payload
+  // alone was refused as a full stream's too, and published again for ever.
+  if (const std::uint64_t stored = stored_size(bytes.size());
+      s.edge.max_bytes > 0 && std::cmp_greater(stored, s.edge.max_bytes)) {
     throw std::runtime_error("sluice::jetstream: edge '" + s.edge.stream + "': a message of " +
                              std::to_string(bytes.size()) + " bytes is over the edge's max_bytes of " +
-                             std::to_string(s.edge.max_bytes) + "; it could never be stored");
+                             std::to_string(s.edge.max_bytes) + " once stored (" + std::to_string(stored) +
+                             " bytes with its subject, id and the store's own); it could never be stored");
   }
   if (!s.wait(stop, [&] { return s.in_flight < s.opts.window; })) return false;
   natsMsg* m = nullptr;

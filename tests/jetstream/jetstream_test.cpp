@@ -414,6 +414,17 @@ TEST(JetstreamEdge, AMessageThatCanNeverBeStoredOrAStreamThatIsGoneIsAnError) {
   std::string what = stage_error_of(big.get_graph());
   EXPECT_NE(what.find("'small'"), std::string::npos) << what;
   EXPECT_NE(what.find("over the edge's max_bytes of 1000"), std::string::npos) << what;
+  // One under max_bytes by its payload, over it as the server stores it (subject, id,
+  // the store's own bytes): it was published again for ever, or at 920-950 bytes acked
+  // by nats-server 2.9 and then never delivered.
+  for (const std::size_t size : {std::size_t{940}, std::size_t{960}, std::size_t{1000}}) {
+    sluice::pipeline near(
+        sluice::from<std::string>([size](sluice::sender<std::string>& out) { out.push(std::string(size, 'x')); }),
+        js::publish<std::string>(conn, small));
+    what = stage_error_of(near.get_graph());
+    EXPECT_NE(what.find("over the edge's max_bytes of 1000 once stored"), std::string::npos) << size << ": " << what;
+  }
+  EXPECT_EQ(js::inspect_edge(conn, small).msgs, 0u);
 
   // The stream removed under a running producer (its consumer ends first, so the producer
   // waits on a window of refused messages).
