@@ -1649,6 +1649,15 @@ connection connect(std::string url, connect_options o) {
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, INT_MAX);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, o.reconnect_wait.count());
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(no, 0, 0);
+  // A server that stops answering without closing the socket (stopped, frozen, a silent
+  // partition) is seen as gone only once two PINGs went unanswered. libnats' default is a
+  // PING every 2 minutes: a stage waited about 6 minutes past its give_up. From give_up
+  // (half of it, at least 2 s, at most 2 minutes), the stall is seen within a few give_ups.
+  if (s == NATS_OK) {
+    const auto ping = std::clamp<std::chrono::milliseconds>(o.give_up / 2, std::chrono::seconds(2), std::chrono::minutes(2));
+    s = natsOptions_SetPingInterval(no, ping.count());
+  }
+  if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(no, 2);
   if (s == NATS_OK && !o.name.empty()) s = natsOptions_SetName(no, o.name.c_str());
   const auto t0 = std::chrono::steady_clock::now();
   if (s == NATS_OK) s = natsConnection_Connect(&st->nc, no);

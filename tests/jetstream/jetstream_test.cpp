@@ -1325,6 +1325,54 @@ TEST(JetstreamFaults, ServerGoneForGoodFailsTheGraphNamingTheEdge) {
   EXPECT_LT(ms_since(t0), 15000.0);
 }
 
+// A server that stops answering without closing its sockets (SIGSTOP here; a frozen host
+// or a silent partition alike) fails the graph naming the edge, as one that is gone does.
+// libnats saw the stall only after two unanswered PINGs, 2 minutes apart by default: a
+// stage on an empty stream failed about 6 minutes after the stall (give_up 1.5 s).
+TEST(JetstreamFaults, AServerThatStopsAnsweringFailsTheGraphWithinAFewGiveUps) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.give_up = 1000ms});
+  js::edge_options e{.stream = "frozen", .max_msgs = 100000};
+  js::ensure_edge(conn, e);
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
+                       for (int v = 0; !st.stop_requested(); ++v) {
+                         if (!out.push(v)) return;
+                       }
+                     }),
+                     js::publish<int>(conn, e, {.counters = pc}));
+  auto sconn = js::connect(server.url(), {.give_up = 1000ms});
+  sluice::pipeline s(js::subscribe<int>(sconn, e), sluice::into([](js::delivery<int> d) { d.ack(); }));
+  p.start();
+  s.start();
+  ASSERT_TRUE(eventually([&] { return pc->acked.load() > 100; }));
+  server.pause();
+  for (auto [g, stage] : {std::pair{&p.get_graph(), "publish:frozen"}, std::pair{&s.get_graph(), "subscribe:frozen"}}) {
+    try {
+      // Bounded generously (the PING interval is 2 s at least, two go unanswered, then
+      // give_up): a minute, not the 6 it took.
+      auto r = g->wait_for(60s);
+      if (!r) {
+        g->cancel();
+        ADD_FAILURE() << stage << ": the graph hung on the stalled server";
+        try {
+          g->wait();
+        } catch (...) {
+        }
+      } else {
+        ADD_FAILURE() << stage << ": the graph ended without an error on the stalled server";
+      }
+    } catch (const sluice::stage_error& ex) {
+      EXPECT_EQ(ex.stage(), stage);
+      EXPECT_NE(std::string(ex.what()).find("'frozen'"), std::string::npos) << ex.what();
+    } catch (const std::exception& ex) {
+      ADD_FAILURE() << stage << ": " << ex.what();
+    }
+  }
+  server.resume();
+}
+
 // The item in the publish stage's hand when the server is gone for good is a dead letter
 // with the stage's error, not lost: every item the source pushed was sent, or is a dead
 // letter. The stage waits for room in its window (acks no longer come) until give_up.
