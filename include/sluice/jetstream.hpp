@@ -118,7 +118,10 @@ enum class storage { file, memory };
 struct connect_options {
   std::chrono::milliseconds timeout{2000};         // to reach the server at connect()
   std::chrono::milliseconds reconnect_wait{100};   // between reconnect attempts (forever)
-  std::chrono::milliseconds give_up{10000};        // a stage failing to reach the server this long fails
+  // A stage failing to reach the server this long fails. A server that stops answering
+  // without closing the socket (stopped, frozen) is seen as gone after two unanswered
+  // PINGs, sent every half give_up (2 s to 2 min): the stage fails a few give_ups after.
+  std::chrono::milliseconds give_up{10000};
   std::string name = {};                           // client name shown by the server
 };
 
