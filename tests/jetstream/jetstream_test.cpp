@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -1282,11 +1283,13 @@ TEST(JetstreamTeardown, AClosedConnectionLeavesNoAcknowledgementThreadRunning) {
   }
 }
 
-TEST(JetstreamFaults, ServerGoneForGoodFailsTheGraphNamingTheEdge) {
-  NEED_NATS_SERVER();
-  nats_server server;
+// A publisher and a subscriber run on edge `stream` (give_up 1 s, connections of their
+// own) until more than 100 items are acked; then `fault` is done to the server, and both
+// graphs must fail naming the edge within `bound`.
+void both_sides_fail_naming_the_edge(nats_server& server, const std::string& stream, const std::function<void()>& fault,
+                                     std::chrono::seconds bound) {
   auto conn = js::connect(server.url(), {.give_up = 1000ms});
-  js::edge_options e{.stream = "gone", .max_msgs = 100000};
+  js::edge_options e{.stream = stream, .max_msgs = 100000};
   js::ensure_edge(conn, e);
   auto pc = std::make_shared<js::publish_counters>();
   sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
@@ -1300,76 +1303,47 @@ TEST(JetstreamFaults, ServerGoneForGoodFailsTheGraphNamingTheEdge) {
   p.start();
   s.start();
   ASSERT_TRUE(eventually([&] { return pc->acked.load() > 100; }));
-  server.kill9();
+  fault();
   const auto t0 = clock_type::now();
-  for (auto [g, stage] : {std::pair{&p.get_graph(), "publish:gone"}, std::pair{&s.get_graph(), "subscribe:gone"}}) {
+  const std::string publish = "publish:" + stream, subscribe = "subscribe:" + stream;
+  for (auto [g, stage] : {std::pair{&p.get_graph(), publish}, std::pair{&s.get_graph(), subscribe}}) {
     try {
-      auto r = g->wait_for(15s);
+      auto r = g->wait_for(bound);
       if (!r) {
         g->cancel();
-        ADD_FAILURE() << stage << ": the graph hung after the server went away";
+        ADD_FAILURE() << stage << ": the graph hung after the fault";
         try {
           g->wait();
         } catch (...) {
         }
       } else {
-        ADD_FAILURE() << stage << ": the graph ended without an error after the server went away";
+        ADD_FAILURE() << stage << ": the graph ended without an error after the fault";
       }
     } catch (const sluice::stage_error& ex) {
       EXPECT_EQ(ex.stage(), stage);
-      EXPECT_NE(std::string(ex.what()).find("'gone'"), std::string::npos) << ex.what();
+      EXPECT_NE(std::string(ex.what()).find("'" + stream + "'"), std::string::npos) << ex.what();
     } catch (const std::exception& ex) {
       ADD_FAILURE() << stage << ": " << ex.what();
     }
   }
-  EXPECT_LT(ms_since(t0), 15000.0);
+  EXPECT_LT(ms_since(t0), 1000.0 * static_cast<double>(bound.count()));
+}
+
+TEST(JetstreamFaults, ServerGoneForGoodFailsTheGraphNamingTheEdge) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  both_sides_fail_naming_the_edge(server, "gone", [&] { server.kill9(); }, 15s);
 }
 
 // A server that stops answering without closing its sockets (SIGSTOP here; a frozen host
 // or a silent partition alike) fails the graph naming the edge, as one that is gone does.
 // libnats saw the stall only after two unanswered PINGs, 2 minutes apart by default: a
-// stage on an empty stream failed about 6 minutes after the stall (give_up 1.5 s).
+// stage on an empty stream failed about 6 minutes after the stall (give_up 1.5 s). Bounded
+// generously (the PING interval is 2 s at least, two go unanswered, then give_up).
 TEST(JetstreamFaults, AServerThatStopsAnsweringFailsTheGraphWithinAFewGiveUps) {
   NEED_NATS_SERVER();
   nats_server server;
-  auto conn = js::connect(server.url(), {.give_up = 1000ms});
-  js::edge_options e{.stream = "frozen", .max_msgs = 100000};
-  js::ensure_edge(conn, e);
-  auto pc = std::make_shared<js::publish_counters>();
-  sluice::pipeline p(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
-                       for (int v = 0; !st.stop_requested(); ++v) {
-                         if (!out.push(v)) return;
-                       }
-                     }),
-                     js::publish<int>(conn, e, {.counters = pc}));
-  auto sconn = js::connect(server.url(), {.give_up = 1000ms});
-  sluice::pipeline s(js::subscribe<int>(sconn, e), sluice::into([](js::delivery<int> d) { d.ack(); }));
-  p.start();
-  s.start();
-  ASSERT_TRUE(eventually([&] { return pc->acked.load() > 100; }));
-  server.pause();
-  for (auto [g, stage] : {std::pair{&p.get_graph(), "publish:frozen"}, std::pair{&s.get_graph(), "subscribe:frozen"}}) {
-    try {
-      // Bounded generously (the PING interval is 2 s at least, two go unanswered, then
-      // give_up): a minute, not the 6 it took.
-      auto r = g->wait_for(60s);
-      if (!r) {
-        g->cancel();
-        ADD_FAILURE() << stage << ": the graph hung on the stalled server";
-        try {
-          g->wait();
-        } catch (...) {
-        }
-      } else {
-        ADD_FAILURE() << stage << ": the graph ended without an error on the stalled server";
-      }
-    } catch (const sluice::stage_error& ex) {
-      EXPECT_EQ(ex.stage(), stage);
-      EXPECT_NE(std::string(ex.what()).find("'frozen'"), std::string::npos) << ex.what();
-    } catch (const std::exception& ex) {
-      ADD_FAILURE() << stage << ": " << ex.what();
-    }
-  }
+  both_sides_fail_naming_the_edge(server, "frozen", [&] { server.pause(); }, 60s);
   server.resume();
 }
 
