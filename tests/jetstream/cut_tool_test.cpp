@@ -256,6 +256,27 @@ bool still_runs(pid_t p) {
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
 
+// ^C at once after the sides are started, before either has set up its own handling of it
+// (under load a side may take a while to get there): each still stops in order and hands in
+// what it did, none killed by the signal with nothing to show. The consumer's figures were
+// lost so (its line missing from an interrupted run on a busy CI machine).
+TEST_F(CutTool, AnInterruptAsTheSidesStartStillGetsBothSidesFigures) {
+  sluice_test::nats_server server;
+  const std::string out = out_file("early-interrupt");
+  sluice_test::child_process run({tool_path(), "bench", "--cut", "2", "--via", server.url(), "--topology", "chain:4",
+                                  "--items", "1M", "--work", "0,0,sleep:100us,0"},
+                                 out);
+  ASSERT_TRUE(within(30s, [&] { return children_of(run.pid()).size() == 2; })) << run.output();
+  run.signal(SIGINT);
+  const int status = run.wait(30s);
+  const std::string text = run.output();
+  std::filesystem::remove(out);
+  EXPECT_EQ(status, 130) << text;
+  EXPECT_NE(text.find("\nproducer: "), std::string::npos) << text;
+  EXPECT_NE(text.find("\nconsumer: "), std::string::npos) << text;
+  EXPECT_EQ(text.find("ended on signal"), std::string::npos) << text;
+}
+
 // A two-process run killed outright (SIGKILL: nothing of it runs after) leaves nothing on
 // disk for its sides' results, and its sides end with it. It left a /tmp/sluice-cut-XXXXXX
 // directory each time.

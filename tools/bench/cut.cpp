@@ -538,8 +538,10 @@ class result_file {
 };
 
 // Starts this program as one side; its result goes to result_fd (as the side's fd 3).
-int run_child(const cut_config& c, const std::string& exe, const std::string& role, int result_fd,
-              const sigset_t* mask) {
+// It starts with the parent's stop signals still blocked (a mask is kept across exec), so a
+// signal that comes before it has set up its own handling waits for it rather than killing
+// it with nothing handed in: a ^C soon after the start lost the consumer's figures.
+int run_child(const cut_config& c, const std::string& exe, const std::string& role, int result_fd) {
   std::vector<std::string> args = {exe, "bench"};
   args.insert(args.end(), c.passthrough.begin(), c.passthrough.end());
   for (const char* a : {"--role", role.c_str(), "--stream", c.stream.c_str(), "--result", "/dev/fd/3"}) args.push_back(a);
@@ -560,7 +562,6 @@ int run_child(const cut_config& c, const std::string& exe, const std::string& ro
       ::_exit(127);
     }
     ::close_range(4, ~0U, 0);
-    ::pthread_sigmask(SIG_SETMASK, mask, nullptr);  // the parent blocked its stop signals; a side does not
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
@@ -598,8 +599,8 @@ int run_cut(const cut_config& c) {
   // Running both sides: SIGINT/SIGTERM/SIGHUP are taken by the wait loop below rather than
   // ending this process at once, so an interrupted run still stops its sides and removes
   // its stream. Blocked before the connection starts libnats'
-  // threads, so that none of them takes the signal instead; the sides get the usual
-  // dispositions back (run_child).
+  // threads, so that none of them takes the signal instead; the sides start with them
+  // blocked too and take them here in turn (run_child).
   // A side takes them too: cancelled, it still gives what it did before then, printed by a
   // side the user started alone (--role), which also says what it left on the server, and
   // handed in its --result by a side this program started (on the parent's SIGTERM, or
@@ -645,8 +646,8 @@ int run_cut(const cut_config& c) {
       std::fprintf(stderr, "sluice bench: %s\n", ex.what());
     }
   };
-  const pid_t cons = run_child(c, exe, "consumer", cres.fd(), &signals->old_mask());
-  const pid_t prod = run_child(c, exe, "producer", pres.fd(), &signals->old_mask());
+  const pid_t cons = run_child(c, exe, "consumer", cres.fd());
+  const pid_t prod = run_child(c, exe, "producer", pres.fd());
   // Whichever side ends first: if it failed, the other cannot finish (a consumer gone leaves
   // the producer blocked on a full edge for ever), so it is stopped.
   int failed = 0;

@@ -10,7 +10,7 @@
 // signalfd; sigtimedwait if none can be made) and end its run in order: cancel the graph,
 // remove what it leaves behind, say so, exit 128+N. The destructor puts the old mask back.
 // wake() ends a take() at once (an eventfd), so a watcher thread is joined without
-// waiting out its tick. old_mask() is the mask a child process should get back.
+// waiting out its tick.
 // Used by `sluice gzip`/`gunzip` (a half-written output) and `bench --cut` (two processes
 // and a stream on the server).
 //
@@ -83,8 +83,6 @@ class signal_block {
     if (::read(sfd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) return static_cast<int>(info.ssi_signo);
     return 0;
   }
-  // The mask the constructor replaced: what a child process should run with.
-  [[nodiscard]] const sigset_t& old_mask() const noexcept { return old_; }
   void wake() const {
     const std::uint64_t one = 1;
     if (wake_ >= 0) {
