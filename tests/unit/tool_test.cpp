@@ -29,6 +29,7 @@
 #include "support/child_signals.hpp"
 #include "support/mini_json.hpp"
 #include "support/run_tool.hpp"
+#include "support/spawn_tool.hpp"
 
 namespace {
 
@@ -38,6 +39,7 @@ constexpr bool kSanitized = true;
 constexpr bool kSanitized = false;
 #endif
 
+using namespace std::chrono_literals;
 using result = sluice_test::tool_result;
 using sluice_test::run_tool;
 using sluice_test::tool_path;
@@ -316,67 +318,18 @@ TEST_F(Tool, DemoMemoryGuardStopsTheUnboundedRun) {
 // Every wait is bounded: a demo that does not end a minute after the signal is killed and
 // the test fails.
 sluice_test::tool_result interrupt_demo(std::vector<std::string> args, const std::string& marker) {
-  sluice_test::tool_result r;
-  int out[2], err[2];
-  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
-  const std::string tool = tool_path();
-  args.insert(args.begin(), {tool, "demo"});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork failed";
-    return r;
-  }
-  if (pid == 0) {
-    sluice_test::default_stop_signals();
-    ::dup2(out[1], STDOUT_FILENO);
-    ::dup2(err[1], STDERR_FILENO);
-    ::execv(tool.c_str(), argv.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  ::close(err[1]);
-  auto drain = [](int fd, std::string& into) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 0) <= 0) return;
-    char buf[4096];
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) into.append(buf, static_cast<std::size_t>(n));
-  };
-  int status = 0;
-  bool signalled = false;
-  pid_t done = 0;
-  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 120'000; waited += 20) {
-    drain(out[0], r.out);
-    drain(err[0], r.err);
-    if (!signalled && r.err.find(marker) != std::string::npos) {
-      ::kill(pid, SIGINT);
-      signalled = true;
-      waited = 60'000;  // a minute from here
-    }
-    pollfd none{-1, 0, 0};
-    (void)::poll(&none, 0, 20);
-  }
-  if (done == 0) {
-    ::kill(pid, SIGKILL);
-    (void)::waitpid(pid, &status, 0);
+  args.insert(args.begin(), {tool_path(), "demo"});
+  sluice_test::spawned_tool t(std::move(args));
+  const bool signalled = t.until([&] { return t.err.find(marker) != std::string::npos; }, 120s);
+  if (signalled) t.signal(SIGINT);
+  if (!t.wait(60s)) {
     ADD_FAILURE() << "the demo did not end " << (signalled ? "after ^C" : "(no ^C sent: no '" + marker + "')") << ":\n"
-                  << r.out << r.err;
+                  << t.out << t.err;
   }
-  for (int i = 0; i < 100; ++i) {
-    drain(out[0], r.out);
-    drain(err[0], r.err);
-  }
-  ::close(out[0]);
-  ::close(err[0]);
-  EXPECT_TRUE(signalled) << r.err;
-  EXPECT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "\n"
-                                 << r.err;
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  EXPECT_TRUE(signalled) << t.err;
+  EXPECT_TRUE(t.exited()) << "killed by signal " << (WIFSIGNALED(t.status()) ? WTERMSIG(t.status()) : 0) << "\n"
+                          << t.err;
+  return {.status = t.exited() ? t.exit_code() : -1, .out = t.out, .err = t.err};
 }
 
 // ^C during the demo's first run stops it, skips the second, and still prints the table
@@ -596,39 +549,15 @@ TEST_F(Tool, OutputThatCannotBeWrittenIsAnErrorNotExitZero) {
 // `sluice demo ARGS` with a stdout whose reader has gone (the read end of its pipe closed
 // before it starts) and stderr to a file: its status (128+N if killed by N) and stderr.
 result demo_with_stdout_gone(std::vector<std::string> args) {
-  result r;
-  int out[2];
-  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  ::close(out[0]);
   const std::string err_path = ::testing::TempDir() + "sluice_demo_err_" + std::to_string(::getpid());
-  const std::string tool = tool_path();
-  args.insert(args.begin(), {tool, "demo"});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    sluice_test::default_stop_signals();
-    ::signal(SIGPIPE, SIG_DFL);  // as a shell starts it
-    ::dup2(out[1], STDOUT_FILENO);
-    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(err, STDERR_FILENO);
-    ::execv(tool.c_str(), argv.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  int status = 0;
-  pid_t done = 0;
-  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 120'000; waited += 20) {
-    pollfd none{-1, 0, 0};
-    (void)::poll(&none, 0, 20);
-  }
-  if (done == 0) {
-    ::kill(pid, SIGKILL);
-    (void)::waitpid(pid, &status, 0);
-    ADD_FAILURE() << "the demo did not end";
-  }
-  r.status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  args.insert(args.begin(), {tool_path(), "demo"});
+  sluice_test::spawn_options o;
+  o.stdout_gone = true;
+  o.stderr_file = err_path;
+  sluice_test::spawned_tool t(std::move(args), std::move(o));
+  if (!t.wait(120s)) ADD_FAILURE() << "the demo did not end";
+  result r;
+  r.status = t.exit_code();
   r.err = sluice_test::read_whole_file(err_path);
   std::remove(err_path.c_str());
   return r;
@@ -857,49 +786,17 @@ TEST_F(Tool, StressWithATinyDurationStillMakesOneRun) {
 // ^C during a session ends it after the run in progress with the summary of the runs
 // made, and exit status 130. It died silently, losing how many runs had held.
 TEST_F(Tool, AnInterruptedStressSessionPrintsItsSummary) {
-  int out[2];
-  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  const std::string tool = tool_path();
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    sluice_test::default_stop_signals();
-    ::dup2(out[1], STDOUT_FILENO);
-    const int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, STDERR_FILENO);
-    ::execl(tool.c_str(), tool.c_str(), "stress", "--runs", "1000000", "--seed", "5", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  // Read until `want` shows (bounded), then on to the end of the output.
-  std::string text;
-  auto read_until = [&](const std::string& want, int limit_ms) {
-    for (int waited = 0; text.find(want) == std::string::npos && waited < limit_ms; waited += 100) {
-      pollfd p{out[0], POLLIN, 0};
-      if (::poll(&p, 1, 100) <= 0) continue;
-      char buf[4096];
-      const ssize_t n = ::read(out[0], buf, sizeof buf);
-      if (n <= 0) break;
-      text.append(buf, static_cast<std::size_t>(n));
-    }
-  };
-  read_until("sluice stress: seed", 60'000);
-  ::kill(pid, SIGINT);
-  read_until("interrupted by", kSanitized ? 280'000 : 120'000);
-  int status = 0;
-  pid_t done = 0;
-  for (int waited = 0; (done = ::waitpid(pid, &status, WNOHANG)) == 0 && waited < 60'000; waited += 50) {
-    pollfd none{-1, 0, 0};
-    (void)::poll(&none, 0, 50);
-  }
-  if (done == 0) {
-    ::kill(pid, SIGKILL);
-    (void)::waitpid(pid, &status, 0);
-    ADD_FAILURE() << "the session did not end after ^C:\n" << text;
-  }
-  ::close(out[0]);
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "\n" << text;
-  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT) << text;
+  sluice_test::spawn_options o;
+  o.stderr_null = true;
+  sluice_test::spawned_tool t({tool_path(), "stress", "--runs", "1000000", "--seed", "5"}, std::move(o));
+  const std::string& text = t.out;
+  ASSERT_TRUE(t.until([&] { return text.find("sluice stress: seed") != std::string::npos; }, 60s)) << text;
+  t.signal(SIGINT);
+  (void)t.until([&] { return text.find("interrupted by") != std::string::npos; }, kSanitized ? 280s : 120s);
+  ASSERT_TRUE(t.wait(60s)) << "the session did not end after ^C:\n" << text;
+  ASSERT_TRUE(t.exited()) << "killed by signal " << (WIFSIGNALED(t.status()) ? WTERMSIG(t.status()) : 0) << "\n"
+                          << text;
+  EXPECT_EQ(t.exit_code(), 128 + SIGINT) << text;
   EXPECT_NE(text.find("outcomes: "), std::string::npos) << text;
   EXPECT_NE(text.find("; interrupted by Interrupt"), std::string::npos) << text;
 }
@@ -940,92 +837,44 @@ bool live_view_moved_an_item(const std::string& url) {
 interrupted_run interrupt_bench(std::vector<std::string> args, int sig = SIGINT, bool stdout_gone = false,
                                 bool at_start = false,
                                 const std::function<bool(const std::string&)>& ready = live_view_moved_an_item) {
-  interrupted_run r;
-  int out[2], err[2];
-  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
-  const std::string tool = tool_path();
-  args.insert(args.begin(), {tool, "bench"});
+  args.insert(args.begin(), {tool_path(), "bench"});
   args.insert(args.end(), {"--serve", "127.0.0.1:0"});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork failed";
-    return r;
-  }
-  if (pid == 0) {
-    sluice_test::default_stop_signals();
-    ::dup2(out[1], STDOUT_FILENO);
-    ::dup2(err[1], STDERR_FILENO);
-    if (at_start) {
+  sluice_test::spawn_options o;
+  o.stdout_gone = stdout_gone;
+  if (at_start) {
+    o.in_child = [sig] {
       sigset_t one;
       sigemptyset(&one);
       sigaddset(&one, sig);
       ::sigprocmask(SIG_BLOCK, &one, nullptr);  // inherited by the exec, the signal kept pending
       ::kill(::getpid(), sig);                  // to the process: any of its threads may take it
-    }
-    ::execv(tool.c_str(), argv.data());
-    ::_exit(127);
+    };
   }
-  ::close(out[1]);
-  ::close(err[1]);
-  if (stdout_gone) {
-    ::close(out[0]);
-    out[0] = -1;
-  }
-  auto drain = [](int fd, std::string& into) {
-    if (fd < 0) return;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 0) <= 0) return;
-    char buf[4096];
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) into.append(buf, static_cast<std::size_t>(n));
-  };
+  sluice_test::spawned_tool t(std::move(args), std::move(o));
   // The whole line, its URL with it.
-  const auto announced = [&r] {
-    const std::size_t at = r.err.find("live view at");
-    return at != std::string::npos && r.err.find('\n', at) != std::string::npos;
+  const auto announced = [&t] {
+    const std::size_t at = t.err.find("live view at");
+    return at != std::string::npos && t.err.find('\n', at) != std::string::npos;
   };
-  for (int waited = 0; !at_start && !announced() && waited < 60'000; waited += 20) {
-    drain(err[0], r.err);
-    if (r.err.find("built without cpp-httplib") != std::string::npos) break;
-    pollfd none{-1, 0, 0};
-    (void)::poll(&none, 0, 20);
-  }
+  const bool without_httplib = [&] {
+    if (at_start) return false;
+    (void)t.until([&] { return announced() || t.err.find("built without cpp-httplib") != std::string::npos; }, 60s);
+    return t.err.find("built without cpp-httplib") != std::string::npos;
+  }();
   const bool started = at_start || announced();
   if (started && !at_start) {
     // Once the run has sent an item: a signal before that cuts a run with nothing to
     // show (ABenchInterruptedBeforeItsFirstItem... is that order), which a slow start-up,
     // as under sanitizers, made of these tests now and then.
-    const std::size_t at = r.err.find("live view at ") + std::string("live view at ").size();
-    const std::string url = r.err.substr(at, r.err.find('\n', at) - at);
-    for (int waited = 0; !ready(url) && waited < 60'000; waited += 20) {
-      pollfd none{-1, 0, 0};
-      (void)::poll(&none, 0, 20);
-    }
-    ::kill(pid, sig);
+    const std::size_t at = t.err.find("live view at ") + std::string("live view at ").size();
+    const std::string url = t.err.substr(at, t.err.find('\n', at) - at);
+    (void)t.until([&] { return ready(url); }, 60s);
+    t.signal(sig);
   }
-  pid_t done = 0;
-  for (int waited = 0; (done = ::waitpid(pid, &r.status, WNOHANG)) == 0 && waited < 60'000; waited += 20) {
-    drain(out[0], r.out);
-    drain(err[0], r.err);
-    pollfd none{-1, 0, 0};
-    (void)::poll(&none, 0, 20);
-  }
-  if (done == 0) {
-    ::kill(pid, SIGKILL);
-    (void)::waitpid(pid, &r.status, 0);
-    ADD_FAILURE() << "the bench did not end after ^C:\n" << r.out << r.err;
-  }
-  for (int i = 0; i < 100; ++i) {
-    drain(out[0], r.out);
-    drain(err[0], r.err);
-  }
-  if (out[0] >= 0) ::close(out[0]);
-  ::close(err[0]);
-  if (r.err.find("built without cpp-httplib") != std::string::npos) return r;
+  const bool ended = t.wait(60s);
+  interrupted_run r{.status = t.status(), .out = t.out, .err = t.err};
+  if (without_httplib) return r;
+  if (!ended) ADD_FAILURE() << "the bench did not end after ^C:\n" << r.out << r.err;
   EXPECT_TRUE(started) << r.err;
   EXPECT_TRUE(WIFEXITED(r.status)) << "killed by signal " << (WIFSIGNALED(r.status) ? WTERMSIG(r.status) : 0) << "\n"
                                    << r.err;
