@@ -283,7 +283,12 @@ std::string not_replaceable(const std::filesystem::path& path) {
 }
 void check_replaceable(const std::filesystem::path& path) {
   struct stat st{};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+  const bool exists = ::lstat(path.c_str(), &st) == 0;
+  if (!exists && errno == ENAMETOOLONG) {
+    // Refused at the start: the rename after the whole input failed so, naming the temporary.
+    throw error("write_file: cannot write " + path.string() + ": its name is too long", ENAMETOOLONG);
+  }
+  if (exists && S_ISDIR(st.st_mode)) {
     // Refused at the start, not by the rename once the whole input was written.
     throw error("write_file: cannot write " + path.string() + ": it is a directory", EISDIR);
   }

@@ -207,6 +207,20 @@ TEST(io_tool, control_bytes_in_a_file_name_are_shown_escaped_on_one_line) {
   }
 }
 
+// An output name too long for its directory (over 255 bytes) fails at the start, naming
+// the output. It failed only after the whole input was compressed, naming the temporary
+// file (".sluice-XXXX.partial") the user never saw; from endless input, never.
+TEST(io_tool, an_output_name_too_long_for_its_directory_fails_at_the_start) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  const std::string name(256, 'b');
+  const outcome r = sh("timeout -s KILL 60 " + quoted(sluice) + " gzip - " + name + ".gz < /dev/zero", dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find(name + ".gz: its name is too long"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(".partial"), std::string::npos) << r.err;
+  EXPECT_EQ(listing(dir), std::vector<std::string>{});
+}
+
 TEST(io_tool, corrupt_or_truncated_input_is_exit_1_and_leaves_no_output) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;
@@ -590,6 +604,30 @@ TEST(io_tool, an_output_whose_group_cannot_be_kept_gives_that_group_no_more_than
     EXPECT_EQ(st.st_gid, 65534u);
     EXPECT_EQ(st.st_mode & 07777, want) << std::oct << "in " << in_mode << ": out " << (st.st_mode & 07777);
   }
+}
+
+// A report file the user may not write (0444, their own, in their own directory) is not
+// replaced, as `> file` would not write it: refused before the run, the file kept. The
+// rename needs only the directory's permission, and replaced it without a word.
+TEST(io_tool, a_write_protected_report_is_refused_before_the_run_and_kept) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  std::string tool = quoted(sluice);
+  fs::create_directory(dir / "nb");
+  write_string(dir / "nb/ro.html", "keep");
+  if (::geteuid() == 0) {  // root may write anything: run as nobody
+    REQUIRE_NOBODY();
+    ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+    ASSERT_EQ(::chown((dir / "nb").c_str(), 65534, 65534), 0);
+    ASSERT_EQ(::chown((dir / "nb/ro.html").c_str(), 65534, 65534), 0);
+    tool = "setpriv --reuid=65534 --regid=65534 --clear-groups " + tool;
+  }
+  ASSERT_EQ(::chmod((dir / "nb/ro.html").c_str(), 0444), 0);
+  const outcome o = sh(tool + " bench --topology chain:1 --items 1000 --report nb/ro.html > out", dir);
+  EXPECT_EQ(o.status, 1) << o.err;
+  EXPECT_EQ(o.err, "sluice bench: error: cannot write report nb/ro.html: it is write-protected: Permission denied\n");
+  EXPECT_EQ(read_string(dir / "out"), "") << "the run happened first";
+  EXPECT_EQ(read_string(dir / "nb/ro.html"), "keep");
 }
 
 // Run as root, OUT keeps IN's owner as well as its group, as gzip(1) does: a user's 0600

@@ -678,7 +678,9 @@ TEST_F(Tool, AReportThatCannotBeWrittenIsRefusedBeforeTheRun) {
   const std::string dir = tmpl;
   const std::string file = dir + "/file";
   ASSERT_EQ(sluice_test::run_shell("printf x > " + sluice_test::shell_quote(file)).status, 0);
-  for (const std::string& path : {dir + "/missing/r.html", file + "/r.html", std::string("/proc/sluice_r.html")}) {
+  // The last: a name over NAME_MAX, which failed only at the rename after the run.
+  for (const std::string& path : {dir + "/missing/r.html", file + "/r.html", std::string("/proc/sluice_r.html"),
+                                  dir + "/" + std::string(256, 'n') + ".html"}) {
     for (const char* cmd : {"bench", "demo"}) {
       SCOPED_TRACE(std::string(cmd) + " --report " + path);
       // Runs long enough (seconds) that "before the run" is not a matter of luck.
@@ -701,6 +703,68 @@ TEST_F(Tool, AReportThatCannotBeWrittenIsRefusedBeforeTheRun) {
   EXPECT_NE(so.out.find("</html>"), std::string::npos);
   std::remove(file.c_str());
   EXPECT_EQ(::rmdir(dir.c_str()), 0) << "something was left in " << dir;
+}
+
+// A --report naming the very file stdout is redirected to (`--report r > r`, or `>>`) gets
+// the table and then the report, as /dev/stdout does: the report was renamed over the
+// file, and the table printed into it was lost without a word (exit 0).
+TEST_F(Tool, AReportOntoTheFileStdoutGoesToFollowsTheTable) {
+  char tmpl[] = "/tmp/sluice_report_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string file = dir + "/t.out";
+  for (const char* redirect : {" > ", " >> "}) {
+    for (const char* cmd : {"bench", "demo"}) {
+      SCOPED_TRACE(std::string(cmd) + redirect);
+      std::remove(file.c_str());
+      const std::string args = std::string(cmd) == "bench" ? " bench --topology chain:1 --items 1000"
+                                                           : " demo --bytes 4MiB --only bounded";
+      const result r = sluice_test::run_shell("SLUICE_PROGRESS=off timeout -s KILL 120 " +
+                                              sluice_test::shell_quote(tool_path()) + args + " --report " +
+                                              sluice_test::shell_quote(file) + redirect +
+                                              sluice_test::shell_quote(file) + " 2>/dev/null");
+      EXPECT_EQ(r.status, 0);
+      const std::string got = sluice_test::read_whole_file(file);
+      const std::size_t table = got.find(std::string(cmd) == "bench" ? "items/s" : "outcome");
+      const std::size_t page = std::min(got.find("<!DOCTYPE html>"), got.find("<!doctype html>"));
+      EXPECT_NE(table, std::string::npos) << "the table is lost:\n" << got.substr(0, 300);
+      EXPECT_NE(page, std::string::npos) << got.substr(0, 300);
+      EXPECT_LT(table, page);
+      EXPECT_NE(got.find("</html>"), std::string::npos);
+    }
+  }
+  std::remove(file.c_str());
+  EXPECT_EQ(::rmdir(dir.c_str()), 0) << "something was left in " << dir;
+}
+
+// A --report name with control bytes is shown escaped on one line, in its errors and in
+// "report written to" (an escape sequence in it reached the terminal: it could clear the
+// screen or set the window title); and a --report whose value was forgotten does not take
+// the next option as a file name (a report named "--json" was written).
+TEST_F(Tool, AReportNameIsShownEscapedAndAnOptionIsNotTakenForIt) {
+  const result bad = run_tool({"bench", "--topology", "chain:1", "--items", "1000", "--report", "/nonexistent/a\nb\x1b[31m"}, 120);
+  EXPECT_EQ(bad.status, 1) << bad.err;
+  EXPECT_EQ(bad.err.find('\n'), bad.err.size() - 1) << bad.err;
+  EXPECT_EQ(bad.err.find('\x1b'), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("cannot write report /nonexistent/a\\x0ab\\x1b[31m: "), std::string::npos) << bad.err;
+  char tmpl[] = "/tmp/sluice_report_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string page = std::string(tmpl) + "/q\x1b]0;TITLE\a.html";
+  const result ok = run_tool({"demo", "--bytes", "4MiB", "--only", "bounded", "--report", page}, 120);
+  EXPECT_EQ(ok.status, 0) << ok.err;
+  EXPECT_EQ(ok.out.find('\x1b'), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("report written to " + std::string(tmpl) + "/q\\x1b]0;TITLE\\x07.html\n"), std::string::npos)
+      << ok.out;
+  std::remove(page.c_str());
+  EXPECT_EQ(::rmdir(tmpl), 0);
+  for (const char* cmd : {"bench", "demo"}) {
+    const result r = run_tool({cmd, "--report", "--json"});
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_NE(r.err.find("--report needs a value (FILE.html), not the option --json (a value that starts so is given as "
+                         "--report=--json)"),
+              std::string::npos)
+        << r.err;
+  }
 }
 
 // A value rejected after parsing (out of range) is quoted as typed, not as the number it

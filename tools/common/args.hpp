@@ -383,6 +383,14 @@ class arg_parser {
         }
         if (!value) {
           if (i + 1 >= argc) throw usage_error(prog_ + ": " + std::string(name) + " needs a value (" + o->metavar + ")");
+          // "--report --json": the value forgotten, the next option taken as a file name
+          // (a report named --json was written). A value so named is given with '='.
+          const std::string_view next = argv[i + 1];
+          if (next.starts_with("--") && (find(next.substr(0, next.find('='))) != nullptr || next == "--help")) {
+            throw usage_error(prog_ + ": " + std::string(name) + " needs a value (" + o->metavar + "), not the option " +
+                              detail::shown(next) + " (a value that starts so is given as " + std::string(name) + "=" +
+                              detail::shown(next) + ")");
+          }
           value = std::string_view(argv[++i]);
         }
         given_.insert_or_assign(std::string(name), std::string(*value));

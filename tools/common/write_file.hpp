@@ -4,8 +4,9 @@
 //   sluice::tool::write_whole_file("report.html", html);   // throws std::runtime_error
 //
 // - A path that names one of the process's descriptors (/dev/stdout, /dev/fd/3, or a
-//   symlink leading to one: common/sys.hpp own_fd_named_by) is written to that descriptor,
-//   as a shell redirection would; a closed standard stream is an error.
+//   symlink leading to one: common/sys.hpp own_fd_named_by), or the very file stdout or
+//   stderr is redirected to, is written to that descriptor, as a shell redirection would;
+//   a closed standard stream is an error.
 // - A character device or a FIFO (also through a symlink: /dev/null) is written in place;
 //   a FIFO nobody reads is an error, not a wait.
 // - Otherwise (a regular file, a symlink, nothing yet) the content goes to a new file in
@@ -15,7 +16,8 @@
 //   leaves nothing and nobody else reads it half-made; it is named just before the
 //   rename. A symlink there is replaced, not followed. The new file keeps the mode of the
 //   regular file it replaces, else gets 0666 less the umask.
-// - A directory or a block device is refused.
+// - A directory, a block device, a regular file the user may not write (as `> file`
+//   would refuse it) and a name too long for its directory are refused.
 // Errors: std::runtime_error "cannot write <what> <path>: <step>: <strerror>".
 //
 //   sluice::tool::check_writable("report.html");   // before a long run: throws the same errors
@@ -50,7 +52,7 @@ namespace write_detail {
 // "cannot write <what> <path>: <step>[: <strerror(err)>]"
 inline std::runtime_error failure(const std::string& what, const std::string& path, const std::string& step,
                                   int err) {
-  return std::runtime_error("cannot write " + what + " " + path + ": " + step +
+  return std::runtime_error("cannot write " + what + " " + detail::shown(path) + ": " + step +
                             (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
 }
 
@@ -65,10 +67,34 @@ inline target target_of(const std::string& what, const std::string& path, int& o
     return target::own_fd;
   }
   struct stat st{};
-  if (::stat(path.c_str(), &st) != 0) return target::replace;
+  if (::stat(path.c_str(), &st) != 0) {
+    // A name too long for its directory: said now, not by the rename after the whole run.
+    if (errno == ENAMETOOLONG) throw failure(what, path, "its name", ENAMETOOLONG);
+    return target::replace;
+  }
   if (S_ISDIR(st.st_mode)) throw failure(what, path, "it is a directory", 0);
+  // The very file stdout or stderr is redirected to (`--report r.html > r.html`): written
+  // through that descriptor, after what was printed there; replaced, the file would have
+  // lost the table printed into it.
+  for (const int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    struct stat io{};
+    if (S_ISREG(st.st_mode) && !stdio_closed()[fd] && ::fstat(fd, &io) == 0 && io.st_dev == st.st_dev &&
+        io.st_ino == st.st_ino) {
+      own = fd;
+      return target::own_fd;
+    }
+  }
   if (S_ISBLK(st.st_mode)) throw failure(what, path, "it is a block device", 0);
   return S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) ? target::in_place : target::replace;
+}
+
+// A regular file the user may not write is not replaced, as `> file` would not write it;
+// the rename needs only the directory's permission, and overwrote a write-protected report.
+inline void refuse_write_protected(const std::string& what, const std::string& path) {
+  if (struct stat ls{}; ::lstat(path.c_str(), &ls) == 0 && S_ISREG(ls.st_mode) && ::access(path.c_str(), W_OK) != 0 &&
+                        errno == EACCES) {
+    throw failure(what, path, "it is write-protected", EACCES);
+  }
 }
 
 // A temporary name beside path: "<path>.tmp<n>", the name's last component cut so that it
@@ -172,6 +198,7 @@ inline void write_whole_file(const std::string& path, std::string_view content, 
   // A new file beside it, then rename. It is anonymous while it is written (O_TMPFILE:
   // a process killed meanwhile leaves nothing) and private (0600) until it is whole; it
   // gets its final mode before it gets a name.
+  write_detail::refuse_write_protected(what, path);
   struct stat old{};
   const bool replaces_file = ::lstat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
   // A report the user made private stays private (a rename would give it the umask's mode).
@@ -269,12 +296,13 @@ inline void check_writable(const std::string& path, const std::string& what = "r
   // permission check alone (access) would pass for root where creating fails (/proc).
   const std::string dir = write_detail::directory_of(path);
   struct stat ds{};
-  if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + dir, errno);
-  if (!S_ISDIR(ds.st_mode)) throw fail(dir + " is not a directory", 0);
+  if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + detail::shown(dir), errno);
+  if (!S_ISDIR(ds.st_mode)) throw fail(detail::shown(dir) + " is not a directory", 0);
   // The final rename would be refused after the whole run (io/file.hpp).
   if (sluice::io::sticky_directory_refuses(path)) {
     throw fail("replacing it (another user's file, in a sticky directory)", EPERM);
   }
+  write_detail::refuse_write_protected(what, path);
   int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
   if (fd < 0) {
     if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) throw fail("creating a temporary file beside it", errno);
