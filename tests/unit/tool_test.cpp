@@ -839,6 +839,21 @@ TEST_F(Tool, StressRunsPass) {
   EXPECT_NE(r.out.find("every run held"), std::string::npos) << r.out;
 }
 
+// A stage drawn stuck for 1.5 deadlines near the start of a run holds the run up; once
+// it lets go, the rest drains, and the engine's second look may find the run still
+// draining. That is the injected hang's doing, not a violation: the stage still draining
+// then (pre-1 here) was named "still running (does it ignore its stop token?)" in about
+// one replay in five, and `sluice stress --seed 1` failed so now and then (its run 39).
+TEST_F(Tool, AStageStuckPastTheDeadlineIsNotBlamedOnTheStagesDrainingAfterIt) {
+  for (int i = 0; i < 8; ++i) {
+    const result r = run_tool({"stress", "--replay", "0x895b9907b270298f", "--verbose"}, kSanitized ? 280 : 120);
+    EXPECT_EQ(r.status, 0) << r.out << "\n" << r.err;
+    // 1.5 deadlines (750 ms; longer in a sanitized build, whose deadline is longer).
+    EXPECT_NE(r.out.find("stuck: post-1 at v=7 for "), std::string::npos) << "not the graph described:\n" << r.out;
+    if (r.status != 0) break;
+  }
+}
+
 // A --duration shorter than one run still makes one run: it said "every run held" after
 // none.
 TEST_F(Tool, StressWithATinyDurationStillMakesOneRun) {

@@ -252,9 +252,17 @@ run_outcome check_run(const random_graph& spec, const run_record& rec) {
   out.early = rec.book->finished_early();
   // The engine's checks. A stage stuck past the deadline may be named, and so may any
   // stage on its thread: the engine names the owner of a thread that does not return.
+  // And the run may end late whichever stage is named: a hang of 1.5 deadlines from near
+  // the start leaves half a deadline or less, after it, before the engine's second look,
+  // for the rest of the items to drain through channels whose every operation passes its
+  // fault hook (about 1 ms an item for a 7-channel graph on 2 loaded cores). The stage then
+  // still draining its input was named ("pre-1 is still running") in about one replay in
+  // five of seed 0x895b9907b270298f (run 39 of `sluice stress --seed 1`). A stage that does not return even after the cancel stays a
+  // violation unless it is on the stuck thread.
   const bool stuck_long = spec.stuck.stage >= 0 && spec.stuck.for_ > kTeardownDeadline;
   for (const auto& v : rec.res.violations) {
     if (stuck_long && rec.stuck_thread.count(v.stage) != 0) continue;
+    if (stuck_long && v.what.starts_with("the run did not end within ")) continue;
     out.violations.push_back((v.stage.empty() ? std::string() : "stage '" + v.stage + "': ") + v.what);
   }
   if (rec.res.abandoned) return out;  // its graph is still running: nothing more to read
