@@ -105,6 +105,8 @@ class spawned_tool {
   }
 
   // Pumps until pred() holds (true) or `limit` passes, or the child ends first (false).
+  // pred() is asked every 20 ms (it may be costly: a request to the child), the pipes
+  // read as data comes in between.
   template <class Pred>
   bool until(Pred pred, std::chrono::milliseconds limit) {
     const auto end = std::chrono::steady_clock::now() + limit;
@@ -115,7 +117,11 @@ class spawned_tool {
         pump();
         return pred();
       }
-      wait_readable(20);
+      const auto tick = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+      for (auto now = std::chrono::steady_clock::now(); now < tick; now = std::chrono::steady_clock::now()) {
+        wait_readable(static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(tick - now).count()));
+        pump();
+      }
     }
   }
 
