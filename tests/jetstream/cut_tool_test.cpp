@@ -429,4 +429,41 @@ TEST_F(CutTool, NonNatsUrlIsABadCommandLine) {
   }
 }
 
+// Values a cut run took in another sense than given, or found wrong only after connecting
+// (exit 1, from each side): refused before any connection, naming the option, exit 2. A
+// list of --work values with an empty piece or more pieces than workers was cut short,
+// an empty --stream replaced by the default, a --capacity that cannot fit failed with
+// out-of-memory errors from both sides, a URL with no host or a port past 65535 was a
+// connection error; and a password in a refused URL is not shown.
+TEST_F(CutTool, BadValuesAreUsageErrorsBeforeAnyConnection) {
+  const std::string via = "nats://127.0.0.1:9";  // nothing listens: a run that got that far fails otherwise
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--work", "1us,"}, "--work '1us,'"},
+      {{"--work="}, "--work ''"},
+      {{"--work", "1us,2us,3us"}, "--work lists 3 values but chain:2 has 2 worker stages"},
+      {{"--stream="}, "--stream '': want a stream name"},
+      {{"--capacity", "1G"}, "--capacity 1000000000 is too large"},
+      {{"--capacity", "9223372036854775807"}, "is too large"},
+  };
+  for (const auto& [more, says] : cases) {
+    std::vector<std::string> args = {"--cut", "1", "--via", via, "--topology", "chain:2", "--items", "10"};
+    args.insert(args.end(), more.begin(), more.end());
+    SCOPED_TRACE(more.front());
+    const run_result r = run_bench(args, 30s);
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_EQ(lines_of(r.out), 1u) << r.out;
+    EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
+  }
+  for (const char* bad : {"nats://", "nats://127.0.0.1:99999999", "nats://u:secret@:4222", "nats://127.0.0.1:9,nats://h:0"}) {
+    SCOPED_TRACE(bad);
+    const run_result r = run_bench({"--cut", "1", "--via", bad, "--topology", "chain:2", "--items", "10"}, 30s);
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("--via"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("secret"), std::string::npos) << r.out;
+  }
+  // Bare nanoseconds, as a run in one process takes them.
+  const run_result ns = run_bench({"--cut", "1", "--via", via, "--topology", "chain:2", "--items", "10", "--work", "100"}, 30s);
+  EXPECT_NE(ns.status, 2) << ns.out;
+}
+
 }  // namespace

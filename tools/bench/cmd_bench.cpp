@@ -63,6 +63,7 @@
 #include "bench/histogram.hpp"
 #include "bench/pacing.hpp"
 #include "bench/report_html.hpp"
+#include "bench/work.hpp"
 #if SLUICE_HAVE_JETSTREAM
 #include "bench/cut.hpp"  // --cut K --via URL: two processes joined by a JetStream edge
 #endif
@@ -83,6 +84,8 @@ namespace {
 using clock = std::chrono::steady_clock;
 using std::chrono::nanoseconds;
 using bench::now_ns;
+using bench::parse_work_list;
+using bench::work_spec;
 
 // The signal (SIGINT, SIGTERM, SIGHUP) that interrupted the bench, or 0. Set once by the
 // watcher in cmd_bench; the sources of both engines read it (arrivals::next) and stop
@@ -95,15 +98,6 @@ bool interrupted() { return g_interrupted.load(std::memory_order_relaxed) != 0; 
 
 enum class topology_kind { chain, farm, fanout, diamond };
 enum class out_format { table, json, gbench };
-
-struct work_spec {
-  bool sleep = false;
-  nanoseconds d{0};
-  [[nodiscard]] std::string text() const {
-    if (d.count() == 0) return "0";
-    return (sleep ? "sleep:" : "") + format_duration(d);
-  }
-};
 
 constexpr nanoseconds kDefaultOpenDuration = std::chrono::seconds(2);
 
@@ -134,39 +128,6 @@ struct bench_config {
   out_format format = out_format::table;
   std::string report;  // --report FILE.html
 };
-
-std::optional<work_spec> parse_work(std::string_view s) {
-  work_spec w;
-  if (s.rfind("sleep:", 0) == 0) {
-    w.sleep = true;
-    s.remove_prefix(6);
-  } else if (s.rfind("spin:", 0) == 0) {
-    s.remove_prefix(5);
-  }
-  std::optional<nanoseconds> d = parse_duration(s);
-  if (!d) {
-    // A bare number is nanoseconds of spin.
-    const auto n = parse_count(s);
-    if (!n || w.sleep) return std::nullopt;
-    d = nanoseconds(static_cast<std::int64_t>(*n));
-  }
-  w.d = *d;
-  return w;
-}
-
-bool parse_work_list(std::string_view s, std::vector<work_spec>& out) {
-  std::vector<work_spec> v;
-  while (true) {
-    const std::size_t comma = s.find(',');
-    const auto w = parse_work(s.substr(0, comma));
-    if (!w) return false;
-    v.push_back(*w);
-    if (comma == std::string_view::npos) break;
-    s.remove_prefix(comma + 1);
-  }
-  out = std::move(v);
-  return true;
-}
 
 // "10,50,90" (percent, each in (0, 1000]) -> {0.1, 0.5, 0.9}.
 bool parse_percent_list(std::string_view s, std::vector<double>& out) {
@@ -1331,6 +1292,19 @@ int cmd_bench(int argc, char** argv) {
                         std::to_string(rings) + " channels need " + format_size(static_cast<double>(need)) +
                         " for their slots (" + std::to_string(slot) + " bytes each, allocated up front); " +
                         format_size(static_cast<double>(free_now)) + " is free now");
+    }
+    // The items' payloads: every channel can fill (a slow stage downstream), each slot
+    // then holding an --item-size payload of its own on the heap. 100 items of 64 MiB on
+    // chain:1 grew to 3 GiB and out of memory (bad_alloc, or the OOM killer) mid-run.
+    const std::uint64_t heap_payload = c.item_size > 15 ? c.item_size + 1 : 0;  // a std::string's own buffer
+    const long double payloads = static_cast<long double>(rings) * c.capacity * heap_payload;
+    if (one_fits && heap_payload != 0 && need + payloads > static_cast<long double>(free_now)) {
+      throw usage_error("sluice bench: --item-size " + detail::shown(p.given("--item-size").value_or(std::to_string(c.item_size))) +
+                        " with --capacity " + c.capacity_text + " is too large: the graph's " + std::to_string(rings) +
+                        " channels can hold " + format_size(static_cast<double>(payloads)) +
+                        " of items when full (a slow stage downstream fills them); " +
+                        format_size(static_cast<double>(free_now)) +
+                        " is free now: give a smaller --capacity or --item-size");
     }
   }
   // Options of a sweep given to a run that is not one were ignored without a word.

@@ -50,6 +50,8 @@
 
 #include "common/args.hpp"
 #include "bench/pacing.hpp"
+#include "bench/work.hpp"
+#include "sluice/detail/ring_buffer.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/jetstream.hpp"
 #include "sluice/metrics.hpp"
@@ -61,10 +63,6 @@ namespace {
 
 namespace js = sluice::jetstream;
 
-struct work {
-  bool sleep = false;
-  std::chrono::nanoseconds d{0};
-};
 
 struct cut_config {
   std::size_t n = 4;            // workers
@@ -76,13 +74,13 @@ struct cut_config {
   std::string result;           // internal: the child's report file
   std::uint64_t items = 100000;
   std::uint64_t item_size = 64;
-  std::vector<work> works = {work{}};
+  std::vector<work_spec> works = {work_spec{}};
   std::uint64_t capacity = 1024;       // in-process channels
   std::uint64_t edge_capacity = 4096;  // the stream's max_msgs
   std::vector<std::string> passthrough;  // what the children get
 };
 
-void do_work(const work& w) {
+void do_work(const work_spec& w) {
   if (w.d.count() <= 0) return;
   if (w.sleep) {
     wait_until_ns(now_ns() + w.d.count());
@@ -95,7 +93,7 @@ std::string worker_name(std::size_t w) {
   std::snprintf(b, sizeof(b), "w%zu", w);
   return b;
 }
-const work& work_of(const cut_config& c, std::size_t worker) {
+const work_spec& work_of(const cut_config& c, std::size_t worker) {
   return c.works[std::min(worker, c.works.size() - 1)];
 }
 
@@ -148,6 +146,7 @@ cut_config parse(int argc, char** argv) {
       pass = false;
     } else if (a == "--stream") {
       c.stream = std::string(value());
+      if (c.stream.empty()) bad(a, c.stream, "a stream name");
       pass = false;
     } else if (a == "--result") {
       c.result = std::string(value());
@@ -170,25 +169,9 @@ cut_config parse(int argc, char** argv) {
       count(c.edge_capacity);
     } else if (a == "--work") {
       const auto v = value();
-      c.works.clear();
-      std::string s(v);
-      std::stringstream in(s);
-      std::string part;
-      while (std::getline(in, part, ',')) {
-        work w;
-        std::string_view p = part;
-        if (p.rfind("sleep:", 0) == 0) {
-          w.sleep = true;
-          p.remove_prefix(6);
-        } else if (p.rfind("spin:", 0) == 0) {
-          p.remove_prefix(5);
-        }
-        const auto d = parse_duration(p);
-        if (!d) bad(a, v, "durations like 200ns, spin:2us or sleep:1ms, comma-separated per worker");
-        w.d = *d;
-        c.works.push_back(w);
+      if (!parse_work_list(v, c.works)) {
+        bad(a, v, "durations like 200ns, spin:2us or sleep:1ms, comma-separated per worker");
       }
-      if (c.works.empty()) c.works.push_back(work{});
     } else {
       throw usage_error("sluice bench: " + a +
                         " is not an option of a cut run (--cut K --via URL [--role producer|consumer] "
@@ -204,8 +187,48 @@ cut_config parse(int argc, char** argv) {
   if (c.via.rfind("nats://", 0) != 0 && c.via.rfind("tls://", 0) != 0) {
     bad("--via", c.via, "a NATS URL like nats://HOST:PORT (a nats-server with -js)");
   }
+  // Each server of the list (nats://a:4222,nats://b:4222): a host, and a port in 1..65535
+  // if one is given. "nats://" or a port of 99999999 were connection errors after the start.
+  for (std::string_view rest = c.via; !rest.empty();) {
+    const std::size_t comma = rest.find(',');
+    std::string_view url = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    const std::size_t scheme = url.find("://");
+    std::string_view host = scheme == std::string_view::npos ? url : url.substr(scheme + 3);
+    if (const std::size_t at = host.rfind('@'); at != std::string_view::npos) host.remove_prefix(at + 1);
+    std::string_view port;
+    if (const std::size_t colon = host.rfind(':'); colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos) {
+      port = host.substr(colon + 1);
+      host = host.substr(0, colon);
+    }
+    const auto p = port.empty() ? std::optional<std::uint64_t>(4222) : parse_count(port);
+    if (host.empty() || !p || *p == 0 || *p > 65535 || port.find_first_not_of("0123456789") != std::string_view::npos) {
+      bad("--via", js::shown_url(c.via), "NATS URLs like nats://HOST:PORT, each with a host and a port in 1..65535");
+    }
+  }
   if (!c.cut_given) throw usage_error("sluice bench: --role needs --cut K (which side runs which workers)");
   if (c.cut > c.n) bad("--cut", std::to_string(c.cut), "at most the number of workers (" + std::to_string(c.n) + ")");
+  // One value for every worker, or one each: extra values were dropped without a word.
+  if (c.works.size() != 1 && c.works.size() != c.n) {
+    throw usage_error("sluice bench: --work lists " + std::to_string(c.works.size()) + " values but chain:" +
+                      std::to_string(c.n) + " has " + std::to_string(c.n) + " worker stages");
+  }
+  // The slots of a side's in-process channels are allocated up front: a --capacity that
+  // cannot fit was an out-of-memory error (or "needs 512 EiB") from each side after the
+  // connection, exit 1; it is a usage error as for a run in one process.
+  {
+    const std::size_t slot = std::max(sluice::detail::ring_buffer<std::string>::slot_bytes(),
+                                      sluice::detail::ring_buffer<js::delivery<std::string>>::slot_bytes());
+    const std::size_t rings = std::max(c.cut + 1, c.n - c.cut + 1);
+    const long double need = static_cast<long double>(rings) * static_cast<long double>(c.capacity) * slot;
+    const std::uint64_t free_now = sluice::detail::available_memory();  // 0: unknown
+    if (need > static_cast<long double>(free_now != 0 ? free_now : ~std::uint64_t{0})) {
+      throw usage_error("sluice bench: --capacity " + std::to_string(c.capacity) + " is too large: a side's " +
+                        std::to_string(rings) + " channels need " + format_size(static_cast<double>(need)) +
+                        " for their slots (" + std::to_string(slot) + " bytes each, allocated up front)" +
+                        (free_now != 0 ? "; " + format_size(static_cast<double>(free_now)) + " is free now" : ""));
+    }
+  }
   if (c.stream.empty()) c.stream = c.role.empty() ? "sluice-bench-" + std::to_string(::getpid()) : "sluice-bench";
   return c;
 }
