@@ -798,6 +798,15 @@ TEST_F(Tool, AnOutOfRangeValueIsQuotedAsTyped) {
       {{"bench", "--replicas", "1k"}, "bad value '1k' for --replicas"},
       {{"bench", "--item-size", "1GiB"}, "bad value '1GiB' for --item-size"},
       {{"bench", "--items", "1000", "--capacity", "1100G"}, "--capacity 1100G is too large"},
+      // What would not fit once the channels fill: refused up front (it ran until out of
+      // memory, or the OOM killer), as a fraction of a byte is (1.5 ran with 2 B items).
+      {{"bench", "--items", "100", "--item-size", "64MiB", "--capacity", "100000", "--topology", "chain:1"},
+       "--item-size 64MiB with --capacity 100000 is too large"},
+      {{"bench", "--item-size", "1.5"}, "bad value '1.5' for --item-size"},
+      {{"bench", "--item-size", "0.4"}, "bad value '0.4' for --item-size"},
+      {{"demo", "--budget", "1000TiB"}, "bad value '1000TiB' for --budget: expected at most half this machine's memory"},
+      {{"gzip", "--block", "1GiB", "--jobs", "1024", "/dev/null", "-"},
+       "bad value '1GiB' for --block: expected a size whose 1024 blocks in flight"},
   });
 }
 

@@ -127,6 +127,9 @@ inline std::optional<std::uint64_t> parse_size(std::string_view s) {
   }
   const double bytes = *v * mult;
   if (bytes > 9.2e18) return std::nullopt;
+  // A fraction of a byte is not a size: "1.5" ran with 2 B items and "0.4" with none.
+  // (A fraction of a larger unit, "1.1MiB", is rounded to the byte.)
+  if ((mult == 1 && bytes != std::floor(bytes)) || (bytes > 0 && std::llround(bytes) == 0)) return std::nullopt;
   return static_cast<std::uint64_t>(std::llround(bytes));
 }
 

@@ -70,6 +70,12 @@ int cmd_demo(int argc, char** argv) {
     if (cfg.memory_guard > ram) {
       p.reject("--memory-guard", "at most this machine's memory (" + format_size(static_cast<double>(ram)) + ")");
     }
+    // The bounded run's two channels may each fill to the budget, and no guard stops it:
+    // --budget 1TiB grew until the system stopped it.
+    if (cfg.budget > ram / 2) {
+      p.reject("--budget", "at most half this machine's memory (" + format_size(static_cast<double>(ram / 2)) +
+                               "): the bounded run's two channels may each hold that much");
+    }
   }
   // Each half's own option given to a run of the other half alone was ignored without a word.
   if (cfg.only == "bounded" && p.given("--memory-guard")) {

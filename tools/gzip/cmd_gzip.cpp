@@ -232,6 +232,17 @@ int run_codec(bool compress, int argc, char** argv) {
                        "128+N killed by signal N."));
   if (!p.parse(argc, argv)) return 0;
   if (a.block == 0 || a.block > (std::uint64_t{1} << 30)) p.reject("--block", "1 byte to 1 GiB");
+  // Each job holds a block and its compressed copy (up to a block again): --block 1GiB
+  // --jobs 8 could ask for 16 GiB and fail (out of memory) once the work had begun.
+  if (const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE); pages > 0 && page > 0) {
+    const auto ram = static_cast<long double>(pages) * static_cast<long double>(page);
+    const unsigned hw = std::thread::hardware_concurrency();
+    const std::uint64_t jobs = a.jobs != 0 ? a.jobs : (hw != 0 ? hw : 1);
+    if (static_cast<long double>(jobs) * 2 * static_cast<long double>(a.block) > ram) {
+      p.reject("--block", "a size whose " + std::to_string(jobs) + " blocks in flight (--jobs), each with its compressed copy, fit in this machine's " +
+                              format_size(static_cast<double>(ram)) + ": a smaller --block or fewer --jobs");
+    }
+  }
   const std::string input = a.in == "-" ? "stdin" : a.in;
   // Every message is one line, whatever bytes the names in it hold: a control byte in a
   // file name (an escape sequence, a newline) is shown as \xNN, not sent to the terminal.
