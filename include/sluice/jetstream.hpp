@@ -146,11 +146,16 @@ class connection {
 };
 
 // Connects within o.timeout, or throws std::runtime_error naming the URL (as shown_url
-// shows it) and the cause; std::invalid_argument for a URL that names no server, or whose
-// user name or password holds a comma (libnats splits URLs at commas). `url` is one server ("nats://127.0.0.1:4222") or a
+// shows it) and the cause; std::invalid_argument for a URL check_url() refuses. `url` is one server ("nats://127.0.0.1:4222") or a
 // comma-separated list of them, tried in the order given: the first that answers is used,
 // and the others stay in the pool for reconnects.
 connection connect(std::string url, connect_options o = {});
+
+// Throws std::invalid_argument, naming the URL as shown_url shows it, where connect() would:
+// a URL that names no server, a server without a host or with a port outside 1..65535, a
+// user name or password holding a comma. Connects to nothing: a tool checks its arguments
+// with it before any connection.
+void check_url(std::string_view url);
 
 // A NATS URL (or comma-separated list) fit for a log or an error message: a password or
 // token in it is replaced by "***" ("nats://u:***@h:4222", "nats://***@h:4222").

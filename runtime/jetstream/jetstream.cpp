@@ -1611,30 +1611,54 @@ bool connection::connected() const {
   return state_ && natsConnection_Status(state_->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+void check_url(std::string_view url) {
+  const std::vector<std::string_view> servers = detail::server_list(url);
+  if (servers.empty()) {
+    throw std::invalid_argument("sluice::jetstream: cannot connect: the URL names no server (got '" + shown_url(url) +
+                                "'; want nats://HOST:PORT, or a comma-separated list of them)");
+  }
+  for (const std::string_view one : servers) {
+    const std::size_t scheme = one.find("://");
+    std::string_view host = scheme == std::string_view::npos ? one : one.substr(scheme + 3);
+    if (const std::size_t at = host.rfind('@'); at != std::string_view::npos) {
+      // libnats splits a URL at every comma, so a user name or password holding one cannot
+      // be given in a URL (it failed with a bare "Invalid Argument").
+      if (host.substr(0, at).find(',') != std::string_view::npos) {
+        throw std::invalid_argument("sluice::jetstream: cannot connect to " + shown_url(url) +
+                                    ": its user name or password holds a comma, which a NATS URL cannot carry "
+                                    "(the client splits URLs at commas)");
+      }
+      host.remove_prefix(at + 1);
+    }
+    // A host, and a port in 1..65535 if one is given ("nats://" or a port of 99999999 were
+    // connection errors after the client had tried; "[::1]:4222" has its port after the ']').
+    std::string_view port;
+    bool port_given = false;
+    if (const std::size_t colon = host.rfind(':');
+        colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos) {
+      port = host.substr(colon + 1);
+      host = host.substr(0, colon);
+      port_given = true;
+    }
+    unsigned long number = 0;
+    const bool digits = !port.empty() && port.size() <= 5 && port.find_first_not_of("0123456789") == std::string_view::npos;
+    if (digits) number = std::stoul(std::string(port));
+    if (host.empty() || (port_given && (!digits || number == 0 || number > 65535))) {
+      throw std::invalid_argument("sluice::jetstream: cannot connect to " + shown_url(url) + ": '" + shown_url(one) +
+                                  "' is not a server (want nats://HOST:PORT, with a host and a port in 1..65535)");
+    }
+  }
+}
+
 connection connect(std::string url, connect_options o) {
   auto st = std::make_shared<detail::conn_state>();
   st->url = shown_url(url);  // every message names it: never with its password or token
   st->opts = o;
   // A comma-separated list is a server pool, each tried in turn (libnats 3.4 takes a list
   // only through SetServers: given to SetURL, a list reached no server at all).
+  check_url(url);
   std::vector<std::string> servers;
   for (const std::string_view one : detail::server_list(url)) servers.emplace_back(one);
-  if (servers.empty()) {
-    throw std::invalid_argument("sluice::jetstream: cannot connect: the URL names no server (got '" + st->url +
-                                "'; want nats://HOST:PORT, or a comma-separated list of them)");
-  }
-  for (const std::string& one : servers) {
-    // libnats splits a URL at every comma, so a user name or password holding one cannot
-    // be given in a URL (it failed with a bare "Invalid Argument").
-    const std::size_t scheme = one.find("://");
-    const std::size_t at = one.rfind('@');
-    if (scheme != std::string::npos && at != std::string::npos && at > scheme &&
-        one.substr(scheme + 3, at - scheme - 3).find(',') != std::string::npos) {
-      throw std::invalid_argument("sluice::jetstream: cannot connect to " + st->url +
-                                  ": its user name or password holds a comma, which a NATS URL cannot carry "
-                                  "(the client splits URLs at commas)");
-    }
-  }
   natsOptions* no = nullptr;
   natsStatus s = natsOptions_Create(&no);
   if (servers.size() > 1) {

@@ -193,6 +193,25 @@ TEST(JetstreamConnect, ShownUrlsHideTheirPasswordOrToken) {
   for (const std::string none : {"", " ", ",", " , "}) {
     EXPECT_THROW((void)js::connect(none, {.timeout = 500ms}), std::invalid_argument) << "'" << none << "'";
   }
+  // A server without a host, or with a port outside 1..65535, is refused before the client
+  // tries it (it was a connection error after the timeout), naming it without its password;
+  // check_url says the same without connecting, for a tool's argument check.
+  for (const std::string bad : {"nats://", "nats://127.0.0.1:99999999", "nats://u:secret@:4222",
+                                "nats://127.0.0.1:9,nats://h:0", "nats://h:42x", "nats://[::1]:70000"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THROW(js::check_url(bad), std::invalid_argument);
+    try {
+      (void)js::connect(bad, {.timeout = 500ms});
+      ADD_FAILURE() << "connect succeeded";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("is not a server"), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("secret"), std::string::npos) << e.what();
+    }
+  }
+  for (const std::string fine : {"nats://127.0.0.1:4222", "nats://h", "nats://[::1]", "nats://[::1]:4222",
+                                 "tls://u:p@h:1,nats://h2:65535", "127.0.0.1:4222"}) {
+    EXPECT_NO_THROW(js::check_url(fine)) << fine;
+  }
   const std::string closed = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());
   try {
     (void)js::connect(closed + ",", {.timeout = 500ms});

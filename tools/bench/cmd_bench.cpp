@@ -63,6 +63,7 @@
 #include "bench/histogram.hpp"
 #include "bench/pacing.hpp"
 #include "bench/report_html.hpp"
+#include "bench/ring_memory.hpp"
 #include "bench/work.hpp"
 #if SLUICE_HAVE_JETSTREAM
 #include "bench/cut.hpp"  // --cut K --via URL: two processes joined by a JetStream edge
@@ -1287,12 +1288,7 @@ int cmd_bench(int argc, char** argv) {
     // One ring that does not fit by itself is left to the graph's own error, which says
     // why (not addressable, more than the machine has, more than is free): run_engine.
     const bool one_fits = one <= static_cast<long double>(free_now);
-    if (rings > 1 && one_fits && free_now != 0 && need > static_cast<long double>(free_now)) {
-      throw usage_error("sluice bench: --capacity " + c.capacity_text + " is too large: the graph's " +
-                        std::to_string(rings) + " channels need " + format_size(static_cast<double>(need)) +
-                        " for their slots (" + std::to_string(slot) + " bytes each, allocated up front); " +
-                        format_size(static_cast<double>(free_now)) + " is free now");
-    }
+    if (rings > 1 && one_fits) bench::refuse_rings_past_free_memory(c.capacity_text, c.capacity, rings, slot, "the graph's", free_now);
     // The items' payloads: every channel can fill (a slow stage downstream), each slot
     // then holding an --item-size payload of its own on the heap. 100 items of 64 MiB on
     // chain:1 grew to 3 GiB and out of memory (bad_alloc, or the OOM killer) mid-run.

@@ -50,6 +50,7 @@
 
 #include "common/args.hpp"
 #include "bench/pacing.hpp"
+#include "bench/ring_memory.hpp"
 #include "bench/work.hpp"
 #include "sluice/detail/ring_buffer.hpp"
 #include "sluice/graph.hpp"
@@ -187,24 +188,12 @@ cut_config parse(int argc, char** argv) {
   if (c.via.rfind("nats://", 0) != 0 && c.via.rfind("tls://", 0) != 0) {
     bad("--via", c.via, "a NATS URL like nats://HOST:PORT (a nats-server with -js)");
   }
-  // Each server of the list (nats://a:4222,nats://b:4222): a host, and a port in 1..65535
-  // if one is given. "nats://" or a port of 99999999 were connection errors after the start.
-  for (std::string_view rest = c.via; !rest.empty();) {
-    const std::size_t comma = rest.find(',');
-    std::string_view url = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    const std::size_t scheme = url.find("://");
-    std::string_view host = scheme == std::string_view::npos ? url : url.substr(scheme + 3);
-    if (const std::size_t at = host.rfind('@'); at != std::string_view::npos) host.remove_prefix(at + 1);
-    std::string_view port;
-    if (const std::size_t colon = host.rfind(':'); colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos) {
-      port = host.substr(colon + 1);
-      host = host.substr(0, colon);
-    }
-    const auto p = port.empty() ? std::optional<std::uint64_t>(4222) : parse_count(port);
-    if (host.empty() || !p || *p == 0 || *p > 65535 || port.find_first_not_of("0123456789") != std::string_view::npos) {
-      bad("--via", js::shown_url(c.via), "NATS URLs like nats://HOST:PORT, each with a host and a port in 1..65535");
-    }
+  // Each server of the list: a host, and a port in 1..65535 if one is given, checked as
+  // connect() checks it, but before any connection.
+  try {
+    js::check_url(c.via);
+  } catch (const std::invalid_argument&) {
+    bad("--via", js::shown_url(c.via), "NATS URLs like nats://HOST:PORT, each with a host and a port in 1..65535");
   }
   if (!c.cut_given) throw usage_error("sluice bench: --role needs --cut K (which side runs which workers)");
   if (c.cut > c.n) bad("--cut", std::to_string(c.cut), "at most the number of workers (" + std::to_string(c.n) + ")");
@@ -216,19 +205,10 @@ cut_config parse(int argc, char** argv) {
   // The slots of a side's in-process channels are allocated up front: a --capacity that
   // cannot fit was an out-of-memory error (or "needs 512 EiB") from each side after the
   // connection, exit 1; it is a usage error as for a run in one process.
-  {
-    const std::size_t slot = std::max(sluice::detail::ring_buffer<std::string>::slot_bytes(),
-                                      sluice::detail::ring_buffer<js::delivery<std::string>>::slot_bytes());
-    const std::size_t rings = std::max(c.cut + 1, c.n - c.cut + 1);
-    const long double need = static_cast<long double>(rings) * static_cast<long double>(c.capacity) * slot;
-    const std::uint64_t free_now = sluice::detail::available_memory();  // 0: unknown
-    if (need > static_cast<long double>(free_now != 0 ? free_now : ~std::uint64_t{0})) {
-      throw usage_error("sluice bench: --capacity " + std::to_string(c.capacity) + " is too large: a side's " +
-                        std::to_string(rings) + " channels need " + format_size(static_cast<double>(need)) +
-                        " for their slots (" + std::to_string(slot) + " bytes each, allocated up front)" +
-                        (free_now != 0 ? "; " + format_size(static_cast<double>(free_now)) + " is free now" : ""));
-    }
-  }
+  refuse_rings_past_free_memory(std::to_string(c.capacity), c.capacity, std::max(c.cut + 1, c.n - c.cut + 1),
+                                std::max(sluice::detail::ring_buffer<std::string>::slot_bytes(),
+                                         sluice::detail::ring_buffer<js::delivery<std::string>>::slot_bytes()),
+                                "a side's");
   if (c.stream.empty()) c.stream = c.role.empty() ? "sluice-bench-" + std::to_string(::getpid()) : "sluice-bench";
   return c;
 }

@@ -389,7 +389,7 @@ class arg_parser {
           // "--report --json": the value forgotten, the next option taken as a file name
           // (a report named --json was written). A value so named is given with '='.
           const std::string_view next = argv[i + 1];
-          if (next.starts_with("--") && (find(next.substr(0, next.find('='))) != nullptr || next == "--help")) {
+          if (next.starts_with("--") && find(next.substr(0, next.find('='))) != nullptr) {
             throw usage_error(prog_ + ": " + std::string(name) + " needs a value (" + o->metavar + "), not the option " +
                               detail::shown(next) + " (a value that starts so is given as " + std::string(name) + "=" +
                               detail::shown(next) + ")");
