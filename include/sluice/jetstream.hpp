@@ -184,6 +184,11 @@ struct edge_options {
   std::int64_t max_ack_pending = 4096;
 };
 
+// Refuses (std::invalid_argument, before any request) an edge no stream could carry: a
+// stream or durable name holding a space, a control byte, '.', '*' or '>', or over 255
+// characters; a subject with a wildcard or an empty token; max_msgs, ack_wait or
+// max_ack_pending not positive; max_bytes 0 or below -1. A stream this call made is
+// deleted again when its consumer cannot be made.
 // Creates the stream and the durable consumer, or checks that existing ones have the same
 // limits (std::runtime_error naming the first difference, e.g.
 // "... stream 'x' has max_msgs 100, the edge wants 200"), and none that would drop a

@@ -1813,9 +1813,10 @@ void ensure_edge(connection& conn, const edge_options& e) {
   // A space or control byte splits the request's subject: the server drops the request
   // unparsed and the call would end in "Timeout" after 5 s. (Other bad names the server
   // names.) The stream's name and the consumer's (durable) both go into subjects.
-  auto check_name = [](const char* kind, const std::string& name) {
+  // A name or subject as a message shows it: control bytes as \xNN. Sets `bad` when it
+  // holds a space or a control byte.
+  auto escaped = [](const std::string& name, bool& bad) {
     std::string shown;
-    bool bad = false;
     for (const char ch : name) {
       const auto u = static_cast<unsigned char>(ch);
       if (u <= 0x20 || u == 0x7f) {
@@ -1826,6 +1827,11 @@ void ensure_edge(connection& conn, const edge_options& e) {
         shown += ch;
       }
     }
+    return shown;
+  };
+  auto check_name = [&escaped](const char* kind, const std::string& name) {
+    bool bad = false;
+    const std::string shown = escaped(name, bad);
     if (bad) {
       throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name '" + shown +
                                   "' has a space or control character; NATS names cannot");
@@ -1838,11 +1844,41 @@ void ensure_edge(connection& conn, const edge_options& e) {
                                   "...'); NATS names are at most " + std::to_string(kMaxNameLength));
     }
   };
+  // '.', '*' and '>' are a subject's separator and wildcards: the server refuses such a
+  // name, and a bad durable was refused only after the stream had been made (and left).
+  auto check_token = [](const char* kind, const std::string& name) {
+    if (const std::size_t at = name.find_first_of(".*>"); at != std::string::npos) {
+      throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name '" + name +
+                                  "' holds '" + name[at] + "'; NATS names cannot ('.' separates a subject's tokens, "
+                                  "'*' and '>' are wildcards)");
+    }
+  };
   check_name("stream", e.stream);
   check_name("durable", e.durable);
-  if (e.max_msgs <= 0) {
-    throw std::invalid_argument("sluice::jetstream::ensure_edge: edge '" + e.stream +
-                                "': max_msgs must be positive (the edge is bounded)");
+  check_token("stream", e.stream);
+  check_token("durable", e.durable);
+  auto refuse = [&](const std::string& why) {
+    throw std::invalid_argument("sluice::jetstream::ensure_edge: edge '" + e.stream + "': " + why);
+  };
+  if (e.max_msgs <= 0) refuse("max_msgs must be positive (the edge is bounded)");
+  // Zero or a negative value was taken by the server as "its default", and the check of
+  // the consumer just made then said an "existing" one had other limits.
+  if (e.max_bytes == 0 || e.max_bytes < -1) refuse("max_bytes must be positive, or -1 for no byte limit (got " + std::to_string(e.max_bytes) + ")");
+  if (e.ack_wait.count() <= 0) refuse("ack_wait must be positive (got " + std::to_string(e.ack_wait.count()) + " ms)");
+  if (e.max_ack_pending <= 0) {  // -1 too: the server took it as its default of 1000
+    refuse("max_ack_pending must be positive (got " + std::to_string(e.max_ack_pending) + ")");
+  }
+  // Items are published to the subject: a wildcard, an empty token or a space in it made a
+  // stream no item could be published to.
+  if (!e.subject.empty()) {
+    const std::string& sub = e.subject;
+    bool bad = sub.front() == '.' || sub.back() == '.' || sub.find("..") != std::string::npos ||
+               sub.find_first_of("*>") != std::string::npos;
+    const std::string shown = escaped(sub, bad);
+    if (bad) {
+      refuse("subject '" + shown +
+             "' is not one items can be published to (tokens separated by single dots; no wildcard, space or control character)");
+    }
   }
   const std::string subject = detail::subject_of(e), durable = detail::durable_of(e);
   detail::js_ctx js;
@@ -1851,6 +1887,7 @@ void ensure_edge(connection& conn, const edge_options& e) {
 
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
+  bool made_stream = false;
   natsStatus s = js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr);
   if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
     jsStreamConfig cfg;
@@ -1866,7 +1903,9 @@ void ensure_edge(connection& conn, const edge_options& e) {
     cfg.Storage = e.store == storage::file ? js_FileStorage : js_MemoryStorage;
     jerr = static_cast<jsErrCode>(0);
     s = js_AddStream(&si, js.js, &cfg, nullptr, &jerr);
-    if (s != NATS_OK && jerr == JSStreamNameExistErr) {  // someone else made it meanwhile
+    if (s == NATS_OK) {
+      made_stream = true;
+    } else if (jerr == JSStreamNameExistErr) {  // someone else made it meanwhile
       s = js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr);
     }
   }
@@ -1881,26 +1920,36 @@ void ensure_edge(connection& conn, const edge_options& e) {
   }
   jsStreamInfo_Destroy(si);
 
-  detail::consumer_lookup c = detail::look_up_consumer(js.js, e.stream, durable);
-  if (c.gone()) {  // the stream exists (made or checked above): the consumer is what is missing
-    jsConsumerConfig cc;
-    jsConsumerConfig_Init(&cc);
-    cc.Durable = durable.c_str();
-    cc.AckPolicy = js_AckExplicit;
-    cc.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(e.ack_wait).count();
-    cc.MaxAckPending = e.max_ack_pending;
-    cc.FilterSubject = subject.c_str();
-    cc.DeliverPolicy = js_DeliverAll;
-    jsConsumerInfo* made = nullptr;
-    c.jerr = static_cast<jsErrCode>(0);
-    c.status = js_AddConsumer(&made, js.js, e.stream.c_str(), &cc, nullptr, &c.jerr);
-    c.info.reset(made);
+  // A stream this call made is not left behind when its consumer cannot be made: the next
+  // try would find it and its limits, not the cause.
+  try {
+    detail::consumer_lookup c = detail::look_up_consumer(js.js, e.stream, durable);
+    if (c.gone()) {  // the stream exists (made or checked above): the consumer is what is missing
+      jsConsumerConfig cc;
+      jsConsumerConfig_Init(&cc);
+      cc.Durable = durable.c_str();
+      cc.AckPolicy = js_AckExplicit;
+      cc.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(e.ack_wait).count();
+      cc.MaxAckPending = e.max_ack_pending;
+      cc.FilterSubject = subject.c_str();
+      cc.DeliverPolicy = js_DeliverAll;
+      jsConsumerInfo* made = nullptr;
+      c.jerr = static_cast<jsErrCode>(0);
+      c.status = js_AddConsumer(&made, js.js, e.stream.c_str(), &cc, nullptr, &c.jerr);
+      c.info.reset(made);
+    }
+    if (!c.found()) {
+      throw std::runtime_error("sluice::jetstream::ensure_edge: consumer '" + durable + "' of stream '" + e.stream + "' on " +
+                               url + ": " + js_error(c.status, c.jerr));
+    }
+    check_consumer(e, durable, subject, *c.info->Config);
+  } catch (...) {
+    if (made_stream) {
+      jsErrCode ignored = static_cast<jsErrCode>(0);
+      (void)js_DeleteStream(js.js, e.stream.c_str(), nullptr, &ignored);
+    }
+    throw;
   }
-  if (!c.found()) {
-    throw std::runtime_error("sluice::jetstream::ensure_edge: consumer '" + durable + "' of stream '" + e.stream + "' on " +
-                             url + ": " + js_error(c.status, c.jerr));
-  }
-  check_consumer(e, durable, subject, *c.info->Config);
 }
 
 void remove_edge(connection& conn, const edge_options& e) {

@@ -303,6 +303,63 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerWithOtherLimitsIsAnErrorNamingTheDif
   EXPECT_EQ(js::inspect_edge(conn, e).max_msgs, 100);
 }
 
+// Options no edge can have are refused before anything is made: a durable holding '.'
+// was refused by the server only after the stream had been made, which was left behind;
+// a max_ack_pending, ack_wait or max_bytes of 0 was taken by the server as "its default",
+// and the stream and consumer just made were then called "existing" with other limits; a
+// wildcard subject made a stream no item could be published to. A consumer the server
+// refuses still takes the stream this call made with it.
+TEST(JetstreamEdge, OptionsNoEdgeCanHaveAreRefusedAndLeaveNoStreamBehind) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  auto exists = [&](const js::edge_options& e) {
+    try {
+      (void)js::inspect_edge(conn, e);
+      return true;
+    } catch (const std::runtime_error&) {
+      return false;
+    }
+  };
+  const std::vector<std::pair<js::edge_options, std::string>> bad = {
+      {{.stream = "d1", .durable = "a.b"}, "durable name 'a.b' holds '.'"},
+      {{.stream = "d2", .durable = "a*"}, "holds '*'"},
+      {{.stream = "d3", .durable = "a>"}, "holds '>'"},
+      {{.stream = "d4", .max_bytes = 0}, "max_bytes must be positive, or -1"},
+      {{.stream = "d5", .max_bytes = -7}, "(got -7)"},
+      {{.stream = "d6", .ack_wait = 0ms}, "ack_wait must be positive"},
+      {{.stream = "d7", .max_ack_pending = 0}, "max_ack_pending must be positive"},
+      {{.stream = "d7b", .max_ack_pending = -1}, "max_ack_pending must be positive"},
+      {{.stream = "d8", .subject = "a.*"}, "subject 'a.*' is not one items can be published to"},
+      {{.stream = "d9", .subject = "a..b"}, "subject 'a..b'"},
+      {{.stream = "d10", .subject = "a>"}, "subject 'a>'"},
+      {{.stream = "d11", .subject = "a\tb"}, "subject 'a\\x09b'"},
+  };
+  for (const auto& [e, says] : bad) {
+    SCOPED_TRACE(says);
+    try {
+      js::ensure_edge(conn, e);
+      ADD_FAILURE() << "accepted";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find(says), std::string::npos) << ex.what();
+    }
+    EXPECT_FALSE(exists(e));
+  }
+  // The server refuses this durable ("path separators") after the stream was made.
+  const js::edge_options refused{.stream = "made", .durable = "a/b"};
+  EXPECT_THROW(js::ensure_edge(conn, refused), std::runtime_error);
+  EXPECT_FALSE(exists(refused));
+  // A stream that was there before stays when its consumer cannot be made.
+  const js::edge_options before{.stream = "before", .max_msgs = 10};
+  js::ensure_edge(conn, before);
+  js::edge_options other = before;
+  other.durable = "c/d";
+  EXPECT_THROW(js::ensure_edge(conn, other), std::runtime_error);
+  EXPECT_TRUE(exists(before));
+  // -1 is "no byte limit".
+  EXPECT_NO_THROW(js::ensure_edge(conn, {.stream = "open", .max_bytes = -1}));
+}
+
 // ---- publish / subscribe ---------------------------------------------------------
 
 TEST(JetstreamEdge, RoundTripDeliversEveryItemExactlyOnce) {
