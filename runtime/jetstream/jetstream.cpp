@@ -1768,10 +1768,17 @@ void check_stream(const edge_options& e, const std::string& subject, const jsStr
     subjects += (i != 0 ? "," : "") + std::string(c.Subjects[i]);
   }
   if (!has) differ(e, what + " subjects", "[" + subjects + "]", "[" + subject + "]");
+  // A restarted producer's resends are known as duplicates only within the stream's window
+  // (the header's promise, 2 minutes, the server's default): a shorter one stored them twice.
+  constexpr std::int64_t kWindowNs = 120'000'000'000;
+  if (c.Duplicates != 0 && c.Duplicates < kWindowNs) {
+    differ(e, what + " duplicate window", std::to_string(c.Duplicates / 1000000) + " ms",
+           "at least 120000 ms (a restarted producer's resends are recognised within it)");
+  }
 }
 
 void check_consumer(const edge_options& e, const std::string& durable, const std::string& subject,
-                    const jsConsumerConfig& c) {
+                    const jsConsumerConfig& c, int stream_subjects) {
   const std::string what = "consumer '" + durable + "'";
   if (c.AckPolicy != js_AckExplicit) differ(e, what + " ack policy", "not explicit", "explicit");
   const std::int64_t want_wait = std::chrono::duration_cast<std::chrono::nanoseconds>(e.ack_wait).count();
@@ -1783,6 +1790,11 @@ void check_consumer(const edge_options& e, const std::string& durable, const std
   }
   const std::string filter = c.FilterSubject != nullptr ? c.FilterSubject : "";
   if (filter != subject && !filter.empty()) differ(e, what + " filter subject", "'" + filter + "'", "'" + subject + "'");
+  // Unfiltered on a stream with other subjects too, it would deliver their messages as items.
+  if (filter.empty() && stream_subjects > 1) {
+    differ(e, what + " filter subject", "none (the stream holds " + std::to_string(stream_subjects) + " subjects)",
+           "'" + subject + "'");
+  }
   if (c.DeliverSubject != nullptr && *c.DeliverSubject != '\0') differ(e, what + " kind", "push", "pull");
   // After max_deliver deliveries the server stops delivering a message and keeps it in the
   // work queue: the item is lost to the edge, and its place in the bounded stream too.
@@ -1918,6 +1930,7 @@ void ensure_edge(connection& conn, const edge_options& e) {
     jsStreamInfo_Destroy(si);
     throw;
   }
+  const int stream_subjects = si->Config->SubjectsLen;
   jsStreamInfo_Destroy(si);
 
   // A stream this call made is not left behind when its consumer cannot be made: the next
@@ -1942,7 +1955,7 @@ void ensure_edge(connection& conn, const edge_options& e) {
       throw std::runtime_error("sluice::jetstream::ensure_edge: consumer '" + durable + "' of stream '" + e.stream + "' on " +
                                url + ": " + js_error(c.status, c.jerr));
     }
-    check_consumer(e, durable, subject, *c.info->Config);
+    check_consumer(e, durable, subject, *c.info->Config, stream_subjects);
   } catch (...) {
     if (made_stream) {
       jsErrCode ignored = static_cast<jsErrCode>(0);

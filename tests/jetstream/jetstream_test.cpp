@@ -711,6 +711,21 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
   expect_error({.stream = "batched", .max_msgs = 100}, {"max_request_batch", "2"});
   consumer("hurried", R"(,"max_expires":1000000)");
   expect_error({.stream = "hurried", .max_msgs = 100}, {"max_request_expires", "1 ms"});
+  // A duplicate window shorter than the 2 minutes the header promises (a restarted
+  // producer's resends were stored twice), and an unfiltered consumer on a stream with
+  // other subjects too (their messages were delivered as items): both were taken.
+  stream("forgetful", R"(,"duplicate_window":1000000000)");
+  expect_error({.stream = "forgetful", .max_msgs = 100}, {"duplicate window", "1000 ms", "'forgetful'"});
+  const std::string shared = js_api(server.url(), "$JS.API.STREAM.CREATE.shared",
+                                    R"({"name":"shared","subjects":["shared","other"],"retention":"workqueue",)"
+                                    R"("discard":"new","max_msgs":100,"storage":"file"})");
+  ASSERT_EQ(shared.find("\"error\""), std::string::npos) << shared;
+  const std::string open = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE.shared.shared",
+                                  R"({"stream_name":"shared","config":{"durable_name":"shared",)"
+                                  R"("ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
+                                  R"("deliver_policy":"all"}})");
+  ASSERT_EQ(open.find("\"error\""), std::string::npos) << open;
+  expect_error({.stream = "shared", .max_msgs = 100}, {"filter subject", "holds 2 subjects", "'shared'"});
   // A stream made elsewhere without such limits is taken (ensure_edge adds the consumer).
   stream("plain", "");
   EXPECT_NO_THROW(js::ensure_edge(conn, {.stream = "plain", .max_msgs = 100}));
