@@ -26,7 +26,9 @@
 // then on it injects delays only, so that a stage ignoring the stop is not hidden by a
 // failure that ends the run anyway). A run that has not ended `deadline` after its last
 // injected failure, cancel or stop (or its start; delays, each at most max_delay, do not
-// count) gets a request_stop() (a graph whose sources run until stopped is fine); one that
+// count), or that is still running `deadline` after its start while nothing asked it to
+// end (its stages restarting after every failure), gets a request_stop() (a graph whose
+// sources run until stopped is fine; no failure is injected after it); one that
 // still has not ended `deadline` later is a violation naming the stage that holds it up,
 // and is cancelled.
 //

@@ -558,6 +558,7 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   // 2: a hang was reported and the run cancelled; then abandon.
   int phase = 0;
   clock::time_point phase_at = clock::now();
+  const clock::time_point started = phase_at;
   const auto poll = std::min<clock::duration>(std::chrono::milliseconds(20), o.deadline);
   while (!ended && !res.fatal) {
     try {
@@ -570,9 +571,14 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
     if (ended) break;
     const auto now = clock::now();
     const auto since = std::max(eng->last_fault(), phase_at);
-    if (now - since < o.deadline) continue;
+    // Failures are injected for at most `deadline` of a run that nothing else ends: a graph
+    // whose stages restart after each one never went `deadline` without a failure, so it
+    // never got its closing stop, and stress() never returned.
+    const bool faulted_long = phase == 0 && now - started >= o.deadline;
+    if (now - since < o.deadline && !faulted_long) continue;
     const bool torn = detail::graph_access::core(*g).tearing_down();  // a failure or a cancel
     const bool stopped = eng->kind() == control::stop && eng->control_fired();
+    if (faulted_long && now - since < o.deadline && (torn || stopped)) continue;  // ending: give it its deadline
     if (phase == 0 && !torn && !stopped) {
       // Nothing asked it to end: a graph whose sources run until stopped. Stop it.
       eng->final_stop();

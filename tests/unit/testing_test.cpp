@@ -8,6 +8,9 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -238,6 +241,39 @@ TEST(testing_stress, a_stage_that_ignores_its_stop_token_is_named_and_replayed) 
   const auto again = st::replay([](sluice::graph& g) { counting_graph(g, true, -1); }, bad.violations[0].seed, o);
   EXPECT_TRUE(names(again, "ticker", "stop token")) << again;
   EXPECT_EQ(again.runs, 1u);
+}
+
+// A sound graph whose stages restart after every failure, fed by a source that runs until
+// stopped: failures came faster than one per deadline, so the run never went a deadline
+// without one, never got stress's closing stop, and stress() never returned. Failures are
+// now injected for at most one deadline of a run that nothing else ends.
+TEST(testing_stress, a_graph_that_restarts_after_every_failure_still_gets_its_closing_stop) {
+  st::stress_options o = quiet(2);
+  o.fail_probability = 0.05;  // about one in 20 channel ops: many per deadline
+  const sluice::error_policy again = sluice::restart{.max = 1000000, .within = 1s, .backoff = 0ms};
+  auto build = [again](sluice::graph& g) {
+    auto src = g.source<long>("ticker", [](sluice::sender<long>& out, std::stop_token stop) {
+      for (long i = 0; !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 16, .on_error = again});
+    auto m = g.map("same", src, [](long v) { return v; }, {.capacity = 4, .on_error = again});
+    g.sink("sink", m, [](long) {}, {.on_error = again});
+  };
+  // On its own thread, so that a stress() that never returns fails this test instead of
+  // hanging it (the thread is then left behind; the process ends at once).
+  auto done = std::make_shared<std::promise<st::stress_report>>();
+  std::future<st::stress_report> result = done->get_future();
+  std::thread([done, build, o] { done->set_value(st::stress(build, o)); }).detach();
+  if (result.wait_for(60s * kSlow) != std::future_status::ready) {
+    ADD_FAILURE() << "stress() did not return within 60 s: the run never got its closing stop";
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  const st::stress_report r = result.get();
+  EXPECT_TRUE(r.ok()) << r;
+  EXPECT_EQ(r.runs, 2u) << r;
+  EXPECT_GT(r.failures, 0u) << r;
 }
 
 TEST(testing_stress, a_stage_that_swallows_injected_faults_is_named) {
