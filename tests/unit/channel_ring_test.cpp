@@ -297,6 +297,59 @@ void cancel_wakes_a_blocked_pusher_before_discarding() {
   EXPECT_EQ(st.size, 0U);
 }
 
+// A push that claimed its ring slot before close() and publishes after it. close() woke
+// both parked receivers, which went back to sleep (closed, but an item still coming); the
+// late publish then woke only one of them, which took the item and ended, and the other
+// slept for ever (a graph fed through an inlet closed mid-push never ended). The item's
+// move is held open by a gate here, as a preempted pusher holds it.
+struct gated_move {
+  static inline std::atomic<bool> inside{false}, open{true};
+  int v = 0;
+  explicit gated_move(int x) : v(x) {}
+  gated_move(gated_move&& o) noexcept : v(o.v) {
+    if (v == 42) {
+      inside = true;
+      while (!open.load()) std::this_thread::yield();
+    }
+  }
+  gated_move& operator=(gated_move&& o) noexcept {
+    v = o.v;
+    return *this;
+  }
+};
+static_assert(std::is_nothrow_move_constructible_v<gated_move>);  // the ring, not the locked queue
+
+TEST(ChannelClose, a_push_landing_after_close_wakes_every_parked_receiver) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<gated_move>({.capacity = 4});
+  sluice::sender<gated_move> second = tx;  // two senders: the shared (CAS) push path
+  std::atomic<int> ended{0}, got{0};
+  std::atomic<pid_t> tids[2] = {0, 0};
+  std::vector<std::jthread> receivers;
+  for (int i = 0; i < 2; ++i) {
+    receivers.emplace_back([r = rx, &ended, &got, &tid = tids[i]]() mutable {
+      tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      while (r.pop()) ++got;
+      ++ended;
+    });
+  }
+  ASSERT_TRUE(parked_poppers(tx, 2));
+  gated_move::inside = false;
+  gated_move::open = false;
+  std::jthread pusher([s = std::move(second)]() mutable { EXPECT_TRUE(s.push(gated_move(42))); });
+  ASSERT_TRUE(sluice_test::eventually([] { return gated_move::inside.load(); }, std::chrono::seconds(10)));
+  tx.close();  // the other sender: the channel is closed, the push of 42 still in flight
+  // Both receivers back asleep in the kernel after close()'s wake-up.
+  ASSERT_TRUE(sluice_test::eventually([&] { return thread_state(tids[0].load()) == 'S' && thread_state(tids[1].load()) == 'S'; },
+                                      std::chrono::seconds(10)));
+  gated_move::open = true;
+  pusher.join();
+  EXPECT_TRUE(sluice_test::eventually([&] { return ended.load() == 2; }, std::chrono::seconds(10)))
+      << "receivers ended: " << ended.load() << " of 2";
+  EXPECT_EQ(got.load(), 1);
+  if (ended.load() != 2) rx.cancel();  // lets a receiver left asleep end, so the test can
+}
+
 TEST(ChannelCancel, wakes_a_blocked_pusher_before_its_discards_run_ring) {
   cancel_wakes_a_blocked_pusher_before_discarding<std::uint64_t>();
 }

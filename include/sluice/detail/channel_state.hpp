@@ -364,7 +364,14 @@ class channel {
   void after_push(Flavour& f, std::size_t n) noexcept {
     light_fence(core_.asym_fences);  // (F): see the top of this file
     f.after_push(core_);
-    if (not_empty_.has_waiters()) not_empty_.notify(static_cast<int>(n > 1024 ? 1024 : n));
+    if (not_empty_.has_waiters()) {
+      // A push that claimed its slot before close() and lands after it: close()'s wake-up
+      // found receivers that went back to sleep on it (closed, but an item still coming).
+      // Each of them must wake now to see the end, not only the one that takes the item.
+      // (A sleeper that saw the closed mark after its heavy fence is seen here as kClosed.)
+      const bool closed = (core_.state.load(std::memory_order_relaxed) & kClosed) != 0;
+      not_empty_.notify(closed ? -1 : static_cast<int>(n > 1024 ? 1024 : n));
+    }
   }
   template <class Flavour>
   void after_pop(Flavour& f, std::size_t n) noexcept {
