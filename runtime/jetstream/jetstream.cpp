@@ -1654,9 +1654,9 @@ connection connect(std::string url, connect_options o) {
   auto st = std::make_shared<detail::conn_state>();
   st->url = shown_url(url);  // every message names it: never with its password or token
   st->opts = o;
+  check_url(url);
   // A comma-separated list is a server pool, each tried in turn (libnats 3.4 takes a list
   // only through SetServers: given to SetURL, a list reached no server at all).
-  check_url(url);
   std::vector<std::string> servers;
   for (const std::string_view one : detail::server_list(url)) servers.emplace_back(one);
   natsOptions* no = nullptr;
