@@ -454,11 +454,22 @@ TEST_F(CutTool, BadValuesAreUsageErrorsBeforeAnyConnection) {
     EXPECT_EQ(lines_of(r.out), 1u) << r.out;
     EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
   }
-  for (const char* bad : {"nats://", "nats://127.0.0.1:99999999", "nats://u:secret@:4222", "nats://127.0.0.1:9,nats://h:0"}) {
+  // Each names why: the specific reason check_url gives, not one generic line.
+  const std::vector<std::pair<std::string, std::string>> urls = {
+      {"nats://", "'nats://' is not a server"},
+      {"nats://127.0.0.1:99999999", "port in 1..65535"},
+      {"nats://u:secret@:4222", "port in 1..65535"},
+      {"nats://127.0.0.1:9,nats://h:0", "'nats://h:0' is not a server"},
+      {"nats://u:a,secret@127.0.0.1:4222", "holds a comma"},
+      {"http://u:secret@127.0.0.1:4222", "want a NATS URL"},
+  };
+  for (const auto& [bad, says] : urls) {
     SCOPED_TRACE(bad);
     const run_result r = run_bench({"--cut", "1", "--via", bad, "--topology", "chain:2", "--items", "10"}, 30s);
     EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_EQ(lines_of(r.out), 1u) << r.out;
     EXPECT_NE(r.out.find("--via"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find("secret"), std::string::npos) << r.out;
   }
   // Bare nanoseconds, as a run in one process takes them.

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
 #include <optional>
 
+#include "bench/ring_memory.hpp"
 #include "common/args.hpp"
 
 namespace {
@@ -46,6 +48,30 @@ TEST(ToolArgs, ADurationUnderHalfANanosecondIsRefusedNotRoundedToZero) {
   EXPECT_EQ(parse_duration("0s"), std::optional<std::chrono::nanoseconds>(0));
   EXPECT_EQ(parse_duration("1ns"), std::optional<std::chrono::nanoseconds>(1));
   EXPECT_EQ(parse_duration("2.5ms"), std::optional<std::chrono::nanoseconds>(2'500'000));
+}
+
+// A --capacity whose rings cannot fit is a usage error before anything is allocated; where
+// the system will not say what is free (0), a need past what a process can address (here
+// 4 rings of 2^62 slots of 24 bytes) is still refused, and one that can be is left to run.
+TEST(ToolArgs, RingsPastFreeMemoryAreRefusedEvenWhereFreeMemoryIsUnknown) {
+  using sluice::tool::usage_error;
+  using sluice::tool::bench::refuse_rings_past_free_memory;
+  constexpr std::uint64_t GiB = 1ULL << 30;
+  EXPECT_NO_THROW(refuse_rings_past_free_memory("1M", 1'000'000, 4, 24, "the graph's", 8 * GiB));
+  try {
+    refuse_rings_past_free_memory("100M", 100'000'000, 4, 24, "the graph's", 8 * GiB);
+    ADD_FAILURE() << "9.6 GB of rings with 8 GiB free was not refused";
+  } catch (const usage_error& e) {
+    EXPECT_NE(std::string(e.what()).find("is free now"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(refuse_rings_past_free_memory("100M", 100'000'000, 4, 24, "the graph's", 0));
+  try {
+    refuse_rings_past_free_memory("4611686018427387904", 1ULL << 62, 4, 24, "a side's", 0);
+    ADD_FAILURE() << "rings past the address space were not refused with free memory unknown";
+  } catch (const usage_error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than this process can address"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("a side's 4 channels"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -186,14 +186,16 @@ cut_config parse(int argc, char** argv) {
   }
   if (c.via.empty()) throw usage_error("sluice bench: --cut needs --via nats://HOST:PORT (a nats-server with -js)");
   if (c.via.rfind("nats://", 0) != 0 && c.via.rfind("tls://", 0) != 0) {
-    bad("--via", c.via, "a NATS URL like nats://HOST:PORT (a nats-server with -js)");
+    bad("--via", js::shown_url(c.via), "a NATS URL like nats://HOST:PORT (a nats-server with -js)");
   }
   // Each server of the list: a host, and a port in 1..65535 if one is given, checked as
   // connect() checks it, but before any connection.
   try {
     js::check_url(c.via);
-  } catch (const std::invalid_argument&) {
-    bad("--via", js::shown_url(c.via), "NATS URLs like nats://HOST:PORT, each with a host and a port in 1..65535");
+  } catch (const std::invalid_argument& e) {
+    // check_url's reason (a comma in the password, a port out of range), the URL in it
+    // shown without its password or token.
+    throw usage_error("sluice bench: --via: " + std::string(e.what()));
   }
   if (!c.cut_given) throw usage_error("sluice bench: --role needs --cut K (which side runs which workers)");
   if (c.cut > c.n) bad("--cut", std::to_string(c.cut), "at most the number of workers (" + std::to_string(c.n) + ")");
