@@ -1640,9 +1640,9 @@ void check_url(std::string_view url) {
       host = host.substr(0, colon);
       port_given = true;
     }
-    unsigned long number = 0;
+    unsigned number = 0;
     const bool digits = !port.empty() && port.size() <= 5 && port.find_first_not_of("0123456789") == std::string_view::npos;
-    if (digits) number = std::stoul(std::string(port));
+    if (digits) std::from_chars(port.data(), port.data() + port.size(), number);
     if (host.empty() || (port_given && (!digits || number == 0 || number > 65535))) {
       throw std::invalid_argument("sluice::jetstream: cannot connect to " + shown_url(url) + ": '" + shown_url(one) +
                                   "' is not a server (want nats://HOST:PORT, with a host and a port in 1..65535)");
@@ -1841,34 +1841,27 @@ void ensure_edge(connection& conn, const edge_options& e) {
     }
     return shown;
   };
+  // A stream's or a durable's name: no space or control byte, none of '.', '*', '>' (a
+  // subject's separator and wildcards: the server refuses such a name, and a bad durable
+  // was refused only after the stream had been made, and left), at most the server's length.
   auto check_name = [&escaped](const char* kind, const std::string& name) {
+    const std::string what = std::string("sluice::jetstream::ensure_edge: ") + kind + " name ";
     bool bad = false;
     const std::string shown = escaped(name, bad);
-    if (bad) {
-      throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name '" + shown +
-                                  "' has a space or control character; NATS names cannot");
+    if (bad) throw std::invalid_argument(what + "'" + shown + "' has a space or control character; NATS names cannot");
+    if (const std::size_t at = name.find_first_of(".*>"); at != std::string::npos) {
+      throw std::invalid_argument(what + "'" + name + "' holds '" + name[at] +
+                                  "'; NATS names cannot ('.' separates a subject's tokens, '*' and '>' are wildcards)");
     }
     // The server's limit; a name past 4 KiB made the request overrun its control line, and
     // the server closed the shared connection for good.
     if (name.size() > kMaxNameLength) {
-      throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name of " +
-                                  std::to_string(name.size()) + " characters ('" + name.substr(0, 40) +
+      throw std::invalid_argument(what + "of " + std::to_string(name.size()) + " characters ('" + name.substr(0, 40) +
                                   "...'); NATS names are at most " + std::to_string(kMaxNameLength));
-    }
-  };
-  // '.', '*' and '>' are a subject's separator and wildcards: the server refuses such a
-  // name, and a bad durable was refused only after the stream had been made (and left).
-  auto check_token = [](const char* kind, const std::string& name) {
-    if (const std::size_t at = name.find_first_of(".*>"); at != std::string::npos) {
-      throw std::invalid_argument(std::string("sluice::jetstream::ensure_edge: ") + kind + " name '" + name +
-                                  "' holds '" + name[at] + "'; NATS names cannot ('.' separates a subject's tokens, "
-                                  "'*' and '>' are wildcards)");
     }
   };
   check_name("stream", e.stream);
   check_name("durable", e.durable);
-  check_token("stream", e.stream);
-  check_token("durable", e.durable);
   auto refuse = [&](const std::string& why) {
     throw std::invalid_argument("sluice::jetstream::ensure_edge: edge '" + e.stream + "': " + why);
   };

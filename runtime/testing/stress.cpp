@@ -575,10 +575,11 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
     // whose stages restart after each one never went `deadline` without a failure, so it
     // never got its closing stop, and stress() never returned.
     const bool faulted_long = phase == 0 && now - started >= o.deadline;
-    if (now - since < o.deadline && !faulted_long) continue;
+    const bool quiet_long = now - since >= o.deadline;
+    if (!quiet_long && !faulted_long) continue;
     const bool torn = detail::graph_access::core(*g).tearing_down();  // a failure or a cancel
     const bool stopped = eng->kind() == control::stop && eng->control_fired();
-    if (faulted_long && now - since < o.deadline && (torn || stopped)) continue;  // ending: give it its deadline
+    if (!quiet_long && (torn || stopped)) continue;  // ending: give it its deadline
     if (phase == 0 && !torn && !stopped) {
       // Nothing asked it to end: a graph whose sources run until stopped. Stop it.
       eng->final_stop();
