@@ -821,6 +821,20 @@ TEST_F(Tool, ANarrowOptionSaysItsRangeForAHugeOrNonNumericValue) {
   });
 }
 
+// A whole number past 2^63 is told it is too large, for --items as for --capacity
+// (--items said "expected a whole number like 1000 or 10k" of 99999999999999999999999).
+TEST_F(Tool, ACountPastTwoToThe63SaysItIsTooLargeForEveryCountOption) {
+  for (const char* opt : {"--items", "--capacity"}) {
+    const result r = run_tool({"bench", opt, "99999999999999999999999"}, 60);
+    EXPECT_EQ(r.status, 2) << opt << "\nstderr: " << r.err;
+    EXPECT_NE(r.err.find(std::string("for ") + opt + ": expected a whole number up to 9.2e18 (this one is too large)"),
+              std::string::npos)
+        << r.err;
+    const result junk = run_tool({"bench", opt, "lots"}, 60);
+    EXPECT_NE(junk.err.find("expected a whole number like 1000 or 10k"), std::string::npos) << junk.err;
+  }
+}
+
 // A well-formed duration out of range says the range, not the form: "--duration
 // 99999999999s" said "expected a duration like 10ms, 2s or 500us".
 TEST_F(Tool, ADurationOutOfRangeSaysTheRange) {

@@ -1127,7 +1127,7 @@ int cmd_bench(int argc, char** argv) {
            "1000000",
            [&](std::string_view v) {
              const auto n = parse_count(v);
-             if (!n) return false;
+             if (!n) p.bad("--items", v, p.count_expected(v));  // as --capacity says it
              c.items = *n;
              c.items_given = true;
              return true;

@@ -305,17 +305,19 @@ class arg_parser {
           bad(n, v, "a duration like 10ms, 2s or 500us");
         });
   }
+  // What a count wants, said of a value parse_count refused: one too large is told so.
+  [[nodiscard]] static std::string count_expected(std::string_view v) {
+    const auto d = detail::parse_decimal(v);
+    return d && *d > 9.2e18 && *d == std::floor(*d) ? "a whole number up to 9.2e18 (this one is too large)"
+                                                    : "a whole number like 1000 or 10k";
+  }
   // `range`: see count_range.
   void count(std::string name, std::uint64_t* out, std::string help, count_range range = {}) {
     add(name, "N", std::move(help), std::to_string(*out),
         [this, out, n = name, range = std::move(range)](std::string_view v) {
           const auto r = parse_count(v);
           if (!range.text.empty() && (!r || *r < range.min || *r > range.max)) bad(n, v, range.text);
-          if (!r) {
-            const auto d = detail::parse_decimal(v);
-            bad(n, v, d && *d > 9.2e18 && *d == std::floor(*d) ? "a whole number up to 9.2e18 (this one is too large)"
-                                                                  : "a whole number like 1000 or 10k");
-          }
+          if (!r) bad(n, v, count_expected(v));
           *out = *r;
         });
   }
