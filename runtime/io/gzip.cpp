@@ -515,6 +515,12 @@ class block_deflater {
 parallel_gzip_options checked(parallel_gzip_options o) {
   check_level(o.level, "parallel_gzip");
   if (o.block == 0) throw std::invalid_argument("parallel_gzip: block must be at least 1 byte");
+  // A block is one zlib call; one past 2^63 also made the splitter's budget (2 * block)
+  // wrap, and the error named a capacity of 0 on "gzip.split", an option nobody set.
+  if (o.block > kMaxZlibChunk) {
+    throw std::invalid_argument("parallel_gzip: block must be at most 4 GiB - 1 (" + std::to_string(kMaxZlibChunk) +
+                                " bytes; got " + std::to_string(o.block) + ")");
+  }
   if (o.jobs == 0) o.jobs = std::max(1u, std::thread::hardware_concurrency());
   return o;
 }

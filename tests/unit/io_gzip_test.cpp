@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -330,6 +331,17 @@ TEST(io_gzip, bad_levels_are_rejected_when_the_stage_is_described) {
   EXPECT_THROW((void)io::gzip({.level = -1}), std::invalid_argument);
   EXPECT_THROW((void)io::parallel_gzip({.level = 11}), std::invalid_argument);
   EXPECT_THROW((void)io::parallel_gzip({.block = 0}), std::invalid_argument);
+  // Past one zlib call: refused naming the block, not as the splitter's capacity of 0
+  // (2 * 2^63 wrapped) or a bad_alloc mid-run.
+  for (const std::size_t block : {std::size_t{1} << 63, (std::size_t{1} << 63) + 1, SIZE_MAX, std::size_t{UINT_MAX} + 1}) {
+    try {
+      (void)io::parallel_gzip({.block = block});
+      ADD_FAILURE() << "block " << block << " was taken";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("parallel_gzip: block must be at most 4 GiB"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW((void)io::parallel_gzip({.block = UINT_MAX}));
   EXPECT_EQ(io::gzip().options.capacity, io::kByteBudget);
   EXPECT_EQ(io::gzip().options.name, "gzip");
   EXPECT_EQ(io::parallel_gzip({}, {.capacity = 5}).options.capacity, 5u);

@@ -818,6 +818,10 @@ TEST_F(Tool, ANarrowOptionSaysItsRangeForAHugeOrNonNumericValue) {
       {{"gzip", "--level", "fast", "/dev/null", "-"}, "expected a level from 0 to 9"},
       {{"gzip", "--jobs", "99999999999999999999", "/dev/null", "-"}, "expected 0 to 1024"},
       {{"bench", "--replicas", "99999999999999999999"}, "expected 1 to 256"},
+      // Sizes too: --block past 2^64 said "expected a size like 512MiB, 64KiB or 4096".
+      {{"gzip", "--block", "18446744073709551615", "/dev/null", "-"}, "expected 1 byte to 1 GiB"},
+      {{"gzip", "--block", "0", "/dev/null", "-"}, "expected 1 byte to 1 GiB"},
+      {{"demo", "--chunk", "99999999999999999999"}, "expected a size between 1 B and 256 MiB"},
   });
 }
 
@@ -833,6 +837,9 @@ TEST_F(Tool, ACountPastTwoToThe63SaysItIsTooLargeForEveryCountOption) {
     const result junk = run_tool({"bench", opt, "lots"}, 60);
     EXPECT_NE(junk.err.find("expected a whole number like 1000 or 10k"), std::string::npos) << junk.err;
   }
+  const result size = run_tool({"bench", "--item-size", "99999999999999999999"}, 60);
+  EXPECT_EQ(size.status, 2) << size.err;
+  EXPECT_NE(size.err.find("expected a size up to 9.2e18 bytes (this one is too large)"), std::string::npos) << size.err;
 }
 
 // A well-formed duration out of range says the range, not the form: "--duration

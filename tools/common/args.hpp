@@ -273,11 +273,17 @@ class arg_parser {
   void flag(std::string name, bool* out, std::string help) {
     opts_.push_back({std::move(name), "", std::move(help), "", [out](std::string_view) { *out = true; }, true});
   }
-  void size(std::string name, std::uint64_t* out, std::string help) {
+  // `range`: see count_range (in bytes); a value past it, or past any size, says the range.
+  void size(std::string name, std::uint64_t* out, std::string help, count_range range = {}) {
     add(name, "SIZE", std::move(help), format_size(static_cast<double>(*out)),
-        [this, out, n = name](std::string_view v) {
+        [this, out, n = name, range = std::move(range)](std::string_view v) {
           const auto r = parse_size(v);
-          if (!r) bad(n, v, "a size like 512MiB, 64KiB or 4096");
+          if (!range.text.empty() && (!r || *r < range.min || *r > range.max)) bad(n, v, range.text);
+          if (!r) {
+            const auto d = detail::parse_decimal(v);
+            bad(n, v, d && *d > 9.2e18 && *d == std::floor(*d) ? "a size up to 9.2e18 bytes (this one is too large)"
+                                                                  : "a size like 512MiB, 64KiB or 4096");
+          }
           *out = *r;
         });
   }

@@ -47,7 +47,7 @@ int cmd_demo(int argc, char** argv) {
   p.rate("--rate", &cfg.rate, "the sink's rate, a token bucket like a network socket");
   p.size("--memory-guard", &cfg.memory_guard, "stop the unbounded run when its memory grows this much");
   p.size("--budget", &cfg.budget, "byte budget of each of the bounded run's two channels");
-  p.size("--chunk", &cfg.chunk, "bytes per item moving between stages");
+  p.size("--chunk", &cfg.chunk, "bytes per item moving between stages", {1, 256ULL << 20, "a size between 1 B and 256 MiB"});
   p.duration("--sample", &cfg.sample_every, "how often memory and stages are sampled");
   p.text("--report", &cfg.report, "FILE.html", "write a self-contained HTML report (memory curves, stage timelines)");
   p.custom("--only", "WHICH", "run only one half: unbounded | bounded | both", cfg.only,
@@ -60,7 +60,6 @@ int cmd_demo(int argc, char** argv) {
   p.flag("--json", &cfg.json, "print the results as JSON on stdout instead of the table");
   if (!p.parse(argc, argv)) return 0;
   if (cfg.bytes == 0) p.reject("--bytes", "a size above zero");
-  if (cfg.chunk == 0 || cfg.chunk > (256ULL << 20)) p.reject("--chunk", "a size between 1 B and 256 MiB");
   if (cfg.budget == 0) p.reject("--budget", "a size above zero");
   if (cfg.memory_guard == 0) p.reject("--memory-guard", "a size above zero");
   // Above the machine's memory, the guard could never stop the unbounded run: the system

@@ -213,7 +213,7 @@ int run_codec(bool compress, int argc, char** argv) {
   if (compress) {
     p.count("--level", &a.level, "compression level, 0 (store) to 9 (smallest)", {0, 9, "a level from 0 to 9"});
     p.count("--jobs", &a.jobs, "compressing threads (0: one per hardware thread)", {0, 1024, "0 to 1024"});
-    p.size("--block", &a.block, "input bytes per compressed block");
+    p.size("--block", &a.block, "input bytes per compressed block", {1, std::uint64_t{1} << 30, "1 byte to 1 GiB"});
   }
   p.flag("--force", &a.force,
          compress ? "replace an existing OUT (a link to a file is replaced, not followed); write to a block device;\n"
@@ -231,7 +231,6 @@ int run_codec(bool compress, int argc, char** argv) {
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (trailing garbage),\n"
                        "128+N killed by signal N."));
   if (!p.parse(argc, argv)) return 0;
-  if (a.block == 0 || a.block > (std::uint64_t{1} << 30)) p.reject("--block", "1 byte to 1 GiB");
   // Each job holds a block and its compressed copy (up to a block again): --block 1GiB
   // --jobs 8 could ask for 16 GiB and fail (out of memory) once the work had begun.
   if (const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE); pages > 0 && page > 0) {

@@ -217,7 +217,8 @@ through_stage<buffer, gunzip_stage> gunzip(gunzip_options o = {}, stage_options 
 // the budget of its output channel (default kByteBudget bytes), options.on_close runs
 // when P.deflate ends; `jobs` sets the replicas, so replicas, ordered and on_error must
 // stay at their defaults (std::invalid_argument otherwise: a skipped block would be a
-// silently shorter file). A bad level or a block of 0 bytes is std::invalid_argument here.
+// silently shorter file). A bad level or a block of 0 bytes or over 4 GiB - 1 (one zlib
+// call) is std::invalid_argument here.
 struct parallel_gzip_stages {
   parallel_gzip_options gzip;
   stage_options options;
