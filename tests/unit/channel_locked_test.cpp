@@ -3,11 +3,13 @@
 // whose move constructor may throw. The contract every flavour keeps is channel_test.cpp's.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -366,6 +368,97 @@ TEST_F(ChannelThrowingMove, weighted_channel_is_consistent_after_a_throwing_push
   EXPECT_EQ(s.size, 10u);
   EXPECT_EQ(s.pushed, 2u);  // the throwing push is not counted
   EXPECT_EQ(s.discarded, 0u);
+}
+
+// A pop parked past its spin whose item's move throws when it wakes: the wait ends with
+// the exception, and its time stops counting. The clock's "slow wait in progress" was
+// left open, and blocked_pop_ns grew with the wall clock for the channel's whole life
+// (a graph's starved time and bottleneck naming read it). Found by a hostile probe.
+TEST_F(ChannelThrowingMove, a_parked_pop_whose_move_throws_stops_counting_its_blocked_time) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(4);
+  std::atomic<pid_t> tid{0};
+  bool threw = false;
+  {
+    std::jthread consumer([r = rx, &tid, &threw]() mutable {
+      tid = current_tid();
+      try {
+        (void)r.pop();
+      } catch (const tracked_move_error&) {
+        threw = true;
+      }
+    });
+    ASSERT_TRUE(parked_poppers(rx, 1));
+    ASSERT_TRUE(eventually([&] { return thread_state(tid.load()) == 'S'; }, 10s));
+    throwing_tracked v(3);
+    v.throw_on_move(1);  // the move into the queue succeeds; the move out throws (once)
+    ASSERT_EQ(tx.try_push(std::move(v)), status::ok);
+  }
+  ASSERT_TRUE(threw);
+  const sluice::channel_stats before = rx.stats();
+  EXPECT_GT(before.blocked_pop_ns, 0u);  // the wait itself was counted
+  EXPECT_EQ(before.waiting_pop, 0u);
+  // Nobody waits now: the counter must stand still while 20 ms pass (waiting for the
+  // clock here is the measurement, not synchronisation). Within 1 ms: the tick-to-ns
+  // rate is refined as the run goes, which moves a total by a few ns.
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < 20ms) std::this_thread::yield();
+  EXPECT_NEAR(static_cast<double>(rx.stats().blocked_pop_ns), static_cast<double>(before.blocked_pop_ns), 1e6)
+      << "blocked time grows with no thread waiting";
+  EXPECT_EQ(rx.pop()->value(), 3u);  // the item stayed queued
+  expect_conserved(rx);
+}
+
+// A push woken from its park whose re-check after registering again throws (here weigh()):
+// the registration is cancelled. It stayed, so waiting_push said 1 with no thread waiting,
+// and every later pop made a futex call for a sleeper that was not there.
+TEST(ChannelWeighed, a_throwing_weigh_after_registering_to_park_leaves_no_phantom_waiter) {
+  sluice_test::watchdog dog(kTestLimit);
+  std::atomic<int> weighs_left{-1};  // of the item 7: weighs before one throws; -1: never
+  sluice::channel_options<tracked> o;
+  o.capacity = 10;
+  o.weigh = [&weighs_left](const tracked& v) -> std::size_t {
+    if (v.value() == 7) {
+      const int n = weighs_left.load();
+      if (n == 0) {
+        weighs_left = -1;
+        throw std::runtime_error("weigh refuses");
+      }
+      if (n > 0) weighs_left = n - 1;
+    }
+    return static_cast<std::size_t>(v.value());
+  };
+  auto [tx, rx] = sluice::bounded<tracked>(std::move(o));
+  for (const std::uint64_t w : {3, 3, 4}) ASSERT_EQ(tx.try_push(tracked(w)), status::ok);
+  std::atomic<pid_t> tid{0};
+  bool threw = false;
+  {
+    std::jthread pusher([s = tx, &tid, &threw]() mutable {
+      tid = current_tid();
+      try {
+        (void)s.push(tracked(7));
+      } catch (const std::runtime_error&) {
+        threw = true;
+      }
+    });
+    ASSERT_TRUE(parked_pushers(rx, 1));
+    ASSERT_TRUE(eventually([&] { return thread_state(tid.load()) == 'S'; }, 10s));
+    // Woken by the pop, its re-try weighs 7 (7 + 7 > 10: still full); it registers to
+    // park again and re-checks, and that weigh throws.
+    weighs_left = 1;
+    EXPECT_EQ(rx.pop()->value(), 3u);
+  }
+  ASSERT_TRUE(threw);
+  const sluice::channel_stats st = rx.stats();
+  EXPECT_EQ(st.waiting_push, 0u) << "a parked pusher counted that no thread is";
+  EXPECT_EQ(st.size, 7u);
+  // Its wait's time stopped counting too.
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < 20ms) std::this_thread::yield();
+  EXPECT_NEAR(static_cast<double>(rx.stats().blocked_push_ns), static_cast<double>(st.blocked_push_ns), 1e6);
+  EXPECT_EQ(st.pushed, 3u);  // size is in weight units here: count items
+  EXPECT_EQ(st.popped, 1u);
+  EXPECT_EQ(st.items, 2u);
 }
 
 // drop_oldest evicts by moving the oldest item out: when that move throws, the push fails

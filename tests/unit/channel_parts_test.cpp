@@ -74,7 +74,7 @@ TEST(ChannelBackoff, a_wait_that_a_spin_satisfies_reports_its_pauses_and_nothing
   int calls = 0;
   auto op = [&] { return ++calls < 5 ? status::full : status::ok; };
   sluice::detail::always_ready ready;
-  const wait_result r = sluice::detail::wait_loop(w, op, ready, nullptr, spin, clock, false);
+  const wait_result r = sluice::detail::wait_loop(w, op, ready, nullptr, spin, clock, true, false);
   EXPECT_EQ(r.s, status::ok);
   EXPECT_EQ(r.pauses, 5U);  // one re-try after each pause
   EXPECT_FALSE(r.spun_out);
@@ -97,7 +97,7 @@ TEST(ChannelBackoff, ready_gates_only_the_spin_and_the_yield_re_tries_regardless
     return false;
   };
   ASSERT_EQ(op(), status::full);  // the caller's first try (block() makes it)
-  const wait_result r = sluice::detail::wait_loop(w, op, never, nullptr, spin, clock, false);
+  const wait_result r = sluice::detail::wait_loop(w, op, never, nullptr, spin, clock, true, false);
   EXPECT_EQ(r.s, status::ok);
   EXPECT_TRUE(r.spun_out);   // the spin ran out: ready() held every re-try back
   EXPECT_FALSE(r.parked);    // the first yield's re-try succeeded
@@ -107,7 +107,7 @@ TEST(ChannelBackoff, ready_gates_only_the_spin_and_the_yield_re_tries_regardless
   calls = 0;
   ASSERT_EQ(op(), status::full);
   sluice::detail::always_ready yes;
-  const wait_result r2 = sluice::detail::wait_loop(w, op, yes, nullptr, spin, clock, false);
+  const wait_result r2 = sluice::detail::wait_loop(w, op, yes, nullptr, spin, clock, true, false);
   EXPECT_EQ(r2.s, status::ok);
   EXPECT_FALSE(r2.spun_out);
   EXPECT_EQ(r2.pauses, 1U);
@@ -222,7 +222,7 @@ TEST(ChannelBackoff, a_crowded_spin_ends_early_when_the_other_side_stands_still)
     wait_clock clock;
     auto op = [calls = 0]() mutable { return ++calls == 1 ? status::ok : status::full; };
     auto never = [] { return false; };
-    return sluice::detail::wait_loop(w, op, never, nullptr, spin, clock, false, peer);
+    return sluice::detail::wait_loop(w, op, never, nullptr, spin, clock, true, false, peer);
   };
   std::uint64_t whole = 0;  // the start budget's pauses: rounds k < kSpinRounds, 2^min(k,6) each
   for (int k = 0; k < sluice::detail::kSpinRounds; ++k) whole += std::uint64_t{1} << std::min(k, 6);

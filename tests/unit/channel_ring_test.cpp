@@ -250,16 +250,6 @@ struct may_throw_on_move {  // its move may throw: the channel's locked flavour,
   }
 };
 
-// The state letter of thread `tid` of this process (R running, S asleep...), or 0.
-char thread_state(pid_t tid) {
-  if (tid == 0) return 0;
-  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
-  std::string all;
-  std::getline(in, all);
-  const std::size_t paren = all.rfind(')');  // the name may hold spaces and parentheses
-  return paren != std::string::npos && paren + 2 < all.size() ? all[paren + 2] : 0;
-}
-
 template <class T>
 void cancel_wakes_a_blocked_pusher_before_discarding() {
   sluice_test::watchdog dog(kTestLimit);
@@ -280,7 +270,7 @@ void cancel_wakes_a_blocked_pusher_before_discarding() {
   }
   std::atomic<pid_t> tid{0};
   std::jthread pusher([s = std::move(tx), &returned, &tid]() mutable {
-    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    tid = current_tid();
     EXPECT_FALSE(s.push(T(99)));
     returned = true;
   });
@@ -328,7 +318,7 @@ TEST(ChannelClose, a_push_landing_after_close_wakes_every_parked_receiver) {
   std::vector<std::jthread> receivers;
   for (int i = 0; i < 2; ++i) {
     receivers.emplace_back([r = rx, &ended, &got, &tid = tids[i]]() mutable {
-      tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      tid = current_tid();
       while (r.pop()) ++got;
       ++ended;
     });

@@ -1037,6 +1037,42 @@ TYPED_TEST(Channel, pop_some_leaves_the_items_after_a_throwing_write_queued) {
   expect_conserved(rx);
 }
 
+// The item whose write threw left the channel, so its pop made room, and a producer
+// parked on the full channel must be woken for it: counted only after the write, the
+// first item's throw woke nobody, and the producer slept on beside an empty channel
+// (with a plain pop() on the other side, both threads for ever). Found by a hostile probe.
+TYPED_TEST(Channel, a_pop_some_whose_first_write_throws_wakes_the_producer_it_made_room_for) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(1);
+  this->fill(tx, 0, 1);
+  std::atomic<pid_t> tid{0};
+  bool pushed = false;
+  std::jthread producer([s = tx, &tid, &pushed]() mutable {
+    tid = current_tid();
+    pushed = s.push(T(1));
+  });
+  ASSERT_TRUE(parked_pushers(rx, 1));
+  // Asleep in the kernel: a producer still spinning would see the room by itself.
+  ASSERT_TRUE(eventually([&] { return thread_state(tid.load()) == 'S'; }, 10s));
+  struct refusing_out {
+    refusing_out& operator*() { return *this; }
+    refusing_out& operator=(T&&) { throw std::runtime_error("out refuses"); }
+    refusing_out& operator++() { return *this; }
+    refusing_out operator++(int) { return *this; }
+  };
+  EXPECT_THROW((void)rx.pop_some(refusing_out{}, 8), std::runtime_error);
+  std::optional<T> v = rx.pop_for(10s);
+  if (!v) rx.cancel();  // the producer was never woken: let it end so the test reports
+  producer.join();
+  ASSERT_TRUE(v.has_value()) << "the producer parked on the full channel was not woken by the pop that made room";
+  EXPECT_EQ(v->value(), 1u);
+  EXPECT_TRUE(pushed);
+  const sluice::channel_stats st = rx.stats();
+  EXPECT_EQ(st.popped, 2u);
+  EXPECT_EQ(st.waiting_push, 0u);
+  expect_conserved(rx);
+}
+
 TYPED_TEST(Channel, pop_some_blocks_until_one_item) {
   using T = typename TypeParam::item;
   auto [tx, rx] = this->make(8);

@@ -3,11 +3,16 @@
 // channel_parts_test.cpp: the pieces a channel is made of).
 #pragma once
 
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <fstream>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -30,6 +35,20 @@ bool parked_pushers(const Handle& h, std::uint32_t n) {
 template <class Handle>
 bool parked_poppers(const Handle& h, std::uint32_t n) {
   return sluice_test::eventually([&] { return h.stats().waiting_pop >= n; });
+}
+
+// This thread's kernel id, for thread_state().
+inline pid_t current_tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+// The state letter of thread `tid` of this process (R running, S asleep...), or 0. A
+// thread in state S inside a channel wait is past its spin: parked in the kernel.
+inline char thread_state(pid_t tid) {
+  if (tid == 0) return 0;
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string all;
+  std::getline(in, all);
+  const std::size_t paren = all.rfind(')');  // the name may hold spaces and parentheses
+  return paren != std::string::npos && paren + 2 < all.size() ? all[paren + 2] : 0;
 }
 
 template <class Handle>

@@ -140,10 +140,15 @@ struct wait_result {
 // Spin, yield, park until op() is not full or the deadline (nullptr: none) passes. The
 // spin re-tries op() only when ready() is true, and stops early when crowded and peer()
 // stands still.
-// A wait that spins out is registered with `clock` (begin_slow); the caller ends it.
+// A wait that spins out is registered with `clock` (begin_slow); the caller ends it when
+// wait_loop returns. If op() throws (a move or a weigh of the locked queue), wait_loop
+// itself ends it, counting the time waited when `timing`, and leaves the waker as it
+// found it (a throw between prepare_wait and commit_wait cancels the registration):
+// a throw used to leave the clock's blocked time growing for ever, and a waiter counted
+// that no thread was, so every later op on the other side made a futex call.
 template <class Op, class Ready, class Peer = no_peer>
 wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline, backoff& spin, wait_clock& clock,
-                      bool asym_fences, Peer&& peer = Peer{}) {
+                      bool timing, bool asym_fences, Peer&& peer = Peer{}) {
   auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
   wait_result r;
   const int rounds = spin.rounds();
@@ -181,35 +186,46 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
   }
   r.slow_t0 = ticks();
   r.spun_out = true;
-  clock.begin_slow(r.slow_t0);  // block() ends it
-  for (int round = 0; round < kYieldRounds; ++round) {
-    if (expired()) {
-      r.s = status::timeout;
-      return r;
+  clock.begin_slow(r.slow_t0);  // block() ends it, or the catch below
+  try {
+    for (int round = 0; round < kYieldRounds; ++round) {
+      if (expired()) {
+        r.s = status::timeout;
+        return r;
+      }
+      sched_yield();
+      if ((r.s = op()) != status::full) return r;
     }
-    sched_yield();
-    if ((r.s = op()) != status::full) return r;
-  }
-  r.parked = true;
-  r.park_t0 = ticks();
-  for (;;) {
-    if (expired()) {
-      r.s = status::timeout;
-      return r;
+    r.parked = true;
+    r.park_t0 = ticks();
+    for (;;) {
+      if (expired()) {
+        r.s = status::timeout;
+        return r;
+      }
+      const std::uint32_t key = w.prepare_wait(asym_fences);
+      try {
+        r.s = op();
+      } catch (...) {
+        w.cancel_wait();  // exactly once per prepare_wait (detail/waker.hpp)
+        throw;
+      }
+      if (r.s != status::full) {
+        w.cancel_wait();
+        return r;
+      }
+      if (!w.commit_wait(key, deadline)) {
+        // Timed out. We may have been the one a notify picked, so try once more
+        // before giving up: a wake-up is never swallowed by a waiter that leaves.
+        r.s = op();
+        if (r.s == status::full) r.s = status::timeout;
+        return r;
+      }
+      if ((r.s = op()) != status::full) return r;
     }
-    const std::uint32_t key = w.prepare_wait(asym_fences);
-    if ((r.s = op()) != status::full) {
-      w.cancel_wait();
-      return r;
-    }
-    if (!w.commit_wait(key, deadline)) {
-      // Timed out. We may have been the one a notify picked, so try once more
-      // before giving up: a wake-up is never swallowed by a waiter that leaves.
-      r.s = op();
-      if (r.s == status::full) r.s = status::timeout;
-      return r;
-    }
-    if ((r.s = op()) != status::full) return r;
+  } catch (...) {
+    clock.end_slow(r.slow_t0, pause_ticks(r.pauses) + (ticks() - r.slow_t0), timing);
+    throw;
   }
 }
 
@@ -224,7 +240,7 @@ status block(waker& w, Op&& op, Ready&& ready, const time_point* deadline, backo
              bool timing, bool asym_fences, Alone&& alone, Peer&& peer = Peer{}) {
   const status s = op();
   if (s != status::full) return s;
-  const wait_result r = wait_loop(w, op, ready, deadline, spin, clock, asym_fences, peer);
+  const wait_result r = wait_loop(w, op, ready, deadline, spin, clock, timing, asym_fences, peer);
   if (!r.spun_out) {
     if (timing) clock.add_spin(pause_ticks(r.pauses), alone());
     return r.s;

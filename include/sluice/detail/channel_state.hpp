@@ -341,19 +341,23 @@ class channel {
         if (*count != 0) self->after_pop(*f, *count);
       }
     } guard{this, &f, &n};
+    // n counts an item once it has left the channel, before its write: one whose write
+    // throws still freed its slot, and the guard must wake a producer for it (counted
+    // after the write, a throw on the first item woke nobody, and a producer parked on
+    // the full channel slept on beside an empty one).
+    ++n;
     *out = std::move(*v);
     ++out;
     v.reset();
-    ++n;
     if constexpr (Flavour::kBulk && sizeof(T) <= 64) {
       f.pop_into(core_, out, n, max);  // fast path: runs of items per CAS on the ring
       return n;
     }
     while (n < max && f.try_pop(core_, v) == status::ok) {
+      ++n;
       *out = std::move(*v);
       ++out;
       v.reset();
-      ++n;
     }
     return n;
   }

@@ -209,10 +209,12 @@ class ring_flavour {
       if (k == 0) break;
       for (std::size_t i = 0; i < k; ++i) {
         // Only the last of a run may throw here (want <= room), so none is left behind.
+        // Counted before its write: it left the ring either way (channel_state's
+        // pop_some_from wakes a producer per item counted).
+        ++n;
         *out = std::move(*got[i]);
         ++out;
         got[i].reset();
-        ++n;
       }
     }
   }
