@@ -5,11 +5,15 @@
 #pragma GCC diagnostic ignored "-Wrestrict"
 #endif
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -22,6 +26,7 @@
 #include "../../tools/bench/histogram.hpp"
 #include "support/mini_json.hpp"
 #include "support/run_tool.hpp"
+#include "support/spawn_tool.hpp"
 
 namespace {
 
@@ -314,6 +319,83 @@ TEST_F(BenchRate, AnOpenLoopSourceWaitingForItemsToFallDueIsNotBusyNorTheBottlen
     EXPECT_GT(source["starved_share"].num(), 0.5) << r.out;
     EXPECT_TRUE(res["bottleneck"].is_null()) << r.out;
   }
+}
+
+// GET `path` from 127.0.0.1:`port` over HTTP/1.0; the body, or "" on any failure.
+std::string http_get(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{5, 0};  // every read and write bounded
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string got;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) got.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  const std::size_t body = got.find("\r\n\r\n");
+  return got.rfind("HTTP/1.1 200", 0) == 0 && body != std::string::npos ? got.substr(body + 4) : "";
+}
+
+// The live view of an open-loop run says what its report says: the source waits on its
+// clock (starved), and nothing is the bottleneck of a graph at a fraction of its load.
+// The report alone was corrected: the live view (snapshot.json, /metrics, the page) of a
+// run at 200 items/s named the source the bottleneck, busy 100% of the time.
+TEST_F(BenchRate, TheLiveViewOfAnOpenLoopRunShowsTheSourceWaitingOnItsClock) {
+  using namespace std::chrono_literals;
+  sluice_test::spawned_tool t({tool_path(), "bench", "--topology", "chain:2", "--rate", "200", "--duration", "20s",
+                               "--engine", "sluice", "--serve", "127.0.0.1:0"});
+  const std::string at = "live view at http://127.0.0.1:";
+  ASSERT_TRUE(t.until([&] { return t.err.find(at) != std::string::npos || t.err.find("without cpp-httplib") != std::string::npos; },
+                      60s))
+      << t.err;
+  if (t.err.find("without cpp-httplib") != std::string::npos) GTEST_SKIP() << t.err;
+  const int port = std::atoi(t.err.c_str() + t.err.find(at) + at.size());
+  ASSERT_GT(port, 0) << t.err;
+  // A snapshot once the source has sent 100 items (half a second of the rate).
+  mini_json::value snap;
+  std::string shown;  // its text, for the messages
+  const mini_json::value* source = nullptr;
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < end && t.running()) {
+    const std::string body = http_get(port, "/snapshot.json");
+    if (!body.empty()) {
+      snap = mini_json::parse(body);
+      shown = body;
+      source = nullptr;
+      for (const auto& st : snap["stages"].arr()) {
+        if (st["name"].str() == "source") source = &st;
+      }
+      if (source != nullptr && (*source)["items_out"].uint() >= 100) break;
+    }
+    t.until([] { return false; }, 100ms);  // reads the child's output meanwhile
+  }
+  t.signal(SIGINT);  // the run has shown what it needed to: end it (status 130)
+  ASSERT_TRUE(t.wait(60s)) << t.err;
+  ASSERT_NE(source, nullptr) << "no snapshot with 100 items sent; stderr:\n" << t.err;
+  ASSERT_GE((*source)["items_out"].uint(), 100U);
+  EXPECT_LT((*source)["busy_share"].num(), 0.4) << shown;
+  EXPECT_GT((*source)["starved_share"].num(), 0.5) << shown;
+  EXPECT_TRUE(snap["bottleneck"].is_null()) << shown;
+  // The clock shown as the source's input from outside the graph.
+  bool clock = false;
+  for (const auto& c : snap["channels"].arr()) {
+    if (c["name"].str() == "clock") {
+      clock = true;
+      EXPECT_EQ(c["to"].str(), "source");
+      EXPECT_EQ(c["from"].str(), "");
+      EXPECT_GT(c["blocked_pop_ns"].uint(), 0U);
+    }
+  }
+  EXPECT_TRUE(clock) << shown;
 }
 
 // A rate just under 1000 rounds to "1000" in whole units; it is shown as 1.00 k, as

@@ -273,21 +273,33 @@ class arrivals {
     if (!within(offset, end_ - t0_)) return std::nullopt;
     const auto due = t0_ + static_cast<std::int64_t>(std::llround(offset));
     if (due > now) {
-      // In slices, so that an interrupt ends the wait of a slow rate (an item a minute).
+      // In slices, so that an interrupt ends the wait of a slow rate (an item a minute),
+      // and a live view sees a long wait as it goes.
       constexpr std::int64_t kSlice = 100'000'000;  // ns
-      while (due - now_ns() > kSlice && !interrupted()) bench::sleep_until_ns(now_ns() + kSlice);
+      std::int64_t from = now;
+      auto count_wait = [&] {
+        const std::int64_t t = now_ns();
+        // relaxed: a statistic; read exactly once the source's thread was joined.
+        paced_ns_->fetch_add(static_cast<std::uint64_t>(t - from), std::memory_order_relaxed);
+        from = t;
+      };
+      while (due - now_ns() > kSlice && !interrupted()) {
+        bench::sleep_until_ns(now_ns() + kSlice);
+        count_wait();
+      }
       if (interrupted()) return cut_short();
       bench::wait_until_ns(due);
-      paced_ns_ += static_cast<std::uint64_t>(now_ns() - now);  // past due if the wait woke late
+      count_wait();  // past due if the wait woke late
     }
     ++sent_;
     return due;
   }
   [[nodiscard]] std::uint64_t sent() const { return sent_; }
   [[nodiscard]] std::int64_t t0_ns() const { return t0_; }
-  // Open loop: the time next() spent waiting for items to fall due. The runtime counts
-  // it as the source stage's busy time (it is inside the stage function).
-  [[nodiscard]] std::uint64_t paced_ns() const { return paced_ns_; }
+  // Open loop: the time next() spent waiting for items to fall due, so far. The runtime
+  // counts it as the source stage's busy time (it is inside the stage function): see
+  // show_clock_as_input(). Shared: a snapshot reads it from another thread.
+  [[nodiscard]] std::shared_ptr<const std::atomic<std::uint64_t>> paced_ns() const { return paced_ns_; }
   // Open loop with a duration: the items due in the window (item i is due at i / rate:
   // ceil(window * rate) of them, at most max_items). Otherwise sent().
   [[nodiscard]] std::uint64_t due() const {
@@ -329,7 +341,7 @@ class arrivals {
 
   feed f_;
   std::uint64_t sent_ = 0;
-  std::uint64_t paced_ns_ = 0;
+  std::shared_ptr<std::atomic<std::uint64_t>> paced_ns_ = std::make_shared<std::atomic<std::uint64_t>>(0);
   std::int64_t t0_ = 0;
   std::int64_t end_ = INT64_MAX;
   std::int64_t cut_ns_ = -1;  // the window an interrupt left (cut_short), or -1
@@ -480,16 +492,16 @@ std::uint64_t expected_deliveries(const bench_config& c, const feed& f) {
 // An open-loop source spends most of its time waiting for the next item to fall due,
 // inside its stage function, where the runtime counts it as busy; the bottleneck rule
 // then named the source of every run that kept up. That wait is the source waiting for
-// its input (the clock): it is moved to starved and the bottleneck found again.
-void count_pacing_as_starved(metrics::snapshot& snap, std::uint64_t paced_ns) {
-  for (auto& st : snap.stages) {
-    if (st.name != "source") continue;
-    const std::uint64_t moved = std::min(paced_ns, st.busy_ns);
-    st.busy_ns -= moved;
-    st.starved_ns += moved;
-    snap.bottleneck = metrics::find_bottleneck(snap);
-    return;
-  }
+// its input, the clock: called on the source's thread, this shows the clock as a channel
+// from outside the graph into the source (this_stage::add_external_channel), so every
+// snapshot counts the wait as starved, the live view's as well as the report's (the
+// report alone was corrected before: a live view of a run at 2% load named the source).
+void show_clock_as_input(std::shared_ptr<const std::atomic<std::uint64_t>> paced_ns) {
+  this_stage::add_external_channel("clock", /*pushes=*/false, [paced = std::move(paced_ns)] {
+    metrics::external_channel_reading r;
+    r.blocked_pop_ns = paced->load(std::memory_order_relaxed);
+    return r;
+  });
 }
 
 // `served_at`: where the live view of the run before was served ("" before the first).
@@ -510,7 +522,8 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
   arrivals arr(f);
   auto src = g.source<bench_item>(
       "source",
-      [&arr, &payload](sender<bench_item>& out, std::stop_token stop) {
+      [&arr, &payload, open = f.rate > 0](sender<bench_item>& out, std::stop_token stop) {
+        if (open) show_clock_as_input(arr.paced_ns());
         std::uint64_t seq = 0;
         while (const auto stamp = arr.next()) {
           if (stop.stop_requested()) return;
@@ -615,7 +628,6 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
   r.t0_ns = arr.t0_ns();
   r.snap = rep.metrics;
   r.balanced = rep.balanced();
-  if (r.open_loop) count_pacing_as_starved(*r.snap, arr.paced_ns());
   return r;
 }
 
@@ -1123,7 +1135,7 @@ int cmd_bench(int argc, char** argv) {
                "default; --rate offers load open-loop, --sweep measures latency against offered load.");
   p.custom("--topology", "SHAPE", "chain:N | farm:N | fanout:N | diamond", c.topo_text,
            [&](std::string_view v) { return parse_topology(v, c); }, "chain:N, farm:N, fanout:N (N in 1..64) or diamond");
-  p.custom("--items", "N", "items the source sends (closed loop: the run's end; with --rate/--sweep: a cap, none by default)",
+  p.custom("--items", "N", "items the source sends (closed loop: the run's end; with --duration, --rate or --sweep: a cap, none by default)",
            "1000000",
            [&](std::string_view v) {
              const auto n = parse_count(v);
@@ -1158,7 +1170,7 @@ int cmd_bench(int argc, char** argv) {
              return true;
            },
            "items per second above 0, like 1000, 50k, 2.5M or 0.5 (plain decimals, no exponent; at most 1000G)");
-  p.custom("--duration", "TIME", "how long a run offers load (--rate, each --sweep rate; closed loop: --items ends it)",
+  p.custom("--duration", "TIME", "how long a run offers load (--rate, each --sweep rate); a closed-loop run given it ends then, with no --items cap unless --items is given too",
            "2s open loop",
            [&](std::string_view v) {
              const auto d = parse_duration(v);
