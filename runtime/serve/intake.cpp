@@ -73,6 +73,27 @@ head_state look_at_head(std::string_view bytes, std::size_t from) {
   return end != std::string_view::npos ? head_state::complete : head_state::incomplete;
 }
 
+// Whether every header line of a complete head is "NAME:VALUE" with NAME a token (RFC
+// 9110 5.1): no space before the colon, no line without one, no line folded onto the one
+// before (obs-fold). RFC 9112 5.1 has a server refuse such a head with 400; httplib took
+// "Host : evil.com" as some other field, so the Host check (a guard against DNS
+// rebinding) never saw it and the page was served to any Host.
+bool fields_well_formed(std::string_view bytes) {
+  const std::size_t end = bytes.find("\r\n\r\n");
+  if (end == std::string_view::npos) return true;
+  auto tchar = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  };
+  for (std::size_t line = bytes.find("\r\n") + 2; line < end + 2;) {
+    const std::size_t next = bytes.find("\r\n", line);
+    std::size_t k = line;
+    while (k < next && tchar(bytes[k])) ++k;
+    if (k == line || k == next || bytes[k] != ':') return false;
+    line = next + 2;
+  }
+  return true;
+}
+
 // Takes every Range header out of a complete head: every answer is whole, and httplib,
 // which parses Range before the server can set it aside, answered some of them (a
 // descending range, a unit other than bytes) 416 instead.
@@ -188,8 +209,13 @@ void refuse_too_large(int fd) {
 void refuse_malformed(int fd) {
   refuse(fd, "400 Bad Request", "400 bad request: every line of the request head must end with CRLF\n");
 }
+// A head with a header line that is not NAME:VALUE (fields_well_formed).
+void refuse_bad_field(int fd) {
+  refuse(fd, "400 Bad Request",
+         "400 bad request: every header line must be NAME: VALUE, with no space before the colon and no folded line\n");
+}
 
-enum class progress { waiting, complete, too_large, malformed, gone };
+enum class progress { waiting, complete, too_large, malformed, bad_field, gone };
 
 // Reads what fd has now into r.bytes (non-blocking), up to kMaxHead in all.
 progress read_more(int fd, std::string& bytes) {
@@ -203,6 +229,7 @@ progress read_more(int fd, std::string& bytes) {
       bytes.append(buf, static_cast<std::size_t>(n));
       switch (look_at_head(bytes, before)) {
         case head_state::complete:
+          if (!fields_well_formed(bytes)) return progress::bad_field;
           drop_range_headers(bytes);
           return progress::complete;
         case head_state::malformed:
@@ -356,6 +383,10 @@ void intake::read_loop() {
           break;
         case progress::malformed:
           refuse_malformed(r.fd);
+          ::close(r.fd);
+          break;
+        case progress::bad_field:
+          refuse_bad_field(r.fd);
           ::close(r.fd);
           break;
         case progress::gone:
