@@ -128,6 +128,37 @@ TEST(ChannelBackoff, a_wait_past_its_deadline_spins_out_and_reports_timeout) {
   EXPECT_EQ(clock.blocked_ticks_now(false), 0U);
 }
 
+// A timed wait looks at its deadline at every spin round's end: one already past ends
+// after the first round (1 pause), not the whole spin (pop_for(0) on an empty channel
+// spun ~7 us); one within kParkEarly of its deadline never parks, but yields until the
+// deadline (a futex timeout ended 50-110 us late: pop_until(now + 100us) returned after
+// ~240 us); a far one parks, and still ends only once its deadline has passed.
+TEST(ChannelBackoff, a_timed_wait_ends_at_its_deadline_not_after_its_spin_or_a_late_futex) {
+  sluice_test::watchdog dog(channel_test::kTestLimit);
+  using clk = std::chrono::steady_clock;
+  waker w;
+  backoff spin;
+  wait_clock clock;
+  auto full = [] { return status::full; };
+  sluice::detail::always_ready ready;
+  const auto past = clk::now() - 1ms;
+  const wait_result r = sluice::detail::wait_loop(w, full, ready, &past, spin, clock, true, false);
+  EXPECT_EQ(r.s, status::timeout);
+  EXPECT_EQ(r.pauses, 1U);
+  EXPECT_FALSE(r.spun_out);
+  const auto near = clk::now() + sluice::detail::kParkEarly / 2;
+  const wait_result r2 = sluice::detail::wait_loop(w, full, ready, &near, spin, clock, true, false);
+  EXPECT_EQ(r2.s, status::timeout);
+  EXPECT_FALSE(r2.parked);
+  EXPECT_GE(clk::now(), near);
+  const auto far = clk::now() + 20ms;
+  const wait_result r3 = sluice::detail::wait_loop(w, full, ready, &far, spin, clock, true, false);
+  EXPECT_EQ(r3.s, status::timeout);
+  EXPECT_TRUE(r3.parked);
+  EXPECT_GE(clk::now(), far);
+  EXPECT_EQ(w.waiters(), 0U);
+}
+
 TEST(ChannelBackoff, short_parks_lengthen_the_spin_by_what_they_slept_and_long_ones_shorten_it_within_bounds) {
   using namespace std::chrono_literals;
   backoff spin;

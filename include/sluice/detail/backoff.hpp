@@ -43,8 +43,12 @@
 // Guarantees: block() returns op()'s first non-full status, or timeout once the deadline
 //   passed (after one last op(), so a wake-up meant for this waiter is never swallowed).
 //   It adds the wait's time to the side's wait_clock when `timing` is on.
-// Non-guarantees: fairness between waiters; the deadline's precision (a few
-//   microseconds late, as the futex timeout is).
+// Non-guarantees: fairness between waiters; the deadline's precision. A timed wait looks
+//   at the clock at every spin round's end (a round is at most 64 pauses, ~2 us), parks
+//   only until kParkEarly before its deadline (a futex timeout ends late by the kernel's
+//   timer slack, 50 us by default, and ~110 us was seen on the 2-core VM), and yields,
+//   re-trying, through the rest: it ends a few microseconds late on an idle core, later
+//   when the thread waits for a core.
 // Lifetime: a backoff is a member of its channel side; block() keeps no state.
 #pragma once
 
@@ -126,6 +130,10 @@ struct no_peer {
 // (7 pauses) slowed the cap-1 ping-pong: the read takes the line the other side writes.
 inline constexpr std::uint64_t kStallPauses = 31;
 
+// How long before its deadline a timed wait stops parking and yields instead (above the
+// kernel's default timer slack of 50 us, by which a futex timeout ends late).
+inline constexpr auto kParkEarly = std::chrono::microseconds(100);
+
 // What one wait_loop() did, for the caller's accounting.
 struct wait_result {
   status s = status::full;      // op()'s last status, or timeout
@@ -149,6 +157,8 @@ struct wait_result {
 template <class Op, class Ready, class Peer = no_peer>
 wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline, backoff& spin, wait_clock& clock,
                       bool timing, bool asym_fences, Peer&& peer = Peer{}) {
+  // time_point::max() never passes: no clock reads for it (a graph's pushes wait so).
+  if (deadline != nullptr && *deadline == time_point::max()) deadline = nullptr;
   auto expired = [&] { return deadline && std::chrono::steady_clock::now() >= *deadline; };
   wait_result r;
   const int rounds = spin.rounds();
@@ -175,6 +185,10 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
         return r;
       }
     }
+    if (deadline != nullptr && expired()) {  // ~20 ns a round, timed waits only
+      r.s = status::timeout;
+      return r;
+    }
     if (r.pauses >= kStallPauses && runnable_exceeds_cpus()) {
       const std::uint64_t now = peer();
       if (now != kUnknownPeer && now == seen) {
@@ -196,12 +210,26 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
       sched_yield();
       if ((r.s = op()) != status::full) return r;
     }
-    r.parked = true;
-    r.park_t0 = ticks();
     for (;;) {
-      if (expired()) {
-        r.s = status::timeout;
-        return r;
+      // A timed wait parks until kParkEarly before its deadline, and yields, re-trying,
+      // through the rest.
+      time_point wake_at{};
+      if (deadline != nullptr) {
+        const time_point now = std::chrono::steady_clock::now();
+        if (now >= *deadline) {
+          r.s = status::timeout;
+          return r;
+        }
+        wake_at = *deadline - kParkEarly;
+        if (now >= wake_at) {
+          sched_yield();
+          if ((r.s = op()) != status::full) return r;
+          continue;
+        }
+      }
+      if (!r.parked) {
+        r.parked = true;
+        r.park_t0 = ticks();
       }
       const std::uint32_t key = w.prepare_wait(asym_fences);
       try {
@@ -214,12 +242,12 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
         w.cancel_wait();
         return r;
       }
-      if (!w.commit_wait(key, deadline)) {
+      if (!w.commit_wait(key, deadline != nullptr ? &wake_at : nullptr)) {
         // Timed out. We may have been the one a notify picked, so try once more
-        // before giving up: a wake-up is never swallowed by a waiter that leaves.
-        r.s = op();
-        if (r.s == status::full) r.s = status::timeout;
-        return r;
+        // before going on: a wake-up is never swallowed by a waiter that leaves. The
+        // loop then yields until the deadline, and ends with timeout.
+        if ((r.s = op()) != status::full) return r;
+        continue;
       }
       if ((r.s = op()) != status::full) return r;
     }
