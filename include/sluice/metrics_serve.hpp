@@ -28,7 +28,8 @@
 //   client: each request line and its headers are collected without blocking, and a
 //   request whose line and headers exceed 8 KiB is answered 431, one with a line of them
 //   not ended by CRLF, a header line that is not NAME: VALUE (a space before the colon,
-//   a folded line) or two Host headers 400, a body over 4 KiB 413,
+//   a folded line), two Host headers or two Content-Lengths that differ 400, a body over
+//   4 KiB 413,
 //   and a request not complete one second after its connection was accepted is dropped,
 //   all without touching the graph. One request per connection (no keep-alive). A Range
 //   header is ignored (every answer is whole; "Accept-Ranges: none"). The kernel holds up

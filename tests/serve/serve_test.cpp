@@ -755,8 +755,9 @@ TEST(Serve, TwoHostHeadersAre400) {
   lg.g.run();
 }
 
-// metrics_serve.hpp: "a body over 4 KiB 413". httplib reads no body for a GET, so its
-// payload limit never applied and such a GET was answered 200.
+// metrics_serve.hpp: "a body over 4 KiB 413" (and two Content-Lengths that differ 400).
+// httplib reads no body for a GET, so its payload limit never applied and such a GET was
+// answered 200; so were two Content-Lengths that differ.
 TEST(Serve, AGetWithABodyOverFourKibOrOfUnknownLengthIs413) {
   live_graph lg(1);
   auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
@@ -773,9 +774,13 @@ TEST(Serve, AGetWithABodyOverFourKibOrOfUnknownLengthIs413) {
   EXPECT_EQ(ask(get + "Content-Length: 5000\r\n\r\n", std::string(5000, 'x')), "HTTP/1.1 413");
   EXPECT_EQ(ask(get + "Content-Length: 99999999\r\n\r\n", ""), "HTTP/1.1 413");
   EXPECT_EQ(ask(get + "Content-Length: -1\r\n\r\n", ""), "HTTP/1.1 413");
+  // Two Content-Lengths that differ: where the request ends is in doubt (RFC 9112 6.3).
+  EXPECT_EQ(ask(get + "Content-Length: 0\r\ncontent-length: 5\r\n\r\n", "hello"), "HTTP/1.1 400");
+  EXPECT_EQ(ask(get + "Content-Length: 5\r\nContent-Length: 0\r\n\r\n", "hello"), "HTTP/1.1 400");
   EXPECT_EQ(ask(get + "Transfer-Encoding: chunked\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n"), "HTTP/1.1 413");
   // A small declared body is read and ignored, as before.
   EXPECT_EQ(ask(get + "Content-Length: 10\r\n\r\n", std::string(10, 'x')), "HTTP/1.1 200");
+  EXPECT_EQ(ask(get + "Content-Length: 10\r\nContent-Length: 10\r\n\r\n", std::string(10, 'x')), "HTTP/1.1 200");
   EXPECT_EQ(ask(get + "\r\n", ""), "HTTP/1.1 200");
   lg.g.run();
 }
