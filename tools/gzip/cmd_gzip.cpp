@@ -299,7 +299,11 @@ int run_codec(bool compress, int argc, char** argv) {
     a.out = default_output(a, prog);
   }
 
-  const std::size_t chunk = compress ? static_cast<std::size_t>(a.block) : io::kChunk;
+  // Reads in blocks (P.split passes a chunk of exactly one block on without a copy), but
+  // never in chunks under kChunk: a buffer's storage is at least 256 bytes while the read
+  // budget counts the bytes it holds, so --block 1 read a byte per system call and held
+  // a million one-byte chunks in the 1 MiB budget (430 MB resident for a 5 MB file).
+  const std::size_t chunk = compress ? std::max(static_cast<std::size_t>(a.block), io::kChunk) : io::kChunk;
   std::atomic<std::uint64_t> in_bytes{0};
   std::atomic<std::uint64_t> out_bytes{0};
   wo.progress = &out_bytes;
