@@ -169,12 +169,21 @@ class flat_map_order {
                  std::shared_ptr<wait_clock> turns)
       : graph_(&g), out_(out_channel), turn_wait_(std::move(turns)), slots_(window), private_capacity_(private_capacity) {}
 
-  // Replica side. Pops a batch of up to `max` items into `into` and numbers it; nullopt
-  // when the input is done.
-  template <class T>
-  std::optional<std::uint64_t> next(receiver<T>& rx, std::vector<T>& into, std::size_t max) {
+  // Replica side. Pops a batch of up to `max` items through `out` (into `batch`) and
+  // numbers it; nullopt when the input is done. If the pop throws with items in `batch`
+  // already, they are numbered (`numbered`) before the exception goes on.
+  template <class T, class Out>
+  std::optional<std::uint64_t> next(receiver<T>& rx, Out out, const std::vector<T>& batch, std::size_t max,
+                                    std::optional<std::uint64_t>& numbered) {
     const auto turn = lock_timed(pop_mu_, turn_wait_.get());  // another replica in rx.pop_some(): input
-    if (rx.pop_some(std::back_inserter(into), max) == 0) {
+    std::size_t n = 0;
+    try {
+      n = rx.pop_some(out, max);
+    } catch (...) {
+      if (!batch.empty()) numbered = next_seq_++;
+      throw;
+    }
+    if (n == 0) {
       std::lock_guard lk2(mu_);
       if (!ended_) {
         ended_ = true;

@@ -44,7 +44,11 @@ class route_task final : public replica_task {
     for (;;) {
       in_.clear();
       pos_ = 0;
-      if (nlive_ == 0 || env.stopping() || rx_.pop_some(std::back_inserter(in_), batch_) == 0) return;
+      // An item whose move into in_ throws is a dead letter (batch_inserter), and the
+      // graph fails (no error policy here); the ones before it are dead letters too.
+      if (nlive_ == 0 || env.stopping() || rx_.pop_some(batch_inserter<T>(in_, env, in_ch_, false), batch_) == 0) {
+        return;
+      }
       if constexpr (K == route_kind::broadcast) {
         // Each branch's copy has exactly one fate: pushed, or a dead letter of that
         // branch's channel. With a dead-letter hook that includes the copies a branch
@@ -158,7 +162,9 @@ class merge_task final : public replica_task {
     std::vector<T> buf;
     buf.reserve(batch_);
     try {
-      while (!env.stopping() && rx_.pop_some(std::back_inserter(buf), batch_) != 0) {
+      // An item whose move into buf throws is a dead letter (batch_inserter), named for
+      // the output as what buf holds is (merge_task knows no input channel).
+      while (!env.stopping() && rx_.pop_some(batch_inserter<T>(buf, env, out_ch_, false), batch_) != 0) {
         if (!push_batch(*graph_, tx_, out_ch_, buf)) return;
       }
     } catch (...) {

@@ -109,7 +109,7 @@ class item_task final : public replica_task {
         in_.clear();
         pos_ = 0;
         if (env.stopping()) return;
-        if (!refill()) {
+        if (!refill(env)) {
           // A batch a push threw on may wait in the reorder buffer (restart policy).
           if constexpr (kHasOutput) {
             if (order_) order_->flush(tx_);
@@ -163,14 +163,34 @@ class item_task final : public replica_task {
   void renew() override { fn_.renew(); }
 
  private:
-  bool refill() {
+  // Pops the next batch into in_. When an item's move into it throws (batch_inserter:
+  // that item is a dead letter), the items popped before it are the open batch still
+  // (numbered, when ordered, under the same turn), so that a restart delivers them; the
+  // restart cleared them before, and they were lost without a trace.
+  bool refill(replica_env& env) {
+    const batch_inserter<T> into(in_, env, in_ch_, true);
     if (order_) {
       const auto lk = order_->take_turn();
-      if (rx_.pop_some(std::back_inserter(in_), batch_) == 0) return false;
+      std::size_t n = 0;
+      try {
+        n = rx_.pop_some(into, batch_);
+      } catch (...) {
+        if (!in_.empty()) {
+          seq_ = order_->next_seq++;
+          open_ = true;
+        }
+        throw;
+      }
+      if (n == 0) return false;
       seq_ = order_->next_seq++;
       return true;
     }
-    return rx_.pop_some(std::back_inserter(in_), batch_) != 0;
+    try {
+      return rx_.pop_some(into, batch_) != 0;
+    } catch (...) {
+      open_ = !in_.empty();
+      throw;
+    }
   }
 
   // Returns false when a sink wants no more items.
@@ -224,7 +244,8 @@ class flat_map_task final : public replica_task {
       if (pos_ == in_.size()) {
         in_.clear();
         pos_ = 0;
-        if (env.stopping() || rx_.pop_some(std::back_inserter(in_), batch_) == 0) return;
+        // A throw in the pop leaves what came before it in in_: delivered after a restart.
+        if (env.stopping() || rx_.pop_some(batch_inserter<T>(in_, env, in_ch_, true), batch_) == 0) return;
       }
       while (pos_ < in_.size()) {
         if (env.stopping() || tx_.is_closed()) return;
@@ -283,14 +304,20 @@ class ordered_flat_map_task final : public replica_task {
       // open_: a batch was popped and numbered, and its private channel is not closed
       // yet. A restart resumes it in the same channel: every number taken must be
       // delivered (closed) or the emitter stops at it.
-      if (!open_) {
+      if (!open_ && !unopened_) {
         in_.clear();
         pos_ = 0;
         if (env.stopping()) return;
-        const auto seq = order_->next(rx_, in_, batch_);
+        // An item whose move into in_ throws is a dead letter (batch_inserter); the ones
+        // before it are numbered still (unopened_), and a restart delivers them.
+        const auto seq = order_->next(rx_, batch_inserter<T>(in_, env, in_ch_, true), in_, batch_, unopened_);
         if (!seq) return;
+        unopened_ = seq;
+      }
+      if (unopened_) {
         open_ = true;
-        priv_ = order_->open(*seq, env.stop_token());
+        priv_ = order_->open(*unopened_, env.stop_token());
+        unopened_.reset();
       }
       if (!priv_) return;  // output gone or teardown: the batch becomes dead letters
       while (pos_ < in_.size()) {
@@ -320,6 +347,7 @@ class ordered_flat_map_task final : public replica_task {
   std::vector<T> in_;
   std::size_t pos_ = 0;
   bool open_ = false;
+  std::optional<std::uint64_t> unopened_;  // the number of a batch popped, its channel not open yet
   sender<U> priv_;  // the open batch's private channel
 };
 

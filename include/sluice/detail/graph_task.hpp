@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -140,6 +141,46 @@ void discard_items(graph_core& g, std::size_t channel, std::vector<T>& items, st
   }
   items.clear();
 }
+
+// The output iterator a stage pops its batch through (receiver::pop_some into `into`,
+// reserved to the batch size, so push_back never reallocates). An item whose move into
+// the batch throws has left the channel already (counted popped), and pop_some destroys
+// it after the throw: it becomes a dead letter here while it still exists, naming the
+// stage and the exception (it was lost without a trace). Then, when `skippable`, the
+// stage's error policy decides as for a throw of its function (skip: counted, the pop
+// goes on); otherwise, or under any other policy, the exception leaves pop_some, and the
+// items before it stay in `into` for the caller to deliver or dead-letter.
+template <class T>
+class batch_inserter {
+ public:
+  using iterator_category = std::output_iterator_tag;
+  using value_type = void;
+  using difference_type = std::ptrdiff_t;
+  using pointer = void;
+  using reference = void;
+
+  batch_inserter(std::vector<T>& into, replica_env& env, std::size_t channel, bool skippable) noexcept
+      : into_(&into), env_(&env), channel_(channel), skippable_(skippable) {}
+  batch_inserter& operator=(T&& item) {
+    try {
+      into_->push_back(std::move(item));
+    } catch (...) {
+      env_->discard_failed(channel_, typeid(T), &item, std::current_exception());
+      if (!skippable_ || !env_->skips()) throw;
+      env_->count_error();
+    }
+    return *this;
+  }
+  batch_inserter& operator*() noexcept { return *this; }
+  batch_inserter& operator++() noexcept { return *this; }
+  batch_inserter operator++(int) noexcept { return *this; }
+
+ private:
+  std::vector<T>* into_;
+  replica_env* env_;
+  std::size_t channel_;
+  bool skippable_;
+};
 
 // Pushes the whole batch (moving the items); on failure (the output ended: closed,
 // disconnected or cancelled) the rest go to the dead-letter hook. Clears `items`.
