@@ -203,9 +203,12 @@ struct edge_state {
   std::int64_t ack_pending = 0, redelivered = 0;  // of the durable consumer
   std::uint64_t consumer_pending = 0;             // messages not yet delivered to it
 };
+// A name ensure_edge would refuse (empty, a space or control byte, '.', '*', '>', past 255
+// characters) is std::invalid_argument here too, before any request.
 edge_state inspect_edge(connection& c, const edge_options& e);
 // Deletes the edge's stream (and with it its consumer, and every message in it). A stream
-// that does not exist is not an error.
+// that does not exist is not an error; a name ensure_edge would refuse is
+// std::invalid_argument (a wildcard never removes some other stream).
 void remove_edge(connection& c, const edge_options& e);
 
 // ---- delivery -----------------------------------------------------------------

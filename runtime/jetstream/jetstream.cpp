@@ -1814,10 +1814,51 @@ void check_consumer(const edge_options& e, const std::string& durable, const std
            "none (the subscriber picks its wait)");
   }
 }
-}  // namespace
+// A name or subject as a message shows it: control bytes as \xNN. Sets `bad` when it
+// holds a space or a control byte.
+std::string escaped(const std::string& name, bool& bad) {
+  std::string shown;
+  for (const char ch : name) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (u <= 0x20 || u == 0x7f) {
+      bad = true;
+      static constexpr char kHex[] = "0123456789abcdef";
+      shown += u == 0x20 ? std::string(" ") : std::string("\\x") + kHex[u >> 4] + kHex[u & 0xf];
+    } else {
+      shown += ch;
+    }
+  }
+  return shown;
+}
 
 // nats-server's limit on a stream's (and a durable consumer's) name.
 constexpr std::size_t kMaxNameLength = 255;
+
+// A stream's or a durable's name, as `call` (ensure_edge, remove_edge, inspect_edge) is
+// given it: no space or control byte (it splits the request's subject: the server drops
+// the request unparsed, and the call ended in "Timeout" after 5 s, with a stale reason
+// from libnats), none of '.', '*', '>' (a subject's separator and wildcards: the server
+// refuses such a name, and a bad durable was refused only after the stream had been
+// made, and left; remove_edge of "*" answered OK and removed nothing), at most the
+// server's length.
+void check_name(const char* call, const char* kind, const std::string& name) {
+  const std::string what = std::string("sluice::jetstream::") + call + ": " + kind + " name ";
+  bool bad = false;
+  const std::string shown = escaped(name, bad);
+  if (bad) throw std::invalid_argument(what + "'" + shown + "' has a space or control character; NATS names cannot");
+  if (const std::size_t at = name.find_first_of(".*>"); at != std::string::npos) {
+    throw std::invalid_argument(what + "'" + name + "' holds '" + name[at] +
+                                "'; NATS names cannot ('.' separates a subject's tokens, '*' and '>' are wildcards)");
+  }
+  // The server's limit; a name past 4 KiB made the request overrun its control line, and
+  // the server closed the shared connection for good.
+  if (name.size() > kMaxNameLength) {
+    throw std::invalid_argument(what + "of " + std::to_string(name.size()) + " characters ('" + name.substr(0, 40) +
+                                "...'); NATS names are at most " + std::to_string(kMaxNameLength));
+  }
+}
+
+}  // namespace
 
 void ensure_edge(connection& conn, const edge_options& e) {
   detail::need_connection(conn, "ensure_edge");
@@ -1825,43 +1866,8 @@ void ensure_edge(connection& conn, const edge_options& e) {
   // A space or control byte splits the request's subject: the server drops the request
   // unparsed and the call would end in "Timeout" after 5 s. (Other bad names the server
   // names.) The stream's name and the consumer's (durable) both go into subjects.
-  // A name or subject as a message shows it: control bytes as \xNN. Sets `bad` when it
-  // holds a space or a control byte.
-  auto escaped = [](const std::string& name, bool& bad) {
-    std::string shown;
-    for (const char ch : name) {
-      const auto u = static_cast<unsigned char>(ch);
-      if (u <= 0x20 || u == 0x7f) {
-        bad = true;
-        static constexpr char kHex[] = "0123456789abcdef";
-        shown += u == 0x20 ? std::string(" ") : std::string("\\x") + kHex[u >> 4] + kHex[u & 0xf];
-      } else {
-        shown += ch;
-      }
-    }
-    return shown;
-  };
-  // A stream's or a durable's name: no space or control byte, none of '.', '*', '>' (a
-  // subject's separator and wildcards: the server refuses such a name, and a bad durable
-  // was refused only after the stream had been made, and left), at most the server's length.
-  auto check_name = [&escaped](const char* kind, const std::string& name) {
-    const std::string what = std::string("sluice::jetstream::ensure_edge: ") + kind + " name ";
-    bool bad = false;
-    const std::string shown = escaped(name, bad);
-    if (bad) throw std::invalid_argument(what + "'" + shown + "' has a space or control character; NATS names cannot");
-    if (const std::size_t at = name.find_first_of(".*>"); at != std::string::npos) {
-      throw std::invalid_argument(what + "'" + name + "' holds '" + name[at] +
-                                  "'; NATS names cannot ('.' separates a subject's tokens, '*' and '>' are wildcards)");
-    }
-    // The server's limit; a name past 4 KiB made the request overrun its control line, and
-    // the server closed the shared connection for good.
-    if (name.size() > kMaxNameLength) {
-      throw std::invalid_argument(what + "of " + std::to_string(name.size()) + " characters ('" + name.substr(0, 40) +
-                                  "...'); NATS names are at most " + std::to_string(kMaxNameLength));
-    }
-  };
-  check_name("stream", e.stream);
-  check_name("durable", e.durable);
+  check_name("ensure_edge", "stream", e.stream);
+  check_name("ensure_edge", "durable", e.durable);
   auto refuse = [&](const std::string& why) {
     throw std::invalid_argument("sluice::jetstream::ensure_edge: edge '" + e.stream + "': " + why);
   };
@@ -1960,6 +1966,8 @@ void ensure_edge(connection& conn, const edge_options& e) {
 
 void remove_edge(connection& conn, const edge_options& e) {
   detail::need_connection(conn, "remove_edge");
+  if (e.stream.empty()) throw std::invalid_argument("sluice::jetstream::remove_edge: the edge has no stream name");
+  check_name("remove_edge", "stream", e.stream);
   detail::js_ctx js;
   conn.state()->make_js(js, nullptr);
   jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -1972,6 +1980,9 @@ void remove_edge(connection& conn, const edge_options& e) {
 
 edge_state inspect_edge(connection& conn, const edge_options& e) {
   detail::need_connection(conn, "inspect_edge");
+  if (e.stream.empty()) throw std::invalid_argument("sluice::jetstream::inspect_edge: the edge has no stream name");
+  check_name("inspect_edge", "stream", e.stream);
+  check_name("inspect_edge", "durable", e.durable);
   detail::js_ctx js;
   conn.state()->make_js(js, nullptr);
   edge_state out;

@@ -268,6 +268,24 @@ TEST(JetstreamEdge, NoJetStreamOrAStreamNameWithASpaceIsNamedAsSuch) {
       EXPECT_NE(std::string(ex.what()).find("at most 255"), std::string::npos) << ex.what();
     }
   }
+  // remove_edge and inspect_edge check the same names: "a b" waited 5 s for a Timeout
+  // with a stale reason ("stream name is required"), and remove_edge of "*" or ">"
+  // answered as if done.
+  for (const char* name : {"a b", "*", ">", "x.y"}) {
+    const js::edge_options e{.stream = name, .max_msgs = 10};
+    try {
+      js::remove_edge(conn, e);
+      ADD_FAILURE() << "remove_edge accepted the name '" << name << "'";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_EQ(std::string(ex.what()).rfind("sluice::jetstream::remove_edge: stream name '", 0), 0U) << ex.what();
+    }
+    try {
+      (void)js::inspect_edge(conn, e);
+      ADD_FAILURE() << "inspect_edge accepted the name '" << name << "'";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_EQ(std::string(ex.what()).rfind("sluice::jetstream::inspect_edge: stream name '", 0), 0U) << ex.what();
+    }
+  }
   EXPECT_NO_THROW(js::ensure_edge(conn, {.stream = "still-connected", .max_msgs = 10}));
 }
 
