@@ -305,6 +305,42 @@ TEST_F(CutTool, AKilledRunLeavesNoTemporaryFilesBehind) {
   sluice::jetstream::remove_edge(conn, {.stream = stream});
 }
 
+// A signal sent to one side alone (kill, a supervisor) stops the run, and the parent says
+// which side and by what. The side stops in order and prints nothing of its own (its
+// figures go to the parent), so "its error is above" pointed at nothing.
+TEST_F(CutTool, ASignalToOneSideAloneIsNamed) {
+  sluice_test::nats_server server;
+  auto conn = sluice::jetstream::connect(server.url());
+  for (const char* target : {"producer", "consumer"}) {
+    SCOPED_TRACE(target);
+    const std::string out = out_file(std::string("one-side-") + target);
+    sluice_test::child_process run({tool_path(), "bench", "--cut", "2", "--via", server.url(), "--topology",
+                                    "chain:4", "--items", "1M", "--work", "0,0,sleep:100us,0"},
+                                   out);
+    const std::string stream = "sluice-bench-" + std::to_string(run.pid());
+    ASSERT_TRUE(within(30s, [&] { return stream_msgs(conn, stream).value_or(0) > 0; })) << run.output();
+    pid_t side = 0;
+    for (const pid_t p : children_of(run.pid())) {
+      std::ifstream f("/proc/" + std::to_string(p) + "/cmdline");
+      std::string cmdline;  // NUL-separated, no newline: one getline reads it all
+      std::getline(f, cmdline);
+      if (cmdline.find(std::string("--role") + '\0' + target) != std::string::npos) side = p;
+    }
+    ASSERT_NE(side, 0) << "no " << target << " side among the run's children";
+    ::kill(side, SIGINT);
+    const int status = run.wait(30s);
+    const std::string text = run.output();
+    std::filesystem::remove(out);
+    EXPECT_EQ(status, 1) << text;
+    EXPECT_NE(text.find(std::string("the ") + target + " side was stopped by Interrupt sent to it alone"),
+              std::string::npos)
+        << text;
+    EXPECT_EQ(text.find("its error is above"), std::string::npos) << text;
+    EXPECT_NE(text.find("stream " + stream + " removed"), std::string::npos) << text;
+    EXPECT_FALSE(stream_msgs(conn, stream).has_value()) << "the stream is still there";
+  }
+}
+
 // ^C to one side started alone (--role): it stops, says so, names the stream it leaves on
 // the server (the other side may still use it), and exits 128+N. It died silently.
 TEST_F(CutTool, AnInterruptedRoleRunSaysWhatItStoppedAndKeepsTheStream) {

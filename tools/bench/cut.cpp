@@ -656,7 +656,8 @@ int run_cut(const cut_config& c) {
   // Whichever side ends first: if it failed, the other cannot finish (a consumer gone leaves
   // the producer blocked on a full edge for ever), so it is stopped.
   int failed = 0;
-  int interrupted = 0;  // the signal that stopped the run
+  bool said_why = false;  // why the side failed is said here (it printed nothing itself)
+  int interrupted = 0;    // the signal that stopped the run
   std::map<pid_t, std::string> running = {{prod, "producer"}, {cons, "consumer"}};
   auto take_signal = [&](std::chrono::milliseconds wait) {
     const int sig = signals->take(wait);
@@ -684,8 +685,19 @@ int run_cut(const cut_config& c) {
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
     if (failed != 0 || interrupted != 0) continue;  // stopped here
     failed = 1;
+    // Say why, unless the side said it itself (its error, on the stderr it shares).
     if (WIFSIGNALED(st)) {
       std::fprintf(stderr, "sluice bench: the %s side ended on signal %d\n", side.c_str(), WTERMSIG(st));
+      said_why = true;
+    } else if (WEXITSTATUS(st) > 128 && WEXITSTATUS(st) < 128 + NSIG) {
+      // A signal sent to that side alone (kill, a supervisor), not to this process: it
+      // stopped in order and handed in its figures, printing nothing (the parent prints).
+      std::fprintf(stderr, "sluice bench: the %s side was stopped by %s sent to it alone\n", side.c_str(),
+                   ::strsignal(WEXITSTATUS(st) - 128));
+      said_why = true;
+    } else if (WEXITSTATUS(st) == 127) {
+      std::fprintf(stderr, "sluice bench: the %s side could not be started (%s)\n", side.c_str(), exe);
+      said_why = true;
     }
     for (const auto& [other, name] : running) ::kill(other, SIGTERM);
   }
@@ -709,7 +721,12 @@ int run_cut(const cut_config& c) {
   signals.reset();  // the old mask back: a ^C from here on ends the process as usual
   if (failed) {
     remove_edge();
-    std::fprintf(stderr, "sluice bench: a side of the cut failed (its error is above)\n");
+    if (said_why) {
+      std::fprintf(stderr, "sluice bench: a side of the cut failed; the other was stopped, stream %s removed\n",
+                   edge.stream.c_str());
+    } else {
+      std::fprintf(stderr, "sluice bench: a side of the cut failed (its error is above)\n");
+    }
     return 1;
   }
   const side_result prod_r = read_result(pres.path()), cons_r = read_result(cres.path());
