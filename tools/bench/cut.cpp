@@ -501,8 +501,8 @@ void print_sides(const cut_config& c, const js::edge_options& edge, const std::v
         std::printf(", %llu redelivered (counted once)", static_cast<unsigned long long>(sd.redelivered));
       }
       if (sd.copies != 0) {
-        std::printf(", %llu other messages of items already had or past --items (another producer on the stream?), "
-                    "not counted",
+        std::printf(", %llu other messages of items already had or past --items (another producer on the stream, "
+                    "or a server restart that lost acks?), not counted",
                     static_cast<unsigned long long>(sd.copies));
       }
     }
