@@ -508,6 +508,7 @@ TEST_F(CutTool, BadValuesAreUsageErrorsBeforeAnyConnection) {
     EXPECT_NE(r.out.find("--via"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
     EXPECT_EQ(r.out.find("secret"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("sluice::jetstream"), std::string::npos) << r.out;  // one prefix: the tool's
   }
   // Bare nanoseconds, as a run in one process takes them.
   const run_result ns = run_bench({"--cut", "1", "--via", via, "--topology", "chain:2", "--items", "10", "--work", "100"}, 30s);

@@ -194,8 +194,10 @@ cut_config parse(int argc, char** argv) {
     js::check_url(c.via);
   } catch (const std::invalid_argument& e) {
     // check_url's reason (a comma in the password, a port out of range), the URL in it
-    // shown without its password or token.
-    throw usage_error("sluice bench: --via: " + std::string(e.what()));
+    // shown without its password or token; the library's own prefix left out.
+    std::string_view why = e.what();
+    if (why.starts_with("sluice::jetstream: ")) why.remove_prefix(std::string_view("sluice::jetstream: ").size());
+    throw usage_error("sluice bench: --via: " + std::string(why));
   }
   if (!c.cut_given) throw usage_error("sluice bench: --role needs --cut K (which side runs which workers)");
   if (c.cut > c.n) bad("--cut", std::to_string(c.cut), "at most the number of workers (" + std::to_string(c.n) + ")");
