@@ -280,9 +280,8 @@ class arg_parser {
           const auto r = parse_size(v);
           if (!range.text.empty() && (!r || *r < range.min || *r > range.max)) bad(n, v, range.text);
           if (!r) {
-            const auto d = detail::parse_decimal(v);
-            bad(n, v, d && *d > 9.2e18 && *d == std::floor(*d) ? "a size up to 9.2e18 bytes (this one is too large)"
-                                                                  : "a size like 512MiB, 64KiB or 4096");
+            bad(n, v, whole_but_too_large(v) ? "a size up to 9.2e18 bytes (this one is too large)"
+                                             : "a size like 512MiB, 64KiB or 4096");
           }
           *out = *r;
         });
@@ -313,9 +312,14 @@ class arg_parser {
   }
   // What a count wants, said of a value parse_count refused: one too large is told so.
   [[nodiscard]] static std::string count_expected(std::string_view v) {
+    return whole_but_too_large(v) ? "a whole number up to 9.2e18 (this one is too large)"
+                                  : "a whole number like 1000 or 10k";
+  }
+  // A whole number (suffixes and exponents as parse_decimal takes them) past 9.2e18: a
+  // count or size refused as too large, not as malformed.
+  [[nodiscard]] static bool whole_but_too_large(std::string_view v) {
     const auto d = detail::parse_decimal(v);
-    return d && *d > 9.2e18 && *d == std::floor(*d) ? "a whole number up to 9.2e18 (this one is too large)"
-                                                    : "a whole number like 1000 or 10k";
+    return d && *d > 9.2e18 && *d == std::floor(*d);
   }
   // `range`: see count_range.
   void count(std::string name, std::uint64_t* out, std::string help, count_range range = {}) {
