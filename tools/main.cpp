@@ -62,10 +62,24 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
-  const std::string_view sub = argv[1];
-  if (sub == "--help" || sub == "-h" || sub == "help") {
+  std::string_view sub = argv[1];
+  const bool asks_help = sub == "--help" || sub == "-h" || sub == "help";
+  // "sluice help gzip" is "sluice gzip --help" (it printed the general help, exit 0, and
+  // "sluice help bogus" did too).
+  char help_flag[] = "--help";
+  char* help_argv[] = {nullptr, nullptr, help_flag, nullptr};
+  if (asks_help && argc == 3) {
+    help_argv[1] = argv[2];
+    argc = 3;
+    argv = help_argv;
+    sub = argv[1];
+  } else if (asks_help) {
+    if (argc > 3) {
+      std::fprintf(stderr, "sluice %s: takes at most one command name (got %d words)\n", argv[1], argc - 2);
+      return 2;
+    }
     usage(stdout);
-    return check_stdout("--help", 0);
+    return check_stdout(argv[1], 0);
   }
   for (const command& c : kCommands) {
     if (sub != c.name) continue;

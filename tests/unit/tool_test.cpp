@@ -212,7 +212,14 @@ TEST_F(Tool, HelpForEverySubcommand) {
     EXPECT_EQ(r.status, 0) << sub;
     EXPECT_NE(r.out.find(std::string("usage: sluice ") + sub), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("--help"), std::string::npos) << r.out;
+    // "sluice help CMD" is CMD's help (it was the general help).
+    const result h = run_tool({"help", sub}, 60);
+    EXPECT_EQ(h.status, 0) << sub;
+    EXPECT_EQ(h.out, r.out) << sub;
   }
+  const result unknown = run_tool({"help", "bogus"}, 60);
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_NE(unknown.err.find("unknown command 'bogus'"), std::string::npos) << unknown.err;
 }
 
 // ---- demo ---------------------------------------------------------------------
