@@ -109,7 +109,14 @@ void lines_stage::operator()(receiver<buffer>& in, sender<line>& out, std::stop_
     return all;
   };
   while (std::optional<buffer> b = in.pop()) {
-    split.feed(std::move(*b), batch);
+    try {
+      split.feed(std::move(*b), batch);
+    } catch (...) {
+      // A line over the limit: the lines before it (in batch) go on before the stage
+      // fails. They were dropped, without a dead letter, when they shared its chunk.
+      (void)push();
+      throw;
+    }
     if (!push()) return;  // downstream is gone
   }
   if (in.cancelled() || stop.stop_requested()) return;

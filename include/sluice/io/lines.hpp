@@ -23,7 +23,8 @@
 //   - line::number() is 1-based, counted over the whole input.
 //   - A line longer than max_line bytes (not counting its terminator) is an io::error
 //     naming its line number and the byte offset in the input where it starts; no more
-//     than max_line + 1 bytes are ever held for one line.
+//     than max_line + 1 bytes are ever held for one line. The lines before it are pushed
+//     on before the stage fails, however the input was cut into chunks.
 //   - No copy of the bytes for a line inside one input buffer: a line refers to the
 //     buffer, which goes back to its pool when the last line referring to it is gone.
 //     A line that spans buffers is copied once.
