@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -54,6 +55,26 @@ class stop_waiter {
   ~stop_waiter() {
     cb_.reset();  // unregisters (waits out a running callback) before the fd goes
     if (efd_ >= 0) ::close(efd_);
+  }
+
+  enum class waited { ready, stopped, timed_out };
+  // As wait(), but gives up at `deadline` (steady clock).
+  waited wait_until(int fd, short events, std::chrono::steady_clock::time_point deadline) const {
+    pollfd p[2] = {{fd, events, 0}, {efd_, POLLIN, 0}};
+    const nfds_t n = efd_ >= 0 ? 2 : 1;
+    for (;;) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) return waited::timed_out;
+      // Rounded up (never woken before the deadline), at most a minute per poll.
+      const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+      const int r = ::poll(p, n, static_cast<int>(std::min<std::int64_t>(ms, 60'000)));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("io", "poll", "fd " + std::to_string(fd), errno);
+      }
+      if (n == 2 && p[1].revents != 0) return waited::stopped;
+      if (p[0].revents != 0) return waited::ready;
+    }
   }
 
   // true: fd is ready (or in error: the next call reports it); false: stop requested.

@@ -1,14 +1,23 @@
 // io::tcp_connect / tcp_listen: loopback round trips, backpressure from a slow peer all
 // the way to a file reader, errors, and stop requests that wake blocked sockets.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
+#include <sstream>
+#include <stop_token>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "io_test_util.hpp"
 #include "support/watchdog.hpp"
@@ -109,6 +118,107 @@ TEST(io_tcp, connecting_to_a_closed_port_is_an_error_naming_it) {
   { port = io::tcp_listen(0).port(); }  // bound, then closed again: nobody listens there now
   const std::string msg = error_of([&] { (void)io::tcp_connect("127.0.0.1", port); });
   EXPECT_EQ(msg, "tcp_connect: cannot connect to 127.0.0.1:" + std::to_string(port) + ": Connection refused");
+}
+
+// A listener that never accepts and whose queue is full: the kernel drops each SYN, so
+// a connect to it waits for an answer that does not come (as for a filtered port). It
+// waited the kernel's ~2 minutes with no way out; now connect_timeout bounds it and a
+// stop request ends it at once.
+struct unanswering_listener {
+  int fd = -1;
+  std::vector<int> clients;
+  std::uint16_t port = 0;
+  unanswering_listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 0) != 0) return;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    // A backlog of 0 holds one connection; a few more make sure the queue is full.
+    for (int i = 0; i < 4; ++i) {
+      const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      (void)::connect(c, reinterpret_cast<sockaddr*>(&a), len);
+      clients.push_back(c);
+    }
+  }
+  ~unanswering_listener() {
+    for (const int c : clients) ::close(c);
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+TEST(io_tcp, a_connect_nobody_answers_ends_at_its_timeout_or_a_stop_request) {
+  sluice_test::watchdog dog(std::chrono::seconds(60), "connect timeout");
+  unanswering_listener l;
+  ASSERT_NE(l.port, 0);
+  const std::string where = "127.0.0.1:" + std::to_string(l.port);
+  try {
+    (void)io::tcp_connect("127.0.0.1", l.port, {.connect_timeout = std::chrono::milliseconds(200)});
+    ADD_FAILURE() << "connected to a listener whose queue is full";
+  } catch (const io::error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "tcp_connect: cannot connect to " + where + ": no answer within the connect_timeout of 200 ms");
+    EXPECT_EQ(e.errno_value(), ETIMEDOUT);
+  }
+  // A stop requested while it waits (no timeout: only the stop can end it in time).
+  std::stop_source stop;
+  std::string waited;
+  int waited_errno = 0;
+  std::thread t([&] {
+    try {
+      (void)io::tcp_connect("127.0.0.1", l.port, {}, stop.get_token());
+      waited = "(connected)";
+    } catch (const io::error& e) {
+      waited = e.what();
+      waited_errno = e.errno_value();
+    }
+  });
+  stop.request_stop();  // before or during the wait: the same answer
+  t.join();
+  EXPECT_EQ(waited, "tcp_connect: stopped while connecting to " + where);
+  EXPECT_EQ(waited_errno, ECANCELED);
+  // A negative timeout is a mistake, not "none".
+  EXPECT_EQ(error_of([&] { (void)io::tcp_connect("127.0.0.1", l.port, {.connect_timeout = std::chrono::milliseconds(-5)}); }),
+            "tcp_connect: connect_timeout for " + where + " is negative (-5 ms); 0 leaves it to the kernel");
+}
+
+// A listener queues as many connections as the kernel allows (a queue of 16 made a burst
+// of clients wait out one-second SYN retries while the server was slow to accept). `ss`
+// shows a listening socket's queue limit as its Send-Q.
+TEST(io_tcp, a_listener_queues_what_the_kernel_allows) {
+  if (std::system("command -v ss >/dev/null 2>&1") != 0) GTEST_SKIP() << "no ss (iproute2) here";
+  io::tcp_listener server = io::tcp_listen(0);
+  std::string out;
+  if (FILE* p = ::popen(("ss -ltnH 'sport = :" + std::to_string(server.port()) + "'").c_str(), "r")) {
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
+    ::pclose(p);
+  }
+  std::istringstream fields(out);  // "LISTEN 0 4096 127.0.0.1:PORT 0.0.0.0:*"
+  std::string state;
+  long recv_q = -1;
+  long send_q = -1;
+  fields >> state >> recv_q >> send_q;
+  EXPECT_EQ(state, "LISTEN") << out;
+  EXPECT_GE(send_q, 128) << out;
+}
+
+// An IPv6 peer is named [host]:port, so the port can be told from the address ("::1:5000"
+// could not).
+TEST(io_tcp, an_ipv6_peer_is_named_in_brackets) {
+  io::tcp_listener server;
+  try {
+    server = io::tcp_listen(0, "::1");
+  } catch (const io::error& e) {
+    GTEST_SKIP() << "no IPv6 loopback here: " << e.what();
+  }
+  const io::tcp_connection client = io::tcp_connect("::1", server.port());
+  const io::tcp_connection accepted = server.accept();
+  EXPECT_EQ(client.peer(), "[::1]:" + std::to_string(server.port()));
+  EXPECT_EQ(accepted.peer().rfind("[::1]:", 0), 0U) << accepted.peer();
 }
 
 // An empty host (a blank config value) would be every interface to getaddrinfo(): it is

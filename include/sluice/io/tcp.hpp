@@ -11,8 +11,12 @@
 // Requires: nothing beyond the descriptors' values being alive while their stages run.
 // Guarantees:
 //   - tcp_connect() connects before it returns (io::error naming host:port if it
-//     cannot). tcp_listen() binds and listens before it returns; source()/sink() of a
-//     listener accept one connection when their stage starts.
+//     cannot), within its connect_timeout, and gives up at once on a stop request.
+//     tcp_listen() binds and listens before it returns (with the kernel's largest
+//     queue of connections not yet accepted); source() and sink() of a listener each
+//     accept a connection of their own when their stage starts: to answer on the
+//     connection a request came in on, accept() it and use its source() and sink().
+//   - peer() and messages name an address as host:port, an IPv6 one as [host]:port.
 //   - A connection's sink writes everything it receives; when its input ended by a
 //     close it shuts down the write side (the peer reads end of file); after a teardown
 //     (cancel(), a failure: its stop token) it resets the connection at once, even
@@ -28,12 +32,14 @@
 //   - A stage's stop token (any teardown; for a source, request_stop() too) wakes its
 //     blocked accept, read or write at once (the stages poll the socket and an eventfd
 //     together), so teardown never waits on the network.
-//   - Writes never raise SIGPIPE (MSG_NOSIGNAL); a peer that went away is an io::error.
+//   - Writes never raise SIGPIPE (it is blocked on the writing thread while it writes,
+//     and one left pending is consumed); a peer that went away is an io::error.
 // Non-guarantees: no TLS, no reconnects, IPv4 and IPv6 by getaddrinfo() order.
 // Lifetime: a tcp_connection / tcp_listener is a shared handle; the socket closes when
 //   the last copy (including those inside descriptors) is gone.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <stop_token>
@@ -51,6 +57,9 @@ struct tcp_options {
   int send_buffer = 0;     // SO_SNDBUF in bytes; 0: the kernel's default (autotuned)
   int receive_buffer = 0;  // SO_RCVBUF in bytes; 0: the kernel's default
   bool no_delay = false;   // TCP_NODELAY
+  // tcp_connect: how long to wait for the peer's answer, over every address tried;
+  // 0: as long as the kernel does (its SYN retries, about 2 minutes).
+  std::chrono::milliseconds connect_timeout{0};
 };
 
 namespace detail {
@@ -90,7 +99,7 @@ class tcp_connection {
   [[nodiscard]] consume_stage<socket_writer> sink(write_options o = {}, stage_options s = {}) const;
 
  private:
-  friend tcp_connection tcp_connect(const std::string&, std::uint16_t, tcp_options);
+  friend tcp_connection tcp_connect(const std::string&, std::uint16_t, tcp_options, std::stop_token);
   friend class tcp_listener;
   explicit tcp_connection(std::shared_ptr<detail::socket_state> s) : sock_(std::move(s)) {}
   std::shared_ptr<detail::socket_state> sock_;
@@ -113,8 +122,11 @@ class tcp_listener {
   std::shared_ptr<detail::socket_state> sock_;
 };
 
-// Connects now; throws io::error ("tcp_connect: cannot connect to host:port: ...").
-tcp_connection tcp_connect(const std::string& host, std::uint16_t port, tcp_options o = {});
+// Connects now; throws io::error ("tcp_connect: cannot connect to host:port: ..."), with
+// ETIMEDOUT past o.connect_timeout, and ECANCELED at once when `stop` is requested (from
+// another thread while it waits, or before).
+tcp_connection tcp_connect(const std::string& host, std::uint16_t port, tcp_options o = {},
+                           std::stop_token stop = {});
 // Binds host:port and listens now (port 0: a free port, see port()). An empty host is
 // refused (io::error, EINVAL), not taken as every interface: say "0.0.0.0" or "::".
 tcp_listener tcp_listen(std::uint16_t port, const std::string& host = "127.0.0.1", tcp_options o = {});
