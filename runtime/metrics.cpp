@@ -6,6 +6,8 @@
 #include "text.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <system_error>
 #include <cstdio>
 #include <string_view>
 #include <unordered_map>
@@ -175,11 +177,15 @@ void json_uint(std::string& out, std::string_view k, std::uint64_t v) {
   out += ',';
 }
 
+// to_chars, not printf: printf follows the global locale, and under one that writes a
+// decimal comma (de_DE, set by a program's setlocale(LC_ALL, "")) "1,000000" made the
+// JSON invalid (the live view's /snapshot.json and its page too).
 void json_double(std::string& out, std::string_view k, double v) {
   json_key(out, k);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6f", v);
-  out += buf;
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, 6);
+  out.append(buf, r.ec == std::errc() ? r.ptr : buf);
+  if (r.ec != std::errc()) out += '0';  // past 10^57: never a share in [0, 1]
   out += ',';
 }
 

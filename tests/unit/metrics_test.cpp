@@ -3,6 +3,8 @@
 // periodic reporter.
 #include "sluice/metrics.hpp"
 
+#include <stdlib.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +14,8 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstdio>
+#include <clocale>
 #include <map>
 #include <mutex>
 #include <set>
@@ -194,6 +198,36 @@ snapshot rich_snapshot() {
                          .blocked_push_ns = 55, .blocked_pop_ns = 66, .waiting_push = 1, .waiting_pop = 0};
   s.bottleneck = find_bottleneck(s);
   return s;
+}
+
+// The JSON is the same under a locale that writes a decimal comma (a program's
+// setlocale(LC_ALL, "") on a German machine): printf's "%.6f" wrote "busy_share":0,333333
+// there, and the live view's /snapshot.json could not be parsed. The locale is built
+// for the test (localedef into a temporary directory, found through LOCPATH).
+TEST(MetricsJson, IsTheSameUnderALocaleWithADecimalComma) {
+  const snapshot s = rich_snapshot();
+  const std::string in_c = sluice::metrics::to_json(s);
+  ASSERT_NE(in_c.find("_share\":0.") , std::string::npos) << in_c;
+  char dir[] = "/tmp/sluice-locale-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string where = dir;
+  const std::string make = "localedef -i de_DE -f UTF-8 " + where + "/de_DE.UTF-8 >/dev/null 2>&1";
+  if (std::system(make.c_str()) != 0) {
+    (void)std::system(("rm -rf " + where).c_str());
+    GTEST_SKIP() << "cannot build the de_DE locale here (localedef, Debian package locales)";
+  }
+  ::setenv("LOCPATH", where.c_str(), 1);
+  const bool set = std::setlocale(LC_ALL, "de_DE.UTF-8") != nullptr;
+  char probe[16];
+  std::snprintf(probe, sizeof probe, "%.1f", 0.5);
+  const std::string under_de = sluice::metrics::to_json(s);
+  std::setlocale(LC_ALL, "C");
+  ::unsetenv("LOCPATH");
+  (void)std::system(("rm -rf " + where).c_str());
+  ASSERT_TRUE(set) << "setlocale(de_DE.UTF-8) failed";
+  ASSERT_STREQ(probe, "0,5") << "the locale does not write a decimal comma: the test proves nothing";
+  EXPECT_EQ(under_de, in_c);
+  (void)mini_json::parse(under_de);  // throws on invalid JSON
 }
 
 TEST(MetricsJson, ParsesBackWithEveryField) {
