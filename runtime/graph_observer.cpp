@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "graph_state.hpp"
+#include "text.hpp"
 #include "sluice/detail/process_info.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/detail/ticks.hpp"
@@ -414,15 +415,16 @@ std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck) c
   for (std::size_t i = 0; i < stuck.size(); ++i) {
     const stage_node& n = *nodes_[stuck[i]];
     if (i != 0) line += ", ";
-    line += "stage '" + n.name + "' (";
+    // Names as one_line() writes them: a newline in one split the promised one line.
+    line += "stage '" + one_line(n.name) + "' (";
     if (ops[stuck[i]]) {
       line += std::string("blocked in ") + (ops[stuck[i]]->first ? "push" : "pop") + " on channel '" +
-              channels_[ops[stuck[i]]->second]->name + "'";
+              one_line(channels_[ops[stuck[i]]->second]->name) + "'";
     } else if (n.in_discard.load(std::memory_order_relaxed) > 0) {
       // Its channels' undelivered items, each a call of the hook (serialised by the graph).
       line += "handing undelivered items to on_discard";
     } else if (n.fused) {
-      line += "in its stage function, fused on the thread of '" + nodes_[n.host]->name + "'";
+      line += "in its stage function, fused on the thread of '" + one_line(nodes_[n.host]->name) + "'";
     } else if (n.in_function.load(std::memory_order_relaxed) > 0) {
       line += "in its stage function";
     } else {

@@ -45,6 +45,23 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
   return n;
 }
 
+std::string one_line(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 // s as valid UTF-8: each byte that does not begin a valid sequence becomes U+FFFD. Both
 // formats promise UTF-8, and a stage name is any std::string (strict decoders refused the
 // whole document for one bad byte).

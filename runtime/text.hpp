@@ -3,6 +3,8 @@
 //     replaced by U+FFFD. The exporters (JSON, Prometheus) write names through it, and
 //     the graph compares stage names through it, so two names that export alike are
 //     refused as duplicates.
+//   - one_line(s): s with each control byte (below 0x20, and 0x7f) written \xNN, so that a
+//     name with a newline in it cannot break a message promised to be one line.
 #pragma once
 
 #include <cstddef>
@@ -15,5 +17,6 @@ namespace sluice::detail {
 // are not one.
 std::size_t utf8_sequence(std::string_view s, std::size_t i);
 std::string utf8_clean(std::string_view s);
+std::string one_line(std::string_view s);
 
 }  // namespace sluice::detail

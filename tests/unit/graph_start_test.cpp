@@ -17,6 +17,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "sluice/graph.hpp"
@@ -209,34 +210,39 @@ class stderr_capture {
   int saved_ = -1;
 };
 
+// A name with a control byte in it is written \xNN: "stub\nborn" broke the one line in two.
 TEST(graph_stuck, without_on_stuck_the_deadline_writes_one_line_while_the_stage_is_still_stuck) {
-  watchdog dog(30s, "stuck_line");
-  sluice_test::gate in_sink;
-  std::atomic<bool> saw_line_while_stuck{false};
-  std::string text;
-  {
-    stderr_capture cap;
-    sluice::graph g({.teardown_deadline = 100ms});
-    auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
-      (void)out.push(1);
-      in_sink.wait();
-      throw std::runtime_error("source broke");
-    });
-    g.sink("stubborn", src, [&](int) {
-      in_sink.open();
-      // Ignores its stop token on purpose; returns once the line is out (or after 10 s).
-      saw_line_while_stuck = eventually([&] { return cap.text().find("'stubborn'") != std::string::npos; }, 10s);
-    });
-    const auto t0 = std::chrono::steady_clock::now();
-    EXPECT_THROW(g.run(), sluice::stage_error);
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s * sluice_test::kTimeoutScale);
-    EXPECT_EQ(g.last_report().stuck, std::vector<std::string>{"stubborn"});
-    text = cap.text();
+  watchdog dog(60s, "stuck_line");
+  for (const auto& [name, shown] : {std::pair<std::string, std::string>{"stubborn", "stubborn"},
+                                    std::pair<std::string, std::string>{"stub\nborn", "stub\\x0aborn"}}) {
+    SCOPED_TRACE(shown);
+    sluice_test::gate in_sink;
+    std::atomic<bool> saw_line_while_stuck{false};
+    std::string text;
+    {
+      stderr_capture cap;
+      sluice::graph g({.teardown_deadline = 100ms});
+      auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+        (void)out.push(1);
+        in_sink.wait();
+        throw std::runtime_error("source broke");
+      });
+      g.sink(name, src, [&](int) {
+        in_sink.open();
+        // Ignores its stop token on purpose; returns once the line is out (or after 10 s).
+        saw_line_while_stuck = eventually([&] { return cap.text().find("'" + shown + "'") != std::string::npos; }, 10s);
+      });
+      const auto t0 = std::chrono::steady_clock::now();
+      EXPECT_THROW(g.run(), sluice::stage_error);
+      EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s * sluice_test::kTimeoutScale);
+      EXPECT_EQ(g.last_report().stuck, std::vector<std::string>{name});
+      text = cap.text();
+    }
+    EXPECT_TRUE(saw_line_while_stuck.load()) << text;
+    EXPECT_NE(text.find("teardown deadline (100 ms) passed"), std::string::npos) << text;
+    EXPECT_NE(text.find("stage '" + shown + "' (in its stage function)"), std::string::npos) << text;
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
   }
-  EXPECT_TRUE(saw_line_while_stuck.load()) << text;
-  EXPECT_NE(text.find("teardown deadline (100 ms) passed"), std::string::npos) << text;
-  EXPECT_NE(text.find("stage 'stubborn' (in its stage function)"), std::string::npos) << text;
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
 }
 
 TEST(graph_stuck, a_stuck_cleanup_is_named_as_such) {
