@@ -94,6 +94,7 @@ metrics::snapshot graph_state::snapshot() const {
       st.backpressured_ns += cs[ch].blocked_push_ns;
     }
     if (n.turn_wait) st.starved_ns += ticks_to_ns(n.turn_wait->blocked_ticks_now(true));
+    if (n.window_wait) st.backpressured_ns += ticks_to_ns(n.window_wait->blocked_ticks_now(true));
     st.errors = n.errors.load(std::memory_order_relaxed);
     st.restarts = n.restarts.load(std::memory_order_relaxed);
     const std::int64_t alive = n.exited_ns.load(std::memory_order_relaxed) +

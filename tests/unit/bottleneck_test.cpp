@@ -171,6 +171,33 @@ TEST(Bottleneck, AnIdleOrderedMapIsStarvedNotBusy) {
   });
 }
 
+// Ordered replicas held up by a slow consumer wait for the reorder window to move (its
+// emitter blocked on the full output). That wait was counted as busy: from four replicas
+// on, the trivial map was named the bottleneck instead of the slow sink.
+TEST(Bottleneck, OrderedReplicasWaitingOnTheirWindowAreBackpressuredNotBusy) {
+  sluice_test::watchdog dog(120s, "ordered window");
+  for (const std::size_t replicas : {std::size_t{4}, std::size_t{8}}) {
+    SCOPED_TRACE(replicas);
+    sluice::graph g;
+    auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 400; ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 16});
+    auto a = g.map("a", src, [](int v) { return v + 1; }, {.capacity = 16, .replicas = replicas, .ordered = true});
+    g.sink("slowsink", a, [](int) { std::this_thread::sleep_for(1ms); });  // the work, not synchronisation
+    const sluice::report r = g.run();
+    EXPECT_EQ(r.metrics.bottleneck.value_or("(none)"), "slowsink");
+    for (const auto& st : r.metrics.stages) {
+      if (st.name != "a") continue;
+      const double alive = static_cast<double>(st.busy_ns + st.starved_ns + st.backpressured_ns);
+      ASSERT_GT(alive, 0.0);
+      EXPECT_LT(static_cast<double>(st.busy_ns) / alive, 0.2)
+          << "busy " << st.busy_ns << " ns, backpressured " << st.backpressured_ns << " ns";
+    }
+  }
+}
+
 TEST(Bottleneck, AnIdleOrderedFlatMapIsStarvedNotBusy) {
   expect_idle_stage_is_starved("split", [](sluice::graph& g, sluice::stream<int> s) {
     return g.flat_map<int>("split", s, [](int v, sluice::sender<int>& out) { (void)out.push(v); },

@@ -257,8 +257,12 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
   g.check_input(owner, in_ch);
   const bool ordered = o.ordered && o.replicas > 1 && K != item_kind::sink;
   node_spec spec = make_spec(std::move(name), o);
-  if (ordered) spec.turn_wait = std::make_shared<wait_clock>();
+  if (ordered) {
+    spec.turn_wait = std::make_shared<wait_clock>();
+    spec.window_wait = std::make_shared<wait_clock>();
+  }
   std::shared_ptr<wait_clock> turns = spec.turn_wait;
+  std::shared_ptr<wait_clock> window = spec.window_wait;
   const std::size_t id = g.add_node(std::move(spec));
   node_guard added(g, id);
   receiver<T> rx = take_input<T>(g, in_ch, id);
@@ -273,7 +277,9 @@ std::size_t add_items(graph_core& g, const graph_core* owner, std::size_t in_ch,
   } else {
     auto [out, tx] = make_output<U>(g, id, o.capacity);
     std::shared_ptr<reorder_window<U>> order;
-    if (ordered) order = std::make_shared<reorder_window<U>>(g, out, 2 * o.replicas, std::move(turns));
+    if (ordered) {
+      order = std::make_shared<reorder_window<U>>(g, out, 2 * o.replicas, std::move(turns), std::move(window));
+    }
     g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), out = out, fn, order,
                        threads](std::size_t) -> std::unique_ptr<replica_task> {
       return std::make_unique<item_task<K, T, U, F>>(*gp, rx, in_ch, tx, out, fn, order, threads);

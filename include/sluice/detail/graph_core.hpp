@@ -184,6 +184,10 @@ struct node_spec {
   // channels (replicas taking turns to pop, the emitter waiting for the next item).
   // Counted as starved, not busy (an idle ordered stage was named the bottleneck).
   std::shared_ptr<wait_clock> turn_wait;
+  // An ordered map/filter: the time its replicas wait for the reorder window to move
+  // (its emitter held up by a full output). Counted as backpressured, not busy: with four
+  // replicas or more, a trivial stage in front of a slow sink was named the bottleneck.
+  std::shared_ptr<wait_clock> window_wait;
 };
 
 class graph_core {

@@ -50,8 +50,10 @@ namespace sluice::detail {
 template <class U>
 class reorder_window {
  public:
-  reorder_window(graph_core& g, std::size_t out_channel, std::size_t window, std::shared_ptr<wait_clock> turns)
-      : turn_wait(std::move(turns)), graph_(&g), out_(out_channel), slots_(window) {}
+  reorder_window(graph_core& g, std::size_t out_channel, std::size_t window, std::shared_ptr<wait_clock> turns,
+                 std::shared_ptr<wait_clock> window_wait)
+      : turn_wait(std::move(turns)), graph_(&g), out_(out_channel), window_wait_(std::move(window_wait)),
+        slots_(window) {}
   reorder_window(const reorder_window&) = delete;
   reorder_window& operator=(const reorder_window&) = delete;
   ~reorder_window() {
@@ -80,8 +82,12 @@ class reorder_window {
     for (;;) {
       // Also wakes for a batch that a push which threw left in the next slot while nobody
       // emits: then this replica emits it (its own batch is not stored yet).
-      if (!cv_.wait(lk, stop, [&] { return dead_ || seq < next_ + w || (!emitting_ && slots_[next_ % w]); })) {
-        return false;
+      auto may_go = [&] { return dead_ || seq < next_ + w || (!emitting_ && slots_[next_ % w]); };
+      if (!may_go()) {
+        // The window is full: its emitter is held up by the output. Timed on window_wait_
+        // (node_spec::window_wait), so it counts as backpressured, not busy.
+        const timed_wait held(window_wait_.get());
+        if (!cv_.wait(lk, stop, may_go)) return false;
       }
       if (dead_) {
         discard_items(*graph_, out_, items);
@@ -151,6 +157,7 @@ class reorder_window {
 
   graph_core* graph_;
   std::size_t out_;
+  std::shared_ptr<wait_clock> window_wait_;
   std::mutex mu_;
   std::condition_variable_any cv_;
   std::vector<std::optional<std::vector<U>>> slots_;  // guarded by mu_
