@@ -24,6 +24,7 @@
 #include "sluice/detail/graph_core.hpp"
 #include "sluice/detail/graph_order.hpp"
 #include "sluice/detail/graph_task.hpp"
+#include "sluice/detail/ticks.hpp"
 
 namespace sluice::detail {
 
@@ -75,7 +76,9 @@ class consume_task final : public replica_task {
 enum class item_kind { map, filter, sink };
 
 // U is the output item type (unused for a sink). The current batch survives a restart:
-// the item that threw is dropped, the rest go to the fresh function copy.
+// the item that threw is dropped, the rest go to the fresh function copy. A batch takes
+// up to batch_ items while the function is fast, one while it takes more than
+// kSlowItemNs an item (measured over each batch; the first batch is one item).
 template <item_kind K, class T, class U, class F>
 class item_task final : public replica_task {
   static constexpr bool kHasOutput = K != item_kind::sink;
@@ -117,6 +120,7 @@ class item_task final : public replica_task {
           return;
         }
         open_ = true;
+        batch_t0_ = ticks();
       }
       while (pos_ < in_.size()) {
         if (env.stopping()) return;  // the rest of the batch becomes dead letters
@@ -142,6 +146,10 @@ class item_task final : public replica_task {
           env.finish_stage();  // a sink said "enough": not a failure
           return;
         }
+      }
+      if (!in_.empty()) {
+        const std::uint64_t per_item = ticks_to_ns(ticks() - batch_t0_) / in_.size();
+        take_ = per_item > kSlowItemNs ? 1 : batch_;
       }
       // open_ stays set until the batch is handed on, so a push that throws (restart)
       // resumes here with the same batch and number.
@@ -173,7 +181,7 @@ class item_task final : public replica_task {
       const auto lk = order_->take_turn();
       std::size_t n = 0;
       try {
-        n = rx_.pop_some(into, batch_);
+        n = rx_.pop_some(into, take_);
       } catch (...) {
         if (!in_.empty()) {
           seq_ = order_->next_seq++;
@@ -186,7 +194,7 @@ class item_task final : public replica_task {
       return true;
     }
     try {
-      return rx_.pop_some(into, batch_) != 0;
+      return rx_.pop_some(into, take_) != 0;
     } catch (...) {
       open_ = !in_.empty();
       throw;
@@ -219,6 +227,8 @@ class item_task final : public replica_task {
   fn_slot<F> fn_;
   std::shared_ptr<reorder_window<U>> order_;
   std::size_t batch_;
+  std::size_t take_ = 1;           // items the next pop takes (batch_, or 1 for a slow function)
+  std::uint64_t batch_t0_ = 0;     // ticks() when the open batch was popped
   std::vector<T> in_;
   std::size_t pos_ = 0;
   std::vector<U> out_;

@@ -212,6 +212,13 @@ bool push_keep(sender<T>& tx, T& v) {
   return tx.push_until(std::move(v), time_point::max()) == status::ok;
 }
 
+// A per-item stage whose function takes longer than this per item pops one item at a
+// time (item_task): a batch exists to spread a pop's cost (~100 ns) over cheap items, and
+// over slow ones it only held the batch's finished items back. At 20 ms an item, a map
+// pushed nothing for 64 items (1.3 s: its consumer waited, and the stall watchdog, which
+// sees only items moving on channels, reported the steadily working graph as stalled).
+inline constexpr std::uint64_t kSlowItemNs = 20'000;
+
 // How many items one pop of a stage's thread takes. Replicas take fewer, so that one
 // thread's batch does not leave its siblings idle. Replicas of a weighted item type
 // (channel_traits: items that carry bytes, few per channel and each slow to process)
