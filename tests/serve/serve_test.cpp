@@ -29,6 +29,7 @@
 #include "serve/serve_test_util.hpp"
 #include "sluice/graph.hpp"
 #include "sluice/metrics.hpp"
+#include "support/listen_queue.hpp"
 #include "support/loopback_http.hpp"
 #include "support/mini_json.hpp"
 #include "support/watchdog.hpp"
@@ -825,24 +826,12 @@ TEST(Serve, RangeHeadersAreIgnored) {
 // 40 clients overflowed it and a third of them waited out a one-second SYN retry. `ss`
 // shows a listening socket's queue limit as its Send-Q.
 TEST(Serve, TheListenQueueHoldsABurstOfClients) {
-  if (std::system("command -v ss >/dev/null 2>&1") != 0) GTEST_SKIP() << "no ss (iproute2) here";
+  if (!sluice_test::have_ss()) GTEST_SKIP() << "no ss (iproute2) here";
   live_graph lg(1);
   auto srv = sluice::metrics::serve(lg.g, "127.0.0.1:0");
-  const std::string cmd = "ss -ltnH 'sport = :" + std::to_string(srv.port()) + "'";
-  std::string out;
-  if (FILE* p = ::popen(cmd.c_str(), "r")) {
-    char buf[512];
-    while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
-    ::pclose(p);
-  }
-  // State Recv-Q Send-Q Local Peer: "LISTEN 0 128 127.0.0.1:PORT 0.0.0.0:*"
-  std::istringstream fields(out);
-  std::string state;
-  long recv_q = -1;
-  long send_q = -1;
-  fields >> state >> recv_q >> send_q;
-  EXPECT_EQ(state, "LISTEN") << out;
-  EXPECT_EQ(send_q, 128) << out;
+  const sluice_test::listen_queue q = sluice_test::listen_queue_limit(srv.port());
+  EXPECT_EQ(q.state, "LISTEN") << q.text;
+  EXPECT_EQ(q.limit, 128) << q.text;
   lg.g.run();
 }
 

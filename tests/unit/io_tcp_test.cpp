@@ -13,13 +13,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
-#include <sstream>
 #include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "io_test_util.hpp"
+#include "support/listen_queue.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
@@ -189,21 +189,11 @@ TEST(io_tcp, a_connect_nobody_answers_ends_at_its_timeout_or_a_stop_request) {
 // of clients wait out one-second SYN retries while the server was slow to accept). `ss`
 // shows a listening socket's queue limit as its Send-Q.
 TEST(io_tcp, a_listener_queues_what_the_kernel_allows) {
-  if (std::system("command -v ss >/dev/null 2>&1") != 0) GTEST_SKIP() << "no ss (iproute2) here";
+  if (!sluice_test::have_ss()) GTEST_SKIP() << "no ss (iproute2) here";
   io::tcp_listener server = io::tcp_listen(0);
-  std::string out;
-  if (FILE* p = ::popen(("ss -ltnH 'sport = :" + std::to_string(server.port()) + "'").c_str(), "r")) {
-    char buf[512];
-    while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
-    ::pclose(p);
-  }
-  std::istringstream fields(out);  // "LISTEN 0 4096 127.0.0.1:PORT 0.0.0.0:*"
-  std::string state;
-  long recv_q = -1;
-  long send_q = -1;
-  fields >> state >> recv_q >> send_q;
-  EXPECT_EQ(state, "LISTEN") << out;
-  EXPECT_GE(send_q, 128) << out;
+  const sluice_test::listen_queue q = sluice_test::listen_queue_limit(server.port());
+  EXPECT_EQ(q.state, "LISTEN") << q.text;
+  EXPECT_GE(q.limit, 128) << q.text;
 }
 
 // An IPv6 peer is named [host]:port, so the port can be told from the address ("::1:5000"
