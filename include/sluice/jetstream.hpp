@@ -203,8 +203,9 @@ struct edge_state {
   std::int64_t ack_pending = 0, redelivered = 0;  // of the durable consumer
   std::uint64_t consumer_pending = 0;             // messages not yet delivered to it
 };
-// A name ensure_edge would refuse (empty, a space or control byte, '.', '*', '>', past 255
-// characters) is std::invalid_argument here too, before any request.
+// A stream name ensure_edge would refuse (empty, a space or control byte, '.', '*', '>',
+// past 255 characters) is std::invalid_argument here too, before any request; a durable
+// name it would refuse names no consumer (the consumer's fields stay 0).
 edge_state inspect_edge(connection& c, const edge_options& e);
 // Deletes the edge's stream (and with it its consumer, and every message in it). A stream
 // that does not exist is not an error; a name ensure_edge would refuse is

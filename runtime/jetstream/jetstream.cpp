@@ -1982,7 +1982,14 @@ edge_state inspect_edge(connection& conn, const edge_options& e) {
   detail::need_connection(conn, "inspect_edge");
   if (e.stream.empty()) throw std::invalid_argument("sluice::jetstream::inspect_edge: the edge has no stream name");
   check_name("inspect_edge", "stream", e.stream);
-  check_name("inspect_edge", "durable", e.durable);
+  // A durable name ensure_edge refuses names no consumer, so none is looked up (a space in
+  // it would have the request wait 5 s for a Timeout); the stream is still inspected.
+  bool durable_may_exist = true;
+  try {
+    check_name("inspect_edge", "durable", e.durable);
+  } catch (const std::invalid_argument&) {
+    durable_may_exist = false;
+  }
   detail::js_ctx js;
   conn.state()->make_js(js, nullptr);
   edge_state out;
@@ -1997,6 +2004,7 @@ edge_state inspect_edge(connection& conn, const edge_options& e) {
   out.bytes = si->State.Bytes;
   out.max_msgs = si->Config->MaxMsgs;
   jsStreamInfo_Destroy(si);
+  if (!durable_may_exist) return out;
   const detail::consumer_lookup c = detail::look_up_consumer(js.js, e.stream, detail::durable_of(e));
   if (c.found()) {
     out.ack_pending = c.info->NumAckPending;
