@@ -174,6 +174,10 @@ class batch_inserter {
   batch_inserter& operator*() noexcept { return *this; }
   batch_inserter& operator++() noexcept { return *this; }
   batch_inserter operator++(int) noexcept { return *this; }
+  // What the batch holds without reallocating: the ring's pop_into claims that many items
+  // per CAS (ring_flavour::nothrow_room), as it does for a vector's back_inserter; without
+  // it, every graph pop claimed one slot at a time.
+  [[nodiscard]] std::size_t spare_capacity() const noexcept { return into_->capacity() - into_->size(); }
 
  private:
   std::vector<T>* into_;

@@ -229,6 +229,8 @@ class ring_flavour {
     } else if constexpr (is_vector_back_inserter<Out, T>::value) {
       const auto& v = back_inserter_target<typename Out::container_type>::of(out);
       return v.capacity() - v.size();
+    } else if constexpr (requires { { out.spare_capacity() } noexcept; }) {
+      return out.spare_capacity();  // the graph's batch_inserter (graph_task.hpp)
     } else {
       return 0;
     }
