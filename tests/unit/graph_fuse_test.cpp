@@ -287,6 +287,55 @@ TEST(GraphFuse, AStuckFusedStageIsNamedAsItselfNotAsItsHost) {
   }
 }
 
+// A snapshot taken while a fused call runs counts the call's time so far as the fused
+// stage's, not its host's. Before, the open call showed up as the host's busy time, and
+// the snapshot's never-decreasing floor kept the host "busy" for it after the call ended.
+TEST(GraphFuse, ASnapshotDuringALongFusedCallCountsItAsTheFusedStagesTime) {
+  watchdog wd(60s);
+  sluice::graph g;
+  sluice_test::gate latch;
+  std::atomic<bool> entered{false};
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < 100; ++i) {  // more than the channels hold: src waits on the call too
+      if (!out.push(i)) return;
+    }
+  }, {.capacity = 4});
+  auto host = g.map("host", src, [](int v) { return v; }, {.capacity = 4});
+  auto slow = g.map("slow", host, [&](int v) {
+    if (v == 0) {
+      entered = true;
+      latch.wait();
+    }
+    return v;
+  }, {.capacity = 4, .fuse = true});
+  g.sink("sink", slow, [](int) {});
+  g.start();
+  ASSERT_TRUE(eventually([&] { return entered.load(); }));
+  // Poll until the open call has lasted 50 ms by the snapshot's own clock (a measured
+  // span, not a synchronisation: the call is held by the latch).
+  constexpr std::uint64_t kOpen = 50'000'000;
+  std::uint64_t mid_slow = 0;
+  std::uint64_t mid_host = 0;
+  const bool grew = eventually([&] {
+    const auto s = g.snapshot();
+    mid_slow = find_stage(s, "slow")->busy_ns;
+    mid_host = find_stage(s, "host")->busy_ns;
+    return mid_slow >= kOpen;
+  }, 10s);
+  latch.open();
+  const sluice::report r = g.wait();
+  ASSERT_TRUE(grew) << "the fused stage's busy time stayed at " << mid_slow << " ns during its call";
+  EXPECT_LT(mid_host, mid_slow / 2) << "mid-call, the host was counted busy for the fused call";
+  const auto* h = find_stage(r.metrics, "host");
+  const auto* f = find_stage(r.metrics, "slow");
+  ASSERT_NE(h, nullptr);
+  ASSERT_NE(f, nullptr);
+  EXPECT_GE(f->busy_ns, mid_slow);
+  EXPECT_LT(h->busy_ns, kOpen / 2) << "the host's busy time kept the fused call's";
+  ASSERT_TRUE(r.metrics.bottleneck.has_value());
+  EXPECT_EQ(*r.metrics.bottleneck, "slow");
+}
+
 TEST(GraphFuse, SkipCountsAndGoesOn) {
   watchdog wd(60s);
   std::atomic<int> letters{0};

@@ -149,7 +149,8 @@ class fused_control {
   // (the stage's cleanup) and releases the stage's channel handles. Idempotent.
   virtual void release() noexcept = 0;
   // Ticks (detail/ticks.hpp) spent inside the stage's item calls so far, including what
-  // those calls pushed on (its output push, fused stages after it).
+  // those calls pushed on (its output push, fused stages after it) and the elapsed part
+  // of the calls in progress.
   [[nodiscard]] virtual std::uint64_t total_ticks() const noexcept = 0;
 };
 

@@ -75,9 +75,24 @@ class fused_stage final : public direct_target<T>, public fused_control {
     out_sender out;
   };
   // Written by one thread each (its instance's), read by snapshot(): relaxed.
+  //   clock: the ticks of the finished calls, with the call in progress (if any) counted
+  //   up to now, in one word so that a reader never sees a call both open and finished:
+  //   (v << 1) | open, v modulo 2^63. A closed word holds the finished calls' ticks; an
+  //   open one holds them less the open call's start tick, and a reader adds its now.
+  //   Without the open part, a snapshot during a long fused call counted the call as its
+  //   host's busy time, and the never-decreasing floor kept it there after the call ended.
   struct counters {
     std::atomic<std::uint64_t> taken{0};
-    std::atomic<std::uint64_t> ticks{0};
+    std::atomic<std::uint64_t> clock{0};
+    [[nodiscard]] std::uint64_t ticks_now(std::uint64_t now) const noexcept {
+      const std::uint64_t w = clock.load(std::memory_order_relaxed);
+      if ((w & 1) == 0) return w >> 1;
+      // A start tick read on another core may be a little ahead of `now`: a "negative"
+      // open part wraps to near 2^63, and counts as the finished calls' ticks alone (at
+      // least 0; a later read has it right).
+      const std::uint64_t t = ((w >> 1) + now) & (~std::uint64_t{0} >> 1);
+      return t < (std::uint64_t{1} << 62) ? t : 0;
+    }
   };
 
  public:
@@ -124,8 +139,9 @@ class fused_stage final : public direct_target<T>, public fused_control {
     return n;
   }
   [[nodiscard]] std::uint64_t total_ticks() const noexcept override {
+    const std::uint64_t now = ticks();
     std::uint64_t n = 0;
-    for (std::size_t i = 0; i <= threads_; ++i) n += ctr_[i]->ticks.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i <= threads_; ++i) n += ctr_[i]->ticks_now(now);
     return n;
   }
 
@@ -184,6 +200,8 @@ class fused_stage final : public direct_target<T>, public fused_control {
     const std::uint64_t t0 = ticks();
     // relaxed, single writer (this instance's thread): a statistic.
     c.taken.store(c.taken.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    const std::uint64_t done = c.clock.load(std::memory_order_relaxed) >> 1;
+    c.clock.store(((done - t0) << 1) | 1, std::memory_order_relaxed);  // open from t0
     const void* const outer = inside != nullptr ? inside->load(std::memory_order_relaxed) : nullptr;
     if (inside != nullptr) inside->store(self_key_, std::memory_order_relaxed);
     const bool hooked = faults_ != nullptr && inside != nullptr;
@@ -191,7 +209,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
     const direct_result r = apply(in, v);
     if (hooked) faults_->on_fused_end(hook_outer);
     if (inside != nullptr) inside->store(outer, std::memory_order_relaxed);
-    c.ticks.store(c.ticks.load(std::memory_order_relaxed) + (ticks() - t0), std::memory_order_relaxed);
+    c.clock.store((done + (ticks() - t0)) << 1, std::memory_order_relaxed);  // closed
     return r;
   }
 
