@@ -27,6 +27,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -239,17 +240,22 @@ class pipeline {
     detail::pipe_build<1>(*graph_, detail::pipe_start{}, std::decay_t<Ds>(std::forward<Ds>(ds))...);
   }
 
-  report run() { return graph_->run(); }
-  void start() { graph_->start(); }
-  report wait() { return graph_->wait(); }
-  void request_stop() { graph_->request_stop(); }
-  void cancel() { graph_->cancel(); }
-  [[nodiscard]] metrics::snapshot snapshot() const { return graph_->snapshot(); }
-  [[nodiscard]] report last_report() const { return graph_->last_report(); }
+  // A moved-from pipeline: every member throws std::logic_error, as a moved-from graph's.
+  report run() { return live().run(); }
+  void start() { live().start(); }
+  report wait() { return live().wait(); }
+  void request_stop() { live().request_stop(); }
+  void cancel() { live().cancel(); }
+  [[nodiscard]] metrics::snapshot snapshot() const { return live().snapshot(); }
+  [[nodiscard]] report last_report() const { return live().last_report(); }
   // The graph behind it (for hooks that need it, e.g. cancel() from a callback).
-  [[nodiscard]] sluice::graph& get_graph() noexcept { return *graph_; }
+  [[nodiscard]] sluice::graph& get_graph() { return live(); }
 
  private:
+  [[nodiscard]] graph& live() const {
+    if (!graph_) throw std::logic_error("sluice::pipeline: used after it was moved from");
+    return *graph_;
+  }
   std::unique_ptr<graph> graph_;
 };
 

@@ -160,6 +160,25 @@ TEST(pipeline, move_only_items_and_functions) {
   EXPECT_EQ(sum, 10 * 1000 + 45);
 }
 
+// A moved-from pipeline is an error on every member, as a moved-from graph is (it
+// dereferenced a null graph before); the pipeline it moved into runs.
+TEST(pipeline, a_moved_from_pipeline_throws_and_the_moved_to_one_runs) {
+  watchdog dog(20s);
+  long sum = 0;
+  sluice::pipeline p(numbers(100), sluice::into([&](int v) { sum += v; }));
+  sluice::pipeline q(std::move(p));
+  EXPECT_THROW((void)p.run(), std::logic_error);  // NOLINT(bugprone-use-after-move): the point
+  EXPECT_THROW(p.start(), std::logic_error);
+  EXPECT_THROW((void)p.wait(), std::logic_error);
+  EXPECT_THROW(p.request_stop(), std::logic_error);
+  EXPECT_THROW(p.cancel(), std::logic_error);
+  EXPECT_THROW((void)p.snapshot(), std::logic_error);
+  EXPECT_THROW((void)p.last_report(), std::logic_error);
+  EXPECT_THROW((void)p.get_graph(), std::logic_error);
+  EXPECT_TRUE(q.run().balanced());
+  EXPECT_EQ(sum, 99 * 100 / 2);
+}
+
 // The adjacent-stage check uses these traits; a mismatch is a static_assert that says
 // "sluice::pipeline: stage N (kind) cannot take the output type of stage N-1".
 TEST(pipeline, adjacent_type_check_traits) {
