@@ -2,7 +2,8 @@
 //
 //   ingest_server [--port P] [--out FILE] [--capacity N] [--write-us U]
 //
-// POST /ingest   one record per request body (at most 1 MiB: larger is 413); 200 once
+// POST /ingest   one record per request body (at most 1 MiB as the handler receives it,
+//                however it was sent, chunked or gzip-encoded: larger is 413); 200 once
 //                the graph has accepted it, 503 when the graph is full (the client
 //                retries later) or ending.
 // GET  /metrics  the graph's snapshot in Prometheus text format.
@@ -24,8 +25,11 @@
 // that fails on its own (FILE on a full disk) ends the server too: on_done tells it, no
 // thread blocks in wait() to find out; the records it had accepted and not written are
 // dead letters (on_discard), counted in L: accepted = written + dead letters.
-// A client that sends nothing, or too slowly, is dropped after 2 s of silence, so a slow
-// client cannot hold up the drain for long.
+// A client that sends nothing, or too slowly, is dropped after 2 s of silence. The first
+// signal also ends every body still being received (503), and the server does not wait
+// for its connections to close before draining; once the drain is over it waits for them
+// at most 3 s (or until another signal), then exits without them: a client that trickles
+// a byte a second cannot keep it running.
 #include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
@@ -144,6 +148,14 @@ int main(int argc, char** argv) {
   const std::size_t capacity = opt.capacity;
   const auto write_cost = std::chrono::microseconds(opt.write_us);
 
+  // Opened while SIGINT and SIGTERM still end the process: open(2) of a FIFO without a
+  // reader blocks, and Ctrl-C must still work then.
+  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (out < 0) {
+    std::fprintf(stderr, "ingest_server: cannot open %s: %s\n", out_path.c_str(), std::strerror(errno));
+    return 2;
+  }
+
   // Block SIGINT/SIGTERM before any thread exists: every thread (httplib's handlers,
   // the graph's stage threads) inherits the mask, so only sigwait() below sees them.
   sigset_t stop_signals;
@@ -151,12 +163,6 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
-  const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (out < 0) {
-    std::fprintf(stderr, "ingest_server: cannot open %s: %s\n", out_path.c_str(), std::strerror(errno));
-    return 2;
-  }
 
   httplib::Server server;
   std::atomic<bool> failed{false}, graph_ended{false};
@@ -210,19 +216,47 @@ int main(int argc, char** argv) {
   g.start();
 
   std::atomic<long> accepted{0};
+  std::atomic<int> pushing{0};          // handlers between try_push and counting its success
+  std::atomic<bool> stopping{false};    // the first signal: bodies still arriving are refused
+  constexpr std::size_t kMaxBody = std::size_t{1} << 20;
   server.new_task_queue = [] { return new httplib::ThreadPool(8); };
   // Bounded bodies (the channels hold up to 3 x capacity of them) and bounded waits on
-  // silent clients (each holds one of the 8 handler threads, and the drain waits for them).
-  server.set_payload_max_length(1 << 20);
+  // silent clients (each holds one of the 8 handler threads).
+  server.set_payload_max_length(kMaxBody);  // a Content-Length over it: 413 before any byte
   server.set_read_timeout(2, 0);
   server.set_write_timeout(2, 0);
   server.set_keep_alive_timeout(2);
-  server.Post("/ingest", [&, inlet = inlet](const httplib::Request& req, httplib::Response& res) {
+  server.Post("/ingest", [&, inlet = inlet](const httplib::Request&, httplib::Response& res,
+                                            const httplib::ContentReader& read) {
+    // The body arrives in pieces (decoded: a chunked or gzip body is counted as what it
+    // decodes to), so a body over the limit is refused at the first piece past it, before
+    // it is all in memory: set_payload_max_length covers a Content-Length body only.
+    std::string body;
+    bool too_large = false;
+    const bool whole = read([&](const char* data, std::size_t n) {
+      if (stopping.load(std::memory_order_relaxed)) return false;
+      if (n > kMaxBody - body.size()) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+    if (!whole) {
+      too_large = too_large || res.status == 413;  // httplib's own check, on a Content-Length
+      res.status = too_large ? 413 : stopping.load() ? 503 : 400;
+      res.set_header("Connection", "close");  // the rest of the body is never read
+      res.set_content(too_large ? "body over 1 MiB\n" : stopping.load() ? "ending\n" : "bad body\n", "text/plain");
+      return;
+    }
     // One inlet object, many handler threads at once. try_push never blocks a handler:
     // a full graph answers 503 at once, and the record stays with the caller.
-    switch (inlet.try_push(request{req.body, clock_type::now()})) {
+    pushing.fetch_add(1);
+    const sluice::status pushed = inlet.try_push(request{std::move(body), clock_type::now()});
+    if (pushed == sluice::status::ok) accepted.fetch_add(1);
+    pushing.fetch_sub(1);
+    switch (pushed) {
       case sluice::status::ok:
-        accepted.fetch_add(1, std::memory_order_relaxed);
         res.set_content("ok\n", "text/plain");
         return;
       case sluice::status::full:
@@ -260,11 +294,12 @@ int main(int argc, char** argv) {
     timespec tick{0, 100'000'000};
     if (sigtimedwait(&stop_signals, nullptr, &tick) > 0) break;
   }
-  while (!listener_done.load()) {  // stop() is a no-op until listen has begun: repeat
-    server.stop();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  listener.join();
+  stopping = true;
+  // Stop accepting connections. stop() is a no-op until listen has begun: wait for that.
+  // The listener thread then waits for its handlers, which this thread does not: a
+  // client trickling its request would hold the drain up for as long as it liked.
+  while (!listener_done.load() && !server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server.stop();
 
   g.request_stop();  // closes the inlet; everything accepted drains to FILE
   try {
@@ -286,9 +321,28 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ingest_server: %s\n", e.what());
     failed = true;
   }
+  // The inlet is closed: a handler that has not pushed yet is refused, and one that has
+  // is about to count its record. Wait for those counts (try_push does not block).
+  while (pushing.load() != 0) std::this_thread::yield();
   const auto ms = [](clock_type::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
   const long n = written.load();
   std::printf("accepted %ld written %ld dead-letters %ld delay-ms max %.1f mean %.1f\n", accepted.load(), n,
               dead_letters.load(), ms(delay_max), n > 0 ? ms(delay_sum) / static_cast<double>(n) : 0.0);
-  return failed ? 1 : 0;
+  std::fflush(stdout);
+  const int status = failed ? 1 : 0;
+
+  // Open connections: each is dropped within 2 s of silence, so give them 3 s (or until
+  // another signal), then leave without them: their handlers can no longer push.
+  const auto until = clock_type::now() + std::chrono::seconds(3);
+  while (!listener_done.load() && clock_type::now() < until) {
+    timespec tick{0, 10'000'000};
+    if (sigtimedwait(&stop_signals, nullptr, &tick) > 0) break;
+  }
+  if (!listener_done.load()) {
+    std::fprintf(stderr, "ingest_server: a client connection is still open; leaving without it\n");
+    std::fflush(stderr);
+    std::_Exit(status);  // the listener thread and its handlers still use this frame
+  }
+  listener.join();
+  return status;
 }

@@ -7,7 +7,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -18,6 +21,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "support/child_signals.hpp"
 #ifndef SLUICE_INGEST_SERVER_PATH
@@ -255,6 +261,198 @@ TEST(IngestServer, every_body_is_one_line_whatever_its_bytes) {
   EXPECT_EQ(lines, want);
   ::close(c.out);
   std::filesystem::remove(out);
+}
+
+// A raw connection to the server, for requests httplib's client will not send.
+int connect_to(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+bool send_all(int fd, const std::string& s) {
+  std::size_t done = 0;
+  while (done < s.size()) {
+    const ssize_t n = ::send(fd, s.data() + done, s.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// The status line's code of the server's answer, or -1 (no answer within 10 s).
+int status_of(int fd) {
+  std::string head;
+  char buf[256];
+  while (head.find("\r\n") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return -1;
+    head.append(buf, static_cast<std::size_t>(n));
+  }
+  int code = -1;
+  return std::sscanf(head.c_str(), "HTTP/1.%*d %d", &code) == 1 ? code : -1;
+}
+
+std::string gzipped(const std::string& raw) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, raw.size()) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
+  z.avail_in = static_cast<uInt>(raw.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// The 1 MiB limit holds however a body is sent: a chunked body, or a small gzip body
+// that decodes past it, was taken whole into memory and written (a 50 KB gzip body
+// became a 50 MiB record).
+TEST(IngestServer, a_body_over_1_mib_is_413_however_it_is_sent) {
+  const auto out = temp_file("sluice-ingest-limit");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string()});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  const std::size_t mib = std::size_t{1} << 20;
+  {  // exactly 1 MiB, plainly: taken
+    httplib::Client cli("127.0.0.1", port);
+    auto res = cli.Post("/ingest", std::string(mib, 'a'), "text/plain");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+    res = cli.Post("/ingest", std::string(mib + 1, 'a'), "text/plain");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 413);
+  }
+  {  // 2 MiB in 64 KiB chunks
+    const int fd = connect_to(port);
+    ASSERT_GE(fd, 0);
+    bool sent = send_all(fd, "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; sent && i < 32; ++i) sent = send_all(fd, "10000\r\n" + std::string(0x10000, 'c') + "\r\n");
+    if (sent) send_all(fd, "0\r\n\r\n");  // the server may have answered and closed already
+    EXPECT_EQ(status_of(fd), 413) << "a chunked body of 2 MiB";
+    ::close(fd);
+  }
+  {  // 64 MiB of zeros gzip-encoded: about 64 KB on the wire
+    const std::string bomb = gzipped(std::string(64 * mib, 'z'));
+    ASSERT_LT(bomb.size(), mib);
+    const int fd = connect_to(port);
+    ASSERT_GE(fd, 0);
+    send_all(fd, "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: gzip\r\nContent-Length: " +
+                     std::to_string(bomb.size()) + "\r\n\r\n" + bomb);
+    EXPECT_EQ(status_of(fd), 413) << "a gzip body that decodes to 64 MiB";
+    ::close(fd);
+  }
+  {  // a small gzip body is decoded and taken
+    const int fd = connect_to(port);
+    ASSERT_GE(fd, 0);
+    const std::string small = gzipped("hello");
+    send_all(fd, "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Encoding: gzip\r\nConnection: close\r\n"
+                 "Content-Length: " + std::to_string(small.size()) + "\r\n\r\n" + small);
+    EXPECT_EQ(status_of(fd), 200);
+    ::close(fd);
+  }
+  ::kill(c.pid, SIGTERM);
+  EXPECT_EQ(c.wait_exit(30s), 0);
+  const std::string summary = c.read_line(2s);
+  long accepted = -1, written = -2;
+  ASSERT_EQ(std::sscanf(summary.c_str(), "accepted %ld written %ld", &accepted, &written), 2) << summary;
+  EXPECT_EQ(accepted, 2);
+  EXPECT_EQ(written, 2);
+  EXPECT_EQ(count_lines(out), 2u);
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
+// Clients that trickle a byte now and then are never silent for 2 s: one sending its
+// body, one its headers. SIGTERM still ends the server, promptly, with what it had
+// accepted written (it waited for their handlers, and a second signal went unseen).
+TEST(IngestServer, clients_that_trickle_bytes_do_not_hold_up_the_end) {
+  const auto out = temp_file("sluice-ingest-trickle");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string()});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  {
+    httplib::Client cli("127.0.0.1", port);
+    auto res = cli.Post("/ingest", "before", "text/plain");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  const int body = connect_to(port);
+  const int head = connect_to(port);
+  ASSERT_GE(body, 0);
+  ASSERT_GE(head, 0);
+  // A first request on each connection, answered: a handler thread has the connection
+  // (one still in the listen queue would just be dropped when the server stops listening).
+  for (const int fd : {body, head}) {
+    ASSERT_TRUE(send_all(fd, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+    ASSERT_EQ(status_of(fd), 200);
+  }
+  ASSERT_TRUE(send_all(body, "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nab"));
+  ASSERT_TRUE(send_all(head, "POST /ingest HTTP/1.1\r\n"));
+  std::atomic<bool> stop{false};
+  std::thread trickler([&] {  // a workload, not a synchronisation: a byte each 300 ms
+    while (!stop.load()) {
+      send_all(body, "x");
+      send_all(head, "X");
+      std::this_thread::sleep_for(300ms);
+    }
+  });
+  ::kill(c.pid, SIGTERM);
+  const int status = c.wait_exit(20s);
+  stop = true;
+  trickler.join();
+  EXPECT_EQ(status, 0) << "-1: still running 20 s after SIGTERM";
+  const std::string summary = c.read_line(2s);
+  long accepted = -1, written = -2;
+  ASSERT_EQ(std::sscanf(summary.c_str(), "accepted %ld written %ld", &accepted, &written), 2) << summary;
+  EXPECT_EQ(accepted, 1);
+  EXPECT_EQ(written, 1);
+  EXPECT_EQ(count_lines(out), 1u);
+  ::close(body);
+  ::close(head);
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
+// --out naming a FIFO nobody reads: open(2) blocks, and SIGTERM must still end the
+// process (the signals were blocked before the open, so only SIGKILL did).
+TEST(IngestServer, sigterm_ends_a_server_whose_out_fifo_has_no_reader) {
+  const auto fifo = temp_file("sluice-ingest-fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", fifo.string()});
+  // Signal it once it is the server (exec done), asleep, with no thread started yet: in
+  // the open(2). A signal sent before the exec would end the child whatever the server does.
+  const std::string proc = "/proc/" + std::to_string(c.pid);
+  const auto blocked_in_open = [&] {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(proc + "/exe", ec) != std::filesystem::path(SLUICE_INGEST_SERVER_PATH)) return false;
+    std::ifstream st(proc + "/status");
+    bool sleeping = false, one_thread = false;
+    for (std::string l; std::getline(st, l);) {
+      if (l.rfind("State:", 0) == 0) sleeping = l.find("S (sleeping)") != std::string::npos;
+      if (l.rfind("Threads:", 0) == 0) one_thread = std::atoi(l.c_str() + 8) == 1;
+    }
+    return sleeping && one_thread;
+  };
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (!blocked_in_open() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(blocked_in_open()) << "the server never blocked opening the FIFO";
+  ::kill(c.pid, SIGTERM);
+  EXPECT_EQ(c.wait_exit(20s), 128 + SIGTERM) << "-1: SIGTERM did not end it";
+  ::close(c.out);
+  std::filesystem::remove(fifo);
 }
 
 // Bad arguments: one line and status 2, before anything listens or any file is made. A
