@@ -95,6 +95,7 @@ metrics::snapshot graph_state::snapshot() const {
     }
     if (n.turn_wait) st.starved_ns += ticks_to_ns(n.turn_wait->blocked_ticks_now(true));
     if (n.window_wait) st.backpressured_ns += ticks_to_ns(n.window_wait->blocked_ticks_now(true));
+    if (n.private_push_ns) st.backpressured_ns += n.private_push_ns();
     st.errors = n.errors.load(std::memory_order_relaxed);
     st.restarts = n.restarts.load(std::memory_order_relaxed);
     const std::int64_t alive = n.exited_ns.load(std::memory_order_relaxed) +

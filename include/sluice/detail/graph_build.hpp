@@ -298,21 +298,26 @@ std::size_t add_flat_map(graph_core& g, const graph_core* owner, std::size_t in_
   g.check_input(owner, in_ch);
   const bool ordered = o.ordered && o.replicas > 1;
   node_spec spec = make_spec(std::move(name), o);
+  // Set once below, before any thread starts; read by snapshots.
+  auto order = std::make_shared<std::shared_ptr<flat_map_order<U>>>();
   if (ordered) {
     spec.threads = o.replicas + 1;  // + the emitter
     spec.turn_wait = std::make_shared<wait_clock>();
+    spec.window_wait = std::make_shared<wait_clock>();
+    spec.private_push_ns = [order]() -> std::uint64_t { return *order ? (*order)->private_push_ns() : 0; };
   }
   std::shared_ptr<wait_clock> turns = spec.turn_wait;
+  std::shared_ptr<wait_clock> window = spec.window_wait;
   const std::size_t id = g.add_node(std::move(spec));
   node_guard added(g, id);
   receiver<T> rx = take_input<T>(g, in_ch, id);
   auto [out, tx] = make_output<U>(g, id, o.capacity);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   if (ordered) {
-    auto order = std::make_shared<flat_map_order<U>>(g, out, 2 * o.replicas, std::min<std::size_t>(o.capacity, 16 * kBatch),
-                                                     std::move(turns));
+    *order = std::make_shared<flat_map_order<U>>(g, out, 2 * o.replicas, std::min<std::size_t>(o.capacity, 16 * kBatch),
+                                                 std::move(turns), std::move(window));
     const std::size_t replicas = o.replicas;
-    g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), fn, order,
+    g.set_factory(id, [gp = &g, rx = std::move(rx), in_ch, tx = std::move(tx), fn, order = *order,
                        replicas](std::size_t i) -> std::unique_ptr<replica_task> {
       return std::make_unique<ordered_flat_map_task<T, U, F>>(*gp, rx, in_ch, tx, fn, order, i == replicas);
     });

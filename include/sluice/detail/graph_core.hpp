@@ -189,6 +189,10 @@ struct node_spec {
   // (its emitter held up by a full output). Counted as backpressured, not busy: with four
   // replicas or more, a trivial stage in front of a slow sink was named the bottleneck.
   std::shared_ptr<wait_clock> window_wait;
+  // An ordered flat_map: nanoseconds its replicas have spent blocked pushing into their
+  // batches' private channels (not graph channels; detail/graph_order.hpp), the pushes
+  // going on included. Backpressured, not busy, as window_wait.
+  std::function<std::uint64_t()> private_push_ns;
 };
 
 class graph_core {

@@ -15,6 +15,9 @@
 // in turn. One extra thread of the stage (the emitter) drains the private channels in
 // number order into the stage's output. The window (2 x replicas) bounds how many
 // private channels exist at once, and so the items held past the output channel.
+// A replica's time blocked on the window, or pushing into its private channel (the
+// emitter forwards one batch at a time, held up by the output or by earlier batches), is
+// the stage's backpressure (window_wait, private_push_ns()), not its busy time.
 // (A private channel of 64 per input item cost two thread wakes an item: 0.13 M
 // outputs/s where unordered replicas moved 15-23 M; graph bench flatmap8_*, 2026-12-04.)
 //
@@ -173,8 +176,21 @@ template <class U>
 class flat_map_order {
  public:
   flat_map_order(graph_core& g, std::size_t out_channel, std::size_t window, std::size_t private_capacity,
-                 std::shared_ptr<wait_clock> turns)
-      : graph_(&g), out_(out_channel), turn_wait_(std::move(turns)), slots_(window), private_capacity_(private_capacity) {}
+                 std::shared_ptr<wait_clock> turns, std::shared_ptr<wait_clock> window_wait)
+      : graph_(&g), out_(out_channel), turn_wait_(std::move(turns)), window_wait_(std::move(window_wait)),
+        slots_(window), private_capacity_(private_capacity) {}
+
+  // Nanoseconds the replicas have spent blocked pushing into private channels, the
+  // pushes going on now included (the snapshot's; any thread).
+  [[nodiscard]] std::uint64_t private_push_ns() {
+    std::lock_guard lk(mu_);
+    std::uint64_t ns = done_push_ns_;
+    for (const auto& sl : slots_) {
+      if (sl) ns += sl->stats().blocked_push_ns;
+    }
+    if (draining_ != nullptr) ns += draining_->stats().blocked_push_ns;
+    return ns;
+  }
 
   // Replica side. Pops a batch of up to `max` items through `out` (into `batch`) and
   // numbers it; nullopt when the input is done. If the pop throws with items in `batch`
@@ -215,7 +231,12 @@ class flat_map_order {
     auto [tx, rx] = bounded<U>(std::move(co));
     std::unique_lock lk(mu_);
     const std::size_t w = slots_.size();
-    if (!cv_.wait(lk, stop, [&] { return dead_ || seq < next_ + w; }) || dead_) return {};
+    const auto inside = [&] { return dead_ || seq < next_ + w; };
+    if (!inside()) {
+      const timed_wait held(window_wait_.get());  // the emitter is behind: backpressure
+      if (!cv_.wait(lk, stop, inside)) return {};
+    }
+    if (dead_) return {};
     slots_[seq % w].emplace(std::move(rx));
     cv_.notify_all();
     return std::move(tx);
@@ -240,6 +261,7 @@ class flat_map_order {
         if (dead_ || !slots_[next_ % w]) break;
         rx = std::move(*slots_[next_ % w]);
         slots_[next_ % w].reset();
+        draining_ = &rx;
       }
       bool ok = true;
       try {
@@ -255,13 +277,16 @@ class flat_map_order {
         // A push that threw: what it held is a dead letter, and the order ends as when the
         // output ends (the replicas stop waiting for a window that will not move).
         discard_items(*graph_, out_, buf);
+        std::vector<receiver<U>> gone;  // destroyed after the lock: on_discard may snapshot
         std::lock_guard lk(mu_);
+        drained(rx);
         dead_ = true;
-        for (auto& sl : slots_) sl.reset();
+        drop_slots(gone);
         cv_.notify_all();
         throw;
       }
-      std::lock_guard lk(mu_);
+      std::lock_guard lk(mu_);  // released before rx is destroyed
+      drained(rx);
       ++next_;
       if (!ok) break;
       cv_.notify_all();
@@ -274,21 +299,46 @@ class flat_map_order {
   // after teardown never runs emit(), and a replica blocked on a full private channel
   // would wait for it forever.
   void shut() noexcept {
-    std::lock_guard lk(mu_);
+    std::vector<receiver<U>> gone;  // destroyed after the lock: their items' on_discard
+    std::lock_guard lk(mu_);        // may take a snapshot, which takes mu_
     dead_ = true;
-    for (auto& s : slots_) s.reset();
+    drop_slots(gone);
     cv_.notify_all();
   }
 
  private:
+  // Under mu_: the batch in rx is forwarded (or abandoned); its pushes' blocked time
+  // moves to the finished total.
+  void drained(const receiver<U>& rx) noexcept {
+    done_push_ns_ += rx.stats().blocked_push_ns;
+    draining_ = nullptr;
+  }
+  // Under mu_: takes every private channel still waiting out of the window, keeping
+  // their time; the caller destroys them (disconnects them: their items are dead
+  // letters) once it has let go of mu_.
+  void drop_slots(std::vector<receiver<U>>& gone) noexcept {
+    for (auto& sl : slots_) {
+      if (!sl) continue;
+      done_push_ns_ += sl->stats().blocked_push_ns;
+      try {
+        gone.push_back(std::move(*sl));
+      } catch (...) {  // no memory for the list: disconnected here, under the lock
+      }
+      sl.reset();
+    }
+  }
+
   graph_core* graph_;
   std::size_t out_;
   std::shared_ptr<wait_clock> turn_wait_;
+  std::shared_ptr<wait_clock> window_wait_;
   std::mutex pop_mu_;
   std::uint64_t next_seq_ = 0;  // guarded by pop_mu_
   std::mutex mu_;
   std::condition_variable_any cv_;
   std::vector<std::optional<receiver<U>>> slots_;  // guarded by mu_
+  const receiver<U>* draining_ = nullptr;          // guarded by mu_: the emitter's batch
+  std::uint64_t done_push_ns_ = 0;                 // guarded by mu_
   std::uint64_t next_ = 0;                         // guarded by mu_: next item to forward
   bool ended_ = false;                             // guarded by mu_: input done
   std::uint64_t total_ = 0;                        // guarded by mu_: items numbered in all
