@@ -318,8 +318,11 @@ TEST(GraphFuse, ASnapshotDuringALongFusedCallCountsItAsTheFusedStagesTime) {
   std::uint64_t mid_host = 0;
   const bool grew = eventually([&] {
     const auto s = g.snapshot();
-    mid_slow = find_stage(s, "slow")->busy_ns;
-    mid_host = find_stage(s, "host")->busy_ns;
+    const auto* f = find_stage(s, "slow");
+    const auto* h = find_stage(s, "host");
+    if (f == nullptr || h == nullptr) return false;
+    mid_slow = f->busy_ns;
+    mid_host = h->busy_ns;
     return mid_slow >= kOpen;
   }, 10s);
   latch.open();
