@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstdint>
 #include <new>
+#include <stdexcept>
 
 namespace sluice {
 namespace {
@@ -22,8 +23,30 @@ void free_block_storage(char* p, std::size_t cap) noexcept { ::operator delete(p
 
 }  // namespace
 
+namespace {
+constexpr std::size_t kMinSize = 256;  // buffer_pool::kMinClass
+
+// The size class of n: 256 B, then two per octave (1.5 x and 2 x a power of two); n
+// itself past PTRDIFF_MAX (no block is that large: allocate_block refuses it; doubling
+// the octave's base there wrapped to 0, a class of 0 bytes).
+std::size_t size_class_of(std::size_t n) noexcept {
+  if (n <= kMinSize) return kMinSize;
+  if (n > static_cast<std::size_t>(PTRDIFF_MAX)) return n;
+  // n lies in (base, 2*base]; the classes there are 1.5*base and 2*base.
+  const std::size_t base = std::bit_floor(n - 1);
+  return n <= base + base / 2 ? base + base / 2 : 2 * base;
+}
+}  // namespace
+
 buffer_pool::buffer_pool(buffer_pool_options o)
-    : options_(o), classes_(std::make_unique<size_class[]>(kClasses)) {}
+    : options_(o),
+      // A request of up to max_pooled_capacity rounds up to at most this class: pooling
+      // stops there. (It stopped at max_pooled_capacity itself, so where that was not a
+      // class, say 5 MiB, requests just under it rounded up past it and were never pooled.)
+      pooled_limit_(o.max_pooled_capacity == 0 ? 0 : size_class_of(o.max_pooled_capacity)),
+      classes_(std::make_unique<size_class[]>(kClasses)) {
+  static_assert(kMinSize == kMinClass);
+}
 
 buffer_pool::~buffer_pool() { trim(); }
 
@@ -34,11 +57,12 @@ buffer_pool& buffer_pool::global() {
 }
 
 std::size_t buffer_pool::class_capacity(std::size_t n) const noexcept {
-  if (n <= kMinClass) return kMinClass;
-  if (n > options_.max_pooled_capacity) return n;
-  // n lies in (base, 2*base]; the classes there are 1.5*base and 2*base.
-  const std::size_t base = std::bit_floor(n - 1);
-  return n <= base + base / 2 ? base + base / 2 : 2 * base;
+  if (n > options_.max_pooled_capacity) return std::max(n, kMinClass);
+  return size_class_of(n);
+}
+
+bool buffer_pool::pooled(std::size_t cap) const noexcept {
+  return cap <= pooled_limit_ && cap == size_class_of(cap) && class_index(cap) < kClasses;
 }
 
 int buffer_pool::class_index(std::size_t cap) const noexcept {
@@ -54,14 +78,11 @@ buffer buffer_pool::get(std::size_t capacity) {
 
 char* buffer_pool::acquire(std::size_t cap) {
   char* p = nullptr;
-  if (cap <= options_.max_pooled_capacity) {
-    const int idx = class_index(cap);
-    if (idx < kClasses) {
-      size_class& c = classes_[static_cast<std::size_t>(idx)];
-      std::lock_guard lock(c.mu);
-      if (c.head != nullptr) {
-        p = reinterpret_cast<char*>(std::exchange(c.head, c.head->next));
-      }
+  if (pooled(cap)) {
+    size_class& c = classes_[static_cast<std::size_t>(class_index(cap))];
+    std::lock_guard lock(c.mu);
+    if (c.head != nullptr) {
+      p = reinterpret_cast<char*>(std::exchange(c.head, c.head->next));
     }
   }
   if (p != nullptr) {
@@ -82,13 +103,11 @@ char* buffer_pool::acquire(std::size_t cap) {
 
 void buffer_pool::release(char* p, std::size_t cap) noexcept {
   live_.fetch_sub(cap, std::memory_order_relaxed);  // relaxed: statistics
-  if (cap <= options_.max_pooled_capacity && cap == class_capacity(cap)) {
-    const int idx = class_index(cap);
+  if (pooled(cap)) {
     // relaxed: a soft bound (see the field's comment); the block moves under the mutex.
-    if (idx < kClasses &&
-        retained_.load(std::memory_order_relaxed) + cap <= options_.max_retained_bytes) {
+    if (retained_.load(std::memory_order_relaxed) + cap <= options_.max_retained_bytes) {
       retained_.fetch_add(cap, std::memory_order_relaxed);
-      size_class& c = classes_[static_cast<std::size_t>(idx)];
+      size_class& c = classes_[static_cast<std::size_t>(class_index(cap))];
       auto* b = reinterpret_cast<free_block*>(p);
       std::lock_guard lock(c.mu);
       b->next = c.head;
@@ -149,6 +168,14 @@ void buffer::reserve(std::size_t n) {
   *this = std::move(bigger);
 }
 
-void buffer::grow_for(std::size_t extra) { reserve(std::max(size_ + extra, cap_ * 2)); }
+void buffer::grow_append(const void* p, std::size_t n) {
+  if (n > static_cast<std::size_t>(PTRDIFF_MAX) - size_) throw std::length_error("sluice::buffer::append: size overflows");
+  buffer_pool& pool = pool_ != nullptr ? *pool_ : buffer_pool::global();
+  buffer bigger = pool.get(std::max(size_ + n, cap_ * 2));
+  if (size_ != 0) std::memcpy(bigger.data_, data_, size_);
+  std::memcpy(bigger.data_ + size_, p, n);  // before this buffer's block goes back
+  bigger.size_ = size_ + n;
+  *this = std::move(bigger);
+}
 
 }  // namespace sluice

@@ -14,17 +14,21 @@
 //   pool is never destroyed).
 // Guarantees:
 //   - Storage comes from a buffer_pool in size classes (two per octave, 256 B .. the
-//     pool's max_pooled_capacity). A released block goes back to its class's free list
-//     unless the pool already retains max_retained_bytes, so a steady stream of chunks of
-//     one size allocates nothing per chunk after the first few.
+//     class of the pool's max_pooled_capacity: a request of up to max_pooled_capacity
+//     bytes is pooled, whatever its class). A released block goes back to its class's
+//     free list unless the pool already retains max_retained_bytes, so a steady stream
+//     of chunks of one size allocates nothing per chunk after the first few.
 //   - buffer_pool is thread safe: get() and release may run on any threads at once
 //     (one mutex per size class, held for a pointer swap).
 //   - channel_traits<buffer> is weighted: a channel of buffers is a budget in bytes
 //     (weight = size(), at least 1 so that an empty buffer is never free).
 //   - Contents [0, size()) survive reserve()/resize() growth; bytes past size() are
-//     unspecified (storage is not zeroed).
+//     unspecified (storage is not zeroed). append() may take bytes of the buffer itself
+//     (b.append(b.view())), as std::string::append may.
+//   - A capacity no block can have (over PTRDIFF_MAX) is std::bad_alloc, never a
+//     smaller block; a size that overflows is std::length_error.
 // Non-guarantees: capacity() may exceed the requested capacity (rounded up to the size
-//   class). Blocks larger than max_pooled_capacity are allocated and freed each time.
+//   class). Requests over max_pooled_capacity are allocated and freed each time.
 // Lifetime: a moved-from buffer is empty (size and capacity 0) and may be reused.
 #pragma once
 
@@ -80,7 +84,8 @@ class buffer_pool {
   // Frees every retained block now.
   void trim() noexcept;
 
-  // The capacity a request for n bytes is rounded up to (n itself above the pooled range).
+  // The capacity a request for n bytes is rounded up to (n itself above
+  // max_pooled_capacity).
   [[nodiscard]] std::size_t class_capacity(std::size_t n) const noexcept;
 
  private:
@@ -100,8 +105,11 @@ class buffer_pool {
   char* acquire(std::size_t cap);
   void release(char* p, std::size_t cap) noexcept;
   [[nodiscard]] int class_index(std::size_t cap) const noexcept;
+  // Blocks of capacity cap have a free list: cap is a class, at most pooled_limit_.
+  [[nodiscard]] bool pooled(std::size_t cap) const noexcept;
 
   const buffer_pool_options options_;
+  const std::size_t pooled_limit_;  // the class of max_pooled_capacity (0: none pooled)
   std::unique_ptr<size_class[]> classes_;
   // All relaxed: statistics and a soft bound. retained_ may briefly overshoot
   // max_retained_bytes by one block per racing releaser, which is harmless.
@@ -167,7 +175,10 @@ class buffer {
   }
   void append(const void* p, std::size_t n) {
     if (n == 0) return;
-    if (n > cap_ - size_) grow_for(n);
+    if (n > cap_ - size_) {
+      grow_append(p, n);  // p may point into this buffer: copied before the old block goes
+      return;
+    }
     std::memcpy(data_ + size_, p, n);
     size_ += n;
   }
@@ -186,7 +197,7 @@ class buffer {
  private:
   friend class buffer_pool;
   buffer(char* d, std::size_t cap, buffer_pool* pool) noexcept : data_(d), cap_(cap), pool_(pool) {}
-  void grow_for(std::size_t extra);
+  void grow_append(const void* p, std::size_t n);
 
   char* data_ = nullptr;
   std::size_t size_ = 0;

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <stdexcept>
+
 #include <cstdint>
 
 #include <atomic>
@@ -134,6 +137,67 @@ TEST(buffer_pool, blocks_above_the_pooled_range_are_not_kept) {
   buffer_pool pool({.max_retained_bytes = 64 << 20, .max_pooled_capacity = 1 << 20});
   { buffer big(2 << 20, pool); }
   EXPECT_EQ(pool.stats().retained_bytes, 0u);
+}
+
+// Appending a buffer's own bytes to it, as std::string allows: on the growth path the old
+// block went back to the pool before its bytes were copied (a free list's link over the
+// first 8 bytes; a use after free above the pooled range).
+TEST(buffer, appending_its_own_content_copies_it_whatever_the_growth) {
+  for (const std::size_t n : {std::size_t{200}, std::size_t{5} << 20}) {
+    SCOPED_TRACE(n);
+    buffer_pool pool;
+    buffer b(n, pool);
+    b.resize(n);
+    for (std::size_t i = 0; i < n; ++i) b.span()[i] = static_cast<char>('a' + i % 26);
+    const std::string before(b.view());
+    b.append(b.view());  // needs a larger block
+    ASSERT_EQ(b.size(), 2 * n);
+    EXPECT_TRUE(b.view() == before + before);
+    b.append(b.view().substr(3, 10));  // a part of itself, fitting or not
+    EXPECT_TRUE(b.view().substr(2 * n) == before.substr(3, 10));
+  }
+}
+
+TEST(buffer, an_append_whose_size_overflows_is_length_error) {
+  buffer b(16);
+  b.append("abc");
+  // volatile: a constant size would have the compiler warn about the (unreached) copy
+  static volatile std::size_t huge = std::numeric_limits<std::size_t>::max();
+  const std::size_t n = huge;
+  EXPECT_THROW(b.append(b.data(), n), std::length_error);
+  EXPECT_EQ(b.view(), "abc");
+}
+
+// A pool told to keep every size: a huge request is still bad_alloc, not a block of 0
+// bytes (the class of a request over 3 x 2^62 doubled to 0), and resize() does not claim a
+// size over a tiny block.
+TEST(buffer_pool, pooling_every_size_still_refuses_impossible_ones) {
+  buffer_pool pool({.max_retained_bytes = 64 << 20, .max_pooled_capacity = std::numeric_limits<std::size_t>::max()});
+  const std::size_t huge = std::numeric_limits<std::size_t>::max();
+  EXPECT_GE(pool.class_capacity(huge - 1), huge - 1);
+  EXPECT_THROW((void)pool.get(huge), std::bad_alloc);
+  EXPECT_THROW((void)pool.get((std::size_t{3} << 62) + 1), std::bad_alloc);
+  buffer b(16, pool);
+  b.append("x");
+  EXPECT_THROW(b.resize(huge - 1), std::bad_alloc);
+  EXPECT_EQ(b.view(), "x");
+  { buffer big(std::size_t{1} << 20, pool); }
+  EXPECT_GT(pool.stats().retained_bytes, 0u) << "a 1 MiB block is pooled";
+}
+
+// A max_pooled_capacity that is not a size class (5 MiB; 1000 bytes): requests up to it
+// are pooled still. They rounded up to a class past it and were allocated every time.
+TEST(buffer_pool, requests_up_to_the_pooled_limit_are_recycled_when_it_is_not_a_class) {
+  for (const std::size_t limit : {std::size_t{5} << 20, std::size_t{1000}, std::size_t{100}}) {
+    SCOPED_TRACE(limit);
+    buffer_pool pool({.max_retained_bytes = 64 << 20, .max_pooled_capacity = limit});
+    for (int i = 0; i < 100; ++i) buffer b(limit, pool);
+    EXPECT_EQ(pool.stats().fresh_allocations, 1u);
+    EXPECT_EQ(pool.stats().reuses, 99u);
+    { buffer over(limit * 2 + 1000, pool); }
+    const auto st = pool.stats();
+    EXPECT_EQ(st.retained_bytes, pool.class_capacity(limit)) << "a block over the limit was kept";
+  }
 }
 
 TEST(buffer_pool, concurrent_get_and_release_keep_the_books) {
