@@ -248,6 +248,21 @@ TEST(Browser, LivePageDrawsEveryStageAndTheBottleneck) {
   EXPECT_NE(dom.find(">bottleneck</text>"), std::string::npos);
   EXPECT_NE(dom.find("class=\"channel\""), std::string::npos);
   EXPECT_NE(dom.find(" / 16<"), std::string::npos) << "a channel labelled occupancy / capacity";
+  // The drawing is not shrunk below 0.6 of its size to fit the window (a 12-stage chain
+  // was drawn at 0.29, unreadable): its minimum width is set, and wider graphs scroll.
+  const auto svg_at = dom.find("<svg ");
+  ASSERT_NE(svg_at, std::string::npos) << drawn(dom);
+  const std::string svg_tag = dom.substr(svg_at, dom.find('>', svg_at) - svg_at);
+  int width = 0, min_width = 0;
+  const auto w_at = svg_tag.find(" width=\"");
+  const auto m_at = svg_tag.find("min-width: ");
+  ASSERT_NE(w_at, std::string::npos) << svg_tag;
+  ASSERT_NE(m_at, std::string::npos) << svg_tag;
+  width = std::atoi(svg_tag.c_str() + w_at + 8);
+  min_width = std::atoi(svg_tag.c_str() + m_at + 11);
+  EXPECT_GT(width, 0) << svg_tag;
+  EXPECT_NEAR(min_width, width * 0.6, 1.0) << svg_tag;
+  EXPECT_NE(dom.find("class=\"sgv-scroll\""), std::string::npos);
   screenshot_not_blank(srv.url(), dir, "live.png");
   srv.stop();
   lg.g.request_stop();
