@@ -79,17 +79,7 @@ class stop_waiter {
 
   // true: fd is ready (or in error: the next call reports it); false: stop requested.
   bool wait(int fd, short events) const {
-    pollfd p[2] = {{fd, events, 0}, {efd_, POLLIN, 0}};
-    const nfds_t n = efd_ >= 0 ? 2 : 1;
-    for (;;) {
-      const int r = ::poll(p, n, -1);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        throw_errno("io", "poll", "fd " + std::to_string(fd), errno);
-      }
-      if (n == 2 && p[1].revents != 0) return false;
-      if (p[0].revents != 0) return true;
-    }
+    return wait_until(fd, events, std::chrono::steady_clock::time_point::max()) == waited::ready;
   }
 
  private:

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "../text.hpp"
+
 namespace sluice::jetstream {
 namespace detail {
 namespace {
@@ -1814,21 +1816,14 @@ void check_consumer(const edge_options& e, const std::string& durable, const std
            "none (the subscriber picks its wait)");
   }
 }
-// A name or subject as a message shows it: control bytes as \xNN. Sets `bad` when it
-// holds a space or a control byte.
+// A name or subject as a message shows it: control bytes as \xNN (one_line). Sets `bad`
+// when it holds a space or a control byte.
 std::string escaped(const std::string& name, bool& bad) {
-  std::string shown;
   for (const char ch : name) {
     const auto u = static_cast<unsigned char>(ch);
-    if (u <= 0x20 || u == 0x7f) {
-      bad = true;
-      static constexpr char kHex[] = "0123456789abcdef";
-      shown += u == 0x20 ? std::string(" ") : std::string("\\x") + kHex[u >> 4] + kHex[u & 0xf];
-    } else {
-      shown += ch;
-    }
+    if (u <= 0x20 || u == 0x7f) bad = true;
   }
-  return shown;
+  return sluice::detail::one_line(name);
 }
 
 // nats-server's limit on a stream's (and a durable consumer's) name.
