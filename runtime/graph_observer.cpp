@@ -110,6 +110,11 @@ metrics::snapshot graph_state::snapshot() const {
       const std::int64_t below = static_cast<std::int64_t>(fused_below[k]);
       st.busy_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, alive - waited - below));
     }
+    // The fused stages after it run inside its pushes: to this stage, that time is its
+    // output holding it up, as a full channel would. (Left out of all three, a host whose
+    // time went to its fused stages had shares taken over the microseconds left: busy
+    // 100%, and it was named the bottleneck as often as the slow fused stage.)
+    st.backpressured_ns += fused_below[k];
     st.state = state_name(n.state.load(std::memory_order_relaxed));
     if (n.is_input && started_) {
       // No thread: open while its inlet takes items, done once it is closed (or cancelled).

@@ -40,7 +40,7 @@ struct stage_snapshot {
   std::uint64_t errors = 0;             // exceptions thrown by the stage function (skipped ones too)
   std::uint64_t restarts = 0;
   std::uint64_t busy_ns = 0;            // running its function, not blocked on a channel (summed over replicas)
-  std::uint64_t backpressured_ns = 0;   // blocked on a full output
+  std::uint64_t backpressured_ns = 0;   // blocked on a full output (or in fused stages after it)
   std::uint64_t starved_ns = 0;         // blocked on an empty input
   std::string state;                    // "idle" | "running" | "done" | "failed" | "stuck"
   // Where the stage is blocked right now, if it is: a channel name, and "push" or "pop".

@@ -335,6 +335,8 @@ TEST(GraphFuse, ASnapshotDuringALongFusedCallCountsItAsTheFusedStagesTime) {
   ASSERT_NE(f, nullptr);
   EXPECT_GE(f->busy_ns, mid_slow);
   EXPECT_LT(h->busy_ns, kOpen / 2) << "the host's busy time kept the fused call's";
+  // To the host, the fused call is its output holding it up, as a full channel would.
+  EXPECT_GE(h->backpressured_ns, mid_slow);
   ASSERT_TRUE(r.metrics.bottleneck.has_value());
   EXPECT_EQ(*r.metrics.bottleneck, "slow");
 }
