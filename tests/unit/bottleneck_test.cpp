@@ -208,7 +208,7 @@ TEST(Bottleneck, OrderedFlatMapReplicasHeldUpByTheirOutputAreBackpressuredNotBus
     SCOPED_TRACE(replicas);
     sluice::graph g;
     auto src = g.source<int>("src", [](sluice::sender<int>& out) {
-      for (int i = 0; i < 100; ++i) {
+      for (int i = 0; i < 20; ++i) {
         if (!out.push(i)) return;
       }
     }, {.capacity = 16});
@@ -217,7 +217,7 @@ TEST(Bottleneck, OrderedFlatMapReplicasHeldUpByTheirOutputAreBackpressuredNotBus
         if (!out.push(v)) return;
       }
     }, {.capacity = 16, .replicas = replicas, .ordered = true});
-    g.sink("slowsink", x, [](int) { std::this_thread::sleep_for(100us); });  // the work
+    g.sink("slowsink", x, [](int) { std::this_thread::sleep_for(1ms); });  // the work, not synchronisation
     const sluice::report r = g.run();
     EXPECT_EQ(r.metrics.bottleneck.value_or("(none)"), "slowsink");
     for (const auto& st : r.metrics.stages) {
