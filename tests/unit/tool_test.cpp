@@ -283,6 +283,15 @@ TEST_F(Tool, DemoBoundedStaysUnderItsBudgetUnboundedDoesNot) {
       named = m["runs"][0]["bottleneck"].is_null() ? "" : m["runs"][0]["bottleneck"].str();
     }
     EXPECT_EQ(named, "send") << r.out;
+    // The unbounded run names the sink too, whose input piled up: the runtime's rule sees
+    // no backpressure there and named the source. The sink at a quarter of the slow mode's
+    // pace, so that its queue grows whatever the machine does.
+    const result unb = run_tool({"demo", "--bytes", "24MiB", "--rate", "25MiB/s", "--only", "unbounded", "--json"});
+    ASSERT_EQ(unb.status, 0) << unb.err;
+    const mini_json::value u = mini_json::parse(unb.out);
+    ASSERT_EQ(u["runs"].size(), 1U);
+    ASSERT_FALSE(u["runs"][0]["bottleneck"].is_null()) << unb.out;
+    EXPECT_EQ(u["runs"][0]["bottleneck"].str(), "send") << unb.out;
   }
 
   // The report is one self-contained page with the curves.

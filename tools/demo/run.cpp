@@ -118,7 +118,8 @@ class unbounded_queue {
     std::lock_guard lk(mu_);
     if (cancelled_) return false;
     // relaxed: a statistic for the progress display.
-    bytes_.fetch_add(c.size, std::memory_order_relaxed);
+    const std::uint64_t now = bytes_.fetch_add(c.size, std::memory_order_relaxed) + c.size;
+    peak_ = std::max(peak_, now);
     q_.push_back(std::move(c));
     cv_.notify_one();
     return true;
@@ -148,6 +149,11 @@ class unbounded_queue {
     }
   }
   [[nodiscard]] std::uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
+  // The most bytes it held at once.
+  [[nodiscard]] std::uint64_t peak() {
+    std::lock_guard lk(mu_);
+    return peak_;
+  }
 
  private:
   std::mutex mu_;
@@ -156,6 +162,7 @@ class unbounded_queue {
   bool closed_ = false;
   bool cancelled_ = false;
   std::atomic<std::uint64_t> bytes_{0};
+  std::uint64_t peak_ = 0;  // guarded by mu_
 };
 
 // ---- observation ------------------------------------------------------------------
@@ -467,7 +474,17 @@ run_result run_unbounded(const run_env& env) {
   r.completed = !r.guard_hit && r.sent == env.cfg.bytes;
   r.interrupted = !r.completed && !r.guard_hit && env.stop.stopped();
   r.peak_rss = static_cast<double>(peak.load()) - static_cast<double>(baseline);
-  r.bottleneck = metrics::find_bottleneck(snapshot_of(r, clocks));
+  // The runtime's rule (a busy stage its neighbours wait on) needs backpressure to see a
+  // slow consumer, and an unbounded queue never blocks its producer: it named the source,
+  // whose consumer waited for it at first, while the sink's input piled up. Here the
+  // bottleneck is the stage whose input queue held the most, once that is more than a
+  // few chunks; the rule otherwise.
+  const std::uint64_t piled1 = q1.peak(), piled2 = q2.peak();
+  if (std::max(piled1, piled2) > 4 * static_cast<std::uint64_t>(env.cfg.chunk)) {
+    r.bottleneck = piled2 >= piled1 ? clocks[2].name : clocks[1].name;
+  } else {
+    r.bottleneck = metrics::find_bottleneck(snapshot_of(r, clocks));
+  }
   if (r.guard_hit) {
     r.note = guard_note(env.cfg.bytes, env.cfg.rate, env.cfg.memory_guard, r.generated, r.sent, r.elapsed_s);
   }
