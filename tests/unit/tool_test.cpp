@@ -514,6 +514,15 @@ TEST_F(Tool, BenchCapacityWhoseChannelsTogetherExceedFreeMemoryIsRefusedUpFront)
       << r.err;
   EXPECT_NE(r.err.find("is free now"), std::string::npos) << r.err;
   EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
+  // Every channel counts, the internal stages' too: fanout:N has 2N+2 (broadcast's N and
+  // merge's 1 besides the source's and the branches'), diamond 8. They were counted as
+  // N+1 and 5, and fanout:64 started on twice the memory the check had counted.
+  for (const auto& [topology, channels] : {std::pair<std::string, int>{"fanout:64", 130}, {"diamond", 8}}) {
+    const result t = run_tool({"bench", "--topology", topology, "--items", "1000", "--capacity", capacity}, 60);
+    EXPECT_EQ(t.status, 2) << topology << ": " << t.err;
+    EXPECT_NE(t.err.find("is too large: the graph's " + std::to_string(channels) + " channels need"), std::string::npos)
+        << topology << ": " << t.err;
+  }
 }
 
 // A --capacity whose channels cannot exist: one line naming it, exit 2, nothing run.

@@ -1289,10 +1289,15 @@ int cmd_bench(int argc, char** argv) {
   // The sluice graph's rings together must fit in the memory free now. Each is allocated
   // and touched as its stage is added, and the library refuses only the first one that
   // does not fit (detail::check_ring_memory): --capacity 100M on chain:4 held 21.9 GB for
-  // 100 s before that error. Counted from a lower bound (the source and every worker have
-  // an output ring, unless fused), so that no graph that fits is refused here.
+  // 100 s before that error. Every channel run_sluice builds has --capacity slots: the
+  // source's and each worker's output, and broadcast's, round_robin's and merge's (fanout:N
+  // has 2N+2, diamond 8; counting only the workers' let fanout:64 start on 40 GiB of
+  // rings where the check had counted 20); fused stages have none.
   if (c.engine != "tbb") {
-    const std::uint64_t rings = c.fuse ? (c.fuse_sink ? 0 : 1) : workers + 1;
+    std::uint64_t rings = workers + 1;
+    if (c.topo == topology_kind::fanout) rings = 2 * workers + 2;  // + broadcast's N, merge's 1
+    if (c.topo == topology_kind::diamond) rings = 8;               // + round_robin's 2, merge's 1
+    if (c.fuse) rings = c.fuse_sink ? 0 : 1;
     const std::size_t slot = sluice::detail::ring_buffer<bench_item>::slot_bytes();
     const long double one = static_cast<long double>(c.capacity) * slot;
     const long double need = static_cast<long double>(rings) * one;
