@@ -528,6 +528,13 @@ void graph_state::finish_run() noexcept {
   }
   threads_.clear();
   seal_leftover_channels();
+  // An inlet push that claimed its slot before its input was closed or cancelled lands
+  // after, and if the run tore down it discards its own item: wait for those (short:
+  // pushes already past their claim), so that the report and on_done count them. They
+  // came after both: the report stayed unbalanced and the dead letter followed on_done.
+  for (auto& c : channels_) {
+    if (c->producer < nodes_.size() && nodes_[c->producer]->is_input) c->control->wait_discards();
+  }
   std::exception_ptr start_error;
   {
     std::lock_guard mk(mu_);

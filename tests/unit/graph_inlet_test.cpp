@@ -359,19 +359,27 @@ struct held_move {
 // lands after the cancel, so it discards its own item and reports it to the graph. The
 // destructor must wait for it: the report reaches on_discard before the graph is gone
 // (it used to run on freed memory), and the push that succeeded is a dead letter.
-TEST(graph_inlet, destroying_the_graph_waits_for_a_push_in_progress_and_reports_its_item) {
-  watchdog dog(60s, "inlet_destroy_during_push");
+// A push that claimed its slot before a teardown lands after it, and discards its own
+// item. The run's end waits for it: the report that wait() and on_done get counts the
+// dead letter (it came after both: an unbalanced report, a dead letter after on_done),
+// and so does the graph's destructor.
+TEST(graph_inlet, the_runs_end_waits_for_a_push_in_progress_and_reports_its_item) {
+  watchdog dog(60s, "inlet_push_in_progress_at_the_end");
   held_move::hold = false;
   held_move::entered = false;
   held_move::release = false;
-  std::atomic<bool> destroyed{false};
+  std::atomic<bool> done{false};
   std::atomic<int> dead{0};
-  std::atomic<int> dead_after_destroyed{0};
+  std::atomic<int> dead_at_done{-1};
+  std::atomic<bool> balanced_at_done{false};
   std::atomic<int> pushed{-1};
-  auto g = std::make_unique<sluice::graph>(sluice::graph_options{.on_discard = [&](const sluice::dead_letter&) {
-    dead.fetch_add(1);
-    if (destroyed.load()) dead_after_destroyed.fetch_add(1);
-  }});
+  auto g = std::make_unique<sluice::graph>(sluice::graph_options{
+      .on_discard = [&](const sluice::dead_letter&) { dead.fetch_add(1); },
+      .on_done = [&](const sluice::report& r, std::exception_ptr) {
+        dead_at_done = dead.load();
+        balanced_at_done = r.balanced();
+        done = true;
+      }});
   auto [in, s] = g->input<held_move>("in", {.capacity = 8});
   g->sink("sink", s, [](held_move) {});
   g->start();
@@ -379,19 +387,23 @@ TEST(graph_inlet, destroying_the_graph_waits_for_a_push_in_progress_and_reports_
   std::thread pusher([in = in, &pushed] { pushed = static_cast<int>(in.try_push(held_move(1))); });
   ASSERT_TRUE(eventually([] { return held_move::entered.load(); }, 30s));  // slot claimed, item not yet in
   g->cancel();
-  EXPECT_THROW((void)g->wait(), sluice::cancelled);
-  std::thread destroyer([&] {
-    g.reset();
-    destroyed = true;
+  std::atomic<bool> waited{false};
+  std::thread waiter([&] {
+    EXPECT_THROW((void)g->wait(), sluice::cancelled);
+    waited = true;
   });
-  // The destructor cannot finish while the push is inside (a bounded look, not a sync).
-  EXPECT_FALSE(eventually([&] { return destroyed.load(); }, 200ms));
+  // The run cannot end while the push is inside (a bounded look, not a sync).
+  EXPECT_FALSE(eventually([&] { return done.load() || waited.load(); }, 200ms));
   held_move::release = true;
   pusher.join();
-  destroyer.join();
+  waiter.join();
   EXPECT_EQ(pushed.load(), static_cast<int>(sluice::status::ok));  // claimed before the cancel
-  EXPECT_EQ(dead.load(), 1);  // so it is a dead letter,
-  EXPECT_EQ(dead_after_destroyed.load(), 0);  // reported while the graph was there
+  EXPECT_EQ(dead.load(), 1);           // so it is a dead letter,
+  EXPECT_EQ(dead_at_done.load(), 1);   // reported before on_done,
+  EXPECT_TRUE(balanced_at_done.load());  // and counted in its report
+  EXPECT_TRUE(g->last_report().balanced());
+  g.reset();
+  EXPECT_EQ(dead.load(), 1);
   // After the graph: pushes fail without touching anything.
   EXPECT_EQ(in.try_push(held_move(2)), sluice::status::closed);
   EXPECT_FALSE(in.push(held_move(3)));

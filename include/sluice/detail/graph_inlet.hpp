@@ -28,10 +28,11 @@
 //   is otherwise only a pointer that push/close read. The inlet keeps a second, unused
 //   sender (`keep`) so that its side always has at least two handles, whatever the
 //   graph does with its own.
-// Lifetime: the inlet may outlive its graph; pushes then fail. A push racing the graph's
-//   destruction either fails or lands before the input is sealed and is processed or
-//   reported as a dead letter: the destructor waits for such late reports
-//   (channel_control::wait_discards) before the graph is gone.
+// Lifetime: the inlet may outlive its graph; pushes then fail. A push racing the run's
+//   end or the graph's destruction either fails or lands before the input is sealed and
+//   is processed or reported as a dead letter: the run's end (before its report and
+//   on_done) and the destructor wait for such late reports
+//   (channel_control::wait_discards).
 #pragma once
 
 #include <chrono>
