@@ -1090,6 +1090,26 @@ TEST_F(Tool, TheFirstInterruptEndsLongWorkAtOnce) {
   EXPECT_NE(r.out.find("(interrupted by Interrupt"), std::string::npos) << r.out;
   // Not a timing assertion on the tool: 30 s is one item's work, which a cut run skips.
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30)) << r.out;
+  // The items released by the cut are not deliveries: none had its 30 s of work. They
+  // were counted delivered, timed, and the run said it "ran to its end".
+  EXPECT_NE(r.out.find("items whose work it cut are not counted as delivered"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("ran to its end"), std::string::npos) << r.out;
+}
+
+// The same in JSON: the unfinished items are counted apart from the delivered ones, which
+// are the only ones timed, and the run is marked cut short.
+TEST_F(Tool, AnInterruptedBenchCountsTheItemsItCutAsUnfinishedNotDelivered) {
+  const interrupted_run r =
+      interrupt_bench({"--topology", "chain:1", "--work", "sleep:30s", "--items", "3", "--capacity", "4", "--json"});
+  if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
+  ASSERT_TRUE(WIFEXITED(r.status)) << r.err;
+  const mini_json::value v = mini_json::parse(r.out);
+  ASSERT_EQ(v["results"].size(), 1U) << r.out;
+  const auto& res = v["results"][std::size_t{0}];
+  EXPECT_TRUE(res["cut_short"].boolean()) << r.out;
+  EXPECT_EQ(res["items_delivered"].uint(), 0U) << r.out;
+  EXPECT_GE(res["items_unfinished"].uint(), 1U) << r.out;
+  EXPECT_EQ(res["items_unfinished"].uint() + res["items_delivered"].uint(), res["items_sent"].uint()) << r.out;
 }
 
 // --format gbench after ^C: the run cut short is marked failed (error_occurred, as Google

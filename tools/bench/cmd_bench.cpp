@@ -200,6 +200,7 @@ struct bench_item {
   std::uint64_t seq = 0;
   std::int64_t born_ns = 0;  // steady time: made (closed loop) or due (open loop)
   std::string payload;
+  bool unfinished = false;  // a ^C cut a stage's work on it short: not a delivery
 };
 
 // spin: busy for d. sleep: d of wall time at little CPU: asleep until 30 us before the
@@ -208,27 +209,31 @@ struct bench_item {
 // sleep, and the size of what the bench measures.
 // Work longer than kWorkSlice is done in slices and ends at a ^C: the run then drains what
 // it sent in moments (with --work sleep:20s the first ^C waited 20 s for each item sent,
-// and a `timeout` that sends one signal never ended the bench).
+// and a `timeout` that sends one signal never ended the bench). Such an item is
+// unfinished (false here, bench_item::unfinished): the sink counts it apart, neither
+// delivered nor timed (the run reported the items released by a ^C as delivered, at a
+// rate the work could not have allowed).
 constexpr std::int64_t kWorkSlice = 100'000'000;  // ns
-void do_work(const work_spec& w) {
-  if (w.d.count() <= 0) return;
+bool do_work(const work_spec& w) {
+  if (w.d.count() <= 0) return true;
   const std::int64_t end = now_ns() + w.d.count();
   if (w.d.count() > kWorkSlice) {
     for (std::int64_t left = end - now_ns(); left > kWorkSlice; left = end - now_ns()) {
-      if (interrupted()) return;
+      if (interrupted()) return false;
       if (w.sleep) {
         bench::sleep_until_ns(now_ns() + kWorkSlice);
       } else {
         spin_for(nanoseconds(kWorkSlice));
       }
     }
-    if (interrupted()) return;
+    if (interrupted()) return false;
   }
   if (w.sleep) {
     bench::sleep_precisely_until_ns(end);
   } else {
     spin_for(nanoseconds(std::max<std::int64_t>(0, end - now_ns())));
   }
+  return true;
 }
 
 // When a run ends: after max_items, or when duration_ns has passed since the first
@@ -361,7 +366,8 @@ struct bench_result {
   std::string load_of;  // sweep: whose closed-loop maximum the offered rate is a share of
   double load_fraction = 0;
   double warm_up_s = 0;  // the unmeasured run of this engine just before this one (kWarmUpNs), 0: none
-  bool cut = false;  // ^C stopped its source early (it sent fewer items than it would have)
+  bool cut = false;  // ^C stopped its source early, or cut items' work short (unfinished)
+  std::uint64_t unfinished = 0;  // deliveries whose work a ^C cut short: not counted
   std::uint64_t copies = 1;
   std::uint64_t sent = 0;
   std::uint64_t due = 0;  // open loop: items due in the window (sent or not)
@@ -538,7 +544,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
     o.fuse = c.fuse;
     const work_spec w = work_for(c, idx);
     return g.map(names[idx], in, [w](bench_item v) {
-      do_work(w);
+      if (!v.unfinished && !do_work(w)) v.unfinished = true;
       return v;
     }, o);
   };
@@ -569,7 +575,12 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
   bench::log_histogram& hist = r.hist;
   std::int64_t& first_ns = r.first_ns;  // written by the sink thread, read after run() joined it
   std::int64_t& last_ns = r.last_ns;
-  g.sink("sink", last, [&hist, &delivered, &first_ns, &last_ns](bench_item v) {
+  std::uint64_t& unfinished = r.unfinished;
+  g.sink("sink", last, [&hist, &delivered, &first_ns, &last_ns, &unfinished](bench_item v) {
+    if (v.unfinished) {
+      ++unfinished;
+      return;
+    }
     const std::int64_t now = now_ns();
     hist.record(now - v.born_ns);
     if (first_ns == 0) first_ns = now;
@@ -624,7 +635,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
   r.sent = arr.sent();
   r.due = arr.due();
   r.window_s = static_cast<double>(arr.window_ns()) * 1e-9;
-  r.cut = arr.was_cut();
+  r.cut = arr.was_cut() || r.unfinished != 0;
   r.t0_ns = arr.t0_ns();
   r.snap = rep.metrics;
   r.balanced = rep.balanced();
@@ -671,14 +682,14 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
       chain = chain & tbb::make_filter<bench_item, bench_item>(
                           c.replicas > 1 ? tbb::filter_mode::parallel : tbb::filter_mode::serial_in_order,
                           [w](bench_item v) {
-                            do_work(w);
+                            if (!v.unfinished && !do_work(w)) v.unfinished = true;
                             return v;
                           });
     }
   } else {
     const work_spec w = work_for(c, 0);
     chain = chain & tbb::make_filter<bench_item, bench_item>(tbb::filter_mode::parallel, [w](bench_item v) {
-      do_work(w);
+      if (!v.unfinished && !do_work(w)) v.unfinished = true;
       return v;
     });
   }
@@ -687,7 +698,11 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   std::int64_t& last_ns = r.last_ns;
   auto sink = tbb::make_filter<bench_item, void>(
       c.ordered ? tbb::filter_mode::serial_in_order : tbb::filter_mode::serial_out_of_order,
-      [&hist, &delivered, &first_ns, &last_ns](bench_item v) {
+      [&hist, &delivered, &first_ns, &last_ns, &unfinished = r.unfinished](bench_item v) {
+        if (v.unfinished) {
+          ++unfinished;
+          return;
+        }
         const std::int64_t now = now_ns();
         hist.record(now - v.born_ns);
         if (first_ns == 0) first_ns = now;
@@ -708,7 +723,7 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   r.sent = arr.sent();
   r.due = arr.due();
   r.window_s = static_cast<double>(arr.window_ns()) * 1e-9;
-  r.cut = arr.was_cut();
+  r.cut = arr.was_cut() || r.unfinished != 0;
   r.t0_ns = arr.t0_ns();
   r.detail = "parallel_pipeline, " + std::to_string(tokens) + " tokens, " + std::to_string(threads) + " worker threads";
   return r;
@@ -947,6 +962,7 @@ std::string result_json(const bench_config& c, const bench_result& r) {
   o += ",\"load_fraction\":" + (r.load_of.empty() ? std::string("null") : num(r.load_fraction));
   o += ",\"warm_up_s\":" + num(r.warm_up_s);
   o += std::string(",\"cut_short\":") + (r.cut ? "true" : "false");
+  o += ",\"items_unfinished\":" + std::to_string(r.unfinished);
   o += ",\"items_sent\":" + std::to_string(r.sent) + ",\"expected_deliveries\":" + std::to_string(r.sent * r.copies);
   o += ",\"items_due\":" + (r.open_loop ? std::to_string(r.due) : std::string("null"));
   o += ",\"items_unsent\":" + (r.open_loop ? std::to_string(r.unsent()) : std::string("null"));
@@ -1053,7 +1069,10 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
     // A run ^C cut short is no measurement of its configuration: compare.py and other
     // readers of this format see it marked failed, not as a shorter run of the same name.
     const int sig = g_interrupted.load(std::memory_order_relaxed);
-    if (r.cut && sig != 0) e.error = "interrupted by " + signal_name(sig) + ": the source stopped sending early";
+    if (r.cut && sig != 0) {
+      e.error = "interrupted by " + signal_name(sig) +
+                (r.unfinished != 0 ? ": items' work was cut short" : ": the source stopped sending early");
+    }
     rows.push_back(std::move(e));
   }
   std::vector<std::pair<std::string, std::string>> context = {
@@ -1074,8 +1093,12 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
 // every run shown ran to its end.
 std::string interrupted_clause(const std::vector<bench_result>& rs) {
   if (rs.empty()) return "no run sent an item before it, so there is nothing to show";
-  return rs.back().cut ? "the last run stopped sending early, and no run started after it"
-                       : "every run shown ran to its end, and no other run was measured";
+  if (!rs.back().cut) return "every run shown ran to its end, and no other run was measured";
+  if (rs.back().unfinished != 0) {
+    return "the last run was cut short: " + std::to_string(rs.back().unfinished) +
+           " items whose work it cut are not counted as delivered, and no run started after it";
+  }
+  return "the last run stopped sending early, and no run started after it";
 }
 
 report_data make_report(const bench_config& c, const std::vector<bench_result>& rs) {
