@@ -234,9 +234,20 @@ TEST_F(BenchRate, AnAbsurdRateIsFlaggedSaturated) {
     // the run; the p99 is far above the time a pass-through chain needs per item.
     EXPECT_GT(res["latency_us"]["p99"].num(), 50'000.0);
   }
-  const result t = run_tool({"bench", "--topology", "chain:2", "--rate", "1G", "--duration", "200ms"}, 60);
+  const std::string html = ::testing::TempDir() + "sluice_saturated_" + std::to_string(::getpid()) + ".html";
+  const result t =
+      run_tool({"bench", "--topology", "chain:2", "--rate", "1G", "--duration", "200ms", "--report", html}, 60);
   ASSERT_EQ(t.status, 0) << t.err;
   EXPECT_NE(t.out.find("saturated"), std::string::npos) << t.out;
+  // The report says so too: its row is flagged with the items never sent, its points are
+  // hollow, and a note says the percentiles are lower bounds (it showed them as plain
+  // measurements).
+  const std::string page = sluice_test::read_whole_file(html);
+  std::remove(html.c_str());
+  EXPECT_NE(page.find("<tr class=\"saturated\">"), std::string::npos) << page.substr(0, 2000);
+  EXPECT_NE(page.find("due never sent"), std::string::npos);
+  EXPECT_NE(page.find("they are lower bounds"), std::string::npos);
+  EXPECT_NE(page.find("r=\"3.5\" class=\"saturated\""), std::string::npos);
 }
 
 // A rate so low that the second item is due after the run: one item, not a closed loop

@@ -1128,6 +1128,9 @@ report_data make_report(const bench_config& c, const std::vector<bench_result>& 
     lp.p99_us = static_cast<double>(r.hist.quantile(0.99)) / 1e3;
     lp.p999_us = static_cast<double>(r.hist.quantile(0.999)) / 1e3;
     lp.engine = r.engine;
+    lp.saturated = r.saturated();
+    lp.unsent = r.unsent();
+    lp.due = r.due;
     d.latency.push_back(std::move(lp));
   }
   return d;

@@ -204,9 +204,13 @@ std::string latency_svg(const std::vector<latency_point>& pts) {
         const double val = p.*s.field;
         if (!(val > 0) || !std::isfinite(val)) continue;
         d += (d.empty() ? "M" : " L") + f(xpx(p.offered_per_s)) + "," + f(ypx(val));
-        dots += "<circle cx=\"" + f(xpx(p.offered_per_s)) + "\" cy=\"" + f(ypx(val)) + "\" r=\"3.5\" fill=\"" +
-                s.color + "\"><title>" + html_escape(engines[e]) + " " + s.label + " at " + html_escape(si(p.offered_per_s)) +
-                "/s offered: " + html_escape(us(val)) + "</title></circle>\n";
+        // A saturated run's point is hollow: a lower bound, not a measurement of its rate.
+        dots += "<circle cx=\"" + f(xpx(p.offered_per_s)) + "\" cy=\"" + f(ypx(val)) + "\" r=\"3.5\" " +
+                (p.saturated ? "class=\"saturated\" fill=\"#fff\" stroke=\"" + std::string(s.color) + "\" stroke-width=\"2\""
+                             : "fill=\"" + std::string(s.color) + "\"") +
+                "><title>" + html_escape(engines[e]) + " " + s.label + " at " + html_escape(si(p.offered_per_s)) +
+                "/s offered: " + html_escape(us(val)) +
+                (p.saturated ? " (saturated: a lower bound)" : "") + "</title></circle>\n";
       }
       if (d.empty()) continue;
       o += "<path class=\"curve\" data-engine=\"" + html_escape(engines[e]) + "\" data-percentile=\"" + s.label + "\" d=\"" + d +
@@ -236,13 +240,26 @@ std::string latency_svg(const std::vector<latency_point>& pts) {
 std::string latency_table(const std::vector<latency_point>& pts) {
   std::string o =
       "<table class=\"latency\"><thead><tr><th>engine</th><th>offered</th><th>achieved</th><th>p50</th>"
-      "<th>p99</th><th>p99.9</th></tr></thead><tbody>\n";
+      "<th>p99</th><th>p99.9</th><th></th></tr></thead><tbody>\n";
+  bool any_saturated = false;
   for (const auto& p : pts) {
-    o += "<tr><td>" + html_escape(p.engine) + "</td><td>" + html_escape(si(p.offered_per_s)) + "/s</td><td>" +
-         html_escape(si(p.achieved_per_s)) + "/s</td><td>" + html_escape(us(p.p50_us)) + "</td><td>" + html_escape(us(p.p99_us)) +
-         "</td><td>" + html_escape(us(p.p999_us)) + "</td></tr>\n";
+    std::string flag;
+    if (p.saturated) {
+      any_saturated = true;
+      flag = "saturated";
+      if (p.unsent != 0) flag += ": " + std::to_string(p.unsent) + " of " + std::to_string(p.due) + " due never sent";
+    }
+    o += std::string(p.saturated ? "<tr class=\"saturated\">" : "<tr>") + "<td>" + html_escape(p.engine) + "</td><td>" +
+         html_escape(si(p.offered_per_s)) + "/s</td><td>" + html_escape(si(p.achieved_per_s)) + "/s</td><td>" +
+         html_escape(us(p.p50_us)) + "</td><td>" + html_escape(us(p.p99_us)) + "</td><td>" + html_escape(us(p.p999_us)) +
+         "</td><td>" + html_escape(flag) + "</td></tr>\n";
   }
   o += "</tbody></table>\n";
+  if (any_saturated) {
+    o += "<p class=\"saturated\">Saturated rows (hollow points): the graph could not take the offered rate. Items "
+         "it fell behind on were sent late or never, so these percentiles leave out the slowest: they are lower "
+         "bounds, not the latency at that rate.</p>\n";
+  }
   return o;
 }
 

@@ -31,6 +31,11 @@ struct latency_point {
   double p99_us = 0;
   double p999_us = 0;
   std::string engine;
+  // The graph could not take the offered rate: `unsent` of the `due` items were never
+  // sent, so the percentiles leave out the slowest and are lower bounds (marked so).
+  bool saturated = false;
+  unsigned long long unsent = 0;
+  unsigned long long due = 0;
 };
 
 struct report_data {
