@@ -194,6 +194,19 @@ std::uint64_t copies(const bench_config& c) { return c.topo == topology_kind::fa
 
 bool tbb_runs(const bench_config& c) { return c.topo == topology_kind::chain || c.topo == topology_kind::farm; }
 
+// The channels run_sluice builds when no stage is fused, each of --capacity slots: the
+// source's and each worker's output, and broadcast's, round_robin's and merge's (fanout:N
+// has 2N+2, diamond 8). oneTBB's token count takes the same number.
+std::uint64_t sluice_channels(const bench_config& c) {
+  switch (c.topo) {
+    case topology_kind::farm: return 2;
+    case topology_kind::fanout: return 2 * c.n + 2;  // + broadcast's N, merge's 1
+    case topology_kind::diamond: return 8;           // + round_robin's 2, merge's 1
+    case topology_kind::chain: break;
+  }
+  return c.n + 1;
+}
+
 // ---- the item, the work, the arrivals ---------------------------------------------
 
 struct bench_item {
@@ -234,6 +247,11 @@ bool do_work(const work_spec& w) {
     spin_for(nanoseconds(std::max<std::int64_t>(0, end - now_ns())));
   }
   return true;
+}
+
+// A worker stage's step, both engines: the work, unless an earlier stage's was cut.
+void work_on(bench_item& v, const work_spec& w) {
+  if (!v.unfinished && !do_work(w)) v.unfinished = true;
 }
 
 // When a run ends: after max_items, or when duration_ns has passed since the first
@@ -417,6 +435,22 @@ struct bench_result {
   [[nodiscard]] bool complete() const { return delivered == sent * copies && balanced; }
 };
 
+// The sink's step, both engines (one thread at a time; r is read after the run joined
+// it): an item whose work a ^C cut is counted apart; any other is a delivery, timed from
+// its stamp.
+void take_delivery(bench_result& r, std::atomic<std::uint64_t>& delivered, const bench_item& v) {
+  if (v.unfinished) {
+    ++r.unfinished;
+    return;
+  }
+  const std::int64_t now = now_ns();
+  r.hist.record(now - v.born_ns);
+  if (r.first_ns == 0) r.first_ns = now;
+  r.last_ns = now;
+  // relaxed: a statistic for the progress display; read exactly after the join.
+  delivered.fetch_add(1, std::memory_order_relaxed);
+}
+
 // 20000 -> "20.00 k" (with a trailing space for the unit's place).
 std::string si(double v) {
   char buf[32];
@@ -544,7 +578,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
     o.fuse = c.fuse;
     const work_spec w = work_for(c, idx);
     return g.map(names[idx], in, [w](bench_item v) {
-      if (!v.unfinished && !do_work(w)) v.unfinished = true;
+      work_on(v, w);
       return v;
     }, o);
   };
@@ -572,22 +606,7 @@ bench_result run_sluice(const bench_config& c, const feed& f, progress& prog, [[
       break;
     }
   }
-  bench::log_histogram& hist = r.hist;
-  std::int64_t& first_ns = r.first_ns;  // written by the sink thread, read after run() joined it
-  std::int64_t& last_ns = r.last_ns;
-  std::uint64_t& unfinished = r.unfinished;
-  g.sink("sink", last, [&hist, &delivered, &first_ns, &last_ns, &unfinished](bench_item v) {
-    if (v.unfinished) {
-      ++unfinished;
-      return;
-    }
-    const std::int64_t now = now_ns();
-    hist.record(now - v.born_ns);
-    if (first_ns == 0) first_ns = now;
-    last_ns = now;
-    // relaxed: a statistic for the progress display; read exactly after the join.
-    delivered.fetch_add(1, std::memory_order_relaxed);
-  }, [&] {
+  g.sink("sink", last, [&r, &delivered](bench_item v) { take_delivery(r, delivered, v); }, [&] {
     stage_options so;
     so.fuse = c.fuse_sink;
     return so;
@@ -660,7 +679,7 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
   const std::string payload(static_cast<std::size_t>(c.item_size), 'x');
   arrivals arr(f);
   std::uint64_t next = 0;
-  const std::size_t channels = c.topo == topology_kind::farm ? 2 : c.n + 1;
+  const std::size_t channels = static_cast<std::size_t>(sluice_channels(c));
   // capacity x channels, saturating: a huge --capacity must not wrap to a few tokens.
   const std::size_t cap = static_cast<std::size_t>(c.capacity);
   const std::size_t tokens =
@@ -682,33 +701,20 @@ bench_result run_tbb(const bench_config& c, const feed& f, progress& prog) {
       chain = chain & tbb::make_filter<bench_item, bench_item>(
                           c.replicas > 1 ? tbb::filter_mode::parallel : tbb::filter_mode::serial_in_order,
                           [w](bench_item v) {
-                            if (!v.unfinished && !do_work(w)) v.unfinished = true;
+                            work_on(v, w);
                             return v;
                           });
     }
   } else {
     const work_spec w = work_for(c, 0);
     chain = chain & tbb::make_filter<bench_item, bench_item>(tbb::filter_mode::parallel, [w](bench_item v) {
-      if (!v.unfinished && !do_work(w)) v.unfinished = true;
+      work_on(v, w);
       return v;
     });
   }
-  bench::log_histogram& hist = r.hist;
-  std::int64_t& first_ns = r.first_ns;  // serial filter; read after parallel_pipeline returns
-  std::int64_t& last_ns = r.last_ns;
-  auto sink = tbb::make_filter<bench_item, void>(
+  auto sink = tbb::make_filter<bench_item, void>(  // a serial filter: one thread at a time
       c.ordered ? tbb::filter_mode::serial_in_order : tbb::filter_mode::serial_out_of_order,
-      [&hist, &delivered, &first_ns, &last_ns, &unfinished = r.unfinished](bench_item v) {
-        if (v.unfinished) {
-          ++unfinished;
-          return;
-        }
-        const std::int64_t now = now_ns();
-        hist.record(now - v.born_ns);
-        if (first_ns == 0) first_ns = now;
-        last_ns = now;
-        delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistic
-      });
+      [&r, &delivered](bench_item v) { take_delivery(r, delivered, v); });
   // TBB's own scheduler decides the threads (its default: one per core).
   const int threads = tbb::info::default_concurrency();
   const double cpu0 = process_cpu_s();
@@ -1315,15 +1321,10 @@ int cmd_bench(int argc, char** argv) {
   // The sluice graph's rings together must fit in the memory free now. Each is allocated
   // and touched as its stage is added, and the library refuses only the first one that
   // does not fit (detail::check_ring_memory): --capacity 100M on chain:4 held 21.9 GB for
-  // 100 s before that error. Every channel run_sluice builds has --capacity slots: the
-  // source's and each worker's output, and broadcast's, round_robin's and merge's (fanout:N
-  // has 2N+2, diamond 8; counting only the workers' let fanout:64 start on 40 GiB of
-  // rings where the check had counted 20); fused stages have none.
+  // 100 s before that error. Every channel counts (sluice_channels: counting only the
+  // workers' let fanout:64 start on 40 GiB of rings where the check had counted 20).
   if (c.engine != "tbb") {
-    std::uint64_t rings = workers + 1;
-    if (c.topo == topology_kind::fanout) rings = 2 * workers + 2;  // + broadcast's N, merge's 1
-    if (c.topo == topology_kind::diamond) rings = 8;               // + round_robin's 2, merge's 1
-    if (c.fuse) rings = c.fuse_sink ? 0 : 1;
+    const std::uint64_t rings = c.fuse ? (c.fuse_sink ? 0 : 1) : sluice_channels(c);  // fused stages have none
     const std::size_t slot = sluice::detail::ring_buffer<bench_item>::slot_bytes();
     const long double one = static_cast<long double>(c.capacity) * slot;
     const long double need = static_cast<long double>(rings) * one;
