@@ -159,22 +159,24 @@ buffer buffer::copy_of(std::string_view s, buffer_pool& pool) {
 
 buffer::buffer(std::size_t capacity, buffer_pool& pool) : buffer(pool.get(capacity)) {}
 
-void buffer::reserve(std::size_t n) {
-  if (n <= cap_) return;
+buffer buffer::bigger_copy(std::size_t n) const {
   buffer_pool& pool = pool_ != nullptr ? *pool_ : buffer_pool::global();
   buffer bigger = pool.get(n);
   if (size_ != 0) std::memcpy(bigger.data_, data_, size_);
   bigger.size_ = size_;
-  *this = std::move(bigger);
+  return bigger;
+}
+
+void buffer::reserve(std::size_t n) {
+  if (n <= cap_) return;
+  *this = bigger_copy(n);
 }
 
 void buffer::grow_append(const void* p, std::size_t n) {
   if (n > static_cast<std::size_t>(PTRDIFF_MAX) - size_) throw std::length_error("sluice::buffer::append: size overflows");
-  buffer_pool& pool = pool_ != nullptr ? *pool_ : buffer_pool::global();
-  buffer bigger = pool.get(std::max(size_ + n, cap_ * 2));
-  if (size_ != 0) std::memcpy(bigger.data_, data_, size_);
+  buffer bigger = bigger_copy(std::max(size_ + n, cap_ * 2));
   std::memcpy(bigger.data_ + size_, p, n);  // before this buffer's block goes back
-  bigger.size_ = size_ + n;
+  bigger.size_ += n;
   *this = std::move(bigger);
 }
 

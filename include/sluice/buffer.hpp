@@ -197,6 +197,7 @@ class buffer {
  private:
   friend class buffer_pool;
   buffer(char* d, std::size_t cap, buffer_pool* pool) noexcept : data_(d), cap_(cap), pool_(pool) {}
+  buffer bigger_copy(std::size_t n) const;  // a block of at least n from the same pool, holding this content
   void grow_append(const void* p, std::size_t n);
 
   char* data_ = nullptr;
