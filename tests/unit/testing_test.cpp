@@ -907,3 +907,91 @@ TEST(testing_stress, a_push_that_throws_in_broadcast_or_merge_loses_no_item) {
 }
 
 }  // namespace
+
+namespace more {
+
+// An ordered, replicated flat_map pushes into private channels (detail/graph_order.hpp),
+// which got no faults: a flat_map that swallows them was never caught there, though it
+// was with one replica or unordered.
+TEST(testing_stress, an_ordered_replicated_flat_map_gets_faults_in_its_own_pushes) {
+  st::stress_options o = quiet(30);
+  o.fail_probability = 0.02;
+  o.deadline = 5s;
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 300 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    auto fm = g.flat_map<int>("swallow", src, [](int v, sluice::sender<int>& out) {
+      try {
+        (void)out.push(v);
+      } catch (const st::injected_fault&) {
+        // swallowed: the bug
+      }
+    }, {.replicas = 3, .ordered = true});
+    g.sink("out", fm, [](int) {});
+  };
+  const auto r = st::stress(build, o);
+  EXPECT_TRUE(names(r, "swallow", "caught an injected_fault")) << r;
+}
+
+// DESIGN §8: what run() throws is stage_error or cancelled. A graph whose own stage calls
+// cancel() (a kill switch) was a violation in every run.
+TEST(testing_stress, a_graph_that_cancels_itself_is_not_a_violation) {
+  st::stress_options o = quiet(5);
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    g.sink("kill-switch", src, [&g](int v) {
+      if (v == 50) g.cancel();
+    });
+  };
+  const auto r = st::stress(build, o);
+  EXPECT_EQ(r.runs, 5u);
+  EXPECT_TRUE(r.ok()) << r;
+}
+
+// An external channel (a JetStream edge) may hold messages when the run ends:
+// report::balanced() skips it, and stress named every run a violation for it.
+TEST(testing_stress, an_external_channel_is_not_held_to_the_accounting_identity) {
+  st::stress_options o = quiet(3);
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 20; ++i) (void)out.push(i);
+    });
+    g.sink("publish", src, [registered = false](int) mutable {
+      if (!registered) {
+        registered = true;
+        sluice::this_stage::add_external_channel("stream:out", true, [] {
+          return sluice::metrics::external_channel_reading{.size = 5, .capacity = 100};
+        });
+      }
+    });
+  };
+  const auto r = st::stress(build, o);
+  EXPECT_EQ(r.runs, 3u);
+  EXPECT_TRUE(r.ok()) << r;
+}
+
+// A delay of zero stalls nothing: with max_delay 0 none is injected or counted.
+TEST(testing_stress, a_zero_max_delay_injects_no_delays) {
+  st::stress_options o = quiet(5);
+  o.delay_probability = 0.5;
+  o.max_delay = 0ns;
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 100; ++i) (void)out.push(i);
+    });
+    g.sink("out", src, [](int) {});
+  };
+  const auto r = st::stress(build, o);
+  EXPECT_TRUE(r.ok()) << r;
+  EXPECT_EQ(r.delays, 0u) << r;
+  EXPECT_EQ(r.faults, 0u) << r;
+}
+
+}  // namespace more

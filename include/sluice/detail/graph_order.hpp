@@ -229,6 +229,9 @@ class flat_map_order {
       co.on_discard = [g = graph_, ch = out_](U&& v) { g->discard(ch, typeid(U), &v); };
     }
     auto [tx, rx] = bounded<U>(std::move(co));
+    // Under stress, the user's pushes into it get faults as every graph channel's do
+    // (and the emitter's pops from it); set before the receiver reaches the emitter.
+    if (fault_hook* h = graph_->faults(); h != nullptr) [[unlikely]] channel_access::set_fault_hook(tx, h);
     std::unique_lock lk(mu_);
     const std::size_t w = slots_.size();
     const auto inside = [&] { return dead_ || seq < next_ + w; };
