@@ -37,13 +37,14 @@
 //     stages still running then are named: the one that ignores its stop token, not the
 //     ones waiting for it);
 //   - what run() threw: stage_error whose cause is the injected_fault, or cancelled after
-//     a cancel; the user's own exception is a violation carrying its message (also a
+//     a cancel (stress's, or one the graph's own code made); the user's own exception is a violation carrying its message (also a
 //     sluice::cancelled or stage_error a stage throws while nothing is torn down),
 //     anything else too;
 //   - every injected_fault thrown was seen leaving its stage (a stage that catches it and
 //     goes on to another push or pop is named; one that ends after it is not);
-//   - the accounting identity on every channel: pushed == popped + discarded, nothing
-//     left buffered; no stage named stuck by the graph. (This is the channels' ledger,
+//   - the accounting identity on every channel but an external one (a JetStream edge's
+//     stream may keep messages, as report::balanced() allows): pushed == popped +
+//     discarded, nothing left buffered; no stage named stuck by the graph. (This is the channels' ledger,
 //     not the application's: a stage that drops, duplicates or reorders items keeps it
 //     balanced. Check delivery end to end in the build function's sink, as `sluice
 //     stress` does for its random graphs with run_one.)
