@@ -121,6 +121,7 @@ struct connect_options {
   // A stage failing to reach the server this long fails. A server that stops answering
   // without closing the socket (stopped, frozen) is seen as gone after two unanswered
   // PINGs, sent every half give_up (2 s to 2 min): the stage fails a few give_ups after.
+  // Positive, at most 100 years (connect() throws std::invalid_argument otherwise).
   std::chrono::milliseconds give_up{10000};
   std::string name = {};                           // client name shown by the server
 };
@@ -187,7 +188,8 @@ struct edge_options {
 // Refuses (std::invalid_argument, before any request) an edge no stream could carry: a
 // stream or durable name holding a space, a control byte, '.', '*' or '>', or over 255
 // characters; a subject with a wildcard or an empty token; max_msgs, ack_wait or
-// max_ack_pending not positive; max_bytes 0 or below -1. A stream this call made is
+// max_ack_pending not positive; an ack_wait past 100 years (the server's nanoseconds
+// overflowed, and it took its default); max_bytes 0 or below -1. A stream this call made is
 // deleted again when its consumer cannot be made.
 // Creates the stream and the durable consumer, or checks that existing ones have the same
 // limits (std::runtime_error naming the first difference, e.g.
@@ -270,7 +272,9 @@ struct publish_options {
 };
 struct subscribe_options {
   std::size_t batch = 256;                    // messages per pull request at most
-  std::chrono::milliseconds fetch_wait{20};   // one pull request's wait on an empty stream (teardown latency)
+  // One fetch's wait on an empty stream: positive (std::invalid_argument otherwise). A
+  // stop or a teardown ends the wait within about 20 ms, whatever its length.
+  std::chrono::milliseconds fetch_wait{20};
   std::shared_ptr<subscribe_counters> counters = {};
   // Acknowledgements are confirmed by the server (JetStream's double ack), asynchronously:
   // at most ack_window acks are unconfirmed at once (ack() waits while the window is
@@ -312,6 +316,9 @@ class publisher {
   // The next message is the item at position p of the stage's input: its sequence is
   // first_sequence + p (without a call, one more than the last message's).
   void position(std::uint64_t p) noexcept;
+  // Empty if a message of `payload` bytes, with its Nats-Msg-Id header, fits the
+  // connection's max_payload; else why not, naming the sizes and the server.
+  [[nodiscard]] std::string over_max_payload(std::size_t payload) const;
   // The bytes a message of `payload` bytes takes of the stream's max_bytes, as nats-server
   // counts them (its subject, its Nats-Msg-Id header and the store's own bytes too), or a
   // few more, never fewer.
@@ -320,6 +327,9 @@ class publisher {
  private:
   std::shared_ptr<pub_state> st_;
 };
+
+// Throws std::invalid_argument, naming the edge, for subscribe options no fetch can use.
+void check_subscribe_options(const edge_options& e, const subscribe_options& o);
 
 // The subscribe stage's engine.
 class subscriber {
@@ -398,6 +408,11 @@ struct publish_fn {
         refuse(*v, "is a message of " + std::to_string(std::string_view(*bytes).size()) +
                        " bytes, over the edge's max_bytes of " + std::to_string(edge.max_bytes) + " once stored (" +
                        std::to_string(stored) + " bytes with its subject, id and the store's own); it could never be stored");
+        continue;
+      }
+      // So is one over the server's max_payload: no server of this connection takes it.
+      if (std::string why = p.over_max_payload(std::string_view(*bytes).size()); !why.empty()) {
+        refuse(*v, why);
         continue;
       }
       // A publish that fails (the server gone past give_up, the connection closed, the
@@ -488,6 +503,7 @@ void publish(graph& g, stream<T> in, connection c, edge_options e, publish_optio
 // "subscribe:<stream>" unless o.name says otherwise.
 template <class T>
 auto subscribe(connection c, edge_options e, subscribe_options s = {}, stage_options o = {}) {
+  detail::check_subscribe_options(e, s);
   o.name = detail::stage_name(o, "subscribe", e);
   const bool skip = o.on_error == error_policy::skip;
   return sluice::from<delivery<T>>(detail::subscribe_fn<T>{std::move(c), std::move(e), std::move(s), skip},
@@ -497,6 +513,7 @@ auto subscribe(connection c, edge_options e, subscribe_options s = {}, stage_opt
 template <class T>
 stream<delivery<T>> subscribe(graph& g, connection c, edge_options e, subscribe_options s = {},
                               stage_options o = {}) {
+  detail::check_subscribe_options(e, s);
   auto name = detail::stage_name(o, "subscribe", e);
   const bool skip = o.on_error == error_policy::skip;
   return g.source<delivery<T>>(std::move(name),

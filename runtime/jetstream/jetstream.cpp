@@ -806,6 +806,21 @@ publisher::~publisher() {
 
 void publisher::position(std::uint64_t p) noexcept { st_->seq = st_->opts.first_sequence + p; }
 
+std::string publisher::over_max_payload(std::size_t payload) const {
+  // libnats refuses a message whose header block and data pass the server's max_payload:
+  // the block is "NATS/1.0\r\nNats-Msg-Id: <producer_id>-<seq>\r\n\r\n".
+  constexpr std::uint64_t kHeaderFraming = 27;
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, st_->seq).ptr;
+  const std::uint64_t header = kHeaderFraming + st_->producer_id.size() + 1 + static_cast<std::uint64_t>(end - digits);
+  const std::int64_t limit = natsConnection_GetMaxPayload(st_->conn->nc);
+  if (limit <= 0 || std::cmp_less_equal(std::uint64_t{payload} + header, limit)) return {};
+  return "is a message of " + std::to_string(payload) + " bytes, over the max_payload of " + std::to_string(limit) +
+         " bytes of " + st_->conn->url + " with its " + std::to_string(header) +
+         "-byte Nats-Msg-Id header; it could never be sent (make items smaller or raise max_payload in the server's "
+         "configuration)";
+}
+
 std::uint64_t publisher::stored_size(std::size_t payload) const noexcept {
   // The header block "NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n", the id at most 20 digits
   // of sequence after "<producer_id>-"; nats-server's file store adds 30 bytes a message
@@ -926,6 +941,9 @@ constexpr auto kMinExpires = std::chrono::milliseconds(500);
 // At the end, the open request's messages in flight are awaited until none came for
 // this long (at most fetch_wait in all).
 constexpr auto kCloseQuiet = std::chrono::milliseconds(5);
+// A fetch waits in slices this long, looking at the stage's stop token between them: a
+// fetch_wait of seconds (a common long poll) kept cancel() waiting that long.
+constexpr auto kStopSlice = std::chrono::milliseconds(20);
 
 struct sub_state {
   std::shared_ptr<conn_state> conn;
@@ -938,6 +956,7 @@ struct sub_state {
   natsSubscription* pulls = nullptr;
   natsSubscription* confirms = nullptr;
   std::shared_ptr<edge_gauge> gauge;
+  std::stop_token stop;  // the stage's: a teardown (cancel, a failure) and request_stop() request it
 
   // The open pull request (stage thread only).
   std::uint64_t request = 0;
@@ -1334,6 +1353,18 @@ std::string sub_state::message_id(natsMsg* m) {
   return s;
 }
 
+// Durations past this are refused: the server counts in nanoseconds (an int64 overflows
+// at 292 years), and a deadline this far is "never" for any graph.
+constexpr auto kLongest = std::chrono::hours(24 * 365 * 100);
+
+void check_subscribe_options(const edge_options& e, const subscribe_options& o) {
+  if (o.fetch_wait <= std::chrono::milliseconds::zero() || o.fetch_wait > kLongest) {
+    throw std::invalid_argument("sluice::jetstream::subscribe: edge '" + e.stream +
+                                "': fetch_wait must be positive and at most 100 years (got " +
+                                std::to_string(o.fetch_wait.count()) + " ms; 0 made an idle edge spin)");
+  }
+}
+
 namespace {
 
 // Sleeps for d, or less if stop is requested. False: stop was requested.
@@ -1349,6 +1380,7 @@ bool nap(std::chrono::milliseconds d, const std::stop_token& stop) {
 subscriber::subscriber(const connection& c, const edge_options& e, const subscribe_options& o,
                        const std::stop_token& stop) {
   need_connection(c, "subscribe");
+  check_subscribe_options(e, o);
   if (!o.confirm_acks && o.on_confirmed) {
     throw std::invalid_argument("sluice::jetstream::subscribe: edge '" + e.stream +
                                 "': on_confirmed needs confirm_acks (plain acks are never confirmed)");
@@ -1357,6 +1389,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
   st->conn = c.state();
   st->edge = e;
   st->opts = o;
+  st->stop = stop;
   if (st->opts.batch == 0) st->opts.batch = 1;
   const std::string durable = durable_of(e);
   {
@@ -1453,10 +1486,13 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now()).count();
     // After the first message, only what is already here: hand it on without waiting.
-    const std::int64_t wait = delivered > 0 ? 0 : std::max<std::int64_t>(left, 0);
+    const std::int64_t wait = delivered > 0 ? 0 : std::clamp<std::int64_t>(left, 0, kStopSlice.count());
     natsMsg* m = nullptr;
     const natsStatus rc = natsSubscription_NextMsg(&m, s.pulls, wait);
-    if (rc == NATS_TIMEOUT) break;
+    if (rc == NATS_TIMEOUT) {
+      if (delivered == 0 && left > wait && !s.stop.stop_requested()) continue;  // the next slice
+      break;
+    }
     if (rc == NATS_NO_RESPONDERS) {  // JetStream not (yet) there, e.g. during a restart
       s.open = false;
       pause = true;
@@ -1508,7 +1544,7 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
         static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()),
         std::memory_order_relaxed);
   }
-  if (pause) std::this_thread::sleep_for(s.opts.fetch_wait);
+  if (pause) (void)nap(s.opts.fetch_wait, s.stop);
 }
 
 // ---- message -------------------------------------------------------------------
@@ -1657,6 +1693,11 @@ connection connect(std::string url, connect_options o) {
   st->url = shown_url(url);  // every message names it: never with its password or token
   st->opts = o;
   check_url(url);
+  if (o.give_up <= std::chrono::milliseconds::zero() || o.give_up > detail::kLongest) {
+    throw std::invalid_argument("sluice::jetstream: cannot connect to " + st->url +
+                                ": give_up must be positive and at most 100 years (got " +
+                                std::to_string(o.give_up.count()) + " ms)");
+  }
   // A comma-separated list is a server pool, each tried in turn (libnats 3.4 takes a list
   // only through SetServers: given to SetURL, a list reached no server at all).
   std::vector<std::string> servers;
@@ -1870,7 +1911,9 @@ void ensure_edge(connection& conn, const edge_options& e) {
   // Zero or a negative value was taken by the server as "its default", and the check of
   // the consumer just made then said an "existing" one had other limits.
   if (e.max_bytes == 0 || e.max_bytes < -1) refuse("max_bytes must be positive, or -1 for no byte limit (got " + std::to_string(e.max_bytes) + ")");
-  if (e.ack_wait.count() <= 0) refuse("ack_wait must be positive (got " + std::to_string(e.ack_wait.count()) + " ms)");
+  if (e.ack_wait.count() <= 0 || e.ack_wait > detail::kLongest) {
+    refuse("ack_wait must be positive and at most 100 years (got " + std::to_string(e.ack_wait.count()) + " ms)");
+  }
   if (e.max_ack_pending <= 0) {  // -1 too: the server took it as its default of 1000
     refuse("max_ack_pending must be positive (got " + std::to_string(e.max_ack_pending) + ")");
   }

@@ -346,6 +346,9 @@ TEST(JetstreamEdge, OptionsNoEdgeCanHaveAreRefusedAndLeaveNoStreamBehind) {
       {{.stream = "d4", .max_bytes = 0}, "max_bytes must be positive, or -1"},
       {{.stream = "d5", .max_bytes = -7}, "(got -7)"},
       {{.stream = "d6", .ack_wait = 0ms}, "ack_wait must be positive"},
+      // Its nanoseconds overflowed: the server took its default of 30 s, and the check of
+      // the consumer just made called it an existing one with another ack_wait.
+      {{.stream = "d6b", .ack_wait = std::chrono::milliseconds(INT64_MAX / 1000)}, "at most 100 years"},
       {{.stream = "d7", .max_ack_pending = 0}, "max_ack_pending must be positive"},
       {{.stream = "d7b", .max_ack_pending = -1}, "max_ack_pending must be positive"},
       {{.stream = "d8", .subject = "a.*"}, "subject 'a.*' is not one items can be published to"},
@@ -379,6 +382,111 @@ TEST(JetstreamEdge, OptionsNoEdgeCanHaveAreRefusedAndLeaveNoStreamBehind) {
 }
 
 // ---- publish / subscribe ---------------------------------------------------------
+
+// Refused when the graph is built, before any request: no server is needed.
+TEST(JetstreamEdge, OptionsNoConnectionOrFetchCanUseAreRefusedUpFront) {
+  // A negative give_up failed the first publish at once ("no stream has taken its messages
+  // for 0 ms"), with the stream there.
+  for (const auto give_up : {-1ms, 0ms, std::chrono::milliseconds(std::chrono::hours(24 * 365 * 101))}) {
+    SCOPED_TRACE(give_up.count());
+    try {
+      (void)js::connect("nats://127.0.0.1:1", {.give_up = give_up});
+      ADD_FAILURE() << "accepted";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find("give_up must be positive and at most 100 years"), std::string::npos)
+          << ex.what();
+    }
+  }
+  // A fetch_wait of 0 made an idle edge spin a core; a negative one was taken too.
+  const js::edge_options e{.stream = "never"};
+  for (const auto wait : {0ms, -5ms}) {
+    SCOPED_TRACE(wait.count());
+    try {
+      (void)js::subscribe<int>(js::connection{}, e, {.fetch_wait = wait});
+      ADD_FAILURE() << "the descriptor accepted it";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find("edge 'never': fetch_wait must be positive"), std::string::npos)
+          << ex.what();
+    }
+    sluice::graph g;
+    EXPECT_THROW((void)js::subscribe<int>(g, js::connection{}, e, {.fetch_wait = wait}), std::invalid_argument);
+  }
+}
+
+// A fetch_wait of seconds is a common long poll. The stage looked at its stop token once
+// per fetch_wait, so cancel() waited about that long (an hour: the teardown deadline
+// named the stage, and the run never ended), and request_stop() too.
+TEST(JetstreamTeardown, ALongFetchWaitDoesNotHoldUpCancelOrStop) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const js::edge_options e{.stream = "longpoll", .max_msgs = 8};
+  js::ensure_edge(conn, e);
+  for (const bool cancel : {true, false}) {
+    SCOPED_TRACE(cancel ? "cancel" : "request_stop");
+    auto sc = std::make_shared<js::subscribe_counters>();
+    sluice::pipeline s(js::subscribe<int>(conn, e, {.fetch_wait = 60s, .counters = sc}),
+                       sluice::into([](js::delivery<int> d) { d.ack(); }));
+    s.start();
+    ASSERT_TRUE(eventually([&] { return sc->polls.load() > 0; }));
+    if (cancel) {
+      s.cancel();
+    } else {
+      s.request_stop();
+    }
+    // Well under the 60 s fetch, and under the 5 s teardown deadline.
+    std::optional<sluice::report> r;
+    try {
+      r = s.get_graph().wait_for(4s);
+      if (!r) ADD_FAILURE() << "still running 4 s after the call";
+      EXPECT_FALSE(cancel) << "a cancelled run ended without sluice::cancelled";
+    } catch (const sluice::cancelled&) {
+      EXPECT_TRUE(cancel);
+    }
+    if (r) {
+      EXPECT_TRUE(r->balanced());
+    }
+  }
+}
+
+// Under skip, an item over the server's max_payload is a dead letter like one over the
+// edge's max_bytes: it alone can never be sent. It failed the whole stage.
+TEST(JetstreamEdge, AnItemOverTheServersMaxPayloadIsUnderSkipADeadLetter) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const js::edge_options e{.stream = "bigskip", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  std::mutex mu;
+  std::vector<std::pair<std::size_t, std::string>> letters;
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
+    std::string why;
+    try {
+      if (d.error()) std::rethrow_exception(d.error());
+    } catch (const std::exception& ex) {
+      why = ex.what();
+    }
+    std::lock_guard lk(mu);
+    letters.emplace_back(d.get<std::string>() != nullptr ? d.get<std::string>()->size() : 0, why);
+  }});
+  auto src = g.source<std::string>("strings", [](sluice::sender<std::string>& out) {
+    for (std::size_t n : {std::size_t{1000}, std::size_t{1} << 20, std::size_t{2000}}) {
+      if (!out.push(std::string(n, 'x'))) return;
+    }
+  });
+  js::publish<std::string>(g, src, conn, e, {}, {.on_error = sluice::error_policy::skip});
+  run_bounded(g);
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(letters.size(), 1u);
+    EXPECT_EQ(letters[0].first, std::size_t{1} << 20);
+    EXPECT_NE(letters[0].second.find("the item at position 1 of this stage's input is a message of 1048576 bytes, "
+                                     "over the max_payload of 1048576 bytes"),
+              std::string::npos)
+        << letters[0].second;
+  }
+  EXPECT_EQ(js::inspect_edge(conn, e).msgs, 2u);  // the two small ones
+}
 
 TEST(JetstreamEdge, RoundTripDeliversEveryItemExactlyOnce) {
   NEED_NATS_SERVER();
