@@ -135,10 +135,11 @@ class channel {
   }
   // Pushes each element of r (moved if Move, copied otherwise); blocks like push; stops
   // at the first failure. Wakes consumers once per run of pushes, not per item.
+  // went_in, if given, follows how many are in, also when a copy or move throws.
   template <bool Move, class Range>
-  std::size_t push_all(Range& r) {
+  std::size_t push_all(Range& r, std::size_t* went_in = nullptr) {
     core_.inject(fault_hook::op::push);
-    return with_flavour(*this, [&](auto& f) { return push_all_into<Move>(f, r); });
+    return with_flavour(*this, [&](auto& f) { return push_all_into<Move>(f, r, went_in); });
   }
 
   // ---- pop ------------------------------------------------------------------------
@@ -274,7 +275,7 @@ class channel {
   }
 
   template <bool Move, class Flavour, class Range>
-  std::size_t push_all_into(Flavour& f, Range& r) {
+  std::size_t push_all_into(Flavour& f, Range& r, std::size_t* went_in) {
     std::size_t n = 0;
     std::size_t pending = 0;
     // Wakes consumers for the last run of pushes on every exit, including a copy or
@@ -323,6 +324,7 @@ class channel {
       }
       if (!ok) break;
       ++n;
+      if (went_in != nullptr) *went_in = n;
     }
     return n;
   }

@@ -94,6 +94,12 @@ struct channel_access {
   static void release_muted(Handle& h) noexcept {
     if (auto* ch = std::exchange(h.ch_, nullptr); ch != nullptr && ch->release_sender(true)) delete ch;
   }
+  // sender::push_all of a container's elements (moved), with `went_in` following how many
+  // are in: when a move throws, the caller knows which elements are moved-from shells.
+  template <class Handle, class Container>
+  static std::size_t push_all_counted(Handle& h, Container& items, std::size_t& went_in) {
+    return h.ch("sluice::sender::push_all").template push_all<true>(items, &went_in);
+  }
   // receiver::pop_some that never blocks: 0 when nothing is buffered now. For a caller
   // that times only the pops that wait (the ordered flat_map emitter).
   template <class Handle, class Out>

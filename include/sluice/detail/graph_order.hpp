@@ -246,7 +246,8 @@ class flat_map_order {
   }
   // Emitter side: forwards the private channels in order until the input is done and
   // every item was forwarded, the output ends, or teardown.
-  void emit(sender<U>& out, const std::stop_token& stop) {
+  void emit(sender<U>& out, replica_env& env) {
+    const std::stop_token stop = env.stop_token();
     std::vector<U> buf;
     buf.reserve(kBatch);
     for (;;) {
@@ -271,9 +272,11 @@ class flat_map_order {
         const auto take = [&] {
           // What is buffered already is taken untimed; a pop that has to wait (the
           // replica is still making the item's outputs) is timed: input.
-          if (channel_access::try_pop_some(rx, std::back_inserter(buf), kBatch) != 0) return true;
+          // An item whose move into buf throws is a dead letter naming the stage (it was
+          // destroyed unreported), then the exception fails the stage.
+          if (channel_access::try_pop_some(rx, batch_inserter<U>(buf, env, out_, false), kBatch) != 0) return true;
           const timed_wait waiting(turn_wait_.get());
-          return rx.pop_some(std::back_inserter(buf), kBatch) != 0;
+          return rx.pop_some(batch_inserter<U>(buf, env, out_, false), kBatch) != 0;
         };
         while (ok && take()) ok = push_batch(*graph_, out, out_, buf);
       } catch (...) {

@@ -306,7 +306,7 @@ class ordered_flat_map_task final : public replica_task {
 
   void run(replica_env& env) override {
     if (emitter_) {
-      order_->emit(tx_, env.stop_token());
+      order_->emit(tx_, env);
       return;
     }
     tx_.reset();  // replicas push only into private channels

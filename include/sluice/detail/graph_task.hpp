@@ -11,7 +11,9 @@
 //
 // Requires: called only from graph.hpp's builders and the graph's stage threads.
 // Guarantees: push_batch pushes every item of the batch, or pushes a prefix and hands
-//   the rest to the dead-letter hook; either way the batch is left empty. fn_slot::renew()
+//   the rest to the dead-letter hook; either way the batch is left empty. When an item's
+//   move throws, the exception leaves with the batch holding that item and those after
+//   it, never the ones already pushed. fn_slot::renew()
 //   destroys the old copy (the stage's cleanup) before it makes the fresh one.
 #pragma once
 
@@ -200,7 +202,29 @@ bool push_batch(graph_core& g, sender<T>& tx, std::size_t channel, std::vector<T
     discard_items(g, channel, items);
     return false;
   }
-  const std::size_t n = tx.push_all(std::move(items));
+  std::size_t went_in = 0;
+  std::size_t n = 0;
+  try {
+    n = channel_access::push_all_counted(tx, items, went_in);
+  } catch (...) {
+    // An item's move threw: those before it are in the channel (moved-from shells here),
+    // it and the rest are still ours. The batch keeps only those, so that a restart
+    // pushes them again and a teardown makes them dead letters, each once (the whole
+    // batch went to on_discard, shells and all, after its prefix was delivered).
+    if (went_in != 0) {
+      const std::size_t left = items.size() - went_in;
+      try {
+        std::vector<T> rest;  // by construction: an item type need not be assignable
+        rest.reserve(left);
+        for (std::size_t i = went_in; i < items.size(); ++i) rest.push_back(std::move(items[i]));
+        items.swap(rest);
+      } catch (...) {  // a move threw again: the rest cannot be handed on; counted
+        items.clear();
+        g.count_held(channel, left);
+      }
+    }
+    throw;
+  }
   if (n == items.size()) {
     items.clear();
     return true;
