@@ -76,7 +76,23 @@ struct ledger {
   }
 };
 
-void run_graph(sluice::graph& g) {
+// One run: src pushes items 0..299 into "m" (made by add_m), whose output goes to the
+// sink "k"; the k-th move on thread `thread` throws. Every item ends in the ledger.
+template <class AddM>
+void run_with_throw(const char* thread, int k, ledger& l, AddM add_m) {
+  std::strncpy(g_thread, thread, sizeof g_thread - 1);
+  g_moves.store(0);
+  g_throw_at.store(k);
+  sluice::graph g({.on_discard = [&l](const sluice::dead_letter& d) {
+    if (const auto* it = d.get<item>()) l.note(l.seen, it->v);
+  }});
+  auto src = g.source<item>("src", [&l](sluice::sender<item>& out) {
+    for (int i = 0; i < 300; ++i) {
+      if (!out.push(item(i))) return;
+      l.note(l.pushed, i);
+    }
+  }, {.capacity = 64});
+  g.sink("k", add_m(g, src), [&l](item x) { l.note(l.seen, x.v); });
   g.start();
   try {
     auto r = g.wait_for(std::chrono::seconds(60));
@@ -99,23 +115,9 @@ TEST(GraphPushMove, a_move_that_throws_inside_a_batched_output_push_reports_each
   // of the pops, the batch and the pushes in turn.
   for (int k = 1; k <= 1200; k += 5) {
     ledger l;
-    {
-      std::strncpy(g_thread, "m", sizeof g_thread - 1);
-      g_moves.store(0);
-      g_throw_at.store(k);
-      sluice::graph g({.on_discard = [&l](const sluice::dead_letter& d) {
-        if (const auto* it = d.get<item>()) l.note(l.seen, it->v);
-      }});
-      auto src = g.source<item>("src", [&l](sluice::sender<item>& out) {
-        for (int i = 0; i < 300; ++i) {
-          if (!out.push(item(i))) return;
-          l.note(l.pushed, i);
-        }
-      }, {.capacity = 64});
-      auto kept = g.filter("m", src, [](const item&) { return true; }, {.capacity = 64});
-      g.sink("k", kept, [&l](item x) { l.note(l.seen, x.v); });
-      run_graph(g);
-    }
+    run_with_throw("m", k, l, [](sluice::graph& g, sluice::stream<item> in) {
+      return g.filter("m", in, [](const item&) { return true; }, {.capacity = 64});
+    });
     l.check("k=" + std::to_string(k));
     if (HasFailure()) return;
   }
@@ -126,26 +128,12 @@ TEST(GraphPushMove, a_move_that_throws_in_an_ordered_flat_maps_emitter_loses_no_
   // channels, m#3 is the emitter (it pops them and pushes the batch on in order).
   for (int k = 1; k <= 1200; k += 5) {
     ledger l;
-    {
-      std::strncpy(g_thread, "m#3", sizeof g_thread - 1);
-      g_moves.store(0);
-      g_throw_at.store(k);
-      sluice::graph g({.on_discard = [&l](const sluice::dead_letter& d) {
-        if (const auto* it = d.get<item>()) l.note(l.seen, it->v);
-      }});
-      auto src = g.source<item>("src", [&l](sluice::sender<item>& out) {
-        for (int i = 0; i < 300; ++i) {
-          if (!out.push(item(i))) return;
-          l.note(l.pushed, i);
-        }
-      }, {.capacity = 64});
-      auto out = g.flat_map<item>("m", src, [&l](item x, sluice::sender<item>& tx) {
+    run_with_throw("m#3", k, l, [&l](sluice::graph& g, sluice::stream<item> in) {
+      return g.flat_map<item>("m", in, [&l](item x, sluice::sender<item>& tx) {
         const int v = x.v;
         if (!tx.push(std::move(x))) l.note(l.seen, v);  // a failed push left it here: dropped by us
       }, {.capacity = 64, .replicas = 3, .ordered = true});
-      g.sink("k", out, [&l](item x) { l.note(l.seen, x.v); });
-      run_graph(g);
-    }
+    });
     l.check("k=" + std::to_string(k));
     if (HasFailure()) return;
   }

@@ -914,7 +914,10 @@ namespace more {
 // which got no faults: a flat_map that swallows them was never caught there, though it
 // was with one replica or unordered.
 TEST(testing_stress, an_ordered_replicated_flat_map_gets_faults_in_its_own_pushes) {
-  st::stress_options o = quiet(30);
+  // Capacity 2 keeps the source in step with the replicas: with room for 64 items, the
+  // source's own fault (one in 50 of its pushes) ended most runs before any replica
+  // pushed, and one seed in CI gave no replica a fault in 30 runs.
+  st::stress_options o = quiet(100);
   o.fail_probability = 0.02;
   o.deadline = 5s;
   auto build = [](sluice::graph& g) {
@@ -922,14 +925,14 @@ TEST(testing_stress, an_ordered_replicated_flat_map_gets_faults_in_its_own_pushe
       for (int i = 0; i < 300 && !stop.stop_requested(); ++i) {
         if (!out.push(i)) return;
       }
-    });
+    }, {.capacity = 2});
     auto fm = g.flat_map<int>("swallow", src, [](int v, sluice::sender<int>& out) {
       try {
         (void)out.push(v);
       } catch (const st::injected_fault&) {
         // swallowed: the bug
       }
-    }, {.replicas = 3, .ordered = true});
+    }, {.capacity = 2, .replicas = 3, .ordered = true});
     g.sink("out", fm, [](int) {});
   };
   const auto r = st::stress(build, o);
