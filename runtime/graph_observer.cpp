@@ -195,8 +195,9 @@ namespace {
 // The stage running on this thread (set by run_replica for the stage function's calls).
 thread_local graph_state* tls_graph = nullptr;
 thread_local stage_node* tls_stage = nullptr;
-// The last exception held_item_failed counted under skip on this thread (take_counted).
-thread_local std::exception_ptr tls_counted;
+// That stage's scope on this thread (its counted exception). Only trivially destructible
+// thread_locals here: see current_stage_scope::counted_.
+thread_local const current_stage_scope* tls_scope = nullptr;
 }  // namespace
 
 bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr why) noexcept {
@@ -204,23 +205,24 @@ bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr
   tls_graph->discard_failed(tls_stage->inputs.front(), *tls_stage, type, item, why);
   if (tls_stage->policy.what() != error_policy::kind::skip) return false;
   tls_stage->errors.fetch_add(1, std::memory_order_relaxed);  // as item_task's count_error()
-  tls_counted = std::move(why);
+  if (tls_scope != nullptr) tls_scope->counted_ = std::move(why);
   return true;
 }
 
 current_stage_scope::current_stage_scope(graph_state& g, stage_node& n) noexcept {
   tls_graph = &g;
   tls_stage = &n;
+  tls_scope = this;
 }
 current_stage_scope::~current_stage_scope() {
   tls_graph = nullptr;
   tls_stage = nullptr;
-  tls_counted = nullptr;
+  tls_scope = nullptr;
 }
 stage_node* current_stage_scope::of(const graph_state* g) noexcept { return tls_graph == g ? tls_stage : nullptr; }
 bool current_stage_scope::take_counted(const std::exception_ptr& e) const noexcept {
-  const bool same = tls_counted != nullptr && tls_counted == e;
-  tls_counted = nullptr;
+  const bool same = counted_ != nullptr && counted_ == e;
+  counted_ = nullptr;
   return same;
 }
 

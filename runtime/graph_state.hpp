@@ -153,6 +153,14 @@ struct current_stage_scope {
   [[nodiscard]] bool take_counted(const std::exception_ptr& e) const noexcept;
   // The stage of graph `g` this thread runs, or null (another graph's, or no stage's).
   [[nodiscard]] static stage_node* of(const graph_state* g) noexcept;
+
+ private:
+  friend bool held_item_failed(const std::type_info&, void*, std::exception_ptr) noexcept;
+  // The last exception held_item_failed counted under skip (take_counted). Here, not in a
+  // thread_local: a thread_local with a destructor makes glibc register that destructor at
+  // the thread's first use, and a thread that cannot get those few bytes is aborted
+  // ("failed to register TLS destructor"), which a stage out of memory did.
+  mutable std::exception_ptr counted_;
 };
 
 class graph_state {

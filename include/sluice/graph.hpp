@@ -201,7 +201,8 @@ class graph {
 
   // An input fed from outside the graph (a server's handler threads): the inlet takes
   // items from any number of threads at once (see sluice::inlet), the stream is its
-  // output, a channel of capacity o.capacity (the other options do not apply). In the
+  // output, a channel of capacity o.capacity. on_close, replicas other than 1 and an
+  // on_error other than stop do not apply to it and are std::invalid_argument. In the
   // snapshot it is a stage with no thread: its pushers' time blocked on a full input
   // is its backpressured time; it is never the bottleneck. request_stop() closes it
   // (what it accepted drains); a failure or cancel() makes every push fail at once.

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -20,15 +21,37 @@
 
 namespace {
 thread_local long t_fail_in = -1;  // -1: never; else fail when it reaches 0
+thread_local bool t_out_of_memory = false;  // every allocation of this thread fails
 }  // namespace
 
 void* operator new(std::size_t n) {
+  if (t_out_of_memory) throw std::bad_alloc();
   if (t_fail_in >= 0 && t_fail_in-- == 0) throw std::bad_alloc();
   if (void* p = std::malloc(n != 0 ? n : 1)) return p;
   throw std::bad_alloc();
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+// glibc's own calloc calls fail too on an out-of-memory thread: the record a thread_local
+// with a destructor registers at its first use is one, and glibc aborts the process when
+// it cannot get it. Otherwise glibc's calloc does the work (its exported __libc_calloc).
+// Not under a sanitizer, whose own calloc must see every block its free() is given.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SLUICE_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SLUICE_TEST_SANITIZED 1
+#endif
+#ifndef SLUICE_TEST_SANITIZED
+extern "C" void* __libc_calloc(std::size_t n, std::size_t size);
+extern "C" void* calloc(std::size_t n, std::size_t size) {
+  if (t_out_of_memory) return nullptr;
+  return __libc_calloc(n, size);
+}
+#endif
 
 namespace {
 using namespace std::chrono_literals;
@@ -122,6 +145,59 @@ TEST(alloc_failure, a_start_that_runs_out_of_memory_still_ends_the_run) {
     g.reset();  // must return (it hung)
   }
   EXPECT_GT(failed, 2);
+}
+
+// A stage that runs out of memory for good: from its bad_alloc on, every allocation of
+// its thread fails, as near a process's memory limit. Its teardown runs on that thread
+// and must not allocate where it cannot fail: the locked channel's discard (a deque made
+// inside a noexcept function) called std::terminate, and the stage scope's thread_local
+// exception_ptr made glibc abort the thread's exit. run() throws the stage's error.
+template <bool NothrowMove>
+struct oom_item {  // a move that may throw makes the channel the locked kind, else a ring
+  long v = 0;
+  oom_item() = default;
+  explicit oom_item(long x) : v(x) {}
+  oom_item(const oom_item&) = default;
+  oom_item(oom_item&& o) noexcept(NothrowMove) : v(o.v) {}
+  oom_item& operator=(const oom_item&) = default;
+  oom_item& operator=(oom_item&&) = default;
+  ~oom_item() = default;
+};
+
+template <class Item>
+void stage_out_of_memory_for_good(const char* kind) {
+  std::atomic<long> dead{0};
+  sluice::graph g({.on_discard = [&](const sluice::dead_letter&) { dead.fetch_add(1); }});
+  auto src = g.source<Item>(
+      "src",
+      [](sluice::sender<Item>& out) {
+        for (long i = 0; i < 100000; ++i) {
+          if (!out.push(Item(i))) return;
+        }
+      },
+      {.capacity = 64});
+  auto m = g.map(
+      "m", src,
+      [](Item x) {
+        if (x.v == 1000) {
+          t_out_of_memory = true;  // for the rest of this thread's life
+          throw std::bad_alloc();
+        }
+        return x;
+      },
+      {.capacity = 64});
+  g.sink("sink", m, [](Item) {});
+  try {
+    g.run();
+    ADD_FAILURE() << kind << ": run() returned";
+  } catch (const sluice::stage_error& e) {
+    EXPECT_EQ(e.stage(), "m") << kind;
+  }
+}
+
+TEST(alloc_failure, a_stage_out_of_memory_for_good_is_its_stage_error_not_a_terminate) {
+  stage_out_of_memory_for_good<oom_item<false>>("locked channel");
+  stage_out_of_memory_for_good<oom_item<true>>("ring channel");
 }
 
 }  // namespace

@@ -478,6 +478,37 @@ TEST(graph_inlet, an_idle_input_is_not_a_stall) {
   EXPECT_EQ(r->stalls, 0u);
 }
 
+TEST(graph_inlet, options_that_do_not_apply_to_an_input_are_refused_naming_them) {
+  // An input runs no code on no thread of its own: an on_close, replicas or an error
+  // policy given to it used to be dropped without a word (a cleanup that never ran).
+  sluice::graph g;
+  auto refused = [&](const std::string& name, const sluice::stage_options& o, const std::string& option) {
+    try {
+      (void)g.input<int>(name, o);
+      ADD_FAILURE() << option << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("'" + name + "'"), std::string::npos) << what;
+      EXPECT_NE(what.find(option), std::string::npos) << what;
+    }
+  };
+  bool closed = false;
+  refused("a", {.on_close = [&] { closed = true; }}, "on_close");
+  refused("b", {.replicas = 4}, "replicas");
+  refused("c", {.on_error = sluice::error_policy::skip}, "on_error");
+  refused("d", {.on_error = sluice::restart{}}, "on_error");
+  EXPECT_FALSE(closed);
+  // A refused input leaves no stage behind: the names are free and the graph runs.
+  auto [in, s] = g.input<int>("a", {.capacity = 4, .ordered = false});
+  int got = 0;
+  g.sink("sink", s, [&](int v) { got += v; });
+  g.start();
+  ASSERT_TRUE(in.push(5));
+  in.close();
+  ASSERT_TRUE(g.wait_for(10s * kTimeoutScale).has_value());
+  EXPECT_EQ(got, 5);
+}
+
 // ---- wait_for, done, on_done ---------------------------------------------------------
 
 TEST(graph_wait_for, nullopt_while_running_then_the_report_and_on_done_once) {

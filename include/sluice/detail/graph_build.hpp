@@ -159,6 +159,16 @@ template <class T>
 std::pair<std::size_t, sender<T>> add_input(graph_core& g, std::string name, const stage_options& o) {
   check_stage<int>(g, name, o);
   reject_fuse(o, name, "an input has no upstream");
+  // An input has no thread and no function: options about running one would be ignored,
+  // so they are refused (a cleanup that never ran was silent).
+  const char* moot = o.on_close     ? "on_close (an input runs no code: clean up after close() or wait())"
+                     : o.replicas != 1 ? "replicas (an input has no thread; any number of threads may push to its inlet)"
+                     : o.on_error.what() != error_policy::kind::stop
+                         ? "on_error (an input runs no function that could fail)"
+                         : nullptr;
+  if (moot != nullptr) {
+    throw std::invalid_argument("sluice::graph: input '" + name + "': " + moot + " does not apply to an input");
+  }
   node_spec spec = make_spec(std::move(name), o);
   spec.is_input = true;
   spec.threads = 0;

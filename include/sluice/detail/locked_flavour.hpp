@@ -154,15 +154,27 @@ class locked_flavour {
   }
   // After kDisconnected or kCancelled: nothing to wait for (every operation holds the lock).
   void seal(channel_core<T>&) noexcept {}
+  // Takes everything out under the lock and hands it to on_discard after, so a hook may
+  // call back into the channel. The deque that holds them meanwhile allocates when it is
+  // made (libstdc++), and a thread out of memory (a stage that failed with bad_alloc,
+  // tearing its graph down) must not reach std::terminate here: then the items leave one
+  // at a time instead, each moved out under the lock. One whose move throws too is
+  // destroyed unreported to the hook, still counted as discarded.
   void discard_all(channel_core<T>& c) noexcept {
-    std::deque<std::pair<T, std::size_t>> gone;
+    std::optional<std::deque<std::pair<T, std::size_t>>> gone;
+    try {
+      gone.emplace();
+    } catch (...) {
+      discard_one_by_one(c);
+      return;
+    }
     {
       std::lock_guard lock(mu_);
-      gone.swap(items_);
-      discarded_ += gone.size();
+      gone->swap(items_);
+      discarded_ += gone->size();
       weight_.store(0, std::memory_order_relaxed);
     }
-    for (auto& [v, w] : gone) c.hand_to_hook(std::move(v));
+    for (auto& [v, w] : *gone) c.hand_to_hook(std::move(v));
   }
 
   // ---- observation --------------------------------------------------------------
@@ -182,6 +194,27 @@ class locked_flavour {
   }
 
  private:
+  // discard_all() without allocating (see there).
+  void discard_one_by_one(channel_core<T>& c) noexcept {
+    for (;;) {
+      std::optional<T> v;
+      {
+        std::lock_guard lock(mu_);
+        if (items_.empty()) return;
+        auto& front = items_.front();
+        try {
+          v.emplace(std::move(front.first));
+        } catch (...) {
+          // destroyed below with its slot, without the hook
+        }
+        weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
+        items_.pop_front();
+        ++discarded_;
+      }
+      if (v) c.hand_to_hook(std::move(*v));
+    }
+  }
+
   const std::function<std::size_t(const T&)> weigh_;
   mutable std::mutex mu_;
   std::deque<std::pair<T, std::size_t>> items_;  // item and its weight  (guarded by mu_)
