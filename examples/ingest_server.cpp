@@ -42,13 +42,20 @@
 #include <atomic>
 #include <chrono>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -57,6 +64,66 @@ using clock_type = std::chrono::steady_clock;
 struct request {
   std::string body;
   clock_type::time_point accepted;  // when the handler's push succeeded
+};
+
+// The handler threads. httplib's own ThreadPool ends the process (std::terminate) when it
+// cannot make one of its threads: its vector is destroyed with the started ones still
+// joinable. This pool joins what it started and throws, so that a server short of threads
+// (a thread or memory limit) says so and exits.
+class handler_pool final : public httplib::TaskQueue {
+ public:
+  explicit handler_pool(std::size_t n) {
+    try {
+      for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this] { work(); });
+    } catch (const std::system_error& e) {
+      const std::size_t started = threads_.size();
+      shutdown();
+      throw std::system_error(e.code(), "cannot start the " + std::to_string(n) + " request handler threads (" +
+                                            std::to_string(started) + " started)");
+    }
+  }
+  ~handler_pool() override { shutdown(); }
+  handler_pool(const handler_pool&) = delete;
+  handler_pool& operator=(const handler_pool&) = delete;
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard lock(mu_);
+      jobs_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard lock(mu_);
+      ending_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return ending_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;  // ending, and every connection taken was served
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      fn();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool ending_ = false;
+  std::vector<std::thread> threads_;
 };
 
 struct record {
@@ -213,13 +280,34 @@ int main(int argc, char** argv) {
     delay_sum += waited;
     written.fetch_add(1, std::memory_order_relaxed);
   }, {.on_close = [&] { ::close(out); }});
-  g.start();
+  try {
+    g.start();
+  } catch (const std::exception& e) {  // no threads to be had: the library names the stage
+    std::fprintf(stderr, "ingest_server: cannot start: %s\n", e.what());
+    return 1;
+  }
 
   std::atomic<long> accepted{0};
   std::atomic<int> pushing{0};          // handlers between try_push and counting its success
   std::atomic<bool> stopping{false};    // the first signal: bodies still arriving are refused
   constexpr std::size_t kMaxBody = std::size_t{1} << 20;
-  server.new_task_queue = [] { return new httplib::ThreadPool(8); };
+  // Made here, not by httplib on the listener thread, where a failure could not be told.
+  std::unique_ptr<handler_pool> pool;
+  try {
+    pool = std::make_unique<handler_pool>(8);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ingest_server: %s\n", e.what());
+    g.cancel();
+    return 1;
+  }
+  // httplib deletes the queue it is given after its shutdown(): hand it a forwarder, once.
+  struct pool_ref final : httplib::TaskQueue {
+    explicit pool_ref(handler_pool& p) : p_(p) {}
+    void enqueue(std::function<void()> fn) override { p_.enqueue(std::move(fn)); }
+    void shutdown() override { p_.shutdown(); }
+    handler_pool& p_;
+  };
+  server.new_task_queue = [&pool] { return new pool_ref(*pool); };
   // Bounded bodies (the channels hold up to 3 x capacity of them) and bounded waits on
   // silent clients (each holds one of the 8 handler threads).
   server.set_payload_max_length(kMaxBody);  // a Content-Length over it: 413 before any byte
@@ -286,10 +374,21 @@ int main(int argc, char** argv) {
   // The listener serves on its own thread; this thread waits for SIGTERM/SIGINT, or for
   // the graph to end by itself (on_done), then stops the listener and drains.
   std::atomic<bool> listener_done{false};
-  std::thread listener([&] {
-    server.listen_after_bind();
-    listener_done = true;
-  });
+  std::thread listener;
+  try {
+    listener = std::thread([&] {
+      server.listen_after_bind();
+      listener_done = true;
+    });
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "ingest_server: cannot start the listener thread: %s\n", e.what());
+    g.cancel();
+    try {
+      g.wait();
+    } catch (const std::exception&) {
+    }
+    return 1;
+  }
   while (!graph_ended.load()) {
     timespec tick{0, 100'000'000};
     if (sigtimedwait(&stop_signals, nullptr, &tick) > 0) break;

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <stdexcept>
+#include <string>
 #include <system_error>
 #include <cstdio>
 #include <string_view>
@@ -461,6 +463,11 @@ periodic::periodic() noexcept = default;
 
 periodic::periodic(std::chrono::steady_clock::duration interval, std::function<void()> fn)
     : state_(std::make_unique<state>()) {
+  if (interval <= interval.zero()) {
+    throw std::invalid_argument("sluice::metrics::every: the interval must be above 0 (got " +
+                                std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(interval).count()) +
+                                " ns)");
+  }
   state_->ticker = detail::tick_every(interval, std::move(fn), "sluice-metrics");
 }
 

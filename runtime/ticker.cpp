@@ -3,9 +3,12 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -65,12 +68,20 @@ ticker::ticker() noexcept = default;
 ticker::ticker(std::chrono::steady_clock::duration interval, std::function<bool()> tick, std::string name)
     : state_(std::make_unique<state>()) {
   if (interval <= interval.zero()) interval = std::chrono::milliseconds(1);
+  // At most kLongestTick: now + interval must not overflow the clock (an interval of
+  // nanoseconds::max() wrapped into the past, and the thread ticked millions of times a
+  // second). A tick 100 years away is never, as far as any process is concerned.
+  interval = std::min(interval, kLongestTick);
   state_->interval = interval;
   state_->tick = std::move(tick);
   state_->name = std::move(name);
   // relaxed: set before the thread starts; std::thread's start is the edge.
   state_->alive.store(true, std::memory_order_relaxed);
-  state_->thread = std::thread([st = state_.get()] { st->loop(); });
+  try {
+    state_->thread = std::thread([st = state_.get()] { st->loop(); });
+  } catch (const std::system_error& e) {  // a thread or memory limit: say which thread
+    throw std::system_error(e.code(), "sluice: cannot start the thread '" + state_->name + "'");
+  }
 }
 
 ticker::ticker(ticker&&) noexcept = default;

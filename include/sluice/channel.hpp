@@ -79,13 +79,21 @@ namespace detail {
 // (runtime/channel.cpp), so the check in every handle call is one predicted branch.
 [[noreturn]] void throw_empty_handle(const char* call);
 
+// A wait of d as the steady clock's duration: zero for zero, negative or NaN (NaN would
+// be UB below); duration::max(), "forever", from 1e9 s (~31 years) up, so that neither
+// the conversion (done in d's own representation: a float near 2^63 ns rounds past it)
+// nor an addition to now() can overflow.
+template <class Rep, class Period>
+duration saturated_wait(std::chrono::duration<Rep, Period> d) {
+  if (!(d > d.zero())) return duration::zero();
+  if (std::chrono::duration<double>(d).count() > 1e9) return duration::max();
+  return std::chrono::ceil<duration>(d);
+}
 template <class Rep, class Period>
 time_point deadline_after(std::chrono::duration<Rep, Period> d) {
   const auto now = std::chrono::steady_clock::now();
-  if (!(d > d.zero())) return now;  // zero, negative, or NaN: no wait (NaN would be UB below)
-  // Saturate instead of overflowing for "forever"-like durations.
-  if (std::chrono::duration<double>(d).count() > 1e9) return time_point::max();
-  return now + std::chrono::ceil<duration>(d);
+  const duration w = saturated_wait(d);
+  return w == duration::max() ? time_point::max() : now + w;
 }
 }  // namespace detail
 

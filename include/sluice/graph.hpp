@@ -265,12 +265,10 @@ class graph {
   // outcome was taken.
   template <class Rep, class Period>
   std::optional<report> wait_for(std::chrono::duration<Rep, Period> d) {
-    using dur = std::chrono::steady_clock::duration;
     // Saturated both ways before the conversion, which would overflow (a negative d of
-    // hours::min() is as much "do not wait" as zero; NaN is not > 0 either).
-    if (!(d > d.zero())) return core().wait_for(dur::zero());
-    if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(dur::max())) return core().wait_for(dur::max());
-    return core().wait_for(std::chrono::ceil<dur>(d));
+    // hours::min() is as much "do not wait" as zero; NaN is not > 0 either; a float
+    // duration within seconds of 292 years once converted to a negative wait).
+    return core().wait_for(detail::saturated_wait(d));
   }
   // The run has ended: every stage thread is joined and on_done has returned (wait()
   // then returns without blocking). Any thread, any time.

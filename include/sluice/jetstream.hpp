@@ -190,13 +190,16 @@ struct edge_options {
 // characters; a subject with a wildcard or an empty token; max_msgs, ack_wait or
 // max_ack_pending not positive; an ack_wait past 100 years (the server's nanoseconds
 // overflowed, and it took its default); max_bytes 0 or below -1. A stream this call made is
-// deleted again when its consumer cannot be made.
+// deleted again when its consumer cannot be made (those checks are check_edge()).
 // Creates the stream and the durable consumer, or checks that existing ones have the same
 // limits (std::runtime_error naming the first difference, e.g.
 // "... stream 'x' has max_msgs 100, the edge wants 200"), and none that would drop a
 // message unseen (a stream's max_age or max_msgs_per_subject, a sealed stream, a
 // consumer's max_deliver). Never changes an existing one.
 void ensure_edge(connection& c, const edge_options& e);
+// ensure_edge()'s refusals of `e` alone, the same std::invalid_argument, with no
+// connection: a tool checks its arguments with it before it connects.
+void check_edge(const edge_options& e);
 
 // The stream's message count now (one request to the server).
 struct edge_state {

@@ -149,7 +149,8 @@ std::string to_prometheus(const snapshot& s);
 // while the object is alive.
 //
 // Requires: fn must be safe to call on another thread (typically it takes
-//   g.snapshot() and publishes it). interval > 0.
+//   g.snapshot() and publishes it). interval > 0 (std::invalid_argument otherwise).
+//   An interval over 100 years is taken as 100 years: never, in practice.
 // Guarantees: the first call is one interval after construction; calls never overlap;
 //   stop() (and the destructor) wakes the thread at once, waits for a call in
 //   progress to finish and joins, so after it returns fn is never called again. An

@@ -1896,8 +1896,7 @@ void check_name(const char* call, const char* kind, const std::string& name) {
 
 }  // namespace
 
-void ensure_edge(connection& conn, const edge_options& e) {
-  detail::need_connection(conn, "ensure_edge");
+void check_edge(const edge_options& e) {
   if (e.stream.empty()) throw std::invalid_argument("sluice::jetstream::ensure_edge: the edge has no stream name");
   // A space or control byte splits the request's subject: the server drops the request
   // unparsed and the call would end in "Timeout" after 5 s. (Other bad names the server
@@ -1929,6 +1928,11 @@ void ensure_edge(connection& conn, const edge_options& e) {
              "' is not one items can be published to (tokens separated by single dots; no wildcard, space or control character)");
     }
   }
+}
+
+void ensure_edge(connection& conn, const edge_options& e) {
+  detail::need_connection(conn, "ensure_edge");
+  check_edge(e);
   const std::string subject = detail::subject_of(e), durable = detail::durable_of(e);
   detail::js_ctx js;
   conn.state()->make_js(js, nullptr);

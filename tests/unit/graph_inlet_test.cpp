@@ -567,6 +567,29 @@ TEST(graph_wait_for, a_negative_or_nan_duration_does_not_wait) {
   EXPECT_TRUE(g.wait_for(std::chrono::hours::max()).has_value());
 }
 
+// A float duration a few seconds short of 292 years is "forever" too. Its conversion to
+// nanoseconds is done in float, where it rounds up past 2^63: a saturation checked in
+// double let it through, the conversion was undefined, and the wait came back at once.
+TEST(graph_wait_for, a_float_duration_near_the_clocks_limit_waits_for_the_end) {
+  watchdog dog(60s, "wait_for_float");
+  std::atomic<bool> go{false};
+  sluice::graph g;
+  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+    (void)eventually([&] { return go.load(); }, 30s);
+    out.push(1);
+  });
+  g.sink("sink", src, [](int) {});
+  g.start();
+  // Lets the run end a moment after the wait has begun (no correctness rests on when).
+  std::thread opener([&] {
+    std::this_thread::sleep_for(50ms);
+    go = true;
+  });
+  const auto r = g.wait_for(std::chrono::duration<float>(9.2233715e9f));
+  opener.join();
+  EXPECT_TRUE(r.has_value()) << "a 292-year wait returned before the run ended";
+}
+
 TEST(graph_wait_for, rethrows_the_failure_like_wait) {
   watchdog dog(30s, "wait_for_throws");
   sluice::graph g;

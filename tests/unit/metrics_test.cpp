@@ -534,6 +534,34 @@ TEST(MetricsEvery, CallsRepeatedlyAndStopsOnDestruction) {
   EXPECT_GE(after, 3);
 }
 
+// An interval of nanoseconds::max() is "never": now + interval overflowed into the past,
+// and the thread called fn millions of times a second. One of 0 or below is refused.
+TEST(MetricsEvery, AnEndlessIntervalNeverCallsAndNoneAtAllIsRefused) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool called = false;
+  {
+    auto rep = sluice::metrics::every(std::chrono::nanoseconds::max(), [&] {
+      std::lock_guard lk(mu);
+      called = true;
+      cv.notify_all();
+    });
+    EXPECT_TRUE(rep.running());
+    std::unique_lock lk(mu);
+    EXPECT_FALSE(cv.wait_for(lk, std::chrono::milliseconds(200), [&] { return called; }));
+  }
+  EXPECT_FALSE(called);
+  for (const auto bad : {std::chrono::steady_clock::duration::zero(), -std::chrono::steady_clock::duration(std::chrono::seconds(1)),
+                         std::chrono::steady_clock::duration::min()}) {
+    try {
+      (void)sluice::metrics::every(bad, [] {});
+      ADD_FAILURE() << "an interval of " << bad.count() << " ns was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("interval"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(MetricsEvery, StopIsIdempotentAndFinal) {
   std::atomic<int> calls{0};
   auto rep = sluice::metrics::every(std::chrono::hours(1), [&] { calls.fetch_add(1); });

@@ -107,6 +107,9 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"bench", "--json", "--report", "/dev/stdout"},
       {"bench", "--format", "gbench", "--report", "/proc/self/fd/1"},
       {"demo", "--json", "--report", "/dev/stdout"},
+      {"gzip", "--help=x"},  // was "unknown option --help"
+      {"bench", "--role", "producer"},
+      {"bench", "--cut", "1", "--via", "nats://127.0.0.1:1", "--stream", "a.b"},
   };
   for (const auto& args : bad) {
     std::string what;
@@ -121,6 +124,34 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
     EXPECT_EQ(r.err.find("sluice: sluice"), std::string::npos) << what << "\nstderr: " << r.err;
     EXPECT_TRUE(r.out.empty()) << what << "\nstdout: " << r.out;
   }
+}
+
+// Messages that name what is wrong, before anything runs or connects: a cut run's bad
+// stream name was exit 1 after connecting (or only "cannot connect" with no server);
+// --role alone named --cut and --via, never given; "--help=x" was an unknown --help.
+TEST_F(Tool, UsageErrorsNameTheOptionGiven) {
+  struct want {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const want cases[] = {
+      {{"gzip", "--help=x"}, "--help takes no value"},
+      {{"bench", "--role", "producer"}, "--role applies to --cut K; give --cut too"},
+      {{"bench", "--json", "--role", "consumer"}, "--role applies to --cut K"},
+      {{"bench", "--cut", "1", "--via", "nats://127.0.0.1:1", "--stream", "a.b"}, "--stream: stream name 'a.b' holds '.'"},
+      {{"bench", "--cut", "1", "--via", "nats://127.0.0.1:1", "--stream", "a b"}, "--stream: stream name 'a b' has a space"},
+  };
+  for (const auto& c : cases) {
+    const result r = run_tool(c.args, 60);
+    EXPECT_EQ(r.status, 2) << c.args.back() << "\n" << r.err;
+    // A tool built without JetStream has no cut runs.
+    if (r.err.find("unknown option --cut") != std::string::npos || r.err.find("unknown option --role") != std::string::npos) continue;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+  }
+  // --fan's default, as the help names it, is a value it takes.
+  const result all = run_tool({"stress", "--runs", "1", "--seed", "3", "--fan", "all"}, kSanitized ? 280 : 240);
+  EXPECT_EQ(all.status, 0) << all.out << "\n" << all.err;
+  EXPECT_NE(all.out.find("1 runs, 0 with violations"), std::string::npos) << all.out;
 }
 
 TEST_F(Tool, NoArgumentsPrintsUsageAndExitsTwo) {

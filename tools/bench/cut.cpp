@@ -68,7 +68,6 @@ namespace js = sluice::jetstream;
 struct cut_config {
   std::size_t n = 4;            // workers
   std::size_t cut = 0;          // after worker `cut`
-  bool cut_given = false;
   std::string via;              // nats://HOST:PORT
   std::string role;             // "", producer, consumer
   std::string stream;           // the edge's stream
@@ -102,7 +101,20 @@ const work_spec& work_of(const cut_config& c, std::size_t worker) {
   throw usage_error("sluice bench: " + opt + " '" + std::string(v) + "': want " + want);
 }
 
+// The edge a cut run makes (ensure_edge) and checks up front (check_edge).
+js::edge_options edge_of(const cut_config& c) {
+  return js::edge_options{.stream = c.stream, .max_msgs = static_cast<std::int64_t>(c.edge_capacity)};
+}
+
 cut_config parse(int argc, char** argv) {
+  // --role alone: the rest of the line is a run in one process's, which a cut run would
+  // call "not an option of a cut run", and "--cut needs --via" named an option never given.
+  bool cut = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    cut = cut || a == "--cut" || a.starts_with("--cut=");
+  }
+  if (!cut) throw usage_error("sluice bench: --role applies to --cut K; give --cut too");
   cut_config c;
   std::set<std::string> seen;  // each option once, as the other commands take them
   for (int i = 1; i < argc; ++i) {
@@ -138,7 +150,6 @@ cut_config parse(int argc, char** argv) {
       const auto n = parse_count(v);
       if (!n) bad(a, v, "a worker number K (the edge follows worker K; 0: right after the source)");
       c.cut = static_cast<std::size_t>(*n);
-      c.cut_given = true;
     } else if (a == "--via") {
       c.via = std::string(value());
     } else if (a == "--role") {
@@ -199,7 +210,6 @@ cut_config parse(int argc, char** argv) {
     if (why.starts_with("sluice::jetstream: ")) why.remove_prefix(std::string_view("sluice::jetstream: ").size());
     throw usage_error("sluice bench: --via: " + std::string(why));
   }
-  if (!c.cut_given) throw usage_error("sluice bench: --role needs --cut K (which side runs which workers)");
   if (c.cut > c.n) bad("--cut", std::to_string(c.cut), "at most the number of workers (" + std::to_string(c.n) + ")");
   // One value for every worker, or one each: extra values were dropped without a word.
   if (c.works.size() != 1 && c.works.size() != c.n) {
@@ -214,6 +224,17 @@ cut_config parse(int argc, char** argv) {
                                          sluice::detail::ring_buffer<js::delivery<std::string>>::slot_bytes()),
                                 "a side's");
   if (c.stream.empty()) c.stream = c.role.empty() ? "sluice-bench-" + std::to_string(::getpid()) : "sluice-bench";
+  // A name no stream can have: a usage error now, not exit 1 after connecting (or a
+  // "cannot connect" that never said the name was bad).
+  try {
+    js::check_edge(edge_of(c));
+  } catch (const std::invalid_argument& e) {
+    std::string_view why = e.what();
+    if (const auto colon = why.find(": "); why.starts_with("sluice::jetstream::") && colon != std::string_view::npos) {
+      why.remove_prefix(colon + 2);
+    }
+    throw usage_error("sluice bench: --stream: " + std::string(why));
+  }
   return c;
 }
 
@@ -341,7 +362,7 @@ side_result run_side(const cut_config& c, js::connection& conn, const js::edge_o
   std::atomic<bool> running{true};
   std::uint64_t samples = 0, sum = 0;
   bool gave_up = false;  // the consumer ended without all its items (see the top)
-  std::thread sampler([&] {
+  std::thread sampler = start_thread("samples the edge", [&] {
     while (running.load()) {
       if (signals != nullptr) {
         if (const int sig = signals->take(std::chrono::milliseconds(100)); sig != 0 && running.load()) {
@@ -602,7 +623,7 @@ int cmd_bench_cut(int argc, char** argv) {
 }
 
 int run_cut(const cut_config& c) {
-  js::edge_options edge{.stream = c.stream, .max_msgs = static_cast<std::int64_t>(c.edge_capacity)};
+  const js::edge_options edge = edge_of(c);
   // Running both sides: SIGINT/SIGTERM/SIGHUP are taken by the wait loop below rather than
   // ending this process at once, so an interrupted run still stops its sides and removes
   // its stream. Blocked before the connection starts libnats'

@@ -384,6 +384,8 @@ class arg_parser {
           name = a.substr(0, eq);
           value = a.substr(eq + 1);
         }
+        // "--help=x": the help is there, only the value is wrong (it was "unknown option --help").
+        if (name == "--help" && value) throw usage_error(prog_ + ": --help takes no value");
         const option* o = find(name);
         if (o == nullptr) throw usage_error(prog_ + ": unknown option " + detail::shown(name) + " (see --help)");
         // Once each: "--capacity 4 ... --capacity 8" would otherwise keep one of the two

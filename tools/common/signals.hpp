@@ -38,6 +38,7 @@
 #include <utility>
 
 #include "common/progress.hpp"
+#include "common/sys.hpp"
 
 namespace sluice::tool {
 
@@ -102,7 +103,7 @@ class signal_block {
 class interrupt_watch {
  public:
   interrupt_watch(std::string prog, std::function<void(int)> first)
-      : prog_(std::move(prog)), first_(std::move(first)), thread_([this] { watch(); }) {}
+      : prog_(std::move(prog)), first_(std::move(first)), thread_(start_thread("watches for signals", [this] { watch(); })) {}
   interrupt_watch(const interrupt_watch&) = delete;
   interrupt_watch& operator=(const interrupt_watch&) = delete;
   ~interrupt_watch() {

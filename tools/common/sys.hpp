@@ -17,9 +17,23 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
+#include <utility>
 
 namespace sluice::tool {
+
+// A thread of the tool's own (a signal watcher, a sampler). Where none can be made (a
+// thread or memory limit), the std::system_error says which: "cannot start the thread
+// that WHAT: Resource temporarily unavailable", not the bare reason.
+template <class F>
+std::thread start_thread(const char* what, F&& f) {
+  try {
+    return std::thread(std::forward<F>(f));
+  } catch (const std::system_error& e) {
+    throw std::system_error(e.code(), std::string("cannot start the thread that ") + what);
+  }
+}
 
 // Which of stdin, stdout and stderr the tool was started with closed (`sluice gzip - o <&-`).
 // main() opens /dev/null on each before anything else runs (guard_stdio), so that no

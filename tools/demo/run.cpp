@@ -22,6 +22,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -445,23 +446,34 @@ run_result run_unbounded(const run_env& env) {
       q1.cancel();
       q2.cancel();
     });
-    std::thread a([&] {
-      st.generate([&](demo_chunk c) { return q1.push(std::move(c)); });
-      if (guard.load(std::memory_order_relaxed)) {
-        // The guard stops the run: drop what is queued (it is what would keep growing).
-        q1.cancel();
-        q2.cancel();
+    std::thread threads[3];
+    try {
+      threads[0] = start_thread("generates the demo's input", [&] {
+        st.generate([&](demo_chunk c) { return q1.push(std::move(c)); });
+        if (guard.load(std::memory_order_relaxed)) {
+          // The guard stops the run: drop what is queued (it is what would keep growing).
+          q1.cancel();
+          q2.cancel();
+        }
+        q1.close();
+      });
+      threads[1] = start_thread("runs the demo's scrub stage", [&] {
+        st.scrub_stage([&] { return q1.pop(); }, [&](demo_chunk c) { return q2.push(std::move(c)); });
+        q2.close();
+      });
+      threads[2] = start_thread("runs the demo's sink", [&] { st.send([&] { return q2.pop(); }); });
+    } catch (const std::system_error&) {
+      // A thread limit: the ones started end once both queues refuse (a started
+      // std::thread left unjoined would end the process).
+      q1.cancel();
+      q2.cancel();
+      for (auto& t : threads) {
+        if (t.joinable()) t.join();
       }
-      q1.close();
-    });
-    std::thread b([&] {
-      st.scrub_stage([&] { return q1.pop(); }, [&](demo_chunk c) { return q2.push(std::move(c)); });
-      q2.close();
-    });
-    std::thread c([&] { st.send([&] { return q2.pop(); }); });
-    a.join();
-    b.join();
-    c.join();
+      env.stop.disarm();
+      throw;
+    }
+    for (auto& t : threads) t.join();
     env.stop.disarm();
     r.elapsed_s = std::chrono::duration<double>(clock::now() - t0).count();
     smp.stop();

@@ -38,6 +38,7 @@
 #include <functional>
 #include <new>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <optional>
 #include <utility>
@@ -133,39 +134,49 @@ int run(const std::string& prog, const std::string& input, Source src, Codec cod
   std::atomic<int> interrupted{0};
   const auto t0 = std::chrono::steady_clock::now();
   p.start();
-  std::thread watcher([&] {
-    // acquire: pairs with the release store after wait() returns.
-    while (!done.load(std::memory_order_acquire)) {
-      if (const int sig = signals.take(std::chrono::milliseconds(100)); sig != 0) {
-        if (interrupted.load(std::memory_order_relaxed) != 0) {
-          // A second signal: the user insists. Nothing of OUT is on disk under its name,
-          // and an anonymous temporary vanishes with the process; a named one (the
-          // fallback where O_TMPFILE is missing) would not, so the cancel the first signal
-          // began gets a moment (it ends in milliseconds) to remove it first.
-          write_nowait(STDERR_FILENO, prog + ": interrupted again by " + strsignal(sig) + "; exiting now\n",
-                       std::chrono::milliseconds(50));
-          const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
-          while (!done.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::thread watcher;
+  try {
+    watcher = start_thread("watches for signals", [&] {
+      // acquire: pairs with the release store after wait() returns.
+      while (!done.load(std::memory_order_acquire)) {
+        if (const int sig = signals.take(std::chrono::milliseconds(100)); sig != 0) {
+          if (interrupted.load(std::memory_order_relaxed) != 0) {
+            // A second signal: the user insists. Nothing of OUT is on disk under its name,
+            // and an anonymous temporary vanishes with the process; a named one (the
+            // fallback where O_TMPFILE is missing) would not, so the cancel the first signal
+            // began gets a moment (it ends in milliseconds) to remove it first.
+            write_nowait(STDERR_FILENO, prog + ": interrupted again by " + strsignal(sig) + "; exiting now\n",
+                         std::chrono::milliseconds(50));
+            const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+            while (!done.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) {
+              std::this_thread::sleep_for(std::chrono::milliseconds(2));
+            }
+            std::_Exit(128 + sig);
           }
-          std::_Exit(128 + sig);
+          interrupted.store(sig, std::memory_order_relaxed);  // read after the join below
+          p.cancel();  // every stage's wait (pipe, terminal, socket, channel) ends at once
+          continue;
         }
-        interrupted.store(sig, std::memory_order_relaxed);  // read after the join below
-        p.cancel();  // every stage's wait (pipe, terminal, socket, channel) ends at once
-        continue;
+        if (!bar.live() || interrupted.load(std::memory_order_relaxed) != 0) continue;
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        // relaxed: progress counters, display only.
+        const auto in = static_cast<double>(in_bytes.load(std::memory_order_relaxed));
+        const auto out = static_cast<double>(out_bytes.load(std::memory_order_relaxed));
+        std::string line = "read " + format_size(in);
+        if (total != 0) line += " of " + format_size(static_cast<double>(total)) + " (" +
+                                std::to_string(static_cast<int>(100.0 * in / static_cast<double>(total))) + "%)";
+        line += ", wrote " + format_size(out) + ", " + rate_text(in, secs);
+        bar.update(line);
       }
-      if (!bar.live() || interrupted.load(std::memory_order_relaxed) != 0) continue;
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      // relaxed: progress counters, display only.
-      const auto in = static_cast<double>(in_bytes.load(std::memory_order_relaxed));
-      const auto out = static_cast<double>(out_bytes.load(std::memory_order_relaxed));
-      std::string line = "read " + format_size(in);
-      if (total != 0) line += " of " + format_size(static_cast<double>(total)) + " (" +
-                              std::to_string(static_cast<int>(100.0 * in / static_cast<double>(total))) + "%)";
-      line += ", wrote " + format_size(out) + ", " + rate_text(in, secs);
-      bar.update(line);
+    });
+  } catch (const std::system_error&) {  // a thread limit: the pipeline's threads got theirs, this one none
+    p.cancel();
+    try {
+      p.wait();
+    } catch (...) {
     }
-  });
+    throw;
+  }
   std::exception_ptr err;
   try {
     (void)p.wait();

@@ -376,8 +376,12 @@ int cmd_stress(int argc, char** argv) {
              return true;
            },
            "a run seed as printed (decimal or 0x hex)");
-  p.custom("--fan", "LIST", "fan-out shapes to draw: any of none,broadcast,round_robin,partition", "all",
+  p.custom("--fan", "LIST", "fan-out shapes to draw: any of none,broadcast,round_robin,partition, or all", "all",
            [&](std::string_view v) {
+             if (v == "all") {  // the default, as the help names it
+               shapes = shape_filter{};
+               return true;
+             }
              shape_filter f;
              for (bool& a : f.allowed) a = false;
              for (;;) {  // every entry named: "none," and ",none" are both refused
@@ -400,7 +404,7 @@ int cmd_stress(int argc, char** argv) {
              shapes = f;
              return f.allowed[0] || f.allowed[1] || f.allowed[2] || f.allowed[3];
            },
-           "a comma list of none, broadcast, round_robin, partition");
+           "all, or a comma list of none, broadcast, round_robin, partition");
   p.flag("--fuse", &fuse, "also fuse some single-replica stages and the sink (stage_options::fuse)");
   p.flag("--verbose", &verbose, "print every run's graph and result");
   if (!p.parse(argc, argv)) return 0;

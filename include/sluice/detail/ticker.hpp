@@ -36,6 +36,9 @@
 
 namespace sluice::detail {
 
+// The longest interval a ticker waits: longer ones are taken as this (100 years).
+inline constexpr std::chrono::steady_clock::duration kLongestTick = std::chrono::hours(24 * 365 * 100);
+
 class ticker {
  public:
   ticker() noexcept;
