@@ -67,6 +67,12 @@ struct channel_snapshot {
   // add_external_channel): only size, items, capacity and blocked_*_ns are meaningful, and
   // one of from/to is empty (the stage on the other side is elsewhere).
   bool external = false;
+
+  // Nothing lost here: pushed == popped + discarded, and nothing left inside. Meaningless
+  // for an external channel (report::balanced() skips those).
+  [[nodiscard]] bool balanced() const noexcept {
+    return stats.size == 0 && stats.items == 0 && stats.pushed == stats.popped + stats.discarded;
+  }
 };
 
 // What an external channel's gauge reports (graph.hpp: this_stage::add_external_channel).

@@ -179,10 +179,7 @@ struct report {
   // durable stream is not lost, and their counters are the other process's too.
   [[nodiscard]] bool balanced() const noexcept {
     for (const auto& c : metrics.channels) {
-      if (c.external) continue;
-      if (c.stats.size != 0 || c.stats.items != 0 || c.stats.pushed != c.stats.popped + c.stats.discarded) {
-        return false;
-      }
+      if (!c.external && !c.balanced()) return false;
     }
     return true;
   }

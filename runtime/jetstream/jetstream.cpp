@@ -806,13 +806,20 @@ publisher::~publisher() {
 
 void publisher::position(std::uint64_t p) noexcept { st_->seq = st_->opts.first_sequence + p; }
 
+namespace {
+// The header block each published message carries, "NATS/1.0\r\nNats-Msg-Id:
+// <producer_id>-<seq>\r\n\r\n", in bytes, for a sequence number of `digits` digits.
+std::uint64_t msg_id_header_bytes(const std::string& producer_id, std::uint64_t digits) noexcept {
+  constexpr std::uint64_t kHeaderFraming = 27;  // all of it but the id's two parts and their '-'
+  return kHeaderFraming + producer_id.size() + 1 + digits;
+}
+}  // namespace
+
 std::string publisher::over_max_payload(std::size_t payload) const {
-  // libnats refuses a message whose header block and data pass the server's max_payload:
-  // the block is "NATS/1.0\r\nNats-Msg-Id: <producer_id>-<seq>\r\n\r\n".
-  constexpr std::uint64_t kHeaderFraming = 27;
+  // libnats refuses a message whose header block and data pass the server's max_payload.
   char digits[24];
   const auto end = std::to_chars(digits, digits + sizeof digits, st_->seq).ptr;
-  const std::uint64_t header = kHeaderFraming + st_->producer_id.size() + 1 + static_cast<std::uint64_t>(end - digits);
+  const std::uint64_t header = msg_id_header_bytes(st_->producer_id, static_cast<std::uint64_t>(end - digits));
   const std::int64_t limit = natsConnection_GetMaxPayload(st_->conn->nc);
   if (limit <= 0 || std::cmp_less_equal(std::uint64_t{payload} + header, limit)) return {};
   return "is a message of " + std::to_string(payload) + " bytes, over the max_payload of " + std::to_string(limit) +
@@ -822,12 +829,12 @@ std::string publisher::over_max_payload(std::size_t payload) const {
 }
 
 std::uint64_t publisher::stored_size(std::size_t payload) const noexcept {
-  // The header block "NATS/1.0\r\nNats-Msg-Id: <id>\r\n\r\n", the id at most 20 digits
-  // of sequence after "<producer_id>-"; nats-server's file store adds 30 bytes a message
-  // (a 22-byte record head, 4 for the header block's length, an 8-byte hash), its memory
-  // store 16. The sequence counted as 20 digits: never less than the server's count.
-  constexpr std::uint64_t kHeaderFraming = 27, kSequenceDigits = 20, kStoreOverhead = 34;
-  return std::uint64_t{payload} + st_->subject.size() + kHeaderFraming + st_->producer_id.size() + 1 + kSequenceDigits +
+  // The subject and the Nats-Msg-Id header block (msg_id_header_bytes), its sequence
+  // counted as 20 digits (never less than the server's count); nats-server's file store
+  // adds 30 bytes a message (a 22-byte record head, 4 for the header block's length, an
+  // 8-byte hash), its memory store 16.
+  constexpr std::uint64_t kSequenceDigits = 20, kStoreOverhead = 34;
+  return std::uint64_t{payload} + st_->subject.size() + msg_id_header_bytes(st_->producer_id, kSequenceDigits) +
          kStoreOverhead;
 }
 

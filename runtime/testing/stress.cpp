@@ -697,7 +697,7 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
     // An external channel (a JetStream edge) is a reading of something outside the graph:
     // its messages may stay in the stream, and the identity does not apply (report::balanced).
     if (c.external) continue;
-    if (st.pushed != st.popped + st.discarded || st.items != 0 || st.size != 0) {
+    if (!c.balanced()) {
       add(c.from, "channel '" + c.name + "': pushed " + std::to_string(st.pushed) + " != popped " +
                       std::to_string(st.popped) + " + discarded " + std::to_string(st.discarded) + " (" +
                       std::to_string(st.items) + " left buffered)");

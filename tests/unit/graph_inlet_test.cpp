@@ -547,16 +547,25 @@ TEST(graph_wait_for, nullopt_while_running_then_the_report_and_on_done_once) {
 
 // Negative durations of any size mean "do not wait" (hours(-3,000,000) overflowed in the
 // conversion to nanoseconds: undefined, and in practice a wait until the run ended).
-TEST(graph_wait_for, a_negative_or_nan_duration_does_not_wait) {
-  watchdog dog(60s, "wait_for_negative");
+// A started run that ends once `go` is set.
+struct gated_run {
   std::atomic<bool> go{false};
   sluice::graph g;
-  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
-    (void)eventually([&] { return go.load(); }, 30s);
-    out.push(1);
-  });
-  g.sink("sink", src, [](int) {});
-  g.start();
+  gated_run() {
+    auto src = g.source<int>("src", [this](sluice::sender<int>& out) {
+      (void)eventually([&] { return go.load(); }, 30s);
+      out.push(1);
+    });
+    g.sink("sink", src, [](int) {});
+    g.start();
+  }
+};
+
+TEST(graph_wait_for, a_negative_or_nan_duration_does_not_wait) {
+  watchdog dog(60s, "wait_for_negative");
+  gated_run run;
+  auto& g = run.g;
+  auto& go = run.go;
   EXPECT_FALSE(g.wait_for(std::chrono::hours(-3'000'000)).has_value());
   EXPECT_FALSE(g.wait_for(std::chrono::hours::min()).has_value());
   EXPECT_FALSE(g.wait_for(std::chrono::nanoseconds::min()).has_value());
@@ -572,14 +581,9 @@ TEST(graph_wait_for, a_negative_or_nan_duration_does_not_wait) {
 // double let it through, the conversion was undefined, and the wait came back at once.
 TEST(graph_wait_for, a_float_duration_near_the_clocks_limit_waits_for_the_end) {
   watchdog dog(60s, "wait_for_float");
-  std::atomic<bool> go{false};
-  sluice::graph g;
-  auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
-    (void)eventually([&] { return go.load(); }, 30s);
-    out.push(1);
-  });
-  g.sink("sink", src, [](int) {});
-  g.start();
+  gated_run run;
+  auto& g = run.g;
+  auto& go = run.go;
   // Lets the run end a moment after the wait has begun (no correctness rests on when).
   std::thread opener([&] {
     std::this_thread::sleep_for(50ms);

@@ -556,6 +556,19 @@ TEST_F(Tool, BenchCapacityWhoseChannelsTogetherExceedFreeMemoryIsRefusedUpFront)
   }
 }
 
+// The same under the process's own limit (ulimit -v): the rings were built one by one,
+// each filled, until one past the limit failed (19 s for 5 rings of 1.2 GiB under 4 GB).
+TEST_F(Tool, BenchCapacityPastTheAddressSpaceLimitIsRefusedUpFront) {
+  if (kSanitized) GTEST_SKIP() << "a sanitizer's shadow memory needs more address space than any limit here";
+  // 1 GiB of address space; chain:4's five rings of 64 MiB items or more each need 2 GiB+.
+  const result r = sluice_test::run_shell("ulimit -v 1048576 && timeout -s KILL 60 " +
+                                          sluice_test::shell_quote(sluice_test::tool_path()) +
+                                          " bench --items 1000 --capacity 8M 2>&1");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("sluice bench: --capacity 8M is too large: the graph's 5 channels need"), std::string::npos)
+      << r.out;
+}
+
 // A --capacity whose channels cannot exist: one line naming it, exit 2, nothing run.
 // Before: 2^62 crashed with SIGSEGV (the ring's slot count wrapped), and 2^40 printed
 // "error: std::bad_alloc" with exit 1.
@@ -758,6 +771,40 @@ TEST_F(Tool, AReportThatCannotBeWrittenIsRefusedBeforeTheRun) {
   EXPECT_EQ(so.status, 0) << so.err;
   EXPECT_NE(so.out.find("</html>"), std::string::npos);
   std::remove(file.c_str());
+  EXPECT_EQ(::rmdir(dir.c_str()), 0) << "something was left in " << dir;
+}
+
+// A --report naming a file that holds something else (a data file, given by mistake) is
+// refused before the run, and the file is kept: it was replaced by the report, exit 0.
+// An earlier report, or an empty file, is replaced as before.
+TEST_F(Tool, AReportDoesNotReplaceAFileThatIsNotAReport) {
+  char tmpl[] = "/tmp/sluice_report_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string data = dir + "/results.csv";
+  ASSERT_EQ(sluice_test::run_shell("printf 'a,b\\n1,2\\n' > " + sluice_test::shell_quote(data)).status, 0);
+  for (const char* cmd : {"bench", "demo"}) {
+    SCOPED_TRACE(cmd);
+    const std::vector<std::string> args =
+        std::string(cmd) == "bench"
+            ? std::vector<std::string>{"bench", "--topology", "chain:1", "--items", "1000", "--report", data}
+            : std::vector<std::string>{"demo", "--bytes", "8MiB", "--report", data};
+    const result r = run_tool(args, 120);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_TRUE(r.out.empty()) << "the run happened first:\n" << r.out;
+    EXPECT_NE(r.err.find("--report " + data + " exists and is not a sluice report"), std::string::npos) << r.err;
+    EXPECT_EQ(sluice_test::run_shell("cat " + sluice_test::shell_quote(data)).out, "a,b\n1,2\n");
+  }
+  // A report from an earlier run is replaced by the next.
+  const std::string page = dir + "/r.html";
+  for (int i = 0; i < 2; ++i) {
+    const result r = run_tool({"bench", "--topology", "chain:1", "--items", "1000", "--report", page}, 120);
+    EXPECT_EQ(r.status, 0) << "run " << i << ": " << r.err;
+  }
+  const result d = run_tool({"demo", "--bytes", "8MiB", "--report", page}, 120);  // a bench report: ours too
+  EXPECT_EQ(d.status, 0) << d.err;
+  std::remove(data.c_str());
+  std::remove(page.c_str());
   EXPECT_EQ(::rmdir(dir.c_str()), 0) << "something was left in " << dir;
 }
 

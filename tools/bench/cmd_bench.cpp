@@ -1242,7 +1242,7 @@ int cmd_bench(int argc, char** argv) {
            "table, json or gbench");
   p.flag("--json", &json_flag, "same as --format json");
   p.text("--report", &c.report, "FILE.html",
-         "write a self-contained HTML report: the graph with its shares, throughput over time, latency curves");
+         "write a self-contained HTML report: the graph with its shares, throughput over time, latency curves (an existing FILE must be an earlier report)");
   p.text("--serve", &c.serve, "ADDR", "the live view while sluice runs, at HOST:PORT (port 0: any free one; the URL goes to stderr)");
   p.epilog(
       "examples:\n"
@@ -1357,7 +1357,10 @@ int cmd_bench(int argc, char** argv) {
 
   // A report that cannot be written fails now, not after the whole run (throws the error
   // write_report_html would).
-  if (!c.report.empty()) check_writable(c.report);
+  if (!c.report.empty()) {
+    refuse_replacing_other_content("sluice bench", "--report", c.report);
+    check_writable(c.report);
+  }
 
   std::vector<std::string> engines;
   if (c.engine != "tbb") engines.emplace_back("sluice");

@@ -284,7 +284,7 @@ std::string render_report_html(const report_data& d) {
   const std::string title = d.title.empty() ? std::string("sluice bench report") : d.title;
   std::string o;
   o.reserve(sluice::detail::kGraphViewJs.size() + d.snapshot_json.size() + 32 * 1024);
-  o += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+  o += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"generator\" content=\"sluice bench\">\n"
        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; script-src 'unsafe-inline'; "
        "style-src 'unsafe-inline'; img-src data:\">\n<title>";

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -311,6 +312,39 @@ inline void check_writable(const std::string& path, const std::string& what = "r
     ::unlink(tmp.c_str());
   }
   ::close(fd);
+}
+
+// A --report path that names a regular file holding anything but a page the tool wrote
+// (an HTML page that names sluice in its first KiB): replacing it would lose the user's
+// file. A data file given by mistake was replaced by the report without a word, where
+// gzip refuses to overwrite anything without --force. An empty file, a symlink (replaced,
+// its target untouched), a FIFO or a device, and the file stdout or stderr goes to pass. Throws usage_error naming the tool, the
+// option and the path.
+inline void refuse_replacing_other_content(const std::string& tool, const std::string& option, const std::string& path) {
+  int own = -1;
+  // Only a file the report would replace: one of our descriptors (the file stdout is
+  // redirected to, even with >>) is written to, as a shell would.
+  if (write_detail::target_of("report", path, own) != write_detail::target::replace) return;
+  struct stat ls{};
+  if (::lstat(path.c_str(), &ls) != 0 || !S_ISREG(ls.st_mode) || ls.st_size == 0) return;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return;  // unreadable: the write's own checks speak for it
+  char head[1024];
+  ssize_t n;
+  do {
+    n = ::read(fd, head, sizeof head);
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  std::string text(head, n > 0 ? static_cast<std::size_t>(n) : 0);
+  std::transform(text.begin(), text.end(), text.begin(), [](char ch) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  });
+  const std::size_t start = text.find_first_not_of(" \t\r\n");
+  if (start != std::string::npos && text.compare(start, 14, "<!doctype html") == 0 && text.find("sluice") != std::string::npos) {
+    return;  // a report of ours, from an earlier run: replaced
+  }
+  throw usage_error(tool + ": " + option + " " + detail::shown(path) +
+                    " exists and is not a sluice report; remove it or name another file (it would be replaced)");
 }
 
 }  // namespace sluice::tool

@@ -49,7 +49,7 @@ int cmd_demo(int argc, char** argv) {
   p.size("--budget", &cfg.budget, "byte budget of each of the bounded run's two channels");
   p.size("--chunk", &cfg.chunk, "bytes per item moving between stages", {1, 256ULL << 20, "a size between 1 B and 256 MiB"});
   p.duration("--sample", &cfg.sample_every, "how often memory and stages are sampled");
-  p.text("--report", &cfg.report, "FILE.html", "write a self-contained HTML report (memory curves, stage timelines)");
+  p.text("--report", &cfg.report, "FILE.html", "write a self-contained HTML report (memory curves, stage timelines); an existing FILE must be an earlier report");
   p.custom("--only", "WHICH", "run only one half: unbounded | bounded | both", cfg.only,
            [&](std::string_view v) {
              if (v != "unbounded" && v != "bounded" && v != "both") return false;
@@ -89,6 +89,7 @@ int cmd_demo(int argc, char** argv) {
   }
 
   if (!cfg.report.empty()) {
+    refuse_replacing_other_content("sluice demo", "--report", cfg.report);
     // A report that cannot be written fails now, not after both runs.
     try {
       check_writable(cfg.report);

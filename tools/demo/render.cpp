@@ -171,7 +171,8 @@ void write_report(const std::string& path, const demo_config& cfg, const std::ve
   auto X = [&](double t) { return L + (W - L - R) * t / t_max; };
   auto Y = [&](double m) { return T + (H - T - B) * (1.0 - std::max(0.0, m) / m_max); };
 
-  f << "<!doctype html><html><head><meta charset=\"utf-8\"><title>sluice demo</title><style>"
+  f << "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"generator\" content=\"sluice demo\">"
+       "<title>sluice demo</title><style>"
        "body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
        "td,th{padding:4px 12px;border-bottom:1px solid #ddd;text-align:left}svg{background:#fafafa}"
        ".axis{stroke:#888;stroke-width:1}.grid{stroke:#e4e4e4}text{font:11px system-ui,sans-serif;fill:#444}"

@@ -233,7 +233,7 @@ int run_codec(bool compress, int argc, char** argv) {
   p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
                        "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
                        "what was written). OUT gets a regular IN's permissions and times (otherwise the umask's\n"
-                       "default, now). Messages name the input.\n") +
+                       "default, now). Messages name the file they are about (IN or OUT).\n") +
            (compress ? "A regular IN that grows while it is read is compressed as read, with a warning; one\n"
                        "that shrinks (truncated by another process) is an error, and no OUT is kept.\n"
                        "Exit status: 0 done, 1 failed, 2 bad arguments or a warning (IN's size changed),\n"

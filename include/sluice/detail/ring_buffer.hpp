@@ -53,7 +53,7 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 60;
 // capacity would be killed for memory rather than fail cleanly).
 // From kRingMemoryCheckBytes up, also when they are more than the memory free now
 // (available_memory: /proc/meminfo's MemAvailable + SwapFree, or less where a cgroup's
-// limit leaves less): a ring touches every slot when it is built, so one past what is free
+// limit, or the process's ulimit -v or -d, leaves less): a ring touches every slot when it is built, so one past what is free
 // would bring the kernel's out-of-memory killer, not a clean failure. Each ring is checked
 // when it is built, after the rings built before it took their memory, so a graph whose
 // channels together are more than is free fails on the first that does not fit (a
