@@ -26,6 +26,10 @@
 // for the same reason (a missing or read-only directory, a directory, a closed stdout), and
 // changes nothing: the path is not created or truncated, a FIFO is not opened (its reader
 // would see an end of file).
+//
+//   sluice::tool::refuse_replacing_other_content("sluice bench", "--report", path);
+//
+// refuses a report path that names a file holding anything but an earlier report.
 #pragma once
 
 #include <fcntl.h>
@@ -318,8 +322,8 @@ inline void check_writable(const std::string& path, const std::string& what = "r
 // (an HTML page that names sluice in its first KiB): replacing it would lose the user's
 // file. A data file given by mistake was replaced by the report without a word, where
 // gzip refuses to overwrite anything without --force. An empty file, a symlink (replaced,
-// its target untouched), a FIFO or a device, and the file stdout or stderr goes to pass. Throws usage_error naming the tool, the
-// option and the path.
+// its target untouched), a FIFO or a device, and the file stdout or stderr goes to pass.
+// Throws usage_error naming the tool, the option and the path.
 inline void refuse_replacing_other_content(const std::string& tool, const std::string& option, const std::string& path) {
   int own = -1;
   // Only a file the report would replace: one of our descriptors (the file stdout is
