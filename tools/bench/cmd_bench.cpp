@@ -1358,8 +1358,8 @@ int cmd_bench(int argc, char** argv) {
   // A report that cannot be written fails now, not after the whole run (throws the error
   // write_report_html would).
   if (!c.report.empty()) {
+    check_writable(c.report);  // first: a path that cannot be written at all says why
     refuse_replacing_other_content("sluice bench", "--report", c.report);
-    check_writable(c.report);
   }
 
   std::vector<std::string> engines;

@@ -89,7 +89,6 @@ int cmd_demo(int argc, char** argv) {
   }
 
   if (!cfg.report.empty()) {
-    refuse_replacing_other_content("sluice demo", "--report", cfg.report);
     // A report that cannot be written fails now, not after both runs.
     try {
       check_writable(cfg.report);
@@ -97,6 +96,7 @@ int cmd_demo(int argc, char** argv) {
       std::fprintf(stderr, "sluice demo: %s\n", e.what());
       return 1;
     }
+    refuse_replacing_other_content("sluice demo", "--report", cfg.report);
   }
 
   const std::string pattern = make_log_pattern();
