@@ -164,7 +164,8 @@ using graph_builder = std::function<void(sluice::graph&)>;
 // probability is outside [0, 1] (or NaN), fail + delay or cancel + stop is over 1 (each
 // pair is one draw), max_delay is negative or not below deadline, or deadline is not
 // positive. Calls from several threads take turns, a run at a time: each run's thread
-// check compares the whole process's threads with those before it.
+// check compares the whole process's threads with those before it, leaving out the
+// threads inside stress(), replay() or run_one() (waiting for their turn).
 stress_report stress(const graph_builder& build, const stress_options& o = {});
 // The one run whose seed a violation printed, with the same faults.
 stress_report replay(const graph_builder& build, std::uint64_t seed, const stress_options& o = {});

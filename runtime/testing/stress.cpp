@@ -5,6 +5,7 @@
 #include "sluice/testing.hpp"
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -496,6 +497,30 @@ bool thread_of(const std::string& comm, const std::string& stage) {
   return comm.compare(0, prefix.size(), prefix) == 0;
 }
 
+// The threads inside stress(), replay() or run_one() now: waiting for their turn, or in
+// their run. Another run's thread check leaves them out.
+std::mutex g_callers_mu;
+std::set<long> g_callers;  // guarded by g_callers_mu
+
+struct waiting_turn {
+  const long tid = static_cast<long>(::gettid());
+  waiting_turn() {
+    const std::lock_guard lock(g_callers_mu);
+    g_callers.insert(tid);
+  }
+  ~waiting_turn() {
+    const std::lock_guard lock(g_callers_mu);
+    g_callers.erase(tid);
+  }
+  waiting_turn(const waiting_turn&) = delete;
+  waiting_turn& operator=(const waiting_turn&) = delete;
+};
+
+bool is_caller(long tid) {
+  const std::lock_guard lock(g_callers_mu);
+  return g_callers.count(tid) != 0;
+}
+
 struct one_run : run_result {
   bool fatal = false;  // the build function or start() failed: no point in more runs
   std::uint64_t cancels = 0, stops = 0;
@@ -523,6 +548,9 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
     throw std::logic_error("sluice::testing: stress(), replay() or run_one() called from stage '" + t_root->stage +
                            "' of a stress run; runs take turns, a run at a time, so it would wait for itself");
   }
+  // A thread waiting here for its turn is no thread of the run before it, even one made
+  // after that run began: the run's thread check leaves it out (it said "leaked").
+  const waiting_turn wait_mark;
   const std::lock_guard one_run_at_a_time(one_at_a_time);
   in_run = true;
   struct leave {
@@ -719,7 +747,7 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   do {
     extra.clear();
     for (const auto& [tid, name] : list_threads()) {
-      if (before.count(tid) == 0) extra.emplace(tid, name);
+      if (before.count(tid) == 0 && !is_caller(tid)) extra.emplace(tid, name);
     }
     if (extra.empty()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
@@ -461,6 +462,52 @@ TEST(testing_stress, two_stress_calls_at_once_do_not_report_each_others_threads)
   EXPECT_TRUE(a.ok()) << a;
   EXPECT_TRUE(b.ok()) << b;
   EXPECT_EQ(a.runs + b.runs, 30u);
+}
+
+// A thread made after a run began, which then calls stress() and waits for its turn, is
+// no leak of that run. (It was reported as "still alive after the run".)
+TEST(testing_stress, a_caller_made_during_a_run_and_waiting_its_turn_is_not_that_runs_leak) {
+  st::stress_options o = quiet(1);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool started = false, second_calls = false;
+  auto first = [&](sluice::graph& g) {
+    auto src = g.source<int>("src", [&](sluice::sender<int>& out, std::stop_token) {
+      std::unique_lock lock(mu);
+      started = true;
+      cv.notify_all();
+      // Until the second caller is on its way into stress() (bounded: a test, not a hang).
+      cv.wait_for(lock, 10s, [&] { return second_calls; });
+      lock.unlock();
+      (void)out.push(1);
+    });
+    g.sink("out", src, [](int) {});
+  };
+  auto second = [](sluice::graph& g) {
+    auto src = g.source<int>("src2", [](sluice::sender<int>& out, std::stop_token) { (void)out.push(1); });
+    g.sink("out2", src, [](int) {});
+  };
+  st::stress_report a, b;
+  std::thread runner([&] { a = st::stress(first, o); });
+  std::thread caller;
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return started; }));
+  }
+  // Made now, while the first run is on: not in that run's "before".
+  caller = std::thread([&] {
+    {
+      const std::lock_guard lock(mu);
+      second_calls = true;
+      cv.notify_all();
+    }
+    b = st::stress(second, o);
+  });
+  runner.join();
+  caller.join();
+  EXPECT_TRUE(a.ok()) << a;
+  EXPECT_TRUE(b.ok()) << b;
+  EXPECT_EQ(a.runs + b.runs, 2u);
 }
 
 TEST(testing_stress, a_stage_that_leaks_a_thread_is_named) {
