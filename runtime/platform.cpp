@@ -12,9 +12,11 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <thread>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -190,6 +192,10 @@ bool runnable_exceeds_cpus() noexcept {
   t_exceeds = read_runnable_exceeds_cpus();
   t_until = now + kKeepNs;
   return t_exceeds;
+}
+
+void nap(unsigned attempt) noexcept {
+  std::this_thread::sleep_for(std::chrono::microseconds(20) * (1U << std::min(attempt, 6U)));
 }
 
 fence_mode current_fence_mode() noexcept { return g_fence_mode.load(std::memory_order_acquire); }

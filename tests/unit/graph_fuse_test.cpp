@@ -456,8 +456,8 @@ TEST(GraphFuse, CleanupRunsOnceAfterTheLastItem) {
 }
 
 // A source may push from threads of its own (a reader it starts and joins). The fused
-// stage takes those pushes too: a copyable function on a copy of its own, a move-only one
-// on its one copy, shared with the source's thread under a lock. Before, a move-only
+// stage takes those pushes too, on the one copy of its function that the source's
+// thread uses, one call at a time (see the next test). Before, a move-only
 // function refused them (push returned false, as if the sink were gone) and the run
 // ended "ok" with the items never sent.
 template <bool MoveOnly>
@@ -522,6 +522,44 @@ TEST(GraphFuse, PushesFromASourcesOwnThreadsReachAMoveOnlyFusedSink) {
 }
 TEST(GraphFuse, PushesFromASourcesOwnThreadsReachACopyableFusedSink) {
   helper_threads_push_into_a_fused_stage<false>();
+}
+
+// A fused stage on a host of one thread is one replica, whoever pushes: pushes from a
+// source's helper thread ran on a second copy of the function, at the same time as the
+// host's calls. A sink that counts to N in its own member ("take N, then finish") was
+// called N plus what the second copy had counted (301,239 calls for 200,000), and a
+// function's references were raced (a crash, under ASan a use after free).
+TEST(GraphFuse, PushesFromAHelperThreadShareTheHostsOneCopyOneCallAtATime) {
+  watchdog wd(60s);
+  constexpr long kLimit = 20000;
+  std::atomic<long> calls{0}, overlaps{0};
+  std::atomic<bool> inside{false};
+  sluice::graph g;
+  auto nums = g.source<long>("src", [](sluice::sender<long>& out) {
+    std::thread helper([tx = out]() mutable {
+      for (long i = 0; i < 10 * kLimit; ++i) {
+        if (!tx.push(i)) return;
+      }
+    });
+    for (long i = 0; i < 10 * kLimit; ++i) {
+      if (!out.push(i)) break;
+    }
+    helper.join();
+  });
+  auto kept = g.filter("keep", nums, [n = 0L, &overlaps, &inside](long) mutable {
+    if (inside.exchange(true)) ++overlaps;
+    ++n;  // a plain member: a second thread in the same copy is a race (ThreadSanitizer)
+    inside = false;
+    return true;
+  }, {.fuse = true});
+  g.sink("take", kept, [n = 0L, &calls](long) mutable {
+    ++calls;
+    return ++n < kLimit;
+  }, {.fuse = true});
+  const sluice::report r = g.run();
+  EXPECT_EQ(calls.load(), kLimit) << "the sink's one copy counted to its limit; any more went to another copy";
+  EXPECT_EQ(overlaps.load(), 0) << "two calls of one fused stage at once";
+  EXPECT_TRUE(r.balanced());
 }
 
 // ---- cancel, request_stop, early finish -----------------------------------------------

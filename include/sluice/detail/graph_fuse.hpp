@@ -25,10 +25,19 @@
 //   or a dead letter naming this stage (its function threw, or its output ended). The
 //   error policy is the stage's own (skip / restart: a fresh copy / stop: stage_error
 //   names this stage). Busy time is the stage's own calls, less what runs after it.
-//   A push from a thread the graph did not start (a source's helper thread) is taken
-//   too: a copyable function runs it on a copy of its own, under a lock; a move-only
-//   function has one copy, the host's, so the host's calls take that lock as well (an
-//   uncontended mutex per item, for move-only functions only).
+//   A push from a thread the graph did not start (a source's helper thread, with a copy
+//   of its sender) is taken too, never at the same time as another call of the same
+//   copy of the function:
+//   - one host thread (the usual case): on the host's own copy, as an unfused stage
+//     of one replica would take it. The first such push waits for the host's call in
+//     progress to end (a Dekker handshake: the host's half is a compiler barrier with
+//     membarrier, detail/waker.hpp); from then on every call takes a lock. (It ran on a
+//     second copy, at the same time as the host's calls: a function's references were
+//     raced, and a sink counting to N was called N plus what the other copy counted.)
+//   - several host threads (they run copies side by side, one each, as replicas): on a
+//     copy of its own, under a lock.
+//   - a move-only function has one copy, the host's (one host thread only), and the
+//     host's calls take the lock always.
 // Non-guarantees: a fused sink that returns false stops upstream at once, but its
 //   cleanup runs when the upstream ends, not at that item.
 // Lifetime: shared by the graph node (fused_control) and the direct channel
@@ -57,7 +66,9 @@
 #include "sluice/detail/graph_core.hpp"
 #include "sluice/detail/graph_stages.hpp"
 #include "sluice/detail/graph_task.hpp"
+#include "sluice/detail/platform.hpp"
 #include "sluice/detail/ticks.hpp"
+#include "sluice/detail/waker.hpp"
 
 namespace sluice::detail {
 
@@ -110,7 +121,8 @@ class fused_stage final : public direct_target<T>, public fused_control {
         rx_(std::move(rx)),
         ctr_(std::make_unique<cache_padded<counters>[]>(threads + 1)),
         threads_(threads),
-        faults_(g.faults()) {
+        faults_(g.faults()),
+        asym_fences_(decide_fence_mode() == fence_mode::kAsymmetric) {
     if (faults_ != nullptr) name_ = env_.stage_name();  // under sluice::testing::stress only
     inst_.reserve(threads);
     for (std::size_t i = 0; i < threads; ++i) inst_.push_back(std::make_unique<instance>(src_, tx_));
@@ -122,7 +134,20 @@ class fused_stage final : public direct_target<T>, public fused_control {
       if constexpr (fn_slot<F>::kCopies) {
         instance* in = inst_[me.replica].get();
         if (in == nullptr) return direct_result::refused;  // released (cannot happen while the host runs)
-        return run(*in, *ctr_[me.replica], v, me.inside, me.replica);
+        if (threads_ != 1) return run(*in, *ctr_[me.replica], v, me.inside, me.replica);
+        // The one host thread shares its copy with foreign pushers, once there is one.
+        host_in_call_.store(true, std::memory_order_relaxed);
+        light_fence(asym_fences_);  // pairs with take_foreign()'s heavy_fence
+        if (foreign_joined_.load(std::memory_order_relaxed)) [[unlikely]] {
+          host_in_call_.store(false, std::memory_order_relaxed);
+          std::lock_guard lk(foreign_mu_);
+          in = inst_[0].get();
+          if (in == nullptr) return direct_result::refused;
+          return run(*in, *ctr_[0], v, me.inside, me.replica);
+        }
+        const direct_result r = run(*in, *ctr_[0], v, me.inside, me.replica);
+        host_in_call_.store(false, std::memory_order_release);  // the call's effects, to a joining pusher
+        return r;
       } else {
         std::lock_guard lk(foreign_mu_);  // the one copy is shared with foreign pushers
         instance* in = inst_[me.replica].get();
@@ -173,6 +198,21 @@ class fused_stage final : public direct_target<T>, public fused_control {
     if constexpr (!fn_slot<F>::kCopies) {
       // A move-only function has one copy, the host's (the builder allows it only with one
       // host thread); the host takes this lock around its calls too.
+      instance* in = inst_[0].get();
+      if (in == nullptr) return direct_result::refused;
+      return run(*in, *ctr_[threads_], v);
+    } else if (threads_ == 1) {
+      // The host's copy. The first foreign push marks the stage shared, then waits for
+      // the host's call in progress to end: after the fence pair, the host either sees
+      // the mark (and takes this lock from its next call on) or this thread sees its call.
+      if (!foreign_joined_.load(std::memory_order_relaxed)) {
+        foreign_joined_.store(true, std::memory_order_relaxed);
+        heavy_fence(asym_fences_);
+        for (unsigned naps = 0; host_in_call_.load(std::memory_order_acquire); ++naps) {
+          if (env_.stopping()) return direct_result::refused;
+          nap(naps);  // once per stage, for one call: park, not spin
+        }
+      }
       instance* in = inst_[0].get();
       if (in == nullptr) return direct_result::refused;
       return run(*in, *ctr_[threads_], v);
@@ -325,11 +365,15 @@ class fused_stage final : public direct_target<T>, public fused_control {
   std::unique_ptr<cache_padded<counters>[]> ctr_;  // per host thread, then the foreign one
   std::size_t threads_;
   fault_hook* faults_;  // null unless the graph is under sluice::testing::stress
+  const bool asym_fences_;  // the fence protocol of the handshake (detail/waker.hpp)
   std::string name_;    // this stage's, for faults_ (set only with it)
   std::vector<std::unique_ptr<instance>> inst_;
   std::mutex foreign_mu_;
   std::unique_ptr<instance> foreign_;  // guarded by foreign_mu_
   bool released_ = false;              // guarded by foreign_mu_
+  // One host thread only: the handshake that lets a foreign pusher share the host's copy.
+  std::atomic<bool> host_in_call_{false};    // written by the host around each unlocked call
+  std::atomic<bool> foreign_joined_{false};  // set once, by the first foreign push
 };
 
 // logic_error naming the stage when `fuse` is set on a stage that cannot be fused.

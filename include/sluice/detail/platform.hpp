@@ -57,6 +57,11 @@ std::uint64_t ticks_per_64_pauses() noexcept;
 // takes no core another thread waits for. One read (~1-2 us) per thread per ms; kept.
 bool runnable_exceeds_cpus() noexcept;
 
+// Sleeps 20 us << min(attempt, 6) (at most 1.28 ms): for a waiter that can only poll,
+// rarely and briefly (graph_fuse.hpp's handshake), so that it parks instead of spinning.
+// Here, not in a header: <thread> stays out of sluice/graph.hpp.
+void nap(unsigned attempt) noexcept;
+
 // The fence protocol of detail/waker.hpp. kUnknown until the first heavy_fence() decides;
 // a notifier that reads kUnknown uses the full fence, which pairs with either choice.
 enum class fence_mode : std::uint8_t { kUnknown = 0, kAsymmetric = 1, kSymmetric = 2 };
