@@ -285,13 +285,22 @@ std::shared_ptr<void> graph_state::take_input(std::size_t channel, std::size_t c
   c.consumer = consumer;
   // Two stages joined more than once (a merge of several branches of one partition or
   // round_robin): the later channels get " #2", " #3", ... in branch order, so that each
-  // one has a name of its own in snapshots, metrics series and dead letters.
+  // one has a name of its own in snapshots, metrics series and dead letters. So does a
+  // channel whose name another has already, from other stages ("x" -> "y -> z" and
+  // "x -> y" -> "z" were both "x -> y -> z", and a stall's chain named the wrong holder).
   const std::string base = nodes_[c.producer]->name + " -> " + nodes_[consumer]->name;
-  std::size_t same = 0;
+  std::size_t n = 1;
   for (const std::size_t in : nodes_[consumer]->inputs) {
-    if (channels_[in]->producer == c.producer) ++same;
+    if (channels_[in]->producer == c.producer) ++n;
   }
-  c.name = same == 0 ? base : base + " #" + std::to_string(same + 1);
+  auto named = [&](std::size_t k) { return k == 1 ? base : base + " #" + std::to_string(k); };
+  auto taken = [&](const std::string& name) {
+    return std::any_of(channels_.begin(), channels_.end(), [&](const auto& other) {
+      return other.get() != &c && other->consumer != kNoNode && other->name == name;
+    });
+  };
+  while (taken(named(n))) ++n;
+  c.name = named(n);
   nodes_[consumer]->inputs.push_back(channel);
   return c.pending;  // kept until commit_node(consumer)
 }

@@ -60,6 +60,7 @@ metrics::snapshot graph_state::snapshot() const {
   const auto now = clock::now();
   const std::int64_t now_n = now_ns();
   if (started_) s.elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>((finished_ ? t_end_ : now) - t_start_);
+  s.stall_threshold = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.stall_threshold);
 
   std::vector<channel_stats> cs;
   cs.reserve(channels_.size());

@@ -225,6 +225,7 @@ std::string to_json(const snapshot& s) {
   out.reserve(256 + 320 * (s.stages.size() + s.channels.size()));
   out += '{';
   json_uint(out, "elapsed_ns", static_cast<std::uint64_t>(std::max<std::int64_t>(0, s.elapsed.count())));
+  json_uint(out, "stall_threshold_ns", static_cast<std::uint64_t>(std::max<std::int64_t>(0, s.stall_threshold.count())));
   json_key(out, "bottleneck");
   if (s.bottleneck) {
     json_string(out, *s.bottleneck);
@@ -273,7 +274,8 @@ std::string to_json(const snapshot& s) {
     json_uint(out, "blocked_pop_ns", c.stats.blocked_pop_ns);
     json_uint(out, "waiting_push", c.stats.waiting_push);
     json_uint(out, "waiting_pop", c.stats.waiting_pop);
-    drop_comma(out);
+    json_key(out, "external");
+    out += c.external ? "true" : "false";
     out += "},";
   }
   drop_comma(out);

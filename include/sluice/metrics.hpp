@@ -96,6 +96,9 @@ struct snapshot {
   std::vector<stage_snapshot> stages;
   std::vector<channel_snapshot> channels;
   std::optional<std::string> bottleneck;        // see find_bottleneck
+  // The graph's graph_options::stall_threshold (zero: its stall watchdog is off), so that
+  // a reader of the snapshot (the live page) calls a stall what the graph calls one.
+  std::chrono::nanoseconds stall_threshold{0};
 };
 
 // Where a stage's accounted time went: busy + backpressured + starved, as fractions of
@@ -134,13 +137,13 @@ inline constexpr double kBottleneckWaitShare = 0.3;
 std::optional<std::string> find_bottleneck(const snapshot& s);
 
 // JSON object (one line, UTF-8, strings escaped per RFC 8259):
-//   {"elapsed_ns":N,"bottleneck":"name"|null,
+//   {"elapsed_ns":N,"stall_threshold_ns":N,"bottleneck":"name"|null,
 //    "stages":[{"name","replicas","items_in","items_out","errors","restarts","busy_ns",
 //               "backpressured_ns","starved_ns","busy_share","backpressured_share",
 //               "starved_share","state","blocked_on","blocked_op"}...],
 //    "channels":[{"name","from","to","weighted","size","capacity","pushed","popped",
 //                 "discarded","blocked_push_ns","blocked_pop_ns","waiting_push",
-//                 "waiting_pop"}...]}
+//                 "waiting_pop","external"}...]}
 // Counters are integers; shares are numbers in [0, 1].
 std::string to_json(const snapshot& s);
 // Prometheus text exposition format 0.0.4; metric names prefixed sluice_, labelled

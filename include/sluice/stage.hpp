@@ -66,7 +66,10 @@ struct stage_options {
   bool ordered = true;              // replicas emit in input order
   error_policy on_error = error_policy::stop;
   std::string name = {};            // pipeline() descriptors only (graph methods take a name)
-  std::function<void()> on_close = {};  // cleanup, run once when the stage ends (any way)
+  // Cleanup, run once when the stage ends, however it ends. A stage that never ran (its
+  // graph was never started, or start() failed) does not end, and runs none; its function
+  // objects are destroyed with the graph, as ever.
+  std::function<void()> on_close = {};
   bool fuse = false;                // run on the upstream stage's thread (no channel between them)
 };
 

@@ -19,12 +19,15 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -40,6 +43,51 @@ namespace {
 constexpr std::size_t kWorkers = 2;
 
 void name_this_thread() { pthread_setname_np(pthread_self(), "sluice-http"); }
+
+std::string_view trimmed(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+bool same_text(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Whether an Accept-Encoding value (RFC 9110 12.5.3) takes gzip: "gzip" (or its alias
+// "x-gzip") listed with a q above 0, or, when it is not listed, "*" with a q above 0.
+// "gzip;q=0" refuses it (it was compressed anyway: a substring match, which also took
+// "x-gzip-not"). A q that does not parse counts as 1, as no q at all.
+bool accepts_gzip(std::string_view header) {
+  std::optional<bool> named, any;
+  while (!header.empty()) {
+    const std::size_t comma = header.find(',');
+    std::string_view element = header.substr(0, comma);
+    header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
+    const std::size_t semi = element.find(';');
+    const std::string_view coding = trimmed(element.substr(0, semi));
+    double q = 1;
+    for (std::string_view params = semi == std::string_view::npos ? std::string_view() : element.substr(semi + 1);
+         !params.empty();) {
+      const std::size_t next = params.find(';');
+      const std::string_view param = trimmed(params.substr(0, next));
+      params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
+      if (param.size() < 2 || !same_text(param.substr(0, 2), "q=")) continue;
+      const std::string_view value = trimmed(param.substr(2));
+      double parsed = 1;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), parsed);  // never a locale's comma
+      if (ec == std::errc() && end == value.data() + value.size()) q = parsed;
+    }
+    if (same_text(coding, "gzip") || same_text(coding, "x-gzip")) {
+      named = named.value_or(false) || q > 0;
+    } else if (coding == "*") {
+      any = q > 0;
+    }
+  }
+  return named ? *named : any.value_or(false);
+}
 
 // httplib's task queue, made to run each task at once on the accept loop's thread: the
 // task is our process_and_close_socket(), which only hands the socket to the intake.
@@ -406,9 +454,7 @@ server serve(graph& g, std::string address) {
     // write deadline covers it, and stop() waited for it). Offer it gzip only. The request
     // object is httplib's own, not const (it hands handlers a const view).
     if (req.has_header("Accept-Encoding")) {
-      std::string offered = req.get_header_value("Accept-Encoding");
-      for (char& c : offered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      const bool gzip = offered.find("gzip") != std::string::npos;
+      const bool gzip = accepts_gzip(req.get_header_value("Accept-Encoding"));
       auto& headers = const_cast<httplib::Request&>(req).headers;
       headers.erase("Accept-Encoding");
       if (gzip) headers.emplace("Accept-Encoding", "gzip");

@@ -840,6 +840,21 @@ TEST(Serve, AnswersAreGzipEvenWhereBrotliIsOffered) {
       EXPECT_EQ(r->get_header_value("Content-Encoding"), offer == "br" ? "" : "gzip")
           << path << " offered '" << offer << "'";
     }
+    // A coding refused with q=0 is not used (RFC 9110 12.5.3), nor is one that merely
+    // contains the letters; "*" takes gzip unless gzip itself is refused.
+    for (const auto& [offer, gzip] : std::vector<std::pair<std::string, bool>>{
+             {"gzip;q=0", false}, {"identity, gzip;q=0", false}, {"gzip; q=0.000", false},
+             {"*;q=0.5, gzip;q=0", false}, {"x-gzip-not", false}, {"*", true}, {"br;q=1, *;q=0.1", true},
+             {"x-gzip", true}, {"gzip;q=0.5", true}, {"gzip ; Q=0.001", true}, {"gzip;q=zero", true}}) {
+      auto r = cli.Get(path, {{"Accept-Encoding", offer}});
+      ASSERT_TRUE(r) << path;
+      EXPECT_EQ(r->status, 200) << path;
+      EXPECT_EQ(r->get_header_value("Content-Encoding"), gzip ? "gzip" : "")
+          << path << " offered '" << offer << "'";
+      if (!gzip && path == std::string("/")) {
+        EXPECT_TRUE(r->body == plain->body) << "the page, uncompressed";
+      }
+    }
   }
   // And the page decodes to itself.
   httplib::Client decoding("127.0.0.1", srv.port());

@@ -613,6 +613,65 @@ TEST(ChannelStressLoneEnds, single_side_paths_race_cancel_and_disconnect) {
   EXPECT_EQ(sluice_test::tracked::counters().live_since(before), 0) << "an item leaked or was destroyed twice";
 }
 
+// stats() from a third thread while items flow: the size it reports is never above the
+// capacity, and items == size (an unweighted channel). The ring read head, then tail, and
+// a reader preempted between the two counted every push made meanwhile as buffered: a
+// live view drew "96 / 16". Exact at the end: pushed == popped + discarded + items.
+TEST(ChannelStressStats, a_snapshot_never_reads_more_than_the_capacity) {
+  const std::uint64_t seed = sluice_test::test_seed();
+  std::mt19937_64 rng(seed);
+  for (int run = 0; run < kRunsPerShape; ++run) {
+    sluice_test::watchdog dog(kRunLimit, "stats run " + std::to_string(run) + ", seed " + std::to_string(seed));
+    const std::size_t cap = std::array<std::size_t, 3>{1, 16, 64}[rng() % 3];
+    const int producers = 1 + static_cast<int>(rng() % 2);
+    const int consumers = 1 + static_cast<int>(rng() % 2);
+    const std::uint64_t per_producer = kItemsPerRun * 4;
+    auto [tx, rx] = sluice::bounded<std::uint64_t>({.capacity = cap});
+    std::atomic<bool> flowing{true};
+    std::atomic<std::uint64_t> popped{0};
+    std::uint64_t looks = 0, over = 0, unequal = 0;
+    sluice::channel_stats worst{};
+    {
+      std::vector<std::jthread> threads;
+      std::latch producers_done(producers);
+      for (int p = 0; p < producers; ++p) {
+        threads.emplace_back([&, s = tx]() mutable {
+          for (std::uint64_t i = 0; i < per_producer; ++i) {
+            if (!s.push(i)) break;
+          }
+          producers_done.count_down();
+        });
+      }
+      tx.reset();
+      for (int c = 0; c < consumers; ++c) {
+        threads.emplace_back([&, r = rx]() mutable {
+          while (r.pop()) popped.fetch_add(1, std::memory_order_relaxed);
+        });
+      }
+      threads.emplace_back([&] {
+        while (flowing.load(std::memory_order_relaxed)) {
+          const sluice::channel_stats st = rx.stats();
+          ++looks;
+          if (st.size > st.capacity) {
+            ++over;
+            worst = st;
+          }
+          if (st.items != st.size) ++unequal;
+        }
+      });
+      producers_done.wait();
+      while (popped.load() < per_producer * static_cast<std::uint64_t>(producers)) std::this_thread::yield();
+      flowing = false;
+    }
+    EXPECT_EQ(over, 0U) << "run " << run << ", capacity " << cap << ": " << over << " of " << looks
+                        << " snapshots read more than the capacity (size " << worst.size << "), seed " << seed;
+    EXPECT_EQ(unequal, 0U);
+    const sluice::channel_stats end = rx.stats();
+    EXPECT_EQ(end.pushed, end.popped + end.discarded + end.items);
+    EXPECT_EQ(end.popped, per_producer * static_cast<std::uint64_t>(producers));
+  }
+}
+
 // close() while several senders push and several receivers wait: every receiver ends. A
 // push that claimed its slot before close() and published after it woke one receiver,
 // and another one, back asleep after close()'s wake-up, never woke (found under TSan,

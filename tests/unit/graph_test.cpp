@@ -421,6 +421,69 @@ TEST(graph, round_robin_and_merge_deliver_each_item_exactly_once) {
   EXPECT_TRUE(has_stage(r.metrics, "merge(work0,work1,work2)"));
 }
 
+// An ordered, replicated flat_map pushes each batch's outputs into a private channel of
+// the reorder window. Items left there when the run ends early (the sink has had enough)
+// are dead letters of the stage's output channel: they went to on_discard, counted on no
+// channel (1,092 counted for 1,100 hook calls), and without a hook nowhere at all.
+TEST(graph, an_ordered_flat_maps_undelivered_outputs_are_counted_dead_letters) {
+  watchdog dog(60s);
+  for (const bool hook : {true, false}) {
+    SCOPED_TRACE(hook ? "with on_discard" : "without on_discard");
+    std::atomic<std::uint64_t> accepted{0}, hooked{0}, hooked_fm{0};
+    sluice::graph_options go;
+    if (hook) {
+      go.on_discard = [&](const sluice::dead_letter& d) {
+        ++hooked;
+        if (d.channel() == "fm -> sink") ++hooked_fm;
+      };
+    }
+    sluice::graph g(go);
+    auto src = g.source<int>("src", count_to(10000));
+    auto fm = g.flat_map<int>("fm", src, [&](int v, sluice::sender<int>& out) {
+      accepted += out.push(v) ? 1 : 0;
+      accepted += out.push(v) ? 1 : 0;
+    }, {.capacity = 4, .replicas = 3, .ordered = true});
+    std::uint64_t delivered = 0;
+    g.sink("sink", fm, [&](int) { return ++delivered < 20; });
+    const sluice::report r = g.run();
+    EXPECT_TRUE(r.balanced());
+    EXPECT_EQ(delivered, 20U);
+    std::uint64_t counted = 0;
+    bool found = false;
+    for (const auto& c : r.metrics.channels) {
+      counted += c.stats.discarded + c.dead_letters;
+      if (c.name != "fm -> sink") continue;
+      found = true;
+      // Every item fm's pushes accepted was delivered, or is a dead letter of its output
+      // (left in that channel, held by the sink, or never out of the reorder window).
+      EXPECT_EQ(accepted.load(), delivered + c.stats.discarded + c.dead_letters);
+      if (hook) {
+        EXPECT_EQ(hooked_fm.load(), c.stats.discarded + c.dead_letters);
+      }
+    }
+    EXPECT_TRUE(found);
+    if (hook) {
+      EXPECT_EQ(hooked.load(), counted) << "each dead letter handed to on_discard is counted on a channel";
+    }
+  }
+}
+
+// Channels between different stages whose names join to the same text: "x" -> "y -> z"
+// and "x -> y" -> "z" were both "x -> y -> z", so blocked_on and a stall's wait-for chain
+// could name the wrong one.
+TEST(graph, channels_whose_stage_names_join_alike_have_names_of_their_own) {
+  watchdog dog(30s);
+  sluice::graph g;
+  g.sink("y -> z", g.source<int>("x", count_to(10)), [](int) {});
+  g.sink("z", g.source<int>("x -> y", count_to(10)), [](int) {});
+  const sluice::report r = g.run();
+  EXPECT_TRUE(r.balanced());
+  std::set<std::string> names;
+  for (const auto& c : r.metrics.channels) EXPECT_TRUE(names.insert(c.name).second) << "two channels named " << c.name;
+  EXPECT_EQ(names.count("x -> y -> z"), 1U);
+  EXPECT_EQ(names.count("x -> y -> z #2"), 1U);
+}
+
 // A merge that takes several branches of one routing stage has as many channels between
 // the same two stages. They were all named "src.round_robin -> merge(...)", so snapshots,
 // Prometheus series and dead letters could not tell the branches apart.
@@ -1620,6 +1683,10 @@ TEST(graph, a_teardown_deadline_not_above_zero_or_a_negative_stall_threshold_is_
   auto src = off.source<int>("src", count_to(10));
   off.sink("sink", src, [](int) {});
   EXPECT_TRUE(off.run().balanced());
+  // The snapshot carries the threshold (the live page's STALL uses the graph's own).
+  EXPECT_EQ(off.snapshot().stall_threshold, std::chrono::nanoseconds::zero());
+  EXPECT_EQ(sluice::graph().snapshot().stall_threshold, std::chrono::seconds(10));
+  EXPECT_EQ(sluice::graph({.stall_threshold = 1500ms}).snapshot().stall_threshold, std::chrono::milliseconds(1500));
 }
 
 TEST(graph, a_stall_is_reported_with_its_wait_for_chain) {

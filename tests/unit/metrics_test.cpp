@@ -182,6 +182,7 @@ TEST(Metrics, SlowSinkIsTheBottleneck) {
 snapshot rich_snapshot() {
   snapshot s = chain_with_bottleneck_at(3);
   s.elapsed = std::chrono::nanoseconds(1'234'567'890);
+  s.stall_threshold = std::chrono::seconds(7);
   s.stages[0].name = "read \"quoted\" \\ back\nslash\t\x01";
   s.channels[0].from = s.stages[0].name;
   s.channels[0].name = s.stages[0].name + " -> s1";
@@ -196,6 +197,7 @@ snapshot rich_snapshot() {
   s.channels[1].weighted = true;
   s.channels[1].stats = {.size = 100, .capacity = 4096, .pushed = 9, .popped = 7, .discarded = 1,
                          .blocked_push_ns = 55, .blocked_pop_ns = 66, .waiting_push = 1, .waiting_pop = 0};
+  s.channels[2].external = true;
   s.bottleneck = find_bottleneck(s);
   return s;
 }
@@ -238,6 +240,7 @@ TEST(MetricsJson, ParsesBackWithEveryField) {
   const mini_json::value v = mini_json::parse(text);
 
   EXPECT_EQ(v["elapsed_ns"].uint(), 1'234'567'890ULL);
+  EXPECT_EQ(v["stall_threshold_ns"].uint(), 7'000'000'000ULL);
   EXPECT_EQ(v["bottleneck"].str(), "s3");
   ASSERT_EQ(v["stages"].size(), s.stages.size());
   ASSERT_EQ(v["channels"].size(), s.channels.size());
@@ -278,6 +281,7 @@ TEST(MetricsJson, ParsesBackWithEveryField) {
     EXPECT_EQ(j["blocked_pop_ns"].uint(), c.stats.blocked_pop_ns);
     EXPECT_EQ(j["waiting_push"].uint(), c.stats.waiting_push);
     EXPECT_EQ(j["waiting_pop"].uint(), c.stats.waiting_pop);
+    EXPECT_EQ(j["external"].boolean(), c.external);
   }
 }
 
@@ -287,6 +291,7 @@ TEST(MetricsJson, EmptySnapshotAndNullBottleneck) {
   EXPECT_EQ(v["stages"].size(), 0U);
   EXPECT_EQ(v["channels"].size(), 0U);
   EXPECT_EQ(v["elapsed_ns"].uint(), 0U);
+  EXPECT_EQ(v["stall_threshold_ns"].uint(), 0U);
 }
 
 // A stage name is any std::string; both formats promise UTF-8. Bytes that are not valid

@@ -11,8 +11,9 @@
 // shares; the bottleneck has a thick red border and a "bottleneck" badge), one arrow per
 // channel labelled "occupancy / capacity". The drawing fits the window's width down to
 // 0.6 of its size; a wider graph scrolls sideways. A stall is seen across updates: when no item
-// has moved on any channel for 2 s of the page's clock while stages are blocked, the
-// wait-for chain (who waits on which channel, held up by whom) is drawn in amber and
+// has moved on any channel, for the graph's stall_threshold (the snapshot's
+// stall_threshold_ns; none when it is zero) of the page's clock, while stages are blocked,
+// the wait-for chain (who waits on which channel, held up by whom) is drawn in amber and
 // spelled out in the summary.
 //
 // Requires: a browser with ES2017 and SVG; no network, no other script.
@@ -202,7 +203,10 @@ var SluiceGraphView = (function () {
       }
       var links = waitLinks(snap);
       var still = seen - lastMove.at;
-      var stalled = running && links.length > 0 && still >= 2e9;
+      // A stall as the graph defines it: nothing moved for its stall_threshold (zero: the
+      // watchdog is off, and so is this), not for a threshold of the page's own.
+      var limit = snap.stall_threshold_ns !== undefined ? Number(snap.stall_threshold_ns) : 2e9;
+      var stalled = running && limit > 0 && links.length > 0 && still >= limit;
       var inChain = dict();
       if (stalled) links.forEach(function (l) { inChain[l.stage] = true; inChain[l.holder] = true; });
 
@@ -214,8 +218,12 @@ var SluiceGraphView = (function () {
         summary.appendChild(e);
       }
       var done = stages.length > 0 && !running && stages.every(function (s) { return s.state !== "idle"; });
+      // An external channel (its other side is outside the graph: a JetStream edge, bench's
+      // clock) is counted apart; it has no arrow.
+      var external = channels.filter(function (c) { return c.external || !c.from || !c.to; }).length;
       add("span", "", (done ? "finished after " : "running for ") + secs(now) + " \u00b7 " +
-          stages.length + " stages \u00b7 " + channels.length + " channels \u00b7 ");
+          stages.length + " stages \u00b7 " + (channels.length - external) + " channels" +
+          (external > 0 ? " + " + external + " external" : "") + " \u00b7 ");
       if (snap.bottleneck) {
         add("span", "", "bottleneck: ");
         add("b", "bn", snap.bottleneck);
