@@ -273,14 +273,14 @@ TEST(Browser, LivePageDrawsEveryStageAndTheBottleneck) {
 
 // A stall: the sink waits on something outside the graph (counted as busy), both upstream
 // stages are blocked pushing into full channels, and nothing moves. The page sees no item
-// move across its polls (a second apart on its clock, virtual time here) and marks the
-// wait-for chain.
-TEST(Browser, LivePageMarksAStallsWaitForChain) {
-  SKIP_WITHOUT_CHROMIUM();
+// move across its polls (a second apart on its clock, virtual time here: 5 s of it) and,
+// past the graph's stall_threshold, marks the wait-for chain. Returns the page's DOM;
+// `shot` names a screenshot to take of it ("" for none).
+std::string stalled_page(std::chrono::steady_clock::duration threshold, const std::string& shot) {
   std::mutex mu;
   std::condition_variable cv;
   bool release = false;
-  sluice::graph g;
+  sluice::graph g({.stall_threshold = threshold});
   auto src = g.source<int>(
       "numbers",
       [](sluice::sender<int>& out, std::stop_token stop) {
@@ -332,23 +332,43 @@ TEST(Browser, LivePageMarksAStallsWaitForChain) {
     std::this_thread::sleep_for(10ms);
     stalled = settled();
   }
-  ASSERT_TRUE(stalled) << "both upstream stages blocked on a push into a full channel within 30 s";
+  EXPECT_TRUE(stalled) << "both upstream stages blocked on a push into a full channel within 30 s";
+  if (!stalled) return {};
   temp_dir dir;
   auto args = chromium_args(dir);
   args.insert(args.end(), {"--virtual-time-budget=5000", "--dump-dom", srv.url()});
   const auto r = run_process(args, 60s);
   EXPECT_FALSE(r.timed_out);
-  const std::string& dom = r.out;
-  EXPECT_NE(dom.find("STALL"), std::string::npos) << drawn(dom);
+  if (!shot.empty()) screenshot_not_blank(srv.url(), dir, shot);
+  let_go();
+  srv.stop();
+  g.request_stop();
+  EXPECT_TRUE(g.wait_for(30s).has_value());
+  return r.out;
+}
+
+TEST(Browser, LivePageMarksAStallsWaitForChain) {
+  SKIP_WITHOUT_CHROMIUM();
+  const std::string dom = stalled_page(2s, "stall.png");
+  // The summary's span (the script's own text holds the words too).
+  EXPECT_NE(dom.find("<span class=\"stall\">STALL, no item moved for "), std::string::npos) << drawn(dom);
   EXPECT_NE(dom.find("numbers waits (push) on parse; parse waits (push) on store"), std::string::npos)
       << drawn(dom);
   EXPECT_NE(dom.find("class=\"stage stall\" data-stage=\"numbers\""), std::string::npos);
   EXPECT_NE(dom.find("class=\"wait-for\""), std::string::npos);
-  screenshot_not_blank(srv.url(), dir, "stall.png");
-  let_go();
-  srv.stop();
-  g.request_stop();
-  ASSERT_TRUE(g.wait_for(30s).has_value());
+}
+
+// The page calls a stall what the graph calls one: nothing moved for its stall_threshold
+// (10 s by default), not for a 2 s rule of the page's own (it said STALL where the
+// graph's report said stalls=0).
+TEST(Browser, LivePageWaitsForTheGraphsStallThreshold) {
+  SKIP_WITHOUT_CHROMIUM();
+  for (const auto threshold : {std::chrono::steady_clock::duration(30s), std::chrono::steady_clock::duration::zero()}) {
+    const std::string dom = stalled_page(threshold, "");
+    EXPECT_NE(dom.find("3 stages \u00b7 2 channels"), std::string::npos) << drawn(dom);  // drawn
+    EXPECT_EQ(dom.find("<span class=\"stall\">"), std::string::npos) << "threshold " << threshold.count() << ": " << drawn(dom);
+    EXPECT_EQ(dom.find("class=\"wait-for\""), std::string::npos);
+  }
 }
 
 // Hostile stage names: names of every object's properties (the layout kept its maps in
@@ -431,6 +451,12 @@ sluice::metrics::snapshot bench_like_snapshot() {
     return c;
   };
   s.channels = {ch("source", "parse", 1000), ch("parse", "enrich <x&y>", 1024), ch("enrich <x&y>", "store", 3)};
+  // An open-loop run's pacing clock: an external channel into the source, drawn as no
+  // arrow and counted apart ("4 channels" for 3 arrows, before).
+  auto clock = ch("", "source", 0);
+  clock.name = "clock";
+  clock.external = true;
+  s.channels.push_back(clock);
   s.bottleneck = sluice::metrics::find_bottleneck(s);
   return s;
 }
@@ -440,6 +466,7 @@ sluice::tool::report_data sample_report() {
   d.title = "sluice bench chain:4 </script><b>";
   const auto snap = bench_like_snapshot();
   d.snapshot_json = sluice::metrics::to_json(snap);
+  d.shown_run = "sluice, closed loop (the sweep's full-load run)";
   for (int i = 1; i <= 30; ++i) d.throughput.push_back({0.1 * i, 1.1e6 + 1e5 * ((i * 7) % 5)});
   for (const char* engine : {"sluice", "tbb"}) {
     const double k = std::string(engine) == "tbb" ? 1.4 : 1.0;
@@ -461,6 +488,9 @@ TEST(Report, RendersWithoutABrowser) {
   EXPECT_NE(html.find("sluice bench chain:4 &lt;/script&gt;&lt;b&gt;"), std::string::npos);
   EXPECT_EQ(html.find("enrich <x&y>"), std::string::npos) << "the stage name must be escaped in the JSON";
   EXPECT_NE(html.find("class=\"chart throughput\""), std::string::npos);
+  // Which run the picture and the throughput are of (a sweep's were unlabelled).
+  EXPECT_NE(html.find("<h2>Throughput over time (sluice, closed loop (the sweep&#39;s full-load run))</h2>"),
+            std::string::npos);
   EXPECT_NE(html.find("data-percentile=\"p99.9\""), std::string::npos);
   EXPECT_NE(html.find("data-engine=\"tbb\""), std::string::npos);
   EXPECT_EQ(html.find("http://"), html.find("http://www.w3.org/2000/svg")) << "no network";
@@ -509,6 +539,7 @@ TEST(Browser, ReportDrawsTheGraphAndTheCharts) {
   EXPECT_NE(dom.find("class=\"chart throughput\""), std::string::npos);
   EXPECT_NE(dom.find("class=\"chart latency\""), std::string::npos);
   EXPECT_NE(dom.find("class=\"sgv-summary\""), std::string::npos) << "the graph was not drawn";
+  EXPECT_NE(dom.find("4 stages \u00b7 3 channels + 1 external \u00b7"), std::string::npos) << drawn(dom);
   screenshot_not_blank(url, dir, "report.png");
   if (const char* keep = std::getenv("SLUICE_KEEP_SCREENSHOTS")) {
     std::error_code ec;

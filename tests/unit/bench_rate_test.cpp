@@ -192,8 +192,15 @@ TEST_F(BenchRate, RateReportsOfferedAchievedAndPercentiles) {
     EXPECT_LE(us["p999"].num(), us["max"].num());
     EXPECT_NEAR(us["p50"].num() * 1e3, static_cast<double>(res["latency_ns"]["p50"].uint()), 1);
     EXPECT_EQ(res["latency_ns"]["count"].uint(), res["items_delivered"].uint());
-    // The throughput series (sampled every ~100 ms) covers the run.
+    // The throughput series (sampled every ~100 ms) covers the run: each rate times its
+    // interval, summed, is every delivery (the last partial interval was left out).
     EXPECT_GE(res["throughput"].size(), 5U);
+    double counted = 0, t_before = 0;
+    for (const auto& pt : res["throughput"].arr()) {
+      counted += pt[1].num() * (pt[0].num() - t_before);
+      t_before = pt[0].num();
+    }
+    EXPECT_NEAR(counted, static_cast<double>(res["items_delivered"].uint()), 1.0) << r.out;
   }
   // The table says the same in words.
   const result t = run_tool({"bench", "--topology", "chain:2", "--rate", "2k/s", "--duration", "300ms"});

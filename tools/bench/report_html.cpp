@@ -305,7 +305,8 @@ std::string render_report_html(const report_data& d) {
   o += html_escape(title);
   o += "</h1>\n";
   if (!d.note.empty()) o += "<p class=\"note\">" + html_escape(d.note) + "</p>\n";
-  o += "<h2>The graph at the end of the run</h2>\n";
+  const std::string of_run = d.shown_run.empty() ? std::string() : " (" + html_escape(d.shown_run) + ")";
+  o += "<h2>The graph at the end of the run" + of_run + "</h2>\n";
   if (d.snapshot_json.empty()) {
     o += "<p class=\"none\">No graph snapshot (no sluice run was measured).</p>\n";
   } else {
@@ -313,7 +314,7 @@ std::string render_report_html(const report_data& d) {
     o += script_safe_json(d.snapshot_json);
     o += "</script>\n";
   }
-  o += "<h2>Throughput over time</h2>\n";
+  o += "<h2>Throughput over time" + of_run + "</h2>\n";
   o += throughput_svg(d.throughput);
   o += "<h2>Latency against offered load</h2>\n";
   if (d.latency.empty()) {

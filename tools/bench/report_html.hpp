@@ -42,6 +42,7 @@ struct report_data {
   std::string title;
   std::string note;                                   // shown under the title ("interrupted by ...")
   std::string snapshot_json;                          // final graph snapshot (metrics::to_json)
+  std::string shown_run;                              // the run the snapshot and throughput are of ("" : not said)
   std::vector<std::pair<double, double>> throughput;  // (seconds since start, items/s)
   std::vector<latency_point> latency;                 // may be empty (closed-loop run)
 };
