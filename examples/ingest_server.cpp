@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <sluice/graph.hpp>
@@ -362,9 +363,19 @@ int main(int argc, char** argv) {
     res.set_content(sluice::metrics::to_prometheus(g.snapshot()), "text/plain; version=0.0.4");
   });
 
+  // The socket gets SO_REUSEADDR alone: httplib's default adds SO_REUSEPORT, with which
+  // a port another process listens on (with it too) is shared, half the requests going
+  // there, instead of refused.
+  server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  errno = 0;
   const int bound = port == 0 ? server.bind_to_any_port("127.0.0.1") : (server.bind_to_port("127.0.0.1", port) ? port : -1);
   if (bound < 0) {
-    std::fprintf(stderr, "ingest_server: cannot listen on 127.0.0.1:%d\n", port);
+    const int err = errno;  // the failed bind's or listen's, as httplib left it
+    std::fprintf(stderr, "ingest_server: cannot listen on 127.0.0.1:%d%s%s\n", port, err != 0 ? ": " : "",
+                 err != 0 ? std::strerror(err) : "");
     g.cancel();
     return 2;
   }

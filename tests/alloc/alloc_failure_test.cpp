@@ -36,16 +36,9 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 // glibc's own calloc calls fail too on an out-of-memory thread: the record a thread_local
 // with a destructor registers at its first use is one, and glibc aborts the process when
 // it cannot get it. Otherwise glibc's calloc does the work (its exported __libc_calloc).
-// Not under a sanitizer, whose own calloc must see every block its free() is given.
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SLUICE_TEST_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SLUICE_TEST_SANITIZED 1
-#endif
-#ifndef SLUICE_TEST_SANITIZED
+// Not under a sanitizer, whose own calloc must see every block its free() is given
+// (SLUICE_SANITIZER_BUILD: cmake/sluice_options.cmake, for every target of such a build).
+#ifndef SLUICE_SANITIZER_BUILD
 extern "C" void* __libc_calloc(std::size_t n, std::size_t size);
 extern "C" void* calloc(std::size_t n, std::size_t size) {
   if (t_out_of_memory) return nullptr;

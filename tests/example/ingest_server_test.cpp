@@ -458,6 +458,30 @@ TEST(IngestServer, sigterm_ends_a_server_whose_out_fifo_has_no_reader) {
 // Bad arguments: one line and status 2, before anything listens or any file is made. A
 // bad --capacity aborted the process; --port 99999 listened on another port than it said;
 // an unknown option was ignored.
+// A port another process listens on is refused, even where that process set SO_REUSEPORT:
+// the server shared it (httplib's default socket options set SO_REUSEPORT too), printed
+// its banner, and the kernel split the connections between the two.
+TEST(IngestServer, a_port_another_listener_holds_is_refused_not_shared) {
+  const int other = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(other, 0);
+  int yes = 1;
+  ASSERT_EQ(::setsockopt(other, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(other, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(other, 8), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(other, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const auto out = temp_file("ingest-shared-port.log");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", std::to_string(ntohs(a.sin_port)), "--out", out.string()});
+  EXPECT_EQ(c.wait_exit(30s), 2);
+  EXPECT_EQ(c.read_line(1s), "") << "no banner: it did not listen";
+  ::close(c.out);
+  ::close(other);
+  std::filesystem::remove(out);
+}
+
 TEST(IngestServer, bad_arguments_are_refused_with_status_2) {
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"--capacity", "abc"}, {"--capacity", "0"}, {"--capacity", "-1"},
