@@ -5,6 +5,8 @@
 //     refused as duplicates.
 //   - one_line(s): s with each control byte (below 0x20, and 0x7f) written \xNN, so that a
 //     name with a newline in it cannot break a message promised to be one line.
+//   - equal_ignoring_case(a, b): a and b equal but for ASCII case (HTTP tokens, units).
+// The tool (tools/) uses these too, so its messages and the runtime's write names alike.
 #pragma once
 
 #include <cstddef>
@@ -18,5 +20,6 @@ namespace sluice::detail {
 std::size_t utf8_sequence(std::string_view s, std::size_t i);
 std::string utf8_clean(std::string_view s);
 std::string one_line(std::string_view s);
+bool equal_ignoring_case(std::string_view a, std::string_view b);
 
 }  // namespace sluice::detail

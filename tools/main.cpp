@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     } catch (const sluice::tool::usage_error& e) {
       // Already "sluice <command>: ...", one line: a control byte in it (from an argument)
       // is shown as \xNN.
-      std::fprintf(stderr, "%s\n", sluice::tool::detail::shown(e.what()).c_str());
+      std::fprintf(stderr, "%s\n", sluice::tool::detail::one_line(e.what()).c_str());
       return 2;
     } catch (const std::bad_alloc&) {
       std::fprintf(stderr, "sluice %s: error: out of memory (std::bad_alloc)\n", c.name);
@@ -101,6 +101,6 @@ int main(int argc, char** argv) {
   std::string names;
   for (const command& c : kCommands) names += std::string(names.empty() ? "" : ", ") + c.name;
   std::fprintf(stderr, "sluice: unknown command '%s' (commands: %s; see sluice --help)\n",
-               sluice::tool::detail::shown(argv[1]).c_str(), names.c_str());
+               sluice::tool::detail::one_line(argv[1]).c_str(), names.c_str());
   return 2;
 }

@@ -32,6 +32,7 @@
 #include <thread>
 #include <utility>
 
+#include "../text.hpp"
 #include "intake.hpp"
 #include "sluice/detail/graph_view.hpp"
 #include "sluice/graph.hpp"
@@ -48,12 +49,6 @@ std::string_view trimmed(std::string_view v) {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
   while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
   return v;
-}
-
-bool same_text(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 // Whether an Accept-Encoding value (RFC 9110 12.5.3) takes gzip: "gzip" (or its alias
@@ -74,13 +69,13 @@ bool accepts_gzip(std::string_view header) {
       const std::size_t next = params.find(';');
       const std::string_view param = trimmed(params.substr(0, next));
       params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
-      if (param.size() < 2 || !same_text(param.substr(0, 2), "q=")) continue;
+      if (param.size() < 2 || !detail::equal_ignoring_case(param.substr(0, 2), "q=")) continue;
       const std::string_view value = trimmed(param.substr(2));
       double parsed = 1;
       const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), parsed);  // never a locale's comma
       if (ec == std::errc() && end == value.data() + value.size()) q = parsed;
     }
-    if (same_text(coding, "gzip") || same_text(coding, "x-gzip")) {
+    if (detail::equal_ignoring_case(coding, "gzip") || detail::equal_ignoring_case(coding, "x-gzip")) {
       named = named.value_or(false) || q > 0;
     } else if (coding == "*") {
       any = q > 0;

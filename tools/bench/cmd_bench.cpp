@@ -1315,7 +1315,7 @@ int cmd_bench(int argc, char** argv) {
                     c.format == out_format::json ? "JSON" : c.format == out_format::gbench ? "Google Benchmark JSON" : nullptr);
   if (c.items == 0) p.reject("--items", "at least 1");
   if (c.capacity == 0) p.reject("--capacity", "at least 1");
-  c.capacity_text = detail::shown(p.given("--capacity").value_or(std::to_string(c.capacity)));
+  c.capacity_text = detail::one_line(p.given("--capacity").value_or(std::to_string(c.capacity)));
   if (c.item_size > (64ULL << 20)) p.reject("--item-size", "at most 64MiB");
   const std::size_t workers = worker_names(c).size();
   if (c.work.size() != 1 && c.work.size() != workers) {
@@ -1368,7 +1368,7 @@ int cmd_bench(int argc, char** argv) {
     const std::uint64_t heap_payload = c.item_size > 15 ? c.item_size + 1 : 0;  // a std::string's own buffer
     const long double payloads = static_cast<long double>(rings) * c.capacity * heap_payload;
     if (one_fits && heap_payload != 0 && need + payloads > static_cast<long double>(free_now)) {
-      throw usage_error("sluice bench: --item-size " + detail::shown(p.given("--item-size").value_or(std::to_string(c.item_size))) +
+      throw usage_error("sluice bench: --item-size " + detail::one_line(p.given("--item-size").value_or(std::to_string(c.item_size))) +
                         " with --capacity " + c.capacity_text + " is too large: the graph's " + std::to_string(rings) +
                         " channels can hold " + format_size(static_cast<double>(payloads)) +
                         " of items when full (a slow stage downstream fills them); " +

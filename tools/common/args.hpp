@@ -16,6 +16,9 @@
 // usage_error with one line of text; main() prints it and exits with status 2.
 #pragma once
 
+// The runtime's private text helpers: the tool is built with the runtime, in this tree.
+#include "../../runtime/text.hpp"
+
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -72,32 +75,11 @@ inline std::optional<std::uint64_t> exact_product(std::string_view digits, std::
   return v * mult;
 }
 
-inline bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
-
-// A user's argument as shown in a one-line error: control bytes (a newline, an escape
-// sequence) are written as \xNN, so the message stays one line (found by
-// tests/fuzz/args_fuzz.cpp).
-inline std::string shown(std::string_view s) {
-  std::string r;
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      r += "\\x";
-      r += kHex[u >> 4];
-      r += kHex[u & 0xf];
-    } else {
-      r += c;
-    }
-  }
-  return r;
-}
+// A user's argument as shown in a one-line error: one_line() writes control bytes (a
+// newline, an escape sequence) as \xNN, so the message stays one line (found by
+// tests/fuzz/args_fuzz.cpp). The runtime names stages in its messages the same way.
+using sluice::detail::equal_ignoring_case;
+using sluice::detail::one_line;
 
 }  // namespace detail
 
@@ -118,7 +100,7 @@ inline std::optional<std::uint64_t> parse_size(std::string_view s) {
       {"gb", 1e9},      {"t", 1099511627776.0}, {"tib", 1099511627776.0}, {"tb", 1e12},
   };
   for (const u& x : kUnits) {
-    if (detail::iequals(unit, x.name)) mult = x.mult;
+    if (detail::equal_ignoring_case(unit, x.name)) mult = x.mult;
   }
   // "MB" vs "Mb": we do not do bits; "mb" compares equal case-insensitively on purpose.
   if (mult == 0) return std::nullopt;
@@ -387,7 +369,7 @@ class arg_parser {
         // "--help=x": the help is there, only the value is wrong (it was "unknown option --help").
         if (name == "--help" && value) throw usage_error(prog_ + ": --help takes no value");
         const option* o = find(name);
-        if (o == nullptr) throw usage_error(prog_ + ": unknown option " + detail::shown(name) + " (see --help)");
+        if (o == nullptr) throw usage_error(prog_ + ": unknown option " + detail::one_line(name) + " (see --help)");
         // Once each: "--capacity 4 ... --capacity 8" would otherwise keep one of the two
         // without a word, and a typo'd second value is easy to miss in a long command.
         if (!seen_.insert(std::string(name)).second) {
@@ -405,8 +387,8 @@ class arg_parser {
           const std::string_view next = argv[i + 1];
           if (next.starts_with("--") && find(next.substr(0, next.find('='))) != nullptr) {
             throw usage_error(prog_ + ": " + std::string(name) + " needs a value (" + o->metavar + "), not the option " +
-                              detail::shown(next) + " (a value that starts so is given as " + std::string(name) + "=" +
-                              detail::shown(next) + ")");
+                              detail::one_line(next) + " (a value that starts so is given as " + std::string(name) + "=" +
+                              detail::one_line(next) + ")");
           }
           value = std::string_view(argv[++i]);
         }
@@ -414,7 +396,7 @@ class arg_parser {
         o->set(*value);
         continue;
       }
-      if (next_pos >= pos_.size()) throw usage_error(prog_ + ": unexpected argument '" + detail::shown(a) + "' (see --help)");
+      if (next_pos >= pos_.size()) throw usage_error(prog_ + ": unexpected argument '" + detail::one_line(a) + "' (see --help)");
       // An empty argument ('' or "") names nothing; taken as given it would read as "not
       // given" (gzip IN "" wrote IN.gz).
       if (a.empty()) throw usage_error(prog_ + ": " + pos_[next_pos].name + " is empty (see --help)");
@@ -445,7 +427,7 @@ class arg_parser {
 
   // Throws the standard one-line error for option `name`.
   [[noreturn]] void bad(const std::string& name, std::string_view value, const std::string& expected) const {
-    throw usage_error(prog_ + ": bad value '" + detail::shown(value) + "' for " + name + ": expected " + expected);
+    throw usage_error(prog_ + ": bad value '" + detail::one_line(value) + "' for " + name + ": expected " + expected);
   }
   // Option `name`'s value as typed ("1k", not 1000), or nullopt.
   [[nodiscard]] std::optional<std::string> given(const std::string& name) const {

@@ -57,7 +57,7 @@ namespace write_detail {
 // "cannot write <what> <path>: <step>[: <strerror(err)>]"
 inline std::runtime_error failure(const std::string& what, const std::string& path, const std::string& step,
                                   int err) {
-  return std::runtime_error("cannot write " + what + " " + detail::shown(path) + ": " + step +
+  return std::runtime_error("cannot write " + what + " " + detail::one_line(path) + ": " + step +
                             (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
 }
 
@@ -301,8 +301,8 @@ inline void check_writable(const std::string& path, const std::string& what = "r
   // permission check alone (access) would pass for root where creating fails (/proc).
   const std::string dir = write_detail::directory_of(path);
   struct stat ds{};
-  if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + detail::shown(dir), errno);
-  if (!S_ISDIR(ds.st_mode)) throw fail(detail::shown(dir) + " is not a directory", 0);
+  if (::stat(dir.c_str(), &ds) != 0) throw fail("its directory " + detail::one_line(dir), errno);
+  if (!S_ISDIR(ds.st_mode)) throw fail(detail::one_line(dir) + " is not a directory", 0);
   // The final rename would be refused after the whole run (io/file.hpp).
   if (sluice::io::sticky_directory_refuses(path)) {
     throw fail("replacing it (another user's file, in a sticky directory)", EPERM);
@@ -347,7 +347,7 @@ inline void refuse_replacing_other_content(const std::string& tool, const std::s
   if (start != std::string::npos && text.compare(start, 14, "<!doctype html") == 0 && text.find("sluice") != std::string::npos) {
     return;  // a report of ours, from an earlier run: replaced
   }
-  throw usage_error(tool + ": " + option + " " + detail::shown(path) +
+  throw usage_error(tool + ": " + option + " " + detail::one_line(path) +
                     " exists and is not a sluice report; remove it or name another file (it would be replaced)");
 }
 

@@ -147,7 +147,7 @@ int cmd_demo(int argc, char** argv) {
       std::fprintf(stderr, "sluice demo: %s\n", e.what());
       return 1;
     }
-    if (!cfg.json) std::printf("\n  report written to %s\n", detail::shown(cfg.report).c_str());
+    if (!cfg.json) std::printf("\n  report written to %s\n", detail::one_line(cfg.report).c_str());
   }
   if (const int sig = interrupted.signal(); sig != 0) {
     std::fflush(stdout);

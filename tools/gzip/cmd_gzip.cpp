@@ -257,7 +257,7 @@ int run_codec(bool compress, int argc, char** argv) {
   // Every message is one line, whatever bytes the names in it hold: a control byte in a
   // file name (an escape sequence, a newline) is shown as \xNN, not sent to the terminal.
   auto fail = [&](const std::string& what) {
-    std::fprintf(stderr, "%s: %s\n", prog.c_str(), detail::shown(what).c_str());
+    std::fprintf(stderr, "%s: %s\n", prog.c_str(), detail::one_line(what).c_str());
     return 1;
   };
   if (a.in == "-" && stdio_closed()[0]) return fail("stdin: Bad file descriptor (standard input is closed)");
@@ -358,7 +358,7 @@ int run_codec(bool compress, int argc, char** argv) {
         // A FIFO nobody reads yet: wait for its reader, as cat or gzip do. Nothing exists
         // to clean up, and the stop signals still have their usual effect here (they are
         // blocked only once the run starts), so ^C ends the wait.
-        std::fprintf(stderr, "%s: waiting for a reader of %s\n", prog.c_str(), detail::shown(a.out).c_str());
+        std::fprintf(stderr, "%s: waiting for a reader of %s\n", prog.c_str(), detail::one_line(a.out).c_str());
         do {
           out_fd = ::open(a.out.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
         } while (out_fd < 0 && errno == EINTR);
@@ -409,7 +409,7 @@ int run_codec(bool compress, int argc, char** argv) {
     const std::string where = a.out == "-" ? "stdout" : a.out;
     io::write_options fo{.fsync = false, .progress = &out_bytes};
     return run(prog, input, std::move(src), std::move(codec), io::write_fd(out_fd, fo, {}, where), in_bytes,
-               out_bytes, total, "the output on " + detail::shown(where) + " is incomplete", out_fd);
+               out_bytes, total, "the output on " + detail::one_line(where) + " is incomplete", out_fd);
   };
   auto with_source = [&](auto codec) -> int {
     // A deeper read-ahead than the 64 KiB default: the reader then refills several chunks
@@ -431,7 +431,7 @@ int run_codec(bool compress, int argc, char** argv) {
       // shrank failed the reader: what was read is not the file, and nothing is kept.)
       // relaxed: the reader's thread was joined before run() returned.
       if (regular_in && in_bytes.load(std::memory_order_relaxed) != total) {
-        std::fprintf(stderr, "%s: %s: file size changed while zipping\n", prog.c_str(), detail::shown(input).c_str());
+        std::fprintf(stderr, "%s: %s: file size changed while zipping\n", prog.c_str(), detail::one_line(input).c_str());
         return 2;
       }
       return 0;
@@ -446,7 +446,7 @@ int run_codec(bool compress, int argc, char** argv) {
     if (report->error) return fail(message_of(report->error, input, "gunzip"));
     if (report->trailing_garbage_at) {
       std::fprintf(stderr, "%s: %s: decompression OK, trailing garbage ignored (from byte offset %llu)\n",
-                   prog.c_str(), detail::shown(input).c_str(), static_cast<unsigned long long>(*report->trailing_garbage_at));
+                   prog.c_str(), detail::one_line(input).c_str(), static_cast<unsigned long long>(*report->trailing_garbage_at));
       return 2;
     }
     return 0;
