@@ -28,16 +28,15 @@
 //   A push from a thread the graph did not start (a source's helper thread, with a copy
 //   of its sender) is taken too, never at the same time as another call of the same
 //   copy of the function:
-//   - one host thread (the usual case): on the host's own copy, as an unfused stage
-//     of one replica would take it. The first such push waits for the host's call in
-//     progress to end (a Dekker handshake: the host's half is a compiler barrier with
-//     membarrier, detail/waker.hpp); from then on every call takes a lock. (It ran on a
+//   - one host thread (the usual case, and the only one a move-only function may
+//     have): on the host's own copy, as an unfused stage of one replica would take it.
+//     The first such push waits for the host's call in progress to end (a Dekker
+//     handshake: the host's half is a compiler barrier with membarrier,
+//     detail/waker.hpp); from then on every call takes a lock. (It ran on a
 //     second copy, at the same time as the host's calls: a function's references were
 //     raced, and a sink counting to N was called N plus what the other copy counted.)
 //   - several host threads (they run copies side by side, one each, as replicas): on a
 //     copy of its own, under a lock.
-//   - a move-only function has one copy, the host's (one host thread only), and the
-//     host's calls take the lock always.
 // Non-guarantees: a fused sink that returns false stops upstream at once, but its
 //   cleanup runs when the upstream ends, not at that item.
 // Lifetime: shared by the graph node (fused_control) and the direct channel
@@ -131,29 +130,26 @@ class fused_stage final : public direct_target<T>, public fused_control {
   direct_result take(T& v) noexcept override {
     const stage_thread me = tls_stage_thread;
     if (me.node == host_key_ && me.replica < threads_) [[likely]] {
-      if constexpr (fn_slot<F>::kCopies) {
+      if (threads_ != 1) {  // a copy per host thread (F is copyable: the builder's rule)
         instance* in = inst_[me.replica].get();
         if (in == nullptr) return direct_result::refused;  // released (cannot happen while the host runs)
-        if (threads_ != 1) return run(*in, *ctr_[me.replica], v, me.inside, me.replica);
-        // The one host thread shares its copy with foreign pushers, once there is one.
-        host_in_call_.store(true, std::memory_order_relaxed);
-        light_fence(asym_fences_);  // pairs with take_foreign()'s heavy_fence
-        if (foreign_joined_.load(std::memory_order_relaxed)) [[unlikely]] {
-          host_in_call_.store(false, std::memory_order_relaxed);
-          std::lock_guard lk(foreign_mu_);
-          in = inst_[0].get();
-          if (in == nullptr) return direct_result::refused;
-          return run(*in, *ctr_[0], v, me.inside, me.replica);
-        }
-        const direct_result r = run(*in, *ctr_[0], v, me.inside, me.replica);
-        host_in_call_.store(false, std::memory_order_release);  // the call's effects, to a joining pusher
-        return r;
-      } else {
-        std::lock_guard lk(foreign_mu_);  // the one copy is shared with foreign pushers
-        instance* in = inst_[me.replica].get();
-        if (in == nullptr) return direct_result::refused;
         return run(*in, *ctr_[me.replica], v, me.inside, me.replica);
       }
+      // The one host thread shares its one copy with foreign pushers, once there is one.
+      instance* in = inst_[0].get();
+      if (in == nullptr) return direct_result::refused;
+      host_in_call_.store(true, std::memory_order_relaxed);
+      light_fence(asym_fences_);  // pairs with take_foreign()'s heavy_fence
+      if (foreign_joined_.load(std::memory_order_relaxed)) [[unlikely]] {
+        host_in_call_.store(false, std::memory_order_relaxed);
+        std::lock_guard lk(foreign_mu_);
+        in = inst_[0].get();
+        if (in == nullptr) return direct_result::refused;
+        return run(*in, *ctr_[0], v, me.inside, me.replica);
+      }
+      const direct_result r = run(*in, *ctr_[0], v, me.inside, me.replica);
+      host_in_call_.store(false, std::memory_order_release);  // the call's effects, to a joining pusher
+      return r;
     }
     return take_foreign(v);
   }
@@ -195,16 +191,12 @@ class fused_stage final : public direct_target<T>, public fused_control {
   direct_result take_foreign(T& v) noexcept {
     std::lock_guard lk(foreign_mu_);
     if (released_) return direct_result::refused;
-    if constexpr (!fn_slot<F>::kCopies) {
-      // A move-only function has one copy, the host's (the builder allows it only with one
-      // host thread); the host takes this lock around its calls too.
-      instance* in = inst_[0].get();
-      if (in == nullptr) return direct_result::refused;
-      return run(*in, *ctr_[threads_], v);
-    } else if (threads_ == 1) {
-      // The host's copy. The first foreign push marks the stage shared, then waits for
-      // the host's call in progress to end: after the fence pair, the host either sees
-      // the mark (and takes this lock from its next call on) or this thread sees its call.
+    if (threads_ == 1) {
+      // The host's one copy (a move-only function has no other: the builder allows it
+      // with one host thread only). The first foreign push marks the stage shared, then
+      // waits for the host's call in progress to end: after the fence pair, the host
+      // either sees the mark (and takes this lock from its next call on) or this thread
+      // sees its call.
       if (!foreign_joined_.load(std::memory_order_relaxed)) {
         foreign_joined_.store(true, std::memory_order_relaxed);
         heavy_fence(asym_fences_);
@@ -216,7 +208,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
       instance* in = inst_[0].get();
       if (in == nullptr) return direct_result::refused;
       return run(*in, *ctr_[threads_], v);
-    } else {
+    } else if constexpr (fn_slot<F>::kCopies) {
       if (!foreign_) {
         try {
           foreign_ = std::make_unique<instance>(src_, tx_);
@@ -227,6 +219,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
       }
       return run(*foreign_, *ctr_[threads_], v);
     }
+    return direct_result::refused;  // a move-only function with several host threads: the builder refuses it
   }
 
   // `inside`: the host thread's "which stage runs now" mark (stage_thread::inside), null on

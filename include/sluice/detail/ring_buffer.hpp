@@ -317,12 +317,15 @@ class ring_buffer {
   [[nodiscard]] std::uint64_t head_position() const noexcept {
     return head_->load(std::memory_order_acquire);
   }
-  // size_guess: exact when no push or pop is in flight; otherwise within the number
-  // of threads inside one. Any thread may call it.
+  // size_guess: exact when no push or pop is in flight. Any thread may call it. Head is
+  // read first, so while others push and pop it can only overstate (a reader preempted
+  // between its two reads counts the pushes made meanwhile): done() then waits, never
+  // ends early. The result is clamped to the capacity, which no real size exceeds.
   [[nodiscard]] std::size_t size_guess() const noexcept {
     const std::uint64_t head = head_position();  // A: read head first so size >= 0
     const std::uint64_t tail = tail_position();  // B
-    return tail > head ? static_cast<std::size_t>(tail - head) : 0;
+    if (tail <= head) return 0;
+    return tail - head < cap_ ? static_cast<std::size_t>(tail - head) : cap_;
   }
   [[nodiscard]] std::size_t capacity() const noexcept { return cap_; }
 
