@@ -702,8 +702,8 @@ void graph_state::discard(std::size_t channel, const std::type_info& type, void*
 }
 
 void graph_state::discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,
-                                std::exception_ptr why) noexcept {
-  if (fault_ != nullptr) fault_->on_stage_exception(n.name, why, tearing_down());
+                                std::exception_ptr why, bool stage_threw) noexcept {
+  if (fault_ != nullptr && stage_threw) fault_->on_stage_exception(n.name, why, tearing_down());
   count_held(channel, 1);
   if (!opts_.on_discard || dying_.load(std::memory_order_relaxed)) return;
   const discard_mark busy(current_stage_scope::of(this));

@@ -210,6 +210,11 @@ bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr
   return true;
 }
 
+void held_item_undelivered(const std::type_info& type, void* item, std::exception_ptr why) noexcept {
+  if (tls_graph == nullptr || tls_stage == nullptr || tls_stage->inputs.empty()) return;
+  tls_graph->discard_failed(tls_stage->inputs.front(), *tls_stage, type, item, std::move(why), false);
+}
+
 current_stage_scope::current_stage_scope(graph_state& g, stage_node& n) noexcept {
   tls_graph = &g;
   tls_stage = &n;

@@ -228,8 +228,11 @@ class graph_state {
   }
   // What the teardown cancels channels with (the first failure, or sluice::cancelled).
   [[nodiscard]] std::exception_ptr teardown_cause();
+  // An item of `channel` that stage n took and could not process: a dead letter with its
+  // error. `stage_threw`: why is an exception a stage function threw (under stress the
+  // fault hook is told); false for one the runtime made (an item left unsettled).
   void discard_failed(std::size_t channel, const stage_node& n, const std::type_info& type, void* item,
-                      std::exception_ptr why) noexcept;
+                      std::exception_ptr why, bool stage_threw = true) noexcept;
 
  private:
   // supervisor.cpp: a stage thread's life, and teardown.

@@ -60,7 +60,8 @@ std::string describe_failure(const std::string& stage, const std::exception_ptr&
     try {
       std::rethrow_exception(cause);
     } catch (const std::exception& e) {
-      what = e.what();
+      const char* w = e.what();  // null breaks what()'s contract; said, not dereferenced
+      what = w != nullptr ? w : "an exception whose what() is null";
     } catch (...) {
     }
   }
@@ -256,6 +257,25 @@ void graph_state::close_stage(stage_node& n) noexcept {
   // cut-short output as complete. teardown() sets tearing_ before it cancels any
   // channel, so a stage that ended because it saw a cancel reads true here.
   end_outputs(n);
+  // Its inputs are disconnected, as the last receiver's release does: a receiver the
+  // stage's function copied and kept (stored elsewhere) held its input connected, and the
+  // producer upstream blocked on it for ever, the run never ending. (A fused stage's
+  // input is its host's direct call, which ends with the host.)
+  if (!n.fused) {
+    for (std::size_t ch : n.inputs) {
+      channels_[ch]->control->disconnect();
+      // A fused stage feeding this one ran for it alone: nobody reads its output now, so
+      // its own input (its host's direct call) is disconnected too, up the fused chain.
+      // The host then sees is_closed() without pushing again: a subscribe waiting for
+      // messages that never came fetched on for ever after a fused map's sink finished.
+      std::size_t p = channels_[ch]->producer;
+      while (p < nodes_.size() && nodes_[p]->fused && !nodes_[p]->inputs.empty()) {
+        const std::size_t in = nodes_[p]->inputs.front();
+        channels_[in]->control->disconnect();
+        p = channels_[in]->producer;
+      }
+    }
+  }
   // Fused stages after this one ran on its threads, which are all done: end them here.
   finish_fused_after(n);
   int running = static_cast<int>(stage_state::running);
@@ -333,21 +353,29 @@ void graph_state::cancel() {
     return;
   }
   const bool first = record_.claim_cancel();
+  bool started = false;
+  std::vector<channel_control*> inlets;
   {
     std::lock_guard lk(mu_);
     if (finished_) return;
-    if (!started_) {
+    started = started_;
+    if (!started && first) {
       // Before start: start() sees the record and runs nothing. Inlets fail at once.
-      if (first) {
-        for (auto& n : nodes_) {
-          if (!n->is_input) continue;
-          for (std::size_t ch : n->outputs) channels_[ch]->control->cancel(std::make_exception_ptr(sluice::cancelled()));
-        }
+      for (auto& n : nodes_) {
+        if (!n->is_input) continue;
+        for (std::size_t ch : n->outputs) inlets.push_back(channels_[ch]->control.get());
       }
-      return;
     }
   }
-  if (first) teardown(std::make_exception_ptr(sluice::cancelled()));
+  if (!first) return;
+  if (started) {
+    teardown(std::make_exception_ptr(sluice::cancelled()));
+    return;
+  }
+  // After the lock: a cancel destroys the inlet's buffered items, and an item's destructor
+  // may call request_stop(), cancel() or snapshot() on this graph, which take mu_ (it
+  // deadlocked on itself). The channels live as long as the graph; cancel is idempotent.
+  for (channel_control* c : inlets) c->cancel(std::make_exception_ptr(sluice::cancelled()));
 }
 
 void graph_state::request_stop() {

@@ -65,7 +65,9 @@
 //   destroyed on one of its own threads (a stage or hook holding its last reference)
 //   cannot wait for itself: the process aborts with a message saying so.
 //   Handles that a stage copies and keeps past its end (a receiver stored elsewhere)
-//   are cancelled when the run ends: their items are dead letters in the report.
+//   are cancelled when the run ends: their items are dead letters in the report. A kept
+//   receiver does not keep the stage's input open: when the stage ends its input is
+//   disconnected, as if the receiver were gone (pushes into it fail).
 #pragma once
 
 #include <chrono>

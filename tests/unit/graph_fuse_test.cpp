@@ -524,6 +524,32 @@ TEST(GraphFuse, PushesFromASourcesOwnThreadsReachACopyableFusedSink) {
   helper_threads_push_into_a_fused_stage<false>();
 }
 
+// A source that waits for outside events (as a JetStream subscribe waits for messages)
+// learns that nobody reads any more from its sender's is_closed(). With a fused map after
+// it, the sink's end closed the map's output but not the source's direct edge, so the
+// source waited for ever unless another item came. The sink's end now disconnects the
+// fused chain feeding it.
+TEST(GraphFuse, ASinkThatFinishesClosesTheSendersOfTheFusedChainFeedingIt) {
+  watchdog wd(60s);
+  std::atomic<bool> saw_closed{false};
+  sluice::graph g;
+  auto src = g.source<int>("events", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < 10; ++i) {
+      if (!out.push(i)) return;
+    }
+    // No more events: wait until nobody reads (bounded, so a defect fails instead of hangs).
+    saw_closed = eventually([&] { return out.is_closed(); }, 20s);
+  });
+  auto twice = g.map("twice", src, [](int v) { return 2 * v; }, {.fuse = true});
+  auto kept = g.filter("all", twice, [](int) { return true; }, {.fuse = true});
+  std::atomic<int> taken{0};
+  g.sink("first5", kept, [&](int) { return ++taken < 5; });
+  const sluice::report r = g.run();
+  EXPECT_TRUE(saw_closed.load()) << "the source's sender never read closed after the sink finished";
+  EXPECT_EQ(taken.load(), 5);
+  EXPECT_TRUE(r.balanced());
+}
+
 // A fused stage on a host of one thread is one replica, whoever pushes: pushes from a
 // source's helper thread ran on a second copy of the function, at the same time as the
 // host's calls. A sink that counts to N in its own member ("take N, then finish") was

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "sluice/graph.hpp"
@@ -334,6 +335,49 @@ TEST(graph_inlet, an_on_discard_hook_may_cancel_or_stop_before_the_run) {
   EXPECT_THROW(g.run(), sluice::cancelled);
   EXPECT_EQ(got.load(), 0);
   EXPECT_TRUE(g.done());
+}
+
+// An item whose destructor calls back into its graph: request_stop(), cancel() and
+// snapshot() take the graph's lock. cancel() before start destroyed the inlet's buffered
+// items while it held that lock, and such a destructor waited on it for ever.
+struct calls_its_graph {
+  static inline sluice::graph* graph = nullptr;
+  static inline std::atomic<int> destroyed{0};
+  int v = 0;
+  bool live = true;
+  explicit calls_its_graph(int x) : v(x) {}
+  calls_its_graph(calls_its_graph&& o) noexcept : v(o.v), live(std::exchange(o.live, false)) {}
+  calls_its_graph& operator=(calls_its_graph&& o) noexcept {
+    v = o.v;
+    live = std::exchange(o.live, false);
+    return *this;
+  }
+  ~calls_its_graph() {
+    if (!live || graph == nullptr) return;
+    ++destroyed;
+    graph->request_stop();
+    (void)graph->snapshot();
+    graph->cancel();
+  }
+};
+
+TEST(graph_inlet, cancel_before_start_with_items_whose_destructors_call_the_graph_returns) {
+  watchdog dog(30s, "cancel before start, item destructors calling the graph");
+  calls_its_graph::destroyed = 0;
+  sluice::graph g;
+  calls_its_graph::graph = &g;
+  auto [in, s] = g.input<calls_its_graph>("in", {.capacity = 16});
+  g.sink("sink", s, [](calls_its_graph) {});
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(in.push(calls_its_graph(i)));
+  g.cancel();
+  EXPECT_EQ(calls_its_graph::destroyed.load(), 10);
+  calls_its_graph::graph = nullptr;
+  EXPECT_FALSE(in.push(calls_its_graph(99)));
+  EXPECT_THROW(g.run(), sluice::cancelled);
+  const sluice::report r = g.last_report();
+  std::uint64_t discarded = 0;
+  for (const auto& c : r.metrics.channels) discarded += c.stats.discarded + c.dead_letters;
+  EXPECT_EQ(discarded, 10u);
 }
 
 // An item whose move (into the input's slot) waits until the test releases it: a push

@@ -451,31 +451,69 @@ TEST(teardown, a_stage_ending_during_the_teardown_cancels_its_output_instead_of_
   EXPECT_EQ(ending, end::cancelled);
 }
 
-// A stage that copies its receiver and keeps the copy past its end: when the run ends
-// the channel is cancelled, its items are dead letters counted in the report, and
+// A stage that copies its receiver and keeps the copy past its end. Its input is
+// disconnected when the stage ends, as if the copy were gone: the source blocked on the
+// full channel fails its push and ends, and the run ends (it never did: the kept copy held
+// the channel connected). The buffered items are dead letters counted in the report, and
 // releasing the copy once the graph is gone reaches nothing of the graph (it called the
 // destroyed graph's on_discard and crashed; the report did not balance).
-TEST(teardown, a_receiver_a_stage_keeps_past_its_end_is_cancelled_when_the_run_ends) {
+TEST(teardown, a_receiver_a_stage_keeps_past_its_end_neither_holds_the_run_nor_outlives_it) {
   watchdog dog(30s, "kept_receiver");
   std::optional<sluice::receiver<int>> kept;
-  std::atomic<int> dead{0};
+  std::atomic<int> dead{0}, accepted{0};
   {
     sluice::graph g({.on_discard = [&dead](const sluice::dead_letter&) { dead.fetch_add(1); }});
-    auto s = g.source<int>("src", [](sluice::sender<int>& out) {
-      for (int i = 0; i < 10; ++i) ASSERT_TRUE(out.push(i));
+    auto s = g.source<int>("src", [&accepted](sluice::sender<int>& out) {
+      for (int i = 0; i < 1000; ++i) {
+        if (!out.push(i)) return;  // the consumer is gone
+        ++accepted;
+      }
+    }, {.capacity = 8});
+    g.consume("keep", s, [&kept](sluice::receiver<int>& rx) {
+      ASSERT_TRUE(rx.pop().has_value());
+      kept = rx;
     });
-    g.consume("keep", s, [&kept](sluice::receiver<int>& rx) { kept = rx; });
     const sluice::report r = g.run();
     EXPECT_TRUE(r.balanced());
+    EXPECT_LT(accepted.load(), 1000);
     ASSERT_EQ(r.metrics.channels.size(), 1U);
-    EXPECT_EQ(r.metrics.channels[0].stats.discarded, 10U);
-    EXPECT_EQ(dead.load(), 10);
+    EXPECT_EQ(r.metrics.channels[0].stats.discarded, static_cast<std::uint64_t>(accepted.load() - 1));
+    EXPECT_EQ(dead.load(), accepted.load() - 1);
     ASSERT_TRUE(kept.has_value());
-    EXPECT_TRUE(kept->cancelled());
     EXPECT_FALSE(kept->pop().has_value());
   }
   kept.reset();  // the graph is gone
-  EXPECT_EQ(dead.load(), 10);
+  EXPECT_EQ(dead.load(), accepted.load() - 1);
+}
+
+// The same with an outside thread popping the kept copy meanwhile: each item is popped by
+// it or a dead letter, once, and the run still ends.
+TEST(teardown, a_kept_receiver_popped_from_outside_does_not_hold_the_run) {
+  watchdog dog(30s, "kept_receiver_popped");
+  std::optional<sluice::receiver<int>> kept;
+  std::atomic<bool> handed{false};
+  std::atomic<int> dead{0}, accepted{0}, outside{0};
+  sluice::graph g({.on_discard = [&dead](const sluice::dead_letter&) { dead.fetch_add(1); }});
+  auto s = g.source<int>("src", [&accepted](sluice::sender<int>& out) {
+    for (int i = 0; i < 100000; ++i) {
+      if (!out.push(i)) return;
+      ++accepted;
+    }
+  }, {.capacity = 8});
+  g.consume("keep", s, [&](sluice::receiver<int>& rx) {
+    kept = rx;
+    handed = true;
+  });
+  g.start();
+  std::thread popper([&] {
+    if (!eventually([&] { return handed.load(); })) return;
+    while (kept->pop()) ++outside;
+  });
+  const auto r = g.wait_for(std::chrono::seconds(20));
+  popper.join();
+  ASSERT_TRUE(r.has_value()) << "the run did not end";
+  EXPECT_TRUE(r->balanced());
+  EXPECT_EQ(outside.load() + dead.load(), accepted.load());
 }
 
 // The last reference to a graph dropped on one of its own stage threads: the destructor

@@ -78,6 +78,13 @@ struct channel_access {
   static void set_fault_hook(Handle& h, fault_hook* hook) noexcept {
     if (h.ch_ != nullptr) h.ch_->set_fault_hook(hook);
   }
+  // Disconnects the channel as its last receiver's release does (pushes fail, buffered
+  // items are discarded), whatever receivers remain: the graph, once the stage that
+  // consumes it has ended (a receiver it copied and kept held the producer up for ever).
+  template <class Handle>
+  static void disconnect(Handle& h) noexcept {
+    if (h.ch_ != nullptr) h.ch_->disconnect();
+  }
   // channel<T>::wait_discards(); the graph's destructor only.
   template <class Handle>
   static void wait_discards(Handle& h) noexcept {

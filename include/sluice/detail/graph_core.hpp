@@ -59,6 +59,8 @@ class channel_control {
   virtual ~channel_control() = default;
   virtual void cancel(std::exception_ptr why) noexcept = 0;
   virtual void close() noexcept = 0;
+  // As if its last receiver were gone (channel_access::disconnect).
+  virtual void disconnect() noexcept = 0;
   [[nodiscard]] virtual channel_stats stats() const = 0;
   // Closed, disconnected or cancelled.
   [[nodiscard]] virtual bool closed() const noexcept = 0;
@@ -291,6 +293,11 @@ class graph_core {
 // error_policy::skip (the error is counted: go on; `why` rethrown to end the stage is not
 // counted again); false otherwise (the caller throws), or when not on a stage thread.
 bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr why) noexcept;
+// Such a consumer's item that it took and still held, unsettled, when it ended (a publish
+// stage's message whose acknowledgement had not come): a dead letter of the stage's input
+// with `why`, on the stage's thread. Counts no error (the stage's end has its own cause);
+// not a stage function's exception to sluice::testing. A no-op off a stage thread.
+void held_item_undelivered(const std::type_info& type, void* item, std::exception_ptr why) noexcept;
 
 // Test seam: make thread creation in graph start() fail (std::system_error, EAGAIN) after
 // `n` more threads were created; a negative n turns it off. For tests of thread exhaustion

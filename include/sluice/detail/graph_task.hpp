@@ -122,6 +122,7 @@ class typed_channel_control final : public channel_control {
   typed_channel_control& operator=(const typed_channel_control&) = delete;
   void cancel(std::exception_ptr why) noexcept override { tx_.cancel(std::move(why)); }
   void close() noexcept override { tx_.close(); }
+  void disconnect() noexcept override { channel_access::disconnect(tx_); }
   [[nodiscard]] channel_stats stats() const override { return tx_.stats(); }
   [[nodiscard]] bool closed() const noexcept override { return tx_.is_closed(); }
   void wait_discards() noexcept override { channel_access::wait_discards(tx_); }
@@ -212,15 +213,20 @@ bool push_batch(graph_core& g, sender<T>& tx, std::size_t channel, std::vector<T
     // pushes them again and a teardown makes them dead letters, each once (the whole
     // batch went to on_discard, shells and all, after its prefix was delivered).
     if (went_in != 0) {
-      const std::size_t left = items.size() - went_in;
+      std::vector<T> rest;  // by construction: an item type need not be assignable
       try {
-        std::vector<T> rest;  // by construction: an item type need not be assignable
-        rest.reserve(left);
+        rest.reserve(items.size() - went_in);
         for (std::size_t i = went_in; i < items.size(); ++i) rest.push_back(std::move(items[i]));
         items.swap(rest);
-      } catch (...) {  // a move threw again: the rest cannot be handed on; counted
-        items.clear();
-        g.count_held(channel, left);
+      } catch (...) {
+        // A move threw again: the rest cannot be kept for a restart. They are dead letters
+        // now, each once, handed to on_discard: those moved aside already, then those
+        // still in place (push_back into reserved room leaves `rest` as it was when a
+        // move throws). They were counted and never handed to the hook, and under restart
+        // the run ended "ok" without them.
+        const std::size_t moved = rest.size();
+        discard_items(g, channel, rest);
+        discard_items(g, channel, items, went_in + moved);
       }
     }
     throw;
