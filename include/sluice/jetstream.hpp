@@ -32,6 +32,8 @@
 //     (within the stream's duplicate window, 2 minutes). While the stream is full the
 //     server refuses a message; the stage waits and re-publishes the *same* message, so it
 //     blocks and its input channel fills: backpressure crosses the process boundary.
+//     While the stream refuses, one message asks it again every `retry`; the others wait
+//     until one is stored, then go at once.
 //     At most `window` messages are unacknowledged; an item counts as delivered (counter
 //     `acked`) when its acknowledgement arrives; at the end of its input the stage waits
 //     for every outstanding acknowledgement. No acknowledgement for `give_up` (server
@@ -41,9 +43,18 @@
 //     message (codec<T>::encode throws, or the message is over the edge's max_bytes) is
 //     a dead letter with that error, naming the edge and the item's position: a stage
 //     error, or under error_policy::skip counted and dropped (its sequence number is
-//     used up: later items keep theirs).
+//     used up: later items keep theirs). An item whose message was sent but not yet
+//     acknowledged when the stage ends short of its input's end (a cancel, a failure, a
+//     restart; answers on their way are awaited up to 500 ms, unless a teardown stops the
+//     wait) is a dead letter too, naming the edge and its position: the stream may hold
+//     it or not (published again with the same id, it is de-duplicated).
 //   - subscribe: fetches at most the free room of its output channel (and at most
-//     `batch`), so a process holds a bounded number of messages. request_stop() stops
+//     `batch`), so a process holds a bounded number of messages; a fused consumer
+//     (stage_options::fuse: no buffer, each push a call) gets up to `batch` per fetch.
+//     A delivery still unsettled ack_wait after it was fetched (it waited in the output
+//     channel behind a slow sink) is delivered again by the server: a duplicate, as
+//     at-least-once allows. Keep the output channel's capacity under ack_wait times the
+//     sink's rate, or raise ack_wait. request_stop() stops
 //     fetching; what was fetched drains downstream. A message that does not decode is a
 //     stage error; under error_policy::skip it is terminated (never redelivered) and
 //     counted in subscribe_counters::undecodable. A subscribe that starts while the
@@ -52,7 +63,8 @@
 //     A consumer or stream deleted while the edge runs (the server then answers no pull
 //     request) is a stage error naming the edge, after give_up without an answer.
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
-//     letter of a torn-down graph) is nak'ed, so it comes back promptly. An ack asks the
+//     letter of a torn-down graph) is nak'ed, so it comes back promptly (from its third
+//     delivery on, after a delay doubling from 100 ms to 10 s). An ack asks the
 //     server to confirm it (double ack, asked on one ack in 32 or after a 2 ms pause: one
 //     answer confirms every ack sent before it over the same connection;
 //     subscribe_options::confirm_acks = false sends plain acks only, no confirmation);
@@ -102,7 +114,9 @@
 #include <string_view>
 #include <type_traits>
 #include <typeinfo>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "sluice/buffer.hpp"
 #include "sluice/channel.hpp"
@@ -187,10 +201,12 @@ struct edge_options {
 
 // Refuses (std::invalid_argument, before any request) an edge no stream could carry: a
 // stream or durable name holding a space, a control byte, '.', '*' or '>', or over 255
-// characters; a subject with a wildcard or an empty token; max_msgs, ack_wait or
-// max_ack_pending not positive; an ack_wait past 100 years (the server's nanoseconds
-// overflowed, and it took its default); max_bytes 0 or below -1. A stream this call made is
-// deleted again when its consumer cannot be made (those checks are check_edge()).
+// bytes; a subject with a wildcard or an empty token; a name or subject holding '"' or
+// '\' (libnats writes them into its JSON requests unescaped) or not valid UTF-8;
+// max_msgs, ack_wait or max_ack_pending not positive; an ack_wait past 100 years (the
+// server's nanoseconds overflowed, and it took its default); max_bytes 0 or below -1. A
+// stream this call made is deleted again when its consumer cannot be made (those checks
+// are check_edge()).
 // Creates the stream and the durable consumer, or checks that existing ones have the same
 // limits (std::runtime_error naming the first difference, e.g.
 // "... stream 'x' has max_msgs 100, the edge wants 200"), and none that would drop a
@@ -209,8 +225,8 @@ struct edge_state {
   std::uint64_t consumer_pending = 0;             // messages not yet delivered to it
 };
 // A stream name ensure_edge would refuse (empty, a space or control byte, '.', '*', '>',
-// past 255 characters) is std::invalid_argument here too, before any request; a durable
-// name it would refuse names no consumer (the consumer's fields stay 0).
+// '"', '\', not UTF-8, past 255 bytes) is std::invalid_argument here too, before any
+// request; a durable name it would refuse names no consumer (the consumer's fields stay 0).
 edge_state inspect_edge(connection& c, const edge_options& e);
 // Deletes the edge's stream (and with it its consumer, and every message in it). A stream
 // that does not exist is not an error; a name ensure_edge would refuse is
@@ -220,7 +236,10 @@ void remove_edge(connection& c, const edge_options& e);
 // ---- delivery -----------------------------------------------------------------
 
 // A message taken from an edge: its decoded value and how to settle it.
-// Move-only. Destroyed without ack/nak/term, it is nak'ed (redelivered at once).
+// Move-only. Destroyed without ack/nak/term, it is nak'ed: redelivered at once its first
+// two times, then after 100 ms, doubling to 10 s, so a poison message (a dead letter each
+// time, under error_policy::skip) does not come back in a hot loop. term() it (e.g. from
+// on_discard) to drop it for good.
 template <class T>
 class delivery {
  public:
@@ -269,7 +288,7 @@ struct publish_options {
   std::string producer_id = {};        // empty: random (no de-duplication across restarts)
   std::uint64_t first_sequence = 0;    // the first item's sequence in its Nats-Msg-Id
   std::size_t window = 256;            // unacknowledged messages at most
-  std::chrono::milliseconds retry{2};  // wait after the stream refused a message
+  std::chrono::milliseconds retry{2};  // while the stream refuses: how often one message asks again
   std::chrono::milliseconds ack_timeout{2000};  // re-publish a message unacknowledged this long
   std::shared_ptr<publish_counters> counters = {};
 };
@@ -316,6 +335,17 @@ class publisher {
   bool publish(std::string_view bytes, const std::stop_token& stop);
   // Waits for every outstanding acknowledgement. False if stop came first.
   bool finish(const std::stop_token& stop);
+  // The sequence the next publish() gives its message (its Nats-Msg-Id's number).
+  [[nodiscard]] std::uint64_t next_sequence() const noexcept;
+  // Swaps into `out` the sequences of the messages stored since the last call (pass an
+  // empty vector; its capacity is kept for the next call).
+  void take_acknowledged(std::vector<std::uint64_t>& out);
+  // Waits until no message sent is waiting for its answer (refused ones waiting in the
+  // retry queue do not count), stop, or `most`, whichever comes first.
+  void settle_for(const std::stop_token& stop, std::chrono::milliseconds most) noexcept;
+  // Takes no acknowledgement from here on, and drops the messages it still holds (the
+  // destructor does it too; idempotent): after it, take_acknowledged() is final.
+  void detach() noexcept;
   // The next message is the item at position p of the stage's input: its sequence is
   // first_sequence + p (without a call, one more than the last message's).
   void position(std::uint64_t p) noexcept;
@@ -329,6 +359,7 @@ class publisher {
 
  private:
   std::shared_ptr<pub_state> st_;
+  bool detached_ = false;
 };
 
 // Throws std::invalid_argument, naming the edge, for subscribe options no fetch can use.
@@ -378,6 +409,46 @@ struct publish_fn {
   std::shared_ptr<std::atomic<std::uint64_t>> taken = std::make_shared<std::atomic<std::uint64_t>>(0);
   void operator()(receiver<T>& in, std::stop_token stop) {
     publisher p(conn, edge, opts);
+    // The items published whose messages the server has not yet stored (acknowledged),
+    // by sequence. Whatever is left when the stage ends short of finish() (a cancel, a
+    // failure, a restart, a teardown) and unanswered after a short wait is handed to
+    // on_discard as a dead letter of its input: dropped with the window, it was lost
+    // without a word.
+    struct unsettled {
+      publisher& p;
+      const std::stop_token& stop;
+      const edge_options& edge;
+      std::uint64_t first;
+      std::unordered_map<std::uint64_t, T> items;
+      std::vector<std::uint64_t> acked;
+      void prune() {
+        p.take_acknowledged(acked);
+        for (const std::uint64_t q : acked) items.erase(q);
+        acked.clear();
+      }
+      ~unsettled() {
+        // Leaving on an exception (a failure, or a restart) or a stop: the answers already
+        // on their way are waited for, briefly, unless a teardown stops it (a cancel stays
+        // prompt); a message stored is then not called a dead letter.
+        p.settle_for(stop, std::chrono::milliseconds(500));
+        p.detach();  // no acknowledgement after this: what is left is final
+        prune();
+        for (auto& [seq, v] : items) {
+          std::exception_ptr why;
+          try {
+            why = std::make_exception_ptr(std::runtime_error(
+                "sluice::jetstream: edge '" + edge.stream + "': the item at position " + std::to_string(seq - first) +
+                " of this stage's input was published, but the stage ended before the server acknowledged it; "
+                "the stream may hold it (published again with the same producer_id and sequence, "
+                "it is de-duplicated)"));
+          } catch (...) {
+          }
+          sluice::detail::held_item_undelivered(typeid(T), &v, why);
+        }
+      }
+    } window{p, stop, edge, opts.first_sequence, {}, {}};
+    window.items.reserve(2 * std::max<std::size_t>(opts.window, 1));
+    window.acked.reserve(2 * std::max<std::size_t>(opts.window, 1));
     std::uint64_t at = 0;  // the position of the item in hand
     // An item that cannot become a message is a dead letter with its error (it was lost
     // without a word); under skip it is counted and the stage goes on, else it fails.
@@ -425,13 +496,19 @@ struct publish_fn {
       // error is counted once, as the held item's (held_item_failed), not again as the
       // stage's end.
       bool sent = false;
+      const std::uint64_t seq = p.next_sequence();
       try {
         sent = p.publish(*bytes, stop);
       } catch (...) {
         (void)sluice::detail::held_item_failed(typeid(T), &*v, std::current_exception());
         throw;
       }
-      if (!sent) return;
+      if (!sent) {  // a teardown stopped it before it went: a dead letter, as the input's are
+        sluice::detail::held_item_undelivered(typeid(T), &*v, nullptr);
+        return;
+      }
+      window.items.emplace(seq, std::move(*v));
+      window.prune();
     }
     if (in.cancelled()) return;
     p.finish(stop);
@@ -462,7 +539,10 @@ struct subscribe_fn {
     // reads any more (a sink that finished early disconnects its input).
     while (open && !stop.stop_requested() && !out.is_closed()) {
       auto st = out.stats();
-      std::size_t room = st.capacity > st.size ? st.capacity - st.size : 0;
+      // A fused consumer (stage_options::fuse) holds no buffer: its channel reads capacity
+      // 0, and each push runs the consumer at once, so a batch is its room. (Room 0 there
+      // fetched nothing, and the wait for room returned at once: a busy loop.)
+      std::size_t room = st.capacity == 0 ? opts.batch : st.capacity > st.size ? st.capacity - st.size : 0;
       if (room == 0) {
         out.wait_writable();
         continue;

@@ -4,7 +4,8 @@
 //
 // Requires: settled (ack/nak/term) at most once; used by one thread at a time.
 // Guarantees: move-only; destroyed unsettled, the message is nak'ed (redelivered at
-//   once) and freed.
+//   once its first two times, then after 100 ms, doubling to 10 s: a message dropped
+//   every time does not come back in a hot loop) and freed.
 // Lifetime: keeps its subscription's state (and so the connection) alive.
 #pragma once
 
