@@ -91,6 +91,18 @@ void run_bounded(sluice::graph& g, std::chrono::seconds limit = 60s) {
   wait_bounded(g, limit);
 }
 
+// A dead letter's error as text ("" when it has none, or it is not a std::exception).
+std::string error_text(const sluice::dead_letter& d) {
+  if (!d.error()) return {};
+  try {
+    std::rethrow_exception(d.error());
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+  }
+  return {};
+}
+
 double p99(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, (v.size() * 99) / 100)];
@@ -498,12 +510,7 @@ TEST(JetstreamEdge, AnItemOverTheServersMaxPayloadIsUnderSkipADeadLetter) {
   std::mutex mu;
   std::vector<std::pair<std::size_t, std::string>> letters;
   sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
-    std::string why;
-    try {
-      if (d.error()) std::rethrow_exception(d.error());
-    } catch (const std::exception& ex) {
-      why = ex.what();
-    }
+    const std::string why = error_text(d);
     std::lock_guard lk(mu);
     letters.emplace_back(d.get<std::string>() != nullptr ? d.get<std::string>()->size() : 0, why);
   }});
@@ -711,14 +718,7 @@ TEST(JetstreamEdge, AnItemThatCannotBeAMessageIsADeadLetterOrUnderSkipSkipped) {
     std::mutex mu;
     std::vector<dead> letters;
     sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
-      std::string why;
-      if (d.error()) {
-        try {
-          std::rethrow_exception(d.error());
-        } catch (const std::exception& ex) {
-          why = ex.what();
-        }
-      }
+      const std::string why = error_text(d);
       std::lock_guard lk(mu);
       letters.push_back({d.get<picky>() != nullptr ? d.get<picky>()->v : -1, std::string(d.stage()), why});
     }});
@@ -1623,13 +1623,7 @@ TEST(JetstreamFaults, ServerGoneForGoodLeavesTheItemInHandADeadLetter) {
     sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
       std::lock_guard lk(mu);
       ++letters;
-      if (d.error()) {
-        try {
-          std::rethrow_exception(d.error());
-        } catch (const std::exception& ex) {
-          held_error = ex.what();
-        }
-      }
+      if (d.error()) held_error = error_text(d);
     }});
     auto src = g.source<int>("numbers", [&](sluice::sender<int>& out, std::stop_token st) {
       for (int v = 0; !st.stop_requested(); ++v) {
@@ -1809,13 +1803,9 @@ TEST(JetstreamEdge, ThePublishWindowLeftWhenTheStageIsCancelledIsDeadLetters) {
   sluice::graph g({.on_discard = [&](const sluice::dead_letter& d) {
     std::lock_guard lk(mu);
     ++dead;
-    if (d.error()) {
-      try {
-        std::rethrow_exception(d.error());
-      } catch (const std::exception& ex) {
-        if (std::string(ex.what()).find("before the server acknowledged it") != std::string::npos) ++unacknowledged;
-        EXPECT_NE(std::string(ex.what()).find("edge 'window'"), std::string::npos) << ex.what();
-      }
+    if (const std::string why = error_text(d); !why.empty()) {
+      if (why.find("before the server acknowledged it") != std::string::npos) ++unacknowledged;
+      EXPECT_NE(why.find("edge 'window'"), std::string::npos) << why;
     }
   }});
   auto [in, s] = g.input<int>("in", {.capacity = 16});
