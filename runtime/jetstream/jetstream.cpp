@@ -781,7 +781,9 @@ struct pub_state {
       lk.lock();
       auto until = clock::now() + std::chrono::milliseconds(50);
       until = std::min(until, next_retry());
-      cv.wait_until(lk, stop, until, [&] { return pred() || retry_due(clock::now()); });
+      // Also woken when an answer brings the next re-publish before `until` (a refusal of
+      // the message asking: the next asks `retry` later, not at the 50 ms check).
+      cv.wait_until(lk, stop, until, [&] { return pred() || next_retry() < until; });
     }
     const auto waited =
         static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
