@@ -447,8 +447,9 @@ struct publish_fn {
         }
       }
     } window{p, stop, edge, opts.first_sequence, {}, {}};
-    window.items.reserve(2 * std::max<std::size_t>(opts.window, 1));
-    window.acked.reserve(2 * std::max<std::size_t>(opts.window, 1));
+    const std::size_t window_size = std::max<std::size_t>(opts.window, 1);
+    window.items.reserve(2 * window_size);
+    window.acked.reserve(2 * window_size);
     std::uint64_t at = 0;  // the position of the item in hand
     // An item that cannot become a message is a dead letter with its error (it was lost
     // without a word); under skip it is counted and the stage goes on, else it fails.
@@ -508,7 +509,9 @@ struct publish_fn {
         return;
       }
       window.items.emplace(seq, std::move(*v));
-      window.prune();
+      // Acknowledged items are dropped once the map holds a window's worth: it stays under
+      // twice the window, without taking the publisher's lock again for every item.
+      if (window.items.size() >= window_size) window.prune();
     }
     if (in.cancelled()) return;
     p.finish(stop);

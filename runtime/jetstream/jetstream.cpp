@@ -1969,6 +1969,20 @@ std::string escaped(const std::string& name, bool& bad) {
   return sluice::detail::one_line(name);
 }
 
+// Why a name or subject cannot go into the JSON of a request (empty: it can), `shown` as
+// escaped() writes it. libnats writes them into its requests as they are: a '"' or '\\'
+// broke the request ("invalid JSON"), or was read as more JSON (a subject that closed the
+// string made a stream with other subjects than the one asked for); bytes that are not
+// UTF-8 got the server's "stream name in subject does not match request".
+std::string not_json_safe(const std::string& text, const std::string& shown) {
+  if (const std::size_t at = text.find_first_of("\"\\"); at != std::string::npos) {
+    return "'" + shown + "' holds '" + text[at] +
+           "'; the server's requests carry names and subjects as JSON strings, which libnats does not escape";
+  }
+  if (sluice::detail::utf8_clean(text) != text) return "'" + sluice::detail::utf8_clean(shown) + "' is not valid UTF-8";
+  return {};
+}
+
 // nats-server's limit on a stream's (and a durable consumer's) name.
 constexpr std::size_t kMaxNameLength = 255;
 
@@ -1988,16 +2002,7 @@ void check_name(const char* call, const char* kind, const std::string& name) {
     throw std::invalid_argument(what + "'" + name + "' holds '" + name[at] +
                                 "'; NATS names cannot ('.' separates a subject's tokens, '*' and '>' are wildcards)");
   }
-  // libnats writes names into the JSON of its requests as they are: a '"' or '\\' broke
-  // the request ("invalid JSON"), or was read as more JSON (a subject that closed the
-  // string made a stream with other subjects than the one asked for).
-  if (const std::size_t at = name.find_first_of("\"\\"); at != std::string::npos) {
-    throw std::invalid_argument(what + "'" + shown + "' holds '" + name[at] +
-                                "'; the server's requests carry names as JSON strings, which libnats does not escape");
-  }
-  if (sluice::detail::utf8_clean(name) != name) {
-    throw std::invalid_argument(what + "'" + sluice::detail::utf8_clean(shown) + "' is not valid UTF-8");
-  }
+  if (const std::string why = not_json_safe(name, shown); !why.empty()) throw std::invalid_argument(what + why);
   // The server's limit, in bytes; a name past 4 KiB made the request overrun its control
   // line, and the server closed the shared connection for good.
   if (name.size() > kMaxNameLength) {
@@ -2040,14 +2045,7 @@ void check_edge(const edge_options& e) {
       refuse("subject '" + shown +
              "' is not one items can be published to (tokens separated by single dots; no wildcard, space or control character)");
     }
-    // As for names (check_name): the stream's request carries the subject as a JSON string.
-    if (const std::size_t at = sub.find_first_of("\"\\"); at != std::string::npos) {
-      refuse("subject '" + shown + "' holds '" + sub[at] +
-             "'; the server's requests carry subjects as JSON strings, which libnats does not escape");
-    }
-    if (sluice::detail::utf8_clean(sub) != sub) {
-      refuse("subject '" + sluice::detail::utf8_clean(shown) + "' is not valid UTF-8");
-    }
+    if (const std::string why = not_json_safe(sub, shown); !why.empty()) refuse("subject " + why);
   }
 }
 
