@@ -25,6 +25,9 @@ namespace sluice {
 // failure; more than `max` restarts inside `within` fails the graph with the last
 // error (an Erlang supervisor's intensity limit). `backoff` is slept before each restart;
 // request_stop() cuts short one in progress (a graceful stop drains at once), teardown any.
+// Replicas: with ordered output (the default), the results of the failed replica's batch
+// and of every later item wait until that batch resumes after the backoff (the order is
+// kept); unordered replicas go on meanwhile, the failed one's finished results too.
 struct restart {
   std::size_t max = 3;
   std::chrono::steady_clock::duration within = std::chrono::seconds(5);
