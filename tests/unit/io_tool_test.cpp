@@ -722,6 +722,33 @@ TEST(io_tool, compressed_data_is_not_written_to_a_terminal_named_as_out) {
   ::close(master);
 }
 
+// Nor is compressed data read from a terminal without --force, as gzip -d refuses:
+// `sluice gunzip - out` at a prompt waited for gzip bytes typed by hand.
+TEST(io_tool, compressed_data_is_not_read_from_a_terminal) {
+  REQUIRE_TOOL();
+  const int master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) GTEST_SKIP() << "no pseudo-terminal here";
+  ASSERT_EQ(::grantpt(master), 0);
+  ASSERT_EQ(::unlockpt(master), 0);
+  const std::string pts = ::ptsname(master);
+  io_test::temp_dir dir;
+  const std::string s = quoted(sluice);
+  const outcome from_stdin = sh(s + " gunzip - out < " + quoted(fs::path(pts)), dir);
+  EXPECT_EQ(from_stdin.status, 1) << from_stdin.err;
+  EXPECT_EQ(from_stdin.err, "sluice gunzip: compressed data not read from a terminal (stdin is one; use --force, or redirect)\n");
+  const outcome named = sh(s + " gunzip " + quoted(fs::path(pts)) + " out", dir);
+  EXPECT_EQ(named.status, 1) << named.err;
+  EXPECT_NE(named.err.find("compressed data not read from a terminal (" + pts + " is one"), std::string::npos) << named.err;
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  // With --force it is read: what the terminal gives (here an end of input, ^D queued by
+  // the line discipline) is then judged as gzip data.
+  ASSERT_EQ(::write(master, "\x04", 1), 1);
+  const outcome forced = sh(s + " gunzip --force - out < " + quoted(fs::path(pts)), dir);
+  EXPECT_EQ(forced.status, 1) << forced.err;
+  EXPECT_EQ(forced.err, "sluice gunzip: stdin: not in gzip format: the input is empty (byte offset 0)\n");
+  ::close(master);
+}
+
 TEST(io_tool, a_hostile_directory_is_never_followed_or_clobbered) {
   REQUIRE_TOOL();
   io_test::temp_dir dir;

@@ -10,7 +10,8 @@
 // more, at any moment), group and times, as gzip(1) gives them. An OUT that is a
 // character device or a FIFO (also through a symlink, like /dev/stdout) is written in
 // place; a directory is refused; an existing file or symlink is replaced (the link
-// itself, never what it points to) only with --force.
+// itself, never what it points to) only with --force. As gzip(1), compressed data is
+// neither written to nor read from a terminal without --force.
 // Exit status: 0 done; 1 failed (one line on stderr); 2 a bad command line, or a
 // warning (gunzip: trailing garbage ignored, as gzip(1); gzip: a regular IN that grew
 // while it was read, "file size changed while zipping" as gzip(1) says, the output of what
@@ -229,7 +230,8 @@ int run_codec(bool compress, int argc, char** argv) {
   p.flag("--force", &a.force,
          compress ? "replace an existing OUT (a link to a file is replaced, not followed); write to a block device;\n"
                     "                          write compressed data to a terminal"
-                  : "replace an existing OUT (a link to a file is replaced, not followed); write to a block device");
+                  : "replace an existing OUT (a link to a file is replaced, not followed); write to a block device;\n"
+                    "                          read compressed data from a terminal");
   p.epilog(std::string("A failed or interrupted run leaves no OUT (and no temporary file) behind; an existing\n"
                        "OUT is only replaced when the new one is complete (stdout, a pipe or a device keeps\n"
                        "what was written). OUT gets a regular IN's permissions and times (otherwise the umask's\n"
@@ -266,6 +268,23 @@ int run_codec(bool compress, int argc, char** argv) {
   if (a.in != "-") {
     if (const auto fd = own_fd_named_by(a.in); fd && *fd <= 2 && stdio_closed()[*fd]) {
       return fail(a.in + ": Bad file descriptor (it names a standard stream that is closed)");
+    }
+  }
+
+  // Compressed data is not read from a terminal without --force (as gzip -d): `sluice
+  // gunzip - out` at a prompt waited for the user to type gzip bytes, its progress line
+  // drawn over what they typed.
+  if (!compress && !a.force) {
+    bool tty = false;
+    if (a.in == "-") {
+      tty = ::isatty(STDIN_FILENO) != 0;
+    } else if (struct stat cs{}; ::stat(a.in.c_str(), &cs) == 0 && S_ISCHR(cs.st_mode)) {
+      const int fd = ::open(a.in.c_str(), O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+      tty = fd >= 0 && ::isatty(fd) != 0;
+      if (fd >= 0) ::close(fd);
+    }
+    if (tty) {
+      return fail("compressed data not read from a terminal (" + input + " is one; use --force, or redirect)");
     }
   }
 
