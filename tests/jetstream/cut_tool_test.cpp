@@ -108,6 +108,15 @@ TEST_F(CutTool, TwoProcessRunEndsCleanlyWithBothSides) {
   }
 }
 
+// The largest item --item-size takes crosses a server with the default max_payload.
+TEST_F(CutTool, TheLargestItemSizeTakenCrossesADefaultServer) {
+  sluice_test::nats_server server;
+  const run_result r =
+      run_bench({"--cut", "1", "--via", server.url(), "--topology", "chain:2", "--items", "4", "--item-size", "1023KiB"}, 60s);
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("consumer: 4 items in"), std::string::npos) << r.out;
+}
+
 // --role runs one side each; a second pair of runs on the same stream (within the
 // stream's 2-minute de-duplication window) must get its items too, not have them dropped
 // as duplicates of the first run's (its consumer then waited for ever).
@@ -481,6 +490,9 @@ TEST_F(CutTool, BadValuesAreUsageErrorsBeforeAnyConnection) {
       {{"--stream="}, "--stream '': want a stream name"},
       {{"--capacity", "1G"}, "--capacity 1000000000 is too large"},
       {{"--capacity", "9223372036854775807"}, "is too large"},
+      // A 1 MiB item with its sequence, time and Nats-Msg-Id header is over a default
+      // server's max_payload: it was taken, and failed after connecting.
+      {{"--item-size", "1MiB"}, "--item-size '1MiB': want a size up to 1023KiB"},
   };
   for (const auto& [more, says] : cases) {
     std::vector<std::string> args = {"--cut", "1", "--via", via, "--topology", "chain:2", "--items", "10"};
@@ -490,6 +502,13 @@ TEST_F(CutTool, BadValuesAreUsageErrorsBeforeAnyConnection) {
     EXPECT_EQ(r.status, 2) << r.out;
     EXPECT_EQ(lines_of(r.out), 1u) << r.out;
     EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
+  }
+  // The consumer's bit per item: 10^15 items want 125 TB of it, refused before connecting
+  // (it failed with "out of memory" after).
+  {
+    const run_result r = run_bench({"--cut", "1", "--via", via, "--topology", "chain:2", "--items", "1000000000000000"}, 30s);
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("--items '1000000000000000': want a count whose bit per item"), std::string::npos) << r.out;
   }
   // Each names why: the specific reason check_url gives, not one generic line.
   const std::vector<std::pair<std::string, std::string>> urls = {

@@ -97,6 +97,8 @@ const work_spec& work_of(const cut_config& c, std::size_t worker) {
   return c.works[std::min(worker, c.works.size() - 1)];
 }
 
+constexpr std::uint64_t kMaxItemSize = std::uint64_t{1023} << 10;  // --item-size
+
 [[noreturn]] void bad(const std::string& opt, std::string_view v, const std::string& want) {
   throw usage_error("sluice bench: " + opt + " '" + std::string(v) + "': want " + want);
 }
@@ -173,7 +175,9 @@ cut_config parse(int argc, char** argv) {
     } else if (a == "--item-size") {
       const auto v = value();
       const auto n = parse_size(v);
-      if (!n || *n > (1u << 20)) bad(a, v, "a size up to 1MiB like 64 or 4k");
+      // A message is the item, 16 bytes of sequence and time, and a Nats-Msg-Id header:
+      // at 1 MiB it passed here and could never cross a default server (max_payload 1 MiB).
+      if (!n || *n > kMaxItemSize) bad(a, v, "a size up to 1023KiB like 64 or 4k (a message must fit a server's max_payload, 1MiB by default)");
       c.item_size = *n;
     } else if (a == "--capacity") {
       count(c.capacity);
@@ -223,6 +227,14 @@ cut_config parse(int argc, char** argv) {
                                 std::max(sluice::detail::ring_buffer<std::string>::slot_bytes(),
                                          sluice::detail::ring_buffer<js::delivery<std::string>>::slot_bytes()),
                                 "a side's");
+  // The consumer keeps a bit per item (which sequences came): --items 100G wanted 12.5 GB
+  // of it after connecting, and failed there with "out of memory".
+  if (const std::uint64_t free_now = sluice::detail::available_memory();
+      c.role != "producer" && free_now != 0 && c.items / 8 > free_now) {
+    bad("--items", std::to_string(c.items), "a count whose bit per item (" + format_size(static_cast<double>(c.items / 8)) +
+                                                ", kept by the consumer) fits in the " +
+                                                format_size(static_cast<double>(free_now)) + " free now");
+  }
   if (c.stream.empty()) c.stream = c.role.empty() ? "sluice-bench-" + std::to_string(::getpid()) : "sluice-bench";
   // A name no stream can have: a usage error now, not exit 1 after connecting (or a
   // "cannot connect" that never said the name was bad).
