@@ -246,6 +246,24 @@ progress read_more(int fd, std::string& bytes) {
   }
 }
 
+// Reads and drops what a lingering connection's client sent, counting it in `dropped`.
+// True once the client has closed, the connection failed, or it sent more than
+// kMaxLingerBytes (a client sending without end is not read for ever): it is closed then.
+bool client_done(int fd, std::size_t& dropped) {
+  char buf[16384];
+  while (dropped <= kMaxLingerBytes) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      dropped += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0) return true;
+    if (errno == EINTR) continue;
+    return errno != EAGAIN && errno != EWOULDBLOCK;
+  }
+  return true;
+}
+
 }  // namespace
 
 intake::intake(answer_fn answer, std::size_t workers) : answer_(std::move(answer)) {
@@ -305,8 +323,30 @@ void intake::stop() noexcept {
     for (auto& t : workers_) {
       if (t.joinable()) t.join();
     }
+    // Answered after the reader's last round (a worker that saw stopping_ closed its own).
+    for (const int fd : closing_) ::close(fd);
+    closing_.clear();
     ::close(wake_fd_);
   });
+}
+
+void intake::close_gracefully(int fd) noexcept {
+  ::shutdown(fd, SHUT_WR);  // the client reads the answer to its end, then the end
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      try {
+        closing_.push_back(fd);
+        fd = -1;
+      } catch (...) {  // no memory for one int: closed at once, as before
+      }
+    }
+  }
+  if (fd >= 0) {
+    ::close(fd);
+    return;
+  }
+  wake_reader();
 }
 
 void intake::hand_over(request&& r) {
@@ -330,36 +370,99 @@ void intake::hand_over(request&& r) {
 void intake::read_loop() {
   name_this_thread();
   std::deque<request> waiting;  // in the order taken, so the front's deadline is the earliest
+  struct closing {
+    int fd;
+    clock::time_point deadline;
+    std::size_t dropped = 0;  // bytes read and dropped since
+  };
+  std::deque<closing> lingering;  // in the order closed: the front's deadline is the earliest
   std::vector<pollfd> polled;
   std::vector<int> fresh;
+  std::vector<int> answered;
+  // fd's write side is shut down: it is closed once the client closes, or at the deadline
+  // (or, past kMaxLingering, when it is the oldest: see the top of the loop).
+  auto linger = [&](int fd, clock::time_point now) { lingering.push_back(closing{fd, now + kLingerDeadline, 0}); };
+  // What a read of r found; a request still waiting for its head goes to `keep`.
+  auto settle = [&](request&& r, progress p, clock::time_point now, std::deque<request>& keep) {
+    switch (p) {
+      case progress::complete:
+        hand_over(std::move(r));
+        return;
+      case progress::too_large:
+        refuse_too_large(r.fd);
+        break;
+      case progress::malformed:
+        refuse_malformed(r.fd);
+        break;
+      case progress::bad_field:
+        refuse_bad_field(r.fd);
+        break;
+      case progress::gone:
+        ::close(r.fd);
+        return;
+      case progress::waiting:
+        if (now >= r.deadline) {
+          ::close(r.fd);  // too slow: dropped without an answer
+        } else {
+          keep.push_back(std::move(r));
+        }
+        return;
+    }
+    // Refused: the rest of what it sends is read and dropped, so the refusal is not lost
+    // to a reset.
+    ::shutdown(r.fd, SHUT_WR);
+    linger(r.fd, now);
+  };
   for (;;) {
     {
       std::lock_guard lock(mu_);
       if (stopping_) break;
       fresh.swap(inbox_);
+      answered.swap(closing_);
     }
     const auto now = clock::now();
+    for (const int fd : answered) linger(fd, now);
+    answered.clear();
     for (const int fd : fresh) {
       // Non-blocking from here on (the reader must never wait on one client), and not
       // inherited by a program the embedder starts.
       ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
       ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-      waiting.push_back(request{fd, {}, now + kRequestDeadline});
+      request r{fd, {}, now + kRequestDeadline};
+      // Read at once: a burst of clients whose requests are there goes to the workers,
+      // none of it closed to make room for the others still arriving.
+      const progress p = read_more(r.fd, r.bytes);
+      settle(std::move(r), p, now, waiting);
       if (waiting.size() > kMaxWaiting) {
         ::close(waiting.front().fd);  // the oldest silent connection makes room
         waiting.pop_front();
       }
     }
     fresh.clear();
+    // Past their deadline, or the oldest past the limit (its client had longest to close).
+    while (!lingering.empty() && (lingering.front().deadline <= now || lingering.size() > kMaxLingering)) {
+      ::close(lingering.front().fd);
+      lingering.pop_front();
+    }
 
     polled.clear();
     polled.push_back(pollfd{wake_fd_, POLLIN, 0});
     for (const auto& r : waiting) polled.push_back(pollfd{r.fd, POLLIN, 0});
-    const int timeout = waiting.empty() ? -1 : ms_until(waiting.front().deadline);
+    const std::size_t linger_at = polled.size();  // lingering[i] is polled[linger_at + i]
+    const std::size_t lingering_polled = lingering.size();
+    for (const auto& l : lingering) polled.push_back(pollfd{l.fd, POLLIN, 0});
+    int timeout = -1;
+    if (!waiting.empty()) timeout = ms_until(waiting.front().deadline);
+    if (!lingering.empty()) {
+      const int t = ms_until(lingering.front().deadline);
+      timeout = timeout < 0 ? t : std::min(timeout, t);
+    }
     if (::poll(polled.data(), polled.size(), timeout) < 0 && errno != EINTR) {
       // Only EFAULT/EINVAL/ENOMEM are left: drop every connection rather than spin.
       for (auto& r : waiting) ::close(r.fd);
       waiting.clear();
+      for (auto& l : lingering) ::close(l.fd);
+      lingering.clear();
       continue;
     }
     if (polled[0].revents != 0) {
@@ -371,39 +474,26 @@ void intake::read_loop() {
     std::deque<request> still;
     for (std::size_t i = 0; i < waiting.size(); ++i) {
       request& r = waiting[i];
-      progress p = progress::waiting;
-      if (polled[i + 1].revents != 0) p = read_more(r.fd, r.bytes);
-      switch (p) {
-        case progress::complete:
-          hand_over(std::move(r));
-          break;
-        case progress::too_large:
-          refuse_too_large(r.fd);
-          ::close(r.fd);
-          break;
-        case progress::malformed:
-          refuse_malformed(r.fd);
-          ::close(r.fd);
-          break;
-        case progress::bad_field:
-          refuse_bad_field(r.fd);
-          ::close(r.fd);
-          break;
-        case progress::gone:
-          ::close(r.fd);
-          break;
-        case progress::waiting:
-          if (after >= r.deadline) {
-            ::close(r.fd);  // too slow: dropped without an answer
-          } else {
-            still.push_back(std::move(r));
-          }
-          break;
-      }
+      const progress p = polled[i + 1].revents != 0 ? read_more(r.fd, r.bytes) : progress::waiting;
+      settle(std::move(r), p, after, still);
     }
     waiting.swap(still);
+    // Those refused just now (settle pushed them after the ones polled) are read from the
+    // next round on.
+    std::deque<closing> kept;
+    for (std::size_t i = 0; i < lingering.size(); ++i) {
+      closing& l = lingering[i];
+      const bool read_now = i < lingering_polled && polled[linger_at + i].revents != 0;
+      if ((read_now && client_done(l.fd, l.dropped)) || after >= l.deadline) {
+        ::close(l.fd);
+      } else {
+        kept.push_back(l);
+      }
+    }
+    lingering.swap(kept);
   }
   for (auto& r : waiting) ::close(r.fd);
+  for (auto& l : lingering) ::close(l.fd);
 }
 
 void intake::work_loop() {
@@ -424,7 +514,7 @@ void intake::work_loop() {
       // The answer failed (out of memory while building it, say): the client sees the
       // connection close; the server goes on.
     }
-    ::close(r.fd);
+    close_gracefully(r.fd);
   }
 }
 

@@ -13,9 +13,19 @@
 //   - A connection whose head is complete goes to a worker with the bytes read so far. One
 //     whose head is longer than kMaxHead is answered 431 and closed. One whose head is not
 //     complete kRequestDeadline after it was taken in is closed.
+//   - A connection is read as soon as it is taken in: a request already there goes to the
+//     queue for a worker without waiting behind silent connections.
 //   - At most kMaxWaiting connections wait for their head and kMaxQueued complete requests
 //     wait for a worker; past either limit the oldest is closed, so that a flood of silent
-//     connections cannot shut out a client that sends its request.
+//     connections cannot shut out a client that sends its request. Both hold a full listen
+//     queue (kListenBacklog): a burst of that many clients, each sending its request, is
+//     answered whole (with 64, a burst of 80 left 15 closed without an answer).
+//   - A connection is closed gracefully (lingering): after its answer, or a refusal, the
+//     write side is shut down and what the client still sends (a body nobody reads, a
+//     second request) is read and dropped until the client closes, for at most
+//     kLingerDeadline and kMaxLingerBytes. Closed at once with unread bytes, the socket sent a reset, and the
+//     client's kernel threw away the end of an answer it had not read yet (a GET whose
+//     body came after its head lost its 270 KB answer after 128 KB).
 //   - A worker answers through an intake_stream: the bytes read so far, then the socket,
 //     for at most kMaxBody more bytes and within what is left of the request's deadline;
 //     the whole answer must be written within kWriteDeadline. Writes never raise SIGPIPE.
@@ -49,11 +59,15 @@ namespace sluice::serve_detail {
 
 inline constexpr std::size_t kMaxHead = 8192;    // request line and headers
 inline constexpr std::size_t kMaxBody = 4096;    // after the head (no endpoint takes a body)
-inline constexpr std::size_t kMaxWaiting = 64;   // connections whose head is still arriving
-inline constexpr std::size_t kMaxQueued = 64;    // complete requests waiting for a worker
 inline constexpr int kListenBacklog = 128;        // connections the kernel holds before accept
+inline constexpr std::size_t kMaxWaiting = 128;  // connections whose head is still arriving
+inline constexpr std::size_t kMaxQueued = 128;   // complete requests waiting for a worker
+inline constexpr std::size_t kMaxLingering = 256;  // answered connections closing gracefully
+inline constexpr std::size_t kMaxLingerBytes = 65536;  // read and dropped from one of them, at most
+static_assert(kMaxWaiting >= kListenBacklog && kMaxQueued >= kListenBacklog);
 inline constexpr std::chrono::milliseconds kRequestDeadline{1000};  // from take() to the whole head
 inline constexpr std::chrono::milliseconds kWriteDeadline{2000};    // for the whole answer
+inline constexpr std::chrono::milliseconds kLingerDeadline{2000};   // for the client to close after it
 
 class intake {
  public:
@@ -81,6 +95,9 @@ class intake {
   void read_loop();
   void work_loop();
   void hand_over(request&& r);
+  // Shuts down fd's write side and has the reader close it once the client has (see
+  // the lingering paragraph above); closes it at once when stopping.
+  void close_gracefully(int fd) noexcept;
   void wake_reader() noexcept;
 
   const answer_fn answer_;
@@ -90,6 +107,7 @@ class intake {
   std::condition_variable work_cv_;
   std::vector<int> inbox_;       // taken, not yet seen by the reader (guarded by mu_)
   std::deque<request> queue_;    // complete heads waiting for a worker (guarded by mu_)
+  std::vector<int> closing_;     // answered, for the reader to linger on (guarded by mu_)
   bool stopping_ = false;        // guarded by mu_
 
   std::thread reader_;

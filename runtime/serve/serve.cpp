@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -299,7 +300,8 @@ struct server::state {
   std::atomic<bool> listener_done{false};
   std::string host;
   std::uint16_t port = 0;
-  bool running = false;
+  std::mutex stop_mu;              // stop() from two threads at once: one stops, the other waits for it
+  std::atomic<bool> running{false};  // written under stop_mu (and before the server is handed out)
   bool loopback = false;  // host is a loopback name or address
 };
 
@@ -335,7 +337,11 @@ bool server::running() const noexcept { return state_ && state_->running; }
 bool server::loopback_only() const noexcept { return state_ && state_->loopback; }
 
 void server::stop() noexcept {
-  if (!state_ || !state_->running) return;
+  if (!state_) return;
+  // Two threads stopping at once (a shutdown thread and the owner's destructor) both
+  // joined the listener: a double pthread_join, which hung.
+  const std::lock_guard lock(state_->stop_mu);
+  if (!state_->running) return;
   // Closes the listening socket and joins the accept loop: no connection comes in after.
   // Then the intake closes what waits and joins its threads once the answers in progress
   // are written (each within kWriteDeadline).
