@@ -19,14 +19,17 @@ namespace sluice::metrics {
 
 namespace {
 
-double share(std::uint64_t part, std::uint64_t whole) noexcept {
-  return whole == 0 ? 0.0 : static_cast<double>(part) / static_cast<double>(whole);
+double share(std::uint64_t part, long double whole) noexcept {
+  return whole == 0 ? 0.0 : static_cast<double>(static_cast<long double>(part) / whole);
 }
 
 }  // namespace
 
 time_shares shares_of(const stage_snapshot& st) {
-  const std::uint64_t total = st.busy_ns + st.backpressured_ns + st.starved_ns;
+  // Summed in long double: three counters near 2^64 (a snapshot built by hand, or summed
+  // over many stages) wrapped, and gave shares of 1.8e19 or all zero.
+  const long double total = static_cast<long double>(st.busy_ns) + static_cast<long double>(st.backpressured_ns) +
+                            static_cast<long double>(st.starved_ns);
   return {share(st.busy_ns, total), share(st.backpressured_ns, total), share(st.starved_ns, total)};
 }
 

@@ -94,6 +94,23 @@ TEST(Metrics, SharesAddUpToOne) {
   EXPECT_EQ(none.starved, 0.0);
 }
 
+// Counters whose sum passes 2^64 (a snapshot built or summed by a user): the sum wrapped,
+// and the shares came out as 1.8e19 and 2, or all zero.
+TEST(Metrics, SharesOfCountersWhoseSumPassesTwoToThe64AreStillFractions) {
+  stage_snapshot st{};
+  st.busy_ns = UINT64_MAX;
+  st.backpressured_ns = 2;
+  auto sh = sluice::metrics::shares_of(st);
+  EXPECT_NEAR(sh.busy, 1.0, 1e-12);
+  EXPECT_GE(sh.backpressured, 0.0);
+  EXPECT_LT(sh.backpressured, 1e-12);
+  st.busy_ns = st.backpressured_ns = std::uint64_t{1} << 63;
+  sh = sluice::metrics::shares_of(st);
+  EXPECT_NEAR(sh.busy, 0.5, 1e-12);
+  EXPECT_NEAR(sh.backpressured, 0.5, 1e-12);
+  EXPECT_EQ(sh.starved, 0.0);
+}
+
 TEST(Metrics, BottleneckFoundAtEveryPositionOfAFiveStageChain) {
   for (std::size_t slow = 0; slow < 5; ++slow) {
     const snapshot s = chain_with_bottleneck_at(slow);
