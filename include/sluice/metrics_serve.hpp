@@ -33,8 +33,11 @@
 //   and a request not complete one second after its connection was accepted is dropped,
 //   all without touching the graph. One request per connection (no keep-alive). A Range
 //   header is ignored (every answer is whole; "Accept-Ranges: none"). The kernel holds up
-//   to 128 connections not yet accepted (a burst of clients is not made to retry). Serving after the graph has ended works
-//   (its final snapshot). serve() returns once the socket is bound and listening. The
+//   to 128 connections not yet accepted (a burst of clients is not made to retry), and a
+//   burst of 128 clients that each send a request is answered whole. A connection is
+//   closed gracefully: after its answer, what the client still sends (a body, up to 64
+//   KiB, for up to 2 s) is read and dropped, so the answer is not lost to a reset.
+//   Serving after the graph has ended works (its final snapshot). serve() returns once the socket is bound and listening. The
 //   process's SIGPIPE disposition is left as it was (cpp-httplib would ignore SIGPIPE
 //   process-wide; the server's own writes never raise it).
 // Non-guarantees: the page shows an approximate, recent snapshot (see metrics.hpp).
@@ -44,7 +47,9 @@
 //   std::runtime_error for one it cannot bind, each naming the address.
 // Lifetime: stop() (or the destructor) closes the listening socket and every connection
 //   whose request is not being answered, lets the answers in progress finish (each within
-//   a two-second write deadline) and joins the server's threads.
+//   a two-second write deadline) and joins the server's threads. stop() may be called
+//   from two threads at once (the second returns once the server is stopped); the
+//   destructor, as any object's, must not race another call.
 #pragma once
 
 #include <cstdint>
