@@ -32,8 +32,11 @@
 //     (within the stream's duplicate window, 2 minutes). While the stream is full the
 //     server refuses a message; the stage waits and re-publishes the *same* message, so it
 //     blocks and its input channel fills: backpressure crosses the process boundary.
-//     While the stream refuses, one message asks it again every `retry`; the others wait
-//     until one is stored, then go at once.
+//     While the stream refuses, one message asks it again every `retry`; the others wait,
+//     and each message stored releases at most two of them (a slow start: a stream with
+//     room takes the whole queue within a few round trips, and one that a slow consumer
+//     drains refuses about two re-publishes per message it stores, plus the one asking
+//     every `retry`, not the whole queue each time).
 //     At most `window` messages are unacknowledged; an item counts as delivered (counter
 //     `acked`) when its acknowledgement arrives; at the end of its input the stage waits
 //     for every outstanding acknowledgement. No acknowledgement for `give_up` (server

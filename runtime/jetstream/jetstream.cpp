@@ -587,12 +587,19 @@ struct pub_state {
   std::deque<waiting> retry;                         // guarded by mu: refused, to be sent again when due
   std::vector<std::uint64_t> acked;                  // guarded by mu: stored, since take_acknowledged
   // While the stream refuses (full, or no answer in time), one message at a time asks it
-  // again, every opts.retry; the others wait in `retry` until one is stored. (Each of a
-  // window's messages was re-published on its own every 2 ms: 20-30 thousand refusals a
-  // second, 80-130 MB/s to the server, while the stream stayed full.) Guarded by mu.
+  // again, every opts.retry; the others wait in `retry`. (Each of a window's messages was
+  // re-published on its own every 2 ms: 20-30 thousand refusals a second, 80-130 MB/s to
+  // the server, while the stream stayed full.) Each message stored meanwhile releases at
+  // most two waiting ones (`released`), a slow start: a stream with room acknowledges them
+  // at once and the queue drains in a few round trips; one that a slow consumer drains
+  // refuses at most two of them per message it stores. (Every waiting message went at each store,
+  // and all but one were refused again: 236 refusals per stored message, 22,000 a second.)
+  // A refusal ends the release. `refusing` ends once a message is stored with none waiting.
+  // Guarded by mu.
   bool refusing = false;
   natsMsg* probe = nullptr;            // the one asking now, if any
   clock::time_point next_probe{};      // when the next may ask
+  std::size_t released = 0;            // waiting messages that may go now, whatever their time
   std::string last_error;                                     // guarded by mu
   outage down;                                                // stage thread only
   // A refusal that no wait can mend (the stream can never store the message), and since
@@ -625,10 +632,14 @@ struct pub_state {
       } catch (...) {
         // Its item stays with the stage and becomes a dead letter at the end: reported, not lost.
       }
-      if (refusing) {  // the stream takes messages again: every waiting one goes now
-        refusing = false;
-        for (auto& r : retry) r.due = clock::time_point{};
-        cv.notify_all();
+      if (refusing) {  // the stream took one: two waiting messages may go (slow start)
+        if (retry.empty()) {
+          refusing = false;
+          released = 0;
+        } else {
+          released = std::min(released + 2, retry.size());
+          cv.notify_all();
+        }
       }
       no_stream.end();
       if (c) {  // before in_flight drops: finish() returns with every ack counted
@@ -662,20 +673,25 @@ struct pub_state {
     const auto now = clock::now();
     if (!refusing || now + opts.retry > next_probe) next_probe = now + opts.retry;
     refusing = true;
+    released = 0;  // full again: back to one message asking
     retry.push_back({msg, msg_seq, now + opts.retry});
     cv.notify_all();
     return true;
   }
 
-  // A message in `retry` may be sent now: its time came, and the stream is not refusing,
-  // or it is and no message is asking it (and the next may ask). Requires mu.
+  // A message in `retry` may be sent now: a store released it, or its time came and the
+  // stream is not refusing, or it is and no message is asking it (and the next may ask).
+  // Requires mu.
   [[nodiscard]] bool retry_due(clock::time_point now) const noexcept {
-    if (retry.empty() || retry.front().due > now) return false;
+    if (retry.empty()) return false;
+    if (released > 0) return true;
+    if (retry.front().due > now) return false;
     return !refusing || (probe == nullptr && next_probe <= now);
   }
   // When retry_due may next become true by time alone (max: only an answer can make it).
   [[nodiscard]] clock::time_point next_retry() const noexcept {
     if (retry.empty()) return clock::time_point::max();
+    if (released > 0) return clock::time_point::min();
     if (!refusing) return retry.front().due;
     if (probe != nullptr) return clock::time_point::max();
     return std::max(retry.front().due, next_probe);
@@ -749,7 +765,10 @@ struct pub_state {
       natsMsg* m = retry.front().msg;
       sent.emplace(m, retry.front().seq);  // before it leaves `retry`: a throw leaves it there
       retry.pop_front();
-      if (refusing) {
+      if (released > 0) {
+        --released;
+        if (retry.empty()) released = 0;
+      } else if (refusing) {
         probe = m;
         next_probe = now + opts.retry;
       }
@@ -862,6 +881,7 @@ void publisher::detach() noexcept {
   for (auto& r : st_->retry) natsMsg_Destroy(r.msg);
   st_->retry.clear();
   st_->probe = nullptr;
+  st_->released = 0;
   st_->sent.clear();  // libnats' now
 }
 

@@ -1868,6 +1868,49 @@ TEST(JetstreamEdge, WhileTheStreamRefusesOneMessageAsksAgainNotTheWholeWindow) {
   EXPECT_EQ(pc->acked.load(), static_cast<std::uint64_t>(kItems));
 }
 
+// A stream kept full by a producer and drained slowly by a consumer. Each message stored
+// made every refused message waiting to be re-published go at once, and all of them but
+// one were refused again: 236 refusals per message stored, 22,000 a second. Each store now
+// releases at most two. Counted over the whole run (the first window's refusals included),
+// as a ratio, not a rate: the machine's speed moves both counts alike.
+TEST(JetstreamEdge, AStreamDrainedSlowlyCostsAFewRefusalsPerMessageStored) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  js::edge_options e{.stream = "trickle", .max_msgs = 10};
+  js::ensure_edge(conn, e);
+  const int items = kSanitized ? 150 : 300;
+  auto pc = std::make_shared<js::publish_counters>();
+  std::atomic<std::uint64_t> dead{0};
+  sluice::graph producer({.on_discard = [&](const sluice::dead_letter&) { dead.fetch_add(1); }});
+  auto src = producer.source<int>("source", [&](sluice::sender<int>& out) {
+    for (int i = 0; i < items; ++i) out.push(i);
+  });
+  // A probe every 10 ms: the refusals counted are the released messages', not the probe's.
+  js::publish<int>(producer, src, conn, e, {.window = 128, .retry = 10ms, .counters = pc});
+  producer.start();
+  ASSERT_TRUE(eventually([&] { return pc->refused.load() > 0; }, 30s)) << "the stream never refused";
+  std::set<int> got;
+  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.batch = 4}, {.capacity = 4}),
+                            sluice::into([&](js::delivery<int> d) -> bool {
+                              std::this_thread::sleep_for(3ms);  // the slow sink (work, not synchronisation)
+                              got.insert(d.value());
+                              d.ack();
+                              return got.size() < static_cast<std::size_t>(items);
+                            }));
+  run_bounded(consumer.get_graph(), 120s);
+  wait_bounded(producer, 60s);
+  EXPECT_EQ(got.size(), static_cast<std::size_t>(items));
+  EXPECT_EQ(pc->acked.load() + dead.load(), static_cast<std::uint64_t>(items));  // exact accounting
+  EXPECT_EQ(dead.load(), 0u);
+  const double per_stored = static_cast<double>(pc->refused.load()) / static_cast<double>(std::max<std::uint64_t>(pc->acked.load(), 1));
+  std::printf("refusals %llu, stored %llu: %.2f per message stored\n",
+              static_cast<unsigned long long>(pc->refused.load()), static_cast<unsigned long long>(pc->acked.load()),
+              per_stored);
+  EXPECT_LT(per_stored, 5.0) << "refusals per message stored while a slow consumer drained the stream";
+  EXPECT_EQ(pc->resent.load(), pc->refused.load());  // every refused message was published again, once per refusal
+}
+
 // A poison message: the sink throws on it under skip, so each delivery is a dead letter
 // and nak'ed. It came back at once for ever (446 times in 3 s). From its third delivery on
 // it waits 100 ms, then 200 ms, ... before it comes back.
