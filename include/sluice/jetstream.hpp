@@ -214,7 +214,9 @@ struct edge_options {
 // limits (std::runtime_error naming the first difference, e.g.
 // "... stream 'x' has max_msgs 100, the edge wants 200"), and none that would drop a
 // message unseen (a stream's max_age or max_msgs_per_subject, a sealed stream, a
-// consumer's max_deliver). Never changes an existing one.
+// consumer's max_deliver), or lose the consumer (its inactive_threshold: the server
+// deletes it while its subscriber pauses), or refuse the subscriber's pull requests (a
+// consumer's max_request_batch or max_request_expires). Never changes an existing one.
 void ensure_edge(connection& c, const edge_options& e);
 // ensure_edge()'s refusals of `e` alone, the same std::invalid_argument, with no
 // connection: a tool checks its arguments with it before it connects.

@@ -1978,6 +1978,12 @@ void check_consumer(const edge_options& e, const std::string& durable, const std
     differ(e, what + " max_request_expires", std::to_string(c.MaxRequestExpires / 1000000) + " ms",
            "none (the subscriber picks its wait)");
   }
+  // The server deletes a consumer nobody pulled from for this long: a consumer process
+  // paused (or down) that long lost the edge's consumer, and its place in the stream.
+  if (c.InactiveThreshold > 0) {
+    differ(e, what + " inactive_threshold", std::to_string(c.InactiveThreshold / 1000000) + " ms",
+           "none (the server would delete the consumer while its subscriber pauses)");
+  }
 }
 // A name or subject as a message shows it: control bytes as \xNN (one_line). Sets `bad`
 // when it holds a space or a control byte.

@@ -875,6 +875,10 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
   expect_error({.stream = "batched", .max_msgs = 100}, {"max_request_batch", "2"});
   consumer("hurried", R"(,"max_expires":1000000)");
   expect_error({.stream = "hurried", .max_msgs = 100}, {"max_request_expires", "1 ms"});
+  // One the server deletes after a pause of its subscriber (an hour here): the edge, and
+  // the place of its messages, were lost to a consumer process that paused that long.
+  consumer("idle", R"(,"inactive_threshold":3600000000000)");
+  expect_error({.stream = "idle", .max_msgs = 100}, {"inactive_threshold", "3600000 ms", "consumer 'idle'"});
   // A duplicate window shorter than the 2 minutes the header promises (a restarted
   // producer's resends were stored twice), and an unfiltered consumer on a stream with
   // other subjects too (their messages were delivered as items): both were taken.
