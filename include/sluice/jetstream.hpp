@@ -64,7 +64,10 @@
 //     server is down waits for it (up to give_up, then a stage error naming the edge and
 //     the server; a stop request ends the wait and the stage).
 //     A consumer or stream deleted while the edge runs (the server then answers no pull
-//     request) is a stage error naming the edge, after give_up without an answer.
+//     request) is a stage error naming the edge, after give_up without an answer. The
+//     consumer is checked at the start as ensure_edge() checks it: one it would refuse
+//     (made elsewhere, e.g. with a max_request_batch, max_request_expires, max_deliver or
+//     inactive_threshold) is a stage error naming the edge, the consumer and the limit.
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
 //     letter of a torn-down graph) is nak'ed, so it comes back promptly (from its third
 //     delivery on, after a delay doubling from 100 ms to 10 s). An ack asks the

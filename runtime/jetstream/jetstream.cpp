@@ -1482,6 +1482,14 @@ bool nap(std::chrono::milliseconds d, const std::stop_token& stop) {
 
 }  // namespace
 
+}  // namespace detail
+namespace {
+// ensure_edge's check of an existing consumer (below); `call` names the caller in the error.
+void check_consumer(const char* call, const edge_options& e, const std::string& durable, const std::string& subject,
+                    const jsConsumerConfig& c, int stream_subjects);
+}  // namespace
+namespace detail {
+
 subscriber::subscriber(const connection& c, const edge_options& e, const subscribe_options& o,
                        const std::stop_token& stop) {
   need_connection(c, "subscribe");
@@ -1501,19 +1509,33 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     // The edge's durable consumer must exist (ensure_edge): never created or deleted here.
     // A server that is down (the connection reconnecting), or back without JetStream yet,
     // is waited for, as a fetch waits: up to give_up, and never past a stop request.
+    // The stream is looked up too: check_consumer needs its subjects.
     js_ctx js;
     st->conn->make_js(js, nullptr);
     consumer_lookup found;
+    natsStatus stream_status = NATS_OK;
+    jsErrCode stream_jerr = static_cast<jsErrCode>(0);
+    int stream_subjects = 0;
     outage down;
     for (;;) {
       if (stop.stop_requested()) return;  // st_ stays null: ready() is false
       const bool up = natsConnection_Status(st->conn->nc) == NATS_CONN_STATUS_CONNECTED;
       if (up) {
         found = look_up_consumer(js.js, e.stream, durable);
-        if (found.status == NATS_OK) break;
-        const natsStatus s = found.status;
-        const bool transient = found.jerr == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
-                                               s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
+        natsStatus s = found.status;
+        jsErrCode jerr = found.jerr;
+        if (s == NATS_OK) {
+          jsStreamInfo* si = nullptr;
+          stream_status = s = js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr);
+          stream_jerr = jerr;
+          if (s == NATS_OK) {
+            stream_subjects = si->Config != nullptr ? si->Config->SubjectsLen : 0;
+            jsStreamInfo_Destroy(si);
+            break;
+          }
+        }
+        const bool transient = jerr == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
+                                             s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
         if (!transient) break;
       }
       down.seen();
@@ -1530,12 +1552,19 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
                                "' on " + st->conn->url + ": " + nats_error(found.status) +
                                (found.jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(found.jerr)) + ")" : ""));
     }
-    const jsConsumerConfig* cfg = found.info->Config;
-    const bool push = cfg != nullptr && cfg->DeliverSubject != nullptr && *cfg->DeliverSubject != '\0';
-    if (push) {
-      throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable +
-                               "' is a push consumer; an edge pulls");
+    if (stream_status != NATS_OK) {
+      throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe: stream '" + e.stream +
+                               "' on " + st->conn->url + ": " + nats_error(stream_status) +
+                               (stream_jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(stream_jerr)) + ")" : ""));
     }
+    // As ensure_edge checks it: a consumer made elsewhere past a request batch or wait of
+    // its own refused every pull request (409), asked again for ever; with max_deliver a
+    // nak'ed message never came back, and the graph idled for ever.
+    if (found.info->Config == nullptr) {
+      throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable + "' on " +
+                               st->conn->url + ": the server sent no configuration");
+    }
+    check_consumer("subscribe", e, durable, subject_of(e), *found.info->Config, stream_subjects);
   }
   st->durable = durable;
   st->next_subject = "$JS.API.CONSUMER.MSG.NEXT." + e.stream + "." + durable;
@@ -1895,9 +1924,14 @@ std::string js_error(natsStatus s, jsErrCode e) {
   return t;
 }
 
-void differ(const edge_options& e, const std::string& what, const std::string& have, const std::string& want) {
-  throw std::runtime_error("sluice::jetstream::ensure_edge: " + what + " of edge '" + e.stream + "' is " + have +
-                           ", the edge wants " + want + " (existing streams and consumers are never changed)");
+// `call`: the caller, ensure_edge or subscribe (which cannot use such a consumer).
+void differ(const edge_options& e, const std::string& what, const std::string& have, const std::string& want,
+            const char* call = "ensure_edge") {
+  const bool subscribe = std::strcmp(call, "subscribe") == 0;
+  throw std::runtime_error(std::string("sluice::jetstream::") + call + ": " + what + " of edge '" + e.stream + "' is " +
+                           have + ", the edge wants " + want +
+                           (subscribe ? "; the subscribe stage cannot use it" : "") +
+                           " (existing streams and consumers are never changed)");
 }
 
 const char* storage_name(jsStorageType t) { return t == js_FileStorage ? "file" : "memory"; }
@@ -1942,47 +1976,50 @@ void check_stream(const edge_options& e, const std::string& subject, const jsStr
   }
 }
 
-void check_consumer(const edge_options& e, const std::string& durable, const std::string& subject,
+void check_consumer(const char* call, const edge_options& e, const std::string& durable, const std::string& subject,
                     const jsConsumerConfig& c, int stream_subjects) {
   const std::string what = "consumer '" + durable + "'";
-  if (c.AckPolicy != js_AckExplicit) differ(e, what + " ack policy", "not explicit", "explicit");
+  auto differs = [&](const std::string& which, const std::string& have, const std::string& want) {
+    differ(e, which, have, want, call);
+  };
+  if (c.AckPolicy != js_AckExplicit) differs(what + " ack policy", "not explicit", "explicit");
   const std::int64_t want_wait = std::chrono::duration_cast<std::chrono::nanoseconds>(e.ack_wait).count();
   if (c.AckWait != want_wait) {
-    differ(e, what + " ack_wait", std::to_string(c.AckWait / 1000000) + " ms", std::to_string(e.ack_wait.count()) + " ms");
+    differs(what + " ack_wait", std::to_string(c.AckWait / 1000000) + " ms", std::to_string(e.ack_wait.count()) + " ms");
   }
   if (c.MaxAckPending != e.max_ack_pending) {
-    differ(e, what + " max_ack_pending", std::to_string(c.MaxAckPending), std::to_string(e.max_ack_pending));
+    differs(what + " max_ack_pending", std::to_string(c.MaxAckPending), std::to_string(e.max_ack_pending));
   }
   const std::string filter = c.FilterSubject != nullptr ? c.FilterSubject : "";
-  if (filter != subject && !filter.empty()) differ(e, what + " filter subject", "'" + filter + "'", "'" + subject + "'");
+  if (filter != subject && !filter.empty()) differs(what + " filter subject", "'" + filter + "'", "'" + subject + "'");
   // Unfiltered on a stream with other subjects too, it would deliver their messages as items.
   if (filter.empty() && stream_subjects > 1) {
-    differ(e, what + " filter subject", "none (the stream holds " + std::to_string(stream_subjects) + " subjects)",
-           "'" + subject + "'");
+    differs(what + " filter subject", "none (the stream holds " + std::to_string(stream_subjects) + " subjects)",
+            "'" + subject + "'");
   }
-  if (c.DeliverSubject != nullptr && *c.DeliverSubject != '\0') differ(e, what + " kind", "push", "pull");
+  if (c.DeliverSubject != nullptr && *c.DeliverSubject != '\0') differs(what + " kind", "push", "pull");
   // After max_deliver deliveries the server stops delivering a message and keeps it in the
   // work queue: the item is lost to the edge, and its place in the bounded stream too.
   if (c.MaxDeliver > 0) {
-    differ(e, what + " max_deliver", std::to_string(c.MaxDeliver),
-           "none (a message nak'ed that often would never be delivered again)");
+    differs(what + " max_deliver", std::to_string(c.MaxDeliver),
+            "none (a message nak'ed that often would never be delivered again)");
   }
   // Headers only: every message would arrive without its payload, decoded as an empty item.
-  if (c.HeadersOnly) differ(e, what + " headers_only", "true", "false (an item is the message's payload)");
+  if (c.HeadersOnly) differs(what + " headers_only", "true", "false (an item is the message's payload)");
   // Limits on a pull request the edge never sets: the server refuses a request past them
   // (409), and the subscribe stage, asking again, would wait for ever.
   if (c.MaxRequestBatch > 0) {
-    differ(e, what + " max_request_batch", std::to_string(c.MaxRequestBatch), "none (the subscriber picks its batch)");
+    differs(what + " max_request_batch", std::to_string(c.MaxRequestBatch), "none (the subscriber picks its batch)");
   }
   if (c.MaxRequestExpires > 0) {
-    differ(e, what + " max_request_expires", std::to_string(c.MaxRequestExpires / 1000000) + " ms",
-           "none (the subscriber picks its wait)");
+    differs(what + " max_request_expires", std::to_string(c.MaxRequestExpires / 1000000) + " ms",
+            "none (the subscriber picks its wait)");
   }
   // The server deletes a consumer nobody pulled from for this long: a consumer process
   // paused (or down) that long lost the edge's consumer, and its place in the stream.
   if (c.InactiveThreshold > 0) {
-    differ(e, what + " inactive_threshold", std::to_string(c.InactiveThreshold / 1000000) + " ms",
-           "none (the server would delete the consumer while its subscriber pauses)");
+    differs(what + " inactive_threshold", std::to_string(c.InactiveThreshold / 1000000) + " ms",
+            "none (the server would delete the consumer while its subscriber pauses)");
   }
 }
 // A name or subject as a message shows it: control bytes as \xNN (one_line). Sets `bad`
@@ -2141,7 +2178,7 @@ void ensure_edge(connection& conn, const edge_options& e) {
       throw std::runtime_error("sluice::jetstream::ensure_edge: consumer '" + durable + "' of stream '" + e.stream + "' on " +
                                url + ": " + js_error(c.status, c.jerr));
     }
-    check_consumer(e, durable, subject, *c.info->Config, stream_subjects);
+    check_consumer("ensure_edge", e, durable, subject, *c.info->Config, stream_subjects);
   } catch (...) {
     if (made_stream) {
       jsErrCode ignored = static_cast<jsErrCode>(0);

@@ -899,6 +899,43 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
   EXPECT_NO_THROW(js::ensure_edge(conn, {.stream = "plain", .max_msgs = 100}));
 }
 
+// A consumer made elsewhere that the subscribe stage cannot use (ensure_edge refuses it,
+// but subscribe only looked whether it pulls): past a request batch or wait of its own
+// every pull request was refused (409) and asked again for ever; with max_deliver 1 a
+// nak'ed message never came back, and the graph idled for ever. The stage checks the
+// consumer as ensure_edge does, and fails at once naming the edge, the consumer and the limit.
+TEST(JetstreamEdge, SubscribeToAConsumerItCannotUseFailsNamingTheLimit) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const struct {
+    std::string name, config, limit;
+  } cases[] = {{"onebyone", R"(,"max_batch":1)", "max_request_batch"},
+               {"brief", R"(,"max_expires":100000000)", "max_request_expires"},
+               {"once", R"(,"max_deliver":1)", "max_deliver"},
+               {"idler", R"(,"inactive_threshold":3600000000000)", "inactive_threshold"}};
+  for (const auto& c : cases) {
+    const std::string stream = js_api(server.url(), "$JS.API.STREAM.CREATE." + c.name,
+                                      R"({"name":")" + c.name + R"(","subjects":[")" + c.name +
+                                          R"("],"retention":"workqueue","discard":"new","max_msgs":100,"storage":"file"})");
+    ASSERT_EQ(stream.find("\"error\""), std::string::npos) << stream;
+    const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE." + c.name + "." + c.name,
+                                    R"({"stream_name":")" + c.name + R"(","config":{"durable_name":")" + c.name +
+                                        R"(","ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
+                                        R"("filter_subject":")" + c.name + R"(","deliver_policy":"all")" + c.config + "}}");
+    ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+    const js::edge_options e{.stream = c.name, .max_msgs = 100};
+    sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}),
+                              sluice::into([](js::delivery<int> d) { d.nak(); }));
+    const auto t0 = clock_type::now();
+    const std::string what = stage_error_of(consumer.get_graph(), 10s);
+    for (const std::string& w : {c.limit, "consumer '" + c.name + "'", "edge '" + c.name + "'"}) {
+      EXPECT_NE(what.find(w), std::string::npos) << what << " / " << w;
+    }
+    EXPECT_LT(ms_since(t0), 5000.0) << c.name;  // at once: one look-up, not give_up or never
+  }
+}
+
 // The stream removed under a running consumer. nats-server answers no pull request for a
 // consumer that is gone (no 408, no "no responders"), so the stage looked idle for ever;
 // now, after give_up without an answer, it looks the consumer up and fails naming the edge.
