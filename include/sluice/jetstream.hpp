@@ -136,7 +136,7 @@ namespace sluice::jetstream {
 enum class storage { file, memory };
 
 struct connect_options {
-  std::chrono::milliseconds timeout{2000};         // to reach the server at connect()
+  std::chrono::milliseconds timeout{2000};         // to reach a server at connect() (a list's in all)
   std::chrono::milliseconds reconnect_wait{100};   // between reconnect attempts (forever)
   // A stage failing to reach the server this long fails. A server that stops answering
   // without closing the socket (stopped, frozen) is seen as gone after two unanswered
@@ -169,7 +169,10 @@ class connection {
 // Connects within o.timeout, or throws std::runtime_error naming the URL (as shown_url
 // shows it) and the cause; std::invalid_argument for a URL check_url() refuses. `url` is one server ("nats://127.0.0.1:4222") or a
 // comma-separated list of them, tried in the order given: the first that answers is used,
-// and the others stay in the pool for reconnects.
+// and the others stay in the pool for reconnects. o.timeout is connect()'s as a whole: each
+// of a list's N servers is given o.timeout / N (at least 100 ms, or o.timeout if shorter,
+// so a long list with a short timeout may take N x 100 ms); the error names the list and
+// each server's share.
 connection connect(std::string url, connect_options o = {});
 
 // Throws std::invalid_argument, naming the URL as shown_url shows it, where connect() would:

@@ -1863,7 +1863,14 @@ connection connect(std::string url, connect_options o) {
   } else if (s == NATS_OK) {
     s = natsOptions_SetURL(no, servers.front().c_str());  // a trailing comma or spaces: gone
   }
-  if (s == NATS_OK) s = natsOptions_SetTimeout(no, o.timeout.count());
+  // libnats gives the timeout to each server of a list in turn (three silent servers took
+  // three timeouts, and the error said "within" one): each gets its share, so that
+  // connect() as a whole keeps o.timeout, but never under kServerTimeoutFloor (or the
+  // whole timeout, if shorter): a share too short to finish a handshake reaches no server.
+  constexpr auto kServerTimeoutFloor = std::chrono::milliseconds(100);
+  const auto n = static_cast<std::chrono::milliseconds::rep>(servers.size());
+  const auto per_server = std::max(o.timeout / n, std::min(o.timeout, kServerTimeoutFloor));
+  if (s == NATS_OK) s = natsOptions_SetTimeout(no, per_server.count());
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(no, INT_MAX);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(no, o.reconnect_wait.count());
   if (s == NATS_OK) s = natsOptions_SetReconnectJitter(no, 0, 0);
@@ -1884,15 +1891,19 @@ connection connect(std::string url, connect_options o) {
   if (s != NATS_OK) {
     st->nc = nullptr;
     // "within N ms" only when the wait ran out; a refusal (nothing listens there) or a name
-    // that does not resolve ends at once.
-    const bool timed_out = took >= o.timeout * 9 / 10;
+    // that does not resolve ends at once. A list says how its servers were tried.
+    const bool timed_out = took >= per_server * 9 / 10;
     std::string why = natsStatus_GetText(s);
     if (s == NATS_NO_SERVER && !timed_out) {
       why += ": no NATS server answers there (nothing listens, the host does not resolve, or what listens is not NATS)";
     }
-    throw std::runtime_error("sluice::jetstream: cannot connect to " + st->url +
-                             (timed_out ? " within " + std::to_string(o.timeout.count()) + " ms" : std::string()) +
-                             ": " + why);
+    const std::string where =
+        servers.size() > 1
+            ? "any server of " + st->url + " (" + std::to_string(servers.size()) +
+                  " servers tried in turn, each for at most " + std::to_string(per_server.count()) + " ms of the " +
+                  std::to_string(o.timeout.count()) + " ms timeout)"
+            : st->url + (timed_out ? " within " + std::to_string(o.timeout.count()) + " ms" : std::string());
+    throw std::runtime_error("sluice::jetstream: cannot connect to " + where + ": " + why);
   }
   // The publish stages' shared context. No libnats bound on pending messages (0): each
   // stage's window bounds its own.

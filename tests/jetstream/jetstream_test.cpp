@@ -144,6 +144,40 @@ TEST(JetstreamConnect, SilentServerTimesOutNamingTheUrl) {
   ::close(fd);
 }
 
+// A list of servers that accept connections but never speak NATS: connect() keeps its
+// timeout as a whole (each server got the whole timeout: 3 servers took 3x as long, and
+// the error said "within" one timeout), and the error names every server it tried.
+TEST(JetstreamConnect, AListOfSilentServersTimesOutWithinTheTimeoutNamingEachUrl) {
+  std::vector<int> fds;
+  std::vector<std::string> urls;
+  std::string list;
+  for (int i = 0; i < 3; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    ASSERT_EQ(::listen(fd, 16), 0);  // the kernel accepts; nobody ever answers
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    urls.push_back("nats://127.0.0.1:" + std::to_string(ntohs(a.sin_port)));
+    list += (i == 0 ? "" : ",") + urls.back();
+  }
+  const auto t0 = clock_type::now();
+  try {
+    (void)js::connect(list, {.timeout = 1000ms});
+    ADD_FAILURE() << "connect succeeded";
+  } catch (const std::runtime_error& e) {
+    for (const auto& u : urls) EXPECT_NE(std::string(e.what()).find(u), std::string::npos) << e.what() << " / " << u;
+    EXPECT_NE(std::string(e.what()).find("1000 ms"), std::string::npos) << e.what();
+  }
+  // A bound on a hang (3000 ms before), not a performance figure: the margin is wide.
+  EXPECT_LT(ms_since(t0), 2000.0);
+  for (const int fd : fds) ::close(fd);
+}
+
 // A comma-separated list is a pool: the first server that answers is used, whichever
 // place it has (a list reached no server at all, even with every one up: libnats took a
 // list only through natsOptions_SetServers).
