@@ -65,9 +65,12 @@
 //     the server; a stop request ends the wait and the stage).
 //     A consumer or stream deleted while the edge runs (the server then answers no pull
 //     request) is a stage error naming the edge, after give_up without an answer. The
-//     consumer is checked at the start as ensure_edge() checks it: one it would refuse
-//     (made elsewhere, e.g. with a max_request_batch, max_request_expires, max_deliver or
-//     inactive_threshold) is a stage error naming the edge, the consumer and the limit.
+//     consumer is checked at the start as ensure_edge() checks it, but for the limits the
+//     edge chooses (ack_wait, max_ack_pending, its subject: the stage takes the consumer's,
+//     so a process given only the stream's name subscribes): one it would refuse for
+//     anything else (made elsewhere, e.g. with a max_request_batch, max_request_expires,
+//     max_deliver or inactive_threshold) is a stage error naming the edge, the consumer
+//     and the limit.
 //   - delivery: ack(), nak(delay), term(); one destroyed unsettled (including a dead
 //     letter of a torn-down graph) is nak'ed, so it comes back promptly (from its third
 //     delivery on, after a delay doubling from 100 ms to 10 s). An ack asks the

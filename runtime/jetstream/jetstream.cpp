@@ -1484,7 +1484,8 @@ bool nap(std::chrono::milliseconds d, const std::stop_token& stop) {
 
 }  // namespace detail
 namespace {
-// ensure_edge's check of an existing consumer (below); `call` names the caller in the error.
+// ensure_edge's check of an existing consumer (below); `call` names the caller in the
+// error ("subscribe": only what the stage cannot use, or what loses messages).
 void check_consumer(const char* call, const edge_options& e, const std::string& durable, const std::string& subject,
                     const jsConsumerConfig& c, int stream_subjects);
 }  // namespace
@@ -1557,9 +1558,10 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
                                "' on " + st->conn->url + ": " + nats_error(stream_status) +
                                (stream_jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(stream_jerr)) + ")" : ""));
     }
-    // As ensure_edge checks it: a consumer made elsewhere past a request batch or wait of
-    // its own refused every pull request (409), asked again for ever; with max_deliver a
-    // nak'ed message never came back, and the graph idled for ever.
+    // As ensure_edge checks it, but for the limits the edge chooses: a consumer made
+    // elsewhere with a request batch or wait limit refused every pull request (409), asked
+    // again for ever; with max_deliver a nak'ed message never came back, and the graph
+    // idled for ever.
     if (found.info->Config == nullptr) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable + "' on " +
                                st->conn->url + ": the server sent no configuration");
@@ -1993,16 +1995,22 @@ void check_consumer(const char* call, const edge_options& e, const std::string& 
   auto differs = [&](const std::string& which, const std::string& have, const std::string& want) {
     differ(e, which, have, want, call);
   };
+  // The limits the edge chooses are compared by ensure_edge only: the subscribe stage works
+  // with the consumer's own (a consumer process given only the stream's name takes the
+  // edge as it was made); it refuses only what it cannot use, or what loses messages.
+  const bool edge_limits = std::strcmp(call, "subscribe") != 0;
   if (c.AckPolicy != js_AckExplicit) differs(what + " ack policy", "not explicit", "explicit");
   const std::int64_t want_wait = std::chrono::duration_cast<std::chrono::nanoseconds>(e.ack_wait).count();
-  if (c.AckWait != want_wait) {
+  if (edge_limits && c.AckWait != want_wait) {
     differs(what + " ack_wait", std::to_string(c.AckWait / 1000000) + " ms", std::to_string(e.ack_wait.count()) + " ms");
   }
-  if (c.MaxAckPending != e.max_ack_pending) {
+  if (edge_limits && c.MaxAckPending != e.max_ack_pending) {
     differs(what + " max_ack_pending", std::to_string(c.MaxAckPending), std::to_string(e.max_ack_pending));
   }
   const std::string filter = c.FilterSubject != nullptr ? c.FilterSubject : "";
-  if (filter != subject && !filter.empty()) differs(what + " filter subject", "'" + filter + "'", "'" + subject + "'");
+  if (edge_limits && filter != subject && !filter.empty()) {
+    differs(what + " filter subject", "'" + filter + "'", "'" + subject + "'");
+  }
   // Unfiltered on a stream with other subjects too, it would deliver their messages as items.
   if (filter.empty() && stream_subjects > 1) {
     differs(what + " filter subject", "none (the stream holds " + std::to_string(stream_subjects) + " subjects)",
