@@ -42,7 +42,9 @@
 //   process-wide; the server's own writes never raise it).
 // Non-guarantees: the page shows an approximate, recent snapshot (see metrics.hpp).
 //   Fairness between clients: under a flood of connections the oldest unfinished ones are
-//   dropped first.
+//   dropped first, and past 256 answered connections whose clients have not closed, the
+//   oldest is closed without waiting for its client (what it sends after is met by a
+//   reset, and an answer it has not read to the end may be cut short).
 // Errors: serve throws std::invalid_argument for an address it cannot parse and
 //   std::runtime_error for one it cannot bind, each naming the address.
 // Lifetime: stop() (or the destructor) closes the listening socket and every connection

@@ -440,7 +440,10 @@ void intake::read_loop() {
     }
     fresh.clear();
     // Past their deadline, or the oldest past the limit (its client had longest to close).
+    // What the evicted one's client sent since the last poll is read first: closed with it
+    // unread, the socket would reset, and the answer's unsent end with it.
     while (!lingering.empty() && (lingering.front().deadline <= now || lingering.size() > kMaxLingering)) {
+      (void)client_done(lingering.front().fd, lingering.front().dropped);
       ::close(lingering.front().fd);
       lingering.pop_front();
     }
