@@ -425,8 +425,7 @@ std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck) c
   cs.reserve(channels_.size());
   for (const auto& c : channels_) cs.push_back(c->control->stats());
   const auto ops = blocked_ops(cs);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(opts_.teardown_deadline).count();
-  std::string line = "sluice: teardown deadline (" + std::to_string(ms) + " ms) passed; still waiting for ";
+  std::string line = "sluice: teardown deadline (" + duration_text(opts_.teardown_deadline) + ") passed; still waiting for ";
   for (std::size_t i = 0; i < stuck.size(); ++i) {
     const stage_node& n = *nodes_[stuck[i]];
     if (i != 0) line += ", ";

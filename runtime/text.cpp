@@ -82,4 +82,12 @@ bool equal_ignoring_case(std::string_view a, std::string_view b) {
   return true;
 }
 
+std::string duration_text(std::chrono::nanoseconds d) {
+  const auto n = d.count();
+  if (n != 0 && n % 1'000'000'000 == 0) return std::to_string(n / 1'000'000'000) + " s";
+  if (n != 0 && n % 1'000'000 == 0) return std::to_string(n / 1'000'000) + " ms";
+  if (n != 0 && n % 1'000 == 0) return std::to_string(n / 1'000) + " us";
+  return std::to_string(n) + " ns";
+}
+
 }  // namespace sluice::detail

@@ -166,12 +166,14 @@ class run_engine final : public detail::fault_hook {
       throw injected_fault(c->stage, o == op::push ? "push" : "pop", k, serial);
     }
     if (u < o_.fail_probability + o_.delay_probability) {
-      const auto span = std::max<clock::rep>(1, o_.max_delay.count());
       // Counted when it begins (a run abandoned mid-delay still shows it). Not a "last
       // fault" for the deadline: delays never stop while a stage keeps going, and each is
       // at most max_delay, below the deadline (check_options).
-      // A draw of 0 (always, with max_delay 0) stalls nothing and is no fault.
-      const auto d = clock::duration(static_cast<clock::rep>(mix(r, 7) % static_cast<std::uint64_t>(span)));
+      // From 1 tick to max_delay, both included (the draw was below max_delay, so a
+      // max_delay of 1 ns never delayed); a max_delay of 0 stalls nothing and is no fault.
+      const auto most = static_cast<std::uint64_t>(std::max<clock::rep>(0, o_.max_delay.count()));
+      const auto d = most == 0 ? clock::duration::zero()
+                               : clock::duration(static_cast<clock::rep>(1 + mix(r, 7) % most));
       if (d.count() != 0) {
         delays_.fetch_add(1, std::memory_order_relaxed);
         std::this_thread::sleep_for(d);

@@ -213,15 +213,22 @@ class stderr_capture {
 // A name with a control byte in it is written \xNN: "stub\nborn" broke the one line in two.
 TEST(graph_stuck, without_on_stuck_the_deadline_writes_one_line_while_the_stage_is_still_stuck) {
   watchdog dog(60s, "stuck_line");
-  for (const auto& [name, shown] : {std::pair<std::string, std::string>{"stubborn", "stubborn"},
-                                    std::pair<std::string, std::string>{"stub\nborn", "stub\\x0aborn"}}) {
-    SCOPED_TRACE(shown);
+  // The deadline as given: one under a millisecond was written "0 ms".
+  struct stuck_case {
+    std::string name, shown;
+    std::chrono::nanoseconds deadline;
+    std::string deadline_shown;
+  };
+  for (const auto& [name, shown, deadline, deadline_shown] :
+       {stuck_case{"stubborn", "stubborn", 100ms, "100 ms"}, stuck_case{"stub\nborn", "stub\\x0aborn", 100ms, "100 ms"},
+        stuck_case{"stubborn", "stubborn", 1500us, "1500 us"}}) {
+    SCOPED_TRACE(shown + " " + deadline_shown);
     sluice_test::gate in_sink;
     std::atomic<bool> saw_line_while_stuck{false};
     std::string text;
     {
       stderr_capture cap;
-      sluice::graph g({.teardown_deadline = 100ms});
+      sluice::graph g({.teardown_deadline = deadline});
       auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
         (void)out.push(1);
         in_sink.wait();
@@ -239,7 +246,7 @@ TEST(graph_stuck, without_on_stuck_the_deadline_writes_one_line_while_the_stage_
       text = cap.text();
     }
     EXPECT_TRUE(saw_line_while_stuck.load()) << text;
-    EXPECT_NE(text.find("teardown deadline (100 ms) passed"), std::string::npos) << text;
+    EXPECT_NE(text.find("teardown deadline (" + deadline_shown + ") passed"), std::string::npos) << text;
     EXPECT_NE(text.find("stage '" + shown + "' (in its stage function)"), std::string::npos) << text;
     EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
   }
