@@ -1027,6 +1027,14 @@ TEST(testing_stress, an_external_channel_is_not_held_to_the_accounting_identity)
   EXPECT_TRUE(r.ok()) << r;
 }
 
+// A source of 100 numbers into a sink.
+void hundred_numbers(sluice::graph& g) {
+  auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
+    for (int i = 0; i < 100; ++i) (void)out.push(i);
+  });
+  g.sink("out", src, [](int) {});
+}
+
 // A delay is drawn from 1 tick to max_delay, both included: with max_delay 1 ns the draw
 // (below max_delay) was always 0, and no delay was ever injected, whatever its probability.
 TEST(testing_stress, a_one_nanosecond_max_delay_still_injects_delays) {
@@ -1036,13 +1044,7 @@ TEST(testing_stress, a_one_nanosecond_max_delay_still_injects_delays) {
   o.max_delay = 1ns;
   o.cancel_probability = 0;
   o.stop_probability = 0;
-  auto build = [](sluice::graph& g) {
-    auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
-      for (int i = 0; i < 100; ++i) (void)out.push(i);
-    });
-    g.sink("out", src, [](int) {});
-  };
-  const auto r = st::stress(build, o);
+  const auto r = st::stress(hundred_numbers, o);
   EXPECT_TRUE(r.ok()) << r;
   EXPECT_GT(r.delays, 100u) << r;  // every push and pop of 3 runs of 100 items
 }
@@ -1052,13 +1054,7 @@ TEST(testing_stress, a_zero_max_delay_injects_no_delays) {
   st::stress_options o = quiet(5);
   o.delay_probability = 0.5;
   o.max_delay = 0ns;
-  auto build = [](sluice::graph& g) {
-    auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
-      for (int i = 0; i < 100; ++i) (void)out.push(i);
-    });
-    g.sink("out", src, [](int) {});
-  };
-  const auto r = st::stress(build, o);
+  const auto r = st::stress(hundred_numbers, o);
   EXPECT_TRUE(r.ok()) << r;
   EXPECT_EQ(r.delays, 0u) << r;
   EXPECT_EQ(r.faults, 0u) << r;
