@@ -496,6 +496,38 @@ TEST_F(Tool, BenchJsonParsesAndIsSelfConsistent) {
   }
 }
 
+// A closed-loop run that ends by --duration: each engine sends what it can in the time,
+// and the run's count is said per engine. The table's "N items" and the JSON's top-level
+// expected_deliveries gave sluice's count for tbb too.
+TEST_F(Tool, BenchByDurationWithBothEnginesSaysEachEnginesOwnCount) {
+  if (kSanitized) GTEST_SKIP() << "oneTBB is not built with the sanitizer";
+  const std::vector<std::string> args = {"bench", "--topology", "chain:2", "--duration", "200ms", "--engine", "both"};
+  std::vector<std::string> json_args = args;
+  json_args.push_back("--json");
+  const result j = run_tool(json_args);
+  ASSERT_EQ(j.status, 0) << j.err;
+  const mini_json::value v = mini_json::parse(j.out);
+  ASSERT_EQ(v["results"].size(), 2U) << j.out;
+  const unsigned long long a = v["results"][0]["items_sent"].uint();
+  const unsigned long long b = v["results"][1]["items_sent"].uint();
+  for (const auto& r : v["results"].arr()) {
+    EXPECT_EQ(r["items_delivered"].uint(), r["expected_deliveries"].uint()) << j.out;
+  }
+  // One figure for both only where it is true of both.
+  if (a == b) {
+    EXPECT_EQ(v["expected_deliveries"].uint(), a) << j.out;
+  } else {
+    EXPECT_TRUE(v["expected_deliveries"].is_null()) << j.out;
+  }
+  const result t = run_tool(args);
+  ASSERT_EQ(t.status, 0) << t.err;
+  // The table names each engine's count (two engines sending the very same number of
+  // items in 200 ms would print one count, true of both).
+  const bool per_engine = t.out.find("  items: sluice ") != std::string::npos && t.out.find(" tbb ") != std::string::npos;
+  const bool one = t.out.find(" items\n") != std::string::npos;
+  EXPECT_TRUE(per_engine != one) << t.out;
+}
+
 TEST_F(Tool, BenchFanoutDeliversEveryCopy) {
   const result r = run_tool({"bench", "--topology", "fanout:4", "--items", "1000", "--json"});
   ASSERT_EQ(r.status, 0) << r.err;

@@ -869,9 +869,23 @@ void print_stage_shares(const std::vector<bench_result>& rs) {
   }
 }
 
+// Whether every result sent the same number of items: runs that end by --items do, runs
+// that end by --duration (or by ^C) each send what they could.
+bool same_items(const std::vector<bench_result>& rs) {
+  return std::all_of(rs.begin(), rs.end(), [&](const bench_result& r) { return r.sent == rs.front().sent; });
+}
+
 void print_table(const bench_config& c, const std::vector<bench_result>& rs) {
   print_header(c, "");
-  std::printf("  %llu items\n\n", static_cast<unsigned long long>(rs.empty() ? 0 : rs[0].sent));
+  // Each engine's own count where they differ: with --duration --engine both, the line
+  // gave sluice's count for both (1,060,643 items, where tbb had sent 493 k).
+  if (same_items(rs)) {
+    std::printf("  %llu items\n\n", static_cast<unsigned long long>(rs.empty() ? 0 : rs[0].sent));
+  } else {
+    std::printf("  items:");
+    for (const auto& r : rs) std::printf(" %s %llu", r.engine.c_str(), static_cast<unsigned long long>(r.sent));
+    std::printf("\n\n");
+  }
   std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", "engine", "items/s", "bytes/s", "p50", "p99", "p99.9",
               "max", "time");
   for (const auto& r : rs) {
@@ -1059,8 +1073,12 @@ void print_json(const bench_config& c, const std::vector<bench_result>& rs, cons
     }
     o += "}";
   }
-  // Closed loop: every result delivers items x copies (the runs end by count).
-  if (!c.sweep && c.rate <= 0) o += ",\"expected_deliveries\":" + std::to_string(rs.empty() ? 0 : rs[0].sent * copies(c));
+  // Closed loop: every result delivers what it sent x copies; one figure for all when they
+  // sent the same (the runs ended by count), else null (each result has its own: with
+  // --duration --engine both this was sluice's, said of tbb too).
+  if (!c.sweep && c.rate <= 0) {
+    o += ",\"expected_deliveries\":" + (same_items(rs) ? std::to_string(rs.empty() ? 0 : rs[0].sent * copies(c)) : std::string("null"));
+  }
   // ^C: the signal's name (each result's cut_short says whether its source stopped early).
   const int sig = g_interrupted.load(std::memory_order_relaxed);
   o += ",\"interrupted_by\":" + (sig != 0 ? json_escape(signal_name(sig)) : std::string("null"));
