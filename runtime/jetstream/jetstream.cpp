@@ -1484,9 +1484,12 @@ bool nap(std::chrono::milliseconds d, const std::stop_token& stop) {
 
 }  // namespace detail
 namespace {
-// ensure_edge's check of an existing consumer (below); `call` names the caller in the
-// error ("subscribe": only what the stage cannot use, or what loses messages).
-void check_consumer(const char* call, const edge_options& e, const std::string& durable, const std::string& subject,
+// Who checks an existing stream or consumer; its name starts the error.
+enum class checker { ensure_edge, subscribe };
+const char* name_of(checker c) { return c == checker::subscribe ? "subscribe" : "ensure_edge"; }
+// ensure_edge's check of an existing consumer (below); the subscribe stage's checks only
+// what it cannot use, or what loses messages.
+void check_consumer(checker call, const edge_options& e, const std::string& durable, const std::string& subject,
                     const jsConsumerConfig& c, int stream_subjects);
 }  // namespace
 namespace detail {
@@ -1566,7 +1569,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable + "' on " +
                                st->conn->url + ": the server sent no configuration");
     }
-    check_consumer("subscribe", e, durable, subject_of(e), *found.info->Config, stream_subjects);
+    check_consumer(checker::subscribe, e, durable, subject_of(e), *found.info->Config, stream_subjects);
   }
   st->durable = durable;
   st->next_subject = "$JS.API.CONSUMER.MSG.NEXT." + e.stream + "." + durable;
@@ -1939,9 +1942,9 @@ std::string js_error(natsStatus s, jsErrCode e) {
 
 // `call`: the caller, ensure_edge or subscribe (which cannot use such a consumer).
 void differ(const edge_options& e, const std::string& what, const std::string& have, const std::string& want,
-            const char* call = "ensure_edge") {
-  const bool subscribe = std::strcmp(call, "subscribe") == 0;
-  throw std::runtime_error(std::string("sluice::jetstream::") + call + ": " + what + " of edge '" + e.stream + "' is " +
+            checker call = checker::ensure_edge) {
+  const bool subscribe = call == checker::subscribe;
+  throw std::runtime_error(std::string("sluice::jetstream::") + name_of(call) + ": " + what + " of edge '" + e.stream + "' is " +
                            have + ", the edge wants " + want +
                            (subscribe ? "; the subscribe stage cannot use it" : "") +
                            " (existing streams and consumers are never changed)");
@@ -1989,7 +1992,7 @@ void check_stream(const edge_options& e, const std::string& subject, const jsStr
   }
 }
 
-void check_consumer(const char* call, const edge_options& e, const std::string& durable, const std::string& subject,
+void check_consumer(checker call, const edge_options& e, const std::string& durable, const std::string& subject,
                     const jsConsumerConfig& c, int stream_subjects) {
   const std::string what = "consumer '" + durable + "'";
   auto differs = [&](const std::string& which, const std::string& have, const std::string& want) {
@@ -1998,7 +2001,7 @@ void check_consumer(const char* call, const edge_options& e, const std::string& 
   // The limits the edge chooses are compared by ensure_edge only: the subscribe stage works
   // with the consumer's own (a consumer process given only the stream's name takes the
   // edge as it was made); it refuses only what it cannot use, or what loses messages.
-  const bool edge_limits = std::strcmp(call, "subscribe") != 0;
+  const bool edge_limits = call != checker::subscribe;
   if (c.AckPolicy != js_AckExplicit) differs(what + " ack policy", "not explicit", "explicit");
   const std::int64_t want_wait = std::chrono::duration_cast<std::chrono::nanoseconds>(e.ack_wait).count();
   if (edge_limits && c.AckWait != want_wait) {
@@ -2197,7 +2200,7 @@ void ensure_edge(connection& conn, const edge_options& e) {
       throw std::runtime_error("sluice::jetstream::ensure_edge: consumer '" + durable + "' of stream '" + e.stream + "' on " +
                                url + ": " + js_error(c.status, c.jerr));
     }
-    check_consumer("ensure_edge", e, durable, subject, *c.info->Config, stream_subjects);
+    check_consumer(checker::ensure_edge, e, durable, subject, *c.info->Config, stream_subjects);
   } catch (...) {
     if (made_stream) {
       jsErrCode ignored = static_cast<jsErrCode>(0);

@@ -285,12 +285,17 @@ intake::intake(answer_fn answer, std::size_t workers) : answer_(std::move(answer
   }
 }
 
-void intake::take(int fd) noexcept {
+void intake::take(int fd) noexcept { give_to_reader(inbox_, fd); }
+
+void intake::give_to_reader(std::vector<int>& list, int fd) noexcept {
   {
     std::lock_guard lock(mu_);
     if (!stopping_) {
-      inbox_.push_back(fd);
-      fd = -1;
+      try {
+        list.push_back(fd);
+        fd = -1;
+      } catch (...) {  // no memory for one int: closed here instead
+      }
     }
   }
   if (fd >= 0) {
@@ -332,21 +337,7 @@ void intake::stop() noexcept {
 
 void intake::close_gracefully(int fd) noexcept {
   ::shutdown(fd, SHUT_WR);  // the client reads the answer to its end, then the end
-  {
-    std::lock_guard lock(mu_);
-    if (!stopping_) {
-      try {
-        closing_.push_back(fd);
-        fd = -1;
-      } catch (...) {  // no memory for one int: closed at once, as before
-      }
-    }
-  }
-  if (fd >= 0) {
-    ::close(fd);
-    return;
-  }
-  wake_reader();
+  give_to_reader(closing_, fd);
 }
 
 void intake::hand_over(request&& r) {

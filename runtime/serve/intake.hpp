@@ -98,6 +98,9 @@ class intake {
   // Shuts down fd's write side and has the reader close it once the client has (see
   // the lingering paragraph above); closes it at once when stopping.
   void close_gracefully(int fd) noexcept;
+  // Puts fd on list (inbox_ or closing_) for the reader and wakes it; closes fd instead
+  // when stopping, or when there is no memory to hold it.
+  void give_to_reader(std::vector<int>& list, int fd) noexcept;
   void wake_reader() noexcept;
 
   const answer_fn answer_;
