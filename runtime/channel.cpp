@@ -148,10 +148,23 @@ void throw_empty_handle(const char* call) {
                          " on an empty handle (default-constructed, moved-from or reset)");
 }
 
-void check_ring_size(std::size_t capacity, std::size_t slot_size) {
+namespace {
+void check_ring_addressable(std::size_t capacity, std::size_t slot_size) {
   if (capacity > kMaxRingCapacity || capacity > static_cast<std::size_t>(PTRDIFF_MAX) / slot_size) {
     throw std::invalid_argument(needs(capacity, slot_size) + ", more than this machine can address");
   }
+}
+}  // namespace
+
+void check_ring_possible(std::size_t capacity, std::size_t slot_size) {
+  check_ring_addressable(capacity, slot_size);
+  const std::uint64_t bytes = std::uint64_t{capacity} * slot_size;
+  if (bytes < kRingMemoryCheckBytes) return;
+  check_ring_memory(capacity, slot_size, machine_memory{physical_memory(), 0});
+}
+
+void check_ring_size(std::size_t capacity, std::size_t slot_size) {
+  check_ring_addressable(capacity, slot_size);
   const std::uint64_t bytes = std::uint64_t{capacity} * slot_size;
   if (bytes < kRingMemoryCheckBytes) return;  // small: let operator new decide
   check_ring_memory(capacity, slot_size, machine_memory{physical_memory(), available_memory()});

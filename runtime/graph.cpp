@@ -315,6 +315,11 @@ std::string graph_state::producer_name(std::size_t channel) const {
   return nodes_[channels_[channel]->producer]->name;
 }
 
+std::size_t graph_state::producer_of(std::size_t channel) const {
+  std::lock_guard lk(mu_);
+  return channels_[channel]->producer;
+}
+
 std::string graph_state::node_name(std::size_t node) const {
   std::lock_guard lk(mu_);
   return nodes_[node]->name;
@@ -757,6 +762,7 @@ std::size_t graph_core::add_channel(std::size_t producer, std::unique_ptr<channe
 }
 std::size_t graph_core::channel_capacity(std::size_t channel) const { return state_->channel_capacity(channel); }
 std::string graph_core::producer_name(std::size_t channel) const { return state_->producer_name(channel); }
+std::size_t graph_core::producer_of(std::size_t channel) const { return state_->producer_of(channel); }
 std::size_t graph_core::fuse_host(std::size_t channel, const std::string& name) const {
   return state_->fuse_host(channel, name);
 }

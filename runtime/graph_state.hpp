@@ -186,6 +186,7 @@ class graph_state {
                           std::shared_ptr<void> receiver, bool weighted);
   [[nodiscard]] std::size_t channel_capacity(std::size_t channel) const;
   [[nodiscard]] std::string producer_name(std::size_t channel) const;
+  [[nodiscard]] std::size_t producer_of(std::size_t channel) const;
   [[nodiscard]] std::string node_name(std::size_t node) const;
   [[nodiscard]] std::size_t fuse_host(std::size_t channel, const std::string& name) const;
   [[nodiscard]] std::size_t node_threads(std::size_t node) const;

@@ -4,10 +4,12 @@
 // cancel / request_stop / early finish, the build-time checks; then a seeded randomized
 // test with exactly-once accounting.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -118,6 +120,43 @@ TEST(GraphFuse, FusedStageAfterAChannelKeepsBackpressureToTheSource) {
   EXPECT_EQ(m.get(), src.get());
   EXPECT_NE(s.get(), src.get());
   EXPECT_TRUE(r.balanced());
+}
+
+// Resident memory of this process (/proc/self/statm), in bytes.
+long resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0;
+  long pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * ::sysconf(_SC_PAGESIZE);
+}
+
+// A fused edge buffers nothing, so its capacity costs no memory. The upstream's channel
+// used to be made with its whole ring when the upstream stage was added (a ring writes
+// every slot when it is built), and freed only when the fused consumer was added: a
+// capacity of 2^26 took 1 GiB of resident memory while the graph was being built.
+TEST(GraphFuse, AFusedEdgeNeverTakesTheMemoryOfItsCapacity) {
+  watchdog wd(60s);
+  constexpr std::size_t kCapacity = std::size_t{1} << 26;  // as a ring of int: 1 GiB
+  constexpr long kLimit = 256L << 20;
+  const long before = resident_bytes();
+  sluice::graph g;
+  auto nums = g.source<int>("src", [](sluice::sender<int>& out) {
+    for (int i = 1; i <= 1000; ++i) {
+      if (!out.push(i)) return;
+    }
+  }, {.capacity = kCapacity});
+  const long with_source = resident_bytes();
+  long sum = 0;
+  g.sink("sum", nums, [&](int v) { sum += v; }, {.fuse = true});
+  const long with_sink = resident_bytes();
+  EXPECT_LT(with_source - before, kLimit) << "the source's edge took its capacity's memory before its consumer was known";
+  EXPECT_LT(with_sink - before, kLimit);
+  const sluice::report r = g.run();
+  EXPECT_EQ(sum, 1000L * 1001L / 2);
+  EXPECT_TRUE(r.balanced());
+  ASSERT_EQ(g.snapshot().channels.size(), 1u);
+  EXPECT_EQ(g.snapshot().channels[0].stats.capacity, 0u);  // a fused edge
 }
 
 TEST(GraphFuse, FusedFlatMap) {

@@ -9,7 +9,11 @@
 //             graph may turn a channel into the third flavour, direct_flavour
 //             (detail/direct_flavour.hpp: no storage, a push runs a fused stage on the
 //             pushing thread), before any handle is used; it is checked last, so the
-//             ring's operations test nothing more.
+//             ring's operations test nothing more. A graph's edge is made with its
+//             ring later (ring_later): the locked queue, which allocates only as it
+//             fills, until the graph knows the edge's consumer and calls make_storage()
+//             (the ring) or make_direct(), so a fused edge never holds a ring of its
+//             capacity.
 //   lifetime  detail/counter.hpp: the last sender closes, the last receiver disconnects,
 //             the last handle frees.
 //   waiting   detail/backoff.hpp (spin, yield, park) on two wakers (detail/waker.hpp):
@@ -63,7 +67,15 @@ class channel {
   static constexpr bool kRingCapable = std::is_nothrow_move_constructible_v<T>;
 
  public:
-  explicit channel(channel_options<T> o)
+  explicit channel(channel_options<T> o) : channel(std::move(o), false) {}
+  // A graph's edge: the ring, if it takes one, is made by make_storage().
+  struct ring_later_t {};
+  channel(channel_options<T> o, ring_later_t) : channel(std::move(o), true) {}
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+ private:
+  channel(channel_options<T> o, bool ring_later)
       : core_(o.capacity, o.overflow, std::move(o.on_discard), o.timing),
         wm_(o.low_watermark == kDefaultLowWatermark ? o.capacity / 2 : o.low_watermark) {
     if (o.capacity == 0) {
@@ -77,15 +89,18 @@ class channel {
     // throw (ring_buffer static_asserts); such a T always takes the locked flavour.
     if constexpr (kRingCapable) {
       if (!o.weigh) {
-        ring_.emplace(o.capacity);
-        return;
+        if (!ring_later) {
+          ring_.emplace(o.capacity);
+          return;
+        }
+        ring_buffer<T>::check_possible(o.capacity);  // a capacity no ring can have: now
+        ring_later_ = true;
       }
     }
     locked_.emplace(std::move(o.weigh));
   }
-  channel(const channel&) = delete;
-  channel& operator=(const channel&) = delete;
 
+ public:
   ~channel() {
     // No handle is left, so nobody else touches us: discard what is still buffered.
     with_flavour(*this, [&](auto& f) { f.discard_all(core_); });
@@ -113,6 +128,19 @@ class channel {
     direct_.emplace(std::move(t));
     ring_.reset();
     locked_.reset();
+    ring_later_ = false;
+  }
+  // A channel made ring_later gets its ring now, if nothing has been pushed to it and it
+  // is still open (otherwise it stays the locked queue, which serves it as well). Throws
+  // what the ring's allocation throws (a bad_alloc naming the capacity), and leaves the
+  // channel as it was. Requires: the handles not yet on other threads.
+  void make_storage() {
+    if constexpr (kRingCapable) {
+      if (!ring_later_ || core_.state.load(std::memory_order_acquire) != 0 || locked_->occupancy() != 0) return;
+      ring_.emplace(core_.cap);
+      locked_.reset();
+      ring_later_ = false;
+    }
   }
 
   // ---- push -----------------------------------------------------------------------
@@ -411,6 +439,7 @@ class channel {
   std::optional<ring_flavour<T>> ring_;      // unweighted, nothrow-move T
   std::optional<locked_flavour<T>> locked_;  // otherwise
   std::optional<direct_flavour<T>> direct_;  // a fused edge (make_direct): neither of the above
+  bool ring_later_ = false;  // locked_ stands in until make_storage() makes the ring
 
   waker not_empty_;  // consumers waiting for an item
   waker not_full_;   // producers waiting for room

@@ -30,6 +30,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace sluice::detail {
@@ -121,6 +122,21 @@ struct channel_access {
   template <class Handle>
   [[nodiscard]] static bool receiver_alone(const Handle& h) noexcept {
     return h.ch_ != nullptr && h.ch_->receiver_alone();
+  }
+  // bounded(), but the ring is made by make_storage() (channel<T>'s ring_later); graph
+  // builders only, for their edges. Handles: std::pair<sender<T>, receiver<T>>.
+  template <class Handles, class Options>
+  static Handles bounded_ring_later(Options o) {
+    using tx_t = typename Handles::first_type;
+    using rx_t = typename Handles::second_type;
+    using channel_t = std::remove_pointer_t<decltype(std::declval<tx_t&>().ch_)>;
+    auto* ch = new channel_t(std::move(o), typename channel_t::ring_later_t{});
+    return Handles(tx_t(ch), rx_t(ch));
+  }
+  // Gives the handle's edge its ring (channel<T>::make_storage); graph builders only.
+  template <class Handle>
+  static void make_storage(Handle& h) {
+    if (h.ch_ != nullptr) h.ch_->make_storage();
   }
   // Makes the handle's channel a fused edge (detail/direct_flavour.hpp); graph builders only.
   template <class Handle, class Target>

@@ -102,13 +102,23 @@ class node_guard {
   bool done_ = false;
 };
 
+// A consumer that is not fused gives the edge its ring now (make_output made it without).
+enum class edge_use { buffered, fused };
 template <class T>
-receiver<T> take_input(graph_core& g, std::size_t channel, std::size_t consumer) {
+receiver<T> take_input(graph_core& g, std::size_t channel, std::size_t consumer, edge_use use = edge_use::buffered) {
   auto p = std::static_pointer_cast<receiver<T>>(g.take_input(channel, consumer));
+  if (use == edge_use::buffered) {
+    try {
+      channel_access::make_storage(*p);
+    } catch (...) {
+      g.rethrow_naming(g.producer_of(channel));  // its capacity: say which stage asked
+    }
+  }
   return *p;  // a copy: the graph keeps the receiver until commit_node (node_guard)
 }
 
-// Makes the output channel of node `producer`; returns its id and the stage's sender.
+// Makes the output channel of node `producer`; returns its id and the stage's sender. Its
+// ring is made when its consumer is added, unless that one is fused (take_input).
 template <class T>
 std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t producer, std::size_t capacity) {
   channel_options<T> co;
@@ -122,7 +132,7 @@ std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t produce
   }
   auto [tx, rx] = [&] {
     try {
-      return bounded<T>(std::move(co));
+      return channel_access::bounded_ring_later<std::pair<sender<T>, receiver<T>>>(std::move(co));
     } catch (...) {
       g.rethrow_naming(producer);  // a capacity that cannot be had: say which stage asked
     }
@@ -177,6 +187,13 @@ std::pair<std::size_t, sender<T>> add_input(graph_core& g, std::string name, con
   const std::size_t id = g.add_node(std::move(spec));
   node_guard added(g, id);
   auto made = make_output<T>(g, id, o.capacity);
+  // Its ring now, not when its consumer is added: other threads may push to the inlet
+  // while the graph is still being built.
+  try {
+    channel_access::make_storage(made.second);
+  } catch (...) {
+    g.rethrow_naming(id);
+  }
   added.commit();
   return made;
 }
@@ -235,7 +252,7 @@ std::size_t add_fused(graph_core& g, const graph_core* owner, std::size_t in_ch,
   spec.host = host;
   const std::size_t id = g.add_node(std::move(spec));
   node_guard added(g, id);
-  receiver<T> rx = take_input<T>(g, in_ch, id);
+  receiver<T> rx = take_input<T>(g, in_ch, id, edge_use::fused);
   auto fn = std::make_shared<fn_source<F>>(std::move(f));
   std::size_t out = 0;
   std::shared_ptr<fused_stage<K, T, U, F>> st;

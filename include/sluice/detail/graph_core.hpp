@@ -234,6 +234,7 @@ class graph_core {
   [[nodiscard]] std::size_t channel_capacity(std::size_t channel) const;
   // The name of the stage that produces `channel`.
   [[nodiscard]] std::string producer_name(std::size_t channel) const;
+  [[nodiscard]] std::size_t producer_of(std::size_t channel) const;
   // Fusing a stage onto `channel`: logic_error naming `name` unless the channel's producer
   // is a stage with a thread of its own or a fused stage, and has no other output.
   // Returns the host: the unfused stage whose threads will run the fused stage.

@@ -55,7 +55,8 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 60;
 // (available_memory: /proc/meminfo's MemAvailable + SwapFree, or less where a cgroup's
 // limit, or the process's ulimit -v or -d, leaves less): a ring touches every slot when it is built, so one past what is free
 // would bring the kernel's out-of-memory killer, not a clean failure. Each ring is checked
-// when it is built, after the rings built before it took their memory, so a graph whose
+// when it is built (a graph's edge: when its consumer is added, channel<T>'s ring_later),
+// after the rings built before it took their memory, so a graph whose
 // channels together are more than is free fails on the first that does not fit (a
 // --capacity of 100M items on a 5-channel chain was 28 GB on a 24 GiB machine, and was
 // killed).
@@ -66,6 +67,9 @@ struct machine_memory {
   std::uint64_t available = 0;  // bytes free now; 0: unknown
 };
 void check_ring_size(std::size_t capacity, std::size_t slot_size);
+// check_ring_possible: check_ring_size but for the memory free now (a ring that could be
+// had on this machine, if not at this moment).
+void check_ring_possible(std::size_t capacity, std::size_t slot_size);
 void check_ring_memory(std::size_t capacity, std::size_t slot_size, machine_memory m);  // the memory half
 std::uint64_t available_memory();  // 0 when the system will not say
 [[noreturn]] void throw_ring_bad_alloc(std::size_t capacity, std::size_t slot_size);
@@ -125,6 +129,8 @@ class ring_buffer {
   }
   ring_buffer(const ring_buffer&) = delete;
   ring_buffer& operator=(const ring_buffer&) = delete;
+  // What the constructor would throw for `capacity`, but for the memory free now.
+  static void check_possible(std::size_t capacity) { check_ring_possible(capacity, sizeof(slot)); }
 
   ~ring_buffer() {
     while (try_pop_discard()) {
