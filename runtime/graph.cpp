@@ -315,6 +315,29 @@ std::string graph_state::producer_name(std::size_t channel) const {
   return nodes_[channels_[channel]->producer]->name;
 }
 
+void graph_state::edit_channel(const std::function<void()>& f) {
+  std::lock_guard lk(mu_);
+  f();
+}
+
+void graph_state::settle_input(std::size_t node) {
+  channel_control* c = nullptr;
+  bool cancel = false;
+  {
+    std::lock_guard lk(mu_);
+    if (nodes_[node]->outputs.empty()) return;
+    c = channels_[nodes_[node]->outputs.front()]->control.get();
+    cancel = record_.what() == failure_record::outcome::cancelled;
+    if (!cancel && !stop_requested_) return;
+  }
+  // After the lock, as cancel() does; the channel is new and holds nothing.
+  if (cancel) {
+    c->cancel(std::make_exception_ptr(sluice::cancelled()));
+  } else {
+    c->close();
+  }
+}
+
 std::size_t graph_state::producer_of(std::size_t channel) const {
   std::lock_guard lk(mu_);
   return channels_[channel]->producer;
@@ -772,6 +795,8 @@ replica_env graph_core::fused_env(std::size_t node) { return state_->fused_env(n
 std::shared_ptr<void> graph_core::take_input(std::size_t channel, std::size_t consumer) {
   return state_->take_input(channel, consumer);
 }
+void graph_core::edit_channel(const std::function<void()>& f) { state_->edit_channel(f); }
+void graph_core::settle_input(std::size_t node) { state_->settle_input(node); }
 void graph_core::set_fault_hook(fault_hook* h) { state_->set_fault_hook(h); }
 fault_hook* graph_core::faults() const noexcept { return state_->faults(); }
 

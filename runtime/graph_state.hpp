@@ -193,6 +193,8 @@ class graph_state {
   [[nodiscard]] const void* node_key(std::size_t node) const;
   [[nodiscard]] replica_env fused_env(std::size_t node);
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
+  void edit_channel(const std::function<void()>& f);
+  void settle_input(std::size_t node);
   [[nodiscard]] bool has_discard_hook() const noexcept { return static_cast<bool>(opts_.on_discard); }
   void set_fault_hook(fault_hook* h);
   [[nodiscard]] fault_hook* faults() const noexcept { return fault_; }

@@ -310,6 +310,78 @@ TEST(graph_inlet, cancel_before_start_makes_pushes_fail_at_once) {
   EXPECT_TRUE(g.done());
 }
 
+// An input added after cancel() or request_stop() is as the inlets there were then: its
+// pushes fail (cancel), or it is closed and what came before drains (request_stop). Both
+// took pushes, the cancelled graph's only to make them dead letters.
+TEST(graph_inlet, an_input_added_after_cancel_or_request_stop_is_failed_or_closed_like_the_others) {
+  watchdog dog(30s, "inlet_added_late");
+  {
+    sluice::graph g;
+    g.cancel();
+    auto [in, s] = g.input<int>("late");
+    EXPECT_EQ(in.try_push(1), sluice::status::closed);
+    EXPECT_FALSE(in.push(1));
+    g.sink("sink", s, [](int) {});
+    EXPECT_THROW(g.run(), sluice::cancelled);
+  }
+  {
+    sluice::graph g;
+    auto [early, s1] = g.input<int>("early");
+    g.request_stop();
+    auto [late, s2] = g.input<int>("late");
+    EXPECT_EQ(late.try_push(1), sluice::status::closed);
+    int seen = 0;
+    g.sink("sink1", s1, [&](int) { ++seen; });
+    g.sink("sink2", s2, [&](int) { ++seen; });
+    const sluice::report r = g.run();  // ends: both inlets are closed
+    EXPECT_EQ(seen, 0);
+    EXPECT_TRUE(r.balanced());
+  }
+}
+
+// A snapshot() from another thread while the graph is being built, and request_stop() or
+// cancel() while inputs are added (each "from any thread at any time"), race nothing: an
+// edge gets its storage under the graph's lock (run under ThreadSanitizer in CI).
+TEST(graph_inlet, snapshots_stops_and_cancels_from_another_thread_while_the_graph_is_built) {
+  watchdog dog(60s, "build_while_observed");
+  for (const int how : {0, 1, 2}) {
+    SCOPED_TRACE(how == 0 ? "snapshot" : how == 1 ? "request_stop" : "cancel");
+    sluice::graph g;
+    std::atomic<bool> built{false};
+    std::thread other([&] {
+      do {  // at least once, however soon the build is done
+        if (how == 0) (void)g.snapshot();
+        if (how == 1) g.request_stop();
+        if (how == 2) g.cancel();
+        std::this_thread::yield();
+      } while (!built.load());
+    });
+    std::vector<sluice::inlet<int>> inlets;
+    std::vector<sluice::stream<int>> heads;
+    for (int k = 0; k < 8; ++k) {
+      std::string name = "in";
+      name += std::to_string(k);
+      auto [in, s] = g.input<int>(name, {.capacity = 4});
+      inlets.push_back(in);
+      for (int m = 0; m < 4; ++m) {
+        name += '.';
+        s = g.map(name, s, [](int v) { return v; }, {.capacity = 4, .fuse = m % 2 == 1});
+      }
+      heads.push_back(s);
+    }
+    auto all = g.merge(heads);
+    g.sink("sink", all, [](int) {});
+    built = true;
+    other.join();
+    for (auto& in : inlets) in.close();
+    if (how == 2) {
+      EXPECT_THROW(g.run(), sluice::cancelled);
+    } else {
+      EXPECT_TRUE(g.run().balanced());
+    }
+  }
+}
+
 // An on_discard hook that cancels or stops the graph, called before the run: by the
 // cancel that makes an inlet's buffered items dead letters (a hook that called cancel()
 // there used to wait for ever on the graph's lock, which that cancel held).

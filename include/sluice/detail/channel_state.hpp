@@ -133,7 +133,8 @@ class channel {
   // A channel made ring_later gets its ring now, if nothing has been pushed to it and it
   // is still open (otherwise it stays the locked queue, which serves it as well). Throws
   // what the ring's allocation throws (a bad_alloc naming the capacity), and leaves the
-  // channel as it was. Requires: the handles not yet on other threads.
+  // channel as it was. Requires: nothing else uses the channel meanwhile (the graph calls
+  // it while building, under its lock, which its snapshot() takes too).
   void make_storage() {
     if constexpr (kRingCapable) {
       if (!ring_later_ || core_.state.load(std::memory_order_acquire) != 0 || locked_->occupancy() != 0) return;

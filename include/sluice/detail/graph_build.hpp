@@ -109,7 +109,7 @@ receiver<T> take_input(graph_core& g, std::size_t channel, std::size_t consumer,
   auto p = std::static_pointer_cast<receiver<T>>(g.take_input(channel, consumer));
   if (use == edge_use::buffered) {
     try {
-      channel_access::make_storage(*p);
+      g.edit_channel([&] { channel_access::make_storage(*p); });
     } catch (...) {
       g.rethrow_naming(g.producer_of(channel));  // its capacity: say which stage asked
     }
@@ -118,9 +118,11 @@ receiver<T> take_input(graph_core& g, std::size_t channel, std::size_t consumer,
 }
 
 // Makes the output channel of node `producer`; returns its id and the stage's sender. Its
-// ring is made when its consumer is added, unless that one is fused (take_input).
+// ring is made when its consumer is added, unless that one is fused (take_input), or now
+// (ring_now: an input's, which other threads may use while the graph is being built).
 template <class T>
-std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t producer, std::size_t capacity) {
+std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t producer, std::size_t capacity,
+                                              bool ring_now = false) {
   channel_options<T> co;
   co.capacity = capacity;
   if constexpr (channel_traits<T>::weighted) {
@@ -132,6 +134,7 @@ std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t produce
   }
   auto [tx, rx] = [&] {
     try {
+      if (ring_now) return bounded<T>(std::move(co));
       return channel_access::bounded_ring_later<std::pair<sender<T>, receiver<T>>>(std::move(co));
     } catch (...) {
       g.rethrow_naming(producer);  // a capacity that cannot be had: say which stage asked
@@ -186,14 +189,8 @@ std::pair<std::size_t, sender<T>> add_input(graph_core& g, std::string name, con
   spec.on_close = nullptr;
   const std::size_t id = g.add_node(std::move(spec));
   node_guard added(g, id);
-  auto made = make_output<T>(g, id, o.capacity);
-  // Its ring now, not when its consumer is added: other threads may push to the inlet
-  // while the graph is still being built.
-  try {
-    channel_access::make_storage(made.second);
-  } catch (...) {
-    g.rethrow_naming(id);
-  }
+  auto made = make_output<T>(g, id, o.capacity, true);
+  g.settle_input(id);
   added.commit();
   return made;
 }
@@ -265,7 +262,7 @@ std::size_t add_fused(graph_core& g, const graph_core* owner, std::size_t in_ch,
     st = std::make_shared<fused_stage<K, T, U, F>>(g, g.fused_env(id), in_ch, out, g.node_key(id), g.node_key(host),
                                                    threads, fn, std::move(tx), receiver<T>());
   }
-  channel_access::make_direct(rx, std::shared_ptr<direct_target<T>>(st));
+  g.edit_channel([&] { channel_access::make_direct(rx, std::shared_ptr<direct_target<T>>(st)); });
   st->hold_input(std::move(rx));
   g.set_fused(id, st);
   added.commit();

@@ -248,6 +248,12 @@ class graph_core {
   // Hands (a copy of) the channel's receiver to `consumer` (check_input first); the
   // graph keeps one until commit_node(consumer).
   std::shared_ptr<void> take_input(std::size_t channel, std::size_t consumer);
+  // Runs f under the graph's lock: a change of an edge's storage (make_storage,
+  // make_direct), which a snapshot() from another thread must not see half made.
+  void edit_channel(const std::function<void()>& f);
+  // An input added after cancel() or request_stop(): its inlet fails or is closed at once,
+  // as the inlets there were then.
+  void settle_input(std::size_t node);
   // sluice::testing::stress: channels made from now on call `h` on every push and pop, and
   // the stage threads report to it (detail/fault_hook.hpp). Before any stage is added.
   void set_fault_hook(fault_hook* h);
