@@ -107,6 +107,18 @@ metrics::snapshot graph_state::snapshot() const {
       // Its own calls, less its time blocked on its output and the fused stages after it.
       const std::uint64_t less = fused_below[k] + st.backpressured_ns;
       st.busy_ns = fused_total[k] > less ? fused_total[k] - less : 0;
+      // Its host's threads' time outside its calls: waiting for its next item, as an
+      // unfused stage waits on its input. (Without it a fused stage's shares were taken
+      // over its own calls only, the last one of a fused chain was 100% busy however
+      // little it did, and it was named the bottleneck before the slow stage upstream.)
+      if (n.host < nodes_.size()) {
+        const auto& h = *nodes_[n.host];
+        const std::int64_t host_alive = h.exited_ns.load(std::memory_order_relaxed) +
+                                        h.running.load(std::memory_order_relaxed) * now_n -
+                                        h.running_since.load(std::memory_order_relaxed);
+        const auto outside = host_alive - static_cast<std::int64_t>(fused_total[k]);
+        if (outside > 0) st.starved_ns += static_cast<std::uint64_t>(outside);
+      }
     } else {
       const std::int64_t below = static_cast<std::int64_t>(fused_below[k]);
       st.busy_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, alive - waited - below));

@@ -41,7 +41,7 @@ struct stage_snapshot {
   std::uint64_t restarts = 0;
   std::uint64_t busy_ns = 0;            // running its function, not blocked on a channel (summed over replicas)
   std::uint64_t backpressured_ns = 0;   // blocked on a full output (or in fused stages after it)
-  std::uint64_t starved_ns = 0;         // blocked on an empty input
+  std::uint64_t starved_ns = 0;         // blocked on an empty input (fused: its host's time outside its calls)
   std::string state;                    // "idle" | "running" | "done" | "failed" | "stuck"
   // Where the stage is blocked right now, if it is: a channel name, and "push" or "pop".
   std::string blocked_on;

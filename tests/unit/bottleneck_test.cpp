@@ -38,25 +38,27 @@ constexpr auto kSlow = 200us;  // the slow one: 10x
 
 const char* const kNames[] = {"read", "parse", "enrich", "encode", "write"};
 
-// source -> map -> map -> map -> sink; stage `slow` spins 10x longer per item.
-sluice::report run_chain(std::size_t slow, std::optional<std::string>* mid_run = nullptr) {
+// source -> map -> map -> map -> sink; stage `slow` spins 10x longer per item. `fused`:
+// every stage after the source runs on the source's thread (stage_options::fuse).
+sluice::report run_chain(std::size_t slow, std::optional<std::string>* mid_run = nullptr, bool fused = false) {
   auto cost = [slow](std::size_t pos) { return pos == slow ? std::chrono::nanoseconds(kSlow) : std::chrono::nanoseconds(kWork); };
   sluice::graph g;
   const sluice::stage_options o{.capacity = 16};
+  const sluice::stage_options after{.capacity = 16, .fuse = fused};
   auto s0 = g.source<std::uint64_t>(kNames[0], [c = cost(0)](sluice::sender<std::uint64_t>& out) {
     for (std::uint64_t i = 0; i < kItems; ++i) {
       spin(c);
       if (!out.push(i)) return;
     }
   }, o);
-  auto s1 = g.map(kNames[1], s0, [c = cost(1)](std::uint64_t v) { spin(c); return v + 1; }, o);
-  auto s2 = g.map(kNames[2], s1, [c = cost(2)](std::uint64_t v) { spin(c); return v + 1; }, o);
-  auto s3 = g.map(kNames[3], s2, [c = cost(3)](std::uint64_t v) { spin(c); return v + 1; }, o);
+  auto s1 = g.map(kNames[1], s0, [c = cost(1)](std::uint64_t v) { spin(c); return v + 1; }, after);
+  auto s2 = g.map(kNames[2], s1, [c = cost(2)](std::uint64_t v) { spin(c); return v + 1; }, after);
+  auto s3 = g.map(kNames[3], s2, [c = cost(3)](std::uint64_t v) { spin(c); return v + 1; }, after);
   std::uint64_t seen = 0;
   g.sink(kNames[4], s3, [c = cost(4), &seen](std::uint64_t) {
     spin(c);
     ++seen;
-  });
+  }, {.fuse = fused});
   if (mid_run == nullptr) {
     sluice::report r = g.run();
     EXPECT_EQ(seen, kItems);
@@ -99,6 +101,27 @@ TEST_P(BottleneckAt, SlowStageIsNamedInTheReport) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryPosition, BottleneckAt, ::testing::Values(0, 1, 2, 3, 4),
+                         [](const ::testing::TestParamInfo<std::size_t>& i) { return std::string(kNames[i.param]); });
+
+// A chain fused whole runs on one thread; each stage keeps its own shares (a fused stage
+// waits for its input while its host does anything else), so the slow one is named. The
+// last fused stage was named wherever the slow one was: its shares were taken over its
+// own calls only, 100% busy.
+class BottleneckInAFusedChainAt : public ::testing::TestWithParam<std::size_t> {};
+
+TEST_P(BottleneckInAFusedChainAt, SlowStageIsNamedInTheReport) {
+  const std::size_t slow = GetParam();
+  sluice::report r = run_chain(slow, nullptr, true);
+  for (int again = 0; again < 2 && r.metrics.bottleneck != std::optional<std::string>(kNames[slow]); ++again) {
+    r = run_chain(slow, nullptr, true);
+  }
+  ASSERT_TRUE(r.metrics.bottleneck.has_value()) << "slow stage " << kNames[slow] << ": no bottleneck named\n"
+                                                << sluice::metrics::to_json(r.metrics);
+  EXPECT_EQ(*r.metrics.bottleneck, kNames[slow]) << sluice::metrics::to_json(r.metrics);
+  EXPECT_TRUE(r.balanced());
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryPosition, BottleneckInAFusedChainAt, ::testing::Values(0, 1, 2, 3, 4),
                          [](const ::testing::TestParamInfo<std::size_t>& i) { return std::string(kNames[i.param]); });
 
 TEST(Bottleneck, LiveSnapshotNamesTheSlowStage) {
