@@ -391,13 +391,25 @@ void graph_state::report_stuck() noexcept {
       is_stuck[j] = true;
       host_in_fused[nodes_[j]->host] += calls[j];
     }
+    // A fused stage's cleanup runs inside its upstream's end (close_stage, after the
+    // upstream's own on_close), so a thread in it counts in both stages' `exiting`: it is
+    // the fused stage's, not the upstream's (which was named stuck, and given to
+    // on_stuck, for a cleanup it had finished).
+    std::vector<int> exiting_below(nodes_.size(), 0);
+    for (std::size_t j = 0; j < nodes_.size(); ++j) {
+      const auto& f = *nodes_[j];
+      if (!f.fused || f.inputs.empty()) continue;
+      const std::size_t up = channels_[f.inputs.front()]->producer;
+      if (up < nodes_.size()) exiting_below[up] += f.exiting.load(std::memory_order_relaxed);
+    }
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
       auto& n = *nodes_[k];
       // acquire: pairs with finish_replica's acq_rel decrement; a stage read as gone has
       // finished its cleanup (exiting, read after it, covers one still in on_close).
       const std::size_t live = n.live.load(std::memory_order_acquire);
-      if (live == 0 && n.exiting.load(std::memory_order_relaxed) == 0) continue;
-      if (host_in_fused[k] < live || n.exiting.load(std::memory_order_relaxed) > 0) is_stuck[k] = true;
+      const int exiting = n.exiting.load(std::memory_order_relaxed) - exiting_below[k];
+      if (live == 0 && exiting <= 0) continue;
+      if (host_in_fused[k] < live || exiting > 0) is_stuck[k] = true;
     }
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
       if (!is_stuck[k]) continue;
@@ -449,7 +461,7 @@ std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck) c
     } else if (n.in_discard.load(std::memory_order_relaxed) > 0) {
       // Its channels' undelivered items, each a call of the hook (serialised by the graph).
       line += "handing undelivered items to on_discard";
-    } else if (n.fused) {
+    } else if (n.fused && n.exiting.load(std::memory_order_relaxed) == 0) {
       line += "in its stage function, fused on the thread of '" + one_line(nodes_[n.host]->name) + "'";
     } else if (n.in_function.load(std::memory_order_relaxed) > 0) {
       line += "in its stage function";

@@ -267,6 +267,33 @@ TEST(graph_stuck, a_stuck_cleanup_is_named_as_such) {
   EXPECT_NE(text.find("stage 'slow-close' (in its cleanup"), std::string::npos) << text;
 }
 
+// A fused stage's cleanup runs on its host's thread after the host's own: a fused stage
+// stuck in on_close is named as itself, in its cleanup, and its host is not named at all.
+// It was "stage 'src' (in its cleanup: destructor or on_close), stage 'fz' (in its stage
+// function, fused on the thread of 'src')", and on_stuck was told 'src' too.
+TEST(graph_stuck, a_fused_stage_stuck_in_its_cleanup_is_named_alone_and_as_such) {
+  watchdog dog(30s, "stuck_fused_cleanup");
+  std::string text;
+  {
+    stderr_capture cap;
+    sluice::graph g({.teardown_deadline = 50ms});
+    auto src = g.source<int>("src", [&](sluice::sender<int>& out) {
+      for (int i = 0; i < 10; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    g.sink("fz", src, [](int v) {
+      if (v == 3) throw std::runtime_error("fz broke");
+    }, {.on_close = [&] { (void)eventually([&] { return cap.text().find("'fz'") != std::string::npos; }, 10s); },
+        .fuse = true});
+    EXPECT_THROW(g.run(), sluice::stage_error);
+    EXPECT_EQ(g.last_report().stuck, std::vector<std::string>{"fz"});
+    text = cap.text();
+  }
+  EXPECT_NE(text.find("stage 'fz' (in its cleanup"), std::string::npos) << text;
+  EXPECT_EQ(text.find("'src'"), std::string::npos) << text;
+}
+
 // A stage whose thread is handing its channel's undelivered items to a slow on_discard is
 // named as doing that, not "in its cleanup: destructor or on_close", which sent the user
 // looking in code that had already returned.
