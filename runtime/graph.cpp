@@ -359,6 +359,17 @@ std::size_t graph_state::fuse_host(std::size_t channel, const std::string& name)
     throw std::logic_error(who + "its upstream '" + p.name + "' has " + std::to_string(p.outputs.size()) +
                            " outputs (a fused stage must be its upstream's only consumer)");
   }
+  // Each item's call, and the chain's end, nest once per fused stage on the host thread's
+  // stack: 30,000 fused stages overflowed a default 8 MiB stack (a crash, at the first item).
+  constexpr std::size_t kMaxFusedChain = 1000;
+  std::size_t chain = 1;  // this stage
+  for (const stage_node* q = &p; q->fused && !q->inputs.empty(); q = nodes_[channels_[q->inputs.front()]->producer].get()) {
+    ++chain;
+  }
+  if (chain > kMaxFusedChain) {
+    throw std::logic_error(who + "a chain of fused stages is at most " + std::to_string(kMaxFusedChain) +
+                           " long (each item's call nests once per fused stage on its host thread's stack)");
+  }
   return p.fused ? p.host : channels_[channel]->producer;
 }
 

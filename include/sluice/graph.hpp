@@ -26,11 +26,13 @@
 //     visible to the stage that pops it.
 //   - stage_options::fuse (map, filter, flat_map, sink): the stage runs as a function
 //     call on its upstream stage's thread (each replica's, if that one is replicated), with
-//     no channel between them. It keeps its name, metrics (its busy time is its own calls;
-//     its input edge shows capacity 0), error policy, cleanup (run when the upstream ends)
-//     and place in a stage_error. fuse on a source, input, stage() or consume(), with
-//     replicas > 1, after an input, or after a stage with other outputs (broadcast,
-//     round_robin, partition) is a std::logic_error naming the stage.
+//     no channel between them. It keeps its name, metrics (its busy time is its own calls,
+//     its starved time its host's time outside them; its input edge shows capacity 0),
+//     error policy, cleanup (run when the upstream ends) and place in a stage_error. fuse
+//     on a source, input, stage() or consume(), with replicas > 1, after an input, after
+//     a stage with other outputs (broadcast, round_robin, partition), or as the 1001st
+//     stage of one fused chain (each item's call nests once per fused stage on its host
+//     thread's stack) is a std::logic_error naming the stage.
 //   - A stage's function returning closes its output and disconnects its input; a
 //     consumer that finishes early (a `stage`/`consume` that returns before its input
 //     ends, a sink returning false) stops upstream without an error.

@@ -777,6 +777,42 @@ TEST(GraphFuse, BuildTimeChecks) {
   EXPECT_THROW(g.sink("sa2", a, [](int) {}, {.fuse = true}), std::logic_error);
 }
 
+// A fused chain nests each item's call, and its end, once per stage on the host thread's
+// stack: 30,000 fused stages crashed with a stack overflow. 1000 run (also when one fails
+// and the chain is torn down); the 1001st is refused at build time, naming it.
+TEST(GraphFuse, AFusedChainOfAThousandRunsAndTheNextOneIsRefused) {
+  watchdog wd(120s);
+  for (const bool fail : {false, true}) {
+    SCOPED_TRACE(fail ? "the last stage throws" : "a clean end");
+    sluice::graph g;
+    auto s = g.source<int>("src", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 100; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+    for (int k = 1; k < 1000; ++k) {
+      std::string name = std::to_string(k);  // ("m" + to_string(k) trips GCC 12's -Wrestrict)
+      name.insert(0, 1, 'm');
+      s = g.map(name, s, [](int v) { return v + 1; }, {.fuse = true});
+    }
+    s = g.map("m1000", s, [fail](int v) {
+      if (fail && v == 1050) throw std::runtime_error("m1000 broke");
+      return v;
+    }, {.fuse = true});
+    expect_logic_error_naming([&] { g.sink("m1001", s, [](int) {}, {.fuse = true}); }, "m1001");
+    long sum = 0;
+    g.sink("sum", s, [&](int v) { sum += v; });
+    if (!fail) {
+      const sluice::report r = g.run();
+      EXPECT_EQ(sum, 100L * 999 + 4950);
+      EXPECT_TRUE(r.balanced());
+    } else {
+      EXPECT_THROW((void)g.run(), sluice::stage_error);
+      EXPECT_TRUE(g.last_report().balanced());
+    }
+  }
+}
+
 // ---- randomized, exactly once ---------------------------------------------------------
 
 TEST(GraphFuse, RandomChainsAccountForEveryItemExactlyOnce) {
