@@ -380,8 +380,11 @@ std::vector<std::string> culprits(sluice::graph& g) {
   // A stage that produced while an alive stage feeding it did not: the feeder may only
   // have been off the CPU for the look (2 cores, a loaded machine), and the stage, draining
   // what it was sent, would be named instead of it. Look longer (up to 100 ms in all) while
-  // that is so; the counts are since a, so each look adds to the last.
+  // that is so; the counts are since a, so each look adds to the last. So too while no
+  // stage produced at all: every thread may have been off the CPU for 20 ms (a loaded CI
+  // machine), and each one found running then would be named, not only the one that hangs.
   auto unsure = [&] {
+    if (produced.empty() && !alive.empty()) return true;
     for (const auto& c : b.channels) {
       if (produced.count(c.to) != 0 && produced.count(c.from) == 0 && alive.count(c.from) != 0) return true;
     }
