@@ -80,6 +80,11 @@ metrics::snapshot graph_state::snapshot() const {
     if (up != kNoNode) fused_below[up] += fused_total[k];
   }
 
+  // A stage's threads' lifetimes so far, summed (ended ones, and running ones until now).
+  auto alive_ns = [now_n](const stage_node& x) -> std::int64_t {
+    return x.exited_ns.load(std::memory_order_relaxed) + x.running.load(std::memory_order_relaxed) * now_n -
+           x.running_since.load(std::memory_order_relaxed);
+  };
   s.stages.reserve(nodes_.size());
   for (std::size_t k = 0; k < nodes_.size(); ++k) {
     const auto& n = *nodes_[k];
@@ -99,9 +104,7 @@ metrics::snapshot graph_state::snapshot() const {
     if (n.private_push_ns) st.backpressured_ns += n.private_push_ns();
     st.errors = n.errors.load(std::memory_order_relaxed);
     st.restarts = n.restarts.load(std::memory_order_relaxed);
-    const std::int64_t alive = n.exited_ns.load(std::memory_order_relaxed) +
-                               n.running.load(std::memory_order_relaxed) * now_n -
-                               n.running_since.load(std::memory_order_relaxed);
+    const std::int64_t alive = alive_ns(n);
     const std::int64_t waited = static_cast<std::int64_t>(st.backpressured_ns + st.starved_ns);
     if (n.fused) {
       // Its own calls, less its time blocked on its output and the fused stages after it.
@@ -112,11 +115,7 @@ metrics::snapshot graph_state::snapshot() const {
       // over its own calls only, the last one of a fused chain was 100% busy however
       // little it did, and it was named the bottleneck before the slow stage upstream.)
       if (n.host < nodes_.size()) {
-        const auto& h = *nodes_[n.host];
-        const std::int64_t host_alive = h.exited_ns.load(std::memory_order_relaxed) +
-                                        h.running.load(std::memory_order_relaxed) * now_n -
-                                        h.running_since.load(std::memory_order_relaxed);
-        const auto outside = host_alive - static_cast<std::int64_t>(fused_total[k]);
+        const auto outside = alive_ns(*nodes_[n.host]) - static_cast<std::int64_t>(fused_total[k]);
         if (outside > 0) st.starved_ns += static_cast<std::uint64_t>(outside);
       }
     } else {
