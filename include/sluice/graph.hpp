@@ -65,7 +65,10 @@
 // Lifetime: a graph runs once. Streams refer to their graph and must not outlive it.
 //   Destroying a started graph that was not waited for cancels it and waits. A graph
 //   destroyed on one of its own threads (a stage or hook holding its last reference)
-//   cannot wait for itself: the process aborts with a message saying so.
+//   cannot wait for itself: the process aborts with a message saying so. "Any thread,
+//   any time" (cancel, request_stop, snapshot, done, wait_for) means while the graph
+//   exists: a thread still inside one of those calls must have returned before the
+//   owner destroys the graph (join it first), as for any object.
 //   Handles that a stage copies and keeps past its end (a receiver stored elsewhere)
 //   are cancelled when the run ends: their items are dead letters in the report. A kept
 //   receiver does not keep the stage's input open: when the stage ends its input is
