@@ -11,6 +11,12 @@
 // remove what it leaves behind, say so, exit 128+N. The destructor puts the old mask back.
 // wake() ends a take() at once (an eventfd), so a watcher thread is joined without
 // waiting out its tick.
+// One action, one signal: take() drops a signal that repeats the last one it returned
+// (same number, sent by the same process with kill() or tgkill(), within a second;
+// repeat_of below). coreutils `timeout -s INT` sends its signal to the child and then to
+// the child's process group, so the child gets it twice; taken as two, the second read
+// as "interrupted again" and cut short the orderly exit the first one began. A second
+// ^C from the terminal (sent by the kernel), or a kill from another process, counts.
 // Used by `sluice gzip`/`gunzip` (a half-written output) and `bench --cut` (two processes
 // and a stream on the server).
 //
@@ -48,6 +54,22 @@ inline std::string signal_name(int sig) {
   return abbrev != nullptr ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
+// What take() saw of a signal: its number, its sender (0 and SI_KERNEL for a terminal's
+// ^C) and when it was taken.
+struct signal_seen {
+  int sig = 0;
+  pid_t pid = 0;
+  int code = 0;
+  std::chrono::steady_clock::time_point at{};
+};
+inline constexpr std::chrono::milliseconds kSignalRepeatWindow{1000};
+// Is `next` the same delivery as `last`, sent twice by one process (timeout's pair)?
+[[nodiscard]] inline bool repeat_of(const signal_seen& last, const signal_seen& next) noexcept {
+  return last.sig != 0 && next.sig == last.sig && next.pid != 0 && next.pid == last.pid &&
+         (next.code == SI_USER || next.code == SI_TKILL) && next.code == last.code &&
+         next.at - last.at < kSignalRepeatWindow;
+}
+
 class signal_block {
  public:
   signal_block() {
@@ -71,18 +93,15 @@ class signal_block {
     if (wake_ >= 0) ::close(wake_);
     pthread_sigmask(SIG_SETMASK, &old_, nullptr);
   }
-  // A signal that arrived, or 0 after `wait` (or a wake()).
+  // A signal that arrived, or 0 after `wait` (or a wake(), or a repeat of the last one
+  // taken, dropped: see the top). One thread takes at a time.
   [[nodiscard]] int take(std::chrono::milliseconds wait) const {
-    if (sfd_ < 0) {  // no signalfd: sigtimedwait in slices
-      timespec ts{static_cast<time_t>(wait.count() / 1000), static_cast<long>(wait.count() % 1000) * 1'000'000};
-      const int s = sigtimedwait(&set_, nullptr, &ts);
-      return s > 0 ? s : 0;
-    }
-    pollfd p[2] = {{sfd_, POLLIN, 0}, {wake_, POLLIN, 0}};
-    if (::poll(p, wake_ >= 0 ? 2 : 1, static_cast<int>(wait.count())) <= 0) return 0;
-    signalfd_siginfo info{};
-    if (::read(sfd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) return static_cast<int>(info.ssi_signo);
-    return 0;
+    signal_seen got = receive(wait);
+    if (got.sig == 0) return 0;
+    got.at = std::chrono::steady_clock::now();
+    if (repeat_of(last_, got)) return 0;
+    last_ = got;
+    return got.sig;
   }
   void wake() const {
     const std::uint64_t one = 1;
@@ -92,10 +111,26 @@ class signal_block {
   }
 
  private:
+  signal_seen receive(std::chrono::milliseconds wait) const {
+    if (sfd_ < 0) {  // no signalfd: sigtimedwait in slices
+      timespec ts{static_cast<time_t>(wait.count() / 1000), static_cast<long>(wait.count() % 1000) * 1'000'000};
+      siginfo_t info{};
+      const int s = sigtimedwait(&set_, &info, &ts);
+      if (s <= 0) return {};
+      return {.sig = s, .pid = info.si_pid, .code = info.si_code};
+    }
+    pollfd p[2] = {{sfd_, POLLIN, 0}, {wake_, POLLIN, 0}};
+    if (::poll(p, wake_ >= 0 ? 2 : 1, static_cast<int>(wait.count())) <= 0) return {};
+    signalfd_siginfo info{};
+    if (::read(sfd_, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) return {};
+    return {.sig = static_cast<int>(info.ssi_signo), .pid = static_cast<pid_t>(info.ssi_pid), .code = info.ssi_code};
+  }
+
   sigset_t set_{};
   sigset_t old_{};
   int sfd_ = -1;
   int wake_ = -1;
+  mutable signal_seen last_{};  // the last signal take() returned
 };
 
 // Construct before any thread that should leave the signals to it starts (they inherit
