@@ -139,7 +139,9 @@ namespace sluice::jetstream {
 enum class storage { file, memory };
 
 struct connect_options {
-  std::chrono::milliseconds timeout{2000};         // to reach a server at connect() (a list's in all)
+  // To reach a server at connect() (a list's in all); also how long each request of
+  // ensure_edge, inspect_edge and remove_edge waits for its answer.
+  std::chrono::milliseconds timeout{2000};
   std::chrono::milliseconds reconnect_wait{100};   // between reconnect attempts (forever)
   // A stage failing to reach the server this long fails. A server that stops answering
   // without closing the socket (stopped, frozen) is seen as gone after two unanswered

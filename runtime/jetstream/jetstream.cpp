@@ -148,6 +148,11 @@ consumer_lookup look_up_consumer(jsCtx* js, const std::string& stream, const std
 // stage is doing (blocked on its own channel too: a subscribe stage whose sink is slow
 // is exactly when the stream fills); snapshot() reads it.
 constexpr auto kGaugePeriod = std::chrono::milliseconds(100);
+// A subscribe stage's look-ups of its consumer and stream (connect_options::timeout is the
+// user's calls'): the first waits this long for its answer, each after one that got none
+// twice as long, at most kLookupWaitMax. A stop request waits out at most one.
+constexpr auto kLookupWait = std::chrono::milliseconds(200);
+constexpr auto kLookupWaitMax = std::chrono::milliseconds(800);
 struct edge_gauge {
   std::string stream;
   std::atomic<std::uint64_t> msgs{0};      // relaxed throughout: independent monitoring values
@@ -431,7 +436,16 @@ struct conn_state {
     }
   }
 
-  void make_js(js_ctx& c, jsOptions* o) const { make_js_raw(&c.js, o); }
+  // A context whose requests wait at most `wait` for their answer. libnats's default is
+  // 5 s: with it a frozen server held a subscribe stage 3.5 s past its cancel() (two
+  // look-ups before the stop token was read again), and ensure_edge past
+  // connect_options::timeout.
+  void make_js(js_ctx& c, std::chrono::milliseconds wait) const {
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = std::max<std::int64_t>(1, wait.count());
+    make_js_raw(&c.js, &jo);
+  }
   void make_js_raw(jsCtx** js, jsOptions* o) const {
     natsStatus s = natsConnection_JetStream(js, nc, o);
     if (s != NATS_OK) throw std::runtime_error("sluice::jetstream: " + url + ": no JetStream context: " + nats_error(s));
@@ -443,10 +457,7 @@ struct conn_state {
     auto g = std::make_shared<edge_gauge>();
     g->stream = e.stream;
     g->max_msgs.store(static_cast<std::uint64_t>(std::max<std::int64_t>(e.max_msgs, 0)), std::memory_order_relaxed);
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = 200;  // a stalled server holds the gauge thread up this long at most
-    make_js(g->info, &jo);
+    make_js(g->info, kLookupWait);  // a stalled server holds the gauge thread up this long at most
     // The first reading here, on the stage's thread before its stage runs (as the stage's
     // own refresh used to): the gauge thread's first pass may come late on a loaded
     // machine, after a short-lived edge has drained.
@@ -1425,7 +1436,7 @@ struct sub_state {
     unanswered.end();
     if (natsConnection_Status(conn->nc) != NATS_CONN_STATUS_CONNECTED) return;  // check_alive's case
     js_ctx js;
-    conn->make_js(js, nullptr);
+    conn->make_js(js, kLookupWait);  // no answer in time is no verdict: asked again after give_up
     const consumer_lookup c = look_up_consumer(js.js, edge.stream, durable);
     if (c.gone()) {
       throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "' on " + conn->url + ": its " +
@@ -1513,21 +1524,27 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     // The edge's durable consumer must exist (ensure_edge): never created or deleted here.
     // A server that is down (the connection reconnecting), or back without JetStream yet,
     // is waited for, as a fetch waits: up to give_up, and never past a stop request.
-    // The stream is looked up too: check_consumer needs its subjects.
-    js_ctx js;
-    st->conn->make_js(js, nullptr);
+    // The stream is looked up too: check_consumer needs its subjects. Each look-up waits
+    // kLookupWait for its answer at first, then twice as long after each that got none (a
+    // server slow to answer, not gone, is still heard), at most kLookupWaitMax: the stop
+    // token is read between look-ups, so a stop ends the wait within about that.
     consumer_lookup found;
     natsStatus stream_status = NATS_OK;
     jsErrCode stream_jerr = static_cast<jsErrCode>(0);
     int stream_subjects = 0;
     outage down;
+    std::chrono::milliseconds wait = kLookupWait;
     for (;;) {
       if (stop.stop_requested()) return;  // st_ stays null: ready() is false
+      down.seen();  // from the first try: the message names how long this wait lasted
       const bool up = natsConnection_Status(st->conn->nc) == NATS_CONN_STATUS_CONNECTED;
       if (up) {
+        js_ctx js;
+        st->conn->make_js(js, wait);
         found = look_up_consumer(js.js, e.stream, durable);
         natsStatus s = found.status;
         jsErrCode jerr = found.jerr;
+        if (s == NATS_OK && stop.stop_requested()) return;
         if (s == NATS_OK) {
           jsStreamInfo* si = nullptr;
           stream_status = s = js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr);
@@ -1541,8 +1558,8 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
         const bool transient = jerr == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
                                              s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
         if (!transient) break;
+        if (s == NATS_TIMEOUT) wait = std::min(wait * 2, kLookupWaitMax);
       }
-      down.seen();
       if (down.lasted() > st->conn->opts.give_up) {
         throw std::runtime_error(
             "sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable + "': the server " +
@@ -1932,9 +1949,13 @@ void shutdown() noexcept {
 }
 
 namespace {
-std::string js_error(natsStatus s, jsErrCode e) {
+std::string js_error(natsStatus s, jsErrCode e, std::chrono::milliseconds waited) {
   std::string t = detail::nats_error(s);
   if (e != 0) t += " (JetStream error " + std::to_string(static_cast<int>(e)) + ")";
+  if (s == NATS_TIMEOUT) {
+    t += ": the server did not answer within " + std::to_string(waited.count()) +
+         " ms (connect_options::timeout; is it up, and not stopped or overloaded?)";
+  }
   // A NATS server without JetStream answers no JetStream request at all.
   if (s == NATS_NO_RESPONDERS) t += ": the server has no JetStream (start nats-server with -js)";
   return t;
@@ -2139,8 +2160,9 @@ void ensure_edge(connection& conn, const edge_options& e) {
   check_edge(e);
   const std::string subject = detail::subject_of(e), durable = detail::durable_of(e);
   detail::js_ctx js;
-  conn.state()->make_js(js, nullptr);
+  conn.state()->make_js(js, conn.state()->opts.timeout);
   const std::string& url = conn.state()->url;
+  const std::chrono::milliseconds waited = conn.state()->opts.timeout;
 
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -2167,7 +2189,7 @@ void ensure_edge(connection& conn, const edge_options& e) {
     }
   }
   if (s != NATS_OK) {
-    throw std::runtime_error("sluice::jetstream::ensure_edge: stream '" + e.stream + "' on " + url + ": " + js_error(s, jerr));
+    throw std::runtime_error("sluice::jetstream::ensure_edge: stream '" + e.stream + "' on " + url + ": " + js_error(s, jerr, waited));
   }
   try {
     check_stream(e, subject, *si->Config);
@@ -2198,7 +2220,7 @@ void ensure_edge(connection& conn, const edge_options& e) {
     }
     if (!c.found()) {
       throw std::runtime_error("sluice::jetstream::ensure_edge: consumer '" + durable + "' of stream '" + e.stream + "' on " +
-                               url + ": " + js_error(c.status, c.jerr));
+                               url + ": " + js_error(c.status, c.jerr, waited));
     }
     check_consumer(checker::ensure_edge, e, durable, subject, *c.info->Config, stream_subjects);
   } catch (...) {
@@ -2215,12 +2237,12 @@ void remove_edge(connection& conn, const edge_options& e) {
   if (e.stream.empty()) throw std::invalid_argument("sluice::jetstream::remove_edge: the edge has no stream name");
   check_name("remove_edge", "stream", e.stream);
   detail::js_ctx js;
-  conn.state()->make_js(js, nullptr);
+  conn.state()->make_js(js, conn.state()->opts.timeout);
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_DeleteStream(js.js, e.stream.c_str(), nullptr, &jerr);
   if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr) {
     throw std::runtime_error("sluice::jetstream::remove_edge: stream '" + e.stream + "' on " + conn.state()->url + ": " +
-                             js_error(s, jerr));
+                             js_error(s, jerr, conn.state()->opts.timeout));
   }
 }
 
@@ -2237,14 +2259,14 @@ edge_state inspect_edge(connection& conn, const edge_options& e) {
     durable_may_exist = false;
   }
   detail::js_ctx js;
-  conn.state()->make_js(js, nullptr);
+  conn.state()->make_js(js, conn.state()->opts.timeout);
   edge_state out;
   jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr);
   if (s != NATS_OK) {
     throw std::runtime_error("sluice::jetstream::inspect_edge: stream '" + e.stream + "' on " + conn.state()->url + ": " +
-                             js_error(s, jerr));
+                             js_error(s, jerr, conn.state()->opts.timeout));
   }
   out.msgs = si->State.Msgs;
   out.bytes = si->State.Bytes;

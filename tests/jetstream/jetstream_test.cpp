@@ -1677,6 +1677,95 @@ TEST(JetstreamFaults, AServerThatStopsAnsweringFailsTheGraphWithinAFewGiveUps) {
   server.resume();
 }
 
+// A subscribe stage that starts while the server is frozen (connected, answering nothing)
+// looks its consumer up again and again: each look-up waits at most 800 ms for an answer,
+// so a stop request or cancel() ends the stage within about that, and give_up is kept.
+// Each look-up used to wait libnats's default 5 s: cancel() returned 3.5 s after the
+// call, and with give_up 1 s the stage failed after 10.2 s, saying "unreachable for 5194 ms".
+TEST(JetstreamFaults, ASubscribeStartingAgainstAFrozenServerEndsPromptlyOnStopCancelAndGiveUp) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  enum class end { cancel, stop, give_up };
+  for (const end how : {end::cancel, end::stop, end::give_up}) {
+    SCOPED_TRACE(how == end::cancel ? "cancel" : how == end::stop ? "request_stop" : "give_up");
+    auto conn = js::connect(server.url(), {.give_up = how == end::give_up ? 1000ms : 60000ms});
+    js::edge_options e{.stream = "frozen-start", .max_msgs = 100};
+    js::ensure_edge(conn, e);
+    server.pause();
+    sluice::pipeline p(js::subscribe<int>(conn, e), sluice::into([](js::delivery<int> d) { d.ack(); }));
+    p.start();
+    auto& g = p.get_graph();
+    // Once its thread runs, the stage is in its first look-up (nothing else comes first).
+    ASSERT_TRUE(eventually([&] {
+      for (const auto& st : g.snapshot().stages) {
+        if (st.name == "subscribe:frozen-start" && st.state == "running") return true;
+      }
+      return false;
+    }));
+    const auto t0 = clock_type::now();
+    if (how == end::cancel) g.cancel();
+    if (how == end::stop) g.request_stop();
+    std::string outcome;
+    try {
+      if (!g.wait_for(30s)) {
+        outcome = "hung";
+        g.cancel();
+        g.wait();
+      } else {
+        outcome = "ended";
+      }
+    } catch (const sluice::cancelled&) {
+      outcome = "cancelled";
+    } catch (const sluice::stage_error& ex) {
+      outcome = ex.what();
+    }
+    const double took = ms_since(t0);
+    server.resume();
+    if (how == end::cancel) {
+      EXPECT_EQ(outcome, "cancelled");
+    }
+    if (how == end::stop) {
+      EXPECT_EQ(outcome, "ended");
+    }
+    if (how == end::give_up) {
+      EXPECT_NE(outcome.find("'frozen-start'"), std::string::npos) << outcome;
+      EXPECT_NE(outcome.find("unreachable for"), std::string::npos) << outcome;
+    }
+    // cancel/stop: at most one look-up's wait (800 ms) and a nap; give_up: 1 s, then at
+    // most one more look-up. Bounded with room for a loaded machine.
+    EXPECT_LT(took, how == end::give_up ? 3500.0 : 2500.0) << outcome;
+    js::remove_edge(conn, e);
+  }
+}
+
+// ensure_edge and inspect_edge against a frozen server fail within connect_options::
+// timeout, saying the server did not answer in it; they waited libnats's own 5 s and
+// said "Timeout".
+TEST(JetstreamFaults, EnsureAndInspectEdgeOnAFrozenServerFailWithinTheTimeoutSayingSo) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.timeout = 1000ms});
+  js::edge_options e{.stream = "frozen-admin", .max_msgs = 100};
+  server.pause();
+  for (const bool ensure : {true, false}) {
+    SCOPED_TRACE(ensure ? "ensure_edge" : "inspect_edge");
+    const auto t0 = clock_type::now();
+    try {
+      if (ensure) {
+        js::ensure_edge(conn, e);
+      } else {
+        (void)js::inspect_edge(conn, e);
+      }
+      ADD_FAILURE() << "no error from a frozen server";
+    } catch (const std::runtime_error& ex) {
+      EXPECT_NE(std::string(ex.what()).find("did not answer within 1000 ms"), std::string::npos) << ex.what();
+      EXPECT_NE(std::string(ex.what()).find("frozen-admin"), std::string::npos) << ex.what();
+    }
+    EXPECT_LT(ms_since(t0), 3000.0);
+  }
+  server.resume();
+}
+
 // The item in the publish stage's hand when the server is gone for good is a dead letter
 // with the stage's error, not lost: every item the source pushed was sent, or is a dead
 // letter. The stage waits for room in its window (acks no longer come) until give_up.
