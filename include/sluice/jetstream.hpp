@@ -85,6 +85,11 @@
 //     again. A server killed outright (SIGKILL, power loss) writes its store behind:
 //     acks it confirmed in its last moments (tens of milliseconds) may be lost with it,
 //     and their messages come back, some with deliveries() == 1; de-duplicate by id().
+//     It may also come back with messages that were acked and not removed (nats-server
+//     keeps the ack floor, not every removal): nobody would receive them, yet they took
+//     room in the stream for good. A subscribe stage on a work-queue stream purges its
+//     own (its consumer's subject) at or below the consumer's ack floor: at its start, at
+//     once after each reconnect, and every 5 s (subscribe_counters::stranded_sweeps).
 //   - pull requests are sluice's own (one at a time, on a private inbox, each asking for
 //     at most the free room): libnats 3.4.1's natsSubscription_Fetch overruns its array
 //     when late messages of an earlier fetch are queued (see runtime/jetstream).
@@ -298,6 +303,7 @@ struct subscribe_counters {
   std::atomic<std::uint64_t> acks_confirmed{0};  // acks the server confirmed having applied
   std::atomic<std::uint64_t> acks_resent{0};     // re-sends of an ack unconfirmed after ack_confirm_wait
   std::atomic<std::uint64_t> acks_unconfirmed{0};  // given up (give_up passed, or teardown): may come back
+  std::atomic<std::uint64_t> stranded_sweeps{0};   // purges of acked messages a killed server left behind
 };
 
 struct publish_options {

@@ -153,6 +153,9 @@ constexpr auto kGaugePeriod = std::chrono::milliseconds(100);
 // twice as long, at most kLookupWaitMax. A stop request waits out at most one.
 constexpr auto kLookupWait = std::chrono::milliseconds(200);
 constexpr auto kLookupWaitMax = std::chrono::milliseconds(800);
+// How often a subscribe stage looks for acked messages a killed server left in its stream
+// (sub_state::sweep_stranded), besides at once after each reconnect.
+constexpr auto kSweepPeriod = std::chrono::seconds(5);
 struct edge_gauge {
   std::string stream;
   std::atomic<std::uint64_t> msgs{0};      // relaxed throughout: independent monitoring values
@@ -1085,6 +1088,13 @@ struct sub_state {
   // deleted consumer gets no answer at all, so past give_up the consumer is looked up.
   outage unanswered;
   clock::time_point last_resend_check{};
+  // Sweeping acked messages a killed server left behind (sweep_stranded): whether the
+  // stream is a work queue (only then is an acked message gone by definition), the
+  // consumer's filter subject, the reconnect count at the last sweep, and its time.
+  bool work_queue = false;
+  std::string filter;
+  std::uint64_t swept_epoch = UINT64_MAX;
+  clock::time_point last_sweep{};
 
   static constexpr std::uint64_t kNoConnection = UINT64_MAX;  // an epoch no answer matches
   struct unconfirmed_ack {
@@ -1426,6 +1436,50 @@ struct sub_state {
                           std::memory_order_relaxed);
   }
 
+  // A server killed outright (SIGKILL) can come back with acked messages still in the
+  // stream: nats-server 2.9 keeps the consumer's ack floor but loses the removals it had
+  // not written. Nobody ever receives those messages again, yet they count against the
+  // stream's max_msgs for good: each kill shrank the edge (a probe saw 593 of 4096 slots
+  // taken after one), and inspect_edge showed messages no one would get. In a work-queue
+  // stream every message of ours at or below the ack floor is acked, so such messages are
+  // purged (ours only: the purge is filtered by the consumer's subject). Looked for at
+  // the first fetch, at once after each reconnect, and every kSweepPeriod (a redelivered
+  // message acked after the restart was seen stranded too): two look-ups, and a purge
+  // only when the stream's first message is at or below the floor.
+  void sweep_stranded() {
+    if (!work_queue) return;
+    std::uint64_t now_epoch;
+    {
+      std::lock_guard lk(ack_mu);
+      now_epoch = epoch();
+    }
+    const auto now = clock::now();
+    if (now_epoch == kNoConnection || (now_epoch == swept_epoch && now - last_sweep < kSweepPeriod)) return;
+    if (natsConnection_Status(conn->nc) != NATS_CONN_STATUS_CONNECTED) return;
+    last_sweep = now;
+    js_ctx js;
+    conn->make_js(js, kLookupWait);
+    const consumer_lookup c = look_up_consumer(js.js, edge.stream, durable);
+    if (!c.found()) return;  // tried again after kSweepPeriod
+    const std::uint64_t floor = c.info->AckFloor.Stream;
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (js_GetStreamInfo(&si, js.js, edge.stream.c_str(), nullptr, &jerr) != NATS_OK) return;
+    const std::uint64_t first = si->State.Msgs != 0 ? si->State.FirstSeq : 0;
+    jsStreamInfo_Destroy(si);
+    if (first != 0 && first <= floor) {
+      jsOptions o;
+      jsOptions_Init(&o);
+      o.Wait = kLookupWait.count();
+      o.Stream.Purge.Subject = filter.empty() ? nullptr : filter.c_str();
+      o.Stream.Purge.Sequence = floor + 1;  // purges the sequences below it
+      jerr = static_cast<jsErrCode>(0);
+      if (js_PurgeStream(js.js, edge.stream.c_str(), &o, &jerr) != NATS_OK) return;
+      if (opts.counters) opts.counters->stranded_sweeps.fetch_add(1, std::memory_order_relaxed);
+    }
+    swept_epoch = now_epoch;
+  }
+
   // Called while pull requests go unanswered: past give_up of that, looks the consumer up,
   // and throws if it (or its stream) is gone; otherwise starts the wait again. An answer
   // that is neither (the server is busy, JetStream is restarting) is no verdict.
@@ -1551,6 +1605,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
           stream_jerr = jerr;
           if (s == NATS_OK) {
             stream_subjects = si->Config != nullptr ? si->Config->SubjectsLen : 0;
+            st->work_queue = si->Config != nullptr && si->Config->Retention == js_WorkQueuePolicy;
             jsStreamInfo_Destroy(si);
             break;
           }
@@ -1587,6 +1642,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
                                st->conn->url + ": the server sent no configuration");
     }
     check_consumer(checker::subscribe, e, durable, subject_of(e), *found.info->Config, stream_subjects);
+    if (found.info->Config->FilterSubject != nullptr) st->filter = found.info->Config->FilterSubject;
   }
   st->durable = durable;
   st->next_subject = "$JS.API.CONSUMER.MSG.NEXT." + e.stream + "." + durable;
@@ -1628,6 +1684,7 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
   if (t0 - s.last_resend_check >= std::chrono::milliseconds(100)) {
     s.last_resend_check = t0;
     s.resend_due();
+    s.sweep_stranded();
   }
   s.ask_about_plain_acks();
   if (s.open && t0 >= s.request_deadline) {  // no answer: lost (server restart), late, or no consumer; ask again
