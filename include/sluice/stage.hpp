@@ -23,7 +23,8 @@ namespace sluice {
 
 // restart{max, within, backoff}: run a fresh copy of the stage function after a
 // failure; more than `max` restarts inside `within` fails the graph with the last
-// error (an Erlang supervisor's intensity limit). `backoff` is slept before each restart;
+// error (an Erlang supervisor's intensity limit); within must be above 0 and backoff not
+// negative (std::invalid_argument when the stage is added). `backoff` is slept before each restart;
 // request_stop() cuts short one in progress (a graceful stop drains at once), teardown any.
 // Replicas: with ordered output (the default), the results of the failed replica's batch
 // and of every later item wait until that batch resumes after the backoff (the order is
