@@ -292,14 +292,30 @@ class ring_flavour {
   }
   [[nodiscard]] std::size_t occupancy() const noexcept { return ring_.size_guess(); }
   void fill_stats(channel_stats& st) const noexcept {
-    // Read order keeps every difference non-negative: discarded_ grows only after head
-    // does, head only after tail does.
+    // popped is head less the discarding pops (drop_oldest, cancel, disconnect), which move
+    // head too and count themselves in discarded_ only after. Read in this order:
+    // hooks_done_ (a), discarded_ (b), head (c), hooks_begun_ (d), tail. A discard whose
+    // pop moved head before (c) had begun by then (fence (D) in discard_one) and is counted
+    // in (b) or was still in flight at (a), so at most b + (d - a) of the pops in (c) are
+    // discards: head - b - (d - a) never counts one as popped, and is exact with no
+    // discard in flight. (Read as head - b, a reader preempted between (b) and (c) saw 5749
+    // items popped from a drop_oldest channel nobody popped, and the count then fell back
+    // to 0: a counter reset to Prometheus.) Each reading is at most the true count, which
+    // only grows; popped_floor_, the largest reading yet, keeps the readings monotone.
+    // Head is read after discarded_ and tail after head, so no difference is negative.
     const std::uint64_t dropped_new = dropped_new_.load(std::memory_order_acquire);
-    const std::uint64_t rd = discarded_.load(std::memory_order_acquire);
-    const std::uint64_t head = ring_.head_position();
+    const std::uint64_t done = hooks_done_.load(std::memory_order_acquire);    // (a)
+    const std::uint64_t rd = discarded_.load(std::memory_order_acquire);       // (b)
+    const std::uint64_t head = ring_.head_position();                          // (c)
+    const std::uint64_t begun = hooks_begun_.load(std::memory_order_acquire);  // (d)
     const std::uint64_t tail = ring_.tail_position();
+    const std::uint64_t not_popped = rd + (begun - done);
+    std::uint64_t popped = head > not_popped ? head - not_popped : 0;
+    std::uint64_t floor = popped_floor_.load(std::memory_order_relaxed);
+    while (floor < popped && !popped_floor_.compare_exchange_weak(floor, popped, std::memory_order_relaxed)) {
+    }
     st.pushed = tail + dropped_new;
-    st.popped = head - rd;
+    st.popped = std::max(floor, popped);
     st.discarded = rd + dropped_new;
     // The size from a head read after the tail: tail - head counted every push made
     // between the two reads (a reader preempted there saw 96 items in a channel of 16).
@@ -335,7 +351,8 @@ class ring_flavour {
   // hooks_done_ for wait_discards(). false: nothing was published at head.
   bool discard_one(channel_core<T>& c) noexcept {
     hooks_begun_.fetch_add(1, std::memory_order_relaxed);
-    // (D) release fence before the pop's relaxed CAS on head_: a wait_discards() whose
+    // (D) release fence before the pop's relaxed CAS on head_: a wait_discards() (or
+    // fill_stats()) whose
     // acquire load of head_ reads that CAS (or a later one) sees the increment above.
     std::atomic_thread_fence(std::memory_order_release);
     std::optional<T> v;
@@ -359,6 +376,7 @@ class ring_flavour {
   std::atomic<std::uint64_t> dropped_new_{0};
   std::atomic<std::uint64_t> hooks_begun_{0};  // discard_one() calls begun / ended
   std::atomic<std::uint64_t> hooks_done_{0};
+  mutable std::atomic<std::uint64_t> popped_floor_{0};  // the largest popped stats() reported
 };
 
 }  // namespace sluice::detail
