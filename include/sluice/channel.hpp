@@ -49,8 +49,10 @@
 //   deadline when a core is free, at the cost of up to 100 us of yielding per timeout.
 //   Weighted channels and item types whose move constructor may throw use a mutex-
 //   guarded queue (their items are large, or the lock is what keeps a throwing move safe).
-//   There an item's ~T() (of a moved-from item) and weigh() run under that lock, so they
-//   must not call into the same channel (a deadlock); the lock-free ring has no such rule.
+//   There an item's ~T() (of a moved-from item) and weigh() run under that lock; in the
+//   ring, a moved-from item's ~T() runs inside the pop, before its slot is free. So neither
+//   may call into the same channel (a deadlock: a cancel() waits for that very pop to end,
+//   a push for that very slot).
 // Lifetime: the channel lives while any handle does.
 #pragma once
 
