@@ -23,12 +23,13 @@
 // injected_fault thrown out of that push or pop (the operation never started: the
 // item stays with the caller, the channel is untouched). At most once per run it calls
 // cancel() or request_stop() after the N-th channel operation of the whole graph (from
-// then on it injects delays only, so that a stage ignoring the stop is not hidden by a
-// failure that ends the run anyway). A run that has not ended `deadline` after its last
+// then on, and once a failure tears the run down, it injects nothing: a failure would
+// hide a stage ignoring the stop, and delays adding up over the drain would be blamed on
+// a stage that keeps to it). A run that has not ended `deadline` after its last
 // injected failure, cancel or stop (or its start; delays, each at most max_delay, do not
 // count), or that is still running `deadline` after its start while nothing asked it to
 // end (its stages restarting after every failure), gets a request_stop() (a graph whose
-// sources run until stopped is fine; no failure is injected after it); one that
+// sources run until stopped is fine; nothing is injected after it); one that
 // still has not ended `deadline` later is a violation naming the stage that holds it up,
 // and is cancelled.
 //

@@ -150,11 +150,15 @@ class run_engine final : public detail::fault_hook {
     if (control_ != control::none && ops_.fetch_add(1, std::memory_order_relaxed) + 1 == control_at_) fire_control();
     const std::uint64_t r = mix(c->stream, k);
     const double u = unit(r);
-    // No more injected failures once the run was asked to end (its cancel or stop, or
-    // stress's closing stop): a failure then would end a run that a stage holds up and
-    // hide it. Delays go on.
-    if (u < o_.fail_probability && !fired_.load(std::memory_order_relaxed) &&
-        !stopped_.load(std::memory_order_relaxed)) {
+    // Nothing more is injected once the run was asked to end (its cancel or stop, or
+    // stress's closing stop, or a failure's teardown). A failure then would end a run that
+    // a stage holds up and hide it; delays would add up: a drain of a few dozen operations
+    // each stalled up to max_delay outlasted the deadline, and a stage that keeps to its
+    // stop token was named as ignoring it.
+    const bool ending = fired_.load(std::memory_order_relaxed) || stopped_.load(std::memory_order_relaxed) ||
+                        (graph_ != nullptr && detail::graph_access::core(*graph_).tearing_down());
+    if (ending) return;
+    if (u < o_.fail_probability) {
       const std::uint64_t serial = serial_.fetch_add(1, std::memory_order_relaxed) + 1;
       {
         std::lock_guard lk(mu_);
@@ -168,7 +172,8 @@ class run_engine final : public detail::fault_hook {
     if (u < o_.fail_probability + o_.delay_probability) {
       // Counted when it begins (a run abandoned mid-delay still shows it). Not a "last
       // fault" for the deadline: delays never stop while a stage keeps going, and each is
-      // at most max_delay, below the deadline (check_options).
+      // at most max_delay, below the deadline (check_options); none comes after the run
+      // was asked to end.
       // From 1 tick to max_delay, both included (the draw was below max_delay, so a
       // max_delay of 1 ns never delayed); a max_delay of 0 stalls nothing and is no fault.
       const auto most = static_cast<std::uint64_t>(std::max<clock::rep>(0, o_.max_delay.count()));
@@ -577,6 +582,13 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   } catch (...) {
     add("", "the build function threw: " + describe(std::current_exception()));
     res.fatal = true;
+    // A build function that started the graph (misuse) had faults injected: counted once
+    // it is torn down (the report said "0 faults" and named an injected one).
+    g.reset();
+    res.failures = eng->failures();
+    res.delays = eng->delays();
+    res.cancels = eng->cancels();
+    res.stops = eng->stops();
     return res;
   }
 

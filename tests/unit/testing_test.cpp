@@ -1061,3 +1061,54 @@ TEST(testing_stress, a_zero_max_delay_injects_no_delays) {
 }
 
 }  // namespace more
+
+namespace {
+
+// Delays were injected after the run was asked to end: a stage draining a few dozen
+// items, each push and pop stalled up to max_delay, outlasted the deadline, and stress
+// named a stage that keeps to its stop token ("does it ignore its stop token?"), in 5
+// runs of 5. Nothing is injected once the run is asked to end.
+TEST(testing_stress, delays_do_not_add_up_over_the_drain_after_a_stop_and_blame_a_sound_stage) {
+  sluice_test::watchdog dog(120s);
+  auto build = [](sluice::graph& g) {
+    auto s = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token stop) {
+      for (int i = 0; i < 1000 && !stop.stop_requested(); ++i) {
+        if (!out.push(i)) return;
+      }
+    }, {.capacity = 8});
+    auto m = g.flat_map<int>("fan", s, [](int x, sluice::sender<int>& o) {
+      for (int k = 0; k < 10; ++k) {
+        if (!o.push(x)) return;
+      }
+    }, {.capacity = 8});
+    g.sink("out", m, [](int) {});
+  };
+  st::stress_options o = quiet(5);
+  o.delay_probability = 1;
+  o.max_delay = 40ms;
+  o.cancel_probability = 0.5;
+  o.stop_probability = 0.5;
+  o.deadline = 200ms;
+  const auto r = st::stress(build, o);
+  EXPECT_TRUE(r.ok()) << r;
+  EXPECT_GT(r.delays, 0u) << r;
+}
+
+// A build function that runs the graph itself (misuse: it is stress's to start) had
+// faults injected, and the report said "0 faults" while naming one of them.
+TEST(testing_stress, faults_injected_into_a_graph_its_build_function_ran_are_counted) {
+  sluice_test::watchdog dog(60s);
+  st::stress_options o = quiet(1);
+  o.fail_probability = 1;
+  const auto r = st::stress([](sluice::graph& g) {
+    counting_graph(g, false, 10);
+    g.run();  // the source's first push throws the injected fault: run() throws
+  }, o);
+  ASSERT_EQ(r.violations.size(), 1u) << r;
+  EXPECT_NE(r.violations[0].what.find("the build function threw"), std::string::npos) << r;
+  EXPECT_NE(r.violations[0].what.find("injected fault"), std::string::npos) << r;
+  EXPECT_GE(r.failures, 1u) << r;
+  EXPECT_GE(r.faults, r.failures) << r;
+}
+
+}  // namespace
