@@ -154,8 +154,11 @@ constexpr auto kGaugePeriod = std::chrono::milliseconds(100);
 constexpr auto kLookupWait = std::chrono::milliseconds(200);
 constexpr auto kLookupWaitMax = std::chrono::milliseconds(800);
 // How often a subscribe stage looks for acked messages a killed server left in its stream
-// (sub_state::sweep_stranded), besides at once after each reconnect.
+// (sub_state::sweep_stranded), besides at once after each reconnect; and how soon one
+// that got no answer is tried again. A sweep is up to three requests of kLookupWait each:
+// on a server that answers (in well under a millisecond here) the stage never notices.
 constexpr auto kSweepPeriod = std::chrono::seconds(5);
+constexpr auto kSweepRetry = std::chrono::seconds(1);
 struct edge_gauge {
   std::string stream;
   std::atomic<std::uint64_t> msgs{0};      // relaxed throughout: independent monitoring values
@@ -1454,13 +1457,15 @@ struct sub_state {
       now_epoch = epoch();
     }
     const auto now = clock::now();
-    if (now_epoch == kNoConnection || (now_epoch == swept_epoch && now - last_sweep < kSweepPeriod)) return;
+    if (now_epoch == kNoConnection) return;
+    // A sweep that got no answer is tried again a second later, not at every fetch.
+    if (now - last_sweep < (now_epoch == swept_epoch ? kSweepPeriod : kSweepRetry)) return;
     if (natsConnection_Status(conn->nc) != NATS_CONN_STATUS_CONNECTED) return;
     last_sweep = now;
     js_ctx js;
     conn->make_js(js, kLookupWait);
     const consumer_lookup c = look_up_consumer(js.js, edge.stream, durable);
-    if (!c.found()) return;  // tried again after kSweepPeriod
+    if (!c.found()) return;
     const std::uint64_t floor = c.info->AckFloor.Stream;
     jsStreamInfo* si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
