@@ -151,7 +151,9 @@ TEST(ChannelBackoff, a_timed_wait_ends_at_its_deadline_not_after_its_spin_or_a_l
   EXPECT_EQ(r2.s, status::timeout);
   EXPECT_FALSE(r2.parked);
   EXPECT_GE(clk::now(), near);
-  const auto far = clk::now() + 20ms;
+  // Far enough that a thread off the CPU for a while (a loaded machine, ASan) still has
+  // its deadline ahead when its spin ends: at 20 ms the spin once ended within kParkEarly.
+  const auto far = clk::now() + 300ms;
   const wait_result r3 = sluice::detail::wait_loop(w, full, ready, &far, spin, clock, true, false);
   EXPECT_EQ(r3.s, status::timeout);
   EXPECT_TRUE(r3.parked);

@@ -242,7 +242,14 @@ TEST(graph_stuck, without_on_stuck_the_deadline_writes_one_line_while_the_stage_
       const auto t0 = std::chrono::steady_clock::now();
       EXPECT_THROW(g.run(), sluice::stage_error);
       EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s * sluice_test::kTimeoutScale);
-      EXPECT_EQ(g.last_report().stuck, std::vector<std::string>{name});
+      // The sink is stuck. With the 1.5 ms deadline the source may be named too: it failed
+      // and may still be unwinding its exception when the deadline passes (seen under
+      // ASan on a loaded machine); nothing else may be.
+      const std::vector<std::string> stuck = g.last_report().stuck;
+      EXPECT_NE(std::find(stuck.begin(), stuck.end(), name), stuck.end());
+      for (const auto& s : stuck) {
+        EXPECT_TRUE(s == name || (s == "src" && deadline < 100ms)) << s;
+      }
       text = cap.text();
     }
     EXPECT_TRUE(saw_line_while_stuck.load()) << text;
