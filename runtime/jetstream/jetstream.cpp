@@ -141,6 +141,36 @@ consumer_lookup look_up_consumer(jsCtx* js, const std::string& stream, const std
   return r;
 }
 
+// A subscribe stage's look-up of its edge: the durable consumer, then, once that was
+// found, the stream (its subjects and retention for the checks, its first message for
+// sweep_stranded). ok(): both were found.
+struct edge_lookup {
+  consumer_lookup consumer;
+  natsStatus stream_status = NATS_OK;
+  jsErrCode stream_jerr = static_cast<jsErrCode>(0);
+  int stream_subjects = 0;
+  bool work_queue = false;
+  std::uint64_t first_seq = 0;  // the stream's first message (0: it holds none)
+  [[nodiscard]] bool ok() const { return consumer.found() && stream_status == NATS_OK; }
+  // The failing request's answer: the consumer's if it was not found, else the stream's.
+  [[nodiscard]] natsStatus status() const { return consumer.status != NATS_OK ? consumer.status : stream_status; }
+  [[nodiscard]] jsErrCode jerr() const { return consumer.status != NATS_OK ? consumer.jerr : stream_jerr; }
+};
+
+edge_lookup look_up_edge(jsCtx* js, const std::string& stream, const std::string& durable) {
+  edge_lookup r;
+  r.consumer = look_up_consumer(js, stream, durable);
+  if (!r.consumer.found()) return r;
+  jsStreamInfo* si = nullptr;
+  r.stream_status = js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &r.stream_jerr);
+  if (r.stream_status != NATS_OK) return r;
+  r.stream_subjects = si->Config != nullptr ? si->Config->SubjectsLen : 0;
+  r.work_queue = si->Config != nullptr && si->Config->Retention == js_WorkQueuePolicy;
+  r.first_seq = si->State.Msgs != 0 ? si->State.FirstSeq : 0;
+  jsStreamInfo_Destroy(si);
+  return r;
+}
+
 }  // namespace
 
 // The edge as a channel in this side's snapshots ("jetstream:<stream>"): the connection's
@@ -1445,8 +1475,8 @@ struct sub_state {
   // stream's max_msgs for good: each kill shrank the edge (a probe saw 593 of 4096 slots
   // taken after one), and inspect_edge showed messages no one would get. In a work-queue
   // stream every message of ours at or below the ack floor is acked, so such messages are
-  // purged (ours only: the purge is filtered by the consumer's subject). Looked for at
-  // the first fetch, at once after each reconnect, and every kSweepPeriod (a redelivered
+  // purged (ours only: the purge is filtered by the consumer's subject). Looked for when
+  // the stage starts (from the subscriber's own look-up), at once after each reconnect, and every kSweepPeriod (a redelivered
   // message acked after the restart was seen stranded too): two look-ups, and a purge
   // only when the stream's first message is at or below the floor.
   void sweep_stranded() {
@@ -1464,25 +1494,25 @@ struct sub_state {
     last_sweep = now;
     js_ctx js;
     conn->make_js(js, kLookupWait);
-    const consumer_lookup c = look_up_consumer(js.js, edge.stream, durable);
-    if (!c.found()) return;
-    const std::uint64_t floor = c.info->AckFloor.Stream;
-    jsStreamInfo* si = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    if (js_GetStreamInfo(&si, js.js, edge.stream.c_str(), nullptr, &jerr) != NATS_OK) return;
-    const std::uint64_t first = si->State.Msgs != 0 ? si->State.FirstSeq : 0;
-    jsStreamInfo_Destroy(si);
-    if (first != 0 && first <= floor) {
+    const edge_lookup lk = look_up_edge(js.js, edge.stream, durable);
+    if (lk.ok()) purge_stranded(js.js, lk, now_epoch);
+  }
+  // The sweep itself, from a look-up made at `at_epoch`: purges our messages at or below
+  // the consumer's ack floor when the stream's first message is one of them. A purge
+  // that got no answer leaves swept_epoch as it was (tried again kSweepRetry later).
+  void purge_stranded(jsCtx* js, const edge_lookup& lk, std::uint64_t at_epoch) {
+    const std::uint64_t floor = lk.consumer.info->AckFloor.Stream;
+    if (lk.first_seq != 0 && lk.first_seq <= floor) {
       jsOptions o;
       jsOptions_Init(&o);
       o.Wait = kLookupWait.count();
       o.Stream.Purge.Subject = filter.empty() ? nullptr : filter.c_str();
       o.Stream.Purge.Sequence = floor + 1;  // purges the sequences below it
-      jerr = static_cast<jsErrCode>(0);
-      if (js_PurgeStream(js.js, edge.stream.c_str(), &o, &jerr) != NATS_OK) return;
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      if (js_PurgeStream(js, edge.stream.c_str(), &o, &jerr) != NATS_OK) return;
       if (opts.counters) opts.counters->stranded_sweeps.fetch_add(1, std::memory_order_relaxed);
     }
-    swept_epoch = now_epoch;
+    swept_epoch = at_epoch;
   }
 
   // Called while pull requests go unanswered: past give_up of that, looks the consumer up,
@@ -1586,11 +1616,10 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     // The stream is looked up too: check_consumer needs its subjects. Each look-up waits
     // kLookupWait for its answer at first, then twice as long after each that got none (a
     // server slow to answer, not gone, is still heard), at most kLookupWaitMax: the stop
-    // token is read between look-ups, so a stop ends the wait within about that.
-    consumer_lookup found;
-    natsStatus stream_status = NATS_OK;
-    jsErrCode stream_jerr = static_cast<jsErrCode>(0);
-    int stream_subjects = 0;
+    // token is read between rounds (a round: the consumer's look-up, then, once it was
+    // answered, the stream's), so a stop ends the wait within about that.
+    edge_lookup found;
+    std::uint64_t found_epoch = sub_state::kNoConnection;
     outage down;
     std::chrono::milliseconds wait = kLookupWait;
     for (;;) {
@@ -1598,25 +1627,17 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
       down.seen();  // from the first try: the message names how long this wait lasted
       const bool up = natsConnection_Status(st->conn->nc) == NATS_CONN_STATUS_CONNECTED;
       if (up) {
+        {
+          std::lock_guard lk(st->ack_mu);
+          found_epoch = st->epoch();  // before the look-up: a reconnect after it sweeps again
+        }
         js_ctx js;
         st->conn->make_js(js, wait);
-        found = look_up_consumer(js.js, e.stream, durable);
-        natsStatus s = found.status;
-        jsErrCode jerr = found.jerr;
-        if (s == NATS_OK && stop.stop_requested()) return;
-        if (s == NATS_OK) {
-          jsStreamInfo* si = nullptr;
-          stream_status = s = js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr);
-          stream_jerr = jerr;
-          if (s == NATS_OK) {
-            stream_subjects = si->Config != nullptr ? si->Config->SubjectsLen : 0;
-            st->work_queue = si->Config != nullptr && si->Config->Retention == js_WorkQueuePolicy;
-            jsStreamInfo_Destroy(si);
-            break;
-          }
-        }
-        const bool transient = jerr == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
-                                             s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
+        found = look_up_edge(js.js, e.stream, durable);
+        if (found.ok()) break;
+        const natsStatus s = found.status();
+        const bool transient = found.jerr() == 0 && (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
+                                                     s == NATS_CONNECTION_DISCONNECTED || s == NATS_CONNECTION_CLOSED);
         if (!transient) break;
         if (s == NATS_TIMEOUT) wait = std::min(wait * 2, kLookupWaitMax);
       }
@@ -1624,30 +1645,40 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
         throw std::runtime_error(
             "sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable + "': the server " +
             st->conn->url + " has been unreachable for " + down.lasted_ms() +
-            (up ? " (last answer: " + nats_error(found.status) + ")" : ""));
+            (up ? " (last answer: " + nats_error(found.status()) + ")" : ""));
       }
       if (!nap(std::min(st->conn->opts.reconnect_wait, std::chrono::milliseconds(100)), stop)) return;
     }
-    if (!found.found()) {
+    if (stop.stop_requested()) return;
+    if (!found.consumer.found()) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable +
-                               "' on " + st->conn->url + ": " + nats_error(found.status) +
-                               (found.jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(found.jerr)) + ")" : ""));
+                               "' on " + st->conn->url + ": " + nats_error(found.consumer.status) +
+                               (found.consumer.jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(found.consumer.jerr)) + ")" : ""));
     }
-    if (stream_status != NATS_OK) {
+    if (found.stream_status != NATS_OK) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe: stream '" + e.stream +
-                               "' on " + st->conn->url + ": " + nats_error(stream_status) +
-                               (stream_jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(stream_jerr)) + ")" : ""));
+                               "' on " + st->conn->url + ": " + nats_error(found.stream_status) +
+                               (found.stream_jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(found.stream_jerr)) + ")" : ""));
     }
     // As ensure_edge checks it, but for the limits the edge chooses: a consumer made
     // elsewhere with a request batch or wait limit refused every pull request (409), asked
     // again for ever; with max_deliver a nak'ed message never came back, and the graph
     // idled for ever.
-    if (found.info->Config == nullptr) {
+    const jsConsumerInfo& ci = *found.consumer.info;
+    if (ci.Config == nullptr) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable + "' on " +
                                st->conn->url + ": the server sent no configuration");
     }
-    check_consumer(checker::subscribe, e, durable, subject_of(e), *found.info->Config, stream_subjects);
-    if (found.info->Config->FilterSubject != nullptr) st->filter = found.info->Config->FilterSubject;
+    check_consumer(checker::subscribe, e, durable, subject_of(e), *ci.Config, found.stream_subjects);
+    if (ci.Config->FilterSubject != nullptr) st->filter = ci.Config->FilterSubject;
+    st->work_queue = found.work_queue;
+    if (st->work_queue && found_epoch != sub_state::kNoConnection) {
+      // The first sweep, from this look-up (sweep_stranded makes its own for the later ones).
+      js_ctx js;
+      st->conn->make_js(js, kLookupWait);
+      st->last_sweep = clock::now();
+      st->purge_stranded(js.js, found, found_epoch);
+    }
   }
   st->durable = durable;
   st->next_subject = "$JS.API.CONSUMER.MSG.NEXT." + e.stream + "." + durable;
