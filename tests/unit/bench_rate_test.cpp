@@ -456,6 +456,11 @@ TEST_F(BenchRate, BadValuesAreOneLineErrorsWithStatusTwo) {
       {"bench", "--sweep", "--rate", "100"},
       {"bench", "--sweep-at", "abc"},
       {"bench", "--sweep-at", "10,0"},
+      // A repeat measured its point twice, and --format gbench named two benchmarks alike
+      // (".../load:100%_of_sluice/sluice" twice), which comparison tools pair by name.
+      {"bench", "--sweep-at", "100,100", "--sweep"},
+      {"bench", "--sweep-at", "50,50.000001", "--sweep"},  // both named "50%"
+      {"bench", "--shared-at", "10,10%", "--sweep", "--engine", "both"},
       {"bench", "--shared-at", "-10"},
       {"bench", "--probe-duration", "0"},
       {"bench", "--format", "xml"},

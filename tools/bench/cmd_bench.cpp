@@ -130,9 +130,19 @@ struct bench_config {
   std::string report;  // --report FILE.html
 };
 
-// "10,50,90" (percent, each in (0, 1000]) -> {0.1, 0.5, 0.9}.
+// A share as the output names it ("50%", "12.5%"): a sweep point's row and benchmark name.
+std::string percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g%%", fraction * 100);
+  return buf;
+}
+
+// "10,50,90" (percent, each in (0, 1000], each named differently) -> {0.1, 0.5, 0.9}.
+// A repeat is refused: it would measure the point twice, and --format gbench would write
+// two benchmarks of one name, which comparison tools pair by name.
 bool parse_percent_list(std::string_view s, std::vector<double>& out) {
   std::vector<double> v;
+  std::vector<std::string> names;
   while (true) {
     const std::size_t comma = s.find(',');
     std::string_view one = s.substr(0, comma);
@@ -140,6 +150,9 @@ bool parse_percent_list(std::string_view s, std::vector<double>& out) {
     std::size_t used = 0;
     const auto p = tool::detail::parse_number_prefix(one, used);
     if (!p || used != one.size() || !(*p > 0) || *p > 1000) return false;
+    std::string name = percent(*p / 100);
+    if (std::find(names.begin(), names.end(), name) != names.end()) return false;
+    names.push_back(std::move(name));
     v.push_back(*p / 100);
     if (comma == std::string_view::npos) break;
     s.remove_prefix(comma + 1);
@@ -819,12 +832,6 @@ std::string us(std::uint64_t ns) {
 
 std::string lat(std::uint64_t ns) { return format_duration(nanoseconds(static_cast<std::int64_t>(ns))); }
 
-std::string percent(double fraction) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g%%", fraction * 100);
-  return buf;
-}
-
 std::string load_text(const bench_result& r) {
   if (!r.open_loop) return "closed loop";
   if (r.load_of.empty()) return "--rate";
@@ -1267,10 +1274,10 @@ int cmd_bench(int argc, char** argv) {
   p.flag("--sweep", &c.sweep, "each engine's closed-loop maximum, then open-loop latency at --sweep-at shares of it");
   p.custom("--sweep-at", "PCTS", "--sweep: offered loads in percent of each engine's own maximum", "10,25,50,75,90,100",
            [&](std::string_view v) { return parse_percent_list(v, c.sweep_at); },
-           "percentages like 10,50,90 (each above 0, at most 1000)");
+           "percentages like 10,50,90 (each above 0, at most 1000, none repeated)");
   p.custom("--shared-at", "PCTS", "--sweep --engine both: both engines also at these percent of tbb's maximum", "10,50,90",
            [&](std::string_view v) { return parse_percent_list(v, c.shared_at); },
-           "percentages like 10,50,90 (each above 0, at most 1000)");
+           "percentages like 10,50,90 (each above 0, at most 1000, none repeated)");
   p.custom("--probe-duration", "TIME", "--sweep: length of the closed-loop run that finds each engine's maximum", "1s",
            [&](std::string_view v) {
              const auto d = parse_duration(v);
