@@ -62,6 +62,7 @@
 #include "sluice/testing.hpp"
 #include "sluice/testing/random_graph.hpp"
 #include "common/sys.hpp"
+#include "stress/tally.hpp"
 #include "sluice/detail/ticker.hpp"
 
 namespace sluice::tool {
@@ -439,7 +440,7 @@ int cmd_stress(int argc, char** argv) {
   hang_guard guard(std::chrono::seconds(120 * kSlow));
   const auto t0 = clock::now();
   std::uint64_t done = 0, failed = 0;
-  std::uint64_t n_ok = 0, n_error = 0, n_cancelled = 0, n_stuck = 0, n_early = 0;
+  outcome_tally tally;
   const std::string fan_arg = (shapes.all() ? "" : " --fan " + shapes.text()) + (fuse ? " --fuse" : "");
   for (std::uint64_t i = 0; i < total_runs; ++i) {
     // At least one run: a session that ran nothing must not say that every run held.
@@ -452,11 +453,7 @@ int cmd_stress(int argc, char** argv) {
     const run_outcome r = run_one(spec, engine);
     guard.disarm();
     ++done;
-    n_ok += r.outcome == "ok";
-    n_error += r.outcome == "stage_error";
-    n_cancelled += r.outcome == "cancelled";
-    n_stuck += r.stuck_named;
-    n_early += r.early;
+    tally.add(r.outcome, r.stuck_named, r.early);
     if (!r.violations.empty() && r.violations.front().find("cannot start the graph's threads") != std::string::npos) {
       // The system refused a thread (ulimit -u, memory): nothing sluice did, and a replay
       // would not show it. Said once, and the session stops.
@@ -487,11 +484,7 @@ int cmd_stress(int argc, char** argv) {
     prog.update(line);
   }
   prog.clear();
-  std::printf("outcomes: %llu returned normally (%llu sinks finished early), %llu stage_error, %llu cancelled; "
-              "%llu reports named a stuck stage\n",
-              static_cast<unsigned long long>(n_ok), static_cast<unsigned long long>(n_early),
-              static_cast<unsigned long long>(n_error), static_cast<unsigned long long>(n_cancelled),
-              static_cast<unsigned long long>(n_stuck));
+  std::printf("%s\n", tally.line().c_str());
   const int sig = interrupted.signal();
   std::printf("sluice stress: %llu runs, %llu with violations, %.1f s%s\n", static_cast<unsigned long long>(done),
               static_cast<unsigned long long>(failed), std::chrono::duration<double>(clock::now() - t0).count(),
