@@ -53,7 +53,10 @@
 //   ring, a moved-from item's ~T() runs inside the pop, before its slot is free. So neither
 //   may call into the same channel (a deadlock: a cancel() waits for that very pop to end,
 //   a push for that very slot).
-// Lifetime: the channel lives while any handle does.
+// Lifetime: the channel lives while any handle does, and until a cancel() called on one
+//   returns: the on_discard and on_writable callbacks it runs may drop any handle, the one
+//   it was called on too. A callback run by another call (a push that drops an item, a
+//   pop that fires on_writable) must not drop the handle that call was made on.
 #pragma once
 
 #include <chrono>
@@ -97,6 +100,23 @@ time_point deadline_after(std::chrono::duration<Rep, Period> d) {
   const duration w = saturated_wait(d);
   return w == duration::max() ? time_point::max() : now + w;
 }
+// Keeps a channel alive through one call made on a handle: cancel() runs on_discard and
+// on_writable callbacks, which may drop any handle, the one cancel() was called on too
+// (which was then all that kept the channel: it was freed under cancel(), which went on
+// discarding into freed memory). Deletes the channel if it held the last reference.
+template <class T>
+class channel_hold {
+ public:
+  explicit channel_hold(channel<T>& c) noexcept : c_(c) { c_.hold(); }
+  channel_hold(const channel_hold&) = delete;
+  channel_hold& operator=(const channel_hold&) = delete;
+  ~channel_hold() {
+    if (c_.drop_hold()) delete &c_;
+  }
+
+ private:
+  channel<T>& c_;
+};
 }  // namespace detail
 
 // The sending side. push() blocks while full and returns false once the channel is
@@ -179,7 +199,11 @@ class sender {
   // that closes or cancels the channel. f must not throw.
   void on_writable(std::function<void()> f) { ch("sluice::sender::on_writable").on_writable(std::move(f)); }
 
-  void cancel(std::exception_ptr why = nullptr) { ch("sluice::sender::cancel").cancel(std::move(why)); }
+  void cancel(std::exception_ptr why = nullptr) {
+    auto& c = ch("sluice::sender::cancel");
+    detail::channel_hold<T> hold(c);  // a callback it runs may drop this very handle
+    c.cancel(std::move(why));
+  }
   [[nodiscard]] std::exception_ptr cancel_cause() const { return ch("sluice::sender::cancel_cause").cancel_cause(); }
   [[nodiscard]] bool cancelled() const { return ch("sluice::sender::cancelled").is_cancelled(); }
   // Closed, disconnected or cancelled: no push can succeed any more.
@@ -255,7 +279,11 @@ class receiver {
   // Closed (or cancelled) and drained: no pop will return an item again.
   [[nodiscard]] bool done() const { return ch("sluice::receiver::done").done(); }
 
-  void cancel(std::exception_ptr why = nullptr) { ch("sluice::receiver::cancel").cancel(std::move(why)); }
+  void cancel(std::exception_ptr why = nullptr) {
+    auto& c = ch("sluice::receiver::cancel");
+    detail::channel_hold<T> hold(c);  // as sender::cancel
+    c.cancel(std::move(why));
+  }
   [[nodiscard]] std::exception_ptr cancel_cause() const { return ch("sluice::receiver::cancel_cause").cancel_cause(); }
   // cancel() was called (by either side): an end of input that is an abort, not a close.
   [[nodiscard]] bool cancelled() const { return ch("sluice::receiver::cancelled").is_cancelled(); }

@@ -581,6 +581,54 @@ TYPED_TEST(Channel, cancel_wakes_every_blocked_pusher_and_counts_discards) {
   EXPECT_FALSE(rx.pop().has_value());
 }
 
+// cancel() on a handle whose callbacks drop every handle, the one cancel() was called on
+// too: that handle was all that kept the channel alive, so the channel was freed under
+// cancel(), which went on discarding into freed memory (ASan: heap-use-after-free in
+// discard_one; the optimised build spun for ever in the ring's pop). Each mode: cancel
+// from the sender or the receiver, the handles dropped by on_discard or by an on_writable
+// callback (which cancel() fires before it discards).
+TYPED_TEST(Channel, a_cancel_whose_callbacks_drop_every_handle_still_discards_everything) {
+  using T = typename TypeParam::item;
+  for (int mode = 0; mode < 4; ++mode) {
+    SCOPED_TRACE(mode);
+    const bool from_sender = (mode & 1) != 0;
+    const bool by_on_writable = (mode & 2) != 0;
+    discard_log log;
+    std::optional<sluice::sender<T>> tx;
+    std::optional<sluice::receiver<T>> rx;
+    auto drop_all = [&] {
+      tx.reset();
+      rx.reset();
+    };
+    auto o = this->options(4);
+    o.low_watermark = 0;
+    o.on_discard = [&, hook = log.template hook<T>()](T&& v) {
+      hook(std::move(v));
+      if (!by_on_writable) drop_all();
+    };
+    auto [s, r] = this->make(std::move(o));
+    this->fill(s, 0, 4);
+    bool fired = false;
+    if (by_on_writable) {
+      s.on_writable([&] {
+        fired = true;
+        drop_all();
+      });
+    }
+    tx.emplace(std::move(s));
+    rx.emplace(std::move(r));
+    if (from_sender) {
+      tx->cancel();
+    } else {
+      rx->cancel();
+    }
+    EXPECT_FALSE(tx.has_value());
+    EXPECT_FALSE(rx.has_value());
+    EXPECT_EQ(fired, by_on_writable);
+    EXPECT_EQ(log.values(), iota_values(0, 4));  // every item discarded once, in order
+  }
+}
+
 TYPED_TEST(Channel, cancel_wakes_every_blocked_popper) {
   using T = typename TypeParam::item;
   auto [tx, rx] = this->make(2);

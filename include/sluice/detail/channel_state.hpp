@@ -114,6 +114,8 @@ class channel {
     return core_.handles.release_sender([&]() noexcept { close(); }, muted);
   }
   void mute_sender() noexcept { core_.handles.mute_sender(); }
+  void hold() noexcept { core_.handles.hold(); }
+  [[nodiscard]] bool drop_hold() noexcept { return core_.handles.drop_hold(); }
   [[nodiscard]] bool sender_alone() const noexcept { return core_.handles.sender_alone(); }
   [[nodiscard]] bool receiver_alone() const noexcept { return core_.handles.receiver_alone(); }
   [[nodiscard]] bool release_receiver() noexcept {

@@ -66,6 +66,13 @@ class counter {
     return release_ref();
   }
 
+  // A reference that is no handle: a call that may run callbacks able to drop the very
+  // handle it was made on (cancel()'s on_discard) holds one until it returns. hold() is
+  // called while the caller holds a handle; drop_hold() returns true when the caller must
+  // delete the channel, as release_*() do.
+  void hold() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }  // relaxed: as in add_sender
+  [[nodiscard]] bool drop_hold() noexcept { return release_ref(); }
+
   // acquire: pairs with the acq_rel decrement of a handle released meanwhile, so its
   // operations happened before ours.
   [[nodiscard]] bool sender_alone() const noexcept { return pushers_.load(std::memory_order_acquire) == 1; }
