@@ -293,12 +293,16 @@ void graph_state::supervisor_loop() noexcept {
   auto last_change = clock::now();
   bool stall_reported = false;
   bool stuck_checked = false;
-  // When the stages still running are named stuck (requires life_mu_; max: never).
-  auto stuck_deadline = [&] {
-    // Saturating: a huge deadline means "never".
-    if (opts_.teardown_deadline >= clock::time_point::max() - teardown_at_) return clock::time_point::max();
-    return teardown_at_ + opts_.teardown_deadline;
+  bool sources_checked = false;
+  // A teardown deadline after `from` (saturating: a huge deadline means "never").
+  auto deadline_after = [&](clock::time_point from) {
+    if (opts_.teardown_deadline >= clock::time_point::max() - from) return clock::time_point::max();
+    return from + opts_.teardown_deadline;
   };
+  // When the stages still running are named stuck (requires life_mu_; max: never).
+  auto stuck_deadline = [&] { return deadline_after(teardown_at_); };
+  // When the sources still running after request_stop() are (requires life_mu_).
+  auto sources_deadline = [&] { return deadline_after(stop_at_); };
   std::unique_lock lk(life_mu_);
   while (alive_ != 0) {
     if (const int asks = hook_asks_.exchange(0, std::memory_order_acq_rel); asks != 0) {
@@ -309,6 +313,7 @@ void graph_state::supervisor_loop() noexcept {
     }
     auto wake = clock::time_point::max();
     if (teardown_began_ && !stuck_checked) wake = stuck_deadline();
+    if (stop_applied_ && !teardown_began_ && !sources_checked) wake = std::min(wake, sources_deadline());
     if (watch && !teardown_began_) wake = std::min(wake, clock::now() + tick);
     if (wake == clock::time_point::max()) {
       life_cv_.wait(lk);
@@ -325,6 +330,13 @@ void graph_state::supervisor_loop() noexcept {
         report_stuck();
         lk.lock();
       }
+      continue;
+    }
+    if (stop_applied_ && !sources_checked && now >= sources_deadline()) {
+      sources_checked = true;
+      lk.unlock();
+      report_unstopped_sources();
+      lk.lock();
       continue;
     }
     if (!watch) continue;
@@ -376,7 +388,6 @@ std::vector<std::size_t> graph_state::fused_calls() const {
 }
 
 void graph_state::report_stuck() noexcept {
-  std::vector<std::string> stuck;
   std::vector<std::size_t> stuck_ids;
   try {
     // A thread inside a fused stage's call is stuck in that stage, not in its own: name
@@ -411,14 +422,40 @@ void graph_state::report_stuck() noexcept {
       if (host_in_fused[k] < live || exiting > 0) is_stuck[k] = true;
     }
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
-      if (!is_stuck[k]) continue;
+      if (is_stuck[k]) stuck_ids.push_back(k);
+    }
+  } catch (...) {
+    // Out of memory: the stuck stages go unnamed in the report; the run is still joined.
+  }
+  name_stuck(stuck_ids, false);
+}
+
+void graph_state::report_unstopped_sources() noexcept {
+  std::vector<std::size_t> ids;
+  try {
+    for (std::size_t k = 0; k < nodes_.size(); ++k) {
+      const auto& n = *nodes_[k];
+      if (!n.is_source || n.is_input) continue;
+      // acquire: as in report_stuck; a source read as gone has finished its cleanup.
+      if (n.live.load(std::memory_order_acquire) == 0 && n.exiting.load(std::memory_order_relaxed) <= 0) continue;
+      ids.push_back(k);
+    }
+  } catch (...) {
+    // Out of memory: the run goes on, unreported.
+  }
+  if (!ids.empty()) name_stuck(ids, true);
+}
+
+void graph_state::name_stuck(const std::vector<std::size_t>& stuck_ids, bool after_stop) noexcept {
+  std::vector<std::string> stuck;
+  try {
+    for (std::size_t k : stuck_ids) {
       stuck.push_back(nodes_[k]->name);
-      stuck_ids.push_back(k);
       nodes_[k]->state.store(static_cast<int>(stage_state::stuck), std::memory_order_relaxed);
     }
-    {
-      std::lock_guard rk(report_mu_);
-      stuck_ = stuck;
+    std::lock_guard rk(report_mu_);
+    for (const auto& s : stuck) {
+      if (std::find(stuck_.begin(), stuck_.end(), s) == stuck_.end()) stuck_.push_back(s);
     }
   } catch (...) {
     // Out of memory: the stuck stages go unnamed in the report; the run is still joined.
@@ -434,7 +471,7 @@ void graph_state::report_stuck() noexcept {
   } else if (!stuck_ids.empty()) {
     // The run never hangs silently: without a hook, one line on stderr.
     try {
-      const std::string line = describe_stuck(stuck_ids);
+      const std::string line = describe_stuck(stuck_ids, after_stop);
       std::fputs(line.c_str(), stderr);
       std::fflush(stderr);
     } catch (...) {
@@ -443,12 +480,14 @@ void graph_state::report_stuck() noexcept {
   }
 }
 
-std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck) const {
+std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck, bool after_stop) const {
   std::vector<channel_stats> cs;
   cs.reserve(channels_.size());
   for (const auto& c : channels_) cs.push_back(c->control->stats());
   const auto ops = blocked_ops(cs);
-  std::string line = "sluice: teardown deadline (" + duration_text(opts_.teardown_deadline) + ") passed; still waiting for ";
+  std::string line = "sluice: teardown deadline (" + duration_text(opts_.teardown_deadline) + ") passed";
+  if (after_stop) line += " since request_stop() asked the sources to stop";
+  line += "; still waiting for ";
   for (std::size_t i = 0; i < stuck.size(); ++i) {
     const stage_node& n = *nodes_[stuck[i]];
     if (i != 0) line += ", ";

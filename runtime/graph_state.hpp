@@ -268,12 +268,19 @@ class graph_state {
   // deadline: stuck stages), which then joins every stage thread and ends the run.
   void supervisor_loop() noexcept;
   void report_stuck() noexcept;
+  // A teardown deadline after request_stop() reached them: the sources still running
+  // (one that ignores its stop token kept the run going for ever, and nothing said so).
+  void report_unstopped_sources() noexcept;
+  // Names `stuck` in the report and to on_stuck (or one line on stderr); after_stop: they
+  // are sources still running after request_stop(), not stages after a teardown.
+  void name_stuck(const std::vector<std::size_t>& stuck, bool after_stop) noexcept;
   [[nodiscard]] std::vector<metrics::wait_link> wait_for_chain() const;
   // Per stage: the channel it is parked on (true: in a push), from channel stats.
   [[nodiscard]] std::vector<std::optional<std::pair<bool, std::size_t>>> blocked_ops(
       const std::vector<channel_stats>& cs) const;
-  // "stage 'x' (in its stage function), ..." for the stuck line on stderr.
-  [[nodiscard]] std::string describe_stuck(const std::vector<std::size_t>& stuck) const;
+  // "sluice: teardown deadline (5s) passed; still waiting for stage 'x' (in its stage
+  // function), ..." for the stuck line on stderr (after_stop: see name_stuck).
+  [[nodiscard]] std::string describe_stuck(const std::vector<std::size_t>& stuck, bool after_stop) const;
 
   // graph.cpp: starting and ending the run.
   // Joins the stage threads, builds the report, settles the outcome, calls on_done, and
@@ -333,6 +340,10 @@ class graph_state {
   bool teardown_began_ = false;                        // guarded by life_mu_
   std::chrono::steady_clock::time_point teardown_at_{};  // guarded by life_mu_
   std::exception_ptr teardown_cause_;                  // guarded by life_mu_
+  // request_stop() reached the sources (apply_stop_request), and when: those still running
+  // a teardown deadline later are named stuck (report_unstopped_sources).
+  bool stop_applied_ = false;                         // guarded by life_mu_
+  std::chrono::steady_clock::time_point stop_at_{};   // guarded by life_mu_
 
   std::mutex dead_mu_;  // serialises on_discard
   std::atomic<int> hook_asks_{0};  // kAsk* bits set from inside on_discard (see ask_supervisor)

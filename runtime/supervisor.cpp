@@ -413,6 +413,14 @@ void graph_state::apply_stop_request() {
       for (std::size_t ch : n->outputs) channels_[ch]->control->close();
     }
   }
+  {
+    // The supervisor names the sources still running a teardown deadline from now.
+    std::lock_guard lk(life_mu_);
+    if (stop_applied_) return;
+    stop_applied_ = true;
+    stop_at_ = std::chrono::steady_clock::now();
+  }
+  life_cv_.notify_all();
 }
 
 }  // namespace sluice::detail

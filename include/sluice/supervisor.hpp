@@ -132,8 +132,11 @@ struct report;
 // Settings and hooks of one graph. An aggregate; fields in this order.
 struct graph_options {
   // After a failure or cancel(), how long stages get to exit before they are named
-  // stuck (to on_stuck and in the report). run() still joins every thread. Above zero
-  // (the graph's constructor throws std::invalid_argument otherwise).
+  // stuck (to on_stuck and in the report). run() still joins every thread. After
+  // request_stop(), how long the sources get (a source that ignores its stop token kept
+  // the run going for ever, silently): those still running then are named the same way,
+  // and the run goes on until they return. Above zero (the graph's constructor throws
+  // std::invalid_argument otherwise).
   std::chrono::steady_clock::duration teardown_deadline = std::chrono::seconds(5);
   // No item moved on any channel for this long while some stage waits on a channel:
   // a stall, reported with its wait-for chain. Zero turns the watchdog off; negative is
@@ -146,7 +149,8 @@ struct graph_options {
   // has returned. It must not call anything else of the graph.
   std::function<void(const dead_letter&)> on_discard = {};
   // Called once per stage that has not exited by the teardown deadline, on the graph's
-  // supervisor thread. It may release whatever the stage is stuck on. Without this hook the
+  // supervisor thread (and once per source still running a teardown deadline after
+  // request_stop(): a source may so be told twice, if a failure follows). It may release whatever the stage is stuck on. Without this hook the
   // graph writes one line to stderr at the deadline instead, naming each stuck stage and
   // where it is (in its stage function, blocked in a push or pop on which channel, handing
   // undelivered items to on_discard, or in its cleanup), so a run never hangs silently.
@@ -169,7 +173,7 @@ struct graph_options {
 // What a run did (returned by run()/wait(); after a throw, graph::last_report()).
 struct report {
   sluice::metrics::snapshot metrics;                 // final counters; bottleneck named
-  std::vector<std::string> stuck;                    // stages past the teardown deadline
+  std::vector<std::string> stuck;                    // stages past the teardown deadline (each once)
   std::vector<sluice::metrics::wait_link> stall;     // last stall's wait-for chain, if any
   std::size_t stalls = 0;                            // how many stalls were detected
   std::chrono::nanoseconds elapsed{0};               // start to the last thread joined

@@ -259,6 +259,68 @@ TEST(graph_stuck, without_on_stuck_the_deadline_writes_one_line_while_the_stage_
   }
 }
 
+// request_stop() asks the sources to stop; one that ignores its stop token kept the run
+// going for ever, and nothing said so (on_stuck and on_stall never fired: items kept
+// moving). A teardown deadline after the request, the sources still running are named, to
+// on_stuck or in one line on stderr, and in the report; the run still ends normally once
+// they return. A source that keeps to its token is never named.
+TEST(graph_stuck, a_source_still_running_a_teardown_deadline_after_request_stop_is_named) {
+  watchdog dog(60s, "unstopped_source");
+  for (const bool hook : {true, false}) {
+    SCOPED_TRACE(hook ? "on_stuck" : "stderr");
+    std::atomic<bool> named{false};
+    std::vector<std::string> told;
+    std::string text;
+    sluice::report r;
+    {
+      stderr_capture cap;
+      sluice::graph_options o{.teardown_deadline = 50ms};
+      if (hook) {
+        o.on_stuck = [&](const std::string& name) {
+          told.push_back(name);
+          named = true;
+        };
+      }
+      sluice::graph g(std::move(o));
+      std::atomic<bool> running{false};
+      // Takes its stop token (so the graph does not close its output) and ignores it.
+      auto deaf = g.source<int>("deaf", [&](sluice::sender<int>& out, std::stop_token) {
+        running = true;
+        for (int i = 0; !named.load(); ++i) {
+          if (!out.push(i)) return;
+          if (!hook && cap.text().find("'deaf'") != std::string::npos) named = true;
+        }
+      });
+      auto polite = g.source<int>("polite", [](sluice::sender<int>& out, std::stop_token st) {
+        for (int i = 0; !st.stop_requested(); ++i) {
+          if (!out.push(i)) return;
+        }
+      });
+      g.sink("sink", deaf, [](int) {});
+      g.sink("sink2", polite, [](int) {});
+      g.start();
+      ASSERT_TRUE(eventually([&] { return running.load(); }));
+      g.request_stop();
+      EXPECT_NO_THROW(r = g.wait());
+      text = cap.text();
+    }
+    EXPECT_TRUE(named.load());
+    EXPECT_EQ(r.stuck, std::vector<std::string>{"deaf"});
+    EXPECT_TRUE(r.balanced());
+    if (hook) {
+      EXPECT_EQ(told, std::vector<std::string>{"deaf"});
+      EXPECT_TRUE(text.empty()) << text;
+    } else {
+      EXPECT_NE(text.find("teardown deadline (50 ms) passed since request_stop() asked the sources to stop; "
+                          "still waiting for stage 'deaf' ("),
+                std::string::npos)
+          << text;
+      EXPECT_EQ(text.find("polite"), std::string::npos) << text;
+      EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+    }
+  }
+}
+
 TEST(graph_stuck, a_stuck_cleanup_is_named_as_such) {
   watchdog dog(30s, "stuck_cleanup_line");
   std::string text;
