@@ -387,9 +387,9 @@ std::vector<std::size_t> graph_state::fused_calls() const {
   return calls;
 }
 
-void graph_state::report_stuck() noexcept {
+std::vector<std::size_t> graph_state::stuck_now() const {
   std::vector<std::size_t> stuck_ids;
-  try {
+  {
     // A thread inside a fused stage's call is stuck in that stage, not in its own: name
     // the fused stage (DESIGN §2: it keeps its own name), and its host only for the host's
     // threads that are in its own code (or its cleanup).
@@ -424,6 +424,14 @@ void graph_state::report_stuck() noexcept {
     for (std::size_t k = 0; k < nodes_.size(); ++k) {
       if (is_stuck[k]) stuck_ids.push_back(k);
     }
+  }
+  return stuck_ids;
+}
+
+void graph_state::report_stuck() noexcept {
+  std::vector<std::size_t> stuck_ids;
+  try {
+    stuck_ids = stuck_now();
   } catch (...) {
     // Out of memory: the stuck stages go unnamed in the report; the run is still joined.
   }
@@ -433,12 +441,17 @@ void graph_state::report_stuck() noexcept {
 void graph_state::report_unstopped_sources() noexcept {
   std::vector<std::size_t> ids;
   try {
-    for (std::size_t k = 0; k < nodes_.size(); ++k) {
-      const auto& n = *nodes_[k];
-      if (!n.is_source || n.is_input) continue;
-      // acquire: as in report_stuck; a source read as gone has finished its cleanup.
-      if (n.live.load(std::memory_order_acquire) == 0 && n.exiting.load(std::memory_order_relaxed) <= 0) continue;
-      ids.push_back(k);
+    // What stuck_now() finds on the sources' threads: a source, or a stage fused onto one
+    // (a source that keeps to its stop token, inside a fused stage's slow call or cleanup,
+    // was named itself, "in its stage function" or "in its cleanup", and the busy stage
+    // not at all).
+    auto on_a_source = [&](std::size_t k) {
+      const stage_node& n = *nodes_[k];
+      const stage_node& owner = n.fused ? *nodes_[n.host] : n;
+      return owner.is_source && !owner.is_input;
+    };
+    for (std::size_t k : stuck_now()) {
+      if (on_a_source(k)) ids.push_back(k);
     }
   } catch (...) {
     // Out of memory: the run goes on, unreported.
@@ -451,7 +464,13 @@ void graph_state::name_stuck(const std::vector<std::size_t>& stuck_ids, bool aft
   try {
     for (std::size_t k : stuck_ids) {
       stuck.push_back(nodes_[k]->name);
-      nodes_[k]->state.store(static_cast<int>(stage_state::stuck), std::memory_order_relaxed);
+      if (after_stop) {
+        // Only a stage still running: one that ended since it was seen keeps done/failed.
+        int running = static_cast<int>(stage_state::running);
+        nodes_[k]->state.compare_exchange_strong(running, static_cast<int>(stage_state::stuck), std::memory_order_relaxed);
+      } else {
+        nodes_[k]->state.store(static_cast<int>(stage_state::stuck), std::memory_order_relaxed);
+      }
     }
     std::lock_guard rk(report_mu_);
     for (const auto& s : stuck) {

@@ -268,6 +268,9 @@ class graph_state {
   // deadline: stuck stages), which then joins every stage thread and ends the run.
   void supervisor_loop() noexcept;
   void report_stuck() noexcept;
+  // The stages still running now, by node index: a thread inside a fused stage's call or
+  // cleanup counts for that stage, not its host.
+  [[nodiscard]] std::vector<std::size_t> stuck_now() const;
   // A teardown deadline after request_stop() reached them: the sources still running
   // (one that ignores its stop token kept the run going for ever, and nothing said so).
   void report_unstopped_sources() noexcept;

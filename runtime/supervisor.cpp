@@ -278,10 +278,15 @@ void graph_state::close_stage(stage_node& n) noexcept {
   }
   // Fused stages after this one ran on its threads, which are all done: end them here.
   finish_fused_after(n);
-  int running = static_cast<int>(stage_state::running);
-  n.state.compare_exchange_strong(
-      running, static_cast<int>(n.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done),
-      std::memory_order_relaxed);
+  const int ended = static_cast<int>(n.any_failed.load(std::memory_order_relaxed) ? stage_state::failed : stage_state::done);
+  int was = static_cast<int>(stage_state::running);
+  if (!n.state.compare_exchange_strong(was, ended, std::memory_order_relaxed) &&
+      was == static_cast<int>(stage_state::stuck) && !tearing_down()) {
+    // Named stuck a teardown deadline after request_stop() (report_unstopped_sources), and
+    // it ended after all in a run that ends normally: it ends as any stage does. (Named
+    // after a teardown, it stays stuck: that is what made the run end late.)
+    n.state.compare_exchange_strong(was, ended, std::memory_order_relaxed);
+  }
 }
 
 bool graph_state::allow_restart(stage_node& n) {

@@ -134,8 +134,9 @@ struct graph_options {
   // After a failure or cancel(), how long stages get to exit before they are named
   // stuck (to on_stuck and in the report). run() still joins every thread. After
   // request_stop(), how long the sources get (a source that ignores its stop token kept
-  // the run going for ever, silently): those still running then are named the same way,
-  // and the run goes on until they return. Above zero (the graph's constructor throws
+  // the run going for ever, silently): those still running then (or the stages fused
+  // onto them, whose calls they are in) are named the same way, and the run goes on until
+  // they return; a stage so named that then ends is "done" in the report, not "stuck". Above zero (the graph's constructor throws
   // std::invalid_argument otherwise).
   std::chrono::steady_clock::duration teardown_deadline = std::chrono::seconds(5);
   // No item moved on any channel for this long while some stage waits on a channel:
@@ -149,8 +150,9 @@ struct graph_options {
   // has returned. It must not call anything else of the graph.
   std::function<void(const dead_letter&)> on_discard = {};
   // Called once per stage that has not exited by the teardown deadline, on the graph's
-  // supervisor thread (and once per source still running a teardown deadline after
-  // request_stop(): a source may so be told twice, if a failure follows). It may release whatever the stage is stuck on. Without this hook the
+  // supervisor thread (and once per source, or stage fused onto one, still running a
+  // teardown deadline after request_stop(): a stage may so be told twice, if a failure
+  // follows). It may release whatever the stage is stuck on. Without this hook the
   // graph writes one line to stderr at the deadline instead, naming each stuck stage and
   // where it is (in its stage function, blocked in a push or pop on which channel, handing
   // undelivered items to on_discard, or in its cleanup), so a run never hangs silently.

@@ -31,6 +31,15 @@ using sluice_test::eventually;
 using sluice_test::thread_count;
 using sluice_test::watchdog;
 
+// The named stage's final state in a snapshot ("" and a test failure when there is none).
+std::string state_of(const sluice::metrics::snapshot& s, const std::string& name) {
+  for (const auto& st : s.stages) {
+    if (st.name == name) return st.state;
+  }
+  ADD_FAILURE() << "no stage named " << name;
+  return "";
+}
+
 // Counts live copies of a stage function (its destructor is the stage's cleanup).
 struct counted_fn {
   std::atomic<int>* live;
@@ -306,6 +315,7 @@ TEST(graph_stuck, a_source_still_running_a_teardown_deadline_after_request_stop_
     }
     EXPECT_TRUE(named.load());
     EXPECT_EQ(r.stuck, std::vector<std::string>{"deaf"});
+    EXPECT_EQ(state_of(r.metrics, "deaf"), "done");  // it ended after all (was "stuck")
     EXPECT_TRUE(r.balanced());
     if (hook) {
       EXPECT_EQ(told, std::vector<std::string>{"deaf"});
@@ -318,6 +328,52 @@ TEST(graph_stuck, a_source_still_running_a_teardown_deadline_after_request_stop_
       EXPECT_EQ(text.find("polite"), std::string::npos) << text;
       EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
     }
+  }
+}
+
+// A source that keeps to its stop token, but whose thread is inside a slow stage fused
+// onto it when the deadline after request_stop() passes: the fused stage is named, in its
+// function, on the source's thread; the source is not (it was named, "in its stage
+// function", and the busy stage never). Likewise a fused sink in a slow on_close.
+TEST(graph_stuck, after_request_stop_a_slow_stage_fused_onto_a_source_is_named_not_the_source) {
+  watchdog dog(60s, "unstopped_fused");
+  for (const bool in_close : {false, true}) {
+    SCOPED_TRACE(in_close ? "on_close" : "call");
+    std::vector<std::string> told;
+    std::string text;
+    sluice::report r;
+    {
+      stderr_capture cap;
+      sluice_test::gate release;
+      std::atomic<bool> busy{false};
+      sluice::graph g({.teardown_deadline = 50ms, .on_stuck = [&](const std::string& name) {
+                         told.push_back(name);
+                         release.open();
+                       }});
+      auto src = g.source<int>("src", [&](sluice::sender<int>& out, std::stop_token st) {
+        for (int i = 0; !st.stop_requested(); ++i) {
+          if (!out.push(i)) return;
+        }
+      });
+      if (in_close) {
+        g.sink("slow", src, [&](int) { busy = true; }, {.on_close = [&] { release.wait(); }, .fuse = true});
+      } else {
+        g.sink("slow", src, [&](int) {
+          busy = true;
+          release.wait();  // 1 call, for as long as it takes to be named
+        }, {.fuse = true});
+      }
+      g.start();
+      ASSERT_TRUE(eventually([&] { return busy.load(); }));
+      g.request_stop();
+      EXPECT_NO_THROW(r = g.wait());
+      text = cap.text();
+    }
+    EXPECT_EQ(told, std::vector<std::string>{"slow"});
+    EXPECT_EQ(r.stuck, std::vector<std::string>{"slow"});
+    EXPECT_EQ(state_of(r.metrics, "src"), "done");
+    EXPECT_EQ(state_of(r.metrics, "slow"), "done");
+    EXPECT_TRUE(r.balanced());
   }
 }
 
