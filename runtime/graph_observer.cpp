@@ -450,8 +450,22 @@ void graph_state::report_unstopped_sources() noexcept {
       const stage_node& owner = n.fused ? *nodes_[n.host] : n;
       return owner.is_source && !owner.is_input;
     };
+    // Parked in a push, every thread of it: held up downstream, not deaf to its token (it
+    // sees the token once the push is in). A downstream stage that never takes the item is
+    // a stall (on_stall), or is named itself after a teardown; a source behind a stuck
+    // stage was named here too, and `sluice stress` counted that as a violation.
+    std::vector<channel_stats> cs;
+    cs.reserve(channels_.size());
+    for (const auto& c : channels_) cs.push_back(c->control->stats());
+    auto parked_in_push = [&](std::size_t k) {
+      const stage_node& n = *nodes_[k];
+      std::size_t parked = 0;
+      for (std::size_t ch : n.outputs) parked += cs[ch].waiting_push;
+      const std::size_t threads = n.fused ? 1 : n.live.load(std::memory_order_acquire);
+      return parked != 0 && parked >= threads;
+    };
     for (std::size_t k : stuck_now()) {
-      if (on_a_source(k)) ids.push_back(k);
+      if (on_a_source(k) && !parked_in_push(k)) ids.push_back(k);
     }
   } catch (...) {
     // Out of memory: the run goes on, unreported.

@@ -135,8 +135,9 @@ struct graph_options {
   // stuck (to on_stuck and in the report). run() still joins every thread. After
   // request_stop(), how long the sources get (a source that ignores its stop token kept
   // the run going for ever, silently): those still running then (or the stages fused
-  // onto them, whose calls they are in) are named the same way, and the run goes on until
-  // they return; a stage so named that then ends is "done" in the report, not "stuck". Above zero (the graph's constructor throws
+  // onto them, whose calls they are in), unless parked in a push (held up downstream),
+  // are named the same way, and the run goes on until they return; a stage so named that
+  // then ends is "done" in the report, not "stuck". Above zero (the graph's constructor throws
   // std::invalid_argument otherwise).
   std::chrono::steady_clock::duration teardown_deadline = std::chrono::seconds(5);
   // No item moved on any channel for this long while some stage waits on a channel:

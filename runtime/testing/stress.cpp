@@ -733,7 +733,8 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   for (const auto& v : res.violations) named.insert(v.stage);
   for (const auto& s : last.stuck) {
     if (named.insert(s).second) {
-      add(s, "stage '" + s + "' was still running " + ms_text(o.deadline) + " after the teardown began (named stuck)");
+      add(s, "stage '" + s + "' was named stuck by the graph: still running " + ms_text(o.deadline) +
+                 " after the teardown began (or, a source, after the stop was asked)");
     }
   }
   // Accounting on every channel.

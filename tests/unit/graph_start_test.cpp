@@ -283,11 +283,13 @@ TEST(graph_stuck, a_source_still_running_a_teardown_deadline_after_request_stop_
     sluice::report r;
     {
       stderr_capture cap;
+      sluice_test::gate held;  // opens once 'deaf' is named
       sluice::graph_options o{.teardown_deadline = 50ms};
       if (hook) {
         o.on_stuck = [&](const std::string& name) {
           told.push_back(name);
           named = true;
+          held.open();
         };
       }
       sluice::graph g(std::move(o));
@@ -297,9 +299,21 @@ TEST(graph_stuck, a_source_still_running_a_teardown_deadline_after_request_stop_
         running = true;
         for (int i = 0; !named.load(); ++i) {
           if (!out.push(i)) return;
-          if (!hook && cap.text().find("'deaf'") != std::string::npos) named = true;
+          if (!hook && cap.text().find("'deaf'") != std::string::npos) {
+            named = true;
+            held.open();
+          }
         }
       });
+      // Keeps to its token, but is parked in a push behind a sink held until the names are
+      // out: held up downstream, not deaf, so never named (`sluice stress` counted a source
+      // behind a stuck stage as a violation).
+      auto behind = g.source<int>("behind", [](sluice::sender<int>& out, std::stop_token st) {
+        for (int i = 0; !st.stop_requested(); ++i) {
+          if (!out.push(i)) return;
+        }
+      }, {.capacity = 1});
+      g.sink("held", behind, [&](int) { held.wait(); });
       auto polite = g.source<int>("polite", [](sluice::sender<int>& out, std::stop_token st) {
         for (int i = 0; !st.stop_requested(); ++i) {
           if (!out.push(i)) return;
@@ -309,6 +323,12 @@ TEST(graph_stuck, a_source_still_running_a_teardown_deadline_after_request_stop_
       g.sink("sink2", polite, [](int) {});
       g.start();
       ASSERT_TRUE(eventually([&] { return running.load(); }));
+      ASSERT_TRUE(eventually([&] {
+        for (const auto& c : g.snapshot().channels) {
+          if (c.from == "behind" && c.stats.waiting_push > 0) return true;
+        }
+        return false;
+      }));
       g.request_stop();
       EXPECT_NO_THROW(r = g.wait());
       text = cap.text();
@@ -326,6 +346,7 @@ TEST(graph_stuck, a_source_still_running_a_teardown_deadline_after_request_stop_
                 std::string::npos)
           << text;
       EXPECT_EQ(text.find("polite"), std::string::npos) << text;
+      EXPECT_EQ(text.find("behind"), std::string::npos) << text;
       EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
     }
   }
