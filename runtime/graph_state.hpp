@@ -273,7 +273,10 @@ class graph_state {
   [[nodiscard]] std::vector<std::size_t> stuck_now() const;
   // A teardown deadline after request_stop() reached them: the sources still running
   // (one that ignores its stop token kept the run going for ever, and nothing said so).
-  void report_unstopped_sources() noexcept;
+  // Names a source (or stage fused onto one) seen running, not parked in a push, at two
+  // looks in a row; `seen` keeps that per node across looks. Returns whether one is still
+  // running, to be looked at again.
+  bool report_unstopped_sources(std::vector<int>& seen) noexcept;
   // Names `stuck` in the report and to on_stuck (or one line on stderr); after_stop: they
   // are sources still running after request_stop(), not stages after a teardown.
   void name_stuck(const std::vector<std::size_t>& stuck, bool after_stop) noexcept;
