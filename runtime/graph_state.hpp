@@ -35,6 +35,7 @@
 
 #include "sluice/detail/fault_hook.hpp"
 #include "sluice/detail/graph_core.hpp"
+#include "sluice/detail/restart_window.hpp"
 #include "sluice/metrics.hpp"
 #include "sluice/supervisor.hpp"
 
@@ -110,7 +111,7 @@ enum class stage_state : int { idle, running, done, failed, stuck };
 // A stage: what the builder said (node_spec: name, threads, policy, ...), the channels it
 // reads and feeds, and its runtime counters.
 struct stage_node : node_spec {
-  // Not noexcept: the members below allocate (std::stop_source, std::deque), and a
+  // Not noexcept: the members below allocate (std::stop_source, restart_window), and a
   // bad_alloc while adding a stage must reach the caller, not std::terminate.
   explicit stage_node(node_spec s) : node_spec(std::move(s)) {}
 
@@ -137,7 +138,7 @@ struct stage_node : node_spec {
   // Per thread (threads of them): the fused stage it is inside now, or null (stage_thread).
   std::unique_ptr<std::atomic<const void*>[]> inside;
   std::mutex restart_mu;
-  std::deque<std::chrono::steady_clock::time_point> restart_times;  // guarded by restart_mu
+  restart_window restarts_in_window;  // guarded by restart_mu
 };
 
 // The stage whose thread this is (this_stage:: in graph.hpp), for the scope's life.

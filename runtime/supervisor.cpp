@@ -293,10 +293,7 @@ bool graph_state::allow_restart(stage_node& n) {
   const auto& lim = n.policy.limits();
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lk(n.restart_mu);
-  while (!n.restart_times.empty() && now - n.restart_times.front() > lim.within) n.restart_times.pop_front();
-  if (n.restart_times.size() >= lim.max) return false;  // intensity limit: fail with this error
-  n.restart_times.push_back(now);
-  return true;
+  return n.restarts_in_window.allow(now, lim.max, lim.within);  // false: fail with this error
 }
 
 // ---- failure, cancel, stop ---------------------------------------------------------
