@@ -17,7 +17,8 @@
 //     full `overflow::block` channel waits. A weighted item goes in when the channel is
 //     empty or occupancy + weight <= capacity (so one oversized item still passes),
 //     computed without overflow. A weigh() that returns 0 counts as 1, so a weighted
-//     channel never holds more than `capacity` items either.
+//     channel never holds more than `capacity` items either. An item is weighed once
+//     per push call, however often a blocked push re-tries.
 //   - A failed push leaves its item with the caller: push/try_push/push_for/push_until
 //     move from an rvalue only when the item went in (push_all: see there).
 //   - Memory ordering: everything a producer did before push(x) is visible to the

@@ -294,10 +294,25 @@ class channel {
     auto alone = [&] { return &side == &*core_.push_side ? core_.handles.sender_alone() : core_.handles.receiver_alone(); };
     return block(w, op, ready, deadline, side.spin, side.clock, core_.timing, core_.asym_fences, alone, peer);
   }
+  // One try of a push; `weight` carries a weighted item's weight from try to try (the
+  // locked flavour weighs once per push, not once per re-try; 0: not weighed yet).
+  template <class Flavour>
+  status push_once(Flavour& f, T& v, std::size_t& weight) {
+    if constexpr (requires { f.try_push(core_, v, weight); }) {
+      return f.try_push(core_, v, weight);
+    } else {
+      return f.try_push(core_, v);
+    }
+  }
+  template <class Flavour>
+  status block_push(Flavour& f, T& v, const time_point* deadline, std::size_t& weight) {
+    return wait_on(not_full_, *core_.push_side, [&] { return push_once(f, v, weight); }, deadline,
+                   [&] { return f.push_worth_retrying(core_); }, [&] { return f.progress(); });
+  }
   template <class Flavour>
   status block_push(Flavour& f, T& v, const time_point* deadline) {
-    return wait_on(not_full_, *core_.push_side, [&] { return f.try_push(core_, v); }, deadline,
-                   [&] { return f.push_worth_retrying(core_); }, [&] { return f.progress(); });
+    std::size_t weight = 0;
+    return block_push(f, v, deadline, weight);
   }
   template <class Flavour>
   status block_pop(Flavour& f, std::optional<T>& out, const time_point* deadline) {
@@ -320,7 +335,8 @@ class channel {
       }
     } guard{this, &f, &pending};
     auto one = [&](T& v) {
-      status s = f.try_push(core_, v);
+      std::size_t weight = 0;
+      status s = push_once(f, v, weight);
       if (s == status::ok) {
         ++pending;
         return true;
@@ -330,7 +346,7 @@ class channel {
         pending = 0;
       }
       if (s == status::closed) return false;
-      if (block_push(f, v, nullptr) != status::ok) return false;
+      if (block_push(f, v, nullptr, weight) != status::ok) return false;
       after_push(f, 1);
       return true;
     };

@@ -54,6 +54,13 @@ class locked_flavour {
   // ---- push ---------------------------------------------------------------------
   // Moves from v only on ok. A drop_newest channel returns ok and discards v.
   status try_push(channel_core<T>& c, T& v) {
+    std::size_t weight = 0;
+    return try_push(c, v, weight);
+  }
+  // As above; `weight` is v's weight, or 0 when not yet weighed (then weighed here and
+  // kept there): a blocked push re-tries with it and weighs its item once, not on every
+  // re-try (weigh() may be costly, and it runs under the lock).
+  status try_push(channel_core<T>& c, T& v, std::size_t& weight) {
     std::vector<std::pair<T, std::size_t>> dropped;  // handed to the hook outside the lock, on every exit
     struct hook_guard {
       channel_core<T>* core;
@@ -64,7 +71,8 @@ class locked_flavour {
     } guard{&c, &dropped};
     std::lock_guard lock(mu_);
     if (c.state.load(std::memory_order_relaxed) != 0) return status::closed;
-    const std::size_t w = weigh_ ? std::max<std::size_t>(weigh_(std::as_const(v)), 1) : 1;
+    if (weight == 0) weight = weigh_ ? std::max<std::size_t>(weigh_(std::as_const(v)), 1) : 1;
+    const std::size_t w = weight;
     auto fits = [&] {
       const std::size_t occ = weight_.load(std::memory_order_relaxed);
       return items_.empty() || (occ <= c.cap && w <= c.cap - occ);
