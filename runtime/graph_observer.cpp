@@ -161,16 +161,19 @@ metrics::snapshot graph_state::snapshot() const {
     cshot.external = true;
     cshot.stats.size = cshot.stats.items = r.size;
     cshot.stats.capacity = r.capacity;
-    cshot.stats.blocked_push_ns = r.blocked_push_ns;
-    cshot.stats.blocked_pop_ns = r.blocked_pop_ns;
+    // Counters: on from the gauges this one replaced, and never below what was shown.
+    x.shown_push_ns = std::max(x.shown_push_ns, x.base_push_ns + r.blocked_push_ns);
+    x.shown_pop_ns = std::max(x.shown_pop_ns, x.base_pop_ns + r.blocked_pop_ns);
+    cshot.stats.blocked_push_ns = x.shown_push_ns;
+    cshot.stats.blocked_pop_ns = x.shown_pop_ns;
     for (auto& st : s.stages) {
       if (!x.from.empty() && st.name == x.from) {
-        st.backpressured_ns += r.blocked_push_ns;
-        st.busy_ns -= std::min(st.busy_ns, r.blocked_push_ns);
+        st.backpressured_ns += x.shown_push_ns;
+        st.busy_ns -= std::min(st.busy_ns, x.shown_push_ns);
       }
       if (!x.to.empty() && st.name == x.to) {
-        st.starved_ns += r.blocked_pop_ns;
-        st.busy_ns -= std::min(st.busy_ns, r.blocked_pop_ns);
+        st.starved_ns += x.shown_pop_ns;
+        st.busy_ns -= std::min(st.busy_ns, x.shown_pop_ns);
       }
     }
     s.channels.push_back(std::move(cshot));
@@ -194,8 +197,18 @@ void graph_state::add_external_channel(std::string name, const stage_node& n, bo
                                       std::function<metrics::external_channel_reading()> read) {
   std::lock_guard lk(mu_);
   external_channel x{std::move(name), pushes ? n.name : std::string(), pushes ? std::string() : n.name, std::move(read)};
+  // The same stage's channel again (a restarted stage): it replaces the first, and its
+  // blocked time counts on from the first's (before, the exported *_total counter went
+  // back to the new gauge's 0). Another stage's channel of the same name (a graph that
+  // publishes to a stream and subscribes to it) is a channel of its own: before, the
+  // second replaced the first, and one side's time vanished from the snapshot.
   for (auto& e : externals_) {
-    if (e.name == x.name) {
+    if (e.name == x.name && e.from == x.from && e.to == x.to) {
+      const metrics::external_channel_reading last = e.read();
+      x.base_push_ns = std::max(e.shown_push_ns, e.base_push_ns + last.blocked_push_ns);
+      x.base_pop_ns = std::max(e.shown_pop_ns, e.base_pop_ns + last.blocked_pop_ns);
+      x.shown_push_ns = x.base_push_ns;
+      x.shown_pop_ns = x.base_pop_ns;
       e = std::move(x);
       return;
     }

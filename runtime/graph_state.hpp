@@ -212,7 +212,8 @@ class graph_state {
   [[nodiscard]] metrics::snapshot snapshot() const;                     // graph_observer.cpp
   [[nodiscard]] report last_report() const;
   // A gauge of a channel outside the process, shown by snapshot() (this_stage::
-  // add_external_channel). Replaces an earlier one of the same name (a restarted stage).
+  // add_external_channel). Replaces an earlier one of the same name, stage and direction
+  // (a restarted stage), whose blocked time the new one counts on from.
   void add_external_channel(std::string name, const stage_node& n, bool pushes,
                             std::function<metrics::external_channel_reading()> read);  // graph_observer.cpp
 
@@ -308,6 +309,11 @@ class graph_state {
   struct external_channel {
     std::string name, from, to;
     std::function<metrics::external_channel_reading()> read;
+    // Blocked time of the gauges this one replaced (a restarted stage's earlier ones, each
+    // counting from 0): its own readings count on from there.
+    std::uint64_t base_push_ns = 0, base_pop_ns = 0;
+    // The most reported so far: the times are counters, and a snapshot never reports less.
+    mutable std::uint64_t shown_push_ns = 0, shown_pop_ns = 0;
   };
   std::vector<external_channel> externals_;  // guarded by mu_
   fault_hook* fault_ = nullptr;  // null unless under sluice::testing::stress; set before building

@@ -1822,6 +1822,69 @@ TEST(graph, a_jumping_external_channel_reading_never_makes_busy_time_go_down) {
   g.wait();
 }
 
+// An external channel re-registered by its restarted stage counts on from the first
+// gauge's last reading (its blocked times are exported as *_total counters; before, they
+// went back to the new gauge's 0), and another stage's channel of the same name (a graph
+// that publishes to a stream and subscribes to it) is a channel of its own (before, the
+// second replaced the first, and the publisher's time vanished).
+TEST(graph, external_channels_are_per_stage_and_count_on_across_a_restart) {
+  watchdog dog(60s, "external restart");
+  sluice::graph g;
+  std::atomic<int> runs{0};
+  std::atomic<std::uint64_t> second{0};
+  std::atomic<bool> sub_registered{false};
+  gate done;
+  using reading = sluice::metrics::external_channel_reading;
+  auto pub = g.source<int>("pub", [&](sluice::sender<int>& out, std::stop_token st) {
+    if (runs.fetch_add(1) == 0) {
+      sluice::this_stage::add_external_channel("jetstream:s", true, [] { return reading{0, 10, 700'000'000, 0}; });
+      throw boom("once");
+    }
+    sluice::this_stage::add_external_channel("jetstream:s", true, [&] { return reading{0, 10, second.load(), 0}; });
+    out.push(1);
+    done.wait(st);
+  }, {.on_error = sluice::restart{.max = 3, .within = std::chrono::seconds(60), .backoff = {}}});
+  g.sink("sub", pub, [&](int, std::stop_token st) {
+    sluice::this_stage::add_external_channel("jetstream:s", false, [] { return reading{0, 10, 0, 5'000'000'000}; });
+    sub_registered = true;
+    done.wait(st);
+  });
+  g.start();
+  ASSERT_TRUE(eventually([&] { return runs.load() == 2 && sub_registered.load(); }, 20s));
+  auto externals = [&] {
+    std::vector<sluice::metrics::channel_snapshot> xs;
+    for (const auto& c : g.snapshot().channels) {
+      if (c.external) xs.push_back(c);
+    }
+    return xs;
+  };
+  const auto xs = externals();
+  ASSERT_EQ(xs.size(), 2u) << "one channel for each stage that registered jetstream:s";
+  const auto& out = xs[0].from == "pub" ? xs[0] : xs[1];
+  const auto& in = xs[0].from == "pub" ? xs[1] : xs[0];
+  EXPECT_EQ(out.name, "jetstream:s");
+  EXPECT_EQ(out.from, "pub");
+  EXPECT_EQ(out.to, "");
+  EXPECT_EQ(out.stats.blocked_push_ns, 700'000'000u) << "the restarted gauge starts from the first one's time";
+  EXPECT_EQ(in.to, "sub");
+  EXPECT_EQ(in.from, "");
+  EXPECT_EQ(in.stats.blocked_pop_ns, 5'000'000'000u);
+  second = 100'000'000;
+  const auto later = externals();
+  ASSERT_EQ(later.size(), 2u);
+  const auto& out2 = later[0].from == "pub" ? later[0] : later[1];
+  EXPECT_EQ(out2.stats.blocked_push_ns, 800'000'000u);
+  EXPECT_GE(stage_of(g.snapshot(), "pub").backpressured_ns, 800'000'000u);
+  EXPECT_GE(stage_of(g.snapshot(), "sub").starved_ns, 5'000'000'000u);
+  // A gauge that goes back (a reading of 0 again) never makes the counter go back.
+  second = 0;
+  const auto again = externals();
+  const auto& out3 = again[0].from == "pub" ? again[0] : again[1];
+  EXPECT_EQ(out3.stats.blocked_push_ns, 800'000'000u);
+  done.open();
+  g.wait();
+}
+
 }  // namespace
 
 namespace {
