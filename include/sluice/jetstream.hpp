@@ -220,7 +220,9 @@ struct edge_options {
 
 // Refuses (std::invalid_argument, before any request) an edge no stream could carry: a
 // stream or durable name holding a space, a control byte, '.', '*' or '>', or over 255
-// bytes; a subject with a wildcard or an empty token; a name or subject holding '"' or
+// bytes; a subject with a wildcard or an empty token, or over 2048 bytes (its messages'
+// control lines would pass the server's 4096, and the server would close the connection
+// and every edge on it; the publish stage refuses such a subject too); a name or subject holding '"' or
 // '\' (libnats writes them into its JSON requests unescaped) or not valid UTF-8;
 // max_msgs, ack_wait or max_ack_pending not positive; an ack_wait past 100 years (the
 // server's nanoseconds overflowed, and it took its default); max_bytes 0 or below -1. A

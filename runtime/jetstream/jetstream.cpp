@@ -563,6 +563,22 @@ std::string random_producer_id() {
 std::string subject_of(const edge_options& e) { return e.subject.empty() ? e.stream : e.subject; }
 std::string durable_of(const edge_options& e) { return e.durable.empty() ? e.stream : e.durable; }
 
+// The longest subject an edge may publish to. A message's control line ("HPUB <subject>
+// <reply inbox> <header bytes> <total bytes>") must fit the server's max_control_line
+// (4096 bytes by default): one that did not made the server close the connection, and
+// with it every edge on it, for good ("the connection ... is closed", the cause never
+// named). Half of it leaves room for the inbox and the sizes.
+constexpr std::size_t kMaxSubjectLength = 2048;
+void check_subject_length(const char* call, const edge_options& e) {
+  const std::string subject = subject_of(e);
+  if (subject.size() <= kMaxSubjectLength) return;
+  throw std::invalid_argument("sluice::jetstream::" + std::string(call) + ": edge '" + e.stream + "': subject of " +
+                              std::to_string(subject.size()) + " bytes ('" +
+                              sluice::detail::utf8_clean(subject.substr(0, 40)) + "...'); at most " +
+                              std::to_string(kMaxSubjectLength) +
+                              " (a NATS server closes a connection whose control line passes 4096 bytes)");
+}
+
 void need_connection(const connection& c, const char* what) {
   if (!c.state()) throw std::logic_error(std::string("sluice::jetstream::") + what + ": an empty connection handle");
 }
@@ -900,6 +916,7 @@ void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closu
 
 publisher::publisher(const connection& c, const edge_options& e, const publish_options& o) {
   need_connection(c, "publish");
+  check_subject_length("publish", e);
   auto st = std::make_shared<pub_state>();
   st->conn = c.state();
   st->edge = e;
@@ -2246,6 +2263,7 @@ void check_edge(const edge_options& e) {
     }
     if (const std::string why = not_json_safe(sub, shown); !why.empty()) refuse("subject " + why);
   }
+  detail::check_subject_length("ensure_edge", e);
 }
 
 void ensure_edge(connection& conn, const edge_options& e) {

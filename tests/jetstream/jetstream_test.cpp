@@ -373,6 +373,45 @@ TEST(JetstreamEdge, NamesAndSubjectsTheServersJsonCannotCarryAreRefusedUpFront) 
   EXPECT_NO_THROW(js::check_edge({.stream = "donn\xc3\xa9" "es", .subject = "donn\xc3\xa9" "es.\xc3\xa9" "t\xc3\xa9", .max_msgs = 10}));
 }
 
+// A subject whose message's control line passes the server's max_control_line (4096
+// bytes) made the server close the shared connection for good, failing every edge on it
+// with "the connection ... is closed" and never the cause. Subjects over 2048 bytes are
+// refused up front, by ensure_edge and by the publish stage, naming the limit; the
+// connection and its other edges go on.
+TEST(JetstreamEdge, ASubjectTooLongForTheServersControlLineIsRefusedAndTheConnectionLives) {
+  const std::string longest(2048, 's'), over(2049, 's'), huge(4100, 's');
+  EXPECT_NO_THROW(js::check_edge({.stream = "fine", .subject = longest, .max_msgs = 10}));
+  for (const std::string& sub : {over, huge}) {
+    try {
+      js::check_edge({.stream = "fine", .subject = sub, .max_msgs = 10});
+      ADD_FAILURE() << "accepted a subject of " << sub.size() << " bytes";
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find("subject of " + std::to_string(sub.size()) + " bytes"), std::string::npos)
+          << ex.what();
+      EXPECT_NE(std::string(ex.what()).find("at most 2048"), std::string::npos) << ex.what();
+    }
+  }
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const js::edge_options good{.stream = "good", .max_msgs = 100};
+  js::ensure_edge(conn, good);
+  // The publish stage refuses it too (a stream made elsewhere never passed ensure_edge).
+  sluice::pipeline bad(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }),
+                       js::publish<int>(conn, {.stream = "big", .subject = "big." + huge, .max_msgs = 100}));
+  try {
+    run_bounded(bad.get_graph());
+    ADD_FAILURE() << "a publish to a subject of " << huge.size() + 4 << " bytes ran";
+  } catch (const std::exception& ex) {
+    EXPECT_NE(std::string(ex.what()).find("at most 2048"), std::string::npos) << ex.what();
+  }
+  EXPECT_TRUE(conn.connected());
+  sluice::pipeline fine(sluice::from<int>([](sluice::sender<int>& out) { out.push(7); }),
+                        js::publish<int>(conn, good));
+  EXPECT_NO_THROW(run_bounded(fine.get_graph()));
+  EXPECT_EQ(js::inspect_edge(conn, good).msgs, 1u);
+}
+
 TEST(JetstreamEdge, ExistingStreamOrConsumerWithOtherLimitsIsAnErrorNamingTheDifference) {
   NEED_NATS_SERVER();
   nats_server server;
