@@ -150,6 +150,8 @@ struct edge_lookup {
   jsErrCode stream_jerr = static_cast<jsErrCode>(0);
   int stream_subjects = 0;
   bool work_queue = false;
+  jsRetentionPolicy retention = js_WorkQueuePolicy;
+  bool discard_new = true;
   std::uint64_t first_seq = 0;  // the stream's first message (0: it holds none)
   [[nodiscard]] bool ok() const { return consumer.found() && stream_status == NATS_OK; }
   // The failing request's answer: the consumer's if it was not found, else the stream's.
@@ -166,10 +168,24 @@ edge_lookup look_up_edge(jsCtx* js, const std::string& stream, const std::string
   if (r.stream_status != NATS_OK) return r;
   r.stream_subjects = si->Config != nullptr ? si->Config->SubjectsLen : 0;
   r.work_queue = si->Config != nullptr && si->Config->Retention == js_WorkQueuePolicy;
+  if (si->Config != nullptr) {
+    r.retention = si->Config->Retention;
+    r.discard_new = si->Config->Discard == js_DiscardNew;
+  }
   r.first_seq = si->State.Msgs != 0 ? si->State.FirstSeq : 0;
   jsStreamInfo_Destroy(si);
   return r;
 }
+
+// The subscribe stage's checks of its edge as looked up (ok(), with the consumer's
+// config): what it cannot use, or what loses messages, in the consumer (check_consumer)
+// and the stream (not a work queue: acked messages stay, so the stream fills and the
+// publisher waits for ever, or with discard old, drops messages nobody saw; a work queue
+// with discard old drops unseen messages when full). At its start, and at every sweep
+// (sweep_stranded): a consumer or stream deleted and made again mid-run, with a config
+// the stage cannot use, is then a stage error, not a silent loss. Defined with
+// ensure_edge's checks, below.
+void check_for_subscribe(const edge_options& e, const std::string& durable, const edge_lookup& lk);
 
 }  // namespace
 
@@ -1512,7 +1528,11 @@ struct sub_state {
     js_ctx js;
     conn->make_js(js, kLookupWait);
     const edge_lookup lk = look_up_edge(js.js, edge.stream, durable);
-    if (lk.ok()) purge_stranded(js.js, lk, now_epoch);
+    if (!lk.ok()) return;  // gone: check_consumer_unanswered's verdict, once pulls go unanswered
+    // Made again since the stage started, maybe with limits that lose messages (a
+    // max_deliver of 1 dropped every nak'ed message, and the stage idled on for ever).
+    if (lk.consumer.info->Config != nullptr) check_for_subscribe(edge, durable, lk);
+    purge_stranded(js.js, lk, now_epoch);
   }
   // The sweep itself, from a look-up made at `at_epoch`: purges our messages at or below
   // the consumer's ack floor when the stream's first message is one of them. A purge
@@ -1686,7 +1706,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': consumer '" + durable + "' on " +
                                st->conn->url + ": the server sent no configuration");
     }
-    check_consumer(checker::subscribe, e, durable, subject_of(e), *ci.Config, found.stream_subjects);
+    check_for_subscribe(e, durable, found);
     if (ci.Config->FilterSubject != nullptr) st->filter = ci.Config->FilterSubject;
     st->work_queue = found.work_queue;
     if (st->work_queue && found_epoch != sub_state::kNoConnection) {
@@ -2175,6 +2195,21 @@ void check_consumer(checker call, const edge_options& e, const std::string& dura
             "none (the server would delete the consumer while its subscriber pauses)");
   }
 }
+
+}  // namespace
+namespace detail {
+namespace {
+void check_for_subscribe(const edge_options& e, const std::string& durable, const edge_lookup& lk) {
+  check_consumer(checker::subscribe, e, durable, subject_of(e), *lk.consumer.info->Config, lk.stream_subjects);
+  const std::string what = "stream '" + e.stream + "'";
+  if (lk.retention != js_WorkQueuePolicy) {
+    differ(e, what + " retention", retention_name(lk.retention), "workqueue", checker::subscribe);
+  }
+  if (!lk.discard_new) differ(e, what + " discard policy", "old", "new", checker::subscribe);
+}
+}  // namespace
+}  // namespace detail
+namespace {
 // A name or subject as a message shows it: control bytes as \xNN (one_line). Sets `bad`
 // when it holds a space or a control byte.
 std::string escaped(const std::string& name, bool& bad) {

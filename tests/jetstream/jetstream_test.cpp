@@ -1009,6 +1009,77 @@ TEST(JetstreamEdge, SubscribeToAConsumerItCannotUseFailsNamingTheLimit) {
   }
 }
 
+// A stream that is not the edge's kind loses messages or holds acked ones, and the
+// subscribe stage refuses it (ensure_edge always did): under limits retention acked
+// messages stay, so with discard old a full stream dropped messages nobody had seen (a
+// probe: 1000 published and acknowledged, 100 delivered, no error anywhere), and with
+// discard new it filled up and the publisher waited for ever; a work queue with discard
+// old drops unseen messages when full.
+TEST(JetstreamEdge, SubscribeToAStreamThatLosesOrKeepsAckedMessagesFailsNamingIt) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const struct {
+    std::string name, retention, discard, what;
+  } cases[] = {{"limitsold", "limits", "old", "retention of edge 'limitsold' is limits"},
+               {"limitsnew", "limits", "new", "retention of edge 'limitsnew' is limits"},
+               {"queueold", "workqueue", "old", "discard policy of edge 'queueold' is old"}};
+  for (const auto& c : cases) {
+    const std::string stream = js_api(server.url(), "$JS.API.STREAM.CREATE." + c.name,
+                                      R"({"name":")" + c.name + R"(","subjects":[")" + c.name + R"("],"retention":")" +
+                                          c.retention + R"(","discard":")" + c.discard +
+                                          R"(","max_msgs":100,"storage":"file"})");
+    ASSERT_EQ(stream.find("\"error\""), std::string::npos) << stream;
+    const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE." + c.name + "." + c.name,
+                                    R"({"stream_name":")" + c.name + R"(","config":{"durable_name":")" + c.name +
+                                        R"(","ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
+                                        R"("filter_subject":")" + c.name + R"(","deliver_policy":"all"}})");
+    ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+    sluice::pipeline consumer(js::subscribe<int>(conn, {.stream = c.name, .max_msgs = 100}, {.fetch_wait = 50ms}),
+                              sluice::into([](js::delivery<int> d) { d.ack(); }));
+    const std::string what = stage_error_of(consumer.get_graph(), 10s);
+    EXPECT_NE(what.find(c.what), std::string::npos) << what;
+    EXPECT_NE(what.find("the subscribe stage cannot use it"), std::string::npos) << what;
+  }
+}
+
+// The consumer deleted while the stage runs and made again with a limit that loses
+// messages (max_deliver 1: a nak'ed message never comes back) is found at the next sweep
+// (every 5 s) and fails the stage naming it. Before, the stage went on with it: a probe's
+// 10 items nak'ed once stayed in the stream for good, and the stage idled on with no error.
+TEST(JetstreamEdge, AConsumerMadeAgainMidRunWithALimitThatLosesMessagesFailsTheStage) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const js::edge_options e{.stream = "remade", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  std::atomic<int> got{0};
+  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([&](js::delivery<int> d) {
+                              d.ack();
+                              got.fetch_add(1);
+                            }));
+  auto& g = consumer.get_graph();
+  g.start();
+  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
+  ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
+  const std::string gone = js_api(server.url(), "$JS.API.CONSUMER.DELETE.remade.remade", "");
+  ASSERT_EQ(gone.find("\"error\""), std::string::npos) << gone;
+  const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE.remade.remade",
+                                  R"({"stream_name":"remade","config":{"durable_name":"remade","ack_policy":"explicit",)"
+                                  R"("ack_wait":30000000000,"max_ack_pending":4096,"deliver_policy":"all","max_deliver":1}})");
+  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+  std::string what;
+  try {
+    const bool ended = g.wait_for(30s).has_value();
+    ADD_FAILURE() << (ended ? "ended without an error" : "went on with the remade consumer");
+    if (!ended) wait_bounded(g);
+  } catch (const sluice::stage_error& ex) {
+    what = ex.what();
+  }
+  EXPECT_NE(what.find("max_deliver"), std::string::npos) << what;
+  EXPECT_NE(what.find("consumer 'remade'"), std::string::npos) << what;
+}
+
 // The stream removed under a running consumer. nats-server answers no pull request for a
 // consumer that is gone (no 408, no "no responders"), so the stage looked idle for ever;
 // now, after give_up without an answer, it looks the consumer up and fails naming the edge.
