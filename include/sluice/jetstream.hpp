@@ -103,6 +103,13 @@
 //   first_sequence set to that position (e.g. the offset of the first record it re-reads).
 //   Items the server already acknowledged then carry the same ids and are dropped as
 //   duplicates. The default producer_id is random per stage: no dedup across restarts.
+//   Only while the server remembers them: within the duplicate window (2 minutes), and
+//   not across a server restart for messages already consumed. nats-server rebuilds its
+//   de-duplication table from the messages still stored, and a work queue has removed
+//   the acked ones: after a server restart, a re-published item that was already
+//   consumed is stored and delivered again (deliveries() == 1). Consumers that must see
+//   an item once de-duplicate by id() (a probe saw all 100 replayed items delivered
+//   again after a graceful server restart, none without one).
 // Lifetime: a connection handle is shared (copyable); the connection closes when the last
 //   handle, stage and delivery using it is gone. The publish stages of a connection share
 //   one JetStream context, freed with the connection; a subscribe stage's inboxes are

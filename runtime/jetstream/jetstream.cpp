@@ -830,7 +830,8 @@ struct pub_state {
     } else if (no_stream.lasted() > conn->opts.give_up) {
       why = "no stream has taken its messages for " + no_stream.lasted_ms() +
             " (no responders on subject '" + subject +
-            "': the stream was deleted, or the server came back without its store)";
+            "': no stream takes that subject; the stream was deleted, made with other subjects, or the server "
+            "came back without its store)";
     }
     if (why.empty()) return;
     lk.unlock();
@@ -1756,6 +1757,11 @@ void subscriber::fetch_raw(std::size_t max, void (*cb)(void*, message&&), void* 
   const auto t0 = clock::now();
   if (t0 - s.last_resend_check >= std::chrono::milliseconds(100)) {
     s.last_resend_check = t0;
+    // The answers that came since (an idle edge reads none otherwise: they were read only
+    // before a message is handed on and in ack(), so the last acks before an idle spell
+    // were re-sent every ack_confirm_wait and given up after give_up, never confirmed),
+    // then the re-sends of those still unanswered.
+    s.serve_confirmations(0);
     s.resend_due();
     s.sweep_stranded();
   }

@@ -1009,6 +1009,46 @@ TEST(JetstreamEdge, SubscribeToAConsumerItCannotUseFailsNamingTheLimit) {
   }
 }
 
+// The acks of the last messages before an idle spell are confirmed while the edge idles.
+// Confirmations were read only before a message was handed on and inside ack(): on an idle
+// edge they sat unread, each ack was re-sent every ack_confirm_wait and given up after
+// give_up (a probe: 20 acks, 10 confirmed, 90 re-sends, 10 "unconfirmed" acks that the
+// server had applied), and on_confirmed never ran for them.
+TEST(JetstreamEdge, AcksBeforeAnIdleSpellAreConfirmedWhileTheEdgeIdles) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.give_up = 5000ms});
+  const js::edge_options e{.stream = "idleack", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  constexpr int kItems = 10;
+  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) {
+                     for (int i = 0; i < kItems; ++i) out.push(i);
+                   }),
+                   js::publish<int>(conn, e))
+      .run();
+  auto sc = std::make_shared<js::subscribe_counters>();
+  std::atomic<int> on_confirmed{0};
+  std::atomic<int> got{0};
+  sluice::pipeline consumer(js::subscribe<int>(conn, e,
+                                               {.fetch_wait = 50ms, .counters = sc,
+                                                .on_confirmed = [&](const std::string&, unsigned) { ++on_confirmed; }}),
+                            sluice::into([&](js::delivery<int> d) {
+                              d.ack();
+                              ++got;
+                            }));
+  auto& g = consumer.get_graph();
+  g.start();
+  ASSERT_TRUE(eventually([&] { return got.load() == kItems; }, 20s));
+  // The stage idles from here: nothing more is published.
+  EXPECT_TRUE(eventually([&] { return sc->acks_confirmed.load() == kItems; }, 20s))
+      << sc->acks_confirmed.load() << " of " << kItems << " confirmed, " << sc->acks_resent.load() << " re-sent, "
+      << sc->acks_unconfirmed.load() << " given up";
+  EXPECT_EQ(on_confirmed.load(), kItems);
+  EXPECT_EQ(sc->acks_unconfirmed.load(), 0u);
+  g.request_stop();
+  wait_bounded(g);
+}
+
 // A stream that is not the edge's kind loses messages or holds acked ones, and the
 // subscribe stage refuses it (ensure_edge always did): under limits retention acked
 // messages stay, so with discard old a full stream dropped messages nobody had seen (a
