@@ -142,14 +142,18 @@ void address_of(int fd, bool peer, std::string& ip, int& port) {
 }
 
 // What a worker reads and writes: the bytes the reader took in, then the socket (non-
-// blocking; every wait bounded by the request's deadline or the answer's).
+// blocking; every read's wait bounded by the request's deadline). Writes never wait: what
+// the socket does not take at once is kept (unsent()), and the reader sends it (intake::
+// send_rest): a client that does not read its answer held a worker for the whole
+// kWriteDeadline, and two such clients every two seconds kept both workers from answering
+// anyone else (a probe's scrape took 15 s, the page got no answer).
 class intake_stream final : public httplib::Stream {
  public:
-  intake_stream(int fd, std::string taken, clock::time_point read_by, clock::time_point write_by)
-      : fd_(fd), taken_(std::move(taken)), read_by_(read_by), write_by_(write_by) {}
+  intake_stream(int fd, std::string taken, clock::time_point read_by)
+      : fd_(fd), taken_(std::move(taken)), read_by_(read_by) {}
 
   bool is_readable() const override { return pos_ < taken_.size() || wait_ready(fd_, POLLIN, read_by_); }
-  bool is_writable() const override { return wait_ready(fd_, POLLOUT, write_by_); }
+  bool is_writable() const override { return !failed_; }
 
   ssize_t read(char* ptr, size_t size) override {
     if (pos_ < taken_.size()) {
@@ -170,14 +174,37 @@ class intake_stream final : public httplib::Stream {
     }
   }
   ssize_t write(const char* ptr, size_t size) override {
-    for (;;) {
-      if (!wait_ready(fd_, POLLOUT, write_by_)) return -1;
+    if (failed_) return -1;
+    std::size_t sent = 0;
+    while (rest_.empty() && sent < size) {
       // MSG_NOSIGNAL: a client gone mid-answer is an error here, never a SIGPIPE.
-      const ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
-      if (n >= 0) return n;
-      if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+      const ssize_t n = ::send(fd_, ptr + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      failed_ = true;
+      return -1;
     }
+    if (sent < size) {
+      if (rest_.size() + (size - sent) > kMaxAnswerKept) {  // no answer is that large: give up on it
+        failed_ = true;
+        return -1;
+      }
+      try {
+        rest_.append(ptr + sent, size - sent);
+      } catch (...) {
+        failed_ = true;
+        return -1;
+      }
+    }
+    return static_cast<ssize_t>(size);
   }
+  // What the socket did not take yet (the reader sends it), and whether a write failed.
+  [[nodiscard]] std::string& unsent() noexcept { return rest_; }
+  [[nodiscard]] bool failed() const noexcept { return failed_; }
   void get_remote_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, true, ip, port); }
   void get_local_ip_and_port(std::string& ip, int& port) const override { address_of(fd_, false, ip, port); }
   ::socket_t socket() const override { return fd_; }
@@ -188,7 +215,8 @@ class intake_stream final : public httplib::Stream {
   std::size_t pos_ = 0;   // of taken_, handed to httplib
   std::size_t more_ = 0;  // bytes read from the socket after taken_
   const clock::time_point read_by_;
-  const clock::time_point write_by_;
+  std::string rest_;     // written, not yet taken by the socket
+  bool failed_ = false;  // the client went away, or the answer passed kMaxAnswerKept
 };
 
 // An answer the reader gives itself, sent once without waiting (a client that does not
@@ -264,6 +292,23 @@ bool client_done(int fd, std::size_t& dropped) {
   return true;
 }
 
+// Sends what fd's socket takes now of bytes[sent..] (never waits). more: the socket is
+// full; failed: the client went away.
+enum class send_state { done, more, failed };
+send_state send_some(int fd, const std::string& bytes, std::size_t& sent) {
+  while (sent < bytes.size()) {
+    const ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return send_state::more;
+    return send_state::failed;
+  }
+  return send_state::done;
+}
+
 }  // namespace
 
 intake::intake(answer_fn answer, std::size_t workers) : answer_(std::move(answer)) {
@@ -331,6 +376,8 @@ void intake::stop() noexcept {
     // Answered after the reader's last round (a worker that saw stopping_ closed its own).
     for (const int fd : closing_) ::close(fd);
     closing_.clear();
+    for (const auto& u : sending_in_) ::close(u.fd);
+    sending_in_.clear();
     ::close(wake_fd_);
   });
 }
@@ -367,9 +414,11 @@ void intake::read_loop() {
     std::size_t dropped = 0;  // bytes read and dropped since
   };
   std::deque<closing> lingering;  // in the order closed: the front's deadline is the earliest
+  std::deque<unsent> sending;  // answers the reader finishes sending (send_rest), oldest first
   std::vector<pollfd> polled;
   std::vector<int> fresh;
   std::vector<int> answered;
+  std::vector<unsent> to_send;
   // fd's write side is shut down: it is closed once the client closes, or at the deadline
   // (or, past kMaxLingering, when it is the oldest: see the top of the loop).
   auto linger = [&](int fd, clock::time_point now) { lingering.push_back(closing{fd, now + kLingerDeadline, 0}); };
@@ -410,10 +459,50 @@ void intake::read_loop() {
       if (stopping_) break;
       fresh.swap(inbox_);
       answered.swap(closing_);
+      to_send.swap(sending_in_);
     }
     const auto now = clock::now();
     for (const int fd : answered) linger(fd, now);
     answered.clear();
+    // An answer sent whole is closed gracefully, like one a worker sent whole.
+    auto sent_all = [&](int fd, clock::time_point at) {
+      ::shutdown(fd, SHUT_WR);
+      linger(fd, at);
+    };
+    for (auto& u : to_send) {
+      switch (send_some(u.fd, u.bytes, u.sent)) {  // the socket may have room by now
+        case send_state::done:
+          sent_all(u.fd, now);
+          break;
+        case send_state::failed:
+          ::close(u.fd);
+          break;
+        case send_state::more:
+          sending.push_back(std::move(u));
+          break;
+      }
+    }
+    to_send.clear();
+    // Past their deadline (the client did not take its answer in time), or the oldest
+    // past the limits (its client had longest).
+    {
+      std::size_t bytes = 0;
+      std::deque<unsent> kept;
+      for (auto& u : sending) {
+        if (u.deadline <= now) {
+          ::close(u.fd);
+        } else {
+          bytes += u.bytes.size() - u.sent;
+          kept.push_back(std::move(u));
+        }
+      }
+      while (!kept.empty() && (kept.size() > kMaxSending || bytes > kMaxSendingBytes)) {
+        bytes -= kept.front().bytes.size() - kept.front().sent;
+        ::close(kept.front().fd);
+        kept.pop_front();
+      }
+      sending.swap(kept);
+    }
     for (const int fd : fresh) {
       // Non-blocking from here on (the reader must never wait on one client), and not
       // inherited by a program the embedder starts.
@@ -445,10 +534,16 @@ void intake::read_loop() {
     const std::size_t linger_at = polled.size();  // lingering[i] is polled[linger_at + i]
     const std::size_t lingering_polled = lingering.size();
     for (const auto& l : lingering) polled.push_back(pollfd{l.fd, POLLIN, 0});
+    const std::size_t send_at = polled.size();  // sending[i] is polled[send_at + i]
+    for (const auto& u : sending) polled.push_back(pollfd{u.fd, POLLOUT, 0});
     int timeout = -1;
     if (!waiting.empty()) timeout = ms_until(waiting.front().deadline);
     if (!lingering.empty()) {
       const int t = ms_until(lingering.front().deadline);
+      timeout = timeout < 0 ? t : std::min(timeout, t);
+    }
+    for (const auto& u : sending) {
+      const int t = ms_until(u.deadline);
       timeout = timeout < 0 ? t : std::min(timeout, t);
     }
     if (::poll(polled.data(), polled.size(), timeout) < 0 && errno != EINTR) {
@@ -457,6 +552,8 @@ void intake::read_loop() {
       waiting.clear();
       for (auto& l : lingering) ::close(l.fd);
       lingering.clear();
+      for (auto& u : sending) ::close(u.fd);
+      sending.clear();
       continue;
     }
     if (polled[0].revents != 0) {
@@ -465,6 +562,22 @@ void intake::read_loop() {
     }
 
     const auto after = clock::now();
+    {
+      std::deque<unsent> more;
+      for (std::size_t i = 0; i < sending.size(); ++i) {
+        unsent& u = sending[i];
+        const send_state st =
+            polled[send_at + i].revents != 0 ? send_some(u.fd, u.bytes, u.sent) : send_state::more;
+        if (st == send_state::done) {
+          sent_all(u.fd, after);
+        } else if (st == send_state::failed) {
+          ::close(u.fd);
+        } else {
+          more.push_back(std::move(u));
+        }
+      }
+      sending.swap(more);
+    }
     std::deque<request> still;
     for (std::size_t i = 0; i < waiting.size(); ++i) {
       request& r = waiting[i];
@@ -488,6 +601,7 @@ void intake::read_loop() {
   }
   for (auto& r : waiting) ::close(r.fd);
   for (auto& l : lingering) ::close(l.fd);
+  for (auto& u : sending) ::close(u.fd);
 }
 
 void intake::work_loop() {
@@ -501,15 +615,45 @@ void intake::work_loop() {
       r = std::move(queue_.front());
       queue_.pop_front();
     }
+    const auto write_by = clock::now() + kWriteDeadline;
+    std::string rest;
+    bool failed = false;
     try {
-      intake_stream s(r.fd, std::move(r.bytes), r.deadline, clock::now() + kWriteDeadline);
+      intake_stream s(r.fd, std::move(r.bytes), r.deadline);
       answer_(s);
+      rest.swap(s.unsent());
+      failed = s.failed();
     } catch (...) {
       // The answer failed (out of memory while building it, say): the client sees the
       // connection close; the server goes on.
+      rest.clear();
     }
-    close_gracefully(r.fd);
+    if (failed) {
+      ::close(r.fd);  // the client went away (or the answer passed kMaxAnswerKept)
+    } else if (rest.empty()) {
+      close_gracefully(r.fd);
+    } else {
+      send_rest(r.fd, std::move(rest), write_by);
+    }
   }
+}
+
+void intake::send_rest(int fd, std::string&& rest, clock::time_point deadline) noexcept {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      try {
+        sending_in_.push_back(unsent{fd, std::move(rest), 0, deadline});
+        fd = -1;
+      } catch (...) {  // no memory to hand it over: closed here instead
+      }
+    }
+  }
+  if (fd >= 0) {
+    ::close(fd);
+    return;
+  }
+  wake_reader();
 }
 
 }  // namespace sluice::serve_detail

@@ -27,8 +27,12 @@
 //     client's kernel threw away the end of an answer it had not read yet (a GET whose
 //     body came after its head lost its 270 KB answer after 128 KB).
 //   - A worker answers through an intake_stream: the bytes read so far, then the socket,
-//     for at most kMaxBody more bytes and within what is left of the request's deadline;
-//     the whole answer must be written within kWriteDeadline. Writes never raise SIGPIPE.
+//     for at most kMaxBody more bytes and within what is left of the request's deadline.
+//     Its writes never wait: what the socket does not take at once (a client that reads
+//     slowly, or not at all) is handed to the reader, which sends it as the socket takes
+//     it; the whole answer must be sent within kWriteDeadline, or the connection is
+//     closed. At most kMaxSending answers (kMaxSendingBytes in all, kMaxAnswerKept each)
+//     are being sent; past that the oldest is closed. Writes never raise SIGPIPE.
 //
 // Requires: answer() does not throw for long (its exceptions are swallowed) and closes
 //   nothing: the intake closes each connection after answer() returns.
@@ -67,6 +71,9 @@ inline constexpr std::size_t kMaxLingerBytes = 65536;  // read and dropped from 
 static_assert(kMaxWaiting >= kListenBacklog && kMaxQueued >= kListenBacklog);
 inline constexpr std::chrono::milliseconds kRequestDeadline{1000};  // from take() to the whole head
 inline constexpr std::chrono::milliseconds kWriteDeadline{2000};    // for the whole answer
+inline constexpr std::size_t kMaxAnswerKept = std::size_t{64} << 20;   // unsent bytes of one answer
+inline constexpr std::size_t kMaxSendingBytes = std::size_t{128} << 20;  // of all answers being sent
+inline constexpr std::size_t kMaxSending = 256;                           // answers being sent
 inline constexpr std::chrono::milliseconds kLingerDeadline{2000};   // for the client to close after it
 
 class intake {
@@ -91,10 +98,19 @@ class intake {
     std::string bytes;          // what was read of it so far (the whole head, maybe more)
     clock::time_point deadline;  // for the head, and for any body after it
   };
+  struct unsent {
+    int fd = -1;
+    std::string bytes;           // the end of an answer the socket did not take yet
+    std::size_t sent = 0;        // of bytes, sent since
+    clock::time_point deadline;  // kWriteDeadline after the answer began
+  };
 
   void read_loop();
   void work_loop();
   void hand_over(request&& r);
+  // Has the reader send the rest of fd's answer (the socket would have blocked), then
+  // close fd gracefully; closes it at once when stopping.
+  void send_rest(int fd, std::string&& rest, clock::time_point deadline) noexcept;
   // Shuts down fd's write side and has the reader close it once the client has (see
   // the lingering paragraph above); closes it at once when stopping.
   void close_gracefully(int fd) noexcept;
@@ -111,6 +127,7 @@ class intake {
   std::vector<int> inbox_;       // taken, not yet seen by the reader (guarded by mu_)
   std::deque<request> queue_;    // complete heads waiting for a worker (guarded by mu_)
   std::vector<int> closing_;     // answered, for the reader to linger on (guarded by mu_)
+  std::vector<unsent> sending_in_;  // answered in part, for the reader to finish (guarded by mu_)
   bool stopping_ = false;        // guarded by mu_
 
   std::thread reader_;

@@ -9,6 +9,7 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,9 +18,11 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -363,6 +366,77 @@ TEST(Serve, SilentClientsHoldTheWorkersOnlyBriefly) {
   for (int fd : silent) ::close(fd);
   lg.g.request_stop();
   ASSERT_TRUE(lg.g.wait_for(30s).has_value());
+}
+
+// Clients that send a request and never read its answer hold no worker. A worker waited
+// in its write for the client to take the answer, up to the 2 s write deadline: two
+// such clients every two seconds held both workers, and a probe's scrape behind them took
+// 15 s, the page none at all. Now the reader finishes sending what the socket did not
+// take: the client behind them is answered while they still hold their connections.
+TEST(Serve, ClientsThatNeverReadTheirAnswersHoldNoWorker) {
+  sluice_test::watchdog dog(120s, "non-reading clients");
+  // Stage names long enough that /metrics is more than the sockets' buffers hold.
+  const std::string longname(16384, 'n');
+  sluice::graph g;
+  auto src = g.source<int>("src-" + longname, [](sluice::sender<int>&, std::stop_token st) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lk(m);
+    cv.wait(lk, st, [] { return false; });
+  });
+  auto s1 = g.map("one-" + longname, src, [](int v) { return v; });
+  auto s2 = g.map("two-" + longname, s1, [](int v) { return v; });
+  g.sink("sink-" + longname, s2, [](int) {});
+  g.start();
+  auto srv = sluice::metrics::serve(g, "127.0.0.1:0");
+  const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ASSERT_GT(sluice_test::ask(srv.port(), request).size(), std::size_t{200} << 10);
+  std::vector<int> stalled;
+  for (int i = 0; i < 2; ++i) {  // as many as there are workers
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    const int small = 1024;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);  // before connect: the window
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(srv.port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+    stalled.push_back(fd);
+  }
+  // Both answers have begun (bytes wait unread in their sockets).
+  auto unread = [](int fd) {
+    int n = 0;
+    return ::ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+  };
+  ASSERT_TRUE(sluice_test::eventually([&] {
+    for (const int fd : stalled) {
+      if (unread(fd) <= 0) return false;
+    }
+    return true;
+  }, 60s));
+  httplib::Client cli("127.0.0.1", srv.port());
+  cli.set_read_timeout(30, 0);
+  const auto page = cli.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  // ... and none of them was given up to make room (a worker gave up its write at the
+  // 2 s deadline): each still gets its whole answer once it reads.
+  for (const int fd : stalled) {
+    const int big = 4 << 20;  // read it fast now: the reader must send it all within 2 s
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    const std::string answer = read_answer(fd, std::size_t{64} << 20);
+    const std::size_t head_end = answer.find("\r\n\r\n");
+    ASSERT_NE(head_end, std::string::npos) << answer.substr(0, 200);
+    const std::size_t at = answer.find("Content-Length: ");
+    ASSERT_LT(at, head_end) << answer.substr(0, head_end);
+    const std::size_t length = std::stoul(answer.substr(at + 16));
+    EXPECT_EQ(answer.size() - head_end - 4, length) << "an answer cut short: its client was given up";
+    ::close(fd);
+  }
+  g.request_stop();
+  ASSERT_TRUE(g.wait_for(30s).has_value());
 }
 
 TEST(Serve, BindsTheAddressGivenAndNamesOneItCannot) {
