@@ -38,7 +38,8 @@
 //   nothing: the intake closes each connection after answer() returns.
 // Guarantees: every connection given to take() is closed exactly once, by the intake. The
 //   threads are named "sluice-http". stop() closes every connection not being answered,
-//   lets the answers in progress finish (each within kWriteDeadline) and joins the threads.
+//   lets the workers finish the answers they are writing (never waiting on a client),
+//   closes those whose end the reader was still sending, and joins the threads.
 // Non-guarantees: fairness between clients; a request head that arrives in the same read
 //   as more bytes (a body, a second request) keeps those bytes for the answer to read.
 // Lifetime: take() may be called from any thread until stop(); after it, take() closes

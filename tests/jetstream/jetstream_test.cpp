@@ -689,8 +689,9 @@ TEST(JetstreamEdge, PlainAcksDeliverEveryItemOnceAndAreNeverConfirmed) {
 }
 
 // Runs g and returns its stage error's text; fails the test if it ends otherwise or hangs.
-std::string stage_error_of(sluice::graph& g, std::chrono::seconds limit = 30s) {
-  g.start();
+// The stage error that ends g, already started, within `limit` (a test failure if it
+// ends without one, or hangs).
+std::string stage_error_of_started(sluice::graph& g, std::chrono::seconds limit = 30s) {
   try {
     const bool ended = g.wait_for(limit).has_value();
     ADD_FAILURE() << (ended ? "the graph ended without an error" : "the graph hung");
@@ -699,6 +700,10 @@ std::string stage_error_of(sluice::graph& g, std::chrono::seconds limit = 30s) {
     return ex.what();
   }
   return {};
+}
+std::string stage_error_of(sluice::graph& g, std::chrono::seconds limit = 30s) {
+  g.start();
+  return stage_error_of_started(g, limit);
 }
 
 // Refusals that no wait can mend end the publish stage with an error naming the edge. They
@@ -712,14 +717,7 @@ std::pair<std::string, double> failure_after_removing(sluice::graph& g, const st
   auto admin = js::connect(url);
   js::remove_edge(admin, e);
   const auto t0 = clock_type::now();
-  std::string what;
-  try {
-    const bool ended = g.wait_for(30s).has_value();
-    ADD_FAILURE() << (ended ? "ended without an error" : "hung");
-    if (!ended) wait_bounded(g);
-  } catch (const sluice::stage_error& ex) {
-    what = ex.what();
-  }
+  std::string what = stage_error_of_started(g);
   return {what, ms_since(t0)};
 }
 
@@ -1108,14 +1106,7 @@ TEST(JetstreamEdge, AConsumerMadeAgainMidRunWithALimitThatLosesMessagesFailsTheS
                                   R"({"stream_name":"remade","config":{"durable_name":"remade","ack_policy":"explicit",)"
                                   R"("ack_wait":30000000000,"max_ack_pending":4096,"deliver_policy":"all","max_deliver":1}})");
   ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
-  std::string what;
-  try {
-    const bool ended = g.wait_for(30s).has_value();
-    ADD_FAILURE() << (ended ? "ended without an error" : "went on with the remade consumer");
-    if (!ended) wait_bounded(g);
-  } catch (const sluice::stage_error& ex) {
-    what = ex.what();
-  }
+  const std::string what = stage_error_of_started(g);  // not going on with the remade consumer
   EXPECT_NE(what.find("max_deliver"), std::string::npos) << what;
   EXPECT_NE(what.find("consumer 'remade'"), std::string::npos) << what;
 }
