@@ -152,20 +152,32 @@ metrics::snapshot graph_state::snapshot() const {
     cshot.dead_letters = c.held_dead.load(std::memory_order_relaxed);
     s.channels.push_back(std::move(cshot));
   }
+  const std::size_t first_external = s.channels.size();
   for (const auto& x : externals_) {  // channels outside the process (this_stage::add_external_channel)
     const metrics::external_channel_reading r = x.read();
-    metrics::channel_snapshot cshot;
-    cshot.name = x.name;
-    cshot.from = x.from;
-    cshot.to = x.to;
-    cshot.external = true;
-    cshot.stats.size = cshot.stats.items = r.size;
-    cshot.stats.capacity = r.capacity;
     // Counters: on from the gauges this one replaced, and never below what was shown.
     x.shown_push_ns = std::max(x.shown_push_ns, x.base_push_ns + r.blocked_push_ns);
     x.shown_pop_ns = std::max(x.shown_pop_ns, x.base_pop_ns + r.blocked_pop_ns);
-    cshot.stats.blocked_push_ns = x.shown_push_ns;
-    cshot.stats.blocked_pop_ns = x.shown_pop_ns;
+    // One channel per (name, from, to): the gauges of its replicas and fused stages add
+    // up their blocked times; each reads the same stream's size.
+    metrics::channel_snapshot* same = nullptr;
+    for (std::size_t i = first_external; i < s.channels.size(); ++i) {
+      auto& c = s.channels[i];
+      if (c.name == x.name && c.from == x.from && c.to == x.to) same = &c;
+    }
+    if (same == nullptr) {
+      metrics::channel_snapshot cshot;
+      cshot.name = x.name;
+      cshot.from = x.from;
+      cshot.to = x.to;
+      cshot.external = true;
+      s.channels.push_back(std::move(cshot));
+      same = &s.channels.back();
+    }
+    same->stats.size = same->stats.items = std::max(same->stats.size, r.size);
+    same->stats.capacity = std::max(same->stats.capacity, r.capacity);
+    same->stats.blocked_push_ns += x.shown_push_ns;
+    same->stats.blocked_pop_ns += x.shown_pop_ns;
     for (auto& st : s.stages) {
       if (!x.from.empty() && st.name == x.from) {
         st.backpressured_ns += x.shown_push_ns;
@@ -176,7 +188,6 @@ metrics::snapshot graph_state::snapshot() const {
         st.busy_ns -= std::min(st.busy_ns, x.shown_pop_ns);
       }
     }
-    s.channels.push_back(std::move(cshot));
   }
   // The times are counters: a snapshot never reports less than one before it. Applied
   // last, after the external channels' readings (which may jump, e.g. a JetStream edge's
@@ -193,17 +204,19 @@ metrics::snapshot graph_state::snapshot() const {
   return s;
 }
 
-void graph_state::add_external_channel(std::string name, const stage_node& n, bool pushes,
+void graph_state::add_external_channel(std::string name, const stage_node& n, bool pushes, external_owner who,
                                       std::function<metrics::external_channel_reading()> read) {
   std::lock_guard lk(mu_);
-  external_channel x{std::move(name), pushes ? n.name : std::string(), pushes ? std::string() : n.name, std::move(read)};
-  // The same stage's channel again (a restarted stage): it replaces the first, and its
-  // blocked time counts on from the first's (before, the exported *_total counter went
-  // back to the new gauge's 0). Another stage's channel of the same name (a graph that
-  // publishes to a stream and subscribes to it) is a channel of its own: before, the
-  // second replaced the first, and one side's time vanished from the snapshot.
+  external_channel x{std::move(name), pushes ? n.name : std::string(), pushes ? std::string() : n.name, std::move(read),
+                     who};
+  // The same replica of the same stage again (a restarted stage): it replaces the first,
+  // and its blocked time counts on from the first's (before, the exported *_total counter
+  // went back to the new gauge's 0). Another stage's, or another replica's, is a gauge of
+  // its own, still counting: snapshot() sums those of one channel (name, from and to).
+  // Before, the last replaced them all: one side of a graph that publishes to a stream
+  // and subscribes to it vanished, and so did every replica's time but the last's.
   for (auto& e : externals_) {
-    if (e.name == x.name && e.from == x.from && e.to == x.to) {
+    if (e.name == x.name && e.from == x.from && e.to == x.to && e.who == x.who) {
       const metrics::external_channel_reading last = e.read();
       x.base_push_ns = std::max(e.shown_push_ns, e.base_push_ns + last.blocked_push_ns);
       x.base_pop_ns = std::max(e.shown_pop_ns, e.base_pop_ns + last.blocked_pop_ns);
@@ -594,7 +607,12 @@ std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck, b
 namespace sluice::this_stage {
 bool add_external_channel(std::string name, bool pushes, std::function<metrics::external_channel_reading()> read) {
   if (detail::tls_graph == nullptr) return false;
-  detail::tls_graph->add_external_channel(std::move(name), *detail::tls_stage, pushes, std::move(read));
+  // Who registers: the fused stage whose call runs now, or the thread's own stage; and
+  // which of its replicas (each has its own gauge, as each JetStream publisher does).
+  const detail::stage_thread& t = detail::tls_stage_thread;
+  const void* inside = t.inside != nullptr ? t.inside->load(std::memory_order_relaxed) : nullptr;
+  const detail::graph_state::external_owner who{inside != nullptr ? inside : t.node, t.replica};
+  detail::tls_graph->add_external_channel(std::move(name), *detail::tls_stage, pushes, who, std::move(read));
   return true;
 }
 }  // namespace sluice::this_stage

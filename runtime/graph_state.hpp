@@ -212,9 +212,16 @@ class graph_state {
   [[nodiscard]] metrics::snapshot snapshot() const;                     // graph_observer.cpp
   [[nodiscard]] report last_report() const;
   // A gauge of a channel outside the process, shown by snapshot() (this_stage::
-  // add_external_channel). Replaces an earlier one of the same name, stage and direction
-  // (a restarted stage), whose blocked time the new one counts on from.
-  void add_external_channel(std::string name, const stage_node& n, bool pushes,
+  // add_external_channel). Replaces an earlier one of the same name, direction, stage and
+  // replica (a restarted stage), whose blocked time the new one counts on from.
+  // Who registers an external channel: the stage (its node key; a fused stage's own) and
+  // which replica.
+  struct external_owner {
+    const void* stage = nullptr;
+    std::size_t replica = 0;
+    friend bool operator==(const external_owner&, const external_owner&) = default;
+  };
+  void add_external_channel(std::string name, const stage_node& n, bool pushes, external_owner who,
                             std::function<metrics::external_channel_reading()> read);  // graph_observer.cpp
 
   // ---- from stage threads ----
@@ -309,6 +316,7 @@ class graph_state {
   struct external_channel {
     std::string name, from, to;
     std::function<metrics::external_channel_reading()> read;
+    external_owner who;
     // Blocked time of the gauges this one replaced (a restarted stage's earlier ones, each
     // counting from 0): its own readings count on from there.
     std::uint64_t base_push_ns = 0, base_pop_ns = 0;

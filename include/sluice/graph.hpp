@@ -317,11 +317,12 @@ class graph {
 // bottleneck and the shares see across the cut. `pushes`: this stage feeds the channel
 // (it is the channel's `from`); otherwise it takes from it (`to`). snapshot() calls `read`
 // on any thread until the graph is destroyed: it must be cheap and thread safe (return a
-// cached value). A second call from the same stage with the same name and direction
-// replaces the first (a restarted stage); the blocked times then count on from the
-// first's last reading (they are counters), so a restarted stage's gauge may start from 0.
-// Another stage's call with the same name (a graph that feeds a stream and takes from it)
-// adds a channel of its own.
+// cached value). A second call from the same replica of the same stage with the same
+// name and direction replaces the first (a restarted stage); the blocked times then count
+// on from the first's last reading (they are counters), so a restarted stage's gauge may
+// start from 0. The calls of other replicas and stages add gauges of their own: the
+// snapshot shows one channel per name, from and to, with the sum of their blocked times
+// (a graph that feeds a stream and takes from it shows two channels of that name).
 // Returns false, doing nothing, when not called on a stage thread. (A fused stage's call
 // registers the channel for the stage that owns the thread.) The accounting identity does
 // not apply to such a channel (metrics::channel_snapshot::external).

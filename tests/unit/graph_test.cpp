@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <latch>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -1883,6 +1884,82 @@ TEST(graph, external_channels_are_per_stage_and_count_on_across_a_restart) {
   EXPECT_EQ(out3.stats.blocked_push_ns, 800'000'000u);
   done.open();
   g.wait();
+}
+
+// Each replica of a stage, and each stage fused onto one thread, registers a gauge of its
+// own (as each replica of a JetStream publish stage does); the snapshot shows one channel
+// per name, from and to, with the sum of their blocked times. Before, the last replaced
+// the others, whose time vanished while they still counted.
+TEST(graph, external_channels_of_replicas_and_fused_stages_add_up) {
+  watchdog dog(60s, "external replicas");
+  using reading = sluice::metrics::external_channel_reading;
+  auto external = [](const sluice::metrics::snapshot& snap, const std::string& name) {
+    std::vector<sluice::metrics::channel_snapshot> xs;
+    for (const auto& c : snap.channels) {
+      if (c.external && c.name == name) xs.push_back(c);
+    }
+    return xs;
+  };
+  {
+    sluice::graph g;
+    std::latch both(2);
+    std::atomic<int> next{0};
+    gate done;
+    auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+      for (int i = 0; i < 4; ++i) out.push(i);
+    }, {.capacity = 1});
+    auto m = g.map("pub", src, [&, registered = false](int v) mutable {
+      if (!registered) {
+        registered = true;
+        const std::uint64_t ns = next.fetch_add(1) == 0 ? 300'000'000 : 400'000'000;
+        sluice::this_stage::add_external_channel("jetstream:r", true, [ns] { return reading{2, 10, ns, 0}; });
+        both.arrive_and_wait();  // each replica holds its item until both registered
+      }
+      return v;
+    }, {.capacity = 1, .replicas = 2, .ordered = false});
+    g.sink("sink", m, [&](int, std::stop_token st) { done.wait(st); });
+    g.start();
+    ASSERT_TRUE(eventually([&] { return next.load() == 2; }, 20s));
+    const auto xs = external(g.snapshot(), "jetstream:r");
+    ASSERT_EQ(xs.size(), 1u) << "one channel for the stage's replicas";
+    EXPECT_EQ(xs[0].from, "pub");
+    EXPECT_EQ(xs[0].stats.blocked_push_ns, 700'000'000u) << "each replica's gauge counts";
+    EXPECT_EQ(xs[0].stats.size, 2u);
+    EXPECT_GE(stage_of(g.snapshot(), "pub").backpressured_ns, 700'000'000u);
+    done.open();
+    g.wait();
+  }
+  {
+    sluice::graph g;
+    std::atomic<int> registered{0};
+    gate done;
+    auto src = g.source<int>("src", [](sluice::sender<int>& out) { out.push(1); });
+    auto f1 = g.map("f1", src, [&, once = false](int v) mutable {
+      if (!once) {
+        once = true;
+        sluice::this_stage::add_external_channel("y", true, [] { return reading{0, 1, 500'000'000, 0}; });
+        ++registered;
+      }
+      return v;
+    }, {.fuse = true});
+    auto f2 = g.map("f2", f1, [&, once = false](int v) mutable {
+      if (!once) {
+        once = true;
+        sluice::this_stage::add_external_channel("y", true, [] { return reading{0, 1, 700'000'000, 0}; });
+        ++registered;
+      }
+      return v;
+    }, {.fuse = true});
+    g.sink("sink", f2, [&](int, std::stop_token st) { done.wait(st); });
+    g.start();
+    ASSERT_TRUE(eventually([&] { return registered.load() == 2; }, 20s));
+    const auto xs = external(g.snapshot(), "y");
+    ASSERT_EQ(xs.size(), 1u);
+    EXPECT_EQ(xs[0].from, "src");  // a fused stage's channel is its host's
+    EXPECT_EQ(xs[0].stats.blocked_push_ns, 1'200'000'000u);
+    done.open();
+    g.wait();
+  }
 }
 
 }  // namespace
