@@ -369,10 +369,18 @@ void intake::stop() noexcept {
     for (auto& r : unanswered) ::close(r.fd);
     wake_reader();
     work_cv_.notify_all();
-    if (reader_.joinable()) reader_.join();
+    // The workers first: each finishes the answer it is writing (its writes never wait),
+    // and hands what the socket did not take to the reader, which finishes sending every
+    // such answer (each within its write deadline) once they are all in.
     for (auto& t : workers_) {
       if (t.joinable()) t.join();
     }
+    {
+      std::lock_guard lock(mu_);
+      workers_done_ = true;
+    }
+    wake_reader();
+    if (reader_.joinable()) reader_.join();
     // Answered after the reader's last round (a worker that saw stopping_ closed its own).
     for (const int fd : closing_) ::close(fd);
     closing_.clear();
@@ -601,7 +609,50 @@ void intake::read_loop() {
   }
   for (auto& r : waiting) ::close(r.fd);
   for (auto& l : lingering) ::close(l.fd);
-  for (auto& u : sending) ::close(u.fd);
+  // Stopping: the answers whose end is still being sent are finished, each within its
+  // write deadline, as a worker finished its answer before stop() returned; those the
+  // workers hand over meanwhile too, until stop() says they are all done.
+  for (;;) {
+    bool last = false;
+    {
+      std::lock_guard lock(mu_);
+      to_send.swap(sending_in_);
+      last = workers_done_;
+    }
+    for (auto& u : to_send) sending.push_back(std::move(u));
+    to_send.clear();
+    const auto now = clock::now();
+    std::deque<unsent> more;
+    for (std::size_t i = 0; i < sending.size(); ++i) {
+      unsent& u = sending[i];
+      const send_state st = u.deadline <= now ? send_state::failed : send_some(u.fd, u.bytes, u.sent);
+      if (st == send_state::more) {
+        more.push_back(std::move(u));
+      } else {
+        if (st == send_state::done) ::shutdown(u.fd, SHUT_WR);
+        ::close(u.fd);
+      }
+    }
+    sending.swap(more);
+    if (sending.empty() && last) break;
+    polled.clear();
+    polled.push_back(pollfd{wake_fd_, POLLIN, 0});
+    int timeout = -1;
+    for (const auto& u : sending) {
+      polled.push_back(pollfd{u.fd, POLLOUT, 0});
+      const int t = ms_until(u.deadline);
+      timeout = timeout < 0 ? t : std::min(timeout, t);
+    }
+    if (::poll(polled.data(), polled.size(), timeout) < 0 && errno != EINTR && errno != EAGAIN) {
+      for (auto& u : sending) ::close(u.fd);
+      sending.clear();
+      if (last) break;
+    }
+    if (polled[0].revents != 0) {
+      std::uint64_t n = 0;
+      (void)!::read(wake_fd_, &n, sizeof n);
+    }
+  }
 }
 
 void intake::work_loop() {
@@ -641,7 +692,7 @@ void intake::work_loop() {
 void intake::send_rest(int fd, std::string&& rest, clock::time_point deadline) noexcept {
   {
     std::lock_guard lock(mu_);
-    if (!stopping_) {
+    if (!workers_done_) {  // also while stopping: the reader finishes it before it ends
       try {
         sending_in_.push_back(unsent{fd, std::move(rest), 0, deadline});
         fd = -1;

@@ -38,8 +38,8 @@
 //   nothing: the intake closes each connection after answer() returns.
 // Guarantees: every connection given to take() is closed exactly once, by the intake. The
 //   threads are named "sluice-http". stop() closes every connection not being answered,
-//   lets the workers finish the answers they are writing (never waiting on a client),
-//   closes those whose end the reader was still sending, and joins the threads.
+//   lets the answers in progress finish (each within kWriteDeadline: the workers write
+//   theirs, the reader sends what the sockets did not take) and joins the threads.
 // Non-guarantees: fairness between clients; a request head that arrives in the same read
 //   as more bytes (a body, a second request) keeps those bytes for the answer to read.
 // Lifetime: take() may be called from any thread until stop(); after it, take() closes
@@ -110,7 +110,7 @@ class intake {
   void work_loop();
   void hand_over(request&& r);
   // Has the reader send the rest of fd's answer (the socket would have blocked), then
-  // close fd gracefully; closes it at once when stopping.
+  // close fd gracefully (at once after it, when stopping).
   void send_rest(int fd, std::string&& rest, clock::time_point deadline) noexcept;
   // Shuts down fd's write side and has the reader close it once the client has (see
   // the lingering paragraph above); closes it at once when stopping.
@@ -130,6 +130,7 @@ class intake {
   std::vector<int> closing_;     // answered, for the reader to linger on (guarded by mu_)
   std::vector<unsent> sending_in_;  // answered in part, for the reader to finish (guarded by mu_)
   bool stopping_ = false;        // guarded by mu_
+  bool workers_done_ = false;    // stop() joined the workers (guarded by mu_)
 
   std::thread reader_;
   std::vector<std::thread> workers_;
