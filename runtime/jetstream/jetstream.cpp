@@ -866,10 +866,25 @@ struct pub_state {
 
   // Waits until pred() (checked under mu) or stop; serves retries and watches the
   // connection meanwhile. Returns false on stop.
+  // The time waited is counted as it passes (every round, at most 50 ms), not when the
+  // wait ends: a publish stage held for good by a full stream showed as busy, with no
+  // backpressure, and a wait ended by a stop was never counted.
   template <class Pred>
   bool wait(const std::stop_token& stop, Pred pred) {
-    const auto t0 = clock::now();
+    auto counted_to = clock::now();
+    auto count = [&] {
+      const auto now = clock::now();
+      const auto waited =
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - counted_to).count());
+      counted_to = now;
+      if (opts.counters) opts.counters->waited_ns.fetch_add(waited, std::memory_order_relaxed);
+      gauge->push_ns.fetch_add(waited, std::memory_order_relaxed);
+    };
     std::unique_lock lk(mu);
+    struct count_on_exit {  // a throw (check_storable, check_alive) counts too
+      decltype(count)& c;
+      ~count_on_exit() { c(); }
+    } counting{count};
     for (;;) {
       service_retries(lk);
       check_storable(lk);
@@ -883,11 +898,8 @@ struct pub_state {
       // Also woken when an answer brings the next re-publish before `until` (a refusal of
       // the message asking: the next asks `retry` later, not at the 50 ms check).
       cv.wait_until(lk, stop, until, [&] { return pred() || next_retry() < until; });
+      count();
     }
-    const auto waited =
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
-    if (opts.counters) opts.counters->waited_ns.fetch_add(waited, std::memory_order_relaxed);
-    gauge->push_ns.fetch_add(waited, std::memory_order_relaxed);
     return true;
   }
 };

@@ -1406,6 +1406,42 @@ TEST(JetstreamEdge, TheEdgeIsAChannelInBothSidesSnapshots) {
 // waiting on its full output (the sink is slow) still shows the stream filling up, which
 // is the reading that names the consumer side as the bottleneck. (It was refreshed only
 // inside the stage's own fetches, so it froze at what the stage last saw.)
+// A publish stage held by a full stream is backpressured while it waits, not busy: its
+// edge's blocked time grows as the wait goes on. It was counted only when a wait ended,
+// so a stage held for good showed 100% busy with no backpressure (a probe: busy 3.00 s,
+// backpressured 0.01 s), and a wait ended by a stop was never counted.
+TEST(JetstreamEdge, APublishStageHeldByAFullStreamIsBackpressuredWhileItWaits) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const js::edge_options e{.stream = "held", .max_msgs = 10};
+  js::ensure_edge(conn, e);
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out) {
+                              for (int i = 0; i < 20; ++i) out.push(i);
+                            }),
+                            js::publish<int>(conn, e, {.counters = pc}));
+  producer.start();  // nobody consumes: the stream fills at 10, and the stage waits
+  auto blocked = [&]() -> std::uint64_t {
+    for (auto& c : producer.snapshot().channels) {
+      if (c.name == "jetstream:held") return c.stats.blocked_push_ns;
+    }
+    return 0;
+  };
+  EXPECT_TRUE(eventually([&] { return blocked() >= 300'000'000; }, 20s)) << "blocked " << blocked() << " ns";
+  EXPECT_GE(pc->waited_ns.load(), 300'000'000u);
+  const auto snap = producer.snapshot();
+  for (const auto& st : snap.stages) {
+    if (st.name == "publish:held") {
+      EXPECT_GE(st.backpressured_ns, 300'000'000u) << "busy " << st.busy_ns;
+    }
+  }
+  const std::uint64_t before_stop = pc->waited_ns.load();
+  producer.get_graph().cancel();
+  EXPECT_THROW((void)producer.get_graph().wait_for(30s), sluice::cancelled);
+  EXPECT_GE(pc->waited_ns.load(), before_stop);
+}
+
 TEST(JetstreamEdge, TheEdgeReadingFollowsTheStreamWhileItsStageIsBlocked) {
   NEED_NATS_SERVER();
   nats_server server;
