@@ -291,8 +291,9 @@ void graph_state::close_stage(stage_node& n) noexcept {
 
 bool graph_state::allow_restart(stage_node& n) {
   const auto& lim = n.policy.limits();
-  const auto now = std::chrono::steady_clock::now();
   std::lock_guard lk(n.restart_mu);
+  // Read under the lock: replicas failing at once hand the window times in order.
+  const auto now = std::chrono::steady_clock::now();
   return n.restarts_in_window.allow(now, lim.max, lim.within);  // false: fail with this error
 }
 
