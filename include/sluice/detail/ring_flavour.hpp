@@ -170,7 +170,10 @@ class ring_flavour {
       f.store(1, std::memory_order_relaxed);
       light_fence(c.asym_fences);  // (S) pairs with the heavy_fence() before the closer waits
       st = c.state.load(std::memory_order_acquire);
-      if (st & kCancelled) {
+      // Disconnected too: the graph disconnects a finished stage's input while a receiver
+      // the stage kept may still pop, and a plain-store pop beside disconnect()'s discards
+      // took an item they took too (one item popped and a dead letter: ASan timing).
+      if (st & (kCancelled | kDisconnected)) {
         f.store(0, std::memory_order_release);
         return status::closed;
       }
