@@ -3,13 +3,20 @@
 // cancel every channel, request every stop token, wake wait()).
 #include "sluice/supervisor.hpp"
 
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#endif
+
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <typeinfo>
 
 #include "graph_state.hpp"
 #include "sluice/detail/graph_core.hpp"
@@ -52,17 +59,38 @@ void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token&
   }
 }
 
+// The type of the exception being handled, demangled ("int", "my::error"), for a cause
+// that is not a std::exception: its type is all there is to say. Empty where the ABI
+// will not say.
+std::string current_exception_type() {
+#if __has_include(<cxxabi.h>)
+  if (const std::type_info* t = abi::__cxa_current_exception_type(); t != nullptr) {
+    int rc = -1;
+    std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(t->name(), nullptr, nullptr, &rc), std::free);
+    return rc == 0 && name ? name.get() : t->name();
+  }
+#endif
+  return {};
+}
+
 }  // namespace
 
 std::string describe_failure(const std::string& stage, const std::exception_ptr& cause) {
-  std::string what = "unknown exception";
+  std::string what = "no exception was kept";  // a null cause: not what any stage throws
   if (cause) {
     try {
       std::rethrow_exception(cause);
     } catch (const std::exception& e) {
       const char* w = e.what();  // null breaks what()'s contract; said, not dereferenced
       what = w != nullptr ? w : "an exception whose what() is null";
+    } catch (const char* s) {  // throw "text": its text, which is all the thrower said
+      what = s != nullptr ? "\"" + std::string(s) + "\" (a thrown const char*)" : "a thrown null const char*";
+    } catch (const std::string& s) {
+      what = "\"" + s + "\" (a thrown std::string)";
     } catch (...) {
+      const std::string type = current_exception_type();
+      what = (type.empty() ? std::string("an exception of unknown type") : "an exception of type '" + type + "'") +
+             ", not a std::exception";
     }
   }
   return "sluice: stage '" + stage + "' failed: " + what;

@@ -869,6 +869,44 @@ TEST(graph, first_failure_is_rethrown_as_stage_error_with_its_cause) {
   EXPECT_EQ(stage_of(r.metrics, "parse").errors, 1u);
 }
 
+// A stage that throws something other than a std::exception: the error still says what,
+// as far as the throw tells: a thrown string's text, else the thrown type. (It said
+// "unknown exception" for all of them.) The cause is kept as thrown.
+namespace odd_throw {
+struct not_a_std_exception {
+  int code;
+};
+}  // namespace odd_throw
+TEST(graph, a_stage_that_throws_no_std_exception_is_named_with_what_it_threw) {
+  watchdog dog(20s);
+  auto failure_of = [](auto thrower) {
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(10));
+    auto m = g.map("odd", src, [thrower](int v) {
+      if (v == 3) thrower();
+      return v;
+    });
+    g.sink("sink", m, [](int) {});
+    try {
+      g.run();
+    } catch (const sluice::stage_error& e) {
+      EXPECT_EQ(e.stage(), "odd");
+      EXPECT_TRUE(e.cause() != nullptr);
+      return std::string(e.what());
+    }
+    return std::string("no stage_error");
+  };
+  EXPECT_EQ(failure_of([] { throw 42; }), "sluice: stage 'odd' failed: an exception of type 'int', not a std::exception");
+  const std::string odd = failure_of([] { throw odd_throw::not_a_std_exception{7}; });  // in this file's anonymous namespace
+  EXPECT_NE(odd.find("failed: an exception of type '"), std::string::npos) << odd;
+  EXPECT_NE(odd.find("odd_throw::not_a_std_exception', not a std::exception"), std::string::npos) << odd;
+  EXPECT_EQ(failure_of([] { throw "disk on fire"; }),
+            "sluice: stage 'odd' failed: \"disk on fire\" (a thrown const char*)");
+  EXPECT_EQ(failure_of([] { throw std::string("queue on fire"); }),
+            "sluice: stage 'odd' failed: \"queue on fire\" (a thrown std::string)");
+  EXPECT_EQ(failure_of([] { throw boom("as before"); }), "sluice: stage 'odd' failed: as before");
+}
+
 TEST(graph, later_failures_are_counted_as_suppressed) {
   watchdog dog(20s);
   sluice::graph g;
