@@ -62,9 +62,7 @@ metrics::snapshot graph_state::snapshot() const {
   if (started_) s.elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>((finished_ ? t_end_ : now) - t_start_);
   s.stall_threshold = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.stall_threshold);
 
-  std::vector<channel_stats> cs;
-  cs.reserve(channels_.size());
-  for (const auto& c : channels_) cs.push_back(c->control->stats());
+  const std::vector<channel_stats> cs = channel_stats_now();
   const auto ops = blocked_ops(cs);
 
   // Fused stages (stage_options::fuse) run on their host's thread: each one's calls are
@@ -271,10 +269,15 @@ bool current_stage_scope::take_counted(const std::exception_ptr& e) const noexce
 
 // ---- stall watchdog ------------------------------------------------------------------
 
-std::vector<metrics::wait_link> graph_state::wait_for_chain() const {
+std::vector<channel_stats> graph_state::channel_stats_now() const {
   std::vector<channel_stats> cs;
   cs.reserve(channels_.size());
   for (const auto& c : channels_) cs.push_back(c->control->stats());
+  return cs;
+}
+
+std::vector<metrics::wait_link> graph_state::wait_for_chain() const {
+  const std::vector<channel_stats> cs = channel_stats_now();
   const auto ops = blocked_ops(cs);
   std::vector<metrics::wait_link> best;
   for (std::size_t start = 0; start < nodes_.size(); ++start) {
@@ -319,11 +322,11 @@ void graph_state::supervisor_loop() noexcept {
   auto last_change = clock::now();
   bool stall_reported = false;
   bool stuck_checked = false;
-  bool sources_checked = false;
   // Per node, for report_unstopped_sources: 2 named, 1 seen running (not parked) at the
-  // last look; and when to look again (max: no look due).
+  // last look; and when to look next once request_stop() applied (nullopt: the first look,
+  // due at sources_deadline(); max: none due).
   std::vector<int> sources_seen(nodes_.size(), 0);
-  auto sources_again = clock::time_point::max();
+  std::optional<clock::time_point> sources_look;
   // A teardown deadline after `from` (saturating: a huge deadline means "never").
   auto deadline_after = [&](clock::time_point from) {
     if (opts_.teardown_deadline >= clock::time_point::max() - from) return clock::time_point::max();
@@ -343,8 +346,7 @@ void graph_state::supervisor_loop() noexcept {
     }
     auto wake = clock::time_point::max();
     if (teardown_began_ && !stuck_checked) wake = stuck_deadline();
-    if (stop_applied_ && !teardown_began_ && !sources_checked) wake = std::min(wake, sources_deadline());
-    if (!teardown_began_) wake = std::min(wake, sources_again);
+    if (stop_applied_ && !teardown_began_) wake = std::min(wake, sources_look.value_or(sources_deadline()));
     if (watch && !teardown_began_) wake = std::min(wake, clock::now() + tick);
     if (wake == clock::time_point::max()) {
       life_cv_.wait(lk);
@@ -363,17 +365,16 @@ void graph_state::supervisor_loop() noexcept {
       }
       continue;
     }
-    if (stop_applied_ && ((!sources_checked && now >= sources_deadline()) || now >= sources_again)) {
-      sources_checked = true;
+    if (stop_applied_ && now >= sources_look.value_or(sources_deadline())) {
       lk.unlock();
       // Looked at again a quarter deadline later (at most 100 ms) while a source is still
       // running: a source that ignores its token behind a slower sink is parked much of the
       // time, and one look alone missed it (under ASan) and let the run go on for ever.
       const bool look_again = report_unstopped_sources(sources_seen);
-      sources_again = look_again ? clock::now() + std::clamp<clock::duration>(opts_.teardown_deadline / 4,
-                                                                               std::chrono::milliseconds(1),
-                                                                               std::chrono::milliseconds(100))
-                                 : clock::time_point::max();
+      sources_look = look_again ? clock::now() + std::clamp<clock::duration>(opts_.teardown_deadline / 4,
+                                                                             std::chrono::milliseconds(1),
+                                                                             std::chrono::milliseconds(100))
+                                : clock::time_point::max();
       lk.lock();
       continue;
     }
@@ -493,9 +494,7 @@ bool graph_state::report_unstopped_sources(std::vector<int>& seen) noexcept {
     // sees the token once the push is in). A downstream stage that never takes the item is
     // a stall (on_stall), or is named itself after a teardown; a source behind a stuck
     // stage was named here too, and `sluice stress` counted that as a violation.
-    std::vector<channel_stats> cs;
-    cs.reserve(channels_.size());
-    for (const auto& c : channels_) cs.push_back(c->control->stats());
+    const std::vector<channel_stats> cs = channel_stats_now();
     auto parked_in_push = [&](std::size_t k) {
       const stage_node& n = *nodes_[k];
       std::size_t parked = 0;
@@ -570,9 +569,7 @@ void graph_state::name_stuck(const std::vector<std::size_t>& stuck_ids, bool aft
 }
 
 std::string graph_state::describe_stuck(const std::vector<std::size_t>& stuck, bool after_stop) const {
-  std::vector<channel_stats> cs;
-  cs.reserve(channels_.size());
-  for (const auto& c : channels_) cs.push_back(c->control->stats());
+  const std::vector<channel_stats> cs = channel_stats_now();
   const auto ops = blocked_ops(cs);
   std::string line = "sluice: teardown deadline (" + duration_text(opts_.teardown_deadline) + ") passed";
   if (after_stop) line += " since request_stop() asked the sources to stop";

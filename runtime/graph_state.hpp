@@ -290,6 +290,8 @@ class graph_state {
   // are sources still running after request_stop(), not stages after a teardown.
   void name_stuck(const std::vector<std::size_t>& stuck, bool after_stop) noexcept;
   [[nodiscard]] std::vector<metrics::wait_link> wait_for_chain() const;
+  // Every channel's stats now, in channels_' order (what blocked_ops reads).
+  [[nodiscard]] std::vector<channel_stats> channel_stats_now() const;
   // Per stage: the channel it is parked on (true: in a push), from channel stats.
   [[nodiscard]] std::vector<std::optional<std::pair<bool, std::size_t>>> blocked_ops(
       const std::vector<channel_stats>& cs) const;
