@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <iterator>
 #include <new>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -204,6 +206,80 @@ TEST(ChannelLoneSide, a_receiver_keeps_the_order_while_its_side_goes_lone_shared
   for (std::uint64_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], i);
   EXPECT_FALSE(rx.try_pop().has_value());
   expect_conserved(rx);
+}
+
+// The lone side's plain-store push and pop (try_push_single / try_pop_single), the shared
+// side's CAS ones and the bulk ones all hand slots over through the same stamps: whichever
+// kind freed a slot, every kind of push takes it on the next lap, and every kind of pop
+// tells an item from a freed slot. (The lone-side tests above never lap their ring.)
+// Capacities 1, 3 (not a power of two) and 4, many laps, each push and pop of a random
+// kind; the items come out in order, and "full" / "empty" come exactly when the count
+// says so.
+TEST(ChannelLoneSide, every_kind_of_push_and_pop_shares_the_slots_lap_after_lap) {
+  using ring = sluice::detail::ring_buffer<std::uint64_t>;
+  std::mt19937_64 rng(7);
+  for (const std::size_t cap : {1U, 3U, 4U}) {
+    ring r(cap);
+    std::uint64_t pushed = 0, popped = 0;
+    for (int step = 0; step < 20000; ++step) {
+      const bool push = rng() % 2 == 0;
+      if (push) {
+        std::uint64_t v = pushed;
+        bool ok = false;
+        switch (rng() % 3) {
+          case 0: ok = r.try_push_single(v) == ring::push_result::ok; break;
+          case 1: ok = r.try_push(v) == ring::push_result::ok; break;
+          default: {
+            bool closed = false;
+            std::uint64_t two[2] = {pushed, pushed + 1};
+            const std::size_t k = r.try_push_bulk<true>(two, 2, closed);
+            ASSERT_FALSE(closed);
+            ASSERT_EQ(k, std::min<std::uint64_t>(2, cap - (pushed - popped))) << "cap " << cap << " step " << step;
+            pushed += k;
+            continue;
+          }
+        }
+        ASSERT_EQ(ok, pushed - popped < cap) << "cap " << cap << " step " << step;
+        EXPECT_EQ(r.room_ahead(0), pushed + ok - popped < cap) << "cap " << cap << " step " << step;
+        if (ok) ++pushed;
+      } else {
+        std::optional<std::uint64_t> out[2];
+        std::size_t k = 0;
+        switch (rng() % 3) {
+          case 0: k = r.try_pop_single(out[0]) ? 1 : 0; break;
+          case 1: k = r.try_pop(out[0]) ? 1 : 0; break;
+          default: k = r.try_pop_bulk(out, 2); break;
+        }
+        ASSERT_EQ(k == 0, pushed == popped) << "cap " << cap << " step " << step;
+        for (std::size_t i = 0; i < k; ++i) ASSERT_EQ(*out[i], popped++) << "cap " << cap << " step " << step;
+      }
+    }
+    ASSERT_GT(pushed, 1000 * cap);  // many laps
+  }
+}
+
+// room_ahead(gap) lap after lap of lone pushes and pops: the slots the pops freed are
+// room, the ones not yet popped are not.
+TEST(ChannelRoomAhead, slots_lone_pops_freed_are_room_lap_after_lap) {
+  sluice::detail::ring_buffer<int> r(1024);
+  for (int lap = 0; lap < 3; ++lap) {
+    for (int i = 0; i < 1024; ++i) {
+      int v = i;
+      ASSERT_EQ(r.try_push_single(v), sluice::detail::ring_buffer<int>::push_result::ok);
+    }
+    EXPECT_FALSE(r.room_ahead(0));
+    std::optional<int> out;
+    for (int i = 0; i < 128; ++i) {
+      out.reset();
+      ASSERT_TRUE(r.try_pop_single(out));
+    }
+    EXPECT_TRUE(r.room_ahead(127));
+    EXPECT_FALSE(r.room_ahead(128));
+    for (int i = 128; i < 1024; ++i) {
+      out.reset();
+      ASSERT_TRUE(r.try_pop_single(out));
+    }
+  }
 }
 
 // A lone sender blocked on a full ring is woken by a cancel from another side's handle,
