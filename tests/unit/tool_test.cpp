@@ -1142,7 +1142,11 @@ TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
   if (note != std::string::npos) {
     unsigned long long unsent = 0, due = 0;
     ASSERT_EQ(std::sscanf(text.c_str() + note, "(sluice: %llu of the %llu items due", &unsent, &due), 2) << text;
-    EXPECT_LT(unsent * 2, due) << text;
+    // Half of what fell due, or a backlog of 100 ms at 2 k/s: a run cut 4 ms in, on a
+    // machine loaded by a full ctest, had 4 of its 8 items unsent. The whole window would
+    // be 240,000 due, nearly all unsent.
+    EXPECT_TRUE(unsent * 2 < due || unsent <= 200) << text;
+    EXPECT_LT(due, 240'000U) << text;
   }
   EXPECT_EQ(text.find("\n  tbb "), std::string::npos) << "a run started after the interrupt:\n" << text;
 }
