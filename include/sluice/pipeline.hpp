@@ -23,6 +23,8 @@
 //   "<kind>#<position>", e.g. "transform#2".
 // Non-guarantees: no branching (use sluice::graph for broadcast/merge/partition).
 // Lifetime: the pipeline object owns the graph; run() once.
+// add_pipeline(g, ...) adds the same chain to a graph of the caller's (below), for
+// sluice::testing::stress() and for graphs with more than one chain.
 #pragma once
 
 #include <cstddef>
@@ -227,6 +229,24 @@ inline constexpr bool is_graph_options_v = std::is_same_v<std::remove_cvref_t<T>
 
 }  // namespace detail
 
+// Adds the linear chain `ds...` (a source, stages, a sink: what pipeline() takes, checked
+// the same way at compile time) to `g` as stages of g. For a graph built elsewhere, such
+// as the builder sluice::testing::stress() calls for every run (testing.hpp):
+//
+//   sluice::testing::stress([](sluice::graph& g) {
+//     sluice::add_pipeline(g, sluice::from<int>(numbers), sluice::transform(parse), sluice::into(store));
+//   }, o);
+//
+// Unnamed stages get pipeline()'s names ("transform#2"); a second unnamed chain in the
+// same graph repeats them, and g throws std::logic_error ("two stages are named ...")
+// from this call. Throws what the graph's stage-adding members throw (a stage added after
+// start(), a bad capacity); the stages added before the throw stay in g.
+template <class... Ds>
+void add_pipeline(graph& g, Ds&&... ds) {
+  static_assert(sizeof...(Ds) >= 2, "sluice::add_pipeline: needs at least a source and a sink");
+  detail::pipe_build<1>(g, detail::pipe_start{}, std::decay_t<Ds>(std::forward<Ds>(ds))...);
+}
+
 // A linear graph built from stage descriptors; run() runs it (once).
 class pipeline {
  public:
@@ -237,7 +257,7 @@ class pipeline {
   template <class... Ds>
   explicit pipeline(graph_options o, Ds&&... ds) : graph_(std::make_unique<graph>(std::move(o))) {
     static_assert(sizeof...(Ds) >= 2, "sluice::pipeline: needs at least a source and a sink");
-    detail::pipe_build<1>(*graph_, detail::pipe_start{}, std::decay_t<Ds>(std::forward<Ds>(ds))...);
+    add_pipeline(*graph_, std::forward<Ds>(ds)...);
   }
 
   // A moved-from pipeline: every member throws std::logic_error, as a moved-from graph's.

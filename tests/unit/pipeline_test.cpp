@@ -125,6 +125,31 @@ TEST(pipeline, a_failing_stage_is_reported_by_its_name) {
   EXPECT_THROW(p.run(), std::logic_error);  // a pipeline runs once
 }
 
+// add_pipeline: chains added to a graph of the caller's run as its stages, beside each
+// other; a second unnamed chain repeats the first one's names, which the graph refuses
+// naming the stage.
+TEST(pipeline, add_pipeline_puts_chains_into_a_graph_of_ones_own) {
+  watchdog dog(20s);
+  sluice::graph g;
+  std::atomic<long> a{0}, b{0};
+  sluice::add_pipeline(g, numbers(100), sluice::transform([](int v) { return v + 1; }),
+                       sluice::into([&](int v) { a += v; }));
+  sluice::add_pipeline(g, sluice::from<int>([](sluice::sender<int>& out) { out.push(7); }, {.name = "seven"}),
+                       sluice::into([&](int v) { b += v; }, {.name = "seven-sink"}));
+  const sluice::report r = g.run();
+  EXPECT_EQ(a.load(), 5050);  // 1..100
+  EXPECT_EQ(b.load(), 7);
+  EXPECT_TRUE(r.balanced());
+  sluice::graph h;
+  sluice::add_pipeline(h, numbers(3), sluice::into([](int) {}));
+  try {
+    sluice::add_pipeline(h, numbers(3), sluice::into([](int) {}));
+    ADD_FAILURE() << "a repeated name was taken";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("two stages are named 'from#1'"), std::string::npos) << e.what();
+  }
+}
+
 TEST(pipeline, graph_options_first_and_cancel_from_outside) {
   watchdog dog(20s);
   std::atomic<int> dead{0};

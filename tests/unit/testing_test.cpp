@@ -24,6 +24,7 @@
 
 #include "sluice/detail/fault_hook.hpp"
 #include "sluice/graph.hpp"
+#include "sluice/pipeline.hpp"
 #include "support/seed.hpp"
 
 namespace {
@@ -342,6 +343,52 @@ TEST(testing_stress, a_sink_that_throws_its_own_exception_is_named_with_the_mess
   ASSERT_EQ(again.violations.size(), 1u) << again;
   EXPECT_EQ(again.violations[0].seed, r.violations[2].seed);
   EXPECT_EQ(again.violations[0].stage, "picky");
+}
+
+// A pipeline's chain under stress(): add_pipeline builds it into each run's graph. The
+// faults reach its stages, a sound chain has no violation, and a stage's own exception is
+// named by its pipeline name ("transform#2"). (A pipeline owned its graph, so there was
+// no way to hand its chain to stress().)
+TEST(testing_stress, a_pipeline_added_to_each_runs_graph_is_stressed_like_any_graph) {
+  auto numbers = [](sluice::sender<int>& out, std::stop_token stop) {
+    for (int i = 0; i < 200 && !stop.stop_requested(); ++i) {
+      if (!out.push(i)) return;
+    }
+  };
+  st::stress_options o = quiet(20);
+  o.fail_probability = 0.01;
+  o.delay_probability = 0.05;
+  o.max_delay = 100us;
+  o.cancel_probability = 0.2;
+  o.stop_probability = 0.2;
+  std::atomic<long> sunk{0};
+  const auto r = st::stress(
+      [&](sluice::graph& g) {
+        sluice::add_pipeline(g, sluice::from<int>(numbers, {.capacity = 4}),
+                             sluice::transform([](int v) { return v * 2; }, {.capacity = 4}),
+                             sluice::keep_if([](const int& v) { return v % 3 != 0; }),
+                             sluice::into([&](int) { ++sunk; }));
+      },
+      o);
+  EXPECT_TRUE(r.ok()) << r;
+  EXPECT_EQ(r.runs, 20u);
+  EXPECT_GT(r.faults, 0u) << r;
+  EXPECT_GT(sunk.load(), 0);
+  const auto bad = st::stress(
+      [&](sluice::graph& g) {
+        sluice::add_pipeline(g, sluice::from<int>(numbers),
+                             sluice::transform([n = 0](int v) mutable {
+                               if (++n == 50) throw std::runtime_error("item 50 refused");
+                               return v;
+                             }),
+                             sluice::into([](int) {}));
+      },
+      quiet(3));
+  ASSERT_EQ(bad.violations.size(), 3u) << bad;
+  for (const auto& v : bad.violations) {
+    EXPECT_EQ(v.stage, "transform#2");
+    EXPECT_NE(v.what.find("item 50 refused"), std::string::npos) << v.what;
+  }
 }
 
 // A stage's own sluice::cancelled (or a stage_error it lets out of an inner graph) fails
