@@ -1506,13 +1506,11 @@ TEST(JetstreamTeardown, CancelWhilePublishBlockedOnFullStreamOrSubscribeOnEmptyI
   const int runs = kSanitized ? 20 : 100;
 
   // One attempt: `runs` teardowns of each kind; their p99s. Wall-clock time on a shared
-  // 2-core machine: another process's burst can stretch a whole attempt, so up to three
-  // attempts, and the best p99 of each kind must be under its bound. A teardown that waits
-  // for a timeout (a publish's first retry, 100 ms; a fetch request's expiry, 500 ms)
-  // misses in every attempt. The subscribe side's bound is half that expiry: its teardown
-  // wakes more threads (stage, sink, the server's answer to the last pull), and with a
-  // build and a full ctest beside it two of its hundred took over 100 ms in each of three
-  // attempts (p99 108-125 ms; 25 ms on a quiet machine).
+  // 2-core machine: another process's burst can stretch a whole attempt, so up to five
+  // attempts, and the best p99 of each kind must be under DESIGN.md's 100 ms. A teardown
+  // that waits for a timeout (a publish's first retry, 100 ms; a fetch request's expiry,
+  // 500 ms) misses in every attempt. (With a build beside a full ctest, the subscribe
+  // side's p99 was 108-125 ms in each of three attempts: 25 ms on a quiet machine.)
   auto attempt = [&](double& pp, double& sp) {
     std::vector<double> pub_ms, sub_ms;
     for (int i = 0; i < runs; ++i) {
@@ -1545,8 +1543,8 @@ TEST(JetstreamTeardown, CancelWhilePublishBlockedOnFullStreamOrSubscribeOnEmptyI
     sp = p99(sub_ms);
   };
   double best_pp = 1e9, best_sp = 1e9;
-  constexpr double kPublishBound = 100.0, kSubscribeBound = 250.0;
-  for (int a = 1; a <= 3 && (best_pp >= kPublishBound || best_sp >= kSubscribeBound); ++a) {
+  constexpr double kBound = 100.0;  // ms: DESIGN.md section 7
+  for (int a = 1; a <= 5 && (best_pp >= kBound || best_sp >= kBound); ++a) {
     double pp = 0, sp = 0;
     attempt(pp, sp);
     if (HasFatalFailure()) return;
@@ -1555,8 +1553,8 @@ TEST(JetstreamTeardown, CancelWhilePublishBlockedOnFullStreamOrSubscribeOnEmptyI
     best_pp = std::min(best_pp, pp);
     best_sp = std::min(best_sp, sp);
   }
-  EXPECT_LT(best_pp, kPublishBound);
-  EXPECT_LT(best_sp, kSubscribeBound);
+  EXPECT_LT(best_pp, kBound);
+  EXPECT_LT(best_sp, kBound);
   EXPECT_EQ(js::inspect_edge(conn, full).msgs, 8u);  // the stream stayed within its limit
 }
 
