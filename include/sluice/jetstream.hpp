@@ -50,7 +50,11 @@
 //     acknowledged when the stage ends short of its input's end (a cancel, a failure, a
 //     restart; answers on their way are awaited up to 500 ms, unless a teardown stops the
 //     wait) is a dead letter too, naming the edge and its position: the stream may hold
-//     it or not (published again with the same id, it is de-duplicated).
+//     it or not (published again with the same id, it is de-duplicated). At its start
+//     the stage looks the stream up, if the server has it: one that is not a work queue,
+//     or that discards old messages, is a stage error naming what (ensure_edge's and the
+//     subscribe stage's check: such a stream drops messages nobody read, or fills for
+//     good); a stream not there yet is waited for, as above.
 //   - subscribe: fetches at most the free room of its output channel (and at most
 //     `batch`), so a process holds a bounded number of messages; a fused consumer
 //     (stage_options::fuse: no buffer, each push a call) gets up to `batch` per fetch.

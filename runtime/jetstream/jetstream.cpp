@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -186,6 +187,9 @@ edge_lookup look_up_edge(jsCtx* js, const std::string& stream, const std::string
 // the stage cannot use, is then a stage error, not a silent loss. Defined with
 // ensure_edge's checks, below.
 void check_for_subscribe(const edge_options& e, const std::string& durable, const edge_lookup& lk);
+// The publish stage's check of the stream, when the server has it: the same two (a stream
+// that is not a work queue, or that discards old messages, loses them or never drains).
+void check_for_publish(const edge_options& e, const jsStreamConfig& c);
 
 }  // namespace
 
@@ -948,6 +952,23 @@ publisher::publisher(const connection& c, const edge_options& e, const publish_o
   check_subject_length("publish", e);
   auto st = std::make_shared<pub_state>();
   st->conn = c.state();
+  // The stream, if the server has it now, is refused when it loses messages, as
+  // ensure_edge and the subscribe stage refuse it: with discard old a full stream drops
+  // messages nobody read and never refuses a publish (no backpressure, and acked items
+  // lost); one that is not a work queue keeps what was acked, fills, and the stage waits
+  // for ever. Only ensure_edge looked, and a process that publishes alone never called
+  // it. A server down, slow, or without the stream yet is not waited for: publishing
+  // waits for a stream as before (give_up).
+  if (natsConnection_Status(st->conn->nc) == NATS_CONN_STATUS_CONNECTED) {
+    js_ctx js;
+    st->conn->make_js(js, kLookupWait);
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr) == NATS_OK && si != nullptr) {
+      const std::unique_ptr<jsStreamInfo, void (*)(jsStreamInfo*)> held(si, jsStreamInfo_Destroy);
+      if (si->Config != nullptr) check_for_publish(e, *si->Config);
+    }
+  }
   st->edge = e;
   st->subject = subject_of(e);
   st->opts = o;
@@ -1635,8 +1656,10 @@ bool nap(std::chrono::milliseconds d, const std::stop_token& stop) {
 }  // namespace detail
 namespace {
 // Who checks an existing stream or consumer; its name starts the error.
-enum class checker { ensure_edge, subscribe };
-const char* name_of(checker c) { return c == checker::subscribe ? "subscribe" : "ensure_edge"; }
+enum class checker { ensure_edge, subscribe, publish };
+const char* name_of(checker c) {
+  return c == checker::subscribe ? "subscribe" : c == checker::publish ? "publish" : "ensure_edge";
+}
 // ensure_edge's check of an existing consumer (below); the subscribe stage's checks only
 // what it cannot use, or what loses messages.
 void check_consumer(checker call, const edge_options& e, const std::string& durable, const std::string& subject,
@@ -2112,10 +2135,10 @@ std::string js_error(natsStatus s, jsErrCode e, std::chrono::milliseconds waited
 // `call`: the caller, ensure_edge or subscribe (which cannot use such a consumer).
 void differ(const edge_options& e, const std::string& what, const std::string& have, const std::string& want,
             checker call = checker::ensure_edge) {
-  const bool subscribe = call == checker::subscribe;
+  const bool stage = call != checker::ensure_edge;
   throw std::runtime_error(std::string("sluice::jetstream::") + name_of(call) + ": " + what + " of edge '" + e.stream + "' is " +
                            have + ", the edge wants " + want +
-                           (subscribe ? "; the subscribe stage cannot use it" : "") +
+                           (stage ? std::string("; the ") + name_of(call) + " stage cannot use it" : "") +
                            " (existing streams and consumers are never changed)");
 }
 
@@ -2224,6 +2247,11 @@ void check_for_subscribe(const edge_options& e, const std::string& durable, cons
     differ(e, what + " retention", retention_name(lk.retention), "workqueue", checker::subscribe);
   }
   if (!lk.discard_new) differ(e, what + " discard policy", "old", "new", checker::subscribe);
+}
+void check_for_publish(const edge_options& e, const jsStreamConfig& c) {
+  const std::string what = "stream '" + e.stream + "'";
+  if (c.Retention != js_WorkQueuePolicy) differ(e, what + " retention", retention_name(c.Retention), "workqueue", checker::publish);
+  if (c.Discard != js_DiscardNew) differ(e, what + " discard policy", "old", "new", checker::publish);
 }
 }  // namespace
 }  // namespace detail

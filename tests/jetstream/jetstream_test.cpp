@@ -1081,6 +1081,51 @@ TEST(JetstreamEdge, SubscribeToAStreamThatLosesOrKeepsAckedMessagesFailsNamingIt
   }
 }
 
+// The same streams for a publish stage in a process that publishes alone (it never calls
+// ensure_edge): refused at its start, naming what loses messages. Before, with discard
+// old, every publish was acknowledged and the stream dropped what nobody had read (no
+// backpressure); on a limits stream with discard new the stage waited for ever once full.
+TEST(JetstreamEdge, PublishToAStreamThatLosesOrKeepsAckedMessagesFailsNamingIt) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const struct {
+    std::string name, retention, discard, what;
+  } cases[] = {{"plimitsold", "limits", "old", "retention of edge 'plimitsold' is limits"},
+               {"plimitsnew", "limits", "new", "retention of edge 'plimitsnew' is limits"},
+               {"pqueueold", "workqueue", "old", "discard policy of edge 'pqueueold' is old"}};
+  for (const auto& c : cases) {
+    const std::string stream = js_api(server.url(), "$JS.API.STREAM.CREATE." + c.name,
+                                      R"({"name":")" + c.name + R"(","subjects":[")" + c.name + R"("],"retention":")" +
+                                          c.retention + R"(","discard":")" + c.discard +
+                                          R"(","max_msgs":4,"storage":"file"})");
+    ASSERT_EQ(stream.find("\"error\""), std::string::npos) << stream;
+    sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
+                                for (int v = 0; v < 100 && !st.stop_requested(); ++v) {
+                                  if (!out.push(v)) return;
+                                }
+                              }),
+                              js::publish<int>(conn, {.stream = c.name, .max_msgs = 4}));
+    const std::string what = stage_error_of(producer.get_graph(), 10s);
+    EXPECT_NE(what.find(c.what), std::string::npos) << what;
+    EXPECT_NE(what.find("the publish stage cannot use it"), std::string::npos) << what;
+    EXPECT_EQ(js::inspect_edge(conn, {.stream = c.name, .max_msgs = 4}).msgs, 0u) << "published before the check";
+  }
+  // An edge as ensure_edge makes it is taken, and a stream not there yet is waited for,
+  // as before (here: made while the stage waits).
+  const js::edge_options later{.stream = "plater", .max_msgs = 100};
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out) {
+                              for (int v = 0; v < 10; ++v) (void)out.push(v);
+                            }),
+                            js::publish<int>(conn, later, {.counters = pc}));
+  producer.start();
+  ASSERT_TRUE(eventually([&] { return pc->sent.load() > 0; }));  // past its start, no stream there
+  js::ensure_edge(conn, later);
+  producer.wait();
+  EXPECT_EQ(js::inspect_edge(conn, later).msgs, 10u);
+}
+
 // The consumer deleted while the stage runs and made again with a limit that loses
 // messages (max_deliver 1: a nak'ed message never comes back) is found at the next sweep
 // (every 5 s) and fails the stage naming it. Before, the stage went on with it: a probe's
