@@ -75,25 +75,28 @@ std::string current_exception_type() {
 
 }  // namespace
 
-std::string describe_failure(const std::string& stage, const std::exception_ptr& cause) {
-  std::string what = "no exception was kept";  // a null cause: not what any stage throws
-  if (cause) {
-    try {
-      std::rethrow_exception(cause);
-    } catch (const std::exception& e) {
-      const char* w = e.what();  // null breaks what()'s contract; said, not dereferenced
-      what = w != nullptr ? w : "an exception whose what() is null";
-    } catch (const char* s) {  // throw "text": its text, which is all the thrower said
-      what = s != nullptr ? "\"" + std::string(s) + "\" (a thrown const char*)" : "a thrown null const char*";
-    } catch (const std::string& s) {
-      what = "\"" + s + "\" (a thrown std::string)";
-    } catch (...) {
-      const std::string type = current_exception_type();
-      what = (type.empty() ? std::string("an exception of unknown type") : "an exception of type '" + type + "'") +
-             ", not a std::exception";
-    }
+std::string describe_exception(const std::exception_ptr& cause) {
+  if (!cause) return "no exception was kept";  // not what any stage throws
+  try {
+    std::rethrow_exception(cause);
+  } catch (const std::exception& e) {
+    const char* w = e.what();  // null breaks what()'s contract; said, not dereferenced
+    return w != nullptr ? w : "an exception whose what() is null";
+  } catch (const char* s) {  // throw "text" (or a char*): its text, which is all the thrower said
+    return s != nullptr ? "\"" + std::string(s) + "\" (a thrown C string)" : "a thrown null C string";
+  } catch (const std::string& s) {
+    return "\"" + s + "\" (a thrown std::string)";
+  } catch (...) {
+    // Not caught as a std::exception: not derived from it, or derived ambiguously or
+    // privately (then the type name says which).
+    const std::string type = current_exception_type();
+    return (type.empty() ? std::string("an exception of unknown type") : "an exception of type '" + type + "'") +
+           ", not caught as a std::exception";
   }
-  return "sluice: stage '" + stage + "' failed: " + what;
+}
+
+std::string describe_failure(const std::string& stage, const std::exception_ptr& cause) {
+  return "sluice: stage '" + stage + "' failed: " + describe_exception(cause);
 }
 
 // ---- replica_env ----------------------------------------------------------------

@@ -43,7 +43,10 @@
 namespace sluice {
 
 namespace detail {
-// "stage 'parse' failed: <cause's what()>".
+// What `cause` says: its what(); a thrown C string's or std::string's text; else its
+// type ("an exception of type 'int', not caught as a std::exception").
+std::string describe_exception(const std::exception_ptr& cause);
+// "sluice: stage 'parse' failed: <describe_exception(cause)>".
 std::string describe_failure(const std::string& stage, const std::exception_ptr& cause);
 }  // namespace detail
 

@@ -28,6 +28,7 @@
 
 #include "sluice/detail/fault_hook.hpp"
 #include "sluice/graph.hpp"
+#include "sluice/supervisor.hpp"
 
 namespace sluice::testing {
 
@@ -89,15 +90,10 @@ std::map<long, std::string> list_threads() {
   return out;
 }
 
-std::string describe(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-    return "an exception not derived from std::exception";
-  }
-}
+// What an exception says, as a stage_error says it (a null what(), a thrown string's text,
+// another type's name): describe() returned what() unchecked, and a null one threw out of
+// stress() ("basic_string: construction from null"), losing the report.
+std::string describe(const std::exception_ptr& e) { return sluice::detail::describe_exception(e); }
 
 enum class control { none, cancel, stop };
 

@@ -896,12 +896,12 @@ TEST(graph, a_stage_that_throws_no_std_exception_is_named_with_what_it_threw) {
     }
     return std::string("no stage_error");
   };
-  EXPECT_EQ(failure_of([] { throw 42; }), "sluice: stage 'odd' failed: an exception of type 'int', not a std::exception");
+  EXPECT_EQ(failure_of([] { throw 42; }), "sluice: stage 'odd' failed: an exception of type 'int', not caught as a std::exception");
   const std::string odd = failure_of([] { throw odd_throw::not_a_std_exception{7}; });  // in this file's anonymous namespace
   EXPECT_NE(odd.find("failed: an exception of type '"), std::string::npos) << odd;
-  EXPECT_NE(odd.find("odd_throw::not_a_std_exception', not a std::exception"), std::string::npos) << odd;
+  EXPECT_NE(odd.find("odd_throw::not_a_std_exception', not caught as a std::exception"), std::string::npos) << odd;
   EXPECT_EQ(failure_of([] { throw "disk on fire"; }),
-            "sluice: stage 'odd' failed: \"disk on fire\" (a thrown const char*)");
+            "sluice: stage 'odd' failed: \"disk on fire\" (a thrown C string)");
   EXPECT_EQ(failure_of([] { throw std::string("queue on fire"); }),
             "sluice: stage 'odd' failed: \"queue on fire\" (a thrown std::string)");
   EXPECT_EQ(failure_of([] { throw boom("as before"); }), "sluice: stage 'odd' failed: as before");

@@ -391,6 +391,44 @@ TEST(testing_stress, a_pipeline_added_to_each_runs_graph_is_stressed_like_any_gr
   }
 }
 
+// A stage's own exception that is not a plain std::exception is reported as a stage_error
+// says it: a null what() (stress() itself threw "basic_string: construction from null",
+// and the report was lost), a thrown string's text, another type's name (all three were
+// "an exception not derived from std::exception").
+struct null_what : std::exception {
+  const char* what() const noexcept override { return nullptr; }
+};
+TEST(testing_stress, a_stage_that_throws_an_odd_exception_is_named_with_what_it_says) {
+  auto run_with = [](auto thrower) {
+    return st::stress(
+        [thrower](sluice::graph& g) {
+          auto src = g.source<int>("numbers", [](sluice::sender<int>& out, std::stop_token stop) {
+            for (int i = 0; i < 20 && !stop.stop_requested(); ++i) {
+              if (!out.push(i)) return;
+            }
+          });
+          g.sink("odd", src, [thrower, n = 0](int) mutable {
+            if (++n == 5) thrower();
+          });
+        },
+        quiet(2));
+  };
+  const struct {
+    st::stress_report r;
+    std::string says;
+  } cases[] = {{run_with([] { throw null_what(); }), "an exception whose what() is null"},
+               {run_with([] { throw "disk on fire"; }), "\"disk on fire\" (a thrown C string)"},
+               {run_with([] { throw std::string("queue on fire"); }), "\"queue on fire\" (a thrown std::string)"},
+               {run_with([] { throw 42; }), "an exception of type 'int', not caught as a std::exception"}};
+  for (const auto& c : cases) {
+    ASSERT_EQ(c.r.violations.size(), 2u) << c.r;
+    for (const auto& v : c.r.violations) {
+      EXPECT_EQ(v.stage, "odd");
+      EXPECT_NE(v.what.find(c.says), std::string::npos) << v.what;
+    }
+  }
+}
+
 // A stage's own sluice::cancelled (or a stage_error it lets out of an inner graph) fails
 // the run just as another exception does; stress used to excuse both as a cancel cause
 // passed on, even with nothing cancelled. Under error_policy::skip too (dead letters).
