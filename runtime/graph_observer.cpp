@@ -612,4 +612,5 @@ bool add_external_channel(std::string name, bool pushes, std::function<metrics::
   detail::tls_graph->add_external_channel(std::move(name), *detail::tls_stage, pushes, who, std::move(read));
   return true;
 }
+bool graph_stopping() noexcept { return detail::tls_graph != nullptr && detail::tls_graph->stopping(); }
 }  // namespace sluice::this_stage

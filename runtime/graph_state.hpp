@@ -229,6 +229,8 @@ class graph_state {
   replica_env::after_error fused_error(stage_node& n, std::exception_ptr e, bool item) noexcept;
   // A stage threw (after its policy gave up): the first failure tears the graph down.
   void fail(stage_node& n, std::exception_ptr e) noexcept;
+  // request_stop() applied, or a teardown begun (this_stage::graph_stopping()).
+  [[nodiscard]] bool stopping() const noexcept { return stopping_.stop_requested() || tearing_down(); }
   [[nodiscard]] bool tearing_down() const noexcept {
     // relaxed: a hint that stops new stage-function calls; the channel cancels and
     // stop requests that follow carry the real synchronisation.

@@ -328,6 +328,12 @@ class graph {
 // not apply to such a channel (metrics::channel_snapshot::external).
 namespace this_stage {
 bool add_external_channel(std::string name, bool pushes, std::function<metrics::external_channel_reading()> read);
+// From inside a running stage function: whether the graph was asked to stop (request_stop(),
+// a cancel, a failure's teardown). A stage that is not a source sees request_stop() only
+// as its input ending early, as the sources upstream stopped; one that checks its input's
+// integrity at its end (gunzip: a gzip trailer) asks this first, so a graceful stop is
+// not reported as a truncated input. False when not called on a stage thread.
+[[nodiscard]] bool graph_stopping() noexcept;
 }  // namespace this_stage
 
 namespace detail {

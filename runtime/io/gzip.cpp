@@ -422,7 +422,16 @@ void gunzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::st
       if (dec.trailing_garbage_at()) break;  // the stream ended there: read no further
     }
     if (!dec.trailing_garbage_at()) {
-      if (in.cancelled() || stop.stop_requested()) return;
+      // Cut short by an abort or a stop, the input may end inside a member: not an error
+      // (request_stop() ends the file's reader as at its end, and only sources get the
+      // stop token; a probe's read_file -> gunzip failed "truncated gzip stream" at every
+      // graceful stop). What was decoded goes on, as gzip's output goes on without its
+      // trailer.
+      if (in.cancelled() || stop.stop_requested() || this_stage::graph_stopping()) {
+        report();
+        if (!ob.empty()) (void)out.push(std::move(ob));
+        return;
+      }
       dec.finish();
     }
   } catch (const error&) {

@@ -45,7 +45,10 @@
 //   - A report is written by the stage's thread; read it after the run (the join orders it).
 //   - Output chunks are full (`chunk` bytes) except the last; no empty buffer is pushed.
 //   - If the input ends by a cancel (rx.cancelled()) or a stop request, no trailer is
-//     written: the stage just returns.
+//     written: the stage just returns. gunzip's input that ends inside a member while the
+//     graph is stopping (this_stage::graph_stopping(): request_stop() ends the readers
+//     upstream as at their end) is not "truncated": what was decoded goes on, and the
+//     stage returns.
 //   - parallel_gzip is made of graph stages, so the supervisor, snapshots, stall and
 //     stuck reports see each of its threads: "P.split" (one thread: cuts the input into
 //     blocks) and "P.deflate" (`jobs` ordered replicas, threads "P.deflate#i": each block
