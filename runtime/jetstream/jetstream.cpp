@@ -747,6 +747,10 @@ struct pub_state {
         never_storable = "the stream refuses a message of " + std::to_string(natsMsg_GetDataLength(msg)) +
                          " data bytes for good (" + last_error + ": its max_msg_size)";
       }
+      if (pae->ErrCode == JSStreamNotMatchErr && never_storable.empty()) {
+        never_storable = "subject '" + subject + "' is taken by another stream, not '" + edge.stream +
+                         "' (the server: " + last_error + "); the edge's messages go only to its own stream";
+      }
       if (pae->Err == NATS_NO_RESPONDERS) {
         no_stream.seen();
       } else {
@@ -787,6 +791,10 @@ struct pub_state {
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = opts.ack_timeout.count();
+    // Stored only by the edge's stream: another stream that takes the subject refuses it
+    // (JSStreamNotMatchErr, on_ack). Without it, a limits stream made with the edge's
+    // subject took every message, acked it, and dropped what nobody read.
+    po.ExpectStream = edge.stream.c_str();
     natsMsg* const sent_msg = m;
     auto& acks = conn->acks;
     acks.outstanding.fetch_add(1, std::memory_order_relaxed);  // relaxed: a count (ack_table)

@@ -1126,6 +1126,38 @@ TEST(JetstreamEdge, PublishToAStreamThatLosesOrKeepsAckedMessagesFailsNamingIt) 
   EXPECT_EQ(js::inspect_edge(conn, later).msgs, 10u);
 }
 
+// Another stream that takes the edge's subject: the publish stage's messages must not be
+// stored there. A probe's edge stream (work queue, subjects "elsewhere") passed the start
+// check while a limits stream with discard old took "edge.subj": 100 items acked, 10
+// stored, 90 gone without a word. Now every publish expects the edge's stream, and the
+// stage fails naming the subject; the same when the edge's stream does not exist at all.
+TEST(JetstreamEdge, PublishToASubjectAnotherStreamTakesFailsNamingIt) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const std::string thief = js_api(server.url(), "$JS.API.STREAM.CREATE.thief",
+                                   R"({"name":"thief","subjects":["edge.subj"],"retention":"limits","discard":"old",)"
+                                   R"("max_msgs":10,"storage":"file"})");
+  ASSERT_EQ(thief.find("\"error\""), std::string::npos) << thief;
+  const std::string edge_a = js_api(server.url(), "$JS.API.STREAM.CREATE.edgeA",
+                                    R"({"name":"edgeA","subjects":["elsewhere"],"retention":"workqueue","discard":"new",)"
+                                    R"("max_msgs":100,"storage":"file"})");
+  ASSERT_EQ(edge_a.find("\"error\""), std::string::npos) << edge_a;
+  for (const std::string stream : {"edgeA", "nosuchstream"}) {
+    sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
+                                for (int v = 0; v < 100 && !st.stop_requested(); ++v) {
+                                  if (!out.push(v)) return;
+                                }
+                              }),
+                              js::publish<int>(conn, {.stream = stream, .subject = "edge.subj", .max_msgs = 100}));
+    const std::string what = stage_error_of(producer.get_graph(), 20s);
+    EXPECT_NE(what.find("subject 'edge.subj' is taken by another stream, not '" + stream + "'"), std::string::npos)
+        << what;
+  }
+  const std::string info = js_api(server.url(), "$JS.API.STREAM.INFO.thief", "");
+  EXPECT_NE(info.find("\"messages\":0,"), std::string::npos) << "the other stream stored some: " << info;
+}
+
 // The consumer deleted while the stage runs and made again with a limit that loses
 // messages (max_deliver 1: a nak'ed message never comes back) is found at the next sweep
 // (every 5 s) and fails the stage naming it. Before, the stage went on with it: a probe's
