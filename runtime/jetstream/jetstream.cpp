@@ -215,6 +215,13 @@ struct edge_gauge {
   std::atomic<std::uint64_t> max_msgs{0};
   std::atomic<std::uint64_t> push_ns{0};   // the publish stage's time waiting on a full stream / window
   std::atomic<std::uint64_t> pop_ns{0};    // the subscribe stage's time in fetches that found nothing
+  // What the stream's config was at the last poll: 0 an edge's (work queue, discard new);
+  // else kNotWorkQueue and/or kDiscardsOld. The publish stage fails on it (check_storable):
+  // it checked the stream only at its start, and a stream made again mid-run as a limits
+  // stream with discard old took and acked every message, and dropped what nobody read.
+  static constexpr int kNotWorkQueue = 1, kDiscardsOld = 2;
+  std::atomic<int> loses{0};
+  std::atomic<int> retention{0};  // jsRetentionPolicy at the last poll (for the message)
   js_ctx info;                             // the gauge thread's: requests with a short wait
   // Cleared when its stage's state goes: the reading then stays as it was (the graph's
   // snapshot may still show it) and the gauge thread stops asking the server.
@@ -567,6 +574,12 @@ struct conn_state {
       if (si->Config != nullptr && si->Config->MaxMsgs > 0) {
         g.max_msgs.store(static_cast<std::uint64_t>(si->Config->MaxMsgs), std::memory_order_relaxed);
       }
+      if (si->Config != nullptr) {
+        g.retention.store(static_cast<int>(si->Config->Retention), std::memory_order_relaxed);
+        g.loses.store((si->Config->Retention != js_WorkQueuePolicy ? edge_gauge::kNotWorkQueue : 0) |
+                          (si->Config->Discard != js_DiscardNew ? edge_gauge::kDiscardsOld : 0),
+                      std::memory_order_relaxed);
+      }
       jsStreamInfo_Destroy(si);
     }
   }
@@ -839,6 +852,17 @@ struct pub_state {
     std::string why;
     if (!never_storable.empty()) {
       why = never_storable;
+    } else if (const int loses = gauge->loses.load(std::memory_order_relaxed); loses != 0) {
+      // The gauge thread's last look at the stream (every kGaugePeriod).
+      why = "stream '" + edge.stream + "' now " +
+            ((loses & edge_gauge::kNotWorkQueue) != 0
+                 ? std::string("has ") +
+                       (gauge->retention.load(std::memory_order_relaxed) == js_InterestPolicy ? "interest" : "limits") +
+                       " retention"
+                 : std::string("is a work queue")) +
+            ((loses & edge_gauge::kDiscardsOld) != 0 ? " that discards old messages" : "") +
+            ": it loses messages nobody read (made again while the stage ran?); the edge wants a work queue that "
+            "discards new ones";
     } else if (no_stream.lasted() > conn->opts.give_up) {
       why = "no stream has taken its messages for " + no_stream.lasted_ms() +
             " (no responders on subject '" + subject +

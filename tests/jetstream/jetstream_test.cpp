@@ -1158,6 +1158,37 @@ TEST(JetstreamEdge, PublishToASubjectAnotherStreamTakesFailsNamingIt) {
   EXPECT_NE(info.find("\"messages\":0,"), std::string::npos) << "the other stream stored some: " << info;
 }
 
+// The edge's stream deleted while a publish-only process runs, and made again as a limits
+// stream that discards old messages: the stage checked its stream only at its start, and
+// a probe's run ended "ok" with 3000 items acked and 10 stored. Now the gauge thread's look
+// at the stream (every 100 ms) fails the stage naming what the stream became.
+TEST(JetstreamEdge, AStreamMadeAgainMidRunThatLosesMessagesFailsThePublishStage) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  const js::edge_options e{.stream = "premade", .max_msgs = 1000000};
+  js::ensure_edge(conn, e);
+  auto pc = std::make_shared<js::publish_counters>();
+  sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
+                              for (int v = 0; !st.stop_requested(); ++v) {
+                                if (!out.push(v)) return;
+                              }
+                            }),
+                            js::publish<int>(conn, e, {.counters = pc}));
+  auto& g = producer.get_graph();
+  g.start();
+  ASSERT_TRUE(eventually([&] { return pc->acked.load() > 10; }, 20s));
+  const std::string gone = js_api(server.url(), "$JS.API.STREAM.DELETE.premade", "");
+  ASSERT_EQ(gone.find("\"error\""), std::string::npos) << gone;
+  const std::string made = js_api(server.url(), "$JS.API.STREAM.CREATE.premade",
+                                  R"({"name":"premade","subjects":["premade"],"retention":"limits","discard":"old",)"
+                                  R"("max_msgs":10,"storage":"file"})");
+  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+  const std::string what = stage_error_of_started(g);
+  EXPECT_NE(what.find("stream 'premade' now has limits retention that discards old messages"), std::string::npos)
+      << what;
+}
+
 // The consumer deleted while the stage runs and made again with a limit that loses
 // messages (max_deliver 1: a nak'ed message never comes back) is found at the next sweep
 // (every 5 s) and fails the stage naming it. Before, the stage went on with it: a probe's
