@@ -54,7 +54,9 @@
 //     the stage looks the stream up, if the server has it: one that is not a work queue,
 //     or that discards old messages, is a stage error naming what (ensure_edge's and the
 //     subscribe stage's check: such a stream drops messages nobody read, or fills for
-//     good); a stream not there yet is waited for, as above. Every message expects the
+//     good), and so is one that becomes such a stream while the stage runs (made again:
+//     the connection's gauge thread looks at it every 100 ms); a stream not there yet is
+//     waited for, as above. Every message expects the
 //     edge's stream (Nats-Expected-Stream): when another stream takes the edge's subject,
 //     it refuses the message, and the stage fails naming the subject.
 //   - subscribe: fetches at most the free room of its output channel (and at most
