@@ -25,6 +25,13 @@
 #include "../text.hpp"
 
 namespace sluice::jetstream {
+namespace {
+// Who checks an existing stream or consumer; its name starts the error.
+enum class checker { ensure_edge, subscribe, publish };
+const char* name_of(checker c) {
+  return c == checker::subscribe ? "subscribe" : c == checker::publish ? "publish" : "ensure_edge";
+}
+}  // namespace
 namespace detail {
 namespace {
 
@@ -150,7 +157,6 @@ struct edge_lookup {
   natsStatus stream_status = NATS_OK;
   jsErrCode stream_jerr = static_cast<jsErrCode>(0);
   int stream_subjects = 0;
-  bool work_queue = false;
   jsRetentionPolicy retention = js_WorkQueuePolicy;
   bool discard_new = true;
   std::uint64_t first_seq = 0;  // the stream's first message (0: it holds none)
@@ -168,7 +174,6 @@ edge_lookup look_up_edge(jsCtx* js, const std::string& stream, const std::string
   r.stream_status = js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &r.stream_jerr);
   if (r.stream_status != NATS_OK) return r;
   r.stream_subjects = si->Config != nullptr ? si->Config->SubjectsLen : 0;
-  r.work_queue = si->Config != nullptr && si->Config->Retention == js_WorkQueuePolicy;
   if (si->Config != nullptr) {
     r.retention = si->Config->Retention;
     r.discard_new = si->Config->Discard == js_DiscardNew;
@@ -187,9 +192,14 @@ edge_lookup look_up_edge(jsCtx* js, const std::string& stream, const std::string
 // the stage cannot use, is then a stage error, not a silent loss. Defined with
 // ensure_edge's checks, below.
 void check_for_subscribe(const edge_options& e, const std::string& durable, const edge_lookup& lk);
-// The publish stage's check of the stream, when the server has it: the same two (a stream
-// that is not a work queue, or that discards old messages, loses them or never drains).
-void check_for_publish(const edge_options& e, const jsStreamConfig& c);
+// The one check of a stream's kind, made by ensure_edge, by both stages at their start, by
+// the subscribe stage at every sweep and by the publish stage while it runs (from the
+// gauge's look, `now`): a stream that is not a work queue keeps acked messages (it fills
+// and the publisher waits for ever, or, discarding old ones, drops messages nobody saw),
+// and a work queue that discards old messages drops unseen ones when full. Throws naming
+// the first of the two it finds.
+void check_keeps_messages(const edge_options& e, jsRetentionPolicy retention, bool discard_new, checker call,
+                          bool now = false);
 
 }  // namespace
 
@@ -215,13 +225,14 @@ struct edge_gauge {
   std::atomic<std::uint64_t> max_msgs{0};
   std::atomic<std::uint64_t> push_ns{0};   // the publish stage's time waiting on a full stream / window
   std::atomic<std::uint64_t> pop_ns{0};    // the subscribe stage's time in fetches that found nothing
-  // What the stream's config was at the last poll: 0 an edge's (work queue, discard new);
-  // else kNotWorkQueue and/or kDiscardsOld. The publish stage fails on it (check_storable):
-  // it checked the stream only at its start, and a stream made again mid-run as a limits
-  // stream with discard old took and acked every message, and dropped what nobody read.
-  static constexpr int kNotWorkQueue = 1, kDiscardsOld = 2;
-  std::atomic<int> loses{0};
-  std::atomic<int> retention{0};  // jsRetentionPolicy at the last poll (for the message)
+  // The stream's kind at the last poll, one word (kind_of): its retention and whether it
+  // discards new messages; kNotPolled before a poll found it. The publish stage fails on
+  // one that loses messages (check_storable): it checked the stream only at its start, and
+  // a stream made again mid-run as a limits stream with discard old took and acked every
+  // message, and dropped what nobody read.
+  static constexpr int kNotPolled = -1;
+  static int kind_of(jsRetentionPolicy r, bool discard_new) { return static_cast<int>(r) * 2 + (discard_new ? 1 : 0); }
+  std::atomic<int> kind{kNotPolled};
   js_ctx info;                             // the gauge thread's: requests with a short wait
   // Cleared when its stage's state goes: the reading then stays as it was (the graph's
   // snapshot may still show it) and the gauge thread stops asking the server.
@@ -575,10 +586,8 @@ struct conn_state {
         g.max_msgs.store(static_cast<std::uint64_t>(si->Config->MaxMsgs), std::memory_order_relaxed);
       }
       if (si->Config != nullptr) {
-        g.retention.store(static_cast<int>(si->Config->Retention), std::memory_order_relaxed);
-        g.loses.store((si->Config->Retention != js_WorkQueuePolicy ? edge_gauge::kNotWorkQueue : 0) |
-                          (si->Config->Discard != js_DiscardNew ? edge_gauge::kDiscardsOld : 0),
-                      std::memory_order_relaxed);
+        g.kind.store(edge_gauge::kind_of(si->Config->Retention, si->Config->Discard == js_DiscardNew),
+                     std::memory_order_relaxed);
       }
       jsStreamInfo_Destroy(si);
     }
@@ -849,20 +858,13 @@ struct pub_state {
   // stream has answered on the edge's subject for give_up (it was deleted, or the server
   // came back without its store). Requires lk holds mu.
   void check_storable(std::unique_lock<std::mutex>& lk) {
+    // The gauge thread's last look at the stream (every kGaugePeriod).
+    if (const int k = gauge->kind.load(std::memory_order_relaxed); k != edge_gauge::kNotPolled) {
+      check_keeps_messages(edge, static_cast<jsRetentionPolicy>(k / 2), (k % 2) != 0, checker::publish, true);
+    }
     std::string why;
     if (!never_storable.empty()) {
       why = never_storable;
-    } else if (const int loses = gauge->loses.load(std::memory_order_relaxed); loses != 0) {
-      // The gauge thread's last look at the stream (every kGaugePeriod).
-      why = "stream '" + edge.stream + "' now " +
-            ((loses & edge_gauge::kNotWorkQueue) != 0
-                 ? std::string("has ") +
-                       (gauge->retention.load(std::memory_order_relaxed) == js_InterestPolicy ? "interest" : "limits") +
-                       " retention"
-                 : std::string("is a work queue")) +
-            ((loses & edge_gauge::kDiscardsOld) != 0 ? " that discards old messages" : "") +
-            ": it loses messages nobody read (made again while the stage ran?); the edge wants a work queue that "
-            "discards new ones";
     } else if (no_stream.lasted() > conn->opts.give_up) {
       why = "no stream has taken its messages for " + no_stream.lasted_ms() +
             " (no responders on subject '" + subject +
@@ -998,7 +1000,9 @@ publisher::publisher(const connection& c, const edge_options& e, const publish_o
     jsErrCode jerr = static_cast<jsErrCode>(0);
     if (js_GetStreamInfo(&si, js.js, e.stream.c_str(), nullptr, &jerr) == NATS_OK && si != nullptr) {
       const std::unique_ptr<jsStreamInfo, void (*)(jsStreamInfo*)> held(si, jsStreamInfo_Destroy);
-      if (si->Config != nullptr) check_for_publish(e, *si->Config);
+      if (si->Config != nullptr) {
+        check_keeps_messages(e, si->Config->Retention, si->Config->Discard == js_DiscardNew, checker::publish);
+      }
     }
   }
   st->edge = e;
@@ -1220,10 +1224,9 @@ struct sub_state {
   // deleted consumer gets no answer at all, so past give_up the consumer is looked up.
   outage unanswered;
   clock::time_point last_resend_check{};
-  // Sweeping acked messages a killed server left behind (sweep_stranded): whether the
-  // stream is a work queue (only then is an acked message gone by definition), the
-  // consumer's filter subject, the reconnect count at the last sweep, and its time.
-  bool work_queue = false;
+  // Sweeping acked messages a killed server left behind (sweep_stranded): the consumer's
+  // filter subject, the reconnect count at the last sweep, and its time. (The stream is a
+  // work queue, so an acked message is gone by definition: check_for_subscribe saw to it.)
   std::string filter;
   std::uint64_t swept_epoch = UINT64_MAX;
   clock::time_point last_sweep{};
@@ -1579,7 +1582,6 @@ struct sub_state {
   // message acked after the restart was seen stranded too): two look-ups, and a purge
   // only when the stream's first message is at or below the floor.
   void sweep_stranded() {
-    if (!work_queue) return;
     std::uint64_t now_epoch;
     {
       std::lock_guard lk(ack_mu);
@@ -1687,11 +1689,6 @@ bool nap(std::chrono::milliseconds d, const std::stop_token& stop) {
 
 }  // namespace detail
 namespace {
-// Who checks an existing stream or consumer; its name starts the error.
-enum class checker { ensure_edge, subscribe, publish };
-const char* name_of(checker c) {
-  return c == checker::subscribe ? "subscribe" : c == checker::publish ? "publish" : "ensure_edge";
-}
 // ensure_edge's check of an existing consumer (below); the subscribe stage's checks only
 // what it cannot use, or what loses messages.
 void check_consumer(checker call, const edge_options& e, const std::string& durable, const std::string& subject,
@@ -1776,8 +1773,7 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     }
     check_for_subscribe(e, durable, found);
     if (ci.Config->FilterSubject != nullptr) st->filter = ci.Config->FilterSubject;
-    st->work_queue = found.work_queue;
-    if (st->work_queue && found_epoch != sub_state::kNoConnection) {
+    if (found_epoch != sub_state::kNoConnection) {
       // The first sweep, from this look-up (sweep_stranded makes its own for the later ones).
       js_ctx js;
       st->conn->make_js(js, kLookupWait);
@@ -2181,8 +2177,7 @@ const char* retention_name(jsRetentionPolicy r) {
 
 void check_stream(const edge_options& e, const std::string& subject, const jsStreamConfig& c) {
   const std::string what = "stream '" + e.stream + "'";
-  if (c.Retention != js_WorkQueuePolicy) differ(e, what + " retention", retention_name(c.Retention), "workqueue");
-  if (c.Discard != js_DiscardNew) differ(e, what + " discard policy", "old", "new");
+  detail::check_keeps_messages(e, c.Retention, c.Discard == js_DiscardNew, checker::ensure_edge);
   if (c.MaxMsgs != e.max_msgs) differ(e, what + " max_msgs", std::to_string(c.MaxMsgs), std::to_string(e.max_msgs));
   if (c.MaxBytes != e.max_bytes) differ(e, what + " max_bytes", std::to_string(c.MaxBytes), std::to_string(e.max_bytes));
   const jsStorageType want = e.store == storage::file ? js_FileStorage : js_MemoryStorage;
@@ -2274,16 +2269,17 @@ namespace detail {
 namespace {
 void check_for_subscribe(const edge_options& e, const std::string& durable, const edge_lookup& lk) {
   check_consumer(checker::subscribe, e, durable, subject_of(e), *lk.consumer.info->Config, lk.stream_subjects);
-  const std::string what = "stream '" + e.stream + "'";
-  if (lk.retention != js_WorkQueuePolicy) {
-    differ(e, what + " retention", retention_name(lk.retention), "workqueue", checker::subscribe);
-  }
-  if (!lk.discard_new) differ(e, what + " discard policy", "old", "new", checker::subscribe);
+  check_keeps_messages(e, lk.retention, lk.discard_new, checker::subscribe);
 }
-void check_for_publish(const edge_options& e, const jsStreamConfig& c) {
+void check_keeps_messages(const edge_options& e, jsRetentionPolicy retention, bool discard_new, checker call,
+                          bool now) {
   const std::string what = "stream '" + e.stream + "'";
-  if (c.Retention != js_WorkQueuePolicy) differ(e, what + " retention", retention_name(c.Retention), "workqueue", checker::publish);
-  if (c.Discard != js_DiscardNew) differ(e, what + " discard policy", "old", "new", checker::publish);
+  const std::string is_now = now ? "now " : "";
+  const std::string made_again = now ? " (made again while the stage ran?)" : "";
+  if (retention != js_WorkQueuePolicy) {
+    differ(e, what + " retention", is_now + retention_name(retention) + made_again, "workqueue", call);
+  }
+  if (!discard_new) differ(e, what + " discard policy", is_now + "old" + made_again, "new", call);
 }
 }  // namespace
 }  // namespace detail

@@ -893,6 +893,28 @@ std::string js_api(const std::string& url, const std::string& subject, const std
   return out;
 }
 
+// A file stream made over the API as ensure_edge would never make it (`extra` adds fields
+// to its config: R"(,"max_age":60000000000)"); a failure fails the test.
+void make_raw_stream(const std::string& url, const std::string& name, const std::string& subject,
+                     const std::string& retention, const std::string& discard, int max_msgs,
+                     const std::string& extra = "") {
+  const std::string made = js_api(url, "$JS.API.STREAM.CREATE." + name,
+                                  R"({"name":")" + name + R"(","subjects":[")" + subject + R"("],"retention":")" +
+                                      retention + R"(","discard":")" + discard + R"(","max_msgs":)" +
+                                      std::to_string(max_msgs) + R"(,"storage":"file")" + extra + "}");
+  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+}
+
+// A durable pull consumer `name` on stream `name` made over the API, filtered on the
+// stream's subject `name`, with `extra` fields in its config (R"(,"max_deliver":3)").
+void make_raw_consumer(const std::string& url, const std::string& name, const std::string& extra = "") {
+  const std::string made = js_api(url, "$JS.API.CONSUMER.DURABLE.CREATE." + name + "." + name,
+                                  R"({"stream_name":")" + name + R"(","config":{"durable_name":")" + name +
+                                      R"(","ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
+                                      R"("filter_subject":")" + name + R"(","deliver_policy":"all")" + extra + "}}");
+  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+}
+
 // A stream or consumer made elsewhere with a limit that drops messages silently (an age
 // limit, a per-subject limit, a delivery limit) is refused, as other differences are:
 // an edge promises that every item arrives.
@@ -909,11 +931,7 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
     }
   };
   auto stream = [&](const std::string& name, const std::string& extra) {
-    const std::string made = js_api(server.url(), "$JS.API.STREAM.CREATE." + name,
-                                    R"({"name":")" + name + R"(","subjects":[")" + name +
-                                        R"("],"retention":"workqueue","discard":"new","max_msgs":100,)"
-                                        R"("storage":"file")" + extra + "}");
-    ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+    make_raw_stream(server.url(), name, name, "workqueue", "new", 100, extra);
   };
   stream("aged", R"(,"max_age":60000000000)");
   expect_error({.stream = "aged", .max_msgs = 100}, {"max_age", "60000 ms", "'aged'"});
@@ -921,11 +939,7 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
   expect_error({.stream = "persubject", .max_msgs = 100}, {"max_msgs_per_subject", "5"});
 
   stream("limited", "");
-  const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE.limited.limited",
-                                  R"({"stream_name":"limited","config":{"durable_name":"limited",)"
-                                  R"("ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
-                                  R"("filter_subject":"limited","deliver_policy":"all","max_deliver":3}})");
-  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+  make_raw_consumer(server.url(), "limited", R"(,"max_deliver":3)");
   expect_error({.stream = "limited", .max_msgs = 100}, {"max_deliver", "3", "consumer 'limited'"});
   // A stream that acknowledges no publish (the publisher sent each again for ever), a
   // consumer that delivers headers only (every item arrived empty), one that refuses pull
@@ -934,11 +948,7 @@ TEST(JetstreamEdge, ExistingStreamOrConsumerThatWouldDropMessagesIsRefused) {
   expect_error({.stream = "silent", .max_msgs = 100}, {"no_ack", "'silent'"});
   auto consumer = [&](const std::string& name, const std::string& extra) {
     stream(name, "");
-    const std::string answer = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE." + name + "." + name,
-                                    R"({"stream_name":")" + name + R"(","config":{"durable_name":")" + name +
-                                        R"(","ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
-                                        R"("filter_subject":")" + name + R"(","deliver_policy":"all")" + extra + "}}");
-    ASSERT_EQ(answer.find("\"error\""), std::string::npos) << answer;
+    make_raw_consumer(server.url(), name, extra);
   };
   consumer("headers", R"(,"headers_only":true)");
   expect_error({.stream = "headers", .max_msgs = 100}, {"headers_only", "consumer 'headers'"});
@@ -986,15 +996,8 @@ TEST(JetstreamEdge, SubscribeToAConsumerItCannotUseFailsNamingTheLimit) {
                {"once", R"(,"max_deliver":1)", "max_deliver"},
                {"idler", R"(,"inactive_threshold":3600000000000)", "inactive_threshold"}};
   for (const auto& c : cases) {
-    const std::string stream = js_api(server.url(), "$JS.API.STREAM.CREATE." + c.name,
-                                      R"({"name":")" + c.name + R"(","subjects":[")" + c.name +
-                                          R"("],"retention":"workqueue","discard":"new","max_msgs":100,"storage":"file"})");
-    ASSERT_EQ(stream.find("\"error\""), std::string::npos) << stream;
-    const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE." + c.name + "." + c.name,
-                                    R"({"stream_name":")" + c.name + R"(","config":{"durable_name":")" + c.name +
-                                        R"(","ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
-                                        R"("filter_subject":")" + c.name + R"(","deliver_policy":"all")" + c.config + "}}");
-    ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+    ASSERT_NO_FATAL_FAILURE(make_raw_stream(server.url(), c.name, c.name, "workqueue", "new", 100));
+    ASSERT_NO_FATAL_FAILURE(make_raw_consumer(server.url(), c.name, c.config));
     const js::edge_options e{.stream = c.name, .max_msgs = 100};
     sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}),
                               sluice::into([](js::delivery<int> d) { d.nak(); }));
@@ -1063,16 +1066,8 @@ TEST(JetstreamEdge, SubscribeToAStreamThatLosesOrKeepsAckedMessagesFailsNamingIt
                {"limitsnew", "limits", "new", "retention of edge 'limitsnew' is limits"},
                {"queueold", "workqueue", "old", "discard policy of edge 'queueold' is old"}};
   for (const auto& c : cases) {
-    const std::string stream = js_api(server.url(), "$JS.API.STREAM.CREATE." + c.name,
-                                      R"({"name":")" + c.name + R"(","subjects":[")" + c.name + R"("],"retention":")" +
-                                          c.retention + R"(","discard":")" + c.discard +
-                                          R"(","max_msgs":100,"storage":"file"})");
-    ASSERT_EQ(stream.find("\"error\""), std::string::npos) << stream;
-    const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE." + c.name + "." + c.name,
-                                    R"({"stream_name":")" + c.name + R"(","config":{"durable_name":")" + c.name +
-                                        R"(","ack_policy":"explicit","ack_wait":30000000000,"max_ack_pending":4096,)"
-                                        R"("filter_subject":")" + c.name + R"(","deliver_policy":"all"}})");
-    ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+    ASSERT_NO_FATAL_FAILURE(make_raw_stream(server.url(), c.name, c.name, c.retention, c.discard, 100));
+    ASSERT_NO_FATAL_FAILURE(make_raw_consumer(server.url(), c.name));
     sluice::pipeline consumer(js::subscribe<int>(conn, {.stream = c.name, .max_msgs = 100}, {.fetch_wait = 50ms}),
                               sluice::into([](js::delivery<int> d) { d.ack(); }));
     const std::string what = stage_error_of(consumer.get_graph(), 10s);
@@ -1095,11 +1090,7 @@ TEST(JetstreamEdge, PublishToAStreamThatLosesOrKeepsAckedMessagesFailsNamingIt) 
                {"plimitsnew", "limits", "new", "retention of edge 'plimitsnew' is limits"},
                {"pqueueold", "workqueue", "old", "discard policy of edge 'pqueueold' is old"}};
   for (const auto& c : cases) {
-    const std::string stream = js_api(server.url(), "$JS.API.STREAM.CREATE." + c.name,
-                                      R"({"name":")" + c.name + R"(","subjects":[")" + c.name + R"("],"retention":")" +
-                                          c.retention + R"(","discard":")" + c.discard +
-                                          R"(","max_msgs":4,"storage":"file"})");
-    ASSERT_EQ(stream.find("\"error\""), std::string::npos) << stream;
+    ASSERT_NO_FATAL_FAILURE(make_raw_stream(server.url(), c.name, c.name, c.retention, c.discard, 4));
     sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
                                 for (int v = 0; v < 100 && !st.stop_requested(); ++v) {
                                   if (!out.push(v)) return;
@@ -1135,14 +1126,8 @@ TEST(JetstreamEdge, PublishToASubjectAnotherStreamTakesFailsNamingIt) {
   NEED_NATS_SERVER();
   nats_server server;
   auto conn = js::connect(server.url());
-  const std::string thief = js_api(server.url(), "$JS.API.STREAM.CREATE.thief",
-                                   R"({"name":"thief","subjects":["edge.subj"],"retention":"limits","discard":"old",)"
-                                   R"("max_msgs":10,"storage":"file"})");
-  ASSERT_EQ(thief.find("\"error\""), std::string::npos) << thief;
-  const std::string edge_a = js_api(server.url(), "$JS.API.STREAM.CREATE.edgeA",
-                                    R"({"name":"edgeA","subjects":["elsewhere"],"retention":"workqueue","discard":"new",)"
-                                    R"("max_msgs":100,"storage":"file"})");
-  ASSERT_EQ(edge_a.find("\"error\""), std::string::npos) << edge_a;
+  ASSERT_NO_FATAL_FAILURE(make_raw_stream(server.url(), "thief", "edge.subj", "limits", "old", 10));
+  ASSERT_NO_FATAL_FAILURE(make_raw_stream(server.url(), "edgeA", "elsewhere", "workqueue", "new", 100));
   for (const std::string stream : {"edgeA", "nosuchstream"}) {
     sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out, std::stop_token st) {
                                 for (int v = 0; v < 100 && !st.stop_requested(); ++v) {
@@ -1180,13 +1165,12 @@ TEST(JetstreamEdge, AStreamMadeAgainMidRunThatLosesMessagesFailsThePublishStage)
   ASSERT_TRUE(eventually([&] { return pc->acked.load() > 10; }, 20s));
   const std::string gone = js_api(server.url(), "$JS.API.STREAM.DELETE.premade", "");
   ASSERT_EQ(gone.find("\"error\""), std::string::npos) << gone;
-  const std::string made = js_api(server.url(), "$JS.API.STREAM.CREATE.premade",
-                                  R"({"name":"premade","subjects":["premade"],"retention":"limits","discard":"old",)"
-                                  R"("max_msgs":10,"storage":"file"})");
-  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+  ASSERT_NO_FATAL_FAILURE(make_raw_stream(server.url(), "premade", "premade", "limits", "old", 10));
   const std::string what = stage_error_of_started(g);
-  EXPECT_NE(what.find("stream 'premade' now has limits retention that discards old messages"), std::string::npos)
+  EXPECT_NE(what.find("retention of edge 'premade' is now limits (made again while the stage ran?)"),
+            std::string::npos)
       << what;
+  EXPECT_NE(what.find("the publish stage cannot use it"), std::string::npos) << what;
 }
 
 // The consumer deleted while the stage runs and made again with a limit that loses
@@ -1210,10 +1194,7 @@ TEST(JetstreamEdge, AConsumerMadeAgainMidRunWithALimitThatLosesMessagesFailsTheS
   ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
   const std::string gone = js_api(server.url(), "$JS.API.CONSUMER.DELETE.remade.remade", "");
   ASSERT_EQ(gone.find("\"error\""), std::string::npos) << gone;
-  const std::string made = js_api(server.url(), "$JS.API.CONSUMER.DURABLE.CREATE.remade.remade",
-                                  R"({"stream_name":"remade","config":{"durable_name":"remade","ack_policy":"explicit",)"
-                                  R"("ack_wait":30000000000,"max_ack_pending":4096,"deliver_policy":"all","max_deliver":1}})");
-  ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
+  ASSERT_NO_FATAL_FAILURE(make_raw_consumer(server.url(), "remade", R"(,"max_deliver":1)"));
   const std::string what = stage_error_of_started(g);  // not going on with the remade consumer
   EXPECT_NE(what.find("max_deliver"), std::string::npos) << what;
   EXPECT_NE(what.find("consumer 'remade'"), std::string::npos) << what;
