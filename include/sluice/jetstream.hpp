@@ -320,7 +320,7 @@ struct subscribe_counters {
   std::atomic<std::uint64_t> acks_confirmed{0};  // acks the server confirmed having applied
   std::atomic<std::uint64_t> acks_resent{0};     // re-sends of an ack unconfirmed after ack_confirm_wait
   std::atomic<std::uint64_t> acks_unconfirmed{0};  // given up (give_up passed, or teardown): may come back
-  std::atomic<std::uint64_t> stranded_sweeps{0};   // purges of acked messages a killed server left behind
+  std::atomic<std::uint64_t> stranded_sweeps{0};   // purges that removed acked messages a killed server left behind
 };
 
 struct publish_options {

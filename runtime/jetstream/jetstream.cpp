@@ -1600,22 +1600,38 @@ struct sub_state {
     // Made again since the stage started, maybe with limits that lose messages (a
     // max_deliver of 1 dropped every nak'ed message, and the stage idled on for ever).
     if (lk.consumer.info->Config != nullptr) check_for_subscribe(edge, durable, lk);
-    purge_stranded(js.js, lk, now_epoch);
+    purge_stranded(lk, now_epoch);
   }
   // The sweep itself, from a look-up made at `at_epoch`: purges our messages at or below
-  // the consumer's ack floor when the stream's first message is one of them. A purge
-  // that got no answer leaves swept_epoch as it was (tried again kSweepRetry later).
-  void purge_stranded(jsCtx* js, const edge_lookup& lk, std::uint64_t at_epoch) {
+  // the consumer's ack floor when the stream's first message is at or below it (it may
+  // be another subject's: then nothing of ours goes, and nothing is counted). The purge
+  // is a plain API request, not js_PurgeStream, for the server's count of what went
+  // (libnats 3.4 drops it). A purge that got no answer leaves swept_epoch as it was
+  // (tried again kSweepRetry later).
+  void purge_stranded(const edge_lookup& lk, std::uint64_t at_epoch) {
     const std::uint64_t floor = lk.consumer.info->AckFloor.Stream;
     if (lk.first_seq != 0 && lk.first_seq <= floor) {
-      jsOptions o;
-      jsOptions_Init(&o);
-      o.Wait = kLookupWait.count();
-      o.Stream.Purge.Subject = filter.empty() ? nullptr : filter.c_str();
-      o.Stream.Purge.Sequence = floor + 1;  // purges the sequences below it
-      jsErrCode jerr = static_cast<jsErrCode>(0);
-      if (js_PurgeStream(js, edge.stream.c_str(), &o, &jerr) != NATS_OK) return;
-      if (opts.counters) opts.counters->stranded_sweeps.fetch_add(1, std::memory_order_relaxed);
+      // Names and subjects were checked to need no JSON escaping (not_json_safe).
+      const std::string body = "{\"seq\":" + std::to_string(floor + 1) +  // purges the sequences below it
+                               (filter.empty() ? std::string() : ",\"filter\":\"" + filter + "\"") + "}";
+      const std::string subject = "$JS.API.STREAM.PURGE." + edge.stream;
+      natsMsg* reply = nullptr;
+      if (natsConnection_Request(&reply, conn->nc, subject.c_str(), body.data(), static_cast<int>(body.size()),
+                                 kLookupWait.count()) != NATS_OK) {
+        return;
+      }
+      const std::string_view answer(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+      const auto at = answer.find("\"purged\":");
+      std::uint64_t purged = 0;
+      const bool ok = answer.find("\"error\"") == std::string_view::npos && at != std::string_view::npos;
+      if (ok) {
+        for (std::size_t i = at + 9; i < answer.size() && answer[i] >= '0' && answer[i] <= '9'; ++i) {
+          purged = purged * 10 + static_cast<std::uint64_t>(answer[i] - '0');
+        }
+      }
+      natsMsg_Destroy(reply);
+      if (!ok) return;
+      if (purged > 0 && opts.counters) opts.counters->stranded_sweeps.fetch_add(1, std::memory_order_relaxed);
     }
     swept_epoch = at_epoch;
   }
@@ -1775,10 +1791,8 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     if (ci.Config->FilterSubject != nullptr) st->filter = ci.Config->FilterSubject;
     if (found_epoch != sub_state::kNoConnection) {
       // The first sweep, from this look-up (sweep_stranded makes its own for the later ones).
-      js_ctx js;
-      st->conn->make_js(js, kLookupWait);
       st->last_sweep = clock::now();
-      st->purge_stranded(js.js, found, found_epoch);
+      st->purge_stranded(found, found_epoch);
     }
   }
   st->durable = durable;

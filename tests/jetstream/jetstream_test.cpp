@@ -893,13 +893,16 @@ std::string js_api(const std::string& url, const std::string& subject, const std
   return out;
 }
 
-// A file stream made over the API as ensure_edge would never make it (`extra` adds fields
-// to its config: R"(,"max_age":60000000000)"); a failure fails the test.
-void make_raw_stream(const std::string& url, const std::string& name, const std::string& subject,
+// A file stream made over the API as ensure_edge would never make it (`subjects`: one or
+// more, comma-separated; `extra` adds fields to its config: R"(,"max_age":60000000000)");
+// a failure fails the test.
+void make_raw_stream(const std::string& url, const std::string& name, const std::string& subjects,
                      const std::string& retention, const std::string& discard, int max_msgs,
                      const std::string& extra = "") {
+  std::string listed;
+  for (const char ch : subjects) listed += ch == ',' ? std::string(R"(",")") : std::string(1, ch);
   const std::string made = js_api(url, "$JS.API.STREAM.CREATE." + name,
-                                  R"({"name":")" + name + R"(","subjects":[")" + subject + R"("],"retention":")" +
+                                  R"({"name":")" + name + R"(","subjects":[")" + listed + R"("],"retention":")" +
                                       retention + R"(","discard":")" + discard + R"(","max_msgs":)" +
                                       std::to_string(max_msgs) + R"(,"storage":"file")" + extra + "}");
   ASSERT_EQ(made.find("\"error\""), std::string::npos) << made;
@@ -1198,6 +1201,62 @@ TEST(JetstreamEdge, AConsumerMadeAgainMidRunWithALimitThatLosesMessagesFailsTheS
   const std::string what = stage_error_of_started(g);  // not going on with the remade consumer
   EXPECT_NE(what.find("max_deliver"), std::string::npos) << what;
   EXPECT_NE(what.find("consumer 'remade'"), std::string::npos) << what;
+}
+
+// On a work queue with other subjects too, the stream's first message may be another
+// subject's, below the consumer's ack floor: the sweep then asks for a purge of our
+// subject that removes nothing. It was counted as a purge of stranded messages every 5 s
+// (libnats' purge call gives no count); now only a purge that removed some is counted,
+// and the other subject's message stays.
+TEST(JetstreamEdge, ASweepThatPurgesNothingOfOursIsNotCountedAsStranded) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url());
+  ASSERT_NO_FATAL_FAILURE(make_raw_stream(server.url(), "multi", "multi.a,multi.b", "workqueue", "new", 100));
+  const js::edge_options e{.stream = "multi", .subject = "multi.a", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  const std::string stored = js_api(server.url(), "multi.b", "another subject's");  // sequence 1, nobody takes it
+  ASSERT_NE(stored.find("\"seq\":1"), std::string::npos) << stored;
+  // The purge requests, as the server sees them.
+  natsConnection* watcher = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&watcher, server.url().c_str()), NATS_OK);
+  std::atomic<int> purges{0};
+  natsSubscription* sub = nullptr;
+  ASSERT_EQ(natsConnection_Subscribe(
+                &sub, watcher, "$JS.API.STREAM.PURGE.multi",
+                [](natsConnection*, natsSubscription*, natsMsg* m, void* n) {
+                  static_cast<std::atomic<int>*>(n)->fetch_add(1);
+                  natsMsg_Destroy(m);
+                },
+                &purges),
+            NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(watcher), NATS_OK);
+  auto sc = std::make_shared<js::subscribe_counters>();
+  std::atomic<int> got{0};
+  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms, .counters = sc}),
+                            sluice::into([&](js::delivery<int> d) {
+                              d.ack();
+                              got.fetch_add(1);
+                            }));
+  auto& g = consumer.get_graph();
+  g.start();
+  auto publish_one = [&] {
+    sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
+  };
+  publish_one();  // sequence 2: acked, the floor passes the other subject's message
+  ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
+  EXPECT_TRUE(eventually([&] { return purges.load() > 0; }, 20s)) << "no sweep asked for a purge";
+  // The sweep runs on the stage's thread: an item handed on after its request was seen
+  // comes after the sweep's end.
+  publish_one();
+  ASSERT_TRUE(eventually([&] { return got.load() == 2; }, 20s));
+  EXPECT_EQ(sc->stranded_sweeps.load(), 0u) << purges.load() << " purge requests";
+  const std::string info = js_api(server.url(), "$JS.API.STREAM.INFO.multi", "");
+  EXPECT_NE(info.find("\"messages\":1,"), std::string::npos) << "the other subject's message went: " << info;
+  g.request_stop();
+  wait_bounded(g);
+  natsSubscription_Destroy(sub);
+  natsConnection_Destroy(watcher);
 }
 
 // The stream removed under a running consumer. nats-server answers no pull request for a
