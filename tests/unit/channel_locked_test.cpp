@@ -329,6 +329,62 @@ TEST_F(ChannelThrowingMove, a_throwing_pop_leaves_the_item_queued) {
   expect_conserved(rx);
 }
 
+// A producer woken for a freed slot whose item's move throws leaves by the exception; the
+// wake-up it took is passed on. It was kept: another producer parked beside it slept on
+// beside the free slot (a probe: 5 of 5 runs), and in a graph the consumer then waited too.
+TEST_F(ChannelThrowingMove, a_woken_push_that_throws_passes_the_wake_up_on) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(1);
+  ASSERT_EQ(tx.try_push(throwing_tracked(0)), status::ok);  // full
+  std::atomic<int> a_threw{0};
+  std::jthread a([&a_threw, t = tx]() mutable {
+    throwing_tracked bad(1);
+    bad.throw_on_move(0);  // the move into the queue, once the slot is free
+    try {
+      (void)t.push(std::move(bad));
+    } catch (const tracked_move_error&) {
+      a_threw = 1;
+    }
+  });
+  ASSERT_TRUE(parked_pushers(tx, 1));
+  std::jthread b([t = tx]() mutable { (void)t.push(throwing_tracked(2)); });
+  ASSERT_TRUE(parked_pushers(tx, 2));
+  EXPECT_EQ(rx.pop()->value(), 0u);  // one slot free: one producer is woken
+  // Whichever was woken: the other's item comes, and then the thrower (once room is free).
+  const auto next = rx.pop_for(sluice_test::kPromptly);
+  if (!next) tx.cancel();  // let the producers end so the test reports
+  ASSERT_TRUE(next.has_value()) << "a producer sleeps on beside a free slot";
+  EXPECT_EQ(next->value(), 2u);
+  EXPECT_TRUE(eventually([&] { return a_threw.load() == 1; }));
+  EXPECT_FALSE(rx.try_pop().has_value());
+  expect_conserved(tx);
+}
+
+// The same on the other side: a consumer woken for an item whose move out throws leaves
+// by the exception, the item stays queued, and another parked consumer is woken for it.
+TEST_F(ChannelThrowingMove, a_woken_pop_that_throws_passes_the_wake_up_on) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto [tx, rx] = sluice::bounded<throwing_tracked>(4);
+  std::atomic<int> threw{0};
+  std::atomic<int> got{0};
+  auto consume = [&](sluice::receiver<throwing_tracked> r) {
+    try {
+      if (auto v = r.pop()) got = static_cast<int>(v->value());
+    } catch (const tracked_move_error&) {
+      threw.fetch_add(1);
+    }
+  };
+  std::jthread c1(consume, rx);
+  std::jthread c2(consume, rx);
+  ASSERT_TRUE(parked_poppers(rx, 2));
+  throwing_tracked v(5);
+  v.throw_on_move(1);  // into the queue: fine; out of it: throws, once
+  ASSERT_EQ(tx.try_push(std::move(v)), status::ok);
+  EXPECT_TRUE(eventually([&] { return got.load() == 5; }, sluice_test::kPromptly)) << "a consumer sleeps on beside an item";
+  EXPECT_TRUE(eventually([&] { return threw.load() == 1; }));  // it passed the wake-up on before its catch ran
+  if (got.load() != 5) tx.close();  // let them end so the test reports
+}
+
 TEST_F(ChannelThrowingMove, push_all_rethrows_and_keeps_what_went_in_visible) {
   sluice_test::watchdog dog(kTestLimit);
   auto [tx, rx] = sluice::bounded<throwing_tracked>(8);

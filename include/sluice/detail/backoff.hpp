@@ -252,6 +252,14 @@ wait_result wait_loop(waker& w, Op& op, Ready& ready, const time_point* deadline
       if ((r.s = op()) != status::full) return r;
     }
   } catch (...) {
+    // The op threw (an item's move): a waiter woken by a notify(1) may be leaving with
+    // that wake-up, meant for one waiter only, so it passes it on. Kept, a producer parked
+    // beside it slept on beside the free slot (or a consumer beside the item). A spare
+    // wake-up is harmless: every woken waiter re-checks.
+    if (r.parked) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (w.has_waiters()) w.notify(1);
+    }
     clock.end_slow(r.slow_t0, pause_ticks(r.pauses) + (ticks() - r.slow_t0), timing);
     throw;
   }
