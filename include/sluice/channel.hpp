@@ -183,7 +183,9 @@ class sender {
   // whose elements belong to someone else), blocking like push(); stops at the first
   // failure. Returns how many went in: the first n elements. The element that failed and
   // those after it are left in r as they were (never moved from), so a caller can retry
-  // them or hand them elsewhere.
+  // them or hand them elsewhere. A receiver sees each element once it went in, as with
+  // push(), even while the range's next one is still being made (a contiguous range of T,
+  // whose elements are all there, is handed on a run of slots at a time).
   template <class Range>
   std::size_t push_all(Range&& r) {
     constexpr bool kMove =

@@ -939,6 +939,31 @@ TYPED_TEST(Channel, push_all_copies_the_elements_of_a_view) {
   EXPECT_EQ(this->drain(rx), iota_values(0, 4));
 }
 
+// The next element of a range that is not contiguous is the caller's code, and may wait
+// (for a socket, for the consumer's answer to the last one): each element pushed is seen
+// at once by a parked consumer, as a push() is. They were handed on only when the range
+// ended, a push failed or blocked: a range whose next element waited for the consumer's
+// answer to the last held that one back until its wait gave up (found by a probe).
+TYPED_TEST(Channel, push_all_over_a_range_that_waits_hands_each_element_on_at_once) {
+  using T = typename TypeParam::item;
+  auto [tx, rx] = this->make(16);
+  std::atomic<std::uint64_t> answered{0};
+  std::jthread consumer([&answered, r = rx]() mutable {
+    while (auto v = r.pop()) answered.store(v->value() + 1);
+  });
+  ASSERT_TRUE(parked_poppers(rx, 1));
+  std::uint64_t unanswered = 0;
+  auto feed = std::views::iota(std::uint64_t{0}, std::uint64_t{4}) | std::views::transform([&](std::uint64_t i) {
+                if (i > 0 && !eventually([&] { return answered.load() == i; }, 5s)) ++unanswered;
+                return T(i);
+              });
+  EXPECT_EQ(tx.push_all(feed), 4u);
+  EXPECT_EQ(unanswered, 0u) << "an element pushed was not handed on while the range waited for its answer";
+  tx.close();
+  consumer.join();
+  EXPECT_EQ(answered.load(), 4u);
+}
+
 TYPED_TEST(Channel, push_all_blocks_like_push) {
   using T = typename TypeParam::item;
   auto [tx, rx] = this->make(2);

@@ -372,6 +372,13 @@ class channel {
       if (!ok) break;
       ++n;
       if (went_in != nullptr) *went_in = n;
+      // Seen at once, as a push() is: the range's next element is the caller's code, which
+      // may wait (for a socket; for the consumer's answer to this very item). Cheap when
+      // nobody sleeps: a compiler barrier and two relaxed loads.
+      if (pending != 0) {
+        after_push(f, pending);
+        pending = 0;
+      }
     }
     return n;
   }
