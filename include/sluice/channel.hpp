@@ -305,7 +305,10 @@ class receiver {
     T& operator*() const noexcept { return *cur_; }
     T* operator->() const noexcept { return &*cur_; }
     iterator& operator++() {
-      cur_ = rx_->pop_as("sluice::receiver::iterator::operator++");
+      // Popped straight into cur_ (constructed there, never assigned): a T whose move
+      // assignment throws would lose the item popped for it.
+      cur_.reset();
+      rx_->ch("sluice::receiver::iterator::operator++").pop(cur_, nullptr);
       return *this;
     }
     void operator++(int) { ++*this; }
