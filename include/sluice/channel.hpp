@@ -61,6 +61,7 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -89,11 +90,15 @@ namespace detail {
 // be UB below); duration::max(), "forever", from 1e9 s (~31 years) up, so that neither
 // the conversion (done in d's own representation: a float near 2^63 ns rounds past it)
 // nor an addition to now() can overflow.
+// The conversion is done in long double: in d's own integer representation, a period
+// that does not divide into nanoseconds (1/11 s) multiplied the count by 10^9 first, and
+// 29 years overflowed (UB; the wait returned at once).
 template <class Rep, class Period>
 duration saturated_wait(std::chrono::duration<Rep, Period> d) {
   if (!(d > d.zero())) return duration::zero();
   if (std::chrono::duration<double>(d).count() > 1e9) return duration::max();
-  return std::chrono::ceil<duration>(d);
+  const long double ticks = std::chrono::duration<long double, duration::period>(d).count();
+  return duration(static_cast<duration::rep>(std::ceil(ticks)));
 }
 template <class Rep, class Period>
 time_point deadline_after(std::chrono::duration<Rep, Period> d) {

@@ -1432,6 +1432,26 @@ TEST(ChannelOptions, forever_like_timeouts_do_not_overflow) {
   }
 }
 
+// A long wait in a period that does not divide into nanoseconds (1/11 s): the conversion
+// multiplied the count by 10^9 before dividing, and 29 years overflowed (UB; the wait
+// returned at once, found by a probe). Now it waits until an item comes.
+TEST(ChannelOptions, a_long_wait_in_an_odd_period_is_not_cut_short) {
+  sluice_test::watchdog dog(kTestLimit);
+  using eleventh = std::chrono::duration<long long, std::ratio<1, 11>>;
+  auto [tx, rx] = sluice::bounded<int>(1);
+  {
+    std::jthread pusher([&, s = tx]() mutable {
+      if (parked_poppers(rx, 1)) (void)s.push(7);
+    });
+    EXPECT_EQ(rx.pop_for(eleventh(10'000'000'000LL)), 7);  // about 29 years
+  }
+  ASSERT_TRUE(tx.push(8));  // full
+  std::jthread popper([&, r = rx]() mutable {
+    if (parked_pushers(tx, 1)) EXPECT_EQ(r.pop(), 8);
+  });
+  EXPECT_EQ(tx.push_for(9, eleventh(10'000'000'000LL)), status::ok);
+}
+
 // A NaN duration is no wait, as zero is (graph::wait_for treats it the same way). It fell
 // through to chrono::ceil, undefined behaviour (UBSan: "nan is outside the range").
 TEST(ChannelOptions, a_nan_timeout_is_no_wait) {
