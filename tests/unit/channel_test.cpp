@@ -1447,7 +1447,9 @@ TEST(ChannelOptions, a_long_wait_in_an_odd_period_is_not_cut_short) {
   }
   ASSERT_TRUE(tx.push(8));  // full
   std::jthread popper([&, r = rx]() mutable {
-    if (parked_pushers(tx, 1)) EXPECT_EQ(r.pop(), 8);
+    if (parked_pushers(tx, 1)) {
+      EXPECT_EQ(r.pop(), 8);
+    }
   });
   EXPECT_EQ(tx.push_for(9, eleventh(10'000'000'000LL)), status::ok);
 }
