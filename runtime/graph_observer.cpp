@@ -285,7 +285,27 @@ std::vector<metrics::wait_link> graph_state::wait_for_chain() const {
     std::vector<metrics::wait_link> chain;
     std::vector<bool> seen(nodes_.size(), false);
     std::size_t cur = start;
-    while (cur != kNoNode && ops[cur] && !seen[cur]) {
+    while (cur != kNoNode && !seen[cur]) {
+      if (!ops[cur]) {
+        // Not parked itself, but maybe a thread of it is inside a fused stage's call
+        // (stage_options::fuse), which waits on its own channel or in its own function:
+        // the chain goes on through the fused edges, as between threads ("m push 'm -> f'
+        // held by f"). It stopped here and named the host as the one holding things up.
+        const std::size_t callee = fused_callee(cur);
+        if (callee == kNoNode) break;
+        std::vector<metrics::wait_link> links;  // from the callee up to cur
+        std::size_t x = callee;
+        while (x != cur && x != kNoNode && !nodes_[x]->inputs.empty() && links.size() < nodes_.size()) {
+          const auto& c = *channels_[nodes_[x]->inputs.front()];
+          if (c.producer != kNoNode) links.push_back({nodes_[c.producer]->name, "push", c.name, nodes_[x]->name});
+          x = c.producer;
+        }
+        if (x != cur) break;  // not a fused path down from cur: the chain ends here, as before
+        seen[cur] = true;
+        for (auto it = links.rbegin(); it != links.rend(); ++it) chain.push_back(*it);
+        cur = callee;
+        continue;
+      }
       seen[cur] = true;
       const auto [push, ch] = *ops[cur];
       const auto& c = *channels_[ch];
@@ -407,6 +427,18 @@ void graph_state::supervisor_loop() noexcept {
   }
   lk.unlock();
   finish_run();
+}
+
+std::size_t graph_state::fused_callee(std::size_t node) const {
+  const auto& n = *nodes_[node];
+  for (std::size_t r = 0; r < n.threads; ++r) {
+    const void* at = n.inside[r].load(std::memory_order_relaxed);
+    if (at == nullptr) continue;
+    for (std::size_t j = 0; j < nodes_.size(); ++j) {
+      if (nodes_[j].get() == at && j != node && !nodes_[j]->inputs.empty()) return j;
+    }
+  }
+  return kNoNode;
 }
 
 std::vector<std::size_t> graph_state::fused_calls() const {

@@ -182,6 +182,8 @@ class graph_state {
   void set_fused(std::size_t node, std::shared_ptr<fused_control> f);
   // Per node: how many threads of its host are inside this fused stage's call now.
   [[nodiscard]] std::vector<std::size_t> fused_calls() const;
+  // The fused stage (innermost) one of node's threads is inside now, or kNoNode.
+  [[nodiscard]] std::size_t fused_callee(std::size_t node) const;
   [[nodiscard]] std::size_t next_channel_id() const;
   std::size_t add_channel(std::size_t producer, std::unique_ptr<channel_control> control,
                           std::shared_ptr<void> receiver, bool weighted);

@@ -326,6 +326,70 @@ TEST(GraphFuse, AStuckFusedStageIsNamedAsItselfNotAsItsHost) {
   }
 }
 
+// A stall's wait-for chain goes on through a fused stage as through a thread of its own
+// (DESIGN §3: it names who holds the graph up). It stopped at the host, whose thread is
+// inside the fused call, and named the host as the cause ("src push 'src -> m' held by m")
+// when the fused stage was blocked in its function or on its own output (found by a probe).
+TEST(GraphFuse, AStallsWaitForChainGoesThroughAFusedStage) {
+  watchdog wd(60s);
+  for (const bool fused_blocks : {true, false}) {
+    SCOPED_TRACE(fused_blocks ? "the fused stage blocks in its function" : "the sink after it blocks");
+    sluice_test::gate latch;
+    std::mutex mu;
+    std::vector<sluice::metrics::wait_link> chain;
+    sluice::graph g({.stall_threshold = 50ms, .on_stall = [&](const std::vector<sluice::metrics::wait_link>& c) {
+                       std::lock_guard lk(mu);
+                       chain = c;
+                     }});
+    std::atomic<bool> entered{false};
+    auto src = g.source<int>("src", [](sluice::sender<int>& out) {
+      for (int i = 0; out.push(i); ++i) {
+      }
+    }, {.capacity = 2});
+    auto m = g.map("m", src, [](int v) { return v; }, {.capacity = 2});
+    auto fz = g.map("fz", m, [&](int v) {
+      if (fused_blocks && v == 0) {
+        entered = true;
+        latch.wait();
+      }
+      return v;
+    }, {.capacity = 2, .fuse = true});
+    g.sink("k", fz, [&](int v) {
+      if (!fused_blocks && v == 0) {
+        entered = true;
+        latch.wait();
+      }
+    });
+    g.start();
+    const std::string culprit = fused_blocks ? "fz" : "k";
+    const std::size_t links = fused_blocks ? 2 : 3;
+    // A loaded machine may show a short false stall while the chain forms.
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lk(mu);
+      return entered.load() && chain.size() == links && chain.back().holder == culprit;
+    }));
+    {
+      std::lock_guard lk(mu);
+      std::string shown;
+      for (const auto& l : chain) shown += "[" + l.stage + " " + l.op + " '" + l.channel + "' held by " + l.holder + "] ";
+      ASSERT_EQ(chain.size(), links) << shown;
+      EXPECT_EQ(chain[0].stage, "src") << shown;
+      EXPECT_EQ(chain[1].stage, "m") << shown;
+      EXPECT_EQ(chain[1].op, "push") << shown;
+      EXPECT_EQ(chain[1].channel, "m -> fz") << shown;
+      EXPECT_EQ(chain[1].holder, "fz") << shown;
+      if (!fused_blocks) {
+        EXPECT_EQ(chain[2].stage, "fz") << shown;
+        EXPECT_EQ(chain[2].channel, "fz -> k") << shown;
+        EXPECT_EQ(chain[2].holder, "k") << shown;
+      }
+    }
+    latch.open();
+    g.cancel();
+    EXPECT_THROW((void)g.wait(), sluice::cancelled);
+  }
+}
+
 // A snapshot taken while a fused call runs counts the call's time so far as the fused
 // stage's, not its host's. Before, the open call showed up as the host's busy time, and
 // the snapshot's never-decreasing floor kept the host "busy" for it after the call ended.
