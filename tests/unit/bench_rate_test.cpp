@@ -463,6 +463,10 @@ TEST_F(BenchRate, BadValuesAreOneLineErrorsWithStatusTwo) {
       {"bench", "--shared-at", "10,10%", "--sweep", "--engine", "both"},
       {"bench", "--shared-at", "-10"},
       {"bench", "--probe-duration", "0"},
+      // A probe that short measured the start-up: 95 items/s for a graph that moves 3 M/s,
+      // taken as the maximum whose shares the sweep offered (found by a probe).
+      {"bench", "--probe-duration", "100us", "--sweep"},
+      {"bench", "--probe-duration", "99ms", "--sweep"},
       {"bench", "--format", "xml"},
       {"bench", "--sweep-at", "50"},  // sweep options without --sweep were ignored
       {"bench", "--shared-at", "50"},
