@@ -94,7 +94,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "sluice %s: error: out of memory (std::bad_alloc)\n", c.name);
       return 1;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "sluice %s: error: %s\n", c.name, e.what());
+      // One line too: a control byte from an argument (--serve's host) reached the terminal
+      // raw, a newline split the message, an escape sequence coloured it (found by a probe).
+      std::fprintf(stderr, "sluice %s: error: %s\n", c.name, sluice::tool::detail::one_line(e.what()).c_str());
       return 1;
     }
   }

@@ -215,6 +215,22 @@ TEST_F(Tool, BenchServeRefusesABadAddressBeforeItRuns) {
   }
 }
 
+// Every error is one line, whatever bytes the user's argument holds: --serve's host with a
+// newline printed a three-line error, and an escape sequence reached the terminal raw
+// (found by a probe). Control bytes are shown as \xNN.
+TEST_F(Tool, AnErrorNamingAnArgumentWithControlBytesIsOneLine) {
+  const result probe = run_tool({"bench", "--topology", "chain:1", "--items", "1", "--serve", "127.0.0.1:0"}, 120);
+  if (probe.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << probe.err;
+  for (const std::string host : {"a\nb:0", "\x1b[31mred:0"}) {
+    const result r = run_tool({"bench", "--topology", "chain:1", "--items", "1000", "--serve", host}, 60);
+    EXPECT_NE(r.status, 0) << r.err;
+    ASSERT_FALSE(r.err.empty());
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+    EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(host[0] == 'a' ? "a\\x0ab" : "\\x1b[31mred"), std::string::npos) << r.err;
+  }
+}
+
 TEST_F(Tool, HelpForEverySubcommand) {
   // bench's help lists the options of a cut run too (they used to show only in the error
   // after a wrong one).
