@@ -730,6 +730,27 @@ TEST(io_tool, compressed_data_is_not_written_to_a_terminal_named_as_out) {
   ::close(master);
 }
 
+// OUT spelled as another name of stdout is stdout, as /dev/stdout is: "/dev/fd/./1" and
+// the like were taken for a file to replace, and the error named a temporary
+// ("cannot create /dev/fd/./1.zUgx6rf2.partial: No such file or directory"; a probe).
+TEST(io_tool, out_spelled_as_another_name_of_stdout_is_written_to_stdout) {
+  REQUIRE_TOOL();
+  io_test::temp_dir dir;
+  const std::string data = io_test::random_bytes(50000, 3);
+  write_string(dir / "a", data);
+  const std::string s = quoted(sluice);
+  for (const char* out : {"/dev/fd/./1", "/proc/self/fd/../fd/1", "/proc/thread-self/fd/1", "/dev//stdout"}) {
+    SCOPED_TRACE(out);
+    fs::remove(dir / "a.gz");
+    const outcome o = sh(s + " gzip --force a " + out + " > a.gz", dir);
+    EXPECT_EQ(o.status, 0) << o.err;
+    const outcome back = sh(s + " gunzip a.gz - > a.back", dir);
+    EXPECT_EQ(back.status, 0) << back.err;
+    const std::string got = read_string(dir / "a.back");
+    EXPECT_TRUE(got == data) << got.size() << " bytes back of " << data.size();
+  }
+}
+
 // Nor is compressed data read from a terminal without --force, as gzip -d refuses:
 // `sluice gunzip - out` at a prompt waited for gzip bytes typed by hand.
 TEST(io_tool, compressed_data_is_not_read_from_a_terminal) {

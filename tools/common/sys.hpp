@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,14 +53,21 @@ inline bool (&stdio_closed())[3] {
 // a shell redirection does: reopening it would reach whatever the descriptor is on (a file
 // to truncate, or guard_stdio's /dev/null for a closed stream), and replacing it with a
 // renamed file would replace the system's /dev/stdout link.
+// Spellings with ".", ".." or "//" ("/dev/fd/./1"), /proc/thread-self/fd/N and
+// /proc/<our pid>/fd/N count too: they were taken for a file to replace, and the error
+// named a temporary ("cannot create /dev/fd/./1.zUgx6rf2.partial").
 inline std::optional<int> own_fd_named_by(std::string path) {
+  const std::string own_pid = "/proc/" + std::to_string(::getpid()) + "/fd/";
   for (int hop = 0; hop < 40; ++hop) {
-    if (path == "/dev/stdin") return 0;
-    if (path == "/dev/stdout") return 1;
-    if (path == "/dev/stderr") return 2;
-    for (const std::string_view prefix : {std::string_view("/dev/fd/"), std::string_view("/proc/self/fd/")}) {
-      if (!path.starts_with(prefix)) continue;
-      const std::string_view digits = std::string_view(path).substr(prefix.size());
+    // Compared in plain form; the links are read as written.
+    const std::string plain = std::filesystem::path(path).lexically_normal().string();
+    if (plain == "/dev/stdin") return 0;
+    if (plain == "/dev/stdout") return 1;
+    if (plain == "/dev/stderr") return 2;
+    for (const std::string_view prefix : {std::string_view("/dev/fd/"), std::string_view("/proc/self/fd/"),
+                                          std::string_view("/proc/thread-self/fd/"), std::string_view(own_pid)}) {
+      if (!plain.starts_with(prefix)) continue;
+      const std::string_view digits = std::string_view(plain).substr(prefix.size());
       if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string_view::npos) {
         return std::nullopt;
       }
