@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -209,6 +211,68 @@ TEST(io_tcp, an_ipv6_peer_is_named_in_brackets) {
   const io::tcp_connection accepted = server.accept();
   EXPECT_EQ(client.peer(), "[::1]:" + std::to_string(server.port()));
   EXPECT_EQ(accepted.peer().rfind("[::1]:", 0), 0U) << accepted.peer();
+  // And so do messages: "cannot connect to ::1:34819" (found by a probe).
+  const std::uint16_t closed = server.port();
+  server = io::tcp_listener();
+  const std::string what = error_of([&] { (void)io::tcp_connect("::1", closed); });
+  EXPECT_NE(what.find("[::1]:" + std::to_string(closed)), std::string::npos) << what;
+}
+
+// Nor does an empty host connect to this machine unasked (getaddrinfo's reading of it).
+TEST(io_tcp, connecting_with_an_empty_host_is_refused) {
+  try {
+    (void)io::tcp_connect("", 9);
+    FAIL() << "no error";
+  } catch (const io::error& e) {
+    EXPECT_NE(std::string(e.what()).find("tcp_connect: no host given for port 9"), std::string::npos) << e.what();
+    EXPECT_EQ(e.errno_value(), EINVAL);
+  }
+}
+
+// A peer that sent bytes the sink never reads (a request line, a banner) still gets the
+// whole stream and a clean end: the sink's socket closed with those bytes unread, which
+// answers with a reset, and the reset dropped what the peer had not read yet (a probe:
+// 6.6 of 8 MiB, then "connection reset", while the sink reported success).
+TEST(io_tcp, a_peer_that_sent_bytes_the_sink_never_read_still_gets_the_whole_stream) {
+  sluice_test::watchdog dog(std::chrono::seconds(60), "linger");
+  // The stream fits in the sink's send buffer and not in the peer's receive buffer: the
+  // sink's stage ends with bytes still to send, as a long stream to a slow peer does.
+  io::tcp_listener server = io::tcp_listen(0, "127.0.0.1", {.send_buffer = 1 << 20});
+  const std::string data = io_test::log_text(400000, 5);
+  const int peer = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(peer, 0);
+  const int small = 8192;
+  ASSERT_EQ(::setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(server.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(peer, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::send(peer, "GET / HTTP/1.0\r\n\r\n", 18, 0), 18);
+  std::atomic<bool> ran{false};
+  std::string run_error;
+  std::thread sender([&] {
+    try {
+      runner::run(sluice::from<buffer>([&](sluice::sender<buffer>& out) { out.push(buffer::copy_of(data)); }),
+                  server.sink());
+    } catch (const std::exception& e) {
+      run_error = e.what();
+    }
+    ran = true;
+  });
+  // The peer reads only once the sink's stage has ended (closed, or lingering past its
+  // bound): before, that close had reset the connection.
+  EXPECT_TRUE(sluice_test::eventually([&] { return ran.load(); }, std::chrono::seconds(20)));
+  std::string got;
+  char buf[16384];
+  ssize_t n = 0;
+  while ((n = ::recv(peer, buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<std::size_t>(n));
+  const int err = n < 0 ? errno : 0;
+  EXPECT_EQ(err, 0) << std::strerror(err) << " after " << got.size() << " of " << data.size() << " bytes";
+  EXPECT_TRUE(got == data) << got.size() << " of " << data.size() << " bytes";
+  ::close(peer);
+  sender.join();
+  EXPECT_EQ(run_error, "");
 }
 
 // An empty host (a blank config value) would be every interface to getaddrinfo(): it is

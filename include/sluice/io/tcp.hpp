@@ -36,7 +36,10 @@
 //     and one left pending is consumed); a peer that went away is an io::error.
 // Non-guarantees: no TLS, no reconnects, IPv4 and IPv6 by getaddrinfo() order.
 // Lifetime: a tcp_connection / tcp_listener is a shared handle; the socket closes when
-//   the last copy (including those inside descriptors) is gone.
+//   the last copy (including those inside descriptors) is gone. After its sink ended
+//   cleanly, that close first reads and drops what the peer still sends until the peer
+//   closes, for at most 2 s (a listener's sink: as its stage ends): closed with unread
+//   bytes, the socket would reset the connection, and the peer lose the stream's end.
 #pragma once
 
 #include <chrono>
