@@ -11,7 +11,9 @@
 //   sluice::report r = g.wait();
 //   // `http` stops when it goes out of scope, before g does
 //
-// Endpoints (GET or HEAD only; other methods 405, other paths 404):
+// Endpoints (GET or HEAD only; other methods 405, other paths 404; a method cpp-httplib
+// does not know at all, such as PROPFIND, BREW or a lowercase "get", is refused with 400
+// by its parser, before sluice sees the request):
 //   /metrics        Prometheus text exposition 0.0.4 (metrics::to_prometheus)
 //   /snapshot.json  the snapshot as JSON (metrics::to_json)
 //   /               the live page: self-contained HTML+JS (no network) that fetches
