@@ -24,7 +24,9 @@
 //     reads until the peer shuts down its side. graph::request_stop() drains (DESIGN
 //     §2): the sink still writes what reached it, so a peer that never reads holds the
 //     run until cancel(): bound a drain with wait_for() and cancel() after it. (No
-//     channel waits there, so the stall watchdog does not see it.)
+//     channel waits there, so the stall watchdog does not see it.) So does a listener's
+//     sink still waiting for its peer: it accepts before it reads its input, and only a
+//     teardown ends that wait, even once its input has ended empty.
 //   - Backpressure: the sink writes with the socket's own flow control, so a peer that
 //     reads slowly blocks the sink, its input channel fills, and every stage upstream
 //     waits: the bytes in flight are bounded by the channel budgets plus the kernel's
