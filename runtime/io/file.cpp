@@ -39,6 +39,9 @@ void fsync_directory_of(const std::filesystem::path& p) {
 }  // namespace
 
 namespace detail {
+// How long a trickle is waited for at a time while the channel still holds items (read_loop).
+constexpr auto kGatherWait = std::chrono::milliseconds(1);
+constexpr auto kGatherMax = std::chrono::milliseconds(50);  // and at most this long for one buffer
 
 std::string at_offset(const std::string& where, std::uint64_t offset) {
   return where + " at byte offset " + std::to_string(offset);
@@ -95,6 +98,30 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
       b.commit(static_cast<std::size_t>(r));
     }
     if (!b.empty()) {
+      // A short read while the channel still holds items (its consumer is behind): more of
+      // the trickle joins this buffer before it goes, 1 ms of waiting at a time, until the
+      // channel is empty, the buffer a quarter full, or kGatherMax passed. The consumer has
+      // work meanwhile. A peer sending one-byte segments made each its own 256 B buffer
+      // weighed as 1 byte, and a 64 KiB budget held ~65,000 of them (a probe: 15.5 MB).
+      int read_error = 0;
+      if (waiter && b.size() < chunk / 4) {
+        const auto gather_until = std::chrono::steady_clock::now() + kGatherMax;
+        while (b.size() < chunk / 4 && out.stats().size > 0 && std::chrono::steady_clock::now() < gather_until) {
+          const auto w = waiter->wait_until(fd, POLLIN, std::chrono::steady_clock::now() + kGatherWait);
+          if (w == detail::stop_waiter::waited::stopped) break;  // what was read goes; the loop ends after
+          if (w == detail::stop_waiter::waited::timed_out) continue;
+          const ssize_t r = ::read(fd, b.spare().data(), chunk - b.size());
+          if (r > 0) {
+            b.commit(static_cast<std::size_t>(r));
+          } else if (r == 0) {
+            eof = true;
+            break;
+          } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+            read_error = errno;  // reported after what was read has gone on
+            break;
+          }
+        }
+      }
       offset += b.size();
       // relaxed: a progress counter, read for display only.
       if (o.progress != nullptr) o.progress->fetch_add(b.size(), std::memory_order_relaxed);
@@ -108,6 +135,7 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
       } else if (!out.push(std::move(b))) {
         return;  // downstream is gone: nobody will read more
       }
+      if (read_error != 0) detail::throw_errno(stage, "read", at_offset(where, offset), read_error);
     }
     if (eof) {
       struct stat at_end{};
