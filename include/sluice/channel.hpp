@@ -190,7 +190,10 @@ class sender {
   // those after it are left in r as they were (never moved from), so a caller can retry
   // them or hand them elsewhere. A receiver sees each element once it went in, as with
   // push(), even while the range's next one is still being made (a contiguous range of T,
-  // whose elements are all there, is handed on a run of slots at a time).
+  // whose elements are all there, is handed on a run of slots at a time). If making an
+  // element throws (the range's iterator, or a copy or move of T), the exception goes to
+  // the caller with no count: the elements before it went in, and a caller that must know
+  // how many pushes them one at a time.
   template <class Range>
   std::size_t push_all(Range&& r) {
     constexpr bool kMove =
