@@ -785,6 +785,63 @@ TEST_F(Tool, ReportsAreWrittenInPlaceOnAFifoAndFollowTheUmask) {
   ::rmdir(dir.c_str());
 }
 
+// ^C once the runs are over, while the report goes to a FIFO whose reader does not read
+// yet: the message says the results are being written (it said the run in progress
+// "stops sending and drains", or "stopping the run", when none ran). The table shows
+// before the report is written; the report is still whole and the exit is 128+N.
+TEST_F(Tool, AnInterruptWhileTheReportIsWrittenSaysSo) {
+  char tmpl[] = "/tmp/sluice_report_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string fifo = dir + "/pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  struct cmd_case {
+    std::vector<std::string> args;
+    std::string table_end;  // the table's last words, shown before the report is written
+    std::string says;
+  };
+  const cmd_case cases[] = {
+      {{tool_path(), "bench", "--topology", "chain:1", "--items", "1000", "--report", fifo}, "bottleneck:",
+       "sluice bench: interrupted by Interrupt; the runs are over, writing their results (again to exit now)"},
+      {{tool_path(), "demo", "--bytes", "1MiB", "--report", fifo}, "malloc_trim(0)",
+       "sluice demo: interrupted by Interrupt; the runs are over, writing their results (again to exit now)"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args[1]);
+    // A reader that holds the FIFO open, its pipe made small (one page) so that the
+    // report does not fit and its write waits for us.
+    const int rd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    ASSERT_GE(rd, 0);
+    ASSERT_GT(::fcntl(rd, F_SETPIPE_SZ, 4096), 0);
+    sluice_test::spawned_tool t(c.args);
+    const bool shown = t.until([&] { return t.out.find(c.table_end) != std::string::npos; }, 120s);
+    EXPECT_TRUE(shown) << t.out << t.err;
+    if (shown) t.signal(SIGINT);
+    EXPECT_TRUE(t.until([&] { return t.err.find("interrupted by") != std::string::npos; }, 60s)) << t.err;
+    EXPECT_NE(t.err.find(c.says), std::string::npos) << t.err;
+    EXPECT_EQ(t.err.find("drains"), std::string::npos) << t.err;
+    EXPECT_EQ(t.err.find("stopping the run"), std::string::npos) << t.err;
+    // Now read it: the report arrives whole and the tool ends.
+    std::string got;
+    const auto until = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      pollfd p{.fd = rd, .events = POLLIN, .revents = 0};
+      ASSERT_GE(::poll(&p, 1, 100), 0);
+      char buf[65536];
+      const ssize_t n = ::read(rd, buf, sizeof buf);
+      if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+      if (n == 0 && got.find("</html>") != std::string::npos) break;  // the writer closed it
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << got.size() << " bytes of the report read";
+    }
+    ::close(rd);
+    ASSERT_TRUE(t.wait(60s)) << t.err;
+    EXPECT_EQ(t.exit_code(), 128 + SIGINT) << t.err;
+    EXPECT_NE(got.find("</html>"), std::string::npos);
+  }
+  std::remove(fifo.c_str());
+  ::rmdir(dir.c_str());
+}
+
 // A --report that cannot be written (its directory missing, not a directory, or not
 // writable: /proc, even for root) is a one-line error before the run, not after it: nothing
 // on stdout, exit 1 as for any report that cannot be written, and no file left. A path that

@@ -94,6 +94,9 @@ using bench::work_spec;
 // relaxed: a one-way flag; a source that reads it a moment late sends an item more.
 std::atomic<int> g_interrupted{0};
 bool interrupted() { return g_interrupted.load(std::memory_order_relaxed) != 0; }
+// Set once every run is over, before the results are written: a ^C then says so (the
+// table or a --report FIFO that waits for its reader), not that a run drains.
+std::atomic<bool> g_runs_over{false};
 
 // ---- configuration ------------------------------------------------------------
 
@@ -1444,7 +1447,8 @@ int cmd_bench(int argc, char** argv) {
   const interrupt_watch watch("sluice bench", [](int sig) {
     g_interrupted.store(sig, std::memory_order_relaxed);
     write_nowait(STDERR_FILENO, std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
-                                    "; the run in progress stops sending and drains, no other starts "
+                                    (g_runs_over.load() ? "; the runs are over, writing their results "
+                                                        : "; the run in progress stops sending and drains, no other starts ") +
                                     "(again to exit now)\n");
   });
 
@@ -1502,6 +1506,7 @@ int cmd_bench(int argc, char** argv) {
   // interrupted run exits 128+N for its signal, not 141. Ignored from here on, the failed
   // write is reported by main's check of stdout, which keeps this status.
   ::signal(SIGPIPE, SIG_IGN);
+  g_runs_over.store(true);
   switch (c.format) {
     case out_format::json: print_json(c, results, maxima, duration_ns, max_items); break;
     case out_format::gbench: print_gbench(c, results); break;
@@ -1528,10 +1533,14 @@ int cmd_bench(int argc, char** argv) {
   }
   // Written even when ^C came before any run sent an item: the page says so (a --report
   // that is missing looks like a failed write).
-  if (!c.report.empty()) write_report_html(c.report, make_report(c, results));
-  if (sig != 0) {
+  if (!c.report.empty()) {
+    std::fflush(stdout);  // the table shows while the report is written (a FIFO may wait)
+    write_report_html(c.report, make_report(c, results));
+  }
+  // (again: a ^C while the results were written is an interrupt too)
+  if (const int s = g_interrupted.load(std::memory_order_relaxed); s != 0) {
     std::fflush(stdout);
-    return 128 + sig;
+    return 128 + s;
   }
   for (const auto& r : results) {
     if (!r.complete()) return 1;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -104,10 +105,15 @@ int cmd_demo(int argc, char** argv) {
   // ^C (SIGINT, SIGTERM, SIGHUP) stops the run in progress, skips the next, and prints the
   // table (and writes the report) for what ran; a second one exits at once. Blocked before
   // any thread starts (the runs' stages, the sampler): they inherit the mask.
+  // Once the runs are over, a ^C says what it interrupts: the table or the report being
+  // written (a --report FIFO with no reader waits for one), not a run.
   run_stop stop;
-  const interrupt_watch interrupted("sluice demo", [&stop](int sig) {
+  std::atomic<bool> runs_over{false};
+  const interrupt_watch interrupted("sluice demo", [&stop, &runs_over](int sig) {
     write_nowait(STDERR_FILENO, std::string("\nsluice demo: interrupted by ") + ::strsignal(sig) +
-                                    "; stopping the run (again to exit now)\n");
+                                    (runs_over.load() ? "; the runs are over, writing their results"
+                                                      : "; stopping the run") +
+                                    " (again to exit now)\n");
     stop.stop();
   });
   run_env env{cfg, pattern, prog, stop};
@@ -135,12 +141,14 @@ int cmd_demo(int argc, char** argv) {
   // table: the report is written after it. Ignored from here on, the failed write is
   // reported by main's check of stdout (status 1, or this one's when interrupted).
   ::signal(SIGPIPE, SIG_IGN);
+  runs_over.store(true);
   if (cfg.json) {
     print_json(cfg, runs);
   } else {
     print_table(cfg, runs, rss_after_trim);
   }
   if (!cfg.report.empty()) {
+    std::fflush(stdout);  // the table shows while the report is written (a FIFO may wait)
     try {
       write_report(cfg.report, cfg, runs);
     } catch (const std::exception& e) {
