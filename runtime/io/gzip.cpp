@@ -156,7 +156,7 @@ struct gzip_decoder::impl {
   // follows. Returns true when a member starts (its first byte, 0x1f, already fed to
   // zlib if it came in an earlier call), false when `in` was used up or is garbage.
   bool next_member(std::string_view& in, buffer& out) {
-    if (zero_padding || in.front() == '\0') {
+    if (!half_magic && (zero_padding || in.front() == '\0')) {  // (a 0x1f held over: its next byte decides)
       const std::size_t zeros = std::min(in.find_first_not_of('\0'), in.size());
       in.remove_prefix(zeros);
       consumed += zeros;

@@ -629,9 +629,13 @@ std::pair<std::string, long long> decode_ignoring(std::string_view gz, std::size
 }
 
 // Every kind of junk gzip(1) 1.12 calls "decompression OK, trailing garbage ignored".
+// A 0x1f then zeros to the end too: cut after the 0x1f, the zeros were taken for padding
+// and the held 0x1f for a truncated member (a probe: "truncated gzip stream ... member 2"
+// only when a read ended on the 0x1f, and so with ignore_trailing_garbage too).
 std::vector<std::string> garbage_kinds() {
   return {"GARBAGE\n", std::string("\x1f\x00" "abc", 5), std::string("\0\0\0abc", 6), "PK\x03\x04" "abcdef",
-          "\r\n", "x", std::string("\x1f" "A", 2), std::string("abc\0\0", 5)};
+          "\r\n", "x", std::string("\x1f" "A", 2), std::string("abc\0\0", 5), std::string("\x1f\x00", 2),
+          std::string("\x1f\x00\x00\x00", 4)};
 }
 
 TEST(io_gzip, every_kind_of_trailing_garbage_is_one_error_naming_member_and_offset) {
@@ -653,7 +657,7 @@ TEST(io_gzip, ignored_trailing_garbage_keeps_all_the_data_and_says_where_it_bega
   const std::string two = one + encode("tail\n");
   for (const std::string& junk : garbage_kinds()) {
     for (const std::size_t piece : {std::size_t{1}, std::size_t{4096}}) {
-      if (piece == 1 && junk != "GARBAGE\n") continue;  // byte by byte once is enough
+      if (piece == 1 && junk != "GARBAGE\n" && junk[0] != '\x1f') continue;  // byte by byte: a few
       const auto [out, at] = decode_ignoring(two + junk, piece);
       EXPECT_EQ(out, data + "tail\n") << testing::PrintToString(junk);
       EXPECT_EQ(at, static_cast<long long>(two.size())) << testing::PrintToString(junk);
