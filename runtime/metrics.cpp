@@ -59,7 +59,7 @@ std::optional<std::string> find_bottleneck(const snapshot& s) {
   double best_score = -1.0;
   for (std::size_t i = 0; i < n; ++i) {
     const stage_snapshot& st = s.stages[i];
-    if (st.busy_ns + st.backpressured_ns + st.starved_ns == 0) continue;
+    if (st.busy_ns == 0 && st.backpressured_ns == 0 && st.starved_ns == 0) continue;  // (a sum could wrap)
     double wait_sum = 0.0;
     int sides = 0;
     if (!producers[i].empty()) {

@@ -111,6 +111,16 @@ TEST(Metrics, SharesOfCountersWhoseSumPassesTwoToThe64AreStillFractions) {
   EXPECT_EQ(sh.starved, 0.0);
 }
 
+// The same for the bottleneck rule: a stage whose counters add up to 2^64 exactly was
+// taken for one with no time at all and skipped (a probe: "(none)").
+TEST(Metrics, ABottleneckWhoseCountersSumPastTwoToThe64IsStillFound) {
+  snapshot s = chain_with_bottleneck_at(2);
+  stage_snapshot& slow = s.stages[2];
+  slow.backpressured_ns = slow.starved_ns = std::uint64_t{1} << 60;
+  slow.busy_ns = 0 - 2 * (std::uint64_t{1} << 60);  // 2^64 - 2^61: the three wrap to 0
+  EXPECT_EQ(find_bottleneck(s), "s2");
+}
+
 TEST(Metrics, BottleneckFoundAtEveryPositionOfAFiveStageChain) {
   for (std::size_t slow = 0; slow < 5; ++slow) {
     const snapshot s = chain_with_bottleneck_at(slow);
