@@ -31,7 +31,8 @@
 // end (its stages restarting after every failure), gets a request_stop() (a graph whose
 // sources run until stopped is fine; nothing is injected after it); one that
 // still has not ended `deadline` later is a violation naming the stage that holds it up,
-// and is cancelled.
+// and is cancelled (one that ends while stress looks for that stage is a violation with
+// no stage named: it was late all the same).
 //
 // Checked after every run, each failure a `violation` naming the stage:
 //   - it ended within `deadline` of its last fault, of the stop or of the cancel (the
@@ -63,7 +64,9 @@
 //   run_one() (std::logic_error, reported as the build function's exception); a stage
 //   must not call them either (it would wait for the run it is part of, and be named as
 //   not returning). Stage functions must let injected_fault out of the push/pop that
-//   threw it (or end their stage). A stage that calls exit() or abort() ends the
+//   threw it (or end their stage). A push or pop made while its thread unwinds (from a
+//   destructor or scope guard: std::uncaught_exceptions() > 0) gets delays but no failure,
+//   as a throw there would end the process. A stage that calls exit() or abort() ends the
 //   process, test and all: no report can follow.
 // Guarantees:
 //   - Determinism: run i's seed is derived from (seed, i); the decision for the k-th

@@ -154,6 +154,11 @@ class run_engine final : public detail::fault_hook {
     const bool ending = fired_.load(std::memory_order_relaxed) || stopped_.load(std::memory_order_relaxed) ||
                         (graph_ != nullptr && detail::graph_access::core(*graph_).tearing_down());
     if (ending) return;
+    // A push or pop made while this thread unwinds (a destructor or scope guard that
+    // flushes what it held, after an earlier fault left the stage function): an exception
+    // thrown there would reach std::terminate, and no report would come back (a probe:
+    // a batcher's flushing guard, abort in run 25). Delays still apply.
+    if (u < o_.fail_probability && std::uncaught_exceptions() > 0) return;
     if (u < o_.fail_probability) {
       const std::uint64_t serial = serial_.fetch_add(1, std::memory_order_relaxed) + 1;
       {
@@ -295,6 +300,12 @@ class run_engine final : public detail::fault_hook {
   }
   bool stopped_by_us() const noexcept { return stopped_.load(std::memory_order_acquire); }
   bool cancelled_by_us() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+  // Some stage function let an exception out (an injected fault or its own): a teardown
+  // nobody asked for is then that failure's, not a cancel() the graph's own code made.
+  bool a_stage_threw() {
+    std::lock_guard lk(mu_);
+    return !seen_.empty() || !user_errors_.empty();
+  }
   void cancel_now() {
     cancelled_.store(true, std::memory_order_release);
     graph_->cancel();
@@ -566,6 +577,11 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
   auto add = [&](std::string stage, std::string what) {
     res.violations.push_back(violation{seed, run, std::move(stage), std::move(what)});
   };
+  // A sanitizer runtime starts a helper thread with the process's first thread: let it
+  // exist before the first run's baseline, whichever call makes that run (run_one too: its
+  // first call in a TSan build reported the helper as a thread the run left behind).
+  static std::once_flag helper_made;
+  std::call_once(helper_made, [] { std::thread([] {}).join(); });
   const auto before = list_threads();
   auto eng = std::make_shared<run_engine>(seed, o);
   go.teardown_deadline = o.deadline;
@@ -633,12 +649,25 @@ one_run run_once(const graph_builder& build, std::uint64_t seed, std::size_t run
       continue;
     }
     if (phase <= 1) {
-      const std::string why = torn ? (eng->cancelled_by_us() ? "the cancel()" : "a stage failure")
+      const std::string why = torn ? (eng->cancelled_by_us() ? "the cancel()"
+                                      : eng->a_stage_threw() ? "a stage failure"
+                                                             : "a cancel() by the graph's own code")
                                    : (phase == 1 ? "stress's closing request_stop()" : "the request_stop()");
-      for (const auto& name : culprits(*g)) {
-        add(name, "the run did not end within " + ms_text(o.deadline) + " of its last fault (after " + why +
-                      "): stage '" + name + "' is still running" + (!torn ? " (does it ignore its stop token?)" : ""));
+      const std::string late = "the run did not end within " + ms_text(o.deadline) + " of its last fault (after " + why + ")";
+      // request_stop() asks only the sources (stages with no input) to stop: only a source
+      // still running can be ignoring its stop token; another waits for something else.
+      const metrics::snapshot now_seen = g->snapshot();
+      auto is_source = [&](const std::string& name) {
+        return std::none_of(now_seen.channels.begin(), now_seen.channels.end(),
+                            [&](const metrics::channel_snapshot& c) { return c.to == name; });
+      };
+      const std::vector<std::string> named = culprits(*g);
+      for (const auto& name : named) {
+        add(name, late + ": stage '" + name + "' is still running" +
+                      (!torn && is_source(name) ? " (does it ignore its stop token?)" : ""));
       }
+      // It ended while culprits() looked (up to 100 ms): still late, with no stage to name.
+      if (named.empty()) add("", late + "; it ended while stress looked for the stage that held it up");
       eng->cancel_now();
       phase = 2;
       phase_at = clock::now();
@@ -850,9 +879,6 @@ stress_report run_many(const graph_builder& build, const stress_options& o, std:
   stress_report r;
   r.seed = seed;
   const auto t0 = clock::now();
-  // A sanitizer runtime starts a helper thread with the process's first thread: let it
-  // exist before the first run's baseline.
-  std::thread([] {}).join();
   const std::size_t runs = only ? 1 : o.runs;
   for (std::size_t i = 0; i < runs; ++i) {
     const std::uint64_t s = only ? *only : mix(seed, i);
