@@ -24,6 +24,40 @@
 
 #include "../text.hpp"
 
+#include <dlfcn.h>
+
+// ---- libnats 3.4.1's handshake spin --------------------------------------------------
+// libnats 3.4.1 reads the server's answer to its CONNECT + PING one byte at a time
+// (conn.c, _readProto) and leaves that loop only when the socket closes: a read that
+// times out (the handshake's deadline passed) is taken as a byte, and the loop asks
+// again, at once, for ever. A peer that sends a NATS greeting (INFO) and then nothing
+// held js::connect() at 100% of a core for good (timeout or not), and in a reconnect the
+// same loop runs with the connection's lock held, so every stage on it blocked in libnats
+// and cancel() could not end them (found by a probe; nats.c issue #706, fixed upstream in
+// 3.8 by PR #707; Debian 12 ships 3.4.1).
+// libnats calls its socket read through its exported name, so this definition, in the
+// program, is the one its calls reach: it passes every result on, except that a second
+// time-out in a row on the same socket reads as a closed socket, which ends that loop.
+// (One time-out is passed on as it is: every other caller stops at the first.) Harmless on
+// a libnats with the fix, which never asks twice.
+extern "C" natsStatus natsSock_Read(void* ctx, char* buffer, size_t max, int* n) {
+  using read_fn = natsStatus (*)(void*, char*, size_t, int*);
+  static const auto real = reinterpret_cast<read_fn>(::dlsym(RTLD_NEXT, "natsSock_Read"));
+  thread_local void* timed_out_on = nullptr;
+  if (real == nullptr) return NATS_ERR;
+  const natsStatus s = real(ctx, buffer, max, n);
+  if (s != NATS_TIMEOUT) {
+    timed_out_on = nullptr;
+    return s;
+  }
+  if (timed_out_on == ctx) {
+    timed_out_on = nullptr;
+    return NATS_CONNECTION_CLOSED;
+  }
+  timed_out_on = ctx;
+  return s;
+}
+
 namespace sluice::jetstream {
 namespace {
 // Who checks an existing stream or consumer; its name starts the error.
@@ -1648,6 +1682,14 @@ struct sub_state {
     js_ctx js;
     conn->make_js(js, kLookupWait);  // no answer in time is no verdict: asked again after give_up
     const consumer_lookup c = look_up_consumer(js.js, edge.stream, durable);
+    // Connected, and no JetStream answers at all: a server back without -js. It was
+    // waited for give_up (JetStream may still have been starting); the look-up asked again
+    // every give_up, and the stage idled for ever (a probe: 5,800 failed pulls in 2 min).
+    if (c.status == NATS_NO_RESPONDERS) {
+      throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "' on " + conn->url +
+                               ": the server has no JetStream now (restarted without -js?); no pull request was "
+                               "answered for " + lasted);
+    }
     if (c.gone()) {
       throw std::runtime_error("sluice::jetstream: edge '" + edge.stream + "' on " + conn->url + ": its " +
                                (c.jerr == JSStreamNotFoundErr ? "stream" : "consumer '" + durable + "'") +
@@ -1771,7 +1813,8 @@ subscriber::subscriber(const connection& c, const edge_options& e, const subscri
     if (!found.consumer.found()) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe to consumer '" + durable +
                                "' on " + st->conn->url + ": " + nats_error(found.consumer.status) +
-                               (found.consumer.jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(found.consumer.jerr)) + ")" : ""));
+                               (found.consumer.jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(found.consumer.jerr)) + ")" : "") +
+                               (found.consumer.status == NATS_NO_RESPONDERS ? ": the server has no JetStream (start nats-server with -js)" : ""));
     }
     if (found.stream_status != NATS_OK) {
       throw std::runtime_error("sluice::jetstream: edge '" + e.stream + "': cannot subscribe: stream '" + e.stream +
@@ -2131,6 +2174,9 @@ connection connect(std::string url, connect_options o) {
     std::string why = natsStatus_GetText(s);
     if (s == NATS_NO_SERVER && !timed_out) {
       why += ": no NATS server answers there (nothing listens, the host does not resolve, or what listens is not NATS)";
+    }
+    if (s == NATS_PROTOCOL_ERROR && timed_out) {  // the handshake's read ran out (natsSock_Read above)
+      why = "what listens there sent a NATS greeting (INFO) and then did not answer the client's PING";
     }
     const std::string where =
         servers.size() > 1

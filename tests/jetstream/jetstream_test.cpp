@@ -2,6 +2,8 @@
 // temporary store). Every wait is bounded.
 #include "sluice/jetstream.hpp"
 
+#include <poll.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -147,6 +149,107 @@ TEST(JetstreamConnect, SilentServerTimesOutNamingTheUrl) {
 // A list of servers that accept connections but never speak NATS: connect() keeps its
 // timeout as a whole (each server got the whole timeout: 3 servers took 3x as long, and
 // the error said "within" one timeout), and the error names every server it tried.
+// Aborts the test process (with a message) if still armed `limit` after it was made: a
+// thread blocked inside libnats cannot be woken from outside, so a hang must end the
+// process rather than wait for CTest's 300 s.
+class abort_after {
+ public:
+  abort_after(std::chrono::seconds limit, std::string what)
+      : t_([this, limit, what = std::move(what)] {
+          std::unique_lock lk(m_);
+          if (!cv_.wait_for(lk, limit, [&] { return over_; })) {
+            std::fprintf(stderr, "%s: still blocked after %lld s; aborting\n", what.c_str(),
+                         static_cast<long long>(limit.count()));
+            std::abort();
+          }
+        }) {}
+  ~abort_after() {
+    {
+      std::lock_guard lk(m_);
+      over_ = true;
+    }
+    cv_.notify_all();
+    t_.join();
+  }
+  abort_after(const abort_after&) = delete;
+  abort_after& operator=(const abort_after&) = delete;
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool over_ = false;
+  std::thread t_;
+};
+
+// A listener on 127.0.0.1 (`port`, or a free one) that greets every connection as a NATS
+// server does (an INFO line) and then says nothing more, holding it open.
+class greeting_listener {
+ public:
+  explicit greeting_listener(int port = 0) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    socklen_t len = sizeof(a);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ADD_FAILURE() << "greeting_listener: cannot listen on port " << port << ": " << std::strerror(errno);
+      return;
+    }
+    port_ = ntohs(a.sin_port);
+    t_ = std::thread([this] {
+      while (!stop_.load()) {
+        pollfd p{.fd = fd_, .events = POLLIN, .revents = 0};
+        if (::poll(&p, 1, 20) <= 0) continue;
+        const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        const std::string info = "INFO {\"server_id\":\"greeter\",\"version\":\"2.9.10\",\"go\":\"go1.19\","
+                                 "\"host\":\"127.0.0.1\",\"port\":" + std::to_string(port_) +
+                                 ",\"max_payload\":1048576,\"proto\":1}\r\n";
+        (void)!::write(c, info.data(), info.size());
+        held_.push_back(c);  // and nothing more
+      }
+    });
+  }
+  ~greeting_listener() {
+    stop_.store(true);
+    if (t_.joinable()) t_.join();
+    for (const int c : held_) ::close(c);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  greeting_listener(const greeting_listener&) = delete;
+  greeting_listener& operator=(const greeting_listener&) = delete;
+  [[nodiscard]] std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::vector<int> held_;  // the listener thread's own
+  std::thread t_;
+};
+
+// What listens greets as a NATS server (INFO) and then never answers the client's PING:
+// libnats 3.4.1's handshake read spun at 100% of a core for good, and connect() never
+// returned, timeout or not (a probe waited 100 s). Now it fails within its timeout and a
+// little, naming the URL and what happened.
+TEST(JetstreamConnect, AServerThatGreetsAndThenFallsSilentTimesOutNamingTheUrl) {
+  greeting_listener greeter;
+  const abort_after dog(60s, "connect() to a server that greets and falls silent");
+  const auto t0 = clock_type::now();
+  try {
+    (void)js::connect(greeter.url(), {.timeout = 500ms});
+    FAIL() << "connect succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(greeter.url()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("did not answer"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(ms_since(t0), 500.0 + 5000.0);
+}
+
 TEST(JetstreamConnect, AListOfSilentServersTimesOutWithinTheTimeoutNamingEachUrl) {
   std::vector<int> fds;
   std::vector<std::string> urls;
@@ -1201,6 +1304,66 @@ TEST(JetstreamEdge, AConsumerMadeAgainMidRunWithALimitThatLosesMessagesFailsTheS
   const std::string what = stage_error_of_started(g);  // not going on with the remade consumer
   EXPECT_NE(what.find("max_deliver"), std::string::npos) << what;
   EXPECT_NE(what.find("consumer 'remade'"), std::string::npos) << what;
+}
+
+// The server killed under a running subscribe stage, and its port taken by something
+// that greets as NATS (INFO) and then never answers: libnats 3.4.1's reconnect spun in
+// its handshake read for good with the connection's lock held, the stage blocked in
+// libnats, and neither give_up nor cancel() ended the graph (a probe: the teardown
+// deadline passed, "still waiting for stage 'subscribe:re'", killed at 60 s). Now each
+// attempt ends at the connection's timeout, and the stage fails after give_up, naming
+// the edge.
+TEST(JetstreamEdge, AServerReplacedMidRunByOneThatGreetsAndFallsSilentFailsTheStage) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.timeout = 500ms, .give_up = 2000ms});
+  const js::edge_options e{.stream = "greeted", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  std::atomic<int> got{0};
+  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([&](js::delivery<int> d) {
+                              d.ack();
+                              got.fetch_add(1);
+                            }));
+  auto& g = consumer.get_graph();
+  g.start();
+  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
+  ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
+  const abort_after dog(120s, "a subscribe stage whose server was replaced by one that greets and falls silent");
+  server.kill9();
+  greeting_listener greeter(server.port());
+  const std::string what = stage_error_of_started(g, 60s);
+  EXPECT_NE(what.find("'greeted'"), std::string::npos) << what;
+}
+
+// The server restarted mid-run without JetStream: the subscribe stage's look-up after
+// give_up got "no responders" (no JetStream), which was no verdict, so it waited again,
+// for ever (a probe: 120 s, 5,800 failed pulls, no error). Now it fails naming the edge
+// and the cause, as the same stage started on such a server does at once.
+TEST(JetstreamEdge, AServerBackWithoutJetStreamFailsTheSubscribeStageAfterGiveUp) {
+  NEED_NATS_SERVER();
+  nats_server server;
+  auto conn = js::connect(server.url(), {.timeout = 500ms, .give_up = 2000ms});
+  const js::edge_options e{.stream = "nojs", .max_msgs = 100};
+  js::ensure_edge(conn, e);
+  std::atomic<int> got{0};
+  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([&](js::delivery<int> d) {
+                              d.ack();
+                              got.fetch_add(1);
+                            }));
+  auto& g = consumer.get_graph();
+  g.start();
+  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
+  ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
+  server.kill9();
+  server.set_jetstream(false);
+  server.start();
+  const std::string what = stage_error_of_started(g, 60s);
+  EXPECT_NE(what.find("edge 'nojs'"), std::string::npos) << what;
+  EXPECT_NE(what.find("has no JetStream now"), std::string::npos) << what;
+  // And a subscribe stage started there says why at once.
+  sluice::pipeline late(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([](js::delivery<int> d) { d.ack(); }));
+  const std::string at_start = stage_error_of(late.get_graph(), 30s);
+  EXPECT_NE(at_start.find("has no JetStream (start nats-server with -js)"), std::string::npos) << at_start;
 }
 
 // On a work queue with other subjects too, the stream's first message may be another

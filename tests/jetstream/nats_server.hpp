@@ -116,6 +116,8 @@ class nats_server {
   [[nodiscard]] std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
   [[nodiscard]] int port() const { return port_; }
   [[nodiscard]] const std::string& dir() const { return dir_; }
+  // Whether the next start() runs it with JetStream (-js).
+  void set_jetstream(bool on) { jetstream_ = on; }
 
   // Starts it (again, on the same port and store) and waits until it accepts (bounded).
   void start() {
