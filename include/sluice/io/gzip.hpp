@@ -43,7 +43,9 @@
 //     For a writer that cannot take back what it wrote (stdout); a file writer should
 //     see the failure (leave defer_errors off) so that it keeps no output.
 //   - A report is written by the stage's thread; read it after the run (the join orders it).
-//   - Output chunks are full (`chunk` bytes) except the last; no empty buffer is pushed.
+//   - Output chunks are full except the last, to their capacity: `chunk` rounded up to
+//     the buffer pool's size class (a chunk of 1000 gives 1024-byte buffers, 300 gives
+//     384); no empty buffer is pushed.
 //   - If the input ends by a cancel (rx.cancelled()) or a stop request, no trailer is
 //     written: the stage just returns. gunzip's input that ends inside a member while the
 //     graph is stopping (this_stage::graph_stopping(): request_stop() ends the readers

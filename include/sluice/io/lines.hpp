@@ -23,7 +23,9 @@
 //   - line::number() is 1-based, counted over the whole input.
 //   - A line longer than max_line bytes (not counting its terminator) is an io::error
 //     naming its line number and the byte offset in the input where it starts; no more
-//     than max_line + 1 bytes are ever held for one line. The lines before it are pushed
+//     than max_line + 1 bytes of one line are ever held (the buffer a line spanning
+//     chunks is gathered in grows by doubling, to a pool size class: while it grows, old
+//     and new take up to about 3 x max_line of memory). The lines before it are pushed
 //     on before the stage fails, however the input was cut into chunks.
 //   - No copy of the bytes for a line inside one input buffer: a line refers to the
 //     buffer, which goes back to its pool when the last line referring to it is gone.
