@@ -903,7 +903,7 @@ struct pub_state {
       why = "no stream has taken its messages for " + no_stream.lasted_ms() +
             " (no responders on subject '" + subject +
             "': no stream takes that subject; the stream was deleted, made with other subjects, or the server "
-            "came back without its store)";
+            "came back without its store or without JetStream)";
     }
     if (why.empty()) return;
     lk.unlock();

@@ -1364,6 +1364,10 @@ TEST(JetstreamEdge, AServerBackWithoutJetStreamFailsTheSubscribeStageAfterGiveUp
   sluice::pipeline late(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([](js::delivery<int> d) { d.ack(); }));
   const std::string at_start = stage_error_of(late.get_graph(), 30s);
   EXPECT_NE(at_start.find("has no JetStream (start nats-server with -js)"), std::string::npos) << at_start;
+  // A publish stage there names it among the causes (it named the stream and the store).
+  sluice::pipeline producer(sluice::from<int>([](sluice::sender<int>& out) { out.push(2); }), js::publish<int>(conn, e));
+  const std::string publishing = stage_error_of(producer.get_graph(), 30s);
+  EXPECT_NE(publishing.find("JetStream"), std::string::npos) << publishing;
 }
 
 // On a work queue with other subjects too, the stream's first message may be another
