@@ -71,6 +71,7 @@ TEST_F(Tool, BadArgumentsExitTwoWithOneLine) {
       {"bench", "--items", "-5"},
       {"bench", "--work", "sleep:fast"},
       {"bench", "--topology", "chain:3", "--work", "1us,2us"},
+      {"bench", "--work", "9223372036854775807"},  // bare ns past 9.2e18: the work's deadline overflowed
       {"bench", "--topology", "diamond", "--engine", "tbb"},
       {"bench", "--engine", "nope"},
       {"bench", "--report", "-"},                          // wrote a file named '-'
@@ -601,6 +602,29 @@ TEST_F(Tool, BenchCapacityWhoseChannelsTogetherExceedFreeMemoryIsRefusedUpFront)
     EXPECT_EQ(t.status, 2) << topology << ": " << t.err;
     EXPECT_NE(t.err.find("is too large: the graph's " + std::to_string(channels) + " channels need"), std::string::npos)
         << topology << ": " << t.err;
+  }
+}
+
+// The same for oneTBB's live tokens, each of which can hold an item and its payload:
+// --engine tbb skipped the check, and a command the sluice engine refused ran until
+// bad_alloc (a probe: 21 s, 3.9 GB under a 4 GB limit; ~13 GB without one).
+TEST_F(Tool, BenchTbbItemsInFlightPastFreeMemoryAreRefusedUpFront) {
+  const std::uint64_t free_now = sluice::detail::available_memory();
+  if (free_now == 0) GTEST_SKIP() << "this system does not say how much memory is free";
+  // chain:1 has 2 channels: 2 x capacity tokens of 64 KiB items are twice what is free.
+  const std::string capacity = std::to_string(free_now / 65536);
+  const std::string tokens = std::to_string(free_now / 65536 * 2);
+  for (const auto& [flag, value] : {std::pair<std::string, std::string>{"--capacity", capacity}, {"--tokens", tokens}}) {
+    const result r = run_tool({"bench", "--engine", "tbb", "--topology", "chain:1", "--items", "1000", "--item-size",
+                               "64KiB", flag, value},
+                              60);
+    EXPECT_EQ(r.status, 2) << flag << ": " << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "stderr: " << r.err;
+    EXPECT_NE(r.err.find("sluice bench: --item-size 64KiB with " + flag + " " + value + " is too large: oneTBB's"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("is free now"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << "stdout: " << r.out;
   }
 }
 

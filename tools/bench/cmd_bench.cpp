@@ -1415,6 +1415,26 @@ int cmd_bench(int argc, char** argv) {
                         " is free now: give a smaller --capacity or --item-size");
     }
   }
+  // The same for oneTBB's items in flight: its live tokens (--tokens, or capacity x
+  // channels, as run_tbb makes them) can each hold an item with its payload. --engine tbb
+  // skipped the check above: a command the sluice engine refused ran 21 s to 3.9 GB and
+  // bad_alloc under a 4 GB limit (a probe; ~13 GB without one).
+  if (c.engine != "sluice" && tbb_ok) {
+    const std::uint64_t heap_payload = c.item_size > 15 ? c.item_size + 1 : 0;  // a std::string's own buffer
+    const long double tokens = c.tokens != 0 ? static_cast<long double>(c.tokens)
+                                             : static_cast<long double>(c.capacity) * static_cast<long double>(sluice_channels(c));
+    const long double in_flight = tokens * static_cast<long double>(sizeof(bench_item) + heap_payload);
+    const std::uint64_t free_now = sluice::detail::available_memory();  // 0: unknown
+    if (heap_payload != 0 && free_now != 0 && in_flight > static_cast<long double>(free_now)) {
+      throw usage_error("sluice bench: --item-size " + detail::one_line(p.given("--item-size").value_or(std::to_string(c.item_size))) +
+                        " with " + (c.tokens != 0 ? "--tokens " + std::to_string(c.tokens) : "--capacity " + c.capacity_text) +
+                        " is too large: oneTBB's " + std::to_string(static_cast<unsigned long long>(std::min(tokens, 1.8e19L))) +
+                        " live tokens can hold " +
+                        format_size(static_cast<double>(in_flight)) + " of items in flight; " +
+                        format_size(static_cast<double>(free_now)) + " is free now: give a smaller " +
+                        (c.tokens != 0 ? "--tokens" : "--capacity") + " or --item-size");
+    }
+  }
   // Options of a sweep given to a run that is not one were ignored without a word.
   for (const char* o : {"--sweep-at", "--shared-at", "--probe-duration"}) {
     if (!c.sweep && p.given(o)) throw usage_error(std::string("sluice bench: ") + o + " applies to --sweep; give --sweep too");

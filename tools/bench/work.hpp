@@ -39,9 +39,10 @@ inline std::optional<work_spec> parse_work(std::string_view s) {
   }
   std::optional<std::chrono::nanoseconds> d = parse_duration(s);
   if (!d) {
-    // A bare number is nanoseconds of spin.
+    // A bare number is nanoseconds of spin, at most 9.2e18 as every duration (2^63 - 1
+    // passed, and the work's deadline, now + it, overflowed).
     const auto n = parse_count(s);
-    if (!n || w.sleep) return std::nullopt;
+    if (!n || w.sleep || static_cast<double>(*n) > 9.2e18) return std::nullopt;
     d = std::chrono::nanoseconds(static_cast<std::int64_t>(*n));
   }
   w.d = *d;
