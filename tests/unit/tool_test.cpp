@@ -628,6 +628,16 @@ TEST_F(Tool, BenchTbbItemsInFlightPastFreeMemoryAreRefusedUpFront) {
   }
 }
 
+// A topology's count spelled otherwise (chain:01, chain:1.0, chain:0.001k) is named as
+// chain:1 in every output: each spelling was a benchmark name of its own.
+TEST_F(Tool, BenchNamesATopologyOneWayHoweverItsCountIsSpelled) {
+  for (const std::string spelled : {"chain:01", "chain:1.0", "chain:0.001k"}) {
+    const result r = run_tool({"bench", "--topology", spelled, "--items", "100", "--format", "json"}, 60);
+    EXPECT_EQ(r.status, 0) << spelled << ": " << r.err;
+    EXPECT_NE(r.out.find("\"topology\":\"chain:1\""), std::string::npos) << spelled << ": " << r.out.substr(0, 200);
+  }
+}
+
 // The same under the process's own limit (ulimit -v): the rings were built one by one,
 // each filled, until one past the limit failed (19 s for 5 rings of 1.2 GiB under 4 GB).
 TEST_F(Tool, BenchCapacityPastTheAddressSpaceLimitIsRefusedUpFront) {

@@ -188,6 +188,9 @@ bool parse_topology(std::string_view s, bench_config& c) {
   } else {
     return false;
   }
+  // One name per shape: chain:01, chain:1.0 and chain:0.001k ran chain:1 under names of
+  // their own (the table, the JSON, the gbench names that compare.py pairs by).
+  c.topo_text = std::string(kind) + ":" + std::to_string(c.n);
   return true;
 }
 
