@@ -66,6 +66,7 @@
 #include <exception>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <ranges>
 #include <type_traits>
@@ -123,6 +124,20 @@ class channel_hold {
  private:
   channel<T>& c_;
 };
+
+// push_all(r): whether r's elements go in as items are moved (an rvalue range that owns
+// them) or copied, and what it accepts: a range whose elements convert to T implicitly,
+// as push() needs (an explicit constructor made std::vector<int>{3, 5} two vectors of
+// sizes 3 and 5, and int* a unique_ptr owning a stack address), or, moved, T itself.
+template <class Range>
+inline constexpr bool kPushAllMoves =
+    !std::is_lvalue_reference_v<Range> && !std::ranges::view<std::remove_cvref_t<Range>>;
+template <class Range, class T>
+concept push_all_range =
+    std::ranges::input_range<Range> &&
+    (std::is_convertible_v<std::ranges::range_reference_t<Range>, T> ||
+     (kPushAllMoves<Range> && std::is_same_v<std::remove_cvref_t<std::ranges::range_reference_t<Range>>, T> &&
+      !std::is_const_v<std::remove_reference_t<std::ranges::range_reference_t<Range>>>));
 }  // namespace detail
 
 // The sending side. push() blocks while full and returns false once the channel is
@@ -195,10 +210,9 @@ class sender {
   // the caller with no count: the elements before it went in, and a caller that must know
   // how many pushes them one at a time.
   template <class Range>
+    requires detail::push_all_range<Range, T>
   std::size_t push_all(Range&& r) {
-    constexpr bool kMove =
-        !std::is_lvalue_reference_v<Range> && !std::ranges::view<std::remove_cvref_t<Range>>;
-    return ch("sluice::sender::push_all").template push_all<kMove>(r);
+    return ch("sluice::sender::push_all").template push_all<detail::kPushAllMoves<Range>>(r);
   }
 
   // No more items from anyone: receivers drain what is buffered, then end.
@@ -311,7 +325,7 @@ class receiver {
 
     iterator() = default;
     T& operator*() const noexcept { return *cur_; }
-    T* operator->() const noexcept { return &*cur_; }
+    T* operator->() const noexcept { return std::addressof(*cur_); }
     iterator& operator++() {
       // Popped straight into cur_ (constructed there, never assigned): a T whose move
       // assignment throws would lose the item popped for it.

@@ -128,6 +128,7 @@
 //   the end of a program that wants libnats' memory freed.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -136,7 +137,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <algorithm>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -482,7 +482,7 @@ struct publish_fn {
                 "it is de-duplicated)"));
           } catch (...) {
           }
-          sluice::detail::held_item_undelivered(typeid(T), &v, why);
+          sluice::detail::held_item_undelivered(typeid(T), std::addressof(v), why);
         }
       }
     } window{p, stop, edge, opts.first_sequence, {}, {}};
@@ -496,7 +496,7 @@ struct publish_fn {
       auto e = std::make_exception_ptr(std::runtime_error("sluice::jetstream: edge '" + edge.stream +
                                                           "': the item at position " + std::to_string(at) +
                                                           " of this stage's input " + why));
-      if (!sluice::detail::held_item_failed(typeid(T), &v, e)) std::rethrow_exception(e);
+      if (!sluice::detail::held_item_failed(typeid(T), std::addressof(v), e)) std::rethrow_exception(e);
     };
     while (auto v = in.pop()) {
       at = taken->fetch_add(1, std::memory_order_relaxed);
@@ -540,11 +540,11 @@ struct publish_fn {
       try {
         sent = p.publish(*bytes, stop);
       } catch (...) {
-        (void)sluice::detail::held_item_failed(typeid(T), &*v, std::current_exception());
+        (void)sluice::detail::held_item_failed(typeid(T), std::addressof(*v), std::current_exception());
         throw;
       }
       if (!sent) {  // a teardown stopped it before it went: a dead letter, as the input's are
-        sluice::detail::held_item_undelivered(typeid(T), &*v, nullptr);
+        sluice::detail::held_item_undelivered(typeid(T), std::addressof(*v), nullptr);
         return;
       }
       window.items.emplace(seq, std::move(*v));

@@ -366,7 +366,7 @@ class channel {
                     !std::is_const_v<std::remove_reference_t<decltype(e)>>) {
         ok = one(e);
       } else {
-        T tmp(e);
+        T tmp = e;  // an implicit conversion only, as push() (detail::push_all_range)
         ok = one(tmp);
       }
       if (!ok) break;

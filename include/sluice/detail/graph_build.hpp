@@ -123,6 +123,12 @@ receiver<T> take_input(graph_core& g, std::size_t channel, std::size_t consumer,
 template <class T>
 std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t producer, std::size_t capacity,
                                               bool ring_now = false) {
+  // Checked here, where every stage's output is made: the errors from deep inside the
+  // batching (std::vector<bool>'s proxies) did not say why (found by a probe).
+  static_assert(!std::is_same_v<std::remove_cv_t<T>, bool>,
+                "sluice::graph: bool items are not supported in a graph (its stages batch items in "
+                "std::vector<T>, which packs bool into bits); wrap it (struct flag { bool on; }) or use char. "
+                "A plain sluice::bounded<bool> channel works.");
   channel_options<T> co;
   co.capacity = capacity;
   if constexpr (channel_traits<T>::weighted) {
@@ -130,7 +136,7 @@ std::pair<std::size_t, sender<T>> make_output(graph_core& g, std::size_t produce
   }
   const std::size_t id = g.next_channel_id();
   if (g.has_discard_hook()) {
-    co.on_discard = [gp = &g, id](T&& v) { gp->discard(id, typeid(T), &v); };
+    co.on_discard = [gp = &g, id](T&& v) { gp->discard(id, typeid(T), std::addressof(v)); };
   }
   auto [tx, rx] = [&] {
     try {

@@ -97,7 +97,7 @@ class replica_env {
   // replica's loop, to the supervisor).
   template <class T>
   void item_failed(std::size_t channel, T& item) {
-    discard_failed(channel, typeid(T), &item, std::current_exception());
+    discard_failed(channel, typeid(T), std::addressof(item), std::current_exception());
     if (!skips()) throw;
     count_error();
   }

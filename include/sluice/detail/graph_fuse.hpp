@@ -304,14 +304,14 @@ class fused_stage final : public direct_target<T>, public fused_control {
         std::exception_ptr e;
         try {
           if (push_keep(in.out, out)) return direct_result::taken;
-          graph_->discard_held(out_ch_, typeid(U), &out);
+          graph_->discard_held(out_ch_, typeid(U), std::addressof(out));
           return direct_result::taken_done;
         } catch (...) {
           e = std::current_exception();  // push_keep leaves `out` intact when it throws
         }
         const direct_result r = policy(in, std::move(e), false);
         if (r != direct_result::taken) {
-          graph_->discard_held(out_ch_, typeid(U), &out);
+          graph_->discard_held(out_ch_, typeid(U), std::addressof(out));
           return r;
         }
         // Renewed (no error goes on without a restart when no item failed): try again.
@@ -325,7 +325,7 @@ class fused_stage final : public direct_target<T>, public fused_control {
 
   // The function threw on v: v is a dead letter naming this stage, then the policy.
   direct_result failed(instance& in, T& v, std::exception_ptr e) noexcept {
-    env_.discard_failed(in_ch_, typeid(T), &v, e);
+    env_.discard_failed(in_ch_, typeid(T), std::addressof(v), e);
     return policy(in, std::move(e), true);
   }
   direct_result policy(instance& in, std::exception_ptr e, bool item) noexcept {

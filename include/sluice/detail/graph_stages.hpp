@@ -135,7 +135,7 @@ class item_task final : public replica_task {
               // (a 3 s backoff held three finished results for 3 s, and a cancel during it
               // made them dead letters). v is a dead letter first: a push that throws (a
               // fault injected under stress) then leaves out_ for the resumed batch.
-              env.discard_failed(in_ch_, typeid(T), &v, std::current_exception());
+              env.discard_failed(in_ch_, typeid(T), std::addressof(v), std::current_exception());
               (void)push_batch(*graph_, tx_, out_ch_, out_);  // the output ended: dead letters
               throw;
             }

@@ -138,7 +138,7 @@ class typed_channel_control final : public channel_control {
 template <class T>
 void discard_items(graph_core& g, std::size_t channel, std::vector<T>& items, std::size_t from = 0) noexcept {
   if (g.has_discard_hook()) {
-    for (std::size_t i = from; i < items.size(); ++i) g.discard_held(channel, typeid(T), &items[i]);
+    for (std::size_t i = from; i < items.size(); ++i) g.discard_held(channel, typeid(T), std::addressof(items[i]));
   } else if (items.size() > from) {
     g.count_held(channel, items.size() - from);  // no hook to hand them to: counted in one step
   }
@@ -168,7 +168,7 @@ class batch_inserter {
     try {
       into_->push_back(std::move(item));
     } catch (...) {
-      env_->discard_failed(channel_, typeid(T), &item, std::current_exception());
+      env_->discard_failed(channel_, typeid(T), std::addressof(item), std::current_exception());
       if (!skippable_ || !env_->skips()) throw;
       env_->count_error();
     }

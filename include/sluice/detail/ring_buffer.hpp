@@ -154,7 +154,7 @@ class ring_buffer {
         // relaxed CAS: the slot's seq, not tail_, carries the data hand-off.
         if (tail_->compare_exchange_weak(tail, tail + 1, std::memory_order_relaxed,
                                          std::memory_order_relaxed)) {
-          new (s.item()) T(std::move(v));
+          ::new (static_cast<void*>(s.item())) T(std::move(v));
           // release: publishes the item; pairs with the acquire load in try_pop.
           s.seq.store(2 * tail + 1, std::memory_order_release);
           return push_result::ok;
@@ -211,7 +211,7 @@ class ring_buffer {
     // acquire: as in try_push, the previous item's destruction happens-before our build.
     if (s.seq.load(std::memory_order_acquire) != 2 * tail) return push_result::full;
     tail_->store(tail + 1, std::memory_order_relaxed);  // claimed before published, as in try_push
-    new (s.item()) T(std::move(v));
+    ::new (static_cast<void*>(s.item())) T(std::move(v));
     s.seq.store(2 * tail + 1, std::memory_order_release);  // publishes; pairs with the pop's acquire
     return push_result::ok;
   }
@@ -265,9 +265,9 @@ class ring_buffer {
         for (std::size_t i = 0; i < k; ++i) {
           slot& s = slots_[index(tail + i)];
           if constexpr (Move) {
-            new (s.item()) T(std::move(src[i]));
+            ::new (static_cast<void*>(s.item())) T(std::move(src[i]));
           } else {
-            new (s.item()) T(std::as_const(src[i]));
+            ::new (static_cast<void*>(s.item())) T(std::as_const(src[i]));
           }
           s.seq.store(2 * (tail + i) + 1, std::memory_order_release);  // publishes item i
         }
