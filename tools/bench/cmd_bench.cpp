@@ -1389,6 +1389,10 @@ int cmd_bench(int argc, char** argv) {
   if (c.sweep && c.rate > 0) {
     throw usage_error("sluice bench: --rate and --sweep do not go together (--sweep chooses its rates)");
   }
+  // The heap bytes of one item's --item-size payload (a std::string keeps 15 bytes in
+  // place) and the flag as given, for the two memory checks below.
+  const std::uint64_t heap_payload = c.item_size > 15 ? c.item_size + 1 : 0;
+  const std::string item_size_text = detail::one_line(p.given("--item-size").value_or(std::to_string(c.item_size)));
   // The sluice graph's rings together must fit in the memory free now. Each is allocated
   // and touched as its stage is added, and the library refuses only the first one that
   // does not fit (detail::check_ring_memory): --capacity 100M on chain:4 held 21.9 GB for
@@ -1407,10 +1411,9 @@ int cmd_bench(int argc, char** argv) {
     // The items' payloads: every channel can fill (a slow stage downstream), each slot
     // then holding an --item-size payload of its own on the heap. 100 items of 64 MiB on
     // chain:1 grew to 3 GiB and out of memory (bad_alloc, or the OOM killer) mid-run.
-    const std::uint64_t heap_payload = c.item_size > 15 ? c.item_size + 1 : 0;  // a std::string's own buffer
     const long double payloads = static_cast<long double>(rings) * c.capacity * heap_payload;
     if (one_fits && heap_payload != 0 && need + payloads > static_cast<long double>(free_now)) {
-      throw usage_error("sluice bench: --item-size " + detail::one_line(p.given("--item-size").value_or(std::to_string(c.item_size))) +
+      throw usage_error("sluice bench: --item-size " + item_size_text +
                         " with --capacity " + c.capacity_text + " is too large: the graph's " + std::to_string(rings) +
                         " channels can hold " + format_size(static_cast<double>(payloads)) +
                         " of items when full (a slow stage downstream fills them); " +
@@ -1423,13 +1426,12 @@ int cmd_bench(int argc, char** argv) {
   // skipped the check above: a command the sluice engine refused ran 21 s to 3.9 GB and
   // bad_alloc under a 4 GB limit (a probe; ~13 GB without one).
   if (c.engine != "sluice" && tbb_ok) {
-    const std::uint64_t heap_payload = c.item_size > 15 ? c.item_size + 1 : 0;  // a std::string's own buffer
     const long double tokens = c.tokens != 0 ? static_cast<long double>(c.tokens)
                                              : static_cast<long double>(c.capacity) * static_cast<long double>(sluice_channels(c));
     const long double in_flight = tokens * static_cast<long double>(sizeof(bench_item) + heap_payload);
     const std::uint64_t free_now = sluice::detail::available_memory();  // 0: unknown
     if (heap_payload != 0 && free_now != 0 && in_flight > static_cast<long double>(free_now)) {
-      throw usage_error("sluice bench: --item-size " + detail::one_line(p.given("--item-size").value_or(std::to_string(c.item_size))) +
+      throw usage_error("sluice bench: --item-size " + item_size_text +
                         " with " + (c.tokens != 0 ? "--tokens " + std::to_string(c.tokens) : "--capacity " + c.capacity_text) +
                         " is too large: oneTBB's " + std::to_string(static_cast<unsigned long long>(std::min(tokens, 1.8e19L))) +
                         " live tokens can hold " +
