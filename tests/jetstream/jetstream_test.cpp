@@ -791,7 +791,6 @@ TEST(JetstreamEdge, PlainAcksDeliverEveryItemOnceAndAreNeverConfirmed) {
   }
 }
 
-// Runs g and returns its stage error's text; fails the test if it ends otherwise or hangs.
 // The stage error that ends g, already started, within `limit` (a test failure if it
 // ends without one, or hangs).
 std::string stage_error_of_started(sluice::graph& g, std::chrono::seconds limit = 30s) {
@@ -1279,6 +1278,20 @@ TEST(JetstreamEdge, AStreamMadeAgainMidRunThatLosesMessagesFailsThePublishStage)
   EXPECT_NE(what.find("the publish stage cannot use it"), std::string::npos) << what;
 }
 
+// A started subscribe stage on e that acks and counts into `got`, returned once the one
+// item it publishes on e has come through (the start of the tests that then break the
+// server under it; a test failure if it does not come within 20 s).
+sluice::pipeline started_counting_consumer(js::connection& conn, const js::edge_options& e, std::atomic<int>& got) {
+  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([&got](js::delivery<int> d) {
+                              d.ack();
+                              got.fetch_add(1);
+                            }));
+  consumer.start();
+  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
+  EXPECT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
+  return consumer;
+}
+
 // The consumer deleted while the stage runs and made again with a limit that loses
 // messages (max_deliver 1: a nak'ed message never comes back) is found at the next sweep
 // (every 5 s) and fails the stage naming it. Before, the stage went on with it: a probe's
@@ -1290,14 +1303,9 @@ TEST(JetstreamEdge, AConsumerMadeAgainMidRunWithALimitThatLosesMessagesFailsTheS
   const js::edge_options e{.stream = "remade", .max_msgs = 100};
   js::ensure_edge(conn, e);
   std::atomic<int> got{0};
-  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([&](js::delivery<int> d) {
-                              d.ack();
-                              got.fetch_add(1);
-                            }));
+  sluice::pipeline consumer = started_counting_consumer(conn, e, got);
+  ASSERT_EQ(got.load(), 1) << "the first item did not come through";
   auto& g = consumer.get_graph();
-  g.start();
-  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
-  ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
   const std::string gone = js_api(server.url(), "$JS.API.CONSUMER.DELETE.remade.remade", "");
   ASSERT_EQ(gone.find("\"error\""), std::string::npos) << gone;
   ASSERT_NO_FATAL_FAILURE(make_raw_consumer(server.url(), "remade", R"(,"max_deliver":1)"));
@@ -1320,14 +1328,9 @@ TEST(JetstreamEdge, AServerReplacedMidRunByOneThatGreetsAndFallsSilentFailsTheSt
   const js::edge_options e{.stream = "greeted", .max_msgs = 100};
   js::ensure_edge(conn, e);
   std::atomic<int> got{0};
-  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([&](js::delivery<int> d) {
-                              d.ack();
-                              got.fetch_add(1);
-                            }));
+  sluice::pipeline consumer = started_counting_consumer(conn, e, got);
+  ASSERT_EQ(got.load(), 1) << "the first item did not come through";
   auto& g = consumer.get_graph();
-  g.start();
-  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
-  ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
   const abort_after dog(120s, "a subscribe stage whose server was replaced by one that greets and falls silent");
   server.kill9();
   greeting_listener greeter(server.port());
@@ -1346,14 +1349,9 @@ TEST(JetstreamEdge, AServerBackWithoutJetStreamFailsTheSubscribeStageAfterGiveUp
   const js::edge_options e{.stream = "nojs", .max_msgs = 100};
   js::ensure_edge(conn, e);
   std::atomic<int> got{0};
-  sluice::pipeline consumer(js::subscribe<int>(conn, e, {.fetch_wait = 50ms}), sluice::into([&](js::delivery<int> d) {
-                              d.ack();
-                              got.fetch_add(1);
-                            }));
+  sluice::pipeline consumer = started_counting_consumer(conn, e, got);
+  ASSERT_EQ(got.load(), 1) << "the first item did not come through";
   auto& g = consumer.get_graph();
-  g.start();
-  sluice::pipeline(sluice::from<int>([](sluice::sender<int>& out) { out.push(1); }), js::publish<int>(conn, e)).run();
-  ASSERT_TRUE(eventually([&] { return got.load() == 1; }, 20s));
   server.kill9();
   server.set_jetstream(false);
   server.start();
