@@ -29,17 +29,19 @@ constexpr auto kLinger = std::chrono::seconds(2);
 // peer that sent a request line first got 6.6 of 8 MiB, then "connection reset"). So what
 // comes is read and dropped until the peer closes (it has read everything by then), for
 // at most kLinger, as the HTTP intake lingers (serve/intake.hpp).
-void drain_until_peer_closes(int fd) noexcept {
+// Returns the error that ended it (ECONNRESET: the peer reset the connection, so it may
+// not have read the stream's end), or 0 (it closed, or kLinger passed).
+int drain_until_peer_closes(int fd) noexcept {
   const auto until = std::chrono::steady_clock::now() + kLinger;
   char scratch[16384];
   for (;;) {
     const ssize_t n = ::recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
-    if (n == 0) return;  // the peer closed
+    if (n == 0) return 0;  // the peer closed
     const auto now = std::chrono::steady_clock::now();
-    if (now >= until) return;
+    if (now >= until) return 0;
     if (n > 0) continue;
     if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return errno;
     pollfd p{fd, POLLIN, 0};
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - now);
     (void)::poll(&p, 1, static_cast<int>(left.count()));
@@ -53,13 +55,14 @@ struct socket_state {
   std::uint16_t port = 0;
   tcp_options options;
   std::atomic<bool> write_shut{false};  // its sink ended cleanly (shutdown(SHUT_WR))
+  bool drained = false;                  // ... and its stage already waited for the peer to close
 
   socket_state() = default;
   socket_state(const socket_state&) = delete;
   socket_state& operator=(const socket_state&) = delete;
   ~socket_state() {
     if (fd < 0) return;
-    if (write_shut.load(std::memory_order_acquire)) drain_until_peer_closes(fd);
+    if (write_shut.load(std::memory_order_acquire) && !drained) (void)drain_until_peer_closes(fd);
     ::close(fd);
   }
 };
@@ -187,11 +190,36 @@ void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const
   } guard{conn->fd};
   detail::write_loop(conn->fd, in, options_, &waiter, "tcp_write", conn->name, &stopped);
   if (stopped || in.cancelled() || stop.stop_requested()) return;
-  if (::shutdown(conn->fd, SHUT_WR) != 0 && errno != ENOTCONN) {
-    detail::throw_errno("tcp_write", "shut down", conn->name, errno);
+  if (::shutdown(conn->fd, SHUT_WR) != 0) {
+    // ENOTCONN: the peer reset the connection (SO_ERROR says so) after the last write was
+    // buffered, and the kernel dropped what it had not delivered: the peer never reads
+    // the end. This was taken as a clean end (a probe: the peer read 1,000 of 100,000
+    // bytes and reset; run() succeeded).
+    int err = errno;
+    if (err == ENOTCONN) {
+      int pending = 0;
+      socklen_t len = sizeof pending;
+      if (::getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &pending, &len) == 0 && pending != 0) err = pending;
+      throw error("tcp_write: the peer " + conn->name + " broke off the connection (" + std::strerror(err) +
+                      ") before the stream's end reached it: what was still in flight is lost",
+                  err);
+    }
+    detail::throw_errno("tcp_write", "shut down", conn->name, err);
   }
   guard.clean = true;
   conn->write_shut.store(true, std::memory_order_release);
+  // A listener's sink has the connection to itself: it waits for the peer to close here,
+  // as its stage ends, and a reset in that time is an error (the peer had not read all of
+  // it: a close with our bytes unread resets). A connection's sink leaves that to the
+  // handle's last close, where no one can be told.
+  if (sock_->listening) {
+    conn->drained = true;
+    if (const int err = detail::drain_until_peer_closes(conn->fd); err != 0) {
+      throw error("tcp_write: the peer " + conn->name + " broke off the connection (" + std::strerror(err) +
+                      ") after the stream's end was sent, before it closed: it may not have read all of it",
+                  err);
+    }
+  }
 }
 
 int tcp_connection::fd() const noexcept { return sock_ ? sock_->fd : -1; }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -349,6 +351,114 @@ TEST(io_tcp, an_aborted_sink_resets_the_connection_while_its_handle_is_still_hel
   const peer_view seen = what_the_peer_of_an_aborted_sink_sees(true);
   EXPECT_NE(seen.error.find("Connection reset by peer"), std::string::npos)
       << "peer saw: '" << seen.error << "', " << seen.got;
+}
+
+// A raw peer for the reset tests: a socket connected to 127.0.0.1:port, or the accepted
+// end of one when a test listens itself.
+int raw_connect(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+int unread_bytes(int fd) {
+  int n = 0;
+  return ::ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+int tcp_state(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 ? info.tcpi_state : -1;
+}
+// Closes fd with a reset (SO_LINGER 0): what it had not read is dropped, and the other
+// side sees ECONNRESET.
+void reset_close(int fd) {
+  const linger hard{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+  ::close(fd);
+}
+
+// The peer reads 1,000 of 100,000 bytes, all in its kernel by then, and resets the
+// connection before the stream ends: the kernel drops the rest. The sink's shutdown then
+// failed with ENOTCONN, which was taken for a clean end, and run() succeeded (a probe).
+TEST(io_tcp, a_peer_that_resets_before_the_end_reached_it_fails_a_connections_sink) {
+  sluice_test::watchdog dog(std::chrono::seconds(60), "reset before the end");
+  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 1), 0);
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  io::tcp_connection c = io::tcp_connect("127.0.0.1", ntohs(a.sin_port));
+  const int peer = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(lfd);
+  ASSERT_GE(peer, 0);
+  const std::string data(100000, 'z');
+  std::atomic<bool> reset{false};
+  std::thread reader([&] {
+    char buf[1000];
+    std::size_t got = 0;
+    while (got < sizeof buf) {
+      const ssize_t n = ::recv(peer, buf, sizeof buf - got, 0);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    // The rest has reached this side's kernel: the sink's writes are all done.
+    EXPECT_TRUE(sluice_test::eventually([&] { return unread_bytes(peer) == static_cast<int>(data.size() - got); },
+                                        std::chrono::seconds(20)));
+    reset_close(peer);
+    reset = true;
+  });
+  const std::string what = error_of([&] {
+    runner::run(sluice::from<buffer>([&](sluice::sender<buffer>& out) {
+                  out.push(buffer::copy_of(data));
+                  // The stream ends once the reset has reached the sink's socket.
+                  EXPECT_TRUE(sluice_test::eventually([&] { return reset.load() && tcp_state(c.fd()) == TCP_CLOSE; },
+                                                      std::chrono::seconds(20)));
+                }),
+                c.sink());
+  });
+  reader.join();
+  EXPECT_NE(what.find("tcp_write: the peer 127.0.0.1:"), std::string::npos) << what;
+  EXPECT_NE(what.find("broke off the connection (Connection reset by peer) before the stream's end reached it"),
+            std::string::npos)
+      << what;
+}
+
+// The peer has the whole stream and its end in its kernel, and resets instead of reading
+// it: a listener's sink, which waits for its peer to close as its stage ends, saw the
+// reset there and dropped it, and run() succeeded.
+TEST(io_tcp, a_peer_that_resets_after_the_end_was_sent_fails_a_listeners_sink) {
+  sluice_test::watchdog dog(std::chrono::seconds(60), "reset after the end");
+  io::tcp_listener server = io::tcp_listen(0);
+  const int peer = raw_connect(server.port());
+  ASSERT_GE(peer, 0);
+  const std::string data(100000, 'z');
+  std::thread resetter([&] {
+    // All of it and the end (the sink's shutdown: CLOSE_WAIT here) have come; none read.
+    EXPECT_TRUE(sluice_test::eventually(
+        [&] { return unread_bytes(peer) == static_cast<int>(data.size()) && tcp_state(peer) == TCP_CLOSE_WAIT; },
+        std::chrono::seconds(20)));
+    reset_close(peer);
+  });
+  const std::string what = error_of([&] {
+    runner::run(sluice::from<buffer>([&](sluice::sender<buffer>& out) { out.push(buffer::copy_of(data)); }),
+                server.sink());
+  });
+  resetter.join();
+  EXPECT_NE(what.find("tcp_write: the peer 127.0.0.1:"), std::string::npos) << what;
+  EXPECT_NE(what.find("broke off the connection (Connection reset by peer) after the stream's end was sent"),
+            std::string::npos)
+      << what;
 }
 
 }  // namespace
