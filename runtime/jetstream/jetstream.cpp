@@ -144,8 +144,14 @@ std::vector<std::string_view> server_list(std::string_view url) {
 std::string nats_error(natsStatus s) {
   std::string text = natsStatus_GetText(s);
   natsStatus last = NATS_OK;
-  const char* detail = nats_GetLastError(&last);
-  if (detail != nullptr && *detail != '\0' && text.find(detail) == std::string::npos) {
+  const char* got = nats_GetLastError(&last);
+  std::string_view detail = got != nullptr ? got : "";
+  // libnats starts it with its own source position, "(conn.c:802): ", which tells a user
+  // nothing: dropped.
+  if (detail.starts_with('(')) {
+    if (const auto end = detail.find("): "); end != std::string_view::npos) detail.remove_prefix(end + 3);
+  }
+  if (!detail.empty() && text.find(detail) == std::string::npos) {
     text += " (";
     text += detail;
     text += ")";
@@ -2171,12 +2177,15 @@ connection connect(std::string url, connect_options o) {
     // "within N ms" only when the wait ran out; a refusal (nothing listens there) or a name
     // that does not resolve ends at once. A list says how its servers were tried.
     const bool timed_out = took >= per_server * 9 / 10;
-    std::string why = natsStatus_GetText(s);
+    std::string why = detail::nats_error(s);
     if (s == NATS_NO_SERVER && !timed_out) {
       why += ": no NATS server answers there (nothing listens, the host does not resolve, or what listens is not NATS)";
     }
     if (s == NATS_PROTOCOL_ERROR && timed_out) {  // the handshake's read ran out (natsSock_Read above)
       why = "what listens there sent a NATS greeting (INFO) and then did not answer the client's PING";
+    } else if (s == NATS_PROTOCOL_ERROR || s == NATS_ERR) {
+      // A greeting libnats could not take: "Error" or "Protocol Error" alone was all it said.
+      why += ": what listens there did not greet as a NATS server does (is it one?)";
     }
     const std::string where =
         servers.size() > 1

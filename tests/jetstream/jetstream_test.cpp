@@ -182,10 +182,11 @@ class abort_after {
 };
 
 // A listener on 127.0.0.1 (`port`, or a free one) that greets every connection as a NATS
-// server does (an INFO line) and then says nothing more, holding it open.
+// server does (an INFO line), or with `greeting` when one is given, and then says nothing
+// more, holding it open.
 class greeting_listener {
  public:
-  explicit greeting_listener(int port = 0) {
+  explicit greeting_listener(int port = 0, std::string greeting = {}) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     const int one = 1;
     ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -200,15 +201,16 @@ class greeting_listener {
       return;
     }
     port_ = ntohs(a.sin_port);
-    t_ = std::thread([this] {
+    t_ = std::thread([this, greeting = std::move(greeting)] {
       while (!stop_.load()) {
         pollfd p{.fd = fd_, .events = POLLIN, .revents = 0};
         if (::poll(&p, 1, 20) <= 0) continue;
         const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) continue;
-        const std::string info = "INFO {\"server_id\":\"greeter\",\"version\":\"2.9.10\",\"go\":\"go1.19\","
-                                 "\"host\":\"127.0.0.1\",\"port\":" + std::to_string(port_) +
-                                 ",\"max_payload\":1048576,\"proto\":1}\r\n";
+        const std::string info = !greeting.empty() ? greeting
+                                 : "INFO {\"server_id\":\"greeter\",\"version\":\"2.9.10\",\"go\":\"go1.19\","
+                                   "\"host\":\"127.0.0.1\",\"port\":" + std::to_string(port_) +
+                                   ",\"max_payload\":1048576,\"proto\":1}\r\n";
         (void)!::write(c, info.data(), info.size());
         held_.push_back(c);  // and nothing more
       }
@@ -231,6 +233,27 @@ class greeting_listener {
   std::vector<int> held_;  // the listener thread's own
   std::thread t_;
 };
+
+// What listens answers with something that is not a NATS greeting, or an INFO line that
+// is not JSON: the error was libnats' bare "Protocol Error" or "Error". Now it says what
+// came and that the peer did not greet as a NATS server does.
+TEST(JetstreamConnect, APeerThatDoesNotGreetAsANatsServerIsSaidSoWithWhatItSent) {
+  for (const auto& [greeting, sent] : {std::pair<std::string, std::string>{"HTTP/1.1 400 Bad Request\r\n\r\n", "got 'HTTP/1.1'"},
+                                       {"INFO {not json\r\n", "not json"}}) {
+    greeting_listener peer(0, greeting);
+    const abort_after dog(60s, "a connect to a peer that greets with '" + greeting + "'");
+    try {
+      (void)js::connect(peer.url(), {.timeout = 2000ms});
+      ADD_FAILURE() << "connected to a peer that greets with " << greeting;
+    } catch (const std::runtime_error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(peer.url()), std::string::npos) << what;
+      EXPECT_NE(what.find(sent), std::string::npos) << what;
+      EXPECT_NE(what.find("did not greet as a NATS server does"), std::string::npos) << what;
+      EXPECT_EQ(what.find(".c:"), std::string::npos) << "libnats' source position is noise: " << what;
+    }
+  }
+}
 
 // What listens greets as a NATS server (INFO) and then never answers the client's PING:
 // libnats 3.4.1's handshake read spun at 100% of a core for good, and connect() never
