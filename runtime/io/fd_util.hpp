@@ -191,8 +191,13 @@ class output_fd {
   explicit output_fd(int fd) : fd_(fd) {
     struct stat st{};
     if (::fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) return;
-    waits_ = true;
     const int fl = ::fcntl(fd, F_GETFL);
+    // Not open for writing (a pipe's read end, stdin given as stdout): the first write
+    // fails with EBADF, as it must. Opened again through /proc it would have been
+    // writable, and the stage wrote into a pipe its own process reads (a probe: `1<&0`
+    // hung, or succeeded with the output in the process's stdin).
+    if (fl >= 0 && (fl & O_ACCMODE) == O_RDONLY) return;
+    waits_ = true;
     if (fl >= 0 && (fl & O_NONBLOCK) != 0) return;  // already non-blocking: EAGAIN, then poll
     if (S_ISSOCK(st.st_mode)) {
       how_ = write_mode::socket;

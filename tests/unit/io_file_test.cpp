@@ -269,6 +269,29 @@ TEST(io_file, read_fd_and_write_fd_move_bytes_through_pipes) {
   EXPECT_EQ(got, data);
 }
 
+// A descriptor not open for writing (a pipe's read end; stdin given as stdout) fails
+// with EBADF, as write(2) on it does. It was opened again through /proc/self/fd for
+// writing, which a pipe allows: the bytes went into the pipe and run() succeeded (a probe;
+// the tool's `1<&0` hung writing into its own stdin).
+TEST(io_file, write_fd_on_a_descriptor_not_open_for_writing_fails_with_ebadf) {
+  sluice_test::watchdog dog(std::chrono::seconds(30), "read end");
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  try {
+    runner::run(sluice::from<buffer>([](sluice::sender<buffer>& out) { out.push(buffer::copy_of("hello\n")); }),
+                io::write_fd(p[0], {}, {}, "the read end"));
+    ADD_FAILURE() << "write_fd on a pipe's read end succeeded";
+  } catch (const io::error& e) {
+    EXPECT_EQ(e.errno_value(), EBADF) << e.what();
+    EXPECT_NE(std::string(e.what()).find("the read end"), std::string::npos) << e.what();
+  }
+  int queued = -1;
+  ASSERT_EQ(::ioctl(p[0], FIONREAD, &queued), 0);
+  EXPECT_EQ(queued, 0) << "bytes went into the pipe";
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 TEST(io_file, a_stop_request_wakes_read_fd_blocked_on_a_quiet_pipe) {
   sluice_test::watchdog dog(std::chrono::seconds(30), "quiet pipe");
   int p[2];

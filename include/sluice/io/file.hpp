@@ -50,6 +50,8 @@
 //     that exists by then (checked atomically by the kernel).
 //   - write_fd writes everything it receives, in order; with SIGPIPE blocked on its
 //     thread, a closed pipe or socket is an io::error (EPIPE), not a killed process.
+//     An fd not open for writing (a pipe's read end) is an io::error (EBADF): the
+//     reopening below never gains write access the fd did not have.
 //   - Failures throw io::error naming the stage, the path (or fd) and the byte offset.
 //   - Stage options: a capacity left at its default becomes kByteBudget (64 KiB);
 //     the default names are "read_file", "write_file", "read_fd", "write_fd".

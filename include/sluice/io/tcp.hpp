@@ -35,7 +35,11 @@
 //     blocked accept, read or write at once (the stages poll the socket and an eventfd
 //     together), so teardown never waits on the network.
 //   - Writes never raise SIGPIPE (it is blocked on the writing thread while it writes,
-//     and one left pending is consumed); a peer that went away is an io::error.
+//     and one left pending is consumed); a peer that went away is an io::error, also
+//     one that reset the connection after the last write was buffered, before the end
+//     reached it (the kernel drops what it had not delivered). A listener's sink, which
+//     waits for its peer to close as its stage ends (Lifetime), fails on a reset seen
+//     then too: a peer that closes with bytes of ours unread resets.
 // Non-guarantees: no TLS, no reconnects, IPv4 and IPv6 by getaddrinfo() order.
 // Lifetime: a tcp_connection / tcp_listener is a shared handle; the socket closes when
 //   the last copy (including those inside descriptors) is gone. After its sink ended
