@@ -7,7 +7,9 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -453,6 +455,24 @@ TEST(io_tool, existing_output_bad_arguments_and_help) {
   EXPECT_NE(read_string(dir / "help.txt").find("usage: sluice gzip"), std::string::npos);
   EXPECT_EQ(sh(s + " gunzip --help > help.txt", dir).status, 0);
   EXPECT_EQ(listing(dir), (std::vector<std::string>{"help.txt", "in", "in.gz"}));
+  // OUT a socket file: said so, --force or not (it said "No such device or address"),
+  // and the socket stays.
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_un at{};
+  at.sun_family = AF_UNIX;
+  const std::string sock_path = (dir / "sock").string();
+  ASSERT_LT(sock_path.size(), sizeof at.sun_path);
+  std::memcpy(at.sun_path, sock_path.c_str(), sock_path.size() + 1);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  for (const char* force : {"", "--force "}) {
+    const outcome to_socket = sh(s + " gzip " + force + "in sock", dir);
+    EXPECT_EQ(to_socket.status, 1);
+    EXPECT_EQ(to_socket.err, "sluice gzip: sock is a socket, not a file; it is not replaced\n");
+  }
+  struct stat st{};
+  EXPECT_TRUE(::lstat(sock_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode));
+  ::close(sock);
 }
 
 TEST(io_tool, an_interrupt_cancels_the_run_and_leaves_no_output) {

@@ -372,6 +372,9 @@ int run_codec(bool compress, int argc, char** argv) {
     }
     if (resolves && (S_ISCHR(m) || S_ISFIFO(m) || S_ISBLK(m) || S_ISSOCK(m))) {
       if (S_ISBLK(m) && !a.force) return fail(a.out + " is a block device (use --force to write to it)");
+      // A socket file cannot be opened (ENXIO, "No such device or address", said nothing
+      // of what it is), and it is not replaced either.
+      if (S_ISSOCK(m)) return fail(a.out + " is a socket, not a file; it is not replaced");
       out_fd = ::open(a.out.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
       if (out_fd < 0 && errno == ENXIO && S_ISFIFO(m)) {
         // A FIFO nobody reads yet: wait for its reader, as cat or gzip do. Nothing exists
