@@ -422,6 +422,39 @@ TEST(graph, round_robin_and_merge_deliver_each_item_exactly_once) {
   EXPECT_TRUE(has_stage(r.metrics, "merge(work0,work1,work2)"));
 }
 
+// A merge of many inputs lists only as many of their names as fit in 64 characters: its
+// name is in each input channel's name and labels, and the full list made a 400-input
+// merge's Prometheus text 16 MB (a probe; it grew with the square of the inputs).
+TEST(graph, a_merge_of_many_inputs_has_a_name_of_bounded_length) {
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(10));
+  constexpr int kInputs = 100;
+  auto copies = g.broadcast(src, kInputs);
+  std::vector<sluice::stream<int>> mapped;
+  for (int b = 0; b < kInputs; ++b) {
+    mapped.push_back(g.map(cat("ingest-worker-shard-", std::to_string(b)), copies[b], [](int v) { return v; }));
+  }
+  std::atomic<int> got{0};
+  g.sink("sink", g.merge(mapped), [&](int) { got.fetch_add(1); });
+  const sluice::report r = g.run();
+  EXPECT_EQ(got.load(), 10 * kInputs);
+  EXPECT_TRUE(has_stage(r.metrics, "merge(ingest-worker-shard-0,ingest-worker-shard-1 +98 more)"));
+  std::size_t longest = 0;
+  for (const auto& c : r.metrics.channels) longest = std::max(longest, c.name.size());
+  EXPECT_LT(longest, 200u);
+  // Linear in the graph: under 2 KB of text per stage and channel.
+  const std::size_t text = sluice::metrics::to_prometheus(r.metrics).size();
+  EXPECT_LT(text, 2000 * (r.metrics.stages.size() + r.metrics.channels.size())) << text << " bytes";
+  // Two merges that list the same names still get names of their own.
+  sluice::graph h;
+  auto a = h.broadcast(h.source<int>("s", count_to(1)), 2 * kInputs);
+  std::vector<sluice::stream<int>> first(a.begin(), a.begin() + kInputs);
+  std::vector<sluice::stream<int>> second(a.begin() + kInputs, a.end());
+  h.sink("x", h.merge(first), [](int) {});
+  h.sink("y", h.merge(second), [](int) {});
+  EXPECT_NO_THROW(h.run());
+}
+
 // An ordered, replicated flat_map pushes each batch's outputs into a private channel of
 // the reorder window. Items left there when the run ends early (the sink has had enough)
 // are dead letters of the stage's output channel: they went to on_discard, counted on no
