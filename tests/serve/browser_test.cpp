@@ -418,6 +418,31 @@ TEST(Browser, LivePageDrawsStagesWithAnyName) {
   ASSERT_TRUE(g.wait_for(30s).has_value());
 }
 
+// A run that ended with a stage failed: the summary says "failed after", and which
+// stage failed (it said "finished after ... bottleneck: ...").
+TEST(Browser, LivePageSaysARunFailedAndWhichStage) {
+  SKIP_WITHOUT_CHROMIUM();
+  sluice::graph g;
+  auto src = g.source<int>("numbers", [](sluice::sender<int>& out) {
+    for (int i = 0; i < 100; ++i) out.push(i);
+    throw std::runtime_error("disk on fire");
+  });
+  g.sink("store", g.map("parse", src, [](int v) { return v + 1; }), [](int) {});
+  g.start();
+  EXPECT_THROW((void)g.wait_for(30s), sluice::stage_error);
+  auto srv = sluice::metrics::serve(g, "127.0.0.1:0");
+  temp_dir dir;
+  auto args = chromium_args(dir);
+  args.insert(args.end(), {"--virtual-time-budget=3000", "--dump-dom", srv.url()});
+  const auto r = run_process(args, 60s);
+  EXPECT_FALSE(r.timed_out);
+  const std::string& dom = r.out;
+  EXPECT_NE(dom.find("<span>failed after "), std::string::npos) << drawn(dom);
+  EXPECT_EQ(dom.find("<span>finished after "), std::string::npos) << drawn(dom);
+  EXPECT_NE(dom.find("<span class=\"stall\">failed: numbers</span>"), std::string::npos) << drawn(dom);
+  srv.stop();
+}
+
 // A snapshot a bench run could end with: source -> parse -> enrich (x4) -> store, enrich
 // the bottleneck.
 sluice::metrics::snapshot bench_like_snapshot() {

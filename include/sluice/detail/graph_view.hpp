@@ -221,7 +221,10 @@ var SluiceGraphView = (function () {
       // An external channel (its other side is outside the graph: a JetStream edge, bench's
       // clock) is counted apart; it has no arrow.
       var external = channels.filter(function (c) { return c.external || !c.from || !c.to; }).length;
-      add("span", "", (done ? "finished after " : "running for ") + secs(now) + " \u00b7 " +
+      // A run that ended with a stage failed is no "finished" one (a probe: it said
+      // "finished after 4.04 s ... bottleneck: ...", the failure only in one box's text).
+      var failed = stages.filter(function (s) { return s.state === "failed"; }).map(function (s) { return s.name; });
+      add("span", "", (done ? (failed.length > 0 ? "failed after " : "finished after ") : "running for ") + secs(now) + " \u00b7 " +
           stages.length + " stages \u00b7 " + (channels.length - external) + " channels" +
           (external > 0 ? " + " + external + " external" : "") + " \u00b7 ");
       if (snap.bottleneck) {
@@ -229,6 +232,10 @@ var SluiceGraphView = (function () {
         add("b", "bn", snap.bottleneck);
       } else {
         add("span", "", "no bottleneck (balanced, or too little time accounted)");
+      }
+      if (failed.length > 0) {
+        add("span", "", " \u00b7 ");
+        add("span", "stall", "failed: " + failed.join(", "));
       }
       if (stalled) {
         add("span", "", " \u00b7 ");
