@@ -202,8 +202,10 @@ connection connect(std::string url, connect_options o = {});
 
 // Throws std::invalid_argument, naming the URL as shown_url shows it, where connect() would:
 // a URL that names no server, a server without a host or with a port outside 1..65535, a
-// user name or password holding a comma. Connects to nothing: a tool checks its arguments
-// with it before any connection.
+// user name or password holding a comma, a tls:// server (no TLS is set up here: libnats
+// took tls:// for nats:// and sent credentials in plain text; a server that demands TLS
+// is still met with TLS). Connects to nothing: a tool checks its arguments with it before
+// any connection.
 void check_url(std::string_view url);
 
 // A NATS URL (or comma-separated list) fit for a log or an error message: a password or

@@ -2092,6 +2092,14 @@ void check_url(std::string_view url) {
   }
   for (const std::string_view one : servers) {
     const std::size_t scheme = one.find("://");
+    // tls:// asks for TLS, but nothing here sets it up, and libnats 3.4.1 takes the scheme
+    // for nats:// unless the server demands TLS: a user name and password went out in
+    // plain text (a probe). Refused rather than downgraded.
+    if (scheme != std::string_view::npos && one.substr(0, scheme) == "tls") {
+      throw std::invalid_argument("sluice::jetstream: cannot connect to " + shown_url(url) + ": '" + shown_url(one) +
+                                  "' asks for TLS, which sluice::jetstream does not set up (its connections are plain "
+                                  "TCP, encrypted only where the server itself demands TLS); give nats://HOST:PORT");
+    }
     std::string_view host = scheme == std::string_view::npos ? one : one.substr(scheme + 3);
     if (const std::size_t at = host.rfind('@'); at != std::string_view::npos) {
       // libnats splits a URL at every comma, so a user name or password holding one cannot

@@ -453,6 +453,27 @@ TEST_F(CutTool, AServerRestartMidRunLosesAndDoubleCountsNothing) {
 
 // No server behind --via: one line naming the URL, exit 1 (a runtime error, as every
 // command reports one), well within the connect timeout; no hang, no child left behind.
+// A stream that already holds messages (a killed run's, or a --role producer's) is
+// refused by a run that starts both sides, and left as it was: its messages were counted
+// as the run's own items (a probe: "3000 items in 0.09 s", exit 0, before the producer had
+// sent any), and the run then removed the stream with its own items unread.
+TEST_F(CutTool, AStreamThatAlreadyHoldsMessagesIsRefusedAndKept) {
+  sluice_test::nats_server server;
+  const std::vector<std::string> common = {"--cut", "1", "--via", server.url(), "--topology", "chain:2",
+                                           "--items", "100", "--stream", "leftover"};
+  auto left = common;
+  left.insert(left.end(), {"--role", "producer"});
+  const run_result first = run_bench(left, 60s);
+  ASSERT_EQ(first.status, 0) << first.out;
+  const run_result r = run_bench(common, 60s);
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find("stream leftover on " + server.url() + " already holds 101 messages"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("consumer:"), std::string::npos) << "a side ran: " << r.out;
+  auto conn = sluice::jetstream::connect(server.url());
+  EXPECT_EQ(sluice::jetstream::inspect_edge(conn, {.stream = "leftover"}).msgs, 101u);
+}
+
 TEST_F(CutTool, UnreachableServerFailsWithOneLine) {
   const std::string url = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());
   const auto t0 = std::chrono::steady_clock::now();
@@ -466,7 +487,8 @@ TEST_F(CutTool, UnreachableServerFailsWithOneLine) {
 
 // A --via that is not a NATS URL is a bad command line: exit 2, one line, nothing started.
 TEST_F(CutTool, NonNatsUrlIsABadCommandLine) {
-  for (const char* via : {"http://127.0.0.1:4222", "127.0.0.1:4222", ""}) {
+  // tls:// too: it was taken, and libnats connected in plain text, password and all.
+  for (const char* via : {"http://127.0.0.1:4222", "127.0.0.1:4222", "", "tls://u:p@127.0.0.1:4222"}) {
     SCOPED_TRACE(via);
     const run_result r = run_bench({"--cut", "1", "--via", via, "--items", "10"}, 30s);
     EXPECT_EQ(r.status, 2) << r.out;
