@@ -432,11 +432,7 @@ TEST(Browser, LivePageSaysARunFailedAndWhichStage) {
   EXPECT_THROW((void)g.wait_for(30s), sluice::stage_error);
   auto srv = sluice::metrics::serve(g, "127.0.0.1:0");
   temp_dir dir;
-  auto args = chromium_args(dir);
-  args.insert(args.end(), {"--virtual-time-budget=3000", "--dump-dom", srv.url()});
-  const auto r = run_process(args, 60s);
-  EXPECT_FALSE(r.timed_out);
-  const std::string& dom = r.out;
+  const std::string dom = dump_dom(srv.url(), dir);
   EXPECT_NE(dom.find("<span>failed after "), std::string::npos) << drawn(dom);
   EXPECT_EQ(dom.find("<span>finished after "), std::string::npos) << drawn(dom);
   EXPECT_NE(dom.find("<span class=\"stall\">failed: numbers</span>"), std::string::npos) << drawn(dom);
