@@ -190,6 +190,11 @@ void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const
   } guard{conn->fd};
   detail::write_loop(conn->fd, in, options_, &waiter, "tcp_write", conn->name, &stopped);
   if (stopped || in.cancelled() || stop.stop_requested()) return;
+  // The peer reset the connection (err) at `when`: what it missed is lost.
+  auto broke_off = [&](int err, const char* when) {
+    return error("tcp_write: the peer " + conn->name + " broke off the connection (" + std::strerror(err) + ") " + when,
+                 err);
+  };
   if (::shutdown(conn->fd, SHUT_WR) != 0) {
     // ENOTCONN: the peer reset the connection (SO_ERROR says so) after the last write was
     // buffered, and the kernel dropped what it had not delivered: the peer never reads
@@ -200,9 +205,7 @@ void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const
       int pending = 0;
       socklen_t len = sizeof pending;
       if (::getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &pending, &len) == 0 && pending != 0) err = pending;
-      throw error("tcp_write: the peer " + conn->name + " broke off the connection (" + std::strerror(err) +
-                      ") before the stream's end reached it: what was still in flight is lost",
-                  err);
+      throw broke_off(err, "before the stream's end reached it: what was still in flight is lost");
     }
     detail::throw_errno("tcp_write", "shut down", conn->name, err);
   }
@@ -215,9 +218,7 @@ void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const
   if (sock_->listening) {
     conn->drained = true;
     if (const int err = detail::drain_until_peer_closes(conn->fd); err != 0) {
-      throw error("tcp_write: the peer " + conn->name + " broke off the connection (" + std::strerror(err) +
-                      ") after the stream's end was sent, before it closed: it may not have read all of it",
-                  err);
+      throw broke_off(err, "after the stream's end was sent, before it closed: it may not have read all of it");
     }
   }
 }
