@@ -43,6 +43,13 @@ std::vector<std::optional<std::pair<bool, std::size_t>>> graph_state::blocked_op
     const std::vector<channel_stats>& cs) const {
   // Per stage: the first channel it is parked on, and whether it pushes (true) or pops.
   std::vector<std::optional<std::pair<bool, std::size_t>>> ops(nodes_.size());
+  // A stage's own thread parked in a push into an inlet of this graph (inlet_push_note).
+  for (std::size_t k = 0; k < nodes_.size(); ++k) {
+    const auto& n = *nodes_[k];
+    if (n.inlet_pushers.load(std::memory_order_relaxed) == 0) continue;
+    const std::size_t ch = n.inlet_channel.load(std::memory_order_relaxed);
+    if (ch < channels_.size() && cs[ch].waiting_push > 0) ops[k] = {true, ch};
+  }
   for (std::size_t i = 0; i < channels_.size(); ++i) {
     const auto& c = *channels_[i];
     if (cs[i].waiting_push > 0 && c.producer != kNoNode && !ops[c.producer]) ops[c.producer] = {true, i};
@@ -261,6 +268,17 @@ current_stage_scope::~current_stage_scope() {
   tls_scope = nullptr;
 }
 stage_node* current_stage_scope::of(const graph_state* g) noexcept { return tls_graph == g ? tls_stage : nullptr; }
+
+inlet_push_note::inlet_push_note(const void* graph, std::size_t channel) noexcept {
+  // Only a thread running a stage of that very graph (the inlet's graph is alive then).
+  if (graph == nullptr || tls_graph != graph || tls_stage == nullptr) return;
+  tls_stage->inlet_channel.store(channel, std::memory_order_relaxed);
+  tls_stage->inlet_pushers.fetch_add(1, std::memory_order_relaxed);
+  node_ = tls_stage;
+}
+inlet_push_note::~inlet_push_note() {
+  if (node_ != nullptr) static_cast<stage_node*>(node_)->inlet_pushers.fetch_sub(1, std::memory_order_relaxed);
+}
 bool current_stage_scope::take_counted(const std::exception_ptr& e) const noexcept {
   const bool same = counted_ != nullptr && counted_ == e;
   counted_ = nullptr;

@@ -135,6 +135,10 @@ struct stage_node : node_spec {
   std::atomic<int> exiting{0};               // replicas in finish_replica (on_close, closing outputs)
   std::atomic<std::int64_t> in_function{0};  // replicas inside task->run() (the stage function's loop)
   std::atomic<std::int64_t> in_discard{0};   // its threads handing dead letters to on_discard (or waiting to)
+  // Its threads inside a push into an inlet of this graph, and that input's channel
+  // (detail::inlet_push_note): a wait there is this stage's, for the stall chain.
+  std::atomic<int> inlet_pushers{0};
+  std::atomic<std::size_t> inlet_channel{0};
   // Per thread (threads of them): the fused stage it is inside now, or null (stage_thread).
   std::unique_ptr<std::atomic<const void*>[]> inside;
   std::mutex restart_mu;

@@ -216,7 +216,7 @@ class graph {
   template <class T>
   std::pair<inlet<T>, stream<T>> input(std::string name, stage_options o = {}) {
     auto [out, tx] = detail::add_input<T>(core(), std::move(name), o);
-    return {inlet<T>(std::move(tx)), stream<T>(&core(), out)};
+    return {inlet<T>(std::move(tx), core().identity(), out), stream<T>(&core(), out)};
   }
 
   // ---- routing (internal stages; their channels take the input's capacity) ---------

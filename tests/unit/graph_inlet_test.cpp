@@ -594,6 +594,62 @@ TEST(graph_inlet, an_idle_input_is_not_a_stall) {
   EXPECT_EQ(r->stalls, 0u);
 }
 
+// A stage that re-queues into its own graph's input (each item twice, so the flow grows
+// until everything is full): in -> m -> k, and k pushes into in. The stall's wait-for
+// chain went in -> m -> k and ended there, as if k were busy (its snapshot too: busy,
+// blocked on nothing, named the bottleneck), hiding the cycle. Now k's push into the
+// input is k's wait: the chain goes on through it, and k is blocked (push) on "in -> m".
+TEST(graph_inlet, a_stage_pushing_into_its_own_graphs_input_is_in_the_stall_chain) {
+  watchdog dog(60s, "inlet cycle");
+  std::mutex mu;
+  std::vector<sluice::metrics::wait_link> chain;
+  sluice::graph g({.stall_threshold = 100ms, .on_stall = [&](const std::vector<sluice::metrics::wait_link>& c) {
+                     std::lock_guard lk(mu);
+                     chain = c;
+                   }});
+  auto [in, s] = g.input<int>("in", {.capacity = 2});
+  auto m = g.map("m", s, [](int v) { return v; }, {.capacity = 2});
+  g.sink("k", m, [in = in](int v) {
+    (void)in.push(v);
+    (void)in.push(v);
+  });
+  g.start();
+  ASSERT_TRUE(in.push(1));
+  auto shown = [&] {
+    std::string t;
+    for (const auto& l : chain) t += "[" + l.stage + " " + l.op + " '" + l.channel + "' held by " + l.holder + "] ";
+    return t;
+  };
+  EXPECT_TRUE(eventually(
+      [&] {
+        std::lock_guard lk(mu);
+        return chain.size() == 3;
+      },
+      30s));
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(chain.size(), 3u) << shown();
+    EXPECT_EQ(chain[1].stage, "m") << shown();
+    EXPECT_EQ(chain[1].holder, "k") << shown();
+    EXPECT_EQ(chain[2].stage, "k") << shown();
+    EXPECT_EQ(chain[2].op, "push") << shown();
+    EXPECT_EQ(chain[2].channel, "in -> m") << shown();
+    EXPECT_EQ(chain[2].holder, "m") << shown();
+  }
+  const sluice::metrics::snapshot snap = g.snapshot();
+  for (const auto& st : snap.stages) {
+    if (st.name != "k") continue;
+    EXPECT_EQ(st.blocked_on, "in -> m");
+    EXPECT_EQ(st.blocked_op, "push");
+  }
+  g.cancel();
+  try {
+    (void)g.wait_for(30s * kTimeoutScale);
+  } catch (const std::exception&) {  // what a cancelled run ends with is not the point here
+  }
+  EXPECT_TRUE(g.done()) << "the cancelled cycle did not end";
+}
+
 TEST(graph_inlet, options_that_do_not_apply_to_an_input_are_refused_naming_them) {
   // An input runs no code on no thread of its own: an on_close, replicas or an error
   // policy given to it used to be dropped without a word (a cleanup that never ran).

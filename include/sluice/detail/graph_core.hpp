@@ -203,6 +203,8 @@ class graph_core {
   graph_core(const graph_core&) = delete;
   graph_core& operator=(const graph_core&) = delete;
   ~graph_core();
+  // The graph's identity as inlet_push_note compares it (its state's address).
+  [[nodiscard]] const void* identity() const noexcept { return state_.get(); }
 
   // ---- building (logic_error on misuse; the graph is unchanged when one throws) ----
   // Not started, and `name` not taken.

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -47,6 +48,24 @@ namespace sluice {
 
 class graph;
 
+namespace detail {
+// While a stage's own thread pushes into an inlet of its graph (a stage that re-queues
+// into its input), the stage is marked as pushing into that input's channel, so a stall's
+// wait-for chain and the snapshot's blocked_on follow it: such a push in a cycle was
+// "busy", the chain ended at it, and it was named the bottleneck (a probe).
+// Out of line (runtime/graph_observer.cpp); nothing for other threads.
+class inlet_push_note {
+ public:
+  inlet_push_note(const void* graph, std::size_t channel) noexcept;
+  ~inlet_push_note();
+  inlet_push_note(const inlet_push_note&) = delete;
+  inlet_push_note& operator=(const inlet_push_note&) = delete;
+
+ private:
+  void* node_ = nullptr;
+};
+}  // namespace detail
+
 template <class T>
 class inlet {
  public:
@@ -54,8 +73,8 @@ class inlet {
 
   // Blocks while the input is full. false: the input has ended (closed, the graph
   // stopped, failed or was cancelled); v is then untouched.
-  bool push(T&& v) const { return tx().push_until(std::move(v), time_point::max()) == status::ok; }
-  bool push(const T& v) const { return tx().push_until(v, time_point::max()) == status::ok; }
+  bool push(T&& v) const { return push_until(std::move(v), time_point::max()) == status::ok; }
+  bool push(const T& v) const { return push_until(v, time_point::max()) == status::ok; }
   // Never blocks: ok, full (backpressure: answer 503, retry later) or closed.
   [[nodiscard]] status try_push(T&& v) const { return tx().try_push(std::move(v)); }
   [[nodiscard]] status try_push(const T& v) const { return tx().try_push(v); }
@@ -63,14 +82,22 @@ class inlet {
   // only on ok.
   template <class Rep, class Period>
   [[nodiscard]] status push_for(T&& v, std::chrono::duration<Rep, Period> d) const {
-    return tx().push_until(std::move(v), detail::deadline_after(d));
+    return push_until(std::move(v), detail::deadline_after(d));
   }
   template <class Rep, class Period>
   [[nodiscard]] status push_for(const T& v, std::chrono::duration<Rep, Period> d) const {
-    return tx().push_until(v, detail::deadline_after(d));
+    return push_until(v, detail::deadline_after(d));
   }
-  [[nodiscard]] status push_until(T&& v, time_point t) const { return tx().push_until(std::move(v), t); }
-  [[nodiscard]] status push_until(const T& v, time_point t) const { return tx().push_until(v, t); }
+  [[nodiscard]] status push_until(T&& v, time_point t) const {
+    sender<T>& s = tx();
+    const detail::inlet_push_note note(st_->graph, st_->channel);
+    return s.push_until(std::move(v), t);
+  }
+  [[nodiscard]] status push_until(const T& v, time_point t) const {
+    sender<T>& s = tx();
+    const detail::inlet_push_note note(st_->graph, st_->channel);
+    return s.push_until(v, t);
+  }
 
   // Ends the input for every copy: what was accepted drains, later pushes fail.
   void close() const noexcept {
@@ -83,14 +110,17 @@ class inlet {
  private:
   friend class graph;
   struct shared {
-    explicit shared(sender<T> s) : tx(std::move(s)), keep(tx) {}
+    shared(sender<T> s, const void* g, std::size_t ch) : tx(std::move(s)), keep(tx), graph(g), channel(ch) {}
     shared(const shared&) = delete;
     shared& operator=(const shared&) = delete;
     ~shared() { tx.close(); }  // the last copy is gone: the input ends
     sender<T> tx;    // every copy pushes through this one handle
     sender<T> keep;  // never used: keeps the side from being a lone sender (see above)
+    const void* graph;    // its graph's identity (compared, never used as a pointer)
+    std::size_t channel;  // its channel's id in that graph
   };
-  explicit inlet(sender<T> tx) : st_(std::make_shared<shared>(std::move(tx))) {}
+  inlet(sender<T> tx, const void* graph, std::size_t channel)
+      : st_(std::make_shared<shared>(std::move(tx), graph, channel)) {}
   sender<T>& tx() const {
     if (!st_) throw std::logic_error("sluice::inlet: empty (default-constructed or moved-from) inlet");
     return st_->tx;
