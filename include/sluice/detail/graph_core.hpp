@@ -288,6 +288,10 @@ class graph_core {
   // count_held(channel, 1) does and handed to on_discard (if any). Every path that gives
   // up a held item goes through here or discard_items(), so none can forget the count.
   void discard_held(std::size_t channel, const std::type_info& type, void* item) noexcept;
+  template <class T>
+  void discard_held(std::size_t channel, T& item) noexcept {
+    discard_held(channel, typeid(T), static_cast<void*>(std::addressof(item)));
+  }
   // The fused stages whose call a thread of their host is inside now (stage_thread::inside):
   // where a host that does not return is stuck (sluice::testing names them). A hint.
   [[nodiscard]] std::vector<std::string> fused_calls_in_progress() const;

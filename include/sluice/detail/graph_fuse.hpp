@@ -304,14 +304,14 @@ class fused_stage final : public direct_target<T>, public fused_control {
         std::exception_ptr e;
         try {
           if (push_keep(in.out, out)) return direct_result::taken;
-          graph_->discard_held(out_ch_, typeid(U), std::addressof(out));
+          graph_->discard_held(out_ch_, out);
           return direct_result::taken_done;
         } catch (...) {
           e = std::current_exception();  // push_keep leaves `out` intact when it throws
         }
         const direct_result r = policy(in, std::move(e), false);
         if (r != direct_result::taken) {
-          graph_->discard_held(out_ch_, typeid(U), std::addressof(out));
+          graph_->discard_held(out_ch_, out);
           return r;
         }
         // Renewed (no error goes on without a restart when no item failed): try again.

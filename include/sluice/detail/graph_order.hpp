@@ -228,7 +228,7 @@ class flat_map_order {
     // What this channel discards (a cancel, or its end with items left in it) was made
     // for the stage's output and never pushed there: that channel's dead letters, counted
     // with a hook or without one (they were handed to the hook alone, and counted nowhere).
-    co.on_discard = [g = graph_, ch = out_](U&& v) { g->discard_held(ch, typeid(U), std::addressof(v)); };
+    co.on_discard = [g = graph_, ch = out_](U&& v) { g->discard_held(ch, v); };
     auto [tx, rx] = bounded<U>(std::move(co));
     // Under stress, the user's pushes into it get faults as every graph channel's do
     // (and the emitter's pops from it); set before the receiver reaches the emitter.

@@ -120,7 +120,7 @@ class route_task final : public replica_task {
             if (!live_[i] || !push_keep(outs_[i], v)) {
               if (live_[i]) drop(i);
               // Its branch has ended: a dead letter of that branch, counted hook or not.
-              graph_->discard_held(out_ch_[i], typeid(T), std::addressof(v));
+              graph_->discard_held(out_ch_[i], v);
             }
           }
           ++pos_;

@@ -138,7 +138,7 @@ class typed_channel_control final : public channel_control {
 template <class T>
 void discard_items(graph_core& g, std::size_t channel, std::vector<T>& items, std::size_t from = 0) noexcept {
   if (g.has_discard_hook()) {
-    for (std::size_t i = from; i < items.size(); ++i) g.discard_held(channel, typeid(T), std::addressof(items[i]));
+    for (std::size_t i = from; i < items.size(); ++i) g.discard_held(channel, items[i]);
   } else if (items.size() > from) {
     g.count_held(channel, items.size() - from);  // no hook to hand them to: counted in one step
   }
