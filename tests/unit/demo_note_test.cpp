@@ -3,6 +3,7 @@
 // source outran the sink by enough to pass the guard.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -81,6 +82,41 @@ TEST(DemoMemoryRows, APeakBetweenTwoRowsShowsInTheRowAfterIt) {
   EXPECT_DOUBLE_EQ(rss_in_row(std::vector<mem_sample>{{0.0, -5.0}}, -1.0, 0.0, true), 0.0);  // below baseline: 0
   // A row whose samples are all below the baseline shows 0, not an older row's figure.
   EXPECT_DOUBLE_EQ(rss_in_row(std::vector<mem_sample>{{0.05, 50.0}, {0.15, -4096.0}}, 0.1, 0.2, false), 0.0);
+}
+
+// The samples a run keeps (sample_keeper): a run sampled every 100 us kept each one, and
+// the tool grew by about 1 MiB a second, which the demo then showed as the run's memory.
+TEST(DemoMemoryRows, ARunKeepsABoundedEvenSpreadOfSamplesAndEveryPeak) {
+  using keeper = sluice::tool::demo::sample_keeper<mem_sample>;
+  std::vector<mem_sample> kept;
+  keeper k(kept);
+  constexpr int kTaken = 1'000'000;  // 100 s at 100 us
+  for (int i = 0; i < kTaken; ++i) {
+    const double rss = i == 777'777 ? 500.0 : (i == 3 ? 400.0 : 1.0);  // two one-sample spikes
+    k.add({i * 1e-4, rss}, i == kTaken - 1);
+    ASSERT_LE(kept.size(), keeper::kMaxKept) << "after sample " << i;
+  }
+  ASSERT_GE(kept.size(), keeper::kMaxKept / 4);
+  EXPECT_DOUBLE_EQ(kept.front().t, 0.0);                 // the start
+  EXPECT_DOUBLE_EQ(kept.back().t, (kTaken - 1) * 1e-4);  // the final sample
+  double highest = 0;
+  int spikes = 0;
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    if (i > 0) {
+      EXPECT_GT(kept[i].t, kept[i - 1].t);
+      // Even: no gap wider than two strides of what is kept now.
+      EXPECT_LT(kept[i].t - kept[i - 1].t, 4 * 100.0 / static_cast<double>(kept.size())) << i;
+    }
+    highest = std::max(highest, kept[i].rss);
+    if (kept[i].rss > 1.0) ++spikes;
+  }
+  EXPECT_DOUBLE_EQ(highest, 500.0);
+  EXPECT_EQ(spikes, 2);  // each peak folded into one kept sample, neither lost
+  // Where each peak went: the kept sample at or just after it.
+  using sluice::tool::demo::rss_in_row;
+  EXPECT_DOUBLE_EQ(rss_in_row(kept, 70.0, 80.0, false), 500.0);
+  EXPECT_DOUBLE_EQ(rss_in_row(kept, 0.0, 10.0, false), 400.0);
+  EXPECT_DOUBLE_EQ(rss_in_row(kept, 10.0, 20.0, false), 1.0);
 }
 
 }  // namespace

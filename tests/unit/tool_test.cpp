@@ -934,6 +934,21 @@ TEST_F(Tool, AReportDoesNotReplaceAFileThatIsNotAReport) {
     EXPECT_NE(r.err.find("--report " + data + " exists and is not a sluice report"), std::string::npos) << r.err;
     EXPECT_EQ(sluice_test::run_shell("cat " + sluice_test::shell_quote(data)).out, "a,b\n1,2\n");
   }
+  // A page of the user's own that names sluice (it passed as a report, and was replaced).
+  const std::string notes = dir + "/notes.html";
+  const std::string mine = "<!DOCTYPE html><html><head><title>My notes on the sluice library</title></head></html>\n";
+  ASSERT_EQ(sluice_test::run_shell("printf '%s' " + sluice_test::shell_quote(mine) + " > " + sluice_test::shell_quote(notes)).status, 0);
+  for (const char* cmd : {"bench", "demo"}) {
+    SCOPED_TRACE(cmd);
+    const result r = run_tool(std::string(cmd) == "bench"
+                                  ? std::vector<std::string>{"bench", "--topology", "chain:1", "--items", "1000", "--report", notes}
+                                  : std::vector<std::string>{"demo", "--bytes", "8MiB", "--report", notes},
+                              120);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_NE(r.err.find("--report " + notes + " exists and is not a sluice report"), std::string::npos) << r.err;
+    EXPECT_EQ(sluice_test::read_whole_file(notes), mine);
+  }
+  std::remove(notes.c_str());
   // A report from an earlier run is replaced by the next.
   const std::string page = dir + "/r.html";
   for (int i = 0; i < 2; ++i) {
@@ -1232,6 +1247,50 @@ interrupted_run interrupt_bench(std::vector<std::string> args, int sig = SIGINT,
   return r;
 }
 
+// The screen a terminal shows after `bytes`, for the escapes the progress block uses
+// (cursor up one row, erase the row); text goes on the cursor's row.
+std::vector<std::string> screen_after(const std::string& bytes) {
+  std::vector<std::string> rows(1);
+  std::size_t row = 0;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (bytes.compare(i, 4, "\x1b[1A") == 0) {
+      row = row > 0 ? row - 1 : 0;
+      i += 3;
+    } else if (bytes.compare(i, 4, "\x1b[2K") == 0) {
+      rows[row].clear();
+      i += 3;
+    } else if (bytes[i] == '\n') {
+      if (++row == rows.size()) rows.emplace_back();
+    } else {
+      rows[row] += bytes[i];
+    }
+  }
+  return rows;
+}
+
+// On a terminal, the ^C notice stays on the screen, above the live progress block. It was
+// written beside the block, whose next redraw (cursor up over its rows, erase each) wiped
+// it: the user saw no answer to the ^C, nor "again to exit now".
+TEST_F(Tool, AnInterruptNoticeStaysOnTheScreenAboveTheLiveProgress) {
+  sluice_test::spawned_tool t({"/usr/bin/env", "SLUICE_PROGRESS=live", tool_path(), "bench", "--topology", "chain:1",
+                               "--work", "sleep:1ms", "--items", "1M"});
+  const bool drawn = t.until(
+      [&] {
+        const std::size_t at = t.err.find("\x1b[2K");
+        return at != std::string::npos && t.err.find('\n', at) != std::string::npos;
+      },
+      60s);
+  ASSERT_TRUE(drawn) << t.err;
+  t.signal(SIGINT);
+  ASSERT_TRUE(t.wait(60s)) << t.err;
+  EXPECT_EQ(t.exit_code(), 128 + SIGINT) << t.err;
+  std::string shown;
+  for (const std::string& row : screen_after(t.err)) shown += row + "\n";
+  EXPECT_NE(shown.find("sluice bench: interrupted by Interrupt; the run in progress stops sending and drains"),
+            std::string::npos)
+      << "the screen:\n" << shown;
+}
+
 TEST_F(Tool, AnInterruptedBenchPrintsTheRunCutShort) {
   const interrupted_run r = interrupt_bench({"--topology", "chain:2", "--rate", "2k", "--duration", "120s", "--engine", "both"});
   if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
@@ -1271,27 +1330,28 @@ std::uint64_t source_items_out(const std::string& url) {
 }
 
 // ^C after the last run's source had sent all it would (here its 200 items, while they
-// drain: at 20 ms each that takes 4 s; the same holds during the next engine's unmeasured warm-up
-// or between runs): that run ran to its end, and the bench says so. It said "the last run
-// stopped sending early", which was not true of any run shown.
-TEST_F(Tool, ABenchInterruptedAfterItsLastRunSentEverythingDoesNotSayItWasCut) {
+// drain: at 50 ms each that takes seconds): the run did not stop sending early, which the
+// bench said of it; what it cut is the work of the items still in its channels, which no
+// longer starts after a ^C, and the bench says that.
+TEST_F(Tool, ABenchInterruptedAfterItsLastRunSentEverythingSaysItCutTheWorkNotTheSending) {
   const std::string html = ::testing::TempDir() + "sluice_drained_" + std::to_string(::getpid()) + ".html";
   std::remove(html.c_str());
   const interrupted_run r = interrupt_bench(
-      {"--topology", "chain:1", "--work", "sleep:20ms", "--rate", "1k", "--items", "200", "--duration", "60s", "--engine", "both",
+      {"--topology", "chain:1", "--work", "sleep:50ms", "--rate", "1k", "--items", "200", "--duration", "60s", "--engine", "both",
        "--report", html},
       SIGINT, false, false, [](const std::string& url) { return source_items_out(url) >= 200; });
   if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
   ASSERT_TRUE(WIFEXITED(r.status)) << r.err;
   EXPECT_EQ(WEXITSTATUS(r.status), 128 + SIGINT) << r.out << r.err;
-  EXPECT_NE(r.out.find("(interrupted by Interrupt: every run shown ran to its end, and no other run was measured)"),
+  EXPECT_NE(r.out.find("(interrupted by Interrupt: the last run was cut short: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" items whose work it cut are not counted as delivered, and no run started after it)"),
             std::string::npos)
       << r.out;
   EXPECT_EQ(r.out.find("stopped sending early"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\n  sluice "), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("\n  tbb "), std::string::npos) << "a run started after the interrupt:\n" << r.out;
   const std::string page = sluice_test::read_whole_file(html);
-  EXPECT_NE(page.find("Interrupted by Interrupt: every run shown ran to its end"), std::string::npos)
+  EXPECT_NE(page.find("Interrupted by Interrupt: the last run was cut short: "), std::string::npos)
       << page.substr(0, 2000);
   std::remove(html.c_str());
 }
@@ -1315,6 +1375,37 @@ TEST_F(Tool, TheFirstInterruptEndsLongWorkAtOnce) {
   // were counted delivered, timed, and the run said it "ran to its end".
   EXPECT_NE(r.out.find("items whose work it cut are not counted as delivered"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("ran to its end"), std::string::npos) << r.out;
+  // None was timed: its latency columns say so (they showed 0 ns).
+  const std::size_t row = r.out.find("\n  sluice ");
+  ASSERT_NE(row, std::string::npos) << r.out;
+  const std::string line = r.out.substr(row + 1, r.out.find('\n', row + 1) - row - 1);
+  EXPECT_EQ(line.find(" 0 ns"), std::string::npos) << line;
+  EXPECT_NE(line.find(" - "), std::string::npos) << line;
+}
+
+// After the first ^C no item's work starts: a backlog drains in moments. Each item here
+// takes 99 ms (under the 100 ms slice that ends one item's work at a ^C), and the ^C
+// comes once the source has sent 1,000 (its first channel holds 1,024): the first ^C
+// waited about 100 s for them, past the helper's minute (a `timeout` that sends one
+// signal ran that long too).
+TEST_F(Tool, TheFirstInterruptSkipsTheWorkOfTheBacklog) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const interrupted_run r = interrupt_bench(
+      {"--topology", "chain:1", "--work", "sleep:99ms", "--items", "100k", "--capacity", "1024", "--json"}, SIGINT, false,
+      false, [](const std::string& url) { return source_items_out(url) >= 1000; });
+  if (r.err.find("built without cpp-httplib") != std::string::npos) GTEST_SKIP() << r.err;
+  ASSERT_TRUE(WIFEXITED(r.status)) << r.err;
+  EXPECT_EQ(WEXITSTATUS(r.status), 128 + SIGINT) << r.out << r.err;
+  EXPECT_EQ(r.err.find("interrupted again"), std::string::npos) << r.err;
+  // Not a timing assertion on the tool: 30 s is 300 items' work, a few percent of the backlog.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30)) << r.out;
+  const mini_json::value v = mini_json::parse(r.out);
+  ASSERT_EQ(v["results"].size(), 1U) << r.out;
+  const auto& res = v["results"][std::size_t{0}];
+  EXPECT_TRUE(res["cut_short"].boolean()) << r.out;
+  EXPECT_GE(res["items_unfinished"].uint(), 100U) << r.out;  // the backlog, not timed
+  EXPECT_EQ(res["items_unfinished"].uint() + res["items_delivered"].uint(), res["items_sent"].uint()) << r.out;
+  EXPECT_EQ(res["latency_ns"]["count"].uint(), res["items_delivered"].uint()) << r.out;
 }
 
 // The same in JSON: the unfinished items are counted apart from the delivered ones, which
@@ -1331,6 +1422,10 @@ TEST_F(Tool, AnInterruptedBenchCountsTheItemsItCutAsUnfinishedNotDelivered) {
   EXPECT_EQ(res["items_delivered"].uint(), 0U) << r.out;
   EXPECT_GE(res["items_unfinished"].uint(), 1U) << r.out;
   EXPECT_EQ(res["items_unfinished"].uint() + res["items_delivered"].uint(), res["items_sent"].uint()) << r.out;
+  // No item was timed: no latency (it said p50 = p99 = max = 0 ns).
+  EXPECT_EQ(res["latency_ns"]["count"].uint(), 0U) << r.out;
+  for (const char* q : {"p50", "p99", "p999", "max", "mean"}) EXPECT_TRUE(res["latency_ns"][q].is_null()) << q << r.out;
+  for (const char* q : {"p50", "p99", "p999", "max"}) EXPECT_TRUE(res["latency_us"][q].is_null()) << q << r.out;
 }
 
 // --format gbench after ^C: the run cut short is marked failed (error_occurred, as Google

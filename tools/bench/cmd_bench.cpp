@@ -241,15 +241,17 @@ struct bench_item {
 // end, then busy (bench::sleep_precisely_until_ns). A plain sleep would end late by
 // the kernel's wake-up latency, tens of microseconds on a loaded machine: 5% of a 1 ms
 // sleep, and the size of what the bench measures.
-// Work longer than kWorkSlice is done in slices and ends at a ^C: the run then drains what
-// it sent in moments (with --work sleep:20s the first ^C waited 20 s for each item sent,
-// and a `timeout` that sends one signal never ended the bench). Such an item is
-// unfinished (false here, bench_item::unfinished): the sink counts it apart, neither
-// delivered nor timed (the run reported the items released by a ^C as delivered, at a
-// rate the work could not have allowed).
+// Work longer than kWorkSlice is done in slices and ends at a ^C, and after a ^C no work
+// starts: the run then drains what it sent in moments (with --work sleep:20s the first ^C
+// waited 20 s for each item sent, and a `timeout` that sends one signal never ended the
+// bench; with --work sleep:50ms and --capacity 1024, it waited 52 s for the backlog).
+// Such an item is unfinished (false here, bench_item::unfinished): the sink counts it
+// apart, neither delivered nor timed (the run reported the items released by a ^C as
+// delivered, at a rate the work could not have allowed).
 constexpr std::int64_t kWorkSlice = 100'000'000;  // ns
 bool do_work(const work_spec& w) {
   if (w.d.count() <= 0) return true;
+  if (interrupted()) return false;
   const std::int64_t end = now_ns() + w.d.count();
   if (w.d.count() > kWorkSlice) {
     for (std::int64_t left = end - now_ns(); left > kWorkSlice; left = end - now_ns()) {
@@ -840,6 +842,14 @@ std::string us(std::uint64_t ns) {
 
 std::string lat(std::uint64_t ns) { return format_duration(nanoseconds(static_cast<std::int64_t>(ns))); }
 
+// A run that timed no item (cut before its first delivery) has no latency: "-" in the
+// tables, null in the JSON, no counter or point in gbench and the report (it showed
+// p50 = p99 = max = 0 ns, as if the items had taken no time).
+constexpr double kMax = 2.0;  // q of quantile_of: the maximum
+std::uint64_t quantile_of(const bench::log_histogram& h, double q) { return q >= kMax ? h.max() : h.quantile(q); }
+std::string lat(const bench::log_histogram& h, double q) { return h.count() == 0 ? "-" : lat(quantile_of(h, q)); }
+std::string us(const bench::log_histogram& h, double q) { return h.count() == 0 ? "-" : us(quantile_of(h, q)); }
+
 std::string load_text(const bench_result& r) {
   if (!r.open_loop) return "closed loop";
   if (r.load_of.empty()) return "--rate";
@@ -906,8 +916,8 @@ void print_table(const bench_config& c, const std::vector<bench_result>& rs) {
   for (const auto& r : rs) {
     std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", r.engine.c_str(), (si(r.items_per_s()) + "/s").c_str(),
                 (format_size(r.items_per_s() * static_cast<double>(c.item_size)) + "/s").c_str(),
-                lat(r.hist.quantile(0.50)).c_str(), lat(r.hist.quantile(0.99)).c_str(),
-                lat(r.hist.quantile(0.999)).c_str(), lat(r.hist.max()).c_str(),
+                lat(r.hist, 0.50).c_str(), lat(r.hist, 0.99).c_str(), lat(r.hist, 0.999).c_str(),
+                lat(r.hist, kMax).c_str(),
                 format_duration(nanoseconds(static_cast<std::int64_t>(r.elapsed_s * 1e9))).c_str());
   }
   print_stage_shares(rs);
@@ -921,8 +931,8 @@ void print_open_rows(const std::vector<const bench_result*>& rs, bool with_load)
     std::printf("  %-8s ", r->engine.c_str());
     if (with_load) std::printf("%-16s ", load_text(*r).c_str());
     std::printf("%12s %12s %10s %10s %10s %10s%s\n", si(r->offered).c_str(), si(r->achieved()).c_str(),
-                us(r->hist.quantile(0.50)).c_str(), us(r->hist.quantile(0.99)).c_str(),
-                us(r->hist.quantile(0.999)).c_str(), us(r->hist.max()).c_str(), r->saturated() ? "  saturated" : "");
+                us(r->hist, 0.50).c_str(), us(r->hist, 0.99).c_str(), us(r->hist, 0.999).c_str(),
+                us(r->hist, kMax).c_str(), r->saturated() ? "  saturated" : "");
   }
 }
 
@@ -992,7 +1002,7 @@ void print_sweep_table(const bench_config& c, const std::vector<bench_result>& r
       const bench_result* t = find_point(rs, "tbb", "tbb", fr);
       if (s == nullptr || t == nullptr) continue;
       auto cell = [](const bench_result* r) {
-        return us(r->hist.quantile(0.50)) + " / " + us(r->hist.quantile(0.99)) + " / " + us(r->hist.quantile(0.999)) +
+        return us(r->hist, 0.50) + " / " + us(r->hist, 0.99) + " / " + us(r->hist, 0.999) +
                (r->saturated() ? " sat" : "");
       };
       std::printf("  %-8s %12s  %-36s %s\n", percent(fr).c_str(), si(t->offered).c_str(), cell(s).c_str(),
@@ -1036,13 +1046,16 @@ std::string result_json(const bench_config& c, const bench_result& r) {
   o += ",\"items_delivered\":" + std::to_string(r.delivered) + ",\"elapsed_s\":" + num(r.elapsed_s) +
        ",\"cpu_s\":" + num(r.cpu_s) + ",\"items_per_s\":" + num(r.items_per_s()) +
        ",\"bytes_per_s\":" + num(r.items_per_s() * static_cast<double>(c.item_size)) + ",\"latency_ns\":{\"count\":" +
-       std::to_string(r.hist.count()) + ",\"p50\":" + std::to_string(r.hist.quantile(0.5)) +
-       ",\"p99\":" + std::to_string(r.hist.quantile(0.99)) + ",\"p999\":" + std::to_string(r.hist.quantile(0.999)) +
-       ",\"max\":" + std::to_string(r.hist.max()) + ",\"mean\":" + num(r.hist.mean()) + "}";
-  o += ",\"latency_us\":{\"p50\":" + num(static_cast<double>(r.hist.quantile(0.5)) / 1e3) +
-       ",\"p99\":" + num(static_cast<double>(r.hist.quantile(0.99)) / 1e3) +
-       ",\"p999\":" + num(static_cast<double>(r.hist.quantile(0.999)) / 1e3) +
-       ",\"max\":" + num(static_cast<double>(r.hist.max()) / 1e3) + "}";
+       std::to_string(r.hist.count());
+  const bool timed = r.hist.count() != 0;
+  const auto ns_at = [&](double q) { return timed ? std::to_string(quantile_of(r.hist, q)) : std::string("null"); };
+  const auto us_at = [&](double q) {
+    return timed ? num(static_cast<double>(quantile_of(r.hist, q)) / 1e3) : std::string("null");
+  };
+  o += ",\"p50\":" + ns_at(0.5) + ",\"p99\":" + ns_at(0.99) + ",\"p999\":" + ns_at(0.999) + ",\"max\":" + ns_at(kMax) +
+       ",\"mean\":" + (timed ? num(r.hist.mean()) : std::string("null")) + "}";
+  o += ",\"latency_us\":{\"p50\":" + us_at(0.5) + ",\"p99\":" + us_at(0.99) + ",\"p999\":" + us_at(0.999) +
+       ",\"max\":" + us_at(kMax) + "}";
   o += ",\"balanced\":";
   o += r.balanced ? "true" : "false";
   o += ",\"detail\":" + json_escape(r.detail);
@@ -1127,10 +1140,12 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
     e.items_per_second = r.open_loop ? r.achieved() * static_cast<double>(r.copies) : r.items_per_s();
     e.real_time_ns = e.items_per_second > 0 ? 1e9 / e.items_per_second : 0;
     e.cpu_time_ns = r.delivered ? r.cpu_s * 1e9 / static_cast<double>(r.delivered) : 0;
-    e.counters = {{"p50_us", static_cast<double>(r.hist.quantile(0.5)) / 1e3},
-                  {"p99_us", static_cast<double>(r.hist.quantile(0.99)) / 1e3},
-                  {"p999_us", static_cast<double>(r.hist.quantile(0.999)) / 1e3},
-                  {"max_us", static_cast<double>(r.hist.max()) / 1e3}};
+    if (r.hist.count() != 0) {
+      e.counters = {{"p50_us", static_cast<double>(r.hist.quantile(0.5)) / 1e3},
+                    {"p99_us", static_cast<double>(r.hist.quantile(0.99)) / 1e3},
+                    {"p999_us", static_cast<double>(r.hist.quantile(0.999)) / 1e3},
+                    {"max_us", static_cast<double>(r.hist.max()) / 1e3}};
+    }
     if (r.open_loop) {
       e.counters.emplace_back("offered_per_s", r.offered);
       e.counters.emplace_back("achieved_per_s", r.achieved());
@@ -1194,7 +1209,7 @@ report_data make_report(const bench_config& c, const std::vector<bench_result>& 
                                                   : std::string(", closed loop") + (c.sweep ? " (the sweep's full-load run)" : ""));
   }
   for (const auto& r : rs) {
-    if (!r.open_loop) continue;
+    if (!r.open_loop || r.hist.count() == 0) continue;
     latency_point lp;
     lp.offered_per_s = r.offered;
     lp.achieved_per_s = r.achieved();
@@ -1270,7 +1285,7 @@ int cmd_bench(int argc, char** argv) {
              return true;
            },
            "items per second above 0, like 1000, 50k, 2.5M or 0.5 (plain decimals, no exponent; at most 1000G)");
-  p.custom("--duration", "TIME", "how long a run offers load (--rate, each --sweep rate); a closed-loop run given it ends then, with no --items cap unless --items is given too",
+  p.custom("--duration", "TIME", "how long a run offers load (--rate, each --sweep rate); a closed-loop run given it stops sending then and ends once what it sent has drained, with no --items cap unless --items is given too",
            "2s open loop",
            [&](std::string_view v) {
              const auto d = parse_duration(v);
@@ -1471,7 +1486,7 @@ int cmd_bench(int argc, char** argv) {
   // live view's): they inherit the mask.
   const interrupt_watch watch("sluice bench", [](int sig) {
     g_interrupted.store(sig, std::memory_order_relaxed);
-    write_nowait(STDERR_FILENO, std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
+    progress::notice(std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
                                     (g_runs_over.load() ? "; the runs are over, writing their results "
                                                         : "; the run in progress stops sending and drains, no other starts ") +
                                     "(again to exit now)\n");

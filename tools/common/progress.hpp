@@ -13,6 +13,9 @@
 // a readable trace instead of escape codes. SLUICE_PROGRESS=plain|live|off in the
 // environment overrides the detection (off: only finish() lines are printed).
 // Thread safe: update() and finish() may be called from any thread.
+// progress::notice() prints a line from any thread (a signal watcher's "interrupted by"),
+// above the live block of the progress that is showing one: written beside the block, it
+// was erased at the block's next redraw (its cursor-up landed on the notice).
 // Never blocks on a terminal nobody reads: the live block is written through a
 // non-blocking descriptor of its own and dropped when the terminal has no room (a
 // blocked progress writer would keep the tool from taking Ctrl-C). write_nowait()
@@ -80,12 +83,33 @@ class progress {
       if (e == "live") mode_ = mode::live;
       if (e == "off") mode_ = mode::off;
     }
+    std::lock_guard lk(showing_mu());
+    showing() = this;  // the newest one shows the block
   }
   progress(const progress&) = delete;
   progress& operator=(const progress&) = delete;
   ~progress() {
+    {
+      std::lock_guard lk(showing_mu());  // first: notice() may be inside this one
+      if (showing() == this) showing() = nullptr;
+    }
     std::lock_guard lk(mu_);
     clear_locked();
+  }
+
+  // Writes `text` to stderr as permanent lines, from any thread, without blocking for
+  // long (write_nowait): the live block of the progress showing one is removed first and
+  // drawn again below it at its next update.
+  static void notice(std::string_view text) {
+    std::lock_guard lk(showing_mu());
+    progress* p = showing();
+    if (p == nullptr || ::fileno(p->out_) != STDERR_FILENO) {
+      write_nowait(STDERR_FILENO, text);
+      return;
+    }
+    std::lock_guard plk(p->mu_);
+    p->clear_locked();
+    write_nowait(STDERR_FILENO, text);
   }
 
   [[nodiscard]] bool live() const noexcept { return mode_ == mode::live; }
@@ -197,6 +221,16 @@ class progress {
   std::size_t put_locked(const std::string& text) {
     std::fflush(out_);
     return write_nowait(::fileno(out_), text, std::chrono::milliseconds(0));
+  }
+
+  // The progress notice() writes above (lock order: showing_mu, then a progress's mu_).
+  static std::mutex& showing_mu() {
+    static std::mutex m;
+    return m;
+  }
+  static progress*& showing() {
+    static progress* p = nullptr;
+    return p;
   }
 
   std::mutex mu_;

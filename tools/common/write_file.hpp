@@ -319,8 +319,10 @@ inline void check_writable(const std::string& path, const std::string& what = "r
 }
 
 // A --report path that names a regular file holding anything but a page the tool wrote
-// (an HTML page that names sluice in its first KiB): replacing it would lose the user's
-// file. A data file given by mistake was replaced by the report without a word, where
+// (an HTML page whose first KiB holds <meta name="generator" content="sluice ...">, as
+// both writers put in their head): replacing it would lose the user's file. (Any HTML
+// page naming sluice in its first KiB passed, and a user's own notes on sluice were
+// replaced; a report written before the tag, 2026-12-06, is refused now.) A data file given by mistake was replaced by the report without a word, where
 // gzip refuses to overwrite anything without --force. An empty file, a symlink (replaced,
 // its target untouched), a FIFO or a device, and the file stdout or stderr goes to pass.
 // Throws usage_error naming the tool, the option and the path.
@@ -344,7 +346,8 @@ inline void refuse_replacing_other_content(const std::string& tool, const std::s
     return static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   });
   const std::size_t start = text.find_first_not_of(" \t\r\n");
-  if (start != std::string::npos && text.compare(start, 14, "<!doctype html") == 0 && text.find("sluice") != std::string::npos) {
+  if (start != std::string::npos && text.compare(start, 14, "<!doctype html") == 0 &&
+      text.find("<meta name=\"generator\" content=\"sluice ") != std::string::npos) {
     return;  // a report of ours, from an earlier run: replaced
   }
   throw usage_error(tool + ": " + option + " " + detail::one_line(path) +

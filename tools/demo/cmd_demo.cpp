@@ -110,7 +110,7 @@ int cmd_demo(int argc, char** argv) {
   run_stop stop;
   std::atomic<bool> runs_over{false};
   const interrupt_watch interrupted("sluice demo", [&stop, &runs_over](int sig) {
-    write_nowait(STDERR_FILENO, std::string("\nsluice demo: interrupted by ") + ::strsignal(sig) +
+    progress::notice(std::string("\nsluice demo: interrupted by ") + ::strsignal(sig) +
                                     (runs_over.load() ? "; the runs are over, writing their results"
                                                       : "; stopping the run") +
                                     " (again to exit now)\n");

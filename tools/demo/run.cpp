@@ -31,6 +31,7 @@
 #include "common/sys.hpp"
 #include "demo/demo.hpp"
 #include "demo/guard_note.hpp"
+#include "demo/memory_rows.hpp"
 #include "sluice/channel.hpp"
 #include "sluice/detail/ticker.hpp"
 #include "sluice/graph.hpp"
@@ -236,8 +237,8 @@ class sampler {
     probe_.observe(chans, s.stage_ns);
     for (const auto& c : chans) s.queued.push_back(static_cast<double>(c.size));
     std::lock_guard lk(samples_mu_);
-    r_.samples.push_back(s);
     if (!final) show(s, chans, now);
+    keeper_.add(std::move(s), final);
   }
 
   void show(const sample& s, const std::vector<channel_view>& chans, clock::time_point now) {
@@ -275,6 +276,7 @@ class sampler {
   std::atomic<std::uint64_t>& peak_;
   clock::time_point start_;
   std::mutex samples_mu_;
+  sample_keeper<sample> keeper_{r_.samples};  // r_.samples, bounded
   sluice::detail::ticker ticker_;  // started last, in the constructor's body
 };
 

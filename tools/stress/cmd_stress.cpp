@@ -427,7 +427,7 @@ int cmd_stress(int argc, char** argv) {
   // summary of the runs made; a second one exits at once. Blocked before any thread
   // starts (the hang guard's, the runs' stages): they inherit the mask.
   const interrupt_watch interrupted("sluice stress", [](int sig) {
-    write_nowait(STDERR_FILENO, std::string("\nsluice stress: interrupted by ") + ::strsignal(sig) +
+    progress::notice(std::string("\nsluice stress: interrupted by ") + ::strsignal(sig) +
                                     "; ending after the run in progress (again to exit now)\n");
   });
   if (!replay) {
