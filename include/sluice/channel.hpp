@@ -220,8 +220,9 @@ class sender {
   // Blocks until occupancy <= low watermark, or the channel is closed.
   void wait_writable() { ch("sluice::sender::wait_writable").wait_writable(); }
   // f runs once: now, on this thread, if occupancy is at or below the low watermark or
-  // the channel is closed; otherwise on the thread whose pop brings occupancy there, or
-  // that closes or cancels the channel. f must not throw.
+  // the channel is closed; otherwise on the thread whose pop (or drop_oldest push that
+  // evicts heavier items) brings occupancy there, or that closes or cancels the channel.
+  // f must not throw.
   void on_writable(std::function<void()> f) { ch("sluice::sender::on_writable").on_writable(std::move(f)); }
 
   void cancel(std::exception_ptr why = nullptr) {

@@ -39,7 +39,7 @@ struct channel_stats {
   std::uint64_t discarded = 0;      // dropped by overflow, cancel, disconnect or destruction
   std::uint64_t blocked_push_ns = 0;  // total time producers waited on a full channel
   std::uint64_t blocked_pop_ns = 0;   // total time consumers waited on an empty channel
-  std::uint32_t waiting_push = 0;     // producers parked on a full channel right now
+  std::uint32_t waiting_push = 0;     // producers parked on a full channel, or in wait_writable(), right now
   std::uint32_t waiting_pop = 0;      // consumers parked on an empty channel right now
   std::size_t items = 0;              // buffered now, in items (== size unless weighted);
                                       // pushed == popped + discarded + items at quiescence

@@ -128,6 +128,40 @@ TEST(ChannelWeighted, drop_oldest_drops_until_the_new_item_fits) {
   EXPECT_EQ(s.popped, 0u);
 }
 
+// A drop_oldest push that evicts heavier items lowers occupancy, as a pop does: a waiter
+// for the low watermark wakes, and a registered on_writable runs, on the pushing thread.
+// They slept on with occupancy 1 of 100 (watermark 10) until some later pop.
+TEST(ChannelWeighted, a_drop_oldest_push_that_evicts_below_the_watermark_wakes_its_waiters) {
+  sluice_test::watchdog dog(kTestLimit);
+  auto o = bytes(100);
+  o.low_watermark = 10;
+  o.overflow = sluice::overflow::drop_oldest;
+  auto [tx, rx] = sluice::bounded<std::string>(std::move(o));
+  ASSERT_EQ(tx.try_push(std::string(100, 'a')), status::ok);
+  int runs = 0;
+  std::thread::id where;
+  tx.on_writable([&] {
+    ++runs;
+    where = std::this_thread::get_id();
+  });
+  EXPECT_EQ(runs, 0);
+  std::atomic<bool> woke{false};
+  {
+    std::jthread waiter([&, s = tx]() mutable {
+      s.wait_writable();
+      woke.store(true);
+    });
+    ASSERT_TRUE(parked_pushers(tx, 1));  // wait_writable() counts as a waiting pusher
+    EXPECT_TRUE(tx.push(std::string("b")));  // evicts the 100 bytes: 1 <= 10
+    EXPECT_EQ(tx.stats().size, 1u);
+    EXPECT_EQ(runs, 1);
+    EXPECT_EQ(where, std::this_thread::get_id());
+    EXPECT_TRUE(eventually([&] { return woke.load(); })) << "wait_writable() still asleep at occupancy 1";
+    if (!woke.load()) rx.cancel();  // let the thread end so the test reports
+  }
+  EXPECT_EQ(*rx.pop(), "b");
+}
+
 TEST(ChannelWeighted, drop_newest_drops_the_item_that_does_not_fit) {
   std::vector<std::string> dropped;
   auto o = bytes(10);
