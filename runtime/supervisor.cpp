@@ -27,15 +27,14 @@ namespace {
 
 // Sleeps for d (a restart's backoff), or until stop is requested (teardown), or until the
 // graph is asked to stop (request_stop): the stage restarts at once, so that what is queued
-// for it drains now rather than after the whole backoff. cut_by_stopping is whether the
-// failure came before the request; the caller reads it before it counts the restart, so a
-// request_stop() that follows a visible restart count always cuts that restart's backoff
-// (whether or not the sleep has begun). A failure after the request is slept whole: a
-// stage that fails again while draining keeps its pace, and does not use up its restart
-// limit at once.
+// for it drains now rather than after the whole backoff. That holds for a failure after
+// the request too: one while draining was slept whole, so a graceful stop waited out
+// every backoff of the drain, and one of duration::max() never ended (fused, the same
+// stage restarted at once). A stage that keeps failing while draining still meets its
+// restart limit, which then fails the graph with its error.
 void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token& stop,
-                   const std::stop_token& graph_stopping, bool cut_by_stopping) {
-  if (d <= d.zero()) return;
+                   const std::stop_token& graph_stopping) {
+  if (d <= d.zero() || graph_stopping.stop_requested()) return;
   std::mutex m;
   std::condition_variable_any cv;
   bool woken = false;
@@ -44,10 +43,9 @@ void sleep_or_stop(std::chrono::steady_clock::duration d, const std::stop_token&
     woken = true;
     cv.notify_all();
   };
-  // A request made before the failure does not cut it: no callback then. One made since
-  // runs the callback at once (std::stop_callback's rule), so woken is already true.
-  std::optional<std::stop_callback<decltype(wake)>> on_stopping;
-  if (cut_by_stopping) on_stopping.emplace(graph_stopping, wake);
+  // A request made since the check above runs the callback at once (std::stop_callback's
+  // rule), so woken is already true.
+  const std::stop_callback on_stopping(graph_stopping, wake);
   std::unique_lock lk(m);
   // now() + d overflows for a huge d (duration::max() restarted at once): a wait past
   // ~100 years is a wait for the stop requests alone.
@@ -143,13 +141,14 @@ replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_
       again = false;
     }
     if (again) {
-      const bool cut = !stopping_.stop_requested();  // before the count is visible
-      n.restarts.fetch_add(1, std::memory_order_relaxed);
       try {
-        sleep_or_stop(n.policy.limits().backoff, n.stop.get_token(), stopping_.get_token(), cut);
+        sleep_or_stop(n.policy.limits().backoff, n.stop.get_token(), stopping_.get_token());
       } catch (...) {
       }
       if (tearing_down()) return after::stop;
+      // Counted once it is made, not before the backoff: a teardown that cut the backoff
+      // short left a restart counted that never ran.
+      n.restarts.fetch_add(1, std::memory_order_relaxed);
       return after::renew;
     }
   }
@@ -194,15 +193,15 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
           again = false;
         }
         if (again) {
-          const bool cut = !stopping_.stop_requested();  // before the count is visible
-          n.restarts.fetch_add(1, std::memory_order_relaxed);
           try {
-            sleep_or_stop(n.policy.limits().backoff, env.stop_token(), stopping_.get_token(), cut);
+            sleep_or_stop(n.policy.limits().backoff, env.stop_token(), stopping_.get_token());
           } catch (...) {
           }
           if (tearing_down()) break;
           try {
             task->renew();  // destroys the failed copy (its cleanup), makes a fresh one
+            // Counted once made (a teardown that cut the backoff counted one never run).
+            n.restarts.fetch_add(1, std::memory_order_relaxed);
             continue;
           } catch (...) {
             e = std::current_exception();

@@ -25,7 +25,8 @@ namespace sluice {
 // failure; more than `max` restarts inside `within` fails the graph with the last
 // error (an Erlang supervisor's intensity limit); within must be above 0 and backoff not
 // negative (std::invalid_argument when the stage is added). `backoff` is slept before each restart;
-// request_stop() cuts short one in progress (a graceful stop drains at once), teardown any.
+// request_stop() cuts short one in progress and none is slept after it (a graceful stop
+// drains at once; a stage that keeps failing then meets its limit), teardown cuts any.
 // Replicas: with ordered output (the default), the results of the failed replica's batch
 // and of every later item wait until that batch resumes after the backoff (the order is
 // kept); unordered replicas go on meanwhile, the failed one's finished results too.

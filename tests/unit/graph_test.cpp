@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <future>
 #include <latch>
 #include <map>
 #include <memory>
@@ -1128,7 +1129,8 @@ TEST(graph, request_stop_restarts_a_stage_in_its_backoff_at_once_and_drains) {
   }, {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60), .backoff = std::chrono::hours(1)}});
   g.sink("sink", m, [&](int v) { got.push_back(v); });
   g.start();
-  ASSERT_TRUE(eventually([&] { return stage_of(g.snapshot(), "flaky").restarts >= 1; }));
+  // The failure is counted before the backoff, the restart once it is made.
+  ASSERT_TRUE(eventually([&] { return stage_of(g.snapshot(), "flaky").errors >= 1; }));
   g.request_stop();
   const auto r = g.wait_for(20s);
   if (!r) {
@@ -1138,6 +1140,66 @@ TEST(graph, request_stop_restarts_a_stage_in_its_backoff_at_once_and_drains) {
   }
   EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 4, 5, 6, 7, 8, 9}));  // 3 failed; the rest drained
   EXPECT_EQ(stage_of(r->metrics, "flaky").restarts, 1u);
+}
+
+// A failure after request_stop() restarts at once too: what is queued drains now. It
+// waited out the whole backoff (an hour here; duration::max() never ended, silently),
+// unless the stage was fused, where it restarted at once.
+TEST(graph, a_stage_that_fails_while_draining_after_request_stop_restarts_at_once) {
+  for (const bool fuse : {false, true}) {
+    SCOPED_TRACE(fuse ? "fused" : "own thread");
+    watchdog dog(60s);
+    std::promise<void> stop_asked, at_three;
+    std::shared_future<void> asked = stop_asked.get_future().share();
+    std::future<void> reached = at_three.get_future();
+    std::atomic<bool> thrown{false};
+    std::vector<int> got;
+    sluice::graph g;
+    auto src = g.source<int>("src", count_to(10), {.capacity = 16});
+    auto m = g.map("flaky", src, [&](int v) {
+      if (v == 3 && !thrown.exchange(true)) {
+        at_three.set_value();
+        (void)asked.wait_for(30s);  // fails once the stop was asked
+        throw boom("while draining");
+      }
+      return v;
+    }, {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60), .backoff = std::chrono::hours(1)},
+        .fuse = fuse});
+    g.sink("sink", m, [&](int v) { got.push_back(v); });
+    g.start();
+    ASSERT_EQ(reached.wait_for(30s), std::future_status::ready);
+    g.request_stop();
+    stop_asked.set_value();
+    const auto r = g.wait_for(20s);
+    if (!r) {
+      g.cancel();
+      EXPECT_THROW(g.wait(), sluice::cancelled);
+      ADD_FAILURE() << "a failure after request_stop() waited out its one-hour backoff";
+      continue;
+    }
+    EXPECT_TRUE(thrown.load());
+    EXPECT_EQ(stage_of(r->metrics, "flaky").restarts, 1u);
+    EXPECT_EQ(std::count(got.begin(), got.end(), 3), 0);
+    EXPECT_EQ(got.size() + 1, stage_of(r->metrics, "src").items_out);  // the rest drained
+    EXPECT_TRUE(std::is_sorted(got.begin(), got.end()));
+  }
+}
+
+// A restart is counted once it is made: a cancel during the backoff left restarts = 1 for a
+// fresh copy that never ran.
+TEST(graph, a_restart_cut_by_a_cancel_in_its_backoff_is_not_counted) {
+  watchdog dog(60s);
+  sluice::graph g;
+  auto src = g.source<int>("src", count_to(10), {.capacity = 16});
+  auto m = g.map("flaky", src, [](int v) -> int { throw boom("always " + std::to_string(v)); },
+                 {.on_error = sluice::restart{.max = 5, .within = std::chrono::seconds(60), .backoff = std::chrono::hours(1)}});
+  g.sink("sink", m, [](int) {});
+  g.start();
+  ASSERT_TRUE(eventually([&] { return stage_of(g.snapshot(), "flaky").errors >= 1; }));
+  g.cancel();
+  EXPECT_THROW(g.wait(), sluice::cancelled);
+  EXPECT_EQ(stage_of(g.last_report().metrics, "flaky").errors, 1u);
+  EXPECT_EQ(stage_of(g.last_report().metrics, "flaky").restarts, 0u);
 }
 
 // A stage function whose copy constructor throws when the replicas' copies are made at
