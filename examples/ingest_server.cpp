@@ -25,13 +25,23 @@
 // that fails on its own (FILE on a full disk) ends the server too: on_done tells it, no
 // thread blocks in wait() to find out; the records it had accepted and not written are
 // dead letters (on_discard), counted in L: accepted = written + dead letters.
-// A client that sends nothing, or too slowly, is dropped after 2 s of silence. The first
+// A client that sends nothing, or too slowly, is dropped: each request's head (its
+// request line and headers, at most 8 KiB: more is 431) must arrive whole within 2 s of
+// the request's start, and its body within 10 s (else 408), whatever it trickles; a
+// connection carries at most 5 requests. (httplib alone bounded only each read: a client
+// trickling a byte a second held a handler thread for ever, eight of them shut everyone
+// out, and one sending header lines without end grew memory until the server died of
+// bad_alloc with accepted records unwritten.) A multipart body is 415, and a request
+// with two Content-Lengths that differ is 400. The first
 // signal also ends every body still being received (503), and the server does not wait
 // for its connections to close before draining; once the drain is over it waits for them
 // at most 3 s (or until another signal), then exits without them: a client that trickles
 // a byte a second cannot keep it running.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -116,7 +126,11 @@ class handler_pool final : public httplib::TaskQueue {
         fn = std::move(jobs_.front());
         jobs_.pop_front();
       }
-      fn();
+      try {
+        fn();
+      } catch (const std::exception& e) {  // one connection's failure (bad_alloc) is not the server's
+        std::fprintf(stderr, "ingest_server: a request handler failed: %s\n", e.what());
+      }
     }
   }
 
@@ -125,6 +139,177 @@ class handler_pool final : public httplib::TaskQueue {
   std::deque<std::function<void()>> jobs_;
   bool ending_ = false;
   std::vector<std::thread> threads_;
+};
+
+// ---- connections: every request's head and body within bounds -----------------------
+
+constexpr std::size_t kMaxHead = 8192;                       // request line and headers
+constexpr auto kHeadDeadline = std::chrono::seconds(2);      // from the request's start
+constexpr auto kBodyDeadline = std::chrono::seconds(10);     // from the head's arrival
+constexpr auto kReadTimeout = std::chrono::seconds(2);       // silence within a body
+constexpr auto kWriteTimeout = std::chrono::seconds(2);      // a client that does not read
+constexpr int kRequestsPerConnection = 5;
+
+// Set on a handler thread when its request's body missed kBodyDeadline (answered 408).
+thread_local bool tl_body_late = false;
+
+int ms_until(clock_type::time_point t) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(t - clock_type::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 60'000));
+}
+
+// One connection as httplib reads and answers it: reads end at kBodyDeadline (after which
+// every read fails), or after kReadTimeout of silence; writes never raise SIGPIPE.
+class guarded_stream final : public httplib::Stream {
+ public:
+  guarded_stream(int sock, clock_type::time_point deadline) : sock_(sock), deadline_(deadline) {}
+  bool is_readable() const override { return wait(POLLIN, kReadTimeout); }
+  bool is_writable() const override { return wait(POLLOUT, kWriteTimeout); }
+  ssize_t read(char* p, std::size_t n) override {
+    if (!wait(POLLIN, kReadTimeout)) return -1;
+    ssize_t got;
+    do {
+      got = ::recv(sock_, p, n, 0);
+    } while (got < 0 && errno == EINTR);
+    return got;
+  }
+  ssize_t write(const char* p, std::size_t n) override {
+    if (!wait(POLLOUT, kWriteTimeout, false)) return -1;
+    ssize_t put;
+    do {
+      put = ::send(sock_, p, n, MSG_NOSIGNAL);
+    } while (put < 0 && errno == EINTR);
+    return put;
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { address(::getpeername, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { address(::getsockname, ip, port); }
+  socket_t socket() const override { return sock_; }
+
+ private:
+  // Ready within `timeout` (and, for reads, before the deadline).
+  bool wait(short what, std::chrono::milliseconds timeout, bool deadline = true) const {
+    const auto until = std::min(clock_type::now() + timeout, deadline ? deadline_ : clock_type::time_point::max());
+    for (;;) {
+      pollfd f{sock_, what, 0};
+      const int r = ::poll(&f, 1, ms_until(until));
+      if (r > 0) return true;
+      if (r < 0 && errno == EINTR) continue;
+      if (deadline && clock_type::now() >= deadline_) tl_body_late = true;
+      return false;
+    }
+  }
+  void address(int (*get)(int, sockaddr*, socklen_t*), std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    ip.clear();
+    port = 0;
+    if (get(sock_, reinterpret_cast<sockaddr*>(&a), &len) != 0) return;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a.ss_family == AF_INET) {
+      const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+      ::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
+      port = ntohs(v4->sin_port);
+    } else if (a.ss_family == AF_INET6) {
+      const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+      ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
+      port = ntohs(v6->sin6_port);
+    }
+    ip = text;
+  }
+  int sock_;
+  clock_type::time_point deadline_;
+};
+
+enum class head_state { whole, too_long, late, gone };
+
+// Waits, without reading, for a request head to be in the socket whole: its blank line
+// within kMaxHead bytes, before `deadline`. The bytes stay for httplib to read.
+head_state wait_for_head(int sock, clock_type::time_point deadline) {
+  std::string seen(kMaxHead + 1, '\0');
+  for (;;) {
+    const ssize_t n = ::recv(sock, seen.data(), seen.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return head_state::gone;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return head_state::gone;
+    if (n > 0) {
+      const std::string_view got(seen.data(), static_cast<std::size_t>(n));
+      if (got.find("\r\n\r\n") != std::string_view::npos || got.find("\n\n") != std::string_view::npos) {
+        return head_state::whole;
+      }
+      if (got.size() > kMaxHead) return head_state::too_long;
+    }
+    if (clock_type::now() >= deadline) return head_state::late;
+    if (n > 0) {
+      // Part of a head is there (so the socket stays readable): look again shortly.
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    } else {
+      pollfd f{sock, POLLIN, 0};
+      (void)::poll(&f, 1, ms_until(deadline));
+    }
+  }
+}
+
+// Answers a refused head and closes: the answer first, then the write side, then what the
+// client still sends is read and dropped for a moment (closed with unread bytes, the
+// socket would reset, and the client could lose the answer).
+void refuse_and_close(int sock, const char* status_line, const char* why) {
+  const std::string answer = std::string("HTTP/1.1 ") + status_line + "\r\nContent-Type: text/plain\r\nContent-Length: " +
+                             std::to_string(std::strlen(why)) + "\r\nConnection: close\r\n\r\n" + why;
+  (void)::send(sock, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(sock, SHUT_WR);
+  const auto until = clock_type::now() + std::chrono::milliseconds(500);
+  char sink[4096];
+  for (std::size_t dropped = 0; dropped < 65536;) {
+    pollfd f{sock, POLLIN, 0};
+    if (::poll(&f, 1, ms_until(until)) <= 0) break;
+    const ssize_t n = ::recv(sock, sink, sizeof sink, 0);
+    if (n <= 0) break;
+    dropped += static_cast<std::size_t>(n);
+  }
+  ::close(sock);
+}
+
+// httplib's server with each connection's requests read through guarded_stream, after
+// their head has arrived whole (wait_for_head). process_and_close_socket is httplib's
+// private virtual (its SSLServer overrides it too); process_request is protected.
+class guarded_server final : public httplib::Server {
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    bool ok = true;
+    for (int i = 0; i < kRequestsPerConnection; ++i) {
+      const auto start = clock_type::now();
+      switch (wait_for_head(sock, start + kHeadDeadline)) {
+        case head_state::whole:
+          break;
+        case head_state::too_long:
+          refuse_and_close(sock, "431 Request Header Fields Too Large", "request head over 8 KiB\n");
+          return false;
+        case head_state::late:
+          // Silence between requests is a client done with the connection; a head begun
+          // and not finished is answered.
+          if (i == 0 || has_bytes(sock)) {
+            refuse_and_close(sock, "408 Request Timeout", "request head not whole within 2 s\n");
+          } else {
+            ::close(sock);
+          }
+          return i > 0;
+        case head_state::gone:
+          ::close(sock);
+          return i > 0;
+      }
+      guarded_stream strm(sock, clock_type::now() + kBodyDeadline);
+      tl_body_late = false;
+      bool closed = false;
+      ok = process_request(strm, i + 1 == kRequestsPerConnection, closed, [](httplib::Request&) {});
+      if (!ok || closed) break;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ok;
+  }
+  static bool has_bytes(int sock) {
+    char c;
+    return ::recv(sock, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+  }
 };
 
 struct record {
@@ -232,7 +417,7 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  httplib::Server server;
+  guarded_server server;
   std::atomic<bool> failed{false}, graph_ended{false};
   std::atomic<long> dead_letters{0};
   sluice::graph g({
@@ -312,11 +497,22 @@ int main(int argc, char** argv) {
   // Bounded bodies (the channels hold up to 3 x capacity of them) and bounded waits on
   // silent clients (each holds one of the 8 handler threads).
   server.set_payload_max_length(kMaxBody);  // a Content-Length over it: 413 before any byte
-  server.set_read_timeout(2, 0);
-  server.set_write_timeout(2, 0);
-  server.set_keep_alive_timeout(2);
-  server.Post("/ingest", [&, inlet = inlet](const httplib::Request&, httplib::Response& res,
+  server.Post("/ingest", [&, inlet = inlet](const httplib::Request& req, httplib::Response& res,
                                             const httplib::ContentReader& read) {
+    const auto refuse = [&res](int status, const char* why) {
+      res.status = status;
+      res.set_header("Connection", "close");  // the body is never read
+      res.set_content(why, "text/plain");
+    };
+    // httplib hands a multipart body to a reader of parts, which this handler has not.
+    if (req.is_multipart_form_data()) return refuse(415, "multipart bodies are not taken: send the record as the body\n");
+    // Which of two lengths a proxy in front used is unknown: the record could be cut.
+    const std::size_t lengths = req.get_header_value_count("Content-Length");
+    for (std::size_t i = 1; i < lengths; ++i) {
+      if (req.get_header_value("Content-Length", i) != req.get_header_value("Content-Length", 0)) {
+        return refuse(400, "two Content-Lengths that differ\n");
+      }
+    }
     // The body arrives in pieces (decoded: a chunked or gzip body is counted as what it
     // decodes to), so a body over the limit is refused at the first piece past it, before
     // it is all in memory: set_payload_max_length covers a Content-Length body only.
@@ -333,10 +529,10 @@ int main(int argc, char** argv) {
     });
     if (!whole) {
       too_large = too_large || res.status == 413;  // httplib's own check, on a Content-Length
-      res.status = too_large ? 413 : stopping.load() ? 503 : 400;
-      res.set_header("Connection", "close");  // the rest of the body is never read
-      res.set_content(too_large ? "body over 1 MiB\n" : stopping.load() ? "ending\n" : "bad body\n", "text/plain");
-      return;
+      if (too_large) return refuse(413, "body over 1 MiB\n");
+      if (stopping.load()) return refuse(503, "ending\n");
+      if (tl_body_late) return refuse(408, "body not whole within 10 s\n");
+      return refuse(400, "bad body\n");
     }
     // One inlet object, many handler threads at once. try_push never blocks a handler:
     // a full graph answers 503 at once, and the record stays with the caller.

@@ -426,6 +426,113 @@ TEST(IngestServer, clients_that_trickle_bytes_do_not_hold_up_the_end) {
   std::filesystem::remove(out);
 }
 
+// A request head without end is refused at 8 KiB (431), and the server goes on. httplib
+// alone kept every header line: one client's flood grew the server to 450 MB, and under a
+// memory limit it died of bad_alloc with accepted records unwritten.
+TEST(IngestServer, a_request_head_over_8_kib_is_431_and_the_server_goes_on) {
+  const auto out = temp_file("sluice-ingest-head");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string()});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  const int fd = connect_to(port);
+  ASSERT_GE(fd, 0);
+  std::string flood = "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  while (flood.size() < 64 * 1024) flood += "X-A: " + std::string(100, 'a') + "\r\n";
+  (void)send_all(fd, flood);  // the server may close before it has all of it
+  EXPECT_EQ(status_of(fd), 431);
+  ::close(fd);
+  {
+    httplib::Client cli("127.0.0.1", port);
+    cli.set_read_timeout(10, 0);
+    auto res = cli.Post("/ingest", "after", "text/plain");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  ::kill(c.pid, SIGTERM);
+  EXPECT_EQ(c.wait_exit(20s), 0);
+  const std::string summary = c.read_line(2s);
+  EXPECT_EQ(summary.rfind("accepted 1 written 1 dead-letters 0", 0), 0U) << summary;
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
+// Clients that trickle their heads a byte at a time, more of them than handler threads,
+// do not shut a real client out: each must send its head within 2 s (408). httplib alone
+// bounded each read: eight such clients held the eight threads for as long as they went
+// on, and a POST or a /metrics scrape got no answer at all.
+TEST(IngestServer, clients_trickling_their_heads_do_not_shut_others_out) {
+  const auto out = temp_file("sluice-ingest-slowloris");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string()});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  std::vector<int> slow;
+  for (int i = 0; i < 10; ++i) {
+    const int fd = connect_to(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, "P"));
+    slow.push_back(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::thread trickler([&] {  // a workload, not a synchronisation: a byte each 300 ms
+    while (!stop.load()) {
+      for (const int fd : slow) (void)send_all(fd, "O");
+      std::this_thread::sleep_for(300ms);
+    }
+  });
+  {
+    httplib::Client cli("127.0.0.1", port);
+    cli.set_connection_timeout(5, 0);
+    cli.set_read_timeout(15, 0);  // the tricklers are dropped within 2 s
+    auto res = cli.Post("/ingest", "through", "text/plain");
+    EXPECT_TRUE(res) << "no answer while clients trickle";
+    if (res) {
+      EXPECT_EQ(res->status, 200);
+    }
+  }
+  stop = true;
+  trickler.join();
+  for (const int fd : slow) {
+    EXPECT_EQ(status_of(fd), 408);  // told why, not only dropped
+    ::close(fd);
+  }
+  ::kill(c.pid, SIGTERM);
+  EXPECT_EQ(c.wait_exit(20s), 0);
+  const std::string summary = c.read_line(2s);
+  EXPECT_EQ(summary.rfind("accepted 1 written 1 dead-letters 0", 0), 0U) << summary;
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
+// Bodies the handler cannot take as one record are refused and nothing is written: a
+// multipart body (it was 500 with httplib's internal "bad_function_call" in a header),
+// and two Content-Lengths that differ (the first was used: "h" of "hello" was written).
+TEST(IngestServer, a_multipart_body_or_two_content_lengths_are_refused) {
+  const auto out = temp_file("sluice-ingest-odd");
+  child c = spawn({SLUICE_INGEST_SERVER_PATH, "--port", "0", "--out", out.string()});
+  const int port = port_of(c.read_line(20s));
+  ASSERT_GT(port, 0);
+  const std::string part = "--B\r\nContent-Disposition: form-data; name=\"r\"\r\n\r\nhello\r\n--B--\r\n";
+  const std::pair<std::string, int> cases[] = {
+      {"POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+       "Content-Length: " + std::to_string(part.size()) + "\r\n\r\n" + part, 415},
+      {"POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 5\r\n\r\nhello", 400},
+  };
+  for (const auto& [request, code] : cases) {
+    const int fd = connect_to(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, request));
+    EXPECT_EQ(status_of(fd), code) << request;
+    ::close(fd);
+  }
+  ::kill(c.pid, SIGTERM);
+  EXPECT_EQ(c.wait_exit(20s), 0);
+  const std::string summary = c.read_line(2s);
+  EXPECT_EQ(summary.rfind("accepted 0 written 0 dead-letters 0", 0), 0U) << summary;
+  EXPECT_EQ(count_lines(out), 0u);
+  ::close(c.out);
+  std::filesystem::remove(out);
+}
+
 // --out naming a FIFO nobody reads: open(2) blocks, and SIGTERM must still end the
 // process (the signals were blocked before the open, so only SIGKILL did).
 TEST(IngestServer, sigterm_ends_a_server_whose_out_fifo_has_no_reader) {
