@@ -426,6 +426,13 @@ TEST(IngestServer, clients_that_trickle_bytes_do_not_hold_up_the_end) {
   std::filesystem::remove(out);
 }
 
+// SIGTERM to a server that must then end with status 0: its summary line.
+std::string stop_server(child& c) {
+  ::kill(c.pid, SIGTERM);
+  EXPECT_EQ(c.wait_exit(20s), 0);
+  return c.read_line(2s);
+}
+
 // A request head without end is refused at 8 KiB (431), and the server goes on. httplib
 // alone kept every header line: one client's flood grew the server to 450 MB, and under a
 // memory limit it died of bad_alloc with accepted records unwritten.
@@ -448,9 +455,7 @@ TEST(IngestServer, a_request_head_over_8_kib_is_431_and_the_server_goes_on) {
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 200);
   }
-  ::kill(c.pid, SIGTERM);
-  EXPECT_EQ(c.wait_exit(20s), 0);
-  const std::string summary = c.read_line(2s);
+  const std::string summary = stop_server(c);
   EXPECT_EQ(summary.rfind("accepted 1 written 1 dead-letters 0", 0), 0U) << summary;
   ::close(c.out);
   std::filesystem::remove(out);
@@ -495,9 +500,7 @@ TEST(IngestServer, clients_trickling_their_heads_do_not_shut_others_out) {
     EXPECT_EQ(status_of(fd), 408);  // told why, not only dropped
     ::close(fd);
   }
-  ::kill(c.pid, SIGTERM);
-  EXPECT_EQ(c.wait_exit(20s), 0);
-  const std::string summary = c.read_line(2s);
+  const std::string summary = stop_server(c);
   EXPECT_EQ(summary.rfind("accepted 1 written 1 dead-letters 0", 0), 0U) << summary;
   ::close(c.out);
   std::filesystem::remove(out);
@@ -524,9 +527,7 @@ TEST(IngestServer, a_multipart_body_or_two_content_lengths_are_refused) {
     EXPECT_EQ(status_of(fd), code) << request;
     ::close(fd);
   }
-  ::kill(c.pid, SIGTERM);
-  EXPECT_EQ(c.wait_exit(20s), 0);
-  const std::string summary = c.read_line(2s);
+  const std::string summary = stop_server(c);
   EXPECT_EQ(summary.rfind("accepted 0 written 0 dead-letters 0", 0), 0U) << summary;
   EXPECT_EQ(count_lines(out), 0u);
   ::close(c.out);
