@@ -505,6 +505,11 @@ void graph_state::start() {
     supervisor_ = std::thread([this] {
       name_this_thread("sluice-graph");
       t_graph_thread = this;
+      // After the gate, which opens once supervisor_ holds this thread: a graph with no
+      // stage threads ends as soon as the supervisor runs, and a wait_for() on another
+      // thread that took that outcome before the assignment found supervisor_ not yet
+      // joinable, joined nothing, and the graph's destructor called std::terminate.
+      if (!await_start_gate()) return;
       supervisor_loop();
     });
   } catch (...) {

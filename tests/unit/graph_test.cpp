@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -1182,6 +1183,36 @@ TEST(graph, a_stage_that_fails_while_draining_after_request_stop_restarts_at_onc
     EXPECT_EQ(std::count(got.begin(), got.end(), 3), 0);
     EXPECT_EQ(got.size() + 1, stage_of(r->metrics, "src").items_out);  // the rest drained
     EXPECT_TRUE(std::is_sorted(got.begin(), got.end()));
+  }
+}
+
+// A graph with no stages ends as it starts. A thread that took its outcome meanwhile (a
+// wait_for() loop, or the thread on_done signals) found the supervisor thread not yet
+// assigned and joined nothing; the graph's destructor then called std::terminate.
+TEST(graph, an_empty_graph_whose_outcome_another_thread_takes_as_it_starts_ends_cleanly) {
+  watchdog dog(60s);
+  for (int round = 0; round < 2000; ++round) {  // a race: it took a few hundred rounds
+    auto g = std::make_unique<sluice::graph>();
+    std::optional<sluice::report> got;
+    std::atomic<bool> waiting{false};
+    std::thread waiter([&] {
+      waiting.store(true);
+      for (;;) {
+        try {
+          if (auto r = g->wait_for(0s)) {
+            got = std::move(r);
+            return;
+          }
+        } catch (const std::logic_error&) {  // not started yet
+        }
+      }
+    });
+    while (!waiting.load()) std::this_thread::yield();
+    g->start();
+    waiter.join();
+    ASSERT_TRUE(got.has_value());
+    EXPECT_TRUE(got->metrics.stages.empty());
+    g.reset();  // std::terminate here when the supervisor was never joined
   }
 }
 
