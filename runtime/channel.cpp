@@ -148,6 +148,11 @@ void throw_empty_handle(const char* call) {
                          " on an empty handle (default-constructed, moved-from or reset)");
 }
 
+void throw_pop_some_of_none() {
+  throw std::invalid_argument(
+      "sluice::receiver::pop_some: max must be at least 1 (a 0 returned would read as the end of the channel)");
+}
+
 namespace {
 void check_ring_addressable(std::size_t capacity, std::size_t slot_size) {
   if (capacity > kMaxRingCapacity || capacity > static_cast<std::size_t>(PTRDIFF_MAX) / slot_size) {

@@ -52,8 +52,10 @@
 //   guarded queue (their items are large, or the lock is what keeps a throwing move safe).
 //   There an item's ~T() (of a moved-from item) and weigh() run under that lock; in the
 //   ring, a moved-from item's ~T() runs inside the pop, before its slot is free. So neither
-//   may call into the same channel (a deadlock: a cancel() waits for that very pop to end,
-//   a push for that very slot).
+//   may push to, pop from, close or cancel the same channel (a deadlock: a cancel() waits
+//   for that very pop to end, a push for that very slot). Nor may T's move constructor,
+//   which runs inside the push or pop (nor cancel the graph the channel belongs to). stats() takes no lock in any
+//   flavour, so either may read it, or take a graph's snapshot().
 // Lifetime: the channel lives while any handle does, and until a cancel() called on one
 //   returns: the on_discard and on_writable callbacks it runs may drop any handle, the one
 //   it was called on too. A callback run by another call (a push that drops an item, a
@@ -86,6 +88,8 @@ namespace detail {
 // Throws std::logic_error("<call> on an empty handle ..."); out of line and cold
 // (runtime/channel.cpp), so the check in every handle call is one predicted branch.
 [[noreturn]] void throw_empty_handle(const char* call);
+// Throws std::invalid_argument for receiver::pop_some's max of 0 (runtime/channel.cpp).
+[[noreturn]] void throw_pop_some_of_none();
 
 // A wait of d as the steady clock's duration: zero for zero, negative or NaN (NaN would
 // be UB below); duration::max(), "forever", from 1e9 s (~31 years) up, so that neither
@@ -298,9 +302,15 @@ class receiver {
   // Blocks until at least one item is there or the channel is done, then writes
   // min(max, buffered) items to out. Returns how many; 0 once done. If writing to out
   // throws, the items not yet taken stay queued; the one being written counts as popped.
+  // A max of 0 is std::invalid_argument: its 0 would read as the end (a loop on it
+  // stopped with items still queued).
   template <class Out>
   std::size_t pop_some(Out out, std::size_t max) {
-    return ch("sluice::receiver::pop_some").pop_some(out, max);
+    auto& c = ch("sluice::receiver::pop_some");
+    if (max == 0) [[unlikely]] {
+      detail::throw_pop_some_of_none();
+    }
+    return c.pop_some(out, max);
   }
   // Closed (or cancelled) and drained: no pop will return an item again.
   [[nodiscard]] bool done() const { return ch("sluice::receiver::done").done(); }

@@ -1032,7 +1032,13 @@ TYPED_TEST(Channel, pop_some_takes_what_is_there_up_to_max) {
   std::vector<T> out;
   EXPECT_EQ(rx.pop_some(std::back_inserter(out), 3), 3u);
   EXPECT_EQ(rx.pop_some(std::back_inserter(out), 10), 2u);
-  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 0), 0u);  // max 0: nothing, no wait
+  // max 0 is refused: its 0 would read as the end, and a loop on it stopped with items
+  // still queued. Nothing is taken.
+  this->fill(tx, 100, 101);
+  EXPECT_THROW(rx.pop_some(std::back_inserter(out), 0), std::invalid_argument);
+  EXPECT_EQ(rx.pop_some(std::back_inserter(out), 1), 1u);
+  ASSERT_EQ(out.back().value(), 100u);
+  out.pop_back();
   ASSERT_EQ(out.size(), 5u);
   for (std::uint64_t i = 0; i < 5; ++i) EXPECT_EQ(out[i].value(), i);
   // Into a plain array through a pointer.

@@ -3,17 +3,21 @@
 // a class-specific operator new, and explicit constructors that push_all must not call.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <iterator>
 #include <memory>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sluice/channel.hpp"
 #include "sluice/graph.hpp"
+#include "sluice/metrics.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
@@ -111,6 +115,81 @@ TEST(item_types, push_all_takes_only_what_push_takes) {
   EXPECT_EQ(tx.push_all(words), 2u);
   EXPECT_EQ(rx.pop(), std::optional<std::string>("a"));
   EXPECT_EQ(rx.pop(), std::optional<std::string>("bc"));
+}
+
+
+// An item whose destructor reads its graph's snapshot (a user's accounting, say), in a
+// channel with a lock: a type whose move may throw. A moved-from item is destroyed under
+// that lock, and snapshot() read every channel's stats under it too: the stage deadlocked
+// on itself (and with another thread's snapshot(), ABBA, the graph's lock against the
+// channel's). stats() now takes no lock. A probe's finding.
+struct reporting {
+  int v = 0;
+  const sluice::graph* g = nullptr;
+  std::atomic<int>* reads = nullptr;
+  reporting(int v_, const sluice::graph* g_, std::atomic<int>* r) : v(v_), g(g_), reads(r) {}
+  reporting(const reporting&) = default;
+  reporting(reporting&& o) noexcept(false) : v(o.v), g(o.g), reads(o.reads) {}
+  reporting& operator=(const reporting&) = default;
+  ~reporting() {
+    if (g == nullptr) return;
+    const sluice::metrics::snapshot s = g->snapshot();
+    if (!s.channels.empty()) reads->fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+TEST(item_types, an_items_destructor_may_take_its_graphs_snapshot) {
+  sluice_test::watchdog dog(60s, "an item's ~T() calling snapshot()");
+  std::atomic<int> reads{0};
+  std::atomic<bool> stop{false};
+  sluice::graph g;
+  const sluice::graph* gp = &g;
+  auto src = g.source<reporting>("src", [&](sluice::sender<reporting>& out) {
+    for (int i = 0; i < 2000; ++i) {
+      if (!out.push(reporting(i, gp, &reads))) return;
+    }
+  }, {.capacity = 4});
+  long sum = 0;
+  g.sink("sink", src, [&](reporting r) { sum += r.v; });
+  std::thread watcher([&] {  // another thread's snapshots meanwhile: the ABBA side
+    while (!stop.load(std::memory_order_relaxed)) (void)g.snapshot();
+  });
+  g.start();
+  const bool ended = g.wait_for(50s).has_value();
+  stop = true;
+  watcher.join();
+  ASSERT_TRUE(ended) << "the graph did not end: an item's destructor deadlocked in snapshot()";
+  EXPECT_EQ(sum, 1999L * 2000 / 2);
+  EXPECT_GT(reads.load(), 0);
+}
+
+// The same on a bare channel: a moved-from item's ~T() reads the channel's own stats.
+TEST(item_types, an_items_destructor_may_read_its_own_channels_stats) {
+  sluice_test::watchdog dog(20s, "an item's ~T() calling stats()");
+  struct counted {
+    sluice::sender<counted>* tx = nullptr;
+    std::uint64_t* seen = nullptr;
+    counted() = default;
+    counted(sluice::sender<counted>* t, std::uint64_t* s) : tx(t), seen(s) {}
+    counted(counted&& o) noexcept(false) : tx(o.tx), seen(o.seen) {}
+    counted& operator=(counted&& o) noexcept(false) {
+      tx = o.tx;
+      seen = o.seen;
+      return *this;
+    }
+    ~counted() {
+      if (tx != nullptr) *seen = std::max(*seen, tx->stats().pushed);
+    }
+  };
+  auto [tx, rx] = sluice::bounded<counted>(4);
+  std::uint64_t seen = 0;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(tx.push(counted(&tx, &seen)));
+  for (int i = 0; i < 3; ++i) {
+    auto v = rx.try_pop();
+    ASSERT_TRUE(v.has_value());
+    v->tx = nullptr;  // the popped copy is destroyed after tx is gone; the moved-from one in the pop read it
+  }
+  EXPECT_EQ(seen, 3u);
 }
 
 }  // namespace

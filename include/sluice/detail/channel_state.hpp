@@ -424,10 +424,13 @@ class channel {
   void after_push(Flavour& f, std::size_t n) noexcept {
     light_fence(core_.asym_fences);  // (F): see the top of this file
     f.after_push(core_);
-    // A drop_oldest push may evict more weight than it adds (weighted items): occupancy
+    // A drop_oldest push of a weighted item may evict more weight than it adds: occupancy
     // fell as after a pop, and wait_writable()/on_writable() waiters must see it (they
-    // slept on, with occupancy below the watermark, until some later pop).
-    if (core_.policy == overflow::drop_oldest) wm_.after_pop([&] { return f.occupancy(); });
+    // slept on, with occupancy below the watermark, until some later pop). Only the
+    // locked flavour can; the ring's pushes pay nothing for it.
+    if constexpr (Flavour::kEvictsMoreThanItAdds) {
+      if (core_.policy == overflow::drop_oldest) wm_.after_pop([&] { return f.occupancy(); });
+    }
     if (not_empty_.has_waiters()) {
       // A push that claimed its slot before close() and lands after it: close()'s wake-up
       // found receivers that went back to sleep on it (closed, but an item still coming).

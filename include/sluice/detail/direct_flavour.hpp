@@ -63,6 +63,7 @@ template <class T>
 class direct_flavour {
  public:
   static constexpr bool kBulk = false;
+  static constexpr bool kEvictsMoreThanItAdds = false;  // nothing is buffered
 
   explicit direct_flavour(std::shared_ptr<direct_target<T>> t) noexcept : target_(std::move(t)) {}
 

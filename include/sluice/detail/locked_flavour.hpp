@@ -20,9 +20,11 @@
 //   was (strong guarantee; a drop_oldest push whose own move throws puts back the items it
 //   dropped); every dropped or discarded item is counted and offered to on_discard,
 //   outside the lock.
-// Requires of T: ~T() and weigh must not call into the channel that holds the item: a
-//   moved-from item is destroyed, and an item weighed, under the lock (the ring flavour
-//   has no lock; a channel of a type whose move may throw, or a weighted one, does).
+// Requires of T: ~T() and weigh must not push to, pop from or close the channel that
+//   holds the item: a moved-from item is destroyed, and an item weighed, under the lock
+//   (the ring flavour has no lock; a channel of a type whose move may throw, or a
+//   weighted one, does). stats() takes no lock, so they may read it (or a graph's
+//   snapshot(), which reads every channel's).
 // Non-guarantees: lock-freedom; fairness between threads contending for the lock.
 // Lifetime: a member of its channel<T>; items left at destruction are destroyed with
 //   the deque (the channel drains them through discard_all() first, to count them).
@@ -48,6 +50,8 @@ template <class T>
 class locked_flavour {
  public:
   static constexpr bool kBulk = false;
+  // A drop_oldest push may evict more weight than its item adds (see channel_state's after_push).
+  static constexpr bool kEvictsMoreThanItAdds = true;
 
   explicit locked_flavour(std::function<std::size_t(const T&)> weigh) : weigh_(std::move(weigh)) {}
 
@@ -83,8 +87,8 @@ class locked_flavour {
       // leaves the counts, the weight and the queue as they were (and the item where it was).
       if (c.policy == overflow::drop_newest) {
         dropped.emplace_back(std::move(v), w);
-        ++pushed_;
-        ++discarded_;
+        pushed_.add(1);
+        discarded_.add(1);
       } else {
         try {
           while (!fits()) {
@@ -92,7 +96,7 @@ class locked_flavour {
             dropped.push_back(std::move(front));
             weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
             items_.pop_front();
-            ++discarded_;
+            discarded_.add(1);
           }
         } catch (...) {
           undo_drops(dropped);  // a later eviction threw: the earlier ones go back
@@ -108,7 +112,7 @@ class locked_flavour {
         throw;
       }
       weight_.store(weight_.load(std::memory_order_relaxed) + w, std::memory_order_relaxed);
-      ++pushed_;
+      pushed_.add(1);
     }
     return status::ok;
   }
@@ -124,7 +128,7 @@ class locked_flavour {
       }
       weight_.store(weight_.load(std::memory_order_relaxed) + dropped.back().second, std::memory_order_relaxed);
       dropped.pop_back();
-      --discarded_;
+      discarded_.sub(1);
     }
   }
   // Nothing to clean up after a push: a push that missed a cancel or a disconnect
@@ -141,7 +145,7 @@ class locked_flavour {
     out.emplace(std::move(items_.front().first));  // a throwing move leaves the item queued
     weight_.store(weight_.load(std::memory_order_relaxed) - items_.front().second, std::memory_order_relaxed);
     items_.pop_front();
-    ++popped_;
+    popped_.add(1);
     return status::ok;
   }
   // A blocked push re-tries after every pause of its spin (ring_flavour says when not).
@@ -179,7 +183,7 @@ class locked_flavour {
     {
       std::lock_guard lock(mu_);
       gone->swap(items_);
-      discarded_ += gone->size();
+      discarded_.add(gone->size());
       weight_.store(0, std::memory_order_relaxed);
     }
     for (auto& [v, w] : *gone) c.hand_to_hook(std::move(v));
@@ -192,13 +196,18 @@ class locked_flavour {
     return (st & (kClosed | kDisconnected)) != 0 && items_.empty();
   }
   [[nodiscard]] std::size_t occupancy() const noexcept { return weight_.load(std::memory_order_relaxed); }
-  void fill_stats(channel_stats& st) const {
-    std::lock_guard lock(mu_);
-    st.pushed = pushed_;
-    st.popped = popped_;
-    st.discarded = discarded_;
+  // Takes no lock: an item's ~T(), which runs under it, may take its graph's snapshot(),
+  // which reads every channel's stats (with the lock here that was a deadlock: the graph
+  // held its own lock and waited for this one). Popped and discarded are read before
+  // pushed (acquire, each written with release under the lock), so every item counted
+  // out was counted in first, and items is never negative.
+  void fill_stats(channel_stats& st) const noexcept {
+    st.discarded = discarded_.read();
+    st.popped = popped_.read();
+    st.pushed = pushed_.read();
+    const std::uint64_t out = st.popped + st.discarded;
+    st.items = st.pushed > out ? static_cast<std::size_t>(st.pushed - out) : 0;
     st.size = weight_.load(std::memory_order_relaxed);
-    st.items = items_.size();
   }
 
  private:
@@ -217,7 +226,7 @@ class locked_flavour {
         }
         weight_.store(weight_.load(std::memory_order_relaxed) - front.second, std::memory_order_relaxed);
         items_.pop_front();
-        ++discarded_;
+        discarded_.add(1);
       }
       if (v) c.hand_to_hook(std::move(*v));
     }
@@ -227,7 +236,17 @@ class locked_flavour {
   mutable std::mutex mu_;
   std::deque<std::pair<T, std::size_t>> items_;  // item and its weight  (guarded by mu_)
   std::atomic<std::size_t> weight_{0};           // written under mu_, read anywhere
-  std::uint64_t pushed_ = 0, popped_ = 0, discarded_ = 0;  // guarded by mu_
+  // Written under mu_, read anywhere (fill_stats).
+  class count {
+   public:
+    void add(std::uint64_t n) noexcept { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_release); }
+    void sub(std::uint64_t n) noexcept { v_.store(v_.load(std::memory_order_relaxed) - n, std::memory_order_release); }
+    [[nodiscard]] std::uint64_t read() const noexcept { return v_.load(std::memory_order_acquire); }
+
+   private:
+    std::atomic<std::uint64_t> v_{0};
+  };
+  count pushed_, popped_, discarded_;
 };
 
 }  // namespace sluice::detail

@@ -65,6 +65,7 @@ class ring_flavour {
  public:
   // Bulk operations claim many slots per CAS (push_contiguous, pop_into).
   static constexpr bool kBulk = true;
+  static constexpr bool kEvictsMoreThanItAdds = false;  // drop_oldest evicts one item for one
   static constexpr std::size_t kRoomAhead = 128;
 
   explicit ring_flavour(std::size_t capacity)
