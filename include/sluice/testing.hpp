@@ -66,7 +66,8 @@
 //   not returning). Stage functions must let injected_fault out of the push/pop that
 //   threw it (or end their stage). A push or pop made while its thread unwinds (from a
 //   destructor or scope guard: std::uncaught_exceptions() > 0) gets delays but no failure,
-//   as a throw there would end the process. A stage that calls exit() or abort() ends the
+//   as a throw there would end the process; so does one made inside a channel callback
+//   that must not throw (on_writable, on_discard), where the channel would swallow it. A stage that calls exit() or abort() ends the
 //   process, test and all: no report can follow.
 // Guarantees:
 //   - Determinism: run i's seed is derived from (seed, i); the decision for the k-th

@@ -159,6 +159,10 @@ class run_engine final : public detail::fault_hook {
     // thrown there would reach std::terminate, and no report would come back (a probe:
     // a batcher's flushing guard, abort in run 25). Delays still apply.
     if (u < o_.fail_probability && std::uncaught_exceptions() > 0) return;
+    // The same inside a callback that must not throw (on_writable, on_discard): the
+    // channel swallows what it lets out, so the fault would be lost, and the stage whose
+    // thread ran the callback named as one that caught an injected_fault and went on.
+    if (u < o_.fail_probability && detail::in_nothrow_callback()) return;
     if (u < o_.fail_probability) {
       const std::uint64_t serial = serial_.fetch_add(1, std::memory_order_relaxed) + 1;
       {

@@ -278,6 +278,53 @@ TEST(testing_stress, a_graph_that_restarts_after_every_failure_still_gets_its_cl
   EXPECT_GT(r.failures, 0u) << r;
 }
 
+// A source that honours backpressure the event-loop way (try_push + on_writable) hands
+// its pending item over from the callback, which runs on the sink's thread. A fault
+// injected into that push was swallowed by the channel (callbacks must not throw), and
+// stress named the sink, which caught nothing, as a stage that swallowed it (a probe: 14
+// false violations in 100 runs). Pushes inside such callbacks get no failure now.
+TEST(testing_stress, a_push_inside_an_on_writable_callback_gets_no_fault_and_blames_nobody) {
+  st::stress_options o = quiet(100);
+  o.fail_probability = 0.05;
+  o.delay_probability = 0;
+  o.cancel_probability = 0;
+  o.stop_probability = 0;
+  o.deadline = 5s;
+  auto build = [](sluice::graph& g) {
+    auto src = g.source<int>("src", [](sluice::sender<int>& out, std::stop_token stop) {
+      struct shared {
+        std::mutex m;
+        std::condition_variable cv;
+        bool resumed = false;
+      };
+      auto sh = std::make_shared<shared>();
+      for (int i = 0; i < 200 && !stop.stop_requested(); ++i) {
+        const sluice::status r = out.try_push(i);
+        if (r == sluice::status::closed) return;
+        if (r != sluice::status::full) continue;
+        {
+          std::lock_guard l(sh->m);
+          sh->resumed = false;
+        }
+        out.on_writable([cp = out, sh, i]() mutable {
+          (void)cp.try_push(i);  // the pending item, handed over by the drain event
+          {
+            std::lock_guard l(sh->m);
+            sh->resumed = true;
+          }
+          sh->cv.notify_all();
+        });
+        std::unique_lock l(sh->m);
+        sh->cv.wait_for(l, 50ms, [&] { return sh->resumed || stop.stop_requested(); });
+      }
+    }, {.capacity = 4});
+    g.sink("sink", src, [](int) {});
+  };
+  const st::stress_report r = st::stress(build, o);
+  EXPECT_TRUE(r.ok()) << r;
+  EXPECT_EQ(r.runs, 100u) << r;
+}
+
 TEST(testing_stress, a_stage_that_swallows_injected_faults_is_named) {
   st::stress_options o = quiet(40);
   o.fail_probability = 0.02;

@@ -67,6 +67,7 @@ struct channel_core {
 
   void hand_to_hook(T&& v) const noexcept {
     if (!on_discard) return;
+    const nothrow_scope scope;
     try {
       on_discard(std::move(v));
     } catch (...) {

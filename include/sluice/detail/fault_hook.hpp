@@ -35,6 +35,20 @@
 
 namespace sluice::detail {
 
+// Callbacks that must not throw (on_writable: watermark.hpp; on_discard: channel_core.hpp)
+// run inside a nothrow_scope, which swallows what they let out. stress injects no failure
+// into a push or pop made there: it would be swallowed too, and the stage whose thread ran
+// the callback named as having caught it (a probe: a sink blamed for a source's push in
+// its on_writable callback).
+inline thread_local int t_nothrow_depth = 0;
+struct nothrow_scope {
+  nothrow_scope() noexcept { ++t_nothrow_depth; }
+  ~nothrow_scope() { --t_nothrow_depth; }
+  nothrow_scope(const nothrow_scope&) = delete;
+  nothrow_scope& operator=(const nothrow_scope&) = delete;
+};
+[[nodiscard]] inline bool in_nothrow_callback() noexcept { return t_nothrow_depth > 0; }
+
 class fault_hook {
  public:
   enum class op : unsigned char { push, pop };

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "sluice/detail/fault_hook.hpp"
 #include "sluice/detail/waker.hpp"
 
 namespace sluice::detail {
@@ -80,6 +81,7 @@ class watermark {
       run.swap(callbacks_);
       armed_.store(false, std::memory_order_relaxed);  // relaxed: the lock orders it
     }
+    const nothrow_scope scope;
     for (auto& f : run) {
       try {
         f();
