@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
@@ -26,10 +28,25 @@
 namespace {
 
 // The thread's name as top -H, gdb and perf show it: the stage's name (replicas
-// "name#i"), cut to the 15 bytes Linux keeps.
-void name_this_thread(const std::string& name) noexcept {
+// "name#i"), cut to the 15 bytes Linux keeps. The name is cut, not the "#i" (replicas
+// showed alike), at a character's start (it was cut inside a UTF-8 sequence), and a
+// control byte is '?' (a name "ab\ncd" made /proc/<tid>/comm two lines). No allocation.
+void name_this_thread(const std::string& name, std::size_t replica = SIZE_MAX) noexcept {
+  char suffix[24] = {};
+  if (replica != SIZE_MAX) std::snprintf(suffix, sizeof suffix, "#%zu", replica);
+  const std::size_t tail = std::strlen(suffix);
+  constexpr std::size_t kKept = 15;
+  std::size_t take = std::min(name.size(), tail < kKept ? kKept - tail : 0);
+  // Back to the start of a character: never end on a lead byte or inside its sequence.
+  if (take < name.size()) {
+    while (take > 0 && (static_cast<unsigned char>(name[take]) & 0xC0) == 0x80) --take;
+  }
   char buf[16] = {};
-  name.copy(buf, sizeof buf - 1);
+  for (std::size_t i = 0; i < take; ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    buf[i] = c < 0x20 || c == 0x7f ? '?' : name[i];
+  }
+  for (std::size_t i = 0; i < tail && take + i < kKept; ++i) buf[take + i] = suffix[i];
   pthread_setname_np(pthread_self(), buf);
 }
 
@@ -294,9 +311,13 @@ std::shared_ptr<void> graph_state::take_input(std::size_t channel, std::size_t c
     if (channels_[in]->producer == c.producer) ++n;
   }
   auto named = [&](std::size_t k) { return k == 1 ? base : base + " #" + std::to_string(k); };
+  // Compared as exported, as stage names are: "a -> \xff" -> "c" and "a" -> "\xfe -> c"
+  // were two channels named "a -> \uFFFD -> c" in the JSON, and the live page's chain
+  // drew one's holder for the other (a probe).
   auto taken = [&](const std::string& name) {
+    const std::string shown = utf8_clean(name);
     return std::any_of(channels_.begin(), channels_.end(), [&](const auto& other) {
-      return other.get() != &c && other->consumer != kNoNode && other->name == name;
+      return other.get() != &c && other->consumer != kNoNode && utf8_clean(other->name) == shown;
     });
   };
   while (taken(named(n))) ++n;
@@ -399,6 +420,10 @@ void graph_state::set_fault_hook(fault_hook* h) {
 
 // ---- start / wait ------------------------------------------------------------------
 
+// abort_start's stage for none (the supervisor): a reference, since a string made in a
+// catch handler, out of memory, threw out of start() and left the run never finished.
+const std::string kNoStage;
+
 void graph_state::start() {
   struct pending_task {
     stage_node* node;
@@ -408,6 +433,7 @@ void graph_state::start() {
   std::vector<pending_task> tasks;
   std::exception_ptr factory_error;
   bool nothing = false;
+  bool stop_now = false;
   {
     std::lock_guard lk(mu_);
     if (started_) throw std::logic_error("sluice::graph: a graph runs once (start() or run() called again)");
@@ -436,27 +462,39 @@ void graph_state::start() {
         ran_nothing_ = true;
         factory_error = std::current_exception();
         if (making != nullptr) {
-          factory_error = std::make_exception_ptr(stage_error(making->name, factory_error, 0));
+          try {
+            factory_error = std::make_exception_ptr(stage_error(making->name, factory_error, 0));
+          } catch (...) {
+            // Out of memory again (as it is when it runs out): the bare error. Thrown out of
+            // here, it left the run started and never finished: wait() and ~graph hung.
+          }
         }
         start_error_ = factory_error;
         nothing = true;
       }
     }
-    if (nothing) {
-      tasks.clear();
-      for (auto& n : nodes_) n->factory = nullptr;
-    } else {
+    if (!nothing) {
       for (auto& n : nodes_) {
-        n->factory = nullptr;  // the builders' handles must not keep channels open
         n->live.store(n->threads, std::memory_order_relaxed);  // published by thread creation
         // A fused stage runs while its host does; finish_fused marks it done.
         if (n->fused) n->state.store(static_cast<int>(stage_state::running), std::memory_order_relaxed);
       }
       // request_stop() from an on_discard hook before the run (see ask_supervisor).
       if ((hook_asks_.load(std::memory_order_acquire) & kAskStop) != 0) stop_requested_ = true;
-      if (stop_requested_) apply_stop_request();
+      stop_now = stop_requested_;
     }
   }
+  // The factories hold the stage function objects, and the tasks their copies: released
+  // after the lock (nodes_ is fixed once started_ is set, and nothing else reads a
+  // factory), since a function object's destructor (a stage's cleanup) may call
+  // snapshot(), cancel() or request_stop() on this graph, which take mu_: run()
+  // deadlocked on itself when the graph was cancelled before start (a probe). The
+  // builders' handles in them must not keep channels open.
+  if (nothing) tasks.clear();
+  for (auto& n : nodes_) n->factory = nullptr;
+  // Before any thread starts, as it was under the lock: the sources start stopped. Outside
+  // mu_: closing an inlet runs its on_writable callbacks, which may take a snapshot().
+  if (stop_now) apply_stop_request();
   if (nothing) {
     // Nothing runs: pushes from outside (inlets) fail at once; buffered items are dead letters.
     const std::exception_ptr why = factory_error ? factory_error : std::make_exception_ptr(sluice::cancelled());
@@ -477,7 +515,7 @@ void graph_state::start() {
     // made (it once escaped here, with the run started and never finished: wait() and
     // the destructor hung).
     const std::exception_ptr e =
-        abort_start(std::current_exception(), 0, needed, tasks.empty() ? std::string() : tasks.front().node->name);
+        abort_start(std::current_exception(), 0, needed, tasks.empty() ? kNoStage : tasks.front().node->name);
     tasks.clear();
     std::rethrow_exception(e);
   }
@@ -487,7 +525,7 @@ void graph_state::start() {
       stage_node* n = tasks[k].node;
       const std::size_t i = tasks[k].index;
       threads_.emplace_back([this, n, i, t = std::move(tasks[k].task)]() mutable {
-        name_this_thread(n->threads > 1 ? n->name + "#" + std::to_string(i) : n->name);
+        name_this_thread(n->name, n->threads > 1 ? i : SIZE_MAX);  // allocates nothing (a copy's bad_alloc was std::terminate)
         t_graph_thread = this;
         // Every thread waits until all exist: a graph that cannot have all its threads
         // runs none of its stages (the task, and its handles, go with this lambda).
@@ -513,7 +551,7 @@ void graph_state::start() {
       supervisor_loop();
     });
   } catch (...) {
-    std::rethrow_exception(abort_start(std::current_exception(), tasks.size(), needed, {}));
+    std::rethrow_exception(abort_start(std::current_exception(), tasks.size(), needed, kNoStage));
   }
   open_start_gate(true);
 }
@@ -846,6 +884,7 @@ void graph_core::discard_held(std::size_t channel, const std::type_info& type, v
 
 namespace testing {
 void fail_thread_creation_after(long n) noexcept { g_thread_budget.store(n < 0 ? -1 : n, std::memory_order_relaxed); }
+void take_thread_budget() { maybe_fail_thread_creation(); }
 }  // namespace testing
 
 }  // namespace sluice::detail

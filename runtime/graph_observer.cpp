@@ -119,8 +119,15 @@ metrics::snapshot graph_state::snapshot() const {
       // unfused stage waits on its input. (Without it a fused stage's shares were taken
       // over its own calls only, the last one of a fused chain was 100% busy however
       // little it did, and it was named the bottleneck before the slow stage upstream.)
+      // Less the host replicas' time waiting on their order window: behind ordered
+      // replicas only the window's emitter runs the fused stage, one call at a time, and
+      // the others wait for it there (that wait is on this stage, not its starving).
+      // Counted as starved, a stage that held everything up had a busy share of about
+      // 1/replicas, and no bottleneck was named (a probe: 0.35 with 3 replicas).
       if (n.host < nodes_.size()) {
-        const auto outside = alive_ns(*nodes_[n.host]) - static_cast<std::int64_t>(fused_total[k]);
+        const stage_node& h = *nodes_[n.host];
+        std::int64_t outside = alive_ns(h) - static_cast<std::int64_t>(fused_total[k]);
+        if (h.window_wait) outside -= static_cast<std::int64_t>(ticks_to_ns(h.window_wait->blocked_ticks_now(true)));
         if (outside > 0) st.starved_ns += static_cast<std::uint64_t>(outside);
       }
     } else {
@@ -133,6 +140,9 @@ metrics::snapshot graph_state::snapshot() const {
     // 100%, and it was named the bottleneck as often as the slow fused stage.)
     st.backpressured_ns += fused_below[k];
     st.state = state_name(n.state.load(std::memory_order_relaxed));
+    // Running, but a replica sleeps its restart backoff (it was named the bottleneck of a
+    // stall with no word of it).
+    if (st.state == "running" && n.backing_off.load(std::memory_order_relaxed) > 0) st.state = "restarting";
     if (n.is_input && started_) {
       // No thread: open while its inlet takes items, done once it is closed (or cancelled).
       const bool closed = !n.outputs.empty() && channels_[n.outputs.front()]->control->closed();
@@ -211,9 +221,13 @@ metrics::snapshot graph_state::snapshot() const {
 
 void graph_state::add_external_channel(std::string name, const stage_node& n, bool pushes, external_owner who,
                                       std::function<metrics::external_channel_reading()> read) {
+  // Its name as exported (metrics write every byte that is not UTF-8 as U+FFFD), so that two
+  // names alike once exported are one channel, as snapshot() promises: "ext\xff" and
+  // "ext\xfe" were two series of one name in /metrics, which Prometheus rejects (a probe).
+  std::string shown = utf8_clean(name);
   std::lock_guard lk(mu_);
-  external_channel x{std::move(name), pushes ? n.name : std::string(), pushes ? std::string() : n.name, std::move(read),
-                     who};
+  external_channel x{std::move(shown), pushes ? n.name : std::string(), pushes ? std::string() : n.name,
+                     std::move(read), who};
   // The same replica of the same stage again (a restarted stage): it replaces the first,
   // and its blocked time counts on from the first's (before, the exported *_total counter
   // went back to the new gauge's 0). Another stage's, or another replica's, is a gauge of
@@ -333,8 +347,11 @@ std::vector<metrics::wait_link> graph_state::wait_for_chain() const {
       cur = holder;
     }
     // A chain that ends at an inlet nobody is pushing into is an idle graph waiting for
-    // outside input, not a stall.
+    // outside input, not a stall; one that ends at a stage sleeping its restart backoff
+    // waits for a timer of the user's choosing (it was reported as a stall, and that
+    // stage named as the one holding everything up while it ran nothing).
     if (cur != kNoNode && nodes_[cur]->is_input && !ops[cur]) continue;
+    if (cur != kNoNode && !ops[cur] && nodes_[cur]->backing_off.load(std::memory_order_relaxed) > 0) continue;
     if (chain.size() > best.size()) best = std::move(chain);
   }
   return best;

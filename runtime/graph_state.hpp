@@ -133,6 +133,7 @@ struct stage_node : node_spec {
   std::atomic<std::int64_t> running{0};      // replicas running now
   std::atomic<std::int64_t> running_since{0};  // sum of their start times (ns)
   std::atomic<int> exiting{0};               // replicas in finish_replica (on_close, closing outputs)
+  std::atomic<int> backing_off{0};           // replicas in a restart backoff (state "restarting")
   std::atomic<std::int64_t> in_function{0};  // replicas inside task->run() (the stage function's loop)
   std::atomic<std::int64_t> in_discard{0};   // its threads handing dead letters to on_discard (or waiting to)
   // Its threads inside a push into an inlet of this graph, and that input's channel

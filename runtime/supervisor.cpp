@@ -25,6 +25,18 @@
 namespace sluice::detail {
 namespace {
 
+// A replica in its restart backoff, for the snapshot's "restarting" and the stall
+// watchdog (a chain that ends at it waits for a timer, not a stall).
+struct backoff_mark {
+  explicit backoff_mark(stage_node& n) noexcept : n_(n) { n_.backing_off.fetch_add(1, std::memory_order_relaxed); }
+  ~backoff_mark() { n_.backing_off.fetch_sub(1, std::memory_order_relaxed); }
+  backoff_mark(const backoff_mark&) = delete;
+  backoff_mark& operator=(const backoff_mark&) = delete;
+
+ private:
+  stage_node& n_;
+};
+
 // Sleeps for d (a restart's backoff), or until stop is requested (teardown), or until the
 // graph is asked to stop (request_stop): the stage restarts at once, so that what is queued
 // for it drains now rather than after the whole backoff. That holds for a failure after
@@ -142,6 +154,7 @@ replica_env::after_error graph_state::fused_error(stage_node& n, std::exception_
     }
     if (again) {
       try {
+        const backoff_mark mark(n);
         sleep_or_stop(n.policy.limits().backoff, n.stop.get_token(), stopping_.get_token());
       } catch (...) {
       }
@@ -194,6 +207,7 @@ void graph_state::run_replica(stage_node& n, std::size_t index, std::unique_ptr<
         }
         if (again) {
           try {
+            const backoff_mark mark(n);
             sleep_or_stop(n.policy.limits().backoff, env.stop_token(), stopping_.get_token());
           } catch (...) {
           }
@@ -416,9 +430,19 @@ void graph_state::request_stop() {
     ask_supervisor(kAskStop);
     return;
   }
-  std::lock_guard lk(mu_);
-  stop_requested_ = true;
-  if (!started_) {
+  // What to do is decided under mu_, done after it: a source's stop callback and an
+  // on_writable callback (run by the close of a channel) may call snapshot(), cancel() or
+  // request_stop() on this graph, which take mu_ (it deadlocked on itself, silently, and
+  // so did wait_for() in other threads; a probe). The channels live as long as the graph,
+  // nodes_ is fixed once started, and closing and stopping are idempotent.
+  bool started = false;
+  {
+    std::lock_guard lk(mu_);
+    stop_requested_ = true;
+    started = started_;
+    if (started && (ran_nothing_ || finished_)) return;
+  }
+  if (!started) {
     // Inlets close now (what they accepted still drains once the graph runs); the
     // sources are stopped by start().
     for (auto& n : nodes_) {
@@ -427,7 +451,7 @@ void graph_state::request_stop() {
     }
     return;
   }
-  if (!ran_nothing_ && !finished_) apply_stop_request();
+  apply_stop_request();
 }
 
 void graph_state::apply_stop_request() {

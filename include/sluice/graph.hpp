@@ -317,7 +317,8 @@ class graph {
 // bottleneck and the shares see across the cut. `pushes`: this stage feeds the channel
 // (it is the channel's `from`); otherwise it takes from it (`to`). snapshot() calls `read`
 // on any thread until the graph is destroyed: it must be cheap and thread safe (return a
-// cached value). A second call from the same replica of the same stage with the same
+// cached value), and must not call the graph (it runs under the graph's lock: snapshot(),
+// cancel() or request_stop() from it deadlock). A second call from the same replica of the same stage with the same
 // name and direction replaces the first (a restarted stage); the blocked times then count
 // on from the first's last reading (they are counters), so a restarted stage's gauge may
 // start from 0. The calls of other replicas and stages add gauges of their own: the

@@ -42,7 +42,8 @@ struct stage_snapshot {
   std::uint64_t busy_ns = 0;            // running its function, not blocked on a channel (summed over replicas)
   std::uint64_t backpressured_ns = 0;   // blocked on a full output (or in fused stages after it)
   std::uint64_t starved_ns = 0;         // blocked on an empty input (fused: its host's time outside its calls)
-  std::string state;                    // "idle" | "running" | "done" | "failed" | "stuck"
+  std::string state;                    // "idle" | "running" | "restarting" (a replica sleeps its
+                                        // restart backoff) | "done" | "failed" | "stuck"
   // Where the stage is blocked right now, if it is: a channel name, and "push" or "pop".
   std::string blocked_on;
   std::string blocked_op;
@@ -182,7 +183,8 @@ class periodic {
   periodic& operator=(const periodic&) = delete;
   ~periodic();
 
-  // Stops the thread and joins it; idempotent. Must not be called from fn.
+  // Stops the thread and joins it; idempotent. Must not be called from fn, and neither may
+  // the destructor or a move run there (each stops the thread that runs fn).
   void stop() noexcept;
   // Whether a reporter thread is running (false once stopped or after fn threw).
   [[nodiscard]] bool running() const noexcept;

@@ -52,8 +52,13 @@ class error_policy {
 
   [[nodiscard]] constexpr kind what() const noexcept { return kind_; }
   [[nodiscard]] constexpr const sluice::restart& limits() const noexcept { return limits_; }
+  // Equal when the kinds are, and for restart the limits too (it compared the kinds only:
+  // restart{1, 1s} == restart{100, 1h}).
   friend constexpr bool operator==(const error_policy& a, const error_policy& b) noexcept {
-    return a.kind_ == b.kind_;
+    if (a.kind_ != b.kind_) return false;
+    if (a.kind_ != kind::restart) return true;
+    return a.limits_.max == b.limits_.max && a.limits_.within == b.limits_.within &&
+           a.limits_.backoff == b.limits_.backoff;
   }
 
  private:
@@ -75,7 +80,10 @@ struct stage_options {
   // graph was never started, or start() failed) does not end, and runs none; its function
   // objects are destroyed with the graph, as ever.
   std::function<void()> on_close = {};
-  bool fuse = false;                // run on the upstream stage's thread (no channel between them)
+  // Run on the upstream stage's thread (no channel between them). Behind ordered replicas
+  // that is the thread emitting in order, one batch at a time: the fused stage then gets
+  // one thread's throughput, not the replicas' (unordered replicas each run it).
+  bool fuse = false;
 };
 
 // Channel weighing for item types that carry bytes. Specialise channel_traits<T> with

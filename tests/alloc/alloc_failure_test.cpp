@@ -21,12 +21,17 @@
 
 namespace {
 thread_local long t_fail_in = -1;  // -1: never; else fail when it reaches 0
+thread_local bool t_fail_rest = false;  // once the countdown fails one, operator new fails every later one
+thread_local bool t_new_fails = false;  // set by that: operator new fails (calloc does not)
 thread_local bool t_out_of_memory = false;  // every allocation of this thread fails
 }  // namespace
 
 void* operator new(std::size_t n) {
-  if (t_out_of_memory) throw std::bad_alloc();
-  if (t_fail_in >= 0 && t_fail_in-- == 0) throw std::bad_alloc();
+  if (t_out_of_memory || t_new_fails) throw std::bad_alloc();
+  if (t_fail_in >= 0 && t_fail_in-- == 0) {
+    t_new_fails = t_fail_rest;
+    throw std::bad_alloc();
+  }
   if (void* p = std::malloc(n != 0 ? n : 1)) return p;
   throw std::bad_alloc();
 }
@@ -55,6 +60,23 @@ struct fail_nth {
   fail_nth(const fail_nth&) = delete;
   fail_nth& operator=(const fail_nth&) = delete;
   ~fail_nth() { t_fail_in = -1; }
+  [[nodiscard]] static bool spent() { return t_fail_in < 0; }
+};
+
+// The N-th allocation and every one after it fail, for one scope on this thread: memory
+// that ran out stays out, so the code that handles the first bad_alloc meets another.
+struct fail_from {
+  explicit fail_from(long n) {
+    t_fail_in = n;
+    t_fail_rest = true;
+  }
+  fail_from(const fail_from&) = delete;
+  fail_from& operator=(const fail_from&) = delete;
+  ~fail_from() {
+    t_fail_in = -1;
+    t_fail_rest = false;
+    t_new_fails = false;
+  }
   [[nodiscard]] static bool spent() { return t_fail_in < 0; }
 };
 
@@ -136,6 +158,47 @@ TEST(alloc_failure, a_start_that_runs_out_of_memory_still_ends_the_run) {
     } catch (const std::exception&) {
     }
     g.reset();  // must return (it hung)
+  }
+  EXPECT_GT(failed, 2);
+}
+
+// The same, with memory out for good from the N-th allocation of start() on: handling the
+// first bad_alloc meets a second one. Naming the failed stage (its stage_error) threw out
+// of start() with the run started and never finished: wait() and the destructor hung.
+TEST(alloc_failure, a_start_that_runs_out_of_memory_for_good_still_ends_the_run) {
+  int failed = 0;
+  for (long k = 0; k < 400; ++k) {
+    auto g = std::make_unique<sluice::graph>();
+    // Names past the short-string buffer, so that naming them allocates.
+    auto s = g->source<int>("a-source-with-a-long-name", [](sluice::sender<int>& out) { (void)out.push(1); });
+    auto m = g->map("a-map-with-a-long-name-too", s, [](int v) { return v; }, {.replicas = 2});
+    g->sink("a-sink-with-a-long-name-also", m, [](int) {});
+    bool threw = false;
+    bool complete = false;
+    {
+      fail_from arm(k);
+      try {
+        g->start();
+      } catch (const std::exception&) {
+        threw = true;
+      }
+      complete = !threw && !fail_from::spent();
+    }
+    if (!threw) {
+      try {
+        EXPECT_TRUE(g->wait_for(30s).has_value()) << "k=" << k;
+      } catch (const std::exception&) {
+      }
+      if (complete) break;
+      continue;
+    }
+    ++failed;
+    EXPECT_TRUE(g->done()) << "k=" << k << ": start() threw but the run never ended";
+    if (!g->done()) {
+      (void)g.release();  // its destructor would wait for ever: leak it, fail, go on
+      continue;
+    }
+    g.reset();  // must return
   }
   EXPECT_GT(failed, 2);
 }

@@ -727,6 +727,15 @@ TEST(graph, other_shape_errors) {
   auto move_only = [p = std::move(p)](int v) { return v + *p; };
   EXPECT_THROW(g.map("m", src, std::move(move_only), {.replicas = 2}), std::logic_error);
   EXPECT_THROW(g.merge(std::vector<sluice::stream<int>>{}), std::invalid_argument);
+  // Too many inputs are named as such, before anything else is checked (it said
+  // "replicas must be at most 65536", a count the caller never gave).
+  try {
+    (void)g.merge(std::vector<sluice::stream<int>>(65537, src));
+    ADD_FAILURE() << "a merge of 65537 streams accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("merge: at most 65536 streams can be merged (got 65537)"), std::string::npos)
+        << e.what();
+  }
   EXPECT_THROW(g.merge(std::vector{src, src}), std::logic_error);
   EXPECT_THROW(g.wait(), std::logic_error);  // not started
   g.sink("sink", src, [](int) {});
@@ -1233,6 +1242,45 @@ TEST(graph, a_restart_cut_by_a_cancel_in_its_backoff_is_not_counted) {
   EXPECT_EQ(stage_of(g.last_report().metrics, "flaky").restarts, 0u);
 }
 
+// A stage sleeping its restart backoff is "restarting" in snapshots, and a chain of waits
+// that ends at it is no stall: it waits for a timer of the user's choosing. It was
+// reported as a stall, the backing-off stage named as the one holding everything up.
+// The control: the same shape with a stage that blocks in its function reports its stall
+// (with a threshold ten times as long, started after the first was already waiting).
+TEST(graph, a_stage_in_its_restart_backoff_is_restarting_and_no_stall) {
+  watchdog dog(60s);
+  std::atomic<int> a_stalls{0};
+  sluice::graph a({.stall_threshold = 10ms, .on_stall = [&](const auto&) { a_stalls.fetch_add(1); }});
+  auto a_src = a.source<int>("src", count_to(100), {.capacity = 1});
+  auto a_m = a.map("flaky", a_src, [](int v) -> int { throw boom("always " + std::to_string(v)); },
+                   {.capacity = 1, .on_error = sluice::restart{.max = 5, .within = 60s, .backoff = std::chrono::hours(1)}});
+  a.sink("sink", a_m, [](int) {});
+  a.start();
+  ASSERT_TRUE(eventually([&] { return stage_of(a.snapshot(), "flaky").state == "restarting"; }))
+      << stage_of(a.snapshot(), "flaky").state;
+
+  std::atomic<int> b_stalls{0};
+  sluice_test::gate release;
+  sluice::graph b({.stall_threshold = 100ms, .on_stall = [&](const auto&) { b_stalls.fetch_add(1); }});
+  auto b_src = b.source<int>("src", count_to(100), {.capacity = 1});
+  auto b_m = b.map("stuck", b_src, [&](int v) {
+    release.wait();
+    return v;
+  }, {.capacity = 1});
+  b.sink("sink", b_m, [](int) {});
+  b.start();
+  ASSERT_TRUE(eventually([&] { return b_stalls.load() >= 1; }, 30s)) << "the control reported no stall";
+  EXPECT_EQ(a_stalls.load(), 0) << "a restart backoff was reported as a stall";
+  EXPECT_EQ(stage_of(a.snapshot(), "flaky").state, "restarting");
+  release.open();
+  b.request_stop();
+  (void)b.wait();
+  a.cancel();
+  EXPECT_THROW(a.wait(), sluice::cancelled);
+  EXPECT_EQ(a.last_report().stalls, 0u);
+  EXPECT_EQ(stage_of(a.last_report().metrics, "flaky").restarts, 0u);
+}
+
 // A stage function whose copy constructor throws when the replicas' copies are made at
 // start(): a stage_error naming the stage, as any failure of the stage's own code (it used
 // to be the raw exception, with no stage named).
@@ -1264,6 +1312,19 @@ TEST(graph, a_stage_function_whose_copy_throws_at_start_is_a_stage_error_naming_
 
 // A restart window of 0 (or less) would never see two restarts in it, so the intensity
 // limit would never hold: refused when the stage is added.
+// Two restart policies are equal only when their limits are (== compared the kinds only).
+TEST(graph, error_policies_compare_their_restart_limits) {
+  using sluice::error_policy;
+  using sluice::restart;
+  EXPECT_EQ(error_policy::stop, error_policy::stop);
+  EXPECT_NE(error_policy::stop, error_policy::skip);
+  EXPECT_EQ(error_policy(restart{}), error_policy(restart{}));
+  EXPECT_NE(error_policy(restart{.max = 1}), error_policy(restart{.max = 100}));
+  EXPECT_NE(error_policy(restart{.within = 1s}), error_policy(restart{.within = 1h}));
+  EXPECT_NE(error_policy(restart{.backoff = 0s}), error_policy(restart{.backoff = 5s}));
+  EXPECT_NE(error_policy(restart{}), error_policy::stop);
+}
+
 TEST(graph, a_restart_window_of_zero_is_an_invalid_argument) {
   for (const auto within : {std::chrono::steady_clock::duration::zero(), -std::chrono::steady_clock::duration(std::chrono::seconds(1))}) {
     sluice::graph g;
@@ -1985,6 +2046,43 @@ TEST(graph, a_jumping_external_channel_reading_never_makes_busy_time_go_down) {
   EXPECT_GE(later.busy_ns, after.busy_ns);
   done.open();
   g.wait();
+}
+
+// Names that differ only in bytes that are not UTF-8 are one name once exported (each such
+// byte becomes U+FFFD): channel names are kept apart, and external channels merged, as
+// exported. "a -> \xff" -> "c" and "a" -> "\xfe -> c" were two channels of one name in
+// the JSON; "ext\xff" and "ext\xfe" from one stage two series of one name in /metrics,
+// which Prometheus rejects (a probe).
+TEST(graph, names_alike_once_exported_are_kept_apart_or_merged_as_exported) {
+  watchdog dog(60s, "exported names");
+  sluice::graph g;
+  auto s1 = g.source<int>("a -> \xff", [](sluice::sender<int>& out) { (void)out.push(1); });
+  auto s2 = g.source<int>("a", [](sluice::sender<int>& out) {
+    sluice::this_stage::add_external_channel("ext\xff", true, [] { return sluice::metrics::external_channel_reading{1, 10, 0, 0}; });
+    sluice::this_stage::add_external_channel("ext\xfe", true, [] { return sluice::metrics::external_channel_reading{2, 10, 0, 0}; });
+    (void)out.push(2);
+  });
+  g.sink("c", s1, [](int) {});
+  g.sink("\xfe -> c", s2, [](int) {});
+  const sluice::report r = g.run();
+  // As exported: here every byte past ASCII is one that is not UTF-8.
+  const auto exported = [](std::string s) {
+    for (char& ch : s) {
+      if (static_cast<unsigned char>(ch) >= 0x80) ch = '?';
+    }
+    return s;
+  };
+  std::set<std::string> shown;
+  std::size_t external = 0;
+  for (const auto& c : r.metrics.channels) {
+    if (c.external) {
+      ++external;
+      continue;
+    }
+    EXPECT_TRUE(shown.insert(exported(c.name)).second) << "two channels alike once exported: " << exported(c.name);
+  }
+  EXPECT_EQ(shown.size(), 2u);
+  EXPECT_EQ(external, 1u) << sluice::metrics::to_json(r.metrics);
 }
 
 // An external channel re-registered by its restarted stage counts on from the first

@@ -399,6 +399,12 @@ std::vector<std::size_t> add_route(graph_core& g, const graph_core* owner, std::
 template <class T>
 std::size_t add_merge(graph_core& g, const std::vector<const graph_core*>& owners, const std::vector<std::size_t>& ins) {
   if (ins.empty()) throw std::invalid_argument("sluice::graph::merge: no streams to merge");
+  // A merge runs a thread per input (its replicas): said here, in its own terms, not as
+  // check_stage's "replicas must be at most", a count the caller never gave.
+  if (ins.size() > kMaxReplicas) {
+    throw std::invalid_argument("sluice::graph::merge: at most " + std::to_string(kMaxReplicas) +
+                                " streams can be merged (got " + std::to_string(ins.size()) + ")");
+  }
   // Named after its inputs' producers, "merge(a,b,c)", as far as kMergeNameChars go, then
   // "merge(a,b +398 more)": the name is in every input channel's name and labels, so a
   // full list made a merge of 400 inputs' /metrics 16 MB (a probe; it grew as N^2).

@@ -312,11 +312,13 @@ bool held_item_failed(const std::type_info& type, void* item, std::exception_ptr
 // not a stage function's exception to sluice::testing. A no-op off a stage thread.
 void held_item_undelivered(const std::type_info& type, void* item, std::exception_ptr why) noexcept;
 
-// Test seam: make thread creation in graph start() fail (std::system_error, EAGAIN) after
-// `n` more threads were created; a negative n turns it off. For tests of thread exhaustion
-// only; not thread-safe against graphs starting concurrently.
+// Test seam: make thread creation in graph start() (and metrics::serve's listener) fail
+// (std::system_error, EAGAIN) after `n` more threads were created; a negative n turns it
+// off. For tests of thread exhaustion only; not thread-safe against graphs starting
+// concurrently. take_thread_budget() is what a thread's creator calls first.
 namespace testing {
 void fail_thread_creation_after(long n) noexcept;
+void take_thread_budget();
 }  // namespace testing
 
 }  // namespace sluice::detail
