@@ -30,8 +30,8 @@
 //   client: each request line and its headers are collected without blocking, and a
 //   request whose line and headers exceed 8 KiB is answered 431, one with a line of them
 //   not ended by CRLF, a header line that is not NAME: VALUE (a space before the colon,
-//   a folded line), two Host headers or two Content-Lengths that differ 400, a body over
-//   4 KiB 413,
+//   a folded line), two Host headers, an HTTP/1.1 request without one, a Content-Length
+//   that is not a number or two that differ 400, a body over 4 KiB 413,
 //   and a request not complete one second after its connection was accepted is dropped,
 //   all without touching the graph. One request per connection (no keep-alive). A Range
 //   header is ignored (every answer is whole; "Accept-Ranges: none"). The kernel holds up

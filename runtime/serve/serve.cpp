@@ -168,7 +168,7 @@ parsed_address parse_address(const std::string& address) {
 // re-pointed at 127.0.0.1, makes the live view "same origin" for the page's scripts. The
 // browser then still sends that name as Host. So a loopback server answers only requests
 // whose Host names this machine: localhost, a *.localhost name, or a loopback address.
-// A request without Host (HTTP/1.0, not a browser) is answered. A server bound to another
+// A request without Host (HTTP/1.0, not a browser) is answered; an HTTP/1.1 one is 400. A server bound to another
 // address is meant to be reached by whatever names the machine has, and checks nothing.
 
 // IPv4 in any of the numeric forms a URL may carry and a client may send as typed
@@ -413,6 +413,16 @@ server serve(graph& g, std::string address) {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
+    // A Content-Length that is not a number ("-1", "5x", empty) is a bad request, not a
+    // large body (RFC 9112, 6.3: it was answered 413).
+    if (req.has_header("Content-Length")) {
+      const std::string len = req.get_header_value("Content-Length");
+      if (len.empty() || len.find_first_not_of("0123456789") != std::string::npos) {
+        res.status = 400;
+        res.set_content("400 bad request: Content-Length is not a number\n", "text/plain; charset=utf-8");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
     if (req.has_header("Transfer-Encoding") || req.has_header("Content-Length")) {
       const std::string len = req.get_header_value("Content-Length");
       const bool small = !req.has_header("Transfer-Encoding") && !len.empty() && len.size() <= 5 &&
@@ -431,6 +441,13 @@ server serve(graph& g, std::string address) {
     if (req.get_header_value_count("Host") > 1) {
       res.status = 400;
       res.set_content("400 bad request: more than one Host header\n", "text/plain; charset=utf-8");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // An HTTP/1.1 request must carry a Host (RFC 9112, 3.2: a server answers one without
+    // it 400). Only HTTP/1.0 may leave it out; such a request got 200 past the guard.
+    if (req.version != "HTTP/1.0" && !req.has_header("Host")) {
+      res.status = 400;
+      res.set_content("400 bad request: an HTTP/1.1 request needs a Host header\n", "text/plain; charset=utf-8");
       return httplib::Server::HandlerResponse::Handled;
     }
     const bool has_host = guard->on && req.has_header("Host");  // none: HTTP/1.0, never a browser
@@ -544,12 +561,20 @@ server serve(graph& g, std::string address) {
   st->port = static_cast<std::uint16_t>(port);
   std::atomic<bool>& done = st->listener_done;
   try {
+    detail::testing::take_thread_budget();
     st->listener = std::thread([&http, &done] {
       name_this_thread();
       http.listen_after_bind();
       done.store(true);  // seq_cst: read by the wait below
     });
   } catch (const std::system_error& e) {  // no thread to be had (a thread or memory limit)
+    // httplib closes its socket only in stop() of a server whose accept loop ran: the bound,
+    // listening socket stayed open, connections to it were accepted by the kernel and never
+    // answered, and every later serve() at that address failed "Address already in use".
+    if (*listening >= 0) {
+      ::close(*listening);
+      *listening = -1;
+    }
     throw std::system_error(e.code(), "sluice::metrics::serve: cannot start the thread that listens on " + address);
   }
   st->running = true;
