@@ -44,10 +44,12 @@ inline bool is_regular_fd(int fd) noexcept {
 // in time slices: a stop callback writes to an eventfd that the poll watches too.
 class stop_waiter {
  public:
-  explicit stop_waiter(std::stop_token stop) {
+  // `stage` and `what` (the file or socket waited on) name the failure: out of
+  // descriptors, it said only "io: cannot create an eventfd".
+  stop_waiter(std::stop_token stop, const char* stage, const std::string& what) {
     if (!stop.stop_possible()) return;
     efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd_ < 0) throw_errno("io", "create", "an eventfd", errno);
+    if (efd_ < 0) throw_errno(stage, "create an eventfd to wait on", what, errno);
     cb_.emplace(std::move(stop), wake{efd_});
   }
   stop_waiter(const stop_waiter&) = delete;

@@ -61,7 +61,7 @@ void read_loop(int fd, sender<buffer>& out, const std::stop_token& stop, const r
   const bool regular = ::fstat(fd, &at_start) == 0 && S_ISREG(at_start.st_mode);
   const off_t size_at_start = regular ? at_start.st_size : 0;
   std::optional<detail::stop_waiter> waiter;
-  if (!regular) waiter.emplace(stop);
+  if (!regular) waiter.emplace(stop, stage, where);
   const std::size_t chunk = o.chunk != 0 ? o.chunk : kChunk;  // 0: the default, as the codecs read it
   std::uint64_t offset = 0;
   buffer b;
@@ -267,7 +267,8 @@ int open_temporary(const std::filesystem::path& target, mode_t mode, std::filesy
     if (fd >= 0) return fd;
     // Older kernels say EISDIR, file systems without it EOPNOTSUPP: fall back to a name.
     if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
-      detail::throw_errno("write_file", "create a temporary file in", dir.string(), errno);
+      detail::throw_errno("write_file", "create a temporary file in",
+                          dir.string() + " (for " + target.filename().string() + ")", errno);
     }
   }
   for (int attempt = 0;; ++attempt) {
@@ -278,7 +279,7 @@ int open_temporary(const std::filesystem::path& target, mode_t mode, std::filesy
       return fd;
     }
     if (errno == EINTR || (errno == EEXIST && attempt < 100)) continue;
-    detail::throw_errno("write_file", "create", p.string(), errno);
+    detail::throw_errno("write_file", "create", p.string() + " (for " + target.filename().string() + ")", errno);
   }
 }
 
@@ -459,7 +460,7 @@ void fd_writer::operator()(receiver<buffer>& in, std::stop_token stop) const {
   detail::write_signals_guard no_write_signals;
   const detail::output_fd target(fd_);
   std::optional<detail::stop_waiter> waiter;
-  if (target.waits()) waiter.emplace(stop);
+  if (target.waits()) waiter.emplace(stop, "write_fd", fd_name(fd_, where_));
   bool stopped = false;
   detail::write_loop(target.fd(), in, options_, waiter ? &*waiter : nullptr, "write_fd", fd_name(fd_, where_),
                      &stopped, target.how());

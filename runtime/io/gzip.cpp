@@ -368,7 +368,10 @@ void gzip_block_compressor::compress(std::string_view in, buffer& out) {
 
 // ---- stages -------------------------------------------------------------------------
 
-gzip_stage::gzip_stage(gzip_options o) : options_(o) { check_level(o.level, "gzip"); }
+gzip_stage::gzip_stage(gzip_options o) : options_(o) {
+  check_level(o.level, "gzip");
+  check_chunk(o.chunk, "gzip_options::chunk");
+}
 
 void gzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::stop_token stop) const {
   const std::size_t chunk = std::max<std::size_t>(options_.chunk, 64);
@@ -394,6 +397,7 @@ void gzip_stage::operator()(receiver<buffer>& in, sender<buffer>& out, std::stop
 }
 
 gunzip_stage::gunzip_stage(gunzip_options o) : options_(std::move(o)) {
+  check_chunk(options_.chunk, "gunzip_options::chunk");
   if (options_.defer_errors && !options_.report) {
     throw std::invalid_argument("gunzip: defer_errors needs a report to store the error in");
   }

@@ -135,7 +135,7 @@ addrinfo_list resolve(const char* stage, const std::string& host, std::uint16_t 
 
 // Accepts one peer of a listener; nullptr when the stop token fired first.
 std::shared_ptr<socket_state> accept_one(const socket_state& l, const std::stop_token& stop) {
-  const detail::stop_waiter waiter(stop);
+  const detail::stop_waiter waiter(stop, "tcp_accept", l.name);
   for (;;) {
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
@@ -169,7 +169,7 @@ void socket_writer::operator()(receiver<buffer>& in, std::stop_token stop) const
   std::shared_ptr<socket_state> conn = sock_->listening ? accept_one(*sock_, stop) : sock_;
   if (!conn) return;
   const detail::write_signals_guard no_write_signals;
-  const detail::stop_waiter waiter(stop);
+  const detail::stop_waiter waiter(stop, "tcp_write", conn->name);
   bool stopped = false;
   struct reset_unless_clean {
     int fd;
@@ -275,7 +275,7 @@ tcp_connection tcp_connect(const std::string& host, std::uint16_t port, tcp_opti
   // a filtered port) held the caller for the kernel's ~2 minutes with no way out.
   const auto deadline = o.connect_timeout.count() > 0 ? std::chrono::steady_clock::now() + o.connect_timeout
                                                       : std::chrono::steady_clock::time_point::max();
-  const detail::stop_waiter waiter(stop);
+  const detail::stop_waiter waiter(stop, "tcp_connect", where);
   int last_err = ECONNREFUSED;
   for (addrinfo* a = list.head; a != nullptr; a = a->ai_next) {
     const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);

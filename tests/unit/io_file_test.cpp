@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -195,7 +196,7 @@ TEST(io_file, a_failure_of_the_writer_itself_removes_its_partial_file) {
   const std::string missing =
       error_of([&] { runner::run(io_test::string_source("x"), io::write_file(dir / "no" / "such" / "dir")); });
   EXPECT_EQ(missing, "write_file: cannot create a temporary file in " + (dir / "no" / "such").string() +
-                         ": No such file or directory");
+                         " (for dir): No such file or directory");
 }
 
 TEST(io_file, a_cancelled_or_stopped_input_is_not_committed) {
@@ -288,6 +289,31 @@ TEST(io_file, write_fd_on_a_descriptor_not_open_for_writing_fails_with_ebadf) {
   int queued = -1;
   ASSERT_EQ(::ioctl(p[0], FIONREAD, &queued), 0);
   EXPECT_EQ(queued, 0) << "bytes went into the pipe";
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
+// Out of descriptors, the eventfd a read of a pipe waits with cannot be made: the error
+// names the stage and what it reads ("io: cannot create an eventfd" named neither).
+TEST(io_file, out_of_descriptors_a_pipe_reader_names_itself_and_its_input) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  auto d = io::read_fd(p[0]);
+  auto [tx, rx] = sluice::bounded<buffer>(16);
+  std::stop_source stop;
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  const int lowest_free = ::dup(0);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free);  // every descriptor below it is open: no new one
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  const std::string msg = error_of([&] { d.fn(tx, stop.get_token()); });
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_NE(msg.find("read_fd: cannot create an eventfd to wait on fd " + std::to_string(p[0])), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("Too many open files"), std::string::npos) << msg;
   ::close(p[0]);
   ::close(p[1]);
 }

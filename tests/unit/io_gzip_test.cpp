@@ -7,6 +7,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -324,6 +325,27 @@ TEST(io_gzip, gunzip_stage_failure_reaches_the_runner_with_the_offset) {
               std::string::npos)
         << e.what();
   }
+}
+
+// An output chunk past 1 GiB is refused naming the option, when the stage is described:
+// it failed the run with a bare "std::bad_alloc" (a probe of extreme sizes).
+TEST(io_gzip, a_chunk_past_one_gib_is_rejected_naming_the_option) {
+  const auto says = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "(taken)";
+  };
+  EXPECT_EQ(says([] { (void)io::gzip({.chunk = SIZE_MAX}); }),
+            "sluice::io: gzip_options::chunk must be at most 1 GiB (got " + std::to_string(SIZE_MAX) + " bytes)");
+  EXPECT_NE(says([] { (void)io::gunzip({.chunk = std::size_t{1} << 40}); }).find("gunzip_options::chunk must be at most 1 GiB"),
+            std::string::npos);
+  EXPECT_NE(says([] { (void)io::join_lines<std::string>({.chunk = (std::size_t{1} << 30) + 1}); })
+                .find("join_lines_options::chunk must be at most 1 GiB"),
+            std::string::npos);
+  EXPECT_EQ(says([] { (void)io::gzip({.chunk = std::size_t{1} << 30}); }), "(taken)");  // the limit itself
 }
 
 TEST(io_gzip, bad_levels_are_rejected_when_the_stage_is_described) {

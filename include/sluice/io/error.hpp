@@ -38,6 +38,16 @@ class error : public std::runtime_error {
 inline constexpr std::size_t kByteBudget = std::size_t{64} << 10;
 // The default chunk a reader fills before pushing it.
 inline constexpr std::size_t kChunk = std::size_t{64} << 10;
+// The largest output chunk a codec or join_lines takes (its options' chunk): past it,
+// std::invalid_argument naming the option when the stage is made. A huge one failed the
+// stage later with a bare "std::bad_alloc" or "bad_array_new_length".
+inline constexpr std::size_t kMaxChunk = std::size_t{1} << 30;
+inline void check_chunk(std::size_t chunk, const char* option) {
+  if (chunk > kMaxChunk) {
+    throw std::invalid_argument(std::string("sluice::io: ") + option + " must be at most 1 GiB (got " +
+                                std::to_string(chunk) + " bytes)");
+  }
+}
 
 // A byte stream is one sequence: replicas would split it between threads (a reader's two
 // copies each read the whole file, a writer's two copies share one temporary, a codec's

@@ -168,7 +168,7 @@ class lines_stage {
 template <class Line>
 class join_lines_stage {
  public:
-  explicit join_lines_stage(join_lines_options o) : options_(o) {}
+  explicit join_lines_stage(join_lines_options o) : options_(o) { check_chunk(o.chunk, "join_lines_options::chunk"); }
   void operator()(receiver<Line>& in, sender<buffer>& out, std::stop_token stop) const {
     const std::size_t chunk = options_.chunk != 0 ? options_.chunk : kChunk;
     buffer ob(chunk);
