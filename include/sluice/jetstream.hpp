@@ -161,8 +161,9 @@ enum class storage { file, memory };
 struct connect_options {
   // To reach a server at connect() (a list's in all); also how long each request of
   // ensure_edge, inspect_edge and remove_edge waits for its answer.
+  // Positive, at most 100 years (connect() throws std::invalid_argument otherwise).
   std::chrono::milliseconds timeout{2000};
-  std::chrono::milliseconds reconnect_wait{100};   // between reconnect attempts (forever)
+  std::chrono::milliseconds reconnect_wait{100};   // between reconnect attempts (forever); 0 to 100 years
   // A stage failing to reach the server this long fails. A server that stops answering
   // without closing the socket (stopped, frozen) is seen as gone after two unanswered
   // PINGs, sent every half give_up (2 s to 2 min): the stage fails a few give_ups after.
@@ -328,6 +329,8 @@ struct subscribe_counters {
 struct publish_options {
   std::string producer_id = {};        // empty: random (no de-duplication across restarts)
   std::uint64_t first_sequence = 0;    // the first item's sequence in its Nats-Msg-Id
+  // publish() throws std::invalid_argument, naming the edge and the field, for a window
+  // above 2^20 or a retry or ack_timeout negative or past 100 years.
   std::size_t window = 256;            // unacknowledged messages at most
   std::chrono::milliseconds retry{2};  // while the stream refuses: how often one message asks again
   std::chrono::milliseconds ack_timeout{2000};  // re-publish a message unacknowledged this long
@@ -348,7 +351,7 @@ struct subscribe_options {
   // confirmations, and the stage's end does not wait for them: an ack the server did not
   // apply lets its message come back (at-least-once), and the teardown stays prompt.
   std::size_t ack_window = 1024;
-  std::chrono::milliseconds ack_confirm_wait{1000};
+  std::chrono::milliseconds ack_confirm_wait{1000};  // positive, at most 100 years (std::invalid_argument)
   // false: every ack is a plain "+ACK", as libnats' natsMsg_Ack sends it: no
   // confirmation, no re-send, no ack window (acks_confirmed stays 0; on_confirmed must be
   // empty). Slightly faster (benchmarks/README.md, jetstream); an ack lost with a dying
@@ -405,6 +408,10 @@ class publisher {
 
 // Throws std::invalid_argument, naming the edge, for subscribe options no fetch can use.
 void check_subscribe_options(const edge_options& e, const subscribe_options& o);
+// The same for publish options: a window above kMaxWindow, a retry or ack_timeout
+// negative or past 100 years (a huge one overflowed into an immediate one).
+inline constexpr std::size_t kMaxWindow = std::size_t{1} << 20;
+void check_publish_options(const edge_options& e, const publish_options& o);
 
 // The subscribe stage's engine.
 class subscriber {
@@ -616,12 +623,14 @@ struct subscribe_fn {
 // Its stage is named "publish:<stream>" unless o.name says otherwise.
 template <class T>
 auto publish(connection c, edge_options e, publish_options p = {}, stage_options o = {}) {
+  detail::check_publish_options(e, p);
   o.name = detail::stage_name(o, "publish", e);
   return sluice::consume(detail::publish_fn<T>{std::move(c), std::move(e), std::move(p)}, std::move(o));
 }
 // The same, as a consumer of `in` in a graph.
 template <class T>
 void publish(graph& g, stream<T> in, connection c, edge_options e, publish_options p = {}, stage_options o = {}) {
+  detail::check_publish_options(e, p);
   auto name = detail::stage_name(o, "publish", e);
   g.consume(std::move(name), in, detail::publish_fn<T>{std::move(c), std::move(e), std::move(p)}, std::move(o));
 }

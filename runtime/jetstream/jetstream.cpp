@@ -25,6 +25,9 @@
 #include "../text.hpp"
 
 #include <dlfcn.h>
+#include <sys/socket.h>
+#include <cerrno>
+#include <cstring>
 
 // ---- libnats 3.4.1's handshake spin --------------------------------------------------
 // libnats 3.4.1 reads the server's answer to its CONNECT + PING one byte at a time
@@ -1023,6 +1026,7 @@ void route_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closu
 
 publisher::publisher(const connection& c, const edge_options& e, const publish_options& o) {
   need_connection(c, "publish");
+  check_publish_options(e, o);
   check_subject_length("publish", e);
   auto st = std::make_shared<pub_state>();
   st->conn = c.state();
@@ -1737,6 +1741,32 @@ void check_subscribe_options(const edge_options& e, const subscribe_options& o) 
                                 "': fetch_wait must be positive and at most 100 years (got " +
                                 std::to_string(o.fetch_wait.count()) + " ms; 0 made an idle edge spin)");
   }
+  // now() + 2 x a huge wait overflowed: no confirmation was ever waited for.
+  if (o.ack_confirm_wait <= std::chrono::milliseconds::zero() || o.ack_confirm_wait > kLongest) {
+    throw std::invalid_argument("sluice::jetstream::subscribe: edge '" + e.stream +
+                                "': ack_confirm_wait must be positive and at most 100 years (got " +
+                                std::to_string(o.ack_confirm_wait.count()) + " ms)");
+  }
+}
+
+void check_publish_options(const edge_options& e, const publish_options& o) {
+  const auto refuse = [&](const std::string& what) {
+    throw std::invalid_argument("sluice::jetstream::publish: edge '" + e.stream + "': " + what);
+  };
+  // Twice the window is reserved up front: a huge one failed the stage with "vector::reserve"
+  // or bad_alloc, and 2^63 wrapped to nothing.
+  if (o.window > kMaxWindow) {
+    refuse("window must be at most " + std::to_string(kMaxWindow) + " (got " + std::to_string(o.window) + ")");
+  }
+  // now() + a huge retry overflowed into an immediate one: a full stream was asked again
+  // about 1,000 times a second.
+  if (o.retry < std::chrono::milliseconds::zero() || o.retry > kLongest) {
+    refuse("retry must be 0 or more and at most 100 years (got " + std::to_string(o.retry.count()) + " ms)");
+  }
+  if (o.ack_timeout < std::chrono::milliseconds::zero() || o.ack_timeout > kLongest) {
+    refuse("ack_timeout must be 0 or more and at most 100 years (got " + std::to_string(o.ack_timeout.count()) +
+           " ms)");
+  }
 }
 
 namespace {
@@ -2022,7 +2052,10 @@ void message::ack() {
 }
 void message::nak(std::chrono::milliseconds delay) {
   need_msg(msg_, "nak");
-  delay = std::max(delay, sub_->nak_delay());
+  // At most 100 years: the server counts nanoseconds, and nak(milliseconds::max())
+  // overflowed into a redelivery at once (a negative delay is none).
+  delay = std::clamp<std::chrono::milliseconds>(std::max(delay, sub_->nak_delay()), std::chrono::milliseconds::zero(),
+                                                detail::kLongest);
   const std::string body =
       delay.count() > 0
           ? "-NAK {\"delay\":" + std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(delay).count()) + "}"
@@ -2141,6 +2174,17 @@ connection connect(std::string url, connect_options o) {
                                 ": give_up must be positive and at most 100 years (got " +
                                 std::to_string(o.give_up.count()) + " ms)");
   }
+  // libnats said "Invalid Argument" (a runtime_error) for these, naming neither.
+  if (o.timeout <= std::chrono::milliseconds::zero() || o.timeout > detail::kLongest) {
+    throw std::invalid_argument("sluice::jetstream: cannot connect to " + st->url +
+                                ": timeout must be positive and at most 100 years (got " +
+                                std::to_string(o.timeout.count()) + " ms)");
+  }
+  if (o.reconnect_wait < std::chrono::milliseconds::zero() || o.reconnect_wait > detail::kLongest) {
+    throw std::invalid_argument("sluice::jetstream: cannot connect to " + st->url +
+                                ": reconnect_wait must be 0 or more and at most 100 years (got " +
+                                std::to_string(o.reconnect_wait.count()) + " ms)");
+  }
   // A comma-separated list is a server pool, each tried in turn (libnats 3.4 takes a list
   // only through SetServers: given to SetURL, a list reached no server at all).
   std::vector<std::string> servers;
@@ -2186,7 +2230,18 @@ connection connect(std::string url, connect_options o) {
     // that does not resolve ends at once. A list says how its servers were tried.
     const bool timed_out = took >= per_server * 9 / 10;
     std::string why = detail::nats_error(s);
-    if (s == NATS_NO_SERVER && !timed_out) {
+    // This process out of descriptors: libnats says "No server available" (or "System
+    // Error"), and the message blamed the server. A socket of our own tells.
+    const int own = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int own_err = errno;
+    if (own >= 0) ::close(own);
+    const bool no_fds = own < 0 && (own_err == EMFILE || own_err == ENFILE);
+    if (no_fds) {
+      why += std::string(": this process cannot open a socket (") + std::strerror(own_err) +
+             "), so no server was tried; raise the limit (ulimit -n) or close descriptors";
+    } else if (s == NATS_SYS_ERROR) {
+      why += ": a system resource ran out in libnats (a thread, memory or a descriptor)";
+    } else if (s == NATS_NO_SERVER && !timed_out) {
       why += ": no NATS server answers there (nothing listens, the host does not resolve, or what listens is not NATS)";
     }
     if (s == NATS_PROTOCOL_ERROR && timed_out) {  // the handshake's read ran out (natsSock_Read above)

@@ -3,6 +3,8 @@
 #include "sluice/jetstream.hpp"
 
 #include <poll.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -122,6 +124,30 @@ TEST(JetstreamConnect, UnreachableUrlIsAnErrorNamingIt) {
     EXPECT_NE(std::string(e.what()).find(url), std::string::npos) << e.what();
   }
   EXPECT_LT(ms_since(t0), 3000.0);
+}
+
+// This process out of descriptors: the error says so. It said "no NATS server answers
+// there (nothing listens, ...)", blaming a server that was up (a probe under ulimit -n).
+TEST(JetstreamConnect, OutOfDescriptorsIsSaidAsSuchNotBlamedOnTheServer) {
+  const std::string url = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  const int lowest_free = ::dup(0);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free);  // every descriptor below it is open: no new one
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  std::string what = "(connected)";
+  try {
+    (void)js::connect(url, {.timeout = 500ms});
+  } catch (const std::exception& e) {
+    what = e.what();
+  }
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_NE(what.find(url), std::string::npos) << what;
+  EXPECT_NE(what.find("this process cannot open a socket (Too many open files)"), std::string::npos) << what;
+  EXPECT_EQ(what.find("no NATS server answers there"), std::string::npos) << what;
 }
 
 TEST(JetstreamConnect, SilentServerTimesOutNamingTheUrl) {
@@ -672,6 +698,44 @@ TEST(JetstreamEdge, OptionsNoConnectionOrFetchCanUseAreRefusedUpFront) {
     sluice::graph g;
     EXPECT_THROW((void)js::subscribe<int>(g, js::connection{}, e, {.fetch_wait = wait}), std::invalid_argument);
   }
+  // Millisecond options past 100 years overflowed into immediate waits (a probe: retry =
+  // milliseconds::max() asked a full stream again ~1,000 times a second; an ack never
+  // waited for its confirmation); negative ones were taken, or were libnats' "Invalid
+  // Argument" naming no field. Each is refused up front, naming the field.
+  const auto huge = std::chrono::milliseconds::max();
+  const auto expect_refused = [](const std::function<void()>& f, const std::string& says) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted: " << says;
+    } catch (const std::invalid_argument& ex) {
+      EXPECT_NE(std::string(ex.what()).find(says), std::string::npos) << ex.what();
+    }
+  };
+  expect_refused([&] { (void)js::subscribe<int>(js::connection{}, e, {.ack_confirm_wait = huge}); },
+                 "edge 'never': ack_confirm_wait must be positive and at most 100 years");
+  expect_refused([&] { (void)js::subscribe<int>(js::connection{}, e, {.ack_confirm_wait = 0ms}); },
+                 "ack_confirm_wait must be positive");
+  expect_refused([&] { (void)js::publish<int>(js::connection{}, e, {.retry = huge}); },
+                 "edge 'never': retry must be 0 or more and at most 100 years");
+  expect_refused([&] { (void)js::publish<int>(js::connection{}, e, {.retry = -1ms}); }, "retry must be 0 or more");
+  expect_refused([&] { (void)js::publish<int>(js::connection{}, e, {.ack_timeout = huge}); },
+                 "ack_timeout must be 0 or more and at most 100 years");
+  expect_refused([&] { (void)js::publish<int>(js::connection{}, e, {.window = SIZE_MAX}); },
+                 "edge 'never': window must be at most 1048576");
+  {
+    sluice::graph g;
+    auto src = g.source<int>("src", [](sluice::sender<int>&) {});
+    expect_refused([&] { js::publish<int>(g, src, js::connection{}, e, {.window = std::size_t{1} << 62}); },
+                   "window must be at most");
+    g.sink("sink", src, [](int) {});
+  }
+  expect_refused([] { (void)js::connect("nats://127.0.0.1:1", {.timeout = -1ms}); },
+                 "timeout must be positive and at most 100 years");
+  expect_refused([] { (void)js::connect("nats://127.0.0.1:1", {.timeout = 0ms}); }, "timeout must be positive");
+  expect_refused([] { (void)js::connect("nats://127.0.0.1:1", {.reconnect_wait = -1ms}); },
+                 "reconnect_wait must be 0 or more and at most 100 years");
+  expect_refused([] { (void)js::connect("nats://127.0.0.1:1", {.reconnect_wait = std::chrono::milliseconds::max()}); },
+                 "reconnect_wait must be 0 or more");
 }
 
 // A fetch_wait of seconds is a common long poll. The stage looked at its stop token once
