@@ -351,6 +351,47 @@ TEST_F(CutTool, ASignalToOneSideAloneIsNamed) {
   }
 }
 
+// CPU time (user + system, in clock ticks) a process has used, from /proc/N/stat.
+long cpu_ticks_of(pid_t p) {
+  std::ifstream f("/proc/" + std::to_string(p) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return 0;
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 14 and 15: utime, stime
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return utime + stime;
+}
+
+// ^C while a side's worker is inside a long --work: the work is cut, as in an in-process
+// run. A side did its whole --work first (an hour, with --work 1h, spinning on after a
+// `timeout`'s SIGTERM until SIGKILL).
+TEST_F(CutTool, AnInterruptCutsASidesLongWork) {
+  sluice_test::nats_server server;
+  const std::string out = out_file("long-work");
+  sluice_test::child_process run({tool_path(), "bench", "--cut", "1", "--via", server.url(), "--topology", "chain:2",
+                                  "--items", "1", "--work", "1h"},
+                                 out);
+  // The producer's worker spinning on its item: a second of CPU used by a side.
+  ASSERT_TRUE(within(60s, [&] {
+    for (const pid_t p : children_of(run.pid())) {
+      if (cpu_ticks_of(p) >= ::sysconf(_SC_CLK_TCK)) return true;
+    }
+    return false;
+  })) << run.output();
+  run.signal(SIGINT);
+  const int status = run.wait(60s);
+  const std::string text = run.output();
+  std::filesystem::remove(out);
+  EXPECT_EQ(status, 130) << text;
+  EXPECT_NE(text.find("interrupted by"), std::string::npos) << text;
+}
+
 // ^C to one side started alone (--role): it stops, says so, names the stream it leaves on
 // the server (the other side may still use it), and exits 128+N. It died silently.
 TEST_F(CutTool, AnInterruptedRoleRunSaysWhatItStoppedAndKeepsTheStream) {

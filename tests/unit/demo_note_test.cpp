@@ -14,6 +14,7 @@
 namespace {
 
 using sluice::tool::demo::guard_note;
+using sluice::tool::demo::oom_note;
 
 constexpr std::uint64_t kMiB = 1024 * 1024;
 
@@ -45,6 +46,15 @@ TEST(DemoGuardNote, ASinkSlowerThanItsCapIsProjectedAtTheRateItSent) {
             std::string::npos)
       << note;
   EXPECT_NE(note.find("would have kept growing"), std::string::npos) << note;
+}
+
+// Out of memory (a ulimit) before the guard: said as such, with the chunk refused, and the
+// guard named only when the run had one.
+TEST(DemoGuardNote, OutOfMemoryIsSaidAsSuchNotAsTheGuard) {
+  EXPECT_EQ(oom_note(4 * kMiB, 4096 * kMiB, 98 * kMiB, 20 * kMiB),
+            "stopped: out of memory (the system refused the next chunk of 4.0 MiB) after 98.0 MiB generated and "
+            "20.0 MiB sent, before the memory guard (4.0 GiB) was reached");
+  EXPECT_EQ(oom_note(4 * kMiB, 0, 98 * kMiB, 20 * kMiB).find("guard"), std::string::npos);
 }
 
 TEST(DemoGuardNote, ASinkThatKeptUpOnAverageMakesItABurst) {

@@ -651,6 +651,19 @@ TEST_F(Tool, BenchCapacityPastTheAddressSpaceLimitIsRefusedUpFront) {
       << r.out;
 }
 
+// The demo's unbounded run out of memory (ulimit -v) well below its memory guard stops
+// there, and says so: it said "memory guard hit", with a note on a guard never reached.
+TEST_F(Tool, ADemoOutOfMemoryBelowItsGuardSaysOutOfMemory) {
+  if (kSanitized) GTEST_SKIP() << "a sanitizer's shadow memory needs more address space than any limit here";
+  const result r = sluice_test::run_shell("ulimit -v 200000 && timeout -s KILL 120 " +
+                                          sluice_test::shell_quote(sluice_test::tool_path()) +
+                                          " demo --bytes 4G --rate 50M --memory-guard 4G --only unbounded 2>&1");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("out of memory"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("before the memory guard (4.0 GiB) was reached"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("memory guard hit"), std::string::npos) << r.out;
+}
+
 // A --capacity whose channels cannot exist: one line naming it, exit 2, nothing run.
 // Before: 2^62 crashed with SIGSEGV (the ring's slot count wrapped), and 2^40 printed
 // "error: std::bad_alloc" with exit 1.
@@ -699,14 +712,14 @@ TEST_F(Tool, OutputThatCannotBeWrittenIsAnErrorNotExitZero) {
 
 // `sluice demo ARGS` with a stdout whose reader has gone (the read end of its pipe closed
 // before it starts) and stderr to a file: its status (128+N if killed by N) and stderr.
-result demo_with_stdout_gone(std::vector<std::string> args) {
-  const std::string err_path = ::testing::TempDir() + "sluice_demo_err_" + std::to_string(::getpid());
-  args.insert(args.begin(), {tool_path(), "demo"});
+result with_stdout_gone(const char* cmd, std::vector<std::string> args) {
+  const std::string err_path = ::testing::TempDir() + "sluice_" + cmd + "_err_" + std::to_string(::getpid());
+  args.insert(args.begin(), {tool_path(), cmd});
   sluice_test::spawn_options o;
   o.stdout_gone = true;
   o.stderr_file = err_path;
   sluice_test::spawned_tool t(std::move(args), std::move(o));
-  if (!t.wait(120s)) ADD_FAILURE() << "the demo did not end";
+  if (!t.wait(120s)) ADD_FAILURE() << "sluice " << cmd << " did not end";
   result r;
   r.status = t.exit_code();
   r.err = sluice_test::read_whole_file(err_path);
@@ -720,10 +733,31 @@ result demo_with_stdout_gone(std::vector<std::string> args) {
 TEST_F(Tool, ADemoWhoseStdoutReaderIsGoneWritesItsReportAndSaysSo) {
   const std::string html = ::testing::TempDir() + "sluice_demo_gone_" + std::to_string(::getpid()) + ".html";
   std::remove(html.c_str());
-  const result r = demo_with_stdout_gone({"--bytes", "4MiB", "--report", html});
+  const result r = with_stdout_gone("demo", {"--bytes", "4MiB", "--report", html});
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find("sluice demo: error: cannot write to standard output"), std::string::npos) << r.err;
   EXPECT_NE(sluice_test::read_whole_file(html).find("<svg"), std::string::npos);
+  std::remove(html.c_str());
+}
+
+// `sluice stress | true`: the session ends, since its results have nowhere to go, with
+// "cannot write to standard output" and status 1. It died of SIGPIPE (141), without a
+// word. A million runs would take hours: the wait's two minutes see that it stopped.
+TEST_F(Tool, AStressSessionWhoseStdoutReaderIsGoneEndsAndSaysSo) {
+  const result r = with_stdout_gone("stress", {"--runs", "1000000"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("sluice stress: error: cannot write to standard output"), std::string::npos) << r.err;
+}
+
+// A rate so small that its chart's axis is subnormal: the report is written. Its tick
+// step underflowed to 0, and drawing it never ended, growing until memory ran out.
+TEST_F(Tool, AReportOfASubnormalRateIsWritten) {
+  const std::string html = ::testing::TempDir() + "sluice_tiny_rate_" + std::to_string(::getpid()) + ".html";
+  std::remove(html.c_str());
+  const std::string tiny = "0." + std::string(322, '0') + "5";  // about 5e-323 items/s
+  const result r = run_tool({"bench", "--rate", tiny, "--duration", "10ms", "--report", html}, 120);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(sluice_test::read_whole_file(html).find("</html>"), std::string::npos);
   std::remove(html.c_str());
 }
 
@@ -901,8 +935,9 @@ TEST_F(Tool, AReportThatCannotBeWrittenIsRefusedBeforeTheRun) {
       EXPECT_TRUE(r.out.empty()) << "the run happened first:\n" << r.out;
       ASSERT_FALSE(r.err.empty());
       EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
-      EXPECT_EQ(r.err.rfind("sluice " + std::string(cmd) + ": ", 0), 0U) << r.err;
-      EXPECT_NE(r.err.find("cannot write report " + path + ": "), std::string::npos) << r.err;
+      // The same line from both tools (demo's lacked the "error: ").
+      EXPECT_EQ(r.err.rfind("sluice " + std::string(cmd) + ": error: cannot write report " + path + ": ", 0), 0U)
+          << r.err;
       EXPECT_EQ(::access(path.c_str(), F_OK), -1);
     }
   }
@@ -1286,7 +1321,8 @@ TEST_F(Tool, AnInterruptNoticeStaysOnTheScreenAboveTheLiveProgress) {
   EXPECT_EQ(t.exit_code(), 128 + SIGINT) << t.err;
   std::string shown;
   for (const std::string& row : screen_after(t.err)) shown += row + "\n";
-  EXPECT_NE(shown.find("sluice bench: interrupted by Interrupt; the run in progress stops sending and drains"),
+  EXPECT_NE(shown.find("sluice bench: interrupted by Interrupt; the run in progress stops sending and drains "
+                       "without starting more work"),
             std::string::npos)
       << "the screen:\n" << shown;
 }

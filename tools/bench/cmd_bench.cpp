@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -237,40 +238,14 @@ struct bench_item {
   bool unfinished = false;  // a ^C cut a stage's work on it short: not a delivery
 };
 
-// spin: busy for d. sleep: d of wall time at little CPU: asleep until 30 us before the
-// end, then busy (bench::sleep_precisely_until_ns). A plain sleep would end late by
-// the kernel's wake-up latency, tens of microseconds on a loaded machine: 5% of a 1 ms
-// sleep, and the size of what the bench measures.
-// Work longer than kWorkSlice is done in slices and ends at a ^C, and after a ^C no work
-// starts: the run then drains what it sent in moments (with --work sleep:20s the first ^C
-// waited 20 s for each item sent, and a `timeout` that sends one signal never ended the
-// bench; with --work sleep:50ms and --capacity 1024, it waited 52 s for the backlog).
-// Such an item is unfinished (false here, bench_item::unfinished): the sink counts it
-// apart, neither delivered nor timed (the run reported the items released by a ^C as
-// delivered, at a rate the work could not have allowed).
-constexpr std::int64_t kWorkSlice = 100'000'000;  // ns
-bool do_work(const work_spec& w) {
-  if (w.d.count() <= 0) return true;
-  if (interrupted()) return false;
-  const std::int64_t end = now_ns() + w.d.count();
-  if (w.d.count() > kWorkSlice) {
-    for (std::int64_t left = end - now_ns(); left > kWorkSlice; left = end - now_ns()) {
-      if (interrupted()) return false;
-      if (w.sleep) {
-        bench::sleep_until_ns(now_ns() + kWorkSlice);
-      } else {
-        spin_for(nanoseconds(kWorkSlice));
-      }
-    }
-    if (interrupted()) return false;
-  }
-  if (w.sleep) {
-    bench::sleep_precisely_until_ns(end);
-  } else {
-    spin_for(nanoseconds(std::max<std::int64_t>(0, end - now_ns())));
-  }
-  return true;
-}
+// An item's work (bench::do_work), cut at a ^C: after one no work starts, and the run
+// drains what it sent in moments (with --work sleep:20s the first ^C waited 20 s for each
+// item sent, and a `timeout` that sends one signal never ended the bench; with --work
+// sleep:50ms and --capacity 1024, it waited 52 s for the backlog). Such an item is
+// unfinished (false here, bench_item::unfinished): the sink counts it apart, neither
+// delivered nor timed (the run reported the items released by a ^C as delivered, at a
+// rate the work could not have allowed).
+bool do_work(const work_spec& w) { return bench::do_work(w, [] { return interrupted(); }); }
 
 // A worker stage's step, both engines: the work, unless an earlier stage's was cut.
 void work_on(bench_item& v, const work_spec& w) {
@@ -850,6 +825,16 @@ std::uint64_t quantile_of(const bench::log_histogram& h, double q) { return q >=
 std::string lat(const bench::log_histogram& h, double q) { return h.count() == 0 ? "-" : lat(quantile_of(h, q)); }
 std::string us(const bench::log_histogram& h, double q) { return h.count() == 0 ? "-" : us(quantile_of(h, q)); }
 
+// The latencies every writer shows, in this order: the tables' column, the key in the
+// JSON and in the gbench counters (key + "_us"), and the q of quantile_of.
+struct shown_latency {
+  const char* column;
+  const char* key;
+  double q;
+};
+constexpr std::array<shown_latency, 4> kShownLatencies{
+    {{"p50", "p50", 0.50}, {"p99", "p99", 0.99}, {"p99.9", "p999", 0.999}, {"max", "max", kMax}}};
+
 std::string load_text(const bench_result& r) {
   if (!r.open_loop) return "closed loop";
   if (r.load_of.empty()) return "--rate";
@@ -911,28 +896,29 @@ void print_table(const bench_config& c, const std::vector<bench_result>& rs) {
     for (const auto& r : rs) std::printf(" %s %llu", r.engine.c_str(), static_cast<unsigned long long>(r.sent));
     std::printf("\n\n");
   }
-  std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", "engine", "items/s", "bytes/s", "p50", "p99", "p99.9",
-              "max", "time");
+  std::printf("  %-8s %12s %12s", "engine", "items/s", "bytes/s");
+  for (const auto& l : kShownLatencies) std::printf(" %10s", l.column);
+  std::printf(" %9s\n", "time");
   for (const auto& r : rs) {
-    std::printf("  %-8s %12s %12s %10s %10s %10s %10s %9s\n", r.engine.c_str(), (si(r.items_per_s()) + "/s").c_str(),
-                (format_size(r.items_per_s() * static_cast<double>(c.item_size)) + "/s").c_str(),
-                lat(r.hist, 0.50).c_str(), lat(r.hist, 0.99).c_str(), lat(r.hist, 0.999).c_str(),
-                lat(r.hist, kMax).c_str(),
-                format_duration(nanoseconds(static_cast<std::int64_t>(r.elapsed_s * 1e9))).c_str());
+    std::printf("  %-8s %12s %12s", r.engine.c_str(), (si(r.items_per_s()) + "/s").c_str(),
+                (format_size(r.items_per_s() * static_cast<double>(c.item_size)) + "/s").c_str());
+    for (const auto& l : kShownLatencies) std::printf(" %10s", lat(r.hist, l.q).c_str());
+    std::printf(" %9s\n", format_duration(nanoseconds(static_cast<std::int64_t>(r.elapsed_s * 1e9))).c_str());
   }
   print_stage_shares(rs);
 }
 
 // Open-loop rows: offered, achieved, latency from the due time in microseconds.
 void print_open_rows(const std::vector<const bench_result*>& rs, bool with_load) {
-  std::printf("  %-8s %s%12s %12s %10s %10s %10s %10s\n", "engine", with_load ? "load             " : "", "offered/s",
-              "achieved/s", "p50 us", "p99 us", "p99.9 us", "max us");
+  std::printf("  %-8s %s%12s %12s", "engine", with_load ? "load             " : "", "offered/s", "achieved/s");
+  for (const auto& l : kShownLatencies) std::printf(" %10s", (std::string(l.column) + " us").c_str());
+  std::printf("\n");
   for (const bench_result* r : rs) {
     std::printf("  %-8s ", r->engine.c_str());
     if (with_load) std::printf("%-16s ", load_text(*r).c_str());
-    std::printf("%12s %12s %10s %10s %10s %10s%s\n", si(r->offered).c_str(), si(r->achieved()).c_str(),
-                us(r->hist, 0.50).c_str(), us(r->hist, 0.99).c_str(), us(r->hist, 0.999).c_str(),
-                us(r->hist, kMax).c_str(), r->saturated() ? "  saturated" : "");
+    std::printf("%12s %12s", si(r->offered).c_str(), si(r->achieved()).c_str());
+    for (const auto& l : kShownLatencies) std::printf(" %10s", us(r->hist, l.q).c_str());
+    std::printf("%s\n", r->saturated() ? "  saturated" : "");
   }
 }
 
@@ -1052,10 +1038,13 @@ std::string result_json(const bench_config& c, const bench_result& r) {
   const auto us_at = [&](double q) {
     return timed ? num(static_cast<double>(quantile_of(r.hist, q)) / 1e3) : std::string("null");
   };
-  o += ",\"p50\":" + ns_at(0.5) + ",\"p99\":" + ns_at(0.99) + ",\"p999\":" + ns_at(0.999) + ",\"max\":" + ns_at(kMax) +
-       ",\"mean\":" + (timed ? num(r.hist.mean()) : std::string("null")) + "}";
-  o += ",\"latency_us\":{\"p50\":" + us_at(0.5) + ",\"p99\":" + us_at(0.99) + ",\"p999\":" + us_at(0.999) +
-       ",\"max\":" + us_at(kMax) + "}";
+  for (const auto& l : kShownLatencies) o += ",\"" + std::string(l.key) + "\":" + ns_at(l.q);
+  o += ",\"mean\":" + (timed ? num(r.hist.mean()) : std::string("null")) + "}";
+  o += ",\"latency_us\":{";
+  for (const auto& l : kShownLatencies) {
+    o += (&l == kShownLatencies.data() ? "\"" : ",\"") + std::string(l.key) + "\":" + us_at(l.q);
+  }
+  o += "}";
   o += ",\"balanced\":";
   o += r.balanced ? "true" : "false";
   o += ",\"detail\":" + json_escape(r.detail);
@@ -1141,10 +1130,9 @@ void print_gbench(const bench_config& c, const std::vector<bench_result>& rs) {
     e.real_time_ns = e.items_per_second > 0 ? 1e9 / e.items_per_second : 0;
     e.cpu_time_ns = r.delivered ? r.cpu_s * 1e9 / static_cast<double>(r.delivered) : 0;
     if (r.hist.count() != 0) {
-      e.counters = {{"p50_us", static_cast<double>(r.hist.quantile(0.5)) / 1e3},
-                    {"p99_us", static_cast<double>(r.hist.quantile(0.99)) / 1e3},
-                    {"p999_us", static_cast<double>(r.hist.quantile(0.999)) / 1e3},
-                    {"max_us", static_cast<double>(r.hist.max()) / 1e3}};
+      for (const auto& l : kShownLatencies) {
+        e.counters.emplace_back(std::string(l.key) + "_us", static_cast<double>(quantile_of(r.hist, l.q)) / 1e3);
+      }
     }
     if (r.open_loop) {
       e.counters.emplace_back("offered_per_s", r.offered);
@@ -1480,15 +1468,16 @@ int cmd_bench(int argc, char** argv) {
   const std::int64_t duration_ns = c.duration.count() > 0 ? c.duration.count() : open ? kDefaultOpenDuration.count() : 0;
   const std::uint64_t max_items = c.items_given || (!open && c.duration.count() == 0) ? c.items : UINT64_MAX;
 
-  // ^C (SIGINT, SIGTERM, SIGHUP): the run in progress stops sending and drains, no other
-  // run starts, and what ran is printed (and written to --report) before the exit with
+  // ^C (SIGINT, SIGTERM, SIGHUP): the run in progress stops sending and drains (no item's
+  // work starts after it), no other run starts, and what ran is printed (and written to --report) before the exit with
   // 128+N; a second one exits at once. Blocked before any thread starts (the stages, the
   // live view's): they inherit the mask.
   const interrupt_watch watch("sluice bench", [](int sig) {
     g_interrupted.store(sig, std::memory_order_relaxed);
     progress::notice(std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
                                     (g_runs_over.load() ? "; the runs are over, writing their results "
-                                                        : "; the run in progress stops sending and drains, no other starts ") +
+                                                        : "; the run in progress stops sending and drains without starting more work, "
+                                                          "no other run starts ") +
                                     "(again to exit now)\n");
   });
 

@@ -80,14 +80,8 @@ struct cut_config {
   std::vector<std::string> passthrough;  // what the children get
 };
 
-void do_work(const work_spec& w) {
-  if (w.d.count() <= 0) return;
-  if (w.sleep) {
-    wait_until_ns(now_ns() + w.d.count());
-  } else {
-    spin_for(w.d);
-  }
-}
+// An item's work, cut once the side's graph is stopping (its ^C cancels it).
+void do_work(const work_spec& w) { (void)bench::do_work(w, [] { return sluice::this_stage::graph_stopping(); }); }
 std::string worker_name(std::size_t w) {
   char b[24];
   std::snprintf(b, sizeof(b), "w%zu", w);

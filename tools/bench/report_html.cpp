@@ -67,12 +67,16 @@ std::string us(double v) {
 }
 
 // Round steps of 1, 2 or 5 times a power of ten: about `n` ticks over [0, hi].
+// Past the doubles' range (a subnormal hi: `--rate 1e-323`) the power of ten underflowed
+// to 0, and the tick loops never advanced, growing the page until memory ran out (a
+// probe): then the one step is hi itself.
 double nice_step(double hi, int n) {
-  if (!(hi > 0)) return 1;
+  if (!(hi > 0) || !std::isfinite(hi)) return 1;
   const double raw = hi / n;
   const double p = std::pow(10.0, std::floor(std::log10(raw)));
   const double m = raw / p;
-  return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+  const double step = (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+  return step > 0 && std::isfinite(step) && hi / step <= 100 ? step : hi;
 }
 
 constexpr double kW = 860, kH = 330, kL = 78, kR = 24, kT = 20, kB = 52;

@@ -9,14 +9,18 @@
 // one piece per worker or one for all; an empty piece ("1us," or "") is refused.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "bench/pacing.hpp"
 #include "common/args.hpp"
+#include "common/sys.hpp"
 
 namespace sluice::tool::bench {
 
@@ -61,6 +65,39 @@ inline bool parse_work_list(std::string_view s, std::vector<work_spec>& out) {
     s.remove_prefix(comma + 1);
   }
   out = std::move(v);
+  return true;
+}
+
+// Does the work of `w`: spin, busy for its duration; sleep, that much wall time at little
+// CPU (asleep until 30 us before the end, then busy: bench::sleep_precisely_until_ns; a
+// plain sleep would end late by the kernel's wake-up latency, tens of microseconds on a
+// loaded machine, the size of what the bench measures). Work longer than kWorkSlice is
+// done in slices, and `cut()` is asked before it and between slices: once it says so the
+// work ends, and false says it was not done whole. An in-process run cuts at a ^C; a side
+// of a --cut run once its graph is stopping (with --work 1h, a ^C or a `timeout` left
+// that side spinning for the hour).
+inline constexpr std::int64_t kWorkSlice = 100'000'000;  // ns
+template <class Cut>
+bool do_work(const work_spec& w, Cut&& cut) {
+  if (w.d.count() <= 0) return true;
+  if (cut()) return false;
+  const std::int64_t end = now_ns() + w.d.count();
+  if (w.d.count() > kWorkSlice) {
+    for (std::int64_t left = end - now_ns(); left > kWorkSlice; left = end - now_ns()) {
+      if (cut()) return false;
+      if (w.sleep) {
+        sleep_until_ns(now_ns() + kWorkSlice);
+      } else {
+        spin_for(std::chrono::nanoseconds(kWorkSlice));
+      }
+    }
+    if (cut()) return false;
+  }
+  if (w.sleep) {
+    sleep_precisely_until_ns(end);
+  } else {
+    spin_for(std::chrono::nanoseconds(std::max<std::int64_t>(0, end - now_ns())));
+  }
   return true;
 }
 

@@ -44,6 +44,7 @@ struct run_result {
   std::string kind;  // "unbounded" | "bounded"
   bool completed = false;
   bool guard_hit = false;
+  bool out_of_memory = false;  // the source could not get its next chunk (and stopped there)
   bool interrupted = false;  // ^C stopped it before it sent everything
   double elapsed_s = 0;
   std::uint64_t generated = 0;

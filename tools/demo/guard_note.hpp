@@ -45,4 +45,14 @@ inline std::string guard_note(std::uint64_t total, std::uint64_t sink_rate, std:
   return note;
 }
 
+// The source could not get its next chunk of `chunk` bytes (a ulimit, the machine's
+// memory) after `generated` bytes, `sent` of them sent; guard: the memory guard (0: none).
+inline std::string oom_note(std::uint64_t chunk, std::uint64_t guard, std::uint64_t generated, std::uint64_t sent) {
+  std::string note = "stopped: out of memory (the system refused the next chunk of " +
+                     format_size(static_cast<double>(chunk)) + ") after " + format_size(static_cast<double>(generated)) +
+                     " generated and " + format_size(static_cast<double>(sent)) + " sent";
+  if (guard != 0) note += ", before the memory guard (" + format_size(static_cast<double>(guard)) + ") was reached";
+  return note;
+}
+
 }  // namespace sluice::tool::demo

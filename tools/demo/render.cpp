@@ -26,6 +26,7 @@ namespace {
 double throughput(const run_result& r) { return r.elapsed_s > 0 ? static_cast<double>(r.sent) / r.elapsed_s : 0; }
 
 std::string outcome(const run_result& r) {
+  if (r.out_of_memory) return "out of memory";
   if (r.guard_hit) return "memory guard hit";
   if (r.completed) return "completed";
   return r.interrupted ? "interrupted" : "incomplete";
@@ -133,6 +134,7 @@ void print_json(const demo_config& cfg, const std::vector<run_result>& runs) {
     first = false;
     o += "{\"name\":" + json_escape(r.kind) + ",\"label\":" + json_escape(r.label) +
          ",\"completed\":" + (r.completed ? "true" : "false") + ",\"guard_hit\":" + (r.guard_hit ? "true" : "false") +
+         ",\"out_of_memory\":" + (r.out_of_memory ? "true" : "false") +
          ",\"interrupted\":" + (r.interrupted ? "true" : "false") +
          ",\"elapsed_s\":" + fmt("%.6f", r.elapsed_s) + ",\"generated_bytes\":" + std::to_string(r.generated) +
          ",\"sent_bytes\":" + std::to_string(r.sent) + ",\"throughput_bytes_per_s\":" + fmt("%.0f", throughput(r)) +

@@ -48,11 +48,20 @@ struct demo_chunk {
 
 }  // namespace sluice::tool::demo
 
-// A channel of demo chunks is budgeted in bytes.
+// A channel of demo chunks is budgeted in bytes: what a chunk costs in memory, its bytes
+// and what holding it takes besides (its heap block's header and rounding, and its slot
+// in the channel's queue: kChunkOverhead, a generous estimate). Counted by its bytes
+// alone, 1-byte chunks (--chunk 1) filled a 1 MiB budget with a million of them, and the
+// bounded run peaked at +108 MiB against the 2 MiB its note claims.
+namespace sluice::tool::demo {
+inline constexpr std::size_t kChunkOverhead = 96;
+}  // namespace sluice::tool::demo
 template <>
 struct sluice::channel_traits<sluice::tool::demo::demo_chunk> {
   static constexpr bool weighted = true;
-  static std::size_t weigh(const sluice::tool::demo::demo_chunk& c) { return std::max<std::size_t>(1, c.size); }
+  static std::size_t weigh(const sluice::tool::demo::demo_chunk& c) {
+    return c.size + sluice::tool::demo::kChunkOverhead;
+  }
 };
 
 namespace sluice::tool::demo {
@@ -292,6 +301,7 @@ struct demo_stages {
   std::atomic<std::uint64_t>& peak_rss;
   std::uint64_t baseline;
   std::atomic<bool>& guard_hit;
+  std::atomic<bool>& out_of_memory;  // set with guard_hit when a chunk could not be had
   bool check_guard;
   const std::atomic<bool>* stop;  // ^C: the sink's paced wait ends (run_stop::flag)
 
@@ -307,8 +317,10 @@ struct demo_stages {
       char* bytes = new (std::nothrow) char[n];
       if (bytes == nullptr) {
         // Out of memory (a ulimit, or a guard above what the machine can give): the run
-        // stops here as it does at its guard, instead of dying of std::bad_alloc.
+        // stops here as it does at its guard, instead of dying of std::bad_alloc, and says
+        // so (it said the guard was hit, with a note on a guard never reached).
         guard_hit.store(true, std::memory_order_relaxed);  // relaxed: read after the join
+        out_of_memory.store(true, std::memory_order_relaxed);
         break;
       }
       demo_chunk c{std::unique_ptr<char[]>(bytes), n};
@@ -427,9 +439,10 @@ run_result run_unbounded(const run_env& env) {
   const std::uint64_t baseline = rss_bytes();
   std::atomic<std::uint64_t> peak{baseline}, generated{0}, sent{0}, checksum{0};
   std::atomic<bool> guard{false};
+  std::atomic<bool> oom{false};
   std::vector<stage_clock> clocks = make_clocks();
   unbounded_queue q1, q2;
-  demo_stages st{env.cfg, env.pattern, clocks, generated, sent, checksum, peak, baseline, guard, true, &env.stop.flag()};
+  demo_stages st{env.cfg, env.pattern, clocks, generated, sent, checksum, peak, baseline, guard, oom, true, &env.stop.flag()};
   run_probe probe{[&](std::vector<channel_view>& ch, std::vector<std::array<std::uint64_t, 3>>& times) {
                     ch = {{"generate -> scrub", q1.bytes(), 0}, {"scrub -> send   ", q2.bytes(), 0}};
                     for (auto& c : clocks) {
@@ -485,6 +498,7 @@ run_result run_unbounded(const run_env& env) {
   r.sent = sent.load();
   r.checksum = checksum.load();
   r.guard_hit = guard.load();
+  r.out_of_memory = oom.load();
   r.completed = !r.guard_hit && r.sent == env.cfg.bytes;
   r.interrupted = !r.completed && !r.guard_hit && env.stop.stopped();
   r.peak_rss = static_cast<double>(peak.load()) - static_cast<double>(baseline);
@@ -499,7 +513,9 @@ run_result run_unbounded(const run_env& env) {
   } else {
     r.bottleneck = metrics::find_bottleneck(snapshot_of(r, clocks));
   }
-  if (r.guard_hit) {
+  if (r.out_of_memory) {
+    r.note = oom_note(env.cfg.chunk, env.cfg.memory_guard, r.generated, r.sent);
+  } else if (r.guard_hit) {
     r.note = guard_note(env.cfg.bytes, env.cfg.rate, env.cfg.memory_guard, r.generated, r.sent, r.elapsed_s);
   }
   return r;
@@ -516,8 +532,9 @@ run_result run_bounded(const run_env& env) {
   const std::uint64_t baseline = rss_bytes();
   std::atomic<std::uint64_t> peak{baseline}, generated{0}, sent{0}, checksum{0};
   std::atomic<bool> guard{false};
+  std::atomic<bool> oom{false};
   std::vector<stage_clock> unused = make_clocks();  // the graph keeps its own clocks
-  demo_stages st{env.cfg, env.pattern, unused, generated, sent, checksum, peak, baseline, guard, false, &env.stop.flag()};
+  demo_stages st{env.cfg, env.pattern, unused, generated, sent, checksum, peak, baseline, guard, oom, false, &env.stop.flag()};
 
   graph g;
   stage_options budget;
@@ -566,6 +583,8 @@ run_result run_bounded(const run_env& env) {
   r.generated = generated.load();
   r.sent = total;
   r.checksum = sum;
+  r.out_of_memory = oom.load();
+  if (r.out_of_memory) r.note = oom_note(env.cfg.chunk, 0, r.generated, r.sent);
   r.completed = r.sent == env.cfg.bytes && rep.balanced();
   r.interrupted = !r.completed && env.stop.stopped();
   r.peak_rss = static_cast<double>(peak.load()) - static_cast<double>(baseline);

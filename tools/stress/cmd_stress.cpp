@@ -53,6 +53,8 @@
 #include <thread>
 #include <vector>
 
+#include <signal.h>
+
 #include "common/args.hpp"
 #include "commands.hpp"
 #include "common/progress.hpp"
@@ -430,6 +432,11 @@ int cmd_stress(int argc, char** argv) {
     progress::notice(std::string("\nsluice stress: interrupted by ") + ::strsignal(sig) +
                                     "; ending after the run in progress (again to exit now)\n");
   });
+  // A reader of stdout that is gone (`sluice stress | true`) ends the session: its
+  // results have nowhere to go. With SIGPIPE ignored, the failed write is seen below and
+  // reported by main's check of stdout, status 1, as bench and demo do (it died of
+  // SIGPIPE, 141, without a word).
+  ::signal(SIGPIPE, SIG_IGN);
   if (!replay) {
     std::printf("sluice stress: seed %s, %llu runs%s\n", hex(seed).c_str(), static_cast<unsigned long long>(runs),
                 duration.count() ? (", at most " + format_duration(duration)).c_str() : "");
@@ -443,6 +450,7 @@ int cmd_stress(int argc, char** argv) {
   outcome_tally tally;
   const std::string fan_arg = (shapes.all() ? "" : " --fan " + shapes.text()) + (fuse ? " --fuse" : "");
   for (std::uint64_t i = 0; i < total_runs; ++i) {
+    if (std::ferror(stdout) != 0) return 1;  // stdout is gone: main says so
     // At least one run: a session that ran nothing must not say that every run held.
     if (i > 0 && duration.count() > 0 && clock::now() - t0 >= duration) break;
     if (interrupted.signal() != 0) break;
