@@ -499,9 +499,11 @@ int main(int argc, char** argv) {
   server.set_payload_max_length(kMaxBody);  // a Content-Length over it: 413 before any byte
   server.Post("/ingest", [&, inlet = inlet](const httplib::Request& req, httplib::Response& res,
                                             const httplib::ContentReader& read) {
-    const auto refuse = [&res](int status, const char* why) {
+    const auto refuse = [&req, &res](int status, const char* why) {
       res.status = status;
-      res.set_header("Connection", "close");  // the body is never read
+      // The body is never read: the connection must close. httplib adds the header itself
+      // when the client asked to close (two of them, when this one came on top).
+      if (req.get_header_value("Connection") != "close") res.set_header("Connection", "close");
       res.set_content(why, "text/plain");
     };
     // httplib hands a multipart body to a reader of parts, which this handler has not.

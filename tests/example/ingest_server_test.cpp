@@ -291,6 +291,18 @@ bool send_all(int fd, const std::string& s) {
 }
 
 // The status line's code of the server's answer, or -1 (no answer within 10 s).
+// The answer's head, through its blank line ("" when the connection ends before one).
+std::string head_of(int fd) {
+  std::string head;
+  char buf[256];
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return "";
+    head.append(buf, static_cast<std::size_t>(n));
+  }
+  return head.substr(0, head.find("\r\n\r\n") + 4);
+}
+
 int status_of(int fd) {
   std::string head;
   char buf[256];
@@ -525,6 +537,20 @@ TEST(IngestServer, a_multipart_body_or_two_content_lengths_are_refused) {
     ASSERT_GE(fd, 0);
     ASSERT_TRUE(send_all(fd, request));
     EXPECT_EQ(status_of(fd), code) << request;
+    ::close(fd);
+  }
+  // A client that asks to close too gets one Connection header, not two (httplib adds its
+  // own then, and the refusal's came on top).
+  {
+    const int fd = connect_to(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                             "Content-Length: 1\r\nContent-Length: 5\r\n\r\nhello"));
+    const std::string head = head_of(fd);
+    EXPECT_EQ(head.rfind("HTTP/1.1 400", 0), 0U) << head;
+    std::size_t n = 0;
+    for (std::size_t at = head.find("\r\nConnection:"); at != std::string::npos; at = head.find("\r\nConnection:", at + 1)) ++n;
+    EXPECT_EQ(n, 1u) << head;
     ::close(fd);
   }
   const std::string summary = stop_server(c);
