@@ -664,6 +664,22 @@ TEST_F(Tool, ADemoOutOfMemoryBelowItsGuardSaysOutOfMemory) {
   EXPECT_EQ(r.out.find("memory guard hit"), std::string::npos) << r.out;
 }
 
+// The bounded run with 1-byte chunks stays near its channel budgets: a chunk is weighed
+// with what holding it costs, not its bytes alone. Budgets of 2 x 1 MiB held a million
+// chunks each, and the run peaked at +104.5 MiB while the demo said memory is its budgets.
+TEST_F(Tool, ADemoOfOneByteChunksStaysNearItsBudgets) {
+  if (kSanitized) GTEST_SKIP() << "a sanitizer's own allocations are not the demo's";
+  const result r = run_tool({"demo", "--only", "bounded", "--chunk", "1", "--budget", "1MiB", "--rate", "4MiB/s",
+                             "--bytes", "4MiB", "--json"},
+                            120);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string key = "\"peak_rss_delta_bytes\":";
+  const std::size_t at = r.out.find(key);
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const double peak = std::strtod(r.out.c_str() + at + key.size(), nullptr);
+  EXPECT_LT(peak, 4.0 * 2 * 1024 * 1024) << "peak +" << peak / (1 << 20) << " MiB against budgets of 2 MiB";
+}
+
 // A --capacity whose channels cannot exist: one line naming it, exit 2, nothing run.
 // Before: 2^62 crashed with SIGSEGV (the ring's slot count wrapped), and 2^40 printed
 // "error: std::bad_alloc" with exit 1.
