@@ -118,25 +118,25 @@ TEST(alloc_failure, adding_a_stage_throws_bad_alloc_to_the_caller) {
   EXPECT_GT(failed, 3);  // the sweep reached allocations inside the runtime
 }
 
-// start(): each allocation in turn fails. start() throws, and the run has ended: wait()
-// reports, the destructor returns. An allocation that failed before the first thread
-// once left a started graph that never finished, and its destructor hung.
-TEST(alloc_failure, a_start_that_runs_out_of_memory_still_ends_the_run) {
+// Starts a graph of make()'s with each allocation of start() in turn armed to fail (Arm:
+// fail_nth, one; fail_from, that one and every later one) until start() makes fewer.
+// Whenever start() throws, the run has ended: done(), wait() throws its error, and the
+// destructor returns. Returns how many starts threw.
+template <class Arm, class Make>
+int sweep_start(Make make) {
   int failed = 0;
   for (long k = 0; k < 400; ++k) {
-    auto g = std::make_unique<sluice::graph>();
-    auto s = g->source<int>("src", [](sluice::sender<int>& out) { (void)out.push(1); });
-    g->sink("sink", s, [](int) {});
+    std::unique_ptr<sluice::graph> g = make();
     bool threw = false;
     bool complete = false;
     {
-      fail_nth arm(k);
+      Arm arm(k);
       try {
         g->start();
       } catch (const std::exception&) {
         threw = true;  // bad_alloc; a thread that could not be made; a stage whose task could not be
       }
-      complete = !threw && !fail_nth::spent();  // start() made fewer than k allocations
+      complete = !threw && !Arm::spent();  // start() made fewer than k allocations
     }
     if (!threw) {
       try {
@@ -159,48 +159,36 @@ TEST(alloc_failure, a_start_that_runs_out_of_memory_still_ends_the_run) {
     }
     g.reset();  // must return (it hung)
   }
-  EXPECT_GT(failed, 2);
+  return failed;
+}
+
+// start(): each allocation in turn fails. start() throws, and the run has ended: wait()
+// reports, the destructor returns. An allocation that failed before the first thread
+// once left a started graph that never finished, and its destructor hung.
+TEST(alloc_failure, a_start_that_runs_out_of_memory_still_ends_the_run) {
+  EXPECT_GT(sweep_start<fail_nth>([] {
+              auto g = std::make_unique<sluice::graph>();
+              auto s = g->source<int>("src", [](sluice::sender<int>& out) { (void)out.push(1); });
+              g->sink("sink", s, [](int) {});
+              return g;
+            }),
+            2);
 }
 
 // The same, with memory out for good from the N-th allocation of start() on: handling the
-// first bad_alloc meets a second one. Naming the failed stage (its stage_error) threw out
-// of start() with the run started and never finished: wait() and the destructor hung.
+// first bad_alloc meets a second one. Naming the failed stage (its stage_error), or the
+// first stage for a reserve that failed, threw out of start() with the run started and
+// never finished: wait() and the destructor hung.
 TEST(alloc_failure, a_start_that_runs_out_of_memory_for_good_still_ends_the_run) {
-  int failed = 0;
-  for (long k = 0; k < 400; ++k) {
-    auto g = std::make_unique<sluice::graph>();
-    // Names past the short-string buffer, so that naming them allocates.
-    auto s = g->source<int>("a-source-with-a-long-name", [](sluice::sender<int>& out) { (void)out.push(1); });
-    auto m = g->map("a-map-with-a-long-name-too", s, [](int v) { return v; }, {.replicas = 2});
-    g->sink("a-sink-with-a-long-name-also", m, [](int) {});
-    bool threw = false;
-    bool complete = false;
-    {
-      fail_from arm(k);
-      try {
-        g->start();
-      } catch (const std::exception&) {
-        threw = true;
-      }
-      complete = !threw && !fail_from::spent();
-    }
-    if (!threw) {
-      try {
-        EXPECT_TRUE(g->wait_for(30s).has_value()) << "k=" << k;
-      } catch (const std::exception&) {
-      }
-      if (complete) break;
-      continue;
-    }
-    ++failed;
-    EXPECT_TRUE(g->done()) << "k=" << k << ": start() threw but the run never ended";
-    if (!g->done()) {
-      (void)g.release();  // its destructor would wait for ever: leak it, fail, go on
-      continue;
-    }
-    g.reset();  // must return
-  }
-  EXPECT_GT(failed, 2);
+  EXPECT_GT(sweep_start<fail_from>([] {
+              auto g = std::make_unique<sluice::graph>();
+              // Names past the short-string buffer, so that naming them allocates.
+              auto s = g->source<int>("a-source-with-a-long-name", [](sluice::sender<int>& out) { (void)out.push(1); });
+              auto m = g->map("a-map-with-a-long-name-too", s, [](int v) { return v; }, {.replicas = 2});
+              g->sink("a-sink-with-a-long-name-also", m, [](int) {});
+              return g;
+            }),
+            2);
 }
 
 // A stage that runs out of memory for good: from its bad_alloc on, every allocation of

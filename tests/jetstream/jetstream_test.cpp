@@ -3,8 +3,6 @@
 #include "sluice/jetstream.hpp"
 
 #include <poll.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -26,6 +24,7 @@
 
 #include "sluice/pipeline.hpp"
 #include "nats_server.hpp"
+#include "../support/no_new_descriptors.hpp"
 
 #include <nats/nats.h>
 
@@ -130,21 +129,16 @@ TEST(JetstreamConnect, UnreachableUrlIsAnErrorNamingIt) {
 // there (nothing listens, ...)", blaming a server that was up (a probe under ulimit -n).
 TEST(JetstreamConnect, OutOfDescriptorsIsSaidAsSuchNotBlamedOnTheServer) {
   const std::string url = "nats://127.0.0.1:" + std::to_string(sluice_test::free_port());
-  rlimit old{};
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
-  const int lowest_free = ::dup(0);
-  ASSERT_GE(lowest_free, 0);
-  ::close(lowest_free);
-  rlimit tight = old;
-  tight.rlim_cur = static_cast<rlim_t>(lowest_free);  // every descriptor below it is open: no new one
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
   std::string what = "(connected)";
-  try {
-    (void)js::connect(url, {.timeout = 500ms});
-  } catch (const std::exception& e) {
-    what = e.what();
+  {
+    sluice_test::no_new_descriptors full;
+    ASSERT_TRUE(full.ok());
+    try {
+      (void)js::connect(url, {.timeout = 500ms});
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
   }
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
   EXPECT_NE(what.find(url), std::string::npos) << what;
   EXPECT_NE(what.find("this process cannot open a socket (Too many open files)"), std::string::npos) << what;
   EXPECT_EQ(what.find("no NATS server answers there"), std::string::npos) << what;

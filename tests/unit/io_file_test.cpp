@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -19,6 +18,7 @@
 #include "io_test_util.hpp"
 #include "sluice/pipeline.hpp"
 #include "support/graph_support.hpp"
+#include "support/no_new_descriptors.hpp"
 #include "support/watchdog.hpp"
 
 namespace {
@@ -301,16 +301,12 @@ TEST(io_file, out_of_descriptors_a_pipe_reader_names_itself_and_its_input) {
   auto d = io::read_fd(p[0]);
   auto [tx, rx] = sluice::bounded<buffer>(16);
   std::stop_source stop;
-  rlimit old{};
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
-  const int lowest_free = ::dup(0);
-  ASSERT_GE(lowest_free, 0);
-  ::close(lowest_free);
-  rlimit tight = old;
-  tight.rlim_cur = static_cast<rlim_t>(lowest_free);  // every descriptor below it is open: no new one
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
-  const std::string msg = error_of([&] { d.fn(tx, stop.get_token()); });
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  std::string msg;
+  {
+    sluice_test::no_new_descriptors full;
+    ASSERT_TRUE(full.ok());
+    msg = error_of([&] { d.fn(tx, stop.get_token()); });
+  }
   EXPECT_NE(msg.find("read_fd: cannot create an eventfd to wait on fd " + std::to_string(p[0])), std::string::npos)
       << msg;
   EXPECT_NE(msg.find("Too many open files"), std::string::npos) << msg;
