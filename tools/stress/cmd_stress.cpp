@@ -53,7 +53,9 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include "common/args.hpp"
 #include "commands.hpp"
@@ -432,16 +434,36 @@ int cmd_stress(int argc, char** argv) {
     progress::notice(std::string("\nsluice stress: interrupted by ") + ::strsignal(sig) +
                                     "; ending after the run in progress (again to exit now)\n");
   });
-  // A reader of stdout that is gone (`sluice stress | true`) ends the session: its
-  // results have nowhere to go. With SIGPIPE ignored, the failed write is seen below and
-  // reported by main's check of stdout, status 1, as bench and demo do (it died of
-  // SIGPIPE, 141, without a word).
+  // A reader of stdout that is gone (`sluice stress | true`), or a full disk, ends the
+  // session: its results have nowhere to go. With SIGPIPE ignored, the failed write is
+  // seen below and said once, with its cause, status 1, as bench and demo say it (it died
+  // of SIGPIPE, 141, without a word). The cause is kept from the failed flush: main's
+  // check of stdout after it found the error but no longer why.
   ::signal(SIGPIPE, SIG_IGN);
+  int out_err = 0;
+  auto flush_out = [&out_err] {
+    errno = 0;
+    if (std::fflush(stdout) == 0 && std::ferror(stdout) == 0) return true;
+    if (out_err == 0) out_err = errno != 0 ? errno : EIO;
+    return false;
+  };
+  // Says so once and ends the session. What stdout still holds goes to /dev/null, so that
+  // main's check of stdout finds it clean and does not say it again.
+  auto stdout_gone = [](int err) {
+    std::fprintf(stderr, "sluice stress: error: cannot write to standard output: %s\n", std::strerror(err));
+    const int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null_fd >= 0) {
+      (void)::dup2(null_fd, STDOUT_FILENO);
+      ::close(null_fd);
+    }
+    std::clearerr(stdout);
+    return 1;
+  };
   if (!replay) {
     std::printf("sluice stress: seed %s, %llu runs%s\n", hex(seed).c_str(), static_cast<unsigned long long>(runs),
                 duration.count() ? (", at most " + format_duration(duration)).c_str() : "");
   }
-  std::fflush(stdout);
+  if (!flush_out()) return stdout_gone(out_err);
 
   progress prog("stress");
   hang_guard guard(std::chrono::seconds(120 * kSlow));
@@ -450,7 +472,7 @@ int cmd_stress(int argc, char** argv) {
   outcome_tally tally;
   const std::string fan_arg = (shapes.all() ? "" : " --fan " + shapes.text()) + (fuse ? " --fuse" : "");
   for (std::uint64_t i = 0; i < total_runs; ++i) {
-    if (std::ferror(stdout) != 0) return 1;  // stdout is gone: main says so
+    if (out_err != 0) return stdout_gone(out_err);
     // At least one run: a session that ran nothing must not say that every run held.
     if (i > 0 && duration.count() > 0 && clock::now() - t0 >= duration) break;
     if (interrupted.signal() != 0) break;
@@ -478,12 +500,12 @@ int cmd_stress(int argc, char** argv) {
       std::printf("VIOLATION in run %zu (seed %s):\n    %s\n", i + 1, hex(spec.seed).c_str(), text.c_str());
       for (const auto& v : r.violations) std::printf("  - %s\n", v.c_str());
       std::printf("  replay: sluice stress --replay %s%s\n", hex(spec.seed).c_str(), fan_arg.c_str());
-      std::fflush(stdout);
+      (void)flush_out();
     } else if (verbose || replay) {
       prog.clear();
       std::printf("run %llu (seed %s) ok in %.3f s:\n    %s\n", static_cast<unsigned long long>(i + 1),
                   hex(spec.seed).c_str(), r.seconds, text.c_str());
-      std::fflush(stdout);
+      (void)flush_out();
     }
     char line[160];
     std::snprintf(line, sizeof line, "run %llu/%llu  violations %llu  (%.1f s)", static_cast<unsigned long long>(done),
