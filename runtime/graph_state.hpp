@@ -271,7 +271,9 @@ class graph_state {
   void end_outputs(const stage_node& n) noexcept;
   bool allow_restart(stage_node& n);
   void teardown(const std::exception_ptr& cause) noexcept;
-  void apply_stop_request();  // requires mu_
+  // Once started (nodes_ fixed), without mu_: closing a channel and stopping a source run
+  // user callbacks (on_writable, stop callbacks), which may call back into the graph.
+  void apply_stop_request();
 
   // cancel()/request_stop() from inside on_discard: the hook runs under dead_mu_, often
   // inside a channel's cancel, so acting there would wait on itself. The call is handed

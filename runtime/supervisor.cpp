@@ -435,20 +435,26 @@ void graph_state::request_stop() {
   // request_stop() on this graph, which take mu_ (it deadlocked on itself, silently, and
   // so did wait_for() in other threads; a probe). The channels live as long as the graph,
   // nodes_ is fixed once started, and closing and stopping are idempotent.
+  // Before start the inlets are collected under mu_ (stages may still be added), as
+  // cancel() does; from start on nodes_ is fixed.
   bool started = false;
+  std::vector<channel_control*> inlets;
   {
     std::lock_guard lk(mu_);
     stop_requested_ = true;
     started = started_;
     if (started && (ran_nothing_ || finished_)) return;
+    if (!started) {
+      for (auto& n : nodes_) {
+        if (!n->is_input) continue;
+        for (std::size_t ch : n->outputs) inlets.push_back(channels_[ch]->control.get());
+      }
+    }
   }
   if (!started) {
     // Inlets close now (what they accepted still drains once the graph runs); the
-    // sources are stopped by start().
-    for (auto& n : nodes_) {
-      if (!n->is_input) continue;
-      for (std::size_t ch : n->outputs) channels_[ch]->control->close();
-    }
+    // sources are stopped by start(). The channels live as long as the graph.
+    for (channel_control* c : inlets) c->close();
     return;
   }
   apply_stop_request();
