@@ -17,26 +17,37 @@ std::string this_thread_name() {
   return buf;
 }
 
-TEST(GraphThreadNames, each_stage_thread_is_named_after_its_stage) {
-  sluice::graph g;
+// The names of the threads that called note(), and a source named `name` of 64 items
+// that notes its own.
+struct names_seen {
   std::mutex mu;
   std::set<std::string> seen;
-  auto note = [&] {
+  void note() {
     std::lock_guard lk(mu);
     seen.insert(this_thread_name());
-  };
-  auto src = g.source<int>("numbers", [&](sluice::sender<int>& out) {
-    note();
-    for (int i = 0; i < 64; ++i) {
-      if (!out.push(i)) return;
-    }
-  });
+  }
+  sluice::stream<int> source(sluice::graph& g, const std::string& name) {
+    return g.source<int>(name, [this](sluice::sender<int>& out) {
+      note();
+      for (int i = 0; i < 64; ++i) {
+        if (!out.push(i)) return;
+      }
+    });
+  }
+};
+
+TEST(GraphThreadNames, each_stage_thread_is_named_after_its_stage) {
+  sluice::graph g;
+  names_seen names;
+  auto src = names.source(g, "numbers");
+  auto note = [&] { names.note(); };
   auto wide = g.map("square", src, [&](int v) {
     note();
     return v * v;
   }, {.replicas = 2});
   g.sink("a-very-long-stage-name", wide, [&](int) { note(); });
   g.run();
+  const std::set<std::string>& seen = names.seen;
   EXPECT_TRUE(seen.count("numbers")) << "source thread";
   EXPECT_TRUE(seen.count("square#0") || seen.count("square#1")) << "replica threads";
   for (const auto& s : seen) {
@@ -52,18 +63,9 @@ TEST(GraphThreadNames, each_stage_thread_is_named_after_its_stage) {
 // shows as '?' (a newline split /proc/<tid>/comm in two). A probe's findings.
 TEST(GraphThreadNames, names_keep_the_replica_and_whole_characters_and_no_control_bytes) {
   sluice::graph g;
-  std::mutex mu;
-  std::set<std::string> seen;
-  auto note = [&] {
-    std::lock_guard lk(mu);
-    seen.insert(this_thread_name());
-  };
-  auto src = g.source<int>("ab\ncd", [&](sluice::sender<int>& out) {
-    note();
-    for (int i = 0; i < 64; ++i) {
-      if (!out.push(i)) return;
-    }
-  });
+  names_seen names;
+  auto src = names.source(g, "ab\ncd");
+  auto note = [&] { names.note(); };
   // Nine two-byte characters: 18 bytes, cut after the seventh (14 bytes), not at 15.
   const std::string accents = "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9";
   auto m = g.map(accents, src, [&](int v) {
@@ -76,6 +78,7 @@ TEST(GraphThreadNames, names_keep_the_replica_and_whole_characters_and_no_contro
   }, {.replicas = 2});
   g.sink("sink", wide, [](int) {});
   g.run();
+  const std::set<std::string>& seen = names.seen;
   EXPECT_TRUE(seen.count("ab?cd")) << "control byte";
   EXPECT_TRUE(seen.count(accents.substr(0, 14))) << "cut at a character's start";
   EXPECT_TRUE(seen.count("a-long-replic#0") || seen.count("a-long-replic#1")) << "the replica's number kept";
