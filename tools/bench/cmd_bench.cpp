@@ -1469,9 +1469,9 @@ int cmd_bench(int argc, char** argv) {
   const std::uint64_t max_items = c.items_given || (!open && c.duration.count() == 0) ? c.items : UINT64_MAX;
 
   // ^C (SIGINT, SIGTERM, SIGHUP): the run in progress stops sending and drains (no item's
-  // work starts after it), no other run starts, and what ran is printed (and written to --report) before the exit with
-  // 128+N; a second one exits at once. Blocked before any thread starts (the stages, the
-  // live view's): they inherit the mask.
+  // work starts after it), no other run starts, and what ran is printed (and written to
+  // --report) before the exit with 128+N; a second one exits at once. Blocked before any
+  // thread starts (the stages, the live view's): they inherit the mask.
   const interrupt_watch watch("sluice bench", [](int sig) {
     g_interrupted.store(sig, std::memory_order_relaxed);
     progress::notice(std::string("\nsluice bench: interrupted by ") + ::strsignal(sig) +
