@@ -296,6 +296,9 @@ TEST(io_file, write_fd_on_a_descriptor_not_open_for_writing_fails_with_ebadf) {
 // Out of descriptors, the eventfd a read of a pipe waits with cannot be made: the error
 // names the stage and what it reads ("io: cannot create an eventfd" named neither).
 TEST(io_file, out_of_descriptors_a_pipe_reader_names_itself_and_its_input) {
+#ifdef SLUICE_SANITIZER_BUILD
+  GTEST_SKIP() << "a sanitizer's runtime needs descriptors of its own (UBSan's checks failed with none)";
+#endif
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
   auto d = io::read_fd(p[0]);
